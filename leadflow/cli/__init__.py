@@ -1,0 +1,107 @@
+"""The ``leadflow`` console script. User mistakes are one line on stderr and exit 1."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from leadflow.cli import (
+    audit_command,
+    check_command,
+    config_command,
+    daemon_command,
+    demo_command,
+    import_command,
+    mail_commands,
+    plan_command,
+    run_command,
+    schema_command,
+    simulate_command,
+    status_command,
+    test_command,
+)
+from leadflow.cli.context import CliContext
+from leadflow.errors import ExternalSystemError, UserInputError
+
+EXIT_USER_ERROR = 1
+EXIT_EXTERNAL_FAILURE = 3
+
+app = typer.Typer(
+    name="leadflow",
+    help="Keeps leads moving through the funnel: rules as code, next to your CRM.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="config.yaml to use (default: ./config.yaml)."),
+    ] = None,
+) -> None:
+    ctx.obj = CliContext(config_file=config)
+    ctx.call_on_close(ctx.obj.close)
+
+
+app.command("config")(config_command.show_config)
+app.command("check")(check_command.check_rules)
+app.command("schema")(schema_command.print_schema)
+app.command("run")(run_command.run_once)
+app.command("audit")(audit_command.show_audit)
+app.command("daemon")(daemon_command.daemon)
+app.command("demo")(demo_command.demo)
+app.command("simulate")(simulate_command.simulate_range)
+app.command("send")(mail_commands.send)
+app.command("outbox")(mail_commands.outbox)
+app.command("import")(import_command.import_records)
+app.command("status")(status_command.show_status)
+app.command("test")(test_command.run_rule_tests)
+app.command("plan")(plan_command.plan_rules)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; translate leadflow's errors into exit codes without a traceback."""
+    try:
+        # Outside standalone mode click returns a command's ``typer.Exit`` code instead of raising.
+        result = app(args=argv, prog_name="leadflow", standalone_mode=False)
+    except UserInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except ExternalSystemError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_EXTERNAL_FAILURE
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # click's usage errors arrive here in non-standalone mode
+        return _usage_or_raise(exc)
+    return result if isinstance(result, int) else 0
+
+
+def _usage_or_raise(exc: Exception) -> int:
+    # typer vendors click, so its usage errors are recognised by shape, not by class.
+    show, exit_code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+    if callable(show) and isinstance(exit_code, int):
+        show()
+        return exit_code
+    raise exc
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,98 @@
+"""``leadflow audit``: why things happened, one row per action."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import select
+
+from leadflow.cli.context import cli_context
+from leadflow.clock import parse_instant
+from leadflow.errors import UserInputError
+from leadflow.store.tables import AUDIT, DEALS, LEADS
+
+
+def show_audit(
+    ctx: typer.Context,
+    lead: Annotated[
+        str | None, typer.Option("--lead", help="Only this lead (external id).")
+    ] = None,
+    rule: Annotated[str | None, typer.Option("--rule", help="Only this rule id.")] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only actions at or after this ISO time.")
+    ] = None,
+    output: Annotated[
+        Literal["table", "jsonl"], typer.Option("--format", help="table or jsonl.")
+    ] = "table",
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, help="At most this many rows (newest).")
+    ] = 200,
+) -> None:
+    """Show the audit trail: time, rule, version, lead or deal, action, parameters, evidence."""
+    context = cli_context(ctx)
+    query = (
+        select(AUDIT, LEADS.c.external_id.label("lead"), DEALS.c.external_id.label("deal"))
+        .outerjoin(LEADS, LEADS.c.id == AUDIT.c.lead_id)
+        .outerjoin(DEALS, DEALS.c.id == AUDIT.c.deal_id)
+        .order_by(AUDIT.c.id.desc())
+        .limit(limit)
+    )
+    if lead is not None:
+        query = query.where(LEADS.c.external_id == lead)
+    if rule is not None:
+        query = query.where(AUDIT.c.rule_id == rule)
+    if since is not None:
+        try:
+            query = query.where(AUDIT.c.at >= parse_instant(since))
+        except ValueError as exc:
+            raise UserInputError(f"--since: {exc}") from None
+    with context.engine.connect() as connection:
+        rows = list(reversed(connection.execute(query).all()))
+    if output == "jsonl":
+        for row in rows:
+            print(
+                json.dumps(
+                    {
+                        "at": row.at.isoformat(),
+                        "rule_id": row.rule_id,
+                        "rule_version": row.rule_version,
+                        "source": row.source,
+                        "lead": row.lead,
+                        "deal": row.deal,
+                        "action": row.action,
+                        "params": row.params,
+                        "evidence": row.evidence,
+                    },
+                    default=str,
+                )
+            )
+        return
+    table = Table(
+        "at (UTC)", "rule", "version", "lead/deal", "action", "parameters", "because", box=None
+    )
+    for row in rows:
+        subject = f"deal {row.deal}" if row.deal else (row.lead or "")
+        table.add_row(
+            row.at.strftime("%Y-%m-%d %H:%M"),
+            row.rule_id or row.source,
+            (row.rule_version or "")[:12],
+            subject,
+            row.action,
+            _compact(row.params),
+            _compact(row.evidence),
+        )
+    Console(width=max(Console().width, 160)).print(table)
+    if not rows:
+        Console(stderr=True).print("no audit rows match")
+
+
+def _compact(values: dict[str, object]) -> str:
+    return ", ".join(
+        f"{key}={value}"
+        for key, value in values.items()
+        if key != "rule_digest" and value is not None
+    )

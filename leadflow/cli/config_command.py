@@ -1,0 +1,20 @@
+"""``leadflow config``: the effective configuration, secrets masked, with each value's source."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from leadflow.cli.context import cli_context
+from leadflow.config import describe
+
+
+def show_config(ctx: typer.Context) -> None:
+    """Show the effective configuration and where each value came from."""
+    loaded = cli_context(ctx).loaded
+    table = Table("key", "value", "source", box=None, pad_edge=False)
+    for key, value, source in describe(loaded):
+        table.add_row(key, value, source)
+    console = Console(width=max(Console().width, 120))
+    console.print(table)

@@ -1,0 +1,69 @@
+"""``leadflow demo``: a sample funnel moving on a fast simulated clock, in a store of its own."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from leadflow.cli.context import cli_context
+from leadflow.demo_funnel import simulate
+
+
+def demo(
+    ctx: typer.Context,
+    days: Annotated[int, typer.Option("--days", min=1, max=60, help="Simulated days to run.")] = 5,
+) -> None:
+    """Create a sample funnel under state/demo/ and run the shipped rules over a few days."""
+    context = cli_context(ctx)
+    settings = context.settings
+    folder = settings.path(settings.paths.state) / "demo"
+    console = Console(width=max(Console().width, 110))
+    console.print(
+        f"Sample funnel: 15 reps, 1,200 leads, 400 deals in {folder}; rules from {settings.path(settings.paths.rules)}"
+    )
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("simulating, two hours a step", total=days * 12)
+        reports = simulate(
+            settings,
+            folder,
+            days=days,
+            progress=lambda done, _total: bar.update(task, completed=done),
+        )
+    table = Table(
+        "day",
+        "MQLs assigned",
+        "SLA escalations",
+        "reassigned",
+        "deals recycled",
+        "nurture emails",
+        "emails delivered",
+        title="The funnel, day by day",
+    )
+    for report in reports:
+        table.add_row(
+            report.day,
+            str(report.mqls),
+            str(report.escalations),
+            str(report.reassigned),
+            str(report.recycled),
+            str(report.nurture_sent),
+            str(report.emails_delivered),
+        )
+    console.print(table)
+    emails = len(list((folder / "maildir" / "new").glob("*.eml")))
+    store = f"LEADFLOW_DATABASE__URL=sqlite:///{folder / 'leadflow.db'}"
+    console.print(
+        f"{emails} emails were delivered as .eml files into {folder / 'maildir' / 'new'}.",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(
+        f"Why each lead moved:  {store} leadflow audit --limit 30", highlight=False, soft_wrap=True
+    )
+    console.print(
+        f"How the funnel stands: {store} leadflow status", highlight=False, soft_wrap=True
+    )

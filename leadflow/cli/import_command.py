@@ -1,0 +1,131 @@
+"""``leadflow import KIND FILE``: bring a CRM export in; rejected rows listed as FILE:LINE.
+
+Exit 0 when every row landed, 1 when any row was rejected (the valid rows still land unless
+``--strict``), 1 for a file that cannot be read at all, 3 when the store fails.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+from leadflow.cli.context import cli_context
+from leadflow.clock import SystemClock
+from leadflow.errors import UserInputError
+from leadflow.ingest import ImportReport, import_file
+from leadflow.ingest.runner import Progress as ProgressCallback
+from leadflow.settings import ImportKind
+
+PROGRESS_MIN_BYTES = 5_000_000
+SAMPLE_ORDER: tuple[ImportKind, ...] = ("reps", "leads", "deals", "activities")
+
+
+class KindChoice(StrEnum):
+    reps = "reps"
+    leads = "leads"
+    deals = "deals"
+    activities = "activities"
+    sample = "sample"
+
+
+class FormatChoice(StrEnum):
+    csv = "csv"
+    jsonl = "jsonl"
+
+
+def import_records(
+    ctx: typer.Context,
+    kind: Annotated[
+        KindChoice,
+        typer.Argument(
+            help="reps, leads, deals or activities; 'sample' imports the bundled sample."
+        ),
+    ],
+    file: Annotated[Path | None, typer.Argument(help="The CSV or JSONL export.")] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="All or nothing: one rejected row rolls back the file.")
+    ] = False,
+    file_format: Annotated[
+        FormatChoice | None,
+        typer.Option("--format", help="csv or jsonl (default: from the file's extension)."),
+    ] = None,
+) -> None:
+    """Upsert reps, leads, deals or activities from a CSV or JSONL file by external id."""
+    if kind is KindChoice.sample:
+        jobs = [(k, sample_file(k)) for k in SAMPLE_ORDER]
+    elif file is None:
+        msg = f"give the file to import: leadflow import {kind.value} FILE"
+        raise UserInputError(msg)
+    else:
+        jobs = [(next(k for k in SAMPLE_ORDER if k == kind.value), file)]
+    rejected = 0
+    for job_kind, path in jobs:
+        report = _run_one(ctx, job_kind, path, strict=strict, file_format=file_format)
+        rejected += report.rejected
+    if rejected:
+        raise typer.Exit(1)
+
+
+def sample_file(kind: ImportKind) -> Path:
+    """The bundled sample export of ``kind`` (``leadflow/samples/KIND.csv``)."""
+    return Path(str(resources.files("leadflow.samples").joinpath(f"{kind}.csv")))
+
+
+def _run_one(
+    ctx: typer.Context,
+    kind: ImportKind,
+    path: Path,
+    *,
+    strict: bool,
+    file_format: FormatChoice | None,
+) -> ImportReport:
+    context = cli_context(ctx)
+    with _progress_bar(path) as progress:
+        report = import_file(
+            context.engine,
+            context.settings,
+            kind,
+            path,
+            strict=strict,
+            file_format=file_format.value if file_format else None,
+            clock=SystemClock(),
+            progress=progress,
+        )
+    for problem in report.problems:
+        print(problem, file=sys.stderr)
+    unlisted = report.rejected - len(report.problems)
+    if unlisted:
+        print(f"{path}: ... and {unlisted} more rejected rows", file=sys.stderr)
+    if report.rolled_back:
+        print(f"{path}: --strict: nothing was imported because rows were rejected", file=sys.stderr)
+    print(f"{kind} {path}: {report.summary}")
+    return report
+
+
+@contextmanager
+def _progress_bar(path: Path) -> Iterator[ProgressCallback | None]:
+    """A rich progress bar on stderr for large files when stderr is a terminal."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0
+    if not sys.stderr.isatty() or size < PROGRESS_MIN_BYTES:
+        yield None
+        return
+    columns = (BarColumn(), DownloadColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(str(path), total=size)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield advance

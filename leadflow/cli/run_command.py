@@ -1,0 +1,126 @@
+"""``leadflow run --once``: one evaluation of every due rule, or with ``--dry-run`` the plan."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from leadflow.cli.context import cli_context
+from leadflow.clock import SettableClock, SystemClock, parse_instant
+from leadflow.engine.evaluation import RuleOutcome, run_due_rules
+from leadflow.engine.nurture import run_nurture_steps
+from leadflow.engine.runtime import Runtime
+from leadflow.engine.sla import run_sla_escalations
+from leadflow.errors import UserInputError
+
+EXIT_EXTERNAL_FAILURE = 3
+
+
+def run_once(
+    ctx: typer.Context,
+    once: Annotated[
+        bool, typer.Option("--once", help="Evaluate what is due now, then exit.")
+    ] = False,
+    now: Annotated[
+        str | None, typer.Option("--now", help="Evaluate as of this ISO time (default: now).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan; write nothing.")
+    ] = False,
+    rule: Annotated[
+        list[str] | None, typer.Option("--rule", help="Only this rule id (repeatable).")
+    ] = None,
+    every_rule: Annotated[
+        bool, typer.Option("--all", help="Evaluate every enabled rule, due or not.")
+    ] = False,
+) -> None:
+    """Evaluate every due rule once as of --now, apply the actions (or print them with --dry-run)."""
+    if not once:
+        msg = "leadflow run needs --once (the long-running service is 'leadflow daemon')"
+        raise UserInputError(msg)
+    context = cli_context(ctx)
+    try:
+        clock = SettableClock(parse_instant(now)) if now else SystemClock()
+    except ValueError as exc:
+        raise UserInputError(f"--now: {exc}") from None
+    if not dry_run and clock.now() > SystemClock().now() + timedelta(minutes=1):
+        # Recorded runs and SLA timers in the future would hold the daemon back until then.
+        msg = f"--now {now} is in the future: add --dry-run, or try it with leadflow simulate"
+        raise UserInputError(msg)
+    runtime = Runtime.build(context.engine, context.settings, clock)
+    rule_set = runtime.load_rules()
+    unknown = sorted(set(rule or ()) - {r.id for r in rule_set.rules})
+    if unknown:
+        msg = f"--rule: unknown rule id(s) {', '.join(unknown)}"
+        raise UserInputError(msg)
+    outcomes = run_due_rules(
+        runtime, rule_set, clock.now(), dry_run=dry_run, only=rule, force=every_rule
+    )
+    console = Console()
+    if not dry_run and not rule:
+        slas = run_sla_escalations(runtime, rule_set, clock.now())
+        steps = run_nurture_steps(runtime, rule_set, clock.now())
+        console.print(f"SLA timers handled: {slas}; nurture steps sent: {steps}", highlight=False)
+    if dry_run:
+        _print_plan(console, outcomes)
+    _print_summary(console, outcomes, rule_set.version, dry_run=dry_run)
+    waiting = [
+        r.id
+        for r in rule_set.enabled_rules
+        if (not rule or r.id in rule) and r.id not in {o.rule_id for o in outcomes}
+    ]
+    if waiting:
+        console.print(
+            f"not due yet as of {clock.now():%Y-%m-%d %H:%M} UTC (their interval since the last run has not passed): "
+            f"{', '.join(waiting)}; --all evaluates them anyway",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if any(outcome.external_failure for outcome in outcomes):
+        raise typer.Exit(EXIT_EXTERNAL_FAILURE)  # the database failed, not the rules
+    if any(outcome.error for outcome in outcomes):
+        raise typer.Exit(1)
+
+
+def _print_plan(console: Console, outcomes: list[RuleOutcome]) -> None:
+    for outcome in outcomes:
+        for planned in outcome.planned:
+            console.print(
+                f"[bold]{planned.rule_id}[/] {planned.subject} {planned.external_id}: "
+                f"{'; '.join(planned.actions)}  [dim]because {json.dumps(planned.evidence, default=str)}[/]",
+                highlight=False,
+                markup=True,
+                soft_wrap=True,
+            )
+
+
+def _print_summary(
+    console: Console, outcomes: list[RuleOutcome], version: str, *, dry_run: bool
+) -> None:
+    table = Table(
+        "rule",
+        "matched",
+        "would fire" if dry_run else "fired",
+        "failed",
+        "seconds",
+        "error",
+        box=None,
+    )
+    for outcome in outcomes:
+        fired = len(outcome.planned) if dry_run else outcome.fired
+        table.add_row(
+            outcome.rule_id,
+            str(outcome.matched),
+            str(fired),
+            str(outcome.failed),
+            f"{outcome.seconds:.3f}",
+            outcome.error or "",
+        )
+    console.print(table)
+    verb = "planned (dry run, nothing written)" if dry_run else "evaluated"
+    console.print(f"{len(outcomes)} rule(s) {verb}, rule set {version}", highlight=False)

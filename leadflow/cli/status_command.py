@@ -1,0 +1,125 @@
+"""``leadflow status``: stages, owners, deals, reps and the last import of each kind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from leadflow.cli.context import cli_context
+from leadflow.clock import SystemClock
+from leadflow.engine.runtime import Runtime
+from leadflow.errors import ProblemsError
+from leadflow.status import StoreStatus, collect_status
+
+
+def show_status(ctx: typer.Context) -> None:
+    """Show how the funnel stands: stages, owners, the MQL queue, outbox, SLAs, rules, imports."""
+    context = cli_context(ctx)
+    console = Console(width=max(Console().width, 100))
+    settings = context.settings
+    status = collect_status(context.engine, mql_stage=settings.stages.mql)
+    render_status(status, console)
+    render_operations(status, console)
+    render_rules(Runtime.build(context.engine, settings, SystemClock()), status, console)
+
+
+def render_operations(status: StoreStatus, console: Console) -> None:
+    """The MQL queue, the outbox and the SLA timers."""
+    waiting = ", ".join(
+        f"{lead} (since {since:%Y-%m-%d %H:%M} UTC)" for lead, since in status.mql_queue
+    )
+    more = status.mql_queue_total - len(status.mql_queue)
+    console.print(
+        f"MQLs waiting for a rep: {status.mql_queue_total}"
+        + (f": {waiting}" if waiting else "")
+        + (f" and {more} more" if more > 0 else "")
+    )
+    outbox = (
+        ", ".join(f"{name} {count}" for name, count in status.outbox_by_status.items()) or "empty"
+    )
+    oldest = (
+        f"; oldest unsent queued {status.oldest_pending_at:%Y-%m-%d %H:%M} UTC"
+        if status.oldest_pending_at
+        else ""
+    )
+    console.print(
+        f"outbox: {outbox}{oldest}"
+        + ("  (see: leadflow outbox --failed)" if status.outbox_by_status.get("failed") else "")
+    )
+    slas = ", ".join(f"{name} {count}" for name, count in status.slas_by_status.items()) or "none"
+    console.print(f"SLA timers: {slas}")
+
+
+def render_rules(runtime: Runtime, status: StoreStatus, console: Console) -> None:
+    """The rules folder as it would load now, and each rule's last recorded run."""
+    try:
+        rule_set = runtime.load_rules()
+    except ProblemsError as exc:
+        console.print(
+            f"rules folder: REFUSED, {len(exc.problems)} problem(s); a running daemon keeps its last good rules",
+            style="bold red",
+        )
+        for problem in exc.problems[:20]:
+            console.print(f"  {problem}", highlight=False)
+    else:
+        console.print(
+            f"rules folder: {len(rule_set.enabled_rules)} enabled rule(s), version {rule_set.version}"
+        )
+    if not status.rule_runs:
+        console.print("rule runs: none yet")
+        return
+    runs = Table(
+        "rule", "version run", "last run", "status", "matched", "error", box=None, pad_edge=False
+    )
+    for run in status.rule_runs:
+        last = run.last_started_at.strftime("%Y-%m-%d %H:%M UTC") if run.last_started_at else "-"
+        runs.add_row(
+            run.rule_id, run.rule_version, last, run.status, str(run.matched), run.error or ""
+        )
+    console.print(runs)
+
+
+def render_status(status: StoreStatus, console: Console) -> None:
+    """Print ``status`` as a few small tables."""
+    console.print(f"leads: {status.leads_total}")
+    stages = Table("stage", "leads", box=None, pad_edge=False)
+    for stage, count in status.leads_by_stage.items():
+        stages.add_row(stage, str(count))
+    if status.leads_by_stage:
+        console.print(stages)
+    owners = Table("owner", "stage", "leads", box=None, pad_edge=False)
+    for (owner, stage), count in status.leads_by_owner_stage.items():
+        owners.add_row(owner or "(no owner)", stage, str(count))
+    if status.leads_by_owner_stage:
+        console.print(owners)
+    closed = ", ".join(f"{outcome} {count}" for outcome, count in status.deals_closed.items())
+    console.print(f"deals: open {status.deals_open}; closed: {closed or 'none'}")
+    console.print(f"reps: active {status.reps_active}, inactive {status.reps_inactive}")
+    if not status.last_imports:
+        console.print("last imports: none")
+        return
+    imports = Table(
+        "import",
+        "file",
+        "finished",
+        "status",
+        "inserted",
+        "updated",
+        "unchanged",
+        "rejected",
+        box=None,
+        pad_edge=False,
+    )
+    for run in status.last_imports.values():
+        finished = run.finished_at.strftime("%Y-%m-%d %H:%M UTC") if run.finished_at else "-"
+        imports.add_row(
+            run.kind,
+            Path(run.file).name,
+            finished,
+            run.status,
+            *(str(n) for n in (run.inserted, run.updated, run.unchanged, run.rejected)),
+        )
+    console.print(imports)

@@ -1,0 +1,269 @@
+"""Configuration precedence in one place: explicit argument, environment, config.yaml, default.
+
+Every key of :class:`~leadflow.settings.Settings` can be set in ``config.yaml`` or by an
+environment variable named after its path: ``database.url`` is ``LEADFLOW_DATABASE__URL``
+(sections joined by a double underscore). Secrets are read only from the environment, either
+the variable itself or ``LEADFLOW_..._FILE`` naming a file that holds the secret.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, SecretStr, ValidationError
+
+from leadflow.durations import format_duration
+from leadflow.errors import ConfigError
+from leadflow.settings import SECRET_KEYS, Settings
+
+ENV_PREFIX = "LEADFLOW_"
+_NOT_KEYS = frozenset({"LEADFLOW_CONFIG"})
+DEFAULT_SOURCE = "default"
+
+
+@dataclass(frozen=True)
+class LoadedSettings:
+    """The settings and, per dotted key, where its value came from."""
+
+    settings: Settings
+    sources: Mapping[str, str] = field(default_factory=dict)
+    config_file: Path | None = None
+
+
+def find_config_file(explicit: Path | None, env: Mapping[str, str]) -> Path | None:
+    """``--config``, else ``$LEADFLOW_CONFIG``, else ``./config.yaml`` if it exists."""
+    if explicit is not None:
+        return explicit
+    if env.get("LEADFLOW_CONFIG"):
+        return Path(env["LEADFLOW_CONFIG"])
+    candidate = Path("config.yaml")
+    return candidate if candidate.exists() else None
+
+
+def load_settings(
+    config_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> LoadedSettings:
+    """Build the effective settings; raise :class:`ConfigError` listing every problem."""
+    environ = os.environ if env is None else env
+    path = find_config_file(config_file, environ)
+    data: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    if path is not None:
+        data, sources = _read_yaml(path)
+        root = path.resolve().parent
+    else:
+        root = Path.cwd()
+    problems = _reject_secrets_in_file(sources)
+    env_data, env_sources, env_problems = _read_environment(environ)
+    problems += env_problems
+    _merge(data, env_data)
+    sources.update(env_sources)
+    for key, value in (overrides or {}).items():
+        _merge(data, _nest(key.split("."), value))
+        sources[key] = "argument"
+    data["root"] = str(root)
+    for key in SECRET_KEYS & sources.keys():
+        if not sources[key].startswith("environment"):
+            _drop(data, key.split("."))
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        problems += _explain(exc, sources)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return LoadedSettings(settings=settings, sources=sources, config_file=path)
+
+
+def describe(loaded: LoadedSettings) -> Iterator[tuple[str, str, str]]:
+    """Every effective key as (dotted key, shown value, source); secrets are masked."""
+    dumped = loaded.settings.model_dump(mode="python", by_alias=True, exclude={"root"})
+    for key, value in _leaves(dumped, ()):
+        if isinstance(value, SecretStr):
+            shown = "********"
+        elif key in SECRET_KEYS:
+            shown = "(not set)" if value is None else "********"
+        else:
+            shown = _show(value)
+        yield key, shown, _source_of(key, loaded.sources)
+
+
+def _show(value: object) -> str:
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    if value is None:
+        return "(not set)"
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    return str(value)
+
+
+def _leaves(value: object, prefix: tuple[str, ...]) -> Iterator[tuple[str, object]]:
+    if isinstance(value, dict) and value:
+        for key, inner in value.items():
+            yield from _leaves(inner, (*prefix, str(key)))
+    else:
+        yield ".".join(prefix), value
+
+
+def _source_of(key: str, sources: Mapping[str, str]) -> str:
+    parts = key.split(".")
+    for end in range(len(parts), 0, -1):
+        found = sources.get(".".join(parts[:end]))
+        if found:
+            return found
+    return DEFAULT_SOURCE
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        msg = f"{path}: config file not found"
+        raise ConfigError(msg) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        msg = f"{path}: cannot read config file: {exc}"
+        raise ConfigError(msg) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        msg = f"{where}: invalid YAML: {problem}"
+        raise ConfigError(msg) from None
+    if data is None:
+        return {}, {}
+    if not isinstance(data, dict):
+        msg = f"{path}:1:1: expected a mapping of sections (database:, mail:, ...)"
+        raise ConfigError(msg)
+    sources: dict[str, str] = {}
+    _record_positions(node, (), str(path), sources)
+    return data, sources
+
+
+def _record_positions(
+    node: yaml.Node | None, prefix: tuple[str, ...], file: str, out: dict[str, str]
+) -> None:
+    if not isinstance(node, yaml.MappingNode):
+        return
+    for key_node, value_node in node.value:
+        key = (*prefix, str(key_node.value))
+        if isinstance(value_node, yaml.MappingNode) and value_node.value:
+            _record_positions(value_node, key, file, out)
+        else:
+            out[".".join(key)] = f"{file}:{key_node.start_mark.line + 1}"
+
+
+def _reject_secrets_in_file(sources: Mapping[str, str]) -> list[str]:
+    return [
+        f"{sources[key]}: {key} is a secret and is read only from the environment; "
+        f"set {_env_name(key)} or {_env_name(key)}_FILE instead"
+        for key in sorted(SECRET_KEYS & sources.keys())
+    ]
+
+
+def _env_name(key: str) -> str:
+    return ENV_PREFIX + "__".join(part.upper() for part in key.split("."))
+
+
+def _read_environment(
+    env: Mapping[str, str],
+) -> tuple[dict[str, Any], dict[str, str], list[str]]:
+    data: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    problems: list[str] = []
+    for name, raw in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX) or name in _NOT_KEYS or name.startswith("LEADFLOW_TEST"):
+            continue
+        key = name[len(ENV_PREFIX) :].lower().replace("__", ".")
+        value: Any = raw
+        if key.endswith("_file") and key[: -len("_file")] in SECRET_KEYS:
+            key = key[: -len("_file")]
+            try:
+                value = Path(raw).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                problems.append(f"{name}: cannot read the secret file {raw!r}: {exc.strerror}")
+                continue
+        elif key not in SECRET_KEYS:
+            try:
+                value = yaml.safe_load(raw) if raw.strip() else raw
+            except yaml.YAMLError:
+                value = raw
+        _merge(data, _nest(key.split("."), value))
+        sources[key] = f"environment {name}"
+    return data, sources, problems
+
+
+def _drop(data: dict[str, Any], parts: list[str]) -> None:
+    for part in parts[:-1]:
+        inner = data.get(part)
+        if not isinstance(inner, dict):
+            return
+        data = inner
+    data.pop(parts[-1], None)
+
+
+def _nest(parts: list[str], value: Any) -> dict[str, Any]:
+    nested: Any = value
+    for part in reversed(parts):
+        nested = {part: nested}
+    result: dict[str, Any] = nested
+    return result
+
+
+def _merge(into: dict[str, Any], other: Mapping[str, Any]) -> None:
+    for key, value in other.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = dict(value) if isinstance(value, Mapping) else value
+
+
+def _explain(exc: ValidationError, sources: Mapping[str, str]) -> list[str]:
+    lines = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        key = ".".join(loc)
+        where = sources.get(key) or _source_of(key, sources)
+        if error["type"] == "extra_forbidden":
+            message = f"unknown key {key!r}{_suggestion(loc)}"
+        else:
+            message = f"{key}: {str(error['msg']).removeprefix('Value error, ')}"
+        lines.append(f"{where}: {message}")
+    return lines
+
+
+def _suggestion(loc: list[str]) -> str:
+    model: type[BaseModel] | None = Settings
+    for part in loc[:-1]:
+        model = _field_model(model, part)
+        if model is None:
+            return ""
+    if model is None:
+        return ""
+    names = sorted({f.alias or name for name, f in model.model_fields.items()} - {"root"})
+    close = difflib.get_close_matches(loc[-1], names, n=1, cutoff=0.5)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    return f"; expected one of: {', '.join(names)}"
+
+
+def _field_model(model: type[BaseModel] | None, name: str) -> type[BaseModel] | None:
+    if model is None:
+        return None
+    for field_name, info in model.model_fields.items():
+        if name in (field_name, info.alias):
+            annotation = info.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                return annotation
+    return None

@@ -1,0 +1,132 @@
+"""Queueing a change leadflow made (stage, owner, a closed deal) for the CRM, in the outbox.
+
+The row is written in the transaction of the change itself, so the CRM hears of exactly the
+changes that were committed. Its idempotency key names the rule, the subject, the firing's
+occasion and the event: re-running a rule never queues a second update. Nothing is queued when
+``crm.webhook_url`` is not set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from leadflow.engine.audit_trail import jsonable
+from leadflow.mail.outbox import PENDING, message_id_for
+from leadflow.store.models import Deal, Lead, Rep
+from leadflow.store.tables import OUTBOX
+
+if TYPE_CHECKING:
+    from leadflow.engine.runtime import Runtime
+    from leadflow.rule_language.model import Rule, RuleSet
+
+WEBHOOK_CHANNEL = "webhook"
+
+
+class ChangeSource(Protocol):
+    """Where a change came from: a rule firing (:class:`leadflow.engine.firing.Firing`)."""
+
+    @property
+    def runtime(self) -> Runtime: ...
+    @property
+    def now(self) -> datetime: ...
+    @property
+    def lead(self) -> Lead | None: ...
+    @property
+    def deal(self) -> Deal | None: ...
+    @property
+    def rule(self) -> Rule: ...
+    @property
+    def rule_set(self) -> RuleSet: ...
+    @property
+    def subject_key(self) -> str: ...
+    @property
+    def occasion(self) -> str: ...
+
+
+def queue_crm_update(
+    session: Session, source: ChangeSource, event: str, change: Mapping[str, Any]
+) -> int | None:
+    """Queue ``event`` (``lead.stage_changed``, ``lead.owner_changed``, ``deal.recycled``...).
+
+    Returns the outbox row's id, or None when no webhook is configured or the key existed.
+    """
+    settings = source.runtime.settings
+    url = settings.crm.webhook_url
+    if not url:
+        return None
+    key = f"crm:{event}/rule:{source.rule.id}/{source.subject_key}/{source.occasion}"
+    event_id = hashlib.sha256(key.encode()).hexdigest()[:32]
+    payload = {
+        "id": event_id,
+        "type": event,
+        "occurred_at": jsonable(source.now),
+        "lead": _lead(session, source.lead),
+        "deal": _deal(session, source.deal),
+        "change": jsonable(change),
+        "rule": {"id": source.rule.id, "version": source.rule_set.version},
+    }
+    row = {
+        "idempotency_key": key,
+        "message_id": message_id_for(key, settings.mail.message_id_domain),
+        "channel": WEBHOOK_CHANNEL,
+        "category": "operational",
+        "lead_id": source.lead.id if source.lead is not None else None,
+        "deal_id": source.deal.id if source.deal is not None else None,
+        "rule_id": source.rule.id,
+        "rule_version": source.rule_set.version,
+        "recipient": url,
+        "subject": event,
+        "body_text": json.dumps(payload, sort_keys=True, separators=(",", ":")),
+        "headers": {"X-Leadflow-Event": event, "X-Leadflow-Delivery": event_id},
+        "status": PENDING,
+        "attempts": 0,
+        "next_attempt_at": source.now,
+        "created_at": source.now,
+    }
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = (
+        insert(OUTBOX)
+        .values(**row)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(OUTBOX.c.id)
+    )
+    new_id: int | None = session.execute(statement).scalar_one_or_none()
+    return new_id
+
+
+def _rep(session: Session, rep_id: int | None) -> str | None:
+    rep = session.get(Rep, rep_id) if rep_id is not None else None
+    return rep.external_id if rep is not None else None
+
+
+def _lead(session: Session, lead: Lead | None) -> dict[str, Any] | None:
+    if lead is None:
+        return None
+    return {
+        "external_id": lead.external_id,
+        "stage": lead.stage,
+        "stage_entered_at": jsonable(lead.stage_entered_at),
+        "owner": _rep(session, lead.owner_id),
+        "score": lead.score,
+    }
+
+
+def _deal(session: Session, deal: Deal | None) -> dict[str, Any] | None:
+    if deal is None:
+        return None
+    return {
+        "external_id": deal.external_id,
+        "stage": deal.stage,
+        "outcome": deal.outcome,
+        "closed_at": jsonable(deal.closed_at),
+        "recycle_reason": deal.recycle_reason,
+        "owner": _rep(session, deal.owner_id),
+    }

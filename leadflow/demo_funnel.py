@@ -1,0 +1,207 @@
+"""A realistic sample funnel and a fast simulated clock: what ``leadflow demo`` shows.
+
+The sample is generated deterministically (reps with managers in three regional pools, leads
+with scores, a year of won deals and some open ones, activities), written to a store of its
+own under ``state/demo/`` so the demo never touches real data, and the shipped rules then run
+hour by hour on a simulated clock, with email delivered into the demo's maildir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, insert, select
+
+from leadflow.clock import SettableClock
+from leadflow.engine.runtime import Runtime
+from leadflow.engine.simulation import DayReport
+from leadflow.engine.simulation import simulate as run_simulation
+from leadflow.mail.sender import drain
+from leadflow.mail.transports import transport_for
+from leadflow.settings import Settings
+from leadflow.store.database import create_store_engine, migrate
+from leadflow.store.tables import ACTIVITIES, DEALS, LEADS, REPS
+
+START = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)  # a Monday morning
+REGIONS = ("Central", "East", "West")
+PRODUCTS = ("GTX Basic", "GTX Pro", "MG Special")
+
+
+def demo_settings(settings: Settings, folder: Path) -> Settings:
+    """The user's settings, with the store and the maildir moved under ``folder``."""
+    updated = settings.model_copy(
+        update={
+            "database": settings.database.model_copy(
+                update={"url": f"sqlite:///{folder / 'leadflow.db'}"}
+            ),
+            "mail": settings.mail.model_copy(
+                update={"transport": "maildir", "maildir": folder / "maildir"}
+            ),
+        }
+    )
+    attributes = dict(settings.attributes.leads)
+    attributes.setdefault("region", "string")
+    return updated.model_copy(
+        update={"attributes": settings.attributes.model_copy(update={"leads": attributes})}
+    )
+
+
+def seed(engine: Engine, rng: random.Random, leads: int = 1200) -> None:
+    """Reps (3 managers, 12 reps), ``leads`` leads, 400 deals, activities; all deterministic."""
+    old = START - timedelta(days=400)
+    reps: list[dict[str, Any]] = []
+    for index, region in enumerate(REGIONS, start=1):
+        reps.append(
+            {
+                "id": index,
+                "external_id": f"mgr-{region.lower()}",
+                "name": f"{region} Manager",
+                "email": f"manager.{region.lower()}@example.com",
+                "manager_id": None,
+                "pools": [],
+                "capacity": None,
+                "active": True,
+            }
+        )
+    for index in range(12):
+        region = REGIONS[index % 3]
+        reps.append(
+            {
+                "id": 10 + index,
+                "external_id": f"rep-{index + 1:02d}",
+                "name": f"Rep {index + 1:02d}",
+                "email": f"rep{index + 1:02d}@example.com",
+                "manager_id": 1 + index % 3,
+                "pools": [region.lower()],
+                "capacity": 25,
+                "active": index != 11,
+            }
+        )
+    lead_rows = []
+    for index in range(leads):
+        score = int(rng.triangular(0, 75, 30))
+        lead_rows.append(
+            {
+                "id": index + 1,
+                "external_id": f"L{index + 1:05d}",
+                "email": f"lead{index + 1}@customer{index % 400}.test",
+                "name": f"Lead {index + 1}",
+                "company": f"Customer {index % 400}",
+                "score": score,
+                "stage": "lead" if score < 60 else "subscriber",
+                "stage_entered_at": START - timedelta(days=rng.randint(0, 40)),
+                "attributes": {"region": rng.choice(REGIONS)},
+                "unsubscribed": rng.random() < 0.03,
+                "do_not_email": False,
+                "hard_bounced": False,
+            }
+        )
+    deal_rows = []
+    for index in range(400):
+        engaged = START - timedelta(days=rng.randint(20, 360))
+        won = index < 300
+        cycle = timedelta(days=rng.randint(20, 60))
+        deal_rows.append(
+            {
+                "external_id": f"D{index + 1:04d}",
+                "lead_id": index + 1,
+                "account": f"Customer {index % 400}",
+                "product": rng.choice(PRODUCTS),
+                "owner_id": 10 + index % 11,
+                "stage": "Won" if won else "Engaging",
+                "outcome": "won" if won and engaged + cycle < START else None,
+                "amount": float(rng.randint(500, 5000)),
+                "engaged_at": engaged,
+                "closed_at": engaged + cycle if won and engaged + cycle < START else None,
+                "last_activity_at": engaged + timedelta(days=rng.randint(0, 10)),
+                "attributes": {},
+            }
+        )
+    with engine.begin() as connection:
+        connection.execute(
+            insert(REPS),
+            [{**rep, "timezone": "UTC", "created_at": old, "updated_at": old} for rep in reps],
+        )
+        connection.execute(
+            insert(LEADS), [{**lead, "created_at": old, "updated_at": old} for lead in lead_rows]
+        )
+        connection.execute(
+            insert(DEALS), [{**deal, "created_at": old, "updated_at": old} for deal in deal_rows]
+        )
+
+
+def simulate(
+    settings: Settings,
+    folder: Path,
+    *,
+    days: int = 5,
+    step: timedelta = timedelta(hours=2),
+    progress: Callable[[int, int], None] | None = None,
+) -> list[DayReport]:
+    """Seed a fresh demo store under ``folder`` and run the funnel over ``days``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "leadflow.db").unlink(missing_ok=True)
+    shutil.rmtree(folder / "maildir", ignore_errors=True)  # a fresh demo starts with no mail
+    settings = demo_settings(settings, folder)
+    engine = create_store_engine(f"sqlite:///{folder / 'leadflow.db'}")
+    migrate(engine)
+    rng = random.Random(7)  # noqa: S311 (sample data, not secrets)
+    seed(engine, rng)
+    clock = SettableClock(START)
+    runtime = Runtime.build(engine, settings, clock)
+    transport = transport_for(settings)
+    total = int(timedelta(days=days) / step)
+    done = 0
+
+    def after_step(now: datetime) -> None:
+        nonlocal done
+        _owners_follow_up(engine, rng, now)
+        asyncio.run(drain(engine, settings, clock, transport, once=True))
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    reports = run_simulation(
+        runtime, runtime.load_rules(), START, START + timedelta(days=days), step, on_step=after_step
+    )
+    engine.dispose()
+    return reports
+
+
+def _owners_follow_up(engine: Engine, rng: random.Random, now: datetime) -> None:
+    """Leads engage (scores rise); reps call about half of their new MQLs within hours."""
+    with engine.begin() as connection:
+        for lead_id in rng.sample(range(1, 1201), 12):
+            connection.execute(
+                LEADS.update()
+                .where(LEADS.c.id == lead_id)
+                .values(score=LEADS.c.score + rng.randint(5, 25))
+            )
+        fresh = connection.execute(
+            select(LEADS.c.id, LEADS.c.owner_id).where(
+                LEADS.c.stage == "mql",
+                LEADS.c.owner_id.is_not(None),
+                LEADS.c.stage_entered_at > now - timedelta(hours=1),
+            )
+        ).all()
+        calls = [
+            {
+                "external_id": f"call-{row.id}-{now:%Y%m%d%H}",
+                "lead_id": row.id,
+                "actor_id": row.owner_id,
+                "type": "call",
+                "occurred_at": now,
+                "properties": {},
+                "created_at": now,
+            }
+            for row in fresh
+            if rng.random() < 0.5
+        ]
+        if calls:
+            connection.execute(insert(ACTIVITIES), calls)

@@ -1,0 +1,46 @@
+"""Durations as people write them in config and rule files: ``90m``, ``4h``, ``2d``, ``1w``."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from leadflow.errors import DurationError
+
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_WHOLE = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*[smhdw]\s*)+$")
+
+
+def parse_duration(text: str | int | float | timedelta) -> timedelta:
+    """Read ``"1d 12h"``, ``"90m"`` or a number of seconds into a positive timedelta."""
+    if isinstance(text, timedelta):
+        value = text
+    elif isinstance(text, bool):
+        msg = f"{text!r} is not a duration; write e.g. 90m, 4h, 2d"
+        raise DurationError(msg)
+    elif isinstance(text, int | float):
+        value = timedelta(seconds=text)
+    else:
+        lowered = text.strip().lower()
+        if not _WHOLE.match(lowered):
+            msg = f"{text!r} is not a duration; write a number and a unit (s, m, h, d, w), e.g. 90m"
+            raise DurationError(msg)
+        value = timedelta()
+        for amount, unit in _PART.findall(lowered):
+            value += timedelta(**{_UNITS[unit]: float(amount)})
+    if value <= timedelta(0):
+        msg = f"{text!r}: a duration must be longer than zero"
+        raise DurationError(msg)
+    return value
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest exact spelling of ``value`` in the units :func:`parse_duration` reads."""
+    seconds = int(value.total_seconds())
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        amount, seconds = divmod(seconds, size)
+        if amount:
+            parts.append(f"{amount}{unit}")
+    return "".join(parts) or "0s"

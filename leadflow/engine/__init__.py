@@ -1,0 +1,1 @@
+"""The engine: evaluates rules inside the database and applies their actions atomically."""

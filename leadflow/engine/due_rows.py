@@ -1,0 +1,58 @@
+"""Working through due rows (SLA timers, nurture enrollments) in batches that commit whole.
+
+Each row is handled in a savepoint of its batch's transaction: one row's failure is logged
+and rolled back alone, and the batch goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+import structlog
+from sqlalchemy import Engine, Select, Table
+from sqlalchemy.orm import Session
+
+from leadflow.store.database import transaction
+
+Row = TypeVar("Row")
+
+
+class StopSignal(Protocol):
+    def is_set(self) -> bool: ...
+
+
+log = structlog.get_logger("leadflow.engine")
+
+
+def handle_due_rows(
+    engine: Engine,
+    query: Select[Row],
+    table: Table,
+    handle: Callable[[Session, Row], None],
+    *,
+    batch: int,
+    failure_event: str,
+    describe: Callable[[Row], dict[str, Any]],
+    stop: StopSignal | None = None,
+) -> int:
+    """Run ``handle`` on every row ``query`` selects, in id order; return how many succeeded.
+
+    ``stop`` is asked between batches: a stopping daemon waits for one batch at most.
+    """
+    handled, last_id = 0, 0
+    while stop is None or not stop.is_set():
+        with transaction(engine) as session:
+            page = query.where(table.c.id > last_id).order_by(table.c.id).limit(batch)
+            rows = list(session.scalars(page))
+            if not rows:
+                return handled
+            for row in rows:
+                last_id = getattr(row, "id", None) or 0
+                try:
+                    with session.begin_nested():
+                        handle(session, row)
+                    handled += 1
+                except Exception:  # one row's failure is logged; the others go on
+                    log.exception(failure_event, **describe(row))
+    return handled

@@ -1,0 +1,390 @@
+"""Evaluating rules: the database returns the matches, batches commit with their effects.
+
+A rule's condition is compiled to SQL once per evaluation; matches are read in id order in
+batches, and each batch's state changes, audit rows, firings and outbox messages commit in
+one transaction (each firing in a savepoint, so one bad lead does not undo its batch). A dry
+run reads the same matches and writes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol, cast
+
+import structlog
+from sqlalchemy import ColumnElement, Engine, Table, and_, exists, select, true
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from leadflow import metrics
+from leadflow.engine.audit_trail import jsonable
+from leadflow.engine.firing import Firing, describe_action, fire
+from leadflow.engine.runtime import Runtime
+from leadflow.engine.sales_cycle import averages_for
+from leadflow.errors import ExternalSystemError
+from leadflow.rule_language.actions import action_name
+from leadflow.rule_language.conditions import EvaluationContext, cycle_conditions, referenced_fields
+from leadflow.rule_language.fields import Subject, ValueType
+from leadflow.rule_language.model import Rule, RuleSet
+from leadflow.rule_language.to_python import time_of
+from leadflow.rule_language.to_sql import to_where
+from leadflow.store.database import transaction
+from leadflow.store.models import Deal, Lead, RuleRun
+from leadflow.store.tables import FIRINGS
+
+log = structlog.get_logger("leadflow.engine")
+
+
+class StopSignal(Protocol):
+    """Asked between batches: a stopping daemon, or a replica that lost leadership."""
+
+    def is_set(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class PlannedFiring:
+    """What a rule would do to one subject, and the values that made it match."""
+
+    rule_id: str
+    subject: str
+    external_id: str
+    actions: tuple[str, ...]
+    evidence: Mapping[str, Any]
+
+
+@dataclass
+class RuleOutcome:
+    rule_id: str
+    matched: int = 0
+    fired: int = 0
+    failed: int = 0
+    error: str | None = None
+    seconds: float = 0.0
+    interrupted: bool = False
+    """A shutdown stopped the evaluation between two batches; the rule stays due."""
+    planned: list[PlannedFiring] = field(default_factory=list)
+    external_failure: bool = False
+    """The error came from the database (or another system), not from the rule itself."""
+
+
+def reentry_clause(rule: Rule, table: Table, now: datetime) -> ColumnElement[bool]:
+    """Leave out subjects the rule already acted on, as its re-entry policy says."""
+    if rule.reentry.mode == "every_time":
+        return true()
+    earlier = select(FIRINGS.c.id).where(
+        FIRINGS.c.rule_id == rule.id,
+        FIRINGS.c.subject_kind == rule.subject.value,
+        FIRINGS.c.subject_id == table.c.id,
+    )
+    if rule.reentry.mode == "once_per" and rule.reentry.period is not None:
+        earlier = earlier.where(FIRINGS.c.fired_at > now - rule.reentry.period)
+    return ~exists(earlier)
+
+
+def occasion_of(rule: Rule, now: datetime) -> str:
+    """Distinguishes firings of one rule on one subject, for the emails' idempotency keys."""
+    if rule.reentry.mode == "once":
+        return "once"
+    if rule.reentry.mode == "once_per" and rule.reentry.period is not None:
+        bucket = int(now.timestamp() // rule.reentry.period.total_seconds())
+        return f"period{bucket}"
+    return now.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+def evidence_of(
+    rule: Rule, record: Mapping[str, Any], context: EvaluationContext
+) -> dict[str, Any]:
+    """The values of every field the condition reads, ages in days, cycle averages used."""
+    evidence: dict[str, Any] = {}
+    for spec in referenced_fields(rule.condition):
+        if spec.type is ValueType.DAYS:
+            moment = time_of(spec, record)
+            days = None if moment is None else (context.now - moment).total_seconds() / 86400
+            evidence[spec.name] = None if days is None else round(days, 2)
+        else:
+            evidence[spec.name] = jsonable(spec.read(record))
+    for condition, average in context.cycles.items():
+        group = condition.group_by.read(record) if condition.group_by is not None else None
+        days = average.days_for(group)
+        evidence["average_cycle_days"] = None if days is None else round(days, 2)
+        evidence["average_cycle_deals"] = (
+            average.groups[str(group)][1]
+            if group is not None and str(group) in average.groups
+            else average.overall_deals
+        )
+        evidence["idle_threshold_days"] = (
+            None if days is None else round(days * condition.factor, 2)
+        )
+    return evidence
+
+
+def _record(row: Lead | Deal) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in type(row).model_fields}
+
+
+def evaluate_rule(
+    runtime: Runtime,
+    rule_set: RuleSet,
+    rule: Rule,
+    now: datetime,
+    *,
+    dry_run: bool = False,
+    stop: StopSignal | None = None,
+) -> RuleOutcome:
+    """Evaluate one rule as of ``now``; apply its actions unless ``dry_run``.
+
+    ``stop`` is checked between batches (each batch commits whole), so a shutting-down daemon
+    waits for at most one batch.
+    """
+    started = time.perf_counter()
+    outcome = RuleOutcome(rule.id)
+    model: type[Lead] | type[Deal] = Lead if rule.subject is Subject.LEAD else Deal
+    table = rule.subject.table
+    with Session(runtime.engine) as session:
+        context = EvaluationContext(
+            now, averages_for(session, list(cycle_conditions(rule.condition)), now)
+        )
+    where = and_(to_where(rule.condition, table, context), reentry_clause(rule, table, now))
+    batch_size = runtime.settings.scheduler.evaluation_batch
+    if dry_run:
+        _plan(runtime, rule, where, context, outcome)
+        outcome.seconds = time.perf_counter() - started
+        return outcome
+    last_id = 0
+    while True:
+        if stop is not None and stop.is_set():
+            outcome.interrupted = True
+            break
+        with transaction(runtime.engine) as session:
+            query = (
+                select(model)
+                .where(where, table.c.id > last_id)
+                .order_by(table.c.id)
+                .limit(batch_size)
+            )
+            if session.get_bind().dialect.name == "postgresql":
+                query = query.with_for_update(of=table)
+            rows = cast(list[Lead | Deal], list(session.scalars(query)))
+            if not rows:
+                break
+            last_id = rows[-1].id or 0
+            outcome.matched += len(rows)
+            for row in rows:
+                _process(
+                    runtime,
+                    session,
+                    rule_set,
+                    rule,
+                    row,
+                    context=context,
+                    outcome=outcome,
+                )
+    outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+def _plan(
+    runtime: Runtime,
+    rule: Rule,
+    where: ColumnElement[bool],
+    context: EvaluationContext,
+    outcome: RuleOutcome,
+) -> None:
+    """The dry run: the same matches, reading only the columns the evidence shows."""
+    table = rule.subject.table
+    actions = tuple(describe_action(action) for action in rule.actions)
+    if context.cycles:  # deal rules with averages: few rows, the general path is fine
+        columns: list[ColumnElement[Any]] = list(table.c)
+        plan = None
+    else:
+        columns, plan = _evidence_columns(rule, table)
+    query = select(*columns).where(where)
+    batch = runtime.settings.scheduler.evaluation_batch
+    with runtime.engine.connect() as connection:
+        for row in connection.execution_options(yield_per=batch).execute(query):
+            outcome.matched += 1
+            if plan is None:
+                evidence = evidence_of(rule, cast(Mapping[str, Any], row._mapping), context)
+            else:
+                evidence = _evidence_from(row, plan, context.now)
+            outcome.planned.append(
+                PlannedFiring(rule.id, rule.subject.value, row.external_id, actions, evidence)
+            )
+
+
+_Slot = tuple[str, bool, tuple[int, ...]]
+"""(field name, is an age in days, positions of its columns in the selected row)."""
+
+
+def _evidence_columns(rule: Rule, table: Table) -> tuple[list[ColumnElement[Any]], list[_Slot]]:
+    columns: list[ColumnElement[Any]] = [table.c.external_id]
+    slots: list[_Slot] = []
+    for spec in dict.fromkeys(referenced_fields(rule.condition)):
+        first = len(columns)
+        if spec.type is ValueType.DAYS:
+            columns.extend(table.c[name] for name in spec.since)
+        else:
+            columns.append(spec.sql(table))
+        slots.append((spec.name, spec.type is ValueType.DAYS, tuple(range(first, len(columns)))))
+    return columns, slots
+
+
+def _evidence_from(row: Any, slots: list[_Slot], now: datetime) -> dict[str, Any]:
+    """What :func:`evidence_of` says, read straight from a narrow row (no record built)."""
+    evidence: dict[str, Any] = {}
+    for name, is_age, positions in slots:
+        if is_age:
+            values = [row[index] for index in positions]
+            moment = None if values[0] is None else max(v for v in values if v is not None)
+            evidence[name] = (
+                None if moment is None else round((now - moment).total_seconds() / 86400, 2)
+            )
+        else:
+            value = row[positions[0]]
+            evidence[name] = value.isoformat() if isinstance(value, datetime) else value
+    return evidence
+
+
+def _process(
+    runtime: Runtime,
+    session: Session,
+    rule_set: RuleSet,
+    rule: Rule,
+    row: Lead | Deal,
+    *,
+    context: EvaluationContext,
+    outcome: RuleOutcome,
+) -> None:
+    """Fire the rule on one matched row, in a savepoint of the batch's transaction."""
+    evidence = evidence_of(rule, _record(row), context)
+    deal = row if isinstance(row, Deal) else None
+    lead = (
+        row
+        if isinstance(row, Lead)
+        else (
+            session.get(Lead, deal.lead_id)
+            if deal is not None and deal.lead_id is not None
+            else None
+        )
+    )
+    firing = Firing(
+        runtime,
+        session,
+        rule_set,
+        rule,
+        context.now,
+        lead,
+        deal,
+        evidence,
+        occasion_of(rule, context.now),
+    )
+    try:
+        with session.begin_nested():
+            fire(firing)
+        outcome.fired += 1
+        metrics.record_actions(action_name(action) for action in rule.actions)
+    except Exception:  # one subject's failure is logged and counted; the batch goes on
+        outcome.failed += 1
+        log.exception(
+            "rule_firing_failed",
+            rule_id=rule.id,
+            rule_version=rule_set.version,
+            subject=f"{rule.subject.value}:{row.external_id}",
+        )
+
+
+def is_due(rule: Rule, last_started: datetime | None, now: datetime) -> bool:
+    """A rule is due when it never ran, or its interval has passed since the last run."""
+    return last_started is None or last_started + rule.every <= now
+
+
+def last_started_times(engine: Engine) -> dict[str, datetime | None]:
+    """When each rule that ever ran last started, by rule id (from ``rule_runs``)."""
+    with Session(engine) as session:
+        return {run.rule_id: run.last_started_at for run in session.scalars(select(RuleRun))}
+
+
+def run_due_rules(
+    runtime: Runtime,
+    rule_set: RuleSet,
+    now: datetime,
+    *,
+    dry_run: bool = False,
+    only: Iterable[str] | None = None,
+    force: bool = False,
+) -> list[RuleOutcome]:
+    """Evaluate every enabled rule that is due as of ``now`` (all of them with ``force``)."""
+    wanted = set(only) if only is not None else None
+    last_runs = last_started_times(runtime.engine)
+    outcomes = []
+    for rule in rule_set.enabled_rules:
+        if wanted is not None and rule.id not in wanted:
+            continue
+        if not force and not is_due(rule, last_runs.get(rule.id), now):
+            continue
+        outcomes.append(run_rule(runtime, rule_set, rule, now, dry_run=dry_run))
+    return outcomes
+
+
+def run_rule(
+    runtime: Runtime,
+    rule_set: RuleSet,
+    rule: Rule,
+    now: datetime,
+    *,
+    dry_run: bool = False,
+    stop: StopSignal | None = None,
+) -> RuleOutcome:
+    """Evaluate one rule inside the per-rule error boundary and record the run.
+
+    A rule that raises is logged with its id and returned with ``error`` set; it never stops
+    the caller. A run interrupted by ``stop`` between batches is not recorded, so the rule is
+    still due (and its remaining matches are processed) at the next start.
+    """
+    try:
+        outcome = evaluate_rule(runtime, rule_set, rule, now, dry_run=dry_run, stop=stop)
+    except Exception as exc:  # one failing rule never stops the others
+        log.exception("rule_failed", rule_id=rule.id, rule_version=rule_set.version)
+        outcome = RuleOutcome(
+            rule.id,
+            error=f"{type(exc).__name__}: {exc}",
+            external_failure=isinstance(exc, SQLAlchemyError | ExternalSystemError),
+        )
+    else:
+        log.info(
+            "rule_evaluated",
+            rule_id=rule.id,
+            rule_version=rule_set.version,
+            matched=outcome.matched,
+            fired=outcome.fired,
+            failed=outcome.failed,
+            seconds=round(outcome.seconds, 3),
+            dry_run=dry_run,
+            interrupted=outcome.interrupted,
+        )
+    if not dry_run and not outcome.interrupted:
+        remember_run(runtime, rule_set, rule, now, outcome)
+        metrics.record_evaluation(
+            rule.id, seconds=outcome.seconds, matched=outcome.matched, error=outcome.error
+        )
+    return outcome
+
+
+def remember_run(
+    runtime: Runtime, rule_set: RuleSet, rule: Rule, now: datetime, outcome: RuleOutcome
+) -> None:
+    """Record that ``rule`` ran as of ``now``: what makes it due (or not) after a restart."""
+    with transaction(runtime.engine) as session:
+        run = session.get(RuleRun, rule.id) or RuleRun(
+            rule_id=rule.id, rule_version=rule_set.version
+        )
+        run.rule_version = rule_set.version
+        run.last_started_at = now
+        run.last_finished_at = now
+        run.last_status = "failed" if outcome.error else "ok"
+        run.last_error = outcome.error
+        run.matched = outcome.matched
+        session.add(run)

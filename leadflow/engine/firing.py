@@ -1,0 +1,414 @@
+"""One rule firing on one lead or deal: its actions applied, audited, emails queued.
+
+Everything here runs inside the caller's transaction (a savepoint per firing), so a firing is
+applied entirely or not at all, together with its audit rows and outbox messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from leadflow.crm.updates import queue_crm_update
+from leadflow.engine.assignment import choose_rep
+from leadflow.engine.audit_trail import audit_row
+from leadflow.engine.nurture import exit_reason, leave_nurture
+from leadflow.engine.runtime import Runtime
+from leadflow.engine.sla_timers import new_sla_timer
+from leadflow.mail.context import email_context
+from leadflow.mail.outbox import enqueue_email, is_email_address
+from leadflow.rule_language.actions import (
+    Action,
+    AdjustScore,
+    Assign,
+    CloseDeal,
+    Enroll,
+    Notify,
+    SetScore,
+    SetStage,
+    StartSla,
+    action_name,
+)
+from leadflow.rule_language.fields import Subject
+from leadflow.rule_language.model import Rule, RuleSet
+from leadflow.store.models import Deal, Lead, Rep
+from leadflow.store.tables import AUDIT, FIRINGS, NURTURE, REPS, SLA_TIMERS
+
+log = structlog.get_logger("leadflow.engine")
+
+
+@dataclass
+class Firing:
+    """The context of one rule acting on one subject."""
+
+    runtime: Runtime
+    session: Session
+    rule_set: RuleSet
+    rule: Rule
+    now: datetime
+    lead: Lead | None
+    deal: Deal | None
+    evidence: Mapping[str, Any]
+    occasion: str
+    """What makes this firing distinct from another of the same rule on the same subject."""
+    entered_stage: bool = False
+    """This firing moved the lead to a new stage (set by the set_stage action)."""
+    audit_rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def subject_key(self) -> str:
+        if self.rule.subject is Subject.DEAL and self.deal is not None:
+            return f"deal:{self.deal.external_id}"
+        assert self.lead is not None
+        return f"lead:{self.lead.external_id}"
+
+    def audit(self, action: str, params: Mapping[str, Any]) -> None:
+        """Note an audit row; :func:`fire` writes a firing's rows together, in order."""
+        self.audit_rows.append(
+            audit_row(
+                at=self.now,
+                source="rule",
+                action=action,
+                lead_id=self.lead.id if self.lead is not None else None,
+                deal_id=self.deal.id if self.deal is not None else None,
+                rule_id=self.rule.id,
+                rule_version=self.rule_set.version,
+                params={**params, "rule_digest": self.rule.digest},
+                evidence=self.evidence,
+            )
+        )
+
+    def rep(self, rep_id: int | None) -> Rep | None:
+        return self.session.get(Rep, rep_id) if rep_id is not None else None
+
+    @property
+    def retrying_wait(self) -> bool:
+        """The lead was already an MQL waiting for a rep before this firing (offered again):
+        what could not be done for lack of an owner was audited when it started waiting."""
+        lead = self.lead
+        return (
+            lead is not None
+            and lead.owner_id is None
+            and lead.stage == self.runtime.settings.stages.mql
+            and not self.entered_stage
+        )
+
+    @property
+    def owner(self) -> Rep | None:
+        owner_id = self.deal.owner_id if self.deal is not None else None
+        if owner_id is None and self.lead is not None:
+            owner_id = self.lead.owner_id
+        return self.rep(owner_id)
+
+
+def fire(firing: Firing) -> None:
+    """Apply every action of the rule, in order, and remember the firing for re-entry."""
+    subject_id = firing.deal.id if firing.rule.subject is Subject.DEAL and firing.deal else None
+    if subject_id is None and firing.lead is not None:
+        subject_id = firing.lead.id
+    if firing.rule.reentry.mode != "every_time":  # only once/once_per ever read them back
+        firing.session.execute(
+            insert(FIRINGS).values(
+                rule_id=firing.rule.id,
+                rule_version=firing.rule_set.version,
+                subject_kind=firing.rule.subject.value,
+                subject_id=subject_id,
+                fired_at=firing.now,
+            )
+        )
+    for index, action in enumerate(firing.rule.actions):
+        _APPLY[type(action)](firing, action, index)
+    firing.session.flush()
+    if firing.audit_rows:
+        firing.session.execute(insert(AUDIT), firing.audit_rows)
+
+
+def _set_stage(firing: Firing, action: Action, _index: int) -> None:
+    assert isinstance(action, SetStage)
+    lead = firing.lead
+    if lead is None:
+        firing.audit("set_stage_skipped", {"reason": "the deal has no lead"})
+        return
+    if lead.stage == action.stage:
+        return
+    settings = firing.runtime.settings
+    before = lead.stage
+    lead.stage = action.stage
+    lead.stage_entered_at = firing.now
+    firing.entered_stage = True
+    params: dict[str, Any] = {"from": before, "to": action.stage}
+    if lead.owner_id is not None and releases_owner(action.stage, settings.stages):
+        # A lead going back to marketing leaves its rep; the rep is remembered so that the
+        # lead can return to them if it qualifies again (prefer_previous_owner).
+        params["released_owner"] = _rep_ref(firing.rep(lead.owner_id))
+        lead.previous_owner_id = lead.owner_id
+        lead.owner_id = None
+    firing.audit("stage_changed", params)
+    queue_crm_update(firing.session, firing, "lead.stage_changed", params)
+    reason = exit_reason(lead, settings.stages)
+    if reason is not None:
+        leave_nurture(firing.session, lead, reason, firing.now)
+
+
+def releases_owner(stage: str, stages: Any) -> bool:
+    """Whether entering ``stage`` hands the lead back to marketing (before MQL, or a side stage)."""
+    if stage in stages.side:
+        return True
+    order = list(stages.progression)
+    return stage in order and stages.mql in order and order.index(stage) < order.index(stages.mql)
+
+
+def _score(firing: Firing, action: Action, _index: int) -> None:
+    lead = firing.lead
+    if lead is None:
+        return
+    before = lead.score
+    lead.score = before + action.by if isinstance(action, AdjustScore) else _target(action)
+    if lead.score != before:
+        firing.audit("score_changed", {"from": before, "to": lead.score})
+
+
+def _target(action: Action) -> int:
+    assert isinstance(action, SetScore)
+    return action.to
+
+
+def _assign(firing: Firing, action: Action, _index: int) -> None:
+    assert isinstance(action, Assign)
+    lead = firing.lead
+    assert lead is not None
+    choice = choose_rep(firing.session, lead, action, firing.runtime.settings, firing.now)
+    if choice.rep is None:
+        # A waiting MQL is offered again at every evaluation; only its first wait (the
+        # evaluation that made it an MQL) is audited and logged, not every retry.
+        if not firing.retrying_wait:
+            log.warning(
+                "lead_waiting_for_rep",
+                rule_id=firing.rule.id,
+                lead_id=lead.external_id,
+                pool=choice.pool,
+                reason=choice.how,
+            )
+            firing.audit("assignment_queued", {"pool": choice.pool, "reason": choice.how})
+        return
+    previous = lead.owner_id
+    lead.owner_id = choice.rep.id
+    firing.audit(
+        "assigned",
+        {
+            "rep": _rep_ref(choice.rep),
+            "pool": choice.pool,
+            "how": choice.how,
+            "previous_owner": _rep_ref(firing.rep(previous)),
+        },
+    )
+    queue_crm_update(firing.session, firing, "lead.owner_changed", {"to": choice.rep.external_id})
+
+
+def _notify(firing: Firing, action: Action, index: int) -> None:
+    assert isinstance(action, Notify)
+    owner = firing.owner
+    manager = firing.rep(owner.manager_id) if owner is not None else None
+    rep: Rep | None = None
+    if action.to == "owner":
+        rep = owner
+    elif action.to == "manager":
+        rep = manager
+    elif action.to.startswith("rep:"):
+        external_id = action.to.removeprefix("rep:")
+        found = select(Rep).where(REPS.c.external_id == external_id)
+        rep = firing.session.scalars(found).one_or_none()
+    lead = firing.lead
+    to = (
+        (lead.email if lead is not None else None)
+        if action.to == "lead"
+        else (rep.email if rep else None)
+    )
+    if not is_email_address(to):
+        if firing.retrying_wait:
+            return
+        firing.audit(
+            "email_skipped",
+            {
+                "to": action.to,
+                "template": action.template,
+                "reason": f"no {action.to} with an email address",
+            },
+        )
+        return
+    assert to is not None  # is_email_address said so
+    context = email_context(
+        firing.runtime.settings,
+        lead=lead,
+        rep=rep,
+        owner=owner,
+        manager=manager,
+        deal=firing.deal,
+        rule_id=firing.rule.id,
+        rule_description=firing.rule.description,
+    )
+    queue_email(
+        firing,
+        key=f"notify{index}:{action.to}:{action.template}",
+        template=action.template,
+        context=context,
+        to=to,
+        marketing=action.to == "lead",
+    )
+
+
+def queue_email(
+    firing: Firing, *, key: str, template: str, context: Mapping[str, Any], to: str, marketing: bool
+) -> None:
+    """Queue one email in the firing's transaction, keyed so a re-run never sends it twice."""
+    lead = firing.lead
+    result = enqueue_email(
+        firing.session,
+        key=f"rule:{firing.rule.id}/{firing.subject_key}/{firing.occasion}/{key}",
+        template=template,
+        context=context,
+        to=to,
+        category="marketing" if marketing else "operational",
+        now=firing.now,
+        catalog=firing.runtime.templates_for(firing.rule_set),
+        settings=firing.runtime.settings,
+        lead_id=lead.id if lead is not None else None,
+        deal_id=firing.deal.id if firing.deal is not None else None,
+        rule_id=firing.rule.id,
+        rule_version=firing.rule_set.version,
+        recipient_timezone=lead.timezone if lead is not None and marketing else None,
+    )
+    firing.audit(
+        "email_queued",
+        {
+            "to": to,
+            "template": template,
+            "outbox_id": result.outbox_id,
+            "status": result.status,
+            "reason": result.reason,
+            "new": result.inserted,
+        },
+    )
+
+
+def _start_sla(firing: Firing, action: Action, _index: int) -> None:
+    assert isinstance(action, StartSla)
+    lead = firing.lead
+    assert lead is not None
+    if lead.owner_id is None:
+        if firing.retrying_wait:
+            return
+        firing.audit("sla_not_started", {"sla": action.name, "reason": "the lead has no owner"})
+        return
+    cancel_running_slas(firing.session, lead.id or 0, firing.now, "restarted", name=action.name)
+    timer = new_sla_timer(
+        firing.runtime.settings,
+        action,
+        lead_id=lead.id or 0,
+        owner_id=lead.owner_id,
+        rule_id=firing.rule.id,
+        rule_version=firing.rule_set.version,
+        now=firing.now,
+    )
+    due = timer.due_at
+    firing.session.add(timer)
+    firing.audit(
+        "sla_started",
+        {"sla": action.name, "due_at": due, "calendar": action.calendar, "within": action.within},
+    )
+
+
+def cancel_running_slas(
+    session: Session, lead_id: int, now: datetime, reason: str, *, name: str | None = None
+) -> None:
+    query = update(SLA_TIMERS).where(
+        SLA_TIMERS.c.lead_id == lead_id, SLA_TIMERS.c.status == "running"
+    )
+    if name is not None:
+        query = query.where(SLA_TIMERS.c.name == name)
+    session.execute(
+        query.values(
+            status="cancelled", closed_at=now, close_reason=reason, next_escalation_at=None
+        )
+    )
+
+
+def _enroll(firing: Firing, action: Action, _index: int) -> None:
+    assert isinstance(action, Enroll)
+    lead = firing.lead
+    if lead is None:
+        return
+    stream = firing.rule_set.streams[action.stream]
+    active = firing.session.execute(
+        select(NURTURE.c.id, NURTURE.c.stream).where(
+            NURTURE.c.lead_id == lead.id, NURTURE.c.status == "active"
+        )
+    ).all()
+    if any(row.stream == stream.id for row in active):
+        return
+    if not stream.allow_parallel:
+        for row in active:
+            firing.session.execute(
+                update(NURTURE)
+                .where(NURTURE.c.id == row.id)
+                .values(
+                    status="exited",
+                    exit_reason=f"moved to stream {stream.id}",
+                    exited_at=firing.now,
+                )
+            )
+    first_step = firing.now + (stream.steps[0].after if stream.steps else timedelta(0))
+    firing.session.execute(
+        insert(NURTURE).values(
+            lead_id=lead.id,
+            stream=stream.id,
+            rule_id=firing.rule.id,
+            enrolled_at=firing.now,
+            next_step=0,
+            next_step_at=first_step,
+            status="active",
+        )
+    )
+    firing.audit("enrolled", {"stream": stream.id, "first_step_at": first_step})
+
+
+def _close_deal(firing: Firing, action: Action, _index: int) -> None:
+    assert isinstance(action, CloseDeal)
+    deal = firing.deal
+    assert deal is not None
+    deal.outcome = action.outcome
+    deal.closed_at = firing.now
+    deal.recycle_reason = action.reason
+    deal.updated_at = firing.now
+    firing.audit(f"deal_{action.outcome}", {"reason": action.reason, "stage": deal.stage})
+    queue_crm_update(firing.session, firing, f"deal.{action.outcome}", {"reason": action.reason})
+
+
+def _rep_ref(rep: Rep | None) -> dict[str, Any] | None:
+    return None if rep is None else {"external_id": rep.external_id, "name": rep.name}
+
+
+_APPLY = {
+    SetStage: _set_stage,
+    AdjustScore: _score,
+    SetScore: _score,
+    Assign: _assign,
+    Notify: _notify,
+    StartSla: _start_sla,
+    Enroll: _enroll,
+    CloseDeal: _close_deal,
+}
+
+
+def describe_action(action: Action) -> str:
+    """A short human line for a planned action (dry runs and plans)."""
+    name = action_name(action)
+    options = action.model_dump(exclude_defaults=True)
+    shown = ", ".join(f"{key}={value}" for key, value in options.items())
+    return f"{name}({shown})"

@@ -1,0 +1,71 @@
+"""Making SLA timers: due time in business hours, the ladder as started, when each level is due.
+
+Used where a timer starts (a rule's ``start_sla``) and where it restarts (reassignment by its
+ladder), so both compute due times and levels the same way.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from leadflow.business_hours import BusinessCalendar, add_business_time, calendar_named
+from leadflow.engine.audit_trail import jsonable
+from leadflow.rule_language.actions import StartSla
+from leadflow.settings import Settings
+from leadflow.store.models import SlaTimer
+
+
+def ladder_of(start: StartSla) -> list[dict[str, Any]]:
+    """The escalation levels as stored in the timer (seconds after the due time)."""
+    return [
+        {
+            "after": level.after.total_seconds(),
+            "notify": level.notify,
+            "template": level.template,
+            "reassign": level.reassign,
+        }
+        for level in start.escalate
+    ]
+
+
+def level_due(
+    calendar: BusinessCalendar, due: datetime, ladder: list[dict[str, Any]], index: int
+) -> datetime | None:
+    """When level ``index`` fires: business time after the due time; none past the ladder.
+
+    A level 0h after the due time fires at the due time, even when that is the closing time.
+    """
+    if index >= len(ladder):
+        return None
+    after = ladder[index]["after"]
+    return add_business_time(calendar, due, timedelta(seconds=after)) if after else due
+
+
+def new_sla_timer(
+    settings: Settings,
+    start: StartSla,
+    *,
+    lead_id: int,
+    owner_id: int | None,
+    rule_id: str,
+    rule_version: str,
+    now: datetime,
+) -> SlaTimer:
+    """A running timer for ``start``, due ``start.within`` business time after ``now``."""
+    calendar = calendar_named(settings, start.calendar)
+    due = add_business_time(calendar, now, start.within)
+    ladder = ladder_of(start)
+    return SlaTimer(
+        lead_id=lead_id,
+        name=start.name,
+        rule_id=rule_id,
+        rule_version=rule_version,
+        owner_id=owner_id,
+        started_at=now,
+        due_at=due,
+        calendar=start.calendar,
+        ladder=ladder,
+        met_by=jsonable(start.met_by.model_dump()),
+        next_escalation_at=level_due(calendar, due, ladder, 0),
+    )

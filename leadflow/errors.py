@@ -1,0 +1,105 @@
+"""Every exception leadflow raises, in one place.
+
+Each message names the offending thing (file:line:col, rule id, lead id, config key) and says
+what to do. The CLI turns :class:`UserInputError` into one line on stderr and exit 1, and
+:class:`ExternalSystemError` into exit 3; nothing here ever exits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class LeadflowError(Exception):
+    """Base class of every error leadflow raises on purpose."""
+
+
+class UserInputError(LeadflowError):
+    """The user's input (config, rule file, import file, command option) is wrong: exit 1."""
+
+
+class ExternalSystemError(LeadflowError):
+    """The database or the mail server failed after retries: exit 3."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One located problem in a user's file; ``line`` and ``column`` are 1-based, 0 if unknown."""
+
+    file: str
+    line: int
+    column: int
+    message: str
+
+    def __str__(self) -> str:
+        if self.line and self.column:
+            return f"{self.file}:{self.line}:{self.column}: {self.message}"
+        if self.line:
+            return f"{self.file}:{self.line}: {self.message}"
+        return f"{self.file}: {self.message}"
+
+
+class ProblemsError(UserInputError):
+    """Several located problems found at once; the message lists them all, one per line."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class ConfigError(UserInputError):
+    """config.yaml or a LEADFLOW_... variable is wrong."""
+
+
+class DurationError(ValueError):
+    """A duration like ``90m`` could not be read (a ValueError so pydantic reports it in place)."""
+
+
+class ImportFileError(UserInputError):
+    """An import file cannot be read at all (encoding, header, unknown column)."""
+
+
+class DatabaseUnavailableError(ExternalSystemError):
+    """The state store could not be reached after retries."""
+
+
+class MailTransportError(ExternalSystemError):
+    """The mail transport failed in a way that is not about one message."""
+
+
+class TemplateError(UserInputError):
+    """An email template is missing, does not compile, or does not render with the context."""
+
+    def __init__(self, message: str, problem: Problem | None = None) -> None:
+        self.problem = problem
+        super().__init__(message)
+
+
+class DeliveryError(ExternalSystemError):
+    """One message could not be delivered; ``permanent`` says whether retrying can help."""
+
+    def __init__(self, message: str, *, permanent: bool, code: int | None = None) -> None:
+        self.permanent = permanent
+        self.code = code
+        super().__init__(message)
+
+
+class RecipientRejectedError(DeliveryError):
+    """The server refused the recipient's address itself (a hard bounce when permanent)."""
+
+
+class UnknownCalendarError(UserInputError):
+    """A rule names a business calendar that config.yaml does not define."""
+
+
+class NoSnapshotError(LeadflowError):
+    """Asked for the current rule set before any set loaded successfully."""
+
+
+class ImportRowError(UserInputError):
+    """One row of an import file is wrong: reported as FILE:LINE: field: reason, then skipped."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")

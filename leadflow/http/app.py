@@ -1,0 +1,225 @@
+"""The HTTP API: records in from the CRM, a lead's audit trail out, probes and metrics.
+
+:func:`create_app` builds the ASGI application the daemon serves; it refuses to build one whose
+``/v1`` API would be open by accident (no ``http.token`` and no ``http.allow_anonymous``). Every
+blocking database call runs in a worker thread. Bad input is a 4xx with a JSON body, never a 500.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, NoReturn
+
+import structlog
+from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import OperationalError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from leadflow.engine.runtime import Runtime
+from leadflow.errors import ConfigError, DatabaseUnavailableError
+from leadflow.http.body_limit import BodyLimit
+from leadflow.http.lead_view import lead_with_audit
+from leadflow.http.openapi import request_body
+from leadflow.http.probes import probe_routes
+from leadflow.http.records import FieldError, RecordsRejectedError, upsert_records
+from leadflow.rule_language.model import RuleSet
+from leadflow.rule_reload import SnapshotHolder
+from leadflow.settings import ImportKind
+
+log = structlog.get_logger("leadflow.http")
+
+KINDS: tuple[ImportKind, ...] = ("leads", "deals", "activities", "reps")
+_bearer = HTTPBearer(auto_error=False)
+_ERROR_BODY = {
+    "content": {"application/json": {"schema": {"type": "object"}}},
+}
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or wrong bearer token", **_ERROR_BODY},
+    413: {"description": "body larger than http.max_body_bytes", **_ERROR_BODY},
+    422: {"description": "field-level errors: detail is a list of {loc, msg, type}", **_ERROR_BODY},
+}
+
+
+def create_app(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> FastAPI:
+    """The application for ``runtime``'s store; ``holder`` is the daemon's current rule set."""
+    settings = runtime.settings.http
+    if settings.token is None and not settings.allow_anonymous:
+        msg = (
+            "http.token is not set: set LEADFLOW_HTTP__TOKEN (or LEADFLOW_HTTP__TOKEN_FILE), "
+            "or set http.allow_anonymous: true for a trial on a private network, "
+            "or http.enabled: false to run without the HTTP server"
+        )
+        raise ConfigError(msg)
+    app = FastAPI(
+        title="leadflow",
+        summary="Records in from the CRM, the funnel's decisions out.",
+        version="1",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    _add_error_handlers(app)
+    authorized = Depends(_authorizer(runtime))
+    for kind in KINDS:
+        app.add_api_route(
+            f"/v1/{kind}",
+            _record_route(runtime, kind),
+            methods=["POST"],
+            name=f"post_{kind}",
+            summary=f"Upsert {kind} by external id (one object or a list)",
+            dependencies=[authorized],
+            openapi_extra=request_body(kind, runtime.settings),
+            responses=_RESPONSES,
+        )
+    app.add_api_route(
+        "/v1/leads/{external_id}",
+        _lead_route(runtime),
+        methods=["GET"],
+        name="get_lead",
+        summary="A lead, its owner, and its audit trail (oldest first)",
+        dependencies=[authorized],
+        responses={**_RESPONSES, 404: {"description": "no such lead", **_ERROR_BODY}},
+    )
+    app.include_router(probe_routes(runtime, holder))
+    return app
+
+
+def _authorizer(runtime: Runtime) -> Callable[..., Awaitable[None]]:
+    token = runtime.settings.http.token
+    expected = token.get_secret_value().encode() if token is not None else None
+
+    async def authorize(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> None:
+        if expected is None:
+            return
+        if credentials is None:
+            _refuse(request, "missing bearer token")
+        given = credentials.credentials.encode()
+        # Constant time, so the comparison does not tell how much of a guess was right.
+        if not hmac.compare_digest(given, expected):
+            _refuse(request, "invalid bearer token")
+
+    return authorize
+
+
+def _refuse(request: Request, reason: str) -> NoReturn:
+    client = request.client.host if request.client else None
+    log.warning("http_unauthorized", path=request.url.path, client=client, reason=reason)
+    raise HTTPException(401, reason, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _record_route(runtime: Runtime, kind: ImportKind) -> Callable[[Request], Awaitable[Any]]:
+    async def post_records(request: Request) -> JSONResponse:
+        items, batch = parse_records(await request.body())
+        now = runtime.clock.now()
+        result = await run_in_threadpool(
+            upsert_records, runtime.engine, runtime.settings, kind, items, now=now, batch=batch
+        )
+        log.info("records_upserted", **result.as_json())
+        return JSONResponse(result.as_json())
+
+    post_records.__name__ = f"post_{kind}"
+    return post_records
+
+
+def _lead_route(runtime: Runtime) -> Callable[..., Awaitable[Any]]:
+    async def get_lead(
+        external_id: Annotated[str, Path(max_length=200)],
+        audit_limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    ) -> JSONResponse:
+        found = await run_in_threadpool(lead_with_audit, runtime.engine, external_id, audit_limit)
+        if found is None:
+            raise HTTPException(404, f"no lead with external id {external_id!r}")
+        return JSONResponse(found)
+
+    return get_lead
+
+
+def _reject_constant(name: str) -> None:
+    msg = f"{name} is not JSON"
+    raise ValueError(msg)
+
+
+def parse_records(raw: bytes) -> tuple[list[dict[str, Any]], bool]:
+    """The posted objects and whether they came as a list; RecordsRejectedError otherwise."""
+    try:
+        value = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        _reject(("body",), "not UTF-8 text", "json_invalid")
+    except json.JSONDecodeError as exc:
+        _reject(
+            ("body",),
+            f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            "json_invalid",
+        )
+    except (ValueError, RecursionError) as exc:
+        _reject(("body",), f"invalid JSON: {exc}", "json_invalid")
+    batch = isinstance(value, list)
+    items = value if batch else [value]
+    if not items:
+        _reject(("body",), "expected an object or a non-empty list of objects", "too_short")
+    errors = [
+        FieldError(("body", index) if batch else ("body",), "expected a JSON object", "dict_type")
+        for index, item in enumerate(items)
+        if not isinstance(item, dict)
+    ]
+    errors += [
+        FieldError(loc, "text may not contain NUL characters (\\u0000)", "string_type")
+        for loc in _nul_locations(value, ("body",))
+    ]
+    if errors:
+        raise RecordsRejectedError(errors)
+    return items, batch
+
+
+def _reject(loc: tuple[str | int, ...], msg: str, kind: str) -> NoReturn:
+    raise RecordsRejectedError([FieldError(loc, msg, kind)]) from None
+
+
+def _nul_locations(value: Any, loc: tuple[str | int, ...]) -> list[tuple[str | int, ...]]:
+    # PostgreSQL stores no NUL in text or jsonb; refuse it here rather than fail in the store.
+    if isinstance(value, str):
+        return [loc] if "\x00" in value else []
+    if isinstance(value, list):
+        return [found for i, item in enumerate(value) for found in _nul_locations(item, (*loc, i))]
+    if isinstance(value, dict):
+        found = []
+        for key, item in value.items():
+            if "\x00" in key:
+                found.append((*loc, key))
+            found += _nul_locations(item, (*loc, key))
+        return found
+    return []
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    async def rejected(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RecordsRejectedError)
+        return JSONResponse({"detail": [e.as_json() for e in exc.errors]}, status_code=422)
+
+    async def invalid(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        detail = [
+            {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]}
+            for error in exc.errors()
+        ]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    async def unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.warning(
+            "http_database_unavailable", path=request.url.path, error=str(exc).splitlines()[0]
+        )
+        return JSONResponse({"detail": "the database is unavailable; retry later"}, status_code=503)
+
+    app.add_exception_handler(RecordsRejectedError, rejected)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(OperationalError, unavailable)
+    app.add_exception_handler(DatabaseUnavailableError, unavailable)

@@ -1,0 +1,79 @@
+"""``GET /v1/leads/{external_id}``: the lead as the store has it, and why it is so (the audit)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, or_, select
+
+from leadflow.engine.audit_trail import jsonable
+from leadflow.store.tables import AUDIT, DEALS, LEADS, REPS
+
+_LEAD_FIELDS = (
+    "external_id",
+    "email",
+    "name",
+    "company",
+    "score",
+    "stage",
+    "stage_entered_at",
+    "last_activity_at",
+    "timezone",
+    "unsubscribed",
+    "do_not_email",
+    "hard_bounced",
+    "attributes",
+    "created_at",
+    "updated_at",
+)
+
+
+def lead_with_audit(engine: Engine, external_id: str, limit: int) -> dict[str, Any] | None:
+    """The lead, its owner and its newest ``limit`` audit entries oldest first; None if unknown."""
+    with engine.connect() as connection:
+        lead = (
+            connection.execute(select(LEADS).where(LEADS.c.external_id == external_id))
+            .mappings()
+            .first()
+        )
+        if lead is None:
+            return None
+        owner = None
+        if lead["owner_id"] is not None:
+            rep = connection.execute(
+                select(REPS.c.external_id, REPS.c.name, REPS.c.email).where(
+                    REPS.c.id == lead["owner_id"]
+                )
+            ).first()
+            owner = (
+                None if rep is None else {"external_id": rep[0], "name": rep[1], "email": rep[2]}
+            )
+        deal_ids = select(DEALS.c.id).where(DEALS.c.lead_id == lead["id"])
+        entries = (
+            connection.execute(
+                select(AUDIT, DEALS.c.external_id.label("deal"))
+                .select_from(AUDIT.outerjoin(DEALS, AUDIT.c.deal_id == DEALS.c.id))
+                .where(or_(AUDIT.c.lead_id == lead["id"], AUDIT.c.deal_id.in_(deal_ids)))
+                .order_by(AUDIT.c.at.desc(), AUDIT.c.id.desc())
+                .limit(limit)
+            )
+            .mappings()
+            .all()
+        )
+    view = {name: jsonable(lead[name]) for name in _LEAD_FIELDS}
+    view["owner"] = owner
+    view["audit"] = [_entry(entry) for entry in reversed(entries)]
+    return view
+
+
+def _entry(entry: Any) -> dict[str, Any]:
+    return {
+        "at": jsonable(entry["at"]),
+        "source": entry["source"],
+        "action": entry["action"],
+        "rule_id": entry["rule_id"],
+        "rule_version": entry["rule_version"],
+        "deal": entry["deal"],
+        "params": entry["params"],
+        "evidence": entry["evidence"],
+    }

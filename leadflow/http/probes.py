@@ -1,0 +1,122 @@
+"""``/healthz`` (the process answers), ``/readyz`` (it can do its work), ``/metrics``.
+
+Readiness needs the database to answer a trivial query within :data:`READY_TIMEOUT` and a valid
+rule set to be loaded; otherwise 503 with the reasons, so an orchestrator stops routing to it.
+Probes and metrics need no token: they say nothing about leads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+
+import structlog
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import Engine, func, select
+
+from leadflow import metrics
+from leadflow.engine.runtime import Runtime
+from leadflow.mail.outbox import PENDING, STATUSES
+from leadflow.rule_language.model import RuleSet
+from leadflow.rule_reload import SnapshotHolder
+from leadflow.store.tables import OUTBOX
+
+log = structlog.get_logger("leadflow.http")
+
+READY_TIMEOUT = 2.0
+"""Seconds the database may take to answer the readiness query."""
+METRICS_QUERY_TIMEOUT = 5.0
+
+
+def ping(engine: Engine) -> None:
+    """One trivial query on a raw connection: no transaction, so no lock to wait for."""
+    connection = engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+        cursor.close()
+    finally:
+        connection.close()
+
+
+def outbox_state(engine: Engine) -> tuple[list[tuple[str, str, int]], list[tuple[str, datetime]]]:
+    """(channel, status, count) of every outbox row, and each channel's oldest pending row."""
+    with engine.connect() as connection:
+        counts = connection.execute(
+            select(OUTBOX.c.channel, OUTBOX.c.status, func.count()).group_by(
+                OUTBOX.c.channel, OUTBOX.c.status
+            )
+        ).all()
+        oldest = connection.execute(
+            select(OUTBOX.c.channel, func.min(OUTBOX.c.created_at))
+            .where(OUTBOX.c.status == PENDING)
+            .group_by(OUTBOX.c.channel)
+        ).all()
+    return (
+        [(str(c), str(s), int(n)) for c, s, n in counts],
+        [(str(c), _aware(when)) for c, when in oldest if when is not None],
+    )
+
+
+def _aware(when: Any) -> datetime:
+    # func.min() bypasses the column type on SQLite, which hands back text.
+    if isinstance(when, str):
+        from leadflow.clock import parse_instant
+
+        return parse_instant(when)
+    assert isinstance(when, datetime)
+    return when
+
+
+def probe_routes(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> APIRouter:
+    router = APIRouter(tags=["probes"])
+
+    @router.get("/healthz", summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @router.get(
+        "/readyz",
+        summary="The database answers and a valid rule set is loaded",
+        responses={503: {"description": "not ready, with the reasons"}},
+    )
+    async def readyz() -> JSONResponse:
+        reasons = await _unready_reasons(runtime, holder)
+        if reasons:
+            return JSONResponse({"status": "not ready", "reasons": reasons}, status_code=503)
+        rule_set = holder.current()
+        return JSONResponse({"status": "ready", "rule_version": rule_set.version})
+
+    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def prometheus() -> Response:
+        try:
+            async with asyncio.timeout(METRICS_QUERY_TIMEOUT):
+                counts, oldest = await asyncio.to_thread(outbox_state, runtime.engine)
+        except Exception as exc:  # the scrape still shows the counters; gauges keep their values
+            log.warning("metrics_outbox_query_failed", error=repr(exc)[:300])
+        else:
+            metrics.observe_outbox(counts, oldest, runtime.clock.now(), STATUSES)
+        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+async def _unready_reasons(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> list[str]:
+    reasons = []
+    try:
+        async with asyncio.timeout(READY_TIMEOUT):
+            await asyncio.to_thread(ping, runtime.engine)
+    except TimeoutError:
+        reasons.append(f"database: no answer within {READY_TIMEOUT:g} s")
+    except Exception as exc:  # any failure to query means "not ready"; the reason is reported
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reasons.append(f"database: {first}")
+    if holder.current_or_none() is None:
+        errors = holder.status().errors
+        detail = f": {'; '.join(errors)}" if errors else ""
+        reasons.append(f"rules: no valid rule set is loaded{detail}")
+    return reasons

@@ -1,0 +1,257 @@
+"""Upserting records posted over HTTP with the import's own mapping, parsing and writers.
+
+A request body is treated like a small JSONL file whose lines are the posted objects: its keys
+are planned by :func:`~leadflow.ingest.mapping.compile_plan` (``import.mappings`` apply, unknown
+keys are rejected), each object is read by the same :class:`ColumnPlan`, and rows are written by
+the import's kind writers and :class:`TableWriter` (upsert by external id, unchanged rows not
+written). Unlike a file import, a request is all or nothing: any bad record rejects the whole
+request with every problem found, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Integer, String
+from sqlalchemy.exc import DataError, IntegrityError
+
+from leadflow.errors import ImportRowError, ProblemsError, UserInputError
+from leadflow.ingest.kinds import KindWriter, Record
+from leadflow.ingest.mapping import ColumnPlan, compile_plan
+from leadflow.ingest.references import RepDirectory
+from leadflow.ingest.reps import RepWriter
+from leadflow.ingest.runner import WRITERS
+from leadflow.ingest.writers import Counts, Prepared, TableWriter
+from leadflow.settings import ImportKind, ImportMapping, Settings
+from leadflow.store.database import writing_connection
+
+Loc = tuple[str | int, ...]
+_INT32 = 2**31
+_QUOTED = re.compile(r"'([^']*)'")
+_MISSING = re.compile(r"missing required column (\S+)")
+EXTERNAL_ID_LENGTH = 200
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One problem of a request body, located the way FastAPI locates its own (``loc``)."""
+
+    loc: Loc
+    msg: str
+    type: str = "value_error"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"loc": list(self.loc), "msg": self.msg, "type": self.type}
+
+
+class RecordsRejectedError(UserInputError):
+    """The posted records were not written; ``errors`` says which field of which record."""
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        self.errors = list(errors)
+        super().__init__("; ".join(f"{list(e.loc)}: {e.msg}" for e in self.errors))
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    kind: ImportKind
+    received: int
+    counts: Counts
+
+    def as_json(self) -> dict[str, Any]:
+        c = self.counts
+        return {
+            "kind": self.kind,
+            "received": self.received,
+            "inserted": c.inserted,
+            "updated": c.updated,
+            "unchanged": c.unchanged,
+        }
+
+
+def upsert_records(
+    engine: Engine,
+    settings: Settings,
+    kind: ImportKind,
+    items: Sequence[Mapping[str, Any]],
+    *,
+    now: datetime,
+    batch: bool,
+) -> UpsertResult:
+    """Write ``items`` in one transaction, or raise :class:`RecordsRejectedError`.
+
+    ``batch`` says whether the body was a list: it decides whether error locations carry the
+    record's index. A concurrent insert of the same external id is retried once.
+    """
+    locate = _Locator(batch)
+    header = _header(items)
+    try:
+        plan = compile_plan(kind, header, settings, "body")
+    except ProblemsError as exc:
+        raise RecordsRejectedError(
+            [locate.header_problem(p.message, header) for p in exc.problems]
+        ) from None
+    try:
+        return _write_all(engine, settings, kind, plan, items, now, locate)
+    except IntegrityError:
+        return _write_all(engine, settings, kind, plan, items, now, locate)
+
+
+def _header(items: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    keys: dict[str, None] = {}
+    for item in items:
+        keys.update(dict.fromkeys(item))
+    return tuple(keys)
+
+
+def _write_all(
+    engine: Engine,
+    settings: Settings,
+    kind: ImportKind,
+    plan: ColumnPlan,
+    items: Sequence[Mapping[str, Any]],
+    now: datetime,
+    locate: _Locator,
+) -> UpsertResult:
+    mapping = settings.imports.mappings.get(kind, ImportMapping())
+    counts = Counts()
+    with writing_connection(engine) as connection:
+        reps = RepDirectory.load(connection, mapping.rep_reference)
+        writer = WRITERS[kind](plan, settings, now, reps)
+        records, errors = _read(plan, writer, items, locate)
+        if isinstance(writer, RepWriter):
+            writer.survey(record for _index, _key, record in records)
+        table_writer = TableWriter(connection, writer.shape(), now)
+        for chunk in _unique_key_chunks(records):
+            prepared, rejected = writer.prepare(connection, chunk)
+            errors += [locate.row(index, exc, plan) for index, exc in rejected]
+            errors += _out_of_range(writer, prepared, locate)
+            if not errors:
+                counts.add(_write(connection, table_writer, writer, prepared, locate))
+        extra, rejected = writer.finish(connection) if not errors else (Counts(), [])
+        errors += [locate.row(index, exc, plan) for index, exc in rejected]
+        if errors:
+            raise RecordsRejectedError(errors)
+        counts.add(extra)
+    return UpsertResult(kind, len(items), counts)
+
+
+def _read(
+    plan: ColumnPlan, writer: KindWriter, items: Sequence[Mapping[str, Any]], locate: _Locator
+) -> tuple[list[tuple[int, str, Record]], list[FieldError]]:
+    records: list[tuple[int, str, Record]] = []
+    errors: list[FieldError] = []
+    for index, item in enumerate(items):
+        cells = [item.get(name) for name in plan.header]
+        try:
+            record = plan.read(cells)
+            key = writer.key(record)
+        except ImportRowError as exc:
+            errors.append(locate.row(index, exc, plan))
+            continue
+        except (ValueError, ArithmeticError, TypeError) as exc:  # e.g. a year-1 time in +05:00
+            errors.append(FieldError(locate.at(index), f"cannot read the record: {exc}"))
+            continue
+        if len(key) > EXTERNAL_ID_LENGTH:
+            reason = f"at most {EXTERNAL_ID_LENGTH} characters"
+            errors.append(FieldError((*locate.at(index), "external_id"), reason))
+            continue
+        records.append((index, key, record))
+    return records, errors
+
+
+def _unique_key_chunks(
+    records: list[tuple[int, str, Record]],
+) -> list[list[tuple[int, str, Record]]]:
+    """Split where a key repeats: the later record then updates the earlier, in order."""
+    chunks: list[list[tuple[int, str, Record]]] = [[]]
+    keys: set[str] = set()
+    for entry in records:
+        if entry[1] in keys:
+            chunks.append([])
+            keys = set()
+        chunks[-1].append(entry)
+        keys.add(entry[1])
+    return [chunk for chunk in chunks if chunk]
+
+
+def _out_of_range(
+    writer: KindWriter, prepared: list[Prepared], locate: _Locator
+) -> list[FieldError]:
+    """What the store's columns would refuse (too long, too large): a 422, not a 500."""
+    table = writer.shape().table
+    errors = []
+    for row in prepared:
+        for field, value in zip(writer.fields, row.values, strict=True):
+            column = table.c[writer.columns[field]]
+            reason = _refused(column.type, value)
+            if reason is not None:
+                errors.append(FieldError((*locate.at(row.line), field), reason))
+    return errors
+
+
+def _refused(column_type: Any, value: Any) -> str | None:
+    length = getattr(column_type, "length", None) if isinstance(column_type, String) else None
+    if isinstance(value, str) and length and len(value) > length:
+        return f"at most {length} characters"
+    integer = isinstance(value, int) and isinstance(column_type, Integer)
+    if integer and not -_INT32 <= value < _INT32:
+        return f"must be between {-_INT32} and {_INT32 - 1}"
+    return None
+
+
+def _write(
+    connection: Connection,
+    table_writer: TableWriter,
+    writer: KindWriter,
+    prepared: list[Prepared],
+    locate: _Locator,
+) -> Counts:
+    if not prepared:
+        return Counts()
+    try:
+        with connection.begin_nested():
+            counts = table_writer.write(connection, prepared)
+            writer.after_write(connection, prepared)
+    except DataError as exc:
+        reason = str(exc.orig or exc).splitlines()[0]
+        raise RecordsRejectedError(
+            [FieldError(("body",), f"the store refused: {reason}")]
+        ) from None
+    return counts
+
+
+class _Locator:
+    """Error locations: ``["body", field]`` for one object, ``["body", index, field]`` in a list."""
+
+    def __init__(self, batch: bool) -> None:
+        self.batch = batch
+
+    def at(self, index: int) -> Loc:
+        return ("body", index) if self.batch else ("body",)
+
+    def row(self, index: int, exc: ImportRowError, plan: ColumnPlan) -> FieldError:
+        return FieldError((*self.at(index), _posted_name(exc.field, plan)), exc.reason)
+
+    def header_problem(self, message: str, header: Sequence[str]) -> FieldError:
+        """A plan problem (unknown or missing field) located at the key it names."""
+        named = [name for name in _QUOTED.findall(message) if name in header]
+        missing = _MISSING.search(message)
+        field = named[0] if named else (missing.group(1) if missing else None)
+        kind = "extra_forbidden" if message.startswith("unknown column") else "value_error"
+        if missing is not None and not named:
+            kind = "missing"
+        loc: Loc = ("body", 0) if self.batch else ("body",)
+        return FieldError((*loc, field) if field else loc, message, kind)
+
+
+def _posted_name(field: str, plan: ColumnPlan) -> str:
+    """The key the client posted for ``field`` (a mapped name such as ``Account``)."""
+    for target in plan.targets:
+        if target.field == field or (target.group and f"{target.group}.{target.name}" == field):
+            return plan.header[target.index]
+    return field

@@ -1,0 +1,357 @@
+"""Per kind: a record's key, its database values, and what happens after a batch is written.
+
+A record is what :meth:`ColumnPlan.read` made of a row. Each kind turns it into the values of
+the columns the file sets (references resolved to ids), a key (the external id), and a hash of
+those values: the hash is what decides "unchanged" on the next import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import Connection, Table, case, or_, select, update
+
+from leadflow.errors import ImportRowError
+from leadflow.ingest.mapping import ColumnPlan
+from leadflow.ingest.references import RepDirectory, ids_by_external_id
+from leadflow.ingest.writers import Counts, Prepared, Shape
+from leadflow.settings import ImportKind, ImportMapping, Settings
+from leadflow.store.models import metadata
+
+TABLES = metadata.tables
+
+Record = dict[str, Any]
+Rejection = tuple[int, ImportRowError]
+Convert = Callable[[Any], Any]
+_KEY_LENGTH = 200
+"""The external ids' column length (the same in every table)."""
+
+
+def _within_limit(field: str, value: str, length: int) -> str:
+    if len(value) > length:
+        reason = f"longer than {length} characters ({len(value)}); shorten it"
+        raise ImportRowError(field, reason)
+    return value
+
+
+def content_hash(values: object) -> str:
+    """32 hex characters identifying the normalised values (fits ``source_hash``)."""
+    return hashlib.blake2b(repr(values).encode(), digest_size=16).hexdigest()
+
+
+def _keep(value: Any) -> Any:
+    return value
+
+
+class KindWriter:
+    """What the runner needs from each kind; subclasses fill in the columns and lookups."""
+
+    kind: ClassVar[ImportKind]
+    table: ClassVar[Table]
+    columns: ClassVar[Mapping[str, str]]
+    """File field -> database column."""
+
+    def __init__(self, plan: ColumnPlan, settings: Settings, now: datetime, reps: RepDirectory):
+        self.plan = plan
+        self.settings = settings
+        self.mapping = settings.imports.mappings.get(self.kind, ImportMapping())
+        self.now = now
+        self.reps = reps
+        self.fields = tuple(sorted(f for f in plan.fields if f in self.columns))
+        self._converts = self._conversions()
+        self._limits = self._lengths()
+
+    def shape(self) -> Shape:
+        written = tuple(self.columns[field] for field in self.fields)
+        defaults = {k: v for k, v in self.defaults().items() if k not in written}
+        return Shape(self.table, written, defaults)
+
+    def defaults(self) -> dict[str, Any]:
+        """Columns a new row gets when the file does not set them."""
+        return {"created_at": self.now, "updated_at": self.now}
+
+    def convert(self, field: str) -> Convert:
+        """How a record's value of ``field`` becomes the column's value."""
+        return _keep
+
+    def key(self, record: Record) -> str:
+        key = record.get("external_id")
+        if key is None:
+            raise ImportRowError("external_id", "missing; every row needs its CRM id")
+        return _within_limit("external_id", str(key), _KEY_LENGTH)
+
+    def lookups(self, connection: Connection, records: list[Record]) -> None:
+        """Load what :meth:`convert` needs for this batch (e.g. lead ids by external id)."""
+
+    def _conversions(self) -> tuple[tuple[int, Convert], ...]:
+        converts = ((index, self.convert(field)) for index, field in enumerate(self.fields))
+        return tuple((index, convert) for index, convert in converts if convert is not _keep)
+
+    def _lengths(self) -> tuple[tuple[int, str, int], ...]:
+        """(position, field, limit) of each written text column with a length limit."""
+        limits = []
+        for index, field in enumerate(self.fields):
+            length = getattr(self.table.c[self.columns[field]].type, "length", None)
+            if isinstance(length, int):
+                limits.append((index, field, length))
+        return tuple(limits)
+
+    def values(self, record: Record) -> tuple[Any, ...]:
+        values = [record.get(field) for field in self.fields]
+        for index, convert in self._converts:
+            values[index] = convert(values[index])
+        # Checked here, not left to the database: PostgreSQL would fail the whole batch on one
+        # overlong cell, and SQLite would store it whole; either way, one located rejection.
+        for index, field, length in self._limits:
+            value = values[index]
+            if isinstance(value, str):
+                _within_limit(field, value, length)
+        return tuple(values)
+
+    def prepare(
+        self, connection: Connection, batch: list[tuple[int, str, Record]]
+    ) -> tuple[list[Prepared], list[Rejection]]:
+        self.lookups(connection, [record for _line, _key, record in batch])
+        prepared: list[Prepared] = []
+        rejected: list[Rejection] = []
+        for line, key, record in batch:
+            try:
+                values = self.values(record)
+            except ImportRowError as exc:
+                rejected.append((line, exc))
+                continue
+            prepared.append(Prepared(line, key, content_hash(values), values))
+        return prepared, rejected
+
+    def after_write(self, connection: Connection, rows: list[Prepared]) -> None:
+        """Work that follows a written batch, in its transaction."""
+
+    def finish(self, connection: Connection) -> tuple[Counts, list[Rejection]]:
+        """Work after the last batch (linking managers); returns extra counts and rejections."""
+        return Counts(), []
+
+    def owner(self, field: str) -> Convert:
+        return lambda value: self.reps.resolve(field, value)
+
+
+def required(field: str, reason: str = "missing") -> Convert:
+    def check(value: Any) -> Any:
+        if value is None:
+            raise ImportRowError(field, reason)
+        return value
+
+    return check
+
+
+class LeadWriter(KindWriter):
+    kind = "leads"
+    table = TABLES["leads"]
+    columns: ClassVar[Mapping[str, str]] = {
+        "email": "email",
+        "name": "name",
+        "company": "company",
+        "score": "score",
+        "stage": "stage",
+        "owner": "owner_id",
+        "timezone": "timezone",
+        "unsubscribed": "unsubscribed",
+        "do_not_email": "do_not_email",
+        "last_activity_at": "last_activity_at",
+        "attributes": "attributes",
+    }
+
+    def shape(self) -> Shape:
+        base = super().shape()
+        if "stage" not in self.fields:
+            return base
+        # A lead whose CRM stage changed entered that stage now; an unchanged stage keeps its time.
+        table = self.table
+        entered = case(
+            (table.c.stage == self.update_stage_param(), table.c.stage_entered_at),
+            else_=self.now,
+        )
+        return Shape(base.table, base.columns, base.defaults, {"stage_entered_at": entered})
+
+    @staticmethod
+    def update_stage_param() -> Any:
+        from sqlalchemy import bindparam
+
+        return bindparam("v_stage")
+
+    def defaults(self) -> dict[str, Any]:
+        return {
+            **super().defaults(),
+            "stage": self.settings.stages.initial,
+            "stage_entered_at": self.now,
+            "score": 0,
+            "attributes": {},
+            "unsubscribed": False,
+            "do_not_email": False,
+            "hard_bounced": False,
+        }
+
+    def convert(self, field: str) -> Convert:
+        if field == "owner":
+            return self.owner("owner")
+        if field == "stage":
+            return self._stage
+        if field == "score":
+            return lambda value: value or 0
+        if field in {"unsubscribed", "do_not_email"}:
+            return bool
+        if field == "attributes":
+            return lambda value: value or {}
+        return _keep
+
+    def _stage(self, value: str | None) -> str:
+        stages = self.settings.stages
+        if value is None:
+            return stages.initial
+        if value not in stages.all():
+            choices = ", ".join(stages.all())
+            reason = f"unknown stage {value!r}; expected one of {choices} (or map it under import.mappings.leads.values.stage)"
+            raise ImportRowError("stage", reason)
+        return value
+
+
+class DealWriter(KindWriter):
+    kind = "deals"
+    table = TABLES["deals"]
+    columns: ClassVar[Mapping[str, str]] = {
+        "lead": "lead_id",
+        "account": "account",
+        "product": "product",
+        "owner": "owner_id",
+        "stage": "stage",
+        "outcome": "outcome",
+        "amount": "amount",
+        "engaged_at": "engaged_at",
+        "closed_at": "closed_at",
+        "last_activity_at": "last_activity_at",
+        "attributes": "attributes",
+    }
+    _leads: Mapping[str, int] = {}
+
+    def defaults(self) -> dict[str, Any]:
+        return {**super().defaults(), "attributes": {}}
+
+    def convert(self, field: str) -> Convert:
+        if field == "owner":
+            return self.owner("owner")
+        if field == "lead":
+            return lambda value: _referenced("lead", value, self._leads)
+        if field == "stage":
+            return required("stage")
+        if field == "attributes":
+            return lambda value: value or {}
+        return _keep
+
+    def lookups(self, connection: Connection, records: list[Record]) -> None:
+        if "lead" in self.fields:
+            wanted = {r["lead"] for r in records if r.get("lead") is not None}
+            self._leads = ids_by_external_id(connection, TABLES["leads"], wanted)
+
+
+class ActivityWriter(KindWriter):
+    kind = "activities"
+    table = TABLES["activities"]
+    columns: ClassVar[Mapping[str, str]] = {
+        "lead": "lead_id",
+        "deal": "deal_id",
+        "type": "type",
+        "actor": "actor_id",
+        "occurred_at": "occurred_at",
+        "properties": "properties",
+    }
+    _leads: Mapping[str, int] = {}
+    _deals: Mapping[str, int] = {}
+
+    def defaults(self) -> dict[str, Any]:
+        return {"created_at": self.now, "properties": {}}
+
+    def key(self, record: Record) -> str:
+        """The file's id, else one derived from the content: the same activity, the same id."""
+        if record.get("external_id") is not None:
+            return _within_limit("external_id", str(record["external_id"]), _KEY_LENGTH)
+        content = {f: record.get(f) for f in self.fields if f != "occurred_at"}
+        when = record.get("occurred_at")
+        content["occurred_at"] = when.isoformat() if isinstance(when, datetime) else when
+        digest = hashlib.blake2b(
+            json.dumps(content, sort_keys=True, default=str).encode(), digest_size=12
+        ).hexdigest()
+        return f"auto-{digest}"
+
+    def convert(self, field: str) -> Convert:
+        if field == "actor":
+            return self.owner("actor")
+        if field == "lead":
+            return lambda value: _referenced("lead", value, self._leads)
+        if field == "deal":
+            return lambda value: _referenced("deal", value, self._deals)
+        if field in {"type", "occurred_at"}:
+            return required(field)
+        if field == "properties":
+            return lambda value: value or {}
+        return _keep
+
+    def values(self, record: Record) -> tuple[Any, ...]:
+        if record.get("lead") is None and record.get("deal") is None:
+            raise ImportRowError("lead", "missing; an activity needs a lead or a deal")
+        return super().values(record)
+
+    def lookups(self, connection: Connection, records: list[Record]) -> None:
+        if "lead" in self.fields:
+            wanted = {r["lead"] for r in records if r.get("lead") is not None}
+            self._leads = ids_by_external_id(connection, TABLES["leads"], wanted)
+        if "deal" in self.fields:
+            wanted = {r["deal"] for r in records if r.get("deal") is not None}
+            self._deals = ids_by_external_id(connection, TABLES["deals"], wanted)
+
+    def after_write(self, connection: Connection, rows: list[Prepared]) -> None:
+        """Bump the leads' and deals' ``last_activity_at`` to their newest activity, in SQL."""
+        for field, target in (("lead", TABLES["leads"]), ("deal", TABLES["deals"])):
+            if field not in self.fields:
+                continue
+            position = self.fields.index(field)
+            ids = {row.values[position] for row in rows} - {None}
+            if ids:
+                _bump_last_activity(connection, target, f"{field}_id", ids)
+
+
+def _bump_last_activity(
+    connection: Connection, target: Table, column: str, ids: Iterable[int]
+) -> None:
+    activities = TABLES["activities"]
+    latest = (
+        select(activities.c.occurred_at)
+        .where(activities.c[column] == target.c.id)
+        .order_by(activities.c.occurred_at.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    ordered = sorted(ids)
+    for start in range(0, len(ordered), 5000):
+        chunk = ordered[start : start + 5000]
+        connection.execute(
+            update(target)
+            .where(
+                target.c.id.in_(chunk),
+                or_(target.c.last_activity_at.is_(None), target.c.last_activity_at < latest),
+            )
+            .values(last_activity_at=latest)
+        )
+
+
+def _referenced(field: str, value: str | None, known: Mapping[str, int]) -> int | None:
+    if value is None:
+        return None
+    found = known.get(value)
+    if found is None:
+        raise ImportRowError(
+            field, f"no {field} with external id {value!r}; import the {field}s first"
+        )
+    return found

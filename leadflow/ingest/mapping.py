@@ -1,0 +1,382 @@
+"""From a file's header and the configured mapping to a plan that reads each row into fields.
+
+A header column is taken, in this order, from ``import.mappings.KIND.columns`` (a field, a list
+of fields, or ``skip``), else by its own name if that is one of the kind's fields, else as a
+declared attribute (``attributes.leads`` / ``attributes.deals``). Anything else is an unknown
+column: a file-level error naming the column and its close matches, before any row is read.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from leadflow.errors import ImportRowError, Problem, ProblemsError
+from leadflow.ingest import values
+from leadflow.settings import AttributeType, ImportKind, ImportMapping, Settings
+
+SKIP = "skip"
+
+KIND_FIELDS: Mapping[ImportKind, Mapping[str, str]] = {
+    "reps": {
+        "external_id": "text",
+        "name": "text",
+        "email": "text",
+        "manager": "text",
+        "pools": "list",
+        "capacity": "integer",
+        "active": "boolean",
+        "timezone": "timezone",
+    },
+    "leads": {
+        "external_id": "text",
+        "email": "text",
+        "name": "text",
+        "company": "text",
+        "score": "integer",
+        "stage": "text",
+        "owner": "text",
+        "timezone": "timezone",
+        "unsubscribed": "boolean",
+        "do_not_email": "boolean",
+        "last_activity_at": "datetime",
+    },
+    "deals": {
+        "external_id": "text",
+        "lead": "text",
+        "account": "text",
+        "product": "text",
+        "owner": "text",
+        "stage": "text",
+        "outcome": "outcome",
+        "amount": "number",
+        "engaged_at": "datetime",
+        "closed_at": "datetime",
+        "last_activity_at": "datetime",
+    },
+    "activities": {
+        "external_id": "text",
+        "lead": "text",
+        "deal": "text",
+        "type": "text",
+        "actor": "text",
+        "occurred_at": "datetime",
+        "properties": "object",
+    },
+}
+"""Each kind's importable fields and how their cells are read."""
+
+REQUIRED: Mapping[ImportKind, tuple[tuple[str, ...], ...]] = {
+    "reps": (("name",),),
+    "leads": (("external_id",),),
+    "deals": (("external_id",), ("stage",)),
+    "activities": (("type",), ("occurred_at",), ("lead", "deal")),
+}
+"""Columns a file must have; an inner tuple means "at least one of"."""
+
+GROUPS: Mapping[ImportKind, str] = {"leads": "attributes", "deals": "attributes"}
+"""Kinds with typed attributes; activities have free-form ``properties.NAME`` instead."""
+
+OUTCOMES = frozenset({"won", "lost"})
+DEFAULT_OUTCOMES = {"won": "won", "closed won": "won", "lost": "lost", "closed lost": "lost"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One field filled from one column (cell index)."""
+
+    field: str
+    index: int
+    parse: values.Parser
+    value_map: Mapping[str, str]
+    group: str | None = None
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class ColumnPlan:
+    """How one file's rows become records: ``{field: value}``, attributes nested by group."""
+
+    kind: ImportKind
+    header: tuple[str, ...]
+    targets: tuple[Target, ...]
+
+    @property
+    def fields(self) -> frozenset[str]:
+        """The top-level fields this file sets (``attributes`` for any attribute)."""
+        return frozenset(t.group or t.field for t in self.targets)
+
+    def read(self, cells: Sequence[object]) -> dict[str, Any]:
+        """The row's record; raises :class:`ImportRowError` naming the first bad field.
+
+        The hot path of a large import: plain fields in one comprehension, attributes in
+        another; only a row that fails is read again, slowly, to name the bad field.
+        """
+        try:
+            record: dict[str, Any] = {
+                field: parse(cells[index]) for field, index, parse in self._plain
+            }
+            for group, steps in self._grouped:
+                found = {
+                    name: v
+                    for name, index, parse in steps
+                    if (v := parse(cells[index])) is not None
+                }
+                if found:
+                    # activities may have both a ``properties`` object and properties.NAME columns
+                    record[group] = {**record[group], **found} if record.get(group) else found
+        except ValueError:
+            self._explain(cells)
+            raise
+        for field, index, parse, value_map in self._mapped:
+            raw = cells[index]
+            if raw.__class__ is str:
+                raw = value_map.get(raw.strip().casefold(), raw)
+            try:
+                record[field] = parse(raw)
+            except ValueError as exc:
+                raise ImportRowError(field, str(exc)) from None
+        return record
+
+    def _explain(self, cells: Sequence[object]) -> None:
+        for target in self.targets:
+            if not target.value_map:
+                try:
+                    target.parse(cells[target.index])
+                except ValueError as exc:
+                    raise ImportRowError(target.field, str(exc)) from None
+
+    @cached_property
+    def _plain(self) -> tuple[tuple[str, int, values.Parser], ...]:
+        return tuple(
+            (t.field, t.index, t.parse) for t in self.targets if t.group is None and not t.value_map
+        )
+
+    @cached_property
+    def _grouped(self) -> tuple[tuple[str, tuple[tuple[str, int, values.Parser], ...]], ...]:
+        groups = sorted({t.group for t in self.targets if t.group is not None})
+        return tuple(
+            (group, tuple((t.name, t.index, t.parse) for t in self.targets if t.group == group))
+            for group in groups
+        )
+
+    @cached_property
+    def _mapped(self) -> tuple[tuple[str, int, values.Parser, Mapping[str, str]], ...]:
+        # Fields whose CRM values are renamed (values: in the mapping), e.g. Won -> won.
+        return tuple(
+            (t.field, t.index, t.parse, t.value_map)
+            for t in self.targets
+            if t.group is None and t.value_map
+        )
+
+
+def compile_plan(
+    kind: ImportKind, header: Sequence[str], settings: Settings, file: str
+) -> ColumnPlan:
+    """The plan for ``header``; raises :class:`ProblemsError` listing every column problem."""
+    mapping = settings.imports.mappings.get(kind, ImportMapping())
+    declared: Mapping[str, AttributeType] = (
+        getattr(settings.attributes, kind) if kind in GROUPS else {}
+    )
+    fields = KIND_FIELDS[kind]
+    problems: list[str] = []
+    chosen: dict[str, tuple[int, str]] = {}
+    for index, column in enumerate(header):
+        for field in _fields_of(kind, column, mapping, declared, problems):
+            if field in chosen:
+                problems.append(f"columns {chosen[field][1]!r} and {column!r} both set {field}")
+            chosen[field] = (index, column)
+    problems += _missing(kind, chosen.keys(), mapping)
+    if problems:
+        raise ProblemsError([Problem(file, 1, 0, p) for p in problems])
+    targets = [
+        _target(kind, field=field, index=index, fields=fields, declared=declared, mapping=mapping)
+        for field, (index, _column) in chosen.items()
+    ]
+    if kind == "deals" and "outcome" not in chosen and "stage" in chosen:
+        # The CRM's stage says the outcome (``Won``): read it through values.outcome.
+        outcome_map = DEFAULT_OUTCOMES | _folded(mapping.values.get("outcome", {}))
+        targets.append(Target("outcome", chosen["stage"][0], _derived_outcome, outcome_map))
+    targets.sort(key=lambda t: t.field)
+    return ColumnPlan(kind, tuple(header), tuple(targets))
+
+
+def _fields_of(
+    kind: ImportKind,
+    column: str,
+    mapping: ImportMapping,
+    declared: Mapping[str, AttributeType],
+    problems: list[str],
+) -> list[str]:
+    mapped = mapping.columns.get(column)
+    if mapped is None:
+        if column in KIND_FIELDS[kind]:
+            return [column]
+        if column in declared:
+            return [f"attributes.{column}"]
+        problems.append(_unknown_column(kind, column, mapping, declared))
+        return []
+    wanted = [mapped] if isinstance(mapped, str) else list(mapped)
+    found = []
+    for field in wanted:
+        if field == SKIP:
+            continue
+        problem = _check_field(kind, column, field, declared)
+        if problem:
+            problems.append(problem)
+        else:
+            found.append(field)
+    return found
+
+
+def _unknown_column(
+    kind: ImportKind, column: str, mapping: ImportMapping, declared: Mapping[str, AttributeType]
+) -> str:
+    known = [*KIND_FIELDS[kind], *declared, *mapping.columns]
+    close = difflib.get_close_matches(column, known, n=3, cutoff=0.6)
+    close += [k for k in known if k.casefold() == column.casefold() and k not in close]
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    where = f"import.mappings.{kind}.columns"
+    also = f", declare it under attributes.{kind}" if kind in GROUPS else ""
+    return f"unknown column {column!r}{hint} (map it under {where}{also}, or map it to skip)"
+
+
+def _check_field(
+    kind: ImportKind, column: str, field: str, declared: Mapping[str, AttributeType]
+) -> str | None:
+    setting = f"import.mappings.{kind}.columns.{column}"
+    group, _, name = field.partition(".")
+    if name and group == GROUPS.get(kind):
+        if name in declared:
+            return None
+        return (
+            f"{setting}: {field} is not declared; add {name} with its type "
+            f"(string, integer, number, boolean, datetime, date) under attributes.{kind}"
+        )
+    if name and kind == "activities" and group == "properties":
+        return None
+    if field in KIND_FIELDS[kind]:
+        return None
+    close = difflib.get_close_matches(field, list(KIND_FIELDS[kind]), n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    choices = ", ".join(KIND_FIELDS[kind])
+    return f"{setting}: unknown field {field!r}; {hint}{kind} fields are: {choices}"
+
+
+def _missing(kind: ImportKind, present: Any, mapping: ImportMapping) -> list[str]:
+    problems = []
+    for options in REQUIRED[kind]:
+        if not any(option in present for option in options):
+            names = " or ".join(options)
+            problems.append(
+                f"missing required column {names} (or map a column to it under "
+                f"import.mappings.{kind}.columns)"
+            )
+    if kind == "reps" and "email" not in present and mapping.email_pattern is None:
+        problems.append(
+            "missing required column email (or set import.mappings.reps.email_pattern, "
+            "e.g. '{first}.{last}@example.com')"
+        )
+    return problems
+
+
+def _target(
+    kind: ImportKind,
+    *,
+    field: str,
+    index: int,
+    fields: Mapping[str, str],
+    declared: Mapping[str, AttributeType],
+    mapping: ImportMapping,
+) -> Target:
+    value_map = _folded(mapping.values.get(field, {}))
+    group, _, name = field.partition(".")
+    if not name:
+        return Target(field, index, _parser(fields[field], mapping), value_map)
+    parse = (
+        _attribute_parser(declared[name], mapping) if group == "attributes" else values.parse_text
+    )
+    if value_map:
+        parse = _renaming(parse, value_map)
+    return Target(field, index, parse, {}, group, name)
+
+
+def _renaming(parse: values.Parser, value_map: Mapping[str, str]) -> values.Parser:
+    def renamed(raw: object) -> object:
+        if isinstance(raw, str):
+            raw = value_map.get(raw.strip().casefold(), raw)
+        return parse(raw)
+
+    return renamed
+
+
+def _folded(value_map: Mapping[str, str]) -> dict[str, str]:
+    return {key.strip().casefold(): value for key, value in value_map.items()}
+
+
+def _parser(type_name: str, mapping: ImportMapping) -> values.Parser:
+    simple: dict[str, values.Parser] = {
+        "text": values.parse_text,
+        "integer": values.parse_integer,
+        "number": values.parse_number,
+        "timezone": values.timezone_name,
+        "list": values.text_list,
+        "object": _parse_object,
+        "outcome": _parse_outcome,
+    }
+    if type_name in simple:
+        return simple[type_name]
+    if type_name == "boolean":
+        return values.boolean_parser(mapping.true_values, mapping.false_values)
+    return values.datetime_parser(mapping.date_formats, mapping.timezone)
+
+
+def _attribute_parser(type_name: AttributeType, mapping: ImportMapping) -> values.Parser:
+    """Attributes live in a JSON column: times become ISO 8601 text (UTC), dates too."""
+    if type_name == "string":
+        return values.parse_text
+    if type_name == "datetime":
+        read_time = values.datetime_from_text(mapping.date_formats, mapping.timezone)
+        return values.cached_text_parser(lambda text: read_time(text).isoformat())
+    if type_name == "date":
+        read_date = values.datetime_from_text(mapping.date_formats, "UTC")
+        return values.cached_text_parser(lambda text: read_date(text).date().isoformat())
+    return _parser(type_name, mapping)
+
+
+def _parse_outcome(raw: object) -> str | None:
+    text = values.parse_text(raw)
+    if text is None:
+        return None
+    if text.casefold() in OUTCOMES:
+        return text.casefold()
+    msg = (
+        f"expected won, lost or empty (open), got {text!r}; "
+        "map it under import.mappings.deals.values.outcome"
+    )
+    raise ValueError(msg)
+
+
+def _derived_outcome(raw: object) -> str | None:
+    text = values.parse_text(raw)
+    return text if text in OUTCOMES else None
+
+
+def _parse_object(raw: object) -> dict[str, Any] | None:
+    if isinstance(raw, dict):
+        return raw
+    text = values.parse_text(raw)
+    if text is None:
+        return None
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        msg = f'expected a JSON object such as {{"page": "/pricing"}}, got {text[:40]!r}'
+        raise ValueError(msg)  # noqa: TRY004 (a JSON value of the wrong type is a bad cell)
+    return parsed

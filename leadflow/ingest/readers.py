@@ -1,0 +1,203 @@
+"""Streaming the rows of a CSV or JSONL export, with the physical line each row starts on.
+
+A file is checked before any row is read, so a file that cannot be read at all (not text, not
+in the declared encoding, empty, without a usable header) fails before the store is touched.
+Rows are then streamed: memory does not grow with the file.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Literal
+
+from leadflow.errors import ImportFileError, Problem, ProblemsError
+
+FileFormat = Literal["csv", "jsonl"]
+_CHUNK = 1 << 20
+
+Row = tuple[int, list[object], str | None]
+"""(physical line the row starts on, cell values aligned with the header, problem or None)."""
+
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+
+def format_of(path: Path, explicit: str | None) -> FileFormat:
+    """``--format`` if given, else from the extension (``.jsonl``/``.ndjson`` or ``.csv``)."""
+    chosen = (explicit or path.suffix.lstrip(".")).lower()
+    if chosen in {"jsonl", "ndjson"}:
+        return "jsonl"
+    if chosen in {"csv", "txt"}:
+        return "csv"
+    msg = (
+        f"{path}: cannot tell the format from the extension {path.suffix!r}; "
+        "pass --format csv or --format jsonl"
+    )
+    raise ImportFileError(msg)
+
+
+def check_text_file(path: Path, encoding: str, setting: str) -> None:
+    """Fail with FILE:LINE if ``path`` is not text in ``encoding`` (NUL bytes, bad bytes)."""
+    decoder = codecs.getincrementaldecoder(_reading_encoding(encoding))()
+    lines_before = 0
+    try:
+        with path.open("rb") as stream:
+            while chunk := stream.read(_CHUNK):
+                nul = chunk.find(b"\x00")
+                if nul >= 0:
+                    line = lines_before + chunk.count(b"\n", 0, nul) + 1
+                    msg = f"{path}:{line}: contains NUL bytes: this is not a CSV or JSONL text file"
+                    raise ImportFileError(msg)
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError as exc:
+                    line = lines_before + chunk.count(b"\n", 0, max(exc.start, 0)) + 1
+                    bad = chunk[exc.start : exc.start + 1].hex()
+                    msg = (
+                        f"{path}:{line}: not valid {encoding} (byte 0x{bad}); save the file as "
+                        f"UTF-8, or set {setting}.encoding (e.g. latin-1 or cp1252)"
+                    )
+                    raise ImportFileError(msg) from None
+                lines_before += chunk.count(b"\n")
+            decoder.decode(b"", final=True)
+    except FileNotFoundError:
+        msg = f"{path}: no such file"
+        raise ImportFileError(msg) from None
+    except IsADirectoryError:
+        msg = f"{path}: is a folder, not a file"
+        raise ImportFileError(msg) from None
+    except UnicodeDecodeError:
+        msg = f"{path}: ends in the middle of a {encoding} character; the file is truncated"
+        raise ImportFileError(msg) from None
+    except OSError as exc:
+        msg = f"{path}: cannot read: {exc.strerror}"
+        raise ImportFileError(msg) from None
+
+
+def _reading_encoding(encoding: str) -> str:
+    # A UTF-8 byte-order mark (Excel writes one) is not part of the first column's name.
+    return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+
+
+class RowSource:
+    """The header and rows of one file; ``bytes_read`` tells how far the stream has got."""
+
+    def __init__(self, path: Path, file_format: FileFormat, encoding: str) -> None:
+        self.path = path
+        self.format = file_format
+        self.total_bytes = path.stat().st_size
+        self._binary = path.open("rb")
+        self._text: IO[str] = io.TextIOWrapper(
+            self._binary, encoding=_reading_encoding(encoding), newline=""
+        )
+        self.header: tuple[str, ...] = ()
+        try:
+            self.header = self._read_header()
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def bytes_read(self) -> int:
+        return self._binary.tell()
+
+    def close(self) -> None:
+        self._text.close()
+
+    def __enter__(self) -> RowSource:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def rows(self) -> Iterator[Row]:
+        if self.format == "csv":
+            return self._csv_rows()
+        return self._jsonl_rows()
+
+    def _read_header(self) -> tuple[str, ...]:
+        if self.format == "jsonl":
+            return self._jsonl_keys()
+        line = self._text.readline()
+        if not line.strip():
+            msg = f"{self.path}: is empty; expected a header line naming the columns"
+            raise ImportFileError(msg)
+        try:
+            names = next(csv.reader([line]))
+        except csv.Error as exc:
+            msg = f"{self.path}:1: cannot read the header: {exc}"
+            raise ImportFileError(msg) from None
+        return _checked_header(self.path, [name.strip() for name in names])
+
+    def _csv_rows(self) -> Iterator[Row]:
+        reader = csv.reader(self._text, strict=True)
+        width = len(self.header)
+        # The header was read by readline(), so the reader's line 1 is physical line 2.
+        last = 1
+        while True:
+            start = last + 1
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                last = reader.line_num + 1
+                yield start, [], f"cannot read the row: {exc}"
+                continue
+            last = reader.line_num + 1
+            if len(cells) == width:
+                yield start, cells, None  # type: ignore[misc]  # list[str] is a list[object]
+            elif cells and any(cell.strip() for cell in cells):
+                yield start, [], f"row has {len(cells)} fields, the header has {width}"
+
+    def _jsonl_keys(self) -> tuple[str, ...]:
+        """The union of the objects' keys in first-seen order (JSONL has no header line)."""
+        keys: dict[str, None] = {}
+        seen_object = False
+        for line in self._text:
+            try:
+                value = json.loads(line) if line.strip() else None
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                seen_object = True
+                keys.update(dict.fromkeys(str(k) for k in value))
+        if not seen_object:
+            msg = f"{self.path}: has no JSON object lines; expected one object per line"
+            raise ImportFileError(msg)
+        self._text.seek(0)
+        return _checked_header(self.path, list(keys))
+
+    def _jsonl_rows(self) -> Iterator[Row]:
+        header = self.header
+        for number, line in enumerate(self._text, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line.rstrip("\r\n"))
+            except json.JSONDecodeError as exc:
+                yield number, [], f"invalid JSON: {exc.msg} at column {exc.colno}"
+                continue
+            if not isinstance(value, dict):
+                yield number, [], f"expected a JSON object, got {type(value).__name__}"
+                continue
+            yield number, [value.get(key) for key in header], None
+
+
+def _checked_header(path: Path, names: list[str]) -> tuple[str, ...]:
+    problems = []
+    seen: set[str] = set()
+    for position, name in enumerate(names, start=1):
+        if not name:
+            problems.append(Problem(str(path), 1, 0, f"column {position} has no name"))
+        elif name in seen:
+            problems.append(Problem(str(path), 1, 0, f"column {name!r} appears twice"))
+        seen.add(name)
+    if problems:
+        raise ProblemsError(problems)
+    return tuple(names)

@@ -1,0 +1,83 @@
+"""Turning the references in a row (a rep by name, a lead by external id) into row ids."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection, Iterable
+from typing import Literal
+
+from sqlalchemy import Connection, Table, select
+
+from leadflow.errors import ImportRowError
+from leadflow.store.models import metadata
+
+TABLES = metadata.tables
+
+RepReference = Literal["external_id", "name", "email"]
+_LOOKUP_CHUNK = 5000
+
+
+def rep_key(reference: RepReference, value: str) -> str:
+    """The comparable form of a rep reference: names and emails ignore case."""
+    return value if reference == "external_id" else value.strip().casefold()
+
+
+class RepDirectory:
+    """Every rep's id by the reference the mapping uses; reps are few, so it stays in memory."""
+
+    def __init__(self, reference: RepReference, pairs: Iterable[tuple[str, int]] = ()) -> None:
+        self.reference = reference
+        self._ids: dict[str, set[int]] = defaultdict(set)
+        for value, rep_id in pairs:
+            self.add(value, rep_id)
+
+    @classmethod
+    def load(cls, connection: Connection, reference: RepReference) -> RepDirectory:
+        table = TABLES["reps"]
+        rows = connection.execute(select(table.c[reference], table.c.id))
+        return cls(reference, ((str(value), int(rep_id)) for value, rep_id in rows))
+
+    def add(self, value: str, rep_id: int) -> None:
+        self._ids[rep_key(self.reference, value)].add(rep_id)
+
+    def __contains__(self, value: str) -> bool:
+        return rep_key(self.reference, value) in self._ids
+
+    def resolve(self, field: str, value: str | None) -> int | None:
+        """The id of the rep ``value`` names; :class:`ImportRowError` if none or several."""
+        if value is None:
+            return None
+        found = self._ids.get(rep_key(self.reference, value))
+        if not found:
+            reason = f"no rep with {self.reference.replace('_', ' ')} {value!r}"
+            raise ImportRowError(field, f"{reason}; import the reps first")
+        if len(found) > 1:
+            reason = (
+                f"{len(found)} reps have the {self.reference.replace('_', ' ')} {value!r}; "
+                "reference reps by external_id or email (import.mappings.KIND.rep_reference)"
+            )
+            raise ImportRowError(field, reason)
+        return next(iter(found))
+
+
+def existing_rows(
+    connection: Connection, table: Table, keys: Collection[str]
+) -> dict[str, tuple[int, str | None]]:
+    """``external_id -> (id, source_hash)`` for those of ``keys`` already stored."""
+    found: dict[str, tuple[int, str | None]] = {}
+    ordered = list(keys)
+    for start in range(0, len(ordered), _LOOKUP_CHUNK):
+        chunk = ordered[start : start + _LOOKUP_CHUNK]
+        query = select(table.c.external_id, table.c.id, table.c.source_hash).where(
+            table.c.external_id.in_(chunk)
+        )
+        for external_id, row_id, source_hash in connection.execute(query):
+            found[external_id] = (row_id, source_hash)
+    return found
+
+
+def ids_by_external_id(
+    connection: Connection, table: Table, keys: Collection[str]
+) -> dict[str, int]:
+    """``external_id -> id`` for those of ``keys`` that exist."""
+    return {key: row_id for key, (row_id, _hash) in existing_rows(connection, table, keys).items()}

@@ -1,0 +1,197 @@
+"""Reading one cell of a CRM export into a typed value.
+
+Every parser takes the raw cell (a string from CSV, a JSON scalar from JSONL) and returns the
+typed value or ``None`` for an empty cell; a value it cannot read raises :class:`ValueError`
+whose message is the reason shown to the user (``FILE:LINE: field: reason``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from datetime import UTC, date, datetime, tzinfo
+from functools import lru_cache
+from typing import TypeVar
+from zoneinfo import ZoneInfo
+
+T = TypeVar("T")
+
+Parser = Callable[[object], object]
+"""Raw cell -> typed value (or None when empty); raises ValueError with the reason."""
+
+
+def _text(raw: object) -> str | None:
+    if raw is None:
+        return None
+    text = raw.strip() if isinstance(raw, str) else str(raw)
+    return text or None
+
+
+def parse_text(raw: object) -> str | None:
+    """A string with surrounding blanks removed; empty is None."""
+    if raw.__class__ is str:  # the hot path: every CSV cell
+        return raw.strip() or None
+    if isinstance(raw, bool | dict | list):
+        msg = f"expected text, got {_shown(raw)}"
+        raise ValueError(msg)  # noqa: TRY004 (a JSON value of the wrong type is a bad cell)
+    return _text(raw)
+
+
+def parse_integer(raw: object) -> int | None:
+    """``42``, ``42.0`` or ``1_000``; not ``4.5``."""
+    if raw.__class__ is str:
+        try:
+            return int(raw)
+        except ValueError:
+            pass  # empty, or written as 42.0: the careful path below decides
+    if isinstance(raw, bool):
+        msg = f"expected a whole number, got {_shown(raw)}"
+        raise ValueError(msg)  # noqa: TRY004 (a JSON value of the wrong type is a bad cell)
+    if isinstance(raw, int):
+        return raw
+    try:
+        number = parse_number(raw)
+    except ValueError:
+        number = math.nan
+    if number is None:
+        return None
+    if not number.is_integer():
+        msg = f"expected a whole number, got {_shown(raw)}"
+        raise ValueError(msg)
+    return int(number)
+
+
+def parse_number(raw: object) -> float | None:
+    """A finite decimal number such as ``1054`` or ``251.41``."""
+    if isinstance(raw, bool):
+        msg = f"expected a number, got {_shown(raw)}"
+        raise ValueError(msg)  # noqa: TRY004 (a JSON value of the wrong type is a bad cell)
+    if isinstance(raw, int | float):
+        value = float(raw)
+    else:
+        text = _text(raw)
+        if text is None:
+            return None
+        try:
+            value = float(text)
+        except ValueError:
+            msg = f"expected a number, got {_shown(raw)}"
+            raise ValueError(msg) from None
+    if not math.isfinite(value):
+        msg = f"expected a finite number, got {_shown(raw)}"
+        raise ValueError(msg)
+    return value
+
+
+def boolean_parser(true_values: Iterable[str], false_values: Iterable[str]) -> Parser:
+    """A parser accepting the mapping's true/false spellings, case-insensitively."""
+    truthy = {v.strip().lower() for v in true_values}
+    falsy = {v.strip().lower() for v in false_values}
+    spelled = ", ".join(sorted(v for v in truthy | falsy if v))
+
+    def parse(raw: object) -> bool | None:
+        if isinstance(raw, bool):
+            return raw
+        text = "" if raw is None else str(raw).strip().lower()
+        if text in truthy:
+            return True
+        if text in falsy:
+            return False
+        if not text:
+            return None
+        msg = f"expected yes or no ({spelled}), got {_shown(raw)}"
+        raise ValueError(msg)
+
+    return parse
+
+
+def datetime_parser(formats: Iterable[str], timezone: str) -> Callable[[object], datetime | None]:
+    """ISO 8601 first, then each strptime format; naive times are in ``timezone``.
+
+    Results are cached: exports repeat the same dates many times, and strptime is slow.
+    """
+    return cached_text_parser(datetime_from_text(tuple(formats), timezone))
+
+
+def datetime_from_text(formats: tuple[str, ...], timezone: str) -> Callable[[str], datetime]:
+    zone: tzinfo = UTC if timezone == "UTC" else ZoneInfo(timezone)
+    expected = "ISO 8601 (2017-03-01, 2017-03-01T10:00:00+02:00)"
+    if formats:
+        expected += " or " + ", ".join(formats)
+
+    def read(text: str) -> datetime:
+        when = _read_datetime(text, formats)
+        if when is None:
+            msg = f"expected a date as {expected}, got {text!r}"
+            raise ValueError(msg)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=zone)
+        return when.astimezone(UTC)
+
+    return read
+
+
+def cached_text_parser(read: Callable[[str], T]) -> Callable[[object], T | None]:
+    """``read`` for non-empty text cells, cached by the cell; empty is None; others rejected."""
+
+    @lru_cache(maxsize=8192)
+    def from_cell(cell: str) -> T | None:
+        text = cell.strip()
+        return read(text) if text else None
+
+    def parse(raw: object) -> T | None:
+        if raw.__class__ is str:
+            return from_cell(raw)
+        if raw is None:
+            return None
+        msg = f"expected a date, got {_shown(raw)}"
+        raise ValueError(msg)
+
+    return parse
+
+
+def _read_datetime(text: str, formats: tuple[str, ...]) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        pass
+    for fmt in formats:
+        try:
+            return datetime.strptime(text, fmt)  # noqa: DTZ007 (the zone is applied after)
+        except ValueError:
+            continue
+    return None
+
+
+def date_parser(formats: Iterable[str]) -> Callable[[object], date | None]:
+    """A calendar date (no zone): ``2017-03-01`` or one of ``formats``."""
+    read = datetime_from_text(tuple(formats), "UTC")
+    return cached_text_parser(lambda text: read(text).date())
+
+
+def timezone_name(raw: object) -> str | None:
+    """An IANA timezone name such as ``Europe/Berlin``."""
+    text = parse_text(raw)
+    if text is None:
+        return None
+    try:
+        ZoneInfo(text)
+    except (ValueError, KeyError):
+        msg = f"unknown timezone {text!r}; use an IANA name such as Europe/Berlin"
+        raise ValueError(msg) from None
+    return text
+
+
+def text_list(raw: object) -> list[str] | None:
+    """``Central`` or ``Central; East`` (``;`` or ``,`` separated); a JSON list as is."""
+    if isinstance(raw, list):
+        return [str(item).strip() for item in raw if str(item).strip()]
+    text = parse_text(raw)
+    if text is None:
+        return None
+    return [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
+
+
+def _shown(raw: object) -> str:
+    shown = repr(raw)
+    return shown if len(shown) <= 60 else shown[:57] + "..."

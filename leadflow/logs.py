@@ -1,0 +1,41 @@
+"""structlog, configured once: JSON when not on a terminal, readable on one."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TextIO
+
+import structlog
+
+
+def _current_stderr(*_args: object) -> structlog.PrintLogger:
+    # sys.stderr is looked up at each log call, not at configuration: a stream swapped since
+    # (pytest's capture, a daemonised process) must not leave loggers writing to a closed file.
+    return structlog.PrintLogger(sys.stderr)
+
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+
+
+def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """Route structlog to ``stream`` (stderr by default) as JSON or as coloured lines."""
+    out = stream or sys.stderr
+    as_json = fmt == "json" or (fmt == "auto" and not out.isatty())
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info
+            if as_json
+            else structlog.processors.StackInfoRenderer(),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.ERROR)),
+        logger_factory=structlog.PrintLoggerFactory(stream) if stream else _current_stderr,
+        cache_logger_on_first_use=False,
+    )

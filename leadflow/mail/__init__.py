@@ -1,0 +1,1 @@
+"""Email: templates, the transactional outbox, transports and the sender that drains it."""

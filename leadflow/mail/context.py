@@ -1,0 +1,226 @@
+"""What a template sees: plain values built from the store's rows, the same keys every time.
+
+Every key of :data:`CONTEXT_KEYS` is always present (``None`` when it does not apply), so a
+template can write ``{% if deal %}`` without tripping ``StrictUndefined``; reading a field of an
+absent object is still an error, caught when rules load. Values are plain dicts, never ORM
+objects: the sandbox then has nothing to reach through.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+from leadflow.errors import ConfigError
+from leadflow.settings import Settings
+from leadflow.store.models import Deal, Lead, Rep, SlaTimer
+
+CONTEXT_KEYS = (
+    "lead",
+    "rep",
+    "owner",
+    "manager",
+    "deal",
+    "rule",
+    "sla",
+    "crm_url",
+    "unsubscribe_url",
+)
+
+_DEFAULT_UNSUBSCRIBE_KEY = b"leadflow-unsubscribe-not-secret"
+
+
+def fill_url(pattern: str, setting: str, **values: str) -> str:
+    """``pattern`` with ``{name}`` fields replaced by URL-quoted ``values``."""
+    quoted = {key: quote(value, safe="") for key, value in values.items()}
+    try:
+        return pattern.format_map(quoted)
+    except (KeyError, IndexError, ValueError) as exc:
+        names = ", ".join("{" + key + "}" for key in values)
+        msg = f"{setting}: {pattern!r} is not a URL template; it may use {names}"
+        raise ConfigError(msg) from exc
+
+
+def unsubscribe_token(settings: Settings, lead_external_id: str) -> str:
+    """The token in a lead's unsubscribe link: an HMAC of the lead's external id."""
+    secret = settings.mail.unsubscribe_secret
+    key = secret.get_secret_value().encode() if secret else _DEFAULT_UNSUBSCRIBE_KEY
+    return hmac.new(key, lead_external_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def unsubscribe_url(settings: Settings, lead_external_id: str) -> str:
+    """The link a lead follows (or a mail client posts to) to stop marketing email."""
+    return fill_url(
+        settings.mail.unsubscribe_url,
+        "mail.unsubscribe_url",
+        external_id=lead_external_id,
+        token=unsubscribe_token(settings, lead_external_id),
+    )
+
+
+def lead_view(lead: Lead, settings: Settings) -> dict[str, Any]:
+    return {
+        "id": lead.id,
+        "external_id": lead.external_id,
+        "name": lead.name,
+        "first_name": _first_name(lead.name),
+        "email": lead.email,
+        "company": lead.company,
+        "score": lead.score,
+        "stage": lead.stage,
+        "stage_entered_at": lead.stage_entered_at,
+        "last_activity_at": lead.last_activity_at,
+        "timezone": lead.timezone,
+        "attributes": dict(lead.attributes),
+        "crm_url": fill_url(
+            settings.crm.record_url, "crm.record_url", external_id=lead.external_id
+        ),
+    }
+
+
+def rep_view(rep: Rep) -> dict[str, Any]:
+    return {
+        "id": rep.id,
+        "external_id": rep.external_id,
+        "name": rep.name,
+        "first_name": _first_name(rep.name),
+        "email": rep.email,
+        "timezone": rep.timezone,
+    }
+
+
+def deal_view(deal: Deal, settings: Settings) -> dict[str, Any]:
+    return {
+        "id": deal.id,
+        "external_id": deal.external_id,
+        "account": deal.account,
+        "product": deal.product,
+        "stage": deal.stage,
+        "outcome": deal.outcome,
+        "amount": deal.amount,
+        "engaged_at": deal.engaged_at,
+        "last_activity_at": deal.last_activity_at,
+        "closed_at": deal.closed_at,
+        "recycle_reason": deal.recycle_reason,
+        "attributes": dict(deal.attributes),
+        "crm_url": fill_url(settings.crm.deal_url, "crm.deal_url", external_id=deal.external_id),
+    }
+
+
+def sla_view(sla: SlaTimer) -> dict[str, Any]:
+    return {
+        "name": sla.name,
+        "started_at": sla.started_at,
+        "due_at": sla.due_at,
+        "level": sla.level,
+    }
+
+
+def email_context(
+    settings: Settings,
+    *,
+    lead: Lead | None = None,
+    rep: Rep | None = None,
+    owner: Rep | None = None,
+    manager: Rep | None = None,
+    deal: Deal | None = None,
+    rule_id: str | None = None,
+    rule_description: str | None = None,
+    sla: SlaTimer | None = None,
+) -> dict[str, Any]:
+    """The documented context for one email; ``rep`` is the rep receiving it, if one is."""
+    lead_values = lead_view(lead, settings) if lead is not None else None
+    deal_values = deal_view(deal, settings) if deal is not None else None
+    main = deal_values or lead_values
+    return {
+        "lead": lead_values,
+        "rep": rep_view(rep) if rep is not None else None,
+        "owner": rep_view(owner) if owner is not None else None,
+        "manager": rep_view(manager) if manager is not None else None,
+        "deal": deal_values,
+        "rule": {"id": rule_id, "description": rule_description} if rule_id else None,
+        "sla": sla_view(sla) if sla is not None else None,
+        "crm_url": main["crm_url"] if main else None,
+        "unsubscribe_url": unsubscribe_url(settings, lead.external_id) if lead else None,
+    }
+
+
+def _first_name(name: str | None) -> str | None:
+    if not name or not name.strip():
+        return None
+    return name.split()[0]
+
+
+_SAMPLE_TIME = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
+_SAMPLE_VALUES: dict[str, Any] = {
+    "string": "sample text",
+    "integer": 42,
+    "number": 4.2,
+    "boolean": True,
+    "datetime": _SAMPLE_TIME,
+    "date": _SAMPLE_TIME.date(),
+}
+
+
+def sample_context(settings: Settings) -> dict[str, Any]:
+    """A realistic context with every key filled: what ``check`` renders each template with.
+
+    Lead and deal attributes are the ones declared under ``attributes:`` in config.yaml, each
+    with a value of its declared type, so ``{{ lead.attributes.industry }}`` checks cleanly
+    exactly when ``industry`` is a declared attribute.
+    """
+    owner = Rep(id=1, external_id="rep-anna", name="Anna Berg", email="anna@example.com")
+    owner.timezone = "Europe/Berlin"
+    manager = Rep(id=2, external_id="rep-max", name="Max Ortiz", email="max@example.com")
+    lead = Lead(
+        id=7,
+        external_id="L-1007",
+        email="jo.doe@acme.example",
+        name="Jo Doe",
+        company="Acme GmbH",
+        attributes={k: _SAMPLE_VALUES[t] for k, t in settings.attributes.leads.items()},
+        score=87,
+        stage="mql",
+        stage_entered_at=_SAMPLE_TIME,
+        last_activity_at=_SAMPLE_TIME,
+        owner_id=1,
+        timezone="Europe/Berlin",
+    )
+    deal = Deal(
+        id=3,
+        external_id="D-503",
+        lead_id=7,
+        account="Acme GmbH",
+        product="Platform",
+        owner_id=1,
+        stage="proposal",
+        amount=24000.0,
+        engaged_at=_SAMPLE_TIME - timedelta(days=200),
+        last_activity_at=_SAMPLE_TIME - timedelta(days=90),
+        attributes={k: _SAMPLE_VALUES[t] for k, t in settings.attributes.deals.items()},
+        recycle_reason="idle 180 days > 2 x average cycle 62 days",
+    )
+    sla = SlaTimer(
+        lead_id=7,
+        name="first_touch",
+        rule_id="mql-sla",
+        rule_version="sample",
+        owner_id=1,
+        started_at=_SAMPLE_TIME,
+        due_at=_SAMPLE_TIME + timedelta(hours=4),
+        level=1,
+    )
+    return email_context(
+        settings,
+        lead=lead,
+        rep=owner,
+        owner=owner,
+        manager=manager,
+        deal=deal,
+        rule_id="sample-rule",
+        rule_description="A sample rule, to check templates",
+        sla=sla,
+    )

@@ -1,0 +1,244 @@
+"""Email templates: a catalog over the ``templates/`` folder, rendered in Jinja's sandbox.
+
+Layout, one template = up to three files sharing a name::
+
+    templates/mql_assigned.subject.txt   the subject line (required)
+    templates/mql_assigned.txt           the plain-text body (required)
+    templates/mql_assigned.html          the HTML body (optional; autoescaped)
+
+Files whose name starts with ``_`` (``_footer.txt``, ``_layout.html``) are partials for
+``{% include %}`` and ``{% extends %}``; they are not templates of their own. A variable that is
+not in the context is an error (``StrictUndefined``), never a blank in a sent email.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+
+from leadflow.errors import Problem, TemplateError
+from leadflow.mail.context import sample_context
+from leadflow.settings import Settings
+
+SUBJECT_SUFFIX = ".subject.txt"
+TEXT_SUFFIX = ".txt"
+HTML_SUFFIX = ".html"
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    """One rendered message: a single-line subject, a text body and maybe an HTML body."""
+
+    subject: str
+    text: str
+    html: str | None
+
+
+def one_line(text: str) -> str:
+    """Every run of whitespace, CR and LF included, as one space: a subject cannot add headers."""
+    return " ".join(text.split())
+
+
+def localtime(value: datetime, timezone: str | None = None, fmt: str = "%a %d %b %H:%M %Z") -> str:
+    """Jinja filter: ``{{ sla.due_at | localtime(rep.timezone) }}`` -> ``Mon 02 Mar 13:30 CET``."""
+    try:
+        zone = ZoneInfo(timezone or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ZoneInfo("UTC")
+    return value.astimezone(zone).strftime(fmt)
+
+
+class TemplateCatalog:
+    """The templates in one folder, compiled once per process and checked against a sample."""
+
+    def __init__(self, folder: Path, settings: Settings, *, frozen: bool = False) -> None:
+        self.folder = folder
+        self.settings = settings
+        # Frozen: the files as they are now, read once. The daemon renders only from a frozen
+        # copy taken with the rule set it validated, so a template saved half-way (or broken)
+        # is never used before a reload has checked it and swapped it in with the rules.
+        self._sources: dict[str, str] | None = _read_sources(folder) if frozen else None
+        loader: jinja2.BaseLoader = (
+            _SnapshotLoader(folder, self._sources)
+            if self._sources is not None
+            else jinja2.FileSystemLoader(folder)
+        )
+        self._env = SandboxedEnvironment(
+            loader=loader,
+            undefined=jinja2.StrictUndefined,
+            autoescape=jinja2.select_autoescape(
+                enabled_extensions=("html",), default_for_string=False, default=False
+            ),
+            keep_trailing_newline=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self._env.filters["localtime"] = localtime
+
+    def frozen(self) -> TemplateCatalog:
+        """A copy of this catalog holding the folder's files as they are now."""
+        return TemplateCatalog(self.folder, self.settings, frozen=True)
+
+    def _has(self, filename: str) -> bool:
+        if self._sources is not None:
+            return filename in self._sources
+        return (self.folder / filename).is_file()
+
+    def _files(self) -> list[str]:
+        if self._sources is not None:
+            return list(self._sources)
+        if not self.folder.is_dir():
+            return []
+        return [path.name for path in self.folder.iterdir() if path.is_file()]
+
+    def names(self) -> list[str]:
+        """Every template that has at least one part, sorted; partials (``_*``) excluded."""
+        found = set()
+        for filename in self._files():
+            name = _template_name(filename)
+            if name and not name.startswith("_"):
+                found.add(name)
+        return sorted(found)
+
+    def check(self, name: str) -> list[Problem]:
+        """Compile every part of ``name`` and render it with a realistic sample context."""
+        problems = []
+        context = sample_context(self.settings)
+        for suffix, required in _PARTS:
+            path = self.folder / f"{name}{suffix}"
+            if not self._has(path.name):
+                if required:
+                    problems.append(self._missing(name, suffix))
+                continue
+            try:
+                rendered = self._render_part(name, suffix, context)
+            except TemplateError as exc:
+                problems.append(exc.problem or Problem(str(path), 0, 0, str(exc)))
+                continue
+            if suffix == SUBJECT_SUFFIX and not one_line(rendered):
+                problems.append(Problem(str(path), 1, 0, "the subject renders empty"))
+        return problems
+
+    def render(self, name: str, context: Mapping[str, Any]) -> RenderedEmail:
+        """Render all parts of ``name``; a problem raises :class:`TemplateError` naming it."""
+        values = dict(context)
+        subject_path = self.folder / f"{name}{SUBJECT_SUFFIX}"
+        text_path = self.folder / f"{name}{TEXT_SUFFIX}"
+        for path, suffix in ((subject_path, SUBJECT_SUFFIX), (text_path, TEXT_SUFFIX)):
+            if not self._has(path.name):
+                problem = self._missing(name, suffix)
+                raise TemplateError(str(problem), problem)
+        subject = one_line(self._render_part(name, SUBJECT_SUFFIX, values))
+        if not subject:
+            msg = f"{subject_path}: the subject of template {name!r} renders empty"
+            raise TemplateError(msg)
+        text = self._render_part(name, TEXT_SUFFIX, values)
+        html = None
+        if self._has(f"{name}{HTML_SUFFIX}"):
+            html = self._render_part(name, HTML_SUFFIX, values)
+        return RenderedEmail(subject=subject, text=text, html=html)
+
+    def _missing(self, name: str, suffix: str) -> Problem:
+        path = self.folder / f"{name}{suffix}"
+        known = self.names()
+        if name not in known:
+            hint = f"; templates in {self.folder}: {', '.join(known) or '(none)'}"
+            return Problem(str(path), 0, 0, f"no template {name!r}{hint}")
+        return Problem(str(path), 0, 0, f"template {name!r} has no {_PART_NAMES[suffix]} part")
+
+    def _render_part(self, name: str, suffix: str, context: Mapping[str, Any]) -> str:
+        filename = f"{name}{suffix}"
+        try:
+            return self._env.get_template(filename).render(context)
+        except jinja2.TemplateSyntaxError as exc:
+            where = str(self.folder / exc.name) if exc.name else str(self.folder / filename)
+            raise _error(Problem(where, exc.lineno, 0, f"syntax error: {exc.message}")) from exc
+        except jinja2.TemplateNotFound as exc:
+            problem = Problem(str(self.folder / filename), 0, 0, f"cannot include {exc.name!r}")
+            raise _error(problem) from exc
+        except (jinja2.UndefinedError, jinja2.exceptions.SecurityError) as exc:
+            where, line = _template_line(exc.__traceback__, self.folder, filename)
+            raise _error(Problem(where, line, 0, _undefined_message(exc))) from exc
+        except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
+            where, line = _template_line(exc.__traceback__, self.folder, filename)
+            raise _error(Problem(where, line, 0, f"cannot render: {exc}")) from exc
+
+
+_PARTS = ((SUBJECT_SUFFIX, True), (TEXT_SUFFIX, True), (HTML_SUFFIX, False))
+_PART_NAMES = {SUBJECT_SUFFIX: "subject", TEXT_SUFFIX: "text", HTML_SUFFIX: "html"}
+
+
+class _SnapshotLoader(jinja2.BaseLoader):
+    """Templates read once; each keeps its real path, so errors still name file and line."""
+
+    def __init__(self, folder: Path, sources: Mapping[str, str]) -> None:
+        self.folder = folder
+        self.sources = sources
+
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str, Callable[[], bool]]:
+        if template not in self.sources:
+            raise jinja2.TemplateNotFound(template)
+        return self.sources[template], str(self.folder / template), lambda: True
+
+
+def _read_sources(folder: Path) -> dict[str, str]:
+    """Every template file of ``folder`` (and its subfolders, for includes), by relative name."""
+    if not folder.is_dir():
+        return {}
+    sources = {}
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder)
+        if path.is_file() and not any(part.startswith(".") for part in relative.parts):
+            try:
+                sources[relative.as_posix()] = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                continue  # unreadable: reported as missing or broken by check()
+    return sources
+
+
+def _template_name(filename: str) -> str | None:
+    for suffix, _ in _PARTS:
+        if filename.endswith(suffix) and len(filename) > len(suffix):
+            return filename[: -len(suffix)]
+    return None
+
+
+def _error(problem: Problem) -> TemplateError:
+    return TemplateError(str(problem), problem)
+
+
+def _undefined_message(exc: Exception) -> str:
+    text = str(exc)
+    if isinstance(exc, jinja2.UndefinedError):
+        return f"undefined variable: {text}; see docs/email.md for the context"
+    return f"not allowed in a template: {text}"
+
+
+def _template_line(trace: TracebackType | None, folder: Path, filename: str) -> tuple[str, int]:
+    """The innermost template file and line in ``trace`` (Jinja rewrites frames to point there)."""
+    where, line = str(folder / filename), 0
+    root = str(folder.resolve())
+    while trace is not None:
+        code_file = trace.tb_frame.f_code.co_filename
+        if _inside(code_file, root):
+            where, line = str(folder / Path(code_file).resolve().relative_to(root)), trace.tb_lineno
+        trace = trace.tb_next
+    return where, line
+
+
+def _inside(path: str, root: str) -> bool:
+    try:
+        Path(path).resolve().relative_to(root)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,164 @@
+"""SMTP relay delivery with aiosmtplib: a small pool of reused connections and a rate limit.
+
+Connections are opened on demand up to ``mail.smtp.connections`` and returned to the pool after
+each message, so a burst of 20,000 messages costs a handful of TLS handshakes, not 20,000. Every
+call is bounded by ``mail.smtp.timeout``. Errors are classified at this boundary: a 4xx reply or
+a connection problem is transient (the sender retries later), a 5xx reply is permanent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Sequence
+
+import aiosmtplib
+
+from leadflow.errors import DeliveryError, RecipientRejectedError
+from leadflow.settings import SmtpSettings
+
+_IDLE_CHECK_AFTER = 20.0
+"""Seconds a pooled connection may sit idle before a NOOP checks the server still has it."""
+
+
+class RateLimiter:
+    """At most ``rate`` acquisitions per second across all tasks (a virtual-schedule bucket)."""
+
+    def __init__(self, rate: float, burst: int = 1) -> None:
+        self._interval = 1.0 / rate
+        self._allowance = self._interval * max(1, burst)
+        self._next = 0.0
+
+    async def acquire(self) -> None:
+        now = time.monotonic()
+        slot = max(self._next, now - self._allowance + self._interval)
+        self._next = slot + self._interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+class SmtpTransport:
+    """Delivers through one relay over at most ``settings.connections`` reused connections."""
+
+    name = "smtp"
+
+    def __init__(self, settings: SmtpSettings, *, local_hostname: str | None = None) -> None:
+        self.settings = settings
+        self._local_hostname = local_hostname
+        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
+        self._slots = asyncio.Semaphore(settings.connections)
+        self._limiter = RateLimiter(settings.rate_per_second, burst=settings.connections)
+        self._timeout = settings.timeout.total_seconds()
+        self.connections_opened = 0
+
+    async def deliver(
+        self, message: bytes, *, sender: str, recipients: Sequence[str], message_id: str
+    ) -> None:
+        await self._limiter.acquire()
+        async with self._slots:
+            client = await self._checkout()
+            try:
+                async with asyncio.timeout(self._timeout * 2):
+                    await client.sendmail(sender, list(recipients), message)
+            except Exception as exc:
+                self._give_back(client, keep=_still_usable(client, exc))
+                raise classify(exc, message_id) from exc
+            self._give_back(client, keep=True)
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for client, _ in idle:
+            await _quit(client)
+
+    async def _checkout(self) -> aiosmtplib.SMTP:
+        while self._idle:
+            client, since = self._idle.pop()
+            if not client.is_connected:
+                continue
+            if time.monotonic() - since < _IDLE_CHECK_AFTER or await _answers(client):
+                return client
+            await _quit(client)
+        return await self._connect()
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        settings = self.settings
+        password = settings.password.get_secret_value() if settings.password else None
+        client = aiosmtplib.SMTP(
+            hostname=settings.host,
+            port=settings.port,
+            local_hostname=self._local_hostname,
+            timeout=self._timeout,
+            use_tls=settings.security == "tls",
+            start_tls=settings.security == "starttls",
+            tls_context=self._tls_context() if settings.security != "none" else None,
+            username=settings.username,
+            password=password,
+        )
+        try:
+            await client.connect()
+        except Exception as exc:
+            raise classify(exc, f"a connection to {settings.host}:{settings.port}") from exc
+        self.connections_opened += 1
+        return client
+
+    def _tls_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        if self.settings.ca_file is not None:
+            context.load_verify_locations(cafile=str(self.settings.ca_file))
+        return context
+
+    def _give_back(self, client: aiosmtplib.SMTP, *, keep: bool) -> None:
+        if keep and client.is_connected:
+            self._idle.append((client, time.monotonic()))
+        else:
+            client.close()
+
+
+def classify(exc: BaseException, what: str) -> DeliveryError:
+    """Translate an aiosmtplib/socket error into a transient or permanent DeliveryError."""
+    if isinstance(exc, DeliveryError):
+        return exc
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        refusals = exc.recipients
+        transient = [r for r in refusals if not _permanent(r.code)]
+        chosen = transient[0] if transient else refusals[0]
+        text = f"{chosen.code} {chosen.message} (recipient {chosen.recipient})"
+        return RecipientRejectedError(text, permanent=not transient, code=chosen.code)
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        # Wrong credentials are a configuration problem, not the message's: keep it for a retry.
+        text = f"authentication failed: {exc.code} {exc.message}; check mail.smtp.username/password"
+        return DeliveryError(text, permanent=False, code=exc.code)
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        text = f"{exc.code} {exc.message}"
+        return DeliveryError(text, permanent=_permanent(exc.code), code=exc.code)
+    if isinstance(exc, TimeoutError):
+        return DeliveryError(f"timed out delivering {what}", permanent=False)
+    if isinstance(exc, aiosmtplib.SMTPException | OSError):
+        return DeliveryError(f"connection error on {what}: {exc}", permanent=False)
+    return DeliveryError(f"unexpected error on {what}: {exc!r}", permanent=False)
+
+
+def _permanent(code: int) -> bool:
+    return 500 <= code < 600
+
+
+def _still_usable(client: aiosmtplib.SMTP, exc: BaseException) -> bool:
+    """A refused message leaves the session usable (aiosmtplib sent RSET); a broken one does not."""
+    refused = isinstance(exc, aiosmtplib.SMTPResponseException | aiosmtplib.SMTPRecipientsRefused)
+    return refused and client.is_connected
+
+
+async def _answers(client: aiosmtplib.SMTP) -> bool:
+    try:
+        await client.noop()
+    except (aiosmtplib.SMTPException, OSError):
+        return False
+    return True
+
+
+async def _quit(client: aiosmtplib.SMTP) -> None:
+    try:
+        await client.quit()
+    except (aiosmtplib.SMTPException, OSError):
+        client.close()

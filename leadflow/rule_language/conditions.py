@@ -1,0 +1,451 @@
+"""The condition tree and its parser.
+
+A condition in a rule file is a mapping: ``all:``/``any:`` with a list, ``not:`` with one
+condition, a comparison ``{field: score, at_least: 60}``, or the funnel's own
+``idle_beyond_average_cycle:``. It is parsed once into the frozen tree below, type-checked
+against the subject's fields, and then evaluated by ``to_sql`` (in the database) or
+``to_python`` (for one record) with the same meaning, SQL's three-valued logic included.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from enum import Enum
+from typing import Any
+
+from leadflow.errors import DurationError, Problem
+from leadflow.rule_language.actions import LONGEST_DURATION, parse_rule_duration
+from leadflow.rule_language.fields import FieldCatalog, FieldSpec, ValueType
+from leadflow.rule_language.yaml_source import Path, SourceDocument
+
+
+class Op(Enum):
+    EQ = "=="
+    NE = "!="
+    LT = "<"
+    LE = "<="
+    GT = ">"
+    GE = ">="
+
+
+@dataclass(frozen=True)
+class AllOf:
+    items: tuple[Condition, ...]
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    items: tuple[Condition, ...]
+
+
+@dataclass(frozen=True)
+class NotOf:
+    item: Condition
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``field OP value`` for strings, stages, numbers, booleans, and dates as instants."""
+
+    field: FieldSpec
+    op: Op
+    value: Any
+
+
+@dataclass(frozen=True)
+class Membership:
+    field: FieldSpec
+    values: tuple[Any, ...]
+    negated: bool
+
+
+@dataclass(frozen=True)
+class Presence:
+    field: FieldSpec
+    present: bool
+
+
+@dataclass(frozen=True)
+class TimeComparison:
+    """``time OP now - offset``: ``older_than``, ``within`` and ages in days end up here."""
+
+    field: FieldSpec
+    op: Op
+    offset: timedelta
+
+
+@dataclass(frozen=True)
+class IdleBeyondAverageCycle:
+    """A deal idle for more than ``factor`` times the average sales cycle of its group."""
+
+    factor: float
+    window: timedelta
+    min_deals: int
+    group_by: FieldSpec | None
+    idle: FieldSpec
+
+
+Condition = (
+    AllOf
+    | AnyOf
+    | NotOf
+    | Comparison
+    | Membership
+    | Presence
+    | TimeComparison
+    | IdleBeyondAverageCycle
+)
+
+_ORDERING = {"at_least": Op.GE, "at_most": Op.LE, "more_than": Op.GT, "less_than": Op.LT}
+_EQUALITY = {"equals": Op.EQ, "not_equals": Op.NE}
+_MIRROR = {Op.GT: Op.LT, Op.GE: Op.LE, Op.LT: Op.GT, Op.LE: Op.GE}
+
+_OPERATORS: dict[ValueType, tuple[str, ...]] = {
+    ValueType.STRING: ("equals", "not_equals", "in", "not_in", "is_set"),
+    ValueType.STAGE: ("equals", "not_equals", "in", "not_in", "is_set"),
+    ValueType.INTEGER: (
+        "equals",
+        "not_equals",
+        "in",
+        "not_in",
+        "at_least",
+        "at_most",
+        "more_than",
+        "less_than",
+        "is_set",
+    ),
+    ValueType.NUMBER: (
+        "equals",
+        "not_equals",
+        "at_least",
+        "at_most",
+        "more_than",
+        "less_than",
+        "is_set",
+    ),
+    ValueType.BOOLEAN: ("equals", "is_set"),
+    ValueType.DATETIME: ("older_than", "within", "before", "after", "is_set"),
+    ValueType.DATE: ("before", "after", "is_set"),
+    ValueType.DAYS: ("at_least", "at_most", "more_than", "less_than"),
+}
+
+IDLE_FROM = {"last_activity": "idle_days", "engaged": "age_days"}
+"""PRODUCT.md: idle counts from the later of engaged_at and the last activity, or (configured)
+from engaged_at alone."""
+
+CONDITION_KEYS = ("all", "any", "not", "field", "idle_beyond_average_cycle")
+LARGEST_NUMBER = 10**15
+"""Numbers in conditions stay within this, so floats hold them exactly and SQL can bind them."""
+ATTRIBUTE_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+"""How datetime attributes are stored in the JSON column, so text order is time order."""
+
+
+class ConditionParser:
+    """Parses one rule's condition, collecting every problem with its position."""
+
+    def __init__(
+        self, document: SourceDocument, catalog: FieldCatalog, stages: tuple[str, ...]
+    ) -> None:
+        self.document = document
+        self.catalog = catalog
+        self.stages = stages
+        self.problems: list[Problem] = []
+
+    def problem(self, path: Path, message: str, *, key: bool = False) -> None:
+        mark = self.document.mark(path, key=key)
+        self.problems.append(Problem(self.document.file, mark.line, mark.column, message))
+
+    def parse(self, data: Any, path: Path) -> Condition | None:
+        if not isinstance(data, dict) or not data:
+            self.problem(path, "expected a condition: a mapping with all:, any:, not: or field:")
+            return None
+        if "field" in data:
+            return self._comparison(data, path)
+        if len(data) != 1:
+            keys = ", ".join(repr(k) for k in data)
+            self.problem(path, f"expected exactly one of all:, any:, not: here, found {keys}")
+            return None
+        key, value = next(iter(data.items()))
+        if key in ("all", "any"):
+            return self._group(str(key), value, (*path, key))
+        if key == "not":
+            inner = self.parse(value, (*path, key))
+            return NotOf(inner) if inner is not None else None
+        if key == "idle_beyond_average_cycle":
+            return self._idle(value, (*path, key))
+        close = difflib.get_close_matches(str(key), CONDITION_KEYS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        self.problem(
+            (*path, key),
+            f"unknown condition {key!r}{hint} (expected one of {', '.join(CONDITION_KEYS)})",
+            key=True,
+        )
+        return None
+
+    def _group(self, key: str, value: Any, path: Path) -> Condition | None:
+        if not isinstance(value, list) or not value:
+            self.problem(path, f"{key}: expects a non-empty list of conditions")
+            return None
+        items = [self.parse(item, (*path, index)) for index, item in enumerate(value)]
+        if any(item is None for item in items):
+            return None
+        parsed = tuple(item for item in items if item is not None)
+        return AllOf(parsed) if key == "all" else AnyOf(parsed)
+
+    def _comparison(self, data: dict[str, Any], path: Path) -> Condition | None:
+        name = data["field"]
+        spec = self.catalog.get(str(name)) if isinstance(name, str) else None
+        if spec is None:
+            self.problem((*path, "field"), self.catalog.unknown_message(str(name)))
+            return None
+        operators = [key for key in data if key != "field"]
+        allowed = _OPERATORS[spec.type]
+        if len(operators) != 1:
+            found = ", ".join(operators) or "none"
+            self.problem(
+                path,
+                f"field {spec.name}: expected exactly one operator ({', '.join(allowed)}), found {found}",
+            )
+            return None
+        operator = str(operators[0])
+        if operator not in allowed:
+            close = difflib.get_close_matches(operator, allowed, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            self.problem(
+                (*path, operator),
+                f"{spec.name} ({spec.type.value}) does not take {operator!r}; {hint}use one of {', '.join(allowed)}",
+                key=True,
+            )
+            return None
+        return self._operand(spec, operator, data[operator], (*path, operator))
+
+    def _operand(self, spec: FieldSpec, operator: str, value: Any, path: Path) -> Condition | None:
+        if operator == "is_set":
+            if not isinstance(value, bool):
+                self.problem(path, f"is_set expects true or false, found {value!r}")
+                return None
+            return Presence(spec, value)
+        if operator in ("in", "not_in"):
+            if not isinstance(value, list) or not value:
+                self.problem(path, f"{operator} expects a non-empty list, e.g. [a, b]")
+                return None
+            converted = [
+                self._value(spec, item, (*path, index)) for index, item in enumerate(value)
+            ]
+            if any(item is _INVALID for item in converted):
+                return None
+            return Membership(spec, tuple(dict.fromkeys(converted)), operator == "not_in")
+        if operator in ("older_than", "within"):
+            offset = self._duration(value, path)
+            if offset is None:
+                return None
+            return TimeComparison(spec, Op.LT if operator == "older_than" else Op.GE, offset)
+        if spec.type is ValueType.DAYS:
+            days = self._number(value, path)
+            if days is None:
+                return None
+            if abs(days) > LONGEST_DURATION.days:
+                self.problem(
+                    path, f"{spec.name}: at most {LONGEST_DURATION.days} days, found {value!r}"
+                )
+                return None
+            return TimeComparison(spec, _MIRROR[_ORDERING[operator]], timedelta(days=days))
+        converted_value = self._value(spec, value, path)
+        if converted_value is _INVALID:
+            return None
+        op = {"before": Op.LT, "after": Op.GT, **_ORDERING, **_EQUALITY}[operator]
+        return Comparison(spec, op, converted_value)
+
+    def _value(self, spec: FieldSpec, value: Any, path: Path) -> Any:
+        kind = spec.type
+        if kind in (ValueType.STRING, ValueType.STAGE):
+            if isinstance(value, bool) or not isinstance(value, str | int | float):
+                self.problem(path, f"{spec.name} is text: expected a text value, found {value!r}")
+                return _INVALID
+            text = str(value)
+            if kind is ValueType.STAGE and text not in self.stages:
+                close = difflib.get_close_matches(text, self.stages, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                self.problem(
+                    path, f"unknown stage {text!r}; {hint}stages are {', '.join(self.stages)}"
+                )
+                return _INVALID
+            return text
+        if kind in (ValueType.INTEGER, ValueType.NUMBER):
+            number = self._number(value, path, integer=kind is ValueType.INTEGER)
+            return _INVALID if number is None else number
+        if kind is ValueType.BOOLEAN:
+            if not isinstance(value, bool):
+                self.problem(path, f"{spec.name} is true or false, found {value!r}")
+                return _INVALID
+            return value
+        return self._instant(spec, value, path)
+
+    def _instant(self, spec: FieldSpec, value: Any, path: Path) -> Any:
+        if isinstance(value, datetime):
+            moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+        elif isinstance(value, date):
+            moment = datetime.combine(value, time(), tzinfo=UTC)
+        else:
+            self.problem(
+                path,
+                f"{spec.name} is a {spec.type.value}: expected a date like 2026-01-31 or a time like 2026-01-31T09:00:00Z, found {value!r}",
+            )
+            return _INVALID
+        if spec.name.startswith("attributes."):
+            return (
+                moment.strftime("%Y-%m-%d")
+                if spec.type is ValueType.DATE
+                else moment.astimezone(UTC).strftime(ATTRIBUTE_TIME_FORMAT)
+            )
+        return moment.astimezone(UTC)
+
+    def _number(self, value: Any, path: Path, *, integer: bool = False) -> float | int | None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.problem(path, f"expected a number, found {value!r}")
+            return None
+        if isinstance(value, float) and not math.isfinite(value):
+            self.problem(path, f"expected a finite number, found {value!r}")
+            return None
+        if abs(value) > LARGEST_NUMBER:
+            # SQLite binds integers as 64-bit; larger ones cannot even be compared there.
+            self.problem(
+                path,
+                f"expected a number between -{LARGEST_NUMBER} and {LARGEST_NUMBER}, found {value!r}",
+            )
+            return None
+        if integer and isinstance(value, float) and not value.is_integer():
+            self.problem(path, f"expected a whole number, found {value!r}")
+            return None
+        return int(value) if integer else value
+
+    def _duration(self, value: Any, path: Path) -> timedelta | None:
+        try:
+            return parse_rule_duration(value)
+        except DurationError as exc:
+            self.problem(path, str(exc))
+            return None
+
+    def _idle(self, value: Any, path: Path) -> Condition | None:
+        options = {"factor", "window", "min_deals", "group_by", "idle_from"}
+        if not isinstance(value, dict):
+            value = {} if value is None else value
+            if not isinstance(value, dict):
+                self.problem(
+                    path,
+                    "idle_beyond_average_cycle expects a mapping (factor:, window:, min_deals:, group_by:)",
+                )
+                return None
+        for key in value:
+            if key not in options:
+                self.problem(
+                    (*path, key),
+                    f"unknown option {key!r}; {_did_you_mean(str(key), options)}expected {', '.join(sorted(options))}",
+                    key=True,
+                )
+                return None
+        idle_from = value.get("idle_from", "last_activity")
+        if idle_from not in IDLE_FROM:
+            self.problem(
+                (*path, "idle_from"),
+                f"idle_from: expected {' or '.join(IDLE_FROM)}, found {idle_from!r}",
+            )
+            return None
+        idle = self.catalog.get(IDLE_FROM[idle_from])
+        if idle is None:
+            self.problem(
+                path, "idle_beyond_average_cycle applies to deals: set subject: deal on this rule"
+            )
+            return None
+        factor = self._number(value.get("factor", 2), (*path, "factor"))
+        window = self._duration(value.get("window", "365d"), (*path, "window"))
+        min_deals = self._number(value.get("min_deals", 20), (*path, "min_deals"), integer=True)
+        group_by: FieldSpec | None = None
+        if "group_by" in value:
+            group_by = self.catalog.get(str(value["group_by"]))
+            if group_by is None or group_by.type is not ValueType.STRING:
+                self.problem(
+                    (*path, "group_by"),
+                    f"group_by needs a text field of the deal, e.g. product; {value['group_by']!r} is not one",
+                )
+                return None
+        if factor is None or window is None or min_deals is None:
+            return None
+        if not 0 < factor <= 100 or min_deals < 1:
+            self.problem(path, "factor must be above 0 (at most 100) and min_deals at least 1")
+            return None
+        return IdleBeyondAverageCycle(float(factor), window, int(min_deals), group_by, idle)
+
+
+def _did_you_mean(word: str, choices: set[str]) -> str:
+    close = difflib.get_close_matches(word, sorted(choices), n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+class _Invalid:
+    """Marks a value that failed to convert (``None`` is a legitimate value)."""
+
+
+_INVALID = _Invalid()
+
+
+def referenced_fields(condition: Condition) -> Iterator[FieldSpec]:
+    """Every field the condition reads, in order, for the evidence of a match."""
+    match condition:
+        case AllOf(items) | AnyOf(items):
+            for item in items:
+                yield from referenced_fields(item)
+        case NotOf(item):
+            yield from referenced_fields(item)
+        case IdleBeyondAverageCycle(group_by=group_by, idle=idle):
+            yield idle
+            if group_by is not None:
+                yield group_by
+        case (
+            Comparison(field=spec)
+            | Membership(field=spec)
+            | Presence(field=spec)
+            | TimeComparison(field=spec)
+        ):
+            yield spec
+
+
+def cycle_conditions(condition: Condition) -> Iterator[IdleBeyondAverageCycle]:
+    """The average-cycle conditions inside ``condition``: their averages are fetched first."""
+    match condition:
+        case AllOf(items) | AnyOf(items):
+            for item in items:
+                yield from cycle_conditions(item)
+        case NotOf(item):
+            yield from cycle_conditions(item)
+        case IdleBeyondAverageCycle():
+            yield condition
+        case _:
+            return
+
+
+@dataclass(frozen=True)
+class CycleAverage:
+    """The average sales cycle, overall and per group, as of one evaluation."""
+
+    overall_days: float | None
+    overall_deals: int
+    groups: Mapping[str, tuple[float, int]]
+    """group value -> (average days, won deals); only groups with at least ``min_deals``."""
+
+    def days_for(self, group: str | None) -> float | None:
+        if group is not None and group in self.groups:
+            return self.groups[group][0]
+        return self.overall_days
+
+
+@dataclass(frozen=True)
+class EvaluationContext:
+    """What both evaluators need besides the record: the instant, and cycle averages."""
+
+    now: datetime
+    cycles: Mapping[IdleBeyondAverageCycle, CycleAverage]

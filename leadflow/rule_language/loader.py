@@ -1,0 +1,449 @@
+"""Turn a rules folder into one validated :class:`RuleSet`, or every problem in it.
+
+A rule set is all-or-nothing: any problem in any file refuses the whole set, so a reload can
+keep the last good set running. Every problem names ``file:line:col``, the rule id when there
+is one, and what was expected.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import subprocess
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from leadflow.errors import Problem, ProblemsError
+from leadflow.rule_language.actions import (
+    ACTION_TYPES,
+    DEAL_ONLY,
+    LEAD_ONLY,
+    SHORTHAND,
+    Action,
+    Assign,
+    Enroll,
+    Notify,
+    SetStage,
+    StartSla,
+)
+from leadflow.rule_language.conditions import Condition, ConditionParser
+from leadflow.rule_language.fields import Subject, field_catalog
+from leadflow.rule_language.model import (
+    FileSpec,
+    Located,
+    NurtureStream,
+    OncePer,
+    Reentry,
+    Rule,
+    RuleSet,
+    RuleSpec,
+    StreamSpec,
+    StreamStep,
+)
+from leadflow.rule_language.validation_messages import explain_validation
+from leadflow.rule_language.yaml_source import Path as NodePath
+from leadflow.rule_language.yaml_source import SourceDocument, YamlSyntaxError, parse_document
+from leadflow.settings import Settings
+
+TemplateCheck = Callable[[str], list[Problem]]
+RULE_FILE_SUFFIXES = (".yaml", ".yml")
+
+
+def rule_files(folder: Path) -> list[Path]:
+    """The rule files below ``folder``, in a stable order; hidden files and folders skipped.
+
+    Skipping hidden names also skips Kubernetes' ``..data``/``..2026_...`` folders, whose
+    content is already visible through the ConfigMap's symlinks.
+    """
+    if not folder.is_dir():
+        return []
+    found = [
+        path
+        for path in folder.rglob("*")
+        if path.suffix in RULE_FILE_SUFFIXES
+        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+        and path.is_file()
+    ]
+    return sorted(found, key=lambda path: path.relative_to(folder).as_posix())
+
+
+def load_rule_set(
+    folder: Path, settings: Settings, *, check_template: TemplateCheck | None = None
+) -> RuleSet:
+    """The validated rule set of ``folder``; :class:`ProblemsError` lists every problem."""
+    rule_set, problems = check_rule_set(folder, settings, check_template=check_template)
+    if problems or rule_set is None:
+        raise ProblemsError(problems)
+    return rule_set
+
+
+def check_rule_set(
+    folder: Path, settings: Settings, *, check_template: TemplateCheck | None = None
+) -> tuple[RuleSet | None, list[Problem]]:
+    """Every problem in the folder, and the rule set when there are none."""
+    if not folder.is_dir():
+        return None, [Problem(str(folder), 0, 0, "rules folder not found")]
+    builder = _RuleSetBuilder(settings, check_template)
+    digest = hashlib.sha256()
+    files = rule_files(folder)
+    for path in files:
+        label = _label(path)
+        raw = path.read_bytes()
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + raw + b"\0")
+        builder.add_file(label, raw)
+    builder.check_references()
+    if builder.problems:
+        order = {_label(path): index for index, path in enumerate(files)}
+        ordered = sorted(
+            builder.problems, key=lambda p: (order.get(p.file, len(order)), p.line, p.column)
+        )
+        # One problem is one line of `leadflow check` output, whatever text a key held.
+        return None, [
+            Problem(p.file, p.line, p.column, p.message.replace("\r", "\\r").replace("\n", "\\n"))
+            for p in ordered
+        ]
+    version = digest.hexdigest()[:12]
+    commit = _git_commit(folder)
+    if commit:
+        version += f"+git.{commit}"
+    rule_set = RuleSet(
+        rules=tuple(builder.rules),
+        streams=dict(builder.streams),
+        version=version,
+        files=tuple(_label(path) for path in files),
+    )
+    return rule_set, []
+
+
+def _label(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _git_commit(folder: Path) -> str | None:
+    try:
+        result = subprocess.run(  # noqa: S603 (fixed argv, no shell)
+            ["git", "-C", str(folder), "rev-parse", "--short=10", "HEAD"],  # noqa: S607 (git from PATH is intended)
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = result.stdout.strip()
+    return commit if result.returncode == 0 and commit else None
+
+
+class _RuleSetBuilder:
+    """Collects rules and streams from every file, and every problem along the way."""
+
+    def __init__(self, settings: Settings, check_template: TemplateCheck | None) -> None:
+        self.settings = settings
+        self.check_template = check_template
+        self.problems: list[Problem] = []
+        self.rules: list[Rule] = []
+        self.streams: dict[str, NurtureStream] = {}
+        self._rule_locations: dict[str, Located] = {}
+        self._template_uses: list[tuple[str, str, Located]] = []
+        self._stream_uses: list[tuple[str, str, Located]] = []
+        self._template_results: dict[str, list[Problem]] = {}
+
+    def add_file(self, label: str, raw: bytes) -> None:
+        if b"\0" in raw:
+            self.problems.append(Problem(label, 1, 1, "binary file: a rule file must be YAML text"))
+            return
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = raw[: exc.start].count(b"\n") + 1
+            column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+            self.problems.append(
+                Problem(label, line, column, "not UTF-8 text: save the file as UTF-8")
+            )
+            return
+        try:
+            document = parse_document(label, text)
+        except YamlSyntaxError as exc:
+            self.problems.append(
+                Problem(label, exc.mark.line, exc.mark.column, f"invalid YAML: {exc.message}")
+            )
+            return
+        for path, mark in document.duplicate_keys:
+            self.problems.append(
+                Problem(
+                    label,
+                    mark.line,
+                    mark.column,
+                    f"duplicate key {path[-1]!r}: each key may appear once",
+                )
+            )
+        _FileReader(self, document).read()
+
+    def problem(
+        self, document: SourceDocument, path: NodePath, message: str, *, key: bool = False
+    ) -> None:
+        mark = document.mark(path, key=key)
+        self.problems.append(Problem(document.file, mark.line, mark.column, message))
+
+    def add_rule(self, rule: Rule, document: SourceDocument, path: NodePath) -> None:
+        earlier = self._rule_locations.get(rule.id)
+        if earlier is not None:
+            self.problem(
+                document,
+                (*path, "id"),
+                f"rule {rule.id}: duplicate id, already defined at {earlier}",
+            )
+            return
+        self._rule_locations[rule.id] = rule.location
+        self.rules.append(rule)
+
+    def add_stream(self, stream: NurtureStream, document: SourceDocument, path: NodePath) -> None:
+        earlier = self.streams.get(stream.id)
+        if earlier is not None:
+            self.problem(
+                document,
+                (*path, "id"),
+                f"stream {stream.id}: duplicate id, already defined at {earlier.location}",
+            )
+            return
+        self.streams[stream.id] = stream
+
+    def use_template(self, owner: str, name: str, where: Located) -> None:
+        self._template_uses.append((owner, name, where))
+
+    def use_stream(self, owner: str, name: str, where: Located) -> None:
+        self._stream_uses.append((owner, name, where))
+
+    def check_references(self) -> None:
+        for owner, name, where in self._stream_uses:
+            if name not in self.streams:
+                close = difflib.get_close_matches(name, list(self.streams), n=1)
+                hint = f"did you mean {close[0]!r}?" if close else "define it under streams:"
+                self.problems.append(
+                    Problem(
+                        where.file,
+                        where.line,
+                        where.column,
+                        f"{owner}: unknown stream {name!r}; {hint}",
+                    )
+                )
+        if self.check_template is None:
+            return
+        for owner, name, where in self._template_uses:
+            if name not in self._template_results:
+                self._template_results[name] = self.check_template(name)
+            for found in self._template_results[name]:
+                self.problems.append(
+                    Problem(
+                        where.file, where.line, where.column, f"{owner}: template {name!r}: {found}"
+                    )
+                )
+
+
+class _FileReader:
+    """Reads the rules and streams of one parsed file into the builder."""
+
+    def __init__(self, builder: _RuleSetBuilder, document: SourceDocument) -> None:
+        self.builder = builder
+        self.document = document
+        self.settings = builder.settings
+
+    def located(self, path: NodePath) -> Located:
+        mark = self.document.mark(path)
+        return Located(self.document.file, mark.line, mark.column)
+
+    def read(self) -> None:
+        data = self.document.data
+        if data is None:
+            return
+        if not isinstance(data, dict):
+            self.builder.problem(
+                self.document,
+                (),
+                "expected a mapping with rules: and/or streams: at the top of the file",
+            )
+            return
+        self._validate(FileSpec, data, (), owner="")
+        # An unknown top-level key must not hide the problems inside the rules.
+        rules, streams = data.get("rules"), data.get("streams")
+        for index, raw in enumerate(rules if isinstance(rules, list) else []):
+            self._rule(raw, ("rules", index))
+        for index, raw in enumerate(streams if isinstance(streams, list) else []):
+            self._stream(raw, ("streams", index))
+
+    def _validate(
+        self, model: type[BaseModel], data: Any, path: NodePath, owner: str
+    ) -> BaseModel | None:
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            for message, where, is_key in explain_validation(model, exc, path):
+                self.builder.problem(self.document, where, f"{owner}{message}", key=is_key)
+            return None
+
+    def _rule(self, raw: Any, path: NodePath) -> None:
+        rule_id = raw.get("id") if isinstance(raw, dict) else None
+        owner = f"rule {rule_id}: " if isinstance(rule_id, str) else ""
+        before = len(self.builder.problems)
+        spec = self._validate(RuleSpec, raw, path, owner)
+        if not isinstance(raw, dict):
+            return
+        owner = owner.removesuffix(": ") or "rule"
+        subject = Subject(spec.subject) if isinstance(spec, RuleSpec) else _subject_of(raw)
+        condition = None
+        if "when" in raw:
+            condition = self._condition(raw["when"], subject, (*path, "when"), owner)
+        raw_actions = raw.get("actions")
+        actions: tuple[Action, ...] = ()
+        if isinstance(raw_actions, list):
+            actions = tuple(self._actions(raw_actions, subject, (*path, "actions"), owner))
+        if not isinstance(spec, RuleSpec) or condition is None:
+            return
+        if len(self.builder.problems) > before:
+            return
+        reentry = (
+            Reentry("once_per", spec.reentry.once_per)
+            if isinstance(spec.reentry, OncePer)
+            else Reentry(spec.reentry)
+        )
+        canonical = json.dumps(raw, sort_keys=True, default=str).encode()
+        rule = Rule(
+            id=spec.id,
+            description=spec.description,
+            enabled=spec.enabled,
+            subject=subject,
+            every=spec.every,
+            condition=condition,
+            reentry=reentry,
+            actions=actions,
+            digest=hashlib.sha256(canonical).hexdigest()[:10],
+            location=self.located(path),
+        )
+        self.builder.add_rule(rule, self.document, path)
+
+    def _condition(
+        self, data: Any, subject: Subject, path: NodePath, owner: str
+    ) -> Condition | None:
+        catalog = field_catalog(subject, self.settings)
+        parser = ConditionParser(self.document, catalog, self.settings.stages.all())
+        condition = parser.parse(data, path)
+        for found in parser.problems:
+            message = f"{owner}: {found.message}"
+            self.builder.problems.append(Problem(found.file, found.line, found.column, message))
+        return condition
+
+    def _actions(
+        self, raws: list[Any], subject: Subject, path: NodePath, owner: str
+    ) -> Iterable[Action]:
+        for index, raw in enumerate(raws):
+            here = (*path, index)
+            if not isinstance(raw, dict) or len(raw) != 1:
+                self.builder.problem(
+                    self.document,
+                    here,
+                    f"{owner}: an action is one key naming it, e.g. '- set_stage: mql'; expected one of {', '.join(ACTION_TYPES)}",
+                )
+                continue
+            name, value = next(iter(raw.items()))
+            kind = ACTION_TYPES.get(str(name))
+            if kind is None:
+                close = difflib.get_close_matches(str(name), list(ACTION_TYPES), n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                self.builder.problem(
+                    self.document,
+                    (*here, name),
+                    f"{owner}: unknown action {name!r}; {hint}expected one of {', '.join(ACTION_TYPES)}",
+                    key=True,
+                )
+                continue
+            if (name in LEAD_ONLY and subject is Subject.DEAL) or (
+                name in DEAL_ONLY and subject is Subject.LEAD
+            ):
+                self.builder.problem(
+                    self.document,
+                    (*here, name),
+                    f"{owner}: {name} is not available in a {subject.value} rule",
+                    key=True,
+                )
+                continue
+            if not isinstance(value, dict) and name in SHORTHAND:
+                value = {SHORTHAND[str(name)]: value}
+            action = self._validate(kind, value, (*here, name), f"{owner}: {name}: ")
+            if action is not None:
+                self._check_action(action, (*here, name), owner)
+                yield action  # type: ignore[misc]
+
+    def _check_action(self, action: BaseModel, path: NodePath, owner: str) -> None:
+        where = self.located(path)
+        stages = self.settings.stages.all()
+        if isinstance(action, SetStage) and action.stage not in stages:
+            close = difflib.get_close_matches(action.stage, stages, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            self.builder.problem(
+                self.document,
+                path,
+                f"{owner}: unknown stage {action.stage!r}; {hint}stages are {', '.join(stages)}",
+            )
+        elif isinstance(action, Notify):
+            self.builder.use_template(owner, action.template, where)
+        elif isinstance(action, Enroll):
+            self.builder.use_stream(owner, action.stream, where)
+        elif isinstance(action, StartSla):
+            self._check_sla(action, path, owner)
+        elif isinstance(action, Assign) and action.route_by is not None:
+            catalog = field_catalog(Subject.LEAD, self.settings)
+            if catalog.get(action.route_by) is None:
+                self.builder.problem(
+                    self.document,
+                    (*path, "route_by"),
+                    f"{owner}: route_by: {catalog.unknown_message(action.route_by)}",
+                )
+
+    def _check_sla(self, action: StartSla, path: NodePath, owner: str) -> None:
+        calendars = {"default", *getattr(self.settings, "calendars", {})}
+        if action.calendar not in calendars:
+            self.builder.problem(
+                self.document,
+                (*path, "calendar"),
+                f"{owner}: unknown calendar {action.calendar!r}; known: {', '.join(sorted(calendars))}",
+            )
+        for index, level in enumerate(action.escalate):
+            if level.template is not None:
+                self.builder.use_template(
+                    owner, level.template, self.located((*path, "escalate", index, "template"))
+                )
+
+    def _stream(self, raw: Any, path: NodePath) -> None:
+        stream_id = raw.get("id") if isinstance(raw, dict) else None
+        owner = f"stream {stream_id}: " if isinstance(stream_id, str) else ""
+        spec = self._validate(StreamSpec, raw, path, owner)
+        if not isinstance(spec, StreamSpec):
+            return
+        steps = []
+        for index, step in enumerate(spec.steps):
+            self.builder.use_template(
+                f"stream {spec.id}",
+                step.template,
+                self.located((*path, "steps", index, "template")),
+            )
+            steps.append(StreamStep(template=step.template, after=step.after or timedelta(0)))
+        stream = NurtureStream(
+            id=spec.id,
+            description=spec.description,
+            allow_parallel=spec.allow_parallel,
+            steps=tuple(steps),
+            location=self.located(path),
+        )
+        self.builder.add_stream(stream, self.document, path)
+
+
+def _subject_of(raw: dict[str, Any]) -> Subject:
+    return Subject.DEAL if raw.get("subject") == "deal" else Subject.LEAD

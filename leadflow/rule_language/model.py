@@ -1,0 +1,130 @@
+"""Rules, nurture streams and the rule set: frozen, typed, versioned."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from leadflow.rule_language.actions import Action, Duration, OffsetDuration, TemplateName
+from leadflow.rule_language.conditions import Condition
+from leadflow.rule_language.fields import Subject
+
+RULE_ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,99}$"
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class OncePer(Spec):
+    once_per: Duration
+
+
+class RuleSpec(Spec):
+    """The shape of one rule in a file; ``when`` and ``actions`` are parsed separately."""
+
+    id: str = Field(pattern=RULE_ID_PATTERN)
+    description: str = ""
+    enabled: bool = True
+    subject: Literal["lead", "deal"] = "lead"
+    every: Duration = timedelta(minutes=5)
+    when: Any
+    reentry: Literal["once", "every_time"] | OncePer = "once"
+    actions: list[Any] = Field(min_length=1)
+
+
+class StepSpec(Spec):
+    template: TemplateName
+    after: OffsetDuration = timedelta(0)
+
+
+class StreamSpec(Spec):
+    id: str = Field(pattern=RULE_ID_PATTERN)
+    description: str = ""
+    allow_parallel: bool = False
+    steps: list[StepSpec] = Field(min_length=1)
+
+
+class FileSpec(Spec):
+    rules: list[Any] = []
+    streams: list[Any] = []
+
+
+@dataclass(frozen=True)
+class Reentry:
+    """Whether a rule may act again on a lead it already acted on (Marketo's qualification)."""
+
+    mode: Literal["once", "every_time", "once_per"]
+    period: timedelta | None = None
+
+    def describe(self) -> str:
+        if self.mode == "once_per" and self.period is not None:
+            from leadflow.durations import format_duration
+
+            return f"once per {format_duration(self.period)}"
+        return self.mode.replace("_", " ")
+
+
+@dataclass(frozen=True)
+class Located:
+    file: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    description: str
+    enabled: bool
+    subject: Subject
+    every: timedelta
+    condition: Condition
+    reentry: Reentry
+    actions: tuple[Action, ...]
+    digest: str
+    """Content hash of this rule alone: changes exactly when the rule's text changes."""
+    location: Located = field(compare=False)
+
+
+@dataclass(frozen=True)
+class StreamStep:
+    template: str
+    after: timedelta
+
+
+@dataclass(frozen=True)
+class NurtureStream:
+    id: str
+    description: str
+    allow_parallel: bool
+    steps: tuple[StreamStep, ...]
+    location: Located = field(compare=False)
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """One immutable, validated snapshot of the rules folder."""
+
+    rules: tuple[Rule, ...]
+    streams: Mapping[str, NurtureStream]
+    version: str
+    """Content hash of every rule file, plus ``+git.<commit>`` in a git checkout."""
+    files: tuple[str, ...] = ()
+    templates: Any = field(default=None, compare=False)
+    """The email templates as they were when this set was validated (a frozen catalog): the
+    engine renders from these, so templates change only together with a good rule set."""
+
+    def rule(self, rule_id: str) -> Rule | None:
+        return next((rule for rule in self.rules if rule.id == rule_id), None)
+
+    @property
+    def enabled_rules(self) -> tuple[Rule, ...]:
+        return tuple(rule for rule in self.rules if rule.enabled)

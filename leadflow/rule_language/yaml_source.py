@@ -1,0 +1,210 @@
+"""YAML with positions: every value and key of a document keeps its line and column.
+
+The resolver follows YAML 1.2's core schema for booleans and numbers: only ``true``/``false``
+are booleans (so a country list ``[NO, SE]`` stays strings), ``09:00`` is not the number 540,
+``010`` is ten (not octal eight) and ``1e3`` is a number.
+
+No input may crash the reader: values the constructors cannot build (``2026-13-01``,
+``!!int abc``), nesting deeper than :data:`MAX_DEPTH`, aliases that refer to themselves and
+alias "bombs" that expand past :data:`MAX_NODES` are all reported as :class:`YamlSyntaxError`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from yaml.composer import ComposerError
+from yaml.constructor import ConstructorError
+
+Path = tuple[str | int, ...]
+
+
+class StrictSafeLoader(yaml.SafeLoader):
+    """SafeLoader without YAML 1.1's surprising implicit booleans and sexagesimal numbers."""
+
+    depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        # PyYAML's composer recurses once per level: stop before Python's stack does.
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH + 1:
+                message = f"nested too deeply: at most {MAX_DEPTH} levels of mappings and lists"
+                raise ComposerError(None, None, message, self.peek_event().start_mark)  # type: ignore[no-untyped-call]
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, TypeError, OverflowError) as exc:
+            # PyYAML's constructors raise bare ValueErrors (``2026-13-01``, ``!!int abc``)
+            # that carry no position; give them the node's.
+            kind = str(node.tag).rsplit(":", 1)[-1]
+            kind = {"timestamp": "date", "int": "whole number", "float": "number"}.get(kind, kind)
+            problem = f"{node.value!r} is not a valid {kind}: {exc}"
+            raise ConstructorError(None, None, problem, node.start_mark) from exc
+
+
+StrictSafeLoader.yaml_implicit_resolvers = {
+    first: [
+        (tag, regexp)
+        for tag, regexp in resolvers
+        if tag not in {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:int"}
+    ]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+StrictSafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+StrictSafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^[-+]?[0-9]+$"), list("-+0123456789")
+)
+StrictSafeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:float"]
+    for first, resolvers in StrictSafeLoader.yaml_implicit_resolvers.items()
+}
+StrictSafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
+
+
+def _decimal_integer(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    # YAML 1.2: "010" is ten; PyYAML's 1.1 constructor reads it as octal and fails on "09".
+    return int(loader.construct_scalar(node))
+
+
+StrictSafeLoader.add_constructor("tag:yaml.org,2002:int", _decimal_integer)
+
+MAX_DEPTH = 60
+"""Deepest nesting of mappings and lists a rule file may use (a rule needs about a dozen)."""
+MAX_NODES = 100_000
+"""Most values a file may hold once aliases are expanded: stops "billion laughs" files."""
+
+
+@dataclass(frozen=True)
+class Mark:
+    line: int
+    column: int
+
+
+@dataclass
+class SourceDocument:
+    """A parsed YAML document and where each of its parts stands in the file."""
+
+    file: str
+    data: Any
+    values: dict[Path, Mark] = field(default_factory=dict)
+    keys: dict[Path, Mark] = field(default_factory=dict)
+    duplicate_keys: list[tuple[Path, Mark]] = field(default_factory=list)
+
+    def mark(self, path: Path, *, key: bool = False) -> Mark:
+        """The position of ``path``; the nearest enclosing node's when it has none of its own."""
+        probe = path
+        while True:
+            found = (self.keys if key else self.values).get(probe) or self.values.get(probe)
+            if found is not None or not probe:
+                return found or Mark(1, 1)
+            probe = probe[:-1]
+
+
+class YamlSyntaxError(Exception):
+    """The text is not YAML; carries the position the parser stopped at."""
+
+    def __init__(self, message: str, mark: Mark) -> None:
+        super().__init__(message)
+        self.message = message
+        self.mark = mark
+
+
+def parse_document(file: str, text: str) -> SourceDocument:
+    """Parse one YAML document, recording positions; raise :class:`YamlSyntaxError`."""
+    try:
+        loader = StrictSafeLoader(text)
+    except yaml.reader.ReaderError as exc:
+        # The reader refuses control characters up front, naming only an offset.
+        before = text[: exc.position]
+        where = Mark(before.count("\n") + 1, exc.position - before.rfind("\n"))
+        message = f"character #x{exc.character:04x} is not allowed in YAML (a control character)"
+        raise YamlSyntaxError(message, where) from None
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            document = SourceDocument(file=file, data=None)
+            _Walker(document).walk(node, ())
+            document.data = loader.construct_document(node)
+    except RecursionError:
+        # A safety net only: compose_node bounds the depth before the stack runs out.
+        stopped = loader.get_mark()
+        message = f"nested too deeply: at most {MAX_DEPTH} levels of mappings and lists"
+        raise YamlSyntaxError(message, Mark(stopped.line + 1, stopped.column + 1)) from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = Mark(mark.line + 1, mark.column + 1) if mark else Mark(1, 1)
+        problem = exc.problem or exc.context or "invalid YAML"
+        if "\\t" in problem or "'\\t'" in str(exc):
+            problem += " (YAML does not allow tabs for indentation: use spaces)"
+        raise YamlSyntaxError(problem, where) from None
+    except yaml.YAMLError as exc:
+        raise YamlSyntaxError(str(exc).splitlines()[0], Mark(1, 1)) from None
+    finally:
+        loader.dispose()
+    if node is None:
+        return SourceDocument(file=file, data=None)
+    return document
+
+
+def _mark(node: yaml.Node) -> Mark:
+    return Mark(node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+class _Walker:
+    """Records every node's position; refuses self-referring aliases, depth and alias bombs.
+
+    It runs before construction, so nothing downstream ever sees a cyclic or exploding value.
+    """
+
+    def __init__(self, document: SourceDocument) -> None:
+        self.document = document
+        self.nodes = 0
+        self.open: set[int] = set()
+
+    def walk(self, node: yaml.Node, path: Path) -> None:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            message = f"too many values: more than {MAX_NODES} once aliases (*name) are expanded"
+            raise YamlSyntaxError(message, _mark(node))
+        if len(path) > MAX_DEPTH:
+            message = f"nested too deeply: at most {MAX_DEPTH} levels of mappings and lists"
+            raise YamlSyntaxError(message, _mark(node))
+        if id(node) in self.open:
+            raise YamlSyntaxError(
+                "an alias (*name) refers to a value that contains it", _mark(node)
+            )
+        self.document.values[path] = _mark(node)
+        self.open.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            self._mapping(node, path)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self.walk(item, (*path, index))
+        self.open.discard(id(node))
+
+    def _mapping(self, node: yaml.MappingNode, path: Path) -> None:
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            if key in seen:
+                self.document.duplicate_keys.append(((*path, key), _mark(key_node)))
+            seen.add(key)
+            self.document.keys[(*path, key)] = _mark(key_node)
+            self.walk(value_node, (*path, key))

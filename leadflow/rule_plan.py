@@ -1,0 +1,340 @@
+"""``leadflow plan``: what a change to the rules would do, against the store as it is now.
+
+The rules folder at a git revision (the base, e.g. ``main``) and the working folder are both
+loaded and evaluated as dry runs against the same store at the same instant; the plan is the
+difference, per rule: which leads and deals would be acted on that were not, which would no
+longer be, and which would be acted on differently. Nothing is written to the store.
+
+Each rule is evaluated against the store as it is: what one rule's actions would change for
+another rule (an MQL no longer nurtured) is not simulated, as in ``leadflow run --dry-run``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from leadflow.engine.evaluation import run_due_rules
+from leadflow.engine.runtime import Runtime
+from leadflow.errors import Problem, ProblemsError, UserInputError
+from leadflow.rule_language.loader import RULE_FILE_SUFFIXES, load_rule_set
+from leadflow.rule_language.model import RuleSet
+
+GIT_TIMEOUT = 30
+Status = Literal["added", "removed", "changed"]
+
+
+@dataclass(frozen=True)
+class SubjectChange:
+    """One lead or deal the change treats differently: ``+`` newly, ``-`` no longer, ``~``."""
+
+    subject: str
+    """``lead L1`` or ``deal D7``."""
+    sign: Literal["+", "-", "~"]
+
+
+@dataclass(frozen=True)
+class RulePlan:
+    rule_id: str
+    status: Status
+    subject_kind: str
+    base_actions: tuple[str, ...] | None
+    working_actions: tuple[str, ...] | None
+    base_count: int
+    working_count: int
+    changes: tuple[SubjectChange, ...]
+    error: str | None = None
+
+    def count(self, sign: str) -> int:
+        return sum(1 for change in self.changes if change.sign == sign)
+
+
+@dataclass(frozen=True)
+class Plan:
+    base_ref: str
+    folder: str
+    base_version: str
+    working_version: str
+    now: datetime
+    rules: tuple[RulePlan, ...]
+    unchanged_rules: int
+    streams: tuple[tuple[str, Status], ...]
+
+    @property
+    def affected(self) -> frozenset[str]:
+        """Every lead and deal some rule would treat differently."""
+        return frozenset(change.subject for rule in self.rules for change in rule.changes)
+
+
+def _git(folder: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    try:
+        return subprocess.run(  # noqa: S603 (fixed argv, no shell)
+            ["git", "-C", str(folder), *args],  # noqa: S607 (git from PATH is intended)
+            capture_output=True,
+            timeout=GIT_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        msg = f"cannot run git: {exc}"
+        raise UserInputError(msg) from exc
+
+
+def _git_text(folder: Path, *args: str, failure: str) -> str:
+    result = _git(folder, *args)
+    if result.returncode != 0:
+        detail = result.stderr.decode(errors="replace").strip().splitlines()
+        raise UserInputError(f"{failure}" + (f" ({detail[0]})" if detail else ""))
+    return result.stdout.decode(errors="replace").strip()
+
+
+@contextmanager
+def rules_at(folder: Path, ref: str) -> Iterator[tuple[Path, str]]:
+    """The rules folder as it was at ``ref``, in a temporary folder; and its ``REF:path`` label.
+
+    A folder that did not exist at ``ref`` is empty there: every rule is then added.
+    """
+    if not folder.is_dir():
+        msg = f"--rules: {folder} is not a folder"
+        raise UserInputError(msg)
+    _git_text(
+        folder,
+        "rev-parse",
+        "--show-toplevel",
+        failure=f"{folder} is not in a git checkout; leadflow plan compares the rules with a git revision",
+    )
+    prefix = _git_text(folder, "rev-parse", "--show-prefix", failure="git rev-parse failed")
+    _git_text(
+        folder,
+        "rev-parse",
+        "--verify",
+        "--quiet",
+        f"{ref}^{{commit}}",
+        failure=f"--base: unknown revision {ref!r}",
+    )
+    listing = _git(folder, "ls-tree", "-r", "-z", "--full-name", "--name-only", ref, "--", ".")
+    names = [name for name in listing.stdout.decode().split("\0") if name]
+    with tempfile.TemporaryDirectory(prefix="leadflow-plan-") as target:
+        for name in names:
+            relative = name.removeprefix(prefix)
+            if not relative.endswith(RULE_FILE_SUFFIXES):
+                continue
+            content = _git(folder, "show", f"{ref}:{name}")
+            if content.returncode != 0:
+                msg = f"cannot read {name} at {ref}: {content.stderr.decode(errors='replace').strip()}"
+                raise UserInputError(msg)
+            path = Path(target) / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content.stdout)
+        yield Path(target), f"{ref}:{prefix}"
+
+
+def load_base_rules(folder: Path, label: str, runtime: Runtime) -> RuleSet:
+    """The base rule set; templates are not checked (the plan is about which subjects)."""
+    try:
+        return load_rule_set(folder, runtime.settings)
+    except ProblemsError as exc:
+        problems = [
+            Problem(
+                label + Path(p.file).relative_to(folder).as_posix(), p.line, p.column, p.message
+            )
+            if Path(p.file).is_relative_to(folder)
+            else p
+            for p in exc.problems
+        ]
+        lines = "\n".join(str(problem) for problem in problems)
+        msg = f"the rules at {label.split(':', 1)[0]} do not load:\n{lines}"
+        raise UserInputError(msg) from None
+
+
+Planned = Mapping[str, Mapping[str, tuple[str, ...]]]
+"""rule id -> subject -> the actions planned for it."""
+
+
+def _evaluate(
+    runtime: Runtime, rule_set: RuleSet, ids: set[str], now: datetime
+) -> tuple[Planned, dict[str, str]]:
+    planned: dict[str, dict[str, tuple[str, ...]]] = {}
+    errors: dict[str, str] = {}
+    for outcome in run_due_rules(runtime, rule_set, now, dry_run=True, only=ids, force=True):
+        if outcome.error:
+            errors[outcome.rule_id] = outcome.error
+        planned[outcome.rule_id] = {
+            f"{firing.subject} {firing.external_id}": firing.actions for firing in outcome.planned
+        }
+    return planned, errors
+
+
+def plan_change(
+    runtime: Runtime, base: RuleSet, working: RuleSet, now: datetime, *, base_ref: str, folder: str
+) -> Plan:
+    """Evaluate the rules that differ in both sets as dry runs; return the difference."""
+    base_rules = {rule.id: rule for rule in base.rules}
+    working_rules = {rule.id: rule for rule in working.rules}
+    differing = {
+        rule_id
+        for rule_id in base_rules.keys() | working_rules.keys()
+        if rule_id not in base_rules
+        or rule_id not in working_rules
+        or base_rules[rule_id].digest != working_rules[rule_id].digest
+    }
+    before, base_errors = _evaluate(runtime, base, differing & base_rules.keys(), now)
+    after, working_errors = _evaluate(runtime, working, differing & working_rules.keys(), now)
+    plans = []
+    for rule_id in sorted(differing):
+        old, new = base_rules.get(rule_id), working_rules.get(rule_id)
+        status: Status = "added" if old is None else "removed" if new is None else "changed"
+        was, will = before.get(rule_id, {}), after.get(rule_id, {})
+        changes = [SubjectChange(s, "+") for s in sorted(will.keys() - was.keys())]
+        changes += [SubjectChange(s, "-") for s in sorted(was.keys() - will.keys())]
+        changes += [
+            SubjectChange(s, "~") for s in sorted(was.keys() & will.keys()) if was[s] != will[s]
+        ]
+        either = new or old
+        assert either is not None
+        plans.append(
+            RulePlan(
+                rule_id=rule_id,
+                status=status,
+                subject_kind=either.subject.value,
+                base_actions=_actions(old),
+                working_actions=_actions(new),
+                base_count=len(was),
+                working_count=len(will),
+                changes=tuple(changes),
+                error=working_errors.get(rule_id) or base_errors.get(rule_id),
+            )
+        )
+    return Plan(
+        base_ref=base_ref,
+        folder=folder,
+        base_version=base.version,
+        working_version=working.version,
+        now=now,
+        rules=tuple(plans),
+        unchanged_rules=len(base_rules.keys() & working_rules.keys())
+        - len(differing & base_rules.keys() & working_rules.keys()),
+        streams=_stream_changes(base, working),
+    )
+
+
+def _actions(rule: object) -> tuple[str, ...] | None:
+    from leadflow.engine.firing import describe_action
+    from leadflow.rule_language.model import Rule
+
+    if not isinstance(rule, Rule):
+        return None
+    if not rule.enabled:
+        return ("(disabled)",)
+    return tuple(describe_action(action) for action in rule.actions)
+
+
+def _stream_changes(base: RuleSet, working: RuleSet) -> tuple[tuple[str, Status], ...]:
+    found: list[tuple[str, Status]] = []
+    for stream_id in sorted(base.streams.keys() | working.streams.keys()):
+        old, new = base.streams.get(stream_id), working.streams.get(stream_id)
+        if old is None:
+            found.append((stream_id, "added"))
+        elif new is None:
+            found.append((stream_id, "removed"))
+        elif old != new:
+            found.append((stream_id, "changed"))
+    return tuple(found)
+
+
+_WORDS = {"+": "newly acted on", "-": "no longer acted on", "~": "acted on differently"}
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _affected_line(plan: Plan) -> str:
+    leads = sum(1 for subject in plan.affected if subject.startswith("lead "))
+    deals = len(plan.affected) - leads
+    return f"{_plural(leads, 'lead')} and {_plural(deals, 'deal')} would be treated differently."
+
+
+def _rule_line(rule: RulePlan, ref: str) -> str:
+    counts = ", ".join(f"{rule.count(sign)} {words}" for sign, words in _WORDS.items())
+    return (
+        f"{rule.rule_id} ({rule.status}): {_plural(rule.base_count, rule.subject_kind)} at {ref}, "
+        f"{rule.working_count} in the working tree; {counts}"
+    )
+
+
+def _samples(rule: RulePlan, sample: int) -> Iterator[tuple[str, str]]:
+    for sign in _WORDS:
+        subjects = [change.subject for change in rule.changes if change.sign == sign]
+        for subject in subjects[:sample]:
+            yield sign, subject
+        if len(subjects) > sample:
+            yield sign, f"... and {len(subjects) - sample} more"
+
+
+def render_text(plan: Plan, *, sample: int = 10) -> list[str]:
+    """The plan for a terminal: one line per changed rule, then a sample of its subjects."""
+    lines = [
+        f"Plan: {plan.folder} at {plan.base_ref} (version {plan.base_version}) -> working tree "
+        f"(version {plan.working_version}), store as of {plan.now.isoformat()}",
+        "",
+    ]
+    signs = {"added": "+", "removed": "-", "changed": "~"}
+    for rule in plan.rules:
+        lines.append(f"{signs[rule.status]} {_rule_line(rule, plan.base_ref)}")
+        if rule.error:
+            lines.append(f"    error: {rule.error}")
+        lines += [f"    {sign} {subject}" for sign, subject in _samples(rule, sample)]
+        if rule.status == "changed" and rule.base_actions != rule.working_actions:
+            lines.append(f"    actions at {plan.base_ref}: {'; '.join(rule.base_actions or ())}")
+            lines.append(f"    actions now: {'; '.join(rule.working_actions or ())}")
+    lines += [f"{signs[status]} stream {stream} ({status})" for stream, status in plan.streams]
+    if not plan.rules and not plan.streams:
+        lines.append("No rule or stream changed.")
+    lines += ["", f"{_plural(plan.unchanged_rules, 'rule')} unchanged. {_affected_line(plan)}"]
+    return lines
+
+
+def render_markdown(plan: Plan, *, sample: int = 10) -> list[str]:
+    """The plan as a pull-request comment: a table of changed rules, samples folded away."""
+    lines = [
+        f"### leadflow plan: `{plan.folder}` at `{plan.base_ref}` → this change",
+        "",
+        f"Store as of {plan.now.isoformat()}; rule set `{plan.base_version}` → "
+        f"`{plan.working_version}`. **{_affected_line(plan)}**",
+        "",
+    ]
+    if plan.rules:
+        lines += [
+            f"| rule | change | at `{plan.base_ref}` | after | newly | no longer | differently |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        lines += [
+            f"| `{rule.rule_id}` | {rule.status} | {rule.base_count} | {rule.working_count} "
+            f"| {rule.count('+')} | {rule.count('-')} | {rule.count('~')} |"
+            for rule in plan.rules
+        ]
+        lines.append("")
+    lines += [f"- stream `{stream}`: {status}" for stream, status in plan.streams]
+    for rule in plan.rules:
+        shown = list(_samples(rule, sample))
+        if not shown and not rule.error:
+            continue
+        lines += [
+            "",
+            f"<details><summary><code>{rule.rule_id}</code>: {len(rule.changes)} {rule.subject_kind}(s)</summary>",
+            "",
+        ]
+        if rule.error:
+            lines.append(f"- error: `{rule.error}`")
+        lines += [f"- {_WORDS[sign]}: {subject}" for sign, subject in shown]
+        lines += ["", "</details>"]
+    if not plan.rules and not plan.streams:
+        lines.append("No rule or stream changed.")
+    lines += ["", f"{_plural(plan.unchanged_rules, 'rule')} unchanged."]
+    return lines

@@ -1,0 +1,248 @@
+"""Hot reload: keep one immutable snapshot of the rule set and swap it when its files change.
+
+This module knows nothing about the rule language. It is generic over the snapshot type ``T``
+and is given a ``load`` function that reads and validates *everything* (rules, templates) and
+either returns a new snapshot or raises. A set with any error is refused: the last good snapshot
+keeps running, the error lines are kept for ``leadflow status`` and a failure is counted.
+
+Swapping is one reference assignment, so an evaluation that took :meth:`SnapshotHolder.current`
+keeps using that object for its whole run, however many reloads happen meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Generic, TypeVar
+
+import structlog
+from watchfiles import Change, DefaultFilter, awatch
+
+from leadflow import metrics
+from leadflow.clock import Clock, SystemClock
+from leadflow.errors import ConfigError, NoSnapshotError, UserInputError
+
+T = TypeVar("T")
+
+DEBOUNCE_MS = 500
+"""Longest time changes are grouped into one reload (watchfiles' default is 1600 ms)."""
+STEP_MS = 50
+"""A batch is handed over once no new change arrived for this long: a save is seen in ~50 ms."""
+
+CONFIGMAP_DATA = "..data"
+"""The symlink a Kubernetes ConfigMap volume swaps atomically on every update."""
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ReloadStatus:
+    """What ``leadflow status`` and the metrics show about reloads, read consistently at once."""
+
+    generation: int
+    """How many snapshots were swapped in; 0 while none has loaded."""
+    successes: int
+    failures: int
+    errors: tuple[str, ...]
+    """The error lines of the last attempt when it failed; empty after a good load."""
+    last_attempt_failed: bool
+    last_attempt_at: datetime | None
+    last_success_at: datetime | None
+
+
+class SnapshotHolder(Generic[T]):
+    """The current good snapshot plus the outcome of every load attempt. Thread-safe."""
+
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        self._clock: Clock = clock or SystemClock()
+        self._lock = threading.Lock()
+        self._snapshot: T | None = None
+        self._status = ReloadStatus(0, 0, 0, (), False, None, None)
+
+    def current(self) -> T:
+        """The snapshot to use for one whole evaluation; hold on to it, do not ask again."""
+        snapshot = self._snapshot  # one read: a concurrent swap cannot tear it
+        if snapshot is None:
+            detail = "; ".join(self._status.errors) or "no load was attempted yet"
+            msg = f"no rule set has loaded successfully yet: {detail}"
+            raise NoSnapshotError(msg)
+        return snapshot
+
+    def current_or_none(self) -> T | None:
+        """The current snapshot, or None before the first good load."""
+        return self._snapshot
+
+    def status(self) -> ReloadStatus:
+        return self._status
+
+    def record_success(self, snapshot: T) -> ReloadStatus:
+        """Swap ``snapshot`` in and clear the errors of earlier failed attempts."""
+        with self._lock:
+            now = self._clock.now()
+            old = self._status
+            self._snapshot = snapshot
+            self._status = ReloadStatus(
+                generation=old.generation + 1,
+                successes=old.successes + 1,
+                failures=old.failures,
+                errors=(),
+                last_attempt_failed=False,
+                last_attempt_at=now,
+                last_success_at=now,
+            )
+            return self._status
+
+    def record_failure(self, errors: Sequence[str]) -> ReloadStatus:
+        """Keep the current snapshot; remember why the new one was refused."""
+        with self._lock:
+            old = self._status
+            self._status = ReloadStatus(
+                generation=old.generation,
+                successes=old.successes,
+                failures=old.failures + 1,
+                errors=tuple(errors),
+                last_attempt_failed=True,
+                last_attempt_at=self._clock.now(),
+                last_success_at=old.last_success_at,
+            )
+            return self._status
+
+
+def reload_snapshot(
+    load: Callable[[], T], holder: SnapshotHolder[T], *, changed: Collection[str] = ()
+) -> bool:
+    """Call ``load()`` and swap its result in; on any error keep the old snapshot. Never raises.
+
+    A :class:`~leadflow.errors.UserInputError` (such as ``ProblemsError``) is the user's broken
+    file: its lines become the status errors. Any other exception is a bug in the loader: it is
+    logged with its traceback and counted the same way, and the daemon goes on.
+    """
+    started = time.perf_counter()
+    try:
+        snapshot = load()
+    except UserInputError as exc:
+        errors = str(exc).splitlines() or [type(exc).__name__]
+        status = holder.record_failure(errors)
+        metrics.record_reload(ok=False)
+        log.error(  # noqa: TRY400 (the user's file is wrong; a traceback would only confuse)
+            "rules_reload_failed", errors=errors, failures=status.failures, changed=list(changed)
+        )
+        return False
+    except Exception as exc:  # the per-reload boundary: a loader bug must not stop the daemon
+        status = holder.record_failure([f"unexpected error while loading: {exc!r}"])
+        metrics.record_reload(ok=False)
+        log.exception("rules_reload_failed", failures=status.failures, changed=list(changed))
+        return False
+    status = holder.record_success(snapshot)
+    metrics.record_reload(ok=True)
+    elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
+    log.info(
+        "rules_reloaded",
+        generation=status.generation,
+        elapsed_ms=elapsed_ms,
+        changed=list(changed),
+    )
+    return True
+
+
+class RuleFolderFilter(DefaultFilter):
+    """Which file events may change the rule set: not editors' leftovers, not ConfigMap internals.
+
+    Real edits stay visible however an editor saves: vim's rename-and-write, JetBrains' safe
+    write and atomic ``*.tmp`` renames all end with an event on the real file name.
+    """
+
+    ignore_entity_patterns: Sequence[str] = (
+        r"\.sw.$",  # vim swap files: .x.yaml.swp, .swo, ..., and the .swx probe
+        r"^\d+$",  # vim's write-permission probe files: 4913, then 5036, 5159, ...
+        r"~$",  # vim, emacs, nano and gedit backups
+        r"^#.*#$",  # emacs auto-save
+        r"^\.#",  # emacs lock symlinks
+        r"___jb_(tmp|old|bak)___$",  # JetBrains safe write
+        r"^\.DS_Store$",
+        r"\.tmp$",  # atomic-save temporaries of many editors and tools
+        r"\.tmp[.-]\w+$",  # ... with a random suffix: x.yaml.tmp.8f3a
+        r"\.crswap$",  # VS Code for the web / Chromium atomic save
+        r"^\.goutputstream-",  # gedit and other GIO programs
+        r"\.kate-swp$",
+        r"^\.~lock\..*#$",  # LibreOffice
+        r"\.py[cod]$",
+        r"^flycheck_",
+    )
+
+    def __init__(self, roots: Sequence[Path]) -> None:
+        super().__init__()
+        self._roots = tuple(os.path.abspath(root) for root in roots)
+
+    def __call__(self, change: Change, path: str) -> bool:
+        parts = self._parts_below_root(path)
+        if not _counts_for_configmap(parts):
+            return False
+        return super().__call__(change, path)
+
+    def _parts_below_root(self, path: str) -> list[str]:
+        for root in self._roots:
+            if path.startswith(root + os.sep):
+                return path[len(root) + 1 :].split(os.sep)
+        return path.split(os.sep)
+
+
+def _counts_for_configmap(parts: Sequence[str]) -> bool:
+    """Of a ConfigMap volume's hidden entries (``..data``, ``..2026_11_23_...``) only the swap
+    of ``..data`` itself counts: the timestamped folders are written before and deleted after
+    it, and the old folder's deletion shows up under ``..data/`` because the watcher follows
+    the symlink. The visible ``x.yaml -> ..data/x.yaml`` links never change."""
+    last = len(parts) - 1
+    return all(
+        not part.startswith("..") or (part == CONFIGMAP_DATA and index == last)
+        for index, part in enumerate(parts)
+    )
+
+
+async def watch_and_reload(
+    folders: Sequence[Path],
+    load: Callable[[], T],
+    holder: SnapshotHolder[T],
+    stop_event: asyncio.Event,
+    *,
+    debounce_ms: int = DEBOUNCE_MS,
+    step_ms: int = STEP_MS,
+    watch_filter: Callable[[Change, str], bool] | None = None,
+    force_polling: bool | None = None,
+) -> None:
+    """Reload into ``holder`` whenever files under ``folders`` change, until ``stop_event``.
+
+    ``load`` runs in a worker thread, one reload at a time; changes made during a reload are
+    picked up by the next one. The first load is the caller's (:func:`reload_snapshot`).
+    """
+    roots = _watched_roots(folders)
+    chosen = RuleFolderFilter(roots) if watch_filter is None else watch_filter
+    log.info("rule_watch_started", folders=[str(root) for root in roots])
+    async for changes in awatch(
+        *roots,
+        watch_filter=chosen,
+        stop_event=stop_event,
+        debounce=debounce_ms,
+        step=step_ms,
+        force_polling=force_polling,
+    ):
+        changed = sorted(path for _, path in changes)
+        await asyncio.to_thread(reload_snapshot, load, holder, changed=changed)
+    log.info("rule_watch_stopped")
+
+
+def _watched_roots(folders: Sequence[Path]) -> list[Path]:
+    # Absolute but not resolved: events are reported under the path as given, and resolving
+    # would step through a ConfigMap's own symlinks.
+    roots = [Path(os.path.abspath(folder)) for folder in folders]
+    missing = [str(root) for root in roots if not root.is_dir()]
+    if missing:
+        msg = f"cannot watch for rule changes: no such folder: {', '.join(missing)}"
+        raise ConfigError(msg)
+    return roots

@@ -1,0 +1,6 @@
+"""The long-running service (``leadflow daemon``): scheduler, outbox sender, rule watcher."""
+
+from leadflow.service.daemon import Daemon, run_daemon
+from leadflow.service.evaluator import DaemonCounters, Evaluator, first_run_delay
+
+__all__ = ["Daemon", "DaemonCounters", "Evaluator", "first_run_delay", "run_daemon"]

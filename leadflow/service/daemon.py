@@ -1,0 +1,242 @@
+"""``leadflow daemon``: one asyncio process running the scheduler, the sender and the watcher.
+
+Lifetimes are owned: the scheduler, the mail transport and the signal handlers are entered on
+an :class:`~contextlib.AsyncExitStack`, the outbox sender, the rule watcher and the job sync run
+in a :class:`asyncio.TaskGroup`. SIGTERM or SIGINT stops new work at once, waits (at most
+``scheduler.shutdown_grace``) for the evaluation in flight to finish its current batch and for
+the sender to record what it delivered, and returns normally (exit 0). A task that fails is
+logged as ``daemon_crashed``, distinct from ``daemon_stopped``, and its error is raised.
+
+The first rule set must load: with no good set there is nothing to run, so the problems are
+raised (:class:`~leadflow.errors.ProblemsError`, exit 1) instead of waiting for a fix. After
+that, a broken change is refused by the watcher and the last good set keeps running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Coroutine
+from contextlib import AsyncExitStack
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy.exc import SQLAlchemyError
+
+from leadflow.engine.runtime import Runtime
+from leadflow.errors import UserInputError
+from leadflow.mail.sender import drain
+from leadflow.mail.transports import Transport, transport_for
+from leadflow.rule_language.model import RuleSet
+from leadflow.rule_reload import SnapshotHolder, watch_and_reload
+from leadflow.service.evaluator import DaemonCounters, Evaluator
+from leadflow.service.jobs import RuleJobs, build_scheduler
+from leadflow.service.leadership import AdvisoryLockLeadership, Leadership, SingleInstance
+
+log = structlog.get_logger("leadflow.service")
+
+RELOAD_POLL = timedelta(milliseconds=200)
+"""How often the job sync looks for a swapped rule set (a reload is ~50 ms after a save)."""
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Daemon:
+    """The long-running service of one process; :meth:`run` returns after a clean stop."""
+
+    def __init__(self, runtime: Runtime, *, transport: Transport | None = None) -> None:
+        self.runtime = runtime
+        self.holder: SnapshotHolder[RuleSet] = SnapshotHolder(clock=runtime.clock)
+        self.counters = DaemonCounters()
+        self.stop_event = asyncio.Event()
+        self._transport = transport
+        self.leadership: Leadership | None = None
+
+    def request_stop(self, reason: str = "requested") -> None:
+        """Stop scheduling new work; :meth:`run` then winds down and returns."""
+        if self.stop_event.is_set():
+            log.info("daemon_stop_already_requested", reason=reason)
+            return
+        log.info("daemon_stopping", reason=reason)
+        self.stop_event.set()
+
+    async def run(self) -> None:
+        """Run until :meth:`request_stop` (or SIGTERM/SIGINT); raise what made it crash."""
+        try:
+            await self._run()
+        except UserInputError as exc:
+            # The first rule set (or a configured folder) is wrong: nothing to run yet.
+            log.error("daemon_not_started", error=str(exc).splitlines())  # noqa: TRY400
+            raise
+        except BaseException as exc:
+            cause = _first_leaf(exc)
+            if isinstance(cause, Exception):
+                log.exception(
+                    "daemon_crashed", error=f"{type(cause).__name__}: {cause}", exc_info=cause
+                )
+                if cause is not exc:
+                    raise cause from exc
+            raise
+        log.info("daemon_stopped", **self._summary())
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        async with AsyncExitStack() as stack:
+            for sig in STOP_SIGNALS:
+                loop.add_signal_handler(sig, self.request_stop, signal.Signals(sig).name)
+                stack.callback(loop.remove_signal_handler, sig)
+            rule_set = await asyncio.to_thread(self.runtime.load_rules)
+            self.holder.record_success(rule_set)
+            if self.stop_event.is_set():
+                return
+            leadership = await self._lead(stack)
+            settings = self.runtime.settings.scheduler
+            scheduler = build_scheduler(settings, loop)
+            evaluator = Evaluator(
+                self.runtime, self.holder, counters=self.counters, leadership=leadership
+            )
+            jobs = RuleJobs(scheduler, evaluator)
+            transport = self._transport or transport_for(self.runtime.settings)
+            stack.push_async_callback(transport.close)
+            scheduler.start()
+            stack.callback(_shut_down, scheduler)
+            await jobs.sync(rule_set)
+            jobs.add_funnel_tick(settings.funnel_tick)
+            http = self._http_server(stack)
+            async with asyncio.TaskGroup() as group:
+                workers = [
+                    group.create_task(self._send(transport), name="outbox-sender"),
+                    group.create_task(self._watch(), name="rule-watcher"),
+                    group.create_task(self._follow_reloads(jobs), name="job-sync"),
+                ]
+                if http is not None:
+                    workers.append(group.create_task(http, name="http-server"))
+                if isinstance(leadership, AdvisoryLockLeadership):
+                    workers.append(
+                        group.create_task(leadership.run(self.stop_event), name="leadership")
+                    )
+                self._log_started(rule_set, transport)
+                await self.stop_event.wait()
+                scheduler.pause()  # no new ticks from here on
+                await self._wind_down(evaluator, workers)
+
+    async def _lead(self, stack: AsyncExitStack) -> Leadership:
+        """SQLite: own the store or refuse to start. PostgreSQL: compete for the lock now, so
+        a lone replica evaluates its start-up catch-up at once."""
+        engine = self.runtime.engine
+        if engine.dialect.name == "sqlite":
+            single = SingleInstance(Path(engine.url.database or "leadflow.db"))
+            single.acquire()
+            stack.callback(single.release)
+            self.leadership = single
+            return single
+        shared = AdvisoryLockLeadership(engine.url.render_as_string(hide_password=False))
+        await asyncio.to_thread(shared.check)
+        self.leadership = shared
+        return shared
+
+    async def _wind_down(self, evaluator: Evaluator, workers: list[asyncio.Task[None]]) -> None:
+        loop = asyncio.get_running_loop()
+        grace = self.runtime.settings.scheduler.shutdown_grace.total_seconds()
+        deadline = loop.time() + grace
+        evaluator.stop()
+        if not await evaluator.wait_idle(grace_s=grace):
+            log.error("daemon_shutdown_grace_exceeded", waiting_for="evaluation", grace_s=grace)
+        _, pending = await asyncio.wait(workers, timeout=max(0.0, deadline - loop.time()))
+        for task in pending:
+            log.error("daemon_shutdown_grace_exceeded", waiting_for=task.get_name(), grace_s=grace)
+            task.cancel()
+
+    def _http_server(self, stack: AsyncExitStack) -> Coroutine[Any, Any, None] | None:
+        """The API, probes and metrics (``http.enabled``), on a socket bound now so a taken
+        port or a missing token fails the start-up rather than a task later."""
+        if not self.runtime.settings.http.enabled:
+            return None
+        from leadflow.http import bind, create_app, serve
+
+        app = create_app(self.runtime, self.holder)
+        sock = bind(self.runtime.settings.http)
+        stack.callback(sock.close)
+        return serve(app, sock, self.stop_event)
+
+    async def _send(self, transport: Transport) -> None:
+        runtime = self.runtime
+        await drain(
+            runtime.engine,
+            runtime.settings,
+            runtime.clock,
+            transport,
+            once=False,
+            stop=self.stop_event,
+        )
+
+    async def _watch(self) -> None:
+        settings = self.runtime.settings
+        folders = [settings.path(settings.paths.rules), settings.path(settings.paths.templates)]
+        await watch_and_reload(folders, self.runtime.load_rules, self.holder, self.stop_event)
+
+    async def _follow_reloads(self, jobs: RuleJobs) -> None:
+        """Keep the jobs in step with reloads, and catch up on due rules on becoming leader.
+
+        Both read ``rule_runs``: while the database is unreachable the step is logged and
+        tried again at the next poll, never allowed to end the daemon.
+        """
+        seen = self.holder.status().generation
+        leading = self.leadership is not None and self.leadership.is_leader
+        while not self.stop_event.is_set():
+            try:
+                async with asyncio.timeout(RELOAD_POLL.total_seconds()):
+                    await self.stop_event.wait()
+            except TimeoutError:
+                pass
+            if self.stop_event.is_set():
+                break
+            generation = self.holder.status().generation
+            now_leading = self.leadership is not None and self.leadership.is_leader
+            try:
+                if generation != seen:
+                    await jobs.sync(self.holder.current())
+                    seen = generation
+                if now_leading and not leading:
+                    await jobs.catch_up(self.holder.current())
+                leading = now_leading
+            except SQLAlchemyError as exc:
+                log.warning("rule_jobs_sync_failed", error=str(exc).splitlines()[0])
+
+    def _log_started(self, rule_set: RuleSet, transport: Transport) -> None:
+        log.info(
+            "daemon_started",
+            pid=os.getpid(),
+            rule_version=rule_set.version,
+            rules=[rule.id for rule in rule_set.enabled_rules],
+            database=self.runtime.engine.dialect.name,
+            transport=getattr(transport, "name", type(transport).__name__),
+        )
+
+    def _summary(self) -> dict[str, object]:
+        return {
+            "evaluations": sum(self.counters.evaluations.values()),
+            "rule_failures": dict(self.counters.rule_failures),
+            "funnel_ticks": self.counters.funnel_ticks,
+        }
+
+
+def _shut_down(scheduler: AsyncIOScheduler) -> None:
+    # Jobs still running were started by us and are waited for by _wind_down, not here.
+    if scheduler.running:
+        scheduler.shutdown(wait=False)
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    """The first real error inside (nested) exception groups, or ``exc`` itself."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+async def run_daemon(runtime: Runtime) -> None:
+    """Run the daemon of ``runtime`` until SIGTERM or SIGINT."""
+    await Daemon(runtime).run()

@@ -1,0 +1,176 @@
+"""The daemon's evaluations: one at a time, in a worker thread, each on one rule set snapshot.
+
+Every scheduled job comes through :class:`Evaluator`. It takes the snapshot once at the start
+of an evaluation, so a hot reload meanwhile never mixes two rule sets in one evaluation; it
+runs the blocking database work with :func:`asyncio.to_thread`; and it keeps the per-rule and
+per-step error boundary: a failure is logged with the rule id, counted, and the next job runs.
+Evaluations are serialised by one lock: on SQLite there is one writer anyway, and shutdown has
+exactly one evaluation in flight to wait for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import partial
+
+import structlog
+
+from leadflow import metrics
+from leadflow.engine.due_rows import StopSignal
+from leadflow.engine.evaluation import RuleOutcome, is_due, run_rule
+from leadflow.engine.nurture import run_nurture_steps
+from leadflow.engine.runtime import Runtime
+from leadflow.engine.sla import run_sla_escalations
+from leadflow.rule_language.model import Rule, RuleSet
+from leadflow.rule_reload import SnapshotHolder
+from leadflow.service.leadership import Leadership
+
+log = structlog.get_logger("leadflow.service")
+
+FunnelStep = Callable[[Runtime, RuleSet, datetime], int]
+
+
+@dataclass
+class DaemonCounters:
+    """What the daemon did since it started (for logs now, for /metrics later)."""
+
+    evaluations: Counter[str] = field(default_factory=Counter)
+    """Finished evaluations per rule id, failed ones included."""
+    rule_failures: Counter[str] = field(default_factory=Counter)
+    """Evaluations per rule id that raised (the rule's error boundary caught it)."""
+    funnel_ticks: int = 0
+    funnel_failures: Counter[str] = field(default_factory=Counter)
+    """Funnel tick steps (``sla``, ``nurture``) that raised, by step."""
+    last_tick_at: datetime | None = None
+    """The ``now`` of the last evaluation or funnel tick that finished."""
+
+
+def first_run_delay(rule: Rule, last_started: datetime | None, now: datetime) -> timedelta:
+    """How long after ``now`` the rule's first tick should come.
+
+    Zero when the rule is due (it never ran, or ``last_started + every <= now``): after any
+    downtime a missed rule runs once at start-up, however many ticks it missed. Otherwise the
+    rest of its interval, so a restart neither delays a rule nor runs it early.
+    """
+    if last_started is None or is_due(rule, last_started, now):
+        return timedelta(0)
+    return last_started + rule.every - now
+
+
+def funnel_steps(stop: StopSignal | None = None) -> list[tuple[str, FunnelStep]]:
+    """The funnel tick: SLA escalations, then nurture steps; each asks ``stop`` between batches."""
+    return [
+        ("sla", partial(run_sla_escalations, stop=stop)),
+        ("nurture", partial(run_nurture_steps, stop=stop)),
+    ]
+
+
+class Evaluator:
+    """Runs rule evaluations and funnel ticks one at a time until :meth:`stop`."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        holder: SnapshotHolder[RuleSet],
+        *,
+        counters: DaemonCounters | None = None,
+        steps: list[tuple[str, FunnelStep]] | None = None,
+        leadership: Leadership | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.holder = holder
+        self.counters = counters or DaemonCounters()
+        self._lock = asyncio.Lock()
+        self._stop = threading.Event()
+        self.leadership = leadership
+        self._halt = _EitherSet(self._stop, leadership.fence if leadership else None)
+        self._steps = funnel_steps(self._halt) if steps is None else steps
+
+    def _may_evaluate(self) -> bool:
+        """Not stopping, and the leader (on PostgreSQL only one replica evaluates)."""
+        return not self._halt.is_set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        """Start no new evaluation; the one in flight ends after its current batch."""
+        self._stop.set()
+
+    async def wait_idle(self, *, grace_s: float) -> bool:
+        """Wait up to ``grace_s`` seconds for the evaluation in flight; False if it is still on."""
+        try:
+            async with asyncio.timeout(grace_s), self._lock:
+                return True
+        except TimeoutError:
+            return False
+
+    async def evaluate(self, rule_id: str) -> RuleOutcome | None:
+        """One scheduled evaluation of ``rule_id``; None when stopping or the rule is gone."""
+        async with self._lock:
+            if not self._may_evaluate():
+                return None
+            rule_set = self.holder.current()  # once: the whole evaluation uses this set
+            rule = rule_set.rule(rule_id)
+            if rule is None or not rule.enabled:
+                # A reload removed or disabled it; the job sync drops its job shortly.
+                return None
+            now = self.runtime.clock.now()
+            try:
+                outcome = await asyncio.to_thread(
+                    run_rule, self.runtime, rule_set, rule, now, stop=self._halt
+                )
+            except Exception as exc:  # run_rule's own boundary held; recording the run failed
+                log.exception(
+                    "rule_run_not_recorded", rule_id=rule_id, rule_version=rule_set.version
+                )
+                outcome = RuleOutcome(rule_id, error=f"{type(exc).__name__}: {exc}")
+            self.counters.evaluations[rule_id] += 1
+            if outcome.error is not None:
+                self.counters.rule_failures[rule_id] += 1
+            self.counters.last_tick_at = now
+            return outcome
+
+    async def funnel_tick(self) -> dict[str, int]:
+        """Escalate due SLAs and send due nurture steps; how many each step handled."""
+        async with self._lock:
+            if not self._may_evaluate():
+                return {}
+            rule_set = self.holder.current()
+            now = self.runtime.clock.now()
+            handled = await asyncio.to_thread(self._run_steps, rule_set, now)
+            self.counters.funnel_ticks += 1
+            if len(handled) == len(self._steps):  # every step ran without error
+                metrics.record_tick()
+            self.counters.last_tick_at = now
+            return handled
+
+    def _run_steps(self, rule_set: RuleSet, now: datetime) -> dict[str, int]:
+        handled: dict[str, int] = {}
+        for name, step in self._steps:
+            if self._halt.is_set():
+                break
+            try:
+                handled[name] = step(self.runtime, rule_set, now)
+            except Exception:  # one failing step never stops the other or the daemon
+                self.counters.funnel_failures[name] += 1
+                log.exception("funnel_step_failed", step=name, rule_version=rule_set.version)
+        if any(handled.values()):
+            log.info("funnel_ticked", rule_version=rule_set.version, **handled)
+        return handled
+
+
+class _EitherSet:
+    """Set when either event is: the daemon stopping, or this replica losing leadership."""
+
+    def __init__(self, first: threading.Event, second: threading.Event | None) -> None:
+        self._events = [event for event in (first, second) if event is not None]
+
+    def is_set(self) -> bool:
+        return any(event.is_set() for event in self._events)

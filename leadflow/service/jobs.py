@@ -1,0 +1,142 @@
+"""The scheduler's jobs: one interval job per enabled rule, kept in step with the rule set.
+
+APScheduler 3 fires the jobs on the wall clock; what an evaluation calls ``now`` comes from the
+injected clock (see :class:`~leadflow.service.evaluator.Evaluator`). Ticks are coalesced, at most
+one instance of a job runs at a time, and a tick later than ``scheduler.misfire_grace`` is
+skipped rather than run late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from leadflow.engine.evaluation import last_started_times
+from leadflow.rule_language.model import RuleSet
+from leadflow.service.evaluator import Evaluator, first_run_delay
+from leadflow.settings import SchedulerSettings
+
+log = structlog.get_logger("leadflow.service")
+
+RULE_JOB_PREFIX = "rule:"
+FUNNEL_TICK_JOB = "funnel-tick"
+
+
+def build_scheduler(
+    settings: SchedulerSettings, loop: asyncio.AbstractEventLoop
+) -> AsyncIOScheduler:
+    """An AsyncIOScheduler in UTC that coalesces ticks and runs one instance per job."""
+    return AsyncIOScheduler(
+        event_loop=loop,
+        timezone=UTC,
+        job_defaults={
+            "coalesce": True,
+            "max_instances": 1,
+            # APScheduler wants whole seconds here, at least one.
+            "misfire_grace_time": max(1, int(settings.misfire_grace.total_seconds())),
+        },
+    )
+
+
+def _interval(every: timedelta) -> IntervalTrigger:
+    return IntervalTrigger(seconds=every.total_seconds(), timezone=UTC)
+
+
+def rule_job_id(rule_id: str) -> str:
+    return f"{RULE_JOB_PREFIX}{rule_id}"
+
+
+class RuleJobs:
+    """Adds, removes and reschedules the rule jobs so they match the current rule set."""
+
+    def __init__(self, scheduler: AsyncIOScheduler, evaluator: Evaluator) -> None:
+        self.scheduler = scheduler
+        self.evaluator = evaluator
+        self._intervals: dict[str, timedelta] = {}
+
+    @property
+    def scheduled(self) -> dict[str, timedelta]:
+        """The rule ids that have a job, with their interval."""
+        return dict(self._intervals)
+
+    def add_funnel_tick(self, every: timedelta) -> None:
+        """The SLA and nurture pass: first at once (catching up after downtime), then ``every``."""
+        self.scheduler.add_job(
+            self.evaluator.funnel_tick,
+            _interval(every),
+            id=FUNNEL_TICK_JOB,
+            name="funnel tick (SLA escalations, nurture steps)",
+            next_run_time=datetime.now(UTC),
+        )
+
+    async def catch_up(self, rule_set: RuleSet) -> list[str]:
+        """On becoming the evaluator: move each due rule's next tick (and the funnel tick) to now.
+
+        A replica taking over from a leader that died mid-evaluation would otherwise wait for
+        its own next tick, up to a whole ``every``, before finishing what its predecessor left
+        half done (an interrupted run is not recorded in ``rule_runs``, so the rule is due).
+        A rule that is not due keeps its rhythm from its last recorded run. Returns the rule
+        ids moved to now.
+        """
+        runtime = self.evaluator.runtime
+        last_started = await asyncio.to_thread(last_started_times, runtime.engine)
+        now = runtime.clock.now()
+        wall = datetime.now(UTC)
+        due = []
+        for rule in rule_set.enabled_rules:
+            if rule.id not in self._intervals:
+                continue
+            delay = first_run_delay(rule, last_started.get(rule.id), now)
+            self.scheduler.modify_job(rule_job_id(rule.id), next_run_time=wall + delay)
+            if not delay:
+                due.append(rule.id)
+        if self.scheduler.get_job(FUNNEL_TICK_JOB) is not None:
+            self.scheduler.modify_job(FUNNEL_TICK_JOB, next_run_time=wall)
+        log.info("rule_jobs_caught_up", rule_version=rule_set.version, due=due)
+        return due
+
+    async def sync(self, rule_set: RuleSet) -> None:
+        """Make the jobs match ``rule_set``'s enabled rules; first ticks follow ``rule_runs``."""
+        runtime = self.evaluator.runtime
+        last_started = await asyncio.to_thread(last_started_times, runtime.engine)
+        now = runtime.clock.now()
+        wall = datetime.now(UTC)
+        wanted = {rule.id: rule for rule in rule_set.enabled_rules}
+        removed = sorted(set(self._intervals) - set(wanted))
+        for rule_id in removed:
+            self.scheduler.remove_job(rule_job_id(rule_id))
+            del self._intervals[rule_id]
+        added, rescheduled = [], []
+        for rule in wanted.values():
+            known = self._intervals.get(rule.id)
+            if known == rule.every:
+                continue
+            first = wall + first_run_delay(rule, last_started.get(rule.id), now)
+            if known is None:
+                self.scheduler.add_job(
+                    self.evaluator.evaluate,
+                    _interval(rule.every),
+                    args=[rule.id],
+                    id=rule_job_id(rule.id),
+                    name=f"rule {rule.id}",
+                    next_run_time=first,
+                )
+                added.append(rule.id)
+            else:
+                self.scheduler.modify_job(
+                    rule_job_id(rule.id), trigger=_interval(rule.every), next_run_time=first
+                )
+                rescheduled.append(rule.id)
+            self._intervals[rule.id] = rule.every
+        if added or removed or rescheduled:
+            log.info(
+                "rule_jobs_synced",
+                rule_version=rule_set.version,
+                added=added,
+                removed=removed,
+                rescheduled=rescheduled,
+            )

@@ -1,0 +1,320 @@
+"""The typed, frozen configuration. ``config.py`` fills it from defaults, file, environment."""
+
+from __future__ import annotations
+
+from datetime import date, time, timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from leadflow.durations import parse_duration
+from leadflow.store.attributes import ATTRIBUTE_NAME
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _check_timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        import difflib
+
+        close = difflib.get_close_matches(name, sorted(available_timezones()), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; use an IANA name"
+        msg = f"unknown timezone {name!r}{hint}"
+        raise ValueError(msg) from None
+    return name
+
+
+TimezoneName = Annotated[str, BeforeValidator(_check_timezone)]
+
+
+class Section(BaseModel):
+    """Every section: frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class DatabaseSettings(Section):
+    url: str = "sqlite:///state/leadflow.db"
+    connect_timeout: Duration = timedelta(seconds=10)
+    pool_size: int = Field(default=5, ge=1, le=100)
+
+
+class PathSettings(Section):
+    rules: Path = Path("rules")
+    templates: Path = Path("templates")
+    state: Path = Path("state")
+
+
+class SmtpSettings(Section):
+    host: str = "localhost"
+    port: int = Field(default=25, ge=1, le=65535)
+    security: Literal["none", "starttls", "tls"] = "none"
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout: Duration = timedelta(seconds=30)
+    connections: int = Field(default=4, ge=1, le=64)
+    rate_per_second: float = Field(default=50.0, gt=0)
+    ca_file: Path | None = None
+    """Extra CA bundle to trust for the relay's certificate (a private relay)."""
+
+
+class RetrySettings(Section):
+    first_delay: Duration = timedelta(seconds=30)
+    max_delay: Duration = timedelta(hours=1)
+    give_up_after: Duration = timedelta(days=2)
+
+
+class FrequencyCap(Section):
+    messages: int = Field(default=3, ge=1)
+    window: Duration = timedelta(days=7)
+
+
+class SendWindow(Section):
+    """Marketing email goes out only between these local times of the recipient."""
+
+    start: time = time(8, 0)
+    end: time = time(20, 0)
+
+
+class MailSettings(Section):
+    transport: Literal["maildir", "smtp"] = "maildir"
+    maildir: Path = Path("state/maildir")
+    sender: str = Field(default="leadflow <leadflow@localhost>", alias="from")
+    reply_to: str | None = None
+    unsubscribe_url: str = "https://example.com/unsubscribe?lead={external_id}&token={token}"
+    unsubscribe_secret: SecretStr | None = None
+    """HMAC key for unsubscribe tokens; set it in production (a secret: environment only)."""
+    message_id_domain: str = Field(default="leadflow", pattern=r"^[A-Za-z0-9.-]+$")
+    smtp: SmtpSettings = SmtpSettings()
+    retry: RetrySettings = RetrySettings()
+    lease: Duration = timedelta(minutes=5)
+    batch_size: int = Field(default=100, ge=1, le=10_000)
+    concurrency: int = Field(default=8, ge=1, le=256)
+    poll_interval: Duration = timedelta(seconds=2)
+    frequency_cap: FrequencyCap = FrequencyCap()
+    send_window: SendWindow = SendWindow()
+
+    @field_validator("lease")
+    @classmethod
+    def _lease_outlasts_a_delivery(cls, lease: timedelta, info: ValidationInfo) -> timedelta:
+        # A delivery may take up to twice smtp.timeout; a lease shorter than that would let a
+        # second sender claim a message that is still being delivered, and send it twice.
+        smtp = info.data.get("smtp")
+        if isinstance(smtp, SmtpSettings) and lease <= 2 * smtp.timeout:
+            msg = (
+                f"must be longer than twice smtp.timeout ({_seconds(smtp.timeout)}), "
+                f"a delivery's longest time; got {_seconds(lease)}"
+            )
+            raise ValueError(msg)
+        return lease
+
+
+def _seconds(duration: timedelta) -> str:
+    return f"{duration.total_seconds():g}s"
+
+
+DEFAULT_CALENDAR = "default"
+"""The name rules use for the ``calendar:`` section; ``calendars:`` holds the others."""
+
+
+def _not_the_default_name(name: str) -> str:
+    if name == DEFAULT_CALENDAR:
+        msg = (
+            f"the name {DEFAULT_CALENDAR!r} belongs to the calendar: section; "
+            "rename this calendar or move it to calendar:"
+        )
+        raise ValueError(msg)
+    return name
+
+
+CalendarName = Annotated[str, AfterValidator(_not_the_default_name)]
+
+
+class CalendarSettings(Section):
+    """Business hours for SLA timers."""
+
+    timezone: TimezoneName = "UTC"
+    weekdays: tuple[Weekday, ...] = WEEKDAYS[:5]
+    start: time = time(9, 0)
+    end: time = time(17, 0)
+    holidays: tuple[date, ...] = ()
+
+    @field_validator("weekdays")
+    @classmethod
+    def _some_weekday(cls, weekdays: tuple[Weekday, ...]) -> tuple[Weekday, ...]:
+        if not weekdays:
+            msg = f"list at least one business day of {', '.join(WEEKDAYS)}"
+            raise ValueError(msg)
+        return weekdays
+
+    @field_validator("end")
+    @classmethod
+    def _end_after_start(cls, end: time, info: object) -> time:
+        data = getattr(info, "data", {})
+        start = data.get("start")
+        if start is not None and end <= start:
+            msg = f"end {end} must be after start {start}"
+            raise ValueError(msg)
+        return end
+
+
+class CrmSettings(Section):
+    record_url: str = "https://crm.example.com/leads/{external_id}"
+    deal_url: str = "https://crm.example.com/deals/{external_id}"
+    webhook_url: str | None = None
+    """Where leadflow posts the changes it makes (stage, owner, closed deals); unset: nowhere."""
+    webhook_secret: SecretStr | None = None
+    """HMAC key of the webhook signature (a secret: environment only); needed with webhook_url."""
+    webhook_timeout: Duration = timedelta(seconds=10)
+
+
+class StageSettings(Section):
+    """The funnel's stages: ``progression`` is ordered, ``side`` stages stand outside it."""
+
+    progression: tuple[str, ...] = ("subscriber", "lead", "mql", "sql", "opportunity", "customer")
+    side: tuple[str, ...] = ("nurture", "recycled", "disqualified")
+    initial: str = "lead"
+    mql: str = "mql"
+
+    def all(self) -> tuple[str, ...]:
+        return self.progression + self.side
+
+
+AttributeType = Literal["string", "integer", "number", "boolean", "datetime", "date"]
+
+
+class AttributeSettings(Section):
+    """Declared attribute types; an import column or a rule field must be one of these."""
+
+    leads: dict[str, AttributeType] = {}
+    deals: dict[str, AttributeType] = {}
+    indexed: tuple[str, ...] = ()
+    """Lead attributes rules filter on often: each gets an expression index at start-up."""
+
+    @field_validator("leads", "deals")
+    @classmethod
+    def _names_are_identifiers(cls, declared: dict[str, str]) -> dict[str, str]:
+        for name in declared:
+            if not ATTRIBUTE_NAME.match(name):
+                msg = f"attribute name {name!r}: use letters, digits and underscores, starting with a letter"
+                raise ValueError(msg)
+        return declared
+
+    @model_validator(mode="after")
+    def _indexed_are_declared(self) -> AttributeSettings:
+        unknown = [name for name in self.indexed if name not in self.leads]
+        if unknown:
+            msg = f"indexed: {', '.join(unknown)} not declared under attributes.leads"
+            raise ValueError(msg)
+        return self
+
+
+ImportKind = Literal["reps", "leads", "deals", "activities"]
+
+
+def _check_encoding(name: str) -> str:
+    import codecs
+
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        msg = f"unknown encoding {name!r}; use e.g. utf-8, latin-1 or cp1252"
+        raise ValueError(msg) from None
+    return name
+
+
+class ImportMapping(Section):
+    """How one CRM export's header names and value formats map onto our fields."""
+
+    columns: dict[str, str | tuple[str, ...]] = {}
+    """File header -> our field (``email``, ``attributes.industry``), or a list of fields."""
+    date_formats: tuple[str, ...] = ("%d-%m-%Y", "%d-%m-%Y %H:%M", "%d-%m-%Y %H:%M:%S")
+    """strptime formats tried after ISO 8601 (which is always accepted)."""
+    encoding: Annotated[str, BeforeValidator(_check_encoding)] = "utf-8"
+    email_pattern: str | None = None
+    """Reps: email made from the name when there is no email column, e.g. ``{first}.{last}@x.com``;
+    also how a manager referenced by name who is not in the file gets an email."""
+    timezone: TimezoneName = "UTC"
+    true_values: tuple[str, ...] = ("true", "yes", "y", "1", "x")
+    false_values: tuple[str, ...] = ("false", "no", "n", "0", "")
+    rep_reference: Literal["external_id", "name", "email"] = "external_id"
+    values: dict[str, dict[str, str]] = {}
+    """Per field, CRM value -> our value (e.g. deal stage ``Won`` -> outcome ``won``)."""
+
+
+class ImportSettings(Section):
+    batch_size: int = Field(default=5000, ge=1, le=100_000)
+    mappings: dict[ImportKind, ImportMapping] = {}
+
+
+class HttpSettings(Section):
+    enabled: bool = True
+    """The daemon serves the API, probes and metrics; false runs it without an HTTP server."""
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    token: SecretStr | None = None
+    """Bearer token of the /v1 API (a secret: environment only)."""
+    allow_anonymous: bool = False
+    """Serve the /v1 API without a token (a trial on a private network); else a token is required."""
+    max_body_bytes: int = Field(default=5_000_000, ge=1024)
+
+
+class LogSettings(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class SchedulerSettings(Section):
+    misfire_grace: Duration = timedelta(minutes=5)
+    """A tick later than this (the process was busy or suspended) is skipped, not run late."""
+    evaluation_batch: int = Field(default=1000, ge=1, le=100_000)
+    shutdown_grace: Duration = timedelta(seconds=8)
+    """How long SIGTERM waits for the evaluation in flight before the daemon exits anyway."""
+    funnel_tick: Duration = timedelta(minutes=1)
+    """How often the daemon escalates due SLAs and sends due nurture steps."""
+
+
+class Settings(Section):
+    """The whole effective configuration. Paths are relative to ``root``."""
+
+    root: Path = Path()
+    database: DatabaseSettings = DatabaseSettings()
+    paths: PathSettings = PathSettings()
+    mail: MailSettings = MailSettings()
+    calendar: CalendarSettings = CalendarSettings()
+    calendars: dict[CalendarName, CalendarSettings] = {}
+    """Named calendars besides the default one, for rules whose reps work other hours."""
+    crm: CrmSettings = CrmSettings()
+    stages: StageSettings = StageSettings()
+    attributes: AttributeSettings = AttributeSettings()
+    imports: ImportSettings = Field(default=ImportSettings(), alias="import")
+    http: HttpSettings = HttpSettings()
+    log: LogSettings = LogSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+
+    def path(self, relative: Path) -> Path:
+        """``relative`` resolved against the configuration's root folder."""
+        return relative if relative.is_absolute() else self.root / relative
+
+
+SECRET_KEYS = frozenset(
+    {"mail.smtp.password", "mail.unsubscribe_secret", "http.token", "crm.webhook_secret"}
+)
+"""Keys read only from the environment (``LEADFLOW_...`` or ``LEADFLOW_..._FILE``)."""

@@ -1,0 +1,197 @@
+"""What the store holds right now, as data: ``leadflow status`` renders it.
+
+Later parts add their own sections (rule-load errors, outbox depth, the MQL queue) by adding
+fields to :class:`StoreStatus` and a query to :func:`collect_status`; rendering stays separate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Connection, Engine, func, select
+
+from leadflow.store.models import metadata
+
+TABLES = metadata.tables
+IMPORT_KINDS = ("reps", "leads", "deals", "activities")
+
+
+@dataclass(frozen=True)
+class LastImport:
+    """The newest ``leadflow import`` of one kind."""
+
+    kind: str
+    file: str
+    finished_at: datetime | None
+    status: str
+    inserted: int
+    updated: int
+    unchanged: int
+    rejected: int
+
+
+@dataclass(frozen=True)
+class RuleRunStatus:
+    """The last evaluation of one rule, as the daemon (or ``run --once``) recorded it."""
+
+    rule_id: str
+    rule_version: str
+    last_started_at: datetime | None
+    status: str
+    matched: int
+    error: str | None
+
+
+@dataclass(frozen=True)
+class StoreStatus:
+    """Counts that say how the funnel stands."""
+
+    leads_by_stage: dict[str, int] = field(default_factory=dict)
+    leads_by_owner_stage: dict[tuple[str | None, str], int] = field(default_factory=dict)
+    """(owner's name or None for unowned, stage) -> leads."""
+    deals_open: int = 0
+    deals_closed: dict[str, int] = field(default_factory=dict)
+    """outcome (won, lost, recycled) -> deals."""
+    reps_active: int = 0
+    reps_inactive: int = 0
+    last_imports: dict[str, LastImport] = field(default_factory=dict)
+    mql_queue: list[tuple[str, datetime]] = field(default_factory=list)
+    """MQLs no rep could take yet (external id, waiting since), the longest waiting first."""
+    mql_queue_total: int = 0
+    outbox_by_status: dict[str, int] = field(default_factory=dict)
+    oldest_pending_at: datetime | None = None
+    slas_by_status: dict[str, int] = field(default_factory=dict)
+    rule_runs: list[RuleRunStatus] = field(default_factory=list)
+
+    @property
+    def leads_total(self) -> int:
+        return sum(self.leads_by_stage.values())
+
+
+def collect_status(engine: Engine, *, mql_stage: str = "mql", queue_shown: int = 10) -> StoreStatus:
+    """Read every section in one read transaction."""
+    with engine.connect() as connection:
+        queue, queue_total = _mql_queue(connection, mql_stage, queue_shown)
+        return StoreStatus(
+            mql_queue=queue,
+            mql_queue_total=queue_total,
+            outbox_by_status=_counts(connection, "outbox", "status"),
+            oldest_pending_at=_oldest_pending(connection),
+            slas_by_status=_counts(connection, "sla_timers", "status"),
+            rule_runs=_rule_runs(connection),
+            leads_by_stage=_leads_by_stage(connection),
+            leads_by_owner_stage=_leads_by_owner_stage(connection),
+            deals_open=_deals_open(connection),
+            deals_closed=_deals_closed(connection),
+            reps_active=_reps(connection, active=True),
+            reps_inactive=_reps(connection, active=False),
+            last_imports=_last_imports(connection),
+        )
+
+
+def _leads_by_stage(connection: Connection) -> dict[str, int]:
+    leads = TABLES["leads"]
+    query = select(leads.c.stage, func.count()).group_by(leads.c.stage).order_by(leads.c.stage)
+    return {stage: count for stage, count in connection.execute(query)}
+
+
+def _leads_by_owner_stage(connection: Connection) -> dict[tuple[str | None, str], int]:
+    leads, reps = TABLES["leads"], TABLES["reps"]
+    query = (
+        select(reps.c.name, leads.c.stage, func.count())
+        .select_from(leads.outerjoin(reps, leads.c.owner_id == reps.c.id))
+        .group_by(reps.c.name, leads.c.stage)
+    )
+    rows = connection.execute(query).all()
+    ordered = sorted(rows, key=lambda row: (row[0] is None, row[0] or "", row[1]))
+    return {(name, stage): count for name, stage, count in ordered}
+
+
+def _deals_open(connection: Connection) -> int:
+    deals = TABLES["deals"]
+    query = select(func.count()).select_from(deals).where(deals.c.outcome.is_(None))
+    return int(connection.execute(query).scalar_one())
+
+
+def _deals_closed(connection: Connection) -> dict[str, int]:
+    deals = TABLES["deals"]
+    query = (
+        select(deals.c.outcome, func.count())
+        .where(deals.c.outcome.is_not(None))
+        .group_by(deals.c.outcome)
+        .order_by(deals.c.outcome)
+    )
+    return {outcome: count for outcome, count in connection.execute(query)}
+
+
+def _reps(connection: Connection, *, active: bool) -> int:
+    reps = TABLES["reps"]
+    query = select(func.count()).select_from(reps).where(reps.c.active.is_(active))
+    return int(connection.execute(query).scalar_one())
+
+
+def _last_imports(connection: Connection) -> dict[str, LastImport]:
+    runs = TABLES["import_runs"]
+    newest = select(runs.c.kind, func.max(runs.c.id).label("id")).group_by(runs.c.kind).subquery()
+    query = select(runs).join(newest, runs.c.id == newest.c.id)
+    found = {}
+    for row in connection.execute(query).mappings():
+        found[row["kind"]] = LastImport(
+            kind=row["kind"],
+            file=row["file"],
+            finished_at=row["finished_at"],
+            status=row["status"],
+            inserted=row["inserted"],
+            updated=row["updated"],
+            unchanged=row["unchanged"],
+            rejected=row["rejected"],
+        )
+    return {kind: found[kind] for kind in IMPORT_KINDS if kind in found}
+
+
+def _mql_queue(
+    connection: Connection, mql_stage: str, shown: int
+) -> tuple[list[tuple[str, datetime]], int]:
+    leads = TABLES["leads"]
+    waiting = (leads.c.stage == mql_stage, leads.c.owner_id.is_(None))
+    total = int(
+        connection.execute(select(func.count()).select_from(leads).where(*waiting)).scalar_one()
+    )
+    query = (
+        select(leads.c.external_id, leads.c.stage_entered_at)
+        .where(*waiting)
+        .order_by(leads.c.stage_entered_at)
+        .limit(shown)
+    )
+    return [(row.external_id, row.stage_entered_at) for row in connection.execute(query)], total
+
+
+def _counts(connection: Connection, table_name: str, column: str) -> dict[str, int]:
+    table = TABLES[table_name]
+    query = (
+        select(table.c[column], func.count()).group_by(table.c[column]).order_by(table.c[column])
+    )
+    return {str(value): int(count) for value, count in connection.execute(query)}
+
+
+def _oldest_pending(connection: Connection) -> datetime | None:
+    outbox = TABLES["outbox"]
+    query = select(func.min(outbox.c.created_at)).where(outbox.c.status.in_(("pending", "sending")))
+    found: datetime | None = connection.execute(query).scalar_one()
+    return found
+
+
+def _rule_runs(connection: Connection) -> list[RuleRunStatus]:
+    runs = TABLES["rule_runs"]
+    return [
+        RuleRunStatus(
+            row.rule_id,
+            row.rule_version,
+            row.last_started_at,
+            row.last_status,
+            row.matched,
+            row.last_error,
+        )
+        for row in connection.execute(select(runs).order_by(runs.c.rule_id))
+    ]

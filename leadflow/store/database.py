@@ -1,0 +1,216 @@
+"""Opening the state store: one engine per process, SQLite tuned for a daemon, migrations."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from leadflow.errors import ConfigError, DatabaseUnavailableError
+from leadflow.settings import Settings
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+WRITE_OPTION = "leadflow_writes"
+"""Execution option marking a connection whose transaction will write (SQLite: BEGIN IMMEDIATE)."""
+
+
+def database_url(settings: Settings) -> str:
+    """The configured URL, a relative SQLite path resolved against the config's folder."""
+    try:
+        url = make_url(settings.database.url)
+    except Exception as exc:
+        msg = f"database.url: {settings.database.url!r} is not a database URL: {exc}"
+        raise ConfigError(msg) from None
+    if url.get_backend_name() == "sqlite":
+        database = url.database or ""
+        if database and database != ":memory:" and not Path(database).is_absolute():
+            url = url.set(database=str(settings.root / database))
+    elif url.get_backend_name() == "postgresql" and url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    return url.render_as_string(hide_password=False)
+
+
+def create_store_engine(url: str, *, connect_timeout: float = 10.0, pool_size: int = 5) -> Engine:
+    """An engine with the pragmas and timeouts a long-running daemon needs."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": connect_timeout})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin_immediate)
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        engine = create_engine(
+            url,
+            pool_size=pool_size,
+            pool_pre_ping=True,
+            connect_args={"connect_timeout": max(1, int(connect_timeout)), **PG_KEEPALIVES},
+        )
+        event.listen(engine, "connect", _postgres_statement_timeout)
+        return engine
+    backend = parsed.get_backend_name()
+    msg = f"database.url: unsupported database {backend!r}; use sqlite or postgresql"
+    raise ConfigError(msg)
+
+
+PG_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
+"""A server that vanished without closing the connection (a partition, a dead host) is noticed
+within about 25 s while waiting for a reply, 30 s while sending, instead of never."""
+PG_STATEMENT_TIMEOUT = "5min"
+"""The server cancels any statement (a lock wait included) after this: a locked table delays
+an evaluation or a claim, and the daemon retries, but never hangs it. Generous, so that a
+start-up migration building an index on a large table still fits."""
+
+
+def _postgres_statement_timeout(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"SET statement_timeout = '{PG_STATEMENT_TIMEOUT}'")
+    cursor.close()
+    dbapi_connection.commit()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets the sender read while the evaluator writes; NORMAL is durable at checkpoints
+    # and safe against corruption in WAL mode, which is what a daemon needs.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+    # Let SQLAlchemy, not the sqlite3 module, decide where transactions start (see below).
+    dbapi_connection.isolation_level = None
+
+
+def _sqlite_begin_immediate(connection: Any) -> None:
+    # sqlite3 would start a transaction only at the first write, so a rule's SELECT and the
+    # UPDATEs it causes would not be atomic. A writing transaction (``transaction()`` below)
+    # says so and gets BEGIN IMMEDIATE, taking the write lock up front: what it read is still
+    # true when it writes. Reads get a plain BEGIN and never wait for writers (WAL).
+    writes = connection.get_execution_options().get(WRITE_OPTION, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
+
+
+def engine_for(settings: Settings) -> Engine:
+    """The engine for the configured store."""
+    return create_store_engine(
+        database_url(settings),
+        connect_timeout=settings.database.connect_timeout.total_seconds(),
+        pool_size=settings.database.pool_size,
+    )
+
+
+def alembic_config(engine: Engine) -> AlembicConfig:
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["engine"] = engine
+    return config
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision``; safe to run on every start."""
+    try:
+        command.upgrade(alembic_config(engine), revision)
+    except OperationalError as exc:
+        msg = f"cannot migrate the database at {engine.url!r}: {exc.orig}"
+        raise DatabaseUnavailableError(msg) from exc
+
+
+def writer(engine: Engine) -> Engine:
+    """The engine whose transactions will write: on SQLite they take the write lock up front."""
+    return engine.execution_options(**{WRITE_OPTION: True})
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Session]:
+    """A session whose work commits together or not at all.
+
+    On SQLite the writing transactions of one process take turns in arrival order. SQLite's own
+    busy handler polls with growing sleeps, so a thread waiting for the write lock can starve
+    behind back-to-back evaluation batches for seconds; the sender's ``sent`` records were such
+    a waiter, and a crash meanwhile sent every accepted but unrecorded message again.
+    """
+    turns = _turnstile(engine)
+    with (
+        turns.turn() if turns is not None else nullcontext(),
+        Session(writer(engine), expire_on_commit=False) as session,
+        session.begin(),
+    ):
+        yield session
+
+
+@contextmanager
+def writing_connection(engine: Engine) -> Iterator[Connection]:
+    """A Core connection in a writing transaction: what :func:`transaction` is for sessions.
+
+    A plain deferred transaction that reads and then writes fails at once on SQLite with
+    SQLITE_BUSY_SNAPSHOT when another connection committed in between (busy_timeout does not
+    apply to it); the HTTP push did, beside the evaluator, and answered 503.
+    """
+    turns = _turnstile(engine)
+    with (
+        turns.turn() if turns is not None else nullcontext(),
+        writer(engine).connect() as connection,
+        connection.begin(),
+    ):
+        yield connection
+
+
+class _Turnstile:
+    """A first-come, first-served lock, re-entrant per thread (a nested writing transaction
+    fails on SQLite's lock, as it did before, instead of waiting for itself)."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._next_ticket = 0
+        self._serving = 0
+        self._owner: int | None = None
+        self._depth = 0
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        me = threading.get_ident()
+        with self._condition:
+            if self._owner == me:
+                self._depth += 1
+            else:
+                ticket = self._next_ticket
+                self._next_ticket += 1
+                self._condition.wait_for(lambda: self._serving == ticket)
+                self._owner, self._depth = me, 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._owner = None
+                    self._serving += 1
+                    self._condition.notify_all()
+
+
+_TURNSTILES: dict[str, _Turnstile] = {}
+_TURNSTILES_LOCK = threading.Lock()
+
+
+def _turnstile(engine: Engine) -> _Turnstile | None:
+    if engine.dialect.name != "sqlite":
+        return None
+    with _TURNSTILES_LOCK:
+        return _TURNSTILES.setdefault(str(engine.url.database), _Turnstile())

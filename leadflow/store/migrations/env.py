@@ -1,0 +1,17 @@
+"""Alembic environment: runs on the engine leadflow hands over, never on a URL from an ini."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from leadflow.store.models import metadata
+
+engine = context.config.attributes["engine"]
+with engine.begin() as connection:
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        render_as_batch=engine.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    context.run_migrations()

@@ -1,0 +1,288 @@
+"""The funnel's tables. Times are aware UTC; JSON columns hold typed attributes and evidence.
+
+Pre-release, the single migration ``0001`` mirrors these tables exactly; a test compares the
+migrated schema with this metadata so they cannot drift.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Column, ForeignKey, Index, Integer, String, Text
+from sqlmodel import Field, SQLModel
+
+from leadflow.store.types import JSONDocument, UTCDateTime
+
+metadata = SQLModel.metadata
+
+
+def _time(*, nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+def _json(default: Any) -> Any:
+    return Field(default_factory=default, sa_column=Column(JSONDocument, nullable=False))
+
+
+def _fk(target: str, *, index: bool = False) -> Any:
+    return Field(
+        default=None, sa_column=Column(Integer, ForeignKey(target), nullable=True, index=index)
+    )
+
+
+class Rep(SQLModel, table=True):
+    """A sales rep or manager who can own leads and receive notifications."""
+
+    __tablename__ = "reps"
+
+    id: int | None = Field(default=None, primary_key=True)
+    external_id: str = Field(max_length=200, unique=True)
+    name: str = Field(max_length=300)
+    email: str = Field(max_length=320)
+    manager_id: int | None = _fk("reps.id")
+    pools: list[str] = _json(list)
+    capacity: int | None = None
+    active: bool = True
+    timezone: str = Field(default="UTC", max_length=64)
+    out_of_office_until: datetime | None = _time()
+    source_hash: str | None = Field(default=None, max_length=32)
+    created_at: datetime = _time(nullable=False)
+    updated_at: datetime = _time(nullable=False)
+
+
+class Lead(SQLModel, table=True):
+    """A person at a company, moving through the stages."""
+
+    __tablename__ = "leads"
+    __table_args__ = (
+        Index("ix_leads_stage_score", "stage", "score"),
+        Index("ix_leads_owner_stage", "owner_id", "stage"),
+        # Funnel rules filter on a stage and then a time or a score: these serve them.
+        Index("ix_leads_stage_entered", "stage", "stage_entered_at"),
+        Index("ix_leads_stage_activity", "stage", "last_activity_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    external_id: str = Field(max_length=200, unique=True)
+    email: str | None = Field(default=None, max_length=320)
+    name: str | None = Field(default=None, max_length=300)
+    company: str | None = Field(default=None, max_length=300)
+    attributes: dict[str, Any] = _json(dict)
+    score: int = 0
+    stage: str = Field(default="lead", max_length=40)
+    stage_entered_at: datetime = _time(nullable=False)
+    owner_id: int | None = _fk("reps.id")
+    previous_owner_id: int | None = _fk("reps.id")
+    last_activity_at: datetime | None = _time()
+    unsubscribed: bool = False
+    do_not_email: bool = False
+    hard_bounced: bool = False
+    timezone: str | None = Field(default=None, max_length=64)
+    source_hash: str | None = Field(default=None, max_length=32)
+    created_at: datetime = _time(nullable=False)
+    updated_at: datetime = _time(nullable=False)
+
+
+class Deal(SQLModel, table=True):
+    """An opportunity in the pipeline; ``outcome`` is null while it is open."""
+
+    __tablename__ = "deals"
+    __table_args__ = (
+        Index("ix_deals_outcome_closed", "outcome", "closed_at"),
+        Index("ix_deals_outcome_engaged", "outcome", "engaged_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    external_id: str = Field(max_length=200, unique=True)
+    lead_id: int | None = _fk("leads.id", index=True)
+    account: str | None = Field(default=None, max_length=300)
+    product: str | None = Field(default=None, max_length=200)
+    owner_id: int | None = _fk("reps.id", index=True)
+    stage: str = Field(max_length=60)
+    outcome: str | None = Field(default=None, max_length=20)
+    amount: float | None = None
+    engaged_at: datetime | None = _time()
+    closed_at: datetime | None = _time()
+    last_activity_at: datetime | None = _time()
+    attributes: dict[str, Any] = _json(dict)
+    recycle_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    source_hash: str | None = Field(default=None, max_length=32)
+    created_at: datetime = _time(nullable=False)
+    updated_at: datetime = _time(nullable=False)
+
+
+class Activity(SQLModel, table=True):
+    """Something a lead or a rep did (visit, email reply, call by the owner)."""
+
+    __tablename__ = "activities"
+    __table_args__ = (
+        Index("ix_activities_lead_time", "lead_id", "occurred_at"),
+        Index("ix_activities_deal_time", "deal_id", "occurred_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    external_id: str = Field(max_length=200, unique=True)
+    lead_id: int | None = _fk("leads.id")
+    deal_id: int | None = _fk("deals.id")
+    type: str = Field(max_length=60)
+    actor_id: int | None = _fk("reps.id")
+    occurred_at: datetime = _time(nullable=False)
+    properties: dict[str, Any] = _json(dict)
+    source_hash: str | None = Field(default=None, max_length=32)
+    created_at: datetime = _time(nullable=False)
+
+
+class AuditEntry(SQLModel, table=True):
+    """Append-only: every action, with the rule version and the values that made it happen."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_lead_at", "lead_id", "at"),
+        Index("ix_audit_deal_at", "deal_id", "at"),
+        Index("ix_audit_rule_at", "rule_id", "at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _time(nullable=False, index=True)
+    source: str = Field(max_length=20)
+    rule_id: str | None = Field(default=None, max_length=200)
+    rule_version: str | None = Field(default=None, max_length=80)
+    lead_id: int | None = _fk("leads.id")
+    deal_id: int | None = _fk("deals.id")
+    action: str = Field(max_length=60)
+    params: dict[str, Any] = _json(dict)
+    evidence: dict[str, Any] = _json(dict)
+
+
+class OutboxMessage(SQLModel, table=True):
+    """A message to deliver, written in the transaction of the change that causes it."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_status_next", "status", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(max_length=400, unique=True)
+    message_id: str = Field(max_length=400, unique=True)
+    channel: str = Field(default="email", max_length=20)
+    category: str = Field(default="operational", max_length=20)
+    lead_id: int | None = _fk("leads.id", index=True)
+    deal_id: int | None = _fk("deals.id")
+    rule_id: str | None = Field(default=None, max_length=200)
+    rule_version: str | None = Field(default=None, max_length=80)
+    recipient: str = Field(max_length=2000)
+    subject: str = Field(default="", sa_column=Column(Text, nullable=False))
+    body_text: str = Field(default="", sa_column=Column(Text, nullable=False))
+    body_html: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    headers: dict[str, Any] = _json(dict)
+    status: str = Field(default="pending", max_length=20)
+    status_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    attempts: int = 0
+    next_attempt_at: datetime = _time(nullable=False)
+    claimed_until: datetime | None = _time()
+    claimed_by: str | None = Field(default=None, max_length=200)
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = _time(nullable=False)
+    sent_at: datetime | None = _time()
+
+
+class SlaTimer(SQLModel, table=True):
+    """A named SLA started by a rule; ``level`` counts the escalation levels already fired."""
+
+    __tablename__ = "sla_timers"
+    __table_args__ = (
+        Index("ix_sla_status_due", "status", "due_at"),
+        Index("ix_sla_status_next", "status", "next_escalation_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    lead_id: int = Field(sa_column=Column(Integer, ForeignKey("leads.id"), nullable=False))
+    name: str = Field(max_length=100)
+    rule_id: str = Field(max_length=200)
+    rule_version: str = Field(max_length=80)
+    owner_id: int | None = _fk("reps.id")
+    started_at: datetime = _time(nullable=False)
+    due_at: datetime = _time(nullable=False)
+    calendar: str = Field(default="default", max_length=100)
+    ladder: list[dict[str, Any]] = _json(list)
+    """The escalation levels as the rule said when the SLA started: later edits don't move it."""
+    met_by: dict[str, Any] = _json(dict)
+    level: int = 0
+    next_escalation_at: datetime | None = _time()
+    status: str = Field(default="running", max_length=20)
+    closed_at: datetime | None = _time()
+    close_reason: str | None = Field(default=None, max_length=200)
+
+
+class NurtureEnrollment(SQLModel, table=True):
+    """A lead's place in a nurture stream: the next step and when it is due."""
+
+    __tablename__ = "nurture_enrollments"
+    __table_args__ = (Index("ix_nurture_status_next", "status", "next_step_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    lead_id: int = Field(sa_column=Column(Integer, ForeignKey("leads.id"), nullable=False))
+    stream: str = Field(max_length=100)
+    rule_id: str | None = Field(default=None, max_length=200)
+    enrolled_at: datetime = _time(nullable=False)
+    next_step: int = 0
+    next_step_at: datetime | None = _time()
+    status: str = Field(default="active", max_length=20)
+    exit_reason: str | None = Field(default=None, max_length=200)
+    exited_at: datetime | None = _time()
+
+
+class RuleFiring(SQLModel, table=True):
+    """One rule acting on one lead or deal: what re-entry policies are checked against."""
+
+    __tablename__ = "rule_firings"
+    __table_args__ = (
+        Index("ix_firings_rule_subject", "rule_id", "subject_kind", "subject_id", "fired_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    rule_id: str = Field(max_length=200)
+    rule_version: str = Field(max_length=80)
+    subject_kind: str = Field(max_length=10)
+    subject_id: int
+    fired_at: datetime = _time(nullable=False)
+
+
+class RuleRun(SQLModel, table=True):
+    """The last evaluation of each rule: decides what is due after a restart."""
+
+    __tablename__ = "rule_runs"
+
+    rule_id: str = Field(primary_key=True, max_length=200)
+    rule_version: str = Field(max_length=80)
+    last_started_at: datetime | None = _time()
+    last_finished_at: datetime | None = _time()
+    last_status: str = Field(default="never", max_length=20)
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    matched: int = 0
+
+
+class AssignmentRotation(SQLModel, table=True):
+    """Where round robin stands in each pool, so it stays fair across restarts."""
+
+    __tablename__ = "assignment_rotations"
+
+    pool: str = Field(primary_key=True, max_length=100)
+    last_rep_id: int | None = _fk("reps.id")
+    updated_at: datetime = _time(nullable=False)
+
+
+class ImportRun(SQLModel, table=True):
+    """One ``leadflow import``: what it read and what it did."""
+
+    __tablename__ = "import_runs"
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=20)
+    file: str = Field(sa_column=Column(String(2000), nullable=False))
+    started_at: datetime = _time(nullable=False)
+    finished_at: datetime | None = _time()
+    status: str = Field(default="running", max_length=20)
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0

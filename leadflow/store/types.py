@@ -1,0 +1,45 @@
+"""Column types that behave the same on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in Python; ``timestamptz`` on PostgreSQL.
+
+    SQLite stores naive UTC text in one fixed format, so comparing two stored times as strings
+    orders them correctly and rule conditions can use an index on them.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            msg = f"naive datetime {value!r} reached the store; every stored time must be UTC"
+            raise ValueError(msg)
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JSONDocument: Any = JSON().with_variant(JSONB(), "postgresql")
+"""A JSON column: JSONB on PostgreSQL (indexable, comparable), JSON text on SQLite."""
+
+
+def sqlite_timestamp(value: datetime) -> str:
+    """The exact text :class:`UTCDateTime` stores on SQLite, for bulk paths that skip the ORM."""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")

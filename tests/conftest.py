@@ -1,0 +1,132 @@
+"""Shared fixtures: the same store tests run over a real SQLite file and a real PostgreSQL.
+
+PostgreSQL is ``LEADFLOW_TEST_PG_URL`` (default: the local server's ``test`` database). Each
+test session works in a schema of its own, so parallel runs never see each other's rows. Locally
+an unreachable server skips the PostgreSQL tests; with ``CI`` set it fails them loudly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+from leadflow.clock import SettableClock
+from leadflow.config import load_settings
+from leadflow.settings import Settings
+from leadflow.store.database import create_store_engine, migrate
+from leadflow.store.models import metadata
+
+PG_URL = os.environ.get("LEADFLOW_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
+
+
+def _postgres_reachable() -> str | None:
+    try:
+        probe = create_engine(PG_URL, connect_args={"connect_timeout": 3})
+        with probe.connect() as connection:
+            connection.execute(text("select 1"))
+        probe.dispose()
+    except Exception as exc:  # any failure to connect means "not reachable" here
+        return str(exc).splitlines()[0]
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A URL to a fresh, migrated schema of its own on the PostgreSQL server."""
+    problem = _postgres_reachable()
+    if problem is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL at {PG_URL} is unreachable under CI: {problem}")
+        pytest.skip(f"PostgreSQL at {PG_URL} is unreachable: {problem}")
+    schema = f"lf_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    rendered = url.render_as_string(hide_password=False)
+    engine = create_store_engine(rendered)
+    migrate(engine)
+    engine.dispose()
+    yield rendered
+    with admin.begin() as connection:
+        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file that each test copies instead of migrating again."""
+    path = tmp_path_factory.mktemp("template") / "leadflow.db"
+    engine = create_store_engine(f"sqlite:///{path}")
+    migrate(engine)
+    engine.dispose()
+    return path
+
+
+def _truncate_all(engine: Engine) -> None:
+    names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+    with engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty, migrated store: a SQLite file, then a PostgreSQL schema."""
+    if request.param == "sqlite":
+        target = tmp_path / "state" / "leadflow.db"
+        target.parent.mkdir()
+        shutil.copy(request.getfixturevalue("sqlite_template"), target)
+        return f"sqlite:///{target}"
+    url: str = request.getfixturevalue("postgres_url")
+    engine = create_store_engine(url)
+    _truncate_all(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def engine(store_url: str) -> Iterator[Engine]:
+    """An engine on an empty, migrated store (parametrised over SQLite and PostgreSQL)."""
+    created = create_store_engine(store_url)
+    yield created
+    created.dispose()
+
+
+@pytest.fixture
+def clock() -> SettableClock:
+    """A clock standing still at Monday 2 March 2026, 09:00 UTC until a test moves it."""
+    return SettableClock(T0)
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, store_url: str) -> Any:
+    """Build settings rooted in ``tmp_path`` on the test's store, with dotted-key overrides."""
+
+    def build(**overrides: Any) -> Settings:
+        config_file = tmp_path / "config.yaml"
+        if not config_file.exists():
+            config_file.write_text("", encoding="utf-8")
+        values = {"database.url": store_url}
+        values.update({key.replace("__", "."): value for key, value in overrides.items()})
+        return load_settings(config_file, env={}, overrides=values).settings
+
+    return build
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """Each test starts and ends with structlog's defaults, whatever a CLI call configured."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()

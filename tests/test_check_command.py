@@ -1,0 +1,120 @@
+"""``leadflow check``: every problem as FILE:LINE:COL: rule ID: message, a summary, exit 0 or 1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from leadflow.cli import main
+from leadflow.config import load_settings
+from leadflow.rule_language.loader import load_rule_set
+
+ROOT = Path(__file__).resolve().parents[1]
+RULE = """\
+rules:
+  - id: hot-lead
+    when: {field: score, at_least: 60}
+    actions:
+      - set_stage: mql
+      - notify: {to: owner, template: welcome}
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project folder with config.yaml, one template and an empty rules folder, as the cwd."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config.yaml").write_text("paths:\n  rules: my-rules\n", encoding="utf-8")
+    (tmp_path / "my-rules").mkdir()
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "welcome.subject.txt").write_text("Hello {{ lead.name }}\n", encoding="utf-8")
+    (templates / "welcome.txt").write_text("Hi {{ lead.name }}, welcome.\n", encoding="utf-8")
+    return tmp_path
+
+
+def check(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[str], str]:
+    code = main(["--config", "config.yaml", "check", *args])
+    captured = capsys.readouterr()
+    return code, captured.out.splitlines(), captured.err
+
+
+class TestCheck:
+    """A clean set prints a one-line summary and exits 0; any problem prints all and exits 1."""
+
+    def test_a_good_set_prints_counts_and_version(
+        self, project: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        (project / "my-rules" / "mql.yaml").write_text(
+            RULE + "streams:\n  - id: n\n    steps: [{template: welcome}]\n", encoding="utf-8"
+        )
+        settings = load_settings(project / "config.yaml", env={}).settings
+        version = load_rule_set(project / "my-rules", settings).version
+        assert check(capsys) == (0, [f"1 rule, 1 stream OK, version {version}"], "")
+
+    def test_every_problem_then_the_count(
+        self, project: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        rules = project / "my-rules"
+        (rules / "a.yaml").write_text(
+            RULE.replace("score", "scroe").replace("welcome", "welcom"), encoding="utf-8"
+        )
+        (rules / "b.yaml").write_bytes(b"rules:\n\t- id: x\n")
+        code, lines, err = check(capsys)
+        assert (code, err) == (1, "")
+        assert lines == [
+            "my-rules/a.yaml:3:19: rule hot-lead: unknown lead field 'scroe'; did you mean score?",
+            "my-rules/a.yaml:6:17: rule hot-lead: template 'welcom':"
+            f" {project}/templates/welcom.subject.txt: no template 'welcom';"
+            f" templates in {project}/templates: welcome",
+            "my-rules/b.yaml:2:1: invalid YAML: found character '\\t' that cannot start any token"
+            " (YAML does not allow tabs for indentation: use spaces)",
+            "3 problems",
+        ]
+
+    def test_a_template_that_does_not_render_is_a_problem(
+        self, project: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        (project / "templates" / "welcome.txt").write_text("Hi {{ lead.nme }}\n", encoding="utf-8")
+        (project / "my-rules" / "a.yaml").write_text(RULE, encoding="utf-8")
+        code, lines, _ = check(capsys)
+        assert code == 1
+        assert len(lines) == 2
+        assert lines[0].startswith(
+            f"my-rules/a.yaml:6:17: rule hot-lead: template 'welcome': {project}/templates/welcome.txt:1: "
+        )
+        assert "nme" in lines[0]
+        assert lines[1] == "1 problem"
+
+    def test_rules_option_overrides_the_configured_folder(
+        self, project: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        other = project / "other"
+        other.mkdir()
+        (other / "r.yaml").write_text("rules: 5\n", encoding="utf-8")
+        assert check(capsys, "--rules", "other") == (
+            1,
+            ["other/r.yaml:1:8: rules: expected a list (- item), found 5", "1 problem"],
+            "",
+        )
+
+    def test_a_missing_folder_is_a_problem_not_a_traceback(
+        self, project: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        assert check(capsys, "--rules", "nowhere") == (
+            1,
+            ["nowhere: rules folder not found", "1 problem"],
+            "",
+        )
+
+    def test_the_shipped_rules_and_templates_pass(self, capsys: pytest.CaptureFixture[str]) -> None:
+        settings = load_settings(ROOT / "config.yaml", env={}).settings
+        version = load_rule_set(ROOT / "rules", settings).version
+        rule_set = load_rule_set(ROOT / "rules", settings)
+        code = main(["--config", str(ROOT / "config.yaml"), "check"])
+        captured = capsys.readouterr()
+        assert (code, captured.err) == (0, "")
+        assert captured.out == (
+            f"{len(rule_set.rules)} rules, {len(rule_set.streams)} streams OK, version {version}\n"
+        )

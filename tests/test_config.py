@@ -1,0 +1,101 @@
+"""Configuration: precedence, validation messages that point at the key, secrets."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from leadflow.config import describe, load_settings
+from leadflow.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+class TestPrecedence:
+    """Argument beats environment beats config.yaml beats default, and each value says so."""
+
+    def test_each_layer_overrides_the_one_below(self, tmp_path: Path) -> None:
+        path = write(tmp_path, "mail:\n  smtp:\n    port: 2525\n    host: relay.local\n")
+        loaded = load_settings(
+            path,
+            env={"LEADFLOW_MAIL__SMTP__PORT": "587", "LEADFLOW_MAIL__SMTP__TIMEOUT": "90s"},
+            overrides={"mail.smtp.timeout": "2m"},
+        )
+        smtp = loaded.settings.mail.smtp
+        assert (smtp.host, smtp.port, smtp.timeout) == ("relay.local", 587, timedelta(minutes=2))
+        shown = {key: (value, source) for key, value, source in describe(loaded)}
+        assert shown["mail.smtp.host"] == ("relay.local", f"{path}:4")
+        assert shown["mail.smtp.port"] == ("587", "environment LEADFLOW_MAIL__SMTP__PORT")
+        assert shown["mail.smtp.timeout"] == ("2m", "argument")
+        assert shown["mail.smtp.security"] == ("none", "default")
+
+    def test_relative_paths_are_rooted_at_the_config_folder(self, tmp_path: Path) -> None:
+        loaded = load_settings(write(tmp_path, "paths:\n  rules: my-rules\n"), env={})
+        settings = loaded.settings
+        assert settings.path(settings.paths.rules) == tmp_path / "my-rules"
+
+    def test_durations_are_parsed_once(self, tmp_path: Path) -> None:
+        path = write(tmp_path, "mail:\n  retry:\n    first_delay: 90m\n    max_delay: 1d 12h\n")
+        retry = load_settings(path, env={}).settings.mail.retry
+        assert (retry.first_delay, retry.max_delay) == (timedelta(minutes=90), timedelta(hours=36))
+
+
+class TestValidation:
+    """Every problem is reported at once, with file:line and what to write instead."""
+
+    def test_unknown_keys_bad_values_and_secrets_all_reported(self, tmp_path: Path) -> None:
+        path = write(
+            tmp_path,
+            "mail:\n  smtp:\n    prot: 25\n    password: hunter2\n"
+            "calendar:\n  timezone: Europe/Berln\n  start: '09:00'\n"
+            "scheduler:\n  misfire_grace: soon\n",
+        )
+        with pytest.raises(ConfigError) as caught:
+            load_settings(path, env={})
+        assert str(caught.value).splitlines() == [
+            f"{path}:4: mail.smtp.password is a secret and is read only from the environment; "
+            "set LEADFLOW_MAIL__SMTP__PASSWORD or LEADFLOW_MAIL__SMTP__PASSWORD_FILE instead",
+            f"{path}:3: unknown key 'mail.smtp.prot'; did you mean 'port'?",
+            f"{path}:6: calendar.timezone: unknown timezone 'Europe/Berln'; "
+            "did you mean Europe/Berlin, Europe/Belfast, Europe/Helsinki?",
+            f"{path}:9: scheduler.misfire_grace: 'soon' is not a duration; "
+            "write a number and a unit (s, m, h, d, w), e.g. 90m",
+        ]
+        assert "hunter2" not in str(caught.value)
+
+    def test_unknown_environment_key_names_the_variable(self, tmp_path: Path) -> None:
+        with pytest.raises(
+            ConfigError,
+            match=r"environment LEADFLOW_DATABASE__URLL: unknown key "
+            r"'database.urll'; did you mean 'url'\?",
+        ):
+            load_settings(write(tmp_path, ""), env={"LEADFLOW_DATABASE__URLL": "sqlite://"})
+
+    def test_broken_yaml_names_line_and_column(self, tmp_path: Path) -> None:
+        path = write(tmp_path, "database:\n  url: [unclosed\n")
+        with pytest.raises(ConfigError, match=rf"^{path}:3:1: invalid YAML: "):
+            load_settings(path, env={})
+
+
+class TestSecrets:
+    """Secrets come from the environment or a file, and are never shown."""
+
+    def test_secret_from_file_is_read_and_masked(self, tmp_path: Path) -> None:
+        secret = tmp_path / "token"
+        secret.write_text("s3cret\n", encoding="utf-8")
+        loaded = load_settings(write(tmp_path, ""), env={"LEADFLOW_HTTP__TOKEN_FILE": str(secret)})
+        token = loaded.settings.http.token
+        assert token is not None
+        assert token.get_secret_value() == "s3cret"
+        shown = {key: (value, source) for key, value, source in describe(loaded)}
+        assert shown["http.token"] == ("********", "environment LEADFLOW_HTTP__TOKEN_FILE")
+
+    def test_missing_secret_file_is_a_clear_error(self, tmp_path: Path) -> None:
+        with pytest.raises(ConfigError, match="LEADFLOW_HTTP__TOKEN_FILE: cannot read the secret"):
+            load_settings(write(tmp_path, ""), env={"LEADFLOW_HTTP__TOKEN_FILE": "/nonexistent"})

@@ -1,0 +1,436 @@
+"""The /v1 API in-process on SQLite and PostgreSQL: exact statuses and bodies.
+
+Pins: a missing or wrong token is 401 (nothing written); a body over ``http.max_body_bytes`` is
+413, also when sent without a Content-Length; malformed JSON, unknown fields and bad values are
+422 with field-level errors and nothing is written; single objects and lists are upserted by
+external id through the import's mapping, a re-post changes nothing; activities are idempotent
+by their event id; GET returns the lead with its owner and audit trail.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, insert, select
+
+from leadflow.clock import SettableClock
+from leadflow.errors import ConfigError
+from leadflow.store.database import create_store_engine, writer
+from leadflow.store.tables import ACTIVITIES, AUDIT, LEADS, REPS
+from tests.http_support import Api, build_app, http_settings, runtime_for
+
+REPS_BODY = [
+    {"external_id": "r1", "name": "Rita Rep", "email": "rita@example.com", "pools": ["east"]},
+    {"external_id": "r2", "name": "Max Manager", "email": "max@example.com"},
+]
+
+
+@pytest.fixture
+def api(engine: Engine, make_settings: Any, clock: SettableClock) -> Api:
+    runtime = runtime_for(engine, http_settings(make_settings), clock)
+    app, _holder = build_app(runtime)
+    return Api(app)
+
+
+def lead_rows(engine: Engine) -> list[tuple[Any, ...]]:
+    query = (
+        select(
+            LEADS.c.external_id,
+            LEADS.c.email,
+            LEADS.c.score,
+            LEADS.c.stage,
+            REPS.c.external_id,
+            LEADS.c.attributes,
+        )
+        .select_from(LEADS.outerjoin(REPS, LEADS.c.owner_id == REPS.c.id))
+        .order_by(LEADS.c.external_id)
+    )
+    with engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(query)]
+
+
+class TestAuthentication:
+    """The /v1 API needs the bearer token; probes do not; no token configured: no API."""
+
+    def test_missing_token_is_401_and_writes_nothing(self, api: Api, engine: Engine) -> None:
+        response = api.post("/v1/leads", {"external_id": "L1"}, auth=False)
+        assert response.status_code == 401
+        assert response.json() == {"detail": "missing bearer token"}
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert lead_rows(engine) == []
+
+    def test_wrong_token_is_401(self, api: Api) -> None:
+        response = api.post(
+            "/v1/leads",
+            {"external_id": "L1"},
+            auth=False,
+            headers={"Authorization": "Bearer guess"},
+        )
+        assert (response.status_code, response.json()) == (401, {"detail": "invalid bearer token"})
+        assert api.get("/v1/leads/L1", auth=False).status_code == 401
+
+    def test_probes_need_no_token(self, api: Api) -> None:
+        assert api.get("/healthz", auth=False).json() == {"status": "alive"}
+
+    def test_no_token_and_no_anonymous_refuses_to_build(
+        self, engine: Engine, make_settings: Any, clock: SettableClock
+    ) -> None:
+        runtime = runtime_for(engine, make_settings(), clock)
+        with pytest.raises(ConfigError, match=r"^http.token is not set: set LEADFLOW_HTTP__TOKEN"):
+            build_app(runtime, load_rules=False)
+
+    def test_anonymous_when_explicitly_allowed(
+        self, engine: Engine, make_settings: Any, clock: SettableClock
+    ) -> None:
+        settings = make_settings(**{"http.allow_anonymous": True, "paths.rules": "x"})
+        app, _ = build_app(runtime_for(engine, settings, clock), load_rules=False)
+        response = Api(app).post("/v1/leads", {"external_id": "L9"}, auth=False)
+        assert response.json()["inserted"] == 1
+
+
+class TestBadInput:
+    """Everything a client can get wrong is a 4xx naming the place; nothing is written."""
+
+    def test_oversized_body_is_413(self, api: Api, engine: Engine) -> None:
+        body = [{"external_id": f"L{i}", "name": "x" * 100} for i in range(60)]
+        response = api.post("/v1/leads", body)
+        assert response.status_code == 413
+        assert response.json() == {
+            "detail": "request body larger than 4096 bytes (http.max_body_bytes)"
+        }
+        assert lead_rows(engine) == []
+
+    def test_oversized_chunked_body_is_413_while_reading(self, api: Api, engine: Engine) -> None:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b'[{"external_id": "L1", "name": "'
+            for _ in range(10):
+                yield b"x" * 1000
+            yield b'"}]'
+
+        response = api.request(
+            "POST",
+            "/v1/leads",
+            content=chunks(),
+            headers={"Authorization": "Bearer t0ken-for-tests"},
+        )
+        assert response.status_code == 413
+        assert "content-length" not in response.request.headers
+        assert lead_rows(engine) == []
+
+    @pytest.mark.parametrize(
+        ("raw", "message"),
+        [
+            (
+                b"{nope",
+                "invalid JSON: Expecting property name enclosed in double quotes at line 1 column 2",
+            ),
+            (b"", "invalid JSON: Expecting value at line 1 column 1"),
+            (b'{"score": NaN}', "invalid JSON: NaN is not JSON"),
+            (b"\xff\xfe", "not UTF-8 text"),
+        ],
+    )
+    def test_malformed_json_is_422(self, api: Api, raw: bytes, message: str) -> None:
+        response = api.request(
+            "POST", "/v1/leads", content=raw, headers={"Authorization": "Bearer t0ken-for-tests"}
+        )
+        assert response.status_code == 422
+        assert response.json() == {
+            "detail": [{"loc": ["body"], "msg": message, "type": "json_invalid"}]
+        }
+
+    def test_wrong_shapes_are_422(self, api: Api) -> None:
+        assert api.post("/v1/leads", []).json() == {
+            "detail": [
+                {
+                    "loc": ["body"],
+                    "msg": "expected an object or a non-empty list of objects",
+                    "type": "too_short",
+                }
+            ]
+        }
+        assert api.post("/v1/leads", [{"external_id": "L1"}, 7]).json() == {
+            "detail": [{"loc": ["body", 1], "msg": "expected a JSON object", "type": "dict_type"}]
+        }
+        assert api.post("/v1/leads", {"external_id": "L\x001"}).json() == {
+            "detail": [
+                {
+                    "loc": ["body", "external_id"],
+                    "msg": "text may not contain NUL characters (\\u0000)",
+                    "type": "string_type",
+                }
+            ]
+        }
+
+    def test_unknown_field_is_422_with_a_suggestion(self, api: Api, engine: Engine) -> None:
+        response = api.post("/v1/leads", {"external_id": "L1", "emial": "a@b.c"})
+        assert response.status_code == 422
+        assert response.json() == {
+            "detail": [
+                {
+                    "loc": ["body", "emial"],
+                    "msg": "unknown column 'emial'; did you mean 'email'? (map it under import.mappings.leads.columns, declare it under attributes.leads, or map it to skip)",
+                    "type": "extra_forbidden",
+                }
+            ]
+        }
+        assert lead_rows(engine) == []
+
+    def test_bad_values_are_422_per_record_and_field(self, api: Api, engine: Engine) -> None:
+        """The first bad field of each record, as the import reports a row."""
+        body = [
+            {"external_id": "L1", "score": "high", "employees": 12},
+            {"external_id": "L2", "last_activity_at": "yesterday", "employees": "many"},
+            {"external_id": "L3", "last_activity_at": "yesterday"},
+            {"email": "no-id@example.com"},
+            {"external_id": "L4", "owner": "nobody", "stage": "hot"},
+            {"external_id": "L5", "score": 2**40},
+        ]
+        response = api.post("/v1/leads", body)
+        assert response.status_code == 422
+        assert response.json()["detail"] == [
+            {
+                "loc": ["body", 0, "score"],
+                "msg": "expected a whole number, got 'high'",
+                "type": "value_error",
+            },
+            {
+                "loc": ["body", 1, "employees"],
+                "msg": "expected a whole number, got 'many'",
+                "type": "value_error",
+            },
+            {
+                "loc": ["body", 2, "last_activity_at"],
+                "msg": "expected a date as ISO 8601 (2017-03-01, 2017-03-01T10:00:00+02:00) or %d-%m-%Y, %d-%m-%Y %H:%M, %d-%m-%Y %H:%M:%S, got 'yesterday'",
+                "type": "value_error",
+            },
+            {
+                "loc": ["body", 3, "external_id"],
+                "msg": "missing; every row needs its CRM id",
+                "type": "value_error",
+            },
+            {
+                "loc": ["body", 4, "owner"],
+                "msg": "no rep with external id 'nobody'; import the reps first",
+                "type": "value_error",
+            },
+            {
+                "loc": ["body", 5, "score"],
+                "msg": "must be between -2147483648 and 2147483647",
+                "type": "value_error",
+            },
+        ]
+        assert lead_rows(engine) == []
+
+    def test_unknown_lead_is_404(self, api: Api) -> None:
+        response = api.get("/v1/leads/nope")
+        assert (response.status_code, response.json()) == (
+            404,
+            {"detail": "no lead with external id 'nope'"},
+        )
+
+
+class TestUpserts:
+    """Records land as the import would write them; posting again changes nothing."""
+
+    def test_single_and_batch_upserts_and_idempotent_repost(self, api: Api, engine: Engine) -> None:
+        assert api.post("/v1/reps", REPS_BODY).json() == {
+            "kind": "reps",
+            "received": 2,
+            "inserted": 2,
+            "updated": 0,
+            "unchanged": 0,
+        }
+        one = {
+            "external_id": "L1",
+            "email": "ann@acme.test",
+            "score": "70",
+            "region": "East",
+            "owner": "r1",
+        }
+        assert api.post("/v1/leads", one).json()["inserted"] == 1
+        batch = [
+            {"external_id": "L2", "email": "bob@beta.test", "employees": "250", "stage": "nurture"},
+            {
+                "external_id": "L1",
+                "email": "ann@acme.test",
+                "score": 75,
+                "region": "East",
+                "owner": "r1",
+            },
+        ]
+        assert api.post("/v1/leads", batch).json() == {
+            "kind": "leads",
+            "received": 2,
+            "inserted": 1,
+            "updated": 1,
+            "unchanged": 0,
+        }
+        assert api.post("/v1/leads", batch).json() == {
+            "kind": "leads",
+            "received": 2,
+            "inserted": 0,
+            "updated": 0,
+            "unchanged": 2,
+        }
+        assert lead_rows(engine) == [
+            ("L1", "ann@acme.test", 75, "lead", "r1", {"region": "East"}),
+            ("L2", "bob@beta.test", 0, "nurture", None, {"employees": 250}),
+        ]
+
+    def test_activities_are_idempotent_by_event_id(self, api: Api, engine: Engine) -> None:
+        api.post("/v1/reps", REPS_BODY)
+        api.post("/v1/leads", {"external_id": "L1", "email": "ann@acme.test"})
+        activity = {
+            "external_id": "ev-1",
+            "lead": "L1",
+            "type": "call",
+            "actor": "r1",
+            "occurred_at": "2026-03-02T10:15:00Z",
+            "properties": {"minutes": 12},
+        }
+        assert api.post("/v1/activities", activity).json()["inserted"] == 1
+        assert api.post("/v1/activities", [activity]).json()["unchanged"] == 1
+        with engine.connect() as connection:
+            rows = connection.execute(
+                select(ACTIVITIES.c.external_id, ACTIVITIES.c.type, ACTIVITIES.c.properties)
+            ).all()
+            bumped = connection.execute(select(LEADS.c.last_activity_at)).scalar_one()
+        assert [tuple(r) for r in rows] == [("ev-1", "call", {"minutes": 12})]
+        assert bumped.isoformat() == "2026-03-02T10:15:00+00:00"
+
+    def test_deals_reference_leads(self, api: Api) -> None:
+        api.post("/v1/leads", {"external_id": "L1"})
+        response = api.post(
+            "/v1/deals",
+            [
+                {"external_id": "D1", "lead": "L1", "stage": "Won", "amount": 1200.5},
+                {"external_id": "D2", "lead": "L404", "stage": "Open"},
+            ],
+        )
+        assert response.json()["detail"] == [
+            {
+                "loc": ["body", 1, "lead"],
+                "msg": "no lead with external id 'L404'; import the leads first",
+                "type": "value_error",
+            }
+        ]
+        assert (
+            api.post(
+                "/v1/deals", {"external_id": "D1", "lead": "L1", "stage": "Won", "amount": 1200.5}
+            ).json()["inserted"]
+            == 1
+        )
+
+
+class TestLeadView:
+    """GET /v1/leads/{id}: the stored lead, its owner, and its audit trail oldest first."""
+
+    def test_lead_with_owner_and_audit_trail(
+        self, api: Api, engine: Engine, clock: SettableClock
+    ) -> None:
+        api.post("/v1/reps", REPS_BODY)
+        api.post(
+            "/v1/leads",
+            {
+                "external_id": "L1",
+                "email": "ann@acme.test",
+                "score": 70,
+                "owner": "r1",
+                "region": "East",
+            },
+        )
+        with engine.begin() as connection:
+            lead_id = connection.execute(select(LEADS.c.id)).scalar_one()
+            connection.execute(
+                insert(AUDIT),
+                [
+                    {
+                        "at": clock.now(),
+                        "source": "rule",
+                        "rule_id": "mql-assignment",
+                        "rule_version": "v1",
+                        "lead_id": lead_id,
+                        "action": "stage_changed",
+                        "params": {"from": "lead", "to": "mql"},
+                        "evidence": {"score": 70},
+                    },
+                    {
+                        "at": clock.now(),
+                        "source": "rule",
+                        "rule_id": "mql-assignment",
+                        "rule_version": "v1",
+                        "lead_id": lead_id,
+                        "action": "assigned",
+                        "params": {"rep": "r1"},
+                        "evidence": {},
+                    },
+                ],
+            )
+        body = api.get("/v1/leads/L1").json()
+        assert body["owner"] == {
+            "external_id": "r1",
+            "name": "Rita Rep",
+            "email": "rita@example.com",
+        }
+        assert (body["external_id"], body["score"], body["stage"], body["attributes"]) == (
+            "L1",
+            70,
+            "lead",
+            {"region": "East"},
+        )
+        assert [(e["action"], e["rule_id"], e["params"], e["evidence"]) for e in body["audit"]] == [
+            ("stage_changed", "mql-assignment", {"from": "lead", "to": "mql"}, {"score": 70}),
+            ("assigned", "mql-assignment", {"rep": "r1"}, {}),
+        ]
+        assert body["audit"][0]["at"] == "2026-03-02T09:00:00+00:00"
+
+
+class TestConcurrentWriters:
+    """A push beside other writers of the same store waits its turn instead of failing."""
+
+    def test_push_waits_for_a_writer_that_commits_meanwhile(
+        self, api: Api, engine: Engine, store_url: str, clock: SettableClock
+    ) -> None:
+        """Another process holds the write lock and commits while a push is under way.
+
+        On SQLite a push that read in a deferred transaction and then wrote failed with
+        SQLITE_BUSY_SNAPSHOT (a 503) beside the daemon's evaluator; it must wait its turn.
+        """
+        other = create_store_engine(store_url)
+        answers: list[Any] = []
+        try:
+            with writer(other).connect() as holder:
+                holder.begin()  # BEGIN IMMEDIATE on SQLite: the write lock, until commit
+                holder.execute(
+                    insert(REPS).values(
+                        external_id="r0",
+                        name="Other",
+                        email="o@example.com",
+                        pools=[],
+                        active=True,
+                        timezone="UTC",
+                        created_at=clock.now(),
+                        updated_at=clock.now(),
+                    )
+                )
+                push = threading.Thread(
+                    target=lambda: answers.append(api.post("/v1/reps", REPS_BODY))
+                )
+                push.start()
+                time.sleep(0.5)
+                holder.commit()
+            push.join(timeout=30)
+        finally:
+            other.dispose()
+        [answer] = answers
+        assert (answer.status_code, answer.json()["inserted"]) == (200, 2)
+        with engine.connect() as connection:
+            assert sorted(connection.execute(select(REPS.c.external_id)).scalars()) == [
+                "r0",
+                "r1",
+                "r2",
+            ]

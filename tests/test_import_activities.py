@@ -1,0 +1,83 @@
+"""Importing activities: ids derived from content when missing, last_activity_at bumped in SQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from import_support import rows, write
+from sqlalchemy import Engine
+
+from leadflow.ingest import import_file
+
+SETUP = {
+    "reps.csv": "external_id,name,email\nR1,Ada Lovelace,ada@example.com\n",
+    "leads.csv": "external_id,last_activity_at\nL1,2026-01-01T00:00:00Z\nL2,2026-03-01T00:00:00Z\n",
+    "deals.csv": "external_id,lead,stage\nD1,L1,Engaging\n",
+}
+ACTIVITIES = """\
+type,lead,deal,actor,occurred_at,page
+page_view,L1,,,2026-02-01T10:00:00Z,/pricing
+call,L1,D1,R1,2026-02-03T10:00:00Z,
+page_view,L2,,,2026-02-01T10:00:00Z,/blog
+page_view,L9,,,2026-02-01T10:00:00Z,/blog
+visit,,,,2026-02-01T10:00:00Z,
+"""
+
+
+def setup(engine: Engine, settings: Any, folder: Path) -> None:
+    for kind in ("reps", "leads", "deals"):
+        path = write(folder, f"{kind}.csv", SETUP[f"{kind}.csv"])
+        assert import_file(engine, settings, kind, path).rejected == 0
+
+
+class TestActivities:
+    """Upsert by a stable derived id; the newest activity moves last_activity_at forward only."""
+
+    def test_activities_land_and_bump_last_activity(
+        self, engine: Engine, make_settings: Any, tmp_path: Path
+    ) -> None:
+        """L1 moves to its newest activity; L2's later time stays; bad rows are located."""
+        settings = make_settings(
+            import__mappings={"activities": {"columns": {"page": "properties.page"}}}
+        )
+        setup(engine, settings, tmp_path)
+        path = write(tmp_path, "activities.csv", ACTIVITIES)
+        report = import_file(engine, settings, "activities", path)
+        assert [str(p) for p in report.problems] == [
+            f"{path}:5: lead: no lead with external id 'L9'; import the leads first",
+            f"{path}:6: lead: missing; an activity needs a lead or a deal",
+        ]
+        assert report.summary == "inserted 3, updated 0, unchanged 0, rejected 2"
+        found = rows(engine, "activities", "external_id", "type", "properties", "occurred_at")
+        assert sorted(((t, p, o) for _id, t, p, o in found), key=repr) == [
+            ("call", {}, datetime(2026, 2, 3, 10, tzinfo=UTC)),
+            ("page_view", {"page": "/blog"}, datetime(2026, 2, 1, 10, tzinfo=UTC)),
+            ("page_view", {"page": "/pricing"}, datetime(2026, 2, 1, 10, tzinfo=UTC)),
+        ]
+        assert all(
+            external_id.startswith("auto-") and len(external_id) == 29 for external_id, *_ in found
+        )
+        assert rows(engine, "leads", "external_id", "last_activity_at") == [
+            ("L1", datetime(2026, 2, 3, 10, tzinfo=UTC)),
+            ("L2", datetime(2026, 3, 1, tzinfo=UTC)),
+        ]
+        assert rows(engine, "deals", "external_id", "last_activity_at") == [
+            ("D1", datetime(2026, 2, 3, 10, tzinfo=UTC))
+        ]
+
+    def test_derived_ids_make_a_reimport_unchanged(
+        self, engine: Engine, make_settings: Any, tmp_path: Path
+    ) -> None:
+        """Without an id column the same content gets the same id: nothing is duplicated."""
+        settings = make_settings(
+            import__mappings={"activities": {"columns": {"page": "properties.page"}}}
+        )
+        setup(engine, settings, tmp_path)
+        path = write(tmp_path, "activities.csv", ACTIVITIES)
+        import_file(engine, settings, "activities", path)
+        before = rows(engine, "activities", "id", "external_id", "properties")
+        report = import_file(engine, settings, "activities", path)
+        assert report.summary == "inserted 0, updated 0, unchanged 3, rejected 2"
+        assert rows(engine, "activities", "id", "external_id", "properties") == before

@@ -1,0 +1,100 @@
+"""``leadflow import`` and ``leadflow status`` from the command line: output and exit codes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from import_support import write
+
+from leadflow.cli import main
+
+
+@pytest.fixture
+def config(tmp_path: Path, store_url: str) -> Path:
+    return write(tmp_path, "config.yaml", f"database:\n  url: {store_url}\n")
+
+
+class TestImportCommand:
+    """Exit 0 when all rows land, 1 with rejected rows or an unreadable file, 2 for bad usage."""
+
+    def test_clean_file_exits_0_with_the_summary(
+        self, config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = write(tmp_path, "leads.csv", "external_id,name\nL1,Ada\nL2,Grace\n")
+        assert main(["-c", str(config), "import", "leads", str(path)]) == 0
+        out, err = capsys.readouterr()
+        assert out == f"leads {path}: inserted 2, updated 0, unchanged 0, rejected 0\n"
+        assert err == ""
+
+    def test_rejected_rows_exit_1_and_are_listed_on_stderr(
+        self, config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = write(tmp_path, "leads.csv", "external_id,score\nL1,1\nL2,lots\n")
+        assert main(["-c", str(config), "import", "leads", str(path)]) == 1
+        out, err = capsys.readouterr()
+        assert out == f"leads {path}: inserted 1, updated 0, unchanged 0, rejected 1\n"
+        assert err == f"{path}:3: score: expected a whole number, got 'lots'\n"
+
+    def test_strict_says_nothing_was_imported(
+        self, config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = write(tmp_path, "leads.csv", "external_id,score\nL1,1\nL2,lots\n")
+        assert main(["-c", str(config), "import", "leads", str(path), "--strict"]) == 1
+        out, err = capsys.readouterr()
+        assert out == f"leads {path}: inserted 0, updated 0, unchanged 0, rejected 1\n"
+        assert err.splitlines() == [
+            f"{path}:3: score: expected a whole number, got 'lots'",
+            f"{path}: --strict: nothing was imported because rows were rejected",
+        ]
+
+    def test_unreadable_file_is_one_line_and_exit_1(
+        self, config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = write(tmp_path, "leads.csv", "external_id,name\nL1,Zoë\n", "latin-1")
+        assert main(["-c", str(config), "import", "leads", str(path)]) == 1
+        assert capsys.readouterr().err == (
+            f"error: {path}:2: not valid utf-8 (byte 0xeb); save the file as UTF-8, or set "
+            "import.mappings.leads.encoding (e.g. latin-1 or cp1252)\n"
+        )
+
+    def test_jsonl_by_format_option(
+        self, config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = write(tmp_path, "leads.txt", '{"external_id": "L1"}\n')
+        assert main(["-c", str(config), "import", "leads", str(path), "--format", "jsonl"]) == 0
+        assert capsys.readouterr().out.endswith("inserted 1, updated 0, unchanged 0, rejected 0\n")
+
+    def test_unknown_kind_is_a_usage_error(
+        self, config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = write(tmp_path, "x.csv", "external_id\n")
+        assert main(["-c", str(config), "import", "accounts", str(path)]) == 2
+        assert "'accounts' is not one of" in capsys.readouterr().err
+
+
+class TestSampleAndStatus:
+    """The bundled sample imports cleanly, twice, and status shows it."""
+
+    def test_sample_then_status(self, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        assert main(["-c", str(config), "import", "sample"]) == 0
+        first = capsys.readouterr().out.splitlines()
+        assert [line.split(": ", 1)[1] for line in first] == [
+            "inserted 10, updated 0, unchanged 0, rejected 0",
+            "inserted 200, updated 0, unchanged 0, rejected 0",
+            "inserted 45, updated 0, unchanged 0, rejected 0",
+            "inserted 444, updated 0, unchanged 0, rejected 0",
+        ]
+        assert main(["-c", str(config), "import", "sample"]) == 0
+        second = capsys.readouterr().out.splitlines()
+        assert [line.split(": ", 1)[1] for line in second] == [
+            "inserted 0, updated 0, unchanged 10, rejected 0",
+            "inserted 0, updated 0, unchanged 200, rejected 0",
+            "inserted 0, updated 0, unchanged 45, rejected 0",
+            "inserted 0, updated 0, unchanged 444, rejected 0",
+        ]
+        assert main(["-c", str(config), "status"]) == 0
+        out = capsys.readouterr().out
+        assert "leads: 200" in out
+        assert "deals: open 29; closed: lost 5, won 11" in out
+        assert "reps: active 9, inactive 1" in out

@@ -1,0 +1,251 @@
+"""A realistic CRM export (shaped like the Maven data): foreign headers, reps and managers by name,
+day-first dates in a timezone, Won/Lost stages read as outcomes, a product renamed by value."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from import_support import FIXTURES, all_columns, rows, write
+from sqlalchemy import Engine
+
+from leadflow.clock import SettableClock
+from leadflow.config import load_settings
+from leadflow.ingest import import_file
+from leadflow.settings import ImportKind, Settings
+
+EXPORT = FIXTURES / "maven_like"
+
+
+@pytest.fixture
+def settings(store_url: str) -> Settings:
+    return load_settings(
+        EXPORT / "config.yaml", env={}, overrides={"database.url": store_url}
+    ).settings
+
+
+def import_all(engine: Engine, settings: Settings, clock: SettableClock) -> list[str]:
+    summaries = []
+    steps: list[tuple[ImportKind, str]] = [
+        ("reps", "sales_teams"),
+        ("leads", "accounts"),
+        ("deals", "sales_pipeline"),
+    ]
+    for kind, name in steps:
+        report = import_file(engine, settings, kind, EXPORT / f"{name}.csv", clock=clock)
+        assert report.problems == []
+        summaries.append(f"{kind}: {report.summary}")
+    return summaries
+
+
+class TestMavenShapedExport:
+    """Every row lands with the right types and links; the second import changes nothing."""
+
+    def test_reps_and_managers_by_name(
+        self, engine: Engine, settings: Settings, clock: SettableClock
+    ) -> None:
+        """Managers who are not agents become reps, ids and emails made from their names."""
+        import_all(engine, settings, clock)
+        reps = rows(engine, "reps", "id", "external_id", "name", "email", "manager_id", "pools")
+        ids = {external_id: rep_id for rep_id, external_id, *_ in reps}
+        assert [row[1:] for row in reps] == [
+            (
+                "anna-snelling",
+                "Anna Snelling",
+                "anna.snelling@maventech.example",
+                ids["dustin-brinkmann"],
+                ["Central"],
+            ),
+            ("cara-losch", "Cara Losch", "cara.losch@maventech.example", None, []),
+            (
+                "dustin-brinkmann",
+                "Dustin Brinkmann",
+                "dustin.brinkmann@maventech.example",
+                None,
+                [],
+            ),
+            (
+                "moses-frase",
+                "Moses Frase",
+                "moses.frase@maventech.example",
+                ids["dustin-brinkmann"],
+                ["Central"],
+            ),
+            (
+                "violet-mclelland",
+                "Violet Mclelland",
+                "violet.mclelland@maventech.example",
+                ids["cara-losch"],
+                ["East"],
+            ),
+        ]
+
+    def test_accounts_become_leads_with_typed_attributes(
+        self, engine: Engine, settings: Settings, clock: SettableClock
+    ) -> None:
+        """One column fills two fields; the BOM is ignored; empty attributes are left out."""
+        import_all(engine, settings, clock)
+        assert rows(engine, "leads", "external_id", "company", "attributes") == [
+            (
+                "Acme Corporation",
+                "Acme Corporation",
+                {
+                    "employees": 2822,
+                    "office_location": "United States",
+                    "revenue": 1100.04,
+                    "sector": "technolgy",
+                    "year_established": 1996,
+                },
+            ),
+            (
+                "Betatech",
+                "Betatech",
+                {
+                    "employees": 1185,
+                    "office_location": "Kenya",
+                    "revenue": 647.18,
+                    "sector": "medical",
+                    "subsidiary_of": "Acme Corporation",
+                    "year_established": 1986,
+                },
+            ),
+        ]
+
+    def test_deals_with_outcomes_dates_and_owners(
+        self, engine: Engine, settings: Settings, clock: SettableClock
+    ) -> None:
+        """Won/Lost close the deal, other stages stay open; naive dates are Berlin time."""
+        import_all(engine, settings, clock)
+        leads = {
+            external_id: lead_id
+            for lead_id, external_id in rows(engine, "leads", "id", "external_id")
+        }
+        reps = {name: rep_id for rep_id, name in rows(engine, "reps", "id", "name")}
+        assert rows(
+            engine,
+            "deals",
+            "external_id",
+            "lead_id",
+            "account",
+            "product",
+            "owner_id",
+            "stage",
+            "outcome",
+            "amount",
+            "engaged_at",
+            "closed_at",
+        ) == [
+            (
+                "1C1I7A6R",
+                leads["Acme Corporation"],
+                "Acme Corporation",
+                "GTX Plus Basic",
+                reps["Moses Frase"],
+                "Won",
+                "won",
+                1054.0,
+                datetime(2016, 10, 19, 22, tzinfo=UTC),
+                datetime(2017, 2, 28, 23, tzinfo=UTC),
+            ),
+            (
+                "6CWZFOHJ",
+                leads["Betatech"],
+                "Betatech",
+                "GTX Basic",
+                reps["Anna Snelling"],
+                "Prospecting",
+                None,
+                None,
+                None,
+                None,
+            ),
+            (
+                "HAXMC4IX",
+                None,
+                None,
+                "MG Advanced",
+                reps["Violet Mclelland"],
+                "Engaging",
+                None,
+                None,
+                datetime(2016, 11, 3, 8, tzinfo=UTC),
+                None,
+            ),
+            (
+                "Z063OYW0",
+                leads["Betatech"],
+                "Betatech",
+                "GTX Pro",
+                reps["Anna Snelling"],
+                "Lost",
+                "lost",
+                0.0,
+                datetime(2016, 10, 24, 22, tzinfo=UTC),
+                datetime(2017, 2, 26, 18, 58, tzinfo=UTC),
+            ),
+        ]
+
+    def test_importing_the_export_twice_changes_nothing(
+        self, engine: Engine, settings: Settings, clock: SettableClock
+    ) -> None:
+        """Second run: every row unchanged, every table identical (managers not created again)."""
+        assert import_all(engine, settings, clock) == [
+            "reps: inserted 5, updated 0, unchanged 0, rejected 0",
+            "leads: inserted 2, updated 0, unchanged 0, rejected 0",
+            "deals: inserted 4, updated 0, unchanged 0, rejected 0",
+        ]
+        before = [all_columns(engine, t) for t in ("reps", "leads", "deals")]
+        assert import_all(engine, settings, clock) == [
+            "reps: inserted 0, updated 0, unchanged 3, rejected 0",
+            "leads: inserted 0, updated 0, unchanged 2, rejected 0",
+            "deals: inserted 0, updated 0, unchanged 4, rejected 0",
+        ]
+        assert [all_columns(engine, t) for t in ("reps", "leads", "deals")] == before
+
+
+class TestReferences:
+    """A rep, lead or manager that does not exist rejects the row with a reason and a way out."""
+
+    def test_unknown_owner_and_lead(
+        self, engine: Engine, settings: Settings, clock: SettableClock, tmp_path: Path
+    ) -> None:
+        import_all(engine, settings, clock)
+        text = (
+            "opportunity_id,sales_agent,product,account,deal_stage,engage_date,close_date,close_value\n"
+            "N1,Nobody Here,GTX Basic,,Won,2017-01-01,2017-02-01,1\n"
+            "N2,Anna Snelling,GTX Basic,Initech,Engaging,2017-01-01,,\n"
+            "N3,Anna Snelling,GTX Basic,,,2017-01-01,,\n"
+        )
+        path = write(tmp_path, "pipeline.csv", text)
+        report = import_file(engine, settings, "deals", path, clock=clock)
+        assert [str(p) for p in report.problems] == [
+            f"{path}:2: owner: no rep with name 'Nobody Here'; import the reps first",
+            f"{path}:3: lead: no lead with external id 'Initech'; import the leads first",
+            f"{path}:4: stage: missing",
+        ]
+
+    def test_manager_by_name_without_an_email_pattern(
+        self, engine: Engine, store_url: str, tmp_path: Path
+    ) -> None:
+        """Without import.mappings.reps.email_pattern an unknown manager is a rejected row."""
+        config = write(
+            tmp_path, "config.yaml", "import: {mappings: {reps: {rep_reference: name}}}\n"
+        )
+        settings = load_settings(config, env={}, overrides={"database.url": store_url}).settings
+        path = write(
+            tmp_path,
+            "reps.csv",
+            "name,email,manager\nAda,ada@x.org,Grace\nGrace,g@x.org,\nAlan,a@x.org,Edsger\n",
+        )
+        report = import_file(engine, settings, "reps", path)
+        assert [str(p) for p in report.problems] == [
+            f"{path}:4: manager: no rep with name 'Edsger'; to create managers known only by "
+            "name, set import.mappings.reps.email_pattern"
+        ]
+        assert [
+            (name, manager) for name, manager in rows(engine, "reps", "name", "manager_id")
+        ] == [
+            ("Ada", 2),
+            ("Grace", None),
+        ]

@@ -1,0 +1,137 @@
+"""Files that cannot be read as a whole: one clear error naming the file, and an untouched store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from import_support import rows, write
+from sqlalchemy import Engine
+
+from leadflow.errors import ImportFileError, UserInputError
+from leadflow.ingest import import_file
+
+
+def refused(engine: Engine, settings: Any, path: Path, kind: str = "leads") -> str:
+    """The error's text; also checks that nothing at all was written."""
+    with pytest.raises(UserInputError) as caught:
+        import_file(engine, settings, kind, path)  # type: ignore[arg-type]
+    assert rows(engine, "leads", "external_id") == []
+    assert rows(engine, "import_runs", "id") == []
+    return str(caught.value)
+
+
+class TestEncodings:
+    """A UTF-8 BOM is not part of the first column; bytes that are not UTF-8 are located."""
+
+    def test_bom_is_ignored(self, engine: Engine, make_settings: Any, tmp_path: Path) -> None:
+        """Excel's byte-order mark before 'external_id' does not make an unknown column."""
+        path = write(tmp_path, "bom.csv", "\ufeffexternal_id,name\nL1,Zoë\n")
+        report = import_file(engine, make_settings(), "leads", path)
+        assert report.summary == "inserted 1, updated 0, unchanged 0, rejected 0"
+        assert rows(engine, "leads", "external_id", "name") == [("L1", "Zoë")]
+
+    def test_latin1_bytes_are_a_located_error(
+        self, engine: Engine, make_settings: Any, tmp_path: Path
+    ) -> None:
+        """The line of the first bad byte, the byte, and the setting that fixes it."""
+        path = write(tmp_path, "latin.csv", "external_id,name\nL1,Ada\nL2,Zoë\n", "latin-1")
+        assert refused(engine, make_settings(), path) == (
+            f"{path}:3: not valid utf-8 (byte 0xeb); save the file as UTF-8, or set "
+            "import.mappings.leads.encoding (e.g. latin-1 or cp1252)"
+        )
+
+    def test_declared_latin1_is_read(
+        self, engine: Engine, make_settings: Any, tmp_path: Path
+    ) -> None:
+        """With encoding: latin-1 the same file imports, the name intact."""
+        settings = make_settings(import__mappings={"leads": {"encoding": "latin-1"}})
+        path = write(tmp_path, "latin.csv", "external_id,name\nL2,Zoë\n", "latin-1")
+        import_file(engine, settings, "leads", path)
+        assert rows(engine, "leads", "external_id", "name") == [("L2", "Zoë")]
+
+    def test_binary_junk(self, engine: Engine, make_settings: Any, tmp_path: Path) -> None:
+        """A binary file is named as such, not parsed."""
+        path = tmp_path / "export.csv"
+        path.write_bytes(b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00")
+        assert refused(engine, make_settings(), path) == (
+            f"{path}:1: contains NUL bytes: this is not a CSV or JSONL text file"
+        )
+
+
+class TestHeaders:
+    """Empty files, unknown columns (with close matches), missing required columns."""
+
+    def test_empty_file(self, engine: Engine, make_settings: Any, tmp_path: Path) -> None:
+        path = write(tmp_path, "empty.csv", "")
+        assert refused(engine, make_settings(), path) == (
+            f"{path}: is empty; expected a header line naming the columns"
+        )
+
+    def test_unknown_columns_are_listed_with_close_matches(
+        self, engine: Engine, make_settings: Any, tmp_path: Path
+    ) -> None:
+        """Each unknown column on its own line; a typo gets a suggestion."""
+        path = write(tmp_path, "l.csv", "external_id,Emial,shoe_size\nL1,a@b.c,44\n")
+        assert refused(engine, make_settings(), path).splitlines() == [
+            f"{path}:1: unknown column 'Emial'; did you mean 'email'? (map it under "
+            "import.mappings.leads.columns, declare it under attributes.leads, or map it to skip)",
+            f"{path}:1: unknown column 'shoe_size' (map it under import.mappings.leads.columns, "
+            "declare it under attributes.leads, or map it to skip)",
+        ]
+
+    def test_skipped_column_is_ignored(
+        self, engine: Engine, make_settings: Any, tmp_path: Path
+    ) -> None:
+        """Mapping a column to skip is how an export's extra columns are left out."""
+        settings = make_settings(import__mappings={"leads": {"columns": {"shoe_size": "skip"}}})
+        path = write(tmp_path, "l.csv", "external_id,shoe_size\nL1,44\n")
+        assert import_file(engine, settings, "leads", path).counts.inserted == 1
+
+    def test_missing_required_column(
+        self, engine: Engine, make_settings: Any, tmp_path: Path
+    ) -> None:
+        path = write(tmp_path, "l.csv", "email,name\na@b.c,Ada\n")
+        assert refused(engine, make_settings(), path) == (
+            f"{path}:1: missing required column external_id (or map a column to it under "
+            "import.mappings.leads.columns)"
+        )
+
+    def test_missing_file_and_unknown_extension(
+        self, engine: Engine, make_settings: Any, tmp_path: Path
+    ) -> None:
+        """Neither reaches the store."""
+        missing = tmp_path / "nope.csv"
+        assert refused(engine, make_settings(), missing) == f"{missing}: no such file"
+        odd = write(tmp_path, "leads.xlsx", "x")
+        with pytest.raises(ImportFileError, match=r"pass --format csv or --format jsonl$"):
+            import_file(engine, make_settings(), "leads", odd)
+
+
+class TestJsonLines:
+    """JSONL: one object per line; keys are the columns; a bad line is a rejected row."""
+
+    def test_objects_import_and_bad_lines_are_rejected(
+        self, engine: Engine, make_settings: Any, tmp_path: Path
+    ) -> None:
+        """Numbers and booleans arrive typed; blank lines are skipped but counted."""
+        text = (
+            '{"external_id": "L1", "score": 12, "unsubscribed": true}\n'
+            "\n"
+            '{"external_id": "L2", "score": "x"}\n'
+            "[1, 2]\n"
+            '{"external_id": "L3"\n'
+            '{"external_id": "L4", "name": "Grace"}\n'
+        )
+        path = write(tmp_path, "leads.jsonl", text)
+        report = import_file(engine, make_settings(), "leads", path)
+        assert [str(p) for p in report.problems] == [
+            f"{path}:3: score: expected a whole number, got 'x'",
+            f"{path}:4: expected a JSON object, got list",
+            f"{path}:5: invalid JSON: Expecting ',' delimiter at column 21",
+        ]
+        assert rows(engine, "leads", "external_id", "score", "unsubscribed", "name") == [
+            ("L1", 12, True, None),
+            ("L4", 0, False, "Grace"),
+        ]

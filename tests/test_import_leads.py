@@ -1,0 +1,214 @@
+"""Importing leads: upsert by external id, change detection, rejected rows, strict mode."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from import_support import all_columns, rows, write
+from sqlalchemy import Engine, update
+
+from leadflow.clock import SettableClock
+from leadflow.errors import ProblemsError
+from leadflow.ingest import import_file
+from leadflow.store.models import metadata
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+LEADS = """\
+external_id,email,name,company,score,stage,unsubscribed
+L1,ada@example.com,Ada Lovelace,Analytical,10,lead,No
+L2,grace@example.com,Grace Hopper,Navy,,subscriber,Yes
+L3,alan@example.com,Alan Turing,Bletchley,55,,
+"""
+
+
+@pytest.fixture
+def settings(make_settings: Any) -> Any:
+    return make_settings(
+        attributes__leads={"industry": "string", "employees": "integer", "signed_up": "date"}
+    )
+
+
+class TestUpsert:
+    """The same file twice changes nothing; a changed row is updated, only in its file's fields."""
+
+    def test_first_import_inserts_every_row(
+        self, engine: Engine, settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """Each row lands with its typed values; missing stage and score get the defaults."""
+        report = import_file(
+            engine, settings, "leads", write(tmp_path, "leads.csv", LEADS), clock=clock
+        )
+        assert report.summary == "inserted 3, updated 0, unchanged 0, rejected 0"
+        assert rows(
+            engine,
+            "leads",
+            "external_id",
+            "email",
+            "score",
+            "stage",
+            "unsubscribed",
+            "stage_entered_at",
+            "created_at",
+        ) == [
+            ("L1", "ada@example.com", 10, "lead", False, T0, T0),
+            ("L2", "grace@example.com", 0, "subscriber", True, T0, T0),
+            ("L3", "alan@example.com", 55, "lead", False, T0, T0),
+        ]
+
+    def test_second_import_of_the_same_file_changes_nothing(
+        self, engine: Engine, settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """All rows unchanged and every column of every row identical, updated_at included."""
+        path = write(tmp_path, "leads.csv", LEADS)
+        import_file(engine, settings, "leads", path, clock=clock)
+        before = all_columns(engine, "leads")
+        clock.advance(timedelta(hours=1))
+        report = import_file(engine, settings, "leads", path, clock=clock)
+        assert report.summary == "inserted 0, updated 0, unchanged 3, rejected 0"
+        assert all_columns(engine, "leads") == before
+
+    def test_reimport_keeps_what_leadflow_changed(
+        self, engine: Engine, settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """An unchanged row does not revert a stage or owner leadflow set since the last import."""
+        path = write(tmp_path, "leads.csv", LEADS)
+        import_file(engine, settings, "leads", path, clock=clock)
+        leads = metadata.tables["leads"]
+        with engine.begin() as connection:
+            connection.execute(update(leads).where(leads.c.external_id == "L1").values(stage="mql"))
+        report = import_file(engine, settings, "leads", path, clock=clock)
+        assert report.summary == "inserted 0, updated 0, unchanged 3, rejected 0"
+        assert rows(engine, "leads", "external_id", "stage") == [
+            ("L1", "mql"),
+            ("L2", "subscriber"),
+            ("L3", "lead"),
+        ]
+
+    def test_changed_row_is_updated_and_a_new_stage_restarts_its_clock(
+        self, engine: Engine, settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """Only the changed rows are rewritten; a changed stage sets stage_entered_at to now."""
+        import_file(engine, settings, "leads", write(tmp_path, "leads.csv", LEADS), clock=clock)
+        changed = LEADS.replace("Grace Hopper,Navy,,subscriber", "Grace Hopper,Navy,,lead").replace(
+            "Bletchley,55", "Bletchley,60"
+        )
+        later = T0 + timedelta(days=1)
+        clock.set(later)
+        report = import_file(
+            engine, settings, "leads", write(tmp_path, "leads.csv", changed), clock=clock
+        )
+        assert report.summary == "inserted 0, updated 2, unchanged 1, rejected 0"
+        assert rows(
+            engine, "leads", "external_id", "stage", "score", "stage_entered_at", "updated_at"
+        ) == [
+            ("L1", "lead", 10, T0, T0),
+            ("L2", "lead", 0, later, later),
+            ("L3", "lead", 60, T0, later),
+        ]
+
+    def test_same_id_twice_in_a_file_is_applied_in_order(
+        self, engine: Engine, settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """The later row is an update of the earlier one: the file reads as a sequence of upserts."""
+        text = "external_id,name\nL1,First\nL2,Other\nL1,Second\n"
+        report = import_file(engine, settings, "leads", write(tmp_path, "l.csv", text), clock=clock)
+        assert report.summary == "inserted 2, updated 1, unchanged 0, rejected 0"
+        assert rows(engine, "leads", "external_id", "name") == [("L1", "Second"), ("L2", "Other")]
+
+
+class TestAttributes:
+    """Columns named like declared attributes are typed; an undeclared attribute is refused."""
+
+    def test_declared_attributes_are_converted(
+        self, engine: Engine, settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """Integer as int, date as ISO text; an empty cell leaves the attribute out."""
+        text = "external_id,industry,employees,signed_up\nL1,software,250,20-10-2017\nL2,,,\n"
+        import_file(engine, settings, "leads", write(tmp_path, "l.csv", text), clock=clock)
+        assert rows(engine, "leads", "external_id", "attributes") == [
+            ("L1", {"industry": "software", "employees": 250, "signed_up": "2017-10-20"}),
+            ("L2", {}),
+        ]
+
+    def test_mapping_to_an_undeclared_attribute_is_a_file_error(
+        self, engine: Engine, make_settings: Any, tmp_path: Path
+    ) -> None:
+        """The message names the setting and says how to declare the attribute."""
+        settings = make_settings(
+            import__mappings={"leads": {"columns": {"Size": "attributes.size"}}}
+        )
+        path = write(tmp_path, "l.csv", "external_id,Size\nL1,5\n")
+        with pytest.raises(ProblemsError) as caught:
+            import_file(engine, settings, "leads", path)
+        assert str(caught.value) == (
+            f"{path}:1: import.mappings.leads.columns.Size: attributes.size is not declared; "
+            "add size with its type (string, integer, number, boolean, datetime, date) "
+            "under attributes.leads"
+        )
+        assert rows(engine, "leads", "external_id") == []
+
+
+class TestRejectedRows:
+    """Bad rows are reported as FILE:LINE: field: reason; the good rows land; strict rolls back."""
+
+    BAD = """\
+external_id,email,score,stage,owner,employees
+L1,ada@example.com,10,lead,,5
+L2,grace@example.com,many,lead,,5
+,nobody@example.com,1,lead,,5
+L4,alan@example.com,1,pending,,5
+L5,edsger@example.com,1,lead,R9,5
+L6,barbara@example.com,1,lead,,"12,5"
+L7,donald@example.com,1,lead,,7,extra
+L8,ken@example.com,1,lead,,8
+"""
+
+    def expected(self, path: Path) -> list[str]:
+        return [
+            f"{path}:3: score: expected a whole number, got 'many'",
+            f"{path}:4: external_id: missing; every row needs its CRM id",
+            f"{path}:5: stage: unknown stage 'pending'; expected one of subscriber, lead, mql, "
+            "sql, opportunity, customer, nurture, recycled, disqualified "
+            "(or map it under import.mappings.leads.values.stage)",
+            f"{path}:6: owner: no rep with external id 'R9'; import the reps first",
+            f"{path}:7: attributes.employees: expected a whole number, got '12,5'",
+            f"{path}:8: row has 7 fields, the header has 6",
+        ]
+
+    def test_good_rows_land_and_bad_rows_are_reported(
+        self, engine: Engine, settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """Every rejection with its physical line (header = 1); L1 and L8 are stored."""
+        path = write(tmp_path, "leads.csv", self.BAD)
+        report = import_file(engine, settings, "leads", path, clock=clock)
+        assert [str(p) for p in report.problems] == self.expected(path)
+        assert report.summary == "inserted 2, updated 0, unchanged 0, rejected 6"
+        assert rows(engine, "leads", "external_id") == [("L1",), ("L8",)]
+        assert rows(engine, "import_runs", "kind", "status", "inserted", "rejected") == [
+            ("leads", "rejected rows", 2, 6)
+        ]
+
+    def test_strict_leaves_the_store_untouched(
+        self, engine: Engine, settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """One bad row and nothing of the file is written; the run is recorded as rolled back."""
+        import_file(engine, settings, "leads", write(tmp_path, "leads.csv", LEADS), clock=clock)
+        before = all_columns(engine, "leads")
+        text = LEADS.replace("L3,alan@example.com,Alan Turing,Bletchley,55", "L3,a,b,c,lots") + (
+            "L4,new@example.com,New,New Co,1,lead,No\n"
+        )
+        path = write(tmp_path, "strict.csv", text.replace("Ada Lovelace", "Ada King"))
+        report = import_file(engine, settings, "leads", path, strict=True, clock=clock)
+        assert [str(p) for p in report.problems] == [
+            f"{path}:4: score: expected a whole number, got 'lots'"
+        ]
+        assert report.rolled_back
+        assert report.summary == "inserted 0, updated 0, unchanged 0, rejected 1"
+        assert all_columns(engine, "leads") == before
+        assert rows(engine, "import_runs", "status", "inserted", "rejected") == [
+            ("done", 3, 0),
+            ("rolled back", 0, 1),
+        ]

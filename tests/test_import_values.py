@@ -1,0 +1,96 @@
+"""Cell parsing: the date formats CRMs write, Yes/No booleans, numbers, and the exact reasons."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import pytest
+
+from leadflow.ingest import values
+from leadflow.settings import ImportMapping
+
+DAY_FIRST = ImportMapping().date_formats
+
+
+class TestDates:
+    """ISO 8601 always; the mapping's strptime formats after; naive times in the mapping's zone."""
+
+    @pytest.mark.parametrize(
+        ("cell", "expected"),
+        [
+            ("2017-03-01", datetime(2017, 3, 1, tzinfo=UTC)),
+            ("20-10-2017", datetime(2017, 10, 20, tzinfo=UTC)),
+            ("26-02-2018 19:58", datetime(2018, 2, 26, 19, 58, tzinfo=UTC)),
+            ("2017-03-01T10:00:00+02:00", datetime(2017, 3, 1, 8, 0, tzinfo=UTC)),
+            ("2017-03-01T10:00:00Z", datetime(2017, 3, 1, 10, 0, tzinfo=UTC)),
+            ("  2017-03-01 ", datetime(2017, 3, 1, tzinfo=UTC)),
+            ("", None),
+            (None, None),
+        ],
+    )
+    def test_formats_read_as_utc(self, cell: str | None, expected: datetime | None) -> None:
+        """Each format a CRM export uses is read to the same aware UTC instant."""
+        assert values.datetime_parser(DAY_FIRST, "UTC")(cell) == expected
+
+    def test_naive_times_are_in_the_mapping_timezone(self) -> None:
+        """Berlin is UTC+1 in February, UTC+2 in July; an explicit offset ignores the zone."""
+        parse = values.datetime_parser(DAY_FIRST, "Europe/Berlin")
+        assert parse("26-02-2018 19:58") == datetime(2018, 2, 26, 18, 58, tzinfo=UTC)
+        assert parse("2018-07-01") == datetime(2018, 6, 30, 22, 0, tzinfo=UTC)
+        assert parse("2018-07-01T00:00:00+00:00") == datetime(2018, 7, 1, tzinfo=UTC)
+
+    def test_unreadable_date_names_the_formats(self) -> None:
+        """The reason says what was expected and what was found."""
+        with pytest.raises(ValueError, match=r"^expected a date as ISO 8601") as caught:
+            values.datetime_parser(("%d-%m-%Y",), "UTC")("31/12/2017")
+        assert str(caught.value) == (
+            "expected a date as ISO 8601 (2017-03-01, 2017-03-01T10:00:00+02:00) "
+            "or %d-%m-%Y, got '31/12/2017'"
+        )
+
+    def test_a_date_attribute_is_a_calendar_date(self) -> None:
+        """Dates have no zone: 20-10-2017 is 20 October wherever it is read."""
+        assert values.date_parser(DAY_FIRST)("20-10-2017") == date(2017, 10, 20)
+
+
+class TestBooleansAndNumbers:
+    """Yes/No by the mapping's spellings; numbers finite; whole numbers whole."""
+
+    def test_yes_no_by_the_mapping(self) -> None:
+        """Case does not matter; an empty cell is a false value by default."""
+        parse = values.boolean_parser(("yes", "y"), ("no", "n", ""))
+        assert [parse(c) for c in ("Yes", "YES", "y", "No", "n", "", True)] == [
+            True,
+            True,
+            True,
+            False,
+            False,
+            False,
+            True,
+        ]
+
+    def test_unknown_boolean_lists_the_spellings(self) -> None:
+        """The reason lists every accepted spelling."""
+        parse = values.boolean_parser(("Ja",), ("Nein",))
+        with pytest.raises(ValueError, match=r"^expected yes or no \(ja, nein\), got 'maybe'$"):
+            parse("maybe")
+
+    def test_numbers(self) -> None:
+        """Integers accept 42.0 but not 4.5; numbers refuse nan and text."""
+        assert values.parse_integer("42") == 42
+        assert values.parse_integer("42.0") == 42
+        assert values.parse_integer("") is None
+        assert values.parse_number("1100.04") == 1100.04
+        with pytest.raises(ValueError, match=r"^expected a whole number, got '4.5'$"):
+            values.parse_integer("4.5")
+        with pytest.raises(ValueError, match=r"^expected a finite number, got 'nan'$"):
+            values.parse_number("nan")
+        with pytest.raises(ValueError, match=r"^expected a number, got 'many'$"):
+            values.parse_number("many")
+
+    def test_lists_and_timezones(self) -> None:
+        """Pools are ; or , separated; timezones must be IANA names."""
+        assert values.text_list("Central; East") == ["Central", "East"]
+        assert values.timezone_name("Europe/Berlin") == "Europe/Berlin"
+        with pytest.raises(ValueError, match=r"^unknown timezone 'CET-ish'"):
+            values.timezone_name("CET-ish")

@@ -1,0 +1,95 @@
+"""``leadflow send`` and ``leadflow outbox``: drain to the maildir, list, requeue failures."""
+
+from __future__ import annotations
+
+import mailbox
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from mail_support import add_lead, add_rep, outbox_rows, write_templates
+from sqlalchemy import update
+
+from leadflow.cli import main
+from leadflow.config import load_settings
+from leadflow.mail.context import email_context
+from leadflow.mail.outbox import enqueue_email
+from leadflow.mail.templates import TemplateCatalog
+from leadflow.store.database import create_store_engine, engine_for, migrate, transaction
+from leadflow.store.models import Lead, OutboxMessage, Rep
+
+NOW = datetime(2020, 1, 6, 10, 0, tzinfo=UTC)  # in the past: due for the real clock
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    """A project folder with the default embedded store and maildir, two messages queued."""
+    write_templates(tmp_path / "templates")
+    path = tmp_path / "config.yaml"
+    path.write_text("mail:\n  from: leadflow@example.com\n", encoding="utf-8")
+    settings = load_settings(path, env={}).settings
+    engine = engine_for(settings)
+    migrate(engine)
+    rep_id = add_rep(engine, NOW)
+    add_lead(engine, NOW, owner_id=rep_id)
+    catalog = TemplateCatalog(tmp_path / "templates", settings)
+    with transaction(engine) as session:
+        lead, rep = session.get(Lead, 1), session.get(Rep, rep_id)
+        for key in ("a", "b"):
+            enqueue_email(
+                session,
+                key=key,
+                template="notify",
+                context=email_context(settings, lead=lead, rep=rep),
+                to="anna@example.com",
+                category="operational",
+                now=NOW,
+                catalog=catalog,
+                settings=settings,
+                lead_id=1,
+            )
+    engine.dispose()
+    return path
+
+
+def test_send_once_delivers_into_the_maildir(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``send --once`` writes each due message to state/maildir/new and says what it did."""
+    assert main(["-c", str(config), "send", "--once"]) == 0
+    assert capsys.readouterr().out == "sent 2, retry later 0, failed 0 (transport maildir)\n"
+    box = mailbox.Maildir(config.parent / "state" / "maildir", create=False)
+    assert sorted(str(m["Subject"]) for m in box) == ["New MQL: Jo Doe", "New MQL: Jo Doe"]
+    assert main(["-c", str(config), "outbox"]) == 0
+    assert capsys.readouterr().out == "pending 0, sending 0, sent 2, failed 0, suppressed 0\n"
+
+
+def test_outbox_lists_failures_and_retry_requeues(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``outbox --failed`` shows the error; ``--retry ID`` puts it back; wrong ids are one line."""
+    engine = create_store_engine(f"sqlite:///{config.parent / 'state' / 'leadflow.db'}")
+    table = OutboxMessage.__table__  # type: ignore[attr-defined]
+    with engine.begin() as connection:
+        connection.execute(
+            update(table).where(table.c.id == 1).values(status="failed", last_error="550 no")
+        )
+    assert main(["-c", str(config), "outbox", "--failed"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "pending 1, sending 0, sent 0, failed 1, suppressed 0"
+    assert "550 no" in out
+    assert main(["-c", str(config), "outbox", "--retry", "2"]) == 1
+    assert capsys.readouterr().err == (
+        "error: --retry: outbox message 2 is pending; only failed messages are retried\n"
+    )
+    assert main(["-c", str(config), "outbox", "--retry", "9"]) == 1
+    assert capsys.readouterr().err == "error: --retry: there is no outbox message 9\n"
+    assert main(["-c", str(config), "outbox", "--retry", "1"]) == 0
+    assert capsys.readouterr().out == (
+        "requeued outbox message 1 to anna@example.com: New MQL: Jo Doe\n"
+    )
+    assert [(r.id, r.status, r.attempts) for r in outbox_rows(engine)] == [
+        (1, "pending", 0),
+        (2, "pending", 0),
+    ]
+    engine.dispose()

@@ -1,0 +1,409 @@
+"""The sender against a real SMTP server: exact messages, retries, failures, reclaimed leases."""
+
+from __future__ import annotations
+
+import asyncio
+import mailbox
+import random
+from collections.abc import Iterator
+from datetime import timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mail_support import (
+    ScriptedHandler,
+    add_lead,
+    add_rep,
+    outbox_rows,
+    smtp_server,
+    write_templates,
+)
+from sqlalchemy import Engine
+
+from leadflow.clock import SettableClock
+from leadflow.mail.context import email_context, unsubscribe_url
+from leadflow.mail.outbox import enqueue_email
+from leadflow.mail.sender import DrainReport, claim_due, drain, drain_configured
+from leadflow.mail.templates import TemplateCatalog
+from leadflow.mail.transports.maildir import MaildirTransport
+from leadflow.settings import Settings
+from leadflow.store.database import transaction
+from leadflow.store.models import Lead, Rep
+
+
+@pytest.fixture
+def handler() -> ScriptedHandler:
+    return ScriptedHandler()
+
+
+@pytest.fixture
+def smtp_port(handler: ScriptedHandler) -> Iterator[int]:
+    with smtp_server(handler) as port:
+        yield port
+
+
+@pytest.fixture
+def settings(make_settings: Any, tmp_path: Path, smtp_port: int) -> Settings:
+    write_templates(tmp_path / "templates")
+    built: Settings = make_settings(
+        **{
+            "mail.transport": "smtp",
+            "mail.from": "Leadflow <leadflow@example.com>",
+            "mail.smtp.host": "127.0.0.1",
+            "mail.smtp.port": smtp_port,
+            "mail.smtp.timeout": "2s",
+            "mail.smtp.rate_per_second": 1000,
+            "mail.retry.first_delay": "1m",
+            "mail.retry.max_delay": "10m",
+            "mail.retry.give_up_after": "1h",
+        }
+    )
+    return built
+
+
+def enqueue(
+    engine: Engine, settings: Settings, clock: SettableClock, *, key: str, marketing: bool = False
+) -> int:
+    catalog = TemplateCatalog(settings.path(settings.paths.templates), settings)
+    with transaction(engine) as session:
+        lead = session.query(Lead).order_by(Lead.id).first()
+        rep = session.query(Rep).order_by(Rep.id).first()
+        assert lead is not None
+        assert rep is not None
+        result = enqueue_email(
+            session,
+            key=key,
+            template="nurture" if marketing else "notify",
+            context=email_context(settings, lead=lead, rep=rep, owner=rep),
+            to=(lead.email or "") if marketing else f"{rep.name} <{rep.email}>",
+            category="marketing" if marketing else "operational",
+            now=clock.now(),
+            catalog=catalog,
+            settings=settings,
+            lead_id=lead.id,
+        )
+        return result.outbox_id
+
+
+@pytest.fixture
+def people(engine: Engine, clock: SettableClock) -> int:
+    rep_id = add_rep(engine, clock.now())
+    return add_lead(engine, clock.now(), owner_id=rep_id, timezone="UTC")
+
+
+def send_once(engine: Engine, settings: Settings, clock: SettableClock) -> DrainReport:
+    return asyncio.run(drain_configured(engine, settings, clock, once=True))
+
+
+def states(engine: Engine) -> list[tuple[int, str, int, str | None]]:
+    return [(r.id or 0, r.status, r.attempts, r.last_error) for r in outbox_rows(engine)]
+
+
+@pytest.mark.usefixtures("people")
+class TestDelivery:
+    """A rendered message arrives as multipart/alternative with exactly the right headers."""
+
+    def test_operational_message_arrives_exactly(
+        self, engine: Engine, settings: Settings, clock: SettableClock, handler: ScriptedHandler
+    ) -> None:
+        outbox_id = enqueue(engine, settings, clock, key="mql:L-1")
+        report = send_once(engine, settings, clock)
+        assert (report.claimed, report.sent, report.retried, report.failed) == (1, 1, 0, 0)
+        (received,) = handler.received
+        assert (received.mail_from, received.rcpt_tos) == (
+            "leadflow@example.com",
+            ["anna@example.com"],
+        )
+        message = received.message
+        row = outbox_rows(engine)[0]
+        assert [(k, str(v)) for k, v in message.items()] == [
+            ("From", "Leadflow <leadflow@example.com>"),
+            ("To", "Anna Berg <anna@example.com>"),
+            ("Subject", "New MQL: Jo Doe"),
+            ("Date", format_datetime(clock.now())),
+            ("Message-ID", row.message_id),
+            ("MIME-Version", "1.0"),
+            ("Content-Type", message["Content-Type"]),
+        ]
+        assert message.get_content_type() == "multipart/alternative"
+        text, html = message.iter_parts()  # type: ignore[misc]
+        assert text.get_content_type() == "text/plain"
+        assert (
+            text.get_content() == "Hi Anna,\nJo Doe is yours: https://crm.example.com/leads/L-1\n"
+        )
+        assert html.get_content_type() == "text/html"
+        assert html.get_content() == "<p>Hi Anna, <b>Jo Doe</b> is yours.</p>\n"
+        assert (row.id, row.status, row.sent_at, row.attempts) == (
+            outbox_id,
+            "sent",
+            clock.now(),
+            1,
+        )
+
+    def test_marketing_message_carries_list_unsubscribe(
+        self, engine: Engine, settings: Settings, clock: SettableClock, handler: ScriptedHandler
+    ) -> None:
+        enqueue(engine, settings, clock, key="nurture:L-1:0", marketing=True)
+        send_once(engine, settings, clock)
+        message = handler.received[0].message
+        link = unsubscribe_url(settings, "L-1")
+        assert message["List-Unsubscribe"] == f"<{link}>"
+        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert message.get_content_type() == "text/plain"
+        assert message.get_content() == f"Read on.\nUnsubscribe: {link}\n"
+
+    def test_the_same_key_enqueued_twice_sends_one_message(
+        self, engine: Engine, settings: Settings, clock: SettableClock, handler: ScriptedHandler
+    ) -> None:
+        enqueue(engine, settings, clock, key="mql:L-1")
+        send_once(engine, settings, clock)
+        enqueue(engine, settings, clock, key="mql:L-1")
+        report = send_once(engine, settings, clock)
+        assert report.claimed == 0
+        assert [row.idempotency_key for row in outbox_rows(engine)] == ["mql:L-1"]
+        assert [received.rcpt_tos for received in handler.received] == [["anna@example.com"]]
+
+
+@pytest.mark.usefixtures("people")
+class TestTransientFailures:
+    """4xx replies and dropped connections are retried after the backoff, delivered once."""
+
+    @pytest.mark.parametrize(
+        "script",
+        [["421 4.3.0 try later", "451 4.7.1 greylisted"], ["drop", "451 4.3.0 busy"]],
+        ids=["421-451", "drop-mid-data"],
+    )
+    def test_retried_after_backoff_then_delivered_once(
+        self,
+        engine: Engine,
+        settings: Settings,
+        clock: SettableClock,
+        handler: ScriptedHandler,
+        script: list[str],
+    ) -> None:
+        handler.script = list(script)
+        outbox_id = enqueue(engine, settings, clock, key="mql:L-1")
+        first = send_once(engine, settings, clock)
+        row = outbox_rows(engine)[0]
+        assert (first.retried, row.status, row.attempts) == (1, "pending", 1)
+        assert clock.now() + timedelta(seconds=30) <= row.next_attempt_at
+        assert row.next_attempt_at <= clock.now() + timedelta(minutes=1)
+        assert send_once(engine, settings, clock).claimed == 0  # not due yet
+
+        clock.advance(timedelta(minutes=1))
+        second = send_once(engine, settings, clock)
+        row = outbox_rows(engine)[0]
+        assert (second.retried, row.status, row.attempts) == (1, "pending", 2)
+        assert row.last_error is not None
+        assert row.last_error.startswith("451 4.")
+
+        clock.advance(timedelta(minutes=2))
+        third = send_once(engine, settings, clock)
+        assert third.sent == 1
+        assert states(engine) == [(outbox_id, "sent", 3, None)]
+        assert handler.data_commands == 3
+        assert [r.message["Subject"] for r in handler.received] == ["New MQL: Jo Doe"]
+
+    def test_first_error_text_is_kept(
+        self, engine: Engine, settings: Settings, clock: SettableClock, handler: ScriptedHandler
+    ) -> None:
+        handler.script = ["421 4.3.0 try later"]
+        outbox_id = enqueue(engine, settings, clock, key="mql:L-1")
+        send_once(engine, settings, clock)
+        assert states(engine) == [(outbox_id, "pending", 1, "421 4.3.0 try later")]
+
+    def test_gives_up_after_the_schedule_spans_give_up_after(
+        self, engine: Engine, settings: Settings, clock: SettableClock, handler: ScriptedHandler
+    ) -> None:
+        handler.script = ["451 4.3.0 busy"] * 20
+        outbox_id = enqueue(engine, settings, clock, key="mql:L-1")
+        for _ in range(20):
+            send_once(engine, settings, clock)
+            clock.advance(timedelta(minutes=10))
+        # schedule 1m, 2m, 4m, 8m, 10m, 10m, 10m, 10m, 10m: the 9th attempt spans the hour
+        assert states(engine) == [(outbox_id, "failed", 9, "451 4.3.0 busy")]
+        assert handler.received == []
+
+
+@pytest.mark.usefixtures("people")
+class TestPermanentFailures:
+    """A 5xx fails the message at once, is not retried, and the error is kept to show."""
+
+    def test_550_fails_without_retry(
+        self, engine: Engine, settings: Settings, clock: SettableClock, handler: ScriptedHandler
+    ) -> None:
+        handler.script = ["550 5.7.1 message refused"]
+        outbox_id = enqueue(engine, settings, clock, key="mql:L-1")
+        report = send_once(engine, settings, clock)
+        assert (report.failed, report.failures) == (1, [(outbox_id, "550 5.7.1 message refused")])
+        clock.advance(timedelta(days=1))
+        assert send_once(engine, settings, clock).claimed == 0
+        assert states(engine) == [(outbox_id, "failed", 1, "550 5.7.1 message refused")]
+        assert handler.data_commands == 1
+
+    def test_a_rejected_marketing_recipient_is_a_hard_bounce(
+        self,
+        engine: Engine,
+        settings: Settings,
+        clock: SettableClock,
+        handler: ScriptedHandler,
+        people: int,
+    ) -> None:
+        handler.reject["jo@acme.example"] = "550 5.1.1 no such user"
+        first = enqueue(engine, settings, clock, key="nurture:L-1:0", marketing=True)
+        report = send_once(engine, settings, clock)
+        assert report.hard_bounced_leads == [people]
+        with transaction(engine) as session:
+            lead = session.get(Lead, people)
+            assert lead is not None
+            assert lead.hard_bounced is True
+        second = enqueue(engine, settings, clock, key="nurture:L-1:1", marketing=True)
+        rows = outbox_rows(engine)
+        assert [(r.id, r.status, r.status_reason, r.last_error) for r in rows] == [
+            (first, "failed", None, "550 5.1.1 no such user (recipient jo@acme.example)"),
+            (second, "suppressed", "hard_bounced", None),
+        ]
+
+
+@pytest.mark.usefixtures("people")
+class TestLeases:
+    """A sender that dies after claiming loses its rows when the lease expires; sent once."""
+
+    def test_abandoned_claim_is_reclaimed_after_the_lease(
+        self, engine: Engine, settings: Settings, clock: SettableClock, handler: ScriptedHandler
+    ) -> None:
+        outbox_id = enqueue(engine, settings, clock, key="mql:L-1")
+        claimed = claim_due(engine, clock.now(), settings.mail.lease, "dead-sender", 10)
+        assert [m.id for m in claimed] == [outbox_id]
+        assert send_once(engine, settings, clock).claimed == 0  # still leased
+
+        clock.advance(settings.mail.lease + timedelta(seconds=1))
+        report = send_once(engine, settings, clock)
+        assert (report.claimed, report.sent) == (1, 1)
+        assert states(engine) == [(outbox_id, "sent", 2, None)]
+        assert len(handler.received) == 1
+        assert send_once(engine, settings, clock).claimed == 0
+
+    def test_two_senders_never_claim_the_same_row(
+        self, engine: Engine, settings: Settings, clock: SettableClock
+    ) -> None:
+        ids = [enqueue(engine, settings, clock, key=f"k{i}") for i in range(6)]
+        first = claim_due(engine, clock.now(), settings.mail.lease, "a", 4)
+        second = claim_due(engine, clock.now(), settings.mail.lease, "b", 4)
+        assert [m.id for m in first] == ids[:4]
+        assert [m.id for m in second] == ids[4:]
+
+
+class TestLoop:
+    """Without ``once`` the sender keeps polling until told to stop."""
+
+    @pytest.mark.usefixtures("people")
+    def test_loop_delivers_new_rows_and_stops(
+        self, engine: Engine, settings: Settings, clock: SettableClock, handler: ScriptedHandler
+    ) -> None:
+        fast = settings.model_copy(
+            update={
+                "mail": settings.mail.model_copy(update={"poll_interval": timedelta(seconds=0.05)})
+            }
+        )
+
+        async def scenario() -> DrainReport:
+            stop = asyncio.Event()
+            task = asyncio.create_task(drain_configured(engine, fast, clock, once=False, stop=stop))
+            await asyncio.to_thread(enqueue, engine, settings, clock, key="late")
+            async with asyncio.timeout(10):
+                while not handler.received:  # noqa: ASYNC110 (the server thread fills it)
+                    await asyncio.sleep(0.02)
+            stop.set()
+            return await task
+
+        report = asyncio.run(scenario())
+        assert report.sent == 1
+        assert [r.message["Subject"] for r in handler.received] == ["New MQL: Jo Doe"]
+
+
+class TestMaildir:
+    """The embedded transport writes each message as a parseable .eml into a real maildir."""
+
+    def test_messages_land_in_new_once_each(
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        write_templates(tmp_path / "templates")
+        settings: Settings = make_settings(**{"mail.transport": "maildir"})
+        rep_id = add_rep(engine, clock.now())
+        add_lead(engine, clock.now(), owner_id=rep_id)
+        enqueue(engine, settings, clock, key="a")
+        enqueue(engine, settings, clock, key="b", marketing=True)
+        report = send_once(engine, settings, clock)
+        assert report.sent == 2
+        folder = tmp_path / "state" / "maildir"
+        names = sorted(p.name for p in (folder / "new").iterdir())
+        assert all(name.endswith(".leadflow.eml") for name in names)
+        box = mailbox.Maildir(folder, create=False)
+        subjects = sorted(str(message["Subject"]) for message in box)
+        assert subjects == ["Hello Jo", "New MQL: Jo Doe"]
+        assert list((folder / "tmp").iterdir()) == []
+
+        # The same row delivered again (the at-least-once window) replaces its file.
+        transport = MaildirTransport(folder)
+        rows = {r.idempotency_key: r for r in outbox_rows(engine)}
+        asyncio.run(
+            transport.deliver(
+                b"Subject: again\r\n\r\nx\r\n",
+                sender="leadflow@example.com",
+                recipients=["a@b.example"],
+                message_id=rows["a"].message_id,
+            )
+        )
+        assert sorted(p.name for p in (folder / "new").iterdir()) == names
+
+
+def test_drain_accepts_an_injected_transport_and_rng(
+    engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+) -> None:
+    """``drain`` is the seam the daemon uses: any transport, any random source for jitter."""
+    write_templates(tmp_path / "templates")
+    settings: Settings = make_settings()
+    rep_id = add_rep(engine, clock.now())
+    add_lead(engine, clock.now(), owner_id=rep_id)
+    enqueue(engine, settings, clock, key="a")
+    transport = MaildirTransport(tmp_path / "box")
+    report = asyncio.run(drain(engine, settings, clock, transport, once=True, rng=random.Random(1)))
+    assert report.sent == 1
+
+
+@pytest.mark.usefixtures("people")
+class TestLateUnsubscribe:
+    """A lead flagged after its marketing email was queued never receives it."""
+
+    @pytest.mark.parametrize(
+        ("flag", "reason"),
+        [
+            ("unsubscribed", "unsubscribed"),
+            ("do_not_email", "do_not_email"),
+            ("hard_bounced", "hard_bounced"),
+        ],
+    )
+    def test_flag_set_while_queued_suppresses_at_claim(
+        self,
+        engine: Engine,
+        settings: Settings,
+        clock: SettableClock,
+        handler: ScriptedHandler,
+        flag: str,
+        reason: str,
+    ) -> None:
+        marketing = enqueue(engine, settings, clock, key="nurture:L-1:0", marketing=True)
+        notice = enqueue(engine, settings, clock, key="mql:L-1")
+        with transaction(engine) as session:
+            lead = session.query(Lead).order_by(Lead.id).one()
+            setattr(lead, flag, True)  # as an import or POST /v1/leads would
+        report = send_once(engine, settings, clock)
+        assert [(row.id, row.status, row.status_reason) for row in outbox_rows(engine)] == [
+            (marketing, "suppressed", reason),
+            (notice, "sent", None),
+        ]
+        assert report.claimed == 1
+        assert [received.rcpt_tos for received in handler.received] == [["anna@example.com"]]

@@ -1,0 +1,215 @@
+"""Email templates: layout, strict rendering, located problems, header-safe subjects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from leadflow.errors import Problem, TemplateError
+from leadflow.mail.context import sample_context
+from leadflow.mail.templates import RenderedEmail, TemplateCatalog
+from leadflow.settings import Settings
+
+REPO_TEMPLATES = Path(__file__).parent.parent / "templates"
+
+
+def write_template(folder: Path, name: str, **parts: str) -> None:
+    suffixes = {"subject": ".subject.txt", "text": ".txt", "html": ".html"}
+    for part, content in parts.items():
+        (folder / f"{name}{suffixes.get(part, part)}").write_text(content, encoding="utf-8")
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    path = tmp_path / "templates"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def catalog(folder: Path) -> TemplateCatalog:
+    settings = Settings.model_validate(
+        {"root": str(folder.parent), "attributes": {"leads": {"industry": "string"}}}
+    )
+    return TemplateCatalog(folder, settings)
+
+
+class TestRendering:
+    """A template renders its parts; the HTML part is autoescaped, the text part is not."""
+
+    def test_three_parts_render_with_the_documented_context(
+        self, folder: Path, catalog: TemplateCatalog
+    ) -> None:
+        write_template(
+            folder,
+            "hello",
+            subject="Hi {{ lead.name }} <{{ lead.company }}>\n",
+            text="Score {{ lead.score }} & {{ lead.company }}: {{ lead.crm_url }}\n",
+            html="<p>{{ lead.company }} & <b>{{ rep.first_name }}</b></p>\n",
+        )
+        context = sample_context(catalog.settings)
+        context["lead"]["company"] = "<Acme & Co>"
+        rendered = catalog.render("hello", context)
+        assert rendered == RenderedEmail(
+            subject="Hi Jo Doe <<Acme & Co>>",
+            text="Score 87 & <Acme & Co>: https://crm.example.com/leads/L-1007\n",
+            html="<p>&lt;Acme &amp; Co&gt; & <b>Anna</b></p>\n",
+        )
+
+    def test_without_an_html_part_the_email_is_text_only(
+        self, folder: Path, catalog: TemplateCatalog
+    ) -> None:
+        write_template(folder, "plain", subject="Plain", text="Body\n")
+        assert catalog.render("plain", {}) == RenderedEmail("Plain", "Body\n", None)
+
+    def test_names_lists_templates_but_not_partials(
+        self, folder: Path, catalog: TemplateCatalog
+    ) -> None:
+        write_template(folder, "b_one", subject="s", text="t")
+        write_template(folder, "a_two", subject="s", html="h")
+        write_template(folder, "_footer", text="--")
+        assert catalog.names() == ["a_two", "b_one"]
+
+
+class TestHeaderInjection:
+    """A subject can never carry a line break, whatever the data holds: no injected headers."""
+
+    @pytest.mark.parametrize(
+        "name", ["Jo\r\nBcc: victim@example.com", "Jo\nBcc: victim@example.com", "Jo\rBcc: x"]
+    )
+    def test_cr_lf_in_data_are_folded_into_one_line(
+        self, folder: Path, catalog: TemplateCatalog, name: str
+    ) -> None:
+        write_template(folder, "inject", subject="New MQL: {{ lead.name }}", text="x")
+        context = sample_context(catalog.settings)
+        context["lead"]["name"] = name
+        subject = catalog.render("inject", context).subject
+        assert "\r" not in subject
+        assert "\n" not in subject
+        assert subject == "New MQL: " + " ".join(name.split())
+
+    def test_a_multi_line_subject_template_becomes_one_line(
+        self, folder: Path, catalog: TemplateCatalog
+    ) -> None:
+        write_template(folder, "long", subject="New MQL:\n  {{ lead.name }}\n\n", text="x")
+        context = sample_context(catalog.settings)
+        assert catalog.render("long", context).subject == "New MQL: Jo Doe"
+
+
+class TestCheck:
+    """``check`` finds every problem a send would hit, located at file:line, before any send."""
+
+    def test_a_good_template_has_no_problems(self, folder: Path, catalog: TemplateCatalog) -> None:
+        write_template(
+            folder,
+            "good",
+            subject="{{ lead.attributes.industry }} lead",
+            text="{% if deal %}{{ deal.amount }}{% endif %} {{ sla.due_at | localtime }}",
+        )
+        assert catalog.check("good") == []
+
+    def test_an_undefined_variable_is_reported_with_its_line(
+        self, folder: Path, catalog: TemplateCatalog
+    ) -> None:
+        write_template(folder, "typo", subject="ok", text="Hello\n{{ lead.nmae }}\n")
+        assert catalog.check("typo") == [
+            Problem(
+                str(folder / "typo.txt"),
+                2,
+                0,
+                "undefined variable: 'dict object' has no attribute 'nmae'; "
+                "see docs/email.md for the context",
+            )
+        ]
+
+    def test_an_undeclared_attribute_is_undefined(
+        self, folder: Path, catalog: TemplateCatalog
+    ) -> None:
+        write_template(folder, "attr", subject="{{ lead.attributes.region }}", text="x")
+        problems = catalog.check("attr")
+        assert [(p.file, p.line) for p in problems] == [(str(folder / "attr.subject.txt"), 1)]
+        assert "'region'" in problems[0].message
+
+    def test_a_syntax_error_is_reported_with_its_line(
+        self, folder: Path, catalog: TemplateCatalog
+    ) -> None:
+        write_template(folder, "broken", subject="ok", text="a\nb\n{{ lead.score + }}\nc\n")
+        assert catalog.check("broken") == [
+            Problem(
+                str(folder / "broken.txt"),
+                3,
+                0,
+                "syntax error: unexpected 'end of print statement'",
+            )
+        ]
+
+    def test_an_error_in_a_partial_points_at_the_partial(
+        self, folder: Path, catalog: TemplateCatalog
+    ) -> None:
+        write_template(folder, "_footer", text="--\n{{ nobody }}\n")
+        write_template(
+            folder, "with_footer", subject="ok", text="Body\n{% include '_footer.txt' %}"
+        )
+        problems = catalog.check("with_footer")
+        assert [(p.file, p.line) for p in problems] == [(str(folder / "_footer.txt"), 2)]
+        assert problems[0].message.startswith("undefined variable: 'nobody' is undefined")
+
+    def test_a_missing_part_and_a_missing_template(
+        self, folder: Path, catalog: TemplateCatalog
+    ) -> None:
+        write_template(folder, "half", subject="only a subject")
+        assert catalog.check("half") == [
+            Problem(str(folder / "half.txt"), 0, 0, "template 'half' has no text part")
+        ]
+        assert catalog.check("nope") == [
+            Problem(
+                str(folder / "nope.subject.txt"),
+                0,
+                0,
+                f"no template 'nope'; templates in {folder}: half",
+            ),
+            Problem(
+                str(folder / "nope.txt"), 0, 0, f"no template 'nope'; templates in {folder}: half"
+            ),
+        ]
+
+    def test_render_raises_the_same_problem(self, folder: Path, catalog: TemplateCatalog) -> None:
+        write_template(folder, "typo", subject="ok", text="{{ rep.nmae }}")
+        with pytest.raises(TemplateError) as caught:
+            catalog.render("typo", sample_context(catalog.settings))
+        assert str(caught.value).startswith(f"{folder / 'typo.txt'}:1: undefined variable")
+
+    def test_the_sandbox_refuses_internals(self, folder: Path, catalog: TemplateCatalog) -> None:
+        write_template(folder, "evil", subject="ok", text="{{ lead.__class__.__mro__ }}")
+        problems = catalog.check("evil")
+        assert [(p.file, p.line) for p in problems] == [(str(folder / "evil.txt"), 1)]
+
+
+class TestStarterTemplates:
+    """The templates shipped in ``templates/`` all check cleanly against the sample context."""
+
+    def test_every_starter_template_checks_cleanly(self) -> None:
+        catalog = TemplateCatalog(REPO_TEMPLATES, Settings())
+        assert catalog.names() == [
+            "deal_recycled",
+            "lead_reassigned",
+            "mql_assigned",
+            "nurture_case_study",
+            "nurture_welcome",
+            "sla_escalated",
+            "sla_reminder",
+        ]
+        assert {name: catalog.check(name) for name in catalog.names()} == {
+            name: [] for name in catalog.names()
+        }
+
+    def test_nurture_templates_carry_the_unsubscribe_link(self) -> None:
+        settings = Settings()
+        catalog = TemplateCatalog(REPO_TEMPLATES, settings)
+        context = sample_context(settings)
+        for name in ("nurture_welcome", "nurture_case_study"):
+            rendered = catalog.render(name, context)
+            assert context["unsubscribe_url"] in rendered.text
+            assert rendered.html is not None
+            assert context["unsubscribe_url"].replace("&", "&amp;") in rendered.html

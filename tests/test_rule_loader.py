@@ -1,0 +1,515 @@
+"""The rule loader: every problem in a rules folder at once, each as FILE:LINE:COL: message.
+
+These pin the exact lines ``leadflow check`` prints, so a marketing-ops author always learns
+where the mistake is and what to write instead, and never sees a traceback.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from leadflow.errors import Problem, ProblemsError
+from leadflow.rule_language.actions import (
+    AdjustScore,
+    Assign,
+    CloseDeal,
+    Enroll,
+    EscalationLevel,
+    Notify,
+    SetScore,
+    SetStage,
+    StartSla,
+)
+from leadflow.rule_language.conditions import AllOf, Comparison, Membership, Op, TimeComparison
+from leadflow.rule_language.loader import check_rule_set, load_rule_set, rule_files
+from leadflow.rule_language.model import Reentry, RuleSet
+from leadflow.settings import Settings
+
+SETTINGS = Settings.model_validate(
+    {"attributes": {"leads": {"country": "string", "employees": "integer", "opening": "string"}}}
+)
+STAGES = "subscriber, lead, mql, sql, opportunity, customer, nurture, recycled, disqualified"
+ACTIONS = "set_stage, adjust_score, set_score, assign, notify, start_sla, enroll, close_deal"
+GOOD = """\
+rules:
+  - id: hot-lead
+    when: {field: score, at_least: 60}
+    actions: [set_stage: mql]
+"""
+
+
+@pytest.fixture
+def rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty ``rules/`` folder; problems are labelled relative to its parent."""
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "rules"
+    folder.mkdir()
+    return folder
+
+
+def write(folder: Path, name: str, content: str | bytes) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, str):
+        content = content.encode("utf-8")
+    path.write_bytes(content)
+    return path
+
+
+def problems(folder: Path, **files: str | bytes) -> list[str]:
+    """Write ``files`` (name -> content; ``__`` in a name is a ``/``) and check the folder."""
+    for name, content in files.items():
+        write(folder, name.replace("__", "/"), content)
+    rule_set, found = check_rule_set(folder, SETTINGS)
+    assert (rule_set is None) == bool(found)
+    return [str(problem) for problem in found]
+
+
+def loaded(folder: Path, text: str) -> RuleSet:
+    write(folder, "r.yaml", text)
+    return load_rule_set(folder, SETTINGS)
+
+
+class TestUnreadableFiles:
+    """Text that is not YAML, or not text at all, is one located problem, never a traceback."""
+
+    def test_yaml_syntax_error_names_where_the_parser_stopped(self, rules: Path) -> None:
+        text = "rules:\n  - id: a\n    when: {field: score, at_least: 1\n"
+        assert problems(rules, **{"r.yaml": text}) == [
+            "rules/r.yaml:4:1: invalid YAML: expected ',' or '}', but got '<stream end>'"
+        ]
+
+    def test_tab_indentation_says_to_use_spaces(self, rules: Path) -> None:
+        assert problems(rules, **{"r.yaml": "rules:\n\t- id: a\n"}) == [
+            "rules/r.yaml:2:1: invalid YAML: found character '\\t' that cannot start any token"
+            " (YAML does not allow tabs for indentation: use spaces)"
+        ]
+
+    def test_duplicate_keys_are_refused(self, rules: Path) -> None:
+        text = "rules:\n  - id: a\n    id: b\n    when: {field: score, at_least: 1}\n    actions: [set_stage: mql]\n"
+        assert problems(rules, **{"r.yaml": text}) == [
+            "rules/r.yaml:3:5: duplicate key 'id': each key may appear once"
+        ]
+
+    def test_binary_junk(self, rules: Path) -> None:
+        assert problems(rules, **{"r.yaml": b"\x00\x01\x02rules\xff"}) == [
+            "rules/r.yaml:1:1: binary file: a rule file must be YAML text"
+        ]
+
+    def test_non_utf8_bytes_are_located(self, rules: Path) -> None:
+        latin1 = "rules:\n  - id: caf\xe9\n".encode("latin-1")
+        assert problems(rules, **{"r.yaml": latin1}) == [
+            "rules/r.yaml:2:12: not UTF-8 text: save the file as UTF-8"
+        ]
+
+    def test_values_yaml_cannot_construct_are_located(self, rules: Path) -> None:
+        text = "rules:\n  - id: a\n    when: {field: stage_entered_at, before: 2026-13-01}\n"
+        assert problems(rules, **{"r.yaml": text, "s.yaml": "x: !!int abc\n"}) == [
+            "rules/r.yaml:3:45: invalid YAML: '2026-13-01' is not a valid date: month must be in 1..12",
+            "rules/s.yaml:1:4: invalid YAML: 'abc' is not a valid whole number:"
+            " invalid literal for int() with base 10: 'abc'",
+        ]
+
+    def test_self_referring_aliases_deep_nesting_and_alias_bombs(self, rules: Path) -> None:
+        bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+            f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 10)}]\n"
+            for i in range(5)
+        )
+        assert problems(
+            rules,
+            **{
+                "a.yaml": "a: &a [*a]\n",
+                "b.yaml": "rules: " + "[" * 3000 + "]" * 3000,
+                "c.yaml": "rules: " + "[" * 70 + "]" * 70,
+                "d.yaml": bomb,
+            },
+        ) == [
+            "rules/a.yaml:1:4: invalid YAML: an alias (*name) refers to a value that contains it",
+            "rules/b.yaml:1:68: invalid YAML: nested too deeply: at most 60 levels of mappings and lists",
+            "rules/c.yaml:1:68: invalid YAML: nested too deeply: at most 60 levels of mappings and lists",
+            "rules/d.yaml:1:35: invalid YAML: too many values: more than 100000 once aliases (*name) are expanded",
+        ]
+
+    def test_more_than_one_document_is_refused(self, rules: Path) -> None:
+        assert problems(rules, **{"r.yaml": "rules: []\n---\nrules: []\n"}) == [
+            "rules/r.yaml:2:1: invalid YAML: but found another document"
+        ]
+
+
+class TestShapeOfAFile:
+    """The top level holds rules: and streams:; each rule has the keys it needs and no others."""
+
+    def test_wrong_top_level(self, rules: Path) -> None:
+        assert problems(rules, **{"a.yaml": "- id: a\n", "b.yaml": "hello\n"}) == [
+            "rules/a.yaml:1:1: expected a mapping with rules: and/or streams: at the top of the file",
+            "rules/b.yaml:1:1: expected a mapping with rules: and/or streams: at the top of the file",
+        ]
+
+    def test_unknown_keys_suggest_the_close_match_and_do_not_hide_other_problems(
+        self, rules: Path
+    ) -> None:
+        text = (
+            "rules:\n  - id: a\n    descripton: x\n    when: {field: score, at_least: 1}\n"
+            "    actions: [set_stage: mql]\n    colour: red\nstreems: []\n"
+        )
+        assert problems(rules, **{"r.yaml": text}) == [
+            "rules/r.yaml:3:5: rule a: unknown key 'descripton'; did you mean 'description'?",
+            "rules/r.yaml:6:5: rule a: unknown key 'colour'; expected one of actions, description,"
+            " enabled, every, id, reentry, subject, when",
+            "rules/r.yaml:7:1: unknown key 'streems'; did you mean 'streams'?",
+        ]
+
+    def test_missing_keys_and_wrong_types_in_plain_words(self, rules: Path) -> None:
+        text = "rules:\n  - \n  - 5\n  - id: 7\n  - id: Bad Id\n    when: {field: score, at_least: 1}\n    actions: []\n"
+        assert problems(rules, **{"r.yaml": text}) == [
+            "rules/r.yaml:2:4: expected a mapping (key: value)",
+            "rules/r.yaml:3:5: expected a mapping (key: value), found 5",
+            "rules/r.yaml:4:5: missing required key 'when'",
+            "rules/r.yaml:4:5: missing required key 'actions'",
+            "rules/r.yaml:4:9: id: expected text, found 7",
+            "rules/r.yaml:5:9: rule Bad Id: id: expected an id of lowercase letters, digits, '_', '.' and '-',"
+            " starting with a letter or digit, found 'Bad Id'",
+            "rules/r.yaml:7:14: rule Bad Id: actions: expected at least one item",
+        ]
+
+    def test_an_empty_file_and_an_empty_folder_are_an_empty_rule_set(self, rules: Path) -> None:
+        assert load_rule_set(rules, SETTINGS).rules == ()
+        assert loaded(rules, "# nothing yet\n").rules == ()
+
+    def test_a_missing_folder_is_one_problem(self, tmp_path: Path) -> None:
+        rule_set, found = check_rule_set(tmp_path / "nope", SETTINGS)
+        assert rule_set is None
+        assert found == [Problem(str(tmp_path / "nope"), 0, 0, "rules folder not found")]
+
+
+class TestDurations:
+    """Durations read as 90m/4h/2d/1w; typos, zero, and absurd lengths are located problems."""
+
+    def test_bad_durations_everywhere_a_duration_goes(self, rules: Path) -> None:
+        text = (
+            "rules:\n  - id: a\n    every: soon\n    reentry: {once_per: 0d}\n"
+            "    when: {field: stage_entered_at, older_than: 99999999999d}\n"
+            "    actions:\n      - start_sla: {name: s, within: 4 hours}\n"
+            "streams:\n  - id: n\n    steps: [{template: x, after: -1d}]\n"
+        )
+        assert problems(rules, **{"r.yaml": text}) == [
+            "rules/r.yaml:3:12: rule a: every: 'soon' is not a duration; write a number and a unit (s, m, h, d, w), e.g. 90m",
+            "rules/r.yaml:4:14: rule a: reentry: expected once, every_time or {once_per: 30d}",
+            "rules/r.yaml:5:49: rule a: '99999999999d' is too long; at most 36525d (100 years)",
+            "rules/r.yaml:7:38: rule a: start_sla: within: '4 hours' is not a duration; write a number and a unit (s, m, h, d, w), e.g. 90m",
+            "rules/r.yaml:10:34: stream n: steps.0.after: '-1d' is not a duration; write a number and a unit (s, m, h, d, w), e.g. 90m",
+        ]
+
+    def test_good_durations_are_converted_once(self, rules: Path) -> None:
+        rule_set = loaded(
+            rules,
+            "rules:\n  - id: a\n    every: 1h 30m\n    reentry: {once_per: 2w}\n"
+            "    when: {field: days_in_stage, more_than: 3}\n    actions: [set_stage: mql]\n"
+            "streams:\n  - id: n\n    steps: [{template: x}, {template: y, after: 3d}]\n",
+        )
+        rule = rule_set.rules[0]
+        assert (rule.every, rule.reentry) == (
+            timedelta(minutes=90),
+            Reentry("once_per", timedelta(weeks=2)),
+        )
+        assert [step.after for step in rule_set.streams["n"].steps] == [
+            timedelta(0),
+            timedelta(days=3),
+        ]
+        assert rule.condition == TimeComparison(
+            rule.condition.field,  # type: ignore[union-attr]
+            Op.LT,
+            timedelta(days=3),
+        )
+
+
+class TestConditions:
+    """Unknown fields, operators and stages list the close matches; values are type-checked."""
+
+    def test_unknown_names_suggest_close_matches(self, rules: Path) -> None:
+        text = (
+            "rules:\n  - id: a\n    when:\n      all:\n"
+            "        - {field: scor, at_least: 1}\n"
+            "        - {field: score, atleast: 1}\n"
+            "        - {field: stage, equals: mqll}\n"
+            "        - {alll: []}\n"
+            "        - {field: attributes.contry, equals: NO}\n"
+            "        - {field: unsubscribed, equals: 'yes'}\n"
+            "        - {field: score, at_least: 1, at_most: 5}\n"
+            "        - {field: days_in_stage, at_least: .inf}\n"
+            "    actions: [set_stage: mql]\n"
+        )
+        assert problems(rules, **{"r.yaml": text}) == [
+            "rules/r.yaml:5:19: rule a: unknown lead field 'scor'; did you mean score?",
+            "rules/r.yaml:6:26: rule a: score (integer) does not take 'atleast'; did you mean 'at_least'?"
+            " use one of equals, not_equals, in, not_in, at_least, at_most, more_than, less_than, is_set",
+            f"rules/r.yaml:7:34: rule a: unknown stage 'mqll'; did you mean 'mql'? stages are {STAGES}",
+            "rules/r.yaml:8:12: rule a: unknown condition 'alll'; did you mean 'all'?"
+            " (expected one of all, any, not, field, idle_beyond_average_cycle)",
+            "rules/r.yaml:9:19: rule a: unknown lead field 'attributes.contry'; did you mean attributes.country, attributes.opening, attributes.employees?",
+            "rules/r.yaml:10:41: rule a: unsubscribed is true or false, found 'yes'",
+            "rules/r.yaml:11:11: rule a: field score: expected exactly one operator (equals, not_equals,"
+            " in, not_in, at_least, at_most, more_than, less_than, is_set), found at_least, at_most",
+            "rules/r.yaml:12:44: rule a: expected a finite number, found inf",
+        ]
+
+    def test_the_norway_problem_country_codes_and_times_stay_strings(self, rules: Path) -> None:
+        rule_set = loaded(
+            rules,
+            "rules:\n  - id: a\n    when:\n      all:\n"
+            "        - {field: attributes.country, in: [NO, SE, yes, on, off, y]}\n"
+            "        - {field: attributes.opening, equals: 09:00}\n"
+            "        - {field: score, in: [010, 1e3]}\n"
+            "    actions: [set_stage: mql]\n",
+        )
+        condition = rule_set.rules[0].condition
+        assert isinstance(condition, AllOf)
+        country, opening, score = condition.items
+        assert isinstance(country, Membership)
+        assert country.values == ("NO", "SE", "yes", "on", "off", "y")
+        assert isinstance(opening, Comparison)
+        assert opening.value == "09:00"
+        assert isinstance(score, Membership)
+        assert score.values == (10, 1000)
+
+    def test_a_time_is_not_a_number(self, rules: Path) -> None:
+        text = "rules:\n  - id: a\n    when: {field: attributes.employees, equals: 09:00}\n    actions: [set_stage: mql]\n"
+        assert problems(rules, **{"r.yaml": text}) == [
+            "rules/r.yaml:3:49: rule a: expected a number, found '09:00'"
+        ]
+
+    def test_idle_beyond_average_cycle_is_for_deals(self, rules: Path) -> None:
+        text = (
+            "rules:\n  - id: a\n    when: {idle_beyond_average_cycle: {}}\n    actions: [set_stage: mql]\n"
+            "  - id: b\n    subject: deal\n"
+            "    when: {idle_beyond_average_cycle: {factor: 0, group_by: amount, windw: 1y}}\n"
+            "    actions: [close_deal: {reason: idle}]\n"
+        )
+        assert problems(rules, **{"r.yaml": text}) == [
+            "rules/r.yaml:3:39: rule a: idle_beyond_average_cycle applies to deals: set subject: deal on this rule",
+            "rules/r.yaml:7:69: rule b: unknown option 'windw'; did you mean 'window'? expected factor, group_by, idle_from, min_deals, window",
+        ]
+
+
+class TestActions:
+    """Actions are one key naming them; options are checked; shorthands expand."""
+
+    def test_shorthand_actions_expand_into_their_only_option(self, rules: Path) -> None:
+        rule_set = loaded(
+            rules,
+            "rules:\n  - id: a\n    when: {field: score, at_least: 1}\n    actions:\n"
+            "      - set_stage: mql\n      - adjust_score: -5\n      - set_score: 10\n      - enroll: n\n"
+            "streams:\n  - id: n\n    steps: [{template: x}]\n",
+        )
+        assert rule_set.rules[0].actions == (
+            SetStage(stage="mql"),
+            AdjustScore(by=-5),
+            SetScore(to=10),
+            Enroll(stream="n"),
+        )
+
+    def test_full_actions_with_options(self, rules: Path) -> None:
+        rule_set = loaded(
+            rules,
+            "rules:\n  - id: a\n    when: {field: score, at_least: 1}\n    actions:\n"
+            "      - assign: {route_by: attributes.country, pools: {NO: nordics}, default_pool: emea}\n"
+            "      - notify: {to: owner, template: mql_assigned}\n"
+            "      - start_sla:\n          name: first_touch\n          within: 4h\n"
+            "          escalate:\n            - {notify: owner, template: sla_reminder}\n"
+            "            - {after: 4h, reassign: true}\n",
+        )
+        assign, notify, sla = rule_set.rules[0].actions
+        assert assign == Assign(
+            route_by="attributes.country", pools={"NO": "nordics"}, default_pool="emea"
+        )
+        assert notify == Notify(to="owner", template="mql_assigned")
+        assert isinstance(sla, StartSla)
+        assert (sla.name, sla.within, sla.calendar) == (
+            "first_touch",
+            timedelta(hours=4),
+            "default",
+        )
+        assert sla.escalate == (
+            EscalationLevel(after=timedelta(0), notify="owner", template="sla_reminder"),
+            EscalationLevel(after=timedelta(hours=4), reassign=True),
+        )
+
+    def test_unknown_actions_streams_stages_calendars_and_bad_options(self, rules: Path) -> None:
+        text = (
+            "rules:\n  - id: a\n    when: {field: score, at_least: 1}\n    actions:\n"
+            "      - set_stag: mql\n"
+            "      - enroll: nurtur\n"
+            "      - start_sla: {name: s, within: 4h, calendar: emea}\n"
+            "      - set_stage: sqll\n"
+            "      - notify: {to: boss, template: x}\n"
+            "      - {set_stage: mql, enroll: n}\n"
+            "      - assign: {pool: a, route_by: attributes.country}\n"
+            "      - assign: {route_by: attributes.contry, default_pool: p}\n"
+            "      - adjust_score: 99999999\n"
+            "streams:\n  - id: nurture\n    steps: [{template: x}]\n"
+        )
+        assert problems(rules, **{"r.yaml": text}) == [
+            f"rules/r.yaml:5:9: rule a: unknown action 'set_stag'; did you mean 'set_stage'? expected one of {ACTIONS}",
+            "rules/r.yaml:6:17: rule a: unknown stream 'nurtur'; did you mean 'nurture'?",
+            "rules/r.yaml:7:52: rule a: unknown calendar 'emea'; known: default",
+            f"rules/r.yaml:8:20: rule a: unknown stage 'sqll'; did you mean 'sql'? stages are {STAGES}",
+            "rules/r.yaml:9:22: rule a: notify: to: expected owner, manager, lead or rep:<external id>",
+            f"rules/r.yaml:10:9: rule a: an action is one key naming it, e.g. '- set_stage: mql'; expected one of {ACTIONS}",
+            "rules/r.yaml:11:17: rule a: assign: give either pool: NAME, or route_by: FIELD with pools: {value: pool}",
+            "rules/r.yaml:12:28: rule a: route_by: unknown lead field 'attributes.contry';"
+            " did you mean attributes.country, attributes.opening, attributes.employees?",
+            "rules/r.yaml:13:23: rule a: adjust_score: by: expected less than or equal to 1000000",
+        ]
+
+    def test_deal_only_and_lead_only_actions(self, rules: Path) -> None:
+        text = (
+            "rules:\n  - id: a\n    when: {field: score, at_least: 1}\n    actions: [{close_deal: {reason: x}}]\n"
+            "  - id: b\n    subject: deal\n    when: {field: amount, at_least: 1}\n"
+            "    actions: [{assign: {pool: p}}, {start_sla: {name: s, within: 1h}}]\n"
+        )
+        assert problems(rules, **{"r.yaml": text}) == [
+            "rules/r.yaml:4:16: rule a: close_deal is not available in a lead rule",
+            "rules/r.yaml:8:16: rule b: assign is not available in a deal rule",
+            "rules/r.yaml:8:37: rule b: start_sla is not available in a deal rule",
+        ]
+
+    def test_a_deal_rule_closes_deals(self, rules: Path) -> None:
+        rule_set = loaded(
+            rules,
+            "rules:\n  - id: recycle\n    subject: deal\n"
+            "    when: {idle_beyond_average_cycle: {factor: 2, group_by: product}}\n"
+            "    actions: [close_deal: {reason: idle too long}]\n",
+        )
+        assert rule_set.rules[0].actions == (CloseDeal(outcome="recycled", reason="idle too long"),)
+
+
+class TestTheWholeSet:
+    """Ids are unique across files; every problem of every file is reported in one pass."""
+
+    def test_duplicate_rule_ids_across_files_name_both_places(self, rules: Path) -> None:
+        other = "rules:\n  - id: x\n    when: {field: score, at_least: 1}\n    actions: [set_stage: mql]\n"
+        assert problems(
+            rules,
+            **{"a.yaml": GOOD, "b__b.yaml": other + GOOD.removeprefix("rules:\n")},
+        ) == [
+            "rules/b/b.yaml:5:9: rule hot-lead: duplicate id, already defined at rules/a.yaml:2:5"
+        ]
+
+    def test_duplicate_stream_ids(self, rules: Path) -> None:
+        stream = "streams:\n  - id: n\n    steps: [{template: x}]\n"
+        assert problems(rules, **{"a.yaml": stream, "b.yaml": stream}) == [
+            "rules/b.yaml:2:9: stream n: duplicate id, already defined at rules/a.yaml:2:5"
+        ]
+
+    def test_every_problem_of_every_file_at_once_in_file_order(self, rules: Path) -> None:
+        files: dict[str, str | bytes] = {
+            "a.yaml": "rules:\n\t- x\n",
+            "b.yaml": b"\xff\xfe",
+            "c.yaml": GOOD.replace("score", "scroe").replace("mql", "mq"),
+            "d.yaml": GOOD.replace("hot-lead", "other"),
+        }
+        assert problems(rules, **files) == [
+            "rules/a.yaml:2:1: invalid YAML: found character '\\t' that cannot start any token"
+            " (YAML does not allow tabs for indentation: use spaces)",
+            "rules/b.yaml:1:1: not UTF-8 text: save the file as UTF-8",
+            "rules/c.yaml:3:19: rule hot-lead: unknown lead field 'scroe'; did you mean score?",
+            f"rules/c.yaml:4:26: rule hot-lead: unknown stage 'mq'; did you mean 'mql'? stages are {STAGES}",
+        ]
+
+    def test_load_rule_set_raises_with_every_problem(self, rules: Path) -> None:
+        write(rules, "r.yaml", GOOD.replace("60", "lots"))
+        with pytest.raises(ProblemsError) as caught:
+            load_rule_set(rules, SETTINGS)
+        assert (
+            str(caught.value) == "rules/r.yaml:3:36: rule hot-lead: expected a number, found 'lots'"
+        )
+        assert caught.value.problems == [
+            Problem("rules/r.yaml", 3, 36, "rule hot-lead: expected a number, found 'lots'")
+        ]
+
+
+class TestTemplates:
+    """Every template a rule or stream uses is checked once, and reported where it is used."""
+
+    def test_template_problems_are_reported_at_each_use(self, rules: Path) -> None:
+        write(
+            rules,
+            "r.yaml",
+            "rules:\n  - id: a\n    when: {field: score, at_least: 1}\n    actions:\n"
+            "      - notify: {to: owner, template: missing}\n"
+            "      - notify: {to: manager, template: fine}\n"
+            "      - start_sla: {name: s, within: 1h, escalate: [{notify: owner, template: missing}]}\n"
+            "streams:\n  - id: n\n    steps: [{template: fine}, {template: missing, after: 1d}]\n",
+        )
+        asked: list[str] = []
+
+        def check_template(name: str) -> list[Problem]:
+            asked.append(name)
+            return (
+                []
+                if name == "fine"
+                else [Problem(f"templates/{name}.txt", 0, 0, "no such template")]
+            )
+
+        rule_set, found = check_rule_set(rules, SETTINGS, check_template=check_template)
+        assert rule_set is None
+        assert [str(problem) for problem in found] == [
+            "rules/r.yaml:5:17: rule a: template 'missing': templates/missing.txt: no such template",
+            "rules/r.yaml:7:79: rule a: template 'missing': templates/missing.txt: no such template",
+            "rules/r.yaml:10:42: stream n: template 'missing': templates/missing.txt: no such template",
+        ]
+        assert asked == ["missing", "fine"]  # each name checked once, in order of first use
+
+    def test_without_a_checker_templates_are_not_looked_at(self, rules: Path) -> None:
+        write(rules, "r.yaml", "streams:\n  - id: n\n    steps: [{template: missing}]\n")
+        assert list(load_rule_set(rules, SETTINGS).streams) == ["n"]
+
+
+class TestVersionAndFiles:
+    """The version is a content hash; hidden files and Kubernetes' ``..data`` are skipped."""
+
+    def test_version_is_stable_for_the_same_content_and_changes_with_it(
+        self, rules: Path, tmp_path: Path
+    ) -> None:
+        first = loaded(rules, GOOD).version
+        assert loaded(rules, GOOD).version == first
+        twin = tmp_path / "twin"
+        write(twin, "r.yaml", GOOD)
+        assert load_rule_set(twin, SETTINGS).version == first
+        changed = loaded(rules, GOOD.replace("60", "61"))
+        assert changed.version != first
+        assert len(first) == 12
+        assert all(c in "0123456789abcdef" for c in first)
+
+    def test_rule_digest_changes_only_with_that_rule(self, rules: Path) -> None:
+        other = (
+            "  - id: other\n    when: {field: score, at_least: 1}\n    actions: [set_stage: mql]\n"
+        )
+        before = loaded(rules, GOOD + other)
+        after = loaded(rules, GOOD + other.replace("at_least: 1", "at_least: 2"))
+        assert before.rules[0].digest == after.rules[0].digest
+        assert before.rules[1].digest != after.rules[1].digest
+
+    def test_hidden_files_and_folders_and_editor_files_are_skipped(self, rules: Path) -> None:
+        for name in (
+            "..data/a.yaml",
+            "..2026_03_02/a.yaml",
+            ".a.yaml",
+            ".git/x.yml",
+            "a.yaml~",
+            "#a.yaml#",
+            "a.yaml.swp",
+        ):
+            write(rules, name, "junk: [")
+        write(rules, "sub/b.yml", GOOD)
+        write(rules, "a.yaml", GOOD.replace("hot-lead", "first"))
+        assert [path.relative_to(rules).as_posix() for path in rule_files(rules)] == [
+            "a.yaml",
+            "sub/b.yml",
+        ]
+        rule_set = load_rule_set(rules, SETTINGS)
+        assert [rule.id for rule in rule_set.rules] == ["first", "hot-lead"]
+        assert rule_set.files == ("rules/a.yaml", "rules/sub/b.yml")

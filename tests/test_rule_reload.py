@@ -1,0 +1,414 @@
+"""Hot reload of an immutable snapshot, against a real folder watched by watchfiles.
+
+The loader here is written in the test (every ``*.yaml`` of the folder through yaml.safe_load,
+bad YAML raised as ProblemsError), so these tests pin the reload mechanism, not the rule
+language. Waiting is a bounded poll with a deadline; the watcher's readiness is proven by an
+ignored probe file reaching the filter, so no test sleeps and hopes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+import yaml
+from structlog.testing import capture_logs
+from watchfiles import Change
+
+from leadflow.clock import SettableClock
+from leadflow.errors import ConfigError, NoSnapshotError, Problem, ProblemsError
+from leadflow.rule_reload import (
+    ReloadStatus,
+    RuleFolderFilter,
+    SnapshotHolder,
+    reload_snapshot,
+    watch_and_reload,
+)
+
+Snapshot = MappingProxyType[str, Any]
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+class RuleFiles:
+    """A stand-in for the rule loader: ``{file name: parsed YAML}`` of every visible ``*.yaml``.
+
+    Like the real loader it must skip hidden names: emacs' ``.#x.yaml`` lock is a dangling
+    symlink, and pathlib's glob does match dot files.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.calls = 0
+        self.loaded: list[dict[str, Any]] = []
+
+    def __call__(self) -> Snapshot:
+        self.calls += 1
+        parsed: dict[str, Any] = {}
+        problems = []
+        for path in sorted(self.folder.glob("*.yaml")):
+            if path.name.startswith("."):
+                continue
+            try:
+                parsed[path.name] = yaml.safe_load(path.read_text(encoding="utf-8"))
+            except yaml.MarkedYAMLError as exc:
+                mark = exc.problem_mark
+                line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+                problems.append(Problem(path.name, line, column, f"invalid YAML: {exc.problem}"))
+        if problems:
+            raise ProblemsError(problems)
+        self.loaded.append(parsed)
+        return MappingProxyType(parsed)
+
+
+class SeenEvents:
+    """The real filter, recording each raw event it judged: (path below the folder, verdict)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.real = RuleFolderFilter([folder])
+        self.seen: list[tuple[str, bool]] = []
+
+    def __call__(self, change: Change, path: str) -> bool:
+        verdict = self.real(change, path)
+        self.seen.append((os.path.relpath(path, self.folder), verdict))
+        return verdict
+
+    def saw(self, prefix: str) -> bool:
+        return any(path.startswith(prefix) for path, _ in self.seen)
+
+
+async def eventually(condition: Callable[[], bool], what: str, within: float = 3.0) -> float:
+    """Poll ``condition`` until it holds; return the seconds it took; fail at the deadline."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > within:
+            pytest.fail(f"not within {within} s: {what}")
+        await asyncio.sleep(0.005)
+    return time.monotonic() - started
+
+
+@asynccontextmanager
+async def watching(
+    folder: Path, load: RuleFiles, holder: SnapshotHolder[Snapshot]
+) -> AsyncIterator[SeenEvents]:
+    """Run watch_and_reload on ``folder`` until the block ends; enter once it sees events."""
+    spy = SeenEvents(folder)
+    stop = asyncio.Event()
+    task = asyncio.create_task(watch_and_reload([folder], load, holder, stop, watch_filter=spy))
+    probe = folder / "watcher-probe~"  # an editor backup name: seen by the filter, never loaded
+
+    def probe_seen() -> bool:
+        if task.done():
+            task.result()  # surface a watcher that died at start
+        write(probe, str(time.monotonic()))
+        return spy.saw(probe.name)
+
+    await eventually(probe_seen, "the watcher sees the probe file")
+    try:
+        yield spy
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=2)
+
+
+def write(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+
+
+def good_start(folder: Path) -> tuple[RuleFiles, SnapshotHolder[Snapshot]]:
+    write(folder / "mql.yaml", "threshold: 50\n")
+    load = RuleFiles(folder)
+    holder: SnapshotHolder[Snapshot] = SnapshotHolder()
+    assert reload_snapshot(load, holder)
+    return load, holder
+
+
+class TestSnapshotHolder:
+    """A refused set keeps the last good snapshot; errors, counters and times say what happened."""
+
+    def test_nothing_loaded_yet(self) -> None:
+        holder: SnapshotHolder[Snapshot] = SnapshotHolder()
+        assert holder.status() == ReloadStatus(0, 0, 0, (), False, None, None)
+        assert holder.current_or_none() is None
+        with pytest.raises(NoSnapshotError) as caught:
+            holder.current()
+        assert str(caught.value) == (
+            "no rule set has loaded successfully yet: no load was attempted yet"
+        )
+
+    def test_refused_then_recovered(self, tmp_path: Path) -> None:
+        clock = SettableClock(T0)
+        holder: SnapshotHolder[Snapshot] = SnapshotHolder(clock=clock)
+        load = RuleFiles(tmp_path)
+        write(tmp_path / "mql.yaml", "threshold: 50\n")
+        with capture_logs() as logs:
+            assert reload_snapshot(load, holder, changed=["/rules/mql.yaml"])
+            first = holder.current()
+            clock.advance(timedelta(minutes=5))
+            write(tmp_path / "mql.yaml", "threshold: [50\nowner: x\n")
+            assert not reload_snapshot(load, holder)
+            refused = holder.status()
+            clock.advance(timedelta(minutes=5))
+            write(tmp_path / "mql.yaml", "threshold: 60\n")
+            assert reload_snapshot(load, holder)
+        error = "mql.yaml:2:6: invalid YAML: expected ',' or ']', but got ':'"
+        assert first == {"mql.yaml": {"threshold": 50}}
+        assert refused == ReloadStatus(1, 1, 1, (error,), True, T0 + timedelta(minutes=5), T0)
+        assert holder.current() == {"mql.yaml": {"threshold": 60}}
+        assert holder.status() == ReloadStatus(
+            2, 2, 1, (), False, T0 + timedelta(minutes=10), T0 + timedelta(minutes=10)
+        )
+        for entry in logs:
+            if entry["event"] == "rules_reloaded":
+                assert isinstance(entry.pop("elapsed_ms"), float)
+        assert logs == [
+            {
+                "event": "rules_reloaded",
+                "generation": 1,
+                "changed": ["/rules/mql.yaml"],
+                "log_level": "info",
+            },
+            {
+                "event": "rules_reload_failed",
+                "errors": [error],
+                "failures": 1,
+                "changed": [],
+                "log_level": "error",
+            },
+            {"event": "rules_reloaded", "generation": 2, "changed": [], "log_level": "info"},
+        ]
+
+    def test_a_loader_bug_is_logged_with_its_traceback_and_counted(self, tmp_path: Path) -> None:
+        _, holder = good_start(tmp_path)
+
+        def broken_loader() -> Snapshot:
+            raise KeyError("rules")
+
+        with capture_logs() as logs:
+            assert not reload_snapshot(broken_loader, holder)
+        assert holder.current() == {"mql.yaml": {"threshold": 50}}
+        assert holder.status().errors == ("unexpected error while loading: KeyError('rules')",)
+        assert holder.status().failures == 1
+        assert logs == [
+            {
+                "event": "rules_reload_failed",
+                "failures": 1,
+                "changed": [],
+                "exc_info": True,
+                "log_level": "error",
+            }
+        ]
+
+    def test_an_evaluation_keeps_the_snapshot_it_took(self, tmp_path: Path) -> None:
+        load, holder = good_start(tmp_path)
+        in_use = holder.current()
+        write(tmp_path / "mql.yaml", "threshold: 70\n")
+        assert reload_snapshot(load, holder)
+        assert in_use == {"mql.yaml": {"threshold": 50}}
+        assert holder.current() == {"mql.yaml": {"threshold": 70}}
+        assert holder.current() is not in_use
+
+
+class TestWatchedFolder:
+    """Saved changes are live within 2 s; broken ones are refused; editor litter is ignored."""
+
+    def test_a_saved_change_is_active_within_two_seconds(self, tmp_path: Path) -> None:
+        load, holder = good_start(tmp_path)
+
+        async def scenario() -> float:
+            async with watching(tmp_path, load, holder):
+                write(tmp_path / "mql.yaml", "threshold: 65\n")
+                return await eventually(
+                    lambda: holder.current() == {"mql.yaml": {"threshold": 65}}, "the new value"
+                )
+
+        took = asyncio.run(scenario())
+        assert took < 2.0, f"the change took {took:.3f} s to become active"
+        assert load.loaded == [{"mql.yaml": {"threshold": 50}}, {"mql.yaml": {"threshold": 65}}]
+
+    def test_a_broken_change_is_refused_and_the_fix_is_applied(self, tmp_path: Path) -> None:
+        load, holder = good_start(tmp_path)
+        good = holder.current()
+
+        async def scenario() -> None:
+            async with watching(tmp_path, load, holder):
+                write(tmp_path / "mql.yaml", "threshold: 50\n  owner: [x\n")
+                await eventually(lambda: holder.status().failures == 1, "the refusal")
+                assert holder.current() is good
+                assert holder.status().errors == (
+                    "mql.yaml:2:8: invalid YAML: mapping values are not allowed here",
+                )
+                write(tmp_path / "mql.yaml", "threshold: 55\n")
+                await eventually(lambda: holder.status().successes == 2, "the fixed set")
+
+        with capture_logs() as logs:
+            asyncio.run(scenario())
+        assert holder.current() == {"mql.yaml": {"threshold": 55}}
+        assert holder.status().errors == ()
+        assert not holder.status().last_attempt_failed
+        events = [(entry["event"], entry.get("errors")) for entry in logs]
+        assert events == [
+            ("rule_watch_started", None),
+            (
+                "rules_reload_failed",
+                ["mql.yaml:2:8: invalid YAML: mapping values are not allowed here"],
+            ),
+            ("rules_reloaded", None),
+            ("rule_watch_stopped", None),
+        ]
+
+    def test_editor_leftovers_do_not_reload(self, tmp_path: Path) -> None:
+        load, holder = good_start(tmp_path)
+        leftovers = [
+            ".mql.yaml.swp",
+            ".mql.yaml.swx",
+            "4913",
+            "mql.yaml~",
+            "#mql.yaml#",
+            "mql.yaml___jb_tmp___",
+            "mql.yaml___jb_old___",
+            ".DS_Store",
+            "mql.yaml.tmp",
+            "mql.yaml.tmp.8f3a2c",
+        ]
+
+        async def scenario() -> None:
+            async with watching(tmp_path, load, holder) as spy:
+                for name in leftovers:
+                    write(tmp_path / name, "threshold: 99\n")
+                (tmp_path / ".#mql.yaml").symlink_to("ops@laptop.4242:1770000000")
+                (tmp_path / "4913").unlink()
+                every = [*leftovers, ".#mql.yaml"]
+                await eventually(lambda: all(spy.saw(name) for name in every), "all leftovers")
+                assert {path for path, verdict in spy.seen if verdict} == set()
+                # Only now a real change: its reload must be the first one since the start.
+                write(tmp_path / "scoring.yaml", "visit: 1\n")
+                await eventually(lambda: holder.status().successes == 2, "the real change")
+
+        asyncio.run(scenario())
+        assert load.calls == 2
+        assert holder.current() == {
+            "mql.yaml": {"threshold": 50},
+            "scoring.yaml": {"visit": 1},
+        }
+
+    def test_editors_atomic_saves_are_not_hidden(self, tmp_path: Path) -> None:
+        load, holder = good_start(tmp_path)
+        rules = tmp_path / "mql.yaml"
+
+        def threshold_is(value: int) -> Callable[[], bool]:
+            return lambda: holder.current() == {"mql.yaml": {"threshold": value}}
+
+        async def scenario() -> None:
+            async with watching(tmp_path, load, holder):
+                # vim (backupcopy=no): rename to a backup, write anew, drop the backup.
+                rules.rename(tmp_path / "mql.yaml~")
+                write(rules, "threshold: 51\n")
+                (tmp_path / "mql.yaml~").unlink()
+                await eventually(threshold_is(51), "vim's save")
+                # JetBrains safe write.
+                write(tmp_path / "mql.yaml___jb_tmp___", "threshold: 52\n")
+                rules.rename(tmp_path / "mql.yaml___jb_old___")
+                (tmp_path / "mql.yaml___jb_tmp___").rename(rules)
+                (tmp_path / "mql.yaml___jb_old___").unlink()
+                await eventually(threshold_is(52), "JetBrains' save")
+                # Write a temporary file, rename it over the original.
+                write(tmp_path / "mql.yaml.tmp.1a2b", "threshold: 53\n")
+                (tmp_path / "mql.yaml.tmp.1a2b").replace(rules)
+                await eventually(threshold_is(53), "an atomic rename")
+
+        asyncio.run(scenario())
+        assert holder.status().failures == 0
+
+
+def configmap_version(folder: Path, stamp: str, threshold: int) -> str:
+    """Write one ConfigMap revision the way the kubelet does: a hidden timestamped folder."""
+    name = f"..2026_11_23_{stamp}.{threshold}"
+    (folder / name).mkdir()
+    write(folder / name / "mql.yaml", f"threshold: {threshold}\n")
+    return name
+
+
+def swap_data_link(folder: Path, target: str) -> None:
+    """The kubelet's atomic update: a new ``..data_tmp`` link renamed over ``..data``."""
+    (folder / "..data_tmp").symlink_to(target)
+    (folder / "..data_tmp").rename(folder / "..data")
+
+
+class TestConfigMapVolume:
+    """A ConfigMap update is one reload with the new content; its hidden folders add none."""
+
+    def test_a_data_link_swap_reloads_exactly_once(self, tmp_path: Path) -> None:
+        first = configmap_version(tmp_path, "10_00_00", 50)
+        (tmp_path / "..data").symlink_to(first)
+        (tmp_path / "mql.yaml").symlink_to("..data/mql.yaml")  # never changes afterwards
+        load = RuleFiles(tmp_path)
+        holder: SnapshotHolder[Snapshot] = SnapshotHolder()
+        assert reload_snapshot(load, holder)
+
+        async def scenario() -> float:
+            async with watching(tmp_path, load, holder) as spy:
+                # Step by step, each seen by the watcher before the next, so that a filter
+                # letting any of them through would show up as an extra reload.
+                second = configmap_version(tmp_path, "10_05_00", 60)
+                await eventually(lambda: spy.saw(second), "the new hidden folder")
+                swapped_at = time.monotonic()
+                swap_data_link(tmp_path, second)
+                await eventually(lambda: holder.status().successes == 2, "the swap's reload")
+                took = time.monotonic() - swapped_at
+                shutil.rmtree(tmp_path / first)
+                await eventually(lambda: spy.saw(first) or spy.saw("..data/"), "the clean-up")
+                # A second update done at kubelet speed, then nothing else may have reloaded.
+                third = configmap_version(tmp_path, "10_10_00", 70)
+                swap_data_link(tmp_path, third)
+                shutil.rmtree(tmp_path / second)
+                await eventually(lambda: holder.status().successes == 3, "the second update")
+                return took
+
+        took = asyncio.run(scenario())
+        assert took < 2.0, f"the swap took {took:.3f} s to become active"
+        assert load.loaded == [
+            {"mql.yaml": {"threshold": 50}},
+            {"mql.yaml": {"threshold": 60}},
+            {"mql.yaml": {"threshold": 70}},
+        ]
+        assert load.calls == 3
+
+    @pytest.mark.parametrize(
+        ("path", "counts"),
+        [
+            ("..data", True),
+            ("..data_tmp", False),
+            ("..data/mql.yaml", False),
+            ("..2026_11_23_10_05_00.123/mql.yaml", False),
+            ("mql.yaml", True),
+            ("templates/mql.html.j2", True),
+            ("nurture/welcome.yml", True),
+            ("team/..data", True),
+            (".git/index", False),
+        ],
+    )
+    def test_which_paths_count(self, tmp_path: Path, path: str, counts: bool) -> None:
+        judge = RuleFolderFilter([tmp_path])
+        assert judge(Change.modified, str(tmp_path / path)) is counts
+
+
+class TestWatcherSetup:
+    """A missing folder is a one-line error before anything is watched."""
+
+    def test_missing_folder(self, tmp_path: Path) -> None:
+        load = RuleFiles(tmp_path)
+        holder: SnapshotHolder[Snapshot] = SnapshotHolder()
+        missing = tmp_path / "rules"
+        with pytest.raises(ConfigError) as caught:
+            asyncio.run(watch_and_reload([tmp_path, missing], load, holder, asyncio.Event()))
+        assert str(caught.value) == f"cannot watch for rule changes: no such folder: {missing}"

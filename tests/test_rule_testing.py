@@ -1,0 +1,250 @@
+"""``leadflow test``: rule unit tests in YAML, run on a fresh store with a simulated clock.
+
+Pins the shipped rule tests passing through the CLI, the exact pytest-style report of a
+passing and a failing test (with its diff), located errors in the test file itself, cases
+that cannot run, and the JUnit XML written for CI systems.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from xml.etree import ElementTree
+
+import pytest
+
+from leadflow.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = sorted((REPO / "rule_tests").glob("*.yaml"))
+HEADER = f"""\
+rules: {REPO / "rules"}
+config: {REPO / "config.yaml"}
+start: 2026-03-02T09:00
+given:
+  reps:
+    - {{external_id: r1, name: Rita Rep, email: rita@example.com, pools: [east]}}
+"""
+CASE = """\
+tests:
+  - name: a hot lead is assigned
+    given:
+      leads: [{external_id: L1, name: Ann Lee, email: ann@acme.test, score: 70, attributes: {region: East}}]
+    steps:
+      - at: +0m
+        expect:
+          - stage_changed: {lead: L1, from: lead, to: mql}
+          - assigned: {lead: L1, rep: RITA}
+          - email: {to: rita@example.com, subject: "New MQL: Ann Lee (score 70)"}
+          - sla_started: {lead: L1, sla: first_touch}
+      - at: +5m
+        expect: []
+"""
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[str], str]:
+    code = main(["test", *args])
+    captured = capsys.readouterr()
+    out = [re.sub(r" in \d+\.\d\ds ", " in 0.00s ", line) for line in captured.out.splitlines()]
+    return code, out, captured.err
+
+
+@pytest.fixture
+def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+class TestShippedRuleTests:
+    """The rule tests shipped for rules/ pass: MQL with queue, the SLA ladder, recycling, nurture."""
+
+    def test_they_all_pass(self, capsys: pytest.CaptureFixture[str]) -> None:
+        code, out, err = run(capsys, *(str(path) for path in SHIPPED))
+        assert [path.name for path in SHIPPED] == ["mql.yaml", "nurture.yaml", "recycling.yaml"]
+        assert (code, err) == (0, "")
+        assert [line.rsplit("::", 1)[1] for line in out[:-1]] == [
+            "leads over the threshold go round robin to the east pool PASSED",
+            "a lead below the threshold is nurtured, and assigned once its score crosses it PASSED",
+            "a lead with no rep free waits in the queue and is offered again PASSED",
+            "nobody calls, the first-touch SLA climbs its ladder to reassignment PASSED",
+            "a new lead gets both welcome emails, five days apart PASSED",
+            "unsubscribed leads leave the stream unmailed; leads 30 days in their stage are not enrolled PASSED",
+            "an idle deal is recycled, its lead goes back to nurture; a fresher one waits its turn PASSED",
+            "recent activity keeps a deal out of recycling PASSED",
+        ]
+        assert out[-1] == " 8 passed in 0.00s ".center(80, "=")
+
+
+class TestReport:
+    """One line per case; a failing step shows a unified diff of expected and actual actions."""
+
+    def test_passing(self, here: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        (here / "ok.yaml").write_text(HEADER + CASE.replace("RITA", "r1"), encoding="utf-8")
+        assert run(capsys, "ok.yaml") == (
+            0,
+            ["ok.yaml::a hot lead is assigned PASSED", " 1 passed in 0.00s ".center(80, "=")],
+            "",
+        )
+
+    def test_failing_with_its_diff(self, here: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        (here / "bad.yaml").write_text(HEADER + CASE.replace("RITA", "r2"), encoding="utf-8")
+        code, out, err = run(capsys, "bad.yaml")
+        assert (code, err) == (1, "")
+        assert out == [
+            "bad.yaml::a hot lead is assigned FAILED",
+            "",
+            " FAILURES ".center(80, "="),
+            " bad.yaml::a hot lead is assigned ".center(80, "_"),
+            "step 1 at 2026-03-02T09:00:00+01:00 (bad.yaml:12:9): the actions differ",
+            "--- expected",
+            "+++ actual",
+            "@@ -1,4 +1,4 @@",
+            " - stage_changed: {lead: L1, from: lead, to: mql}",
+            "-- assigned: {lead: L1, rep: r2}",
+            "+- assigned: {lead: L1, rep: r1, pool: east, how: round robin}",
+            ' - email: {to: rita@example.com, subject: "New MQL: Ann Lee (score 70)"}',
+            " - sla_started: {lead: L1, sla: first_touch}",
+            " 1 failed in 0.00s ".center(80, "="),
+        ]
+
+    def test_an_unexpected_action_and_a_missing_one(
+        self, here: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        case = CASE.replace("RITA", "r1").replace(
+            "        expect: []",
+            "        expect:\n          - escalated: {lead: L1, level: 1, to: rita@example.com}",
+        )
+        case = case.replace("          - sla_started: {lead: L1, sla: first_touch}\n", "")
+        (here / "two.yaml").write_text(HEADER + case, encoding="utf-8")
+        code, out, _err = run(capsys, "two.yaml")
+        assert code == 1
+        assert out[4:] == [
+            "step 1 at 2026-03-02T09:00:00+01:00 (two.yaml:12:9): the actions differ",
+            "--- expected",
+            "+++ actual",
+            "@@ -1,3 +1,4 @@",
+            " - stage_changed: {lead: L1, from: lead, to: mql}",
+            " - assigned: {lead: L1, rep: r1}",
+            ' - email: {to: rita@example.com, subject: "New MQL: Ann Lee (score 70)"}',
+            '+- sla_started: {lead: L1, sla: first_touch, due: "2026-03-02T12:00:00Z"}',
+            "step 2 at 2026-03-02T09:05:00+01:00 (two.yaml:17:9): the actions differ",
+            "--- expected",
+            "+++ actual",
+            "@@ -1 +0,0 @@",
+            "-- escalated: {lead: L1, level: 1, to: rita@example.com}",
+            " 1 failed in 0.00s ".center(80, "="),
+        ]
+
+
+class TestErrors:
+    """Mistakes in a test file are FILE:LINE:COL lines under ERRORS, never a traceback; exit 1."""
+
+    def test_every_problem_located(self, here: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        (here / "t.yaml").write_text(
+            HEADER.replace("start: 2026-03-02T09:00", "start: tomorrow")
+            + """\
+tests:
+  - name: mistakes
+    steps:
+      - at: +1x
+        expect: []
+      - at: +1h
+        expekt: []
+      - at: +2h
+        expect:
+          - asigned: {lead: L1, rep: r1}
+          - assigned: {lead: L1}
+          - email: {to: a@b.c, subject: Hi, body: x}
+""",
+            encoding="utf-8",
+        )
+        code, out, err = run(capsys, "t.yaml")
+        assert (code, err) == (1, "")
+        assert out == [
+            "t.yaml ERROR",
+            "",
+            " ERRORS ".center(80, "="),
+            " t.yaml ".center(80, "_"),
+            "t.yaml:3:8: 'tomorrow' is not a time; write e.g. 2026-03-02T09:00 (calendar's timezone), 2026-03-02T09:00:00Z, +2h or -25d",
+            "t.yaml:10:13: '1x' is not a duration; write a number and a unit (s, m, h, d, w), e.g. 90m",
+            "t.yaml:12:9: missing required key 'expect'",
+            "t.yaml:13:9: unknown key 'expekt'; did you mean 'expect'?",
+            "t.yaml:16:13: unknown action 'asigned'; did you mean 'assigned'? expected one of "
+            "assigned, queued, stage_changed, score_changed, sla_started, sla_not_started, sla_met, sla_met_late, "
+            "sla_cancelled, sla_breached, escalated, reassigned, reassign_failed, recycled, "
+            "deal_closed, enrolled, nurture_step, nurture_exited, nurture_completed, email, "
+            "email_skipped, audit",
+            "t.yaml:17:23: assigned: missing rep",
+            "t.yaml:18:45: email: unknown field 'body'; expected to, subject, suppressed",
+            " 1 error in 0.00s ".center(80, "="),
+        ]
+
+    def test_yaml_syntax(self, here: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        (here / "t.yaml").write_text("rules: [a\ntests: x\n", encoding="utf-8")
+        code, out, _err = run(capsys, "t.yaml")
+        assert code == 1
+        assert out[4] == "t.yaml:2:6: invalid YAML: expected ',' or ']', but got ':'"
+
+    def test_a_reference_to_an_unknown_rep_errors_that_case(
+        self, here: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        broken = CASE.replace("RITA", "r1").replace("score: 70,", "score: 70, owner: r9,")
+        (here / "t.yaml").write_text(HEADER + broken, encoding="utf-8")
+        code, out, _err = run(capsys, "t.yaml")
+        assert code == 1
+        assert out == [
+            "t.yaml::a hot lead is assigned ERROR",
+            "",
+            " ERRORS ".center(80, "="),
+            " t.yaml::a hot lead is assigned ".center(80, "_"),
+            "t.yaml:10:88: owner: no rep with external id 'r9'; give it under given: reps",
+            " 1 error in 0.00s ".center(80, "="),
+        ]
+
+    def test_broken_rules_are_reported_with_their_own_positions(
+        self, here: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        (here / "rules").mkdir()
+        (here / "rules" / "r.yaml").write_text(
+            "rules:\n  - id: x\n    when: {field: scor, at_least: 1}\n    actions: [{set_stage: mql}]\n",
+            encoding="utf-8",
+        )
+        header = HEADER.replace(f"rules: {REPO / 'rules'}", "rules: rules")
+        (here / "t.yaml").write_text(header + CASE, encoding="utf-8")
+        code, out, _err = run(capsys, "t.yaml")
+        assert code == 1
+        assert out[4] == "rules/r.yaml:3:19: rule x: unknown lead field 'scor'; did you mean score?"
+
+
+class TestJunit:
+    """--junit writes one suite per file and one case per test, failures with their diff."""
+
+    def test_junit_xml(self, here: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        (here / "ok.yaml").write_text(HEADER + CASE.replace("RITA", "r1"), encoding="utf-8")
+        (here / "bad.yaml").write_text(HEADER + CASE.replace("RITA", "r2"), encoding="utf-8")
+        (here / "broken.yaml").write_text("rules: x\n", encoding="utf-8")
+        code, _out, _err = run(
+            capsys, "ok.yaml", "bad.yaml", "broken.yaml", "--junit", "out/junit.xml"
+        )
+        assert code == 1
+        root = ElementTree.parse(here / "out" / "junit.xml").getroot()
+        assert (root.tag, root.get("tests"), root.get("failures"), root.get("errors")) == (
+            "testsuites",
+            "3",
+            "1",
+            "1",
+        )
+        suites = {suite.get("name"): suite for suite in root}
+        assert list(suites) == ["ok.yaml", "bad.yaml", "broken.yaml"]
+        ok = suites["ok.yaml"].find("testcase")
+        assert ok is not None
+        assert list(ok) == []
+        assert ok.get("name") == "a hot lead is assigned"
+        failure = suites["bad.yaml"].find("testcase/failure")
+        assert failure is not None
+        assert failure.get("message") == "step 1 (bad.yaml:12:9): the actions differ"
+        assert failure.text is not None
+        assert "-- assigned: {lead: L1, rep: r2}" in failure.text.splitlines()
+        error = suites["broken.yaml"].find("testcase/error")
+        assert error is not None
+        assert error.get("message") == "broken.yaml:1:1: missing required key 'tests'"

@@ -1,0 +1,285 @@
+"""The sender and the job catch-up under faults (regressions of the fault tests' fixes).
+
+Pins: an outcome that cannot be recorded because the database went away is retried until it
+is, so a delivered message is never left ``sending`` to be sent again; a claimed message whose
+lease would end before its delivery could time out is given back undelivered, not sent beside
+the sender that claims it next; a lease not longer than twice ``smtp.timeout`` is a config
+error; a replica that becomes leader runs the due rules at once instead of at its next tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, insert
+from structlog.testing import capture_logs
+
+from leadflow.clock import SettableClock
+from leadflow.config import load_settings
+from leadflow.engine.runtime import Runtime
+from leadflow.errors import ConfigError
+from leadflow.mail.sender import drain
+from leadflow.mail.transports import transport_for
+from leadflow.rule_language.model import RuleSet
+from leadflow.rule_reload import SnapshotHolder
+from leadflow.service.evaluator import Evaluator
+from leadflow.service.jobs import FUNNEL_TICK_JOB, RuleJobs, build_scheduler, rule_job_id
+from leadflow.settings import Settings
+from leadflow.store.database import create_store_engine
+from leadflow.store.tables import RULE_RUNS
+from tests.conftest import _truncate_all as truncate_all
+from tests.fault_proxy import FaultProxy, fault_proxy
+from tests.mail_support import (
+    ScriptedHandler,
+    add_lead,
+    add_rep,
+    outbox_rows,
+    smtp_server,
+    write_templates,
+)
+from tests.replica_support import postgres_port, via
+from tests.test_mail_sender import enqueue
+
+
+class CuttingHandler(ScriptedHandler):
+    """Accepts each message, but first cuts the database proxy for ``outage`` seconds."""
+
+    def __init__(self, proxy: FaultProxy, outage: float) -> None:
+        super().__init__()
+        self.proxy = proxy
+        self.outage = outage
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if not self.received:
+            self.proxy.cut()
+            threading.Timer(self.outage, self.proxy.restore).start()
+        return await super().handle_DATA(server, session, envelope)
+
+
+def smtp_settings(make_settings: Any, tmp_path: Path, port: int, **more: Any) -> Settings:
+    write_templates(tmp_path / "templates")
+    settings: Settings = make_settings(
+        **{
+            "mail.transport": "smtp",
+            "mail.from": "Leadflow <leadflow@example.com>",
+            "mail.smtp.host": "127.0.0.1",
+            "mail.smtp.port": port,
+            "mail.smtp.timeout": "2s",
+            "mail.smtp.rate_per_second": 1000,
+            "mail.poll_interval": "0.1s",
+            **more,
+        }
+    )
+    return settings
+
+
+@pytest.mark.postgres
+class TestRecorderOutlastsTheDatabase:
+    """A delivered message is recorded ``sent`` once the database is back, and sent once."""
+
+    @pytest.fixture
+    def engine(self, postgres_url: str) -> Iterator[Engine]:
+        engine = create_store_engine(postgres_url)
+        truncate_all(engine)
+        yield engine
+        engine.dispose()
+
+    def test_outcome_recorded_after_the_outage(
+        self, postgres_url: str, engine: Engine, tmp_path: Path
+    ) -> None:
+        def make_settings(**overrides: Any) -> Settings:
+            (tmp_path / "config.yaml").write_text("", encoding="utf-8")
+            values = {"database.url": postgres_url, **overrides}
+            return load_settings(tmp_path / "config.yaml", env={}, overrides=values).settings
+
+        now = datetime.now(UTC)
+        clock = SettableClock(now)
+        add_lead(engine, now, owner_id=add_rep(engine, now))
+        with fault_proxy("127.0.0.1", postgres_port(postgres_url)) as proxy:
+            handler = CuttingHandler(proxy, outage=1.5)
+            with smtp_server(handler) as port:
+                settings = smtp_settings(make_settings, tmp_path, port)
+                enqueue(engine, settings, clock, key="mql:L-1")
+                proxied = create_store_engine(via(postgres_url, proxy.port), connect_timeout=2)
+                try:
+                    with capture_logs() as logs:
+                        asyncio.run(self._drain_until_sent(proxied, engine, settings, clock))
+                finally:
+                    proxied.dispose()
+        assert [row.status for row in outbox_rows(engine)] == ["sent"]
+        assert len(handler.received) == 1
+        failed = [e for e in logs if e["event"] == "outbox_record_failed"]
+        assert failed
+        assert failed[0]["outcomes"] == 1
+
+    async def _drain_until_sent(
+        self, proxied: Engine, direct: Engine, settings: Settings, clock: SettableClock
+    ) -> None:
+        stop = asyncio.Event()
+        transport = transport_for(settings)
+
+        async def watch() -> None:
+            async with asyncio.timeout(20):
+                # Polling the store: nothing in this process signals the commit.
+                while [row.status for row in outbox_rows(direct)] != ["sent"]:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+            stop.set()
+
+        try:
+            await asyncio.gather(
+                drain(proxied, settings, clock, transport, once=False, stop=stop), watch()
+            )
+        finally:
+            await transport.close()
+
+
+class AdvancingHandler(ScriptedHandler):
+    """Moves the sender's clock on by ``step`` at every message it accepts."""
+
+    def __init__(self, clock: SettableClock, step: timedelta) -> None:
+        super().__init__()
+        self.clock = clock
+        self.step = step
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.clock.advance(self.step)
+        return await super().handle_DATA(server, session, envelope)
+
+
+class TestLeaseGuard:
+    """A message whose lease ran too short while it waited is given back, not delivered."""
+
+    @pytest.fixture
+    def clock(self) -> SettableClock:
+        return SettableClock(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
+
+    @pytest.fixture
+    def handler(self, clock: SettableClock) -> Iterator[tuple[AdvancingHandler, int]]:
+        handler = AdvancingHandler(clock, timedelta(seconds=60))
+        with smtp_server(handler) as port:
+            yield handler, port
+
+    def test_late_message_released_then_sent_once(
+        self,
+        engine: Engine,
+        make_settings: Any,
+        tmp_path: Path,
+        clock: SettableClock,
+        handler: tuple[AdvancingHandler, int],
+    ) -> None:
+        sink, port = handler
+        settings = smtp_settings(
+            make_settings,
+            tmp_path,
+            port,
+            **{"mail.lease": "63s", "mail.concurrency": 1, "mail.smtp.connections": 1},
+        )
+        add_lead(engine, clock.now(), owner_id=add_rep(engine, clock.now()))
+        first = enqueue(engine, settings, clock, key="mql:L-1:a")
+        second = enqueue(engine, settings, clock, key="mql:L-1:b")
+        with capture_logs() as logs:
+            report = asyncio.run(self._send_once(engine, settings, clock))
+        # Both claimed at 09:00:00 until 09:01:03. The first is delivered at once; its
+        # delivery moves the clock to 09:01:00, when a delivery (up to 2 x 2 s) of the second
+        # would end after its lease: it is given back, undelivered and its attempt uncounted.
+        assert (report.claimed, report.sent) == (2, 1)
+        rows = {row.id: (row.status, row.attempts) for row in outbox_rows(engine)}
+        assert rows == {first: ("sent", 1), second: ("pending", 0)}
+        released = [e for e in logs if e["event"] == "outbox_lease_too_short"]
+        assert [e["outbox_id"] for e in released] == [second]
+        clock.advance(timedelta(minutes=1))
+        assert asyncio.run(self._send_once(engine, settings, clock)).sent == 1
+        ids = [r.message["Message-ID"] for r in sink.received]
+        assert len(ids) == len(set(ids)) == 2
+
+    async def _send_once(self, engine: Engine, settings: Settings, clock: SettableClock) -> Any:
+        transport = transport_for(settings)
+        try:
+            return await drain(engine, settings, clock, transport, once=True)
+        finally:
+            await transport.close()
+
+    def test_lease_shorter_than_a_delivery_is_refused(self, make_settings: Any) -> None:
+        with pytest.raises(ConfigError) as refused:
+            make_settings(**{"mail.lease": "50s", "mail.smtp.timeout": "30s"})
+        assert str(refused.value).endswith(
+            "mail.lease: must be longer than twice smtp.timeout (30s), "
+            "a delivery's longest time; got 50s"
+        )
+
+
+CATCH_UP_RULES = """\
+rules:
+  - id: stale
+    every: 1h
+    when: {field: score, at_least: 60}
+    actions: [{set_stage: mql}]
+  - id: fresh
+    every: 1h
+    when: {field: score, at_least: 90}
+    actions: [{set_stage: mql}]
+"""
+NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+class TestCatchUpOnLeadership:
+    """On becoming leader, a rule left due (its last run is old or unrecorded) runs now; a rule
+    another replica ran recently keeps its rhythm."""
+
+    def test_due_rules_move_to_now(
+        self, tmp_path: Path, make_settings: Any, engine: Engine
+    ) -> None:
+        (tmp_path / "rules").mkdir()
+        (tmp_path / "rules" / "r.yaml").write_text(CATCH_UP_RULES, encoding="utf-8")
+        settings = make_settings(**{"paths.templates": str(tmp_path / "templates")})
+        (tmp_path / "templates").mkdir()
+        runtime = Runtime.build(engine, settings, SettableClock(NOW))
+        rule_set = runtime.load_rules()
+        with engine.begin() as connection:
+            connection.execute(
+                insert(RULE_RUNS),
+                [
+                    {
+                        "rule_id": "fresh",
+                        "rule_version": rule_set.version,
+                        "last_started_at": NOW - timedelta(minutes=10),
+                        "last_status": "ok",
+                        "matched": 0,
+                    }
+                ],
+            )
+        due, next_runs = asyncio.run(self._take_over(runtime, rule_set))
+        assert due == ["stale"]
+        assert next_runs["stale"] < timedelta(seconds=1)
+        assert timedelta(minutes=49) < next_runs["fresh"] <= timedelta(minutes=50)
+        assert next_runs[FUNNEL_TICK_JOB] < timedelta(seconds=1)
+
+    async def _take_over(
+        self, runtime: Runtime, rule_set: RuleSet
+    ) -> tuple[list[str], dict[str, timedelta]]:
+        holder: SnapshotHolder[RuleSet] = SnapshotHolder()
+        holder.record_success(rule_set)
+        scheduler = build_scheduler(runtime.settings.scheduler, asyncio.get_running_loop())
+        scheduler.start(paused=True)  # the jobs' times are looked at, never run
+        try:
+            jobs = RuleJobs(scheduler, Evaluator(runtime, holder, steps=[]))
+            await jobs.sync(rule_set)
+            jobs.add_funnel_tick(timedelta(hours=1))
+            # A replica that was not the leader has ticks somewhere in the future:
+            for job in scheduler.get_jobs():
+                job.modify(next_run_time=datetime.now(UTC) + timedelta(minutes=30))
+            due = await jobs.catch_up(rule_set)
+            wall = datetime.now(UTC)
+            next_runs = {
+                job_id.removeprefix("rule:"): scheduler.get_job(job_id).next_run_time - wall
+                for job_id in (rule_job_id("stale"), rule_job_id("fresh"), FUNNEL_TICK_JOB)
+            }
+            return due, next_runs
+        finally:
+            scheduler.shutdown(wait=False)

@@ -1,0 +1,48 @@
+"""``leadflow status`` shows the MQL queue, the outbox, SLA timers and each rule's last run."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from leadflow.cli.status_command import render_operations, render_rules
+from leadflow.engine.evaluation import run_due_rules
+from leadflow.engine.runtime import Runtime
+from leadflow.status import RuleRunStatus, collect_status
+from tests.test_funnel_scenario import T0, runtime, seed  # noqa: F401 (the runtime fixture)
+
+
+def test_queue_outbox_slas_and_rule_runs(runtime: Runtime) -> None:  # noqa: F811 (fixture)
+    """After one evaluation of the shipped rules on the hand-made funnel: exact sections."""
+    seed(runtime.engine)
+    rule_set = runtime.load_rules()
+    run_due_rules(runtime, rule_set, T0)
+    status = collect_status(runtime.engine)
+    assert status.mql_queue == [("L4", T0)]
+    assert status.mql_queue_total == 1
+    assert status.outbox_by_status == {"pending": 2}
+    assert status.oldest_pending_at == T0
+    assert status.slas_by_status == {"running": 2}
+    assert status.rule_runs == [
+        RuleRunStatus("mql-assignment", rule_set.version, T0, "ok", 3, None),
+        RuleRunStatus("nurture-new-leads", rule_set.version, T0, "ok", 1, None),
+        RuleRunStatus("recycle-idle-deals", rule_set.version, T0, "ok", 0, None),
+    ]
+    console = Console(width=200, record=True)
+    render_operations(status, console)
+    render_rules(runtime, status, console)
+    lines = console.export_text().splitlines()
+    assert lines[:4] == [
+        "MQLs waiting for a rep: 1: L4 (since 2026-03-02 09:00 UTC)",
+        "outbox: pending 2; oldest unsent queued 2026-03-02 09:00 UTC",
+        "SLA timers: running 2",
+        f"rules folder: 3 enabled rule(s), version {rule_set.version}",
+    ]
+    assert lines[5].split() == [
+        "mql-assignment",
+        rule_set.version,
+        "2026-03-02",
+        "09:00",
+        "UTC",
+        "ok",
+        "3",
+    ]
