@@ -296,6 +296,22 @@ class TestLeases:
         assert [m.id for m in second] == ids[4:]
 
 
+    def test_expired_leases_and_pending_rows_are_claimed_in_due_order(
+        self, engine: Engine, settings: Settings, clock: SettableClock
+    ) -> None:
+        early = enqueue(engine, settings, clock, key="k-early")
+        clock.advance(timedelta(minutes=1))
+        late = enqueue(engine, settings, clock, key="k-late")
+        assert [m.id for m in claim_due(engine, clock.now(), settings.mail.lease, "a", 1)] == [
+            early
+        ]
+        clock.advance(settings.mail.lease + timedelta(seconds=1))
+        # The expired lease on ``early`` (due first) comes before the pending ``late``.
+        first = claim_due(engine, clock.now(), settings.mail.lease, "b", 1)
+        second = claim_due(engine, clock.now(), settings.mail.lease, "b", 1)
+        assert ([m.id for m in first], [m.id for m in second]) == ([early], [late])
+        assert [(m.id, m.attempts) for m in first + second] == [(early, 2), (late, 1)]
+
 class TestLoop:
     """Without ``once`` the sender keeps polling until told to stop."""
 
@@ -407,3 +423,26 @@ class TestLateUnsubscribe:
         ]
         assert report.claimed == 1
         assert [received.rcpt_tos for received in handler.received] == [["anna@example.com"]]
+
+    def test_a_batch_of_flagged_rows_does_not_end_the_claim(
+        self, engine: Engine, settings: Settings, clock: SettableClock
+    ) -> None:
+        """Candidates are checked a batch at a time; a batch all suppressed is not "nothing due".
+
+        Two flags set: the reason is the first of unsubscribed, do_not_email, hard_bounced.
+        """
+        marketing = [
+            enqueue(engine, settings, clock, key=f"nurture:L-1:{i}", marketing=True)
+            for i in range(3)
+        ]
+        notice = enqueue(engine, settings, clock, key="mql:L-1")
+        with transaction(engine) as session:
+            lead = session.query(Lead).order_by(Lead.id).one()
+            lead.hard_bounced = True
+            lead.unsubscribed = True
+        claimed = claim_due(engine, clock.now(), settings.mail.lease, "a", 2)
+        assert [m.id for m in claimed] == [notice]
+        assert [(row.id, row.status, row.status_reason) for row in outbox_rows(engine)] == [
+            *((row_id, "suppressed", "unsubscribed") for row_id in marketing),
+            (notice, "sending", None),
+        ]

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -132,7 +132,9 @@ def enqueue_email(
     return EnqueueResult(True, new_id, message_id, status, reason, due)
 
 
-def cancel_pending_marketing(session: Session, lead_id: int, reason: str, now: datetime) -> int:
+def cancel_pending_marketing(
+    session: Session | Connection, lead_id: int, reason: str, now: datetime
+) -> int:
     """Suppress the lead's marketing email not yet claimed by a sender; return how many."""
     stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     result = session.execute(

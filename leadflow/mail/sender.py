@@ -6,8 +6,9 @@ Pipeline, all in one event loop: a claimer takes due rows in batches (one short 
 recorder commits outcomes as they arrive. Database work runs in threads.
 
 Delivery is at least once. The duplicate window is the time between the server accepting a
-message and the commit that marks it ``sent``: the recorder commits whatever outcomes are ready
-the moment the previous commit finishes (a few milliseconds), never waiting to fill a batch. If
+message and the commit that marks it ``sent``: the recorder commits the outcomes that arrived
+since its last commit, at most ``_RECORD_EVERY`` (25 ms) after that commit, never waiting to fill
+a batch. (One commit per outcome cost more CPU than the SMTP conversation on SQLite.) If
 the process dies inside that window, the row's lease expires and another drain sends it again
 with the same Message-ID, which lets receiving systems drop the copy.
 """
@@ -20,12 +21,12 @@ import random
 import socket
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine, and_, bindparam, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from leadflow import metrics
@@ -45,7 +46,7 @@ from leadflow.mail.outbox import (
 )
 from leadflow.mail.transports.base import Transport
 from leadflow.settings import RetrySettings, Settings
-from leadflow.store.database import transaction
+from leadflow.store.database import transaction, writing_connection
 from leadflow.store.tables import LEADS, OUTBOX
 
 log = structlog.get_logger("leadflow.mail.sender")
@@ -287,10 +288,17 @@ class _Run:
         return Outcome(message, PENDING, str(exc), retry_at=retry_at)
 
     async def _record(self, outcomes: asyncio.Queue[Outcome | None]) -> None:
+        loop = asyncio.get_running_loop()
+        last_commit = -_RECORD_EVERY
         finished = False
         while not finished:
             batch: list[Outcome] = []
             item = await outcomes.get()
+            # Outcomes that arrive within _RECORD_EVERY of the last commit join the next one:
+            # a transaction costs far more than a row, and the wait bounds the duplicate window.
+            wait = last_commit + _RECORD_EVERY - loop.time()
+            if item is not None and wait > 0:
+                await asyncio.sleep(wait)
             while item is not None:
                 batch.append(item)
                 if outcomes.empty() or len(batch) >= _MAX_RECORD_BATCH:
@@ -298,6 +306,7 @@ class _Run:
                 item = outcomes.get_nowait()
             finished = item is None
             if batch:
+                last_commit = loop.time()
                 await self._record_until_done(batch)
                 for outcome in batch:
                     self.report.add(outcome)
@@ -327,6 +336,9 @@ class _Run:
             else:
                 return
 
+
+_RECORD_EVERY = 0.025
+"""Seconds from one outcome commit to the next at most: the width of a batch of outcomes."""
 
 _RECORD_RETRY_FIRST = 0.2
 _RECORD_RETRY_MAX = 5.0
@@ -365,25 +377,20 @@ def claim_due(
 ) -> list[ClaimedMessage]:
     """Lease up to ``limit`` due rows to ``worker``: pending ones and those whose lease expired."""
     t = _TABLE
-    due = and_(
-        t.c.next_attempt_at <= now,
-        or_(t.c.status == PENDING, and_(t.c.status == SENDING, t.c.claimed_until < now)),
-    )
-    candidates = select(t.c.id).where(due).order_by(t.c.next_attempt_at, t.c.id).limit(limit)
-    if engine.dialect.name == "postgresql":
-        candidates = candidates.with_for_update(skip_locked=True)
     with transaction(engine) as session:  # a writing transaction: BEGIN IMMEDIATE on SQLite
         connection = session.connection()
-        _suppress_flagged_leads(connection, due)
         # Two statements, not UPDATE ... WHERE id IN (SELECT ... LIMIT): PostgreSQL may run
         # such a subquery more than once and lease more than ``limit`` rows. The locks taken
-        # here (a row lock on PostgreSQL, the write lock on SQLite) last until the commit.
-        ids = list(connection.execute(candidates).scalars())
-        if not ids:
-            return []
+        # here (row locks on PostgreSQL, the write lock on SQLite) last until the commit.
+        ids: list[int] = []
+        while not ids:
+            candidates = _due_ids(connection, now, limit)
+            if not candidates:
+                return []
+            ids = _suppress_flagged_leads(connection, candidates)
         rows = connection.execute(
             update(t)
-            .where(t.c.id.in_(ids), due)
+            .where(t.c.id.in_(ids), _due(now))
             .values(
                 status=SENDING,
                 claimed_until=now + lease,
@@ -392,37 +399,74 @@ def claim_due(
             )
             .returning(*(t.c[name] for name in _CLAIMED_COLUMNS))
         ).all()
-    messages = [ClaimedMessage(**row._mapping, lease_until=now + lease) for row in rows]
+    lease_until = now + lease
+    messages = [ClaimedMessage(*(*row, lease_until)) for row in rows]
     return sorted(messages, key=lambda m: m.id)
 
 
-def _suppress_flagged_leads(connection: Any, due: Any) -> None:
-    """Marketing email whose lead was flagged after it was queued (an unsubscribe imported or
-    posted while it waited for its send window) is suppressed here, whatever set the flag."""
+def _due(now: datetime) -> Any:
     t = _TABLE
-    for flag in SUPPRESSING_FLAGS:
-        flagged = select(_LEADS.c.id).where(_LEADS.c[flag].is_(True))
+    return and_(
+        t.c.next_attempt_at <= now,
+        or_(t.c.status == PENDING, and_(t.c.status == SENDING, t.c.claimed_until < now)),
+    )
+
+
+def _due_ids(connection: Connection, now: datetime, limit: int) -> list[int]:
+    """The ``limit`` first due rows by due time: pending ones and those whose lease expired.
+
+    One query per status, each read in order from ``(status, next_attempt_at)``: an OR of the
+    two made the database sort every due row to find the first ``limit``, a million rows after
+    a large campaign was queued.
+    """
+    t = _TABLE
+    branches = [
+        t.c.status == PENDING,
+        and_(t.c.status == SENDING, t.c.claimed_until < now),
+    ]
+    due: list[tuple[datetime, int]] = []
+    for branch in branches:
+        query = (
+            select(t.c.next_attempt_at, t.c.id)
+            .where(branch, t.c.next_attempt_at <= now)
+            .order_by(t.c.next_attempt_at, t.c.id)
+            .limit(limit)
+        )
+        if connection.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        due += [(row.next_attempt_at, row.id) for row in connection.execute(query)]
+    return [row_id for _at, row_id in sorted(due)[:limit]]
+
+
+def _suppress_flagged_leads(connection: Connection, ids: list[int]) -> list[int]:
+    """Suppress the marketing email among ``ids`` whose lead is flagged; return the others.
+
+    A lead flagged after its email was queued (an unsubscribe imported or posted while the
+    email waited for its send window) is caught here, whatever set the flag.
+    """
+    t = _TABLE
+    flags = [_LEADS.c[flag] for flag in SUPPRESSING_FLAGS]
+    flagged = connection.execute(
+        select(t.c.id, *flags)
+        .join_from(t, _LEADS, _LEADS.c.id == t.c.lead_id)
+        .where(t.c.id.in_(ids), t.c.category == "marketing", or_(*(f.is_(True) for f in flags)))
+    ).all()
+    by_reason: dict[str, list[int]] = {}
+    for row in flagged:
+        reason = next(flag for flag in SUPPRESSING_FLAGS if row._mapping[flag])
+        by_reason.setdefault(reason, []).append(row.id)
+    for reason, suppressed in by_reason.items():
         connection.execute(
             update(t)
-            .where(due, t.c.category == "marketing", t.c.lead_id.in_(flagged))
-            .values(status=SUPPRESSED, status_reason=flag, claimed_until=None, claimed_by=None)
+            .where(t.c.id.in_(suppressed))
+            .values(status=SUPPRESSED, status_reason=reason, claimed_until=None, claimed_by=None)
         )
+    left = {row.id for row in flagged}
+    return [row_id for row_id in ids if row_id not in left]
 
 
-_CLAIMED_COLUMNS = (
-    "id",
-    "message_id",
-    "category",
-    "lead_id",
-    "rule_id",
-    "recipient",
-    "subject",
-    "body_text",
-    "body_html",
-    "headers",
-    "attempts",
-    "channel",
-)
+_CLAIMED_COLUMNS = tuple(f.name for f in fields(ClaimedMessage) if f.name != "lease_until")
+"""The outbox columns a claim returns, in :class:`ClaimedMessage`'s field order."""
 
 
 def record_outcomes(
@@ -430,7 +474,7 @@ def record_outcomes(
 ) -> None:
     """Write a batch of outcomes in one transaction; ``sent`` is recorded even after a lost lease."""
     t = _TABLE
-    sent = [{"row_id": o.message.id, "at": now} for o in outcomes if o.status == SENT]
+    sent = [o.message.id for o in outcomes if o.status == SENT]
     others = [
         {
             "row_id": o.message.id,
@@ -445,16 +489,15 @@ def record_outcomes(
         if o.status != SENT
     ]
     bounced = sorted({o.message.lead_id for o in outcomes if o.hard_bounce and o.message.lead_id})
-    with transaction(engine) as session:
+    with writing_connection(engine) as connection:
         if sent:
-            session.connection().execute(
+            connection.execute(
                 update(t)
-                .where(t.c.id == bindparam("row_id"), t.c.status != SENT)
-                .values(status=SENT, sent_at=bindparam("at"), claimed_until=None, last_error=None),
-                sent,
+                .where(t.c.id.in_(sent), t.c.status != SENT)
+                .values(status=SENT, sent_at=now, claimed_until=None, last_error=None)
             )
         if others:
-            session.connection().execute(
+            connection.execute(
                 update(t)
                 .where(
                     t.c.id == bindparam("row_id"),
@@ -471,12 +514,12 @@ def record_outcomes(
                 others,
             )
         for lead_id in bounced:
-            session.execute(
+            connection.execute(
                 update(_LEADS)
                 .where(_LEADS.c.id == lead_id)
                 .values(hard_bounced=True, updated_at=now)
             )
-            cancel_pending_marketing(session, lead_id, "hard_bounced", now)
+            cancel_pending_marketing(connection, lead_id, "hard_bounced", now)
 
 
 async def drain_configured(

@@ -60,7 +60,7 @@ class SmtpTransport:
             client = await self._checkout()
             try:
                 async with asyncio.timeout(self._timeout * 2):
-                    await client.sendmail(sender, list(recipients), message)
+                    await client.sendmail(sender, list(recipients), message, timeout=None)
             except Exception as exc:
                 self._give_back(client, keep=_still_usable(client, exc))
                 raise classify(exc, message_id) from exc
