@@ -295,7 +295,6 @@ class TestLeases:
         assert [m.id for m in first] == ids[:4]
         assert [m.id for m in second] == ids[4:]
 
-
     def test_expired_leases_and_pending_rows_are_claimed_in_due_order(
         self, engine: Engine, settings: Settings, clock: SettableClock
     ) -> None:
@@ -311,6 +310,7 @@ class TestLeases:
         second = claim_due(engine, clock.now(), settings.mail.lease, "b", 1)
         assert ([m.id for m in first], [m.id for m in second]) == ([early], [late])
         assert [(m.id, m.attempts) for m in first + second] == [(early, 2), (late, 1)]
+
 
 class TestLoop:
     """Without ``once`` the sender keeps polling until told to stop."""
