@@ -226,7 +226,7 @@ class TestDaemonProcess:
         failed = wait_until(lambda: daemon.events("rules_reload_failed"), "the refused reload", 10)
         assert failed[0]["errors"] == [
             "rules/broken.yaml:4:5: rule broken: unknown key 'colour'; expected one of "
-            "actions, description, enabled, every, id, reentry, subject, when"
+            "actions, cron, description, enabled, every, id, reentry, subject, timezone, when"
         ]
         now = datetime.now(UTC)
         with engine.begin() as connection:
@@ -338,7 +338,7 @@ class TestRefusedStart:
         lines = daemon.log_path.read_text(encoding="utf-8").splitlines()
         assert lines[-1] == (
             "error: rules/broken.yaml:4:5: rule broken: unknown key 'colour'; expected one of "
-            "actions, description, enabled, every, id, reentry, subject, when"
+            "actions, cron, description, enabled, every, id, reentry, subject, timezone, when"
         )
         assert [e["event"] for e in daemon.events()] == ["daemon_not_started"]
 

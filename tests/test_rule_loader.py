@@ -26,6 +26,7 @@ from leadflow.rule_language.actions import (
 from leadflow.rule_language.conditions import AllOf, Comparison, Membership, Op, TimeComparison
 from leadflow.rule_language.loader import check_rule_set, load_rule_set, rule_files
 from leadflow.rule_language.model import Reentry, RuleSet
+from leadflow.rule_language.schedule import Schedule
 from leadflow.settings import Settings
 
 SETTINGS = Settings.model_validate(
@@ -157,8 +158,8 @@ class TestShapeOfAFile:
         )
         assert problems(rules, **{"r.yaml": text}) == [
             "rules/r.yaml:3:5: rule a: unknown key 'descripton'; did you mean 'description'?",
-            "rules/r.yaml:6:5: rule a: unknown key 'colour'; expected one of actions, description,"
-            " enabled, every, id, reentry, subject, when",
+            "rules/r.yaml:6:5: rule a: unknown key 'colour'; expected one of actions, cron,"
+            " description, enabled, every, id, reentry, subject, timezone, when",
             "rules/r.yaml:7:1: unknown key 'streems'; did you mean 'streams'?",
         ]
 
@@ -211,8 +212,8 @@ class TestDurations:
             "streams:\n  - id: n\n    steps: [{template: x}, {template: y, after: 3d}]\n",
         )
         rule = rule_set.rules[0]
-        assert (rule.every, rule.reentry) == (
-            timedelta(minutes=90),
+        assert (rule.schedule, rule.reentry) == (
+            Schedule.interval(timedelta(minutes=90)),
             Reentry("once_per", timedelta(weeks=2)),
         )
         assert [step.after for step in rule_set.streams["n"].steps] == [
@@ -224,6 +225,53 @@ class TestDurations:
             Op.LT,
             timedelta(days=3),
         )
+
+
+class TestCronSchedules:
+    """``cron:`` with an IANA ``timezone:`` instead of ``every:``; each mistake is located."""
+
+    RULE = "    when: {{field: score, at_least: 50}}\n    actions: [set_stage: mql]\n"
+
+    def rule(self, schedule: str) -> str:
+        return "rules:\n  - id: a\n" + schedule + self.RULE.format()
+
+    def test_a_cron_rule_loads_with_its_zone(self, rules: Path) -> None:
+        rule_set = loaded(rules, self.rule("    cron: 0  9 * * 1-5\n    timezone: Europe/Berlin\n"))
+        assert rule_set.rules[0].schedule == Schedule(cron="0 9 * * 1-5", timezone="Europe/Berlin")
+
+    def test_mistakes_are_located(self, rules: Path) -> None:
+        files = {
+            "a.yaml": self.rule("    cron: 61 9 * * *\n    timezone: Europe/Berlin\n"),
+            "b.yaml": self.rule("    cron: 0 9 * *\n    timezone: Europe/Berlin\n").replace(
+                "id: a", "id: b"
+            ),
+            "c.yaml": self.rule("    cron: 0 9 * * 1-5\n").replace("id: a", "id: c"),
+            "d.yaml": self.rule("    every: 1h\n    cron: 0 9 * * *\n    timezone: UTC\n").replace(
+                "id: a", "id: d"
+            ),
+            "e.yaml": self.rule("    cron: 0 9 * * *\n    timezone: Europe/Berln\n").replace(
+                "id: a", "id: e"
+            ),
+            "f.yaml": self.rule("    cron: 0 0 30 2 *\n    timezone: UTC\n").replace(
+                "id: a", "id: f"
+            ),
+            "g.yaml": self.rule("    every: 1h\n    timezone: UTC\n").replace("id: a", "id: g"),
+        }
+        assert problems(rules, **files) == [
+            "rules/a.yaml:3:11: rule a: cron: '61 9 * * *' is not a cron expression"
+            " (minute hour day month weekday): Bad minute",
+            "rules/b.yaml:3:11: rule b: cron: '0 9 * *' is not a cron expression"
+            " (minute hour day month weekday): Wrong number of fields",
+            "rules/c.yaml:2:5: rule c: a cron: schedule needs timezone: (an IANA name such as"
+            " Europe/Berlin)",
+            "rules/d.yaml:2:5: rule d: give either every: or cron:, not both",
+            "rules/e.yaml:4:15: rule e: timezone: unknown timezone 'Europe/Berln'; did you mean"
+            " Europe/Berlin, Europe/Belfast, Europe/Helsinki?",
+            "rules/f.yaml:3:11: rule f: cron: '0 0 30 2 *' is not a cron expression"
+            " (minute hour day month weekday): Bad day-of-month",
+            "rules/g.yaml:2:5: rule g: timezone: belongs to a cron: schedule; every: counts from"
+            " the last run",
+        ]
 
 
 class TestConditions:

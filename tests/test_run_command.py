@@ -133,6 +133,6 @@ def test_rules_not_due_are_named(
     out = capsys.readouterr().out
     assert "1 rule(s) evaluated" in out
     assert (
-        "not due yet as of 2026-03-02 09:10 UTC (their interval since the last run has not passed): "
+        "not due yet as of 2026-03-02 09:10 UTC (their next scheduled time after the last run has not come): "
         "nurture-new-leads, recycle-idle-deals; --all evaluates them anyway"
     ) in out

@@ -76,7 +76,7 @@ def run_once(
     ]
     if waiting:
         console.print(
-            f"not due yet as of {clock.now():%Y-%m-%d %H:%M} UTC (their interval since the last run has not passed): "
+            f"not due yet as of {clock.now():%Y-%m-%d %H:%M} UTC (their next scheduled time after the last run has not come): "
             f"{', '.join(waiting)}; --all evaluates them anyway",
             highlight=False,
             soft_wrap=True,

@@ -297,8 +297,8 @@ def _process(
 
 
 def is_due(rule: Rule, last_started: datetime | None, now: datetime) -> bool:
-    """A rule is due when it never ran, or its interval has passed since the last run."""
-    return last_started is None or last_started + rule.every <= now
+    """A rule is due when it never ran, or its next scheduled time after the last run has come."""
+    return rule.schedule.is_due(last_started, now)
 
 
 def last_started_times(engine: Engine) -> dict[str, datetime | None]:

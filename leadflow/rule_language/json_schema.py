@@ -111,7 +111,20 @@ def _rule() -> Schema:
                 "default": "lead",
                 "description": "what the rule looks at: leads (default) or deals",
             },
-            "every": {"$ref": "#/$defs/duration", "description": "how often it runs (default 5m)"},
+            "every": {
+                "$ref": "#/$defs/duration",
+                "description": "how often it runs, counted from the last run (default 5m)",
+            },
+            "cron": {
+                "type": "string",
+                "pattern": r"^\s*\S+(\s+\S+){4}\s*$",
+                "description": "instead of every: minute hour day month weekday, e.g. "
+                "'0 9 * * 1-5' (weekdays at 9:00); needs timezone",
+            },
+            "timezone": {
+                "type": "string",
+                "description": "the IANA zone a cron schedule is read in, e.g. Europe/Berlin",
+            },
             "when": {"description": "the condition a lead or deal must meet"},
             "reentry": {
                 "description": "whether the rule may act again on the same lead or deal",

@@ -320,7 +320,7 @@ class _FileReader:
             description=spec.description,
             enabled=spec.enabled,
             subject=subject,
-            every=spec.every,
+            schedule=spec.schedule(),
             condition=condition,
             reentry=reentry,
             actions=actions,

@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from leadflow.rule_language.actions import Action, Duration, OffsetDuration, TemplateName
 from leadflow.rule_language.conditions import Condition
 from leadflow.rule_language.fields import Subject
+from leadflow.rule_language.schedule import Schedule
+from leadflow.settings import TimezoneName
 
 RULE_ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,99}$"
 
@@ -24,6 +26,16 @@ class OncePer(Spec):
     once_per: Duration
 
 
+def _runnable_cron(expression: str) -> str:
+    return Schedule.crontab(expression, "UTC").cron or expression
+
+
+CronExpression = Annotated[str, AfterValidator(_runnable_cron)]
+"""Five cron fields, minute hour day month weekday (Debian's cron: 0 or 7 is Sunday)."""
+
+DEFAULT_EVERY = timedelta(minutes=5)
+
+
 class RuleSpec(Spec):
     """The shape of one rule in a file; ``when`` and ``actions`` are parsed separately."""
 
@@ -31,10 +43,30 @@ class RuleSpec(Spec):
     description: str = ""
     enabled: bool = True
     subject: Literal["lead", "deal"] = "lead"
-    every: Duration = timedelta(minutes=5)
+    every: Duration | None = None
+    cron: CronExpression | None = None
+    timezone: TimezoneName | None = None
     when: Any
     reentry: Literal["once", "every_time"] | OncePer = "once"
     actions: list[Any] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> RuleSpec:
+        if self.cron is not None and self.every is not None:
+            msg = "give either every: or cron:, not both"
+            raise ValueError(msg)
+        if self.cron is not None and self.timezone is None:
+            msg = "a cron: schedule needs timezone: (an IANA name such as Europe/Berlin)"
+            raise ValueError(msg)
+        if self.cron is None and self.timezone is not None:
+            msg = "timezone: belongs to a cron: schedule; every: counts from the last run"
+            raise ValueError(msg)
+        return self
+
+    def schedule(self) -> Schedule:
+        if self.cron is not None and self.timezone is not None:
+            return Schedule.crontab(self.cron, self.timezone)
+        return Schedule.interval(self.every or DEFAULT_EVERY)
 
 
 class StepSpec(Spec):
@@ -85,7 +117,7 @@ class Rule:
     description: str
     enabled: bool
     subject: Subject
-    every: timedelta
+    schedule: Schedule
     condition: Condition
     reentry: Reentry
     actions: tuple[Action, ...]

@@ -1,11 +1,11 @@
 """Running rule test cases: a fresh store per case, a simulated clock, one daemon tick per step.
 
 A step does what the daemon does at that instant, in its order: the rules that are *due*
-(each rule's ``every:`` counts from its last evaluation, as in the daemon; at the first step
-every rule is due), then SLA escalations, then nurture steps. The daemon's ticks between two
-steps are not simulated: whatever fell due meanwhile happens at the next step, every SLA level
-and nurture step that is due by then included. The step's actions are the audit and outbox
-rows written during it.
+(each rule's ``every:`` or ``cron:`` times count from its last evaluation, as in the daemon;
+at the first step every rule is due), then SLA escalations, then nurture steps. The daemon's
+ticks between two steps are not simulated: whatever fell due meanwhile happens at the next
+step, every SLA level and nurture step that is due by then included. The step's actions are
+the audit and outbox rows written during it.
 """
 
 from __future__ import annotations

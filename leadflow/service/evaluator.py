@@ -53,13 +53,13 @@ class DaemonCounters:
 def first_run_delay(rule: Rule, last_started: datetime | None, now: datetime) -> timedelta:
     """How long after ``now`` the rule's first tick should come.
 
-    Zero when the rule is due (it never ran, or ``last_started + every <= now``): after any
-    downtime a missed rule runs once at start-up, however many ticks it missed. Otherwise the
-    rest of its interval, so a restart neither delays a rule nor runs it early.
+    Zero when the rule is due (it never ran, or its next scheduled time after its last start has
+    come): after any downtime a missed rule runs once at start-up, however many ticks it
+    missed. Otherwise until that next time, so a restart neither delays a rule nor runs it early.
     """
     if last_started is None or is_due(rule, last_started, now):
         return timedelta(0)
-    return last_started + rule.every - now
+    return rule.schedule.next_run(last_started) - now
 
 
 def funnel_steps(stop: StopSignal | None = None) -> list[tuple[str, FunnelStep]]:

@@ -1,4 +1,4 @@
-"""The scheduler's jobs: one interval job per enabled rule, kept in step with the rule set.
+"""The scheduler's jobs: one job per enabled rule, on its schedule, kept in step with the rule set.
 
 APScheduler 3 fires the jobs on the wall clock; what an evaluation calls ``now`` comes from the
 injected clock (see :class:`~leadflow.service.evaluator.Evaluator`). Ticks are coalesced, at most
@@ -13,10 +13,12 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from leadflow.engine.evaluation import last_started_times
 from leadflow.rule_language.model import RuleSet
+from leadflow.rule_language.schedule import Schedule
 from leadflow.service.evaluator import Evaluator, first_run_delay
 from leadflow.settings import SchedulerSettings
 
@@ -46,6 +48,27 @@ def _interval(every: timedelta) -> IntervalTrigger:
     return IntervalTrigger(seconds=every.total_seconds(), timezone=UTC)
 
 
+class ScheduleTrigger(BaseTrigger):  # type: ignore[misc]
+    """Fires at a rule's :class:`Schedule` times, the same ones ``is_due`` counts with."""
+
+    def __init__(self, schedule: Schedule) -> None:
+        self.schedule = schedule
+
+    def get_next_fire_time(
+        self, previous_fire_time: datetime | None, now: datetime
+    ) -> datetime | None:
+        return self.schedule.next_run(previous_fire_time or now)
+
+    def __str__(self) -> str:
+        return self.schedule.describe()
+
+
+def _trigger(schedule: Schedule) -> BaseTrigger:
+    if schedule.every is not None:
+        return _interval(schedule.every)
+    return ScheduleTrigger(schedule)
+
+
 def rule_job_id(rule_id: str) -> str:
     return f"{RULE_JOB_PREFIX}{rule_id}"
 
@@ -56,12 +79,12 @@ class RuleJobs:
     def __init__(self, scheduler: AsyncIOScheduler, evaluator: Evaluator) -> None:
         self.scheduler = scheduler
         self.evaluator = evaluator
-        self._intervals: dict[str, timedelta] = {}
+        self._schedules: dict[str, Schedule] = {}
 
     @property
-    def scheduled(self) -> dict[str, timedelta]:
-        """The rule ids that have a job, with their interval."""
-        return dict(self._intervals)
+    def scheduled(self) -> dict[str, Schedule]:
+        """The rule ids that have a job, with their schedule."""
+        return dict(self._schedules)
 
     def add_funnel_tick(self, every: timedelta) -> None:
         """The SLA and nurture pass: first at once (catching up after downtime), then ``every``."""
@@ -88,7 +111,7 @@ class RuleJobs:
         wall = datetime.now(UTC)
         due = []
         for rule in rule_set.enabled_rules:
-            if rule.id not in self._intervals:
+            if rule.id not in self._schedules:
                 continue
             delay = first_run_delay(rule, last_started.get(rule.id), now)
             self.scheduler.modify_job(rule_job_id(rule.id), next_run_time=wall + delay)
@@ -106,20 +129,20 @@ class RuleJobs:
         now = runtime.clock.now()
         wall = datetime.now(UTC)
         wanted = {rule.id: rule for rule in rule_set.enabled_rules}
-        removed = sorted(set(self._intervals) - set(wanted))
+        removed = sorted(set(self._schedules) - set(wanted))
         for rule_id in removed:
             self.scheduler.remove_job(rule_job_id(rule_id))
-            del self._intervals[rule_id]
+            del self._schedules[rule_id]
         added, rescheduled = [], []
         for rule in wanted.values():
-            known = self._intervals.get(rule.id)
-            if known == rule.every:
+            known = self._schedules.get(rule.id)
+            if known == rule.schedule:
                 continue
             first = wall + first_run_delay(rule, last_started.get(rule.id), now)
             if known is None:
                 self.scheduler.add_job(
                     self.evaluator.evaluate,
-                    _interval(rule.every),
+                    _trigger(rule.schedule),
                     args=[rule.id],
                     id=rule_job_id(rule.id),
                     name=f"rule {rule.id}",
@@ -128,10 +151,10 @@ class RuleJobs:
                 added.append(rule.id)
             else:
                 self.scheduler.modify_job(
-                    rule_job_id(rule.id), trigger=_interval(rule.every), next_run_time=first
+                    rule_job_id(rule.id), trigger=_trigger(rule.schedule), next_run_time=first
                 )
                 rescheduled.append(rule.id)
-            self._intervals[rule.id] = rule.every
+            self._schedules[rule.id] = rule.schedule
         if added or removed or rescheduled:
             log.info(
                 "rule_jobs_synced",

@@ -1,0 +1,70 @@
+"""When a rule runs: every fixed interval, or at the times of a cron expression in a timezone.
+
+Cron expressions follow Debian's cron (five fields, 0 or 7 is Sunday, names allowed) and are
+evaluated by cronsim, which also follows Debian's cron across DST changes: a time that a
+spring-forward skips runs right after the change, a time that a fall-back repeats runs once.
+APScheduler 3's own cron trigger was not used: it counts weekdays from Monday = 0 (so ``1-5``
+means Tuesday to Saturday) and fires twice in a repeated hour.
+
+Whichever the kind, a rule that never ran is due at once; after that it is due when its next
+scheduled time after its last start has come. A missed time (downtime, a long evaluation) runs
+once when the daemon is back, never once per missed time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from cronsim import CronSim, CronSimError
+
+from leadflow.durations import format_duration
+
+
+class CronExpressionError(ValueError):
+    """A cron expression cronsim refuses, or one that never matches a date."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Either ``every`` (an interval) or ``cron`` with its IANA ``timezone``."""
+
+    every: timedelta | None = None
+    cron: str | None = None
+    timezone: str = "UTC"
+
+    @classmethod
+    def interval(cls, every: timedelta) -> Schedule:
+        return cls(every=every)
+
+    @classmethod
+    def crontab(cls, expression: str, timezone: str) -> Schedule:
+        """A cron schedule; :class:`CronExpressionError` if the expression cannot run."""
+        schedule = cls(cron=" ".join(expression.split()), timezone=timezone)
+        schedule.next_run(datetime(2026, 1, 1, tzinfo=UTC))
+        return schedule
+
+    def next_run(self, after: datetime) -> datetime:
+        """The first scheduled time strictly after ``after`` (aware, in UTC)."""
+        if self.cron is None:
+            assert self.every is not None
+            return after + self.every
+        local = after.astimezone(ZoneInfo(self.timezone))
+        try:
+            return next(CronSim(self.cron, local)).astimezone(UTC)
+        except CronSimError as exc:
+            msg = f"{self.cron!r} is not a cron expression (minute hour day month weekday): {exc}"
+            raise CronExpressionError(msg) from None
+        except StopIteration:
+            msg = f"{self.cron!r} matches no date (cron looks 50 years ahead)"
+            raise CronExpressionError(msg) from None
+
+    def is_due(self, last_started: datetime | None, now: datetime) -> bool:
+        return last_started is None or self.next_run(last_started) <= now
+
+    def describe(self) -> str:
+        if self.cron is None:
+            assert self.every is not None
+            return f"every {format_duration(self.every)}"
+        return f"cron {self.cron} ({self.timezone})"

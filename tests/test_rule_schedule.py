@@ -1,0 +1,173 @@
+"""Rule schedules: ``every:`` intervals and ``cron:`` times in an IANA timezone.
+
+Pins: cron weekdays count as Debian's cron does (1-5 is Monday to Friday); a time skipped by a
+spring-forward runs right after the change and a time repeated by a fall-back runs once; a rule
+is due when its next time after its last start has come, and a long downtime runs it once; the
+engine evaluates a cron rule exactly at its times when stepped hour by hour (on both stores);
+the daemon schedules the job at the next cron time and reschedules it when the expression
+changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Engine, insert, select
+
+from leadflow.clock import SettableClock
+from leadflow.engine.evaluation import run_due_rules
+from leadflow.engine.runtime import Runtime
+from leadflow.rule_language.model import RuleSet
+from leadflow.rule_language.schedule import Schedule
+from leadflow.rule_reload import SnapshotHolder
+from leadflow.service.evaluator import Evaluator, first_run_delay
+from leadflow.service.jobs import RuleJobs, ScheduleTrigger, build_scheduler, rule_job_id
+from leadflow.store.tables import LEADS, RULE_RUNS
+
+BERLIN = ZoneInfo("Europe/Berlin")
+WEEKDAYS_9 = Schedule.crontab("0 9 * * 1-5", "Europe/Berlin")
+
+
+def berlin(*args: int) -> datetime:
+    return datetime(*args, tzinfo=BERLIN).astimezone(UTC)  # type: ignore[misc]
+
+
+class TestCronTimes:
+    def test_weekdays_are_monday_to_friday(self) -> None:
+        friday_10 = berlin(2026, 3, 6, 10, 0)
+        assert WEEKDAYS_9.next_run(friday_10) == berlin(2026, 3, 9, 9, 0)  # Monday
+        assert WEEKDAYS_9.next_run(berlin(2026, 3, 9, 9, 0)) == berlin(2026, 3, 10, 9, 0)
+
+    def test_spring_forward_runs_right_after_the_change(self) -> None:
+        nightly = Schedule.crontab("30 2 * * *", "Europe/Berlin")
+        # 29 March 2026: 02:00 CET becomes 03:00 CEST, so 02:30 does not exist.
+        assert nightly.next_run(berlin(2026, 3, 28, 2, 30)) == datetime(
+            2026, 3, 29, 1, 0, tzinfo=UTC
+        )
+        assert nightly.next_run(datetime(2026, 3, 29, 1, 0, tzinfo=UTC)) == berlin(
+            2026, 3, 30, 2, 30
+        )
+
+    def test_fall_back_runs_the_repeated_time_once(self) -> None:
+        nightly = Schedule.crontab("30 2 * * *", "Europe/Berlin")
+        # 25 October 2026: 03:00 CEST becomes 02:00 CET, so 02:30 happens twice.
+        first = nightly.next_run(berlin(2026, 10, 24, 12, 0))
+        assert first == datetime(2026, 10, 25, 0, 30, tzinfo=UTC)
+        assert nightly.next_run(first) == datetime(2026, 10, 26, 1, 30, tzinfo=UTC)
+
+    def test_due_once_its_next_time_has_come(self) -> None:
+        started = berlin(2026, 3, 9, 9, 0, 4)
+        assert WEEKDAYS_9.is_due(None, started)
+        assert not WEEKDAYS_9.is_due(started, berlin(2026, 3, 9, 17, 0))
+        assert WEEKDAYS_9.is_due(started, berlin(2026, 3, 10, 9, 0))
+        assert WEEKDAYS_9.is_due(started, berlin(2026, 3, 20, 12, 0))  # after days down: once
+        hourly = Schedule.interval(timedelta(hours=1))
+        assert not hourly.is_due(started, started + timedelta(minutes=59))
+        assert hourly.is_due(started, started + timedelta(hours=1))
+
+    def test_descriptions(self) -> None:
+        assert WEEKDAYS_9.describe() == "cron 0 9 * * 1-5 (Europe/Berlin)"
+        assert Schedule.interval(timedelta(minutes=90)).describe() == "every 1h30m"
+
+
+CRON_RULE = """\
+rules:
+  - id: morning-points
+    cron: "{cron}"
+    timezone: Europe/Berlin
+    reentry: every_time
+    when: {{field: stage, equals: lead}}
+    actions: [{{adjust_score: 1}}]
+"""
+
+
+def cron_rule_set(tmp_path: Path, make_settings: Any, engine: Engine, cron: str) -> RuleSet:
+    folder = tmp_path / "rules"
+    folder.mkdir(exist_ok=True)
+    (folder / "morning.yaml").write_text(CRON_RULE.format(cron=cron), encoding="utf-8")
+    return Runtime.build(engine, make_settings(), SettableClock(START)).load_rules()
+
+
+START = datetime(2026, 3, 6, 0, 0, tzinfo=UTC)  # a Friday
+
+
+def test_engine_runs_a_cron_rule_at_its_times(
+    tmp_path: Path, make_settings: Any, engine: Engine
+) -> None:
+    rule_set = cron_rule_set(tmp_path, make_settings, engine, "0 9 * * 1-5")
+    with engine.begin() as connection:
+        connection.execute(
+            insert(LEADS).values(
+                external_id="L1",
+                stage="lead",
+                score=0,
+                attributes={},
+                stage_entered_at=START,
+                created_at=START,
+                updated_at=START,
+            )
+        )
+    clock = SettableClock(START)
+    runtime = Runtime.build(engine, make_settings(), clock)
+    ran_at = []
+    while clock.now() < START + timedelta(days=5):
+        if run_due_rules(runtime, rule_set, clock.now()):
+            ran_at.append(clock.now())
+        clock.advance(timedelta(hours=1))
+    # Never ran: at once. Then 09:00 in Berlin (08:00 UTC) on Friday, Monday and Tuesday.
+    assert ran_at == [
+        START,
+        berlin(2026, 3, 6, 9, 0),
+        berlin(2026, 3, 9, 9, 0),
+        berlin(2026, 3, 10, 9, 0),
+    ]
+    with engine.connect() as connection:
+        assert connection.execute(select(LEADS.c.score)).scalar_one() == 4
+
+
+def test_daemon_schedules_the_next_cron_time_and_follows_a_change(
+    tmp_path: Path, make_settings: Any, engine: Engine
+) -> None:
+    now = berlin(2026, 3, 9, 9, 30)  # Monday, after this morning's run
+    rule_set = cron_rule_set(tmp_path, make_settings, engine, "0 9 * * 1-5")
+    with engine.begin() as connection:
+        connection.execute(
+            insert(RULE_RUNS).values(
+                rule_id="morning-points",
+                rule_version=rule_set.version,
+                last_started_at=berlin(2026, 3, 9, 9, 0),
+                last_status="ok",
+                matched=0,
+            )
+        )
+    [rule] = rule_set.rules
+    assert first_run_delay(rule, berlin(2026, 3, 9, 9, 0), now) == timedelta(hours=23, minutes=30)
+    changed = cron_rule_set(tmp_path, make_settings, engine, "0 12 * * 1-5")
+    runtime = Runtime.build(engine, make_settings(), SettableClock(now))
+
+    async def scheduled() -> list[tuple[str, timedelta]]:
+        holder: SnapshotHolder[RuleSet] = SnapshotHolder()
+        holder.record_success(rule_set)
+        scheduler = build_scheduler(runtime.settings.scheduler, asyncio.get_running_loop())
+        scheduler.start(paused=True)
+        jobs = RuleJobs(scheduler, Evaluator(runtime, holder, steps=[]))
+        seen = []
+        try:
+            for version in (rule_set, changed):
+                await jobs.sync(version)
+                job = scheduler.get_job(rule_job_id("morning-points"))
+                assert isinstance(job.trigger, ScheduleTrigger)
+                seen.append((str(job.trigger), job.next_run_time - datetime.now(UTC)))
+        finally:
+            scheduler.shutdown(wait=False)
+        return seen
+
+    [(first, first_in), (second, second_in)] = asyncio.run(scheduled())
+    assert first == "cron 0 9 * * 1-5 (Europe/Berlin)"
+    assert timedelta(hours=23, minutes=29) < first_in <= timedelta(hours=23, minutes=30)
+    assert second == "cron 0 12 * * 1-5 (Europe/Berlin)"
+    assert timedelta(hours=2, minutes=29) < second_in <= timedelta(hours=2, minutes=30)
