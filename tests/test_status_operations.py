@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from rich.console import Console
 
 from leadflow.cli.status_command import render_operations, render_rules
@@ -37,12 +39,44 @@ def test_queue_outbox_slas_and_rule_runs(runtime: Runtime) -> None:  # noqa: F81
         "SLA timers: running 2",
         f"rules folder: 3 enabled rule(s), version {rule_set.version}",
     ]
-    assert lines[5].split() == [
-        "mql-assignment",
-        rule_set.version,
-        "2026-03-02",
-        "09:00",
-        "UTC",
-        "ok",
-        "3",
+    v = rule_set.version
+    assert [line.split() for line in lines[4:8]] == [
+        [
+            "rule",
+            "schedule",
+            "last",
+            "run",
+            "next",
+            "run",
+            "status",
+            "matched",
+            "version",
+            "run",
+            "error",
+        ],
+        ["mql-assignment", "every", "5m", *AT_T0, "2026-03-02", "09:05", "UTC", "ok", "3", v],
+        ["nurture-new-leads", "every", "15m", *AT_T0, "2026-03-02", "09:15", "UTC", "ok", "1", v],
+        ["recycle-idle-deals", "every", "1h", *AT_T0, "2026-03-02", "10:00", "UTC", "ok", "0", v],
     ]
+
+
+AT_T0 = ["2026-03-02", "09:00", "UTC"]
+
+
+def test_rules_never_run_and_due_again(runtime: Runtime) -> None:  # noqa: F811 (fixture)
+    """Before any run every enabled rule is due now; an hour later the 5m rule is due again."""
+    seed(runtime.engine)
+    console = Console(width=200, record=True)
+    render_rules(runtime, collect_status(runtime.engine), console)
+    rows = [line.split()[:5] for line in console.export_text().splitlines()[2:]]
+    assert rows == [
+        ["mql-assignment", "every", "5m", "never", "due"],
+        ["nurture-new-leads", "every", "15m", "never", "due"],
+        ["recycle-idle-deals", "every", "1h", "never", "due"],
+    ]
+    run_due_rules(runtime, runtime.load_rules(), T0, only=["mql-assignment"])
+    runtime.clock.advance(timedelta(hours=1))  # type: ignore[attr-defined]
+    console = Console(width=200, record=True)
+    render_rules(runtime, collect_status(runtime.engine), console)
+    first = console.export_text().splitlines()[2].split()
+    assert first[:8] == ["mql-assignment", "every", "5m", *AT_T0, "due", "now"]

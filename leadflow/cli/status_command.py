@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
@@ -12,6 +13,7 @@ from leadflow.cli.context import cli_context
 from leadflow.clock import SystemClock
 from leadflow.engine.runtime import Runtime
 from leadflow.errors import ProblemsError
+from leadflow.rule_language.model import RuleSet
 from leadflow.status import StoreStatus, collect_status
 
 
@@ -54,7 +56,8 @@ def render_operations(status: StoreStatus, console: Console) -> None:
 
 
 def render_rules(runtime: Runtime, status: StoreStatus, console: Console) -> None:
-    """The rules folder as it would load now, and each rule's last recorded run."""
+    """The rules folder as it would load now; each rule's schedule, last run and next run."""
+    rule_set: RuleSet | None = None
     try:
         rule_set = runtime.load_rules()
     except ProblemsError as exc:
@@ -68,18 +71,49 @@ def render_rules(runtime: Runtime, status: StoreStatus, console: Console) -> Non
         console.print(
             f"rules folder: {len(rule_set.enabled_rules)} enabled rule(s), version {rule_set.version}"
         )
-    if not status.rule_runs:
+    runs = {run.rule_id: run for run in status.rule_runs}
+    rules = {rule.id: rule for rule in rule_set.enabled_rules} if rule_set else {}
+    if not runs and not rules:
         console.print("rule runs: none yet")
         return
-    runs = Table(
-        "rule", "version run", "last run", "status", "matched", "error", box=None, pad_edge=False
+    table = Table(
+        "rule",
+        "schedule",
+        "last run",
+        "next run",
+        "status",
+        "matched",
+        "version run",
+        "error",
+        box=None,
+        pad_edge=False,
     )
-    for run in status.rule_runs:
-        last = run.last_started_at.strftime("%Y-%m-%d %H:%M UTC") if run.last_started_at else "-"
-        runs.add_row(
-            run.rule_id, run.rule_version, last, run.status, str(run.matched), run.error or ""
+    now = runtime.clock.now()
+    for rule_id in sorted(set(runs) | set(rules)):
+        run, rule = runs.get(rule_id), rules.get(rule_id)
+        last = run.last_started_at if run else None
+        if rule is None:
+            schedule, upcoming = "(not enabled in the folder)", "-"
+        elif rule.schedule.is_due(last, now):
+            schedule, upcoming = rule.schedule.describe(), "due now"
+        else:
+            assert last is not None
+            schedule, upcoming = rule.schedule.describe(), _utc(rule.schedule.next_run(last))
+        table.add_row(
+            rule_id,
+            schedule,
+            _utc(last) if last else "never",
+            upcoming,
+            run.status if run else "-",
+            str(run.matched) if run else "-",
+            run.rule_version if run else "-",
+            (run.error or "") if run else "",
         )
-    console.print(runs)
+    console.print(table)
+
+
+def _utc(moment: datetime) -> str:
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
 def render_status(status: StoreStatus, console: Console) -> None:
