@@ -28,7 +28,10 @@ Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
-def _check_timezone(name: str) -> str:
+def _check_timezone(name: object) -> str:
+    if not isinstance(name, str):
+        msg = f"expected an IANA timezone name such as Europe/Berlin, not {name!r}"
+        raise ValueError(msg)  # noqa: TRY004 (pydantic reports a ValueError at the key)
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):

@@ -25,11 +25,11 @@ from sqlalchemy import Engine
 from leadflow.clock import SettableClock
 from leadflow.mail.context import email_context, unsubscribe_url
 from leadflow.mail.outbox import enqueue_email
-from leadflow.mail.sender import DrainReport, claim_due, drain, drain_configured
+from leadflow.mail.sender import DrainReport, _due_ids, claim_due, drain, drain_configured
 from leadflow.mail.templates import TemplateCatalog
 from leadflow.mail.transports.maildir import MaildirTransport
 from leadflow.settings import Settings
-from leadflow.store.database import transaction
+from leadflow.store.database import transaction, writer
 from leadflow.store.models import Lead, Rep
 
 
@@ -295,7 +295,7 @@ class TestLeases:
         assert [m.id for m in first] == ids[:4]
         assert [m.id for m in second] == ids[4:]
 
-    def test_expired_leases_and_pending_rows_are_claimed_in_due_order(
+    def test_an_expired_lease_is_reclaimed_before_pending_rows(
         self, engine: Engine, settings: Settings, clock: SettableClock
     ) -> None:
         early = enqueue(engine, settings, clock, key="k-early")
@@ -305,11 +305,30 @@ class TestLeases:
             early
         ]
         clock.advance(settings.mail.lease + timedelta(seconds=1))
-        # The expired lease on ``early`` (due first) comes before the pending ``late``.
+        # The expired lease on ``early`` comes before the pending ``late``.
         first = claim_due(engine, clock.now(), settings.mail.lease, "b", 1)
         second = claim_due(engine, clock.now(), settings.mail.lease, "b", 1)
         assert ([m.id for m in first], [m.id for m in second]) == ([early], [late])
         assert [(m.id, m.attempts) for m in first + second] == [(early, 2), (late, 1)]
+
+    @pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+    def test_a_claim_locks_only_the_rows_it_takes(
+        self, engine: Engine, settings: Settings, clock: SettableClock
+    ) -> None:
+        """PostgreSQL: while one sender's claim is open, another claims the next due row.
+
+        The first claim takes one row, an expired lease; it must not also lock the first pending
+        row, which is the second sender's to take. Row locks are what keep senders apart there
+        (SQLite has one writer at a time).
+        """
+        expired = enqueue(engine, settings, clock, key="k-expired")
+        claim_due(engine, clock.now(), settings.mail.lease, "dead", 1)
+        clock.advance(settings.mail.lease + timedelta(seconds=1))
+        pending = [enqueue(engine, settings, clock, key=f"k{i}") for i in range(2)]
+        with writer(engine).connect() as holding, holding.begin():
+            assert _due_ids(holding, clock.now(), 1) == [expired]
+            other = claim_due(engine, clock.now(), settings.mail.lease, "b", 1)
+            assert [m.id for m in other] == [pending[0]]
 
 
 class TestLoop:

@@ -256,12 +256,16 @@ class TestCronSchedules:
                 "id: a", "id: f"
             ),
             "g.yaml": self.rule("    every: 1h\n    timezone: UTC\n").replace("id: a", "id: g"),
+            "h.yaml": self.rule("    cron: 0 9 * * 1-5 *\n    timezone: UTC\n").replace(
+                "id: a", "id: h"
+            ),
+            "i.yaml": self.rule("    cron: 0 9 * * *\n    timezone: 5\n").replace("id: a", "id: i"),
         }
         assert problems(rules, **files) == [
             "rules/a.yaml:3:11: rule a: cron: '61 9 * * *' is not a cron expression"
             " (minute hour day month weekday): Bad minute",
-            "rules/b.yaml:3:11: rule b: cron: '0 9 * *' is not a cron expression"
-            " (minute hour day month weekday): Wrong number of fields",
+            "rules/b.yaml:3:11: rule b: cron: '0 9 * *' is not a cron expression: expected 5"
+            " fields (minute hour day month weekday), found 4",
             "rules/c.yaml:2:5: rule c: a cron: schedule needs timezone: (an IANA name such as"
             " Europe/Berlin)",
             "rules/d.yaml:2:5: rule d: give either every: or cron:, not both",
@@ -271,6 +275,10 @@ class TestCronSchedules:
             " (minute hour day month weekday): Bad day-of-month",
             "rules/g.yaml:2:5: rule g: timezone: belongs to a cron: schedule; every: counts from"
             " the last run",
+            "rules/h.yaml:3:11: rule h: cron: '0 9 * * 1-5 *' is not a cron expression: expected 5"
+            " fields (minute hour day month weekday), found 6",
+            "rules/i.yaml:4:15: rule i: timezone: expected an IANA timezone name such as"
+            " Europe/Berlin, not 5",
         ]
 
 

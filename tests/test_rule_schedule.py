@@ -59,6 +59,28 @@ class TestCronTimes:
         assert first == datetime(2026, 10, 25, 0, 30, tzinfo=UTC)
         assert nightly.next_run(first) == datetime(2026, 10, 26, 1, 30, tzinfo=UTC)
 
+    def test_inside_the_repeated_hour_the_next_time_is_tomorrow(self) -> None:
+        nightly = Schedule.crontab("30 2 * * *", "Europe/Berlin")
+        second_0210 = datetime(2026, 10, 25, 1, 10, tzinfo=UTC)  # 02:10 CET, after 02:30 CEST
+        assert nightly.next_run(second_0210) == datetime(2026, 10, 26, 1, 30, tzinfo=UTC)
+        assert not nightly.is_due(datetime(2026, 10, 25, 0, 30, tzinfo=UTC), second_0210)
+
+    def test_the_daemon_trigger_fires_at_the_same_times(self) -> None:
+        """APScheduler asks the trigger for each next time after the previous one."""
+        trigger = ScheduleTrigger(Schedule.crontab("30 2 * * *", "Europe/Berlin"))
+        fired, previous = [], None
+        now = datetime(2026, 10, 24, 12, 0, tzinfo=UTC)
+        for _ in range(3):
+            previous = trigger.get_next_fire_time(previous, now)
+            assert previous is not None
+            fired.append(previous)
+            now = previous
+        assert fired == [
+            datetime(2026, 10, 25, 0, 30, tzinfo=UTC),
+            datetime(2026, 10, 26, 1, 30, tzinfo=UTC),
+            datetime(2026, 10, 27, 1, 30, tzinfo=UTC),
+        ]
+
     def test_due_once_its_next_time_has_come(self) -> None:
         started = berlin(2026, 3, 9, 9, 0, 4)
         assert WEEKDAYS_9.is_due(None, started)

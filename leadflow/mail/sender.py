@@ -413,29 +413,34 @@ def _due(now: datetime) -> Any:
 
 
 def _due_ids(connection: Connection, now: datetime, limit: int) -> list[int]:
-    """The ``limit`` first due rows by due time: pending ones and those whose lease expired.
+    """Up to ``limit`` due rows: first those whose lease expired (they waited longest), then
+    pending ones, each by due time.
 
     One query per status, each read in order from ``(status, next_attempt_at)``: an OR of the
     two made the database sort every due row to find the first ``limit``, a million rows after
-    a large campaign was queued.
+    a large campaign was queued. Each query locks (PostgreSQL) only as many rows as are still
+    wanted, so rows this claim will not take stay free for the other senders.
     """
     t = _TABLE
     branches = [
-        t.c.status == PENDING,
         and_(t.c.status == SENDING, t.c.claimed_until < now),
+        t.c.status == PENDING,
     ]
-    due: list[tuple[datetime, int]] = []
+    due: list[int] = []
     for branch in branches:
+        room = limit - len(due)
+        if room <= 0:
+            break
         query = (
-            select(t.c.next_attempt_at, t.c.id)
+            select(t.c.id)
             .where(branch, t.c.next_attempt_at <= now)
             .order_by(t.c.next_attempt_at, t.c.id)
-            .limit(limit)
+            .limit(room)
         )
         if connection.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
-        due += [(row.next_attempt_at, row.id) for row in connection.execute(query)]
-    return [row_id for _at, row_id in sorted(due)[:limit]]
+        due += connection.execute(query).scalars()
+    return due
 
 
 def _suppress_flagged_leads(connection: Connection, ids: list[int]) -> list[int]:

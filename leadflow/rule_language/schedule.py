@@ -2,7 +2,7 @@
 
 Cron expressions follow Debian's cron (five fields, 0 or 7 is Sunday, names allowed) and are
 evaluated by cronsim, which also follows Debian's cron across DST changes: a time that a
-spring-forward skips runs right after the change, a time that a fall-back repeats runs once.
+spring-forward skips runs right after the change, a fixed time a fall-back repeats runs once.
 APScheduler 3's own cron trigger was not used: it counts weekdays from Monday = 0 (so ``1-5``
 means Tuesday to Saturday) and fires twice in a repeated hour.
 
@@ -41,7 +41,15 @@ class Schedule:
     @classmethod
     def crontab(cls, expression: str, timezone: str) -> Schedule:
         """A cron schedule; :class:`CronExpressionError` if the expression cannot run."""
-        schedule = cls(cron=" ".join(expression.split()), timezone=timezone)
+        fields = expression.split()
+        if len(fields) != 5:
+            # cronsim would read a sixth field as seconds, outside what cron (and DST) means.
+            msg = (
+                f"{expression!r} is not a cron expression: expected 5 fields (minute hour day"
+                f" month weekday), found {len(fields)}"
+            )
+            raise CronExpressionError(msg)
+        schedule = cls(cron=" ".join(fields), timezone=timezone)
         schedule.next_run(datetime(2026, 1, 1, tzinfo=UTC))
         return schedule
 
@@ -52,13 +60,19 @@ class Schedule:
             return after + self.every
         local = after.astimezone(ZoneInfo(self.timezone))
         try:
-            return next(CronSim(self.cron, local)).astimezone(UTC)
+            times = CronSim(self.cron, local)
+            # Inside an hour a fall-back repeats, cronsim may answer the first copy of a time,
+            # which is already past: skip to the first time really after ``after``.
+            upcoming = next(times).astimezone(UTC)
+            while upcoming <= after:
+                upcoming = next(times).astimezone(UTC)
         except CronSimError as exc:
             msg = f"{self.cron!r} is not a cron expression (minute hour day month weekday): {exc}"
             raise CronExpressionError(msg) from None
         except StopIteration:
             msg = f"{self.cron!r} matches no date (cron looks 50 years ahead)"
             raise CronExpressionError(msg) from None
+        return upcoming
 
     def is_due(self, last_started: datetime | None, now: datetime) -> bool:
         return last_started is None or self.next_run(last_started) <= now
