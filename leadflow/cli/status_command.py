@@ -20,7 +20,7 @@ from leadflow.status import StoreStatus, collect_status
 def show_status(ctx: typer.Context) -> None:
     """Show how the funnel stands: stages, owners, the MQL queue, outbox, SLAs, rules, imports."""
     context = cli_context(ctx)
-    console = Console(width=max(Console().width, 100))
+    console = Console(width=max(Console().width, 140))
     settings = context.settings
     status = collect_status(context.engine, mql_stage=settings.stages.mql)
     render_status(status, console)
@@ -76,18 +76,11 @@ def render_rules(runtime: Runtime, status: StoreStatus, console: Console) -> Non
     if not runs and not rules:
         console.print("rule runs: none yet")
         return
-    table = Table(
-        "rule",
-        "schedule",
-        "last run",
-        "next run",
-        "status",
-        "matched",
-        "version run",
-        "error",
-        box=None,
-        pad_edge=False,
-    )
+    table = Table(box=None, pad_edge=False)
+    for header in ("rule", "schedule", "last run (UTC)", "next run (UTC)", "status", "matched"):
+        table.add_column(header, no_wrap=True)
+    for header in ("version run", "error"):  # these give way on a narrow terminal
+        table.add_column(header, overflow="fold")
     now = runtime.clock.now()
     for rule_id in sorted(set(runs) | set(rules)):
         run, rule = runs.get(rule_id), rules.get(rule_id)
@@ -113,7 +106,7 @@ def render_rules(runtime: Runtime, status: StoreStatus, console: Console) -> Non
 
 
 def _utc(moment: datetime) -> str:
-    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M}"
 
 
 def render_status(status: StoreStatus, console: Console) -> None:
