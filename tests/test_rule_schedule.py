@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
+from rich.console import Console
 from sqlalchemy import Engine, insert, select
 
+from leadflow.cli.status_command import render_rules
 from leadflow.clock import SettableClock
 from leadflow.engine.evaluation import run_due_rules
 from leadflow.engine.runtime import Runtime
@@ -26,9 +29,11 @@ from leadflow.rule_language.schedule import Schedule
 from leadflow.rule_reload import SnapshotHolder
 from leadflow.service.evaluator import Evaluator, first_run_delay
 from leadflow.service.jobs import RuleJobs, ScheduleTrigger, build_scheduler, rule_job_id
+from leadflow.status import collect_status
 from leadflow.store.tables import LEADS, RULE_RUNS
 
 BERLIN = ZoneInfo("Europe/Berlin")
+START = datetime(2026, 3, 6, 0, 0, tzinfo=UTC)  # a Friday
 WEEKDAYS_9 = Schedule.crontab("0 9 * * 1-5", "Europe/Berlin")
 
 
@@ -91,6 +96,17 @@ class TestCronTimes:
         assert not hourly.is_due(started, started + timedelta(minutes=59))
         assert hourly.is_due(started, started + timedelta(hours=1))
 
+    def test_a_cron_rule_first_seen_waits_for_its_first_time(self) -> None:
+        deployed = berlin(2026, 3, 6, 15, 0)  # Friday afternoon
+        assert WEEKDAYS_9.first_run(deployed) == berlin(2026, 3, 9, 9, 0)
+        assert WEEKDAYS_9.first_run(berlin(2026, 3, 9, 9, 0)) == berlin(2026, 3, 9, 9, 0)
+        assert not WEEKDAYS_9.is_due(None, berlin(2026, 3, 9, 8, 59), first_seen=deployed)
+        assert WEEKDAYS_9.is_due(None, berlin(2026, 3, 9, 9, 0), first_seen=deployed)
+        assert WEEKDAYS_9.is_due(None, deployed)  # no first sighting known: at once
+        hourly = Schedule.interval(timedelta(hours=1))
+        assert hourly.first_run(deployed) == deployed
+        assert hourly.is_due(None, deployed, first_seen=deployed)
+
     def test_descriptions(self) -> None:
         assert WEEKDAYS_9.describe() == "cron 0 9 * * 1-5 (Europe/Berlin)"
         assert Schedule.interval(timedelta(minutes=90)).describe() == "every 1h30m"
@@ -114,11 +130,9 @@ def cron_rule_set(tmp_path: Path, make_settings: Any, engine: Engine, cron: str)
     return Runtime.build(engine, make_settings(), SettableClock(START)).load_rules()
 
 
-START = datetime(2026, 3, 6, 0, 0, tzinfo=UTC)  # a Friday
-
-
+@pytest.mark.parametrize("first_seen", [None, START])
 def test_engine_runs_a_cron_rule_at_its_times(
-    tmp_path: Path, make_settings: Any, engine: Engine
+    tmp_path: Path, make_settings: Any, engine: Engine, first_seen: datetime | None
 ) -> None:
     rule_set = cron_rule_set(tmp_path, make_settings, engine, "0 9 * * 1-5")
     with engine.begin() as connection:
@@ -137,18 +151,15 @@ def test_engine_runs_a_cron_rule_at_its_times(
     runtime = Runtime.build(engine, make_settings(), clock)
     ran_at = []
     while clock.now() < START + timedelta(days=5):
-        if run_due_rules(runtime, rule_set, clock.now()):
+        if run_due_rules(runtime, rule_set, clock.now(), first_seen=first_seen):
             ran_at.append(clock.now())
         clock.advance(timedelta(hours=1))
-    # Never ran: at once. Then 09:00 in Berlin (08:00 UTC) on Friday, Monday and Tuesday.
-    assert ran_at == [
-        START,
-        berlin(2026, 3, 6, 9, 0),
-        berlin(2026, 3, 9, 9, 0),
-        berlin(2026, 3, 10, 9, 0),
-    ]
+    # 09:00 in Berlin (08:00 UTC) on Friday, Monday and Tuesday; before that, with no first
+    # sighting known (run --once), at once, as a rule that never ran.
+    times = [berlin(2026, 3, 6, 9, 0), berlin(2026, 3, 9, 9, 0), berlin(2026, 3, 10, 9, 0)]
+    assert ran_at == ([START] if first_seen is None else []) + times
     with engine.connect() as connection:
-        assert connection.execute(select(LEADS.c.score)).scalar_one() == 4
+        assert connection.execute(select(LEADS.c.score)).scalar_one() == len(ran_at)
 
 
 def test_daemon_schedules_the_next_cron_time_and_follows_a_change(
@@ -168,6 +179,8 @@ def test_daemon_schedules_the_next_cron_time_and_follows_a_change(
         )
     [rule] = rule_set.rules
     assert first_run_delay(rule, berlin(2026, 3, 9, 9, 0), now) == timedelta(hours=23, minutes=30)
+    # Never ran: the daemon waits for the first cron time too (deployed Monday 09:30).
+    assert first_run_delay(rule, None, now) == timedelta(hours=23, minutes=30)
     changed = cron_rule_set(tmp_path, make_settings, engine, "0 12 * * 1-5")
     runtime = Runtime.build(engine, make_settings(), SettableClock(now))
 
@@ -193,3 +206,25 @@ def test_daemon_schedules_the_next_cron_time_and_follows_a_change(
     assert timedelta(hours=23, minutes=29) < first_in <= timedelta(hours=23, minutes=30)
     assert second == "cron 0 12 * * 1-5 (Europe/Berlin)"
     assert timedelta(hours=2, minutes=29) < second_in <= timedelta(hours=2, minutes=30)
+
+
+def test_status_shows_when_a_new_cron_rule_first_runs(
+    tmp_path: Path, make_settings: Any, engine: Engine
+) -> None:
+    cron_rule_set(tmp_path, make_settings, engine, "0 9 * * 1-5")
+    runtime = Runtime.build(engine, make_settings(), SettableClock(berlin(2026, 3, 6, 15, 0)))
+    console = Console(width=200, record=True)
+    render_rules(runtime, collect_status(engine), console)
+    [row] = console.export_text().splitlines()[2:]
+    assert row.split()[:10] == [
+        "morning-points",
+        "cron",
+        "0",
+        "9",
+        "*",
+        "*",
+        "1-5",
+        "(Europe/Berlin)",
+        "never",
+        "2026-03-09",
+    ]

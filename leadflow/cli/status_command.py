@@ -87,11 +87,11 @@ def render_rules(runtime: Runtime, status: StoreStatus, console: Console) -> Non
         last = run.last_started_at if run else None
         if rule is None:
             schedule, upcoming = "(not enabled in the folder)", "-"
-        elif rule.schedule.is_due(last, now):
+        elif rule.schedule.is_due(last, now, first_seen=now):  # as a daemon starting now sees it
             schedule, upcoming = rule.schedule.describe(), "due now"
         else:
-            assert last is not None
-            schedule, upcoming = rule.schedule.describe(), _utc(rule.schedule.next_run(last))
+            schedule = rule.schedule.describe()
+            upcoming = _utc(rule.schedule.next_run(last) if last else rule.schedule.first_run(now))
         table.add_row(
             rule_id,
             schedule,

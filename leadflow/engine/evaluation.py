@@ -296,9 +296,11 @@ def _process(
         )
 
 
-def is_due(rule: Rule, last_started: datetime | None, now: datetime) -> bool:
-    """A rule is due when it never ran, or its next scheduled time after the last run has come."""
-    return rule.schedule.is_due(last_started, now)
+def is_due(
+    rule: Rule, last_started: datetime | None, now: datetime, first_seen: datetime | None = None
+) -> bool:
+    """Whether ``rule`` is due at ``now``; see :mod:`leadflow.rule_language.schedule`."""
+    return rule.schedule.is_due(last_started, now, first_seen)
 
 
 def last_started_times(engine: Engine) -> dict[str, datetime | None]:
@@ -315,15 +317,20 @@ def run_due_rules(
     dry_run: bool = False,
     only: Iterable[str] | None = None,
     force: bool = False,
+    first_seen: datetime | None = None,
 ) -> list[RuleOutcome]:
-    """Evaluate every enabled rule that is due as of ``now`` (all of them with ``force``)."""
+    """Evaluate every enabled rule that is due as of ``now`` (all of them with ``force``).
+
+    ``first_seen``: when the caller started watching the rules (a simulation's start); a cron
+    rule that never ran then waits for its first cron time instead of running at once.
+    """
     wanted = set(only) if only is not None else None
     last_runs = last_started_times(runtime.engine)
     outcomes = []
     for rule in rule_set.enabled_rules:
         if wanted is not None and rule.id not in wanted:
             continue
-        if not force and not is_due(rule, last_runs.get(rule.id), now):
+        if not force and not is_due(rule, last_runs.get(rule.id), now, first_seen):
             continue
         outcomes.append(run_rule(runtime, rule_set, rule, now, dry_run=dry_run))
     return outcomes

@@ -136,7 +136,7 @@ def simulate(
     reports: list[DayReport] = []
     while clock.now() < end:
         now = clock.now()
-        run_due_rules(runtime, rule_set, now)
+        run_due_rules(runtime, rule_set, now, first_seen=start)  # as the daemon started at start
         run_sla_escalations(runtime, rule_set, now)
         run_nurture_steps(runtime, rule_set, now)
         if on_step is not None:

@@ -6,9 +6,11 @@ spring-forward skips runs right after the change, a fixed time a fall-back repea
 APScheduler 3's own cron trigger was not used: it counts weekdays from Monday = 0 (so ``1-5``
 means Tuesday to Saturday) and fires twice in a repeated hour.
 
-Whichever the kind, a rule that never ran is due at once; after that it is due when its next
-scheduled time after its last start has come. A missed time (downtime, a long evaluation) runs
-once when the daemon is back, never once per missed time.
+A rule that ran is due when its next scheduled time after its last start has come; a missed
+time (downtime, a long evaluation) runs once when the daemon is back, never once per missed
+time. A rule that never ran is due at once, except where its first sighting is known (the
+daemon, ``leadflow simulate``): there a cron rule waits for its first cron time, so a campaign
+set for weekdays at 09:00 does not go out when it is deployed at 15:00.
 """
 
 from __future__ import annotations
@@ -74,8 +76,19 @@ class Schedule:
             raise CronExpressionError(msg) from None
         return upcoming
 
-    def is_due(self, last_started: datetime | None, now: datetime) -> bool:
-        return last_started is None or self.next_run(last_started) <= now
+    def first_run(self, seen: datetime) -> datetime:
+        """When a rule first seen at ``seen`` runs first: at once on an interval, else at its
+        first cron time at or after ``seen``."""
+        if self.cron is None:
+            return seen
+        return self.next_run(seen - timedelta(microseconds=1))
+
+    def is_due(
+        self, last_started: datetime | None, now: datetime, first_seen: datetime | None = None
+    ) -> bool:
+        if last_started is None:
+            return first_seen is None or self.first_run(first_seen) <= now
+        return self.next_run(last_started) <= now
 
     def describe(self) -> str:
         if self.cron is None:

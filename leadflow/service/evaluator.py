@@ -53,12 +53,15 @@ class DaemonCounters:
 def first_run_delay(rule: Rule, last_started: datetime | None, now: datetime) -> timedelta:
     """How long after ``now`` the rule's first tick should come.
 
-    Zero when the rule is due (it never ran, or its next scheduled time after its last start has
-    come): after any downtime a missed rule runs once at start-up, however many ticks it
-    missed. Otherwise until that next time, so a restart neither delays a rule nor runs it early.
+    Zero when the rule is due (its next scheduled time after its last start has come): after
+    any downtime a missed rule runs once at start-up, however many ticks it missed. Otherwise
+    until that next time, so a restart neither delays a rule nor runs it early. A rule that
+    never ran is first seen now: an interval rule runs at once, a cron rule at its first time.
     """
-    if last_started is None or is_due(rule, last_started, now):
+    if is_due(rule, last_started, now, first_seen=now):
         return timedelta(0)
+    if last_started is None:
+        return rule.schedule.first_run(now) - now
     return rule.schedule.next_run(last_started) - now
 
 
