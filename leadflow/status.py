@@ -41,6 +41,8 @@ class RuleRunStatus:
     status: str
     matched: int
     error: str | None
+    first_seen_at: datetime | None = None
+    """When the daemon first scheduled the rule, if it had not run then (cron rules)."""
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,7 @@ def _rule_runs(connection: Connection) -> list[RuleRunStatus]:
             row.last_status,
             row.matched,
             row.last_error,
+            row.first_seen_at,
         )
         for row in connection.execute(select(runs).order_by(runs.c.rule_id))
     ]

@@ -24,6 +24,7 @@ from leadflow.cli.status_command import render_rules
 from leadflow.clock import SettableClock
 from leadflow.engine.evaluation import run_due_rules
 from leadflow.engine.runtime import Runtime
+from leadflow.engine.simulation import simulate
 from leadflow.rule_language.model import RuleSet
 from leadflow.rule_language.schedule import Schedule
 from leadflow.rule_reload import SnapshotHolder
@@ -208,6 +209,95 @@ def test_daemon_schedules_the_next_cron_time_and_follows_a_change(
     assert timedelta(hours=2, minutes=29) < second_in <= timedelta(hours=2, minutes=30)
 
 
+def add_lead(engine: Engine) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            insert(LEADS).values(
+                external_id="L1",
+                stage="lead",
+                score=0,
+                attributes={},
+                stage_entered_at=START,
+                created_at=START,
+                updated_at=START,
+            )
+        )
+
+
+def test_simulation_sees_a_new_cron_rule_wait_for_its_first_time(
+    tmp_path: Path, make_settings: Any, engine: Engine
+) -> None:
+    rule_set = cron_rule_set(tmp_path, make_settings, engine, "0 9 * * 1-5")
+    add_lead(engine)
+    runtime = Runtime.build(engine, make_settings(), SettableClock(START))
+    scores: list[tuple[datetime, int]] = []
+    simulate(
+        runtime,
+        rule_set,
+        START + timedelta(hours=15),  # Friday 15:00 UTC, after this morning's 09:00 Berlin
+        START + timedelta(days=4),
+        timedelta(hours=1),
+        on_step=lambda now: scores.append((now, _score(engine))),
+    )
+    ran_at = [
+        now for (now, score), (_, before) in zip(scores[1:], scores, strict=False) if score > before
+    ]
+    ran_at = ([scores[0][0]] if scores[0][1] else []) + ran_at
+    assert ran_at == [berlin(2026, 3, 9, 9, 0)]  # Monday, not Friday afternoon
+
+
+def _score(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(select(LEADS.c.score)).scalar_one())
+
+
+def test_the_first_sighting_survives_restarts_and_a_takeover(
+    tmp_path: Path, make_settings: Any, engine: Engine
+) -> None:
+    """Deployed Friday 15:00: a restart on Monday 08:00 still waits for 09:00; a replica taking
+    over at 09:02, or a restart then, runs the rule at once (its first time went by)."""
+    rule_set = cron_rule_set(tmp_path, make_settings, engine, "0 9 * * 1-5")
+
+    async def first_tick(at: datetime, *, takeover_at: datetime | None = None) -> timedelta:
+        clock = SettableClock(at)
+        runtime = Runtime.build(engine, make_settings(), clock)
+        holder: SnapshotHolder[RuleSet] = SnapshotHolder()
+        holder.record_success(rule_set)
+        scheduler = build_scheduler(runtime.settings.scheduler, asyncio.get_running_loop())
+        scheduler.start(paused=True)
+        jobs = RuleJobs(scheduler, Evaluator(runtime, holder, steps=[]))
+        try:
+            await jobs.sync(rule_set)
+            if takeover_at is not None:
+                clock.set(takeover_at)
+                await jobs.catch_up(rule_set)
+            job = scheduler.get_job(rule_job_id("morning-points"))
+            return job.next_run_time - datetime.now(UTC)  # type: ignore[no-any-return]
+        finally:
+            scheduler.shutdown(wait=False)
+
+    def about(delay: timedelta, expected: timedelta) -> bool:
+        return expected - timedelta(seconds=2) < delay <= expected
+
+    deployed, monday_8, monday_0902 = (
+        berlin(2026, 3, 6, 15, 0),
+        berlin(2026, 3, 9, 8, 0),
+        berlin(2026, 3, 9, 9, 2),
+    )
+    assert about(asyncio.run(first_tick(deployed)), timedelta(days=2, hours=18))
+    with engine.connect() as connection:
+        assert connection.execute(
+            select(RULE_RUNS.c.first_seen_at, RULE_RUNS.c.last_started_at)
+        ).one() == (deployed, None)
+    assert about(asyncio.run(first_tick(monday_8)), timedelta(hours=1))
+    assert about(asyncio.run(first_tick(deployed, takeover_at=monday_0902)), timedelta(0))
+    assert about(asyncio.run(first_tick(monday_0902)), timedelta(0))
+    console = Console(width=200, record=True)
+    runtime = Runtime.build(engine, make_settings(), SettableClock(monday_0902))
+    render_rules(runtime, collect_status(engine), console)
+    assert console.export_text().splitlines()[2].split()[8:12] == ["never", "due", "now", "-"]
+
+
 def test_status_shows_when_a_new_cron_rule_first_runs(
     tmp_path: Path, make_settings: Any, engine: Engine
 ) -> None:
@@ -216,7 +306,7 @@ def test_status_shows_when_a_new_cron_rule_first_runs(
     console = Console(width=200, record=True)
     render_rules(runtime, collect_status(engine), console)
     [row] = console.export_text().splitlines()[2:]
-    assert row.split()[:10] == [
+    assert row.split()[:11] == [
         "morning-points",
         "cron",
         "0",
@@ -227,4 +317,5 @@ def test_status_shows_when_a_new_cron_rule_first_runs(
         "(Europe/Berlin)",
         "never",
         "2026-03-09",
+        "08:00",
     ]

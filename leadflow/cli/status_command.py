@@ -85,22 +85,25 @@ def render_rules(runtime: Runtime, status: StoreStatus, console: Console) -> Non
     for rule_id in sorted(set(runs) | set(rules)):
         run, rule = runs.get(rule_id), rules.get(rule_id)
         last = run.last_started_at if run else None
+        # As the daemon sees it: a never-run cron rule counts from its stored first sighting.
+        seen = (run.first_seen_at if run else None) or now
         if rule is None:
             schedule, upcoming = "(not enabled in the folder)", "-"
-        elif rule.schedule.is_due(last, now, first_seen=now):  # as a daemon starting now sees it
+        elif rule.schedule.is_due(last, now, first_seen=seen):
             schedule, upcoming = rule.schedule.describe(), "due now"
         else:
             schedule = rule.schedule.describe()
-            upcoming = _utc(rule.schedule.next_run(last) if last else rule.schedule.first_run(now))
+            upcoming = _utc(rule.schedule.next_run(last) if last else rule.schedule.first_run(seen))
+        ran = run if run and last else None  # a row may only hold a first sighting
         table.add_row(
             rule_id,
             schedule,
             _utc(last) if last else "never",
             upcoming,
-            run.status if run else "-",
-            str(run.matched) if run else "-",
-            run.rule_version if run else "-",
-            (run.error or "") if run else "",
+            ran.status if ran else "-",
+            str(ran.matched) if ran else "-",
+            ran.rule_version if ran else "-",
+            (ran.error or "") if ran else "",
         )
     console.print(table)
 

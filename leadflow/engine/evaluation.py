@@ -16,6 +16,8 @@ from typing import Any, Protocol, cast
 
 import structlog
 from sqlalchemy import ColumnElement, Engine, Table, and_, exists, select, true
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -33,7 +35,7 @@ from leadflow.rule_language.to_python import time_of
 from leadflow.rule_language.to_sql import to_where
 from leadflow.store.database import transaction
 from leadflow.store.models import Deal, Lead, RuleRun
-from leadflow.store.tables import FIRINGS
+from leadflow.store.tables import FIRINGS, RULE_RUNS
 
 log = structlog.get_logger("leadflow.engine")
 
@@ -307,6 +309,49 @@ def last_started_times(engine: Engine) -> dict[str, datetime | None]:
     """When each rule that ever ran last started, by rule id (from ``rule_runs``)."""
     with Session(engine) as session:
         return {run.rule_id: run.last_started_at for run in session.scalars(select(RuleRun))}
+
+
+def first_seen_times(engine: Engine) -> dict[str, datetime]:
+    """When the daemon first scheduled each rule that had not run then, by rule id."""
+    with Session(engine) as session:
+        rows = session.execute(
+            select(RULE_RUNS.c.rule_id, RULE_RUNS.c.first_seen_at).where(
+                RULE_RUNS.c.first_seen_at.is_not(None)
+            )
+        )
+        return {rule_id: seen for rule_id, seen in rows}
+
+
+def remember_first_seen(engine: Engine, rule_set: RuleSet, now: datetime) -> dict[str, datetime]:
+    """Record ``now`` as the first sighting of each enabled cron rule that never ran and has
+    none yet (a replica doing the same at the same time changes nothing); return them all.
+
+    A new cron rule waits for its first cron time after its first sighting: kept in the store,
+    a restart, a leader change or an interrupted first run does not push that to a later time.
+    """
+    cron_rules = [rule for rule in rule_set.enabled_rules if rule.schedule.cron is not None]
+    if cron_rules:
+        table = RULE_RUNS
+        with transaction(engine) as session:
+            dialect = session.get_bind().dialect.name
+            insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+            session.execute(
+                insert(table)
+                .values(
+                    [
+                        {
+                            "rule_id": rule.id,
+                            "rule_version": rule_set.version,
+                            "last_status": "never",
+                            "matched": 0,
+                            "first_seen_at": now,
+                        }
+                        for rule in cron_rules
+                    ]
+                )
+                .on_conflict_do_nothing(index_elements=["rule_id"])
+            )
+    return first_seen_times(engine)
 
 
 def run_due_rules(

@@ -132,11 +132,12 @@ def simulate(
     clock = runtime.clock
     assert isinstance(clock, SettableClock)
     clock.set(start)
+    first_seen = clock.now()  # as a daemon started at ``start`` would see the rules
     baseline = Baseline.of(runtime.engine)
     reports: list[DayReport] = []
     while clock.now() < end:
         now = clock.now()
-        run_due_rules(runtime, rule_set, now, first_seen=start)  # as the daemon started at start
+        run_due_rules(runtime, rule_set, now, first_seen=first_seen)
         run_sla_escalations(runtime, rule_set, now)
         run_nurture_steps(runtime, rule_set, now)
         if on_step is not None:

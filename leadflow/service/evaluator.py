@@ -50,18 +50,22 @@ class DaemonCounters:
     """The ``now`` of the last evaluation or funnel tick that finished."""
 
 
-def first_run_delay(rule: Rule, last_started: datetime | None, now: datetime) -> timedelta:
+def first_run_delay(
+    rule: Rule, last_started: datetime | None, now: datetime, first_seen: datetime | None = None
+) -> timedelta:
     """How long after ``now`` the rule's first tick should come.
 
     Zero when the rule is due (its next scheduled time after its last start has come): after
     any downtime a missed rule runs once at start-up, however many ticks it missed. Otherwise
     until that next time, so a restart neither delays a rule nor runs it early. A rule that
-    never ran is first seen now: an interval rule runs at once, a cron rule at its first time.
+    never ran runs at once on an interval, and on cron at its first time after ``first_seen``
+    (its first sighting, stored; ``now`` if unknown).
     """
-    if is_due(rule, last_started, now, first_seen=now):
+    seen = first_seen or now
+    if is_due(rule, last_started, now, first_seen=seen):
         return timedelta(0)
     if last_started is None:
-        return rule.schedule.first_run(now) - now
+        return rule.schedule.first_run(seen) - now
     return rule.schedule.next_run(last_started) - now
 
 

@@ -16,7 +16,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from leadflow.engine.evaluation import last_started_times
+from leadflow.engine.evaluation import first_seen_times, last_started_times, remember_first_seen
 from leadflow.rule_language.model import RuleSet
 from leadflow.rule_language.schedule import Schedule
 from leadflow.service.evaluator import Evaluator, first_run_delay
@@ -107,13 +107,14 @@ class RuleJobs:
         """
         runtime = self.evaluator.runtime
         last_started = await asyncio.to_thread(last_started_times, runtime.engine)
+        first_seen = await asyncio.to_thread(first_seen_times, runtime.engine)
         now = runtime.clock.now()
         wall = datetime.now(UTC)
         due = []
         for rule in rule_set.enabled_rules:
             if rule.id not in self._schedules:
                 continue
-            delay = first_run_delay(rule, last_started.get(rule.id), now)
+            delay = first_run_delay(rule, last_started.get(rule.id), now, first_seen.get(rule.id))
             self.scheduler.modify_job(rule_job_id(rule.id), next_run_time=wall + delay)
             if not delay:
                 due.append(rule.id)
@@ -125,8 +126,9 @@ class RuleJobs:
     async def sync(self, rule_set: RuleSet) -> None:
         """Make the jobs match ``rule_set``'s enabled rules; first ticks follow ``rule_runs``."""
         runtime = self.evaluator.runtime
-        last_started = await asyncio.to_thread(last_started_times, runtime.engine)
         now = runtime.clock.now()
+        last_started = await asyncio.to_thread(last_started_times, runtime.engine)
+        first_seen = await asyncio.to_thread(remember_first_seen, runtime.engine, rule_set, now)
         wall = datetime.now(UTC)
         wanted = {rule.id: rule for rule in rule_set.enabled_rules}
         removed = sorted(set(self._schedules) - set(wanted))
@@ -138,7 +140,9 @@ class RuleJobs:
             known = self._schedules.get(rule.id)
             if known == rule.schedule:
                 continue
-            first = wall + first_run_delay(rule, last_started.get(rule.id), now)
+            first = wall + first_run_delay(
+                rule, last_started.get(rule.id), now, first_seen.get(rule.id)
+            )
             if known is None:
                 self.scheduler.add_job(
                     self.evaluator.evaluate,

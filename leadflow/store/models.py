@@ -260,6 +260,8 @@ class RuleRun(SQLModel, table=True):
     last_status: str = Field(default="never", max_length=20)
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     matched: int = 0
+    first_seen_at: datetime | None = _time()
+    """When the daemon first scheduled the rule while it had never run (cron rules only)."""
 
 
 class AssignmentRotation(SQLModel, table=True):
