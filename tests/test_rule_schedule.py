@@ -131,11 +131,7 @@ def cron_rule_set(tmp_path: Path, make_settings: Any, engine: Engine, cron: str)
     return Runtime.build(engine, make_settings(), SettableClock(START)).load_rules()
 
 
-@pytest.mark.parametrize("first_seen", [None, START])
-def test_engine_runs_a_cron_rule_at_its_times(
-    tmp_path: Path, make_settings: Any, engine: Engine, first_seen: datetime | None
-) -> None:
-    rule_set = cron_rule_set(tmp_path, make_settings, engine, "0 9 * * 1-5")
+def add_lead(engine: Engine) -> None:
     with engine.begin() as connection:
         connection.execute(
             insert(LEADS).values(
@@ -148,6 +144,14 @@ def test_engine_runs_a_cron_rule_at_its_times(
                 updated_at=START,
             )
         )
+
+
+@pytest.mark.parametrize("first_seen", [None, START])
+def test_engine_runs_a_cron_rule_at_its_times(
+    tmp_path: Path, make_settings: Any, engine: Engine, first_seen: datetime | None
+) -> None:
+    rule_set = cron_rule_set(tmp_path, make_settings, engine, "0 9 * * 1-5")
+    add_lead(engine)
     clock = SettableClock(START)
     runtime = Runtime.build(engine, make_settings(), clock)
     ran_at = []
@@ -207,21 +211,6 @@ def test_daemon_schedules_the_next_cron_time_and_follows_a_change(
     assert timedelta(hours=23, minutes=29) < first_in <= timedelta(hours=23, minutes=30)
     assert second == "cron 0 12 * * 1-5 (Europe/Berlin)"
     assert timedelta(hours=2, minutes=29) < second_in <= timedelta(hours=2, minutes=30)
-
-
-def add_lead(engine: Engine) -> None:
-    with engine.begin() as connection:
-        connection.execute(
-            insert(LEADS).values(
-                external_id="L1",
-                stage="lead",
-                score=0,
-                attributes={},
-                stage_entered_at=START,
-                created_at=START,
-                updated_at=START,
-            )
-        )
 
 
 def test_simulation_sees_a_new_cron_rule_wait_for_its_first_time(
