@@ -331,12 +331,11 @@ def remember_first_seen(engine: Engine, rule_set: RuleSet, now: datetime) -> dic
     """
     cron_rules = [rule for rule in rule_set.enabled_rules if rule.schedule.cron is not None]
     if cron_rules:
-        table = RULE_RUNS
         with transaction(engine) as session:
             dialect = session.get_bind().dialect.name
             insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
             session.execute(
-                insert(table)
+                insert(RULE_RUNS)
                 .values(
                     [
                         {
