@@ -239,6 +239,14 @@ class TestCronSchedules:
         rule_set = loaded(rules, self.rule("    cron: 0  9 * * 1-5\n    timezone: Europe/Berlin\n"))
         assert rule_set.rules[0].schedule == Schedule(cron="0 9 * * 1-5", timezone="Europe/Berlin")
 
+    def test_an_unquoted_star_gets_the_fix_in_the_message(self, rules: Path) -> None:
+        text = self.rule("    cron: */5 * * * *\n    timezone: UTC\n")
+        assert problems(rules, **{"r.yaml": text}) == [
+            "rules/r.yaml:3:12: invalid YAML: expected alphabetic or numeric character, but found"
+            " '/' (YAML reads a value starting with * as an alias: quote it, e.g."
+            ' "*/5 * * * *")'
+        ]
+
     def test_mistakes_are_located(self, rules: Path) -> None:
         files = {
             "a.yaml": self.rule("    cron: 61 9 * * *\n    timezone: Europe/Berlin\n"),

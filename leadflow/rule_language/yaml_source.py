@@ -153,6 +153,11 @@ def parse_document(file: str, text: str) -> SourceDocument:
         problem = exc.problem or exc.context or "invalid YAML"
         if "\\t" in problem or "'\\t'" in str(exc):
             problem += " (YAML does not allow tabs for indentation: use spaces)"
+        elif "alias" in (exc.context or "") or "alias" in problem:
+            # Cron expressions start with * often enough to deserve the fix in the message.
+            problem += (
+                ' (YAML reads a value starting with * as an alias: quote it, e.g. "*/5 * * * *")'
+            )
         raise YamlSyntaxError(problem, where) from None
     except yaml.YAMLError as exc:
         raise YamlSyntaxError(str(exc).splitlines()[0], Mark(1, 1)) from None
