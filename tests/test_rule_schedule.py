@@ -32,6 +32,7 @@ from leadflow.service.evaluator import Evaluator, first_run_delay
 from leadflow.service.jobs import RuleJobs, ScheduleTrigger, build_scheduler, rule_job_id
 from leadflow.status import collect_status
 from leadflow.store.tables import LEADS, RULE_RUNS
+from tests.mail_support import add_lead
 
 BERLIN = ZoneInfo("Europe/Berlin")
 START = datetime(2026, 3, 6, 0, 0, tzinfo=UTC)  # a Friday
@@ -131,27 +132,12 @@ def cron_rule_set(tmp_path: Path, make_settings: Any, engine: Engine, cron: str)
     return Runtime.build(engine, make_settings(), SettableClock(START)).load_rules()
 
 
-def add_lead(engine: Engine) -> None:
-    with engine.begin() as connection:
-        connection.execute(
-            insert(LEADS).values(
-                external_id="L1",
-                stage="lead",
-                score=0,
-                attributes={},
-                stage_entered_at=START,
-                created_at=START,
-                updated_at=START,
-            )
-        )
-
-
 @pytest.mark.parametrize("first_seen", [None, START])
 def test_engine_runs_a_cron_rule_at_its_times(
     tmp_path: Path, make_settings: Any, engine: Engine, first_seen: datetime | None
 ) -> None:
     rule_set = cron_rule_set(tmp_path, make_settings, engine, "0 9 * * 1-5")
-    add_lead(engine)
+    add_lead(engine, START, external_id="L1", stage="lead", score=0)
     clock = SettableClock(START)
     runtime = Runtime.build(engine, make_settings(), clock)
     ran_at = []
@@ -217,7 +203,7 @@ def test_simulation_sees_a_new_cron_rule_wait_for_its_first_time(
     tmp_path: Path, make_settings: Any, engine: Engine
 ) -> None:
     rule_set = cron_rule_set(tmp_path, make_settings, engine, "0 9 * * 1-5")
-    add_lead(engine)
+    add_lead(engine, START, external_id="L1", stage="lead", score=0)
     runtime = Runtime.build(engine, make_settings(), SettableClock(START))
     scores: list[tuple[datetime, int]] = []
     simulate(

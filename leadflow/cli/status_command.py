@@ -89,11 +89,9 @@ def render_rules(runtime: Runtime, status: StoreStatus, console: Console) -> Non
         seen = (run.first_seen_at if run else None) or now
         if rule is None:
             schedule, upcoming = "(not enabled in the folder)", "-"
-        elif rule.schedule.is_due(last, now, first_seen=seen):
-            schedule, upcoming = rule.schedule.describe(), "due now"
         else:
-            schedule = rule.schedule.describe()
-            upcoming = _utc(rule.schedule.next_run(last) if last else rule.schedule.first_run(seen))
+            schedule, next_run = rule.schedule.describe(), rule.schedule.upcoming(last, seen)
+            upcoming = "due now" if next_run <= now else _utc(next_run)
         ran = run if run and last else None  # a row may only hold a first sighting
         table.add_row(
             rule_id,

@@ -9,7 +9,7 @@ run reads the same matches and writes nothing.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
@@ -322,15 +322,18 @@ def first_seen_times(engine: Engine) -> dict[str, datetime]:
         return {rule_id: seen for rule_id, seen in rows}
 
 
-def remember_first_seen(engine: Engine, rule_set: RuleSet, now: datetime) -> dict[str, datetime]:
-    """Record ``now`` as the first sighting of each enabled cron rule that never ran and has
-    none yet (a replica doing the same at the same time changes nothing); return them all.
+def remember_first_seen(
+    engine: Engine, rule_set: RuleSet, now: datetime, known: Collection[str]
+) -> dict[str, datetime]:
+    """Record ``now`` as the first sighting of each enabled cron rule not among ``known`` (the
+    rule ids with a row in ``rule_runs``; a replica doing the same at the same time changes
+    nothing); return the first sightings of all rules.
 
     A new cron rule waits for its first cron time after its first sighting: kept in the store,
     a restart, a leader change or an interrupted first run does not push that to a later time.
     """
-    cron_rules = [rule for rule in rule_set.enabled_rules if rule.schedule.cron is not None]
-    if cron_rules:
+    new = [r for r in rule_set.enabled_rules if r.schedule.cron is not None and r.id not in known]
+    if new:
         with transaction(engine) as session:
             dialect = session.get_bind().dialect.name
             insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
@@ -345,7 +348,7 @@ def remember_first_seen(engine: Engine, rule_set: RuleSet, now: datetime) -> dic
                             "matched": 0,
                             "first_seen_at": now,
                         }
-                        for rule in cron_rules
+                        for rule in new
                     ]
                 )
                 .on_conflict_do_nothing(index_elements=["rule_id"])

@@ -83,12 +83,19 @@ class Schedule:
             return seen
         return self.next_run(seen - timedelta(microseconds=1))
 
+    def upcoming(self, last_started: datetime | None, first_seen: datetime) -> datetime:
+        """When the rule runs next: after its last start, or first after its first sighting."""
+        if last_started is None:
+            return self.first_run(first_seen)
+        return self.next_run(last_started)
+
     def is_due(
         self, last_started: datetime | None, now: datetime, first_seen: datetime | None = None
     ) -> bool:
-        if last_started is None:
-            return first_seen is None or self.first_run(first_seen) <= now
-        return self.next_run(last_started) <= now
+        """Due at ``now``; a rule that never ran and whose first sighting is unknown, at once."""
+        if last_started is None and first_seen is None:
+            return True
+        return self.upcoming(last_started, first_seen or now) <= now
 
     def describe(self) -> str:
         if self.cron is None:

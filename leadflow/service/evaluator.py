@@ -22,7 +22,7 @@ import structlog
 
 from leadflow import metrics
 from leadflow.engine.due_rows import StopSignal
-from leadflow.engine.evaluation import RuleOutcome, is_due, run_rule
+from leadflow.engine.evaluation import RuleOutcome, run_rule
 from leadflow.engine.nurture import run_nurture_steps
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.sla import run_sla_escalations
@@ -61,12 +61,7 @@ def first_run_delay(
     never ran runs at once on an interval, and on cron at its first time after ``first_seen``
     (its first sighting, stored; ``now`` if unknown).
     """
-    seen = first_seen or now
-    if is_due(rule, last_started, now, first_seen=seen):
-        return timedelta(0)
-    if last_started is None:
-        return rule.schedule.first_run(seen) - now
-    return rule.schedule.next_run(last_started) - now
+    return max(timedelta(0), rule.schedule.upcoming(last_started, first_seen or now) - now)
 
 
 def funnel_steps(stop: StopSignal | None = None) -> list[tuple[str, FunnelStep]]:

@@ -128,7 +128,9 @@ class RuleJobs:
         runtime = self.evaluator.runtime
         now = runtime.clock.now()
         last_started = await asyncio.to_thread(last_started_times, runtime.engine)
-        first_seen = await asyncio.to_thread(remember_first_seen, runtime.engine, rule_set, now)
+        first_seen = await asyncio.to_thread(
+            remember_first_seen, runtime.engine, rule_set, now, last_started.keys()
+        )
         wall = datetime.now(UTC)
         wanted = {rule.id: rule for rule in rule_set.enabled_rules}
         removed = sorted(set(self._schedules) - set(wanted))
