@@ -13,7 +13,7 @@ from leadflow.clock import SettableClock
 from leadflow.engine.runtime import Runtime
 from leadflow.http import create_app
 from leadflow.rule_language.model import RuleSet
-from leadflow.rule_reload import SnapshotHolder
+from leadflow.service.rule_reload import SnapshotHolder
 from leadflow.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent

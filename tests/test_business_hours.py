@@ -20,7 +20,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from leadflow.business_hours import (
+from leadflow.config import load_settings
+from leadflow.engine.business_hours import (
     BusinessCalendar,
     add_business_time,
     business_time_between,
@@ -29,7 +30,6 @@ from leadflow.business_hours import (
     next_opening,
     opening_hours,
 )
-from leadflow.config import load_settings
 from leadflow.errors import ConfigError, UnknownCalendarError
 from leadflow.settings import CalendarSettings
 

@@ -28,9 +28,9 @@ from leadflow.clock import SettableClock
 from leadflow.engine.evaluation import RuleOutcome
 from leadflow.engine.runtime import Runtime
 from leadflow.rule_language.model import RuleSet
-from leadflow.rule_reload import SnapshotHolder
 from leadflow.service.evaluator import Evaluator, first_run_delay
 from leadflow.service.jobs import RuleJobs, build_scheduler, rule_job_id
+from leadflow.service.rule_reload import SnapshotHolder
 from leadflow.store.database import create_store_engine
 from leadflow.store.tables import AUDIT, LEADS, OUTBOX, REPS, RULE_RUNS
 from tests.replica_support import REPO, Replica, make_project, wait_until

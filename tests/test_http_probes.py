@@ -21,7 +21,7 @@ from sqlalchemy import Engine, insert
 from leadflow import metrics
 from leadflow.clock import SettableClock
 from leadflow.engine.evaluation import run_rule
-from leadflow.rule_reload import reload_snapshot
+from leadflow.service.rule_reload import reload_snapshot
 from leadflow.store.database import create_store_engine
 from leadflow.store.tables import OUTBOX
 from tests.http_support import AUTH, Api, build_app, http_settings, runtime_for

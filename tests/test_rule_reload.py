@@ -26,7 +26,7 @@ from watchfiles import Change
 
 from leadflow.clock import SettableClock
 from leadflow.errors import ConfigError, NoSnapshotError, Problem, ProblemsError
-from leadflow.rule_reload import (
+from leadflow.service.rule_reload import (
     ReloadStatus,
     RuleFolderFilter,
     SnapshotHolder,

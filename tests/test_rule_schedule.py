@@ -27,10 +27,10 @@ from leadflow.engine.runtime import Runtime
 from leadflow.engine.simulation import simulate
 from leadflow.rule_language.model import RuleSet
 from leadflow.rule_language.schedule import Schedule
-from leadflow.rule_reload import SnapshotHolder
 from leadflow.service.evaluator import Evaluator, first_run_delay
 from leadflow.service.jobs import RuleJobs, ScheduleTrigger, build_scheduler, rule_job_id
-from leadflow.status import collect_status
+from leadflow.service.rule_reload import SnapshotHolder
+from leadflow.store.status import collect_status
 from leadflow.store.tables import LEADS, RULE_RUNS
 from tests.mail_support import add_lead
 

@@ -14,7 +14,7 @@ from leadflow.cli.status_command import render_status
 from leadflow.clock import SettableClock
 from leadflow.ingest import import_file
 from leadflow.settings import ImportKind
-from leadflow.status import LastImport, StoreStatus, collect_status
+from leadflow.store.status import LastImport, StoreStatus, collect_status
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 

@@ -9,7 +9,7 @@ from rich.console import Console
 from leadflow.cli.status_command import render_operations, render_rules
 from leadflow.engine.evaluation import run_due_rules
 from leadflow.engine.runtime import Runtime
-from leadflow.status import RuleRunStatus, collect_status
+from leadflow.store.status import RuleRunStatus, collect_status
 from tests.test_funnel_scenario import T0, runtime, seed  # noqa: F401 (the runtime fixture)
 
 

@@ -17,11 +17,11 @@ from leadflow.cli import (
     import_command,
     mail_commands,
     plan_command,
+    rule_test_command,
     run_command,
     schema_command,
     simulate_command,
     status_command,
-    test_command,
 )
 from leadflow.cli.context import CliContext
 from leadflow.errors import ExternalSystemError, UserInputError
@@ -62,7 +62,7 @@ app.command("send")(mail_commands.send)
 app.command("outbox")(mail_commands.outbox)
 app.command("import")(import_command.import_records)
 app.command("status")(status_command.show_status)
-app.command("test")(test_command.run_rule_tests)
+app.command("test")(rule_test_command.run_rule_tests)
 app.command("plan")(plan_command.plan_rules)
 
 

@@ -10,7 +10,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from leadflow.cli.context import cli_context
-from leadflow.demo_funnel import simulate
+from leadflow.cli.demo_funnel import simulate
 
 
 def demo(

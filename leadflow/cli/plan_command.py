@@ -12,7 +12,13 @@ from leadflow.cli.context import cli_context
 from leadflow.clock import SettableClock, SystemClock, parse_instant
 from leadflow.engine.runtime import Runtime
 from leadflow.errors import DatabaseUnavailableError, UserInputError
-from leadflow.rule_plan import load_base_rules, plan_change, render_markdown, render_text, rules_at
+from leadflow.rule_testing.plan import (
+    load_base_rules,
+    plan_change,
+    render_markdown,
+    render_text,
+    rules_at,
+)
 from leadflow.store.database import engine_for
 
 

@@ -14,7 +14,7 @@ from leadflow.clock import SystemClock
 from leadflow.engine.runtime import Runtime
 from leadflow.errors import ProblemsError
 from leadflow.rule_language.model import RuleSet
-from leadflow.status import StoreStatus, collect_status
+from leadflow.store.status import StoreStatus, collect_status
 
 
 def show_status(ctx: typer.Context) -> None:

@@ -15,9 +15,9 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from leadflow.business_hours import calendar_named
 from leadflow.engine.assignment import choose_rep
 from leadflow.engine.audit_trail import record
+from leadflow.engine.business_hours import calendar_named
 from leadflow.engine.due_rows import StopSignal, handle_due_rows
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.sla_timers import level_due, new_sla_timer

@@ -9,8 +9,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from leadflow.business_hours import BusinessCalendar, add_business_time, calendar_named
 from leadflow.engine.audit_trail import jsonable
+from leadflow.engine.business_hours import BusinessCalendar, add_business_time, calendar_named
 from leadflow.rule_language.actions import StartSla
 from leadflow.settings import Settings
 from leadflow.store.models import SlaTimer

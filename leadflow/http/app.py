@@ -29,7 +29,7 @@ from leadflow.http.openapi import request_body
 from leadflow.http.probes import probe_routes
 from leadflow.http.records import FieldError, RecordsRejectedError, upsert_records
 from leadflow.rule_language.model import RuleSet
-from leadflow.rule_reload import SnapshotHolder
+from leadflow.service.rule_reload import SnapshotHolder
 from leadflow.settings import ImportKind
 
 log = structlog.get_logger("leadflow.http")

@@ -21,7 +21,7 @@ from leadflow import metrics
 from leadflow.engine.runtime import Runtime
 from leadflow.mail.outbox import PENDING, STATUSES
 from leadflow.rule_language.model import RuleSet
-from leadflow.rule_reload import SnapshotHolder
+from leadflow.service.rule_reload import SnapshotHolder
 from leadflow.store.tables import OUTBOX
 
 log = structlog.get_logger("leadflow.http")

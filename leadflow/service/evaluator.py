@@ -27,8 +27,8 @@ from leadflow.engine.nurture import run_nurture_steps
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.sla import run_sla_escalations
 from leadflow.rule_language.model import Rule, RuleSet
-from leadflow.rule_reload import SnapshotHolder
 from leadflow.service.leadership import Leadership
+from leadflow.service.rule_reload import SnapshotHolder
 
 log = structlog.get_logger("leadflow.service")
 
