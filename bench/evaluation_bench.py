@@ -32,8 +32,7 @@ from leadflow.engine.runtime import Runtime
 from leadflow.logs import configure_logging
 from leadflow.rule_language.conditions import EvaluationContext
 from leadflow.rule_language.to_python import matches
-from leadflow.store.attributes import ensure_attribute_indexes
-from leadflow.store.database import create_store_engine, migrate
+from leadflow.store.database import create_store_engine, ensure_attribute_indexes, migrate
 from leadflow.store.models import Lead
 from leadflow.store.tables import LEADS
 

@@ -9,7 +9,7 @@ from sqlalchemy import Engine, select, text
 from leadflow.rule_language.conditions import Comparison, EvaluationContext, Op
 from leadflow.rule_language.fields import Subject, field_catalog
 from leadflow.rule_language.to_sql import to_where
-from leadflow.store.attributes import ensure_attribute_indexes
+from leadflow.store.database import ensure_attribute_indexes
 from leadflow.store.tables import LEADS
 from tests.conftest import T0
 

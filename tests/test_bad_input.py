@@ -34,6 +34,7 @@ from leadflow.errors import UserInputError
 from leadflow.ingest import import_file
 from leadflow.ingest.runner import ImportReport
 from leadflow.store.tables import IMPORT_RUNS, LEADS, OUTBOX, REPS
+from tests.conftest import T0
 from tests.http_support import Api, build_app, http_settings, runtime_for
 from tests.replica_support import MQL_RULE, REPO, seed_funnel
 
@@ -93,7 +94,7 @@ def stored(engine: Engine) -> dict[str, tuple[str | None, str | None]]:
 def attempt(engine: Engine, settings_: Any, path: Path) -> ImportReport | None:
     """The import's report, or None when it refused the file, which must then write nothing."""
     try:
-        return import_file(engine, settings_, "leads", path)
+        return import_file(engine, settings_, "leads", path, clock=SettableClock(T0))
     except UserInputError as exc:
         message = str(exc)
     # Each problem on a line of its own, located in the file.
@@ -171,13 +172,15 @@ class TestFuzzedImports:
 class TestOverlongCells:
     """A cell longer than its column is one located rejection; the other rows import."""
 
-    def test_csv_and_jsonl(self, engine: Engine, make_settings: Any, tmp_path: Path) -> None:
+    def test_csv_and_jsonl(
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
         path = tmp_path / "leads.csv"
         path.write_text(
             f"external_id,name,company\nL1,{'A' * 100_000},Acme\nL2,Bob,{'C' * 301}\nL3,Cy,Gamma\n",
             encoding="utf-8",
         )
-        report = import_file(engine, make_settings(), "leads", path)
+        report = import_file(engine, make_settings(), "leads", path, clock=clock)
         assert [str(p) for p in report.problems] == [
             f"{path}:2: name: longer than 300 characters (100000); shorten it",
             f"{path}:3: company: longer than 300 characters (301); shorten it",
@@ -188,7 +191,7 @@ class TestOverlongCells:
             json.dumps({"external_id": "E" * 201}) + "\n" + json.dumps({"external_id": "L4"}),
             encoding="utf-8",
         )
-        report = import_file(engine, make_settings(), "leads", jsonl)
+        report = import_file(engine, make_settings(), "leads", jsonl, clock=clock)
         assert [str(p) for p in report.problems] == [
             f"{jsonl}:1: external_id: longer than 200 characters (201); shorten it"
         ]
@@ -224,7 +227,9 @@ class TestFormulaCells:
         settings_ = make_settings(**{"paths.templates": str(REPO / "templates")})
         return Runtime.build(engine, settings_, SettableClock(NOW))
 
-    def test_escaped_in_html_verbatim_in_text(self, runtime: Runtime, tmp_path: Path) -> None:
+    def test_escaped_in_html_verbatim_in_text(
+        self, runtime: Runtime, tmp_path: Path, clock: SettableClock
+    ) -> None:
         engine = runtime.engine
         seed_funnel(engine, NOW, 0)
         rows = [
@@ -237,7 +242,7 @@ class TestFormulaCells:
         writer.writerows(rows)
         path = tmp_path / "leads.csv"
         path.write_text(text.getvalue(), encoding="utf-8")
-        report = import_file(engine, runtime.settings, "leads", path)
+        report = import_file(engine, runtime.settings, "leads", path, clock=clock)
         assert report.problems == []
         # Stored exactly (a leading tab is blank and trimmed like any surrounding blank).
         assert stored(engine) == {row["external_id"]: (row["name"].strip(), MARKUP) for row in rows}

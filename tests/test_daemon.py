@@ -404,7 +404,7 @@ class TestStartupCatchUp:
         assert (run.last_started_at, run.last_status) == (NOW, "ok")
 
     async def _start_and_run_once(self, runtime: Runtime, rule_set: RuleSet) -> timedelta:
-        holder: SnapshotHolder[RuleSet] = SnapshotHolder()
+        holder: SnapshotHolder[RuleSet] = SnapshotHolder(clock=runtime.clock)
         holder.record_success(rule_set)
         evaluator = ObservedEvaluator(runtime, holder, steps=[])
         scheduler = build_scheduler(runtime.settings.scheduler, asyncio.get_running_loop())
@@ -435,7 +435,7 @@ class TestErrorBoundary:
         rule_set = TestStartupCatchUp()._rule_set(tmp_path, make_settings, engine)
         unmigrated = create_store_engine(f"sqlite:///{tmp_path / 'empty.db'}")
         runtime = Runtime.build(unmigrated, make_settings(), SettableClock(NOW))
-        holder: SnapshotHolder[RuleSet] = SnapshotHolder()
+        holder: SnapshotHolder[RuleSet] = SnapshotHolder(clock=runtime.clock)
         holder.record_success(rule_set)
         evaluator = Evaluator(runtime, holder, steps=[])
         try:
@@ -460,7 +460,7 @@ class TestErrorBoundary:
         self, tmp_path: Path, make_settings: Any, engine: Engine
     ) -> None:
         rule_set = TestStartupCatchUp()._rule_set(tmp_path, make_settings, engine)
-        holder: SnapshotHolder[RuleSet] = SnapshotHolder()
+        holder: SnapshotHolder[RuleSet] = SnapshotHolder(clock=SettableClock(NOW))
         holder.record_success(rule_set)
 
         def broken(runtime: Runtime, rule_set: RuleSet, now: datetime) -> int:

@@ -9,7 +9,9 @@ from typing import Any
 from import_support import rows, write
 from sqlalchemy import Engine
 
+from leadflow.clock import SettableClock
 from leadflow.ingest import import_file
+from tests.conftest import T0
 
 SETUP = {
     "reps.csv": "external_id,name,email\nR1,Ada Lovelace,ada@example.com\n",
@@ -29,14 +31,14 @@ visit,,,,2026-02-01T10:00:00Z,
 def setup(engine: Engine, settings: Any, folder: Path) -> None:
     for kind in ("reps", "leads", "deals"):
         path = write(folder, f"{kind}.csv", SETUP[f"{kind}.csv"])
-        assert import_file(engine, settings, kind, path).rejected == 0
+        assert import_file(engine, settings, kind, path, clock=SettableClock(T0)).rejected == 0
 
 
 class TestActivities:
     """Upsert by a stable derived id; the newest activity moves last_activity_at forward only."""
 
     def test_activities_land_and_bump_last_activity(
-        self, engine: Engine, make_settings: Any, tmp_path: Path
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
     ) -> None:
         """L1 moves to its newest activity; L2's later time stays; bad rows are located."""
         settings = make_settings(
@@ -44,7 +46,7 @@ class TestActivities:
         )
         setup(engine, settings, tmp_path)
         path = write(tmp_path, "activities.csv", ACTIVITIES)
-        report = import_file(engine, settings, "activities", path)
+        report = import_file(engine, settings, "activities", path, clock=clock)
         assert [str(p) for p in report.problems] == [
             f"{path}:5: lead: no lead with external id 'L9'; import the leads first",
             f"{path}:6: lead: missing; an activity needs a lead or a deal",
@@ -68,7 +70,7 @@ class TestActivities:
         ]
 
     def test_derived_ids_make_a_reimport_unchanged(
-        self, engine: Engine, make_settings: Any, tmp_path: Path
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
     ) -> None:
         """Without an id column the same content gets the same id: nothing is duplicated."""
         settings = make_settings(
@@ -76,8 +78,8 @@ class TestActivities:
         )
         setup(engine, settings, tmp_path)
         path = write(tmp_path, "activities.csv", ACTIVITIES)
-        import_file(engine, settings, "activities", path)
+        import_file(engine, settings, "activities", path, clock=clock)
         before = rows(engine, "activities", "id", "external_id", "properties")
-        report = import_file(engine, settings, "activities", path)
+        report = import_file(engine, settings, "activities", path, clock=clock)
         assert report.summary == "inserted 0, updated 0, unchanged 3, rejected 2"
         assert rows(engine, "activities", "id", "external_id", "properties") == before

@@ -226,7 +226,7 @@ class TestReferences:
         ]
 
     def test_manager_by_name_without_an_email_pattern(
-        self, engine: Engine, store_url: str, tmp_path: Path
+        self, engine: Engine, store_url: str, tmp_path: Path, clock: SettableClock
     ) -> None:
         """Without import.mappings.reps.email_pattern an unknown manager is a rejected row."""
         config = write(
@@ -238,7 +238,7 @@ class TestReferences:
             "reps.csv",
             "name,email,manager\nAda,ada@x.org,Grace\nGrace,g@x.org,\nAlan,a@x.org,Edsger\n",
         )
-        report = import_file(engine, settings, "reps", path)
+        report = import_file(engine, settings, "reps", path, clock=clock)
         assert [str(p) for p in report.problems] == [
             f"{path}:4: manager: no rep with name 'Edsger'; to create managers known only by "
             "name, set import.mappings.reps.email_pattern"

@@ -9,14 +9,16 @@ import pytest
 from import_support import rows, write
 from sqlalchemy import Engine
 
+from leadflow.clock import SettableClock
 from leadflow.errors import ImportFileError, UserInputError
 from leadflow.ingest import import_file
+from tests.conftest import T0
 
 
 def refused(engine: Engine, settings: Any, path: Path, kind: str = "leads") -> str:
     """The error's text; also checks that nothing at all was written."""
     with pytest.raises(UserInputError) as caught:
-        import_file(engine, settings, kind, path)  # type: ignore[arg-type]
+        import_file(engine, settings, kind, path, clock=SettableClock(T0))  # type: ignore[arg-type]
     assert rows(engine, "leads", "external_id") == []
     assert rows(engine, "import_runs", "id") == []
     return str(caught.value)
@@ -25,10 +27,12 @@ def refused(engine: Engine, settings: Any, path: Path, kind: str = "leads") -> s
 class TestEncodings:
     """A UTF-8 BOM is not part of the first column; bytes that are not UTF-8 are located."""
 
-    def test_bom_is_ignored(self, engine: Engine, make_settings: Any, tmp_path: Path) -> None:
+    def test_bom_is_ignored(
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
         """Excel's byte-order mark before 'external_id' does not make an unknown column."""
         path = write(tmp_path, "bom.csv", "\ufeffexternal_id,name\nL1,Zoë\n")
-        report = import_file(engine, make_settings(), "leads", path)
+        report = import_file(engine, make_settings(), "leads", path, clock=clock)
         assert report.summary == "inserted 1, updated 0, unchanged 0, rejected 0"
         assert rows(engine, "leads", "external_id", "name") == [("L1", "Zoë")]
 
@@ -43,12 +47,12 @@ class TestEncodings:
         )
 
     def test_declared_latin1_is_read(
-        self, engine: Engine, make_settings: Any, tmp_path: Path
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
     ) -> None:
         """With encoding: latin-1 the same file imports, the name intact."""
         settings = make_settings(import__mappings={"leads": {"encoding": "latin-1"}})
         path = write(tmp_path, "latin.csv", "external_id,name\nL2,Zoë\n", "latin-1")
-        import_file(engine, settings, "leads", path)
+        import_file(engine, settings, "leads", path, clock=clock)
         assert rows(engine, "leads", "external_id", "name") == [("L2", "Zoë")]
 
     def test_binary_junk(self, engine: Engine, make_settings: Any, tmp_path: Path) -> None:
@@ -82,12 +86,12 @@ class TestHeaders:
         ]
 
     def test_skipped_column_is_ignored(
-        self, engine: Engine, make_settings: Any, tmp_path: Path
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
     ) -> None:
         """Mapping a column to skip is how an export's extra columns are left out."""
         settings = make_settings(import__mappings={"leads": {"columns": {"shoe_size": "skip"}}})
         path = write(tmp_path, "l.csv", "external_id,shoe_size\nL1,44\n")
-        assert import_file(engine, settings, "leads", path).counts.inserted == 1
+        assert import_file(engine, settings, "leads", path, clock=clock).counts.inserted == 1
 
     def test_missing_required_column(
         self, engine: Engine, make_settings: Any, tmp_path: Path
@@ -99,21 +103,21 @@ class TestHeaders:
         )
 
     def test_missing_file_and_unknown_extension(
-        self, engine: Engine, make_settings: Any, tmp_path: Path
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
     ) -> None:
         """Neither reaches the store."""
         missing = tmp_path / "nope.csv"
         assert refused(engine, make_settings(), missing) == f"{missing}: no such file"
         odd = write(tmp_path, "leads.xlsx", "x")
         with pytest.raises(ImportFileError, match=r"pass --format csv or --format jsonl$"):
-            import_file(engine, make_settings(), "leads", odd)
+            import_file(engine, make_settings(), "leads", odd, clock=clock)
 
 
 class TestJsonLines:
     """JSONL: one object per line; keys are the columns; a bad line is a rejected row."""
 
     def test_objects_import_and_bad_lines_are_rejected(
-        self, engine: Engine, make_settings: Any, tmp_path: Path
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
     ) -> None:
         """Numbers and booleans arrive typed; blank lines are skipped but counted."""
         text = (
@@ -125,7 +129,7 @@ class TestJsonLines:
             '{"external_id": "L4", "name": "Grace"}\n'
         )
         path = write(tmp_path, "leads.jsonl", text)
-        report = import_file(engine, make_settings(), "leads", path)
+        report = import_file(engine, make_settings(), "leads", path, clock=clock)
         assert [str(p) for p in report.problems] == [
             f"{path}:3: score: expected a whole number, got 'x'",
             f"{path}:4: expected a JSON object, got list",

@@ -134,7 +134,7 @@ class TestAttributes:
         ]
 
     def test_mapping_to_an_undeclared_attribute_is_a_file_error(
-        self, engine: Engine, make_settings: Any, tmp_path: Path
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
     ) -> None:
         """The message names the setting and says how to declare the attribute."""
         settings = make_settings(
@@ -142,7 +142,7 @@ class TestAttributes:
         )
         path = write(tmp_path, "l.csv", "external_id,Size\nL1,5\n")
         with pytest.raises(ProblemsError) as caught:
-            import_file(engine, settings, "leads", path)
+            import_file(engine, settings, "leads", path, clock=clock)
         assert str(caught.value) == (
             f"{path}:1: import.mappings.leads.columns.Size: attributes.size is not declared; "
             "add size with its type (string, integer, number, boolean, datetime, date) "

@@ -127,7 +127,7 @@ def write(path: Path, text: str) -> None:
 def good_start(folder: Path) -> tuple[RuleFiles, SnapshotHolder[Snapshot]]:
     write(folder / "mql.yaml", "threshold: 50\n")
     load = RuleFiles(folder)
-    holder: SnapshotHolder[Snapshot] = SnapshotHolder()
+    holder: SnapshotHolder[Snapshot] = SnapshotHolder(clock=SettableClock(T0))
     assert reload_snapshot(load, holder)
     return load, holder
 
@@ -136,7 +136,7 @@ class TestSnapshotHolder:
     """A refused set keeps the last good snapshot; errors, counters and times say what happened."""
 
     def test_nothing_loaded_yet(self) -> None:
-        holder: SnapshotHolder[Snapshot] = SnapshotHolder()
+        holder: SnapshotHolder[Snapshot] = SnapshotHolder(clock=SettableClock(T0))
         assert holder.status() == ReloadStatus(0, 0, 0, (), False, None, None)
         assert holder.current_or_none() is None
         with pytest.raises(NoSnapshotError) as caught:
@@ -352,7 +352,7 @@ class TestConfigMapVolume:
         (tmp_path / "..data").symlink_to(first)
         (tmp_path / "mql.yaml").symlink_to("..data/mql.yaml")  # never changes afterwards
         load = RuleFiles(tmp_path)
-        holder: SnapshotHolder[Snapshot] = SnapshotHolder()
+        holder: SnapshotHolder[Snapshot] = SnapshotHolder(clock=SettableClock(T0))
         assert reload_snapshot(load, holder)
 
         async def scenario() -> float:
@@ -407,7 +407,7 @@ class TestWatcherSetup:
 
     def test_missing_folder(self, tmp_path: Path) -> None:
         load = RuleFiles(tmp_path)
-        holder: SnapshotHolder[Snapshot] = SnapshotHolder()
+        holder: SnapshotHolder[Snapshot] = SnapshotHolder(clock=SettableClock(T0))
         missing = tmp_path / "rules"
         with pytest.raises(ConfigError) as caught:
             asyncio.run(watch_and_reload([tmp_path, missing], load, holder, asyncio.Event()))

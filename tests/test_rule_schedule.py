@@ -176,7 +176,7 @@ def test_daemon_schedules_the_next_cron_time_and_follows_a_change(
     runtime = Runtime.build(engine, make_settings(), SettableClock(now))
 
     async def scheduled() -> list[tuple[str, timedelta]]:
-        holder: SnapshotHolder[RuleSet] = SnapshotHolder()
+        holder: SnapshotHolder[RuleSet] = SnapshotHolder(clock=runtime.clock)
         holder.record_success(rule_set)
         scheduler = build_scheduler(runtime.settings.scheduler, asyncio.get_running_loop())
         scheduler.start(paused=True)
@@ -236,7 +236,7 @@ def test_the_first_sighting_survives_restarts_and_a_takeover(
     async def first_tick(at: datetime, *, takeover_at: datetime | None = None) -> timedelta:
         clock = SettableClock(at)
         runtime = Runtime.build(engine, make_settings(), clock)
-        holder: SnapshotHolder[RuleSet] = SnapshotHolder()
+        holder: SnapshotHolder[RuleSet] = SnapshotHolder(clock=clock)
         holder.record_success(rule_set)
         scheduler = build_scheduler(runtime.settings.scheduler, asyncio.get_running_loop())
         scheduler.start(paused=True)

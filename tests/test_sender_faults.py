@@ -263,7 +263,7 @@ class TestCatchUpOnLeadership:
     async def _take_over(
         self, runtime: Runtime, rule_set: RuleSet
     ) -> tuple[list[str], dict[str, timedelta]]:
-        holder: SnapshotHolder[RuleSet] = SnapshotHolder()
+        holder: SnapshotHolder[RuleSet] = SnapshotHolder(clock=runtime.clock)
         holder.record_success(rule_set)
         scheduler = build_scheduler(runtime.settings.scheduler, asyncio.get_running_loop())
         scheduler.start(paused=True)  # the jobs' times are looked at, never run

@@ -12,8 +12,7 @@ from sqlalchemy import Engine
 from leadflow.config import LoadedSettings, load_settings
 from leadflow.logs import configure_logging
 from leadflow.settings import Settings
-from leadflow.store.attributes import ensure_attribute_indexes
-from leadflow.store.database import engine_for, migrate
+from leadflow.store.database import engine_for, ensure_attribute_indexes, migrate
 from leadflow.store.tables import LEADS
 
 

@@ -27,7 +27,7 @@ from leadflow.ingest.reps import RepWriter
 from leadflow.ingest.runner import WRITERS
 from leadflow.ingest.writers import Counts, Prepared, TableWriter
 from leadflow.settings import ImportKind, ImportMapping, Settings
-from leadflow.store.database import writing_connection
+from leadflow.store.database import transaction
 
 Loc = tuple[str | int, ...]
 _INT32 = 2**31
@@ -119,7 +119,8 @@ def _write_all(
 ) -> UpsertResult:
     mapping = settings.imports.mappings.get(kind, ImportMapping())
     counts = Counts()
-    with writing_connection(engine) as connection:
+    with transaction(engine) as session:
+        connection = session.connection()
         reps = RepDirectory.load(connection, mapping.rep_reference)
         writer = WRITERS[kind](plan, settings, now, reps)
         records, errors = _read(plan, writer, items, locate)

@@ -20,9 +20,7 @@ from leadflow.ingest.mapping import ColumnPlan
 from leadflow.ingest.references import RepDirectory, ids_by_external_id
 from leadflow.ingest.writers import Counts, Prepared, Shape
 from leadflow.settings import ImportKind, ImportMapping, Settings
-from leadflow.store.models import metadata
-
-TABLES = metadata.tables
+from leadflow.store.tables import ACTIVITIES, DEALS, LEADS
 
 Record = dict[str, Any]
 Rejection = tuple[int, ImportRowError]
@@ -149,7 +147,7 @@ def required(field: str, reason: str = "missing") -> Convert:
 
 class LeadWriter(KindWriter):
     kind = "leads"
-    table = TABLES["leads"]
+    table = LEADS
     columns: ClassVar[Mapping[str, str]] = {
         "email": "email",
         "name": "name",
@@ -220,7 +218,7 @@ class LeadWriter(KindWriter):
 
 class DealWriter(KindWriter):
     kind = "deals"
-    table = TABLES["deals"]
+    table = DEALS
     columns: ClassVar[Mapping[str, str]] = {
         "lead": "lead_id",
         "account": "account",
@@ -253,12 +251,12 @@ class DealWriter(KindWriter):
     def lookups(self, connection: Connection, records: list[Record]) -> None:
         if "lead" in self.fields:
             wanted = {r["lead"] for r in records if r.get("lead") is not None}
-            self._leads = ids_by_external_id(connection, TABLES["leads"], wanted)
+            self._leads = ids_by_external_id(connection, LEADS, wanted)
 
 
 class ActivityWriter(KindWriter):
     kind = "activities"
-    table = TABLES["activities"]
+    table = ACTIVITIES
     columns: ClassVar[Mapping[str, str]] = {
         "lead": "lead_id",
         "deal": "deal_id",
@@ -306,14 +304,14 @@ class ActivityWriter(KindWriter):
     def lookups(self, connection: Connection, records: list[Record]) -> None:
         if "lead" in self.fields:
             wanted = {r["lead"] for r in records if r.get("lead") is not None}
-            self._leads = ids_by_external_id(connection, TABLES["leads"], wanted)
+            self._leads = ids_by_external_id(connection, LEADS, wanted)
         if "deal" in self.fields:
             wanted = {r["deal"] for r in records if r.get("deal") is not None}
-            self._deals = ids_by_external_id(connection, TABLES["deals"], wanted)
+            self._deals = ids_by_external_id(connection, DEALS, wanted)
 
     def after_write(self, connection: Connection, rows: list[Prepared]) -> None:
         """Bump the leads' and deals' ``last_activity_at`` to their newest activity, in SQL."""
-        for field, target in (("lead", TABLES["leads"]), ("deal", TABLES["deals"])):
+        for field, target in (("lead", LEADS), ("deal", DEALS)):
             if field not in self.fields:
                 continue
             position = self.fields.index(field)
@@ -325,7 +323,7 @@ class ActivityWriter(KindWriter):
 def _bump_last_activity(
     connection: Connection, target: Table, column: str, ids: Iterable[int]
 ) -> None:
-    activities = TABLES["activities"]
+    activities = ACTIVITIES
     latest = (
         select(activities.c.occurred_at)
         .where(activities.c[column] == target.c.id)

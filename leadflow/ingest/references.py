@@ -9,9 +9,7 @@ from typing import Literal
 from sqlalchemy import Connection, Table, select
 
 from leadflow.errors import ImportRowError
-from leadflow.store.models import metadata
-
-TABLES = metadata.tables
+from leadflow.store.tables import REPS
 
 RepReference = Literal["external_id", "name", "email"]
 _LOOKUP_CHUNK = 5000
@@ -33,7 +31,7 @@ class RepDirectory:
 
     @classmethod
     def load(cls, connection: Connection, reference: RepReference) -> RepDirectory:
-        table = TABLES["reps"]
+        table = REPS
         rows = connection.execute(select(table.c[reference], table.c.id))
         return cls(reference, ((str(value), int(rep_id)) for value, rep_id in rows))
 

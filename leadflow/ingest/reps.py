@@ -23,9 +23,7 @@ from leadflow.ingest.mapping import ColumnPlan
 from leadflow.ingest.references import RepDirectory, rep_key
 from leadflow.ingest.writers import Counts, Prepared
 from leadflow.settings import Settings
-from leadflow.store.models import metadata
-
-TABLES = metadata.tables
+from leadflow.store.tables import REPS
 
 PLACEHOLDERS = ("first", "last", "name")
 
@@ -49,7 +47,7 @@ def email_from_pattern(pattern: str, name: str) -> str:
 
 class RepWriter(KindWriter):
     kind = "reps"
-    table = TABLES["reps"]
+    table = REPS
     columns: ClassVar[Mapping[str, str]] = {
         "name": "name",
         "email": "email",

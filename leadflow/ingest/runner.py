@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, insert, update
 
-from leadflow.clock import Clock, SystemClock
+from leadflow.clock import Clock
 from leadflow.errors import ImportRowError, Problem
 from leadflow.ingest.kinds import ActivityWriter, DealWriter, KindWriter, LeadWriter, Record
 from leadflow.ingest.mapping import ColumnPlan, compile_plan
@@ -25,10 +25,8 @@ from leadflow.ingest.references import RepDirectory
 from leadflow.ingest.reps import RepWriter
 from leadflow.ingest.writers import Counts, Prepared, TableWriter
 from leadflow.settings import ImportKind, ImportMapping, Settings
-from leadflow.store.database import writer as writing
-from leadflow.store.models import metadata
-
-TABLES = metadata.tables
+from leadflow.store.database import transaction
+from leadflow.store.tables import IMPORT_RUNS
 
 WRITERS: dict[ImportKind, type[KindWriter]] = {
     "reps": RepWriter,
@@ -73,42 +71,51 @@ def import_file(
     kind: ImportKind,
     path: Path,
     *,
+    clock: Clock,
     strict: bool = False,
     file_format: str | None = None,
-    clock: Clock | None = None,
     progress: Progress | None = None,
 ) -> ImportReport:
     """Import ``path`` as ``kind``; file-level problems raise before the store is touched."""
     mapping = settings.imports.mappings.get(kind, ImportMapping())
     chosen = format_of(path, file_format)
     check_text_file(path, mapping.encoding, f"import.mappings.{kind}")
-    now = (clock or SystemClock()).now()
+    now = clock.now()
     report = ImportReport(kind, str(path))
     with RowSource(path, chosen, mapping.encoding) as source:
         plan = compile_plan(kind, source.header, settings, str(path))
-        with writing(engine).connect() as connection:
-            if connection.dialect.name == "sqlite":
-                # The unique and secondary indexes of a large table outgrow SQLite's default
-                # 2 MB page cache; re-reading their pages made a 1M-row import I/O bound.
-                connection.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KB}")
+        with engine.connect() as connection:
             reps = RepDirectory.load(connection, mapping.rep_reference)
-            connection.rollback()
-            writer = WRITERS[kind](plan, settings, now, reps)
-            if isinstance(writer, RepWriter):
-                with RowSource(path, chosen, mapping.encoding) as again:
-                    writer.survey(_readable(plan, again))
-            run_id = _start_run(connection, report, now)
-            status = "failed"
-            try:
-                with _collections_per_batch():
-                    status = _load(
-                        connection, writer, source, report, strict=strict, progress=progress
-                    )
-            finally:
-                _finish_run(connection, run_id, report, status, (clock or SystemClock()).now())
+        writer = WRITERS[kind](plan, settings, now, reps)
+        if isinstance(writer, RepWriter):
+            with RowSource(path, chosen, mapping.encoding) as again:
+                writer.survey(_readable(plan, again))
+        run_id = _start_run(engine, report, now)
+        status = "failed"
+        try:
+            with _collections_per_batch():
+                status = _load(engine, writer, source, report, strict=strict, progress=progress)
+        finally:
+            _finish_run(engine, run_id, report, status, clock.now())
     # Rows are rejected while read and while written (references); report them in file order.
     report.problems.sort(key=lambda problem: problem.line)
     return report
+
+
+@contextmanager
+def _writing(engine: Engine) -> Iterator[Connection]:
+    """A writing transaction's connection, with the page cache a large import needs."""
+    with transaction(engine) as session:
+        connection = session.connection()
+        if connection.dialect.name == "sqlite":
+            # The unique and secondary indexes of a large table outgrow SQLite's default
+            # 2 MB page cache; re-reading their pages made a 1M-row import I/O bound.
+            connection.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KB}")
+        yield connection
+
+
+class _StrictRollbackError(Exception):
+    """Raised inside a strict import's one transaction to roll all of it back."""
 
 
 @contextmanager
@@ -138,7 +145,7 @@ def _readable(plan: ColumnPlan, source: RowSource) -> Iterator[Record]:
 
 
 def _load(
-    connection: Connection,
+    engine: Engine,
     writer: KindWriter,
     source: RowSource,
     report: ImportReport,
@@ -146,36 +153,57 @@ def _load(
     strict: bool,
     progress: Progress | None,
 ) -> str:
-    """Stream, write, finish; returns the run's status."""
-    table_writer = TableWriter(connection, writer.shape(), writer.now)
-    batch_size = writer.settings.imports.batch_size
-    outer: AbstractContextManager[object] = connection.begin() if strict else nullcontext()
-    with outer as transaction:
+    """Stream, write, finish; returns the run's status.
 
-        def flush(batch: list[tuple[int, str, Record]]) -> None:
-            inner = nullcontext() if strict else connection.begin()
-            with inner:
-                prepared, rejected = writer.prepare(connection, batch)
-                for line, exc in rejected:
-                    report.reject(line, str(exc))
-                _write(connection, table_writer, writer, prepared, report)
-            gc.collect(1)
-            if progress is not None:
-                progress(source.bytes_read, source.total_bytes)
+    Without ``strict`` every batch is a writing transaction of its own; with it, the whole file
+    is one, rolled back when any row was rejected.
+    """
+    if not strict:
+        _load_batches(lambda: _writing(engine), writer, source, report, progress)
+        return "rejected rows" if report.rejected else "done"
+    try:
+        with _writing(engine) as connection:
+            _load_batches(lambda: nullcontext(connection), writer, source, report, progress)
+            _roll_back_if_rejected(report)
+    except _StrictRollbackError:
+        report.rolled_back = True
+        report.counts = Counts()
+        return "rolled back"
+    return "done"
 
-        _stream(writer, source, report, batch_size, flush)
-        inner = nullcontext() if strict else connection.begin()
-        with inner:
-            extra, rejected = writer.finish(connection)
-            report.counts.add(extra)
+
+def _roll_back_if_rejected(report: ImportReport) -> None:
+    if report.rejected:
+        raise _StrictRollbackError
+
+
+def _load_batches(
+    batch: Callable[[], AbstractContextManager[Connection]],
+    writer: KindWriter,
+    source: RowSource,
+    report: ImportReport,
+    progress: Progress | None,
+) -> None:
+    table_writer: TableWriter | None = None
+
+    def flush(rows: list[tuple[int, str, Record]]) -> None:
+        nonlocal table_writer
+        with batch() as connection:
+            table_writer = table_writer or TableWriter(connection, writer.shape(), writer.now)
+            prepared, rejected = writer.prepare(connection, rows)
             for line, exc in rejected:
                 report.reject(line, str(exc))
-        if strict and report.rejected and transaction is not None:
-            transaction.rollback()  # type: ignore[attr-defined]
-            report.rolled_back = True
-            report.counts = Counts()
-            return "rolled back"
-    return "rejected rows" if report.rejected else "done"
+            _write(connection, table_writer, writer, prepared, report)
+        gc.collect(1)
+        if progress is not None:
+            progress(source.bytes_read, source.total_bytes)
+
+    _stream(writer, source, report, writer.settings.imports.batch_size, flush)
+    with batch() as connection:
+        extra, rejected = writer.finish(connection)
+        report.counts.add(extra)
+        for line, exc in rejected:
+            report.reject(line, str(exc))
 
 
 def _stream(
@@ -221,27 +249,23 @@ def _write(
     writer.after_write(connection, prepared)
 
 
-def _start_run(connection: Connection, report: ImportReport, now: datetime) -> int:
-    runs = TABLES["import_runs"]
-    with connection.begin():
-        created = connection.execute(
-            insert(runs)
+def _start_run(engine: Engine, report: ImportReport, now: datetime) -> int:
+    with transaction(engine) as session:
+        created = session.execute(
+            insert(IMPORT_RUNS)
             .values(kind=report.kind, file=report.file[-2000:], started_at=now, status="running")
-            .returning(runs.c.id)
+            .returning(IMPORT_RUNS.c.id)
         )
         return int(created.scalar_one())
 
 
 def _finish_run(
-    connection: Connection, run_id: int, report: ImportReport, status: str, now: datetime
+    engine: Engine, run_id: int, report: ImportReport, status: str, now: datetime
 ) -> None:
-    if connection.in_transaction():
-        connection.rollback()
-    runs = TABLES["import_runs"]
-    with connection.begin():
-        connection.execute(
-            update(runs)
-            .where(runs.c.id == run_id)
+    with transaction(engine) as session:
+        session.execute(
+            update(IMPORT_RUNS)
+            .where(IMPORT_RUNS.c.id == run_id)
             .values(
                 finished_at=now,
                 status=status,

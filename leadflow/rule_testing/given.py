@@ -25,6 +25,7 @@ from leadflow.errors import Problem, ProblemsError
 from leadflow.ingest.runner import import_file
 from leadflow.rule_language.model import Located
 from leadflow.settings import ImportKind, Settings, TimezoneName
+from leadflow.store.database import transaction
 from leadflow.store.tables import ACTIVITIES, DEALS, LEADS, REPS
 
 KIND_ORDER: tuple[ImportKind, ...] = ("reps", "leads", "deals", "activities")
@@ -161,8 +162,8 @@ def apply_given(
             if report.rejected:
                 raise ProblemsError(report.problems)
             continue
-        with engine.begin() as connection:
-            _Writer(connection, settings, now).write(batch)
+        with transaction(engine) as session:
+            _Writer(session.connection(), settings, now).write(batch)
 
 
 class _Writer:

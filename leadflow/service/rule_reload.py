@@ -25,7 +25,7 @@ import structlog
 from watchfiles import Change, DefaultFilter, awatch
 
 from leadflow import metrics
-from leadflow.clock import Clock, SystemClock
+from leadflow.clock import Clock
 from leadflow.errors import ConfigError, NoSnapshotError, UserInputError
 
 T = TypeVar("T")
@@ -59,8 +59,8 @@ class ReloadStatus:
 class SnapshotHolder(Generic[T]):
     """The current good snapshot plus the outcome of every load attempt. Thread-safe."""
 
-    def __init__(self, *, clock: Clock | None = None) -> None:
-        self._clock: Clock = clock or SystemClock()
+    def __init__(self, *, clock: Clock) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
         self._snapshot: T | None = None
         self._status = ReloadStatus(0, 0, 0, (), False, None, None)

@@ -3,17 +3,16 @@
 SQLAlchemy's ``attributes["x"].as_string()`` binds the JSON path as a parameter, which no
 expression index can match. :class:`AttributeValue` renders ``json_extract(attributes,
 '$.x')`` on SQLite and ``(attributes ->> 'x')`` (cast for numbers and booleans) on
-PostgreSQL, and :func:`ensure_attribute_indexes` builds indexes on exactly those expressions
+PostgreSQL, and :func:`leadflow.store.database.ensure_attribute_indexes` builds indexes on exactly those expressions
 for the attributes ``attributes.indexed`` names, so rules filtering on them use an index.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Engine, Table, column
+from sqlalchemy import Table
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement, literal_column
@@ -67,24 +66,3 @@ def _postgresql(element: AttributeValue, compiler: SQLCompiler, **kw: Any) -> st
 
 def attribute_value(table: Table, key: str, kind: str) -> AttributeValue:
     return AttributeValue(table.c.attributes, key, kind)
-
-
-def ensure_attribute_indexes(
-    engine: Engine, table: Table, declared: Mapping[str, str], indexed: tuple[str, ...]
-) -> list[str]:
-    """Create the missing expression indexes for ``indexed`` attributes; return their names."""
-    names = []
-    with engine.begin() as connection:
-        for key in indexed:
-            name = f"ix_{table.name}_attr_{key.lower()}"
-            unqualified = AttributeValue(column("attributes"), key, declared[key])
-            expression = unqualified.compile(
-                dialect=connection.dialect, compile_kwargs={"literal_binds": True}
-            )
-            # Plain DDL, not an Index object: that would join the table's metadata, and
-            # IF NOT EXISTS because SQLAlchemy cannot reflect expression indexes.
-            connection.exec_driver_sql(
-                f"CREATE INDEX IF NOT EXISTS {name} ON {table.name} ({expression})"
-            )
-            names.append(name)
-    return names

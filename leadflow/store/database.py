@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Table, column, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from leadflow.errors import ConfigError, DatabaseUnavailableError
 from leadflow.settings import Settings
+from leadflow.store.attributes import AttributeValue
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 WRITE_OPTION = "leadflow_writes"
@@ -130,6 +131,28 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     except OperationalError as exc:
         msg = f"cannot migrate the database at {engine.url!r}: {exc.orig}"
         raise DatabaseUnavailableError(msg) from exc
+
+
+def ensure_attribute_indexes(
+    engine: Engine, table: Table, declared: Mapping[str, str], indexed: tuple[str, ...]
+) -> list[str]:
+    """Create the missing expression indexes for ``indexed`` attributes; return their names."""
+    names = []
+    with transaction(engine) as session:
+        connection = session.connection()
+        for key in indexed:
+            name = f"ix_{table.name}_attr_{key.lower()}"
+            unqualified = AttributeValue(column("attributes"), key, declared[key])
+            expression = unqualified.compile(
+                dialect=connection.dialect, compile_kwargs={"literal_binds": True}
+            )
+            # Plain DDL, not an Index object: that would join the table's metadata, and
+            # IF NOT EXISTS because SQLAlchemy cannot reflect expression indexes.
+            connection.exec_driver_sql(
+                f"CREATE INDEX IF NOT EXISTS {name} ON {table.name} ({expression})"
+            )
+            names.append(name)
+    return names
 
 
 def writer(engine: Engine) -> Engine:

@@ -9,11 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, Table, func, select
 
-from leadflow.store.models import metadata
+from leadflow.store.tables import DEALS, IMPORT_RUNS, LEADS, OUTBOX, REPS, RULE_RUNS, SLA_TIMERS
 
-TABLES = metadata.tables
 IMPORT_KINDS = ("reps", "leads", "deals", "activities")
 
 
@@ -78,9 +77,9 @@ def collect_status(engine: Engine, *, mql_stage: str = "mql", queue_shown: int =
         return StoreStatus(
             mql_queue=queue,
             mql_queue_total=queue_total,
-            outbox_by_status=_counts(connection, "outbox", "status"),
+            outbox_by_status=_counts(connection, OUTBOX, "status"),
             oldest_pending_at=_oldest_pending(connection),
-            slas_by_status=_counts(connection, "sla_timers", "status"),
+            slas_by_status=_counts(connection, SLA_TIMERS, "status"),
             rule_runs=_rule_runs(connection),
             leads_by_stage=_leads_by_stage(connection),
             leads_by_owner_stage=_leads_by_owner_stage(connection),
@@ -93,13 +92,13 @@ def collect_status(engine: Engine, *, mql_stage: str = "mql", queue_shown: int =
 
 
 def _leads_by_stage(connection: Connection) -> dict[str, int]:
-    leads = TABLES["leads"]
+    leads = LEADS
     query = select(leads.c.stage, func.count()).group_by(leads.c.stage).order_by(leads.c.stage)
     return {stage: count for stage, count in connection.execute(query)}
 
 
 def _leads_by_owner_stage(connection: Connection) -> dict[tuple[str | None, str], int]:
-    leads, reps = TABLES["leads"], TABLES["reps"]
+    leads, reps = LEADS, REPS
     query = (
         select(reps.c.name, leads.c.stage, func.count())
         .select_from(leads.outerjoin(reps, leads.c.owner_id == reps.c.id))
@@ -111,13 +110,13 @@ def _leads_by_owner_stage(connection: Connection) -> dict[tuple[str | None, str]
 
 
 def _deals_open(connection: Connection) -> int:
-    deals = TABLES["deals"]
+    deals = DEALS
     query = select(func.count()).select_from(deals).where(deals.c.outcome.is_(None))
     return int(connection.execute(query).scalar_one())
 
 
 def _deals_closed(connection: Connection) -> dict[str, int]:
-    deals = TABLES["deals"]
+    deals = DEALS
     query = (
         select(deals.c.outcome, func.count())
         .where(deals.c.outcome.is_not(None))
@@ -128,13 +127,13 @@ def _deals_closed(connection: Connection) -> dict[str, int]:
 
 
 def _reps(connection: Connection, *, active: bool) -> int:
-    reps = TABLES["reps"]
+    reps = REPS
     query = select(func.count()).select_from(reps).where(reps.c.active.is_(active))
     return int(connection.execute(query).scalar_one())
 
 
 def _last_imports(connection: Connection) -> dict[str, LastImport]:
-    runs = TABLES["import_runs"]
+    runs = IMPORT_RUNS
     newest = select(runs.c.kind, func.max(runs.c.id).label("id")).group_by(runs.c.kind).subquery()
     query = select(runs).join(newest, runs.c.id == newest.c.id)
     found = {}
@@ -155,7 +154,7 @@ def _last_imports(connection: Connection) -> dict[str, LastImport]:
 def _mql_queue(
     connection: Connection, mql_stage: str, shown: int
 ) -> tuple[list[tuple[str, datetime]], int]:
-    leads = TABLES["leads"]
+    leads = LEADS
     waiting = (leads.c.stage == mql_stage, leads.c.owner_id.is_(None))
     total = int(
         connection.execute(select(func.count()).select_from(leads).where(*waiting)).scalar_one()
@@ -169,8 +168,7 @@ def _mql_queue(
     return [(row.external_id, row.stage_entered_at) for row in connection.execute(query)], total
 
 
-def _counts(connection: Connection, table_name: str, column: str) -> dict[str, int]:
-    table = TABLES[table_name]
+def _counts(connection: Connection, table: Table, column: str) -> dict[str, int]:
     query = (
         select(table.c[column], func.count()).group_by(table.c[column]).order_by(table.c[column])
     )
@@ -178,14 +176,14 @@ def _counts(connection: Connection, table_name: str, column: str) -> dict[str, i
 
 
 def _oldest_pending(connection: Connection) -> datetime | None:
-    outbox = TABLES["outbox"]
+    outbox = OUTBOX
     query = select(func.min(outbox.c.created_at)).where(outbox.c.status.in_(("pending", "sending")))
     found: datetime | None = connection.execute(query).scalar_one()
     return found
 
 
 def _rule_runs(connection: Connection) -> list[RuleRunStatus]:
-    runs = TABLES["rule_runs"]
+    runs = RULE_RUNS
     return [
         RuleRunStatus(
             row.rule_id,
