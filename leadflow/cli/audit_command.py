@@ -8,12 +8,11 @@ from typing import Annotated, Literal
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import select
 
 from leadflow.cli.context import cli_context
 from leadflow.clock import parse_instant
+from leadflow.engine.audit_history import AuditFilter, audit_rows
 from leadflow.errors import UserInputError
-from leadflow.store.tables import AUDIT, DEALS, LEADS
 
 
 def show_audit(
@@ -34,24 +33,11 @@ def show_audit(
 ) -> None:
     """Show the audit trail: time, rule, version, lead or deal, action, parameters, evidence."""
     context = cli_context(ctx)
-    query = (
-        select(AUDIT, LEADS.c.external_id.label("lead"), DEALS.c.external_id.label("deal"))
-        .outerjoin(LEADS, LEADS.c.id == AUDIT.c.lead_id)
-        .outerjoin(DEALS, DEALS.c.id == AUDIT.c.deal_id)
-        .order_by(AUDIT.c.id.desc())
-        .limit(limit)
-    )
-    if lead is not None:
-        query = query.where(LEADS.c.external_id == lead)
-    if rule is not None:
-        query = query.where(AUDIT.c.rule_id == rule)
-    if since is not None:
-        try:
-            query = query.where(AUDIT.c.at >= parse_instant(since))
-        except ValueError as exc:
-            raise UserInputError(f"--since: {exc}") from None
-    with context.engine.connect() as connection:
-        rows = list(reversed(connection.execute(query).all()))
+    try:
+        since_at = parse_instant(since) if since is not None else None
+    except ValueError as exc:
+        raise UserInputError(f"--since: {exc}") from None
+    rows = audit_rows(context.engine, AuditFilter(lead, rule, since_at, limit))
     if output == "jsonl":
         for row in rows:
             print(

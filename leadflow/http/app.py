@@ -21,10 +21,10 @@ from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from leadflow.engine.audit_history import lead_with_audit
 from leadflow.engine.runtime import Runtime
 from leadflow.errors import ConfigError, DatabaseUnavailableError
 from leadflow.http.body_limit import BodyLimit
-from leadflow.http.lead_view import lead_with_audit
 from leadflow.http.openapi import request_body
 from leadflow.http.probes import probe_routes
 from leadflow.http.records import FieldError, RecordsRejectedError, upsert_records

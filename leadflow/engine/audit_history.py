@@ -1,13 +1,49 @@
-"""``GET /v1/leads/{external_id}``: the lead as the store has it, and why it is so (the audit)."""
+"""Reading the audit back: ``leadflow audit``'s rows and a lead with its own history.
+
+The audit is written by :mod:`leadflow.engine.audit_trail`; the CLI and the HTTP API only
+render what these queries return, so both show the same rows for the same question.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, or_, select
+from sqlalchemy import Engine, Row, or_, select
 
 from leadflow.engine.audit_trail import jsonable
 from leadflow.store.tables import AUDIT, DEALS, LEADS, REPS
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """Which audit rows ``leadflow audit`` asks for: the newest ``limit`` that match."""
+
+    lead: str | None = None
+    rule: str | None = None
+    since: datetime | None = None
+    limit: int = 200
+
+
+def audit_rows(engine: Engine, wanted: AuditFilter) -> list[Row[Any]]:
+    """The matching audit rows oldest first, each with its lead's and deal's external id."""
+    query = (
+        select(AUDIT, LEADS.c.external_id.label("lead"), DEALS.c.external_id.label("deal"))
+        .outerjoin(LEADS, LEADS.c.id == AUDIT.c.lead_id)
+        .outerjoin(DEALS, DEALS.c.id == AUDIT.c.deal_id)
+        .order_by(AUDIT.c.id.desc())
+        .limit(wanted.limit)
+    )
+    if wanted.lead is not None:
+        query = query.where(LEADS.c.external_id == wanted.lead)
+    if wanted.rule is not None:
+        query = query.where(AUDIT.c.rule_id == wanted.rule)
+    if wanted.since is not None:
+        query = query.where(AUDIT.c.at >= wanted.since)
+    with engine.connect() as connection:
+        return list(reversed(connection.execute(query).all()))
+
 
 _LEAD_FIELDS = (
     "external_id",

@@ -1,0 +1,83 @@
+"""``leadflow audit`` answers "why did this happen?" from the audit rows a real run wrote."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from leadflow.cli import main
+from tests.test_funnel_scenario import seed
+from tests.test_run_command import config
+
+RUN_AT = "2026-03-02T09:00:00Z"
+
+
+def run_once(args: list[str]) -> None:
+    assert main([*args, "run", "--once", "--now", RUN_AT]) == 0
+
+
+class TestAuditCommand:
+    """Filters select exactly the rows asked for; a bad ``--since`` is one line and exit 1."""
+
+    def test_one_leads_history_as_jsonl(
+        self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """``--lead`` lists that lead's actions, oldest first, with the evidence of each."""
+        seed(engine)
+        args = ["-c", config(tmp_path, store_url)]
+        run_once(args)
+        capsys.readouterr()
+        assert main([*args, "audit", "--lead", "L1", "--format", "jsonl"]) == 0
+        rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert {row["lead"] for row in rows} == {"L1"}
+        assert [row["action"] for row in rows] == [
+            "stage_changed",
+            "assigned",
+            "email_queued",
+            "sla_started",
+        ]
+        assert {row["rule_id"] for row in rows} == {"mql-assignment"}
+        assert {key: rows[0]["params"][key] for key in ("from", "to")} == {
+            "from": "lead",
+            "to": "mql",
+        }
+        assert rows[1]["params"]["rep"] == {"external_id": "r1", "name": "Rita Rep"}
+        assert rows[2]["params"]["to"] == "rita@example.com"
+        assert rows[3]["params"]["due_at"] == "2026-03-02T13:00:00+00:00"
+        assert {json.dumps(row["evidence"], sort_keys=True) for row in rows} == {
+            '{"owner_id": null, "score": 70, "stage": "lead"}'
+        }
+        assert {row["at"] for row in rows} == {"2026-03-02T09:00:00+00:00"}
+
+    def test_rule_and_since_filters(
+        self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """``--rule`` keeps that rule's rows; ``--since`` after the run leaves none."""
+        seed(engine)
+        args = ["-c", config(tmp_path, store_url)]
+        run_once(args)
+        capsys.readouterr()
+        assert main([*args, "audit", "--rule", "nurture-new-leads", "--format", "jsonl"]) == 0
+        rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [(row["lead"], row["action"]) for row in rows] == [
+            ("L2", "enrolled"),
+            ("L2", "nurture_step"),
+        ]
+        assert main([*args, "audit", "--since", "2026-03-02T09:00:01Z"]) == 0
+        captured = capsys.readouterr()
+        assert "no audit rows match" in captured.err
+
+    def test_bad_since_is_a_user_error(
+        self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """An unreadable ``--since`` names the option and exits 1, without a traceback."""
+        code = main(["-c", config(tmp_path, store_url), "audit", "--since", "yesterday-ish"])
+        err = capsys.readouterr().err
+        assert code == 1
+        assert err == (
+            "error: --since: 'yesterday-ish' is not an ISO 8601 time; "
+            "write e.g. 2017-12-31T09:00:00Z\n"
+        )
