@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -92,8 +93,20 @@ def describe(loaded: LoadedSettings) -> Iterator[tuple[str, str, str]]:
         elif key in SECRET_KEYS:
             shown = "(not set)" if value is None else "********"
         else:
-            shown = _show(value)
+            shown = _mask_url_password(_show(value))
         yield key, shown, _source_of(key, loaded.sources)
+
+
+_URL_PASSWORD = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*):[^/?#@]*@")
+
+
+def _mask_url_password(shown: str) -> str:
+    """``postgresql://app:pw@db/x`` is shown as ``postgresql://app:********@db/x``.
+
+    A database or webhook URL may carry a password in its userinfo; the user name stays
+    visible because it says which account is used, the password never is.
+    """
+    return _URL_PASSWORD.sub(r"\g<head>:********@", shown, count=1)
 
 
 def _show(value: object) -> str:
@@ -120,7 +133,9 @@ def _source_of(key: str, sources: Mapping[str, str]) -> str:
         found = sources.get(".".join(parts[:end]))
         if found:
             return found
-    return DEFAULT_SOURCE
+    # An unknown section has no source of its own, only its keys do (LEADFLOW_DATABSE__URL).
+    below = sorted(source for name, source in sources.items() if name.startswith(f"{key}."))
+    return below[0] if below else DEFAULT_SOURCE
 
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
@@ -186,6 +201,8 @@ def _read_environment(
         if not name.startswith(ENV_PREFIX) or name in _NOT_KEYS or name.startswith("LEADFLOW_TEST"):
             continue
         key = name[len(ENV_PREFIX) :].lower().replace("__", ".")
+        if _unrelated(key):
+            continue
         value: Any = raw
         if key.endswith("_file") and key[: -len("_file")] in SECRET_KEYS:
             key = key[: -len("_file")]
@@ -202,6 +219,17 @@ def _read_environment(
         _merge(data, _nest(key.split("."), value))
         sources[key] = f"environment {name}"
     return data, sources, problems
+
+
+def _unrelated(key: str) -> bool:
+    """A ``LEADFLOW_...`` variable that names no section and resembles none (``LEADFLOW_VENV``
+    of a wrapper script, say) belongs to someone else and is left alone; one that looks like a
+    misspelt section (``LEADFLOW_DATABSE__URL``) still fails with a suggestion."""
+    section = key.split(".", 1)[0]
+    sections = {info.alias or name for name, info in Settings.model_fields.items()} - {"root"}
+    if section in sections or section.removesuffix("_file") in sections:
+        return False
+    return not difflib.get_close_matches(section, sorted(sections), n=1, cutoff=0.75)
 
 
 def _drop(data: dict[str, Any], parts: list[str]) -> None:

@@ -99,3 +99,46 @@ class TestSecrets:
     def test_missing_secret_file_is_a_clear_error(self, tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match="LEADFLOW_HTTP__TOKEN_FILE: cannot read the secret"):
             load_settings(write(tmp_path, ""), env={"LEADFLOW_HTTP__TOKEN_FILE": "/nonexistent"})
+
+
+class TestShownValues:
+    """What ``leadflow config`` shows never includes a password, wherever it is written."""
+
+    def test_password_in_a_database_url_is_masked(self, tmp_path: Path) -> None:
+        """The user name stays readable, the password is replaced, the source is kept."""
+        loaded = load_settings(
+            write(tmp_path, ""),
+            env={"LEADFLOW_DATABASE__URL": "postgresql://app:pa55word@db.internal:5432/crm"},
+        )
+        shown = {key: (value, source) for key, value, source in describe(loaded)}
+        assert shown["database.url"] == (
+            "postgresql://app:********@db.internal:5432/crm",
+            "environment LEADFLOW_DATABASE__URL",
+        )
+        assert all("pa55word" not in value for value, _source in shown.values())
+
+    def test_url_without_a_password_is_shown_as_is(self, tmp_path: Path) -> None:
+        path = write(tmp_path, "crm:\n  webhook_url: https://hooks.example.com/lf?x=1\n")
+        shown = {key: value for key, value, _source in describe(load_settings(path, env={}))}
+        assert shown["crm.webhook_url"] == "https://hooks.example.com/lf?x=1"
+
+
+class TestUnrelatedEnvironment:
+    """Variables that only share the prefix are ignored; likely typos of real keys still fail."""
+
+    def test_unrelated_variable_is_ignored(self, tmp_path: Path) -> None:
+        loaded = load_settings(
+            write(tmp_path, ""),
+            env={
+                "LEADFLOW_VENV": "/opt/venv",
+                "LEADFLOW_HOME": "/srv/lf",
+                "LEADFLOW_LOG__LEVEL": "debug",
+            },
+        )
+        assert loaded.settings.log.level == "debug"
+
+    def test_misspelt_section_is_still_an_error(self, tmp_path: Path) -> None:
+        with pytest.raises(ConfigError) as caught:
+            load_settings(write(tmp_path, ""), env={"LEADFLOW_DATABSE__URL": "sqlite:///x.db"})
+        assert "environment LEADFLOW_DATABSE__URL: unknown key 'databse'" in str(caught.value)
+        assert "did you mean 'database'?" in str(caught.value)

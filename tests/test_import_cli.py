@@ -98,3 +98,32 @@ class TestSampleAndStatus:
         assert "leads: 200" in out
         assert "deals: open 29; closed: lost 5, won 11" in out
         assert "reps: active 9, inactive 1" in out
+
+
+class TestTrailingComma:
+    """A spreadsheet export ending every line with a comma imports; the empty column is named."""
+
+    def test_unnamed_last_column_is_ignored_and_said(
+        self, config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Rows with and without the trailing comma land; a value under it rejects its row."""
+        path = write(tmp_path, "leads.csv", "external_id,name,\nL1,Ada,\nL2,Grace,oops\nL3,Lin\n")
+        assert main(["-c", str(config), "import", "leads", str(path)]) == 1
+        out, err = capsys.readouterr()
+        assert out == f"leads {path}: inserted 2, updated 0, unchanged 0, rejected 1\n"
+        assert err.splitlines() == [
+            f"{path}:1: column 3 has no name (a trailing comma); ignored",
+            f"{path}:3: column 3 has no name but holds 'oops'; name the column in the header "
+            "or empty it",
+        ]
+        assert main(["-c", str(config), "status"]) == 0
+        assert "leads: 2" in capsys.readouterr().out
+
+    def test_clean_trailing_comma_file_exits_0(
+        self, config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = write(tmp_path, "leads.csv", "external_id,name,,\nL1,Ada,,\n")
+        assert main(["-c", str(config), "import", "leads", str(path)]) == 0
+        out, err = capsys.readouterr()
+        assert out == f"leads {path}: inserted 1, updated 0, unchanged 0, rejected 0\n"
+        assert err == f"{path}:1: columns 3-4 have no name (a trailing comma); ignored\n"

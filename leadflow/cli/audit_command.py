@@ -6,9 +6,9 @@ import json
 from typing import Annotated, Literal
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from leadflow.cli.console import data_console
 from leadflow.cli.context import cli_context
 from leadflow.clock import parse_instant
 from leadflow.engine.audit_history import AuditFilter, audit_rows
@@ -71,9 +71,9 @@ def show_audit(
             _compact(row.params),
             _compact(row.evidence),
         )
-    Console(width=max(Console().width, 160)).print(table)
+    data_console(min_width=160).print(table)
     if not rows:
-        Console(stderr=True).print("no audit rows match")
+        data_console(stderr=True).print("no audit rows match")
 
 
 def _compact(values: dict[str, object]) -> str:

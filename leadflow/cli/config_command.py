@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from leadflow.cli.console import data_console
 from leadflow.cli.context import cli_context
 from leadflow.config import describe
 
@@ -16,5 +16,5 @@ def show_config(ctx: typer.Context) -> None:
     table = Table("key", "value", "source", box=None, pad_edge=False)
     for key, value, source in describe(loaded):
         table.add_row(key, value, source)
-    console = Console(width=max(Console().width, 120))
+    console = data_console(min_width=120)
     console.print(table)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from leadflow.cli.console import data_console
 from leadflow.cli.context import cli_context
 from leadflow.cli.demo_funnel import simulate
 
@@ -21,7 +21,7 @@ def demo(
     context = cli_context(ctx)
     settings = context.settings
     folder = settings.path(settings.paths.state) / "demo"
-    console = Console(width=max(Console().width, 110))
+    console = data_console(min_width=110)
     console.print(
         f"Sample funnel: 15 reps, 1,200 leads, 400 deals in {folder}; rules from {settings.path(settings.paths.rules)}"
     )

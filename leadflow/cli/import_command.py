@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
+from leadflow.cli.console import data_console
 from leadflow.cli.context import cli_context
 from leadflow.clock import SystemClock
 from leadflow.errors import UserInputError
@@ -100,8 +100,8 @@ def _run_one(
             clock=SystemClock(),
             progress=progress,
         )
-    for problem in report.problems:
-        print(problem, file=sys.stderr)
+    for line in (*report.notes, *report.problems):
+        print(line, file=sys.stderr)
     unlisted = report.rejected - len(report.problems)
     if unlisted:
         print(f"{path}: ... and {unlisted} more rejected rows", file=sys.stderr)
@@ -122,7 +122,7 @@ def _progress_bar(path: Path) -> Iterator[ProgressCallback | None]:
         yield None
         return
     columns = (BarColumn(), DownloadColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+    with Progress(*columns, console=data_console(stderr=True), transient=True) as bar:
         task = bar.add_task(str(path), total=size)
 
         def advance(done: int, total: int) -> None:

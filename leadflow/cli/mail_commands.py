@@ -7,10 +7,10 @@ import signal
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Engine
 
+from leadflow.cli.console import data_console
 from leadflow.cli.context import cli_context
 from leadflow.clock import SystemClock
 from leadflow.mail.outbox_view import outbox_lines, requeue_failed, status_counts
@@ -29,10 +29,10 @@ def send(
     context = cli_context(ctx)
     engine, settings = context.engine, context.settings
     report = asyncio.run(_send(engine, settings, once=once))
-    console = Console(stderr=True, highlight=False)
+    console = data_console(stderr=True)
     for outbox_id, error in report.failures:
         console.print(f"failed: outbox message {outbox_id}: {error}")
-    Console(highlight=False).print(
+    data_console().print(
         f"sent {report.sent}, retry later {report.retried}, failed {report.failed} "
         f"(transport {settings.mail.transport})"
     )
@@ -63,7 +63,7 @@ def outbox(
 ) -> None:
     """Show outbox depth and the messages not yet sent; --retry ID requeues a failed one."""
     context = cli_context(ctx)
-    console = Console(highlight=False)
+    console = data_console()
     with transaction(context.engine) as session:
         if retry is not None:
             line = requeue_failed(session, retry, SystemClock().now())

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from leadflow.cli.console import data_console
 from leadflow.cli.context import cli_context
 from leadflow.clock import SettableClock, parse_instant
 from leadflow.durations import parse_duration
@@ -91,7 +91,7 @@ def _print(reports: list[DayReport], version: str) -> None:
         )
     ]
     table.add_row("total", *(str(value) for value in totals), style="bold")
-    console = Console(width=max(Console().width, 130))
+    console = data_console(min_width=130)
     console.print(table)
     console.print(
         "Simulated on a copy of the store: nothing was written to it and no email was sent."

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from leadflow.cli.console import data_console
 from leadflow.cli.context import cli_context
 from leadflow.clock import SystemClock
 from leadflow.engine.runtime import Runtime
@@ -20,7 +21,7 @@ from leadflow.store.status import StoreStatus, collect_status
 def show_status(ctx: typer.Context) -> None:
     """Show how the funnel stands: stages, owners, the MQL queue, outbox, SLAs, rules, imports."""
     context = cli_context(ctx)
-    console = Console(width=max(Console().width, 140))
+    console = data_console(min_width=140)
     settings = context.settings
     status = collect_status(context.engine, mql_stage=settings.stages.mql)
     render_status(status, console)

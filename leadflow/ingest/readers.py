@@ -96,6 +96,10 @@ class RowSource:
             self._binary, encoding=_reading_encoding(encoding), newline=""
         )
         self.header: tuple[str, ...] = ()
+        self.ignored_columns = 0
+        """Unnamed columns after the last named one (a trailing comma on every line)."""
+        self.notes: list[Problem] = []
+        """What was read differently from the file as written, said once per file."""
         try:
             self.header = self._read_header()
         except BaseException:
@@ -132,11 +136,26 @@ class RowSource:
         except csv.Error as exc:
             msg = f"{self.path}:1: cannot read the header: {exc}"
             raise ImportFileError(msg) from None
-        return _checked_header(self.path, [name.strip() for name in names])
+        stripped = [name.strip() for name in names]
+        while stripped and not stripped[-1]:
+            stripped.pop()
+            self.ignored_columns += 1
+        if self.ignored_columns and stripped:
+            first = len(stripped) + 1
+            which = (
+                f"column {first} has"
+                if self.ignored_columns == 1
+                else f"columns {first}-{first + self.ignored_columns - 1} have"
+            )
+            self.notes.append(
+                Problem(str(self.path), 1, 0, f"{which} no name (a trailing comma); ignored")
+            )
+        return _checked_header(self.path, stripped)
 
     def _csv_rows(self) -> Iterator[Row]:
         reader = csv.reader(self._text, strict=True)
         width = len(self.header)
+        widths = {width, width + self.ignored_columns}
         # The header was read by readline(), so the reader's line 1 is physical line 2.
         last = 1
         while True:
@@ -150,10 +169,22 @@ class RowSource:
                 yield start, [], f"cannot read the row: {exc}"
                 continue
             last = reader.line_num + 1
-            if len(cells) == width:
-                yield start, cells, None  # type: ignore[misc]  # list[str] is a list[object]
+            if len(cells) in widths:
+                yield start, *self._named_cells(cells)
             elif cells and any(cell.strip() for cell in cells):
                 yield start, [], f"row has {len(cells)} fields, the header has {width}"
+
+    def _named_cells(self, cells: list[str]) -> tuple[list[object], str | None]:
+        """The cells under named columns; a value under an unnamed one rejects the row, since
+        ignoring it would lose data nobody chose to drop."""
+        width = len(self.header)
+        for position, cell in enumerate(cells[width:], start=width + 1):
+            if cell.strip():
+                return [], (
+                    f"column {position} has no name but holds {cell.strip()[:40]!r}; "
+                    "name the column in the header or empty it"
+                )
+        return list(cells[:width]), None
 
     def _jsonl_keys(self) -> tuple[str, ...]:
         """The union of the objects' keys in first-seen order (JSONL has no header line)."""

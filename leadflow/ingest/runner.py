@@ -49,6 +49,8 @@ class ImportReport:
     counts: Counts = field(default_factory=Counts)
     rejected: int = 0
     problems: list[Problem] = field(default_factory=list)
+    notes: list[Problem] = field(default_factory=list)
+    """What was read differently from the file as written (an ignored unnamed column)."""
     rolled_back: bool = False
 
     @property
@@ -84,6 +86,7 @@ def import_file(
     report = ImportReport(kind, str(path))
     with RowSource(path, chosen, mapping.encoding) as source:
         plan = compile_plan(kind, source.header, settings, str(path))
+        report.notes += source.notes
         with engine.connect() as connection:
             reps = RepDirectory.load(connection, mapping.rep_reference)
         writer = WRITERS[kind](plan, settings, now, reps)
