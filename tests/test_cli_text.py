@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from import_support import write
 
 from leadflow.cli import main
 
+REPO = Path(__file__).resolve().parents[1]
 HOSTILE = "[/bold] Rex [red]"
 
 
@@ -50,3 +52,37 @@ class TestNoMarkup:
         rows = [re.split(r"\s{2,}", line.strip()) for line in capsys.readouterr().out.splitlines()]
         weekdays = [row[:2] for row in rows if row[0] == "calendar.weekdays"]
         assert weekdays == [["calendar.weekdays", "[mon, tue, wed]"]]
+
+
+class TestEverydayCommands:
+    """``--version``, a folder of rule tests, and usage errors behave as a user expects."""
+
+    def test_version(self, capsys: pytest.CaptureFixture[str]) -> None:
+        assert main(["--version"]) == 0
+        assert capsys.readouterr().out == f"leadflow {metadata.version('leadflow')}\n"
+
+    def test_rule_tests_folder_runs_every_file_in_it(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """``leadflow test rule_tests/`` runs the shipped tests (it crashed with a traceback)."""
+        folder = REPO / "rule_tests"
+        assert main(["-c", str(REPO / "config.yaml"), "test", str(folder)]) == 0
+        out = capsys.readouterr().out
+        ran = {
+            Path(line.split("::")[0]).name for line in out.splitlines() if line.endswith(" PASSED")
+        }
+        expected = {path.name for path in folder.glob("*.yaml")}
+        assert ran == expected
+        assert out.splitlines()[-1].startswith(f"{'=' * 30} 8 passed in ")
+
+    def test_empty_folder_is_one_line(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        assert main(["-c", str(REPO / "config.yaml"), "test", str(tmp_path)]) == 1
+        assert capsys.readouterr().err == (
+            f"error: {tmp_path}: is a folder without rule test files (*.yaml)\n"
+        )
+
+    def test_run_without_once_is_a_usage_error(self, capsys: pytest.CaptureFixture[str]) -> None:
+        assert main(["run"]) == 2
+        assert "Error: leadflow run needs --once" in capsys.readouterr().err

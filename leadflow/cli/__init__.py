@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated
 
@@ -38,6 +39,12 @@ app = typer.Typer(
 )
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"leadflow {metadata.version('leadflow')}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
@@ -45,6 +52,12 @@ def _root(
         Path | None,
         typer.Option("--config", "-c", help="config.yaml to use (default: ./config.yaml)."),
     ] = None,
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     ctx.obj = CliContext(config_file=config)
     ctx.call_on_close(ctx.obj.close)

@@ -11,13 +11,16 @@ import typer
 
 from leadflow.cli.context import cli_context
 from leadflow.config import find_config_file
+from leadflow.errors import UserInputError
 from leadflow.rule_testing.report import Totals, text_report, write_junit
 from leadflow.rule_testing.runner import run_test_files
 
 
 def run_rule_tests(
     ctx: typer.Context,
-    files: Annotated[list[Path], typer.Argument(help="Rule test files (YAML).")],
+    files: Annotated[
+        list[Path], typer.Argument(help="Rule test files (YAML), or folders holding them.")
+    ],
     junit: Annotated[
         Path | None, typer.Option("--junit", help="Also write the results as JUnit XML here.")
     ] = None,
@@ -28,7 +31,7 @@ def run_rule_tests(
     # The configuration leadflow would use, unless a test file names its own; the environment
     # is not applied to tests, so a test means the same on a laptop and in CI.
     base_config = find_config_file(context.config_file, os.environ)
-    results = run_test_files(files, base_config)
+    results = run_test_files(rule_test_files(files), base_config)
     seconds = time.perf_counter() - started
     for line in text_report(results, seconds):
         typer.echo(line)
@@ -36,3 +39,18 @@ def run_rule_tests(
         write_junit(results, junit, seconds)
     if not Totals.of(results).ok:
         raise typer.Exit(1)
+
+
+def rule_test_files(given: list[Path]) -> list[Path]:
+    """Files as given; a folder stands for its ``*.yaml``/``*.yml`` files, recursively, sorted."""
+    found: list[Path] = []
+    for path in given:
+        if not path.is_dir():
+            found.append(path)
+            continue
+        inside = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+        if not inside:
+            msg = f"{path}: is a folder without rule test files (*.yaml)"
+            raise UserInputError(msg)
+        found += inside
+    return found

@@ -6,6 +6,7 @@ import json
 from datetime import timedelta
 from typing import Annotated
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -42,7 +43,7 @@ def run_once(
     """Evaluate every due rule once as of --now, apply the actions (or print them with --dry-run)."""
     if not once:
         msg = "leadflow run needs --once (the long-running service is 'leadflow daemon')"
-        raise UserInputError(msg)
+        raise click.UsageError(msg)  # exit 2, like any other usage error
     context = cli_context(ctx)
     try:
         clock = SettableClock(parse_instant(now)) if now else SystemClock()
