@@ -63,6 +63,10 @@ class DatabaseUnavailableError(ExternalSystemError):
     """The state store could not be reached after retries."""
 
 
+class StoreNotReadyError(UserInputError):
+    """A read-only command met a store that was never created or not yet migrated."""
+
+
 class MailTransportError(ExternalSystemError):
     """The mail transport failed in a way that is not about one message."""
 

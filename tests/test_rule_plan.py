@@ -18,7 +18,7 @@ from sqlalchemy import insert, select
 from leadflow.cli import main
 from leadflow.config import load_settings
 from leadflow.rule_language.loader import load_rule_set
-from leadflow.store.database import create_store_engine
+from leadflow.store.database import create_store_engine, migrate
 from leadflow.store.tables import AUDIT, LEADS, OUTBOX, REPS, RULE_RUNS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -243,6 +243,39 @@ class TestErrors:
             "HEAD:rules/mql.yaml:7:12: rule mql-assignment: every: 'soon' is not a duration; "
             "write a number and a unit (s, m, h, d, w), e.g. 90m",
         ]
+
+
+class TestStoreNotReady:
+    """A store never created, or left at an older schema, is named with what to do (exit 1)."""
+
+    def test_store_never_created(
+        self, rules_repo: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """``plan`` on a fresh clone said ``no such table: rule_runs`` and exited 3."""
+        database = rules_repo / "state" / "leadflow.db"
+        database.unlink()
+        code, out, errors = plan(capsys, "--base", "HEAD")
+        assert (code, out) == (1, [])
+        assert errors == [
+            f"error: the store at sqlite:///{database} has no leadflow tables yet; run any "
+            "command that writes it first (leadflow import ..., leadflow run --once, or the "
+            "daemon, which migrate it), or point database.url at your store"
+        ]
+        assert not database.exists()  # reading never creates the file
+
+    def test_store_at_an_older_schema(
+        self, rules_repo: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        database = rules_repo / "state" / "leadflow.db"
+        database.unlink()
+        engine = create_store_engine(f"sqlite:///{database}")
+        migrate(engine, "0001")
+        engine.dispose()
+        code, _out, errors = plan(capsys, "--base", "HEAD")
+        assert code == 1
+        assert errors[0].startswith(
+            f"error: the store at sqlite:///{database} has an older schema;"
+        )
 
 
 class TestExamples:

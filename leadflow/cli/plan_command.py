@@ -19,7 +19,7 @@ from leadflow.rule_testing.plan import (
     render_text,
     rules_at,
 )
-from leadflow.store.database import engine_for
+from leadflow.store.database import engine_for, require_current_schema
 
 
 def plan_rules(
@@ -58,6 +58,7 @@ def plan_rules(
     # The store as it is: not migrated, never written (dry runs only).
     engine = engine_for(settings)
     try:
+        require_current_schema(engine)
         runtime = Runtime.build(engine, settings, clock)
         working = runtime.load_rules(folder)
         with rules_at(folder, base) as (base_folder, label):

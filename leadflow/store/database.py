@@ -10,12 +10,14 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, Table, column, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from leadflow.errors import ConfigError, DatabaseUnavailableError
+from leadflow.errors import ConfigError, DatabaseUnavailableError, StoreNotReadyError
 from leadflow.settings import Settings
 from leadflow.store.attributes import AttributeValue
 
@@ -122,6 +124,36 @@ def alembic_config(engine: Engine) -> AlembicConfig:
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["engine"] = engine
     return config
+
+
+def require_current_schema(engine: Engine) -> None:
+    """Refuse, with what to do, a store that a read-only command cannot read as it is.
+
+    ``leadflow plan`` reads the store and never writes it (it may run in a pull request's CI
+    against production), so it does not migrate; a store never created, or one migrated by an
+    older leadflow, is named instead of failing later on a missing table.
+    """
+    script = ScriptDirectory.from_config(alembic_config(engine))
+    database = engine.url.database or ""
+    never_created = engine.dialect.name == "sqlite" and not Path(database).exists()
+    try:
+        current: set[str] = set()
+        if not never_created:  # connecting would create an empty file
+            with engine.connect() as connection:
+                current = set(MigrationContext.configure(connection).get_current_heads())
+    except OperationalError as exc:
+        msg = f"cannot read the store at {engine.url!r}: {exc.orig}"
+        raise DatabaseUnavailableError(msg) from exc
+    if current == set(script.get_heads()):
+        return
+    where = engine.url.render_as_string(hide_password=True)
+    state = "has no leadflow tables yet" if not current else "has an older schema"
+    msg = (
+        f"the store at {where} {state}; run any command that writes it first "
+        "(leadflow import ..., leadflow run --once, or the daemon, which migrate it), "
+        "or point database.url at your store"
+    )
+    raise StoreNotReadyError(msg)
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
