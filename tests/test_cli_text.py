@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from importlib import metadata
 from pathlib import Path
@@ -86,3 +87,44 @@ class TestEverydayCommands:
     def test_run_without_once_is_a_usage_error(self, capsys: pytest.CaptureFixture[str]) -> None:
         assert main(["run"]) == 2
         assert "Error: leadflow run needs --once" in capsys.readouterr().err
+
+
+class TestJsonOutput:
+    """``--format json`` prints one document with the same facts as the tables."""
+
+    def test_status_as_json(
+        self, config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        imported(config, tmp_path)
+        capsys.readouterr()
+        assert main(["-c", str(config), "status", "--format", "json"]) == 0
+        document = json.loads(capsys.readouterr().out)
+        assert document["leads"] == {
+            "total": 1,
+            "by_stage": {"mql": 1},
+            "by_owner": [{"owner": HOSTILE, "stage": "mql", "leads": 1}],
+        }
+        assert document["reps"] == {"active": 1, "inactive": 0}
+        assert document["deals"] == {"open": 0, "closed": {}}
+        assert document["outbox"] == {"by_status": {}, "oldest_pending_at": None}
+        assert document["rules"] == {
+            "folder": {
+                "loaded": False,
+                "version": None,
+                "enabled": 0,
+                "problems": [f"{tmp_path / 'rules'}: rules folder not found"],
+            },
+            "rules": [],
+        }
+        assert sorted(document["last_imports"]) == ["leads", "reps"]
+        assert document["last_imports"]["leads"]["inserted"] == 1
+
+    def test_config_as_json(self, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        assert main(["-c", str(config), "config", "--format", "json"]) == 0
+        rows = {row["key"]: row for row in json.loads(capsys.readouterr().out)}
+        assert rows["calendar.weekdays"] == {
+            "key": "calendar.weekdays",
+            "value": "[mon, tue, wed]",
+            "source": f"{config}:4",
+        }
+        assert rows["http.token"]["value"] == "(not set)"

@@ -20,7 +20,7 @@ import pytest
 from rich.console import Console
 from sqlalchemy import Engine, insert, select
 
-from leadflow.cli.status_command import render_rules
+from leadflow.cli.status_command import render_rules, rules_view
 from leadflow.clock import SettableClock
 from leadflow.engine.evaluation import run_due_rules
 from leadflow.engine.runtime import Runtime
@@ -269,7 +269,7 @@ def test_the_first_sighting_survives_restarts_and_a_takeover(
     assert about(asyncio.run(first_tick(monday_0902)), timedelta(0))
     console = Console(width=200, record=True)
     runtime = Runtime.build(engine, make_settings(), SettableClock(monday_0902))
-    render_rules(runtime, collect_status(engine), console)
+    render_rules(rules_view(runtime, collect_status(engine)), console)
     assert console.export_text().splitlines()[2].split()[8:12] == ["never", "due", "now", "-"]
 
 
@@ -279,7 +279,7 @@ def test_status_shows_when_a_new_cron_rule_first_runs(
     cron_rule_set(tmp_path, make_settings, engine, "0 9 * * 1-5")
     runtime = Runtime.build(engine, make_settings(), SettableClock(berlin(2026, 3, 6, 15, 0)))
     console = Console(width=200, record=True)
-    render_rules(runtime, collect_status(engine), console)
+    render_rules(rules_view(runtime, collect_status(engine)), console)
     [row] = console.export_text().splitlines()[2:]
     assert row.split()[:11] == [
         "morning-points",

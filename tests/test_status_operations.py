@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from rich.console import Console
 
-from leadflow.cli.status_command import render_operations, render_rules
+from leadflow.cli.status_command import render_operations, render_rules, rules_view
 from leadflow.engine.evaluation import run_due_rules
 from leadflow.engine.runtime import Runtime
 from leadflow.store.status import RuleRunStatus, collect_status
@@ -31,7 +31,7 @@ def test_queue_outbox_slas_and_rule_runs(runtime: Runtime) -> None:  # noqa: F81
     ]
     console = Console(width=200, record=True)
     render_operations(status, console)
-    render_rules(runtime, status, console)
+    render_rules(rules_view(runtime, status), console)
     lines = console.export_text().splitlines()
     assert lines[:4] == [
         "MQLs waiting for a rep: 1: L4 (since 2026-03-02 09:00 UTC)",
@@ -70,7 +70,7 @@ def test_rules_never_run_and_due_again(runtime: Runtime) -> None:  # noqa: F811 
     """Before any run every enabled rule is due now; an hour later the 5m rule is due again."""
     seed(runtime.engine)
     console = Console(width=200, record=True)
-    render_rules(runtime, collect_status(runtime.engine), console)
+    render_rules(rules_view(runtime, collect_status(runtime.engine)), console)
     rows = [line.split()[:5] for line in console.export_text().splitlines()[2:]]
     assert rows == [
         ["mql-assignment", "every", "5m", "never", "due"],
@@ -80,6 +80,6 @@ def test_rules_never_run_and_due_again(runtime: Runtime) -> None:  # noqa: F811 
     run_due_rules(runtime, runtime.load_rules(), T0, only=["mql-assignment"])
     runtime.clock.advance(timedelta(hours=1))  # type: ignore[attr-defined]
     console = Console(width=200, record=True)
-    render_rules(runtime, collect_status(runtime.engine), console)
+    render_rules(rules_view(runtime, collect_status(runtime.engine)), console)
     first = console.export_text().splitlines()[2].split()
     assert first[:7] == ["mql-assignment", "every", "5m", *AT_T0, "due", "now"]

@@ -8,7 +8,29 @@ and highlighting off; where a command wants emphasis it builds a ``rich.text.Tex
 
 from __future__ import annotations
 
+import json
+import sys
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
 from rich.console import Console
+
+from leadflow.durations import format_duration
+
+
+class OutputFormat(StrEnum):
+    """How a command prints what it found: for people (``table``) or for scripts (``json``)."""
+
+    table = "table"
+    json = "json"
+
+
+FormatOption = Annotated[
+    OutputFormat,
+    typer.Option("--format", help="table (for people) or json (one document, for scripts)."),
+]
 
 
 def data_console(*, min_width: int = 0, stderr: bool = False) -> Console:
@@ -17,3 +39,19 @@ def data_console(*, min_width: int = 0, stderr: bool = False) -> Console:
     if console.width < min_width:
         console = Console(stderr=stderr, markup=False, highlight=False, width=min_width)
     return console
+
+
+def print_json(document: Any) -> None:
+    """One JSON document on stdout: times in ISO 8601 UTC, durations as ``4h``-style text."""
+    json.dump(document, sys.stdout, default=_plain, ensure_ascii=False, indent=2)
+    sys.stdout.write("\n")
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    return str(value)

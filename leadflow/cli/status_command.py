@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from leadflow.cli.console import data_console
+from leadflow.cli.console import FormatOption, OutputFormat, data_console, print_json
 from leadflow.cli.context import cli_context
 from leadflow.clock import SystemClock
 from leadflow.engine.runtime import Runtime
@@ -18,15 +20,118 @@ from leadflow.rule_language.model import RuleSet
 from leadflow.store.status import StoreStatus, collect_status
 
 
-def show_status(ctx: typer.Context) -> None:
+def show_status(ctx: typer.Context, output: FormatOption = OutputFormat.table) -> None:
     """Show how the funnel stands: stages, owners, the MQL queue, outbox, SLAs, rules, imports."""
     context = cli_context(ctx)
-    console = data_console(min_width=140)
     settings = context.settings
     status = collect_status(context.engine, mql_stage=settings.stages.mql)
+    rules = rules_view(Runtime.build(context.engine, settings, SystemClock()), status)
+    if output is OutputFormat.json:
+        print_json(status_document(status, rules))
+        return
+    console = data_console(min_width=140)
     render_status(status, console)
     render_operations(status, console)
-    render_rules(Runtime.build(context.engine, settings, SystemClock()), status, console)
+    render_rules(rules, console)
+
+
+@dataclass(frozen=True)
+class RuleLine:
+    """One rule as ``status`` shows it: its schedule and its last recorded run."""
+
+    rule_id: str
+    schedule: str
+    last_run: datetime | None
+    next_run: datetime | None
+    """None when the rule is not enabled in the folder any more."""
+    due_now: bool
+    status: str | None
+    matched: int | None
+    version_run: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class RulesView:
+    """The rules folder as it would load now, and every rule that is enabled or has run."""
+
+    version: str | None
+    enabled: int
+    problems: list[str]
+    """The refusal, FILE:LINE:COL each, when the folder does not load."""
+    lines: list[RuleLine]
+
+
+def rules_view(runtime: Runtime, status: StoreStatus) -> RulesView:
+    """Each rule's schedule, last run and next run, as the daemon sees them."""
+    rule_set: RuleSet | None = None
+    problems: list[str] = []
+    try:
+        rule_set = runtime.load_rules()
+    except ProblemsError as exc:
+        problems = [str(problem) for problem in exc.problems]
+    runs = {run.rule_id: run for run in status.rule_runs}
+    rules = {rule.id: rule for rule in rule_set.enabled_rules} if rule_set else {}
+    now = runtime.clock.now()
+    lines = []
+    for rule_id in sorted(set(runs) | set(rules)):
+        run, rule = runs.get(rule_id), rules.get(rule_id)
+        last = run.last_started_at if run else None
+        # As the daemon sees it: a never-run cron rule counts from its stored first sighting.
+        seen = (run.first_seen_at if run else None) or now
+        next_run = rule.schedule.upcoming(last, seen) if rule else None
+        ran = run if run and last else None  # a row may only hold a first sighting
+        lines.append(
+            RuleLine(
+                rule_id=rule_id,
+                schedule=rule.schedule.describe() if rule else "(not enabled in the folder)",
+                last_run=last,
+                next_run=next_run,
+                due_now=next_run is not None and next_run <= now,
+                status=ran.status if ran else None,
+                matched=ran.matched if ran else None,
+                version_run=ran.rule_version if ran else None,
+                error=ran.error if ran else None,
+            )
+        )
+    version = rule_set.version if rule_set else None
+    enabled = len(rule_set.enabled_rules) if rule_set else 0
+    return RulesView(version, enabled, problems, lines)
+
+
+def status_document(status: StoreStatus, rules: RulesView) -> dict[str, Any]:
+    """``status --format json``: the same facts as the tables, with stable keys."""
+    return {
+        "leads": {
+            "total": status.leads_total,
+            "by_stage": status.leads_by_stage,
+            "by_owner": [
+                {"owner": owner, "stage": stage, "leads": count}
+                for (owner, stage), count in status.leads_by_owner_stage.items()
+            ],
+        },
+        "deals": {"open": status.deals_open, "closed": status.deals_closed},
+        "reps": {"active": status.reps_active, "inactive": status.reps_inactive},
+        "mql_queue": {
+            "total": status.mql_queue_total,
+            "longest_waiting": [{"lead": lead, "since": since} for lead, since in status.mql_queue],
+        },
+        "outbox": {
+            "by_status": status.outbox_by_status,
+            "oldest_pending_at": status.oldest_pending_at,
+        },
+        "sla_timers": status.slas_by_status,
+        "rules": {
+            "folder": {
+                "loaded": not rules.problems,
+                "version": rules.version,
+                "enabled": rules.enabled,
+                "problems": rules.problems,
+            },
+            "rules": [asdict(line) for line in rules.lines],
+        },
+        "last_imports": {kind: asdict(last) for kind, last in status.last_imports.items()},
+    }
 
 
 def render_operations(status: StoreStatus, console: Console) -> None:
@@ -56,25 +161,18 @@ def render_operations(status: StoreStatus, console: Console) -> None:
     console.print(f"SLA timers: {slas}")
 
 
-def render_rules(runtime: Runtime, status: StoreStatus, console: Console) -> None:
+def render_rules(rules: RulesView, console: Console) -> None:
     """The rules folder as it would load now; each rule's schedule, last run and next run."""
-    rule_set: RuleSet | None = None
-    try:
-        rule_set = runtime.load_rules()
-    except ProblemsError as exc:
+    if rules.problems:
         console.print(
-            f"rules folder: REFUSED, {len(exc.problems)} problem(s); a running daemon keeps its last good rules",
+            f"rules folder: REFUSED, {len(rules.problems)} problem(s); a running daemon keeps its last good rules",
             style="bold red",
         )
-        for problem in exc.problems[:20]:
-            console.print(f"  {problem}", highlight=False)
+        for problem in rules.problems[:20]:
+            console.print(f"  {problem}")
     else:
-        console.print(
-            f"rules folder: {len(rule_set.enabled_rules)} enabled rule(s), version {rule_set.version}"
-        )
-    runs = {run.rule_id: run for run in status.rule_runs}
-    rules = {rule.id: rule for rule in rule_set.enabled_rules} if rule_set else {}
-    if not runs and not rules:
+        console.print(f"rules folder: {rules.enabled} enabled rule(s), version {rules.version}")
+    if not rules.lines:
         console.print("rule runs: none yet")
         return
     table = Table(box=None, pad_edge=False)
@@ -82,27 +180,17 @@ def render_rules(runtime: Runtime, status: StoreStatus, console: Console) -> Non
         table.add_column(header, no_wrap=True)
     for header in ("version run", "error"):  # these give way on a narrow terminal
         table.add_column(header, overflow="fold")
-    now = runtime.clock.now()
-    for rule_id in sorted(set(runs) | set(rules)):
-        run, rule = runs.get(rule_id), rules.get(rule_id)
-        last = run.last_started_at if run else None
-        # As the daemon sees it: a never-run cron rule counts from its stored first sighting.
-        seen = (run.first_seen_at if run else None) or now
-        if rule is None:
-            schedule, upcoming = "(not enabled in the folder)", "-"
-        else:
-            schedule, next_run = rule.schedule.describe(), rule.schedule.upcoming(last, seen)
-            upcoming = "due now" if next_run <= now else _utc(next_run)
-        ran = run if run and last else None  # a row may only hold a first sighting
+    for line in rules.lines:
+        upcoming = "-" if line.next_run is None else _utc(line.next_run)
         table.add_row(
-            rule_id,
-            schedule,
-            _utc(last) if last else "never",
-            upcoming,
-            ran.status if ran else "-",
-            str(ran.matched) if ran else "-",
-            ran.rule_version if ran else "-",
-            (ran.error or "") if ran else "",
+            line.rule_id,
+            line.schedule,
+            _utc(line.last_run) if line.last_run else "never",
+            "due now" if line.due_now else upcoming,
+            line.status or "-",
+            "-" if line.matched is None else str(line.matched),
+            line.version_run or "-",
+            line.error or "",
         )
     console.print(table)
 
