@@ -16,7 +16,6 @@ from pydantic import (
     SecretStr,
     ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 from leadflow.durations import parse_duration
@@ -220,13 +219,19 @@ class AttributeSettings(Section):
                 raise ValueError(msg)
         return declared
 
-    @model_validator(mode="after")
-    def _indexed_are_declared(self) -> AttributeSettings:
-        unknown = [name for name in self.indexed if name not in self.leads]
+    @field_validator("indexed")
+    @classmethod
+    def _indexed_are_declared(
+        cls, indexed: tuple[str, ...], info: ValidationInfo
+    ) -> tuple[str, ...]:
+        # A field validator, not a model one, so that the error points at the indexed: line.
+        if "leads" not in info.data:
+            return indexed  # leads itself failed; its own error says why
+        unknown = [name for name in indexed if name not in info.data["leads"]]
         if unknown:
-            msg = f"indexed: {', '.join(unknown)} not declared under attributes.leads"
+            msg = f"{', '.join(unknown)} not declared under attributes.leads"
             raise ValueError(msg)
-        return self
+        return indexed
 
 
 ImportKind = Literal["reps", "leads", "deals", "activities"]

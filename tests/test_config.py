@@ -142,3 +142,21 @@ class TestUnrelatedEnvironment:
             load_settings(write(tmp_path, ""), env={"LEADFLOW_DATABSE__URL": "sqlite:///x.db"})
         assert "environment LEADFLOW_DATABSE__URL: unknown key 'databse'" in str(caught.value)
         assert "did you mean 'database'?" in str(caught.value)
+
+
+class TestAttributeDeclarations:
+    """Attribute problems point at the line that declares them."""
+
+    def test_bad_name_and_undeclared_index_name_their_lines(self, tmp_path: Path) -> None:
+        path = write(
+            tmp_path,
+            "attributes:\n  leads:\n    region: string\n  deals:\n    'bad name': string\n"
+            "  indexed: [regoin]\n",
+        )
+        with pytest.raises(ConfigError) as caught:
+            load_settings(path, env={})
+        assert str(caught.value).splitlines() == [
+            f"{path}:5: attributes.deals: attribute name 'bad name': use letters, digits and "
+            "underscores, starting with a letter",
+            f"{path}:6: attributes.indexed: regoin not declared under attributes.leads",
+        ]
