@@ -306,7 +306,7 @@ class TestShutdownMidEvaluation:
         reader = create_engine(url)
         daemon = Replica(project, url)
         try:
-            wait_until(lambda: "mql" in {s for s, _ in leads(reader).values()}, "the first MQL", 10)
+            wait_until(lambda: "mql" in {s for s, _ in leads(reader).values()}, "the first MQL", 30)
             stopping = time.monotonic()
             assert daemon.terminate(timeout=10) == 0
             assert time.monotonic() - stopping < 10
