@@ -114,6 +114,7 @@ class TestJsonOutput:
                 "enabled": 0,
                 "problems": [f"{tmp_path / 'rules'}: rules folder not found"],
             },
+            "last_evaluated": None,
             "rules": [],
         }
         assert sorted(document["last_imports"]) == ["leads", "reps"]

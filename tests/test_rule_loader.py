@@ -6,6 +6,7 @@ where the mistake is and what to write instead, and never sees a traceback.
 
 from __future__ import annotations
 
+import subprocess
 from datetime import timedelta
 from pathlib import Path
 
@@ -534,6 +535,25 @@ class TestTemplates:
 
 class TestVersionAndFiles:
     """The version is a content hash; hidden files and Kubernetes' ``..data`` are skipped."""
+
+    def test_git_commit_and_uncommitted_edits_are_in_the_version(self, tmp_path: Path) -> None:
+        """In a checkout the version names the commit, and ``-dirty`` while edits are unsaved
+        to git, so a status or an audit row never passes edited rules off as a commit's."""
+        repo = tmp_path / "repo"
+        write(repo / "rules", "r.yaml", GOOD)
+        git = ["git", "-C", str(repo), "-c", "user.name=Ops", "-c", "user.email=o@example.com"]
+        subprocess.run([*git, "init", "-q"], check=True)
+        subprocess.run([*git, "add", "."], check=True)
+        subprocess.run([*git, "commit", "-q", "-m", "rules"], check=True)
+        commit = subprocess.run(
+            [*git, "rev-parse", "--short=10", "HEAD"], check=True, capture_output=True, text=True
+        ).stdout.strip()
+        clean = load_rule_set(repo / "rules", SETTINGS).version
+        assert clean.endswith(f"+git.{commit}")
+        write(repo / "rules", "r.yaml", GOOD.replace("60", "61"))
+        edited = load_rule_set(repo / "rules", SETTINGS).version
+        assert edited.endswith(f"+git.{commit}-dirty")
+        assert edited.split("+")[0] != clean.split("+")[0]
 
     def test_version_is_stable_for_the_same_content_and_changes_with_it(
         self, rules: Path, tmp_path: Path

@@ -25,7 +25,10 @@ from structlog.testing import capture_logs
 from watchfiles import Change
 
 from leadflow.clock import SettableClock
+from leadflow.config import load_settings
 from leadflow.errors import ConfigError, NoSnapshotError, Problem, ProblemsError
+from leadflow.rule_language.loader import load_rule_set
+from leadflow.rule_language.model import RuleSet
 from leadflow.service.rule_reload import (
     ReloadStatus,
     RuleFolderFilter,
@@ -412,3 +415,27 @@ class TestWatcherSetup:
         with pytest.raises(ConfigError) as caught:
             asyncio.run(watch_and_reload([tmp_path, missing], load, holder, asyncio.Event()))
         assert str(caught.value) == f"cannot watch for rule changes: no such folder: {missing}"
+
+
+class TestReloadNamesTheVersion:
+    """``rules_reloaded`` names the version now running, so a log says which rules ran when."""
+
+    def test_rule_set_version_is_logged(self, tmp_path: Path) -> None:
+        rules = tmp_path / "rules"
+        shutil.copytree(
+            Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "funnel_rules", rules
+        )
+        settings = load_settings(
+            None,
+            env={},
+            overrides={
+                "paths.templates": str(Path(__file__).resolve().parents[1] / "templates"),
+                "attributes.leads": {"region": "string"},
+            },
+        ).settings
+        holder: SnapshotHolder[RuleSet] = SnapshotHolder(clock=SettableClock(T0))
+        with capture_logs() as logs:
+            assert reload_snapshot(lambda: load_rule_set(rules, settings), holder)
+        [entry] = [entry for entry in logs if entry["event"] == "rules_reloaded"]
+        assert entry["version"] == holder.current().version
+        assert len(entry["version"]) == 12  # a content hash: tmp_path is no git checkout

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 
 from rich.console import Console
 
@@ -33,14 +36,15 @@ def test_queue_outbox_slas_and_rule_runs(runtime: Runtime) -> None:  # noqa: F81
     render_operations(status, console)
     render_rules(rules_view(runtime, status), console)
     lines = console.export_text().splitlines()
-    assert lines[:4] == [
+    assert lines[:5] == [
         "MQLs waiting for a rep: 1: L4 (since 2026-03-02 09:00 UTC)",
         "outbox: pending 2; oldest unsent queued 2026-03-02 09:00 UTC",
         "SLA timers: running 2",
         f"rules folder: 3 enabled rule(s), version {rule_set.version}",
+        f"last evaluated: version {rule_set.version} at 2026-03-02 09:00 UTC",
     ]
     v = rule_set.version
-    assert [line.split() for line in lines[4:8]] == [
+    assert [line.split() for line in lines[5:9]] == [
         HEADER,
         ["mql-assignment", "every", "5m", *AT_T0, "2026-03-02", "09:05", "ok", "3", v],
         ["nurture-new-leads", "every", "15m", *AT_T0, "2026-03-02", "09:15", "ok", "1", v],
@@ -81,5 +85,45 @@ def test_rules_never_run_and_due_again(runtime: Runtime) -> None:  # noqa: F811 
     runtime.clock.advance(timedelta(hours=1))  # type: ignore[attr-defined]
     console = Console(width=200, record=True)
     render_rules(rules_view(runtime, collect_status(runtime.engine)), console)
-    first = console.export_text().splitlines()[2].split()
+    lines = console.export_text().splitlines()
+    assert (
+        lines[1]
+        == f"last evaluated: version {runtime.load_rules().version} at 2026-03-02 09:00 UTC"
+    )
+    first = lines[3].split()
     assert first[:7] == ["mql-assignment", "every", "5m", *AT_T0, "due", "now"]
+
+
+def test_refused_folder_shows_the_rules_still_running(
+    runtime: Runtime,  # noqa: F811 (fixture)
+    tmp_path: Path,
+) -> None:
+    """While the folder is refused, status names each problem and the version last evaluated."""
+    seed(runtime.engine)
+    rule_set = runtime.load_rules()
+    run_due_rules(runtime, rule_set, T0)
+    broken = tmp_path / "rules"
+    shutil.copytree(runtime.settings.path(runtime.settings.paths.rules), broken)
+    mql = broken / "mql.yaml"
+    mql.write_text(
+        mql.read_text(encoding="utf-8").replace("every: 5m", "every: soon"), encoding="utf-8"
+    )
+    later = replace(
+        runtime,
+        settings=runtime.settings.model_copy(
+            update={"paths": runtime.settings.paths.model_copy(update={"rules": broken})}
+        ),
+    )
+    console = Console(width=200, record=True)
+    render_rules(rules_view(later, collect_status(runtime.engine)), console)
+    lines = console.export_text().splitlines()
+    assert lines[0] == (
+        "rules folder: REFUSED, 1 problem(s); a running daemon keeps its last good rules"
+    )
+    assert lines[1].startswith(f"  {mql}:")
+    assert lines[1].endswith(
+        "'soon' is not a duration; write a number and a unit (s, m, h, d, w), e.g. 90m"
+    )
+    assert lines[2] == (
+        f"last evaluated: version {rule_set.version} at 2026-03-02 09:00 UTC (the rules still running)"
+    )

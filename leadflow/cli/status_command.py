@@ -17,7 +17,7 @@ from leadflow.clock import SystemClock
 from leadflow.engine.runtime import Runtime
 from leadflow.errors import ProblemsError
 from leadflow.rule_language.model import RuleSet
-from leadflow.store.status import StoreStatus, collect_status
+from leadflow.store.status import RuleRunStatus, StoreStatus, collect_status
 
 
 def show_status(ctx: typer.Context, output: FormatOption = OutputFormat.table) -> None:
@@ -60,6 +60,8 @@ class RulesView:
     problems: list[str]
     """The refusal, FILE:LINE:COL each, when the folder does not load."""
     lines: list[RuleLine]
+    last_evaluated: RuleRunStatus | None = None
+    """The newest recorded run: the version a daemon is running, whatever the folder holds now."""
 
 
 def rules_view(runtime: Runtime, status: StoreStatus) -> RulesView:
@@ -96,7 +98,9 @@ def rules_view(runtime: Runtime, status: StoreStatus) -> RulesView:
         )
     version = rule_set.version if rule_set else None
     enabled = len(rule_set.enabled_rules) if rule_set else 0
-    return RulesView(version, enabled, problems, lines)
+    recorded = [run for run in status.rule_runs if run.last_started_at is not None]
+    newest = max(recorded, key=lambda run: run.last_started_at or now, default=None)
+    return RulesView(version, enabled, problems, lines, newest)
 
 
 def status_document(status: StoreStatus, rules: RulesView) -> dict[str, Any]:
@@ -127,6 +131,12 @@ def status_document(status: StoreStatus, rules: RulesView) -> dict[str, Any]:
                 "version": rules.version,
                 "enabled": rules.enabled,
                 "problems": rules.problems,
+            },
+            "last_evaluated": None
+            if rules.last_evaluated is None
+            else {
+                "version": rules.last_evaluated.rule_version,
+                "at": rules.last_evaluated.last_started_at,
             },
             "rules": [asdict(line) for line in rules.lines],
         },
@@ -172,6 +182,12 @@ def render_rules(rules: RulesView, console: Console) -> None:
             console.print(f"  {problem}")
     else:
         console.print(f"rules folder: {rules.enabled} enabled rule(s), version {rules.version}")
+    newest = rules.last_evaluated
+    if newest is not None and newest.last_started_at is not None:
+        console.print(
+            f"last evaluated: version {newest.rule_version} at {_utc(newest.last_started_at)} UTC"
+            + ("" if newest.rule_version == rules.version else " (the rules still running)")
+        )
     if not rules.lines:
         console.print("rule runs: none yet")
         return

@@ -128,9 +128,19 @@ def _label(path: Path) -> str:
 
 
 def _git_commit(folder: Path) -> str | None:
+    """The checkout's commit, marked ``-dirty`` when the rules folder has uncommitted edits:
+    the content hash already differs, the mark says that no commit holds these rules."""
+    commit = _git(folder, "rev-parse", "--short=10", "HEAD")
+    if not commit:
+        return None
+    edits = _git(folder, "status", "--porcelain", "--untracked-files=all", "--", ".")
+    return f"{commit}-dirty" if edits else commit
+
+
+def _git(folder: Path, *args: str) -> str | None:
     try:
         result = subprocess.run(  # noqa: S603 (fixed argv, no shell)
-            ["git", "-C", str(folder), "rev-parse", "--short=10", "HEAD"],  # noqa: S607 (git from PATH is intended)
+            ["git", "-C", str(folder), *args],  # noqa: S607 (git from PATH is intended)
             capture_output=True,
             text=True,
             timeout=5,
@@ -138,8 +148,8 @@ def _git_commit(folder: Path) -> str | None:
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    commit = result.stdout.strip()
-    return commit if result.returncode == 0 and commit else None
+    output = result.stdout.strip()
+    return output if result.returncode == 0 and output else None
 
 
 class _RuleSetBuilder:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 import structlog
 from watchfiles import Change, DefaultFilter, awatch
@@ -114,6 +114,14 @@ class SnapshotHolder(Generic[T]):
             return self._status
 
 
+@runtime_checkable
+class Versioned(Protocol):
+    """A snapshot that says which version it is (a rule set does), named in the reload log."""
+
+    @property
+    def version(self) -> str: ...
+
+
 def reload_snapshot(
     load: Callable[[], T], holder: SnapshotHolder[T], *, changed: Collection[str] = ()
 ) -> bool:
@@ -142,8 +150,10 @@ def reload_snapshot(
     status = holder.record_success(snapshot)
     metrics.record_reload(ok=True)
     elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
+    named = {"version": snapshot.version} if isinstance(snapshot, Versioned) else {}
     log.info(
         "rules_reloaded",
+        **named,
         generation=status.generation,
         elapsed_ms=elapsed_ms,
         changed=list(changed),
