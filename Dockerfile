@@ -2,7 +2,10 @@
 # Configuration comes from the environment (LEADFLOW_SECTION__KEY, secrets as LEADFLOW_..._FILE
 # too); rules/ and templates/ can be replaced by mounting folders over /app/rules, /app/templates.
 # tests/test_container.py keeps these commands equal to the ones the tests run outside Docker.
-FROM python:3.11-slim
+# The base image is pinned to a patch release and Debian release, and every Python package to
+# the exact version in constraints.txt, so that a rebuild next month installs what was tested.
+# Refresh both on purpose (see docs/operations.md, "Upgrading the image").
+FROM python:3.11.7-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -12,9 +15,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN useradd --create-home --uid 10001 leadflow
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY leadflow ./leadflow
-RUN python -m pip install .
+RUN python -m pip install --constraint constraints.txt .
 
 COPY config.yaml daemon.py ./
 COPY rules ./rules

@@ -1,7 +1,8 @@
 """The Dockerfile and compose file, checked without a Docker engine.
 
-Pins: the image installs exactly this project (``pip install .``, the dependencies the tests run
-with, no separate requirements list) as CI does (``pip install -e '.[test]'``); every COPY source
+Pins: the image installs exactly this project at the versions of constraints.txt (``pip install
+--constraint constraints.txt .``), as CI does (``pip install -c constraints.txt -e '.[test]'``),
+on a base image pinned to a patch and Debian release; every COPY source
 exists and is not excluded by .dockerignore; it runs as a non-root user with ``state/`` as a
 volume; the exec-form entrypoint is the ``leadflow`` console script and its ``daemon`` command
 exists; the HEALTHCHECK is an exec-form python command (run against a real daemon by
@@ -17,7 +18,7 @@ import shlex
 import subprocess
 import sys
 import tomllib
-from importlib.metadata import requires
+from importlib.metadata import requires, version
 from pathlib import Path
 
 import yaml
@@ -57,7 +58,9 @@ class TestDockerfile:
     """The image is built with the commands the tests run, and runs the daemon safely."""
 
     def test_base_image_user_volume(self) -> None:
-        assert arguments("FROM") == ["python:3.11-slim"]
+        [base] = arguments("FROM")
+        # A patch release on a named Debian release: never a floating tag such as 3.11-slim.
+        assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", base), base
         [user] = arguments("USER")
         assert user not in {"root", "0"}
         assert arguments("VOLUME") == ['["/app/state"]']
@@ -65,7 +68,7 @@ class TestDockerfile:
 
     def test_installs_this_project_as_ci_does(self) -> None:
         installs = [run for run in arguments("RUN") if "pip" in run]
-        assert installs == ["python -m pip install ."]
+        assert installs == ["python -m pip install --constraint constraints.txt ."]
         ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
         [ci_install] = [line for line in ci.splitlines() if "pip install" in line and "-e" in line]
         assert shlex.split(ci_install)[-2:] == ["-e", ".[test]"]  # the same project, plus tests
@@ -109,6 +112,36 @@ class TestDockerfile:
         assert "LEADFLOW_HTTP__PORT" in command[2]
 
 
+class TestConstraints:
+    """constraints.txt pins every package the image installs, within pyproject's ranges."""
+
+    def test_every_dependency_is_pinned_within_its_range(self) -> None:
+        pins = {}
+        for line in (REPO / "constraints.txt").read_text(encoding="utf-8").splitlines():
+            if line.strip() and not line.startswith("#"):
+                requirement = Requirement(line)
+                [spec] = requirement.specifier
+                assert spec.operator == "==", line
+                pins[canonical(requirement.name)] = spec.version
+        project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+        for declared in map(Requirement, project["dependencies"]):
+            name = canonical(declared.name)
+            assert name in pins, f"{declared.name} is not pinned in constraints.txt"
+            assert declared.specifier.contains(pins[name]), (declared, pins[name])
+
+    def test_pins_are_what_the_tests_run_with(self) -> None:
+        """The versions the tests import are the pinned ones, so the image runs tested code."""
+        for line in (REPO / "constraints.txt").read_text(encoding="utf-8").splitlines():
+            if line.strip() and not line.startswith("#"):
+                requirement = Requirement(line)
+                [spec] = requirement.specifier
+                assert version(requirement.name) == spec.version, line
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 class TestCompose:
     """The trial compose file configures leadflow only with keys leadflow knows."""
 
@@ -119,6 +152,9 @@ class TestCompose:
             key: re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value))
             for key, value in environment.items()
         }
+        # No default token: compose must refuse to start until the user sets one.
+        assert environment["LEADFLOW_HTTP__TOKEN"].startswith("${LEADFLOW_HTTP__TOKEN:?")
+        env["LEADFLOW_HTTP__TOKEN"] = "chosen-by-the-user"
         (tmp_path / "config.yaml").write_text("", encoding="utf-8")
         settings = load_settings(tmp_path / "config.yaml", env=env).settings
         assert settings.mail.transport == "smtp"
@@ -126,3 +162,7 @@ class TestCompose:
         assert settings.database.url.startswith("postgresql://leadflow:leadflow@postgres:5432/")
         assert settings.http.token is not None
         assert set(compose["services"]) == {"postgres", "mailpit", "leadflow"}
+        published = [
+            port for service in compose["services"].values() for port in service.get("ports", [])
+        ]
+        assert published == ["127.0.0.1:8025:8025", "127.0.0.1:8080:8080"]
