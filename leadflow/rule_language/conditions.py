@@ -10,7 +10,6 @@ three-valued logic included.
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from leadflow.rule_language.operators import (
     operators_for,
 )
 from leadflow.rule_language.yaml_source import Path, SourceDocument
+from leadflow.suggestions import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -119,8 +119,7 @@ class ConditionParser:
             return NotOf(inner) if inner is not None else None
         if key == "idle_beyond_average_cycle":
             return self._idle(value, (*path, key))
-        close = difflib.get_close_matches(str(key), CONDITION_KEYS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(str(key), CONDITION_KEYS, prefix="; ")
         self.problem(
             (*path, key),
             f"unknown condition {key!r}{hint} (expected one of {', '.join(CONDITION_KEYS)})",
@@ -155,8 +154,7 @@ class ConditionParser:
             return None
         operator = str(operators[0])
         if operator not in allowed:
-            close = difflib.get_close_matches(operator, allowed, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            hint = did_you_mean(operator, allowed, suffix=" ")
             self.problem(
                 (*path, operator),
                 f"{spec.name} ({spec.type.value}) does not take {operator!r}; {hint}use one of {', '.join(allowed)}",
@@ -197,8 +195,7 @@ class ConditionParser:
                 return _INVALID
             text = str(value)
             if kind is ValueType.STAGE and text not in self.stages:
-                close = difflib.get_close_matches(text, self.stages, n=1)
-                hint = f"did you mean {close[0]!r}? " if close else ""
+                hint = did_you_mean(text, self.stages, suffix=" ")
                 self.problem(
                     path, f"unknown stage {text!r}; {hint}stages are {', '.join(self.stages)}"
                 )
@@ -286,7 +283,7 @@ class ConditionParser:
             if key not in options:
                 self.problem(
                     (*path, key),
-                    f"unknown option {key!r}; {_did_you_mean(str(key), options)}expected {', '.join(sorted(options))}",
+                    f"unknown option {key!r}; {did_you_mean(str(key), options, suffix=' ')}expected {', '.join(sorted(options))}",
                     key=True,
                 )
                 return None
@@ -321,11 +318,6 @@ class ConditionParser:
             self.problem(path, "factor must be above 0 (at most 100) and min_deals at least 1")
             return None
         return IdleBeyondAverageCycle(float(factor), window, int(min_deals), group_by, idle)
-
-
-def _did_you_mean(word: str, choices: set[str]) -> str:
-    close = difflib.get_close_matches(word, sorted(choices), n=1)
-    return f"did you mean {close[0]!r}? " if close else ""
 
 
 class _Invalid:
