@@ -22,12 +22,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from leadflow.engine.runtime import Runtime
-from leadflow.errors import ConfigError, DatabaseUnavailableError
+from leadflow.errors import ConfigError, DatabaseUnavailableError, FieldError, RecordsRejectedError
 from leadflow.http.body_limit import BodyLimit
 from leadflow.http.lead_view import lead_with_audit
 from leadflow.http.openapi import request_body
 from leadflow.http.probes import probe_routes
-from leadflow.http.records import FieldError, RecordsRejectedError, upsert_records
+from leadflow.http.records import upsert_records
 from leadflow.rule_language.model import RuleSet
 from leadflow.service.rule_reload import SnapshotHolder
 from leadflow.settings import ImportKind

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from leadflow.errors import Problem, ProblemsError
+from leadflow.errors import Problem, ProblemsError, YamlSyntaxError
 from leadflow.rule_language.actions import (
     ACTION_TYPES,
     DEAL_ONLY,
@@ -46,7 +46,7 @@ from leadflow.rule_language.model import (
 )
 from leadflow.rule_language.validation_messages import explain_validation
 from leadflow.rule_language.yaml_source import Path as NodePath
-from leadflow.rule_language.yaml_source import SourceDocument, YamlSyntaxError, parse_document
+from leadflow.rule_language.yaml_source import SourceDocument, parse_document
 from leadflow.settings import Settings
 from leadflow.suggestions import did_you_mean
 

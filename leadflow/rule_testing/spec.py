@@ -33,11 +33,11 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from leadflow.config import load_settings
-from leadflow.errors import ConfigError, Problem, ProblemsError
+from leadflow.errors import ConfigError, Problem, ProblemsError, YamlSyntaxError
 from leadflow.rule_language.model import Located
 from leadflow.rule_language.validation_messages import explain_validation
 from leadflow.rule_language.yaml_source import Path as NodePath
-from leadflow.rule_language.yaml_source import SourceDocument, YamlSyntaxError, parse_document
+from leadflow.rule_language.yaml_source import SourceDocument, parse_document
 from leadflow.rule_testing.actions import KINDS, TIME_FIELDS, Action, time_text, value_text
 from leadflow.rule_testing.given import KIND_ORDER, MODELS, GivenBatch, InlineRecord, read_instant
 from leadflow.settings import ImportKind, Settings
