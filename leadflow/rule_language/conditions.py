@@ -76,8 +76,8 @@ class IdleBeyondAverageCycle:
 Condition = AllOf | AnyOf | NotOf | Comparison | IdleBeyondAverageCycle
 
 IDLE_FROM = {"last_activity": "idle_days", "engaged": "age_days"}
-"""PRODUCT.md: idle counts from the later of engaged_at and the last activity, or (configured)
-from engaged_at alone."""
+"""Idle time counts from the later of engaged_at and the last activity, or (``idle_from:
+engaged``) from engaged_at alone; docs/rules.md, "The average sales cycle"."""
 
 CONDITION_KEYS = ("all", "any", "not", "field", "idle_beyond_average_cycle")
 LARGEST_NUMBER = 10**15
