@@ -8,7 +8,6 @@ the variable itself or ``LEADFLOW_..._FILE`` naming a file that holds the secret
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -23,6 +22,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from leadflow.durations import format_duration
 from leadflow.errors import ConfigError
 from leadflow.settings import SECRET_KEYS, Settings
+from leadflow.suggestions import did_you_mean
 
 ENV_PREFIX = "LEADFLOW_"
 _NOT_KEYS = frozenset({"LEADFLOW_CONFIG"})
@@ -280,10 +280,8 @@ def _suggestion(loc: list[str]) -> str:
     if model is None:
         return ""
     names = sorted({f.alias or name for name, f in model.model_fields.items()} - {"root"})
-    close = difflib.get_close_matches(loc[-1], names, n=1, cutoff=0.5)
-    if close:
-        return f"; did you mean {close[0]!r}?"
-    return f"; expected one of: {', '.join(names)}"
+    expected = f"expected one of: {', '.join(names)}"
+    return "; " + did_you_mean(loc[-1], names, cutoff=0.5, otherwise=expected)
 
 
 def _field_model(model: type[BaseModel] | None, name: str) -> type[BaseModel] | None:

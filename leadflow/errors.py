@@ -2,12 +2,21 @@
 
 Each message names the offending thing (file:line:col, rule id, lead id, config key) and says
 what to do. The CLI turns :class:`UserInputError` into one line on stderr and exit 1, and
-:class:`ExternalSystemError` into exit 3; nothing here ever exits.
+:class:`ExternalSystemError` into exit 3; nothing here ever exits. A few keep another base
+because of where they are caught: ``ValueError`` so pydantic reports them at the key
+(:class:`DurationError`, :class:`CronExpressionError`), plain ``Exception`` for the ones
+leadflow turns into something else itself (:class:`YamlSyntaxError` into a located
+:class:`Problem`, :class:`BodyTooLargeError` into a 413 answer).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from leadflow.rule_language.yaml_source import Mark
 
 
 class LeadflowError(Exception):
@@ -45,6 +54,43 @@ class ProblemsError(UserInputError):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One problem of a request body, located the way FastAPI locates its own (``loc``)."""
+
+    loc: tuple[str | int, ...]
+    msg: str
+    type: str = "value_error"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"loc": list(self.loc), "msg": self.msg, "type": self.type}
+
+
+class RecordsRejectedError(UserInputError):
+    """The posted records were not written; ``errors`` says which field of which record."""
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        self.errors = list(errors)
+        super().__init__("; ".join(f"{list(e.loc)}: {e.msg}" for e in self.errors))
+
+
+class BodyTooLargeError(Exception):
+    """Raised inside an HTTP request's ``receive`` once its body passed ``max_body_bytes``."""
+
+
+class YamlSyntaxError(Exception):
+    """The text is not YAML; carries the position the parser stopped at."""
+
+    def __init__(self, message: str, mark: Mark) -> None:
+        super().__init__(message)
+        self.message = message
+        self.mark = mark
+
+
+class CronExpressionError(ValueError):
+    """A cron expression cronsim refuses, or one that never matches a date."""
 
 
 class ConfigError(UserInputError):
@@ -94,6 +140,10 @@ class RecipientRejectedError(DeliveryError):
 
 class UnknownCalendarError(UserInputError):
     """A rule names a business calendar that config.yaml does not define."""
+
+
+class AnotherDaemonRunningError(UserInputError):
+    """A second daemon was started on a SQLite store that one daemon already owns."""
 
 
 class NoSnapshotError(LeadflowError):

@@ -20,6 +20,7 @@ from pydantic import (
 
 from leadflow.durations import parse_duration
 from leadflow.store.attributes import ATTRIBUTE_NAME
+from leadflow.suggestions import did_you_mean
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
@@ -34,11 +35,9 @@ def _check_timezone(name: object) -> str:
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        import difflib
-
-        close = difflib.get_close_matches(name, sorted(available_timezones()), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; use an IANA name"
-        msg = f"unknown timezone {name!r}{hint}"
+        zones = sorted(available_timezones())
+        hint = did_you_mean(name, zones, n=3, quote=False, otherwise="use an IANA name")
+        msg = f"unknown timezone {name!r}; {hint}"
         raise ValueError(msg) from None
     return name
 

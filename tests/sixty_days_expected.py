@@ -1,6 +1,6 @@
 """What the shipped rules should do to the generated funnel, worked out in plain Python.
 
-Nothing here calls leadflow: this is the funnel's behaviour written again from PRODUCT.md and
+Nothing here calls leadflow: this is the funnel's behaviour written again from docs/rules.md and
 rules/*.yaml, as a sales-ops analyst would check it by hand, over the generated lists:
 
 - each hour the MQL rule (leads in id order), then the nurture rule, then the recycling rule

@@ -6,8 +6,9 @@ from typing import Any
 
 from sqlalchemy import Engine, select, text
 
-from leadflow.rule_language.conditions import Comparison, EvaluationContext, Op
+from leadflow.rule_language.conditions import Comparison, EvaluationContext
 from leadflow.rule_language.fields import Subject, field_catalog
+from leadflow.rule_language.operators import OPERATORS
 from leadflow.rule_language.to_sql import to_where
 from leadflow.store.database import ensure_attribute_indexes
 from leadflow.store.tables import LEADS
@@ -36,7 +37,9 @@ def test_attribute_condition_uses_its_expression_index(engine: Engine, make_sett
     catalog = field_catalog(Subject.LEAD, settings)
     industry = catalog.get("attributes.industry")
     assert industry is not None
-    where = to_where(Comparison(industry, Op.EQ, "aerospace"), LEADS, EvaluationContext(T0, {}))
+    where = to_where(
+        Comparison(industry, OPERATORS["equals"], "aerospace"), LEADS, EvaluationContext(T0, {})
+    )
     query = select(LEADS.c.id).where(where)
     compiled = query.compile(engine, compile_kwargs={"literal_binds": True})
     with engine.connect() as connection:

@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, Table, delete, insert, select
 
 from leadflow.rule_language.conditions import (
-    _OPERATORS,
     ATTRIBUTE_TIME_FORMAT,
     Condition,
     ConditionParser,
@@ -29,6 +28,7 @@ from leadflow.rule_language.conditions import (
     cycle_conditions,
 )
 from leadflow.rule_language.fields import Subject, ValueType, field_catalog
+from leadflow.rule_language.operators import operators_for
 from leadflow.rule_language.to_python import matches
 from leadflow.rule_language.to_sql import to_where
 from leadflow.rule_language.yaml_source import SourceDocument
@@ -155,9 +155,9 @@ def _operand(kind: ValueType, operator: str) -> st.SearchStrategy[Any]:
 def _leaf(subject: Subject) -> st.SearchStrategy[dict[str, Any]]:
     catalog = field_catalog(subject, SETTINGS)
     pairs = [
-        (spec.name, spec.type, operator)
+        (spec.name, spec.type, entry.name)
         for spec in catalog.fields.values()
-        for operator in _OPERATORS[spec.type]
+        for entry in operators_for(spec.type)
     ]
     return st.sampled_from(pairs).flatmap(
         lambda pair: _operand(pair[1], pair[2]).map(

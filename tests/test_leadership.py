@@ -12,11 +12,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from leadflow.service.leadership import (
-    AdvisoryLockLeadership,
-    AnotherDaemonRunningError,
-    SingleInstance,
-)
+from leadflow.errors import AnotherDaemonRunningError
+from leadflow.service.leadership import AdvisoryLockLeadership, SingleInstance
 from leadflow.store.database import create_store_engine, migrate
 from tests.conftest import _truncate_all as truncate_all
 from tests.replica_support import Replica, make_project, wait_until

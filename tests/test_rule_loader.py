@@ -24,9 +24,10 @@ from leadflow.rule_language.actions import (
     SetStage,
     StartSla,
 )
-from leadflow.rule_language.conditions import AllOf, Comparison, Membership, Op, TimeComparison
+from leadflow.rule_language.conditions import AllOf, Comparison
 from leadflow.rule_language.loader import check_rule_set, load_rule_set, rule_files
 from leadflow.rule_language.model import Reentry, RuleSet
+from leadflow.rule_language.operators import OPERATORS
 from leadflow.rule_language.schedule import Schedule
 from leadflow.settings import Settings
 
@@ -221,9 +222,9 @@ class TestDurations:
             timedelta(0),
             timedelta(days=3),
         ]
-        assert rule.condition == TimeComparison(
+        assert rule.condition == Comparison(
             rule.condition.field,  # type: ignore[union-attr]
-            Op.LT,
+            OPERATORS["more_than"],
             timedelta(days=3),
         )
 
@@ -333,12 +334,12 @@ class TestConditions:
         condition = rule_set.rules[0].condition
         assert isinstance(condition, AllOf)
         country, opening, score = condition.items
-        assert isinstance(country, Membership)
-        assert country.values == ("NO", "SE", "yes", "on", "off", "y")
+        assert isinstance(country, Comparison)
+        assert country.operand == ("NO", "SE", "yes", "on", "off", "y")
         assert isinstance(opening, Comparison)
-        assert opening.value == "09:00"
-        assert isinstance(score, Membership)
-        assert score.values == (10, 1000)
+        assert opening.operand == "09:00"
+        assert isinstance(score, Comparison)
+        assert score.operand == (10, 1000)
 
     def test_a_time_is_not_a_number(self, rules: Path) -> None:
         text = "rules:\n  - id: a\n    when: {field: attributes.employees, equals: 09:00}\n    actions: [set_stage: mql]\n"

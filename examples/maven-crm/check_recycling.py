@@ -1,7 +1,7 @@
 """Which open Maven CRM deals should the shipped recycling rule close, worked out from the CSV.
 
 Independent of leadflow: only the standard library reads ``sales_pipeline.csv`` and applies
-PRODUCT.md's definitions by hand, so its answer can be held against what leadflow did.
+the definitions of docs/rules.md by hand, so its answer can be held against what leadflow did.
 
 - Average sales cycle: mean of ``close_date - engage_date`` in days over deals *Won* with a
   close date in the 365 days before the as-of instant; per product when the product has at

@@ -20,7 +20,6 @@ reads the clock.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -28,6 +27,7 @@ from zoneinfo import ZoneInfo
 
 from leadflow.errors import ConfigError, UnknownCalendarError
 from leadflow.settings import DEFAULT_CALENDAR, WEEKDAYS, CalendarSettings, Settings
+from leadflow.suggestions import did_you_mean
 
 _ONE_DAY = timedelta(days=1)
 _ZERO = timedelta(0)
@@ -85,8 +85,7 @@ def calendar_named(settings: Settings, name: str) -> BusinessCalendar:
     section = settings.calendars.get(name)
     if section is None:
         known = [DEFAULT_CALENDAR, *sorted(settings.calendars)]
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
+        hint = did_you_mean(name, known, suffix=" ")
         msg = (
             f"unknown calendar {name!r}; {hint}known calendars: {', '.join(known)} "
             "(define more under calendars: in config.yaml)"

@@ -1,4 +1,4 @@
-"""The average sales cycle (PRODUCT.md): mean of ``closed_at - engaged_at`` over deals won in a
+"""The average sales cycle (docs/rules.md): mean of ``closed_at - engaged_at`` over deals won in a
 trailing window, per group when asked, a group with too few deals falling back to the overall.
 """
 

@@ -23,11 +23,11 @@ from starlette.exceptions import HTTPException
 
 from leadflow.engine.audit_history import lead_with_audit
 from leadflow.engine.runtime import Runtime
-from leadflow.errors import ConfigError, DatabaseUnavailableError
+from leadflow.errors import ConfigError, DatabaseUnavailableError, FieldError, RecordsRejectedError
 from leadflow.http.body_limit import BodyLimit
 from leadflow.http.openapi import request_body
 from leadflow.http.probes import probe_routes
-from leadflow.http.records import FieldError, RecordsRejectedError, upsert_records
+from leadflow.http.records import upsert_records
 from leadflow.rule_language.model import RuleSet
 from leadflow.service.rule_reload import SnapshotHolder
 from leadflow.settings import ImportKind

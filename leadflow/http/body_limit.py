@@ -11,9 +11,7 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-
-class BodyTooLargeError(Exception):
-    """Raised inside ``receive`` once the body passed the limit."""
+from leadflow.errors import BodyTooLargeError
 
 
 class BodyLimit:

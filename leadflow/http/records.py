@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Integer, String
 from sqlalchemy.exc import DataError, IntegrityError
 
-from leadflow.errors import ImportRowError, ProblemsError, UserInputError
+from leadflow.errors import FieldError, ImportRowError, ProblemsError, RecordsRejectedError
 from leadflow.ingest.kinds import KindWriter, Record
 from leadflow.ingest.mapping import ColumnPlan, compile_plan
 from leadflow.ingest.references import RepDirectory
@@ -34,26 +34,6 @@ _INT32 = 2**31
 _QUOTED = re.compile(r"'([^']*)'")
 _MISSING = re.compile(r"missing required column (\S+)")
 EXTERNAL_ID_LENGTH = 200
-
-
-@dataclass(frozen=True)
-class FieldError:
-    """One problem of a request body, located the way FastAPI locates its own (``loc``)."""
-
-    loc: Loc
-    msg: str
-    type: str = "value_error"
-
-    def as_json(self) -> dict[str, Any]:
-        return {"loc": list(self.loc), "msg": self.msg, "type": self.type}
-
-
-class RecordsRejectedError(UserInputError):
-    """The posted records were not written; ``errors`` says which field of which record."""
-
-    def __init__(self, errors: Sequence[FieldError]) -> None:
-        self.errors = list(errors)
-        super().__init__("; ".join(f"{list(e.loc)}: {e.msg}" for e in self.errors))
 
 
 @dataclass(frozen=True)

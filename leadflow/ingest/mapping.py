@@ -8,7 +8,6 @@ column: a file-level error naming the column and its close matches, before any r
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 from leadflow.errors import ImportRowError, Problem, ProblemsError
 from leadflow.ingest import values
 from leadflow.settings import AttributeType, ImportKind, ImportMapping, Settings
+from leadflow.suggestions import did_you_mean
 
 SKIP = "skip"
 
@@ -237,9 +237,7 @@ def _unknown_column(
     kind: ImportKind, column: str, mapping: ImportMapping, declared: Mapping[str, AttributeType]
 ) -> str:
     known = [*KIND_FIELDS[kind], *declared, *mapping.columns]
-    close = difflib.get_close_matches(column, known, n=3, cutoff=0.6)
-    close += [k for k in known if k.casefold() == column.casefold() and k not in close]
-    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    hint = did_you_mean(column, known, n=3, prefix="; ", ignore_case=True)
     where = f"import.mappings.{kind}.columns"
     also = f", declare it under attributes.{kind}" if kind in GROUPS else ""
     return f"unknown column {column!r}{hint} (map it under {where}{also}, or map it to skip)"
@@ -261,8 +259,7 @@ def _check_field(
         return None
     if field in KIND_FIELDS[kind]:
         return None
-    close = difflib.get_close_matches(field, list(KIND_FIELDS[kind]), n=1, cutoff=0.6)
-    hint = f"did you mean {close[0]!r}? " if close else ""
+    hint = did_you_mean(field, KIND_FIELDS[kind], suffix=" ")
     choices = ", ".join(KIND_FIELDS[kind])
     return f"{setting}: unknown field {field!r}; {hint}{kind} fields are: {choices}"
 

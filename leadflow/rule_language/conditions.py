@@ -1,35 +1,33 @@
 """The condition tree and its parser.
 
 A condition in a rule file is a mapping: ``all:``/``any:`` with a list, ``not:`` with one
-condition, a comparison ``{field: score, at_least: 60}``, or the funnel's own
-``idle_beyond_average_cycle:``. It is parsed once into the frozen tree below, type-checked
-against the subject's fields, and then evaluated by ``to_sql`` (in the database) or
-``to_python`` (for one record) with the same meaning, SQL's three-valued logic included.
+condition, a comparison ``{field: score, at_least: 60}`` (its operators are defined in
+``operators``), or the funnel's own ``idle_beyond_average_cycle:``. It is parsed once into
+the frozen tree below, type-checked against the subject's fields, and then evaluated by
+``to_sql`` (in the database) or ``to_python`` (for one record) with the same meaning, SQL's
+three-valued logic included.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from enum import Enum
 from typing import Any
 
 from leadflow.errors import DurationError, Problem
 from leadflow.rule_language.actions import LONGEST_DURATION, parse_rule_duration
 from leadflow.rule_language.fields import FieldCatalog, FieldSpec, ValueType
+from leadflow.rule_language.operators import (
+    OPERATORS,
+    Operand,
+    Operator,
+    compares_age,
+    operators_for,
+)
 from leadflow.rule_language.yaml_source import Path, SourceDocument
-
-
-class Op(Enum):
-    EQ = "=="
-    NE = "!="
-    LT = "<"
-    LE = "<="
-    GT = ">"
-    GE = ">="
+from leadflow.suggestions import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -49,33 +47,19 @@ class NotOf:
 
 @dataclass(frozen=True)
 class Comparison:
-    """``field OP value`` for strings, stages, numbers, booleans, and dates as instants."""
+    """``field OPERATOR operand``, with the operand as the parser converted it.
+
+    The operand is a value of the field's type, a tuple of them (``in``), a flag (``is_set``),
+    or a timedelta when the comparison is about an age (see :func:`compares_age`).
+    """
 
     field: FieldSpec
-    op: Op
-    value: Any
+    operator: Operator
+    operand: Any
 
-
-@dataclass(frozen=True)
-class Membership:
-    field: FieldSpec
-    values: tuple[Any, ...]
-    negated: bool
-
-
-@dataclass(frozen=True)
-class Presence:
-    field: FieldSpec
-    present: bool
-
-
-@dataclass(frozen=True)
-class TimeComparison:
-    """``time OP now - offset``: ``older_than``, ``within`` and ages in days end up here."""
-
-    field: FieldSpec
-    op: Op
-    offset: timedelta
+    @property
+    def compares_age(self) -> bool:
+        return compares_age(self.field.type, self.operator)
 
 
 @dataclass(frozen=True)
@@ -89,53 +73,11 @@ class IdleBeyondAverageCycle:
     idle: FieldSpec
 
 
-Condition = (
-    AllOf
-    | AnyOf
-    | NotOf
-    | Comparison
-    | Membership
-    | Presence
-    | TimeComparison
-    | IdleBeyondAverageCycle
-)
-
-_ORDERING = {"at_least": Op.GE, "at_most": Op.LE, "more_than": Op.GT, "less_than": Op.LT}
-_EQUALITY = {"equals": Op.EQ, "not_equals": Op.NE}
-_MIRROR = {Op.GT: Op.LT, Op.GE: Op.LE, Op.LT: Op.GT, Op.LE: Op.GE}
-
-_OPERATORS: dict[ValueType, tuple[str, ...]] = {
-    ValueType.STRING: ("equals", "not_equals", "in", "not_in", "is_set"),
-    ValueType.STAGE: ("equals", "not_equals", "in", "not_in", "is_set"),
-    ValueType.INTEGER: (
-        "equals",
-        "not_equals",
-        "in",
-        "not_in",
-        "at_least",
-        "at_most",
-        "more_than",
-        "less_than",
-        "is_set",
-    ),
-    ValueType.NUMBER: (
-        "equals",
-        "not_equals",
-        "at_least",
-        "at_most",
-        "more_than",
-        "less_than",
-        "is_set",
-    ),
-    ValueType.BOOLEAN: ("equals", "is_set"),
-    ValueType.DATETIME: ("older_than", "within", "before", "after", "is_set"),
-    ValueType.DATE: ("before", "after", "is_set"),
-    ValueType.DAYS: ("at_least", "at_most", "more_than", "less_than"),
-}
+Condition = AllOf | AnyOf | NotOf | Comparison | IdleBeyondAverageCycle
 
 IDLE_FROM = {"last_activity": "idle_days", "engaged": "age_days"}
-"""PRODUCT.md: idle counts from the later of engaged_at and the last activity, or (configured)
-from engaged_at alone."""
+"""Idle time counts from the later of engaged_at and the last activity, or (``idle_from:
+engaged``) from engaged_at alone; docs/rules.md, "The average sales cycle"."""
 
 CONDITION_KEYS = ("all", "any", "not", "field", "idle_beyond_average_cycle")
 LARGEST_NUMBER = 10**15
@@ -177,8 +119,7 @@ class ConditionParser:
             return NotOf(inner) if inner is not None else None
         if key == "idle_beyond_average_cycle":
             return self._idle(value, (*path, key))
-        close = difflib.get_close_matches(str(key), CONDITION_KEYS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(str(key), CONDITION_KEYS, prefix="; ")
         self.problem(
             (*path, key),
             f"unknown condition {key!r}{hint} (expected one of {', '.join(CONDITION_KEYS)})",
@@ -203,7 +144,7 @@ class ConditionParser:
             self.problem((*path, "field"), self.catalog.unknown_message(str(name)))
             return None
         operators = [key for key in data if key != "field"]
-        allowed = _OPERATORS[spec.type]
+        allowed = [entry.name for entry in operators_for(spec.type)]
         if len(operators) != 1:
             found = ", ".join(operators) or "none"
             self.problem(
@@ -213,52 +154,38 @@ class ConditionParser:
             return None
         operator = str(operators[0])
         if operator not in allowed:
-            close = difflib.get_close_matches(operator, allowed, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            hint = did_you_mean(operator, allowed, suffix=" ")
             self.problem(
                 (*path, operator),
                 f"{spec.name} ({spec.type.value}) does not take {operator!r}; {hint}use one of {', '.join(allowed)}",
                 key=True,
             )
             return None
-        return self._operand(spec, operator, data[operator], (*path, operator))
+        entry = OPERATORS[operator]
+        operand = self._operand(spec, entry, data[operator], (*path, operator))
+        return None if operand is _INVALID else Comparison(spec, entry, operand)
 
-    def _operand(self, spec: FieldSpec, operator: str, value: Any, path: Path) -> Condition | None:
-        if operator == "is_set":
+    def _operand(self, spec: FieldSpec, entry: Operator, value: Any, path: Path) -> Any:
+        """The operator's value as the evaluators compare it, or ``_INVALID``."""
+        if entry.operand is Operand.FLAG:
             if not isinstance(value, bool):
-                self.problem(path, f"is_set expects true or false, found {value!r}")
-                return None
-            return Presence(spec, value)
-        if operator in ("in", "not_in"):
+                self.problem(path, f"{entry.name} expects true or false, found {value!r}")
+                return _INVALID
+            return value
+        if entry.operand is Operand.VALUES:
             if not isinstance(value, list) or not value:
-                self.problem(path, f"{operator} expects a non-empty list, e.g. [a, b]")
-                return None
+                self.problem(path, f"{entry.name} expects a non-empty list, e.g. [a, b]")
+                return _INVALID
             converted = [
                 self._value(spec, item, (*path, index)) for index, item in enumerate(value)
             ]
             if any(item is _INVALID for item in converted):
-                return None
-            return Membership(spec, tuple(dict.fromkeys(converted)), operator == "not_in")
-        if operator in ("older_than", "within"):
+                return _INVALID
+            return tuple(dict.fromkeys(converted))
+        if entry.operand is Operand.DURATION:
             offset = self._duration(value, path)
-            if offset is None:
-                return None
-            return TimeComparison(spec, Op.LT if operator == "older_than" else Op.GE, offset)
-        if spec.type is ValueType.DAYS:
-            days = self._number(value, path)
-            if days is None:
-                return None
-            if abs(days) > LONGEST_DURATION.days:
-                self.problem(
-                    path, f"{spec.name}: at most {LONGEST_DURATION.days} days, found {value!r}"
-                )
-                return None
-            return TimeComparison(spec, _MIRROR[_ORDERING[operator]], timedelta(days=days))
-        converted_value = self._value(spec, value, path)
-        if converted_value is _INVALID:
-            return None
-        op = {"before": Op.LT, "after": Op.GT, **_ORDERING, **_EQUALITY}[operator]
-        return Comparison(spec, op, converted_value)
+            return _INVALID if offset is None else offset
+        return self._value(spec, value, path)
 
     def _value(self, spec: FieldSpec, value: Any, path: Path) -> Any:
         kind = spec.type
@@ -268,8 +195,7 @@ class ConditionParser:
                 return _INVALID
             text = str(value)
             if kind is ValueType.STAGE and text not in self.stages:
-                close = difflib.get_close_matches(text, self.stages, n=1)
-                hint = f"did you mean {close[0]!r}? " if close else ""
+                hint = did_you_mean(text, self.stages, suffix=" ")
                 self.problem(
                     path, f"unknown stage {text!r}; {hint}stages are {', '.join(self.stages)}"
                 )
@@ -283,7 +209,20 @@ class ConditionParser:
                 self.problem(path, f"{spec.name} is true or false, found {value!r}")
                 return _INVALID
             return value
+        if kind is ValueType.DAYS:
+            return self._days(spec, value, path)
         return self._instant(spec, value, path)
+
+    def _days(self, spec: FieldSpec, value: Any, path: Path) -> Any:
+        days = self._number(value, path)
+        if days is None:
+            return _INVALID
+        if abs(days) > LONGEST_DURATION.days:
+            self.problem(
+                path, f"{spec.name}: at most {LONGEST_DURATION.days} days, found {value!r}"
+            )
+            return _INVALID
+        return timedelta(days=days)
 
     def _instant(self, spec: FieldSpec, value: Any, path: Path) -> Any:
         if isinstance(value, datetime):
@@ -344,7 +283,7 @@ class ConditionParser:
             if key not in options:
                 self.problem(
                     (*path, key),
-                    f"unknown option {key!r}; {_did_you_mean(str(key), options)}expected {', '.join(sorted(options))}",
+                    f"unknown option {key!r}; {did_you_mean(str(key), options, suffix=' ')}expected {', '.join(sorted(options))}",
                     key=True,
                 )
                 return None
@@ -381,11 +320,6 @@ class ConditionParser:
         return IdleBeyondAverageCycle(float(factor), window, int(min_deals), group_by, idle)
 
 
-def _did_you_mean(word: str, choices: set[str]) -> str:
-    close = difflib.get_close_matches(word, sorted(choices), n=1)
-    return f"did you mean {close[0]!r}? " if close else ""
-
-
 class _Invalid:
     """Marks a value that failed to convert (``None`` is a legitimate value)."""
 
@@ -405,12 +339,7 @@ def referenced_fields(condition: Condition) -> Iterator[FieldSpec]:
             yield idle
             if group_by is not None:
                 yield group_by
-        case (
-            Comparison(field=spec)
-            | Membership(field=spec)
-            | Presence(field=spec)
-            | TimeComparison(field=spec)
-        ):
+        case Comparison(field=spec):
             yield spec
 
 

@@ -6,7 +6,6 @@ record in Python, so the two evaluators cannot disagree about what a name means.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -17,6 +16,7 @@ from sqlalchemy import ColumnElement, Table
 from leadflow.settings import Settings
 from leadflow.store.attributes import attribute_value
 from leadflow.store.tables import DEALS, LEADS
+from leadflow.suggestions import did_you_mean
 
 
 class ValueType(Enum):
@@ -145,12 +145,8 @@ class FieldCatalog:
         return self.fields.get(name)
 
     def unknown_message(self, name: str) -> str:
-        close = difflib.get_close_matches(name, list(self.fields), n=3, cutoff=0.6)
-        hint = (
-            f"did you mean {', '.join(close)}?"
-            if close
-            else "known fields: " + ", ".join(sorted(self.fields))
-        )
+        known = "known fields: " + ", ".join(sorted(self.fields))
+        hint = did_you_mean(name, self.fields, n=3, quote=False, otherwise=known)
         return f"unknown {self.subject.value} field {name!r}; {hint}"
 
 

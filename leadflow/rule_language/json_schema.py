@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from leadflow.rule_language.actions import SHORTHAND
-from leadflow.rule_language.conditions import _OPERATORS
 from leadflow.rule_language.fields import Subject, ValueType, field_catalog
 from leadflow.rule_language.model import RULE_ID_PATTERN
+from leadflow.rule_language.operators import Operand, operators_for
 from leadflow.settings import DEFAULT_CALENDAR, Settings
 
 Schema = dict[str, Any]
@@ -25,21 +25,6 @@ _DATE = {
     "type": "string",
     "pattern": r"^\d{4}-\d{2}-\d{2}(?:[Tt ].*)?$",
     "description": "a date like 2026-01-31 or a time like 2026-01-31T09:00:00Z",
-}
-_OPERATOR_HELP = {
-    "equals": "equal to",
-    "not_equals": "not equal to (a missing value matches neither)",
-    "in": "one of these values",
-    "not_in": "none of these values (a missing value matches neither)",
-    "is_set": "true: has a value; false: has none",
-    "at_least": ">=",
-    "at_most": "<=",
-    "more_than": ">",
-    "less_than": "<",
-    "older_than": "the time is longer ago than this duration",
-    "within": "the time is at most this duration ago",
-    "before": "earlier than this date or time",
-    "after": "later than this date or time",
 }
 
 
@@ -201,19 +186,10 @@ def _one_key(key: str, value: Schema, description: str) -> Schema:
 
 def _comparison(kind: ValueType, names: list[str], fields: Any, settings: Settings) -> Schema:
     value = _value(kind, settings)
-    operators: Schema = {}
-    for operator in _OPERATORS[kind]:
-        if operator == "is_set":
-            operand: Schema = {"type": "boolean"}
-        elif operator in ("in", "not_in"):
-            operand = {"type": "array", "minItems": 1, "items": value}
-        elif operator in ("older_than", "within"):
-            operand = {"$ref": "#/$defs/duration"}
-        elif kind is ValueType.DAYS:
-            operand = {"type": "number"}
-        else:
-            operand = dict(value)
-        operators[operator] = {**operand, "description": _OPERATOR_HELP[operator]}
+    operators = {
+        entry.name: {**_operand(entry.operand, value), "description": entry.help}
+        for entry in operators_for(kind)
+    }
     field_help = "; ".join(f"{name}: {fields[name].description}" for name in names)
     return {
         "type": "object",
@@ -226,6 +202,17 @@ def _comparison(kind: ValueType, names: list[str], fields: Any, settings: Settin
             **operators,
         },
     }
+
+
+def _operand(operand: Operand, value: Schema) -> Schema:
+    """What an operator expects, given the schema of one value of the field."""
+    if operand is Operand.FLAG:
+        return {"type": "boolean"}
+    if operand is Operand.VALUES:
+        return {"type": "array", "minItems": 1, "items": value}
+    if operand is Operand.DURATION:
+        return {"$ref": "#/$defs/duration"}
+    return dict(value)
 
 
 def _value(kind: ValueType, settings: Settings) -> Schema:

@@ -7,7 +7,6 @@ is one, and what was expected.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import subprocess
@@ -18,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from leadflow.errors import Problem, ProblemsError
+from leadflow.errors import Problem, ProblemsError, YamlSyntaxError
 from leadflow.rule_language.actions import (
     ACTION_TYPES,
     DEAL_ONLY,
@@ -47,8 +46,9 @@ from leadflow.rule_language.model import (
 )
 from leadflow.rule_language.validation_messages import explain_validation
 from leadflow.rule_language.yaml_source import Path as NodePath
-from leadflow.rule_language.yaml_source import SourceDocument, YamlSyntaxError, parse_document
+from leadflow.rule_language.yaml_source import SourceDocument, parse_document
 from leadflow.settings import Settings
+from leadflow.suggestions import did_you_mean
 
 TemplateCheck = Callable[[str], list[Problem]]
 RULE_FILE_SUFFIXES = (".yaml", ".yml")
@@ -235,8 +235,7 @@ class _RuleSetBuilder:
     def check_references(self) -> None:
         for owner, name, where in self._stream_uses:
             if name not in self.streams:
-                close = difflib.get_close_matches(name, list(self.streams), n=1)
-                hint = f"did you mean {close[0]!r}?" if close else "define it under streams:"
+                hint = did_you_mean(name, self.streams, otherwise="define it under streams:")
                 self.problems.append(
                     Problem(
                         where.file,
@@ -365,8 +364,7 @@ class _FileReader:
             name, value = next(iter(raw.items()))
             kind = ACTION_TYPES.get(str(name))
             if kind is None:
-                close = difflib.get_close_matches(str(name), list(ACTION_TYPES), n=1)
-                hint = f"did you mean {close[0]!r}? " if close else ""
+                hint = did_you_mean(str(name), ACTION_TYPES, suffix=" ")
                 self.builder.problem(
                     self.document,
                     (*here, name),
@@ -395,8 +393,7 @@ class _FileReader:
         where = self.located(path)
         stages = self.settings.stages.all()
         if isinstance(action, SetStage) and action.stage not in stages:
-            close = difflib.get_close_matches(action.stage, stages, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            hint = did_you_mean(action.stage, stages, suffix=" ")
             self.builder.problem(
                 self.document,
                 path,

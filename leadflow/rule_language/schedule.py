@@ -22,10 +22,7 @@ from zoneinfo import ZoneInfo
 from cronsim import CronSim, CronSimError
 
 from leadflow.durations import format_duration
-
-
-class CronExpressionError(ValueError):
-    """A cron expression cronsim refuses, or one that never matches a date."""
+from leadflow.errors import CronExpressionError
 
 
 @dataclass(frozen=True)

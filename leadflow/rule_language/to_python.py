@@ -7,8 +7,7 @@ module and ``to_sql`` to the same answers on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,24 +19,11 @@ from leadflow.rule_language.conditions import (
     Condition,
     EvaluationContext,
     IdleBeyondAverageCycle,
-    Membership,
     NotOf,
-    Op,
-    Presence,
-    TimeComparison,
 )
 from leadflow.rule_language.fields import FieldSpec, ValueType
 
 Record = Mapping[str, Any]
-
-COMPARE: dict[Op, Callable[[Any, Any], bool]] = {
-    Op.EQ: operator.eq,
-    Op.NE: operator.ne,
-    Op.LT: operator.lt,
-    Op.LE: operator.le,
-    Op.GT: operator.gt,
-    Op.GE: operator.ge,
-}
 
 
 def matches(condition: Condition, record: Record, context: EvaluationContext) -> bool:
@@ -60,21 +46,16 @@ def evaluate(condition: Condition, record: Record, context: EvaluationContext) -
         case NotOf(item):
             inner = evaluate(item, record, context)
             return None if inner is None else not inner
-        case Presence(field, present):
-            return (field.read(record) is not None) == present
-        case Membership(field, values, negated):
-            value = field.read(record)
-            if value is None:
-                return None
-            return (value in values) != negated
-        case Comparison(field, op, value):
-            actual = field.read(record)
-            return None if actual is None else COMPARE[op](actual, value)
-        case TimeComparison(field, op, offset):
+        case Comparison(field, operator, operand) if condition.compares_age:
             moment = time_of(field, record)
             if moment is None:
                 return None
-            return COMPARE[op](moment, cutoff_for(field, context.now - offset))
+            return operator.python(cutoff_for(field, context.now - operand), moment)
+        case Comparison(field, operator, operand):
+            actual = field.read(record)
+            if actual is None and operator.missing_is_unknown:
+                return None
+            return operator.python(actual, operand)
         case IdleBeyondAverageCycle():
             return _idle_beyond(condition, record, context)
     msg = f"unknown condition node {condition!r}"

@@ -1,8 +1,9 @@
 """Compile a condition tree into a SQL ``WHERE`` clause for SQLite and PostgreSQL.
 
-The database returns only matching rows. Times are compared with cutoffs computed here
-(``stage_entered_at < :now_minus_2d``), so no date arithmetic runs in SQL and indexes on
-the time columns can be used.
+The database returns only matching rows. Each comparison is its operator's ``sql`` (see
+``operators``). Times are compared with cutoffs computed here (``older_than: 2d`` becomes
+``:now_minus_2d > stage_entered_at``), so no date arithmetic runs in SQL and indexes on the
+time columns can be used.
 """
 
 from __future__ import annotations
@@ -19,11 +20,7 @@ from leadflow.rule_language.conditions import (
     Condition,
     EvaluationContext,
     IdleBeyondAverageCycle,
-    Membership,
     NotOf,
-    Op,
-    Presence,
-    TimeComparison,
 )
 from leadflow.rule_language.fields import FieldSpec, ValueType
 from leadflow.rule_language.to_python import cutoff_for
@@ -39,32 +36,15 @@ def to_where(condition: Condition, table: Table, context: EvaluationContext) -> 
             return or_(false(), *(to_where(item, table, context) for item in items))
         case NotOf(item):
             return not_(to_where(item, table, context))
-        case Presence(field, present):
-            column = field.sql(table)
-            return column.is_not(None) if present else column.is_(None)
-        case Membership(field, values, negated):
-            column = field.sql(table)
-            return column.not_in(values) if negated else column.in_(values)
-        case Comparison(field, op, value):
-            return _compare(field.sql(table), op, value)
-        case TimeComparison(field, op, offset):
-            return _compare(time_expression(field, table), op, _bound(field, context.now - offset))
+        case Comparison(field, operator, operand) if condition.compares_age:
+            cutoff = _bound(field, context.now - operand)
+            return operator.sql(cutoff, time_expression(field, table))
+        case Comparison(field, operator, operand):
+            return operator.sql(field.sql(table), operand)
         case IdleBeyondAverageCycle():
             return _idle_beyond(condition, table, context)
     msg = f"unknown condition node {condition!r}"
     raise TypeError(msg)
-
-
-def _compare(left: ColumnElement[Any], op: Op, right: Any) -> ColumnElement[bool]:
-    compared: ColumnElement[bool] = {
-        Op.EQ: left.__eq__,
-        Op.NE: left.__ne__,
-        Op.LT: left.__lt__,
-        Op.LE: left.__le__,
-        Op.GT: left.__gt__,
-        Op.GE: left.__ge__,
-    }[op](right)
-    return compared
 
 
 def _bound(field: FieldSpec, instant: Any) -> Any:

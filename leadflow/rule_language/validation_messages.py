@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from leadflow.rule_language.yaml_source import Path as NodePath
+from leadflow.suggestions import did_you_mean
 
 
 def explain_validation(
@@ -32,9 +32,8 @@ def explain_validation(
         message = _plain_message(error)
         if kind == "extra_forbidden":
             fields = sorted(_field_names(model, loc[:-1]))
-            close = difflib.get_close_matches(str(loc[-1]), fields, n=1)
-            hint = (
-                f"did you mean {close[0]!r}?" if close else f"expected one of {', '.join(fields)}"
+            hint = did_you_mean(
+                str(loc[-1]), fields, otherwise=f"expected one of {', '.join(fields)}"
             )
             yield f"unknown key {loc[-1]!r}; {hint}", path, True
         elif kind == "missing":

@@ -19,6 +19,8 @@ import yaml
 from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError
 
+from leadflow.errors import YamlSyntaxError
+
 Path = tuple[str | int, ...]
 
 
@@ -115,15 +117,6 @@ class SourceDocument:
             if found is not None or not probe:
                 return found or Mark(1, 1)
             probe = probe[:-1]
-
-
-class YamlSyntaxError(Exception):
-    """The text is not YAML; carries the position the parser stopped at."""
-
-    def __init__(self, message: str, mark: Mark) -> None:
-        super().__init__(message)
-        self.message = message
-        self.mark = mark
 
 
 def parse_document(file: str, text: str) -> SourceDocument:

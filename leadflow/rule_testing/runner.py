@@ -140,7 +140,7 @@ def run_case(
     with tempfile.TemporaryDirectory(prefix="leadflow-test-") as folder:
         engine = create_store_engine(f"sqlite:///{folder}/leadflow.db")
         try:
-            # The schema the migration builds (tests/test_migrations.py keeps them equal),
+            # The schema the migrations build (tests/test_migrations.py keeps them equal),
             # created directly: a migration run per test case would dominate the run time.
             metadata.create_all(engine)
             clock = SettableClock(case.start)

@@ -23,7 +23,6 @@ A rule test file (YAML)::
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,14 +33,15 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from leadflow.config import load_settings
-from leadflow.errors import ConfigError, Problem, ProblemsError
+from leadflow.errors import ConfigError, Problem, ProblemsError, YamlSyntaxError
 from leadflow.rule_language.model import Located
 from leadflow.rule_language.validation_messages import explain_validation
 from leadflow.rule_language.yaml_source import Path as NodePath
-from leadflow.rule_language.yaml_source import SourceDocument, YamlSyntaxError, parse_document
+from leadflow.rule_language.yaml_source import SourceDocument, parse_document
 from leadflow.rule_testing.actions import KINDS, TIME_FIELDS, Action, time_text, value_text
 from leadflow.rule_testing.given import KIND_ORDER, MODELS, GivenBatch, InlineRecord, read_instant
 from leadflow.settings import ImportKind, Settings
+from leadflow.suggestions import did_you_mean
 
 
 class _Spec(BaseModel):
@@ -282,12 +282,8 @@ class _Reader:
         batches: list[GivenBatch] = []
         for kind, value in (raw or {}).items():
             if kind not in KIND_ORDER:
-                close = difflib.get_close_matches(str(kind), KIND_ORDER, n=1)
-                hint = (
-                    f"did you mean {close[0]!r}?"
-                    if close
-                    else f"expected one of {', '.join(KIND_ORDER)}"
-                )
+                expected = f"expected one of {', '.join(KIND_ORDER)}"
+                hint = did_you_mean(str(kind), KIND_ORDER, otherwise=expected)
                 self.problem((*path, kind), f"given: unknown kind {kind!r}; {hint}", key=True)
                 continue
             batch = self._batch(kind, value, (*path, kind), anchor)
@@ -332,8 +328,7 @@ class _Reader:
             name, values = next(iter(raw.items()))
             kind = KINDS.get(str(name))
             if kind is None:
-                close = difflib.get_close_matches(str(name), list(KINDS), n=1)
-                hint = f"did you mean {close[0]!r}? " if close else ""
+                hint = did_you_mean(str(name), KINDS, suffix=" ")
                 self.problem(
                     (*here, name),
                     f"unknown action {name!r}; {hint}expected one of {', '.join(KINDS)}",
@@ -352,10 +347,8 @@ class _Reader:
         problems = len(self.problems)
         for field in values:
             if field not in kind.fields:
-                close = difflib.get_close_matches(str(field), kind.fields, n=1)
-                hint = (
-                    f"did you mean {close[0]!r}?" if close else f"expected {', '.join(kind.fields)}"
-                )
+                expected = f"expected {', '.join(kind.fields)}"
+                hint = did_you_mean(str(field), kind.fields, otherwise=expected)
                 self.problem((*path, field), f"{name}: unknown field {field!r}; {hint}", key=True)
             elif isinstance(values[field], dict | list):
                 self.problem(

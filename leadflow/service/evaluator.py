@@ -37,7 +37,7 @@ FunnelStep = Callable[[Runtime, RuleSet, datetime], int]
 
 @dataclass
 class DaemonCounters:
-    """What the daemon did since it started (for logs now, for /metrics later)."""
+    """What the daemon did since it started, for its daemon_stopped log (/metrics: leadflow.metrics)."""
 
     evaluations: Counter[str] = field(default_factory=Counter)
     """Finished evaluations per rule id, failed ones included."""

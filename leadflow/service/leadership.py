@@ -27,7 +27,7 @@ import psycopg
 import structlog
 from sqlalchemy.engine import make_url
 
-from leadflow.errors import UserInputError
+from leadflow.errors import AnotherDaemonRunningError
 
 log = structlog.get_logger("leadflow.leadership")
 
@@ -36,10 +36,6 @@ def lock_key(*scope: str) -> int:
     """The advisory lock the replicas of one deployment (database and schema) compete for."""
     name = ":".join(("leadflow", "evaluator", *scope)).encode()
     return int.from_bytes(hashlib.sha256(name).digest()[:8], "big", signed=True)
-
-
-class AnotherDaemonRunningError(UserInputError):
-    """A second daemon was started on a SQLite store that one daemon already owns."""
 
 
 class Leadership:

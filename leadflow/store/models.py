@@ -1,7 +1,8 @@
 """The funnel's tables. Times are aware UTC; JSON columns hold typed attributes and evidence.
 
-Pre-release, the single migration ``0001`` mirrors these tables exactly; a test compares the
-migrated schema with this metadata so they cannot drift.
+The migrations under ``store/migrations/versions`` build these tables exactly: ``0001`` creates
+them and ``0002`` adds ``rule_runs.first_seen_at``. A test compares the schema at the head
+migration with this metadata so they cannot drift.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """What the store holds right now, as data: ``leadflow status`` renders it.
 
-Later parts add their own sections (rule-load errors, outbox depth, the MQL queue) by adding
-fields to :class:`StoreStatus` and a query to :func:`collect_status`; rendering stays separate.
+It holds the funnel (leads by stage and owner, deals, reps), the MQL queue, the outbox, SLA
+timers, rule runs and the last import of each kind. A new section is a field of
+:class:`StoreStatus` and a query in :func:`collect_status`; rendering stays in
+``leadflow.cli.status_command``.
 """
 
 from __future__ import annotations
