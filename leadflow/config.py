@@ -229,7 +229,7 @@ def _unrelated(key: str) -> bool:
     sections = {info.alias or name for name, info in Settings.model_fields.items()} - {"root"}
     if section in sections or section.removesuffix("_file") in sections:
         return False
-    return not difflib.get_close_matches(section, sorted(sections), n=1, cutoff=0.75)
+    return not did_you_mean(section, sorted(sections), cutoff=0.75)
 
 
 def _drop(data: dict[str, Any], parts: list[str]) -> None:
