@@ -1,4 +1,8 @@
-"""structlog, configured once: JSON when not on a terminal, readable on one."""
+"""structlog, configured once: JSON when not on a terminal, readable on one.
+
+Libraries that log through the standard library (APScheduler, uvicorn, alembic) are routed
+into the same structlog pipeline: on a JSON log every line is one JSON event, whoever wrote it.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,22 @@ def _current_stderr(*_args: object) -> structlog.PrintLogger:
 
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+_CHATTY = {"apscheduler": logging.WARNING}
+"""Libraries whose INFO lines (every job added, run, removed) say nothing an operator needs."""
+
+
+class _StandardLibraryRecords(logging.Handler):
+    """Hands a standard-library log record to structlog, so it is rendered like our events:
+    before, APScheduler wrote plain text into the JSON log, once in the middle of a JSON line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            extra: dict[str, object] = {"logger": record.name}
+            if record.exc_info and record.exc_info[0] is not None:
+                extra["exc_info"] = record.exc_info
+            structlog.get_logger().log(record.levelno, record.getMessage(), **extra)
+        except Exception:  # logging must never raise into the code that logged
+            self.handleError(record)
 
 
 def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
@@ -39,3 +59,11 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
         logger_factory=structlog.PrintLoggerFactory(stream) if stream else _current_stderr,
         cache_logger_on_first_use=False,
     )
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, _StandardLibraryRecords):
+            root.removeHandler(handler)
+    root.addHandler(_StandardLibraryRecords())
+    root.setLevel(_LEVELS.get(level, logging.ERROR))
+    for name, floor in _CHATTY.items():
+        logging.getLogger(name).setLevel(max(floor, root.level))
