@@ -224,6 +224,7 @@ def _what(key: str) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # 60 simulated days on each store: a minute quiet, minutes under load
 class TestSixtyDays:
     """The store says exactly what the hand-worked expectation says, fact by fact."""
 
