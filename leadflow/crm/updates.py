@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from leadflow.engine.audit_trail import jsonable
 from leadflow.mail.outbox import PENDING, message_id_for
+from leadflow.store.json_values import jsonable
 from leadflow.store.models import Deal, Lead, Rep
 from leadflow.store.tables import OUTBOX
 
