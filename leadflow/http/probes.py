@@ -19,7 +19,7 @@ from sqlalchemy import Engine, func, select
 
 from leadflow import metrics
 from leadflow.engine.runtime import Runtime
-from leadflow.mail.outbox import PENDING, STATUSES
+from leadflow.outbox.store import PENDING, STATUSES
 from leadflow.rule_language.model import RuleSet
 from leadflow.service.rule_reload import SnapshotHolder
 from leadflow.store.tables import OUTBOX
