@@ -10,6 +10,7 @@ recipient's timezone. The row itself, its idempotency key and Message-ID, is the
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -72,23 +73,11 @@ def enqueue_email(
     existing = find(session, key)  # a key seen before costs a lookup, not a rendering
     if existing is not None:
         return existing
-    values = dict(context)
-    status, reason, due, headers = PENDING, None, now, {}
+    terms = _Terms(dict(context))
     if category == "marketing":
         lead = _marketing_lead(session, lead_id, key)
-        link = values.get("unsubscribe_url") or unsubscribe_url(settings, lead.external_id)
-        values["unsubscribe_url"] = link
-        headers = {
-            "List-Unsubscribe": f"<{link}>",
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-        }
-        reason = _suppression_reason(session, lead, now, settings)
-        if reason is not None:
-            status = SUPPRESSED
-        else:
-            zone = _zone(recipient_timezone or lead.timezone, settings)
-            due = next_send_time(now, zone, settings.mail.send_window)
-    rendered = catalog.render(template, values)
+        terms = _marketing_terms(session, lead, terms.values, now, settings, recipient_timezone)
+    rendered = catalog.render(template, terms.values)
     return enqueue(
         session,
         key=key,
@@ -98,10 +87,10 @@ def enqueue_email(
         subject=rendered.subject,
         body_text=rendered.text,
         body_html=rendered.html,
-        headers=headers,
-        status=status,
-        status_reason=reason,
-        due=due,
+        headers=terms.headers,
+        status=terms.status,
+        status_reason=terms.reason,
+        due=terms.due,
         now=now,
         message_id_domain=settings.mail.message_id_domain,
         lead_id=lead_id,
@@ -109,6 +98,41 @@ def enqueue_email(
         rule_id=rule_id,
         rule_version=rule_version,
     )
+
+
+@dataclass(frozen=True)
+class _Terms:
+    """How an email is queued: the context it renders with, its status, why it is suppressed,
+    when it is due (None: at once) and the headers it adds."""
+
+    values: dict[str, Any]
+    status: str = PENDING
+    reason: str | None = None
+    due: datetime | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _marketing_terms(
+    session: Session,
+    lead: Lead,
+    values: Mapping[str, Any],
+    now: datetime,
+    settings: Settings,
+    recipient_timezone: str | None,
+) -> _Terms:
+    """Marketing carries List-Unsubscribe, is suppressed for flagged leads and over the
+    frequency cap, and waits for the send window in the recipient's timezone."""
+    link = values.get("unsubscribe_url") or unsubscribe_url(settings, lead.external_id)
+    headers = {
+        "List-Unsubscribe": f"<{link}>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    }
+    linked = {**values, "unsubscribe_url": link}
+    reason = _suppression_reason(session, lead, now, settings)
+    if reason is not None:
+        return _Terms(linked, SUPPRESSED, reason, None, headers)
+    zone = _zone(recipient_timezone or lead.timezone, settings)
+    return _Terms(linked, due=next_send_time(now, zone, settings.mail.send_window), headers=headers)
 
 
 def cancel_pending_marketing(
