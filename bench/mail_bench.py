@@ -107,8 +107,8 @@ def sample_message() -> bytes:
     from leadflow.clock import SystemClock
     from leadflow.mail.context import sample_context
     from leadflow.mail.message import build_message
-    from leadflow.mail.sender import ClaimedMessage
     from leadflow.mail.templates import TemplateCatalog
+    from leadflow.outbox.store import ClaimedMessage
     from leadflow.settings import Settings
 
     settings = Settings(root=ROOT)
@@ -206,8 +206,9 @@ def leadflow_drain(port: int, connections: int, queued: Path, folder: Path) -> f
     from sqlalchemy import func, select
 
     from leadflow.clock import SettableClock
-    from leadflow.mail.sender import drain
     from leadflow.mail.transports.smtp import SmtpTransport
+    from leadflow.outbox.delivery import drain
+    from leadflow.service.channels import channels_for
     from leadflow.store.database import create_store_engine, transaction
     from leadflow.store.models import OutboxMessage
 
@@ -221,7 +222,8 @@ def leadflow_drain(port: int, connections: int, queued: Path, folder: Path) -> f
     async def run() -> float:
         transport = SmtpTransport(settings.mail.smtp)
         started = time.perf_counter()
-        report = await drain(engine, settings, SettableClock(NOW), transport, once=True)
+        channels = channels_for(settings, transport)
+        report = await drain(engine, settings, SettableClock(NOW), channels, once=True)
         elapsed = time.perf_counter() - started
         await transport.close()
         assert report.sent == total, report
@@ -241,7 +243,7 @@ def leadflow_drain(port: int, connections: int, queued: Path, folder: Path) -> f
 def queue(engine: Any, settings: Any, now: datetime, total: int) -> float:
     """Queue ``total`` rendered messages with the real API; return rows per second."""
     from leadflow.mail.context import sample_context
-    from leadflow.mail.outbox import enqueue_email
+    from leadflow.mail.enqueue import enqueue_email
     from leadflow.mail.templates import TemplateCatalog
     from leadflow.store.database import transaction
 

@@ -19,7 +19,7 @@ from sqlalchemy import Engine, insert, select
 
 from leadflow.clock import SettableClock
 from leadflow.errors import ConfigError
-from leadflow.store.database import create_store_engine, writer
+from leadflow.store.database import WRITE_OPTION, create_store_engine
 from leadflow.store.tables import ACTIVITIES, AUDIT, LEADS, REPS
 from tests.http_support import Api, build_app, http_settings, runtime_for
 
@@ -403,7 +403,7 @@ class TestConcurrentWriters:
         other = create_store_engine(store_url)
         answers: list[Any] = []
         try:
-            with writer(other).connect() as holder:
+            with other.execution_options(**{WRITE_OPTION: True}).connect() as holder:
                 holder.begin()  # BEGIN IMMEDIATE on SQLite: the write lock, until commit
                 holder.execute(
                     insert(REPS).values(

@@ -26,8 +26,9 @@ from sqlalchemy import Engine, insert, select
 from leadflow.clock import SettableClock
 from leadflow.engine.evaluation import run_rule
 from leadflow.engine.runtime import Runtime
-from leadflow.mail.sender import drain
 from leadflow.mail.transports.maildir import MaildirTransport
+from leadflow.outbox.delivery import drain
+from leadflow.service.channels import channels_for
 from leadflow.settings import Settings
 from leadflow.store.tables import LEADS, OUTBOX, REPS
 from tests.http_support import REPO
@@ -142,7 +143,8 @@ def webhook_rows(engine: Engine) -> list[tuple[str, str, int]]:
 
 def drain_once(runtime: Runtime, tmp_path: Path) -> None:
     transport = MaildirTransport(tmp_path / "maildir")
-    asyncio.run(drain(runtime.engine, runtime.settings, runtime.clock, transport, once=True))
+    channels = channels_for(runtime.settings, transport)
+    asyncio.run(drain(runtime.engine, runtime.settings, runtime.clock, channels, once=True))
 
 
 class TestCrmWebhook:

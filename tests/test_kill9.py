@@ -28,7 +28,7 @@ from leadflow.clock import SystemClock
 from leadflow.config import load_settings
 from leadflow.engine.evaluation import run_due_rules
 from leadflow.engine.runtime import Runtime
-from leadflow.mail.sender import drain_configured
+from leadflow.service.channels import drain_configured
 from leadflow.store.database import create_store_engine
 from tests.mail_support import smtp_server
 from tests.replica_support import (

@@ -13,7 +13,7 @@ from sqlalchemy import update
 from leadflow.cli import main
 from leadflow.config import load_settings
 from leadflow.mail.context import email_context
-from leadflow.mail.outbox import enqueue_email
+from leadflow.mail.enqueue import enqueue_email
 from leadflow.mail.templates import TemplateCatalog
 from leadflow.store.database import create_store_engine, engine_for, migrate, transaction
 from leadflow.store.models import Lead, OutboxMessage, Rep

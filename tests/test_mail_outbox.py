@@ -14,14 +14,9 @@ from sqlalchemy import Engine
 from leadflow.clock import SettableClock
 from leadflow.errors import UserInputError
 from leadflow.mail.context import email_context, unsubscribe_url
-from leadflow.mail.outbox import (
-    EnqueueResult,
-    cancel_pending_marketing,
-    enqueue_email,
-    message_id_for,
-    next_send_time,
-)
+from leadflow.mail.enqueue import cancel_pending_marketing, enqueue_email, next_send_time
 from leadflow.mail.templates import TemplateCatalog
+from leadflow.outbox.store import EnqueueResult, message_id_for
 from leadflow.settings import SendWindow, Settings
 from leadflow.store.database import transaction
 from leadflow.store.models import Lead, Rep

@@ -23,13 +23,16 @@ from mail_support import (
 from sqlalchemy import Engine
 
 from leadflow.clock import SettableClock
+from leadflow.mail.channel import suppress_flagged_leads
 from leadflow.mail.context import email_context, unsubscribe_url
-from leadflow.mail.outbox import enqueue_email
-from leadflow.mail.sender import DrainReport, _due_ids, claim_due, drain, drain_configured
+from leadflow.mail.enqueue import enqueue_email
 from leadflow.mail.templates import TemplateCatalog
 from leadflow.mail.transports.maildir import MaildirTransport
+from leadflow.outbox.delivery import DrainReport, drain
+from leadflow.outbox.store import _due_ids, claim_due
+from leadflow.service.channels import channels_for, drain_configured
 from leadflow.settings import Settings
-from leadflow.store.database import transaction, writer
+from leadflow.store.database import WRITE_OPTION, transaction
 from leadflow.store.models import Lead, Rep
 
 
@@ -325,7 +328,7 @@ class TestLeases:
         claim_due(engine, clock.now(), settings.mail.lease, "dead", 1)
         clock.advance(settings.mail.lease + timedelta(seconds=1))
         pending = [enqueue(engine, settings, clock, key=f"k{i}") for i in range(2)]
-        with writer(engine).connect() as holding, holding.begin():
+        with engine.execution_options(**{WRITE_OPTION: True}).connect() as holding, holding.begin():
             assert _due_ids(holding, clock.now(), 1) == [expired]
             other = claim_due(engine, clock.now(), settings.mail.lease, "b", 1)
             assert [m.id for m in other] == [pending[0]]
@@ -404,8 +407,8 @@ def test_drain_accepts_an_injected_transport_and_rng(
     rep_id = add_rep(engine, clock.now())
     add_lead(engine, clock.now(), owner_id=rep_id)
     enqueue(engine, settings, clock, key="a")
-    transport = MaildirTransport(tmp_path / "box")
-    report = asyncio.run(drain(engine, settings, clock, transport, once=True, rng=random.Random(1)))
+    channels = channels_for(settings, MaildirTransport(tmp_path / "box"))
+    report = asyncio.run(drain(engine, settings, clock, channels, once=True, rng=random.Random(1)))
     assert report.sent == 1
 
 
@@ -459,7 +462,8 @@ class TestLateUnsubscribe:
             lead = session.query(Lead).order_by(Lead.id).one()
             lead.hard_bounced = True
             lead.unsubscribed = True
-        claimed = claim_due(engine, clock.now(), settings.mail.lease, "a", 2)
+        screens = [suppress_flagged_leads]
+        claimed = claim_due(engine, clock.now(), settings.mail.lease, "a", 2, screens)
         assert [m.id for m in claimed] == [notice]
         assert [(row.id, row.status, row.status_reason) for row in outbox_rows(engine)] == [
             *((row_id, "suppressed", "unsubscribed") for row_id in marketing),

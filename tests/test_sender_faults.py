@@ -24,9 +24,10 @@ from leadflow.clock import SettableClock
 from leadflow.config import load_settings
 from leadflow.engine.runtime import Runtime
 from leadflow.errors import ConfigError
-from leadflow.mail.sender import drain
 from leadflow.mail.transports import transport_for
+from leadflow.outbox.delivery import drain
 from leadflow.rule_language.model import RuleSet
+from leadflow.service.channels import channels_for
 from leadflow.service.evaluator import Evaluator
 from leadflow.service.jobs import FUNNEL_TICK_JOB, RuleJobs, build_scheduler, rule_job_id
 from leadflow.service.rule_reload import SnapshotHolder
@@ -132,8 +133,9 @@ class TestRecorderOutlastsTheDatabase:
             stop.set()
 
         try:
+            channels = channels_for(settings, transport)
             await asyncio.gather(
-                drain(proxied, settings, clock, transport, once=False, stop=stop), watch()
+                drain(proxied, settings, clock, channels, once=False, stop=stop), watch()
             )
         finally:
             await transport.close()
@@ -201,7 +203,9 @@ class TestLeaseGuard:
     async def _send_once(self, engine: Engine, settings: Settings, clock: SettableClock) -> Any:
         transport = transport_for(settings)
         try:
-            return await drain(engine, settings, clock, transport, once=True)
+            return await drain(
+                engine, settings, clock, channels_for(settings, transport), once=True
+            )
         finally:
             await transport.close()
 

@@ -22,8 +22,8 @@ from leadflow.clock import SettableClock
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.simulation import DayReport
 from leadflow.engine.simulation import simulate as run_simulation
-from leadflow.mail.sender import drain
 from leadflow.mail.transports import transport_for
+from leadflow.outbox.delivery import drain
 from leadflow.settings import Settings
 from leadflow.store.database import create_store_engine, migrate
 from leadflow.store.tables import ACTIVITIES, DEALS, LEADS, REPS
@@ -145,6 +145,8 @@ def simulate(
     progress: Callable[[int, int], None] | None = None,
 ) -> list[DayReport]:
     """Seed a fresh demo store under ``folder`` and run the funnel over ``days``."""
+    from leadflow.service.channels import channels_for  # the service package loads on use
+
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "leadflow.db").unlink(missing_ok=True)
     shutil.rmtree(folder / "maildir", ignore_errors=True)  # a fresh demo starts with no mail
@@ -162,7 +164,8 @@ def simulate(
     def after_step(now: datetime) -> None:
         nonlocal done
         _owners_follow_up(engine, rng, now)
-        asyncio.run(drain(engine, settings, clock, transport, once=True))
+        channels = channels_for(settings, transport)
+        asyncio.run(drain(engine, settings, clock, channels, once=True))
         done += 1
         if progress is not None:
             progress(done, total)

@@ -13,8 +13,8 @@ from sqlalchemy import Engine
 from leadflow.cli.console import data_console
 from leadflow.cli.context import cli_context
 from leadflow.clock import SystemClock
-from leadflow.mail.outbox_view import outbox_lines, requeue_failed, status_counts
-from leadflow.mail.sender import DrainReport, drain_configured
+from leadflow.outbox.delivery import DrainReport
+from leadflow.outbox.store import outbox_lines, requeue_failed, status_counts
 from leadflow.settings import Settings
 from leadflow.store.database import transaction
 
@@ -43,6 +43,8 @@ def send(
 
 
 async def _send(engine: Engine, settings: Settings, *, once: bool) -> DrainReport:
+    from leadflow.service.channels import drain_configured  # the service package loads on use
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

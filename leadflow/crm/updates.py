@@ -14,26 +14,32 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from leadflow.engine.audit_trail import jsonable
-from leadflow.mail.outbox import PENDING, message_id_for
+from leadflow.outbox.store import enqueue
+from leadflow.settings import Settings
+from leadflow.store.json_values import jsonable
 from leadflow.store.models import Deal, Lead, Rep
-from leadflow.store.tables import OUTBOX
 
 if TYPE_CHECKING:
-    from leadflow.engine.runtime import Runtime
     from leadflow.rule_language.model import Rule, RuleSet
 
 WEBHOOK_CHANNEL = "webhook"
+"""The ``channel`` value of CRM update rows (:mod:`leadflow.crm.channel` delivers them)."""
+
+
+class Configured(Protocol):
+    """What a change source runs with: the engine's runtime, as far as the CRM needs it."""
+
+    @property
+    def settings(self) -> Settings: ...
 
 
 class ChangeSource(Protocol):
     """Where a change came from: a rule firing (:class:`leadflow.engine.firing.Firing`)."""
 
     @property
-    def runtime(self) -> Runtime: ...
+    def runtime(self) -> Configured: ...
     @property
     def now(self) -> datetime: ...
     @property
@@ -72,34 +78,23 @@ def queue_crm_update(
         "change": jsonable(change),
         "rule": {"id": source.rule.id, "version": source.rule_set.version},
     }
-    row = {
-        "idempotency_key": key,
-        "message_id": message_id_for(key, settings.mail.message_id_domain),
-        "channel": WEBHOOK_CHANNEL,
-        "category": "operational",
-        "lead_id": source.lead.id if source.lead is not None else None,
-        "deal_id": source.deal.id if source.deal is not None else None,
-        "rule_id": source.rule.id,
-        "rule_version": source.rule_set.version,
-        "recipient": url,
-        "subject": event,
-        "body_text": json.dumps(payload, sort_keys=True, separators=(",", ":")),
-        "headers": {"X-Leadflow-Event": event, "X-Leadflow-Delivery": event_id},
-        "status": PENDING,
-        "attempts": 0,
-        "next_attempt_at": source.now,
-        "created_at": source.now,
-    }
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = (
-        insert(OUTBOX)
-        .values(**row)
-        .on_conflict_do_nothing(index_elements=["idempotency_key"])
-        .returning(OUTBOX.c.id)
+    result = enqueue(
+        session,
+        key=key,
+        channel=WEBHOOK_CHANNEL,
+        category="operational",
+        recipient=url,
+        subject=event,
+        body_text=json.dumps(payload, sort_keys=True, separators=(",", ":")),
+        headers={"X-Leadflow-Event": event, "X-Leadflow-Delivery": event_id},
+        now=source.now,
+        message_id_domain=settings.mail.message_id_domain,
+        lead_id=source.lead.id if source.lead is not None else None,
+        deal_id=source.deal.id if source.deal is not None else None,
+        rule_id=source.rule.id,
+        rule_version=source.rule_set.version,
     )
-    new_id: int | None = session.execute(statement).scalar_one_or_none()
-    return new_id
+    return result.outbox_id if result.inserted else None
 
 
 def _rep(session: Session, rep_id: int | None) -> str | None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Row, or_, select
 
-from leadflow.engine.audit_trail import jsonable
+from leadflow.store.json_values import jsonable
 from leadflow.store.tables import AUDIT, DEALS, LEADS, REPS
 
 

@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
+from leadflow.store.json_values import jsonable
 from leadflow.store.tables import AUDIT
 
-
-def jsonable(value: Any) -> Any:
-    """``value`` as JSON can hold it: times as ISO 8601, durations in seconds."""
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, Mapping):
-        return {str(key): jsonable(inner) for key, inner in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [jsonable(inner) for inner in value]
-    return value
+# jsonable lives in leadflow.store.json_values; evaluation still imports it from here.
+__all__ = ["audit_row", "jsonable", "record"]
 
 
 def record(

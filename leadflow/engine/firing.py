@@ -22,7 +22,7 @@ from leadflow.engine.nurture import exit_reason, leave_nurture
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.sla_timers import new_sla_timer
 from leadflow.mail.context import email_context
-from leadflow.mail.outbox import enqueue_email, is_email_address
+from leadflow.mail.enqueue import enqueue_email, is_email_address
 from leadflow.rule_language.actions import (
     Action,
     AdjustScore,

@@ -17,7 +17,7 @@ from leadflow.engine.audit_trail import record
 from leadflow.engine.due_rows import StopSignal, handle_due_rows
 from leadflow.engine.runtime import Runtime
 from leadflow.mail.context import email_context
-from leadflow.mail.outbox import cancel_pending_marketing, enqueue_email, is_email_address
+from leadflow.mail.enqueue import cancel_pending_marketing, enqueue_email, is_email_address
 from leadflow.rule_language.model import RuleSet
 from leadflow.settings import StageSettings
 from leadflow.store.models import Lead, NurtureEnrollment

@@ -22,7 +22,7 @@ from leadflow.engine.due_rows import StopSignal, handle_due_rows
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.sla_timers import level_due, new_sla_timer
 from leadflow.mail.context import email_context
-from leadflow.mail.outbox import enqueue_email
+from leadflow.mail.enqueue import enqueue_email
 from leadflow.mail.templates import TemplateCatalog
 from leadflow.rule_language.actions import Assign, StartSla
 from leadflow.rule_language.model import RuleSet

@@ -9,10 +9,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from leadflow.engine.audit_trail import jsonable
 from leadflow.engine.business_hours import BusinessCalendar, add_business_time, calendar_named
 from leadflow.rule_language.actions import StartSla
 from leadflow.settings import Settings
+from leadflow.store.json_values import jsonable
 from leadflow.store.models import SlaTimer
 
 

@@ -8,21 +8,18 @@ Probes and metrics need no token: they say nothing about leads.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
-from typing import Any
 
 import structlog
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 
 from leadflow import metrics
 from leadflow.engine.runtime import Runtime
-from leadflow.mail.outbox import PENDING, STATUSES
+from leadflow.outbox.store import STATUSES, outbox_state
 from leadflow.rule_language.model import RuleSet
 from leadflow.service.rule_reload import SnapshotHolder
-from leadflow.store.tables import OUTBOX
 
 log = structlog.get_logger("leadflow.http")
 
@@ -41,35 +38,6 @@ def ping(engine: Engine) -> None:
         cursor.close()
     finally:
         connection.close()
-
-
-def outbox_state(engine: Engine) -> tuple[list[tuple[str, str, int]], list[tuple[str, datetime]]]:
-    """(channel, status, count) of every outbox row, and each channel's oldest pending row."""
-    with engine.connect() as connection:
-        counts = connection.execute(
-            select(OUTBOX.c.channel, OUTBOX.c.status, func.count()).group_by(
-                OUTBOX.c.channel, OUTBOX.c.status
-            )
-        ).all()
-        oldest = connection.execute(
-            select(OUTBOX.c.channel, func.min(OUTBOX.c.created_at))
-            .where(OUTBOX.c.status == PENDING)
-            .group_by(OUTBOX.c.channel)
-        ).all()
-    return (
-        [(str(c), str(s), int(n)) for c, s, n in counts],
-        [(str(c), _aware(when)) for c, when in oldest if when is not None],
-    )
-
-
-def _aware(when: Any) -> datetime:
-    # func.min() bypasses the column type on SQLite, which hands back text.
-    if isinstance(when, str):
-        from leadflow.clock import parse_instant
-
-        return parse_instant(when)
-    assert isinstance(when, datetime)
-    return when
 
 
 def probe_routes(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> APIRouter:

@@ -1,1 +1,1 @@
-"""Email: templates, the transactional outbox, transports and the sender that drains it."""
+"""Email: templates, queueing into the outbox, the message format, transports and the channel."""

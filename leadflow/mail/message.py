@@ -11,12 +11,9 @@ import re
 from datetime import datetime
 from email.header import Header
 from email.utils import format_datetime, formataddr, getaddresses, parseaddr
-from typing import TYPE_CHECKING
 
+from leadflow.outbox.store import ClaimedMessage
 from leadflow.settings import Settings
-
-if TYPE_CHECKING:
-    from leadflow.mail.sender import ClaimedMessage
 
 
 def envelope_sender(settings: Settings) -> str:

@@ -29,9 +29,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from leadflow.engine.runtime import Runtime
 from leadflow.errors import UserInputError
-from leadflow.mail.sender import drain
 from leadflow.mail.transports import Transport, transport_for
+from leadflow.outbox.delivery import drain
 from leadflow.rule_language.model import RuleSet
+from leadflow.service.channels import channels_for
 from leadflow.service.evaluator import DaemonCounters, Evaluator
 from leadflow.service.jobs import RuleJobs, build_scheduler
 from leadflow.service.leadership import AdvisoryLockLeadership, Leadership, SingleInstance
@@ -168,7 +169,7 @@ class Daemon:
             runtime.engine,
             runtime.settings,
             runtime.clock,
-            transport,
+            channels_for(runtime.settings, transport),
             once=False,
             stop=self.stop_event,
         )

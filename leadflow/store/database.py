@@ -12,7 +12,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, Table, column, create_engine, event
+from sqlalchemy import Engine, Table, column, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -187,14 +187,18 @@ def ensure_attribute_indexes(
     return names
 
 
-def writer(engine: Engine) -> Engine:
+def _writer(engine: Engine) -> Engine:
     """The engine whose transactions will write: on SQLite they take the write lock up front."""
     return engine.execution_options(**{WRITE_OPTION: True})
 
 
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Session]:
-    """A session whose work commits together or not at all.
+    """The one way to write: a session whose work commits together or not at all.
+
+    Core statements run through it too (``session.execute(insert(...))``, or
+    ``session.connection()`` where a Connection is needed), so every writer takes the same
+    turn and, on SQLite, the write lock up front (BEGIN IMMEDIATE).
 
     On SQLite the writing transactions of one process take turns in arrival order. SQLite's own
     busy handler polls with growing sleeps, so a thread waiting for the write lock can starve
@@ -204,27 +208,10 @@ def transaction(engine: Engine) -> Iterator[Session]:
     turns = _turnstile(engine)
     with (
         turns.turn() if turns is not None else nullcontext(),
-        Session(writer(engine), expire_on_commit=False) as session,
+        Session(_writer(engine), expire_on_commit=False) as session,
         session.begin(),
     ):
         yield session
-
-
-@contextmanager
-def writing_connection(engine: Engine) -> Iterator[Connection]:
-    """A Core connection in a writing transaction: what :func:`transaction` is for sessions.
-
-    A plain deferred transaction that reads and then writes fails at once on SQLite with
-    SQLITE_BUSY_SNAPSHOT when another connection committed in between (busy_timeout does not
-    apply to it); the HTTP push did, beside the evaluator, and answered 503.
-    """
-    turns = _turnstile(engine)
-    with (
-        turns.turn() if turns is not None else nullcontext(),
-        writer(engine).connect() as connection,
-        connection.begin(),
-    ):
-        yield connection
 
 
 class _Turnstile:

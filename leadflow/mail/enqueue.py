@@ -1,61 +1,48 @@
-"""The transactional outbox: an email is a row written in the caller's transaction.
+"""Queueing an email: rendered now, written to the outbox in the caller's transaction.
 
-A row's life: ``pending`` -> ``sending`` (claimed by a sender, with a lease) -> ``sent``, or back
-to ``pending`` with a later ``next_attempt_at`` after a transient failure, or ``failed``.
-Marketing email that must not go out is written as ``suppressed`` with the reason, so "why did
-this lead not get the case study?" has an answer in the table.
+What makes an outbox row an email is decided here, before the row exists: the recipient must be
+an address, the template is rendered, and marketing email is suppressed for flagged leads and
+over the frequency cap, carries List-Unsubscribe, and waits for the send window in the
+recipient's timezone. The row itself, its idempotency key and Message-ID, is the outbox's
+(:func:`leadflow.outbox.store.enqueue`).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Connection, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from leadflow.durations import format_duration
 from leadflow.errors import UserInputError
 from leadflow.mail.context import unsubscribe_url
 from leadflow.mail.templates import TemplateCatalog
+from leadflow.outbox.store import (
+    PENDING,
+    SENDING,
+    SENT,
+    SUPPRESSED,
+    EnqueueResult,
+    enqueue,
+    find,
+)
 from leadflow.settings import SendWindow, Settings
 from leadflow.store.models import Lead
 from leadflow.store.tables import OUTBOX
 
-PENDING = "pending"
-SENDING = "sending"
-SENT = "sent"
-FAILED = "failed"
-SUPPRESSED = "suppressed"
-STATUSES = (PENDING, SENDING, SENT, FAILED, SUPPRESSED)
+EMAIL_CHANNEL = "email"
+"""The ``channel`` value of email rows (:mod:`leadflow.mail.channel` delivers them)."""
 SUPPRESSING_FLAGS = ("unsubscribed", "do_not_email", "hard_bounced")
 """Lead flags that stop marketing email; each is also the suppression reason recorded."""
 
 Category = Literal["operational", "marketing"]
 _TABLE = OUTBOX
 _COUNTED_FOR_CAP = (PENDING, SENDING, SENT)
-
-
-@dataclass(frozen=True)
-class EnqueueResult:
-    """What :func:`enqueue_email` did. ``inserted`` is False when the key already existed."""
-
-    inserted: bool
-    outbox_id: int
-    message_id: str
-    status: str
-    reason: str | None
-    next_attempt_at: datetime
-
-
-def message_id_for(key: str, domain: str) -> str:
-    """The stable Message-ID of the message with idempotency ``key``."""
-    return f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@{domain}>"
 
 
 def enqueue_email(
@@ -83,53 +70,69 @@ def enqueue_email(
     timezone. Operational email (to reps) goes out at once.
     """
     _check_recipient(to, key)
-    existing = _existing(session, key)
+    existing = find(session, key)  # a key seen before costs a lookup, not a rendering
     if existing is not None:
         return existing
-    values = dict(context)
-    status, reason, due, headers = PENDING, None, now, {}
+    terms = _Terms(dict(context))
     if category == "marketing":
         lead = _marketing_lead(session, lead_id, key)
-        link = values.get("unsubscribe_url") or unsubscribe_url(settings, lead.external_id)
-        values["unsubscribe_url"] = link
-        headers = {
-            "List-Unsubscribe": f"<{link}>",
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-        }
-        reason = _suppression_reason(session, lead, now, settings)
-        if reason is not None:
-            status = SUPPRESSED
-        else:
-            zone = _zone(recipient_timezone or lead.timezone, settings)
-            due = next_send_time(now, zone, settings.mail.send_window)
-    rendered = catalog.render(template, values)
-    message_id = message_id_for(key, settings.mail.message_id_domain)
-    row: dict[str, Any] = {
-        "idempotency_key": key,
-        "message_id": message_id,
-        "channel": "email",
-        "category": category,
-        "lead_id": lead_id,
-        "deal_id": deal_id,
-        "rule_id": rule_id,
-        "rule_version": rule_version,
-        "recipient": to,
-        "subject": rendered.subject,
-        "body_text": rendered.text,
-        "body_html": rendered.html,
-        "headers": headers,
-        "status": status,
-        "status_reason": reason,
-        "attempts": 0,
-        "next_attempt_at": due,
-        "created_at": now,
+        terms = _marketing_terms(session, lead, terms.values, now, settings, recipient_timezone)
+    rendered = catalog.render(template, terms.values)
+    return enqueue(
+        session,
+        key=key,
+        channel=EMAIL_CHANNEL,
+        category=category,
+        recipient=to,
+        subject=rendered.subject,
+        body_text=rendered.text,
+        body_html=rendered.html,
+        headers=terms.headers,
+        status=terms.status,
+        status_reason=terms.reason,
+        due=terms.due,
+        now=now,
+        message_id_domain=settings.mail.message_id_domain,
+        lead_id=lead_id,
+        deal_id=deal_id,
+        rule_id=rule_id,
+        rule_version=rule_version,
+    )
+
+
+@dataclass(frozen=True)
+class _Terms:
+    """How an email is queued: the context it renders with, its status, why it is suppressed,
+    when it is due (None: at once) and the headers it adds."""
+
+    values: dict[str, Any]
+    status: str = PENDING
+    reason: str | None = None
+    due: datetime | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _marketing_terms(
+    session: Session,
+    lead: Lead,
+    values: Mapping[str, Any],
+    now: datetime,
+    settings: Settings,
+    recipient_timezone: str | None,
+) -> _Terms:
+    """Marketing carries List-Unsubscribe, is suppressed for flagged leads and over the
+    frequency cap, and waits for the send window in the recipient's timezone."""
+    link = values.get("unsubscribe_url") or unsubscribe_url(settings, lead.external_id)
+    headers = {
+        "List-Unsubscribe": f"<{link}>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
     }
-    new_id = session.execute(_insert_ignoring_duplicates(session, row)).scalar_one_or_none()
-    if new_id is None:  # a concurrent transaction inserted the same key first
-        raced = _existing(session, key)
-        assert raced is not None
-        return raced
-    return EnqueueResult(True, new_id, message_id, status, reason, due)
+    linked = {**values, "unsubscribe_url": link}
+    reason = _suppression_reason(session, lead, now, settings)
+    if reason is not None:
+        return _Terms(linked, SUPPRESSED, reason, None, headers)
+    zone = _zone(recipient_timezone or lead.timezone, settings)
+    return _Terms(linked, due=next_send_time(now, zone, settings.mail.send_window), headers=headers)
 
 
 def cancel_pending_marketing(
@@ -192,23 +195,6 @@ def _check_recipient(to: str, key: str) -> None:
         raise UserInputError(msg)
 
 
-def _existing(session: Session, key: str) -> EnqueueResult | None:
-    row = session.execute(
-        select(
-            _TABLE.c.id,
-            _TABLE.c.message_id,
-            _TABLE.c.status,
-            _TABLE.c.status_reason,
-            _TABLE.c.next_attempt_at,
-        ).where(_TABLE.c.idempotency_key == key)
-    ).first()
-    if row is None:
-        return None
-    return EnqueueResult(
-        False, row.id, row.message_id, row.status, row.status_reason, row.next_attempt_at
-    )
-
-
 def _marketing_lead(session: Session, lead_id: int | None, key: str) -> Lead:
     lead = session.get(Lead, lead_id) if lead_id is not None else None
     if lead is None:
@@ -238,15 +224,3 @@ def _suppression_reason(
         window = format_duration(cap.window)
         return f"frequency_cap: {recent} marketing emails in the last {window}"
     return None
-
-
-def _insert_ignoring_duplicates(session: Session, row: Mapping[str, Any]) -> Any:
-    """INSERT ... ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, per dialect."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return (
-        insert(_TABLE)
-        .values(**row)
-        .on_conflict_do_nothing(index_elements=["idempotency_key"])
-        .returning(_TABLE.c.id)
-    )

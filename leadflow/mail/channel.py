@@ -1,0 +1,97 @@
+"""Email as an outbox channel: each claimed row built into RFC 5322 bytes and handed to the
+transport ``mail.transport`` names.
+
+Two rules are email's alone and live here, not in the outbox. At claim time, the marketing
+email of a lead flagged after it was queued (an unsubscribe imported or posted while the email
+waited for its send window) is suppressed, whatever set the flag. After delivery, a refused
+recipient (or a 550/551/553 reply) on a marketing email is a hard bounce: the lead is flagged
+``hard_bounced`` and its pending marketing is suppressed, with the outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from leadflow.errors import DeliveryError, RecipientRejectedError
+from leadflow.mail.enqueue import EMAIL_CHANNEL, SUPPRESSING_FLAGS, cancel_pending_marketing
+from leadflow.mail.message import build_message, envelope_recipients, envelope_sender
+from leadflow.mail.transports.base import Transport
+from leadflow.outbox.store import SUPPRESSED, ClaimedMessage
+from leadflow.settings import Settings
+from leadflow.store.tables import LEADS, OUTBOX
+
+_MAILBOX_CODES = frozenset({550, 551, 553})
+"""5xx replies that mean "this mailbox does not exist or takes no mail": a hard bounce."""
+
+
+class EmailChannel:
+    """Delivers ``email`` rows through ``transport``, which stays its maker's to close."""
+
+    name = EMAIL_CHANNEL
+
+    def __init__(self, settings: Settings, transport: Transport) -> None:
+        self._settings = settings
+        self._transport = transport
+        self._sender = envelope_sender(settings)
+
+    @property
+    def attempt_timeout(self) -> timedelta:
+        return self._settings.mail.smtp.timeout
+
+    def withhold(self, session: Session, due: Sequence[int]) -> set[int]:
+        return suppress_flagged_leads(session, due)
+
+    async def deliver(self, message: ClaimedMessage, now: datetime) -> None:
+        data = build_message(message, self._settings, now)
+        await self._transport.deliver(
+            data,
+            sender=self._sender,
+            recipients=envelope_recipients(message.recipient),
+            message_id=message.message_id,
+        )
+
+    def is_hard_bounce(self, message: ClaimedMessage, error: DeliveryError) -> bool:
+        return message.category == "marketing" and (
+            isinstance(error, RecipientRejectedError) or error.code in _MAILBOX_CODES
+        )
+
+    def record_hard_bounces(self, session: Session, lead_ids: Sequence[int], now: datetime) -> None:
+        for lead_id in lead_ids:
+            session.execute(
+                update(LEADS).where(LEADS.c.id == lead_id).values(hard_bounced=True, updated_at=now)
+            )
+            cancel_pending_marketing(session, lead_id, "hard_bounced", now)
+
+    async def close(self) -> None:
+        """Nothing to release: the transport belongs to whoever made it."""
+
+
+def suppress_flagged_leads(session: Session, due: Sequence[int]) -> set[int]:
+    """Suppress the marketing email among ``due`` whose lead is flagged; return those ids."""
+    t = OUTBOX
+    flags = [LEADS.c[flag] for flag in SUPPRESSING_FLAGS]
+    flagged = session.execute(
+        select(t.c.id, *flags)
+        .join_from(t, LEADS, LEADS.c.id == t.c.lead_id)
+        .where(
+            t.c.id.in_(due),
+            t.c.channel == EMAIL_CHANNEL,
+            t.c.category == "marketing",
+            or_(*(f.is_(True) for f in flags)),
+        )
+    ).all()
+    by_reason: dict[str, list[int]] = {}
+    for row in flagged:
+        reason = next(flag for flag in SUPPRESSING_FLAGS if row._mapping[flag])
+        by_reason.setdefault(reason, []).append(row.id)
+    for reason, suppressed in by_reason.items():
+        session.execute(
+            update(t)
+            .where(t.c.id.in_(suppressed))
+            .values(status=SUPPRESSED, status_reason=reason, claimed_until=None, claimed_by=None)
+        )
+    return {row.id for row in flagged}

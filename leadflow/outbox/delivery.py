@@ -1,0 +1,322 @@
+"""The sender: claims due outbox rows, delivers them through their channels, records outcomes.
+
+Pipeline, all in one event loop: a claimer takes due rows in batches (one short transaction,
+``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so several senders share the work) and marks them
+``sending`` with a lease; ``mail.concurrency`` workers hand each row to the channel registered
+for its ``channel`` value (:mod:`leadflow.outbox.channel`); one recorder commits outcomes as
+they arrive. Database work runs in threads. The loop knows no channel: retries, backoff, leases
+and batching are the same for all (the ``mail.*`` settings, named before the outbox carried
+anything but email).
+
+Delivery is at least once. The duplicate window is the time between the destination accepting
+a message and the commit that marks it ``sent``: the recorder commits the outcomes that arrived
+since its last commit, at most ``_RECORD_EVERY`` (25 ms) after that commit, never waiting to fill
+a batch. (One commit per outcome cost more CPU than the SMTP conversation on SQLite.) If
+the process dies inside that window, the row's lease expires and another drain sends it again
+with the same Message-ID, which lets receiving systems drop the copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import structlog
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from leadflow import metrics
+from leadflow.clock import Clock
+from leadflow.errors import DatabaseUnavailableError, DeliveryError
+from leadflow.outbox.channel import Channel
+from leadflow.outbox.store import (
+    FAILED,
+    PENDING,
+    SENT,
+    ClaimedMessage,
+    Outcome,
+    claim_due,
+    record_outcomes,
+)
+from leadflow.settings import RetrySettings, Settings
+
+log = structlog.get_logger("leadflow.outbox")
+_MAX_RECORD_BATCH = 500
+
+
+@dataclass
+class DrainReport:
+    """Counts of one drain, and the permanent failures with their errors."""
+
+    claimed: int = 0
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    failures: list[tuple[int, str]] = field(default_factory=list)
+    hard_bounced_leads: list[int] = field(default_factory=list)
+
+    def add(self, outcome: Outcome) -> None:
+        if outcome.status == SENT:
+            self.sent += 1
+        elif outcome.status == PENDING:
+            self.retried += 1
+        else:
+            self.failed += 1
+            self.failures.append((outcome.message.id, outcome.error or ""))
+            if outcome.hard_bounce and outcome.message.lead_id is not None:
+                self.hard_bounced_leads.append(outcome.message.lead_id)
+
+
+async def drain(
+    engine: Engine,
+    settings: Settings,
+    clock: Clock,
+    channels: Sequence[Channel],
+    *,
+    once: bool,
+    stop: asyncio.Event | None = None,
+    worker_id: str | None = None,
+    rng: random.Random | None = None,
+) -> DrainReport:
+    """Deliver due outbox rows through ``channels``, closed afterwards.
+
+    ``once``: what is due now, then return; else until ``stop``. A row whose channel is not
+    among ``channels`` fails permanently (``leadflow outbox --retry`` puts it back).
+    """
+    by_name = {channel.name: channel for channel in channels}
+    if len(by_name) != len(channels):
+        msg = f"two channels deliver the same rows: {sorted(c.name for c in channels)}"
+        raise ValueError(msg)
+    run = _Run(
+        engine=engine,
+        settings=settings,
+        clock=clock,
+        channels=by_name,
+        worker=worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+        rng=rng or random.Random(),  # noqa: S311 (jitter, not cryptography)
+    )
+    return await run.execute(once=once, stop=stop or asyncio.Event())
+
+
+@dataclass
+class _Run:
+    engine: Engine
+    settings: Settings
+    clock: Clock
+    channels: dict[str, Channel]
+    worker: str
+    rng: random.Random
+    report: DrainReport = field(default_factory=DrainReport)
+
+    async def execute(self, *, once: bool, stop: asyncio.Event) -> DrainReport:
+        mail = self.settings.mail
+        claimed: asyncio.Queue[ClaimedMessage | None] = asyncio.Queue(maxsize=mail.batch_size)
+        outcomes: asyncio.Queue[Outcome | None] = asyncio.Queue()
+        recorder = asyncio.create_task(self._record(outcomes))
+        workers = [
+            asyncio.create_task(self._work(claimed, outcomes)) for _ in range(mail.concurrency)
+        ]
+        try:
+            await self._claim_until_done(claimed, once=once, stop=stop)
+        finally:
+            for _ in workers:
+                await claimed.put(None)
+            await asyncio.gather(*workers)
+            await outcomes.put(None)
+            await recorder
+            for channel in self.channels.values():
+                await channel.close()
+        return self.report
+
+    async def _claim_until_done(
+        self, claimed: asyncio.Queue[ClaimedMessage | None], *, once: bool, stop: asyncio.Event
+    ) -> None:
+        mail = self.settings.mail
+        while not stop.is_set():
+            try:
+                batch = await asyncio.to_thread(
+                    claim_due,
+                    self.engine,
+                    self.clock.now(),
+                    mail.lease,
+                    self.worker,
+                    mail.batch_size,
+                    [channel.withhold for channel in self.channels.values()],
+                )
+            except SQLAlchemyError as exc:
+                if once:
+                    msg = f"cannot claim outbox messages: {exc}"
+                    raise DatabaseUnavailableError(msg) from exc
+                log.warning("outbox_claim_failed", error=str(exc).splitlines()[0])
+                batch = []
+            self.report.claimed += len(batch)
+            for message in batch:
+                await claimed.put(message)
+            if batch:
+                continue
+            if once:
+                return
+            try:
+                async with asyncio.timeout(mail.poll_interval.total_seconds()):
+                    await stop.wait()
+            except TimeoutError:
+                pass
+
+    async def _work(
+        self,
+        claimed: asyncio.Queue[ClaimedMessage | None],
+        outcomes: asyncio.Queue[Outcome | None],
+    ) -> None:
+        while (message := await claimed.get()) is not None:
+            outcome = await self._deliver(message)
+            await outcomes.put(outcome)
+
+    async def _deliver(self, message: ClaimedMessage) -> Outcome:
+        channel = self.channels.get(message.channel)
+        if channel is None:
+            error = f"no channel delivers {message.channel!r} messages in this sender"
+            return self._failure(message, DeliveryError(error, permanent=True), None)
+        if not self._lease_covers_delivery(message, channel):
+            log.warning(
+                "outbox_lease_too_short", outbox_id=message.id, lease_until=str(message.lease_until)
+            )
+            # Due again after a poll: by then another sender may have claimed it, or this one.
+            retry_at = self.clock.now() + self.settings.mail.poll_interval
+            return Outcome(message, PENDING, retry_at=retry_at, released=True)
+        try:
+            await channel.deliver(message, self.clock.now())
+        except DeliveryError as exc:
+            return self._failure(message, exc, channel)
+        except Exception as exc:  # the per-message boundary: one bad message stops nothing else
+            log.exception("outbox_delivery_crashed", outbox_id=message.id)
+            return self._failure(message, DeliveryError(repr(exc), permanent=False), channel)
+        return Outcome(message, SENT)
+
+    def _lease_covers_delivery(self, message: ClaimedMessage, channel: Channel) -> bool:
+        """Whether a delivery started now ends (at worst by timeout) inside the lease.
+
+        A message that waited in this sender's queue past that point is given back instead:
+        once its lease expires another sender may claim and send it, and delivering it here as
+        well would send it twice.
+        """
+        if message.lease_until is None:
+            return True
+        return self.clock.now() + 2 * channel.attempt_timeout < message.lease_until
+
+    def _failure(
+        self, message: ClaimedMessage, exc: DeliveryError, channel: Channel | None
+    ) -> Outcome:
+        fields = {"outbox_id": message.id, "rule_id": message.rule_id, "error": str(exc)}
+        retry = self.settings.mail.retry
+        if exc.permanent or gives_up(message.attempts, retry):
+            bounce = exc.permanent and channel is not None and channel.is_hard_bounce(message, exc)
+            log.warning("outbox_failed", permanent=exc.permanent, hard_bounce=bounce, **fields)
+            return Outcome(message, FAILED, str(exc), hard_bounce=bounce)
+        retry_at = self.clock.now() + retry_delay(message.attempts, retry, self.rng)
+        log.info("outbox_retry", attempts=message.attempts, retry_at=retry_at.isoformat(), **fields)
+        return Outcome(message, PENDING, str(exc), retry_at=retry_at)
+
+    async def _record(self, outcomes: asyncio.Queue[Outcome | None]) -> None:
+        loop = asyncio.get_running_loop()
+        last_commit = -_RECORD_EVERY
+        finished = False
+        while not finished:
+            batch: list[Outcome] = []
+            item = await outcomes.get()
+            # Outcomes that arrive within _RECORD_EVERY of the last commit join the next one:
+            # a transaction costs far more than a row, and the wait bounds the duplicate window.
+            wait = last_commit + _RECORD_EVERY - loop.time()
+            if item is not None and wait > 0:
+                await asyncio.sleep(wait)
+            while item is not None:
+                batch.append(item)
+                if outcomes.empty() or len(batch) >= _MAX_RECORD_BATCH:
+                    break
+                item = outcomes.get_nowait()
+            finished = item is None
+            if batch:
+                last_commit = loop.time()
+                await self._record_until_done(batch)
+                for outcome in batch:
+                    self.report.add(outcome)
+                    metrics.record_delivery(outcome.message.channel, outcome.status)
+
+    async def _record_until_done(self, batch: list[Outcome]) -> None:
+        """Record ``batch``, retrying with backoff while the database is unreachable.
+
+        Giving up would leave delivered messages ``sending`` and send them again when the lease
+        expires, so the recorder keeps trying; a stopping daemon cancels it after its grace.
+        """
+        delay = _RECORD_RETRY_FIRST
+        while True:
+            try:
+                await asyncio.to_thread(
+                    record_outcomes,
+                    self.engine,
+                    batch,
+                    self.worker,
+                    self.clock.now(),
+                    self._record_hard_bounces,
+                )
+            except SQLAlchemyError as exc:
+                log.warning(
+                    "outbox_record_failed",
+                    outcomes=len(batch),
+                    retry_in_s=delay,
+                    error=str(exc).splitlines()[0],
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RECORD_RETRY_MAX)
+            else:
+                return
+
+    def _record_hard_bounces(
+        self, session: Session, outcomes: Sequence[Outcome], now: datetime
+    ) -> None:
+        """Each channel's hard bounces among ``outcomes``, by lead, in their transaction."""
+        bounced: dict[str, set[int]] = {}
+        for outcome in outcomes:
+            message = outcome.message
+            if outcome.hard_bounce and message.lead_id:
+                bounced.setdefault(message.channel, set()).add(message.lead_id)
+        for name, lead_ids in bounced.items():
+            self.channels[name].record_hard_bounces(session, sorted(lead_ids), now)
+
+
+_RECORD_EVERY = 0.025
+"""Seconds from one outcome commit to the next at most: the width of a batch of outcomes."""
+
+_RECORD_RETRY_FIRST = 0.2
+_RECORD_RETRY_MAX = 5.0
+"""Seconds between attempts to record outcomes while the database is unreachable."""
+
+
+def retry_delay(attempts: int, retry: RetrySettings, rng: random.Random) -> timedelta:
+    """Exponential backoff from ``first_delay``, capped at ``max_delay``, with jitter in 50-100%."""
+    return _nominal_delay(attempts, retry) * rng.uniform(0.5, 1.0)
+
+
+def gives_up(attempts: int, retry: RetrySettings) -> bool:
+    """True once the backoff schedule of ``attempts`` attempts spans ``give_up_after``."""
+    spanned = timedelta()
+    for attempt in range(1, attempts + 1):
+        spanned += _nominal_delay(attempt, retry)
+        if spanned >= retry.give_up_after:
+            return True
+    return False
+
+
+def _nominal_delay(attempts: int, retry: RetrySettings) -> timedelta:
+    delay = retry.first_delay
+    for _ in range(max(0, attempts - 1)):
+        if delay >= retry.max_delay:
+            break
+        delay *= 2
+    return min(delay, retry.max_delay)
