@@ -142,6 +142,8 @@ def leads(pick: random.Random, owners: list[str]) -> list[tuple[str, str, str | 
         lead_id = f"L{n + 1:04d}"
         owner = pick.choice(owners) if stage in {"mql", "sql", "opportunity", "customer"} else ""
         score = {"subscriber": 5, "lead": 30, "nurture": 20, "disqualified": 0}.get(stage, 70)
+        if stage == "lead" and n % 6 == 0:
+            score = 60  # scored over the MQL threshold in the CRM, waiting for leadflow to assign
         rows.append(
             [
                 lead_id,

@@ -20,8 +20,9 @@ def _current_stderr(*_args: object) -> structlog.PrintLogger:
 
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
-_CHATTY = {"apscheduler": logging.WARNING}
-"""Libraries whose INFO lines (every job added, run, removed) say nothing an operator needs."""
+_CHATTY = {"apscheduler": logging.WARNING, "alembic": logging.WARNING}
+"""Libraries whose INFO lines (every job added or run, every migration context) say nothing an
+operator needs."""
 
 
 class _StandardLibraryRecords(logging.Handler):

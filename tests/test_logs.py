@@ -23,7 +23,8 @@ def json_log() -> Iterator[io.StringIO]:
     yield stream
     root.handlers[:] = handlers
     root.setLevel(level)
-    logging.getLogger("apscheduler").setLevel(logging.NOTSET)
+    for name in ("apscheduler", "alembic"):
+        logging.getLogger(name).setLevel(logging.NOTSET)
 
 
 def events(stream: io.StringIO) -> list[dict[str, object]]:
@@ -39,7 +40,8 @@ class TestOneEventPerLine:
         logging.getLogger("apscheduler.executors.default").warning(
             "Run time of job 'mql' was missed by 0:00:03"
         )
-        logging.getLogger("alembic.runtime.migration").info("Running upgrade 0001 -> 0002")
+        logging.getLogger("alembic.runtime.migration").info("Context impl SQLiteImpl.")
+        logging.getLogger("uvicorn.error").info("Started server process [42]")
         found = [
             {key: value for key, value in event.items() if key != "timestamp"}
             for event in events(json_log)
@@ -52,8 +54,8 @@ class TestOneEventPerLine:
                 "level": "warning",
             },
             {
-                "logger": "alembic.runtime.migration",
-                "event": "Running upgrade 0001 -> 0002",
+                "logger": "uvicorn.error",
+                "event": "Started server process [42]",
                 "level": "info",
             },
         ]
