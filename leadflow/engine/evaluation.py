@@ -12,7 +12,7 @@ import time
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import structlog
 from sqlalchemy import ColumnElement, Engine, Table, and_, exists, select, true
@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from leadflow import metrics
 from leadflow.engine.audit_trail import jsonable
 from leadflow.engine.firing import Firing, describe_action, fire
-from leadflow.engine.runtime import Runtime
+from leadflow.engine.runtime import Runtime, StopSignal
 from leadflow.engine.sales_cycle import averages_for
 from leadflow.errors import ExternalSystemError
 from leadflow.rule_language.actions import action_name
@@ -38,12 +38,6 @@ from leadflow.store.models import Deal, Lead, RuleRun
 from leadflow.store.tables import FIRINGS, RULE_RUNS
 
 log = structlog.get_logger("leadflow.engine")
-
-
-class StopSignal(Protocol):
-    """Asked between batches: a stopping daemon, or a replica that lost leadership."""
-
-    def is_set(self) -> bool: ...
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,9 @@ from functools import partial
 import structlog
 
 from leadflow import metrics
-from leadflow.engine.due_rows import StopSignal
 from leadflow.engine.evaluation import RuleOutcome, run_rule
 from leadflow.engine.nurture import run_nurture_steps
-from leadflow.engine.runtime import Runtime
+from leadflow.engine.runtime import Runtime, StopSignal
 from leadflow.engine.sla import run_sla_escalations
 from leadflow.rule_language.model import Rule, RuleSet
 from leadflow.service.leadership import Leadership
