@@ -23,11 +23,12 @@ from sqlalchemy import Engine, insert, select
 from leadflow.cli.status_command import render_rules
 from leadflow.clock import SettableClock
 from leadflow.engine.evaluation import run_due_rules
+from leadflow.engine.rule_runs import first_run_delay
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.simulation import simulate
 from leadflow.rule_language.model import RuleSet
 from leadflow.rule_language.schedule import Schedule
-from leadflow.service.evaluator import Evaluator, first_run_delay
+from leadflow.service.evaluator import Evaluator
 from leadflow.service.jobs import RuleJobs, ScheduleTrigger, build_scheduler, rule_job_id
 from leadflow.service.rule_reload import SnapshotHolder
 from leadflow.store.status import collect_status

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from leadflow.cli.context import cli_context
 from leadflow.clock import SystemClock
+from leadflow.engine.rule_runs import next_run_at
 from leadflow.engine.runtime import Runtime
 from leadflow.errors import ProblemsError
 from leadflow.rule_language.model import RuleSet
@@ -86,11 +87,11 @@ def render_rules(runtime: Runtime, status: StoreStatus, console: Console) -> Non
         run, rule = runs.get(rule_id), rules.get(rule_id)
         last = run.last_started_at if run else None
         # As the daemon sees it: a never-run cron rule counts from its stored first sighting.
-        seen = (run.first_seen_at if run else None) or now
+        seen = run.first_seen_at if run else None
         if rule is None:
             schedule, upcoming = "(not enabled in the folder)", "-"
         else:
-            schedule, next_run = rule.schedule.describe(), rule.schedule.upcoming(last, seen)
+            schedule, next_run = rule.schedule.describe(), next_run_at(rule, last, now, seen)
             upcoming = "due now" if next_run <= now else _utc(next_run)
         ran = run if run and last else None  # a row may only hold a first sighting
         table.add_row(

@@ -9,21 +9,20 @@ run reads the same matches and writes nothing.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import ColumnElement, Engine, Table, and_, exists, select, true
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import ColumnElement, Table, and_, exists, select, true
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from leadflow import metrics
 from leadflow.engine.audit_trail import jsonable
 from leadflow.engine.firing import Firing, describe_action, fire
+from leadflow.engine.rule_runs import is_due, last_started_times, record_run
 from leadflow.engine.runtime import Runtime, StopSignal
 from leadflow.engine.sales_cycle import averages_for
 from leadflow.errors import ExternalSystemError
@@ -34,8 +33,8 @@ from leadflow.rule_language.model import Rule, RuleSet
 from leadflow.rule_language.to_python import time_of
 from leadflow.rule_language.to_sql import to_where
 from leadflow.store.database import transaction
-from leadflow.store.models import Deal, Lead, RuleRun
-from leadflow.store.tables import FIRINGS, RULE_RUNS
+from leadflow.store.models import Deal, Lead
+from leadflow.store.tables import FIRINGS
 
 log = structlog.get_logger("leadflow.engine")
 
@@ -292,64 +291,6 @@ def _process(
         )
 
 
-def is_due(
-    rule: Rule, last_started: datetime | None, now: datetime, first_seen: datetime | None = None
-) -> bool:
-    """Whether ``rule`` is due at ``now``; see :mod:`leadflow.rule_language.schedule`."""
-    return rule.schedule.is_due(last_started, now, first_seen)
-
-
-def last_started_times(engine: Engine) -> dict[str, datetime | None]:
-    """When each rule that ever ran last started, by rule id (from ``rule_runs``)."""
-    with Session(engine) as session:
-        return {run.rule_id: run.last_started_at for run in session.scalars(select(RuleRun))}
-
-
-def first_seen_times(engine: Engine) -> dict[str, datetime]:
-    """When the daemon first scheduled each rule that had not run then, by rule id."""
-    with Session(engine) as session:
-        rows = session.execute(
-            select(RULE_RUNS.c.rule_id, RULE_RUNS.c.first_seen_at).where(
-                RULE_RUNS.c.first_seen_at.is_not(None)
-            )
-        )
-        return {rule_id: seen for rule_id, seen in rows}
-
-
-def remember_first_seen(
-    engine: Engine, rule_set: RuleSet, now: datetime, known: Collection[str]
-) -> dict[str, datetime]:
-    """Record ``now`` as the first sighting of each enabled cron rule not among ``known`` (the
-    rule ids with a row in ``rule_runs``; a replica doing the same at the same time changes
-    nothing); return the first sightings of all rules.
-
-    A new cron rule waits for its first cron time after its first sighting: kept in the store,
-    a restart, a leader change or an interrupted first run does not push that to a later time.
-    """
-    new = [r for r in rule_set.enabled_rules if r.schedule.cron is not None and r.id not in known]
-    if new:
-        with transaction(engine) as session:
-            dialect = session.get_bind().dialect.name
-            insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-            session.execute(
-                insert(RULE_RUNS)
-                .values(
-                    [
-                        {
-                            "rule_id": rule.id,
-                            "rule_version": rule_set.version,
-                            "last_status": "never",
-                            "matched": 0,
-                            "first_seen_at": now,
-                        }
-                        for rule in new
-                    ]
-                )
-                .on_conflict_do_nothing(index_elements=["rule_id"])
-            )
-    return first_seen_times(engine)
-
-
 def run_due_rules(
     runtime: Runtime,
     rule_set: RuleSet,
@@ -414,25 +355,10 @@ def run_rule(
             interrupted=outcome.interrupted,
         )
     if not dry_run and not outcome.interrupted:
-        remember_run(runtime, rule_set, rule, now, outcome)
+        record_run(
+            runtime.engine, rule_set, rule, now, matched=outcome.matched, error=outcome.error
+        )
         metrics.record_evaluation(
             rule.id, seconds=outcome.seconds, matched=outcome.matched, error=outcome.error
         )
     return outcome
-
-
-def remember_run(
-    runtime: Runtime, rule_set: RuleSet, rule: Rule, now: datetime, outcome: RuleOutcome
-) -> None:
-    """Record that ``rule`` ran as of ``now``: what makes it due (or not) after a restart."""
-    with transaction(runtime.engine) as session:
-        run = session.get(RuleRun, rule.id) or RuleRun(
-            rule_id=rule.id, rule_version=rule_set.version
-        )
-        run.rule_version = rule_set.version
-        run.last_started_at = now
-        run.last_finished_at = now
-        run.last_status = "failed" if outcome.error else "ok"
-        run.last_error = outcome.error
-        run.matched = outcome.matched
-        session.add(run)

@@ -15,7 +15,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import partial
 
 import structlog
@@ -25,7 +25,7 @@ from leadflow.engine.evaluation import RuleOutcome, run_rule
 from leadflow.engine.nurture import run_nurture_steps
 from leadflow.engine.runtime import Runtime, StopSignal
 from leadflow.engine.sla import run_sla_escalations
-from leadflow.rule_language.model import Rule, RuleSet
+from leadflow.rule_language.model import RuleSet
 from leadflow.service.leadership import Leadership
 from leadflow.service.rule_reload import SnapshotHolder
 
@@ -47,20 +47,6 @@ class DaemonCounters:
     """Funnel tick steps (``sla``, ``nurture``) that raised, by step."""
     last_tick_at: datetime | None = None
     """The ``now`` of the last evaluation or funnel tick that finished."""
-
-
-def first_run_delay(
-    rule: Rule, last_started: datetime | None, now: datetime, first_seen: datetime | None = None
-) -> timedelta:
-    """How long after ``now`` the rule's first tick should come.
-
-    Zero when the rule is due (its next scheduled time after its last start has come): after
-    any downtime a missed rule runs once at start-up, however many ticks it missed. Otherwise
-    until that next time, so a restart neither delays a rule nor runs it early. A rule that
-    never ran runs at once on an interval, and on cron at its first time after ``first_seen``
-    (its first sighting, stored; ``now`` if unknown).
-    """
-    return max(timedelta(0), rule.schedule.upcoming(last_started, first_seen or now) - now)
 
 
 def funnel_steps(stop: StopSignal | None = None) -> list[tuple[str, FunnelStep]]:

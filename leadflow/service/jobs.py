@@ -16,10 +16,15 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from leadflow.engine.evaluation import first_seen_times, last_started_times, remember_first_seen
+from leadflow.engine.rule_runs import (
+    first_run_delay,
+    first_seen_times,
+    last_started_times,
+    remember_first_seen,
+)
 from leadflow.rule_language.model import RuleSet
 from leadflow.rule_language.schedule import Schedule
-from leadflow.service.evaluator import Evaluator, first_run_delay
+from leadflow.service.evaluator import Evaluator
 from leadflow.settings import SchedulerSettings
 
 log = structlog.get_logger("leadflow.service")
