@@ -22,10 +22,10 @@ from sqlalchemy import Engine, insert, select
 
 from leadflow.cli.status_command import render_rules
 from leadflow.clock import SettableClock
-from leadflow.engine.evaluation import run_due_rules
 from leadflow.engine.rule_runs import first_run_delay
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.simulation import simulate
+from leadflow.engine.tick import run_due_rules
 from leadflow.rule_language.model import RuleSet
 from leadflow.rule_language.schedule import Schedule
 from leadflow.service.evaluator import Evaluator

@@ -12,10 +12,9 @@ from rich.table import Table
 
 from leadflow.cli.context import cli_context
 from leadflow.clock import SettableClock, SystemClock, parse_instant
-from leadflow.engine.evaluation import RuleOutcome, run_due_rules
-from leadflow.engine.nurture import run_nurture_steps
+from leadflow.engine.evaluation import RuleOutcome
 from leadflow.engine.runtime import Runtime
-from leadflow.engine.sla import run_sla_escalations
+from leadflow.engine.tick import run_tick
 from leadflow.errors import UserInputError
 
 EXIT_EXTERNAL_FAILURE = 3
@@ -58,13 +57,11 @@ def run_once(
     if unknown:
         msg = f"--rule: unknown rule id(s) {', '.join(unknown)}"
         raise UserInputError(msg)
-    outcomes = run_due_rules(
-        runtime, rule_set, clock.now(), dry_run=dry_run, only=rule, force=every_rule
-    )
+    report = run_tick(runtime, rule_set, clock.now(), dry_run=dry_run, only=rule, force=every_rule)
+    outcomes = report.rules
     console = Console()
-    if not dry_run and not rule:
-        slas = run_sla_escalations(runtime, rule_set, clock.now())
-        steps = run_nurture_steps(runtime, rule_set, clock.now())
+    if report.funnel is not None:
+        slas, steps = report.funnel["sla"], report.funnel["nurture"]
         console.print(f"SLA timers handled: {slas}; nurture steps sent: {steps}", highlight=False)
     if dry_run:
         _print_plan(console, outcomes)

@@ -9,7 +9,7 @@ run reads the same matches and writes nothing.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from leadflow import metrics
 from leadflow.engine.audit_trail import jsonable
 from leadflow.engine.firing import Firing, describe_action, fire
-from leadflow.engine.rule_runs import is_due, last_started_times, record_run
+from leadflow.engine.rule_runs import record_run
 from leadflow.engine.runtime import Runtime, StopSignal
 from leadflow.engine.sales_cycle import averages_for
 from leadflow.errors import ExternalSystemError
@@ -289,33 +289,6 @@ def _process(
             rule_version=rule_set.version,
             subject=f"{rule.subject.value}:{row.external_id}",
         )
-
-
-def run_due_rules(
-    runtime: Runtime,
-    rule_set: RuleSet,
-    now: datetime,
-    *,
-    dry_run: bool = False,
-    only: Iterable[str] | None = None,
-    force: bool = False,
-    first_seen: datetime | None = None,
-) -> list[RuleOutcome]:
-    """Evaluate every enabled rule that is due as of ``now`` (all of them with ``force``).
-
-    ``first_seen``: when the caller started watching the rules (a simulation's start); a cron
-    rule that never ran then waits for its first cron time instead of running at once.
-    """
-    wanted = set(only) if only is not None else None
-    last_runs = last_started_times(runtime.engine)
-    outcomes = []
-    for rule in rule_set.enabled_rules:
-        if wanted is not None and rule.id not in wanted:
-            continue
-        if not force and not is_due(rule, last_runs.get(rule.id), now, first_seen):
-            continue
-        outcomes.append(run_rule(runtime, rule_set, rule, now, dry_run=dry_run))
-    return outcomes
 
 
 def run_rule(
