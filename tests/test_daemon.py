@@ -29,7 +29,7 @@ from leadflow.engine.evaluation import RuleOutcome
 from leadflow.engine.rule_runs import first_run_delay
 from leadflow.engine.runtime import Runtime, StopSignal
 from leadflow.rule_language.model import RuleSet
-from leadflow.service.evaluator import Evaluator
+from leadflow.service.daemon_ticks import Evaluator
 from leadflow.service.jobs import RuleJobs, build_scheduler, rule_job_id
 from leadflow.service.rule_reload import SnapshotHolder
 from leadflow.store.database import create_store_engine

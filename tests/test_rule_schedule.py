@@ -28,7 +28,7 @@ from leadflow.engine.simulation import simulate
 from leadflow.engine.tick import run_due_rules
 from leadflow.rule_language.model import RuleSet
 from leadflow.rule_language.schedule import Schedule
-from leadflow.service.evaluator import Evaluator
+from leadflow.service.daemon_ticks import Evaluator
 from leadflow.service.jobs import RuleJobs, ScheduleTrigger, build_scheduler, rule_job_id
 from leadflow.service.rule_reload import SnapshotHolder
 from leadflow.store.status import collect_status

@@ -27,7 +27,7 @@ from leadflow.errors import ConfigError
 from leadflow.mail.sender import drain
 from leadflow.mail.transports import transport_for
 from leadflow.rule_language.model import RuleSet
-from leadflow.service.evaluator import Evaluator
+from leadflow.service.daemon_ticks import Evaluator
 from leadflow.service.jobs import FUNNEL_TICK_JOB, RuleJobs, build_scheduler, rule_job_id
 from leadflow.service.rule_reload import SnapshotHolder
 from leadflow.settings import Settings

@@ -1,9 +1,9 @@
 """The scheduler's jobs: one job per enabled rule, on its schedule, kept in step with the rule set.
 
 APScheduler 3 fires the jobs on the wall clock; what an evaluation calls ``now`` comes from the
-injected clock (see :class:`~leadflow.service.evaluator.Evaluator`). Ticks are coalesced, at most
-one instance of a job runs at a time, and a tick later than ``scheduler.misfire_grace`` is
-skipped rather than run late.
+injected clock (see :class:`~leadflow.service.daemon_ticks.Evaluator`). Ticks are coalesced,
+at most one instance of a job runs at a time, and a tick later than ``scheduler.misfire_grace``
+is skipped rather than run late.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from leadflow.engine.rule_runs import (
 )
 from leadflow.rule_language.model import RuleSet
 from leadflow.rule_language.schedule import Schedule
-from leadflow.service.evaluator import Evaluator
+from leadflow.service.daemon_ticks import Evaluator
 from leadflow.settings import SchedulerSettings
 
 log = structlog.get_logger("leadflow.service")

@@ -1,4 +1,4 @@
-"""The daemon's evaluations: one at a time, in a worker thread, each on one rule set snapshot.
+"""The daemon's ticks: run one at a time, in a worker thread, each on one rule set snapshot.
 
 The daemon runs a funnel tick (:mod:`leadflow.engine.tick`) as its two halves on jobs of their
 own: each rule's job evaluates that rule when it is due, the funnel-tick job runs the funnel
@@ -7,7 +7,9 @@ start of an evaluation, so a hot reload meanwhile never mixes two rule sets in o
 it runs the blocking database work with :func:`asyncio.to_thread`; and it keeps the per-rule
 and per-step error boundary: a failure is logged with the rule id, counted, and the next job
 runs. Evaluations are serialised by one lock: on SQLite there is one writer anyway, and
-shutdown has exactly one evaluation in flight to wait for.
+shutdown has exactly one evaluation in flight to wait for. A job runs only while the daemon is
+not stopping and this replica holds the leadership; losing either stops the evaluation in
+flight between two batches.
 """
 
 from __future__ import annotations
