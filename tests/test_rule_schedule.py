@@ -24,7 +24,7 @@ from leadflow.cli.status_command import render_rules
 from leadflow.clock import SettableClock
 from leadflow.engine.rule_runs import first_run_delay
 from leadflow.engine.runtime import Runtime
-from leadflow.engine.simulation import simulate
+from leadflow.engine.simulation import tick_over_range
 from leadflow.engine.tick import run_due_rules
 from leadflow.rule_language.model import RuleSet
 from leadflow.rule_language.schedule import Schedule
@@ -207,7 +207,7 @@ def test_simulation_sees_a_new_cron_rule_wait_for_its_first_time(
     add_lead(engine, START, external_id="L1", stage="lead", score=0)
     runtime = Runtime.build(engine, make_settings(), SettableClock(START))
     scores: list[tuple[datetime, int]] = []
-    simulate(
+    tick_over_range(
         runtime,
         rule_set,
         START + timedelta(hours=15),  # Friday 15:00 UTC, after this morning's 09:00 Berlin

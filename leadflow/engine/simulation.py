@@ -117,7 +117,7 @@ def copy_store(source: Engine, target: Path) -> Engine:
     return copy
 
 
-def simulate(
+def tick_over_range(
     runtime: Runtime,
     rule_set: RuleSet,
     start: datetime,
@@ -126,7 +126,12 @@ def simulate(
     *,
     on_step: Callable[[datetime], None] | None = None,
 ) -> list[DayReport]:
-    """Run a funnel tick at every step in [start, end); what happened, day by day."""
+    """Run a funnel tick at every step in [start, end), moving the runtime's settable clock;
+    what happened, day by day.
+
+    It writes to ``runtime``'s store: ``leadflow simulate`` hands it a copy, the demo a store
+    of its own. ``on_step`` runs after each tick (the demo's reps and sender act there).
+    """
     clock = runtime.clock
     assert isinstance(clock, SettableClock)
     clock.set(start)
