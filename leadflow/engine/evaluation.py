@@ -136,23 +136,39 @@ def evaluate_rule(
     """
     started = time.perf_counter()
     outcome = RuleOutcome(rule.id)
-    model: type[Lead] | type[Deal] = Lead if rule.subject is Subject.LEAD else Deal
     table = rule.subject.table
     with Session(runtime.engine) as session:
         context = EvaluationContext(
             now, averages_for(session, list(cycle_conditions(rule.condition)), now)
         )
     where = and_(to_where(rule.condition, table, context), reentry_clause(rule, table, now))
-    batch_size = runtime.settings.scheduler.evaluation_batch
     if dry_run:
         _plan(runtime, rule, where, context, outcome)
-        outcome.seconds = time.perf_counter() - started
-        return outcome
+    else:
+        _apply(runtime, rule_set, rule, where, context, outcome, stop)
+    outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+def _apply(
+    runtime: Runtime,
+    rule_set: RuleSet,
+    rule: Rule,
+    where: ColumnElement[bool],
+    context: EvaluationContext,
+    outcome: RuleOutcome,
+    stop: StopSignal | None,
+) -> None:
+    """Fire the rule on its matches, in id order, a batch per transaction; ``stop`` is asked
+    between batches."""
+    model: type[Lead] | type[Deal] = Lead if rule.subject is Subject.LEAD else Deal
+    table = rule.subject.table
+    batch_size = runtime.settings.scheduler.evaluation_batch
     last_id = 0
     while True:
         if stop is not None and stop.is_set():
             outcome.interrupted = True
-            break
+            return
         with transaction(runtime.engine) as session:
             query = (
                 select(model)
@@ -164,7 +180,7 @@ def evaluate_rule(
                 query = query.with_for_update(of=table)
             rows = cast(list[Lead | Deal], list(session.scalars(query)))
             if not rows:
-                break
+                return
             last_id = rows[-1].id or 0
             outcome.matched += len(rows)
             for row in rows:
@@ -177,8 +193,6 @@ def evaluate_rule(
                     context=context,
                     outcome=outcome,
                 )
-    outcome.seconds = time.perf_counter() - started
-    return outcome
 
 
 def _plan(
