@@ -9,9 +9,11 @@ tests and the daemon cannot drift apart. A tick has two halves:
 - the funnel half, :func:`run_funnel_steps`: the :data:`FUNNEL_STEPS` in order, each working
   through the rows that are due.
 
-:func:`run_tick` runs both, one after the other. The daemon runs the halves on schedules of
-their own: each rule on its own job (:func:`~leadflow.engine.evaluation.run_rule`, what the
-rules half does for each due rule) and the funnel half on its funnel-tick job.
+:func:`run_tick` runs both, one after the other: the rules first, so what they start (an SLA
+timer, a nurture enrollment whose first step is due at once) is handled in the same tick.
+The daemon runs the halves on schedules of their own: each rule on its own job
+(:func:`~leadflow.engine.evaluation.run_rule`, what the rules half does for each due rule) and
+the funnel half on its funnel-tick job.
 """
 
 from __future__ import annotations

@@ -1,12 +1,11 @@
 """Running rule test cases: a fresh store per case, a simulated clock, one daemon tick per step.
 
 A step runs one funnel tick (:func:`~leadflow.engine.tick.run_tick`) at that instant, in the
-daemon's order: the rules that are *due*
-(each rule's ``every:`` or ``cron:`` times count from its last evaluation, as in the daemon;
-at the first step every rule is due), then SLA escalations, then nurture steps. The daemon's
-ticks between two steps are not simulated: whatever fell due meanwhile happens at the next
-step, every SLA level and nurture step that is due by then included. The step's actions are
-the audit and outbox rows written during it.
+daemon's order: the rules that are *due* (each rule's ``every:`` or ``cron:`` times count from
+its last evaluation, as in the daemon; at the first step every rule is due), then SLA
+escalations, then nurture steps. The daemon's ticks between two steps are not simulated:
+whatever fell due meanwhile happens at the next step, every SLA level and nurture step that is
+due by then included. The step's actions are the audit and outbox rows written during it.
 """
 
 from __future__ import annotations
