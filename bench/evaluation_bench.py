@@ -27,8 +27,8 @@ from sqlalchemy.orm import Session
 
 from leadflow.clock import SettableClock
 from leadflow.config import load_settings
-from leadflow.engine.evaluation import run_due_rules
 from leadflow.engine.runtime import Runtime
+from leadflow.engine.tick import run_due_rules
 from leadflow.logs import configure_logging
 from leadflow.rule_language.conditions import EvaluationContext
 from leadflow.rule_language.to_python import matches

@@ -28,8 +28,8 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, delete, select
 
 from leadflow.clock import SettableClock
-from leadflow.engine.evaluation import run_due_rules
 from leadflow.engine.runtime import Runtime
+from leadflow.engine.tick import run_due_rules
 from leadflow.errors import UserInputError
 from leadflow.ingest import import_file
 from leadflow.ingest.runner import ImportReport

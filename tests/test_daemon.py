@@ -26,9 +26,10 @@ from structlog.testing import capture_logs
 
 from leadflow.clock import SettableClock
 from leadflow.engine.evaluation import RuleOutcome
-from leadflow.engine.runtime import Runtime
+from leadflow.engine.rule_runs import first_run_delay
+from leadflow.engine.runtime import Runtime, StopSignal
 from leadflow.rule_language.model import RuleSet
-from leadflow.service.evaluator import Evaluator, first_run_delay
+from leadflow.service.daemon_ticks import Evaluator
 from leadflow.service.jobs import RuleJobs, build_scheduler, rule_job_id
 from leadflow.service.rule_reload import SnapshotHolder
 from leadflow.store.database import create_store_engine
@@ -463,11 +464,15 @@ class TestErrorBoundary:
         holder: SnapshotHolder[RuleSet] = SnapshotHolder(clock=SettableClock(NOW))
         holder.record_success(rule_set)
 
-        def broken(runtime: Runtime, rule_set: RuleSet, now: datetime) -> int:
+        def broken(
+            runtime: Runtime, rule_set: RuleSet, now: datetime, *, stop: StopSignal | None = None
+        ) -> int:
             msg = "boom"
             raise RuntimeError(msg)
 
-        def nurture(runtime: Runtime, rule_set: RuleSet, now: datetime) -> int:
+        def nurture(
+            runtime: Runtime, rule_set: RuleSet, now: datetime, *, stop: StopSignal | None = None
+        ) -> int:
             assert now == NOW
             return 3
 

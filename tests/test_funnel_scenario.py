@@ -15,10 +15,10 @@ import pytest
 from sqlalchemy import Engine, insert, select
 
 from leadflow.clock import SettableClock
-from leadflow.engine.evaluation import run_due_rules
 from leadflow.engine.nurture import run_nurture_steps
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.sla import run_sla_escalations
+from leadflow.engine.tick import run_due_rules
 from leadflow.errors import ProblemsError
 from leadflow.store.tables import (
     ACTIVITIES,

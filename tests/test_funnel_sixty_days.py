@@ -5,7 +5,7 @@ pools, capacities, an inactive and an out-of-office rep, managers), 300 leads wh
 on generated days, 160 closed deals over the year before and 44 open ones, CRM stage changes,
 unsubscribes and the reps' own calls. The clock moves one hour at a time (the shortest ``every``
 that matters: recycling runs hourly; MQL and nurture are due at every tick); each tick applies
-what the CRM reported, then ``run_due_rules``, ``run_sla_escalations`` and ``run_nurture_steps``,
+what the CRM reported, then one ``run_tick`` (the due rules, SLA escalations, nurture steps),
 as ``leadflow run --once`` does. No sender runs, so marketing email still pending when a lead
 becomes an MQL is suppressed, as it is in production for mail not yet sent.
 
@@ -28,10 +28,9 @@ from sixty_days_expected import Outcome, expected
 from sqlalchemy import Connection, Engine, insert, select, update
 
 from leadflow.clock import SettableClock
-from leadflow.engine.evaluation import run_due_rules
-from leadflow.engine.nurture import run_nurture_steps
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.sla import run_sla_escalations
+from leadflow.engine.tick import run_due_rules, run_tick
 from leadflow.store.tables import ACTIVITIES, AUDIT, DEALS, LEADS, NURTURE, OUTBOX, REPS, SLA_TIMERS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -185,9 +184,7 @@ def drive(runtime: Runtime, pending: list[tuple[datetime, Change]]) -> None:
                 for _at, change in pending[:due]:
                     change(connection)
             del pending[:due]
-        run_due_rules(runtime, rule_set, now)
-        run_sla_escalations(runtime, rule_set, now)
-        run_nurture_steps(runtime, rule_set, now)
+        run_tick(runtime, rule_set, now)
 
 
 def read_store(engine: Engine) -> Store:

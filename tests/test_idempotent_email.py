@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import Engine, select
 
 from leadflow.clock import SettableClock
-from leadflow.engine.evaluation import run_due_rules
 from leadflow.engine.runtime import Runtime
+from leadflow.engine.tick import run_due_rules
 from leadflow.store.tables import LEADS, OUTBOX
 from tests.test_funnel_scenario import REPO, T0, seed
 

@@ -26,8 +26,8 @@ from sqlalchemy import create_engine
 
 from leadflow.clock import SystemClock
 from leadflow.config import load_settings
-from leadflow.engine.evaluation import run_due_rules
 from leadflow.engine.runtime import Runtime
+from leadflow.engine.tick import run_due_rules
 from leadflow.service.channels import drain_configured
 from leadflow.store.database import create_store_engine
 from tests.mail_support import smtp_server

@@ -22,12 +22,13 @@ from sqlalchemy import Engine, insert, select
 
 from leadflow.cli.status_command import render_rules, rules_view
 from leadflow.clock import SettableClock
-from leadflow.engine.evaluation import run_due_rules
+from leadflow.engine.rule_runs import first_run_delay
 from leadflow.engine.runtime import Runtime
-from leadflow.engine.simulation import simulate
+from leadflow.engine.simulation import tick_over_range
+from leadflow.engine.tick import run_due_rules
 from leadflow.rule_language.model import RuleSet
 from leadflow.rule_language.schedule import Schedule
-from leadflow.service.evaluator import Evaluator, first_run_delay
+from leadflow.service.daemon_ticks import Evaluator
 from leadflow.service.jobs import RuleJobs, ScheduleTrigger, build_scheduler, rule_job_id
 from leadflow.service.rule_reload import SnapshotHolder
 from leadflow.store.status import collect_status
@@ -206,7 +207,7 @@ def test_simulation_sees_a_new_cron_rule_wait_for_its_first_time(
     add_lead(engine, START, external_id="L1", stage="lead", score=0)
     runtime = Runtime.build(engine, make_settings(), SettableClock(START))
     scores: list[tuple[datetime, int]] = []
-    simulate(
+    tick_over_range(
         runtime,
         rule_set,
         START + timedelta(hours=15),  # Friday 15:00 UTC, after this morning's 09:00 Berlin

@@ -28,7 +28,7 @@ from leadflow.mail.transports import transport_for
 from leadflow.outbox.delivery import drain
 from leadflow.rule_language.model import RuleSet
 from leadflow.service.channels import channels_for
-from leadflow.service.evaluator import Evaluator
+from leadflow.service.daemon_ticks import Evaluator
 from leadflow.service.jobs import FUNNEL_TICK_JOB, RuleJobs, build_scheduler, rule_job_id
 from leadflow.service.rule_reload import SnapshotHolder
 from leadflow.settings import Settings

@@ -10,8 +10,8 @@ from pathlib import Path
 from rich.console import Console
 
 from leadflow.cli.status_command import render_operations, render_rules, rules_view
-from leadflow.engine.evaluation import run_due_rules
 from leadflow.engine.runtime import Runtime
+from leadflow.engine.tick import run_due_rules
 from leadflow.store.status import RuleRunStatus, collect_status
 from tests.test_funnel_scenario import T0, runtime, seed  # noqa: F401 (the runtime fixture)
 

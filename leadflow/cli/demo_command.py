@@ -10,7 +10,7 @@ from rich.table import Table
 
 from leadflow.cli.console import data_console
 from leadflow.cli.context import cli_context
-from leadflow.cli.demo_funnel import simulate
+from leadflow.cli.demo_funnel import run_demo_funnel
 
 
 def demo(
@@ -27,7 +27,7 @@ def demo(
     )
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("simulating, two hours a step", total=days * 12)
-        reports = simulate(
+        reports = run_demo_funnel(
             settings,
             folder,
             days=days,

@@ -20,8 +20,7 @@ from sqlalchemy import Engine, insert, select
 
 from leadflow.clock import SettableClock
 from leadflow.engine.runtime import Runtime
-from leadflow.engine.simulation import DayReport
-from leadflow.engine.simulation import simulate as run_simulation
+from leadflow.engine.simulation import DayReport, tick_over_range
 from leadflow.mail.transports import transport_for
 from leadflow.outbox.delivery import drain
 from leadflow.settings import Settings
@@ -136,7 +135,7 @@ def seed(engine: Engine, rng: random.Random, leads: int = 1200) -> None:
         )
 
 
-def simulate(
+def run_demo_funnel(
     settings: Settings,
     folder: Path,
     *,
@@ -170,7 +169,7 @@ def simulate(
         if progress is not None:
             progress(done, total)
 
-    reports = run_simulation(
+    reports = tick_over_range(
         runtime, runtime.load_rules(), START, START + timedelta(days=days), step, on_step=after_step
     )
     engine.dispose()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
 import click
@@ -13,11 +13,11 @@ from rich.table import Table
 
 from leadflow.cli.context import cli_context
 from leadflow.clock import SettableClock, SystemClock, parse_instant
-from leadflow.engine.evaluation import RuleOutcome, run_due_rules
-from leadflow.engine.nurture import run_nurture_steps
+from leadflow.engine.evaluation import RuleOutcome
 from leadflow.engine.runtime import Runtime
-from leadflow.engine.sla import run_sla_escalations
+from leadflow.engine.tick import TickReport, run_tick
 from leadflow.errors import UserInputError
+from leadflow.rule_language.model import RuleSet
 
 EXIT_EXTERNAL_FAILURE = 3
 
@@ -59,13 +59,28 @@ def run_once(
     if unknown:
         msg = f"--rule: unknown rule id(s) {', '.join(unknown)}"
         raise UserInputError(msg)
-    outcomes = run_due_rules(
-        runtime, rule_set, clock.now(), dry_run=dry_run, only=rule, force=every_rule
-    )
-    console = Console()
-    if not dry_run and not rule:
-        slas = run_sla_escalations(runtime, rule_set, clock.now())
-        steps = run_nurture_steps(runtime, rule_set, clock.now())
+    report = run_tick(runtime, rule_set, clock.now(), dry_run=dry_run, only=rule, force=every_rule)
+    outcomes = report.rules
+    _print_report(Console(), report, rule_set, as_of=clock.now(), dry_run=dry_run, only=rule)
+    if any(outcome.external_failure for outcome in outcomes):
+        raise typer.Exit(EXIT_EXTERNAL_FAILURE)  # the database failed, not the rules
+    if any(outcome.error for outcome in outcomes):
+        raise typer.Exit(1)
+
+
+def _print_report(
+    console: Console,
+    report: TickReport,
+    rule_set: RuleSet,
+    *,
+    as_of: datetime,
+    dry_run: bool,
+    only: list[str] | None,
+) -> None:
+    """What the tick did, the plan of a dry run, and which rules were not due."""
+    outcomes = report.rules
+    if report.funnel is not None:
+        slas, steps = report.funnel["sla"], report.funnel["nurture"]
         console.print(f"SLA timers handled: {slas}; nurture steps sent: {steps}", highlight=False)
     if dry_run:
         _print_plan(console, outcomes)
@@ -73,19 +88,15 @@ def run_once(
     waiting = [
         r.id
         for r in rule_set.enabled_rules
-        if (not rule or r.id in rule) and r.id not in {o.rule_id for o in outcomes}
+        if (not only or r.id in only) and r.id not in {o.rule_id for o in outcomes}
     ]
     if waiting:
         console.print(
-            f"not due yet as of {clock.now():%Y-%m-%d %H:%M} UTC (their next scheduled time after the last run has not come): "
+            f"not due yet as of {as_of:%Y-%m-%d %H:%M} UTC (their next scheduled time after the last run has not come): "
             f"{', '.join(waiting)}; --all evaluates them anyway",
             highlight=False,
             soft_wrap=True,
         )
-    if any(outcome.external_failure for outcome in outcomes):
-        raise typer.Exit(EXIT_EXTERNAL_FAILURE)  # the database failed, not the rules
-    if any(outcome.error for outcome in outcomes):
-        raise typer.Exit(1)
 
 
 def _print_plan(console: Console, outcomes: list[RuleOutcome]) -> None:

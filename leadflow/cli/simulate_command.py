@@ -14,7 +14,7 @@ from leadflow.cli.context import cli_context
 from leadflow.clock import SettableClock, parse_instant
 from leadflow.durations import parse_duration
 from leadflow.engine.runtime import Runtime
-from leadflow.engine.simulation import DayReport, copy_store, simulate
+from leadflow.engine.simulation import DayReport, copy_store, tick_over_range
 from leadflow.errors import DurationError, UserInputError
 
 COLUMNS = (
@@ -55,7 +55,7 @@ def simulate_range(
         copy = copy_store(context.engine, Path(folder) / "copy.db")
         runtime = Runtime.build(copy, context.settings, SettableClock(first))
         rule_set = runtime.load_rules(rules)
-        reports = simulate(runtime, rule_set, first, last, stride)
+        reports = tick_over_range(runtime, rule_set, first, last, stride)
         copy.dispose()
     _print(reports, rule_set.version)
 

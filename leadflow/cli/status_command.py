@@ -14,6 +14,7 @@ from rich.table import Table
 from leadflow.cli.console import FormatOption, OutputFormat, data_console, print_json
 from leadflow.cli.context import cli_context
 from leadflow.clock import SystemClock
+from leadflow.engine.rule_runs import next_run_at
 from leadflow.engine.runtime import Runtime
 from leadflow.errors import ProblemsError
 from leadflow.rule_language.model import RuleSet
@@ -80,8 +81,8 @@ def rules_view(runtime: Runtime, status: StoreStatus) -> RulesView:
         run, rule = runs.get(rule_id), rules.get(rule_id)
         last = run.last_started_at if run else None
         # As the daemon sees it: a never-run cron rule counts from its stored first sighting.
-        seen = (run.first_seen_at if run else None) or now
-        next_run = rule.schedule.upcoming(last, seen) if rule else None
+        seen = run.first_seen_at if run else None
+        next_run = next_run_at(rule, last, now, seen) if rule else None
         ran = run if run and last else None  # a row may only hold a first sighting
         lines.append(
             RuleLine(

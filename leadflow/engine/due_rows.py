@@ -7,19 +7,16 @@ and rolled back alone, and the batch goes on.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy import Engine, Select, Table
 from sqlalchemy.orm import Session
 
+from leadflow.engine.runtime import StopSignal
 from leadflow.store.database import transaction
 
 Row = TypeVar("Row")
-
-
-class StopSignal(Protocol):
-    def is_set(self) -> bool: ...
 
 
 log = structlog.get_logger("leadflow.engine")

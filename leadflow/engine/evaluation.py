@@ -9,22 +9,21 @@ run reads the same matches and writes nothing.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import ColumnElement, Engine, Table, and_, exists, select, true
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import ColumnElement, Table, and_, exists, select, true
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from leadflow import metrics
 from leadflow.engine.audit_trail import jsonable
 from leadflow.engine.firing import Firing, describe_action, fire
-from leadflow.engine.runtime import Runtime
+from leadflow.engine.rule_runs import record_run
+from leadflow.engine.runtime import Runtime, StopSignal
 from leadflow.engine.sales_cycle import averages_for
 from leadflow.errors import ExternalSystemError
 from leadflow.rule_language.actions import action_name
@@ -34,16 +33,10 @@ from leadflow.rule_language.model import Rule, RuleSet
 from leadflow.rule_language.to_python import time_of
 from leadflow.rule_language.to_sql import to_where
 from leadflow.store.database import transaction
-from leadflow.store.models import Deal, Lead, RuleRun
-from leadflow.store.tables import FIRINGS, RULE_RUNS
+from leadflow.store.models import Deal, Lead
+from leadflow.store.tables import FIRINGS
 
 log = structlog.get_logger("leadflow.engine")
-
-
-class StopSignal(Protocol):
-    """Asked between batches: a stopping daemon, or a replica that lost leadership."""
-
-    def is_set(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -143,23 +136,39 @@ def evaluate_rule(
     """
     started = time.perf_counter()
     outcome = RuleOutcome(rule.id)
-    model: type[Lead] | type[Deal] = Lead if rule.subject is Subject.LEAD else Deal
     table = rule.subject.table
     with Session(runtime.engine) as session:
         context = EvaluationContext(
             now, averages_for(session, list(cycle_conditions(rule.condition)), now)
         )
     where = and_(to_where(rule.condition, table, context), reentry_clause(rule, table, now))
-    batch_size = runtime.settings.scheduler.evaluation_batch
     if dry_run:
         _plan(runtime, rule, where, context, outcome)
-        outcome.seconds = time.perf_counter() - started
-        return outcome
+    else:
+        _apply(runtime, rule_set, rule, where, context, outcome, stop)
+    outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+def _apply(
+    runtime: Runtime,
+    rule_set: RuleSet,
+    rule: Rule,
+    where: ColumnElement[bool],
+    context: EvaluationContext,
+    outcome: RuleOutcome,
+    stop: StopSignal | None,
+) -> None:
+    """Fire the rule on its matches, in id order, a batch per transaction; ``stop`` is asked
+    between batches."""
+    model: type[Lead] | type[Deal] = Lead if rule.subject is Subject.LEAD else Deal
+    table = rule.subject.table
+    batch_size = runtime.settings.scheduler.evaluation_batch
     last_id = 0
     while True:
         if stop is not None and stop.is_set():
             outcome.interrupted = True
-            break
+            return
         with transaction(runtime.engine) as session:
             query = (
                 select(model)
@@ -171,7 +180,7 @@ def evaluate_rule(
                 query = query.with_for_update(of=table)
             rows = cast(list[Lead | Deal], list(session.scalars(query)))
             if not rows:
-                break
+                return
             last_id = rows[-1].id or 0
             outcome.matched += len(rows)
             for row in rows:
@@ -184,8 +193,6 @@ def evaluate_rule(
                     context=context,
                     outcome=outcome,
                 )
-    outcome.seconds = time.perf_counter() - started
-    return outcome
 
 
 def _plan(
@@ -298,91 +305,6 @@ def _process(
         )
 
 
-def is_due(
-    rule: Rule, last_started: datetime | None, now: datetime, first_seen: datetime | None = None
-) -> bool:
-    """Whether ``rule`` is due at ``now``; see :mod:`leadflow.rule_language.schedule`."""
-    return rule.schedule.is_due(last_started, now, first_seen)
-
-
-def last_started_times(engine: Engine) -> dict[str, datetime | None]:
-    """When each rule that ever ran last started, by rule id (from ``rule_runs``)."""
-    with Session(engine) as session:
-        return {run.rule_id: run.last_started_at for run in session.scalars(select(RuleRun))}
-
-
-def first_seen_times(engine: Engine) -> dict[str, datetime]:
-    """When the daemon first scheduled each rule that had not run then, by rule id."""
-    with Session(engine) as session:
-        rows = session.execute(
-            select(RULE_RUNS.c.rule_id, RULE_RUNS.c.first_seen_at).where(
-                RULE_RUNS.c.first_seen_at.is_not(None)
-            )
-        )
-        return {rule_id: seen for rule_id, seen in rows}
-
-
-def remember_first_seen(
-    engine: Engine, rule_set: RuleSet, now: datetime, known: Collection[str]
-) -> dict[str, datetime]:
-    """Record ``now`` as the first sighting of each enabled cron rule not among ``known`` (the
-    rule ids with a row in ``rule_runs``; a replica doing the same at the same time changes
-    nothing); return the first sightings of all rules.
-
-    A new cron rule waits for its first cron time after its first sighting: kept in the store,
-    a restart, a leader change or an interrupted first run does not push that to a later time.
-    """
-    new = [r for r in rule_set.enabled_rules if r.schedule.cron is not None and r.id not in known]
-    if new:
-        with transaction(engine) as session:
-            dialect = session.get_bind().dialect.name
-            insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-            session.execute(
-                insert(RULE_RUNS)
-                .values(
-                    [
-                        {
-                            "rule_id": rule.id,
-                            "rule_version": rule_set.version,
-                            "last_status": "never",
-                            "matched": 0,
-                            "first_seen_at": now,
-                        }
-                        for rule in new
-                    ]
-                )
-                .on_conflict_do_nothing(index_elements=["rule_id"])
-            )
-    return first_seen_times(engine)
-
-
-def run_due_rules(
-    runtime: Runtime,
-    rule_set: RuleSet,
-    now: datetime,
-    *,
-    dry_run: bool = False,
-    only: Iterable[str] | None = None,
-    force: bool = False,
-    first_seen: datetime | None = None,
-) -> list[RuleOutcome]:
-    """Evaluate every enabled rule that is due as of ``now`` (all of them with ``force``).
-
-    ``first_seen``: when the caller started watching the rules (a simulation's start); a cron
-    rule that never ran then waits for its first cron time instead of running at once.
-    """
-    wanted = set(only) if only is not None else None
-    last_runs = last_started_times(runtime.engine)
-    outcomes = []
-    for rule in rule_set.enabled_rules:
-        if wanted is not None and rule.id not in wanted:
-            continue
-        if not force and not is_due(rule, last_runs.get(rule.id), now, first_seen):
-            continue
-        outcomes.append(run_rule(runtime, rule_set, rule, now, dry_run=dry_run))
-    return outcomes
-
-
 def run_rule(
     runtime: Runtime,
     rule_set: RuleSet,
@@ -420,25 +342,10 @@ def run_rule(
             interrupted=outcome.interrupted,
         )
     if not dry_run and not outcome.interrupted:
-        remember_run(runtime, rule_set, rule, now, outcome)
+        record_run(
+            runtime.engine, rule_set, rule, now, matched=outcome.matched, error=outcome.error
+        )
         metrics.record_evaluation(
             rule.id, seconds=outcome.seconds, matched=outcome.matched, error=outcome.error
         )
     return outcome
-
-
-def remember_run(
-    runtime: Runtime, rule_set: RuleSet, rule: Rule, now: datetime, outcome: RuleOutcome
-) -> None:
-    """Record that ``rule`` ran as of ``now``: what makes it due (or not) after a restart."""
-    with transaction(runtime.engine) as session:
-        run = session.get(RuleRun, rule.id) or RuleRun(
-            rule_id=rule.id, rule_version=rule_set.version
-        )
-        run.rule_version = rule_set.version
-        run.last_started_at = now
-        run.last_finished_at = now
-        run.last_status = "failed" if outcome.error else "ok"
-        run.last_error = outcome.error
-        run.matched = outcome.matched
-        session.add(run)

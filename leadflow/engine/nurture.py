@@ -14,8 +14,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from leadflow.engine.audit_trail import record
-from leadflow.engine.due_rows import StopSignal, handle_due_rows
-from leadflow.engine.runtime import Runtime
+from leadflow.engine.due_rows import handle_due_rows
+from leadflow.engine.runtime import Runtime, StopSignal
 from leadflow.mail.context import email_context
 from leadflow.mail.enqueue import cancel_pending_marketing, enqueue_email, is_email_address
 from leadflow.rule_language.model import RuleSet

@@ -1,9 +1,14 @@
-"""What evaluating rules needs, built once per process and passed in (never global)."""
+"""What evaluating rules needs, built once per process and passed in (never global).
+
+Besides the :class:`Runtime` (store, settings, clock, templates), the engine is handed a
+:class:`StopSignal` by a caller that may have to stop it between two batches.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 from sqlalchemy import Engine
 
@@ -12,6 +17,12 @@ from leadflow.mail.templates import TemplateCatalog
 from leadflow.rule_language.loader import load_rule_set
 from leadflow.rule_language.model import RuleSet
 from leadflow.settings import Settings
+
+
+class StopSignal(Protocol):
+    """Asked between batches: a stopping daemon, or a replica that lost leadership."""
+
+    def is_set(self) -> bool: ...
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,8 @@ from pathlib import Path
 from sqlalchemy import Engine, func, insert, select
 
 from leadflow.clock import SettableClock
-from leadflow.engine.evaluation import run_due_rules
-from leadflow.engine.nurture import run_nurture_steps
 from leadflow.engine.runtime import Runtime
-from leadflow.engine.sla import run_sla_escalations
+from leadflow.engine.tick import run_tick
 from leadflow.rule_language.model import RuleSet
 from leadflow.store.database import create_store_engine, migrate
 from leadflow.store.models import metadata
@@ -119,7 +117,7 @@ def copy_store(source: Engine, target: Path) -> Engine:
     return copy
 
 
-def simulate(
+def tick_over_range(
     runtime: Runtime,
     rule_set: RuleSet,
     start: datetime,
@@ -128,7 +126,12 @@ def simulate(
     *,
     on_step: Callable[[datetime], None] | None = None,
 ) -> list[DayReport]:
-    """Evaluate due rules, SLA escalations and nurture steps at every step in [start, end)."""
+    """Run a funnel tick at every step in [start, end), moving the runtime's settable clock;
+    what happened, day by day.
+
+    It writes to ``runtime``'s store: ``leadflow simulate`` hands it a copy, the demo a store
+    of its own. ``on_step`` runs after each tick (the demo's reps and sender act there).
+    """
     clock = runtime.clock
     assert isinstance(clock, SettableClock)
     clock.set(start)
@@ -137,9 +140,7 @@ def simulate(
     reports: list[DayReport] = []
     while clock.now() < end:
         now = clock.now()
-        run_due_rules(runtime, rule_set, now, first_seen=first_seen)
-        run_sla_escalations(runtime, rule_set, now)
-        run_nurture_steps(runtime, rule_set, now)
+        run_tick(runtime, rule_set, now, first_seen=first_seen)
         if on_step is not None:
             on_step(now)
         clock.advance(step)

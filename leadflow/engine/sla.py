@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 from leadflow.engine.assignment import choose_rep
 from leadflow.engine.audit_trail import record
 from leadflow.engine.business_hours import calendar_named
-from leadflow.engine.due_rows import StopSignal, handle_due_rows
-from leadflow.engine.runtime import Runtime
+from leadflow.engine.due_rows import handle_due_rows
+from leadflow.engine.runtime import Runtime, StopSignal
 from leadflow.engine.sla_timers import level_due, new_sla_timer
 from leadflow.mail.context import email_context
 from leadflow.mail.enqueue import enqueue_email

@@ -20,8 +20,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from leadflow.engine.evaluation import run_due_rules
 from leadflow.engine.runtime import Runtime
+from leadflow.engine.tick import run_due_rules
 from leadflow.errors import Problem, ProblemsError, UserInputError
 from leadflow.rule_language.loader import RULE_FILE_SUFFIXES, load_rule_set
 from leadflow.rule_language.model import RuleSet

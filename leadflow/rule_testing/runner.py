@@ -1,11 +1,11 @@
 """Running rule test cases: a fresh store per case, a simulated clock, one daemon tick per step.
 
-A step does what the daemon does at that instant, in its order: the rules that are *due*
-(each rule's ``every:`` or ``cron:`` times count from its last evaluation, as in the daemon;
-at the first step every rule is due), then SLA escalations, then nurture steps. The daemon's
-ticks between two steps are not simulated: whatever fell due meanwhile happens at the next
-step, every SLA level and nurture step that is due by then included. The step's actions are
-the audit and outbox rows written during it.
+A step runs one funnel tick (:func:`~leadflow.engine.tick.run_tick`) at that instant, in the
+daemon's order: the rules that are *due* (each rule's ``every:`` or ``cron:`` times count from
+its last evaluation, as in the daemon; at the first step every rule is due), then SLA
+escalations, then nurture steps. The daemon's ticks between two steps are not simulated:
+whatever fell due meanwhile happens at the next step, every SLA level and nurture step that is
+due by then included. The step's actions are the audit and outbox rows written during it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import time
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,10 +24,8 @@ import structlog
 from sqlalchemy import Engine
 
 from leadflow.clock import SettableClock
-from leadflow.engine.evaluation import run_due_rules
-from leadflow.engine.nurture import run_nurture_steps
 from leadflow.engine.runtime import Runtime
-from leadflow.engine.sla import run_sla_escalations
+from leadflow.engine.tick import run_tick
 from leadflow.errors import Problem, ProblemsError, UserInputError
 from leadflow.mail.templates import TemplateCatalog
 from leadflow.rule_language.loader import load_rule_set
@@ -166,7 +163,7 @@ def _run_step(runtime: Runtime, rule_set: RuleSet, step: Step) -> StepFailure | 
     apply_given(engine, runtime.settings, step.given, step.at)
     mark = watermark(engine)
     with _failures_recorded() as failures:
-        tick(runtime, rule_set, step.at)
+        run_tick(runtime, rule_set, step.at, rounds=MAX_ROUNDS)
     if failures:
         msg = f"step {step.number} ({step.where}): " + "; ".join(failures)
         raise UserInputError(msg)
@@ -175,17 +172,6 @@ def _run_step(runtime: Runtime, rule_set: RuleSet, step: Step) -> StepFailure | 
     if matches(expected, actual):
         return None
     return StepFailure(step, diff_lines(expected, actual), actual)
-
-
-def tick(runtime: Runtime, rule_set: RuleSet, now: datetime) -> None:
-    """What the daemon does at ``now``: due rules, then SLA levels, then nurture steps."""
-    run_due_rules(runtime, rule_set, now)
-    for _ in range(MAX_ROUNDS):
-        if not run_sla_escalations(runtime, rule_set, now):
-            break
-    for _ in range(MAX_ROUNDS):
-        if not run_nurture_steps(runtime, rule_set, now):
-            break
 
 
 @contextmanager

@@ -1,6 +1,6 @@
 """The long-running service (``leadflow daemon``): scheduler, outbox sender, rule watcher."""
 
 from leadflow.service.daemon import Daemon, run_daemon
-from leadflow.service.evaluator import DaemonCounters, Evaluator, first_run_delay
+from leadflow.service.daemon_ticks import DaemonCounters, Evaluator
 
-__all__ = ["Daemon", "DaemonCounters", "Evaluator", "first_run_delay", "run_daemon"]
+__all__ = ["Daemon", "DaemonCounters", "Evaluator", "run_daemon"]

@@ -33,7 +33,7 @@ from leadflow.mail.transports import Transport, transport_for
 from leadflow.outbox.delivery import drain
 from leadflow.rule_language.model import RuleSet
 from leadflow.service.channels import channels_for
-from leadflow.service.evaluator import DaemonCounters, Evaluator
+from leadflow.service.daemon_ticks import DaemonCounters, Evaluator
 from leadflow.service.jobs import RuleJobs, build_scheduler
 from leadflow.service.leadership import AdvisoryLockLeadership, Leadership, SingleInstance
 from leadflow.service.rule_reload import SnapshotHolder, watch_and_reload

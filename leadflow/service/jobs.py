@@ -1,9 +1,9 @@
 """The scheduler's jobs: one job per enabled rule, on its schedule, kept in step with the rule set.
 
 APScheduler 3 fires the jobs on the wall clock; what an evaluation calls ``now`` comes from the
-injected clock (see :class:`~leadflow.service.evaluator.Evaluator`). Ticks are coalesced, at most
-one instance of a job runs at a time, and a tick later than ``scheduler.misfire_grace`` is
-skipped rather than run late.
+injected clock (see :class:`~leadflow.service.daemon_ticks.Evaluator`). Ticks are coalesced,
+at most one instance of a job runs at a time, and a tick later than ``scheduler.misfire_grace``
+is skipped rather than run late.
 """
 
 from __future__ import annotations
@@ -16,10 +16,15 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from leadflow.engine.evaluation import first_seen_times, last_started_times, remember_first_seen
+from leadflow.engine.rule_runs import (
+    first_run_delay,
+    first_seen_times,
+    last_started_times,
+    remember_first_seen,
+)
 from leadflow.rule_language.model import RuleSet
 from leadflow.rule_language.schedule import Schedule
-from leadflow.service.evaluator import Evaluator, first_run_delay
+from leadflow.service.daemon_ticks import Evaluator
 from leadflow.settings import SchedulerSettings
 
 log = structlog.get_logger("leadflow.service")

@@ -1,11 +1,15 @@
-"""The daemon's evaluations: one at a time, in a worker thread, each on one rule set snapshot.
+"""The daemon's ticks: run one at a time, in a worker thread, each on one rule set snapshot.
 
-Every scheduled job comes through :class:`Evaluator`. It takes the snapshot once at the start
-of an evaluation, so a hot reload meanwhile never mixes two rule sets in one evaluation; it
-runs the blocking database work with :func:`asyncio.to_thread`; and it keeps the per-rule and
-per-step error boundary: a failure is logged with the rule id, counted, and the next job runs.
-Evaluations are serialised by one lock: on SQLite there is one writer anyway, and shutdown has
-exactly one evaluation in flight to wait for.
+The daemon runs a funnel tick (:mod:`leadflow.engine.tick`) as its two halves on jobs of their
+own: each rule's job evaluates that rule when it is due, the funnel-tick job runs the funnel
+steps. Every such job comes through :class:`Evaluator`. It takes the snapshot once at the
+start of an evaluation, so a hot reload meanwhile never mixes two rule sets in one evaluation;
+it runs the blocking database work with :func:`asyncio.to_thread`; and it keeps the per-rule
+and per-step error boundary: a failure is logged with the rule id, counted, and the next job
+runs. Evaluations are serialised by one lock: on SQLite there is one writer anyway, and
+shutdown has exactly one evaluation in flight to wait for. A job runs only while the daemon is
+not stopping and this replica holds the leadership; losing either stops the evaluation in
+flight between two batches.
 """
 
 from __future__ import annotations
@@ -13,26 +17,21 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from functools import partial
+from datetime import datetime
 
 import structlog
 
 from leadflow import metrics
-from leadflow.engine.due_rows import StopSignal
 from leadflow.engine.evaluation import RuleOutcome, run_rule
-from leadflow.engine.nurture import run_nurture_steps
 from leadflow.engine.runtime import Runtime
-from leadflow.engine.sla import run_sla_escalations
-from leadflow.rule_language.model import Rule, RuleSet
+from leadflow.engine.tick import FUNNEL_STEPS, FunnelStep, run_funnel_steps
+from leadflow.rule_language.model import RuleSet
 from leadflow.service.leadership import Leadership
 from leadflow.service.rule_reload import SnapshotHolder
 
 log = structlog.get_logger("leadflow.service")
-
-FunnelStep = Callable[[Runtime, RuleSet, datetime], int]
 
 
 @dataclass
@@ -50,28 +49,6 @@ class DaemonCounters:
     """The ``now`` of the last evaluation or funnel tick that finished."""
 
 
-def first_run_delay(
-    rule: Rule, last_started: datetime | None, now: datetime, first_seen: datetime | None = None
-) -> timedelta:
-    """How long after ``now`` the rule's first tick should come.
-
-    Zero when the rule is due (its next scheduled time after its last start has come): after
-    any downtime a missed rule runs once at start-up, however many ticks it missed. Otherwise
-    until that next time, so a restart neither delays a rule nor runs it early. A rule that
-    never ran runs at once on an interval, and on cron at its first time after ``first_seen``
-    (its first sighting, stored; ``now`` if unknown).
-    """
-    return max(timedelta(0), rule.schedule.upcoming(last_started, first_seen or now) - now)
-
-
-def funnel_steps(stop: StopSignal | None = None) -> list[tuple[str, FunnelStep]]:
-    """The funnel tick: SLA escalations, then nurture steps; each asks ``stop`` between batches."""
-    return [
-        ("sla", partial(run_sla_escalations, stop=stop)),
-        ("nurture", partial(run_nurture_steps, stop=stop)),
-    ]
-
-
 class Evaluator:
     """Runs rule evaluations and funnel ticks one at a time until :meth:`stop`."""
 
@@ -81,7 +58,7 @@ class Evaluator:
         holder: SnapshotHolder[RuleSet],
         *,
         counters: DaemonCounters | None = None,
-        steps: list[tuple[str, FunnelStep]] | None = None,
+        steps: Sequence[tuple[str, FunnelStep]] = FUNNEL_STEPS,
         leadership: Leadership | None = None,
     ) -> None:
         self.runtime = runtime
@@ -91,7 +68,7 @@ class Evaluator:
         self._stop = threading.Event()
         self.leadership = leadership
         self._halt = _EitherSet(self._stop, leadership.fence if leadership else None)
-        self._steps = funnel_steps(self._halt) if steps is None else steps
+        self._steps = steps
 
     def _may_evaluate(self) -> bool:
         """Not stopping, and the leader (on PostgreSQL only one replica evaluates)."""
@@ -114,7 +91,8 @@ class Evaluator:
             return False
 
     async def evaluate(self, rule_id: str) -> RuleOutcome | None:
-        """One scheduled evaluation of ``rule_id``; None when stopping or the rule is gone."""
+        """One scheduled evaluation of ``rule_id`` (the rules half of a tick, for one rule);
+        None when stopping or the rule is gone."""
         async with self._lock:
             if not self._may_evaluate():
                 return None
@@ -140,7 +118,8 @@ class Evaluator:
             return outcome
 
     async def funnel_tick(self) -> dict[str, int]:
-        """Escalate due SLAs and send due nurture steps; how many each step handled."""
+        """The funnel half of a tick: due SLA levels, then due nurture steps; how many each
+        step handled (a step that raised is missing)."""
         async with self._lock:
             if not self._may_evaluate():
                 return {}
@@ -154,15 +133,13 @@ class Evaluator:
             return handled
 
     def _run_steps(self, rule_set: RuleSet, now: datetime) -> dict[str, int]:
-        handled: dict[str, int] = {}
-        for name, step in self._steps:
-            if self._halt.is_set():
-                break
-            try:
-                handled[name] = step(self.runtime, rule_set, now)
-            except Exception:  # one failing step never stops the other or the daemon
-                self.counters.funnel_failures[name] += 1
-                log.exception("funnel_step_failed", step=name, rule_version=rule_set.version)
+        def failed(step: str) -> None:  # one failing step never stops the other or the daemon
+            self.counters.funnel_failures[step] += 1
+            log.exception("funnel_step_failed", step=step, rule_version=rule_set.version)
+
+        handled = run_funnel_steps(
+            self.runtime, rule_set, now, stop=self._halt, on_failure=failed, steps=self._steps
+        )
         if any(handled.values()):
             log.info("funnel_ticked", rule_version=rule_set.version, **handled)
         return handled

@@ -1,0 +1,125 @@
+"""The ``rule_runs`` bookkeeping: when each rule last ran, when it was first seen, when it is due.
+
+A rule's row is what decides, after a restart, a leader change or a ``leadflow run --once``,
+whether the rule is due: its next scheduled time after its last recorded start has come. A cron
+rule that never ran counts from its first sighting instead, stored here too, so a restart does
+not push its first run later. A run is recorded only when it finished (interrupted runs are not),
+so an interrupted rule stays due. ``leadflow status`` reads the same rows in its own query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from leadflow.rule_language.model import Rule, RuleSet
+from leadflow.store.database import transaction
+from leadflow.store.models import RuleRun
+from leadflow.store.tables import RULE_RUNS
+
+
+def last_started_times(engine: Engine) -> dict[str, datetime | None]:
+    """When each rule that ever ran last started, by rule id."""
+    with Session(engine) as session:
+        return {run.rule_id: run.last_started_at for run in session.scalars(select(RuleRun))}
+
+
+def first_seen_times(engine: Engine) -> dict[str, datetime]:
+    """When the daemon first scheduled each rule that had not run then, by rule id."""
+    with Session(engine) as session:
+        rows = session.execute(
+            select(RULE_RUNS.c.rule_id, RULE_RUNS.c.first_seen_at).where(
+                RULE_RUNS.c.first_seen_at.is_not(None)
+            )
+        )
+        return {rule_id: seen for rule_id, seen in rows}
+
+
+def remember_first_seen(
+    engine: Engine, rule_set: RuleSet, now: datetime, known: Collection[str]
+) -> dict[str, datetime]:
+    """Record ``now`` as the first sighting of each enabled cron rule not among ``known`` (the
+    rule ids with a row in ``rule_runs``; a replica doing the same at the same time changes
+    nothing); return the first sightings of all rules.
+
+    A new cron rule waits for its first cron time after its first sighting: kept in the store,
+    a restart, a leader change or an interrupted first run does not push that to a later time.
+    """
+    new = [r for r in rule_set.enabled_rules if r.schedule.cron is not None and r.id not in known]
+    if new:
+        with transaction(engine) as session:
+            dialect = session.get_bind().dialect.name
+            insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+            session.execute(
+                insert(RULE_RUNS)
+                .values(
+                    [
+                        {
+                            "rule_id": rule.id,
+                            "rule_version": rule_set.version,
+                            "last_status": "never",
+                            "matched": 0,
+                            "first_seen_at": now,
+                        }
+                        for rule in new
+                    ]
+                )
+                .on_conflict_do_nothing(index_elements=["rule_id"])
+            )
+    return first_seen_times(engine)
+
+
+def record_run(
+    engine: Engine,
+    rule_set: RuleSet,
+    rule: Rule,
+    now: datetime,
+    *,
+    matched: int,
+    error: str | None,
+) -> None:
+    """Record that ``rule`` ran as of ``now``: what makes it due (or not) after a restart."""
+    with transaction(engine) as session:
+        run = session.get(RuleRun, rule.id) or RuleRun(
+            rule_id=rule.id, rule_version=rule_set.version
+        )
+        run.rule_version = rule_set.version
+        run.last_started_at = now
+        run.last_finished_at = now
+        run.last_status = "failed" if error else "ok"
+        run.last_error = error
+        run.matched = matched
+        session.add(run)
+
+
+def is_due(
+    rule: Rule, last_started: datetime | None, now: datetime, first_seen: datetime | None = None
+) -> bool:
+    """Whether ``rule`` is due at ``now``; see :mod:`leadflow.rule_language.schedule`."""
+    return rule.schedule.is_due(last_started, now, first_seen)
+
+
+def next_run_at(
+    rule: Rule, last_started: datetime | None, now: datetime, first_seen: datetime | None = None
+) -> datetime:
+    """When ``rule`` runs next as the daemon sees it: after its last start, or (never ran) at
+    once on an interval and on cron at its first time after ``first_seen`` (``now`` if unknown).
+    """
+    return rule.schedule.upcoming(last_started, first_seen or now)
+
+
+def first_run_delay(
+    rule: Rule, last_started: datetime | None, now: datetime, first_seen: datetime | None = None
+) -> timedelta:
+    """How long after ``now`` the rule's first tick in the daemon should come.
+
+    Zero when the rule is due (its next scheduled time after its last start has come): after
+    any downtime a missed rule runs once at start-up, however many ticks it missed. Otherwise
+    until that next time, so a restart neither delays a rule nor runs it early.
+    """
+    return max(timedelta(0), next_run_at(rule, last_started, now, first_seen) - now)
