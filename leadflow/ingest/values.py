@@ -8,13 +8,17 @@ whose message is the reason shown to the user (``FILE:LINE: field: reason``).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, date, datetime, tzinfo
 from functools import lru_cache
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 T = TypeVar("T")
+Place = tuple[str | int, ...]
+"""Where inside a JSON value: object keys and list positions."""
+
+NUL_IN_TEXT = "text may not contain NUL characters (\\u0000)"
 
 Parser = Callable[[object], object]
 """Raw cell -> typed value (or None when empty); raises ValueError with the reason."""
@@ -190,6 +194,61 @@ def text_list(raw: object) -> list[str] | None:
     if text is None:
         return None
     return [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
+
+
+def text_problem(text: str) -> str | None:
+    """Why no store can hold ``text``, or None.
+
+    PostgreSQL refuses NUL in text and JSON; a lone UTF-16 surrogate (what JSON's ``"\\ud800"``
+    decodes to) cannot be encoded for either store. Checked on the way in, so that one such value
+    is one located rejection rather than a traceback or a batch the database refused.
+    """
+    if "\x00" in text:
+        return NUL_IN_TEXT
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(text[exc.start])
+        return (
+            f"text may not contain a lone UTF-16 surrogate (\\u{code:04x}); "
+            "write the character itself, or a complete surrogate pair such as \\ud83d\\ude00"
+        )
+    return None
+
+
+def unstorable(
+    value: object, path: Place = (), *, numbers: bool = True
+) -> Iterator[tuple[Place, str]]:
+    """Every place in a (JSON) value the store cannot hold, with the reason.
+
+    Text and object keys as :func:`text_problem` says; with ``numbers``, also numbers that are
+    not finite, which JSON columns cannot hold. A key's place is shown with surrogates escaped,
+    so that it can be reported.
+    """
+    if isinstance(value, str):
+        problem = text_problem(value)
+        if problem is not None:
+            yield path, problem
+    elif isinstance(value, float):
+        if numbers and not math.isfinite(value):
+            yield path, f"expected a finite number, got {value!r}"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            problem = text_problem(key) if isinstance(key, str) else None
+            step = key if problem is None else shown_text(key)
+            if problem is not None:
+                yield (*path, step), problem
+            yield from unstorable(item, (*path, step), numbers=numbers)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from unstorable(item, (*path, index), numbers=numbers)
+
+
+def shown_text(text: str) -> str:
+    """``text`` with lone surrogates escaped (``\\ud800``), so it can be printed or sent."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _shown(raw: object) -> str:

@@ -1,0 +1,192 @@
+"""Values the store cannot hold are refused where they come in, on SQLite and PostgreSQL.
+
+Pins:
+- text with a lone UTF-16 surrogate (JSON's ``"\\ud800"``) or a NUL character, in any field,
+  attribute key or value, object or list, or key of a JSONL line, is a 422 naming the field
+  over HTTP and a rejected row ``FILE:LINE: field: reason`` in an import whose other rows land;
+  a file name that is not UTF-8 is reported and recorded escaped.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from import_support import rows, write
+from sqlalchemy import Engine, select
+
+from leadflow.clock import SettableClock
+from leadflow.errors import ProblemsError
+from leadflow.ingest import import_file
+from leadflow.store.tables import IMPORT_RUNS
+from tests.http_support import AUTH, Api, build_app, http_settings, runtime_for
+
+NUL = "text may not contain NUL characters (\\u0000)"
+INT64 = "must be between -9223372036854775808 and 9223372036854775807"
+INT32 = "must be between -2147483648 and 2147483647"
+ATTRIBUTES = {"region": "string", "employees": "integer", "revenue": "number"}
+YEAR_ONE = (
+    "expected a time between 0001-01-01 and 9999-12-31 in UTC, got '0001-01-01T00:00:00+05:00'"
+)
+
+
+def surrogate(code: str) -> str:
+    return (
+        f"text may not contain a lone UTF-16 surrogate (\\u{code}); write the character "
+        "itself, or a complete surrogate pair such as \\ud83d\\ude00"
+    )
+
+
+@pytest.fixture
+def api(engine: Engine, make_settings: Any, clock: SettableClock) -> Api:
+    settings = http_settings(make_settings, **{"attributes.leads": ATTRIBUTES})
+    return Api(build_app(runtime_for(engine, settings, clock))[0])
+
+
+def post_raw(api: Api, path: str, body: str) -> Any:
+    """POST ``body`` exactly as written: JSON escapes such as \\ud800 reach the server as such."""
+    headers = {**AUTH, "Content-Type": "application/json"}
+    return api.request("POST", path, content=body.encode(), headers=headers)
+
+
+def stored(engine: Engine) -> list[tuple[Any, ...]]:
+    return rows(engine, "leads", "external_id", "name", "score", "attributes")
+
+
+class TestTextTheStoreCannotHold:
+    """A lone surrogate or NUL anywhere is one located rejection; the good rows still land."""
+
+    def test_http_is_422_naming_each_field_and_writes_nothing(
+        self, api: Api, engine: Engine
+    ) -> None:
+        response = post_raw(api, "/v1/leads", '{"external_id": "U2", "name": "\\ud800"}')
+        assert (response.status_code, response.json()) == (
+            422,
+            {
+                "detail": [
+                    {"loc": ["body", "name"], "msg": surrogate("d800"), "type": "string_type"}
+                ]
+            },
+        )
+        body = (
+            '[{"external_id": "U1", "region": "\\udfff"},'
+            ' {"external_id": "U\\ud800"},'
+            ' {"external_id": "U3", "re\\udc00gion": "East"},'
+            ' {"external_id": "U4", "company": "a\\u0000b"}]'
+        )
+        response = post_raw(api, "/v1/leads", body)
+        assert response.status_code == 422
+        assert response.json()["detail"] == [
+            {"loc": ["body", 0, "region"], "msg": surrogate("dfff"), "type": "string_type"},
+            {"loc": ["body", 1, "external_id"], "msg": surrogate("d800"), "type": "string_type"},
+            {"loc": ["body", 2, "re\\udc00gion"], "msg": surrogate("dc00"), "type": "string_type"},
+            {"loc": ["body", 3, "company"], "msg": NUL, "type": "string_type"},
+        ]
+        assert stored(engine) == []
+
+    def test_jsonl_import_rejects_the_lines_and_lands_the_rest(
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """Values, external ids, attribute values and keys: each its own located rejection."""
+        settings = make_settings(**{"attributes.leads": ATTRIBUTES})
+        lines = [
+            '{"external_id": "G1", "name": "Ann \\ud83d\\ude00"}',
+            '{"external_id": "U2", "name": "\\ud800"}',
+            '{"external_id": "U3", "name": "a\\u0000b"}',
+            '{"external_id": "U\\udbff"}',
+            '{"external_id": "U5", "region": "\\udfff"}',
+            '{"external_id": "U6", "re\\ud800gion": "East"}',
+            '{"external_id": "U7", "na\\u0000me": "Bo"}',
+            '{"external_id": "G2", "region": "East"}',
+        ]
+        path = write(tmp_path, "x.jsonl", "\n".join(lines) + "\n")
+        report = import_file(engine, settings, "leads", path, clock=clock)
+        assert [str(p) for p in report.problems] == [
+            f"{path}:2: name: {surrogate('d800')}",
+            f"{path}:3: name: {NUL}",
+            f"{path}:4: external_id: {surrogate('dbff')}",
+            f"{path}:5: attributes.region: {surrogate('dfff')}",
+            f"{path}:6: key 're\\ud800gion': {surrogate('d800')}",
+            f"{path}:7: key 'na\\x00me': {NUL}",
+        ]
+        assert report.summary == "inserted 2, updated 0, unchanged 0, rejected 6"
+        assert stored(engine) == [
+            ("G1", "Ann \U0001f600", 0, {}),
+            ("G2", None, 0, {"region": "East"}),
+        ]
+
+    def test_objects_and_lists_are_checked_inside(
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """An activity's properties (keys and nested values) and a rep's pools."""
+        settings = make_settings()
+        reps = [
+            '{"external_id": "R1", "name": "Rita", "email": "rita@example.com"}',
+            '{"external_id": "R2", "name": "Max", "email": "max@example.com", "pools": ["a\\u0000"]}',
+        ]
+        path = write(tmp_path, "reps.jsonl", "\n".join(reps) + "\n")
+        report = import_file(engine, settings, "reps", path, clock=clock)
+        assert [str(p) for p in report.problems] == [f"{path}:2: pools.0: {NUL}"]
+        write(tmp_path, "leads.csv", "external_id\nL1\n")
+        import_file(engine, settings, "leads", tmp_path / "leads.csv", clock=clock)
+        activities = [
+            '{"external_id": "A1", "type": "visit", "lead": "L1", "occurred_at": "2026-03-01",'
+            ' "properties": {"page": "/pricing"}}',
+            '{"external_id": "A2", "type": "visit", "lead": "L1", "occurred_at": "2026-03-01",'
+            ' "properties": {"utm": {"source": "\\ud800"}}}',
+            '{"external_id": "A3", "type": "visit", "lead": "L1", "occurred_at": "2026-03-01",'
+            ' "properties": {"pa\\udfffge": "/"}}',
+        ]
+        path = write(tmp_path, "activities.jsonl", "\n".join(activities) + "\n")
+        report = import_file(engine, settings, "activities", path, clock=clock)
+        assert [str(p) for p in report.problems] == [
+            f"{path}:2: properties.utm.source: {surrogate('d800')}",
+            f"{path}:3: properties.pa\\udfffge: {surrogate('dfff')}",
+        ]
+        assert rows(engine, "activities", "external_id", "properties") == [
+            ("A1", {"page": "/pricing"})
+        ]
+        assert rows(engine, "reps", "external_id") == [("R1",)]
+
+    def test_csv_header_and_cells_from_an_escaping_encoding(
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """UTF-8 cannot carry either; an encoding that decodes escapes (unicode_escape) can."""
+        settings = make_settings(**{"import.mappings.leads.encoding": "unicode_escape"})
+        path = write(tmp_path, "leads.csv", "external_id,name\nL1,Ann\nL2,a\\x00b\nL3,\\udc80\n")
+        report = import_file(engine, settings, "leads", path, clock=clock)
+        assert [str(p) for p in report.problems] == [
+            f"{path}:3: name: {NUL}",
+            f"{path}:4: name: {surrogate('dc80')}",
+        ]
+        assert [row[:2] for row in stored(engine)] == [("L1", "Ann")]
+        bad_header = write(tmp_path, "header.csv", "external_id,na\\ud800me\nL9,x\n")
+        with pytest.raises(ProblemsError) as refused:
+            import_file(engine, settings, "leads", bad_header, clock=clock)
+        assert str(refused.value) == f"{bad_header}:1: column 2 'na\\ud800me': {surrogate('d800')}"
+
+    def test_a_file_name_that_is_not_utf8_is_reported_and_recorded_escaped(
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """Such a name reaches Python with a lone surrogate; import_runs could not store it."""
+        path = tmp_path / os.fsdecode(b"leads-\xff.csv")
+        path.write_text("external_id,name\nL1,Ann\n", encoding="utf-8")
+        report = import_file(engine, make_settings(), "leads", path, clock=clock)
+        shown = f"{tmp_path}/leads-\\xff.csv"
+        assert (report.file, report.summary) == (
+            shown,
+            "inserted 1, updated 0, unchanged 0, rejected 0",
+        )
+        with engine.connect() as connection:
+            recorded = connection.execute(select(IMPORT_RUNS.c.file, IMPORT_RUNS.c.status)).one()
+        assert tuple(recorded) == (shown, "done")
+
+    def test_nul_in_a_looked_up_external_id_is_422(self, api: Api) -> None:
+        """PostgreSQL refused the lookup itself: a 500 before."""
+        response = api.get("/v1/leads/L%001")
+        assert (response.status_code, response.json()) == (
+            422,
+            {"detail": [{"loc": ["path", "external_id"], "msg": NUL, "type": "string_type"}]},
+        )
