@@ -419,6 +419,10 @@ def _attribute_parser(type_name: AttributeType, mapping: ImportMapping) -> value
     if type_name == "date":
         read_date = values.datetime_from_text(mapping.date_formats, "UTC")
         return values.cached_text_parser(lambda text: read_date(text).date().isoformat())
+    if type_name == "integer":
+        # Rules compare integer attributes as 64-bit integers; a larger one would be stored
+        # but could never be compared (and on PostgreSQL would fail the rule's query).
+        return values.within(*values.INTEGER_RANGE, values.parse_integer)
     return _parser(type_name, mapping)
 
 

@@ -165,7 +165,7 @@ class RowSource:
         seen_object = False
         for line in self._text:
             try:
-                value = json.loads(line) if line.strip() else None
+                value = _json_line(line) if line.strip() else None
             except ValueError:
                 continue
             if isinstance(value, dict):
@@ -185,9 +185,12 @@ class RowSource:
             if not line.strip():
                 continue
             try:
-                value = json.loads(line.rstrip("\r\n"))
+                value = _json_line(line.rstrip("\r\n"))
             except json.JSONDecodeError as exc:
                 yield number, [], f"invalid JSON: {exc.msg} at column {exc.colno}"
+                continue
+            except ValueError as exc:  # NaN, or an integer of more digits than Python reads
+                yield number, [], f"invalid JSON: {exc}"
                 continue
             if not isinstance(value, dict):
                 yield number, [], f"expected a JSON object, got {type(value).__name__}"
@@ -196,6 +199,16 @@ class RowSource:
                 yield number, [], _bad_key(value) or "unexpected key"
                 continue
             yield number, [value.get(key) for key in header], None
+
+
+def _reject_constant(name: str) -> None:
+    msg = f"{name} is not JSON"
+    raise ValueError(msg)
+
+
+def _json_line(line: str) -> object:
+    """One line's value; NaN and Infinity are refused as the HTTP API refuses them."""
+    return json.loads(line, parse_constant=_reject_constant)
 
 
 def _bad_key(value: dict[str, object]) -> str | None:

@@ -19,6 +19,8 @@ Place = tuple[str | int, ...]
 """Where inside a JSON value: object keys and list positions."""
 
 NUL_IN_TEXT = "text may not contain NUL characters (\\u0000)"
+INTEGER_RANGE = (-(2**63), 2**63 - 1)
+"""What an integer attribute may hold: rules compare it as a 64-bit integer (bigint)."""
 
 Parser = Callable[[object], object]
 """Raw cell -> typed value (or None when empty); raises ValueError with the reason."""
@@ -71,7 +73,10 @@ def parse_number(raw: object) -> float | None:
         msg = f"expected a number, got {_shown(raw)}"
         raise ValueError(msg)  # noqa: TRY004 (a JSON value of the wrong type is a bad cell)
     if isinstance(raw, int | float):
-        value = float(raw)
+        try:
+            value = float(raw)
+        except OverflowError:  # an int beyond any float: a JSON number such as 1e400 written out
+            value = math.inf
     else:
         text = _text(raw)
         if text is None:
@@ -85,6 +90,22 @@ def parse_number(raw: object) -> float | None:
         msg = f"expected a finite number, got {_shown(raw)}"
         raise ValueError(msg)
     return value
+
+
+def within(low: int, high: int, parse: Parser) -> Parser:
+    """``parse``, refusing a whole number outside ``low..high`` (what the store can compare)."""
+
+    def parse_within(raw: object) -> object:
+        value = parse(raw)
+        if isinstance(value, int) and not low <= value <= high:
+            raise ValueError(range_reason(low, high))
+        return value
+
+    return parse_within
+
+
+def range_reason(low: int, high: int) -> str:
+    return f"must be between {low} and {high}"
 
 
 def boolean_parser(true_values: Iterable[str], false_values: Iterable[str]) -> Parser:
@@ -130,7 +151,11 @@ def datetime_from_text(formats: tuple[str, ...], timezone: str) -> Callable[[str
             raise ValueError(msg)
         if when.tzinfo is None:
             when = when.replace(tzinfo=zone)
-        return when.astimezone(UTC)
+        try:
+            return when.astimezone(UTC)
+        except OverflowError:  # year 1 east of UTC, or year 9999 west of it
+            msg = f"expected a time between 0001-01-01 and 9999-12-31 in UTC, got {text!r}"
+            raise ValueError(msg) from None
 
     return read
 
