@@ -27,7 +27,7 @@ KIND_FIELDS: Mapping[ImportKind, Mapping[str, str]] = {
     "reps": {
         "external_id": "text",
         "name": "text",
-        "email": "text",
+        "email": "email",
         "manager": "text",
         "pools": "list",
         "capacity": "integer",
@@ -36,7 +36,7 @@ KIND_FIELDS: Mapping[ImportKind, Mapping[str, str]] = {
     },
     "leads": {
         "external_id": "text",
-        "email": "text",
+        "email": "lead_email",
         "name": "text",
         "company": "text",
         "score": "integer",
@@ -395,6 +395,8 @@ def _folded(value_map: Mapping[str, str]) -> dict[str, str]:
 def _parser(type_name: str, mapping: ImportMapping) -> values.Parser:
     simple: dict[str, values.Parser] = {
         "text": values.parse_text,
+        "email": values.email_address,
+        "lead_email": values.lead_email,
         "integer": values.parse_integer,
         "number": values.parse_number,
         "timezone": values.timezone_name,

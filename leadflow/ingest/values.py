@@ -14,6 +14,8 @@ from functools import lru_cache
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
+from leadflow.addresses import address_problem
+
 T = TypeVar("T")
 Place = tuple[str | int, ...]
 """Where inside a JSON value: object keys and list positions."""
@@ -219,6 +221,38 @@ def text_list(raw: object) -> list[str] | None:
     if text is None:
         return None
     return [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
+
+
+def email_address(raw: object) -> str | None:
+    """Exactly one plain address such as ``ann@example.com``, kept as written; empty is None.
+
+    Not a list, not ``Ann <ann@example.com>``: what is stored is what the envelope will hold.
+    """
+    return _one_address(parse_text(raw))
+
+
+def lead_email(raw: object) -> str | None:
+    """As :func:`email_address`, but a CRM's placeholder without an @ (``n/a``) is no address.
+
+    Exports write ``n/a`` or ``-`` where a lead has no email; such a lead still moves through
+    the funnel, unmailed, as one with an empty cell does. Text with an @ is meant as an address
+    and must be one.
+    """
+    text = parse_text(raw)
+    return _one_address(text) if text is not None and "@" in text else None
+
+
+def _one_address(text: str | None) -> str | None:
+    if text is None:
+        return None
+    problem = address_problem(text)
+    if problem is not None:
+        msg = (
+            f"{_shown(text)} is not one plain email address ({problem}); write exactly one "
+            "address such as ann@example.com, without a name, a second address or a comment"
+        )
+        raise ValueError(msg)
+    return text
 
 
 def text_problem(text: str) -> str | None:
