@@ -32,7 +32,6 @@ from leadflow.store.database import transaction
 Loc = tuple[str | int, ...]
 _QUOTED = re.compile(r"'([^']*)'")
 _MISSING = re.compile(r"missing required column (\S+)")
-EXTERNAL_ID_LENGTH = 200
 
 
 @dataclass(frozen=True)
@@ -154,10 +153,6 @@ def _read(
             continue
         except (ValueError, ArithmeticError, TypeError) as exc:  # e.g. a year-1 time in +05:00
             errors.append(FieldError(locate.at(index), f"cannot read the record: {exc}"))
-            continue
-        if len(key) > EXTERNAL_ID_LENGTH:
-            reason = f"at most {EXTERNAL_ID_LENGTH} characters"
-            errors.append(FieldError((*locate.at(index), "external_id"), reason))
             continue
         records.append((index, key, record))
     return records, errors

@@ -36,7 +36,7 @@ from leadflow.store.tables import ACTIVITIES, DEALS, LEADS
 Record = dict[str, Any]
 Rejection = tuple[int, ImportRowError]
 Convert = Callable[[Any], Any]
-_KEY_LENGTH = 200
+KEY_LENGTH = 200
 """The external ids' column length (the same in every table)."""
 
 
@@ -104,7 +104,7 @@ class KindWriter:
         key = record.get("external_id")
         if key is None:
             raise ImportRowError("external_id", "missing; every row needs its CRM id")
-        return _within_limit("external_id", str(key), _KEY_LENGTH)
+        return _within_limit("external_id", str(key), KEY_LENGTH)
 
     def lookups(self, connection: Connection, records: list[Record]) -> None:
         """Load what :meth:`convert` needs for this batch (e.g. lead ids by external id)."""
@@ -312,7 +312,7 @@ class ActivityWriter(KindWriter):
     def key(self, record: Record) -> str:
         """The file's id, else one derived from the content: the same activity, the same id."""
         if record.get("external_id") is not None:
-            return _within_limit("external_id", str(record["external_id"]), _KEY_LENGTH)
+            return _within_limit("external_id", str(record["external_id"]), KEY_LENGTH)
         content = {f: record.get(f) for f in self.fields if f != "occurred_at"}
         when = record.get("occurred_at")
         content["occurred_at"] = when.isoformat() if isinstance(when, datetime) else when

@@ -19,7 +19,15 @@ from sqlalchemy import Connection, insert, or_, update
 
 from leadflow.addresses import address_problem
 from leadflow.errors import ImportFileError, ImportRowError
-from leadflow.ingest.kinds import Convert, KindWriter, Record, Rejection, content_hash, required
+from leadflow.ingest.kinds import (
+    KEY_LENGTH,
+    Convert,
+    KindWriter,
+    Record,
+    Rejection,
+    content_hash,
+    required,
+)
 from leadflow.ingest.mapping import ColumnPlan
 from leadflow.ingest.references import RepDirectory, rep_key
 from leadflow.ingest.writers import Counts, Prepared
@@ -86,11 +94,18 @@ class RepWriter(KindWriter):
 
     def key(self, record: Record) -> str:
         if record.get("external_id") is not None:
-            return str(record["external_id"])
+            return super().key(record)
         name = record.get("name")
-        if name is None or not rep_id_from_name(name):
+        made = rep_id_from_name(name) if name is not None else ""
+        if not made:
             raise ImportRowError("name", "missing; a rep without an external_id needs a name")
-        return rep_id_from_name(name)
+        if len(made) > KEY_LENGTH:
+            reason = (
+                f"the external id made from it is longer than {KEY_LENGTH} characters "
+                f"({len(made)}); shorten it, or add an external_id column"
+            )
+            raise ImportRowError("name", reason)
+        return made
 
     def survey(self, records: Iterable[Record]) -> None:
         """Remember how the file's reps can be referenced, so a manager may come later."""
