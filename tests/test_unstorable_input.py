@@ -27,7 +27,8 @@ from leadflow.clock import SettableClock
 from leadflow.engine.evaluation import run_due_rules
 from leadflow.engine.runtime import Runtime
 from leadflow.errors import ProblemsError
-from leadflow.ingest import import_file
+from leadflow.ingest import ImportReport, import_file
+from leadflow.settings import ImportKind
 from leadflow.store.database import ensure_attribute_indexes
 from leadflow.store.tables import IMPORT_RUNS, LEADS
 from tests.conftest import T0
@@ -59,6 +60,14 @@ def post_raw(api: Api, path: str, body: str) -> Any:
     """POST ``body`` exactly as written: JSON escapes such as \\ud800 reach the server as such."""
     headers = {**AUTH, "Content-Type": "application/json"}
     return api.request("POST", path, content=body.encode(), headers=headers)
+
+
+def import_lines(
+    engine: Engine, settings: Any, kind: ImportKind, folder: Path, lines: list[str]
+) -> tuple[Path, ImportReport]:
+    """Import ``lines`` as a JSONL file of ``kind``; the file (for the messages) and the report."""
+    path = write(folder, f"{kind}.jsonl", "\n".join(lines) + "\n")
+    return path, import_file(engine, settings, kind, path, clock=SettableClock(T0))
 
 
 def stored(engine: Engine) -> list[tuple[Any, ...]]:
@@ -97,7 +106,7 @@ class TestTextTheStoreCannotHold:
         assert stored(engine) == []
 
     def test_jsonl_import_rejects_the_lines_and_lands_the_rest(
-        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+        self, engine: Engine, make_settings: Any, tmp_path: Path
     ) -> None:
         """Values, external ids, attribute values and keys: each its own located rejection."""
         settings = make_settings(**{"attributes.leads": ATTRIBUTES})
@@ -111,8 +120,7 @@ class TestTextTheStoreCannotHold:
             '{"external_id": "U7", "na\\u0000me": "Bo"}',
             '{"external_id": "G2", "region": "East"}',
         ]
-        path = write(tmp_path, "x.jsonl", "\n".join(lines) + "\n")
-        report = import_file(engine, settings, "leads", path, clock=clock)
+        path, report = import_lines(engine, settings, "leads", tmp_path, lines)
         assert [str(p) for p in report.problems] == [
             f"{path}:2: name: {surrogate('d800')}",
             f"{path}:3: name: {NUL}",
@@ -136,8 +144,7 @@ class TestTextTheStoreCannotHold:
             '{"external_id": "R1", "name": "Rita", "email": "rita@example.com"}',
             '{"external_id": "R2", "name": "Max", "email": "max@example.com", "pools": ["a\\u0000"]}',
         ]
-        path = write(tmp_path, "reps.jsonl", "\n".join(reps) + "\n")
-        report = import_file(engine, settings, "reps", path, clock=clock)
+        path, report = import_lines(engine, settings, "reps", tmp_path, reps)
         assert [str(p) for p in report.problems] == [f"{path}:2: pools.0: {NUL}"]
         write(tmp_path, "leads.csv", "external_id\nL1\n")
         import_file(engine, settings, "leads", tmp_path / "leads.csv", clock=clock)
@@ -149,8 +156,7 @@ class TestTextTheStoreCannotHold:
             '{"external_id": "A3", "type": "visit", "lead": "L1", "occurred_at": "2026-03-01",'
             ' "properties": {"pa\\udfffge": "/"}}',
         ]
-        path = write(tmp_path, "activities.jsonl", "\n".join(activities) + "\n")
-        report = import_file(engine, settings, "activities", path, clock=clock)
+        path, report = import_lines(engine, settings, "activities", tmp_path, activities)
         assert [str(p) for p in report.problems] == [
             f"{path}:2: properties.utm.source: {surrogate('d800')}",
             f"{path}:3: properties.pa\\udfffge: {surrogate('dfff')}",
@@ -265,8 +271,7 @@ class TestNumbersOutOfRange:
             '{"external_id": "B8", "last_activity_at": "0001-01-01T00:00:00+05:00"}',
             json.dumps({"external_id": "G2", "score": -(2**31), "revenue": 1.5}),
         ]
-        path = write(tmp_path, "x.jsonl", "\n".join(lines) + "\n")
-        report = import_file(engine, settings, "leads", path, clock=clock)
+        path, report = import_lines(engine, settings, "leads", tmp_path, lines)
         assert [str(p) for p in report.problems] == [
             f"{path}:2: attributes.employees: {INT64}",
             f"{path}:3: attributes.employees: {INT64}",
