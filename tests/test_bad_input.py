@@ -197,6 +197,33 @@ class TestOverlongCells:
         ]
         assert sorted(stored(engine)) == ["L3", "L4"]
 
+    def test_rep_external_ids_given_or_made_from_the_name(
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """Reps were not checked: PostgreSQL failed the batch, SQLite stored the id whole."""
+        path = tmp_path / "reps.csv"
+        path.write_text(
+            f"external_id,name,email\n{'R' * 201},Ann,ann@example.com\nR2,Bob,bob@example.com\n",
+            encoding="utf-8",
+        )
+        report = import_file(engine, make_settings(), "reps", path, clock=clock)
+        assert [str(p) for p in report.problems] == [
+            f"{path}:2: external_id: longer than 200 characters (201); shorten it"
+        ]
+        named = tmp_path / "named.csv"
+        long_name = " ".join(["Bartholomew"] * 20)
+        named.write_text(
+            f"name,email\n{long_name},b@example.com\nCy Lee,cy@example.com\n", encoding="utf-8"
+        )
+        report = import_file(engine, make_settings(), "reps", named, clock=clock)
+        assert [str(p) for p in report.problems] == [
+            f"{named}:2: name: the external id made from it is longer than 200 characters "
+            "(239); shorten it, or add an external_id column"
+        ]
+        with engine.connect() as connection:
+            ids = connection.execute(select(REPS.c.external_id).order_by(REPS.c.id)).scalars()
+            assert ids.all() == ["R2", "cy-lee"]
+
     def test_http_is_422_and_writes_nothing(
         self, engine: Engine, make_settings: Any, clock: SettableClock
     ) -> None:

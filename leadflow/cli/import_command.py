@@ -107,7 +107,7 @@ def _run_one(
         print(f"{path}: ... and {unlisted} more rejected rows", file=sys.stderr)
     if report.rolled_back:
         print(f"{path}: --strict: nothing was imported because rows were rejected", file=sys.stderr)
-    print(f"{kind} {path}: {report.summary}")
+    print(f"{kind} {report.file}: {report.summary}")
     return report
 
 

@@ -28,6 +28,7 @@ from leadflow.http.body_limit import BodyLimit
 from leadflow.http.openapi import request_body
 from leadflow.http.probes import probe_routes
 from leadflow.http.records import upsert_records
+from leadflow.ingest.values import text_problem, unstorable
 from leadflow.rule_language.model import RuleSet
 from leadflow.service.rule_reload import SnapshotHolder
 from leadflow.settings import ImportKind
@@ -135,6 +136,9 @@ def _lead_route(runtime: Runtime) -> Callable[..., Awaitable[Any]]:
         external_id: Annotated[str, Path(max_length=200)],
         audit_limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     ) -> JSONResponse:
+        problem = text_problem(external_id)  # %00 in the path: PostgreSQL refuses the lookup
+        if problem is not None:
+            _reject(("path", "external_id"), problem, "string_type")
         found = await run_in_threadpool(lead_with_audit, runtime.engine, external_id, audit_limit)
         if found is None:
             raise HTTPException(404, f"no lead with external id {external_id!r}")
@@ -171,9 +175,11 @@ def parse_records(raw: bytes) -> tuple[list[dict[str, Any]], bool]:
         for index, item in enumerate(items)
         if not isinstance(item, dict)
     ]
+    # Text no store can hold (NUL, lone surrogates) is refused here, where it can be located
+    # in the body, rather than failing in the store; numbers are left to the fields' parsers.
     errors += [
-        FieldError(loc, "text may not contain NUL characters (\\u0000)", "string_type")
-        for loc in _nul_locations(value, ("body",))
+        FieldError(("body", *place), reason, "string_type")
+        for place, reason in unstorable(value, numbers=False)
     ]
     if errors:
         raise RecordsRejectedError(errors)
@@ -182,22 +188,6 @@ def parse_records(raw: bytes) -> tuple[list[dict[str, Any]], bool]:
 
 def _reject(loc: tuple[str | int, ...], msg: str, kind: str) -> NoReturn:
     raise RecordsRejectedError([FieldError(loc, msg, kind)]) from None
-
-
-def _nul_locations(value: Any, loc: tuple[str | int, ...]) -> list[tuple[str | int, ...]]:
-    # PostgreSQL stores no NUL in text or jsonb; refuse it here rather than fail in the store.
-    if isinstance(value, str):
-        return [loc] if "\x00" in value else []
-    if isinstance(value, list):
-        return [found for i, item in enumerate(value) for found in _nul_locations(item, (*loc, i))]
-    if isinstance(value, dict):
-        found = []
-        for key, item in value.items():
-            if "\x00" in key:
-                found.append((*loc, key))
-            found += _nul_locations(item, (*loc, key))
-        return found
-    return []
 
 
 def _add_error_handlers(app: FastAPI) -> None:

@@ -16,6 +16,11 @@ from leadflow.settings import ImportKind, ImportMapping, Settings
 _NULLABLE_TEXT: dict[str, Any] = {"type": ["string", "null"]}
 _FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
     "text": _NULLABLE_TEXT,
+    "email": {**_NULLABLE_TEXT, "description": "one plain address, e.g. ann@example.com"},
+    "lead_email": {
+        **_NULLABLE_TEXT,
+        "description": "one plain address, e.g. ann@example.com; text without an @ means none",
+    },
     "timezone": {**_NULLABLE_TEXT, "description": "an IANA name such as Europe/Berlin"},
     "integer": {"type": ["integer", "string", "null"]},
     "number": {"type": ["number", "string", "null"]},

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Integer, String
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DataError, IntegrityError
 
 from leadflow.errors import FieldError, ImportRowError, ProblemsError, RecordsRejectedError
@@ -30,10 +30,8 @@ from leadflow.settings import ImportKind, ImportMapping, Settings
 from leadflow.store.database import transaction
 
 Loc = tuple[str | int, ...]
-_INT32 = 2**31
 _QUOTED = re.compile(r"'([^']*)'")
 _MISSING = re.compile(r"missing required column (\S+)")
-EXTERNAL_ID_LENGTH = 200
 
 
 @dataclass(frozen=True)
@@ -110,7 +108,6 @@ def _write_all(
         for chunk in _unique_key_chunks(records):
             prepared, rejected = writer.prepare(connection, chunk)
             errors += [locate.row(index, exc, plan) for index, exc in rejected]
-            errors += _out_of_range(writer, prepared, locate)
             if not errors:
                 counts.add(_write(connection, table_writer, writer, prepared, locate))
         extra, rejected = writer.finish(connection) if not errors else (Counts(), [])
@@ -137,10 +134,6 @@ def _read(
         except (ValueError, ArithmeticError, TypeError) as exc:  # e.g. a year-1 time in +05:00
             errors.append(FieldError(locate.at(index), f"cannot read the record: {exc}"))
             continue
-        if len(key) > EXTERNAL_ID_LENGTH:
-            reason = f"at most {EXTERNAL_ID_LENGTH} characters"
-            errors.append(FieldError((*locate.at(index), "external_id"), reason))
-            continue
         records.append((index, key, record))
     return records, errors
 
@@ -158,31 +151,6 @@ def _unique_key_chunks(
         chunks[-1].append(entry)
         keys.add(entry[1])
     return [chunk for chunk in chunks if chunk]
-
-
-def _out_of_range(
-    writer: KindWriter, prepared: list[Prepared], locate: _Locator
-) -> list[FieldError]:
-    """What the store's columns would refuse (too long, too large): a 422, not a 500."""
-    table = writer.shape().table
-    errors = []
-    for row in prepared:
-        for field, value in zip(writer.fields, row.values, strict=True):
-            column = table.c[writer.columns[field]]
-            reason = _refused(column.type, value)
-            if reason is not None:
-                errors.append(FieldError((*locate.at(row.line), field), reason))
-    return errors
-
-
-def _refused(column_type: Any, value: Any) -> str | None:
-    length = getattr(column_type, "length", None) if isinstance(column_type, String) else None
-    if isinstance(value, str) and length and len(value) > length:
-        return f"at most {length} characters"
-    integer = isinstance(value, int) and isinstance(column_type, Integer)
-    if integer and not -_INT32 <= value < _INT32:
-        return f"must be between {-_INT32} and {_INT32 - 1}"
-    return None
 
 
 def _write(

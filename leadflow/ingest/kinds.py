@@ -13,11 +13,22 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import Connection, Table, case, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Integer,
+    SmallInteger,
+    Table,
+    case,
+    or_,
+    select,
+    update,
+)
 
 from leadflow.errors import ImportRowError
 from leadflow.ingest.mapping import ColumnPlan
 from leadflow.ingest.references import RepDirectory, ids_by_external_id
+from leadflow.ingest.values import range_reason
 from leadflow.ingest.writers import Counts, Prepared, Shape
 from leadflow.settings import ImportKind, ImportMapping, Settings
 from leadflow.store.tables import ACTIVITIES, DEALS, LEADS
@@ -25,8 +36,12 @@ from leadflow.store.tables import ACTIVITIES, DEALS, LEADS
 Record = dict[str, Any]
 Rejection = tuple[int, ImportRowError]
 Convert = Callable[[Any], Any]
-_KEY_LENGTH = 200
+KEY_LENGTH = 200
 """The external ids' column length (the same in every table)."""
+
+
+_INTEGER_RANGES = ((BigInteger, 64), (SmallInteger, 16), (Integer, 32))
+"""Integer column types, most specific first, and their width in bits on PostgreSQL."""
 
 
 def _within_limit(field: str, value: str, length: int) -> str:
@@ -34,6 +49,14 @@ def _within_limit(field: str, value: str, length: int) -> str:
         reason = f"longer than {length} characters ({len(value)}); shorten it"
         raise ImportRowError(field, reason)
     return value
+
+
+def _integer_range(column_type: object) -> tuple[int, int] | None:
+    """The values an integer column holds on every store (SQLite's are wider than PostgreSQL's)."""
+    for integer_type, bits in _INTEGER_RANGES:
+        if isinstance(column_type, integer_type):
+            return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return None
 
 
 def content_hash(values: object) -> str:
@@ -62,6 +85,7 @@ class KindWriter:
         self.fields = tuple(sorted(f for f in plan.fields if f in self.columns))
         self._converts = self._conversions()
         self._limits = self._lengths()
+        self._ranges = self._integer_ranges()
 
     def shape(self) -> Shape:
         written = tuple(self.columns[field] for field in self.fields)
@@ -80,7 +104,7 @@ class KindWriter:
         key = record.get("external_id")
         if key is None:
             raise ImportRowError("external_id", "missing; every row needs its CRM id")
-        return _within_limit("external_id", str(key), _KEY_LENGTH)
+        return _within_limit("external_id", str(key), KEY_LENGTH)
 
     def lookups(self, connection: Connection, records: list[Record]) -> None:
         """Load what :meth:`convert` needs for this batch (e.g. lead ids by external id)."""
@@ -98,16 +122,30 @@ class KindWriter:
                 limits.append((index, field, length))
         return tuple(limits)
 
+    def _integer_ranges(self) -> tuple[tuple[int, str, int, int], ...]:
+        """(position, field, lowest, highest) of each written integer column."""
+        ranges = []
+        for index, field in enumerate(self.fields):
+            bounds = _integer_range(self.table.c[self.columns[field]].type)
+            if bounds is not None:
+                ranges.append((index, field, *bounds))
+        return tuple(ranges)
+
     def values(self, record: Record) -> tuple[Any, ...]:
         values = [record.get(field) for field in self.fields]
         for index, convert in self._converts:
             values[index] = convert(values[index])
         # Checked here, not left to the database: PostgreSQL would fail the whole batch on one
-        # overlong cell, and SQLite would store it whole; either way, one located rejection.
+        # overlong cell or too large a number, and SQLite would store the cell whole or raise
+        # OverflowError; either way, one located rejection.
         for index, field, length in self._limits:
             value = values[index]
             if isinstance(value, str):
                 _within_limit(field, value, length)
+        for index, field, low, high in self._ranges:
+            value = values[index]
+            if isinstance(value, int) and not low <= value <= high:
+                raise ImportRowError(field, range_reason(low, high))
         return tuple(values)
 
     def prepare(
@@ -274,7 +312,7 @@ class ActivityWriter(KindWriter):
     def key(self, record: Record) -> str:
         """The file's id, else one derived from the content: the same activity, the same id."""
         if record.get("external_id") is not None:
-            return _within_limit("external_id", str(record["external_id"]), _KEY_LENGTH)
+            return _within_limit("external_id", str(record["external_id"]), KEY_LENGTH)
         content = {f: record.get(f) for f in self.fields if f != "occurred_at"}
         when = record.get("occurred_at")
         content["occurred_at"] = when.isoformat() if isinstance(when, datetime) else when

@@ -9,8 +9,10 @@ column: a file-level error naming the column and its close matches, before any r
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime
 from functools import cached_property
 from typing import Any
 
@@ -25,7 +27,7 @@ KIND_FIELDS: Mapping[ImportKind, Mapping[str, str]] = {
     "reps": {
         "external_id": "text",
         "name": "text",
-        "email": "text",
+        "email": "email",
         "manager": "text",
         "pools": "list",
         "capacity": "integer",
@@ -34,7 +36,7 @@ KIND_FIELDS: Mapping[ImportKind, Mapping[str, str]] = {
     },
     "leads": {
         "external_id": "text",
-        "email": "text",
+        "email": "lead_email",
         "name": "text",
         "company": "text",
         "score": "integer",
@@ -140,6 +142,8 @@ class ColumnPlan:
                 record[field] = parse(raw)
             except ValueError as exc:
                 raise ImportRowError(field, str(exc)) from None
+        if not (self._cells_are_the_text and _ascii_text(cells)):
+            _check_storable(record)
         return record
 
     def _explain(self, cells: Sequence[object]) -> None:
@@ -149,6 +153,15 @@ class ColumnPlan:
                     target.parse(cells[target.index])
                 except ValueError as exc:
                     raise ImportRowError(target.field, str(exc)) from None
+
+    @cached_property
+    def _cells_are_the_text(self) -> bool:
+        """Whether every text in a record is a cell or a part of one, or a renamed value.
+
+        Then a row of ASCII cells without NUL makes a record the store holds (renamed values
+        are checked once, in :func:`compile_plan`); a JSON object cell can hold escapes.
+        """
+        return all(target.parse is not _parse_object for target in self.targets)
 
     @cached_property
     def _plain(self) -> tuple[tuple[str, int, values.Parser], ...]:
@@ -174,6 +187,55 @@ class ColumnPlan:
         )
 
 
+_PLAIN = frozenset({type(None), int, bool, float, datetime, date})
+"""Value classes the store always holds as a parser returns them (it returns finite floats)."""
+
+
+def _check_storable(record: Mapping[str, Any]) -> None:
+    """Refuse, naming the field, a value no store can hold (NUL, lone surrogates), anywhere.
+
+    Every field is checked, references too: a lookup by such a text fails in the database as
+    surely as storing it. Plain ASCII text and scalars take the fast path.
+    """
+    for field, value in record.items():
+        kind = value.__class__
+        if kind is str:
+            if value.isascii() and "\x00" not in value:
+                continue
+        elif kind in _PLAIN or (kind is dict and _plain_object(value)):
+            continue
+        found = next(values.unstorable(value), None)
+        if found is not None:
+            place, reason = found
+            raise ImportRowError(".".join([field, *map(str, place)]), reason)
+
+
+def _ascii_text(cells: Sequence[object]) -> bool:
+    """Whether the cells are all text, ASCII and without NUL: a typical CSV row, in one pass."""
+    try:
+        text = "".join(cells)  # type: ignore[arg-type]  # JSON values raise TypeError
+    except TypeError:
+        return False
+    return text.isascii() and "\x00" not in text
+
+
+def _plain_object(value: dict[str, Any]) -> bool:
+    """Whether an object (the attributes) holds only ASCII text without NUL and finite scalars."""
+    for key, item in value.items():
+        if not key.isascii() or "\x00" in key:
+            return False
+        kind = item.__class__
+        if kind is str:
+            if not item.isascii() or "\x00" in item:
+                return False
+        elif kind is float:
+            if not math.isfinite(item):
+                return False
+        elif kind not in _PLAIN:
+            return False
+    return True
+
+
 def compile_plan(
     kind: ImportKind, header: Sequence[str], settings: Settings, file: str
 ) -> ColumnPlan:
@@ -191,6 +253,7 @@ def compile_plan(
                 problems.append(f"columns {chosen[field][1]!r} and {column!r} both set {field}")
             chosen[field] = (index, column)
     problems += _missing(kind, chosen.keys(), mapping)
+    problems += _unstorable_renames(kind, mapping)
     if problems:
         raise ProblemsError([Problem(file, 1, 0, p) for p in problems])
     targets = [
@@ -230,6 +293,17 @@ def _fields_of(
             problems.append(problem)
         else:
             found.append(field)
+    return found
+
+
+def _unstorable_renames(kind: ImportKind, mapping: ImportMapping) -> list[str]:
+    """Renamed values come from config.yaml, not the file: checked here once, not per row."""
+    found = []
+    for field, renames in mapping.values.items():
+        for value in renames.values():
+            problem = values.text_problem(value)
+            if problem is not None:
+                found.append(f"import.mappings.{kind}.values.{field}: {value!r}: {problem}")
     return found
 
 
@@ -318,6 +392,8 @@ def _folded(value_map: Mapping[str, str]) -> dict[str, str]:
 def _parser(type_name: str, mapping: ImportMapping) -> values.Parser:
     simple: dict[str, values.Parser] = {
         "text": values.parse_text,
+        "email": values.email_address,
+        "lead_email": values.lead_email,
         "integer": values.parse_integer,
         "number": values.parse_number,
         "timezone": values.timezone_name,
@@ -342,6 +418,10 @@ def _attribute_parser(type_name: AttributeType, mapping: ImportMapping) -> value
     if type_name == "date":
         read_date = values.datetime_from_text(mapping.date_formats, "UTC")
         return values.cached_text_parser(lambda text: read_date(text).date().isoformat())
+    if type_name == "integer":
+        # Rules compare integer attributes as 64-bit integers; a larger one would be stored
+        # but could never be compared (and on PostgreSQL would fail the rule's query).
+        return values.within(*values.INTEGER_RANGE, values.parse_integer)
     return _parser(type_name, mapping)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Literal
 
 from leadflow.errors import ImportFileError, Problem, ProblemsError
+from leadflow.ingest.values import text_problem
 
 FileFormat = Literal["csv", "jsonl"]
 _CHUNK = 1 << 20
@@ -187,17 +188,21 @@ class RowSource:
         return list(cells[:width]), None
 
     def _jsonl_keys(self) -> tuple[str, ...]:
-        """The union of the objects' keys in first-seen order (JSONL has no header line)."""
+        """The union of the objects' keys in first-seen order (JSONL has no header line).
+
+        A line with a key no store can hold adds none: :meth:`_jsonl_rows` rejects that line.
+        """
         keys: dict[str, None] = {}
         seen_object = False
         for line in self._text:
             try:
-                value = json.loads(line) if line.strip() else None
+                value = _json_line(line) if line.strip() else None
             except ValueError:
                 continue
             if isinstance(value, dict):
                 seen_object = True
-                keys.update(dict.fromkeys(str(k) for k in value))
+                if _bad_key(value) is None:
+                    keys.update(dict.fromkeys(value))
         if not seen_object:
             msg = f"{self.path}: has no JSON object lines; expected one object per line"
             raise ImportFileError(msg)
@@ -206,25 +211,54 @@ class RowSource:
 
     def _jsonl_rows(self) -> Iterator[Row]:
         header = self.header
+        known = frozenset(header)
         for number, line in enumerate(self._text, start=1):
             if not line.strip():
                 continue
             try:
-                value = json.loads(line.rstrip("\r\n"))
+                value = _json_line(line.rstrip("\r\n"))
             except json.JSONDecodeError as exc:
                 yield number, [], f"invalid JSON: {exc.msg} at column {exc.colno}"
+                continue
+            except ValueError as exc:  # NaN, or an integer of more digits than Python reads
+                yield number, [], f"invalid JSON: {exc}"
                 continue
             if not isinstance(value, dict):
                 yield number, [], f"expected a JSON object, got {type(value).__name__}"
                 continue
+            if not known.issuperset(value):
+                yield number, [], _bad_key(value) or "unexpected key"
+                continue
             yield number, [value.get(key) for key in header], None
+
+
+def _reject_constant(name: str) -> None:
+    msg = f"{name} is not JSON"
+    raise ValueError(msg)
+
+
+def _json_line(line: str) -> object:
+    """One line's value; NaN and Infinity are refused as the HTTP API refuses them."""
+    return json.loads(line, parse_constant=_reject_constant)
+
+
+def _bad_key(value: dict[str, object]) -> str | None:
+    """The first key of ``value`` no store can hold, as ``key '...': reason``."""
+    for key in value:
+        problem = text_problem(key)
+        if problem is not None:
+            return f"key {key!r}: {problem}"
+    return None
 
 
 def _checked_header(path: Path, names: list[str]) -> tuple[str, ...]:
     problems = []
     seen: set[str] = set()
     for position, name in enumerate(names, start=1):
-        if not name:
+        problem = text_problem(name)
+        if problem is not None:
+            problems.append(Problem(str(path), 1, 0, f"column {position} {name!r}: {problem}"))
+        elif not name:
             problems.append(Problem(str(path), 1, 0, f"column {position} has no name"))
         elif name in seen:
             problems.append(Problem(str(path), 1, 0, f"column {name!r} appears twice"))

@@ -17,8 +17,17 @@ from typing import Any, ClassVar
 
 from sqlalchemy import Connection, insert, or_, update
 
+from leadflow.addresses import address_problem
 from leadflow.errors import ImportFileError, ImportRowError
-from leadflow.ingest.kinds import Convert, KindWriter, Record, Rejection, content_hash, required
+from leadflow.ingest.kinds import (
+    KEY_LENGTH,
+    Convert,
+    KindWriter,
+    Record,
+    Rejection,
+    content_hash,
+    required,
+)
 from leadflow.ingest.mapping import ColumnPlan
 from leadflow.ingest.references import RepDirectory, rep_key
 from leadflow.ingest.writers import Counts, Prepared
@@ -85,11 +94,18 @@ class RepWriter(KindWriter):
 
     def key(self, record: Record) -> str:
         if record.get("external_id") is not None:
-            return str(record["external_id"])
+            return super().key(record)
         name = record.get("name")
-        if name is None or not rep_id_from_name(name):
+        made = rep_id_from_name(name) if name is not None else ""
+        if not made:
             raise ImportRowError("name", "missing; a rep without an external_id needs a name")
-        return rep_id_from_name(name)
+        if len(made) > KEY_LENGTH:
+            reason = (
+                f"the external id made from it is longer than {KEY_LENGTH} characters "
+                f"({len(made)}); shorten it, or add an external_id column"
+            )
+            raise ImportRowError("name", reason)
+        return made
 
     def survey(self, records: Iterable[Record]) -> None:
         """Remember how the file's reps can be referenced, so a manager may come later."""
@@ -131,7 +147,7 @@ class RepWriter(KindWriter):
         name = record.get("name")
         if name is None:
             raise ImportRowError("name", "missing")
-        return {**record, "email": email_from_pattern(self.pattern, name)}
+        return {**record, "email": _pattern_email(self.pattern, name, "name")}
 
     def _reference_of(self, key: str, record: Record) -> str | None:
         reference = self.reps.reference
@@ -151,6 +167,7 @@ class RepWriter(KindWriter):
         if manager in self.reps or rep_key(reference, manager) in self.in_file:
             return
         if reference == "name" and self.pattern is not None:
+            _pattern_email(self.pattern, manager, "manager")  # the one it will be created with
             return  # created from the name when managers are linked
         hint = (
             "; to create managers known only by name, set import.mappings.reps.email_pattern"
@@ -206,12 +223,32 @@ class RepWriter(KindWriter):
         return int(created.scalar_one())
 
 
+def _pattern_email(pattern: str, name: str, field: str) -> str:
+    """The email ``pattern`` makes of ``name``; a rejection of ``field`` unless one address."""
+    made = email_from_pattern(pattern, name)
+    problem = address_problem(made)
+    if problem is not None:
+        reason = (
+            f"import.mappings.reps.email_pattern makes {made!r} of it, not one email address "
+            f"({problem}); add an email column, or change the pattern"
+        )
+        raise ImportRowError(field, reason)
+    return made
+
+
 def _check_pattern(pattern: str) -> None:
     try:
-        email_from_pattern(pattern, "Ada Lovelace")
+        example = email_from_pattern(pattern, "Ada Lovelace")
     except (KeyError, IndexError, ValueError) as exc:
         msg = (
             f"import.mappings.reps.email_pattern: {pattern!r} cannot be filled ({exc}); "
             "use the placeholders {first}, {last} and {name}, e.g. '{first}.{last}@example.com'"
         )
         raise ImportFileError(msg) from None
+    problem = address_problem(example)
+    if problem is not None:
+        msg = (
+            f"import.mappings.reps.email_pattern: {pattern!r} makes {example!r}, not one email "
+            f"address ({problem}); write it as one address, e.g. '{{first}}.{{last}}@example.com'"
+        )
+        raise ImportFileError(msg)

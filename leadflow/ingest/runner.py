@@ -8,6 +8,7 @@ is rejected. The run (kind, file, counts, status) is recorded in ``import_runs``
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -83,7 +84,7 @@ def import_file(
     chosen = format_of(path, file_format)
     check_text_file(path, mapping.encoding, f"import.mappings.{kind}")
     now = clock.now()
-    report = ImportReport(kind, str(path))
+    report = ImportReport(kind, shown_path(path))
     with RowSource(path, chosen, mapping.encoding) as source:
         plan = compile_plan(kind, source.header, settings, str(path))
         report.notes += source.notes
@@ -103,6 +104,15 @@ def import_file(
     # Rows are rejected while read and while written (references); report them in file order.
     report.problems.sort(key=lambda problem: problem.line)
     return report
+
+
+def shown_path(path: Path) -> str:
+    """The file's name as text a store and a terminal take: an undecodable byte as ``\\xff``.
+
+    A name that is not valid UTF-8 reaches Python with lone surrogates in it, which neither
+    ``import_runs.file`` nor the summary line on stdout can encode.
+    """
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 @contextmanager

@@ -8,13 +8,21 @@ whose message is the reason shown to the user (``FILE:LINE: field: reason``).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, date, datetime, tzinfo
 from functools import lru_cache
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
+from leadflow.addresses import address_problem
+
 T = TypeVar("T")
+Place = tuple[str | int, ...]
+"""Where inside a JSON value: object keys and list positions."""
+
+NUL_IN_TEXT = "text may not contain NUL characters (\\u0000)"
+INTEGER_RANGE = (-(2**63), 2**63 - 1)
+"""What an integer attribute may hold: rules compare it as a 64-bit integer (bigint)."""
 
 Parser = Callable[[object], object]
 """Raw cell -> typed value (or None when empty); raises ValueError with the reason."""
@@ -67,7 +75,10 @@ def parse_number(raw: object) -> float | None:
         msg = f"expected a number, got {_shown(raw)}"
         raise ValueError(msg)  # noqa: TRY004 (a JSON value of the wrong type is a bad cell)
     if isinstance(raw, int | float):
-        value = float(raw)
+        try:
+            value = float(raw)
+        except OverflowError:  # an int beyond any float: a JSON number such as 1e400 written out
+            value = math.inf
     else:
         text = _text(raw)
         if text is None:
@@ -81,6 +92,22 @@ def parse_number(raw: object) -> float | None:
         msg = f"expected a finite number, got {_shown(raw)}"
         raise ValueError(msg)
     return value
+
+
+def within(low: int, high: int, parse: Parser) -> Parser:
+    """``parse``, refusing a whole number outside ``low..high`` (what the store can compare)."""
+
+    def parse_within(raw: object) -> object:
+        value = parse(raw)
+        if isinstance(value, int) and not low <= value <= high:
+            raise ValueError(range_reason(low, high))
+        return value
+
+    return parse_within
+
+
+def range_reason(low: int, high: int) -> str:
+    return f"must be between {low} and {high}"
 
 
 def boolean_parser(true_values: Iterable[str], false_values: Iterable[str]) -> Parser:
@@ -126,7 +153,11 @@ def datetime_from_text(formats: tuple[str, ...], timezone: str) -> Callable[[str
             raise ValueError(msg)
         if when.tzinfo is None:
             when = when.replace(tzinfo=zone)
-        return when.astimezone(UTC)
+        try:
+            return when.astimezone(UTC)
+        except OverflowError:  # year 1 east of UTC, or year 9999 west of it
+            msg = f"expected a time between 0001-01-01 and 9999-12-31 in UTC, got {text!r}"
+            raise ValueError(msg) from None
 
     return read
 
@@ -190,6 +221,93 @@ def text_list(raw: object) -> list[str] | None:
     if text is None:
         return None
     return [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
+
+
+def email_address(raw: object) -> str | None:
+    """Exactly one plain address such as ``ann@example.com``, kept as written; empty is None.
+
+    Not a list, not ``Ann <ann@example.com>``: what is stored is what the envelope will hold.
+    """
+    return _one_address(parse_text(raw))
+
+
+def lead_email(raw: object) -> str | None:
+    """As :func:`email_address`, but a CRM's placeholder without an @ (``n/a``) is no address.
+
+    Exports write ``n/a`` or ``-`` where a lead has no email; such a lead still moves through
+    the funnel, unmailed, as one with an empty cell does. Text with an @ is meant as an address
+    and must be one.
+    """
+    text = parse_text(raw)
+    return _one_address(text) if text is not None and "@" in text else None
+
+
+def _one_address(text: str | None) -> str | None:
+    if text is None:
+        return None
+    problem = address_problem(text)
+    if problem is not None:
+        msg = (
+            f"{_shown(text)} is not one plain email address ({problem}); write exactly one "
+            "address such as ann@example.com, without a name, a second address or a comment"
+        )
+        raise ValueError(msg)
+    return text
+
+
+def text_problem(text: str) -> str | None:
+    """Why no store can hold ``text``, or None.
+
+    PostgreSQL refuses NUL in text and JSON; a lone UTF-16 surrogate (what JSON's ``"\\ud800"``
+    decodes to) cannot be encoded for either store. Checked on the way in, so that one such value
+    is one located rejection rather than a traceback or a batch the database refused.
+    """
+    if "\x00" in text:
+        return NUL_IN_TEXT
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(text[exc.start])
+        return (
+            f"text may not contain a lone UTF-16 surrogate (\\u{code:04x}); "
+            "write the character itself, or a complete surrogate pair such as \\ud83d\\ude00"
+        )
+    return None
+
+
+def unstorable(
+    value: object, path: Place = (), *, numbers: bool = True
+) -> Iterator[tuple[Place, str]]:
+    """Every place in a (JSON) value the store cannot hold, with the reason.
+
+    Text and object keys as :func:`text_problem` says; with ``numbers``, also numbers that are
+    not finite, which JSON columns cannot hold. A key's place is shown with surrogates escaped,
+    so that it can be reported.
+    """
+    if isinstance(value, str):
+        problem = text_problem(value)
+        if problem is not None:
+            yield path, problem
+    elif isinstance(value, float):
+        if numbers and not math.isfinite(value):
+            yield path, f"expected a finite number, got {value!r}"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            problem = text_problem(key) if isinstance(key, str) else None
+            step = key if problem is None else shown_text(key)
+            if problem is not None:
+                yield (*path, step), problem
+            yield from unstorable(item, (*path, step), numbers=numbers)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from unstorable(item, (*path, index), numbers=numbers)
+
+
+def shown_text(text: str) -> str:
+    """``text`` with lone surrogates escaped (``\\ud800``), so it can be printed or sent."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _shown(raw: object) -> str:

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import Connection, func, select, update
 from sqlalchemy.orm import Session
 
+from leadflow.addresses import is_recipient
 from leadflow.durations import format_duration
 from leadflow.errors import UserInputError
 from leadflow.mail.context import unsubscribe_url
@@ -183,10 +184,8 @@ def _zone(name: str | None, settings: Settings) -> ZoneInfo:
 
 
 def is_email_address(value: str | None) -> bool:
-    """Whether ``value`` can be a recipient (a CRM's ``n/a`` or blank cannot)."""
-    if value is None or not value.strip():
-        return False
-    return "\r" not in value and "\n" not in value and "@" in value
+    """Whether ``value`` can be a recipient: one address, perhaps named (not ``n/a``, no list)."""
+    return is_recipient(value)
 
 
 def _check_recipient(to: str, key: str) -> None:

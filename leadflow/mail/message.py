@@ -7,11 +7,12 @@ value checked for CR/LF so that nothing a template or a CRM field holds can inje
 from __future__ import annotations
 
 import binascii
-import re
 from datetime import datetime
 from email.header import Header
 from email.utils import format_datetime, formataddr, getaddresses, parseaddr
 
+from leadflow.addresses import recipient_address
+from leadflow.errors import DeliveryError
 from leadflow.outbox.store import ClaimedMessage
 from leadflow.settings import Settings
 
@@ -21,12 +22,15 @@ def envelope_sender(settings: Settings) -> str:
 
 
 def envelope_recipients(recipient: str) -> list[str]:
-    if _BARE_ADDRESS.fullmatch(recipient):  # the common case, without the parser's cost
-        return [recipient]
-    return [address for _, address in getaddresses([recipient]) if address]
-
-
-_BARE_ADDRESS = re.compile(r"[^\s<>,;:\"()\[\]\\@]+@[A-Za-z0-9.-]+")
+    """Exactly one address: a row holding a list fails for good, it never widens the envelope."""
+    try:
+        return [recipient_address(recipient)]
+    except ValueError as exc:
+        msg = (
+            f"recipient {recipient!r} is not exactly one email address ({exc}); "
+            "not sent: correct the email in the CRM and import it again"
+        )
+        raise DeliveryError(msg, permanent=True) from None
 
 
 def build_message(message: ClaimedMessage, settings: Settings, now: datetime) -> bytes:

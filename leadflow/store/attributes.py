@@ -2,8 +2,8 @@
 
 SQLAlchemy's ``attributes["x"].as_string()`` binds the JSON path as a parameter, which no
 expression index can match. :class:`AttributeValue` renders ``json_extract(attributes,
-'$.x')`` on SQLite and ``(attributes ->> 'x')`` (cast for numbers and booleans) on
-PostgreSQL, and :func:`leadflow.store.database.ensure_attribute_indexes` builds indexes on exactly those expressions
+'$.x')`` on SQLite and ``(attributes ->> 'x')`` (cast for numbers and booleans, NULL where the
+stored value is of another type or does not fit) on PostgreSQL, and :func:`leadflow.store.database.ensure_attribute_indexes` builds indexes on exactly those expressions
 for the attributes ``attributes.indexed`` names, so rules filtering on them use an index.
 """
 
@@ -28,7 +28,13 @@ _SQL_TYPES: dict[str, TypeEngine[Any]] = {
     "datetime": String(),
     "date": String(),
 }
-_PG_CASTS = {"integer": "bigint", "number": "double precision", "boolean": "boolean"}
+_PG_INTEGER = "^-?[0-9]{1,19}$"
+"""JSON text of a whole number short enough to compare with bigint's bounds as numeric."""
+_PG_BOUNDS = {
+    "integer": ("-9223372036854775808", "9223372036854775807"),
+    "number": ("4.9406564584124654e-324", "1.7976931348623157e308"),
+}
+"""What ``bigint`` and ``double precision`` hold (the magnitude of a non-zero double)."""
 
 
 class AttributeValue(FunctionElement[Any]):
@@ -59,9 +65,34 @@ def _sqlite(element: AttributeValue, compiler: SQLCompiler, **kw: Any) -> str:
 
 @compiles(AttributeValue, "postgresql")
 def _postgresql(element: AttributeValue, compiler: SQLCompiler, **kw: Any) -> str:
+    """The text, or the typed value when the JSON holds one of the right type that fits, else NULL.
+
+    A plain cast (``::bigint``) of one stored value that does not fit or is not a number (written
+    before ingest checked it, or by hand) raised for the whole query: the rule then matched no
+    lead at all, and an expression index on it could not even be built. Each step is a nested
+    CASE because PostgreSQL evaluates the branches of a CASE, unlike the terms of an AND, in order.
+    """
     column, key, kind = _parts(element, compiler, **kw)
     text = f"({column} ->> '{key}')"
-    return f"({text}::{_PG_CASTS[kind]})" if kind in _PG_CASTS else text
+    json_type = f"jsonb_typeof({column} -> '{key}')"
+    if kind == "boolean":
+        return f"(CASE WHEN {json_type} = 'boolean' THEN {text}::boolean END)"
+    if kind == "integer":
+        low, high = _PG_BOUNDS[kind]
+        fits = f"{text}::numeric BETWEEN {low} AND {high}"
+        return (
+            f"(CASE WHEN {json_type} = 'number' AND {text} ~ '{_PG_INTEGER}' "
+            f"THEN CASE WHEN {fits} THEN {text}::bigint END END)"
+        )
+    if kind == "number":
+        low, high = _PG_BOUNDS[kind]
+        magnitude = f"abs({text}::numeric)"
+        fits = f"{magnitude} = 0 OR {magnitude} BETWEEN {low} AND {high}"
+        return (
+            f"(CASE WHEN {json_type} = 'number' "
+            f"THEN CASE WHEN {fits} THEN {text}::double precision END END)"
+        )
+    return text
 
 
 def attribute_value(table: Table, key: str, kind: str) -> AttributeValue:
