@@ -198,7 +198,7 @@ class TestDaemonProcess:
         self, running: tuple[Replica, Engine], project: Path
     ) -> None:
         daemon, engine = running
-        started = wait_until(lambda: daemon.events("daemon_started"), "daemon_started", 10)
+        started = wait_until(lambda: daemon.events("daemon_started"), "daemon_started", 30)
         assert started[0]["rules"] == ["hot-leads"]
 
         wait_until(lambda: leads(engine)["L2"] == ("mql", "r1"), "L1 and L2 to become MQLs", 10)
