@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine
@@ -15,8 +16,16 @@ from tests.test_run_command import config
 RUN_AT = "2026-03-02T09:00:00Z"
 
 
-def run_once(args: list[str]) -> None:
+def audited(
+    engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], *asked: str
+) -> list[dict[str, Any]]:
+    """The audit rows ``leadflow audit ASKED --format jsonl`` prints after one run at RUN_AT."""
+    seed(engine)
+    args = ["-c", config(tmp_path, store_url)]
     assert main([*args, "run", "--once", "--now", RUN_AT]) == 0
+    capsys.readouterr()
+    assert main([*args, "audit", *asked, "--format", "jsonl"]) == 0
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
 
 
 class TestAuditCommand:
@@ -26,12 +35,7 @@ class TestAuditCommand:
         self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
         """``--lead`` lists that lead's actions, oldest first, with the evidence of each."""
-        seed(engine)
-        args = ["-c", config(tmp_path, store_url)]
-        run_once(args)
-        capsys.readouterr()
-        assert main([*args, "audit", "--lead", "L1", "--format", "jsonl"]) == 0
-        rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        rows = audited(engine, store_url, tmp_path, capsys, "--lead", "L1")
         assert {row["lead"] for row in rows} == {"L1"}
         assert [row["action"] for row in rows] == [
             "stage_changed",
@@ -56,16 +60,12 @@ class TestAuditCommand:
         self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
         """``--rule`` keeps that rule's rows; ``--since`` after the run leaves none."""
-        seed(engine)
-        args = ["-c", config(tmp_path, store_url)]
-        run_once(args)
-        capsys.readouterr()
-        assert main([*args, "audit", "--rule", "nurture-new-leads", "--format", "jsonl"]) == 0
-        rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        rows = audited(engine, store_url, tmp_path, capsys, "--rule", "nurture-new-leads")
         assert [(row["lead"], row["action"]) for row in rows] == [
             ("L2", "enrolled"),
             ("L2", "nurture_step"),
         ]
+        args = ["-c", config(tmp_path, store_url)]
         assert main([*args, "audit", "--since", "2026-03-02T09:00:01Z"]) == 0
         captured = capsys.readouterr()
         assert "no audit rows match" in captured.err
