@@ -4,7 +4,7 @@ Pins, on SQLite and PostgreSQL:
 - ``a@x.test, evil@x.test``, ``Victim <v@x.test>, Evil <e@y.test>``, a display name or a comment
   is a rejected row (import) or a 422 (HTTP) naming the email field; a lead's placeholder
   without an @ (``n/a``) is stored as no address and the lead lands; a rep needs an address;
-- what :func:`leadflow.addresses.address_problem` accepts quickly, email-validator accepts too;
+- what :func:`leadflow.store.email_addresses.address_problem` accepts quickly, email-validator accepts too;
 - an outbox row holding a list (written before these checks) fails for good at send time with
   the reason, and a real SMTP server receives exactly one RCPT TO per message.
 """
@@ -21,16 +21,16 @@ from email_validator import EmailNotValidError, validate_email
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from import_support import rows, write
-from leadflow.mail.outbox import is_email_address
-from leadflow.mail.sender import drain_configured
 from mail_support import ScriptedHandler, outbox_rows, smtp_server
 from sqlalchemy import Engine, insert
 
-from leadflow.addresses import address_problem, recipient_address
 from leadflow.clock import SettableClock
 from leadflow.errors import ImportFileError
 from leadflow.ingest import import_file
+from leadflow.mail.enqueue import is_email_address
+from leadflow.service.channels import drain_configured
 from leadflow.settings import Settings
+from leadflow.store.email_addresses import address_problem, recipient_address
 from leadflow.store.tables import OUTBOX
 from tests.http_support import Api, build_app, http_settings, runtime_for
 

@@ -24,8 +24,8 @@ from import_support import rows, write
 from sqlalchemy import Engine, select, text
 
 from leadflow.clock import SettableClock
-from leadflow.engine.evaluation import run_due_rules
 from leadflow.engine.runtime import Runtime
+from leadflow.engine.tick import run_due_rules
 from leadflow.errors import ProblemsError
 from leadflow.ingest import ImportReport, import_file
 from leadflow.settings import ImportKind

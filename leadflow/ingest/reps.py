@@ -17,7 +17,6 @@ from typing import Any, ClassVar
 
 from sqlalchemy import Connection, insert, or_, update
 
-from leadflow.addresses import address_problem
 from leadflow.errors import ImportFileError, ImportRowError
 from leadflow.ingest.kinds import (
     KEY_LENGTH,
@@ -32,6 +31,7 @@ from leadflow.ingest.mapping import ColumnPlan
 from leadflow.ingest.references import RepDirectory, rep_key
 from leadflow.ingest.writers import Counts, Prepared
 from leadflow.settings import Settings
+from leadflow.store.email_addresses import address_problem
 from leadflow.store.tables import REPS
 
 PLACEHOLDERS = ("first", "last", "name")

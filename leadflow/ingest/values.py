@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
-from leadflow.addresses import address_problem
+from leadflow.store.email_addresses import address_problem
 
 T = TypeVar("T")
 Place = tuple[str | int, ...]

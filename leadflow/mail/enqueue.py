@@ -18,7 +18,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import Connection, func, select, update
 from sqlalchemy.orm import Session
 
-from leadflow.addresses import is_recipient
 from leadflow.durations import format_duration
 from leadflow.errors import UserInputError
 from leadflow.mail.context import unsubscribe_url
@@ -33,6 +32,7 @@ from leadflow.outbox.store import (
     find,
 )
 from leadflow.settings import SendWindow, Settings
+from leadflow.store.email_addresses import is_recipient
 from leadflow.store.models import Lead
 from leadflow.store.tables import OUTBOX
 

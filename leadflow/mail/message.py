@@ -11,10 +11,10 @@ from datetime import datetime
 from email.header import Header
 from email.utils import format_datetime, formataddr, getaddresses, parseaddr
 
-from leadflow.addresses import recipient_address
 from leadflow.errors import DeliveryError
 from leadflow.outbox.store import ClaimedMessage
 from leadflow.settings import Settings
+from leadflow.store.email_addresses import recipient_address
 
 
 def envelope_sender(settings: Settings) -> str:
