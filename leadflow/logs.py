@@ -61,10 +61,16 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
         cache_logger_on_first_use=False,
     )
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        if isinstance(handler, _StandardLibraryRecords):
-            root.removeHandler(handler)
+    release_standard_library()
     root.addHandler(_StandardLibraryRecords())
     root.setLevel(_LEVELS.get(level, logging.ERROR))
     for name, floor in _CHATTY.items():
         logging.getLogger(name).setLevel(max(floor, root.level))
+
+
+def release_standard_library() -> None:
+    """Stop routing standard-library records into structlog (a test's clean slate)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, _StandardLibraryRecords):
+            root.removeHandler(handler)

@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 
 from leadflow.clock import SettableClock
 from leadflow.config import load_settings
+from leadflow.logs import release_standard_library
 from leadflow.settings import Settings
 from leadflow.store.database import create_store_engine, migrate
 from leadflow.store.models import metadata
@@ -126,7 +127,11 @@ def make_settings(tmp_path: Path, store_url: str) -> Any:
 
 @pytest.fixture(autouse=True)
 def _fresh_logging() -> Iterator[None]:
-    """Each test starts and ends with structlog's defaults, whatever a CLI call configured."""
+    """Each test starts and ends with structlog's defaults, whatever a CLI call configured, and
+    no standard-library records routed into it (a library's thread would print into the next
+    test's captured stderr)."""
     structlog.reset_defaults()
+    release_standard_library()
     yield
     structlog.reset_defaults()
+    release_standard_library()
