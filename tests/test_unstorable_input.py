@@ -208,6 +208,60 @@ class TestTextTheStoreCannotHold:
         )
 
 
+def nested(depth: int, inner: str = "1") -> str:
+    return '{"a": ' * depth + inner + "}" * depth
+
+
+def activity(number: int, properties: str) -> str:
+    return (
+        f'{{"external_id": "A{number}", "type": "visit", "lead": "L1",'
+        f' "occurred_at": "2026-03-01", "properties": {properties}}}'
+    )
+
+
+class TestDeepNesting:
+    """Objects nested beyond what checking, hashing and storing recurse through are refused."""
+
+    def test_import_rejects_the_line_and_lands_the_rest(
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """A line nested beyond what Python's JSON reader takes ended the import in a traceback."""
+        settings = make_settings()
+        write(tmp_path, "leads.csv", "external_id\nL1\n")
+        import_file(engine, settings, "leads", tmp_path / "leads.csv", clock=clock)
+        lines = [
+            activity(1, nested(32)),
+            activity(2, nested(33)),
+            activity(3, nested(500)),
+            activity(4, nested(5000)),
+        ]
+        path, report = import_lines(engine, settings, "activities", tmp_path, lines)
+        assert [str(p) for p in report.problems] == [
+            f"{path}:2: properties{'.a' * 32}: nested deeper than 32 levels; flatten it",
+            f"{path}:3: properties{'.a' * 32}: nested deeper than 32 levels; flatten it",
+            f"{path}:4: invalid JSON: maximum recursion depth exceeded while decoding a JSON "
+            "object from a unicode string",
+        ]
+        ((key, properties),) = rows(engine, "activities", "external_id", "properties")
+        assert (key, json.dumps(properties)) == ("A1", nested(32))
+
+    def test_http_is_422_naming_the_place(self, api: Api, engine: Engine) -> None:
+        response = post_raw(api, "/v1/leads", f'{{"external_id": "L1", "name": {nested(40)}}}')
+        assert (response.status_code, response.json()) == (
+            422,
+            {
+                "detail": [
+                    {
+                        "loc": ["body", "name", *["a"] * 31],
+                        "msg": "nested deeper than 32 levels; flatten it",
+                        "type": "value_error",
+                    }
+                ]
+            },
+        )
+        assert stored(engine) == []
+
+
 class TestNumbersOutOfRange:
     """Whole numbers beyond their column or beyond 64 bits, and non-finite numbers, are refused."""
 

@@ -28,7 +28,7 @@ from leadflow.http.body_limit import BodyLimit
 from leadflow.http.openapi import request_body
 from leadflow.http.probes import probe_routes
 from leadflow.http.records import upsert_records
-from leadflow.ingest.values import text_problem, unstorable
+from leadflow.ingest.values import TOO_DEEP, text_problem, unstorable
 from leadflow.rule_language.model import RuleSet
 from leadflow.service.rule_reload import SnapshotHolder
 from leadflow.settings import ImportKind
@@ -175,10 +175,11 @@ def parse_records(raw: bytes) -> tuple[list[dict[str, Any]], bool]:
         for index, item in enumerate(items)
         if not isinstance(item, dict)
     ]
-    # Text no store can hold (NUL, lone surrogates) is refused here, where it can be located
-    # in the body, rather than failing in the store; numbers are left to the fields' parsers.
+    # Text no store can hold (NUL, lone surrogates) and nesting deeper than the checks, hashes
+    # and writes of a value recurse are refused here, where they can be located in the body,
+    # rather than failing later; numbers are left to the fields' parsers.
     errors += [
-        FieldError(("body", *place), reason, "string_type")
+        FieldError(("body", *place), reason, "value_error" if reason == TOO_DEEP else "string_type")
         for place, reason in unstorable(value, numbers=False)
     ]
     if errors:

@@ -451,7 +451,7 @@ def _parse_object(raw: object) -> dict[str, Any] | None:
         return None
     try:
         parsed = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested beyond what Python reads
         parsed = None
     if not isinstance(parsed, dict):
         msg = f'expected a JSON object such as {{"page": "/pricing"}}, got {text[:40]!r}'

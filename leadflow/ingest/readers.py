@@ -197,7 +197,7 @@ class RowSource:
         for line in self._text:
             try:
                 value = _json_line(line) if line.strip() else None
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
             if isinstance(value, dict):
                 seen_object = True
@@ -220,7 +220,7 @@ class RowSource:
             except json.JSONDecodeError as exc:
                 yield number, [], f"invalid JSON: {exc.msg} at column {exc.colno}"
                 continue
-            except ValueError as exc:  # NaN, or an integer of more digits than Python reads
+            except (ValueError, RecursionError) as exc:  # NaN, too many digits, too deep
                 yield number, [], f"invalid JSON: {exc}"
                 continue
             if not isinstance(value, dict):

@@ -8,6 +8,7 @@ whose message is the reason shown to the user (``FILE:LINE: field: reason``).
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, date, datetime, tzinfo
 from functools import lru_cache
@@ -21,6 +22,10 @@ Place = tuple[str | int, ...]
 """Where inside a JSON value: object keys and list positions."""
 
 NUL_IN_TEXT = "text may not contain NUL characters (\\u0000)"
+MAX_NESTING = 32
+"""How deep objects and lists may nest in a value: far beyond any CRM's, and well inside the
+recursion that checking, hashing and storing a value take."""
+TOO_DEEP = f"nested deeper than {MAX_NESTING} levels; flatten it"
 INTEGER_RANGE = (-(2**63), 2**63 - 1)
 """What an integer attribute may hold: rules compare it as a 64-bit integer (bigint)."""
 
@@ -283,10 +288,13 @@ def unstorable(
     """Every place in a (JSON) value the store cannot hold, with the reason.
 
     Text and object keys as :func:`text_problem` says; with ``numbers``, also numbers that are
-    not finite, which JSON columns cannot hold. A key's place is shown with surrogates escaped,
-    so that it can be reported.
+    not finite, which JSON columns cannot hold; and nesting beyond :data:`MAX_NESTING`, which
+    would end each of those steps in a RecursionError. A key's place is shown with surrogates
+    escaped, so that it can be reported.
     """
-    if isinstance(value, str):
+    if len(path) >= MAX_NESTING and isinstance(value, dict | list):
+        yield path, TOO_DEEP
+    elif isinstance(value, str):
         problem = text_problem(value)
         if problem is not None:
             yield path, problem
@@ -310,6 +318,10 @@ def shown_text(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel = 3  # a deeply nested object shown whole would exceed the recursion limit
+
+
 def _shown(raw: object) -> str:
-    shown = repr(raw)
+    shown = _SHORT.repr(raw) if isinstance(raw, dict | list) else repr(raw)
     return shown if len(shown) <= 60 else shown[:57] + "..."
