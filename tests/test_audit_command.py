@@ -81,3 +81,13 @@ class TestAuditCommand:
             "error: --since: 'yesterday-ish' is not an ISO 8601 time; "
             "write e.g. 2017-12-31T09:00:00Z\n"
         )
+
+    def test_lead_id_no_store_can_hold_is_a_user_error(
+        self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A byte that is not UTF-8 in the shell (argv's surrogate escape) is one line, exit 1."""
+        code = main(["-c", config(tmp_path, store_url), "audit", "--lead", "L\udcff"])
+        err = capsys.readouterr().err
+        assert code == 1
+        assert err.startswith("error: --lead: ")
+        assert "Traceback" not in err

@@ -13,6 +13,7 @@ from leadflow.cli.context import cli_context
 from leadflow.clock import parse_instant
 from leadflow.engine.audit_history import AuditFilter, audit_rows
 from leadflow.errors import UserInputError
+from leadflow.ingest.values import text_problem
 
 
 def show_audit(
@@ -37,6 +38,10 @@ def show_audit(
         since_at = parse_instant(since) if since is not None else None
     except ValueError as exc:
         raise UserInputError(f"--since: {exc}") from None
+    for option, value in (("--lead", lead), ("--rule", rule)):
+        problem = text_problem(value) if value is not None else None
+        if problem is not None:  # a byte that is not UTF-8 in the shell, say: no store holds it
+            raise UserInputError(f"{option}: {problem}")
     rows = audit_rows(context.engine, AuditFilter(lead, rule, since_at, limit))
     if output == "jsonl":
         for row in rows:
