@@ -20,8 +20,13 @@ def _current_stderr(*_args: object) -> structlog.PrintLogger:
 
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
-_CHATTY = {"apscheduler": logging.WARNING, "alembic": logging.WARNING}
-"""Libraries whose INFO lines (every job added or run, every migration context) say nothing an
+_CHATTY = {
+    "apscheduler": logging.WARNING,
+    "alembic": logging.WARNING,
+    "watchfiles": logging.WARNING,
+}
+"""Libraries whose INFO lines (every job added or run, every migration context, every file
+change batch: the reload events say what matters) say nothing an
 operator needs."""
 
 

@@ -23,7 +23,7 @@ def json_log() -> Iterator[io.StringIO]:
     yield stream
     root.handlers[:] = handlers
     root.setLevel(level)
-    for name in ("apscheduler", "alembic"):
+    for name in ("apscheduler", "alembic", "watchfiles"):
         logging.getLogger(name).setLevel(logging.NOTSET)
 
 
