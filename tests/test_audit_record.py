@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from import_support import rows, write
+from mail_support import write_templates
 from sqlalchemy import Engine, insert, select, update
 
 from leadflow.cli import main
@@ -29,22 +30,12 @@ from leadflow.mail.templates import TemplateCatalog
 from leadflow.rule_language.loader import check_rule_set
 from leadflow.store.status import collect_status
 from leadflow.store.tables import AUDIT, DEALS, OUTBOX, REPS
-from tests.test_funnel_scenario import REPO, T0, seed, won_gtx_deals
+from tests import test_funnel_scenario
+from tests.test_funnel_scenario import REPO, T0, open_gtx_deal, seed, won_gtx_deals
 from tests.test_run_command import config
 
-
-@pytest.fixture
-def runtime(engine: Engine, make_settings: Any) -> Runtime:
-    """The funnel fixture rules and the shipped templates, business hours 09-17 UTC."""
-    settings = make_settings(
-        **{
-            "paths.rules": str(REPO / "tests" / "fixtures" / "funnel_rules"),
-            "paths.templates": str(REPO / "templates"),
-            "calendar.timezone": "UTC",
-            "attributes.leads": {"region": "string"},
-        }
-    )
-    return Runtime.build(engine, settings, SettableClock(T0))
+runtime = test_funnel_scenario.runtime
+"""The funnel fixture rules and the shipped templates, business hours 09-17 UTC."""
 
 
 def audit_params(engine: Engine, action: str) -> list[dict[str, Any]]:
@@ -123,18 +114,17 @@ class TestCheckKnowsTheContext:
         (tmp_path / "config.yaml").write_text("paths:\n  rules: rules\n", encoding="utf-8")
         (tmp_path / "rules").mkdir()
         (tmp_path / "rules" / "r.yaml").write_text(CHECKED_RULES, encoding="utf-8")
-        templates = tmp_path / "templates"
-        templates.mkdir()
-        parts = {
-            "with_sla.subject.txt": "Lead {{ lead.name }}\n",
-            "with_sla.txt": "Hi,\nplease call by {{ sla.due_at | localtime(rep.timezone) }}.\n",
-            "with_deal.subject.txt": "Deal {{ deal.external_id }}\n",
-            "with_deal.txt": "Hi\n",
-            "guarded.subject.txt": "Lead {{ lead.name }}\n",
-            "guarded.txt": "{% if sla %}by {{ sla.due_at }}{% endif %}{% if deal %}{{ deal.account }}{% endif %}\n",
-        }
-        for name, text in parts.items():
-            (templates / name).write_text(text, encoding="utf-8")
+        write_templates(
+            tmp_path / "templates",
+            {
+                "with_sla.subject.txt": "Lead {{ lead.name }}\n",
+                "with_sla.txt": "Hi,\nplease call by {{ sla.due_at | localtime(rep.timezone) }}.\n",
+                "with_deal.subject.txt": "Deal {{ deal.external_id }}\n",
+                "with_deal.txt": "Hi\n",
+                "guarded.subject.txt": "Lead {{ lead.name }}\n",
+                "guarded.txt": "{% if sla %}by {{ sla.due_at }}{% endif %}{% if deal %}{{ deal.account }}{% endif %}\n",
+            },
+        )
         return tmp_path
 
     def test_unavailable_keys_are_reported_with_why(
@@ -224,20 +214,7 @@ class TestAuditReadsAsARecord:
             if index % 2:
                 deal["engaged_at"] -= timedelta(hours=1)
         deals.append(
-            {
-                "external_id": "D-idle",
-                "stage": "Engaging",
-                "outcome": None,
-                "owner_id": 2,
-                "product": "GTX",
-                "attributes": {},
-                "created_at": T0,
-                "updated_at": T0,
-                "closed_at": None,
-                "lead_id": 1,
-                "engaged_at": T0 - timedelta(days=25),
-                "last_activity_at": T0 - timedelta(days=21),
-            }
+            open_gtx_deal(external_id="D-idle", lead_id=1, last_activity_at=T0 - timedelta(days=21))
         )
         with runtime.engine.begin() as connection:
             connection.execute(insert(DEALS), deals)
