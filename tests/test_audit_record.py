@@ -20,6 +20,7 @@ from sqlalchemy import Engine, insert, select, update
 from leadflow.cli import main
 from leadflow.clock import SettableClock
 from leadflow.engine.audit_history import lead_with_audit
+from leadflow.engine.firing import describe_action
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.sla import run_sla_escalations
 from leadflow.engine.tick import run_due_rules
@@ -27,6 +28,7 @@ from leadflow.errors import UserInputError
 from leadflow.ingest import import_file
 from leadflow.mail.context import sample_context
 from leadflow.mail.templates import TemplateCatalog
+from leadflow.rule_language.actions import StartSla
 from leadflow.rule_language.loader import check_rule_set
 from leadflow.store.status import collect_status
 from leadflow.store.tables import AUDIT, DEALS, OUTBOX, REPS
@@ -323,3 +325,19 @@ class TestAuditReadsAsARecord:
         assert main([*args, "audit", "--lead", "L1"]) == 0
         out = capsys.readouterr().out
         assert "email_status=sent 2026-03-02T09:01:00+00:00, 1 attempt" in out
+
+
+def test_a_planned_action_reads_as_the_rule_file_wrote_it() -> None:
+    """The dry run's and ``plan``'s action lines: ``within=4h``, not ``timedelta(seconds=...)``."""
+    action = StartSla.model_validate(
+        {
+            "name": "first_touch",
+            "within": "4h",
+            "from": "stage_entered_at",
+            "escalate": [{"after": "1d12h", "notify": "manager", "template": "sla_escalated"}],
+        }
+    )
+    assert describe_action(action) == (
+        "start_sla(name=first_touch, within=4h, escalate=[{'after': '1d12h', 'notify': "
+        "'manager', 'template': 'sla_escalated'}], from=stage_entered_at)"
+    )

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from leadflow.crm.updates import queue_crm_update
 from leadflow.engine.assignment import choose_rep
-from leadflow.engine.audit_trail import audit_row
+from leadflow.engine.audit_trail import audit_row, audit_value
 from leadflow.engine.nurture import exit_reason, leave_nurture
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.sla_timers import new_sla_timer
@@ -437,6 +437,7 @@ _APPLY = {
 def describe_action(action: Action) -> str:
     """A short human line for a planned action (dry runs and plans)."""
     name = action_name(action)
-    options = action.model_dump(exclude_defaults=True)
+    # As the rule file spells them (within=4h, from=...), not timedelta(seconds=14400).
+    options = audit_value(action.model_dump(exclude_defaults=True, by_alias=True))
     shown = ", ".join(f"{key}={value}" for key, value in options.items())
     return f"{name}({shown})"
