@@ -6,7 +6,7 @@ import asyncio
 import email
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -145,10 +145,11 @@ def outbox_rows(engine: Engine) -> list[OutboxMessage]:
         return list(session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)))
 
 
-def write_templates(folder: Path) -> None:
-    """Two small templates the mail tests render: one operational, one marketing."""
+def write_templates(folder: Path, parts: Mapping[str, str] | None = None) -> None:
+    """Template files into ``folder``: ``parts`` (file name -> text), or by default two small
+    templates the mail tests render, one operational, one marketing."""
     folder.mkdir(parents=True, exist_ok=True)
-    parts = {
+    parts = parts or {
         "notify.subject.txt": "New MQL: {{ lead.name }}",
         "notify.txt": "Hi {{ rep.first_name }},\n{{ lead.name }} is yours: {{ lead.crm_url }}\n",
         "notify.html": "<p>Hi {{ rep.first_name }}, <b>{{ lead.name }}</b> is yours.</p>\n",

@@ -357,7 +357,9 @@ class Funnel60:
 
     def recycle(self, deal: dict[str, object], now: datetime, average: float, count: int) -> None:
         deal["outcome"] = "recycled"
-        self.out.recycled.add((int(str(deal["id"])), now, round(average, 2), count))
+        # The audit keeps the average at full precision (issue #11 item 19); 9 places absorb
+        # only the difference between the database's AVG and this sum / len.
+        self.out.recycled.add((int(str(deal["id"])), now, round(average, 9), count))
         owner = self.reps[int(str(deal["owner_id"]))]
         lead = (
             self.out.leads.get(int(str(deal["lead_id"]))) if deal["lead_id"] is not None else None

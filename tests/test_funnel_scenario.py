@@ -293,22 +293,29 @@ def won_gtx_deals() -> list[dict[str, Any]]:
     ]
 
 
+def open_gtx_deal(**values: Any) -> dict[str, Any]:
+    """An open GTX deal of Rita's, engaged 25 days ago; ``values`` add the rest."""
+    return {
+        "stage": "Engaging",
+        "outcome": None,
+        "owner_id": 2,
+        "product": "GTX",
+        "attributes": {},
+        "created_at": T0,
+        "updated_at": T0,
+        "closed_at": None,
+        "engaged_at": T0 - timedelta(days=25),
+        **values,
+    }
+
+
 class TestRecycling:
     """Open deals idle beyond twice their product's average cycle are recycled, once."""
 
     def test_idle_deal_recycled_with_the_average_in_the_audit(self, runtime: Runtime) -> None:
         seed(runtime.engine)
         deals = won_gtx_deals()
-        open_deal = {
-            "stage": "Engaging",
-            "outcome": None,
-            "owner_id": 2,
-            "product": "GTX",
-            "attributes": {},
-            "created_at": T0,
-            "updated_at": T0,
-            "closed_at": None,
-        }
+        open_deal = open_gtx_deal()
         deals += [
             {
                 **open_deal,

@@ -280,7 +280,7 @@ class TestSixtyDays:
             (
                 d.id,
                 d.closed_at,
-                evidence[d.id]["average_cycle_days"],
+                round(evidence[d.id]["average_cycle_days"], 9),
                 evidence[d.id]["average_cycle_deals"],
             )
             for d in store.deals

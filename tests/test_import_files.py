@@ -16,11 +16,14 @@ from tests.conftest import T0
 
 
 def refused(engine: Engine, settings: Any, path: Path, kind: str = "leads") -> str:
-    """The error's text; also checks that nothing at all was written."""
+    """The error's text; also checks that no lead was written and the run was recorded as
+    refused (docs/import.md: every run is recorded)."""
     with pytest.raises(UserInputError) as caught:
         import_file(engine, settings, kind, path, clock=SettableClock(T0))  # type: ignore[arg-type]
     assert rows(engine, "leads", "external_id") == []
-    assert rows(engine, "import_runs", "id") == []
+    assert rows(engine, "import_runs", "kind", "status", "inserted", "rejected") == [
+        (kind, "refused", 0, 0)
+    ]
     return str(caught.value)
 
 

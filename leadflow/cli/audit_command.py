@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.table import Table
@@ -11,7 +11,7 @@ from rich.table import Table
 from leadflow.cli.console import data_console
 from leadflow.cli.context import cli_context
 from leadflow.clock import parse_instant
-from leadflow.engine.audit_history import AuditFilter, audit_rows
+from leadflow.engine.audit_history import AuditFilter, audit_rows, email_statuses
 from leadflow.errors import UserInputError
 from leadflow.ingest.values import text_problem
 
@@ -43,6 +43,8 @@ def show_audit(
         if problem is not None:  # a byte that is not UTF-8 in the shell, say: no store holds it
             raise UserInputError(f"{option}: {problem}")
     rows = audit_rows(context.engine, AuditFilter(lead, rule, since_at, limit))
+    # A queued email's row also says what became of it: the outbox's status now.
+    statuses = email_statuses(context.engine, filter(None, map(_outbox_id, rows)))
     if output == "jsonl":
         for row in rows:
             print(
@@ -57,6 +59,7 @@ def show_audit(
                         "action": row.action,
                         "params": row.params,
                         "evidence": row.evidence,
+                        **_email_status(row, statuses),
                     },
                     default=str,
                 )
@@ -73,12 +76,41 @@ def show_audit(
             (row.rule_version or "")[:12],
             subject,
             row.action,
-            _compact(row.params),
+            _compact({**row.params, **_email_status_text(row, statuses)}),
             _compact(row.evidence),
         )
     data_console(min_width=160).print(table)
     if not rows:
         data_console(stderr=True).print("no audit rows match")
+
+
+def _outbox_id(row: Any) -> int | None:
+    outbox_id = row.params.get("outbox_id") if row.action == "email_queued" else None
+    return outbox_id if isinstance(outbox_id, int) else None
+
+
+def _email_status(row: Any, statuses: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """``{"email_status": ...}`` for a queued email's row (status, sent_at, attempts, last
+    error from the outbox); nothing for other rows."""
+    outbox_id = _outbox_id(row)
+    if outbox_id is None or outbox_id not in statuses:
+        return {}
+    return {"email_status": statuses[outbox_id]}
+
+
+def _email_status_text(row: Any, statuses: dict[int, dict[str, Any]]) -> dict[str, str]:
+    """The table's short form: ``email_status=sent 2026-03-02T09:01:00+00:00, 2 attempts``."""
+    found = _email_status(row, statuses).get("email_status")
+    if found is None:
+        return {}
+    text = str(found["status"])
+    if found["sent_at"]:
+        text += f" {found['sent_at']}"
+    if found["attempts"]:
+        text += f", {found['attempts']} attempt{'' if found['attempts'] == 1 else 's'}"
+    if found["last_error"]:
+        text += f", last error: {found['last_error']}"
+    return {"email_status": text}
 
 
 def _compact(values: dict[str, object]) -> str:

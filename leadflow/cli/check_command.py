@@ -24,7 +24,13 @@ def check_rules(
     """Validate every rule file and every template it uses; print each problem as FILE:LINE:COL."""
     settings = cli_context(ctx).settings
     folder = rules if rules is not None else settings.path(settings.paths.rules)
-    rule_set, problems = check_rule_set(folder, settings, check_template=template_check(settings))
+    catalog = TemplateCatalog(settings.path(settings.paths.templates), settings)
+    rule_set, problems = check_rule_set(
+        folder,
+        settings,
+        check_template=template_check(settings),
+        check_context=catalog.check_context,
+    )
     for problem in problems:
         typer.echo(str(problem))
     if problems or rule_set is None:

@@ -1,19 +1,22 @@
 """Reading the audit back: ``leadflow audit``'s rows and a lead with its own history.
 
 The audit is written by :mod:`leadflow.engine.audit_trail`; the CLI and the HTTP API only
-render what these queries return, so both show the same rows for the same question.
+render what these queries return, so both show the same rows for the same question. An email's
+audit row says it was queued; whether it was delivered is the outbox's to say, so the lead's
+history shows its emails from the outbox (status, sent_at, attempts, last error) beside it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Row, or_, select
+from sqlalchemy import Connection, Engine, Row, or_, select
 
 from leadflow.store.json_values import jsonable
-from leadflow.store.tables import AUDIT, DEALS, LEADS, REPS
+from leadflow.store.tables import AUDIT, DEALS, LEADS, OUTBOX, REPS
 
 
 @dataclass(frozen=True)
@@ -96,10 +99,70 @@ def lead_with_audit(engine: Engine, external_id: str, limit: int) -> dict[str, A
             .mappings()
             .all()
         )
+        emails = _lead_emails(connection, lead["id"])
     view = {name: jsonable(lead[name]) for name in _LEAD_FIELDS}
     view["owner"] = owner
     view["audit"] = [_entry(entry) for entry in reversed(entries)]
+    view["emails"] = emails
     return view
+
+
+_EMAIL_COLUMNS = (
+    OUTBOX.c.id,
+    OUTBOX.c.rule_id,
+    OUTBOX.c.recipient,
+    OUTBOX.c.subject,
+    OUTBOX.c.category,
+    OUTBOX.c.status,
+    OUTBOX.c.status_reason,
+    OUTBOX.c.created_at,
+    OUTBOX.c.sent_at,
+    OUTBOX.c.attempts,
+    OUTBOX.c.last_error,
+)
+
+
+def _email(row: Any) -> dict[str, Any]:
+    return {
+        "outbox_id": row["id"],
+        "rule_id": row["rule_id"],
+        "to": row["recipient"],
+        "subject": row["subject"],
+        "category": row["category"],
+        "status": row["status"],
+        "status_reason": row["status_reason"],
+        "queued_at": jsonable(row["created_at"]),
+        "sent_at": jsonable(row["sent_at"]),
+        "attempts": row["attempts"],
+        "last_error": row["last_error"],
+    }
+
+
+def _lead_emails(connection: Connection, lead_id: int) -> list[dict[str, Any]]:
+    """The lead's email messages in the outbox, oldest first, as they stand now."""
+    query = (
+        select(*_EMAIL_COLUMNS)
+        .where(OUTBOX.c.lead_id == lead_id, OUTBOX.c.channel == "email")
+        .order_by(OUTBOX.c.id)
+    )
+    return [_email(row) for row in connection.execute(query).mappings()]
+
+
+def email_statuses(engine: Engine, outbox_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+    """The outbox's word on each message an ``email_queued`` audit row names, by outbox id."""
+    wanted = sorted(set(outbox_ids))
+    if not wanted:
+        return {}
+    found: dict[int, dict[str, Any]] = {}
+    with engine.connect() as connection:
+        for start in range(0, len(wanted), 500):
+            query = select(*_EMAIL_COLUMNS).where(OUTBOX.c.id.in_(wanted[start : start + 500]))
+            for row in connection.execute(query).mappings():
+                email = _email(row)
+                found[email["outbox_id"]] = {
+                    key: email[key] for key in ("status", "sent_at", "attempts", "last_error")
+                }
+    return found
 
 
 def _entry(entry: Any) -> dict[str, Any]:

@@ -1,19 +1,26 @@
-"""Writing the audit: one append-only row per action, in the action's own transaction."""
+"""Writing the audit: one append-only row per action, in the action's own transaction.
+
+The audit is read by people (``leadflow audit``, the lead's history), so its values are
+written the way they would say them: a duration as ``4h`` rather than ``14400.0``. Other
+stored JSON (SLA ladders, CRM updates) keeps seconds through :func:`jsonable`, which code
+reads back; only the audit uses :func:`audit_value`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
+from leadflow.durations import format_duration
 from leadflow.store.json_values import jsonable
 from leadflow.store.tables import AUDIT
 
 # jsonable lives in leadflow.store.json_values; evaluation still imports it from here.
-__all__ = ["audit_row", "jsonable", "record"]
+__all__ = ["audit_row", "audit_value", "jsonable", "record"]
 
 
 def record(
@@ -68,6 +75,18 @@ def audit_row(
         "deal_id": deal_id,
         "rule_id": rule_id,
         "rule_version": rule_version,
-        "params": jsonable(params or {}),
-        "evidence": jsonable(evidence or {}),
+        "params": audit_value(params or {}),
+        "evidence": audit_value(evidence or {}),
     }
+
+
+def audit_value(value: Any) -> Any:
+    """``value`` as the audit stores it: durations as people write them (``4h``, ``1d12h``),
+    times as ISO 8601, the rest as :func:`jsonable` has it."""
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    if isinstance(value, Mapping):
+        return {str(key): audit_value(inner) for key, inner in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [audit_value(inner) for inner in value]
+    return jsonable(value)

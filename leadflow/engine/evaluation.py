@@ -104,15 +104,13 @@ def evidence_of(
     for condition, average in context.cycles.items():
         group = condition.group_by.read(record) if condition.group_by is not None else None
         days = average.days_for(group)
-        evidence["average_cycle_days"] = None if days is None else round(days, 2)
+        evidence["average_cycle_days"] = days  # full precision: the average used, as used
         evidence["average_cycle_deals"] = (
             average.groups[str(group)][1]
             if group is not None and str(group) in average.groups
             else average.overall_deals
         )
-        evidence["idle_threshold_days"] = (
-            None if days is None else round(days * condition.factor, 2)
-        )
+        evidence["idle_threshold_days"] = None if days is None else days * condition.factor
     return evidence
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from leadflow.crm.updates import queue_crm_update
 from leadflow.engine.assignment import choose_rep
-from leadflow.engine.audit_trail import audit_row
+from leadflow.engine.audit_trail import audit_row, audit_value
 from leadflow.engine.nurture import exit_reason, leave_nurture
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.sla_timers import new_sla_timer
@@ -37,7 +37,7 @@ from leadflow.rule_language.actions import (
 )
 from leadflow.rule_language.fields import Subject
 from leadflow.rule_language.model import Rule, RuleSet
-from leadflow.store.models import Deal, Lead, Rep
+from leadflow.store.models import Deal, Lead, Rep, SlaTimer
 from leadflow.store.tables import AUDIT, FIRINGS, NURTURE, REPS, SLA_TIMERS
 
 log = structlog.get_logger("leadflow.engine")
@@ -60,6 +60,9 @@ class Firing:
     entered_stage: bool = False
     """This firing moved the lead to a new stage (set by the set_stage action)."""
     audit_rows: list[dict[str, Any]] = field(default_factory=list)
+    sla_timers: dict[str, SlaTimer] = field(default_factory=dict)
+    """The SLA timers of this firing by name, made once: a notify before ``start_sla`` tells
+    the rep the same due time the timer gets."""
 
     @property
     def subject_key(self) -> str:
@@ -98,6 +101,33 @@ class Firing:
             and lead.stage == self.runtime.settings.stages.mql
             and not self.entered_stage
         )
+
+    def sla_timer(self, action: StartSla) -> SlaTimer:
+        """The timer ``action`` starts in this firing (not yet added to the session)."""
+        timer = self.sla_timers.get(action.name)
+        if timer is None:
+            lead = self.lead
+            assert lead is not None
+            timer = new_sla_timer(
+                self.runtime.settings,
+                action,
+                lead_id=lead.id or 0,
+                owner_id=lead.owner_id,
+                rule_id=self.rule.id,
+                rule_version=self.rule_set.version,
+                now=self.now,
+                stage_entered_at=lead.stage_entered_at,
+            )
+            timer.level = 0
+            self.sla_timers[action.name] = timer
+        return timer
+
+    def planned_sla(self) -> SlaTimer | None:
+        """The SLA this firing starts (its rule's first ``start_sla``), if it can start one."""
+        start = next((a for a in self.rule.actions if isinstance(a, StartSla)), None)
+        if start is None or self.lead is None or self.lead.owner_id is None:
+            return None
+        return self.sla_timer(start)
 
     @property
     def owner(self) -> Rep | None:
@@ -252,6 +282,7 @@ def _notify(firing: Firing, action: Action, index: int) -> None:
         deal=firing.deal,
         rule_id=firing.rule.id,
         rule_description=firing.rule.description,
+        sla=firing.planned_sla(),
     )
     queue_email(
         firing,
@@ -307,21 +338,18 @@ def _start_sla(firing: Firing, action: Action, _index: int) -> None:
         firing.audit("sla_not_started", {"sla": action.name, "reason": "the lead has no owner"})
         return
     cancel_running_slas(firing.session, lead.id or 0, firing.now, "restarted", name=action.name)
-    timer = new_sla_timer(
-        firing.runtime.settings,
-        action,
-        lead_id=lead.id or 0,
-        owner_id=lead.owner_id,
-        rule_id=firing.rule.id,
-        rule_version=firing.rule_set.version,
-        now=firing.now,
-    )
-    due = timer.due_at
+    timer = firing.sla_timer(action)
+    timer.owner_id = lead.owner_id
     firing.session.add(timer)
-    firing.audit(
-        "sla_started",
-        {"sla": action.name, "due_at": due, "calendar": action.calendar, "within": action.within},
-    )
+    params: dict[str, Any] = {
+        "sla": action.name,
+        "due_at": timer.due_at,
+        "calendar": action.calendar,
+        "within": action.within,
+    }
+    if timer.started_at != firing.now:
+        params["started_at"] = timer.started_at
+    firing.audit("sla_started", params)
 
 
 def cancel_running_slas(
@@ -409,6 +437,7 @@ _APPLY = {
 def describe_action(action: Action) -> str:
     """A short human line for a planned action (dry runs and plans)."""
     name = action_name(action)
-    options = action.model_dump(exclude_defaults=True)
+    # As the rule file spells them (within=4h, from=...), not timedelta(seconds=14400).
+    options = audit_value(action.model_dump(exclude_defaults=True, by_alias=True))
     shown = ", ".join(f"{key}={value}" for key, value in options.items())
     return f"{name}({shown})"

@@ -48,7 +48,10 @@ class Runtime:
         against; :class:`ProblemsError` when anything is wrong."""
         templates = self.templates.frozen()
         rule_set = load_rule_set(
-            folder or self.rules_folder, self.settings, check_template=templates.check
+            folder or self.rules_folder,
+            self.settings,
+            check_template=templates.check,
+            check_context=templates.check_context,
         )
         return replace(rule_set, templates=templates)
 

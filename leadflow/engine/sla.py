@@ -127,6 +127,8 @@ def _escalate(
         return
     level = ladder[timer.level]
     number = timer.level + 1
+    # When the level was due, next to when it fired: after an outage the lateness shows.
+    due_at = timer.next_escalation_at
     timer.level = number
     owner = session.get(Rep, timer.owner_id) if timer.owner_id is not None else None
     if level.get("reassign"):
@@ -143,6 +145,8 @@ def _escalate(
         "sla_escalated",
         {
             "level": number,
+            "due_at": due_at,
+            "fired_at": now,
             "notify": level.get("notify"),
             "to": target.email if target else None,
             "reassign": bool(level.get("reassign")),

@@ -51,10 +51,18 @@ def new_sla_timer(
     rule_id: str,
     rule_version: str,
     now: datetime,
+    stage_entered_at: datetime | None = None,
 ) -> SlaTimer:
-    """A running timer for ``start``, due ``start.within`` business time after ``now``."""
+    """A running timer for ``start``, due ``start.within`` business time after it starts.
+
+    It starts ``now``, or with ``from: stage_entered_at`` when the lead entered its stage (never
+    later than ``now``): an MQL moved in from a CRM keeps the clock it had there.
+    """
     calendar = calendar_named(settings, start.calendar)
-    due = add_business_time(calendar, now, start.within)
+    started = now
+    if start.counted_from == "stage_entered_at" and stage_entered_at is not None:
+        started = min(stage_entered_at, now)
+    due = add_business_time(calendar, started, start.within)
     ladder = ladder_of(start)
     return SlaTimer(
         lead_id=lead_id,
@@ -62,7 +70,7 @@ def new_sla_timer(
         rule_id=rule_id,
         rule_version=rule_version,
         owner_id=owner_id,
-        started_at=now,
+        started_at=started,
         due_at=due,
         calendar=start.calendar,
         ladder=ladder,

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Integer,
     SmallInteger,
     Table,
+    bindparam,
     case,
     or_,
     select,
@@ -197,25 +198,30 @@ class LeadWriter(KindWriter):
         "unsubscribed": "unsubscribed",
         "do_not_email": "do_not_email",
         "last_activity_at": "last_activity_at",
+        "stage_entered_at": "stage_entered_at",
         "attributes": "attributes",
     }
 
     def shape(self) -> Shape:
         base = super().shape()
-        if "stage" not in self.fields:
+        if "stage" not in self.fields and "stage_entered_at" not in self.fields:
             return base
         # A lead whose CRM stage changed entered that stage now; an unchanged stage keeps its time.
+        # A stage_entered_at the file gives (an empty cell reads as now) is taken as it is.
         table = self.table
-        entered = case(
-            (table.c.stage == self.update_stage_param(), table.c.stage_entered_at),
-            else_=self.now,
-        )
+        whens: list[tuple[Any, Any]] = []
+        if "stage_entered_at" in self.fields:
+            given = bindparam("v_stage_entered_at", type_=table.c.stage_entered_at.type)
+            whens.append((given != self.now, given))
+        if "stage" in self.fields:
+            whens.append((table.c.stage == self.update_stage_param(), table.c.stage_entered_at))
+            entered = case(*whens, else_=self.now)
+        else:
+            entered = case(*whens, else_=table.c.stage_entered_at)
         return Shape(base.table, base.columns, base.defaults, {"stage_entered_at": entered})
 
     @staticmethod
     def update_stage_param() -> Any:
-        from sqlalchemy import bindparam
-
         return bindparam("v_stage")
 
     def defaults(self) -> dict[str, Any]:
@@ -241,7 +247,21 @@ class LeadWriter(KindWriter):
             return bool
         if field == "attributes":
             return lambda value: value or {}
+        if field == "stage_entered_at":
+            return self._stage_entered_at
         return _keep
+
+    def _stage_entered_at(self, value: datetime | None) -> datetime:
+        """When the lead entered its stage in the CRM; empty is "now", the future is refused."""
+        if value is None:
+            return self.now
+        if value > self.now:
+            reason = (
+                f"{value.isoformat()} is in the future (the import runs at "
+                f"{self.now.isoformat()}); a lead cannot have entered its stage yet"
+            )
+            raise ImportRowError("stage_entered_at", reason)
+        return value
 
     def _stage(self, value: str | None) -> str:
         stages = self.settings.stages

@@ -46,6 +46,7 @@ KIND_FIELDS: Mapping[ImportKind, Mapping[str, str]] = {
         "unsubscribed": "boolean",
         "do_not_email": "boolean",
         "last_activity_at": "datetime",
+        "stage_entered_at": "datetime",
     },
     "deals": {
         "external_id": "text",

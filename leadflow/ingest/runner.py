@@ -18,7 +18,7 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, insert, update
 
 from leadflow.clock import Clock
-from leadflow.errors import ImportRowError, Problem
+from leadflow.errors import ImportRowError, Problem, UserInputError
 from leadflow.ingest.kinds import ActivityWriter, DealWriter, KindWriter, LeadWriter, Record
 from leadflow.ingest.mapping import ColumnPlan, compile_plan
 from leadflow.ingest.readers import RowSource, check_text_file, format_of
@@ -53,6 +53,8 @@ class ImportReport:
     notes: list[Problem] = field(default_factory=list)
     """What was read differently from the file as written (an ignored unnamed column)."""
     rolled_back: bool = False
+    run_id: int | None = None
+    """The run's row in ``import_runs`` once the file was accepted and the run started."""
 
     @property
     def summary(self) -> str:
@@ -79,12 +81,39 @@ def import_file(
     file_format: str | None = None,
     progress: Progress | None = None,
 ) -> ImportReport:
-    """Import ``path`` as ``kind``; file-level problems raise before the store is touched."""
+    """Import ``path`` as ``kind``; file-level problems raise before any row is written.
+
+    A refused file (unreadable, bad header, unknown column) is still a run: it is recorded in
+    ``import_runs`` with status ``refused``, so ``leadflow status`` shows it as the last import.
+    """
+    now = clock.now()
+    report = ImportReport(kind, shown_path(path))
+    try:
+        _import(engine, settings, path, report, now, clock, strict, file_format, progress)
+    except UserInputError:
+        if report.run_id is None:
+            _record_refused(engine, report, now)
+        raise
+    # Rows are rejected while read and while written (references); report them in file order.
+    report.problems.sort(key=lambda problem: problem.line)
+    return report
+
+
+def _import(
+    engine: Engine,
+    settings: Settings,
+    path: Path,
+    report: ImportReport,
+    now: datetime,
+    clock: Clock,
+    strict: bool,
+    file_format: str | None,
+    progress: Progress | None,
+) -> None:
+    kind = report.kind
     mapping = settings.imports.mappings.get(kind, ImportMapping())
     chosen = format_of(path, file_format)
     check_text_file(path, mapping.encoding, f"import.mappings.{kind}")
-    now = clock.now()
-    report = ImportReport(kind, shown_path(path))
     with RowSource(path, chosen, mapping.encoding) as source:
         plan = compile_plan(kind, source.header, settings, str(path))
         report.notes += source.notes
@@ -94,16 +123,13 @@ def import_file(
         if isinstance(writer, RepWriter):
             with RowSource(path, chosen, mapping.encoding) as again:
                 writer.survey(_readable(plan, again))
-        run_id = _start_run(engine, report, now)
+        report.run_id = run_id = _start_run(engine, report, now)
         status = "failed"
         try:
             with _collections_per_batch():
                 status = _load(engine, writer, source, report, strict=strict, progress=progress)
         finally:
             _finish_run(engine, run_id, report, status, clock.now())
-    # Rows are rejected while read and while written (references); report them in file order.
-    report.problems.sort(key=lambda problem: problem.line)
-    return report
 
 
 def shown_path(path: Path) -> str:
@@ -270,6 +296,20 @@ def _start_run(engine: Engine, report: ImportReport, now: datetime) -> int:
             .returning(IMPORT_RUNS.c.id)
         )
         return int(created.scalar_one())
+
+
+def _record_refused(engine: Engine, report: ImportReport, now: datetime) -> None:
+    """A file refused before any row was read: one finished run, nothing written."""
+    with transaction(engine) as session:
+        session.execute(
+            insert(IMPORT_RUNS).values(
+                kind=report.kind,
+                file=report.file[-2000:],
+                started_at=now,
+                finished_at=now,
+                status="refused",
+            )
+        )
 
 
 def _finish_run(

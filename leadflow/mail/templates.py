@@ -110,8 +110,26 @@ class TemplateCatalog:
 
     def check(self, name: str) -> list[Problem]:
         """Compile every part of ``name`` and render it with a realistic sample context."""
+        return self._check_parts(name, sample_context(self.settings))
+
+    def check_context(self, name: str, unavailable: Mapping[str, str]) -> list[Problem]:
+        """Render ``name`` with each key of ``unavailable`` ``None``, as its sender sends it.
+
+        ``unavailable`` maps the context keys an action leaves empty to why, so
+        ``{{ sla.due_at }}`` in a rule without ``start_sla`` is reported, naming ``sla`` and the
+        reason; ``{% if sla %}`` is not (every key is always present, see mail/context.py).
+        """
         problems = []
-        context = sample_context(self.settings)
+        for key, why in sorted(unavailable.items()):
+            context = {**sample_context(self.settings), key: None}
+            found = self._check_parts(name, context)
+            if found:  # the first part that reads it is enough to say so
+                message = f"uses {key!r}, which is not available here: {why}"
+                problems.append(Problem(found[0].file, found[0].line, found[0].column, message))
+        return problems
+
+    def _check_parts(self, name: str, context: Mapping[str, Any]) -> list[Problem]:
+        problems = []
         for suffix, required in _PARTS:
             path = self.folder / f"{name}{suffix}"
             if not self._has(path.name):

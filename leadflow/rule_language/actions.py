@@ -152,6 +152,9 @@ class StartSla(ActionSpec):
     calendar: str = "default"
     met_by: MetBy = MetBy()
     escalate: tuple[EscalationLevel, ...] = ()
+    counted_from: Literal["now", "stage_entered_at"] = Field(default="now", alias="from")
+    """When the clock starts: the firing (``now``) or when the lead entered its stage, for MQLs
+    moved in from a CRM with their stage time (``stage_entered_at``)."""
 
     @model_validator(mode="after")
     def _ladder_in_order(self) -> StartSla:

@@ -359,6 +359,11 @@ def _start_sla(settings: Settings) -> Schema:
             "calendar": {"enum": calendars, "default": DEFAULT_CALENDAR},
             "met_by": met_by,
             "escalate": {"type": "array", "items": level},
+            "from": {
+                "enum": ["now", "stage_entered_at"],
+                "default": "now",
+                "description": "when the clock starts: the firing, or when the lead entered its stage",
+            },
         },
         ["name", "within"],
     )

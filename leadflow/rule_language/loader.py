@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,15 @@ from leadflow.settings import Settings
 from leadflow.suggestions import did_you_mean
 
 TemplateCheck = Callable[[str], list[Problem]]
+"""Checks a template by name: its parts exist, compile and render with a full sample context."""
+ContextCheck = Callable[[str, Mapping[str, str]], list[Problem]]
+"""Checks a sound template again with the context keys its sender leaves empty (key -> why)."""
+
+_STREAM_STEP_LACKS = {
+    key: "a nurture email has only the lead and the rule"
+    for key in ("rep", "owner", "manager", "deal", "sla")
+}
+_ESCALATION_LACKS = {"deal": "an SLA escalation is about a lead, not a deal"}
 RULE_FILE_SUFFIXES = (".yaml", ".yml")
 
 
@@ -73,22 +82,37 @@ def rule_files(folder: Path) -> list[Path]:
 
 
 def load_rule_set(
-    folder: Path, settings: Settings, *, check_template: TemplateCheck | None = None
+    folder: Path,
+    settings: Settings,
+    *,
+    check_template: TemplateCheck | None = None,
+    check_context: ContextCheck | None = None,
 ) -> RuleSet:
     """The validated rule set of ``folder``; :class:`ProblemsError` lists every problem."""
-    rule_set, problems = check_rule_set(folder, settings, check_template=check_template)
+    rule_set, problems = check_rule_set(
+        folder, settings, check_template=check_template, check_context=check_context
+    )
     if problems or rule_set is None:
         raise ProblemsError(problems)
     return rule_set
 
 
 def check_rule_set(
-    folder: Path, settings: Settings, *, check_template: TemplateCheck | None = None
+    folder: Path,
+    settings: Settings,
+    *,
+    check_template: TemplateCheck | None = None,
+    check_context: ContextCheck | None = None,
 ) -> tuple[RuleSet | None, list[Problem]]:
-    """Every problem in the folder, and the rule set when there are none."""
+    """Every problem in the folder, and the rule set when there are none.
+
+    ``check_context`` (with ``check_template``) also checks each use of a template against the
+    context its action provides: ``sla`` only where the rule starts one, ``deal`` only in deal
+    rules, and so on.
+    """
     if not folder.is_dir():
         return None, [Problem(str(folder), 0, 0, "rules folder not found")]
-    builder = _RuleSetBuilder(settings, check_template)
+    builder = _RuleSetBuilder(settings, check_template, check_context)
     digest = hashlib.sha256()
     files = rule_files(folder)
     for path in files:
@@ -155,16 +179,23 @@ def _git(folder: Path, *args: str) -> str | None:
 class _RuleSetBuilder:
     """Collects rules and streams from every file, and every problem along the way."""
 
-    def __init__(self, settings: Settings, check_template: TemplateCheck | None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        check_template: TemplateCheck | None,
+        check_context: ContextCheck | None = None,
+    ) -> None:
         self.settings = settings
         self.check_template = check_template
+        self.check_context = check_context
         self.problems: list[Problem] = []
         self.rules: list[Rule] = []
         self.streams: dict[str, NurtureStream] = {}
         self._rule_locations: dict[str, Located] = {}
-        self._template_uses: list[tuple[str, str, Located]] = []
+        self._template_uses: list[tuple[str, str, Located, Mapping[str, str]]] = []
         self._stream_uses: list[tuple[str, str, Located]] = []
         self._template_results: dict[str, list[Problem]] = {}
+        self._context_results: dict[tuple[str, tuple[tuple[str, str], ...]], list[Problem]] = {}
 
     def add_file(self, label: str, raw: bytes) -> None:
         if b"\0" in raw:
@@ -226,8 +257,12 @@ class _RuleSetBuilder:
             return
         self.streams[stream.id] = stream
 
-    def use_template(self, owner: str, name: str, where: Located) -> None:
-        self._template_uses.append((owner, name, where))
+    def use_template(
+        self, owner: str, name: str, where: Located, unavailable: Mapping[str, str]
+    ) -> None:
+        """Note a template used at ``where``; ``unavailable``: context keys its sender leaves
+        empty, and why (checked once all files are read)."""
+        self._template_uses.append((owner, name, where, unavailable))
 
     def use_stream(self, owner: str, name: str, where: Located) -> None:
         self._stream_uses.append((owner, name, where))
@@ -246,15 +281,25 @@ class _RuleSetBuilder:
                 )
         if self.check_template is None:
             return
-        for owner, name, where in self._template_uses:
-            if name not in self._template_results:
-                self._template_results[name] = self.check_template(name)
-            for found in self._template_results[name]:
+        for owner, name, where, unavailable in self._template_uses:
+            for found in self._template_problems(name, unavailable):
                 self.problems.append(
                     Problem(
                         where.file, where.line, where.column, f"{owner}: template {name!r}: {found}"
                     )
                 )
+
+    def _template_problems(self, name: str, unavailable: Mapping[str, str]) -> list[Problem]:
+        """The template's own problems (checked once per name), else those of this use."""
+        assert self.check_template is not None
+        if name not in self._template_results:
+            self._template_results[name] = self.check_template(name)
+        if self._template_results[name] or self.check_context is None or not unavailable:
+            return self._template_results[name]
+        key = (name, tuple(sorted(unavailable.items())))
+        if key not in self._context_results:
+            self._context_results[key] = self.check_context(name, unavailable)
+        return self._context_results[key]
 
 
 class _FileReader:
@@ -264,6 +309,9 @@ class _FileReader:
         self.builder = builder
         self.document = document
         self.settings = builder.settings
+        self._subject = Subject.LEAD
+        self._starts_sla = False
+        """The rule whose actions are being read: its subject, and whether it starts an SLA."""
 
     def located(self, path: NodePath) -> Located:
         mark = self.document.mark(path)
@@ -313,6 +361,8 @@ class _FileReader:
         raw_actions = raw.get("actions")
         actions: tuple[Action, ...] = ()
         if isinstance(raw_actions, list):
+            self._subject = subject
+            self._starts_sla = any(isinstance(a, dict) and "start_sla" in a for a in raw_actions)
             actions = tuple(self._actions(raw_actions, subject, (*path, "actions"), owner))
         if not isinstance(spec, RuleSpec) or condition is None:
             return
@@ -400,7 +450,7 @@ class _FileReader:
                 f"{owner}: unknown stage {action.stage!r}; {hint}stages are {', '.join(stages)}",
             )
         elif isinstance(action, Notify):
-            self.builder.use_template(owner, action.template, where)
+            self.builder.use_template(owner, action.template, where, self._notify_lacks(action))
         elif isinstance(action, Enroll):
             self.builder.use_stream(owner, action.stream, where)
         elif isinstance(action, StartSla):
@@ -414,6 +464,17 @@ class _FileReader:
                     f"{owner}: route_by: {catalog.unknown_message(action.route_by)}",
                 )
 
+    def _notify_lacks(self, action: Notify) -> dict[str, str]:
+        """The context keys a ``notify`` of the rule being read leaves empty, and why."""
+        lacks: dict[str, str] = {}
+        if self._subject is Subject.LEAD:
+            lacks["deal"] = "a lead rule's email has no deal"
+        if not self._starts_sla:
+            lacks["sla"] = "the rule has no start_sla"
+        if action.to == "lead":
+            lacks["rep"] = "an email to the lead has no receiving rep"
+        return lacks
+
     def _check_sla(self, action: StartSla, path: NodePath, owner: str) -> None:
         calendars = {"default", *getattr(self.settings, "calendars", {})}
         if action.calendar not in calendars:
@@ -425,7 +486,10 @@ class _FileReader:
         for index, level in enumerate(action.escalate):
             if level.template is not None:
                 self.builder.use_template(
-                    owner, level.template, self.located((*path, "escalate", index, "template"))
+                    owner,
+                    level.template,
+                    self.located((*path, "escalate", index, "template")),
+                    _ESCALATION_LACKS,
                 )
 
     def _stream(self, raw: Any, path: NodePath) -> None:
@@ -440,6 +504,7 @@ class _FileReader:
                 f"stream {spec.id}",
                 step.template,
                 self.located((*path, "steps", index, "template")),
+                _STREAM_STEP_LACKS,
             )
             steps.append(StreamStep(template=step.template, after=step.after or timedelta(0)))
         stream = NurtureStream(

@@ -104,7 +104,9 @@ def load_rules_under_test(
 ) -> RuleSet:
     """One folder as the daemon reads it, or the listed files alone (copied to a folder)."""
     if len(paths) == 1 and paths[0].is_dir():
-        return load_rule_set(paths[0], settings, check_template=catalog.check)
+        return load_rule_set(
+            paths[0], settings, check_template=catalog.check, check_context=catalog.check_context
+        )
     with tempfile.TemporaryDirectory(prefix="leadflow-rules-") as folder:
         copies: dict[str, str] = {}
         for index, path in enumerate(paths):
@@ -112,7 +114,12 @@ def load_rules_under_test(
             shutil.copyfile(path, target)
             copies[str(target)] = _shown(path)
         try:
-            return load_rule_set(Path(folder), settings, check_template=catalog.check)
+            return load_rule_set(
+                Path(folder),
+                settings,
+                check_template=catalog.check,
+                check_context=catalog.check_context,
+            )
         except ProblemsError as exc:
             # Name the files the user wrote, not the copies.
             problems = [
