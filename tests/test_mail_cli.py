@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import mailbox
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,3 +94,71 @@ def test_outbox_lists_failures_and_retry_requeues(
         (2, "pending", 0),
     ]
     engine.dispose()
+
+
+def _queue_more(config: Path, count: int) -> None:
+    """``count`` more operational emails to the fixture's lead, keys ``m0``, ``m1``, ..."""
+    settings = load_settings(config, env={}).settings
+    engine = engine_for(settings)
+    catalog = TemplateCatalog(config.parent / "templates", settings)
+    with transaction(engine) as session:
+        lead, rep = session.get(Lead, 1), session.get(Rep, 1)
+        for n in range(count):
+            enqueue_email(
+                session,
+                key=f"m{n}",
+                template="notify",
+                context=email_context(settings, lead=lead, rep=rep),
+                to="anna@example.com",
+                category="operational",
+                now=NOW,
+                catalog=catalog,
+                settings=settings,
+                lead_id=1,
+            )
+    engine.dispose()
+
+
+def test_outbox_says_how_many_rows_the_limit_left_out(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """53 rows unsent: 50 are listed and the rest are counted; ``--limit`` shows them all."""
+    _queue_more(config, 51)
+    assert main(["-c", str(config), "outbox"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "pending 53, sending 0, sent 0, failed 0, suppressed 0"
+    assert lines[-1] == "... and 3 more (use --limit)"
+    assert len([line for line in lines if "│ pending" in line]) == 50
+    assert main(["-c", str(config), "outbox", "--limit", "60"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len([line for line in lines if "│ pending" in line]) == 53
+    assert not any(line.startswith("... and") for line in lines)
+
+
+def test_outbox_json_has_total_and_shown(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--format json``: one document, the counts, how many rows there are and how many listed."""
+    assert main(["-c", str(config), "outbox", "--limit", "1", "--format", "json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document == {
+        "by_status": {"pending": 2, "sending": 0, "sent": 0, "failed": 0, "suppressed": 0},
+        "listing": "not_sent",
+        "total": 2,
+        "shown": 1,
+        "messages": [
+            {
+                "id": 1,
+                "status": "pending",
+                "category": "operational",
+                "recipient": "anna@example.com",
+                "subject": "New MQL: Jo Doe",
+                "attempts": 0,
+                "next_attempt_at": "2020-01-06T10:00:00+00:00",
+                "rule_id": None,
+                "detail": None,
+            }
+        ],
+    }
+    assert main(["-c", str(config), "outbox", "--failed", "--format", "json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert (document["listing"], document["total"], document["shown"]) == ("failed", 0, 0)
+    assert document["messages"] == []

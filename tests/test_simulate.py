@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,62 @@ def test_bad_range_is_one_clear_line(
     )
     assert code == 1
     assert capsys.readouterr().err == "error: --to 2026-03-02 must be after --from 2026-03-04\n"
+
+
+def test_simulation_as_json(
+    engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--format json``: the same two days as one document with stable keys, and totals."""
+    seed(engine)
+    code = main(
+        [
+            "-c",
+            str(config(tmp_path, store_url)),
+            "simulate",
+            "--from",
+            "2026-03-02T09:00:00Z",
+            "--to",
+            "2026-03-04T00:00:00Z",
+            "--format",
+            "json",
+        ]
+    )
+    document = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert list(document) == ["rule_version", "from", "to", "step", "days", "totals"]
+    assert (document["from"], document["to"], document["step"]) == (
+        "2026-03-02T09:00:00+00:00",
+        "2026-03-04T00:00:00+00:00",
+        "1h",
+    )
+    assert document["days"] == [
+        {
+            "date": "2026-03-02",
+            "mqls_assigned": 2,
+            "mqls_waiting": 1,
+            "sla_escalations": 6,
+            "reassigned": 2,
+            "deals_recycled": 0,
+            "nurture_emails": 1,
+            "emails_queued": 9,
+        },
+        {
+            "date": "2026-03-03",
+            "mqls_assigned": 0,
+            "mqls_waiting": 0,
+            "sla_escalations": 6,
+            "reassigned": 2,
+            "deals_recycled": 0,
+            "nurture_emails": 0,
+            "emails_queued": 6,
+        },
+    ]
+    assert document["totals"] == {
+        "mqls_assigned": 2,
+        "mqls_waiting": 1,
+        "sla_escalations": 12,
+        "reassigned": 4,
+        "deals_recycled": 0,
+        "nurture_emails": 1,
+        "emails_queued": 15,
+    }
