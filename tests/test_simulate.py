@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -148,3 +152,54 @@ def test_simulation_as_json(
         "nurture_emails": 1,
         "emails_queued": 15,
     }
+
+
+def _on_a_terminal(args: list[str], cwd: Path) -> tuple[int, str]:
+    """Run ``leadflow ARGS`` with stdout and stderr on a pseudo-terminal; its exit code and text."""
+    controller, terminal = pty.openpty()
+    env = {**os.environ, "COLUMNS": "160", "TERM": "xterm"}
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from leadflow.cli import run; run()", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=terminal,
+        stderr=terminal,
+        cwd=cwd,
+        env=env,
+    )
+    os.close(terminal)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: the terminal's other end closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(controller)
+    return process.wait(timeout=120), b"".join(chunks).decode()
+
+
+def test_no_info_log_lines_among_the_table_on_a_terminal(
+    engine: Engine, store_url: str, tmp_path: Path
+) -> None:
+    """On a terminal, ``log.level: info`` events stay out of the table; ``--verbose`` shows them."""
+    seed(engine)
+    path = config(tmp_path, store_url)
+    path.write_text(path.read_text().replace("level: error", "level: info"), encoding="utf-8")
+    args = [
+        "-c",
+        str(path),
+        "simulate",
+        "--from",
+        "2026-03-02T09:00:00Z",
+        "--to",
+        "2026-03-02T12:00:00Z",
+    ]
+    code, shown = _on_a_terminal(args, tmp_path)
+    assert code == 0, shown
+    assert "rule_evaluated" not in shown
+    assert "What the rules (version" in shown
+    code, shown = _on_a_terminal([*args, "--verbose"], tmp_path)
+    assert code == 0
+    assert shown.count("rule_evaluated") >= 3

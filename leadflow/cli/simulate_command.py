@@ -62,9 +62,13 @@ def simulate_range(
         Path | None, typer.Option("--rules", help="Rules folder (default: paths.rules).")
     ] = None,
     output: FormatOption = OutputFormat.table,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Show info log events on a terminal too.")
+    ] = False,
 ) -> None:
     """Run the rules from --from to --to on a copy of the store and print what would have happened."""
     context = cli_context(ctx)
+    context.render_for_person(verbose=verbose)
     try:
         first, last = parse_instant(start), parse_instant(end)
         stride = parse_duration(step)
