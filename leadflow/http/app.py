@@ -30,7 +30,7 @@ from leadflow.http.probes import probe_routes
 from leadflow.http.records import upsert_records
 from leadflow.rule_language.model import RuleSet
 from leadflow.service.rule_reload import SnapshotHolder
-from leadflow.settings import ImportKind
+from leadflow.settings import HttpSettings, ImportKind
 
 log = structlog.get_logger("leadflow.http")
 
@@ -46,9 +46,10 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> FastAPI:
-    """The application for ``runtime``'s store; ``holder`` is the daemon's current rule set."""
-    settings = runtime.settings.http
+def check_http_settings(settings: HttpSettings) -> None:
+    """ConfigError when the ``/v1`` API would be open by accident: no token, no opt-in.
+
+    The daemon's command calls it before anything starts, so the refusal is one line."""
     if settings.token is None and not settings.allow_anonymous:
         msg = (
             "http.token is not set: set LEADFLOW_HTTP__TOKEN (or LEADFLOW_HTTP__TOKEN_FILE), "
@@ -56,6 +57,12 @@ def create_app(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> FastAPI:
             "or http.enabled: false to run without the HTTP server"
         )
         raise ConfigError(msg)
+
+
+def create_app(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> FastAPI:
+    """The application for ``runtime``'s store; ``holder`` is the daemon's current rule set."""
+    settings = runtime.settings.http
+    check_http_settings(settings)
     app = FastAPI(
         title="leadflow",
         summary="Records in from the CRM, the funnel's decisions out.",
