@@ -218,6 +218,13 @@ class Daemon:
             database=self.runtime.engine.dialect.name,
             transport=getattr(transport, "name", type(transport).__name__),
         )
+        if self.runtime.unsubscribe_secret_stored:
+            log.warning(
+                "unsubscribe_secret_generated",
+                detail="mail.unsubscribe_secret is not set: a random secret was generated and "
+                "stored in the store (table store_secrets), and unsubscribe links are signed with "
+                "it; to verify links outside leadflow, set LEADFLOW_MAIL__UNSUBSCRIBE_SECRET",
+            )
 
     def _summary(self) -> dict[str, object]:
         return {
