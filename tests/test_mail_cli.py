@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import mailbox
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,21 +23,16 @@ from leadflow.store.models import Lead, OutboxMessage, Rep
 NOW = datetime(2020, 1, 6, 10, 0, tzinfo=UTC)  # in the past: due for the real clock
 
 
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    """A project folder with the default embedded store and maildir, two messages queued."""
-    write_templates(tmp_path / "templates")
-    path = tmp_path / "config.yaml"
-    path.write_text("mail:\n  from: leadflow@example.com\n", encoding="utf-8")
-    settings = load_settings(path, env={}).settings
+def _queue(config: Path, keys: Iterable[str]) -> None:
+    """One operational email to the lead (id 1) about its owner for each idempotency key."""
+    settings = load_settings(config, env={}).settings
     engine = engine_for(settings)
-    migrate(engine)
-    rep_id = add_rep(engine, NOW)
-    add_lead(engine, NOW, owner_id=rep_id)
-    catalog = TemplateCatalog(tmp_path / "templates", settings)
+    catalog = TemplateCatalog(config.parent / "templates", settings)
     with transaction(engine) as session:
-        lead, rep = session.get(Lead, 1), session.get(Rep, rep_id)
-        for key in ("a", "b"):
+        lead = session.get(Lead, 1)
+        assert lead is not None
+        rep = session.get(Rep, lead.owner_id)
+        for key in keys:
             enqueue_email(
                 session,
                 key=key,
@@ -50,6 +46,21 @@ def config(tmp_path: Path) -> Path:
                 lead_id=1,
             )
     engine.dispose()
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    """A project folder with the default embedded store and maildir, two messages queued."""
+    write_templates(tmp_path / "templates")
+    path = tmp_path / "config.yaml"
+    path.write_text("mail:\n  from: leadflow@example.com\n", encoding="utf-8")
+    settings = load_settings(path, env={}).settings
+    engine = engine_for(settings)
+    migrate(engine)
+    rep_id = add_rep(engine, NOW)
+    add_lead(engine, NOW, owner_id=rep_id)
+    engine.dispose()
+    _queue(path, ("a", "b"))
     return path
 
 
@@ -96,34 +107,11 @@ def test_outbox_lists_failures_and_retry_requeues(
     engine.dispose()
 
 
-def _queue_more(config: Path, count: int) -> None:
-    """``count`` more operational emails to the fixture's lead, keys ``m0``, ``m1``, ..."""
-    settings = load_settings(config, env={}).settings
-    engine = engine_for(settings)
-    catalog = TemplateCatalog(config.parent / "templates", settings)
-    with transaction(engine) as session:
-        lead, rep = session.get(Lead, 1), session.get(Rep, 1)
-        for n in range(count):
-            enqueue_email(
-                session,
-                key=f"m{n}",
-                template="notify",
-                context=email_context(settings, lead=lead, rep=rep),
-                to="anna@example.com",
-                category="operational",
-                now=NOW,
-                catalog=catalog,
-                settings=settings,
-                lead_id=1,
-            )
-    engine.dispose()
-
-
 def test_outbox_says_how_many_rows_the_limit_left_out(
     config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """53 rows unsent: 50 are listed and the rest are counted; ``--limit`` shows them all."""
-    _queue_more(config, 51)
+    _queue(config, (f"m{n}" for n in range(51)))
     assert main(["-c", str(config), "outbox"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "pending 53, sending 0, sent 0, failed 0, suppressed 0"

@@ -100,19 +100,9 @@ def test_simulation_as_json(
 ) -> None:
     """``--format json``: the same two days as one document with stable keys, and totals."""
     seed(engine)
-    code = main(
-        [
-            "-c",
-            str(config(tmp_path, store_url)),
-            "simulate",
-            "--from",
-            "2026-03-02T09:00:00Z",
-            "--to",
-            "2026-03-04T00:00:00Z",
-            "--format",
-            "json",
-        ]
-    )
+    path = str(config(tmp_path, store_url))
+    range_ = ["--from", "2026-03-02T09:00:00Z", "--to", "2026-03-04T00:00:00Z"]
+    code = main(["-c", path, "simulate", *range_, "--format", "json"])
     document = json.loads(capsys.readouterr().out)
     assert code == 0
     assert list(document) == ["rule_version", "from", "to", "step", "days", "totals"]
