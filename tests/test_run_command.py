@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Engine, func, select, update
 
 from leadflow.cli import main
-from leadflow.store.tables import AUDIT, LEADS, OUTBOX
+from leadflow.store.tables import AUDIT, LEADS, OUTBOX, STORE_SECRETS
 from tests.mail_support import free_port
 from tests.test_funnel_scenario import REPO, seed
 
@@ -196,6 +196,8 @@ class TestRunOnceJson:
         assert plan[0]["evidence"] == {"score": 70, "stage": "lead", "owner_id": None}
         assert plan[1]["actions"] == ["enroll(stream=welcome)"]
         assert counts(engine) == (0, 0)
+        with engine.connect() as connection:  # not even the unsubscribe key is stored
+            assert connection.execute(select(func.count()).select_from(STORE_SECRETS)).scalar() == 0
 
     def test_applied_run_document(
         self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

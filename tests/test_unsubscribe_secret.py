@@ -89,7 +89,7 @@ def test_an_explicit_secret_wins_and_nothing_is_stored(
 
 
 def test_read_only_commands_store_nothing(engine: Engine, make_settings: Any) -> None:
-    """``plan`` and ``status`` never write the store: a random key for the process instead."""
+    """``plan``, ``status`` and dry runs never write the store: a random key for the process."""
     runtime = Runtime.build(engine, make_settings(), SettableClock(T0), read_only=True)
     assert runtime.settings.mail.unsubscribe_secret is not None
     assert runtime.unsubscribe_secret_stored is False

@@ -55,7 +55,7 @@ def run_once(
         raise click.UsageError(msg)  # exit 2, like any other usage error
     context = cli_context(ctx)
     clock = _clock(now, dry_run=dry_run)
-    runtime = Runtime.build(context.engine, context.settings, clock)
+    runtime = Runtime.build(context.engine, context.settings, clock, read_only=dry_run)
     rule_set = runtime.load_rules()
     unknown = sorted(set(rule or ()) - {r.id for r in rule_set.rules})
     if unknown:
