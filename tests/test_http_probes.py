@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from pydantic import SecretStr
 from schemathesis import GenerationMode
 from schemathesis.checks import CHECKS, load_all_checks
 from schemathesis.config import SchemathesisConfig
@@ -90,7 +91,11 @@ class TestProbes:
         down = create_store_engine(
             "postgresql+psycopg://postgres@127.0.0.1:1/none", connect_timeout=1
         )
-        runtime = runtime_for(down, http_settings(make_settings), clock)
+        # The unsubscribe key is configured, as in production: nothing to read from the store
+        # while the runtime is built, and the database is first asked by the probe.
+        settings = http_settings(make_settings)
+        mail = settings.mail.model_copy(update={"unsubscribe_secret": SecretStr("s3cret")})
+        runtime = runtime_for(down, settings.model_copy(update={"mail": mail}), clock)
         app, _ = build_app(runtime)
         response = Api(app).get("/readyz", auth=False)
         assert response.status_code == 503
