@@ -9,6 +9,7 @@ half-written; after downtime a missed rule runs once, not once per missed tick.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email
 import shutil
 import time
@@ -435,7 +436,10 @@ class TestErrorBoundary:
     ) -> None:
         rule_set = TestStartupCatchUp()._rule_set(tmp_path, make_settings, engine)
         unmigrated = create_store_engine(f"sqlite:///{tmp_path / 'empty.db'}")
-        runtime = Runtime.build(unmigrated, make_settings(), SettableClock(NOW))
+        # Built on the migrated store (it reads the unsubscribe key there), then pointed at one
+        # without tables: every evaluation fails on its first query.
+        built = Runtime.build(engine, make_settings(), SettableClock(NOW))
+        runtime = dataclasses.replace(built, engine=unmigrated)
         holder: SnapshotHolder[RuleSet] = SnapshotHolder(clock=runtime.clock)
         holder.record_success(rule_set)
         evaluator = Evaluator(runtime, holder, steps=[])

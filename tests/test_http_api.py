@@ -233,6 +233,83 @@ class TestBadInput:
         )
 
 
+class TestAsDocumented:
+    """The server holds posted records to the OpenAPI document's JSON types (schemathesis found
+    ``external_id`` documented nullable, and ``external_id: 0`` accepted as ``"0"``)."""
+
+    def test_external_id_is_documented_as_required_non_blank_text(self, api: Api) -> None:
+        document = api.get("/openapi.json", auth=False).json()
+        body = document["paths"]["/v1/leads"]["post"]["requestBody"]["content"]
+        record = body["application/json"]["schema"]["anyOf"][0]
+        assert record["properties"]["external_id"] == {
+            "type": "string",
+            "pattern": "\\S",
+            "description": "the record's id in the CRM: text with at least one non-space character",
+        }
+        assert record["required"] == ["external_id"]
+        reps = document["paths"]["/v1/reps"]["post"]["requestBody"]["content"]
+        rep = reps["application/json"]["schema"]["anyOf"][0]
+        assert rep["required"] == ["name", "email"]
+        assert (rep["properties"]["name"]["type"], rep["properties"]["email"]["type"]) == (
+            "string",
+            "string",
+        )
+
+    @pytest.mark.parametrize(
+        ("external_id", "message"),
+        [
+            (0, "expected string, got integer"),
+            (None, "expected string, got null"),
+            ("  ", "expected text with at least one non-space character"),
+        ],
+    )
+    def test_an_external_id_that_is_not_text_is_422(
+        self, api: Api, engine: Engine, external_id: object, message: str
+    ) -> None:
+        response = api.post("/v1/leads", [{"external_id": external_id, "score": 70}])
+        assert (response.status_code, response.json()) == (
+            422,
+            {"detail": [{"loc": ["body", 0, "external_id"], "msg": message, "type": "type_error"}]},
+        )
+        assert lead_rows(engine) == []
+
+    def test_values_of_another_json_type_are_422(self, api: Api, engine: Engine) -> None:
+        response = api.post("/v1/leads", {"external_id": "L1", "score": True, "name": 5})
+        assert (response.status_code, response.json()) == (
+            422,
+            {
+                "detail": [
+                    {
+                        "loc": ["body", "score"],
+                        "msg": "expected integer or string or null, got boolean",
+                        "type": "type_error",
+                    },
+                    {
+                        "loc": ["body", "name"],
+                        "msg": "expected string or null, got integer",
+                        "type": "type_error",
+                    },
+                ]
+            },
+        )
+        assert lead_rows(engine) == []
+
+    def test_an_unknown_query_parameter_is_422(self, api: Api) -> None:
+        response = api.get("/v1/leads/L1?audit_limt=5")
+        assert (response.status_code, response.json()) == (
+            422,
+            {
+                "detail": [
+                    {
+                        "loc": ["query", "audit_limt"],
+                        "msg": "unknown query parameter",
+                        "type": "extra_forbidden",
+                    }
+                ]
+            },
+        )
+
+
 class TestUpserts:
     """Records land as the import would write them; posting again changes nothing."""
 

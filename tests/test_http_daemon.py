@@ -8,6 +8,7 @@ evaluations and the sent email; SIGTERM ends it with exit 0.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -120,3 +121,26 @@ def test_http_push_to_mql_email_metrics_and_sigterm(
     events = [e["event"] for e in daemon.events()]
     assert "http_listening" in events
     assert events[-1] == "daemon_stopped"
+
+
+def test_daemon_without_a_token_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    """No ``http.token`` and no ``allow_anonymous``: the refusal alone on stderr, no traceback,
+    and nothing started (no store file, no log line)."""
+    project = make_project(tmp_path, "http: {enabled: true, port: 0, allow_anonymous: false}\n")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("LEADFLOW_")}
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("leadflow")), "daemon"],
+        cwd=project,
+        env={**environment, "LEADFLOW_LOG__FORMAT": "json"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (
+        "error: http.token is not set: set LEADFLOW_HTTP__TOKEN (or LEADFLOW_HTTP__TOKEN_FILE), "
+        "or set http.allow_anonymous: true for a trial on a private network, "
+        "or http.enabled: false to run without the HTTP server\n"
+    )
+    assert not (project / "state" / "leadflow.db").exists()

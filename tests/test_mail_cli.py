@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import mailbox
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,21 +23,16 @@ from leadflow.store.models import Lead, OutboxMessage, Rep
 NOW = datetime(2020, 1, 6, 10, 0, tzinfo=UTC)  # in the past: due for the real clock
 
 
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    """A project folder with the default embedded store and maildir, two messages queued."""
-    write_templates(tmp_path / "templates")
-    path = tmp_path / "config.yaml"
-    path.write_text("mail:\n  from: leadflow@example.com\n", encoding="utf-8")
-    settings = load_settings(path, env={}).settings
+def _queue(config: Path, keys: Iterable[str]) -> None:
+    """One operational email to the lead (id 1) about its owner for each idempotency key."""
+    settings = load_settings(config, env={}).settings
     engine = engine_for(settings)
-    migrate(engine)
-    rep_id = add_rep(engine, NOW)
-    add_lead(engine, NOW, owner_id=rep_id)
-    catalog = TemplateCatalog(tmp_path / "templates", settings)
+    catalog = TemplateCatalog(config.parent / "templates", settings)
     with transaction(engine) as session:
-        lead, rep = session.get(Lead, 1), session.get(Rep, rep_id)
-        for key in ("a", "b"):
+        lead = session.get(Lead, 1)
+        assert lead is not None
+        rep = session.get(Rep, lead.owner_id)
+        for key in keys:
             enqueue_email(
                 session,
                 key=key,
@@ -49,6 +46,21 @@ def config(tmp_path: Path) -> Path:
                 lead_id=1,
             )
     engine.dispose()
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    """A project folder with the default embedded store and maildir, two messages queued."""
+    write_templates(tmp_path / "templates")
+    path = tmp_path / "config.yaml"
+    path.write_text("mail:\n  from: leadflow@example.com\n", encoding="utf-8")
+    settings = load_settings(path, env={}).settings
+    engine = engine_for(settings)
+    migrate(engine)
+    rep_id = add_rep(engine, NOW)
+    add_lead(engine, NOW, owner_id=rep_id)
+    engine.dispose()
+    _queue(path, ("a", "b"))
     return path
 
 
@@ -93,3 +105,48 @@ def test_outbox_lists_failures_and_retry_requeues(
         (2, "pending", 0),
     ]
     engine.dispose()
+
+
+def test_outbox_says_how_many_rows_the_limit_left_out(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """53 rows unsent: 50 are listed and the rest are counted; ``--limit`` shows them all."""
+    _queue(config, (f"m{n}" for n in range(51)))
+    assert main(["-c", str(config), "outbox"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "pending 53, sending 0, sent 0, failed 0, suppressed 0"
+    assert lines[-1] == "... and 3 more (use --limit)"
+    assert len([line for line in lines if "│ pending" in line]) == 50
+    assert main(["-c", str(config), "outbox", "--limit", "60"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len([line for line in lines if "│ pending" in line]) == 53
+    assert not any(line.startswith("... and") for line in lines)
+
+
+def test_outbox_json_has_total_and_shown(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--format json``: one document, the counts, how many rows there are and how many listed."""
+    assert main(["-c", str(config), "outbox", "--limit", "1", "--format", "json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document == {
+        "by_status": {"pending": 2, "sending": 0, "sent": 0, "failed": 0, "suppressed": 0},
+        "listing": "not_sent",
+        "total": 2,
+        "shown": 1,
+        "messages": [
+            {
+                "id": 1,
+                "status": "pending",
+                "category": "operational",
+                "recipient": "anna@example.com",
+                "subject": "New MQL: Jo Doe",
+                "attempts": 0,
+                "next_attempt_at": "2020-01-06T10:00:00+00:00",
+                "rule_id": None,
+                "detail": None,
+            }
+        ],
+    }
+    assert main(["-c", str(config), "outbox", "--failed", "--format", "json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert (document["listing"], document["total"], document["shown"]) == ("failed", 0, 0)
+    assert document["messages"] == []

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 
 from leadflow.cli import main
-from leadflow.store.tables import AUDIT, LEADS, OUTBOX
+from leadflow.store.tables import AUDIT, LEADS, OUTBOX, STORE_SECRETS
 from tests.mail_support import free_port
 from tests.test_funnel_scenario import REPO, seed
 
@@ -136,3 +137,113 @@ def test_rules_not_due_are_named(
         "not due yet as of 2026-03-02 09:10 UTC (their next scheduled time after the last run has not come): "
         "nurture-new-leads, recycle-idle-deals; --all evaluates them anyway"
     ) in out
+
+
+def _without_seconds(rules: list[dict[str, object]]) -> list[dict[str, object]]:
+    return [{key: value for key, value in rule.items() if key != "seconds"} for rule in rules]
+
+
+def _outcome(rule_id: str, matched: int, fired: int, planned: int) -> dict[str, object]:
+    return {
+        "rule_id": rule_id,
+        "matched": matched,
+        "fired": fired,
+        "planned": planned,
+        "failed": 0,
+        "error": None,
+        "interrupted": False,
+    }
+
+
+class TestRunOnceJson:
+    """``run --once --format json``: one document with stable keys; the plan of a dry run."""
+
+    def test_dry_run_document(
+        self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        seed(engine)
+        args = ["-c", config(tmp_path, store_url), "run", "--once", "--dry-run"]
+        code = main([*args, "--now", "2026-03-02T09:00:00Z", "--format", "json"])
+        document = json.loads(capsys.readouterr().out)
+        assert code == 0
+        assert list(document) == [
+            "as_of",
+            "dry_run",
+            "rule_version",
+            "rules",
+            "plan",
+            "funnel",
+            "not_due",
+        ]
+        assert (document["as_of"], document["dry_run"], document["funnel"]) == (
+            "2026-03-02T09:00:00+00:00",
+            True,
+            None,
+        )
+        assert document["not_due"] == []
+        assert _without_seconds(document["rules"]) == [
+            _outcome("mql-assignment", 3, 0, 3),
+            _outcome("nurture-new-leads", 1, 0, 1),
+            _outcome("recycle-idle-deals", 0, 0, 0),
+        ]
+        plan = sorted(document["plan"], key=lambda planned: planned["external_id"])
+        assert [(p["rule_id"], p["subject"], p["external_id"]) for p in plan] == [
+            ("mql-assignment", "lead", "L1"),
+            ("nurture-new-leads", "lead", "L2"),
+            ("mql-assignment", "lead", "L3"),
+            ("mql-assignment", "lead", "L4"),
+        ]
+        assert plan[0]["evidence"] == {"score": 70, "stage": "lead", "owner_id": None}
+        assert plan[1]["actions"] == ["enroll(stream=welcome)"]
+        assert counts(engine) == (0, 0)
+        with engine.connect() as connection:  # not even the unsubscribe key is stored
+            assert connection.execute(select(func.count()).select_from(STORE_SECRETS)).scalar() == 0
+
+    def test_applied_run_document(
+        self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        seed(engine)
+        args = ["-c", config(tmp_path, store_url), "run", "--once", "--format", "json"]
+        assert main([*args, "--now", "2026-03-02T09:00:00Z"]) == 0
+        document = json.loads(capsys.readouterr().out)
+        assert (document["dry_run"], document["plan"], document["funnel"]) == (
+            False,
+            [],
+            {"sla": 0, "nurture": 1},
+        )
+        assert _without_seconds(document["rules"]) == [
+            _outcome("mql-assignment", 3, 3, 0),
+            _outcome("nurture-new-leads", 1, 1, 0),
+            _outcome("recycle-idle-deals", 0, 0, 0),
+        ]
+        assert main([*args, "--now", "2026-03-02T09:10:00Z"]) == 0
+        later = json.loads(capsys.readouterr().out)
+        assert [rule["rule_id"] for rule in later["rules"]] == ["mql-assignment"]
+        assert later["not_due"] == ["nurture-new-leads", "recycle-idle-deals"]
+
+
+def test_crm_text_in_the_plan_is_never_markup(
+    engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A lead whose external id is ``[/bold]x`` is printed as it is, not read as markup."""
+    seed(engine)
+    with engine.begin() as connection:
+        connection.execute(
+            update(LEADS).where(LEADS.c.external_id == "L1").values(external_id="[/bold]x")
+        )
+    args = ["-c", config(tmp_path, store_url), "run", "--once", "--dry-run"]
+    assert main([*args, "--now", "2026-03-02T09:00:00Z"]) == 0
+    out = capsys.readouterr().out
+    actions = (
+        "set_stage(stage=mql); "
+        "assign(route_by=attributes.region, pools={'Central': 'central', 'East': 'east', "
+        "'West': 'west'}, default_pool=inbound); "
+        "notify(to=owner, template=mql_assigned); "
+        "start_sla(name=first_touch, within=4:00:00, escalate=("
+        "{'notify': 'owner', 'template': 'sla_reminder'}, "
+        "{'after': datetime.timedelta(seconds=7200), 'notify': 'manager', 'template': 'sla_escalated'}, "
+        "{'after': datetime.timedelta(seconds=14400), 'notify': 'owner', 'template': 'lead_reassigned', 'reassign': True}))"
+    )
+    assert [line for line in out.splitlines() if line.startswith("mql-assignment lead [")] == [
+        f'mql-assignment lead [/bold]x: {actions}  because {{"score": 70, "stage": "lead", "owner_id": null}}'
+    ]

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import pty
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -88,3 +93,103 @@ def test_bad_range_is_one_clear_line(
     )
     assert code == 1
     assert capsys.readouterr().err == "error: --to 2026-03-02 must be after --from 2026-03-04\n"
+
+
+def test_simulation_as_json(
+    engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--format json``: the same two days as one document with stable keys, and totals."""
+    seed(engine)
+    path = str(config(tmp_path, store_url))
+    range_ = ["--from", "2026-03-02T09:00:00Z", "--to", "2026-03-04T00:00:00Z"]
+    code = main(["-c", path, "simulate", *range_, "--format", "json"])
+    document = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert list(document) == ["rule_version", "from", "to", "step", "days", "totals"]
+    assert (document["from"], document["to"], document["step"]) == (
+        "2026-03-02T09:00:00+00:00",
+        "2026-03-04T00:00:00+00:00",
+        "1h",
+    )
+    assert document["days"] == [
+        {
+            "date": "2026-03-02",
+            "mqls_assigned": 2,
+            "mqls_waiting": 1,
+            "sla_escalations": 6,
+            "reassigned": 2,
+            "deals_recycled": 0,
+            "nurture_emails": 1,
+            "emails_queued": 9,
+        },
+        {
+            "date": "2026-03-03",
+            "mqls_assigned": 0,
+            "mqls_waiting": 0,
+            "sla_escalations": 6,
+            "reassigned": 2,
+            "deals_recycled": 0,
+            "nurture_emails": 0,
+            "emails_queued": 6,
+        },
+    ]
+    assert document["totals"] == {
+        "mqls_assigned": 2,
+        "mqls_waiting": 1,
+        "sla_escalations": 12,
+        "reassigned": 4,
+        "deals_recycled": 0,
+        "nurture_emails": 1,
+        "emails_queued": 15,
+    }
+
+
+def _on_a_terminal(args: list[str], cwd: Path) -> tuple[int, str]:
+    """Run ``leadflow ARGS`` with stdout and stderr on a pseudo-terminal; its exit code and text."""
+    controller, terminal = pty.openpty()
+    env = {**os.environ, "COLUMNS": "160", "TERM": "xterm"}
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from leadflow.cli import run; run()", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=terminal,
+        stderr=terminal,
+        cwd=cwd,
+        env=env,
+    )
+    os.close(terminal)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: the terminal's other end closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(controller)
+    return process.wait(timeout=120), b"".join(chunks).decode()
+
+
+def test_no_info_log_lines_among_the_table_on_a_terminal(
+    engine: Engine, store_url: str, tmp_path: Path
+) -> None:
+    """On a terminal, ``log.level: info`` events stay out of the table; ``--verbose`` shows them."""
+    seed(engine)
+    path = config(tmp_path, store_url)
+    path.write_text(path.read_text().replace("level: error", "level: info"), encoding="utf-8")
+    args = [
+        "-c",
+        str(path),
+        "simulate",
+        "--from",
+        "2026-03-02T09:00:00Z",
+        "--to",
+        "2026-03-02T12:00:00Z",
+    ]
+    code, shown = _on_a_terminal(args, tmp_path)
+    assert code == 0, shown
+    assert "rule_evaluated" not in shown
+    assert "What the rules (version" in shown
+    code, shown = _on_a_terminal([*args, "--verbose"], tmp_path)
+    assert code == 0
+    assert shown.count("rule_evaluated") >= 3

@@ -1,7 +1,16 @@
-"""What every command needs, built lazily once: settings, the migrated store."""
+"""What every command needs, built lazily once: settings, the migrated store.
+
+Logging is configured here, when the settings load. A command that renders for a person
+(``demo``'s progress bar, ``simulate``'s table) asks for :meth:`CliContext.render_for_person`
+first: on a terminal its info events (``rule_evaluated`` for each rule at each step) would
+interleave with what it draws, so the log floor is raised to ``warning`` there, unless the
+person asked for them with ``--verbose`` or ``log.level: debug``. Off a terminal (a pipe, a
+file, cron) nothing changes: the log lines go to stderr as configured.
+"""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,15 +31,23 @@ class CliContext:
 
     config_file: Path | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    quiet_logs: bool = False
+    """Raise the log floor to ``warning`` (a person watches a rendering command on a terminal)."""
     _loaded: LoadedSettings | None = None
     _engine: Engine | None = None
+
+    def render_for_person(self, *, verbose: bool) -> None:
+        """Call before the settings load: keep info events out of what the command draws on a
+        terminal, unless ``verbose``."""
+        self.quiet_logs = not verbose and sys.stdout.isatty() and sys.stderr.isatty()
 
     @property
     def loaded(self) -> LoadedSettings:
         if self._loaded is None:
             self._loaded = load_settings(self.config_file, overrides=self.overrides)
             log = self._loaded.settings.log
-            configure_logging(log.level, log.format)
+            quiet = self.quiet_logs and log.level == "info"  # debug was asked for explicitly
+            configure_logging("warning" if quiet else log.level, log.format)
         return self._loaded
 
     @property

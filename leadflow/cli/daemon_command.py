@@ -1,4 +1,8 @@
-"""``leadflow daemon``: the long-running service, until SIGTERM or Ctrl-C (then exit 0)."""
+"""``leadflow daemon``: the long-running service, until SIGTERM or Ctrl-C (then exit 0).
+
+A configuration the daemon would refuse (the HTTP API without a token) is checked before the
+store, the scheduler or the log are touched: the refusal is the one ``error:`` line, exit 1.
+"""
 
 from __future__ import annotations
 
@@ -16,5 +20,10 @@ def daemon(ctx: typer.Context) -> None:
     from leadflow.service import run_daemon
 
     context = cli_context(ctx)
-    runtime = Runtime.build(context.engine, context.settings, SystemClock())
+    settings = context.settings
+    if settings.http.enabled:
+        from leadflow.http import check_http_settings
+
+        check_http_settings(settings.http)
+    runtime = Runtime.build(context.engine, settings, SystemClock())
     asyncio.run(run_daemon(runtime))

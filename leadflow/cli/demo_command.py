@@ -16,9 +16,13 @@ from leadflow.cli.demo_funnel import run_demo_funnel
 def demo(
     ctx: typer.Context,
     days: Annotated[int, typer.Option("--days", min=1, max=60, help="Simulated days to run.")] = 5,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Show info log events on a terminal too.")
+    ] = False,
 ) -> None:
     """Create a sample funnel under state/demo/ and run the shipped rules over a few days."""
     context = cli_context(ctx)
+    context.render_for_person(verbose=verbose)
     settings = context.settings
     folder = settings.path(settings.paths.state) / "demo"
     console = data_console(min_width=110)

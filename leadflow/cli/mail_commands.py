@@ -1,20 +1,32 @@
-"""``leadflow send`` drains the outbox; ``leadflow outbox`` shows it and requeues failures."""
+"""``leadflow send`` drains the outbox; ``leadflow outbox`` shows it and requeues failures.
+
+The listing is cut at ``--limit`` rows and says how many it left out: an operator reading 50 of
+143 rows must not take them for the whole queue.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Annotated
+from dataclasses import asdict
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 from sqlalchemy import Engine
 
-from leadflow.cli.console import data_console
+from leadflow.cli.console import FormatOption, OutputFormat, data_console, print_json
 from leadflow.cli.context import cli_context
 from leadflow.clock import SystemClock
 from leadflow.outbox.delivery import DrainReport
-from leadflow.outbox.store import outbox_lines, requeue_failed, status_counts
+from leadflow.outbox.store import (
+    FAILED,
+    SENT,
+    OutboxLine,
+    outbox_lines,
+    requeue_failed,
+    status_counts,
+)
 from leadflow.settings import Settings
 from leadflow.store.database import transaction
 
@@ -62,6 +74,10 @@ def outbox(
     retry: Annotated[
         int | None, typer.Option("--retry", help="Requeue this failed message now.")
     ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, help="Show at most this many messages.")
+    ] = 50,
+    output: FormatOption = OutputFormat.table,
 ) -> None:
     """Show outbox depth and the messages not yet sent; --retry ID requeues a failed one."""
     context = cli_context(ctx)
@@ -69,13 +85,39 @@ def outbox(
     with transaction(context.engine) as session:
         if retry is not None:
             line = requeue_failed(session, retry, SystemClock().now())
+            if output is OutputFormat.json:
+                print_json({"requeued": asdict(line)})
+                return
             console.print(f"requeued outbox message {line.id} to {line.recipient}: {line.subject}")
             return
         counts = status_counts(session)
-        lines = outbox_lines(session, failed_only=failed)
-    console.print(", ".join(f"{status} {count}" for status, count in counts.items()))
-    if not lines:
+        lines = outbox_lines(session, failed_only=failed, limit=limit)
+    # The rows outbox_lines lists: the failed ones, or every one not yet sent.
+    total = counts[FAILED] if failed else sum(n for status, n in counts.items() if status != SENT)
+    if output is OutputFormat.json:
+        print_json(outbox_document(counts, lines, total=total, failed=failed))
         return
+    console.print(", ".join(f"{status} {count}" for status, count in counts.items()))
+    if lines:
+        console.print(_outbox_table(lines))
+    if total > len(lines):
+        console.print(f"... and {total - len(lines)} more (use --limit)")
+
+
+def outbox_document(
+    counts: dict[str, int], lines: list[OutboxLine], *, total: int, failed: bool
+) -> dict[str, Any]:
+    """``outbox --format json``: the counts and the rows listed, with stable keys."""
+    return {
+        "by_status": counts,
+        "listing": "failed" if failed else "not_sent",
+        "total": total,
+        "shown": len(lines),
+        "messages": [asdict(line) for line in lines],
+    }
+
+
+def _outbox_table(lines: list[OutboxLine]) -> Table:
     table = Table("id", "status", "kind", "to", "subject", "tries", "next", "rule", "why")
     for line in lines:
         table.add_row(
@@ -89,4 +131,4 @@ def outbox(
             line.rule_id or "",
             line.detail or "",
         )
-    console.print(table)
+    return table

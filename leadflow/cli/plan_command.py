@@ -59,7 +59,7 @@ def plan_rules(
     engine = engine_for(settings)
     try:
         require_current_schema(engine)
-        runtime = Runtime.build(engine, settings, clock)
+        runtime = Runtime.build(engine, settings, clock, read_only=True)
         working = runtime.load_rules(folder)
         with rules_at(folder, base) as (base_folder, label):
             base_rules = load_base_rules(base_folder, label, runtime)

@@ -1,15 +1,19 @@
-"""``leadflow simulate``: the rules over a time range, on a copy of the store, day by day."""
+"""``leadflow simulate``: the rules over a time range, on a copy of the store, day by day.
+
+``--format json`` prints the same day rows and totals as one document, for scripts.
+"""
 
 from __future__ import annotations
 
 import tempfile
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from leadflow.cli.console import data_console
+from leadflow.cli.console import FormatOption, OutputFormat, data_console, print_json
 from leadflow.cli.context import cli_context
 from leadflow.clock import SettableClock, parse_instant
 from leadflow.durations import parse_duration
@@ -17,6 +21,26 @@ from leadflow.engine.runtime import Runtime
 from leadflow.engine.simulation import DayReport, copy_store, tick_over_range
 from leadflow.errors import DurationError, UserInputError
 
+FIELDS = (
+    "mqls",
+    "queued",
+    "escalations",
+    "reassigned",
+    "recycled",
+    "nurture_sent",
+    "emails_queued",
+)
+"""The DayReport counts a row shows, in the order of COLUMNS after the day."""
+KEYS = (
+    "mqls_assigned",
+    "mqls_waiting",
+    "sla_escalations",
+    "reassigned",
+    "deals_recycled",
+    "nurture_emails",
+    "emails_queued",
+)
+"""The same counts' keys in ``--format json``."""
 COLUMNS = (
     "day",
     "MQLs assigned",
@@ -37,9 +61,14 @@ def simulate_range(
     rules: Annotated[
         Path | None, typer.Option("--rules", help="Rules folder (default: paths.rules).")
     ] = None,
+    output: FormatOption = OutputFormat.table,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Show info log events on a terminal too.")
+    ] = False,
 ) -> None:
     """Run the rules from --from to --to on a copy of the store and print what would have happened."""
     context = cli_context(ctx)
+    context.render_for_person(verbose=verbose)
     try:
         first, last = parse_instant(start), parse_instant(end)
         stride = parse_duration(step)
@@ -57,39 +86,40 @@ def simulate_range(
         rule_set = runtime.load_rules(rules)
         reports = tick_over_range(runtime, rule_set, first, last, stride)
         copy.dispose()
+    if output is OutputFormat.json:
+        print_json(simulation_document(reports, rule_set.version, first, last, step))
+        return
     _print(reports, rule_set.version)
+
+
+def simulation_document(
+    reports: list[DayReport], version: str, first: datetime, last: datetime, step: str
+) -> dict[str, Any]:
+    """``simulate --format json``: each day's counts and the totals, with stable keys."""
+    return {
+        "rule_version": version,
+        "from": first,
+        "to": last,
+        "step": step,
+        "days": [
+            {
+                "date": report.date,
+                **{key: getattr(report, name) for key, name in zip(KEYS, FIELDS, strict=True)},
+            }
+            for report in reports
+        ],
+        "totals": {
+            key: sum(getattr(report, name) for report in reports)
+            for key, name in zip(KEYS, FIELDS, strict=True)
+        },
+    }
 
 
 def _print(reports: list[DayReport], version: str) -> None:
     table = Table(*COLUMNS, title=f"What the rules (version {version}) would have done", box=None)
     for report in reports:
-        table.add_row(
-            report.day,
-            *(
-                str(value)
-                for value in (
-                    report.mqls,
-                    report.queued,
-                    report.escalations,
-                    report.reassigned,
-                    report.recycled,
-                    report.nurture_sent,
-                    report.emails_queued,
-                )
-            ),
-        )
-    totals = [
-        sum(getattr(r, name) for r in reports)
-        for name in (
-            "mqls",
-            "queued",
-            "escalations",
-            "reassigned",
-            "recycled",
-            "nurture_sent",
-            "emails_queued",
-        )
-    ]
+        table.add_row(report.day, *(str(getattr(report, name)) for name in FIELDS))
+    totals = [sum(getattr(r, name) for r in reports) for name in FIELDS]
     table.add_row("total", *(str(value) for value in totals), style="bold")
     console = data_console(min_width=130)
     console.print(table)

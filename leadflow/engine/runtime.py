@@ -2,14 +2,20 @@
 
 Besides the :class:`Runtime` (store, settings, clock, templates), the engine is handed a
 :class:`StopSignal` by a caller that may have to stop it between two batches.
+
+:meth:`Runtime.build` is the one place settings reach the engine, so it is where a secret the
+configuration leaves unset is filled in: ``mail.unsubscribe_secret`` comes from the store
+(generated once, then shared by every process on it), never from a constant in the source.
 """
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
+from pydantic import SecretStr
 from sqlalchemy import Engine
 
 from leadflow.clock import Clock
@@ -17,6 +23,10 @@ from leadflow.mail.templates import TemplateCatalog
 from leadflow.rule_language.loader import load_rule_set
 from leadflow.rule_language.model import RuleSet
 from leadflow.settings import Settings
+from leadflow.store.secrets import stored_secret
+
+UNSUBSCRIBE_KEY_NAME = "mail.unsubscribe_secret"
+"""The ``store_secrets`` name of the generated unsubscribe key."""
 
 
 class StopSignal(Protocol):
@@ -33,11 +43,32 @@ class Runtime:
     settings: Settings
     clock: Clock
     templates: TemplateCatalog
+    unsubscribe_secret_stored: bool = False
+    """``mail.unsubscribe_secret`` was unset and the store's generated one is in use."""
 
     @classmethod
-    def build(cls, engine: Engine, settings: Settings, clock: Clock) -> Runtime:
+    def build(
+        cls, engine: Engine, settings: Settings, clock: Clock, *, read_only: bool = False
+    ) -> Runtime:
+        """The runtime of ``settings`` on ``engine``; without ``mail.unsubscribe_secret`` the
+        store's secret is used, generated and stored on first use. ``read_only`` (a command that
+        never writes the store nor sends email) uses a random one for this process instead."""
+        stored = settings.mail.unsubscribe_secret is None
+        if stored:
+            if read_only:
+                value = secrets.token_hex(32)
+            else:
+                value, _ = stored_secret(engine, UNSUBSCRIBE_KEY_NAME, clock.now())
+            mail = settings.mail.model_copy(update={"unsubscribe_secret": SecretStr(value)})
+            settings = settings.model_copy(update={"mail": mail})
         folder = settings.path(settings.paths.templates)
-        return cls(engine, settings, clock, TemplateCatalog(folder, settings))
+        return cls(
+            engine,
+            settings,
+            clock,
+            TemplateCatalog(folder, settings),
+            unsubscribe_secret_stored=stored and not read_only,
+        )
 
     @property
     def rules_folder(self) -> Path:

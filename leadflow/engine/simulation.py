@@ -39,6 +39,8 @@ class DayReport:
     nurture_sent: int
     emails_queued: int
     emails_delivered: int
+    date: str
+    """The day as an ISO date (``2026-03-02``), for scripts; ``day`` is for people."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ def day_report(engine: Engine, day: datetime, baseline: Baseline | None = None) 
         nurture_sent=actions.get("nurture_step", 0),
         emails_queued=int(queued),
         emails_delivered=int(delivered),
+        date=begin.date().isoformat(),
     )
 
 

@@ -25,13 +25,13 @@ from leadflow.engine.audit_history import lead_with_audit
 from leadflow.engine.runtime import Runtime
 from leadflow.errors import ConfigError, DatabaseUnavailableError, FieldError, RecordsRejectedError
 from leadflow.http.body_limit import BodyLimit
-from leadflow.http.openapi import request_body
+from leadflow.http.openapi import record_schema, request_body, type_errors
 from leadflow.http.probes import probe_routes
 from leadflow.http.records import upsert_records
 from leadflow.ingest.values import TOO_DEEP, text_problem, unstorable
 from leadflow.rule_language.model import RuleSet
 from leadflow.service.rule_reload import SnapshotHolder
-from leadflow.settings import ImportKind
+from leadflow.settings import HttpSettings, ImportKind
 
 log = structlog.get_logger("leadflow.http")
 
@@ -47,9 +47,10 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> FastAPI:
-    """The application for ``runtime``'s store; ``holder`` is the daemon's current rule set."""
-    settings = runtime.settings.http
+def check_http_settings(settings: HttpSettings) -> None:
+    """ConfigError when the ``/v1`` API would be open by accident: no token, no opt-in.
+
+    The daemon's command calls it before anything starts, so the refusal is one line."""
     if settings.token is None and not settings.allow_anonymous:
         msg = (
             "http.token is not set: set LEADFLOW_HTTP__TOKEN (or LEADFLOW_HTTP__TOKEN_FILE), "
@@ -57,6 +58,12 @@ def create_app(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> FastAPI:
             "or http.enabled: false to run without the HTTP server"
         )
         raise ConfigError(msg)
+
+
+def create_app(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> FastAPI:
+    """The application for ``runtime``'s store; ``holder`` is the daemon's current rule set."""
+    settings = runtime.settings.http
+    check_http_settings(settings)
     app = FastAPI(
         title="leadflow",
         summary="Records in from the CRM, the funnel's decisions out.",
@@ -118,8 +125,11 @@ def _refuse(request: Request, reason: str) -> NoReturn:
 
 
 def _record_route(runtime: Runtime, kind: ImportKind) -> Callable[[Request], Awaitable[Any]]:
+    schema = record_schema(kind, runtime.settings)
+
     async def post_records(request: Request) -> JSONResponse:
         items, batch = parse_records(await request.body())
+        _check_types(schema, items, batch=batch)
         now = runtime.clock.now()
         result = await run_in_threadpool(
             upsert_records, runtime.engine, runtime.settings, kind, items, now=now, batch=batch
@@ -131,11 +141,24 @@ def _record_route(runtime: Runtime, kind: ImportKind) -> Callable[[Request], Awa
     return post_records
 
 
+def _check_types(schema: dict[str, Any], items: list[dict[str, Any]], *, batch: bool) -> None:
+    """The JSON types the OpenAPI document gives each field, held before the import reads."""
+    errors = [
+        FieldError((*(("body", index) if batch else ("body",)), field), message, "type_error")
+        for index, item in enumerate(items)
+        for field, message in type_errors(schema, item)
+    ]
+    if errors:
+        raise RecordsRejectedError(errors)
+
+
 def _lead_route(runtime: Runtime) -> Callable[..., Awaitable[Any]]:
     async def get_lead(
+        request: Request,
         external_id: Annotated[str, Path(max_length=200)],
         audit_limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     ) -> JSONResponse:
+        _refuse_unknown_query(request, {"audit_limit"})
         problem = text_problem(external_id)  # %00 in the path: PostgreSQL refuses the lookup
         if problem is not None:
             _reject(("path", "external_id"), problem, "string_type")
@@ -145,6 +168,23 @@ def _lead_route(runtime: Runtime) -> Callable[..., Awaitable[Any]]:
         return JSONResponse(found)
 
     return get_lead
+
+
+def _refuse_unknown_query(request: Request, known: set[str]) -> None:
+    """422 for a query parameter the OpenAPI document does not name: a misspelt
+    ``audit_limt=5`` would otherwise be ignored without a word."""
+    unknown = [name for name in request.query_params if name not in known]
+    if unknown:
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("query", name),
+                    "msg": "unknown query parameter",
+                    "type": "extra_forbidden",
+                }
+                for name in unknown
+            ]
+        )
 
 
 def _reject_constant(name: str) -> None:

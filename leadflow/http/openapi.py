@@ -4,6 +4,11 @@ The properties of each kind are its import fields (``KIND_FIELDS``), its declare
 the names ``import.mappings.KIND.columns`` maps; nothing else is accepted. The server reads the
 values with the import's parsers, which also take the spellings a CRM export uses (``yes`` for
 true, day-first dates when configured), so the types here describe the JSON form.
+
+The server holds posted records to the JSON types documented here (:func:`type_errors`, run
+before the import's parsers), so the document and the server agree: a CSV cell is always text,
+but a JSON ``"external_id": 0`` is a number, and was taken as ``"0"`` while the document said
+text. ``external_id`` is a non-empty string when present, never ``null``.
 """
 
 from __future__ import annotations
@@ -40,12 +45,29 @@ _ATTRIBUTE_SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
+_EXTERNAL_ID: dict[str, Any] = {
+    "type": "string",
+    "pattern": r"\S",
+    "description": "the record's id in the CRM: text with at least one non-space character",
+}
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "array": (list,),
+    "object": (dict,),
+    "null": (type(None),),
+}
+
+
 def record_schema(kind: ImportKind, settings: Settings) -> dict[str, Any]:
     """The JSON schema of one posted record of ``kind``."""
     mapping = settings.imports.mappings.get(kind, ImportMapping())
     properties: dict[str, Any] = {
         field: dict(_FIELD_SCHEMAS[type_name]) for field, type_name in KIND_FIELDS[kind].items()
     }
+    properties["external_id"] = dict(_EXTERNAL_ID)
     if kind in GROUPS:
         declared: dict[str, str] = getattr(settings.attributes, kind)
         for name, type_name in declared.items():
@@ -60,8 +82,34 @@ def record_schema(kind: ImportKind, settings: Settings) -> dict[str, Any]:
         "additionalProperties": False,
     }
     if not mapping.columns:
-        schema["required"] = [options[0] for options in REQUIRED[kind] if len(options) == 1]
+        _add_required(kind, mapping, schema)
     return schema
+
+
+def _add_required(kind: ImportKind, mapping: ImportMapping, schema: dict[str, Any]) -> None:
+    """The fields every record must carry, as the import requires them: present and not null
+    (the import reads ``null`` as an empty cell, which is missing)."""
+    required = [options[0] for options in REQUIRED[kind] if len(options) == 1]
+    if kind == "reps" and mapping.email_pattern is None:
+        required.append("email")
+    properties = schema["properties"]
+    for field in required:
+        properties[field] = _not_null(properties[field])
+    schema["required"] = required
+    either = [options for options in REQUIRED[kind] if len(options) > 1]
+    if either:
+        schema["anyOf"] = [
+            {"required": [field], "properties": {field: _not_null(properties[field])}}
+            for field in either[0]
+        ]
+
+
+def _not_null(field_schema: dict[str, Any]) -> dict[str, Any]:
+    types = field_schema.get("type")
+    if not isinstance(types, list):
+        return field_schema
+    kept = [name for name in types if name != "null"]
+    return {**field_schema, "type": kept[0] if len(kept) == 1 else kept}
 
 
 def body_schema(kind: ImportKind, settings: Settings) -> dict[str, Any]:
@@ -78,3 +126,35 @@ def request_body(kind: ImportKind, settings: Settings) -> dict[str, Any]:
             "content": {"application/json": {"schema": body_schema(kind, settings)}},
         }
     }
+
+
+def type_errors(schema: dict[str, Any], record: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(field, message)`` for each value of ``record`` whose JSON type (or, for
+    ``external_id``, blank text) the record ``schema`` does not allow."""
+    errors = []
+    properties: dict[str, Any] = schema["properties"]
+    for field, value in record.items():
+        allowed = properties.get(field, {}).get("type")
+        if allowed is None:
+            continue  # unknown (the import names it) or a mapped column (any JSON value)
+        names = [allowed] if isinstance(allowed, str) else list(allowed)
+        if not any(_is(value, name) for name in names):
+            errors.append((field, f"expected {' or '.join(names)}, got {_json_name(value)}"))
+        elif field == "external_id" and not value.strip():
+            errors.append((field, "expected text with at least one non-space character"))
+    return errors
+
+
+def _is(value: Any, name: str) -> bool:
+    if isinstance(value, bool) and name in {"integer", "number"}:
+        return False  # JSON true is not a number, though Python's bool is an int
+    if name == "number" and isinstance(value, float):
+        return True
+    return isinstance(value, _JSON_TYPES[name])
+
+
+def _json_name(value: Any) -> str:
+    for name in ("null", "boolean", "integer", "number", "string", "array", "object"):
+        if _is(value, name):
+            return name
+    return type(value).__name__

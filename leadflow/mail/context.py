@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -30,7 +31,11 @@ CONTEXT_KEYS = (
     "unsubscribe_url",
 )
 
-_DEFAULT_UNSUBSCRIBE_KEY = b"leadflow-unsubscribe-not-secret"
+_PROCESS_UNSUBSCRIBE_KEY = secrets.token_bytes(32)
+"""Only for settings that reached no :class:`~leadflow.engine.runtime.Runtime` (template checks
+on sample data, rule tests in a scratch store): random per process, so a link signed with it
+verifies nowhere. A runtime fills ``mail.unsubscribe_secret`` from the store when it is unset;
+there is no public default key."""
 
 
 def fill_url(pattern: str, setting: str, **values: str) -> str:
@@ -47,7 +52,7 @@ def fill_url(pattern: str, setting: str, **values: str) -> str:
 def unsubscribe_token(settings: Settings, lead_external_id: str) -> str:
     """The token in a lead's unsubscribe link: an HMAC of the lead's external id."""
     secret = settings.mail.unsubscribe_secret
-    key = secret.get_secret_value().encode() if secret else _DEFAULT_UNSUBSCRIBE_KEY
+    key = secret.get_secret_value().encode() if secret else _PROCESS_UNSUBSCRIBE_KEY
     return hmac.new(key, lead_external_id.encode(), hashlib.sha256).hexdigest()[:32]
 
 

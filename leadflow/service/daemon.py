@@ -17,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,8 @@ class Daemon:
             self.holder.record_success(rule_set)
             if self.stop_event.is_set():
                 return
+            # Before the scheduler starts: a refused start-up then leaves no job to cancel.
+            http = self._http_server(stack)
             leadership = await self._lead(stack)
             settings = self.runtime.settings.scheduler
             scheduler = build_scheduler(settings, loop)
@@ -106,7 +109,6 @@ class Daemon:
             stack.callback(_shut_down, scheduler)
             await jobs.sync(rule_set)
             jobs.add_funnel_tick(settings.funnel_tick)
-            http = self._http_server(stack)
             async with asyncio.TaskGroup() as group:
                 workers = [
                     group.create_task(self._send(transport), name="outbox-sender"),
@@ -114,7 +116,7 @@ class Daemon:
                     group.create_task(self._follow_reloads(jobs), name="job-sync"),
                 ]
                 if http is not None:
-                    workers.append(group.create_task(http, name="http-server"))
+                    workers.append(group.create_task(http(), name="http-server"))
                 if isinstance(leadership, AdvisoryLockLeadership):
                     workers.append(
                         group.create_task(leadership.run(self.stop_event), name="leadership")
@@ -151,7 +153,7 @@ class Daemon:
             log.error("daemon_shutdown_grace_exceeded", waiting_for=task.get_name(), grace_s=grace)
             task.cancel()
 
-    def _http_server(self, stack: AsyncExitStack) -> Coroutine[Any, Any, None] | None:
+    def _http_server(self, stack: AsyncExitStack) -> Callable[[], Coroutine[Any, Any, None]] | None:
         """The API, probes and metrics (``http.enabled``), on a socket bound now so a taken
         port or a missing token fails the start-up rather than a task later."""
         if not self.runtime.settings.http.enabled:
@@ -161,7 +163,7 @@ class Daemon:
         app = create_app(self.runtime, self.holder)
         sock = bind(self.runtime.settings.http)
         stack.callback(sock.close)
-        return serve(app, sock, self.stop_event)
+        return partial(serve, app, sock, self.stop_event)  # a coroutine only once it runs
 
     async def _send(self, transport: Transport) -> None:
         runtime = self.runtime
@@ -216,6 +218,13 @@ class Daemon:
             database=self.runtime.engine.dialect.name,
             transport=getattr(transport, "name", type(transport).__name__),
         )
+        if self.runtime.unsubscribe_secret_stored:
+            log.warning(
+                "unsubscribe_secret_generated",
+                detail="mail.unsubscribe_secret is not set: a random secret was generated and "
+                "stored in the store (table store_secrets), and unsubscribe links are signed with "
+                "it; to verify links outside leadflow, set LEADFLOW_MAIL__UNSUBSCRIBE_SECRET",
+            )
 
     def _summary(self) -> dict[str, object]:
         return {

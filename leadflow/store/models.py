@@ -289,3 +289,15 @@ class ImportRun(SQLModel, table=True):
     updated: int = 0
     unchanged: int = 0
     rejected: int = 0
+
+
+class StoreSecret(SQLModel, table=True):
+    """A secret leadflow generated for itself because the configuration gave none (the
+    unsubscribe links' HMAC key): kept with the data it protects, so every process on the store
+    signs and verifies with the same key, across restarts and replicas."""
+
+    __tablename__ = "store_secrets"
+
+    name: str = Field(primary_key=True, max_length=100)
+    value: str = Field(max_length=200)
+    created_at: datetime = _time(nullable=False)
