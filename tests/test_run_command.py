@@ -239,10 +239,10 @@ def test_crm_text_in_the_plan_is_never_markup(
         "assign(route_by=attributes.region, pools={'Central': 'central', 'East': 'east', "
         "'West': 'west'}, default_pool=inbound); "
         "notify(to=owner, template=mql_assigned); "
-        "start_sla(name=first_touch, within=4:00:00, escalate=("
+        "start_sla(name=first_touch, within=4h, escalate=["
         "{'notify': 'owner', 'template': 'sla_reminder'}, "
-        "{'after': datetime.timedelta(seconds=7200), 'notify': 'manager', 'template': 'sla_escalated'}, "
-        "{'after': datetime.timedelta(seconds=14400), 'notify': 'owner', 'template': 'lead_reassigned', 'reassign': True}))"
+        "{'after': '2h', 'notify': 'manager', 'template': 'sla_escalated'}, "
+        "{'after': '4h', 'notify': 'owner', 'template': 'lead_reassigned', 'reassign': True}])"
     )
     assert [line for line in out.splitlines() if line.startswith("mql-assignment lead [")] == [
         f'mql-assignment lead [/bold]x: {actions}  because {{"score": 70, "stage": "lead", "owner_id": null}}'
