@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 from leadflow import metrics
 from leadflow.clock import Clock
 from leadflow.errors import DatabaseUnavailableError, DeliveryError
+from leadflow.logs import log_failure
 from leadflow.outbox.channel import Channel
 from leadflow.outbox.store import (
     FAILED,
@@ -154,7 +155,7 @@ class _Run:
                 if once:
                     msg = f"cannot claim outbox messages: {exc}"
                     raise DatabaseUnavailableError(msg) from exc
-                log.warning("outbox_claim_failed", error=str(exc).splitlines()[0])
+                log_failure(log, "outbox_claim_failed", exc, level="warning")
                 batch = []
             self.report.claimed += len(batch)
             for message in batch:
@@ -266,11 +267,13 @@ class _Run:
                     self._record_hard_bounces,
                 )
             except SQLAlchemyError as exc:
-                log.warning(
+                log_failure(
+                    log,
                     "outbox_record_failed",
+                    exc,
+                    level="warning",
                     outcomes=len(batch),
                     retry_in_s=delay,
-                    error=str(exc).splitlines()[0],
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RECORD_RETRY_MAX)
