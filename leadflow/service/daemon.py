@@ -135,7 +135,10 @@ class Daemon:
             stack.callback(single.release)
             self.leadership = single
             return single
-        shared = AdvisoryLockLeadership(engine.url.render_as_string(hide_password=False))
+        shared = AdvisoryLockLeadership(
+            engine.url.render_as_string(hide_password=False),
+            timeout=self.runtime.settings.database.leadership_timeout,
+        )
         await asyncio.to_thread(shared.check)
         self.leadership = shared
         return shared
