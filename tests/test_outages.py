@@ -147,6 +147,7 @@ class TestRelayDown:
         assert len(retried) == 30
 
 
+LEADS = 200
 OUTAGE = 30.0
 """Seconds the database stays away in the outage tests."""
 LEADERSHIP_BOUND = 2 + 5
@@ -204,12 +205,12 @@ class TestDatabaseOutage:
             daemon = start_daemon(project, postgres_url, db, smtp)
             try:
                 wait_until(lambda: readiness(daemon)[0] == 200, "ready")
-                ids = seed_funnel(store, datetime.now(UTC) - timedelta(days=1), 400)
+                ids = seed_funnel(store, datetime.now(UTC) - timedelta(days=1), LEADS)
                 wait_until(lambda: mql_count(store) >= 30, "the evaluation under way", every=0.01)
                 broken_at = time.monotonic()
                 break_database(db, fault)
                 at_fault = mql_count(store)
-                assert at_fault < 400, "the evaluation ended before the fault; seed more leads"
+                assert at_fault < LEADS, "the evaluation ended before the fault; seed more leads"
                 wait_until(lambda: daemon.has("leadership_lost"), "leadership_lost", timeout=20)
                 given_up_after = time.monotonic() - broken_at
                 reasons = wait_until(lambda: unready(daemon), "/readyz to say 503")
@@ -223,8 +224,10 @@ class TestDatabaseOutage:
                     assert mql_count(store) <= at_fault + CONFIG_BATCH
                 mend_database(db, fault)
                 wait_until(lambda: readiness(daemon)[0] == 200, "ready again", timeout=30)
-                wait_until(lambda: mql_count(store) == 400, "the evaluation to finish", timeout=40)
-                wait_until(lambda: len(sent_message_ids(store)) == 400, "400 sent", timeout=40)
+                wait_until(
+                    lambda: mql_count(store) == LEADS, "the evaluation to finish", timeout=60
+                )
+                wait_until(lambda: len(sent_message_ids(store)) == LEADS, "all sent", timeout=60)
                 assert daemon.alive
             finally:
                 assert daemon.terminate() == 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -287,3 +288,64 @@ class TestCatchUpOnLeadership:
             return due, next_runs
         finally:
             scheduler.shutdown(wait=False)
+
+
+@pytest.mark.slow
+class TestStopWithBacklog:
+    """A stop with a backlog behind a rate-limited relay (14 messages/s, a common provider
+    limit): the claims no worker started go back at once, so nothing waits out its lease."""
+
+    BACKLOG = 300
+
+    def test_unstarted_claims_are_handed_back_within_the_grace(
+        self, engine: Engine, make_settings: Any, tmp_path: Path
+    ) -> None:
+        handler = ScriptedHandler(delay=0.02)  # a relay that takes its time over each reply
+        now = datetime.now(UTC)
+        clock = SettableClock(now)
+        rep_id = add_rep(engine, now)
+        add_lead(engine, now, owner_id=rep_id, timezone="UTC")
+        with smtp_server(handler) as port:
+            settings = smtp_settings(
+                make_settings,
+                tmp_path,
+                port,
+                **{"mail.smtp.rate_per_second": 14, "mail.batch_size": 100},
+            )
+            for n in range(self.BACKLOG):
+                enqueue(engine, settings, clock, key=f"backlog-{n}")
+            grace = settings.scheduler.shutdown_grace.total_seconds()
+            stopped_in, finished = asyncio.run(self._stop_after(engine, settings, clock, handler))
+        rows = outbox_rows(engine)
+        statuses = Counter(row.status for row in rows)
+        assert finished, "the sender did not stop within the grace; the daemon cancels it there"
+        assert stopped_in < grace
+        assert statuses["sending"] == 0
+        assert statuses["sent"] == len(handler.received) < self.BACKLOG
+        assert statuses["pending"] == self.BACKLOG - statuses["sent"]
+        assert {row.attempts for row in rows if row.status == "pending"} == {0}
+        delivered = Counter(r.message["Message-ID"] for r in handler.received)
+        assert set(delivered.values()) == {1}
+
+    async def _stop_after(
+        self, engine: Engine, settings: Settings, clock: SettableClock, handler: ScriptedHandler
+    ) -> tuple[float, bool]:
+        """Stop the sender once 20 messages arrived; (seconds to stop, stopped in the grace)."""
+        stop = asyncio.Event()
+        transport = transport_for(settings)
+        channels = channels_for(settings, transport)
+        task = asyncio.create_task(drain(engine, settings, clock, channels, once=False, stop=stop))
+        async with asyncio.timeout(30):
+            while len(handler.received) < 20:  # noqa: ASYNC110 (the server thread fills it)
+                await asyncio.sleep(0.02)
+        loop = asyncio.get_running_loop()
+        stop_at = loop.time()
+        stop.set()
+        done, _ = await asyncio.wait(
+            [task], timeout=settings.scheduler.shutdown_grace.total_seconds()
+        )
+        if not done:  # what the daemon does when the grace runs out
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await transport.close()
+        return loop.time() - stop_at, bool(done)

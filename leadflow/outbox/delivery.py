@@ -45,6 +45,7 @@ from leadflow.outbox.store import (
     Outcome,
     claim_due,
     record_outcomes,
+    release_claims,
 )
 from leadflow.settings import RetrySettings, Settings
 
@@ -115,9 +116,13 @@ class _Run:
     worker: str
     rng: random.Random
     report: DrainReport = field(default_factory=DrainReport)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    unstarted: list[ClaimedMessage] = field(default_factory=list)
+    """Claimed messages a worker took after ``stop``: handed back, not delivered."""
 
     async def execute(self, *, once: bool, stop: asyncio.Event) -> DrainReport:
         mail = self.settings.mail
+        self.stop = stop
         claimed: asyncio.Queue[ClaimedMessage | None] = asyncio.Queue(maxsize=mail.batch_size)
         outcomes: asyncio.Queue[Outcome | None] = asyncio.Queue()
         recorder = asyncio.create_task(self._record(outcomes))
@@ -127,9 +132,15 @@ class _Run:
         try:
             await self._claim_until_done(claimed, once=once, stop=stop)
         finally:
+            while stop.is_set() and not claimed.empty():  # queued, never started: handed
+                message = claimed.get_nowait()  # back before waiting for those in flight
+                if message is not None:
+                    self.unstarted.append(message)
+            await self._release_unstarted()
             for _ in workers:
                 await claimed.put(None)
             await asyncio.gather(*workers)
+            await self._release_unstarted()
             await outcomes.put(None)
             await recorder
             for channel in self.channels.values():
@@ -176,8 +187,26 @@ class _Run:
         outcomes: asyncio.Queue[Outcome | None],
     ) -> None:
         while (message := await claimed.get()) is not None:
+            if self.stop.is_set():  # stopping: what has not started is handed back
+                self.unstarted.append(message)
+                continue
             outcome = await self._deliver(message)
             await outcomes.put(outcome)
+
+    async def _release_unstarted(self) -> None:
+        """Give the claims no worker started back in one transaction, so that they do not
+        wait out their lease (a stop with a backlog behind a rate-limited relay)."""
+        if not self.unstarted:
+            return
+        ids = [message.id for message in self.unstarted]
+        try:
+            released = await asyncio.to_thread(release_claims, self.engine, ids, self.worker)
+        except SQLAlchemyError as exc:  # they come back when their lease expires
+            log_failure(log, "outbox_release_failed", exc, level="warning", claims=len(ids))
+        else:
+            log.info("outbox_claims_released", released=released)
+        self.report.claimed -= len(ids)
+        self.unstarted.clear()
 
     async def _deliver(self, message: ClaimedMessage) -> Outcome:
         channel = self.channels.get(message.channel)
