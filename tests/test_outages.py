@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, insert
 
+from leadflow.outbox.store import message_id_for
+from leadflow.store.tables import OUTBOX
 from tests.fault_proxy import FaultProxy, fault_proxy
 from tests.mail_support import free_port, smtp_server
 from tests.replica_support import (
@@ -246,3 +249,66 @@ class TestDatabaseOutage:
         )
         assert "rule_jobs_caught_up" in events
         assert one_json_object_per_line(daemon) == []
+
+
+def sending(store: Engine) -> int:
+    return Counter(status for _, status in outbox(store).values())["sending"]
+
+
+def queue_backlog(store: Engine, count: int) -> None:
+    """``count`` emails due now in the outbox, as a campaign leaves them."""
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "idempotency_key": f"backlog-{n}",
+            "message_id": message_id_for(f"backlog-{n}", "example.com"),
+            "channel": "email",
+            "category": "operational",
+            "recipient": f"rep{n}@example.com",
+            "subject": f"Backlog {n}",
+            "body_text": "hello",
+            "headers": {},
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for n in range(count)
+    ]
+    with store.begin() as connection:
+        connection.execute(insert(OUTBOX), rows)
+
+
+class TestSigtermUnderBacklog:
+    """SIGTERM while hundreds of emails wait behind a relay limited to 14 messages/s: the
+    daemon stops within its grace and hands back what it claimed but had not started."""
+
+    def test_stops_within_the_grace_and_leaves_nothing_sending(
+        self, tmp_path: Path, postgres_url: str, store: Engine, sink: tuple[GatedSink, int]
+    ) -> None:
+        handler, smtp_port = sink
+        config = smtp_daemon_config(
+            mail={"batch_size": 100, "smtp": {"rate_per_second": 14}},
+            scheduler={"shutdown_grace": "5s"},
+        )
+        project = make_project(tmp_path / "project", config)
+        queue_backlog(store, 300)
+        daemon = Replica(project, postgres_url, LEADFLOW_MAIL__SMTP__PORT=str(smtp_port))
+        try:
+            wait_until(lambda: len(handler.accepted) >= 20, "20 messages at the relay", 30)
+            claimed = sending(store)
+            asked_at = time.monotonic()
+            exit_code = daemon.terminate(timeout=30)
+            stopped_in = time.monotonic() - asked_at
+        finally:
+            daemon.kill()
+        assert claimed >= 100  # more than the relay takes in the grace (14/s * 5 s)
+        assert exit_code == 0
+        assert stopped_in < 5 + 1, stopped_in  # the grace, and the process's own exit
+        statuses = Counter(status for _, status in outbox(store).values())
+        assert statuses["sending"] == 0, statuses
+        assert statuses["sent"] == len(handler.accepted)
+        assert set(handler.message_ids().values()) == {1}
+        [released] = daemon.events("outbox_claims_released")
+        assert released["released"] > 0
+        assert daemon.events("daemon_shutdown_grace_exceeded") == []
