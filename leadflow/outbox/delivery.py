@@ -6,7 +6,9 @@ Pipeline, all in one event loop: a claimer takes due rows in batches (one short 
 for its ``channel`` value (:mod:`leadflow.outbox.channel`); one recorder commits outcomes as
 they arrive. Database work runs in threads. The loop knows no channel: retries, backoff, leases
 and batching are the same for all (the ``mail.*`` settings, named before the outbox carried
-anything but email).
+anything but email). On stop, no worker starts another delivery: the claims still queued
+are handed back in one transaction at once, so that a stop with a backlog behind a slow relay
+does not leave them ``sending`` until their lease ends.
 
 Delivery is at least once. The duplicate window is the time between the destination accepting
 a message and the commit that marks it ``sent``: the recorder commits the outcomes that arrived
