@@ -22,12 +22,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine
 
-from leadflow.outbox.store import message_id_for
-from leadflow.store.tables import OUTBOX
 from tests.fault_proxy import FaultProxy, fault_proxy
-from tests.mail_support import free_port, smtp_server
+from tests.mail_support import free_port, queue_backlog, smtp_server
 from tests.replica_support import (
     GatedSink,
     Replica,
@@ -253,30 +251,6 @@ class TestDatabaseOutage:
 
 def sending(store: Engine) -> int:
     return Counter(status for _, status in outbox(store).values())["sending"]
-
-
-def queue_backlog(store: Engine, count: int) -> None:
-    """``count`` emails due now in the outbox, as a campaign leaves them."""
-    now = datetime.now(UTC)
-    rows = [
-        {
-            "idempotency_key": f"backlog-{n}",
-            "message_id": message_id_for(f"backlog-{n}", "example.com"),
-            "channel": "email",
-            "category": "operational",
-            "recipient": f"rep{n}@example.com",
-            "subject": f"Backlog {n}",
-            "body_text": "hello",
-            "headers": {},
-            "status": "pending",
-            "attempts": 0,
-            "next_attempt_at": now,
-            "created_at": now,
-        }
-        for n in range(count)
-    ]
-    with store.begin() as connection:
-        connection.execute(insert(OUTBOX), rows)
 
 
 class TestSigtermUnderBacklog:

@@ -121,6 +121,10 @@ class _Run:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     unstarted: list[ClaimedMessage] = field(default_factory=list)
     """Claimed messages a worker took after ``stop``: handed back, not delivered."""
+    unrecorded: int = 0
+    """Outcomes the recorder could not write yet (the database is away). No claim is made
+    meanwhile: a delivered message whose lease ran out during the outage is due again, and
+    claiming it before its ``sent`` is recorded would send it twice."""
 
     async def execute(self, *, once: bool, stop: asyncio.Event) -> DrainReport:
         mail = self.settings.mail
@@ -154,22 +158,7 @@ class _Run:
     ) -> None:
         mail = self.settings.mail
         while not stop.is_set():
-            try:
-                batch = await asyncio.to_thread(
-                    claim_due,
-                    self.engine,
-                    self.clock.now(),
-                    mail.lease,
-                    self.worker,
-                    mail.batch_size,
-                    [channel.withhold for channel in self.channels.values()],
-                )
-            except SQLAlchemyError as exc:
-                if once:
-                    msg = f"cannot claim outbox messages: {exc}"
-                    raise DatabaseUnavailableError(msg) from exc
-                log_failure(log, "outbox_claim_failed", exc, level="warning")
-                batch = []
+            batch = [] if self.unrecorded else await self._claim(once=once)
             self.report.claimed += len(batch)
             for message in batch:
                 await claimed.put(message)
@@ -182,6 +171,25 @@ class _Run:
                     await stop.wait()
             except TimeoutError:
                 pass
+
+    async def _claim(self, *, once: bool) -> list[ClaimedMessage]:
+        mail = self.settings.mail
+        try:
+            return await asyncio.to_thread(
+                claim_due,
+                self.engine,
+                self.clock.now(),
+                mail.lease,
+                self.worker,
+                mail.batch_size,
+                [channel.withhold for channel in self.channels.values()],
+            )
+        except SQLAlchemyError as exc:
+            if once:
+                msg = f"cannot claim outbox messages: {exc}"
+                raise DatabaseUnavailableError(msg) from exc
+            log_failure(log, "outbox_claim_failed", exc, level="warning")
+            return []
 
     async def _work(
         self,
@@ -298,6 +306,7 @@ class _Run:
                     self._record_hard_bounces,
                 )
             except SQLAlchemyError as exc:
+                self.unrecorded = len(batch)
                 log_failure(
                     log,
                     "outbox_record_failed",
@@ -309,6 +318,7 @@ class _Run:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RECORD_RETRY_MAX)
             else:
+                self.unrecorded = 0
                 return
 
     def _record_hard_bounces(
