@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 import psycopg
 import structlog
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, PendingRollbackError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from leadflow.errors import DatabaseUnavailableError
@@ -96,6 +96,8 @@ def is_outage(exc: BaseException) -> bool:
     """
     if isinstance(exc, _OUTAGES):
         return True
+    if isinstance(exc, PendingRollbackError) and "reconnect" in str(exc):
+        return True  # a statement after the connection of its transaction was lost
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 

@@ -26,7 +26,7 @@ from leadflow.engine.rule_runs import record_run
 from leadflow.engine.runtime import Runtime, StopSignal
 from leadflow.engine.sales_cycle import averages_for
 from leadflow.errors import ExternalSystemError
-from leadflow.logs import log_failure
+from leadflow.logs import is_outage, log_failure
 from leadflow.rule_language.actions import action_name
 from leadflow.rule_language.conditions import EvaluationContext, cycle_conditions, referenced_fields
 from leadflow.rule_language.fields import Subject, ValueType
@@ -297,6 +297,8 @@ def _process(
         outcome.fired += 1
         metrics.record_actions(action_name(action) for action in rule.actions)
     except Exception as exc:  # one subject's failure is logged and counted; the batch goes on
+        if is_outage(exc):  # ... unless the database is gone: the batch cannot go on
+            raise
         outcome.failed += 1
         log_failure(
             log,
