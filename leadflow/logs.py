@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
+import psycopg
 import structlog
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, PendingRollbackError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from leadflow.errors import DatabaseUnavailableError
 
 
 def _current_stderr(*_args: object) -> structlog.PrintLogger:
@@ -79,3 +84,50 @@ def release_standard_library() -> None:
     for handler in list(root.handlers):
         if isinstance(handler, _StandardLibraryRecords):
             root.removeHandler(handler)
+
+
+_OUTAGES = (
+    OperationalError,
+    InterfaceError,
+    PoolTimeoutError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    DatabaseUnavailableError,
+    TimeoutError,
+    ConnectionError,
+)
+"""What an unreachable or silent database raises, through SQLAlchemy or psycopg directly."""
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database could not be reached or did not answer in time.
+
+    Such a failure is expected (a restart, a failover, a network cut) and the daemon retries;
+    everything else is a bug. The one place that tells them apart, for every error boundary.
+    """
+    if isinstance(exc, _OUTAGES):
+        return True
+    if isinstance(exc, PendingRollbackError) and "reconnect" in str(exc):
+        return True  # a statement after the connection of its transaction was lost
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def error_text(exc: BaseException) -> str:
+    """``Type: first line of the message``: what a one-line log event says about ``exc``."""
+    lines = str(exc).strip().splitlines()
+    first = lines[0].strip() if lines else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def log_failure(
+    logger: Any, event: str, exc: BaseException, *, level: str = "error", **fields: Any
+) -> None:
+    """Log ``exc`` at an error boundary: an outage as one line (``error`` names it, the
+    traceback only at debug level), anything else with its traceback, as a bug deserves."""
+    if is_outage(exc):
+        # The traceback of an expected outage says nothing new; on a debug log it may help.
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            fields["exc_info"] = exc
+        getattr(logger, level)(event, error=error_text(exc), **fields)
+    else:
+        logger.exception(event, error=error_text(exc), exc_info=exc, **fields)

@@ -55,6 +55,12 @@ class DatabaseSettings(Section):
     url: str = "sqlite:///state/leadflow.db"
     connect_timeout: Duration = timedelta(seconds=10)
     pool_size: int = Field(default=5, ge=1, le=100)
+    statement_timeout: Duration = timedelta(seconds=60)
+    """PostgreSQL cancels a statement after this (a lock wait included); the client gives up
+    on a reply 5 s later, which bounds every call on a server that stopped answering."""
+    leadership_timeout: Duration = timedelta(seconds=5)
+    """The bound of one leadership check on the lock connection: no answer within it, and the
+    replica gives leadership up."""
 
 
 class PathSettings(Section):

@@ -9,17 +9,19 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import default
 from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, insert, select
 
+from leadflow.outbox.store import message_id_for
 from leadflow.store.database import transaction
 from leadflow.store.models import Lead, OutboxMessage, Rep
+from leadflow.store.tables import OUTBOX
 
 
 @dataclass
@@ -158,3 +160,28 @@ def write_templates(folder: Path, parts: Mapping[str, str] | None = None) -> Non
     }
     for name, text in parts.items():
         (folder / name).write_text(text, encoding="utf-8")
+
+
+def queue_backlog(store: Engine, count: int, now: datetime | None = None) -> None:
+    """``count`` emails due at ``now`` (default: the wall clock's) in the outbox, as a campaign
+    leaves them."""
+    now = now or datetime.now(UTC)
+    rows = [
+        {
+            "idempotency_key": f"backlog-{n}",
+            "message_id": message_id_for(f"backlog-{n}", "example.com"),
+            "channel": "email",
+            "category": "operational",
+            "recipient": f"rep{n}@example.com",
+            "subject": f"Backlog {n}",
+            "body_text": "hello",
+            "headers": {},
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for n in range(count)
+    ]
+    with store.begin() as connection:
+        connection.execute(insert(OUTBOX), rows)

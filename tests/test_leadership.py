@@ -11,12 +11,16 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
+from structlog.testing import capture_logs
 
 from leadflow.errors import AnotherDaemonRunningError
+from leadflow.logs import is_outage
 from leadflow.service.leadership import AdvisoryLockLeadership, SingleInstance
-from leadflow.store.database import create_store_engine, migrate
+from leadflow.store.database import REPLY_MARGIN, create_store_engine, migrate
 from tests.conftest import _truncate_all as truncate_all
-from tests.replica_support import Replica, make_project, wait_until
+from tests.fault_proxy import fault_proxy
+from tests.replica_support import Replica, make_project, postgres_port, via, wait_until
 from tests.test_daemon import CONFIG, RULE, seed
 
 
@@ -151,3 +155,48 @@ def test_killed_leader_process_is_replaced(project: Path, postgres_url: str) -> 
     finally:
         first.kill()
         second.kill()
+
+
+@pytest.mark.postgres
+class TestSilentDatabase:
+    """A database that stops answering without closing the connection (the proxy frozen: the
+    packets go nowhere, nothing is closed): every wait is bounded on the client side."""
+
+    def test_leadership_is_given_up_within_the_check_bound(self, postgres_url: str) -> None:
+        key = int(time.time() * 1000) % 2**31
+        with fault_proxy("127.0.0.1", postgres_port(postgres_url)) as proxy:
+            leadership = AdvisoryLockLeadership(
+                via(postgres_url, proxy.port), key=key, timeout=timedelta(seconds=2)
+            )
+            try:
+                assert leadership.check() is True
+                proxy.pause()
+                started = time.monotonic()
+                with capture_logs() as logs:
+                    assert leadership.check() is False
+                took = time.monotonic() - started
+                proxy.resume()
+            finally:
+                leadership.close()
+        assert 2 <= took < 3.5, took
+        assert [e["event"] for e in logs] == ["leadership_lost"]
+        assert logs[0]["reason"].startswith("OperationalError: the database did not answer")
+
+    def test_a_statement_waits_at_most_its_timeout_and_the_margin(self, postgres_url: str) -> None:
+        with fault_proxy("127.0.0.1", postgres_port(postgres_url)) as proxy:
+            engine = create_store_engine(via(postgres_url, proxy.port), statement_timeout=1)
+            try:
+                with engine.connect() as connection:
+                    connection.execute(text("SELECT 1"))
+                    proxy.pause()
+                    started = time.monotonic()
+                    with pytest.raises(OperationalError) as raised:
+                        connection.execute(text("SELECT 1"))
+                    took = time.monotonic() - started
+                proxy.resume()
+                with engine.connect() as connection:  # the pool gave the dead one up
+                    assert connection.execute(text("SELECT 1")).scalar_one() == 1
+            finally:
+                engine.dispose()
+        assert 1 + REPLY_MARGIN <= took < 2 + REPLY_MARGIN, took
+        assert is_outage(raised.value)

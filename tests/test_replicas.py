@@ -2,10 +2,10 @@
 
 Pins the promise of running several daemons: the evaluator (the advisory lock's holder) is
 SIGKILLed in the middle of an evaluation, after some but not all of its batches committed, and
-another replica takes over within the bound (measured from the kill to its
-``leadership_acquired``: < 15 s) and finishes the rule; a replica is SIGKILLed while it holds a
-claimed batch of emails at the sink, and its messages are sent by the others once its lease
-ends. Afterwards every lead has exactly the stage and owner one uninterrupted evaluation gives
+another replica takes over within the documented bound (measured from the kill to its
+``leadership_acquired``: < 3 s) and finishes the rule. Both kills fall while the killed replica
+has deliveries in flight: rows it claimed are ``sending``, their messages waiting at the sink;
+the others send them once its lease ends. Afterwards every lead has exactly the stage and owner one uninterrupted evaluation gives
 (round robin in id order), exactly one audit row per action, exactly one outbox row, and the
 sink has every message exactly once by Message-ID.
 
@@ -48,7 +48,9 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 LEADS = 300
 BATCH = 10
-TAKEOVER_BOUND_S = 15.0
+TAKEOVER_BOUND_S = 3.0
+"""docs/operations.md, The leadership bound: after a SIGKILL the server ends the session at
+once and a replica takes the lock at its next check (every 2 s); the check itself is short."""
 CONFIG = smtp_daemon_config(
     mail={"lease": "6s", "batch_size": 5, "concurrency": 2, "smtp": {"connections": 2}},
     scheduler={"evaluation_batch": BATCH},
@@ -106,7 +108,10 @@ def test_leader_and_sender_killed(
         # 1. The leader dies in the middle of an evaluation.
         ids = seed_funnel(store, datetime.now(UTC) - timedelta(days=1), LEADS)
         wait_until(lambda: mql_count(store) >= 3 * BATCH, "some batches committed", every=0.01)
+        handler.hold()
+        wait_until(lambda: claimed_by(store, first), "the leader to claim mail")
         quiet_window(handler, store)
+        in_flight = claimed_by(store, first)
         killed_at = first.kill()
         at_kill = mql_count(store)
         assert 0 < at_kill < LEADS, "the evaluation was over before the kill; seed more leads"
@@ -139,6 +144,7 @@ def test_leader_and_sender_killed(
         for replica in replicas:
             replica.kill()
 
+    assert in_flight, "the killed leader had no deliveries in flight"
     assert held, "the killed sender held no claimed messages"
     assert lead_states(store) == round_robin(ids)
     actions = audit_actions(store)
@@ -152,12 +158,16 @@ def test_leader_and_sender_killed(
     with store.connect() as connection:
         finished_by = dict(
             connection.execute(
-                select(OUTBOX.c.id, OUTBOX.c.claimed_by).where(OUTBOX.c.id.in_(held))
+                select(OUTBOX.c.id, OUTBOX.c.claimed_by).where(OUTBOX.c.id.in_([*held, *in_flight]))
             ).all()
         )
     assert all(f":{other.pid}:" not in worker for worker in finished_by.values())
+    assert all(f":{first.pid}:" not in worker for worker in finished_by.values())
     # The successor moved the due rule to now rather than waiting for its own next tick
     # (due unless the dead leader's last recorded run is younger than the rule's 1 s).
     [caught_up] = successor.events("rule_jobs_caught_up")
     assert caught_up["due"] in (["hot-leads"], [])
-    print(f"takeover {takeover_s:.1f} s; leader killed after {at_kill}/{LEADS} leads")
+    print(
+        f"takeover {takeover_s:.1f} s; leader killed after {at_kill}/{LEADS} leads "
+        f"with {len(in_flight)} deliveries in flight"
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,6 +42,7 @@ from tests.mail_support import (
     add_lead,
     add_rep,
     outbox_rows,
+    queue_backlog,
     smtp_server,
     write_templates,
 )
@@ -49,16 +51,27 @@ from tests.test_mail_sender import enqueue
 
 
 class CuttingHandler(ScriptedHandler):
-    """Accepts each message, but first cuts the database proxy for ``outage`` seconds."""
+    """Accepts each message, but first cuts the database proxy for ``outage`` seconds; with a
+    ``clock``, the outage lasts ``skip`` on it (longer than a lease, say)."""
 
-    def __init__(self, proxy: FaultProxy, outage: float) -> None:
+    def __init__(
+        self,
+        proxy: FaultProxy,
+        outage: float,
+        clock: SettableClock | None = None,
+        skip: timedelta = timedelta(),
+    ) -> None:
         super().__init__()
         self.proxy = proxy
         self.outage = outage
+        self.clock = clock
+        self.skip = skip
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if not self.received:
             self.proxy.cut()
+            if self.clock is not None:
+                self.clock.advance(self.skip)
             threading.Timer(self.outage, self.proxy.restore).start()
         return await super().handle_DATA(server, session, envelope)
 
@@ -91,9 +104,14 @@ class TestRecorderOutlastsTheDatabase:
         yield engine
         engine.dispose()
 
+    @pytest.mark.parametrize("lease_runs_out", [False, True])
     def test_outcome_recorded_after_the_outage(
-        self, postgres_url: str, engine: Engine, tmp_path: Path
+        self, lease_runs_out: bool, postgres_url: str, engine: Engine, tmp_path: Path
     ) -> None:
+        """With ``lease_runs_out`` the outage outlasts the message's lease: it is due again when
+        the database returns, and only the sender's waiting for its record keeps it from being
+        claimed and sent a second time."""
+
         def make_settings(**overrides: Any) -> Settings:
             (tmp_path / "config.yaml").write_text("", encoding="utf-8")
             values = {"database.url": postgres_url, **overrides}
@@ -103,7 +121,8 @@ class TestRecorderOutlastsTheDatabase:
         clock = SettableClock(now)
         add_lead(engine, now, owner_id=add_rep(engine, now))
         with fault_proxy("127.0.0.1", postgres_port(postgres_url)) as proxy:
-            handler = CuttingHandler(proxy, outage=1.5)
+            skip = timedelta(minutes=10) if lease_runs_out else timedelta()
+            handler = CuttingHandler(proxy, outage=1.5, clock=clock, skip=skip)
             with smtp_server(handler) as port:
                 settings = smtp_settings(make_settings, tmp_path, port)
                 enqueue(engine, settings, clock, key="mql:L-1")
@@ -287,3 +306,60 @@ class TestCatchUpOnLeadership:
             return due, next_runs
         finally:
             scheduler.shutdown(wait=False)
+
+
+class TestStopWithBacklog:
+    """A stop with a backlog behind a rate-limited relay (14 messages/s, a common provider
+    limit): the claims no worker started go back at once, so nothing waits out its lease."""
+
+    BACKLOG = 300
+
+    def test_unstarted_claims_are_handed_back_within_the_grace(
+        self, engine: Engine, make_settings: Any, tmp_path: Path
+    ) -> None:
+        handler = ScriptedHandler(delay=0.02)  # a relay that takes its time over each reply
+        now = datetime.now(UTC)
+        clock = SettableClock(now)
+        with smtp_server(handler) as port:
+            settings = smtp_settings(
+                make_settings,
+                tmp_path,
+                port,
+                **{"mail.smtp.rate_per_second": 14, "mail.batch_size": 100},
+            )
+            queue_backlog(engine, self.BACKLOG, now)
+            grace = settings.scheduler.shutdown_grace.total_seconds()
+            stopped_in, finished = asyncio.run(self._stop_after(engine, settings, clock, handler))
+        rows = outbox_rows(engine)
+        statuses = Counter(row.status for row in rows)
+        assert finished, "the sender did not stop within the grace; the daemon cancels it there"
+        assert stopped_in < grace
+        assert statuses["sending"] == 0
+        assert statuses["sent"] == len(handler.received) < self.BACKLOG
+        assert statuses["pending"] == self.BACKLOG - statuses["sent"]
+        assert {row.attempts for row in rows if row.status == "pending"} == {0}
+        delivered = Counter(r.message["Message-ID"] for r in handler.received)
+        assert set(delivered.values()) == {1}
+
+    async def _stop_after(
+        self, engine: Engine, settings: Settings, clock: SettableClock, handler: ScriptedHandler
+    ) -> tuple[float, bool]:
+        """Stop the sender once 20 messages arrived; (seconds to stop, stopped in the grace)."""
+        stop = asyncio.Event()
+        transport = transport_for(settings)
+        channels = channels_for(settings, transport)
+        task = asyncio.create_task(drain(engine, settings, clock, channels, once=False, stop=stop))
+        async with asyncio.timeout(30):
+            while len(handler.received) < 20:  # noqa: ASYNC110 (the server thread fills it)
+                await asyncio.sleep(0.02)
+        loop = asyncio.get_running_loop()
+        stop_at = loop.time()
+        stop.set()
+        done, _ = await asyncio.wait(
+            [task], timeout=settings.scheduler.shutdown_grace.total_seconds()
+        )
+        if not done:  # what the daemon does when the grace runs out
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await transport.close()
+        return loop.time() - stop_at, bool(done)

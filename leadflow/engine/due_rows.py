@@ -14,6 +14,7 @@ from sqlalchemy import Engine, Select, Table
 from sqlalchemy.orm import Session
 
 from leadflow.engine.runtime import StopSignal
+from leadflow.logs import is_outage, log_failure
 from leadflow.store.database import transaction
 
 Row = TypeVar("Row")
@@ -50,6 +51,8 @@ def handle_due_rows(
                     with session.begin_nested():
                         handle(session, row)
                     handled += 1
-                except Exception:  # one row's failure is logged; the others go on
-                    log.exception(failure_event, **describe(row))
+                except Exception as exc:  # one row's failure is logged; the others go on
+                    if is_outage(exc):  # unless the database is gone: then the batch fails
+                        raise
+                    log_failure(log, failure_event, exc, **describe(row))
     return handled

@@ -26,6 +26,7 @@ from leadflow.engine.rule_runs import record_run
 from leadflow.engine.runtime import Runtime, StopSignal
 from leadflow.engine.sales_cycle import averages_for
 from leadflow.errors import ExternalSystemError
+from leadflow.logs import is_outage, log_failure
 from leadflow.rule_language.actions import action_name
 from leadflow.rule_language.conditions import EvaluationContext, cycle_conditions, referenced_fields
 from leadflow.rule_language.fields import Subject, ValueType
@@ -293,10 +294,14 @@ def _process(
             fire(firing)
         outcome.fired += 1
         metrics.record_actions(action_name(action) for action in rule.actions)
-    except Exception:  # one subject's failure is logged and counted; the batch goes on
+    except Exception as exc:  # one subject's failure is logged and counted; the batch goes on
+        if is_outage(exc):  # ... unless the database is gone: the batch cannot go on
+            raise
         outcome.failed += 1
-        log.exception(
+        log_failure(
+            log,
             "rule_firing_failed",
+            exc,
             rule_id=rule.id,
             rule_version=rule_set.version,
             subject=f"{rule.subject.value}:{row.external_id}",
@@ -321,7 +326,7 @@ def run_rule(
     try:
         outcome = evaluate_rule(runtime, rule_set, rule, now, dry_run=dry_run, stop=stop)
     except Exception as exc:  # one failing rule never stops the others
-        log.exception("rule_failed", rule_id=rule.id, rule_version=rule_set.version)
+        log_failure(log, "rule_failed", exc, rule_id=rule.id, rule_version=rule_set.version)
         outcome = RuleOutcome(
             rule.id,
             error=f"{type(exc).__name__}: {exc}",

@@ -6,7 +6,9 @@ Pipeline, all in one event loop: a claimer takes due rows in batches (one short 
 for its ``channel`` value (:mod:`leadflow.outbox.channel`); one recorder commits outcomes as
 they arrive. Database work runs in threads. The loop knows no channel: retries, backoff, leases
 and batching are the same for all (the ``mail.*`` settings, named before the outbox carried
-anything but email).
+anything but email). On stop, no worker starts another delivery: the claims still queued
+are handed back in one transaction at once, so that a stop with a backlog behind a slow relay
+does not leave them ``sending`` until their lease ends.
 
 Delivery is at least once. The duplicate window is the time between the destination accepting
 a message and the commit that marks it ``sent``: the recorder commits the outcomes that arrived
@@ -35,6 +37,7 @@ from sqlalchemy.orm import Session
 from leadflow import metrics
 from leadflow.clock import Clock
 from leadflow.errors import DatabaseUnavailableError, DeliveryError
+from leadflow.logs import log_failure
 from leadflow.outbox.channel import Channel
 from leadflow.outbox.store import (
     FAILED,
@@ -44,6 +47,7 @@ from leadflow.outbox.store import (
     Outcome,
     claim_due,
     record_outcomes,
+    release_claims,
 )
 from leadflow.settings import RetrySettings, Settings
 
@@ -114,9 +118,17 @@ class _Run:
     worker: str
     rng: random.Random
     report: DrainReport = field(default_factory=DrainReport)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    unstarted: list[ClaimedMessage] = field(default_factory=list)
+    """Claimed messages a worker took after ``stop``: handed back, not delivered."""
+    unrecorded: int = 0
+    """Outcomes the recorder could not write yet (the database is away). No claim is made
+    meanwhile: a delivered message whose lease ran out during the outage is due again, and
+    claiming it before its ``sent`` is recorded would send it twice."""
 
     async def execute(self, *, once: bool, stop: asyncio.Event) -> DrainReport:
         mail = self.settings.mail
+        self.stop = stop
         claimed: asyncio.Queue[ClaimedMessage | None] = asyncio.Queue(maxsize=mail.batch_size)
         outcomes: asyncio.Queue[Outcome | None] = asyncio.Queue()
         recorder = asyncio.create_task(self._record(outcomes))
@@ -126,9 +138,15 @@ class _Run:
         try:
             await self._claim_until_done(claimed, once=once, stop=stop)
         finally:
+            while stop.is_set() and not claimed.empty():  # queued, never started: handed
+                message = claimed.get_nowait()  # back before waiting for those in flight
+                if message is not None:
+                    self.unstarted.append(message)
+            await self._release_unstarted()
             for _ in workers:
                 await claimed.put(None)
             await asyncio.gather(*workers)
+            await self._release_unstarted()
             await outcomes.put(None)
             await recorder
             for channel in self.channels.values():
@@ -140,22 +158,7 @@ class _Run:
     ) -> None:
         mail = self.settings.mail
         while not stop.is_set():
-            try:
-                batch = await asyncio.to_thread(
-                    claim_due,
-                    self.engine,
-                    self.clock.now(),
-                    mail.lease,
-                    self.worker,
-                    mail.batch_size,
-                    [channel.withhold for channel in self.channels.values()],
-                )
-            except SQLAlchemyError as exc:
-                if once:
-                    msg = f"cannot claim outbox messages: {exc}"
-                    raise DatabaseUnavailableError(msg) from exc
-                log.warning("outbox_claim_failed", error=str(exc).splitlines()[0])
-                batch = []
+            batch = [] if self.unrecorded else await self._claim(once=once)
             self.report.claimed += len(batch)
             for message in batch:
                 await claimed.put(message)
@@ -169,14 +172,51 @@ class _Run:
             except TimeoutError:
                 pass
 
+    async def _claim(self, *, once: bool) -> list[ClaimedMessage]:
+        mail = self.settings.mail
+        try:
+            return await asyncio.to_thread(
+                claim_due,
+                self.engine,
+                self.clock.now(),
+                mail.lease,
+                self.worker,
+                mail.batch_size,
+                [channel.withhold for channel in self.channels.values()],
+            )
+        except SQLAlchemyError as exc:
+            if once:
+                msg = f"cannot claim outbox messages: {exc}"
+                raise DatabaseUnavailableError(msg) from exc
+            log_failure(log, "outbox_claim_failed", exc, level="warning")
+            return []
+
     async def _work(
         self,
         claimed: asyncio.Queue[ClaimedMessage | None],
         outcomes: asyncio.Queue[Outcome | None],
     ) -> None:
         while (message := await claimed.get()) is not None:
+            if self.stop.is_set():  # stopping: what has not started is handed back
+                self.unstarted.append(message)
+                continue
             outcome = await self._deliver(message)
             await outcomes.put(outcome)
+
+    async def _release_unstarted(self) -> None:
+        """Give the claims no worker started back in one transaction, so that they do not
+        wait out their lease (a stop with a backlog behind a rate-limited relay)."""
+        if not self.unstarted:
+            return
+        ids = [message.id for message in self.unstarted]
+        try:
+            released = await asyncio.to_thread(release_claims, self.engine, ids, self.worker)
+        except SQLAlchemyError as exc:  # they come back when their lease expires
+            log_failure(log, "outbox_release_failed", exc, level="warning", claims=len(ids))
+        else:
+            log.info("outbox_claims_released", released=released)
+        self.report.claimed -= len(ids)
+        self.unstarted.clear()
 
     async def _deliver(self, message: ClaimedMessage) -> Outcome:
         channel = self.channels.get(message.channel)
@@ -266,15 +306,19 @@ class _Run:
                     self._record_hard_bounces,
                 )
             except SQLAlchemyError as exc:
-                log.warning(
+                self.unrecorded = len(batch)
+                log_failure(
+                    log,
                     "outbox_record_failed",
+                    exc,
+                    level="warning",
                     outcomes=len(batch),
                     retry_in_s=delay,
-                    error=str(exc).splitlines()[0],
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RECORD_RETRY_MAX)
             else:
+                self.unrecorded = 0
                 return
 
     def _record_hard_bounces(

@@ -332,6 +332,27 @@ def record_outcomes(
             consequences(session, outcomes, now)
 
 
+def release_claims(engine: Engine, ids: Sequence[int], worker: str) -> int:
+    """Hand rows ``worker`` claimed but never attempted back at once, in one transaction.
+
+    A stopping sender calls this for the rows still waiting in its queue: left ``sending``,
+    they would wait for their lease (``mail.lease``) before any sender took them again. They
+    go back to ``pending`` as they were, due when they were due, the claim not counted as an
+    attempt. Returns how many rows were handed back (a row another sender took meanwhile is
+    left alone).
+    """
+    if not ids:
+        return 0
+    t = _TABLE
+    with transaction(engine) as session:
+        result = session.connection().execute(
+            update(t)
+            .where(t.c.id.in_(ids), t.c.status == SENDING, t.c.claimed_by == worker)
+            .values(status=PENDING, claimed_until=None, attempts=t.c.attempts - 1)
+        )
+    return int(result.rowcount)
+
+
 # --- what ``leadflow outbox`` shows and does ------------------------------------------------
 
 

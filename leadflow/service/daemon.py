@@ -30,6 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from leadflow.engine.runtime import Runtime
 from leadflow.errors import UserInputError
+from leadflow.logs import log_failure
 from leadflow.mail.transports import Transport, transport_for
 from leadflow.outbox.delivery import drain
 from leadflow.rule_language.model import RuleSet
@@ -136,7 +137,10 @@ class Daemon:
             stack.callback(single.release)
             self.leadership = single
             return single
-        shared = AdvisoryLockLeadership(engine.url.render_as_string(hide_password=False))
+        shared = AdvisoryLockLeadership(
+            engine.url.render_as_string(hide_password=False),
+            timeout=self.runtime.settings.database.leadership_timeout,
+        )
         await asyncio.to_thread(shared.check)
         self.leadership = shared
         return shared
@@ -207,7 +211,7 @@ class Daemon:
                     await jobs.catch_up(self.holder.current())
                 leading = now_leading
             except SQLAlchemyError as exc:
-                log.warning("rule_jobs_sync_failed", error=str(exc).splitlines()[0])
+                log_failure(log, "rule_jobs_sync_failed", exc, level="warning")
 
     def _log_started(self, rule_set: RuleSet, transport: Transport) -> None:
         log.info(

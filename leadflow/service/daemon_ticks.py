@@ -15,6 +15,7 @@ flight between two batches.
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from collections import Counter
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from leadflow import metrics
 from leadflow.engine.evaluation import RuleOutcome, run_rule
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.tick import FUNNEL_STEPS, FunnelStep, run_funnel_steps
+from leadflow.logs import log_failure
 from leadflow.rule_language.model import RuleSet
 from leadflow.service.leadership import Leadership
 from leadflow.service.rule_reload import SnapshotHolder
@@ -107,8 +109,12 @@ class Evaluator:
                     run_rule, self.runtime, rule_set, rule, now, stop=self._halt
                 )
             except Exception as exc:  # run_rule's own boundary held; recording the run failed
-                log.exception(
-                    "rule_run_not_recorded", rule_id=rule_id, rule_version=rule_set.version
+                log_failure(
+                    log,
+                    "rule_run_not_recorded",
+                    exc,
+                    rule_id=rule_id,
+                    rule_version=rule_set.version,
                 )
                 outcome = RuleOutcome(rule_id, error=f"{type(exc).__name__}: {exc}")
             self.counters.evaluations[rule_id] += 1
@@ -135,7 +141,9 @@ class Evaluator:
     def _run_steps(self, rule_set: RuleSet, now: datetime) -> dict[str, int]:
         def failed(step: str) -> None:  # one failing step never stops the other or the daemon
             self.counters.funnel_failures[step] += 1
-            log.exception("funnel_step_failed", step=step, rule_version=rule_set.version)
+            exc = sys.exc_info()[1]  # called while the step's exception is handled
+            assert exc is not None
+            log_failure(log, "funnel_step_failed", exc, step=step, rule_version=rule_set.version)
 
         handled = run_funnel_steps(
             self.runtime, rule_set, now, stop=self._halt, on_failure=failed, steps=self._steps

@@ -28,6 +28,8 @@ import structlog
 from sqlalchemy.engine import make_url
 
 from leadflow.errors import AnotherDaemonRunningError
+from leadflow.logs import error_text
+from leadflow.store.database import PG_KEEPALIVES, BoundedConnection
 
 log = structlog.get_logger("leadflow.leadership")
 
@@ -105,14 +107,21 @@ class AdvisoryLockLeadership(Leadership):
     """Leader while holding the advisory lock on a dedicated PostgreSQL connection."""
 
     def __init__(
-        self, url: str, *, check_every: timedelta = timedelta(seconds=2), key: int | None = None
+        self,
+        url: str,
+        *,
+        check_every: timedelta = timedelta(seconds=2),
+        timeout: timedelta = timedelta(seconds=5),
+        key: int | None = None,
     ) -> None:
         super().__init__()
         parsed = make_url(url).set(drivername="postgresql")
         self.conninfo = parsed.render_as_string(hide_password=False)
         self.check_every = check_every
+        self.timeout = timeout
+        """One check (connecting included) waits at most this for the server; longer is lost."""
         self.key = key
-        self._connection: psycopg.Connection[Any] | None = None
+        self._connection: BoundedConnection | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Check (and try to take) leadership every ``check_every`` until ``stop``."""
@@ -137,7 +146,7 @@ class AdvisoryLockLeadership(Leadership):
                 ).fetchone()
                 self._become(bool(held and held[0]), store="postgresql")
         except psycopg.Error as exc:
-            self._drop(f"{type(exc).__name__}: {str(exc).strip()}")
+            self._drop(error_text(exc))
         return self.is_leader
 
     def _lock_key(self, connection: psycopg.Connection[Any]) -> int:
@@ -147,9 +156,18 @@ class AdvisoryLockLeadership(Leadership):
             self.key = lock_key(*(str(part) for part in row or ()))
         return self.key
 
-    def _connect(self) -> psycopg.Connection[Any]:
+    def _connect(self) -> BoundedConnection:
         if self._connection is None or self._connection.closed:
-            self._connection = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5)
+            seconds = self.timeout.total_seconds()
+            self._connection = BoundedConnection.connect(
+                self.conninfo,
+                autocommit=True,
+                connect_timeout=max(2, round(seconds)),  # libpq's least that it keeps
+                **PG_KEEPALIVES,
+            )
+            # A server that stops answering (or a frozen network) loses us leadership after
+            # this long; the client-side bound is what notices a silent server at all.
+            self._connection.reply_timeout = seconds
             # The server notices a vanished leader within ~10 s and frees its lock.
             for setting, value in (
                 ("tcp_keepalives_idle", 5),

@@ -27,6 +27,7 @@ from watchfiles import Change, DefaultFilter, awatch
 from leadflow import metrics
 from leadflow.clock import Clock
 from leadflow.errors import ConfigError, NoSnapshotError, UserInputError
+from leadflow.logs import log_failure
 
 T = TypeVar("T")
 
@@ -145,7 +146,9 @@ def reload_snapshot(
     except Exception as exc:  # the per-reload boundary: a loader bug must not stop the daemon
         status = holder.record_failure([f"unexpected error while loading: {exc!r}"])
         metrics.record_reload(ok=False)
-        log.exception("rules_reload_failed", failures=status.failures, changed=list(changed))
+        log_failure(
+            log, "rules_reload_failed", exc, failures=status.failures, changed=list(changed)
+        )
         return False
     status = holder.record_success(snapshot)
     metrics.record_reload(ok=True)

@@ -6,13 +6,15 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import psycopg
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, Table, column, create_engine, event
+from psycopg.abc import PQGen
+from sqlalchemy import Connection, Engine, Table, column, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -21,6 +23,7 @@ from leadflow.errors import ConfigError, DatabaseUnavailableError, StoreNotReady
 from leadflow.settings import Settings
 from leadflow.store.attributes import AttributeValue
 
+RV = TypeVar("RV")
 MIGRATIONS = Path(__file__).parent / "migrations"
 WRITE_OPTION = "leadflow_writes"
 """Execution option marking a connection whose transaction will write (SQLite: BEGIN IMMEDIATE)."""
@@ -42,8 +45,20 @@ def database_url(settings: Settings) -> str:
     return url.render_as_string(hide_password=False)
 
 
-def create_store_engine(url: str, *, connect_timeout: float = 10.0, pool_size: int = 5) -> Engine:
-    """An engine with the pragmas and timeouts a long-running daemon needs."""
+def create_store_engine(
+    url: str,
+    *,
+    connect_timeout: float = 10.0,
+    pool_size: int = 5,
+    statement_timeout: float = 60.0,
+) -> Engine:
+    """An engine with the pragmas and timeouts a long-running daemon needs.
+
+    On PostgreSQL every wait for the server is bounded on both sides: the server cancels a
+    statement after ``statement_timeout`` seconds, and the client gives up on a reply
+    :data:`REPLY_MARGIN` later (:class:`BoundedConnection`), which is what ends a wait on a
+    server that stopped answering without closing the connection.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -57,35 +72,84 @@ def create_store_engine(url: str, *, connect_timeout: float = 10.0, pool_size: i
             url,
             pool_size=pool_size,
             pool_pre_ping=True,
-            connect_args={"connect_timeout": max(1, int(connect_timeout)), **PG_KEEPALIVES},
+            connect_args={"connect_timeout": max(1, round(connect_timeout)), **PG_KEEPALIVES},
         )
-        event.listen(engine, "connect", _postgres_statement_timeout)
+        reply_timeout = statement_timeout + REPLY_MARGIN
+
+        def connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> BoundedConnection:
+            connection = BoundedConnection.connect(*cargs, **cparams)
+            connection.reply_timeout = reply_timeout
+            return connection
+
+        def set_statement_timeout(dbapi_connection: Any, _record: Any) -> None:
+            milliseconds = round(statement_timeout * 1000)
+            dbapi_connection.execute(f"SET statement_timeout = {milliseconds}")
+            dbapi_connection.commit()
+
+        event.listen(engine, "do_connect", connect)
+        event.listen(engine, "connect", set_statement_timeout)
         return engine
     backend = parsed.get_backend_name()
     msg = f"database.url: unsupported database {backend!r}; use sqlite or postgresql"
     raise ConfigError(msg)
 
 
-PG_KEEPALIVES = {
+PG_KEEPALIVES: dict[str, Any] = {
     "keepalives": 1,
-    "keepalives_idle": 10,
-    "keepalives_interval": 5,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
     "keepalives_count": 3,
-    "tcp_user_timeout": 30_000,
+    "tcp_user_timeout": 10_000,
 }
-"""A server that vanished without closing the connection (a partition, a dead host) is noticed
-within about 25 s while waiting for a reply, 30 s while sending, instead of never."""
-PG_STATEMENT_TIMEOUT = "5min"
-"""The server cancels any statement (a lock wait included) after this: a locked table delays
-an evaluation or a claim, and the daemon retries, but never hangs it. Generous, so that a
-start-up migration building an index on a large table still fits."""
+"""A server that vanished without closing the connection (packets dropped: a partition, a dead
+host) is noticed within about 11 s while waiting for a reply (5 s idle, then 3 probes 2 s
+apart), 10 s while sending, instead of never."""
+REPLY_MARGIN = 5.0
+"""Seconds the client waits for a reply beyond the server's ``statement_timeout``: the server's
+own cancellation comes first whenever it can still answer."""
 
 
-def _postgres_statement_timeout(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute(f"SET statement_timeout = '{PG_STATEMENT_TIMEOUT}'")
-    cursor.close()
-    dbapi_connection.commit()
+class BoundedConnection(psycopg.Connection[Any]):
+    """A psycopg connection that waits at most ``reply_timeout`` seconds for any one reply.
+
+    A server that stops answering while the connection stays open (a hung host, a frozen
+    proxy, a network that drops packets but still acknowledges them) is never noticed by a
+    server-side ``statement_timeout`` and not always by TCP. This bound is the last resort:
+    the waiting call raises :class:`psycopg.OperationalError` and the connection is closed,
+    so the pool never hands it out again. ``None`` waits as long as it takes (migrations).
+    """
+
+    reply_timeout: float | None = None
+
+    def wait(self, gen: PQGen[RV], interval: float = 0.1, timeout: float | None = None) -> RV:
+        bound = timeout if timeout is not None else self.reply_timeout
+        try:
+            return super().wait(gen, interval=interval, timeout=bound)
+        except psycopg.errors._WaitTimeout:
+            if timeout is not None:
+                raise
+            self.close()  # half a conversation: the connection cannot be used again
+            msg = f"the database did not answer within {bound:g} s; connection closed"
+            raise psycopg.OperationalError(msg) from None
+
+
+@contextmanager
+def unbounded_statements(connection: Connection) -> Iterator[None]:
+    """Let the statements of ``connection``'s transaction take as long as they need (a
+    migration building an index on a large table), on the server and on the client."""
+    if connection.dialect.name != "postgresql":
+        yield
+        return
+    connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
+    dbapi_connection = connection.connection.dbapi_connection
+    if not isinstance(dbapi_connection, BoundedConnection):
+        yield
+        return
+    previous, dbapi_connection.reply_timeout = dbapi_connection.reply_timeout, None
+    try:
+        yield
+    finally:
+        dbapi_connection.reply_timeout = previous
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -116,6 +180,7 @@ def engine_for(settings: Settings) -> Engine:
         database_url(settings),
         connect_timeout=settings.database.connect_timeout.total_seconds(),
         pool_size=settings.database.pool_size,
+        statement_timeout=settings.database.statement_timeout.total_seconds(),
     )
 
 

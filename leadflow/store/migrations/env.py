@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from alembic import context
 
+from leadflow.store.database import unbounded_statements
 from leadflow.store.models import metadata
 
 engine = context.config.attributes["engine"]
-with engine.begin() as connection:
+with engine.begin() as connection, unbounded_statements(connection):
     context.configure(
         connection=connection,
         target_metadata=metadata,
