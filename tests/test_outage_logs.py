@@ -6,6 +6,7 @@ The database failures here are real: an engine pointed at a port nobody listens 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,10 @@ def test_evaluation_against_an_unreachable_database_logs_one_line_each(
     dead = create_store_engine(
         f"postgresql+psycopg://leadflow@127.0.0.1:{free_port()}/x", connect_timeout=1
     )
-    runtime = Runtime.build(dead, make_settings(), SettableClock(test_daemon.NOW))
+    # Built on the live store (it reads the stored unsubscribe key), then pointed at the dead one.
+    runtime = replace(
+        Runtime.build(engine, make_settings(), SettableClock(test_daemon.NOW)), engine=dead
+    )
     holder: SnapshotHolder[RuleSet] = SnapshotHolder(clock=runtime.clock)
     holder.record_success(rule_set)
     try:
