@@ -16,7 +16,7 @@ from leadflow.errors import UserInputError
 from leadflow.mail.context import email_context, unsubscribe_url
 from leadflow.mail.enqueue import cancel_pending_marketing, enqueue_email, next_send_time
 from leadflow.mail.templates import TemplateCatalog
-from leadflow.outbox.store import EnqueueResult, message_id_for
+from leadflow.outbox.store import EnqueueResult, claim_due, message_id_for
 from leadflow.settings import SendWindow, Settings
 from leadflow.store.database import transaction
 from leadflow.store.models import Lead, Rep
@@ -336,3 +336,22 @@ class TestListUnsubscribe:
         }
         assert row.body_text == f"Read on.\nUnsubscribe: {link}\n"
         assert link.startswith("https://example.com/unsubscribe?lead=L-1&token=")
+
+
+class TestHeldClaims:
+    """A row whose outcome the sender holds unrecorded is not claimed again when its lease runs
+    out (the database froze past the lease): claiming it would send it twice."""
+
+    def test_held_row_is_skipped_after_its_lease_and_claimed_once_released(
+        self, engine: Engine, settings: Settings, catalog: TemplateCatalog
+    ) -> None:
+        lead = add_lead(engine, MONDAY_9_UTC, owner_id=add_rep(engine, MONDAY_9_UTC))
+        enqueue(
+            engine, settings, catalog, MONDAY_9_UTC, key="k1", lead_id=lead, category="operational"
+        )
+        lease = timedelta(minutes=5)
+        [first] = claim_due(engine, MONDAY_9_UTC, lease, "sender-a", 10)
+        later = MONDAY_9_UTC + lease + timedelta(seconds=1)  # the lease ran out meanwhile
+        assert claim_due(engine, later, lease, "sender-a", 10, held={first.id}) == []
+        [again] = claim_due(engine, later, lease, "sender-a", 10)
+        assert again.id == first.id

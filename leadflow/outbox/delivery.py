@@ -125,6 +125,9 @@ class _Run:
     """Outcomes the recorder could not write yet (the database is away). No claim is made
     meanwhile: a delivered message whose lease ran out during the outage is due again, and
     claiming it before its ``sent`` is recorded would send it twice."""
+    in_hand: set[int] = field(default_factory=set)
+    """Messages delivered (or failed) whose outcome is not recorded yet: never claimed again by
+    this sender, even when the recorder had not yet noticed the outage that delays them."""
 
     async def execute(self, *, once: bool, stop: asyncio.Event) -> DrainReport:
         mail = self.settings.mail
@@ -183,6 +186,7 @@ class _Run:
                 self.worker,
                 mail.batch_size,
                 [channel.withhold for channel in self.channels.values()],
+                frozenset(self.in_hand),
             )
         except SQLAlchemyError as exc:
             if once:
@@ -201,6 +205,7 @@ class _Run:
                 self.unstarted.append(message)
                 continue
             outcome = await self._deliver(message)
+            self.in_hand.add(message.id)
             await outcomes.put(outcome)
 
     async def _release_unstarted(self) -> None:
@@ -319,6 +324,7 @@ class _Run:
                 delay = min(delay * 2, _RECORD_RETRY_MAX)
             else:
                 self.unrecorded = 0
+                self.in_hand.difference_update(outcome.message.id for outcome in batch)
                 return
 
     def _record_hard_bounces(

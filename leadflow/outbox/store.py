@@ -181,10 +181,13 @@ def claim_due(
     worker: str,
     limit: int,
     screens: Sequence[Screen] = (),
+    held: Collection[int] = (),
 ) -> list[ClaimedMessage]:
     """Lease up to ``limit`` due rows to ``worker``: pending ones and those whose lease expired.
 
     Rows one of ``screens`` withholds are not leased; a batch all withheld is not "nothing due".
+    ``held`` are rows the caller delivered and has not recorded yet: their lease may have run out
+    while the database was away, but claiming them again would send them twice.
     """
     t = _TABLE
     with transaction(engine) as session:  # a writing transaction: BEGIN IMMEDIATE on SQLite
@@ -194,7 +197,7 @@ def claim_due(
         # here (row locks on PostgreSQL, the write lock on SQLite) last until the commit.
         ids: list[int] = []
         while not ids:
-            candidates = _due_ids(connection, now, limit)
+            candidates = _due_ids(connection, now, limit, held)
             if not candidates:
                 return []
             withheld = {row_id for screen in screens for row_id in screen(session, candidates)}
@@ -223,7 +226,9 @@ def _due(now: datetime) -> Any:
     )
 
 
-def _due_ids(connection: Connection, now: datetime, limit: int) -> list[int]:
+def _due_ids(
+    connection: Connection, now: datetime, limit: int, held: Collection[int] = ()
+) -> list[int]:
     """Up to ``limit`` due rows: first those whose lease expired (they waited longest), then
     pending ones, each by due time.
 
@@ -248,6 +253,8 @@ def _due_ids(connection: Connection, now: datetime, limit: int) -> list[int]:
             .order_by(t.c.next_attempt_at, t.c.id)
             .limit(room)
         )
+        if held:
+            query = query.where(t.c.id.not_in(held))
         if connection.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
         due += connection.execute(query).scalars()
