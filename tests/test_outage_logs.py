@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from leadflow.clock import SettableClock
 from leadflow.engine.runtime import Runtime
 from leadflow.errors import DatabaseUnavailableError
 from leadflow.logs import error_text, is_outage, log_failure
+from leadflow.outbox.delivery import drain
 from leadflow.rule_language.model import RuleSet
 from leadflow.service.daemon_ticks import Evaluator
 from leadflow.service.rule_reload import SnapshotHolder
@@ -99,3 +101,37 @@ def test_evaluation_against_an_unreachable_database_logs_one_line_each(
 
 def _logger() -> Any:
     return structlog.get_logger("test")
+
+
+def test_sender_polling_a_dead_database_logs_once_not_per_poll(make_settings: Any) -> None:
+    """Thirty-one failed claims (a poll every 10 ms against a closed port) are two lines, not
+    thirty-one: the first, and the thirty-first with the count."""
+    dead = create_store_engine(
+        f"postgresql+psycopg://leadflow@127.0.0.1:{free_port()}/x", connect_timeout=1
+    )
+    base = make_settings()
+    quick = base.mail.model_copy(update={"poll_interval": timedelta(milliseconds=10)})
+    settings = base.model_copy(update={"mail": quick})
+    stop = asyncio.Event()
+
+    async def stop_after_the_second_line() -> None:
+        async with asyncio.timeout(30):
+            # Polling the captured log: nothing in the sender signals a line it wrote.
+            while len([e for e in logs if e["event"] == "outbox_claim_failed"]) < 2:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        stop.set()
+
+    async def scenario() -> None:
+        await asyncio.gather(
+            drain(dead, settings, SettableClock(test_daemon.NOW), [], once=False, stop=stop),
+            stop_after_the_second_line(),
+        )
+
+    try:
+        with capture_logs() as logs:
+            asyncio.run(scenario())
+    finally:
+        dead.dispose()
+    failed = [e for e in logs if e["event"] == "outbox_claim_failed"]
+    assert [e["failures"] for e in failed] == [1, 31]
+    assert all(e["error"].startswith("OperationalError: ") for e in failed)

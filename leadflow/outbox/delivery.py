@@ -109,6 +109,10 @@ async def drain(
     return await run.execute(once=once, stop=stop or asyncio.Event())
 
 
+_CLAIM_FAILURES_PER_LINE = 30
+"""While the database is away, one ``outbox_claim_failed`` line per this many polls."""
+
+
 @dataclass
 class _Run:
     engine: Engine
@@ -125,6 +129,8 @@ class _Run:
     """Outcomes the recorder could not write yet (the database is away). No claim is made
     meanwhile: a delivered message whose lease ran out during the outage is due again, and
     claiming it before its ``sent`` is recorded would send it twice."""
+    claim_failures: int = 0
+    """Claims failed in a row (the database is away); logged once per so many, not per poll."""
     in_hand: set[int] = field(default_factory=set)
     """Messages delivered (or failed) whose outcome is not recorded yet: never claimed again by
     this sender, even when the recorder had not yet noticed the outage that delays them."""
@@ -178,7 +184,7 @@ class _Run:
     async def _claim(self, *, once: bool) -> list[ClaimedMessage]:
         mail = self.settings.mail
         try:
-            return await asyncio.to_thread(
+            claimed = await asyncio.to_thread(
                 claim_due,
                 self.engine,
                 self.clock.now(),
@@ -192,8 +198,21 @@ class _Run:
             if once:
                 msg = f"cannot claim outbox messages: {exc}"
                 raise DatabaseUnavailableError(msg) from exc
-            log_failure(log, "outbox_claim_failed", exc, level="warning")
+            # One line when the outage starts and one a minute or so after, not one per poll.
+            if self.claim_failures % _CLAIM_FAILURES_PER_LINE == 0:
+                log_failure(
+                    log,
+                    "outbox_claim_failed",
+                    exc,
+                    level="warning",
+                    failures=self.claim_failures + 1,
+                )
+            self.claim_failures += 1
             return []
+        if self.claim_failures:
+            log.info("outbox_claim_recovered", failures=self.claim_failures)
+            self.claim_failures = 0
+        return claimed
 
     async def _work(
         self,
