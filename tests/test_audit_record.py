@@ -259,7 +259,7 @@ class TestAuditReadsAsARecord:
                 "last_error": "421 try later",
             }
         ]
-        assert view["emails"][0]["subject"].startswith("New MQL: Ann Lee")
+        assert view["emails"][0]["subject"] == "New MQL: Ann Lee (score 70)"
 
     def test_audit_lead_jsonl_has_the_email_status(
         self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -153,7 +153,9 @@ class TestCompose:
             for key, value in environment.items()
         }
         # No default token: compose must refuse to start until the user sets one.
-        assert environment["LEADFLOW_HTTP__TOKEN"].startswith("${LEADFLOW_HTTP__TOKEN:?")
+        assert environment["LEADFLOW_HTTP__TOKEN"] == (
+            "${LEADFLOW_HTTP__TOKEN:?set LEADFLOW_HTTP__TOKEN to a token of your choice}"
+        )
         env["LEADFLOW_HTTP__TOKEN"] = "chosen-by-the-user"
         (tmp_path / "config.yaml").write_text("", encoding="utf-8")
         settings = load_settings(tmp_path / "config.yaml", env=env).settings

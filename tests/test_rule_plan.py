@@ -273,6 +273,11 @@ class TestStoreNotReady:
         engine.dispose()
         code, _out, errors = plan(capsys, "--base", "HEAD")
         assert code == 1
+        assert errors == [
+            f"error: the store at sqlite:///{database} has an older schema; run any command that "
+            "writes it first (leadflow import ..., leadflow run --once, or the daemon, which "
+            "migrate it), or point database.url at your store"
+        ]
         assert errors[0].startswith(
             f"error: the store at sqlite:///{database} has an older schema;"
         )

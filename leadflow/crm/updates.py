@@ -8,7 +8,6 @@ occasion and the event: re-running a rule never queues a second update. Nothing 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from datetime import datetime
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.orm import Session
 
-from leadflow.outbox.store import enqueue
+from leadflow.outbox.store import enqueue, key_digest
 from leadflow.settings import Settings
 from leadflow.store.json_values import jsonable
 from leadflow.store.models import Deal, Lead, Rep
@@ -68,7 +67,7 @@ def queue_crm_update(
     if not url:
         return None
     key = f"crm:{event}/rule:{source.rule.id}/{source.subject_key}/{source.occasion}"
-    event_id = hashlib.sha256(key.encode()).hexdigest()[:32]
+    event_id = key_digest(key)
     payload = {
         "id": event_id,
         "type": event,

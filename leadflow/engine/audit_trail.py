@@ -19,8 +19,7 @@ from leadflow.durations import format_duration
 from leadflow.store.json_values import jsonable
 from leadflow.store.tables import AUDIT
 
-# jsonable lives in leadflow.store.json_values; evaluation still imports it from here.
-__all__ = ["audit_row", "audit_value", "jsonable", "record"]
+__all__ = ["audit_row", "audit_value", "record"]
 
 
 def record(

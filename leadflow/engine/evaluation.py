@@ -20,7 +20,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from leadflow import metrics
-from leadflow.engine.audit_trail import jsonable
 from leadflow.engine.firing import Firing, describe_action, fire
 from leadflow.engine.rule_runs import record_run
 from leadflow.engine.runtime import Runtime, StopSignal
@@ -34,6 +33,7 @@ from leadflow.rule_language.model import Rule, RuleSet
 from leadflow.rule_language.to_python import time_of
 from leadflow.rule_language.to_sql import to_where
 from leadflow.store.database import transaction
+from leadflow.store.json_values import jsonable
 from leadflow.store.models import Deal, Lead
 from leadflow.store.tables import FIRINGS
 

@@ -201,7 +201,8 @@ class RowSource:
                 continue
             if isinstance(value, dict):
                 seen_object = True
-                if _bad_key(value) is None:
+                # Keys already known were checked on their first line; most lines add none.
+                if not value.keys() <= keys.keys() and _bad_key(value) is None:
                     keys.update(dict.fromkeys(value))
         if not seen_object:
             msg = f"{self.path}: has no JSON object lines; expected one object per line"

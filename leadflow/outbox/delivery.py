@@ -125,15 +125,12 @@ class _Run:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     unstarted: list[ClaimedMessage] = field(default_factory=list)
     """Claimed messages a worker took after ``stop``: handed back, not delivered."""
-    unrecorded: int = 0
-    """Outcomes the recorder could not write yet (the database is away). No claim is made
-    meanwhile: a delivered message whose lease ran out during the outage is due again, and
-    claiming it before its ``sent`` is recorded would send it twice."""
     claim_failures: int = 0
     """Claims failed in a row (the database is away); logged once per so many, not per poll."""
     in_hand: set[int] = field(default_factory=set)
-    """Messages delivered (or failed) whose outcome is not recorded yet: never claimed again by
-    this sender, even when the recorder had not yet noticed the outage that delays them."""
+    """Messages delivered (or failed) whose outcome is not recorded yet. A delivered message
+    whose lease ran out while the database was away is due again; claiming it before its
+    ``sent`` is recorded would send it twice, so the claim skips these ids."""
 
     async def execute(self, *, once: bool, stop: asyncio.Event) -> DrainReport:
         mail = self.settings.mail
@@ -167,7 +164,7 @@ class _Run:
     ) -> None:
         mail = self.settings.mail
         while not stop.is_set():
-            batch = [] if self.unrecorded else await self._claim(once=once)
+            batch = await self._claim(once=once)
             self.report.claimed += len(batch)
             for message in batch:
                 await claimed.put(message)
@@ -330,7 +327,6 @@ class _Run:
                     self._record_hard_bounces,
                 )
             except SQLAlchemyError as exc:
-                self.unrecorded = len(batch)
                 log_failure(
                     log,
                     "outbox_record_failed",
@@ -342,7 +338,6 @@ class _Run:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RECORD_RETRY_MAX)
             else:
-                self.unrecorded = 0
                 self.in_hand.difference_update(outcome.message.id for outcome in batch)
                 return
 

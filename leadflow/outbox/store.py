@@ -53,9 +53,14 @@ class EnqueueResult:
     next_attempt_at: datetime
 
 
+def key_digest(key: str) -> str:
+    """A short, stable digest of an idempotency key: the id a receiver can deduplicate by."""
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
 def message_id_for(key: str, domain: str) -> str:
     """The stable Message-ID of the message with idempotency ``key``."""
-    return f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@{domain}>"
+    return f"<{key_digest(key)}@{domain}>"
 
 
 def enqueue(

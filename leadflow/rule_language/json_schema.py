@@ -8,9 +8,9 @@ remains the authority (stream references, templates, duplicate ids).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
-from leadflow.rule_language.actions import SHORTHAND
+from leadflow.rule_language.actions import SHORTHAND, StartSla
 from leadflow.rule_language.fields import Subject, ValueType, field_catalog
 from leadflow.rule_language.model import RULE_ID_PATTERN
 from leadflow.rule_language.operators import Operand, operators_for
@@ -336,6 +336,7 @@ def _assign(lead_fields: list[str]) -> Schema:
 
 def _start_sla(settings: Settings) -> Schema:
     calendars = [DEFAULT_CALENDAR, *sorted(getattr(settings, "calendars", {}))]
+    counted_from = StartSla.model_fields["counted_from"]  # the model's choices, never a copy
     level = _options(
         {
             "after": {"$ref": "#/$defs/offset", "description": "business time past due"},
@@ -360,8 +361,8 @@ def _start_sla(settings: Settings) -> Schema:
             "met_by": met_by,
             "escalate": {"type": "array", "items": level},
             "from": {
-                "enum": ["now", "stage_entered_at"],
-                "default": "now",
+                "enum": list(get_args(counted_from.annotation)),
+                "default": counted_from.default,
                 "description": "when the clock starts: the firing, or when the lead entered its stage",
             },
         },
