@@ -82,10 +82,10 @@ def record_evaluation(rule_id: str, *, seconds: float, matched: int, error: str 
         record_tick()
 
 
-def record_actions(actions: Iterable[str]) -> None:
-    """Actions of one successful firing."""
+def record_actions(actions: Iterable[str], firings: int = 1) -> None:
+    """Actions of ``firings`` successful firings of one rule."""
     for action in actions:
-        ACTIONS.labels(action).inc()
+        ACTIONS.labels(action).inc(firings)
 
 
 def record_tick() -> None:

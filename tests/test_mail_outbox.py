@@ -206,7 +206,7 @@ class TestSuppression:
             category="operational",
         )
         with transaction(engine) as session:
-            cancelled = cancel_pending_marketing(session, lead_id, "unsubscribed", clock.now())
+            cancelled = cancel_pending_marketing(session, [lead_id], "unsubscribed", clock.now())
         assert cancelled == 1
         rows = outbox_rows(engine)
         assert [(r.idempotency_key, r.status, r.status_reason) for r in rows] == [

@@ -9,16 +9,14 @@ occasion and the event: re-running a rule never queues a second update. Nothing 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy.orm import Session
-
-from leadflow.outbox.store import enqueue, key_digest
+from leadflow.outbox.store import key_digest, outbox_row
 from leadflow.settings import Settings
 from leadflow.store.json_values import jsonable
-from leadflow.store.models import Deal, Lead, Rep
+from leadflow.store.models import Deal, Lead
 
 if TYPE_CHECKING:
     from leadflow.rule_language.model import Rule, RuleSet
@@ -55,12 +53,17 @@ class ChangeSource(Protocol):
     def occasion(self) -> str: ...
 
 
-def queue_crm_update(
-    session: Session, source: ChangeSource, event: str, change: Mapping[str, Any]
-) -> int | None:
-    """Queue ``event`` (``lead.stage_changed``, ``lead.owner_changed``, ``deal.recycled``...).
+def crm_update_row(
+    source: ChangeSource,
+    event: str,
+    change: Mapping[str, Any],
+    rep_external_id: Callable[[int | None], str | None],
+) -> dict[str, Any] | None:
+    """The outbox row telling the CRM of ``event`` (``lead.stage_changed``,
+    ``lead.owner_changed``, ``deal.recycled``...), or None when no webhook is configured.
 
-    Returns the outbox row's id, or None when no webhook is configured or the key existed.
+    The payload shows the lead and deal as they are now, in the middle of the firing; owners are
+    named by ``rep_external_id``. The caller writes the row in the change's transaction.
     """
     settings = source.runtime.settings
     url = settings.crm.webhook_url
@@ -72,13 +75,12 @@ def queue_crm_update(
         "id": event_id,
         "type": event,
         "occurred_at": jsonable(source.now),
-        "lead": _lead(session, source.lead),
-        "deal": _deal(session, source.deal),
+        "lead": _lead(source.lead, rep_external_id),
+        "deal": _deal(source.deal, rep_external_id),
         "change": jsonable(change),
         "rule": {"id": source.rule.id, "version": source.rule_set.version},
     }
-    result = enqueue(
-        session,
+    return outbox_row(
         key=key,
         channel=WEBHOOK_CHANNEL,
         category="operational",
@@ -93,27 +95,25 @@ def queue_crm_update(
         rule_id=source.rule.id,
         rule_version=source.rule_set.version,
     )
-    return result.outbox_id if result.inserted else None
 
 
-def _rep(session: Session, rep_id: int | None) -> str | None:
-    rep = session.get(Rep, rep_id) if rep_id is not None else None
-    return rep.external_id if rep is not None else None
-
-
-def _lead(session: Session, lead: Lead | None) -> dict[str, Any] | None:
+def _lead(
+    lead: Lead | None, rep_external_id: Callable[[int | None], str | None]
+) -> dict[str, Any] | None:
     if lead is None:
         return None
     return {
         "external_id": lead.external_id,
         "stage": lead.stage,
         "stage_entered_at": jsonable(lead.stage_entered_at),
-        "owner": _rep(session, lead.owner_id),
+        "owner": rep_external_id(lead.owner_id),
         "score": lead.score,
     }
 
 
-def _deal(session: Session, deal: Deal | None) -> dict[str, Any] | None:
+def _deal(
+    deal: Deal | None, rep_external_id: Callable[[int | None], str | None]
+) -> dict[str, Any] | None:
     if deal is None:
         return None
     return {
@@ -122,5 +122,5 @@ def _deal(session: Session, deal: Deal | None) -> dict[str, Any] | None:
         "outcome": deal.outcome,
         "closed_at": jsonable(deal.closed_at),
         "recycle_reason": deal.recycle_reason,
-        "owner": _rep(session, deal.owner_id),
+        "owner": rep_external_id(deal.owner_id),
     }

@@ -1,13 +1,15 @@
 """Choosing the rep who gets an MQL: pool routing, capacity, round robin kept across restarts.
 
 Reps are few (tens to hundreds), so candidates are filtered in Python; the leads are never
-loaded: open MQLs per rep are counted by the database.
+loaded: open MQLs per rep are counted by the database, once per evaluation batch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -46,8 +48,33 @@ def lead_record(lead: Lead) -> dict[str, object]:
     return {column: getattr(lead, column) for column in Lead.model_fields}
 
 
+class Roster(Protocol):
+    """The reps an assignment chooses from, their open MQLs and where round robin stands.
+
+    :class:`StoredRoster` reads and writes the store at each call (one SLA reassignment);
+    a rule's evaluation batch keeps one in memory for the whole batch
+    (:class:`leadflow.engine.firing_batch.BatchRoster`).
+    """
+
+    def reps(self) -> list[Rep]:
+        """Every rep, in id order."""
+        ...
+
+    def open_mqls(self, rep_ids: list[int]) -> Mapping[int, int]:
+        """How many MQLs each of ``rep_ids`` owns now (reps with none may be left out)."""
+        ...
+
+    def last_pick(self, pool: str) -> int | None:
+        """The rep the pool's round robin gave the last lead to."""
+        ...
+
+    def picked(self, pool: str, rep_id: int) -> None:
+        """Remember ``rep_id`` as the pool's last pick."""
+        ...
+
+
 def choose_rep(
-    session: Session,
+    roster: Roster,
     lead: Lead,
     action: Assign,
     settings: Settings,
@@ -58,12 +85,10 @@ def choose_rep(
     pool = pool_for(lead, action, settings)
     if pool is None:
         return AssignmentChoice(None, None, "no pool matches the lead")
-    members = [
-        rep for rep in _all_reps(session) if pool in (rep.pools or []) and rep.id not in exclude
-    ]
+    members = [rep for rep in roster.reps() if pool in (rep.pools or []) and rep.id not in exclude]
     if not members:
         return AssignmentChoice(None, pool, f"pool {pool!r} has no reps")
-    load = _open_mqls(session, [rep.id for rep in members if rep.id is not None], settings)
+    load = roster.open_mqls([rep.id for rep in members if rep.id is not None])
     available = [rep for rep in members if _can_take(rep, load.get(rep.id or 0, 0), now)]
     if not available:
         return AssignmentChoice(
@@ -78,19 +103,10 @@ def choose_rep(
     if action.strategy == "least_loaded":
         chosen = min(available, key=lambda rep: (load.get(rep.id or 0, 0), rep.id or 0))
         return AssignmentChoice(chosen, pool, "least loaded")
-    return AssignmentChoice(_next_in_rotation(session, pool, available, now), pool, "round robin")
-
-
-def _all_reps(session: Session) -> list[Rep]:
-    """Every rep, read once per transaction (an evaluation batch), not once per lead."""
-    cached: list[Rep] | None = session.info.get(_REPS_KEY)
-    if cached is None:
-        cached = list(session.scalars(select(Rep).order_by(REPS.c.id)))
-        session.info[_REPS_KEY] = cached
-    return cached
-
-
-_REPS_KEY = "leadflow.assignment.reps"
+    last = roster.last_pick(pool) or 0
+    chosen = next((rep for rep in available if (rep.id or 0) > last), available[0])
+    roster.picked(pool, chosen.id or 0)
+    return AssignmentChoice(chosen, pool, "round robin")
 
 
 def _can_take(rep: Rep, open_mqls: int, now: datetime) -> bool:
@@ -101,27 +117,49 @@ def _can_take(rep: Rep, open_mqls: int, now: datetime) -> bool:
     return rep.capacity is None or open_mqls < rep.capacity
 
 
-def _open_mqls(session: Session, rep_ids: list[int], settings: Settings) -> dict[int, int]:
+def open_mqls(session: Session, rep_ids: list[int] | None, settings: Settings) -> dict[int, int]:
+    """The MQLs each rep owns (of ``rep_ids``, or of every rep when None), by rep id."""
     query = (
         select(LEADS.c.owner_id, func.count())
-        .where(LEADS.c.stage == settings.stages.mql, LEADS.c.owner_id.in_(rep_ids))
+        .where(LEADS.c.stage == settings.stages.mql, LEADS.c.owner_id.is_not(None))
         .group_by(LEADS.c.owner_id)
     )
-    return {int(owner): int(count) for owner, count in session.execute(query) if owner is not None}
+    if rep_ids is not None:
+        query = query.where(LEADS.c.owner_id.in_(rep_ids))
+    return {int(owner): int(count) for owner, count in session.execute(query)}
 
 
-def _next_in_rotation(session: Session, pool: str, available: list[Rep], now: datetime) -> Rep:
-    """The first available rep after the pool's last pick, in id order; the pick is stored."""
+def locked_rotation(session: Session, pool: str) -> AssignmentRotation | None:
+    """The pool's round-robin row, locked on PostgreSQL until the transaction ends."""
     query = select(AssignmentRotation).where(ROTATIONS.c.pool == pool)
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()
-    rotation = session.scalars(query).one_or_none()
-    last = rotation.last_rep_id if rotation is not None and rotation.last_rep_id is not None else 0
-    chosen = next((rep for rep in available if (rep.id or 0) > last), available[0])
-    if rotation is None:
-        session.add(AssignmentRotation(pool=pool, last_rep_id=chosen.id, updated_at=now))
-    else:
-        rotation.last_rep_id = chosen.id
-        rotation.updated_at = now
-    session.flush()
-    return chosen
+    return session.scalars(query).one_or_none()
+
+
+class StoredRoster:
+    """The roster as the store has it, read at each call: for one assignment at a time."""
+
+    def __init__(self, session: Session, settings: Settings, now: datetime) -> None:
+        self.session = session
+        self.settings = settings
+        self.now = now
+
+    def reps(self) -> list[Rep]:
+        return list(self.session.scalars(select(Rep).order_by(REPS.c.id)))
+
+    def open_mqls(self, rep_ids: list[int]) -> Mapping[int, int]:
+        return open_mqls(self.session, rep_ids, self.settings)
+
+    def last_pick(self, pool: str) -> int | None:
+        rotation = locked_rotation(self.session, pool)
+        return rotation.last_rep_id if rotation is not None else None
+
+    def picked(self, pool: str, rep_id: int) -> None:
+        rotation = locked_rotation(self.session, pool)
+        if rotation is None:
+            self.session.add(AssignmentRotation(pool=pool, last_rep_id=rep_id, updated_at=self.now))
+        else:
+            rotation.last_rep_id = rep_id
+            rotation.updated_at = self.now
+        self.session.flush()

@@ -82,6 +82,8 @@ def audit_row(
 def audit_value(value: Any) -> Any:
     """``value`` as the audit stores it: durations as people write them (``4h``, ``1d12h``),
     times as ISO 8601, the rest as :func:`jsonable` has it."""
+    if value is None or type(value) in _PLAIN:  # most values: nothing to convert
+        return value
     if isinstance(value, timedelta):
         return format_duration(value)
     if isinstance(value, Mapping):
@@ -89,3 +91,6 @@ def audit_value(value: Any) -> Any:
     if isinstance(value, list | tuple | set | frozenset):
         return [audit_value(inner) for inner in value]
     return jsonable(value)
+
+
+_PLAIN = frozenset({str, int, float, bool})

@@ -21,11 +21,13 @@ from sqlalchemy.orm import Session
 
 from leadflow import metrics
 from leadflow.engine.firing import Firing, describe_action, fire
+from leadflow.engine.firing_batch import FiringBatch
+from leadflow.engine.firing_writes import write
 from leadflow.engine.rule_runs import record_run
 from leadflow.engine.runtime import Runtime, StopSignal
 from leadflow.engine.sales_cycle import averages_for
 from leadflow.errors import ExternalSystemError
-from leadflow.logs import is_outage, log_failure
+from leadflow.logs import error_text, is_outage, log_failure
 from leadflow.rule_language.actions import action_name
 from leadflow.rule_language.conditions import EvaluationContext, cycle_conditions, referenced_fields
 from leadflow.rule_language.fields import Subject, ValueType
@@ -182,16 +184,106 @@ def _apply(
                 return
             last_id = rows[-1].id or 0
             outcome.matched += len(rows)
-            for row in rows:
-                _process(
-                    runtime,
-                    session,
-                    rule_set,
-                    rule,
-                    row,
-                    context=context,
-                    outcome=outcome,
+            deals = [row for row in rows if isinstance(row, Deal)]
+            leads = [row for row in rows if isinstance(row, Lead)]
+            batch = FiringBatch.load(session, runtime.settings, context.now, leads, deals)
+            fired = [
+                label
+                for row in rows
+                if (label := _process(runtime, batch, rule_set, rule, row, context, outcome))
+            ]
+            _write_batch(batch, rule, rule_set, fired, outcome)
+
+
+def _process(
+    runtime: Runtime,
+    batch: FiringBatch,
+    rule_set: RuleSet,
+    rule: Rule,
+    row: Lead | Deal,
+    context: EvaluationContext,
+    outcome: RuleOutcome,
+) -> str | None:
+    """Fire the rule on one matched row, staging its writes in the batch; return the subject
+    if it fired."""
+    evidence = evidence_of(rule, _record(row), context)
+    deal = row if isinstance(row, Deal) else None
+    lead = (
+        row
+        if isinstance(row, Lead)
+        else (batch.leads.get(deal.lead_id) if deal is not None and deal.lead_id else None)
+    )
+    firing = Firing(
+        runtime,
+        batch,
+        rule_set,
+        rule,
+        context.now,
+        lead,
+        deal,
+        evidence,
+        occasion_of(rule, context.now),
+    )
+    subject = f"{rule.subject.value}:{row.external_id}"
+    batch.begin(lead, deal)
+    try:
+        fire(firing)
+    except Exception as exc:  # one subject's failure is logged and counted; the batch goes on
+        batch.discard(lead, deal)
+        if is_outage(exc):  # ... unless the database is gone: the batch cannot go on
+            raise
+        outcome.failed += 1
+        log_failure(
+            log,
+            "rule_firing_failed",
+            exc,
+            rule_id=rule.id,
+            rule_version=rule_set.version,
+            subject=subject,
+        )
+        return None
+    batch.commit(lead, deal)
+    outcome.fired += 1
+    return subject
+
+
+def _write_batch(
+    batch: FiringBatch, rule: Rule, rule_set: RuleSet, fired: list[str], outcome: RuleOutcome
+) -> None:
+    """Write the batch's firings in a few statements; should the database refuse one of them
+    (one lead's data it cannot take), write the firings one by one, each in a savepoint, so
+    only the firing it refuses is lost."""
+    session = batch.session
+    written = len(fired)
+    try:
+        with session.begin_nested():
+            write(session, batch.writes, batch.now)
+            batch.roster.write()
+    except Exception as exc:
+        if is_outage(exc) or not batch.per_firing:
+            raise
+        log.warning("firing_batch_written_one_by_one", rule_id=rule.id, error=error_text(exc))
+        for subject, writes in zip(fired, batch.per_firing, strict=True):
+            try:
+                with session.begin_nested():
+                    write(session, writes, batch.now)
+            except Exception as one:
+                if is_outage(one):
+                    raise
+                written -= 1
+                outcome.fired -= 1
+                outcome.failed += 1
+                log_failure(
+                    log,
+                    "rule_firing_failed",
+                    one,
+                    rule_id=rule.id,
+                    rule_version=rule_set.version,
+                    subject=subject,
                 )
+        batch.roster.write()
+    if written:
+        metrics.record_actions((action_name(action) for action in rule.actions), written)
 
 
 def _plan(
@@ -254,58 +346,6 @@ def _evidence_from(row: Any, slots: list[_Slot], now: datetime) -> dict[str, Any
             value = row[positions[0]]
             evidence[name] = value.isoformat() if isinstance(value, datetime) else value
     return evidence
-
-
-def _process(
-    runtime: Runtime,
-    session: Session,
-    rule_set: RuleSet,
-    rule: Rule,
-    row: Lead | Deal,
-    *,
-    context: EvaluationContext,
-    outcome: RuleOutcome,
-) -> None:
-    """Fire the rule on one matched row, in a savepoint of the batch's transaction."""
-    evidence = evidence_of(rule, _record(row), context)
-    deal = row if isinstance(row, Deal) else None
-    lead = (
-        row
-        if isinstance(row, Lead)
-        else (
-            session.get(Lead, deal.lead_id)
-            if deal is not None and deal.lead_id is not None
-            else None
-        )
-    )
-    firing = Firing(
-        runtime,
-        session,
-        rule_set,
-        rule,
-        context.now,
-        lead,
-        deal,
-        evidence,
-        occasion_of(rule, context.now),
-    )
-    try:
-        with session.begin_nested():
-            fire(firing)
-        outcome.fired += 1
-        metrics.record_actions(action_name(action) for action in rule.actions)
-    except Exception as exc:  # one subject's failure is logged and counted; the batch goes on
-        if is_outage(exc):  # ... unless the database is gone: the batch cannot go on
-            raise
-        outcome.failed += 1
-        log_failure(
-            log,
-            "rule_firing_failed",
-            exc,
-            rule_id=rule.id,
-            rule_version=rule_set.version,
-            subject=f"{rule.subject.value}:{row.external_id}",
-        )
 
 
 def run_rule(

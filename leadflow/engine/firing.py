@@ -1,7 +1,9 @@
 """One rule firing on one lead or deal: its actions applied, audited, emails queued.
 
-Everything here runs inside the caller's transaction (a savepoint per firing), so a firing is
-applied entirely or not at all, together with its audit rows and outbox messages.
+A firing reads from its evaluation batch (:class:`~leadflow.engine.firing_batch.FiringBatch`)
+and stages its writes there; the batch writes the firings that succeeded together, in one
+transaction, so a firing is applied entirely or not at all, with its audit rows and outbox
+messages.
 """
 
 from __future__ import annotations
@@ -12,17 +14,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import insert, select, update
-from sqlalchemy.orm import Session
 
-from leadflow.crm.updates import queue_crm_update
+from leadflow.crm.updates import crm_update_row
 from leadflow.engine.assignment import choose_rep
 from leadflow.engine.audit_trail import audit_row, audit_value
-from leadflow.engine.nurture import exit_reason, leave_nurture
+from leadflow.engine.firing_batch import Enrollment, FiringBatch
+from leadflow.engine.firing_writes import QueuedAudit
+from leadflow.engine.nurture import exit_reason
 from leadflow.engine.runtime import Runtime
-from leadflow.engine.sla_timers import new_sla_timer
+from leadflow.engine.sla_timers import NewSlaTimer, new_sla_timer
 from leadflow.mail.context import email_context
-from leadflow.mail.enqueue import enqueue_email, is_email_address
+from leadflow.mail.enqueue import email_row, is_email_address
+from leadflow.outbox.store import SUPPRESSED
 from leadflow.rule_language.actions import (
     Action,
     AdjustScore,
@@ -37,8 +40,7 @@ from leadflow.rule_language.actions import (
 )
 from leadflow.rule_language.fields import Subject
 from leadflow.rule_language.model import Rule, RuleSet
-from leadflow.store.models import Deal, Lead, Rep, SlaTimer
-from leadflow.store.tables import AUDIT, FIRINGS, NURTURE, REPS, SLA_TIMERS
+from leadflow.store.models import Deal, Lead, Rep
 
 log = structlog.get_logger("leadflow.engine")
 
@@ -48,7 +50,7 @@ class Firing:
     """The context of one rule acting on one subject."""
 
     runtime: Runtime
-    session: Session
+    batch: FiringBatch
     rule_set: RuleSet
     rule: Rule
     now: datetime
@@ -59,8 +61,7 @@ class Firing:
     """What makes this firing distinct from another of the same rule on the same subject."""
     entered_stage: bool = False
     """This firing moved the lead to a new stage (set by the set_stage action)."""
-    audit_rows: list[dict[str, Any]] = field(default_factory=list)
-    sla_timers: dict[str, SlaTimer] = field(default_factory=dict)
+    sla_timers: dict[str, NewSlaTimer] = field(default_factory=dict)
     """The SLA timers of this firing by name, made once: a notify before ``start_sla`` tells
     the rep the same due time the timer gets."""
 
@@ -72,23 +73,24 @@ class Firing:
         return f"lead:{self.lead.external_id}"
 
     def audit(self, action: str, params: Mapping[str, Any]) -> None:
-        """Note an audit row; :func:`fire` writes a firing's rows together, in order."""
-        self.audit_rows.append(
-            audit_row(
-                at=self.now,
-                source="rule",
-                action=action,
-                lead_id=self.lead.id if self.lead is not None else None,
-                deal_id=self.deal.id if self.deal is not None else None,
-                rule_id=self.rule.id,
-                rule_version=self.rule_set.version,
-                params={**params, "rule_digest": self.rule.digest},
-                evidence=self.evidence,
-            )
+        """Note an audit row; the batch writes a firing's rows together, in order."""
+        self.batch.staged.audit.append(self.audit_row(action, params))
+
+    def audit_row(self, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        return audit_row(
+            at=self.now,
+            source="rule",
+            action=action,
+            lead_id=self.lead.id if self.lead is not None else None,
+            deal_id=self.deal.id if self.deal is not None else None,
+            rule_id=self.rule.id,
+            rule_version=self.rule_set.version,
+            params={**params, "rule_digest": self.rule.digest},
+            evidence=self.evidence,
         )
 
     def rep(self, rep_id: int | None) -> Rep | None:
-        return self.session.get(Rep, rep_id) if rep_id is not None else None
+        return self.batch.rep(rep_id)
 
     @property
     def retrying_wait(self) -> bool:
@@ -102,7 +104,7 @@ class Firing:
             and not self.entered_stage
         )
 
-    def sla_timer(self, action: StartSla) -> SlaTimer:
+    def sla_timer(self, action: StartSla) -> NewSlaTimer:
         """The timer ``action`` starts in this firing (not yet added to the session)."""
         timer = self.sla_timers.get(action.name)
         if timer is None:
@@ -122,7 +124,7 @@ class Firing:
             self.sla_timers[action.name] = timer
         return timer
 
-    def planned_sla(self) -> SlaTimer | None:
+    def planned_sla(self) -> NewSlaTimer | None:
         """The SLA this firing starts (its rule's first ``start_sla``), if it can start one."""
         start = next((a for a in self.rule.actions if isinstance(a, StartSla)), None)
         if start is None or self.lead is None or self.lead.owner_id is None:
@@ -143,20 +145,23 @@ def fire(firing: Firing) -> None:
     if subject_id is None and firing.lead is not None:
         subject_id = firing.lead.id
     if firing.rule.reentry.mode != "every_time":  # only once/once_per ever read them back
-        firing.session.execute(
-            insert(FIRINGS).values(
-                rule_id=firing.rule.id,
-                rule_version=firing.rule_set.version,
-                subject_kind=firing.rule.subject.value,
-                subject_id=subject_id,
-                fired_at=firing.now,
-            )
+        firing.batch.staged.rule_firings.append(
+            {
+                "rule_id": firing.rule.id,
+                "rule_version": firing.rule_set.version,
+                "subject_kind": firing.rule.subject.value,
+                "subject_id": subject_id,
+                "fired_at": firing.now,
+            }
         )
     for index, action in enumerate(firing.rule.actions):
         _APPLY[type(action)](firing, action, index)
-    firing.session.flush()
-    if firing.audit_rows:
-        firing.session.execute(insert(AUDIT), firing.audit_rows)
+
+
+def _queue_crm_update(firing: Firing, event: str, change: Mapping[str, Any]) -> None:
+    row = crm_update_row(firing, event, change, firing.batch.rep_external_id)
+    if row is not None:
+        firing.batch.staged.outbox.append(row)
 
 
 def _set_stage(firing: Firing, action: Action, _index: int) -> None:
@@ -180,10 +185,11 @@ def _set_stage(firing: Firing, action: Action, _index: int) -> None:
         lead.previous_owner_id = lead.owner_id
         lead.owner_id = None
     firing.audit("stage_changed", params)
-    queue_crm_update(firing.session, firing, "lead.stage_changed", params)
+    _queue_crm_update(firing, "lead.stage_changed", params)
     reason = exit_reason(lead, settings.stages)
     if reason is not None:
-        leave_nurture(firing.session, lead, reason, firing.now)
+        firing.batch.staged.left_nurture.append((lead.id or 0, reason))
+        firing.batch.stage_enrollments(lead.id or 0, [])
 
 
 def releases_owner(stage: str, stages: Any) -> bool:
@@ -213,7 +219,7 @@ def _assign(firing: Firing, action: Action, _index: int) -> None:
     assert isinstance(action, Assign)
     lead = firing.lead
     assert lead is not None
-    choice = choose_rep(firing.session, lead, action, firing.runtime.settings, firing.now)
+    choice = choose_rep(firing.batch.roster, lead, action, firing.runtime.settings, firing.now)
     if choice.rep is None:
         # A waiting MQL is offered again at every evaluation; only its first wait (the
         # evaluation that made it an MQL) is audited and logged, not every retry.
@@ -238,7 +244,7 @@ def _assign(firing: Firing, action: Action, _index: int) -> None:
             "previous_owner": _rep_ref(firing.rep(previous)),
         },
     )
-    queue_crm_update(firing.session, firing, "lead.owner_changed", {"to": choice.rep.external_id})
+    _queue_crm_update(firing, "lead.owner_changed", {"to": choice.rep.external_id})
 
 
 def _notify(firing: Firing, action: Action, index: int) -> None:
@@ -251,9 +257,7 @@ def _notify(firing: Firing, action: Action, index: int) -> None:
     elif action.to == "manager":
         rep = manager
     elif action.to.startswith("rep:"):
-        external_id = action.to.removeprefix("rep:")
-        found = select(Rep).where(REPS.c.external_id == external_id)
-        rep = firing.session.scalars(found).one_or_none()
+        rep = firing.batch.rep_named(action.to.removeprefix("rep:"))
     lead = firing.lead
     to = (
         (lead.email if lead is not None else None)
@@ -297,11 +301,12 @@ def _notify(firing: Firing, action: Action, index: int) -> None:
 def queue_email(
     firing: Firing, *, key: str, template: str, context: Mapping[str, Any], to: str, marketing: bool
 ) -> None:
-    """Queue one email in the firing's transaction, keyed so a re-run never sends it twice."""
+    """Queue one email with the firing's writes, keyed so a re-run never sends it twice."""
     lead = firing.lead
-    result = enqueue_email(
-        firing.session,
-        key=f"rule:{firing.rule.id}/{firing.subject_key}/{firing.occasion}/{key}",
+    batch = firing.batch
+    full_key = f"rule:{firing.rule.id}/{firing.subject_key}/{firing.occasion}/{key}"
+    row = email_row(
+        key=full_key,
         template=template,
         context=context,
         to=to,
@@ -309,22 +314,21 @@ def queue_email(
         now=firing.now,
         catalog=firing.runtime.templates_for(firing.rule_set),
         settings=firing.runtime.settings,
+        lead=lead,
+        recent_marketing=lambda: batch.recent_marketing(lead.id or 0) if lead is not None else 0,
         lead_id=lead.id if lead is not None else None,
         deal_id=firing.deal.id if firing.deal is not None else None,
         rule_id=firing.rule.id,
         rule_version=firing.rule_set.version,
         recipient_timezone=lead.timezone if lead is not None and marketing else None,
     )
-    firing.audit(
-        "email_queued",
-        {
-            "to": to,
-            "template": template,
-            "outbox_id": result.outbox_id,
-            "status": result.status,
-            "reason": result.reason,
-            "new": result.inserted,
-        },
+    batch.staged.outbox.append(row)
+    if marketing and lead is not None and row["status"] != SUPPRESSED:
+        batch.count_marketing(lead.id or 0)
+    # What became of the row (its id, new or there before) is known once the batch writes it.
+    params = {"to": to, "template": template, "outbox_id": None, "status": None, "reason": None}
+    batch.staged.audit.append(
+        QueuedAudit(firing.audit_row("email_queued", {**params, "new": None}), full_key)
     )
 
 
@@ -337,10 +341,10 @@ def _start_sla(firing: Firing, action: Action, _index: int) -> None:
             return
         firing.audit("sla_not_started", {"sla": action.name, "reason": "the lead has no owner"})
         return
-    cancel_running_slas(firing.session, lead.id or 0, firing.now, "restarted", name=action.name)
+    firing.batch.staged.cancelled_slas.append((lead.id or 0, action.name, "restarted"))
     timer = firing.sla_timer(action)
     timer.owner_id = lead.owner_id
-    firing.session.add(timer)
+    firing.batch.staged.sla_timers.append(timer.row())
     params: dict[str, Any] = {
         "sla": action.name,
         "due_at": timer.due_at,
@@ -352,57 +356,33 @@ def _start_sla(firing: Firing, action: Action, _index: int) -> None:
     firing.audit("sla_started", params)
 
 
-def cancel_running_slas(
-    session: Session, lead_id: int, now: datetime, reason: str, *, name: str | None = None
-) -> None:
-    query = update(SLA_TIMERS).where(
-        SLA_TIMERS.c.lead_id == lead_id, SLA_TIMERS.c.status == "running"
-    )
-    if name is not None:
-        query = query.where(SLA_TIMERS.c.name == name)
-    session.execute(
-        query.values(
-            status="cancelled", closed_at=now, close_reason=reason, next_escalation_at=None
-        )
-    )
-
-
 def _enroll(firing: Firing, action: Action, _index: int) -> None:
     assert isinstance(action, Enroll)
     lead = firing.lead
     if lead is None:
         return
     stream = firing.rule_set.streams[action.stream]
-    active = firing.session.execute(
-        select(NURTURE.c.id, NURTURE.c.stream).where(
-            NURTURE.c.lead_id == lead.id, NURTURE.c.status == "active"
-        )
-    ).all()
-    if any(row.stream == stream.id for row in active):
+    active = firing.batch.active_enrollments(lead.id or 0)
+    if any(enrollment.stream == stream.id for enrollment in active):
         return
     if not stream.allow_parallel:
-        for row in active:
-            firing.session.execute(
-                update(NURTURE)
-                .where(NURTURE.c.id == row.id)
-                .values(
-                    status="exited",
-                    exit_reason=f"moved to stream {stream.id}",
-                    exited_at=firing.now,
-                )
-            )
+        reason = f"moved to stream {stream.id}"
+        firing.batch.staged.moved_enrollments += [(enrollment.id, reason) for enrollment in active]
+        active = []
     first_step = firing.now + (stream.steps[0].after if stream.steps else timedelta(0))
-    firing.session.execute(
-        insert(NURTURE).values(
-            lead_id=lead.id,
-            stream=stream.id,
-            rule_id=firing.rule.id,
-            enrolled_at=firing.now,
-            next_step=0,
-            next_step_at=first_step,
-            status="active",
-        )
+    firing.batch.staged.enrollments.append(
+        {
+            "lead_id": lead.id,
+            "stream": stream.id,
+            "rule_id": firing.rule.id,
+            "enrolled_at": firing.now,
+            "next_step": 0,
+            "next_step_at": first_step,
+            "status": "active",
+        }
     )
+    # Enrolled twice in one batch is not possible: a rule fires once per lead per batch.
+    firing.batch.stage_enrollments(lead.id or 0, [*active, Enrollment(0, stream.id)])
     firing.audit("enrolled", {"stream": stream.id, "first_step_at": first_step})
 
 
@@ -415,7 +395,7 @@ def _close_deal(firing: Firing, action: Action, _index: int) -> None:
     deal.recycle_reason = action.reason
     deal.updated_at = firing.now
     firing.audit(f"deal_{action.outcome}", {"reason": action.reason, "stage": deal.stage})
-    queue_crm_update(firing.session, firing, f"deal.{action.outcome}", {"reason": action.reason})
+    _queue_crm_update(firing, f"deal.{action.outcome}", {"reason": action.reason})
 
 
 def _rep_ref(rep: Rep | None) -> dict[str, Any] | None:

@@ -7,6 +7,7 @@ Every send is keyed by lead, stream, enrollment and step, so a step is never ema
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 
 import structlog
@@ -47,14 +48,20 @@ def exit_reason(lead: Lead, stages: StageSettings) -> str | None:
     return None
 
 
-def leave_nurture(session: Session, lead: Lead, reason: str, now: datetime) -> None:
-    """End the lead's active enrollments and suppress its marketing email not yet sent."""
-    session.execute(
-        update(NURTURE)
-        .where(NURTURE.c.lead_id == lead.id, NURTURE.c.status == "active")
-        .values(status="exited", exit_reason=reason, exited_at=now, next_step_at=None)
-    )
-    cancel_pending_marketing(session, lead.id or 0, reason, now)
+def leave_nurture(session: Session, lead_ids: Collection[int], reason: str, now: datetime) -> None:
+    """End the leads' active enrollments and suppress their marketing email not yet sent."""
+    ids = list(lead_ids)
+    for start in range(0, len(ids), _IDS_PER_STATEMENT):
+        chunk = ids[start : start + _IDS_PER_STATEMENT]
+        session.execute(
+            update(NURTURE)
+            .where(NURTURE.c.lead_id.in_(chunk), NURTURE.c.status == "active")
+            .values(status="exited", exit_reason=reason, exited_at=now, next_step_at=None)
+        )
+    cancel_pending_marketing(session, ids, reason, now)
+
+
+_IDS_PER_STATEMENT = 1000
 
 
 def run_nurture_steps(

@@ -15,7 +15,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from leadflow.engine.assignment import choose_rep
+from leadflow.engine.assignment import StoredRoster, choose_rep
 from leadflow.engine.audit_trail import record
 from leadflow.engine.business_hours import calendar_named
 from leadflow.engine.due_rows import handle_due_rows
@@ -243,7 +243,7 @@ def _reassign(
         )
         return None
     choice = choose_rep(
-        session,
+        StoredRoster(session, runtime.settings, now),
         lead,
         assign.model_copy(update={"prefer_previous_owner": False}),
         runtime.settings,
@@ -266,7 +266,7 @@ def _reassign(
         now=now,
     )
     due = fresh.due_at
-    session.add(fresh)
+    session.add(SlaTimer(**fresh.row()))
     session.flush()
     _audit(
         session,

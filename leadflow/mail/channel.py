@@ -60,11 +60,12 @@ class EmailChannel:
         )
 
     def record_hard_bounces(self, session: Session, lead_ids: Sequence[int], now: datetime) -> None:
-        for lead_id in lead_ids:
-            session.execute(
-                update(LEADS).where(LEADS.c.id == lead_id).values(hard_bounced=True, updated_at=now)
-            )
-            cancel_pending_marketing(session, lead_id, "hard_bounced", now)
+        if not lead_ids:
+            return
+        session.execute(
+            update(LEADS).where(LEADS.c.id.in_(lead_ids)).values(hard_bounced=True, updated_at=now)
+        )
+        cancel_pending_marketing(session, lead_ids, "hard_bounced", now)
 
     async def close(self) -> None:
         """Nothing to release: the transport belongs to whoever made it."""

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import secrets
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from leadflow.errors import ConfigError
@@ -115,7 +115,20 @@ def deal_view(deal: Deal, settings: Settings) -> dict[str, Any]:
     }
 
 
-def sla_view(sla: SlaTimer) -> dict[str, Any]:
+class TimerLike(Protocol):
+    """A running SLA timer, stored or about to start."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def started_at(self) -> datetime: ...
+    @property
+    def due_at(self) -> datetime: ...
+    @property
+    def level(self) -> int: ...
+
+
+def sla_view(sla: TimerLike) -> dict[str, Any]:
     return {
         "name": sla.name,
         "started_at": sla.started_at,
@@ -134,7 +147,7 @@ def email_context(
     deal: Deal | None = None,
     rule_id: str | None = None,
     rule_description: str | None = None,
-    sla: SlaTimer | None = None,
+    sla: TimerLike | None = None,
 ) -> dict[str, Any]:
     """The documented context for one email; ``rep`` is the rep receiving it, if one is."""
     lead_values = lead_view(lead, settings) if lead is not None else None

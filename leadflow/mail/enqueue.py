@@ -9,7 +9,7 @@ recipient's timezone. The row itself, its idempotency key and Message-ID, is the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
@@ -28,8 +28,9 @@ from leadflow.outbox.store import (
     SENT,
     SUPPRESSED,
     EnqueueResult,
-    enqueue,
+    enqueue_rows,
     find,
+    outbox_row,
 )
 from leadflow.settings import SendWindow, Settings
 from leadflow.store.email_addresses import is_recipient
@@ -74,13 +75,63 @@ def enqueue_email(
     existing = find(session, key)  # a key seen before costs a lookup, not a rendering
     if existing is not None:
         return existing
+    lead = _marketing_lead(session, lead_id, key) if category == "marketing" else None
+    row = email_row(
+        key=key,
+        template=template,
+        context=context,
+        to=to,
+        category=category,
+        now=now,
+        catalog=catalog,
+        settings=settings,
+        lead=lead,
+        recent_marketing=lambda: recent_marketing(session, [lead_id or 0], now, settings).get(
+            lead_id or 0, 0
+        ),
+        lead_id=lead_id,
+        deal_id=deal_id,
+        rule_id=rule_id,
+        rule_version=rule_version,
+        recipient_timezone=recipient_timezone,
+    )
+    return enqueue_rows(session, [row])[key]
+
+
+def email_row(
+    *,
+    key: str,
+    template: str,
+    context: Mapping[str, Any],
+    to: str,
+    category: Category,
+    now: datetime,
+    catalog: TemplateCatalog,
+    settings: Settings,
+    lead: Lead | None,
+    recent_marketing: Callable[[], int],
+    lead_id: int | None = None,
+    deal_id: int | None = None,
+    rule_id: str | None = None,
+    rule_version: str | None = None,
+    recipient_timezone: str | None = None,
+) -> dict[str, Any]:
+    """The outbox row of one email, rendered, reading nothing from the store.
+
+    Marketing email needs its ``lead``; ``recent_marketing`` counts the lead's marketing email
+    inside the frequency cap's window, asked only when no flag suppresses the email already.
+    """
+    _check_recipient(to, key)
     terms = _Terms(dict(context))
     if category == "marketing":
-        lead = _marketing_lead(session, lead_id, key)
-        terms = _marketing_terms(session, lead, terms.values, now, settings, recipient_timezone)
+        if lead is None:
+            msg = f"outbox message {key!r}: marketing email needs the lead it goes to (lead_id)"
+            raise UserInputError(msg)
+        terms = _marketing_terms(
+            lead, terms.values, now, settings, recipient_timezone, recent_marketing
+        )
     rendered = catalog.render(template, terms.values)
-    return enqueue(
-        session,
+    return outbox_row(
         key=key,
         channel=EMAIL_CHANNEL,
         category=category,
@@ -101,6 +152,29 @@ def enqueue_email(
     )
 
 
+def recent_marketing(
+    session: Session, lead_ids: Collection[int], now: datetime, settings: Settings
+) -> dict[int, int]:
+    """How many marketing emails each lead was sent or has queued inside the frequency cap's
+    window, by lead id (leads with none are left out)."""
+    window_start = now - settings.mail.frequency_cap.window
+    counts: dict[int, int] = {}
+    ids = list(lead_ids)
+    for start in range(0, len(ids), 1000):
+        query = (
+            select(_TABLE.c.lead_id, func.count())
+            .where(
+                _TABLE.c.lead_id.in_(ids[start : start + 1000]),
+                _TABLE.c.category == "marketing",
+                _TABLE.c.status.in_(_COUNTED_FOR_CAP),
+                _TABLE.c.created_at > window_start,
+            )
+            .group_by(_TABLE.c.lead_id)
+        )
+        counts.update({int(lead): int(count) for lead, count in session.execute(query)})
+    return counts
+
+
 @dataclass(frozen=True)
 class _Terms:
     """How an email is queued: the context it renders with, its status, why it is suppressed,
@@ -114,12 +188,12 @@ class _Terms:
 
 
 def _marketing_terms(
-    session: Session,
     lead: Lead,
     values: Mapping[str, Any],
     now: datetime,
     settings: Settings,
     recipient_timezone: str | None,
+    recent_marketing: Callable[[], int],
 ) -> _Terms:
     """Marketing carries List-Unsubscribe, is suppressed for flagged leads and over the
     frequency cap, and waits for the send window in the recipient's timezone."""
@@ -129,7 +203,7 @@ def _marketing_terms(
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
     }
     linked = {**values, "unsubscribe_url": link}
-    reason = _suppression_reason(session, lead, now, settings)
+    reason = _suppression_reason(lead, settings, recent_marketing)
     if reason is not None:
         return _Terms(linked, SUPPRESSED, reason, None, headers)
     zone = _zone(recipient_timezone or lead.timezone, settings)
@@ -137,20 +211,24 @@ def _marketing_terms(
 
 
 def cancel_pending_marketing(
-    session: Session | Connection, lead_id: int, reason: str, now: datetime
+    session: Session | Connection, lead_ids: Collection[int], reason: str, now: datetime
 ) -> int:
-    """Suppress the lead's marketing email not yet claimed by a sender; return how many."""
+    """Suppress the leads' marketing email not yet claimed by a sender; return how many."""
     stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    result = session.execute(
-        update(_TABLE)
-        .where(
-            _TABLE.c.lead_id == lead_id,
-            _TABLE.c.category == "marketing",
-            _TABLE.c.status == PENDING,
+    ids = list(lead_ids)
+    cancelled = 0
+    for start in range(0, len(ids), 1000):
+        result = session.execute(
+            update(_TABLE)
+            .where(
+                _TABLE.c.lead_id.in_(ids[start : start + 1000]),
+                _TABLE.c.category == "marketing",
+                _TABLE.c.status == PENDING,
+            )
+            .values(status=SUPPRESSED, status_reason=f"{reason} (cancelled {stamp})")
         )
-        .values(status=SUPPRESSED, status_reason=f"{reason} (cancelled {stamp})")
-    )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        cancelled += int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return cancelled
 
 
 def next_send_time(now: datetime, zone: ZoneInfo, window: SendWindow) -> datetime:
@@ -203,22 +281,13 @@ def _marketing_lead(session: Session, lead_id: int | None, key: str) -> Lead:
 
 
 def _suppression_reason(
-    session: Session, lead: Lead, now: datetime, settings: Settings
+    lead: Lead, settings: Settings, recent_marketing: Callable[[], int]
 ) -> str | None:
     for flag in SUPPRESSING_FLAGS:
         if getattr(lead, flag):
             return flag
     cap = settings.mail.frequency_cap
-    recent = session.execute(
-        select(func.count())
-        .select_from(_TABLE)
-        .where(
-            _TABLE.c.lead_id == lead.id,
-            _TABLE.c.category == "marketing",
-            _TABLE.c.status.in_(_COUNTED_FOR_CAP),
-            _TABLE.c.created_at > now - cap.window,
-        )
-    ).scalar_one()
+    recent = recent_marketing()
     if recent >= cap.messages:
         window = format_duration(cap.window)
         return f"frequency_cap: {recent} marketing emails in the last {window}"

@@ -63,8 +63,7 @@ def message_id_for(key: str, domain: str) -> str:
     return f"<{key_digest(key)}@{domain}>"
 
 
-def enqueue(
-    session: Session,
+def outbox_row(
     *,
     key: str,
     channel: str,
@@ -83,17 +82,11 @@ def enqueue(
     deal_id: int | None = None,
     rule_id: str | None = None,
     rule_version: str | None = None,
-) -> EnqueueResult:
-    """Add one row in the caller's transaction (no commit), due at ``due`` (default ``now``).
-
-    A second call with the same ``key`` inserts nothing and returns the existing row, also when
-    a concurrent transaction inserted the key first.
-    """
-    message_id = message_id_for(key, message_id_domain)
-    next_attempt_at = due or now
-    row: dict[str, Any] = {
+) -> dict[str, Any]:
+    """The values of one new row, due at ``due`` (default ``now``), for :func:`enqueue_rows`."""
+    return {
         "idempotency_key": key,
-        "message_id": message_id,
+        "message_id": message_id_for(key, message_id_domain),
         "channel": channel,
         "category": category,
         "lead_id": lead_id,
@@ -108,45 +101,77 @@ def enqueue(
         "status": status,
         "status_reason": status_reason,
         "attempts": 0,
-        "next_attempt_at": next_attempt_at,
+        "next_attempt_at": due or now,
         "created_at": now,
     }
-    new_id = session.execute(_insert_ignoring_duplicates(session, row)).scalar_one_or_none()
-    if new_id is None:  # the key existed, or a concurrent transaction inserted it first
-        existing = find(session, key)
-        assert existing is not None
-        return existing
-    return EnqueueResult(True, new_id, message_id, status, status_reason, next_attempt_at)
+
+
+def enqueue(session: Session, **row: Any) -> EnqueueResult:
+    """Add one row (the arguments of :func:`outbox_row`) in the caller's transaction."""
+    values = outbox_row(**row)
+    return enqueue_rows(session, [values])[values["idempotency_key"]]
+
+
+def enqueue_rows(session: Session, rows: Sequence[Mapping[str, Any]]) -> dict[str, EnqueueResult]:
+    """Add ``rows`` (from :func:`outbox_row`) in the caller's transaction (no commit), with a
+    few multi-row statements; return what became of each, by idempotency key.
+
+    A key that exists already, also when a concurrent transaction inserted it first, inserts
+    nothing: its result is the existing row, with ``inserted`` False. A key twice in ``rows``
+    is inserted once.
+    """
+    results: dict[str, EnqueueResult] = {}
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = (
+        insert(_TABLE)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(_TABLE.c.id, _TABLE.c.idempotency_key)
+    )
+    by_key = {row["idempotency_key"]: row for row in rows}
+    unique = list(by_key.values())
+    for start in range(0, len(unique), _ROWS_PER_STATEMENT):
+        chunk = unique[start : start + _ROWS_PER_STATEMENT]
+        for new_id, key in session.execute(statement, chunk).all():
+            row = by_key[key]
+            results[key] = EnqueueResult(
+                True,
+                new_id,
+                row["message_id"],
+                row["status"],
+                row["status_reason"],
+                row["next_attempt_at"],
+            )
+    missing = [key for key in by_key if key not in results]
+    results.update(find_many(session, missing))
+    return results
+
+
+_ROWS_PER_STATEMENT = 1000
 
 
 def find(session: Session, key: str) -> EnqueueResult | None:
     """The row with idempotency ``key``, as :func:`enqueue` reports it; None if there is none."""
-    row = session.execute(
-        select(
+    return find_many(session, [key]).get(key)
+
+
+def find_many(session: Session, keys: Sequence[str]) -> dict[str, EnqueueResult]:
+    """The rows with these idempotency keys, by key (keys with no row are left out)."""
+    found: dict[str, EnqueueResult] = {}
+    for start in range(0, len(keys), _ROWS_PER_STATEMENT):
+        query = select(
             _TABLE.c.id,
+            _TABLE.c.idempotency_key,
             _TABLE.c.message_id,
             _TABLE.c.status,
             _TABLE.c.status_reason,
             _TABLE.c.next_attempt_at,
-        ).where(_TABLE.c.idempotency_key == key)
-    ).first()
-    if row is None:
-        return None
-    return EnqueueResult(
-        False, row.id, row.message_id, row.status, row.status_reason, row.next_attempt_at
-    )
-
-
-def _insert_ignoring_duplicates(session: Session, row: Mapping[str, Any]) -> Any:
-    """INSERT ... ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, per dialect."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return (
-        insert(_TABLE)
-        .values(**row)
-        .on_conflict_do_nothing(index_elements=["idempotency_key"])
-        .returning(_TABLE.c.id)
-    )
+        ).where(_TABLE.c.idempotency_key.in_(keys[start : start + _ROWS_PER_STATEMENT]))
+        for row in session.execute(query):
+            found[row.idempotency_key] = EnqueueResult(
+                False, row.id, row.message_id, row.status, row.status_reason, row.next_attempt_at
+            )
+    return found
 
 
 # --- claiming due rows ----------------------------------------------------------------------

@@ -13,6 +13,8 @@ from typing import Any
 
 def jsonable(value: Any) -> Any:
     """``value`` as JSON can hold it: times as ISO 8601, durations in seconds."""
+    if value is None or type(value) in _PLAIN:  # most values: nothing to convert
+        return value
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, timedelta):
@@ -22,3 +24,6 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple | set | frozenset):
         return [jsonable(inner) for inner in value]
     return value
+
+
+_PLAIN = frozenset({str, int, float, bool})

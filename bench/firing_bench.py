@@ -1,0 +1,380 @@
+"""Firing throughput: the shipped MQL rule and the shipped nurture enrolment, at 10k and 100k.
+
+For each store, N leads are made to qualify at once and the rule runs the way
+``leadflow run --once --rule ID`` runs it (``run_rule``: batches, one transaction each, audit,
+outbox, SLA timers). Beside it, in the same run and on the same data, the floor: the same rows
+(lead updates, audit rows, outbox rows with pre-rendered bodies, SLA timers, enrollments)
+written by plain SQL statements with no rule machinery.
+
+    .venv/bin/python bench/firing_bench.py [--firings 10000 100000] [--rounds 3] [--skip-postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, func, select, text
+from sqlalchemy.engine import make_url
+
+from leadflow.clock import SettableClock
+from leadflow.config import load_settings
+from leadflow.engine.evaluation import run_rule
+from leadflow.engine.nurture import run_nurture_steps
+from leadflow.engine.runtime import Runtime
+from leadflow.logs import configure_logging
+from leadflow.store.database import create_store_engine, migrate
+from leadflow.store.tables import AUDIT, LEADS, NURTURE, OUTBOX, SLA_TIMERS
+
+REPO = Path(__file__).resolve().parent.parent
+NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)  # a Monday inside business hours
+REGIONS = ["Central", "East", "West", "North"]
+REP_COUNT = 40
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    rule_id: str
+    stage: str
+    score: int
+    floor: Callable[[Engine, int], None]
+    then: Callable[[Runtime, Any], int] | None = None
+    """A second step counted with the firing (the nurture stream's first email)."""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--firings", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--only", choices=["mql", "nurture"])
+    parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    args = parser.parse_args()
+    configure_logging("warning")
+    scenarios = [
+        Scenario("MQL assignment", "mql-assignment", "lead", 75, mql_floor),
+        Scenario(
+            "nurture enrolment + first email",
+            "nurture-new-leads",
+            "lead",
+            20,
+            nurture_floor,
+            then=lambda runtime, rule_set: run_nurture_steps(runtime, rule_set, NOW),
+        ),
+    ]
+    if args.only:
+        scenarios = [s for s in scenarios if s.name.startswith(args.only.replace("mql", "MQL"))]
+    stores = ["SQLite"] if args.skip_postgres else ["SQLite", "PostgreSQL"]
+    rows: list[str] = []
+    for store in stores:
+        for scenario in scenarios:
+            for count in args.firings:
+                leadflow_runs, floor_runs = [], []
+                for _ in range(args.rounds):
+                    with fresh_store(store, args.postgres) as engine:
+                        seed(engine, count, scenario)
+                        leadflow_runs.append(run_leadflow(engine, scenario, count))
+                    with fresh_store(store, args.postgres) as engine:
+                        seed(engine, count, scenario)
+                        started = time.perf_counter()
+                        scenario.floor(engine, count)
+                        floor_runs.append(time.perf_counter() - started)
+                    print(
+                        f"{store} {scenario.name} {count:,}: leadflow {leadflow_runs[-1]:.2f} s,"
+                        f" floor {floor_runs[-1]:.2f} s",
+                        file=sys.stderr,
+                    )
+                rows.append(table_row(store, scenario.name, count, leadflow_runs, floor_runs))
+    print()
+    print(machine())
+    print()
+    print("| store | firing | firings | leadflow firings/s (rounds) | plain-SQL floor | leadflow / floor |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for row in rows:
+        print(row)
+
+
+def table_row(store: str, name: str, count: int, runs: list[float], floors: list[float]) -> str:
+    median, floor = statistics.median(runs), statistics.median(floors)
+    spread = ", ".join(f"{count / run:,.0f}" for run in runs)
+    return (
+        f"| {store} | {name} | {count:,} | **{count / median:,.0f}/s** ({spread}) |"
+        f" {count / floor:,.0f}/s | {median / floor:.1f}x |"
+    )
+
+
+def machine() -> str:
+    import sqlite3
+
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"Machine: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()},"
+        f" SQLite {sqlite3.sqlite_version}"
+    )
+
+
+@contextmanager
+def fresh_store(store: str, postgres: str) -> Iterator[Engine]:
+    if store == "SQLite":
+        with tempfile.TemporaryDirectory() as tmp:
+            engine = create_store_engine(f"sqlite:///{Path(tmp) / 'bench.db'}")
+            migrate(engine)
+            try:
+                yield engine
+            finally:
+                engine.dispose()
+        return
+    schema = f"lf_fire_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(postgres)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = (
+        make_url(postgres)
+        .update_query_dict({"options": f"-csearch_path={schema}"})
+        .render_as_string(hide_password=False)
+    )
+    engine = create_store_engine(url)
+    try:
+        migrate(engine)
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def seed(engine: Engine, count: int, scenario: Scenario) -> None:
+    """Reps in four region pools (with managers) and ``count`` leads qualifying at once, plus
+    as many leads again that do not qualify (the rule must find the right ones)."""
+    postgres = engine.dialect.name == "postgresql"
+    yes = "true" if postgres else "1"
+    no = "false" if postgres else "0"
+    with engine.begin() as connection:
+        for index in range(1, REP_COUNT + 1):
+            pool = REGIONS[index % len(REGIONS)].lower()
+            connection.execute(
+                text(
+                    "INSERT INTO reps (id, external_id, name, email, manager_id, pools, capacity,"
+                    f" active, timezone, created_at, updated_at) VALUES (:id, :ext, :name, :email,"
+                    f" NULL, :pools, NULL, {yes}, 'Europe/Berlin', :now, :now)"
+                ),
+                {
+                    "id": index,
+                    "ext": f"rep-{index}",
+                    "name": f"Rep {index}",
+                    "email": f"rep{index}@example.com",
+                    "pools": json.dumps([pool, "inbound"]),
+                    "now": NOW,
+                },
+            )
+        leads = [
+            {
+                "id": index,
+                "ext": f"L{index:07d}",
+                "email": f"lead{index}@example.com",
+                "name": f"Lead {index}",
+                "company": f"Company {index % 997}",
+                "attributes": json.dumps(
+                    {"region": REGIONS[index % len(REGIONS)], "industry": "software"}
+                ),
+                # every other lead qualifies
+                "score": scenario.score if index % 2 else 10,
+                "stage": scenario.stage if index % 2 else "customer",
+                "entered": NOW - timedelta(days=2),
+                "now": NOW,
+            }
+            for index in range(1, 2 * count + 1)
+        ]
+        connection.execute(
+            text(
+                "INSERT INTO leads (id, external_id, email, name, company, attributes, score,"
+                " stage, stage_entered_at, unsubscribed, do_not_email, hard_bounced, timezone,"
+                f" created_at, updated_at) VALUES (:id, :ext, :email, :name, :company,"
+                f" :attributes, :score, :stage, :entered, {no}, {no}, {no}, 'Europe/Berlin',"
+                " :now, :now)"
+            ),
+            leads,
+        )
+        connection.execute(text("ANALYZE"))
+
+
+def run_leadflow(engine: Engine, scenario: Scenario, count: int) -> float:
+    settings = load_settings(
+        REPO / "config.yaml",
+        env={},
+        overrides={
+            "database.url": engine.url.render_as_string(hide_password=False),
+            "paths.rules": str(REPO / "rules"),
+            "paths.templates": str(REPO / "templates"),
+        },
+    ).settings
+    runtime = Runtime.build(engine, settings, SettableClock(NOW))
+    rule_set = runtime.load_rules()
+    rule = next(rule for rule in rule_set.rules if rule.id == scenario.rule_id)
+    started = time.perf_counter()
+    outcome = run_rule(runtime, rule_set, rule, NOW)
+    if scenario.then is not None:
+        scenario.then(runtime, rule_set)
+    seconds = time.perf_counter() - started
+    assert outcome.fired == count, (outcome.fired, count, outcome.error)
+    check_written(engine, scenario, count)
+    return seconds
+
+
+def check_written(engine: Engine, scenario: Scenario, count: int) -> None:
+    with engine.connect() as connection:
+        outbox = connection.execute(select(func.count()).select_from(OUTBOX)).scalar_one()
+        audit = connection.execute(select(func.count()).select_from(AUDIT)).scalar_one()
+        if scenario.rule_id == "mql-assignment":
+            mqls = connection.execute(
+                select(func.count()).select_from(LEADS).where(LEADS.c.stage == "mql")
+            ).scalar_one()
+            timers = connection.execute(select(func.count()).select_from(SLA_TIMERS)).scalar_one()
+            assert (mqls, timers, outbox) == (count, count, count), (mqls, timers, outbox)
+        else:
+            enrolled = connection.execute(select(func.count()).select_from(NURTURE)).scalar_one()
+            assert (enrolled, outbox) == (count, count), (enrolled, outbox)
+        assert audit >= count
+
+
+# The floors: the rows leadflow writes, written by plain SQL in one transaction per 1,000.
+
+_BODY = "Hi Rep,\n\nA new marketing-qualified lead is yours: Lead N at Company N (score 75).\n" * 3
+
+
+def mql_floor(engine: Engine, count: int) -> None:
+    postgres = engine.dialect.name == "postgresql"
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        mark = "%s" if postgres else "?"
+        ids = [row[0] for row in _qualifying(cursor, "score >= 60 AND stage = 'lead'")]
+        stamp: Any = NOW if postgres else NOW.strftime("%Y-%m-%d %H:%M:%S.%f")
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            _begin(cursor, postgres)
+            cursor.executemany(
+                f"UPDATE leads SET stage='mql', stage_entered_at={mark}, owner_id={mark}"
+                f" WHERE id={mark}",
+                [(stamp, 1 + lead % REP_COUNT, lead) for lead in chunk],
+            )
+            cursor.executemany(
+                "INSERT INTO audit_log (at, source, rule_id, rule_version, lead_id, action,"
+                f" params, evidence) VALUES ({mark}, 'rule', 'mql-assignment', 'v1', {mark},"
+                f" {mark}, {mark}, {mark})",
+                [
+                    (stamp, lead, action, json.dumps({"rep": "rep-1", "to": "mql"}), '{"score": 75}')
+                    for lead in chunk
+                    for action in ("stage_changed", "assigned", "email_queued", "sla_started")
+                ],
+            )
+            _outbox(cursor, postgres, mark, stamp, chunk, "operational")
+            cursor.executemany(
+                "INSERT INTO sla_timers (lead_id, name, rule_id, rule_version, owner_id,"
+                " started_at, due_at, calendar, ladder, met_by, level, next_escalation_at,"
+                f" status) VALUES ({mark}, 'first_touch', 'mql-assignment', 'v1', {mark}, {mark},"
+                f" {mark}, 'default', '[]', '{{}}', 0, {mark}, 'running')",
+                [(lead, 1 + lead % REP_COUNT, stamp, stamp, stamp) for lead in chunk],
+            )
+            raw.commit()
+    finally:
+        raw.close()
+
+
+def nurture_floor(engine: Engine, count: int) -> None:
+    postgres = engine.dialect.name == "postgresql"
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        mark = "%s" if postgres else "?"
+        ids = [row[0] for row in _qualifying(cursor, "score < 60 AND stage = 'lead'")]
+        stamp: Any = NOW if postgres else NOW.strftime("%Y-%m-%d %H:%M:%S.%f")
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            _begin(cursor, postgres)
+            cursor.executemany(
+                "INSERT INTO rule_firings (rule_id, rule_version, subject_kind, subject_id, fired_at)"
+                f" VALUES ('nurture-new-leads', 'v1', 'lead', {mark}, {mark})",
+                [(lead, stamp) for lead in chunk],
+            )
+            cursor.executemany(
+                "INSERT INTO nurture_enrollments (lead_id, stream, rule_id, enrolled_at,"
+                f" next_step, next_step_at, status) VALUES ({mark}, 'welcome',"
+                f" 'nurture-new-leads', {mark}, 1, {mark}, 'active')",
+                [(lead, stamp, stamp) for lead in chunk],
+            )
+            cursor.executemany(
+                "INSERT INTO audit_log (at, source, rule_id, rule_version, lead_id, action,"
+                f" params, evidence) VALUES ({mark}, 'rule', 'nurture-new-leads', 'v1', {mark},"
+                f" {mark}, {mark}, {mark})",
+                [
+                    (stamp, lead, action, json.dumps({"stream": "welcome"}), '{"score": 20}')
+                    for lead in chunk
+                    for action in ("enrolled", "nurture_step")
+                ],
+            )
+            _outbox(cursor, postgres, mark, stamp, chunk, "marketing")
+            raw.commit()
+    finally:
+        raw.close()
+
+
+def _qualifying(cursor: Any, where: str) -> list[Any]:
+    cursor.execute(f"SELECT id FROM leads WHERE {where} ORDER BY id")
+    return list(cursor.fetchall())
+
+
+def _begin(cursor: Any, postgres: bool) -> None:
+    if not postgres:
+        cursor.execute("BEGIN IMMEDIATE")
+
+
+def _outbox(
+    cursor: Any, postgres: bool, mark: str, stamp: Any, chunk: list[int], category: str
+) -> None:
+    cursor.executemany(
+        "INSERT INTO outbox (idempotency_key, message_id, channel, category, lead_id, rule_id,"
+        " rule_version, recipient, subject, body_text, body_html, headers, status, attempts,"
+        f" next_attempt_at, created_at) VALUES ({mark}, {mark}, 'email', '{category}', {mark},"
+        f" 'rule', 'v1', {mark}, {mark}, {mark}, {mark}, '{{}}', 'pending', 0, {mark}, {mark})",
+        [
+            (
+                f"rule:x/lead:{lead}/once/notify0",
+                f"<{uuid.uuid4().hex}@leadflow.local>",
+                lead,
+                f"rep{lead % REP_COUNT}@example.com",
+                f"New MQL: Lead {lead} (score 75)",
+                _BODY,
+                f"<p>{_BODY}</p>",
+                stamp,
+                stamp,
+            )
+            for lead in chunk
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()

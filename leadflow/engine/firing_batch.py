@@ -1,0 +1,265 @@
+"""One evaluation batch of a rule: what its firings read, loaded once, and what they write.
+
+The batch's matched leads and deals are plain objects detached from the session: a firing
+changes them in memory, and what changed is written for the whole batch by
+:mod:`leadflow.engine.firing_writes`. Everything a firing would otherwise ask the database
+once per lead (the reps, each rep's open MQLs, where round robin stands, a lead's active
+enrollments, its recent marketing email) is read here once for the batch and kept up to date
+in memory as firings succeed.
+
+A firing stages its writes and its changes to this shared state; they join the batch only if
+the whole firing succeeds (:meth:`FiringBatch.commit`), so a firing that fails half-way leaves
+nothing behind, as a savepoint would.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from leadflow.engine.assignment import locked_rotation, open_mqls
+from leadflow.engine.firing_writes import FiringWrites
+from leadflow.mail.enqueue import recent_marketing
+from leadflow.settings import Settings
+from leadflow.store.models import AssignmentRotation, Deal, Lead, Rep
+from leadflow.store.tables import NURTURE, REPS, ROTATIONS
+
+LEAD_COLUMNS = ("stage", "stage_entered_at", "owner_id", "previous_owner_id", "score")
+"""What an action may change on a lead."""
+DEAL_COLUMNS = ("outcome", "closed_at", "recycle_reason", "updated_at")
+"""What an action may change on a deal."""
+
+
+@dataclass
+class Enrollment:
+    id: int
+    stream: str
+
+
+@dataclass
+class FiringBatch:
+    session: Session
+    settings: Settings
+    now: datetime
+    leads: dict[int, Lead]
+    """The batch's leads (for a deal rule, the deals' leads), detached, by id."""
+    reps: dict[int, Rep]
+    roster: BatchRoster
+    writes: FiringWrites = field(default_factory=FiringWrites)
+    """What the batch's successful firings write."""
+    per_firing: list[FiringWrites] = field(default_factory=list)
+    """The same, firing by firing (written so should the database refuse the batch's)."""
+    staged: FiringWrites = field(default_factory=FiringWrites)
+    """What the firing in progress writes, if it succeeds."""
+    _enrollments: dict[int, list[Enrollment]] | None = None
+    _recent_marketing: dict[int, int] | None = None
+    _staged_enrollments: dict[int, list[Enrollment]] = field(default_factory=dict)
+    _staged_marketing: dict[int, int] = field(default_factory=dict)
+    _before: dict[int, tuple[Any, ...]] = field(default_factory=dict)
+    _deals_before: dict[int, tuple[Any, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def load(
+        cls,
+        session: Session,
+        settings: Settings,
+        now: datetime,
+        leads: Sequence[Lead],
+        deals: Sequence[Deal] = (),
+    ) -> FiringBatch:
+        """The batch for ``leads`` (or ``deals`` and their leads), which are detached from
+        ``session`` here: from now on only the batch's writes reach the store."""
+        session.expunge_all()
+        by_id = {lead.id or 0: lead for lead in leads}
+        wanted = {deal.lead_id for deal in deals if deal.lead_id is not None} - set(by_id)
+        if wanted:
+            for lead in session.scalars(select(Lead).where(Lead.id.in_(wanted))):  # type: ignore[union-attr]
+                by_id[lead.id or 0] = lead
+            session.expunge_all()
+        reps = {rep.id or 0: rep for rep in session.scalars(select(Rep).order_by(REPS.c.id))}
+        session.expunge_all()
+        return cls(session, settings, now, by_id, reps, BatchRoster(session, settings, now, reps))
+
+    # --- reads -----------------------------------------------------------------------------
+
+    def rep(self, rep_id: int | None) -> Rep | None:
+        return self.reps.get(rep_id) if rep_id is not None else None
+
+    def rep_named(self, external_id: str) -> Rep | None:
+        return next((rep for rep in self.reps.values() if rep.external_id == external_id), None)
+
+    def rep_external_id(self, rep_id: int | None) -> str | None:
+        rep = self.rep(rep_id)
+        return rep.external_id if rep is not None else None
+
+    def active_enrollments(self, lead_id: int) -> list[Enrollment]:
+        """The lead's active enrollments, as this batch has left them so far."""
+        if lead_id in self._staged_enrollments:
+            return self._staged_enrollments[lead_id]
+        if self._enrollments is None:
+            self._enrollments = defaultdict(list)
+            ids = list(self.leads)
+            for start in range(0, len(ids), 1000):
+                query = select(NURTURE.c.id, NURTURE.c.lead_id, NURTURE.c.stream).where(
+                    NURTURE.c.lead_id.in_(ids[start : start + 1000]),
+                    NURTURE.c.status == "active",
+                )
+                for row in self.session.execute(query):
+                    self._enrollments[row.lead_id].append(Enrollment(row.id, row.stream))
+        return list(self._enrollments.get(lead_id, []))
+
+    def stage_enrollments(self, lead_id: int, enrollments: list[Enrollment]) -> None:
+        self._staged_enrollments[lead_id] = enrollments
+
+    def recent_marketing(self, lead_id: int) -> int:
+        """The lead's marketing email inside the frequency cap's window, this batch's too."""
+        if self._recent_marketing is None:
+            self._recent_marketing = recent_marketing(
+                self.session, list(self.leads), self.now, self.settings
+            )
+        return self._recent_marketing.get(lead_id, 0) + self._staged_marketing.get(lead_id, 0)
+
+    def count_marketing(self, lead_id: int) -> None:
+        self._staged_marketing[lead_id] = self._staged_marketing.get(lead_id, 0) + 1
+
+    # --- one firing ------------------------------------------------------------------------
+
+    def begin(self, lead: Lead | None, deal: Deal | None) -> None:
+        """Start staging one firing on ``lead`` (and ``deal``)."""
+        self.staged = FiringWrites()
+        self._staged_enrollments = {}
+        self._staged_marketing = {}
+        self._before = {} if lead is None else {lead.id or 0: _values(lead, LEAD_COLUMNS)}
+        self._deals_before = {} if deal is None else {deal.id or 0: _values(deal, DEAL_COLUMNS)}
+        self.roster.begin()
+
+    def commit(self, lead: Lead | None, deal: Deal | None) -> None:
+        """The firing succeeded: its writes and its changes join the batch."""
+        if lead is not None:
+            before = self._before[lead.id or 0]
+            changed = _changed(lead, LEAD_COLUMNS, before)
+            if changed:
+                self.staged.lead_changes[lead.id or 0] = changed
+            self.roster.moved(before, _values(lead, LEAD_COLUMNS))
+        if deal is not None:
+            changed = _changed(deal, DEAL_COLUMNS, self._deals_before[deal.id or 0])
+            if changed:
+                self.staged.deal_changes[deal.id or 0] = changed
+        self.writes.merge(self.staged)
+        self.per_firing.append(self.staged)
+        if self._enrollments is not None:
+            self._enrollments.update(self._staged_enrollments)
+        if self._recent_marketing is not None:
+            for lead_id, count in self._staged_marketing.items():
+                self._recent_marketing[lead_id] = self._recent_marketing.get(lead_id, 0) + count
+        self.roster.commit()
+        self.staged = FiringWrites()
+
+    def discard(self, lead: Lead | None, deal: Deal | None) -> None:
+        """The firing failed: nothing of it is written, the subject is as it was."""
+        if lead is not None and lead.id in self._before:
+            for name, value in zip(LEAD_COLUMNS, self._before[lead.id or 0], strict=True):
+                setattr(lead, name, value)
+        if deal is not None and deal.id in self._deals_before:
+            for name, value in zip(DEAL_COLUMNS, self._deals_before[deal.id or 0], strict=True):
+                setattr(deal, name, value)
+        self.staged = FiringWrites()
+        self.roster.begin()
+
+
+def _values(row: Lead | Deal, columns: tuple[str, ...]) -> tuple[Any, ...]:
+    return tuple(getattr(row, name) for name in columns)
+
+
+def _changed(row: Lead | Deal, columns: tuple[str, ...], before: tuple[Any, ...]) -> dict[str, Any]:
+    return {
+        name: getattr(row, name)
+        for name, old in zip(columns, before, strict=True)
+        if getattr(row, name) != old
+    }
+
+
+class BatchRoster:
+    """The reps for a batch's assignments: open MQLs counted once, then kept in memory.
+
+    Round robin reads each pool's position once (locked on PostgreSQL until the batch commits)
+    and writes the pools' last picks with the batch.
+    """
+
+    def __init__(
+        self, session: Session, settings: Settings, now: datetime, reps: Mapping[int, Rep]
+    ) -> None:
+        self.session = session
+        self.settings = settings
+        self.now = now
+        self._reps = list(reps.values())
+        self._open: dict[int, int] | None = None
+        self._picks: dict[str, int | None] = {}
+        self._stored: set[str] = set()
+        self._staged_picks: dict[str, int] = {}
+        self._changed: set[str] = set()
+
+    def reps(self) -> list[Rep]:
+        return self._reps
+
+    def open_mqls(self, rep_ids: list[int]) -> Mapping[int, int]:
+        if self._open is None:
+            self._open = open_mqls(self.session, None, self.settings)
+        return self._open
+
+    def last_pick(self, pool: str) -> int | None:
+        if pool in self._staged_picks:
+            return self._staged_picks[pool]
+        if pool not in self._picks:
+            rotation = locked_rotation(self.session, pool)
+            self._picks[pool] = rotation.last_rep_id if rotation is not None else None
+            if rotation is not None:
+                self._stored.add(pool)
+            self.session.expunge_all()
+        return self._picks[pool]
+
+    def picked(self, pool: str, rep_id: int) -> None:
+        self._staged_picks[pool] = rep_id
+
+    def begin(self) -> None:
+        self._staged_picks = {}
+
+    def moved(self, before: tuple[Any, ...], after: tuple[Any, ...]) -> None:
+        """A lead's stage or owner changed: the owners' open MQL counts follow."""
+        if self._open is None:
+            return
+        mql = self.settings.stages.mql
+        stage = LEAD_COLUMNS.index("stage")
+        owner = LEAD_COLUMNS.index("owner_id")
+        if before[stage] == mql and before[owner] is not None:
+            self._open[before[owner]] = self._open.get(before[owner], 0) - 1
+        if after[stage] == mql and after[owner] is not None:
+            self._open[after[owner]] = self._open.get(after[owner], 0) + 1
+
+    def commit(self) -> None:
+        self._picks.update(self._staged_picks)
+        self._changed |= set(self._staged_picks)
+        self._staged_picks = {}
+
+    def write(self) -> None:
+        """Store the last pick of every pool this batch assigned in by round robin."""
+        for pool in sorted(self._changed):
+            last = self._picks[pool]
+            if pool in self._stored:
+                self.session.execute(
+                    update(ROTATIONS)
+                    .where(ROTATIONS.c.pool == pool)
+                    .values(last_rep_id=last, updated_at=self.now)
+                )
+            else:
+                self.session.add(
+                    AssignmentRotation(pool=pool, last_rep_id=last, updated_at=self.now)
+                )
+                self.session.flush()
+                self._stored.add(pool)

@@ -1,0 +1,160 @@
+"""What firings write, gathered in memory and written for a whole batch in a few statements.
+
+A firing decides in Python (which rep, which email, which timer) and notes its writes here;
+the evaluation batch then writes every firing's rows with one multi-row statement per kind
+(lead updates, rule firings, SLA timers, enrollments, outbox rows, audit rows), in the batch's
+transaction. So a batch of 5,000 firings costs a handful of round trips, not 14 per firing.
+
+The order of the statements is the order a single firing would write in: running timers are
+cancelled before new ones start, enrollments end and pending marketing email is suppressed
+before new rows are queued, and audit rows come last because ``email_queued`` names the
+outbox row it queued.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, bindparam, insert, update
+from sqlalchemy.orm import Session
+
+from leadflow.engine.nurture import leave_nurture
+from leadflow.outbox.store import enqueue_rows
+from leadflow.store.tables import AUDIT, DEALS, FIRINGS, LEADS, NURTURE, SLA_TIMERS
+
+_IDS_PER_STATEMENT = 1000
+
+
+@dataclass
+class QueuedAudit:
+    """An ``email_queued`` audit row waiting for the outbox to say what became of its key."""
+
+    row: dict[str, Any]
+    outbox_key: str
+
+
+@dataclass
+class FiringWrites:
+    """The rows one firing (or, merged, a whole batch) writes."""
+
+    rule_firings: list[dict[str, Any]] = field(default_factory=list)
+    lead_changes: dict[int, dict[str, Any]] = field(default_factory=dict)
+    """Changed columns by lead id, with their final values."""
+    deal_changes: dict[int, dict[str, Any]] = field(default_factory=dict)
+    cancelled_slas: list[tuple[int, str, str]] = field(default_factory=list)
+    """(lead id, SLA name, reason): the lead's running timer of that name is cancelled."""
+    sla_timers: list[dict[str, Any]] = field(default_factory=list)
+    left_nurture: list[tuple[int, str]] = field(default_factory=list)
+    """(lead id, reason): every active enrollment ends, pending marketing is suppressed."""
+    moved_enrollments: list[tuple[int, str]] = field(default_factory=list)
+    """(enrollment id, reason): one enrollment ends for another stream."""
+    enrollments: list[dict[str, Any]] = field(default_factory=list)
+    outbox: list[dict[str, Any]] = field(default_factory=list)
+    audit: list[dict[str, Any] | QueuedAudit] = field(default_factory=list)
+
+    def merge(self, other: FiringWrites) -> None:
+        self.rule_firings += other.rule_firings
+        for lead_id, changes in other.lead_changes.items():
+            self.lead_changes.setdefault(lead_id, {}).update(changes)
+        for deal_id, changes in other.deal_changes.items():
+            self.deal_changes.setdefault(deal_id, {}).update(changes)
+        self.cancelled_slas += other.cancelled_slas
+        self.sla_timers += other.sla_timers
+        self.left_nurture += other.left_nurture
+        self.moved_enrollments += other.moved_enrollments
+        self.enrollments += other.enrollments
+        self.outbox += other.outbox
+        self.audit += other.audit
+
+
+def write(session: Session, writes: FiringWrites, now: datetime) -> None:
+    """Write ``writes`` in the caller's transaction, a few statements per kind of row."""
+    if writes.rule_firings:
+        session.execute(insert(FIRINGS), writes.rule_firings)
+    _update_rows(session, LEADS, writes.lead_changes)
+    _update_rows(session, DEALS, writes.deal_changes)
+    _cancel_slas(session, writes.cancelled_slas, now)
+    if writes.sla_timers:
+        session.execute(insert(SLA_TIMERS), writes.sla_timers)
+    for reason, lead_ids in _grouped(writes.left_nurture).items():
+        leave_nurture(session, lead_ids, reason, now)
+    for reason, enrollment_ids in _grouped(writes.moved_enrollments).items():
+        for chunk in _chunks(enrollment_ids):
+            session.execute(
+                update(NURTURE)
+                .where(NURTURE.c.id.in_(chunk))
+                .values(status="exited", exit_reason=reason, exited_at=now)
+            )
+    if writes.enrollments:
+        session.execute(insert(NURTURE), writes.enrollments)
+    queued = enqueue_rows(session, writes.outbox) if writes.outbox else {}
+    audit_rows = [_settled(entry, queued) for entry in writes.audit]
+    if audit_rows:
+        session.execute(insert(AUDIT), audit_rows)
+
+
+def _settled(entry: dict[str, Any] | QueuedAudit, queued: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(entry, QueuedAudit):
+        return entry
+    result = queued[entry.outbox_key]
+    params = dict(entry.row["params"])
+    params.update(
+        outbox_id=result.outbox_id,
+        status=result.status,
+        reason=result.reason,
+        new=result.inserted,
+    )
+    return {**entry.row, "params": params}
+
+
+def _update_rows(session: Session, table: Table, changes: dict[int, dict[str, Any]]) -> None:
+    """One executemany UPDATE per set of changed columns (a batch has one or two)."""
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for row_id, values in changes.items():
+        if values:
+            columns = tuple(sorted(values))
+            by_columns[columns].append(
+                {"row_id": row_id, **{f"new_{name}": values[name] for name in columns}}
+            )
+    for columns, parameters in by_columns.items():
+        statement = (
+            update(table)
+            .where(table.c.id == bindparam("row_id"))
+            .values({name: bindparam(f"new_{name}", type_=table.c[name].type) for name in columns})
+        )
+        session.execute(statement, parameters)
+
+
+def _cancel_slas(session: Session, cancelled: list[tuple[int, str, str]], now: datetime) -> None:
+    by_name: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for lead_id, name, reason in cancelled:
+        by_name[(name, reason)].append(lead_id)
+    for (name, reason), lead_ids in by_name.items():
+        for chunk in _chunks(lead_ids):
+            session.execute(
+                update(SLA_TIMERS)
+                .where(
+                    SLA_TIMERS.c.lead_id.in_(chunk),
+                    SLA_TIMERS.c.status == "running",
+                    SLA_TIMERS.c.name == name,
+                )
+                .values(
+                    status="cancelled", closed_at=now, close_reason=reason, next_escalation_at=None
+                )
+            )
+
+
+def _grouped(pairs: Iterable[tuple[int, str]]) -> dict[str, list[int]]:
+    grouped: dict[str, list[int]] = defaultdict(list)
+    for row_id, reason in pairs:
+        grouped[reason].append(row_id)
+    return grouped
+
+
+def _chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
+    for start in range(0, len(ids), _IDS_PER_STATEMENT):
+        yield ids[start : start + _IDS_PER_STATEMENT]
