@@ -20,14 +20,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from leadflow import metrics
+from leadflow.engine.batch_writes import write_batch
 from leadflow.engine.firing import Firing, describe_action, fire
 from leadflow.engine.firing_batch import FiringBatch
-from leadflow.engine.firing_writes import write
 from leadflow.engine.rule_runs import record_run
 from leadflow.engine.runtime import Runtime, StopSignal
 from leadflow.engine.sales_cycle import averages_for
 from leadflow.errors import ExternalSystemError
-from leadflow.logs import error_text, is_outage, log_failure
+from leadflow.logs import is_outage, log_failure
 from leadflow.rule_language.actions import action_name
 from leadflow.rule_language.conditions import EvaluationContext, cycle_conditions, referenced_fields
 from leadflow.rule_language.fields import Subject, ValueType
@@ -250,40 +250,25 @@ def _process(
 def _write_batch(
     batch: FiringBatch, rule: Rule, rule_set: RuleSet, fired: list[str], outcome: RuleOutcome
 ) -> None:
-    """Write the batch's firings in a few statements; should the database refuse one of them
-    (one lead's data it cannot take), write the firings one by one, each in a savepoint, so
-    only the firing it refuses is lost."""
-    session = batch.session
-    written = len(fired)
-    try:
-        with session.begin_nested():
-            write(session, batch.writes, batch.now)
-            batch.roster.write()
-    except Exception as exc:
-        if is_outage(exc) or not batch.per_firing:
-            raise
-        log.warning("firing_batch_written_one_by_one", rule_id=rule.id, error=error_text(exc))
-        for subject, writes in zip(fired, batch.per_firing, strict=True):
-            try:
-                with session.begin_nested():
-                    write(session, writes, batch.now)
-            except Exception as one:
-                if is_outage(one):
-                    raise
-                written -= 1
-                outcome.fired -= 1
-                outcome.failed += 1
-                log_failure(
-                    log,
-                    "rule_firing_failed",
-                    one,
-                    rule_id=rule.id,
-                    rule_version=rule_set.version,
-                    subject=subject,
-                )
-        batch.roster.write()
-    if written:
-        metrics.record_actions((action_name(action) for action in rule.actions), written)
+    """Write the batch's firings together (one by one only if the database refuses that)."""
+
+    def refused(subject: str, exc: Exception) -> None:
+        outcome.fired -= 1
+        outcome.failed += 1
+        log_failure(
+            log,
+            "rule_firing_failed",
+            exc,
+            rule_id=rule.id,
+            rule_version=rule_set.version,
+            subject=subject,
+        )
+
+    items = list(zip(fired, batch.per_firing, strict=True))
+    failures = write_batch(batch.session, batch.writes, items, batch.now, refused)
+    batch.roster.write()
+    if len(fired) > failures:
+        metrics.record_actions((action_name(a) for a in rule.actions), len(fired) - failures)
 
 
 def _plan(

@@ -18,8 +18,8 @@ import structlog
 from leadflow.crm.updates import crm_update_row
 from leadflow.engine.assignment import choose_rep
 from leadflow.engine.audit_trail import audit_row, audit_value
+from leadflow.engine.batch_writes import EMAIL_QUEUED, QueuedAudit
 from leadflow.engine.firing_batch import Enrollment, FiringBatch
-from leadflow.engine.firing_writes import QueuedAudit
 from leadflow.engine.nurture import exit_reason
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.sla_timers import NewSlaTimer, new_sla_timer
@@ -328,7 +328,9 @@ def queue_email(
     # What became of the row (its id, new or there before) is known once the batch writes it.
     params = {"to": to, "template": template, "outbox_id": None, "status": None, "reason": None}
     batch.staged.audit.append(
-        QueuedAudit(firing.audit_row("email_queued", {**params, "new": None}), full_key)
+        QueuedAudit(
+            firing.audit_row("email_queued", {**params, "new": None}), full_key, EMAIL_QUEUED
+        )
     )
 
 

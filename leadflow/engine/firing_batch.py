@@ -2,7 +2,7 @@
 
 The batch's matched leads and deals are plain objects detached from the session: a firing
 changes them in memory, and what changed is written for the whole batch by
-:mod:`leadflow.engine.firing_writes`. Everything a firing would otherwise ask the database
+:mod:`leadflow.engine.batch_writes`. Everything a firing would otherwise ask the database
 once per lead (the reps, each rep's open MQLs, where round robin stands, a lead's active
 enrollments, its recent marketing email) is read here once for the batch and kept up to date
 in memory as firings succeed.
@@ -24,7 +24,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from leadflow.engine.assignment import locked_rotation, open_mqls
-from leadflow.engine.firing_writes import FiringWrites
+from leadflow.engine.batch_writes import BatchWrites
 from leadflow.mail.enqueue import recent_marketing
 from leadflow.settings import Settings
 from leadflow.store.models import AssignmentRotation, Deal, Lead, Rep
@@ -51,11 +51,11 @@ class FiringBatch:
     """The batch's leads (for a deal rule, the deals' leads), detached, by id."""
     reps: dict[int, Rep]
     roster: BatchRoster
-    writes: FiringWrites = field(default_factory=FiringWrites)
+    writes: BatchWrites = field(default_factory=BatchWrites)
     """What the batch's successful firings write."""
-    per_firing: list[FiringWrites] = field(default_factory=list)
+    per_firing: list[BatchWrites] = field(default_factory=list)
     """The same, firing by firing (written so should the database refuse the batch's)."""
-    staged: FiringWrites = field(default_factory=FiringWrites)
+    staged: BatchWrites = field(default_factory=BatchWrites)
     """What the firing in progress writes, if it succeeds."""
     _enrollments: dict[int, list[Enrollment]] | None = None
     _recent_marketing: dict[int, int] | None = None
@@ -132,7 +132,7 @@ class FiringBatch:
 
     def begin(self, lead: Lead | None, deal: Deal | None) -> None:
         """Start staging one firing on ``lead`` (and ``deal``)."""
-        self.staged = FiringWrites()
+        self.staged = BatchWrites()
         self._staged_enrollments = {}
         self._staged_marketing = {}
         self._before = {} if lead is None else {lead.id or 0: _values(lead, LEAD_COLUMNS)}
@@ -159,7 +159,7 @@ class FiringBatch:
             for lead_id, count in self._staged_marketing.items():
                 self._recent_marketing[lead_id] = self._recent_marketing.get(lead_id, 0) + count
         self.roster.commit()
-        self.staged = FiringWrites()
+        self.staged = BatchWrites()
 
     def discard(self, lead: Lead | None, deal: Deal | None) -> None:
         """The firing failed: nothing of it is written, the subject is as it was."""
@@ -169,7 +169,7 @@ class FiringBatch:
         if deal is not None and deal.id in self._deals_before:
             for name, value in zip(DEAL_COLUMNS, self._deals_before[deal.id or 0], strict=True):
                 setattr(deal, name, value)
-        self.staged = FiringWrites()
+        self.staged = BatchWrites()
         self.roster.begin()
 
 

@@ -7,25 +7,27 @@ Every send is keyed by lead, stream, enrollment and step, so a step is never ema
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from datetime import datetime
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from leadflow.engine.audit_trail import record
-from leadflow.engine.due_rows import handle_due_rows
+from leadflow.engine.audit_trail import audit_row
+from leadflow.engine.batch_writes import BatchWrites, QueuedAudit, write_batch
 from leadflow.engine.runtime import Runtime, StopSignal
+from leadflow.logs import log_failure
 from leadflow.mail.context import email_context
-from leadflow.mail.enqueue import cancel_pending_marketing, enqueue_email, is_email_address
+from leadflow.mail.enqueue import email_row, is_email_address, recent_marketing
+from leadflow.outbox.store import SUPPRESSED
 from leadflow.rule_language.model import RuleSet
 from leadflow.settings import StageSettings
+from leadflow.store.database import transaction
 from leadflow.store.models import Lead, NurtureEnrollment
-from leadflow.store.tables import NURTURE
+from leadflow.store.tables import LEADS, NURTURE
 
 log = structlog.get_logger("leadflow.nurture")
-BATCH = 500
+BATCH = 2000
 
 
 def exit_reason(lead: Lead, stages: StageSettings) -> str | None:
@@ -48,81 +50,96 @@ def exit_reason(lead: Lead, stages: StageSettings) -> str | None:
     return None
 
 
-def leave_nurture(session: Session, lead_ids: Collection[int], reason: str, now: datetime) -> None:
-    """End the leads' active enrollments and suppress their marketing email not yet sent."""
-    ids = list(lead_ids)
-    for start in range(0, len(ids), _IDS_PER_STATEMENT):
-        chunk = ids[start : start + _IDS_PER_STATEMENT]
-        session.execute(
-            update(NURTURE)
-            .where(NURTURE.c.lead_id.in_(chunk), NURTURE.c.status == "active")
-            .values(status="exited", exit_reason=reason, exited_at=now, next_step_at=None)
-        )
-    cancel_pending_marketing(session, ids, reason, now)
-
-
-_IDS_PER_STATEMENT = 1000
-
-
 def run_nurture_steps(
     runtime: Runtime, rule_set: RuleSet, now: datetime, *, stop: StopSignal | None = None
 ) -> int:
-    """Send every due step of every active enrollment; return how many were handled."""
+    """Send every due step of every active enrollment; return how many were handled.
+
+    Due enrollments are taken in id order, a batch per transaction: their leads and the
+    leads' recent marketing email are read once per batch, each step is decided in Python,
+    and the batch's emails, enrollment changes and audit rows are written together.
+    """
     due = select(NurtureEnrollment).where(
         NURTURE.c.status == "active", NURTURE.c.next_step_at <= now
     )
-    return handle_due_rows(
-        runtime.engine,
-        due,
-        NURTURE,
-        lambda session, enrollment: _step(runtime, session, rule_set, enrollment, now),
-        batch=BATCH,
-        stop=stop,
-        failure_event="nurture_step_failed",
-        describe=lambda enrollment: {"enrollment_id": enrollment.id, "lead_id": enrollment.lead_id},
-    )
+    handled, last_id = 0, 0
+    while stop is None or not stop.is_set():
+        with transaction(runtime.engine) as session:
+            page = due.where(NURTURE.c.id > last_id).order_by(NURTURE.c.id).limit(BATCH)
+            enrollments = list(session.scalars(page))
+            if not enrollments:
+                break
+            last_id = enrollments[-1].id or 0
+            handled += _steps(runtime, session, rule_set, enrollments, now)
+    return handled
+
+
+def _steps(
+    runtime: Runtime,
+    session: Session,
+    rule_set: RuleSet,
+    enrollments: list[NurtureEnrollment],
+    now: datetime,
+) -> int:
+    """Handle one batch of due enrollments; return how many succeeded."""
+    lead_ids = {enrollment.lead_id for enrollment in enrollments}
+    leads = {
+        lead.id: lead for lead in session.scalars(select(Lead).where(LEADS.c.id.in_(lead_ids)))
+    }
+    session.expunge_all()  # from here on only the batch's writes reach the store
+    recent = recent_marketing(session, lead_ids, now, runtime.settings)
+    whole = BatchWrites()
+    items: list[tuple[str, BatchWrites]] = []
+    for enrollment in enrollments:
+        writes = BatchWrites()
+        label = f"enrollment {enrollment.id} (lead {enrollment.lead_id})"
+        try:
+            queued = _step(
+                runtime, rule_set, enrollment, leads[enrollment.lead_id], now, recent, writes
+            )
+        except Exception as exc:  # one step's failure is logged; the others go on
+            log_failure(
+                log,
+                "nurture_step_failed",
+                exc,
+                enrollment_id=enrollment.id,
+                lead_id=enrollment.lead_id,
+            )
+            continue
+        if queued:
+            recent[enrollment.lead_id] = recent.get(enrollment.lead_id, 0) + 1
+        whole.merge(writes)
+        items.append((label, writes))
+
+    def refused(label: str, exc: Exception) -> None:
+        log_failure(log, "nurture_step_failed", exc, enrollment=label)
+
+    return len(items) - write_batch(session, whole, items, now, refused)
 
 
 def _step(
     runtime: Runtime,
-    session: Session,
     rule_set: RuleSet,
     enrollment: NurtureEnrollment,
+    lead: Lead,
     now: datetime,
-) -> None:
-    lead = session.get(Lead, enrollment.lead_id)
-    assert lead is not None
+    recent: dict[int, int],
+    writes: BatchWrites,
+) -> bool:
+    """Stage the enrollment's due step in ``writes``; return whether a marketing email counted
+    against the frequency cap was queued."""
     stream = rule_set.streams.get(enrollment.stream)
     reason = exit_reason(lead, runtime.settings.stages) or (
         None if stream else "stream no longer defined"
     )
     if reason is not None or stream is None:
-        _end(session, enrollment, lead, now, "exited", reason or "")
-        return
+        _end(enrollment, lead, now, "exited", reason or "", writes)
+        return False
     if enrollment.next_step >= len(stream.steps):  # the stream was shortened since
-        _end(session, enrollment, lead, now, "completed", "stream shortened")
-        return
+        _end(enrollment, lead, now, "completed", "stream shortened", writes)
+        return False
     step = stream.steps[enrollment.next_step]
-    emailed = "no email address"
-    if is_email_address(lead.email):
-        assert lead.email is not None
-        emailed = enqueue_email(
-            session,
-            key=f"nurture:{lead.external_id}:{stream.id}:{enrollment.id}:step{enrollment.next_step}",
-            template=step.template,
-            context=email_context(runtime.settings, lead=lead, rule_id=enrollment.rule_id),
-            to=lead.email,
-            category="marketing",
-            now=now,
-            catalog=runtime.templates_for(rule_set),
-            settings=runtime.settings,
-            lead_id=lead.id,
-            rule_id=enrollment.rule_id,
-            rule_version=rule_set.version,
-            recipient_timezone=lead.timezone,
-        ).status
-    record(
-        session,
+    audit = audit_row(
         at=now,
         source="nurture",
         action="nurture_step",
@@ -133,36 +150,64 @@ def _step(
             "stream": stream.id,
             "step": enrollment.next_step + 1,
             "template": step.template,
-            "email": emailed,
+            "email": "no email address",
         },
     )
-    enrollment.next_step += 1
-    if enrollment.next_step >= len(stream.steps):
-        _end(session, enrollment, lead, now, "completed", "all steps sent")
+    queued = False
+    if is_email_address(lead.email):
+        assert lead.email is not None
+        key = f"nurture:{lead.external_id}:{stream.id}:{enrollment.id}:step{enrollment.next_step}"
+        row = email_row(
+            key=key,
+            template=step.template,
+            context=email_context(runtime.settings, lead=lead, rule_id=enrollment.rule_id),
+            to=lead.email,
+            category="marketing",
+            now=now,
+            catalog=runtime.templates_for(rule_set),
+            settings=runtime.settings,
+            lead=lead,
+            recent_marketing=lambda: recent.get(lead.id or 0, 0),
+            lead_id=lead.id,
+            rule_id=enrollment.rule_id,
+            rule_version=rule_set.version,
+            recipient_timezone=lead.timezone,
+        )
+        writes.outbox.append(row)
+        writes.audit.append(QueuedAudit(audit, key, {"email": "status"}))
+        queued = row["status"] != SUPPRESSED
     else:
-        enrollment.next_step_at = now + stream.steps[enrollment.next_step].after
+        writes.audit.append(audit)
+    next_step = enrollment.next_step + 1
+    if next_step >= len(stream.steps):
+        writes.enrollment_changes[enrollment.id or 0] = {"next_step": next_step}
+        _end(enrollment, lead, now, "completed", "all steps sent", writes)
+    else:
+        writes.enrollment_changes[enrollment.id or 0] = {
+            "next_step": next_step,
+            "next_step_at": now + stream.steps[next_step].after,
+        }
+    return queued
 
 
 def _end(
-    session: Session,
     enrollment: NurtureEnrollment,
     lead: Lead,
     now: datetime,
     status: str,
     reason: str,
+    writes: BatchWrites,
 ) -> None:
-    enrollment.status, enrollment.exit_reason, enrollment.exited_at, enrollment.next_step_at = (
-        status,
-        reason,
-        now,
-        None,
+    writes.enrollment_changes.setdefault(enrollment.id or 0, {}).update(
+        status=status, exit_reason=reason, exited_at=now, next_step_at=None
     )
-    record(
-        session,
-        at=now,
-        source="nurture",
-        action=f"nurture_{status}",
-        lead_id=lead.id,
-        rule_id=enrollment.rule_id,
-        params={"stream": enrollment.stream, "reason": reason},
+    writes.audit.append(
+        audit_row(
+            at=now,
+            source="nurture",
+            action=f"nurture_{status}",
+            lead_id=lead.id,
+            rule_id=enrollment.rule_id,
+            params={"stream": enrollment.stream, "reason": reason},
+        )
     )

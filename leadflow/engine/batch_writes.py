@@ -1,9 +1,11 @@
-"""What firings write, gathered in memory and written for a whole batch in a few statements.
+"""What rule firings and nurture steps write, gathered in memory and written for a whole
+batch in a few statements.
 
-A firing decides in Python (which rep, which email, which timer) and notes its writes here;
-the evaluation batch then writes every firing's rows with one multi-row statement per kind
-(lead updates, rule firings, SLA timers, enrollments, outbox rows, audit rows), in the batch's
-transaction. So a batch of 5,000 firings costs a handful of round trips, not 14 per firing.
+A firing (or a nurture step) decides in Python (which rep, which email, which timer) and
+notes its writes here; its batch then writes every item's rows with one multi-row statement
+per kind (lead updates, rule firings, SLA timers, enrollments, outbox rows, audit rows), in
+the batch's transaction. So a batch of 5,000 firings costs a handful of round trips, not 14
+per firing.
 
 The order of the statements is the order a single firing would write in: running timers are
 cancelled before new ones start, enrollments end and pending marketing email is suppressed
@@ -14,37 +16,49 @@ outbox row it queued.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import structlog
 from sqlalchemy import Table, bindparam, insert, update
 from sqlalchemy.orm import Session
 
-from leadflow.engine.nurture import leave_nurture
+from leadflow.logs import error_text, is_outage
+from leadflow.mail.enqueue import cancel_pending_marketing
 from leadflow.outbox.store import enqueue_rows
 from leadflow.store.tables import AUDIT, DEALS, FIRINGS, LEADS, NURTURE, SLA_TIMERS
 
 _IDS_PER_STATEMENT = 1000
+log = structlog.get_logger("leadflow.engine")
 
 
 @dataclass
 class QueuedAudit:
-    """An ``email_queued`` audit row waiting for the outbox to say what became of its key."""
+    """An audit row waiting for the outbox to say what became of the row it queued.
+
+    ``fields`` maps a parameter of the row to the :class:`EnqueueResult` attribute it shows.
+    """
 
     row: dict[str, Any]
     outbox_key: str
+    fields: Mapping[str, str]
+
+
+EMAIL_QUEUED = {"outbox_id": "outbox_id", "status": "status", "reason": "reason", "new": "inserted"}
+"""What an ``email_queued`` audit row says of its email."""
 
 
 @dataclass
-class FiringWrites:
+class BatchWrites:
     """The rows one firing (or, merged, a whole batch) writes."""
 
     rule_firings: list[dict[str, Any]] = field(default_factory=list)
     lead_changes: dict[int, dict[str, Any]] = field(default_factory=dict)
     """Changed columns by lead id, with their final values."""
     deal_changes: dict[int, dict[str, Any]] = field(default_factory=dict)
+    enrollment_changes: dict[int, dict[str, Any]] = field(default_factory=dict)
     cancelled_slas: list[tuple[int, str, str]] = field(default_factory=list)
     """(lead id, SLA name, reason): the lead's running timer of that name is cancelled."""
     sla_timers: list[dict[str, Any]] = field(default_factory=list)
@@ -56,12 +70,14 @@ class FiringWrites:
     outbox: list[dict[str, Any]] = field(default_factory=list)
     audit: list[dict[str, Any] | QueuedAudit] = field(default_factory=list)
 
-    def merge(self, other: FiringWrites) -> None:
+    def merge(self, other: BatchWrites) -> None:
         self.rule_firings += other.rule_firings
         for lead_id, changes in other.lead_changes.items():
             self.lead_changes.setdefault(lead_id, {}).update(changes)
         for deal_id, changes in other.deal_changes.items():
             self.deal_changes.setdefault(deal_id, {}).update(changes)
+        for enrollment_id, changes in other.enrollment_changes.items():
+            self.enrollment_changes.setdefault(enrollment_id, {}).update(changes)
         self.cancelled_slas += other.cancelled_slas
         self.sla_timers += other.sla_timers
         self.left_nurture += other.left_nurture
@@ -71,7 +87,7 @@ class FiringWrites:
         self.audit += other.audit
 
 
-def write(session: Session, writes: FiringWrites, now: datetime) -> None:
+def write(session: Session, writes: BatchWrites, now: datetime) -> None:
     """Write ``writes`` in the caller's transaction, a few statements per kind of row."""
     if writes.rule_firings:
         session.execute(insert(FIRINGS), writes.rule_firings)
@@ -80,8 +96,9 @@ def write(session: Session, writes: FiringWrites, now: datetime) -> None:
     _cancel_slas(session, writes.cancelled_slas, now)
     if writes.sla_timers:
         session.execute(insert(SLA_TIMERS), writes.sla_timers)
+    _update_rows(session, NURTURE, writes.enrollment_changes)
     for reason, lead_ids in _grouped(writes.left_nurture).items():
-        leave_nurture(session, lead_ids, reason, now)
+        _leave_nurture(session, lead_ids, reason, now)
     for reason, enrollment_ids in _grouped(writes.moved_enrollments).items():
         for chunk in _chunks(enrollment_ids):
             session.execute(
@@ -102,13 +119,51 @@ def _settled(entry: dict[str, Any] | QueuedAudit, queued: dict[str, Any]) -> dic
         return entry
     result = queued[entry.outbox_key]
     params = dict(entry.row["params"])
-    params.update(
-        outbox_id=result.outbox_id,
-        status=result.status,
-        reason=result.reason,
-        new=result.inserted,
-    )
+    params.update({name: getattr(result, source) for name, source in entry.fields.items()})
     return {**entry.row, "params": params}
+
+
+def write_batch(
+    session: Session,
+    whole: BatchWrites,
+    items: Sequence[tuple[str, BatchWrites]],
+    now: datetime,
+    refused: Callable[[str, Exception], None],
+) -> int:
+    """Write a batch's ``whole`` writes; should the database refuse them (one item's data it
+    cannot take), write the ``items`` one by one, each in a savepoint, so only what it refuses
+    is lost: ``refused`` hears of each. Returns how many items were refused."""
+    try:
+        with session.begin_nested():
+            write(session, whole, now)
+    except Exception as exc:
+        if is_outage(exc) or not items:
+            raise
+        log.warning("batch_written_one_by_one", items=len(items), error=error_text(exc))
+    else:
+        return 0
+    failures = 0
+    for label, writes in items:
+        try:
+            with session.begin_nested():
+                write(session, writes, now)
+        except Exception as exc:
+            if is_outage(exc):
+                raise
+            failures += 1
+            refused(label, exc)
+    return failures
+
+
+def _leave_nurture(session: Session, lead_ids: Sequence[int], reason: str, now: datetime) -> None:
+    """End the leads' active enrollments and suppress their marketing email not yet sent."""
+    for chunk in _chunks(lead_ids):
+        session.execute(
+            update(NURTURE)
+            .where(NURTURE.c.lead_id.in_(chunk), NURTURE.c.status == "active")
+            .values(status="exited", exit_reason=reason, exited_at=now, next_step_at=None)
+        )
+    cancel_pending_marketing(session, lead_ids, reason, now)
 
 
 def _update_rows(session: Session, table: Table, changes: dict[int, dict[str, Any]]) -> None:
