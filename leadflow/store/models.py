@@ -194,6 +194,8 @@ class SlaTimer(SQLModel, table=True):
     __table_args__ = (
         Index("ix_sla_status_due", "status", "due_at"),
         Index("ix_sla_status_next", "status", "next_escalation_at"),
+        # A restarted SLA cancels the lead's running timer: found by lead, not by scan.
+        Index("ix_sla_lead_status", "lead_id", "status"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -219,7 +221,11 @@ class NurtureEnrollment(SQLModel, table=True):
     """A lead's place in a nurture stream: the next step and when it is due."""
 
     __tablename__ = "nurture_enrollments"
-    __table_args__ = (Index("ix_nurture_status_next", "status", "next_step_at"),)
+    __table_args__ = (
+        Index("ix_nurture_status_next", "status", "next_step_at"),
+        # A lead leaving nurture ends its active enrollments: found by lead, not by scan.
+        Index("ix_nurture_lead_status", "lead_id", "status"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     lead_id: int = Field(sa_column=Column(Integer, ForeignKey("leads.id"), nullable=False))
