@@ -15,7 +15,7 @@ import structlog
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, PendingRollbackError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from leadflow.errors import DatabaseUnavailableError
+from leadflow.errors import DatabaseUnavailableError, UserInputError
 
 
 def _current_stderr(*_args: object) -> structlog.PrintLogger:
@@ -54,7 +54,13 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     out = stream or sys.stderr
     as_json = fmt == "json" or (fmt == "auto" and not out.isatty())
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer()
+        if as_json
+        # Tracebacks without local variables: they would print leads' data into the log, and
+        # take seconds each to render.
+        else structlog.dev.ConsoleRenderer(
+            exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False)
+        )
     )
     structlog.configure(
         processors=[
@@ -122,9 +128,10 @@ def error_text(exc: BaseException) -> str:
 def log_failure(
     logger: Any, event: str, exc: BaseException, *, level: str = "error", **fields: Any
 ) -> None:
-    """Log ``exc`` at an error boundary: an outage as one line (``error`` names it, the
-    traceback only at debug level), anything else with its traceback, as a bug deserves."""
-    if is_outage(exc):
+    """Log ``exc`` at an error boundary: an outage or a mistake in the user's input (a template
+    that cannot render for one lead) as one line (``error`` names it, the traceback only at
+    debug level), anything else with its traceback, as a bug deserves."""
+    if is_outage(exc) or isinstance(exc, UserInputError):
         # The traceback of an expected outage says nothing new; on a debug log it may help.
         if logging.getLogger().isEnabledFor(logging.DEBUG):
             fields["exc_info"] = exc

@@ -6,7 +6,7 @@ loaded: open MQLs per rep are counted by the database, once per evaluation batch
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -56,8 +56,8 @@ class Roster(Protocol):
     (:class:`leadflow.engine.firing_batch.BatchRoster`).
     """
 
-    def reps(self) -> list[Rep]:
-        """Every rep, in id order."""
+    def members(self, pool: str) -> list[Member]:
+        """The reps of ``pool``, in id order."""
         ...
 
     def open_mqls(self, rep_ids: list[int]) -> Mapping[int, int]:
@@ -85,11 +85,11 @@ def choose_rep(
     pool = pool_for(lead, action, settings)
     if pool is None:
         return AssignmentChoice(None, None, "no pool matches the lead")
-    members = [rep for rep in roster.reps() if pool in (rep.pools or []) and rep.id not in exclude]
+    members = [member for member in roster.members(pool) if member.id not in exclude]
     if not members:
         return AssignmentChoice(None, pool, f"pool {pool!r} has no reps")
-    load = roster.open_mqls([rep.id for rep in members if rep.id is not None])
-    available = [rep for rep in members if _can_take(rep, load.get(rep.id or 0, 0), now)]
+    load = roster.open_mqls([member.id for member in members])
+    available = [member for member in members if member.can_take(load.get(member.id, 0), now)]
     if not available:
         return AssignmentChoice(
             None,
@@ -97,24 +97,45 @@ def choose_rep(
             f"all {len(members)} reps of pool {pool!r} are inactive, out of office or at capacity",
         )
     if action.prefer_previous_owner and lead.previous_owner_id is not None:
-        previous = next((rep for rep in available if rep.id == lead.previous_owner_id), None)
+        previous = next((m for m in available if m.id == lead.previous_owner_id), None)
         if previous is not None:
-            return AssignmentChoice(previous, pool, "previous owner")
+            return AssignmentChoice(previous.rep, pool, "previous owner")
     if action.strategy == "least_loaded":
-        chosen = min(available, key=lambda rep: (load.get(rep.id or 0, 0), rep.id or 0))
-        return AssignmentChoice(chosen, pool, "least loaded")
+        chosen = min(available, key=lambda member: (load.get(member.id, 0), member.id))
+        return AssignmentChoice(chosen.rep, pool, "least loaded")
     last = roster.last_pick(pool) or 0
-    chosen = next((rep for rep in available if (rep.id or 0) > last), available[0])
-    roster.picked(pool, chosen.id or 0)
-    return AssignmentChoice(chosen, pool, "round robin")
+    chosen = next((member for member in available if member.id > last), available[0])
+    roster.picked(pool, chosen.id)
+    return AssignmentChoice(chosen.rep, pool, "round robin")
 
 
-def _can_take(rep: Rep, open_mqls: int, now: datetime) -> bool:
-    if not rep.active:
-        return False
-    if rep.out_of_office_until is not None and rep.out_of_office_until > now:
-        return False
-    return rep.capacity is None or open_mqls < rep.capacity
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A rep as assignment sees it, read once from the ORM object (a batch asks thousands of
+    times)."""
+
+    rep: Rep
+    id: int
+    active: bool
+    out_of_office_until: datetime | None
+    capacity: int | None
+
+    def can_take(self, open_mqls: int, now: datetime) -> bool:
+        if not self.active:
+            return False
+        if self.out_of_office_until is not None and self.out_of_office_until > now:
+            return False
+        return self.capacity is None or open_mqls < self.capacity
+
+
+def pool_members(reps: Iterable[Rep]) -> dict[str, list[Member]]:
+    """The members of every pool, by pool name, in the order of ``reps``."""
+    pools: dict[str, list[Member]] = {}
+    for rep in reps:
+        member = Member(rep, rep.id or 0, rep.active, rep.out_of_office_until, rep.capacity)
+        for pool in rep.pools or []:
+            pools.setdefault(pool, []).append(member)
+    return pools
 
 
 def open_mqls(session: Session, rep_ids: list[int] | None, settings: Settings) -> dict[int, int]:
@@ -145,8 +166,9 @@ class StoredRoster:
         self.settings = settings
         self.now = now
 
-    def reps(self) -> list[Rep]:
-        return list(self.session.scalars(select(Rep).order_by(REPS.c.id)))
+    def members(self, pool: str) -> list[Member]:
+        reps = self.session.scalars(select(Rep).order_by(REPS.c.id))
+        return pool_members(reps).get(pool, [])
 
     def open_mqls(self, rep_ids: list[int]) -> Mapping[int, int]:
         return open_mqls(self.session, rep_ids, self.settings)

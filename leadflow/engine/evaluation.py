@@ -9,7 +9,7 @@ run reads the same matches and writes nothing.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -30,7 +30,7 @@ from leadflow.errors import ExternalSystemError
 from leadflow.logs import is_outage, log_failure
 from leadflow.rule_language.actions import action_name
 from leadflow.rule_language.conditions import EvaluationContext, cycle_conditions, referenced_fields
-from leadflow.rule_language.fields import Subject, ValueType
+from leadflow.rule_language.fields import FieldSpec, Subject, ValueType
 from leadflow.rule_language.model import Rule, RuleSet
 from leadflow.rule_language.to_python import time_of
 from leadflow.rule_language.to_sql import to_where
@@ -93,11 +93,16 @@ def occasion_of(rule: Rule, now: datetime) -> str:
 
 
 def evidence_of(
-    rule: Rule, record: Mapping[str, Any], context: EvaluationContext
+    rule: Rule,
+    record: Mapping[str, Any],
+    context: EvaluationContext,
+    fields: Sequence[FieldSpec] | None = None,
 ) -> dict[str, Any]:
-    """The values of every field the condition reads, ages in days, cycle averages used."""
+    """The values of every field the condition reads, ages in days, cycle averages used.
+
+    ``fields`` are the condition's fields when the caller has them already (a batch does)."""
     evidence: dict[str, Any] = {}
-    for spec in referenced_fields(rule.condition):
+    for spec in referenced_fields(rule.condition) if fields is None else fields:
         if spec.type is ValueType.DAYS:
             moment = time_of(spec, record)
             days = None if moment is None else (context.now - moment).total_seconds() / 86400
@@ -165,6 +170,8 @@ def _apply(
     model: type[Lead] | type[Deal] = Lead if rule.subject is Subject.LEAD else Deal
     table = rule.subject.table
     batch_size = runtime.settings.scheduler.evaluation_batch
+    fields = list(referenced_fields(rule.condition))
+    occasion = occasion_of(rule, context.now)
     last_id = 0
     while True:
         if stop is not None and stop.is_set():
@@ -190,7 +197,11 @@ def _apply(
             fired = [
                 label
                 for row in rows
-                if (label := _process(runtime, batch, rule_set, rule, row, context, outcome))
+                if (
+                    label := _process(
+                        runtime, batch, rule_set, rule, row, context, outcome, fields, occasion
+                    )
+                )
             ]
             _write_batch(batch, rule, rule_set, fired, outcome)
 
@@ -203,10 +214,12 @@ def _process(
     row: Lead | Deal,
     context: EvaluationContext,
     outcome: RuleOutcome,
+    fields: Sequence[FieldSpec],
+    occasion: str,
 ) -> str | None:
     """Fire the rule on one matched row, staging its writes in the batch; return the subject
     if it fired."""
-    evidence = evidence_of(rule, _record(row), context)
+    evidence = evidence_of(rule, _record(row), context, fields)
     deal = row if isinstance(row, Deal) else None
     lead = (
         row
@@ -222,7 +235,7 @@ def _process(
         lead,
         deal,
         evidence,
-        occasion_of(rule, context.now),
+        occasion,
     )
     subject = f"{rule.subject.value}:{row.external_id}"
     batch.begin(lead, deal)

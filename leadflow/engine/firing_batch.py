@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from leadflow.engine.assignment import locked_rotation, open_mqls
+from leadflow.engine.assignment import Member, locked_rotation, open_mqls, pool_members
 from leadflow.engine.batch_writes import BatchWrites
 from leadflow.mail.enqueue import recent_marketing
 from leadflow.settings import Settings
@@ -198,15 +198,15 @@ class BatchRoster:
         self.session = session
         self.settings = settings
         self.now = now
-        self._reps = list(reps.values())
+        self._pools = pool_members(reps.values())
         self._open: dict[int, int] | None = None
         self._picks: dict[str, int | None] = {}
         self._stored: set[str] = set()
         self._staged_picks: dict[str, int] = {}
         self._changed: set[str] = set()
 
-    def reps(self) -> list[Rep]:
-        return self._reps
+    def members(self, pool: str) -> list[Member]:
+        return self._pools.get(pool, [])
 
     def open_mqls(self, rep_ids: list[int]) -> Mapping[int, int]:
         if self._open is None:

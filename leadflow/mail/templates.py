@@ -80,8 +80,11 @@ class TemplateCatalog:
             keep_trailing_newline=True,
             trim_blocks=True,
             lstrip_blocks=True,
+            # A frozen catalog's sources never change: no up-to-date check per render/include.
+            auto_reload=self._sources is None,
         )
         self._env.filters["localtime"] = localtime
+        self._compiled: dict[str, jinja2.Template] = {}
 
     def frozen(self) -> TemplateCatalog:
         """A copy of this catalog holding the folder's files as they are now."""
@@ -148,14 +151,13 @@ class TemplateCatalog:
     def render(self, name: str, context: Mapping[str, Any]) -> RenderedEmail:
         """Render all parts of ``name``; a problem raises :class:`TemplateError` naming it."""
         values = dict(context)
-        subject_path = self.folder / f"{name}{SUBJECT_SUFFIX}"
-        text_path = self.folder / f"{name}{TEXT_SUFFIX}"
-        for path, suffix in ((subject_path, SUBJECT_SUFFIX), (text_path, TEXT_SUFFIX)):
-            if not self._has(path.name):
+        for suffix in (SUBJECT_SUFFIX, TEXT_SUFFIX):
+            if not self._has(f"{name}{suffix}"):
                 problem = self._missing(name, suffix)
                 raise TemplateError(str(problem), problem)
         subject = one_line(self._render_part(name, SUBJECT_SUFFIX, values))
         if not subject:
+            subject_path = self.folder / f"{name}{SUBJECT_SUFFIX}"
             msg = f"{subject_path}: the subject of template {name!r} renders empty"
             raise TemplateError(msg)
         text = self._render_part(name, TEXT_SUFFIX, values)
@@ -175,7 +177,12 @@ class TemplateCatalog:
     def _render_part(self, name: str, suffix: str, context: Mapping[str, Any]) -> str:
         filename = f"{name}{suffix}"
         try:
-            return self._env.get_template(filename).render(context)
+            template = self._compiled.get(filename)
+            if template is None:
+                template = self._env.get_template(filename)
+                if self._sources is not None:  # frozen: compiled once, rendered thousands of times
+                    self._compiled[filename] = template
+            return template.render(context)
         except jinja2.TemplateSyntaxError as exc:
             where = str(self.folder / exc.name) if exc.name else str(self.folder / filename)
             raise _error(Problem(where, exc.lineno, 0, f"syntax error: {exc.message}")) from exc
