@@ -6,9 +6,11 @@ record in Python, so the two evaluators cannot disagree about what a name means.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import ColumnElement, Table
@@ -152,10 +154,16 @@ class FieldCatalog:
 
 def field_catalog(subject: Subject, settings: Settings) -> FieldCatalog:
     """Stored fields, computed ages and the attributes declared in ``settings.attributes``."""
-    base = _LEAD_FIELDS if subject is Subject.LEAD else _DEAL_FIELDS
     declared = settings.attributes.leads if subject is Subject.LEAD else settings.attributes.deals
+    return _catalog(subject, tuple(declared.items()))
+
+
+@functools.lru_cache(maxsize=64)
+def _catalog(subject: Subject, declared: tuple[tuple[str, str], ...]) -> FieldCatalog:
+    """Built once per declaration: routing asks for it once per assignment."""
+    base = _LEAD_FIELDS if subject is Subject.LEAD else _DEAL_FIELDS
     fields = {spec.name: spec for spec in base}
-    for name, type_name in declared.items():
+    for name, type_name in declared:
         spec = _attribute(name, _ATTRIBUTE_TYPES[type_name])
         fields[spec.name] = spec
-    return FieldCatalog(subject=subject, fields=fields)
+    return FieldCatalog(subject=subject, fields=MappingProxyType(fields))
