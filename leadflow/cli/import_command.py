@@ -10,7 +10,6 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -78,6 +77,8 @@ def import_records(
 
 def sample_file(kind: ImportKind) -> Path:
     """The bundled sample export of ``kind`` (``leadflow/samples/KIND.csv``)."""
+    from importlib import resources
+
     return Path(str(resources.files("leadflow.samples").joinpath(f"{kind}.csv")))
 
 

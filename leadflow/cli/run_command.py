@@ -12,7 +12,6 @@ from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 
 from leadflow.cli.console import FormatOption, OutputFormat, data_console, print_json
@@ -52,6 +51,8 @@ def run_once(
 ) -> None:
     """Evaluate every due rule once as of --now, apply the actions (or print them with --dry-run)."""
     if not once:
+        import click
+
         msg = "leadflow run needs --once (the long-running service is 'leadflow daemon')"
         raise click.UsageError(msg)  # exit 2, like any other usage error
     from leadflow.engine.runtime import Runtime
