@@ -23,12 +23,12 @@ def run_rule_tests(
     ] = None,
 ) -> None:
     """Run rule test files: given state, steps in time, the exact actions expected at each step."""
-    started = time.perf_counter()
     # The engine runs each test against a scratch SQLite store: SQLAlchemy loads here, on use.
     from leadflow.config import find_config_file
     from leadflow.rule_testing.report import Totals, text_report, write_junit
     from leadflow.rule_testing.runner import run_test_files
 
+    started = time.perf_counter()
     context = cli_context(ctx)
     # The configuration leadflow would use, unless a test file names its own; the environment
     # is not applied to tests, so a test means the same on a laptop and in CI.

@@ -54,8 +54,8 @@ def create_store_engine(
 
     On PostgreSQL every wait for the server is bounded on both sides: the server cancels a
     statement after ``statement_timeout`` seconds, and the client gives up on a reply
-    :data:`REPLY_MARGIN` later (:class:`~leadflow.store.postgres.BoundedConnection`), which is what ends a wait on a
-    server that stopped answering without closing the connection.
+    :data:`REPLY_MARGIN` later (:class:`~leadflow.store.postgres.BoundedConnection`), which is
+    what ends a wait on a server that stopped answering without closing the connection.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
