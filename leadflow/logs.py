@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import logging
 import sys
+from functools import cache
 from typing import Any, TextIO
 
-import psycopg
 import structlog
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, PendingRollbackError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from leadflow.errors import DatabaseUnavailableError, UserInputError
 
@@ -92,17 +90,27 @@ def release_standard_library() -> None:
             root.removeHandler(handler)
 
 
-_OUTAGES = (
-    OperationalError,
-    InterfaceError,
-    PoolTimeoutError,
-    psycopg.OperationalError,
-    psycopg.InterfaceError,
-    DatabaseUnavailableError,
-    TimeoutError,
-    ConnectionError,
-)
-"""What an unreachable or silent database raises, through SQLAlchemy or psycopg directly."""
+@cache
+def _outages() -> tuple[type[BaseException], ...]:
+    """What an unreachable or silent database raises, through SQLAlchemy or psycopg directly.
+
+    Imported on the first question, not with this module: every command configures logging,
+    and ``leadflow check`` or ``--help`` must not load the database drivers to do so.
+    """
+    import psycopg
+    from sqlalchemy.exc import InterfaceError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+    return (
+        OperationalError,
+        InterfaceError,
+        PoolTimeoutError,
+        psycopg.OperationalError,
+        psycopg.InterfaceError,
+        DatabaseUnavailableError,
+        TimeoutError,
+        ConnectionError,
+    )
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -111,8 +119,10 @@ def is_outage(exc: BaseException) -> bool:
     Such a failure is expected (a restart, a failover, a network cut) and the daemon retries;
     everything else is a bug. The one place that tells them apart, for every error boundary.
     """
-    if isinstance(exc, _OUTAGES):
+    if isinstance(exc, _outages()):
         return True
+    from sqlalchemy.exc import DBAPIError, PendingRollbackError
+
     if isinstance(exc, PendingRollbackError) and "reconnect" in str(exc):
         return True  # a statement after the connection of its transaction was lost
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)

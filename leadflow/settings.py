@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, time, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
@@ -19,8 +20,10 @@ from pydantic import (
 )
 
 from leadflow.durations import parse_duration
-from leadflow.store.attributes import ATTRIBUTE_NAME
 from leadflow.suggestions import did_you_mean
+
+ATTRIBUTE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+"""A declared attribute's name: it becomes a literal JSON path in SQL (``store.attributes``)."""
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 

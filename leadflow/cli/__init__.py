@@ -1,9 +1,14 @@
-"""The ``leadflow`` console script. User mistakes are one line on stderr and exit 1."""
+"""The ``leadflow`` console script. User mistakes are one line on stderr and exit 1.
+
+Every command module is imported here, so each keeps its top level light (typer, the standard
+library, settings): what a command runs (the store, the engine, rich tables) it imports inside
+its function. ``--help``, ``check`` and ``test`` then load neither SQLAlchemy nor the daemon's
+libraries they never use; ``tests/test_cli_imports.py`` holds them to it.
+"""
 
 from __future__ import annotations
 
 import sys
-from importlib import metadata
 from pathlib import Path
 from typing import Annotated
 
@@ -41,6 +46,8 @@ app = typer.Typer(
 
 def _print_version(asked: bool) -> None:
     if asked:
+        from importlib import metadata
+
         typer.echo(f"leadflow {metadata.version('leadflow')}")
         raise typer.Exit(0)
 

@@ -6,14 +6,11 @@ import json
 from typing import Annotated, Any, Literal
 
 import typer
-from rich.table import Table
 
 from leadflow.cli.console import data_console
 from leadflow.cli.context import cli_context
 from leadflow.clock import parse_instant
-from leadflow.engine.audit_history import AuditFilter, audit_rows, email_statuses
 from leadflow.errors import UserInputError
-from leadflow.ingest.values import text_problem
 
 
 def show_audit(
@@ -33,6 +30,11 @@ def show_audit(
     ] = 200,
 ) -> None:
     """Show the audit trail: time, rule, version, lead or deal, action, parameters, evidence."""
+    from rich.table import Table
+
+    from leadflow.engine.audit_history import AuditFilter, audit_rows, email_statuses
+    from leadflow.ingest.values import text_problem
+
     context = cli_context(ctx)
     try:
         since_at = parse_instant(since) if since is not None else None

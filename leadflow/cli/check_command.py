@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from leadflow.cli.context import cli_context
-from leadflow.errors import Problem
-from leadflow.mail.templates import TemplateCatalog
-from leadflow.rule_language.loader import TemplateCheck, check_rule_set
-from leadflow.settings import Settings
+
+if TYPE_CHECKING:
+    from leadflow.errors import Problem
+    from leadflow.mail.templates import TemplateCatalog
+    from leadflow.rule_language.loader import TemplateCheck
 
 
 def check_rules(
@@ -22,13 +23,17 @@ def check_rules(
     ] = None,
 ) -> None:
     """Validate every rule file and every template it uses; print each problem as FILE:LINE:COL."""
-    settings = cli_context(ctx).settings
+    from leadflow.mail.templates import TemplateCatalog
+    from leadflow.rule_language.loader import check_rule_set
+
+    # check prints what it finds and logs nothing: the settings without structlog.
+    settings = cli_context(ctx).loaded_without_logging.settings
     folder = rules if rules is not None else settings.path(settings.paths.rules)
     catalog = TemplateCatalog(settings.path(settings.paths.templates), settings)
     rule_set, problems = check_rule_set(
         folder,
         settings,
-        check_template=template_check(settings),
+        check_template=template_check(catalog),
         check_context=catalog.check_context,
     )
     for problem in problems:
@@ -44,9 +49,10 @@ def check_rules(
     )
 
 
-def template_check(settings: Settings) -> TemplateCheck:
-    """The catalog's check, saying a missing template once rather than once per part."""
-    catalog = TemplateCatalog(settings.path(settings.paths.templates), settings)
+def template_check(catalog: TemplateCatalog) -> TemplateCheck:
+    """The catalog's check, saying a missing template once rather than once per part.
+
+    The same catalog as the context check's: each template is compiled once, not twice."""
 
     def check(name: str) -> list[Problem]:
         seen: set[str] = set()

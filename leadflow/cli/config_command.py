@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
 from leadflow.cli.console import FormatOption, OutputFormat, data_console, print_json
 from leadflow.cli.context import cli_context
-from leadflow.config import describe
 
 
 def show_config(ctx: typer.Context, output: FormatOption = OutputFormat.table) -> None:
     """Show the effective configuration and where each value came from."""
+    from rich.table import Table
+
+    from leadflow.config import describe
+
     loaded = cli_context(ctx).loaded
     if output is OutputFormat.json:
         print_json(

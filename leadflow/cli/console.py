@@ -12,12 +12,14 @@ import json
 import sys
 from datetime import date, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
 from leadflow.durations import format_duration
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 class OutputFormat(StrEnum):
@@ -35,6 +37,8 @@ FormatOption = Annotated[
 
 def data_console(*, min_width: int = 0, stderr: bool = False) -> Console:
     """A console at least ``min_width`` columns wide (tables stay unwrapped in narrow terminals)."""
+    from rich.console import Console
+
     console = Console(stderr=stderr, markup=False, highlight=False)
     if console.width < min_width:
         console = Console(stderr=stderr, markup=False, highlight=False, width=min_width)

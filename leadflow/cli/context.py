@@ -13,16 +13,15 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from sqlalchemy import Engine
 
-from leadflow.config import LoadedSettings, load_settings
-from leadflow.logs import configure_logging
-from leadflow.settings import Settings
-from leadflow.store.database import engine_for, ensure_attribute_indexes, migrate
-from leadflow.store.tables import LEADS
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from leadflow.config import LoadedSettings
+    from leadflow.settings import Settings
 
 
 @dataclass
@@ -34,6 +33,7 @@ class CliContext:
     quiet_logs: bool = False
     """Raise the log floor to ``warning`` (a person watches a rendering command on a terminal)."""
     _loaded: LoadedSettings | None = None
+    _logging: bool = False
     _engine: Engine | None = None
 
     def render_for_person(self, *, verbose: bool) -> None:
@@ -43,11 +43,25 @@ class CliContext:
 
     @property
     def loaded(self) -> LoadedSettings:
-        if self._loaded is None:
-            self._loaded = load_settings(self.config_file, overrides=self.overrides)
-            log = self._loaded.settings.log
+        """The settings, with logging configured from them."""
+        loaded = self.loaded_without_logging
+        if not self._logging:
+            from leadflow.logs import configure_logging  # structlog loads here
+
+            log = loaded.settings.log
             quiet = self.quiet_logs and log.level == "info"  # debug was asked for explicitly
             configure_logging("warning" if quiet else log.level, log.format)
+            self._logging = True
+        return loaded
+
+    @property
+    def loaded_without_logging(self) -> LoadedSettings:
+        """The settings alone, for a command that never logs (``check`` prints its problems):
+        it then starts without loading structlog. Read on first use, not with the CLI."""
+        if self._loaded is None:
+            from leadflow.config import load_settings
+
+            self._loaded = load_settings(self.config_file, overrides=self.overrides)
         return self._loaded
 
     @property
@@ -58,6 +72,10 @@ class CliContext:
     def engine(self) -> Engine:
         """The store's engine, migrated to the newest schema on first use."""
         if self._engine is None:
+            # Only commands that open the store load SQLAlchemy and alembic.
+            from leadflow.store.database import engine_for, ensure_attribute_indexes, migrate
+            from leadflow.store.tables import LEADS
+
             self._engine = engine_for(self.settings)
             migrate(self._engine)
             attributes = self.settings.attributes

@@ -6,17 +6,17 @@ store, the scheduler or the log are touched: the refusal is the one ``error:`` l
 
 from __future__ import annotations
 
-import asyncio
-
 import typer
 
 from leadflow.cli.context import cli_context
 from leadflow.clock import SystemClock
-from leadflow.engine.runtime import Runtime
 
 
 def daemon(ctx: typer.Context) -> None:
     """Run the scheduler, the outbox sender and the rule watcher until SIGTERM or Ctrl-C."""
+    import asyncio
+
+    from leadflow.engine.runtime import Runtime
     from leadflow.service import run_daemon
 
     context = cli_context(ctx)

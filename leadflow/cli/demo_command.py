@@ -5,12 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.progress import Progress
-from rich.table import Table
 
 from leadflow.cli.console import data_console
 from leadflow.cli.context import cli_context
-from leadflow.cli.demo_funnel import run_demo_funnel
 
 
 def demo(
@@ -21,6 +18,11 @@ def demo(
     ] = False,
 ) -> None:
     """Create a sample funnel under state/demo/ and run the shipped rules over a few days."""
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from leadflow.cli.demo_funnel import run_demo_funnel
+
     context = cli_context(ctx)
     context.render_for_person(verbose=verbose)
     settings = context.settings

@@ -10,20 +10,20 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
-from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
 from leadflow.cli.console import data_console
 from leadflow.cli.context import cli_context
 from leadflow.clock import SystemClock
 from leadflow.errors import UserInputError
-from leadflow.ingest import ImportReport, import_file
-from leadflow.ingest.runner import Progress as ProgressCallback
-from leadflow.settings import ImportKind
+
+if TYPE_CHECKING:
+    from leadflow.ingest import ImportReport
+    from leadflow.ingest.runner import Progress as ProgressCallback
+    from leadflow.settings import ImportKind
 
 PROGRESS_MIN_BYTES = 5_000_000
 SAMPLE_ORDER: tuple[ImportKind, ...] = ("reps", "leads", "deals", "activities")
@@ -77,6 +77,8 @@ def import_records(
 
 def sample_file(kind: ImportKind) -> Path:
     """The bundled sample export of ``kind`` (``leadflow/samples/KIND.csv``)."""
+    from importlib import resources
+
     return Path(str(resources.files("leadflow.samples").joinpath(f"{kind}.csv")))
 
 
@@ -88,6 +90,8 @@ def _run_one(
     strict: bool,
     file_format: FormatChoice | None,
 ) -> ImportReport:
+    from leadflow.ingest import import_file
+
     context = cli_context(ctx)
     with _progress_bar(path) as progress:
         report = import_file(
@@ -114,6 +118,8 @@ def _run_one(
 @contextmanager
 def _progress_bar(path: Path) -> Iterator[ProgressCallback | None]:
     """A rich progress bar on stderr for large files when stderr is a terminal."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
     try:
         size = path.stat().st_size
     except OSError:

@@ -6,29 +6,23 @@ The listing is cut at ``--limit`` rows and says how many it left out: an operato
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
-from sqlalchemy import Engine
 
 from leadflow.cli.console import FormatOption, OutputFormat, data_console, print_json
 from leadflow.cli.context import cli_context
 from leadflow.clock import SystemClock
-from leadflow.outbox.delivery import DrainReport
-from leadflow.outbox.store import (
-    FAILED,
-    SENT,
-    OutboxLine,
-    outbox_lines,
-    requeue_failed,
-    status_counts,
-)
-from leadflow.settings import Settings
-from leadflow.store.database import transaction
+
+if TYPE_CHECKING:
+    from rich.table import Table
+    from sqlalchemy import Engine
+
+    from leadflow.outbox.delivery import DrainReport
+    from leadflow.outbox.store import OutboxLine
+    from leadflow.settings import Settings
 
 
 def send(
@@ -38,6 +32,8 @@ def send(
     ] = False,
 ) -> None:
     """Deliver due outbox messages (until Ctrl-C or SIGTERM, or once with --once)."""
+    import asyncio
+
     context = cli_context(ctx)
     engine, settings = context.engine, context.settings
     report = asyncio.run(_send(engine, settings, once=once))
@@ -55,6 +51,8 @@ def send(
 
 
 async def _send(engine: Engine, settings: Settings, *, once: bool) -> DrainReport:
+    import asyncio
+
     from leadflow.service.channels import drain_configured  # the service package loads on use
 
     stop = asyncio.Event()
@@ -80,6 +78,15 @@ def outbox(
     output: FormatOption = OutputFormat.table,
 ) -> None:
     """Show outbox depth and the messages not yet sent; --retry ID requeues a failed one."""
+    from leadflow.outbox.store import (
+        FAILED,
+        SENT,
+        outbox_lines,
+        requeue_failed,
+        status_counts,
+    )
+    from leadflow.store.database import transaction
+
     context = cli_context(ctx)
     console = data_console()
     with transaction(context.engine) as session:
@@ -118,6 +125,8 @@ def outbox_document(
 
 
 def _outbox_table(lines: list[OutboxLine]) -> Table:
+    from rich.table import Table
+
     table = Table("id", "status", "kind", "to", "subject", "tries", "next", "rule", "why")
     for line in lines:
         table.add_row(

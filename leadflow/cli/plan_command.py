@@ -6,20 +6,10 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from sqlalchemy.exc import DBAPIError
 
 from leadflow.cli.context import cli_context
 from leadflow.clock import SettableClock, SystemClock, parse_instant
-from leadflow.engine.runtime import Runtime
 from leadflow.errors import DatabaseUnavailableError, UserInputError
-from leadflow.rule_testing.plan import (
-    load_base_rules,
-    plan_change,
-    render_markdown,
-    render_text,
-    rules_at,
-)
-from leadflow.store.database import engine_for, require_current_schema
 
 
 def plan_rules(
@@ -49,6 +39,18 @@ def plan_rules(
     ] = None,
 ) -> None:
     """Evaluate the rules at --base and the working rules against the store; print the difference."""
+    from sqlalchemy.exc import DBAPIError
+
+    from leadflow.engine.runtime import Runtime
+    from leadflow.rule_testing.plan import (
+        load_base_rules,
+        plan_change,
+        render_markdown,
+        render_text,
+        rules_at,
+    )
+    from leadflow.store.database import engine_for, require_current_schema
+
     settings = cli_context(ctx).settings
     folder = rules if rules is not None else settings.path(settings.paths.rules)
     try:

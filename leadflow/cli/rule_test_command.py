@@ -10,10 +10,7 @@ from typing import Annotated
 import typer
 
 from leadflow.cli.context import cli_context
-from leadflow.config import find_config_file
 from leadflow.errors import UserInputError
-from leadflow.rule_testing.report import Totals, text_report, write_junit
-from leadflow.rule_testing.runner import run_test_files
 
 
 def run_rule_tests(
@@ -26,6 +23,11 @@ def run_rule_tests(
     ] = None,
 ) -> None:
     """Run rule test files: given state, steps in time, the exact actions expected at each step."""
+    # The engine runs each test against a scratch SQLite store: SQLAlchemy loads here, on use.
+    from leadflow.config import find_config_file
+    from leadflow.rule_testing.report import Totals, text_report, write_junit
+    from leadflow.rule_testing.runner import run_test_files
+
     started = time.perf_counter()
     context = cli_context(ctx)
     # The configuration leadflow would use, unless a test file names its own; the environment

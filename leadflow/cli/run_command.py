@@ -10,22 +10,22 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from leadflow.cli.console import FormatOption, OutputFormat, data_console, print_json
 from leadflow.cli.context import cli_context
 from leadflow.clock import Clock, SettableClock, SystemClock, parse_instant
-from leadflow.engine.evaluation import PlannedFiring, RuleOutcome
-from leadflow.engine.runtime import Runtime
-from leadflow.engine.tick import TickReport, run_tick
 from leadflow.errors import UserInputError
-from leadflow.rule_language.model import RuleSet
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
+
+    from leadflow.engine.evaluation import PlannedFiring, RuleOutcome
+    from leadflow.engine.tick import TickReport
+    from leadflow.rule_language.model import RuleSet
 
 EXIT_EXTERNAL_FAILURE = 3
 
@@ -51,8 +51,13 @@ def run_once(
 ) -> None:
     """Evaluate every due rule once as of --now, apply the actions (or print them with --dry-run)."""
     if not once:
+        import click
+
         msg = "leadflow run needs --once (the long-running service is 'leadflow daemon')"
         raise click.UsageError(msg)  # exit 2, like any other usage error
+    from leadflow.engine.runtime import Runtime
+    from leadflow.engine.tick import run_tick
+
     context = cli_context(ctx)
     clock = _clock(now, dry_run=dry_run)
     runtime = Runtime.build(context.engine, context.settings, clock, read_only=dry_run)
@@ -155,6 +160,8 @@ def _print_report(
 
 def plan_line(planned: PlannedFiring) -> Text:
     """One planned firing: the rule id in bold, the evidence dim, CRM text never markup."""
+    from rich.text import Text
+
     line = Text()
     line.append(planned.rule_id, style="bold")
     line.append(f" {planned.subject} {planned.external_id}: {'; '.join(planned.actions)}  ")
@@ -165,6 +172,8 @@ def plan_line(planned: PlannedFiring) -> Text:
 def _print_summary(
     console: Console, outcomes: list[RuleOutcome], version: str, *, dry_run: bool
 ) -> None:
+    from rich.table import Table
+
     table = Table(
         "rule",
         "matched",

@@ -7,10 +7,11 @@ import json
 import typer
 
 from leadflow.cli.context import cli_context
-from leadflow.rule_language.json_schema import rule_file_schema
 
 
 def print_schema(ctx: typer.Context) -> None:
     """Print the JSON Schema of rule files (fields and attributes from the current config)."""
+    from leadflow.rule_language.json_schema import rule_file_schema
+
     schema = rule_file_schema(cli_context(ctx).settings)
     typer.echo(json.dumps(schema, indent=2, ensure_ascii=False))

@@ -8,18 +8,18 @@ from __future__ import annotations
 import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from leadflow.cli.console import FormatOption, OutputFormat, data_console, print_json
 from leadflow.cli.context import cli_context
 from leadflow.clock import SettableClock, parse_instant
 from leadflow.durations import parse_duration
-from leadflow.engine.runtime import Runtime
-from leadflow.engine.simulation import DayReport, copy_store, tick_over_range
 from leadflow.errors import DurationError, UserInputError
+
+if TYPE_CHECKING:
+    from leadflow.engine.simulation import DayReport
 
 FIELDS = (
     "mqls",
@@ -80,6 +80,9 @@ def simulate_range(
     if (last - first) / stride > 100_000:
         msg = f"--step {step} over that range is more than 100,000 steps; take a larger step"
         raise UserInputError(msg)
+    from leadflow.engine.runtime import Runtime
+    from leadflow.engine.simulation import copy_store, tick_over_range
+
     with tempfile.TemporaryDirectory(prefix="leadflow-simulate-") as folder:
         copy = copy_store(context.engine, Path(folder) / "copy.db")
         runtime = Runtime.build(copy, context.settings, SettableClock(first))
@@ -116,6 +119,8 @@ def simulation_document(
 
 
 def _print(reports: list[DayReport], version: str) -> None:
+    from rich.table import Table
+
     table = Table(*COLUMNS, title=f"What the rules (version {version}) would have done", box=None)
     for report in reports:
         table.add_row(report.day, *(str(getattr(report, name)) for name in FIELDS))

@@ -5,24 +5,28 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from leadflow.cli.console import FormatOption, OutputFormat, data_console, print_json
 from leadflow.cli.context import cli_context
 from leadflow.clock import SystemClock
-from leadflow.engine.rule_runs import next_run_at
-from leadflow.engine.runtime import Runtime
 from leadflow.errors import ProblemsError
-from leadflow.rule_language.model import RuleSet
-from leadflow.store.status import RuleRunStatus, StoreStatus, collect_status
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from leadflow.engine.runtime import Runtime
+    from leadflow.rule_language.model import RuleSet
+    from leadflow.store.status import RuleRunStatus, StoreStatus
 
 
 def show_status(ctx: typer.Context, output: FormatOption = OutputFormat.table) -> None:
     """Show how the funnel stands: stages, owners, the MQL queue, outbox, SLAs, rules, imports."""
+    from leadflow.engine.runtime import Runtime
+    from leadflow.store.status import collect_status
+
     context = cli_context(ctx)
     settings = context.settings
     status = collect_status(context.engine, mql_stage=settings.stages.mql)
@@ -69,6 +73,8 @@ class RulesView:
 
 def rules_view(runtime: Runtime, status: StoreStatus) -> RulesView:
     """Each rule's schedule, last run and next run, as the daemon sees them."""
+    from leadflow.engine.rule_runs import next_run_at
+
     rule_set: RuleSet | None = None
     problems: list[str] = []
     try:
@@ -176,6 +182,8 @@ def render_operations(status: StoreStatus, console: Console) -> None:
 
 def render_rules(rules: RulesView, console: Console) -> None:
     """The rules folder as it would load now; each rule's schedule, last run and next run."""
+    from rich.table import Table
+
     if rules.problems:
         console.print(
             f"rules folder: REFUSED, {len(rules.problems)} problem(s); a running daemon keeps its last good rules",
@@ -220,6 +228,8 @@ def _utc(moment: datetime) -> str:
 
 def render_status(status: StoreStatus, console: Console) -> None:
     """Print ``status`` as a few small tables."""
+    from rich.table import Table
+
     console.print(f"leads: {status.leads_total}")
     stages = Table("stage", "leads", box=None, pad_edge=False)
     for stage, count in status.leads_by_stage.items():

@@ -12,12 +12,15 @@ import hashlib
 import hmac
 import secrets
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 from leadflow.errors import ConfigError
 from leadflow.settings import Settings
-from leadflow.store.models import Deal, Lead, Rep, SlaTimer
+
+if TYPE_CHECKING:
+    from leadflow.store.models import Deal, Lead, Rep, SlaTimer
 
 CONTEXT_KEYS = (
     "lead",
@@ -189,11 +192,21 @@ def sample_context(settings: Settings) -> dict[str, Any]:
     Lead and deal attributes are the ones declared under ``attributes:`` in config.yaml, each
     with a value of its declared type, so ``{{ lead.attributes.industry }}`` checks cleanly
     exactly when ``industry`` is a declared attribute.
+
+    The sample rows are plain namespaces holding every column the views read, not the store's
+    models: ``leadflow check`` renders templates without loading SQLAlchemy.
     """
-    owner = Rep(id=1, external_id="rep-anna", name="Anna Berg", email="anna@example.com")
-    owner.timezone = "Europe/Berlin"
-    manager = Rep(id=2, external_id="rep-max", name="Max Ortiz", email="max@example.com")
-    lead = Lead(
+    owner: Rep = _sample(
+        id=1,
+        external_id="rep-anna",
+        name="Anna Berg",
+        email="anna@example.com",
+        timezone="Europe/Berlin",
+    )
+    manager: Rep = _sample(
+        id=2, external_id="rep-max", name="Max Ortiz", email="max@example.com", timezone="UTC"
+    )
+    lead: Lead = _sample(
         id=7,
         external_id="L-1007",
         email="jo.doe@acme.example",
@@ -207,7 +220,7 @@ def sample_context(settings: Settings) -> dict[str, Any]:
         owner_id=1,
         timezone="Europe/Berlin",
     )
-    deal = Deal(
+    deal: Deal = _sample(
         id=3,
         external_id="D-503",
         lead_id=7,
@@ -215,13 +228,15 @@ def sample_context(settings: Settings) -> dict[str, Any]:
         product="Platform",
         owner_id=1,
         stage="proposal",
+        outcome=None,
         amount=24000.0,
         engaged_at=_SAMPLE_TIME - timedelta(days=200),
         last_activity_at=_SAMPLE_TIME - timedelta(days=90),
+        closed_at=None,
         attributes={k: _SAMPLE_VALUES[t] for k, t in settings.attributes.deals.items()},
         recycle_reason="idle 180 days > 2 x average cycle 62 days",
     )
-    sla = SlaTimer(
+    sla: SlaTimer = _sample(
         lead_id=7,
         name="first_touch",
         rule_id="mql-sla",
@@ -242,3 +257,8 @@ def sample_context(settings: Settings) -> dict[str, Any]:
         rule_description="A sample rule, to check templates",
         sla=sla,
     )
+
+
+def _sample(**columns: Any) -> Any:
+    """A stand-in for a stored row, holding ``columns``."""
+    return SimpleNamespace(**columns)

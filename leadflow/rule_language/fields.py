@@ -11,14 +11,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from types import MappingProxyType
-from typing import Any
-
-from sqlalchemy import ColumnElement, Table
+from typing import TYPE_CHECKING, Any
 
 from leadflow.settings import Settings
-from leadflow.store.attributes import attribute_value
-from leadflow.store.tables import DEALS, LEADS
 from leadflow.suggestions import did_you_mean
+
+if TYPE_CHECKING:
+    from sqlalchemy import ColumnElement, Table
 
 
 class ValueType(Enum):
@@ -39,6 +38,10 @@ class Subject(Enum):
 
     @property
     def table(self) -> Table:
+        # The tables (and SQLAlchemy) load when a condition is compiled to SQL, not when rules
+        # are parsed: ``leadflow check`` never needs them.
+        from leadflow.store.tables import DEALS, LEADS
+
         return LEADS if self is Subject.LEAD else DEALS
 
 
@@ -78,6 +81,8 @@ def _age(name: str, since: tuple[str, ...], description: str) -> FieldSpec:
 
 def _attribute(name: str, value_type: ValueType) -> FieldSpec:
     def sql(table: Table) -> ColumnElement[Any]:
+        from leadflow.store.attributes import attribute_value
+
         return attribute_value(table, name, value_type.value)
 
     def read(record: Mapping[str, Any]) -> Any:

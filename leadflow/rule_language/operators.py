@@ -17,11 +17,12 @@ import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
-
-from sqlalchemy import ColumnElement
+from typing import TYPE_CHECKING, Any
 
 from leadflow.rule_language.fields import ValueType
+
+if TYPE_CHECKING:
+    from sqlalchemy import ColumnElement
 
 
 class Operand(Enum):

@@ -29,7 +29,8 @@ from sqlalchemy.engine import make_url
 
 from leadflow.errors import AnotherDaemonRunningError
 from leadflow.logs import error_text
-from leadflow.store.database import PG_KEEPALIVES, BoundedConnection
+from leadflow.store.database import PG_KEEPALIVES
+from leadflow.store.postgres import BoundedConnection
 
 log = structlog.get_logger("leadflow.leadership")
 

@@ -9,7 +9,6 @@ for the attributes ``attributes.indexed`` names, so rules filtering on them use 
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from sqlalchemy import Table
@@ -19,7 +18,8 @@ from sqlalchemy.sql.elements import ColumnElement, literal_column
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import Boolean, Float, Integer, String, TypeEngine
 
-ATTRIBUTE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+from leadflow.settings import ATTRIBUTE_NAME
+
 _SQL_TYPES: dict[str, TypeEngine[Any]] = {
     "string": String(),
     "integer": Integer(),

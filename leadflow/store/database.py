@@ -6,14 +6,8 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-import psycopg
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from psycopg.abc import PQGen
 from sqlalchemy import Connection, Engine, Table, column, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -23,7 +17,11 @@ from leadflow.errors import ConfigError, DatabaseUnavailableError, StoreNotReady
 from leadflow.settings import Settings
 from leadflow.store.attributes import AttributeValue
 
-RV = TypeVar("RV")
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
+    from leadflow.store.postgres import BoundedConnection
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 WRITE_OPTION = "leadflow_writes"
 """Execution option marking a connection whose transaction will write (SQLite: BEGIN IMMEDIATE)."""
@@ -56,8 +54,8 @@ def create_store_engine(
 
     On PostgreSQL every wait for the server is bounded on both sides: the server cancels a
     statement after ``statement_timeout`` seconds, and the client gives up on a reply
-    :data:`REPLY_MARGIN` later (:class:`BoundedConnection`), which is what ends a wait on a
-    server that stopped answering without closing the connection.
+    :data:`REPLY_MARGIN` later (:class:`~leadflow.store.postgres.BoundedConnection`), which is
+    what ends a wait on a server that stopped answering without closing the connection.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -74,6 +72,8 @@ def create_store_engine(
             pool_pre_ping=True,
             connect_args={"connect_timeout": max(1, round(connect_timeout)), **PG_KEEPALIVES},
         )
+        from leadflow.store.postgres import BoundedConnection  # psycopg loads for PostgreSQL only
+
         reply_timeout = statement_timeout + REPLY_MARGIN
 
         def connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> BoundedConnection:
@@ -109,30 +109,6 @@ REPLY_MARGIN = 5.0
 own cancellation comes first whenever it can still answer."""
 
 
-class BoundedConnection(psycopg.Connection[Any]):
-    """A psycopg connection that waits at most ``reply_timeout`` seconds for any one reply.
-
-    A server that stops answering while the connection stays open (a hung host, a frozen
-    proxy, a network that drops packets but still acknowledges them) is never noticed by a
-    server-side ``statement_timeout`` and not always by TCP. This bound is the last resort:
-    the waiting call raises :class:`psycopg.OperationalError` and the connection is closed,
-    so the pool never hands it out again. ``None`` waits as long as it takes (migrations).
-    """
-
-    reply_timeout: float | None = None
-
-    def wait(self, gen: PQGen[RV], interval: float = 0.1, timeout: float | None = None) -> RV:
-        bound = timeout if timeout is not None else self.reply_timeout
-        try:
-            return super().wait(gen, interval=interval, timeout=bound)
-        except psycopg.errors._WaitTimeout:
-            if timeout is not None:
-                raise
-            self.close()  # half a conversation: the connection cannot be used again
-            msg = f"the database did not answer within {bound:g} s; connection closed"
-            raise psycopg.OperationalError(msg) from None
-
-
 @contextmanager
 def unbounded_statements(connection: Connection) -> Iterator[None]:
     """Let the statements of ``connection``'s transaction take as long as they need (a
@@ -140,6 +116,8 @@ def unbounded_statements(connection: Connection) -> Iterator[None]:
     if connection.dialect.name != "postgresql":
         yield
         return
+    from leadflow.store.postgres import BoundedConnection
+
     connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
     dbapi_connection = connection.connection.dbapi_connection
     if not isinstance(dbapi_connection, BoundedConnection):
@@ -185,6 +163,9 @@ def engine_for(settings: Settings) -> Engine:
 
 
 def alembic_config(engine: Engine) -> AlembicConfig:
+    # alembic loads for migrations only: a scratch store (rule tests) is built from the metadata.
+    from alembic.config import Config as AlembicConfig
+
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["engine"] = engine
@@ -198,6 +179,9 @@ def require_current_schema(engine: Engine) -> None:
     against production), so it does not migrate; a store never created, or one migrated by an
     older leadflow, is named instead of failing later on a missing table.
     """
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     script = ScriptDirectory.from_config(alembic_config(engine))
     database = engine.url.database or ""
     never_created = engine.dialect.name == "sqlite" and not Path(database).exists()
@@ -223,6 +207,8 @@ def require_current_schema(engine: Engine) -> None:
 
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision``; safe to run on every start."""
+    from alembic import command
+
     try:
         command.upgrade(alembic_config(engine), revision)
     except OperationalError as exc:
