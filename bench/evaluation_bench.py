@@ -372,7 +372,7 @@ def machine(postgres_version: str | None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--leads", type=int, default=1_000_000)
-    parser.add_argument("--sample", type=int, default=20_000)
+    parser.add_argument("--sample", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
