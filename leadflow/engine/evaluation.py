@@ -5,7 +5,8 @@ batches, and each batch's state changes, audit rows, firings and outbox messages
 one transaction (each firing in a savepoint, so one bad lead does not undo its batch). A dry
 run reads the same matches and writes nothing: each planned firing is handed to a
 :data:`PlanSink` as it is read (or, without one, kept in :attr:`RuleOutcome.planned`), with its
-evidence read as selected columns, so a plan of 100,000 firings is never held in memory.
+evidence read as selected columns, so with a sink a plan of 100,000 firings is never held in
+memory.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ class PlannedFiring:
 
 
 PlanSink = Callable[[PlannedFiring], None]
-"""Receives each planned firing of a dry run as it is read, in id order, rule after rule."""
+"""Receives each planned firing of a dry run as it is read (in the order the database returns
+a rule's matches), rule after rule."""
 
 
 @dataclass
