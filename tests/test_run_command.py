@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select, update
 
 from leadflow.cli import main
+from leadflow.clock import SettableClock
+from leadflow.config import load_settings
+from leadflow.engine.evaluation import PlannedFiring
+from leadflow.engine.runtime import Runtime
+from leadflow.engine.tick import run_due_rules
 from leadflow.store.tables import AUDIT, LEADS, OUTBOX, STORE_SECRETS
 from tests.mail_support import free_port
 from tests.test_funnel_scenario import REPO, seed
@@ -247,3 +254,91 @@ def test_crm_text_in_the_plan_is_never_markup(
     assert [line for line in out.splitlines() if line.startswith("mql-assignment lead [")] == [
         f'mql-assignment lead [/bold]x: {actions}  because {{"score": 70, "stage": "lead", "owner_id": null}}'
     ]
+
+
+MQL_ACTIONS = (
+    "set_stage(stage=mql); "
+    "assign(route_by=attributes.region, pools={'Central': 'central', 'East': 'east', "
+    "'West': 'west'}, default_pool=inbound); "
+    "notify(to=owner, template=mql_assigned); "
+    "start_sla(name=first_touch, within=4h, escalate=["
+    "{'notify': 'owner', 'template': 'sla_reminder'}, "
+    "{'after': '2h', 'notify': 'manager', 'template': 'sla_escalated'}, "
+    "{'after': '4h', 'notify': 'owner', 'template': 'lead_reassigned', 'reassign': True}])"
+)
+
+
+class TestDryRunOutput:
+    """A dry run prints each rule's first ``--limit`` firings and how many more, as it reads them."""
+
+    def run(
+        self, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], *extra: str
+    ) -> list[str]:
+        args = ["-c", config(tmp_path, store_url), "run", "--once", "--dry-run"]
+        assert main([*args, "--now", "2026-03-02T09:00:00Z", *extra]) == 0
+        return capsys.readouterr().out.splitlines()
+
+    def test_the_first_limit_firings_of_each_rule_then_how_many_more(
+        self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        seed(engine)
+        lines = self.run(store_url, tmp_path, capsys, "--limit", "2")
+        mqls = {  # printed in the order the database returns them
+            f'mql-assignment lead {lead}: {MQL_ACTIONS}  because {{"score": {score}, "stage": "lead", "owner_id": null}}'
+            for lead, score in (("L1", 70), ("L3", 65), ("L4", 90))
+        }
+        assert len(set(lines[:2])) == 2
+        assert set(lines[:2]) <= mqls
+        assert lines[2:4] == [
+            "... and 1 more for mql-assignment (use --limit, or --format json for every one)",
+            'nurture-new-leads lead L2: enroll(stream=welcome)  because {"stage": "lead", "score": 40, "days_in_stage": 3.0}',
+        ]
+        assert [line.split()[:4] for line in lines[4:8]] == [
+            ["rule", "matched", "would", "fire"],
+            ["mql-assignment", "3", "3", "0"],
+            ["nurture-new-leads", "1", "1", "0"],
+            ["recycle-idle-deals", "0", "0", "0"],
+        ]
+        footer = " ".join(lines[8:])  # wrapped at the console's 80 columns
+        assert re.fullmatch(
+            r"3 rule\(s\) planned \(dry run, nothing written\), rule set +[0-9a-f]{12}\S*", footer
+        )
+        assert counts(engine) == (0, 0)
+
+    def test_limit_0_prints_every_firing(
+        self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        seed(engine)
+        lines = self.run(store_url, tmp_path, capsys, "--limit", "0")
+        assert [*sorted(line.split(":")[0] for line in lines[:3]), lines[3].split(":")[0]] == [
+            "mql-assignment lead L1",
+            "mql-assignment lead L3",
+            "mql-assignment lead L4",
+            "nurture-new-leads lead L2",
+        ]
+        assert not any(line.startswith("...") for line in lines)
+
+    def test_planned_firings_go_to_the_sink_not_the_outcome(
+        self, engine: Engine, store_url: str, tmp_path: Path
+    ) -> None:
+        """Streamed: each firing reaches ``plan_to`` as it is read; the outcome keeps none."""
+        seed(engine)
+        settings = load_settings(Path(config(tmp_path, store_url)), env={}).settings
+        now = datetime(2026, 3, 2, 9, tzinfo=UTC)
+        runtime = Runtime.build(engine, settings, SettableClock(now), read_only=True)
+        received: list[PlannedFiring] = []
+        outcomes = run_due_rules(
+            runtime, runtime.load_rules(), now, dry_run=True, force=True, plan_to=received.append
+        )
+        assert [(o.rule_id, o.matched, o.planned) for o in outcomes] == [
+            ("mql-assignment", 3, []),
+            ("nurture-new-leads", 1, []),
+            ("recycle-idle-deals", 0, []),
+        ]
+        assert sorted((p.rule_id, p.external_id) for p in received) == [
+            ("mql-assignment", "L1"),
+            ("mql-assignment", "L3"),
+            ("mql-assignment", "L4"),
+            ("nurture-new-leads", "L2"),
+        ]
+        assert counts(engine) == (0, 0)

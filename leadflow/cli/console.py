@@ -47,11 +47,12 @@ def data_console(*, min_width: int = 0, stderr: bool = False) -> Console:
 
 def print_json(document: Any) -> None:
     """One JSON document on stdout: times in ISO 8601 UTC, durations as ``4h``-style text."""
-    json.dump(document, sys.stdout, default=_plain, ensure_ascii=False, indent=2)
+    json.dump(document, sys.stdout, default=json_default, ensure_ascii=False, indent=2)
     sys.stdout.write("\n")
 
 
-def _plain(value: object) -> object:
+def json_default(value: object) -> object:
+    """What :func:`print_json` prints for a value JSON has no type for."""
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, timedelta):

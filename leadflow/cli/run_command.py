@@ -1,20 +1,30 @@
 """``leadflow run --once``: one evaluation of every due rule, or with ``--dry-run`` the plan.
 
+A dry run prints, per rule, its first ``--limit`` planned firings (10 by default; ``--limit 0``
+prints every one) and how many more there are, then the summary table: a plan of 100,000
+firings is read by a person as counts and examples, not as 13 MB scrolling past. The firings
+are printed as the evaluation reads them, never collected first.
+
 The plan lines carry CRM data (external ids, evidence values): they are built as
 ``rich.text.Text`` pieces, so a lead called ``[/bold]x`` prints as it is instead of being read
-as markup. ``--format json`` prints the same facts as one document for scripts.
+as markup; written to a pipe or file they are plain text, without rich's rendering per line.
+``--format json`` prints the same facts, every planned firing, as one document for scripts;
+the plan is spooled to a temporary file while the rules run (its summary comes first in the
+document), not held in memory.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+import shutil
+import sys
+import tempfile
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from leadflow.cli.console import FormatOption, OutputFormat, data_console, print_json
+from leadflow.cli.console import FormatOption, OutputFormat, data_console, json_default
 from leadflow.cli.context import cli_context
 from leadflow.clock import Clock, SettableClock, SystemClock, parse_instant
 from leadflow.errors import UserInputError
@@ -48,6 +58,14 @@ def run_once(
         bool, typer.Option("--all", help="Evaluate every enabled rule, due or not.")
     ] = False,
     output: FormatOption = OutputFormat.table,
+    limit: Annotated[
+        int,
+        typer.Option(
+            "--limit",
+            min=0,
+            help="Dry run: planned firings printed per rule (0: every one; --format json lists every one).",
+        ),
+    ] = 10,
 ) -> None:
     """Evaluate every due rule once as of --now, apply the actions (or print them with --dry-run)."""
     if not once:
@@ -66,17 +84,32 @@ def run_once(
     if unknown:
         msg = f"--rule: unknown rule id(s) {', '.join(unknown)}"
         raise UserInputError(msg)
-    report = run_tick(runtime, rule_set, clock.now(), dry_run=dry_run, only=rule, force=every_rule)
-    outcomes = report.rules
-    waiting = _not_due(rule_set, outcomes, rule)
-    if output is OutputFormat.json:
-        print_json(
-            run_document(report, rule_set, as_of=clock.now(), dry_run=dry_run, waiting=waiting)
+    console = data_console()
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
+        sink: JsonPlan | PlanPrinter = (
+            JsonPlan(spool) if output is OutputFormat.json else PlanPrinter(console, limit)
         )
-    else:
-        _print_report(
-            data_console(), report, rule_set, as_of=clock.now(), dry_run=dry_run, waiting=waiting
+        report = run_tick(
+            runtime,
+            rule_set,
+            clock.now(),
+            dry_run=dry_run,
+            only=rule,
+            force=every_rule,
+            plan_to=sink if dry_run else None,
         )
+        outcomes = report.rules
+        waiting = _not_due(rule_set, outcomes, rule)
+        if isinstance(sink, JsonPlan):
+            document = run_document(
+                report, rule_set, as_of=clock.now(), dry_run=dry_run, waiting=waiting
+            )
+            sink.print_document(document, sys.stdout)
+        else:
+            sink.close()
+            _print_report(
+                console, report, rule_set, as_of=clock.now(), dry_run=dry_run, waiting=waiting
+            )
     if any(outcome.external_failure for outcome in outcomes):
         raise typer.Exit(EXIT_EXTERNAL_FAILURE)  # the database failed, not the rules
     if any(outcome.error for outcome in outcomes):
@@ -107,7 +140,8 @@ def _not_due(rule_set: RuleSet, outcomes: list[RuleOutcome], only: list[str] | N
 def run_document(
     report: TickReport, rule_set: RuleSet, *, as_of: datetime, dry_run: bool, waiting: list[str]
 ) -> dict[str, Any]:
-    """``run --once --format json``: the outcomes, the plan of a dry run, with stable keys."""
+    """``run --once --format json``: the outcomes, with stable keys; ``plan`` is filled in by
+    :class:`JsonPlan` (the dry run's firings, as they were read)."""
     return {
         "as_of": as_of,
         "dry_run": dry_run,
@@ -117,7 +151,7 @@ def run_document(
                 "rule_id": outcome.rule_id,
                 "matched": outcome.matched,
                 "fired": outcome.fired,
-                "planned": len(outcome.planned),
+                "planned": outcome.matched if dry_run else 0,
                 "failed": outcome.failed,
                 "seconds": round(outcome.seconds, 3),
                 "error": outcome.error,
@@ -125,7 +159,7 @@ def run_document(
             }
             for outcome in report.rules
         ],
-        "plan": [asdict(planned) for outcome in report.rules for planned in outcome.planned],
+        "plan": [],
         "funnel": report.funnel,
         "not_due": waiting,
     }
@@ -140,15 +174,11 @@ def _print_report(
     dry_run: bool,
     waiting: list[str],
 ) -> None:
-    """What the tick did, the plan of a dry run, and which rules were not due."""
+    """What the tick did and which rules were not due (the plan lines are printed before)."""
     outcomes = report.rules
     if report.funnel is not None:
         slas, steps = report.funnel["sla"], report.funnel["nurture"]
         console.print(f"SLA timers handled: {slas}; nurture steps sent: {steps}")
-    if dry_run:
-        for outcome in outcomes:
-            for planned in outcome.planned:
-                console.print(plan_line(planned), soft_wrap=True)
     _print_summary(console, outcomes, rule_set.version, dry_run=dry_run)
     if waiting:
         console.print(
@@ -169,6 +199,85 @@ def plan_line(planned: PlannedFiring) -> Text:
     return line
 
 
+def plan_text(planned: PlannedFiring) -> str:
+    """:func:`plan_line` as plain text, for a pipe or a file (control codes stripped alike)."""
+    from rich.control import strip_control_codes
+
+    text: str = strip_control_codes(
+        f"{planned.rule_id} {planned.subject} {planned.external_id}: "
+        f"{'; '.join(planned.actions)}  because {json.dumps(planned.evidence, default=str)}"
+    )
+    return text
+
+
+class PlanPrinter:
+    """Prints each rule's first ``limit`` planned firings as they come (all of them with
+    ``limit`` 0), then ``... and N more for RULE (use --limit, ...)``."""
+
+    def __init__(self, console: Console, limit: int) -> None:
+        self.console = console
+        self.limit = limit
+        self.terminal = console.is_terminal
+        self.rule: str | None = None
+        self.count = 0
+
+    def __call__(self, planned: PlannedFiring) -> None:
+        if planned.rule_id != self.rule:
+            self.close()
+            self.rule = planned.rule_id
+        self.count += 1
+        if self.limit and self.count > self.limit:
+            return
+        if self.terminal:
+            self.console.print(plan_line(planned), soft_wrap=True)
+        else:
+            self.console.file.write(plan_text(planned) + "\n")
+
+    def close(self) -> None:
+        """Says how many of the last rule's firings were left out."""
+        if self.rule is not None and self.limit and self.count > self.limit:
+            self.console.print(
+                f"... and {self.count - self.limit} more for {self.rule} "
+                "(use --limit, or --format json for every one)",
+                soft_wrap=True,
+            )
+        self.rule, self.count = None, 0
+
+
+class JsonPlan:
+    """Spools each planned firing as a line of JSON, then prints the document around them."""
+
+    def __init__(self, spool: IO[str]) -> None:
+        self.spool = spool
+        self.count = 0
+
+    def __call__(self, planned: PlannedFiring) -> None:
+        entry = {
+            "rule_id": planned.rule_id,
+            "subject": planned.subject,
+            "external_id": planned.external_id,
+            "actions": planned.actions,
+            "evidence": planned.evidence,
+        }
+        self.spool.write(",\n    " if self.count else "\n    ")
+        self.spool.write(json.dumps(entry, default=json_default, ensure_ascii=False))
+        self.count += 1
+
+    def print_document(self, document: dict[str, Any], out: IO[str]) -> None:
+        """``document`` as ``print_json`` prints it, its empty ``plan`` filled from the spool."""
+        text = json.dumps(document, default=json_default, ensure_ascii=False, indent=2)
+        head, tail = text.split('"plan": []', 1)
+        out.write(head)
+        out.write('"plan": [')
+        if self.count:
+            self.spool.seek(0)
+            shutil.copyfileobj(self.spool, out)
+            out.write("\n  ")
+        out.write("]")
+        out.write(tail)
+        out.write("\n")
+
+
 def _print_summary(
     console: Console, outcomes: list[RuleOutcome], version: str, *, dry_run: bool
 ) -> None:
@@ -184,7 +293,7 @@ def _print_summary(
         box=None,
     )
     for outcome in outcomes:
-        fired = len(outcome.planned) if dry_run else outcome.fired
+        fired = outcome.matched if dry_run else outcome.fired
         table.add_row(
             outcome.rule_id,
             str(outcome.matched),

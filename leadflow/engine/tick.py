@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from leadflow.engine.evaluation import RuleOutcome, run_rule
+from leadflow.engine.evaluation import PlanSink, RuleOutcome, run_rule
 from leadflow.engine.nurture import run_nurture_steps
 from leadflow.engine.rule_runs import is_due, last_started_times
 from leadflow.engine.runtime import Runtime, StopSignal
@@ -66,15 +66,24 @@ def run_tick(
     force: bool = False,
     first_seen: datetime | None = None,
     rounds: int = 1,
+    plan_to: PlanSink | None = None,
 ) -> TickReport:
     """One pass of the funnel as of ``now``: the due rules, then the funnel steps.
 
     The funnel half writes, so a ``dry_run`` (which only plans the rules) leaves it out; so
     does a tick of ``only`` some rules, which evaluates those rules and nothing else. ``force``,
-    ``first_seen``: see :func:`run_due_rules`; ``rounds``: see :func:`run_funnel_steps`.
+    ``first_seen``, ``plan_to``: see :func:`run_due_rules`; ``rounds``: see
+    :func:`run_funnel_steps`.
     """
     rules = run_due_rules(
-        runtime, rule_set, now, dry_run=dry_run, only=only, force=force, first_seen=first_seen
+        runtime,
+        rule_set,
+        now,
+        dry_run=dry_run,
+        only=only,
+        force=force,
+        first_seen=first_seen,
+        plan_to=plan_to,
     )
     if dry_run or only is not None:
         return TickReport(rules, None)
@@ -90,12 +99,15 @@ def run_due_rules(
     only: Iterable[str] | None = None,
     force: bool = False,
     first_seen: datetime | None = None,
+    plan_to: PlanSink | None = None,
 ) -> list[RuleOutcome]:
     """The rules half: evaluate every enabled rule that is due as of ``now`` (all of them with
     ``force``; of those, only the ids in ``only`` when given).
 
     ``first_seen``: when the caller started watching the rules (a simulation's start); a cron
     rule that never ran then waits for its first cron time instead of running at once.
+    ``plan_to``: a dry run hands each planned firing to it as it is read (see
+    :func:`~leadflow.engine.evaluation.evaluate_rule`).
     """
     wanted = set(only) if only is not None else None
     last_runs = last_started_times(runtime.engine)
@@ -105,7 +117,7 @@ def run_due_rules(
             continue
         if not force and not is_due(rule, last_runs.get(rule.id), now, first_seen):
             continue
-        outcomes.append(run_rule(runtime, rule_set, rule, now, dry_run=dry_run))
+        outcomes.append(run_rule(runtime, rule_set, rule, now, dry_run=dry_run, plan_to=plan_to))
     return outcomes
 
 
