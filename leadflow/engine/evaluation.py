@@ -258,19 +258,25 @@ def _process(
         batch.discard(lead, deal)
         if is_outage(exc):  # ... unless the database is gone: the batch cannot go on
             raise
-        outcome.failed += 1
-        log_failure(
-            log,
-            "rule_firing_failed",
-            exc,
-            rule_id=rule.id,
-            rule_version=rule_set.version,
-            subject=subject,
-        )
+        _firing_failed(outcome, rule, rule_set, subject, exc)
         return None
     batch.commit(lead, deal)
     outcome.fired += 1
     return subject
+
+
+def _firing_failed(
+    outcome: RuleOutcome, rule: Rule, rule_set: RuleSet, subject: str, exc: Exception
+) -> None:
+    outcome.failed += 1
+    log_failure(
+        log,
+        "rule_firing_failed",
+        exc,
+        rule_id=rule.id,
+        rule_version=rule_set.version,
+        subject=subject,
+    )
 
 
 def _write_batch(
@@ -280,15 +286,7 @@ def _write_batch(
 
     def refused(subject: str, exc: Exception) -> None:
         outcome.fired -= 1
-        outcome.failed += 1
-        log_failure(
-            log,
-            "rule_firing_failed",
-            exc,
-            rule_id=rule.id,
-            rule_version=rule_set.version,
-            subject=subject,
-        )
+        _firing_failed(outcome, rule, rule_set, subject, exc)
 
     items = list(zip(fired, batch.per_firing, strict=True))
     failures = write_batch(batch.session, batch.writes, items, batch.now, refused)
