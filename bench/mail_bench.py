@@ -14,7 +14,8 @@ alternating rounds over the same number of messages:
 Both timings are symmetric: each starts before the first connection is opened and ends once the
 last message is accepted (for leadflow: recorded as sent) and every connection has been closed
 with QUIT. Each round yields one share, leadflow / capacity; the medians and the spread
-(min-max) of the rounds are printed, with the machine and its load average.
+(min-max) of the rounds are printed, with the machine and its load average, and the CPU each
+side spends per message (less sensitive to other load than the rates).
 
 The 50 ms sink is the fair yardstick for a real relay: there a sender can only be as fast as the
 relay lets its connections be (32 connections x 1 message per 4 delayed replies = 160 msg/s at
@@ -281,6 +282,9 @@ class Row:
     drains: list[float]
     """leadflow's rate of each round, in order, each measured right after ``capacities``'."""
     queued: float
+    capacity_cpu: list[float]
+    drain_cpu: list[float]
+    """CPU seconds per message of this process (the sink runs in its own), by round."""
 
     @property
     def shares(self) -> list[float]:
@@ -295,17 +299,36 @@ def scenario(
     Alternating them keeps a slow stretch of a shared machine from landing on one side of the
     comparison only; each round's share compares two measurements taken seconds apart.
     """
+    # Imported before the first round, which would otherwise time them too.
+    import leadflow.mail.transports.smtp
+    import leadflow.outbox.delivery
+    import leadflow.service.channels  # noqa: F401
+
     queued, queue_rate = queued_outbox(messages, folder)
     sink = Sink(delay)
     try:
         message = sample_message()
-        capacities, drains = [], []
+        capacities, drains, capacity_cpu, drain_cpu = [], [], [], []
         for _ in range(rounds):
+            cpu = time.process_time()
             capacities.append(asyncio.run(blast(sink.port, connections, messages, message)))
+            capacity_cpu.append((time.process_time() - cpu) / messages)
+            cpu = time.process_time()
             drains.append(leadflow_drain(sink.port, connections, queued, folder))
+            drain_cpu.append((time.process_time() - cpu) / messages)
     finally:
         sink.stop()
-    return Row(label, delay, connections, messages, capacities, drains, queue_rate)
+    return Row(
+        label,
+        delay,
+        connections,
+        messages,
+        capacities,
+        drains,
+        queue_rate,
+        capacity_cpu,
+        drain_cpu,
+    )
 
 
 def machine() -> str:
@@ -366,6 +389,11 @@ def spread(values: list[float], scale: float = 1.0, unit: str = "") -> str:
     return f"{median:.0f}{unit} ({low:.0f}-{high:.0f}{unit})"
 
 
+def _ms(values: list[float]) -> str:
+    median = statistics.median(values)
+    return f"{1000 * median:.2f} ({1000 * min(values):.2f}-{1000 * max(values):.2f})"
+
+
 def print_table(rows: list[Row]) -> None:
     header = (
         f"{'sink':<12} {'conns':>5} {'messages':>8}  {'capacity msg/s':<18} "
@@ -387,6 +415,10 @@ def print_table(rows: list[Row]) -> None:
             for c, d in zip(row.capacities, row.drains, strict=True)
         )
         print(f"\n{row.sink} sink, rounds (capacity/leadflow msg/s): {pairs}")
+        print(
+            f"  CPU ms per message in this process (the sink has its own): capacity client "
+            f"{_ms(row.capacity_cpu)}, leadflow {_ms(row.drain_cpu)}"
+        )
         if row.delay:
             bound = row.connections / (REPLIES_PER_MESSAGE * row.delay)
             print(
