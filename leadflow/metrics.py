@@ -97,9 +97,10 @@ def record_reload(*, ok: bool) -> None:
     RELOADS.labels("success" if ok else "failure").inc()
 
 
-def record_delivery(channel: str, result: str) -> None:
-    """One delivery outcome: ``result`` is the outbox status it led to (sent, pending, failed)."""
-    DELIVERIES.labels(channel, _RESULTS.get(result, result)).inc()
+def record_delivery(channel: str, result: str, count: int = 1) -> None:
+    """``count`` delivery outcomes: ``result`` is the outbox status they led to (sent, pending,
+    failed)."""
+    DELIVERIES.labels(channel, _RESULTS.get(result, result)).inc(count)
 
 
 _RESULTS = {"pending": "retried"}

@@ -7,7 +7,8 @@ value checked for CR/LF so that nothing a template or a CRM field holds can inje
 from __future__ import annotations
 
 import binascii
-from datetime import datetime
+import functools
+from datetime import datetime, timedelta
 from email.header import Header
 from email.utils import format_datetime, formataddr, getaddresses, parseaddr
 
@@ -48,7 +49,7 @@ def build_message(message: ClaimedMessage, settings: Settings, now: datetime) ->
         headers.append(("Reply-To", _addresses(settings.mail.reply_to)))
     headers += [
         ("Subject", _encoded("Subject", message.subject)),
-        ("Date", format_datetime(now)),
+        ("Date", _date_header(now.replace(microsecond=0), now.utcoffset())),
         ("Message-ID", message.message_id),
         *((str(name), _encoded(str(name), str(value))) for name, value in message.headers.items()),
         ("MIME-Version", "1.0"),
@@ -84,6 +85,13 @@ _HTML_PART = [
     ("Content-Type", 'text/html; charset="utf-8"'),
     ("Content-Transfer-Encoding", "quoted-printable"),
 ]
+
+
+@functools.lru_cache(maxsize=4)
+def _date_header(now: datetime, _offset: timedelta | None) -> str:
+    """``now`` as a Date header; one formatting per second, not per message. The offset is in
+    the key because instants that compare equal in two zones are written differently."""
+    return format_datetime(now)
 
 
 def _quoted_printable(text: str) -> bytes:

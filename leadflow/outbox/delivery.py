@@ -25,6 +25,7 @@ import os
 import random
 import socket
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -305,9 +306,12 @@ class _Run:
             if batch:
                 last_commit = loop.time()
                 await self._record_until_done(batch)
+                counts: Counter[tuple[str, str]] = Counter()
                 for outcome in batch:
                     self.report.add(outcome)
-                    metrics.record_delivery(outcome.message.channel, outcome.status)
+                    counts[outcome.message.channel, outcome.status] += 1
+                for (channel, status), count in counts.items():
+                    metrics.record_delivery(channel, status, count)
 
     async def _record_until_done(self, batch: list[Outcome]) -> None:
         """Record ``batch``, retrying with backoff while the database is unreachable.

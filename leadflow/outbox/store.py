@@ -325,7 +325,6 @@ def record_outcomes(
     consequences: Consequences | None = None,
 ) -> None:
     """Write a batch of outcomes in one transaction; ``sent`` is recorded even after a lost lease."""
-    t = _TABLE
     sent = [o.message.id for o in outcomes if o.status == SENT]
     others = [
         {
@@ -343,30 +342,36 @@ def record_outcomes(
     with transaction(engine) as session:
         connection = session.connection()
         if sent:
-            connection.execute(
-                update(t)
-                .where(t.c.id.in_(sent), t.c.status != SENT)
-                .values(status=SENT, sent_at=now, claimed_until=None, last_error=None)
-            )
+            connection.execute(_MARK_SENT, {"sent_ids": sent, "sent_now": now})
         if others:
-            connection.execute(
-                update(t)
-                .where(
-                    t.c.id == bindparam("row_id"),
-                    t.c.status == SENDING,
-                    t.c.claimed_by == bindparam("me"),
-                )
-                .values(
-                    status=bindparam("new_status"),
-                    last_error=bindparam("error"),
-                    next_attempt_at=bindparam("retry_at"),
-                    claimed_until=None,
-                    attempts=t.c.attempts - bindparam("uncount"),
-                ),
-                others,
-            )
+            connection.execute(_MARK_OTHER, others)
         if consequences is not None:
             consequences(session, outcomes, now)
+
+
+_MARK_SENT = (
+    update(_TABLE)
+    .where(_TABLE.c.id.in_(bindparam("sent_ids", expanding=True)), _TABLE.c.status != SENT)
+    .values(status=SENT, sent_at=bindparam("sent_now"), claimed_until=None, last_error=None)
+)
+"""Built once: building the statement and a bound literal per id cost more CPU than SQLite's
+own work, at one transaction per batch of outcomes (up to 40 a second)."""
+
+_MARK_OTHER = (
+    update(_TABLE)
+    .where(
+        _TABLE.c.id == bindparam("row_id"),
+        _TABLE.c.status == SENDING,
+        _TABLE.c.claimed_by == bindparam("me"),
+    )
+    .values(
+        status=bindparam("new_status"),
+        last_error=bindparam("error"),
+        next_attempt_at=bindparam("retry_at"),
+        claimed_until=None,
+        attempts=_TABLE.c.attempts - bindparam("uncount"),
+    )
+)
 
 
 def release_claims(engine: Engine, ids: Sequence[int], worker: str) -> int:

@@ -67,9 +67,10 @@ class SmtpTransport:
             self._give_back(client, keep=True)
 
     async def close(self) -> None:
+        """QUIT every pooled connection, all at once: one after another, closing 32 connections
+        to a relay answering in 50 ms would take 1.6 s."""
         idle, self._idle = self._idle, []
-        for client, _ in idle:
-            await _quit(client)
+        await asyncio.gather(*(_quit(client) for client, _ in idle))
 
     async def _checkout(self) -> aiosmtplib.SMTP:
         while self._idle:
