@@ -6,14 +6,15 @@ loaded: open MQLs per rep are counted by the database, once per evaluation batch
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from leadflow.engine.row_record import RowRecord
 from leadflow.rule_language.actions import Assign
 from leadflow.rule_language.fields import Subject, field_catalog
 from leadflow.settings import Settings
@@ -36,31 +37,12 @@ def pool_for(lead: Lead, action: Assign, settings: Settings) -> str | None:
         return action.pool
     assert action.route_by is not None  # the action's validator guarantees one of the two
     spec = field_catalog(Subject.LEAD, settings).get(action.route_by)
-    value = spec.read(LeadRecord(lead)) if spec is not None else None
+    value = spec.read(RowRecord(lead)) if spec is not None else None
     return (
         action.pools.get(str(value), action.default_pool)
         if value is not None
         else action.default_pool
     )
-
-
-class LeadRecord(Mapping[str, Any]):
-    """A lead as the record a field reads, reading only the columns asked for (routing reads
-    one field, thousands of times a batch)."""
-
-    def __init__(self, lead: Lead) -> None:
-        self.lead = lead
-
-    def __getitem__(self, column: str) -> Any:
-        if column not in Lead.model_fields:
-            raise KeyError(column)
-        return getattr(self.lead, column)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(Lead.model_fields)
-
-    def __len__(self) -> int:
-        return len(Lead.model_fields)
 
 
 class Roster(Protocol):

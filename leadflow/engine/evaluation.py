@@ -26,6 +26,7 @@ from leadflow import metrics
 from leadflow.engine.batch_writes import write_batch
 from leadflow.engine.firing import Firing, describe_action, fire
 from leadflow.engine.firing_batch import FiringBatch
+from leadflow.engine.row_record import RowRecord
 from leadflow.engine.rule_runs import record_run
 from leadflow.engine.runtime import Runtime, StopSignal
 from leadflow.engine.sales_cycle import averages_for
@@ -133,8 +134,8 @@ def evidence_of(
     return evidence
 
 
-def _record(row: Lead | Deal) -> dict[str, Any]:
-    return {name: getattr(row, name) for name in type(row).model_fields}
+def _record(row: Lead | Deal) -> Mapping[str, Any]:
+    return RowRecord(row)
 
 
 def evaluate_rule(
