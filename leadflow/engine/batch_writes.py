@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Table, bindparam, insert, update
+from sqlalchemy import Table, bindparam, update
 from sqlalchemy.orm import Session
 
 from leadflow.logs import error_text, is_outage
@@ -89,13 +89,11 @@ class BatchWrites:
 
 def write(session: Session, writes: BatchWrites, now: datetime) -> None:
     """Write ``writes`` in the caller's transaction, a few statements per kind of row."""
-    if writes.rule_firings:
-        session.execute(insert(FIRINGS), writes.rule_firings)
+    _insert(session, FIRINGS, writes.rule_firings)
     _update_rows(session, LEADS, writes.lead_changes)
     _update_rows(session, DEALS, writes.deal_changes)
     _cancel_slas(session, writes.cancelled_slas, now)
-    if writes.sla_timers:
-        session.execute(insert(SLA_TIMERS), writes.sla_timers)
+    _insert(session, SLA_TIMERS, writes.sla_timers)
     _update_rows(session, NURTURE, writes.enrollment_changes)
     for reason, lead_ids in _grouped(writes.left_nurture).items():
         _leave_nurture(session, lead_ids, reason, now)
@@ -106,12 +104,40 @@ def write(session: Session, writes: BatchWrites, now: datetime) -> None:
                 .where(NURTURE.c.id.in_(chunk))
                 .values(status="exited", exit_reason=reason, exited_at=now)
             )
-    if writes.enrollments:
-        session.execute(insert(NURTURE), writes.enrollments)
+    _insert(session, NURTURE, writes.enrollments)
     queued = enqueue_rows(session, writes.outbox) if writes.outbox else {}
-    audit_rows = [_settled(entry, queued) for entry in writes.audit]
-    if audit_rows:
-        session.execute(insert(AUDIT), audit_rows)
+    _insert(session, AUDIT, [_settled(entry, queued) for entry in writes.audit])
+
+
+def _insert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """INSERT ``rows`` with the driver's executemany, each value through its column type's own
+    bind processing (JSON, times), as SQLAlchemy would send it, without its per-row overhead,
+    which was most of a batch's write time. Rows are grouped by the columns they give."""
+    if not rows:
+        return
+    connection = session.connection()
+    dialect = connection.dialect
+    by_columns: dict[tuple[str, ...], list[Mapping[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_columns[tuple(row)].append(row)
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    quote = dialect.identifier_preparer.quote
+    for columns, group in by_columns.items():
+        processors = [
+            table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns
+        ]
+        sql = (
+            f"INSERT INTO {quote(table.name)} ({', '.join(quote(name) for name in columns)})"
+            f" VALUES ({', '.join([mark] * len(columns))})"
+        )
+        values = [
+            tuple(
+                value if process is None else process(value)
+                for value, process in zip(row.values(), processors, strict=True)
+            )
+            for row in group
+        ]
+        connection.exec_driver_sql(sql, values)
 
 
 def _settled(entry: dict[str, Any] | QueuedAudit, queued: dict[str, Any]) -> dict[str, Any]:
