@@ -148,7 +148,7 @@ CRM_HEADER = [
 def generate_crm(path: Path, rows: int) -> None:
     """A CRM contacts export: 16 columns, day-first times, some empty cells, Yes/No."""
     pick = random.Random(2024)
-    start = datetime(2019, 1, 1, 8, 0)
+    start = datetime(2019, 1, 1, 8, 0, tzinfo=UTC)
     stages = list(STAGES)
     with path.open("w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out)
