@@ -188,26 +188,24 @@ def cached_text_parser(read: Callable[[str], T]) -> Callable[[object], T | None]
 
 
 def _read_datetime(text: str, formats: tuple[str, ...]) -> datetime | None:
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        pass
+    # Every form fromisoformat reads starts with a four-digit year; skipping it for other
+    # texts (01-03-2017) saves raising and catching its error.
+    if text[:4].isdigit():
+        try:
+            return datetime.fromisoformat(text)
+        except ValueError:
+            pass
     for fmt in formats:
         fast = _numeric_format(fmt)
         if fast is not None:
-            found = fast.match(text)
+            pattern, order = fast
+            found = pattern.match(text)
             if found is None or found.end() != len(text):
                 continue  # what strptime checks, with the same pattern: it would fail too
-            parts = found.groupdict()
+            parts = (*found.groups(), "0")
+            year, month, day, hour, minute, second = (int(parts[index]) for index in order)
             try:
-                return datetime(  # noqa: DTZ001 (the zone is applied after)
-                    int(parts["Y"]),
-                    int(parts["m"]),
-                    int(parts["d"]),
-                    int(parts.get("H") or 0),
-                    int(parts.get("M") or 0),
-                    int(parts.get("S") or 0),
-                )
+                return datetime(year, month, day, hour, minute, second)  # noqa: DTZ001
             except ValueError:
                 pass  # 31-02-2017: strptime below refuses it the same way
         try:
@@ -230,7 +228,7 @@ _WHITESPACE = re.compile(r"\s+")
 
 
 @lru_cache(maxsize=64)
-def _numeric_format(fmt: str) -> re.Pattern[str] | None:
+def _numeric_format(fmt: str) -> tuple[re.Pattern[str], tuple[int, ...]] | None:
     """The pattern ``strptime`` builds for ``fmt`` when it has only ``%Y %m %d %H %M %S`` and
     literal text (``%d-%m-%Y %H:%M``), each directive once and year, month and day all given;
     else None.
@@ -238,6 +236,7 @@ def _numeric_format(fmt: str) -> re.Pattern[str] | None:
     strptime builds its result through general, locale-aware code on every call: most of an
     import's time when a file has a time column with few repeated values. With the same
     pattern, matched the same way (``match``, then the whole text), the same texts are read.
+    The second item gives, for each of ``datetime()``'s arguments, the index of its group.
     """
     pattern = []
     seen: set[str] = set()
@@ -262,7 +261,10 @@ def _numeric_format(fmt: str) -> re.Pattern[str] | None:
             position += 1
     if not {"Y", "m", "d"} <= seen:
         return None
-    return re.compile("".join(pattern), re.IGNORECASE)
+    compiled = re.compile("".join(pattern), re.IGNORECASE)
+    # For each of datetime()'s arguments (year ... second), its group; -1 (a "0") if absent.
+    order = tuple(compiled.groupindex[name] - 1 if name in seen else -1 for name in "YmdHMS")
+    return compiled, order
 
 
 def date_parser(formats: Iterable[str]) -> Callable[[object], date | None]:
