@@ -2,9 +2,9 @@
 
 On SQLite new rows go through the DBAPI's ``executemany`` with values already in the driver's
 form (this is the hot path of a large import); changed rows, which are few, go through
-SQLAlchemy Core. On PostgreSQL the new and changed rows are copied (``COPY``) into a temporary
-staging table and merged by one ``INSERT ... SELECT ... ON CONFLICT (external_id) DO UPDATE``,
-in the caller's transaction. A row whose ``source_hash`` matches the stored one is not written
+SQLAlchemy Core. On PostgreSQL the batch is copied (``COPY``) into a temporary staging table,
+counted against the stored rows by one join and merged by one ``INSERT ... SELECT ... ON
+CONFLICT (external_id) DO UPDATE``, in the caller's transaction. A row whose ``source_hash`` matches the stored one is not written
 at all, so a re-import never reverts what leadflow itself changed since (a stage, an owner).
 """
 
@@ -16,7 +16,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import JSON, Column, Connection, MetaData, Table, bindparam, literal, select, update
+from sqlalchemy import (
+    JSON,
+    Column,
+    Connection,
+    MetaData,
+    Table,
+    bindparam,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import visitors
@@ -109,9 +119,9 @@ class TableWriter:
 
     def write(self, connection: Connection, rows: Sequence[Prepared]) -> Counts:
         """Write ``rows`` (unique keys) in the caller's transaction."""
-        stored = existing_rows(connection, self.shape.table, [row.key for row in rows])
         if self._copy is not None:
-            return self._copy.write(connection, rows, stored)
+            return self._copy.write(connection, rows)
+        stored = existing_rows(connection, self.shape.table, [row.key for row in rows])
         fresh: list[tuple[Any, ...]] = []
         changed: list[dict[str, Any]] = []
         counts = Counts()
@@ -161,14 +171,16 @@ class TableWriter:
 
 
 class _CopyMerge:
-    """PostgreSQL: COPY a batch's new and changed rows into a staging table, then merge it.
+    """PostgreSQL: COPY a batch into a staging table, count it, then merge it.
 
     The staging table is temporary, has the target's column types (so COPY reads each value as
     an INSERT would) and no index; it is created on a batch's first write in its transaction and
-    dropped at commit (a strict import's one transaction empties it between batches). The merge
-    inserts the new rows with the defaults a new row gets and updates the changed ones as the
-    UPDATE of the SQLite path does (``source_hash``, ``updated_at``, the shape's extra SET
-    expressions), all in one statement; counts are those of the lookup that split the batch.
+    dropped at commit (a strict import's one transaction empties it between batches). One join
+    counts the new rows (no stored row with the key) and the unchanged ones (the stored
+    ``source_hash`` is the row's), as the SQLite path's lookup does. The merge inserts the new
+    rows with the defaults a new row gets and updates the changed ones as the UPDATE of the
+    SQLite path does (``source_hash``, ``updated_at``, the shape's extra SET expressions), all in
+    one statement; an unchanged row is not written.
     """
 
     def __init__(
@@ -188,13 +200,35 @@ class _CopyMerge:
             f"SELECT {', '.join(self.names)} FROM {table.name} WITH NO DATA"
         )
         self._copy_sql = f"COPY {self.staging} ({', '.join(self.names)}) FROM STDIN"
+        # Each stored row is found by a correlated subquery, i.e. one probe of the external_id
+        # index per staged row: a join let the planner, whose statistics of a table being
+        # filled lag far behind, scan the whole table for every batch.
+        stored = (
+            f"(SELECT coalesce(t.source_hash, '') FROM {table.name} t "
+            f"WHERE t.external_id = s.external_id)"
+        )
+        self._count = (  # MATERIALIZED: one probe per row, not one per use of its result
+            f"WITH found AS MATERIALIZED (SELECT {stored} AS stored, s.source_hash "
+            f"FROM {self.staging} s) SELECT count(*) FILTER (WHERE stored IS NULL), "
+            "count(*) FILTER (WHERE stored = source_hash) FROM found"
+        )
         defaults = [
             literal(value, type_=table.c[name].type).label(name)
             for name, value in shape.defaults.items()
         ]
+        stored_hash = (
+            select(table.c.source_hash)
+            .where(table.c.external_id == staged.c.external_id)
+            .scalar_subquery()
+        )
+        # Unchanged rows are left out before ON CONFLICT sees them: its WHERE would refuse to
+        # update them, but only after locking each one, which writes to every such row's page.
+        # A scalar subquery, not a join, as for the count above.
         insert = postgresql.insert(table).from_select(
             [*self.names, *shape.defaults],
-            select(*(staged.c[n] for n in self.names), *defaults),
+            select(*(staged.c[n] for n in self.names), *defaults).where(
+                stored_hash.is_distinct_from(staged.c.source_hash)
+            ),
         )
         excluded = insert.excluded
         assignments: dict[str, Any] = {name: excluded[name] for name in shape.columns}
@@ -209,33 +243,16 @@ class _CopyMerge:
             where=table.c.source_hash.is_distinct_from(excluded.source_hash),
         )
 
-    def write(
-        self,
-        connection: Connection,
-        rows: Sequence[Prepared],
-        stored: Mapping[str, tuple[int, str | None]],
-    ) -> Counts:
-        counts = Counts()
-        staged: list[tuple[Any, ...]] = []
-        for row in rows:
-            found = stored.get(row.key)
-            if found is None:
-                counts.inserted += 1
-            elif found[1] == row.source_hash:
-                counts.unchanged += 1
-                continue
-            else:
-                counts.updated += 1
-            staged.append(self._copy_values(row))
-        if not staged:
-            return counts
+    def write(self, connection: Connection, rows: Sequence[Prepared]) -> Counts:
+        if not rows:
+            return Counts()
         connection.exec_driver_sql(self._create)
         connection.exec_driver_sql(f"TRUNCATE {self.staging}")
         cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             with cursor.copy(self._copy_sql) as copy:
-                for values in staged:
-                    copy.write_row(values)
+                for row in rows:
+                    copy.write_row(self._copy_values(row))
         except Exception as exc:
             # As SQLAlchemy wraps a statement's error: callers catch DataError and its kin.
             error = type(exc)
@@ -245,8 +262,12 @@ class _CopyMerge:
             raise DBAPIError.instance(self._copy_sql, None, exc, dbapi.Error) from exc
         finally:
             cursor.close()
+        # The planner knows nothing of a fresh temporary table: without statistics it may
+        # choose to scan the whole target table to join a few thousand rows.
+        connection.exec_driver_sql(f"ANALYZE {self.staging}")
+        new, unchanged = connection.exec_driver_sql(self._count).one()
         connection.execute(self._merge)
-        return counts
+        return Counts(inserted=new, updated=len(rows) - new - unchanged, unchanged=unchanged)
 
     def _copy_values(self, row: Prepared) -> tuple[Any, ...]:
         values = list(row.values)
