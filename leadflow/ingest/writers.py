@@ -262,9 +262,6 @@ class _CopyMerge:
             raise DBAPIError.instance(self._copy_sql, None, exc, dbapi.Error) from exc
         finally:
             cursor.close()
-        # The planner knows nothing of a fresh temporary table: without statistics it may
-        # choose to scan the whole target table to join a few thousand rows.
-        connection.exec_driver_sql(f"ANALYZE {self.staging}")
         new, unchanged = connection.exec_driver_sql(self._count).one()
         connection.execute(self._merge)
         return Counts(inserted=new, updated=len(rows) - new - unchanged, unchanged=unchanged)
