@@ -141,7 +141,7 @@ class KindWriter:
         # OverflowError; either way, one located rejection.
         for index, field, length in self._limits:
             value = values[index]
-            if isinstance(value, str):
+            if value.__class__ is str and len(value) > length:
                 _within_limit(field, value, length)
         for index, field, low, high in self._ranges:
             value = values[index]

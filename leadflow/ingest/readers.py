@@ -14,7 +14,7 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Literal, cast
 
 from leadflow.errors import ImportFileError, Problem, ProblemsError
 from leadflow.ingest.values import text_problem
@@ -170,7 +170,9 @@ class RowSource:
                 yield start, [], f"cannot read the row: {exc}"
                 continue
             last = reader.line_num + 1
-            if len(cells) in widths:
+            if len(cells) == width:  # the common case: the cells as they are
+                yield start, cast("list[object]", cells), None
+            elif len(cells) in widths:
                 yield start, *self._named_cells(cells)
             elif cells and any(cell.strip() for cell in cells):
                 yield start, [], f"row has {len(cells)} fields, the header has {width}"

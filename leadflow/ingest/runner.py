@@ -159,7 +159,7 @@ class _StrictRollbackError(Exception):
 
 @contextmanager
 def _collections_per_batch() -> Iterator[None]:
-    """Pause the cyclic garbage collector; :func:`_load` collects young objects per batch.
+    """Pause the cyclic garbage collector; :func:`_stream` collects young objects per batch.
 
     A batch creates tens of thousands of short-lived objects that reference counting frees; the
     automatic collector kept traversing them and the long-lived ones, and cost half the time of
@@ -233,7 +233,6 @@ def _load_batches(
             for line, exc in rejected:
                 report.reject(line, str(exc))
             _write(connection, table_writer, writer, prepared, report)
-        gc.collect(1)
         if progress is not None:
             progress(source.bytes_read, source.total_bytes)
 
@@ -269,6 +268,8 @@ def _stream(
             # A key twice in one batch is written in order: the later row updates the earlier.
             flush(batch)
             batch, keys = [], set()
+            # Only now, with the batch freed, so that the collection does not traverse it.
+            gc.collect(1)
         batch.append((line, key, record))
         keys.add(key)
     if batch:

@@ -8,6 +8,7 @@ whose message is the reason shown to the user (``FILE:LINE: field: reason``).
 from __future__ import annotations
 
 import math
+import re
 import reprlib
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, date, datetime, tzinfo
@@ -187,16 +188,83 @@ def cached_text_parser(read: Callable[[str], T]) -> Callable[[object], T | None]
 
 
 def _read_datetime(text: str, formats: tuple[str, ...]) -> datetime | None:
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        pass
+    # Every form fromisoformat reads starts with a four-digit year; skipping it for other
+    # texts (01-03-2017) saves raising and catching its error.
+    if text[:4].isdigit():
+        try:
+            return datetime.fromisoformat(text)
+        except ValueError:
+            pass
     for fmt in formats:
+        fast = _numeric_format(fmt)
+        if fast is not None:
+            pattern, order = fast
+            found = pattern.match(text)
+            if found is None or found.end() != len(text):
+                continue  # what strptime checks, with the same pattern: it would fail too
+            parts = (*found.groups(), "0")
+            year, month, day, hour, minute, second = (int(parts[index]) for index in order)
+            try:
+                return datetime(year, month, day, hour, minute, second)  # noqa: DTZ001
+            except ValueError:
+                pass  # 31-02-2017: strptime below refuses it the same way
         try:
             return datetime.strptime(text, fmt)  # noqa: DTZ007 (the zone is applied after)
         except ValueError:
             continue
     return None
+
+
+_NUMERIC_DIRECTIVES = {
+    # strptime's own patterns for these directives (Lib/_strptime.py, TimeRE).
+    "Y": r"(?P<Y>\d\d\d\d)",
+    "m": r"(?P<m>1[0-2]|0[1-9]|[1-9])",
+    "d": r"(?P<d>3[01]|[12]\d|0[1-9]|[1-9]| [1-9])",
+    "H": r"(?P<H>2[0-3]|[0-1]\d|\d)",
+    "M": r"(?P<M>[0-5]\d|\d)",
+    "S": r"(?P<S>6[0-1]|[0-5]\d|\d)",
+}
+_WHITESPACE = re.compile(r"\s+")
+
+
+@lru_cache(maxsize=64)
+def _numeric_format(fmt: str) -> tuple[re.Pattern[str], tuple[int, ...]] | None:
+    """The pattern ``strptime`` builds for ``fmt`` when it has only ``%Y %m %d %H %M %S`` and
+    literal text (``%d-%m-%Y %H:%M``), each directive once and year, month and day all given;
+    else None.
+
+    strptime builds its result through general, locale-aware code on every call: most of an
+    import's time when a file has a time column with few repeated values. With the same
+    pattern, matched the same way (``match``, then the whole text), the same texts are read.
+    The second item gives, for each of ``datetime()``'s arguments, the index of its group.
+    """
+    pattern = []
+    seen: set[str] = set()
+    position = 0
+    while position < len(fmt):
+        char = fmt[position]
+        if char == "%":
+            directive = fmt[position + 1 : position + 2]
+            if directive not in _NUMERIC_DIRECTIVES or directive in seen:
+                return None
+            seen.add(directive)
+            pattern.append(_NUMERIC_DIRECTIVES[directive])
+            position += 2
+        elif char.isspace():
+            # As strptime: a run of whitespace in the format matches any run of whitespace.
+            run = _WHITESPACE.match(fmt, position)
+            assert run is not None
+            pattern.append(r"\s+")
+            position = run.end()
+        else:
+            pattern.append(re.escape(char))
+            position += 1
+    if not {"Y", "m", "d"} <= seen:
+        return None
+    compiled = re.compile("".join(pattern), re.IGNORECASE)
+    # For each of datetime()'s arguments (year ... second), its group; -1 (a "0") if absent.
+    order = tuple(compiled.groupindex[name] - 1 if name in seen else -1 for name in "YmdHMS")
+    return compiled, order
 
 
 def date_parser(formats: Iterable[str]) -> Callable[[object], date | None]:

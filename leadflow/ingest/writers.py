@@ -1,9 +1,11 @@
 """Writing one batch of prepared rows: insert the new, update the changed, skip the unchanged.
 
-New rows go through the DBAPI's ``executemany`` with values already in the driver's form (this
-is the hot path of a large import); changed rows, which are few, go through SQLAlchemy Core.
-A row whose ``source_hash`` matches the stored one is not written at all, so a re-import never
-reverts what leadflow itself changed since (a stage, an owner).
+On SQLite new rows go through the DBAPI's ``executemany`` with values already in the driver's
+form (this is the hot path of a large import); changed rows, which are few, go through
+SQLAlchemy Core. On PostgreSQL the batch is copied (``COPY``) into a temporary staging table,
+counted against the stored rows by one join and merged by one ``INSERT ... SELECT ... ON
+CONFLICT (external_id) DO UPDATE``, in the caller's transaction. A row whose ``source_hash`` matches the stored one is not written
+at all, so a re-import never reverts what leadflow itself changed since (a stage, an owner).
 """
 
 from __future__ import annotations
@@ -14,8 +16,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import JSON, Connection, Table, bindparam, update
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy import (
+    JSON,
+    Column,
+    Connection,
+    MetaData,
+    Table,
+    bindparam,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
 from leadflow.ingest.references import existing_rows
 from leadflow.store.types import UTCDateTime, sqlite_timestamp
@@ -98,9 +113,14 @@ class TableWriter:
             assignments["updated_at"] = now
         assignments.update(shape.update_extras)
         self._update = update(table).where(table.c.id == bindparam("v_id")).values(assignments)
+        self._copy: _CopyMerge | None = None
+        if dialect.name == "postgresql":
+            self._copy = _CopyMerge(shape, now, [self._converter(table.c[n].type) for n in names])
 
     def write(self, connection: Connection, rows: Sequence[Prepared]) -> Counts:
         """Write ``rows`` (unique keys) in the caller's transaction."""
+        if self._copy is not None:
+            return self._copy.write(connection, rows)
         stored = existing_rows(connection, self.shape.table, [row.key for row in rows])
         fresh: list[tuple[Any, ...]] = []
         changed: list[dict[str, Any]] = []
@@ -141,13 +161,126 @@ class TableWriter:
         if isinstance(column_type, UTCDateTime):
             return sqlite_timestamp if self._sqlite else None
         if isinstance(column_type, JSON):
-            if self._sqlite:
-                return json_text
-            from psycopg.types.json import Jsonb
-
-            return Jsonb
+            # COPY reads jsonb from its text on PostgreSQL, as SQLite stores the text itself.
+            return json_text
         return None
 
     def _to_driver(self, column_type: Any, value: Any) -> Any:
         converter = self._converter(column_type)
         return value if converter is None or value is None else converter(value)
+
+
+class _CopyMerge:
+    """PostgreSQL: COPY a batch into a staging table, count it, then merge it.
+
+    The staging table is temporary, has the target's column types (so COPY reads each value as
+    an INSERT would) and no index; it is created on a batch's first write in its transaction and
+    dropped at commit (a strict import's one transaction empties it between batches). One join
+    counts the new rows (no stored row with the key) and the unchanged ones (the stored
+    ``source_hash`` is the row's), as the SQLite path's lookup does. The merge inserts the new
+    rows with the defaults a new row gets and updates the changed ones as the UPDATE of the
+    SQLite path does (``source_hash``, ``updated_at``, the shape's extra SET expressions), all in
+    one statement; an unchanged row is not written.
+    """
+
+    def __init__(
+        self, shape: Shape, now: datetime, converters: list[Callable[[Any], Any] | None]
+    ) -> None:
+        table = shape.table
+        self.names = (*shape.columns, "external_id", "source_hash")
+        self._converters = [
+            (index, convert)
+            for index, convert in enumerate(converters[: len(shape.columns)])
+            if convert is not None
+        ]
+        self.staging = f"leadflow_import_{table.name}"
+        staged = Table(self.staging, MetaData(), *(Column(n, table.c[n].type) for n in self.names))
+        self._create = (
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {self.staging} ON COMMIT DROP AS "
+            f"SELECT {', '.join(self.names)} FROM {table.name} WITH NO DATA"
+        )
+        self._copy_sql = f"COPY {self.staging} ({', '.join(self.names)}) FROM STDIN"
+        # Each stored row is found by a correlated subquery, i.e. one probe of the external_id
+        # index per staged row: a join let the planner, whose statistics of a table being
+        # filled lag far behind, scan the whole table for every batch.
+        stored = (
+            f"(SELECT coalesce(t.source_hash, '') FROM {table.name} t "
+            f"WHERE t.external_id = s.external_id)"
+        )
+        self._count = (  # MATERIALIZED: one probe per row, not one per use of its result
+            f"WITH found AS MATERIALIZED (SELECT {stored} AS stored, s.source_hash "
+            f"FROM {self.staging} s) SELECT count(*) FILTER (WHERE stored IS NULL), "
+            "count(*) FILTER (WHERE stored = source_hash) FROM found"
+        )
+        defaults = [
+            literal(value, type_=table.c[name].type).label(name)
+            for name, value in shape.defaults.items()
+        ]
+        stored_hash = (
+            select(table.c.source_hash)
+            .where(table.c.external_id == staged.c.external_id)
+            .scalar_subquery()
+        )
+        # Unchanged rows are left out before ON CONFLICT sees them: its WHERE would refuse to
+        # update them, but only after locking each one, which writes to every such row's page.
+        # A scalar subquery, not a join, as for the count above.
+        insert = postgresql.insert(table).from_select(
+            [*self.names, *shape.defaults],
+            select(*(staged.c[n] for n in self.names), *defaults).where(
+                stored_hash.is_distinct_from(staged.c.source_hash)
+            ),
+        )
+        excluded = insert.excluded
+        assignments: dict[str, Any] = {name: excluded[name] for name in shape.columns}
+        assignments["source_hash"] = excluded.source_hash
+        if "updated_at" in table.c:
+            assignments["updated_at"] = now
+        for name, expression in shape.update_extras.items():
+            assignments[name] = _incoming(expression, excluded)
+        self._merge = insert.on_conflict_do_update(
+            index_elements=[table.c.external_id],
+            set_=assignments,
+            where=table.c.source_hash.is_distinct_from(excluded.source_hash),
+        )
+
+    def write(self, connection: Connection, rows: Sequence[Prepared]) -> Counts:
+        if not rows:
+            return Counts()
+        connection.exec_driver_sql(self._create)
+        connection.exec_driver_sql(f"TRUNCATE {self.staging}")
+        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            with cursor.copy(self._copy_sql) as copy:
+                for row in rows:
+                    copy.write_row(self._copy_values(row))
+        except Exception as exc:
+            # As SQLAlchemy wraps a statement's error: callers catch DataError and its kin.
+            error = type(exc)
+            dbapi = connection.dialect.loaded_dbapi
+            if not issubclass(error, dbapi.Error):
+                raise
+            raise DBAPIError.instance(self._copy_sql, None, exc, dbapi.Error) from exc
+        finally:
+            cursor.close()
+        new, unchanged = connection.exec_driver_sql(self._count).one()
+        connection.execute(self._merge)
+        return Counts(inserted=new, updated=len(rows) - new - unchanged, unchanged=unchanged)
+
+    def _copy_values(self, row: Prepared) -> tuple[Any, ...]:
+        values = list(row.values)
+        for index, convert in self._converters:
+            value = values[index]
+            if value is not None:
+                values[index] = convert(value)
+        return (*values, row.key, row.source_hash)
+
+
+def _incoming(expression: ColumnElement[Any], excluded: Any) -> ColumnElement[Any]:
+    """``expression`` with each ``v_NAME`` parameter (a row's value) read from ``excluded``."""
+
+    def replace(element: Any, **_kw: Any) -> Any:
+        if isinstance(element, BindParameter) and element.key.startswith("v_"):
+            return excluded[element.key[2:]]
+        return None
+
+    return visitors.replacement_traverse(expression, {}, replace)  # type: ignore[no-any-return]

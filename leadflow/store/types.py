@@ -41,5 +41,10 @@ JSONDocument: Any = JSON().with_variant(JSONB(), "postgresql")
 
 
 def sqlite_timestamp(value: datetime) -> str:
-    """The exact text :class:`UTCDateTime` stores on SQLite, for bulk paths that skip the ORM."""
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    """The exact text :class:`UTCDateTime` stores on SQLite, for bulk paths that skip the ORM.
+
+    SQLAlchemy writes ``%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d
+    .%(microsecond)06d``, which is ``isoformat`` with a space (strftime's ``%Y`` would not pad a
+    year before 1000, and costs more).
+    """
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
