@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Table, bindparam, update
+from sqlalchemy import Table, update
 from sqlalchemy.orm import Session
 
 from leadflow.logs import error_text, is_outage
@@ -110,34 +110,43 @@ def write(session: Session, writes: BatchWrites, now: datetime) -> None:
 
 
 def _insert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """INSERT ``rows`` with the driver's executemany, each value through its column type's own
-    bind processing (JSON, times), as SQLAlchemy would send it, without its per-row overhead,
-    which was most of a batch's write time. Rows are grouped by the columns they give."""
-    if not rows:
-        return
-    connection = session.connection()
-    dialect = connection.dialect
+    """INSERT ``rows``, grouped by the columns they give, with the driver's executemany."""
     by_columns: dict[tuple[str, ...], list[Mapping[str, Any]]] = defaultdict(list)
     for row in rows:
         by_columns[tuple(row)].append(row)
-    mark = "?" if dialect.paramstyle == "qmark" else "%s"
-    quote = dialect.identifier_preparer.quote
     for columns, group in by_columns.items():
-        processors = [
-            table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns
-        ]
-        sql = (
-            f"INSERT INTO {quote(table.name)} ({', '.join(quote(name) for name in columns)})"
-            f" VALUES ({', '.join([mark] * len(columns))})"
-        )
-        values = [
-            tuple(
-                value if process is None else process(value)
-                for value, process in zip(row.values(), processors, strict=True)
-            )
-            for row in group
-        ]
-        connection.exec_driver_sql(sql, values)
+        names = ", ".join(_quoted(session, name) for name in columns)
+        marks = ", ".join([_mark(session)] * len(columns))
+        sql = f"INSERT INTO {_quoted(session, table.name)} ({names}) VALUES ({marks})"
+        _execute_many(session, table, sql, columns, group)
+
+
+def _execute_many(
+    session: Session,
+    table: Table,
+    sql: str,
+    columns: Sequence[str],
+    rows: Sequence[Mapping[str, Any]],
+) -> None:
+    """Run ``sql`` once per row with the driver's executemany, each of ``columns`` through its
+    type's own bind processing (JSON, times) as SQLAlchemy would send it, without SQLAlchemy's
+    per-row parameter work, which was most of a batch's write time."""
+    connection = session.connection()
+    dialect = connection.dialect
+    by_column = []
+    for name in columns:
+        process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+        given = [row[name] for row in rows]
+        by_column.append(given if process is None else [process(value) for value in given])
+    connection.exec_driver_sql(sql, list(zip(*by_column, strict=True)))
+
+
+def _mark(session: Session) -> str:
+    return "?" if session.connection().dialect.paramstyle == "qmark" else "%s"
+
+
+def _quoted(session: Session, name: str) -> str:
+    return str(session.connection().dialect.identifier_preparer.quote(name))
 
 
 def _settled(entry: dict[str, Any] | QueuedAudit, queued: dict[str, Any]) -> dict[str, Any]:
@@ -197,17 +206,12 @@ def _update_rows(session: Session, table: Table, changes: dict[int, dict[str, An
     by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
     for row_id, values in changes.items():
         if values:
-            columns = tuple(sorted(values))
-            by_columns[columns].append(
-                {"row_id": row_id, **{f"new_{name}": values[name] for name in columns}}
-            )
-    for columns, parameters in by_columns.items():
-        statement = (
-            update(table)
-            .where(table.c.id == bindparam("row_id"))
-            .values({name: bindparam(f"new_{name}", type_=table.c[name].type) for name in columns})
-        )
-        session.execute(statement, parameters)
+            by_columns[tuple(sorted(values))].append({**values, "id": row_id})
+    for columns, rows in by_columns.items():
+        mark = _mark(session)
+        assignments = ", ".join(f"{_quoted(session, name)} = {mark}" for name in columns)
+        sql = f"UPDATE {_quoted(session, table.name)} SET {assignments} WHERE id = {mark}"
+        _execute_many(session, table, sql, [*columns, "id"], rows)
 
 
 def _cancel_slas(session: Session, cancelled: list[tuple[int, str, str]], now: datetime) -> None:
