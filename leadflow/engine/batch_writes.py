@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from leadflow.logs import error_text, is_outage
 from leadflow.mail.enqueue import cancel_pending_marketing
 from leadflow.outbox.store import enqueue_rows
+from leadflow.store.id_ranges import among
 from leadflow.store.tables import AUDIT, DEALS, FIRINGS, LEADS, NURTURE, SLA_TIMERS
 
 _IDS_PER_STATEMENT = 1000
@@ -101,7 +102,7 @@ def write(session: Session, writes: BatchWrites, now: datetime) -> None:
         for chunk in _chunks(enrollment_ids):
             session.execute(
                 update(NURTURE)
-                .where(NURTURE.c.id.in_(chunk))
+                .where(among(NURTURE.c.id, chunk))
                 .values(status="exited", exit_reason=reason, exited_at=now)
             )
     _insert(session, NURTURE, writes.enrollments)
@@ -110,15 +111,36 @@ def write(session: Session, writes: BatchWrites, now: datetime) -> None:
 
 
 def _insert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """INSERT ``rows``, grouped by the columns they give, with the driver's executemany."""
+    """INSERT ``rows``, grouped by the columns they give: COPY on PostgreSQL, the driver's
+    executemany on SQLite."""
     by_columns: dict[tuple[str, ...], list[Mapping[str, Any]]] = defaultdict(list)
     for row in rows:
         by_columns[tuple(row)].append(row)
     for columns, group in by_columns.items():
         names = ", ".join(_quoted(session, name) for name in columns)
+        into = f"{_quoted(session, table.name)} ({names})"
+        if session.connection().dialect.name == "postgresql":
+            _copy(session, table, f"COPY {into} FROM STDIN", columns, group)
+            continue
         marks = ", ".join([_mark(session)] * len(columns))
-        sql = f"INSERT INTO {_quoted(session, table.name)} ({names}) VALUES ({marks})"
-        _execute_many(session, table, sql, columns, group)
+        _execute_many(session, table, f"INSERT INTO {into} VALUES ({marks})", columns, group)
+
+
+def _copy(
+    session: Session,
+    table: Table,
+    sql: str,
+    columns: Sequence[str],
+    rows: Sequence[Mapping[str, Any]],
+) -> None:
+    """COPY ``rows`` in (PostgreSQL's fastest way in: a tenth of an INSERT's round trips)."""
+    cursor = session.connection().connection.cursor()
+    try:
+        with cursor.copy(sql) as copy:
+            for values in _processed(session, table, columns, rows):
+                copy.write_row(values)
+    finally:
+        cursor.close()
 
 
 def _execute_many(
@@ -131,14 +153,21 @@ def _execute_many(
     """Run ``sql`` once per row with the driver's executemany, each of ``columns`` through its
     type's own bind processing (JSON, times) as SQLAlchemy would send it, without SQLAlchemy's
     per-row parameter work, which was most of a batch's write time."""
-    connection = session.connection()
-    dialect = connection.dialect
+    session.connection().exec_driver_sql(sql, _processed(session, table, columns, rows))
+
+
+def _processed(
+    session: Session, table: Table, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
+) -> list[tuple[Any, ...]]:
+    """Each row's values of ``columns``, through each column type's own bind processing (JSON,
+    times), as SQLAlchemy would hand them to the driver."""
+    dialect = session.connection().dialect
     by_column = []
     for name in columns:
         process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
         given = [row[name] for row in rows]
         by_column.append(given if process is None else [process(value) for value in given])
-    connection.exec_driver_sql(sql, list(zip(*by_column, strict=True)))
+    return list(zip(*by_column, strict=True))
 
 
 def _mark(session: Session) -> str:
@@ -195,7 +224,7 @@ def _leave_nurture(session: Session, lead_ids: Sequence[int], reason: str, now: 
     for chunk in _chunks(lead_ids):
         session.execute(
             update(NURTURE)
-            .where(NURTURE.c.lead_id.in_(chunk), NURTURE.c.status == "active")
+            .where(among(NURTURE.c.lead_id, chunk), NURTURE.c.status == "active")
             .values(status="exited", exit_reason=reason, exited_at=now, next_step_at=None)
         )
     cancel_pending_marketing(session, lead_ids, reason, now)
@@ -223,7 +252,7 @@ def _cancel_slas(session: Session, cancelled: list[tuple[int, str, str]], now: d
             session.execute(
                 update(SLA_TIMERS)
                 .where(
-                    SLA_TIMERS.c.lead_id.in_(chunk),
+                    among(SLA_TIMERS.c.lead_id, chunk),
                     SLA_TIMERS.c.status == "running",
                     SLA_TIMERS.c.name == name,
                 )

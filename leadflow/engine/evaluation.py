@@ -91,7 +91,10 @@ def reentry_clause(rule: Rule, table: Table, now: datetime) -> ColumnElement[boo
     )
     if rule.reentry.mode == "once_per" and rule.reentry.period is not None:
         earlier = earlier.where(FIRINGS.c.fired_at > now - rule.reentry.period)
-    return ~exists(earlier)
+    # OFFSET 0 keeps PostgreSQL from turning this into an anti-join, which reads every firing
+    # of the rule for each batch (quadratic over an evaluation: 100,000 enrolments ran 3x
+    # slower per firing than 10,000); as a subquery it probes the index once per lead.
+    return ~exists(earlier.offset(0))
 
 
 def occasion_of(rule: Rule, now: datetime) -> str:

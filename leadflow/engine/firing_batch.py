@@ -27,6 +27,7 @@ from leadflow.engine.assignment import Member, locked_rotation, open_mqls, pool_
 from leadflow.engine.batch_writes import BatchWrites
 from leadflow.mail.enqueue import recent_marketing
 from leadflow.settings import Settings
+from leadflow.store.id_ranges import among
 from leadflow.store.models import AssignmentRotation, Deal, Lead, Rep
 from leadflow.store.tables import NURTURE, REPS, ROTATIONS
 
@@ -107,7 +108,7 @@ class FiringBatch:
             ids = list(self.leads)
             for start in range(0, len(ids), 1000):
                 query = select(NURTURE.c.id, NURTURE.c.lead_id, NURTURE.c.stream).where(
-                    NURTURE.c.lead_id.in_(ids[start : start + 1000]),
+                    among(NURTURE.c.lead_id, ids[start : start + 1000]),
                     NURTURE.c.status == "active",
                 )
                 for row in self.session.execute(query):

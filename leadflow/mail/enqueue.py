@@ -34,6 +34,7 @@ from leadflow.outbox.store import (
 )
 from leadflow.settings import SendWindow, Settings
 from leadflow.store.email_addresses import is_recipient
+from leadflow.store.id_ranges import among
 from leadflow.store.models import Lead
 from leadflow.store.tables import OUTBOX
 
@@ -164,7 +165,7 @@ def recent_marketing(
         query = (
             select(_TABLE.c.lead_id, func.count())
             .where(
-                _TABLE.c.lead_id.in_(ids[start : start + 1000]),
+                among(_TABLE.c.lead_id, ids[start : start + 1000]),
                 _TABLE.c.category == "marketing",
                 _TABLE.c.status.in_(_COUNTED_FOR_CAP),
                 _TABLE.c.created_at > window_start,
@@ -221,7 +222,7 @@ def cancel_pending_marketing(
         result = session.execute(
             update(_TABLE)
             .where(
-                _TABLE.c.lead_id.in_(ids[start : start + 1000]),
+                among(_TABLE.c.lead_id, ids[start : start + 1000]),
                 _TABLE.c.category == "marketing",
                 _TABLE.c.status == PENDING,
             )

@@ -1,0 +1,21 @@
+"""``column IN (ids)`` that PostgreSQL answers from an index however stale its statistics.
+
+A batch asks for the rows of its 1,000 leads in tables the same evaluation keeps growing
+(enrollments, SLA timers, the outbox). With statistics from before the evaluation, PostgreSQL
+judged a sequential scan cheaper than 1,000 index probes, so every batch read the whole table:
+100,000 enrolments ran at a third of the speed of 10,000. The batch's ids come in id order, so
+their range bounds the scan: with it the planner walks the index over that range, and an
+evaluation reads each row once over all its batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import ColumnElement, and_
+
+
+def among(column: ColumnElement[int], ids: Sequence[int]) -> ColumnElement[bool]:
+    """``column`` is one of ``ids`` (and, to say so to the planner, between the least and the
+    greatest of them)."""
+    return and_(column.between(min(ids), max(ids)), column.in_(ids))
