@@ -39,14 +39,26 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine, delete, func, or_, select
+from sqlalchemy import (
+    ARRAY,
+    Engine,
+    Integer,
+    any_,
+    bindparam,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+)
 
 from leadflow.engine.runtime import StopSignal
 from leadflow.outbox.store import FAILED, SENT, SUPPRESSED
 from leadflow.settings import FOREVER, Settings
 from leadflow.store.database import transaction
-from leadflow.store.json_values import jsonable
-from leadflow.store.tables import AUDIT, DEALS, LEADS, OUTBOX
+from leadflow.store.tables import AUDIT, OUTBOX
+from leadflow.store.types import UTCDateTime
 
 log = structlog.get_logger("leadflow.engine")
 
@@ -171,43 +183,64 @@ def _count(engine: Engine, report: PruneReport) -> None:
 def _outbox_batch(engine: Engine, cutoff: datetime, limit: int) -> int:
     """Delete up to ``limit`` settled rows older than ``cutoff`` in one transaction."""
     t = OUTBOX
+    deleted = 0
     with transaction(engine) as session:
         connection = session.connection()
-        ids: list[int] = []
         for status in SETTLED:  # one index range (status, created_at) per status
-            room = limit - len(ids)
+            room = limit - deleted
             if room <= 0:
                 break
-            query = (
+            chosen = (
                 select(t.c.id)
                 .where(_outbox_settled_before(cutoff, status))
                 .order_by(t.c.created_at)
                 .limit(room)
             )
             if connection.dialect.name == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            ids += connection.execute(query).scalars()
-        if not ids:
-            return 0
-        # The status is checked again: a row is deleted only if it is still settled.
-        result = connection.execute(delete(t).where(t.c.id.in_(ids), t.c.status.in_(SETTLED)))
-    return int(result.rowcount)
+                chosen = chosen.with_for_update(skip_locked=True)
+            ids = list(connection.execute(chosen).scalars())
+            if not ids:
+                continue
+            # Two statements, not DELETE ... WHERE id IN (SELECT ... LIMIT): PostgreSQL may
+            # run that subquery more than once and delete more than a batch. The ids go back
+            # as one parameter; the status is checked again, so only settled rows go.
+            dialect = connection.dialect.name
+            result = connection.execute(
+                delete(t).where(_ids_in(t.c.id, ids, dialect), t.c.status == status)
+            )
+            deleted += int(result.rowcount)
+    return deleted
 
 
-_ARCHIVED_COLUMNS = (
-    AUDIT.c.id,
-    AUDIT.c.at,
-    AUDIT.c.source,
-    AUDIT.c.rule_id,
-    AUDIT.c.rule_version,
-    AUDIT.c.lead_id,
-    LEADS.c.external_id.label("lead_external_id"),
-    AUDIT.c.deal_id,
-    DEALS.c.external_id.label("deal_external_id"),
-    AUDIT.c.action,
-    AUDIT.c.params,
-    AUDIT.c.evidence,
-)
+def _ids_in(column: Any, ids: Sequence[int], dialect: str) -> Any:
+    """``column`` among ``ids``, sent as one parameter (an array, or JSON on SQLite) rather
+    than one bind parameter per id."""
+    if dialect == "postgresql":
+        return column == any_(literal(list(ids), ARRAY(Integer)))
+    listed = func.json_each(literal(json.dumps(list(ids)))).table_valued("value")
+    return column.in_(select(listed.c.value))
+
+
+def _archive_lines(dialect: str) -> str:
+    """One audit row as one JSON object, built by the database (its JSON columns are copied
+    as they are, never parsed and written again in Python)."""
+    if dialect == "postgresql":
+        at = """to_char(a.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
+        build, params, evidence = "json_build_object", "a.params", "a.evidence"
+    else:
+        at = "replace(a.at, ' ', 'T') || '+00:00'"
+        build, params, evidence = "json_object", "json(a.params)", "json(a.evidence)"
+    return (
+        f"SELECT a.id, CAST({build}('id', a.id, 'at', {at}, 'source', a.source, "
+        "'rule_id', a.rule_id, 'rule_version', a.rule_version, 'lead_id', a.lead_id, "
+        "'lead_external_id', l.external_id, 'deal_id', a.deal_id, "
+        "'deal_external_id', d.external_id, 'action', a.action, "
+        f"'params', {params}, 'evidence', {evidence}) AS TEXT) "
+        "FROM audit_log AS a LEFT JOIN leads AS l ON l.id = a.lead_id "
+        "LEFT JOIN deals AS d ON d.id = a.deal_id "
+        "WHERE a.at < :cutoff ORDER BY a.at, a.id LIMIT :limit"
+        + (" FOR UPDATE OF a SKIP LOCKED" if dialect == "postgresql" else "")
+    )
 
 
 def _audit_batch(
@@ -221,42 +254,38 @@ def _audit_batch(
     whose delete commits only after the archive file is on disk."""
     with transaction(engine) as session:
         connection = session.connection()
-        chosen = select(AUDIT.c.id).where(AUDIT.c.at < cutoff).order_by(AUDIT.c.at).limit(limit)
-        if connection.dialect.name == "postgresql":
-            chosen = chosen.with_for_update(skip_locked=True)
-        ids = list(connection.execute(chosen).scalars())
-        if not ids:
+        dialect = connection.dialect.name
+        if archive is None:
+            chosen = select(AUDIT.c.id).where(AUDIT.c.at < cutoff).order_by(AUDIT.c.at).limit(limit)
+            if dialect == "postgresql":
+                chosen = chosen.with_for_update(skip_locked=True)
+            rows = [(row_id, "") for row_id in connection.execute(chosen).scalars()]
+        else:
+            statement = text(_archive_lines(dialect)).bindparams(
+                bindparam("cutoff", cutoff, type_=UTCDateTime()), limit=limit
+            )
+            rows = sorted((row_id, line) for row_id, line in connection.execute(statement))
+        if not rows:
             return 0, None
-        pending = None
-        if archive is not None:
-            rows = connection.execute(
-                select(*_ARCHIVED_COLUMNS)
-                .select_from(
-                    AUDIT.outerjoin(LEADS, LEADS.c.id == AUDIT.c.lead_id).outerjoin(
-                        DEALS, DEALS.c.id == AUDIT.c.deal_id
-                    )
-                )
-                .where(AUDIT.c.id.in_(ids))
-                .order_by(AUDIT.c.id)
-            ).mappings()
-            pending = _write_archive(archive, [jsonable(dict(row)) for row in rows])
+        ids = [row_id for row_id, _ in rows]
+        pending = None if archive is None else _write_archive(archive, rows)
         if before_delete is not None:
             before_delete(ids, pending)
-        deleted = int(connection.execute(delete(AUDIT).where(AUDIT.c.id.in_(ids))).rowcount)
+        result = connection.execute(delete(AUDIT).where(_ids_in(AUDIT.c.id, ids, dialect)))
+        deleted = int(result.rowcount)
     return deleted, None if pending is None else _settle(pending)
 
 
-def _write_archive(folder: Path, rows: list[dict[str, Any]]) -> Path:
-    """``rows`` as one durable ``.pending`` gzip'd JSON Lines file, named by its id range."""
+def _write_archive(folder: Path, rows: Sequence[tuple[int, str]]) -> Path:
+    """``rows`` (id, JSON line), in id order, as one durable ``.pending`` gzip'd JSON Lines
+    file named by its id range."""
     folder.mkdir(parents=True, exist_ok=True)
-    name = f"audit-{rows[0]['id']:012d}-{rows[-1]['id']:012d}"
+    name = f"audit-{rows[0][0]:012d}-{rows[-1][0]:012d}"
     target = folder / f"{name}{PENDING_SUFFIX}"
     partial = folder / f".{name}.tmp"
     with partial.open("wb") as raw:
-        with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as zipped:
-            for row in rows:
-                zipped.write(json.dumps(row, ensure_ascii=False, sort_keys=True).encode())
-                zipped.write(b"\n")
+        with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=6) as zipped:
+            zipped.write("".join(f"{line}\n" for _, line in rows).encode())
         raw.flush()
         os.fsync(raw.fileno())
     partial.replace(target)
@@ -301,9 +330,9 @@ def _recover(engine: Engine, folder: Path, batch: int) -> int:
         ids = [row["id"] for row in read_archive(pending)]
         for start in range(0, len(ids), batch):
             with transaction(engine) as session:
-                result = session.execute(
-                    delete(AUDIT).where(AUDIT.c.id.in_(ids[start : start + batch]))
-                )
+                dialect = session.connection().dialect.name
+                chunk = ids[start : start + batch]
+                result = session.execute(delete(AUDIT).where(_ids_in(AUDIT.c.id, chunk, dialect)))
                 deleted += int(result.rowcount)  # type: ignore[attr-defined]
         _settle(pending)
     if deleted:
