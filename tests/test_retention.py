@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -244,6 +247,48 @@ class TestAudit:
         assert sorted(rows) == sorted(old)  # every row in exactly one file
         assert not list(folder.glob(f"*{PENDING_SUFFIX}"))
         assert not list(folder.glob(".*"))
+
+
+KILLED_MID_BATCH = """
+import os, signal, sys
+from leadflow.config import load_settings
+from leadflow.engine.retention import prune
+from leadflow.store.database import create_store_engine
+from tests.conftest import T0
+
+settings = load_settings(None, env={}, overrides={
+    "database.url": sys.argv[1], "audit.archive": sys.argv[2],
+    "scheduler.retention_batch": 100, "mail.keep_sent": "90d", "audit.keep": "365d",
+}).settings
+batches = []
+
+def die_on_the_second(ids, pending):
+    batches.append(ids)
+    if len(batches) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)  # archive durable, delete not committed
+
+prune(create_store_engine(sys.argv[1]), settings, T0, before_delete=die_on_the_second)
+"""
+
+
+class TestKilled:
+    def test_a_process_killed_after_the_archive_loses_nothing(
+        self, engine: Engine, store_url: str, make_settings: Any, tmp_path: Path
+    ) -> None:
+        old = add_audit(engine, [366 * DAY + n * timedelta(minutes=1) for n in range(250)])
+        folder = tmp_path / "archive"
+        killed = subprocess.run(
+            [sys.executable, "-c", KILLED_MID_BATCH, store_url, str(folder)],
+            cwd=Path(__file__).resolve().parents[1],
+            check=False,
+        )
+        assert killed.returncode == -signal.SIGKILL
+        assert len(ids(engine, AUDIT)) == 150
+        assert len(list(folder.glob(f"*{PENDING_SUFFIX}"))) == 1
+        report = prune(engine, retention_settings(make_settings, tmp_path), T0)
+        assert (report.audit_recovered, report.audit_deleted) == (100, 50)
+        assert ids(engine, AUDIT) == set()
+        assert sorted(row["id"] for row in archived(folder)) == sorted(old)
 
 
 class TestDaemonJob:
