@@ -1,10 +1,10 @@
 """Claiming new mail and an evaluation pass stay flat with 10,000,000 sent and audit rows.
 
-On SQLite and PostgreSQL, measured in the same run on the same store:
+On SQLite and PostgreSQL, two stores with the same ``--leads`` leads, measured in the same run,
+round by round in turn (the order swapped every round, so both see the same machine load):
 
-- baseline: an empty history (no settled outbox rows, no audit rows), ``--leads`` leads;
-- loaded: the same store after ``--rows`` sent outbox rows and ``--rows`` audit rows were
-  added (set-based: a recursive CTE on SQLite, ``generate_series`` on PostgreSQL), all older
+- baseline: an empty history (no settled outbox rows, no audit rows);
+- loaded: ``--rows`` sent outbox rows and ``--rows`` audit rows (set-based: a recursive CTE on SQLite, ``generate_series`` on PostgreSQL), all older
   than ``mail.keep_sent`` and ``audit.keep``, then ANALYZE (VACUUM ANALYZE on PostgreSQL, as
   autovacuum would), as before the baseline.
 
@@ -61,6 +61,7 @@ from leadflow.store.database import (
     migrate,
     transaction,
 )
+from leadflow.store.models import metadata
 from leadflow.store.tables import AUDIT, LEADS, OUTBOX
 
 OUTBOX_START = NOW - timedelta(days=400)  # 10M rows 2 s apart: 231 days, all before -90d
@@ -155,7 +156,8 @@ def analyze(engine: Engine) -> None:
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             connection.exec_driver_sql("SET statement_timeout = 0")
-            connection.exec_driver_sql("VACUUM ANALYZE")
+            for table in metadata.sorted_tables:  # this schema's tables only
+                connection.exec_driver_sql(f'VACUUM ANALYZE "{table.name}"')
         return
     with engine.begin() as connection:
         connection.exec_driver_sql("ANALYZE")
@@ -253,15 +255,32 @@ class Workload:
             session.execute(insert(AUDIT), rows)
         return time.perf_counter() - started
 
-    def measure(self, rounds: int) -> dict[str, list[float]]:
+    def warm(self) -> None:
         self.evaluate()  # warm caches as a running daemon has
         self.claim()
-        samples: dict[str, list[float]] = {"claim": [], "evaluation": [], "audit append": []}
-        for _ in range(rounds):
-            samples["claim"].append(self.claim())
-            samples["evaluation"].append(self.evaluate())
-            samples["audit append"].append(self.append_audit())
-        return samples
+
+
+OPERATIONS = ("claim", "evaluation", "audit append")
+
+
+def measure_alternately(
+    works: dict[str, Workload], rounds: int
+) -> dict[str, dict[str, list[float]]]:
+    """Each operation on each store in turn, the order swapped every round: both stores see
+    the same machine load, which on a shared machine moves more than the history does."""
+    for work in works.values():
+        work.warm()
+    samples = {name: {op: [] for op in OPERATIONS} for name in works}
+    names = list(works)
+    for number in range(rounds):
+        order = names if number % 2 == 0 else names[::-1]
+        for name in order:
+            samples[name]["claim"].append(works[name].claim())
+        for name in order:
+            samples[name]["evaluation"].append(works[name].evaluate())
+        for name in order:
+            samples[name]["audit append"].append(works[name].append_audit())
+    return samples
 
 
 def timed_prune(work: Workload, seconds: float | None) -> dict[str, tuple[int, float, bool]]:
@@ -291,33 +310,37 @@ def timed_prune(work: Workload, seconds: float | None) -> dict[str, tuple[int, f
 
 def run_store(
     name: str,
-    engine: Engine,
+    engines: dict[str, Engine],
     folder: Path,
     args: argparse.Namespace,
     fill: Callable[[Engine, int], None],
     history: Callable[[Engine, int, int], None],
 ) -> dict[str, Any]:
+    """Two stores with the same leads: ``baseline`` with an empty history, ``loaded`` with
+    ``--rows`` sent and audit rows; measured alternately, then ``loaded`` pruned."""
     started = time.perf_counter()
-    migrate(engine)
-    fill(engine, args.leads)
-    analyze(engine)
-    work = Workload(engine, folder, args.leads)
-    note(f"{name}: {args.leads:,} leads in {time.perf_counter() - started:.1f} s")
-    baseline = work.measure(args.rounds)
-    note(f"{name}: baseline {summary(baseline)}")
+    for engine in engines.values():
+        migrate(engine)
+        fill(engine, args.leads)
+    note(f"{name}: {args.leads:,} leads twice in {time.perf_counter() - started:.1f} s")
     started = time.perf_counter()
-    history(engine, args.rows, args.leads)
-    analyze(engine)
+    history(engines["loaded"], args.rows, args.leads)
     generated = time.perf_counter() - started
     note(f"{name}: {args.rows:,} sent + {args.rows:,} audit rows in {generated:.1f} s")
-    loaded = work.measure(args.rounds)
-    note(f"{name}: loaded {summary(loaded)}")
-    pruned = timed_prune(work, args.prune_seconds)
+    works = {}
+    for role, engine in engines.items():
+        (folder / role).mkdir()
+        works[role] = Workload(engine, folder / role, args.leads)  # with the attribute indexes
+        analyze(engine)
+    samples = measure_alternately(works, args.rounds)
+    note(f"{name}: baseline {summary(samples['baseline'])}")
+    note(f"{name}: loaded {summary(samples['loaded'])}")
+    pruned = timed_prune(works["loaded"], args.prune_seconds)
     note(f"{name}: prune {pruned}")
     return {
         "name": name,
-        "baseline": baseline,
-        "loaded": loaded,
+        "baseline": samples["baseline"],
+        "loaded": samples["loaded"],
         "generated": generated,
         "prune": pruned,
     }
@@ -394,20 +417,25 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         folder = Path(tmp)
         if not args.skip_sqlite:
-            engine = create_store_engine(f"sqlite:///{folder / 'bench.db'}")
+            engines = {
+                role: create_store_engine(f"sqlite:///{folder / f'{role}.db'}")
+                for role in ("baseline", "loaded")
+            }
             (folder / "sqlite").mkdir()
             results.append(
-                run_store("SQLite", engine, folder / "sqlite", args, fill_sqlite, sqlite_history)
+                run_store("SQLite", engines, folder / "sqlite", args, fill_sqlite, sqlite_history)
             )
-            engine.dispose()
+            for engine in engines.values():
+                engine.dispose()
         if not args.skip_postgres:
-            admin, engine, schema, pg_version = postgres_engine(args.postgres)
+            made = {role: postgres_engine(args.postgres) for role in ("baseline", "loaded")}
+            pg_version = made["loaded"][3]
             (folder / "postgres").mkdir()
             try:
                 results.append(
                     run_store(
                         "PostgreSQL",
-                        engine,
+                        {role: found[1] for role, found in made.items()},
                         folder / "postgres",
                         args,
                         fill_postgres,
@@ -415,10 +443,11 @@ def main() -> None:
                     )
                 )
             finally:
-                engine.dispose()
-                with admin.begin() as connection:
-                    connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-                admin.dispose()
+                for admin, engine, schema, _ in made.values():
+                    engine.dispose()
+                    with admin.begin() as connection:
+                        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+                    admin.dispose()
     total = time.perf_counter() - began
     print(f"\nMachine: {machine(pg_version)}")
     uptime = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout
