@@ -19,7 +19,7 @@ from pydantic import (
     field_validator,
 )
 
-from leadflow.durations import parse_duration
+from leadflow.durations import format_duration, parse_duration
 from leadflow.suggestions import did_you_mean
 
 ATTRIBUTE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -120,6 +120,23 @@ class MailSettings(Section):
     poll_interval: Duration = timedelta(seconds=2)
     frequency_cap: FrequencyCap = FrequencyCap()
     send_window: SendWindow = SendWindow()
+    keep_sent: Duration = timedelta(days=90)
+    """Settled outbox rows (sent, failed, suppressed) older than this are deleted by the daemon's
+    retention job; pending and sending rows never are."""
+
+    @field_validator("keep_sent")
+    @classmethod
+    def _keep_sent_covers_the_cap(cls, keep: timedelta, info: ValidationInfo) -> timedelta:
+        # The frequency cap counts the lead's marketing rows of its window: pruning inside the
+        # window would let a lead get more email than the cap allows.
+        cap = info.data.get("frequency_cap")
+        if isinstance(cap, FrequencyCap) and keep < cap.window:
+            msg = (
+                f"must be at least frequency_cap.window ({format_duration(cap.window)}), "
+                f"which counts the rows it would delete; got {format_duration(keep)}"
+            )
+            raise ValueError(msg)
+        return keep
 
     @field_validator("lease")
     @classmethod
@@ -292,6 +309,30 @@ class HttpSettings(Section):
     max_body_bytes: int = Field(default=5_000_000, ge=1024)
 
 
+FOREVER = "forever"
+
+
+def _keep_or_forever(value: object) -> object:
+    if isinstance(value, str) and value.strip().lower() == FOREVER:
+        return FOREVER
+    if isinstance(value, str | int | float | timedelta) and not isinstance(value, bool):
+        return parse_duration(value)
+    msg = f"{value!r} is not a duration nor forever; write e.g. 365d or forever"
+    raise ValueError(msg)
+
+
+class AuditSettings(Section):
+    """How long the audit is kept in the store, and where rows go before they are deleted."""
+
+    keep: Annotated[timedelta | Literal["forever"], BeforeValidator(_keep_or_forever)] = timedelta(
+        days=365
+    )
+    """Audit rows older than this are archived, then deleted; ``forever`` keeps every row."""
+    archive: Path | None = Path("state/audit-archive")
+    """Folder of the gzip'd JSON Lines files deleted audit rows are written to first (one file
+    per batch, named by its id range); null deletes without an archive."""
+
+
 class LogSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -305,6 +346,10 @@ class SchedulerSettings(Section):
     """How long SIGTERM waits for the evaluation in flight before the daemon exits anyway."""
     funnel_tick: Duration = timedelta(minutes=1)
     """How often the daemon escalates due SLAs and sends due nurture steps."""
+    retention_every: Duration = timedelta(hours=1)
+    """How often the leader deletes what ``mail.keep_sent`` and ``audit.keep`` let go."""
+    retention_batch: int = Field(default=10_000, ge=100, le=100_000)
+    """Rows deleted per transaction by the retention job (and ``leadflow prune``)."""
 
 
 class Settings(Section):
@@ -322,6 +367,7 @@ class Settings(Section):
     attributes: AttributeSettings = AttributeSettings()
     imports: ImportSettings = Field(default=ImportSettings(), alias="import")
     http: HttpSettings = HttpSettings()
+    audit: AuditSettings = AuditSettings()
     log: LogSettings = LogSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
 

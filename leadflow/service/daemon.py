@@ -110,6 +110,7 @@ class Daemon:
             stack.callback(_shut_down, scheduler)
             await jobs.sync(rule_set)
             jobs.add_funnel_tick(settings.funnel_tick)
+            jobs.add_retention(settings.retention_every)
             async with asyncio.TaskGroup() as group:
                 workers = [
                     group.create_task(self._send(transport), name="outbox-sender"),
@@ -235,6 +236,7 @@ class Daemon:
             "evaluations": sum(self.counters.evaluations.values()),
             "rule_failures": dict(self.counters.rule_failures),
             "funnel_ticks": self.counters.funnel_ticks,
+            "retention_runs": self.counters.retention_runs,
         }
 
 

@@ -26,6 +26,7 @@ import structlog
 
 from leadflow import metrics
 from leadflow.engine.evaluation import RuleOutcome, run_rule
+from leadflow.engine.retention import PruneReport, prune
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.tick import FUNNEL_STEPS, FunnelStep, run_funnel_steps
 from leadflow.logs import log_failure
@@ -47,6 +48,8 @@ class DaemonCounters:
     funnel_ticks: int = 0
     funnel_failures: Counter[str] = field(default_factory=Counter)
     """Funnel tick steps (``sla``, ``nurture``) that raised, by step."""
+    retention_runs: int = 0
+    """Retention runs that finished (see :meth:`Evaluator.retention`)."""
     last_tick_at: datetime | None = None
     """The ``now`` of the last evaluation or funnel tick that finished."""
 
@@ -137,6 +140,26 @@ class Evaluator:
                 metrics.record_tick()
             self.counters.last_tick_at = now
             return handled
+
+    async def retention(self) -> PruneReport | None:
+        """One retention run (:func:`~leadflow.engine.retention.prune`) on the leader; None
+        when stopping, not the leader, or the run failed (logged, tried again next time).
+
+        Not under the evaluation lock: it deletes in short transactions of its own, so rule
+        evaluations go on between its batches, and it stops between two batches as they do.
+        """
+        if not self._may_evaluate():
+            return None
+        now = self.runtime.clock.now()
+        try:
+            report = await asyncio.to_thread(
+                prune, self.runtime.engine, self.runtime.settings, now, stop=self._halt
+            )
+        except Exception as exc:
+            log_failure(log, "retention_failed", exc)
+            return None
+        self.counters.retention_runs += 1
+        return report
 
     def _run_steps(self, rule_set: RuleSet, now: datetime) -> dict[str, int]:
         def failed(step: str) -> None:  # one failing step never stops the other or the daemon

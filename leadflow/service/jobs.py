@@ -31,6 +31,10 @@ log = structlog.get_logger("leadflow.service")
 
 RULE_JOB_PREFIX = "rule:"
 FUNNEL_TICK_JOB = "funnel-tick"
+RETENTION_JOB = "retention"
+RETENTION_FIRST_DELAY = timedelta(minutes=1)
+"""The first retention run after start: soon (a daemon restarted more often than
+``scheduler.retention_every`` still prunes), but after the start-up catch-up."""
 
 
 def build_scheduler(
@@ -99,6 +103,17 @@ class RuleJobs:
             id=FUNNEL_TICK_JOB,
             name="funnel tick (SLA escalations, nurture steps)",
             next_run_time=datetime.now(UTC),
+        )
+
+    def add_retention(self, every: timedelta) -> None:
+        """The retention job (``mail.keep_sent``, ``audit.keep``): a minute after start, then
+        ``every``; it does anything only on the leader."""
+        self.scheduler.add_job(
+            self.evaluator.retention,
+            _interval(every),
+            id=RETENTION_JOB,
+            name="retention (old outbox and audit rows)",
+            next_run_time=datetime.now(UTC) + RETENTION_FIRST_DELAY,
         )
 
     async def catch_up(self, rule_set: RuleSet) -> list[str]:

@@ -1,7 +1,8 @@
 """The funnel's tables. Times are aware UTC; JSON columns hold typed attributes and evidence.
 
 The migrations under ``store/migrations/versions`` build these tables exactly: ``0001`` creates
-them and ``0002`` adds ``rule_runs.first_seen_at``. A test compares the schema at the head
+them, ``0002`` adds ``rule_runs.first_seen_at``, ``0003`` ``store_secrets``, ``0004`` the
+indexes by lead on SLA timers and enrollments, ``0005`` the outbox index retention deletes by. A test compares the schema at the head
 migration with this metadata so they cannot drift.
 """
 
@@ -160,7 +161,11 @@ class OutboxMessage(SQLModel, table=True):
     """A message to deliver, written in the transaction of the change that causes it."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_status_next", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_outbox_status_next", "status", "next_attempt_at"),
+        # Retention deletes settled rows by age, a batch at a time (migration 0005).
+        Index("ix_outbox_status_created", "status", "created_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     idempotency_key: str = Field(max_length=400, unique=True)

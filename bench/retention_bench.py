@@ -1,0 +1,488 @@
+"""Claiming new mail and an evaluation pass stay flat with 10,000,000 sent and audit rows.
+
+On SQLite and PostgreSQL, two stores with the same ``--leads`` leads, measured in the same run,
+round by round in turn (the order swapped every round, so both see the same machine load):
+
+- baseline: an empty history (no settled outbox rows, no audit rows);
+- loaded: ``--rows`` sent outbox rows and ``--rows`` audit rows (set-based: a recursive CTE on SQLite, ``generate_series`` on PostgreSQL), all older
+  than ``mail.keep_sent`` and ``audit.keep``, then ANALYZE (VACUUM ANALYZE on PostgreSQL, as
+  autovacuum would), as before the baseline.
+
+Each figure is the median of ``--rounds`` rounds, with the spread (min-max):
+
+- claim: ``claim_due`` of 100 new pending mails (queued before the round, settled after it);
+- evaluation: one dry-run pass of 10 rules (``run_due_rules`` as bench/evaluation_bench.py);
+- audit append: 1,000 audit rows written in one transaction (what a firing batch does).
+
+Then one prune run (``leadflow prune``'s work, batches of 10,000, the audit archived) deletes
+the history; with ``--prune-seconds`` it stops after that long and the rate is reported.
+
+    .venv/bin/python bench/retention_bench.py [--rows 10000000] [--leads 100000] [--rounds 5]
+        [--prune-seconds 60] [--skip-postgres] [--skip-sqlite]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, insert, text, update
+from sqlalchemy.engine import make_url
+
+sys.path.insert(0, str(Path(__file__).parent))
+from evaluation_bench import NOW, RULES, fill_postgres, fill_sqlite
+
+from leadflow.clock import SettableClock
+from leadflow.config import load_settings
+from leadflow.engine.audit_trail import audit_row
+from leadflow.engine.retention import prune
+from leadflow.engine.runtime import Runtime
+from leadflow.engine.tick import run_due_rules
+from leadflow.logs import configure_logging
+from leadflow.outbox.store import claim_due
+from leadflow.rule_language.model import RuleSet
+from leadflow.settings import Settings
+from leadflow.store.database import (
+    create_store_engine,
+    ensure_attribute_indexes,
+    migrate,
+    transaction,
+)
+from leadflow.store.models import metadata
+from leadflow.store.tables import AUDIT, LEADS, OUTBOX
+
+OUTBOX_START = NOW - timedelta(days=400)  # 10M rows 2 s apart: 231 days, all before -90d
+AUDIT_START = NOW - timedelta(days=700)  # ... all before -365d
+STEP_SECONDS = 2
+
+_OUTBOX_COLUMNS = (
+    "idempotency_key, message_id, channel, category, lead_id, rule_id, rule_version, "
+    "recipient, subject, body_text, headers, status, attempts, next_attempt_at, created_at, "
+    "sent_at"
+)
+_AUDIT_COLUMNS = "at, source, rule_id, rule_version, lead_id, action, params, evidence"
+
+
+def sqlite_history(engine: Engine, rows: int, leads: int) -> None:
+    start_out = int(OUTBOX_START.timestamp())
+    start_audit = int(AUDIT_START.timestamp())
+    stamp = "'%Y-%m-%d %H:%M:%S.000000'"
+    with _indexes_dropped(engine), engine.begin() as connection:
+        connection.exec_driver_sql(
+            "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < ?) "
+            f"INSERT INTO outbox ({_OUTBOX_COLUMNS}) SELECT "
+            "printf('bench-old-%010d', n), printf('<bench-old-%010d@bench>', n), 'email', "
+            "'marketing', n % ? + 1, 'r08-score-42', 'v1', 'lead' || n || '@example.com', "
+            "'Your case study', 'Hello, here is the case study you asked for.', '{}', 'sent', 1, "
+            f"strftime({stamp}, ? + n * {STEP_SECONDS}, 'unixepoch'), "
+            f"strftime({stamp}, ? + n * {STEP_SECONDS}, 'unixepoch'), "
+            f"strftime({stamp}, ? + n * {STEP_SECONDS} + 60, 'unixepoch') FROM g",
+            (rows, leads, start_out, start_out, start_out),
+        )
+        connection.exec_driver_sql(
+            "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < ?) "
+            f"INSERT INTO audit_log ({_AUDIT_COLUMNS}) SELECT "
+            f"strftime({stamp}, ? + n * {STEP_SECONDS}, 'unixepoch'), 'rule', 'r08-score-42', "
+            "'v1', n % ? + 1, 'adjust_score', '{\"by\": 1}', "
+            '\'{"score": 42, "stage": "lead"}\' FROM g',
+            (rows, start_audit, leads),
+        )
+
+
+def postgres_history(engine: Engine, rows: int, leads: int) -> None:
+    with _indexes_dropped(engine), engine.begin() as connection:
+        connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
+        connection.exec_driver_sql(
+            f"INSERT INTO outbox ({_OUTBOX_COLUMNS}) SELECT "
+            "'bench-old-' || lpad(n::text, 10, '0'), '<bench-old-' || lpad(n::text, 10, '0') "
+            "|| '@bench>', 'email', 'marketing', mod(n, %(leads)s) + 1, 'r08-score-42', 'v1', "
+            "'lead' || n || '@example.com', 'Your case study', "
+            "'Hello, here is the case study you asked for.', '{}', 'sent', 1, "
+            f"%(start)s + n * interval '{STEP_SECONDS} seconds', "
+            f"%(start)s + n * interval '{STEP_SECONDS} seconds', "
+            f"%(start)s + n * interval '{STEP_SECONDS} seconds' + interval '1 minute' "
+            "FROM generate_series(1, %(rows)s) AS n",
+            {"rows": rows, "leads": leads, "start": OUTBOX_START},
+        )
+        connection.exec_driver_sql(
+            f"INSERT INTO audit_log ({_AUDIT_COLUMNS}) SELECT "
+            f"%(start)s + n * interval '{STEP_SECONDS} seconds', 'rule', 'r08-score-42', 'v1', "
+            "mod(n, %(leads)s) + 1, 'adjust_score', '{\"by\": 1}', "
+            '\'{"score": 42, "stage": "lead"}\' FROM generate_series(1, %(rows)s) AS n',
+            {"rows": rows, "leads": leads, "start": AUDIT_START},
+        )
+
+
+class _indexes_dropped:  # noqa: N801 (used as a context manager)
+    """Bulk generation without the secondary indexes, then each index built once (what
+    CREATE INDEX does in one sort, instead of 10M ordered inserts); the store measured has
+    every index of the schema."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.indexes = [*OUTBOX.indexes, *AUDIT.indexes]
+
+    def __enter__(self) -> None:
+        with self.engine.begin() as connection:
+            for index in self.indexes:
+                index.drop(connection)
+
+    def __exit__(self, *exc: object) -> None:
+        with self.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
+                connection.exec_driver_sql("SET LOCAL maintenance_work_mem = '512MB'")
+            for index in self.indexes:
+                index.create(connection)
+
+
+def analyze(engine: Engine) -> None:
+    """Statistics and, on PostgreSQL, the visibility map, as autovacuum leaves them on a
+    running store: without it the first phase ran before autovacuum had visited the new leads
+    and the second after, and the baseline looked slower than the loaded store."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.exec_driver_sql("SET statement_timeout = 0")
+            for table in metadata.sorted_tables:  # this schema's tables only
+                connection.exec_driver_sql(f'VACUUM ANALYZE "{table.name}"')
+        return
+    with engine.begin() as connection:
+        connection.exec_driver_sql("ANALYZE")
+    # Into the database file, as the next checkpoint of a running store would: pages read
+    # through a long WAL (the baseline's leads, never checkpointed) cost more per page read.
+    raw = engine.raw_connection()  # outside a transaction (sqlite3 in autocommit here)
+    try:
+        busy, _, _ = raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        assert busy == 0, "checkpoint blocked"
+    finally:
+        raw.close()
+
+
+class Workload:
+    """The three measured operations on one store."""
+
+    def __init__(self, engine: Engine, folder: Path, leads: int) -> None:
+        self.engine = engine
+        self.leads = leads
+        self.round = 0
+        (folder / "rules").mkdir(exist_ok=True)
+        (folder / "rules" / "bench.yaml").write_text(RULES, encoding="utf-8")
+        (folder / "templates").mkdir(exist_ok=True)
+        self.settings: Settings = load_settings(
+            None,
+            env={},
+            overrides={
+                "paths.rules": str(folder / "rules"),
+                "paths.templates": str(folder / "templates"),
+                "attributes.leads": {
+                    "region": "string",
+                    "industry": "string",
+                    "employees": "integer",
+                },
+                "attributes.indexed": ["industry", "employees"],
+                "scheduler.evaluation_batch": 5000,
+                "audit.archive": str(folder / "archive"),
+            },
+        ).settings
+        attributes = self.settings.attributes
+        ensure_attribute_indexes(engine, LEADS, attributes.leads, attributes.indexed)
+        self.runtime = Runtime.build(engine, self.settings, SettableClock(NOW))
+        self.rule_set: RuleSet = self.runtime.load_rules()
+
+    def claim(self) -> float:
+        self.round += 1
+        tag = f"{self.round}-{uuid.uuid4().hex[:8]}"
+        with transaction(self.engine) as session:
+            session.execute(
+                insert(OUTBOX),
+                [
+                    {
+                        "idempotency_key": f"new-{tag}-{n}",
+                        "message_id": f"<new-{tag}-{n}@bench>",
+                        "channel": "email",
+                        "category": "marketing",
+                        "lead_id": n + 1,
+                        "recipient": f"lead{n}@example.com",
+                        "subject": "Your case study",
+                        "body_text": "Hello",
+                        "headers": {},
+                        "status": "pending",
+                        "attempts": 0,
+                        "next_attempt_at": NOW - timedelta(seconds=n),
+                        "created_at": NOW - timedelta(seconds=n),
+                    }
+                    for n in range(100)
+                ],
+            )
+        started = time.perf_counter()
+        claimed = claim_due(self.engine, NOW, timedelta(minutes=5), "bench", 100)
+        seconds = time.perf_counter() - started
+        assert len(claimed) == 100, len(claimed)
+        with transaction(self.engine) as session:  # settled: the next round claims new ones
+            session.execute(
+                update(OUTBOX)
+                .where(OUTBOX.c.id.in_([m.id for m in claimed]))
+                .values(status="sent", sent_at=NOW, claimed_until=None)
+            )
+        return seconds
+
+    def evaluate(self) -> float:
+        started = time.perf_counter()
+        run_due_rules(self.runtime, self.rule_set, NOW, dry_run=True, force=True)
+        return time.perf_counter() - started
+
+    def append_audit(self) -> float:
+        rows = [
+            audit_row(
+                at=NOW,
+                source="rule",
+                action="adjust_score",
+                lead_id=n % self.leads + 1,
+                rule_id="r08-score-42",
+                rule_version="v1",
+                params={"by": 1},
+                evidence={"score": 42},
+            )
+            for n in range(1000)
+        ]
+        started = time.perf_counter()
+        with transaction(self.engine) as session:
+            session.execute(insert(AUDIT), rows)
+        return time.perf_counter() - started
+
+    def warm(self) -> None:
+        self.evaluate()  # warm caches as a running daemon has
+        self.claim()
+
+
+OPERATIONS = ("claim", "evaluation", "audit append")
+
+
+def measure_alternately(
+    works: dict[str, Workload], rounds: int
+) -> dict[str, dict[str, list[float]]]:
+    """Each operation on each store in turn, the order swapped every round: both stores see
+    the same machine load, which on a shared machine moves more than the history does."""
+    for work in works.values():
+        work.warm()
+    samples = {name: {op: [] for op in OPERATIONS} for name in works}
+    names = list(works)
+    for number in range(rounds):
+        order = names if number % 2 == 0 else names[::-1]
+        for name in order:
+            samples[name]["claim"].append(works[name].claim())
+        for name in order:
+            samples[name]["evaluation"].append(works[name].evaluate())
+        for name in order:
+            samples[name]["audit append"].append(works[name].append_audit())
+    return samples
+
+
+def timed_prune(work: Workload, seconds: float | None) -> dict[str, tuple[int, float, bool]]:
+    """One prune run per table (the other table's retention switched off), each stopped after
+    ``seconds`` if it has not finished: rows deleted, seconds, stopped."""
+    keep_all_mail = work.settings.mail.model_copy(update={"keep_sent": timedelta(days=36500)})
+    only = {
+        "outbox": work.settings.model_copy(
+            update={"audit": work.settings.audit.model_copy(update={"keep": "forever"})}
+        ),
+        "audit (archived)": work.settings.model_copy(update={"mail": keep_all_mail}),
+    }
+    results = {}
+    for table, settings in only.items():
+        stop = threading.Event()
+        timer = threading.Timer(seconds, stop.set) if seconds else None
+        if timer is not None:
+            timer.start()
+        # The history is old; the rows the rounds added (at NOW) are not.
+        report = prune(work.engine, settings, NOW, stop=stop)
+        if timer is not None:
+            timer.cancel()
+        deleted = report.outbox_deleted + report.audit_deleted
+        results[table] = (deleted, report.seconds, report.stopped)
+    return results
+
+
+def run_store(
+    name: str,
+    engines: dict[str, Engine],
+    folder: Path,
+    args: argparse.Namespace,
+    fill: Callable[[Engine, int], None],
+    history: Callable[[Engine, int, int], None],
+) -> dict[str, Any]:
+    """Two stores with the same leads: ``baseline`` with an empty history, ``loaded`` with
+    ``--rows`` sent and audit rows; measured alternately, then ``loaded`` pruned."""
+    started = time.perf_counter()
+    for engine in engines.values():
+        migrate(engine)
+        fill(engine, args.leads)
+    note(f"{name}: {args.leads:,} leads twice in {time.perf_counter() - started:.1f} s")
+    started = time.perf_counter()
+    history(engines["loaded"], args.rows, args.leads)
+    generated = time.perf_counter() - started
+    note(f"{name}: {args.rows:,} sent + {args.rows:,} audit rows in {generated:.1f} s")
+    works = {}
+    for role, engine in engines.items():
+        (folder / role).mkdir()
+        works[role] = Workload(engine, folder / role, args.leads)  # with the attribute indexes
+        analyze(engine)
+    samples = measure_alternately(works, args.rounds)
+    note(f"{name}: baseline {summary(samples['baseline'])}")
+    note(f"{name}: loaded {summary(samples['loaded'])}")
+    pruned = timed_prune(works["loaded"], args.prune_seconds)
+    note(f"{name}: prune {pruned}")
+    return {
+        "name": name,
+        "baseline": samples["baseline"],
+        "loaded": samples["loaded"],
+        "generated": generated,
+        "prune": pruned,
+    }
+
+
+def summary(samples: dict[str, list[float]]) -> str:
+    return ", ".join(f"{k} {statistics.median(v) * 1000:.1f} ms" for k, v in samples.items())
+
+
+def note(line: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
+
+
+def ms(values: list[float]) -> str:
+    return (
+        f"{statistics.median(values) * 1000:.1f} ms "
+        f"({min(values) * 1000:.1f}-{max(values) * 1000:.1f})"
+    )
+
+
+def machine(postgres_version: str | None) -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    parts = [
+        f"{cpu}, {os.cpu_count()} cores",
+        f"Python {platform.python_version()}",
+        f"SQLite {sqlite3.sqlite_version}",
+    ]
+    if postgres_version:
+        parts.append(f"PostgreSQL {postgres_version}")
+    return "; ".join(parts) + f"; load average at the end {load}"
+
+
+def postgres_engine(base: str) -> tuple[Engine, Engine, str, str]:
+    admin = create_engine(base)
+    schema = f"lf_retention_bench_{uuid.uuid4().hex[:8]}"
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+        version = connection.execute(text("SHOW server_version")).scalar_one()
+    url = (
+        make_url(base)
+        .update_query_dict({"options": f"-csearch_path={schema}"})
+        .render_as_string(hide_password=False)
+    )
+    return admin, create_store_engine(url, statement_timeout=3600), schema, str(version)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--leads", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--prune-seconds",
+        type=float,
+        default=60.0,
+        help="stop each table's prune run after this long and report its rate (0: to the end)",
+    )
+    parser.add_argument("--skip-sqlite", action="store_true")
+    parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    args = parser.parse_args()
+    configure_logging("warning")
+    began = time.perf_counter()
+    results = []
+    pg_version = None
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
+        folder = Path(tmp)
+        if not args.skip_sqlite:
+            engines = {
+                role: create_store_engine(f"sqlite:///{folder / f'{role}.db'}")
+                for role in ("baseline", "loaded")
+            }
+            (folder / "sqlite").mkdir()
+            results.append(
+                run_store("SQLite", engines, folder / "sqlite", args, fill_sqlite, sqlite_history)
+            )
+            for engine in engines.values():
+                engine.dispose()
+        if not args.skip_postgres:
+            made = {role: postgres_engine(args.postgres) for role in ("baseline", "loaded")}
+            pg_version = made["loaded"][3]
+            (folder / "postgres").mkdir()
+            try:
+                results.append(
+                    run_store(
+                        "PostgreSQL",
+                        {role: found[1] for role, found in made.items()},
+                        folder / "postgres",
+                        args,
+                        fill_postgres,
+                        postgres_history,
+                    )
+                )
+            finally:
+                for admin, engine, schema, _ in made.values():
+                    engine.dispose()
+                    with admin.begin() as connection:
+                        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+                    admin.dispose()
+    total = time.perf_counter() - began
+    print(f"\nMachine: {machine(pg_version)}")
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout
+    print(f"uptime: {uptime.strip()}")
+    print(
+        f"{args.leads:,} leads; history: {args.rows:,} sent outbox rows and {args.rows:,} audit "
+        f"rows; medians of {args.rounds} rounds (min-max); whole run {total:.0f} s\n"
+    )
+    print("| store | operation | empty history (baseline, same run) | with the history | ratio |")
+    print("| --- | --- | --- | --- | --- |")
+    for result in results:
+        for key in result["baseline"]:
+            base, loaded = result["baseline"][key], result["loaded"][key]
+            ratio = statistics.median(loaded) / statistics.median(base)
+            print(f"| {result['name']} | {key} | {ms(base)} | {ms(loaded)} | {ratio:.2f}x |")
+    print()
+    for result in results:
+        print(f"{result['name']}: history generated in {result['generated']:.0f} s")
+        for table, (deleted, seconds, stopped) in result["prune"].items():
+            rate = deleted / seconds if seconds else 0.0
+            tail = f"stopped after {seconds:.0f} s" if stopped else f"finished in {seconds:.1f} s"
+            whole = f", all {args.rows:,} in ~{args.rows / rate / 60:.0f} min" if stopped else ""
+            print(
+                f"  prune {table}: {deleted:,} rows deleted in batches of 10,000, {tail}: "
+                f"{rate:,.0f} rows/s{whole}"
+            )
+
+
+if __name__ == "__main__":
+    main()
