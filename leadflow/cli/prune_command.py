@@ -14,7 +14,6 @@ from leadflow.cli.console import FormatOption, OutputFormat, data_console, print
 from leadflow.cli.context import cli_context
 from leadflow.clock import SystemClock
 from leadflow.durations import format_duration
-from leadflow.settings import FOREVER
 
 
 def prune_store(
@@ -26,6 +25,7 @@ def prune_store(
 ) -> None:
     """Delete old sent outbox rows and old audit rows (archived first), as the daemon does."""
     from leadflow.engine.retention import prune  # the engine loads on use
+    from leadflow.settings import FOREVER
 
     context = cli_context(ctx)
     settings = context.settings
