@@ -6,7 +6,10 @@ outbox, SLA timers). Beside it, in the same run and on the same data, the floor:
 (lead updates, audit rows, outbox rows with pre-rendered bodies, SLA timers, enrollments)
 written by plain SQL statements with no rule machinery.
 
-    .venv/bin/python bench/firing_bench.py [--firings 10000 100000] [--rounds 3] [--skip-postgres]
+    .venv/bin/python bench/firing_bench.py                 # 10,000 firings, 3 rounds (~3 min)
+    .venv/bin/python bench/firing_bench.py --only mql --firings 10000 100000 --rounds 1
+                                  # linear from 10k to 100k? (one scenario: ~3-4 min)
+    options: --skip-postgres, --postgres URL
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ class Scenario:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--firings", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--firings", type=int, nargs="+", default=[10_000])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--only", choices=["mql", "enrolment", "email"])
@@ -98,7 +101,8 @@ def main() -> None:
                     )
                 rows.append(table_row(store, scenario.name, count, leadflow_runs, floor_runs))
     print()
-    print(machine())
+    print(machine(None if args.skip_postgres else args.postgres))
+    print(f"Load average at the end: {os.getloadavg()}")
     print()
     print(
         "| store | firing | firings | leadflow firings/s (rounds) | plain-SQL floor | leadflow / floor |"
@@ -117,7 +121,7 @@ def table_row(store: str, name: str, count: int, runs: list[float], floors: list
     )
 
 
-def machine() -> str:
+def machine(postgres: str | None) -> str:
     import sqlite3
 
     cpu = "unknown CPU"
@@ -128,9 +132,17 @@ def machine() -> str:
                 break
     except OSError:
         pass
+    server = ""
+    if postgres is not None:
+        admin = create_engine(postgres)
+        with admin.connect() as connection:
+            server = ", PostgreSQL " + str(
+                connection.exec_driver_sql("SHOW server_version").scalar()
+            )
+        admin.dispose()
     return (
         f"Machine: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()},"
-        f" SQLite {sqlite3.sqlite_version}"
+        f" SQLite {sqlite3.sqlite_version}{server}"
     )
 
 
