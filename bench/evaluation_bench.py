@@ -22,10 +22,8 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import random
 import resource
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -37,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from machine import describe
 from sqlalchemy import Engine, and_, create_engine, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
@@ -357,16 +356,7 @@ def dry_run_pass(runtime: Runtime, rule_set: RuleSet) -> int:
 
 
 def machine(postgres_version: str | None) -> str:
-    model = "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return (
-        f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"SQLite {sqlite3.sqlite_version}, PostgreSQL {postgres_version or 'not measured'}"
-    )
+    return f"{describe()}, PostgreSQL {postgres_version or 'not measured'}"
 
 
 def main() -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from machine import describe
 from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
@@ -122,16 +122,6 @@ def table_row(store: str, name: str, count: int, runs: list[float], floors: list
 
 
 def machine(postgres: str | None) -> str:
-    import sqlite3
-
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     server = ""
     if postgres is not None:
         admin = create_engine(postgres)
@@ -140,10 +130,7 @@ def machine(postgres: str | None) -> str:
                 connection.exec_driver_sql("SHOW server_version").scalar()
             )
         admin.dispose()
-    return (
-        f"Machine: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()},"
-        f" SQLite {sqlite3.sqlite_version}{server}"
-    )
+    return f"Machine: {describe()}{server}"
 
 
 @contextmanager

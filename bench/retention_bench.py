@@ -44,6 +44,7 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).parent))
 from evaluation_bench import NOW, RULES, fill_postgres, fill_sqlite
+from machine import cpu_model
 
 from leadflow.clock import SettableClock
 from leadflow.config import load_settings
@@ -370,14 +371,7 @@ def ms(values: list[float]) -> str:
 
 
 def machine(postgres_version: str | None) -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
     parts = [
         f"{cpu}, {os.cpu_count()} cores",

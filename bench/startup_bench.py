@@ -40,6 +40,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from machine import cpu_model
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 TARGET = 2.0
@@ -83,10 +85,7 @@ def machine() -> str:
     cpu = "unknown CPU"
     memory = ""
     try:
-        info = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-        cpu = next(
-            line.split(":", 1)[1].strip() for line in info.splitlines() if "model name" in line
-        )
+        cpu = cpu_model()
         total = Path("/proc/meminfo").read_text(encoding="utf-8").splitlines()[0].split()[1]
         memory = f", {int(total) / 2**20:.0f} GiB"
     except (OSError, StopIteration, ValueError, IndexError):
