@@ -228,13 +228,12 @@ def test_strict_over_several_batches_writes_all_or_nothing(
     assert rows(indexed, "leads", "external_id") == [(str(n),) for n in range(101, 106)]
 
 
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)  # PostgreSQL stores times
 def test_sqlite_stores_an_early_year_as_sqlalchemy_does(
     engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
 ) -> None:
     """The bulk path's text of a time before year 1000 is the ORM's (zero-padded), so stored
     times still order correctly as text."""
-    if engine.dialect.name != "sqlite":
-        pytest.skip("the stored text of a time is SQLite's concern")
     path = write(
         tmp_path,
         "leads.csv",
