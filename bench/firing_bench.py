@@ -267,125 +267,119 @@ def check_written(engine: Engine, scenario: Scenario, count: int) -> None:
 _BODY = "Hi Rep,\n\nA new marketing-qualified lead is yours: Lead N at Company N (score 75).\n" * 3
 
 
-def mql_floor(engine: Engine, count: int) -> None:
+@dataclass(frozen=True)
+class Plain:
+    """A raw DB-API cursor with the driver's parameter mark and the time as the driver takes it."""
+
+    cursor: Any
+    mark: str
+    stamp: Any
+
+
+def _in_chunks(engine: Engine, query: str, write: Callable[[Plain, list[Any]], None]) -> None:
+    """``write`` the rows ``query`` selects, 1,000 per transaction, straight through the driver."""
     postgres = engine.dialect.name == "postgresql"
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
-        mark = "%s" if postgres else "?"
-        ids = [row[0] for row in _qualifying(cursor, "score >= 60 AND stage = 'lead'")]
+        cursor.execute(query)
+        rows = list(cursor.fetchall())
         stamp: Any = NOW if postgres else NOW.strftime("%Y-%m-%d %H:%M:%S.%f")
-        for start in range(0, len(ids), 1000):
-            chunk = ids[start : start + 1000]
-            _begin(cursor, postgres)
-            cursor.executemany(
-                f"UPDATE leads SET stage='mql', stage_entered_at={mark}, owner_id={mark}"
-                f" WHERE id={mark}",
-                [(stamp, 1 + lead % REP_COUNT, lead) for lead in chunk],
-            )
-            _audit(
-                cursor,
-                mark,
-                stamp,
-                chunk,
-                "mql-assignment",
-                ["stage_changed", "assigned", "email_queued", "sla_started"],
-            )
-            _outbox(cursor, postgres, mark, stamp, chunk, "operational")
-            cursor.executemany(
-                "INSERT INTO sla_timers (lead_id, name, rule_id, rule_version, owner_id,"
-                " started_at, due_at, calendar, ladder, met_by, level, next_escalation_at,"
-                f" status) VALUES ({mark}, 'first_touch', 'mql-assignment', 'v1', {mark}, {mark},"
-                f" {mark}, 'default', '[]', '{{}}', 0, {mark}, 'running')",
-                [(lead, 1 + lead % REP_COUNT, stamp, stamp, stamp) for lead in chunk],
-            )
+        plain = Plain(cursor, "%s" if postgres else "?", stamp)
+        for start in range(0, len(rows), 1000):
+            if not postgres:
+                cursor.execute("BEGIN IMMEDIATE")
+            write(plain, rows[start : start + 1000])
             raw.commit()
     finally:
         raw.close()
+
+
+def mql_floor(engine: Engine, count: int) -> None:
+    def write(plain: Plain, rows: list[Any]) -> None:
+        mark, stamp = plain.mark, plain.stamp
+        leads = [lead for (lead,) in rows]
+        plain.cursor.executemany(
+            f"UPDATE leads SET stage='mql', stage_entered_at={mark}, owner_id={mark}"
+            f" WHERE id={mark}",
+            [(stamp, 1 + lead % REP_COUNT, lead) for lead in leads],
+        )
+        mql = ["stage_changed", "assigned", "email_queued", "sla_started"]
+        _audit(plain, leads, "mql-assignment", mql)
+        _outbox(plain, leads, "operational")
+        plain.cursor.executemany(
+            "INSERT INTO sla_timers (lead_id, name, rule_id, rule_version, owner_id,"
+            " started_at, due_at, calendar, ladder, met_by, level, next_escalation_at,"
+            f" status) VALUES ({mark}, 'first_touch', 'mql-assignment', 'v1', {mark}, {mark},"
+            f" {mark}, 'default', '[]', '{{}}', 0, {mark}, 'running')",
+            [(lead, 1 + lead % REP_COUNT, stamp, stamp, stamp) for lead in leads],
+        )
+
+    _in_chunks(
+        engine, "SELECT id FROM leads WHERE score >= 60 AND stage = 'lead' ORDER BY id", write
+    )
 
 
 def enrolment_floor(engine: Engine, count: int) -> None:
-    postgres = engine.dialect.name == "postgresql"
-    raw = engine.raw_connection()
-    try:
-        cursor = raw.cursor()
-        mark = "%s" if postgres else "?"
-        ids = [row[0] for row in _qualifying(cursor, "score < 60 AND stage = 'lead'")]
-        stamp: Any = NOW if postgres else NOW.strftime("%Y-%m-%d %H:%M:%S.%f")
-        for start in range(0, len(ids), 1000):
-            chunk = ids[start : start + 1000]
-            _begin(cursor, postgres)
-            cursor.executemany(
-                "INSERT INTO rule_firings (rule_id, rule_version, subject_kind, subject_id,"
-                f" fired_at) VALUES ('nurture-new-leads', 'v1', 'lead', {mark}, {mark})",
-                [(lead, stamp) for lead in chunk],
-            )
-            cursor.executemany(
-                "INSERT INTO nurture_enrollments (lead_id, stream, rule_id, enrolled_at,"
-                f" next_step, next_step_at, status) VALUES ({mark}, 'welcome',"
-                f" 'nurture-new-leads', {mark}, 0, {mark}, 'active')",
-                [(lead, stamp, stamp) for lead in chunk],
-            )
-            _audit(cursor, mark, stamp, chunk, "nurture-new-leads", ["enrolled"])
-            raw.commit()
-    finally:
-        raw.close()
+    def write(plain: Plain, rows: list[Any]) -> None:
+        mark, stamp = plain.mark, plain.stamp
+        leads = [lead for (lead,) in rows]
+        plain.cursor.executemany(
+            "INSERT INTO rule_firings (rule_id, rule_version, subject_kind, subject_id,"
+            f" fired_at) VALUES ('nurture-new-leads', 'v1', 'lead', {mark}, {mark})",
+            [(lead, stamp) for lead in leads],
+        )
+        plain.cursor.executemany(
+            "INSERT INTO nurture_enrollments (lead_id, stream, rule_id, enrolled_at,"
+            f" next_step, next_step_at, status) VALUES ({mark}, 'welcome',"
+            f" 'nurture-new-leads', {mark}, 0, {mark}, 'active')",
+            [(lead, stamp, stamp) for lead in leads],
+        )
+        _audit(plain, leads, "nurture-new-leads", ["enrolled"])
+
+    _in_chunks(
+        engine, "SELECT id FROM leads WHERE score < 60 AND stage = 'lead' ORDER BY id", write
+    )
 
 
 def step_floor(engine: Engine, count: int) -> None:
-    postgres = engine.dialect.name == "postgresql"
-    raw = engine.raw_connection()
-    try:
-        cursor = raw.cursor()
-        mark = "%s" if postgres else "?"
-        cursor.execute("SELECT id, lead_id FROM nurture_enrollments ORDER BY id")
-        enrolments = list(cursor.fetchall())
-        stamp: Any = NOW if postgres else NOW.strftime("%Y-%m-%d %H:%M:%S.%f")
-        for start in range(0, len(enrolments), 1000):
-            chunk = enrolments[start : start + 1000]
-            _begin(cursor, postgres)
-            cursor.executemany(
-                f"UPDATE nurture_enrollments SET next_step = 1, next_step_at = {mark}"
-                f" WHERE id = {mark}",
-                [(stamp, enrolment) for enrolment, _ in chunk],
-            )
-            leads = [lead for _, lead in chunk]
-            _audit(cursor, mark, stamp, leads, "nurture-new-leads", ["nurture_step"])
-            _outbox(cursor, postgres, mark, stamp, leads, "marketing")
-            raw.commit()
-    finally:
-        raw.close()
+    def write(plain: Plain, rows: list[Any]) -> None:
+        mark = plain.mark
+        plain.cursor.executemany(
+            f"UPDATE nurture_enrollments SET next_step = 1, next_step_at = {mark}"
+            f" WHERE id = {mark}",
+            [(plain.stamp, enrolment) for enrolment, _ in rows],
+        )
+        leads = [lead for _, lead in rows]
+        _audit(plain, leads, "nurture-new-leads", ["nurture_step"])
+        _outbox(plain, leads, "marketing")
+
+    _in_chunks(engine, "SELECT id, lead_id FROM nurture_enrollments ORDER BY id", write)
 
 
-def _audit(
-    cursor: Any, mark: str, stamp: Any, leads: list[int], rule: str, actions: list[str]
-) -> None:
-    cursor.executemany(
+def _audit(plain: Plain, leads: list[int], rule: str, actions: list[str]) -> None:
+    mark = plain.mark
+    plain.cursor.executemany(
         "INSERT INTO audit_log (at, source, rule_id, rule_version, lead_id, action,"
         f" params, evidence) VALUES ({mark}, 'rule', '{rule}', 'v1', {mark},"
         f" {mark}, {mark}, {mark})",
         [
-            (stamp, lead, action, json.dumps({"stream": "welcome", "rep": "r1"}), '{"score": 20}')
+            (
+                plain.stamp,
+                lead,
+                action,
+                json.dumps({"stream": "welcome", "rep": "r1"}),
+                '{"score": 20}',
+            )
             for lead in leads
             for action in actions
         ],
     )
 
 
-def _qualifying(cursor: Any, where: str) -> list[Any]:
-    cursor.execute(f"SELECT id FROM leads WHERE {where} ORDER BY id")
-    return list(cursor.fetchall())
-
-
-def _begin(cursor: Any, postgres: bool) -> None:
-    if not postgres:
-        cursor.execute("BEGIN IMMEDIATE")
-
-
-def _outbox(
-    cursor: Any, postgres: bool, mark: str, stamp: Any, chunk: list[int], category: str
-) -> None:
-    cursor.executemany(
+def _outbox(plain: Plain, leads: list[int], category: str) -> None:
+    mark, stamp = plain.mark, plain.stamp
+    plain.cursor.executemany(
         "INSERT INTO outbox (idempotency_key, message_id, channel, category, lead_id, rule_id,"
         " rule_version, recipient, subject, body_text, body_html, headers, status, attempts,"
         f" next_attempt_at, created_at) VALUES ({mark}, {mark}, 'email', '{category}', {mark},"
@@ -402,7 +396,7 @@ def _outbox(
                 stamp,
                 stamp,
             )
-            for lead in chunk
+            for lead in leads
         ],
     )
 

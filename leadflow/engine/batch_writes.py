@@ -189,14 +189,16 @@ def _settled(entry: dict[str, Any] | QueuedAudit, queued: dict[str, Any]) -> dic
 
 def write_batch(
     session: Session,
-    whole: BatchWrites,
     items: Sequence[tuple[str, BatchWrites]],
     now: datetime,
     refused: Callable[[str, Exception], None],
 ) -> int:
-    """Write a batch's ``whole`` writes; should the database refuse them (one item's data it
-    cannot take), write the ``items`` one by one, each in a savepoint, so only what it refuses
-    is lost: ``refused`` hears of each. Returns how many items were refused."""
+    """Write a batch's ``items`` (label, writes) together; should the database refuse them (one
+    item's data it cannot take), write them one by one, each in a savepoint, so only what it
+    refuses is lost: ``refused`` hears of each. Returns how many items were refused."""
+    whole = BatchWrites()
+    for _, writes in items:
+        whole.merge(writes)
     try:
         with session.begin_nested():
             write(session, whole, now)

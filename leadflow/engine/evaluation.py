@@ -137,10 +137,6 @@ def evidence_of(
     return evidence
 
 
-def _record(row: Lead | Deal) -> Mapping[str, Any]:
-    return RowRecord(row)
-
-
 def evaluate_rule(
     runtime: Runtime,
     rule_set: RuleSet,
@@ -236,7 +232,7 @@ def _process(
 ) -> str | None:
     """Fire the rule on one matched row, staging its writes in the batch; return the subject
     if it fired."""
-    evidence = evidence_of(rule, _record(row), context, fields)
+    evidence = evidence_of(rule, RowRecord(row), context, fields)
     deal = row if isinstance(row, Deal) else None
     lead = (
         row
@@ -293,7 +289,7 @@ def _write_batch(
         _firing_failed(outcome, rule, rule_set, subject, exc)
 
     items = list(zip(fired, batch.per_firing, strict=True))
-    failures = write_batch(batch.session, batch.writes, items, batch.now, refused)
+    failures = write_batch(batch.session, items, batch.now, refused)
     batch.roster.write()
     if len(fired) > failures:
         metrics.record_actions((action_name(a) for a in rule.actions), len(fired) - failures)

@@ -52,10 +52,8 @@ class FiringBatch:
     """The batch's leads (for a deal rule, the deals' leads), detached, by id."""
     reps: dict[int, Rep]
     roster: BatchRoster
-    writes: BatchWrites = field(default_factory=BatchWrites)
-    """What the batch's successful firings write."""
     per_firing: list[BatchWrites] = field(default_factory=list)
-    """The same, firing by firing (written so should the database refuse the batch's)."""
+    """What the batch's successful firings write, firing by firing."""
     staged: BatchWrites = field(default_factory=BatchWrites)
     """What the firing in progress writes, if it succeeds."""
     _enrollments: dict[int, list[Enrollment]] | None = None
@@ -152,7 +150,6 @@ class FiringBatch:
             changed = _changed(deal, DEAL_COLUMNS, self._deals_before[deal.id or 0])
             if changed:
                 self.staged.deal_changes[deal.id or 0] = changed
-        self.writes.merge(self.staged)
         self.per_firing.append(self.staged)
         if self._enrollments is not None:
             self._enrollments.update(self._staged_enrollments)

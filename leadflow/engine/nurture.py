@@ -88,7 +88,6 @@ def _steps(
     }
     session.expunge_all()  # from here on only the batch's writes reach the store
     recent = recent_marketing(session, lead_ids, now, runtime.settings)
-    whole = BatchWrites()
     items: list[tuple[str, BatchWrites]] = []
     for enrollment in enrollments:
         writes = BatchWrites()
@@ -108,13 +107,12 @@ def _steps(
             continue
         if queued:
             recent[enrollment.lead_id] = recent.get(enrollment.lead_id, 0) + 1
-        whole.merge(writes)
         items.append((label, writes))
 
     def refused(label: str, exc: Exception) -> None:
         log_failure(log, "nurture_step_failed", exc, enrollment=label)
 
-    return len(items) - write_batch(session, whole, items, now, refused)
+    return len(items) - write_batch(session, items, now, refused)
 
 
 def _step(

@@ -76,7 +76,9 @@ def enqueue_email(
     existing = find(session, key)  # a key seen before costs a lookup, not a rendering
     if existing is not None:
         return existing
-    lead = _marketing_lead(session, lead_id, key) if category == "marketing" else None
+    # email_row refuses marketing email without its lead
+    wanted = category == "marketing" and lead_id is not None
+    lead = session.get(Lead, lead_id) if wanted else None
     row = email_row(
         key=key,
         template=template,
@@ -271,14 +273,6 @@ def _check_recipient(to: str, key: str) -> None:
     if not is_email_address(to):
         msg = f"outbox message {key!r}: {to!r} is not an email address"
         raise UserInputError(msg)
-
-
-def _marketing_lead(session: Session, lead_id: int | None, key: str) -> Lead:
-    lead = session.get(Lead, lead_id) if lead_id is not None else None
-    if lead is None:
-        msg = f"outbox message {key!r}: marketing email needs the lead it goes to (lead_id)"
-        raise UserInputError(msg)
-    return lead
 
 
 def _suppression_reason(
