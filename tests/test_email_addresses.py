@@ -27,10 +27,9 @@ from sqlalchemy import Engine, insert
 from leadflow.clock import SettableClock
 from leadflow.errors import ImportFileError
 from leadflow.ingest import import_file
-from leadflow.mail.enqueue import is_email_address
 from leadflow.service.channels import drain_configured
 from leadflow.settings import Settings
-from leadflow.store.email_addresses import address_problem, recipient_address
+from leadflow.store.email_addresses import address_problem, is_recipient, recipient_address
 from leadflow.store.tables import OUTBOX
 from tests.http_support import Api, build_app, http_settings, runtime_for
 
@@ -109,7 +108,7 @@ class TestOneAddress:
         with pytest.raises(ValueError, match=r"^it names 2 addresses$"):
             recipient_address("Victim <v@x.test>, Evil <e@y.test>")
         assert [
-            is_email_address(value)
+            is_recipient(value)
             for value in ("ann@x.test", "Ann <ann@x.test>", "a@x.test, b@x.test", "n/a", "", None)
         ] == [True, True, False, False, False, False]
 

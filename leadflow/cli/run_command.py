@@ -192,22 +192,29 @@ def plan_line(planned: PlannedFiring) -> Text:
     """One planned firing: the rule id in bold, the evidence dim, CRM text never markup."""
     from rich.text import Text
 
+    rule, what, because = _plan_parts(planned)
     line = Text()
-    line.append(planned.rule_id, style="bold")
-    line.append(f" {planned.subject} {planned.external_id}: {'; '.join(planned.actions)}  ")
-    line.append(f"because {json.dumps(planned.evidence, default=str)}", style="dim")
+    line.append(rule, style="bold")
+    line.append(what)
+    line.append(because, style="dim")
     return line
 
 
 def plan_text(planned: PlannedFiring) -> str:
-    """:func:`plan_line` as plain text, for a pipe or a file (control codes stripped alike)."""
+    """:func:`plan_line` as plain text, for a pipe or a file (control codes stripped alike),
+    without building a rich ``Text`` per firing."""
     from rich.control import strip_control_codes
 
-    text: str = strip_control_codes(
-        f"{planned.rule_id} {planned.subject} {planned.external_id}: "
-        f"{'; '.join(planned.actions)}  because {json.dumps(planned.evidence, default=str)}"
-    )
+    text: str = strip_control_codes("".join(_plan_parts(planned)))
     return text
+
+
+def _plan_parts(planned: PlannedFiring) -> tuple[str, str, str]:
+    return (
+        planned.rule_id,
+        f" {planned.subject} {planned.external_id}: {'; '.join(planned.actions)}  ",
+        f"because {json.dumps(planned.evidence, default=str)}",
+    )
 
 
 class PlanPrinter:

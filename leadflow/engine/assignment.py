@@ -162,6 +162,8 @@ class StoredRoster:
         self.session = session
         self.settings = settings
         self.now = now
+        self._rotations: dict[str, AssignmentRotation | None] = {}
+        """Each pool's row as :meth:`last_pick` locked it, for :meth:`picked` to update."""
 
     def members(self, pool: str) -> list[Member]:
         reps = self.session.scalars(select(Rep).order_by(REPS.c.id))
@@ -171,13 +173,17 @@ class StoredRoster:
         return open_mqls(self.session, rep_ids, self.settings)
 
     def last_pick(self, pool: str) -> int | None:
-        rotation = locked_rotation(self.session, pool)
+        rotation = self._rotations[pool] = locked_rotation(self.session, pool)
         return rotation.last_rep_id if rotation is not None else None
 
     def picked(self, pool: str, rep_id: int) -> None:
-        rotation = locked_rotation(self.session, pool)
+        if pool not in self._rotations:
+            self.last_pick(pool)
+        rotation = self._rotations[pool]
         if rotation is None:
-            self.session.add(AssignmentRotation(pool=pool, last_rep_id=rep_id, updated_at=self.now))
+            rotation = AssignmentRotation(pool=pool, last_rep_id=rep_id, updated_at=self.now)
+            self._rotations[pool] = rotation
+            self.session.add(rotation)
         else:
             rotation.last_rep_id = rep_id
             rotation.updated_at = self.now

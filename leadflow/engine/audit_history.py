@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, or_, select
 
+from leadflow.store.id_ranges import chunks
 from leadflow.store.json_values import jsonable
 from leadflow.store.tables import AUDIT, DEALS, LEADS, OUTBOX, REPS
 
@@ -155,8 +156,8 @@ def email_statuses(engine: Engine, outbox_ids: Iterable[int]) -> dict[int, dict[
         return {}
     found: dict[int, dict[str, Any]] = {}
     with engine.connect() as connection:
-        for start in range(0, len(wanted), 500):
-            query = select(*_EMAIL_COLUMNS).where(OUTBOX.c.id.in_(wanted[start : start + 500]))
+        for chunk in chunks(wanted, 500):
+            query = select(*_EMAIL_COLUMNS).where(OUTBOX.c.id.in_(chunk))
             for row in connection.execute(query).mappings():
                 email = _email(row)
                 found[email["outbox_id"]] = {

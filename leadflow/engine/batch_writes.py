@@ -28,10 +28,9 @@ from sqlalchemy.orm import Session
 from leadflow.logs import error_text, is_outage
 from leadflow.mail.enqueue import cancel_pending_marketing
 from leadflow.outbox.store import enqueue_rows
-from leadflow.store.id_ranges import among
+from leadflow.store.id_ranges import among, chunks
 from leadflow.store.tables import AUDIT, DEALS, FIRINGS, LEADS, NURTURE, SLA_TIMERS
 
-_IDS_PER_STATEMENT = 1000
 log = structlog.get_logger("leadflow.engine")
 
 
@@ -99,7 +98,7 @@ def write(session: Session, writes: BatchWrites, now: datetime) -> None:
     for reason, lead_ids in _grouped(writes.left_nurture).items():
         _leave_nurture(session, lead_ids, reason, now)
     for reason, enrollment_ids in _grouped(writes.moved_enrollments).items():
-        for chunk in _chunks(enrollment_ids):
+        for chunk in chunks(enrollment_ids):
             session.execute(
                 update(NURTURE)
                 .where(among(NURTURE.c.id, chunk))
@@ -223,7 +222,7 @@ def write_batch(
 
 def _leave_nurture(session: Session, lead_ids: Sequence[int], reason: str, now: datetime) -> None:
     """End the leads' active enrollments and suppress their marketing email not yet sent."""
-    for chunk in _chunks(lead_ids):
+    for chunk in chunks(lead_ids):
         session.execute(
             update(NURTURE)
             .where(among(NURTURE.c.lead_id, chunk), NURTURE.c.status == "active")
@@ -250,7 +249,7 @@ def _cancel_slas(session: Session, cancelled: list[tuple[int, str, str]], now: d
     for lead_id, name, reason in cancelled:
         by_name[(name, reason)].append(lead_id)
     for (name, reason), lead_ids in by_name.items():
-        for chunk in _chunks(lead_ids):
+        for chunk in chunks(lead_ids):
             session.execute(
                 update(SLA_TIMERS)
                 .where(
@@ -269,8 +268,3 @@ def _grouped(pairs: Iterable[tuple[int, str]]) -> dict[str, list[int]]:
     for row_id, reason in pairs:
         grouped[reason].append(row_id)
     return grouped
-
-
-def _chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
-    for start in range(0, len(ids), _IDS_PER_STATEMENT):
-        yield ids[start : start + _IDS_PER_STATEMENT]

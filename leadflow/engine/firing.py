@@ -24,8 +24,7 @@ from leadflow.engine.nurture import exit_reason
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.sla_timers import NewSlaTimer, new_sla_timer
 from leadflow.mail.context import email_context
-from leadflow.mail.enqueue import email_row, is_email_address
-from leadflow.outbox.store import SUPPRESSED
+from leadflow.mail.enqueue import counts_for_cap, email_row
 from leadflow.rule_language.actions import (
     Action,
     AdjustScore,
@@ -40,6 +39,7 @@ from leadflow.rule_language.actions import (
 )
 from leadflow.rule_language.fields import Subject
 from leadflow.rule_language.model import Rule, RuleSet
+from leadflow.store.email_addresses import is_recipient
 from leadflow.store.models import Deal, Lead, Rep
 
 log = structlog.get_logger("leadflow.engine")
@@ -120,7 +120,6 @@ class Firing:
                 now=self.now,
                 stage_entered_at=lead.stage_entered_at,
             )
-            timer.level = 0
             self.sla_timers[action.name] = timer
         return timer
 
@@ -264,7 +263,7 @@ def _notify(firing: Firing, action: Action, index: int) -> None:
         if action.to == "lead"
         else (rep.email if rep else None)
     )
-    if not is_email_address(to):
+    if not is_recipient(to):
         if firing.retrying_wait:
             return
         firing.audit(
@@ -323,7 +322,7 @@ def queue_email(
         recipient_timezone=lead.timezone if lead is not None and marketing else None,
     )
     batch.staged.outbox.append(row)
-    if marketing and lead is not None and row["status"] != SUPPRESSED:
+    if lead is not None and counts_for_cap(row):
         batch.count_marketing(lead.id or 0)
     # What became of the row (its id, new or there before) is known once the batch writes it.
     params = {"to": to, "template": template, "outbox_id": None, "status": None, "reason": None}

@@ -27,7 +27,7 @@ from leadflow.engine.assignment import Member, locked_rotation, open_mqls, pool_
 from leadflow.engine.batch_writes import BatchWrites
 from leadflow.mail.enqueue import recent_marketing
 from leadflow.settings import Settings
-from leadflow.store.id_ranges import among
+from leadflow.store.id_ranges import among, chunks
 from leadflow.store.models import AssignmentRotation, Deal, Lead, Rep
 from leadflow.store.tables import NURTURE, REPS, ROTATIONS
 
@@ -60,8 +60,9 @@ class FiringBatch:
     _recent_marketing: dict[int, int] | None = None
     _staged_enrollments: dict[int, list[Enrollment]] = field(default_factory=dict)
     _staged_marketing: dict[int, int] = field(default_factory=dict)
-    _before: dict[int, tuple[Any, ...]] = field(default_factory=dict)
-    _deals_before: dict[int, tuple[Any, ...]] = field(default_factory=dict)
+    _before: tuple[Any, ...] | None = None
+    """The firing's lead's changeable columns as they were when it began."""
+    _deal_before: tuple[Any, ...] | None = None
 
     @classmethod
     def load(
@@ -103,10 +104,9 @@ class FiringBatch:
             return self._staged_enrollments[lead_id]
         if self._enrollments is None:
             self._enrollments = defaultdict(list)
-            ids = list(self.leads)
-            for start in range(0, len(ids), 1000):
+            for chunk in chunks(list(self.leads)):
                 query = select(NURTURE.c.id, NURTURE.c.lead_id, NURTURE.c.stream).where(
-                    among(NURTURE.c.lead_id, ids[start : start + 1000]),
+                    among(NURTURE.c.lead_id, chunk),
                     NURTURE.c.status == "active",
                 )
                 for row in self.session.execute(query):
@@ -134,20 +134,22 @@ class FiringBatch:
         self.staged = BatchWrites()
         self._staged_enrollments = {}
         self._staged_marketing = {}
-        self._before = {} if lead is None else {lead.id or 0: _values(lead, LEAD_COLUMNS)}
-        self._deals_before = {} if deal is None else {deal.id or 0: _values(deal, DEAL_COLUMNS)}
+        self._before = None if lead is None else _values(lead, LEAD_COLUMNS)
+        self._deal_before = None if deal is None else _values(deal, DEAL_COLUMNS)
         self.roster.begin()
 
     def commit(self, lead: Lead | None, deal: Deal | None) -> None:
         """The firing succeeded: its writes and its changes join the batch."""
         if lead is not None:
-            before = self._before[lead.id or 0]
+            before = self._before
+            assert before is not None  # begin() saw this lead
             changed = _changed(lead, LEAD_COLUMNS, before)
             if changed:
                 self.staged.lead_changes[lead.id or 0] = changed
             self.roster.moved(before, _values(lead, LEAD_COLUMNS))
         if deal is not None:
-            changed = _changed(deal, DEAL_COLUMNS, self._deals_before[deal.id or 0])
+            assert self._deal_before is not None  # begin() saw this deal
+            changed = _changed(deal, DEAL_COLUMNS, self._deal_before)
             if changed:
                 self.staged.deal_changes[deal.id or 0] = changed
         self.per_firing.append(self.staged)
@@ -161,11 +163,11 @@ class FiringBatch:
 
     def discard(self, lead: Lead | None, deal: Deal | None) -> None:
         """The firing failed: nothing of it is written, the subject is as it was."""
-        if lead is not None and lead.id in self._before:
-            for name, value in zip(LEAD_COLUMNS, self._before[lead.id or 0], strict=True):
+        if lead is not None and self._before is not None:
+            for name, value in zip(LEAD_COLUMNS, self._before, strict=True):
                 setattr(lead, name, value)
-        if deal is not None and deal.id in self._deals_before:
-            for name, value in zip(DEAL_COLUMNS, self._deals_before[deal.id or 0], strict=True):
+        if deal is not None and self._deal_before is not None:
+            for name, value in zip(DEAL_COLUMNS, self._deal_before, strict=True):
                 setattr(deal, name, value)
         self.staged = BatchWrites()
         self.roster.begin()

@@ -15,14 +15,14 @@ from sqlalchemy.orm import Session
 
 from leadflow.engine.audit_trail import audit_row
 from leadflow.engine.batch_writes import BatchWrites, QueuedAudit, write_batch
+from leadflow.engine.due_rows import due_pages
 from leadflow.engine.runtime import Runtime, StopSignal
 from leadflow.logs import log_failure
 from leadflow.mail.context import email_context
-from leadflow.mail.enqueue import email_row, is_email_address, recent_marketing
-from leadflow.outbox.store import SUPPRESSED
+from leadflow.mail.enqueue import counts_for_cap, email_row, recent_marketing
 from leadflow.rule_language.model import RuleSet
 from leadflow.settings import StageSettings
-from leadflow.store.database import transaction
+from leadflow.store.email_addresses import is_recipient
 from leadflow.store.models import Lead, NurtureEnrollment
 from leadflow.store.tables import LEADS, NURTURE
 
@@ -62,16 +62,8 @@ def run_nurture_steps(
     due = select(NurtureEnrollment).where(
         NURTURE.c.status == "active", NURTURE.c.next_step_at <= now
     )
-    handled, last_id = 0, 0
-    while stop is None or not stop.is_set():
-        with transaction(runtime.engine) as session:
-            page = due.where(NURTURE.c.id > last_id).order_by(NURTURE.c.id).limit(BATCH)
-            enrollments = list(session.scalars(page))
-            if not enrollments:
-                break
-            last_id = enrollments[-1].id or 0
-            handled += _steps(runtime, session, rule_set, enrollments, now)
-    return handled
+    pages = due_pages(runtime.engine, due, NURTURE, batch=BATCH, stop=stop)
+    return sum(_steps(runtime, session, rule_set, page, now) for session, page in pages)
 
 
 def _steps(
@@ -152,7 +144,7 @@ def _step(
         },
     )
     queued = False
-    if is_email_address(lead.email):
+    if is_recipient(lead.email):
         assert lead.email is not None
         key = f"nurture:{lead.external_id}:{stream.id}:{enrollment.id}:step{enrollment.next_step}"
         row = email_row(
@@ -173,7 +165,7 @@ def _step(
         )
         writes.outbox.append(row)
         writes.audit.append(QueuedAudit(audit, key, {"email": "status"}))
-        queued = row["status"] != SUPPRESSED
+        queued = counts_for_cap(row)
     else:
         writes.audit.append(audit)
     next_step = enrollment.next_step + 1

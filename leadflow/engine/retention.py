@@ -57,6 +57,7 @@ from leadflow.engine.runtime import StopSignal
 from leadflow.outbox.store import FAILED, SENT, SUPPRESSED
 from leadflow.settings import FOREVER, Settings
 from leadflow.store.database import transaction
+from leadflow.store.id_ranges import chunks
 from leadflow.store.tables import AUDIT, OUTBOX
 from leadflow.store.types import UTCDateTime
 
@@ -328,10 +329,9 @@ def _recover(engine: Engine, folder: Path, batch: int) -> int:
     deleted = 0
     for pending in sorted(folder.glob(f"audit-*{PENDING_SUFFIX}")):
         ids = [row["id"] for row in read_archive(pending)]
-        for start in range(0, len(ids), batch):
+        for chunk in chunks(ids, batch):
             with transaction(engine) as session:
                 dialect = session.connection().dialect.name
-                chunk = ids[start : start + batch]
                 result = session.execute(delete(AUDIT).where(_ids_in(AUDIT.c.id, chunk, dialect)))
                 deleted += int(result.rowcount)  # type: ignore[attr-defined]
         _settle(pending)

@@ -13,12 +13,10 @@ from collections.abc import Collection
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from leadflow.rule_language.model import Rule, RuleSet
-from leadflow.store.database import transaction
+from leadflow.store.database import insert_ignoring_duplicates, transaction
 from leadflow.store.models import RuleRun
 from leadflow.store.tables import RULE_RUNS
 
@@ -54,10 +52,8 @@ def remember_first_seen(
     if new:
         with transaction(engine) as session:
             dialect = session.get_bind().dialect.name
-            insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
             session.execute(
-                insert(RULE_RUNS)
-                .values(
+                insert_ignoring_duplicates(dialect, RULE_RUNS, "rule_id").values(
                     [
                         {
                             "rule_id": rule.id,
@@ -69,7 +65,6 @@ def remember_first_seen(
                         for rule in new
                     ]
                 )
-                .on_conflict_do_nothing(index_elements=["rule_id"])
             )
     return first_seen_times(engine)
 

@@ -28,7 +28,7 @@ from leadflow.http.body_limit import BodyLimit
 from leadflow.http.openapi import record_schema, request_body, type_errors
 from leadflow.http.probes import probe_routes
 from leadflow.http.records import upsert_records
-from leadflow.ingest.values import TOO_DEEP, text_problem, unstorable
+from leadflow.ingest.values import TOO_DEEP, json_value, text_problem, unstorable
 from leadflow.rule_language.model import RuleSet
 from leadflow.service.rule_reload import SnapshotHolder
 from leadflow.settings import HttpSettings, ImportKind
@@ -187,15 +187,10 @@ def _refuse_unknown_query(request: Request, known: set[str]) -> None:
         )
 
 
-def _reject_constant(name: str) -> None:
-    msg = f"{name} is not JSON"
-    raise ValueError(msg)
-
-
 def parse_records(raw: bytes) -> tuple[list[dict[str, Any]], bool]:
     """The posted objects and whether they came as a list; RecordsRejectedError otherwise."""
     try:
-        value = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        value = json_value(raw.decode("utf-8"))
     except UnicodeDecodeError:
         _reject(("body",), "not UTF-8 text", "json_invalid")
     except json.JSONDecodeError as exc:

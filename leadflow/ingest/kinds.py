@@ -32,6 +32,7 @@ from leadflow.ingest.references import RepDirectory, ids_by_external_id
 from leadflow.ingest.values import range_reason
 from leadflow.ingest.writers import Counts, Prepared, Shape
 from leadflow.settings import ImportKind, ImportMapping, Settings
+from leadflow.store.id_ranges import chunks
 from leadflow.store.tables import ACTIVITIES, DEALS, LEADS
 
 Record = dict[str, Any]
@@ -389,9 +390,7 @@ def _bump_last_activity(
         .limit(1)
         .scalar_subquery()
     )
-    ordered = sorted(ids)
-    for start in range(0, len(ordered), 5000):
-        chunk = ordered[start : start + 5000]
+    for chunk in chunks(sorted(ids), 5000):
         connection.execute(
             update(target)
             .where(

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, Literal, cast
 
 from leadflow.errors import ImportFileError, Problem, ProblemsError
-from leadflow.ingest.values import text_problem
+from leadflow.ingest.values import json_value, text_problem
 
 FileFormat = Literal["csv", "jsonl"]
 _CHUNK = 1 << 20
@@ -198,7 +198,7 @@ class RowSource:
         seen_object = False
         for line in self._text:
             try:
-                value = _json_line(line) if line.strip() else None
+                value = json_value(line) if line.strip() else None
             except (ValueError, RecursionError):
                 continue
             if isinstance(value, dict):
@@ -219,7 +219,7 @@ class RowSource:
             if not line.strip():
                 continue
             try:
-                value = _json_line(line.rstrip("\r\n"))
+                value = json_value(line.rstrip("\r\n"))
             except json.JSONDecodeError as exc:
                 yield number, [], f"invalid JSON: {exc.msg} at column {exc.colno}"
                 continue
@@ -233,16 +233,6 @@ class RowSource:
                 yield number, [], _bad_key(value) or "unexpected key"
                 continue
             yield number, [value.get(key) for key in header], None
-
-
-def _reject_constant(name: str) -> None:
-    msg = f"{name} is not JSON"
-    raise ValueError(msg)
-
-
-def _json_line(line: str) -> object:
-    """One line's value; NaN and Infinity are refused as the HTTP API refuses them."""
-    return json.loads(line, parse_constant=_reject_constant)
 
 
 def _bad_key(value: dict[str, object]) -> str | None:

@@ -9,6 +9,7 @@ from typing import Literal
 from sqlalchemy import Connection, Table, select
 
 from leadflow.errors import ImportRowError
+from leadflow.store.id_ranges import chunks
 from leadflow.store.tables import REPS
 
 RepReference = Literal["external_id", "name", "email"]
@@ -63,9 +64,7 @@ def existing_rows(
 ) -> dict[str, tuple[int, str | None]]:
     """``external_id -> (id, source_hash)`` for those of ``keys`` already stored."""
     found: dict[str, tuple[int, str | None]] = {}
-    ordered = list(keys)
-    for start in range(0, len(ordered), _LOOKUP_CHUNK):
-        chunk = ordered[start : start + _LOOKUP_CHUNK]
+    for chunk in chunks(list(keys), _LOOKUP_CHUNK):
         query = select(table.c.external_id, table.c.id, table.c.source_hash).where(
             table.c.external_id.in_(chunk)
         )

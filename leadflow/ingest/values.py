@@ -7,13 +7,14 @@ whose message is the reason shown to the user (``FILE:LINE: field: reason``).
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import reprlib
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, date, datetime, tzinfo
 from functools import lru_cache
-from typing import TypeVar
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from leadflow.store.email_addresses import address_problem
@@ -393,3 +394,14 @@ _SHORT.maxlevel = 3  # a deeply nested object shown whole would exceed the recur
 def _shown(raw: object) -> str:
     shown = _SHORT.repr(raw) if isinstance(raw, dict | list) else repr(raw)
     return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
+def json_value(text: str) -> Any:
+    """``text`` parsed as JSON, refusing NaN and Infinity (``ValueError``): JSON has neither, and
+    the store could not hold them. The HTTP API and JSONL imports read every document with it."""
+    return json.loads(text, parse_constant=_reject_constant)
+
+
+def _reject_constant(name: str) -> None:
+    msg = f"{name} is not JSON"
+    raise ValueError(msg)

@@ -34,7 +34,7 @@ from leadflow.outbox.store import (
 )
 from leadflow.settings import SendWindow, Settings
 from leadflow.store.email_addresses import is_recipient
-from leadflow.store.id_ranges import among
+from leadflow.store.id_ranges import among, chunks
 from leadflow.store.models import Lead
 from leadflow.store.tables import OUTBOX
 
@@ -155,6 +155,12 @@ def email_row(
     )
 
 
+def counts_for_cap(row: Mapping[str, Any]) -> bool:
+    """Whether an outbox row (from :func:`email_row`) counts against its lead's frequency cap,
+    as :func:`recent_marketing` counts the stored ones."""
+    return bool(row["category"] == "marketing" and row["status"] in _COUNTED_FOR_CAP)
+
+
 def recent_marketing(
     session: Session, lead_ids: Collection[int], now: datetime, settings: Settings
 ) -> dict[int, int]:
@@ -162,12 +168,11 @@ def recent_marketing(
     window, by lead id (leads with none are left out)."""
     window_start = now - settings.mail.frequency_cap.window
     counts: dict[int, int] = {}
-    ids = list(lead_ids)
-    for start in range(0, len(ids), 1000):
+    for chunk in chunks(list(lead_ids)):
         query = (
             select(_TABLE.c.lead_id, func.count())
             .where(
-                among(_TABLE.c.lead_id, ids[start : start + 1000]),
+                among(_TABLE.c.lead_id, chunk),
                 _TABLE.c.category == "marketing",
                 _TABLE.c.status.in_(_COUNTED_FOR_CAP),
                 _TABLE.c.created_at > window_start,
@@ -218,13 +223,12 @@ def cancel_pending_marketing(
 ) -> int:
     """Suppress the leads' marketing email not yet claimed by a sender; return how many."""
     stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    ids = list(lead_ids)
     cancelled = 0
-    for start in range(0, len(ids), 1000):
+    for chunk in chunks(list(lead_ids)):
         result = session.execute(
             update(_TABLE)
             .where(
-                among(_TABLE.c.lead_id, ids[start : start + 1000]),
+                among(_TABLE.c.lead_id, chunk),
                 _TABLE.c.category == "marketing",
                 _TABLE.c.status == PENDING,
             )
@@ -264,13 +268,8 @@ def _zone(name: str | None, settings: Settings) -> ZoneInfo:
         return ZoneInfo(settings.calendar.timezone)
 
 
-def is_email_address(value: str | None) -> bool:
-    """Whether ``value`` can be a recipient: one address, perhaps named (not ``n/a``, no list)."""
-    return is_recipient(value)
-
-
 def _check_recipient(to: str, key: str) -> None:
-    if not is_email_address(to):
+    if not is_recipient(to):
         msg = f"outbox message {key!r}: {to!r} is not an email address"
         raise UserInputError(msg)
 

@@ -20,12 +20,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, bindparam, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from leadflow.clock import parse_instant
 from leadflow.errors import UserInputError
-from leadflow.store.database import transaction
+from leadflow.store.database import insert_ignoring_duplicates, transaction
+from leadflow.store.id_ranges import chunks
 from leadflow.store.models import OutboxMessage
 from leadflow.store.tables import OUTBOX
 
@@ -122,16 +122,12 @@ def enqueue_rows(session: Session, rows: Sequence[Mapping[str, Any]]) -> dict[st
     """
     results: dict[str, EnqueueResult] = {}
     dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = (
-        insert(_TABLE)
-        .on_conflict_do_nothing(index_elements=["idempotency_key"])
-        .returning(_TABLE.c.id, _TABLE.c.idempotency_key)
+    statement = insert_ignoring_duplicates(dialect, _TABLE, "idempotency_key").returning(
+        _TABLE.c.id, _TABLE.c.idempotency_key
     )
     by_key = {row["idempotency_key"]: row for row in rows}
     unique = list(by_key.values())
-    for start in range(0, len(unique), _ROWS_PER_STATEMENT):
-        chunk = unique[start : start + _ROWS_PER_STATEMENT]
+    for chunk in chunks(unique):
         for new_id, key in session.execute(statement, chunk).all():
             row = by_key[key]
             results[key] = EnqueueResult(
@@ -147,9 +143,6 @@ def enqueue_rows(session: Session, rows: Sequence[Mapping[str, Any]]) -> dict[st
     return results
 
 
-_ROWS_PER_STATEMENT = 1000
-
-
 def find(session: Session, key: str) -> EnqueueResult | None:
     """The row with idempotency ``key``, as :func:`enqueue` reports it; None if there is none."""
     return find_many(session, [key]).get(key)
@@ -158,7 +151,7 @@ def find(session: Session, key: str) -> EnqueueResult | None:
 def find_many(session: Session, keys: Sequence[str]) -> dict[str, EnqueueResult]:
     """The rows with these idempotency keys, by key (keys with no row are left out)."""
     found: dict[str, EnqueueResult] = {}
-    for start in range(0, len(keys), _ROWS_PER_STATEMENT):
+    for chunk in chunks(keys):
         query = select(
             _TABLE.c.id,
             _TABLE.c.idempotency_key,
@@ -166,7 +159,7 @@ def find_many(session: Session, keys: Sequence[str]) -> dict[str, EnqueueResult]
             _TABLE.c.status,
             _TABLE.c.status_reason,
             _TABLE.c.next_attempt_at,
-        ).where(_TABLE.c.idempotency_key.in_(keys[start : start + _ROWS_PER_STATEMENT]))
+        ).where(_TABLE.c.idempotency_key.in_(chunk))
         for row in session.execute(query):
             found[row.idempotency_key] = EnqueueResult(
                 False, row.id, row.message_id, row.status, row.status_reason, row.next_attempt_at

@@ -238,6 +238,15 @@ def ensure_attribute_indexes(
     return names
 
 
+def insert_ignoring_duplicates(dialect: str, table: Table, unique: str) -> Any:
+    """``INSERT INTO table ... ON CONFLICT (unique) DO NOTHING`` in ``dialect``'s words: a row
+    whose key is there already (also one a concurrent transaction just inserted) is skipped."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(table).on_conflict_do_nothing(index_elements=[unique])
+
+
 def _writer(engine: Engine) -> Engine:
     """The engine whose transactions will write: on SQLite they take the write lock up front."""
     return engine.execution_options(**{WRITE_OPTION: True})

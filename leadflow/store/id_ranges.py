@@ -1,4 +1,5 @@
-"""``column IN (ids)`` that PostgreSQL answers from an index however stale its statistics.
+"""Sets of ids in SQL: split one statement's worth at a time (:func:`chunks`), and ``column IN
+(ids)`` that PostgreSQL answers from an index however stale its statistics (:func:`among`).
 
 A batch asks for the rows of its 1,000 leads in tables the same evaluation keeps growing
 (enrollments, SLA timers, the outbox). With statistics from before the evaluation, PostgreSQL
@@ -10,9 +11,22 @@ evaluation reads each row once over all its batches.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import TypeVar
 
 from sqlalchemy import ColumnElement, and_
+
+Item = TypeVar("Item")
+
+PER_STATEMENT = 1000
+"""Ids (or keys) one statement carries: SQLite's parameter limit and the planner's both sit well
+above it, and a batch's leads fit in one."""
+
+
+def chunks(items: Sequence[Item], size: int = PER_STATEMENT) -> Iterator[Sequence[Item]]:
+    """``items`` in consecutive slices of at most ``size``, for one statement each."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def among(column: ColumnElement[int], ids: Sequence[int]) -> ColumnElement[bool]:

@@ -13,9 +13,8 @@ import secrets
 from datetime import datetime
 
 from sqlalchemy import Engine, select
-from sqlalchemy.dialects import postgresql, sqlite
 
-from leadflow.store.database import transaction
+from leadflow.store.database import insert_ignoring_duplicates, transaction
 from leadflow.store.tables import STORE_SECRETS
 
 
@@ -26,11 +25,8 @@ def stored_secret(engine: Engine, name: str, now: datetime) -> tuple[str, bool]:
     if existing is not None:
         return existing, False
     candidate = secrets.token_hex(32)
-    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-    statement = (
-        dialect.insert(STORE_SECRETS)
-        .values(name=name, value=candidate, created_at=now)
-        .on_conflict_do_nothing(index_elements=["name"])
+    statement = insert_ignoring_duplicates(engine.dialect.name, STORE_SECRETS, "name").values(
+        name=name, value=candidate, created_at=now
     )
     with transaction(engine) as session:
         session.execute(statement)
