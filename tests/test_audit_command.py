@@ -66,6 +66,15 @@ class TestAuditCommand:
             ("L2", "nurture_step"),
         ]
         args = ["-c", config(tmp_path, store_url)]
+        # --since at the run keeps every row of it (the same rows as no filter at all) ...
+        assert main([*args, "audit", "--format", "jsonl"]) == 0
+        everything = capsys.readouterr().out
+        assert main([*args, "audit", "--since", "2026-03-02T09:00:00Z", "--format", "jsonl"]) == 0
+        assert capsys.readouterr().out == everything
+        assert ("L2", "enrolled") in [
+            (row["lead"], row["action"]) for row in map(json.loads, everything.splitlines())
+        ]
+        # ... and a second after it, none.
         assert main([*args, "audit", "--since", "2026-03-02T09:00:01Z"]) == 0
         captured = capsys.readouterr()
         assert "no audit rows match" in captured.err

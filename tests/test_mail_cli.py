@@ -117,6 +117,11 @@ def test_outbox_says_how_many_rows_the_limit_left_out(
     assert lines[0] == "pending 53, sending 0, sent 0, failed 0, suppressed 0"
     assert lines[-1] == "... and 3 more (use --limit)"
     assert len([line for line in lines if "│ pending" in line]) == 50
+    assert main(["-c", str(config), "outbox", "--format", "json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert (document["total"], document["shown"]) == (53, 50)
+    # The 50 due first (all due now: by id), not any 50.
+    assert [message["id"] for message in document["messages"]] == list(range(1, 51))
     assert main(["-c", str(config), "outbox", "--limit", "60"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len([line for line in lines if "│ pending" in line]) == 53

@@ -354,20 +354,22 @@ class TestCommandAndConfig:
 
         engine = create_store_engine(store_url)
         now = datetime.now(UTC)
-        add_message(engine, "sent-31d", "sent", now - 31 * DAY, now - 31 * DAY)
-        add_message(engine, "pending-31d", "pending", now - 31 * DAY)
+        sent = add_message(engine, "sent-31d", "sent", now - 31 * DAY, now - 31 * DAY)
+        pending = add_message(engine, "pending-31d", "pending", now - 31 * DAY)
         with engine.begin() as connection:
             connection.execute(
                 insert(AUDIT).values(
                     at=now - 101 * DAY, source="rule", action="x", params={}, evidence={}
                 )
             )
+        old_audit = ids(engine, AUDIT)
         assert main(["--config", str(config), "prune", "--dry-run"]) == 0
         out = capsys.readouterr().out.splitlines()
         assert out[0].startswith("outbox: would delete 1 sent, failed or suppressed messages")
         assert " older than 30d (before " in out[0]
         assert out[1].startswith("audit: would delete 1 rows older than 100d (before ")
         assert out[1].endswith(f"; archived first in {tmp_path / 'old-audit'}/")
+        assert (ids(engine, OUTBOX), ids(engine, AUDIT)) == ({sent, pending}, old_audit)
         assert main(["--config", str(config), "prune", "--format", "json"]) == 0
         document = json.loads(capsys.readouterr().out)
         assert document["dry_run"] is False
@@ -375,6 +377,7 @@ class TestCommandAndConfig:
         [file] = document["archive_files"]
         assert Path(file).parent == tmp_path / "old-audit"
         assert len(ids(engine, OUTBOX)) == 1
+        assert (ids(engine, OUTBOX), ids(engine, AUDIT)) == ({pending}, set())
         engine.dispose()
 
     def test_config_shows_the_retention_keys(

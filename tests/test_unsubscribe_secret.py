@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 from leadflow.clock import SettableClock
 from leadflow.config import load_settings
 from leadflow.engine.runtime import Runtime
-from leadflow.mail.context import unsubscribe_token, unsubscribe_url
+from leadflow.mail.context import _PROCESS_UNSUBSCRIBE_KEY, unsubscribe_token, unsubscribe_url
 from leadflow.service.daemon import Daemon
 from leadflow.settings import Settings
 from leadflow.store.tables import STORE_SECRETS
@@ -67,6 +67,9 @@ def test_without_a_runtime_no_link_uses_the_public_key(make_settings: Any) -> No
     settings = make_settings()
     assert settings.mail.unsubscribe_secret is None
     assert unsubscribe_token(settings, "L-1") != _hmac(OLD_PUBLIC_KEY, "L-1")
+    # ... the process's own: 32 random bytes, so the link verifies nowhere else.
+    assert len(_PROCESS_UNSUBSCRIBE_KEY) == 32
+    assert unsubscribe_token(settings, "L-1") == _hmac(_PROCESS_UNSUBSCRIBE_KEY, "L-1")
 
 
 def _with_secret(tmp_path: Path, store_url: str, **overrides: Any) -> Settings:
@@ -92,6 +95,11 @@ def test_read_only_commands_store_nothing(engine: Engine, make_settings: Any) ->
     """``plan``, ``status`` and dry runs never write the store: a random key for the process."""
     runtime = Runtime.build(engine, make_settings(), SettableClock(T0), read_only=True)
     assert runtime.settings.mail.unsubscribe_secret is not None
+    key = runtime.settings.mail.unsubscribe_secret.get_secret_value()
+    other = Runtime.build(engine, make_settings(), SettableClock(T0), read_only=True)
+    assert other.settings.mail.unsubscribe_secret is not None
+    assert len(key) == 64  # random, per runtime: never a shared constant
+    assert key != other.settings.mail.unsubscribe_secret.get_secret_value()
     assert runtime.unsubscribe_secret_stored is False
     with engine.connect() as connection:
         assert connection.execute(select(func.count()).select_from(STORE_SECRETS)).scalar() == 0
