@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from import_support import rows
 from sqlalchemy import Engine, insert, select
 
 from leadflow.clock import SettableClock
 from leadflow.engine.nurture import run_nurture_steps
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.tick import run_due_rules
-from leadflow.store.tables import AUDIT, LEADS, NURTURE, OUTBOX, REPS, ROTATIONS, SLA_TIMERS
+from leadflow.store.tables import LEADS, NURTURE, OUTBOX, REPS, ROTATIONS
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # Monday 09:00
 
@@ -126,27 +127,19 @@ def seed(engine: Engine, leads: list[dict[str, Any]], capacity: int | None = Non
 
 
 def leads(engine: Engine) -> list[tuple[Any, ...]]:
-    with engine.connect() as connection:
-        query = select(LEADS.c.external_id, LEADS.c.stage, LEADS.c.owner_id).order_by(LEADS.c.id)
-        return [tuple(row) for row in connection.execute(query)]
+    return rows(engine, "leads", "external_id", "stage", "owner_id")
 
 
 def audit(engine: Engine) -> list[tuple[Any, ...]]:
-    with engine.connect() as connection:
-        query = select(AUDIT.c.lead_id, AUDIT.c.action).order_by(AUDIT.c.id)
-        return [tuple(row) for row in connection.execute(query)]
+    return rows(engine, "audit_log", "lead_id", "action")
 
 
 def outbox(engine: Engine) -> list[tuple[Any, ...]]:
-    with engine.connect() as connection:
-        query = select(OUTBOX.c.lead_id, OUTBOX.c.recipient, OUTBOX.c.subject).order_by(OUTBOX.c.id)
-        return [tuple(row) for row in connection.execute(query)]
+    return rows(engine, "outbox", "lead_id", "recipient", "subject")
 
 
 def timers(engine: Engine) -> list[tuple[Any, ...]]:
-    with engine.connect() as connection:
-        query = select(SLA_TIMERS.c.lead_id, SLA_TIMERS.c.owner_id, SLA_TIMERS.c.status)
-        return sorted(tuple(row) for row in connection.execute(query.order_by(SLA_TIMERS.c.id)))
+    return sorted(rows(engine, "sla_timers", "lead_id", "owner_id", "status"))
 
 
 MQL_AUDIT = ["stage_changed", "assigned", "email_queued", "sla_started"]
