@@ -147,8 +147,8 @@ class TestShapeOfAFile:
 
     def test_wrong_top_level(self, rules: Path) -> None:
         assert problems(rules, **{"a.yaml": "- id: a\n", "b.yaml": "hello\n"}) == [
-            "rules/a.yaml:1:1: expected a mapping with rules: and/or streams: at the top of the file",
-            "rules/b.yaml:1:1: expected a mapping with rules: and/or streams: at the top of the file",
+            "rules/a.yaml:1:1: expected a mapping with rules:, streams: and/or scoring: at the top of the file",
+            "rules/b.yaml:1:1: expected a mapping with rules:, streams: and/or scoring: at the top of the file",
         ]
 
     def test_unknown_keys_suggest_the_close_match_and_do_not_hide_other_problems(
@@ -309,7 +309,7 @@ class TestConditions:
             "    actions: [set_stage: mql]\n"
         )
         assert problems(rules, **{"r.yaml": text}) == [
-            "rules/r.yaml:5:19: rule a: unknown lead field 'scor'; did you mean score?",
+            "rules/r.yaml:5:19: rule a: unknown lead field 'scor'; did you mean score, score_fit?",
             "rules/r.yaml:6:26: rule a: score (integer) does not take 'atleast'; did you mean 'at_least'?"
             " use one of equals, not_equals, in, not_in, at_least, at_most, more_than, less_than, is_set",
             f"rules/r.yaml:7:34: rule a: unknown stage 'mqll'; did you mean 'mql'? stages are {STAGES}",

@@ -213,7 +213,10 @@ tests:
         (here / "t.yaml").write_text(header + CASE, encoding="utf-8")
         code, out, _err = run(capsys, "t.yaml")
         assert code == 1
-        assert out[4] == "rules/r.yaml:3:19: rule x: unknown lead field 'scor'; did you mean score?"
+        assert (
+            out[4]
+            == "rules/r.yaml:3:19: rule x: unknown lead field 'scor'; did you mean score, score_fit?"
+        )
 
 
 class TestJunit:

@@ -29,7 +29,15 @@ from leadflow.logs import error_text, is_outage
 from leadflow.mail.enqueue import cancel_pending_marketing
 from leadflow.outbox.store import enqueue_rows
 from leadflow.store.id_ranges import among, chunks
-from leadflow.store.tables import AUDIT, DEALS, FIRINGS, LEADS, NURTURE, SLA_TIMERS
+from leadflow.store.tables import (
+    AUDIT,
+    DEALS,
+    FIRINGS,
+    LEADS,
+    NURTURE,
+    SCORE_CHANGES,
+    SLA_TIMERS,
+)
 
 log = structlog.get_logger("leadflow.engine")
 
@@ -69,6 +77,7 @@ class BatchWrites:
     enrollments: list[dict[str, Any]] = field(default_factory=list)
     outbox: list[dict[str, Any]] = field(default_factory=list)
     audit: list[dict[str, Any] | QueuedAudit] = field(default_factory=list)
+    score_changes: list[dict[str, Any]] = field(default_factory=list)
 
     def merge(self, other: BatchWrites) -> None:
         self.rule_firings += other.rule_firings
@@ -85,12 +94,14 @@ class BatchWrites:
         self.enrollments += other.enrollments
         self.outbox += other.outbox
         self.audit += other.audit
+        self.score_changes += other.score_changes
 
 
 def write(session: Session, writes: BatchWrites, now: datetime) -> None:
     """Write ``writes`` in the caller's transaction, a few statements per kind of row."""
     _insert(session, FIRINGS, writes.rule_firings)
     _update_rows(session, LEADS, writes.lead_changes)
+    _insert(session, SCORE_CHANGES, writes.score_changes)
     _update_rows(session, DEALS, writes.deal_changes)
     _cancel_slas(session, writes.cancelled_slas, now)
     _insert(session, SLA_TIMERS, writes.sla_timers)

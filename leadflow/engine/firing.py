@@ -206,7 +206,24 @@ def _score(firing: Firing, action: Action, _index: int) -> None:
     before = lead.score
     lead.score = before + action.by if isinstance(action, AdjustScore) else _target(action)
     if lead.score != before:
+        # Kept apart from fit and engagement, so a scoring model's next pass keeps it.
+        lead.score_adjustment = (lead.score_adjustment or 0) + lead.score - before
         firing.audit("score_changed", {"from": before, "to": lead.score})
+        firing.batch.staged.score_changes.append(
+            {
+                "lead_id": lead.id,
+                "at": firing.now,
+                "old_score": before,
+                "new_score": lead.score,
+                "old_fit": lead.score_fit,
+                "new_fit": lead.score_fit,
+                "old_engagement": lead.score_engagement,
+                "new_engagement": lead.score_engagement,
+                "cause": "rule",
+                "detail": f"rule {firing.rule.id}: {'adjust_score' if isinstance(action, AdjustScore) else 'set_score'}",
+                "model_version": None,
+            }
+        )
 
 
 def _target(action: Action) -> int:

@@ -31,7 +31,14 @@ from leadflow.store.id_ranges import among, chunks
 from leadflow.store.models import AssignmentRotation, Deal, Lead, Rep
 from leadflow.store.tables import NURTURE, REPS, ROTATIONS
 
-LEAD_COLUMNS = ("stage", "stage_entered_at", "owner_id", "previous_owner_id", "score")
+LEAD_COLUMNS = (
+    "stage",
+    "stage_entered_at",
+    "owner_id",
+    "previous_owner_id",
+    "score",
+    "score_adjustment",
+)
 """What an action may change on a lead."""
 DEAL_COLUMNS = ("outcome", "closed_at", "recycle_reason", "updated_at")
 """What an action may change on a deal."""

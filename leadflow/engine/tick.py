@@ -68,13 +68,18 @@ def run_tick(
     rounds: int = 1,
     plan_to: PlanSink | None = None,
 ) -> TickReport:
-    """One pass of the funnel as of ``now``: the due rules, then the funnel steps.
+    """One pass of the funnel as of ``now``: the scoring model's rescoring (when the rule set
+    has an enabled one), the due rules, then the funnel steps.
 
     The funnel half writes, so a ``dry_run`` (which only plans the rules) leaves it out; so
     does a tick of ``only`` some rules, which evaluates those rules and nothing else. ``force``,
     ``first_seen``, ``plan_to``: see :func:`run_due_rules`; ``rounds``: see
     :func:`run_funnel_steps`.
     """
+    if not dry_run and only is None:
+        from leadflow.scoring.step import run_scoring
+
+        run_scoring(runtime, rule_set, now)
     rules = run_due_rules(
         runtime,
         rule_set,

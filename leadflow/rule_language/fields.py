@@ -35,14 +35,16 @@ class ValueType(Enum):
 class Subject(Enum):
     LEAD = "lead"
     DEAL = "deal"
+    ACTIVITY = "activity"
+    """What a scoring model's engagement criterion may filter activities on."""
 
     @property
     def table(self) -> Table:
         # The tables (and SQLAlchemy) load when a condition is compiled to SQL, not when rules
         # are parsed: ``leadflow check`` never needs them.
-        from leadflow.store.tables import DEALS, LEADS
+        from leadflow.store.tables import ACTIVITIES, DEALS, LEADS
 
-        return LEADS if self is Subject.LEAD else DEALS
+        return {Subject.LEAD: LEADS, Subject.DEAL: DEALS, Subject.ACTIVITY: ACTIVITIES}[self]
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,9 @@ _LEAD_FIELDS = (
     _column("name", ValueType.STRING, "full name"),
     _column("company", ValueType.STRING, "company name"),
     _column("score", ValueType.INTEGER, "lead score"),
+    _column("score_fit", ValueType.INTEGER, "the fit part of the score (scoring model)"),
+    _column("score_engagement", ValueType.INTEGER, "the engagement part (scoring model)"),
+    _column("score_grade", ValueType.STRING, "fit letter and engagement digit, e.g. A2"),
     _column("stage", ValueType.STAGE, "funnel stage"),
     _column("stage_entered_at", ValueType.DATETIME, "when the lead entered its stage"),
     _column("last_activity_at", ValueType.DATETIME, "the lead's latest activity"),
@@ -131,6 +136,34 @@ _DEAL_FIELDS = (
     _age("age_days", ("engaged_at",), "days since the deal was engaged"),
 )
 
+_ACTIVITY_FIELDS = (
+    _column("type", ValueType.STRING, "the activity's type (visit, email_open, form_fill...)"),
+    _column("occurred_at", ValueType.DATETIME, "when it happened"),
+)
+PROPERTY_PREFIX = "properties."
+
+
+def _property(name: str) -> FieldSpec:
+    """A property of an activity (``url``, ``template``, ``campaign``...), read as text."""
+
+    def sql(table: Table) -> ColumnElement[Any]:
+        from leadflow.store.attributes import AttributeValue
+
+        return AttributeValue(table.c.properties, name, "string")
+
+    def read(record: Mapping[str, Any]) -> Any:
+        value = (record.get("properties") or {}).get(name)
+        return None if value is None else str(value)
+
+    return FieldSpec(
+        name=PROPERTY_PREFIX + name,
+        type=ValueType.STRING,
+        sql=sql,
+        read=read,
+        description="a property of the activity, as text",
+    )
+
+
 _ATTRIBUTE_TYPES = {
     "string": ValueType.STRING,
     "integer": ValueType.INTEGER,
@@ -157,8 +190,36 @@ class FieldCatalog:
         return f"unknown {self.subject.value} field {name!r}; {hint}"
 
 
+@dataclass(frozen=True)
+class ActivityCatalog(FieldCatalog):
+    """An activity's stored fields and any ``properties.<name>``: activities carry what their
+    source sent (a URL, a template, a campaign), with no declaration to check names against."""
+
+    def get(self, name: str) -> FieldSpec | None:
+        found = self.fields.get(name)
+        if found is None and name.startswith(PROPERTY_PREFIX):
+            from leadflow.settings import ATTRIBUTE_NAME
+
+            key = name.removeprefix(PROPERTY_PREFIX)
+            return _property(key) if ATTRIBUTE_NAME.match(key) else None
+        return found
+
+    def unknown_message(self, name: str) -> str:
+        return (
+            f"unknown activity field {name!r}; known fields: type, occurred_at and "
+            "properties.<name> (letters, digits and underscores)"
+        )
+
+
+ACTIVITY_CATALOG = ActivityCatalog(
+    Subject.ACTIVITY, MappingProxyType({spec.name: spec for spec in _ACTIVITY_FIELDS})
+)
+
+
 def field_catalog(subject: Subject, settings: Settings) -> FieldCatalog:
     """Stored fields, computed ages and the attributes declared in ``settings.attributes``."""
+    if subject is Subject.ACTIVITY:
+        return ACTIVITY_CATALOG
     declared = settings.attributes.leads if subject is Subject.LEAD else settings.attributes.deals
     return _catalog(subject, tuple(declared.items()))
 

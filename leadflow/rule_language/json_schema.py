@@ -35,6 +35,7 @@ def rule_file_schema(settings: Settings) -> Schema:
         "offset": _duration(zero=True),
         "rule": _rule(),
         "stream": _stream(),
+        "scoring": _scoring(),
         "start_sla": _start_sla(settings),
         **_actions(settings),
     }
@@ -44,12 +45,14 @@ def rule_file_schema(settings: Settings) -> Schema:
         "$schema": DRAFT,
         "$id": "urn:leadflow:rule-file",
         "title": "leadflow rule file",
-        "description": "Rules and nurture streams; `leadflow check` validates a folder of them.",
+        "description": "Rules, nurture streams and the scoring model; `leadflow check` "
+        "validates a folder of them.",
         "type": ["object", "null"],
         "additionalProperties": False,
         "properties": {
             "rules": {"type": "array", "items": {"$ref": "#/$defs/rule"}},
             "streams": {"type": "array", "items": {"$ref": "#/$defs/stream"}},
+            "scoring": {"$ref": "#/$defs/scoring"},
         },
         "$defs": defs,
     }
@@ -169,7 +172,88 @@ def _condition(subject: Subject, settings: Settings) -> Schema:
             branches.append(_comparison(kind, names, catalog.fields, settings))
     if subject is Subject.DEAL:
         branches.append(_one_key("idle_beyond_average_cycle", _idle(catalog.fields), _IDLE_HELP))
+    if subject is Subject.ACTIVITY:
+        properties = _comparison(ValueType.STRING, [], catalog.fields, settings)
+        properties["properties"]["field"] = {
+            "type": "string",
+            "pattern": r"^properties\.[A-Za-z_][A-Za-z0-9_]{0,62}$",
+            "description": "a property of the activity, as text (properties.url, ...)",
+        }
+        branches.append(properties)
     return {"description": f"a condition on the {subject.value}", "anyOf": branches}
+
+
+def _scoring() -> Schema:
+    points = {"type": "integer", "minimum": -1_000_000, "maximum": 1_000_000}
+    criterion_id = {"type": "string", "pattern": RULE_ID_PATTERN}
+    cap_points = {"type": "integer", "minimum": 1, "maximum": 1_000_000}
+    activity = {"type": "string", "minLength": 1, "maxLength": 60}
+    fit = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["id", "when", "points"],
+        "properties": {
+            "id": criterion_id,
+            "description": {"type": "string"},
+            "when": {"$ref": "#/$defs/lead_condition"},
+            "points": {**points, "description": "added while the lead meets the condition"},
+        },
+    }
+    engagement = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["id", "activity", "points"],
+        "properties": {
+            "id": criterion_id,
+            "description": {"type": "string"},
+            "activity": {
+                "description": "the activity type(s) that earn the points",
+                "anyOf": [activity, {"type": "array", "minItems": 1, "items": activity}],
+            },
+            "when": {"$ref": "#/$defs/activity_condition"},
+            "points": {**points, "description": "what one activity is worth when new"},
+            "half_life": {"$ref": "#/$defs/duration", "description": "points halve every ..."},
+            "window": {"$ref": "#/$defs/duration", "description": "full points, then none"},
+            "cap": {
+                "description": "at most this many points from the criterion, or per period",
+                "anyOf": [
+                    cap_points,
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["points", "per"],
+                        "properties": {"points": cap_points, "per": {"$ref": "#/$defs/duration"}},
+                    },
+                ],
+            },
+        },
+    }
+
+    def bands(names: tuple[str, ...]) -> Schema:
+        return {
+            "type": "object",
+            "additionalProperties": False,
+            "minProperties": 1,
+            "properties": {name: {"type": "integer"} for name in names},
+        }
+
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "the lead scoring model: score = fit + engagement (docs/scoring.md)",
+        "properties": {
+            "description": {"type": "string"},
+            "enabled": {"type": "boolean", "default": True},
+            "fit": {"type": "array", "items": fit},
+            "engagement": {"type": "array", "items": engagement},
+            "grades": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["fit", "engagement"],
+                "properties": {"fit": bands(("A", "B", "C")), "engagement": bands(("1", "2", "3"))},
+            },
+        },
+    }
 
 
 _IDLE_HELP = "idle longer than factor x the average sales cycle (closed-won deals) of its group"

@@ -44,6 +44,8 @@ from leadflow.rule_language.model import (
     StreamSpec,
     StreamStep,
 )
+from leadflow.rule_language.scoring_model import ScoringModel
+from leadflow.rule_language.scoring_reader import ScoringReader
 from leadflow.rule_language.validation_messages import explain_validation
 from leadflow.rule_language.yaml_source import Path as NodePath
 from leadflow.rule_language.yaml_source import SourceDocument, parse_document
@@ -138,6 +140,7 @@ def check_rule_set(
     rule_set = RuleSet(
         rules=tuple(builder.rules),
         streams=dict(builder.streams),
+        scoring=builder.scoring,
         version=version,
         files=tuple(_label(path) for path in files),
     )
@@ -191,6 +194,7 @@ class _RuleSetBuilder:
         self.problems: list[Problem] = []
         self.rules: list[Rule] = []
         self.streams: dict[str, NurtureStream] = {}
+        self.scoring: ScoringModel | None = None
         self._rule_locations: dict[str, Located] = {}
         self._template_uses: list[tuple[str, str, Located, Mapping[str, str]]] = []
         self._stream_uses: list[tuple[str, str, Located]] = []
@@ -256,6 +260,17 @@ class _RuleSetBuilder:
             )
             return
         self.streams[stream.id] = stream
+
+    def add_scoring(self, model: ScoringModel, document: SourceDocument, path: NodePath) -> None:
+        if self.scoring is not None:
+            self.problem(
+                document,
+                path,
+                f"a rule set has one scoring model; one is already defined at {self.scoring.location}",
+                key=True,
+            )
+            return
+        self.scoring = model
 
     def use_template(
         self, owner: str, name: str, where: Located, unavailable: Mapping[str, str]
@@ -325,7 +340,7 @@ class _FileReader:
             self.builder.problem(
                 self.document,
                 (),
-                "expected a mapping with rules: and/or streams: at the top of the file",
+                "expected a mapping with rules:, streams: and/or scoring: at the top of the file",
             )
             return
         self._validate(FileSpec, data, (), owner="")
@@ -335,6 +350,12 @@ class _FileReader:
             self._rule(raw, ("rules", index))
         for index, raw in enumerate(streams if isinstance(streams, list) else []):
             self._stream(raw, ("streams", index))
+        if data.get("scoring") is not None:
+            reader = ScoringReader(self.document, self.settings)
+            model = reader.read(data["scoring"], ("scoring",))
+            self.builder.problems += reader.problems
+            if model is not None:
+                self.builder.add_scoring(model, self.document, ("scoring",))
 
     def _validate(
         self, model: type[BaseModel], data: Any, path: NodePath, owner: str

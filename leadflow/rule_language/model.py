@@ -84,6 +84,7 @@ class StreamSpec(Spec):
 class FileSpec(Spec):
     rules: list[Any] = []
     streams: list[Any] = []
+    scoring: Any = None
 
 
 @dataclass(frozen=True)
@@ -150,9 +151,17 @@ class RuleSet:
     version: str
     """Content hash of every rule file, plus ``+git.<commit>`` in a git checkout."""
     files: tuple[str, ...] = ()
+    scoring: Any = None
+    """The :class:`~leadflow.rule_language.scoring_model.ScoringModel` when a file defines
+    ``scoring:``; then leadflow owns each lead's score. None: scores come from the CRM."""
     templates: Any = field(default=None, compare=False)
     """The email templates as they were when this set was validated (a frozen catalog): the
     engine renders from these, so templates change only together with a good rule set."""
+
+    @property
+    def active_scoring(self) -> Any:
+        """The scoring model when it is enabled: then every tick rescores the leads."""
+        return self.scoring if self.scoring is not None and self.scoring.enabled else None
 
     def rule(self, rule_id: str) -> Rule | None:
         return next((rule for rule in self.rules if rule.id == rule_id), None)

@@ -56,6 +56,7 @@ class Operator:
 _TEXT = frozenset({ValueType.STRING, ValueType.STAGE})
 _ORDERED = frozenset({ValueType.INTEGER, ValueType.NUMBER, ValueType.DAYS})
 _LISTED = _TEXT | {ValueType.INTEGER}
+_WORDS = frozenset({ValueType.STRING})
 _COMPARED = _TEXT | {ValueType.INTEGER, ValueType.NUMBER}
 _TIMES = frozenset({ValueType.DATETIME, ValueType.DATE})
 _STORED = frozenset(ValueType) - {ValueType.DAYS}
@@ -66,6 +67,27 @@ def _compared(
 ) -> Operator:
     """An operator that is one of Python's comparisons, which SQLAlchemy renders in SQL too."""
     return Operator(name, types, Operand.VALUE, compare, compare, help_text)
+
+
+def _text_position(column: Any, part: str) -> ColumnElement[int]:
+    """Where ``part`` first occurs in ``column`` (1-based, 0 if nowhere), case-sensitive."""
+    from leadflow.store.text_search import TextPosition
+
+    return TextPosition(column, part)
+
+
+def _starts_with_sql(column: Any, part: str) -> ColumnElement[bool]:
+    from sqlalchemy import func
+
+    return func.substr(column, 1, len(part)) == part
+
+
+def _ends_with_sql(column: Any, part: str) -> ColumnElement[bool]:
+    from sqlalchemy import and_, func
+
+    # Both dialects read substr(x, start) alike only for a start of 1 or more.
+    length = func.length(column)
+    return and_(length >= len(part), func.substr(column, length - len(part) + 1) == part)
 
 
 def _is_set_sql(column: Any, present: bool) -> ColumnElement[bool]:
@@ -95,6 +117,30 @@ OPERATORS: Mapping[str, Operator] = {
             lambda column, values: column.not_in(values),
             lambda value, values: value not in values,
             "none of these values (a missing value matches neither)",
+        ),
+        Operator(
+            "contains",
+            _WORDS,
+            Operand.VALUE,
+            lambda column, part: _text_position(column, part) > 0,
+            lambda value, part: part in value,
+            "the text contains this, case-sensitive",
+        ),
+        Operator(
+            "starts_with",
+            _WORDS,
+            Operand.VALUE,
+            _starts_with_sql,
+            lambda value, part: value.startswith(part),
+            "the text begins with this, case-sensitive",
+        ),
+        Operator(
+            "ends_with",
+            _WORDS,
+            Operand.VALUE,
+            _ends_with_sql,
+            lambda value, part: value.endswith(part),
+            "the text ends with this, case-sensitive (e.g. an email domain)",
         ),
         _compared("at_least", _ORDERED, operator.ge, ">="),
         _compared("at_most", _ORDERED, operator.le, "<="),

@@ -63,7 +63,7 @@ class Evaluator:
         holder: SnapshotHolder[RuleSet],
         *,
         counters: DaemonCounters | None = None,
-        steps: Sequence[tuple[str, FunnelStep]] = FUNNEL_STEPS,
+        steps: Sequence[tuple[str, FunnelStep]] | None = None,
         leadership: Leadership | None = None,
     ) -> None:
         self.runtime = runtime
@@ -73,6 +73,10 @@ class Evaluator:
         self._stop = threading.Event()
         self.leadership = leadership
         self._halt = _EitherSet(self._stop, leadership.fence if leadership else None)
+        if steps is None:
+            from leadflow.scoring.step import run_scoring
+
+            steps = (("scoring", run_scoring), *FUNNEL_STEPS)
         self._steps = steps
 
     def _may_evaluate(self) -> bool:

@@ -2,8 +2,10 @@
 
 The migrations under ``store/migrations/versions`` build these tables exactly: ``0001`` creates
 them, ``0002`` adds ``rule_runs.first_seen_at``, ``0003`` ``store_secrets``, ``0004`` the
-indexes by lead on SLA timers and enrollments, ``0005`` the outbox index retention deletes by. A test compares the schema at the head
-migration with this metadata so they cannot drift.
+indexes by lead on SLA timers and enrollments, ``0005`` the outbox index retention deletes by,
+``0006`` lead scoring (the score's parts, ``score_changes``, ``activities.machine``,
+``scoring_runs``). A test compares the schema at the head migration with this metadata so they
+cannot drift.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, Column, ForeignKey, Index, Integer, String, Text, false
 from sqlmodel import Field, SQLModel
 
 from leadflow.store.types import JSONDocument, UTCDateTime
@@ -72,6 +74,14 @@ class Lead(SQLModel, table=True):
     company: str | None = Field(default=None, max_length=300)
     attributes: dict[str, Any] = _json(dict)
     score: int = 0
+    score_fit: int | None = None
+    score_engagement: int | None = None
+    score_adjustment: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, server_default="0")
+    )
+    """What ``adjust_score``/``set_score`` actions added: kept apart so a scoring model's pass
+    (``score = fit + engagement + adjustment``) does not undo a rule's adjustment."""
+    score_grade: str | None = Field(default=None, max_length=2)
     stage: str = Field(default="lead", max_length=40)
     stage_entered_at: datetime = _time(nullable=False)
     owner_id: int | None = _fk("reps.id")
@@ -131,6 +141,10 @@ class Activity(SQLModel, table=True):
     actor_id: int | None = _fk("reps.id")
     occurred_at: datetime = _time(nullable=False)
     properties: dict[str, Any] = _json(dict)
+    machine: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default=false())
+    )
+    """Not a person: a mail privacy proxy's open, a link scanner's click. Kept, worth no points."""
     source_hash: str | None = Field(default=None, max_length=32)
     created_at: datetime = _time(nullable=False)
 
@@ -312,3 +326,39 @@ class StoreSecret(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=100)
     value: str = Field(max_length=200)
     created_at: datetime = _time(nullable=False)
+
+
+class ScoreChange(SQLModel, table=True):
+    """One change of a lead's score: old and new total and parts, and why it changed."""
+
+    __tablename__ = "score_changes"
+    __table_args__ = (
+        Index("ix_score_changes_lead_at", "lead_id", "at"),
+        Index("ix_score_changes_at", "at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    lead_id: int = Field(sa_column=Column(Integer, ForeignKey("leads.id"), nullable=False))
+    at: datetime = _time(nullable=False)
+    old_score: int
+    new_score: int
+    old_fit: int | None = None
+    new_fit: int | None = None
+    old_engagement: int | None = None
+    new_engagement: int | None = None
+    cause: str = Field(max_length=40)
+    """``model`` (the scoring model changed), ``fit`` (the lead's data), ``activity`` (new
+    engagement), ``decay`` (time alone), ``rule`` (an adjust_score/set_score action)."""
+    detail: str | None = Field(default=None, max_length=400)
+    model_version: str | None = Field(default=None, max_length=80)
+
+
+class ScoringRun(SQLModel, table=True):
+    """The last scoring pass of the model: the version it ran, so a new one is named as a cause."""
+
+    __tablename__ = "scoring_runs"
+
+    model: str = Field(primary_key=True, max_length=100)
+    model_version: str = Field(max_length=80)
+    last_run_at: datetime = _time(nullable=False)
+    changed: int = 0

@@ -1,0 +1,168 @@
+"""The lead scoring model of a rule set: fit criteria, engagement criteria and grades.
+
+Written under ``scoring:`` in one file of the rules folder (docs/scoring.md). Fit criteria
+are conditions on the lead in the rule grammar, each worth points; engagement criteria give
+points per activity of some types (optionally only those matching a condition on the
+activity), fading with a half-life or counted inside a window, and capped per criterion
+(overall, or per period). A lead's score is ``fit + engagement + adjustment`` (the adjustment
+is what ``adjust_score``/``set_score`` actions added).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from leadflow.rule_language.actions import Duration, ScorePoints
+from leadflow.rule_language.conditions import Condition
+from leadflow.rule_language.model import RULE_ID_PATTERN, Located
+
+ActivityType = Annotated[str, Field(min_length=1, max_length=60)]
+FIT_LETTERS = ("A", "B", "C")
+"""Fit grade letters from best; a lead below the last band is ``D``."""
+ENGAGEMENT_DIGITS = ("1", "2", "3")
+"""Engagement grade digits from best; a lead below the last band is ``4``."""
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class FitSpec(_Spec):
+    id: str = Field(pattern=RULE_ID_PATTERN)
+    description: str = ""
+    when: Any
+    points: ScorePoints
+
+
+class PeriodCapSpec(_Spec):
+    points: Annotated[int, Field(ge=1, le=1_000_000)]
+    per: Duration
+
+
+class EngagementSpec(_Spec):
+    id: str = Field(pattern=RULE_ID_PATTERN)
+    description: str = ""
+    activity: ActivityType | list[ActivityType]
+    when: Any = None
+    points: ScorePoints
+    half_life: Duration | None = None
+    window: Duration | None = None
+    cap: Annotated[int, Field(ge=1, le=1_000_000)] | PeriodCapSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_decay(self) -> EngagementSpec:
+        if self.half_life is not None and self.window is not None:
+            msg = (
+                "give either half_life: (points fade) or window: (full points, then none), not both"
+            )
+            raise ValueError(msg)
+        if isinstance(self.activity, list) and not self.activity:
+            msg = "activity: expects a type or a non-empty list of types"
+            raise ValueError(msg)
+        return self
+
+
+BandName = Annotated[
+    str, BeforeValidator(lambda value: str(value) if isinstance(value, int) else value)
+]
+"""A grade band's name; engagement bands are digits, which YAML reads as numbers."""
+
+
+class GradesSpec(_Spec):
+    fit: dict[BandName, int] = Field(min_length=1)
+    engagement: dict[BandName, int] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _bands(self) -> GradesSpec:
+        for name, known, below in (
+            ("fit", FIT_LETTERS, "D"),
+            ("engagement", ENGAGEMENT_DIGITS, "4"),
+        ):
+            bands: dict[str, int] = getattr(self, name)
+            unknown = [key for key in bands if key not in known]
+            if unknown:
+                msg = f"{name}: bands are {', '.join(known)} (below the last is {below}), found {', '.join(map(repr, unknown))}"
+                raise ValueError(msg)
+            ordered = [bands[key] for key in known if key in bands]
+            if ordered != sorted(ordered, reverse=True) or len(set(ordered)) != len(ordered):
+                msg = f"{name}: each band's lower bound must be below the one before ({', '.join(known)})"
+                raise ValueError(msg)
+        return self
+
+
+class ScoringSpec(_Spec):
+    description: str = ""
+    enabled: bool = True
+    fit: list[Any] = []
+    engagement: list[Any] = []
+    grades: GradesSpec | None = None
+
+
+@dataclass(frozen=True)
+class FitCriterion:
+    id: str
+    description: str
+    condition: Condition
+    points: int
+    location: Located = field(compare=False)
+
+
+@dataclass(frozen=True)
+class EngagementCriterion:
+    id: str
+    description: str
+    activity_types: tuple[str, ...]
+    condition: Condition | None
+    """Over the activity's fields (``type``, ``occurred_at``, ``properties.<name>``)."""
+    points: int
+    half_life: timedelta | None
+    window: timedelta | None
+    cap: int | None
+    cap_per: timedelta | None
+    """With ``cap``: the cap holds per period of this length (UTC-aligned), not overall."""
+    location: Located = field(compare=False)
+
+    def decay_text(self) -> str:
+        from leadflow.durations import format_duration
+
+        if self.half_life is not None:
+            return f"half-life {format_duration(self.half_life)}"
+        if self.window is not None:
+            return f"counted for {format_duration(self.window)}"
+        return "never fades"
+
+
+@dataclass(frozen=True)
+class Grades:
+    fit: tuple[tuple[str, int], ...]
+    """(letter, lower bound), best first; below the last is ``D``."""
+    engagement: tuple[tuple[str, int], ...]
+    """(digit, lower bound), best first; below the last is ``4``."""
+
+    def grade(self, fit: int, engagement: int) -> str:
+        letter = next((name for name, low in self.fit if fit >= low), "D")
+        digit = next((name for name, low in self.engagement if engagement >= low), "4")
+        return letter + digit
+
+
+@dataclass(frozen=True)
+class ScoringModel:
+    """One validated scoring model: what ``score`` means while it is in the rules folder."""
+
+    description: str
+    enabled: bool
+    """False: checked, tested and planned, but scores still come from the CRM."""
+    fit: tuple[FitCriterion, ...]
+    engagement: tuple[EngagementCriterion, ...]
+    grades: Grades | None
+    digest: str
+    """Content hash of the ``scoring:`` section: changes exactly when the model's text does."""
+    location: Located = field(compare=False)
+
+    @property
+    def version(self) -> str:
+        return self.digest

@@ -1,0 +1,1 @@
+"""Lead scoring computed by leadflow: the model's SQL, the rescoring pass, explanations."""

@@ -1,0 +1,310 @@
+"""The rescoring pass: every lead's score recomputed by the model in the database, and each
+change written with its history row, a range of leads per transaction.
+
+A pass compares what the model gives at ``now`` with what is stored and touches only the
+leads whose total, fit, engagement or grade differ: for each of them a ``score_changes`` row
+(old, new, why) and the new values, in one transaction per range of lead ids, so a pass over a
+million leads never holds the write lock for long and a kill leaves every lead either
+rescored or not, never half.
+
+Why a score changed, in order of precedence: ``model`` (the model is new or changed since the
+last pass), ``fit`` (the lead's data moved its fit), ``activity`` (an activity reached
+leadflow since the last pass), ``decay`` (time alone: points faded or left their window), or
+``recomputed`` (the stored total had been set outside the model, by an import say).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    case,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.orm import Session
+
+from leadflow.rule_language.scoring_model import ScoringModel
+from leadflow.scoring.sql import engagement_by_lead, fit_expression, grade_expression
+from leadflow.store.database import insert_ignoring_duplicates, transaction
+from leadflow.store.id_ranges import among
+from leadflow.store.tables import ACTIVITIES, LEADS, SCORE_CHANGES, SCORING_RUNS
+from leadflow.store.types import UTCDateTime
+
+MODEL_NAME = "default"
+"""The ``scoring_runs`` key: a rule set has one scoring model."""
+LEADS_PER_TRANSACTION = 50_000
+"""Ids per range: a range's transaction holds the write lock well under a second."""
+
+_pass_metadata = MetaData()
+PASS = Table(
+    "scoring_pass",
+    _pass_metadata,
+    Column("lead_id", Integer, primary_key=True),
+    Column("old_score", Integer),
+    Column("new_score", Integer),
+    Column("old_fit", Integer),
+    Column("new_fit", Integer),
+    Column("old_engagement", Integer),
+    Column("new_engagement", Integer),
+    Column("new_grade", String(2)),
+    Column("cause", String(40)),
+    prefixes=["TEMPORARY"],
+)
+"""The changed leads of one range, gathered once and read by the history insert and the update."""
+
+
+@dataclass(frozen=True)
+class LastPass:
+    model_version: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class ScoringOutcome:
+    """What one pass did."""
+
+    model_version: str
+    changed: int
+    """Leads whose score (or a part of it, or the grade) changed."""
+    at: datetime
+
+
+def last_pass(connection: Connection | Session) -> LastPass | None:
+    row = connection.execute(
+        select(SCORING_RUNS.c.model_version, SCORING_RUNS.c.last_run_at).where(
+            SCORING_RUNS.c.model == MODEL_NAME
+        )
+    ).first()
+    return None if row is None else LastPass(row.model_version, row.last_run_at)
+
+
+def rescore(
+    engine: Engine,
+    model: ScoringModel,
+    now: datetime,
+    *,
+    lead_ids: Sequence[int] | None = None,
+) -> ScoringOutcome:
+    """Recompute the scores of every lead (or of ``lead_ids``) as of ``now``, writing only
+    what changed; each id range commits on its own."""
+    with engine.connect() as connection:
+        previous = last_pass(connection)
+        ranges = _id_ranges(connection, lead_ids)
+    changed = 0
+    for low, high in ranges:
+        wanted = (
+            None
+            if lead_ids is None
+            else [lead_id for lead_id in lead_ids if low <= lead_id <= high]
+        )
+        with transaction(engine) as session:
+            changed += _rescore_range(session, model, now, previous, (low, high), wanted)
+    if lead_ids is None:
+        with transaction(engine) as session:
+            _record_pass(session, model, now, changed)
+    return ScoringOutcome(model.version, changed, now)
+
+
+def _id_ranges(connection: Connection, lead_ids: Sequence[int] | None) -> list[tuple[int, int]]:
+    if lead_ids is not None:
+        ordered = sorted(set(lead_ids))
+        return [
+            (ordered[start], ordered[min(start + 999, len(ordered) - 1)])
+            for start in range(0, len(ordered), 1000)
+        ]
+    low, high = connection.execute(select(func.min(LEADS.c.id), func.max(LEADS.c.id))).one()
+    if low is None:
+        return []
+    return [
+        (start, min(start + LEADS_PER_TRANSACTION - 1, high))
+        for start in range(low, high + 1, LEADS_PER_TRANSACTION)
+    ]
+
+
+def _rescore_range(
+    session: Session,
+    model: ScoringModel,
+    now: datetime,
+    previous: LastPass | None,
+    bounds: tuple[int, int],
+    lead_ids: Sequence[int] | None,
+) -> int:
+    connection = session.connection()
+    dialect = connection.dialect.name
+    PASS.drop(connection, checkfirst=True)
+    PASS.create(connection)
+    try:
+        connection.execute(
+            insert(PASS).from_select(
+                [column.name for column in PASS.c],
+                _changes(model, now, dialect, previous, bounds, lead_ids),
+            )
+        )
+        changed = connection.execute(select(func.count()).select_from(PASS)).scalar_one()
+        if changed:
+            _write_changes(connection, model, now)
+        return int(changed)
+    finally:
+        PASS.drop(connection)
+
+
+def _changes(
+    model: ScoringModel,
+    now: datetime,
+    dialect: str,
+    previous: LastPass | None,
+    bounds: tuple[int, int],
+    lead_ids: Sequence[int] | None,
+) -> Any:
+    """The leads in ``bounds`` whose stored score differs from the model's, old and new."""
+
+    def scope(column: Any) -> Any:
+        return column.between(*bounds) if lead_ids is None else among(column, lead_ids)
+
+    in_range = scope(LEADS.c.id)
+    engagement = engagement_by_lead(model, now, dialect, scope)
+    fit = fit_expression(model, now)
+    if engagement is None:
+        scored = select(
+            LEADS.c.id,
+            LEADS.c.score,
+            LEADS.c.score_fit,
+            LEADS.c.score_engagement,
+            LEADS.c.score_adjustment,
+            LEADS.c.score_grade,
+            fit.label("fit"),
+            literal(0).label("engagement"),
+        ).where(in_range)
+    else:
+        per_lead = engagement.subquery("engagement")
+        scored = (
+            select(
+                LEADS.c.id,
+                LEADS.c.score,
+                LEADS.c.score_fit,
+                LEADS.c.score_engagement,
+                LEADS.c.score_adjustment,
+                LEADS.c.score_grade,
+                fit.label("fit"),
+                func.coalesce(per_lead.c.engagement, 0).label("engagement"),
+            )
+            .select_from(LEADS.outerjoin(per_lead, per_lead.c.lead_id == LEADS.c.id))
+            .where(in_range)
+        )
+    lead = scored.subquery("scored")
+    new_score = lead.c.fit + lead.c.engagement + lead.c.score_adjustment
+    grade = grade_expression(model.grades, lead.c.fit, lead.c.engagement)
+    return select(
+        lead.c.id,
+        lead.c.score,
+        new_score,
+        lead.c.score_fit,
+        lead.c.fit,
+        lead.c.score_engagement,
+        lead.c.engagement,
+        grade,
+        _cause(lead, previous, model),
+    ).where(
+        or_(
+            lead.c.score != new_score,
+            lead.c.score_fit.is_distinct_from(lead.c.fit),
+            lead.c.score_engagement.is_distinct_from(lead.c.engagement),
+            lead.c.score_grade.is_distinct_from(grade),
+        )
+    )
+
+
+def _cause(lead: Any, previous: LastPass | None, model: ScoringModel) -> Any:
+    if previous is None or previous.model_version != model.version:
+        return literal("model")
+    arrived = exists().where(
+        ACTIVITIES.c.lead_id == lead.c.id,
+        ACTIVITIES.c.created_at > literal(previous.at, UTCDateTime()),
+    )
+    return case(
+        (lead.c.score_fit.is_distinct_from(lead.c.fit), literal("fit")),
+        (arrived, literal("activity")),
+        (lead.c.score_engagement.is_distinct_from(lead.c.engagement), literal("decay")),
+        else_=literal("recomputed"),
+    )
+
+
+def _write_changes(connection: Connection, model: ScoringModel, now: datetime) -> None:
+    history = select(
+        PASS.c.lead_id,
+        literal(now, UTCDateTime()),
+        PASS.c.old_score,
+        PASS.c.new_score,
+        PASS.c.old_fit,
+        PASS.c.new_fit,
+        PASS.c.old_engagement,
+        PASS.c.new_engagement,
+        PASS.c.cause,
+        literal(model.version),
+    ).where(
+        or_(
+            PASS.c.old_score != PASS.c.new_score,
+            PASS.c.old_fit.is_distinct_from(PASS.c.new_fit),
+            PASS.c.old_engagement.is_distinct_from(PASS.c.new_engagement),
+        )
+    )
+    connection.execute(
+        insert(SCORE_CHANGES).from_select(
+            [
+                "lead_id",
+                "at",
+                "old_score",
+                "new_score",
+                "old_fit",
+                "new_fit",
+                "old_engagement",
+                "new_engagement",
+                "cause",
+                "model_version",
+            ],
+            history,
+        )
+    )
+    connection.execute(
+        update(LEADS)
+        .where(LEADS.c.id == PASS.c.lead_id)
+        .values(
+            score=PASS.c.new_score,
+            score_fit=PASS.c.new_fit,
+            score_engagement=PASS.c.new_engagement,
+            score_grade=PASS.c.new_grade,
+        )
+    )
+
+
+def _record_pass(session: Session, model: ScoringModel, now: datetime, changed: int) -> None:
+    dialect = session.connection().dialect.name
+    values = {
+        "model": MODEL_NAME,
+        "model_version": model.version,
+        "last_run_at": now,
+        "changed": changed,
+    }
+    statement = insert_ignoring_duplicates(dialect, SCORING_RUNS, "model").values(values)
+    if session.execute(statement).rowcount == 0:  # type: ignore[attr-defined]
+        session.execute(
+            update(SCORING_RUNS)
+            .where(SCORING_RUNS.c.model == MODEL_NAME)
+            .values(model_version=model.version, last_run_at=now, changed=changed)
+        )

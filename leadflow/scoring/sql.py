@@ -1,0 +1,201 @@
+"""A scoring model compiled to SQL: fit per lead, engagement per lead and criterion.
+
+Everything is computed in the database, set-based, as of an injected ``now``:
+
+- **fit**: one ``CASE WHEN <condition> THEN points ELSE 0 END`` per criterion, summed;
+- **engagement**: per criterion, each matching activity (not a machine's, not after ``now``)
+  is worth ``points x 0.5 ^ (age / half_life)`` (or ``points`` inside ``window``, or forever),
+  summed per lead (per lead and period when the cap is per period), capped, and rounded to a
+  whole number half away from zero. The criteria's whole numbers add up to the engagement,
+  so an explanation's lines add up exactly to the stored score.
+
+Ages are days as floating point, from each dialect's own epoch arithmetic: SQLite's
+``julianday`` and PostgreSQL's ``extract(epoch ...)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Integer,
+    Select,
+    and_,
+    case,
+    cast,
+    extract,
+    func,
+    literal,
+    literal_column,
+    select,
+    union_all,
+)
+
+from leadflow.rule_language.conditions import EvaluationContext
+from leadflow.rule_language.scoring_model import EngagementCriterion, Grades, ScoringModel
+from leadflow.rule_language.to_sql import to_where
+from leadflow.store.tables import ACTIVITIES, LEADS
+from leadflow.store.types import UTCDateTime
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+SECONDS_PER_DAY = 86400.0
+JULIAN_DAY_OF_EPOCH = 2440587.5
+
+
+def days_since_epoch(moment: datetime) -> float:
+    """``moment`` as days since 1970-01-01 UTC, as the SQL below computes it for a column."""
+    return (moment - EPOCH).total_seconds() / SECONDS_PER_DAY
+
+
+def column_days(column: ColumnElement[Any], dialect: str) -> ColumnElement[Any]:
+    """A stored time as days since the Unix epoch, in floating point."""
+    if dialect == "postgresql":
+        return cast(extract("epoch", column), Float) / SECONDS_PER_DAY
+    days: ColumnElement[Any] = func.julianday(column) - JULIAN_DAY_OF_EPOCH
+    return days
+
+
+def half_away_from_zero(value: ColumnElement[Any], *, negative: bool) -> ColumnElement[int]:
+    """Round to a whole number, halves away from zero (the sign is the criterion's)."""
+    if negative:
+        return cast(-func.floor(-value + 0.5), Integer)
+    return cast(func.floor(value + 0.5), Integer)
+
+
+def decayed_value(
+    criterion: EngagementCriterion, now: datetime, dialect: str
+) -> ColumnElement[float]:
+    """What one activity of the criterion is worth at ``now`` (before cap and rounding)."""
+    points = literal(float(criterion.points), Float)
+    if criterion.half_life is None:
+        return points
+    half_life_days = criterion.half_life.total_seconds() / SECONDS_PER_DAY
+    age = literal(days_since_epoch(now), Float) - column_days(ACTIVITIES.c.occurred_at, dialect)
+    return points * func.power(literal(0.5, Float), age / half_life_days)
+
+
+def counted_activities(criterion: EngagementCriterion, now: datetime) -> list[ColumnElement[bool]]:
+    """The activities that earn the criterion's points at ``now``."""
+    clauses: list[ColumnElement[bool]] = [
+        ACTIVITIES.c.lead_id.is_not(None),
+        ACTIVITIES.c.machine.is_(False),
+        ACTIVITIES.c.type.in_(criterion.activity_types),
+        ACTIVITIES.c.occurred_at <= literal(now, UTCDateTime()),
+    ]
+    if criterion.window is not None:
+        clauses.append(ACTIVITIES.c.occurred_at > literal(now - criterion.window, UTCDateTime()))
+    if criterion.condition is not None:
+        clauses.append(to_where(criterion.condition, ACTIVITIES, EvaluationContext(now, {})))
+    return clauses
+
+
+def _capped(value: ColumnElement[Any], cap: int | None, *, negative: bool) -> ColumnElement[Any]:
+    if cap is None:
+        return value
+    if negative:
+        return case((value < -cap, literal(float(-cap), Float)), else_=value)
+    return case((value > cap, literal(float(cap), Float)), else_=value)
+
+
+LeadScope = Callable[[ColumnElement[int]], ColumnElement[bool]]
+"""Narrows a query to some leads, given the column holding the lead's id."""
+
+
+def criterion_points(
+    criterion: EngagementCriterion,
+    now: datetime,
+    dialect: str,
+    scope: LeadScope | None = None,
+) -> Select[Any]:
+    """(lead_id, criterion, points, raw): the criterion's whole points per lead with any
+    counted activity; ``raw`` is the sum before cap and rounding."""
+    negative = criterion.points < 0
+    where = counted_activities(criterion, now)
+    if scope is not None:
+        where.append(scope(ACTIVITIES.c.lead_id))
+    value = decayed_value(criterion, now, dialect)
+    if criterion.cap_per is not None and criterion.cap is not None:
+        period = criterion.cap_per.total_seconds() / SECONDS_PER_DAY
+        bucket = func.floor(column_days(ACTIVITIES.c.occurred_at, dialect) / period)
+        periods = (
+            select(
+                ACTIVITIES.c.lead_id.label("lead_id"),
+                func.sum(value).label("value"),
+            )
+            .where(and_(*where))
+            .group_by(ACTIVITIES.c.lead_id, bucket)
+            .subquery()
+        )
+        capped = _capped(periods.c.value, criterion.cap, negative=negative)
+        return select(
+            periods.c.lead_id,
+            literal(criterion.id).label("criterion"),
+            half_away_from_zero(func.sum(capped), negative=negative).label("points"),
+            func.sum(periods.c.value).label("raw"),
+        ).group_by(periods.c.lead_id)
+    total = func.sum(value)
+    return (
+        select(
+            ACTIVITIES.c.lead_id.label("lead_id"),
+            literal(criterion.id).label("criterion"),
+            half_away_from_zero(
+                _capped(total, criterion.cap, negative=negative), negative=negative
+            ).label("points"),
+            total.label("raw"),
+        )
+        .where(and_(*where))
+        .group_by(ACTIVITIES.c.lead_id)
+    )
+
+
+def engagement_by_lead(
+    model: ScoringModel, now: datetime, dialect: str, scope: LeadScope | None = None
+) -> Select[Any] | None:
+    """(lead_id, engagement) for every lead with counted activities; None without criteria."""
+    if not model.engagement:
+        return None
+    parts = union_all(
+        *(criterion_points(item, now, dialect, scope) for item in model.engagement)
+    ).subquery("criteria")
+    return select(
+        parts.c.lead_id.label("lead_id"), func.sum(parts.c.points).label("engagement")
+    ).group_by(parts.c.lead_id)
+
+
+def fit_terms(model: ScoringModel, now: datetime) -> list[tuple[str, ColumnElement[int]]]:
+    """(criterion id, its points for the lead row or 0) for each fit criterion."""
+    context = EvaluationContext(now, {})
+    return [
+        (
+            item.id,
+            case((to_where(item.condition, LEADS, context), literal(item.points)), else_=0),
+        )
+        for item in model.fit
+    ]
+
+
+def fit_expression(model: ScoringModel, now: datetime) -> ColumnElement[int]:
+    terms = [term for _id, term in fit_terms(model, now)]
+    if not terms:
+        return cast(literal(0), Integer)
+    total: ColumnElement[int] = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
+
+
+def grade_expression(
+    grades: Grades | None, fit: ColumnElement[int], engagement: ColumnElement[int]
+) -> ColumnElement[str | None]:
+    if grades is None:
+        return literal_column("NULL")
+    letter = case(*((fit >= low, literal(name)) for name, low in grades.fit), else_=literal("D"))
+    digit = case(
+        *((engagement >= low, literal(name)) for name, low in grades.engagement),
+        else_=literal("4"),
+    )
+    return letter + digit
