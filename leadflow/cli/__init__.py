@@ -27,6 +27,7 @@ from leadflow.cli import (
     rule_test_command,
     run_command,
     schema_command,
+    score_commands,
     simulate_command,
     status_command,
 )
@@ -86,6 +87,7 @@ app.command("status")(status_command.show_status)
 app.command("test")(rule_test_command.run_rule_tests)
 app.command("plan")(plan_command.plan_rules)
 app.command("prune")(prune_command.prune_store)
+app.add_typer(score_commands.app, name="score")
 
 
 def main(argv: list[str] | None = None) -> int:

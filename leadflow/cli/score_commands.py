@@ -1,0 +1,13 @@
+"""``leadflow score``: the scoring model's commands (why a lead has its score, ...)."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="score",
+    help="Lead scoring: explain a lead's score, fit a model from outcomes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
