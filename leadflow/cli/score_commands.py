@@ -11,3 +11,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+from leadflow.cli import score_fit_command  # noqa: E402 (each command registers below the group)
+
+app.command("fit")(score_fit_command.fit_scoring)

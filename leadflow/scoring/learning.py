@@ -1,0 +1,184 @@
+"""Learn a scoring model's points from outcomes: the examples, the criteria, the fit.
+
+The steps, each in its own module: the labelled examples (``learning_outcome``), the criteria
+to weigh (``learning_candidates``), their values per lead computed in the database
+(``learning_features``), the fit and the holdout's figures (``learning_fit``). What it learned
+is written by ``learning_report``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine
+
+from leadflow.errors import UserInputError
+from leadflow.rule_language.scoring_model import ScoringModel
+from leadflow.scoring.learning_candidates import (
+    Candidate,
+    current_candidates,
+    data_candidates,
+    read_back,
+)
+from leadflow.scoring.learning_features import (
+    LeadFacts,
+    activity_leads,
+    criterion_values,
+    read_lead_facts,
+)
+from leadflow.scoring.learning_fit import (
+    FitOptions,
+    Fitted,
+    baseline_probabilities,
+    fit_points,
+    holdout_split,
+)
+from leadflow.scoring.learning_outcome import Examples, OutcomeSpec, read_examples
+from leadflow.settings import Settings
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+MIN_PER_CLASS = 10
+"""Fewer positive (or negative) examples than this and there is nothing to learn from."""
+
+
+@dataclass(frozen=True)
+class Learned:
+    outcome: OutcomeSpec
+    as_of: datetime
+    examples: Examples
+    candidates: list[Candidate]
+    """In the order of the columns: fit criteria first, then engagement."""
+    support: list[int]
+    """Per criterion, the examples it matched (fit) or whose lead did its activity."""
+    fitted: Fitted
+    options: FitOptions
+    lead_ids: list[int]
+    """Per example, its lead."""
+    labels: list[int]
+
+
+def learn_points(
+    engine: Engine,
+    settings: Settings,
+    current: ScoringModel | None,
+    outcome: OutcomeSpec,
+    now: datetime,
+    options: FitOptions,
+    *,
+    min_support: int,
+    half_life: timedelta,
+) -> Learned:
+    import numpy as np
+
+    with engine.connect() as connection:
+        examples = read_examples(connection, outcome)
+        positives = sum(examples.labels)
+        negatives = len(examples.labels) - positives
+        unit = "deals" if outcome.unit == "deal" else "leads"
+        if positives < MIN_PER_CLASS or negatives < MIN_PER_CLASS:
+            hint = (
+                "; each account won at least once: try --unit deal"
+                if outcome.from_deals and outcome.unit == "lead" and negatives < MIN_PER_CLASS
+                else ""
+            )
+            msg = (
+                f"--outcome {outcome.field}: {positives} positive and {negatives} negative "
+                f"{unit} ({examples.unknown} without a known outcome); a fit needs at least "
+                f"{MIN_PER_CLASS} of each{hint}"
+            )
+            raise UserInputError(msg)
+        facts = read_lead_facts(connection, now)
+        ids = examples.lead_ids
+        ordered = _candidates(settings, current, facts, ids, outcome, min_support, half_life)
+        model = read_back(ordered, settings)
+        values = criterion_values(connection, model, ordered, now)
+    width = len(ordered)
+    features = np.array([values.get(lead_id, [0.0] * width) for lead_id in ids], dtype=float)
+    features = features.reshape(len(ids), width)
+    labels = np.array(examples.labels, dtype=int)
+    groups = np.array(ids, dtype=int)
+    split = holdout_split(labels, groups, options)
+    categorical, numeric = raw_columns(settings, facts, ids, outcome.field)
+    comparisons: dict[str, NDArray[np.float64] | None] = {
+        "baseline": baseline_probabilities(categorical, numeric, labels, split[0]),
+        "current_model": _current_scores(features, ordered) if current is not None else None,
+        "stored_score": np.array([facts.stored_scores.get(i, 0) for i in ids], dtype=float),
+    }
+    engagement = [item.kind == "engagement" for item in ordered]
+    fitted = fit_points(features, labels, groups, engagement, options, split, comparisons)
+    support = [int(count) for count in (features > 0).sum(axis=0)]
+    return Learned(outcome, now, examples, ordered, support, fitted, options, ids, examples.labels)
+
+
+def _candidates(
+    settings: Settings,
+    current: ScoringModel | None,
+    facts: LeadFacts,
+    ids: list[int],
+    outcome: OutcomeSpec,
+    min_support: int,
+    half_life: timedelta,
+) -> list[Candidate]:
+    existing = current_candidates(current) if current is not None else []
+    found = data_candidates(
+        settings,
+        [facts.attributes.get(lead_id, {}) for lead_id in ids],
+        activity_leads(facts, ids),
+        min_support=min_support,
+        half_life=half_life,
+        taken=[item.id for item in existing],
+        outcome=outcome.field,
+    )
+    every = existing + found
+    return [item for item in every if item.kind == "fit"] + [
+        item for item in every if item.kind == "engagement"
+    ]
+
+
+def _current_scores(features: NDArray[np.float64], ordered: list[Candidate]) -> NDArray[np.float64]:
+    """The current model's fit + engagement per example, as of the fit's ``now``."""
+    import numpy as np
+
+    weights = np.array([item.current_points or 0 for item in ordered], dtype=float)
+    result: NDArray[np.float64] = features @ weights
+    return result
+
+
+def raw_columns(
+    settings: Settings, facts: LeadFacts, ids: list[int], outcome: str
+) -> tuple[list[list[str]], NDArray[np.float64]]:
+    """The baseline's columns per example: text attributes (missing as ``(none)``), and
+    numbers, booleans (1/0) and activity counts per type (missing numbers as NaN); never the
+    outcome's own field."""
+    import numpy as np
+
+    declared = {
+        name: kind
+        for name, kind in settings.attributes.leads.items()
+        if f"attributes.{name}" != outcome
+    }
+    texts = [name for name, kind in declared.items() if kind == "string"]
+    numbers = [name for name, kind in declared.items() if kind in {"integer", "number", "boolean"}]
+    kinds = sorted({kind for lead_id in ids for kind in facts.activity_counts.get(lead_id, {})})
+    categorical: list[list[str]] = []
+    numeric: list[list[float]] = []
+    for lead_id in ids:
+        stored = facts.attributes.get(lead_id, {})
+        categorical.append([str(stored[name]) if stored.get(name) else "(none)" for name in texts])
+        row = [_number(stored.get(name)) for name in numbers]
+        counts = facts.activity_counts.get(lead_id, {})
+        numeric.append(row + [float(counts.get(kind, 0)) for kind in kinds])
+    return categorical, np.array(numeric, dtype=float).reshape(len(ids), len(numbers) + len(kinds))
+
+
+def _number(value: object) -> float:
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, int | float):
+        return float(value)
+    return float("nan")

@@ -1,0 +1,203 @@
+"""What a fit learned, written down: the proposed scoring file, the report, the lift chart.
+
+The proposal is a ``scoring:`` section with ``enabled: false`` (nothing changes until a person
+turns it on), each criterion under a comment giving its support and coefficient, criteria
+worth 0 points left out. It is written by hand, not dumped, so that it reads like the shipped
+``rules/scoring.yaml``; each criterion's ``when:`` is dumped as a flow mapping, which quotes
+what YAML would misread.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+from xml.sax.saxutils import escape
+
+import yaml
+
+from leadflow.scoring.learning import Learned
+from leadflow.scoring.learning_candidates import written
+
+
+def proposal_text(learned: Learned, rules_note: str) -> str:
+    fitted = learned.fitted
+    pdo = learned.options.points_to_double
+    auc = fitted.auc
+    positives = sum(learned.labels)
+    lines = [
+        "# Proposed by `leadflow score fit` (docs/scoring-fit.md): points learned from outcomes.",
+        f"# Outcome: {learned.outcome.describe()}; {len(learned.labels)} examples "
+        f"({positives} positive), {learned.examples.unknown} left out without a known outcome.",
+        f"# As of {learned.as_of.isoformat()}; holdout {len(fitted.test)} examples: ROC AUC "
+        f"{_figure(auc['points'])} (points), {_figure(auc['fitted'])} (fitted model), "
+        f"{_figure(auc['baseline'])} (plain logistic regression on the raw columns).",
+        f"# Every {pdo} points double the odds of the outcome; a score of "
+        f"{round(-fitted.intercept * pdo / math.log(2))} is even odds.",
+        f"# {rules_note}",
+        "# Review it, move it into the rules folder in place of the old model, run",
+        "# `leadflow check` and `leadflow plan`, then set enabled: true.",
+        "scoring:",
+        f"  description: Points learned from {len(learned.labels)} outcomes "
+        f"({learned.as_of.date().isoformat()}).",
+        "  enabled: false",
+    ]
+    for kind in ("fit", "engagement"):
+        entries = [
+            index
+            for index, item in enumerate(learned.candidates)
+            if item.kind == kind and fitted.points[index] != 0
+        ]
+        lines.append(f"  {kind}:" if entries else f"  {kind}: []")
+        entries.sort(key=lambda index: -abs(fitted.points[index]))
+        for index in entries:
+            lines.extend(_criterion_lines(learned, index))
+    return "\n".join(lines) + "\n"
+
+
+def _criterion_lines(learned: Learned, index: int) -> list[str]:
+    item = learned.candidates[index]
+    points = learned.fitted.points[index]
+    coefficient = learned.fitted.coefficients[index]
+    matched = "matched" if item.kind == "fit" else "with this activity"
+    unit = "" if item.kind == "fit" else " per fresh activity"
+    lines = [
+        f"    # support {learned.support[index]} of {len(learned.labels)} examples {matched}; "
+        f"coefficient {coefficient:+.3f}{unit}; {item.origin}"
+        + (f" (was {item.current_points} points)" if item.current_points is not None else "")
+    ]
+    spec = written(item, points)
+    first = True
+    for key, value in spec.items():
+        prefix = "    - " if first else "      "
+        first = False
+        lines.append(f"{prefix}{key}: {_flow(value)}")
+    return lines
+
+
+def _flow(value: Any) -> str:
+    text = yaml.safe_dump(
+        value, default_flow_style=True, allow_unicode=True, width=10**6, sort_keys=False
+    )
+    return text.strip().removesuffix("...").strip()
+
+
+def _figure(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def report_document(learned: Learned, output: str, chart: str | None) -> dict[str, Any]:
+    """The report as one JSON-ready document (``--format json``)."""
+    fitted = learned.fitted
+    deciles = [
+        {
+            "decile": item.number,
+            "examples": item.examples,
+            "score_low": item.low,
+            "score_high": item.high,
+            "predicted_rate": item.predicted,
+            "observed_rate": item.observed,
+            "lift": item.lift,
+        }
+        for item in fitted.deciles
+    ]
+    return {
+        "outcome": learned.outcome.describe(),
+        "unit": learned.outcome.unit,
+        "as_of": learned.as_of,
+        "examples": len(learned.labels),
+        "positive": sum(learned.labels),
+        "unknown_outcome": learned.examples.unknown,
+        "train": len(fitted.train),
+        "holdout": len(fitted.test),
+        "holdout_lead_ids": [learned.lead_ids[int(i)] for i in fitted.test],
+        "seed": learned.options.seed,
+        "regularisation_c": fitted.c,
+        "points_to_double_odds": learned.options.points_to_double,
+        "intercept": fitted.intercept,
+        "auc": fitted.auc,
+        "top_decile_lift": fitted.deciles[0].lift if fitted.deciles else None,
+        "deciles": deciles,
+        "criteria": [
+            {
+                "id": item.id,
+                "kind": item.kind,
+                "origin": item.origin,
+                "support": learned.support[index],
+                "coefficient": fitted.coefficients[index],
+                "points": fitted.points[index],
+                "current_points": item.current_points,
+                "kept": fitted.points[index] != 0,
+            }
+            for index, item in enumerate(learned.candidates)
+        ],
+        "half_life": new_half_life(learned),
+        "proposal": output,
+        "chart": chart,
+    }
+
+
+def new_half_life(learned: Learned) -> str | None:
+    for item in learned.candidates:
+        if item.current_points is None and item.kind == "engagement":
+            return str(item.spec.get("half_life"))
+    return None
+
+
+BAR_WIDTH, GAP, HEIGHT, LEFT, BOTTOM, TOP = 48, 12, 240, 56, 40, 40
+
+
+def lift_chart(learned: Learned) -> str:
+    """An SVG bar chart of lift by score decile (1 = the best scores), the line at 1 = random."""
+    deciles = learned.fitted.deciles
+    peak = max([item.lift for item in deciles] + [1.0])
+    top = math.ceil(peak * 2) / 2
+    width = LEFT + len(deciles) * (BAR_WIDTH + GAP) + GAP
+    total = TOP + HEIGHT + BOTTOM
+
+    def y_of(lift: float) -> float:
+        return TOP + HEIGHT - lift / top * HEIGHT
+
+    auc = learned.fitted.auc["points"]
+    title = f"Lift by score decile (holdout {len(learned.fitted.test)}, ROC AUC {_figure(auc)})"
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{total}" '
+        f'viewBox="0 0 {width} {total}" font-family="sans-serif" font-size="12">',
+        f'<rect x="0" y="0" width="{width}" height="{total}" fill="white"/>',
+        f'<text x="{LEFT}" y="20" font-size="14">{escape(title)}</text>',
+        f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{TOP + HEIGHT}" stroke="black"/>',
+        f'<line x1="{LEFT}" y1="{TOP + HEIGHT}" x2="{width}" y2="{TOP + HEIGHT}" stroke="black"/>',
+    ]
+    steps = round(top / 0.5)
+    for step in range(steps + 1):
+        value = step * 0.5
+        y = y_of(value)
+        parts.append(
+            f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{value:.1f}</text>'
+            f'<line x1="{LEFT - 3}" y1="{y:.1f}" x2="{LEFT}" y2="{y:.1f}" stroke="black"/>'
+        )
+    for position, item in enumerate(deciles):
+        x = LEFT + GAP + position * (BAR_WIDTH + GAP)
+        y = y_of(item.lift)
+        parts.append(
+            f'<rect class="bar" x="{x}" y="{y:.1f}" width="{BAR_WIDTH}" '
+            f'height="{TOP + HEIGHT - y:.1f}" fill="#4a78b5">'
+            f"<title>decile {item.number}: lift {item.lift:.2f}, observed "
+            f"{item.observed:.1%}, scores {item.low}..{item.high}</title></rect>"
+        )
+        parts.append(
+            f'<text x="{x + BAR_WIDTH / 2}" y="{y - 4:.1f}" text-anchor="middle">'
+            f"{item.lift:.2f}</text>"
+            f'<text x="{x + BAR_WIDTH / 2}" y="{TOP + HEIGHT + 16}" text-anchor="middle">'
+            f"{item.number}</text>"
+        )
+    one = y_of(1.0)
+    parts.append(
+        f'<line x1="{LEFT}" y1="{one:.1f}" x2="{width}" y2="{one:.1f}" stroke="#c0392b" '
+        'stroke-dasharray="4 3"/>'
+    )
+    parts.append(
+        f'<text x="{LEFT + (width - LEFT) / 2}" y="{total - 6}" text-anchor="middle">'
+        "score decile (1 = highest scores); dashed line: lift 1 (no better than random)</text>"
+    )
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
