@@ -234,7 +234,11 @@ def test_fit_recovers_the_ground_truth_and_reports_exact_holdout_figures(
     proposal = project.parent / "scoring.proposed.yaml"
     criteria = proposed_points(proposal)
 
-    assert criteria["industry-software"]["points"] > 0 > criteria["industry-retail"]["points"]
+    assert criteria["target-industry"]["points"] > 0 > criteria["industry-retail"]["points"]
+    assert report["same_as"] == {
+        "industry-software": "target-industry",
+        "employees-at-least-1500": "enterprise",  # no lead between 1,000 and 1,500
+    }
     assert criteria["webinar"]["points"] > criteria["page_view"]["points"] > 0
     assert "target-industry" in {c["id"] for c in report["criteria"]}  # the current model's
     assert all(item["points"] != 0 for item in criteria.values())
@@ -415,3 +419,22 @@ def test_without_scikit_learn_it_says_what_to_install(tmp_path: Path) -> None:
     assert done.stderr.splitlines() == [
         "error: leadflow score fit needs scikit-learn: pip install 'leadflow[learn]'"
     ]
+
+
+def test_help_loads_neither_scikit_learn_nor_numpy(tmp_path: Path) -> None:
+    """``score fit --help`` (and every other command) starts without the learn extra."""
+    script = (
+        "import sys; from leadflow.cli import main; main(['score', 'fit', '--help']); "
+        "print(sorted(m for m in ('sklearn', 'numpy', 'scipy') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--outcome" in done.stdout
+    assert done.stdout.splitlines()[-1] == "[]"

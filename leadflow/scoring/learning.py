@@ -60,6 +60,8 @@ class Learned:
     lead_ids: list[int]
     """Per example, its lead."""
     labels: list[int]
+    same_as: dict[str, str]
+    """Criteria left out because they matched the same examples as the one named."""
 
 
 def learn_points(
@@ -98,8 +100,12 @@ def learn_points(
         model = read_back(ordered, settings)
         values = criterion_values(connection, model, ordered, now)
     width = len(ordered)
-    features = np.array([values.get(lead_id, [0.0] * width) for lead_id in ids], dtype=float)
-    features = features.reshape(len(ids), width)
+    every = np.array([values.get(lead_id, [0.0] * width) for lead_id in ids], dtype=float)
+    every = every.reshape(len(ids), width)
+    _unique, first = np.unique(every, axis=1, return_index=True)
+    distinct = sorted(int(index) for index in first)
+    same_as = _same_as(every, ordered, distinct)
+    features, ordered = every[:, distinct], [ordered[index] for index in distinct]
     labels = np.array(examples.labels, dtype=int)
     groups = np.array(ids, dtype=int)
     split = holdout_split(labels, groups, options)
@@ -112,7 +118,25 @@ def learn_points(
     engagement = [item.kind == "engagement" for item in ordered]
     fitted = fit_points(features, labels, groups, engagement, options, split, comparisons)
     support = [int(count) for count in (features > 0).sum(axis=0)]
-    return Learned(outcome, now, examples, ordered, support, fitted, options, ids, examples.labels)
+    return Learned(
+        outcome, now, examples, ordered, support, fitted, options, ids, examples.labels, same_as
+    )
+
+
+def _same_as(
+    every: NDArray[np.float64], ordered: list[Candidate], distinct: list[int]
+) -> dict[str, str]:
+    """Criteria that match exactly the same examples as an earlier one (the current model's
+    come first): left out, so that a person never reads the same points twice."""
+    import numpy as np
+
+    found = {}
+    for index, item in enumerate(ordered):
+        if index in distinct:
+            continue
+        twin = next(k for k in distinct if np.array_equal(every[:, k], every[:, index]))
+        found[item.id] = ordered[twin].id
+    return found
 
 
 def _candidates(

@@ -130,6 +130,7 @@ def report_document(learned: Learned, output: str, chart: str | None) -> dict[st
             }
             for index, item in enumerate(learned.candidates)
         ],
+        "same_as": learned.same_as,
         "half_life": new_half_life(learned),
         "proposal": output,
         "chart": chart,
