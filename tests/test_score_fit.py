@@ -210,9 +210,11 @@ def score_by_hand(lead: dict[str, Any], criteria: dict[str, dict[str, Any]]) -> 
         done = [age for kind, age in lead["activities"] if kind in kinds]
         if "window" in item:
             raw = item["points"] * sum(1 for age in done if age < float(item["window"][:-1]))
-        else:
+        elif "half_life" in item:
             half_life = float(item["half_life"].removesuffix("d"))
             raw = item["points"] * sum(0.5 ** (age / half_life) for age in done)
+        else:
+            raw = item["points"] * len(done)
         cap = item.get("cap")
         if cap is not None:
             raw = math.copysign(min(abs(raw), cap), raw)
@@ -344,6 +346,39 @@ def test_outcome_from_deals_per_lead_and_per_deal(
     assert per_deal["unknown_outcome"] == open_leads
     held = per_deal["holdout_lead_ids"]
     assert all(held.count(lead_id) == 2 for lead_id in held)
+
+
+def test_outcome_from_stages(
+    project: Path, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--outcome stage --positive customer --negative disqualified,recycled``: leads in other
+    stages are left out, and counted."""
+    made = ground_truth()
+    store_leads(engine, made)
+    stages = {}
+    for lead in made:
+        converted = lead["attributes"].get("converted")
+        stages[lead["id"]] = {True: "customer", False: "disqualified"}.get(converted, "mql")
+        if converted is False and lead["id"] % 3 == 0:
+            stages[lead["id"]] = "recycled"
+    with engine.begin() as connection:
+        for stage in ("customer", "disqualified", "recycled"):
+            ids = [lead_id for lead_id, value in stages.items() if value == stage]
+            connection.execute(LEADS.update().where(LEADS.c.id.in_(ids)).values(stage=stage))
+    report = fit(
+        project,
+        "--outcome",
+        "stage",
+        "--positive",
+        "Customer",
+        "--negative",
+        "disqualified, recycled",
+        capsys=capsys,
+    )
+    assert report["positive"] == sum(1 for stage in stages.values() if stage == "customer")
+    assert report["examples"] == sum(1 for stage in stages.values() if stage != "mql")
+    assert report["unknown_outcome"] == sum(1 for stage in stages.values() if stage == "mql")
+    assert report["outcome"] == "stage: customer (positive) vs disqualified, recycled (negative)"
 
 
 @pytest.mark.parametrize(

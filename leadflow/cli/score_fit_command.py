@@ -183,6 +183,13 @@ def _print_report(learned: Learned, document: dict[str, object]) -> None:
         )
     console.print(table)
     kept = sum(1 for points in fitted.points if points)
+    if not kept:
+        console.print(
+            "No criterion earns a whole point: on this data the criteria do not tell the "
+            "outcomes apart (cross-validation chose the strongest regularisation it tried)."
+            if fitted.c <= 1e-4
+            else "No criterion earns a whole point: try a smaller --points-to-double-odds."
+        )
     console.print(
         f"Wrote {document['proposal']}: {kept} of {len(fitted.points)} criteria kept "
         "(the others' points round to 0)."

@@ -9,8 +9,9 @@ and ``leadflow check``:
   in the reference group, with no points); a number gives ``at_least`` thresholds at its
   quintiles, rounded to two significant digits (so ``employees >= 200`` not ``>= 197.4``); a
   boolean gives ``equals: true``; dates are left out;
-- each activity type done by at least ``min_support`` examples' leads: an engagement criterion
-  with the given half-life.
+- each activity type done by at least ``min_support`` examples' leads: two engagement
+  criteria, one with the given half-life and one that never fades (``-ever``): the fit
+  weighs recent and lasting engagement apart.
 
 The current model's criteria come first, with their own conditions, decay and caps.
 """
@@ -115,6 +116,10 @@ def data_candidates(
         if support >= min_support:
             spec = {"activity": activity, "half_life": format_duration(half_life)}
             found.append(Candidate(ids.new(activity), "engagement", spec))
+            # The same activities never fading: whether a lead ever did it may matter more
+            # than when (and the fit still learns something when --as-of is long after them).
+            lasting = {"activity": activity}
+            found.append(Candidate(ids.new(f"{activity}-ever"), "engagement", lasting))
     return found
 
 

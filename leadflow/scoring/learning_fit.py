@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 
 LN2 = math.log(2)
 DECILES = 10
+FADED = 0.05
+"""A criterion whose largest value in the training share is below this is left out."""
+MAX_POINTS = 1_000_000
+"""The scoring model's bound on a criterion's points."""
 
 
 @dataclass(frozen=True)
@@ -131,7 +135,11 @@ def fit_points(
     train, test = split
     x_train, y_train = features[train], labels[train]
     spread = x_train.std(axis=0)
-    kept = [int(index) for index in np.flatnonzero(spread > 0)]
+    # A column that never reaches FADED (an activity decayed to almost nothing by --as-of)
+    # would get points only a huge coefficient could make whole: it is left out like a
+    # constant one.
+    varies = (spread > 0) & (np.abs(x_train).max(axis=0) >= FADED)
+    kept = [int(index) for index in np.flatnonzero(varies)]
     mean, scale = x_train[:, kept].mean(axis=0), spread[kept]
     model = LogisticRegressionCV(
         Cs=10,
@@ -148,7 +156,9 @@ def fit_points(
         coefficients[index] = float(standardised[position] / scale[position])
     intercept = float(model.intercept_[0] - np.sum(standardised * mean / scale))
     factor = options.points_to_double / LN2
-    points = [half_away(value * factor) for value in coefficients]
+    points = [
+        max(-MAX_POINTS, min(MAX_POINTS, half_away(value * factor))) for value in coefficients
+    ]
     probabilities = model.predict_proba((features[test][:, kept] - mean) / scale)[:, 1]
     scores = points_scores(features[test], points, engagement)
     y_test = labels[test]

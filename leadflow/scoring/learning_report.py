@@ -59,7 +59,9 @@ def _criterion_lines(learned: Learned, index: int) -> list[str]:
     points = learned.fitted.points[index]
     coefficient = learned.fitted.coefficients[index]
     matched = "matched" if item.kind == "fit" else "with this activity"
-    unit = "" if item.kind == "fit" else " per fresh activity"
+    unit = ""
+    if item.kind == "engagement":
+        unit = " per fresh activity" if "half_life" in item.spec else " per activity"
     lines = [
         f"    # support {learned.support[index]} of {len(learned.labels)} examples {matched}; "
         f"coefficient {coefficient:+.3f}{unit}; {item.origin}"
