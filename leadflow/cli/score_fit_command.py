@@ -18,6 +18,8 @@ from leadflow.errors import UserInputError
 if TYPE_CHECKING:
     from leadflow.scoring.learning import Learned
 
+WEAKEST_C = 1e-4
+"""The smallest C LogisticRegressionCV tries by default (Cs=10 spans 1e-4 to 1e4)."""
 MISSING_SKLEARN = "leadflow score fit needs scikit-learn: pip install 'leadflow[learn]'"
 
 
@@ -183,13 +185,13 @@ def _print_report(learned: Learned, document: dict[str, object]) -> None:
         )
     console.print(table)
     kept = sum(1 for points in fitted.points if points)
-    if not kept:
+    if fitted.c <= WEAKEST_C:
         console.print(
-            "No criterion earns a whole point: on this data the criteria do not tell the "
-            "outcomes apart (cross-validation chose the strongest regularisation it tried)."
-            if fitted.c <= 1e-4
-            else "No criterion earns a whole point: try a smaller --points-to-double-odds."
+            "Cross-validation chose the strongest regularisation it tried: on this data the "
+            "criteria hardly tell the outcomes apart; read the points with suspicion."
         )
+    elif not kept:
+        console.print("No criterion earns a whole point: try a smaller --points-to-double-odds.")
     console.print(
         f"Wrote {document['proposal']}: {kept} of {len(fitted.points)} criteria kept "
         "(the others' points round to 0)."

@@ -84,8 +84,8 @@ def learn_points(
         unit = "deals" if outcome.unit == "deal" else "leads"
         if positives < MIN_PER_CLASS or negatives < MIN_PER_CLASS:
             hint = (
-                "; each account won at least once: try --unit deal"
-                if outcome.from_deals and outcome.unit == "lead" and negatives < MIN_PER_CLASS
+                "; every lead with a closed deal won one: try --unit deal (an example per deal)"
+                if outcome.from_deals and outcome.unit == "lead" and positives and not negatives
                 else ""
             )
             msg = (
