@@ -340,7 +340,25 @@ def test_outcome_from_deals_per_lead_and_per_deal(
     assert per_lead["positive"] == positive
     assert per_lead["unknown_outcome"] == LEADS_MADE - 600 + open_leads
 
-    per_deal = fit(project, "--outcome", "deals", "--unit", "deal", capsys=capsys)
+    per_deal = fit(
+        project,
+        "--outcome",
+        "deals",
+        "--unit",
+        "deal",
+        "--exclude",
+        "attributes.industry,page_view",
+        capsys=capsys,
+    )
+    assert {item["id"] for item in per_deal["criteria"] if item["origin"] == "from the data"} == {
+        "converted",  # the outcome is deals here: the attribute is a criterion like any other
+        "employees-at-least-50",
+        "employees-at-least-120",
+        "employees-at-least-300",
+        "webinar",
+        "webinar-ever",
+    }
+    assert per_deal["same_as"] == {"employees-at-least-1500": "enterprise"}
     assert per_deal["examples"] == 2 * (600 - open_leads)
     assert per_deal["positive"] == positive
     assert per_deal["unknown_outcome"] == open_leads
@@ -403,6 +421,10 @@ def test_outcome_from_stages(
             ["--outcome", "attributes.converted", "--positive", "yes"],
             "error: --outcome attributes.converted: give both --positive and --negative, or "
             "neither (then true/yes/1/won/converted vs false/no/0/lost)",
+        ),
+        (
+            ["--outcome", "deals", "--exclude", "attributes.region,attributes.size"],
+            "error: --exclude attributes.size: 'size' is not declared under attributes.leads",
         ),
         (
             ["--outcome", "attributes.converted", "--unit", "deal"],

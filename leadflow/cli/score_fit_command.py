@@ -6,6 +6,7 @@ the command, so ``--help`` and every other command start without it (and without
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -62,6 +63,14 @@ def fit_scoring(
         int,
         typer.Option("--min-support", min=1, help="Examples a new criterion must match."),
     ] = 20,
+    exclude: Annotated[
+        str | None,
+        typer.Option(
+            "--exclude",
+            help="Attributes (attributes.X) and activity types to leave out, comma-separated: "
+            "what is only known after the outcome.",
+        ),
+    ] = None,
     points_to_double: Annotated[
         int,
         typer.Option("--points-to-double-odds", min=1, help="Points that double the odds."),
@@ -103,6 +112,7 @@ def fit_scoring(
         fresh_half_life = parse_duration(half_life)
     except ValueError as exc:
         raise UserInputError(f"--half-life: {exc}") from None
+    excluded = _excluded(exclude, settings.attributes.leads)
     current = load_rule_set(folder, settings).scoring
     options = FitOptions(holdout, seed, points_to_double, grouped=spec.unit == "deal")
     learned = learn_points(
@@ -114,6 +124,7 @@ def fit_scoring(
         options,
         min_support=min_support,
         half_life=fresh_half_life,
+        excluded=excluded,
     )
     note = (
         f"It would replace the model in {current.location.file}."
@@ -130,6 +141,16 @@ def fit_scoring(
         print_json(document)
         return
     _print_report(learned, document)
+
+
+def _excluded(text: str | None, declared: Mapping[str, str]) -> frozenset[str]:
+    names = frozenset(part.strip() for part in (text or "").split(",") if part.strip())
+    for name in sorted(names):
+        attribute = name.removeprefix("attributes.")
+        if name.startswith("attributes.") and attribute not in declared:
+            msg = f"--exclude {name}: {attribute!r} is not declared under attributes.leads"
+            raise UserInputError(msg)
+    return names
 
 
 def _refuse_inside(output: Path, folder: Path) -> None:

@@ -74,7 +74,10 @@ def learn_points(
     *,
     min_support: int,
     half_life: timedelta,
+    excluded: frozenset[str] = frozenset(),
 ) -> Learned:
+    """Fit points for ``current``'s criteria and the candidates found in the data (none for
+    the outcome's own field, nor for the ``excluded`` attributes and activity types)."""
     import numpy as np
 
     with engine.connect() as connection:
@@ -96,7 +99,8 @@ def learn_points(
             raise UserInputError(msg)
         facts = read_lead_facts(connection, now)
         ids = examples.lead_ids
-        ordered = _candidates(settings, current, facts, ids, outcome, min_support, half_life)
+        left_out = excluded | {outcome.field}
+        ordered = _candidates(settings, current, facts, ids, left_out, min_support, half_life)
         model = read_back(ordered, settings)
         values = criterion_values(connection, model, ordered, now)
     width = len(ordered)
@@ -109,7 +113,7 @@ def learn_points(
     labels = np.array(examples.labels, dtype=int)
     groups = np.array(ids, dtype=int)
     split = holdout_split(labels, groups, options)
-    categorical, numeric = raw_columns(settings, facts, ids, outcome.field)
+    categorical, numeric = raw_columns(settings, facts, ids, left_out)
     comparisons: dict[str, NDArray[np.float64] | None] = {
         "baseline": baseline_probabilities(categorical, numeric, labels, split[0]),
         "current_model": _current_scores(features, ordered) if current is not None else None,
@@ -144,7 +148,7 @@ def _candidates(
     current: ScoringModel | None,
     facts: LeadFacts,
     ids: list[int],
-    outcome: OutcomeSpec,
+    excluded: frozenset[str],
     min_support: int,
     half_life: timedelta,
 ) -> list[Candidate]:
@@ -156,7 +160,7 @@ def _candidates(
         min_support=min_support,
         half_life=half_life,
         taken=[item.id for item in existing],
-        outcome=outcome.field,
+        excluded=excluded,
     )
     every = existing + found
     return [item for item in every if item.kind == "fit"] + [
@@ -174,21 +178,23 @@ def _current_scores(features: NDArray[np.float64], ordered: list[Candidate]) -> 
 
 
 def raw_columns(
-    settings: Settings, facts: LeadFacts, ids: list[int], outcome: str
+    settings: Settings, facts: LeadFacts, ids: list[int], excluded: frozenset[str]
 ) -> tuple[list[list[str]], NDArray[np.float64]]:
     """The baseline's columns per example: text attributes (missing as ``(none)``), and
-    numbers, booleans (1/0) and activity counts per type (missing numbers as NaN); never the
-    outcome's own field."""
+    numbers, booleans (1/0) and activity counts per type (missing numbers as NaN); never an
+    ``excluded`` attribute or activity type (the outcome's own field is one)."""
     import numpy as np
 
     declared = {
         name: kind
         for name, kind in settings.attributes.leads.items()
-        if f"attributes.{name}" != outcome
+        if f"attributes.{name}" not in excluded
     }
     texts = [name for name, kind in declared.items() if kind == "string"]
     numbers = [name for name, kind in declared.items() if kind in {"integer", "number", "boolean"}]
-    kinds = sorted({kind for lead_id in ids for kind in facts.activity_counts.get(lead_id, {})})
+    kinds = sorted(
+        {kind for lead_id in ids for kind in facts.activity_counts.get(lead_id, {})} - excluded
+    )
     categorical: list[list[str]] = []
     numeric: list[list[float]] = []
     for lead_id in ids:

@@ -34,7 +34,7 @@ from leadflow.rule_language.scoring_reader import ScoringReader
 from leadflow.rule_language.yaml_source import parse_document
 from leadflow.settings import Settings
 
-MAX_VALUES = 20
+MAX_VALUES = 30
 """Per text attribute, at most this many values get a criterion of their own."""
 QUANTILES = (0.2, 0.4, 0.6, 0.8)
 
@@ -79,14 +79,15 @@ def data_candidates(
     min_support: int,
     half_life: timedelta,
     taken: Iterable[str] = (),
-    outcome: str = "",
+    excluded: frozenset[str] = frozenset(),
 ) -> list[Candidate]:
     """Candidates from the examples' attributes (one mapping per example) and the number of
-    examples whose lead did each activity type; the ``outcome`` field itself is left out."""
+    examples whose lead did each activity type; ``excluded`` attributes (``attributes.X``)
+    and activity types get none."""
     ids = _Ids(taken)
     found: list[Candidate] = []
     for name, kind in settings.attributes.leads.items():
-        if f"attributes.{name}" == outcome:
+        if f"attributes.{name}" in excluded:
             continue
         values = [row.get(name) for row in attributes]
         field = f"attributes.{name}"
@@ -113,7 +114,7 @@ def data_candidates(
                 spec = {"when": {"field": field, "equals": True}}
                 found.append(Candidate(ids.new(name), "fit", spec))
     for activity, support in sorted(activity_leads.items()):
-        if support >= min_support:
+        if support >= min_support and activity not in excluded:
             spec = {"activity": activity, "half_life": format_duration(half_life)}
             found.append(Candidate(ids.new(activity), "engagement", spec))
             # The same activities never fading: whether a lead ever did it may matter more
