@@ -101,11 +101,18 @@ def learn_points(
         ids = examples.lead_ids
         left_out = excluded | {outcome.field}
         ordered = _candidates(settings, current, facts, ids, left_out, min_support, half_life)
+        if not ordered:
+            msg = (
+                "no criteria to weigh: the rules folder has no scoring model, and no declared "
+                "lead attribute or activity type is shared by --min-support examples"
+            )
+            raise UserInputError(msg)
         model = read_back(ordered, settings)
         values = criterion_values(connection, model, ordered, now)
     width = len(ordered)
     every = np.array([values.get(lead_id, [0.0] * width) for lead_id in ids], dtype=float)
     every = every.reshape(len(ids), width)
+    current_scores = _current_scores(every, ordered) if current is not None else None
     _unique, first = np.unique(every, axis=1, return_index=True)
     distinct = sorted(int(index) for index in first)
     same_as = _same_as(every, ordered, distinct)
@@ -116,7 +123,7 @@ def learn_points(
     categorical, numeric = raw_columns(settings, facts, ids, left_out)
     comparisons: dict[str, NDArray[np.float64] | None] = {
         "baseline": baseline_probabilities(categorical, numeric, labels, split[0]),
-        "current_model": _current_scores(features, ordered) if current is not None else None,
+        "current_model": current_scores,
         "stored_score": np.array([facts.stored_scores.get(i, 0) for i in ids], dtype=float),
     }
     engagement = [item.kind == "engagement" for item in ordered]

@@ -23,6 +23,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from leadflow.errors import UserInputError
+
 if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
@@ -140,6 +142,8 @@ def fit_points(
     # constant one.
     varies = (spread > 0) & (np.abs(x_train).max(axis=0) >= FADED)
     kept = [int(index) for index in np.flatnonzero(varies)]
+    if not kept:
+        raise UserInputError("no criterion varies among the training examples: nothing to fit")
     mean, scale = x_train[:, kept].mean(axis=0), spread[kept]
     model = LogisticRegressionCV(
         Cs=10,
