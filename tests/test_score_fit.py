@@ -272,6 +272,7 @@ def test_fit_recovers_the_ground_truth_and_reports_exact_holdout_figures(
     assert 0.7 < report["auc"]["baseline"] < 1
     assert report["auc"]["current_model"] is not None
     assert report["auc"]["stored_score"] is None  # every stored score is 0
+    assert report["strongest_penalty_chosen"] is False
 
     rules = project.parent / "rules"
     (rules / "scoring.yaml").unlink()

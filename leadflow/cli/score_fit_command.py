@@ -19,8 +19,6 @@ from leadflow.errors import UserInputError
 if TYPE_CHECKING:
     from leadflow.scoring.learning import Learned
 
-WEAKEST_C = 1e-4
-"""The smallest C LogisticRegressionCV tries by default (Cs=10 spans 1e-4 to 1e4)."""
 MISSING_SKLEARN = "leadflow score fit needs scikit-learn: pip install 'leadflow[learn]'"
 
 
@@ -206,7 +204,7 @@ def _print_report(learned: Learned, document: dict[str, object]) -> None:
         )
     console.print(table)
     kept = sum(1 for points in fitted.points if points)
-    if fitted.c <= WEAKEST_C:
+    if document["strongest_penalty_chosen"]:
         console.print(
             "Cross-validation chose the strongest regularisation it tried: on this data the "
             "criteria hardly tell the outcomes apart; read the points with suspicion."

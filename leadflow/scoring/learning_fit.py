@@ -33,6 +33,9 @@ LN2 = math.log(2)
 DECILES = 10
 FADED = 0.05
 """A criterion whose largest value in the training share is below this is left out."""
+WEAKEST_C = 1e-4
+"""The smallest C ``LogisticRegressionCV`` tries (Cs=10 spans 1e-4 to 1e4): chosen, it says
+the criteria hardly tell the outcomes apart."""
 MAX_POINTS = 1_000_000
 """The scoring model's bound on a criterion's points."""
 

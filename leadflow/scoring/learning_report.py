@@ -17,6 +17,7 @@ import yaml
 
 from leadflow.scoring.learning import Learned
 from leadflow.scoring.learning_candidates import written
+from leadflow.scoring.learning_fit import WEAKEST_C
 
 
 def proposal_text(learned: Learned, rules_note: str) -> str:
@@ -114,6 +115,7 @@ def report_document(learned: Learned, output: str, chart: str | None) -> dict[st
         "holdout_lead_ids": [learned.lead_ids[int(i)] for i in fitted.test],
         "seed": learned.options.seed,
         "regularisation_c": fitted.c,
+        "strongest_penalty_chosen": fitted.c <= WEAKEST_C,
         "points_to_double_odds": learned.options.points_to_double,
         "intercept": fitted.intercept,
         "auc": fitted.auc,
