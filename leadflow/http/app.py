@@ -30,6 +30,7 @@ from leadflow.http.probes import probe_routes
 from leadflow.http.records import upsert_records
 from leadflow.ingest.values import TOO_DEEP, json_value, text_problem, unstorable
 from leadflow.rule_language.model import RuleSet
+from leadflow.scoring.explain import explain_score
 from leadflow.service.rule_reload import SnapshotHolder
 from leadflow.settings import HttpSettings, ImportKind
 
@@ -87,10 +88,10 @@ def create_app(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> FastAPI:
         )
     app.add_api_route(
         "/v1/leads/{external_id}",
-        _lead_route(runtime),
+        _lead_route(runtime, holder),
         methods=["GET"],
         name="get_lead",
-        summary="A lead, its owner, and its audit trail (oldest first)",
+        summary="A lead, its owner, its audit trail (oldest first) and why it has its score",
         dependencies=[authorized],
         responses={**_RESPONSES, 404: {"description": "no such lead", **_ERROR_BODY}},
     )
@@ -152,7 +153,7 @@ def _check_types(schema: dict[str, Any], items: list[dict[str, Any]], *, batch: 
         raise RecordsRejectedError(errors)
 
 
-def _lead_route(runtime: Runtime) -> Callable[..., Awaitable[Any]]:
+def _lead_route(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> Callable[..., Awaitable[Any]]:
     async def get_lead(
         request: Request,
         external_id: Annotated[str, Path(max_length=200)],
@@ -165,6 +166,13 @@ def _lead_route(runtime: Runtime) -> Callable[..., Awaitable[Any]]:
         found = await run_in_threadpool(lead_with_audit, runtime.engine, external_id, audit_limit)
         if found is None:
             raise HTTPException(404, f"no lead with external id {external_id!r}")
+        rule_set = holder.current_or_none()
+        model = rule_set.scoring if rule_set is not None else None
+        explanation = await run_in_threadpool(
+            explain_score, runtime.engine, model, external_id, runtime.clock.now()
+        )
+        # What `leadflow score explain` prints: every contribution, adding up to the score.
+        found["score_explanation"] = None if explanation is None else explanation.as_json()
         return JSONResponse(found)
 
     return get_lead
