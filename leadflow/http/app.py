@@ -31,6 +31,7 @@ from leadflow.http.records import upsert_records
 from leadflow.ingest.values import TOO_DEEP, json_value, text_problem, unstorable
 from leadflow.rule_language.model import RuleSet
 from leadflow.scoring.explain import explain_score
+from leadflow.scoring.rescoring import rescore_posted
 from leadflow.service.rule_reload import SnapshotHolder
 from leadflow.settings import HttpSettings, ImportKind
 
@@ -78,7 +79,7 @@ def create_app(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> FastAPI:
     for kind in KINDS:
         app.add_api_route(
             f"/v1/{kind}",
-            _record_route(runtime, kind),
+            _record_route(runtime, holder, kind),
             methods=["POST"],
             name=f"post_{kind}",
             summary=f"Upsert {kind} by external id (one object or a list)",
@@ -125,7 +126,9 @@ def _refuse(request: Request, reason: str) -> NoReturn:
     raise HTTPException(401, reason, headers={"WWW-Authenticate": "Bearer"})
 
 
-def _record_route(runtime: Runtime, kind: ImportKind) -> Callable[[Request], Awaitable[Any]]:
+def _record_route(
+    runtime: Runtime, holder: SnapshotHolder[RuleSet], kind: ImportKind
+) -> Callable[[Request], Awaitable[Any]]:
     schema = record_schema(kind, runtime.settings)
 
     async def post_records(request: Request) -> JSONResponse:
@@ -136,6 +139,11 @@ def _record_route(runtime: Runtime, kind: ImportKind) -> Callable[[Request], Awa
             upsert_records, runtime.engine, runtime.settings, kind, items, now=now, batch=batch
         )
         log.info("records_upserted", **result.as_json())
+        rule_set = holder.current_or_none()
+        model = rule_set.active_scoring if rule_set is not None else None
+        if model is not None and kind in ("leads", "activities") and result.keys:
+            # Engagement counts the moment it arrives, not at the next tick.
+            await run_in_threadpool(rescore_posted, runtime.engine, model, kind, result.keys, now)
         return JSONResponse(result.as_json())
 
     post_records.__name__ = f"post_{kind}"
