@@ -250,3 +250,47 @@ class TestArrivals:
             (c["criterion"], c["points"], [a["external_id"] for a in c["activities"]])
             for c in explanation["contributions"]
         ] == [("visits", 10, ["ev-1"])]
+
+
+class TestDaemonTick:
+    """The daemon's funnel tick rescores first, under the rule set it holds."""
+
+    def test_funnel_tick_rescores_before_sla_and_nurture(
+        self, runtime: Runtime, engine: Engine
+    ) -> None:
+        import asyncio
+
+        from leadflow.service.daemon_ticks import Evaluator
+        from leadflow.service.rule_reload import SnapshotHolder
+
+        holder: SnapshotHolder[Any] = SnapshotHolder(clock=runtime.clock)
+        holder.record_success(runtime.load_rules())
+        handled = asyncio.run(Evaluator(runtime, holder).funnel_tick())
+        assert handled == {"scoring": 2, "sla": 0, "nurture": 0}
+        assert rows(engine, "leads", "external_id", "score", "score_fit") == [
+            ("L1", 20, 20),
+            ("L2", 0, 0),
+        ]
+
+
+class TestStatus:
+    """`leadflow status` tells whether a model is on and what its last pass did."""
+
+    def test_status_shows_the_model_and_its_last_pass(
+        self, runtime: Runtime, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        tick(runtime, T0)
+        capsys.readouterr()
+        config = str(runtime.settings.root / "config.yaml")
+        assert main(["--config", config, "status", "--format", "json"]) == 0
+        scoring = json.loads(capsys.readouterr().out)["scoring"]
+        version = runtime.load_rules().scoring.version  # type: ignore[union-attr]
+        assert scoring == {
+            "model": {"version": version, "enabled": True},
+            "last_pass": {
+                "model_version": version,
+                "last_run_at": "2026-03-02T09:00:00+00:00",
+                "changed": 2,
+                "leads_by_grade": {},
+            },
+        }
