@@ -210,8 +210,17 @@ class TestExplain:
         assert code == 0
         assert (document["computed"], document["stored"]) == (
             {"score": 34, "fit": 20, "engagement": 14},
-            {"score": 34, "fit": 20, "engagement": 14, "adjustment": 0, "grade": None},
+            {
+                "score": 34,
+                "fit": 20,
+                "engagement": 14,
+                "adjustment": 0,
+                "grade": None,
+                "scored_at": "2026-03-02T09:00:00+00:00",
+            },
         )
+        # Months later by the system clock: explained when the score was stored, it adds up.
+        assert document["at"] == "2026-03-02T09:00:00+00:00"
         assert [c["points"] for c in document["contributions"]] == [20, 11, 3]
 
     def test_an_unknown_lead_is_one_line(

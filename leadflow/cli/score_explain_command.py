@@ -23,7 +23,11 @@ def explain(
     lead: Annotated[str, typer.Argument(help="The lead's external id (the CRM's id).")],
     at: Annotated[
         str | None,
-        typer.Option("--at", help="Explain the score as of this ISO time (default: now)."),
+        typer.Option(
+            "--at",
+            help="Explain the score as of this ISO time (default: when the model last stored "
+            "the lead's score, so the lines add up to it; 'now' for this moment).",
+        ),
     ] = None,
     output: FormatOption = OutputFormat.table,
 ) -> None:
@@ -38,13 +42,13 @@ def explain(
     if problem is not None:
         raise UserInputError(f"LEAD: {problem}")
     try:
-        clock = SettableClock(parse_instant(at)) if at else SystemClock()
+        clock = SettableClock(parse_instant(at)) if at and at != "now" else SystemClock()
     except ValueError as exc:
         raise UserInputError(f"--at: {exc}") from None
     context = cli_context(ctx)
     runtime = Runtime.build(context.engine, context.settings, clock, read_only=True)
     model = runtime.load_rules().scoring
-    found = explain_score(context.engine, model, lead, clock.now())
+    found = explain_score(context.engine, model, lead, clock.now(), as_stored=at is None)
     if found is None:
         msg = f"no lead with external id {lead!r}"
         raise UserInputError(msg)
@@ -70,9 +74,10 @@ def _print(console: Console, found: ScoreExplanation) -> None:
         )
     else:
         state = "enabled" if found.model_enabled else "disabled (enabled: false): not applied"
-        console.print(
-            f"Scoring model {found.model_version}, {state}; as of {found.at:%Y-%m-%d %H:%M:%S} UTC:"
-        )
+        when = f"as of {found.at:%Y-%m-%d %H:%M:%S} UTC"
+        if found.stored["scored_at"] == found.at:
+            when += ", when the stored score was computed (--at now: this moment)"
+        console.print(f"Scoring model {found.model_version}, {state}; {when}:")
         table = Table("part", "criterion", "points", "how", box=None)
         for item in found.contributions:
             how = item.rule
@@ -85,7 +90,7 @@ def _print(console: Console, found: ScoreExplanation) -> None:
                     f"  {activity.external_id}",
                     "",
                     f"{activity.type} at {activity.occurred_at:%Y-%m-%d %H:%M}: "
-                    f"{activity.value:.2f} now",
+                    f"worth {activity.value:.2f}",
                 )
             if len(item.activities) > ACTIVITIES_SHOWN:
                 more = len(item.activities) - ACTIVITIES_SHOWN

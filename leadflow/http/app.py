@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Annotated, Any, NoReturn
 
 import structlog
@@ -177,7 +178,11 @@ def _lead_route(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> Callable[.
         rule_set = holder.current_or_none()
         model = rule_set.scoring if rule_set is not None else None
         explanation = await run_in_threadpool(
-            explain_score, runtime.engine, model, external_id, runtime.clock.now()
+            partial(explain_score, as_stored=True),
+            runtime.engine,
+            model,
+            external_id,
+            runtime.clock.now(),
         )
         # What `leadflow score explain` prints: every contribution, adding up to the score.
         found["score_explanation"] = None if explanation is None else explanation.as_json()

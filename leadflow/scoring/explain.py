@@ -56,7 +56,7 @@ class ScoreExplanation:
     model_version: str | None
     model_enabled: bool
     stored: Mapping[str, Any]
-    """score, fit, engagement, adjustment and grade as stored now."""
+    """score, fit, engagement, adjustment, grade and scored_at as stored now."""
     contributions: tuple[Contribution, ...]
     history: tuple[Mapping[str, Any], ...]
     """The newest score changes, newest first."""
@@ -83,7 +83,10 @@ class ScoreExplanation:
             "at": self.at.isoformat(),
             "model_version": self.model_version,
             "model_enabled": self.model_enabled,
-            "stored": dict(self.stored),
+            "stored": {
+                key: (value.isoformat() if isinstance(value, datetime) else value)
+                for key, value in self.stored.items()
+            },
             "computed": (
                 {"score": self.total, "fit": self.fit, "engagement": self.engagement}
                 if self.model_version is not None
@@ -122,9 +125,18 @@ def _activity_json(activity: EarningActivity) -> dict[str, Any]:
 
 
 def explain_score(
-    engine: Engine, model: ScoringModel | None, external_id: str, now: datetime
+    engine: Engine,
+    model: ScoringModel | None,
+    external_id: str,
+    now: datetime,
+    *,
+    as_stored: bool = False,
 ) -> ScoreExplanation | None:
-    """The explanation of the lead's score at ``now``; None when there is no such lead."""
+    """The explanation of the lead's score at ``now``; None when there is no such lead.
+
+    ``as_stored``: at the instant the enabled model last stored the lead's score
+    (``scored_at``) instead, so the lines add up to the stored score exactly however long ago
+    that pass ran (a lead never scored is explained at ``now``)."""
     with engine.connect() as connection:
         lead = (
             connection.execute(
@@ -135,6 +147,7 @@ def explain_score(
                     LEADS.c.score_engagement,
                     LEADS.c.score_adjustment,
                     LEADS.c.score_grade,
+                    LEADS.c.scored_at,
                 ).where(LEADS.c.external_id == external_id)
             )
             .mappings()
@@ -148,7 +161,10 @@ def explain_score(
             "engagement": lead["score_engagement"],
             "adjustment": lead["score_adjustment"],
             "grade": lead["score_grade"],
+            "scored_at": lead["scored_at"],
         }
+        if as_stored and model is not None and model.enabled and lead["scored_at"] is not None:
+            now = lead["scored_at"]
         contributions: list[Contribution] = []
         if model is not None:
             contributions += _fit(connection, model, lead["id"], now)

@@ -289,6 +289,7 @@ def _write_changes(connection: Connection, model: ScoringModel, now: datetime) -
             score_fit=PASS.c.new_fit,
             score_engagement=PASS.c.new_engagement,
             score_grade=PASS.c.new_grade,
+            scored_at=literal(now, UTCDateTime()),
         )
     )
 
