@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from leadflow.cli import score_explain_command, score_fit_command
+
 app = typer.Typer(
     name="score",
     help="Lead scoring: explain a lead's score, fit a model from outcomes.",
@@ -12,7 +14,5 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-
-from leadflow.cli import score_fit_command  # noqa: E402 (each command registers below the group)
-
+app.command("explain")(score_explain_command.explain)
 app.command("fit")(score_fit_command.fit_scoring)
