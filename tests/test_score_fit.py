@@ -304,6 +304,45 @@ def test_lift_chart_has_a_bar_per_decile(
     assert report["chart"] == str(chart)
 
 
+def test_the_table_report_names_every_figure(
+    project: Path, engine: Engine, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """For a person: the outcome and counts, the AUC table with the baseline, the deciles and
+    where the proposal went."""
+    store_leads(engine, ground_truth())
+    proposal = tmp_path / "proposal.yaml"
+    capsys.readouterr()
+    code = main(
+        [
+            "-c",
+            str(project),
+            "score",
+            "fit",
+            "--outcome",
+            "attributes.converted",
+            "--as-of",
+            AS_OF.isoformat(),
+            "--output",
+            str(proposal),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "718 examples (373 positive), 82 without a known outcome left out" in " ".join(
+        out.split()
+    )
+    for label in (
+        "fitted model (probabilities)",
+        "proposed points (integer score)",
+        "plain logistic regression on the raw columns",
+        "current model, recomputed as of --as-of",
+        "Calibration and lift by score decile",
+    ):
+        assert label in out
+    assert f"Wrote {proposal}" in " ".join(out.split())
+    assert proposal.exists()
+
+
 def test_outcome_from_deals_per_lead_and_per_deal(
     project: Path, engine: Engine, capsys: pytest.CaptureFixture[str]
 ) -> None:
