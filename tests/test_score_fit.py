@@ -282,6 +282,49 @@ def test_fit_recovers_the_ground_truth_and_reports_exact_holdout_figures(
     assert main(["-c", str(project), "check"]) == 0
 
 
+def test_the_shipped_model_rewritten_passes_check(
+    project: Path, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With the shipped model as the current one (``any`` of email endings, a cap per day, a
+    list of activity types), every criterion that varies gets points (a large PDO keeps them
+    all), caps scale with the points, and the file passes ``leadflow check`` in its place."""
+    rules = project.parent / "rules"
+    shutil.copy(ROOT / "rules" / "scoring.yaml", rules / "scoring.yaml")
+    made = ground_truth()
+    store_leads(engine, made)
+    with engine.begin() as connection:
+        connection.execute(
+            LEADS.update()
+            .where(LEADS.c.id % 4 == 0)
+            .values(email=LEADS.c.external_id + "@gmail.com")
+        )
+    fit(
+        project,
+        "--outcome",
+        "attributes.converted",
+        "--points-to-double-odds",
+        "1000",
+        capsys=capsys,
+    )
+    proposal = project.parent / "scoring.proposed.yaml"
+    criteria = proposed_points(proposal)
+    assert {"free-mail-address", "page-view", "content-download"} <= set(criteria)
+    assert (
+        criteria["free-mail-address"]["when"]
+        == yaml.safe_load((ROOT / "rules" / "scoring.yaml").read_text(encoding="utf-8"))["scoring"][
+            "fit"
+        ][2]["when"]
+    )
+    page_view = criteria["page-view"]
+    assert page_view["cap"] == {
+        "points": max(1, round(6 * abs(page_view["points"]) / 2)),
+        "per": "1d",
+    }
+    (rules / "scoring.yaml").unlink()
+    shutil.copy(proposal, rules / "scoring.yaml")
+    assert main(["-c", str(project), "check"]) == 0
+
+
 def test_lift_chart_has_a_bar_per_decile(
     project: Path, engine: Engine, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -73,8 +73,21 @@ def _criterion_lines(learned: Learned, index: int) -> list[str]:
     for key, value in spec.items():
         prefix = "    - " if first else "      "
         first = False
-        lines.append(f"{prefix}{key}: {_flow(value)}")
+        flow = _flow(value)
+        if len(prefix) + len(key) + len(flow) > LONGEST_LINE and isinstance(value, dict):
+            # A long nested condition (any:/all: of several) reads better as a block.
+            block = yaml.safe_dump(
+                value, default_flow_style=None, allow_unicode=True, sort_keys=False, width=10**6
+            )
+            lines.append(f"{prefix}{key}:")
+            lines.extend(f"        {line}" for line in block.splitlines())
+        else:
+            lines.append(f"{prefix}{key}: {flow}")
     return lines
+
+
+LONGEST_LINE = 100
+"""A criterion's line longer than this is written as a block."""
 
 
 def _flow(value: Any) -> str:
