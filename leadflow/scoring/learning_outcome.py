@@ -133,11 +133,11 @@ def read_examples(connection: Connection, spec: OutcomeSpec) -> Examples:
     column = LEADS.c.attributes if spec.field.startswith("attributes.") else LEADS.c[spec.field]
     name = spec.field.removeprefix("attributes.")
     ids, labels, unknown = [], [], 0
-    for lead_id, value in connection.execute(select(LEADS.c.id, column).order_by(LEADS.c.id)):
-        raw = value.get(name) if spec.field.startswith("attributes.") and value else value
-        if spec.field.startswith("attributes.") and not isinstance(value, dict):
-            raw = None
-        text = as_text(raw)
+    for lead_id, stored in connection.execute(select(LEADS.c.id, column).order_by(LEADS.c.id)):
+        value = stored
+        if spec.field.startswith("attributes."):
+            value = stored.get(name) if isinstance(stored, dict) else None
+        text = as_text(value)
         if text in spec.positive:
             ids.append(lead_id)
             labels.append(1)
