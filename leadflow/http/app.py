@@ -29,6 +29,7 @@ from leadflow.http.body_limit import BodyLimit
 from leadflow.http.openapi import record_schema, request_body, type_errors
 from leadflow.http.probes import probe_routes
 from leadflow.http.records import upsert_records
+from leadflow.http.tracking import tracking_routes
 from leadflow.ingest.values import TOO_DEEP, json_value, text_problem, unstorable
 from leadflow.rule_language.model import RuleSet
 from leadflow.scoring.explain import explain_score
@@ -98,6 +99,7 @@ def create_app(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> FastAPI:
         responses={**_RESPONSES, 404: {"description": "no such lead", **_ERROR_BODY}},
     )
     app.include_router(probe_routes(runtime, holder))
+    app.include_router(tracking_routes(runtime, holder))
     return app
 
 
