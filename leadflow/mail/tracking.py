@@ -18,7 +18,7 @@ import html as html_text
 import re
 from collections.abc import Callable
 
-from leadflow.mail.tracking_tokens import Kind, TrackedLink, sign, tracking_key
+from leadflow.mail.tracking_tokens import Kind, Signer, tracking_key
 from leadflow.settings import Settings
 
 _ANCHOR_HREF = re.compile(
@@ -45,20 +45,24 @@ def tracked_bodies(
     base = settings.mail.tracking.base_url
     if base is None:  # pragma: no cover - the settings refuse tracking without a base URL
         return text, html
-    key = tracking_key(settings)
+    signer = Signer(tracking_key(settings), message_id, lead, template)
     own = f"{base}/t/"
+    done: dict[str, str] = {}  # the HTML and the text mostly carry the same links
 
     def tracked(url: str) -> str:
+        found = done.get(url)
+        if found is not None:
+            return found
         if url.startswith(own):
             return url
         kind: Kind = "unsubscribe" if url == unsubscribe_url else "click"
-        token = sign(TrackedLink(kind, message_id, lead, template, url), key)
-        return f"{base}/t/{kind[0]}/{token}"
+        done[url] = link = f"{base}/t/{kind[0]}/{signer.token(kind, url)}"
+        return link
 
     tracked_text = _TEXT_URL.sub(_text_link(tracked), text)
     if html is None:
         return tracked_text, None
-    pixel_token = sign(TrackedLink("open", message_id, lead, template), key)
+    pixel_token = signer.token("open")
     pixel = (
         f'<img src="{base}/t/o/{pixel_token}.gif" width="1" height="1" alt="" '
         'style="display:block;border:0;width:1px;height:1px">'
