@@ -1,4 +1,5 @@
-"""The HTTP API: records in from the CRM, a lead's audit trail out, probes and metrics.
+"""The HTTP API: records in from the CRM, a lead's audit trail out, probes and metrics, and
+the public pixel and redirects of tracked email (:mod:`leadflow.http.tracking`).
 
 :func:`create_app` builds the ASGI application the daemon serves; it refuses to build one whose
 ``/v1`` API would be open by accident (no ``http.token`` and no ``http.allow_anonymous``). Every
