@@ -11,6 +11,7 @@ an enabled scoring model, the lead's score, a machine's does neither.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import Engine, select, update
+from structlog.testing import capture_logs
 
 from leadflow.clock import SettableClock
 from leadflow.errors import ConfigError
@@ -26,7 +28,7 @@ from leadflow.mail.context import email_context, unsubscribe_url
 from leadflow.mail.enqueue import enqueue_email
 from leadflow.mail.tracking_tokens import TrackedLink, sign, tracking_key, verify
 from leadflow.settings import Settings
-from leadflow.store.database import transaction
+from leadflow.store.database import create_store_engine, transaction
 from leadflow.store.models import Lead
 from leadflow.store.tables import ACTIVITIES, LEADS, OUTBOX
 from tests.conftest import T0
@@ -291,6 +293,29 @@ class TestHits:
             ("email_click", None),
             ("email_open", None),
         ]
+
+
+class TestStoreDown:
+    """A store that cannot take the row costs the row, never the person's redirect."""
+
+    def test_click_redirects_and_pixel_answers_without_a_store(
+        self, mailing: Mailing, tmp_path: Path
+    ) -> None:
+        """With the store unreachable the link still answers 302 and the pixel 200; the lost
+        hit is logged with its message."""
+        unreachable = create_store_engine(f"sqlite:///{tmp_path / 'missing' / 'gone.db'}")
+        runtime = replace(mailing.runtime, engine=unreachable)
+        api = Api(build_app(runtime, load_rules=False)[0])
+        with capture_logs() as logs:
+            clicked = api.request("GET", f"/t/c/{mailing.token('click', GUIDE)}")
+            opened = api.request("GET", f"/t/o/{mailing.token('open')}.gif")
+        assert (clicked.status_code, clicked.headers["location"]) == (302, GUIDE)
+        assert (opened.status_code, opened.content) == (200, PIXEL)
+        lost = [
+            (e["kind"], e["message_id"]) for e in logs if e["event"] == "tracking_hit_not_recorded"
+        ]
+        assert lost == [("click", mailing.message_id), ("open", mailing.message_id)]
+        assert mailing.activities() == []
 
 
 class TestRefusedTokens:

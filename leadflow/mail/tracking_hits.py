@@ -26,6 +26,7 @@ The reasons, first match wins:
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,7 +35,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from leadflow.mail.tracking_tokens import Kind, TrackedLink, hit_digest
+from leadflow.mail.tracking_tokens import Kind, TrackedLink
 from leadflow.settings import TrackingSettings
 from leadflow.store.database import insert_ignoring_duplicates
 from leadflow.store.tables import ACTIVITIES, LEADS, OUTBOX
@@ -162,7 +163,7 @@ def record_hit(session: Session, settings: TrackingSettings, hit: Hit) -> Record
     # A client's retry of the very same request (same second, agent and address) is the same
     # activity; any other hit is a row of its own.
     stamp = hit.at.isoformat(timespec="seconds")
-    digest = hit_digest(link.kind, link.message_id, link.url, agent, hit.ip, stamp, hit.method)
+    digest = _digest(link.kind, link.message_id, link.url, agent, hit.ip, stamp, hit.method)
     dialect = session.get_bind().dialect.name
     result = session.execute(
         insert_ignoring_duplicates(dialect, ACTIVITIES, "external_id").values(
@@ -199,6 +200,11 @@ def _earlier(
         )
     )
     return [dict(properties or {}) for (properties,) in rows]
+
+
+def _digest(*parts: str | None) -> str:
+    joined = "\x1f".join(part or "" for part in parts).encode()
+    return hashlib.blake2b(joined, digest_size=12).hexdigest()
 
 
 def _from_apple(ip: str | None) -> bool:

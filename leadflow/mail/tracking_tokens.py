@@ -146,9 +146,3 @@ def _decode(text: str) -> bytes:
         msg = "not canonical base64url"
         raise ValueError(msg)
     return raw
-
-
-def hit_digest(*parts: str | None) -> str:
-    """A short stable digest of a hit's identifying parts (its activity's external id)."""
-    joined = "\x1f".join(part or "" for part in parts).encode()
-    return hashlib.blake2b(joined, digest_size=12).hexdigest()
