@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from mail_support import ScriptedHandler, smtp_server
 
-from leadflow.errors import DeliveryError, RecipientRejectedError
+from leadflow.errors import DeliveryError
 from leadflow.mail.transports.smtp import SmtpTransport
 from leadflow.settings import SmtpSettings
 
