@@ -20,7 +20,7 @@ the history for ``--prune-seconds`` (10 s) per table and its rate is reported (0
 
 Time: the defaults are meant to fit in 5 minutes on 2 idle cores. The two databases' stores are
 prepared at the same time (SQLite in this process, PostgreSQL in its server), each history as a
-bulk load: one set-based INSERT ... SELECT per table with the secondary indexes, and on
+bulk load: one set-based INSERT ... SELECT per table without the secondary indexes, and on
 PostgreSQL the foreign keys and unique constraints, put back afterwards in one pass each.
 
     .venv/bin/python bench/retention_bench.py [--rows 10000000] [--leads 100000] [--rounds 5]
