@@ -99,28 +99,30 @@ def activity_count(lead: str) -> str:
     )
 
 
-def activity_select(numbers: str, json_function: str) -> str:
-    """The activities as a SELECT over leads and ``numbers`` (k = 1..40 per lead): their types,
-    URLs, machine opens and times (``seconds`` before NOW, spread over a year, recent ones
-    likelier)."""
+def activity_select(pairs: str, json_function: str, barrier: str) -> str:
+    """The activities as a SELECT over ``pairs`` (lead ``id``, its k-th activity ``n``): their
+    types, URLs, machine opens and times (``seconds`` before NOW, spread over a year, recent
+    ones likelier). Each draw is computed once, in a subquery ``barrier`` keeps apart."""
     key = "(l.id * 64 + k.n)"
-    kind = mix(key, 7) + " % 100"
-    page = mix(key, 8) + " % 20"
     age = f"({mix(key, 9)} * {mix(key, 10)} / 1000000 * {YEAR_SECONDS} / 1000000)"
     return f"""
-        SELECT 'A' || (1000000000 + l.id * 100 + k.n) AS a1, l.id AS a2,
-          CASE WHEN {kind} < 55 THEN 'page_view' WHEN {kind} < 78 THEN 'email_open'
-               WHEN {kind} < 83 THEN 'email_click' WHEN {kind} < 89 THEN 'download'
-               WHEN {kind} < 92 THEN 'webinar' WHEN {kind} < 95 THEN 'form_fill'
-               WHEN {kind} < 96 THEN 'unsubscribe' ELSE 'call' END AS a3,
-          CASE WHEN {kind} < 55 THEN {json_function}('url',
-            CASE WHEN {page} < 3 THEN '/pricing' WHEN {page} < 4 THEN '/pricing?plan=team'
-                 WHEN {page} < 10 THEN '/blog/post-' || {page}
-                 WHEN {page} < 15 THEN '/docs/page-' || {page} ELSE '/product' END)
+        SELECT 'A' || (1000000000 + lead * 100 + n) AS a1, lead AS a2,
+          CASE WHEN kind < 55 THEN 'page_view' WHEN kind < 78 THEN 'email_open'
+               WHEN kind < 83 THEN 'email_click' WHEN kind < 89 THEN 'download'
+               WHEN kind < 92 THEN 'webinar' WHEN kind < 95 THEN 'form_fill'
+               WHEN kind < 96 THEN 'unsubscribe' ELSE 'call' END AS a3,
+          CASE WHEN kind < 55 THEN {json_function}('url',
+            CASE WHEN page < 3 THEN '/pricing' WHEN page < 4 THEN '/pricing?plan=team'
+                 WHEN page < 10 THEN '/blog/post-' || page
+                 WHEN page < 15 THEN '/docs/page-' || page ELSE '/product' END)
             ELSE {json_function}() END AS a4,
-          {kind} >= 55 AND {kind} < 78 AND {mix(key, 11)} % 100 < 8 AS a5,
-          {age} AS seconds
-        FROM leads l JOIN {numbers} k ON k.n <= {activity_count("l.id")}
+          kind >= 55 AND kind < 78 AND machine < 8 AS a5,
+          seconds
+        FROM (
+          SELECT l.id AS lead, k.n AS n, {mix(key, 7)} % 100 AS kind, {mix(key, 8)} % 20 AS page,
+            {mix(key, 11)} % 100 AS machine, {age} AS seconds
+          FROM {pairs} {barrier}
+        ) draws
     """
 
 
@@ -162,7 +164,11 @@ def fill_sqlite(engine: Engine, leads: int) -> None:
     cursor.execute(
         "INSERT INTO activities (external_id, lead_id, type, properties, machine, occurred_at,"
         f" created_at) SELECT a1, a2, a3, a4, a5, {stamp}, {stamp} FROM ("
-        + activity_select("per_lead", "json_object")
+        + activity_select(
+            f"leads l JOIN per_lead k ON k.n <= {activity_count('l.id')}",
+            "json_object",
+            "LIMIT -1 OFFSET 0",
+        )
         + ")"
     )
     for index in ACTIVITY_INDEXES:
@@ -194,15 +200,15 @@ def fill_postgres(engine: Engine, leads: int) -> None:
         + ") t"
     )
     cursor.execute("ANALYZE leads")
-    cursor.execute(
-        f"CREATE TEMP TABLE per_lead AS SELECT n::bigint AS n FROM generate_series(1, {ACTIVITIES_PER_LEAD}) n"
-    )
-    cursor.execute("ANALYZE per_lead")
     stamp = f"timestamptz '{NOW.isoformat()}' - make_interval(secs => seconds)"
     cursor.execute(
         "INSERT INTO activities (external_id, lead_id, type, properties, machine, occurred_at,"
         f" created_at) SELECT a1, a2, a3, a4, a5, {stamp}, {stamp} FROM ("
-        + activity_select("per_lead", "jsonb_build_object")
+        + activity_select(
+            f"leads l CROSS JOIN LATERAL generate_series(1, {activity_count('l.id')}) k(n)",
+            "jsonb_build_object",
+            "OFFSET 0",
+        )
         + ") t"
     )
     for index in ACTIVITY_INDEXES:
