@@ -79,14 +79,22 @@ def half_away_from_zero(
 
 
 def decayed_value(
-    criterion: EngagementCriterion, now: datetime, dialect: str
+    criterion: EngagementCriterion,
+    now: datetime,
+    dialect: str,
+    days: ColumnElement[Any] | None = None,
 ) -> ColumnElement[float]:
-    """What one activity of the criterion is worth at ``now`` (before cap and rounding)."""
+    """What one activity of the criterion is worth at ``now`` (before cap and rounding).
+
+    ``days``: the activity's time as :func:`column_days` gives it, when a query computed it
+    once already (the same number, so the same value to the last bit)."""
     points = literal(float(criterion.points), Float)
     if criterion.half_life is None:
         return points
     half_life_days = criterion.half_life.total_seconds() / SECONDS_PER_DAY
-    age = literal(days_since_epoch(now), Float) - column_days(ACTIVITIES.c.occurred_at, dialect)
+    if days is None:
+        days = column_days(ACTIVITIES.c.occurred_at, dialect)
+    age = literal(days_since_epoch(now), Float) - days
     return points * func.power(literal(0.5, Float), age / half_life_days)
 
 
@@ -212,7 +220,11 @@ def _one_scan(
     dialect: str,
     scope: LeadScope | None,
 ) -> Select[Any]:
-    """(lead_id, engagement) from one pass over the activities of ``criteria``."""
+    """(lead_id, engagement) from one pass over the activities of ``criteria``.
+
+    The innermost query reads each activity once: its time in days, computed once (SQLite
+    parses the stored text in ``julianday``), and whether each criterion counts it; OFFSET 0
+    keeps it from being merged into the sums, which would compute both again per criterion."""
     types = sorted({kind for item in criteria for kind in item.activity_types})
     where: list[ColumnElement[bool]] = [
         ACTIVITIES.c.lead_id.is_not(None),
@@ -222,31 +234,42 @@ def _one_scan(
     ]
     if scope is not None:
         where.append(scope(ACTIVITIES.c.lead_id))
+    # counted_activities()[2:]: the type and what the criterion adds (window, condition); the
+    # lead, machine and ``now`` clauses are the scan's own WHERE.
+    flags = [
+        case((and_(*counted_activities(item, now)[2:]), 1), else_=0).label(f"m{index}")
+        for index, item in enumerate(criteria)
+    ]
+    counted = (
+        select(
+            ACTIVITIES.c.lead_id.label("lead_id"),
+            column_days(ACTIVITIES.c.occurred_at, dialect).label("days"),
+            *flags,
+        )
+        .where(and_(*where))
+        .offset(0)
+        .subquery("counted")
+    )
     sums = [
         func.sum(
             case(
-                (and_(*counted_activities(item, now)[2:]), decayed_value(item, now, dialect)),
+                (
+                    counted.c[f"m{index}"] == 1,
+                    decayed_value(item, now, dialect, counted.c.days),
+                ),
                 else_=None,
             )
         ).label(f"c{index}")
         for index, item in enumerate(criteria)
     ]
-    grouping: list[ColumnElement[Any]] = [ACTIVITIES.c.lead_id]
+    grouping: list[ColumnElement[Any]] = [counted.c.lead_id]
     if per_period is not None:
         assert per_period.cap_per is not None
         period = per_period.cap_per.total_seconds() / SECONDS_PER_DAY
-        grouping.append(
-            case(
-                (
-                    and_(*counted_activities(per_period, now)[2:]),
-                    sql_floor(column_days(ACTIVITIES.c.occurred_at, dialect) / period, dialect),
-                ),
-                else_=None,
-            )
-        )
+        flag = counted.c[f"m{criteria.index(per_period)}"]
+        grouping.append(case((flag == 1, sql_floor(counted.c.days / period, dialect)), else_=None))
     sums_per_group = (
-        select(ACTIVITIES.c.lead_id.label("lead_id"), *sums)
-        .where(and_(*where))
+        select(counted.c.lead_id.label("lead_id"), *sums)
         .group_by(*grouping)
         .subquery("activity_sums")
     )
