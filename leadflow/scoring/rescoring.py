@@ -294,9 +294,11 @@ def _write_changes(connection: Connection, model: ScoringModel, now: datetime) -
             history,
         )
     )
+    # The IN as well as the join: SQLite's UPDATE ... FROM otherwise walks every lead of the
+    # table, probing the range's changes for each (20M probes in a pass over 1M leads).
     connection.execute(
         update(LEADS)
-        .where(LEADS.c.id == PASS.c.lead_id)
+        .where(LEADS.c.id == PASS.c.lead_id, LEADS.c.id.in_(select(PASS.c.lead_id)))
         .values(
             score=PASS.c.new_score,
             score_fit=PASS.c.new_fit,
