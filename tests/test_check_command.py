@@ -116,5 +116,6 @@ class TestCheck:
         captured = capsys.readouterr()
         assert (code, captured.err) == (0, "")
         assert captured.out == (
-            f"{len(rule_set.rules)} rules, {len(rule_set.streams)} streams OK, version {version}\n"
+            f"{len(rule_set.rules)} rules, {len(rule_set.streams)} streams, "
+            f"a scoring model (disabled) OK, version {version}\n"
         )

@@ -43,7 +43,10 @@ def test_each_yaml_block_passes_check(
     code = main(["--config", str(ROOT / "config.yaml"), "check", "--rules", str(folder)])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert re.fullmatch(r"\d+ rules?, \d+ streams? OK, version [0-9a-f]{12}\n", out), out
+    assert re.fullmatch(
+        r"\d+ rules?, \d+ streams?(, a scoring model( \(disabled\))?)? OK, version [0-9a-f]{12}\n",
+        out,
+    ), out
 
 
 @pytest.mark.parametrize("subject", list(Subject))

@@ -35,6 +35,7 @@ EVERYTHING = {
     "rule_language",
     "rule_testing",
     "samples",
+    "scoring",
     "service",
     "store",
 }
@@ -45,7 +46,8 @@ MAY_IMPORT = {
     "mail": INFRASTRUCTURE | {"store", "outbox"},
     "crm": INFRASTRUCTURE | {"store", "outbox"},
     "ingest": INFRASTRUCTURE | {"store"},
-    "engine": INFRASTRUCTURE | {"store", "rule_language", "outbox", "mail", "crm"},
+    "scoring": INFRASTRUCTURE | {"store", "rule_language"},
+    "engine": INFRASTRUCTURE | {"store", "rule_language", "outbox", "mail", "crm", "scoring"},
     "rule_testing": EVERYTHING - {"cli", "http", "service"},
 }
 """Who may import whom; service, http and cli are the edges and may import what they run."""

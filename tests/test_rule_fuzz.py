@@ -58,7 +58,10 @@ streams:
     steps: [{template: nurture_welcome}, {template: nurture_case_study, after: 7d}]
 """
 VALID_DATA = yaml.safe_load(VALID)
-SUMMARY = re.compile(r"^(\d+ problems?|\d+ rules?, \d+ streams? OK, version [0-9a-f]{12})$")
+SUMMARY = re.compile(
+    r"^(\d+ problems?|\d+ rules?, \d+ streams?(, a scoring model( \(disabled\))?)? OK, "
+    r"version [0-9a-f]{12})$"
+)
 FUZZ = settings(
     max_examples=150,
     deadline=None,

@@ -43,9 +43,14 @@ def check_rules(
         typer.echo(f"{count} problem{'' if count == 1 else 's'}")
         raise typer.Exit(1)
     rules_count, streams_count = len(rule_set.rules), len(rule_set.streams)
+    scoring = ""
+    if rule_set.scoring is not None:
+        state = "" if rule_set.scoring.enabled else " (disabled)"
+        scoring = f", a scoring model{state}"
     typer.echo(
         f"{rules_count} rule{'' if rules_count == 1 else 's'}, "
-        f"{streams_count} stream{'' if streams_count == 1 else 's'} OK, version {rule_set.version}"
+        f"{streams_count} stream{'' if streams_count == 1 else 's'}{scoring} OK, "
+        f"version {rule_set.version}"
     )
 
 

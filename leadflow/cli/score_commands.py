@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from leadflow.cli import score_explain_command
+
 app = typer.Typer(
     name="score",
     help="Lead scoring: explain a lead's score, fit a model from outcomes.",
@@ -11,3 +13,5 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+app.command("explain")(score_explain_command.explain)

@@ -69,6 +69,8 @@ class RulesView:
     lines: list[RuleLine]
     last_evaluated: RuleRunStatus | None = None
     """The newest recorded run: the version a daemon is running, whatever the folder holds now."""
+    scoring: tuple[str, bool] | None = None
+    """The folder's scoring model: (version, enabled); None without one."""
 
 
 def rules_view(runtime: Runtime, status: StoreStatus) -> RulesView:
@@ -109,7 +111,9 @@ def rules_view(runtime: Runtime, status: StoreStatus) -> RulesView:
     enabled = len(rule_set.enabled_rules) if rule_set else 0
     recorded = [run for run in status.rule_runs if run.last_started_at is not None]
     newest = max(recorded, key=lambda run: run.last_started_at or now, default=None)
-    return RulesView(version, enabled, problems, lines, newest)
+    model = rule_set.scoring if rule_set else None
+    scoring = (model.version, model.enabled) if model is not None else None
+    return RulesView(version, enabled, problems, lines, newest, scoring)
 
 
 def status_document(status: StoreStatus, rules: RulesView) -> dict[str, Any]:
@@ -150,6 +154,12 @@ def status_document(status: StoreStatus, rules: RulesView) -> dict[str, Any]:
             "rules": [asdict(line) for line in rules.lines],
         },
         "last_imports": {kind: asdict(last) for kind, last in status.last_imports.items()},
+        "scoring": {
+            "model": None
+            if rules.scoring is None
+            else {"version": rules.scoring[0], "enabled": rules.scoring[1]},
+            "last_pass": None if status.scoring is None else asdict(status.scoring),
+        },
     }
 
 
@@ -178,6 +188,13 @@ def render_operations(status: StoreStatus, console: Console) -> None:
     )
     slas = ", ".join(f"{name} {count}" for name, count in status.slas_by_status.items()) or "none"
     console.print(f"SLA timers: {slas}")
+    scoring = status.scoring
+    if scoring is not None:
+        grades = ", ".join(f"{grade} {count}" for grade, count in scoring.leads_by_grade.items())
+        console.print(
+            f"scoring: last pass {_utc(scoring.last_run_at)} UTC, model {scoring.model_version}, "
+            f"{scoring.changed} lead(s) changed" + (f"; grades: {grades}" if grades else "")
+        )
 
 
 def render_rules(rules: RulesView, console: Console) -> None:
@@ -192,7 +209,13 @@ def render_rules(rules: RulesView, console: Console) -> None:
         for problem in rules.problems[:20]:
             console.print(f"  {problem}")
     else:
-        console.print(f"rules folder: {rules.enabled} enabled rule(s), version {rules.version}")
+        model = ""
+        if rules.scoring is not None:
+            state = "enabled" if rules.scoring[1] else "disabled"
+            model = f", scoring model {rules.scoring[0]} ({state})"
+        console.print(
+            f"rules folder: {rules.enabled} enabled rule(s){model}, version {rules.version}"
+        )
     newest = rules.last_evaluated
     if newest is not None and newest.last_started_at is not None:
         console.print(

@@ -77,7 +77,7 @@ def run_tick(
     :func:`run_funnel_steps`.
     """
     if not dry_run and only is None:
-        from leadflow.scoring.step import run_scoring
+        from leadflow.engine.scoring_step import run_scoring
 
         run_scoring(runtime, rule_set, now)
     rules = run_due_rules(

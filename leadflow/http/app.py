@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Annotated, Any, NoReturn
 
 import structlog
@@ -30,6 +31,8 @@ from leadflow.http.probes import probe_routes
 from leadflow.http.records import upsert_records
 from leadflow.ingest.values import TOO_DEEP, json_value, text_problem, unstorable
 from leadflow.rule_language.model import RuleSet
+from leadflow.scoring.explain import explain_score
+from leadflow.scoring.rescoring import rescore_posted
 from leadflow.service.rule_reload import SnapshotHolder
 from leadflow.settings import HttpSettings, ImportKind
 
@@ -77,7 +80,7 @@ def create_app(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> FastAPI:
     for kind in KINDS:
         app.add_api_route(
             f"/v1/{kind}",
-            _record_route(runtime, kind),
+            _record_route(runtime, holder, kind),
             methods=["POST"],
             name=f"post_{kind}",
             summary=f"Upsert {kind} by external id (one object or a list)",
@@ -87,10 +90,10 @@ def create_app(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> FastAPI:
         )
     app.add_api_route(
         "/v1/leads/{external_id}",
-        _lead_route(runtime),
+        _lead_route(runtime, holder),
         methods=["GET"],
         name="get_lead",
-        summary="A lead, its owner, and its audit trail (oldest first)",
+        summary="A lead, its owner, its audit trail (oldest first) and why it has its score",
         dependencies=[authorized],
         responses={**_RESPONSES, 404: {"description": "no such lead", **_ERROR_BODY}},
     )
@@ -124,7 +127,9 @@ def _refuse(request: Request, reason: str) -> NoReturn:
     raise HTTPException(401, reason, headers={"WWW-Authenticate": "Bearer"})
 
 
-def _record_route(runtime: Runtime, kind: ImportKind) -> Callable[[Request], Awaitable[Any]]:
+def _record_route(
+    runtime: Runtime, holder: SnapshotHolder[RuleSet], kind: ImportKind
+) -> Callable[[Request], Awaitable[Any]]:
     schema = record_schema(kind, runtime.settings)
 
     async def post_records(request: Request) -> JSONResponse:
@@ -135,6 +140,11 @@ def _record_route(runtime: Runtime, kind: ImportKind) -> Callable[[Request], Awa
             upsert_records, runtime.engine, runtime.settings, kind, items, now=now, batch=batch
         )
         log.info("records_upserted", **result.as_json())
+        rule_set = holder.current_or_none()
+        model = rule_set.active_scoring if rule_set is not None else None
+        if model is not None and kind in ("leads", "activities") and result.keys:
+            # Engagement counts the moment it arrives, not at the next tick.
+            await run_in_threadpool(rescore_posted, runtime.engine, model, kind, result.keys, now)
         return JSONResponse(result.as_json())
 
     post_records.__name__ = f"post_{kind}"
@@ -152,7 +162,7 @@ def _check_types(schema: dict[str, Any], items: list[dict[str, Any]], *, batch: 
         raise RecordsRejectedError(errors)
 
 
-def _lead_route(runtime: Runtime) -> Callable[..., Awaitable[Any]]:
+def _lead_route(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> Callable[..., Awaitable[Any]]:
     async def get_lead(
         request: Request,
         external_id: Annotated[str, Path(max_length=200)],
@@ -165,6 +175,17 @@ def _lead_route(runtime: Runtime) -> Callable[..., Awaitable[Any]]:
         found = await run_in_threadpool(lead_with_audit, runtime.engine, external_id, audit_limit)
         if found is None:
             raise HTTPException(404, f"no lead with external id {external_id!r}")
+        rule_set = holder.current_or_none()
+        model = rule_set.scoring if rule_set is not None else None
+        explanation = await run_in_threadpool(
+            partial(explain_score, as_stored=True),
+            runtime.engine,
+            model,
+            external_id,
+            runtime.clock.now(),
+        )
+        # What `leadflow score explain` prints: every contribution, adding up to the score.
+        found["score_explanation"] = None if explanation is None else explanation.as_json()
         return JSONResponse(found)
 
     return get_lead

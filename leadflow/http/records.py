@@ -39,6 +39,8 @@ class UpsertResult:
     kind: ImportKind
     received: int
     counts: Counts
+    keys: tuple[str, ...] = ()
+    """The external ids of the records written (each once)."""
 
     def as_json(self) -> dict[str, Any]:
         c = self.counts
@@ -115,7 +117,8 @@ def _write_all(
         if errors:
             raise RecordsRejectedError(errors)
         counts.add(extra)
-    return UpsertResult(kind, len(items), counts)
+    keys = tuple(dict.fromkeys(key for _index, key, _record in records))
+    return UpsertResult(kind, len(items), counts, keys)
 
 
 def _read(

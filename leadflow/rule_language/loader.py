@@ -15,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from leadflow.errors import Problem, ProblemsError, YamlSyntaxError
 from leadflow.rule_language.actions import (
@@ -46,7 +46,7 @@ from leadflow.rule_language.model import (
 )
 from leadflow.rule_language.scoring_model import ScoringModel
 from leadflow.rule_language.scoring_reader import ScoringReader
-from leadflow.rule_language.validation_messages import explain_validation
+from leadflow.rule_language.validation_messages import validated
 from leadflow.rule_language.yaml_source import Path as NodePath
 from leadflow.rule_language.yaml_source import SourceDocument, parse_document
 from leadflow.settings import Settings
@@ -360,12 +360,10 @@ class _FileReader:
     def _validate(
         self, model: type[BaseModel], data: Any, path: NodePath, owner: str
     ) -> BaseModel | None:
-        try:
-            return model.model_validate(data)
-        except ValidationError as exc:
-            for message, where, is_key in explain_validation(model, exc, path):
-                self.builder.problem(self.document, where, f"{owner}{message}", key=is_key)
-            return None
+        def report(where: NodePath, message: str, is_key: bool) -> None:
+            self.builder.problem(self.document, where, message, key=is_key)
+
+        return validated(model, data, path, owner, report)
 
     def _rule(self, raw: Any, path: NodePath) -> None:
         rule_id = raw.get("id") if isinstance(raw, dict) else None

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from leadflow.errors import Problem
 from leadflow.rule_language.conditions import Condition, ConditionParser
@@ -30,7 +30,7 @@ from leadflow.rule_language.scoring_model import (
     ScoringModel,
     ScoringSpec,
 )
-from leadflow.rule_language.validation_messages import explain_validation
+from leadflow.rule_language.validation_messages import validated
 from leadflow.rule_language.yaml_source import Path as NodePath
 from leadflow.rule_language.yaml_source import SourceDocument
 from leadflow.settings import Settings
@@ -156,12 +156,10 @@ class ScoringReader:
     def _validate(
         self, model: type[BaseModel], data: Any, path: NodePath, owner: str
     ) -> BaseModel | None:
-        try:
-            return model.model_validate(data)
-        except ValidationError as exc:
-            for message, where, is_key in explain_validation(model, exc, path):
-                self.problem(where, f"{owner}{message}", key=is_key)
-            return None
+        def report(where: NodePath, message: str, is_key: bool) -> None:
+            self.problem(where, message, key=is_key)
+
+        return validated(model, data, path, owner, report)
 
 
 def _owner(raw: Any) -> str:

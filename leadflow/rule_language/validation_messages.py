@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from leadflow.rule_language.yaml_source import Path as NodePath
 from leadflow.suggestions import did_you_mean
+
+Report = Callable[[NodePath, str, bool], None]
+"""Takes one problem: where it is, the message, and whether it is about a key."""
+
+
+def validated(
+    model: type[BaseModel], data: Any, path: NodePath, owner: str, report: Report
+) -> BaseModel | None:
+    """``data`` as ``model``, or None after reporting each problem at its place."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        for message, where, is_key in explain_validation(model, exc, path):
+            report(where, f"{owner}{message}", is_key)
+        return None
 
 
 def explain_validation(

@@ -42,7 +42,7 @@ from sqlalchemy.orm import Session
 from leadflow.rule_language.scoring_model import ScoringModel
 from leadflow.scoring.sql import engagement_by_lead, fit_expression, grade_expression
 from leadflow.store.database import insert_ignoring_duplicates, transaction
-from leadflow.store.id_ranges import among
+from leadflow.store.id_ranges import among, chunks
 from leadflow.store.tables import ACTIVITIES, LEADS, SCORE_CHANGES, SCORING_RUNS
 from leadflow.store.types import UTCDateTime
 
@@ -304,22 +304,38 @@ def _write_changes(connection: Connection, model: ScoringModel, now: datetime) -
             score_fit=PASS.c.new_fit,
             score_engagement=PASS.c.new_engagement,
             score_grade=PASS.c.new_grade,
+            scored_at=literal(now, UTCDateTime()),
         )
     )
 
 
 def _record_pass(session: Session, model: ScoringModel, now: datetime, changed: int) -> None:
-    dialect = session.connection().dialect.name
-    values = {
-        "model": MODEL_NAME,
-        "model_version": model.version,
-        "last_run_at": now,
-        "changed": changed,
-    }
-    statement = insert_ignoring_duplicates(dialect, SCORING_RUNS, "model").values(values)
-    if session.execute(statement).rowcount == 0:  # type: ignore[attr-defined]
+    updated = session.execute(
+        update(SCORING_RUNS)
+        .where(SCORING_RUNS.c.model == MODEL_NAME)
+        .values(model_version=model.version, last_run_at=now, changed=changed)
+    )
+    if updated.rowcount == 0:  # type: ignore[attr-defined]
+        dialect = session.connection().dialect.name
         session.execute(
-            update(SCORING_RUNS)
-            .where(SCORING_RUNS.c.model == MODEL_NAME)
-            .values(model_version=model.version, last_run_at=now, changed=changed)
+            insert_ignoring_duplicates(dialect, SCORING_RUNS, "model").values(
+                model=MODEL_NAME, model_version=model.version, last_run_at=now, changed=changed
+            )
         )
+
+
+def rescore_posted(
+    engine: Engine, model: ScoringModel, kind: str, keys: Sequence[str], now: datetime
+) -> ScoringOutcome:
+    """Rescore the leads that posted ``kind`` records (by external id) touch: the leads
+    themselves, or the leads of the activities; at once, instead of at the next tick."""
+    table = LEADS if kind == "leads" else ACTIVITIES
+    column = LEADS.c.id if kind == "leads" else ACTIVITIES.c.lead_id
+    lead_ids: set[int] = set()
+    with engine.connect() as connection:
+        for chunk in chunks(list(keys)):
+            query = select(column).where(table.c.external_id.in_(chunk), column.is_not(None))
+            lead_ids.update(row[0] for row in connection.execute(query))
+    if not lead_ids:
+        return ScoringOutcome(model.version, 0, now)
+    return rescore(engine, model, now, lead_ids=sorted(lead_ids))

@@ -98,11 +98,14 @@ def decayed_value(
     return points * func.power(literal(0.5, Float), age / half_life_days)
 
 
-def counted_activities(criterion: EngagementCriterion, now: datetime) -> list[ColumnElement[bool]]:
-    """The activities that earn the criterion's points at ``now``."""
+def counted_activities(
+    criterion: EngagementCriterion, now: datetime, *, machine: bool = False
+) -> list[ColumnElement[bool]]:
+    """The activities that earn the criterion's points at ``now`` (``machine``: those that
+    would, had a person made them)."""
     clauses: list[ColumnElement[bool]] = [
         ACTIVITIES.c.lead_id.is_not(None),
-        ACTIVITIES.c.machine.is_(False),
+        ACTIVITIES.c.machine.is_(machine),
         ACTIVITIES.c.type.in_(criterion.activity_types),
         ACTIVITIES.c.occurred_at <= literal(now, UTCDateTime()),
     ]

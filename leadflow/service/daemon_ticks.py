@@ -74,7 +74,7 @@ class Evaluator:
         self.leadership = leadership
         self._halt = _EitherSet(self._stop, leadership.fence if leadership else None)
         if steps is None:
-            from leadflow.scoring.step import run_scoring
+            from leadflow.engine.scoring_step import run_scoring
 
             steps = (("scoring", run_scoring), *FUNNEL_STEPS)
         self._steps = steps

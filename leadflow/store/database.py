@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
@@ -138,6 +140,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
+    try:
+        cursor.execute("SELECT power(2, 2), floor(2.5)")
+    except sqlite3.OperationalError:
+        # An SQLite built without its math functions: the scoring model's decay needs these
+        # two, with the same meaning (Python's float maths is what SQLite's would compute).
+        dbapi_connection.create_function("power", 2, math.pow, deterministic=True)
+        dbapi_connection.create_function("floor", 1, math.floor, deterministic=True)
     cursor.close()
     # Let SQLAlchemy, not the sqlite3 module, decide where transactions start (see below).
     dbapi_connection.isolation_level = None

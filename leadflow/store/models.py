@@ -82,6 +82,9 @@ class Lead(SQLModel, table=True):
     """What ``adjust_score``/``set_score`` actions added: kept apart so a scoring model's pass
     (``score = fit + engagement + adjustment``) does not undo a rule's adjustment."""
     score_grade: str | None = Field(default=None, max_length=2)
+    scored_at: datetime | None = _time()
+    """When the scoring model last computed a different score, fit, engagement or grade: the
+    instant its stored parts are exact for (``leadflow score explain`` explains that one)."""
     stage: str = Field(default="lead", max_length=40)
     stage_entered_at: datetime = _time(nullable=False)
     owner_id: int | None = _fk("reps.id")

@@ -13,7 +13,16 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Engine, Table, func, select
 
-from leadflow.store.tables import DEALS, IMPORT_RUNS, LEADS, OUTBOX, REPS, RULE_RUNS, SLA_TIMERS
+from leadflow.store.tables import (
+    DEALS,
+    IMPORT_RUNS,
+    LEADS,
+    OUTBOX,
+    REPS,
+    RULE_RUNS,
+    SCORING_RUNS,
+    SLA_TIMERS,
+)
 
 IMPORT_KINDS = ("reps", "leads", "deals", "activities")
 
@@ -47,6 +56,16 @@ class RuleRunStatus:
 
 
 @dataclass(frozen=True)
+class ScoringStatus:
+    """The scoring model's last pass, and the leads per grade it left."""
+
+    model_version: str
+    last_run_at: datetime
+    changed: int
+    leads_by_grade: dict[str, int]
+
+
+@dataclass(frozen=True)
 class StoreStatus:
     """Counts that say how the funnel stands."""
 
@@ -66,6 +85,8 @@ class StoreStatus:
     oldest_pending_at: datetime | None = None
     slas_by_status: dict[str, int] = field(default_factory=dict)
     rule_runs: list[RuleRunStatus] = field(default_factory=list)
+    scoring: ScoringStatus | None = None
+    """None until a scoring model's first pass."""
 
     @property
     def leads_total(self) -> int:
@@ -90,6 +111,7 @@ def collect_status(engine: Engine, *, mql_stage: str = "mql", queue_shown: int =
             reps_active=_reps(connection, active=True),
             reps_inactive=_reps(connection, active=False),
             last_imports=_last_imports(connection),
+            scoring=_scoring(connection),
         )
 
 
@@ -198,3 +220,18 @@ def _rule_runs(connection: Connection) -> list[RuleRunStatus]:
         )
         for row in connection.execute(select(runs).order_by(runs.c.rule_id))
     ]
+
+
+def _scoring(connection: Connection) -> ScoringStatus | None:
+    last = connection.execute(
+        select(SCORING_RUNS.c.model_version, SCORING_RUNS.c.last_run_at, SCORING_RUNS.c.changed)
+    ).first()
+    if last is None:
+        return None
+    grades = connection.execute(
+        select(LEADS.c.score_grade, func.count())
+        .where(LEADS.c.score_grade.is_not(None))
+        .group_by(LEADS.c.score_grade)
+        .order_by(LEADS.c.score_grade)
+    )
+    return ScoringStatus(last[0], last[1], last[2], {grade: count for grade, count in grades})

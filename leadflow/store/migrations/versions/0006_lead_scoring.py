@@ -33,6 +33,7 @@ def upgrade() -> None:
             sa.Column("score_adjustment", sa.Integer(), nullable=False, server_default="0")
         )
         batch_op.add_column(sa.Column("score_grade", sa.String(length=2), nullable=True))
+        batch_op.add_column(sa.Column("scored_at", UTCDateTime(), nullable=True))
     with op.batch_alter_table("activities") as batch_op:
         batch_op.add_column(
             sa.Column("machine", sa.Boolean(), nullable=False, server_default=sa.false())
@@ -74,6 +75,7 @@ def downgrade() -> None:
     with op.batch_alter_table("activities") as batch_op:
         batch_op.drop_column("machine")
     with op.batch_alter_table("leads") as batch_op:
+        batch_op.drop_column("scored_at")
         batch_op.drop_column("score_grade")
         batch_op.drop_column("score_adjustment")
         batch_op.drop_column("score_engagement")

@@ -1,0 +1,129 @@
+"""``leadflow score explain LEAD``: every contribution to a lead's score, adding up to it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from leadflow.cli.console import FormatOption, OutputFormat, data_console, print_json
+from leadflow.cli.context import cli_context
+from leadflow.errors import UserInputError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from leadflow.scoring.explain import ScoreExplanation
+
+ACTIVITIES_SHOWN = 5
+
+
+def explain(
+    ctx: typer.Context,
+    lead: Annotated[str, typer.Argument(help="The lead's external id (the CRM's id).")],
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at",
+            help="Explain the score as of this ISO time (default: when the model last stored "
+            "the lead's score, so the lines add up to it; 'now' for this moment).",
+        ),
+    ] = None,
+    output: FormatOption = OutputFormat.table,
+) -> None:
+    """Why a lead has its score: each fit and engagement criterion, the activities that earned
+    the points (decayed to now), the rules' adjustment, and the last changes."""
+    from leadflow.clock import SettableClock, SystemClock, parse_instant
+    from leadflow.engine.runtime import Runtime
+    from leadflow.ingest.values import text_problem
+    from leadflow.scoring.explain import explain_score
+
+    problem = text_problem(lead)
+    if problem is not None:
+        raise UserInputError(f"LEAD: {problem}")
+    try:
+        clock = SettableClock(parse_instant(at)) if at and at != "now" else SystemClock()
+    except ValueError as exc:
+        raise UserInputError(f"--at: {exc}") from None
+    context = cli_context(ctx)
+    runtime = Runtime.build(context.engine, context.settings, clock, read_only=True)
+    model = runtime.load_rules().scoring
+    found = explain_score(context.engine, model, lead, clock.now(), as_stored=at is None)
+    if found is None:
+        msg = f"no lead with external id {lead!r}"
+        raise UserInputError(msg)
+    if output is OutputFormat.json:
+        print_json(found.as_json())
+        return
+    _print(data_console(min_width=100), found)
+
+
+def _print(console: Console, found: ScoreExplanation) -> None:
+    from rich.table import Table
+
+    stored = found.stored
+    console.print(
+        f"{found.lead}: stored score {stored['score']} (fit {_text(stored['fit'])}, engagement "
+        f"{_text(stored['engagement'])}, adjustment {stored['adjustment']}, grade "
+        f"{stored['grade'] or '-'})"
+    )
+    if found.model_version is None:
+        console.print(
+            "No scoring model in the rules folder: the score is the CRM's (import or API), "
+            "moved only by rules' adjust_score/set_score."
+        )
+    else:
+        state = "enabled" if found.model_enabled else "disabled (enabled: false): not applied"
+        when = f"as of {found.at:%Y-%m-%d %H:%M:%S} UTC"
+        if found.stored["scored_at"] == found.at:
+            when += ", when the stored score was computed (--at now: this moment)"
+        console.print(f"Scoring model {found.model_version}, {state}; {when}:")
+        table = Table("part", "criterion", "points", "how", box=None)
+        for item in found.contributions:
+            how = item.rule
+            if item.raw is not None:
+                how += f" (sum {item.raw:.2f} before cap and rounding)"
+            table.add_row(item.part, item.criterion, f"{item.points:+d}", how)
+            for activity in item.activities[:ACTIVITIES_SHOWN]:
+                table.add_row(
+                    "",
+                    f"  {activity.external_id}",
+                    "",
+                    f"{activity.type} at {activity.occurred_at:%Y-%m-%d %H:%M}: "
+                    f"worth {activity.value:.2f}",
+                )
+            if len(item.activities) > ACTIVITIES_SHOWN:
+                more = len(item.activities) - ACTIVITIES_SHOWN
+                table.add_row("", f"  ... {more} more", "", "")
+            if item.machine:
+                table.add_row(
+                    "", f"  {len(item.machine)} by a machine", "", "recorded, worth no points"
+                )
+        table.add_row(
+            "total",
+            f"fit {found.fit} + engagement {found.engagement}",
+            f"{found.total}",
+            _agreement(found),
+        )
+        console.print(table)
+    if found.history:
+        console.print("Last changes (newest first):")
+        history = Table("at (UTC)", "from", "to", "why", box=None)
+        for row in found.history:
+            why = row["cause"] + (f": {row['detail']}" if row["detail"] else "")
+            history.add_row(
+                f"{row['at']:%Y-%m-%d %H:%M}", str(row["old_score"]), str(row["new_score"]), why
+            )
+        console.print(history)
+
+
+def _agreement(found: ScoreExplanation) -> str:
+    if not found.model_enabled:
+        return "what the score would be with the model on"
+    if found.matches_stored:
+        return "= the stored score"
+    return "the stored score is from the last scoring pass; the next one stores this"
+
+
+def _text(value: int | None) -> str:
+    return "-" if value is None else str(value)

@@ -1,0 +1,305 @@
+"""Why a score, and when it changes: explanations that add up, causes, arrivals over HTTP.
+
+Pins, on SQLite and PostgreSQL:
+- each change of a score is one ``score_changes`` row naming its cause: ``model`` on the first
+  pass, ``activity`` when an activity arrived, ``decay`` when time alone moved it, ``fit``
+  when the lead's data did, ``rule`` for an ``adjust_score`` action, whose adjustment the
+  next pass keeps;
+- ``leadflow score explain`` (and the lead view of the HTTP API) lists every contribution,
+  the activities that earned it with their decayed values, machine ones at zero, and the lines
+  add up exactly to the stored score;
+- an activity posted to the API moves the lead's score at once, not at the next tick.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from import_support import rows
+from sqlalchemy import Engine, insert, update
+
+from leadflow.cli import main
+from leadflow.clock import SettableClock
+from leadflow.engine.runtime import Runtime
+from leadflow.engine.tick import run_tick
+from leadflow.scoring.explain import explain_score
+from leadflow.store.tables import ACTIVITIES, LEADS
+from tests.http_support import REPO, Api, build_app, http_settings
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+
+RULES = """\
+scoring:
+  fit:
+    - id: east
+      description: The East pool.
+      when: {field: attributes.region, equals: East}
+      points: 20
+  engagement:
+    - id: visits
+      activity: page_view
+      points: 10
+      half_life: 10d
+    - id: opens
+      activity: email_open
+      points: 3
+      window: 30d
+rules:
+  - id: cool-down
+    every: 1m
+    when: {field: stage, equals: nurture}
+    actions:
+      - adjust_score: -5
+"""
+
+
+@pytest.fixture
+def runtime(engine: Engine, make_settings: Any, tmp_path: Path, store_url: str) -> Runtime:
+    folder = tmp_path / "rules"
+    folder.mkdir()
+    (folder / "scoring.yaml").write_text(RULES, encoding="utf-8")
+    # The same settings in the file, for the CLI: rules, templates, the declared attribute.
+    (tmp_path / "config.yaml").write_text(
+        f"database: {{url: '{store_url}'}}\n"
+        f"paths: {{rules: '{folder}', templates: '{REPO / 'templates'}'}}\n"
+        "attributes: {leads: {region: string}}\n",
+        encoding="utf-8",
+    )
+    settings = http_settings(
+        make_settings, **{"paths.rules": str(folder), "attributes.leads": {"region": "string"}}
+    )
+    old = T0 - 90 * DAY
+    with engine.begin() as connection:
+        connection.execute(
+            insert(LEADS),
+            [
+                {
+                    "id": index,
+                    "external_id": f"L{index}",
+                    "email": f"l{index}@example.com",
+                    "score": 0,
+                    "stage": "lead",
+                    "stage_entered_at": old,
+                    "attributes": {"region": region},
+                    "created_at": old,
+                    "updated_at": old,
+                }
+                for index, region in ((1, "East"), (2, "West"))
+            ],
+        )
+    return Runtime.build(engine, settings, SettableClock(T0))
+
+
+def activity(
+    engine: Engine,
+    external_id: str,
+    lead_id: int,
+    kind: str,
+    at: datetime,
+    *,
+    machine: bool = False,
+) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            insert(ACTIVITIES).values(
+                external_id=external_id,
+                lead_id=lead_id,
+                type=kind,
+                occurred_at=at,
+                properties={},
+                machine=machine,
+                created_at=at,
+            )
+        )
+
+
+def changes(engine: Engine) -> list[tuple[Any, ...]]:
+    return rows(engine, "score_changes", "lead_id", "old_score", "new_score", "cause", "detail")
+
+
+def tick(runtime: Runtime, now: datetime) -> None:
+    run_tick(runtime, runtime.load_rules(), now)
+
+
+class TestCauses:
+    """Every change is recorded once, with why it happened."""
+
+    def test_model_activity_decay_fit_and_rule(self, runtime: Runtime, engine: Engine) -> None:
+        tick(runtime, T0)
+        activity(engine, "A1", 1, "page_view", T0 + HOUR)
+        tick(runtime, T0 + HOUR)
+        tick(runtime, T0 + 10 * DAY + HOUR)  # one half-life later: 10 -> 5
+        tick(runtime, T0 + 10 * DAY + 2 * HOUR)  # nothing moved: no row
+        with engine.begin() as connection:
+            connection.execute(
+                update(LEADS).where(LEADS.c.id == 2).values(attributes={"region": "East"})
+            )
+        tick(runtime, T0 + 11 * DAY)
+        with engine.begin() as connection:
+            connection.execute(update(LEADS).where(LEADS.c.id == 2).values(stage="nurture"))
+        tick(runtime, T0 + 12 * DAY)  # the rule lowers L2 by 5
+        tick(runtime, T0 + 13 * DAY)  # the pass keeps the rule's -5; reentry once: no more
+        assert changes(engine) == [
+            (1, 0, 20, "model", None),
+            (2, 0, 0, "model", None),
+            (1, 20, 30, "activity", None),
+            (1, 30, 25, "decay", None),
+            (2, 0, 20, "fit", None),
+            (1, 25, 24, "decay", None),  # at 12d: 10 x 0.5^(11.96/10) = 4.36 -> 4
+            (2, 20, 15, "rule", "rule cool-down: adjust_score"),
+        ]
+        assert rows(
+            engine,
+            "leads",
+            "external_id",
+            "score",
+            "score_fit",
+            "score_engagement",
+            "score_adjustment",
+        ) == [("L1", 24, 20, 4, 0), ("L2", 15, 20, 0, -5)]
+
+
+class TestExplain:
+    """The explanation's lines add up exactly to the stored score, activities included."""
+
+    def test_contributions_add_up_and_machines_earn_nothing(
+        self, runtime: Runtime, engine: Engine, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        activity(engine, "A1", 1, "page_view", T0 - 5 * DAY)
+        activity(engine, "A2", 1, "page_view", T0 - 15 * DAY)
+        activity(engine, "A3", 1, "email_open", T0 - DAY)
+        activity(engine, "A4", 1, "email_open", T0 - 2 * HOUR, machine=True)
+        tick(runtime, T0)
+        found = explain_score(engine, runtime.load_rules().scoring, "L1", T0)
+        assert found is not None
+        visits = 10 * 0.5**0.5 + 10 * 0.5**1.5  # 7.0711 + 3.5355 = 10.61 -> 11
+        assert [(c.part, c.criterion, c.points) for c in found.contributions] == [
+            ("fit", "east", 20),
+            ("engagement", "visits", 11),
+            ("engagement", "opens", 3),
+        ]
+        assert found.contributions[1].raw == pytest.approx(visits, abs=1e-9)
+        assert [(a.external_id, round(a.value, 6)) for a in found.contributions[1].activities] == [
+            ("A1", round(10 * 0.5**0.5, 6)),
+            ("A2", round(10 * 0.5**1.5, 6)),
+        ]
+        assert [a.external_id for a in found.contributions[2].machine] == ["A4"]
+        assert (found.total, found.stored["score"], found.matches_stored) == (34, 34, True)
+        capsys.readouterr()
+
+        code = main(
+            [
+                "--config",
+                str(runtime.settings.root / "config.yaml"),
+                "score",
+                "explain",
+                "L1",
+                "--at",
+                "2026-03-02T09:00:00Z",
+                "--format",
+                "json",
+            ]
+        )
+        document = json.loads(capsys.readouterr().out)
+        assert code == 0
+        assert (document["computed"], document["stored"]) == (
+            {"score": 34, "fit": 20, "engagement": 14},
+            {
+                "score": 34,
+                "fit": 20,
+                "engagement": 14,
+                "adjustment": 0,
+                "grade": None,
+                "scored_at": "2026-03-02T09:00:00+00:00",
+            },
+        )
+        # Months later by the system clock: explained when the score was stored, it adds up.
+        assert document["at"] == "2026-03-02T09:00:00+00:00"
+        assert [c["points"] for c in document["contributions"]] == [20, 11, 3]
+
+    def test_an_unknown_lead_is_one_line(
+        self, runtime: Runtime, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        code = main(
+            ["--config", str(runtime.settings.root / "config.yaml"), "score", "explain", "L9"]
+        )
+        assert (code, capsys.readouterr().err) == (1, "error: no lead with external id 'L9'\n")
+
+
+class TestArrivals:
+    """An activity posted to the API moves its lead's score in the same request."""
+
+    def test_posted_activity_rescored_at_once(self, runtime: Runtime, engine: Engine) -> None:
+        tick(runtime, T0)
+        assert isinstance(runtime.clock, SettableClock)
+        runtime.clock.set(T0 + timedelta(minutes=1))
+        api = Api(build_app(runtime)[0])
+        posted = api.post(
+            "/v1/activities",
+            {
+                "external_id": "ev-1",
+                "lead": "L2",
+                "type": "page_view",
+                "occurred_at": "2026-03-02T09:00:00Z",
+            },
+        )
+        assert posted.status_code == 200
+        assert rows(engine, "leads", "external_id", "score") == [("L1", 20), ("L2", 10)]
+        assert changes(engine)[-1] == (2, 0, 10, "activity", None)
+        view = api.get("/v1/leads/L2").json()
+        explanation = view["score_explanation"]
+        assert (explanation["computed"]["score"], view["score"]) == (10, 10)
+        assert [
+            (c["criterion"], c["points"], [a["external_id"] for a in c["activities"]])
+            for c in explanation["contributions"]
+        ] == [("visits", 10, ["ev-1"])]
+
+
+class TestDaemonTick:
+    """The daemon's funnel tick rescores first, under the rule set it holds."""
+
+    def test_funnel_tick_rescores_before_sla_and_nurture(
+        self, runtime: Runtime, engine: Engine
+    ) -> None:
+        import asyncio
+
+        from leadflow.service.daemon_ticks import Evaluator
+        from leadflow.service.rule_reload import SnapshotHolder
+
+        holder: SnapshotHolder[Any] = SnapshotHolder(clock=runtime.clock)
+        holder.record_success(runtime.load_rules())
+        handled = asyncio.run(Evaluator(runtime, holder).funnel_tick())
+        assert handled == {"scoring": 2, "sla": 0, "nurture": 0}
+        assert rows(engine, "leads", "external_id", "score", "score_fit") == [
+            ("L1", 20, 20),
+            ("L2", 0, 0),
+        ]
+
+
+class TestStatus:
+    """`leadflow status` tells whether a model is on and what its last pass did."""
+
+    def test_status_shows_the_model_and_its_last_pass(
+        self, runtime: Runtime, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        tick(runtime, T0)
+        capsys.readouterr()
+        config = str(runtime.settings.root / "config.yaml")
+        assert main(["--config", config, "status", "--format", "json"]) == 0
+        scoring = json.loads(capsys.readouterr().out)["scoring"]
+        version = runtime.load_rules().scoring.version  # type: ignore[union-attr]
+        assert scoring == {
+            "model": {"version": version, "enabled": True},
+            "last_pass": {
+                "model_version": version,
+                "last_run_at": "2026-03-02T09:00:00+00:00",
+                "changed": 2,
+                "leads_by_grade": {},
+            },
+        }
