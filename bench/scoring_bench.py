@@ -14,7 +14,7 @@ of the ids, so both stores hold the same rows. Measured on SQLite and PostgreSQL
   Its results are also the correctness check: they must equal the stored scores exactly;
 - (e) the budget: one evaluation pass of the shipped MQL rule's WHERE over the same leads.
 
-    .venv/bin/python bench/scoring_bench.py [--leads 1000000] [--sample 20000] [--rounds 2] [--skip-postgres]
+    .venv/bin/python bench/scoring_bench.py [--leads 1000000] [--sample 5000] [--rounds 1] [--skip-postgres]
 """
 
 from __future__ import annotations
@@ -72,11 +72,15 @@ def lead_select(leads: int, numbers: str) -> str:
     region = mix("n", 2)
     employees = mix("n", 3)
     mail = mix("n", 4)
+    company = mix("n", 12)
     return f"""
         SELECT n, 'L' || (10000000 + n),
           CASE WHEN {mail} < 150000 THEN 'lead' || n || '@gmail.com'
                WHEN {mail} < 200000 THEN 'lead' || n || '@yahoo.com'
-               ELSE 'lead' || n || '@example.com' END,
+               WHEN {mail} < 230000 THEN 'lead' || n || '@outlook.com'
+               WHEN {mail} < 250000 THEN 'lead' || n || '@campus.edu'
+               ELSE 'lead' || n || '@company' || (n % 50000) || '.example' END,
+          CASE WHEN {company} < 600000 THEN 'Company ' || (n % 50000) END,
           {{json}}('industry',
             CASE {industry} % 10 WHEN 0 THEN 'software' WHEN 1 THEN 'fintech'
               WHEN 2 THEN 'healthcare' WHEN 3 THEN 'retail' WHEN 4 THEN 'manufacturing'
@@ -153,7 +157,7 @@ def fill_sqlite(engine: Engine, leads: int) -> None:
     cursor.execute(f"INSERT INTO per_lead SELECT n FROM numbers WHERE n <= {ACTIVITIES_PER_LEAD}")
     cursor.execute("BEGIN")
     cursor.execute(
-        "INSERT INTO leads (id, external_id, email, attributes, stage, score, stage_entered_at,"
+        "INSERT INTO leads (id, external_id, email, company, attributes, stage, score, stage_entered_at,"
         " unsubscribed, do_not_email, hard_bounced, score_adjustment, created_at, updated_at)"
         " SELECT *, 0, '2025-01-01 00:00:00.000000', 0, 0, 0, 0,"
         " '2025-01-01 00:00:00.000000', '2025-01-01 00:00:00.000000' FROM ("
@@ -192,7 +196,7 @@ def fill_postgres(engine: Engine, leads: int) -> None:
         f"CREATE TEMP TABLE numbers AS SELECT n::bigint AS n FROM generate_series(1, {leads}) n"
     )
     cursor.execute(
-        "INSERT INTO leads (id, external_id, email, attributes, stage, score, stage_entered_at,"
+        "INSERT INTO leads (id, external_id, email, company, attributes, stage, score, stage_entered_at,"
         " unsubscribed, do_not_email, hard_bounced, score_adjustment, created_at, updated_at)"
         " SELECT *, 0, '2025-01-01T00:00:00Z', false, false, false, 0,"
         " '2025-01-01T00:00:00Z', '2025-01-01T00:00:00Z' FROM ("
@@ -424,8 +428,8 @@ def measure(
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--leads", type=int, default=1_000_000)
-    parser.add_argument("--sample", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--sample", type=int, default=5_000)
+    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
     args = parser.parse_args()
