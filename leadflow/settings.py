@@ -389,6 +389,10 @@ class SchedulerSettings(Section):
     """How often the leader deletes what ``mail.keep_sent`` and ``audit.keep`` let go."""
     retention_batch: int = Field(default=10_000, ge=100, le=100_000)
     """Rows deleted per transaction by the retention job (and ``leadflow prune``)."""
+    scoring_every: Duration = timedelta(minutes=15)
+    """How often the daemon's funnel tick rescores every lead with an enabled scoring model
+    (records posted to the API are rescored at once). A pass reads every activity: a million
+    leads take tens of seconds, so decay is brought up to date this often, not every tick."""
 
 
 class Settings(Section):
