@@ -7,7 +7,10 @@ relay does) it starts an aiosmtpd sink in a separate process on 127.0.0.1 and me
 alternating rounds over the same number of messages:
 
 - capacity: a minimal client, one persistent aiosmtplib connection per worker, blasting one
-  pre-built message with no database: the most the sink can take over that many connections;
+  pre-built message with no database: the most the sink can take over that many connections.
+  Two such clients run each round, one calling ``sendmail`` and one sending bare MAIL, RCPT and
+  DATA commands as leadflow's transport does (``sendmail`` parses each address twice with
+  email.utils); the capacity of the round is the faster of the two;
 - leadflow: the same number of rows queued in a SQLite outbox with ``enqueue_email`` (rendered
   templates), then ``drain(once=True)`` through the pooled SMTP transport, every row marked sent.
 
@@ -144,22 +147,36 @@ def sample_message() -> bytes:
     return build_message(claimed, settings, SystemClock().now())
 
 
-async def blast(port: int, connections: int, total: int, message: bytes) -> float:
+async def blast(
+    port: int, connections: int, total: int, message: bytes, *, commands: bool = False
+) -> float:
     """Messages per second of ``connections`` persistent connections sending ``total``, timed
-    from before the first connection to the last QUIT."""
+    from before the first connection to the last QUIT.
+
+    ``commands``: each message as bare MAIL, RCPT and DATA commands, as leadflow's transport
+    sends them, instead of ``sendmail`` (which parses both addresses twice with email.utils).
+    """
     import aiosmtplib
 
     remaining = total
+    mail_from = b"FROM:<%s>" % FROM.encode()
+    rcpt_to = b"TO:<%s>" % TO.encode()
 
     async def worker() -> None:
         nonlocal remaining
         client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, timeout=30)
         await client.connect()
+        await client.ehlo()
         while remaining > 0:
             remaining -= 1
             # Like leadflow's transport: no timer per command (aiosmtplib's wait_for costs an
             # extra turn of the event loop per reply), the whole run bounded instead.
-            await client.sendmail(FROM, [TO], message, timeout=None)
+            if commands:
+                await client.execute_command(b"MAIL", mail_from, timeout=None)
+                await client.execute_command(b"RCPT", rcpt_to, timeout=None)
+                await client.data(message, timeout=None)
+            else:
+                await client.sendmail(FROM, [TO], message, timeout=None)
         await client.quit()
 
     started = time.perf_counter()
@@ -283,13 +300,21 @@ class Row:
     delay: float
     connections: int
     messages: int
-    capacities: list[float]
+    by_sendmail: list[float]
+    by_commands: list[float]
+    """The bare clients' rates of each round: ``sendmail``, and bare MAIL/RCPT/DATA commands."""
     drains: list[float]
-    """leadflow's rate of each round, in order, each measured right after ``capacities``'."""
+    """leadflow's rate of each round, in order, each measured right after the clients'."""
     queued: float
-    capacity_cpu: list[float]
+    sendmail_cpu: list[float]
+    commands_cpu: list[float]
     drain_cpu: list[float]
     """CPU seconds per message of this process (the sink runs in its own), by round."""
+
+    @property
+    def capacities(self) -> list[float]:
+        """The sink's capacity in each round: the faster of the two bare clients."""
+        return [max(a, b) for a, b in zip(self.by_sendmail, self.by_commands, strict=True)]
 
     @property
     def shares(self) -> list[float]:
@@ -313,27 +338,22 @@ def scenario(
     sink = Sink(delay)
     try:
         message = sample_message()
-        capacities, drains, capacity_cpu, drain_cpu = [], [], [], []
+        row = Row(label, delay, connections, messages, [], [], [], queue_rate, [], [], [])
         for _ in range(rounds):
+            for commands, rates, cpus in (
+                (False, row.by_sendmail, row.sendmail_cpu),
+                (True, row.by_commands, row.commands_cpu),
+            ):
+                cpu = time.process_time()
+                client = blast(sink.port, connections, messages, message, commands=commands)
+                rates.append(asyncio.run(client))
+                cpus.append((time.process_time() - cpu) / messages)
             cpu = time.process_time()
-            capacities.append(asyncio.run(blast(sink.port, connections, messages, message)))
-            capacity_cpu.append((time.process_time() - cpu) / messages)
-            cpu = time.process_time()
-            drains.append(leadflow_drain(sink.port, connections, queued, folder))
-            drain_cpu.append((time.process_time() - cpu) / messages)
+            row.drains.append(leadflow_drain(sink.port, connections, queued, folder))
+            row.drain_cpu.append((time.process_time() - cpu) / messages)
     finally:
         sink.stop()
-    return Row(
-        label,
-        delay,
-        connections,
-        messages,
-        capacities,
-        drains,
-        queue_rate,
-        capacity_cpu,
-        drain_cpu,
-    )
+    return row
 
 
 def machine() -> str:
@@ -414,8 +434,13 @@ def print_table(rows: list[Row]) -> None:
         )
         print(f"\n{row.sink} sink, rounds (capacity/leadflow msg/s): {pairs}")
         print(
-            f"  CPU ms per message in this process (the sink has its own): capacity client "
-            f"{_ms(row.capacity_cpu)}, leadflow {_ms(row.drain_cpu)}"
+            f"  bare clients, msg/s: sendmail {spread(row.by_sendmail)}, "
+            f"MAIL/RCPT/DATA commands {spread(row.by_commands)}"
+        )
+        print(
+            f"  CPU ms per message in this process (the sink has its own): sendmail client "
+            f"{_ms(row.sendmail_cpu)}, commands client {_ms(row.commands_cpu)}, "
+            f"leadflow {_ms(row.drain_cpu)}"
         )
         if row.delay:
             bound = row.connections / (REPLIES_PER_MESSAGE * row.delay)

@@ -4,7 +4,8 @@ On SQLite and PostgreSQL, two stores with the same ``--leads`` leads, measured i
 round by round in turn (the order swapped every round, so both see the same machine load):
 
 - baseline: an empty history (no settled outbox rows, no audit rows);
-- loaded: ``--rows`` sent outbox rows and ``--rows`` audit rows (set-based: a recursive CTE on SQLite, ``generate_series`` on PostgreSQL), all older
+- loaded: ``--rows`` sent outbox rows and ``--rows`` audit rows (set-based: a recursive CTE on
+  SQLite, ``generate_series`` on PostgreSQL, loaded as a bulk load is), all older
   than ``mail.keep_sent`` and ``audit.keep``, then ANALYZE (VACUUM ANALYZE on PostgreSQL, as
   autovacuum would), as before the baseline.
 
@@ -15,10 +16,15 @@ Each figure is the median of ``--rounds`` rounds, with the spread (min-max):
 - audit append: 1,000 audit rows written in one transaction (what a firing batch does).
 
 Then one prune run (``leadflow prune``'s work, batches of 10,000, the audit archived) deletes
-the history; with ``--prune-seconds`` it stops after that long and the rate is reported.
+the history for ``--prune-seconds`` (10 s) per table and its rate is reported (0: to the end).
+
+Time: the defaults are meant to fit in 5 minutes on 2 idle cores. The two databases' stores are
+prepared at the same time (SQLite in this process, PostgreSQL in its server), each history as a
+bulk load: one set-based INSERT ... SELECT per table without the secondary indexes, and on
+PostgreSQL the foreign keys and unique constraints, put back afterwards in one pass each.
 
     .venv/bin/python bench/retention_bench.py [--rows 10000000] [--leads 100000] [--rounds 5]
-        [--prune-seconds 60] [--skip-postgres] [--skip-sqlite]
+        [--prune-seconds 10] [--skip-postgres] [--skip-sqlite]
 """
 
 from __future__ import annotations
@@ -35,12 +41,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, insert, text, update
 from sqlalchemy.engine import make_url
+from sqlalchemy.schema import CreateIndex
 
 sys.path.insert(0, str(Path(__file__).parent))
 from evaluation_bench import NOW, RULES, fill_postgres, fill_sqlite
@@ -78,11 +86,38 @@ _AUDIT_COLUMNS = "at, source, rule_id, rule_version, lead_id, action, params, ev
 
 
 def sqlite_history(engine: Engine, rows: int, leads: int) -> None:
+    """The history in one set-based statement per table (a recursive CTE), written as a bulk
+    load is: through a connection of its own with no rollback journal (a WAL would write the
+    4 GB twice, once more at its checkpoint), no per-row foreign-key lookup (the lead ids are
+    1..``leads`` by construction, checked after) and the secondary indexes built afterwards.
+    The store is back in WAL mode with every index and foreign key before anything is measured.
+    """
     start_out = int(OUTBOX_START.timestamp())
     start_audit = int(AUDIT_START.timestamp())
     stamp = "'%Y-%m-%d %H:%M:%S.000000'"
-    with _indexes_dropped(engine), engine.begin() as connection:
-        connection.exec_driver_sql(
+    engine.dispose()  # leaving journal_mode=WAL needs the only connection to the file
+    path = engine.url.database
+    assert path is not None
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        for pragma in (
+            "journal_mode=DELETE",
+            "journal_mode=OFF",
+            "synchronous=OFF",
+            "foreign_keys=OFF",
+            "temp_store=MEMORY",
+            "cache_size=-262144",  # 256 MB for the index sorts
+        ):
+            connection.execute(f"PRAGMA {pragma}")
+        (present,) = connection.execute(
+            "SELECT count(*) FROM leads WHERE id BETWEEN 1 AND ?", (leads,)
+        ).fetchone()
+        assert present == leads, f"the history refers to leads 1..{leads}; {present} exist"
+        indexes = [*OUTBOX.indexes, *AUDIT.indexes]
+        connection.execute("BEGIN")
+        for index in indexes:
+            connection.execute(f"DROP INDEX {index.name}")
+        connection.execute(
             "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < ?) "
             f"INSERT INTO outbox ({_OUTBOX_COLUMNS}) SELECT "
             "printf('bench-old-%010d', n), printf('<bench-old-%010d@bench>', n), 'email', "
@@ -93,7 +128,7 @@ def sqlite_history(engine: Engine, rows: int, leads: int) -> None:
             f"strftime({stamp}, ? + n * {STEP_SECONDS} + 60, 'unixepoch') FROM g",
             (rows, leads, start_out, start_out, start_out),
         )
-        connection.exec_driver_sql(
+        connection.execute(
             "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < ?) "
             f"INSERT INTO audit_log ({_AUDIT_COLUMNS}) SELECT "
             f"strftime({stamp}, ? + n * {STEP_SECONDS}, 'unixepoch'), 'rule', 'r08-score-42', "
@@ -101,11 +136,32 @@ def sqlite_history(engine: Engine, rows: int, leads: int) -> None:
             '\'{"score": 42, "stage": "lead"}\' FROM g',
             (rows, start_audit, leads),
         )
+        for index in indexes:  # the schema's own DDL, each index built in one sort
+            connection.execute(str(CreateIndex(index).compile(dialect=engine.dialect)))
+        connection.execute("COMMIT")
+        connection.execute("PRAGMA journal_mode=WAL")
+    finally:
+        connection.close()
 
 
 def postgres_history(engine: Engine, rows: int, leads: int) -> None:
-    with _indexes_dropped(engine), engine.begin() as connection:
+    """The history in one set-based statement per table (``generate_series``), loaded as a
+    bulk load is: without the secondary indexes and the foreign keys and unique constraints
+    of the two tables, each put back afterwards in one pass (a per-row foreign-key trigger
+    made the insert several times slower); the store measured has all of them."""
+    with engine.begin() as connection:
         connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
+        connection.exec_driver_sql("SET LOCAL maintenance_work_mem = '512MB'")
+        constraints = connection.exec_driver_sql(
+            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) "
+            "FROM pg_constraint WHERE contype IN ('f', 'u') "
+            "AND conrelid IN ('outbox'::regclass, 'audit_log'::regclass) ORDER BY contype, conname"
+        ).all()
+        for table, name, _ in constraints:
+            connection.exec_driver_sql(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+        indexes = [*OUTBOX.indexes, *AUDIT.indexes]
+        for index in indexes:
+            index.drop(connection)
         connection.exec_driver_sql(
             f"INSERT INTO outbox ({_OUTBOX_COLUMNS}) SELECT "
             "'bench-old-' || lpad(n::text, 10, '0'), '<bench-old-' || lpad(n::text, 10, '0') "
@@ -125,29 +181,12 @@ def postgres_history(engine: Engine, rows: int, leads: int) -> None:
             '\'{"score": 42, "stage": "lead"}\' FROM generate_series(1, %(rows)s) AS n',
             {"rows": rows, "leads": leads, "start": AUDIT_START},
         )
-
-
-class _indexes_dropped:  # noqa: N801 (used as a context manager)
-    """Bulk generation without the secondary indexes, then each index built once (what
-    CREATE INDEX does in one sort, instead of 10M ordered inserts); the store measured has
-    every index of the schema."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.indexes = [*OUTBOX.indexes, *AUDIT.indexes]
-
-    def __enter__(self) -> None:
-        with self.engine.begin() as connection:
-            for index in self.indexes:
-                index.drop(connection)
-
-    def __exit__(self, *exc: object) -> None:
-        with self.engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
-                connection.exec_driver_sql("SET LOCAL maintenance_work_mem = '512MB'")
-            for index in self.indexes:
-                index.create(connection)
+        for index in indexes:
+            index.create(connection)
+        # Unique constraints first (their indexes), then the foreign keys, each checked in one
+        # join over the table rather than a trigger per row.
+        for table, name, definition in sorted(constraints, key=lambda c: "FOREIGN" in c[2]):
+            connection.exec_driver_sql(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
 
 
 def analyze(engine: Engine) -> None:
@@ -188,12 +227,14 @@ class Workload:
             overrides={
                 "paths.rules": str(folder / "rules"),
                 "paths.templates": str(folder / "templates"),
+                # What bench/evaluation_bench.py's RULES read, declared and indexed as there.
                 "attributes.leads": {
                     "region": "string",
                     "industry": "string",
+                    "country": "string",
                     "employees": "integer",
                 },
-                "attributes.indexed": ["industry", "employees"],
+                "attributes.indexed": ["industry", "country"],
                 "scheduler.evaluation_batch": 5000,
                 "audit.archive": str(folder / "archive"),
             },
@@ -317,40 +358,71 @@ def timed_prune(work: Workload, seconds: float | None) -> dict[str, tuple[int, f
     return results
 
 
-def run_store(
-    name: str,
-    engines: dict[str, Engine],
-    folder: Path,
-    args: argparse.Namespace,
-    fill: Callable[[Engine, int], None],
-    history: Callable[[Engine, int, int], None],
-) -> dict[str, Any]:
-    """Two stores with the same leads: ``baseline`` with an empty history, ``loaded`` with
-    ``--rows`` sent and audit rows; measured alternately, then ``loaded`` pruned."""
+@dataclass
+class Store:
+    """One database with its two stores: ``baseline`` (empty history) and ``loaded``."""
+
+    name: str
+    engines: dict[str, Engine]
+    fill: Callable[[Engine, int], None]
+    history: Callable[[Engine, int, int], None]
+    generated: float = 0.0
+
+
+def prepare(store: Store, args: argparse.Namespace) -> None:
+    """The same leads in both (migrated) stores, then the history in ``loaded``."""
     started = time.perf_counter()
-    for engine in engines.values():
-        migrate(engine)
-        fill(engine, args.leads)
-    note(f"{name}: {args.leads:,} leads twice in {time.perf_counter() - started:.1f} s")
+    for engine in store.engines.values():
+        store.fill(engine, args.leads)
+    note(f"{store.name}: {args.leads:,} leads twice in {time.perf_counter() - started:.1f} s")
     started = time.perf_counter()
-    history(engines["loaded"], args.rows, args.leads)
-    generated = time.perf_counter() - started
-    note(f"{name}: {args.rows:,} sent + {args.rows:,} audit rows in {generated:.1f} s")
+    store.history(store.engines["loaded"], args.rows, args.leads)
+    store.generated = time.perf_counter() - started
+    note(f"{store.name}: {args.rows:,} sent + {args.rows:,} audit rows in {store.generated:.1f} s")
+
+
+def prepare_all(stores: list[Store], args: argparse.Namespace) -> None:
+    """Each database's stores prepared at the same time, in a thread each: SQLite's work runs
+    in this process (the sqlite3 module lets go of the GIL while a statement runs), PostgreSQL's
+    in its server, so on two cores preparing both takes about as long as the slower one.
+    Nothing is measured until both are done."""
+    for store in stores:  # alembic's op and context are process-wide: one migration at a time
+        for engine in store.engines.values():
+            migrate(engine)
+    failures: list[BaseException] = []
+
+    def run(store: Store) -> None:
+        try:
+            prepare(store, args)
+        except BaseException as exc:  # re-raised below, in the main thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+
+
+def measure_store(store: Store, folder: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Both stores measured alternately, then ``loaded`` pruned."""
     works = {}
-    for role, engine in engines.items():
+    for role, engine in store.engines.items():
         (folder / role).mkdir()
         works[role] = Workload(engine, folder / role, args.leads)  # with the attribute indexes
         analyze(engine)
     samples = measure_alternately(works, args.rounds)
-    note(f"{name}: baseline {summary(samples['baseline'])}")
-    note(f"{name}: loaded {summary(samples['loaded'])}")
+    note(f"{store.name}: baseline {summary(samples['baseline'])}")
+    note(f"{store.name}: loaded {summary(samples['loaded'])}")
     pruned = timed_prune(works["loaded"], args.prune_seconds)
-    note(f"{name}: prune {pruned}")
+    note(f"{store.name}: prune {pruned}")
     return {
-        "name": name,
+        "name": store.name,
         "baseline": samples["baseline"],
         "loaded": samples["loaded"],
-        "generated": generated,
+        "generated": store.generated,
         "prune": pruned,
     }
 
@@ -405,7 +477,7 @@ def main() -> None:
     parser.add_argument(
         "--prune-seconds",
         type=float,
-        default=60.0,
+        default=10.0,
         help="stop each table's prune run after this long and report its rate (0: to the end)",
     )
     parser.add_argument("--skip-sqlite", action="store_true")
@@ -418,38 +490,32 @@ def main() -> None:
     pg_version = None
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         folder = Path(tmp)
+        stores: list[Store] = []
+        made: dict[str, tuple[Engine, Engine, str, str]] = {}
         if not args.skip_sqlite:
             engines = {
                 role: create_store_engine(f"sqlite:///{folder / f'{role}.db'}")
                 for role in ("baseline", "loaded")
             }
-            (folder / "sqlite").mkdir()
-            results.append(
-                run_store("SQLite", engines, folder / "sqlite", args, fill_sqlite, sqlite_history)
-            )
-            for engine in engines.values():
-                engine.dispose()
+            stores.append(Store("SQLite", engines, fill_sqlite, sqlite_history))
         if not args.skip_postgres:
             made = {role: postgres_engine(args.postgres) for role in ("baseline", "loaded")}
             pg_version = made["loaded"][3]
-            (folder / "postgres").mkdir()
-            try:
-                results.append(
-                    run_store(
-                        "PostgreSQL",
-                        {role: found[1] for role, found in made.items()},
-                        folder / "postgres",
-                        args,
-                        fill_postgres,
-                        postgres_history,
-                    )
-                )
-            finally:
-                for admin, engine, schema, _ in made.values():
+            engines = {role: found[1] for role, found in made.items()}
+            stores.append(Store("PostgreSQL", engines, fill_postgres, postgres_history))
+        try:
+            prepare_all(stores, args)
+            for store in stores:
+                (folder / store.name).mkdir()
+                results.append(measure_store(store, folder / store.name, args))
+        finally:
+            for store in stores:
+                for engine in store.engines.values():
                     engine.dispose()
-                    with admin.begin() as connection:
-                        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-                    admin.dispose()
+            for admin, _, schema, _ in made.values():
+                with admin.begin() as connection:
+                    connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+                admin.dispose()
     total = time.perf_counter() - began
     print(f"\nMachine: {machine(pg_version)}")
     uptime = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout

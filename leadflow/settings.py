@@ -17,6 +17,7 @@ from pydantic import (
     SecretStr,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from leadflow.durations import format_duration, parse_duration
@@ -103,6 +104,43 @@ class SendWindow(Section):
     end: time = time(20, 0)
 
 
+_BASE_URL = re.compile(r"^https?://[^/?#\s]+(/[^?#\s]*)?$")
+
+
+class TrackingSettings(Section):
+    """Engagement tracking of marketing email: an open pixel and signed click redirects served
+    by the daemon (docs/email.md, "Engagement tracking"). Off unless turned on: a pixel is a
+    decision about the recipients' privacy, not a side effect of having a public URL."""
+
+    enabled: bool = False
+    base_url: str | None = None
+    """The daemon's public URL as recipients reach it, e.g. ``https://leadflow.example.com``."""
+    scanner_window: Duration = timedelta(seconds=10)
+    """A hit this soon after the message was sent is a security gateway's, not a person's."""
+    repeat_window: Duration = timedelta(hours=1)
+    """The same open or click again within this time is kept but earns nothing."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _public_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        if not _BASE_URL.match(url):
+            msg = f"expected an http(s) URL without a query, e.g. https://leadflow.example.com; got {url!r}"
+            raise ValueError(msg)
+        return url.rstrip("/")
+
+    @model_validator(mode="after")
+    def _enabled_needs_a_url(self) -> TrackingSettings:
+        if self.enabled and self.base_url is None:
+            msg = (
+                "base_url is required when enabled is true: "
+                "the daemon's public URL, e.g. https://leadflow.example.com"
+            )
+            raise ValueError(msg)
+        return self
+
+
 class MailSettings(Section):
     transport: Literal["maildir", "smtp"] = "maildir"
     maildir: Path = Path("state/maildir")
@@ -120,6 +158,7 @@ class MailSettings(Section):
     poll_interval: Duration = timedelta(seconds=2)
     frequency_cap: FrequencyCap = FrequencyCap()
     send_window: SendWindow = SendWindow()
+    tracking: TrackingSettings = TrackingSettings()
     keep_sent: Duration = timedelta(days=90)
     """Settled outbox rows (sent, failed, suppressed) older than this are deleted by the daemon's
     retention job; pending and sending rows never are."""
@@ -350,6 +389,10 @@ class SchedulerSettings(Section):
     """How often the leader deletes what ``mail.keep_sent`` and ``audit.keep`` let go."""
     retention_batch: int = Field(default=10_000, ge=100, le=100_000)
     """Rows deleted per transaction by the retention job (and ``leadflow prune``)."""
+    scoring_every: Duration = timedelta(minutes=15)
+    """How often the daemon's funnel tick rescores every lead with an enabled scoring model
+    (records posted to the API are rescored at once). A pass reads every activity: a million
+    leads take tens of seconds, so decay is brought up to date this often, not every tick."""
 
 
 class Settings(Section):

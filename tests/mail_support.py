@@ -31,6 +31,7 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     content: bytes
+    mail_options: list[str] = field(default_factory=list)
 
     @property
     def message(self) -> EmailMessage:
@@ -60,6 +61,7 @@ class ScriptedHandler:
         if self.delay:
             await asyncio.sleep(self.delay)
         envelope.mail_from = address
+        envelope.mail_options.extend(options)
         return "250 OK"
 
     async def handle_RCPT(
@@ -83,7 +85,12 @@ class ScriptedHandler:
                 return "250 never seen"
             if action.startswith("250"):
                 self.received.append(
-                    Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
+                    Received(
+                        envelope.mail_from,
+                        list(envelope.rcpt_tos),
+                        envelope.original_content,
+                        list(envelope.mail_options),
+                    )
                 )
             return action
 

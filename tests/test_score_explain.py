@@ -303,3 +303,24 @@ class TestStatus:
                 "leads_by_grade": {},
             },
         }
+
+    def test_the_daemon_rescores_every_scoring_every_or_on_a_new_model(
+        self, runtime: Runtime, engine: Engine
+    ) -> None:
+        import asyncio
+
+        from leadflow.service.daemon_ticks import Evaluator
+        from leadflow.service.rule_reload import SnapshotHolder
+
+        holder: SnapshotHolder[Any] = SnapshotHolder(clock=runtime.clock)
+        holder.record_success(runtime.load_rules())
+        evaluator = Evaluator(runtime, holder)
+        clock = runtime.clock
+        assert isinstance(clock, SettableClock)
+        asyncio.run(evaluator.funnel_tick())
+        activity(engine, "A1", 1, "page_view", T0 + timedelta(minutes=5))
+        clock.set(T0 + timedelta(minutes=14))  # within scoring_every (15m): no pass
+        assert asyncio.run(evaluator.funnel_tick())["scoring"] == 0
+        clock.set(T0 + timedelta(minutes=15))
+        assert asyncio.run(evaluator.funnel_tick())["scoring"] == 1
+        assert changes(engine)[-1] == (1, 20, 30, "activity", None)

@@ -1,4 +1,5 @@
-"""The HTTP API: records in from the CRM, a lead's audit trail out, probes and metrics.
+"""The HTTP API: records in from the CRM, a lead's audit trail out, probes and metrics, and
+the public pixel and redirects of tracked email (:mod:`leadflow.http.tracking`).
 
 :func:`create_app` builds the ASGI application the daemon serves; it refuses to build one whose
 ``/v1`` API would be open by accident (no ``http.token`` and no ``http.allow_anonymous``). Every
@@ -29,6 +30,7 @@ from leadflow.http.body_limit import BodyLimit
 from leadflow.http.openapi import record_schema, request_body, type_errors
 from leadflow.http.probes import probe_routes
 from leadflow.http.records import upsert_records
+from leadflow.http.tracking import tracking_routes
 from leadflow.ingest.values import TOO_DEEP, json_value, text_problem, unstorable
 from leadflow.rule_language.model import RuleSet
 from leadflow.scoring.explain import explain_score
@@ -98,6 +100,7 @@ def create_app(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> FastAPI:
         responses={**_RESPONSES, 404: {"description": "no such lead", **_ERROR_BODY}},
     )
     app.include_router(probe_routes(runtime, holder))
+    app.include_router(tracking_routes(runtime, holder))
     return app
 
 

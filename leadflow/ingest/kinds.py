@@ -376,12 +376,14 @@ class ActivityWriter(KindWriter):
             position = self.fields.index(field)
             ids = {row.values[position] for row in rows} - {None}
             if ids:
-                _bump_last_activity(connection, target, f"{field}_id", ids)
+                bump_last_activity(connection, target, f"{field}_id", ids)
 
 
-def _bump_last_activity(
+def bump_last_activity(
     connection: Connection, target: Table, column: str, ids: Iterable[int]
 ) -> None:
+    """Move ``target``'s ``last_activity_at`` (leads or deals, by their id in ``column`` of the
+    activities) up to the newest activity, never back; imports and tracked email share it."""
     activities = ACTIVITIES
     latest = (
         select(activities.c.occurred_at)

@@ -22,6 +22,7 @@ from leadflow.durations import format_duration
 from leadflow.errors import UserInputError
 from leadflow.mail.context import unsubscribe_url
 from leadflow.mail.templates import TemplateCatalog
+from leadflow.mail.tracking import tracked_bodies
 from leadflow.outbox.store import (
     PENDING,
     SENDING,
@@ -30,6 +31,7 @@ from leadflow.outbox.store import (
     EnqueueResult,
     enqueue_rows,
     find,
+    message_id_for,
     outbox_row,
 )
 from leadflow.settings import SendWindow, Settings
@@ -121,7 +123,8 @@ def email_row(
 ) -> dict[str, Any]:
     """The outbox row of one email, rendered, reading nothing from the store.
 
-    Marketing email needs its ``lead``; ``recent_marketing`` counts the lead's marketing email
+    Marketing email needs its ``lead``; with ``mail.tracking.enabled`` its links go through the
+    tracking redirects and its HTML carries the open pixel (:mod:`leadflow.mail.tracking`); ``recent_marketing`` counts the lead's marketing email
     inside the frequency cap's window, asked only when no flag suppresses the email already.
     """
     _check_recipient(to, key)
@@ -134,14 +137,26 @@ def email_row(
             lead, terms.values, now, settings, recipient_timezone, recent_marketing
         )
     rendered = catalog.render(template, terms.values)
+    text, html = rendered.text, rendered.html
+    tracked = category == "marketing" and terms.status == PENDING
+    if tracked and lead is not None and settings.mail.tracking.enabled:
+        text, html = tracked_bodies(
+            text,
+            html,
+            settings=settings,
+            message_id=message_id_for(key, settings.mail.message_id_domain),
+            lead=lead.external_id,
+            template=template,
+            unsubscribe_url=terms.values.get("unsubscribe_url"),
+        )
     return outbox_row(
         key=key,
         channel=EMAIL_CHANNEL,
         category=category,
         recipient=to,
         subject=rendered.subject,
-        body_text=rendered.text,
-        body_html=rendered.html,
+        body_text=text,
+        body_html=html,
         headers=terms.headers,
         status=terms.status,
         status_reason=terms.reason,

@@ -59,22 +59,42 @@ def column_days(column: ColumnElement[Any], dialect: str) -> ColumnElement[Any]:
     return days
 
 
-def half_away_from_zero(value: ColumnElement[Any], *, negative: bool) -> ColumnElement[int]:
+def sql_floor(value: ColumnElement[Any], dialect: str | None = None) -> ColumnElement[Any]:
+    """``floor(value)``, NULL for NULL. On SQLite without calling Python: SQLAlchemy's
+    pysqlite dialect installs ``math.floor`` as ``floor``, a Python call per row that raises
+    on NULL; a cast truncates toward zero, and one less below zero gives the floor exactly."""
+    if dialect != "sqlite":
+        return func.floor(value)
+    truncated = cast(value, Integer)
+    return truncated - case((value < truncated, 1), else_=0)
+
+
+def half_away_from_zero(
+    value: ColumnElement[Any], *, negative: bool, dialect: str | None = None
+) -> ColumnElement[int]:
     """Round to a whole number, halves away from zero (the sign is the criterion's)."""
     if negative:
-        return cast(-func.floor(-value + 0.5), Integer)
-    return cast(func.floor(value + 0.5), Integer)
+        return cast(-sql_floor(-value + 0.5, dialect), Integer)
+    return cast(sql_floor(value + 0.5, dialect), Integer)
 
 
 def decayed_value(
-    criterion: EngagementCriterion, now: datetime, dialect: str
+    criterion: EngagementCriterion,
+    now: datetime,
+    dialect: str,
+    days: ColumnElement[Any] | None = None,
 ) -> ColumnElement[float]:
-    """What one activity of the criterion is worth at ``now`` (before cap and rounding)."""
+    """What one activity of the criterion is worth at ``now`` (before cap and rounding).
+
+    ``days``: the activity's time as :func:`column_days` gives it, when a query computed it
+    once already (the same number, so the same value to the last bit)."""
     points = literal(float(criterion.points), Float)
     if criterion.half_life is None:
         return points
     half_life_days = criterion.half_life.total_seconds() / SECONDS_PER_DAY
-    age = literal(days_since_epoch(now), Float) - column_days(ACTIVITIES.c.occurred_at, dialect)
+    if days is None:
+        days = column_days(ACTIVITIES.c.occurred_at, dialect)
+    age = literal(days_since_epoch(now), Float) - days
     return points * func.power(literal(0.5, Float), age / half_life_days)
 
 
@@ -123,7 +143,7 @@ def criterion_points(
     value = decayed_value(criterion, now, dialect)
     if criterion.cap_per is not None and criterion.cap is not None:
         period = criterion.cap_per.total_seconds() / SECONDS_PER_DAY
-        bucket = func.floor(column_days(ACTIVITIES.c.occurred_at, dialect) / period)
+        bucket = sql_floor(column_days(ACTIVITIES.c.occurred_at, dialect) / period, dialect)
         periods = (
             select(
                 ACTIVITIES.c.lead_id.label("lead_id"),
@@ -137,7 +157,9 @@ def criterion_points(
         return select(
             periods.c.lead_id,
             literal(criterion.id).label("criterion"),
-            half_away_from_zero(func.sum(capped), negative=negative).label("points"),
+            half_away_from_zero(func.sum(capped), negative=negative, dialect=dialect).label(
+                "points"
+            ),
             func.sum(periods.c.value).label("raw"),
         ).group_by(periods.c.lead_id)
     total = func.sum(value)
@@ -146,7 +168,7 @@ def criterion_points(
             ACTIVITIES.c.lead_id.label("lead_id"),
             literal(criterion.id).label("criterion"),
             half_away_from_zero(
-                _capped(total, criterion.cap, negative=negative), negative=negative
+                _capped(total, criterion.cap, negative=negative), negative=negative, dialect=dialect
             ).label("points"),
             total.label("raw"),
         )
@@ -158,15 +180,120 @@ def criterion_points(
 def engagement_by_lead(
     model: ScoringModel, now: datetime, dialect: str, scope: LeadScope | None = None
 ) -> Select[Any] | None:
-    """(lead_id, engagement) for every lead with counted activities; None without criteria."""
+    """(lead_id, engagement) for every lead with activities of the model's types (0 when none
+    of them counts); None without criteria.
+
+    One scan of the activities serves every criterion: each is a ``SUM(CASE WHEN <its
+    activities> THEN <value> END)`` column, so a range of leads reads its activities once,
+    not once per criterion. A criterion capped per period needs its sums per period: the scan
+    groups by the lead and that criterion's period (the other criteria's sums add up across
+    periods), so one such criterion rides along; a second one with its own periods is a
+    scan of its own (:func:`criterion_points`), added to the first."""
     if not model.engagement:
         return None
+    per_period = [item for item in model.engagement if _per_period(item)]
+    in_scan = [item for item in model.engagement if not _per_period(item)] + per_period[:1]
+    scan = _one_scan(in_scan, per_period[0] if per_period else None, now, dialect, scope)
+    if len(per_period) < 2:
+        return scan
     parts = union_all(
-        *(criterion_points(item, now, dialect, scope) for item in model.engagement)
+        scan,
+        *(_points_only(criterion_points(item, now, dialect, scope)) for item in per_period[1:]),
     ).subquery("criteria")
     return select(
-        parts.c.lead_id.label("lead_id"), func.sum(parts.c.points).label("engagement")
+        parts.c.lead_id.label("lead_id"), func.sum(parts.c.engagement).label("engagement")
     ).group_by(parts.c.lead_id)
+
+
+def _per_period(criterion: EngagementCriterion) -> bool:
+    return criterion.cap_per is not None and criterion.cap is not None
+
+
+def _points_only(points: Select[Any]) -> Select[Any]:
+    per_criterion = points.subquery()
+    return select(
+        per_criterion.c.lead_id.label("lead_id"), per_criterion.c.points.label("engagement")
+    )
+
+
+def _one_scan(
+    criteria: list[EngagementCriterion],
+    per_period: EngagementCriterion | None,
+    now: datetime,
+    dialect: str,
+    scope: LeadScope | None,
+) -> Select[Any]:
+    """(lead_id, engagement) from one pass over the activities of ``criteria``.
+
+    The innermost query reads each activity once: its time in days, computed once (SQLite
+    parses the stored text in ``julianday``), and whether each criterion counts it; OFFSET 0
+    keeps it from being merged into the sums, which would compute both again per criterion."""
+    types = sorted({kind for item in criteria for kind in item.activity_types})
+    where: list[ColumnElement[bool]] = [
+        ACTIVITIES.c.lead_id.is_not(None),
+        ACTIVITIES.c.machine.is_(False),
+        ACTIVITIES.c.type.in_(types),
+        ACTIVITIES.c.occurred_at <= literal(now, UTCDateTime()),
+    ]
+    if scope is not None:
+        where.append(scope(ACTIVITIES.c.lead_id))
+    # counted_activities()[2:]: the type and what the criterion adds (window, condition); the
+    # lead, machine and ``now`` clauses are the scan's own WHERE.
+    flags = [
+        case((and_(*counted_activities(item, now)[2:]), 1), else_=0).label(f"m{index}")
+        for index, item in enumerate(criteria)
+    ]
+    counted = (
+        select(
+            ACTIVITIES.c.lead_id.label("lead_id"),
+            column_days(ACTIVITIES.c.occurred_at, dialect).label("days"),
+            *flags,
+        )
+        .where(and_(*where))
+        .offset(0)
+        .subquery("counted")
+    )
+    sums = [
+        func.sum(
+            case(
+                (
+                    counted.c[f"m{index}"] == 1,
+                    decayed_value(item, now, dialect, counted.c.days),
+                ),
+                else_=None,
+            )
+        ).label(f"c{index}")
+        for index, item in enumerate(criteria)
+    ]
+    grouping: list[ColumnElement[Any]] = [counted.c.lead_id]
+    if per_period is not None:
+        assert per_period.cap_per is not None
+        period = per_period.cap_per.total_seconds() / SECONDS_PER_DAY
+        flag = counted.c[f"m{criteria.index(per_period)}"]
+        grouping.append(case((flag == 1, sql_floor(counted.c.days / period, dialect)), else_=None))
+    sums_per_group = (
+        select(counted.c.lead_id.label("lead_id"), *sums)
+        .group_by(*grouping)
+        .subquery("activity_sums")
+    )
+    points: list[ColumnElement[Any]] = []
+    for index, item in enumerate(criteria):
+        negative = item.points < 0
+        column = sums_per_group.c[f"c{index}"]
+        total: ColumnElement[Any]
+        if item is per_period:
+            total = func.sum(_capped(column, item.cap, negative=negative))
+        else:
+            total = _capped(func.sum(column), item.cap, negative=negative)
+        points.append(
+            func.coalesce(half_away_from_zero(total, negative=negative, dialect=dialect), 0)
+        )
+    engagement = points[0]
+    for term in points[1:]:
+        engagement = engagement + term
+    return select(
+        sums_per_group.c.lead_id.label("lead_id"), engagement.label("engagement")
+    ).group_by(sums_per_group.c.lead_id)
 
 
 def fit_terms(model: ScoringModel, now: datetime) -> list[tuple[str, ColumnElement[int]]]:

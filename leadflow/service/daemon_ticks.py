@@ -74,9 +74,9 @@ class Evaluator:
         self.leadership = leadership
         self._halt = _EitherSet(self._stop, leadership.fence if leadership else None)
         if steps is None:
-            from leadflow.engine.scoring_step import run_scoring
+            from leadflow.engine.scoring_step import run_due_scoring
 
-            steps = (("scoring", run_scoring), *FUNNEL_STEPS)
+            steps = (("scoring", run_due_scoring), *FUNNEL_STEPS)
         self._steps = steps
 
     def _may_evaluate(self) -> bool:

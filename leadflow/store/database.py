@@ -145,11 +145,19 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     except sqlite3.OperationalError:
         # An SQLite built without its math functions: the scoring model's decay needs these
         # two, with the same meaning (Python's float maths is what SQLite's would compute).
-        dbapi_connection.create_function("power", 2, math.pow, deterministic=True)
-        dbapi_connection.create_function("floor", 1, math.floor, deterministic=True)
+        dbapi_connection.create_function("power", 2, _power, deterministic=True)
+        dbapi_connection.create_function("floor", 1, _floor, deterministic=True)
     cursor.close()
     # Let SQLAlchemy, not the sqlite3 module, decide where transactions start (see below).
     dbapi_connection.isolation_level = None
+
+
+def _power(base: float | None, exponent: float | None) -> float | None:
+    return None if base is None or exponent is None else math.pow(base, exponent)
+
+
+def _floor(value: float | None) -> int | None:
+    return None if value is None else math.floor(value)
 
 
 def _sqlite_begin_immediate(connection: Any) -> None:

@@ -1,0 +1,136 @@
+"""The public routes of tracked email: the open pixel, click and unsubscribe redirects.
+
+``GET /t/o/<token>.gif`` always answers the pixel, whatever the token: a mail client or proxy
+learns nothing about which tokens are valid. ``GET /t/c/<token>`` and ``GET /t/u/<token>``
+answer 302 to the URL signed into the token, and 404 without a redirect for anything leadflow
+did not sign. ``HEAD`` is answered the same way (and recorded as a machine's). No bearer token:
+recipients follow these links. The routes are served whether or not ``mail.tracking.enabled``
+is on, so links in email already sent keep working when tracking is turned off.
+
+A valid hit is written as an activity (:mod:`leadflow.mail.tracking_hits`); a person's bumps the
+lead's ``last_activity_at`` as imported activities do, and rescores the lead when the rule set
+has an enabled scoring model. A database that cannot take the row costs the row, never the
+redirect: the person still reaches the page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import structlog
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import RedirectResponse
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from leadflow.engine.runtime import Runtime
+from leadflow.errors import DatabaseUnavailableError
+from leadflow.ingest.kinds import bump_last_activity
+from leadflow.mail.tracking_hits import Hit, RecordedHit, record_hit
+from leadflow.mail.tracking_tokens import Kind, TrackedLink, tracking_key, verify
+from leadflow.rule_language.model import RuleSet
+from leadflow.rule_language.scoring_model import ScoringModel
+from leadflow.scoring.rescoring import rescore
+from leadflow.service.rule_reload import SnapshotHolder
+from leadflow.settings import TrackingSettings
+from leadflow.store.database import transaction
+from leadflow.store.tables import LEADS
+
+log = structlog.get_logger("leadflow.http.tracking")
+
+PIXEL = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
+    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
+"""A transparent 1x1 GIF."""
+_NO_STORE = {"Cache-Control": "no-store, private", "Pragma": "no-cache"}
+"""Each open reaches leadflow, so a second one is seen (and marked a repeat)."""
+
+
+def tracking_routes(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> APIRouter:
+    """The pixel and redirect routes for ``runtime``'s store; ``holder`` gives the scoring model."""
+    router = APIRouter(include_in_schema=False)
+    key = tracking_key(runtime.settings)
+    record = _recorder(runtime, holder)
+
+    @router.api_route("/t/o/{token}.gif", methods=["GET", "HEAD"], name="tracking_open")
+    async def tracking_open(request: Request, token: str) -> Response:
+        link = verify(token, key, "open")
+        if link is not None:
+            await record(request, link)
+        return Response(PIXEL, media_type="image/gif", headers=_NO_STORE)
+
+    redirects: tuple[Kind, ...] = ("click", "unsubscribe")
+    for kind in redirects:
+        router.add_api_route(
+            f"/t/{kind[0]}/{{token}}",
+            _redirect_route(key, kind, record),
+            methods=["GET", "HEAD"],
+            name=f"tracking_{kind}",
+        )
+    return router
+
+
+Recorder = Callable[[Request, TrackedLink], Awaitable[None]]
+
+
+def _redirect_route(key: bytes, kind: Kind, record: Recorder) -> Callable[..., Awaitable[Response]]:
+    async def tracking_redirect(request: Request, token: str) -> Response:
+        link = verify(token, key, kind)
+        if link is None or link.url is None:
+            raise HTTPException(404, "unknown link")
+        await record(request, link)
+        return RedirectResponse(link.url, status_code=302, headers=_NO_STORE)
+
+    return tracking_redirect
+
+
+def _recorder(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> Recorder:
+    settings = runtime.settings.mail.tracking
+
+    async def record(request: Request, link: TrackedLink) -> None:
+        hit = Hit(
+            link=link,
+            at=runtime.clock.now(),
+            user_agent=request.headers.get("user-agent"),
+            ip=request.client.host if request.client else None,
+            method=request.method,
+        )
+        rule_set = holder.current_or_none()
+        model = rule_set.active_scoring if rule_set is not None else None
+        try:
+            recorded = await run_in_threadpool(_record, runtime.engine, settings, hit, model)
+        except (SQLAlchemyError, DatabaseUnavailableError) as exc:
+            log.warning(
+                "tracking_hit_not_recorded",
+                kind=link.kind,
+                message_id=link.message_id,
+                error=str(exc).splitlines()[0],
+            )
+            return
+        if recorded is not None:
+            log.info(
+                "tracking_hit",
+                kind=link.kind,
+                lead_id=recorded.lead_id,
+                message_id=link.message_id,
+                machine_reason=recorded.machine_reason,
+                inserted=recorded.inserted,
+            )
+
+    return record
+
+
+def _record(
+    engine: Engine, settings: TrackingSettings, hit: Hit, model: ScoringModel | None
+) -> RecordedHit | None:
+    """Write the hit; a person's new one moves the lead's last activity and score."""
+    with transaction(engine) as session:
+        recorded = record_hit(session, settings, hit)
+        if recorded is not None and recorded.counts:
+            bump_last_activity(session.connection(), LEADS, "lead_id", [recorded.lead_id])
+    if recorded is not None and recorded.counts and model is not None:
+        rescore(engine, model, hit.at, lead_ids=[recorded.lead_id])
+    return recorded

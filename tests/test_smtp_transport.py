@@ -1,0 +1,121 @@
+"""The SMTP transport's own mail transaction against a real SMTP server (aiosmtpd)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from mail_support import ScriptedHandler, smtp_server
+
+from leadflow.errors import DeliveryError
+from leadflow.mail.transports.smtp import SmtpTransport
+from leadflow.settings import SmtpSettings
+
+MESSAGE = (
+    b"From: leadflow@example.com\r\nTo: jo@acme.example\r\nSubject: Hi\r\n\r\n"
+    b"Hello\r\n.a line starting with a dot\r\n"
+)
+
+
+@pytest.fixture
+def handler() -> ScriptedHandler:
+    return ScriptedHandler()
+
+
+@pytest.fixture
+def transport(handler: ScriptedHandler) -> Iterator[SmtpTransport]:
+    with smtp_server(handler) as port:
+        settings = SmtpSettings.model_validate(
+            {"host": "127.0.0.1", "port": port, "connections": 1, "timeout": "2s"}
+        )
+        yield SmtpTransport(settings)
+
+
+def send(transport: SmtpTransport, *messages: tuple[str, bytes]) -> list[str]:
+    """Deliver each (recipient, message) in turn over the pool; the errors, "" for success."""
+
+    async def run() -> list[str]:
+        errors = []
+        for recipient, message in messages:
+            try:
+                await transport.deliver(
+                    message, sender="leadflow@example.com", recipients=[recipient], message_id="m"
+                )
+            except DeliveryError as exc:
+                kind = "permanent" if exc.permanent else "transient"
+                errors.append(f"{type(exc).__name__} {kind}: {exc}")
+            else:
+                errors.append("")
+        await transport.close()
+        return errors
+
+    return asyncio.run(run())
+
+
+def test_the_envelope_and_the_bytes_arrive_exactly(
+    transport: SmtpTransport, handler: ScriptedHandler
+) -> None:
+    """MAIL FROM carries the sender and the message's size, RCPT TO the one recipient, and the
+    server receives the message byte for byte (a leading dot stuffed and unstuffed)."""
+    assert send(transport, ("jo@acme.example", MESSAGE)) == [""]
+    [received] = handler.received
+    assert (received.mail_from, received.rcpt_tos) == ("leadflow@example.com", ["jo@acme.example"])
+    assert received.mail_options == [f"SIZE={len(MESSAGE)}"]
+    assert received.content == MESSAGE
+
+
+def test_a_refused_recipient_leaves_the_connection_clean_for_the_next(
+    transport: SmtpTransport, handler: ScriptedHandler
+) -> None:
+    """A 550 to RCPT fails that message for good; the envelope is reset, so the next message
+    goes over the same connection with only its own recipient."""
+    handler.reject["gone@acme.example"] = "550 5.1.1 no such user"
+    errors = send(transport, ("gone@acme.example", MESSAGE), ("jo@acme.example", MESSAGE))
+    assert errors == [
+        "RecipientRejectedError permanent: 550 5.1.1 no such user (recipient gone@acme.example)",
+        "",
+    ]
+    assert [(r.mail_from, r.rcpt_tos) for r in handler.received] == [
+        ("leadflow@example.com", ["jo@acme.example"])
+    ]
+    assert transport.connections_opened == 1
+
+
+def test_a_refused_message_is_permanent_and_a_busy_server_transient(
+    transport: SmtpTransport, handler: ScriptedHandler
+) -> None:
+    """A 5xx to DATA is permanent, a 4xx transient; each keeps the connection for the next."""
+    handler.script = ["554 5.7.1 spam", "451 4.3.0 try later"]
+    errors = send(
+        transport,
+        ("jo@acme.example", MESSAGE),
+        ("jo@acme.example", MESSAGE),
+        ("jo@acme.example", MESSAGE),
+    )
+    assert errors == [
+        "DeliveryError permanent: 554 5.7.1 spam",
+        "DeliveryError transient: 451 4.3.0 try later",
+        "",
+    ]
+    assert len(handler.received) == 1
+    assert transport.connections_opened == 1
+
+
+def test_an_address_with_a_quoted_local_part_goes_through_sendmail(
+    transport: SmtpTransport, handler: ScriptedHandler
+) -> None:
+    """An address that cannot stand in a command as it is takes aiosmtplib's own path."""
+    assert send(transport, ('"jo doe"@acme.example', MESSAGE)) == [""]
+    assert handler.received[0].rcpt_tos == ['"jo doe"@acme.example']
+
+
+def test_a_recipient_refused_with_4xx_is_transient(
+    transport: SmtpTransport, handler: ScriptedHandler
+) -> None:
+    """A 450 to RCPT is retried later, not a bounce."""
+    handler.reject["jo@acme.example"] = "450 4.2.1 mailbox busy"
+    assert send(transport, ("jo@acme.example", MESSAGE)) == [
+        "RecipientRejectedError transient: 450 4.2.1 mailbox busy (recipient jo@acme.example)"
+    ]
+    assert handler.received == []
