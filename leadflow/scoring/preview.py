@@ -114,12 +114,14 @@ def scoring_status(base: RuleSet, working: RuleSet) -> ScoringStatus | None:
 
 
 def scored_leads(model: ScoringModel | None, now: datetime, dialect: str) -> Select[Any]:
-    """(id, score, grade) for every lead under ``model`` as of ``now``; the stored values
-    without one (a side whose model is absent or disabled keeps the CRM's scores)."""
+    """(id, score, fit, engagement, grade) for every lead under ``model`` as of ``now``; the
+    stored values without one (a side whose model is absent or disabled keeps the CRM's)."""
     if model is None:
         return select(
             LEADS.c.id.label("id"),
             LEADS.c.score.label("score"),
+            LEADS.c.score_fit.label("fit"),
+            LEADS.c.score_engagement.label("engagement"),
             LEADS.c.score_grade.label("grade"),
         )
     fit = fit_expression(model, now)
@@ -134,6 +136,8 @@ def scored_leads(model: ScoringModel | None, now: datetime, dialect: str) -> Sel
     return select(
         LEADS.c.id.label("id"),
         (fit + engagement + LEADS.c.score_adjustment).label("score"),
+        fit.label("fit"),
+        engagement.label("engagement"),
         grade_expression(model.grades, fit, engagement).label("grade"),
     ).select_from(source)
 
