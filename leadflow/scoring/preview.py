@@ -18,17 +18,19 @@ from typing import Any, Literal
 from typing import cast as typed
 
 from sqlalchemy import (
-    CTE,
+    ColumnElement,
     Connection,
     Engine,
     Integer,
     Select,
+    Subquery,
     Table,
     and_,
     case,
     cast,
     func,
     literal,
+    or_,
     select,
 )
 from sqlalchemy.orm import Session
@@ -106,11 +108,9 @@ def scoring_status(base: RuleSet, working: RuleSet) -> ScoringStatus | None:
         return "added"
     if new is None:
         return "removed"
-    if old.digest == new.digest:
-        return None
     if old.enabled != new.enabled:
         return "enabled" if new.enabled else "disabled"
-    return "changed"
+    return None if old.digest == new.digest else "changed"
 
 
 def scored_leads(model: ScoringModel | None, now: datetime, dialect: str) -> Select[Any]:
@@ -145,15 +145,25 @@ def scored_leads(model: ScoringModel | None, now: datetime, dialect: str) -> Sel
 def preview_scoring(
     engine: Engine, base: RuleSet, working: RuleSet, now: datetime
 ) -> ScoringPreview | None:
-    """Every lead's score under both sides' models, compared; None when the models agree."""
+    """Every lead's score under both sides' models, compared; None when the models agree.
+
+    Two statements, each computing both sides' scores once: the distribution of the change,
+    then the leads some score rule would treat differently (every rule's condition evaluated
+    twice in the same row, once per side's score).
+    """
     status = scoring_status(base, working)
     if status is None:
         return None
     old_model, new_model = base.active_scoring, working.active_scoring
+    score_rules = [
+        rule
+        for rule in working.rules
+        if rule.enabled and rule.subject is Subject.LEAD and _reads_score(rule)
+    ]
     with engine.connect() as connection:
         dialect = connection.dialect.name
-        old = scored_leads(old_model, now, dialect).cte("old_scores")
-        new = scored_leads(new_model, now, dialect).cte("new_scores")
+        old = scored_leads(old_model, now, dialect).subquery("old_scores")
+        new = scored_leads(new_model, now, dialect).subquery("new_scores")
         both = (
             select(
                 old.c.id.label("id"),
@@ -162,14 +172,10 @@ def preview_scoring(
                 new.c.grade.label("new_grade"),
             )
             .join_from(old, new, new.c.id == old.c.id)
-            .cte("both_scores")
+            .subquery("both_scores")
         )
         leads, changed, lowest, highest, bands = _distribution(connection, both)
-        rules = tuple(
-            _crossing(connection, rule, both, now)
-            for rule in working.rules
-            if rule.enabled and rule.subject is Subject.LEAD and _reads_score(rule)
-        )
+        rules = _crossings(connection, score_rules, both, now)
     return ScoringPreview(
         status=status,
         base_active=old_model is not None,
@@ -188,32 +194,25 @@ def _reads_score(rule: Rule) -> bool:
 
 
 def _distribution(
-    connection: Connection, both: CTE
+    connection: Connection, both: Subquery
 ) -> tuple[int, int, int | None, int | None, tuple[tuple[str, int], ...]]:
     delta = both.c.new_score - both.c.old_score
-    band = case(
-        *(
-            (and_(*_within(delta, low, high)), literal(index))
-            for index, (_label, low, high) in enumerate(CHANGE_BANDS)
-        ),
-        else_=literal(-1),
-    )
+    in_bands = [
+        func.count().filter(and_(delta != 0, *_within(delta, low, high)))
+        for _label, low, high in CHANGE_BANDS
+    ]
     totals = connection.execute(
         select(
             func.count(),
             func.count().filter(delta != 0),
             func.min(case((delta < 0, delta))),
             func.max(case((delta > 0, delta))),
+            *in_bands,
         ).select_from(both)
     ).one()
-    counts: dict[int, int] = dict(
-        connection.execute(
-            select(band, func.count()).select_from(both).where(delta != 0).group_by(band)
-        ).all()
-    )
     bands = tuple(
-        (label, int(counts.get(index, 0)))
-        for index, (label, _low, _high) in enumerate(CHANGE_BANDS)
+        (label, int(count))
+        for (label, _low, _high), count in zip(CHANGE_BANDS, totals[4:], strict=True)
     )
     return int(totals[0]), int(totals[1]), totals[2], totals[3], bands
 
@@ -227,46 +226,74 @@ def _within(delta: Any, low: int | None, high: int | None) -> list[Any]:
     return clauses
 
 
-def _crossing(connection: Connection, rule: Rule, both: CTE, now: datetime) -> RuleCrossing:
-    """The leads the rule's WHERE matches under one side's scores and not the other's."""
-    with Session(bind=connection) as session:
-        context = EvaluationContext(
-            now, averages_for(session, list(cycle_conditions(rule.condition)), now)
-        )
-    kept = [column for column in LEADS.c if column.name != "score"]
-    matched = {}
-    for side in ("old", "new"):
-        # The lead table as the rule sees it, with this side's score in place of the stored one.
-        # A derived table has the columns a condition reads (``.c``), as the engine's table.
-        view = typed(
-            Table,
-            select(*kept, both.c[f"{side}_score"].label("score"))
-            .join_from(LEADS, both, both.c.id == LEADS.c.id)
-            .subquery(f"{side}_leads"),
-        )
-        where = and_(to_where(rule.condition, view, context), reentry_clause(rule, view, now))
-        matched[side] = select(view.c.id).where(where)
-    old_match = both.c.id.in_(matched["old"])
-    new_match = both.c.id.in_(matched["new"])
+class _LeadColumns:
+    """The lead table's columns, with ``score`` replaced by one side's score."""
+
+    def __init__(self, score: ColumnElement[Any]) -> None:
+        self._score = score
+
+    def __getitem__(self, name: str) -> ColumnElement[Any]:
+        return self._score if name == "score" else LEADS.c[name]
+
+    def __getattr__(self, name: str) -> ColumnElement[Any]:
+        return self[name]
+
+
+class _LeadsScoredBy:
+    """The leads as a rule's condition reads them (``table.c``), scored by one side."""
+
+    def __init__(self, score: ColumnElement[Any]) -> None:
+        self.c = _LeadColumns(score)
+
+
+def _crossings(
+    connection: Connection, rules: list[Rule], both: Subquery, now: datetime
+) -> tuple[RuleCrossing, ...]:
+    """For each rule, the leads its WHERE matches under one side's scores and not the other's."""
+    if not rules:
+        return ()
+    matches = []
+    for rule in rules:
+        with Session(bind=connection) as session:
+            context = EvaluationContext(
+                now, averages_for(session, list(cycle_conditions(rule.condition)), now)
+            )
+        for side in (both.c.old_score, both.c.new_score):
+            leads = typed(Table, _LeadsScoredBy(side))
+            where = and_(to_where(rule.condition, leads, context), reentry_clause(rule, leads, now))
+            matches.append(case((where, literal(1)), else_=literal(0)))
+    pairs = [(matches[index], matches[index + 1]) for index in range(0, len(matches), 2)]
     rows = connection.execute(
         select(
             LEADS.c.external_id,
             both.c.old_score,
             both.c.new_score,
             both.c.new_grade,
-            case((new_match, literal("+")), else_=literal("-")).label("sign"),
+            *(value for pair in pairs for value in pair),
         )
-        .join_from(both, LEADS, LEADS.c.id == both.c.id)
-        .where(old_match != new_match)
+        .join_from(LEADS, both, both.c.id == LEADS.c.id)
+        .where(or_(*(old != new for old, new in pairs)))
         .order_by(LEADS.c.external_id)
     ).all()
-    moves = tuple(
-        LeadMove(row.external_id, row.sign, row.old_score, row.new_score, row.new_grade)
-        for row in rows
-    )
-    return RuleCrossing(
-        rule_id=rule.id,
-        newly=sum(1 for move in moves if move.sign == "+"),
-        no_longer=sum(1 for move in moves if move.sign == "-"),
-        moves=moves,
-    )
+    crossings = []
+    for index, rule in enumerate(rules):
+        moves = tuple(
+            LeadMove(
+                row.external_id,
+                "+" if row[4 + 2 * index + 1] else "-",
+                row.old_score,
+                row.new_score,
+                row.new_grade,
+            )
+            for row in rows
+            if row[4 + 2 * index] != row[4 + 2 * index + 1]
+        )
+        crossings.append(
+            RuleCrossing(
+                rule_id=rule.id,
+                newly=sum(1 for move in moves if move.sign == "+"),
+                no_longer=sum(1 for move in moves if move.sign == "-"),
+                moves=moves,
+            )
+        )
+    return tuple(crossings)
