@@ -350,3 +350,28 @@ class TestScores:
         assert out[4] == (
             "step 1 (t.yaml:15:9): scores: the rules under test have no scoring: model"
         )
+
+    def test_mistakes_in_scores_are_located(
+        self, here: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        (here / "t.yaml").write_text(
+            HEADER
+            + """\
+tests:
+  - name: mistakes
+    steps:
+      - at: +0m
+        scores:
+          - {lead: L1}
+          - {lead: L1, scor: 3}
+          - {lead: L1, fit: many}
+""",
+            encoding="utf-8",
+        )
+        code, out, _err = run(capsys, "t.yaml")
+        assert code == 1
+        assert out[4:7] == [
+            "t.yaml:12:13: scores: give one or more of score, fit, engagement, grade",
+            "t.yaml:13:24: unknown key 'scor'; did you mean 'score'?",
+            "t.yaml:14:29: fit: expected a whole number, found 'many'",
+        ]

@@ -272,3 +272,38 @@ class TestScoringPlan:
         assert plan(capsys, "--base", "HEAD")[0] == 0
         assert state() == before
         engine.dispose()
+
+
+class TestScoringPlanEdges:
+    """Turning the model off is the mirror image; the crossings count toward --max-affected."""
+
+    def test_turning_the_model_off(
+        self, scoring_repo: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        git(scoring_repo, "commit", "-q", "-am", "scoring on")
+        scoring = scoring_repo / "rules" / "scoring.yaml"
+        scoring.write_text(
+            scoring.read_text(encoding="utf-8").replace("enabled: true", "enabled: false"),
+            encoding="utf-8",
+        )
+        code, out = plan(capsys, "--base", "HEAD", "--limit", "1")
+        assert code == 0
+        assert out[2:6] == [
+            "~ scoring model (disabled): scores from the model at HEAD, from the CRM in the "
+            "working tree; 5 of 6 leads' scores change",
+            "    score change: -20 or less: 2, -19 to -10: 1, -9 to -1: 0, +1 to +9: 1, "
+            "+10 to +19: 0, +20 or more: 1; largest fall -37, largest rise +60",
+            "    mql-assignment reads score: 1 newly matching, 1 no longer matching",
+            "      + lead L2: 10 -> 70",
+        ]
+
+    def test_max_affected_counts_the_crossings(
+        self, scoring_repo: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        code = main(["plan", "--now", NOW, "--base", "HEAD", "--max-affected", "1"])
+        captured = capsys.readouterr()
+        assert code == 1
+        assert captured.out.splitlines()[-1] == (
+            "3 rules unchanged. 2 leads and 0 deals would be treated differently."
+        )
+        assert "error: this change would treat 2 leads and deals differently" in captured.err
