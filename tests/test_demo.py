@@ -4,6 +4,7 @@ engagement and fade without it, and one followed lead crosses the MQL threshold.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -53,5 +54,13 @@ def test_one_simulated_day(
         f"Why this score:       LEADFLOW_DATABASE__URL=sqlite:///{state / 'leadflow.db'} "
         "leadflow score explain L00407" in lines
     )
-    assert any(line.startswith("Scoring: the model in ") for line in lines)
+    assert any(
+        re.fullmatch(
+            r"Scoring: the model in \S*rules/scoring\.yaml runs turned on here \(enabled: true "
+            r"for the demo's store only; your rules folder is unchanged\): score = fit \+ "
+            r"engagement, engagement fades\.",
+            line,
+        )
+        for line in lines
+    )
     assert (ROOT / "rules" / "scoring.yaml").read_bytes() == scoring

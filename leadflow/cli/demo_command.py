@@ -89,9 +89,14 @@ def _scores(console: Console, run: DemoRun, store: str) -> None:
     """A few leads' scores day by day, the moment one becomes an MQL, and where to ask why."""
     from rich.table import Table
 
+    how = (
+        "runs turned on here (enabled: true for the demo's store only; your rules folder is "
+        "unchanged)"
+        if run.turned_on
+        else "runs as in your rules folder"
+    )
     console.print(
-        f"Scoring: the model in {run.scoring} runs turned on here (enabled: true for the demo's "
-        "store only; your rules folder is unchanged): score = fit + engagement, engagement fades.",
+        f"Scoring: the model in {run.scoring} {how}: score = fit + engagement, engagement fades.",
         highlight=False,
         soft_wrap=True,
     )

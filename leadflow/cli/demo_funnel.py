@@ -158,7 +158,9 @@ def seed(engine: Engine, rng: random.Random, leads: int = LEADS_IN_DEMO) -> None
 class DemoRun:
     reports: list[DayReport]
     scoring: str | None
-    """The scoring model's file, turned on for the demo; None when the rules have none."""
+    """The scoring model's file; None when the rules have none."""
+    turned_on: bool
+    """The model is ``enabled: false`` in the rules folder and ran turned on for the demo."""
     followed: list[FollowedLead]
     crossing: Crossing | None
 
@@ -206,18 +208,20 @@ def run_demo_funnel(
         if progress is not None:
             progress(done, total)
 
-    rule_set = with_scoring_on(runtime.load_rules())
+    loaded = runtime.load_rules()
+    rule_set = with_scoring_on(loaded)
     end = START + timedelta(days=days)
     reports = tick_over_range(runtime, rule_set, START, end, step, on_step=after_step)
     model = rule_set.scoring
-    run = DemoRun(reports, None, [], None)
+    run = DemoRun(reports, None, False, [], None)
     if model is not None:
         day_ends = [
             min(START.replace(hour=0) + timedelta(days=day + 1), end) - step
             for day in range(len(reports))
         ]
         leads, crossing = followed(engine, model, day_ends)
-        run = DemoRun(reports, model.location.file, leads, crossing)
+        turned_on = loaded.scoring is not None and not loaded.scoring.enabled
+        run = DemoRun(reports, model.location.file, turned_on, leads, crossing)
     engine.dispose()
     return run
 

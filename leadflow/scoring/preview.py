@@ -1,10 +1,10 @@
 """What a change of the scoring model would do to every lead's score, computed without writing.
 
 ``leadflow plan`` compares two rule sets. When their scoring models differ (one added,
-removed, changed, enabled or disabled), each lead's score is computed under both sides in one
-SELECT in the database, as the rescoring pass would compute it (fit + engagement + the
-lead's adjustment, and the grade); a side without an *enabled* model keeps the stored score,
-as leadflow would. The preview reports how many scores move and by how much, and for every
+removed, changed, enabled or disabled), each lead's score is computed under both sides in the
+database, by SELECTs that write nothing, as the rescoring pass would compute it (fit +
+engagement + the lead's adjustment, and the grade); a side without an *enabled* model keeps
+the stored score, as leadflow would. The preview reports how many scores move and by how much, and for every
 enabled lead rule that reads ``score`` (the MQL rule), which leads would newly match and which
 would stop matching: the rule's own WHERE, evaluated against the leads with their ``score``
 replaced by each side's.
