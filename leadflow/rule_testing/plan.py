@@ -9,8 +9,8 @@ Each rule is evaluated against the store as it is: what one rule's actions would
 another rule (an MQL no longer nurtured) is not simulated, as in ``leadflow run --dry-run``.
 
 When the scoring model differs, every lead's score is computed under both sides (in the
-database, without writing: :mod:`leadflow.scoring.preview`) and the plan shows how the scores
-move and which leads would cross the lead rules that read ``score``, the MQL threshold first.
+database, without writing: :mod:`leadflow.rule_testing.scoring_preview`) and the plan shows
+how the scores move and which leads would cross the lead rules that read ``score``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from leadflow.errors import Problem, ProblemsError, UserInputError
 from leadflow.rule_language.loader import RULE_FILE_SUFFIXES, load_rule_set
 from leadflow.rule_language.model import RuleSet
 from leadflow.rule_testing.plan_scoring import scoring_markdown, scoring_text
-from leadflow.scoring.preview import ScoringPreview, preview_scoring
+from leadflow.rule_testing.scoring_preview import ScoringPreview, preview_scoring
 
 GIT_TIMEOUT = 30
 Status = Literal["added", "removed", "changed"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from leadflow.scoring.preview import LeadMove, RuleCrossing, ScoringPreview
+from leadflow.rule_testing.scoring_preview import LeadMove, RuleCrossing, ScoringPreview
 
 _SIGNS = {"added": "+", "removed": "-", "changed": "~", "enabled": "~", "disabled": "~"}
 _CROSSING = {"+": "newly matching", "-": "no longer matching"}

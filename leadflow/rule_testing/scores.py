@@ -21,7 +21,7 @@ from datetime import datetime
 from sqlalchemy import Engine, select
 
 from leadflow.rule_language.model import Located, RuleSet
-from leadflow.scoring.preview import scored_leads
+from leadflow.rule_testing.scoring_preview import scored_leads
 from leadflow.store.tables import LEADS
 
 SCORE_FIELDS = ("score", "fit", "engagement", "grade")
