@@ -1,7 +1,7 @@
 """``leadflow plan`` with a changed scoring model: every lead's score under both sides, compared.
 
-A rules repository whose base commit holds the shipped model (``enabled: false``: the CRM's
-scores count) and a store of six leads with hand-computed scores under the shipped model at
+A rules repository whose base commit holds a scoring model (``enabled: false``: the CRM's
+scores count) and a store of six leads with hand-computed scores under that model at
 2026-03-02T09:00Z. Turning the model on moves five scores; one lead newly reaches the MQL rule
 and one stops matching it. On SQLite and PostgreSQL alike, and nothing is written.
 """
@@ -22,10 +22,68 @@ from leadflow.store.database import create_store_engine
 from leadflow.store.tables import LEADS, SCORE_CHANGES
 
 REPO = Path(__file__).resolve().parent.parent
+MODEL = """\
+scoring:
+  description: Fit by industry, size and region plus engagement that halves every two weeks.
+  enabled: false
+  fit:
+    - id: target-industry
+      when: {field: attributes.industry, in: [software, fintech, healthcare]}
+      points: 20
+    - id: mid-market-or-larger
+      when: {field: attributes.employees, at_least: 200}
+      points: 15
+    - id: served-region
+      when: {field: attributes.region, in: [Central, East, West]}
+      points: 5
+    - id: free-mail-address
+      description: A personal address is rarely a buyer.
+      when:
+        any:
+          - {field: email, ends_with: "@gmail.com"}
+          - {field: email, ends_with: "@yahoo.com"}
+          - {field: email, ends_with: "@hotmail.com"}
+      points: -15
+  engagement:
+    - id: pricing-page
+      activity: page_view
+      when: {field: properties.url, contains: /pricing}
+      points: 10
+      half_life: 7d
+      cap: 20
+    - id: page-view
+      activity: page_view
+      points: 2
+      half_life: 14d
+      cap: {points: 6, per: 1d}
+    - id: content-download
+      activity: [download, webinar]
+      points: 8
+      half_life: 30d
+      cap: 24
+    - id: email-engagement
+      activity: [email_open, email_click]
+      points: 1
+      half_life: 14d
+      cap: 5
+    - id: form-fill
+      activity: form_fill
+      points: 15
+      window: 90d
+    - id: unsubscribed
+      activity: unsubscribe
+      points: -20
+  grades:
+    fit: {A: 35, B: 20, C: 5}
+    engagement: {1: 30, 2: 15, 3: 5}
+"""
+"""A scoring model of the test's own (fit by industry, size, region and address), shipped
+``enabled: false``: the hand computations below do not move when rules/scoring.yaml does."""
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 NOW = "2026-03-02T09:00:00Z"
 
 LEADS_AT_T0: list[tuple[str, int, str, str, dict[str, Any]]] = [
+    # Under MODEL at T0:
     # fit 20+15+5 = 40; pricing view now 10 + page view 2 + form fill 15 = 27 -> 67, A2
     (
         "L1",
@@ -130,7 +188,7 @@ def seed(store_url: str) -> None:
 
 @pytest.fixture
 def scoring_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_url: str) -> Path:
-    """The shipped rules committed; the working tree turns the scoring model on."""
+    """The shipped rules and MODEL committed; the working tree turns the model on."""
     repo = tmp_path / "rules-repo"
     repo.mkdir()
     (repo / "config.yaml").write_text(
@@ -139,6 +197,7 @@ def scoring_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_url: str
         encoding="utf-8",
     )
     shutil.copytree(REPO / "rules", repo / "rules")
+    (repo / "rules" / "scoring.yaml").write_text(MODEL, encoding="utf-8")
     seed(store_url)
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", ".")
