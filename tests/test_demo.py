@@ -28,31 +28,31 @@ def test_one_simulated_day(
     lines = out.splitlines()
     rows = [line.strip("│ ").split("│") for line in lines if line.startswith("│ Mon 02 Mar")]
     assert [[cell.strip() for cell in row] for row in rows] == [
-        ["Mon 02 Mar", "89", "123", "41", "79", "748", "1039"],
+        ["Mon 02 Mar", "92", "131", "43", "79", "740", "1042"],
     ]
     state = tmp_path / "state" / "demo"
     mail = list((state / "maildir" / "new").glob("*.eml"))
-    assert len(mail) == 1043
-    assert f"1043 emails were delivered as .eml files into {state / 'maildir' / 'new'}." in out
+    assert len(mail) == 1044
+    assert f"1044 emails were delivered as .eml files into {state / 'maildir' / 'new'}." in out
     scores = [
         [cell.strip() for cell in line.strip("│ ").split("│")]
         for line in lines
         if line.startswith("│ L00")
     ]
     assert scores == [
-        ["L00407", "66 = 40+26 A2", "65 = 40+25 A2"],  # engaged, then fading
+        ["L00407", "66 = 25+41 A1", "65 = 25+40 A1"],  # engaged, then fading
         ["L00412", "50 = 10+40 C1", "49 = 10+39 C1"],  # engaged weeks ago: fading
-        ["L00403", "40 = 40+0 A4", "40 = 40+0 A4"],  # fit only
+        ["L00403", "25 = 25+0 A4", "25 = 25+0 A4"],  # fit only
     ]
     assert (
-        "L00407 engaged on Mon 02 Mar (UTC): 07:00 40 (the model's first pass) -> "
-        "09:00 42 (email_open, email_click) -> 11:00 46 (page_view /product, page_view /blog) "
-        "-> 13:00 54 (download) -> 15:00 66 (page_view /pricing); it crossed 60 and became an "
-        "MQL in the same tick, assigned to Rep 05." in lines
+        "L00407 engaged on Mon 02 Mar (UTC): 07:00 25 (the model's first pass) -> "
+        "09:00 27 (email_open, email_click) -> 11:00 31 (page_view /product, page_view /blog) "
+        "-> 13:00 54 (download, form_fill) -> 15:00 66 (page_view /pricing); it crossed 60 and "
+        "became an MQL in the same tick, assigned to Rep 11." in lines
     )
     assert (
         f"Why this score:       LEADFLOW_DATABASE__URL=sqlite:///{state / 'leadflow.db'} "
-        "leadflow score explain L00407" in lines
+        "leadflow score explain L00407 --at 2026-03-02T15:00:00Z" in lines
     )
     assert any(
         re.fullmatch(

@@ -123,7 +123,9 @@ def _scores(console: Console, run: DemoRun, store: str) -> None:
         soft_wrap=True,
     )
     console.print(
-        f"Why this score:       {store} leadflow score explain {crossing.external_id}",
+        # --at: the folder's model is off, so explain's default instant would be the real now.
+        f"Why this score:       {store} leadflow score explain {crossing.external_id} "
+        f"--at {crossing.at:%Y-%m-%dT%H:%M:%SZ}",
         highlight=False,
         soft_wrap=True,
     )

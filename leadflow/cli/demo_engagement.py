@@ -110,6 +110,7 @@ RISING_STORY: tuple[tuple[int, str, dict[str, Any]], ...] = (
     (4, "page_view", {"url": "/product"}),
     (4, "page_view", {"url": "/blog"}),
     (6, "download", {"asset": "buyers-guide.pdf"}),
+    (6, "form_fill", {"form": "contact"}),
     (8, "page_view", {"url": "/pricing"}),
 )
 
@@ -167,7 +168,13 @@ def followed(
     """The followed leads' scores at each day's end, read back from the score history."""
     with engine.connect() as connection:
         leads = connection.execute(
-            select(LEADS.c.id, LEADS.c.external_id, LEADS.c.attributes, LEADS.c.email)
+            select(
+                LEADS.c.id,
+                LEADS.c.external_id,
+                LEADS.c.company,
+                LEADS.c.attributes,
+                LEADS.c.email,
+            )
             .where(LEADS.c.id.in_(STORY_LEADS))
             .order_by(LEADS.c.id)
         ).all()
@@ -190,8 +197,9 @@ def followed(
             grade = model.grades.grade(fit, engagement) if model.grades else ""
             days.append(ScoreDay(last[-1].new_score, fit, engagement, grade))
         attributes = lead.attributes or {}
+        # What the shipped model's fit reads: company, region, the address.
         profile = (
-            f"{attributes.get('industry')}, {attributes.get('employees')} staff, "
+            f"{lead.company or 'no company'}, {attributes.get('region')}, "
             f"@{lead.email.split('@', 1)[1]}"
         )
         rows.append(FollowedLead(lead.external_id, profile, tuple(days)))
