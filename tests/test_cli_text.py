@@ -74,7 +74,7 @@ class TestEverydayCommands:
         }
         expected = {path.name for path in folder.glob("*.yaml")}
         assert ran == expected
-        assert out.splitlines()[-1].startswith(f"{'=' * 30} 8 passed in ")
+        assert out.splitlines()[-1].startswith(f"{'=' * 30} 13 passed in ")
 
     def test_empty_folder_is_one_line(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -1,7 +1,10 @@
-"""``leadflow demo``, the README's first command: a sample funnel moving, shown day by day."""
+"""``leadflow demo``, the README's first command: a sample funnel moving, shown day by day, with
+the rules folder's scoring model turned on for the demo's own store: scores rise with
+engagement and fade without it, and one followed lead crosses the MQL threshold."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -14,21 +17,50 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_one_simulated_day(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The deterministic sample gives the same first day every time, and its mail lands."""
+    """The deterministic sample gives the same first day every time, its mail lands, the followed
+    leads' scores move as their activities say, and the user's scoring file stays disabled."""
     monkeypatch.setenv("LEADFLOW_PATHS__STATE", str(tmp_path / "state"))
     monkeypatch.setenv("LEADFLOW_LOG__LEVEL", "error")
+    scoring = (ROOT / "rules" / "scoring.yaml").read_bytes()
     code = main(["-c", str(ROOT / "config.yaml"), "demo", "--days", "1"])
     out = capsys.readouterr().out
     assert code == 0
-    rows = [
-        line.strip("│ ").split("│") for line in out.splitlines() if line.startswith("│ Mon 02 Mar")
-    ]
+    lines = out.splitlines()
+    rows = [line.strip("│ ").split("│") for line in lines if line.startswith("│ Mon 02 Mar")]
     assert [[cell.strip() for cell in row] for row in rows] == [
-        ["Mon 02 Mar", "92", "109", "34", "79", "750", "1030"]
+        ["Mon 02 Mar", "92", "131", "43", "79", "740", "1042"],
     ]
-    mail = list((tmp_path / "state" / "demo" / "maildir" / "new").glob("*.eml"))
-    assert len(mail) == 1040
+    state = tmp_path / "state" / "demo"
+    mail = list((state / "maildir" / "new").glob("*.eml"))
+    assert len(mail) == 1044
+    assert f"1044 emails were delivered as .eml files into {state / 'maildir' / 'new'}." in out
+    scores = [
+        [cell.strip() for cell in line.strip("│ ").split("│")]
+        for line in lines
+        if line.startswith("│ L00")
+    ]
+    assert scores == [
+        ["L00407", "66 = 25+41 A1", "65 = 25+40 A1"],  # engaged, then fading
+        ["L00412", "50 = 10+40 C1", "49 = 10+39 C1"],  # engaged weeks ago: fading
+        ["L00403", "25 = 25+0 A4", "25 = 25+0 A4"],  # fit only
+    ]
     assert (
-        f"1040 emails were delivered as .eml files into {tmp_path / 'state' / 'demo' / 'maildir' / 'new'}."
-        in out
+        "L00407 engaged on Mon 02 Mar (UTC): 07:00 25 (the model's first pass) -> "
+        "09:00 27 (email_open, email_click) -> 11:00 31 (page_view /product, page_view /blog) "
+        "-> 13:00 54 (download, form_fill) -> 15:00 66 (page_view /pricing); it crossed 60 and "
+        "became an MQL in the same tick, assigned to Rep 11." in lines
     )
+    assert (
+        f"Why this score:       LEADFLOW_DATABASE__URL=sqlite:///{state / 'leadflow.db'} "
+        "leadflow score explain L00407 --at 2026-03-02T15:00:00Z" in lines
+    )
+    assert any(
+        re.fullmatch(
+            r"Scoring: the model in \S*rules/scoring\.yaml runs turned on here \(enabled: true "
+            r"for the demo's store only; your rules folder is unchanged\): score = fit \+ "
+            r"engagement, engagement fades\.",
+            line,
+        )
+        for line in lines
+    )
+    assert (ROOT / "rules" / "scoring.yaml").read_bytes() == scoring

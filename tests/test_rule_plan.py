@@ -73,7 +73,7 @@ def rules_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sqlite_template:
     repo = tmp_path / "rules-repo"
     repo.mkdir()
     (repo / "config.yaml").write_text(
-        f"paths:\n  templates: {REPO / 'templates'}\nattributes:\n  leads: {{region: string}}\n",
+        f"paths:\n  templates: {REPO / 'templates'}\nattributes:\n  leads: {{region: string, industry: string, employees: integer}}\n",
         encoding="utf-8",
     )
     shutil.copytree(REPO / "rules", repo / "rules")

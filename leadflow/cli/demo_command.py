@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from leadflow.cli.console import data_console
 from leadflow.cli.context import cli_context
+
+MQL_THRESHOLD = 60
+"""The shipped mql-assignment rule's threshold, named when the followed lead crosses it."""
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from leadflow.cli.demo_funnel import DemoRun
 
 
 def demo(
@@ -33,7 +41,7 @@ def demo(
     )
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("simulating, two hours a step", total=days * 12)
-        reports = run_demo_funnel(
+        run = run_demo_funnel(
             settings,
             folder,
             days=days,
@@ -49,7 +57,7 @@ def demo(
         "emails delivered",
         title="The funnel, day by day",
     )
-    for report in reports:
+    for report in run.reports:
         table.add_row(
             report.day,
             str(report.mqls),
@@ -60,8 +68,10 @@ def demo(
             str(report.emails_delivered),
         )
     console.print(table)
-    emails = len(list((folder / "maildir" / "new").glob("*.eml")))
     store = f"LEADFLOW_DATABASE__URL=sqlite:///{folder / 'leadflow.db'}"
+    if run.scoring is not None:
+        _scores(console, run, store)
+    emails = len(list((folder / "maildir" / "new").glob("*.eml")))
     console.print(
         f"{emails} emails were delivered as .eml files into {folder / 'maildir' / 'new'}.",
         highlight=False,
@@ -72,4 +82,50 @@ def demo(
     )
     console.print(
         f"How the funnel stands: {store} leadflow status", highlight=False, soft_wrap=True
+    )
+
+
+def _scores(console: Console, run: DemoRun, store: str) -> None:
+    """A few leads' scores day by day, the moment one becomes an MQL, and where to ask why."""
+    from rich.table import Table
+
+    how = (
+        "runs turned on here (enabled: true for the demo's store only; your rules folder is "
+        "unchanged)"
+        if run.turned_on
+        else "runs as in your rules folder"
+    )
+    console.print(
+        f"Scoring: the model in {run.scoring} {how}: score = fit + engagement, engagement fades.",
+        highlight=False,
+        soft_wrap=True,
+    )
+    days = (report.day.rsplit(" ", 1)[0] for report in run.reports)  # "Mon 02 Mar"
+    table = Table("lead", *days, title="Score = fit + engagement and grade, at each day's end")
+    for lead in run.followed:
+        cells = [f"{day.score} = {day.fit}+{day.engagement} {day.grade}" for day in lead.days]
+        table.add_row(f"{lead.external_id}\n{lead.profile}", *cells)
+    console.print(table)
+    crossing = run.crossing
+    if crossing is None:
+        return
+    owner = f", assigned to {crossing.owner}" if crossing.owner else ""
+    crossed = (
+        f"crossed {MQL_THRESHOLD}"
+        if crossing.old_score < MQL_THRESHOLD <= crossing.new_score
+        else f"reached {crossing.new_score}"
+    )
+    steps = " -> ".join(f"{at:%H:%M} {score} ({what})" for at, score, what in crossing.steps)
+    console.print(
+        f"{crossing.external_id} engaged on {crossing.at:%a %d %b} (UTC): {steps}; it {crossed} "
+        f"and became an MQL in the same tick{owner}.",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(
+        # --at: the folder's model is off, so explain's default instant would be the real now.
+        f"Why this score:       {store} leadflow score explain {crossing.external_id} "
+        f"--at {crossing.at:%Y-%m-%dT%H:%M:%SZ}",
+        highlight=False,
+        soft_wrap=True,
     )

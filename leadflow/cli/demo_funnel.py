@@ -1,28 +1,42 @@
 """A realistic sample funnel and a fast simulated clock: what ``leadflow demo`` shows.
 
 The sample is generated deterministically (reps with managers in three regional pools, leads
-with scores, a year of won deals and some open ones, activities), written to a store of its
-own under ``state/demo/`` so the demo never touches real data, and the shipped rules then run
-hour by hour on a simulated clock, with email delivered into the demo's maildir.
+with the attributes the scoring model reads and 60 days of activities, a year of won deals and
+some open ones), written to a store of its own under ``state/demo/`` so the demo never touches
+real data, and the shipped rules then run two hours a step on a simulated clock, with email
+delivered into the demo's maildir. The rules folder's scoring model runs turned on (in this
+store only, the folder is not edited): scores rise as leads engage and fade as they do not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, insert, select
 
+from leadflow.cli.demo_engagement import (
+    Crossing,
+    FollowedLead,
+    engage,
+    followed,
+    history,
+    insert_activities,
+    lead_profile,
+)
 from leadflow.clock import SettableClock
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.simulation import DayReport, tick_over_range
 from leadflow.mail.transports import transport_for
 from leadflow.outbox.delivery import drain
+from leadflow.rule_language.model import RuleSet
 from leadflow.settings import Settings
 from leadflow.store.database import create_store_engine, migrate
 from leadflow.store.tables import ACTIVITIES, DEALS, LEADS, REPS
@@ -51,7 +65,10 @@ def demo_settings(settings: Settings, folder: Path) -> Settings:
     )
 
 
-def seed(engine: Engine, rng: random.Random, leads: int = 1200) -> None:
+LEADS_IN_DEMO = 1200
+
+
+def seed(engine: Engine, rng: random.Random, leads: int = LEADS_IN_DEMO) -> None:
     """Reps (3 managers, 12 reps), ``leads`` leads, 400 deals, activities; all deterministic."""
     old = START - timedelta(days=400)
     reps: list[dict[str, Any]] = []
@@ -84,18 +101,19 @@ def seed(engine: Engine, rng: random.Random, leads: int = 1200) -> None:
         )
     lead_rows = []
     for index in range(leads):
-        score = int(rng.triangular(0, 75, 30))
+        score = int(rng.triangular(0, 75, 30))  # the CRM's; the scoring model replaces it
+        email, attributes = lead_profile(rng, index + 1, rng.choice(REGIONS))
         lead_rows.append(
             {
                 "id": index + 1,
                 "external_id": f"L{index + 1:05d}",
-                "email": f"lead{index + 1}@customer{index % 400}.test",
+                "email": email,
                 "name": f"Lead {index + 1}",
                 "company": f"Customer {index % 400}",
                 "score": score,
                 "stage": "lead" if score < 60 else "subscriber",
                 "stage_entered_at": START - timedelta(days=rng.randint(0, 40)),
-                "attributes": {"region": rng.choice(REGIONS)},
+                "attributes": attributes,
                 "unsubscribed": rng.random() < 0.03,
                 "do_not_email": False,
                 "hard_bounced": False,
@@ -133,6 +151,26 @@ def seed(engine: Engine, rng: random.Random, leads: int = 1200) -> None:
         connection.execute(
             insert(DEALS), [{**deal, "created_at": old, "updated_at": old} for deal in deal_rows]
         )
+    insert_activities(engine, history(rng, leads, START))
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    reports: list[DayReport]
+    scoring: str | None
+    """The scoring model's file; None when the rules have none."""
+    turned_on: bool
+    """The model is ``enabled: false`` in the rules folder and ran turned on for the demo."""
+    followed: list[FollowedLead]
+    crossing: Crossing | None
+
+
+def with_scoring_on(rule_set: RuleSet) -> RuleSet:
+    """The rule set with its scoring model enabled, for the demo's own store only."""
+    model = rule_set.scoring
+    if model is None or model.enabled:
+        return rule_set
+    return dataclasses.replace(rule_set, scoring=dataclasses.replace(model, enabled=True))
 
 
 def run_demo_funnel(
@@ -142,7 +180,7 @@ def run_demo_funnel(
     days: int = 5,
     step: timedelta = timedelta(hours=2),
     progress: Callable[[int, int], None] | None = None,
-) -> list[DayReport]:
+) -> DemoRun:
     """Seed a fresh demo store under ``folder`` and run the funnel over ``days``."""
     from leadflow.service.channels import channels_for  # the service package loads on use
 
@@ -162,6 +200,7 @@ def run_demo_funnel(
 
     def after_step(now: datetime) -> None:
         nonlocal done
+        insert_activities(engine, engage(rng, LEADS_IN_DEMO, START, now + step))
         _owners_follow_up(engine, rng, now)
         channels = channels_for(settings, transport)
         asyncio.run(drain(engine, settings, clock, channels, once=True))
@@ -169,22 +208,27 @@ def run_demo_funnel(
         if progress is not None:
             progress(done, total)
 
-    reports = tick_over_range(
-        runtime, runtime.load_rules(), START, START + timedelta(days=days), step, on_step=after_step
-    )
+    loaded = runtime.load_rules()
+    rule_set = with_scoring_on(loaded)
+    end = START + timedelta(days=days)
+    reports = tick_over_range(runtime, rule_set, START, end, step, on_step=after_step)
+    model = rule_set.scoring
+    run = DemoRun(reports, None, False, [], None)
+    if model is not None:
+        day_ends = [
+            min(START.replace(hour=0) + timedelta(days=day + 1), end) - step
+            for day in range(len(reports))
+        ]
+        leads, crossing = followed(engine, model, day_ends)
+        turned_on = loaded.scoring is not None and not loaded.scoring.enabled
+        run = DemoRun(reports, model.location.file, turned_on, leads, crossing)
     engine.dispose()
-    return reports
+    return run
 
 
 def _owners_follow_up(engine: Engine, rng: random.Random, now: datetime) -> None:
-    """Leads engage (scores rise); reps call about half of their new MQLs within hours."""
+    """Reps call about half of their new MQLs within hours."""
     with engine.begin() as connection:
-        for lead_id in rng.sample(range(1, 1201), 12):
-            connection.execute(
-                LEADS.update()
-                .where(LEADS.c.id == lead_id)
-                .values(score=LEADS.c.score + rng.randint(5, 25))
-            )
         fresh = connection.execute(
             select(LEADS.c.id, LEADS.c.owner_id).where(
                 LEADS.c.stage == "mql",

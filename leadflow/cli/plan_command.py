@@ -32,13 +32,23 @@ def plan_rules(
         ),
     ] = None,
     sample: Annotated[
-        int, typer.Option("--sample", min=0, help="Leads/deals listed per rule and change.")
+        int,
+        typer.Option(
+            "--sample",
+            "--limit",
+            min=0,
+            help="Leads/deals listed per rule and change (and per score rule's crossing).",
+        ),
     ] = 10,
     now: Annotated[
         str | None, typer.Option("--now", help="Evaluate as of this ISO time (default: now).")
     ] = None,
 ) -> None:
-    """Evaluate the rules at --base and the working rules against the store; print the difference."""
+    """Evaluate the rules at --base and the working rules against the store; print the difference.
+
+    A changed scoring model is evaluated too: how every lead's score would move, and which
+    leads would newly match (or stop matching) the rules that read the score.
+    """
     from sqlalchemy.exc import DBAPIError
 
     from leadflow.engine.runtime import Runtime

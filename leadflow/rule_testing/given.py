@@ -118,6 +118,8 @@ class GivenActivity(BaseModel):
     actor: str | None = None
     occurred_at: Instant | None = None
     properties: dict[str, Any] = {}
+    machine: bool = False
+    """A mail privacy proxy's open or a link scanner's click: recorded, worth no points."""
 
 
 MODELS: Mapping[ImportKind, type[BaseModel]] = {
@@ -303,6 +305,7 @@ class _Writer:
                 actor_id=self._id(REPS, item, "actor", activity.actor),
                 occurred_at=occurred,
                 properties=activity.properties,
+                machine=activity.machine,
                 created_at=self.now,
             )
         )

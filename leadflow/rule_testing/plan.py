@@ -7,6 +7,10 @@ longer be, and which would be acted on differently. Nothing is written to the st
 
 Each rule is evaluated against the store as it is: what one rule's actions would change for
 another rule (an MQL no longer nurtured) is not simulated, as in ``leadflow run --dry-run``.
+
+When the scoring model differs, every lead's score is computed under both sides (in the
+database, without writing: :mod:`leadflow.rule_testing.scoring_preview`) and the plan shows
+how the scores move and which leads would cross the lead rules that read ``score``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from leadflow.engine.tick import run_due_rules
 from leadflow.errors import Problem, ProblemsError, UserInputError
 from leadflow.rule_language.loader import RULE_FILE_SUFFIXES, load_rule_set
 from leadflow.rule_language.model import RuleSet
+from leadflow.rule_testing.plan_scoring import scoring_markdown, scoring_text
+from leadflow.rule_testing.scoring_preview import ScoringPreview, preview_scoring
 
 GIT_TIMEOUT = 30
 Status = Literal["added", "removed", "changed"]
@@ -65,11 +71,20 @@ class Plan:
     rules: tuple[RulePlan, ...]
     unchanged_rules: int
     streams: tuple[tuple[str, Status], ...]
+    scoring: ScoringPreview | None = None
+    """How a changed scoring model would move the scores; None when it did not change."""
 
     @property
     def affected(self) -> frozenset[str]:
-        """Every lead and deal some rule would treat differently."""
-        return frozenset(change.subject for rule in self.rules for change in rule.changes)
+        """Every lead and deal some rule would treat differently, score crossings included."""
+        crossing = (
+            {f"lead {move.external_id}" for rule in self.scoring.rules for move in rule.moves}
+            if self.scoring is not None
+            else set()
+        )
+        return (
+            frozenset(change.subject for rule in self.rules for change in rule.changes) | crossing
+        )
 
 
 def _git(folder: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
@@ -220,6 +235,7 @@ def plan_change(
         unchanged_rules=len(base_rules.keys() & working_rules.keys())
         - len(differing & base_rules.keys() & working_rules.keys()),
         streams=_stream_changes(base, working),
+        scoring=preview_scoring(runtime.engine, base, working, now),
     )
 
 
@@ -294,8 +310,10 @@ def render_text(plan: Plan, *, sample: int = 10) -> list[str]:
             lines.append(f"    actions at {plan.base_ref}: {'; '.join(rule.base_actions or ())}")
             lines.append(f"    actions now: {'; '.join(rule.working_actions or ())}")
     lines += [f"{signs[status]} stream {stream} ({status})" for stream, status in plan.streams]
-    if not plan.rules and not plan.streams:
-        lines.append("No rule or stream changed.")
+    if plan.scoring is not None:
+        lines += scoring_text(plan.scoring, plan.base_ref, sample=sample)
+    if not plan.rules and not plan.streams and plan.scoring is None:
+        lines.append("No rule, stream or scoring model changed.")
     lines += ["", f"{_plural(plan.unchanged_rules, 'rule')} unchanged. {_affected_line(plan)}"]
     return lines
 
@@ -334,7 +352,9 @@ def render_markdown(plan: Plan, *, sample: int = 10) -> list[str]:
             lines.append(f"- error: `{rule.error}`")
         lines += [f"- {_WORDS[sign]}: {subject}" for sign, subject in shown]
         lines += ["", "</details>"]
-    if not plan.rules and not plan.streams:
-        lines.append("No rule or stream changed.")
+    if plan.scoring is not None:
+        lines += scoring_markdown(plan.scoring, plan.base_ref, sample=sample)
+    if not plan.rules and not plan.streams and plan.scoring is None:
+        lines.append("No rule, stream or scoring model changed.")
     lines += ["", f"{_plural(plan.unchanged_rules, 'rule')} unchanged."]
     return lines

@@ -56,6 +56,7 @@ def text_report(files: list[FileResult], seconds: float) -> list[str]:
         if result.problems:
             lines.append(f"{result.label} ERROR")
         lines += [f"{case.node_id} {case.outcome.upper()}" for case in result.cases]
+        lines += [f"{result.label}: note: {note}" for note in result.notes]
     errors = [(r.label, r.problems) for r in files if r.problems] + [
         (case.node_id, [case.error or ""])
         for r in files
@@ -81,7 +82,7 @@ def text_report(files: list[FileResult], seconds: float) -> list[str]:
 def failure_lines(failure: StepFailure) -> list[str]:
     step = failure.step
     return [
-        f"step {step.number} at {step.shown_at} ({step.where}): the actions differ",
+        f"step {step.number} at {step.shown_at} ({step.where}): {failure.what}",
         *failure.diff,
     ]
 
@@ -127,8 +128,10 @@ def _junit_case(suite: ElementTree.Element, outcome: CaseResult) -> None:
         error = ElementTree.SubElement(case, "error", message=outcome.error or "error")
         error.text = outcome.error
     elif outcome.outcome == "failed":
-        first = outcome.failures[0].step
+        first = outcome.failures[0]
         failure = ElementTree.SubElement(
-            case, "failure", message=f"step {first.number} ({first.where}): the actions differ"
+            case,
+            "failure",
+            message=f"step {first.step.number} ({first.step.where}): {first.what}",
         )
         failure.text = "\n".join(line for f in outcome.failures for line in failure_lines(f))

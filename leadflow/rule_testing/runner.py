@@ -33,6 +33,7 @@ from leadflow.rule_language.model import RuleSet
 from leadflow.rule_testing.actions import Action, diff_lines, matches
 from leadflow.rule_testing.given import apply_given
 from leadflow.rule_testing.observed import actions_since, watermark
+from leadflow.rule_testing.scores import model_note, observed_scores, score_differences
 from leadflow.rule_testing.spec import RuleTestCase, RuleTestFile, Step, read_test_file
 from leadflow.settings import Settings
 from leadflow.store.database import create_store_engine
@@ -48,6 +49,7 @@ class StepFailure:
     step: Step
     diff: list[str]
     actual: list[Action]
+    what: str = "the actions differ"
 
 
 @dataclass
@@ -72,6 +74,8 @@ class FileResult:
     cases: list[CaseResult] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    """What the reader should know about how the file ran (a disabled model evaluated)."""
 
 
 def run_test_files(paths: list[Path], base_config: Path | None = None) -> list[FileResult]:
@@ -81,7 +85,8 @@ def run_test_files(paths: list[Path], base_config: Path | None = None) -> list[F
         started = time.perf_counter()
         try:
             test_file = read_test_file(path, base_config)
-            result = FileResult(test_file.label, run_test_file(test_file))
+            cases, notes = run_test_file(test_file)
+            result = FileResult(test_file.label, cases, notes=notes)
         except ProblemsError as exc:
             result = FileResult(_shown(path), problems=[str(p) for p in exc.problems])
         except UserInputError as exc:
@@ -91,12 +96,16 @@ def run_test_files(paths: list[Path], base_config: Path | None = None) -> list[F
     return results
 
 
-def run_test_file(test_file: RuleTestFile) -> list[CaseResult]:
-    """Run every case of ``test_file``; a rule set that does not load raises ProblemsError."""
+def run_test_file(test_file: RuleTestFile) -> tuple[list[CaseResult], list[str]]:
+    """Run every case of ``test_file``, and say what the report should note; a rule set that
+    does not load raises ProblemsError."""
     settings = test_file.settings
     catalog = TemplateCatalog(settings.path(settings.paths.templates), settings)
     rule_set = load_rules_under_test(test_file.rules, settings, catalog)
-    return [run_case(test_file, case, rule_set, catalog) for case in test_file.cases]
+    cases = [run_case(test_file, case, rule_set, catalog) for case in test_file.cases]
+    expects_scores = any(step.scores for case in test_file.cases for step in case.steps)
+    note = model_note(rule_set) if expects_scores else None
+    return cases, [note] if note else []
 
 
 def load_rules_under_test(
@@ -176,9 +185,18 @@ def _run_step(runtime: Runtime, rule_set: RuleSet, step: Step) -> StepFailure | 
         raise UserInputError(msg)
     actual = actions_since(engine, mark)
     expected = list(step.expect)
-    if matches(expected, actual):
-        return None
-    return StepFailure(step, diff_lines(expected, actual), actual)
+    if step.expects_actions and not matches(expected, actual):
+        return StepFailure(step, diff_lines(expected, actual), actual)
+    if step.scores:
+        if rule_set.scoring is None:
+            msg = f"step {step.number} ({step.where}): scores: the rules under test have no scoring: model"
+            raise UserInputError(msg)
+        leads = [item.lead for item in step.scores]
+        observed = observed_scores(engine, rule_set, step.at, leads)
+        differences = score_differences(step.scores, observed)
+        if differences:
+            return StepFailure(step, differences, actual, "the scores differ")
+    return None
 
 
 @contextmanager

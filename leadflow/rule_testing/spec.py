@@ -19,6 +19,8 @@ A rule test file (YAML)::
           - at: +4h                  # or a time
             given: {activities: [{lead: L1, type: call, actor: r1}]}
             expect: []               # nothing happens
+          - at: +7d                  # scores: the scoring model's result per lead
+            scores: [{lead: L1, score: 52, fit: 40, engagement: 12, grade: A3}]
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from leadflow.rule_language.yaml_source import Path as NodePath
 from leadflow.rule_language.yaml_source import SourceDocument, parse_document
 from leadflow.rule_testing.actions import KINDS, TIME_FIELDS, Action, time_text, value_text
 from leadflow.rule_testing.given import KIND_ORDER, MODELS, GivenBatch, InlineRecord, read_instant
+from leadflow.rule_testing.scores import SCORE_FIELDS, ExpectedScore
 from leadflow.settings import ImportKind, Settings
 from leadflow.suggestions import did_you_mean
 
@@ -69,7 +72,16 @@ class CaseSpec(_Spec):
 class StepSpec(_Spec):
     at: Any
     given: dict[str, Any] | None = None
-    expect: list[Any]
+    expect: list[Any] | None = None
+    scores: list[Any] | None = None
+
+
+class ScoreSpec(_Spec):
+    lead: str = Field(min_length=1)
+    score: int | None = None
+    fit: int | None = None
+    engagement: int | None = None
+    grade: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +93,9 @@ class Step:
     where: Located
     given: tuple[GivenBatch, ...]
     expect: tuple[Action, ...]
+    scores: tuple[ExpectedScore, ...] = ()
+    expects_actions: bool = True
+    """False when the step gives only ``scores:``: its actions are then not compared."""
 
 
 @dataclass(frozen=True)
@@ -265,16 +280,48 @@ class _Reader:
         return RuleTestCase(case.name, start, self.located(path), given, tuple(steps))
 
     def _step(self, raw: Any, path: NodePath, number: int, start: datetime) -> Step | None:
+        if isinstance(raw, dict) and "expect" not in raw and "scores" not in raw:
+            self.problem(
+                path, "a step expects actions (expect: [...]), scores (scores: [...]) or both"
+            )
         step = self.validate(StepSpec, raw, path)
         if not isinstance(step, StepSpec):
             return None
         at = self.time(step.at, (*path, "at"), start)
         if at is None:
             return None
+        if step.expect is None and step.scores is None:
+            return None
         given = self.given(step.given, (*path, "given"), at)
-        expect = tuple(self._expected(step.expect, (*path, "expect"), at))
+        expect = tuple(self._expected(step.expect or [], (*path, "expect"), at))
+        scores = tuple(self._scores(step.scores or [], (*path, "scores")))
         shown = at.astimezone(self.zone).isoformat(timespec="seconds")
-        return Step(number, at, shown, self.located(path), given, expect)
+        return Step(
+            number,
+            at,
+            shown,
+            self.located(path),
+            given,
+            expect,
+            scores,
+            expects_actions=step.expect is not None,
+        )
+
+    def _scores(self, raws: list[Any], path: NodePath) -> Iterable[ExpectedScore]:
+        for index, raw in enumerate(raws):
+            here = (*path, index)
+            spec = self.validate(ScoreSpec, raw, here)
+            if not isinstance(spec, ScoreSpec):
+                continue
+            given = [name for name in SCORE_FIELDS if name in spec.model_fields_set]
+            if not given:
+                self.problem(here, f"scores: give one or more of {', '.join(SCORE_FIELDS)}")
+                continue
+            values = tuple(
+                (name, None if getattr(spec, name) is None else str(getattr(spec, name)))
+                for name in given
+            )
+            yield ExpectedScore(spec.lead, values, self.located(here))
 
     def given(
         self, raw: dict[str, Any] | None, path: NodePath, anchor: datetime
