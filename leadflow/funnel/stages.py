@@ -1,0 +1,124 @@
+"""Stage counts and stage-to-stage conversion, by period and by cohort (docs/report.md).
+
+- **entered**: entries into the stage in the period (a lead entering twice counts twice);
+- **period conversion A -> B**: entries into B in the period / entries into A in the period;
+- **cohort conversion A -> B**: of the leads that entered A in the period (their first such
+  entry), the share with an entry into B after it, up to the period's end;
+- **recycled**: entries into ``recycled`` in the period; **re-qualified**: of the leads recycled
+  in the period (first such entry), those that entered the MQL stage after it by the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Subquery, and_, case, exists, func, or_, select
+from sqlalchemy.orm import aliased
+
+from leadflow.funnel.groups import labelled, lead_group
+from leadflow.funnel.history import stays
+from leadflow.funnel.period import Period
+from leadflow.funnel.sql import instant, share
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """``converted`` of ``base`` went from ``from_stage`` to ``to_stage``; ``kind`` is
+    ``cohort`` or ``period`` (for ``period``, the counts are entries, not leads)."""
+
+    group: str
+    kind: str
+    from_stage: str
+    to_stage: str
+    base: int
+    converted: int
+
+    @property
+    def rate(self) -> float | None:
+        return share(self.converted, self.base)
+
+
+def entries_by_stage(connection: Connection, period: Period) -> dict[tuple[str, str], int]:
+    """(group, stage) -> entries of leads into the stage in the period."""
+    entries = stays("lead")
+    grp = _group(connection, period, entries, entries.c.entered)
+    query = (
+        select(grp, entries.c.stage, func.count())
+        .where(_within(entries.c.entered, period))
+        .group_by(grp, entries.c.stage)
+    )
+    return {(row[0], row[1]): int(row[2]) for row in connection.execute(query)}
+
+
+def conversions(
+    connection: Connection, period: Period, pairs: Sequence[tuple[str, str]]
+) -> list[Conversion]:
+    """Period and cohort conversion for each (from, to) of ``pairs``, per group."""
+    counts = entries_by_stage(connection, period)
+    groups = sorted({group for group, _stage in counts})
+    found: list[Conversion] = []
+    for group in groups:
+        for low, high in pairs:
+            base, converted = counts.get((group, low), 0), counts.get((group, high), 0)
+            found.append(Conversion(group, "period", low, high, base, converted))
+    for low, high in pairs:
+        found += _cohort(connection, period, low, high)
+    return sorted(found, key=lambda c: (c.kind, c.group))
+
+
+def _cohort(connection: Connection, period: Period, low: str, high: str) -> list[Conversion]:
+    """Of the leads whose first entry into ``low`` in the period, those entering ``high``
+    after it (later time, or the same time recorded after) by the period's end."""
+    entries = stays("lead")
+    first = (
+        select(
+            entries,
+            func.row_number()
+            .over(partition_by=entries.c.subject_id, order_by=(entries.c.entered, entries.c.id))
+            .label("nth"),
+        )
+        .where(entries.c.stage == low, _within(entries.c.entered, period))
+        .subquery("cohort")
+    )
+    later = aliased(stays("lead"), name="later")
+    reached = exists().where(
+        later.c.subject_id == first.c.subject_id,
+        later.c.stage == high,
+        or_(
+            later.c.entered > first.c.entered,
+            and_(later.c.entered == first.c.entered, later.c.id > first.c.id),
+        ),
+        later.c.entered < instant(period.end),
+    )
+    grp = _group(connection, period, first, first.c.entered)
+    query = (
+        select(grp, func.count(), func.sum(case((reached, 1), else_=0)))
+        .where(first.c.nth == 1)
+        .group_by(grp)
+    )
+    return [
+        Conversion(row[0], "cohort", low, high, int(row[1]), int(row[2] or 0))
+        for row in connection.execute(query)
+    ]
+
+
+def requalified(
+    connection: Connection, period: Period, recycled: str, mql: str
+) -> list[Conversion]:
+    """Leads recycled in the period (their first such entry) that became MQLs again by the end,
+    as a cohort conversion ``recycled -> mql``."""
+    return _cohort(connection, period, recycled, mql)
+
+
+def _group(connection: Connection, period: Period, rows: Subquery, at: Any) -> Any:
+    dialect = connection.dialect.name
+    expression = lead_group(
+        period.by, rows.c.subject_id, rows.c.owner_id, at, dialect, instant(period.end)
+    )
+    return labelled(expression)
+
+
+def _within(column: Any, period: Period) -> Any:
+    return and_(column >= instant(period.start), column < instant(period.end))
