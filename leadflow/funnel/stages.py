@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Subquery, and_, case, exists, func, or_, select
-from sqlalchemy.orm import aliased
+from sqlalchemy import Connection, Subquery, and_, case, func, literal, or_, select, union_all
 
 from leadflow.funnel.groups import labelled, lead_group
-from leadflow.funnel.history import stays
+from leadflow.funnel.history import is_entry, stays
 from leadflow.funnel.period import Period
 from leadflow.funnel.sql import instant, share
+from leadflow.store.tables import STAGE_CHANGES
 
 
 @dataclass(frozen=True)
@@ -70,32 +70,87 @@ def conversions(
 
 def _cohort(connection: Connection, period: Period, low: str, high: str) -> list[Conversion]:
     """Of the leads whose first entry into ``low`` in the period, those entering ``high``
-    after it (later time, or the same time recorded after) by the period's end."""
-    entries = stays("lead")
+    after it (later time, or the same time recorded after) by the period's end.
+
+    Read from ``stage_changes`` itself, not from the stays: the cohort's rows come from the
+    ``(to_stage, at)`` index and each lead's later entries from the ``(lead_id, id)`` one."""
+    changes = STAGE_CHANGES.c
     first = (
         select(
-            entries,
+            changes.lead_id.label("subject_id"),
+            changes.id,
+            changes.at.label("entered"),
+            changes.to_owner_id.label("owner_id"),
             func.row_number()
-            .over(partition_by=entries.c.subject_id, order_by=(entries.c.entered, entries.c.id))
+            .over(partition_by=changes.lead_id, order_by=(changes.at, changes.id))
             .label("nth"),
         )
-        .where(entries.c.stage == low, _within(entries.c.entered, period))
+        .where(
+            changes.lead_id.is_not(None),
+            changes.to_stage == low,
+            is_entry(),
+            _within(changes.at, period),
+        )
         .subquery("cohort")
     )
-    later = aliased(stays("lead"), name="later")
-    reached = exists().where(
-        later.c.subject_id == first.c.subject_id,
-        later.c.stage == high,
-        or_(
-            later.c.entered > first.c.entered,
-            and_(later.c.entered == first.c.entered, later.c.id > first.c.id),
-        ),
-        later.c.entered < instant(period.end),
+    # The latest entry into ``high`` before the end, per lead: one pass over the (to_stage, at)
+    # index joined to the cohort, where a correlated EXISTS made SQLite scan every ``high``
+    # entry for each lead. The latest entry is after the cohort's entry if any one is.
+    last = (
+        select(
+            changes.lead_id,
+            changes.id,
+            changes.at,
+            func.row_number()
+            .over(partition_by=changes.lead_id, order_by=(changes.at.desc(), changes.id.desc()))
+            .label("nth"),
+        )
+        .where(
+            changes.lead_id.is_not(None),
+            changes.to_stage == high,
+            is_entry(),
+            changes.at < instant(period.end),
+        )
+        .subquery("reached")
     )
-    grp = _group(connection, period, first, first.c.entered)
+    # One row per lead by aggregation (a sort), where a join of the two let SQLite scan one
+    # side for each row of the other.
+    rows = union_all(
+        select(
+            first.c.subject_id.label("lead_id"),
+            first.c.entered.label("at"),
+            first.c.id,
+            first.c.owner_id,
+            literal(0).label("side"),
+        ).where(first.c.nth == 1),
+        select(last.c.lead_id, last.c.at, last.c.id, literal(None), literal(1)).where(
+            last.c.nth == 1
+        ),
+    ).subquery("sides")
+
+    def on(side: int, column: Any) -> Any:
+        return func.max(case((rows.c.side == side, column), else_=None))
+
+    per_lead = (
+        select(
+            rows.c.lead_id.label("subject_id"),
+            on(0, rows.c.at).label("entered"),
+            on(0, rows.c.id).label("id"),
+            on(0, rows.c.owner_id).label("owner_id"),
+            on(1, rows.c.at).label("last_at"),
+            on(1, rows.c.id).label("last_id"),
+        )
+        .group_by(rows.c.lead_id)
+        .subquery("per_lead")
+    )
+    reached = or_(
+        per_lead.c.last_at > per_lead.c.entered,
+        and_(per_lead.c.last_at == per_lead.c.entered, per_lead.c.last_id > per_lead.c.id),
+    )
+    grp = _group(connection, period, per_lead, per_lead.c.entered)
     query = (
         select(grp, func.count(), func.sum(case((reached, 1), else_=0)))
-        .where(first.c.nth == 1)
+        .where(per_lead.c.entered.is_not(None))
         .group_by(grp)
     )
     return [
