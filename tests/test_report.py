@@ -230,6 +230,24 @@ class TestStages:
         }
 
 
+class TestOtherGroups:
+    """Rep, pool and product groupings."""
+
+    def test_by_rep_pool_and_product(self, report_for: Any) -> None:
+        """By rep: entries carry the owner on entry (only L1's sql entry had one: Rita); the
+        pipeline groups by the deal's owner (all Rita's). By pool: L1 and L2 were assigned from
+        east, L3 L4 L5 from west (their latest assignment before the end). By product: the
+        entries are not grouped (all)."""
+        by_rep = report_for(Grouping.rep)
+        assert by_rep.entries[("Rita", "sql")] == 1
+        assert by_rep.entries[("(none)", "mql")] == 4
+        assert [(p.group, p.won, p.lost) for p in by_rep.pipeline] == [("Rita", 3, 1)]
+        by_pool = report_for(Grouping.pool).entries
+        assert (by_pool[("east", "mql")], by_pool[("west", "mql")]) == (2, 2)
+        assert (by_pool[("east", "lead")], by_pool[("west", "lead")]) == (1, 2)
+        assert report_for(Grouping.product).entries[("all", "mql")] == 4
+
+
 class TestTimeInStage:
     """Exact median and p90 (percentile_cont) of the ended stays; open stays apart."""
 
