@@ -8,10 +8,12 @@ counts, the conversions and the times in stage all read.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Subquery, func, or_, select
 
+from leadflow.funnel.sql import instant
 from leadflow.store.tables import STAGE_CHANGES
 
 SUBJECT_KEYS = {"lead": "lead_id", "deal": "deal_id"}
@@ -22,9 +24,10 @@ def is_entry() -> ColumnElement[bool]:
     return or_(changes.from_stage.is_(None), changes.from_stage != changes.to_stage)
 
 
-def stays(subject: str) -> Subquery:
+def stays(subject: str, before: datetime) -> Subquery:
     """Columns ``subject_id``, ``id``, ``stage``, ``owner_id`` (the owner on entry),
-    ``entered``, ``left_at`` (null while still in the stage), for ``lead`` or ``deal`` entries."""
+    ``entered``, ``left_at`` (null while still in the stage), for ``lead`` or ``deal`` entries
+    made ``before`` (a period's end: a stay left after it is open at the end, as if not left)."""
     changes = STAGE_CHANGES.c
     key = changes[SUBJECT_KEYS[subject]]
     following: Any = func.lead(changes.at).over(partition_by=key, order_by=(changes.at, changes.id))
@@ -37,6 +40,6 @@ def stays(subject: str) -> Subquery:
             changes.at.label("entered"),
             following.label("left_at"),
         )
-        .where(key.is_not(None), is_entry())
+        .where(key.is_not(None), is_entry(), changes.at < instant(before))
         .subquery(f"{subject}_stays")
     )

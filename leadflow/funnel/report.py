@@ -50,12 +50,13 @@ def build_report(engine: Engine, settings: Settings, period: Period, now: dateti
     weekly = Period(period.start, period.end, Grouping.week)
     by_product = Period(period.start, period.end, Grouping.product)
     with engine.connect() as connection, connection.begin():
+        entries = entries_by_stage(connection, period)
         return Report(
             period=period,
             generated_at=now,
             stages=stages.all(),
-            entries=entries_by_stage(connection, period),
-            conversions=conversions(connection, period, pairs),
+            entries=entries,
+            conversions=conversions(connection, period, pairs, counts=entries),
             requalified=requalified(connection, period, RECYCLED, stages.mql),
             lead_times=stage_times(connection, period, "lead", (order[-1], "disqualified")),
             deal_times=stage_times(connection, period, "deal", DEAL_OUTCOMES),
@@ -64,7 +65,5 @@ def build_report(engine: Engine, settings: Settings, period: Period, now: dateti
             open_by_stage=open_value_by_stage(connection, period),
             sla=sla_compliance(connection, period, lambda name: calendar_named(settings, name)),
             attribution=attribution(connection, period, stages.mql),
-            weekly_conversions=[
-                c for c in conversions(connection, weekly, pairs) if c.kind == "period"
-            ],
+            weekly_conversions=conversions(connection, weekly, pairs, cohorts=False),
         )

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, Subquery, and_, case, func, literal, or_, select, union_all
 
 from leadflow.funnel.groups import labelled, lead_group
-from leadflow.funnel.history import is_entry, stays
+from leadflow.funnel.history import is_entry
 from leadflow.funnel.period import Period
 from leadflow.funnel.sql import instant, share
 from leadflow.store.tables import STAGE_CHANGES
@@ -41,29 +41,42 @@ class Conversion:
 
 
 def entries_by_stage(connection: Connection, period: Period) -> dict[tuple[str, str], int]:
-    """(group, stage) -> entries of leads into the stage in the period."""
-    entries = stays("lead")
-    grp = _group(connection, period, entries, entries.c.entered)
-    query = (
-        select(grp, entries.c.stage, func.count())
-        .where(_within(entries.c.entered, period))
-        .group_by(grp, entries.c.stage)
+    """(group, stage) -> entries of leads into the stage in the period (from the ``at`` index)."""
+    changes = STAGE_CHANGES.c
+    entries = (
+        select(
+            changes.lead_id.label("subject_id"),
+            changes.to_stage.label("stage"),
+            changes.to_owner_id.label("owner_id"),
+            changes.at.label("entered"),
+        )
+        .where(changes.lead_id.is_not(None), is_entry(), _within(changes.at, period))
+        .subquery("entries")
     )
+    grp = _group(connection, period, entries, entries.c.entered)
+    query = select(grp, entries.c.stage, func.count()).group_by(grp, entries.c.stage)
     return {(row[0], row[1]): int(row[2]) for row in connection.execute(query)}
 
 
 def conversions(
-    connection: Connection, period: Period, pairs: Sequence[tuple[str, str]]
+    connection: Connection,
+    period: Period,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    counts: dict[tuple[str, str], int] | None = None,
+    cohorts: bool = True,
 ) -> list[Conversion]:
-    """Period and cohort conversion for each (from, to) of ``pairs``, per group."""
-    counts = entries_by_stage(connection, period)
+    """Period (from ``counts``, the :func:`entries_by_stage` when already counted) and, with
+    ``cohorts``, cohort conversion for each (from, to) of ``pairs``, per group."""
+    if counts is None:
+        counts = entries_by_stage(connection, period)
     groups = sorted({group for group, _stage in counts})
     found: list[Conversion] = []
     for group in groups:
         for low, high in pairs:
             base, converted = counts.get((group, low), 0), counts.get((group, high), 0)
             found.append(Conversion(group, "period", low, high, base, converted))
-    for low, high in pairs:
+    for low, high in pairs if cohorts else ():
         found += _cohort(connection, period, low, high)
     return sorted(found, key=lambda c: (c.kind, c.group))
 

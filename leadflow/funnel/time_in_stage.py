@@ -42,7 +42,7 @@ def stage_times(
     ``terminal`` (a customer, a won deal) is where a stay ends for good: no time, no stall."""
     dialect = connection.dialect.name
     end = instant(period.end)
-    every = stays(subject)
+    every = stays(subject, period.end)
     rows = select(every).where(every.c.stage.not_in(terminal)).subquery("stays")
     closed_group = _group(connection, period, subject, rows, rows.c.left_at)
     ended = (
