@@ -14,12 +14,12 @@ import pytest
 from sqlalchemy import Engine, insert
 
 from leadflow.engine.sales_cycle import average_cycle
-from leadflow.engine.stage_history import change_row
 from leadflow.funnel.period import Grouping, Period
 from leadflow.funnel.report import Report, build_report
 from leadflow.funnel.sections import sections
 from leadflow.rule_language.conditions import IdleBeyondAverageCycle
 from leadflow.store.database import transaction
+from leadflow.store.stage_history import change_row
 from leadflow.store.tables import ACTIVITIES, AUDIT, DEALS, LEADS, REPS, SLA_TIMERS, STAGE_CHANGES
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # Monday 09:00 UTC

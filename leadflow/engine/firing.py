@@ -23,7 +23,6 @@ from leadflow.engine.firing_batch import Enrollment, FiringBatch
 from leadflow.engine.nurture import exit_reason
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.sla_timers import NewSlaTimer, new_sla_timer
-from leadflow.engine.stage_history import change_row
 from leadflow.mail.context import email_context
 from leadflow.mail.enqueue import counts_for_cap, email_row
 from leadflow.rule_language.actions import (
@@ -42,6 +41,7 @@ from leadflow.rule_language.fields import Subject
 from leadflow.rule_language.model import Rule, RuleSet
 from leadflow.store.email_addresses import is_recipient
 from leadflow.store.models import Deal, Lead, Rep
+from leadflow.store.stage_history import change_row
 
 log = structlog.get_logger("leadflow.engine")
 

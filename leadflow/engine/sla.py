@@ -21,13 +21,13 @@ from leadflow.engine.business_hours import calendar_named
 from leadflow.engine.due_rows import handle_due_rows
 from leadflow.engine.runtime import Runtime, StopSignal
 from leadflow.engine.sla_timers import level_due, new_sla_timer
-from leadflow.engine.stage_history import change_row
 from leadflow.mail.context import email_context
 from leadflow.mail.enqueue import enqueue_email
 from leadflow.mail.templates import TemplateCatalog
 from leadflow.rule_language.actions import Assign, StartSla
 from leadflow.rule_language.model import RuleSet
 from leadflow.store.models import Lead, Rep, SlaTimer
+from leadflow.store.stage_history import change_row
 from leadflow.store.tables import ACTIVITIES, SLA_TIMERS, STAGE_CHANGES
 
 log = structlog.get_logger("leadflow.sla")

@@ -42,14 +42,15 @@ def render_tables(report: Report, sections: dict[str, list[Row]], output: Path |
     from rich.console import Console
     from rich.table import Table
 
-    from leadflow.cli.console import data_console
-
+    # Markup and highlighting off, as every command's console: CRM names are data, not markup.
     if output is not None:
         handle = output.open("w", encoding="utf-8")
         console = Console(file=handle, markup=False, highlight=False, width=160)
     else:
         handle = None
-        console = data_console(min_width=120)
+        console = Console(markup=False, highlight=False)
+        if console.width < MIN_WIDTH:
+            console = Console(markup=False, highlight=False, width=MIN_WIDTH)
     period = report.period
     console.print(
         f"Funnel report {period.start.isoformat()} to {period.end.isoformat()} (end excluded), "
@@ -71,6 +72,9 @@ def render_tables(report: Report, sections: dict[str, list[Row]], output: Path |
     if handle is not None:
         handle.close()
 
+
+MIN_WIDTH = 140
+"""Tables stay unwrapped in a narrow terminal."""
 
 _TEXT = {
     "group",

@@ -26,7 +26,6 @@ from sqlalchemy import (
     update,
 )
 
-from leadflow.engine.stage_history import record_entries
 from leadflow.errors import ImportRowError
 from leadflow.ingest.mapping import ColumnPlan
 from leadflow.ingest.references import RepDirectory, ids_by_external_id
@@ -34,6 +33,7 @@ from leadflow.ingest.values import range_reason
 from leadflow.ingest.writers import Counts, Prepared, Shape
 from leadflow.settings import ImportKind, ImportMapping, Settings
 from leadflow.store.id_ranges import chunks
+from leadflow.store.stage_history import record_entries
 from leadflow.store.tables import ACTIVITIES, DEALS, LEADS
 
 Record = dict[str, Any]

@@ -27,7 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-from leadflow.engine.stage_history import change_row, record_entries
+from leadflow.store.stage_history import change_row, record_entries
 from leadflow.store.tables import AUDIT, LEADS, STAGE_CHANGES
 from leadflow.store.types import UTCDateTime
 
