@@ -49,13 +49,20 @@ def week_of(dialect: str, column: Any) -> ColumnElement[Any]:
 
 
 def quantiles(
-    values: Subquery, groups: Sequence[str], value: str, percents: Sequence[int]
+    values: Subquery,
+    groups: Sequence[str],
+    value: str,
+    percents: Sequence[int],
+    *,
+    sums: Sequence[str] = (),
 ) -> Select[Any]:
-    """Per group of ``values`` (columns ``groups``): ``size`` (how many) and the ``q{p}`` percentile
-    (percentile_cont) of column ``value`` for each of ``percents``."""
+    """Per group of ``values`` (columns ``groups``): ``size`` (how many), the ``q{p}``
+    percentile (percentile_cont) of column ``value`` for each of ``percents``, and the sum of
+    each column of ``sums`` under its own name."""
     keys = [values.c[name] for name in groups]
     ranked = select(
         *keys,
+        *(values.c[name] for name in sums),
         values.c[value].label("v"),
         func.row_number().over(partition_by=keys, order_by=values.c[value]).label("rn"),
         func.count().over(partition_by=keys).label("n"),
@@ -75,6 +82,7 @@ def quantiles(
                 )
             ).label(f"q{percent}")
         )
+    columns += [func.sum(ranked.c[name]).label(name) for name in sums]
     query = select(*columns)
     if groups:
         query = query.group_by(*(ranked.c[name] for name in groups))

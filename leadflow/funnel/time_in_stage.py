@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, literal, or_, select
+from sqlalchemy import Connection, and_, case, literal, or_, select
 
 from leadflow.funnel.groups import deal_group, labelled, lead_group
 from leadflow.funnel.history import stays
@@ -44,48 +44,35 @@ def stage_times(
     end = instant(period.end)
     every = stays(subject, period.end)
     rows = select(every).where(every.c.stage.not_in(terminal)).subquery("stays")
-    closed_group = _group(connection, period, subject, rows, rows.c.left_at)
-    ended = (
-        select(
-            closed_group,
-            rows.c.stage,
-            days_between(dialect, rows.c.left_at, rows.c.entered).label("days"),
-        )
-        .where(rows.c.left_at >= instant(period.start), rows.c.left_at < end)
-        .subquery("ended")
-    )
-    open_group = _group(connection, period, subject, rows, rows.c.entered)
+    # One pass over the stays: the ended ones and the open ones side by side (a stay is one or
+    # the other or neither), measured and ranked together.
+    ended = and_(rows.c.left_at >= instant(period.start), rows.c.left_at < end)
+    still_open = and_(rows.c.entered < end, or_(rows.c.left_at.is_(None), rows.c.left_at >= end))
     age = days_between(dialect, end, rows.c.entered)
     default = period.default_stall.total_seconds() / 86400
     named = [(rows.c.stage == stage, days) for stage, days in _stalls(period).items()]
     threshold: Any = case(*named, else_=default) if named else literal(default)
-    still_open = and_(rows.c.entered < end, or_(rows.c.left_at.is_(None), rows.c.left_at >= end))
-    opened = (
+    # Grouped by week, an ended stay is in the week it ended, an open one in the week it began.
+    event_at = case((ended, rows.c.left_at), else_=rows.c.entered)
+    measured = (
         select(
-            open_group,
+            case((ended, literal("ended")), else_=literal("open")).label("side"),
+            _group(connection, period, subject, rows, event_at),
             rows.c.stage,
-            age.label("days"),
-            case((age > threshold, 1), else_=0).label("stalled"),
+            case((ended, days_between(dialect, rows.c.left_at, rows.c.entered)), else_=age).label(
+                "days"
+            ),
+            case((and_(still_open, age > threshold), 1), else_=0).label("stalled"),
         )
-        .where(still_open)
-        .subquery("opened")
+        .where(or_(ended, still_open))
+        .subquery("measured")
     )
-    closed_stats = {
-        (r.grp, r.stage): r
-        for r in connection.execute(quantiles(ended, ["grp", "stage"], "days", [50, 90]))
-    }
-    open_stats = {
-        (r.grp, r.stage): r
-        for r in connection.execute(quantiles(opened, ["grp", "stage"], "days", [50]))
-    }
-    stalled = {
-        (r[0], r[1]): int(r[2] or 0)
-        for r in connection.execute(
-            select(opened.c.grp, opened.c.stage, func.sum(opened.c.stalled)).group_by(
-                opened.c.grp, opened.c.stage
-            )
-        )
-    }
+    stats: dict[str, dict[tuple[str, str], Any]] = {"ended": {}, "open": {}}
+    query = quantiles(measured, ["side", "grp", "stage"], "days", [50, 90], sums=["stalled"])
+    for r in connection.execute(query):
+        stats[r.side][(r.grp, r.stage)] = r
+    closed_stats, open_stats = stats["ended"], stats["open"]
+    stalled = {key: int(r.stalled or 0) for key, r in open_stats.items()}
     found = []
     for key in sorted(set(closed_stats) | set(open_stats)):
         done, still = closed_stats.get(key), open_stats.get(key)
