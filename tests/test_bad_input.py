@@ -33,7 +33,7 @@ from leadflow.engine.tick import run_due_rules
 from leadflow.errors import UserInputError
 from leadflow.ingest import import_file
 from leadflow.ingest.runner import ImportReport
-from leadflow.store.tables import IMPORT_RUNS, LEADS, OUTBOX, REPS
+from leadflow.store.tables import IMPORT_RUNS, LEADS, OUTBOX, REPS, STAGE_CHANGES
 from tests.conftest import T0
 from tests.http_support import Api, build_app, http_settings, runtime_for
 from tests.replica_support import MQL_RULE, REPO, seed_funnel
@@ -81,6 +81,7 @@ FUZZ = settings(
 
 def empty(engine: Engine) -> None:
     with engine.begin() as connection:
+        connection.execute(delete(STAGE_CHANGES))  # an import records each lead's first stage
         connection.execute(delete(LEADS))
         connection.execute(delete(IMPORT_RUNS))
 

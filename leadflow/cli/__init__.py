@@ -24,6 +24,7 @@ from leadflow.cli import (
     mail_commands,
     plan_command,
     prune_command,
+    report_command,
     rule_test_command,
     run_command,
     schema_command,
@@ -84,6 +85,7 @@ app.command("send")(mail_commands.send)
 app.command("outbox")(mail_commands.outbox)
 app.command("import")(import_command.import_records)
 app.command("status")(status_command.show_status)
+app.command("report")(report_command.show_report)
 app.command("test")(rule_test_command.run_rule_tests)
 app.command("plan")(plan_command.plan_rules)
 app.command("prune")(prune_command.prune_store)

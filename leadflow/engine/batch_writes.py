@@ -3,7 +3,8 @@ batch in a few statements.
 
 A firing (or a nurture step) decides in Python (which rep, which email, which timer) and
 notes its writes here; its batch then writes every item's rows with one multi-row statement
-per kind (lead updates, rule firings, SLA timers, enrollments, outbox rows, audit rows), in
+per kind (lead updates, rule firings, stage changes, SLA timers, enrollments, outbox rows,
+audit rows), in
 the batch's transaction. So a batch of 5,000 firings costs a handful of round trips, not 14
 per firing.
 
@@ -37,6 +38,7 @@ from leadflow.store.tables import (
     NURTURE,
     SCORE_CHANGES,
     SLA_TIMERS,
+    STAGE_CHANGES,
 )
 
 log = structlog.get_logger("leadflow.engine")
@@ -78,6 +80,8 @@ class BatchWrites:
     outbox: list[dict[str, Any]] = field(default_factory=list)
     audit: list[dict[str, Any] | QueuedAudit] = field(default_factory=list)
     score_changes: list[dict[str, Any]] = field(default_factory=list)
+    stage_changes: list[dict[str, Any]] = field(default_factory=list)
+    """``stage_changes`` rows: the stage entries and owner changes of the firings."""
 
     def merge(self, other: BatchWrites) -> None:
         self.rule_firings += other.rule_firings
@@ -95,6 +99,7 @@ class BatchWrites:
         self.outbox += other.outbox
         self.audit += other.audit
         self.score_changes += other.score_changes
+        self.stage_changes += other.stage_changes
 
 
 def write(session: Session, writes: BatchWrites, now: datetime) -> None:
@@ -103,6 +108,7 @@ def write(session: Session, writes: BatchWrites, now: datetime) -> None:
     _update_rows(session, LEADS, writes.lead_changes)
     _insert(session, SCORE_CHANGES, writes.score_changes)
     _update_rows(session, DEALS, writes.deal_changes)
+    _insert(session, STAGE_CHANGES, writes.stage_changes)
     _cancel_slas(session, writes.cancelled_slas, now)
     _insert(session, SLA_TIMERS, writes.sla_timers)
     _update_rows(session, NURTURE, writes.enrollment_changes)

@@ -41,6 +41,7 @@ from leadflow.rule_language.fields import Subject
 from leadflow.rule_language.model import Rule, RuleSet
 from leadflow.store.email_addresses import is_recipient
 from leadflow.store.models import Deal, Lead, Rep
+from leadflow.store.stage_history import change_row
 
 log = structlog.get_logger("leadflow.engine")
 
@@ -87,6 +88,32 @@ class Firing:
             rule_version=self.rule_set.version,
             params={**params, "rule_digest": self.rule.digest},
             evidence=self.evidence,
+        )
+
+    def history(
+        self,
+        *,
+        from_stage: str,
+        to_stage: str,
+        owners: tuple[int | None, int | None],
+        lead_id: int | None = None,
+        deal_id: int | None = None,
+    ) -> None:
+        """Note a ``stage_changes`` row (an entry into ``to_stage``, or an owner change when the
+        stage stays), written with the firing's other rows."""
+        self.batch.staged.stage_changes.append(
+            change_row(
+                at=self.now,
+                lead_id=lead_id,
+                deal_id=deal_id,
+                from_stage=from_stage,
+                to_stage=to_stage,
+                from_owner_id=owners[0],
+                to_owner_id=owners[1],
+                cause="rule",
+                rule_id=self.rule.id,
+                source=self.rule_set.version,
+            )
         )
 
     def rep(self, rep_id: int | None) -> Rep | None:
@@ -177,6 +204,7 @@ def _set_stage(firing: Firing, action: Action, _index: int) -> None:
     lead.stage_entered_at = firing.now
     firing.entered_stage = True
     params: dict[str, Any] = {"from": before, "to": action.stage}
+    owner_before = lead.owner_id
     if lead.owner_id is not None and releases_owner(action.stage, settings.stages):
         # A lead going back to marketing leaves its rep; the rep is remembered so that the
         # lead can return to them if it qualifies again (prefer_previous_owner).
@@ -184,6 +212,12 @@ def _set_stage(firing: Firing, action: Action, _index: int) -> None:
         lead.previous_owner_id = lead.owner_id
         lead.owner_id = None
     firing.audit("stage_changed", params)
+    firing.history(
+        lead_id=lead.id,
+        from_stage=before,
+        to_stage=action.stage,
+        owners=(owner_before, lead.owner_id),
+    )
     _queue_crm_update(firing, "lead.stage_changed", params)
     reason = exit_reason(lead, settings.stages)
     if reason is not None:
@@ -251,6 +285,13 @@ def _assign(firing: Firing, action: Action, _index: int) -> None:
         return
     previous = lead.owner_id
     lead.owner_id = choice.rep.id
+    if previous != lead.owner_id:
+        firing.history(
+            lead_id=lead.id,
+            from_stage=lead.stage,
+            to_stage=lead.stage,
+            owners=(previous, lead.owner_id),
+        )
     firing.audit(
         "assigned",
         {
@@ -408,6 +449,12 @@ def _close_deal(firing: Firing, action: Action, _index: int) -> None:
     assert isinstance(action, CloseDeal)
     deal = firing.deal
     assert deal is not None
+    firing.history(
+        deal_id=deal.id,
+        from_stage=deal.outcome or deal.stage,
+        to_stage=action.outcome,
+        owners=(deal.owner_id, deal.owner_id),
+    )
     deal.outcome = action.outcome
     deal.closed_at = firing.now
     deal.recycle_reason = action.reason

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from leadflow.engine.assignment import StoredRoster, choose_rep
@@ -27,7 +27,8 @@ from leadflow.mail.templates import TemplateCatalog
 from leadflow.rule_language.actions import Assign, StartSla
 from leadflow.rule_language.model import RuleSet
 from leadflow.store.models import Lead, Rep, SlaTimer
-from leadflow.store.tables import ACTIVITIES, SLA_TIMERS
+from leadflow.store.stage_history import change_row
+from leadflow.store.tables import ACTIVITIES, SLA_TIMERS, STAGE_CHANGES
 
 log = structlog.get_logger("leadflow.sla")
 BATCH = 200
@@ -255,6 +256,22 @@ def _reassign(
         return None
     old_owner = lead.owner_id
     lead.owner_id = choice.rep.id
+    session.execute(
+        insert(STAGE_CHANGES),
+        [
+            change_row(
+                at=now,
+                lead_id=lead.id,
+                from_stage=lead.stage,
+                to_stage=lead.stage,
+                from_owner_id=old_owner,
+                to_owner_id=choice.rep.id,
+                cause="reassignment",
+                rule_id=timer.rule_id,
+                source=rule_set.version,
+            )
+        ],
+    )
     _finish(timer, "reassigned", now, f"reassigned to {choice.rep.external_id}")
     fresh = new_sla_timer(
         runtime.settings,

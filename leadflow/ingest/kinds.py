@@ -33,6 +33,7 @@ from leadflow.ingest.values import range_reason
 from leadflow.ingest.writers import Counts, Prepared, Shape
 from leadflow.settings import ImportKind, ImportMapping, Settings
 from leadflow.store.id_ranges import chunks
+from leadflow.store.stage_history import record_entries
 from leadflow.store.tables import ACTIVITIES, DEALS, LEADS
 
 Record = dict[str, Any]
@@ -77,6 +78,11 @@ class KindWriter:
     table: ClassVar[Table]
     columns: ClassVar[Mapping[str, str]]
     """File field -> database column."""
+
+    cause: str = "api"
+    """The cause the stage history gives the stage changes this writer makes: the HTTP API
+    builds writers with this default; an import sets ``import`` and its file (``source``)."""
+    source: str | None = None
 
     def __init__(self, plan: ColumnPlan, settings: Settings, now: datetime, reps: RepDirectory):
         self.plan = plan
@@ -225,6 +231,17 @@ class LeadWriter(KindWriter):
     def update_stage_param() -> Any:
         return bindparam("v_stage")
 
+    def after_write(self, connection: Connection, rows: list[Prepared]) -> None:
+        """Record the stage entries the batch made (new rows, changed stages), in SQL."""
+        record_entries(
+            connection,
+            self.kind,
+            [row.key for row in rows],
+            cause=self.cause,
+            source=self.source,
+            now=self.now,
+        )
+
     def defaults(self) -> dict[str, Any]:
         return {
             **super().defaults(),
@@ -311,6 +328,17 @@ class DealWriter(KindWriter):
         if "lead" in self.fields:
             wanted = {r["lead"] for r in records if r.get("lead") is not None}
             self._leads = ids_by_external_id(connection, LEADS, wanted)
+
+    def after_write(self, connection: Connection, rows: list[Prepared]) -> None:
+        """Record the stage entries the batch made (new rows, changed stages), in SQL."""
+        record_entries(
+            connection,
+            self.kind,
+            [row.key for row in rows],
+            cause=self.cause,
+            source=self.source,
+            now=self.now,
+        )
 
 
 class ActivityWriter(KindWriter):

@@ -120,6 +120,7 @@ def _import(
         with engine.connect() as connection:
             reps = RepDirectory.load(connection, mapping.rep_reference)
         writer = WRITERS[kind](plan, settings, now, reps)
+        writer.cause, writer.source = "import", report.file
         if isinstance(writer, RepWriter):
             with RowSource(path, chosen, mapping.encoding) as again:
                 writer.survey(_readable(plan, again))

@@ -4,7 +4,7 @@ The migrations under ``store/migrations/versions`` build these tables exactly: `
 them, ``0002`` adds ``rule_runs.first_seen_at``, ``0003`` ``store_secrets``, ``0004`` the
 indexes by lead on SLA timers and enrollments, ``0005`` the outbox index retention deletes by,
 ``0006`` lead scoring (the score's parts, ``score_changes``, ``activities.machine``,
-``scoring_runs``). A test compares the schema at the head migration with this metadata so they
+``scoring_runs``), ``0007`` ``stage_changes``. A test compares the schema at the head migration with this metadata so they
 cannot drift.
 """
 
@@ -365,3 +365,36 @@ class ScoringRun(SQLModel, table=True):
     model_version: str = Field(max_length=80)
     last_run_at: datetime = _time(nullable=False)
     changed: int = 0
+
+
+class StageChange(SQLModel, table=True):
+    """One move of a lead or a deal: from a stage to another, or from an owner to another.
+
+    A row whose ``from_stage`` equals its ``to_stage`` is an owner change only; every other row
+    is an entry into ``to_stage`` (``from_stage`` is null for a lead's or deal's first stage).
+    A deal's stage is its outcome once closed (``won``, ``lost``, ``recycled``), its pipeline
+    stage while open. Written in the transaction of the change, by every path that changes it.
+    """
+
+    __tablename__ = "stage_changes"
+    __table_args__ = (
+        Index("ix_stage_changes_lead", "lead_id", "id"),
+        Index("ix_stage_changes_deal", "deal_id", "id"),
+        Index("ix_stage_changes_to_at", "to_stage", "at"),
+        Index("ix_stage_changes_at", "at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    lead_id: int | None = _fk("leads.id")
+    deal_id: int | None = _fk("deals.id")
+    at: datetime = _time(nullable=False)
+    from_stage: str | None = Field(default=None, max_length=60)
+    to_stage: str = Field(max_length=60)
+    from_owner_id: int | None = _fk("reps.id")
+    to_owner_id: int | None = _fk("reps.id")
+    cause: str = Field(max_length=20)
+    """``rule``, ``import``, ``api``, ``reassignment`` (an SLA gave the lead to another rep) or
+    ``migration`` (rebuilt from the audit when the table was created)."""
+    rule_id: str | None = Field(default=None, max_length=200)
+    source: str | None = Field(default=None, max_length=400)
+    """The rule set version of a rule's change, the file of an import."""

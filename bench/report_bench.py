@@ -1,0 +1,294 @@
+"""Report benchmark: ``build_report`` over N leads with their stage history, on SQLite and
+PostgreSQL, beside a naive pure-Python loop over the same rows in the same run.
+
+    .venv/bin/python bench/report_bench.py [--leads N] [--stores sqlite,postgresql]
+
+The store gets N leads (default 1,000,000), each with one to four stage entries over 26 weeks
+(about 2.2 N ``stage_changes`` rows), a deal for every tenth lead (half of them won, a quarter
+lost) and an SLA timer for every fifth (filling is not timed). Then the report of one quarter
+is built (every family: entries, cohort and period conversion, time in stage with percentiles,
+pipeline, SLA compliance, attribution, weekly conversion), and the naive loop computes a part
+of it (entries per stage, median days in stage, win rate and average won cycle per product) by
+reading every history and deal row into Python. Both figures are printed with the machine's
+load average, since the machine may be shared.
+
+PostgreSQL is ``LEADFLOW_BENCH_PG_URL`` (default: the local server's ``test`` database), in a
+schema of its own, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.machine import describe
+from leadflow.config import load_settings
+from leadflow.engine.batch_writes import _insert
+from leadflow.funnel.period import Period
+from leadflow.funnel.report import build_report
+from leadflow.store.database import create_store_engine, migrate
+from leadflow.store.tables import (
+    DEALS,
+    LEADS,
+    REPS,
+    SLA_TIMERS,
+    STAGE_CHANGES,
+)
+
+PG_URL = os.environ.get(
+    "LEADFLOW_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+START = datetime(2026, 1, 5, tzinfo=UTC)
+PATH = ("lead", "mql", "sql", "opportunity")
+CHUNK = 50_000
+
+
+@contextmanager
+def store(kind: str) -> Iterator[Engine]:
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory() as folder:
+            engine = create_store_engine(f"sqlite:///{folder}/report.db")
+            migrate(engine)
+            yield engine
+            engine.dispose()
+        return
+    schema = f"lf_bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    engine = create_store_engine(url.render_as_string(hide_password=False))
+    try:
+        migrate(engine)
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def fill(engine: Engine, leads: int) -> int:
+    """Write the leads, their history, deals and timers; return the history's row count."""
+    rnd = random.Random(15)
+    history_rows = 0
+    with Session(engine) as session, session.begin():
+        _insert(session, REPS, [_rep(n) for n in range(1, 21)])
+    for first in range(1, leads + 1, CHUNK):
+        ids = range(first, min(first + CHUNK, leads + 1))
+        rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for lead_id in ids:
+            _lead(rnd, lead_id, rows)
+        with Session(engine) as session, session.begin():
+            _insert(session, LEADS, rows["leads"])
+            _insert(session, STAGE_CHANGES, rows["history"])
+            _insert(session, DEALS, rows["deals"])
+            _insert(session, SLA_TIMERS, rows["timers"])
+        history_rows += len(rows["history"])
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as connection:
+            connection.execute(text("ANALYZE leads, stage_changes, deals, sla_timers"))
+    return history_rows
+
+
+def _rep(n: int) -> dict[str, Any]:
+    return {
+        "id": n,
+        "external_id": f"r{n}",
+        "name": f"Rep {n}",
+        "email": f"r{n}@x.test",
+        "pools": ["east" if n % 2 else "west"],
+        "timezone": "UTC",
+        "active": True,
+        "capacity": None,
+        "manager_id": None,
+        "out_of_office_until": None,
+        "source_hash": None,
+        "created_at": START,
+        "updated_at": START,
+    }
+
+
+def _lead(rnd: random.Random, lead_id: int, rows: dict[str, list[dict[str, Any]]]) -> None:
+    at = START + timedelta(hours=rnd.uniform(0, 24 * 182))
+    owner = rnd.randint(1, 20)
+    steps = rnd.choice((1, 1, 2, 2, 3, 4))
+    rows["leads"].append(
+        {
+            "id": lead_id,
+            "external_id": f"L{lead_id}",
+            "stage": PATH[steps - 1],
+            "stage_entered_at": at,
+            "score": 0,
+            "score_adjustment": 0,
+            "attributes": {"source": rnd.choice(("ads", "seo", "webinar", "referral"))},
+            "owner_id": owner if steps > 1 else None,
+            "unsubscribed": False,
+            "do_not_email": False,
+            "hard_bounced": False,
+            "created_at": at,
+            "updated_at": at,
+        }
+    )
+    previous: str | None = None
+    for stage in PATH[:steps]:
+        rows["history"].append(
+            {
+                "lead_id": lead_id,
+                "deal_id": None,
+                "at": at,
+                "from_stage": previous,
+                "to_stage": stage,
+                "from_owner_id": None,
+                "to_owner_id": owner if stage != "lead" else None,
+                "cause": "import",
+                "rule_id": None,
+                "source": None,
+            }
+        )
+        if stage == "mql" and lead_id % 5 == 0:
+            rows["timers"].append(_timer(rnd, lead_id, owner, at))
+        previous = stage
+        at += timedelta(days=rnd.expovariate(1 / 7))
+    if lead_id % 10 == 0:
+        rows["deals"].append(_deal(rnd, lead_id, owner, at))
+
+
+def _timer(rnd: random.Random, lead_id: int, owner: int, at: datetime) -> dict[str, Any]:
+    touched = at + timedelta(hours=rnd.expovariate(1 / 5))
+    status = "met" if touched < at + timedelta(hours=4) else "met_late"
+    return {
+        "lead_id": lead_id,
+        "name": "first_touch",
+        "rule_id": "mql",
+        "rule_version": "v1",
+        "owner_id": owner,
+        "started_at": at,
+        "due_at": at + timedelta(hours=4),
+        "calendar": "default",
+        "ladder": [],
+        "met_by": {},
+        "level": 0,
+        "next_escalation_at": None,
+        "status": status,
+        "closed_at": touched,
+        "close_reason": "the owner acted"
+        if status == "met"
+        else "the owner acted after the due time",
+    }
+
+
+def _deal(rnd: random.Random, lead_id: int, owner: int, at: datetime) -> dict[str, Any]:
+    outcome = rnd.choice(("won", "won", "lost", None))
+    return {
+        "external_id": f"D{lead_id}",
+        "lead_id": lead_id,
+        "account": None,
+        "product": rnd.choice(("GTX Basic", "GTX Pro", "MG Special")),
+        "owner_id": owner,
+        "stage": outcome.title() if outcome else "Engaging",
+        "outcome": outcome,
+        "amount": float(rnd.choice((500, 1200, 4800))),
+        "engaged_at": at,
+        "closed_at": at + timedelta(days=rnd.uniform(5, 60)) if outcome else None,
+        "last_activity_at": None,
+        "attributes": {},
+        "recycle_reason": None,
+        "source_hash": None,
+        "created_at": at,
+        "updated_at": at,
+    }
+
+
+def naive(engine: Engine, period: Period) -> dict[str, Any]:
+    """A part of the report the way a script would: every row into Python, then loops."""
+    entries: dict[str, int] = defaultdict(int)
+    by_lead: dict[int, list[tuple[datetime, int, str]]] = defaultdict(list)
+    with engine.connect() as connection:
+        changes = STAGE_CHANGES.c
+        for lead_id, change_id, at, stage in connection.execute(
+            select(changes.lead_id, changes.id, changes.at, changes.to_stage)
+        ):
+            by_lead[lead_id].append((at, change_id, stage))
+        closed = list(
+            connection.execute(
+                select(DEALS.c.product, DEALS.c.outcome, DEALS.c.engaged_at, DEALS.c.closed_at)
+            )
+        )
+    stays: dict[str, list[float]] = defaultdict(list)
+    for rows in by_lead.values():
+        rows.sort()
+        for index, (at, _id, stage) in enumerate(rows):
+            if period.start <= at < period.end:
+                entries[stage] += 1
+            if index + 1 < len(rows):
+                left = rows[index + 1][0]
+                if period.start <= left < period.end:
+                    stays[stage].append((left - at).total_seconds() / 86400)
+    products: dict[str, list[Any]] = defaultdict(lambda: [0, 0, []])
+    for product, outcome, engaged, closed_at in closed:
+        if closed_at is None or not period.start <= closed_at < period.end:
+            continue
+        line = products[product]
+        if outcome == "won":
+            line[0] += 1
+            line[2].append((closed_at - engaged).total_seconds() / 86400)
+        elif outcome == "lost":
+            line[1] += 1
+    return {
+        "entries": dict(entries),
+        "medians": {stage: statistics.median(days) for stage, days in stays.items()},
+        "products": {p: (w / (w + lo), sum(c) / len(c)) for p, (w, lo, c) in products.items()},
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--leads", type=int, default=1_000_000)
+    parser.add_argument("--stores", default="sqlite,postgresql")
+    args = parser.parse_args()
+    settings = load_settings(None, env={}, overrides={}).settings
+    period = Period(START + timedelta(weeks=8), START + timedelta(weeks=21))
+    print(f"# {describe()}; {args.leads:,} leads")
+    for kind in args.stores.split(","):
+        with store(kind) as engine:
+            began = time.perf_counter()
+            history = fill(engine, args.leads)
+            filled = time.perf_counter() - began
+            load = Path("/proc/loadavg").read_text().split()[:3]
+            began = time.perf_counter()
+            report = build_report(engine, settings, period, period.end)
+            built = time.perf_counter() - began
+            began = time.perf_counter()
+            naive(engine, period)
+            looped = time.perf_counter() - began
+            load_after = Path("/proc/loadavg").read_text().split()[:3]
+            print(
+                f"{kind}: {history:,} history rows (filled in {filled:.0f} s); report "
+                f"{built:.2f} s ({len(report.conversions)} conversions, "
+                f"{len(report.lead_times)} stage times, {len(report.sla)} SLA lines); naive loop "
+                f"(a part of it) {looped:.2f} s; load {' '.join(load)} -> {' '.join(load_after)}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""``leadflow report``: the funnel measured over a period (docs/report.md), as a terminal table,
+CSV, JSON or one self-contained HTML file with charts."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from leadflow.cli.context import cli_context
+from leadflow.errors import UserInputError
+
+if TYPE_CHECKING:
+    from leadflow.funnel.period import Period
+
+
+class ReportFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+    html = "html"
+
+
+class ReportGrouping(StrEnum):
+    none = "none"
+    source = "source"
+    pool = "pool"
+    rep = "rep"
+    product = "product"
+    segment = "segment"
+    week = "week"
+
+
+def show_report(
+    ctx: typer.Context,
+    start: Annotated[
+        str, typer.Option("--from", help="First day (2017-01-01) or instant of the period.")
+    ],
+    end: Annotated[
+        str,
+        typer.Option("--to", help="Last day, included (2017-12-31), or instant, excluded."),
+    ],
+    by: Annotated[ReportGrouping, typer.Option("--by", help="Group the metrics by.")] = (
+        ReportGrouping.none
+    ),
+    output_format: Annotated[
+        ReportFormat, typer.Option("--format", help="table, csv, json or html.")
+    ] = ReportFormat.table,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file (html: required).")
+    ] = None,
+    stall: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--stall",
+            help="STAGE=AGE: an open stay older than AGE is a stall (e.g. mql=2d); "
+            "'*=AGE' for every other stage (default 30d).",
+        ),
+    ] = None,
+) -> None:
+    """Measure the funnel over a period: stage counts, conversion, time in stage, stalls,
+    SLA compliance, pipeline and velocity, attribution."""
+    from leadflow.clock import SystemClock
+    from leadflow.funnel.period import Grouping
+    from leadflow.funnel.report import build_report
+    from leadflow.funnel.sections import sections
+
+    period = _period(start, end, Grouping(by.value), stall or [])
+    context = cli_context(ctx)
+    if output_format is ReportFormat.html and output is None:
+        msg = "--format html writes a file: give --output report.html"
+        raise UserInputError(msg)
+    report = build_report(context.engine, context.settings, period, SystemClock().now())
+    rows = sections(report)
+    if output_format is ReportFormat.table:
+        from leadflow.funnel.text import render_tables
+
+        render_tables(report, rows, output)
+        return
+    from leadflow.funnel import files
+
+    text = {
+        ReportFormat.csv: files.csv_text,
+        ReportFormat.json: files.json_text,
+        ReportFormat.html: files.html_text,
+    }[output_format](report, rows)
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+
+
+def _period(start: str, end: str, by: Any, stalls: list[str]) -> Period:
+    from leadflow.durations import parse_duration
+    from leadflow.funnel.period import Period
+
+    first = _instant(start, "--from", end_of_day=False)
+    last = _instant(end, "--to", end_of_day=True)
+    if last <= first:
+        msg = f"--to {end} is not after --from {start}"
+        raise UserInputError(msg)
+    ages: dict[str, timedelta] = {}
+    default = timedelta(days=30)
+    for given in stalls:
+        stage, sep, age = given.partition("=")
+        try:
+            parsed = parse_duration(age) if sep and stage else None
+        except ValueError:
+            parsed = None
+        if parsed is None:
+            msg = f"--stall {given!r}: write STAGE=AGE, e.g. mql=2d"
+            raise UserInputError(msg)
+        if stage == "*":
+            default = parsed
+        else:
+            ages[stage.strip()] = parsed
+    return Period(first, last, by, ages, default)
+
+
+def _instant(text: str, option: str, *, end_of_day: bool) -> datetime:
+    """A date is the day's start in UTC (``--to``: the next day's start, so the day counts)."""
+    try:
+        day = date.fromisoformat(text.strip())
+    except ValueError:
+        day = None
+    if day is not None:
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        return start + timedelta(days=1) if end_of_day else start
+    from leadflow.clock import parse_instant
+
+    try:
+        return parse_instant(text)
+    except ValueError as exc:
+        msg = f"{option}: {exc}"
+        raise UserInputError(msg) from None

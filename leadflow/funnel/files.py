@@ -1,0 +1,47 @@
+"""The report as a file: CSV (one table, a ``section`` column first), JSON (sections of rows),
+HTML (see :mod:`leadflow.funnel.html`)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+from leadflow.funnel.report import Report
+from leadflow.funnel.sections import Row
+
+
+def csv_text(report: Report, sections: dict[str, list[Row]]) -> str:
+    """Every section's rows under one header (the union of the columns, in order of first use),
+    the section named in the first column; a column a section lacks is empty."""
+    columns: dict[str, None] = {"section": None}
+    for rows in sections.values():
+        for row in rows:
+            columns.update(dict.fromkeys(row))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for name, rows in sections.items():
+        for row in rows:
+            writer.writerow({"section": name, **row})
+    return out.getvalue()
+
+
+def json_text(report: Report, sections: dict[str, list[Row]]) -> str:
+    document: dict[str, Any] = {
+        "period": {
+            "from": report.period.start.isoformat(),
+            "to": report.period.end.isoformat(),
+            "by": report.period.by.value,
+        },
+        "generated_at": report.generated_at.isoformat(),
+        **sections,
+    }
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def html_text(report: Report, sections: dict[str, list[Row]]) -> str:
+    from leadflow.funnel.html import render_html
+
+    return render_html(report, sections)

@@ -1,0 +1,83 @@
+"""What ``--by`` groups a lead or a deal by, as SQL expressions over the lead or deal row.
+
+``source`` and ``segment`` are the lead attributes of those names (``attributes.source``,
+``attributes.segment``: declare them as strings); a deal takes its lead's. ``rep`` is the
+owner's name, ``product`` the deal's product, ``week`` the Monday of the event's week (given by
+each metric: the entry, the close, the SLA start). ``pool`` is the pool of the lead's latest
+assignment (the ``assigned``/``reassigned`` audit row) up to the period's end.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, literal, select
+
+from leadflow.funnel.period import ALL, NO_GROUP, Grouping
+from leadflow.funnel.sql import week_of
+from leadflow.store.attributes import AttributeValue
+from leadflow.store.tables import AUDIT, LEADS, REPS
+
+
+def labelled(expression: ColumnElement[Any] | None) -> ColumnElement[Any]:
+    """The group column ``grp``: nulls shown as :data:`NO_GROUP`, every row in :data:`ALL`
+    when the metric is not grouped."""
+    if expression is None:
+        return literal(ALL).label("grp")
+    return func.coalesce(expression, literal(NO_GROUP)).label("grp")
+
+
+def lead_group(
+    by: Grouping, lead_id: Any, owner_id: Any, event_at: Any, dialect: str, end: Any
+) -> ColumnElement[Any] | None:
+    """The group of the lead ``lead_id`` (owner ``owner_id``) for an event at ``event_at``."""
+    if by in (Grouping.source, Grouping.segment):
+        return _lead_attribute(lead_id, by.value)
+    if by is Grouping.rep:
+        return _rep_name(owner_id)
+    if by is Grouping.week:
+        return week_of(dialect, event_at)
+    if by is Grouping.pool:
+        return pool_of(lead_id, end)
+    return None
+
+
+def deal_group(
+    by: Grouping, deals: Any, event_at: Any, dialect: str, end: Any
+) -> ColumnElement[Any] | None:
+    """The group of a deal of ``deals`` for an event at ``event_at`` (its close, its end)."""
+    if by in (Grouping.source, Grouping.segment):
+        return _lead_attribute(deals.c.lead_id, by.value)
+    if by is Grouping.rep:
+        return _rep_name(deals.c.owner_id)
+    if by is Grouping.product:
+        product: ColumnElement[Any] = deals.c.product
+        return product
+    if by is Grouping.week:
+        return week_of(dialect, event_at)
+    if by is Grouping.pool:
+        return pool_of(deals.c.lead_id, end)
+    return None
+
+
+def _lead_attribute(lead_id: Any, key: str) -> ColumnElement[Any]:
+    value = AttributeValue(LEADS.c.attributes, key, "string")
+    return select(value).where(LEADS.c.id == lead_id).scalar_subquery()
+
+
+def _rep_name(owner_id: Any) -> ColumnElement[Any]:
+    return select(REPS.c.name).where(REPS.c.id == owner_id).scalar_subquery()
+
+
+def pool_of(lead_id: Any, until: Any, *, since: Any = None) -> ColumnElement[Any]:
+    """The pool named by the lead's latest assignment audit row at or before ``until`` (with
+    ``since``: its first at or after ``since``, the assignment an SLA timer started with)."""
+    pool = AttributeValue(AUDIT.c.params, "pool", "string")
+    query = select(pool).where(
+        AUDIT.c.lead_id == lead_id, AUDIT.c.action.in_(["assigned", "reassigned"])
+    )
+    if since is not None:
+        query = query.where(AUDIT.c.at >= since).order_by(AUDIT.c.at, AUDIT.c.id)
+    else:
+        query = query.where(AUDIT.c.at < until).order_by(AUDIT.c.at.desc(), AUDIT.c.id.desc())
+    return query.limit(1).scalar_subquery()

@@ -1,0 +1,41 @@
+"""The period a report covers and how it groups: what every metric family takes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+
+class Grouping(StrEnum):
+    """``--by``: what each row of a grouped metric stands for."""
+
+    none = "none"
+    source = "source"
+    pool = "pool"
+    rep = "rep"
+    product = "product"
+    segment = "segment"
+    week = "week"
+
+
+ALL = "all"
+"""The one group of an ungrouped metric."""
+
+NO_GROUP = "(none)"
+"""The group of a lead or deal that has no value for the grouping (no source, no owner)."""
+
+
+@dataclass(frozen=True)
+class Period:
+    """``start <= t < end``, aware UTC; ``stall_after`` is the age past which an open stay in a
+    stage is a stall (``default_stall`` for stages it does not name)."""
+
+    start: datetime
+    end: datetime
+    by: Grouping = Grouping.none
+    stall_after: dict[str, timedelta] = field(default_factory=dict)
+    default_stall: timedelta = timedelta(days=30)
+
+    def stall_days(self, stage: str) -> float:
+        return self.stall_after.get(stage, self.default_stall).total_seconds() / 86400

@@ -1,0 +1,114 @@
+"""The pipeline: win rate, average won cycle and amount, open opportunities, sales velocity,
+open value by stage (docs/report.md).
+
+The average won cycle is the recycling rule's average sales cycle
+(:mod:`leadflow.engine.sales_cycle`): the same ``closed_at - engaged_at`` arithmetic over won
+deals with both times, here over the deals closed in the period instead of the rule's window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, and_, case, func, or_, select
+
+from leadflow.engine.sales_cycle import _cycle_days
+from leadflow.funnel.groups import deal_group, labelled
+from leadflow.funnel.period import Period
+from leadflow.funnel.sql import instant, share
+from leadflow.store.tables import DEALS
+
+
+@dataclass(frozen=True)
+class PipelineLine:
+    """The pipeline of one group (product, segment, rep...)."""
+
+    group: str
+    won: int
+    lost: int
+    won_amount: float
+    average_won_amount: float | None
+    average_won_cycle_days: float | None
+    cycle_deals: int
+    """Won deals with an engaged time: what the average cycle is over."""
+    open_opportunities: int
+    open_value: float
+
+    @property
+    def win_rate(self) -> float | None:
+        return share(self.won, self.won + self.lost)
+
+    @property
+    def velocity_per_day(self) -> float | None:
+        """open opportunities x win rate x average won amount / average won cycle (days)."""
+        rate, amount, cycle = self.win_rate, self.average_won_amount, self.average_won_cycle_days
+        if rate is None or amount is None or not cycle:
+            return None
+        return self.open_opportunities * rate * amount / cycle
+
+
+def pipeline(connection: Connection, period: Period) -> list[PipelineLine]:
+    """One line per group of the deals closed in the period or open at its end."""
+    dialect = connection.dialect.name
+    start, end = instant(period.start), instant(period.end)
+    deals = DEALS.c
+    closed_in = and_(deals.closed_at >= start, deals.closed_at < end)
+    won = and_(closed_in, deals.outcome == "won")
+    with_cycle = and_(won, deals.engaged_at.is_not(None))
+    open_at_end = and_(
+        deals.engaged_at.is_not(None),
+        deals.engaged_at < end,
+        or_(deals.closed_at.is_(None), deals.closed_at >= end),
+    )
+    grp = labelled(deal_group(period.by, DEALS, deals.closed_at, dialect, end))
+    query = (
+        select(
+            grp,
+            func.sum(case((won, 1), else_=0)),
+            func.sum(case((and_(closed_in, deals.outcome == "lost"), 1), else_=0)),
+            func.sum(case((won, deals.amount), else_=None)),
+            func.avg(case((won, deals.amount), else_=None)),
+            func.avg(case((with_cycle, _cycle_days(dialect)), else_=None)),
+            func.sum(case((with_cycle, 1), else_=0)),
+            func.sum(case((open_at_end, 1), else_=0)),
+            func.sum(case((open_at_end, deals.amount), else_=None)),
+        )
+        .where(or_(closed_in, open_at_end))
+        .group_by(grp)
+        .order_by(grp)
+    )
+    return [
+        PipelineLine(
+            group=row[0],
+            won=int(row[1] or 0),
+            lost=int(row[2] or 0),
+            won_amount=float(row[3] or 0),
+            average_won_amount=_float(row[4]),
+            average_won_cycle_days=_float(row[5]),
+            cycle_deals=int(row[6] or 0),
+            open_opportunities=int(row[7] or 0),
+            open_value=float(row[8] or 0),
+        )
+        for row in connection.execute(query)
+    ]
+
+
+def open_value_by_stage(connection: Connection, period: Period) -> dict[str, tuple[int, float]]:
+    """Stage -> (open deals, their amount) at the period's end, by each deal's stage now."""
+    end = instant(period.end)
+    deals = DEALS.c
+    query = (
+        select(deals.stage, func.count(), func.sum(deals.amount))
+        .where(
+            deals.engaged_at.is_not(None),
+            deals.engaged_at < end,
+            or_(deals.closed_at.is_(None), deals.closed_at >= end),
+        )
+        .group_by(deals.stage)
+        .order_by(deals.stage)
+    )
+    return {row[0]: (int(row[1]), float(row[2] or 0)) for row in connection.execute(query)}
+
+
+def _float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]

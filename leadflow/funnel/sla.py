@@ -1,0 +1,117 @@
+"""SLA compliance per rep and per pool (docs/report.md).
+
+Of the SLA timers started in the period and ended by its end: met on time (``met``), met late
+(``met_late``), ``breached`` (the ladder ran out), ``reassigned``, ``cancelled``; the timers
+started in the period still running at its end are counted apart. Counted in SQL.
+
+The median business hours to the owner's first touch is over the timers the owner's activity
+closed (``met``/``met_late`` with ``close_reason`` "the owner acted...", not a stage change),
+measured with the timer's own calendar by :func:`~leadflow.engine.business_hours.
+business_time_between`: business hours are not SQL arithmetic, so these timers (one row each,
+a period's first touches) are the one thing the report reads into Python. The rep is the
+timer's owner; the pool is the one the lead was assigned from when the timer started (its first
+``assigned``/``reassigned`` audit row at or after the start).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from statistics import median
+from typing import Any
+
+from sqlalchemy import Connection, and_, case, func, or_, select
+
+from leadflow.engine.business_hours import BusinessCalendar, business_time_between
+from leadflow.funnel.groups import pool_of
+from leadflow.funnel.period import NO_GROUP, Period
+from leadflow.funnel.sql import instant, share
+from leadflow.store.tables import REPS, SLA_TIMERS
+
+ENDINGS = ("met", "met_late", "breached", "reassigned", "cancelled")
+TOUCHED = ("the owner acted", "the owner acted after the due time")
+
+
+@dataclass(frozen=True)
+class SlaLine:
+    """The SLA timers of one rep or pool."""
+
+    by: str
+    """``rep`` or ``pool``."""
+    group: str
+    started: int
+    ended: dict[str, int]
+    """How many ended each way, for each of :data:`ENDINGS`."""
+    running: int
+    median_business_hours_to_touch: float | None
+
+    @property
+    def ended_total(self) -> int:
+        return sum(self.ended.values())
+
+    def rate(self, ending: str) -> float | None:
+        return share(self.ended[ending], self.ended_total)
+
+
+def sla_compliance(
+    connection: Connection, period: Period, calendar: Callable[[str], BusinessCalendar]
+) -> list[SlaLine]:
+    """Lines by rep, then by pool; ``calendar`` gives a timer's calendar by name."""
+    timers = SLA_TIMERS.c
+    end = instant(period.end)
+    started = and_(timers.started_at >= instant(period.start), timers.started_at < end)
+    ended = and_(timers.status != "running", timers.closed_at < end)
+    groups = {
+        "rep": select(REPS.c.name).where(REPS.c.id == timers.owner_id).scalar_subquery(),
+        "pool": pool_of(timers.lead_id, end, since=timers.started_at),
+    }
+    lines: list[SlaLine] = []
+    for by, expression in groups.items():
+        grp = func.coalesce(expression, NO_GROUP).label("grp")
+        counted = [
+            func.sum(case((and_(ended, timers.status == ending), 1), else_=0)) for ending in ENDINGS
+        ]
+        query = (
+            select(grp, func.count(), *counted, func.sum(case((ended, 0), else_=1)))
+            .where(started)
+            .group_by(grp)
+            .order_by(grp)
+        )
+        touches = _touch_hours(connection, grp, started, ended, calendar)
+        for row in connection.execute(query):
+            hours = touches.get(row[0])
+            lines.append(
+                SlaLine(
+                    by=by,
+                    group=row[0],
+                    started=int(row[1]),
+                    ended={e: int(row[2 + i] or 0) for i, e in enumerate(ENDINGS)},
+                    running=int(row[2 + len(ENDINGS)] or 0),
+                    median_business_hours_to_touch=median(hours) if hours else None,
+                )
+            )
+    return lines
+
+
+def _touch_hours(
+    connection: Connection,
+    grp: Any,
+    started: Any,
+    ended: Any,
+    calendar: Callable[[str], BusinessCalendar],
+) -> dict[str, list[float]]:
+    timers = SLA_TIMERS.c
+    query = select(grp, timers.calendar, timers.started_at, timers.closed_at).where(
+        started,
+        ended,
+        or_(*(timers.close_reason == reason for reason in TOUCHED)),
+    )
+    hours: dict[str, list[float]] = defaultdict(list)
+    calendars: dict[str, BusinessCalendar] = {}
+    for group, name, start, touched in connection.execute(query):
+        if name not in calendars:
+            calendars[name] = calendar(name)
+        spent = business_time_between(calendars[name], start, touched)
+        hours[group].append(spent.total_seconds() / 3600)
+    return hours

@@ -1,0 +1,94 @@
+"""SQL both stores answer the same: day differences, weeks, exact percentiles.
+
+SQLite has no percentile function, so :func:`quantiles` computes PostgreSQL's
+``percentile_cont`` exactly from window functions: with ``n`` values in order and
+``h = (n - 1) * q / 100``, the result is ``v[floor(h) + 1] * (1 - frac(h)) + v[floor(h) + 2] *
+frac(h)`` (1-based), i.e. linear interpolation between the two nearest ranks. The median is the
+case ``q = 50``: the middle value, or the mean of the two middle values. ``floor`` and ``frac``
+come from integer division and remainder (no math functions needed on either store).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Select,
+    Subquery,
+    cast,
+    func,
+    literal,
+    select,
+)
+from sqlalchemy import case as sql_case
+
+from leadflow.store.types import UTCDateTime
+
+
+def days_between(dialect: str, later: Any, earlier: Any) -> ColumnElement[Any]:
+    """``later - earlier`` in days, fractional (the sales cycle's own arithmetic)."""
+    if dialect == "sqlite":
+        return func.julianday(later) - func.julianday(earlier)
+    return cast(func.extract("epoch", later - earlier), Float) / 86400.0
+
+
+def instant(value: datetime) -> ColumnElement[datetime]:
+    """A time as a bound value stored the way the columns store times."""
+    return literal(value, UTCDateTime())
+
+
+def week_of(dialect: str, column: Any) -> ColumnElement[Any]:
+    """The Monday (UTC) of the ISO week holding ``column``, as ``YYYY-MM-DD``."""
+    if dialect == "sqlite":
+        return func.date(column, "weekday 0", "-6 days")
+    return func.to_char(func.date_trunc("week", func.timezone("UTC", column)), "YYYY-MM-DD")
+
+
+def quantiles(
+    values: Subquery,
+    groups: Sequence[str],
+    value: str,
+    percents: Sequence[int],
+    *,
+    sums: Sequence[str] = (),
+) -> Select[Any]:
+    """Per group of ``values`` (columns ``groups``): ``size`` (how many), the ``q{p}``
+    percentile (percentile_cont) of column ``value`` for each of ``percents``, and the sum of
+    each column of ``sums`` under its own name."""
+    keys = [values.c[name] for name in groups]
+    ranked = select(
+        *keys,
+        *(values.c[name] for name in sums),
+        values.c[value].label("v"),
+        func.row_number().over(partition_by=keys, order_by=values.c[value]).label("rn"),
+        func.count().over(partition_by=keys).label("n"),
+    ).subquery()
+    columns: list[Any] = [ranked.c[name] for name in groups]
+    columns.append(func.count().label("size"))
+    for percent in percents:
+        steps = (ranked.c.n - 1) * percent
+        low = steps // 100 + 1
+        fraction = cast(steps % 100, Float) / 100.0
+        columns.append(
+            func.sum(
+                sql_case(
+                    (ranked.c.rn == low, ranked.c.v * (1.0 - fraction)),
+                    (ranked.c.rn == low + 1, ranked.c.v * fraction),
+                    else_=0.0,
+                )
+            ).label(f"q{percent}")
+        )
+    columns += [func.sum(ranked.c[name]).label(name) for name in sums]
+    query = select(*columns)
+    if groups:
+        query = query.group_by(*(ranked.c[name] for name in groups))
+    return query
+
+
+def share(part: int, whole: int) -> float | None:
+    """``part / whole``, or None when there is nothing to divide (not 0: unknown, not none)."""
+    return part / whole if whole else None

@@ -1,0 +1,90 @@
+"""The report on the terminal: one rich table per section, figures rounded for people."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from leadflow.funnel.report import Report
+from leadflow.funnel.sections import Row
+
+TITLES = {
+    "stage_entries": "Entries into each stage (period)",
+    "conversion": "Conversion: cohort (leads entering A in the period, reaching B by its end) "
+    "and period (entries B / entries A)",
+    "requalified": "Recycled leads re-qualified (cohort: recycled in the period, MQL again by "
+    "its end)",
+    "time_in_stage": "Time in stage, days (stays ended in the period; open ones apart, with "
+    "their median age)",
+    "pipeline": "Pipeline (deals closed in the period; open at its end)",
+    "pipeline_by_product": "Pipeline by product",
+    "open_value_by_stage": "Open value by stage at the period's end",
+    "sla": "SLA compliance (timers started in the period, ended by its end)",
+    "attribution": "Attribution of MQLs and won deals",
+    "weekly_conversion": "Period conversion by week",
+}
+
+
+def shown(value: Any, column: str) -> str:
+    """A value as people read it: rates as percentages, decimals to two places."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if column.endswith("rate"):
+            return f"{value:.1%}"
+        return f"{value:,.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def render_tables(report: Report, sections: dict[str, list[Row]], output: Path | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    # Markup and highlighting off, as every command's console: CRM names are data, not markup.
+    if output is not None:
+        handle = output.open("w", encoding="utf-8")
+        console = Console(file=handle, markup=False, highlight=False, width=160)
+    else:
+        handle = None
+        console = Console(markup=False, highlight=False)
+        if console.width < MIN_WIDTH:
+            console = Console(markup=False, highlight=False, width=MIN_WIDTH)
+    period = report.period
+    console.print(
+        f"Funnel report {period.start.isoformat()} to {period.end.isoformat()} (end excluded), "
+        f"by {period.by.value}"
+    )
+    for name, rows in sections.items():
+        table = Table(title=TITLES.get(name, name), title_justify="left")
+        if not rows:
+            console.print(f"{TITLES.get(name, name)}: nothing in the period")
+            continue
+        columns = list(rows[0])
+        for column in columns:
+            table.add_column(
+                column.replace("_", " "), justify="left" if column in _TEXT else "right"
+            )
+        for row in rows:
+            table.add_row(*(shown(row.get(column), column) for column in columns))
+        console.print(table)
+    if handle is not None:
+        handle.close()
+
+
+MIN_WIDTH = 140
+"""Tables stay unwrapped in a narrow terminal."""
+
+_TEXT = {
+    "group",
+    "stage",
+    "kind",
+    "from_stage",
+    "to_stage",
+    "subject",
+    "by",
+    "model",
+    "conversion",
+    "section",
+}

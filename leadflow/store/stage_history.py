@@ -1,0 +1,131 @@
+"""The stage history (``stage_changes``): every entry of a lead or deal into a stage, and every
+change of a lead's owner, with its time and cause, written in the change's own transaction.
+
+Rule firings and SLA reassignments know each change as they make it and note a row
+(:func:`change_row`). Imports and the HTTP API upsert whole batches in SQL, so they reconcile
+instead (:func:`record_entries`): one ``INSERT ... SELECT`` adds a row for each written lead or
+deal whose stage differs from the last one its history holds (a new one has none). That is
+set-based, needs no old values carried through the upsert, and is correct as long as every
+other path records its changes, which is what this table is for.
+
+A deal's stage in the history is its outcome once closed (``won``, ``lost``, ``recycled``),
+its pipeline stage while open: the funnel counts a close as the deal's last entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, and_, case, insert, literal, select
+from sqlalchemy.orm import aliased
+
+from leadflow.store.id_ranges import chunks
+from leadflow.store.tables import DEALS, LEADS, STAGE_CHANGES
+from leadflow.store.types import UTCDateTime
+
+CAUSES = ("rule", "import", "api", "reassignment", "migration")
+
+
+def change_row(
+    *,
+    at: datetime,
+    to_stage: str,
+    from_stage: str | None,
+    cause: str,
+    lead_id: int | None = None,
+    deal_id: int | None = None,
+    from_owner_id: int | None = None,
+    to_owner_id: int | None = None,
+    rule_id: str | None = None,
+    source: str | None = None,
+) -> dict[str, Any]:
+    """One ``stage_changes`` row as values for the Core table (every column given, so a batch's
+    rows insert with one statement)."""
+    return {
+        "lead_id": lead_id,
+        "deal_id": deal_id,
+        "at": at,
+        "from_stage": from_stage,
+        "to_stage": to_stage,
+        "from_owner_id": from_owner_id,
+        "to_owner_id": to_owner_id,
+        "cause": cause,
+        "rule_id": rule_id,
+        "source": source[-400:] if source is not None else None,
+    }
+
+
+def deal_position() -> ColumnElement[str]:
+    """A deal's stage as the history has it: its outcome once closed, else its stage."""
+    return case((DEALS.c.outcome.is_not(None), DEALS.c.outcome), else_=DEALS.c.stage)
+
+
+def record_entries(
+    connection: Connection,
+    kind: str,
+    keys: Sequence[str] | None,
+    *,
+    cause: str,
+    source: str | None,
+    now: datetime,
+) -> None:
+    """Record, for each of the leads or deals with external ids ``keys`` (``kind`` ``leads`` or
+    ``deals``; every one when ``keys`` is None), its
+    entry into its current stage if its history does not end there: a new one's first stage, a
+    changed one's new stage. Leads enter at ``stage_entered_at`` (an import's historical time
+    included); deals at ``closed_at`` when closed, else when engaged (new) or ``now``."""
+    if keys is None:
+        connection.execute(_entries(kind, None, cause, source, now))
+        return
+    for chunk in chunks(sorted(set(keys))):
+        connection.execute(_entries(kind, chunk, cause, source, now))
+
+
+def _entries(
+    kind: str, keys: Sequence[str] | None, cause: str, source: str | None, now: datetime
+) -> Any:
+    history = aliased(STAGE_CHANGES)
+    if kind == "leads":
+        subject, key = LEADS, "lead_id"
+    else:
+        subject, key = DEALS, "deal_id"
+    last = (
+        select(history.c.to_stage)
+        .where(history.c[key] == subject.c.id)
+        .order_by(history.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    if kind == "leads":
+        stage: ColumnElement[Any] = LEADS.c.stage
+        at: ColumnElement[Any] = LEADS.c.stage_entered_at
+        owner: ColumnElement[Any] = LEADS.c.owner_id
+    else:
+        stage = deal_position()
+        when_new = case(
+            (DEALS.c.engaged_at.is_not(None), DEALS.c.engaged_at), else_=DEALS.c.created_at
+        )
+        at = case(
+            (and_(DEALS.c.outcome.is_not(None), DEALS.c.closed_at.is_not(None)), DEALS.c.closed_at),
+            (last.is_(None), when_new),
+            else_=literal(now, UTCDateTime()),
+        )
+        owner = DEALS.c.owner_id
+    rows = select(
+        subject.c.id,
+        at,
+        last,
+        stage,
+        owner,
+        owner,
+        literal(cause),
+        literal(source[-400:] if source is not None else None, STAGE_CHANGES.c.source.type),
+    ).where(last.is_distinct_from(stage))
+    if keys is not None:
+        rows = rows.where(subject.c.external_id.in_(keys))
+    return insert(STAGE_CHANGES).from_select(
+        [key, "at", "from_stage", "to_stage", "from_owner_id", "to_owner_id", "cause", "source"],
+        rows,
+    )

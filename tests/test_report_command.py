@@ -1,0 +1,107 @@
+"""``leadflow report`` on the command line: the same figures as CSV, JSON, a table and an HTML
+file that opens offline; bad options are one line and exit 1."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from leadflow.cli import main
+from tests.test_report import seed
+
+PERIOD = ["--from", "2026-03-02T09:00:00Z", "--to", "2026-03-09T09:00:00Z"]
+
+
+def config(tmp_path: Path, store_url: str) -> str:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        f"database:\n  url: {store_url}\ncalendar:\n  timezone: UTC\n"
+        "attributes:\n  leads:\n    source: string\n",
+        encoding="utf-8",
+    )
+    return str(path)
+
+
+def run(tmp_path: Path, store_url: str, *options: str) -> int:
+    return main(["-c", config(tmp_path, store_url), "report", *PERIOD, *options])
+
+
+class TestFormats:
+    """CSV, JSON, table and HTML carry the same figures."""
+
+    def test_json_and_csv(
+        self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The JSON's pipeline is the hand-computed one (won 3 of 4, cycle 23 days); the CSV
+        has the same rows, a section column first."""
+        seed(engine)
+        assert run(tmp_path, store_url, "--format", "json", "--stall", "mql=3d") == 0
+        document = json.loads(capsys.readouterr().out)
+        assert document["period"] == {
+            "from": "2026-03-02T09:00:00+00:00",
+            "to": "2026-03-09T09:00:00+00:00",
+            "by": "none",
+        }
+        (line,) = document["pipeline"]
+        assert (line["won"], line["lost"], line["win_rate"]) == (3, 1, 0.75)
+        assert line["average_won_cycle_days"] == pytest.approx(23.0)
+        assert run(tmp_path, store_url, "--format", "csv") == 0
+        rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+        pipeline = [r for r in rows if r["section"] == "pipeline"]
+        assert [(r["won"], r["lost"], r["win_rate"]) for r in pipeline] == [("3", "1", "0.75")]
+        assert len([r for r in rows if r["section"] == "sla"]) == len(document["sla"])
+
+    def test_table_by_product(
+        self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The table groups the pipeline by product: A wins 2 of 3 (66.7%), B 1 of 1."""
+        seed(engine)
+        assert run(tmp_path, store_url, "--by", "product") == 0
+        out = capsys.readouterr().out
+        assert re.search(r"│ A\s+│\s+2 │\s+1 │\s+66\.7% │", out)
+        assert re.search(r"│ B\s+│\s+1 │\s+0 │\s+100\.0% │", out)
+
+    def test_html_is_self_contained(self, engine: Engine, store_url: str, tmp_path: Path) -> None:
+        """Four inline SVG charts; no script, no stylesheet or image fetched from anywhere."""
+        seed(engine)
+        target = tmp_path / "report.html"
+        assert run(tmp_path, store_url, "--format", "html", "--output", str(target)) == 0
+        page = target.read_text(encoding="utf-8")
+        assert page.count("<svg") == 4
+        assert "<script" not in page
+        assert not re.search(r"(src|href)\s*=\s*['\"]?(https?:)?//", page)
+        assert "@import" not in page
+
+
+class TestBadOptions:
+    """A wrong option is one line on stderr, exit 1."""
+
+    @pytest.mark.parametrize(
+        ("options", "message"),
+        [
+            (["--from", "2026-03-09", "--to", "2026-03-01"], "is not after --from"),
+            (["--from", "March", "--to", "2026-03-01"], "--from: 'March' is not an ISO 8601 time"),
+            (["--from", "2026-03-01", "--to", "2026-03-09", "--stall", "mql"], "--stall 'mql'"),
+            (["--from", "2026-03-01", "--to", "2026-03-09", "--format", "html"], "--output"),
+        ],
+    )
+    def test_one_line(
+        self,
+        options: list[str],
+        message: str,
+        store_url: str,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """Each mistake names the option."""
+        code = main(["-c", config(tmp_path, store_url), "report", *options])
+        err = capsys.readouterr().err
+        assert code == 1
+        assert message in err
+        assert len(err.strip().splitlines()) == 1

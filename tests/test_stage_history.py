@@ -1,0 +1,406 @@
+"""The stage history: every path that moves a lead or deal writes its ``stage_changes`` row.
+
+Rule firings (a lead qualifying, a deal recycled), SLA reassignments, file imports and the
+HTTP API, on SQLite and PostgreSQL, each asserted row by row.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, create_engine, insert, select, text
+from sqlalchemy.engine import make_url
+
+from leadflow.clock import SettableClock
+from leadflow.engine.runtime import Runtime
+from leadflow.engine.sla import run_sla_escalations
+from leadflow.engine.tick import run_due_rules
+from leadflow.ingest.runner import import_file
+from leadflow.store.database import create_store_engine, migrate
+from leadflow.store.tables import AUDIT, DEALS, LEADS, REPS, STAGE_CHANGES
+from tests.conftest import PG_URL
+from tests.http_support import Api, build_app, http_settings, runtime_for
+from tests.import_support import write
+
+REPO = Path(__file__).resolve().parent.parent
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # Monday 09:00
+OLD = T0 - timedelta(days=400)
+
+Row = tuple[Any, ...]
+
+
+def history(engine: Engine) -> list[Row]:
+    """(lead, deal, at, from, to, from owner, to owner, cause, rule, source) in id order."""
+    c = STAGE_CHANGES.c
+    query = select(
+        c.lead_id,
+        c.deal_id,
+        c.at,
+        c.from_stage,
+        c.to_stage,
+        c.from_owner_id,
+        c.to_owner_id,
+        c.cause,
+        c.rule_id,
+        c.source,
+    ).order_by(c.id)
+    with engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(query)]
+
+
+def seed_reps(engine: Engine) -> None:
+    rep = {
+        "timezone": "UTC",
+        "active": True,
+        "capacity": None,
+        "manager_id": None,
+        "pools": [],
+        "created_at": OLD,
+        "updated_at": OLD,
+    }
+    with engine.begin() as connection:
+        connection.execute(
+            insert(REPS),
+            [
+                {**rep, "id": 1, "external_id": "m1", "name": "Mona", "email": "m@x.test"},
+                {
+                    **rep,
+                    "id": 2,
+                    "external_id": "r1",
+                    "name": "Rita",
+                    "email": "r1@x.test",
+                    "pools": ["east"],
+                    "manager_id": 1,
+                },
+                {
+                    **rep,
+                    "id": 3,
+                    "external_id": "r2",
+                    "name": "Raj",
+                    "email": "r2@x.test",
+                    "pools": ["east"],
+                    "manager_id": 1,
+                },
+            ],
+        )
+
+
+def seed_lead(engine: Engine, lead_id: int, *, score: int, stage: str = "lead") -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            insert(LEADS).values(
+                id=lead_id,
+                external_id=f"L{lead_id}",
+                email=f"l{lead_id}@x.test",
+                name=f"Lead {lead_id}",
+                score=score,
+                stage=stage,
+                stage_entered_at=T0 - timedelta(days=3),
+                attributes={"region": "East"},
+                created_at=OLD,
+                updated_at=OLD,
+            )
+        )
+
+
+@pytest.fixture
+def runtime(engine: Engine, make_settings: Any, clock: SettableClock) -> Runtime:
+    settings = make_settings(
+        **{
+            "paths.rules": str(REPO / "tests" / "fixtures" / "funnel_rules"),
+            "paths.templates": str(REPO / "templates"),
+            "calendar.timezone": "UTC",
+            "attributes.leads": {"region": "string"},
+        }
+    )
+    return Runtime.build(engine, settings, clock)
+
+
+class TestRules:
+    """A rule's stage change and owner change are rows of the firing's own batch."""
+
+    def test_qualifying_lead_enters_mql_then_gets_an_owner(self, runtime: Runtime) -> None:
+        """mql-assignment moves L1 lead -> mql (no owner yet), then assigns Rita: two rows."""
+        seed_reps(runtime.engine)
+        seed_lead(runtime.engine, 1, score=70)
+        seed_lead(runtime.engine, 2, score=10)
+        rule_set = runtime.load_rules()
+        run_due_rules(runtime, rule_set, T0)
+        version = rule_set.version
+        assert history(runtime.engine) == [
+            (1, None, T0, "lead", "mql", None, None, "rule", "mql-assignment", version),
+            (1, None, T0, "mql", "mql", None, 2, "rule", "mql-assignment", version),
+        ]
+
+    def test_sla_reassignment_is_an_owner_change(self, runtime: Runtime) -> None:
+        """Rita never calls: at 17:00 the ladder's last level gives L1 to Raj, recorded."""
+        seed_reps(runtime.engine)
+        seed_lead(runtime.engine, 1, score=70)
+        rule_set = runtime.load_rules()
+        run_due_rules(runtime, rule_set, T0)
+        for hour in (13, 15, 17):
+            run_sla_escalations(runtime, rule_set, T0.replace(hour=hour))
+        at = T0.replace(hour=17)
+        assert history(runtime.engine)[2:] == [
+            (1, None, at, "mql", "mql", 2, 3, "reassignment", "mql-assignment", rule_set.version)
+        ]
+
+    def test_recycled_deal_closes_and_its_lead_goes_back(self, runtime: Runtime) -> None:
+        """recycle-idle-deals closes the idle deal (Proposal -> recycled) and moves its lead
+        mql -> recycled, releasing the lead's owner: two rows, the deal's first."""
+        seed_reps(runtime.engine)
+        seed_lead(runtime.engine, 1, score=10, stage="mql")
+        deal = {
+            "lead_id": 1,
+            "product": "Pro",
+            "owner_id": 2,
+            "amount": 1000.0,
+            "attributes": {},
+            "created_at": OLD,
+            "updated_at": OLD,
+        }
+        with runtime.engine.begin() as connection:
+            connection.execute(LEADS.update().values(owner_id=2))
+            connection.execute(
+                insert(DEALS),
+                [
+                    {
+                        **deal,
+                        "id": 1,
+                        "external_id": "D1",
+                        "stage": "Won",
+                        "outcome": "won",
+                        "engaged_at": T0 - timedelta(days=40),
+                        "closed_at": T0 - timedelta(days=30),
+                        "last_activity_at": T0 - timedelta(days=30),
+                    },
+                    {
+                        **deal,
+                        "id": 2,
+                        "external_id": "D2",
+                        "stage": "Proposal",
+                        "outcome": None,
+                        "closed_at": None,
+                        "engaged_at": T0 - timedelta(days=60),
+                        "last_activity_at": T0 - timedelta(days=50),
+                    },
+                ],
+            )
+        rule_set = runtime.load_rules()
+        run_due_rules(runtime, rule_set, T0)
+        version = rule_set.version
+        rule = "recycle-idle-deals"
+        assert history(runtime.engine) == [
+            (None, 2, T0, "Proposal", "recycled", 2, 2, "rule", rule, version),
+            (1, None, T0, "mql", "recycled", 2, None, "rule", rule, version),
+        ]
+
+
+class TestImports:
+    """An import records a new lead's first stage at its entry time and each changed stage."""
+
+    def test_new_changed_and_unchanged_leads(
+        self, engine: Engine, make_settings: Any, tmp_path: Path
+    ) -> None:
+        """First file: L1 new in `lead` entered 1 Feb (its historical time), L2 new with no time
+        (entered now). Second file, a day later: L1 moved to mql (entered then), L2 unchanged."""
+        settings = make_settings()
+        first = write(
+            tmp_path,
+            "a.csv",
+            "external_id,email,stage,stage_entered_at\n"
+            "L1,a@x.test,lead,2026-02-01T10:00:00Z\n"
+            "L2,b@x.test,subscriber,\n",
+        )
+        import_file(engine, settings, "leads", first, clock=SettableClock(T0))
+        second = write(
+            tmp_path,
+            "b.csv",
+            "external_id,email,stage,stage_entered_at\nL1,a@x.test,mql,\nL2,b@x.test,subscriber,\n",
+        )
+        later = T0 + timedelta(days=1)
+        import_file(engine, settings, "leads", second, clock=SettableClock(later))
+        entered = datetime(2026, 2, 1, 10, 0, tzinfo=UTC)
+        rows = [(r[0], r[2], r[3], r[4], r[7], Path(r[9]).name) for r in history(engine)]
+        assert rows == [
+            (1, entered, None, "lead", "import", "a.csv"),
+            (2, T0, None, "subscriber", "import", "a.csv"),
+            (1, later, "lead", "mql", "import", "b.csv"),
+        ]
+
+    def test_deal_import_records_its_close(
+        self, engine: Engine, make_settings: Any, tmp_path: Path
+    ) -> None:
+        """A new open deal enters its stage when engaged; closed later, it enters its outcome at
+        its closed_at."""
+        settings = make_settings()
+        header = "external_id,stage,outcome,engaged_at,closed_at\n"
+        first = write(tmp_path, "d1.csv", header + "D1,Engaging,,2026-01-05T00:00:00Z,\n")
+        import_file(engine, settings, "deals", first, clock=SettableClock(T0))
+        second = write(
+            tmp_path,
+            "d2.csv",
+            header + "D1,Won,won,2026-01-05T00:00:00Z,2026-02-20T00:00:00Z\n",
+        )
+        import_file(engine, settings, "deals", second, clock=SettableClock(T0))
+        rows = [(r[1], r[2], r[3], r[4], r[7]) for r in history(engine)]
+        assert rows == [
+            (1, datetime(2026, 1, 5, tzinfo=UTC), None, "Engaging", "import"),
+            (1, datetime(2026, 2, 20, tzinfo=UTC), "Engaging", "won", "import"),
+        ]
+
+
+class TestHttpApi:
+    """A lead posted to the API is recorded with cause ``api``."""
+
+    def test_post_then_stage_change(
+        self, engine: Engine, make_settings: Any, clock: SettableClock
+    ) -> None:
+        """POST L1 (no stage: the initial stage, now), then POST it again as an MQL an hour
+        later: two rows; a third identical POST adds none."""
+        runtime = runtime_for(engine, http_settings(make_settings), clock)
+        app, _holder = build_app(runtime)
+        api = Api(app)
+        assert api.post("/v1/leads", {"external_id": "L1"}).status_code == 200
+        clock.advance(timedelta(hours=1))
+        for _ in range(2):
+            body = {"external_id": "L1", "stage": "mql"}
+            assert api.post("/v1/leads", body).status_code == 200
+        initial = runtime.settings.stages.initial
+        rows = [(r[0], r[2], r[3], r[4], r[7], r[9]) for r in history(engine)]
+        assert rows == [
+            (1, T0, None, initial, "api", None),
+            (1, T0 + timedelta(hours=1), initial, "mql", "api", None),
+        ]
+
+
+class TestMigration:
+    """Migration 0009 rebuilds the history from the audit, then each current stage."""
+
+    def test_back_fill_from_audit_rows(
+        self, store_url: str, request: pytest.FixtureRequest
+    ) -> None:
+        """L1 (moved twice by rules, its deal recycled), L2 (never moved) and an open deal D2:
+        L1's first stage at its creation, the audited moves in order, then the entries no rule
+        made (L2's stage, D2's)."""
+        engine = _store_at_0006(store_url, request)
+        t1, t2, t3 = (T0 + timedelta(days=d) for d in (1, 2, 3))
+        lead = {"score": 0, "attributes": {}, "created_at": OLD, "updated_at": OLD}
+        deal = {"attributes": {}, "created_at": OLD, "updated_at": OLD, "lead_id": 1}
+        audit = {"source": "rule", "rule_version": "v1", "evidence": {}}
+        with engine.begin() as connection:
+            connection.execute(
+                insert(LEADS),
+                [
+                    {
+                        **lead,
+                        "id": 1,
+                        "external_id": "L1",
+                        "stage": "recycled",
+                        "stage_entered_at": t2,
+                    },
+                    {**lead, "id": 2, "external_id": "L2", "stage": "lead", "stage_entered_at": t3},
+                ],
+            )
+            connection.execute(
+                insert(DEALS),
+                [
+                    {
+                        **deal,
+                        "id": 1,
+                        "external_id": "D1",
+                        "stage": "Proposal",
+                        "outcome": "recycled",
+                        "engaged_at": T0,
+                        "closed_at": t2,
+                    },
+                    {
+                        **deal,
+                        "id": 2,
+                        "external_id": "D2",
+                        "stage": "Engaging",
+                        "outcome": None,
+                        "engaged_at": t1,
+                        "closed_at": None,
+                    },
+                ],
+            )
+            connection.execute(
+                insert(AUDIT),
+                [
+                    {
+                        **audit,
+                        "at": t1,
+                        "action": "stage_changed",
+                        "lead_id": 1,
+                        "deal_id": None,
+                        "rule_id": "mql",
+                        "params": {"from": "lead", "to": "mql"},
+                    },
+                    {
+                        **audit,
+                        "at": t2,
+                        "action": "deal_recycled",
+                        "lead_id": 1,
+                        "deal_id": 1,
+                        "rule_id": "rec",
+                        "params": {"stage": "Proposal", "reason": "idle"},
+                    },
+                    {
+                        **audit,
+                        "at": t2,
+                        "action": "stage_changed",
+                        "lead_id": 1,
+                        "deal_id": 1,
+                        "rule_id": "rec",
+                        "params": {"from": "mql", "to": "recycled"},
+                    },
+                    {
+                        **audit,
+                        "at": t2,
+                        "action": "score_changed",
+                        "lead_id": 1,
+                        "deal_id": 1,
+                        "rule_id": "rec",
+                        "params": {"from": 0, "to": -30},
+                    },
+                ],
+            )
+        migrate(engine)
+        rows = [(r[0], r[1], r[2], r[3], r[4], r[7], r[8], r[9]) for r in history(engine)]
+        engine.dispose()
+        assert rows == [
+            (1, None, OLD, None, "lead", "migration", None, None),
+            (1, None, t1, "lead", "mql", "migration", "mql", "v1"),
+            (None, 1, t2, "Proposal", "recycled", "migration", "rec", "v1"),
+            (1, None, t2, "mql", "recycled", "migration", "rec", "v1"),
+            (2, None, t3, None, "lead", "migration", None, None),
+            (None, 2, t1, None, "Engaging", "migration", None, None),
+        ]
+
+
+def _store_at_0006(store_url: str, request: pytest.FixtureRequest) -> Engine:
+    """An empty store migrated only to 0006: a new SQLite file, or a new PostgreSQL schema."""
+    if store_url.startswith("sqlite"):
+        path = Path(str(request.getfixturevalue("tmp_path"))) / "at0006.db"
+        engine = create_store_engine(f"sqlite:///{path}")
+    else:
+        schema = f"lf_0006_{uuid.uuid4().hex[:10]}"
+        admin = create_engine(PG_URL)
+        with admin.begin() as connection:
+            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+        request.addfinalizer(lambda: _drop_schema(admin, schema))
+        url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+        engine = create_store_engine(url.render_as_string(hide_password=False))
+    migrate(engine, "0006")
+    return engine
+
+
+def _drop_schema(admin: Engine, schema: str) -> None:
+    with admin.begin() as connection:
+        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
