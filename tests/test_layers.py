@@ -27,6 +27,7 @@ EVERYTHING = {
     *INFRASTRUCTURE,
     "cli",
     "crm",
+    "dashboard",
     "engine",
     "http",
     "ingest",
@@ -48,6 +49,7 @@ MAY_IMPORT = {
     "ingest": INFRASTRUCTURE | {"store"},
     "scoring": INFRASTRUCTURE | {"store", "rule_language"},
     "engine": INFRASTRUCTURE | {"store", "rule_language", "outbox", "mail", "crm", "scoring"},
+    "dashboard": INFRASTRUCTURE | {"store", "rule_language", "scoring", "engine", "outbox", "mail"},
     "rule_testing": EVERYTHING - {"cli", "http", "service"},
 }
 """Who may import whom; service, http and cli are the edges and may import what they run."""
