@@ -117,6 +117,7 @@ class _Pages:
     ) -> HTMLResponse:
         template = self.templates.get_template(name)
         csrf = self.access.csrf_token(who) if who is not None else ""
+        values.setdefault("page", "")
         html = template.render(who=who, csrf=csrf, now=self.runtime.clock.now(), **values)
         return HTMLResponse(html, status_code=code, headers=_HEADERS)
 

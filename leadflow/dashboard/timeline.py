@@ -104,11 +104,11 @@ def timeline(
     and whether more follow."""
     with engine.connect() as connection:
         streams = [
-            _audit(connection, lead.id, after),
-            _scores(connection, lead.id, after),
-            _emails(connection, lead.id, after),
-            _activities(connection, lead.id, after),
-            _slas(connection, lead.id, after),
+            list(_audit(connection, lead.id, after)),
+            list(_scores(connection, lead.id, after)),
+            list(_emails(connection, lead.id, after)),
+            list(_activities(connection, lead.id, after)),
+            list(_slas(connection, lead.id, after)),
         ]
     merged = list(heapq.merge(*streams, key=lambda e: (e.at, SOURCES.index(e.source), e.id)))
     return merged[:PAGE], len(merged) > PAGE
