@@ -98,20 +98,20 @@ def lead_header(engine: Engine, external_id: str) -> LeadHeader | None:
 
 
 def timeline(
-    engine: Engine, lead: LeadHeader, after: Cursor | None = None
+    engine: Engine, lead: LeadHeader, after: Cursor | None = None, limit: int = PAGE
 ) -> tuple[list[Event], bool]:
-    """The lead's events after ``after`` (from the start when None), oldest first, one page;
-    and whether more follow."""
+    """The lead's events after ``after`` (from the start when None), oldest first, at most
+    ``limit``; and whether more follow."""
     with engine.connect() as connection:
         streams = [
-            list(_audit(connection, lead.id, after)),
-            list(_scores(connection, lead.id, after)),
-            list(_emails(connection, lead.id, after)),
-            list(_activities(connection, lead.id, after)),
-            list(_slas(connection, lead.id, after)),
+            list(_audit(connection, lead.id, after, limit)),
+            list(_scores(connection, lead.id, after, limit)),
+            list(_emails(connection, lead.id, after, limit)),
+            list(_activities(connection, lead.id, after, limit)),
+            list(_slas(connection, lead.id, after, limit)),
         ]
     merged = list(heapq.merge(*streams, key=lambda e: (e.at, SOURCES.index(e.source), e.id)))
-    return merged[:PAGE], len(merged) > PAGE
+    return merged[:limit], len(merged) > limit
 
 
 def _after(source: str, at: Column[Any], ident: Column[Any], after: Cursor | None) -> Any:
@@ -126,19 +126,24 @@ def _after(source: str, at: Column[Any], ident: Column[Any], after: Cursor | Non
     return or_(at > after.at, and_(at == after.at, ident > after.id))
 
 
-def _page(connection: Connection, table: Table, time: str, lead_id: int, after: Any) -> Any:
+def _page(
+    connection: Connection, table: Table, time: str, lead_id: int, after: Any, limit: int
+) -> Any:
     at = table.c[time]
     query = (
         select(table)
         .where(table.c.lead_id == lead_id, after)
         .order_by(at, table.c.id)
-        .limit(PAGE + 1)
+        .limit(limit + 1)
     )
     return connection.execute(query).all()
 
 
-def _audit(connection: Connection, lead_id: int, after: Cursor | None) -> Iterator[Event]:
-    rows = _page(connection, AUDIT, "at", lead_id, _after("audit", AUDIT.c.at, AUDIT.c.id, after))
+def _audit(
+    connection: Connection, lead_id: int, after: Cursor | None, limit: int
+) -> Iterator[Event]:
+    after_clause = _after("audit", AUDIT.c.at, AUDIT.c.id, after)
+    rows = _page(connection, AUDIT, "at", lead_id, after_clause, limit)
     for row in rows:
         rule = f" by rule {row.rule_id} ({row.rule_version})" if row.rule_id else ""
         yield Event(
@@ -151,9 +156,11 @@ def _audit(connection: Connection, lead_id: int, after: Cursor | None) -> Iterat
         )
 
 
-def _scores(connection: Connection, lead_id: int, after: Cursor | None) -> Iterator[Event]:
+def _scores(
+    connection: Connection, lead_id: int, after: Cursor | None, limit: int
+) -> Iterator[Event]:
     t = SCORE_CHANGES
-    for row in _page(connection, t, "at", lead_id, _after("score", t.c.at, t.c.id, after)):
+    for row in _page(connection, t, "at", lead_id, _after("score", t.c.at, t.c.id, after), limit):
         because = f": {row.detail}" if row.detail else ""
         yield Event(
             row.at,
@@ -169,14 +176,16 @@ def _scores(connection: Connection, lead_id: int, after: Cursor | None) -> Itera
         )
 
 
-def _emails(connection: Connection, lead_id: int, after: Cursor | None) -> Iterator[Event]:
+def _emails(
+    connection: Connection, lead_id: int, after: Cursor | None, limit: int
+) -> Iterator[Event]:
     t = OUTBOX
     columns = (t.c.id, t.c.created_at, t.c.status, t.c.subject, t.c.recipient, t.c.rule_id)
     query = (
         select(*columns, t.c.attempts, t.c.sent_at, t.c.last_error, t.c.status_reason)
         .where(t.c.lead_id == lead_id, _after("email", t.c.created_at, t.c.id, after))
         .order_by(t.c.created_at, t.c.id)
-        .limit(PAGE + 1)
+        .limit(limit + 1)
     )
     for row in connection.execute(query):
         yield Event(
@@ -195,10 +204,17 @@ def _emails(connection: Connection, lead_id: int, after: Cursor | None) -> Itera
         )
 
 
-def _activities(connection: Connection, lead_id: int, after: Cursor | None) -> Iterator[Event]:
+def _activities(
+    connection: Connection, lead_id: int, after: Cursor | None, limit: int
+) -> Iterator[Event]:
     t = ACTIVITIES
     for row in _page(
-        connection, t, "occurred_at", lead_id, _after("activity", t.c.occurred_at, t.c.id, after)
+        connection,
+        t,
+        "occurred_at",
+        lead_id,
+        _after("activity", t.c.occurred_at, t.c.id, after),
+        limit,
     ):
         machine = " (machine, no points)" if row.machine else ""
         yield Event(
@@ -211,11 +227,13 @@ def _activities(connection: Connection, lead_id: int, after: Cursor | None) -> I
         )
 
 
-def _slas(connection: Connection, lead_id: int, after: Cursor | None) -> Iterator[Event]:
+def _slas(
+    connection: Connection, lead_id: int, after: Cursor | None, limit: int
+) -> Iterator[Event]:
     """A timer's start; its end is the audit's ``sla_met``/``sla_breached`` row."""
     t = SLA_TIMERS
     for row in _page(
-        connection, t, "started_at", lead_id, _after("sla", t.c.started_at, t.c.id, after)
+        connection, t, "started_at", lead_id, _after("sla", t.c.started_at, t.c.id, after), limit
     ):
         yield Event(
             row.started_at,
