@@ -74,7 +74,7 @@ def rules_view(engine: Engine, rule_set: RuleSet | None, now: datetime) -> Rules
                 id=rule.id,
                 description=rule.description,
                 enabled=rule.enabled,
-                subject=str(rule.subject),
+                subject=str(rule.subject.value),
                 location=str(rule.location),
                 schedule=rule.schedule.describe(),
                 reentry=rule.reentry.describe(),
