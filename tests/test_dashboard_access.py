@@ -11,13 +11,17 @@ WCAG AA contrast.
 
 from __future__ import annotations
 
+import io
 import re
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
 from sqlalchemy import Engine, select
 
+from leadflow.cli import main
 from leadflow.clock import SettableClock
 from leadflow.config import load_settings
 from leadflow.errors import ConfigError
@@ -252,3 +256,39 @@ def test_stylesheet_colours_meet_wcag_aa(foreground: str, background: str, least
     """Each pair the stylesheet puts together has at least the contrast WCAG AA requires."""
     colours = dict(re.findall(r"--([a-z-]+):\s*(#[0-9a-f]{6})", CSS.read_text(encoding="utf-8")))
     assert contrast(colours[foreground], colours[background]) >= least
+
+
+class TestHashPasswordCommand:
+    def test_prints_an_argon2id_hash_of_the_line_read(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """``leadflow dashboard hash-password`` reads a line from a pipe, prints its hash."""
+        monkeypatch.setattr("sys.stdin", io.StringIO("s3cret pass\n"))
+        assert main(["dashboard", "hash-password"]) == 0
+        printed = capsys.readouterr().out.strip()
+        assert printed.startswith("$argon2id$")
+        assert PasswordHasher().verify(printed, "s3cret pass")
+
+    def test_an_empty_password_is_one_line_and_exit_1(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
+        assert main(["dashboard", "hash-password"]) == 1
+        assert (
+            capsys.readouterr().err == "leadflow dashboard hash-password: the password is empty\n"
+        )
+
+
+def test_the_configuration_examples_of_the_docs_load(tmp_path: Path) -> None:
+    """Each yaml block of docs/dashboard.md, with a real hash for the placeholder, is valid."""
+    doc = (Path(__file__).resolve().parents[1] / "docs/dashboard.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^ *```yaml\n(.*?)^ *```$", doc, re.M | re.S)
+    assert len(blocks) == 2
+    real = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash("x")
+    for block in blocks:
+        config = tmp_path / "config.yaml"
+        text = textwrap.dedent(block).replace("$argon2id$v=19$m=65536,t=3,p=4$...", real)
+        config.write_text(text, encoding="utf-8")
+        settings = load_settings(config, env={}).settings
+        assert settings.dashboard.enabled is True
+        assert "maria" in settings.dashboard.users
