@@ -85,7 +85,8 @@ def dashboard_routes(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> APIRo
 
 async def _stylesheet() -> Response:
     css = resources.files("leadflow.dashboard").joinpath("static/dashboard.css").read_text()
-    return Response(css, media_type="text/css", headers={"Cache-Control": "max-age=3600"})
+    headers = {"Cache-Control": "max-age=3600", "X-Content-Type-Options": "nosniff"}
+    return Response(css, media_type="text/css", headers=headers)
 
 
 class _Pages:
