@@ -25,8 +25,9 @@ from leadflow.dashboard.rules_page import rules_view
 from leadflow.dashboard.search import search_leads
 from leadflow.dashboard.sla_board import sla_board
 from leadflow.dashboard.timeline import Cursor, LeadHeader, lead_header, timeline
+from leadflow.engine.audit_trail import audit_row
 from leadflow.settings import StageSettings
-from leadflow.store.tables import RULE_RUNS
+from leadflow.store.tables import AUDIT, RULE_RUNS
 from tests.conftest import T0
 from tests.dashboard_support import HOUR, Browser, dashboard_settings, seed
 from tests.http_support import build_app, runtime_for
@@ -182,6 +183,15 @@ class TestRulesPage:
                     matched=7,
                 )
             )
+            connection.execute(
+                insert(AUDIT),
+                [
+                    audit_row(at=T0 - 2 * HOUR, source="rule", action="notify", rule_id=first.id),
+                    audit_row(at=T0 - HOUR, source="rule", action="notify", rule_id=first.id),
+                    audit_row(at=T0 - HOUR, source="rule", action="notify", rule_id=first.id),
+                    audit_row(at=T0 - HOUR, source="rule", action="assign", rule_id=first.id),
+                ],
+            )
         view = rules_view(engine, rule_set, T0)
         assert [line.id for line in view.rules] == [rule.id for rule in rule_set.rules]
         assert [line.location for line in view.rules] == [
@@ -195,6 +205,8 @@ class TestRulesPage:
             "boom",
         )
         assert line.next_run_at == first.schedule.upcoming(T0 - HOUR, T0)
+        # The last run's actions only: the notify two hours ago was an earlier run's.
+        assert line.last_actions == (("assign", 1), ("notify", 2))
         assert view.scoring is not None
         assert view.scoring.location.startswith("rules/scoring.yaml:")
         assert view.scoring.enabled is False

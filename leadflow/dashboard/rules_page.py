@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, func, select
 
 from leadflow.engine.rule_runs import next_run_at
 from leadflow.rule_language.actions import action_name
 from leadflow.rule_language.model import RuleSet
-from leadflow.store.tables import RULE_RUNS, SCORING_RUNS
+from leadflow.store.tables import AUDIT, RULE_RUNS, SCORING_RUNS
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,8 @@ class RuleLine:
     error: str | None
     ran_version: str | None
     next_run_at: datetime | None
+    last_actions: tuple[tuple[str, int], ...] = ()
+    """What the last run did: audit rows per action since it started."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,11 @@ def rules_view(engine: Engine, rule_set: RuleSet | None, now: datetime) -> Rules
             for row in connection.execute(select(RULE_RUNS).where(RULE_RUNS.c.rule_id.in_(ids)))
         }
         scoring = _scoring_line(connection, rule_set)
+        done = {
+            rule_id: _actions_since(connection, rule_id, run.last_started_at)
+            for rule_id, run in runs.items()
+            if run.last_started_at is not None
+        }
     lines = []
     for rule in rule_set.rules:
         run = runs.get(rule.id)
@@ -85,9 +92,24 @@ def rules_view(engine: Engine, rule_set: RuleSet | None, now: datetime) -> Rules
                 error=run.last_error if run is not None else None,
                 ran_version=run.rule_version if run is not None else None,
                 next_run_at=next_run_at(rule, last, now, first_seen) if rule.enabled else None,
+                last_actions=done.get(rule.id, ()),
             )
         )
     return RulesView(rule_set.version, rule_set.files, tuple(lines), scoring)
+
+
+def _actions_since(
+    connection: Connection, rule_id: str, since: datetime
+) -> tuple[tuple[str, int], ...]:
+    """Audit rows per action of ``rule_id`` from ``since`` on, by ``ix_audit_rule_at``: only
+    the last run's rows are counted, however long the rule's history."""
+    query = (
+        select(AUDIT.c.action, func.count())
+        .where(AUDIT.c.rule_id == rule_id, AUDIT.c.at >= since)
+        .group_by(AUDIT.c.action)
+        .order_by(AUDIT.c.action)
+    )
+    return tuple((str(action), int(count)) for action, count in connection.execute(query))
 
 
 def _scoring_line(connection: Connection, rule_set: RuleSet) -> ScoringLine | None:
