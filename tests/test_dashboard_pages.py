@@ -21,7 +21,7 @@ from sqlalchemy import Engine, event, insert
 from leadflow.clock import SettableClock
 from leadflow.dashboard.funnel_page import funnel_numbers
 from leadflow.dashboard.outbox_page import messages
-from leadflow.dashboard.rules_page import rules_view
+from leadflow.dashboard.rules_page import _actions_since, rules_view
 from leadflow.dashboard.search import search_leads
 from leadflow.dashboard.sla_board import sla_board
 from leadflow.dashboard.timeline import Cursor, LeadHeader, lead_header, timeline
@@ -244,6 +244,11 @@ def test_lead_page_links_to_the_crm_and_explains_the_score(
     assert ui.get("/ui/leads/nobody").status_code == 404
 
 
+def _last_run_actions(engine: Engine) -> object:
+    with engine.connect() as connection:
+        return _actions_since(connection, "mql-assign", T0 - HOUR)
+
+
 def _captured(engine: Engine, run: Callable[[], object]) -> list[tuple[str, Any]]:
     statements: list[tuple[str, Any]] = []
 
@@ -292,7 +297,15 @@ BIG = ("audit_log", "leads", "outbox", "activities", "score_changes", "sla_timer
 
 @pytest.mark.parametrize(
     "page",
-    ["timeline", "timeline_after", "sla_running", "sla_breached", "search", "outbox_failed"],
+    [
+        "timeline",
+        "timeline_after",
+        "sla_running",
+        "sla_breached",
+        "search",
+        "outbox_failed",
+        "rule_last_run",
+    ],
 )
 def test_pages_read_by_index_not_by_scan(seeded: Engine, page: str) -> None:
     """EXPLAIN of every query a page runs shows no whole-table read of the big tables."""
@@ -305,6 +318,7 @@ def test_pages_read_by_index_not_by_scan(seeded: Engine, page: str) -> None:
         "sla_breached": lambda: sla_board(seeded, "breached"),
         "search": lambda: search_leads(seeded, "Analytical"),
         "outbox_failed": lambda: messages(seeded, "failed"),
+        "rule_last_run": lambda: _last_run_actions(seeded),
     }
     statements = _captured(seeded, runs[page])
     assert statements
