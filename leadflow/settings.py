@@ -348,6 +348,51 @@ class HttpSettings(Section):
     max_body_bytes: int = Field(default=5_000_000, ge=1024)
 
 
+DashboardRole = Literal["viewer", "operator"]
+"""``viewer`` reads every page; ``operator`` may also retry a failed message."""
+
+
+def _check_password_hash(value: object) -> object:
+    if isinstance(value, str) and not value.startswith("$argon2"):
+        msg = (
+            "expected an argon2 hash such as $argon2id$v=19$..., never a plain password; "
+            "make one with: leadflow dashboard hash-password"
+        )
+        raise ValueError(msg)
+    return value
+
+
+class DashboardUser(Section):
+    password_hash: Annotated[str, BeforeValidator(_check_password_hash)] | None = None
+    """argon2 hash of the user's password (``leadflow dashboard hash-password``); None: the user
+    signs in only through the trusted reverse-proxy header."""
+    role: DashboardRole = "viewer"
+
+
+class DashboardSettings(Section):
+    """The web dashboard under ``/ui/``: off unless enabled, and never without a login."""
+
+    enabled: bool = False
+    users: dict[str, DashboardUser] = {}
+    """User name -> password hash and role."""
+    trusted_header: str | None = None
+    """A reverse proxy's header naming the signed-in user (e.g. ``X-Forwarded-User``), honoured
+    only on requests from ``trusted_proxies``."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses of the reverse proxies whose ``trusted_header`` is believed."""
+    proxy_role: DashboardRole = "viewer"
+    """Role of a proxy-named user absent from ``users`` (a listed user keeps their own role)."""
+    session_lifetime: Duration = timedelta(hours=8)
+    secure_cookie: bool = False
+    """Mark the session cookie Secure: set it when the dashboard is reached over https."""
+    session_secret: SecretStr | None = None
+    """Key signing the session cookies (a secret: environment only); unset, a key generated once
+    and kept in the store is used, shared by every replica."""
+    login_attempts: int = Field(default=5, ge=1, le=1000)
+    """Failed logins per user name and address before the login is refused for ``lockout``."""
+    lockout: Duration = timedelta(minutes=15)
+
+
 FOREVER = "forever"
 
 
@@ -413,6 +458,7 @@ class Settings(Section):
     audit: AuditSettings = AuditSettings()
     log: LogSettings = LogSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
+    dashboard: DashboardSettings = DashboardSettings()
 
     def path(self, relative: Path) -> Path:
         """``relative`` resolved against the configuration's root folder."""
@@ -420,6 +466,12 @@ class Settings(Section):
 
 
 SECRET_KEYS = frozenset(
-    {"mail.smtp.password", "mail.unsubscribe_secret", "http.token", "crm.webhook_secret"}
+    {
+        "mail.smtp.password",
+        "mail.unsubscribe_secret",
+        "http.token",
+        "crm.webhook_secret",
+        "dashboard.session_secret",
+    }
 )
 """Keys read only from the environment (``LEADFLOW_...`` or ``LEADFLOW_..._FILE``)."""

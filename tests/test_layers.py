@@ -27,7 +27,9 @@ EVERYTHING = {
     *INFRASTRUCTURE,
     "cli",
     "crm",
+    "dashboard",
     "engine",
+    "funnel",
     "http",
     "ingest",
     "mail",
@@ -48,7 +50,10 @@ MAY_IMPORT = {
     "ingest": INFRASTRUCTURE | {"store"},
     "scoring": INFRASTRUCTURE | {"store", "rule_language"},
     "engine": INFRASTRUCTURE | {"store", "rule_language", "outbox", "mail", "crm", "scoring"},
-    "rule_testing": EVERYTHING - {"cli", "http", "service"},
+    "funnel": INFRASTRUCTURE | {"store", "rule_language", "engine"},
+    "dashboard": INFRASTRUCTURE
+    | {"store", "rule_language", "scoring", "engine", "outbox", "mail", "funnel"},
+    "rule_testing": EVERYTHING - {"cli", "http", "service", "dashboard"},
 }
 """Who may import whom; service, http and cli are the edges and may import what they run."""
 

@@ -19,6 +19,7 @@ from leadflow.cli import (
     check_command,
     config_command,
     daemon_command,
+    dashboard_command,
     demo_command,
     import_command,
     mail_commands,
@@ -90,6 +91,7 @@ app.command("test")(rule_test_command.run_rule_tests)
 app.command("plan")(plan_command.plan_rules)
 app.command("prune")(prune_command.prune_store)
 app.add_typer(score_commands.app, name="score")
+app.add_typer(dashboard_command.app, name="dashboard")
 
 
 def main(argv: list[str] | None = None) -> int:

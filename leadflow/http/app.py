@@ -23,6 +23,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from leadflow.dashboard.routes import dashboard_routes
 from leadflow.engine.audit_history import lead_with_audit
 from leadflow.engine.runtime import Runtime
 from leadflow.errors import ConfigError, DatabaseUnavailableError, FieldError, RecordsRejectedError
@@ -101,6 +102,7 @@ def create_app(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> FastAPI:
     )
     app.include_router(probe_routes(runtime, holder))
     app.include_router(tracking_routes(runtime, holder))
+    app.include_router(dashboard_routes(runtime, holder))
     return app
 
 

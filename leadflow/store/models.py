@@ -4,7 +4,7 @@ The migrations under ``store/migrations/versions`` build these tables exactly: `
 them, ``0002`` adds ``rule_runs.first_seen_at``, ``0003`` ``store_secrets``, ``0004`` the
 indexes by lead on SLA timers and enrollments, ``0005`` the outbox index retention deletes by,
 ``0006`` lead scoring (the score's parts, ``score_changes``, ``activities.machine``,
-``scoring_runs``), ``0007`` ``stage_changes``. A test compares the schema at the head migration with this metadata so they
+``scoring_runs``), ``0007`` ``stage_changes``, ``0008`` the indexes the dashboard's search uses. A test compares the schema at the head migration with this metadata so they
 cannot drift.
 """
 
@@ -65,6 +65,9 @@ class Lead(SQLModel, table=True):
         # Funnel rules filter on a stage and then a time or a score: these serve them.
         Index("ix_leads_stage_entered", "stage", "stage_entered_at"),
         Index("ix_leads_stage_activity", "stage", "last_activity_at"),
+        # The dashboard's search by the start of an email or a company (migration 0010).
+        Index("ix_leads_email", "email"),
+        Index("ix_leads_company", "company"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

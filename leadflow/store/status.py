@@ -115,6 +115,12 @@ def collect_status(engine: Engine, *, mql_stage: str = "mql", queue_shown: int =
         )
 
 
+def leads_by_stage(engine: Engine) -> dict[str, int]:
+    """Leads per stage, as ``leadflow status`` counts them (the dashboard's funnel reads it)."""
+    with engine.connect() as connection:
+        return _leads_by_stage(connection)
+
+
 def _leads_by_stage(connection: Connection) -> dict[str, int]:
     leads = LEADS
     query = select(leads.c.stage, func.count()).group_by(leads.c.stage).order_by(leads.c.stage)

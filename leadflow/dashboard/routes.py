@@ -1,0 +1,345 @@
+"""The dashboard's routes under ``/ui/``: a login, six read-only pages and one write (retry).
+
+Every page needs a signed-in user (a session cookie, or a trusted reverse proxy's header);
+the retry needs the operator role and the session's CSRF token. Pages are rendered on the
+server from the package's Jinja templates; the one stylesheet is served from the package.
+Database calls run in worker threads, each bounded by a page size.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, quote, urlencode
+
+import structlog
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from starlette.concurrency import run_in_threadpool
+
+from leadflow.dashboard.access import COOKIE, SESSION_SECRET_NAME, Access, Principal
+from leadflow.dashboard.funnel_page import funnel_numbers
+from leadflow.dashboard.outbox_page import OUTBOX_STATUSES, messages, retry
+from leadflow.dashboard.rules_page import rules_view
+from leadflow.dashboard.search import search_leads
+from leadflow.dashboard.sla_board import rep_choices, sla_board
+from leadflow.dashboard.timeline import Cursor, lead_header, timeline
+from leadflow.engine.runtime import Runtime
+from leadflow.errors import UserInputError
+from leadflow.mail.context import fill_url
+from leadflow.rule_language.model import RuleSet
+from leadflow.scoring.explain import explain_score
+from leadflow.store.secrets import stored_secret
+
+if TYPE_CHECKING:
+    from leadflow.service.rule_reload import SnapshotHolder
+
+log = structlog.get_logger("leadflow.dashboard")
+
+SLA_STATUSES = ("running", "breached", "met", "cancelled")
+_MAX_FORM = 4096
+_HEADERS = {
+    # Nothing but the page's own stylesheet: no script, no frame, no form to another origin.
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+def dashboard_routes(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> APIRouter:
+    """The ``/ui/`` routes; none when ``dashboard.enabled`` is false."""
+    router = APIRouter(include_in_schema=False)
+    settings = runtime.settings.dashboard
+    if not settings.enabled:
+        return router
+    secret = settings.session_secret
+    key = (
+        secret.get_secret_value()
+        if secret is not None
+        else stored_secret(runtime.engine, SESSION_SECRET_NAME, runtime.clock.now())[0]
+    )
+    pages = _Pages(runtime, holder, Access(settings, key.encode()))
+    router.add_api_route("/ui/", pages.home, methods=["GET"])
+    router.add_api_route("/ui/static/dashboard.css", _stylesheet, methods=["GET"])
+    router.add_api_route("/ui/login", pages.login_form, methods=["GET"])
+    router.add_api_route("/ui/login", pages.login, methods=["POST"])
+    router.add_api_route("/ui/logout", pages.logout, methods=["POST"])
+    for path, handler in (
+        ("/ui/funnel", pages.funnel),
+        ("/ui/rules", pages.rules),
+        ("/ui/sla", pages.sla),
+        ("/ui/outbox", pages.outbox),
+        ("/ui/search", pages.search),
+        ("/ui/leads/{external_id:path}", pages.lead),
+    ):
+        router.add_api_route(path, handler, methods=["GET"])
+    router.add_api_route("/ui/outbox/{outbox_id}/retry", pages.retry, methods=["POST"])
+    return router
+
+
+async def _stylesheet() -> Response:
+    css = resources.files("leadflow.dashboard").joinpath("static/dashboard.css").read_text()
+    headers = {"Cache-Control": "max-age=3600", "X-Content-Type-Options": "nosniff"}
+    return Response(css, media_type="text/css", headers=headers)
+
+
+class _Pages:
+    def __init__(self, runtime: Runtime, holder: SnapshotHolder[RuleSet], access: Access) -> None:
+        self.runtime = runtime
+        self.holder = holder
+        self.access = access
+        self.templates = Environment(
+            loader=PackageLoader("leadflow.dashboard", "templates"),
+            autoescape=select_autoescape(default=True),
+            undefined=StrictUndefined,
+        )
+        self.templates.filters["when"] = _when
+
+    # --- who is asking ------------------------------------------------------------------
+
+    def principal(self, request: Request) -> Principal | None:
+        now = self.runtime.clock.now()
+        header = self.access.settings.trusted_header
+        if header is not None:
+            client = request.client.host if request.client else None
+            proxied = self.access.from_proxy(request.headers.get(header), client)
+            if proxied is not None:
+                return proxied
+        return self.access.from_cookie(request.cookies.get(COOKIE), now)
+
+    def render(
+        self, name: str, who: Principal | None, code: int = 200, /, **values: Any
+    ) -> HTMLResponse:
+        template = self.templates.get_template(name)
+        csrf = self.access.csrf_token(who) if who is not None else ""
+        values.setdefault("page", "")
+        html = template.render(who=who, csrf=csrf, now=self.runtime.clock.now(), **values)
+        return HTMLResponse(html, status_code=code, headers=_HEADERS)
+
+    def _signed_in(self, request: Request) -> Principal | Response:
+        who = self.principal(request)
+        if who is None:
+            target = quote(request.url.path, safe="/")
+            return RedirectResponse(f"/ui/login?next={target}", status_code=303)
+        return who
+
+    # --- login --------------------------------------------------------------------------
+
+    async def home(self, request: Request) -> Response:
+        return RedirectResponse("/ui/funnel", status_code=303)
+
+    async def login_form(self, request: Request, next: str = "/ui/funnel") -> Response:
+        return self.render("login.html", None, next=_local(next), error=None)
+
+    async def login(self, request: Request) -> Response:
+        form = await _form(request)
+        user, password = form.get("username", ""), form.get("password", "")
+        target = _local(form.get("next", "/ui/funnel"))
+        client = request.client.host if request.client else "?"
+        now = self.runtime.clock.now()
+        if self.access.locked(user, client, now):
+            log.warning("dashboard_login_locked", user=user, client=client)
+            error = "Too many failed logins: try again later."
+            return self.render("login.html", None, 429, next=target, error=error)
+        good = await run_in_threadpool(self.access.check_password, user, password, client, now)
+        if not good:
+            log.warning("dashboard_login_refused", user=user, client=client)
+            error = "Wrong user name or password."
+            return self.render("login.html", None, 401, next=target, error=error)
+        log.info("dashboard_login", user=user, client=client)
+        response = RedirectResponse(target, status_code=303)
+        settings = self.access.settings
+        response.set_cookie(
+            COOKIE,
+            self.access.new_session(user, now),
+            max_age=int(settings.session_lifetime.total_seconds()),
+            path="/ui/",
+            httponly=True,
+            samesite="strict",
+            secure=settings.secure_cookie,
+        )
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        who = self.principal(request)
+        form = await _form(request)
+        if who is not None and not self.access.csrf_ok(who, form.get("csrf", "")):
+            return self.render("refused.html", who, 403, reason="The form is out of date.")
+        response = RedirectResponse("/ui/login", status_code=303)
+        response.delete_cookie(COOKIE, path="/ui/")
+        return response
+
+    # --- pages --------------------------------------------------------------------------
+
+    async def funnel(self, request: Request) -> Response:
+        who = self._signed_in(request)
+        if isinstance(who, Response):
+            return who
+        stages = self.runtime.settings.stages
+        numbers = await run_in_threadpool(funnel_numbers, self.runtime.engine, stages)
+        return self.render("funnel.html", who, numbers=numbers, page="funnel")
+
+    async def rules(self, request: Request) -> Response:
+        who = self._signed_in(request)
+        if isinstance(who, Response):
+            return who
+        rule_set = self.holder.current_or_none()
+        view = await run_in_threadpool(
+            rules_view, self.runtime.engine, rule_set, self.runtime.clock.now()
+        )
+        return self.render("rules.html", who, view=view, reload=self.holder.status(), page="rules")
+
+    async def sla(
+        self,
+        request: Request,
+        status: str = "running",
+        rep: str = "",
+        pool: str = "",
+        page: int = 0,
+    ) -> Response:
+        who = self._signed_in(request)
+        if isinstance(who, Response):
+            return who
+        status = status if status in SLA_STATUSES else "running"
+        page = max(0, min(page, 10_000))
+        timers, more = await run_in_threadpool(
+            lambda: sla_board(
+                self.runtime.engine, status, rep=rep or None, pool=pool or None, page=page
+            )
+        )
+        reps = await run_in_threadpool(rep_choices, self.runtime.engine)
+        pools = sorted({p for r in reps for p in r.pools})
+        query = {"status": status, "rep": rep, "pool": pool}
+        return self.render(
+            "sla.html",
+            who,
+            timers=timers,
+            more=more,
+            reps=reps,
+            pools=pools,
+            filters=query,
+            statuses=SLA_STATUSES,
+            pager=_pager("/ui/sla", query, page, more),
+            page="sla",
+        )
+
+    async def lead(self, request: Request, external_id: str, after: str = "") -> Response:
+        who = self._signed_in(request)
+        if isinstance(who, Response):
+            return who
+        engine = self.runtime.engine
+        header = await run_in_threadpool(lead_header, engine, external_id)
+        if header is None:
+            return self.render("missing.html", who, 404, external_id=external_id, page="")
+        cursor = Cursor.parse(after) if after else None
+        events, more = await run_in_threadpool(timeline, engine, header, cursor)
+        rule_set = self.holder.current_or_none()
+        model = rule_set.scoring if rule_set is not None else None
+        explanation = await run_in_threadpool(
+            explain_score, engine, model, external_id, self.runtime.clock.now()
+        )
+        crm = fill_url(
+            self.runtime.settings.crm.record_url, "crm.record_url", external_id=external_id
+        )
+        next_page = (
+            f"/ui/leads/{quote(external_id, safe='')}?{urlencode({'after': events[-1].cursor})}"
+            if more and events
+            else None
+        )
+        return self.render(
+            "lead.html",
+            who,
+            lead=header,
+            events=events,
+            next_page=next_page,
+            explanation=explanation,
+            crm_url=crm,
+            page="",
+        )
+
+    async def outbox(
+        self, request: Request, status: str = "failed", page: int = 0, retried: int = 0
+    ) -> Response:
+        who = self._signed_in(request)
+        if isinstance(who, Response):
+            return who
+        status = status if status in OUTBOX_STATUSES else "failed"
+        page = max(0, min(page, 10_000))
+        lines, more = await run_in_threadpool(messages, self.runtime.engine, status, page)
+        return self.render(
+            "outbox.html",
+            who,
+            lines=lines,
+            status=status,
+            statuses=OUTBOX_STATUSES,
+            retried=retried,
+            pager=_pager("/ui/outbox", {"status": status}, page, more),
+            page="outbox",
+        )
+
+    async def search(self, request: Request, q: str = "") -> Response:
+        who = self._signed_in(request)
+        if isinstance(who, Response):
+            return who
+        text = q[:200]
+        found = await run_in_threadpool(search_leads, self.runtime.engine, text) if text else []
+        return self.render("search.html", who, q=text, found=found, page="search")
+
+    async def retry(self, request: Request, outbox_id: int) -> Response:
+        who = self.principal(request)
+        form = await _form(request)
+        if who is None:
+            return self.render("refused.html", None, 401, reason="Sign in first.")
+        if not self.access.csrf_ok(who, form.get("csrf", "")):
+            log.warning("dashboard_csrf_refused", user=who.user, outbox_id=outbox_id)
+            return self.render("refused.html", who, 403, reason="The form is out of date.")
+        if not who.may_write:
+            log.warning("dashboard_write_refused", user=who.user, outbox_id=outbox_id)
+            reason = f"{who.user} is a {who.role}: retrying needs the operator role."
+            return self.render("refused.html", who, 403, reason=reason)
+        try:
+            line = await run_in_threadpool(
+                retry, self.runtime.engine, outbox_id, self.runtime.clock.now()
+            )
+        except UserInputError as exc:
+            return self.render("refused.html", who, 409, reason=str(exc).removeprefix("--retry: "))
+        log.info("dashboard_outbox_retry", user=who.user, outbox_id=line.id)
+        return RedirectResponse(f"/ui/outbox?status=failed&retried={line.id}", status_code=303)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """A urlencoded form's fields (first value each); bounded, so a huge body is not read."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _MAX_FORM:
+            return {}
+    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return {name: values[0] for name, values in fields.items()}
+
+
+def _local(target: str) -> str:
+    """A dashboard path to go to after login; anything else (another site) is the funnel."""
+    if target.startswith("/ui/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/ui/funnel"
+
+
+def _pager(path: str, query: dict[str, str], page: int, more: bool) -> dict[str, str | None]:
+    def link(number: int) -> str:
+        return f"{path}?{urlencode({**query, 'page': number})}"
+
+    return {
+        "previous": link(page - 1) if page > 0 else None,
+        "next": link(page + 1) if more else None,
+    }
+
+
+def _when(value: datetime | None) -> str:
+    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")

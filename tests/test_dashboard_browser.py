@@ -1,0 +1,274 @@
+"""The dashboard in a real browser: Debian's headless Chromium, driven through chromedriver by
+Selenium, against the daemon's ASGI application served by uvicorn on a seeded SQLite store.
+
+Pins: a wrong password is refused and a right one opens the funnel; every page opens (and is
+kept as a PNG under tests/artifacts/ to look at); a lead followed from the SLA board shows
+exactly the timeline rows a person reads; an operator retries a failed email with the button;
+a viewer sees no button and their forged POST is refused, as is a POST without the CSRF token
+and a cross-site form (the SameSite cookie is not sent); every visible input has a label; the
+first Tab reaches the skip link, whose focus ring is visible.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from sqlalchemy import Engine
+
+from leadflow.clock import SettableClock
+from leadflow.config import load_settings
+from leadflow.settings import Settings
+from leadflow.store.database import create_store_engine
+from tests.conftest import T0
+from tests.dashboard_support import PASSWORDS, dashboard_settings, seed
+from tests.http_support import build_app, runtime_for
+from tests.mail_support import free_port
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,1000",
+)
+
+if not (CHROMIUM.exists() and CHROMEDRIVER.exists()) and not os.environ.get("CI"):
+    pytest.skip(
+        "Debian's chromium and chromium-driver are not installed (.ci/run installs them)",
+        allow_module_level=True,
+    )
+
+from selenium import webdriver  # noqa: E402 (only once the browser is known to exist)
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
+    target = tmp_path / "state" / "leadflow.db"
+    target.parent.mkdir()
+    target.write_bytes(sqlite_template.read_bytes())
+    return f"sqlite:///{target}"
+
+
+@pytest.fixture
+def daemon_url(tmp_path: Path, sqlite_url: str) -> Iterator[str]:
+    """The daemon's application on a seeded SQLite store, served by uvicorn on a free port."""
+
+    def make_settings(**overrides: Any) -> Settings:
+        config = tmp_path / "config.yaml"
+        config.write_text("", encoding="utf-8")
+        values = {"database.url": sqlite_url, **overrides}
+        return load_settings(config, env={}, overrides=values).settings
+
+    settings = dashboard_settings(make_settings)
+    engine: Engine = create_store_engine(sqlite_url)
+    seed(engine)
+    app, _holder = build_app(runtime_for(engine, settings, SettableClock(T0)))
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, name="dashboard-uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start in 20 s"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+    engine.dispose()
+
+
+@pytest.fixture
+def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[WebDriver]:
+    """Chromium from the operating system; Selenium Manager kept offline (no downloads)."""
+    monkeypatch.setenv("SE_OFFLINE", "true")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in FLAGS:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def log_in(driver: WebDriver, base: str, user: str, password: str | None = None) -> None:
+    driver.get(f"{base}/ui/login")
+    driver.find_element(By.ID, "username").send_keys(user)
+    driver.find_element(By.ID, "password").send_keys(password or PASSWORDS[user])
+    driver.find_element(By.CSS_SELECTOR, "form.login button[type=submit]").click()
+
+
+def table_rows(driver: WebDriver, selector: str) -> list[list[str]]:
+    """The text a person reads in each body row of the table, cell by cell."""
+    rows = driver.find_elements(By.CSS_SELECTOR, f"{selector} tbody tr")
+    return [[cell.text for cell in row.find_elements(By.CSS_SELECTOR, "th, td")] for row in rows]
+
+
+def shoot(driver: WebDriver, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / f"dashboard-{name}.png"))
+
+
+def unlabelled_inputs(driver: WebDriver) -> list[str]:
+    """Visible inputs and selects with neither a <label for> nor an aria-label."""
+    script = """
+    return [...document.querySelectorAll('input, select, textarea')]
+      .filter(e => e.type !== 'hidden')
+      .filter(e => !e.getAttribute('aria-label') &&
+                   !(e.id && document.querySelector(`label[for="${e.id}"]`)))
+      .map(e => e.outerHTML);
+    """
+    found: list[str] = driver.execute_script(script)
+    return found
+
+
+def test_login_every_page_and_the_lead_from_the_sla_board(
+    daemon_url: str, browser: WebDriver
+) -> None:
+    """Refused, then signed in; each page opens with labelled inputs; L2 from the board."""
+    log_in(browser, daemon_url, "vera", "wrong")
+    assert browser.find_element(By.CSS_SELECTOR, "p.error").text == "Wrong user name or password."
+    assert unlabelled_inputs(browser) == []
+    shoot(browser, "login-refused")
+    log_in(browser, daemon_url, "vera")
+    assert browser.current_url == f"{daemon_url}/ui/funnel"
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Funnel"
+    pages = {
+        "funnel": "Funnel",
+        "rules": "Rules",
+        "sla": "SLA board",
+        "outbox": "Outbox",
+        "search?q=Analytical": "Search leads",
+    }
+    for path, heading in pages.items():
+        browser.get(f"{daemon_url}/ui/{path}")
+        assert browser.find_element(By.TAG_NAME, "h1").text == heading
+        assert unlabelled_inputs(browser) == [], path
+        shoot(browser, path.split("?")[0])
+    assert table_rows(browser, "main table") == [
+        [
+            "L1",
+            "Ada Lovelace",
+            "ada@analytical.test",
+            "Analytical Engines",
+            "sql",
+            "40",
+            "Rita Rep",
+        ],
+        ["L3", "Cy Young", "cy@analytical.test", "Analytical Labs", "lead", "5", "unowned"],
+    ]
+
+    browser.get(f"{daemon_url}/ui/sla")
+    assert [row[0] for row in table_rows(browser, "table.sla")] == [
+        "L2\nBob Builder",
+        "L1\nAda Lovelace",
+    ]
+    browser.find_element(By.LINK_TEXT, "L1").click()
+    assert browser.current_url == f"{daemon_url}/ui/leads/L1"
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Lead L1: Ada Lovelace"
+    rows = [row[:2] for row in table_rows(browser, "table.timeline")]
+    assert rows == [
+        ["2026-03-02 04:00:00 UTC", "activity pricing_visit"],
+        ["2026-03-02 05:00:00 UTC", "score 10 → 40 (activity: pricing_visit)"],
+        ["2026-03-02 06:00:00 UTC", "assign by rule mql-assign (v1)"],
+        ["2026-03-02 06:00:00 UTC", "start_sla by rule mql-assign (v1)"],
+        ["2026-03-02 06:00:00 UTC", "email “Welcome, Ada” to ada@analytical.test: failed"],
+        ["2026-03-02 06:00:00 UTC", "SLA first_touch started, due 2026-03-02 10:00 UTC (running)"],
+        ["2026-03-02 07:00:00 UTC", "set_stage"],
+        ["2026-03-02 08:00:00 UTC", "email “Following up” to ada@analytical.test: sent"],
+    ]
+    crm = browser.find_element(By.LINK_TEXT, "https://crm.example.com/leads/L1")
+    assert crm.get_attribute("href") == "https://crm.example.com/leads/L1"
+    shoot(browser, "lead")
+
+
+def test_operator_retries_and_forgeries_are_refused(daemon_url: str, browser: WebDriver) -> None:
+    """The viewer has no Retry and a forged POST fails on role; a form without the token and
+    one from another site fail too; the operator's button requeues message 1."""
+    forge = """
+    const form = document.createElement('form');
+    form.method = 'post';
+    form.action = '/ui/outbox/1/retry';
+    if (arguments[0]) {
+      const token = document.createElement('input');
+      token.type = 'hidden'; token.name = 'csrf'; token.value = arguments[0];
+      form.appendChild(token);
+    }
+    document.body.appendChild(form);
+    form.submit();
+    """
+    log_in(browser, daemon_url, "vera")
+    browser.get(f"{daemon_url}/ui/outbox?status=failed")
+    assert browser.find_elements(By.XPATH, "//button[text()='Retry']") == []
+    token = browser.find_element(By.NAME, "csrf").get_attribute("value")
+    browser.execute_script(forge, token)
+    refusal = browser.find_element(By.CSS_SELECTOR, "p.error")
+    assert refusal.text == "vera is a viewer: retrying needs the operator role."
+    shoot(browser, "refused")
+
+    log_in(browser, daemon_url, "otto")
+    browser.get(f"{daemon_url}/ui/outbox?status=failed")
+    browser.execute_script(forge, "")
+    assert browser.find_element(By.CSS_SELECTOR, "p.error").text == "The form is out of date."
+    cross_site = (
+        "data:text/html,<form method=post action='"
+        f"{daemon_url}/ui/outbox/1/retry'><input type=hidden name=csrf value=x></form>"
+        "<script>document.forms[0].submit()</script>"
+    )
+    browser.get(cross_site)
+    deadline = time.monotonic() + 10
+    while "/retry" not in browser.current_url and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert browser.find_element(By.CSS_SELECTOR, "p.error").text == "Sign in first."
+
+    browser.get(f"{daemon_url}/ui/outbox?status=failed")
+    shoot(browser, "outbox-failed-operator")
+    browser.find_element(By.XPATH, "//button[text()='Retry']").click()
+    assert browser.find_element(By.CSS_SELECTOR, "p.ok").text == (
+        "Message 1 is queued again; the sender picks it up now."
+    )
+    assert browser.find_elements(By.CSS_SELECTOR, "table.outbox") == []
+    browser.get(f"{daemon_url}/ui/outbox?status=pending")
+    # Message 2 was due 90 minutes ago, the requeued 1 is due now.
+    assert [row[0] for row in table_rows(browser, "table.outbox")] == ["2", "1"]
+
+
+def test_keyboard_reaches_the_skip_link_with_a_visible_focus(
+    daemon_url: str, browser: WebDriver
+) -> None:
+    """The first Tab focuses "Skip to content", shown on screen with a 3px outline."""
+    log_in(browser, daemon_url, "vera")
+    browser.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)
+    focused = browser.switch_to.active_element
+    assert focused.text == "Skip to content"
+    style = browser.execute_script(
+        "const s = getComputedStyle(arguments[0]);"
+        "return [s.outlineStyle, s.outlineWidth, arguments[0].getBoundingClientRect().left];",
+        focused,
+    )
+    assert style[0] == "solid"
+    assert style[1] == "3px"
+    assert style[2] >= 0  # moved on screen, not left at -10000px
+    shoot(browser, "skip-link-focused")

@@ -1,0 +1,326 @@
+"""What each dashboard page shows, on SQLite and PostgreSQL: the exact rows of the queries
+behind the pages, the timeline's pages across rows at the same instant, and the query plans
+(the lead timeline, the SLA board and the search read by index, never a whole table).
+
+Pins: a lead's timeline lists its activity, score change, audit rows, emails with delivery
+status and SLA start in time order; paging with a small limit gives every event once; the SLA
+board orders running timers by due time and filters by rep and pool; the outbox lists each
+status; the search finds by external id and by the start of an email or company; the funnel
+counts leads per configured stage; the rules page lists every rule with its file:line:col and
+last run, and a refused reload's messages; the lead page links to the CRM record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event, insert
+
+from leadflow.clock import SettableClock
+from leadflow.dashboard.funnel_page import funnel_numbers
+from leadflow.dashboard.outbox_page import messages
+from leadflow.dashboard.rules_page import _actions_since, rules_view
+from leadflow.dashboard.search import search_leads
+from leadflow.dashboard.sla_board import sla_board
+from leadflow.dashboard.timeline import Cursor, LeadHeader, lead_header, timeline
+from leadflow.engine.audit_trail import audit_row
+from leadflow.settings import StageSettings
+from leadflow.store.tables import AUDIT, RULE_RUNS
+from tests.conftest import T0
+from tests.dashboard_support import HOUR, Browser, dashboard_settings, seed
+from tests.http_support import build_app, runtime_for
+
+L1_TIMELINE = [
+    (T0 - 5 * HOUR, "activity pricing_visit"),
+    (T0 - 4 * HOUR, "score 10 → 40 (activity: pricing_visit)"),
+    (T0 - 3 * HOUR, "assign by rule mql-assign (v1)"),
+    (T0 - 3 * HOUR, "start_sla by rule mql-assign (v1)"),
+    (T0 - 3 * HOUR, "email “Welcome, Ada” to ada@analytical.test: failed"),
+    (T0 - 3 * HOUR, "SLA first_touch started, due 2026-03-02 10:00 UTC (running)"),
+    (T0 - 2 * HOUR, "set_stage"),
+    (T0 - HOUR, "email “Following up” to ada@analytical.test: sent"),
+]
+
+
+@pytest.fixture
+def seeded(engine: Engine) -> Engine:
+    seed(engine)
+    return engine
+
+
+def header(engine: Engine, external_id: str) -> LeadHeader:
+    found = lead_header(engine, external_id)
+    assert found is not None
+    return found
+
+
+class TestTimeline:
+    def test_every_row_of_the_lead_in_time_order(self, seeded: Engine) -> None:
+        """L1's eight events, oldest first; at one instant audit, email, then SLA."""
+        events, more = timeline(seeded, header(seeded, "L1"))
+        assert [(e.at, e.summary) for e in events] == L1_TIMELINE
+        assert more is False
+        failed = events[4]
+        assert failed.detail["relay"] == "550 5.1.1 no such user"
+        assert failed.detail["attempts"] == 3
+        assert events[2].detail["evidence"] == {"score": 40}
+
+    @pytest.mark.parametrize("limit", [1, 2, 3])
+    def test_pages_give_every_event_once(self, seeded: Engine, limit: int) -> None:
+        """Following the cursor page by page (four events share T0-3h) yields the same list."""
+        lead = header(seeded, "L1")
+        seen: list[tuple[Any, str]] = []
+        after = None
+        for _ in range(20):
+            events, more = timeline(seeded, lead, after, limit)
+            seen += [(e.at, e.summary) for e in events]
+            if not more:
+                break
+            after = Cursor.parse(events[-1].cursor)
+        assert seen == L1_TIMELINE
+
+    def test_other_leads_rows_are_not_shown(self, seeded: Engine) -> None:
+        """L2's timeline: its own SLA, escalation audit row and email, nothing of L1."""
+        events, _ = timeline(seeded, header(seeded, "L2"))
+        assert [e.summary for e in events] == [
+            "SLA first_touch started, due 2026-03-02 08:00 UTC (running)",
+            "sla_escalated",
+            "email “Hello Bob” to bob@builder.test: pending",
+        ]
+
+    def test_a_bad_cursor_is_no_cursor(self) -> None:
+        assert Cursor.parse("garbage") is None
+        assert Cursor.parse("2026-03-02T09:00:00~1~x") is None
+        assert Cursor.parse("2026-03-02T09:00:00~1~2") is None  # no timezone
+
+
+class TestSlaBoard:
+    def test_running_timers_soonest_due_first(self, seeded: Engine) -> None:
+        """The overdue, escalated L2 first, then L1; the breached L3 on its own list."""
+        timers, more = sla_board(seeded, "running")
+        assert [(t.lead, t.owner, t.level, t.overdue(T0)) for t in timers] == [
+            ("L2", "Sam Seller", 1, True),
+            ("L1", "Rita Rep", 0, False),
+        ]
+        assert more is False
+        breached, _ = sla_board(seeded, "breached")
+        assert [(t.lead, t.owner, t.close_reason) for t in breached] == [
+            ("L3", None, "no escalation level left")
+        ]
+
+    def test_filters_by_rep_and_pool(self, seeded: Engine) -> None:
+        assert [t.lead for t in sla_board(seeded, "running", rep="r1")[0]] == ["L1"]
+        assert [t.lead for t in sla_board(seeded, "running", pool="west")[0]] == ["L2"]
+        assert sla_board(seeded, "running", rep="r1", pool="west")[0] == []
+        assert sla_board(seeded, "running", pool="nowhere")[0] == []
+
+
+class TestOtherPages:
+    def test_outbox_by_status(self, seeded: Engine) -> None:
+        """Each status lists its own messages, with the relay's answer on the failed one."""
+        failed, _ = messages(seeded, "failed")
+        assert [(m.id, m.lead, m.relay_answer) for m in failed] == [
+            (1, "L1", "550 5.1.1 no such user")
+        ]
+        assert [m.id for m in messages(seeded, "pending")[0]] == [2]
+        assert [m.id for m in messages(seeded, "sent")[0]] == [3]
+        assert messages(seeded, "suppressed")[0] == []
+
+    @pytest.mark.parametrize(
+        ("text", "found"),
+        [
+            ("L2", ["L2"]),
+            ("Analytical", ["L1", "L3"]),
+            ("Analytical E", ["L1"]),
+            ("ada@", ["L1"]),
+            ("cy@analytical.test", ["L3"]),
+            ("bob", ["L2"]),
+            ("analytical", []),  # case-sensitive, as stored
+            ("Analytical%", []),  # no wildcards
+            ("   ", []),
+        ],
+    )
+    def test_search(self, seeded: Engine, text: str, found: list[str]) -> None:
+        assert [f.external_id for f in search_leads(seeded, text)] == found
+
+    def test_funnel_counts_in_stage_order(self, seeded: Engine) -> None:
+        """Leads per stage now, progression then side stages; the report seam still empty."""
+        numbers = funnel_numbers(seeded, StageSettings())
+        assert numbers.stages == (
+            ("subscriber", 0),
+            ("lead", 1),
+            ("mql", 1),
+            ("sql", 1),
+            ("opportunity", 0),
+            ("customer", 0),
+            ("nurture", 0),
+            ("recycled", 0),
+            ("disqualified", 0),
+        )
+        assert numbers.total == 3
+        assert numbers.report is None
+
+
+class TestRulesPage:
+    def test_every_rule_with_its_place_and_last_run(
+        self, engine: Engine, make_settings: Any, clock: SettableClock
+    ) -> None:
+        """The repository's rules in order with file:line:col; a recorded run shows."""
+        runtime = runtime_for(engine, dashboard_settings(make_settings), clock)
+        rule_set = runtime.load_rules()
+        first = rule_set.rules[0]
+        with engine.begin() as connection:
+            connection.execute(
+                insert(RULE_RUNS).values(
+                    rule_id=first.id,
+                    rule_version=rule_set.version,
+                    last_started_at=T0 - HOUR,
+                    last_finished_at=T0 - HOUR,
+                    last_status="failed",
+                    last_error="boom",
+                    matched=7,
+                )
+            )
+            connection.execute(
+                insert(AUDIT),
+                [
+                    audit_row(at=T0 - 2 * HOUR, source="rule", action="notify", rule_id=first.id),
+                    audit_row(at=T0 - HOUR, source="rule", action="notify", rule_id=first.id),
+                    audit_row(at=T0 - HOUR, source="rule", action="notify", rule_id=first.id),
+                    audit_row(at=T0 - HOUR, source="rule", action="assign", rule_id=first.id),
+                ],
+            )
+        view = rules_view(engine, rule_set, T0)
+        assert [line.id for line in view.rules] == [rule.id for rule in rule_set.rules]
+        assert [line.location for line in view.rules] == [
+            str(rule.location) for rule in rule_set.rules
+        ]
+        line = view.rules[0]
+        assert (line.last_run_at, line.last_status, line.matched, line.error) == (
+            T0 - HOUR,
+            "failed",
+            7,
+            "boom",
+        )
+        assert line.next_run_at == first.schedule.upcoming(T0 - HOUR, T0)
+        # The last run's actions only: the notify two hours ago was an earlier run's.
+        assert line.last_actions == (("assign", 1), ("notify", 2))
+        assert view.scoring is not None
+        assert view.scoring.location.startswith("rules/scoring.yaml:")
+        assert view.scoring.enabled is False
+
+    def test_a_refused_reload_shows_its_messages(
+        self, engine: Engine, make_settings: Any, clock: SettableClock
+    ) -> None:
+        """The Rules page lists each FILE:LINE:COL line and says the old set still runs."""
+        runtime = runtime_for(engine, dashboard_settings(make_settings), clock)
+        app, holder = build_app(runtime)
+        holder.record_failure(["rules/mql.yaml:3:7: unknown field 'wen'; did you mean 'when'?"])
+        ui = Browser(app)
+        ui.login("vera")
+        page = ui.get("/ui/rules").text
+        assert "The last change to the rules was refused" in page
+        assert (
+            "rules/mql.yaml:3:7: unknown field &#39;wen&#39;; did you mean &#39;when&#39;?" in page
+        )
+        assert "the set below is still running" in page
+
+
+def test_lead_page_links_to_the_crm_and_explains_the_score(
+    seeded: Engine, make_settings: Any, clock: SettableClock
+) -> None:
+    """The lead page shows the timeline's rows, the CRM link and the score's contributions."""
+    runtime = runtime_for(seeded, dashboard_settings(make_settings), clock)
+    app, _holder = build_app(runtime)
+    ui = Browser(app)
+    ui.login("vera")
+    page = ui.get("/ui/leads/L1").text
+    assert 'href="https://crm.example.com/leads/L1"' in page
+    for _, summary in L1_TIMELINE:
+        assert summary.replace("“", "&#8220;") in page or summary in page
+    assert "Why the score is 40" in page
+    assert ui.get("/ui/leads/nobody").status_code == 404
+
+
+def _last_run_actions(engine: Engine) -> object:
+    with engine.connect() as connection:
+        return _actions_since(connection, "mql-assign", T0 - HOUR)
+
+
+def _captured(engine: Engine, run: Callable[[], object]) -> list[tuple[str, Any]]:
+    statements: list[tuple[str, Any]] = []
+
+    def remember(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        statements.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", remember)
+    try:
+        run()
+    finally:
+        event.remove(engine, "before_cursor_execute", remember)
+    return statements
+
+
+def _plans(engine: Engine, statements: list[tuple[str, Any]]) -> list[str]:
+    plans = []
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            for statement, parameters in statements:
+                rows = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+                plans.append("\n".join(str(row[-1]) for row in rows))
+        else:
+            # Tiny tables make a sequential scan cheapest; forbidding it shows whether an
+            # index can answer at all, which is what holds at a million rows.
+            connection.exec_driver_sql("SET enable_seqscan = off")
+            for statement, parameters in statements:
+                rows = connection.exec_driver_sql(f"EXPLAIN {statement}", parameters)
+                plans.append("\n".join(str(row[0]) for row in rows))
+    return plans
+
+
+def _scans(plan: str, tables: tuple[str, ...]) -> list[str]:
+    """The plan's lines that read one of ``tables`` whole."""
+    found = []
+    for line in plan.splitlines():
+        for table in tables:
+            sqlite_scan = f"SCAN {table}" in line and "USING" not in line
+            postgres_scan = f"Seq Scan on {table}" in line
+            if sqlite_scan or postgres_scan:
+                found.append(line.strip())
+    return found
+
+
+BIG = ("audit_log", "leads", "outbox", "activities", "score_changes", "sla_timers")
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        "timeline",
+        "timeline_after",
+        "sla_running",
+        "sla_breached",
+        "search",
+        "outbox_failed",
+        "rule_last_run",
+    ],
+)
+def test_pages_read_by_index_not_by_scan(seeded: Engine, page: str) -> None:
+    """EXPLAIN of every query a page runs shows no whole-table read of the big tables."""
+    lead = header(seeded, "L1")
+    cursor = Cursor(T0 - 3 * HOUR, 1, 1)
+    runs: dict[str, Callable[[], object]] = {
+        "timeline": lambda: timeline(seeded, lead),
+        "timeline_after": lambda: timeline(seeded, lead, cursor),
+        "sla_running": lambda: sla_board(seeded, "running"),
+        "sla_breached": lambda: sla_board(seeded, "breached"),
+        "search": lambda: search_leads(seeded, "Analytical"),
+        "outbox_failed": lambda: messages(seeded, "failed"),
+        "rule_last_run": lambda: _last_run_actions(seeded),
+    }
+    statements = _captured(seeded, runs[page])
+    assert statements
+    plans = _plans(seeded, statements)
+    assert [_scans(plan, BIG) for plan in plans] == [[] for _ in plans], plans
