@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -13,6 +14,8 @@ MQL_THRESHOLD = 60
 """The shipped mql-assignment rule's threshold, named when the followed lead crosses it."""
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from rich.console import Console
 
     from leadflow.cli.demo_funnel import DemoRun
@@ -82,6 +85,31 @@ def demo(
     )
     console.print(
         f"How the funnel stands: {store} leadflow status", highlight=False, soft_wrap=True
+    )
+    _report_and_dashboard(console, store, folder, days)
+
+
+def _report_and_dashboard(console: Console, store: str, folder: Path, days: int) -> None:
+    """Where to read the simulated days' funnel report, and how to open the dashboard on them."""
+    from leadflow.cli.demo_funnel import START
+    from leadflow.dashboard.access import hash_password
+
+    first, last = START.date(), (START + timedelta(days=days - 1)).date()
+    console.print(
+        f"The funnel's report:  {store} leadflow report --from {first} --to {last} "
+        f"(--format html --output {folder / 'report.html'} for the charts)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    # A throwaway operator for the demo's store only; the hash is made here, never shipped.
+    user = "LEADFLOW_DASHBOARD__USERS__DEMO"
+    console.print(
+        f"The dashboard:        {store} LEADFLOW_HTTP__ALLOW_ANONYMOUS=true "
+        f"LEADFLOW_DASHBOARD__ENABLED=true {user}__ROLE=operator "
+        f"{user}__PASSWORD_HASH='{hash_password('demo')}' leadflow daemon, then open "
+        "http://127.0.0.1:8080/ui/ (user demo, password demo)",
+        highlight=False,
+        soft_wrap=True,
     )
 
 
