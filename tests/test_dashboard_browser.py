@@ -55,6 +55,8 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
+from selenium.webdriver.support import expected_conditions  # noqa: E402
+from selenium.webdriver.support.wait import WebDriverWait  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -107,6 +109,9 @@ def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[WebDriver]:
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     driver.set_page_load_timeout(30)
+    # A click that submits a form returns before the next page is there: finding an element
+    # waits for it (up to 10 s on a loaded CI machine) instead of failing at once.
+    driver.implicitly_wait(10)
     try:
         yield driver
     finally:
@@ -117,7 +122,10 @@ def log_in(driver: WebDriver, base: str, user: str, password: str | None = None)
     driver.get(f"{base}/ui/login")
     driver.find_element(By.ID, "username").send_keys(user)
     driver.find_element(By.ID, "password").send_keys(password or PASSWORDS[user])
+    page = driver.find_element(By.TAG_NAME, "html")
     driver.find_element(By.CSS_SELECTOR, "form.login button[type=submit]").click()
+    # The click returns before the answer is there: wait until the login page is replaced.
+    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(page))
 
 
 def table_rows(driver: WebDriver, selector: str) -> list[list[str]]:

@@ -26,8 +26,7 @@ from leadflow.dashboard.search import search_leads
 from leadflow.dashboard.sla_board import sla_board
 from leadflow.dashboard.timeline import Cursor, LeadHeader, lead_header, timeline
 from leadflow.engine.audit_trail import audit_row
-from leadflow.settings import StageSettings
-from leadflow.store.tables import AUDIT, RULE_RUNS
+from leadflow.store.tables import AUDIT, RULE_RUNS, STAGE_CHANGES
 from tests.conftest import T0
 from tests.dashboard_support import HOUR, Browser, dashboard_settings, seed
 from tests.http_support import build_app, runtime_for
@@ -146,8 +145,23 @@ class TestOtherPages:
         assert [f.external_id for f in search_leads(seeded, text)] == found
 
     def test_funnel_counts_in_stage_order(self, seeded: Engine) -> None:
-        """Leads per stage now, progression then side stages; the report seam still empty."""
-        numbers = funnel_numbers(seeded, StageSettings())
+        """Leads per stage now, progression then side stages; below them the period's tables
+        are `leadflow report`'s sections, value for value as its table prints them."""
+        from leadflow.funnel.period import Period
+        from leadflow.funnel.report import build_report
+        from leadflow.funnel.sections import sections
+        from leadflow.funnel.text import shown
+        from leadflow.settings import Settings
+
+        settings = Settings()
+        with seeded.begin() as connection:  # L1 became an MQL two hours before T0
+            connection.execute(
+                insert(STAGE_CHANGES).values(
+                    lead_id=1, at=T0 - 2 * HOUR, from_stage="lead", to_stage="mql", cause="rule"
+                )
+            )
+        first = (T0 - 6 * 24 * HOUR).date()
+        numbers = funnel_numbers(seeded, settings, first, T0.date(), T0)
         assert numbers.stages == (
             ("subscriber", 0),
             ("lead", 1),
@@ -160,7 +174,15 @@ class TestOtherPages:
             ("disqualified", 0),
         )
         assert numbers.total == 3
-        assert numbers.report is None
+        start = T0.replace(hour=0) - 6 * 24 * HOUR
+        report = sections(build_report(seeded, settings, Period(start, start + 7 * 24 * HOUR), T0))
+        shown_tables = {table.name: table.rows for table in numbers.tables}
+        assert set(shown_tables) == set(report) - {"weekly_conversion"}
+        for name, rows in report.items():
+            if name in shown_tables:
+                expected = tuple(tuple(shown(v, c) for c, v in row.items()) for row in rows)
+                assert shown_tables[name] == expected, name
+        assert shown_tables["stage_entries"] == (("all", "mql", "1"),)
 
 
 class TestRulesPage:

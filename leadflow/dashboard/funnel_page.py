@@ -1,39 +1,100 @@
-"""The Funnel page's numbers: the stage counts ``leadflow status`` shows, for now.
+"""The Funnel page's numbers: the stage counts now, and ``leadflow report`` for a period.
 
-The seam: :func:`funnel_numbers` is the one call the page makes. When ``leadflow report``
-(the funnel metrics: conversion and velocity per period) lands, this function calls the
-report's own code and fills :attr:`FunnelNumbers.report`, so the page and the command show the
-same numbers from one implementation; until then the page says that the report is not there
-yet rather than computing its own.
+:func:`funnel_numbers` is the one call the page makes. The period's metrics are the report's
+own (``leadflow.funnel``: :func:`~leadflow.funnel.report.build_report` and its
+:func:`~leadflow.funnel.sections.sections`), so the page and ``leadflow report --from --to``
+show the same figures from one implementation; the page formats them as the report's table does.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
 
-from leadflow.settings import StageSettings
+from leadflow.errors import UserInputError
+from leadflow.settings import Settings
 from leadflow.store.status import leads_by_stage
+
+DEFAULT_DAYS = 7
+"""Without ``from``/``to`` the page shows the last seven days, today included."""
+CHART_SECTIONS = ("weekly_conversion",)
+"""Rows the report keeps for its charts; the page shows its tables."""
+
+
+@dataclass(frozen=True)
+class ReportTable:
+    name: str
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    """Each value as the report's table shows it (rates as percentages, two decimals)."""
 
 
 @dataclass(frozen=True)
 class FunnelNumbers:
     stages: tuple[tuple[str, int], ...]
     """The progression's stages in order, then the side stages, then any other stored stage."""
-    report: Any = None
-    """``leadflow report``'s metrics for the period, once that command exists."""
+    first_day: date
+    last_day: date
+    tables: tuple[ReportTable, ...] = ()
+    """``leadflow report --from first_day --to last_day``, section by section."""
 
     @property
     def total(self) -> int:
         return sum(count for _, count in self.stages)
 
 
-def funnel_numbers(engine: Engine, stages: StageSettings) -> FunnelNumbers:
-    """Leads per stage now, in the configured order of stages."""
+def period_days(given_from: str | None, given_to: str | None, today: date) -> tuple[date, date]:
+    """The page's period: ISO days, both included; UserInputError for anything else."""
+    try:
+        last = date.fromisoformat(given_to) if given_to else today
+        first = (
+            date.fromisoformat(given_from)
+            if given_from
+            else last - timedelta(days=DEFAULT_DAYS - 1)
+        )
+    except ValueError:
+        msg = "from and to are days like 2026-03-02"
+        raise UserInputError(msg) from None
+    if last < first:
+        msg = f"to {last} is before from {first}"
+        raise UserInputError(msg)
+    return first, last
+
+
+def funnel_numbers(
+    engine: Engine, settings: Settings, first: date, last: date, now: datetime
+) -> FunnelNumbers:
+    """Leads per stage now, and the report of ``first`` to ``last`` (days, included)."""
+    from leadflow.funnel.period import Period
+    from leadflow.funnel.report import build_report
+    from leadflow.funnel.sections import sections
+    from leadflow.funnel.text import TITLES, shown
+
+    stages = settings.stages
     counts = leads_by_stage(engine)
     named = (*stages.progression, *stages.side)
     ordered = [(stage, counts.get(stage, 0)) for stage in named]
     ordered += sorted((stage, n) for stage, n in counts.items() if stage not in named)
-    return FunnelNumbers(tuple(ordered))
+    start = datetime(first.year, first.month, first.day, tzinfo=UTC)
+    end = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1)
+    report = build_report(engine, settings, Period(start, end), now)
+    tables = tuple(
+        _table(name, TITLES.get(name, name), rows, shown)
+        for name, rows in sections(report).items()
+        if name not in CHART_SECTIONS
+    )
+    return FunnelNumbers(tuple(ordered), first, last, tables)
+
+
+def _table(name: str, title: str, rows: list[dict[str, Any]], shown: Any) -> ReportTable:
+    columns = tuple(rows[0]) if rows else ()
+    return ReportTable(
+        name,
+        title,
+        tuple(column.replace("_", " ") for column in columns),
+        tuple(tuple(shown(row.get(column), column) for column in columns) for row in rows),
+    )

@@ -20,7 +20,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from starlette.concurrency import run_in_threadpool
 
 from leadflow.dashboard.access import COOKIE, SESSION_SECRET_NAME, Access, Principal
-from leadflow.dashboard.funnel_page import funnel_numbers
+from leadflow.dashboard.funnel_page import funnel_numbers, period_days
 from leadflow.dashboard.outbox_page import OUTBOX_STATUSES, messages, retry
 from leadflow.dashboard.rules_page import rules_view
 from leadflow.dashboard.search import search_leads
@@ -181,9 +181,19 @@ class _Pages:
         who = self._signed_in(request)
         if isinstance(who, Response):
             return who
-        stages = self.runtime.settings.stages
-        numbers = await run_in_threadpool(funnel_numbers, self.runtime.engine, stages)
-        return self.render("funnel.html", who, numbers=numbers, page="funnel")
+        now = self.runtime.clock.now()
+        query = request.query_params
+        try:
+            first, last = period_days(query.get("from"), query.get("to"), now.date())
+        except UserInputError as exc:
+            first, last = period_days(None, None, now.date())
+            problem: str | None = str(exc)
+        else:
+            problem = None
+        numbers = await run_in_threadpool(
+            funnel_numbers, self.runtime.engine, self.runtime.settings, first, last, now
+        )
+        return self.render("funnel.html", who, numbers=numbers, problem=problem, page="funnel")
 
     async def rules(self, request: Request) -> Response:
         who = self._signed_in(request)
