@@ -191,7 +191,23 @@ def required(field: str, reason: str = "missing") -> Convert:
     return check
 
 
-class LeadWriter(KindWriter):
+class _RecordsStageEntries(KindWriter):
+    """A writer of records with a stage (leads, deals): each batch's entries into a stage
+    become ``stage_changes`` rows, in the batch's transaction."""
+
+    def after_write(self, connection: Connection, rows: list[Prepared]) -> None:
+        """Record the stage entries the batch made (new rows, changed stages), in SQL."""
+        record_entries(
+            connection,
+            self.kind,
+            [row.key for row in rows],
+            cause=self.cause,
+            source=self.source,
+            now=self.now,
+        )
+
+
+class LeadWriter(_RecordsStageEntries):
     kind = "leads"
     table = LEADS
     columns: ClassVar[Mapping[str, str]] = {
@@ -230,17 +246,6 @@ class LeadWriter(KindWriter):
     @staticmethod
     def update_stage_param() -> Any:
         return bindparam("v_stage")
-
-    def after_write(self, connection: Connection, rows: list[Prepared]) -> None:
-        """Record the stage entries the batch made (new rows, changed stages), in SQL."""
-        record_entries(
-            connection,
-            self.kind,
-            [row.key for row in rows],
-            cause=self.cause,
-            source=self.source,
-            now=self.now,
-        )
 
     def defaults(self) -> dict[str, Any]:
         return {
@@ -292,7 +297,7 @@ class LeadWriter(KindWriter):
         return value
 
 
-class DealWriter(KindWriter):
+class DealWriter(_RecordsStageEntries):
     kind = "deals"
     table = DEALS
     columns: ClassVar[Mapping[str, str]] = {
@@ -328,17 +333,6 @@ class DealWriter(KindWriter):
         if "lead" in self.fields:
             wanted = {r["lead"] for r in records if r.get("lead") is not None}
             self._leads = ids_by_external_id(connection, LEADS, wanted)
-
-    def after_write(self, connection: Connection, rows: list[Prepared]) -> None:
-        """Record the stage entries the batch made (new rows, changed stages), in SQL."""
-        record_entries(
-            connection,
-            self.kind,
-            [row.key for row in rows],
-            cause=self.cause,
-            source=self.source,
-            now=self.now,
-        )
 
 
 class ActivityWriter(KindWriter):

@@ -18,7 +18,13 @@ from sqlalchemy import Connection, Engine, and_, select
 
 from leadflow.durations import format_duration
 from leadflow.rule_language.scoring_model import EngagementCriterion, ScoringModel
-from leadflow.scoring.sql import counted_activities, criterion_points, decayed_value, fit_terms
+from leadflow.scoring.sql import (
+    STORED_SCORE,
+    counted_activities,
+    criterion_points,
+    decayed_value,
+    fit_terms,
+)
 from leadflow.store.tables import ACTIVITIES, LEADS, SCORE_CHANGES
 
 HISTORY_SHOWN = 10
@@ -140,15 +146,7 @@ def explain_score(
     with engine.connect() as connection:
         lead = (
             connection.execute(
-                select(
-                    LEADS.c.id,
-                    LEADS.c.score,
-                    LEADS.c.score_fit,
-                    LEADS.c.score_engagement,
-                    LEADS.c.score_adjustment,
-                    LEADS.c.score_grade,
-                    LEADS.c.scored_at,
-                ).where(LEADS.c.external_id == external_id)
+                select(*STORED_SCORE, LEADS.c.scored_at).where(LEADS.c.external_id == external_id)
             )
             .mappings()
             .first()

@@ -40,7 +40,12 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from leadflow.rule_language.scoring_model import ScoringModel
-from leadflow.scoring.sql import engagement_by_lead, fit_expression, grade_expression
+from leadflow.scoring.sql import (
+    STORED_SCORE,
+    engagement_by_lead,
+    fit_expression,
+    grade_expression,
+)
 from leadflow.store.database import insert_ignoring_duplicates, transaction
 from leadflow.store.id_ranges import among, chunks
 from leadflow.store.tables import ACTIVITIES, LEADS, SCORE_CHANGES, SCORING_RUNS
@@ -188,12 +193,7 @@ def _changes(
     fit = fit_expression(model, now)
     if engagement is None:
         scored = select(
-            LEADS.c.id,
-            LEADS.c.score,
-            LEADS.c.score_fit,
-            LEADS.c.score_engagement,
-            LEADS.c.score_adjustment,
-            LEADS.c.score_grade,
+            *STORED_SCORE,
             fit.label("fit"),
             literal(0).label("engagement"),
         ).where(in_range)
@@ -201,12 +201,7 @@ def _changes(
         per_lead = engagement.subquery("engagement")
         scored = (
             select(
-                LEADS.c.id,
-                LEADS.c.score,
-                LEADS.c.score_fit,
-                LEADS.c.score_engagement,
-                LEADS.c.score_adjustment,
-                LEADS.c.score_grade,
+                *STORED_SCORE,
                 fit.label("fit"),
                 func.coalesce(per_lead.c.engagement, 0).label("engagement"),
             )

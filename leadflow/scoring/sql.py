@@ -41,6 +41,15 @@ from leadflow.rule_language.to_sql import to_where
 from leadflow.store.tables import ACTIVITIES, LEADS
 from leadflow.store.types import UTCDateTime
 
+STORED_SCORE = (
+    LEADS.c.id,
+    LEADS.c.score,
+    LEADS.c.score_fit,
+    LEADS.c.score_engagement,
+    LEADS.c.score_adjustment,
+    LEADS.c.score_grade,
+)
+"""What the lead stores of its score: what a pass compares and an explanation shows."""
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SECONDS_PER_DAY = 86400.0
 JULIAN_DAY_OF_EPOCH = 2440587.5
