@@ -26,7 +26,7 @@ from leadflow.errors import ConfigError
 from leadflow.http.tracking import PIXEL
 from leadflow.mail.context import email_context, unsubscribe_url
 from leadflow.mail.enqueue import enqueue_email
-from leadflow.mail.tracking_tokens import TrackedLink, sign, tracking_key, verify
+from leadflow.mail.tracking_tokens import Signer, TrackedLink, tracking_key, verify
 from leadflow.settings import Settings
 from leadflow.store.database import create_store_engine, transaction
 from leadflow.store.models import Lead
@@ -62,6 +62,11 @@ scoring:
       points: 10
       window: 30d
 """
+
+
+def sign(link: TrackedLink, key: bytes) -> str:
+    """The token leadflow puts in an email for ``link``."""
+    return Signer(key, link.message_id, link.lead, link.template).token(link.kind, link.url)
 
 
 def tracked_settings(make_settings: Any, tmp_path: Path, **overrides: Any) -> Settings:

@@ -213,8 +213,10 @@ def _crossing(connection: Any, changes: Sequence[Any]) -> Crossing | None:
         .order_by(AUDIT.c.id)
         .limit(1)
     ).scalar_one_or_none()
+    if became is None:
+        return None
     moves = [change for change in changes if change.lead_id == RISING and change.at <= became]
-    if became is None or not moves:
+    if not moves:
         return None
     assigned = connection.execute(
         select(AUDIT.c.params).where(

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine, select
 
-from leadflow.outbox.store import PENDING, SENDING, STATUSES, OutboxLine, requeue_failed
+from leadflow.outbox.store import PENDING, SENDING, OutboxLine, requeue_failed
 from leadflow.store.database import transaction
 from leadflow.store.tables import LEADS, OUTBOX
 
@@ -74,6 +74,3 @@ def retry(engine: Engine, outbox_id: int, now: datetime) -> OutboxLine:
     """Requeue failed message ``outbox_id``; UserInputError when it is not failed."""
     with transaction(engine) as session:
         return requeue_failed(session, outbox_id, now)
-
-
-OUTBOX_STATUSES = STATUSES

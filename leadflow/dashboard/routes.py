@@ -8,6 +8,7 @@ Database calls run in worker threads, each bounded by a page size.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from leadflow.dashboard.access import COOKIE, SESSION_SECRET_NAME, Access, Principal
 from leadflow.dashboard.funnel_page import funnel_numbers, period_days
-from leadflow.dashboard.outbox_page import OUTBOX_STATUSES, messages, retry
+from leadflow.dashboard.outbox_page import messages, retry
 from leadflow.dashboard.rules_page import rules_view
 from leadflow.dashboard.search import search_leads
 from leadflow.dashboard.sla_board import rep_choices, sla_board
@@ -29,6 +30,7 @@ from leadflow.dashboard.timeline import Cursor, lead_header, timeline
 from leadflow.engine.runtime import Runtime
 from leadflow.errors import UserInputError
 from leadflow.mail.context import fill_url
+from leadflow.outbox.store import STATUSES
 from leadflow.rule_language.model import RuleSet
 from leadflow.scoring.explain import explain_score
 from leadflow.store.secrets import stored_secret
@@ -83,8 +85,14 @@ def dashboard_routes(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> APIRo
     return router
 
 
+@functools.cache
+def _stylesheet_text() -> str:
+    """Read once: the stylesheet is part of the installed package, it does not change."""
+    return resources.files("leadflow.dashboard").joinpath("static/dashboard.css").read_text()
+
+
 async def _stylesheet() -> Response:
-    css = resources.files("leadflow.dashboard").joinpath("static/dashboard.css").read_text()
+    css = _stylesheet_text()
     headers = {"Cache-Control": "max-age=3600", "X-Content-Type-Options": "nosniff"}
     return Response(css, media_type="text/css", headers=headers)
 
@@ -279,7 +287,7 @@ class _Pages:
         who = self._signed_in(request)
         if isinstance(who, Response):
             return who
-        status = status if status in OUTBOX_STATUSES else "failed"
+        status = status if status in STATUSES else "failed"
         page = max(0, min(page, 10_000))
         lines, more = await run_in_threadpool(messages, self.runtime.engine, status, page)
         return self.render(
@@ -287,7 +295,7 @@ class _Pages:
             who,
             lines=lines,
             status=status,
-            statuses=OUTBOX_STATUSES,
+            statuses=STATUSES,
             retried=retried,
             pager=_pager("/ui/outbox", {"status": status}, page, more),
             page="outbox",

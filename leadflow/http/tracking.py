@@ -29,7 +29,7 @@ from leadflow.engine.runtime import Runtime
 from leadflow.errors import DatabaseUnavailableError
 from leadflow.ingest.kinds import bump_last_activity
 from leadflow.mail.tracking_hits import Hit, RecordedHit, record_hit
-from leadflow.mail.tracking_tokens import Kind, TrackedLink, tracking_key, verify
+from leadflow.mail.tracking_tokens import CODES, Kind, TrackedLink, tracking_key, verify
 from leadflow.rule_language.model import RuleSet
 from leadflow.rule_language.scoring_model import ScoringModel
 from leadflow.scoring.rescoring import rescore
@@ -65,7 +65,7 @@ def tracking_routes(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> APIRou
     redirects: tuple[Kind, ...] = ("click", "unsubscribe")
     for kind in redirects:
         router.add_api_route(
-            f"/t/{kind[0]}/{{token}}",
+            f"/t/{CODES[kind]}/{{token}}",
             _redirect_route(key, kind, record),
             methods=["GET", "HEAD"],
             name=f"tracking_{kind}",

@@ -18,7 +18,7 @@ import html as html_text
 import re
 from collections.abc import Callable
 
-from leadflow.mail.tracking_tokens import Kind, Signer, tracking_key
+from leadflow.mail.tracking_tokens import CODES, Kind, Signer, tracking_key
 from leadflow.settings import Settings
 
 _ANCHOR_HREF = re.compile(
@@ -56,7 +56,7 @@ def tracked_bodies(
         if url.startswith(own):
             return url
         kind: Kind = "unsubscribe" if url == unsubscribe_url else "click"
-        done[url] = link = f"{base}/t/{kind[0]}/{signer.token(kind, url)}"
+        done[url] = link = f"{base}/t/{CODES[kind]}/{signer.token(kind, url)}"
         return link
 
     tracked_text = _TEXT_URL.sub(_text_link(tracked), text)

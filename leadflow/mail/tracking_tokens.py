@@ -32,8 +32,9 @@ from leadflow.settings import Settings
 Kind = Literal["open", "click", "unsubscribe"]
 """What a hit is: the pixel loaded, a link followed, the unsubscribe link followed."""
 
-_CODES: dict[Kind, str] = {"open": "o", "click": "c", "unsubscribe": "u"}
-_KINDS: dict[str, Kind] = {code: kind for kind, code in _CODES.items()}
+CODES: dict[Kind, str] = {"open": "o", "click": "c", "unsubscribe": "u"}
+"""The letter of each kind, in a token and in its route (``/t/o/``, ``/t/c/``, ``/t/u/``)."""
+_KINDS: dict[str, Kind] = {code: kind for kind, code in CODES.items()}
 _LABEL = b"leadflow email tracking v1"
 _SIGNATURE_BYTES = 16
 MAX_TOKEN_LENGTH = 4096
@@ -82,7 +83,7 @@ class Signer:
         """The token of a hit of ``kind`` on ``url`` (None: the pixel) in this message."""
         # The same bytes json.dumps gives for the whole list, without encoding the rest again.
         target = "" if url is None else "," + encode_basestring(url)
-        payload = f'["{_CODES[kind]}",{self._shared}{target}]'.encode()
+        payload = f'["{CODES[kind]}",{self._shared}{target}]'.encode()
         mac = self._mac.copy()  # the key's pads are hashed once, not per token
         mac.update(payload)
         return f"{_encode(payload)}.{_encode(mac.digest()[:_SIGNATURE_BYTES])}"
@@ -91,11 +92,6 @@ class Signer:
 @lru_cache(maxsize=8)
 def _keyed(key: bytes) -> hmac.HMAC:
     return hmac.new(key, digestmod=hashlib.sha256)
-
-
-def sign(link: TrackedLink, key: bytes) -> str:
-    """The token of ``link`` under ``key``."""
-    return Signer(key, link.message_id, link.lead, link.template).token(link.kind, link.url)
 
 
 def verify(token: str, key: bytes, kind: Kind) -> TrackedLink | None:

@@ -21,13 +21,11 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
-    Integer,
     Select,
     Subquery,
     Table,
     and_,
     case,
-    cast,
     func,
     literal,
     or_,
@@ -46,7 +44,7 @@ from leadflow.rule_language.fields import Subject
 from leadflow.rule_language.model import Rule, RuleSet
 from leadflow.rule_language.scoring_model import ScoringModel
 from leadflow.rule_language.to_sql import to_where
-from leadflow.scoring.sql import engagement_by_lead, fit_expression, grade_expression
+from leadflow.scoring.sql import grade_expression, scored_by_model
 from leadflow.store.tables import LEADS
 
 ScoringStatus = Literal["added", "removed", "changed", "enabled", "disabled"]
@@ -124,22 +122,14 @@ def scored_leads(model: ScoringModel | None, now: datetime, dialect: str) -> Sel
             LEADS.c.score_engagement.label("engagement"),
             LEADS.c.score_grade.label("grade"),
         )
-    fit = fit_expression(model, now)
-    per_lead = engagement_by_lead(model, now, dialect)
-    if per_lead is None:
-        engagement: Any = cast(literal(0), Integer)
-        source: Any = LEADS
-    else:
-        parts = per_lead.subquery("engagement")
-        engagement = func.coalesce(parts.c.engagement, 0)
-        source = LEADS.outerjoin(parts, parts.c.lead_id == LEADS.c.id)
+    lead = scored_by_model(model, now, dialect).offset(0).subquery("modelled")
     return select(
-        LEADS.c.id.label("id"),
-        (fit + engagement + LEADS.c.score_adjustment).label("score"),
-        fit.label("fit"),
-        engagement.label("engagement"),
-        grade_expression(model.grades, fit, engagement).label("grade"),
-    ).select_from(source)
+        lead.c.id.label("id"),
+        (lead.c.fit + lead.c.engagement + lead.c.score_adjustment).label("score"),
+        lead.c.fit.label("fit"),
+        lead.c.engagement.label("engagement"),
+        grade_expression(model.grades, lead.c.fit, lead.c.engagement).label("grade"),
+    )
 
 
 def preview_scoring(

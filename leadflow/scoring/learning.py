@@ -57,9 +57,6 @@ class Learned:
     """Per criterion, the examples it matched (fit) or whose lead did its activity."""
     fitted: Fitted
     options: FitOptions
-    lead_ids: list[int]
-    """Per example, its lead."""
-    labels: list[int]
     same_as: dict[str, str]
     """Criteria left out because they matched the same examples as the one named."""
 
@@ -129,9 +126,7 @@ def learn_points(
     engagement = [item.kind == "engagement" for item in ordered]
     fitted = fit_points(features, labels, groups, engagement, options, split, comparisons)
     support = [int(count) for count in (features > 0).sum(axis=0)]
-    return Learned(
-        outcome, now, examples, ordered, support, fitted, options, ids, examples.labels, same_as
-    )
+    return Learned(outcome, now, examples, ordered, support, fitted, options, same_as)
 
 
 def _same_as(

@@ -24,10 +24,10 @@ def proposal_text(learned: Learned, rules_note: str) -> str:
     fitted = learned.fitted
     pdo = learned.options.points_to_double
     auc = fitted.auc
-    positives = sum(learned.labels)
+    positives = sum(learned.examples.labels)
     lines = [
         "# Proposed by `leadflow score fit` (docs/scoring-fit.md): points learned from outcomes.",
-        f"# Outcome: {learned.outcome.describe()}; {len(learned.labels)} examples "
+        f"# Outcome: {learned.outcome.describe()}; {len(learned.examples.labels)} examples "
         f"({positives} positive), {learned.examples.unknown} left out without a known outcome.",
         f"# As of {learned.as_of.isoformat()}; holdout {len(fitted.test)} examples: ROC AUC "
         f"{_figure(auc['points'])} (points), {_figure(auc['fitted'])} (fitted model), "
@@ -38,7 +38,7 @@ def proposal_text(learned: Learned, rules_note: str) -> str:
         "# Review it, move it into the rules folder in place of the old model, run",
         "# `leadflow check` and `leadflow plan`, then set enabled: true.",
         "scoring:",
-        f"  description: Points learned from {len(learned.labels)} outcomes "
+        f"  description: Points learned from {len(learned.examples.labels)} outcomes "
         f"({learned.as_of.date().isoformat()}).",
         "  enabled: false",
     ]
@@ -64,7 +64,7 @@ def _criterion_lines(learned: Learned, index: int) -> list[str]:
     if item.kind == "engagement":
         unit = " per fresh activity" if "half_life" in item.spec else " per activity"
     lines = [
-        f"    # support {learned.support[index]} of {len(learned.labels)} examples {matched}; "
+        f"    # support {learned.support[index]} of {len(learned.examples.labels)} examples {matched}; "
         f"coefficient {coefficient:+.3f}{unit}; {item.origin}"
         + (f" (was {item.current_points} points)" if item.current_points is not None else "")
     ]
@@ -120,12 +120,12 @@ def report_document(learned: Learned, output: str, chart: str | None) -> dict[st
         "outcome": learned.outcome.describe(),
         "unit": learned.outcome.unit,
         "as_of": learned.as_of,
-        "examples": len(learned.labels),
-        "positive": sum(learned.labels),
+        "examples": len(learned.examples.labels),
+        "positive": sum(learned.examples.labels),
         "unknown_outcome": learned.examples.unknown,
         "train": len(fitted.train),
         "holdout": len(fitted.test),
-        "holdout_lead_ids": [learned.lead_ids[int(i)] for i in fitted.test],
+        "holdout_lead_ids": [learned.examples.lead_ids[int(i)] for i in fitted.test],
         "seed": learned.options.seed,
         "regularisation_c": fitted.c,
         "strongest_penalty_chosen": fitted.c <= WEAKEST_C,

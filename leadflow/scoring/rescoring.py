@@ -40,12 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from leadflow.rule_language.scoring_model import ScoringModel
-from leadflow.scoring.sql import (
-    STORED_SCORE,
-    engagement_by_lead,
-    fit_expression,
-    grade_expression,
-)
+from leadflow.scoring.sql import grade_expression, scored_by_model
 from leadflow.store.database import insert_ignoring_duplicates, transaction
 from leadflow.store.id_ranges import among, chunks
 from leadflow.store.tables import ACTIVITIES, LEADS, SCORE_CHANGES, SCORING_RUNS
@@ -112,32 +107,26 @@ def rescore(
         previous = last_pass(connection)
         ranges = _id_ranges(connection, lead_ids)
     changed = 0
-    for low, high in ranges:
-        wanted = (
-            None
-            if lead_ids is None
-            else [lead_id for lead_id in lead_ids if low <= lead_id <= high]
-        )
+    for bounds, wanted in ranges:
         with transaction(engine) as session:
-            changed += _rescore_range(session, model, now, previous, (low, high), wanted)
+            changed += _rescore_range(session, model, now, previous, bounds, wanted)
     if lead_ids is None:
         with transaction(engine) as session:
             _record_pass(session, model, now, changed)
     return ScoringOutcome(model.version, changed, now)
 
 
-def _id_ranges(connection: Connection, lead_ids: Sequence[int] | None) -> list[tuple[int, int]]:
+def _id_ranges(
+    connection: Connection, lead_ids: Sequence[int] | None
+) -> list[tuple[tuple[int, int], Sequence[int] | None]]:
+    """Each transaction's (lowest id, highest id) and, for given leads, those ids."""
     if lead_ids is not None:
-        ordered = sorted(set(lead_ids))
-        return [
-            (ordered[start], ordered[min(start + 999, len(ordered) - 1)])
-            for start in range(0, len(ordered), 1000)
-        ]
+        return [((chunk[0], chunk[-1]), chunk) for chunk in chunks(sorted(set(lead_ids)))]
     low, high = connection.execute(select(func.min(LEADS.c.id), func.max(LEADS.c.id))).one()
     if low is None:
         return []
     return [
-        (start, min(start + LEADS_PER_TRANSACTION - 1, high))
+        ((start, min(start + LEADS_PER_TRANSACTION - 1, high)), None)
         for start in range(low, high + 1, LEADS_PER_TRANSACTION)
     ]
 
@@ -188,26 +177,7 @@ def _changes(
     def scope(column: Any) -> Any:
         return column.between(*bounds) if lead_ids is None else among(column, lead_ids)
 
-    in_range = scope(LEADS.c.id)
-    engagement = engagement_by_lead(model, now, dialect, scope)
-    fit = fit_expression(model, now)
-    if engagement is None:
-        scored = select(
-            *STORED_SCORE,
-            fit.label("fit"),
-            literal(0).label("engagement"),
-        ).where(in_range)
-    else:
-        per_lead = engagement.subquery("engagement")
-        scored = (
-            select(
-                *STORED_SCORE,
-                fit.label("fit"),
-                func.coalesce(per_lead.c.engagement, 0).label("engagement"),
-            )
-            .select_from(LEADS.outerjoin(per_lead, per_lead.c.lead_id == LEADS.c.id))
-            .where(in_range)
-        )
+    scored = scored_by_model(model, now, dialect, scope)
     # OFFSET 0 keeps the subquery a subquery: merged into the outer query, each lead's fit
     # expression was computed once per comparison below that reads it.
     lead = scored.offset(0).subquery("scored")

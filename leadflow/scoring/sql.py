@@ -338,3 +338,23 @@ def grade_expression(
         else_=literal("4"),
     )
     return letter + digit
+
+
+def scored_by_model(
+    model: ScoringModel, now: datetime, dialect: str, scope: LeadScope | None = None
+) -> Select[Any]:
+    """Every lead (in ``scope``) with what it stores of its score (:data:`STORED_SCORE`) and
+    the model's ``fit`` and ``engagement`` at ``now``: what a pass compares, what a preview
+    shows. Wrap it with ``.offset(0).subquery()`` before reading ``fit`` several times, so the
+    database computes each lead's fit once."""
+    source: Any = LEADS
+    engaged: Any = cast(literal(0), Integer)
+    per_lead = engagement_by_lead(model, now, dialect, scope)
+    if per_lead is not None:
+        parts = per_lead.subquery("engagement")
+        source = LEADS.outerjoin(parts, parts.c.lead_id == LEADS.c.id)
+        engaged = func.coalesce(parts.c.engagement, 0)
+    query = select(
+        *STORED_SCORE, fit_expression(model, now).label("fit"), engaged.label("engagement")
+    ).select_from(source)
+    return query if scope is None else query.where(scope(LEADS.c.id))

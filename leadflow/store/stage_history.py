@@ -53,7 +53,7 @@ def change_row(
         "to_owner_id": to_owner_id,
         "cause": cause,
         "rule_id": rule_id,
-        "source": source[-400:] if source is not None else None,
+        "source": _kept(source),
     }
 
 
@@ -121,7 +121,7 @@ def _entries(
         owner,
         owner,
         literal(cause),
-        literal(source[-400:] if source is not None else None, STAGE_CHANGES.c.source.type),
+        literal(_kept(source), STAGE_CHANGES.c.source.type),
     ).where(last.is_distinct_from(stage))
     if keys is not None:
         rows = rows.where(subject.c.external_id.in_(keys))
@@ -129,3 +129,8 @@ def _entries(
         [key, "at", "from_stage", "to_stage", "from_owner_id", "to_owner_id", "cause", "source"],
         rows,
     )
+
+
+def _kept(source: str | None) -> str | None:
+    """The end of a long source (a file path): what the column's 400 characters hold."""
+    return source[-400:] if source is not None else None
