@@ -3,7 +3,7 @@ CSV, JSON or one self-contained HTML file with charts."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -127,8 +127,9 @@ def _instant(text: str, option: str, *, end_of_day: bool) -> datetime:
     except ValueError:
         day = None
     if day is not None:
-        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        return start + timedelta(days=1) if end_of_day else start
+        from leadflow.funnel.period import day_start
+
+        return day_start(day, after=end_of_day)
     from leadflow.clock import parse_instant
 
     try:

@@ -9,7 +9,7 @@ show the same figures from one implementation; the page formats them as the repo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
@@ -69,7 +69,7 @@ def funnel_numbers(
     engine: Engine, settings: Settings, first: date, last: date, now: datetime
 ) -> FunnelNumbers:
     """Leads per stage now, and the report of ``first`` to ``last`` (days, included)."""
-    from leadflow.funnel.period import Period
+    from leadflow.funnel.period import Period, day_start
     from leadflow.funnel.report import build_report
     from leadflow.funnel.sections import sections
     from leadflow.funnel.text import TITLES, shown
@@ -79,9 +79,8 @@ def funnel_numbers(
     named = (*stages.progression, *stages.side)
     ordered = [(stage, counts.get(stage, 0)) for stage in named]
     ordered += sorted((stage, n) for stage, n in counts.items() if stage not in named)
-    start = datetime(first.year, first.month, first.day, tzinfo=UTC)
-    end = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1)
-    report = build_report(engine, settings, Period(start, end), now)
+    period = Period(day_start(first), day_start(last, after=True))
+    report = build_report(engine, settings, period, now)
     tables = tuple(
         _table(name, TITLES.get(name, name), rows, shown)
         for name, rows in sections(report).items()

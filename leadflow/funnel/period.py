@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 
 
@@ -39,3 +39,10 @@ class Period:
 
     def stall_days(self, stage: str) -> float:
         return self.stall_after.get(stage, self.default_stall).total_seconds() / 86400
+
+
+def day_start(day: date, *, after: bool = False) -> datetime:
+    """``day``'s first instant in UTC; ``after``: the next day's, so a period ending there
+    counts ``day`` whole (``--to 2017-12-31`` includes the 31st)."""
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return start + timedelta(days=1) if after else start
