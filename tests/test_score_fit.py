@@ -383,7 +383,21 @@ def test_the_table_report_names_every_figure(
     ):
         assert label in out
     assert f"Wrote {proposal}" in " ".join(out.split())
-    assert proposal.exists()
+    # The figures are those of the JSON report of the same fit (the split is seeded).
+    as_json = tmp_path / "as_json.yaml"
+    args = ["-c", str(project), "score", "fit", "--outcome", "attributes.converted"]
+    args += ["--as-of", AS_OF.isoformat(), "--output", str(as_json), "--format", "json"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    for label, key in (
+        ("fitted model (probabilities)", "fitted"),
+        ("proposed points (integer score)", "points"),
+        ("plain logistic regression on the raw columns", "baseline"),
+    ):
+        (line,) = [line for line in out.splitlines() if label in line]
+        assert line.split()[-2:] == [f"{report['auc'][key]:.3f}", "│"], line
+    assert proposal.read_text(encoding="utf-8") == as_json.read_text(encoding="utf-8")
+    assert proposal.read_text(encoding="utf-8").startswith("# ")
 
 
 def test_outcome_from_deals_per_lead_and_per_deal(
