@@ -12,6 +12,11 @@ For the data already stored, the history is rebuilt from what the audit says:
   ``stage_entered_at`` (a deal's ``closed_at``, else ``engaged_at``, else ``created_at``).
 
 Owner changes before this migration are not rebuilt (the audit names reps by external id).
+
+The tables are described here as they stand at this revision, not imported from the application:
+a later revision that adds a column (with a default) to ``stage_changes`` or changes how the
+application records history must not change what this back-fill reads or writes.
+
 Revision ID: 0007
 Revises: 0006
 Create Date: 2026-11-29
@@ -25,9 +30,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-from leadflow.store.stage_history import change_row, record_entries
-from leadflow.store.tables import AUDIT, LEADS, STAGE_CHANGES
-from leadflow.store.types import UTCDateTime
+from leadflow.store.types import JSONDocument, UTCDateTime
 
 revision = "0007"
 down_revision = "0006"
@@ -35,6 +38,51 @@ branch_labels = None
 depends_on = None
 
 CHUNK = 5000
+SOURCE_LENGTH = 400
+
+AUDIT = sa.table(
+    "audit_log",
+    sa.column("id", sa.Integer()),
+    sa.column("lead_id", sa.Integer()),
+    sa.column("deal_id", sa.Integer()),
+    sa.column("at", UTCDateTime()),
+    sa.column("action", sa.String()),
+    sa.column("rule_id", sa.String()),
+    sa.column("rule_version", sa.String()),
+    sa.column("params", JSONDocument),
+)
+LEADS = sa.table(
+    "leads",
+    sa.column("id", sa.Integer()),
+    sa.column("created_at", UTCDateTime()),
+    sa.column("stage", sa.String()),
+    sa.column("stage_entered_at", UTCDateTime()),
+    sa.column("owner_id", sa.Integer()),
+)
+DEALS = sa.table(
+    "deals",
+    sa.column("id", sa.Integer()),
+    sa.column("created_at", UTCDateTime()),
+    sa.column("engaged_at", UTCDateTime()),
+    sa.column("closed_at", UTCDateTime()),
+    sa.column("stage", sa.String()),
+    sa.column("outcome", sa.String()),
+    sa.column("owner_id", sa.Integer()),
+)
+STAGE_CHANGES = sa.table(
+    "stage_changes",
+    sa.column("id", sa.Integer()),
+    sa.column("lead_id", sa.Integer()),
+    sa.column("deal_id", sa.Integer()),
+    sa.column("at", UTCDateTime()),
+    sa.column("from_stage", sa.String()),
+    sa.column("to_stage", sa.String()),
+    sa.column("from_owner_id", sa.Integer()),
+    sa.column("to_owner_id", sa.Integer()),
+    sa.column("cause", sa.String()),
+    sa.column("rule_id", sa.String()),
+    sa.column("source", sa.String()),
+)
 
 
 def upgrade() -> None:
@@ -91,8 +139,57 @@ def _back_fill(connection: sa.Connection) -> None:
     if rows:
         connection.execute(sa.insert(STAGE_CHANGES), rows)
     now = datetime.now(UTC)
-    record_entries(connection, "leads", None, cause="migration", source=None, now=now)
-    record_entries(connection, "deals", None, cause="migration", source=None, now=now)
+    connection.execute(_current_entries(LEADS, "lead_id", now))
+    connection.execute(_current_entries(DEALS, "deal_id", now))
+
+
+def _current_entries(subject: Any, key: str, now: datetime) -> Any:
+    """Each lead's or deal's entry into its current stage, where its history ends elsewhere."""
+    history = STAGE_CHANGES.alias("history")
+    last = (
+        sa.select(history.c.to_stage)
+        .where(history.c[key] == subject.c.id)
+        .order_by(history.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    if key == "lead_id":
+        stage: Any = subject.c.stage
+        at: Any = subject.c.stage_entered_at
+    else:
+        stage = sa.case((subject.c.outcome.is_not(None), subject.c.outcome), else_=subject.c.stage)
+        when_new = sa.case(
+            (subject.c.engaged_at.is_not(None), subject.c.engaged_at), else_=subject.c.created_at
+        )
+        at = sa.case(
+            (
+                sa.and_(subject.c.outcome.is_not(None), subject.c.closed_at.is_not(None)),
+                subject.c.closed_at,
+            ),
+            (last.is_(None), when_new),
+            else_=sa.literal(now, UTCDateTime()),
+        )
+    rows = sa.select(
+        subject.c.id,
+        at,
+        last,
+        stage,
+        subject.c.owner_id,
+        subject.c.owner_id,
+        sa.literal("migration"),
+    ).where(last.is_distinct_from(stage))
+    return sa.insert(STAGE_CHANGES).from_select(
+        [key, "at", "from_stage", "to_stage", "from_owner_id", "to_owner_id", "cause"], rows
+    )
+
+
+def change_row(**values: Any) -> dict[str, Any]:
+    """One ``stage_changes`` row with every column given (one statement inserts a batch)."""
+    row = dict.fromkeys(("lead_id", "deal_id", "from_owner_id", "to_owner_id", "rule_id", "source"))
+    row.update(values)
+    if row["source"] is not None:
+        row["source"] = row["source"][-SOURCE_LENGTH:]
+    return row
 
 
 def _rows_of(entry: Any, started: set[int]) -> list[dict[str, Any]]:
