@@ -245,7 +245,9 @@ def measure(
     settings = _settings(folder, url)
     ensure_attribute_indexes(engine, LEADS, settings.attributes.leads, settings.attributes.indexed)
     with engine.begin() as connection:
-        connection.exec_driver_sql("ANALYZE")
+        # The leads table only: a bare ANALYZE on PostgreSQL takes every table of the database,
+        # other people's schemas included, and can deadlock with their DDL.
+        connection.exec_driver_sql("ANALYZE leads")
     runtime = Runtime.build(engine, settings, SettableClock(NOW), read_only=True)
     rule_set = runtime.load_rules()
     context = EvaluationContext(NOW, {})
