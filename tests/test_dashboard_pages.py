@@ -13,19 +13,21 @@ last run, and a refused reload's messages; the lead page links to the CRM record
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, event, insert
 
 from leadflow.clock import SettableClock
-from leadflow.dashboard.funnel_page import funnel_numbers
+from leadflow.dashboard.funnel_page import funnel_numbers, period_days
 from leadflow.dashboard.outbox_page import messages
 from leadflow.dashboard.rules_page import _actions_since, rules_view
 from leadflow.dashboard.search import search_leads
 from leadflow.dashboard.sla_board import sla_board
 from leadflow.dashboard.timeline import Cursor, LeadHeader, lead_header, timeline
 from leadflow.engine.audit_trail import audit_row
+from leadflow.errors import UserInputError
 from leadflow.store.tables import AUDIT, RULE_RUNS, STAGE_CHANGES
 from tests.conftest import T0
 from tests.dashboard_support import HOUR, Browser, dashboard_settings, seed
@@ -346,3 +348,30 @@ def test_pages_read_by_index_not_by_scan(seeded: Engine, page: str) -> None:
     assert statements
     plans = _plans(seeded, statements)
     assert [_scans(plan, BIG) for plan in plans] == [[] for _ in plans], plans
+
+
+class TestPeriodOfTheFunnelPage:
+    """A period the page cannot show is a message, never an error page."""
+
+    @pytest.mark.parametrize(
+        ("given_from", "given_to", "problem"),
+        [
+            ("March", "2026-03-09", "from and to are days like 2026-03-02"),
+            ("2026-03-09", "2026-03-02", "to 2026-03-02 is before from 2026-03-09"),
+            (
+                "0001-01-01",
+                "9999-12-31",
+                "9999-12-31 is the calendar's last day: a period must end before it",
+            ),
+        ],
+    )
+    def test_refused(self, given_from: str, given_to: str, problem: str) -> None:
+        with pytest.raises(UserInputError) as refused:
+            period_days(given_from, given_to, T0.date())
+        assert str(refused.value) == problem
+
+    def test_earliest_and_latest_days(self) -> None:
+        assert period_days("0001-01-01", "9999-12-30", T0.date()) == (
+            date(1, 1, 1),
+            date(9999, 12, 30),
+        )

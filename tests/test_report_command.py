@@ -89,6 +89,18 @@ class TestBadOptions:
             (["--from", "March", "--to", "2026-03-01"], "--from: 'March' is not an ISO 8601 time"),
             (["--from", "2026-03-01", "--to", "2026-03-09", "--stall", "mql"], "--stall 'mql'"),
             (["--from", "2026-03-01", "--to", "2026-03-09", "--format", "html"], "--output"),
+            (
+                ["--from", "2026-03-01", "--to", "9999-12-31"],
+                "9999-12-31 is the calendar's last day: a period must end before it",
+            ),
+            (
+                ["--from", "2026-03-01", "--to", "2026-03-09", "-o", "/no-such-folder/r.csv"],
+                "--output /no-such-folder/r.csv: the folder /no-such-folder does not exist",
+            ),
+            (
+                ["--from", "2026-03-01", "--to", "2026-03-09", "--format", "csv", "-o", "/"],
+                "--output / is a folder: give a file name",
+            ),
         ],
     )
     def test_one_line(

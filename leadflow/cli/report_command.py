@@ -3,6 +3,7 @@ CSV, JSON or one self-contained HTML file with charts."""
 
 from __future__ import annotations
 
+import os
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -73,6 +74,8 @@ def show_report(
     if output_format is ReportFormat.html and output is None:
         msg = "--format html writes a file: give --output report.html"
         raise UserInputError(msg)
+    if output is not None:
+        _check_writable(output)
     report = build_report(context.engine, context.settings, period, SystemClock().now())
     rows = sections(report)
     if output_format is ReportFormat.table:
@@ -91,6 +94,20 @@ def show_report(
         typer.echo(text, nl=False)
     else:
         output.write_text(text, encoding="utf-8")
+
+
+def _check_writable(output: Path) -> None:
+    """Refuse an output the report could not be written to before spending time on it."""
+    folder = output.parent
+    if output.is_dir():
+        msg = f"--output {output} is a folder: give a file name"
+    elif not folder.is_dir():
+        msg = f"--output {output}: the folder {folder} does not exist"
+    elif not os.access(folder, os.W_OK) or (output.exists() and not os.access(output, os.W_OK)):
+        msg = f"--output {output}: not writable"
+    else:
+        return
+    raise UserInputError(msg)
 
 
 def _period(start: str, end: str, by: Any, stalls: list[str]) -> Period:

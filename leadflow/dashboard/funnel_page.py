@@ -62,6 +62,9 @@ def period_days(given_from: str | None, given_to: str | None, today: date) -> tu
     if last < first:
         msg = f"to {last} is before from {first}"
         raise UserInputError(msg)
+    from leadflow.funnel.period import day_start
+
+    day_start(last, after=True)  # refuses the calendar's last day, whose end no clock holds
     return first, last
 
 

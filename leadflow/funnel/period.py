@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 
+from leadflow.errors import UserInputError
+
 
 class Grouping(StrEnum):
     """``--by``: what each row of a grouped metric stands for."""
@@ -45,4 +47,9 @@ def day_start(day: date, *, after: bool = False) -> datetime:
     """``day``'s first instant in UTC; ``after``: the next day's, so a period ending there
     counts ``day`` whole (``--to 2017-12-31`` includes the 31st)."""
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    return start + timedelta(days=1) if after else start
+    if not after:
+        return start
+    if day == date.max:
+        msg = f"{day} is the calendar's last day: a period must end before it"
+        raise UserInputError(msg)
+    return start + timedelta(days=1)
