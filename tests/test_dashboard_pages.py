@@ -7,7 +7,9 @@ status and SLA start in time order; paging with a small limit gives every event 
 board orders running timers by due time and filters by rep and pool; the outbox lists each
 status; the search finds by external id and by the start of an email or company; the funnel
 counts leads per configured stage; the rules page lists every rule with its file:line:col and
-last run, and a refused reload's messages; the lead page links to the CRM record.
+last run, and a refused reload's messages; the lead page links to the CRM record; the Funnel
+page's charts are the report's drawings of the report's figures; the SLA board's business time
+left or overdue is the SLA engine's count in the timer's calendar.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from leadflow.dashboard.timeline import Cursor, LeadHeader, lead_header, timelin
 from leadflow.engine.audit_trail import audit_row
 from leadflow.store.tables import AUDIT, RULE_RUNS, STAGE_CHANGES
 from tests.conftest import T0
-from tests.dashboard_support import HOUR, Browser, dashboard_settings, seed
+from tests.dashboard_support import HOUR, Browser, dashboard_settings, seed, seed_stage_history
 from tests.http_support import build_app, runtime_for
 
 L1_TIMELINE = [
@@ -350,25 +352,6 @@ def test_pages_read_by_index_not_by_scan(seeded: Engine, page: str) -> None:
     assert [_scans(plan, BIG) for plan in plans] == [[] for _ in plans], plans
 
 
-def _history(engine: Engine) -> None:
-    """L2 and L1 became MQLs 3h and 2h before T0, L1 an SQL 1h before; L3 a lead on Sunday:
-    entries lead 1, mql 2, sql 1; one ended mql stay of an hour (L1's, 0.04 days)."""
-    changes = [
-        (3, T0 - 26 * HOUR, "subscriber", "lead"),
-        (2, T0 - 3 * HOUR, "lead", "mql"),
-        (1, T0 - 2 * HOUR, "lead", "mql"),
-        (1, T0 - HOUR, "mql", "sql"),
-    ]
-    with engine.begin() as connection:
-        connection.execute(
-            insert(STAGE_CHANGES),
-            [
-                {"lead_id": lead, "at": at, "from_stage": old, "to_stage": new, "cause": "rule"}
-                for lead, at, old, new in changes
-            ],
-        )
-
-
 LEFT = re.compile(r'<td class="num">([^<]*(?:left|overdue|due now))</td>')
 SVG_TEXT = re.compile(r"<text[^>]*>([^<]*)</text>")
 
@@ -387,7 +370,7 @@ class TestFunnelCharts:
         from leadflow.funnel.report import build_report
         from leadflow.funnel.sections import sections
 
-        _history(seeded)
+        seed_stage_history(seeded)
         settings = dashboard_settings(make_settings)
         numbers = funnel_numbers(seeded, settings, (T0 - 24 * HOUR).date(), T0.date(), T0)
         texts = {chart.name: chart.text for chart in numbers.charts}
@@ -428,7 +411,7 @@ class TestFunnelCharts:
         kept is drawn from the period again; a signed-out request goes to the login."""
         from leadflow.funnel.charts import CHARTS
 
-        _history(seeded)
+        seed_stage_history(seeded)
         settings = dashboard_settings(make_settings)
         app, _holder = build_app(runtime_for(seeded, settings, clock))
         ui = Browser(app)

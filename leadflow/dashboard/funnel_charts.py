@@ -45,19 +45,22 @@ class ChartView:
     text: str
     digest: str
     data: ChartData
+    drawn: bool
+    """False when the period has nothing to draw (the words say so)."""
 
 
 def chart_views(report: Report, sections: dict[str, list[Row]]) -> list[ChartView]:
     """The report's charts, each with its figures, their sentence and their digest."""
-    from leadflow.funnel.charts import CHARTS
+    from leadflow.funnel.charts import CHARTS, NOTHING
 
     views = []
     for chart in CHARTS:
         data = chart.data(report, sections)
         encoded = json.dumps([chart.name, data], sort_keys=True, default=str)
         digest = hashlib.sha256(encoded.encode()).hexdigest()[:20]
+        text = chart.describe(data)
         views.append(
-            ChartView(chart.name, chart.title, chart.table, chart.describe(data), digest, data)
+            ChartView(chart.name, chart.title, chart.table, text, digest, data, text != NOTHING)
         )
     return views
 

@@ -224,7 +224,7 @@ class _Pages:
         cache = "private, max-age=3600"  # the URL names the figures: its drawing never changes
         if svg is None:
             svg, cache = await self._chart_again(request, name)
-        if svg is None:
+        if svg is None or not svg.startswith("<svg"):  # no such chart, or nothing to draw
             return Response("no such chart", status_code=404, media_type="text/plain")
         headers = {**_CHART_HEADERS, "Cache-Control": cache}
         return Response(svg, media_type="image/svg+xml", headers=headers)
