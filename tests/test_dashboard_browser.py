@@ -318,4 +318,4 @@ def test_funnel_page_charts_load_with_their_figures(
     shoot(browser, "funnel-charts")
     browser.get(f"{daemon_url}/ui/sla")
     left = [row[5] for row in table_rows(browser, "table.sla")]
-    assert left == ["due now", "1h 00m left"]  # UTC hours 09-17: L2 was due before opening
+    assert left == ["0h 00m overdue", "1h 00m left"]  # hours 09-17 UTC: L2 was due at 08:00

@@ -352,7 +352,7 @@ def test_pages_read_by_index_not_by_scan(seeded: Engine, page: str) -> None:
     assert [_scans(plan, BIG) for plan in plans] == [[] for _ in plans], plans
 
 
-LEFT = re.compile(r'<td class="num">([^<]*(?:left|overdue|due now))</td>')
+LEFT = re.compile(r'<td class="num">([^<]*(?:left|overdue))</td>')
 SVG_TEXT = re.compile(r"<text[^>]*>([^<]*)</text>")
 
 

@@ -404,15 +404,17 @@ def _pager(path: str, query: dict[str, str], page: int, more: bool) -> dict[str,
     }
 
 
-def _business(value: timedelta | None) -> str:
-    """Business time left before a due time, or past it, in hours and minutes."""
+def _business(value: timedelta | None, overdue: bool) -> str:
+    """Business time left before a due time, or past it, in hours and minutes.
+
+    ``overdue`` is by the clock: a timer due before its calendar opens, or at Friday's closing,
+    is overdue by no business time yet, not "left".
+    """
     if value is None:
         return "-"
     minutes = int(abs(value).total_seconds()) // 60
-    if minutes == 0:
-        return "due now"
     spelled = f"{minutes // 60}h {minutes % 60:02d}m"
-    return f"{spelled} overdue" if value < timedelta(0) else f"{spelled} left"
+    return f"{spelled} overdue" if overdue else f"{spelled} left"
 
 
 def _when(value: datetime | None) -> str:
