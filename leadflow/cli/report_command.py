@@ -89,49 +89,6 @@ def show_report(
         output.write_text(text, encoding="utf-8")
 
 
-def report_text(report: Report, rows: dict[str, list[Row]], output_format: ReportFormat) -> str:
-    """The report as a CSV, JSON or HTML document (the table goes through a console)."""
-    from leadflow.funnel import files
-
-    return {
-        ReportFormat.csv: files.csv_text,
-        ReportFormat.json: files.json_text,
-        ReportFormat.html: files.html_text,
-    }[output_format](report, rows)
-
-
-FILE_FORMATS = {
-    ".txt": ReportFormat.table,
-    ".csv": ReportFormat.csv,
-    ".json": ReportFormat.json,
-    ".html": ReportFormat.html,
-}
-"""``--report FILE`` (simulate): the format its extension names."""
-
-
-def file_format(path: Path, option: str) -> ReportFormat:
-    """The format of a report file by its extension; a clear error for any other."""
-    found = FILE_FORMATS.get(path.suffix.lower())
-    if found is None:
-        known = ", ".join(FILE_FORMATS)
-        msg = f"{option} {path}: name the format by the file's extension, one of {known}"
-        raise UserInputError(msg)
-    return found
-
-
-def write_report(report: Report, path: Path, output_format: ReportFormat) -> None:
-    """Write ``report`` to ``path`` as ``leadflow report --format F --output path`` does."""
-    from leadflow.funnel.sections import sections
-
-    rows = sections(report)
-    if output_format is ReportFormat.table:
-        from leadflow.funnel.text import render_tables
-
-        render_tables(report, rows, path)
-        return
-    path.write_text(report_text(report, rows, output_format), encoding="utf-8")
-
-
 def _period(start: str, end: str, by: Any, stalls: list[str]) -> Period:
     from leadflow.durations import parse_duration
     from leadflow.funnel.period import Period
@@ -176,3 +133,46 @@ def _instant(text: str, option: str, *, end_of_day: bool) -> datetime:
     except ValueError as exc:
         msg = f"{option}: {exc}"
         raise UserInputError(msg) from None
+
+
+def report_text(report: Report, rows: dict[str, list[Row]], output_format: ReportFormat) -> str:
+    """The report as a CSV, JSON or HTML document (the table goes through a console)."""
+    from leadflow.funnel import files
+
+    return {
+        ReportFormat.csv: files.csv_text,
+        ReportFormat.json: files.json_text,
+        ReportFormat.html: files.html_text,
+    }[output_format](report, rows)
+
+
+FILE_FORMATS = {
+    ".txt": ReportFormat.table,
+    ".csv": ReportFormat.csv,
+    ".json": ReportFormat.json,
+    ".html": ReportFormat.html,
+}
+"""``--report FILE`` (simulate): the format its extension names."""
+
+
+def file_format(path: Path, option: str) -> ReportFormat:
+    """The format of a report file by its extension; a clear error for any other."""
+    found = FILE_FORMATS.get(path.suffix.lower())
+    if found is None:
+        known = ", ".join(FILE_FORMATS)
+        msg = f"{option} {path}: name the format by the file's extension, one of {known}"
+        raise UserInputError(msg)
+    return found
+
+
+def write_report(report: Report, path: Path, output_format: ReportFormat) -> None:
+    """Write ``report`` to ``path`` as ``leadflow report --format F --output path`` does."""
+    from leadflow.funnel.sections import sections
+
+    rows = sections(report)
+    if output_format is ReportFormat.table:
+        from leadflow.funnel.text import render_tables
+
+        render_tables(report, rows, path)
+        return
+    path.write_text(report_text(report, rows, output_format), encoding="utf-8")
