@@ -122,7 +122,12 @@ def weekly_svg(series: dict[str, dict[str, float]]) -> str:
             return False
         for name, points in series.items():
             shown_weeks = [w for w in weeks if w in points]
-            axes.plot(shown_weeks, [points[w] * 100 for w in shown_weeks], marker="o", label=name)
+            rates = [points[w] * 100 for w in shown_weeks]
+            # Unclipped: a 0% point sits on the axis whole, not as half a dot.
+            axes.plot(shown_weeks, rates, marker="o", label=name, clip_on=False)
+        # Rates are never negative; a lone 0% would otherwise sit mid-axis between -0.04 and 0.04.
+        highest = max(rate for points in series.values() for rate in points.values()) * 100
+        axes.set_ylim(0, max(highest * 1.15, 10.0))
         axes.set_ylabel("entries B / entries A (%)")
         axes.set_xlabel("week (Monday)")
         axes.tick_params(axis="x", labelrotation=45)
