@@ -41,7 +41,6 @@ class ChartView:
 
     name: str
     title: str
-    table: str
     text: str
     digest: str
     data: ChartData
@@ -59,9 +58,7 @@ def chart_views(report: Report, sections: dict[str, list[Row]]) -> list[ChartVie
         encoded = json.dumps([chart.name, data], sort_keys=True, default=str)
         digest = hashlib.sha256(encoded.encode()).hexdigest()[:20]
         text = chart.describe(data)
-        views.append(
-            ChartView(chart.name, chart.title, chart.table, text, digest, data, text != NOTHING)
-        )
+        views.append(ChartView(chart.name, chart.title, text, digest, data, text != NOTHING))
     return views
 
 

@@ -43,8 +43,6 @@ class Chart:
     name: str
     """Its name in a URL (``/ui/funnel/charts/NAME.svg``)."""
     title: str
-    table: str
-    """The report section whose table holds the same figures."""
     data: Callable[[Report, dict[str, list[Row]]], ChartData]
     svg: Callable[[ChartData], str]
     """An ``<svg>`` element, or ``<p>`` saying there is nothing to draw."""
@@ -239,7 +237,6 @@ CHARTS = (
     Chart(
         "funnel",
         "Funnel: entries into each stage",
-        "stage_entries",
         funnel_data,
         funnel_svg,
         funnel_text,
@@ -247,16 +244,14 @@ CHARTS = (
     Chart(
         "weekly-conversion",
         "Period conversion by week",
-        "weekly_conversion",
         weekly_data,
         weekly_svg,
         weekly_text,
     ),
-    Chart("sla-by-rep", "SLA compliance by rep", "sla", sla_data, sla_svg, sla_text),
+    Chart("sla-by-rep", "SLA compliance by rep", sla_data, sla_svg, sla_text),
     Chart(
         "time-in-stage",
         "Time in stage (median and p90 days, leads)",
-        "time_in_stage",
         velocity_data,
         velocity_svg,
         velocity_text,
