@@ -6,7 +6,8 @@ bench/retention_bench.py makes them; indexes built once afterwards), 100,000 out
 failed, pending) and one score change per ten leads; then ANALYZE. Each page is requested
 through the daemon's ASGI application in-process (httpx's ASGI transport: no network, so the
 time is the server's: routing, the session check, the queries, the template), signed in as an
-operator, ``--rounds`` times; the median and the slowest are reported.
+operator, ``--rounds`` times; the median and the slowest are reported. Then the Funnel page's
+chart images, twice each: the first request draws the chart, the second is served kept.
 
     .venv/bin/python bench/dashboard_bench.py [--leads 1000000] [--audit 10000000] [--rounds 5]
         [--skip-postgres] [--skip-sqlite]
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -198,11 +200,29 @@ async def measure(app: Any, rounds: int) -> dict[str, list[float]]:
                 response = await http.get(page)
                 times[page].append(time.perf_counter() - started)
                 assert response.status_code == 200, (page, response.status_code)
+        times.update(await _charts(http))
+    return times
+
+
+async def _charts(http: httpx.AsyncClient) -> dict[str, list[float]]:
+    """The Funnel page's chart images: the first request draws, the next ones are kept."""
+    page = (await http.get("/ui/funnel")).text
+    times: dict[str, list[float]] = {}
+    for found in re.findall(r'<img src="(/ui/funnel/charts/[^"]+)"', page):
+        url = found.replace("&amp;", "&")
+        for when in ("drawn", "kept"):
+            started = time.perf_counter()
+            response = await http.get(url)
+            elapsed = time.perf_counter() - started
+            assert response.status_code == 200, (url, response.status_code)
+            name = url.split("?")[0].rsplit("/", 1)[1]
+            times.setdefault(f"  chart {name} ({when})", []).append(elapsed)
     return times
 
 
 def report(store: str, times: dict[str, list[float]]) -> None:
     print(f"\n{store}: page server time, median (slowest) of {len(times[PAGES[0]])} rounds")
+    print("  (a chart image: one request each, the first drawing it, the second kept)")
     for page, samples in times.items():
         print(
             f"  {page:<36} {statistics.median(samples) * 1000:7.1f} ms ({max(samples) * 1000:.1f})"

@@ -14,7 +14,16 @@ from fastapi import FastAPI
 from sqlalchemy import Engine, insert
 
 from leadflow.settings import Settings
-from leadflow.store.tables import ACTIVITIES, AUDIT, LEADS, OUTBOX, REPS, SCORE_CHANGES, SLA_TIMERS
+from leadflow.store.tables import (
+    ACTIVITIES,
+    AUDIT,
+    LEADS,
+    OUTBOX,
+    REPS,
+    SCORE_CHANGES,
+    SLA_TIMERS,
+    STAGE_CHANGES,
+)
 from tests.conftest import T0
 from tests.http_support import http_settings
 
@@ -121,6 +130,25 @@ def seed(engine: Engine, now: datetime = T0) -> None:
                 _timer(1, 1, 1, now - 3 * HOUR, now + HOUR, "running", 0),
                 _timer(2, 2, 2, now - 6 * HOUR, now - HOUR, "running", 1),
                 _timer(3, 3, None, now - 9 * HOUR, now - 5 * HOUR, "breached", 2),
+            ],
+        )
+
+
+def seed_stage_history(engine: Engine) -> None:
+    """L2 and L1 became MQLs 3h and 2h before T0, L1 an SQL 1h before; L3 a lead on Sunday:
+    entries lead 1, mql 2, sql 1; one ended mql stay of an hour (L1's, 0.04 days)."""
+    changes = [
+        (3, T0 - 26 * HOUR, "subscriber", "lead"),
+        (2, T0 - 3 * HOUR, "lead", "mql"),
+        (1, T0 - 2 * HOUR, "lead", "mql"),
+        (1, T0 - HOUR, "mql", "sql"),
+    ]
+    with engine.begin() as connection:
+        connection.execute(
+            insert(STAGE_CHANGES),
+            [
+                {"lead_id": lead, "at": at, "from_stage": old, "to_stage": new, "cause": "rule"}
+                for lead, at, old, new in changes
             ],
         )
 

@@ -6,7 +6,9 @@ kept as a PNG under tests/artifacts/ to look at); a lead followed from the SLA b
 exactly the timeline rows a person reads; an operator retries a failed email with the button;
 a viewer sees no button and their forged POST is refused, as is a POST without the CSRF token
 and a cross-site form (the SameSite cookie is not sent); every visible input has a label; the
-first Tab reaches the skip link, whose focus ring is visible.
+first Tab reaches the skip link, whose focus ring is visible; the Funnel page's four charts load
+as images under the page's Content-Security-Policy, each with its figures in words; the SLA
+board shows business hours left.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from leadflow.config import load_settings
 from leadflow.settings import Settings
 from leadflow.store.database import create_store_engine
 from tests.conftest import T0
-from tests.dashboard_support import PASSWORDS, dashboard_settings, seed
+from tests.dashboard_support import PASSWORDS, dashboard_settings, seed, seed_stage_history
 from tests.http_support import build_app, runtime_for
 from tests.mail_support import free_port
 
@@ -280,3 +282,40 @@ def test_keyboard_reaches_the_skip_link_with_a_visible_focus(
     assert style[1] == "3px"
     assert style[2] >= 0  # moved on screen, not left at -10000px
     shoot(browser, "skip-link-focused")
+
+
+def test_funnel_page_charts_load_with_their_figures(
+    daemon_url: str, sqlite_url: str, browser: WebDriver
+) -> None:
+    """The four charts are images the browser draws (the page's policy allows them), each
+    with its figures in words under "The figures"; the SLA board reads business hours."""
+    engine = create_store_engine(sqlite_url)
+    seed_stage_history(engine)
+    engine.dispose()
+    log_in(browser, daemon_url, "vera")
+    browser.get(f"{daemon_url}/ui/funnel?from=2026-03-01&to=2026-03-02")
+    images = browser.find_elements(By.CSS_SELECTOR, "figure.chart img")
+    assert [image.get_attribute("alt") for image in images] == [
+        "Funnel: entries into each stage, chart",
+        "Period conversion by week, chart",
+        "SLA compliance by rep, chart",
+        "Time in stage (median and p90 days, leads), chart",
+    ]
+    WebDriverWait(browser, 20).until(
+        lambda driver: all(
+            driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", i)
+            for i in images
+        )
+    )
+    widths = [browser.execute_script("return arguments[0].naturalWidth", i) for i in images]
+    assert widths == [538, 538, 538, 538]  # 403.2pt at 96/72 px a point
+    first = browser.find_element(By.CSS_SELECTOR, "#chart-funnel details")
+    first.find_element(By.TAG_NAME, "summary").click()
+    assert first.find_element(By.TAG_NAME, "p").text == (
+        "Entries in the period: lead 1, mql 2, sql 1"
+    )
+    browser.set_window_size(1280, 2600)  # the whole page in one picture
+    shoot(browser, "funnel-charts")
+    browser.get(f"{daemon_url}/ui/sla")
+    left = [row[5] for row in table_rows(browser, "table.sla")]
+    assert left == ["0h 00m overdue", "1h 00m left"]  # hours 09-17 UTC: L2 was due at 08:00

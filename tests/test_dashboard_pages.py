@@ -7,11 +7,14 @@ status and SLA start in time order; paging with a small limit gives every event 
 board orders running timers by due time and filters by rep and pool; the outbox lists each
 status; the search finds by external id and by the start of an email or company; the funnel
 counts leads per configured stage; the rules page lists every rule with its file:line:col and
-last run, and a refused reload's messages; the lead page links to the CRM record.
+last run, and a refused reload's messages; the lead page links to the CRM record; the Funnel
+page's charts are the report's drawings of the report's figures; the SLA board's business time
+left or overdue is the SLA engine's count in the timer's calendar.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import date
 from typing import Any
@@ -24,13 +27,13 @@ from leadflow.dashboard.funnel_page import funnel_numbers, period_days
 from leadflow.dashboard.outbox_page import messages
 from leadflow.dashboard.rules_page import _actions_since, rules_view
 from leadflow.dashboard.search import search_leads
-from leadflow.dashboard.sla_board import sla_board
+from leadflow.dashboard.sla_board import business_time_left, sla_board
 from leadflow.dashboard.timeline import Cursor, LeadHeader, lead_header, timeline
 from leadflow.engine.audit_trail import audit_row
 from leadflow.errors import UserInputError
 from leadflow.store.tables import AUDIT, RULE_RUNS, STAGE_CHANGES
 from tests.conftest import T0
-from tests.dashboard_support import HOUR, Browser, dashboard_settings, seed
+from tests.dashboard_support import HOUR, Browser, dashboard_settings, seed, seed_stage_history
 from tests.http_support import build_app, runtime_for
 
 L1_TIMELINE = [
@@ -116,6 +119,142 @@ class TestSlaBoard:
         assert [t.lead for t in sla_board(seeded, "running", pool="west")[0]] == ["L2"]
         assert sla_board(seeded, "running", rep="r1", pool="west")[0] == []
         assert sla_board(seeded, "running", pool="nowhere")[0] == []
+
+
+LEFT = re.compile(r'<td class="num">([^<]*(?:left|overdue))</td>')
+SVG_TEXT = re.compile(r"<text[^>]*>([^<]*)</text>")
+
+
+class TestFunnelCharts:
+    """The Funnel page shows the report's four charts as images of its own URLs, each with
+    its figures in words; the images are the report's drawings of the report's figures."""
+
+    def test_chart_figures_are_the_reports(
+        self, seeded: Engine, make_settings: Any, clock: SettableClock
+    ) -> None:
+        """Each chart's words and drawn labels are the figures of `leadflow report`'s sections
+        for the page's period; its SVG is the one the HTML report inlines."""
+        from leadflow.funnel.charts import CHARTS
+        from leadflow.funnel.period import Period
+        from leadflow.funnel.report import build_report
+        from leadflow.funnel.sections import sections
+
+        seed_stage_history(seeded)
+        settings = dashboard_settings(make_settings)
+        numbers = funnel_numbers(seeded, settings, (T0 - 24 * HOUR).date(), T0.date(), T0)
+        texts = {chart.name: chart.text for chart in numbers.charts}
+        assert texts == {
+            "funnel": "Entries in the period: lead 1, mql 2, sql 1",
+            # Sunday's lead entry is in the week of 23 February, the MQLs and SQL in 2 March's.
+            "weekly-conversion": "Period conversion by week (Monday): "
+            "lead → mql: 2026-02-23 0.0%; mql → sql: 2026-03-02 50.0%; "
+            "sql → opportunity: 2026-03-02 0.0%",
+            # L3's unowned timer breached; Rita's and Sam's still run (counted, not ended).
+            "sla-by-rep": "SLA timers ended, by rep: "
+            "(none): met 0, met late 0, breached 1, reassigned 0, cancelled 0; "
+            "Rita Rep: met 0, met late 0, breached 0, reassigned 0, cancelled 0; "
+            "Sam Seller: met 0, met late 0, breached 0, reassigned 0, cancelled 0",
+            "time-in-stage": "Days in stage, leads (group all): mql median 0.04, p90 0.04",
+        }
+        day = T0.replace(hour=0) - 24 * HOUR
+        report = build_report(seeded, settings, Period(day, day + 48 * HOUR), T0)
+        rows = sections(report)
+        assert [c.data for c in numbers.charts] == [c.data(report, rows) for c in CHARTS]
+        funnel_svg = CHARTS[0].svg(numbers.charts[0].data)
+        labels = SVG_TEXT.findall(funnel_svg)
+        assert [label for label in labels if label in {"lead", "mql", "sql"}] == [
+            "sql",
+            "mql",
+            "lead",
+        ]
+        entered = {row["stage"]: str(row["entered"]) for row in rows["stage_entries"]}
+        assert entered == {"lead": "1", "mql": "2", "sql": "1"}
+        assert labels[-3:] == [entered["sql"], entered["mql"], entered["lead"]]
+
+    def test_page_names_each_chart_by_its_figures(
+        self, seeded: Engine, make_settings: Any, clock: SettableClock
+    ) -> None:
+        """Four figures, each an image of /ui/funnel/charts/NAME.svg with the period and the
+        figures' digest, described by its words; the image is the report's SVG of those
+        figures, served with a policy of its own; drawn once, then kept; a digest no longer
+        kept is drawn from the period again; a signed-out request goes to the login."""
+        from html import escape
+
+        from leadflow.funnel.charts import CHARTS
+
+        seed_stage_history(seeded)
+        settings = dashboard_settings(make_settings)
+        app, _holder = build_app(runtime_for(seeded, settings, clock))
+        ui = Browser(app)
+        assert ui.get("/ui/funnel/charts/funnel.svg?v=x").status_code == 303
+        ui.login("vera")
+        page = ui.get("/ui/funnel?from=2026-03-01&to=2026-03-02").text
+        numbers = funnel_numbers(seeded, settings, (T0 - 24 * HOUR).date(), T0.date(), T0)
+        found = re.findall(r'<img src="([^"]+)" alt="([^"]+)" aria-describedby="([^"]+)">', page)
+        assert found == [
+            (
+                f"/ui/funnel/charts/{c.name}.svg?from=2026-03-01&amp;to=2026-03-02&amp;v={c.digest}",
+                f"{c.title}, chart",
+                f"chart-{c.name}-figures",
+            )
+            for c in numbers.charts
+        ]
+        for chart in numbers.charts:
+            assert f'<p id="chart-{chart.name}-figures">{escape(chart.text)}</p>' in page
+        for chart, view in zip(CHARTS, numbers.charts, strict=True):
+            url = f"/ui/funnel/charts/{view.name}.svg?from=2026-03-01&to=2026-03-02&v={view.digest}"
+            image = ui.get(url)
+            assert image.status_code == 200
+            assert image.headers["content-type"] == "image/svg+xml"
+            assert image.headers["cache-control"] == "private, max-age=3600"
+            assert image.headers["content-security-policy"] == (
+                "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
+            )
+            assert image.text == chart.svg(view.data)
+            assert ui.get(url).text == image.text
+        again = ui.get("/ui/funnel/charts/funnel.svg?from=2026-03-01&to=2026-03-02&v=gone")
+        assert again.status_code == 200
+        assert again.headers["cache-control"] == "no-store"
+        assert again.text == CHARTS[0].svg(numbers.charts[0].data)
+        assert ui.get("/ui/funnel/charts/pie.svg?v=x").status_code == 404
+
+
+class TestSlaBusinessHours:
+    """The SLA board shows each running timer's business time to its due time, or past it,
+    in the timer's own calendar, as the SLA engine counts it."""
+
+    def test_time_left_and_overdue_in_business_hours(
+        self, seeded: Engine, make_settings: Any
+    ) -> None:
+        """Berlin hours 09:00-17:00 (08:00-16:00 UTC in March). At T0 (Monday 09:00 UTC, 10:00
+        in Berlin), L1 due 10:00 UTC has 1h left and L2, due 08:00 UTC, is 1h overdue. On the
+        Friday before at 15:30 UTC (16:30 in Berlin), L1 has the Friday's last 30 minutes and
+        Monday's first two hours left: 2h 30m, though it is 66h 30m away."""
+        settings = dashboard_settings(make_settings, **{"calendar.timezone": "Europe/Berlin"})
+        timers, _ = sla_board(seeded, "running")
+        assert [(t.lead, t.calendar) for t in timers] == [("L2", "default"), ("L1", "default")]
+        left = business_time_left(timers, settings, T0)
+        assert left == {2: -HOUR, 1: HOUR}
+        friday = T0 - 3 * 24 * HOUR + 6.5 * HOUR
+        assert business_time_left(timers, settings, friday)[1] == 2.5 * HOUR
+
+    def test_the_board_shows_them(
+        self, seeded: Engine, make_settings: Any, clock: SettableClock
+    ) -> None:
+        """The running list's column reads them in hours and minutes; other lists have none."""
+        settings = dashboard_settings(make_settings, **{"calendar.timezone": "Europe/Berlin"})
+        app, _holder = build_app(runtime_for(seeded, settings, clock))
+        ui = Browser(app)
+        ui.login("vera")
+        page = ui.get("/ui/sla").text
+        cells = re.findall(LEFT, page)
+        assert cells == ["1h 00m overdue", "1h 00m left"]
+        assert "Business hours left" in page
+        assert "Business hours left" not in ui.get("/ui/sla?status=breached").text
+        clock.set(T0 + 20 * HOUR)  # Tuesday 05:00 UTC: before Berlin opens, 7h after closing
+        ui.login("vera")  # the session of yesterday has ended
+        cells = re.findall(LEFT, ui.get("/ui/sla").text)
+        assert cells == ["8h 00m overdue", "6h 00m overdue"]
 
 
 class TestOtherPages:

@@ -14,35 +14,34 @@ from leadflow.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_one_simulated_day(
+def test_three_simulated_days(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The deterministic sample gives the same first day every time, its mail lands, the followed
-    leads' scores move as their activities say, and the user's scoring file stays disabled."""
+    """The deterministic sample gives the same days every time, its mail lands, the followed
+    leads' scores move as their activities say, the user's scoring file stays disabled, and
+    the report of the days ends the output."""
     monkeypatch.setenv("LEADFLOW_PATHS__STATE", str(tmp_path / "state"))
     monkeypatch.setenv("LEADFLOW_LOG__LEVEL", "error")
     scoring = (ROOT / "rules" / "scoring.yaml").read_bytes()
-    code = main(["-c", str(ROOT / "config.yaml"), "demo", "--days", "1"])
+    code = main(["-c", str(ROOT / "config.yaml"), "demo", "--days", "3"])
     out = capsys.readouterr().out
     assert code == 0
     lines = out.splitlines()
-    rows = [line.strip("│ ").split("│") for line in lines if line.startswith("│ Mon 02 Mar")]
-    assert [[cell.strip() for cell in row] for row in rows] == [
-        ["Mon 02 Mar", "92", "131", "43", "79", "740", "1042"],
-    ]
     state = tmp_path / "state" / "demo"
     mail = list((state / "maildir" / "new").glob("*.eml"))
-    assert len(mail) == 1044
-    assert f"1044 emails were delivered as .eml files into {state / 'maildir' / 'new'}." in out
+    assert len(mail) == 1467
+    assert f"1467 emails were delivered as .eml files into {state / 'maildir' / 'new'}." in out
     scores = [
         [cell.strip() for cell in line.strip("│ ").split("│")]
         for line in lines
         if line.startswith("│ L00")
     ]
     assert scores == [
-        ["L00407", "66 = 25+41 A1", "65 = 25+40 A1"],  # engaged, then fading
-        ["L00412", "50 = 10+40 C1", "49 = 10+39 C1"],  # engaged weeks ago: fading
-        ["L00403", "25 = 25+0 A4", "25 = 25+0 A4"],  # fit only
+        # engaged, then fading
+        ["L00407", "66 = 25+41 A1", "65 = 25+40 A1", "63 = 25+38 A1", "63 = 25+38 A1"],
+        # engaged weeks ago: fading
+        ["L00412", "50 = 10+40 C1", "49 = 10+39 C1", "46 = 10+36 C1", "46 = 10+36 C1"],
+        ["L00403", "25 = 25+0 A4", "25 = 25+0 A4", "25 = 25+0 A4", "25 = 25+0 A4"],  # fit only
     ]
     assert (
         "L00407 engaged on Mon 02 Mar (UTC): 07:00 25 (the model's first pass) -> "
@@ -64,3 +63,54 @@ def test_one_simulated_day(
         for line in lines
     )
     assert (ROOT / "rules" / "scoring.yaml").read_bytes() == scoring
+    _ends_with_the_days_report(out, state, capsys, monkeypatch)
+
+
+def cells(text: str) -> list[list[str]]:
+    """The body rows of every table in ``text``, cell by cell."""
+    return [
+        [cell.strip() for cell in line.strip("│ ").split("│")]
+        for line in text.splitlines()
+        if line.startswith("│ ")
+    ]
+
+
+def _ends_with_the_days_report(
+    out: str, state: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo ends with the report of its simulated days: stage entries, conversion, SLA by
+    rep and the pipeline with its velocity, each row as `leadflow report` over the demo's store
+    prints it."""
+    heading = (
+        "Funnel report 2026-03-02T07:00:00+00:00 to 2026-03-05T07:00:00+00:00 (end excluded), "
+        "by none"
+    )
+    assert heading in out.splitlines()
+    shown = cells(out[out.index(heading) :])
+    assert shown[:2] == [["all", "mql", "129"], ["all", "recycled", "80"]]
+    assert shown[2:8] == [
+        ["cohort", "all", "mql", "sql", "128", "0", "0.0%"],  # 128 leads: one entered twice
+        ["period", "all", "subscriber", "lead", "0", "0", "-"],
+        ["period", "all", "lead", "mql", "0", "129", "-"],
+        ["period", "all", "mql", "sql", "129", "0", "0.0%"],
+        ["period", "all", "sql", "opportunity", "0", "0", "-"],
+        ["period", "all", "opportunity", "customer", "0", "0", "-"],
+    ]
+    assert shown[8] == ["rep", "Rep 01", "29", "5", "0", "0", "14", "1", "9", "25.0%", "0.00"]
+    assert [row[0] for row in shown[8:19]] == ["rep"] * 11
+    # D0173 (3,941 after a 50-day cycle) closed won on Wednesday, no deal lost: 35 open
+    # opportunities x 100% x 3,941 / 50 days = 2,758.70 a day.
+    assert shown[19:] == [
+        ["all", "1", "0", "100.0%", "3,941.00", "3,941.00", "50.00", "35", "94,363.00", "2,758.70"]
+    ]
+    store = f"sqlite:///{state / 'leadflow.db'}"
+    period = ["--from", "2026-03-02T07:00:00Z", "--to", "2026-03-05T07:00:00Z"]
+    monkeypatch.setenv("LEADFLOW_DATABASE__URL", store)
+    assert main(["-c", str(ROOT / "config.yaml"), "report", *period]) == 0
+    reported = cells(capsys.readouterr().out)
+    assert all(row in reported for row in shown)
+    assert [row for row in reported if row[0] == "rep"] == shown[8:19]
+    assert (
+        f"The whole report:     LEADFLOW_DATABASE__URL={store} leadflow report {' '.join(period)}"
+        in out
+    )

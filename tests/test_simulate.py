@@ -7,14 +7,26 @@ import os
 import pty
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
 
 from leadflow.cli import main
+from leadflow.clock import parse_instant
 from leadflow.store.tables import AUDIT, LEADS, OUTBOX
 from tests.test_funnel_scenario import REPO, seed
+
+SIMULATED_ENTRIES = [{"group": "all", "stage": "mql", "entered": 3}]
+"""L1, L3 and L4 become MQLs on Monday (L4 waits for a rep: an MQL all the same)."""
+SIMULATED_SLA = [
+    ("rep", "Raj Rep", 3, 2, 1),
+    ("rep", "Rita Rep", 3, 2, 1),
+    ("pool", "east", 6, 4, 2),
+]
+"""Each rep: Monday's timer and the one reassigned to them at 17:00 Monday were reassigned
+(17:00 each day); the one reassigned to them Tuesday 17:00 still runs at the range's end."""
 
 
 def config(tmp_path: Path, store_url: str) -> Path:
@@ -193,3 +205,68 @@ def test_no_info_log_lines_among_the_table_on_a_terminal(
     code, shown = _on_a_terminal([*args, "--verbose"], tmp_path)
     assert code == 0
     assert shown.count("rule_evaluated") >= 3
+
+
+def test_report_of_the_simulated_range_is_leadflow_reports(
+    engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--report FILE.json`` writes ``leadflow report --format json`` of the simulated copy
+    over the range: the same document, figure for figure, as the report command gives on a copy
+    ticked the same way; the narrated SLA ladder is in its SLA section."""
+    from leadflow.clock import SettableClock
+    from leadflow.config import load_settings
+    from leadflow.engine.runtime import Runtime
+    from leadflow.engine.simulation import copy_store, tick_over_range
+
+    seed(engine)
+    path = config(tmp_path, store_url)
+    first, last = "2026-03-02T09:00:00Z", "2026-03-04T00:00:00Z"
+    written = tmp_path / "week.json"
+    code = main(
+        ["-c", str(path), "simulate", "--from", first, "--to", last, "--report", str(written)]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert f"The funnel report of the simulated range: {written}" in out
+    simulated = json.loads(written.read_text(encoding="utf-8"))
+
+    # The same simulation on a copy that stays, then `leadflow report` over it.
+    settings = load_settings(path, env={}).settings
+    copy = copy_store(engine, tmp_path / "copy.db")
+    start, end = parse_instant(first), parse_instant(last)
+    runtime = Runtime.build(copy, settings, SettableClock(start))
+    tick_over_range(runtime, runtime.load_rules(), start, end, timedelta(hours=1))
+    copy.dispose()
+    (tmp_path / "copy").mkdir()
+    copy_config = config(tmp_path / "copy", f"sqlite:///{tmp_path / 'copy.db'}")
+    code = main(
+        ["-c", str(copy_config), "report", "--from", first, "--to", last, "--format", "json"]
+    )
+    reported = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert {k: v for k, v in simulated.items() if k != "generated_at"} == {
+        k: v for k, v in reported.items() if k != "generated_at"
+    }
+    assert simulated["period"] == {
+        "from": "2026-03-02T09:00:00+00:00",
+        "to": "2026-03-04T00:00:00+00:00",
+        "by": "none",
+    }
+    assert simulated["stage_entries"] == SIMULATED_ENTRIES
+    assert [
+        (row["by"], row["group"], row["started"], row["reassigned"], row["running"])
+        for row in simulated["sla"]
+    ] == SIMULATED_SLA
+
+
+def test_report_file_needs_a_known_extension(
+    engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A report file named week.pdf is refused before anything is simulated: exit 1, one line."""
+    args = ["simulate", "--from", "2026-03-02", "--to", "2026-03-03"]
+    code = main(["-c", str(config(tmp_path, store_url)), *args, "--report", "week.pdf"])
+    assert code == 1
+    assert capsys.readouterr().err == (
+        "error: --report week.pdf: name the format by the file's extension, "
+        "one of .txt, .csv, .json, .html\n"
+    )

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from leadflow.cli.demo_funnel import DemoRun
+    from leadflow.funnel.period import Period
+    from leadflow.settings import Settings
 
 
 def demo(
@@ -30,7 +32,6 @@ def demo(
 ) -> None:
     """Create a sample funnel under state/demo/ and run the shipped rules over a few days."""
     from rich.progress import Progress
-    from rich.table import Table
 
     from leadflow.cli.demo_funnel import run_demo_funnel
 
@@ -50,27 +51,6 @@ def demo(
             days=days,
             progress=lambda done, _total: bar.update(task, completed=done),
         )
-    table = Table(
-        "day",
-        "MQLs assigned",
-        "SLA escalations",
-        "reassigned",
-        "deals recycled",
-        "nurture emails",
-        "emails delivered",
-        title="The funnel, day by day",
-    )
-    for report in run.reports:
-        table.add_row(
-            report.day,
-            str(report.mqls),
-            str(report.escalations),
-            str(report.reassigned),
-            str(report.recycled),
-            str(report.nurture_sent),
-            str(report.emails_delivered),
-        )
-    console.print(table)
     store = f"LEADFLOW_DATABASE__URL=sqlite:///{folder / 'leadflow.db'}"
     if run.scoring is not None:
         _scores(console, run, store)
@@ -86,17 +66,50 @@ def demo(
     console.print(
         f"How the funnel stands: {store} leadflow status", highlight=False, soft_wrap=True
     )
-    _report_and_dashboard(console, store, folder, days)
+    period = demo_period(days)
+    _report_and_dashboard(console, store, folder, period)
+    console.print()
+    show_week_report(settings, folder, period)
 
 
-def _report_and_dashboard(console: Console, store: str, folder: Path, days: int) -> None:
-    """Where to read the simulated days' funnel report, and how to open the dashboard on them."""
+def demo_period(days: int) -> Period:
+    """The simulated days, from the first tick to the end of the last step."""
     from leadflow.cli.demo_funnel import START
+    from leadflow.funnel.period import Period
+
+    return Period(START, START + timedelta(days=days))
+
+
+WEEK_SECTIONS = ("stage_entries", "conversion", "sla", "pipeline")
+"""What a week shows: stage counts and conversion, SLA compliance per rep, pipeline velocity."""
+
+
+def show_week_report(settings: Settings, folder: Path, period: Period) -> None:
+    """``leadflow report`` of the demo's store over ``period``, its sections for a week only."""
+    from leadflow.clock import SystemClock
+    from leadflow.funnel.report import build_report
+    from leadflow.funnel.sections import sections
+    from leadflow.funnel.text import render_tables
+    from leadflow.store.database import create_store_engine
+
+    engine = create_store_engine(f"sqlite:///{folder / 'leadflow.db'}")
+    try:
+        report = build_report(engine, settings, period, SystemClock().now())
+    finally:
+        engine.dispose()
+    rows = sections(report)
+    shown = {name: rows[name] for name in WEEK_SECTIONS}
+    shown["sla"] = [row for row in shown["sla"] if row["by"] == "rep"]
+    render_tables(report, shown, None)
+
+
+def _report_and_dashboard(console: Console, store: str, folder: Path, period: Period) -> None:
+    """Where to read the simulated days' whole funnel report, and how to open the dashboard."""
     from leadflow.dashboard.access import hash_password
 
-    first, last = START.date(), (START + timedelta(days=days - 1)).date()
+    first, last = (f"{at:%Y-%m-%dT%H:%M:%SZ}" for at in (period.start, period.end))
     console.print(
-        f"The funnel's report:  {store} leadflow report --from {first} --to {last} "
+        f"The whole report:     {store} leadflow report --from {first} --to {last} "
         f"(--format html --output {folder / 'report.html'} for the charts)",
         highlight=False,
         soft_wrap=True,

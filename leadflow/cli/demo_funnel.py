@@ -2,9 +2,9 @@
 
 The sample is generated deterministically (reps with managers in three regional pools, leads
 with the attributes the scoring model reads and 60 days of activities, a year of won deals and
-some open ones), written to a store of its own under ``state/demo/`` so the demo never touches
-real data, and the shipped rules then run two hours a step on a simulated clock, with email
-delivered into the demo's maildir. The rules folder's scoring model runs turned on (in this
+some open ones, which the CRM closes won or lost as their cycle ends), written to a store of
+its own under ``state/demo/`` so the demo never touches real data, and the shipped rules then
+run two hours a step on a simulated clock, with email delivered into the demo's maildir. The rules folder's scoring model runs turned on (in this
 store only, the folder is not edited): scores rise as leads engage and fade as they do not.
 """
 
@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, select, update
 
 from leadflow.cli.demo_engagement import (
     Crossing,
@@ -39,6 +39,7 @@ from leadflow.outbox.delivery import drain
 from leadflow.rule_language.model import RuleSet
 from leadflow.settings import Settings
 from leadflow.store.database import create_store_engine, migrate
+from leadflow.store.stage_history import record_entries
 from leadflow.store.tables import ACTIVITIES, DEALS, LEADS, REPS
 
 START = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)  # a Monday morning
@@ -68,8 +69,22 @@ def demo_settings(settings: Settings, folder: Path) -> Settings:
 LEADS_IN_DEMO = 1200
 
 
-def seed(engine: Engine, rng: random.Random, leads: int = LEADS_IN_DEMO) -> None:
-    """Reps (3 managers, 12 reps), ``leads`` leads, 400 deals, activities; all deterministic."""
+@dataclass(frozen=True)
+class Closing:
+    """An open deal of the sample that the CRM closes at ``at``, during the simulated days or
+    after them."""
+
+    at: datetime
+    deal_id: int
+    external_id: str
+    outcome: str
+
+
+def seed(engine: Engine, rng: random.Random, leads: int = LEADS_IN_DEMO) -> list[Closing]:
+    """Reps (3 managers, 12 reps), ``leads`` leads, 400 deals, activities; all deterministic.
+
+    Returns the open deals' closings, soonest first: a deal whose cycle ends after the start
+    is won (the first 300) or lost (the others) when it ends."""
     old = START - timedelta(days=400)
     reps: list[dict[str, Any]] = []
     for index, region in enumerate(REGIONS, start=1):
@@ -120,6 +135,7 @@ def seed(engine: Engine, rng: random.Random, leads: int = LEADS_IN_DEMO) -> None
             }
         )
     deal_rows = []
+    closings = []
     for index in range(400):
         engaged = START - timedelta(days=rng.randint(20, 360))
         won = index < 300
@@ -140,6 +156,9 @@ def seed(engine: Engine, rng: random.Random, leads: int = LEADS_IN_DEMO) -> None
                 "attributes": {},
             }
         )
+        if engaged + cycle >= START:
+            outcome = "won" if won else "lost"
+            closings.append(Closing(engaged + cycle, index + 1, f"D{index + 1:04d}", outcome))
     with engine.begin() as connection:
         connection.execute(
             insert(REPS),
@@ -149,9 +168,14 @@ def seed(engine: Engine, rng: random.Random, leads: int = LEADS_IN_DEMO) -> None
             insert(LEADS), [{**lead, "created_at": old, "updated_at": old} for lead in lead_rows]
         )
         connection.execute(
-            insert(DEALS), [{**deal, "created_at": old, "updated_at": old} for deal in deal_rows]
+            insert(DEALS),
+            [
+                {**deal, "id": number, "created_at": old, "updated_at": old}
+                for number, deal in enumerate(deal_rows, start=1)
+            ],
         )
     insert_activities(engine, history(rng, leads, START))
+    return sorted(closings, key=lambda closing: (closing.at, closing.deal_id))
 
 
 @dataclass(frozen=True)
@@ -191,7 +215,7 @@ def run_demo_funnel(
     engine = create_store_engine(f"sqlite:///{folder / 'leadflow.db'}")
     migrate(engine)
     rng = random.Random(7)  # noqa: S311 (sample data, not secrets)
-    seed(engine, rng)
+    closings = seed(engine, rng)
     clock = SettableClock(START)
     runtime = Runtime.build(engine, settings, clock)
     transport = transport_for(settings)
@@ -202,6 +226,7 @@ def run_demo_funnel(
         nonlocal done
         insert_activities(engine, engage(rng, LEADS_IN_DEMO, START, now + step))
         _owners_follow_up(engine, rng, now)
+        _crm_closes(engine, [c for c in closings if now <= c.at < now + step], now + step)
         channels = channels_for(settings, transport)
         asyncio.run(drain(engine, settings, clock, channels, once=True))
         done += 1
@@ -251,3 +276,27 @@ def _owners_follow_up(engine: Engine, rng: random.Random, now: datetime) -> None
         ]
         if calls:
             connection.execute(insert(ACTIVITIES), calls)
+
+
+def _crm_closes(engine: Engine, closing: list[Closing], now: datetime) -> None:
+    """The CRM closes the deals whose cycle ended in the step, as an import would record it:
+    the outcome and close time on the deal, its entry into the outcome in the stage history."""
+    if not closing:
+        return
+    with engine.begin() as connection:
+        closed = []
+        for deal in closing:
+            result = connection.execute(
+                update(DEALS)
+                .where(DEALS.c.id == deal.deal_id, DEALS.c.outcome.is_(None))  # not recycled
+                .values(
+                    outcome=deal.outcome,
+                    stage="Won" if deal.outcome == "won" else "Lost",
+                    closed_at=deal.at,
+                    last_activity_at=deal.at,
+                    updated_at=now,
+                )
+            )
+            if result.rowcount:
+                closed.append(deal.external_id)
+        record_entries(connection, "deals", closed, cause="import", source="demo", now=now)

@@ -16,6 +16,8 @@ from leadflow.errors import UserInputError
 
 if TYPE_CHECKING:
     from leadflow.funnel.period import Period
+    from leadflow.funnel.report import Report
+    from leadflow.funnel.sections import Row
 
 
 class ReportFormat(StrEnum):
@@ -83,13 +85,7 @@ def show_report(
 
         render_tables(report, rows, output)
         return
-    from leadflow.funnel import files
-
-    text = {
-        ReportFormat.csv: files.csv_text,
-        ReportFormat.json: files.json_text,
-        ReportFormat.html: files.html_text,
-    }[output_format](report, rows)
+    text = report_text(report, rows, output_format)
     if output is None:
         typer.echo(text, nl=False)
     else:
@@ -154,3 +150,46 @@ def _instant(text: str, option: str, *, end_of_day: bool) -> datetime:
     except ValueError as exc:
         msg = f"{option}: {exc}"
         raise UserInputError(msg) from None
+
+
+def report_text(report: Report, rows: dict[str, list[Row]], output_format: ReportFormat) -> str:
+    """The report as a CSV, JSON or HTML document (the table goes through a console)."""
+    from leadflow.funnel import files
+
+    return {
+        ReportFormat.csv: files.csv_text,
+        ReportFormat.json: files.json_text,
+        ReportFormat.html: files.html_text,
+    }[output_format](report, rows)
+
+
+FILE_FORMATS = {
+    ".txt": ReportFormat.table,
+    ".csv": ReportFormat.csv,
+    ".json": ReportFormat.json,
+    ".html": ReportFormat.html,
+}
+"""``--report FILE`` (simulate): the format its extension names."""
+
+
+def file_format(path: Path, option: str) -> ReportFormat:
+    """The format of a report file by its extension; a clear error for any other."""
+    found = FILE_FORMATS.get(path.suffix.lower())
+    if found is None:
+        known = ", ".join(FILE_FORMATS)
+        msg = f"{option} {path}: name the format by the file's extension, one of {known}"
+        raise UserInputError(msg)
+    return found
+
+
+def write_report(report: Report, path: Path, output_format: ReportFormat) -> None:
+    """Write ``report`` to ``path`` as ``leadflow report --format F --output path`` does."""
+    from leadflow.funnel.sections import sections
+
+    rows = sections(report)
+    if output_format is ReportFormat.table:
+        from leadflow.funnel.text import render_tables
+
+        render_tables(report, rows, path)
+        return
+    path.write_text(report_text(report, rows, output_format), encoding="utf-8")

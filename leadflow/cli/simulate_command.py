@@ -14,12 +14,16 @@ import typer
 
 from leadflow.cli.console import FormatOption, OutputFormat, data_console, print_json
 from leadflow.cli.context import cli_context
+from leadflow.cli.report_command import ReportFormat, file_format, write_report
 from leadflow.clock import SettableClock, parse_instant
 from leadflow.durations import parse_duration
 from leadflow.errors import DurationError, UserInputError
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from leadflow.engine.simulation import DayReport
+    from leadflow.settings import Settings
 
 FIELDS = (
     "mqls",
@@ -62,6 +66,14 @@ def simulate_range(
         Path | None, typer.Option("--rules", help="Rules folder (default: paths.rules).")
     ] = None,
     output: FormatOption = OutputFormat.table,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="Also write the funnel report of the simulated range to FILE "
+            "(.txt, .csv, .json or .html, as leadflow report --format).",
+        ),
+    ] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", help="Show info log events on a terminal too.")
     ] = False,
@@ -80,6 +92,7 @@ def simulate_range(
     if (last - first) / stride > 100_000:
         msg = f"--step {step} over that range is more than 100,000 steps; take a larger step"
         raise UserInputError(msg)
+    report_format = _report_format(report)
     from leadflow.engine.runtime import Runtime
     from leadflow.engine.simulation import copy_store, tick_over_range
 
@@ -88,11 +101,40 @@ def simulate_range(
         runtime = Runtime.build(copy, context.settings, SettableClock(first))
         rule_set = runtime.load_rules(rules)
         reports = tick_over_range(runtime, rule_set, first, last, stride)
+        if report is not None and report_format is not None:
+            _write_funnel_report(copy, context.settings, first, last, report, report_format)
         copy.dispose()
     if output is OutputFormat.json:
         print_json(simulation_document(reports, rule_set.version, first, last, step))
         return
-    _print(reports, rule_set.version)
+    _print(reports, rule_set.version, report_file=report)
+
+
+def _report_format(path: Path | None) -> ReportFormat | None:
+    """Checked before simulating, so a wrong name costs no simulation."""
+    if path is None:
+        return None
+    if not path.parent.is_dir():
+        msg = f"--report {path}: the folder {path.parent} does not exist"
+        raise UserInputError(msg)
+    return file_format(path, "--report")
+
+
+def _write_funnel_report(
+    copy: Engine,
+    settings: Settings,
+    first: datetime,
+    last: datetime,
+    path: Path,
+    report_format: ReportFormat,
+) -> None:
+    """``leadflow report --from first --to last`` over the simulated copy, written to ``path``."""
+    from leadflow.clock import SystemClock
+    from leadflow.funnel.period import Period
+    from leadflow.funnel.report import build_report
+
+    report = build_report(copy, settings, Period(first, last), SystemClock().now())
+    write_report(report, path, report_format)
 
 
 def simulation_document(
@@ -118,7 +160,7 @@ def simulation_document(
     }
 
 
-def _print(reports: list[DayReport], version: str) -> None:
+def _print(reports: list[DayReport], version: str, *, report_file: Path | None) -> None:
     from rich.table import Table
 
     table = Table(*COLUMNS, title=f"What the rules (version {version}) would have done", box=None)
@@ -131,3 +173,5 @@ def _print(reports: list[DayReport], version: str) -> None:
     console.print(
         "Simulated on a copy of the store: nothing was written to it and no email was sent."
     )
+    if report_file is not None:
+        console.print(f"The funnel report of the simulated range: {report_file}", soft_wrap=True)

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from leadflow.dashboard.funnel_charts import ChartView, chart_views
 from leadflow.errors import UserInputError
 from leadflow.settings import Settings
 from leadflow.store.status import leads_by_stage
@@ -21,7 +22,7 @@ from leadflow.store.status import leads_by_stage
 DEFAULT_DAYS = 7
 """Without ``from``/``to`` the page shows the last seven days, today included."""
 CHART_SECTIONS = ("weekly_conversion",)
-"""Rows the report keeps for its charts; the page shows its tables."""
+"""Rows the report keeps for its charts: the page shows their chart, not their table."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class FunnelNumbers:
     last_day: date
     tables: tuple[ReportTable, ...] = ()
     """``leadflow report --from first_day --to last_day``, section by section."""
+    charts: tuple[ChartView, ...] = ()
+    """The same report's charts (``--format html``'s four)."""
 
     @property
     def total(self) -> int:
@@ -84,12 +87,27 @@ def funnel_numbers(
     ordered += sorted((stage, n) for stage, n in counts.items() if stage not in named)
     period = Period(day_start(first), day_start(last, after=True))
     report = build_report(engine, settings, period, now)
+    rows = sections(report)
     tables = tuple(
-        _table(name, TITLES.get(name, name), rows, shown)
-        for name, rows in sections(report).items()
+        _table(name, TITLES.get(name, name), section, shown)
+        for name, section in rows.items()
         if name not in CHART_SECTIONS
     )
-    return FunnelNumbers(tuple(ordered), first, last, tables)
+    charts = tuple(chart_views(report, rows))
+    return FunnelNumbers(tuple(ordered), first, last, tables, charts)
+
+
+def period_charts(
+    engine: Engine, settings: Settings, first: date, last: date, now: datetime
+) -> list[ChartView]:
+    """The charts of ``first`` to ``last`` alone: for an image whose figures are not kept."""
+    from leadflow.funnel.period import Period, day_start
+    from leadflow.funnel.report import build_report
+    from leadflow.funnel.sections import sections
+
+    period = Period(day_start(first), day_start(last, after=True))
+    report = build_report(engine, settings, period, now)
+    return chart_views(report, sections(report))
 
 
 def _table(name: str, title: str, rows: list[dict[str, Any]], shown: Any) -> ReportTable:

@@ -9,7 +9,7 @@ Database calls run in worker threads, each bounded by a page size.
 from __future__ import annotations
 
 import functools
-from datetime import datetime
+from datetime import datetime, timedelta
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlencode
@@ -21,11 +21,12 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from starlette.concurrency import run_in_threadpool
 
 from leadflow.dashboard.access import COOKIE, SESSION_SECRET_NAME, Access, Principal
-from leadflow.dashboard.funnel_page import funnel_numbers, period_days
+from leadflow.dashboard.funnel_charts import ChartDrawings
+from leadflow.dashboard.funnel_page import funnel_numbers, period_charts, period_days
 from leadflow.dashboard.outbox_page import messages, retry
 from leadflow.dashboard.rules_page import rules_view
 from leadflow.dashboard.search import search_leads
-from leadflow.dashboard.sla_board import rep_choices, sla_board
+from leadflow.dashboard.sla_board import business_time_left, rep_choices, sla_board
 from leadflow.dashboard.timeline import Cursor, lead_header, timeline
 from leadflow.engine.runtime import Runtime
 from leadflow.errors import UserInputError
@@ -52,6 +53,13 @@ _HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
+_CHART_HEADERS = {
+    # A chart is an image: matplotlib styles its shapes inline, it has no script to run.
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+}
 
 
 def dashboard_routes(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> APIRouter:
@@ -72,6 +80,7 @@ def dashboard_routes(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> APIRo
     router.add_api_route("/ui/login", pages.login_form, methods=["GET"])
     router.add_api_route("/ui/login", pages.login, methods=["POST"])
     router.add_api_route("/ui/logout", pages.logout, methods=["POST"])
+    router.add_api_route("/ui/funnel/charts/{name}.svg", pages.funnel_chart, methods=["GET"])
     for path, handler in (
         ("/ui/funnel", pages.funnel),
         ("/ui/rules", pages.rules),
@@ -108,6 +117,8 @@ class _Pages:
             undefined=StrictUndefined,
         )
         self.templates.filters["when"] = _when
+        self.templates.filters["business"] = _business
+        self.charts = ChartDrawings()
 
     # --- who is asking ------------------------------------------------------------------
 
@@ -201,7 +212,39 @@ class _Pages:
         numbers = await run_in_threadpool(
             funnel_numbers, self.runtime.engine, self.runtime.settings, first, last, now
         )
+        self.charts.remember(list(numbers.charts))
         return self.render("funnel.html", who, numbers=numbers, problem=problem, page="funnel")
+
+    async def funnel_chart(self, request: Request, name: str, v: str = "") -> Response:
+        """One chart of the Funnel page as SVG: the figures the page named by digest ``v``."""
+        who = self._signed_in(request)
+        if isinstance(who, Response):
+            return who
+        svg = await run_in_threadpool(self.charts.svg, name, v)
+        cache = "private, max-age=3600"  # the URL names the figures: its drawing never changes
+        if svg is None:
+            svg, cache = await self._chart_again(request, name)
+        if svg is None or not svg.startswith("<svg"):  # no such chart, or nothing to draw
+            return Response("no such chart", status_code=404, media_type="text/plain")
+        headers = {**_CHART_HEADERS, "Cache-Control": cache}
+        return Response(svg, media_type="image/svg+xml", headers=headers)
+
+    async def _chart_again(self, request: Request, name: str) -> tuple[str | None, str]:
+        """A chart whose figures are no longer kept: its period's figures as they are now."""
+        now = self.runtime.clock.now()
+        query = request.query_params
+        try:
+            first, last = period_days(query.get("from"), query.get("to"), now.date())
+        except UserInputError:
+            return None, "no-store"
+        views = await run_in_threadpool(
+            period_charts, self.runtime.engine, self.runtime.settings, first, last, now
+        )
+        view = next((view for view in views if view.name == name), None)
+        if view is None:
+            return None, "no-store"
+        self.charts.remember([view])
+        return await run_in_threadpool(self.charts.svg, name, view.digest), "no-store"
 
     async def rules(self, request: Request) -> Response:
         who = self._signed_in(request)
@@ -234,10 +277,12 @@ class _Pages:
         reps = await run_in_threadpool(rep_choices, self.runtime.engine)
         pools = sorted({p for r in reps for p in r.pools})
         query = {"status": status, "rep": rep, "pool": pool}
+        left = business_time_left(timers, self.runtime.settings, self.runtime.clock.now())
         return self.render(
             "sla.html",
             who,
             timers=timers,
+            left=left,
             more=more,
             reps=reps,
             pools=pools,
@@ -357,6 +402,19 @@ def _pager(path: str, query: dict[str, str], page: int, more: bool) -> dict[str,
         "previous": link(page - 1) if page > 0 else None,
         "next": link(page + 1) if more else None,
     }
+
+
+def _business(value: timedelta | None, overdue: bool) -> str:
+    """Business time left before a due time, or past it, in hours and minutes.
+
+    ``overdue`` is by the clock: a timer due before its calendar opens, or at Friday's closing,
+    is overdue by no business time yet, not "left".
+    """
+    if value is None:
+        return "-"
+    minutes = int(abs(value).total_seconds()) // 60
+    spelled = f"{minutes // 60}h {minutes % 60:02d}m"
+    return f"{spelled} overdue" if overdue else f"{spelled} left"
 
 
 def _when(value: datetime | None) -> str:

@@ -8,11 +8,14 @@ own rows whatever the table's size; the lead and the owner are joined by primary
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, select
 
+from leadflow.engine.business_hours import BusinessCalendar, business_time_between, calendar_named
+from leadflow.errors import UnknownCalendarError
+from leadflow.settings import Settings
 from leadflow.store.tables import LEADS, REPS, SLA_TIMERS
 
 PAGE = 50
@@ -33,6 +36,8 @@ class TimerLine:
     status: str
     closed_at: datetime | None
     close_reason: str | None
+    calendar: str = "default"
+    """The business calendar its due time was counted in."""
 
     def overdue(self, now: datetime) -> bool:
         return self.status == "running" and self.due_at <= now
@@ -92,10 +97,33 @@ def sla_board(
             status=row.status,
             closed_at=row.closed_at,
             close_reason=row.close_reason,
+            calendar=row.calendar,
         )
         for row in rows[:PAGE]
     ]
     return lines, len(rows) > PAGE
+
+
+def business_time_left(
+    timers: list[TimerLine], settings: Settings, now: datetime
+) -> dict[int, timedelta]:
+    """Each running timer's business time from ``now`` to its due time (negative: overdue by
+    that much), in its own calendar, counted as the SLA engine counts it; a timer whose calendar
+    is no longer configured is left out."""
+    calendars: dict[str, BusinessCalendar | None] = {}
+    left: dict[int, timedelta] = {}
+    for timer in timers:
+        if timer.status != "running":
+            continue
+        if timer.calendar not in calendars:
+            try:
+                calendars[timer.calendar] = calendar_named(settings, timer.calendar)
+            except UnknownCalendarError:
+                calendars[timer.calendar] = None
+        calendar = calendars[timer.calendar]
+        if calendar is not None:
+            left[timer.id] = business_time_between(calendar, now, timer.due_at)
+    return left
 
 
 def _owner_ids(connection: Any, rep: str | None, pool: str | None) -> list[int]:

@@ -1,0 +1,260 @@
+"""The report's four charts, each as its data, an SVG drawing of it and a sentence saying it.
+
+The HTML report inlines the SVGs; the dashboard's Funnel page serves them as images and uses
+the sentence as their text alternative. Each chart is split in three so that both show the
+same figures from one implementation: ``data`` picks the chart's figures out of the report
+and its sections (plain values, so a caller can key a cache by them), ``svg`` draws them with
+matplotlib (text kept as text: no font, no script, no network) and ``describe`` writes them
+as the report's table prints them.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from leadflow.funnel.report import Report
+from leadflow.funnel.sections import Row
+from leadflow.funnel.sla import ENDINGS
+from leadflow.funnel.text import shown
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+ChartData = Any
+"""A chart's figures: lists, dicts, strings and numbers only (JSON-able)."""
+
+COLOURS = {
+    "met": "#2e7d32",
+    "met_late": "#f9a825",
+    "breached": "#c62828",
+    "reassigned": "#6a1b9a",
+    "cancelled": "#90a4ae",
+}
+NOTHING = "Nothing in the period."
+
+
+@dataclass(frozen=True)
+class Chart:
+    name: str
+    """Its name in a URL (``/ui/funnel/charts/NAME.svg``)."""
+    title: str
+    data: Callable[[Report, dict[str, list[Row]]], ChartData]
+    svg: Callable[[ChartData], str]
+    """An ``<svg>`` element, or ``<p>`` saying there is nothing to draw."""
+    describe: Callable[[ChartData], str]
+
+
+def svg_chart(draw: Callable[[Axes], bool], height: float = 3.2) -> str:
+    """An SVG of one chart (``draw`` returns False when there is nothing to draw)."""
+    from matplotlib import rc_context
+    from matplotlib.figure import Figure
+
+    # Its info lines (a font cache built, week labels read as categories) are not the user's.
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+
+    with rc_context({"svg.fonttype": "none", "svg.hashsalt": "leadflow", "font.size": 9}):
+        figure = Figure(figsize=(5.6, height), layout="constrained")
+        axes = figure.add_subplot()
+        if not draw(axes):
+            return f"<p>{NOTHING}</p>"
+        axes.spines[["top", "right"]].set_visible(False)
+        out = io.StringIO()
+        figure.savefig(out, format="svg", metadata={"Date": None})
+    text = out.getvalue()
+    return text[text.index("<svg") :]
+
+
+# --- entries into each stage ------------------------------------------------------------
+
+
+def funnel_data(report: Report, sections: dict[str, list[Row]]) -> list[tuple[str, int]]:
+    """Entries per stage over every group, in the configured stage order."""
+    totals: dict[str, int] = defaultdict(int)
+    for (_group, stage), count in report.entries.items():
+        totals[stage] += count
+    return [(stage, totals[stage]) for stage in report.stages if stage in totals]
+
+
+def funnel_svg(data: list[tuple[str, int]]) -> str:
+    def draw(axes: Axes) -> bool:
+        if not data:
+            return False
+        stages = [stage for stage, _ in data]
+        values = [count for _, count in data]
+        bars = axes.barh(stages[::-1], values[::-1], color="#1565c0")
+        axes.bar_label(bars, padding=3)
+        axes.set_xlabel("entries in the period")
+        return True
+
+    return svg_chart(draw)
+
+
+def funnel_text(data: list[tuple[str, int]]) -> str:
+    if not data:
+        return NOTHING
+    return "Entries in the period: " + ", ".join(f"{s} {shown(n, 'entered')}" for s, n in data)
+
+
+# --- period conversion by week ----------------------------------------------------------
+
+
+def weekly_data(report: Report, sections: dict[str, list[Row]]) -> dict[str, dict[str, float]]:
+    """Pair ("lead → mql") -> week -> period conversion rate (a fraction)."""
+    series: dict[str, dict[str, float]] = defaultdict(dict)
+    for row in sections["weekly_conversion"]:
+        if row["rate"] is not None and row["base"]:
+            series[f"{row['from_stage']} → {row['to_stage']}"][str(row["group"])] = row["rate"]
+    return {name: series[name] for name in sorted(series)}
+
+
+def weekly_svg(series: dict[str, dict[str, float]]) -> str:
+    weeks = sorted({week for points in series.values() for week in points})
+
+    def draw(axes: Axes) -> bool:
+        if not series:
+            return False
+        for name, points in series.items():
+            shown_weeks = [w for w in weeks if w in points]
+            rates = [points[w] * 100 for w in shown_weeks]
+            # Unclipped: a 0% point sits on the axis whole, not as half a dot.
+            axes.plot(shown_weeks, rates, marker="o", label=name, clip_on=False)
+        # Rates are never negative; a lone 0% would otherwise sit mid-axis between -0.04 and 0.04.
+        highest = max(rate for points in series.values() for rate in points.values()) * 100
+        axes.set_ylim(0, max(highest * 1.15, 10.0))
+        axes.set_ylabel("entries B / entries A (%)")
+        axes.set_xlabel("week (Monday)")
+        axes.tick_params(axis="x", labelrotation=45)
+        axes.legend(fontsize=7)
+        return True
+
+    return svg_chart(draw)
+
+
+def weekly_text(series: dict[str, dict[str, float]]) -> str:
+    if not series:
+        return NOTHING
+    return "Period conversion by week (Monday): " + "; ".join(
+        f"{name}: " + ", ".join(f"{week} {shown(rate, 'rate')}" for week, rate in points.items())
+        for name, points in series.items()
+    )
+
+
+# --- SLA endings by rep -----------------------------------------------------------------
+
+
+def sla_data(report: Report, sections: dict[str, list[Row]]) -> list[tuple[str, list[int]]]:
+    """Rep -> the count of each ending (``ENDINGS`` order) of their timers ended."""
+    return [
+        (str(row["group"]), [int(row[ending]) for ending in ENDINGS])
+        for row in sections["sla"]
+        if row["by"] == "rep"
+    ]
+
+
+def sla_svg(reps: list[tuple[str, list[int]]]) -> str:
+    def draw(axes: Axes) -> bool:
+        if not reps:
+            return False
+        names = [name for name, _ in reps]
+        left = [0.0] * len(reps)
+        for index, ending in enumerate(ENDINGS):
+            values = [float(counts[index]) for _, counts in reps]
+            axes.barh(names, values, left=left, color=COLOURS[ending], label=ending)
+            left = [a + b for a, b in zip(left, values, strict=True)]
+        axes.set_xlabel("SLA timers ended")
+        axes.legend(fontsize=7, ncols=5, loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False)
+        return True
+
+    return svg_chart(draw, height=max(2.4, 0.35 * len(reps) + 1.4))
+
+
+def sla_text(reps: list[tuple[str, list[int]]]) -> str:
+    if not reps:
+        return NOTHING
+    return "SLA timers ended, by rep: " + "; ".join(
+        f"{name}: "
+        + ", ".join(
+            f"{ending.replace('_', ' ')} {count}"
+            for ending, count in zip(ENDINGS, counts, strict=True)
+        )
+        for name, counts in reps
+    )
+
+
+# --- time in stage ----------------------------------------------------------------------
+
+
+def velocity_data(report: Report, sections: dict[str, list[Row]]) -> dict[str, Any]:
+    """Leads' median and p90 days per stage; a grouped report's first group only."""
+    leads = [
+        r
+        for r in sections["time_in_stage"]
+        if r["subject"] == "lead" and r["median_days"] is not None
+    ]
+    group = leads[0]["group"] if leads else None
+    return {
+        "group": group,
+        "stages": [
+            [r["stage"], r["median_days"], r["p90_days"]] for r in leads if r["group"] == group
+        ],
+    }
+
+
+def velocity_svg(data: dict[str, Any]) -> str:
+    lines = data["stages"]
+
+    def draw(axes: Axes) -> bool:
+        if not lines:
+            return False
+        stages = [stage for stage, _, _ in lines]
+        bars = axes.bar(stages, [m for _, m, _ in lines], color="#00838f", label="median")
+        p90s = [p for _, _, p in lines]
+        axes.scatter(stages, p90s, color="#e65100", marker="_", s=400, label="p90", zorder=3)
+        axes.bar_label(bars, fmt="%.1f", padding=2)
+        axes.set_ylabel("days in stage")
+        axes.set_title(f"group: {data['group']}", fontsize=8, loc="left")
+        axes.legend(fontsize=7)
+        return True
+
+    return svg_chart(draw)
+
+
+def velocity_text(data: dict[str, Any]) -> str:
+    if not data["stages"]:
+        return NOTHING
+    return f"Days in stage, leads (group {data['group']}): " + "; ".join(
+        f"{stage} median {shown(median, 'days')}, p90 {shown(p90, 'days')}"
+        for stage, median, p90 in data["stages"]
+    )
+
+
+CHARTS = (
+    Chart(
+        "funnel",
+        "Funnel: entries into each stage",
+        funnel_data,
+        funnel_svg,
+        funnel_text,
+    ),
+    Chart(
+        "weekly-conversion",
+        "Period conversion by week",
+        weekly_data,
+        weekly_svg,
+        weekly_text,
+    ),
+    Chart("sla-by-rep", "SLA compliance by rep", sla_data, sla_svg, sla_text),
+    Chart(
+        "time-in-stage",
+        "Time in stage (median and p90 days, leads)",
+        velocity_data,
+        velocity_svg,
+        velocity_text,
+    ),
+)
+"""In the order the report shows them."""
