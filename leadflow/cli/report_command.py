@@ -77,7 +77,7 @@ def show_report(
         msg = "--format html writes a file: give --output report.html"
         raise UserInputError(msg)
     if output is not None:
-        _check_writable(output)
+        check_writable(output, "--output")
     report = build_report(context.engine, context.settings, period, SystemClock().now())
     rows = sections(report)
     if output_format is ReportFormat.table:
@@ -92,15 +92,15 @@ def show_report(
         output.write_text(text, encoding="utf-8")
 
 
-def _check_writable(output: Path) -> None:
+def check_writable(output: Path, option: str) -> None:
     """Refuse an output the report could not be written to before spending time on it."""
     folder = output.parent
     if output.is_dir():
-        msg = f"--output {output} is a folder: give a file name"
+        msg = f"{option} {output} is a folder: give a file name"
     elif not folder.is_dir():
-        msg = f"--output {output}: the folder {folder} does not exist"
+        msg = f"{option} {output}: the folder {folder} does not exist"
     elif not os.access(folder, os.W_OK) or (output.exists() and not os.access(output, os.W_OK)):
-        msg = f"--output {output}: not writable"
+        msg = f"{option} {output}: not writable"
     else:
         return
     raise UserInputError(msg)

@@ -14,7 +14,7 @@ import typer
 
 from leadflow.cli.console import FormatOption, OutputFormat, data_console, print_json
 from leadflow.cli.context import cli_context
-from leadflow.cli.report_command import ReportFormat, file_format, write_report
+from leadflow.cli.report_command import ReportFormat, check_writable, file_format, write_report
 from leadflow.clock import SettableClock, parse_instant
 from leadflow.durations import parse_duration
 from leadflow.errors import DurationError, UserInputError
@@ -114,9 +114,7 @@ def _report_format(path: Path | None) -> ReportFormat | None:
     """Checked before simulating, so a wrong name costs no simulation."""
     if path is None:
         return None
-    if not path.parent.is_dir():
-        msg = f"--report {path}: the folder {path.parent} does not exist"
-        raise UserInputError(msg)
+    check_writable(path, "--report")
     return file_format(path, "--report")
 
 
