@@ -256,6 +256,24 @@ class TestSlaBusinessHours:
         cells = re.findall(LEFT, ui.get("/ui/sla").text)
         assert cells == ["8h 00m overdue", "6h 00m overdue"]
 
+    def test_hand_edited_numbers_give_the_first_page(
+        self, seeded: Engine, make_settings: Any, clock: SettableClock
+    ) -> None:
+        """A page number that is not one is the first page, not a JSON validation error."""
+        settings = dashboard_settings(make_settings, **{"calendar.timezone": "Europe/Berlin"})
+        app, _holder = build_app(runtime_for(seeded, settings, clock))
+        ui = Browser(app)
+        ui.login("vera")
+        first_page = ["1h 00m overdue", "1h 00m left"]
+        expected = {"abc": first_page, "-3": first_page, "99999999999999999999": []}
+        for given, cells in expected.items():
+            response = ui.get(f"/ui/sla?page={given}")
+            assert response.status_code == 200, given
+            assert re.findall(LEFT, response.text) == cells, given
+        outbox = ui.get("/ui/outbox?status=failed&page=zz&retried=%00")
+        assert outbox.status_code == 200
+        assert "is queued again" not in outbox.text
+
 
 class TestOtherPages:
     def test_outbox_by_status(self, seeded: Engine) -> None:

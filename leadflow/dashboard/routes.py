@@ -262,16 +262,16 @@ class _Pages:
         status: str = "running",
         rep: str = "",
         pool: str = "",
-        page: int = 0,
+        page: str = "0",
     ) -> Response:
         who = self._signed_in(request)
         if isinstance(who, Response):
             return who
         status = status if status in SLA_STATUSES else "running"
-        page = max(0, min(page, 10_000))
+        number = _page_number(page)
         timers, more = await run_in_threadpool(
             lambda: sla_board(
-                self.runtime.engine, status, rep=rep or None, pool=pool or None, page=page
+                self.runtime.engine, status, rep=rep or None, pool=pool or None, page=number
             )
         )
         reps = await run_in_threadpool(rep_choices, self.runtime.engine)
@@ -288,7 +288,7 @@ class _Pages:
             pools=pools,
             filters=query,
             statuses=SLA_STATUSES,
-            pager=_pager("/ui/sla", query, page, more),
+            pager=_pager("/ui/sla", query, number, more),
             page="sla",
         )
 
@@ -327,22 +327,22 @@ class _Pages:
         )
 
     async def outbox(
-        self, request: Request, status: str = "failed", page: int = 0, retried: int = 0
+        self, request: Request, status: str = "failed", page: str = "0", retried: str = "0"
     ) -> Response:
         who = self._signed_in(request)
         if isinstance(who, Response):
             return who
         status = status if status in STATUSES else "failed"
-        page = max(0, min(page, 10_000))
-        lines, more = await run_in_threadpool(messages, self.runtime.engine, status, page)
+        number = _page_number(page)
+        lines, more = await run_in_threadpool(messages, self.runtime.engine, status, number)
         return self.render(
             "outbox.html",
             who,
             lines=lines,
             status=status,
             statuses=STATUSES,
-            retried=retried,
-            pager=_pager("/ui/outbox", {"status": status}, page, more),
+            retried=_page_number(retried),
+            pager=_pager("/ui/outbox", {"status": status}, number, more),
             page="outbox",
         )
 
@@ -392,6 +392,18 @@ def _local(target: str) -> str:
     if target.startswith("/ui/") and not target.startswith("//") and "\\" not in target:
         return target
     return "/ui/funnel"
+
+
+MAX_PAGE = 10_000
+
+
+def _page_number(given: str) -> int:
+    """A whole number from the address (a page, a message id): a hand-edited one that is not a
+    number is 0 (never a validation error), and a huge one is capped."""
+    try:
+        return max(0, min(int(given), MAX_PAGE))
+    except ValueError:
+        return 0
 
 
 def _pager(path: str, query: dict[str, str], page: int, more: bool) -> dict[str, str | None]:
