@@ -363,7 +363,8 @@ def sqlite_copy(source: Engine, target: Engine) -> None:
     """``target`` as a copy of ``source``'s file: the same leads without generating them twice."""
     source.dispose()
     target.dispose()
-    assert source.url.database is not None and target.url.database is not None
+    assert source.url.database is not None
+    assert target.url.database is not None
     for suffix in ("-wal", "-shm"):
         Path(target.url.database + suffix).unlink(missing_ok=True)
     raw = sqlite3.connect(source.url.database)
@@ -378,7 +379,8 @@ def sqlite_copy(source: Engine, target: Engine) -> None:
 def postgres_copy(source: Engine, target: Engine) -> None:
     """``target``'s reps and leads copied from ``source``'s schema inside the server."""
     schema = source.url.query["options"]
-    assert isinstance(schema, str) and schema.startswith("-csearch_path=")
+    assert isinstance(schema, str)
+    assert schema.startswith("-csearch_path=")
     schema = schema.removeprefix("-csearch_path=")
     with target.begin() as connection:
         connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
@@ -535,7 +537,9 @@ def main() -> None:
             made = {role: postgres_engine(args.postgres) for role in ("baseline", "loaded")}
             pg_version = made["loaded"][3]
             engines = {role: found[1] for role, found in made.items()}
-            stores.append(Store("PostgreSQL", engines, fill_postgres, postgres_copy, postgres_history))
+            stores.append(
+                Store("PostgreSQL", engines, fill_postgres, postgres_copy, postgres_history)
+            )
         try:
             prepare_all(stores, args)
             for store in stores:
