@@ -8,9 +8,11 @@ alternating rounds over the same number of messages:
 
 - capacity: a minimal client, one persistent aiosmtplib connection per worker, blasting one
   pre-built message with no database: the most the sink can take over that many connections.
-  Two such clients run each round, one calling ``sendmail`` and one sending bare MAIL, RCPT and
-  DATA commands as leadflow's transport does (``sendmail`` parses each address twice with
-  email.utils); the capacity of the round is the faster of the two;
+  Three such clients run each round: one calling ``sendmail``, one sending bare MAIL, RCPT and
+  DATA commands one by one (``sendmail`` parses each address twice with email.utils), and one
+  pipelining them (RFC 2920) over plain asyncio streams, as leadflow's transport does where
+  the server advertises PIPELINING (the sink does, as relays do); the capacity of the round
+  is the fastest of the three;
 - leadflow: the same number of rows queued in a SQLite outbox with ``enqueue_email`` (rendered
   templates), then ``drain(once=True)`` through the pooled SMTP transport, every row marked sent.
 
@@ -66,6 +68,12 @@ def run_sink(port: int, delay: float) -> None:
     from aiosmtpd.smtp import SMTP
 
     class Accept:
+        async def handle_EHLO(  # noqa: N802
+            self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+        ) -> list[str]:
+            session.host_name = hostname
+            return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
         async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
             return "250 2.0.0 queued"
 
@@ -178,6 +186,42 @@ async def blast(
             else:
                 await client.sendmail(FROM, [TO], message, timeout=None)
         await client.quit()
+
+    started = time.perf_counter()
+    async with asyncio.timeout(600):
+        await asyncio.gather(*(worker() for _ in range(connections)))
+    return total / (time.perf_counter() - started)
+
+
+async def blast_pipelined(port: int, connections: int, total: int, message: bytes) -> float:
+    """As :func:`blast`, each message as one pipelined MAIL/RCPT/DATA group and then the
+    message, over plain asyncio streams: the least a pipelining client can do."""
+    remaining = total
+    group = b"MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nDATA\r\n" % (FROM.encode(), TO.encode())
+    body = message.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+
+    async def reply(reader: asyncio.StreamReader) -> bytes:
+        while (line := await reader.readline())[3:4] == b"-":
+            pass
+        return line
+
+    async def worker() -> None:
+        nonlocal remaining
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await reply(reader)
+        writer.write(b"EHLO bench\r\n")
+        assert (await reply(reader)).startswith(b"250")
+        while remaining > 0:
+            remaining -= 1
+            writer.write(group)
+            codes = [(await reply(reader))[:3] for _ in range(3)]
+            assert codes == [b"250", b"250", b"354"], codes
+            writer.write(body)
+            assert (await reply(reader)).startswith(b"250")
+        writer.write(b"QUIT\r\n")
+        await reply(reader)
+        writer.close()
+        await writer.wait_closed()
 
     started = time.perf_counter()
     async with asyncio.timeout(600):
@@ -302,19 +346,25 @@ class Row:
     messages: int
     by_sendmail: list[float]
     by_commands: list[float]
-    """The bare clients' rates of each round: ``sendmail``, and bare MAIL/RCPT/DATA commands."""
+    by_pipelined: list[float]
+    """The bare clients' rates of each round: ``sendmail``, bare MAIL/RCPT/DATA commands, and
+    the same pipelined."""
     drains: list[float]
     """leadflow's rate of each round, in order, each measured right after the clients'."""
     queued: float
     sendmail_cpu: list[float]
     commands_cpu: list[float]
+    pipelined_cpu: list[float]
     drain_cpu: list[float]
     """CPU seconds per message of this process (the sink runs in its own), by round."""
 
     @property
     def capacities(self) -> list[float]:
-        """The sink's capacity in each round: the faster of the two bare clients."""
-        return [max(a, b) for a, b in zip(self.by_sendmail, self.by_commands, strict=True)]
+        """The sink's capacity in each round: the fastest of the bare clients."""
+        return [
+            max(rates)
+            for rates in zip(self.by_sendmail, self.by_commands, self.by_pipelined, strict=True)
+        ]
 
     @property
     def shares(self) -> list[float]:
@@ -338,14 +388,26 @@ def scenario(
     sink = Sink(delay)
     try:
         message = sample_message()
-        row = Row(label, delay, connections, messages, [], [], [], queue_rate, [], [], [])
+        row = Row(label, delay, connections, messages, [], [], [], [], queue_rate, [], [], [], [])
         for _ in range(rounds):
-            for commands, rates, cpus in (
-                (False, row.by_sendmail, row.sendmail_cpu),
-                (True, row.by_commands, row.commands_cpu),
+            for client, rates, cpus in (
+                (
+                    blast(sink.port, connections, messages, message),
+                    row.by_sendmail,
+                    row.sendmail_cpu,
+                ),
+                (
+                    blast(sink.port, connections, messages, message, commands=True),
+                    row.by_commands,
+                    row.commands_cpu,
+                ),
+                (
+                    blast_pipelined(sink.port, connections, messages, message),
+                    row.by_pipelined,
+                    row.pipelined_cpu,
+                ),
             ):
                 cpu = time.process_time()
-                client = blast(sink.port, connections, messages, message, commands=commands)
                 rates.append(asyncio.run(client))
                 cpus.append((time.process_time() - cpu) / messages)
             cpu = time.process_time()
@@ -435,11 +497,13 @@ def print_table(rows: list[Row]) -> None:
         print(f"\n{row.sink} sink, rounds (capacity/leadflow msg/s): {pairs}")
         print(
             f"  bare clients, msg/s: sendmail {spread(row.by_sendmail)}, "
-            f"MAIL/RCPT/DATA commands {spread(row.by_commands)}"
+            f"MAIL/RCPT/DATA commands {spread(row.by_commands)}, "
+            f"pipelined {spread(row.by_pipelined)}"
         )
         print(
             f"  CPU ms per message in this process (the sink has its own): sendmail client "
             f"{_ms(row.sendmail_cpu)}, commands client {_ms(row.commands_cpu)}, "
+            f"pipelined client {_ms(row.pipelined_cpu)}, "
             f"leadflow {_ms(row.drain_cpu)}"
         )
         if row.delay:

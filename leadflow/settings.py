@@ -412,6 +412,12 @@ class AuditSettings(Section):
         days=365
     )
     """Audit rows older than this are archived, then deleted; ``forever`` keeps every row."""
+    keep_score_changes: Annotated[
+        timedelta | Literal["forever"], BeforeValidator(_keep_or_forever)
+    ] = timedelta(days=365)
+    """``score_changes`` rows (why a lead's score moved) older than this are deleted, not
+    archived: a rescoring pass writes one per changed lead, decay alone thousands an hour;
+    ``forever`` keeps every row."""
     archive: Path | None = Path("state/audit-archive")
     """Folder of the gzip'd JSON Lines files deleted audit rows are written to first (one file
     per batch, named by its id range); null deletes without an archive."""

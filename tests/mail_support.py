@@ -45,7 +45,9 @@ class ScriptedHandler:
     """Answers each DATA from ``script`` (then 250): a reply line, or ``drop`` to hang up.
 
     ``reject`` maps recipient addresses to the reply their RCPT gets; ``delay`` (seconds) is
-    slept before every MAIL, RCPT and DATA reply, as a distant relay would.
+    slept before every MAIL, RCPT and DATA reply, as a distant relay would. ``pipelining``:
+    advertise PIPELINING, as relays do (aiosmtpd reads pipelined commands in order but does
+    not say so by itself).
     """
 
     script: list[str] = field(default_factory=list)
@@ -54,12 +56,29 @@ class ScriptedHandler:
     received: list[Received] = field(default_factory=list)
     data_commands: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    refuse_sender: str | None = None
+    """The reply the next MAIL gets instead of 250 (once)."""
+    pipelining: bool = True
+    pipelined: list[bool] = field(default_factory=list)
+    """Per MAIL: whether the commands after it had arrived with it (the client pipelined)."""
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
+        self.pipelined.append(b"DATA" in bytes(server._reader._buffer))
         if self.delay:
             await asyncio.sleep(self.delay)
+        if self.refuse_sender is not None:
+            reply, self.refuse_sender = self.refuse_sender, None
+            return reply
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 OK"

@@ -1,5 +1,6 @@
-"""Retention: settled outbox rows and old audit rows go, pending mail never, the audit archived
-first; a crash between the archive and the delete loses nothing and duplicates nothing.
+"""Retention: settled outbox rows, old audit rows and old score changes go, pending mail never,
+the audit archived first; a crash between the archive and the delete loses nothing and
+duplicates nothing.
 
 Every test runs on a SQLite file and on PostgreSQL, with the time injected (``T0``)."""
 
@@ -31,7 +32,7 @@ from leadflow.service.leadership import Leadership
 from leadflow.service.rule_reload import SnapshotHolder
 from leadflow.settings import Settings
 from leadflow.store.json_values import jsonable
-from leadflow.store.tables import AUDIT, LEADS, OUTBOX
+from leadflow.store.tables import AUDIT, LEADS, OUTBOX, SCORE_CHANGES, STAGE_CHANGES
 from tests.conftest import T0
 
 DAY = timedelta(days=1)
@@ -104,6 +105,26 @@ def add_audit(engine: Engine, ages: list[timedelta], lead_id: int | None = None)
                         evidence={"score": 61, "note": "ü"},
                     )
                     .returning(AUDIT.c.id)
+                ).scalar_one()
+            )
+            for number, age in enumerate(ages)
+        ]
+
+
+def add_score_changes(engine: Engine, lead_id: int, ages: list[timedelta]) -> list[int]:
+    with engine.begin() as connection:
+        return [
+            int(
+                connection.execute(
+                    insert(SCORE_CHANGES)
+                    .values(
+                        lead_id=lead_id,
+                        at=T0 - age,
+                        old_score=number,
+                        new_score=number + 1,
+                        cause="decay",
+                    )
+                    .returning(SCORE_CHANGES.c.id)
                 ).scalar_one()
             )
             for number, age in enumerate(ages)
@@ -271,6 +292,51 @@ prune(create_store_engine(sys.argv[1]), settings, T0, before_delete=die_on_the_s
 """
 
 
+class TestScoreChanges:
+    """Score changes older than ``audit.keep_score_changes`` go, the younger stay; stage changes
+    (the funnel report's history) are never pruned."""
+
+    def test_rows_past_keep_score_changes_go_in_batches(
+        self, engine: Engine, make_settings: Any, tmp_path: Path
+    ) -> None:
+        settings = retention_settings(
+            make_settings, tmp_path, **{"audit.keep_score_changes": "30d"}
+        )
+        lead_id = add_lead(engine)
+        old = add_score_changes(
+            engine, lead_id, [31 * DAY + n * timedelta(minutes=1) for n in range(150)]
+        )
+        young = add_score_changes(engine, lead_id, [29 * DAY, timedelta(hours=1)])
+        with engine.begin() as connection:  # a stage change older than every cut-off
+            connection.execute(
+                insert(STAGE_CHANGES).values(
+                    lead_id=lead_id, at=T0 - 3000 * DAY, to_stage="lead", cause="import"
+                )
+            )
+        stages = ids(engine, STAGE_CHANGES)
+        assert len(stages) == 1
+        counted = prune(engine, settings, T0, dry_run=True)
+        assert counted.score_changes_deleted == 150
+        assert ids(engine, SCORE_CHANGES) == set(old) | set(young)
+        report = prune(engine, settings, T0)
+        assert report.score_changes_cutoff == T0 - 30 * DAY
+        assert report.score_changes_deleted == 150
+        assert report.batches == 2  # 100 rows per transaction
+        assert ids(engine, SCORE_CHANGES) == set(young)
+        assert ids(engine, STAGE_CHANGES) == stages
+
+    def test_forever_keeps_every_score_change(
+        self, engine: Engine, make_settings: Any, tmp_path: Path
+    ) -> None:
+        settings = retention_settings(
+            make_settings, tmp_path, **{"audit.keep_score_changes": "forever"}
+        )
+        kept = add_score_changes(engine, add_lead(engine), [3000 * DAY])
+        report = prune(engine, settings, T0)
+        assert (report.score_changes_cutoff, report.score_changes_deleted) == (None, 0)
+        assert ids(engine, SCORE_CHANGES) == set(kept)
+
+
 class TestKilled:
     def test_a_process_killed_after_the_archive_loses_nothing(
         self, engine: Engine, store_url: str, make_settings: Any, tmp_path: Path
@@ -369,6 +435,8 @@ class TestCommandAndConfig:
         assert " older than 30d (before " in out[0]
         assert out[1].startswith("audit: would delete 1 rows older than 100d (before ")
         assert out[1].endswith(f"; archived first in {tmp_path / 'old-audit'}/")
+        assert out[2].startswith("score changes: would delete 0 rows older than 365d (before ")
+        assert out[2].endswith(" UTC); not archived")
         assert (ids(engine, OUTBOX), ids(engine, AUDIT)) == ({sent, pending}, old_audit)
         assert main(["--config", str(config), "prune", "--format", "json"]) == 0
         document = json.loads(capsys.readouterr().out)
@@ -392,6 +460,7 @@ class TestCommandAndConfig:
         assert shown["audit.keep"]["value"] == "forever"
         assert shown["audit.keep"]["source"] == f"{config}:2"
         assert shown["audit.archive"]["value"] == "state/audit-archive"
+        assert shown["audit.keep_score_changes"]["value"] == "365d"
         assert shown["scheduler.retention_every"]["value"] == "1h"
         assert shown["scheduler.retention_batch"]["value"] == "10000"
 

@@ -53,16 +53,37 @@ def send(transport: SmtpTransport, *messages: tuple[str, bytes]) -> list[str]:
     return asyncio.run(run())
 
 
+@pytest.mark.parametrize("pipelining", [True, False])
 def test_the_envelope_and_the_bytes_arrive_exactly(
-    transport: SmtpTransport, handler: ScriptedHandler
+    transport: SmtpTransport, handler: ScriptedHandler, pipelining: bool
 ) -> None:
     """MAIL FROM carries the sender and the message's size, RCPT TO the one recipient, and the
-    server receives the message byte for byte (a leading dot stuffed and unstuffed)."""
-    assert send(transport, ("jo@acme.example", MESSAGE)) == [""]
-    [received] = handler.received
-    assert (received.mail_from, received.rcpt_tos) == ("leadflow@example.com", ["jo@acme.example"])
-    assert received.mail_options == [f"SIZE={len(MESSAGE)}"]
-    assert received.content == MESSAGE
+    server receives the message byte for byte (a leading dot stuffed and unstuffed); MAIL,
+    RCPT and DATA arrive in one go where the server advertises PIPELINING, one by one where
+    it does not."""
+    handler.pipelining = pipelining
+    assert send(transport, ("jo@acme.example", MESSAGE), ("jo@acme.example", MESSAGE)) == ["", ""]
+    assert len(handler.received) == 2
+    for received in handler.received:
+        assert received.mail_from == "leadflow@example.com"
+        assert received.rcpt_tos == ["jo@acme.example"]
+        assert received.mail_options == [f"SIZE={len(MESSAGE)}"]
+        assert received.content == MESSAGE
+    assert handler.pipelined == [pipelining, pipelining]
+    assert transport.connections_opened == 1
+
+
+def test_a_refused_sender_fails_the_message_and_keeps_the_connection(
+    transport: SmtpTransport, handler: ScriptedHandler
+) -> None:
+    """A 553 to MAIL in a pipelined group: its RCPT and DATA replies are read too, the message
+    fails for good, and the next one goes over the same connection."""
+    handler.refuse_sender = "553 5.7.1 sender not allowed"
+    errors = send(transport, ("jo@acme.example", MESSAGE), ("jo@acme.example", MESSAGE))
+    assert errors == ["DeliveryError permanent: 553 5.7.1 sender not allowed", ""]
+    assert handler.pipelined == [True, True]
+    assert [r.rcpt_tos for r in handler.received] == [["jo@acme.example"]]
+    assert transport.connections_opened == 1
 
 
 def test_a_refused_recipient_leaves_the_connection_clean_for_the_next(

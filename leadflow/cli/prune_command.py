@@ -1,7 +1,8 @@
 """``leadflow prune``: one retention run by hand, what the daemon's retention job does hourly.
 
-Settled outbox rows older than ``mail.keep_sent`` and audit rows older than ``audit.keep``
-(archived first into ``audit.archive``) are deleted in batches; ``--dry-run`` only counts them.
+Settled outbox rows older than ``mail.keep_sent``, audit rows older than ``audit.keep``
+(archived first into ``audit.archive``) and score changes older than
+``audit.keep_score_changes`` are deleted in batches; ``--dry-run`` only counts them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ def prune_store(
     ] = False,
     output: FormatOption = OutputFormat.table,
 ) -> None:
-    """Delete old sent outbox rows and old audit rows (archived first), as the daemon does."""
+    """Delete old sent outbox rows, old audit rows (archived first) and old score changes, as
+    the daemon does."""
     from leadflow.engine.retention import prune  # the engine loads on use
     from leadflow.settings import FOREVER
 
@@ -39,6 +41,8 @@ def prune_store(
                 "audit_cutoff": report.audit_cutoff,
                 "outbox_deleted": report.outbox_deleted,
                 "audit_deleted": report.audit_deleted,
+                "score_changes_cutoff": report.score_changes_cutoff,
+                "score_changes_deleted": report.score_changes_deleted,
                 "audit_recovered": report.audit_recovered,
                 "archive": None if archive is None else str(archive),
                 "archive_files": [str(path) for path in report.archive_files],
@@ -64,6 +68,15 @@ def prune_store(
         lines.append(
             f"audit: {verb} {report.audit_deleted:,} rows older than {format_duration(keep)} "
             f"(before {report.audit_cutoff:%Y-%m-%d %H:%M} UTC){where}{files}"
+        )
+    keep_changes = settings.audit.keep_score_changes
+    if report.score_changes_cutoff is None or isinstance(keep_changes, str):
+        lines.append("score changes: kept forever (audit.keep_score_changes: forever)")
+    else:
+        lines.append(
+            f"score changes: {verb} {report.score_changes_deleted:,} rows older than "
+            f"{format_duration(keep_changes)} (before {report.score_changes_cutoff:%Y-%m-%d %H:%M}"
+            " UTC); not archived"
         )
     if report.audit_recovered:
         lines.append(

@@ -6,7 +6,11 @@ Two tables grow with every action and every email: the outbox keeps each settled
 - outbox rows settled and older than ``mail.keep_sent`` (created and, when sent, sent before
   the cut-off); ``pending`` and ``sending`` rows never, however old;
 - audit rows whose ``at`` is older than ``audit.keep`` (never with ``forever``), after writing
-  them to ``audit.archive``.
+  them to ``audit.archive``;
+- score changes whose ``at`` is older than ``audit.keep_score_changes`` (never with
+  ``forever``), not archived: the score's history behind ``leadflow score explain`` and the
+  dashboard's timeline, written for every lead a rescoring pass changes (decay alone changes
+  thousands an hour), which nothing decides by.
 
 Each batch of at most ``scheduler.retention_batch`` rows is one transaction, so no lock is held
 long and a stop between batches loses nothing.
@@ -23,7 +27,8 @@ Tables that are not pruned, and why: ``rule_firings`` is what ``reentry: once`` 
 ``once_per`` check (deleting a firing would let the rule act on that lead again);
 ``nurture_enrollments`` and ``sla_timers`` are the state that keeps a stream or an escalation
 from starting over; ``rule_runs`` holds one row per rule and does not grow; ``import_runs``
-grows by one row per import.
+grows by one row per import; ``stage_changes`` is the history the funnel report counts
+conversions and times in stage from.
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ from leadflow.outbox.store import FAILED, SENT, SUPPRESSED
 from leadflow.settings import FOREVER, Settings
 from leadflow.store.database import transaction
 from leadflow.store.id_ranges import chunks
-from leadflow.store.tables import AUDIT, OUTBOX
+from leadflow.store.tables import AUDIT, OUTBOX, SCORE_CHANGES
 from leadflow.store.types import UTCDateTime
 
 log = structlog.get_logger("leadflow.engine")
@@ -81,8 +86,11 @@ class PruneReport:
     outbox_cutoff: datetime
     audit_cutoff: datetime | None
     """None: ``audit.keep`` is ``forever``."""
+    score_changes_cutoff: datetime | None = None
+    """None: ``audit.keep_score_changes`` is ``forever``."""
     outbox_deleted: int = 0
     audit_deleted: int = 0
+    score_changes_deleted: int = 0
     audit_recovered: int = 0
     """Rows of an interrupted run's archive file still in the store, deleted first."""
     archive_files: list[Path] = field(default_factory=list)
@@ -94,9 +102,11 @@ class PruneReport:
 
 def cutoffs(settings: Settings, now: datetime) -> tuple[datetime, datetime | None]:
     """The outbox and audit cut-offs of a run at ``now`` (rows older than these go)."""
-    outbox = now - settings.mail.keep_sent
-    keep = settings.audit.keep
-    return outbox, None if keep == FOREVER or not isinstance(keep, timedelta) else now - keep
+    return now - settings.mail.keep_sent, _cutoff(settings.audit.keep, now)
+
+
+def _cutoff(keep: timedelta | str, now: datetime) -> datetime | None:
+    return None if keep == FOREVER or not isinstance(keep, timedelta) else now - keep
 
 
 def prune(
@@ -111,7 +121,9 @@ def prune(
     """Delete what retention lets go of as of ``now``; with ``dry_run`` only count it."""
     started = time.perf_counter()
     outbox_cutoff, audit_cutoff = cutoffs(settings, now)
-    report = PruneReport(dry_run, outbox_cutoff, audit_cutoff)
+    report = PruneReport(
+        dry_run, outbox_cutoff, audit_cutoff, _cutoff(settings.audit.keep_score_changes, now)
+    )
     archive = settings.path(settings.audit.archive) if settings.audit.archive else None
     batch = settings.scheduler.retention_batch
     if dry_run:
@@ -133,12 +145,19 @@ def prune(
                 report.archive_files.append(path)
             if deleted < batch:
                 break
+        while report.score_changes_cutoff is not None and not _stopping(stop, report):
+            deleted = _aged_batch(engine, SCORE_CHANGES, report.score_changes_cutoff, batch)
+            report.score_changes_deleted += deleted
+            report.batches += bool(deleted)
+            if deleted < batch:
+                break
     report.seconds = time.perf_counter() - started
     log.info(
         "retention_pruned",
         dry_run=dry_run,
         outbox_deleted=report.outbox_deleted,
         audit_deleted=report.audit_deleted,
+        score_changes_deleted=report.score_changes_deleted,
         audit_recovered=report.audit_recovered,
         archive_files=len(report.archive_files),
         batches=report.batches,
@@ -178,6 +197,12 @@ def _count(engine: Engine, report: PruneReport) -> None:
         if report.audit_cutoff is not None:
             report.audit_deleted = connection.execute(
                 select(func.count()).select_from(AUDIT).where(AUDIT.c.at < report.audit_cutoff)
+            ).scalar_one()
+        if report.score_changes_cutoff is not None:
+            report.score_changes_deleted = connection.execute(
+                select(func.count())
+                .select_from(SCORE_CHANGES)
+                .where(SCORE_CHANGES.c.at < report.score_changes_cutoff)
             ).scalar_one()
 
 
@@ -242,6 +267,22 @@ def _archive_lines(dialect: str) -> str:
         "WHERE a.at < :cutoff ORDER BY a.at, a.id LIMIT :limit"
         + (" FOR UPDATE OF a SKIP LOCKED" if dialect == "postgresql" else "")
     )
+
+
+def _aged_batch(engine: Engine, table: Any, cutoff: datetime, limit: int) -> int:
+    """Delete up to ``limit`` rows of ``table`` whose ``at`` is older than ``cutoff``, oldest
+    first, in one transaction (read through the table's ``at`` index)."""
+    with transaction(engine) as session:
+        connection = session.connection()
+        dialect = connection.dialect.name
+        chosen = select(table.c.id).where(table.c.at < cutoff).order_by(table.c.at).limit(limit)
+        if dialect == "postgresql":
+            chosen = chosen.with_for_update(skip_locked=True)
+        ids = list(connection.execute(chosen).scalars())
+        if not ids:
+            return 0
+        result = connection.execute(delete(table).where(_ids_in(table.c.id, ids, dialect)))
+        return int(result.rowcount)
 
 
 def _audit_batch(

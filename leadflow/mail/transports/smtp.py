@@ -10,6 +10,11 @@ A message goes out as MAIL, RCPT and DATA commands of its own (:func:`_transact`
 about a fifth of the sender's CPU against a local relay) and rewrites the message's line endings
 once more to size it, where leadflow's envelope addresses are already checked plain addresses
 and its messages arrive with CRLF line endings (the :class:`Transport` contract).
+
+Where the server advertises PIPELINING (RFC 2920), MAIL, the RCPTs and DATA go out in one
+write and their replies are read in order, every one checked (:func:`_pipelined`): half the
+writes and wake-ups a message, on both sides, which was about 30 % of the transport's CPU
+against a local relay.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import time
 from collections.abc import Sequence
 
 import aiosmtplib
+from aiosmtplib.protocol import PERIOD_REGEX, SMTPProtocol, normalize_message_line_endings
 
 from leadflow.errors import DeliveryError, RecipientRejectedError
 from leadflow.settings import SmtpSettings
@@ -143,8 +149,11 @@ async def _transact(
     if client.is_ehlo_or_helo_needed:
         await _greet(client)
     try:
-        await _envelope(client, sender, recipients, len(message))
-        await client.data(message, timeout=None)
+        if client.supports_extension("pipelining"):
+            await _pipelined(client, sender, recipients, message)
+        else:
+            await _envelope(client, sender, recipients, len(message))
+            await client.data(message, timeout=None)
     except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
         # As sendmail does: reset the envelope so that the pooled session can take the next.
         with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
@@ -152,16 +161,18 @@ async def _transact(
         raise
 
 
+def _mail_from(client: aiosmtplib.SMTP, sender: str, size: int) -> list[bytes]:
+    # The message is built with CRLF line endings, so its length is its size on the wire
+    # (RFC 1870 leaves the dot-stuffing out of the count).
+    options = [b"SIZE=%d" % size] if client.supports_extension("size") else []
+    return [b"MAIL", b"FROM:<%s>" % sender.encode(), *options]
+
+
 async def _envelope(
     client: aiosmtplib.SMTP, sender: str, recipients: Sequence[str], size: int
 ) -> None:
     """MAIL and RCPT; raises unless at least one recipient is accepted."""
-    # The message is built with CRLF line endings, so its length is its size on the wire
-    # (RFC 1870 leaves the dot-stuffing out of the count).
-    options = [b"SIZE=%d" % size] if client.supports_extension("size") else []
-    reply = await client.execute_command(
-        b"MAIL", b"FROM:<%s>" % sender.encode(), *options, timeout=None
-    )
+    reply = await client.execute_command(*_mail_from(client, sender, size), timeout=None)
     if reply.code != 250:
         raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, sender)
     refused = []
@@ -171,6 +182,75 @@ async def _envelope(
             refused.append(aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, recipient))
     if len(refused) == len(recipients):
         raise aiosmtplib.SMTPRecipientsRefused(refused)
+
+
+async def _pipelined(
+    client: aiosmtplib.SMTP, sender: str, recipients: Sequence[str], message: bytes
+) -> None:
+    """One mail transaction as RFC 2920 pipelines it; raises what :func:`_transact` raises.
+
+    MAIL, a RCPT per recipient and DATA go out in one write; every reply is read, in order,
+    before anything is decided. The message follows only a 354. A server may answer 354 when
+    it refused every recipient: the transaction is then ended with an empty message (a lone
+    ".") and reported as refused, as RFC 2920 asks of a client. Recipients refused among
+    accepted ones are left out of the envelope, as in the unpipelined transaction.
+    """
+    protocol = client.protocol
+    lock = None if protocol is None else protocol._command_lock
+    if protocol is None or lock is None:
+        msg = "Connection lost"
+        raise aiosmtplib.SMTPServerDisconnected(msg)
+    commands = [
+        b" ".join(_mail_from(client, sender, len(message))),
+        *(b"RCPT TO:<%s>" % recipient.encode() for recipient in recipients),
+        b"DATA",
+    ]
+    async with lock:  # the protocol's own: no other command between ours (see _replies)
+        mail, *accepted, data = await _replies(
+            protocol, b"".join(command + b"\r\n" for command in commands), len(commands)
+        )
+        refused = [
+            aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, recipient)
+            for reply, recipient in zip(accepted, recipients, strict=True)
+            if reply.code not in (250, 251)
+        ]
+        goes = mail.code == 250 and len(refused) < len(recipients)
+        final = None
+        if data.code == 354:
+            content = normalize_message_line_endings(message) if goes else b""
+            [final] = await _replies(protocol, PERIOD_REGEX.sub(b"..", content) + b".\r\n", 1)
+    if mail.code != 250:
+        raise aiosmtplib.SMTPSenderRefused(mail.code, mail.message, sender)
+    if len(refused) == len(recipients):
+        raise aiosmtplib.SMTPRecipientsRefused(refused)
+    if final is None:
+        raise aiosmtplib.SMTPDataError(data.code, data.message)
+    if final.code != 250:
+        raise aiosmtplib.SMTPDataError(final.code, final.message)
+
+
+async def _replies(
+    protocol: SMTPProtocol, data: bytes, count: int
+) -> list[aiosmtplib.SMTPResponse]:
+    """Write ``data`` and read ``count`` replies, in order.
+
+    aiosmtplib reads one reply per command and has no pipelining of its own, so this reaches
+    into its protocol (aiosmtplib is pinned in constraints.txt; tests/test_smtp_transport.py
+    pipelines against a real server). Its ``data_received`` parses one reply and leaves the
+    rest of a segment in the buffer: a reply already there is taken from it before waiting for
+    more. It ignores data that arrives while a parsed reply waits to be read, which cannot
+    happen here: this task awaits the reply directly, so it takes it before the event loop
+    runs the next read.
+    """
+    protocol._response_pending = True
+    protocol.write(data)
+    replies: list[aiosmtplib.SMTPResponse] = []
+    while len(replies) < count:
+        reply = protocol._read_response_from_buffer()
+        if reply is None:
+            reply = await protocol.read_response(timeout=None)
+        replies.append(reply)
+    return replies
 
 
 async def _greet(client: aiosmtplib.SMTP) -> None:
