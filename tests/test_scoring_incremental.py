@@ -7,7 +7,8 @@ Pins, on SQLite and PostgreSQL:
   the same stored scores, parts, grades, ``scored_at``, ``score_changes`` rows and pass record;
 - a pass with nothing due reads no lead; a fit criterion that reads the clock makes every pass
   a full one;
-- the triggers mark a lead due on every write to one of its activities.
+- the triggers mark a lead due on every write to it (but the pass's) or to one of its
+  activities.
 """
 
 from __future__ import annotations
@@ -382,12 +383,13 @@ class TestSteadyPasses:
 
 
 class TestMarks:
-    """The triggers mark a lead due on every write to one of its activities."""
+    """The triggers mark a lead due on every write to it or to one of its activities."""
 
     def test_insert_update_and_delete_mark_their_leads(
         self, engine: Engine, tmp_path: Path
     ) -> None:
-        """Moving an activity marks the lead it left and the lead it joined."""
+        """Moving an activity marks the lead it left and the lead it joined; an update of the
+        lead by anything but the pass marks it."""
         model = model_of(tmp_path)
         for number in (1, 2, 3):
             add_lead(engine, number, "retail", "acme.com", T0)
@@ -411,4 +413,7 @@ class TestMarks:
         assert due_after(("activity", 2, "download", 0, "/", True)) == [3]
         assert due_after(("move", 0, 1, -30)) == [1, 2]
         assert due_after(("delete", 0)) == [2]
+        assert due_after(("lead", 1, "software", "gmail.com")) == [2]
+        assert due_after(("adjust", 2, 5)) == [3]
+        # The pass's own writes mark nothing, even where it stored a lead's score anew.
         assert due_after(("pass",)) == []

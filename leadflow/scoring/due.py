@@ -2,23 +2,20 @@
 the model's at ``now``; every other lead's stored score is the model's, exactly.
 
 A lead's score is ``fit + engagement + adjustment`` and its grade a function of fit and
-engagement. Between two passes of one model with the clock moving forward:
+engagement. Between two passes of one model with the clock moving forward, the score can move
+only if the lead's row or its activities were written, or time faded or ended some points:
 
-- engagement depends on the lead's activities and ``now`` only. It stays what the last pass
-  stored until ``score_next_change_day`` (a little early, never late: ``scoring/sql.py``),
-  unless an activity of the lead was written since, and then a trigger has set that column to
-  NULL (``store/score_marks.py``). A lead never scored has NULL too;
-- fit depends on the lead's row only, and reading every lead's row is cheap beside reading
-  their activities: so each steady pass compares every lead's stored fit, total and grade with
-  the model's fit and the stored engagement. That finds the leads whose data an import, a rule
-  or the API changed (whichever column a criterion reads, whoever wrote it), and a total set
-  outside the model, with no column to trust;
+- engagement depends on the lead's activities and ``now``. It stays what the last pass stored
+  until ``score_next_change_day`` (a little early, never late: ``scoring/sql.py``);
+- fit, the adjustment and a total set outside the model are the lead's row;
+- a write to the lead (by anything but the pass) or to one of its activities marks the lead
+  (``score_next_change_day`` NULL or negative) in the writer's transaction, by triggers
+  (``store/score_marks.py``); a lead never scored is NULL too;
 - when a criterion reads the clock (an age: ``older_than``, ``within``, a cycle average) no
   stored value says when it changes, and every pass is a full pass.
 
-So the leads due are those with ``score_next_change_day`` NULL or at or before ``now``, with
-no stored engagement, or whose stored fit, total or grade differ from the model's fit and the
-stored engagement; a full pass would change no other lead.
+So the leads due are those with ``score_next_change_day`` NULL or at or before ``now``, which
+an index finds; a full pass would change no other lead.
 """
 
 from __future__ import annotations
@@ -31,7 +28,7 @@ from sqlalchemy.dialects import sqlite
 from leadflow.rule_language.conditions import Condition, EvaluationContext
 from leadflow.rule_language.scoring_model import ScoringModel
 from leadflow.rule_language.to_sql import to_where
-from leadflow.scoring.sql import days_since_epoch, fit_expression, grade_expression
+from leadflow.scoring.sql import days_since_epoch
 from leadflow.store.tables import ACTIVITIES, LEADS
 
 _PROBES = (datetime(2001, 2, 3, 4, 5, 6, tzinfo=UTC), datetime(2031, 7, 8, 9, 10, 11, tzinfo=UTC))
@@ -56,42 +53,15 @@ def _differs_over_time(condition: Condition, table: Table) -> bool:
     return str(first) != str(second) or first.params != second.params
 
 
-def due_leads(connection: Connection, model: ScoringModel, now: datetime) -> list[int]:
-    """The ids, in order, of the leads whose stored score a full pass at ``now`` might change
-    (and of no lead it would not need to read), given that the last pass ran this model no
-    later than ``now`` and no criterion reads the clock."""
-    if connection.dialect.name == "postgresql":
-        # As in the pass: the scan's CASE expressions cost enough to be JIT-compiled, which
-        # takes longer than reading the leads.
-        connection.exec_driver_sql("SET LOCAL jit = off")
-    lead = (
-        select(
-            LEADS.c.id,
-            LEADS.c.score,
-            LEADS.c.score_fit,
-            LEADS.c.score_engagement,
-            LEADS.c.score_adjustment,
-            LEADS.c.score_grade,
-            LEADS.c.score_next_change_day,
-            fit_expression(model, now).label("fit"),
-        )
-        .offset(0)
-        .subquery("stored")
-    )
-    grade = grade_expression(model.grades, lead.c.fit, lead.c.score_engagement)
+def due_leads(connection: Connection, now: datetime) -> list[int]:
+    """The ids, in order, of the leads whose stored score a full pass at ``now`` might change,
+    given that the last pass ran the same model no later than ``now`` and no criterion of it
+    reads the clock."""
+    column = LEADS.c.score_next_change_day
     query = (
-        select(lead.c.id)
-        .where(
-            or_(
-                lead.c.score_next_change_day.is_(None),
-                lead.c.score_next_change_day <= days_since_epoch(now),
-                lead.c.score_engagement.is_(None),
-                lead.c.score_fit.is_distinct_from(lead.c.fit),
-                lead.c.score != lead.c.fit + lead.c.score_engagement + lead.c.score_adjustment,
-                lead.c.score_grade.is_distinct_from(grade),
-            )
-        )
-        .order_by(lead.c.id)
+        select(LEADS.c.id)
+        .where(or_(column.is_(None), column <= days_since_epoch(now)))
+        .order_by(LEADS.c.id)
     )
     return [row[0] for row in connection.execute(query)]
 

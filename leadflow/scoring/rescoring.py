@@ -127,7 +127,7 @@ def rescore(
         wanted = lead_ids
         due: int | None = None
         if lead_ids is None and not full and not _whole_pass(model, previous, now):
-            wanted = due_leads(connection, model, now)
+            wanted = due_leads(connection, now)
             due = len(wanted)
             if due > MOST_DUE:
                 wanted, due = None, None
@@ -244,7 +244,13 @@ def _changes(
         _cause(lead, previous, model, scope),
         case((changed, 1), else_=0),
         stored_next,
-        lead.c.next_change,
+        # Never the stored value itself: a lead update that leaves the column as it was is
+        # another writer's, and marks the lead due (store/score_marks.py). A little earlier
+        # is as safe.
+        case(
+            (stored_next == lead.c.next_change, lead.c.next_change - EARLY / 4),
+            else_=lead.c.next_change,
+        ),
     ).where(or_(changed, next_moved))
 
 

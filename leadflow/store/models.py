@@ -5,7 +5,7 @@ them, ``0002`` adds ``rule_runs.first_seen_at``, ``0003`` ``store_secrets``, ``0
 indexes by lead on SLA timers and enrollments, ``0005`` the outbox index retention deletes by,
 ``0006`` lead scoring (the score's parts, ``score_changes``, ``activities.machine``,
 ``scoring_runs``), ``0007`` ``stage_changes``, ``0008`` the indexes the dashboard's search uses,
-``0010`` ``leads.score_next_change_day`` and the activity triggers that clear it
+``0010`` ``leads.score_next_change_day``, its index and the triggers that clear it
 (:mod:`leadflow.store.score_marks`). A test compares the schema at the head migration with this metadata so they
 cannot drift.
 """
@@ -83,6 +83,8 @@ class Lead(SQLModel, table=True):
         # The dashboard's search by the start of an email or a company (migration 0010).
         Index("ix_leads_email", "email"),
         Index("ix_leads_company", "company"),
+        # A steady rescoring pass reads the leads due by it (migration 0010).
+        Index("ix_leads_score_next_change", "score_next_change_day"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -108,8 +110,9 @@ class Lead(SQLModel, table=True):
     )
     """The earliest instant (days since 1970-01-01 UTC) the stored engagement can change with
     no new activity, as the model's last pass found it (a little early, never late); NULL: not
-    known, the next pass rescores the lead (new leads, and any write to one of its activities,
-    which a trigger marks). A steady pass rescores only the leads due by it."""
+    known, the next pass rescores the lead (new leads, and any write to the lead or one of its
+    activities, which triggers mark; negative values are marks too). A steady pass rescores
+    only the leads due by it."""
     stage: str = Field(default="lead", max_length=40)
     stage_entered_at: datetime = _time(nullable=False)
     owner_id: int | None = _fk("reps.id")
