@@ -2,9 +2,9 @@
 
 ``run_tick`` (``run --once``, ``simulate``, rule tests, the demo) runs it before the rules, so
 a rule reads the scores of the same instant. The daemon runs it first in its funnel-tick job
-once ``scheduler.scoring_every`` has passed since the last pass (or the model changed): a pass
-reads every activity, and decay need not be brought up to date every minute; records posted to
-the API are rescored at once, whatever the cadence.
+once ``scheduler.scoring_every`` has passed since the last pass (or the model changed); records
+posted to the API are rescored at once, whatever the cadence. A steady pass recomputes only
+the leads due (``leadflow/scoring/due.py``), so the cadence can be as short as the tick.
 """
 
 from __future__ import annotations

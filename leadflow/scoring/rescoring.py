@@ -11,6 +11,12 @@ Why a score changed, in order of precedence: ``model`` (the model is new or chan
 last pass), ``fit`` (the lead's data moved its fit), ``activity`` (an activity reached
 leadflow since the last pass), ``decay`` (time alone: points faded or left their window), or
 ``recomputed`` (the stored total had been set outside the model, by an import say).
+
+A steady pass (the same model as the last pass, the clock not moved back, no criterion reading
+the clock) recomputes only the leads :func:`leadflow.scoring.due.due_leads` names: a full pass
+would change no other. Every lead a pass recomputes also gets ``score_next_change_day``, the
+instant it is next due with no new input; a full pass keeps a stored instant that is still no
+later than the one it computed, so it writes only the leads whose score or instant moved.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from sqlalchemy import (
     Column,
     Connection,
     Engine,
+    Float,
     Integer,
     MetaData,
     String,
@@ -40,7 +47,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from leadflow.rule_language.scoring_model import ScoringModel
-from leadflow.scoring.sql import grade_expression, scored_by_model
+from leadflow.scoring.due import due_leads, whole_pass_needed
+from leadflow.scoring.sql import EARLY, days_since_epoch, grade_expression, scored_by_model
 from leadflow.store.database import insert_ignoring_duplicates, transaction
 from leadflow.store.id_ranges import among, chunks
 from leadflow.store.tables import ACTIVITIES, LEADS, SCORE_CHANGES, SCORING_RUNS
@@ -50,6 +58,9 @@ MODEL_NAME = "default"
 """The ``scoring_runs`` key: a rule set has one scoring model."""
 LEADS_PER_TRANSACTION = 50_000
 """Ids per range: a range's transaction holds the write lock well under a second."""
+MOST_DUE = 100_000
+"""Past this many leads due, a steady pass reads ranges of ids like a full one: cheaper than
+lists of ids by then, and as exact."""
 
 _pass_metadata = MetaData()
 PASS = Table(
@@ -64,9 +75,13 @@ PASS = Table(
     Column("new_engagement", Integer),
     Column("new_grade", String(2)),
     Column("cause", String(40)),
+    Column("changed", Integer),
+    Column("old_next_change", Float),
+    Column("next_change", Float),
     prefixes=["TEMPORARY"],
 )
-"""The changed leads of one range, gathered once and read by the history insert and the update."""
+"""The leads of one range to write (``changed``: 1 when the score, a part or the grade moved, 0
+when only ``next_change``), gathered once and read by the history insert and the update."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +98,8 @@ class ScoringOutcome:
     changed: int
     """Leads whose score (or a part of it, or the grade) changed."""
     at: datetime
+    due: int | None = None
+    """A steady pass's leads due (all it recomputed); None when the pass read every lead."""
 
 
 def last_pass(connection: Connection | Session) -> LastPass | None:
@@ -100,12 +117,21 @@ def rescore(
     now: datetime,
     *,
     lead_ids: Sequence[int] | None = None,
+    full: bool = False,
 ) -> ScoringOutcome:
     """Recompute the scores of every lead (or of ``lead_ids``) as of ``now``, writing only
-    what changed; each id range commits on its own."""
+    what changed; each id range commits on its own. A steady pass reads only the leads due
+    (module docstring); ``full`` reads every lead anyway (the same outcome, slower)."""
     with engine.connect() as connection:
         previous = last_pass(connection)
-        ranges = _id_ranges(connection, lead_ids)
+        wanted = lead_ids
+        due: int | None = None
+        if lead_ids is None and not full and not _whole_pass(model, previous, now):
+            wanted = due_leads(connection, now)
+            due = len(wanted)
+            if due > MOST_DUE:
+                wanted, due = None, None
+        ranges = _id_ranges(connection, wanted)
     changed = 0
     for bounds, wanted in ranges:
         with transaction(engine) as session:
@@ -113,7 +139,13 @@ def rescore(
     if lead_ids is None:
         with transaction(engine) as session:
             _record_pass(session, model, now, changed)
-    return ScoringOutcome(model.version, changed, now)
+    return ScoringOutcome(model.version, changed, now, due)
+
+
+def _whole_pass(model: ScoringModel, previous: LastPass | None, now: datetime) -> bool:
+    if previous is None:
+        return True
+    return whole_pass_needed(model, previous.model_version, previous.at, now)
 
 
 def _id_ranges(
@@ -156,8 +188,10 @@ def _rescore_range(
                 _changes(model, now, dialect, previous, bounds, lead_ids),
             )
         )
-        changed = connection.execute(select(func.count()).select_from(PASS)).scalar_one()
-        if changed:
+        written, changed = connection.execute(
+            select(func.count(), func.coalesce(func.sum(PASS.c.changed), 0))
+        ).one()
+        if written:
             _write_changes(connection, model, now)
         return int(changed)
     finally:
@@ -172,7 +206,8 @@ def _changes(
     bounds: tuple[int, int],
     lead_ids: Sequence[int] | None,
 ) -> Any:
-    """The leads in ``bounds`` whose stored score differs from the model's, old and new."""
+    """The leads in ``bounds`` whose stored score differs from the model's, old and new, and
+    those whose stored next change is due or later than the one computed now."""
 
     def scope(column: Any) -> Any:
         return column.between(*bounds) if lead_ids is None else among(column, lead_ids)
@@ -183,6 +218,20 @@ def _changes(
     lead = scored.offset(0).subquery("scored")
     new_score = lead.c.fit + lead.c.engagement + lead.c.score_adjustment
     grade = grade_expression(model.grades, lead.c.fit, lead.c.engagement)
+    changed = or_(
+        lead.c.score != new_score,
+        lead.c.score_fit.is_distinct_from(lead.c.fit),
+        lead.c.score_engagement.is_distinct_from(lead.c.engagement),
+        lead.c.score_grade.is_distinct_from(grade),
+    )
+    stored_next = lead.c.score_next_change_day
+    # A stored instant no later than the new one (give or take half the margin both carry)
+    # is still a safe one to look again at: the lead is not written for it.
+    next_moved = or_(
+        stored_next.is_(None),
+        stored_next <= days_since_epoch(now),
+        stored_next > lead.c.next_change + EARLY / 2,
+    )
     return select(
         lead.c.id,
         lead.c.score,
@@ -193,14 +242,16 @@ def _changes(
         lead.c.engagement,
         grade,
         _cause(lead, previous, model, scope),
-    ).where(
-        or_(
-            lead.c.score != new_score,
-            lead.c.score_fit.is_distinct_from(lead.c.fit),
-            lead.c.score_engagement.is_distinct_from(lead.c.engagement),
-            lead.c.score_grade.is_distinct_from(grade),
-        )
-    )
+        case((changed, 1), else_=0),
+        stored_next,
+        # Never the stored value itself: a lead update that leaves the column as it was is
+        # another writer's, and marks the lead due (store/score_marks.py). A little earlier
+        # is as safe.
+        case(
+            (stored_next == lead.c.next_change, lead.c.next_change - EARLY / 4),
+            else_=lead.c.next_change,
+        ),
+    ).where(or_(changed, next_moved))
 
 
 def _cause(
@@ -261,6 +312,7 @@ def _write_changes(connection: Connection, model: ScoringModel, now: datetime) -
     )
     # The IN as well as the join: SQLite's UPDATE ... FROM otherwise walks every lead of the
     # table, probing the range's changes for each (20M probes in a pass over 1M leads).
+    # A lead written only for its next change gets its own values back and keeps scored_at.
     connection.execute(
         update(LEADS)
         .where(LEADS.c.id == PASS.c.lead_id, LEADS.c.id.in_(select(PASS.c.lead_id)))
@@ -269,7 +321,19 @@ def _write_changes(connection: Connection, model: ScoringModel, now: datetime) -
             score_fit=PASS.c.new_fit,
             score_engagement=PASS.c.new_engagement,
             score_grade=PASS.c.new_grade,
-            scored_at=literal(now, UTCDateTime()),
+            scored_at=case(
+                (PASS.c.changed == 1, literal(now, UTCDateTime())), else_=LEADS.c.scored_at
+            ),
+            # Unless an activity of the lead was written since this range read them: its
+            # trigger changed the column (on PostgreSQL a writer commits in between; SQLite
+            # has one writer at a time), and the lead stays due for the next pass.
+            score_next_change_day=case(
+                (
+                    LEADS.c.score_next_change_day.is_not_distinct_from(PASS.c.old_next_change),
+                    PASS.c.next_change,
+                ),
+                else_=LEADS.c.score_next_change_day,
+            ),
         )
     )
 

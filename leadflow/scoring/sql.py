@@ -11,12 +11,19 @@ Everything is computed in the database, set-based, as of an injected ``now``:
 
 Ages are days as floating point, from each dialect's own epoch arithmetic: SQLite's
 ``julianday`` and PostgreSQL's ``extract(epoch ...)``.
+
+The same scan finds, per lead, the earliest instant its engagement can next change with no new
+activity (``next_change``, days since the epoch; :data:`NEVER` when it cannot): for a criterion
+with a half-life, when its rounded value drops by a point; with a window, when its oldest
+counted activity leaves it; and when an activity after ``now`` starts to count. A steady pass
+rescores only the leads due by it (``leadflow/scoring/rescoring.py``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -51,6 +58,12 @@ STORED_SCORE = (
 )
 """What the lead stores of its score: what a pass compares and an explanation shows."""
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+NEVER = 1.0e7
+"""``next_change`` of a lead whose engagement no passing time changes (about the year 29349)."""
+EARLY = 1.0 / 86400
+"""How much earlier than computed a lead is due again (a second, in days): the computed instant
+is exact but for floating point, whose error here is below a microsecond, and being early only
+costs one more look at the lead."""
 SECONDS_PER_DAY = 86400.0
 JULIAN_DAY_OF_EPOCH = 2440587.5
 
@@ -197,7 +210,7 @@ def engagement_by_lead(
     not once per criterion. A criterion capped per period needs its sums per period: the scan
     groups by the lead and that criterion's period (the other criteria's sums add up across
     periods), so one such criterion rides along; a second one with its own periods is a
-    scan of its own (:func:`criterion_points`), added to the first."""
+    scan of its own, added to the first."""
     if not model.engagement:
         return None
     per_period = [item for item in model.engagement if _per_period(item)]
@@ -206,23 +219,17 @@ def engagement_by_lead(
     if len(per_period) < 2:
         return scan
     parts = union_all(
-        scan,
-        *(_points_only(criterion_points(item, now, dialect, scope)) for item in per_period[1:]),
+        scan, *(_one_scan([item], item, now, dialect, scope) for item in per_period[1:])
     ).subquery("criteria")
     return select(
-        parts.c.lead_id.label("lead_id"), func.sum(parts.c.engagement).label("engagement")
+        parts.c.lead_id.label("lead_id"),
+        func.sum(parts.c.engagement).label("engagement"),
+        func.min(parts.c.next_change).label("next_change"),
     ).group_by(parts.c.lead_id)
 
 
 def _per_period(criterion: EngagementCriterion) -> bool:
     return criterion.cap_per is not None and criterion.cap is not None
-
-
-def _points_only(points: Select[Any]) -> Select[Any]:
-    per_criterion = points.subquery()
-    return select(
-        per_criterion.c.lead_id.label("lead_id"), per_criterion.c.points.label("engagement")
-    )
 
 
 def _one_scan(
@@ -238,25 +245,28 @@ def _one_scan(
     parses the stored text in ``julianday``), and whether each criterion counts it; OFFSET 0
     keeps it from being merged into the sums, which would compute both again per criterion."""
     types = sorted({kind for item in criteria for kind in item.activity_types})
+    # Activities after ``now`` are read too (no criterion counts them: each flag holds the
+    # ``now`` clause) for the instant the first of them starts to count.
     where: list[ColumnElement[bool]] = [
         ACTIVITIES.c.lead_id.is_not(None),
         ACTIVITIES.c.machine.is_(False),
         ACTIVITIES.c.type.in_(types),
-        ACTIVITIES.c.occurred_at <= literal(now, UTCDateTime()),
     ]
     if scope is not None:
         where.append(scope(ACTIVITIES.c.lead_id))
-    # counted_activities()[2:]: the type and what the criterion adds (window, condition); the
-    # lead, machine and ``now`` clauses are the scan's own WHERE.
+    # counted_activities()[2:]: the type, ``now`` and what the criterion adds (window,
+    # condition); the lead and machine clauses are the scan's own WHERE.
     flags = [
         case((and_(*counted_activities(item, now)[2:]), 1), else_=0).label(f"m{index}")
         for index, item in enumerate(criteria)
     ]
+    later = case((ACTIVITIES.c.occurred_at > literal(now, UTCDateTime()), 1), else_=0)
     counted = (
         select(
             ACTIVITIES.c.lead_id.label("lead_id"),
             column_days(ACTIVITIES.c.occurred_at, dialect).label("days"),
             *flags,
+            later.label("later"),
         )
         .where(and_(*where))
         .offset(0)
@@ -280,12 +290,19 @@ def _one_scan(
         period = per_period.cap_per.total_seconds() / SECONDS_PER_DAY
         flag = counted.c[f"m{criteria.index(per_period)}"]
         grouping.append(case((flag == 1, sql_floor(counted.c.days / period, dialect)), else_=None))
+    oldest = [
+        func.min(case((counted.c[f"m{index}"] == 1, counted.c.days), else_=None)).label(f"w{index}")
+        for index, item in enumerate(criteria)
+        if item.window is not None
+    ]
+    upcoming = func.min(case((counted.c.later == 1, counted.c.days), else_=None))
     sums_per_group = (
-        select(counted.c.lead_id.label("lead_id"), *sums)
+        select(counted.c.lead_id.label("lead_id"), *sums, *oldest, upcoming.label("upcoming"))
         .group_by(*grouping)
         .subquery("activity_sums")
     )
     points: list[ColumnElement[Any]] = []
+    changes: list[ColumnElement[Any]] = [func.min(sums_per_group.c.upcoming)]
     for index, item in enumerate(criteria):
         negative = item.points < 0
         column = sums_per_group.c[f"c{index}"]
@@ -294,15 +311,46 @@ def _one_scan(
             total = func.sum(_capped(column, item.cap, negative=negative))
         else:
             total = _capped(func.sum(column), item.cap, negative=negative)
-        points.append(
-            func.coalesce(half_away_from_zero(total, negative=negative, dialect=dialect), 0)
-        )
+        rounded = half_away_from_zero(total, negative=negative, dialect=dialect)
+        points.append(func.coalesce(rounded, 0))
+        if item.half_life is not None:
+            changes.append(_fades_a_point(item.half_life, total, rounded, now))
+        if item.window is not None:
+            window = item.window.total_seconds() / SECONDS_PER_DAY
+            changes.append(func.min(sums_per_group.c[f"w{index}"]) + literal(window, Float))
     engagement = points[0]
     for term in points[1:]:
         engagement = engagement + term
     return select(
-        sums_per_group.c.lead_id.label("lead_id"), engagement.label("engagement")
+        sums_per_group.c.lead_id.label("lead_id"),
+        engagement.label("engagement"),
+        earliest(changes, dialect).label("next_change"),
     ).group_by(sums_per_group.c.lead_id)
+
+
+def _fades_a_point(
+    half_life: timedelta, total: ColumnElement[Any], rounded: ColumnElement[Any], now: datetime
+) -> ColumnElement[Any]:
+    """When a fading criterion's whole points drop by one: the instant its value (after cap,
+    before rounding; ``total``) falls to half a point below its rounded value, as days since
+    the epoch; NULL when it rounds to 0 and cannot drop.
+
+    Every counted activity fades by the same factor ``0.5 ^ (elapsed / half_life)``, so the
+    value does too: ``total x factor`` while it is under its cap; a cap (overall, or per
+    period) only keeps it higher for a while, so the instant below is, if anything, early."""
+    half_life_days = half_life.total_seconds() / SECONDS_PER_DAY
+    magnitude = func.abs(rounded)
+    threshold = cast(magnitude, Float) - literal(0.5, Float)
+    elapsed = literal(half_life_days / math.log(2), Float) * func.ln(func.abs(total) / threshold)
+    return case((magnitude >= 1, literal(days_since_epoch(now), Float) + elapsed), else_=None)
+
+
+def earliest(instants: list[ColumnElement[Any]], dialect: str) -> ColumnElement[Any]:
+    """The least of ``instants`` (NULL ones: never), :data:`NEVER` when all are NULL."""
+    known = [func.coalesce(item, literal(NEVER, Float)) for item in instants]
+    if len(known) == 1:
+        return known[0]
+    return func.least(*known) if dialect == "postgresql" else func.min(*known)
 
 
 def fit_terms(model: ScoringModel, now: datetime) -> list[tuple[str, ColumnElement[int]]]:
@@ -343,18 +391,25 @@ def grade_expression(
 def scored_by_model(
     model: ScoringModel, now: datetime, dialect: str, scope: LeadScope | None = None
 ) -> Select[Any]:
-    """Every lead (in ``scope``) with what it stores of its score (:data:`STORED_SCORE`) and
-    the model's ``fit`` and ``engagement`` at ``now``: what a pass compares, what a preview
-    shows. Wrap it with ``.offset(0).subquery()`` before reading ``fit`` several times, so the
+    """Every lead (in ``scope``) with what it stores of its score (:data:`STORED_SCORE`,
+    ``score_next_change_day``) and the model's ``fit``, ``engagement`` and ``next_change``
+    (:data:`EARLY` before the computed instant) at ``now``: what a pass compares, what a
+    preview shows. Wrap it with ``.offset(0).subquery()`` before reading ``fit`` several times, so the
     database computes each lead's fit once."""
     source: Any = LEADS
     engaged: Any = cast(literal(0), Integer)
+    next_change: Any = literal(NEVER, Float)
     per_lead = engagement_by_lead(model, now, dialect, scope)
     if per_lead is not None:
         parts = per_lead.subquery("engagement")
         source = LEADS.outerjoin(parts, parts.c.lead_id == LEADS.c.id)
         engaged = func.coalesce(parts.c.engagement, 0)
+        next_change = func.coalesce(parts.c.next_change, literal(NEVER, Float))
     query = select(
-        *STORED_SCORE, fit_expression(model, now).label("fit"), engaged.label("engagement")
+        *STORED_SCORE,
+        LEADS.c.score_next_change_day,
+        fit_expression(model, now).label("fit"),
+        engaged.label("engagement"),
+        (next_change - literal(EARLY, Float)).label("next_change"),
     ).select_from(source)
     return query if scope is None else query.where(scope(LEADS.c.id))

@@ -141,12 +141,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
     try:
-        cursor.execute("SELECT power(2, 2), floor(2.5)")
+        cursor.execute("SELECT power(2, 2), floor(2.5), ln(2)")
     except sqlite3.OperationalError:
         # An SQLite built without its math functions: the scoring model's decay needs these
-        # two, with the same meaning (Python's float maths is what SQLite's would compute).
+        # three, with the same meaning (Python's float maths is what SQLite's would compute).
         dbapi_connection.create_function("power", 2, _power, deterministic=True)
         dbapi_connection.create_function("floor", 1, _floor, deterministic=True)
+        dbapi_connection.create_function("ln", 1, _ln, deterministic=True)
     cursor.close()
     # Let SQLAlchemy, not the sqlite3 module, decide where transactions start (see below).
     dbapi_connection.isolation_level = None
@@ -154,6 +155,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def _power(base: float | None, exponent: float | None) -> float | None:
     return None if base is None or exponent is None else math.pow(base, exponent)
+
+
+def _ln(value: float | None) -> float | None:
+    return None if value is None or value <= 0 else math.log(value)
 
 
 def _floor(value: float | None) -> int | None:

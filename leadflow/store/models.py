@@ -4,7 +4,9 @@ The migrations under ``store/migrations/versions`` build these tables exactly: `
 them, ``0002`` adds ``rule_runs.first_seen_at``, ``0003`` ``store_secrets``, ``0004`` the
 indexes by lead on SLA timers and enrollments, ``0005`` the outbox index retention deletes by,
 ``0006`` lead scoring (the score's parts, ``score_changes``, ``activities.machine``,
-``scoring_runs``), ``0007`` ``stage_changes``, ``0008`` the indexes the dashboard's search uses. A test compares the schema at the head migration with this metadata so they
+``scoring_runs``), ``0007`` ``stage_changes``, ``0008`` the indexes the dashboard's search uses,
+``0010`` ``leads.score_next_change_day``, its index and the triggers that clear it
+(:mod:`leadflow.store.score_marks`). A test compares the schema at the head migration with this metadata so they
 cannot drift.
 """
 
@@ -13,9 +15,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Column, ForeignKey, Index, Integer, String, Text, false
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Connection,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    event,
+    false,
+)
 from sqlmodel import Field, SQLModel
 
+from leadflow.store.score_marks import create_score_marks
 from leadflow.store.types import JSONDocument, UTCDateTime
 
 metadata = SQLModel.metadata
@@ -68,6 +83,8 @@ class Lead(SQLModel, table=True):
         # The dashboard's search by the start of an email or a company (migration 0010).
         Index("ix_leads_email", "email"),
         Index("ix_leads_company", "company"),
+        # A steady rescoring pass reads the leads due by it (migration 0010).
+        Index("ix_leads_score_next_change", "score_next_change_day"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -88,6 +105,14 @@ class Lead(SQLModel, table=True):
     scored_at: datetime | None = _time()
     """When the scoring model last computed a different score, fit, engagement or grade: the
     instant its stored parts are exact for (``leadflow score explain`` explains that one)."""
+    score_next_change_day: float | None = Field(
+        default=None, sa_column=Column(Float, nullable=True)
+    )
+    """The earliest instant (days since 1970-01-01 UTC) the stored engagement can change with
+    no new activity, as the model's last pass found it (a little early, never late); NULL: not
+    known, the next pass rescores the lead (new leads, and any write to the lead or one of its
+    activities, which triggers mark; negative values are marks too). A steady pass rescores
+    only the leads due by it."""
     stage: str = Field(default="lead", max_length=40)
     stage_entered_at: datetime = _time(nullable=False)
     owner_id: int | None = _fk("reps.id")
@@ -401,3 +426,10 @@ class StageChange(SQLModel, table=True):
     rule_id: str | None = Field(default=None, max_length=200)
     source: str | None = Field(default=None, max_length=400)
     """The rule set version of a rule's change, the file of an import."""
+
+
+@event.listens_for(metadata.tables["activities"], "after_create")
+def _mark_scores_on_activity_writes(_table: Any, connection: Connection, **_kw: Any) -> None:
+    """A store built from the metadata (a rule test's scratch store) gets the triggers that
+    the migration ``0010`` creates: a steady rescoring pass relies on them."""
+    create_score_marks(connection)

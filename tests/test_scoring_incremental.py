@@ -1,0 +1,419 @@
+"""A steady rescoring pass reads only the leads due, and leaves exactly what a full pass would.
+
+Pins, on SQLite and PostgreSQL:
+- after any sequence of activity writes (new, moved to another lead or time, deleted; some
+  after ``now``, some by machines), lead updates, rule adjustments, scores set outside the
+  model and clock advances, an incremental pass in one store and a full pass in its twin leave
+  the same stored scores, parts, grades, ``scored_at``, ``score_changes`` rows and pass record;
+- a pass with nothing due reads no lead; a fit criterion that reads the clock makes every pass
+  a full one;
+- the triggers mark a lead due on every write to it (but the pass's) or to one of its
+  activities.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Engine, create_engine, delete, insert, select, text, update
+from sqlalchemy.engine import make_url
+
+from leadflow.rule_language.loader import load_rule_set
+from leadflow.rule_language.scoring_model import ScoringModel
+from leadflow.scoring.rescoring import rescore
+from leadflow.settings import Settings
+from leadflow.store.database import create_store_engine, migrate
+from leadflow.store.tables import ACTIVITIES, LEADS, SCORE_CHANGES, SCORING_RUNS
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+MODEL = """\
+scoring:
+  fit:
+    - id: software
+      when: {field: attributes.industry, equals: software}
+      points: 20
+    - id: free-mail
+      when: {field: email, ends_with: "@gmail.com"}
+      points: -10
+  engagement:
+    - id: pricing
+      activity: page_view
+      when: {field: properties.url, contains: /pricing}
+      points: 10
+      half_life: 6h
+      cap: 15
+    - id: views
+      activity: page_view
+      points: 2
+      half_life: 1d
+      cap: {points: 3, per: 1d}
+    - id: webinar
+      activity: webinar
+      points: 8
+      window: 2d
+    - id: downloads
+      activity: download
+      points: 3
+      window: 3d
+      cap: {points: 5, per: 12h}
+    - id: opens
+      activity: email_open
+      points: -3
+      half_life: 2h
+    - id: unsubscribe
+      activity: unsubscribe
+      points: -20
+  grades:
+    fit: {A: 20, B: 10, C: 1}
+    engagement: {1: 15, 2: 5, 3: 1}
+"""
+
+CLOCK_MODEL = """\
+scoring:
+  fit:
+    - id: recent
+      when: {field: created_at, within: 10d}
+      points: 5
+  engagement:
+    - id: views
+      activity: page_view
+      points: 2
+      half_life: 1d
+"""
+
+TYPES = ("page_view", "webinar", "download", "email_open", "unsubscribe", "call")
+URLS = ("/pricing", "/blog", "/pricing/team")
+
+
+def model_of(tmp_path: Path, text_: str = MODEL) -> ScoringModel:
+    folder = tmp_path / f"rules-{uuid.uuid4().hex[:6]}"
+    folder.mkdir()
+    (folder / "scoring.yaml").write_text(text_, encoding="utf-8")
+    settings_ = Settings.model_validate({"attributes": {"leads": {"industry": "string"}}})
+    model = load_rule_set(folder, settings_).scoring
+    assert isinstance(model, ScoringModel)
+    return model
+
+
+@pytest.fixture(scope="module")
+def second_postgres_url() -> Iterator[str]:
+    """A second migrated schema of this test's own, for the full pass's twin store."""
+    base = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    schema = f"lf_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+    rendered = url.render_as_string(hide_password=False)
+    engine = create_store_engine(rendered)
+    migrate(engine)
+    engine.dispose()
+    yield rendered
+    with admin.begin() as connection:
+        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture
+def twin(store_url: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A second empty store of the same kind as ``engine``'s."""
+    if store_url.startswith("sqlite"):
+        target = tmp_path / "twin" / "leadflow.db"
+        target.parent.mkdir()
+        target.write_bytes(request.getfixturevalue("sqlite_template").read_bytes())
+        url = f"sqlite:///{target}"
+    else:
+        url = request.getfixturevalue("second_postgres_url")
+    created = create_store_engine(url)
+    yield created
+    created.dispose()
+
+
+def empty(*engines: Engine) -> None:
+    for engine in engines:
+        with engine.begin() as connection:
+            for table in (SCORE_CHANGES, SCORING_RUNS, ACTIVITIES, LEADS):
+                connection.execute(delete(table))
+
+
+def add_lead(engine: Engine, lead_id: int, industry: str, mail: str, at: datetime) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            insert(LEADS).values(
+                id=lead_id,
+                external_id=f"L{lead_id}",
+                email=f"lead{lead_id}@{mail}",
+                score=0,
+                stage="lead",
+                stage_entered_at=at,
+                attributes={"industry": industry},
+                created_at=at,
+                updated_at=at,
+            )
+        )
+
+
+def stored(engine: Engine) -> tuple[list[tuple[Any, ...]], ...]:
+    with engine.connect() as connection:
+        leads = connection.execute(
+            select(
+                LEADS.c.id,
+                LEADS.c.score,
+                LEADS.c.score_fit,
+                LEADS.c.score_engagement,
+                LEADS.c.score_adjustment,
+                LEADS.c.score_grade,
+                LEADS.c.scored_at,
+            ).order_by(LEADS.c.id)
+        )
+        history = connection.execute(
+            select(*(c for c in SCORE_CHANGES.c if c.name != "id")).order_by(
+                SCORE_CHANGES.c.lead_id, SCORE_CHANGES.c.id
+            )
+        )
+        runs = connection.execute(select(SCORING_RUNS))
+        return [tuple(r) for r in leads], [tuple(r) for r in history], [tuple(r) for r in runs]
+
+
+lead_ref = st.integers(min_value=0, max_value=5)
+step = st.one_of(
+    st.tuples(
+        st.just("activity"),
+        lead_ref,
+        st.sampled_from(TYPES),
+        st.integers(min_value=-4 * 24 * 60, max_value=12 * 60),
+        st.sampled_from(URLS),
+        st.booleans(),
+    ),
+    st.tuples(st.just("move"), st.integers(0, 30), lead_ref, st.integers(-3 * 24 * 60, 6 * 60)),
+    st.tuples(st.just("delete"), st.integers(0, 30)),
+    st.tuples(
+        st.just("lead"),
+        lead_ref,
+        st.sampled_from(("software", "retail")),
+        st.sampled_from(("gmail.com", "acme.com")),
+    ),
+    st.tuples(st.just("new_lead"), st.sampled_from(("software", "retail"))),
+    st.tuples(st.just("adjust"), lead_ref, st.integers(-30, 30)),
+    st.tuples(st.just("set_score"), lead_ref, st.integers(0, 90)),
+    st.tuples(
+        st.just("advance"),
+        st.sampled_from((1, 59, 600, 3600, 4 * 3600, 9 * 3600, 86400, 3 * 86400)),
+    ),
+    st.tuples(st.just("pass")),
+)
+
+
+class Store:
+    """One store of the twin pair, replaying the same steps."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.activities: list[int] = []
+
+    def apply(self, item: tuple[Any, ...], now: datetime, leads: int) -> None:
+        kind = item[0]
+        with self.engine.begin() as connection:
+            if kind == "activity":
+                _, lead, activity_type, minutes, url, machine = item
+                number = len(self.activities) + 1
+                self.activities.append(number)
+                connection.execute(
+                    insert(ACTIVITIES).values(
+                        id=number,
+                        external_id=f"A{number}",
+                        lead_id=lead % leads + 1,
+                        type=activity_type,
+                        occurred_at=now + timedelta(minutes=minutes),
+                        properties={"url": url},
+                        machine=machine,
+                        created_at=now,
+                    )
+                )
+            elif kind == "move" and self.activities:
+                _, which, lead, minutes = item
+                number = self.activities[which % len(self.activities)]
+                connection.execute(
+                    update(ACTIVITIES)
+                    .where(ACTIVITIES.c.id == number)
+                    .values(lead_id=lead % leads + 1, occurred_at=now + timedelta(minutes=minutes))
+                )
+            elif kind == "delete" and self.activities:
+                number = self.activities.pop(item[1] % len(self.activities))
+                connection.execute(delete(ACTIVITIES).where(ACTIVITIES.c.id == number))
+            elif kind == "lead":
+                _, lead, industry, mail = item
+                connection.execute(
+                    update(LEADS)
+                    .where(LEADS.c.id == lead % leads + 1)
+                    .values(
+                        attributes={"industry": industry},
+                        email=f"lead{lead % leads + 1}@{mail}",
+                        updated_at=now,
+                    )
+                )
+            elif kind == "adjust":  # what a rule's adjust_score does to the lead
+                _, lead, by = item
+                connection.execute(
+                    update(LEADS)
+                    .where(LEADS.c.id == lead % leads + 1)
+                    .values(
+                        score=LEADS.c.score + by, score_adjustment=LEADS.c.score_adjustment + by
+                    )
+                )
+            elif kind == "set_score":  # an import's score column
+                connection.execute(
+                    update(LEADS).where(LEADS.c.id == item[1] % leads + 1).values(score=item[2])
+                )
+
+
+class TestIncrementalEqualsFull:
+    """Whatever happened since, a steady pass stores exactly what a full pass stores."""
+
+    @settings(
+        max_examples=40,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(
+        initial=st.lists(
+            st.tuples(
+                st.sampled_from(("software", "retail")), st.sampled_from(("gmail.com", "acme.com"))
+            ),
+            min_size=1,
+            max_size=4,
+        ),
+        steps=st.lists(step, min_size=1, max_size=25),
+    )
+    def test_same_scores_history_and_pass_record(
+        self,
+        engine: Engine,
+        twin: Engine,
+        tmp_path: Path,
+        initial: list[tuple[str, str]],
+        steps: list[tuple[Any, ...]],
+    ) -> None:
+        """Each pass: incremental in one store, full in the other, compared row by row."""
+        model = model_of(tmp_path)
+        empty(engine, twin)
+        incremental, full = Store(engine), Store(twin)
+        now = T0
+        for number, (industry, mail) in enumerate(initial, start=1):
+            for store in (incremental, full):
+                add_lead(store.engine, number, industry, mail, now)
+        leads = len(initial)
+        passes = 0
+        for item in [*steps, ("pass",)]:
+            if item[0] == "advance":
+                now += timedelta(seconds=item[1])
+            elif item[0] == "new_lead":
+                leads += 1
+                for store in (incremental, full):
+                    add_lead(store.engine, leads, item[1], "acme.com", now)
+            elif item[0] == "pass":
+                steady = rescore(engine, model, now)
+                whole = rescore(twin, model, now, full=True)
+                assert steady.due is None if passes == 0 else steady.due is not None
+                assert whole.due is None
+                assert (steady.changed, steady.model_version) == (
+                    whole.changed,
+                    whole.model_version,
+                )
+                assert stored(engine) == stored(twin)
+                passes += 1
+            else:
+                for store in (incremental, full):
+                    store.apply(item, now, leads)
+
+
+class TestSteadyPasses:
+    """What a steady pass reads."""
+
+    def test_nothing_due_reads_nothing_and_an_arrival_reads_its_lead(
+        self, engine: Engine, tmp_path: Path
+    ) -> None:
+        """After a pass, the same instant has no lead due; an activity makes its lead due,
+        and only it; its decay makes it due again once a point has faded."""
+        model = model_of(tmp_path)
+        for number in (1, 2, 3):
+            add_lead(engine, number, "software", "acme.com", T0)
+        first = rescore(engine, model, T0)
+        assert (first.due, first.changed) == (None, 3)
+        again = rescore(engine, model, T0)
+        assert (again.due, again.changed) == (0, 0)
+        Store(engine).apply(("activity", 0, "page_view", 0, "/pricing", False), T0, 3)
+        arrival = rescore(engine, model, T0 + timedelta(minutes=1))
+        # Lead 1: pricing 10 x 0.5^(1/360) -> 10, views 2 -> 2: engagement 12, fit 20.
+        assert (arrival.due, arrival.changed) == (1, 1)
+        with engine.connect() as connection:
+            row = connection.execute(
+                select(LEADS.c.score, LEADS.c.score_next_change_day).where(LEADS.c.id == 2)
+            ).one()
+            assert row.score == 20
+            # Lead 2 has no activity: nothing it has can change with time.
+            assert row.score_next_change_day == pytest.approx(1.0e7 - 1 / 86400)
+        # pricing drops below 9.5 after 6h x log2(10/9.5) = 26.6 min; views (2 -> 1.5) after
+        # 1d x log2(2/1.5) = 9.96 h: due at 26 min, not at 25.
+        quiet = rescore(engine, model, T0 + timedelta(minutes=25))
+        assert (quiet.due, quiet.changed) == (0, 0)
+        faded = rescore(engine, model, T0 + timedelta(minutes=27))
+        assert (faded.due, faded.changed) == (1, 1)
+        with engine.connect() as connection:
+            assert connection.execute(select(LEADS.c.score).where(LEADS.c.id == 1)).scalar() == 31
+
+    def test_a_criterion_reading_the_clock_makes_every_pass_full(
+        self, engine: Engine, tmp_path: Path
+    ) -> None:
+        """A fit criterion with an age changes with no stored instant: every pass reads all."""
+        model = model_of(tmp_path, CLOCK_MODEL)
+        add_lead(engine, 1, "software", "acme.com", T0)
+        assert rescore(engine, model, T0).due is None
+        later = rescore(engine, model, T0 + timedelta(days=11))
+        assert (later.due, later.changed) == (None, 1)
+        with engine.connect() as connection:
+            assert connection.execute(select(LEADS.c.score)).scalar() == 0
+
+
+class TestMarks:
+    """The triggers mark a lead due on every write to it or to one of its activities."""
+
+    def test_insert_update_and_delete_mark_their_leads(
+        self, engine: Engine, tmp_path: Path
+    ) -> None:
+        """Moving an activity marks the lead it left and the lead it joined; an update of the
+        lead by anything but the pass marks it."""
+        model = model_of(tmp_path)
+        for number in (1, 2, 3):
+            add_lead(engine, number, "retail", "acme.com", T0)
+        store = Store(engine)
+        store.apply(("activity", 0, "webinar", -60, "/", False), T0, 3)
+
+        def due_after(item: tuple[Any, ...]) -> list[int]:
+            rescore(engine, model, T0)
+            store.apply(item, T0, 3)
+            with engine.connect() as connection:
+                marked = connection.execute(
+                    select(LEADS.c.id)
+                    .where(
+                        LEADS.c.score_next_change_day.is_(None)
+                        | (LEADS.c.score_next_change_day < 0)
+                    )
+                    .order_by(LEADS.c.id)
+                )
+                return [row[0] for row in marked]
+
+        assert due_after(("activity", 2, "download", 0, "/", True)) == [3]
+        assert due_after(("move", 0, 1, -30)) == [1, 2]
+        assert due_after(("delete", 0)) == [2]
+        assert due_after(("lead", 1, "software", "gmail.com")) == [2]
+        assert due_after(("adjust", 2, 5)) == [3]
+        # The pass's own writes mark nothing, even where it stored a lead's score anew.
+        assert due_after(("pass",)) == []
