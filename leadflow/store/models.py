@@ -80,7 +80,7 @@ class Lead(SQLModel, table=True):
         # Funnel rules filter on a stage and then a time or a score: these serve them.
         Index("ix_leads_stage_entered", "stage", "stage_entered_at"),
         Index("ix_leads_stage_activity", "stage", "last_activity_at"),
-        # The dashboard's search by the start of an email or a company (migration 0010).
+        # The dashboard's search by the start of an email or a company (migration 0008).
         Index("ix_leads_email", "email"),
         Index("ix_leads_company", "company"),
         # A steady rescoring pass reads the leads due by it (migration 0010).
