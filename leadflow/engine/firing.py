@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -87,8 +88,13 @@ class Firing:
             rule_id=self.rule.id,
             rule_version=self.rule_set.version,
             params={**params, "rule_digest": self.rule.digest},
-            evidence=self.evidence,
+            evidence=self.audited_evidence,
         )
+
+    @cached_property
+    def audited_evidence(self) -> Any:
+        """The evidence as the audit stores it, converted once for the firing's audit rows."""
+        return audit_value(self.evidence)
 
     def history(
         self,
