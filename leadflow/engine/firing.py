@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -66,6 +65,7 @@ class Firing:
     sla_timers: dict[str, NewSlaTimer] = field(default_factory=dict)
     """The SLA timers of this firing by name, made once: a notify before ``start_sla`` tells
     the rep the same due time the timer gets."""
+    _audited_evidence: Any = None
 
     @property
     def subject_key(self) -> str:
@@ -91,10 +91,12 @@ class Firing:
             evidence=self.audited_evidence,
         )
 
-    @cached_property
+    @property
     def audited_evidence(self) -> Any:
         """The evidence as the audit stores it, converted once for the firing's audit rows."""
-        return audit_value(self.evidence)
+        if self._audited_evidence is None:
+            self._audited_evidence = audit_value(self.evidence)
+        return self._audited_evidence
 
     def history(
         self,

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -86,6 +86,9 @@ class TemplateCatalog:
             lstrip_blocks=True,
             # A frozen catalog's sources never change: no up-to-date check per render/include.
             auto_reload=self._sources is None,
+            # ... and its few templates stay compiled in a plain dict: every include of every
+            # email looks its template up, and Jinja's default LRU cache takes a lock to do so.
+            cache_size=-1 if self._sources is not None else 400,
         )
         self._env.filters["localtime"] = localtime
         self._compiled: dict[str, jinja2.Template] = {}
