@@ -107,20 +107,21 @@ class TestLeadUpdates:
                     1: {"stage": "mql", "stage_entered_at": T0},
                     2: {"owner_id": 2},
                     3: {"stage": "mql", "stage_entered_at": T0},
-                    4: {},
+                    4: {"last_activity_at": T0},
                 }
             )
             write(session, writes, T0)
         with transaction(engine) as session:
-            write(
-                session, BatchWrites(lead_changes={2: {"owner_id": None, "stage": "nurture"}}), T0
-            )
+            # Groups whose every value is NULL: a time column; an integer column beside a stage.
+            cleared = {4: {"last_activity_at": None}, 2: {"owner_id": None, "stage": "nurture"}}
+            write(session, BatchWrites(lead_changes=cleared), T0)
         old = T0 - timedelta(days=30)
-        assert rows(engine, "leads", "external_id", "stage", "stage_entered_at", "owner_id") == [
-            ("L1", "mql", T0, None),
-            ("L2", "nurture", old, None),
-            ("L3", "mql", T0, None),
-            ("L4", "lead", old, None),
+        columns = ("external_id", "stage", "stage_entered_at", "owner_id", "last_activity_at")
+        assert rows(engine, "leads", *columns) == [
+            ("L1", "mql", T0, None, None),
+            ("L2", "nurture", old, None, None),
+            ("L3", "mql", T0, None, None),
+            ("L4", "lead", old, None, None),
         ]
 
 
