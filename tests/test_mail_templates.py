@@ -213,3 +213,52 @@ class TestStarterTemplates:
             assert context["unsubscribe_url"] in rendered.text
             assert rendered.html is not None
             assert context["unsubscribe_url"].replace("&", "&amp;") in rendered.html
+
+
+class TestOneContextForAllParts:
+    """An email's parts render over one context (a frozen catalog, as the daemon renders)."""
+
+    def test_a_part_setting_a_variable_does_not_reach_the_next_part(
+        self, folder: Path, catalog: TemplateCatalog
+    ) -> None:
+        write_template(
+            folder,
+            "greeting",
+            subject="{% set greeting = 'Hi' %}{{ greeting }} {{ lead.name }}",
+            text="{{ greeting }}\n",
+        )
+        frozen = catalog.frozen()
+        with pytest.raises(TemplateError) as raised:
+            frozen.render("greeting", sample_context(catalog.settings))
+        assert raised.value.problem == Problem(
+            str(folder / "greeting.txt"),
+            1,
+            0,
+            "undefined variable: 'greeting' is undefined; see docs/email.md for the context",
+        )
+
+    def test_keys_and_the_dict_attributes_resolve_as_in_jinjas_sandbox(
+        self, folder: Path, catalog: TemplateCatalog
+    ) -> None:
+        """``x.key`` is the key; a name dicts have as a method (``items``) stays the method,
+        and a missing key is an error naming its line, as before the short way to keys (the
+        newline after ``endfor`` goes, as ``trim_blocks`` says)."""
+        lines = (
+            "{% for k, v in lead.attributes.items() %}{{ k }}={{ v }};{% endfor %}\n"
+            "{{ lead.attributes['items'] }} {{ lead.attributes.get('none', '-') }}\n"
+        )
+        write_template(folder, "keys", subject="{{ lead.name }}", text=lines)
+        write_template(folder, "missing", subject="{{ lead.name }}", text=lines + "{{ lead.nope }}")
+        frozen = catalog.frozen()
+        context = sample_context(catalog.settings)
+        context["lead"]["attributes"] = {"industry": "software", "items": 3}
+        assert frozen.render("keys", context) == RenderedEmail(
+            subject="Jo Doe", text="industry=software;items=3;3 -\n", html=None
+        )
+        with pytest.raises(TemplateError) as raised:
+            frozen.render("missing", context)
+        assert raised.value.problem is not None
+        assert (raised.value.problem.file, raised.value.problem.line) == (
+            str(folder / "missing.txt"),
+            3,
+        )

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from leadflow.logs import error_text, is_outage
 from leadflow.mail.enqueue import cancel_pending_marketing
 from leadflow.outbox.store import enqueue_rows
+from leadflow.store.bulk_rows import bound_values, update_by_id_postgres
 from leadflow.store.id_ranges import among, chunks
 from leadflow.store.tables import (
     AUDIT,
@@ -175,15 +176,8 @@ def _execute_many(
 def _processed(
     session: Session, table: Table, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
 ) -> list[tuple[Any, ...]]:
-    """Each row's values of ``columns``, through each column type's own bind processing (JSON,
-    times), as SQLAlchemy would hand them to the driver."""
-    dialect = session.connection().dialect
-    by_column = []
-    for name in columns:
-        process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
-        given = [row[name] for row in rows]
-        by_column.append(given if process is None else [process(value) for value in given])
-    return list(zip(*by_column, strict=True))
+    """Each row's values of ``columns``, as SQLAlchemy would hand them to the driver."""
+    return bound_values(session.connection().dialect, table, columns, rows)
 
 
 def _mark(session: Session) -> str:
@@ -255,6 +249,9 @@ def _update_rows(session: Session, table: Table, changes: dict[int, dict[str, An
         if values:
             by_columns[tuple(sorted(values))].append({**values, "id": row_id})
     for columns, rows in by_columns.items():
+        if session.connection().dialect.name == "postgresql":
+            update_by_id_postgres(session.connection(), table, columns, rows)
+            continue
         mark = _mark(session)
         assignments = ", ".join(f"{_quoted(session, name)} = {mark}" for name in columns)
         sql = f"UPDATE {_quoted(session, table.name)} SET {assignments} WHERE id = {mark}"

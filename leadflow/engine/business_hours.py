@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from leadflow.errors import ConfigError, UnknownCalendarError
@@ -81,7 +82,7 @@ class BusinessCalendar:
 def calendar_named(settings: Settings, name: str) -> BusinessCalendar:
     """The calendar a rule refers to by name: ``default`` is the ``calendar:`` section."""
     if name == DEFAULT_CALENDAR:
-        return BusinessCalendar.from_settings(settings.calendar, DEFAULT_CALENDAR)
+        return _calendar(settings.calendar, DEFAULT_CALENDAR)
     section = settings.calendars.get(name)
     if section is None:
         known = [DEFAULT_CALENDAR, *sorted(settings.calendars)]
@@ -91,6 +92,12 @@ def calendar_named(settings: Settings, name: str) -> BusinessCalendar:
             "(define more under calendars: in config.yaml)"
         )
         raise UnknownCalendarError(msg)
+    return _calendar(section, name)
+
+
+@lru_cache(maxsize=64)
+def _calendar(section: CalendarSettings, name: str) -> BusinessCalendar:
+    """A calendar made once per (frozen) settings section: a batch starts thousands of timers."""
     return BusinessCalendar.from_settings(section, name)
 
 

@@ -65,6 +65,7 @@ class Firing:
     sla_timers: dict[str, NewSlaTimer] = field(default_factory=dict)
     """The SLA timers of this firing by name, made once: a notify before ``start_sla`` tells
     the rep the same due time the timer gets."""
+    _audited_evidence: Any = None
 
     @property
     def subject_key(self) -> str:
@@ -87,8 +88,15 @@ class Firing:
             rule_id=self.rule.id,
             rule_version=self.rule_set.version,
             params={**params, "rule_digest": self.rule.digest},
-            evidence=self.evidence,
+            evidence=self.audited_evidence,
         )
+
+    @property
+    def audited_evidence(self) -> Any:
+        """The evidence as the audit stores it, converted once for the firing's audit rows."""
+        if self._audited_evidence is None:
+            self._audited_evidence = audit_value(self.evidence)
+        return self._audited_evidence
 
     def history(
         self,

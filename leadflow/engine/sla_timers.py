@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from leadflow.engine.business_hours import BusinessCalendar, add_business_time, calendar_named
@@ -39,6 +40,11 @@ class NewSlaTimer:
         return {field.name: getattr(self, field.name) for field in fields(self)}
 
 
+_business_time_after = lru_cache(maxsize=1024)(add_business_time)
+""":func:`add_business_time`, a pure function, remembered: a batch's timers start at the same
+``now`` and most are due at the same time."""
+
+
 def ladder_of(start: StartSla) -> list[dict[str, Any]]:
     """The escalation levels as stored in the timer (seconds after the due time)."""
     return [
@@ -62,7 +68,7 @@ def level_due(
     if index >= len(ladder):
         return None
     after = ladder[index]["after"]
-    return add_business_time(calendar, due, timedelta(seconds=after)) if after else due
+    return _business_time_after(calendar, due, timedelta(seconds=after)) if after else due
 
 
 def new_sla_timer(
@@ -85,7 +91,7 @@ def new_sla_timer(
     started = now
     if start.counted_from == "stage_entered_at" and stage_entered_at is not None:
         started = min(stage_entered_at, now)
-    due = add_business_time(calendar, started, start.within)
+    due = _business_time_after(calendar, started, start.within)
     ladder = ladder_of(start)
     return NewSlaTimer(
         lead_id=lead_id,

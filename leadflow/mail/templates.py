@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -47,8 +48,11 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+@lru_cache(maxsize=1024)
 def localtime(value: datetime, timezone: str | None = None, fmt: str = "%a %d %b %H:%M %Z") -> str:
-    """Jinja filter: ``{{ sla.due_at | localtime(rep.timezone) }}`` -> ``Mon 02 Mar 13:30 CET``."""
+    """Jinja filter: ``{{ sla.due_at | localtime(rep.timezone) }}`` -> ``Mon 02 Mar 13:30 CET``.
+
+    Remembered: the emails of a batch show the same few due times in the same few zones."""
     try:
         zone = ZoneInfo(timezone or "UTC")
     except (ZoneInfoNotFoundError, ValueError):
@@ -71,7 +75,7 @@ class TemplateCatalog:
             if self._sources is not None
             else jinja2.FileSystemLoader(folder)
         )
-        self._env = SandboxedEnvironment(
+        self._env = _Sandbox(
             loader=loader,
             undefined=jinja2.StrictUndefined,
             autoescape=jinja2.select_autoescape(
@@ -82,6 +86,9 @@ class TemplateCatalog:
             lstrip_blocks=True,
             # A frozen catalog's sources never change: no up-to-date check per render/include.
             auto_reload=self._sources is None,
+            # ... and its few templates stay compiled in a plain dict: every include of every
+            # email looks its template up, and Jinja's default LRU cache takes a lock to do so.
+            cache_size=-1 if self._sources is not None else 400,
         )
         self._env.filters["localtime"] = localtime
         self._compiled: dict[str, jinja2.Template] = {}
@@ -113,7 +120,7 @@ class TemplateCatalog:
 
     def check(self, name: str) -> list[Problem]:
         """Compile every part of ``name`` and render it with a realistic sample context."""
-        return self._check_parts(name, sample_context(self.settings))
+        return self._check_parts(name, {**self._env.globals, **sample_context(self.settings)})
 
     def check_context(self, name: str, unavailable: Mapping[str, str]) -> list[Problem]:
         """Render ``name`` with each key of ``unavailable`` ``None``, as its sender sends it.
@@ -124,14 +131,14 @@ class TemplateCatalog:
         """
         problems = []
         for key, why in sorted(unavailable.items()):
-            context = {**sample_context(self.settings), key: None}
+            context = {**self._env.globals, **sample_context(self.settings), key: None}
             found = self._check_parts(name, context)
             if found:  # the first part that reads it is enough to say so
                 message = f"uses {key!r}, which is not available here: {why}"
                 problems.append(Problem(found[0].file, found[0].line, found[0].column, message))
         return problems
 
-    def _check_parts(self, name: str, context: Mapping[str, Any]) -> list[Problem]:
+    def _check_parts(self, name: str, context: dict[str, Any]) -> list[Problem]:
         problems = []
         for suffix, required in _PARTS:
             path = self.folder / f"{name}{suffix}"
@@ -150,7 +157,7 @@ class TemplateCatalog:
 
     def render(self, name: str, context: Mapping[str, Any]) -> RenderedEmail:
         """Render all parts of ``name``; a problem raises :class:`TemplateError` naming it."""
-        values = dict(context)
+        values = {**self._env.globals, **context}
         for suffix in (SUBJECT_SUFFIX, TEXT_SUFFIX):
             if not self._has(f"{name}{suffix}"):
                 problem = self._missing(name, suffix)
@@ -174,7 +181,13 @@ class TemplateCatalog:
             return Problem(str(path), 0, 0, f"no template {name!r}{hint}")
         return Problem(str(path), 0, 0, f"template {name!r} has no {_PART_NAMES[suffix]} part")
 
-    def _render_part(self, name: str, suffix: str, context: Mapping[str, Any]) -> str:
+    def _render_part(self, name: str, suffix: str, values: dict[str, Any]) -> str:
+        """One part rendered with ``values``, the context with the environment's globals in.
+
+        The parts of one email share ``values`` as the context's parent (Jinja's ``shared``
+        context: a template's own ``set`` goes to its context, never to the parent), so the
+        context is not copied for each part: ``Template.render`` does the rest the same way.
+        """
         filename = f"{name}{suffix}"
         try:
             template = self._compiled.get(filename)
@@ -182,7 +195,12 @@ class TemplateCatalog:
                 template = self._env.get_template(filename)
                 if self._sources is not None:  # frozen: compiled once, rendered thousands of times
                     self._compiled[filename] = template
-            return template.render(context)
+            try:
+                return self._env.concat(
+                    template.root_render_func(template.new_context(values, shared=True))
+                )
+            except Exception:
+                self._env.handle_exception()  # re-raised with the template's lines in the trace
         except jinja2.TemplateSyntaxError as exc:
             where = str(self.folder / exc.name) if exc.name else str(self.folder / filename)
             raise _error(Problem(where, exc.lineno, 0, f"syntax error: {exc.message}")) from exc
@@ -197,6 +215,21 @@ class TemplateCatalog:
             raise _error(Problem(where, line, 0, f"cannot render: {exc}")) from exc
 
 
+class _Sandbox(SandboxedEnvironment):
+    """Jinja's sandbox with a short way to a dict's key (the context's values are dicts).
+
+    ``lead.name`` on a dict is its key ``name`` exactly when ``name`` is not an attribute of
+    dicts (``items``, ``keys``...), as the sandbox decides it, without raising and catching an
+    AttributeError on every lookup.
+    """
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
+_DICT_ATTRIBUTES = frozenset(dir(dict))
 _PARTS = ((SUBJECT_SUFFIX, True), (TEXT_SUFFIX, True), (HTML_SUFFIX, False))
 _PART_NAMES = {SUBJECT_SUFFIX: "subject", TEXT_SUFFIX: "text", HTML_SUFFIX: "html"}
 

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from leadflow.clock import parse_instant
 from leadflow.errors import UserInputError
+from leadflow.store.bulk_rows import insert_new_postgres
 from leadflow.store.database import insert_ignoring_duplicates, transaction
 from leadflow.store.id_ranges import chunks
 from leadflow.store.models import OutboxMessage
@@ -122,13 +123,10 @@ def enqueue_rows(session: Session, rows: Sequence[Mapping[str, Any]]) -> dict[st
     """
     results: dict[str, EnqueueResult] = {}
     dialect = session.get_bind().dialect.name
-    statement = insert_ignoring_duplicates(dialect, _TABLE, "idempotency_key").returning(
-        _TABLE.c.id, _TABLE.c.idempotency_key
-    )
     by_key = {row["idempotency_key"]: row for row in rows}
     unique = list(by_key.values())
     for chunk in chunks(unique):
-        for new_id, key in session.execute(statement, chunk).all():
+        for new_id, key in _insert_new(session, dialect, chunk):
             row = by_key[key]
             results[key] = EnqueueResult(
                 True,
@@ -141,6 +139,27 @@ def enqueue_rows(session: Session, rows: Sequence[Mapping[str, Any]]) -> dict[st
     missing = [key for key in by_key if key not in results]
     results.update(find_many(session, missing))
     return results
+
+
+def _insert_new(session: Session, dialect: str, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """Insert the rows whose key is new; (id, key) of each one inserted."""
+    if dialect == "postgresql":
+        by_columns: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
+        for row in rows:
+            by_columns.setdefault(tuple(row), []).append(row)
+        connection = session.connection()
+        returning = ("id", "idempotency_key")
+        return [
+            inserted
+            for group in by_columns.values()
+            for inserted in insert_new_postgres(
+                connection, _TABLE, group, "idempotency_key", returning
+            )
+        ]
+    statement = insert_ignoring_duplicates(dialect, _TABLE, "idempotency_key").returning(
+        _TABLE.c.id, _TABLE.c.idempotency_key
+    )
+    return list(session.execute(statement, rows).all())
 
 
 def find(session: Session, key: str) -> EnqueueResult | None:

@@ -1,0 +1,97 @@
+"""Many rows at once, straight to the driver: values bound as SQLAlchemy would bind them, and
+PostgreSQL's one-statement insert of a whole batch.
+
+A batch of firings writes thousands of rows of a few kinds. SQLAlchemy's per-row parameter
+work, and psycopg parsing a 1,000-row ``INSERT ... VALUES`` afresh for every batch, were most of
+that write's time; here each column's values go through its type's bind processing once per
+distinct value, and PostgreSQL takes a whole column as one array.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, Table
+from sqlalchemy.engine import Dialect
+
+
+def bound_values(
+    dialect: Dialect, table: Table, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
+) -> list[tuple[Any, ...]]:
+    """Each row's values of ``columns``, through each column type's own bind processing (JSON,
+    times), as SQLAlchemy would hand them to the driver.
+
+    A batch's rows repeat their values (every row of a batch has the same ``now``, most timers
+    the same due time): a time is processed once per statement."""
+    by_column = []
+    for name in columns:
+        process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+        given = [row[name] for row in rows]
+        if process is not None:
+            seen: dict[datetime, Any] = {}
+            processed = []
+            for value in given:
+                if type(value) is datetime:
+                    if value not in seen:
+                        seen[value] = process(value)
+                    processed.append(seen[value])
+                else:
+                    processed.append(process(value))
+            given = processed
+        by_column.append(given)
+    return list(zip(*by_column, strict=True))
+
+
+def insert_new_postgres(
+    connection: Connection,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    unique: str,
+    returning: Sequence[str],
+) -> list[Row[Any]]:
+    """INSERT ``rows`` (each with the same keys) on PostgreSQL, skipping those whose ``unique``
+    value exists (``ON CONFLICT DO NOTHING``, so also one a concurrent transaction has just
+    inserted); return ``returning`` of the rows inserted.
+
+    One statement of one array per column (``unnest``), whatever the number of rows: the
+    driver parses and the server plans a short statement, not one placeholder per value.
+    """
+    if not rows:
+        return []
+    dialect = connection.dialect
+    columns = list(rows[0])
+    values = bound_values(dialect, table, columns, rows)
+    arrays = [list(column) for column in zip(*values, strict=True)]
+    quote = dialect.identifier_preparer.quote
+    names = ", ".join(quote(name) for name in columns)
+    unnest = ", ".join(f"%s::{table.c[name].type.compile(dialect)}[]" for name in columns)
+    sql = (
+        f"INSERT INTO {quote(table.name)} ({names}) SELECT * FROM unnest({unnest})"
+        f" ON CONFLICT ({quote(unique)}) DO NOTHING"
+        f" RETURNING {', '.join(quote(name) for name in returning)}"
+    )
+    return list(connection.exec_driver_sql(sql, tuple(arrays)).all())
+
+
+def update_by_id_postgres(
+    connection: Connection, table: Table, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """Set ``columns`` of each row ``id`` to its values in ``rows`` (each with ``id`` and
+    ``columns``), in one ``UPDATE ... FROM unnest(...)`` on PostgreSQL."""
+    if not rows:
+        return
+    dialect = connection.dialect
+    given = [*columns, "id"]
+    values = bound_values(dialect, table, given, rows)
+    arrays = [list(column) for column in zip(*values, strict=True)]
+    quote = dialect.identifier_preparer.quote
+    unnest = ", ".join(f"%s::{table.c[name].type.compile(dialect)}[]" for name in given)
+    names = ", ".join(quote(name) for name in given)
+    assignments = ", ".join(f"{quote(name)} = v.{quote(name)}" for name in columns)
+    sql = (
+        f"UPDATE {quote(table.name)} AS t SET {assignments}"
+        f" FROM unnest({unnest}) AS v({names}) WHERE t.id = v.id"
+    )
+    connection.exec_driver_sql(sql, tuple(arrays))
