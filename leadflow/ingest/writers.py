@@ -2,10 +2,12 @@
 
 On SQLite new rows go through the DBAPI's ``executemany`` with values already in the driver's
 form (this is the hot path of a large import); changed rows, which are few, go through
-SQLAlchemy Core. On PostgreSQL the batch is copied (``COPY``) into a temporary staging table,
-counted against the stored rows by one join and merged by one ``INSERT ... SELECT ... ON
-CONFLICT (external_id) DO UPDATE``, in the caller's transaction. A row whose ``source_hash`` matches the stored one is not written
+SQLAlchemy Core. On PostgreSQL the batch is copied (``COPY``) into a temporary staging table
+and merged by one ``INSERT ... SELECT ... ON CONFLICT (external_id) DO UPDATE ... RETURNING``,
+in the caller's transaction. A row whose ``source_hash`` matches the stored one is not written
 at all, so a re-import never reverts what leadflow itself changed since (a stage, an owner).
+Either way the write tells which row ids it created and which it changed (:class:`Written`),
+so that what follows a batch (the stage history) touches only those.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from sqlalchemy import (
     Table,
     bindparam,
     literal,
+    literal_column,
     select,
     update,
 )
@@ -72,6 +75,15 @@ class Counts:
         self.unchanged += other.unchanged
 
 
+class Written(NamedTuple):
+    """What one batch's write did: its counts, the ids of the rows it created (a ``range`` on
+    SQLite, whose new rows take the ids after the largest) and of those it changed."""
+
+    counts: Counts
+    created: Sequence[int]
+    changed: Sequence[int]
+
+
 @dataclass(frozen=True)
 class Shape:
     """Which columns a file writes, and what a new row gets for the columns it does not."""
@@ -113,11 +125,12 @@ class TableWriter:
             assignments["updated_at"] = now
         assignments.update(shape.update_extras)
         self._update = update(table).where(table.c.id == bindparam("v_id")).values(assignments)
+        self._last_id = f"SELECT max(id) FROM {table.name}"
         self._copy: _CopyMerge | None = None
         if dialect.name == "postgresql":
             self._copy = _CopyMerge(shape, now, [self._converter(table.c[n].type) for n in names])
 
-    def write(self, connection: Connection, rows: Sequence[Prepared]) -> Counts:
+    def write(self, connection: Connection, rows: Sequence[Prepared]) -> Written:
         """Write ``rows`` (unique keys) in the caller's transaction."""
         if self._copy is not None:
             return self._copy.write(connection, rows)
@@ -133,13 +146,18 @@ class TableWriter:
                 counts.unchanged += 1
             else:
                 changed.append(self._update_values(row, found[0]))
+        created: Sequence[int] = ()
         if fresh:
+            # The writing transaction holds SQLite's write lock, so the rows after the largest
+            # id are this batch's own.
+            last = connection.exec_driver_sql(self._last_id).scalar() or 0
             connection.exec_driver_sql(self._insert_sql, fresh)
+            created = range(last + 1, last + 1 + len(fresh))
         if changed:
             connection.execute(self._update, changed)
         counts.inserted = len(fresh)
         counts.updated = len(changed)
-        return counts
+        return Written(counts, created, [params["v_id"] for params in changed])
 
     def _insert_values(self, row: Prepared) -> tuple[Any, ...]:
         values = list(row.values)
@@ -200,18 +218,6 @@ class _CopyMerge:
             f"SELECT {', '.join(self.names)} FROM {table.name} WITH NO DATA"
         )
         self._copy_sql = f"COPY {self.staging} ({', '.join(self.names)}) FROM STDIN"
-        # Each stored row is found by a correlated subquery, i.e. one probe of the external_id
-        # index per staged row: a join let the planner, whose statistics of a table being
-        # filled lag far behind, scan the whole table for every batch.
-        stored = (
-            f"(SELECT coalesce(t.source_hash, '') FROM {table.name} t "
-            f"WHERE t.external_id = s.external_id)"
-        )
-        self._count = (  # MATERIALIZED: one probe per row, not one per use of its result
-            f"WITH found AS MATERIALIZED (SELECT {stored} AS stored, s.source_hash "
-            f"FROM {self.staging} s) SELECT count(*) FILTER (WHERE stored IS NULL), "
-            "count(*) FILTER (WHERE stored = source_hash) FROM found"
-        )
         defaults = [
             literal(value, type_=table.c[name].type).label(name)
             for name, value in shape.defaults.items()
@@ -223,7 +229,9 @@ class _CopyMerge:
         )
         # Unchanged rows are left out before ON CONFLICT sees them: its WHERE would refuse to
         # update them, but only after locking each one, which writes to every such row's page.
-        # A scalar subquery, not a join, as for the count above.
+        # Each stored row is found by a correlated subquery, i.e. one probe of the external_id
+        # index per staged row: a join let the planner, whose statistics of a table being
+        # filled lag far behind, scan the whole table for every batch.
         insert = postgresql.insert(table).from_select(
             [*self.names, *shape.defaults],
             select(*(staged.c[n] for n in self.names), *defaults).where(
@@ -237,15 +245,17 @@ class _CopyMerge:
             assignments["updated_at"] = now
         for name, expression in shape.update_extras.items():
             assignments[name] = _incoming(expression, excluded)
+        # A row the statement inserted has no locking transaction (xmax 0); one it updated
+        # has this one's: the merge tells which it created, in the same pass.
         self._merge = insert.on_conflict_do_update(
             index_elements=[table.c.external_id],
             set_=assignments,
             where=table.c.source_hash.is_distinct_from(excluded.source_hash),
-        )
+        ).returning(table.c.id, literal_column(f"{table.name}.xmax = 0"))
 
-    def write(self, connection: Connection, rows: Sequence[Prepared]) -> Counts:
+    def write(self, connection: Connection, rows: Sequence[Prepared]) -> Written:
         if not rows:
-            return Counts()
+            return Written(Counts(), (), ())
         connection.exec_driver_sql(self._create)
         connection.exec_driver_sql(f"TRUNCATE {self.staging}")
         cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
@@ -262,9 +272,12 @@ class _CopyMerge:
             raise DBAPIError.instance(self._copy_sql, None, exc, dbapi.Error) from exc
         finally:
             cursor.close()
-        new, unchanged = connection.exec_driver_sql(self._count).one()
-        connection.execute(self._merge)
-        return Counts(inserted=new, updated=len(rows) - new - unchanged, unchanged=unchanged)
+        created: list[int] = []
+        changed: list[int] = []
+        for row_id, inserted in connection.execute(self._merge):
+            (created if inserted else changed).append(row_id)
+        unchanged = len(rows) - len(created) - len(changed)
+        return Written(Counts(len(created), len(changed), unchanged), created, changed)
 
     def _copy_values(self, row: Prepared) -> tuple[Any, ...]:
         values = list(row.values)

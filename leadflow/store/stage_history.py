@@ -3,10 +3,11 @@ change of a lead's owner, with its time and cause, written in the change's own t
 
 Rule firings and SLA reassignments know each change as they make it and note a row
 (:func:`change_row`). Imports and the HTTP API upsert whole batches in SQL, so they reconcile
-instead (:func:`record_entries`): one ``INSERT ... SELECT`` adds a row for each written lead or
-deal whose stage differs from the last one its history holds (a new one has none). That is
-set-based, needs no old values carried through the upsert, and is correct as long as every
-other path records its changes, which is what this table is for.
+instead (:func:`record_written`): one ``INSERT ... SELECT`` adds a row for each written lead or
+deal whose stage differs from the last one its history holds. That is set-based, needs no old
+values carried through the upsert, and is correct as long as every other path records its
+changes, which is what this table is for. A row the batch created has no history to compare
+with: its first stage is recorded without looking (the bulk of a large import).
 
 A deal's stage in the history is its outcome once closed (``won``, ``lost``, ``recycled``),
 its pipeline stage while open: the funnel counts a close as the deal's last entry.
@@ -21,7 +22,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, and_, case, insert, literal, select
 from sqlalchemy.orm import aliased
 
-from leadflow.store.id_ranges import chunks
+from leadflow.store.id_ranges import among, chunks
 from leadflow.store.tables import DEALS, LEADS, STAGE_CHANGES
 from leadflow.store.types import UTCDateTime
 
@@ -83,21 +84,55 @@ def record_entries(
         connection.execute(_entries(kind, chunk, cause, source, now))
 
 
+def record_written(
+    connection: Connection,
+    kind: str,
+    created: Sequence[int],
+    changed: Sequence[int],
+    *,
+    cause: str,
+    source: str | None,
+    now: datetime,
+) -> None:
+    """Record the stage entries of a written batch of leads or deals, by row id: each of the
+    ``created`` rows enters its first stage; each of the ``changed`` ones its current stage if
+    its history does not end there. ``created`` is typically a ``range`` (SQLite's new rows),
+    one statement for all of them."""
+    if isinstance(created, range):
+        if created:
+            connection.execute(_entries(kind, None, cause, source, now, created=created))
+    else:
+        for chunk in chunks(sorted(created)):
+            connection.execute(_entries(kind, None, cause, source, now, created=chunk))
+    for chunk in chunks(sorted(changed)):
+        connection.execute(_entries(kind, None, cause, source, now, ids=chunk))
+
+
 def _entries(
-    kind: str, keys: Sequence[str] | None, cause: str, source: str | None, now: datetime
+    kind: str,
+    keys: Sequence[str] | None,
+    cause: str,
+    source: str | None,
+    now: datetime,
+    *,
+    ids: Sequence[int] | None = None,
+    created: Sequence[int] | None = None,
 ) -> Any:
     history = aliased(STAGE_CHANGES)
     if kind == "leads":
         subject, key = LEADS, "lead_id"
     else:
         subject, key = DEALS, "deal_id"
-    last = (
+    last: ColumnElement[Any] = (
         select(history.c.to_stage)
         .where(history.c[key] == subject.c.id)
         .order_by(history.c.id.desc())
         .limit(1)
         .scalar_subquery()
     )
+    if created is not None:
+        # Rows this batch created have no history yet: nothing to look up, first stage only.
+        last = literal(None, STAGE_CHANGES.c.from_stage.type)
     if kind == "leads":
         stage: ColumnElement[Any] = LEADS.c.stage
         at: ColumnElement[Any] = LEADS.c.stage_entered_at
@@ -122,9 +157,18 @@ def _entries(
         owner,
         literal(cause),
         literal(_kept(source), STAGE_CHANGES.c.source.type),
-    ).where(last.is_distinct_from(stage))
+    )
+    if created is not None:
+        if isinstance(created, range):
+            rows = rows.where(subject.c.id.between(created.start, created.stop - 1))
+        else:
+            rows = rows.where(among(subject.c.id, created))
+    else:
+        rows = rows.where(last.is_distinct_from(stage))
     if keys is not None:
         rows = rows.where(subject.c.external_id.in_(keys))
+    if ids is not None:
+        rows = rows.where(among(subject.c.id, ids))
     return insert(STAGE_CHANGES).from_select(
         [key, "at", "from_stage", "to_stage", "from_owner_id", "to_owner_id", "cause", "source"],
         rows,
