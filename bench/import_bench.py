@@ -63,7 +63,6 @@ database:
 attributes:
   leads: {{industry: string, employees: integer, signed_up: date, newsletter: boolean}}
 import:
-  batch_size: 5000
   mappings:
     leads:
       columns: {{Lead ID: external_id, Email: email, Full Name: name, Company: company}}
@@ -76,7 +75,6 @@ attributes:
   leads: {{industry: string, country: string, employees: integer}}
   indexed: [industry, country]
 import:
-  batch_size: 5000
   mappings:
     leads:
       columns:
