@@ -273,6 +273,31 @@ class TestImports:
             ("L7", later, None, "lead", "import", "b.csv"),
         ]
 
+    def test_a_batch_of_more_leads_than_one_statement_holds(
+        self, engine: Engine, make_settings: Any, tmp_path: Path
+    ) -> None:
+        """1,500 new leads in one batch (more ids than one IN list carries): each enters its
+        stage once, in file order; re-importing them with every third stage changed records
+        exactly those 500 changes."""
+        settings = make_settings()
+        stages = ("lead", "subscriber", "mql")
+        lines = [f"L{n:04d},{stages[n % 3]}" for n in range(1500)]
+        first = write(tmp_path, "a.csv", "external_id,stage\n" + "\n".join(lines) + "\n")
+        done = import_file(engine, settings, "leads", first, clock=SettableClock(T0))
+        assert done.summary == "inserted 1500, updated 0, unchanged 0, rejected 0"
+        moved = [f"L{n:04d},{'nurture' if n % 3 == 0 else stages[n % 3]}" for n in range(1500)]
+        second = write(tmp_path, "b.csv", "external_id,stage\n" + "\n".join(moved) + "\n")
+        later = T0 + timedelta(days=1)
+        again = import_file(engine, settings, "leads", second, clock=SettableClock(later))
+        assert again.summary == "inserted 0, updated 500, unchanged 1000, rejected 0"
+        with engine.connect() as connection:
+            keys = dict(list(connection.execute(select(LEADS.c.id, LEADS.c.external_id))))
+        rows = [(keys[r[0]], r[2], r[3], r[4]) for r in history(engine)]
+        assert rows == [
+            *((f"L{n:04d}", T0, None, stages[n % 3]) for n in range(1500)),
+            *((f"L{n:04d}", later, "lead", "nurture") for n in range(0, 1500, 3)),
+        ]
+
     def test_deal_import_records_its_close(
         self, engine: Engine, make_settings: Any, tmp_path: Path
     ) -> None:

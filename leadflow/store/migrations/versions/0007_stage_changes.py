@@ -91,8 +91,8 @@ def _back_fill(connection: sa.Connection) -> None:
     if rows:
         connection.execute(sa.insert(STAGE_CHANGES), rows)
     now = datetime.now(UTC)
-    record_entries(connection, "leads", None, cause="migration", source=None, now=now)
-    record_entries(connection, "deals", None, cause="migration", source=None, now=now)
+    record_entries(connection, "leads", cause="migration", source=None, now=now)
+    record_entries(connection, "deals", cause="migration", source=None, now=now)
 
 
 def _rows_of(entry: Any, started: set[int]) -> list[dict[str, Any]]:
