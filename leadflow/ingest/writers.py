@@ -13,7 +13,7 @@ so that what follows a batch (the stage history) touches only those.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -31,7 +31,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
@@ -128,7 +128,8 @@ class TableWriter:
         self._last_id = f"SELECT max(id) FROM {table.name}"
         self._copy: _CopyMerge | None = None
         if dialect.name == "postgresql":
-            self._copy = _CopyMerge(shape, now, [self._converter(table.c[n].type) for n in names])
+            converters = [self._converter(table.c[n].type) for n in names]
+            self._copy = _CopyMerge(shape, now, converters, self._defaults)
 
     def write(self, connection: Connection, rows: Sequence[Prepared]) -> Written:
         """Write ``rows`` (unique keys) in the caller's transaction."""
@@ -189,23 +190,39 @@ class TableWriter:
 
 
 class _CopyMerge:
-    """PostgreSQL: COPY a batch into a staging table, count it, then merge it.
+    """PostgreSQL: COPY a batch of new rows into the table, or into a staging table to merge.
 
-    The staging table is temporary, has the target's column types (so COPY reads each value as
-    an INSERT would) and no index; it is created on a batch's first write in its transaction and
-    dropped at commit (a strict import's one transaction empties it between batches). One join
-    counts the new rows (no stored row with the key) and the unchanged ones (the stored
-    ``source_hash`` is the row's), as the SQLite path's lookup does. The merge inserts the new
-    rows with the defaults a new row gets and updates the changed ones as the UPDATE of the
-    SQLite path does (``source_hash``, ``updated_at``, the shape's extra SET expressions), all in
-    one statement; an unchanged row is not written.
+    A batch none of whose keys is stored (the bulk of a first import) is copied straight into
+    the table with the defaults a new row gets, under a savepoint: should another transaction
+    have stored one of its keys since the check, the copy is undone and the batch merged.
+
+    Otherwise the batch goes through a staging table: temporary, with the target's column types
+    (so COPY reads each value as an INSERT would) and no index; it is created on a batch's first
+    write in its transaction and dropped at commit (a strict import's one transaction empties
+    it between batches). The merge inserts the new rows with the defaults a new row gets and
+    updates the changed ones as the UPDATE of the SQLite path does (``source_hash``,
+    ``updated_at``, the shape's extra SET expressions), all in one statement; an unchanged row
+    (the stored ``source_hash`` is the row's) is not written.
     """
 
     def __init__(
-        self, shape: Shape, now: datetime, converters: list[Callable[[Any], Any] | None]
+        self,
+        shape: Shape,
+        now: datetime,
+        converters: list[Callable[[Any], Any] | None],
+        new_row: tuple[Any, ...],
     ) -> None:
         table = shape.table
         self.names = (*shape.columns, "external_id", "source_hash")
+        self._new_row = new_row
+        """The driver's values of the defaults a new row gets (``shape.defaults``' order)."""
+        self._copy_new_sql = (
+            f"COPY {table.name} ({', '.join((*self.names, *shape.defaults))}) FROM STDIN"
+        )
+        self._any_stored = (
+            f"SELECT EXISTS (SELECT FROM {table.name} WHERE external_id = ANY(%(keys)s))"
+        )
+        self._ids = f"SELECT id FROM {table.name} WHERE external_id = ANY(%(keys)s)"
         self._converters = [
             (index, convert)
             for index, convert in enumerate(converters[: len(shape.columns)])
@@ -256,28 +273,37 @@ class _CopyMerge:
     def write(self, connection: Connection, rows: Sequence[Prepared]) -> Written:
         if not rows:
             return Written(Counts(), (), ())
+        keys = {"keys": [row.key for row in rows]}
+        if not connection.exec_driver_sql(self._any_stored, keys).scalar():
+            copied = self._copy_new(connection, rows, keys)
+            if copied is not None:
+                return copied
         connection.exec_driver_sql(self._create)
         connection.exec_driver_sql(f"TRUNCATE {self.staging}")
-        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            with cursor.copy(self._copy_sql) as copy:
-                for row in rows:
-                    copy.write_row(self._copy_values(row))
-        except Exception as exc:
-            # As SQLAlchemy wraps a statement's error: callers catch DataError and its kin.
-            error = type(exc)
-            dbapi = connection.dialect.loaded_dbapi
-            if not issubclass(error, dbapi.Error):
-                raise
-            raise DBAPIError.instance(self._copy_sql, None, exc, dbapi.Error) from exc
-        finally:
-            cursor.close()
+        _copy(connection, self._copy_sql, (self._copy_values(row) for row in rows))
         created: list[int] = []
         changed: list[int] = []
         for row_id, inserted in connection.execute(self._merge):
             (created if inserted else changed).append(row_id)
         unchanged = len(rows) - len(created) - len(changed)
         return Written(Counts(len(created), len(changed), unchanged), created, changed)
+
+    def _copy_new(
+        self, connection: Connection, rows: Sequence[Prepared], keys: dict[str, list[str]]
+    ) -> Written | None:
+        """Copy ``rows`` (none of them stored at the check) straight in; None if one was since."""
+        defaults = self._new_row
+        savepoint = connection.begin_nested()
+        try:
+            _copy(
+                connection, self._copy_new_sql, ((*self._copy_values(r), *defaults) for r in rows)
+            )
+        except IntegrityError:
+            savepoint.rollback()
+            return None
+        savepoint.commit()
+        created = [row_id for (row_id,) in connection.exec_driver_sql(self._ids, keys)]
+        return Written(Counts(inserted=len(rows)), created, ())
 
     def _copy_values(self, row: Prepared) -> tuple[Any, ...]:
         values = list(row.values)
@@ -286,6 +312,24 @@ class _CopyMerge:
             if value is not None:
                 values[index] = convert(value)
         return (*values, row.key, row.source_hash)
+
+
+def _copy(connection: Connection, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
+    """``COPY ... FROM STDIN`` of ``rows``, its errors raised as SQLAlchemy raises a statement's
+    (callers catch DataError and its kin)."""
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        with cursor.copy(sql) as copy:
+            for row in rows:
+                copy.write_row(row)
+    except Exception as exc:
+        error = type(exc)
+        dbapi = connection.dialect.loaded_dbapi
+        if not issubclass(error, dbapi.Error):
+            raise
+        raise DBAPIError.instance(sql, None, exc, dbapi.Error) from exc
+    finally:
+        cursor.close()
 
 
 def _incoming(expression: ColumnElement[Any], excluded: Any) -> ColumnElement[Any]:
