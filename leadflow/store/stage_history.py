@@ -176,7 +176,9 @@ def _among_created(column: ColumnElement[int], created: Sequence[int]) -> Column
     if len(created) > PER_STATEMENT:
         # A whole batch's ids as one array parameter (PostgreSQL): one statement, compiled and
         # planned once, where a thousand ids per IN list took twenty.
-        return column == any_(bindparam("created", list(created), type_=ARRAY(BigInteger)))
+        # Bounded by the least and greatest id as :func:`among` does, for the same planner.
+        ids = bindparam("created", list(created), type_=ARRAY(BigInteger))
+        return and_(column.between(min(created), max(created)), column == any_(ids))
     return among(column, created)
 
 
