@@ -150,10 +150,10 @@ class TableWriter:
         created: Sequence[int] = ()
         if fresh:
             # The writing transaction holds SQLite's write lock, so the rows after the largest
-            # id are this batch's own.
+            # id before the insert are this batch's own.
             last = connection.exec_driver_sql(self._last_id).scalar() or 0
             connection.exec_driver_sql(self._insert_sql, fresh)
-            created = range(last + 1, last + 1 + len(fresh))
+            created = range(last + 1, connection.exec_driver_sql(self._last_id).scalar_one() + 1)
         if changed:
             connection.execute(self._update, changed)
         counts.inserted = len(fresh)
