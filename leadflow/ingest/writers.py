@@ -2,9 +2,10 @@
 
 On SQLite new rows go through the DBAPI's ``executemany`` with values already in the driver's
 form (this is the hot path of a large import); changed rows, which are few, go through
-SQLAlchemy Core. On PostgreSQL the batch is copied (``COPY``) into a temporary staging table
-and merged by one ``INSERT ... SELECT ... ON CONFLICT (external_id) DO UPDATE ... RETURNING``,
-in the caller's transaction. A row whose ``source_hash`` matches the stored one is not written
+SQLAlchemy Core. On PostgreSQL a batch of keys the table does not hold is copied (``COPY``)
+straight into it; any other batch is copied into a temporary staging table and merged by one
+``INSERT ... SELECT ... ON CONFLICT (external_id) DO UPDATE ... RETURNING``; both in the
+caller's transaction. A row whose ``source_hash`` matches the stored one is not written
 at all, so a re-import never reverts what leadflow itself changed since (a stage, an owner).
 Either way the write tells which row ids it created and which it changed (:class:`Written`),
 so that what follows a batch (the stage history) touches only those.
@@ -293,15 +294,12 @@ class _CopyMerge:
     ) -> Written | None:
         """Copy ``rows`` (none of them stored at the check) straight in; None if one was since."""
         defaults = self._new_row
-        savepoint = connection.begin_nested()
+        new_rows = ((*self._copy_values(row), *defaults) for row in rows)
         try:
-            _copy(
-                connection, self._copy_new_sql, ((*self._copy_values(r), *defaults) for r in rows)
-            )
+            with connection.begin_nested():  # any error undoes the copy, and only the copy
+                _copy(connection, self._copy_new_sql, new_rows)
         except IntegrityError:
-            savepoint.rollback()
             return None
-        savepoint.commit()
         created = [row_id for (row_id,) in connection.exec_driver_sql(self._ids, keys)]
         return Written(Counts(inserted=len(rows)), created, ())
 
