@@ -21,6 +21,10 @@ the baselines; the table shows the median of the rounds and their spread (min-ma
 PostgreSQL is ``LEADFLOW_BENCH_PG_URL`` (default: the local server's ``test`` database); every
 measurement gets a schema of its own (``lf_bench_...``), dropped afterwards. Files go to a
 temporary folder.
+
+On a loaded 2-core machine all of it takes longer than 5 minutes; one shape and store per
+invocation stays under it (``--rounds 1 --shapes crm --stores sqlite``, and so on), and
+``--rows 200000`` scales a comparison down.
 """
 
 from __future__ import annotations
@@ -63,7 +67,6 @@ database:
 attributes:
   leads: {{industry: string, employees: integer, signed_up: date, newsletter: boolean}}
 import:
-  batch_size: 5000
   mappings:
     leads:
       columns: {{Lead ID: external_id, Email: email, Full Name: name, Company: company}}
@@ -76,7 +79,6 @@ attributes:
   leads: {{industry: string, country: string, employees: integer}}
   indexed: [industry, country]
 import:
-  batch_size: 5000
   mappings:
     leads:
       columns:

@@ -332,7 +332,7 @@ class ImportMapping(Section):
 
 
 class ImportSettings(Section):
-    batch_size: int = Field(default=5000, ge=1, le=100_000)
+    batch_size: int = Field(default=20_000, ge=1, le=100_000)
     mappings: dict[ImportKind, ImportMapping] = {}
 
 

@@ -1,5 +1,6 @@
-"""The bulk write path over several batches: COPY and one merge per batch on PostgreSQL,
-executemany on SQLite; a CRM export's shape with declared (and indexed) attributes."""
+"""The bulk write path over several batches: on PostgreSQL COPY straight into the table (a batch of
+new keys) or into a staging table and one merge; executemany on SQLite; a CRM export's shape with
+declared (and indexed) attributes."""
 
 from __future__ import annotations
 
@@ -13,6 +14,11 @@ from sqlalchemy import Engine, select, text
 
 from leadflow.clock import SettableClock
 from leadflow.ingest import import_file
+from leadflow.ingest.kinds import LeadWriter
+from leadflow.ingest.mapping import compile_plan
+from leadflow.ingest.readers import RowSource
+from leadflow.ingest.references import RepDirectory
+from leadflow.ingest.writers import Counts, TableWriter
 from leadflow.store.attributes import attribute_value
 from leadflow.store.database import ensure_attribute_indexes
 from leadflow.store.tables import LEADS
@@ -247,4 +253,44 @@ def test_sqlite_stores_an_early_year_as_sqlalchemy_does(
     assert [row[0] for row in stored] == [
         "0999-01-02 03:04:05.000000",
         "2020-01-02 00:00:00.000000",
+    ]
+
+
+@pytest.mark.parametrize(
+    "store_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+def test_a_new_batch_whose_key_was_stored_since_the_check_is_merged(
+    indexed: Engine, settings: Any, tmp_path: Path, clock: SettableClock
+) -> None:
+    """PostgreSQL copies a batch of keys it did not hold straight into the table. Should one of
+    them be stored by then (another transaction's, between the check and the copy: here the
+    batch's 101 stored by an earlier import, the copy forced), the copy is undone to its
+    savepoint and the same transaction merges the batch: 101 updated, 106 inserted once."""
+    first = write(tmp_path, "first.csv", HEADER + EXPORT.splitlines(keepends=True)[1])
+    import_file(indexed, settings, "leads", first, clock=clock)
+    later = (
+        HEADER
+        + "101,ada@example.com,Ada Lovelace,Analytical,,United Kingdom,software,13,Lead,,No\n"
+        + "106,ken@example.com,Ken Thompson,Bell,,United States,software,9,Lead,,No\n"
+    )
+    path = write(tmp_path, "later.csv", later)
+    with RowSource(path, "csv", "utf-8") as source, indexed.begin() as connection:
+        plan = compile_plan("leads", source.header, settings, str(path))
+        writer = LeadWriter(plan, settings, T0, RepDirectory("external_id"))
+        batch = []
+        for line, cells, _problem in source.rows():
+            record = plan.read(cells)
+            batch.append((line, writer.key(record), record))
+        prepared, rejected = writer.prepare(connection, batch)
+        table_writer = TableWriter(connection, writer.shape(), T0)
+        copy = table_writer._copy
+        assert copy is not None
+        keys = {"keys": ["101", "106"]}
+        assert copy._copy_new(connection, prepared, keys) is None
+        written = table_writer.write(connection, prepared)
+    assert rejected == []
+    assert written.counts == Counts(inserted=1, updated=1, unchanged=0)
+    assert rows(indexed, "leads", "external_id", "attributes") == [
+        ("101", {"country": "United Kingdom", "industry": "software", "employees": 13}),
+        ("106", {"country": "United States", "industry": "software", "employees": 9}),
     ]

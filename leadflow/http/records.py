@@ -167,14 +167,14 @@ def _write(
         return Counts()
     try:
         with connection.begin_nested():
-            counts = table_writer.write(connection, prepared)
-            writer.after_write(connection, prepared)
+            written = table_writer.write(connection, prepared)
+            writer.after_write(connection, prepared, written)
     except DataError as exc:
         reason = str(exc.orig or exc).splitlines()[0]
         raise RecordsRejectedError(
             [FieldError(("body",), f"the store refused: {reason}")]
         ) from None
-    return counts
+    return written.counts
 
 
 class _Locator:

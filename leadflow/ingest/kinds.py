@@ -30,10 +30,10 @@ from leadflow.errors import ImportRowError
 from leadflow.ingest.mapping import ColumnPlan
 from leadflow.ingest.references import RepDirectory, ids_by_external_id
 from leadflow.ingest.values import range_reason
-from leadflow.ingest.writers import Counts, Prepared, Shape
+from leadflow.ingest.writers import Counts, Prepared, Shape, Written
 from leadflow.settings import ImportKind, ImportMapping, Settings
 from leadflow.store.id_ranges import chunks
-from leadflow.store.stage_history import record_entries
+from leadflow.store.stage_history import record_written
 from leadflow.store.tables import ACTIVITIES, DEALS, LEADS
 
 Record = dict[str, Any]
@@ -171,7 +171,7 @@ class KindWriter:
             prepared.append(Prepared(line, key, content_hash(values), values))
         return prepared, rejected
 
-    def after_write(self, connection: Connection, rows: list[Prepared]) -> None:
+    def after_write(self, connection: Connection, rows: list[Prepared], written: Written) -> None:
         """Work that follows a written batch, in its transaction."""
 
     def finish(self, connection: Connection) -> tuple[Counts, list[Rejection]]:
@@ -195,12 +195,14 @@ class _RecordsStageEntries(KindWriter):
     """A writer of records with a stage (leads, deals): each batch's entries into a stage
     become ``stage_changes`` rows, in the batch's transaction."""
 
-    def after_write(self, connection: Connection, rows: list[Prepared]) -> None:
-        """Record the stage entries the batch made (new rows, changed stages), in SQL."""
-        record_entries(
+    def after_write(self, connection: Connection, rows: list[Prepared], written: Written) -> None:
+        """Record the stage entries the batch made (new rows, changed stages), in SQL; rows
+        it left unchanged made none."""
+        record_written(
             connection,
             self.kind,
-            [row.key for row in rows],
+            written.created,
+            written.changed,
             cause=self.cause,
             source=self.source,
             now=self.now,
@@ -390,7 +392,7 @@ class ActivityWriter(KindWriter):
             wanted = {r["deal"] for r in records if r.get("deal") is not None}
             self._deals = ids_by_external_id(connection, DEALS, wanted)
 
-    def after_write(self, connection: Connection, rows: list[Prepared]) -> None:
+    def after_write(self, connection: Connection, rows: list[Prepared], written: Written) -> None:
         """Bump the leads' and deals' ``last_activity_at`` to their newest activity, in SQL."""
         for field, target in (("lead", LEADS), ("deal", DEALS)):
             if field not in self.fields:

@@ -286,8 +286,9 @@ def _write(
 ) -> None:
     if not prepared:
         return
-    report.counts.add(table_writer.write(connection, prepared))
-    writer.after_write(connection, prepared)
+    written = table_writer.write(connection, prepared)
+    report.counts.add(written.counts)
+    writer.after_write(connection, prepared, written)
 
 
 def _start_run(engine: Engine, report: ImportReport, now: datetime) -> int:

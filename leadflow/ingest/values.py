@@ -152,14 +152,19 @@ def datetime_from_text(formats: tuple[str, ...], timezone: str) -> Callable[[str
     expected = "ISO 8601 (2017-03-01, 2017-03-01T10:00:00+02:00)"
     if formats:
         expected += " or " + ", ".join(formats)
+    # Each format's precompiled pattern, looked up once here rather than per cell.
+    readers = tuple((fmt, _numeric_format(fmt)) for fmt in formats)
+    in_utc = zone is UTC
 
     def read(text: str) -> datetime:
-        when = _read_datetime(text, formats)
+        when = _read_datetime(text, readers)
         if when is None:
             msg = f"expected a date as {expected}, got {text!r}"
             raise ValueError(msg)
         if when.tzinfo is None:
             when = when.replace(tzinfo=zone)
+            if in_utc:  # already what astimezone(UTC) would return
+                return when
         try:
             return when.astimezone(UTC)
         except OverflowError:  # year 1 east of UTC, or year 9999 west of it
@@ -188,7 +193,10 @@ def cached_text_parser(read: Callable[[str], T]) -> Callable[[object], T | None]
     return parse
 
 
-def _read_datetime(text: str, formats: tuple[str, ...]) -> datetime | None:
+_Reader = tuple[str, "tuple[re.Pattern[str], tuple[int, ...]] | None"]
+
+
+def _read_datetime(text: str, readers: tuple[_Reader, ...]) -> datetime | None:
     # Every form fromisoformat reads starts with a four-digit year; skipping it for other
     # texts (01-03-2017) saves raising and catching its error.
     if text[:4].isdigit():
@@ -196,17 +204,22 @@ def _read_datetime(text: str, formats: tuple[str, ...]) -> datetime | None:
             return datetime.fromisoformat(text)
         except ValueError:
             pass
-    for fmt in formats:
-        fast = _numeric_format(fmt)
+    for fmt, fast in readers:
         if fast is not None:
-            pattern, order = fast
+            pattern, (year, month, day, hour, minute, second) = fast
             found = pattern.match(text)
             if found is None or found.end() != len(text):
                 continue  # what strptime checks, with the same pattern: it would fail too
             parts = (*found.groups(), "0")
-            year, month, day, hour, minute, second = (int(parts[index]) for index in order)
             try:
-                return datetime(year, month, day, hour, minute, second)  # noqa: DTZ001
+                return datetime(  # noqa: DTZ001 (the zone is applied after)
+                    int(parts[year]),
+                    int(parts[month]),
+                    int(parts[day]),
+                    int(parts[hour]),
+                    int(parts[minute]),
+                    int(parts[second]),
+                )
             except ValueError:
                 pass  # 31-02-2017: strptime below refuses it the same way
         try:

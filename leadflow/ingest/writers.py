@@ -2,16 +2,19 @@
 
 On SQLite new rows go through the DBAPI's ``executemany`` with values already in the driver's
 form (this is the hot path of a large import); changed rows, which are few, go through
-SQLAlchemy Core. On PostgreSQL the batch is copied (``COPY``) into a temporary staging table,
-counted against the stored rows by one join and merged by one ``INSERT ... SELECT ... ON
-CONFLICT (external_id) DO UPDATE``, in the caller's transaction. A row whose ``source_hash`` matches the stored one is not written
+SQLAlchemy Core. On PostgreSQL a batch of keys the table does not hold is copied (``COPY``)
+straight into it; any other batch is copied into a temporary staging table and merged by one
+``INSERT ... SELECT ... ON CONFLICT (external_id) DO UPDATE ... RETURNING``; both in the
+caller's transaction. A row whose ``source_hash`` matches the stored one is not written
 at all, so a re-import never reverts what leadflow itself changed since (a stage, an owner).
+Either way the write tells which row ids it created and which it changed (:class:`Written`),
+so that what follows a batch (the stage history) touches only those.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -24,11 +27,12 @@ from sqlalchemy import (
     Table,
     bindparam,
     literal,
+    literal_column,
     select,
     update,
 )
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
@@ -72,6 +76,15 @@ class Counts:
         self.unchanged += other.unchanged
 
 
+class Written(NamedTuple):
+    """What one batch's write did: its counts, the ids of the rows it created (a ``range`` on
+    SQLite, whose new rows take the ids after the largest) and of those it changed."""
+
+    counts: Counts
+    created: Sequence[int]
+    changed: Sequence[int]
+
+
 @dataclass(frozen=True)
 class Shape:
     """Which columns a file writes, and what a new row gets for the columns it does not."""
@@ -113,11 +126,13 @@ class TableWriter:
             assignments["updated_at"] = now
         assignments.update(shape.update_extras)
         self._update = update(table).where(table.c.id == bindparam("v_id")).values(assignments)
+        self._last_id = f"SELECT max(id) FROM {table.name}"
         self._copy: _CopyMerge | None = None
         if dialect.name == "postgresql":
-            self._copy = _CopyMerge(shape, now, [self._converter(table.c[n].type) for n in names])
+            converters = [self._converter(table.c[n].type) for n in names]
+            self._copy = _CopyMerge(shape, now, converters, self._defaults)
 
-    def write(self, connection: Connection, rows: Sequence[Prepared]) -> Counts:
+    def write(self, connection: Connection, rows: Sequence[Prepared]) -> Written:
         """Write ``rows`` (unique keys) in the caller's transaction."""
         if self._copy is not None:
             return self._copy.write(connection, rows)
@@ -133,13 +148,18 @@ class TableWriter:
                 counts.unchanged += 1
             else:
                 changed.append(self._update_values(row, found[0]))
+        created: Sequence[int] = ()
         if fresh:
+            # The writing transaction holds SQLite's write lock, so the rows after the largest
+            # id before the insert are this batch's own.
+            last = connection.exec_driver_sql(self._last_id).scalar() or 0
             connection.exec_driver_sql(self._insert_sql, fresh)
+            created = range(last + 1, connection.exec_driver_sql(self._last_id).scalar_one() + 1)
         if changed:
             connection.execute(self._update, changed)
         counts.inserted = len(fresh)
         counts.updated = len(changed)
-        return counts
+        return Written(counts, created, [params["v_id"] for params in changed])
 
     def _insert_values(self, row: Prepared) -> tuple[Any, ...]:
         values = list(row.values)
@@ -171,23 +191,39 @@ class TableWriter:
 
 
 class _CopyMerge:
-    """PostgreSQL: COPY a batch into a staging table, count it, then merge it.
+    """PostgreSQL: COPY a batch of new rows into the table, or into a staging table to merge.
 
-    The staging table is temporary, has the target's column types (so COPY reads each value as
-    an INSERT would) and no index; it is created on a batch's first write in its transaction and
-    dropped at commit (a strict import's one transaction empties it between batches). One join
-    counts the new rows (no stored row with the key) and the unchanged ones (the stored
-    ``source_hash`` is the row's), as the SQLite path's lookup does. The merge inserts the new
-    rows with the defaults a new row gets and updates the changed ones as the UPDATE of the
-    SQLite path does (``source_hash``, ``updated_at``, the shape's extra SET expressions), all in
-    one statement; an unchanged row is not written.
+    A batch none of whose keys is stored (the bulk of a first import) is copied straight into
+    the table with the defaults a new row gets, under a savepoint: should another transaction
+    have stored one of its keys since the check, the copy is undone and the batch merged.
+
+    Otherwise the batch goes through a staging table: temporary, with the target's column types
+    (so COPY reads each value as an INSERT would) and no index; it is created on a batch's first
+    write in its transaction and dropped at commit (a strict import's one transaction empties
+    it between batches). The merge inserts the new rows with the defaults a new row gets and
+    updates the changed ones as the UPDATE of the SQLite path does (``source_hash``,
+    ``updated_at``, the shape's extra SET expressions), all in one statement; an unchanged row
+    (the stored ``source_hash`` is the row's) is not written.
     """
 
     def __init__(
-        self, shape: Shape, now: datetime, converters: list[Callable[[Any], Any] | None]
+        self,
+        shape: Shape,
+        now: datetime,
+        converters: list[Callable[[Any], Any] | None],
+        new_row: tuple[Any, ...],
     ) -> None:
         table = shape.table
         self.names = (*shape.columns, "external_id", "source_hash")
+        self._new_row = new_row
+        """The driver's values of the defaults a new row gets (``shape.defaults``' order)."""
+        self._copy_new_sql = (
+            f"COPY {table.name} ({', '.join((*self.names, *shape.defaults))}) FROM STDIN"
+        )
+        self._any_stored = (
+            f"SELECT EXISTS (SELECT FROM {table.name} WHERE external_id = ANY(%(keys)s))"
+        )
+        self._ids = f"SELECT id FROM {table.name} WHERE external_id = ANY(%(keys)s)"
         self._converters = [
             (index, convert)
             for index, convert in enumerate(converters[: len(shape.columns)])
@@ -200,18 +236,6 @@ class _CopyMerge:
             f"SELECT {', '.join(self.names)} FROM {table.name} WITH NO DATA"
         )
         self._copy_sql = f"COPY {self.staging} ({', '.join(self.names)}) FROM STDIN"
-        # Each stored row is found by a correlated subquery, i.e. one probe of the external_id
-        # index per staged row: a join let the planner, whose statistics of a table being
-        # filled lag far behind, scan the whole table for every batch.
-        stored = (
-            f"(SELECT coalesce(t.source_hash, '') FROM {table.name} t "
-            f"WHERE t.external_id = s.external_id)"
-        )
-        self._count = (  # MATERIALIZED: one probe per row, not one per use of its result
-            f"WITH found AS MATERIALIZED (SELECT {stored} AS stored, s.source_hash "
-            f"FROM {self.staging} s) SELECT count(*) FILTER (WHERE stored IS NULL), "
-            "count(*) FILTER (WHERE stored = source_hash) FROM found"
-        )
         defaults = [
             literal(value, type_=table.c[name].type).label(name)
             for name, value in shape.defaults.items()
@@ -223,7 +247,9 @@ class _CopyMerge:
         )
         # Unchanged rows are left out before ON CONFLICT sees them: its WHERE would refuse to
         # update them, but only after locking each one, which writes to every such row's page.
-        # A scalar subquery, not a join, as for the count above.
+        # Each stored row is found by a correlated subquery, i.e. one probe of the external_id
+        # index per staged row: a join let the planner, whose statistics of a table being
+        # filled lag far behind, scan the whole table for every batch.
         insert = postgresql.insert(table).from_select(
             [*self.names, *shape.defaults],
             select(*(staged.c[n] for n in self.names), *defaults).where(
@@ -237,34 +263,45 @@ class _CopyMerge:
             assignments["updated_at"] = now
         for name, expression in shape.update_extras.items():
             assignments[name] = _incoming(expression, excluded)
+        # A row the statement inserted has no locking transaction (xmax 0); one it updated
+        # has this one's: the merge tells which it created, in the same pass.
         self._merge = insert.on_conflict_do_update(
             index_elements=[table.c.external_id],
             set_=assignments,
             where=table.c.source_hash.is_distinct_from(excluded.source_hash),
-        )
+        ).returning(table.c.id, literal_column(f"{table.name}.xmax = 0"))
 
-    def write(self, connection: Connection, rows: Sequence[Prepared]) -> Counts:
+    def write(self, connection: Connection, rows: Sequence[Prepared]) -> Written:
         if not rows:
-            return Counts()
+            return Written(Counts(), (), ())
+        keys = {"keys": [row.key for row in rows]}
+        if not connection.exec_driver_sql(self._any_stored, keys).scalar():
+            copied = self._copy_new(connection, rows, keys)
+            if copied is not None:
+                return copied
         connection.exec_driver_sql(self._create)
         connection.exec_driver_sql(f"TRUNCATE {self.staging}")
-        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        _copy(connection, self._copy_sql, (self._copy_values(row) for row in rows))
+        created: list[int] = []
+        changed: list[int] = []
+        for row_id, inserted in connection.execute(self._merge):
+            (created if inserted else changed).append(row_id)
+        unchanged = len(rows) - len(created) - len(changed)
+        return Written(Counts(len(created), len(changed), unchanged), created, changed)
+
+    def _copy_new(
+        self, connection: Connection, rows: Sequence[Prepared], keys: dict[str, list[str]]
+    ) -> Written | None:
+        """Copy ``rows`` (none of them stored at the check) straight in; None if one was since."""
+        defaults = self._new_row
+        new_rows = ((*self._copy_values(row), *defaults) for row in rows)
         try:
-            with cursor.copy(self._copy_sql) as copy:
-                for row in rows:
-                    copy.write_row(self._copy_values(row))
-        except Exception as exc:
-            # As SQLAlchemy wraps a statement's error: callers catch DataError and its kin.
-            error = type(exc)
-            dbapi = connection.dialect.loaded_dbapi
-            if not issubclass(error, dbapi.Error):
-                raise
-            raise DBAPIError.instance(self._copy_sql, None, exc, dbapi.Error) from exc
-        finally:
-            cursor.close()
-        new, unchanged = connection.exec_driver_sql(self._count).one()
-        connection.execute(self._merge)
-        return Counts(inserted=new, updated=len(rows) - new - unchanged, unchanged=unchanged)
+            with connection.begin_nested():  # any error undoes the copy, and only the copy
+                _copy(connection, self._copy_new_sql, new_rows)
+        except IntegrityError:
+            return None
+        created = [row_id for (row_id,) in connection.exec_driver_sql(self._ids, keys)]
+        return Written(Counts(inserted=len(rows)), created, ())
 
     def _copy_values(self, row: Prepared) -> tuple[Any, ...]:
         values = list(row.values)
@@ -273,6 +310,24 @@ class _CopyMerge:
             if value is not None:
                 values[index] = convert(value)
         return (*values, row.key, row.source_hash)
+
+
+def _copy(connection: Connection, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
+    """``COPY ... FROM STDIN`` of ``rows``, its errors raised as SQLAlchemy raises a statement's
+    (callers catch DataError and its kin)."""
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        with cursor.copy(sql) as copy:
+            for row in rows:
+                copy.write_row(row)
+    except Exception as exc:
+        error = type(exc)
+        dbapi = connection.dialect.loaded_dbapi
+        if not issubclass(error, dbapi.Error):
+            raise
+        raise DBAPIError.instance(sql, None, exc, dbapi.Error) from exc
+    finally:
+        cursor.close()
 
 
 def _incoming(expression: ColumnElement[Any], excluded: Any) -> ColumnElement[Any]:

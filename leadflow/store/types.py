@@ -47,4 +47,6 @@ def sqlite_timestamp(value: datetime) -> str:
     .%(microsecond)06d``, which is ``isoformat`` with a space (strftime's ``%Y`` would not pad a
     year before 1000, and costs more).
     """
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    if value.tzinfo is not UTC:  # an import's times mostly are UTC already
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
