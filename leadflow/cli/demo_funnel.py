@@ -39,7 +39,7 @@ from leadflow.outbox.delivery import drain
 from leadflow.rule_language.model import RuleSet
 from leadflow.settings import Settings
 from leadflow.store.database import create_store_engine, migrate
-from leadflow.store.stage_history import record_entries
+from leadflow.store.stage_history import record_written
 from leadflow.store.tables import ACTIVITIES, DEALS, LEADS, REPS
 
 START = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)  # a Monday morning
@@ -298,5 +298,5 @@ def _crm_closes(engine: Engine, closing: list[Closing], now: datetime) -> None:
                 )
             )
             if result.rowcount:
-                closed.append(deal.external_id)
-        record_entries(connection, "deals", closed, cause="import", source="demo", now=now)
+                closed.append(deal.deal_id)
+        record_written(connection, "deals", [], closed, cause="import", source="demo", now=now)

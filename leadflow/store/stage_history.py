@@ -75,16 +75,6 @@ def deal_position() -> ColumnElement[str]:
     return case((DEALS.c.outcome.is_not(None), DEALS.c.outcome), else_=DEALS.c.stage)
 
 
-def record_entries(
-    connection: Connection, kind: str, *, cause: str, source: str | None, now: datetime
-) -> None:
-    """Record, for every lead or deal (``kind`` ``leads`` or ``deals``), its entry into its
-    current stage if its history does not end there: a new one's first stage, a changed one's
-    new stage. Leads enter at ``stage_entered_at`` (an import's historical time included); deals
-    at ``closed_at`` when closed, else when engaged (new) or ``now``."""
-    connection.execute(_entries(kind, cause, source, now))
-
-
 def record_written(
     connection: Connection,
     kind: str,
