@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Subquery, and_, case, func, literal, or_, select, union_all
+from sqlalchemy import Connection, Subquery, and_, case, func, literal, select, union_all
 
+from leadflow.funnel.entry_keys import entry_key, key_owner
 from leadflow.funnel.groups import labelled, lead_group
 from leadflow.funnel.history import is_entry
 from leadflow.funnel.period import Period
@@ -76,99 +77,67 @@ def conversions(
         for low, high in pairs:
             base, converted = counts.get((group, low), 0), counts.get((group, high), 0)
             found.append(Conversion(group, "period", low, high, base, converted))
-    for low, high in pairs if cohorts else ():
-        found += _cohort(connection, period, low, high)
+    if cohorts:
+        found += _cohorts(connection, period, pairs)
     return sorted(found, key=lambda c: (c.kind, c.group))
 
 
-def _cohort(connection: Connection, period: Period, low: str, high: str) -> list[Conversion]:
-    """Of the leads whose first entry into ``low`` in the period, those entering ``high``
-    after it (later time, or the same time recorded after) by the period's end.
+def _cohorts(
+    connection: Connection, period: Period, pairs: Sequence[tuple[str, str]]
+) -> list[Conversion]:
+    """For each (low, high) of ``pairs``: of the leads whose first entry into ``low`` is in the
+    period, those entering ``high`` after it (later time, or the same time recorded after) by
+    the period's end.
 
-    Read from ``stage_changes`` itself, not from the stays: the cohort's rows come from the
-    ``(to_stage, at)`` index and each lead's later entries from the ``(lead_id, id)`` one."""
+    One pass over each lead's entries before the end, grouped by lead (the ``(lead_id, at, id,
+    ...)`` index hands them over lead by lead, so nothing is sorted): per pair, the first entry
+    into ``low`` in the period and the last into ``high`` as the min and max of their
+    :func:`entry_key`; the lead converted if the last comes after the first."""
+    if not pairs:
+        return []
+    dialect = connection.dialect.name
     changes = STAGE_CHANGES.c
-    first = (
-        select(
-            changes.lead_id.label("subject_id"),
-            changes.id,
-            changes.at.label("entered"),
-            changes.to_owner_id.label("owner_id"),
-            func.row_number()
-            .over(partition_by=changes.lead_id, order_by=(changes.at, changes.id))
-            .label("nth"),
-        )
-        .where(
-            changes.lead_id.is_not(None),
-            changes.to_stage == low,
-            is_entry(),
-            _within(changes.at, period),
-        )
-        .subquery("cohort")
-    )
-    # The latest entry into ``high`` before the end, per lead: one pass over the (to_stage, at)
-    # index joined to the cohort, where a correlated EXISTS made SQLite scan every ``high``
-    # entry for each lead. The latest entry is after the cohort's entry if any one is.
-    last = (
-        select(
-            changes.lead_id,
-            changes.id,
-            changes.at,
-            func.row_number()
-            .over(partition_by=changes.lead_id, order_by=(changes.at.desc(), changes.id.desc()))
-            .label("nth"),
-        )
-        .where(
-            changes.lead_id.is_not(None),
-            changes.to_stage == high,
-            is_entry(),
-            changes.at < instant(period.end),
-        )
-        .subquery("reached")
-    )
-    # One row per lead by aggregation (a sort), where a join of the two let SQLite scan one
-    # side for each row of the other.
-    rows = union_all(
-        select(
-            first.c.subject_id.label("lead_id"),
-            first.c.entered.label("at"),
-            first.c.id,
-            first.c.owner_id,
-            literal(0).label("side"),
-        ).where(first.c.nth == 1),
-        select(last.c.lead_id, last.c.at, last.c.id, literal(None), literal(1)).where(
-            last.c.nth == 1
-        ),
-    ).subquery("sides")
-
-    def on(side: int, column: Any) -> Any:
-        return func.max(case((rows.c.side == side, column), else_=None))
-
+    start = instant(period.start)
+    key = entry_key(dialect, changes.at, changes.id, changes.to_owner_id)
+    columns: list[Any] = [changes.lead_id.label("subject_id")]
+    for n, (low, high) in enumerate(pairs):
+        first = and_(changes.to_stage == low, changes.at >= start)
+        columns += [
+            func.min(case((first, key))).label(f"first_{n}"),
+            func.min(case((first, changes.at))).label(f"entered_{n}"),
+            func.max(case((changes.to_stage == high, key))).label(f"last_{n}"),
+        ]
     per_lead = (
-        select(
-            rows.c.lead_id.label("subject_id"),
-            on(0, rows.c.at).label("entered"),
-            on(0, rows.c.id).label("id"),
-            on(0, rows.c.owner_id).label("owner_id"),
-            on(1, rows.c.at).label("last_at"),
-            on(1, rows.c.id).label("last_id"),
+        select(*columns)
+        .where(changes.lead_id.is_not(None), is_entry(), changes.at < instant(period.end))
+        .group_by(changes.lead_id)
+        .cte("per_lead")
+    )
+    counted = []
+    for n in range(len(pairs)):
+        first, last = per_lead.c[f"first_{n}"], per_lead.c[f"last_{n}"]
+        expression = lead_group(
+            period.by,
+            per_lead.c.subject_id,
+            key_owner(first),
+            per_lead.c[f"entered_{n}"],
+            dialect,
+            instant(period.end),
         )
-        .group_by(rows.c.lead_id)
-        .subquery("per_lead")
-    )
-    reached = or_(
-        per_lead.c.last_at > per_lead.c.entered,
-        and_(per_lead.c.last_at == per_lead.c.entered, per_lead.c.last_id > per_lead.c.id),
-    )
-    grp = _group(connection, period, per_lead, per_lead.c.entered)
-    query = (
-        select(grp, func.count(), func.sum(case((reached, 1), else_=0)))
-        .where(per_lead.c.entered.is_not(None))
-        .group_by(grp)
-    )
+        grp = labelled(expression)
+        counted.append(
+            select(
+                literal(n).label("pair"),
+                grp,
+                func.count(),
+                func.sum(case((last > first, 1), else_=0)),
+            )
+            .where(first.is_not(None))
+            .group_by(grp)
+        )
+    rows = sorted(connection.execute(union_all(*counted)), key=lambda row: (row[0], row[1]))
     return [
-        Conversion(row[0], "cohort", low, high, int(row[1]), int(row[2] or 0))
-        for row in connection.execute(query)
+        Conversion(row[1], "cohort", *pairs[row[0]], int(row[2]), int(row[3] or 0)) for row in rows
     ]
 
 
@@ -177,7 +146,7 @@ def requalified(
 ) -> list[Conversion]:
     """Leads recycled in the period (their first such entry) that became MQLs again by the end,
     as a cohort conversion ``recycled -> mql``."""
-    return _cohort(connection, period, recycled, mql)
+    return _cohorts(connection, period, [(recycled, mql)])
 
 
 def _group(connection: Connection, period: Period, rows: Subquery, at: Any) -> Any:
