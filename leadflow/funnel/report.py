@@ -15,6 +15,7 @@ from leadflow.funnel.attribution import Attribution, attribution
 from leadflow.funnel.period import Grouping, Period
 from leadflow.funnel.pipeline import PipelineLine, open_value_by_stage, pipeline
 from leadflow.funnel.sla import SlaLine, sla_compliance
+from leadflow.funnel.sql import room_to_sort
 from leadflow.funnel.stages import Conversion, conversions, entries_by_stage, requalified
 from leadflow.funnel.time_in_stage import StageTime, stage_times
 from leadflow.settings import Settings
@@ -50,6 +51,7 @@ def build_report(engine: Engine, settings: Settings, period: Period, now: dateti
     weekly = Period(period.start, period.end, Grouping.week)
     by_product = Period(period.start, period.end, Grouping.product)
     with engine.connect() as connection, connection.begin():
+        room_to_sort(connection)
         entries = entries_by_stage(connection, period)
         return Report(
             period=period,

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Connection,
     Float,
     Select,
     Subquery,
@@ -24,6 +25,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
 )
 from sqlalchemy import case as sql_case
 
@@ -96,6 +98,18 @@ def _bounds(size: Any, percent: int) -> tuple[Any, Any]:
     percentile lies from it towards the next rank (a fraction)."""
     steps = (size - 1) * percent
     return steps // 100 + 1, cast(steps % 100, Float) / 100.0
+
+
+SORT_MEMORY = "128MB"
+"""PostgreSQL's ``work_mem`` for a report's transaction: the percentiles sort every stay of the
+period, which at a million leads spills the default 4MB to disk several times over."""
+
+
+def room_to_sort(connection: Connection) -> None:
+    """Give this transaction's sorts :data:`SORT_MEMORY` on PostgreSQL (``SET LOCAL``: it ends
+    with the transaction); SQLite sorts in memory anyway."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text(f"SET LOCAL work_mem = '{SORT_MEMORY}'"))
 
 
 def share(part: int, whole: int) -> float | None:

@@ -98,28 +98,38 @@ def _cohorts(
     dialect = connection.dialect.name
     changes = STAGE_CHANGES.c
     start = instant(period.start)
-    key = entry_key(dialect, changes.at, changes.id, changes.to_owner_id)
-    columns: list[Any] = [changes.lead_id.label("subject_id")]
-    for n, (low, high) in enumerate(pairs):
-        first = and_(changes.to_stage == low, changes.at >= start)
-        columns += [
-            func.min(case((first, key))).label(f"first_{n}"),
-            func.min(case((first, changes.at))).label(f"entered_{n}"),
-            func.max(case((changes.to_stage == high, key))).label(f"last_{n}"),
-        ]
-    per_lead = (
-        select(*columns)
+    # Each entry's key worked out once, then read by the aggregates of every pair.
+    entries = (
+        select(
+            changes.lead_id,
+            changes.to_stage,
+            changes.at,
+            entry_key(dialect, changes.at, changes.id, changes.to_owner_id).label("key"),
+        )
         .where(changes.lead_id.is_not(None), is_entry(), changes.at < instant(period.end))
-        .group_by(changes.lead_id)
-        .cte("per_lead")
+        # In the index's order, so grouping by lead sorts nothing; OFFSET 0 keeps PostgreSQL
+        # from inlining the key into each aggregate below (it would format a row's key once
+        # per pair and side instead of once).
+        .order_by(changes.lead_id)
+        .offset(0)
+        .subquery("entries")
     )
+    columns: list[Any] = [entries.c.lead_id.label("subject_id")]
+    for n, (low, high) in enumerate(pairs):
+        first = and_(entries.c.to_stage == low, entries.c.at >= start)
+        columns += [
+            func.min(case((first, entries.c.key))).label(f"first_{n}"),
+            func.min(case((first, entries.c.at))).label(f"entered_{n}"),
+            func.max(case((entries.c.to_stage == high, entries.c.key))).label(f"last_{n}"),
+        ]
+    per_lead = select(*columns).group_by(entries.c.lead_id).cte("per_lead")
     counted = []
     for n in range(len(pairs)):
         first, last = per_lead.c[f"first_{n}"], per_lead.c[f"last_{n}"]
         expression = lead_group(
             period.by,
             per_lead.c.subject_id,
-            key_owner(first),
+            key_owner(dialect, first),
             per_lead.c[f"entered_{n}"],
             dialect,
             instant(period.end),
