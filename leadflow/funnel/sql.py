@@ -105,11 +105,13 @@ SORT_MEMORY = "128MB"
 period, which at a million leads spills the default 4MB to disk several times over."""
 
 
-def room_to_sort(connection: Connection) -> None:
-    """Give this transaction's sorts :data:`SORT_MEMORY` on PostgreSQL (``SET LOCAL``: it ends
-    with the transaction); SQLite sorts in memory anyway."""
+def settings_for_report(connection: Connection) -> None:
+    """On PostgreSQL, for this transaction only (``SET LOCAL``): :data:`SORT_MEMORY` for its
+    sorts, and no JIT compilation, which the planner's estimates for the per-conversion probes
+    turn on at a cost (about 0.7 s of compiling) that the report's queries never win back."""
     if connection.dialect.name == "postgresql":
         connection.execute(text(f"SET LOCAL work_mem = '{SORT_MEMORY}'"))
+        connection.execute(text("SET LOCAL jit = off"))
 
 
 def share(part: int, whole: int) -> float | None:

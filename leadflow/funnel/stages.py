@@ -71,21 +71,42 @@ def conversions(
     ``cohorts``, cohort conversion for each (from, to) of ``pairs``, per group."""
     if counts is None:
         counts = entries_by_stage(connection, period)
+    found = _cohorts(connection, period, pairs) if cohorts else []
+    return _with_period(counts, pairs, [c for pair in found for c in pair])
+
+
+def conversions_and_requalified(
+    connection: Connection,
+    period: Period,
+    pairs: Sequence[tuple[str, str]],
+    requalify: tuple[str, str],
+    counts: dict[tuple[str, str], int],
+) -> tuple[list[Conversion], list[Conversion]]:
+    """:func:`conversions` of ``pairs`` and :func:`requalified` (``requalify`` is its
+    (recycled, mql)), with the cohorts of both counted in the same pass over the history."""
+    *found, again = _cohorts(connection, period, [*pairs, requalify])
+    return _with_period(counts, pairs, [c for pair in found for c in pair]), again
+
+
+def _with_period(
+    counts: dict[tuple[str, str], int],
+    pairs: Sequence[tuple[str, str]],
+    cohorts: list[Conversion],
+) -> list[Conversion]:
+    """The period conversions of ``pairs`` from ``counts``, with ``cohorts``, by kind and group."""
     groups = sorted({group for group, _stage in counts})
     found: list[Conversion] = []
     for group in groups:
         for low, high in pairs:
             base, converted = counts.get((group, low), 0), counts.get((group, high), 0)
             found.append(Conversion(group, "period", low, high, base, converted))
-    if cohorts:
-        found += _cohorts(connection, period, pairs)
-    return sorted(found, key=lambda c: (c.kind, c.group))
+    return sorted(found + cohorts, key=lambda c: (c.kind, c.group))
 
 
 def _cohorts(
     connection: Connection, period: Period, pairs: Sequence[tuple[str, str]]
-) -> list[Conversion]:
-    """For each (low, high) of ``pairs``: of the leads whose first entry into ``low`` is in the
+) -> list[list[Conversion]]:
+    """For each (low, high) of ``pairs``, its conversions by group: of the leads whose first entry into ``low`` is in the
     period, those entering ``high`` after it (later time, or the same time recorded after) by
     the period's end.
 
@@ -145,10 +166,11 @@ def _cohorts(
             .where(first.is_not(None))
             .group_by(grp)
         )
-    rows = sorted(connection.execute(union_all(*counted)), key=lambda row: (row[0], row[1]))
-    return [
-        Conversion(row[1], "cohort", *pairs[row[0]], int(row[2]), int(row[3] or 0)) for row in rows
-    ]
+    found: list[list[Conversion]] = [[] for _ in pairs]
+    for row in sorted(connection.execute(union_all(*counted)), key=lambda row: (row[0], row[1])):
+        low, high = pairs[row[0]]
+        found[row[0]].append(Conversion(row[1], "cohort", low, high, int(row[2]), int(row[3] or 0)))
+    return found
 
 
 def requalified(
@@ -156,7 +178,7 @@ def requalified(
 ) -> list[Conversion]:
     """Leads recycled in the period (their first such entry) that became MQLs again by the end,
     as a cohort conversion ``recycled -> mql``."""
-    return _cohorts(connection, period, [(recycled, mql)])
+    return _cohorts(connection, period, [(recycled, mql)])[0]
 
 
 def _group(connection: Connection, period: Period, rows: Subquery, at: Any) -> Any:
