@@ -19,9 +19,12 @@ from sqlalchemy import Connection, Subquery, and_, case, func, literal, select, 
 from leadflow.funnel.entry_keys import entry_key, key_owner
 from leadflow.funnel.groups import labelled, lead_group
 from leadflow.funnel.history import is_entry
-from leadflow.funnel.period import Period
+from leadflow.funnel.period import Grouping, Period
 from leadflow.funnel.sql import instant, share
 from leadflow.store.tables import STAGE_CHANGES
+
+BY_ENTRY = (Grouping.rep, Grouping.week)
+"""Groupings that depend on the cohort's entry (its owner, its week), not on the lead alone."""
 
 
 @dataclass(frozen=True)
@@ -120,30 +123,31 @@ def _cohorts(
     changes = STAGE_CHANGES.c
     start = instant(period.start)
     # Each entry's key worked out once, then read by the aggregates of every pair.
-    entries = (
-        select(
-            changes.lead_id,
-            changes.to_stage,
-            changes.at,
-            entry_key(dialect, changes.at, changes.id, changes.to_owner_id).label("key"),
-        )
-        .where(changes.lead_id.is_not(None), is_entry(), changes.at < instant(period.end))
-        # In the index's order, so grouping by lead sorts nothing; OFFSET 0 keeps PostgreSQL
-        # from inlining the key into each aggregate below (it would format a row's key once
-        # per pair and side instead of once).
-        .order_by(changes.lead_id)
-        .offset(0)
-        .subquery("entries")
-    )
+    rows = select(
+        changes.lead_id,
+        changes.to_stage,
+        changes.at,
+        entry_key(dialect, changes.at, changes.id, changes.to_owner_id).label("key"),
+    ).where(changes.lead_id.is_not(None), is_entry(), changes.at < instant(period.end))
+    if dialect == "postgresql":
+        # OFFSET 0 keeps PostgreSQL from inlining the key into each aggregate below (it would
+        # build a row's key once per pair and side instead of once); in the index's order, so
+        # grouping by lead sorts nothing. SQLite reads the subquery flattened, as it should.
+        rows = rows.order_by(changes.lead_id).offset(0)
+    entries = rows.subquery("entries")
     columns: list[Any] = [entries.c.lead_id.label("subject_id")]
     for n, (low, high) in enumerate(pairs):
         first = and_(entries.c.to_stage == low, entries.c.at >= start)
         columns += [
             func.min(case((first, entries.c.key))).label(f"first_{n}"),
-            func.min(case((first, entries.c.at))).label(f"entered_{n}"),
             func.max(case((entries.c.to_stage == high, entries.c.key))).label(f"last_{n}"),
         ]
-    per_lead = select(*columns).group_by(entries.c.lead_id).cte("per_lead")
+        if period.by in BY_ENTRY:
+            columns.append(func.min(case((first, entries.c.at))).label(f"entered_{n}"))
+    per_lead_rows = select(*columns).group_by(entries.c.lead_id)
+    if period.by not in BY_ENTRY:
+        return _counted_at_once(connection, period, pairs, per_lead_rows.subquery("per_lead"))
+    per_lead = per_lead_rows.cte("per_lead")
     counted = []
     for n in range(len(pairs)):
         first, last = per_lead.c[f"first_{n}"], per_lead.c[f"last_{n}"]
@@ -170,6 +174,30 @@ def _cohorts(
     for row in sorted(connection.execute(union_all(*counted)), key=lambda row: (row[0], row[1])):
         low, high = pairs[row[0]]
         found[row[0]].append(Conversion(row[1], "cohort", low, high, int(row[2]), int(row[3] or 0)))
+    return found
+
+
+def _counted_at_once(
+    connection: Connection, period: Period, pairs: Sequence[tuple[str, str]], per_lead: Subquery
+) -> list[list[Conversion]]:
+    """The cohorts of every pair counted in one grouping of ``per_lead``, for a grouping that
+    depends on the lead alone (not on the cohort's entry): a pair whose cohort is empty in a
+    group has no line there, as when each pair is grouped apart."""
+    dialect = connection.dialect.name
+    grp = labelled(
+        lead_group(period.by, per_lead.c.subject_id, None, None, dialect, instant(period.end))
+    )
+    sums: list[Any] = []
+    for n in range(len(pairs)):
+        first, last = per_lead.c[f"first_{n}"], per_lead.c[f"last_{n}"]
+        sums.append(func.sum(case((first.is_not(None), 1), else_=0)))
+        sums.append(func.sum(case((last > first, 1), else_=0)))
+    found: list[list[Conversion]] = [[] for _ in pairs]
+    for row in sorted(connection.execute(select(grp, *sums).group_by(grp)), key=lambda r: r[0]):
+        for n, (low, high) in enumerate(pairs):
+            base, converted = int(row[1 + 2 * n] or 0), int(row[2 + 2 * n] or 0)
+            if base:
+                found[n].append(Conversion(row[0], "cohort", low, high, base, converted))
     return found
 
 
