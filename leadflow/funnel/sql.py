@@ -19,6 +19,7 @@ from sqlalchemy import (
     Connection,
     Float,
     Select,
+    String,
     Subquery,
     cast,
     func,
@@ -58,17 +59,19 @@ def quantiles(
     percents: Sequence[int],
     *,
     sums: Sequence[str] = (),
+    dialect: str = "sqlite",
 ) -> Select[Any]:
     """Per group of ``values`` (columns ``groups``): ``size`` (how many), the ``q{p}``
     percentile (percentile_cont) of column ``value`` for each of ``percents``, and the sum of
     each column of ``sums`` under its own name."""
     keys = [values.c[name] for name in groups]
+    partition = [_bytewise(key, dialect) for key in keys]
     ranked = select(
         *keys,
-        *(func.sum(values.c[name]).over(partition_by=keys).label(name) for name in sums),
+        *(func.sum(values.c[name]).over(partition_by=partition).label(name) for name in sums),
         values.c[value].label("v"),
-        func.row_number().over(partition_by=keys, order_by=values.c[value]).label("rn"),
-        func.count().over(partition_by=keys).label("n"),
+        func.row_number().over(partition_by=partition, order_by=values.c[value]).label("rn"),
+        func.count().over(partition_by=partition).label("n"),
     ).subquery()
     bounds = [_bounds(ranked.c.n, percent) for percent in percents]
     # Only the two ranks around each percentile count: the rows of the other ranks are dropped
@@ -91,6 +94,20 @@ def quantiles(
     if groups:
         query = query.group_by(*(ranked.c[name] for name in groups))
     return query
+
+
+def _bytewise(column: Any, dialect: str) -> Any:
+    """A text group key compared byte by byte on PostgreSQL: the groups are the same (equal is
+    equal in any deterministic collation), and the percentiles' sort of every value no longer
+    asks the locale (``C.UTF-8`` included) to compare each pair of keys."""
+    if dialect == "postgresql" and _is_text(column.type):
+        return column.collate("C")
+    return column
+
+
+def _is_text(kind: Any) -> bool:
+    """Whether a column type holds text (``String``, or a decorator of it like SQLModel's)."""
+    return isinstance(getattr(kind, "impl_instance", kind), String)
 
 
 def _bounds(size: Any, percent: int) -> tuple[Any, Any]:

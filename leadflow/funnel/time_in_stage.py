@@ -72,7 +72,9 @@ def stage_times(
         .subquery("measured")
     )
     stats: dict[int, dict[tuple[str, str], Any]] = {ENDED: {}, OPEN: {}}
-    query = quantiles(measured, ["side", "grp", "stage"], "days", [50, 90], sums=["stalled"])
+    query = quantiles(
+        measured, ["side", "grp", "stage"], "days", [50, 90], sums=["stalled"], dialect=dialect
+    )
     for r in connection.execute(query):
         stats[r.side][(r.grp, r.stage)] = r
     closed_stats, open_stats = stats[ENDED], stats[OPEN]
