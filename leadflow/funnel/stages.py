@@ -14,7 +14,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Subquery, and_, case, func, literal, select, union_all
+from sqlalchemy import (
+    CTE,
+    Connection,
+    Select,
+    Subquery,
+    and_,
+    case,
+    func,
+    literal,
+    select,
+    union_all,
+)
 
 from leadflow.funnel.entry_keys import entry_key, key_owner
 from leadflow.funnel.groups import labelled, lead_group
@@ -109,9 +120,9 @@ def _with_period(
 def _cohorts(
     connection: Connection, period: Period, pairs: Sequence[tuple[str, str]]
 ) -> list[list[Conversion]]:
-    """For each (low, high) of ``pairs``, its conversions by group: of the leads whose first entry into ``low`` is in the
-    period, those entering ``high`` after it (later time, or the same time recorded after) by
-    the period's end.
+    """For each (low, high) of ``pairs``, its conversions by group: of the leads whose first
+    entry into ``low`` is in the period, those entering ``high`` after it (later time, or the
+    same time recorded after) by the period's end.
 
     One pass over each lead's entries before the end, grouped by lead (the ``(lead_id, at, id,
     ...)`` index hands them over lead by lead, so nothing is sorted): per pair, the first entry
@@ -119,6 +130,17 @@ def _cohorts(
     :func:`entry_key`; the lead converted if the last comes after the first."""
     if not pairs:
         return []
+    per_lead = _per_lead(connection, period, pairs)
+    if period.by not in BY_ENTRY:
+        return _counted_at_once(connection, period, pairs, per_lead.subquery("per_lead"))
+    return _counted_by_entry(connection, period, pairs, per_lead.cte("per_lead"))
+
+
+def _per_lead(
+    connection: Connection, period: Period, pairs: Sequence[tuple[str, str]]
+) -> Select[Any]:
+    """One row per lead: ``first_{n}`` and ``last_{n}`` keys of each pair ``n`` (and
+    ``entered_{n}``, the first entry's time, when the grouping reads it)."""
     dialect = connection.dialect.name
     changes = STAGE_CHANGES.c
     start = instant(period.start)
@@ -144,10 +166,14 @@ def _cohorts(
         ]
         if period.by in BY_ENTRY:
             columns.append(func.min(case((first, entries.c.at))).label(f"entered_{n}"))
-    per_lead_rows = select(*columns).group_by(entries.c.lead_id)
-    if period.by not in BY_ENTRY:
-        return _counted_at_once(connection, period, pairs, per_lead_rows.subquery("per_lead"))
-    per_lead = per_lead_rows.cte("per_lead")
+    return select(*columns).group_by(entries.c.lead_id)
+
+
+def _counted_by_entry(
+    connection: Connection, period: Period, pairs: Sequence[tuple[str, str]], per_lead: CTE
+) -> list[list[Conversion]]:
+    """The cohorts of each pair grouped apart, by its first entry's owner or week."""
+    dialect = connection.dialect.name
     counted = []
     for n in range(len(pairs)):
         first, last = per_lead.c[f"first_{n}"], per_lead.c[f"last_{n}"]
