@@ -1,7 +1,7 @@
 """Report benchmark: ``build_report`` over N leads with their stage history, on SQLite and
 PostgreSQL, beside a naive pure-Python loop over the same rows in the same run.
 
-    .venv/bin/python bench/report_bench.py [--leads N] [--stores sqlite,postgresql]
+    .venv/bin/python bench/report_bench.py [--leads N] [--stores sqlite,postgresql] [--families]
 
 The store gets N leads (default 1,000,000), each with one to four stage entries over 26 weeks
 (about 2.2 N ``stage_changes`` rows), a deal for every tenth lead (half of them won, a quarter
@@ -10,7 +10,10 @@ is built (every family: entries, cohort and period conversion, time in stage wit
 pipeline, SLA compliance, attribution, weekly conversion), and the naive loop computes a part
 of it (entries per stage, median days in stage, win rate and average won cycle per product) by
 reading every history and deal row into Python. Both figures are printed with the machine's
-load average, since the machine may be shared.
+load average, since the machine may be shared. With ``--families``, each metric family is then
+timed on its own too (in one transaction, as the report runs them), with the process's CPU
+time beside the wall time: on SQLite the queries run in this process, so the CPU time says what
+the work costs when other processes slow the wall clock down.
 
 PostgreSQL is ``LEADFLOW_BENCH_PG_URL`` (default: the local server's ``test`` database), in a
 schema of its own, dropped afterwards.
@@ -19,6 +22,7 @@ schema of its own, dropped afterwards.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import random
 import statistics
@@ -27,13 +31,13 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy import Connection, Engine, create_engine, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -42,8 +46,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.machine import describe
 from leadflow.config import load_settings
 from leadflow.engine.batch_writes import _insert
-from leadflow.funnel.period import Period
-from leadflow.funnel.report import build_report
+from leadflow.engine.business_hours import calendar_named
+from leadflow.funnel.attribution import attribution
+from leadflow.funnel.period import Grouping, Period
+from leadflow.funnel.pipeline import open_value_by_stage, pipeline
+from leadflow.funnel.report import DEAL_OUTCOMES, RECYCLED, build_report
+from leadflow.funnel.sla import sla_compliance
+from leadflow.funnel.sql import settings_for_report
+from leadflow.funnel.stages import conversions, conversions_and_requalified, entries_by_stage
+from leadflow.funnel.time_in_stage import stage_times
 from leadflow.store.database import create_store_engine, migrate
 from leadflow.store.tables import (
     DEALS,
@@ -260,10 +271,42 @@ def naive(engine: Engine, period: Period) -> dict[str, Any]:
     }
 
 
+def families(engine: Engine, settings: Any, period: Period) -> str:
+    """Each family of the report timed alone: ``name wall s (cpu s)``."""
+    stages = settings.stages
+    order = stages.progression
+    pairs = list(itertools.pairwise(order))
+    weekly = Period(period.start, period.end, Grouping.week)
+    steps: dict[str, Callable[[Connection], object]] = {
+        "entries": lambda c: entries_by_stage(c, period),
+        "conversion and re-qualified": lambda c: conversions_and_requalified(
+            c, period, pairs, (RECYCLED, stages.mql), entries_by_stage(c, period)
+        ),
+        "time in stage": lambda c: (
+            stage_times(c, period, "lead", (order[-1], "disqualified")),
+            stage_times(c, period, "deal", DEAL_OUTCOMES),
+        ),
+        "pipeline": lambda c: (pipeline(c, period), open_value_by_stage(c, period)),
+        "SLA": lambda c: sla_compliance(c, period, lambda name: calendar_named(settings, name)),
+        "attribution": lambda c: attribution(c, period, stages.mql),
+        "weekly": lambda c: conversions(c, weekly, pairs, cohorts=False),
+    }
+    timed = []
+    with engine.connect() as connection, connection.begin():
+        settings_for_report(connection)
+        for name, step in steps.items():
+            began, cpu = time.perf_counter(), time.process_time()
+            step(connection)
+            wall, used = time.perf_counter() - began, time.process_time() - cpu
+            timed.append(f"{name} {wall:.2f} s (cpu {used:.2f} s)")
+    return ", ".join(timed)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--leads", type=int, default=1_000_000)
     parser.add_argument("--stores", default="sqlite,postgresql")
+    parser.add_argument("--families", action="store_true", help="also time each family alone")
     args = parser.parse_args()
     settings = load_settings(None, env={}, overrides={}).settings
     period = Period(START + timedelta(weeks=8), START + timedelta(weeks=21))
@@ -274,19 +317,24 @@ def main() -> int:
             history = fill(engine, args.leads)
             filled = time.perf_counter() - began
             load = Path("/proc/loadavg").read_text().split()[:3]
-            began = time.perf_counter()
+            began, cpu = time.perf_counter(), time.process_time()
             report = build_report(engine, settings, period, period.end)
-            built = time.perf_counter() - began
+            built, built_cpu = time.perf_counter() - began, time.process_time() - cpu
             began = time.perf_counter()
             naive(engine, period)
             looped = time.perf_counter() - began
             load_after = Path("/proc/loadavg").read_text().split()[:3]
             print(
                 f"{kind}: {history:,} history rows (filled in {filled:.0f} s); report "
-                f"{built:.2f} s ({len(report.conversions)} conversions, "
+                f"{built:.2f} s, cpu {built_cpu:.2f} s ({len(report.conversions)} conversions, "
                 f"{len(report.lead_times)} stage times, {len(report.sla)} SLA lines); naive loop "
                 f"(a part of it) {looped:.2f} s; load {' '.join(load)} -> {' '.join(load_after)}"
             )
+            if args.families:
+                load = Path("/proc/loadavg").read_text().split()[:3]
+                print(
+                    f"  {kind} by family: {families(engine, settings, period)}; load {' '.join(load)}"
+                )
     return 0
 
 

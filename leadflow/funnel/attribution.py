@@ -43,12 +43,8 @@ def attribution(connection: Connection, period: Period, mql: str) -> list[Attrib
     events = _conversions(period, mql)
     touch = _touch(ACTIVITIES)
     found: list[Attribution] = []
-    first = func.coalesce(
-        select(AttributeValue(LEADS.c.attributes, "source", "string"))
-        .where(LEADS.c.id == events.c.lead_id)
-        .scalar_subquery(),
-        NO_GROUP,
-    )
+    # The lead's source by a join, not a probe per conversion: PostgreSQL hashes the leads.
+    first = func.coalesce(AttributeValue(LEADS.c.attributes, "source", "string"), NO_GROUP)
     last = func.coalesce(
         select(touch)
         .where(*_touches_of(events))
@@ -57,10 +53,12 @@ def attribution(connection: Connection, period: Period, mql: str) -> list[Attrib
         .scalar_subquery(),
         NO_GROUP,
     )
-    for model, group in (("first_touch", first), ("last_touch", last)):
+    with_lead = events.outerjoin(LEADS, LEADS.c.id == events.c.lead_id)
+    for model, group, rows in (("first_touch", first, with_lead), ("last_touch", last, events)):
         grp = group.label("grp")
         query = (
             select(events.c.kind, grp, func.count(), func.sum(events.c.amount))
+            .select_from(rows)
             .group_by(events.c.kind, grp)
             .order_by(events.c.kind, grp)
         )

@@ -15,7 +15,13 @@ from leadflow.funnel.attribution import Attribution, attribution
 from leadflow.funnel.period import Grouping, Period
 from leadflow.funnel.pipeline import PipelineLine, open_value_by_stage, pipeline
 from leadflow.funnel.sla import SlaLine, sla_compliance
-from leadflow.funnel.stages import Conversion, conversions, entries_by_stage, requalified
+from leadflow.funnel.sql import settings_for_report
+from leadflow.funnel.stages import (
+    Conversion,
+    conversions,
+    conversions_and_requalified,
+    entries_by_stage,
+)
 from leadflow.funnel.time_in_stage import StageTime, stage_times
 from leadflow.settings import Settings
 
@@ -50,14 +56,18 @@ def build_report(engine: Engine, settings: Settings, period: Period, now: dateti
     weekly = Period(period.start, period.end, Grouping.week)
     by_product = Period(period.start, period.end, Grouping.product)
     with engine.connect() as connection, connection.begin():
+        settings_for_report(connection)
         entries = entries_by_stage(connection, period)
+        found, again = conversions_and_requalified(
+            connection, period, pairs, (RECYCLED, stages.mql), entries
+        )
         return Report(
             period=period,
             generated_at=now,
             stages=stages.all(),
             entries=entries,
-            conversions=conversions(connection, period, pairs, counts=entries),
-            requalified=requalified(connection, period, RECYCLED, stages.mql),
+            conversions=found,
+            requalified=again,
             lead_times=stage_times(connection, period, "lead", (order[-1], "disqualified")),
             deal_times=stage_times(connection, period, "deal", DEAL_OUTCOMES),
             pipeline=pipeline(connection, period),

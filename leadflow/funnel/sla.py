@@ -66,9 +66,11 @@ def sla_compliance(
         "rep": select(REPS.c.name).where(REPS.c.id == timers.owner_id).scalar_subquery(),
         "pool": pool_of(timers.lead_id, end, since=timers.started_at),
     }
+    labelled = {by: func.coalesce(expression, NO_GROUP) for by, expression in groups.items()}
+    hours = _touch_hours(connection, labelled, started, ended, calendar)
     lines: list[SlaLine] = []
-    for by, expression in groups.items():
-        grp = func.coalesce(expression, NO_GROUP).label("grp")
+    for by, expression in labelled.items():
+        grp = expression.label("grp")
         counted = [
             func.sum(case((and_(ended, timers.status == ending), 1), else_=0)) for ending in ENDINGS
         ]
@@ -78,9 +80,8 @@ def sla_compliance(
             .group_by(grp)
             .order_by(grp)
         )
-        touches = _touch_hours(connection, grp, started, ended, calendar)
         for row in connection.execute(query):
-            hours = touches.get(row[0])
+            touches = hours[by].get(row[0])
             lines.append(
                 SlaLine(
                     by=by,
@@ -88,7 +89,7 @@ def sla_compliance(
                     started=int(row[1]),
                     ended={e: int(row[2 + i] or 0) for i, e in enumerate(ENDINGS)},
                     running=int(row[2 + len(ENDINGS)] or 0),
-                    median_business_hours_to_touch=median(hours) if hours else None,
+                    median_business_hours_to_touch=median(touches) if touches else None,
                 )
             )
     return lines
@@ -96,22 +97,26 @@ def sla_compliance(
 
 def _touch_hours(
     connection: Connection,
-    grp: Any,
+    groups: dict[str, Any],
     started: Any,
     ended: Any,
     calendar: Callable[[str], BusinessCalendar],
-) -> dict[str, list[float]]:
+) -> dict[str, dict[str, list[float]]]:
+    """Grouping (``rep``, ``pool``) -> group -> the business hours to the owner's touch of each
+    timer it closed: each timer's hours worked out once, for every grouping."""
     timers = SLA_TIMERS.c
-    query = select(grp, timers.calendar, timers.started_at, timers.closed_at).where(
+    query = select(*groups.values(), timers.calendar, timers.started_at, timers.closed_at).where(
         started,
         ended,
         or_(*(timers.close_reason == reason for reason in TOUCHED)),
     )
-    hours: dict[str, list[float]] = defaultdict(list)
+    hours: dict[str, dict[str, list[float]]] = {by: defaultdict(list) for by in groups}
     calendars: dict[str, BusinessCalendar] = {}
-    for group, name, start, touched in connection.execute(query):
+    for row in connection.execute(query):
+        *named, name, start, touched = row
         if name not in calendars:
             calendars[name] = calendar(name)
-        spent = business_time_between(calendars[name], start, touched)
-        hours[group].append(spent.total_seconds() / 3600)
+        spent = business_time_between(calendars[name], start, touched).total_seconds() / 3600
+        for by, group in zip(groups, named, strict=True):
+            hours[by][group].append(spent)
     return hours

@@ -14,13 +14,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Subquery, and_, case, func, literal, or_, select, union_all
+from sqlalchemy import (
+    CTE,
+    Connection,
+    Select,
+    Subquery,
+    and_,
+    case,
+    func,
+    literal,
+    select,
+    union_all,
+)
 
+from leadflow.funnel.entry_keys import entry_key, key_owner
 from leadflow.funnel.groups import labelled, lead_group
 from leadflow.funnel.history import is_entry
-from leadflow.funnel.period import Period
+from leadflow.funnel.period import Grouping, Period
 from leadflow.funnel.sql import instant, share
 from leadflow.store.tables import STAGE_CHANGES
+
+BY_ENTRY = (Grouping.rep, Grouping.week)
+"""Groupings that depend on the cohort's entry (its owner, its week), not on the lead alone."""
 
 
 @dataclass(frozen=True)
@@ -70,106 +85,146 @@ def conversions(
     ``cohorts``, cohort conversion for each (from, to) of ``pairs``, per group."""
     if counts is None:
         counts = entries_by_stage(connection, period)
+    found = _cohorts(connection, period, pairs) if cohorts else []
+    return _with_period(counts, pairs, [c for pair in found for c in pair])
+
+
+def conversions_and_requalified(
+    connection: Connection,
+    period: Period,
+    pairs: Sequence[tuple[str, str]],
+    requalify: tuple[str, str],
+    counts: dict[tuple[str, str], int],
+) -> tuple[list[Conversion], list[Conversion]]:
+    """:func:`conversions` of ``pairs`` and :func:`requalified` (``requalify`` is its
+    (recycled, mql)), with the cohorts of both counted in the same pass over the history."""
+    *found, again = _cohorts(connection, period, [*pairs, requalify])
+    return _with_period(counts, pairs, [c for pair in found for c in pair]), again
+
+
+def _with_period(
+    counts: dict[tuple[str, str], int],
+    pairs: Sequence[tuple[str, str]],
+    cohorts: list[Conversion],
+) -> list[Conversion]:
+    """The period conversions of ``pairs`` from ``counts``, with ``cohorts``, by kind and group."""
     groups = sorted({group for group, _stage in counts})
     found: list[Conversion] = []
     for group in groups:
         for low, high in pairs:
             base, converted = counts.get((group, low), 0), counts.get((group, high), 0)
             found.append(Conversion(group, "period", low, high, base, converted))
-    for low, high in pairs if cohorts else ():
-        found += _cohort(connection, period, low, high)
-    return sorted(found, key=lambda c: (c.kind, c.group))
+    return sorted(found + cohorts, key=lambda c: (c.kind, c.group))
 
 
-def _cohort(connection: Connection, period: Period, low: str, high: str) -> list[Conversion]:
-    """Of the leads whose first entry into ``low`` in the period, those entering ``high``
-    after it (later time, or the same time recorded after) by the period's end.
+def _cohorts(
+    connection: Connection, period: Period, pairs: Sequence[tuple[str, str]]
+) -> list[list[Conversion]]:
+    """For each (low, high) of ``pairs``, its conversions by group: of the leads whose first
+    entry into ``low`` is in the period, those entering ``high`` after it (later time, or the
+    same time recorded after) by the period's end.
 
-    Read from ``stage_changes`` itself, not from the stays: the cohort's rows come from the
-    ``(to_stage, at)`` index and each lead's later entries from the ``(lead_id, id)`` one."""
+    One pass over each lead's entries before the end, grouped by lead (the ``(lead_id, at, id,
+    ...)`` index hands them over lead by lead, so nothing is sorted): per pair, the first entry
+    into ``low`` in the period and the last into ``high`` as the min and max of their
+    :func:`entry_key`; the lead converted if the last comes after the first."""
+    if not pairs:
+        return []
+    per_lead = _per_lead(connection, period, pairs)
+    if period.by not in BY_ENTRY:
+        return _counted_at_once(connection, period, pairs, per_lead.subquery("per_lead"))
+    return _counted_by_entry(connection, period, pairs, per_lead.cte("per_lead"))
+
+
+def _per_lead(
+    connection: Connection, period: Period, pairs: Sequence[tuple[str, str]]
+) -> Select[Any]:
+    """One row per lead: ``first_{n}`` and ``last_{n}`` keys of each pair ``n`` (and
+    ``entered_{n}``, the first entry's time, when the grouping reads it)."""
+    dialect = connection.dialect.name
     changes = STAGE_CHANGES.c
-    first = (
-        select(
-            changes.lead_id.label("subject_id"),
-            changes.id,
-            changes.at.label("entered"),
-            changes.to_owner_id.label("owner_id"),
-            func.row_number()
-            .over(partition_by=changes.lead_id, order_by=(changes.at, changes.id))
-            .label("nth"),
-        )
-        .where(
-            changes.lead_id.is_not(None),
-            changes.to_stage == low,
-            is_entry(),
-            _within(changes.at, period),
-        )
-        .subquery("cohort")
-    )
-    # The latest entry into ``high`` before the end, per lead: one pass over the (to_stage, at)
-    # index joined to the cohort, where a correlated EXISTS made SQLite scan every ``high``
-    # entry for each lead. The latest entry is after the cohort's entry if any one is.
-    last = (
-        select(
-            changes.lead_id,
-            changes.id,
-            changes.at,
-            func.row_number()
-            .over(partition_by=changes.lead_id, order_by=(changes.at.desc(), changes.id.desc()))
-            .label("nth"),
-        )
-        .where(
-            changes.lead_id.is_not(None),
-            changes.to_stage == high,
-            is_entry(),
-            changes.at < instant(period.end),
-        )
-        .subquery("reached")
-    )
-    # One row per lead by aggregation (a sort), where a join of the two let SQLite scan one
-    # side for each row of the other.
-    rows = union_all(
-        select(
-            first.c.subject_id.label("lead_id"),
-            first.c.entered.label("at"),
-            first.c.id,
-            first.c.owner_id,
-            literal(0).label("side"),
-        ).where(first.c.nth == 1),
-        select(last.c.lead_id, last.c.at, last.c.id, literal(None), literal(1)).where(
-            last.c.nth == 1
-        ),
-    ).subquery("sides")
+    start = instant(period.start)
+    # Each entry's key worked out once, then read by the aggregates of every pair.
+    rows = select(
+        changes.lead_id,
+        changes.to_stage,
+        changes.at,
+        entry_key(dialect, changes.at, changes.id, changes.to_owner_id).label("key"),
+    ).where(changes.lead_id.is_not(None), is_entry(), changes.at < instant(period.end))
+    if dialect == "postgresql":
+        # OFFSET 0 keeps PostgreSQL from inlining the key into each aggregate below (it would
+        # build a row's key once per pair and side instead of once); in the index's order, so
+        # grouping by lead sorts nothing. SQLite reads the subquery flattened, as it should.
+        rows = rows.order_by(changes.lead_id).offset(0)
+    entries = rows.subquery("entries")
+    columns: list[Any] = [entries.c.lead_id.label("subject_id")]
+    for n, (low, high) in enumerate(pairs):
+        first = and_(entries.c.to_stage == low, entries.c.at >= start)
+        columns += [
+            func.min(case((first, entries.c.key))).label(f"first_{n}"),
+            func.max(case((entries.c.to_stage == high, entries.c.key))).label(f"last_{n}"),
+        ]
+        if period.by in BY_ENTRY:
+            columns.append(func.min(case((first, entries.c.at))).label(f"entered_{n}"))
+    return select(*columns).group_by(entries.c.lead_id)
 
-    def on(side: int, column: Any) -> Any:
-        return func.max(case((rows.c.side == side, column), else_=None))
 
-    per_lead = (
-        select(
-            rows.c.lead_id.label("subject_id"),
-            on(0, rows.c.at).label("entered"),
-            on(0, rows.c.id).label("id"),
-            on(0, rows.c.owner_id).label("owner_id"),
-            on(1, rows.c.at).label("last_at"),
-            on(1, rows.c.id).label("last_id"),
+def _counted_by_entry(
+    connection: Connection, period: Period, pairs: Sequence[tuple[str, str]], per_lead: CTE
+) -> list[list[Conversion]]:
+    """The cohorts of each pair grouped apart, by its first entry's owner or week."""
+    dialect = connection.dialect.name
+    counted = []
+    for n in range(len(pairs)):
+        first, last = per_lead.c[f"first_{n}"], per_lead.c[f"last_{n}"]
+        expression = lead_group(
+            period.by,
+            per_lead.c.subject_id,
+            key_owner(dialect, first),
+            per_lead.c[f"entered_{n}"],
+            dialect,
+            instant(period.end),
         )
-        .group_by(rows.c.lead_id)
-        .subquery("per_lead")
+        grp = labelled(expression)
+        counted.append(
+            select(
+                literal(n).label("pair"),
+                grp,
+                func.count(),
+                func.sum(case((last > first, 1), else_=0)),
+            )
+            .where(first.is_not(None))
+            .group_by(grp)
+        )
+    found: list[list[Conversion]] = [[] for _ in pairs]
+    for row in sorted(connection.execute(union_all(*counted)), key=lambda row: (row[0], row[1])):
+        low, high = pairs[row[0]]
+        found[row[0]].append(Conversion(row[1], "cohort", low, high, int(row[2]), int(row[3] or 0)))
+    return found
+
+
+def _counted_at_once(
+    connection: Connection, period: Period, pairs: Sequence[tuple[str, str]], per_lead: Subquery
+) -> list[list[Conversion]]:
+    """The cohorts of every pair counted in one grouping of ``per_lead``, for a grouping that
+    depends on the lead alone (not on the cohort's entry): a pair whose cohort is empty in a
+    group has no line there, as when each pair is grouped apart."""
+    dialect = connection.dialect.name
+    grp = labelled(
+        lead_group(period.by, per_lead.c.subject_id, None, None, dialect, instant(period.end))
     )
-    reached = or_(
-        per_lead.c.last_at > per_lead.c.entered,
-        and_(per_lead.c.last_at == per_lead.c.entered, per_lead.c.last_id > per_lead.c.id),
-    )
-    grp = _group(connection, period, per_lead, per_lead.c.entered)
-    query = (
-        select(grp, func.count(), func.sum(case((reached, 1), else_=0)))
-        .where(per_lead.c.entered.is_not(None))
-        .group_by(grp)
-    )
-    return [
-        Conversion(row[0], "cohort", low, high, int(row[1]), int(row[2] or 0))
-        for row in connection.execute(query)
-    ]
+    sums: list[Any] = []
+    for n in range(len(pairs)):
+        first, last = per_lead.c[f"first_{n}"], per_lead.c[f"last_{n}"]
+        sums.append(func.sum(case((first.is_not(None), 1), else_=0)))
+        sums.append(func.sum(case((last > first, 1), else_=0)))
+    found: list[list[Conversion]] = [[] for _ in pairs]
+    for row in sorted(connection.execute(select(grp, *sums).group_by(grp)), key=lambda r: r[0]):
+        for n, (low, high) in enumerate(pairs):
+            base, converted = int(row[1 + 2 * n] or 0), int(row[2 + 2 * n] or 0)
+            if base:
+                found[n].append(Conversion(row[0], "cohort", low, high, base, converted))
+    return found
 
 
 def requalified(
@@ -177,7 +232,7 @@ def requalified(
 ) -> list[Conversion]:
     """Leads recycled in the period (their first such entry) that became MQLs again by the end,
     as a cohort conversion ``recycled -> mql``."""
-    return _cohort(connection, period, recycled, mql)
+    return _cohorts(connection, period, [(recycled, mql)])[0]
 
 
 def _group(connection: Connection, period: Period, rows: Subquery, at: Any) -> Any:

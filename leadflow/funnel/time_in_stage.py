@@ -16,6 +16,10 @@ from leadflow.funnel.period import Period
 from leadflow.funnel.sql import days_between, instant, quantiles
 from leadflow.store.tables import DEALS
 
+ENDED, OPEN = 0, 1
+"""The side of a measured stay, as numbers: the percentiles sort by it, and numbers sort
+cheaper than words."""
+
 
 @dataclass(frozen=True)
 class StageTime:
@@ -56,7 +60,7 @@ def stage_times(
     event_at = case((ended, rows.c.left_at), else_=rows.c.entered)
     measured = (
         select(
-            case((ended, literal("ended")), else_=literal("open")).label("side"),
+            case((ended, literal(ENDED)), else_=literal(OPEN)).label("side"),
             _group(connection, period, subject, rows, event_at),
             rows.c.stage,
             case((ended, days_between(dialect, rows.c.left_at, rows.c.entered)), else_=age).label(
@@ -67,11 +71,13 @@ def stage_times(
         .where(or_(ended, still_open))
         .subquery("measured")
     )
-    stats: dict[str, dict[tuple[str, str], Any]] = {"ended": {}, "open": {}}
-    query = quantiles(measured, ["side", "grp", "stage"], "days", [50, 90], sums=["stalled"])
+    stats: dict[int, dict[tuple[str, str], Any]] = {ENDED: {}, OPEN: {}}
+    query = quantiles(
+        measured, ["side", "grp", "stage"], "days", [50, 90], sums=["stalled"], dialect=dialect
+    )
     for r in connection.execute(query):
         stats[r.side][(r.grp, r.stage)] = r
-    closed_stats, open_stats = stats["ended"], stats["open"]
+    closed_stats, open_stats = stats[ENDED], stats[OPEN]
     stalled = {key: int(r.stalled or 0) for key, r in open_stats.items()}
     found = []
     for key in sorted(set(closed_stats) | set(open_stats)):

@@ -395,6 +395,10 @@ class ScoringRun(SQLModel, table=True):
     changed: int = 0
 
 
+_HISTORY_ORDER = ("at", "id", "to_stage", "from_stage", "to_owner_id")
+_ENTRY = ("from_stage", "lead_id", "to_owner_id")
+
+
 class StageChange(SQLModel, table=True):
     """One move of a lead or a deal: from a stage to another, or from an owner to another.
 
@@ -408,8 +412,12 @@ class StageChange(SQLModel, table=True):
     __table_args__ = (
         Index("ix_stage_changes_lead", "lead_id", "id"),
         Index("ix_stage_changes_deal", "deal_id", "id"),
-        Index("ix_stage_changes_to_at", "to_stage", "at"),
-        Index("ix_stage_changes_at", "at"),
+        # With the columns a count of entries reads, so it reads no table row (0009).
+        Index("ix_stage_changes_to_at", "to_stage", "at", *_ENTRY),
+        Index("ix_stage_changes_at", "at", "to_stage", *_ENTRY),
+        # Each subject's history in order, with what the report's windows read (0009).
+        Index("ix_stage_changes_lead_order", "lead_id", *_HISTORY_ORDER),
+        Index("ix_stage_changes_deal_order", "deal_id", *_HISTORY_ORDER),
     )
 
     id: int | None = Field(default=None, primary_key=True)

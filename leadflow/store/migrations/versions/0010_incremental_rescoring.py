@@ -8,7 +8,7 @@ by anything but the pass, in the writer's transaction (``leadflow/store/score_ma
 an index finds the leads due.
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-11-29
 """
 
@@ -20,7 +20,7 @@ from alembic import op
 from leadflow.store.score_marks import create_score_marks, drop_score_marks
 
 revision = "0010"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
