@@ -11,6 +11,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,13 @@ def postgres_url() -> Iterator[str]:
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL at {PG_URL} is unreachable under CI: {problem}")
         pytest.skip(f"PostgreSQL at {PG_URL} is unreachable: {problem}")
+    with migrated_schema() as url:
+        yield url
+
+
+@contextmanager
+def migrated_schema() -> Iterator[str]:
+    """A new schema of its own on the PostgreSQL server, migrated to head, dropped after."""
     schema = f"lf_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(PG_URL)
     with admin.begin() as connection:
@@ -59,10 +67,12 @@ def postgres_url() -> Iterator[str]:
     engine = create_store_engine(rendered)
     migrate(engine)
     engine.dispose()
-    yield rendered
-    with admin.begin() as connection:
-        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    try:
+        yield rendered
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -22,15 +22,15 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, create_engine, delete, insert, select, text, update
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, delete, insert, select, update
 
 from leadflow.rule_language.loader import load_rule_set
 from leadflow.rule_language.scoring_model import ScoringModel
 from leadflow.scoring.rescoring import rescore
 from leadflow.settings import Settings
-from leadflow.store.database import create_store_engine, migrate
+from leadflow.store.database import create_store_engine
 from leadflow.store.tables import ACTIVITIES, LEADS, SCORE_CHANGES, SCORING_RUNS
+from tests.conftest import migrated_schema
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -106,20 +106,8 @@ def model_of(tmp_path: Path, text_: str = MODEL) -> ScoringModel:
 @pytest.fixture(scope="module")
 def second_postgres_url() -> Iterator[str]:
     """A second migrated schema of this test's own, for the full pass's twin store."""
-    base = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-    schema = f"lf_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-    rendered = url.render_as_string(hide_password=False)
-    engine = create_store_engine(rendered)
-    migrate(engine)
-    engine.dispose()
-    yield rendered
-    with admin.begin() as connection:
-        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    with migrated_schema() as url:
+        yield url
 
 
 @pytest.fixture
