@@ -206,13 +206,15 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.activities: list[int] = []
+        self.written = 0  # ids are never reused, even after a delete
 
     def apply(self, item: tuple[Any, ...], now: datetime, leads: int) -> None:
         kind = item[0]
         with self.engine.begin() as connection:
             if kind == "activity":
                 _, lead, activity_type, minutes, url, machine = item
-                number = len(self.activities) + 1
+                self.written += 1
+                number = self.written
                 self.activities.append(number)
                 connection.execute(
                     insert(ACTIVITIES).values(
