@@ -98,6 +98,12 @@ def _ends_with_the_days_report(
     ]
     assert shown[8] == ["rep", "Rep 01", "29", "5", "0", "0", "14", "1", "9", "25.0%", "0.00"]
     assert [row[0] for row in shown[8:19]] == ["rep"] * 11
+    # Calls land 10-90 % into the step after the assignment; a call before Berlin's 09:00 is a
+    # touch in no business time, so several reps' medians stay 0.
+    assert [row[-1] for row in shown[8:19]] == [
+        *["0.00"] * 4,
+        *["0.08", "0.49", "0.00", "0.43", "0.16", "0.32", "0.00"],
+    ]
     # D0173 (3,941 after a 50-day cycle) closed won on Wednesday, no deal lost: 35 open
     # opportunities x 100% x 3,941 / 50 days = 2,758.70 a day.
     assert shown[19:] == [

@@ -225,7 +225,7 @@ def run_demo_funnel(
     def after_step(now: datetime) -> None:
         nonlocal done
         insert_activities(engine, engage(rng, LEADS_IN_DEMO, START, now + step))
-        _owners_follow_up(engine, rng, now)
+        _owners_follow_up(engine, rng, now, step)
         _crm_closes(engine, [c for c in closings if now <= c.at < now + step], now + step)
         channels = channels_for(settings, transport)
         asyncio.run(drain(engine, settings, clock, channels, once=True))
@@ -251,8 +251,9 @@ def run_demo_funnel(
     return run
 
 
-def _owners_follow_up(engine: Engine, rng: random.Random, now: datetime) -> None:
-    """Reps call about half of their new MQLs within hours."""
+def _owners_follow_up(engine: Engine, rng: random.Random, now: datetime, step: timedelta) -> None:
+    """Reps call about half of their new MQLs within hours: each call 10-90 % into the step
+    (a call at the assignment's own instant would be a first touch in no time at all)."""
     with engine.begin() as connection:
         fresh = connection.execute(
             select(LEADS.c.id, LEADS.c.owner_id).where(
@@ -267,7 +268,9 @@ def _owners_follow_up(engine: Engine, rng: random.Random, now: datetime) -> None
                 "lead_id": row.id,
                 "actor_id": row.owner_id,
                 "type": "call",
-                "occurred_at": now,
+                # Some minutes into the step, from the lead's id: drawn from ``rng`` it would
+                # shift every later draw of the sample.
+                "occurred_at": now + step * (10 + row.id * 37 % 80) / 100,
                 "properties": {},
                 "created_at": now,
             }
