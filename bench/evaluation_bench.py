@@ -19,23 +19,20 @@ indexes; employees has none), ages (``days_since_activity``, ``days_in_stage``,
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import random
-import resource
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from machine import describe
+from scratch import Timings
 from sqlalchemy import Engine, and_, create_engine, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
@@ -309,38 +306,6 @@ def measure(
             file=sys.stderr,
         )
     return {"matched": matched, "printed": printed, **timings}
-
-
-class Timings:
-    """Wall-clock and CPU seconds (this process and its children) of each round, scaled."""
-
-    def __init__(self) -> None:
-        self.wall: list[float] = []
-        self.cpu: list[float] = []
-
-    @contextlib.contextmanager
-    def measure(self, scale: float = 1.0) -> Iterator[None]:
-        cpu = _cpu()
-        started = time.perf_counter()
-        yield
-        self.wall.append((time.perf_counter() - started) * scale)
-        self.cpu.append((_cpu() - cpu) * scale)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.wall)
-
-    def __str__(self) -> str:
-        return (
-            f"{self.median:.3f} s ({min(self.wall):.3f}-{max(self.wall):.3f}; "
-            f"CPU {statistics.median(self.cpu):.3f} s)"
-        )
-
-
-def _cpu() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def dry_run_pass(runtime: Runtime, rule_set: RuleSet) -> int:

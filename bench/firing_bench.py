@@ -19,19 +19,17 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from machine import describe
+from scratch import scratch_store
 from sqlalchemy import Engine, create_engine, func, select, text
-from sqlalchemy.engine import make_url
 
 from leadflow.clock import SettableClock
 from leadflow.config import load_settings
@@ -39,7 +37,6 @@ from leadflow.engine.evaluation import run_rule
 from leadflow.engine.nurture import run_nurture_steps
 from leadflow.engine.runtime import Runtime
 from leadflow.logs import configure_logging
-from leadflow.store.database import create_store_engine, migrate
 from leadflow.store.tables import AUDIT, LEADS, NURTURE, OUTBOX, SLA_TIMERS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -84,10 +81,14 @@ def main() -> None:
             for count in args.firings:
                 leadflow_runs, floor_runs = [], []
                 for _ in range(args.rounds):
-                    with fresh_store(store, args.postgres) as engine:
+                    with scratch_store(
+                        None if store == "SQLite" else args.postgres, "lf_fire"
+                    ) as engine:
                         seed(engine, count, scenario)
                         leadflow_runs.append(run_leadflow(engine, scenario, count))
-                    with fresh_store(store, args.postgres) as engine:
+                    with scratch_store(
+                        None if store == "SQLite" else args.postgres, "lf_fire"
+                    ) as engine:
                         seed(engine, count, scenario)
                         if scenario.step:
                             enrolment_floor(engine, count)
@@ -131,37 +132,6 @@ def machine(postgres: str | None) -> str:
             )
         admin.dispose()
     return f"Machine: {describe()}{server}"
-
-
-@contextmanager
-def fresh_store(store: str, postgres: str) -> Iterator[Engine]:
-    if store == "SQLite":
-        with tempfile.TemporaryDirectory() as tmp:
-            engine = create_store_engine(f"sqlite:///{Path(tmp) / 'bench.db'}")
-            migrate(engine)
-            try:
-                yield engine
-            finally:
-                engine.dispose()
-        return
-    schema = f"lf_fire_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(postgres)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = (
-        make_url(postgres)
-        .update_query_dict({"options": f"-csearch_path={schema}"})
-        .render_as_string(hide_password=False)
-    )
-    engine = create_store_engine(url)
-    try:
-        migrate(engine)
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def seed(engine: Engine, count: int, scenario: Scenario) -> None:

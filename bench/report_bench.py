@@ -27,23 +27,20 @@ import os
 import random
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.machine import describe
+from bench.scratch import scratch_store
 from leadflow.config import load_settings
 from leadflow.engine.batch_writes import _insert
 from leadflow.engine.business_hours import calendar_named
@@ -55,7 +52,6 @@ from leadflow.funnel.sla import sla_compliance
 from leadflow.funnel.sql import settings_for_report
 from leadflow.funnel.stages import conversions, conversions_and_requalified, entries_by_stage
 from leadflow.funnel.time_in_stage import stage_times
-from leadflow.store.database import create_store_engine, migrate
 from leadflow.store.tables import (
     DEALS,
     LEADS,
@@ -70,31 +66,6 @@ PG_URL = os.environ.get(
 START = datetime(2026, 1, 5, tzinfo=UTC)
 PATH = ("lead", "mql", "sql", "opportunity")
 CHUNK = 50_000
-
-
-@contextmanager
-def store(kind: str) -> Iterator[Engine]:
-    if kind == "sqlite":
-        with tempfile.TemporaryDirectory() as folder:
-            engine = create_store_engine(f"sqlite:///{folder}/report.db")
-            migrate(engine)
-            yield engine
-            engine.dispose()
-        return
-    schema = f"lf_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_URL)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    engine = create_store_engine(url.render_as_string(hide_password=False))
-    try:
-        migrate(engine)
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def fill(engine: Engine, leads: int) -> int:
@@ -312,7 +283,7 @@ def main() -> int:
     period = Period(START + timedelta(weeks=8), START + timedelta(weeks=21))
     print(f"# {describe()}; {args.leads:,} leads")
     for kind in args.stores.split(","):
-        with store(kind) as engine:
+        with scratch_store(None if kind == "sqlite" else PG_URL, "lf_bench") as engine:
             began = time.perf_counter()
             history = fill(engine, args.leads)
             filled = time.perf_counter() - began

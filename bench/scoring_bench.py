@@ -23,10 +23,8 @@ of the ids, so both stores hold the same rows. Measured on SQLite and PostgreSQL
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
-import resource
 import shutil
 import statistics
 import sys
@@ -34,12 +32,12 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from machine import describe
+from scratch import Timings
 from sqlalchemy import Engine, and_, create_engine, select, text
 from sqlalchemy.engine import make_url
 
@@ -260,39 +258,6 @@ def load_rules(folder: Path) -> RuleSet:
     return load_rule_set(rules, settings)
 
 
-class Timings:
-    """Wall-clock and CPU seconds (this process) of each round, scaled."""
-
-    def __init__(self) -> None:
-        self.wall: list[float] = []
-        self.cpu: list[float] = []
-
-    @contextlib.contextmanager
-    def measure(self, scale: float = 1.0) -> Iterator[None]:
-        cpu = _cpu()
-        started = time.perf_counter()
-        yield
-        self.wall.append((time.perf_counter() - started) * scale)
-        self.cpu.append((_cpu() - cpu) * scale)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.wall)
-
-    def __str__(self) -> str:
-        if len(self.wall) == 1:
-            return f"{self.wall[0]:.2f} s (CPU {self.cpu[0]:.2f} s)"
-        return (
-            f"{self.median:.2f} s ({min(self.wall):.2f}-{max(self.wall):.2f}; "
-            f"CPU {statistics.median(self.cpu):.2f} s)"
-        )
-
-
-def _cpu() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    return own.ru_utime + own.ru_stime
-
-
 def half_away_from_zero(value: float) -> int:
     return math.floor(value + 0.5) if value >= 0 else -math.floor(-value + 0.5)
 
@@ -412,7 +377,8 @@ def measure(
     assert model is not None
     rule = next(rule for rule in rule_set.rules if rule.id == "mql-assignment")
     timings = {
-        name: Timings() for name in ("first", "steady", "unchanged", "full", "naive", "evaluation")
+        name: Timings(digits=2)
+        for name in ("first", "steady", "unchanged", "full", "naive", "evaluation")
     }
     changed: dict[str, list[int]] = defaultdict(list)
     due: dict[str, list[int]] = defaultdict(list)
