@@ -13,6 +13,7 @@ import typer
 
 from leadflow.cli.context import cli_context
 from leadflow.errors import UserInputError
+from leadflow.funnel.period import Grouping
 
 if TYPE_CHECKING:
     from leadflow.funnel.period import Period
@@ -27,16 +28,6 @@ class ReportFormat(StrEnum):
     html = "html"
 
 
-class ReportGrouping(StrEnum):
-    none = "none"
-    source = "source"
-    pool = "pool"
-    rep = "rep"
-    product = "product"
-    segment = "segment"
-    week = "week"
-
-
 def show_report(
     ctx: typer.Context,
     start: Annotated[
@@ -46,9 +37,7 @@ def show_report(
         str,
         typer.Option("--to", help="Last day, included (2017-12-31), or instant, excluded."),
     ],
-    by: Annotated[ReportGrouping, typer.Option("--by", help="Group the metrics by.")] = (
-        ReportGrouping.none
-    ),
+    by: Annotated[Grouping, typer.Option("--by", help="Group the metrics by.")] = (Grouping.none),
     output_format: Annotated[
         ReportFormat, typer.Option("--format", help="table, csv, json or html.")
     ] = ReportFormat.table,
@@ -67,11 +56,10 @@ def show_report(
     """Measure the funnel over a period: stage counts, conversion, time in stage, stalls,
     SLA compliance, pipeline and velocity, attribution."""
     from leadflow.clock import SystemClock
-    from leadflow.funnel.period import Grouping
     from leadflow.funnel.report import build_report
     from leadflow.funnel.sections import sections
 
-    period = _period(start, end, Grouping(by.value), stall or [])
+    period = _period(start, end, by, stall or [])
     context = cli_context(ctx)
     if output_format is ReportFormat.html and output is None:
         msg = "--format html writes a file: give --output report.html"
