@@ -100,8 +100,8 @@ POSTGRES_DROP = (
 
 
 def create_score_marks(connection: Connection) -> None:
-    """Create the triggers (the migration ``0010``, and a store built from the metadata, once
-    both tables exist)."""
+    """Create the triggers on a store built from the metadata, once both tables exist (the
+    migration ``0010`` creates the same, written out in it)."""
     postgres = connection.dialect.name == "postgresql"
     if postgres:
         for statement in POSTGRES_DROP:
