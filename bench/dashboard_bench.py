@@ -1,16 +1,21 @@
 """Server time of each dashboard page on a large store, on SQLite and PostgreSQL.
 
-The store: ``--leads`` leads (bench/evaluation_bench.py's generator; one in ten with a running
-SLA timer), ``--audit`` audit rows spread over the leads (set-based, as
-bench/retention_bench.py makes them; indexes built once afterwards), 100,000 outbox rows (sent,
-failed, pending) and one score change per ten leads; then ANALYZE. Each page is requested
-through the daemon's ASGI application in-process (httpx's ASGI transport: no network, so the
-time is the server's: routing, the session check, the queries, the template), signed in as an
-operator, ``--rounds`` times; the median and the slowest are reported. Then the Funnel page's
-chart images, twice each: the first request draws the chart, the second is served kept.
+The store (bench/dashboard_store.py): ``--leads`` leads among 20 reps, each with its stage
+entry and (nine in ten) an activity, ``--audit`` audit rows spread over the leads and 578 days,
+a running SLA timer on every tenth lead, 100,000 outbox rows (sent, failed, pending) and a
+score change on every tenth lead, all generated inside the database (set-based, loaded as a
+bulk load is: indexes and constraints put back afterwards), both stores at the same time
+(SQLite in a thread of this process, PostgreSQL in its server). The bench checks that each
+store then has every index, constraint and trigger its migration made.
+
+Each page is requested through the daemon's ASGI application in-process (httpx's ASGI
+transport: no network, so the time is the server's: routing, the session check, the queries,
+the template), signed in as an operator, ``--rounds`` times; the median and the slowest are
+reported. Then the Funnel page's chart images, twice each: the first request draws the chart,
+the second is served kept. The defaults run in under 5 minutes on 2 cores.
 
     .venv/bin/python bench/dashboard_bench.py [--leads 1000000] [--audit 10000000] [--rounds 5]
-        [--skip-postgres] [--skip-sqlite]
+        [--skip-postgres] [--skip-sqlite] [--postgres URL] [--schema-prefix lf_dashboard_bench]
 """
 
 from __future__ import annotations
@@ -22,17 +27,20 @@ import re
 import statistics
 import sys
 import tempfile
+import threading
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 from argon2 import PasswordHasher
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).parent))
-from evaluation_bench import NOW, fill_postgres, fill_sqlite
-from retention_bench import analyze, postgres_engine
+from dashboard_store import NOW, fill_postgres, fill_sqlite, schema
 
 from leadflow.clock import SettableClock
 from leadflow.config import load_settings
@@ -41,7 +49,6 @@ from leadflow.http import create_app
 from leadflow.rule_language.model import RuleSet
 from leadflow.service.rule_reload import SnapshotHolder
 from leadflow.store.database import create_store_engine, migrate
-from leadflow.store.tables import AUDIT, OUTBOX, SCORE_CHANGES, SLA_TIMERS
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "bench-password"
@@ -57,112 +64,6 @@ PAGES = (
     "/ui/search?q=lead77",
     "/ui/leads/L0000077",
 )
-STAMP = "'%Y-%m-%d %H:%M:%S.000000'"
-START = int(NOW.timestamp()) - 700 * 86400
-
-
-def sqlite_fill(engine: Engine, leads: int, audit: int) -> None:
-    fill_sqlite(engine, leads)
-    with _without_indexes(engine), engine.begin() as connection:
-        gen = "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < ?) "
-        connection.exec_driver_sql(
-            gen + "INSERT INTO audit_log (at, source, rule_id, rule_version, lead_id, action, "
-            f"params, evidence) SELECT strftime({STAMP}, ? + n * 5, 'unixepoch'), 'rule', "
-            "'r08-score-42', 'v1', n % ? + 1, 'adjust_score', '{\"by\": 1}', "
-            "'{\"score\": 42}' FROM g",
-            (audit, START, leads),
-        )
-        connection.exec_driver_sql(
-            gen + "INSERT INTO sla_timers (lead_id, name, rule_id, rule_version, owner_id, "
-            "started_at, due_at, calendar, ladder, met_by, level, next_escalation_at, status) "
-            f"SELECT n * 10, 'first_touch', 'r', 'v1', 1, strftime({STAMP}, ? - n, 'unixepoch'), "
-            f"strftime({STAMP}, ? + n, 'unixepoch'), 'default', '[]', '{{}}', n % 3, "
-            f"strftime({STAMP}, ? + n, 'unixepoch'), CASE WHEN n % 5 = 0 THEN 'breached' "
-            "ELSE 'running' END FROM g",
-            (leads // 10, int(NOW.timestamp()), int(NOW.timestamp()), int(NOW.timestamp())),
-        )
-        connection.exec_driver_sql(
-            gen + "INSERT INTO outbox (idempotency_key, message_id, channel, category, lead_id, "
-            "recipient, subject, body_text, headers, status, attempts, next_attempt_at, "
-            "created_at, last_error) SELECT 'k' || n, '<m' || n || '@b>', 'email', 'marketing', "
-            "n * 7 % ? + 1, 'lead' || n || '@example.com', 'Hello', 'Hi', '{}', "
-            "CASE n % 10 WHEN 0 THEN 'failed' WHEN 1 THEN 'pending' ELSE 'sent' END, 1, "
-            f"strftime({STAMP}, ? - n, 'unixepoch'), strftime({STAMP}, ? - n, 'unixepoch'), "
-            "'550 no such user' FROM g",
-            (100_000, leads, int(NOW.timestamp()), int(NOW.timestamp())),
-        )
-        connection.exec_driver_sql(
-            gen + "INSERT INTO score_changes (lead_id, at, old_score, new_score, cause) "
-            f"SELECT n * 10 - 3, strftime({STAMP}, ? - n, 'unixepoch'), 1, 2, 'activity' FROM g",
-            (leads // 10, int(NOW.timestamp())),
-        )
-    analyze(engine)
-
-
-def postgres_fill(engine: Engine, leads: int, audit: int) -> None:
-    fill_postgres(engine, leads)
-    with _without_indexes(engine), engine.begin() as connection:
-        connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
-        params: dict[str, Any] = {"audit": audit, "leads": leads, "now": NOW}
-        connection.exec_driver_sql(
-            "INSERT INTO audit_log (at, source, rule_id, rule_version, lead_id, action, params, "
-            "evidence) SELECT %(now)s - interval '700 days' + n * interval '5 seconds', 'rule', "
-            "'r08-score-42', 'v1', mod(n, %(leads)s) + 1, 'adjust_score', '{\"by\": 1}', "
-            "'{\"score\": 42}' FROM generate_series(1, %(audit)s) AS n",
-            params,
-        )
-        connection.exec_driver_sql(
-            "INSERT INTO sla_timers (lead_id, name, rule_id, rule_version, owner_id, started_at, "
-            "due_at, calendar, ladder, met_by, level, next_escalation_at, status) SELECT n * 10, "
-            "'first_touch', 'r', 'v1', 1, %(now)s - n * interval '1 second', %(now)s + n * "
-            "interval '1 second', 'default', '[]', '{}', mod(n, 3), %(now)s + n * interval "
-            "'1 second', CASE WHEN mod(n, 5) = 0 THEN 'breached' ELSE 'running' END "
-            "FROM generate_series(1, %(leads)s / 10) AS n",
-            params,
-        )
-        connection.exec_driver_sql(
-            "INSERT INTO outbox (idempotency_key, message_id, channel, category, lead_id, "
-            "recipient, subject, body_text, headers, status, attempts, next_attempt_at, "
-            "created_at, last_error) SELECT 'k' || n, '<m' || n || '@b>', 'email', 'marketing', "
-            "mod(n * 7, %(leads)s) + 1, 'lead' || n || '@example.com', 'Hello', 'Hi', '{}', "
-            "CASE mod(n, 10) WHEN 0 THEN 'failed' WHEN 1 THEN 'pending' ELSE 'sent' END, 1, "
-            "%(now)s - n * interval '1 second', %(now)s - n * interval '1 second', "
-            "'550 no such user' FROM generate_series(1, 100000) AS n",
-            params,
-        )
-        connection.exec_driver_sql(
-            "INSERT INTO score_changes (lead_id, at, old_score, new_score, cause) SELECT "
-            "n * 10 - 3, %(now)s - n * interval '1 second', 1, 2, 'activity' "
-            "FROM generate_series(1, %(leads)s / 10) AS n",
-            params,
-        )
-    analyze(engine)
-
-
-class _without_indexes:  # noqa: N801 (a context manager)
-    """Bulk rows first, then each secondary index built once (one sort, not 10M inserts)."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.indexes = [
-            *AUDIT.indexes,
-            *SLA_TIMERS.indexes,
-            *OUTBOX.indexes,
-            *SCORE_CHANGES.indexes,
-        ]
-
-    def __enter__(self) -> None:
-        with self.engine.begin() as connection:
-            for index in self.indexes:
-                index.drop(connection)
-
-    def __exit__(self, *exc: object) -> None:
-        with self.engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
-                connection.exec_driver_sql("SET LOCAL maintenance_work_mem = '512MB'")
-            for index in self.indexes:
-                index.create(connection)
 
 
 def application(engine: Engine, url: str, folder: Path) -> Any:
@@ -229,13 +130,54 @@ def report(store: str, times: dict[str, list[float]]) -> None:
         )
 
 
-def run(store: str, engine: Engine, url: str, args: argparse.Namespace, folder: Path) -> None:
-    started = time.perf_counter()
-    migrate(engine)
-    (sqlite_fill if store == "sqlite" else postgres_fill)(engine, args.leads, args.audit)
-    print(f"{store}: filled in {time.perf_counter() - started:.0f} s", flush=True)
-    app = application(engine, url, folder)
-    report(store, asyncio.run(measure(app, args.rounds)))
+def note(began: float, line: str) -> None:
+    print(f"[{time.perf_counter() - began:5.0f} s] {line}", flush=True)
+
+
+def fill_both(
+    stores: dict[str, Engine], args: argparse.Namespace, log: Callable[[str], None]
+) -> None:
+    """Both stores filled at the same time: SQLite's statements in a thread of this process
+    (the sqlite3 module lets go of the GIL while a statement runs), PostgreSQL's in its server;
+    on two cores the two take about as long as the slower one. Each store is checked to have
+    the indexes, constraints and triggers its migration made."""
+    made = {name: schema(engine) for name, engine in stores.items()}
+    failures: list[BaseException] = []
+
+    def one(name: str, engine: Engine) -> None:
+        started = time.perf_counter()
+        try:
+            if engine.dialect.name == "sqlite":
+                engine.dispose()  # the load needs the only connection to the file
+                assert engine.url.database is not None
+                fill_sqlite(engine.url.database, args.leads, args.audit, log)
+            else:
+                fill_postgres(engine, args.leads, args.audit, log)
+        except BaseException as exc:  # re-raised below, in the main thread
+            failures.append(exc)
+        log(f"{name}: filled in {time.perf_counter() - started:.0f} s")
+
+    threads = [threading.Thread(target=one, args=item) for item in stores.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+    for name, engine in stores.items():
+        assert schema(engine) == made[name], f"{name}: the store lost an index or constraint"
+
+
+def postgres_store(base: str, prefix: str) -> tuple[Engine, Engine, str, str]:
+    """The admin engine, a store engine on a schema of its own, the schema and the version."""
+    admin = create_engine(base)
+    schema_name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema_name}"'))
+        version = connection.execute(text("SHOW server_version")).scalar_one()
+    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema_name}"})
+    engine = create_store_engine(url.render_as_string(hide_password=False), statement_timeout=3600)
+    return admin, engine, schema_name, str(version).split()[0]
 
 
 def main() -> None:
@@ -245,30 +187,59 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("LEADFLOW_TEST_PG_URL", "postgresql://postgres@127.0.0.1/test"),
+    )
+    parser.add_argument("--schema-prefix", default="lf_dashboard_bench")
     args = parser.parse_args()
-    with open("/proc/loadavg", encoding="ascii") as load:
-        print(f"load average before: {load.read().strip()}; {os.cpu_count()} CPUs")
-    print(f"{args.leads:,} leads, {args.audit:,} audit rows")
-    with tempfile.TemporaryDirectory() as temporary:
+    began = time.perf_counter()
+
+    def log(line: str) -> None:
+        note(began, line)
+
+    print(
+        f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}; "
+        f"{os.cpu_count()} CPUs"
+    )
+    print(f"{args.leads:,} leads, {args.audit:,} audit rows", flush=True)
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as temporary:
         folder = Path(temporary)
-        if not args.skip_sqlite:
-            url = f"sqlite:///{folder / 'bench.db'}"
-            engine = create_store_engine(url)
-            run("sqlite", engine, url, args, folder)
-            engine.dispose()
-        if not args.skip_postgres:
-            base = os.environ.get("LEADFLOW_TEST_PG_URL", "postgresql://postgres@127.0.0.1/test")
-            admin, engine, schema, version = postgres_engine(base)
-            try:
-                url = engine.url.render_as_string(hide_password=False)
-                run(f"postgresql {version}", engine, url, args, folder)
-            finally:
+        stores: dict[str, Engine] = {}
+        urls: dict[str, str] = {}
+        postgres: tuple[Engine, Engine, str, str] | None = None
+        try:
+            if not args.skip_sqlite:
+                urls["sqlite"] = f"sqlite:///{folder / 'bench.db'}"
+                stores["sqlite"] = create_store_engine(urls["sqlite"])
+            if not args.skip_postgres:
+                postgres = postgres_store(args.postgres, args.schema_prefix)
+                name = f"postgresql {postgres[3]}"
+                stores[name] = postgres[1]
+                urls[name] = postgres[1].url.render_as_string(hide_password=False)
+            for engine in stores.values():  # alembic's context is process-wide: one at a time
+                migrate(engine)
+            fill_both(stores, args, log)
+            filled = time.perf_counter() - began
+            log(
+                f"both stores migrated and filled in {filled:.0f} s; load average "
+                f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}"
+            )
+            for name, engine in stores.items():
+                app = application(engine, urls[name], folder)
+                report(name, asyncio.run(measure(app, args.rounds)))
+        finally:
+            for engine in stores.values():
                 engine.dispose()
+            if postgres is not None:
+                admin, _, schema_name, _ = postgres
                 with admin.begin() as connection:
-                    connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+                    connection.execute(text(f'DROP SCHEMA "{schema_name}" CASCADE'))
                 admin.dispose()
-    with open("/proc/loadavg", encoding="ascii") as load:
-        print(f"\nload average after: {load.read().strip()}")
+    print(
+        f"\nwhole run {time.perf_counter() - began:.0f} s; load average after: "
+        f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}"
+    )
 
 
 if __name__ == "__main__":
