@@ -16,6 +16,7 @@ the second is served kept. The defaults run in under 5 minutes on 2 cores.
 
     .venv/bin/python bench/dashboard_bench.py [--leads 1000000] [--audit 10000000] [--rounds 5]
         [--skip-postgres] [--skip-sqlite] [--postgres URL] [--schema-prefix lf_dashboard_bench]
+        [--no-stage-history]
 """
 
 from __future__ import annotations
@@ -89,25 +90,33 @@ def application(engine: Engine, url: str, folder: Path) -> Any:
     return create_app(runtime, holder)
 
 
+SLOW = 2.0
+"""A page slower than this (seconds) in the first round is not requested again: ten times the
+target is measured well enough once, and five more rounds of it would not fit in 5 minutes."""
+
+
 async def measure(app: Any, rounds: int) -> dict[str, list[float]]:
     transport = httpx.ASGITransport(app=app)
     times: dict[str, list[float]] = {page: [] for page in PAGES}
+    bodies: dict[str, str] = {}
     async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
         login = await http.post("/ui/login", data={"username": "ops", "password": PASSWORD})
         assert login.status_code == 303, login.text
         for _ in range(rounds):
             for page in PAGES:
+                if times[page] and times[page][0] > SLOW:
+                    continue
                 started = time.perf_counter()
                 response = await http.get(page)
                 times[page].append(time.perf_counter() - started)
                 assert response.status_code == 200, (page, response.status_code)
-        times.update(await _charts(http))
+                bodies[page] = response.text
+        times.update(await _charts(http, bodies["/ui/funnel"]))
     return times
 
 
-async def _charts(http: httpx.AsyncClient) -> dict[str, list[float]]:
+async def _charts(http: httpx.AsyncClient, page: str) -> dict[str, list[float]]:
     """The Funnel page's chart images: the first request draws, the next ones are kept."""
-    page = (await http.get("/ui/funnel")).text
     times: dict[str, list[float]] = {}
     for found in re.findall(r'<img src="(/ui/funnel/charts/[^"]+)"', page):
         url = found.replace("&amp;", "&")
@@ -122,11 +131,14 @@ async def _charts(http: httpx.AsyncClient) -> dict[str, list[float]]:
 
 
 def report(store: str, times: dict[str, list[float]]) -> None:
-    print(f"\n{store}: page server time, median (slowest) of {len(times[PAGES[0]])} rounds")
+    print(f"\n{store}: page server time, median (slowest) of the rounds")
     print("  (a chart image: one request each, the first drawing it, the second kept)")
     for page, samples in times.items():
+        slow = len(samples) == 1 and samples[0] > SLOW and not page.startswith("  chart")
+        once = " (once: over 2 s)" if slow else ""
         print(
-            f"  {page:<36} {statistics.median(samples) * 1000:7.1f} ms ({max(samples) * 1000:.1f})"
+            f"  {page:<36} {statistics.median(samples) * 1000:7.1f} ms "
+            f"({max(samples) * 1000:.1f}){once}"
         )
 
 
@@ -150,9 +162,11 @@ def fill_both(
             if engine.dialect.name == "sqlite":
                 engine.dispose()  # the load needs the only connection to the file
                 assert engine.url.database is not None
-                fill_sqlite(engine.url.database, args.leads, args.audit, log)
+                fill_sqlite(
+                    engine.url.database, args.leads, args.audit, log, history=args.stage_history
+                )
             else:
-                fill_postgres(engine, args.leads, args.audit, log)
+                fill_postgres(engine, args.leads, args.audit, log, history=args.stage_history)
         except BaseException as exc:  # re-raised below, in the main thread
             failures.append(exc)
         log(f"{name}: filled in {time.perf_counter() - started:.0f} s")
@@ -192,6 +206,12 @@ def main() -> None:
         default=os.environ.get("LEADFLOW_TEST_PG_URL", "postgresql://postgres@127.0.0.1/test"),
     )
     parser.add_argument("--schema-prefix", default="lf_dashboard_bench")
+    parser.add_argument(
+        "--stage-history",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="a stage_changes row per lead (its entry into its stage), as a real store has",
+    )
     args = parser.parse_args()
     began = time.perf_counter()
 
