@@ -90,9 +90,9 @@ def application(engine: Engine, url: str, folder: Path) -> Any:
     return create_app(runtime, holder)
 
 
-SLOW = 2.0
-"""A page slower than this (seconds) in the first round is not requested again: ten times the
-target is measured well enough once, and five more rounds of it would not fit in 5 minutes."""
+SLOW = 5.0
+"""A page slower than this (seconds) in the first round is not requested again: over ten times
+the target is measured well enough once, and more rounds of it would not fit in 5 minutes."""
 
 
 async def measure(app: Any, rounds: int) -> dict[str, list[float]]:
@@ -135,7 +135,7 @@ def report(store: str, times: dict[str, list[float]]) -> None:
     print("  (a chart image: one request each, the first drawing it, the second kept)")
     for page, samples in times.items():
         slow = len(samples) == 1 and samples[0] > SLOW and not page.startswith("  chart")
-        once = " (once: over 2 s)" if slow else ""
+        once = " (once: over 5 s)" if slow else ""
         print(
             f"  {page:<36} {statistics.median(samples) * 1000:7.1f} ms "
             f"({max(samples) * 1000:.1f}){once}"
