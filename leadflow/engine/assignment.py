@@ -14,7 +14,7 @@ from typing import Protocol
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from leadflow.engine.row_record import RowRecord
+from leadflow.engine.lead_rows import record_of
 from leadflow.rule_language.actions import Assign
 from leadflow.rule_language.fields import Subject, field_catalog
 from leadflow.settings import Settings
@@ -37,7 +37,7 @@ def pool_for(lead: Lead, action: Assign, settings: Settings) -> str | None:
         return action.pool
     assert action.route_by is not None  # the action's validator guarantees one of the two
     spec = field_catalog(Subject.LEAD, settings).get(action.route_by)
-    value = spec.read(RowRecord(lead)) if spec is not None else None
+    value = spec.read(record_of(lead)) if spec is not None else None
     return (
         action.pools.get(str(value), action.default_pool)
         if value is not None

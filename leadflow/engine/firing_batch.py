@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from leadflow.engine.assignment import Member, locked_rotation, open_mqls, pool_members
 from leadflow.engine.batch_writes import BatchWrites
+from leadflow.engine.lead_rows import leads_by_id
 from leadflow.mail.enqueue import recent_marketing
 from leadflow.settings import Settings
 from leadflow.store.id_ranges import among, chunks
@@ -80,15 +81,14 @@ class FiringBatch:
         leads: Sequence[Lead],
         deals: Sequence[Deal] = (),
     ) -> FiringBatch:
-        """The batch for ``leads`` (or ``deals`` and their leads), which are detached from
-        ``session`` here: from now on only the batch's writes reach the store."""
+        """The batch for ``leads`` (plain rows, :mod:`leadflow.engine.lead_rows`), or ``deals``
+        and their leads, which are detached from ``session`` here: from now on only the batch's
+        writes reach the store."""
         session.expunge_all()
         by_id = {lead.id or 0: lead for lead in leads}
         wanted = {deal.lead_id for deal in deals if deal.lead_id is not None} - set(by_id)
-        if wanted:
-            for lead in session.scalars(select(Lead).where(Lead.id.in_(wanted))):  # type: ignore[union-attr]
-                by_id[lead.id or 0] = lead
-            session.expunge_all()
+        for lead in leads_by_id(session, wanted):
+            by_id[lead.id or 0] = lead
         reps = {rep.id or 0: rep for rep in session.scalars(select(Rep).order_by(REPS.c.id))}
         session.expunge_all()
         return cls(session, settings, now, by_id, reps, BatchRoster(session, settings, now, reps))
