@@ -87,7 +87,11 @@ def audit_value(value: Any) -> Any:
     if isinstance(value, timedelta):
         return format_duration(value)
     if isinstance(value, Mapping):
-        return {str(key): audit_value(inner) for key, inner in value.items()}
+        # Plain values (most of them) are taken without a call: four audit rows per firing.
+        return {
+            str(key): inner if inner is None or type(inner) in _PLAIN else audit_value(inner)
+            for key, inner in value.items()
+        }
     if isinstance(value, list | tuple | set | frozenset):
         return [audit_value(inner) for inner in value]
     return jsonable(value)

@@ -24,24 +24,32 @@ def bound_values(
     times), as SQLAlchemy would hand them to the driver.
 
     A batch's rows repeat their values (every row of a batch has the same ``now``, most timers
-    the same due time): a time is processed once per statement."""
+    the same due time; a firing's audit rows share one evidence, a batch's timers one ladder):
+    a time is processed once per statement, a document (JSON) once per object."""
     by_column = []
     for name in columns:
         process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
         given = [row[name] for row in rows]
         if process is not None:
-            seen: dict[datetime, Any] = {}
+            seen: dict[Any, Any] = {}
             processed = []
             for value in given:
-                if type(value) is datetime:
-                    if value not in seen:
-                        seen[value] = process(value)
-                    processed.append(seen[value])
-                else:
+                kind = type(value)
+                # A document is known by its identity: the rows hold every one of them alive
+                # until the statement is done, so no two of them share an id.
+                key = value if kind is datetime else id(value) if kind in _DOCUMENTS else None
+                if key is None:
                     processed.append(process(value))
+                    continue
+                if key not in seen:
+                    seen[key] = process(value)
+                processed.append(seen[key])
             given = processed
         by_column.append(given)
     return list(zip(*by_column, strict=True))
+
+
+_DOCUMENTS = frozenset({dict, list})
 
 
 def insert_new_postgres(
