@@ -151,11 +151,13 @@ def _copy(
     rows: Sequence[Mapping[str, Any]],
 ) -> None:
     """COPY ``rows`` in (PostgreSQL's fastest way in: a tenth of an INSERT's round trips)."""
+    dialect = session.connection().dialect
+    values = bound_values(dialect, table, columns, rows, documents_as_text=True)
     cursor = session.connection().connection.cursor()
     try:
         with cursor.copy(sql) as copy:
-            for values in _processed(session, table, columns, rows):
-                copy.write_row(values)
+            for row in values:
+                copy.write_row(row)
     finally:
         cursor.close()
 

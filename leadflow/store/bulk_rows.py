@@ -9,26 +9,39 @@ distinct value, and PostgreSQL takes a whole column as one array.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, Table
+from sqlalchemy import JSON, Connection, Row, Table
 from sqlalchemy.engine import Dialect
 
 
 def bound_values(
-    dialect: Dialect, table: Table, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
+    dialect: Dialect,
+    table: Table,
+    columns: Sequence[str],
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    documents_as_text: bool = False,
 ) -> list[tuple[Any, ...]]:
     """Each row's values of ``columns``, through each column type's own bind processing (JSON,
     times), as SQLAlchemy would hand them to the driver.
 
     A batch's rows repeat their values (every row of a batch has the same ``now``, most timers
     the same due time; a firing's audit rows share one evidence, a batch's timers one ladder):
-    a time is processed once per statement, a document (JSON) once per object."""
+    a time is processed once per statement, a document (JSON) once per object.
+
+    With ``documents_as_text`` a JSON column's dicts and lists are given as their JSON text
+    (PostgreSQL's COPY parses it), not as the driver's wrapper that serialises each of them
+    again for every row it is in."""
     by_column = []
     for name in columns:
-        process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+        kind_of_column = table.c[name].type.dialect_impl(dialect)
+        process: Callable[[Any], Any] | None = kind_of_column.bind_processor(dialect)
+        if documents_as_text and process is not None and isinstance(kind_of_column, JSON):
+            process = _as_text(process)
         given = [row[name] for row in rows]
         if process is not None:
             seen: dict[Any, Any] = {}
@@ -50,6 +63,16 @@ def bound_values(
 
 
 _DOCUMENTS = frozenset({dict, list})
+
+
+def _as_text(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``process`` for a JSON column, giving documents as JSON text (None and SQL NULLs as
+    ``process`` gives them)."""
+
+    def as_text(value: Any) -> Any:
+        return json.dumps(value) if type(value) in _DOCUMENTS else process(value)
+
+    return as_text
 
 
 def insert_new_postgres(
