@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from leadflow import metrics
 from leadflow.engine.batch_writes import write_batch
+from leadflow.engine.collector_pause import collector_paused
 from leadflow.engine.firing import Firing, describe_action, fire
 from leadflow.engine.firing_batch import FiringBatch
 from leadflow.engine.lead_rows import as_leads, lead_select, record_of
@@ -191,7 +192,7 @@ def _apply(
         if stop is not None and stop.is_set():
             outcome.interrupted = True
             return
-        with transaction(runtime.engine) as session:
+        with collector_paused(), transaction(runtime.engine) as session:
             # Leads are read as plain rows (lead_rows), deals, few, as ORM objects.
             query = (
                 (lead_select(where) if model is Lead else select(model).where(where))

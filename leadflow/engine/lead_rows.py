@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, select
+from sqlalchemy import ColumnElement, Result, Select, select
 from sqlalchemy.orm import Session
 
 from leadflow.engine.row_record import RowRecord
@@ -37,9 +37,15 @@ def lead_select(where: ColumnElement[bool]) -> Select[Any]:
     return select(*LEADS.c).where(where)
 
 
-def as_leads(rows: Iterable[Any]) -> list[Lead]:
-    """Result rows of :func:`lead_select` as leads (typed as the model they stand in for)."""
-    return [cast(Lead, LeadRow(row._mapping)) for row in rows]
+def as_leads(result: Result[Any]) -> list[Lead]:
+    """The rows of a :func:`lead_select` as leads (typed as the model they stand in for)."""
+    names = tuple(result.keys())
+    leads = []
+    for row in result:
+        lead = LeadRow.__new__(LeadRow)
+        lead.__dict__.update(zip(names, row, strict=True))
+        leads.append(cast(Lead, lead))
+    return leads
 
 
 def leads_by_id(session: Session, ids: Iterable[int]) -> list[Lead]:

@@ -10,6 +10,7 @@ distinct value, and PostgreSQL takes a whole column as one array.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -104,6 +105,44 @@ def insert_new_postgres(
         f" RETURNING {', '.join(quote(name) for name in returning)}"
     )
     return list(connection.exec_driver_sql(sql, tuple(arrays)).all())
+
+
+def insert_new_sqlite(
+    connection: Connection,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    unique: str,
+    returning: Sequence[str],
+) -> list[Row[Any]]:
+    """:func:`insert_new_postgres` on SQLite: a multi-row ``INSERT ... VALUES`` as many rows at
+    a time as SQLite's limit on a statement's parameters allows, the values bound here once
+    per column, not by SQLAlchemy's per-row parameter work."""
+    if not rows:
+        return []
+    dialect = connection.dialect
+    columns = list(rows[0])
+    values = bound_values(dialect, table, columns, rows)
+    quote = dialect.identifier_preparer.quote
+    names = ", ".join(quote(name) for name in columns)
+    one = "(" + ", ".join("?" * len(columns)) + ")"
+    per_statement = max(1, _parameter_limit(connection) // len(columns))
+    inserted: list[Row[Any]] = []
+    for start in range(0, len(values), per_statement):
+        part = values[start : start + per_statement]
+        sql = (
+            f"INSERT INTO {quote(table.name)} ({names}) VALUES {', '.join([one] * len(part))}"
+            f" ON CONFLICT ({quote(unique)}) DO NOTHING"
+            f" RETURNING {', '.join(quote(name) for name in returning)}"
+        )
+        flat = tuple(value for row in part for value in row)
+        inserted += connection.exec_driver_sql(sql, flat).all()
+    return inserted
+
+
+def _parameter_limit(connection: Connection) -> int:
+    """How many parameters one SQLite statement may have (32,766 since SQLite 3.32)."""
+    driver = connection.connection.dbapi_connection
+    return int(driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))  # type: ignore[union-attr]
 
 
 def update_by_id_postgres(
