@@ -14,7 +14,7 @@ from typing import Protocol
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from leadflow.engine.lead_rows import record_of
+from leadflow.engine.plain_rows import record_of
 from leadflow.rule_language.actions import Assign
 from leadflow.rule_language.fields import Subject, field_catalog
 from leadflow.settings import Settings

@@ -27,7 +27,7 @@ from leadflow.engine.batch_writes import write_batch
 from leadflow.engine.collector_pause import collector_paused
 from leadflow.engine.firing import Firing, describe_action, fire
 from leadflow.engine.firing_batch import FiringBatch
-from leadflow.engine.lead_rows import as_leads, lead_select, record_of
+from leadflow.engine.plain_rows import as_leads, lead_select, record_of
 from leadflow.engine.row_record import RowRecord
 from leadflow.engine.rule_runs import record_run
 from leadflow.engine.runtime import Runtime, StopSignal
@@ -193,7 +193,7 @@ def _apply(
             outcome.interrupted = True
             return
         with collector_paused(), transaction(runtime.engine) as session:
-            # Leads are read as plain rows (lead_rows), deals, few, as ORM objects.
+            # Leads are read as plain rows (plain_rows), deals, few, as ORM objects.
             query = (
                 (lead_select(where) if model is Lead else select(model).where(where))
                 .where(table.c.id > last_id)

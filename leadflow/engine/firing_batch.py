@@ -25,12 +25,12 @@ from sqlalchemy.orm import Session
 
 from leadflow.engine.assignment import Member, locked_rotation, open_mqls, pool_members
 from leadflow.engine.batch_writes import BatchWrites
-from leadflow.engine.lead_rows import leads_by_id
+from leadflow.engine.plain_rows import all_reps, leads_by_id
 from leadflow.mail.enqueue import recent_marketing
 from leadflow.settings import Settings
 from leadflow.store.id_ranges import among, chunks
 from leadflow.store.models import AssignmentRotation, Deal, Lead, Rep
-from leadflow.store.tables import NURTURE, REPS, ROTATIONS
+from leadflow.store.tables import NURTURE, ROTATIONS
 
 LEAD_COLUMNS = (
     "stage",
@@ -81,7 +81,7 @@ class FiringBatch:
         leads: Sequence[Lead],
         deals: Sequence[Deal] = (),
     ) -> FiringBatch:
-        """The batch for ``leads`` (plain rows, :mod:`leadflow.engine.lead_rows`), or ``deals``
+        """The batch for ``leads`` (plain rows, :mod:`leadflow.engine.plain_rows`), or ``deals``
         and their leads, which are detached from ``session`` here: from now on only the batch's
         writes reach the store."""
         session.expunge_all()
@@ -89,8 +89,7 @@ class FiringBatch:
         wanted = {deal.lead_id for deal in deals if deal.lead_id is not None} - set(by_id)
         for lead in leads_by_id(session, wanted):
             by_id[lead.id or 0] = lead
-        reps = {rep.id or 0: rep for rep in session.scalars(select(Rep).order_by(REPS.c.id))}
-        session.expunge_all()
+        reps = {rep.id or 0: rep for rep in all_reps(session)}
         return cls(session, settings, now, by_id, reps, BatchRoster(session, settings, now, reps))
 
     # --- reads -----------------------------------------------------------------------------
