@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import select, update
@@ -164,8 +165,7 @@ class FiringBatch:
         if self._recent_marketing is not None:
             for lead_id, count in self._staged_marketing.items():
                 self._recent_marketing[lead_id] = self._recent_marketing.get(lead_id, 0) + count
-        self.roster.commit()
-        self.staged = BatchWrites()
+        self.roster.commit()  # the next firing's begin() starts its own staged writes
 
     def discard(self, lead: Lead | None, deal: Deal | None) -> None:
         """The firing failed: nothing of it is written, the subject is as it was."""
@@ -179,16 +179,21 @@ class FiringBatch:
         self.roster.begin()
 
 
+_READERS: dict[tuple[str, ...], attrgetter[tuple[Any, ...]]] = {
+    columns: attrgetter(*columns) for columns in (LEAD_COLUMNS, DEAL_COLUMNS)
+}
+"""Each set of changeable columns read in one call (twice per firing)."""
+
+
 def _values(row: Lead | Deal, columns: tuple[str, ...]) -> tuple[Any, ...]:
-    return tuple(getattr(row, name) for name in columns)
+    return _READERS[columns](row)
 
 
 def _changed(row: Lead | Deal, columns: tuple[str, ...], before: tuple[Any, ...]) -> dict[str, Any]:
-    return {
-        name: getattr(row, name)
-        for name, old in zip(columns, before, strict=True)
-        if getattr(row, name) != old
-    }
+    after = _values(row, columns)
+    if after == before:
+        return {}
+    return {name: new for name, old, new in zip(columns, before, after, strict=True) if new != old}
 
 
 class BatchRoster:
