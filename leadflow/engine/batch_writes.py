@@ -179,7 +179,8 @@ def _processed(
     session: Session, table: Table, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
 ) -> list[tuple[Any, ...]]:
     """Each row's values of ``columns``, as SQLAlchemy would hand them to the driver."""
-    return bound_values(session.connection().dialect, table, columns, rows)
+    dialect = session.connection().dialect
+    return bound_values(dialect, table, columns, rows, documents_as_text=dialect.name == "sqlite")
 
 
 def _mark(session: Session) -> str:

@@ -36,13 +36,14 @@ def bound_values(
 
     With ``documents_as_text`` a JSON column's dicts and lists are given as their JSON text
     (PostgreSQL's COPY parses it), not as the driver's wrapper that serialises each of them
-    again for every row it is in."""
+    again for every row it is in; on SQLite that text is what SQLAlchemy would send, without
+    its checks per value."""
     by_column = []
     for name in columns:
         kind_of_column = table.c[name].type.dialect_impl(dialect)
         process: Callable[[Any], Any] | None = kind_of_column.bind_processor(dialect)
         if documents_as_text and process is not None and isinstance(kind_of_column, JSON):
-            process = _as_text(process)
+            process = _as_text(process, getattr(dialect, "_json_serializer", None) or json.dumps)
         given = [row[name] for row in rows]
         if process is not None:
             seen: dict[Any, Any] = {}
@@ -66,12 +67,15 @@ def bound_values(
 _DOCUMENTS = frozenset({dict, list})
 
 
-def _as_text(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """``process`` for a JSON column, giving documents as JSON text (None and SQL NULLs as
+def _as_text(
+    process: Callable[[Any], Any], serialise: Callable[[Any], str]
+) -> Callable[[Any], Any]:
+    """``process`` for a JSON column, giving documents as their JSON text by the dialect's
+    serialiser, as SQLAlchemy's own processing does on SQLite (None and SQL NULLs as
     ``process`` gives them)."""
 
     def as_text(value: Any) -> Any:
-        return json.dumps(value) if type(value) in _DOCUMENTS else process(value)
+        return serialise(value) if type(value) in _DOCUMENTS else process(value)
 
     return as_text
 
