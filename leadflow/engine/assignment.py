@@ -82,7 +82,9 @@ def choose_rep(
     pool = pool_for(lead, action, settings)
     if pool is None:
         return AssignmentChoice(None, None, "no pool matches the lead")
-    members = [member for member in roster.members(pool) if member.id not in exclude]
+    members = roster.members(pool)
+    if exclude:
+        members = [member for member in members if member.id not in exclude]
     if not members:
         return AssignmentChoice(None, pool, f"pool {pool!r} has no reps")
     load = roster.open_mqls([member.id for member in members])
