@@ -1,7 +1,7 @@
 """One evaluation batch of a rule: what its firings read, loaded once, and what they write.
 
-The batch's matched leads and deals are plain objects detached from the session: a firing
-changes them in memory, and what changed is written for the whole batch by
+The batch's matched leads and its reps are plain rows (:mod:`leadflow.engine.plain_rows`),
+its deals ORM objects detached from the session: a firing changes them in memory, and what changed is written for the whole batch by
 :mod:`leadflow.engine.batch_writes`. Everything a firing would otherwise ask the database
 once per lead (the reps, each rep's open MQLs, where round robin stands, a lead's active
 enrollments, its recent marketing email) is read here once for the batch and kept up to date
@@ -58,7 +58,7 @@ class FiringBatch:
     settings: Settings
     now: datetime
     leads: dict[int, Lead]
-    """The batch's leads (for a deal rule, the deals' leads), detached, by id."""
+    """The batch's leads (for a deal rule, the deals' leads), plain rows, by id."""
     reps: dict[int, Rep]
     roster: BatchRoster
     per_firing: list[BatchWrites] = field(default_factory=list)
