@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from functools import lru_cache
 
 from leadflow.errors import DurationError
 
@@ -35,6 +36,7 @@ def parse_duration(text: str | int | float | timedelta) -> timedelta:
     return value
 
 
+@lru_cache(maxsize=256)  # every firing's audit spells its rule's few durations
 def format_duration(value: timedelta) -> str:
     """The shortest exact spelling of ``value`` in the units :func:`parse_duration` reads."""
     seconds = int(value.total_seconds())

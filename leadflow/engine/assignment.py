@@ -14,7 +14,7 @@ from typing import Protocol
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from leadflow.engine.row_record import RowRecord
+from leadflow.engine.plain_rows import record_of
 from leadflow.rule_language.actions import Assign
 from leadflow.rule_language.fields import Subject, field_catalog
 from leadflow.settings import Settings
@@ -37,7 +37,7 @@ def pool_for(lead: Lead, action: Assign, settings: Settings) -> str | None:
         return action.pool
     assert action.route_by is not None  # the action's validator guarantees one of the two
     spec = field_catalog(Subject.LEAD, settings).get(action.route_by)
-    value = spec.read(RowRecord(lead)) if spec is not None else None
+    value = spec.read(record_of(lead)) if spec is not None else None
     return (
         action.pools.get(str(value), action.default_pool)
         if value is not None
@@ -82,7 +82,9 @@ def choose_rep(
     pool = pool_for(lead, action, settings)
     if pool is None:
         return AssignmentChoice(None, None, "no pool matches the lead")
-    members = [member for member in roster.members(pool) if member.id not in exclude]
+    members = roster.members(pool)
+    if exclude:
+        members = [member for member in members if member.id not in exclude]
     if not members:
         return AssignmentChoice(None, pool, f"pool {pool!r} has no reps")
     load = roster.open_mqls([member.id for member in members])

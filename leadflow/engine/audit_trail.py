@@ -82,8 +82,14 @@ def audit_row(
 def audit_value(value: Any) -> Any:
     """``value`` as the audit stores it: durations as people write them (``4h``, ``1d12h``),
     times as ISO 8601, the rest as :func:`jsonable` has it."""
-    if value is None or type(value) in _PLAIN:  # most values: nothing to convert
+    kind = type(value)
+    if value is None or kind in _PLAIN:  # most values: nothing to convert
         return value
+    if kind is dict:  # the params of every audit row: plain values taken without a call
+        return {
+            str(key): inner if inner is None or type(inner) in _PLAIN else audit_value(inner)
+            for key, inner in value.items()
+        }
     if isinstance(value, timedelta):
         return format_duration(value)
     if isinstance(value, Mapping):

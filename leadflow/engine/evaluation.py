@@ -24,8 +24,10 @@ from sqlalchemy.orm import Session
 
 from leadflow import metrics
 from leadflow.engine.batch_writes import write_batch
+from leadflow.engine.collector_pause import collector_paused
 from leadflow.engine.firing import Firing, describe_action, fire
 from leadflow.engine.firing_batch import FiringBatch
+from leadflow.engine.plain_rows import as_leads, lead_select, record_of
 from leadflow.engine.row_record import RowRecord
 from leadflow.engine.rule_runs import record_run
 from leadflow.engine.runtime import Runtime, StopSignal
@@ -190,22 +192,27 @@ def _apply(
         if stop is not None and stop.is_set():
             outcome.interrupted = True
             return
-        with transaction(runtime.engine) as session:
+        with collector_paused(), transaction(runtime.engine) as session:
+            # Leads are read as plain rows (plain_rows), deals, few, as ORM objects.
             query = (
-                select(model)
-                .where(where, table.c.id > last_id)
+                (lead_select(where) if model is Lead else select(model).where(where))
+                .where(table.c.id > last_id)
                 .order_by(table.c.id)
                 .limit(batch_size)
             )
             if session.get_bind().dialect.name == "postgresql":
                 query = query.with_for_update(of=table)
-            rows = cast(list[Lead | Deal], list(session.scalars(query)))
+            rows = (
+                as_leads(session.execute(query))
+                if model is Lead
+                else cast(list[Lead | Deal], list(session.scalars(query)))
+            )
             if not rows:
                 return
             last_id = rows[-1].id or 0
             outcome.matched += len(rows)
             deals = [row for row in rows if isinstance(row, Deal)]
-            leads = [row for row in rows if isinstance(row, Lead)]
+            leads = [] if deals else cast(list[Lead], rows)
             batch = FiringBatch.load(session, runtime.settings, context.now, leads, deals)
             fired = [
                 label
@@ -232,12 +239,13 @@ def _process(
 ) -> str | None:
     """Fire the rule on one matched row, staging its writes in the batch; return the subject
     if it fired."""
-    evidence = evidence_of(rule, RowRecord(row), context, fields)
     deal = row if isinstance(row, Deal) else None
+    record = RowRecord(row) if deal is not None else record_of(cast(Lead, row))
+    evidence = evidence_of(rule, record, context, fields)
     lead = (
-        row
-        if isinstance(row, Lead)
-        else (batch.leads.get(deal.lead_id) if deal is not None and deal.lead_id else None)
+        cast(Lead, row)
+        if deal is None
+        else (batch.leads.get(deal.lead_id) if deal.lead_id else None)
     )
     firing = Firing(
         runtime,

@@ -79,7 +79,7 @@ class Firing:
         self.batch.staged.audit.append(self.audit_row(action, params))
 
     def audit_row(self, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        return audit_row(
+        row = audit_row(
             at=self.now,
             source="rule",
             action=action,
@@ -88,8 +88,11 @@ class Firing:
             rule_id=self.rule.id,
             rule_version=self.rule_set.version,
             params={**params, "rule_digest": self.rule.digest},
-            evidence=self.audited_evidence,
         )
+        # The firing's rows share its evidence, converted once: the batch's write then
+        # serialises it once for all of them (bulk_rows.bound_values).
+        row["evidence"] = self.audited_evidence
+        return row
 
     @property
     def audited_evidence(self) -> Any:

@@ -1,7 +1,7 @@
 """One evaluation batch of a rule: what its firings read, loaded once, and what they write.
 
-The batch's matched leads and deals are plain objects detached from the session: a firing
-changes them in memory, and what changed is written for the whole batch by
+The batch's matched leads and its reps are plain rows (:mod:`leadflow.engine.plain_rows`),
+its deals ORM objects detached from the session: a firing changes them in memory, and what changed is written for the whole batch by
 :mod:`leadflow.engine.batch_writes`. Everything a firing would otherwise ask the database
 once per lead (the reps, each rep's open MQLs, where round robin stands, a lead's active
 enrollments, its recent marketing email) is read here once for the batch and kept up to date
@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import select, update
@@ -25,11 +26,12 @@ from sqlalchemy.orm import Session
 
 from leadflow.engine.assignment import Member, locked_rotation, open_mqls, pool_members
 from leadflow.engine.batch_writes import BatchWrites
+from leadflow.engine.plain_rows import all_reps, leads_by_id
 from leadflow.mail.enqueue import recent_marketing
 from leadflow.settings import Settings
 from leadflow.store.id_ranges import among, chunks
 from leadflow.store.models import AssignmentRotation, Deal, Lead, Rep
-from leadflow.store.tables import NURTURE, REPS, ROTATIONS
+from leadflow.store.tables import NURTURE, ROTATIONS
 
 LEAD_COLUMNS = (
     "stage",
@@ -56,7 +58,7 @@ class FiringBatch:
     settings: Settings
     now: datetime
     leads: dict[int, Lead]
-    """The batch's leads (for a deal rule, the deals' leads), detached, by id."""
+    """The batch's leads (for a deal rule, the deals' leads), plain rows, by id."""
     reps: dict[int, Rep]
     roster: BatchRoster
     per_firing: list[BatchWrites] = field(default_factory=list)
@@ -80,17 +82,15 @@ class FiringBatch:
         leads: Sequence[Lead],
         deals: Sequence[Deal] = (),
     ) -> FiringBatch:
-        """The batch for ``leads`` (or ``deals`` and their leads), which are detached from
-        ``session`` here: from now on only the batch's writes reach the store."""
+        """The batch for ``leads`` (plain rows, :mod:`leadflow.engine.plain_rows`), or ``deals``
+        and their leads, which are detached from ``session`` here: from now on only the batch's
+        writes reach the store."""
         session.expunge_all()
         by_id = {lead.id or 0: lead for lead in leads}
         wanted = {deal.lead_id for deal in deals if deal.lead_id is not None} - set(by_id)
-        if wanted:
-            for lead in session.scalars(select(Lead).where(Lead.id.in_(wanted))):  # type: ignore[union-attr]
-                by_id[lead.id or 0] = lead
-            session.expunge_all()
-        reps = {rep.id or 0: rep for rep in session.scalars(select(Rep).order_by(REPS.c.id))}
-        session.expunge_all()
+        for lead in leads_by_id(session, wanted):
+            by_id[lead.id or 0] = lead
+        reps = {rep.id or 0: rep for rep in all_reps(session)}
         return cls(session, settings, now, by_id, reps, BatchRoster(session, settings, now, reps))
 
     # --- reads -----------------------------------------------------------------------------
@@ -165,8 +165,7 @@ class FiringBatch:
         if self._recent_marketing is not None:
             for lead_id, count in self._staged_marketing.items():
                 self._recent_marketing[lead_id] = self._recent_marketing.get(lead_id, 0) + count
-        self.roster.commit()
-        self.staged = BatchWrites()
+        self.roster.commit()  # the next firing's begin() starts its own staged writes
 
     def discard(self, lead: Lead | None, deal: Deal | None) -> None:
         """The firing failed: nothing of it is written, the subject is as it was."""
@@ -180,16 +179,21 @@ class FiringBatch:
         self.roster.begin()
 
 
+_READERS: dict[tuple[str, ...], attrgetter[tuple[Any, ...]]] = {
+    columns: attrgetter(*columns) for columns in (LEAD_COLUMNS, DEAL_COLUMNS)
+}
+"""Each set of changeable columns read in one call (twice per firing)."""
+
+
 def _values(row: Lead | Deal, columns: tuple[str, ...]) -> tuple[Any, ...]:
-    return tuple(getattr(row, name) for name in columns)
+    return _READERS[columns](row)
 
 
 def _changed(row: Lead | Deal, columns: tuple[str, ...], before: tuple[Any, ...]) -> dict[str, Any]:
-    return {
-        name: getattr(row, name)
-        for name, old in zip(columns, before, strict=True)
-        if getattr(row, name) != old
-    }
+    after = _values(row, columns)
+    if after == before:
+        return {}
+    return {name: new for name, old, new in zip(columns, before, after, strict=True) if new != old}
 
 
 class BatchRoster:

@@ -15,7 +15,9 @@ from sqlalchemy.orm import Session
 
 from leadflow.engine.audit_trail import audit_row
 from leadflow.engine.batch_writes import BatchWrites, QueuedAudit, write_batch
+from leadflow.engine.collector_pause import collector_paused
 from leadflow.engine.due_rows import due_pages
+from leadflow.engine.plain_rows import leads_by_id
 from leadflow.engine.runtime import Runtime, StopSignal
 from leadflow.logs import log_failure
 from leadflow.mail.context import email_context
@@ -24,7 +26,7 @@ from leadflow.rule_language.model import RuleSet
 from leadflow.settings import StageSettings
 from leadflow.store.email_addresses import is_recipient
 from leadflow.store.models import Lead, NurtureEnrollment
-from leadflow.store.tables import LEADS, NURTURE
+from leadflow.store.tables import NURTURE
 
 log = structlog.get_logger("leadflow.nurture")
 BATCH = 2000
@@ -63,7 +65,11 @@ def run_nurture_steps(
         NURTURE.c.status == "active", NURTURE.c.next_step_at <= now
     )
     pages = due_pages(runtime.engine, due, NURTURE, batch=BATCH, stop=stop)
-    return sum(_steps(runtime, session, rule_set, page, now) for session, page in pages)
+    handled = 0
+    for session, page in pages:
+        with collector_paused():
+            handled += _steps(runtime, session, rule_set, page, now)
+    return handled
 
 
 def _steps(
@@ -75,9 +81,7 @@ def _steps(
 ) -> int:
     """Handle one batch of due enrollments; return how many succeeded."""
     lead_ids = {enrollment.lead_id for enrollment in enrollments}
-    leads = {
-        lead.id: lead for lead in session.scalars(select(Lead).where(LEADS.c.id.in_(lead_ids)))
-    }
+    leads = {lead.id: lead for lead in leads_by_id(session, lead_ids)}  # plain rows
     session.expunge_all()  # from here on only the batch's writes reach the store
     recent = recent_marketing(session, lead_ids, now, runtime.settings)
     items: list[tuple[str, BatchWrites]] = []

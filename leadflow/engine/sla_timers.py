@@ -37,7 +37,10 @@ class NewSlaTimer:
     status: str = "running"
 
     def row(self) -> dict[str, Any]:
-        return {field.name: getattr(self, field.name) for field in fields(self)}
+        return {name: getattr(self, name) for name in _ROW_COLUMNS}
+
+
+_ROW_COLUMNS = tuple(field.name for field in fields(NewSlaTimer))
 
 
 _business_time_after = lru_cache(maxsize=1024)(add_business_time)
@@ -92,7 +95,7 @@ def new_sla_timer(
     if start.counted_from == "stage_entered_at" and stage_entered_at is not None:
         started = min(stage_entered_at, now)
     due = _business_time_after(calendar, started, start.within)
-    ladder = ladder_of(start)
+    ladder, met_by = _stored_parts(start)
     return NewSlaTimer(
         lead_id=lead_id,
         name=start.name,
@@ -103,6 +106,22 @@ def new_sla_timer(
         due_at=due,
         calendar=start.calendar,
         ladder=ladder,
-        met_by=jsonable(start.met_by.model_dump()),
+        met_by=met_by,
         next_escalation_at=level_due(calendar, due, ladder, 0),
     )
+
+
+_PARTS: dict[int, tuple[StartSla, list[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def _stored_parts(start: StartSla) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The ladder and ``met_by`` as a timer of ``start`` stores them, made once per action (a
+    batch starts a timer per firing) and shared by its timers: read, never changed in place."""
+    known = _PARTS.get(id(start))
+    if known is not None and known[0] is start:
+        return known[1], known[2]
+    if len(_PARTS) > 1024:  # rule sets reloaded many times: start afresh
+        _PARTS.clear()
+    ladder, met_by = ladder_of(start), jsonable(start.met_by.model_dump())
+    _PARTS[id(start)] = (start, ladder, met_by)
+    return ladder, met_by

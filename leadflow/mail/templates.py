@@ -13,7 +13,7 @@ not in the context is an error (``StrictUndefined``), never a blank in a sent em
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -23,6 +23,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
+import jinja2.runtime
 from jinja2.sandbox import SandboxedEnvironment
 
 from leadflow.errors import Problem, TemplateError
@@ -78,8 +79,11 @@ class TemplateCatalog:
         self._env = _Sandbox(
             loader=loader,
             undefined=jinja2.StrictUndefined,
-            autoescape=jinja2.select_autoescape(
-                enabled_extensions=("html",), default_for_string=False, default=False
+            # Asked by every part and include of every email: remembered per template name.
+            autoescape=lru_cache(maxsize=256)(
+                jinja2.select_autoescape(
+                    enabled_extensions=("html",), default_for_string=False, default=False
+                )
             ),
             keep_trailing_newline=True,
             trim_blocks=True,
@@ -215,6 +219,42 @@ class TemplateCatalog:
             raise _error(Problem(where, line, 0, f"cannot render: {exc}")) from exc
 
 
+class _Context(jinja2.runtime.Context):
+    """Jinja's context, with the names of its template's globals taken once per template.
+
+    Jinja collects them (``set()`` over the template's ChainMap of globals) for every context,
+    one per part and per include of every email: a fifth of rendering an email. They are
+    only read (by ``{% import %}``), and a template's globals do not change once it is loaded.
+    """
+
+    def __init__(
+        self,
+        environment: jinja2.Environment,
+        parent: dict[str, Any],
+        name: str | None,
+        blocks: dict[str, Callable[[jinja2.runtime.Context], Iterator[str]]],
+        globals: MutableMapping[str, Any] | None = None,  # Jinja passes it by this name
+    ) -> None:
+        super().__init__(environment, parent, name, blocks)
+        if globals is not None:
+            self.globals_keys = _names_of(globals)
+
+
+_GLOBAL_NAMES: dict[int, tuple[Mapping[str, Any], set[str]]] = {}
+
+
+def _names_of(globals_: Mapping[str, Any]) -> set[str]:
+    """The names in ``globals_`` (a template's globals), collected once per mapping."""
+    known = _GLOBAL_NAMES.get(id(globals_))
+    if known is not None and known[0] is globals_:
+        return known[1]
+    if len(_GLOBAL_NAMES) > 1024:  # templates reloaded many times: start afresh
+        _GLOBAL_NAMES.clear()
+    names = set(globals_)
+    _GLOBAL_NAMES[id(globals_)] = (globals_, names)
+    return names
+
+
 class _Sandbox(SandboxedEnvironment):
     """Jinja's sandbox with a short way to a dict's key (the context's values are dicts).
 
@@ -222,6 +262,8 @@ class _Sandbox(SandboxedEnvironment):
     dicts (``items``, ``keys``...), as the sandbox decides it, without raising and catching an
     AttributeError on every lookup.
     """
+
+    context_class = _Context
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if type(obj) is dict and attribute not in _DICT_ATTRIBUTES and attribute in obj:

@@ -24,8 +24,8 @@ from sqlalchemy.orm import Session
 
 from leadflow.clock import parse_instant
 from leadflow.errors import UserInputError
-from leadflow.store.bulk_rows import insert_new_postgres
-from leadflow.store.database import insert_ignoring_duplicates, transaction
+from leadflow.store.bulk_rows import insert_new_postgres, insert_new_sqlite
+from leadflow.store.database import transaction
 from leadflow.store.id_ranges import chunks
 from leadflow.store.models import OutboxMessage
 from leadflow.store.tables import OUTBOX
@@ -142,24 +142,19 @@ def enqueue_rows(session: Session, rows: Sequence[Mapping[str, Any]]) -> dict[st
 
 
 def _insert_new(session: Session, dialect: str, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
-    """Insert the rows whose key is new; (id, key) of each one inserted."""
-    if dialect == "postgresql":
-        by_columns: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
-        for row in rows:
-            by_columns.setdefault(tuple(row), []).append(row)
-        connection = session.connection()
-        returning = ("id", "idempotency_key")
-        return [
-            inserted
-            for group in by_columns.values()
-            for inserted in insert_new_postgres(
-                connection, _TABLE, group, "idempotency_key", returning
-            )
-        ]
-    statement = insert_ignoring_duplicates(dialect, _TABLE, "idempotency_key").returning(
-        _TABLE.c.id, _TABLE.c.idempotency_key
-    )
-    return list(session.execute(statement, rows).all())
+    """Insert the rows whose key is new; (id, key) of each one inserted. A statement per set of
+    columns given (a batch's rows give the same), straight to the driver."""
+    insert_new = insert_new_postgres if dialect == "postgresql" else insert_new_sqlite
+    by_columns: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        by_columns.setdefault(tuple(row), []).append(row)
+    connection = session.connection()
+    returning = ("id", "idempotency_key")
+    return [
+        inserted
+        for group in by_columns.values()
+        for inserted in insert_new(connection, _TABLE, group, "idempotency_key", returning)
+    ]
 
 
 def find(session: Session, key: str) -> EnqueueResult | None:

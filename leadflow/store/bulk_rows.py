@@ -9,39 +9,75 @@ distinct value, and PostgreSQL takes a whole column as one array.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, Table
+from sqlalchemy import JSON, Connection, Row, Table
 from sqlalchemy.engine import Dialect
 
 
 def bound_values(
-    dialect: Dialect, table: Table, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
+    dialect: Dialect,
+    table: Table,
+    columns: Sequence[str],
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    documents_as_text: bool = False,
 ) -> list[tuple[Any, ...]]:
     """Each row's values of ``columns``, through each column type's own bind processing (JSON,
     times), as SQLAlchemy would hand them to the driver.
 
     A batch's rows repeat their values (every row of a batch has the same ``now``, most timers
-    the same due time): a time is processed once per statement."""
+    the same due time; a firing's audit rows share one evidence, a batch's timers one ladder):
+    a time is processed once per statement, a document (JSON) once per object.
+
+    With ``documents_as_text`` a JSON column's dicts and lists are given as their JSON text
+    (PostgreSQL's COPY parses it), not as the driver's wrapper that serialises each of them
+    again for every row it is in; on SQLite that text is what SQLAlchemy would send, without
+    its checks per value."""
     by_column = []
     for name in columns:
-        process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+        kind_of_column = table.c[name].type.dialect_impl(dialect)
+        process: Callable[[Any], Any] | None = kind_of_column.bind_processor(dialect)
+        if documents_as_text and process is not None and isinstance(kind_of_column, JSON):
+            process = _as_text(process, getattr(dialect, "_json_serializer", None) or json.dumps)
         given = [row[name] for row in rows]
         if process is not None:
-            seen: dict[datetime, Any] = {}
+            seen: dict[Any, Any] = {}
             processed = []
             for value in given:
-                if type(value) is datetime:
-                    if value not in seen:
-                        seen[value] = process(value)
-                    processed.append(seen[value])
-                else:
+                kind = type(value)
+                # A document is known by its identity: the rows hold every one of them alive
+                # until the statement is done, so no two of them share an id.
+                key = value if kind is datetime else id(value) if kind in _DOCUMENTS else None
+                if key is None:
                     processed.append(process(value))
+                    continue
+                if key not in seen:
+                    seen[key] = process(value)
+                processed.append(seen[key])
             given = processed
         by_column.append(given)
     return list(zip(*by_column, strict=True))
+
+
+_DOCUMENTS = frozenset({dict, list})
+
+
+def _as_text(
+    process: Callable[[Any], Any], serialise: Callable[[Any], str]
+) -> Callable[[Any], Any]:
+    """``process`` for a JSON column, giving documents as their JSON text by the dialect's
+    serialiser, as SQLAlchemy's own processing does on SQLite (None and SQL NULLs as
+    ``process`` gives them)."""
+
+    def as_text(value: Any) -> Any:
+        return serialise(value) if type(value) in _DOCUMENTS else process(value)
+
+    return as_text
 
 
 def insert_new_postgres(
@@ -73,6 +109,44 @@ def insert_new_postgres(
         f" RETURNING {', '.join(quote(name) for name in returning)}"
     )
     return list(connection.exec_driver_sql(sql, tuple(arrays)).all())
+
+
+def insert_new_sqlite(
+    connection: Connection,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    unique: str,
+    returning: Sequence[str],
+) -> list[Row[Any]]:
+    """:func:`insert_new_postgres` on SQLite: a multi-row ``INSERT ... VALUES`` as many rows at
+    a time as SQLite's limit on a statement's parameters allows, the values bound here once
+    per column, not by SQLAlchemy's per-row parameter work."""
+    if not rows:
+        return []
+    dialect = connection.dialect
+    columns = list(rows[0])
+    values = bound_values(dialect, table, columns, rows)
+    quote = dialect.identifier_preparer.quote
+    names = ", ".join(quote(name) for name in columns)
+    one = "(" + ", ".join("?" * len(columns)) + ")"
+    per_statement = max(1, _parameter_limit(connection) // len(columns))
+    inserted: list[Row[Any]] = []
+    for start in range(0, len(values), per_statement):
+        part = values[start : start + per_statement]
+        sql = (
+            f"INSERT INTO {quote(table.name)} ({names}) VALUES {', '.join([one] * len(part))}"
+            f" ON CONFLICT ({quote(unique)}) DO NOTHING"
+            f" RETURNING {', '.join(quote(name) for name in returning)}"
+        )
+        flat = tuple(value for row in part for value in row)
+        inserted += connection.exec_driver_sql(sql, flat).all()
+    return inserted
+
+
+def _parameter_limit(connection: Connection) -> int:
+    """How many parameters one SQLite statement may have (32,766 since SQLite 3.32)."""
+    driver = connection.connection.dbapi_connection
+    return int(driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))  # type: ignore[union-attr]
 
 
 def update_by_id_postgres(

@@ -90,6 +90,13 @@ def is_recipient(recipient: str | None) -> bool:
     """Whether ``recipient`` names exactly one address (a CRM's ``n/a``, blank or list does not)."""
     if recipient is None:
         return False
+    return _is_recipient(recipient)
+
+
+@lru_cache(maxsize=8192)
+def _is_recipient(recipient: str) -> bool:
+    # Remembered: a firing asks twice of its email's address (before rendering and as the
+    # outbox row is made), and a batch's emails go to the same few reps.
     try:
         recipient_address(recipient)
     except ValueError:
