@@ -78,6 +78,27 @@ class TestFormats:
         assert not re.search(r"(src|href)\s*=\s*['\"]?(https?:)?//", page)
         assert "@import" not in page
 
+    def test_output_extension_names_the_format(
+        self, engine: Engine, store_url: str, tmp_path: Path
+    ) -> None:
+        """`--output week.html` without `--format` writes the HTML report (it wrote the terminal
+        tables into the .html file); .csv and .json likewise; another extension, or an explicit
+        `--format`, as before."""
+        seed(engine)
+        for name, start in [
+            ("week.html", "<!doctype html>"),
+            ("week.csv", "section,"),
+            ("week.json", "{"),
+            ("week.txt", "Funnel report "),
+            ("week.out", "Funnel report "),
+        ]:
+            target = tmp_path / name
+            assert run(tmp_path, store_url, "--output", str(target)) == 0
+            assert target.read_text(encoding="utf-8").startswith(start), name
+        target = tmp_path / "tables.html"
+        assert run(tmp_path, store_url, "--format", "table", "--output", str(target)) == 0
+        assert target.read_text(encoding="utf-8").startswith("Funnel report ")
+
 
 class TestBadOptions:
     """A wrong option is one line on stderr, exit 1."""

@@ -38,9 +38,14 @@ def show_report(
         typer.Option("--to", help="Last day, included (2017-12-31), or instant, excluded."),
     ],
     by: Annotated[Grouping, typer.Option("--by", help="Group the metrics by.")] = (Grouping.none),
-    output_format: Annotated[
-        ReportFormat, typer.Option("--format", help="table, csv, json or html.")
-    ] = ReportFormat.table,
+    given_format: Annotated[
+        ReportFormat | None,
+        typer.Option(
+            "--format",
+            help="table, csv, json or html (default: by --output's extension, .html .csv "
+            ".json; else table).",
+        ),
+    ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to this file (html: required).")
     ] = None,
@@ -61,6 +66,13 @@ def show_report(
 
     period = _period(start, end, by, stall or [])
     context = cli_context(ctx)
+    # `--output week.html` alone means the HTML report, as `simulate --report week.html` does;
+    # it used to write the terminal tables into a file named .html.
+    output_format = given_format or (
+        FILE_FORMATS.get(output.suffix.lower(), ReportFormat.table)
+        if output is not None
+        else ReportFormat.table
+    )
     if output_format is ReportFormat.html and output is None:
         msg = "--format html writes a file: give --output report.html"
         raise UserInputError(msg)
