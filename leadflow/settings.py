@@ -163,6 +163,21 @@ class MailSettings(Section):
     """Settled outbox rows (sent, failed, suppressed) older than this are deleted by the daemon's
     retention job; pending and sending rows never are."""
 
+    @field_validator("sender", "reply_to")
+    @classmethod
+    def _one_address(cls, value: str | None) -> str | None:
+        # The envelope sender is this address (parseaddr): "not an address" made it "not", and
+        # relays accepting that wrote From: not an address into every message.
+        if value is not None:
+            problem = _address_problem(value)
+            if problem is not None:
+                msg = (
+                    f"{value!r} is not one email address ({problem}); write e.g. "
+                    "'Leadflow <leadflow@example.com>'"
+                )
+                raise ValueError(msg)
+        return value
+
     @field_validator("keep_sent")
     @classmethod
     def _keep_sent_covers_the_cap(cls, keep: timedelta, info: ValidationInfo) -> timedelta:
@@ -190,6 +205,21 @@ class MailSettings(Section):
             )
             raise ValueError(msg)
         return lease
+
+
+def _address_problem(text: str) -> str | None:
+    """None when ``text`` is one address, with or without a display name; else why not.
+
+    Syntax only: a domain such as ``localhost`` (the default's) is the relay's to judge."""
+    from email.utils import getaddresses
+
+    found = getaddresses([text])
+    if len(found) != 1:
+        return "expected exactly one address"
+    local, at, domain = found[0][1].rpartition("@")
+    if not (at and local and domain) or any(char.isspace() for char in found[0][1]):
+        return "expected exactly one address such as leadflow@example.com"
+    return None
 
 
 def _seconds(duration: timedelta) -> str:

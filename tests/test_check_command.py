@@ -108,6 +108,20 @@ class TestCheck:
             "",
         )
 
+    def test_a_rule_file_given_as_the_folder_names_its_folder(
+        self, project: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        (project / "other").mkdir()
+        (project / "other" / "r.yaml").write_text("rules: []\n", encoding="utf-8")
+        assert check(capsys, "--rules", "other/r.yaml") == (
+            1,
+            [
+                "other/r.yaml: is a file; the rule set is a folder: give other (every file is read)",
+                "1 problem",
+            ],
+            "",
+        )
+
     def test_the_shipped_rules_and_templates_pass(self, capsys: pytest.CaptureFixture[str]) -> None:
         settings = load_settings(ROOT / "config.yaml", env={}).settings
         version = load_rule_set(ROOT / "rules", settings).version

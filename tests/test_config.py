@@ -82,6 +82,31 @@ class TestValidation:
         with pytest.raises(ConfigError, match=rf"^{path}:3:1: invalid YAML: "):
             load_settings(path, env={})
 
+    def test_sender_and_reply_to_are_one_address(self, tmp_path: Path) -> None:
+        """mail.from became the envelope sender through parseaddr: "not an address" made it
+        "not" and every message said From: not an address; a list sent from its first one."""
+        path = write(
+            tmp_path, 'mail:\n  from: "not an address"\n  reply_to: "a@x.test, b@x.test"\n'
+        )
+        with pytest.raises(ConfigError) as caught:
+            load_settings(path, env={})
+        assert str(caught.value).splitlines() == [
+            f"{path}:2: mail.from: 'not an address' is not one email address (expected exactly "
+            "one address such as leadflow@example.com); write e.g. "
+            "'Leadflow <leadflow@example.com>'",
+            f"{path}:3: mail.reply_to: 'a@x.test, b@x.test' is not one email address (expected "
+            "exactly one address); write e.g. 'Leadflow <leadflow@example.com>'",
+        ]
+
+    @pytest.mark.parametrize(
+        "sender", ["leadflow <leadflow@localhost>", "ops@example.com", "Ops Team <ops@x.test>"]
+    )
+    def test_a_sender_address_with_or_without_a_name_is_taken(
+        self, tmp_path: Path, sender: str
+    ) -> None:
+        loaded = load_settings(write(tmp_path, f'mail:\n  from: "{sender}"\n'), env={})
+        assert loaded.settings.mail.sender == sender
+
 
 class TestSecrets:
     """Secrets come from the environment or a file, and are never shown."""

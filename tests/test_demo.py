@@ -4,6 +4,7 @@ engagement and fade without it, and one followed lead crosses the MQL threshold.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -116,6 +117,11 @@ def _ends_with_the_days_report(
     reported = cells(capsys.readouterr().out)
     assert all(row in reported for row in shown)
     assert [row for row in reported if row[0] == "rep"] == shown[8:19]
+    # Open deals are in a pipeline stage: the sample's deals to be won later were "Won" while
+    # still open, so the report listed 15 open deals in a "Won" stage.
+    assert main(["-c", str(ROOT / "config.yaml"), "report", *period, "--format", "json"]) == 0
+    by_stage = json.loads(capsys.readouterr().out)["open_value_by_stage"]
+    assert [(row["stage"], row["open_deals"]) for row in by_stage] == [("Engaging", 35)]
     assert (
         f"The whole report:     LEADFLOW_DATABASE__URL={store} leadflow report {' '.join(period)}"
         in out

@@ -257,6 +257,17 @@ class TestMqlAndSla:
         assert timers[2].due_at == datetime(
             2026, 3, 3, 13, 0, tzinfo=UTC
         )  # 4 business hours after 17:00 Monday
+        # Raj's "Reassigned to you" names his fresh SLA's due time, not Rita's (13:00 Monday,
+        # four hours before the email: "get in touch by" a time already gone).
+        with runtime.engine.connect() as connection:
+            told = connection.execute(
+                select(OUTBOX.c.body_text, OUTBOX.c.body_html)
+                .where(OUTBOX.c.recipient == "raj@example.com")
+                .order_by(OUTBOX.c.id.desc())
+                .limit(1)
+            ).one()
+        assert "Please get in touch by Tue 03 Mar 13:00 UTC." in told.body_text
+        assert "Please get in touch by <strong>Tue 03 Mar 13:00 UTC</strong>." in told.body_html
         assert actions == [
             "stage_changed",
             "assigned",

@@ -70,6 +70,24 @@ class TestEncodings:
 class TestHeaders:
     """Empty files, unknown columns (with close matches), missing required columns."""
 
+    @pytest.mark.parametrize(
+        ("text", "name", "shown"),
+        [
+            ("external_id;email\nL1;a@x.test\n", "semicolons", "'external_id;email'"),
+            ("external_id\temail\nL1\ta@x.test\n", "tabs", "'external_id\\temail'"),
+        ],
+    )
+    def test_a_header_separated_otherwise_than_by_commas(
+        self, engine: Engine, make_settings: Any, tmp_path: Path, text: str, name: str, shown: str
+    ) -> None:
+        """A spreadsheet's "CSV" with semicolons was one unknown column 'external_id;email'
+        with a "did you mean"; now the file is refused saying what the separator is."""
+        path = write(tmp_path, "export.csv", text)
+        assert refused(engine, make_settings(), path) == (
+            f"{path}:1: the header is one column separated by {name} ({shown}); leadflow reads "
+            "comma-separated CSV: save the file with commas as separators, or as JSONL"
+        )
+
     def test_empty_file(self, engine: Engine, make_settings: Any, tmp_path: Path) -> None:
         path = write(tmp_path, "empty.csv", "")
         assert refused(engine, make_settings(), path) == (

@@ -55,3 +55,8 @@ def test_every_command_works_and_shows_the_mqls(
     assert "sent " in outputs["send"]
     assert len(list((fresh_clone / "state" / "maildir" / "new").iterdir())) > 14
     assert re.search(r"^mql\s+39\s*$", outputs["status"], re.MULTILINE)  # 25 + the 14 new
+    # "14 MQLs assigned": each new MQL got a rep of its region's pool (the sample's leads carry
+    # a region; before they did, all 14 waited in the empty inbound pool without an owner).
+    assert not re.search(r"^\(no owner\)\s+mql\b", outputs["status"], re.MULTILINE)
+    assert [line.split()[5] for line in audited if " assigned " in line] == ["assigned"] * 2
+    assert "assignment_queued" not in outputs["audit"]

@@ -78,6 +78,41 @@ class TestFormats:
         assert not re.search(r"(src|href)\s*=\s*['\"]?(https?:)?//", page)
         assert "@import" not in page
 
+    def test_output_extension_names_the_format(
+        self, engine: Engine, store_url: str, tmp_path: Path
+    ) -> None:
+        """`--output week.html` without `--format` writes the HTML report (it wrote the terminal
+        tables into the .html file); .csv and .json likewise; another extension, or an explicit
+        `--format`, as before."""
+        seed(engine)
+        for name, start in [
+            ("week.html", "<!doctype html>"),
+            ("week.csv", "section,"),
+            ("week.json", "{"),
+            ("week.txt", "Funnel report "),
+            ("week.out", "Funnel report "),
+        ]:
+            target = tmp_path / name
+            assert run(tmp_path, store_url, "--output", str(target)) == 0
+            assert target.read_text(encoding="utf-8").startswith(start), name
+        target = tmp_path / "tables.html"
+        assert run(tmp_path, store_url, "--format", "table", "--output", str(target)) == 0
+        assert target.read_text(encoding="utf-8").startswith("Funnel report ")
+
+    def test_a_stall_stage_nothing_has_is_noted(
+        self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`--stall mq=2d` (a typo) changed nothing, silently; now a note names it. A lead stage
+        is never noted, whether or not anything stayed in it."""
+        seed(engine)
+        options = ["--stall", "mq=2d", "--stall", "customer=2d", "--format", "json"]
+        assert run(tmp_path, store_url, *options) == 0
+        assert capsys.readouterr().err.splitlines() == [
+            "note: --stall mq=...: no lead stage is named 'mq' and no deal stayed in such a "
+            "stage; lead stages are subscriber, lead, mql, sql, opportunity, customer, nurture, "
+            "recycled, disqualified"
+        ]
+
 
 class TestBadOptions:
     """A wrong option is one line on stderr, exit 1."""

@@ -231,6 +231,19 @@ class TestExplain:
         )
         assert (code, capsys.readouterr().err) == (1, "error: no lead with external id 'L9'\n")
 
+    def test_a_time_in_year_one_is_one_line(
+        self, runtime: Runtime, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The opens' 30-day window before 0001-01-01 is before any date: an OverflowError
+        traceback, now one line."""
+        config = str(runtime.settings.root / "config.yaml")
+        code = main(["--config", config, "score", "explain", "L1", "--at", "0001-01-01T00:00:00Z"])
+        assert (code, capsys.readouterr().err) == (
+            1,
+            "error: --at 0001-01-01T00:00:00Z: too close to the calendar's first day: the scoring "
+            "model looks back from it (windows, half-lives); give a later time\n",
+        )
+
 
 class TestArrivals:
     """An activity posted to the API moves its lead's score in the same request."""

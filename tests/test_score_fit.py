@@ -555,6 +555,24 @@ def test_option_mistakes_are_one_line(
     assert capsys.readouterr().err.splitlines() == [message]
 
 
+def test_an_as_of_in_year_one_is_one_line(
+    project: Path, engine: Engine, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The model's look-back before 0001-01-01 is before any date: an OverflowError traceback,
+    now one line, exit 1."""
+    store_leads(engine, ground_truth())
+    capsys.readouterr()
+    options = ["--outcome", "attributes.converted", "--as-of", "0001-01-01T00:00:00Z"]
+    code = main(["-c", str(project), "score", "fit", *options, "-o", str(tmp_path / "p.yaml")])
+    assert (code, capsys.readouterr().err.splitlines()) == (
+        1,
+        [
+            "error: --as-of 0001-01-01T00:00:00Z: too close to the calendar's first day: the "
+            "scoring model looks back from it (windows, half-lives); give a later time"
+        ],
+    )
+
+
 def test_without_scikit_learn_it_says_what_to_install(tmp_path: Path) -> None:
     """With scikit-learn not importable the command prints the extra to install, exit 1."""
     script = (

@@ -140,6 +140,9 @@ def seed(engine: Engine, rng: random.Random, leads: int = LEADS_IN_DEMO) -> list
         engaged = START - timedelta(days=rng.randint(20, 360))
         won = index < 300
         cycle = timedelta(days=rng.randint(20, 60))
+        # A deal still open at the start is in a pipeline stage: "Won" comes with the close
+        # (_crm_closes), or the report would show open deals in a "Won" stage.
+        closed_won = won and engaged + cycle < START
         deal_rows.append(
             {
                 "external_id": f"D{index + 1:04d}",
@@ -147,11 +150,11 @@ def seed(engine: Engine, rng: random.Random, leads: int = LEADS_IN_DEMO) -> list
                 "account": f"Customer {index % 400}",
                 "product": rng.choice(PRODUCTS),
                 "owner_id": 10 + index % 11,
-                "stage": "Won" if won else "Engaging",
-                "outcome": "won" if won and engaged + cycle < START else None,
+                "stage": "Won" if closed_won else "Engaging",
+                "outcome": "won" if closed_won else None,
                 "amount": float(rng.randint(500, 5000)),
                 "engaged_at": engaged,
-                "closed_at": engaged + cycle if won and engaged + cycle < START else None,
+                "closed_at": engaged + cycle if closed_won else None,
                 "last_activity_at": engaged + timedelta(days=rng.randint(0, 10)),
                 "attributes": {},
             }

@@ -38,9 +38,14 @@ def show_report(
         typer.Option("--to", help="Last day, included (2017-12-31), or instant, excluded."),
     ],
     by: Annotated[Grouping, typer.Option("--by", help="Group the metrics by.")] = (Grouping.none),
-    output_format: Annotated[
-        ReportFormat, typer.Option("--format", help="table, csv, json or html.")
-    ] = ReportFormat.table,
+    given_format: Annotated[
+        ReportFormat | None,
+        typer.Option(
+            "--format",
+            help="table, csv, json or html (default: by --output's extension, .html .csv "
+            ".json; else table).",
+        ),
+    ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to this file (html: required).")
     ] = None,
@@ -61,6 +66,13 @@ def show_report(
 
     period = _period(start, end, by, stall or [])
     context = cli_context(ctx)
+    # `--output week.html` alone means the HTML report, as `simulate --report week.html` does;
+    # it used to write the terminal tables into a file named .html.
+    output_format = given_format or (
+        FILE_FORMATS.get(output.suffix.lower(), ReportFormat.table)
+        if output is not None
+        else ReportFormat.table
+    )
     if output_format is ReportFormat.html and output is None:
         msg = "--format html writes a file: give --output report.html"
         raise UserInputError(msg)
@@ -68,6 +80,7 @@ def show_report(
         check_writable(output, "--output")
     report = build_report(context.engine, context.settings, period, SystemClock().now())
     rows = sections(report)
+    _note_unknown_stall_stages(period, context.settings.stages.all(), rows["time_in_stage"])
     if output_format is ReportFormat.table:
         from leadflow.funnel.text import render_tables
 
@@ -78,6 +91,21 @@ def show_report(
         typer.echo(text, nl=False)
     else:
         output.write_text(text, encoding="utf-8")
+
+
+def _note_unknown_stall_stages(
+    period: Period, lead_stages: tuple[str, ...], stays: list[Row]
+) -> None:
+    """A note on stderr for a ``--stall`` stage that is no lead stage and held no stay: a typo
+    (``--stall mq=2d``) otherwise changed nothing, silently. Deals' stages are the CRM's own, so
+    one the report did not meet is named, not refused."""
+    known = set(lead_stages) | {str(row["stage"]) for row in stays}
+    for stage in sorted(set(period.stall_after) - known):
+        typer.echo(
+            f"note: --stall {stage}=...: no lead stage is named {stage!r} and no deal stayed in "
+            f"such a stage; lead stages are {', '.join(lead_stages)}",
+            err=True,
+        )
 
 
 def check_writable(output: Path, option: str) -> None:

@@ -16,6 +16,11 @@ if TYPE_CHECKING:
     from leadflow.scoring.explain import ScoreExplanation
 
 ACTIVITIES_SHOWN = 5
+TOO_EARLY = (
+    "{option} {given}: too close to the calendar's first day: the scoring model looks back "
+    "from it (windows, half-lives); give a later time"
+)
+"""The model's look-back from a time in year 1 is before any date Python can hold."""
 
 
 def explain(
@@ -48,7 +53,10 @@ def explain(
     context = cli_context(ctx)
     runtime = Runtime.build(context.engine, context.settings, clock, read_only=True)
     model = runtime.load_rules().scoring
-    found = explain_score(context.engine, model, lead, clock.now(), as_stored=at is None)
+    try:
+        found = explain_score(context.engine, model, lead, clock.now(), as_stored=at is None)
+    except OverflowError:
+        raise UserInputError(TOO_EARLY.format(option="--at", given=at)) from None
     if found is None:
         msg = f"no lead with external id {lead!r}"
         raise UserInputError(msg)

@@ -14,6 +14,7 @@ import typer
 
 from leadflow.cli.console import FormatOption, OutputFormat
 from leadflow.cli.context import cli_context
+from leadflow.cli.score_explain_command import TOO_EARLY
 from leadflow.errors import UserInputError
 
 if TYPE_CHECKING:
@@ -113,17 +114,20 @@ def fit_scoring(
     excluded = _excluded(exclude, settings.attributes.leads)
     current = load_rule_set(folder, settings).scoring
     options = FitOptions(holdout, seed, points_to_double, grouped=spec.unit == "deal")
-    learned = learn_points(
-        context.engine,
-        settings,
-        current,
-        spec,
-        now,
-        options,
-        min_support=min_support,
-        half_life=fresh_half_life,
-        excluded=excluded,
-    )
+    try:
+        learned = learn_points(
+            context.engine,
+            settings,
+            current,
+            spec,
+            now,
+            options,
+            min_support=min_support,
+            half_life=fresh_half_life,
+            excluded=excluded,
+        )
+    except OverflowError:
+        raise UserInputError(TOO_EARLY.format(option="--as-of", given=as_of)) from None
     note = (
         f"It would replace the model in {current.location.file}."
         if current is not None

@@ -132,12 +132,17 @@ def _escalate(
     due_at = timer.next_escalation_at
     timer.level = number
     owner = session.get(Rep, timer.owner_id) if timer.owner_id is not None else None
+    # The email's `sla` is the SLA the recipient works to: after a reassignment the fresh one,
+    # whose due time is ahead (the old one's had passed: "get in touch by" a time gone by).
+    shown = timer
     if level.get("reassign"):
-        owner = _reassign(runtime, session, rule_set, timer, lead, now) or owner
+        moved = _reassign(runtime, session, rule_set, timer, lead, now)
+        if moved is not None:
+            owner, shown = moved
     target = owner if level.get("notify") in (None, "owner") else _manager(session, owner)
     if level.get("notify") and level.get("template"):
         catalog = runtime.templates_for(rule_set)
-        _notify(runtime, catalog, session, timer, lead, level, number, target, owner, now)
+        _notify(runtime, catalog, session, timer, lead, level, number, target, owner, now, shown)
     _audit(
         session,
         timer,
@@ -179,6 +184,7 @@ def _notify(
     target: Rep | None,
     owner: Rep | None,
     now: datetime,
+    shown: SlaTimer,
 ) -> None:
     if target is None or not target.email:
         _audit(
@@ -196,7 +202,7 @@ def _notify(
         rep=target,
         owner=owner,
         manager=_manager(session, owner),
-        sla=timer,
+        sla=shown,
         rule_id=timer.rule_id,
     )
     enqueue_email(
@@ -222,8 +228,9 @@ def _reassign(
     timer: SlaTimer,
     lead: Lead,
     now: datetime,
-) -> Rep | None:
-    """Give the lead to the next rep of the pool that assigned it, with a fresh SLA."""
+) -> tuple[Rep, SlaTimer] | None:
+    """Give the lead to the next rep of the pool that assigned it, with a fresh SLA (returned
+    with the rep)."""
     rule = rule_set.rule(timer.rule_id)
     assign = next((a for a in rule.actions if isinstance(a, Assign)), None) if rule else None
     start = (
@@ -283,7 +290,8 @@ def _reassign(
         now=now,
     )
     due = fresh.due_at
-    session.add(SlaTimer(**fresh.row()))
+    fresh_timer = SlaTimer(**fresh.row())
+    session.add(fresh_timer)
     session.flush()
     _audit(
         session,
@@ -299,7 +307,7 @@ def _reassign(
         },
         version=rule_set.version,
     )
-    return choice.rep
+    return choice.rep, fresh_timer
 
 
 def _audit(

@@ -156,9 +156,15 @@ def sla_data(report: Report, sections: dict[str, list[Row]]) -> list[tuple[str, 
     ]
 
 
+def _none_ended(reps: list[tuple[str, list[int]]]) -> bool:
+    """No timer ended (only running ones, or none): bars of zero would draw an empty axis
+    around 0 with negative ticks."""
+    return not any(any(counts) for _, counts in reps)
+
+
 def sla_svg(reps: list[tuple[str, list[int]]]) -> str:
     def draw(axes: Axes) -> bool:
-        if not reps:
+        if _none_ended(reps):
             return False
         names = [name for name, _ in reps]
         left = [0.0] * len(reps)
@@ -174,7 +180,7 @@ def sla_svg(reps: list[tuple[str, list[int]]]) -> str:
 
 
 def sla_text(reps: list[tuple[str, list[int]]]) -> str:
-    if not reps:
+    if _none_ended(reps):
         return NOTHING
     return "SLA timers ended, by rep: " + "; ".join(
         f"{name}: "

@@ -138,6 +138,17 @@ class RowSource:
             msg = f"{self.path}:1: cannot read the header: {exc}"
             raise ImportFileError(msg) from None
         stripped = [name.strip() for name in names]
+        if len(stripped) == 1:
+            # Spreadsheets in many locales save "CSV" with semicolons (or tabs): one column
+            # named 'a;b;c' would be reported as unknown, with a misleading "did you mean".
+            for separator, name in ((";", "semicolons"), ("\t", "tabs")):
+                if separator in stripped[0]:
+                    msg = (
+                        f"{self.path}:1: the header is one column separated by {name} "
+                        f"({stripped[0][:60]!r}); leadflow reads comma-separated CSV: save the "
+                        "file with commas as separators, or as JSONL"
+                    )
+                    raise ImportFileError(msg)
         while stripped and not stripped[-1]:
             stripped.pop()
             self.ignored_columns += 1

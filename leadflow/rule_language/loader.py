@@ -112,6 +112,11 @@ def check_rule_set(
     context its action provides: ``sla`` only where the rule starts one, ``deal`` only in deal
     rules, and so on.
     """
+    if folder.is_file():
+        # `check --rules rules/mql.yaml` is a natural first try; "not found" sent users looking
+        # for a file that is right there.
+        message = f"is a file; the rule set is a folder: give {folder.parent} (every file is read)"
+        return None, [Problem(str(folder), 0, 0, message)]
     if not folder.is_dir():
         return None, [Problem(str(folder), 0, 0, "rules folder not found")]
     builder = _RuleSetBuilder(settings, check_template, check_context)
