@@ -288,6 +288,19 @@ class StageSettings(Section):
     side: tuple[str, ...] = ("nurture", "recycled", "disqualified")
     initial: str = "lead"
     mql: str = "mql"
+    deal_open: str | None = "Engaging"
+    """The stage a deal imported (or posted) already closed spent from its ``engaged_at`` to its
+    close: the file gives only the outcome, and without this entry the report would measure no
+    pipeline stay for historical deals. None (``null``): the outcome alone is recorded."""
+
+    @field_validator("progression", "side")
+    @classmethod
+    def _each_once(cls, stages: tuple[str, ...]) -> tuple[str, ...]:
+        repeated = sorted({stage for stage in stages if stages.count(stage) > 1})
+        if repeated:
+            msg = f"each stage once; repeated: {', '.join(repeated)}"
+            raise ValueError(msg)
+        return stages
 
     def all(self) -> tuple[str, ...]:
         return self.progression + self.side

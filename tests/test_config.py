@@ -69,6 +69,14 @@ class TestValidation:
         ]
         assert "hunter2" not in str(caught.value)
 
+    def test_a_stage_listed_twice_is_refused(self, tmp_path: Path) -> None:
+        path = write(tmp_path, "stages:\n  progression: [lead, mql, lead]\n")
+        with pytest.raises(ConfigError) as caught:
+            load_settings(path, env={})
+        assert str(caught.value).splitlines() == [
+            f"{path}:2: stages.progression: each stage once; repeated: lead"
+        ]
+
     def test_unknown_environment_key_names_the_variable(self, tmp_path: Path) -> None:
         with pytest.raises(
             ConfigError,

@@ -319,6 +319,57 @@ class TestImports:
             (1, datetime(2026, 2, 20, tzinfo=UTC), "Engaging", "won", "import"),
         ]
 
+    def test_deal_imported_closed_enters_its_open_stage_when_engaged(
+        self, engine: Engine, make_settings: Any, tmp_path: Path
+    ) -> None:
+        """Historical deals arrive closed: D1 (won, engaged 5 Jan, closed 20 Feb) enters
+        ``stages.deal_open`` at its engagement, then ``won`` at its close; D2 (lost the day it
+        engaged) keeps the order by id at the same instant; D3 (no engagement) and D4 (closed
+        before its engagement, a broken row) get their outcome alone; D5, open, its stage."""
+        settings = make_settings()
+        header = "external_id,stage,outcome,engaged_at,closed_at\n"
+        body = (
+            "D1,Won,won,2026-01-05T00:00:00Z,2026-02-20T00:00:00Z\n"
+            "D2,Lost,lost,2026-01-07T00:00:00Z,2026-01-07T00:00:00Z\n"
+            "D3,Lost,lost,,2026-01-09T00:00:00Z\n"
+            "D4,Won,won,2026-03-01T00:00:00Z,2026-02-01T00:00:00Z\n"
+            "D5,Prospecting,,2026-01-11T00:00:00Z,\n"
+        )
+        done = import_file(
+            engine,
+            settings,
+            "deals",
+            write(tmp_path, "d.csv", header + body),
+            clock=SettableClock(T0),
+        )
+        assert done.summary == "inserted 5, updated 0, unchanged 0, rejected 0"
+        rows = [(r[1], r[2], r[3], r[4], r[7]) for r in history(engine)]
+        assert rows == [
+            (1, datetime(2026, 1, 5, tzinfo=UTC), None, "Engaging", "import"),
+            (2, datetime(2026, 1, 7, tzinfo=UTC), None, "Engaging", "import"),
+            (1, datetime(2026, 2, 20, tzinfo=UTC), "Engaging", "won", "import"),
+            (2, datetime(2026, 1, 7, tzinfo=UTC), "Engaging", "lost", "import"),
+            (3, datetime(2026, 1, 9, tzinfo=UTC), None, "lost", "import"),
+            (4, datetime(2026, 2, 1, tzinfo=UTC), None, "won", "import"),
+            (5, datetime(2026, 1, 11, tzinfo=UTC), None, "Prospecting", "import"),
+        ]
+
+    def test_deal_open_null_records_the_outcome_alone(
+        self, engine: Engine, make_settings: Any, tmp_path: Path
+    ) -> None:
+        settings = make_settings(stages__deal_open=None)
+        header = "external_id,stage,outcome,engaged_at,closed_at\n"
+        body = "D1,Won,won,2026-01-05T00:00:00Z,2026-02-20T00:00:00Z\n"
+        import_file(
+            engine,
+            settings,
+            "deals",
+            write(tmp_path, "d.csv", header + body),
+            clock=SettableClock(T0),
+        )
+        rows = [(r[1], r[2], r[3], r[4]) for r in history(engine)]
+        assert rows == [(1, datetime(2026, 2, 20, tzinfo=UTC), None, "won")]
+
 
 class TestHttpApi:
     """A lead posted to the API is recorded with cause ``api``."""

@@ -23,7 +23,7 @@ from leadflow.errors import UserInputError
 if TYPE_CHECKING:
     from leadflow.ingest import ImportReport
     from leadflow.ingest.runner import Progress as ProgressCallback
-    from leadflow.settings import ImportKind
+    from leadflow.settings import ImportKind, Settings
 
 PROGRESS_MIN_BYTES = 5_000_000
 SAMPLE_ORDER: tuple[ImportKind, ...] = ("reps", "leads", "deals", "activities")
@@ -60,7 +60,8 @@ def import_records(
     ] = None,
 ) -> None:
     """Upsert reps, leads, deals or activities from a CSV or JSONL file by external id."""
-    if kind is KindChoice.sample:
+    sample = kind is KindChoice.sample
+    if sample:
         jobs = [(k, sample_file(k)) for k in SAMPLE_ORDER]
     elif file is None:
         msg = f"give the file to import: leadflow import {kind.value} FILE"
@@ -69,7 +70,9 @@ def import_records(
         jobs = [(next(k for k in SAMPLE_ORDER if k == kind.value), file)]
     rejected = 0
     for job_kind, path in jobs:
-        report = _run_one(ctx, job_kind, path, strict=strict, file_format=file_format)
+        report = _run_one(
+            ctx, job_kind, path, strict=strict, file_format=file_format, sample=sample
+        )
         rejected += report.rejected
     if rejected:
         raise typer.Exit(1)
@@ -89,14 +92,16 @@ def _run_one(
     *,
     strict: bool,
     file_format: FormatChoice | None,
+    sample: bool = False,
 ) -> ImportReport:
     from leadflow.ingest import import_file
 
     context = cli_context(ctx)
+    settings = _for_sample(context.settings) if sample else context.settings
     with _progress_bar(path) as progress:
         report = import_file(
             context.engine,
-            context.settings,
+            settings,
             kind,
             path,
             strict=strict,
@@ -113,6 +118,22 @@ def _run_one(
         print(f"{path}: --strict: nothing was imported because rows were rejected", file=sys.stderr)
     print(f"{kind} {report.file}: {report.summary}")
     return report
+
+
+def _for_sample(settings: Settings) -> Settings:
+    """The bundled sample's leads carry a ``region`` (the shipped config.yaml declares it and
+    the MQL rule's pools read it); a configuration without that attribute imports the sample
+    with the column skipped instead of refusing the file."""
+    from leadflow.ingest.mapping import SKIP
+    from leadflow.settings import ImportMapping
+
+    if "region" in settings.attributes.leads:
+        return settings
+    mappings = dict(settings.imports.mappings)
+    leads = mappings.get("leads", ImportMapping())
+    mappings["leads"] = leads.model_copy(update={"columns": {**leads.columns, "region": SKIP}})
+    imports = settings.imports.model_copy(update={"mappings": mappings})
+    return settings.model_copy(update={"imports": imports})
 
 
 @contextmanager

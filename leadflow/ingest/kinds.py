@@ -206,6 +206,7 @@ class _RecordsStageEntries(KindWriter):
             cause=self.cause,
             source=self.source,
             now=self.now,
+            deal_open_stage=self.settings.stages.deal_open,
         )
 
 

@@ -84,17 +84,29 @@ def record_written(
     cause: str,
     source: str | None,
     now: datetime,
+    deal_open_stage: str | None = None,
 ) -> None:
     """Record the stage entries of a written batch of leads or deals, by row id: each of the
     ``created`` rows enters its first stage; each of the ``changed`` ones its current stage if
     its history does not end there. ``created`` is a ``range`` on SQLite (its new rows take the
-    ids after the largest), a list of ids on PostgreSQL (its upsert's), one statement for all."""
+    ids after the largest), a list of ids on PostgreSQL (its upsert's), one statement for all.
+
+    A deal created already closed (historical data: the file gives only its outcome) with an
+    ``engaged_at`` no later than its ``closed_at`` first enters ``deal_open_stage`` at
+    ``engaged_at``, so its stay in the pipeline from engagement to close is measured as an open
+    deal's would be; None records the outcome alone."""
     if isinstance(created, range) or connection.dialect.name == "postgresql":
-        if created:
-            connection.execute(_entries(kind, cause, source, now, created=created))
+        parts: list[Sequence[int]] = [created] if created else []
     else:
-        for chunk in chunks(sorted(created)):
-            connection.execute(_entries(kind, cause, source, now, created=chunk))
+        parts = list(chunks(sorted(created)))
+    for part in parts:
+        if kind == "deals" and deal_open_stage is not None:
+            # Before the outcome's row: an engagement and a close at the same instant keep
+            # their order by id.
+            connection.execute(_open_before_close(deal_open_stage, cause, source, part))
+        connection.execute(
+            _entries(kind, cause, source, now, created=part, deal_open_stage=deal_open_stage)
+        )
     for chunk in chunks(sorted(changed)):
         connection.execute(_entries(kind, cause, source, now, ids=chunk))
 
@@ -107,6 +119,7 @@ def _entries(
     *,
     ids: Sequence[int] | None = None,
     created: Sequence[int] | None = None,
+    deal_open_stage: str | None = None,
 ) -> Any:
     history = aliased(STAGE_CHANGES)
     if kind == "leads":
@@ -121,8 +134,14 @@ def _entries(
         .scalar_subquery()
     )
     if created is not None:
-        # Rows this batch created have no history yet: nothing to look up, first stage only.
+        # Rows this batch created have no history yet: nothing to look up, first stage only
+        # (or the open stage a deal closed on arrival was given just before).
         last = literal(None, STAGE_CHANGES.c.from_stage.type)
+        if kind == "deals" and deal_open_stage is not None:
+            last = case(
+                (_closed_after_engagement(), literal(deal_open_stage)),
+                else_=last,
+            )
     if kind == "leads":
         stage: ColumnElement[Any] = LEADS.c.stage
         at: ColumnElement[Any] = LEADS.c.stage_entered_at
@@ -156,6 +175,42 @@ def _entries(
         rows = rows.where(among(subject.c.id, ids))
     return insert(STAGE_CHANGES).from_select(
         [key, "at", "from_stage", "to_stage", "from_owner_id", "to_owner_id", "cause", "source"],
+        rows,
+    )
+
+
+def _closed_after_engagement() -> ColumnElement[bool]:
+    return and_(
+        DEALS.c.outcome.is_not(None),
+        DEALS.c.closed_at.is_not(None),
+        DEALS.c.engaged_at.is_not(None),
+        DEALS.c.engaged_at <= DEALS.c.closed_at,
+    )
+
+
+def _open_before_close(stage: str, cause: str, source: str | None, created: Sequence[int]) -> Any:
+    """The entry into ``stage`` at ``engaged_at`` of the created deals closed on arrival."""
+    rows = select(
+        DEALS.c.id,
+        DEALS.c.engaged_at,
+        literal(None, STAGE_CHANGES.c.from_stage.type),
+        literal(stage),
+        DEALS.c.owner_id,
+        DEALS.c.owner_id,
+        literal(cause),
+        literal(_kept(source), STAGE_CHANGES.c.source.type),
+    ).where(_among_created(DEALS.c.id, created), _closed_after_engagement())
+    return insert(STAGE_CHANGES).from_select(
+        [
+            "deal_id",
+            "at",
+            "from_stage",
+            "to_stage",
+            "from_owner_id",
+            "to_owner_id",
+            "cause",
+            "source",
+        ],
         rows,
     )
 
