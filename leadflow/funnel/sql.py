@@ -81,6 +81,10 @@ def quantiles(
     monotone step of the value, so the buckets come in the values' order), which places each
     bucket's values between two ranks; then only the buckets holding a rank that a percentile
     reads are sorted, each apart, their values ranked from the bucket's first rank."""
+    if dialect == "postgresql":
+        # OFFSET 0 keeps PostgreSQL from inlining ``values`` below: the bucket is then worked
+        # out from each value, not by evaluating the value's expression a second time.
+        values = select(values).offset(0).subquery("valued")
     measured = select(
         *(values.c[name] for name in groups),
         *(values.c[name] for name in sums),
