@@ -34,6 +34,7 @@ from sqlalchemy import (
     union_all,
 )
 
+from leadflow.funnel import sql
 from leadflow.funnel.history import is_entry, stays
 from leadflow.funnel.period import Grouping, Period
 from leadflow.funnel.sql import days_between, instant, quantiles
@@ -245,10 +246,16 @@ def test_cohorts_equal_the_previous_definition(engine: Engine, seed_value: int) 
             assert together == (conversions(connection, period, PAIRS, counts=counts), again)
 
 
+@pytest.mark.parametrize("buckets", [0.01, 1, 24, 1000])
 @pytest.mark.parametrize("seed_value", [1, 2])
-def test_percentiles_equal_the_previous_definition(engine: Engine, seed_value: int) -> None:
-    """The median, p90 and sums per group read from the ranks around them equal those of every
-    ranked value grouped, over the stays of a random history (ties in days included)."""
+def test_percentiles_equal_the_previous_definition(
+    engine: Engine, seed_value: int, buckets: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The median, p90 and sums per group, read from the ranks around them in the buckets that
+    hold those ranks, equal those of every ranked value grouped, over the stays of a random
+    history (ties in days included), whether every value shares one bucket (0.01 per day), a
+    few share one, or most have their own."""
+    monkeypatch.setattr(sql, "BUCKETS_PER_UNIT", buckets)
     seed(engine, random.Random(seed_value), 80)
     every = stays("lead", END)
     with engine.connect() as connection:

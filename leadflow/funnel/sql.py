@@ -15,18 +15,23 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    CTE,
+    BigInteger,
     ColumnElement,
     Connection,
     Float,
+    Integer,
     Select,
     String,
     Subquery,
+    and_,
     cast,
     func,
     literal,
     or_,
     select,
     text,
+    tuple_,
 )
 from sqlalchemy import case as sql_case
 
@@ -52,6 +57,13 @@ def week_of(dialect: str, column: Any) -> ColumnElement[Any]:
     return func.to_char(func.date_trunc("week", func.timezone("UTC", column)), "YYYY-MM-DD")
 
 
+BUCKETS_PER_UNIT = 24
+"""Buckets per unit of the measured value (per day for the times in stage: hours). Each
+percentile sorts only the values of its bucket, so the finer the cheaper that sort, and the more
+(bucket, group) counts the first pass keeps: a day's time in stage spreads over weeks, so hours
+leave a few hundred values in a bucket and a few thousand buckets per group."""
+
+
 def quantiles(
     values: Subquery,
     groups: Sequence[str],
@@ -61,22 +73,28 @@ def quantiles(
     sums: Sequence[str] = (),
     dialect: str = "sqlite",
 ) -> Select[Any]:
-    """Per group of ``values`` (columns ``groups``): ``size`` (how many), the ``q{p}``
-    percentile (percentile_cont) of column ``value`` for each of ``percents``, and the sum of
-    each column of ``sums`` under its own name."""
-    keys = [values.c[name] for name in groups]
-    partition = [_bytewise(key, dialect) for key in keys]
-    ranked = select(
-        *keys,
-        *(func.sum(values.c[name]).over(partition_by=partition).label(name) for name in sums),
+    """Per group of ``values`` (columns ``groups``, never null): ``size`` (how many), the
+    ``q{p}`` percentile (percentile_cont) of column ``value`` for each of ``percents``, and the
+    sum of each column of ``sums`` under its own name.
+
+    Exact without sorting every value: a first pass counts the values per group and bucket (a
+    monotone step of the value, so the buckets come in the values' order), which places each
+    bucket's values between two ranks; then only the buckets holding a rank that a percentile
+    reads are sorted, each apart, their values ranked from the bucket's first rank."""
+    if dialect == "postgresql":
+        # OFFSET 0 keeps PostgreSQL from inlining ``values`` below: the bucket is then worked
+        # out from each value, not by evaluating the value's expression a second time.
+        values = select(values).offset(0).subquery("valued")
+    measured = select(
+        *(values.c[name] for name in groups),
+        *(values.c[name] for name in sums),
         values.c[value].label("v"),
-        func.row_number().over(partition_by=partition, order_by=values.c[value]).label("rn"),
-        func.count().over(partition_by=partition).label("n"),
-    ).subquery()
+        _bucket(values.c[value], dialect).label("bucket"),
+    ).cte("measured")
+    wanted = _wanted_buckets(measured, groups, percents, sums, dialect)
+    ranked = _ranked_in_buckets(measured, wanted, groups, sums, dialect)
     bounds = [_bounds(ranked.c.n, percent) for percent in percents]
-    # Only the two ranks around each percentile count: the rows of the other ranks are dropped
-    # before grouping, so the grouping sorts a few rows per group instead of every value.
-    wanted = or_(*(ranked.c.rn == rank for low, _ in bounds for rank in (low, low + 1)))
+    chosen = or_(*(ranked.c.rn == rank for low, _ in bounds for rank in (low, low + 1)))
     columns: list[Any] = [ranked.c[name] for name in groups]
     columns.append(func.max(ranked.c.n).label("size"))
     for percent, (low, fraction) in zip(percents, bounds, strict=True):
@@ -90,10 +108,92 @@ def quantiles(
             ).label(f"q{percent}")
         )
     columns += [func.max(ranked.c[name]).label(name) for name in sums]
-    query = select(*columns).where(wanted)
+    query = select(*columns).where(chosen)
     if groups:
         query = query.group_by(*(ranked.c[name] for name in groups))
     return query
+
+
+def _wanted_buckets(
+    measured: CTE,
+    groups: Sequence[str],
+    percents: Sequence[int],
+    sums: Sequence[str],
+    dialect: str,
+) -> CTE:
+    """The (group, bucket) of ``measured`` holding a rank a percentile reads, with ``before``
+    (the group's values in lower buckets), the group's ``n`` and its ``sums``: a count of every
+    value (a hash aggregate on PostgreSQL), then a window over the counts only."""
+    keys = [measured.c[name] for name in groups]
+    counts = (
+        select(
+            *keys,
+            measured.c.bucket,
+            func.count().label("c"),
+            *(func.sum(measured.c[name]).label(name) for name in sums),
+        )
+        .group_by(*keys, measured.c.bucket)
+        .subquery("counts")
+    )
+    partition = [_bytewise(counts.c[name], dialect) for name in groups]
+    running = func.sum(counts.c.c).over(
+        partition_by=partition, order_by=counts.c.bucket, rows=(None, 0)
+    )
+    placed = select(
+        *(counts.c[name] for name in groups),
+        counts.c.bucket,
+        counts.c.c,
+        # Whole numbers on PostgreSQL too (its sum of counts is a numeric), for the ranks'
+        # integer division.
+        cast(running - counts.c.c, BigInteger).label("before"),
+        cast(func.sum(counts.c.c).over(partition_by=partition), BigInteger).label("n"),
+        *(func.sum(counts.c[name]).over(partition_by=partition).label(name) for name in sums),
+    ).subquery("placed")
+    holds = or_(
+        *(
+            and_(placed.c.before < rank, rank <= placed.c.before + placed.c.c)
+            for low, _ in (_bounds(placed.c.n, percent) for percent in percents)
+            for rank in (low, low + 1)
+        )
+    )
+    return select(placed).where(holds).cte("wanted")
+
+
+def _ranked_in_buckets(
+    measured: CTE, wanted: CTE, groups: Sequence[str], sums: Sequence[str], dialect: str
+) -> Subquery:
+    """The values of the ``wanted`` buckets with their rank in the group (``rn``), its ``n``
+    and ``sums``. The values are picked by (group, bucket) before they meet ``wanted``, so that
+    no store scans every value once per wanted bucket."""
+    bucketed = [*(measured.c[name] for name in groups), measured.c.bucket]
+    partition = [_bytewise(column, dialect) for column in bucketed]
+    picked = (
+        select(
+            *bucketed,
+            measured.c.v,
+            func.row_number().over(partition_by=partition, order_by=measured.c.v).label("nth"),
+        )
+        .where(tuple_(*bucketed).in_(select(*(wanted.c[name] for name in groups), wanted.c.bucket)))
+        .subquery("picked")
+    )
+    same = [picked.c[name] == wanted.c[name] for name in [*groups, "bucket"]]
+    return (
+        select(
+            *(wanted.c[name] for name in [*groups, *sums, "n"]),
+            picked.c.v,
+            (wanted.c.before + picked.c.nth).label("rn"),
+        )
+        .select_from(picked.join(wanted, and_(*same)))
+        .subquery("ranked")
+    )
+
+
+def _bucket(value: Any, dialect: str) -> ColumnElement[Any]:
+    """A step of ``value`` that never decreases as it grows (equal values share a bucket)."""
+    scaled = value * BUCKETS_PER_UNIT
+    if dialect == "sqlite":
+        return cast(scaled, Integer)  # truncation: monotone
+    return func.floor(scaled)
 
 
 def _bytewise(column: Any, dialect: str) -> Any:
@@ -118,8 +218,9 @@ def _bounds(size: Any, percent: int) -> tuple[Any, Any]:
 
 
 SORT_MEMORY = "128MB"
-"""PostgreSQL's ``work_mem`` for a report's transaction: the percentiles sort every stay of the
-period, which at a million leads spills the default 4MB to disk several times over."""
+"""PostgreSQL's ``work_mem`` for a report's transaction: the percentiles keep every stay of the
+period (to count them, then to pick the few buckets they read), which at a million leads would
+spill the default 4MB to disk several times over."""
 
 
 def settings_for_report(connection: Connection) -> None:

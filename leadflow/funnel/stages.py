@@ -158,14 +158,16 @@ def _per_lead(
         rows = rows.order_by(changes.lead_id).offset(0)
     entries = rows.subquery("entries")
     columns: list[Any] = [entries.c.lead_id.label("subject_id")]
+    # FILTER, not a CASE inside each aggregate: a row then steps only the aggregates of its own
+    # stage (two or three of the ten or so), not every one of them with a null.
     for n, (low, high) in enumerate(pairs):
         first = and_(entries.c.to_stage == low, entries.c.at >= start)
         columns += [
-            func.min(case((first, entries.c.key))).label(f"first_{n}"),
-            func.max(case((entries.c.to_stage == high, entries.c.key))).label(f"last_{n}"),
+            func.min(entries.c.key).filter(first).label(f"first_{n}"),
+            func.max(entries.c.key).filter(entries.c.to_stage == high).label(f"last_{n}"),
         ]
         if period.by in BY_ENTRY:
-            columns.append(func.min(case((first, entries.c.at))).label(f"entered_{n}"))
+            columns.append(func.min(entries.c.at).filter(first).label(f"entered_{n}"))
     return select(*columns).group_by(entries.c.lead_id)
 
 

@@ -52,25 +52,34 @@ def stage_times(
     # the other or neither), measured and ranked together.
     ended = and_(rows.c.left_at >= instant(period.start), rows.c.left_at < end)
     still_open = and_(rows.c.entered < end, or_(rows.c.left_at.is_(None), rows.c.left_at >= end))
-    age = days_between(dialect, end, rows.c.entered)
-    default = period.default_stall.total_seconds() / 86400
-    named = [(rows.c.stage == stage, days) for stage, days in _stalls(period).items()]
-    threshold: Any = case(*named, else_=default) if named else literal(default)
     # Grouped by week, an ended stay is in the week it ended, an open one in the week it began.
     event_at = case((ended, rows.c.left_at), else_=rows.c.entered)
-    measured = (
-        select(
-            case((ended, literal(ENDED)), else_=literal(OPEN)).label("side"),
-            _group(connection, period, subject, rows, event_at),
-            rows.c.stage,
-            case((ended, days_between(dialect, rows.c.left_at, rows.c.entered)), else_=age).label(
-                "days"
-            ),
-            case((and_(still_open, age > threshold), 1), else_=0).label("stalled"),
-        )
-        .where(or_(ended, still_open))
-        .subquery("measured")
-    )
+    timed = select(
+        case((ended, literal(ENDED)), else_=literal(OPEN)).label("side"),
+        _group(connection, period, subject, rows, event_at),
+        rows.c.stage,
+        case(
+            (ended, days_between(dialect, rows.c.left_at, rows.c.entered)),
+            else_=days_between(dialect, end, rows.c.entered),
+        ).label("days"),
+    ).where(or_(ended, still_open))
+    if dialect == "postgresql":
+        # Measured once: inlined, PostgreSQL would work out an open stay's age (a numeric
+        # EXTRACT) again for the stall below.
+        timed = timed.offset(0)
+    stay = timed.subquery("timed")
+    # An open stay's days are its age (a stay is ended or open, never both).
+    default = period.default_stall.total_seconds() / 86400
+    named = [(stay.c.stage == stage, days) for stage, days in _stalls(period).items()]
+    threshold: Any = case(*named, else_=default) if named else literal(default)
+    stalling = and_(stay.c.side == OPEN, stay.c.days > threshold)
+    measured = select(
+        stay.c.side,
+        stay.c.grp,
+        stay.c.stage,
+        stay.c.days,
+        case((stalling, 1), else_=0).label("stalled"),
+    ).subquery("measured")
     stats: dict[int, dict[tuple[str, str], Any]] = {ENDED: {}, OPEN: {}}
     query = quantiles(
         measured, ["side", "grp", "stage"], "days", [50, 90], sums=["stalled"], dialect=dialect
