@@ -10,9 +10,10 @@ import re
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 
 from leadflow.cli import main
+from leadflow.store.tables import LEADS
 from tests.test_report import seed
 
 PERIOD = ["--from", "2026-03-02T09:00:00Z", "--to", "2026-03-09T09:00:00Z"]
@@ -56,6 +57,29 @@ class TestFormats:
         pipeline = [r for r in rows if r["section"] == "pipeline"]
         assert [(r["won"], r["lost"], r["win_rate"]) for r in pipeline] == [("3", "1", "0.75")]
         assert len([r for r in rows if r["section"] == "sla"]) == len(document["sla"])
+
+    def test_csv_cells_a_spreadsheet_would_run_are_quoted(
+        self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A source written as a formula by whoever filled the CRM reaches the CSV with a
+        leading apostrophe; the JSON keeps it as it is; the figures stay numbers."""
+        seed(engine)
+        with engine.begin() as connection:
+            connection.execute(
+                update(LEADS)
+                .where(LEADS.c.id.in_([1, 2]))
+                .values(attributes={"source": "=cmd|calc"})
+            )
+        assert run(tmp_path, store_url, "--format", "csv", "--by", "source") == 0
+        rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+        entries = {
+            (r["group"], r["stage"]): r["entered"] for r in rows if r["section"] == "stage_entries"
+        }
+        assert entries[("'=cmd|calc", "mql")] == "2"
+        assert not [r for r in rows if r.get("group") == "=cmd|calc"]
+        assert run(tmp_path, store_url, "--format", "json", "--by", "source") == 0
+        document = json.loads(capsys.readouterr().out)
+        assert {"=cmd|calc"} <= {r["group"] for r in document["stage_entries"]}
 
     def test_table_by_product(
         self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -11,6 +11,9 @@ from typing import Any
 from leadflow.funnel.report import Report
 from leadflow.funnel.sections import Row
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""A spreadsheet reads a cell starting so as a formula (``=HYPERLINK(...)``, ``=cmd|...``)."""
+
 
 def csv_text(report: Report, sections: dict[str, list[Row]]) -> str:
     """Every section's rows under one header (the union of the columns, in order of first use),
@@ -24,8 +27,16 @@ def csv_text(report: Report, sections: dict[str, list[Row]]) -> str:
     writer.writeheader()
     for name, rows in sections.items():
         for row in rows:
-            writer.writerow({"section": name, **row})
+            writer.writerow({"section": name, **{k: _inert(v) for k, v in row.items()}})
     return out.getvalue()
+
+
+def _inert(value: Any) -> Any:
+    """Text from the CRM (a source, a campaign, a rep's name) that a spreadsheet would run as a
+    formula gets a leading apostrophe, as OWASP advises for CSV files; numbers stay numbers."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def json_text(report: Report, sections: dict[str, list[Row]]) -> str:
