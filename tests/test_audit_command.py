@@ -91,6 +91,16 @@ class TestAuditCommand:
             "write e.g. 2017-12-31T09:00:00Z\n"
         )
 
+    def test_a_lead_no_store_has_is_a_user_error(
+        self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """``--lead NOPE`` (no such lead) exits 1 naming it, where "no rows" would read as
+        "nothing happened to it"."""
+        code = main(["-c", config(tmp_path, store_url), "audit", "--lead", "NOPE"])
+        err = capsys.readouterr().err
+        assert code == 1
+        assert err == "no audit rows match\nerror: --lead NOPE: no lead has this external id\n"
+
     def test_lead_id_no_store_can_hold_is_a_user_error(
         self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:

@@ -107,6 +107,15 @@ def test_bad_range_is_one_clear_line(
     assert capsys.readouterr().err == "error: --to 2026-03-02 must be after --from 2026-03-04\n"
 
 
+def test_a_zero_step_names_the_option(
+    engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["-c", str(config(tmp_path, store_url)), "simulate", "--from", "2026-03-02"]
+    code = main([*argv, "--to", "2026-03-04", "--step", "0h"])
+    assert code == 1
+    assert capsys.readouterr().err == "error: --step: '0h': a duration must be longer than zero\n"
+
+
 def test_simulation_as_json(
     engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -84,6 +84,20 @@ def show_audit(
     data_console(min_width=160).print(table)
     if not rows:
         data_console(stderr=True).print("no audit rows match")
+        if lead is not None and not _lead_exists(context.engine, lead):
+            # A mistyped id is the likelier story than a lead nothing happened to: say so, and
+            # fail, so a script does not take "no rows" for "nothing happened".
+            raise UserInputError(f"--lead {lead}: no lead has this external id")
+
+
+def _lead_exists(engine: Any, external_id: str) -> bool:
+    from sqlalchemy import select
+
+    from leadflow.store.tables import LEADS
+
+    query = select(LEADS.c.id).where(LEADS.c.external_id == external_id)
+    with engine.connect() as connection:
+        return connection.execute(query).first() is not None
 
 
 def _outbox_id(row: Any) -> int | None:

@@ -83,9 +83,12 @@ def simulate_range(
     context.render_for_person(verbose=verbose)
     try:
         first, last = parse_instant(start), parse_instant(end)
+    except ValueError as exc:
+        raise UserInputError(str(exc)) from None
+    try:
         stride = parse_duration(step)
     except (ValueError, DurationError) as exc:
-        raise UserInputError(str(exc)) from None
+        raise UserInputError(f"--step: {exc}") from None
     if last <= first:
         msg = f"--to {end} must be after --from {start}"
         raise UserInputError(msg)
