@@ -109,6 +109,18 @@ class TestRunOnce:
             == "error: --now 2099-01-01T00:00:00Z is in the future: add --dry-run, or try it with leadflow simulate\n"
         )
 
+    def test_a_now_near_the_calendars_first_day_is_refused(
+        self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Year 1 wrote MQLs dated year 1 while every other rule failed on its look-back."""
+        argv = ["-c", config(tmp_path, store_url), "run", "--once"]
+        assert main([*argv, "--now", "0001-01-01T00:00:00Z"]) == 1
+        assert capsys.readouterr().err == (
+            "error: --now 0001-01-01T00:00:00Z: give an instant from 1900-01-01 on\n"
+        )
+        with engine.connect() as connection:
+            assert connection.execute(select(func.count()).select_from(AUDIT)).scalar() == 0
+
 
 def test_send_once_exits_3_when_the_relay_is_down(
     engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
