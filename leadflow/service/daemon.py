@@ -28,6 +28,8 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.exc import SQLAlchemyError
 
+from leadflow.dashboard.funnel_page import period_days
+from leadflow.dashboard.funnel_snapshots import FunnelSnapshots, funnel_snapshots
 from leadflow.engine.runtime import Runtime
 from leadflow.errors import UserInputError
 from leadflow.logs import log_failure
@@ -42,6 +44,8 @@ from leadflow.service.rule_reload import SnapshotHolder, watch_and_reload
 
 log = structlog.get_logger("leadflow.service")
 
+WARM_POLL = timedelta(seconds=10)
+"""How often the Funnel page's default period is checked for a snapshot gone stale."""
 RELOAD_POLL = timedelta(milliseconds=200)
 """How often the job sync looks for a swapped rule set (a reload is ~50 ms after a save)."""
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -57,6 +61,8 @@ class Daemon:
         self.stop_event = asyncio.Event()
         self._transport = transport
         self.leadership: Leadership | None = None
+        self.funnel: FunnelSnapshots | None = None
+        """The Funnel page's snapshots, when the dashboard is served."""
 
     def request_stop(self, reason: str = "requested") -> None:
         """Stop scheduling new work; :meth:`run` then winds down and returns."""
@@ -119,6 +125,8 @@ class Daemon:
                 ]
                 if http is not None:
                     workers.append(group.create_task(http(), name="http-server"))
+                if self.funnel is not None:
+                    workers.append(group.create_task(self._warm_funnel(), name="funnel-warmer"))
                 if isinstance(leadership, AdvisoryLockLeadership):
                     workers.append(
                         group.create_task(leadership.run(self.stop_event), name="leadership")
@@ -165,10 +173,31 @@ class Daemon:
             return None
         from leadflow.http import bind, create_app, serve
 
-        app = create_app(self.runtime, self.holder)
+        if self.runtime.settings.dashboard.enabled:
+            self.funnel = funnel_snapshots(self.runtime)
+        app = create_app(self.runtime, self.holder, funnel=self.funnel)
         sock = bind(self.runtime.settings.http)
         stack.callback(sock.close)
         return partial(serve, app, sock, self.stop_event)  # a coroutine only once it runs
+
+    async def _warm_funnel(self) -> None:
+        """Keep the Funnel page's default period (the last seven days, today included) computed:
+        at start-up, and again whenever its snapshot is older than ``dashboard.funnel_refresh``,
+        so whoever opens the page gets figures at once. Each replica warms its own; a
+        computation in flight at the stop is left to end with the process (it only reads)."""
+        assert self.funnel is not None
+        # A tenth of the refresh interval at most, so a stale snapshot is renewed promptly.
+        poll = min(WARM_POLL, self.funnel.refresh / 10).total_seconds()
+        while not self.stop_event.is_set():
+            first, last = period_days(None, None, self.runtime.clock.now().date())
+            if self.funnel.warm(first, last):
+                log.info("funnel_report_warming", first=first, last=last)
+            try:
+                async with asyncio.timeout(poll):
+                    await self.stop_event.wait()
+            except TimeoutError:
+                pass
+        self.funnel.close()
 
     async def _send(self, transport: Transport) -> None:
         runtime = self.runtime
