@@ -206,13 +206,18 @@ class FunnelSnapshots:
                     figures = self.compute(first, last, as_of)
                 except Exception as exc:  # shown on the page and logged, never lost in a thread
                     took = time.perf_counter() - started
-                    log_failure(log, "funnel_report_failed", exc, first=first, last=last)
+                    log_failure(log, "funnel_report_failed", exc, first=str(first), last=str(last))
                     with self._lock:
                         entry.failure = Failure(error_text(exc), as_of, took)
                         self._last_took = took
                     return
                 took = time.perf_counter() - started
-                log.info("funnel_report_computed", first=first, last=last, took_s=round(took, 3))
+                log.info(
+                    "funnel_report_computed",
+                    first=str(first),
+                    last=str(last),
+                    took_s=round(took, 3),
+                )
                 with self._lock:
                     entry.snapshot = Snapshot(figures, as_of, took)
                     self._last_took = took

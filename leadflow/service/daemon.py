@@ -191,7 +191,7 @@ class Daemon:
         while not self.stop_event.is_set():
             first, last = period_days(None, None, self.runtime.clock.now().date())
             if self.funnel.warm(first, last):
-                log.info("funnel_report_warming", first=first, last=last)
+                log.info("funnel_report_warming", first=str(first), last=str(last))
             try:
                 async with asyncio.timeout(poll):
                     await self.stop_event.wait()
