@@ -29,7 +29,7 @@ from leadflow.clock import SettableClock
 from leadflow.config import load_settings
 from leadflow.settings import Settings
 from leadflow.store.database import create_store_engine
-from tests.conftest import T0
+from tests.conftest import T0, join_funnel_reports
 from tests.dashboard_support import PASSWORDS, dashboard_settings, seed, seed_stage_history
 from tests.http_support import build_app, runtime_for
 from tests.mail_support import free_port
@@ -101,6 +101,7 @@ def daemon_url(tmp_path: Path, sqlite_url: str) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
+    join_funnel_reports()
     engine.dispose()
 
 

@@ -45,6 +45,9 @@ KEPT = 32
 AT_ONCE = 2
 """Computations running at the same time (the machine's cores are the daemon's too)."""
 
+THREAD_NAME = "funnel-report-"
+"""The computations' threads are named this and the period."""
+
 Key = tuple[date, date]
 Compute = Callable[[date, date, datetime], PeriodFigures]
 """``first``, ``last`` (days, included) and the instant the report is run at."""
@@ -179,7 +182,7 @@ class FunnelSnapshots:
         if outcomes and self.clock.now() - max(outcomes) < self.refresh:
             return False
         done = entry.running = threading.Event()
-        name = f"funnel-report-{key[0]}-{key[1]}"
+        name = f"{THREAD_NAME}{key[0]}-{key[1]}"
         threading.Thread(target=self._run, args=(key, entry, done), name=name, daemon=True).start()
         return True
 

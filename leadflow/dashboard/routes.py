@@ -3,7 +3,9 @@
 Every page needs a signed-in user (a session cookie, or a trusted reverse proxy's header);
 the retry needs the operator role and the session's CSRF token. Pages are rendered on the
 server from the package's Jinja templates; the one stylesheet is served from the package.
-Database calls run in worker threads, each bounded by a page size.
+Database calls run in worker threads, each bounded by a page size; the Funnel page's report,
+which is not, is served from a snapshot computed in the background
+(:mod:`leadflow.dashboard.funnel_snapshots`).
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Lifetimes are owned: the scheduler, the mail transport and the signal handlers a
 an :class:`~contextlib.AsyncExitStack`, the outbox sender, the rule watcher and the job sync run
 in a :class:`asyncio.TaskGroup`. SIGTERM or SIGINT stops new work at once, waits (at most
 ``scheduler.shutdown_grace``) for the evaluation in flight to finish its current batch and for
-the sender to record what it delivered, and returns normally (exit 0). A task that fails is
+the sender to record what it delivered, and returns normally (exit 0). With the dashboard on,
+a task keeps the Funnel page's default period computed (:meth:`Daemon._warm_funnel`). A task that fails is
 logged as ``daemon_crashed``, distinct from ``daemon_stopped``, and its error is raised.
 
 The first rule set must load: with no good set there is nothing to run, so the problems are
