@@ -7,7 +7,8 @@ they equal ``leadflow report`` run at that instant; its chart images are served;
 younger than ``dashboard.funnel_refresh`` is served without computing again, even when the
 store has changed; an older one is served with a note while one computation renews it; a
 failed computation is shown on the page, and tried again once as old as a stale snapshot;
-the store keeps a bounded number of periods; the daemon warms the default period at start-up
+the store keeps a bounded number of periods and refuses a new one while every kept one is
+being computed; the daemon warms the default period at start-up
 and again when it is stale, and starts nothing after its stop.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 import time
 from datetime import date, timedelta
 from typing import Any
@@ -279,6 +281,31 @@ class TestBounds:
         # The first two ran side by side (in either order), then the 3rd, then the 2nd again.
         assert sorted(compute_calls[:2]) == [(days[0], days[0]), (days[1], days[1])]
         assert compute_calls[2:] == [(days[2], days[2]), (days[1], days[1])]
+
+    def test_no_room_while_every_kept_period_computes(
+        self, engine: Engine, make_settings: Any, clock: SettableClock
+    ) -> None:
+        """With one period kept and its report running, another period is refused as busy
+        (nothing started for it); once the first is done, the second takes its place."""
+        seed(engine)
+        settings = dashboard_settings(make_settings)
+        go = threading.Event()
+
+        def compute(first: date, last: date, now: Any) -> PeriodFigures:
+            go.wait(60)  # the report is held until the test has looked
+            return period_figures(engine, settings, first, last, now)
+
+        snapshots = FunnelSnapshots(compute, clock, timedelta(minutes=5), kept=1)
+        assert snapshots.look(FIRST, FIRST).computing
+        busy = snapshots.look(LAST, LAST)
+        assert (busy.busy, busy.computing, busy.snapshot) == (True, False, None)
+        assert snapshots.warm(LAST, LAST) is False
+        go.set()
+        assert snapshots.wait_idle(60)
+        assert snapshots.look(LAST, LAST).computing
+        assert snapshots.wait_idle(60)
+        assert snapshots.kept(LAST, LAST) is not None
+        assert snapshots.kept(FIRST, FIRST) is None
 
 
 class TestDaemonWarmsTheDefaultPeriod:
