@@ -11,8 +11,12 @@ store then has every index, constraint and trigger its migration made.
 Each page is requested through the daemon's ASGI application in-process (httpx's ASGI
 transport: no network, so the time is the server's: routing, the session check, the queries,
 the template), signed in as an operator, ``--rounds`` times; the median and the slowest are
-reported. Then the Funnel page's chart images, twice each: the first request draws the chart,
-the second is served kept. The defaults run in under 5 minutes on 2 cores.
+reported. The Funnel page is first requested once, which starts its period's report (the
+last 7 days), and the report is waited for: its computing time is reported on its own line (it
+is the report's time); the rounds then measure the page served from that snapshot, as the
+daemon serves it after warming the default period. Then the Funnel page's chart images, twice
+each: the first request draws the chart, the second is served kept. The defaults run in under
+5 minutes on 2 cores.
 
     .venv/bin/python bench/dashboard_bench.py [--leads 1000000] [--audit 10000000] [--rounds 5]
         [--skip-postgres] [--skip-sqlite] [--postgres URL] [--schema-prefix lf_dashboard_bench]
@@ -45,6 +49,8 @@ from dashboard_store import NOW, fill_postgres, fill_sqlite, schema
 
 from leadflow.clock import SettableClock
 from leadflow.config import load_settings
+from leadflow.dashboard.funnel_page import period_days
+from leadflow.dashboard.funnel_snapshots import FunnelSnapshots, funnel_snapshots
 from leadflow.engine.runtime import Runtime
 from leadflow.http import create_app
 from leadflow.rule_language.model import RuleSet
@@ -67,7 +73,8 @@ PAGES = (
 )
 
 
-def application(engine: Engine, url: str, folder: Path) -> Any:
+def application(engine: Engine, url: str, folder: Path) -> tuple[Any, FunnelSnapshots]:
+    """The daemon's application and the Funnel page's snapshots (as the daemon holds them)."""
     config = folder / "config.yaml"
     config.write_text("", encoding="utf-8")
     hashed = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash(PASSWORD)
@@ -87,7 +94,8 @@ def application(engine: Engine, url: str, folder: Path) -> Any:
     runtime = Runtime.build(engine, settings, SettableClock(NOW))
     holder: SnapshotHolder[RuleSet] = SnapshotHolder(clock=runtime.clock)
     holder.record_success(runtime.load_rules())
-    return create_app(runtime, holder)
+    snapshots = funnel_snapshots(runtime)
+    return create_app(runtime, holder, funnel=snapshots), snapshots
 
 
 SLOW = 5.0
@@ -95,13 +103,14 @@ SLOW = 5.0
 the target is measured well enough once, and more rounds of it would not fit in 5 minutes."""
 
 
-async def measure(app: Any, rounds: int) -> dict[str, list[float]]:
+async def measure(app: Any, snapshots: FunnelSnapshots, rounds: int) -> dict[str, list[float]]:
     transport = httpx.ASGITransport(app=app)
     times: dict[str, list[float]] = {page: [] for page in PAGES}
     bodies: dict[str, str] = {}
     async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
         login = await http.post("/ui/login", data={"username": "ops", "password": PASSWORD})
         assert login.status_code == 303, login.text
+        times.update(await _funnel_snapshot(http, snapshots))
         for _ in range(rounds):
             for page in PAGES:
                 if times[page] and times[page][0] > SLOW:
@@ -113,6 +122,26 @@ async def measure(app: Any, rounds: int) -> dict[str, list[float]]:
                 bodies[page] = response.text
         times.update(await _charts(http, bodies["/ui/funnel"]))
     return times
+
+
+async def _funnel_snapshot(
+    http: httpx.AsyncClient, snapshots: FunnelSnapshots
+) -> dict[str, list[float]]:
+    """The Funnel page's first request (its report starts, the page waits dashboard.funnel_wait
+    for it), then the report's own computing time: what the snapshot took, waited for here.
+    The rounds then measure the page served from that snapshot, as the daemon serves it once
+    it has warmed the default period."""
+    started = time.perf_counter()
+    response = await http.get("/ui/funnel")
+    first = time.perf_counter() - started
+    assert response.status_code == 200, response.status_code
+    assert await asyncio.to_thread(snapshots.wait_idle, 3600), "the report did not finish"
+    snapshot = snapshots.kept(*period_days(None, None, NOW.date()))
+    assert snapshot is not None, "the report failed: see the log"
+    return {
+        "  Funnel, first request (report starts)": [first],
+        "  Funnel report (the snapshot computed)": [snapshot.took],
+    }
 
 
 async def _charts(http: httpx.AsyncClient, page: str) -> dict[str, list[float]]:
@@ -134,10 +163,11 @@ def report(store: str, times: dict[str, list[float]]) -> None:
     print(f"\n{store}: page server time, median (slowest) of the rounds")
     print("  (a chart image: one request each, the first drawing it, the second kept)")
     for page, samples in times.items():
-        slow = len(samples) == 1 and samples[0] > SLOW and not page.startswith("  chart")
+        slow = len(samples) == 1 and samples[0] > SLOW and not page.startswith("  ")
         once = " (once: over 5 s)" if slow else ""
+        label = f"{page} (from its snapshot)" if page == "/ui/funnel" else page
         print(
-            f"  {page:<36} {statistics.median(samples) * 1000:7.1f} ms "
+            f"  {label:<42} {statistics.median(samples) * 1000:9.1f} ms "
             f"({max(samples) * 1000:.1f}){once}"
         )
 
@@ -246,8 +276,8 @@ def main() -> None:
                 f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}"
             )
             for name, engine in stores.items():
-                app = application(engine, urls[name], folder)
-                report(name, asyncio.run(measure(app, args.rounds)))
+                app, snapshots = application(engine, urls[name], folder)
+                report(name, asyncio.run(measure(app, snapshots, args.rounds)))
         finally:
             for engine in stores.values():
                 engine.dispose()

@@ -28,6 +28,18 @@ ATTRIBUTE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
+
+def _duration_or_zero(value: object) -> object:
+    """A duration, or nothing at all: ``0`` (a number or ``0s``) for "not at all"."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float | timedelta):
+        return value  # pydantic says what is wrong with it
+    if str(value).strip().lower() in {"0", "0.0", "0s"}:
+        return timedelta(0)
+    return parse_duration(value)
+
+
+DurationOrZero = Annotated[timedelta, BeforeValidator(_duration_or_zero)]
+
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -434,6 +446,12 @@ class DashboardSettings(Section):
     login_attempts: int = Field(default=5, ge=1, le=1000)
     """Failed logins per user name and address before the login is refused for ``lockout``."""
     lockout: Duration = timedelta(minutes=15)
+    funnel_refresh: Duration = timedelta(minutes=5)
+    """The Funnel page serves its period's report as computed (and says when) until it is older
+    than this; an older one is still served while one computation in the background renews it."""
+    funnel_wait: DurationOrZero = timedelta(milliseconds=200)
+    """How long a request for a period with no report computed yet waits for it before the page
+    shows the stage counts alone and reloads itself (``0``: it never waits)."""
 
 
 FOREVER = "forever"

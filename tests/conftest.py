@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +25,7 @@ from sqlalchemy.engine import make_url
 
 from leadflow.clock import SettableClock
 from leadflow.config import load_settings
+from leadflow.dashboard.funnel_snapshots import THREAD_NAME as FUNNEL_REPORT_THREAD
 from leadflow.logs import release_standard_library
 from leadflow.settings import Settings
 from leadflow.store.database import create_store_engine, migrate
@@ -111,7 +114,17 @@ def engine(store_url: str) -> Iterator[Engine]:
     """An engine on an empty, migrated store (parametrised over SQLite and PostgreSQL)."""
     created = create_store_engine(store_url)
     yield created
+    join_funnel_reports()
     created.dispose()
+
+
+def join_funnel_reports(timeout: float = 60) -> None:
+    """Wait for the Funnel page's background reports a test left running (a page requested
+    without waiting for its figures): their connection must go back before the store goes."""
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if thread.name.startswith(FUNNEL_REPORT_THREAD):
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import httpx
 from fastapi import FastAPI
 
 from leadflow.clock import SettableClock
+from leadflow.dashboard.funnel_snapshots import FunnelSnapshots
 from leadflow.engine.runtime import Runtime
 from leadflow.http import create_app
 from leadflow.rule_language.model import RuleSet
@@ -44,12 +45,12 @@ def _secret(value: str) -> Any:
 
 
 def build_app(
-    runtime: Runtime, *, load_rules: bool = True
+    runtime: Runtime, *, load_rules: bool = True, funnel: FunnelSnapshots | None = None
 ) -> tuple[FastAPI, SnapshotHolder[RuleSet]]:
     holder: SnapshotHolder[RuleSet] = SnapshotHolder(clock=runtime.clock)
     if load_rules:
         holder.record_success(runtime.load_rules())
-    return create_app(runtime, holder), holder
+    return create_app(runtime, holder, funnel=funnel), holder
 
 
 class Api:

@@ -6,8 +6,9 @@ kept as a PNG under tests/artifacts/ to look at); a lead followed from the SLA b
 exactly the timeline rows a person reads; an operator retries a failed email with the button;
 a viewer sees no button and their forged POST is refused, as is a POST without the CSRF token
 and a cross-site form (the SameSite cookie is not sent); every visible input has a label; the
-first Tab reaches the skip link, whose focus ring is visible; the Funnel page's four charts load
-as images under the page's Content-Security-Policy, each with its figures in words; the SLA
+first Tab reaches the skip link, whose focus ring is visible; the Funnel page first says its
+report is being computed and reloads itself (no script) until it shows the figures; its four
+charts load as images under the page's Content-Security-Policy, each with its figures in words; the SLA
 board shows business hours left.
 """
 
@@ -28,7 +29,7 @@ from leadflow.clock import SettableClock
 from leadflow.config import load_settings
 from leadflow.settings import Settings
 from leadflow.store.database import create_store_engine
-from tests.conftest import T0
+from tests.conftest import T0, join_funnel_reports
 from tests.dashboard_support import PASSWORDS, dashboard_settings, seed, seed_stage_history
 from tests.http_support import build_app, runtime_for
 from tests.mail_support import free_port
@@ -81,7 +82,9 @@ def daemon_url(tmp_path: Path, sqlite_url: str) -> Iterator[str]:
         values = {"database.url": sqlite_url, **overrides}
         return load_settings(config, env={}, overrides=values).settings
 
-    settings = dashboard_settings(make_settings)
+    # The Funnel page never waits for its report: its first answer is the "being computed"
+    # page, which reloads itself (as on a large store).
+    settings = dashboard_settings(make_settings, **{"dashboard.funnel_wait": 0})
     engine: Engine = create_store_engine(sqlite_url)
     seed(engine)
     app, _holder = build_app(runtime_for(engine, settings, SettableClock(T0)))
@@ -98,6 +101,7 @@ def daemon_url(tmp_path: Path, sqlite_url: str) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
+    join_funnel_reports()
     engine.dispose()
 
 
@@ -294,6 +298,18 @@ def test_funnel_page_charts_load_with_their_figures(
     engine.dispose()
     log_in(browser, daemon_url, "vera")
     browser.get(f"{daemon_url}/ui/funnel?from=2026-03-01&to=2026-03-02")
+    note = browser.find_element(By.CSS_SELECTOR, "p.note[role=status]").text
+    assert note.startswith("The report for this period is being computed")
+    assert note.endswith("this page reloads itself.")
+    shoot(browser, "funnel-computing")
+    # The page reloads itself (a meta refresh: no script, and the page's policy allows it)
+    # and then shows the figures.
+    WebDriverWait(browser, 30).until(
+        lambda driver: driver.find_elements(By.CSS_SELECTOR, "p.as-of")
+    )
+    assert browser.find_element(By.CSS_SELECTOR, "p.as-of").text.startswith(
+        "Figures as of 09:00 UTC, computed in "
+    )
     images = browser.find_elements(By.CSS_SELECTOR, "figure.chart img")
     assert [image.get_attribute("alt") for image in images] == [
         "Funnel: entries into each stage, chart",

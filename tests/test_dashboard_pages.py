@@ -24,6 +24,7 @@ from sqlalchemy import Engine, event, insert
 
 from leadflow.clock import SettableClock
 from leadflow.dashboard.funnel_page import funnel_numbers, period_days
+from leadflow.dashboard.funnel_snapshots import funnel_snapshots
 from leadflow.dashboard.outbox_page import messages
 from leadflow.dashboard.rules_page import _actions_since, rules_view
 from leadflow.dashboard.search import search_leads
@@ -177,17 +178,25 @@ class TestFunnelCharts:
         """Four figures, each an image of /ui/funnel/charts/NAME.svg with the period and the
         figures' digest, described by its words; the image is the report's SVG of those
         figures, served with a policy of its own; drawn once, then kept; a digest no longer
-        kept is drawn from the period again; a signed-out request goes to the login."""
+        kept is drawn from the period's snapshot; a signed-out request goes to the login."""
         from html import escape
 
         from leadflow.funnel.charts import CHARTS
 
         seed_stage_history(seeded)
-        settings = dashboard_settings(make_settings)
-        app, _holder = build_app(runtime_for(seeded, settings, clock))
+        settings = dashboard_settings(make_settings, **{"dashboard.funnel_wait": 0})
+        runtime = runtime_for(seeded, settings, clock)
+        snapshots = funnel_snapshots(runtime)
+        app, _holder = build_app(runtime, funnel=snapshots)
         ui = Browser(app)
         assert ui.get("/ui/funnel/charts/funnel.svg?v=x").status_code == 303
         ui.login("vera")
+        # The first request starts the period's report (and reloads itself); the next one,
+        # once it is computed, shows it.
+        computing = ui.get("/ui/funnel?from=2026-03-01&to=2026-03-02").text
+        assert '<meta http-equiv="refresh" content="3">' in computing
+        assert "<img" not in computing
+        assert snapshots.wait_idle(60)
         page = ui.get("/ui/funnel?from=2026-03-01&to=2026-03-02").text
         numbers = funnel_numbers(seeded, settings, (T0 - 24 * HOUR).date(), T0.date(), T0)
         found = re.findall(r'<img src="([^"]+)" alt="([^"]+)" aria-describedby="([^"]+)">', page)

@@ -1,6 +1,8 @@
 """The Funnel page's numbers: the stage counts now, and ``leadflow report`` for a period.
 
-:func:`funnel_numbers` is the one call the page makes. The period's metrics are the report's
+The stage counts are read on every request (:func:`stage_counts`, one indexed query); the
+period's figures (:func:`period_figures`) are the page's costly part, served from a snapshot
+(:mod:`leadflow.dashboard.funnel_snapshots`). The period's metrics are the report's
 own (``leadflow.funnel``: :func:`~leadflow.funnel.report.build_report` and its
 :func:`~leadflow.funnel.sections.sections`), so the page and ``leadflow report --from --to``
 show the same figures from one implementation; the page formats them as the report's table does.
@@ -35,6 +37,17 @@ class ReportTable:
 
 
 @dataclass(frozen=True)
+class PeriodFigures:
+    """``leadflow report --from --to`` of one period as the page shows it: what a snapshot
+    keeps (:mod:`leadflow.dashboard.funnel_snapshots`)."""
+
+    tables: tuple[ReportTable, ...] = ()
+    """The report, section by section."""
+    charts: tuple[ChartView, ...] = ()
+    """The same report's charts (``--format html``'s four)."""
+
+
+@dataclass(frozen=True)
 class FunnelNumbers:
     stages: tuple[tuple[str, int], ...]
     """The progression's stages in order, then the side stages, then any other stored stage."""
@@ -44,6 +57,19 @@ class FunnelNumbers:
     """``leadflow report --from first_day --to last_day``, section by section."""
     charts: tuple[ChartView, ...] = ()
     """The same report's charts (``--format html``'s four)."""
+
+    @classmethod
+    def of(
+        cls,
+        stages: tuple[tuple[str, int], ...],
+        first: date,
+        last: date,
+        figures: PeriodFigures | None,
+    ) -> FunnelNumbers:
+        """The page's numbers; without ``figures`` (not computed yet) the stage counts alone."""
+        if figures is None:
+            return cls(stages, first, last)
+        return cls(stages, first, last, figures.tables, figures.charts)
 
     @property
     def total(self) -> int:
@@ -75,16 +101,30 @@ def funnel_numbers(
     engine: Engine, settings: Settings, first: date, last: date, now: datetime
 ) -> FunnelNumbers:
     """Leads per stage now, and the report of ``first`` to ``last`` (days, included)."""
-    from leadflow.funnel.period import Period, day_start
-    from leadflow.funnel.report import build_report
-    from leadflow.funnel.sections import sections
-    from leadflow.funnel.text import TITLES, shown
+    figures = period_figures(engine, settings, first, last, now)
+    return FunnelNumbers.of(stage_counts(engine, settings), first, last, figures)
 
+
+def stage_counts(engine: Engine, settings: Settings) -> tuple[tuple[str, int], ...]:
+    """Leads per stage now: the progression in order, the side stages, then any other."""
     stages = settings.stages
     counts = leads_by_stage(engine)
     named = (*stages.progression, *stages.side)
     ordered = [(stage, counts.get(stage, 0)) for stage in named]
     ordered += sorted((stage, n) for stage, n in counts.items() if stage not in named)
+    return tuple(ordered)
+
+
+def period_figures(
+    engine: Engine, settings: Settings, first: date, last: date, now: datetime
+) -> PeriodFigures:
+    """The report of ``first`` to ``last`` (days, included) run at ``now``, as the page shows
+    it: the tables and the charts' figures."""
+    from leadflow.funnel.period import Period, day_start
+    from leadflow.funnel.report import build_report
+    from leadflow.funnel.sections import sections
+    from leadflow.funnel.text import TITLES, shown
+
     period = Period(day_start(first), day_start(last, after=True))
     report = build_report(engine, settings, period, now)
     rows = sections(report)
@@ -93,21 +133,7 @@ def funnel_numbers(
         for name, section in rows.items()
         if name not in CHART_SECTIONS
     )
-    charts = tuple(chart_views(report, rows))
-    return FunnelNumbers(tuple(ordered), first, last, tables, charts)
-
-
-def period_charts(
-    engine: Engine, settings: Settings, first: date, last: date, now: datetime
-) -> list[ChartView]:
-    """The charts of ``first`` to ``last`` alone: for an image whose figures are not kept."""
-    from leadflow.funnel.period import Period, day_start
-    from leadflow.funnel.report import build_report
-    from leadflow.funnel.sections import sections
-
-    period = Period(day_start(first), day_start(last, after=True))
-    report = build_report(engine, settings, period, now)
-    return chart_views(report, sections(report))
+    return PeriodFigures(tables, tuple(chart_views(report, rows)))
 
 
 def _table(name: str, title: str, rows: list[dict[str, Any]], shown: Any) -> ReportTable:

@@ -3,13 +3,17 @@
 Every page needs a signed-in user (a session cookie, or a trusted reverse proxy's header);
 the retry needs the operator role and the session's CSRF token. Pages are rendered on the
 server from the package's Jinja templates; the one stylesheet is served from the package.
-Database calls run in worker threads, each bounded by a page size.
+Database calls run in worker threads, each bounded by a page size; the Funnel page's report,
+which is not, is served from a snapshot computed in the background
+(:mod:`leadflow.dashboard.funnel_snapshots`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from datetime import datetime, timedelta
+from functools import partial
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlencode
@@ -20,14 +24,17 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
+from leadflow.clock import Clock
 from leadflow.dashboard.access import COOKIE, SESSION_SECRET_NAME, Access, Principal
 from leadflow.dashboard.funnel_charts import ChartDrawings
-from leadflow.dashboard.funnel_page import funnel_numbers, period_charts, period_days
+from leadflow.dashboard.funnel_page import FunnelNumbers, period_days, stage_counts
+from leadflow.dashboard.funnel_snapshots import FunnelSnapshots, Look, funnel_snapshots
 from leadflow.dashboard.outbox_page import messages, retry
 from leadflow.dashboard.rules_page import rules_view
 from leadflow.dashboard.search import search_leads
 from leadflow.dashboard.sla_board import business_time_left, rep_choices, sla_board
 from leadflow.dashboard.timeline import Cursor, lead_header, timeline
+from leadflow.durations import format_duration
 from leadflow.engine.runtime import Runtime
 from leadflow.errors import UserInputError
 from leadflow.mail.context import fill_url
@@ -48,7 +55,7 @@ _HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
         "frame-ancestors 'none'; base-uri 'none'"
-    ),
+    ),  # a <meta http-equiv="refresh"> is a navigation, not a fetch: no directive covers it
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
@@ -62,8 +69,19 @@ _CHART_HEADERS = {
 }
 
 
-def dashboard_routes(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> APIRouter:
-    """The ``/ui/`` routes; none when ``dashboard.enabled`` is false."""
+RELOAD_S = 3
+"""A Funnel page waiting for its period's figures reloads itself after this many seconds."""
+CHART_WAIT_S = 30.0
+"""How long a chart image whose figures are no longer kept waits for its period's report."""
+
+
+def dashboard_routes(
+    runtime: Runtime,
+    holder: SnapshotHolder[RuleSet],
+    snapshots: FunnelSnapshots | None = None,
+) -> APIRouter:
+    """The ``/ui/`` routes; none when ``dashboard.enabled`` is false. ``snapshots``: the
+    Funnel page's (the daemon's, which it also warms); by default a store of their own."""
     router = APIRouter(include_in_schema=False)
     settings = runtime.settings.dashboard
     if not settings.enabled:
@@ -74,7 +92,8 @@ def dashboard_routes(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> APIRo
         if secret is not None
         else stored_secret(runtime.engine, SESSION_SECRET_NAME, runtime.clock.now())[0]
     )
-    pages = _Pages(runtime, holder, Access(settings, key.encode()))
+    access = Access(settings, key.encode())
+    pages = _Pages(runtime, holder, access, snapshots or funnel_snapshots(runtime))
     router.add_api_route("/ui/", pages.home, methods=["GET"])
     router.add_api_route("/ui/static/dashboard.css", _stylesheet, methods=["GET"])
     router.add_api_route("/ui/login", pages.login_form, methods=["GET"])
@@ -107,8 +126,15 @@ async def _stylesheet() -> Response:
 
 
 class _Pages:
-    def __init__(self, runtime: Runtime, holder: SnapshotHolder[RuleSet], access: Access) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        holder: SnapshotHolder[RuleSet],
+        access: Access,
+        snapshots: FunnelSnapshots,
+    ) -> None:
         self.runtime = runtime
+        self.snapshots = snapshots
         self.holder = holder
         self.access = access
         self.templates = Environment(
@@ -118,6 +144,9 @@ class _Pages:
         )
         self.templates.filters["when"] = _when
         self.templates.filters["business"] = _business
+        self.templates.filters["seconds"] = _seconds
+        self.templates.filters["duration"] = format_duration
+        self.templates.filters["clock_time"] = partial(_clock_time, runtime.clock)
         self.charts = ChartDrawings()
 
     # --- who is asking ------------------------------------------------------------------
@@ -209,11 +238,27 @@ class _Pages:
             problem: str | None = str(exc)
         else:
             problem = None
-        numbers = await run_in_threadpool(
-            funnel_numbers, self.runtime.engine, self.runtime.settings, first, last, now
+        # The stage counts (one indexed query) are read while the period's figures are looked
+        # up, and waited for when a computation has just started.
+        wait = self.runtime.settings.dashboard.funnel_wait.total_seconds()
+        stages, look = await asyncio.gather(
+            run_in_threadpool(stage_counts, self.runtime.engine, self.runtime.settings),
+            run_in_threadpool(self.snapshots.look, first, last, wait),
         )
-        self.charts.remember(list(numbers.charts))
-        return self.render("funnel.html", who, numbers=numbers, problem=problem, page="funnel")
+        figures = look.snapshot.figures if look.snapshot is not None else None
+        if figures is not None:
+            self.charts.remember(list(figures.charts))
+        numbers = FunnelNumbers.of(stages, first, last, figures)
+        return self.render(
+            "funnel.html",
+            who,
+            numbers=numbers,
+            look=look,
+            reload=_reload(look),
+            refresh=self.runtime.settings.dashboard.funnel_refresh,
+            problem=problem,
+            page="funnel",
+        )
 
     async def funnel_chart(self, request: Request, name: str, v: str = "") -> Response:
         """One chart of the Funnel page as SVG: the figures the page named by digest ``v``."""
@@ -230,16 +275,16 @@ class _Pages:
         return Response(svg, media_type="image/svg+xml", headers=headers)
 
     async def _chart_again(self, request: Request, name: str) -> tuple[str | None, str]:
-        """A chart whose figures are no longer kept: its period's figures as they are now."""
+        """A chart whose figures are no longer kept: its period's snapshot (waited for when
+        it is being computed), as the page would show it now."""
         now = self.runtime.clock.now()
         query = request.query_params
         try:
             first, last = period_days(query.get("from"), query.get("to"), now.date())
         except UserInputError:
             return None, "no-store"
-        views = await run_in_threadpool(
-            period_charts, self.runtime.engine, self.runtime.settings, first, last, now
-        )
+        look = await run_in_threadpool(self.snapshots.look, first, last, CHART_WAIT_S)
+        views = look.snapshot.figures.charts if look.snapshot is not None else ()
         view = next((view for view in views if view.name == name), None)
         if view is None:
             return None, "no-store"
@@ -427,6 +472,23 @@ def _business(value: timedelta | None, overdue: bool) -> str:
     minutes = int(abs(value).total_seconds()) // 60
     spelled = f"{minutes // 60}h {minutes % 60:02d}m"
     return f"{spelled} overdue" if overdue else f"{spelled} left"
+
+
+def _reload(look: Look) -> int | None:
+    """Seconds after which a Funnel page without its period's figures reloads itself."""
+    waiting = look.snapshot is None and look.failure is None
+    return RELOAD_S if waiting and (look.computing or look.busy) else None
+
+
+def _seconds(value: float) -> str:
+    """A computation's time as people read it: ``0.4 s``, ``17 s``."""
+    return f"{value:.1f} s" if value < 10 else f"{value:,.0f} s"
+
+
+def _clock_time(clock: Clock, value: datetime) -> str:
+    """``09:14 UTC`` today (by ``clock``), with the day before it on any other day."""
+    shown = value.strftime("%H:%M UTC")
+    return shown if value.date() == clock.now().date() else f"{value:%Y-%m-%d} {shown}"
 
 
 def _when(value: datetime | None) -> str:

@@ -23,6 +23,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from leadflow.dashboard.funnel_snapshots import FunnelSnapshots
 from leadflow.dashboard.routes import dashboard_routes
 from leadflow.engine.audit_history import lead_with_audit
 from leadflow.engine.runtime import Runtime
@@ -66,8 +67,14 @@ def check_http_settings(settings: HttpSettings) -> None:
         raise ConfigError(msg)
 
 
-def create_app(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> FastAPI:
-    """The application for ``runtime``'s store; ``holder`` is the daemon's current rule set."""
+def create_app(
+    runtime: Runtime,
+    holder: SnapshotHolder[RuleSet],
+    *,
+    funnel: FunnelSnapshots | None = None,
+) -> FastAPI:
+    """The application for ``runtime``'s store; ``holder`` is the daemon's current rule set,
+    ``funnel`` the Funnel page's snapshots the daemon warms (by default the app's own)."""
     settings = runtime.settings.http
     check_http_settings(settings)
     app = FastAPI(
@@ -102,7 +109,7 @@ def create_app(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> FastAPI:
     )
     app.include_router(probe_routes(runtime, holder))
     app.include_router(tracking_routes(runtime, holder))
-    app.include_router(dashboard_routes(runtime, holder))
+    app.include_router(dashboard_routes(runtime, holder, funnel))
     return app
 
 

@@ -4,7 +4,8 @@ Lifetimes are owned: the scheduler, the mail transport and the signal handlers a
 an :class:`~contextlib.AsyncExitStack`, the outbox sender, the rule watcher and the job sync run
 in a :class:`asyncio.TaskGroup`. SIGTERM or SIGINT stops new work at once, waits (at most
 ``scheduler.shutdown_grace``) for the evaluation in flight to finish its current batch and for
-the sender to record what it delivered, and returns normally (exit 0). A task that fails is
+the sender to record what it delivered, and returns normally (exit 0). With the dashboard on,
+a task keeps the Funnel page's default period computed (:meth:`Daemon._warm_funnel`). A task that fails is
 logged as ``daemon_crashed``, distinct from ``daemon_stopped``, and its error is raised.
 
 The first rule set must load: with no good set there is nothing to run, so the problems are
@@ -28,6 +29,8 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.exc import SQLAlchemyError
 
+from leadflow.dashboard.funnel_page import period_days
+from leadflow.dashboard.funnel_snapshots import FunnelSnapshots, funnel_snapshots
 from leadflow.engine.runtime import Runtime
 from leadflow.errors import UserInputError
 from leadflow.logs import log_failure
@@ -42,6 +45,8 @@ from leadflow.service.rule_reload import SnapshotHolder, watch_and_reload
 
 log = structlog.get_logger("leadflow.service")
 
+WARM_POLL = timedelta(seconds=10)
+"""How often the Funnel page's default period is checked for a snapshot gone stale."""
 RELOAD_POLL = timedelta(milliseconds=200)
 """How often the job sync looks for a swapped rule set (a reload is ~50 ms after a save)."""
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -57,6 +62,8 @@ class Daemon:
         self.stop_event = asyncio.Event()
         self._transport = transport
         self.leadership: Leadership | None = None
+        self.funnel: FunnelSnapshots | None = None
+        """The Funnel page's snapshots, when the dashboard is served."""
 
     def request_stop(self, reason: str = "requested") -> None:
         """Stop scheduling new work; :meth:`run` then winds down and returns."""
@@ -119,6 +126,8 @@ class Daemon:
                 ]
                 if http is not None:
                     workers.append(group.create_task(http(), name="http-server"))
+                if self.funnel is not None:
+                    workers.append(group.create_task(self._warm_funnel(), name="funnel-warmer"))
                 if isinstance(leadership, AdvisoryLockLeadership):
                     workers.append(
                         group.create_task(leadership.run(self.stop_event), name="leadership")
@@ -165,10 +174,31 @@ class Daemon:
             return None
         from leadflow.http import bind, create_app, serve
 
-        app = create_app(self.runtime, self.holder)
+        if self.runtime.settings.dashboard.enabled:
+            self.funnel = funnel_snapshots(self.runtime)
+        app = create_app(self.runtime, self.holder, funnel=self.funnel)
         sock = bind(self.runtime.settings.http)
         stack.callback(sock.close)
         return partial(serve, app, sock, self.stop_event)  # a coroutine only once it runs
+
+    async def _warm_funnel(self) -> None:
+        """Keep the Funnel page's default period (the last seven days, today included) computed:
+        at start-up, and again whenever its snapshot is older than ``dashboard.funnel_refresh``,
+        so whoever opens the page gets figures at once. Each replica warms its own; a
+        computation in flight at the stop is left to end with the process (it only reads)."""
+        assert self.funnel is not None
+        # A tenth of the refresh interval at most, so a stale snapshot is renewed promptly.
+        poll = min(WARM_POLL, self.funnel.refresh / 10).total_seconds()
+        while not self.stop_event.is_set():
+            first, last = period_days(None, None, self.runtime.clock.now().date())
+            if self.funnel.warm(first, last):
+                log.info("funnel_report_warming", first=str(first), last=str(last))
+            try:
+                async with asyncio.timeout(poll):
+                    await self.stop_event.wait()
+            except TimeoutError:
+                pass
+        self.funnel.close()
 
     async def _send(self, transport: Transport) -> None:
         runtime = self.runtime
