@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Float, and_, cast, func, literal, select, union_all
+from sqlalchemy import Connection, Float, and_, case, cast, func, literal, select, union_all
 
 from leadflow.funnel.history import is_entry
 from leadflow.funnel.period import NO_GROUP, Period
@@ -40,61 +40,72 @@ class Attribution:
 
 
 def attribution(connection: Connection, period: Period, mql: str) -> list[Attribution]:
+    """The three models from one read of the period's conversions and their touches."""
     events = _conversions(period, mql)
     touch = _touch(ACTIVITIES)
-    found: list[Attribution] = []
-    # The lead's source by a join, not a probe per conversion: PostgreSQL hashes the leads.
-    first = func.coalesce(AttributeValue(LEADS.c.attributes, "source", "string"), NO_GROUP)
-    last = func.coalesce(
-        select(touch)
-        .where(*_touches_of(events))
-        .order_by(ACTIVITIES.c.occurred_at.desc(), ACTIVITIES.c.id.desc())
-        .limit(1)
-        .scalar_subquery(),
-        NO_GROUP,
-    )
-    with_lead = events.outerjoin(LEADS, LEADS.c.id == events.c.lead_id)
-    for model, group, rows in (("first_touch", first, with_lead), ("last_touch", last, events)):
-        grp = group.label("grp")
-        query = (
-            select(events.c.kind, grp, func.count(), func.sum(events.c.amount))
-            .select_from(rows)
-            .group_by(events.c.kind, grp)
-            .order_by(events.c.kind, grp)
-        )
-        found += [
-            Attribution(model, row[0], row[1], float(row[2]), float(row[3] or 0))
-            for row in connection.execute(query)
-        ]
-    return found + _linear(connection, events)
-
-
-def _linear(connection: Connection, events: Any) -> list[Attribution]:
-    touch = _touch(ACTIVITIES)
-    joined = events.outerjoin(ACTIVITIES, and_(*_touches_of(events)))
-    shares = (
+    order = (ACTIVITIES.c.occurred_at.desc(), ACTIVITIES.c.id.desc())
+    window = {"partition_by": (events.c.kind, events.c.event_id), "order_by": order}
+    # One row per touch at or before each conversion (one row with no touch when it has
+    # none), numbered from the last; both windows share one sort. The first row of each
+    # conversion carries its last touch, and all its rows the linear shares: before, the
+    # conversions were read three times, with a probe into the activities for each last touch.
+    touches = (
         select(
             events.c.kind,
-            func.coalesce(touch, NO_GROUP).label("grp"),
+            events.c.lead_id,
             events.c.amount,
-            func.count().over(partition_by=(events.c.kind, events.c.event_id)).label("touches"),
+            func.coalesce(touch, NO_GROUP).label("grp"),
+            func.row_number().over(**window).label("nth"),
+            func.count().over(**window, rows=(None, None)).label("touches"),
         )
-        .select_from(joined)
-        .subquery("shares")
+        .select_from(events.outerjoin(ACTIVITIES, and_(*_touches_of(events))))
+        .subquery("touches")
     )
-    credit = 1.0 / cast(shares.c.touches, Float)
-    query = (
+    rows = touches.c
+    last = rows.nth == 1
+    # The lead's source by a join, not a probe per conversion: PostgreSQL hashes the leads.
+    source = func.coalesce(AttributeValue(LEADS.c.attributes, "source", "string"), NO_GROUP)
+    credit = 1.0 / cast(rows.touches, Float)
+    # One grouping of the touches by (kind, touch, source on the last touch) sums what each
+    # model needs; the three models then group these few rows. Grouping the touches once
+    # per model sorted them three times.
+    first = case((last, source)).label("source")
+    sums = (
         select(
-            shares.c.kind,
-            shares.c.grp,
-            func.sum(credit),
-            func.sum(shares.c.amount * credit),
+            rows.kind,
+            rows.grp,
+            first,
+            func.sum(case((last, 1), else_=0)).label("lasts"),
+            func.sum(case((last, rows.amount))).label("last_amount"),
+            func.sum(credit).label("shares"),
+            func.sum(rows.amount * credit).label("share_amount"),
         )
-        .group_by(shares.c.kind, shares.c.grp)
-        .order_by(shares.c.kind, shares.c.grp)
+        .select_from(touches.outerjoin(LEADS, and_(last, LEADS.c.id == rows.lead_id)))
+        .group_by(rows.kind, rows.grp, first)
+        .cte("sums")
     )
+    each = sums.c
+    models = [
+        select(
+            literal(0).label("model"),
+            each.kind,
+            each.source,
+            func.sum(each.lasts),
+            func.sum(each.last_amount),
+        )
+        .where(each.source.is_not(None))
+        .group_by(each.kind, each.source),
+        select(literal(1), each.kind, each.grp, func.sum(each.lasts), func.sum(each.last_amount))
+        .group_by(each.kind, each.grp)
+        .having(func.sum(each.lasts) > 0),
+        select(
+            literal(2), each.kind, each.grp, func.sum(each.shares), func.sum(each.share_amount)
+        ).group_by(each.kind, each.grp),
+    ]
+    combined = union_all(*models).subquery("models")
+    query = select(*combined.c).order_by(*combined.c[:3])
     return [
-        Attribution("linear", row[0], row[1], float(row[2]), float(row[3] or 0))
+        Attribution(MODELS[row[0]], row[1], row[2], float(row[3]), float(row[4] or 0))
         for row in connection.execute(query)
     ]
 
