@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from leadflow.config import load_settings
 from leadflow.engine.business_hours import (
     BusinessCalendar,
+    BusinessTimeline,
     add_business_time,
     business_time_between,
     calendar_named,
@@ -383,3 +384,14 @@ class TestProperties:
         assert is_open(cal, opening)
         assert business_time_between(cal, early, opening) == timedelta(0)
         assert (opening == early) == is_open(cal, early)
+
+    @given(calendars, st.lists(instants, min_size=2, max_size=8), instants, instants)
+    @settings(deadline=None)
+    def test_timeline_measures_as_time_between(
+        self, cal: BusinessCalendar, span: list[datetime], one: datetime, other: datetime
+    ) -> None:
+        # Pairs inside the span are measured from its intervals, the others apart: every one
+        # the same as business_time_between, to the microsecond (the SLA median relies on it).
+        timeline = BusinessTimeline(cal, min(span), max(span))
+        for start, end in [*zip(span, reversed(span), strict=True), (one, other), (other, one)]:
+            assert timeline.between(start, end) == business_time_between(cal, start, end)

@@ -20,6 +20,7 @@ reads the clock.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -33,6 +34,7 @@ from leadflow.suggestions import did_you_mean
 _ONE_DAY = timedelta(days=1)
 _ZERO = timedelta(0)
 _MICROSECOND = timedelta(microseconds=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,56 @@ def business_time_between(calendar: BusinessCalendar, start: datetime, end: date
     return total
 
 
+class BusinessTimeline:
+    """Business time between many pairs of instants from ``first`` to ``last``, each exactly
+    as :func:`business_time_between` gives it: the calendar's intervals over those dates are
+    worked out once, with the business time before each, so a measure is two binary searches
+    instead of a walk over its days (the report measures a period's first touches, 200,000
+    at a million leads). Instants are whole microseconds since the epoch, so the sums are
+    exact integers like the ``timedelta`` sums. Pairs outside the span, or a calendar whose
+    intervals overlap (where the difference of two sums would count an overlap twice), are
+    measured by :func:`business_time_between` itself."""
+
+    def __init__(self, calendar: BusinessCalendar, first: datetime, last: datetime) -> None:
+        self._calendar = calendar
+        self._first = _micros(_as_utc(first, "first"))
+        self._last = _micros(_as_utc(last, "last"))
+        self._opens: list[int] = []
+        self._closes: list[int] = []
+        self._before: list[int] = []
+        total = 0
+        # The same days around the span as business_time_between walks around a pair.
+        day = _local_date(calendar, first) - _ONE_DAY
+        while day <= _local_date(calendar, last) + _ONE_DAY:
+            hours = opening_hours(calendar, day)
+            if hours is not None:
+                opens, closes = _micros(hours[0]), _micros(hours[1])
+                self._opens.append(opens)
+                self._closes.append(closes)
+                self._before.append(total)
+                total += closes - opens
+            day += _ONE_DAY
+        self._apart = all(
+            closes <= opens for closes, opens in zip(self._closes, self._opens[1:], strict=False)
+        )
+
+    def between(self, start: datetime, end: datetime) -> timedelta:
+        """:func:`business_time_between` of ``start`` and ``end``."""
+        first = _micros(_as_utc(start, "start"))
+        last = _micros(_as_utc(end, "end"))
+        inside = self._first <= min(first, last) and max(first, last) <= self._last
+        if not (self._apart and inside):
+            return business_time_between(self._calendar, start, end)
+        return timedelta(microseconds=self._until(last) - self._until(first))
+
+    def _until(self, at: int) -> int:
+        """Business microseconds of the span's intervals before ``at``."""
+        index = bisect_right(self._opens, at) - 1
+        if index < 0:
+            return 0
+        return self._before[index] + min(at, self._closes[index]) - self._opens[index]
+
+
 def is_open(calendar: BusinessCalendar, at: datetime) -> bool:
     """Whether ``at`` lies inside business hours (opening included, closing excluded)."""
     instant = _as_utc(at, "at")
@@ -208,6 +260,10 @@ def _wall(zone: ZoneInfo, instant: datetime) -> datetime:
 
 def _local_date(calendar: BusinessCalendar, instant: datetime) -> date:
     return instant.astimezone(calendar.zone).date()
+
+
+def _micros(instant: datetime) -> int:
+    return (instant - _EPOCH) // _MICROSECOND
 
 
 def _as_utc(value: datetime, name: str) -> datetime:

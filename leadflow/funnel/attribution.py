@@ -15,9 +15,10 @@ A conversion with no source or no touch is credited to ``(none)``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
-from sqlalchemy import Connection, Float, and_, cast, func, literal, select, union_all
+from sqlalchemy import Connection, Float, and_, case, cast, func, literal, select, union_all
 
 from leadflow.funnel.history import is_entry
 from leadflow.funnel.period import NO_GROUP, Period
@@ -40,63 +41,94 @@ class Attribution:
 
 
 def attribution(connection: Connection, period: Period, mql: str) -> list[Attribution]:
+    """The three models from one read of the period's conversions and their touches."""
     events = _conversions(period, mql)
     touch = _touch(ACTIVITIES)
-    found: list[Attribution] = []
-    # The lead's source by a join, not a probe per conversion: PostgreSQL hashes the leads.
-    first = func.coalesce(AttributeValue(LEADS.c.attributes, "source", "string"), NO_GROUP)
-    last = func.coalesce(
-        select(touch)
-        .where(*_touches_of(events))
-        .order_by(ACTIVITIES.c.occurred_at.desc(), ACTIVITIES.c.id.desc())
-        .limit(1)
-        .scalar_subquery(),
-        NO_GROUP,
-    )
-    with_lead = events.outerjoin(LEADS, LEADS.c.id == events.c.lead_id)
-    for model, group, rows in (("first_touch", first, with_lead), ("last_touch", last, events)):
-        grp = group.label("grp")
-        query = (
-            select(events.c.kind, grp, func.count(), func.sum(events.c.amount))
-            .select_from(rows)
-            .group_by(events.c.kind, grp)
-            .order_by(events.c.kind, grp)
-        )
-        found += [
-            Attribution(model, row[0], row[1], float(row[2]), float(row[3] or 0))
-            for row in connection.execute(query)
-        ]
-    return found + _linear(connection, events)
-
-
-def _linear(connection: Connection, events: Any) -> list[Attribution]:
-    touch = _touch(ACTIVITIES)
-    joined = events.outerjoin(ACTIVITIES, and_(*_touches_of(events)))
-    shares = (
+    order = (ACTIVITIES.c.occurred_at.desc(), ACTIVITIES.c.id.desc())
+    partition = (events.c.kind, events.c.event_id)
+    # One row per touch at or before each conversion (one row with no touch when it has
+    # none), numbered from the last; both windows share one sort. The first row of each
+    # conversion carries its last touch, and all its rows the linear shares: before, the
+    # conversions were read three times, with a probe into the activities for each last touch.
+    touches = (
         select(
             events.c.kind,
-            func.coalesce(touch, NO_GROUP).label("grp"),
+            events.c.lead_id,
             events.c.amount,
-            func.count().over(partition_by=(events.c.kind, events.c.event_id)).label("touches"),
+            func.coalesce(touch, NO_GROUP).label("grp"),
+            func.row_number().over(partition_by=partition, order_by=order).label("nth"),
+            func.count()
+            .over(partition_by=partition, order_by=order, rows=(None, None))
+            .label("touches"),
         )
-        .select_from(joined)
-        .subquery("shares")
+        .select_from(events.outerjoin(ACTIVITIES, and_(*_touches_of(events))))
+        .subquery("touches")
     )
-    credit = 1.0 / cast(shares.c.touches, Float)
-    query = (
+    rows = touches.c
+    last = rows.nth == 1
+    # The lead's source by a join, not a probe per conversion: PostgreSQL hashes the leads.
+    source = func.coalesce(AttributeValue(LEADS.c.attributes, "source", "string"), NO_GROUP)
+    # One grouping of the touches sums what every model needs, by (kind, touch, the source on
+    # a conversion's last row, its touches, its amount); the three models then group these few
+    # rows. Grouping the touches once per model sorted them three times.
+    first = case((last, source)).label("source")
+    sums = (
         select(
-            shares.c.kind,
-            shares.c.grp,
-            func.sum(credit),
-            func.sum(shares.c.amount * credit),
+            rows.kind,
+            rows.grp,
+            first,
+            rows.touches,
+            rows.amount,
+            func.count().label("rows"),
+            func.sum(case((last, 1), else_=0)).label("lasts"),
         )
-        .group_by(shares.c.kind, shares.c.grp)
-        .order_by(shares.c.kind, shares.c.grp)
+        .select_from(touches.outerjoin(LEADS, and_(last, LEADS.c.id == rows.lead_id)))
+        .group_by(rows.kind, rows.grp, first, rows.touches, rows.amount)
+        .cte("sums")
     )
-    return [
-        Attribution("linear", row[0], row[1], float(row[2]), float(row[3] or 0))
-        for row in connection.execute(query)
+    each = sums.c
+    whole = literal(1).label("touches")
+    models = [
+        select(literal(0).label("model"), each.kind, each.source, whole, each.amount)
+        .add_columns(func.sum(each.lasts))
+        .where(each.source.is_not(None))
+        .group_by(each.kind, each.source, each.amount),
+        select(literal(1), each.kind, each.grp, whole, each.amount, func.sum(each.lasts))
+        .group_by(each.kind, each.grp, each.amount)
+        .having(func.sum(each.lasts) > 0),
+        select(
+            literal(2), each.kind, each.grp, each.touches, each.amount, func.sum(each.rows)
+        ).group_by(each.kind, each.grp, each.touches, each.amount),
     ]
+    combined = union_all(*models).subquery("models")
+    query = select(*combined.c).order_by(*combined.c[:3])
+    return _credited(connection.execute(query))
+
+
+def _credited(rows: Any) -> list[Attribution]:
+    """The lines of ``(model, kind, group, touches, amount, conversions)`` rows, in their order:
+    each group's conversions and amount summed exactly (fractions), so a figure does not depend
+    on the order the database adds the rows in (the shares of three touches, 1/3 each, added as
+    floats in one order or another differed in the last digit)."""
+    found: list[Attribution] = []
+    line: tuple[int, str, str] | None = None
+    conversions = amount = Fraction(0)
+    for model, kind, group, touches, each, count in rows:
+        if (model, kind, group) != line:
+            if line is not None:
+                found.append(_line(line, conversions, amount))
+            line, conversions, amount = (model, kind, group), Fraction(0), Fraction(0)
+        share = Fraction(int(count), int(touches))
+        conversions += share
+        if each is not None:
+            amount += share * Fraction(float(each))
+    if line is not None:
+        found.append(_line(line, conversions, amount))
+    return found
+
+
+def _line(line: tuple[int, str, str], conversions: Fraction, amount: Fraction) -> Attribution:
+    return Attribution(MODELS[line[0]], line[1], line[2], float(conversions), float(amount))
 
 
 def _touch(activities: Any) -> Any:

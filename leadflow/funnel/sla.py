@@ -6,8 +6,8 @@ started in the period still running at its end are counted apart. Counted in SQL
 
 The median business hours to the owner's first touch is over the timers the owner's activity
 closed (``met``/``met_late`` with ``close_reason`` "the owner acted...", not a stage change),
-measured with the timer's own calendar by :func:`~leadflow.engine.business_hours.
-business_time_between`: business hours are not SQL arithmetic, so these timers (one row each,
+measured with the timer's own calendar as :func:`~leadflow.engine.business_hours.
+business_time_between` does (by a :class:`~leadflow.engine.business_hours.BusinessTimeline`): business hours are not SQL arithmetic, so these timers (one row each,
 a period's first touches) are the one thing the report reads into Python. The rep is the
 timer's owner; the pool is the one the lead was assigned from when the timer started (its first
 ``assigned``/``reassigned`` audit row at or after the start).
@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, case, func, or_, select
 
-from leadflow.engine.business_hours import BusinessCalendar, business_time_between
+from leadflow.engine.business_hours import BusinessCalendar, BusinessTimeline
 from leadflow.funnel.groups import pool_of
 from leadflow.funnel.period import NO_GROUP, Period
 from leadflow.funnel.sql import instant, share
@@ -111,12 +111,15 @@ def _touch_hours(
         or_(*(timers.close_reason == reason for reason in TOUCHED)),
     )
     hours: dict[str, dict[str, list[float]]] = {by: defaultdict(list) for by in groups}
-    calendars: dict[str, BusinessCalendar] = {}
+    by_calendar: dict[str, list[Any]] = defaultdict(list)
     for row in connection.execute(query):
-        *named, name, start, touched = row
-        if name not in calendars:
-            calendars[name] = calendar(name)
-        spent = business_time_between(calendars[name], start, touched).total_seconds() / 3600
-        for by, group in zip(groups, named, strict=True):
-            hours[by][group].append(spent)
+        by_calendar[row[-3]].append(row)
+    for name, rows in by_calendar.items():
+        # The calendar's intervals over all its timers' dates once, not a walk per timer.
+        instants = [at for row in rows for at in row[-2:]]
+        timeline = BusinessTimeline(calendar(name), min(instants), max(instants))
+        for *named, _, start, touched in rows:
+            spent = timeline.between(start, touched).total_seconds() / 3600
+            for by, group in zip(groups, named, strict=True):
+                hours[by][group].append(spent)
     return hours
