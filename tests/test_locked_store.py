@@ -70,3 +70,23 @@ def test_a_command_that_must_write_at_start_says_the_store_is_locked(tmp_path: P
         "database is locked\n"
     )
     assert _leadflow(config, "status").returncode == 0  # the lock gone, it starts again
+
+
+def test_commands_that_write_exit_3_in_one_line_when_the_store_stays_locked(
+    tmp_path: Path,
+) -> None:
+    """`run --once` and `outbox --retry` wait SQLite's busy timeout, then name the database's
+    answer on one line, exit 3 (`run --once` was a SQLAlchemy traceback, exit 1)."""
+    config, store = _project(tmp_path, "[]")
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "hot.yaml").write_text(
+        "rules:\n  - id: hot\n    every: 5m\n    when: {field: score, at_least: 60}\n"
+        "    actions:\n      - set_stage: mql\n"
+    )
+    assert _leadflow(config, "status").returncode == 0
+    with _write_locked(store):
+        ran = _leadflow(config, "run", "--once")
+        retried = _leadflow(config, "outbox", "--retry", "1")
+    for refused in (ran, retried):
+        assert (refused.returncode, refused.stdout) == (3, "")
+        assert refused.stderr == "error: the database failed: database is locked\n"
