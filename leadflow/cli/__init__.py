@@ -113,8 +113,27 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # click's usage errors arrive here in non-standalone mode
+        database_error = _database_error(exc)
+        if database_error is not None:
+            print(f"error: the database failed: {database_error}", file=sys.stderr)
+            return EXIT_EXTERNAL_FAILURE
         return _usage_or_raise(exc)
     return result if isinstance(result, int) else 0
+
+
+def _database_error(exc: Exception) -> str | None:
+    """The driver's first line for a database that failed under a command (a SQLite file
+    write-locked past its busy timeout, a PostgreSQL server gone), else None.
+
+    Commands wrap the failures they expect; this is the net under the rest (``run --once``
+    recording its runs, ``outbox --retry``), so an outage is exit 3 in one line, not a
+    traceback. By module, because the CLI does not import SQLAlchemy unless a command did.
+    """
+    exc_module = sys.modules.get("sqlalchemy.exc")
+    if exc_module is None or not isinstance(exc, exc_module.OperationalError):
+        return None
+    lines = str(exc.orig).strip().splitlines()
+    return lines[0] if lines else type(exc.orig).__name__
 
 
 def _usage_or_raise(exc: Exception) -> int:

@@ -242,21 +242,31 @@ def ensure_attribute_indexes(
     engine: Engine, table: Table, declared: Mapping[str, str], indexed: tuple[str, ...]
 ) -> list[str]:
     """Create the missing expression indexes for ``indexed`` attributes; return their names."""
-    names = []
-    with transaction(engine) as session:
-        connection = session.connection()
-        for key in indexed:
-            name = f"ix_{table.name}_attr_{key.lower()}"
-            unqualified = AttributeValue(column("attributes"), key, declared[key])
-            expression = unqualified.compile(
-                dialect=connection.dialect, compile_kwargs={"literal_binds": True}
-            )
-            # Plain DDL, not an Index object: that would join the table's metadata, and
-            # IF NOT EXISTS because SQLAlchemy cannot reflect expression indexes.
-            connection.exec_driver_sql(
-                f"CREATE INDEX IF NOT EXISTS {name} ON {table.name} ({expression})"
-            )
-            names.append(name)
+    names: list[str] = []
+    if not indexed:
+        # No write transaction at all: on SQLite it takes the write lock, and every command
+        # opening the store comes here, so `status` would wait on (and fail behind) another
+        # process's writer for nothing.
+        return names
+    try:
+        with transaction(engine) as session:
+            connection = session.connection()
+            for key in indexed:
+                name = f"ix_{table.name}_attr_{key.lower()}"
+                unqualified = AttributeValue(column("attributes"), key, declared[key])
+                expression = unqualified.compile(
+                    dialect=connection.dialect, compile_kwargs={"literal_binds": True}
+                )
+                # Plain DDL, not an Index object: that would join the table's metadata, and
+                # IF NOT EXISTS because SQLAlchemy cannot reflect expression indexes.
+                connection.exec_driver_sql(
+                    f"CREATE INDEX IF NOT EXISTS {name} ON {table.name} ({expression})"
+                )
+                names.append(name)
+    except OperationalError as exc:
+        # A locked SQLite file or a database gone since the migration: one line, exit 3.
+        msg = f"cannot create the attribute indexes in the database at {engine.url!r}: {exc.orig}"
+        raise DatabaseUnavailableError(msg) from exc
     return names
 
 

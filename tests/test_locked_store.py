@@ -1,0 +1,92 @@
+"""A SQLite store another process holds write-locked (``BEGIN EXCLUSIVE`` left open, a long
+import, a backup tool) while a command starts: read-only commands still answer, and a command
+that must write at start-up says so in one line and exits 3, never a traceback.
+
+Found by the operator walkthrough: `leadflow daemon` (and `status`) started behind
+``sqlite3 leadflow.db 'BEGIN EXCLUSIVE;'`` printed SQLAlchemy's traceback and exited 1, because
+every command took the write lock at start-up to create the indexed attributes' indexes, even
+with none declared.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+LEADFLOW = str(Path(sys.executable).with_name("leadflow"))
+
+
+def _project(tmp_path: Path, indexed: str) -> tuple[Path, Path]:
+    store = tmp_path / "leadflow.db"
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"database:\n  url: sqlite:///{store}\n"
+        f"attributes:\n  leads:\n    region: string\n  indexed: {indexed}\n"
+    )
+    return config, store
+
+
+def _leadflow(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [LEADFLOW, "-c", str(config), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+
+@contextmanager
+def _write_locked(store: Path) -> Iterator[None]:
+    """Another process's open write transaction, as `sqlite3 FILE 'BEGIN EXCLUSIVE;'` holds."""
+    holder = sqlite3.connect(store, isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        yield
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_status_answers_while_another_process_holds_the_write_lock(tmp_path: Path) -> None:
+    config, store = _project(tmp_path, "[]")
+    assert _leadflow(config, "status").returncode == 0  # creates and migrates the store
+    with _write_locked(store):
+        shown = _leadflow(config, "status", "--format", "json")
+    assert (shown.returncode, shown.stderr) == (0, "")
+    assert '"total": 0' in shown.stdout
+
+
+def test_a_command_that_must_write_at_start_says_the_store_is_locked(tmp_path: Path) -> None:
+    """With an indexed attribute the start-up must write (CREATE INDEX IF NOT EXISTS): after
+    SQLite's busy timeout (10 s) it gives up in one line, exit 3 (an external system failed)."""
+    config, store = _project(tmp_path, "[region]")
+    assert _leadflow(config, "status").returncode == 0
+    with _write_locked(store):
+        refused = _leadflow(config, "status")
+    assert refused.returncode == 3
+    assert refused.stdout == ""
+    assert refused.stderr == (
+        f"error: cannot create the attribute indexes in the database at sqlite:///{store}: "
+        "database is locked\n"
+    )
+    assert _leadflow(config, "status").returncode == 0  # the lock gone, it starts again
+
+
+def test_commands_that_write_exit_3_in_one_line_when_the_store_stays_locked(
+    tmp_path: Path,
+) -> None:
+    """`run --once` and `outbox --retry` wait SQLite's busy timeout, then name the database's
+    answer on one line, exit 3 (`run --once` was a SQLAlchemy traceback, exit 1)."""
+    config, store = _project(tmp_path, "[]")
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "hot.yaml").write_text(
+        "rules:\n  - id: hot\n    every: 5m\n    when: {field: score, at_least: 60}\n"
+        "    actions:\n      - set_stage: mql\n"
+    )
+    assert _leadflow(config, "status").returncode == 0
+    with _write_locked(store):
+        ran = _leadflow(config, "run", "--once")
+        retried = _leadflow(config, "outbox", "--retry", "1")
+    for refused in (ran, retried):
+        assert (refused.returncode, refused.stdout) == (3, "")
+        assert refused.stderr == "error: the database failed: database is locked\n"
