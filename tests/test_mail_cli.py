@@ -107,6 +107,48 @@ def test_outbox_lists_failures_and_retry_requeues(
     engine.dispose()
 
 
+def test_retry_failed_requeues_every_failure_or_those_since(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A relay's outage failed messages 1 and 3 at 10:00 and 2 at 12:00: ``--retry-failed
+    --since 11:00`` requeues 2 alone; ``--retry-failed`` then the others; nothing pending or
+    sent is touched."""
+    _queue(config, ("c", "d"))
+    engine = create_store_engine(f"sqlite:///{config.parent / 'state' / 'leadflow.db'}")
+    table = OutboxMessage.__table__  # type: ignore[attr-defined]
+    failed_at = {1: NOW, 2: NOW.replace(hour=12), 3: NOW}
+    with engine.begin() as connection:
+        for row_id, at in failed_at.items():
+            connection.execute(
+                update(table)
+                .where(table.c.id == row_id)
+                .values(status="failed", attempts=5, next_attempt_at=at, last_error="451 later")
+            )
+        connection.execute(update(table).where(table.c.id == 4).values(status="sent"))
+    argv = ["-c", str(config), "outbox", "--retry-failed"]
+    assert main([*argv, "--since", "2020-01-06T11:00:00Z"]) == 0
+    assert capsys.readouterr().out == "requeued 1 failed outbox message\n"
+    assert [(r.id, r.status, r.attempts) for r in outbox_rows(engine)] == [
+        (1, "failed", 5),
+        (2, "pending", 0),
+        (3, "failed", 5),
+        (4, "sent", 0),
+    ]
+    assert main([*argv, "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"requeued_count": 2}
+    assert [(r.id, r.status) for r in outbox_rows(engine)] == [
+        (1, "pending"),
+        (2, "pending"),
+        (3, "pending"),
+        (4, "sent"),
+    ]
+    assert main(["-c", str(config), "outbox", "--since", "2020-01-06T11:00:00Z"]) == 1
+    assert capsys.readouterr().err == "error: --since goes with --retry-failed\n"
+    assert main([*argv, "--retry", "1"]) == 1
+    assert capsys.readouterr().err == "error: give --retry ID or --retry-failed, not both\n"
+    engine.dispose()
+
+
 def test_outbox_says_how_many_rows_the_limit_left_out(
     config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

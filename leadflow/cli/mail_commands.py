@@ -72,16 +72,26 @@ def outbox(
     retry: Annotated[
         int | None, typer.Option("--retry", help="Requeue this failed message now.")
     ] = None,
+    retry_failed: Annotated[
+        bool,
+        typer.Option("--retry-failed", help="Requeue every failed message now (see --since)."),
+    ] = False,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="With --retry-failed: only messages failed from this time."),
+    ] = None,
     limit: Annotated[
         int, typer.Option("--limit", min=1, help="Show at most this many messages.")
     ] = 50,
     output: FormatOption = OutputFormat.table,
 ) -> None:
-    """Show outbox depth and the messages not yet sent; --retry ID requeues a failed one."""
+    """Show outbox depth and the messages not yet sent; --retry ID requeues a failed one,
+    --retry-failed every failed one (after a relay's outage, say)."""
     from leadflow.outbox.store import (
         FAILED,
         SENT,
         outbox_lines,
+        requeue_all_failed,
         requeue_failed,
         status_counts,
     )
@@ -89,7 +99,15 @@ def outbox(
 
     context = cli_context(ctx)
     console = data_console()
+    failed_since = _failed_since(since, retry_failed=retry_failed, retry=retry)
     with transaction(context.engine) as session:
+        if retry_failed:
+            count = requeue_all_failed(session, SystemClock().now(), failed_since)
+            if output is OutputFormat.json:
+                print_json({"requeued_count": count})
+                return
+            console.print(f"requeued {count} failed outbox message{'' if count == 1 else 's'}")
+            return
         if retry is not None:
             line = requeue_failed(session, retry, SystemClock().now())
             if output is OutputFormat.json:
@@ -109,6 +127,22 @@ def outbox(
         console.print(_outbox_table(lines))
     if total > len(lines):
         console.print(f"... and {total - len(lines)} more (use --limit)")
+
+
+def _failed_since(since: str | None, *, retry_failed: bool, retry: int | None) -> Any:
+    from leadflow.clock import parse_instant
+    from leadflow.errors import UserInputError
+
+    if retry_failed and retry is not None:
+        raise UserInputError("give --retry ID or --retry-failed, not both")
+    if since is None:
+        return None
+    if not retry_failed:
+        raise UserInputError("--since goes with --retry-failed")
+    try:
+        return parse_instant(since)
+    except ValueError as exc:
+        raise UserInputError(f"--since: {exc}") from None
 
 
 def outbox_document(

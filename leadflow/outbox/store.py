@@ -483,6 +483,21 @@ def requeue_failed(session: Session, outbox_id: int, now: datetime) -> OutboxLin
     )
 
 
+def requeue_all_failed(session: Session, now: datetime, since: datetime | None = None) -> int:
+    """Put every failed message (failed at or after ``since``, if given) back to pending, due
+    now, with a fresh retry schedule; how many. A failed row's ``next_attempt_at`` is the time
+    it failed, so ``since`` reads the ``(status, next_attempt_at)`` index."""
+    condition = _TABLE.c.status == FAILED
+    if since is not None:
+        condition = and_(condition, _TABLE.c.next_attempt_at >= since)
+    result = session.execute(
+        update(_TABLE)
+        .where(condition)
+        .values(status=PENDING, attempts=0, next_attempt_at=now, claimed_until=None)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
 def outbox_state(engine: Engine) -> tuple[list[tuple[str, str, int]], list[tuple[str, datetime]]]:
     """(channel, status, count) of every outbox row, and each channel's oldest pending row."""
     with engine.connect() as connection:
