@@ -83,6 +83,9 @@ class KindWriter:
     """The cause the stage history gives the stage changes this writer makes: the HTTP API
     builds writers with this default; an import sets ``import`` and its file (``source``)."""
     source: str | None = None
+    bulk_tables: ClassVar[tuple[str, ...]] = ()
+    """The tables whose secondary indexes a bulk import of this kind builds after its rows
+    (:mod:`leadflow.ingest.index_builds`); each is judged on its own rows."""
 
     def __init__(self, plan: ColumnPlan, settings: Settings, now: datetime, reps: RepDirectory):
         self.plan = plan
@@ -212,6 +215,7 @@ class _RecordsStageEntries(KindWriter):
 class LeadWriter(_RecordsStageEntries):
     kind = "leads"
     table = LEADS
+    bulk_tables = ("leads", "stage_changes")
     columns: ClassVar[Mapping[str, str]] = {
         "email": "email",
         "name": "name",

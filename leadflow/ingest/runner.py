@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine, insert, update
 
 from leadflow.clock import Clock
 from leadflow.errors import ImportRowError, Problem, UserInputError
+from leadflow.ingest.index_builds import bulk_tables, indexes_built_after
 from leadflow.ingest.kinds import ActivityWriter, DealWriter, KindWriter, LeadWriter, Record
 from leadflow.ingest.mapping import ColumnPlan, compile_plan
 from leadflow.ingest.readers import RowSource, check_text_file, format_of
@@ -195,21 +196,28 @@ def _load(
 ) -> str:
     """Stream, write, finish; returns the run's status.
 
-    Without ``strict`` every batch is a writing transaction of its own; with it, the whole file
-    is one, rolled back when any row was rejected.
+    Without ``strict`` every batch is a writing transaction of its own, unless the import is
+    bulk (:mod:`leadflow.ingest.index_builds`): then the whole file is one, with the tables'
+    secondary indexes built after the rows. With ``strict`` the whole file is one, rolled back
+    when any row was rejected. Either way a transaction that fails leaves nothing of itself.
     """
-    if not strict:
+    bulk = bulk_tables(engine, writer.bulk_tables, source.path, source.total_bytes)
+    if not strict and not bulk:
         _load_batches(lambda: _writing(engine), writer, source, report, progress)
         return "rejected rows" if report.rejected else "done"
     try:
-        with _writing(engine) as connection:
+        with _writing(engine) as connection, indexes_built_after(connection, bulk):
             _load_batches(lambda: nullcontext(connection), writer, source, report, progress)
-            _roll_back_if_rejected(report)
+            if strict:
+                _roll_back_if_rejected(report)
     except _StrictRollbackError:
         report.rolled_back = True
         report.counts = Counts()
         return "rolled back"
-    return "done"
+    except BaseException:
+        report.counts = Counts()  # the one transaction rolled back: nothing of the file is in
+        raise
+    return "rejected rows" if report.rejected else "done"
 
 
 def _roll_back_if_rejected(report: ImportReport) -> None:
