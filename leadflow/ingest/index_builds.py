@@ -59,12 +59,9 @@ def estimated_rows(path: Path, total_bytes: int) -> int:
     return max(round(total_bytes * lines / len(sample)) - 1, 0)
 
 
-def bulk_tables(engine: Engine, tables: tuple[str, ...], path: Path, total_bytes: int) -> list[str]:
-    """Those of ``tables`` into which importing ``path`` is bulk: their indexes come after."""
-    if not tables:
-        return []
-    incoming = estimated_rows(path, total_bytes)
-    if incoming < BULK_MIN_ROWS:
+def bulk_tables(engine: Engine, tables: tuple[str, ...], incoming: int) -> list[str]:
+    """Those of ``tables`` into which importing ``incoming`` rows is bulk: indexes come after."""
+    if not tables or incoming < BULK_MIN_ROWS:
         return []
     with engine.connect() as connection:
         return [table for table in tables if _holds_fewer(connection, table, incoming // 2)]

@@ -14,12 +14,14 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from sqlalchemy import Connection, Engine, insert, update
 
 from leadflow.clock import Clock
 from leadflow.errors import ImportRowError, Problem, UserInputError
-from leadflow.ingest.index_builds import bulk_tables, indexes_built_after
+from leadflow.ingest.feeder import Send, can_fork, fed
+from leadflow.ingest.index_builds import bulk_tables, estimated_rows, indexes_built_after
 from leadflow.ingest.kinds import ActivityWriter, DealWriter, KindWriter, LeadWriter, Record
 from leadflow.ingest.mapping import ColumnPlan, compile_plan
 from leadflow.ingest.readers import RowSource, check_text_file, format_of
@@ -37,6 +39,8 @@ WRITERS: dict[ImportKind, type[KindWriter]] = {
     "activities": ActivityWriter,
 }
 MAX_KEPT_PROBLEMS = 1000
+FED_MIN_ROWS = 100_000
+"""From this many rows (estimated) a file's rows are read in a process of their own."""
 SQLITE_CACHE_KB = 64 * 1024
 Progress = Callable[[int, int], None]
 """Called after each batch with (bytes read, file size)."""
@@ -201,13 +205,30 @@ def _load(
     secondary indexes built after the rows. With ``strict`` the whole file is one, rolled back
     when any row was rejected. Either way a transaction that fails leaves nothing of itself.
     """
-    bulk = bulk_tables(engine, writer.bulk_tables, source.path, source.total_bytes)
-    if not strict and not bulk:
-        _load_batches(lambda: _writing(engine), writer, source, report, progress)
-        return "rejected rows" if report.rejected else "done"
+    incoming = estimated_rows(source.path, source.total_bytes)
+    bulk = bulk_tables(engine, writer.bulk_tables, incoming)
+    with _reading(writer, source, incoming) as feed:
+        if not strict and not bulk:
+            _load_batches(lambda: _writing(engine), writer, source, report, progress, feed)
+            return "rejected rows" if report.rejected else "done"
+        return _load_whole(engine, writer, source, report, strict, progress, feed, bulk)
+
+
+def _load_whole(
+    engine: Engine,
+    writer: KindWriter,
+    source: RowSource,
+    report: ImportReport,
+    strict: bool,
+    progress: Progress | None,
+    feed: Iterator[_Read] | None,
+    bulk: list[str],
+) -> str:
+    """The whole file in one transaction (strict, or bulk); returns the run's status."""
     try:
         with _writing(engine) as connection, indexes_built_after(connection, bulk):
-            _load_batches(lambda: nullcontext(connection), writer, source, report, progress)
+            batch = lambda: nullcontext(connection)  # noqa: E731 - as in the other branch
+            _load_batches(batch, writer, source, report, progress, feed)
             if strict:
                 _roll_back_if_rejected(report)
     except _StrictRollbackError:
@@ -225,27 +246,89 @@ def _roll_back_if_rejected(report: ImportReport) -> None:
         raise _StrictRollbackError
 
 
+class _Read(NamedTuple):
+    """A batch read and prepared by the reading process, with the rows it rejected."""
+
+    prepared: list[Prepared]
+    problems: list[tuple[int, str]]
+    rejected: int
+    """Rows rejected since the previous batch (``problems`` holds the first of them)."""
+    bytes_read: int
+
+    def tell(self, report: ImportReport) -> None:
+        for line, message in self.problems:
+            report.reject(line, message)
+        report.rejected += self.rejected - len(self.problems)
+
+
+@contextmanager
+def _reading(
+    writer: KindWriter, source: RowSource, incoming: int
+) -> Iterator[Iterator[_Read] | None]:
+    """A reading process's batches for a large file of a kind that prepares alone; else None
+    (the rows are read and prepared in this process, between the writes)."""
+    if not (writer.prepares_alone and incoming >= FED_MIN_ROWS and can_fork()):
+        yield None
+        return
+    batch_size = writer.settings.imports.batch_size
+
+    def produce(send: Send) -> None:
+        local = ImportReport(writer.kind, "")
+
+        def flush(rows: list[tuple[int, str, Record]]) -> None:
+            prepared, rejected = writer.prepared(rows)
+            for line, exc in rejected:
+                local.reject(line, str(exc))
+            send_read(prepared)
+
+        def send_read(prepared: list[Prepared]) -> None:
+            told = [(problem.line, problem.message) for problem in local.problems]
+            send(_Read(prepared, told, local.rejected, source.bytes_read))
+            local.problems.clear()
+            local.rejected = 0
+
+        # No collections in the forked child: one could finalise the writer's connections.
+        _stream(writer, source, local, batch_size, flush, collect=False)
+        if local.rejected:
+            send_read([])
+
+    with fed(produce, keep=source.fileno()) as feed:
+        yield feed
+
+
 def _load_batches(
     batch: Callable[[], AbstractContextManager[Connection]],
     writer: KindWriter,
     source: RowSource,
     report: ImportReport,
     progress: Progress | None,
+    feed: Iterator[_Read] | None,
 ) -> None:
     table_writer: TableWriter | None = None
 
-    def flush(rows: list[tuple[int, str, Record]]) -> None:
+    def write(connection: Connection, prepared: list[Prepared]) -> None:
         nonlocal table_writer
+        table_writer = table_writer or TableWriter(connection, writer.shape(), writer.now)
+        _write(connection, table_writer, writer, prepared, report)
+
+    def flush(rows: list[tuple[int, str, Record]]) -> None:
         with batch() as connection:
-            table_writer = table_writer or TableWriter(connection, writer.shape(), writer.now)
             prepared, rejected = writer.prepare(connection, rows)
             for line, exc in rejected:
                 report.reject(line, str(exc))
-            _write(connection, table_writer, writer, prepared, report)
+            write(connection, prepared)
         if progress is not None:
             progress(source.bytes_read, source.total_bytes)
 
-    _stream(writer, source, report, writer.settings.imports.batch_size, flush)
+    if feed is None:
+        _stream(writer, source, report, writer.settings.imports.batch_size, flush)
+    for read in feed or ():
+        read.tell(report)
+        if read.prepared:
+            with batch() as connection:
+                write(connection, read.prepared)
+        if progress is not None:
+            progress(read.bytes_read, source.total_bytes)
     with batch() as connection:
         extra, rejected = writer.finish(connection)
         report.counts.add(extra)
@@ -259,6 +342,8 @@ def _stream(
     report: ImportReport,
     batch_size: int,
     flush: Callable[[list[tuple[int, str, Record]]], None],
+    *,
+    collect: bool = True,
 ) -> None:
     plan = writer.plan
     batch: list[tuple[int, str, Record]] = []
@@ -277,8 +362,9 @@ def _stream(
             # A key twice in one batch is written in order: the later row updates the earlier.
             flush(batch)
             batch, keys = [], set()
-            # Only now, with the batch freed, so that the collection does not traverse it.
-            gc.collect(1)
+            if collect:
+                # Only now, with the batch freed, so that the collection does not traverse it.
+                gc.collect(1)
         batch.append((line, key, record))
         keys.add(key)
     if batch:
