@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 import os
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -41,6 +41,8 @@ WRITERS: dict[ImportKind, type[KindWriter]] = {
 MAX_KEPT_PROBLEMS = 1000
 FED_MIN_ROWS = 100_000
 """From this many rows (estimated) a file's rows are read in a process of their own."""
+FED_PART_ROWS = 5_000
+"""Rows per part the reading process sends; the writer commits a batch's worth of parts."""
 SQLITE_CACHE_KB = 64 * 1024
 Progress = Callable[[int, int], None]
 """Called after each batch with (bytes read, file size)."""
@@ -270,7 +272,8 @@ def _reading(
     if not (writer.prepares_alone and incoming >= FED_MIN_ROWS and can_fork()):
         yield None
         return
-    batch_size = writer.settings.imports.batch_size
+    # Parts of a batch: each process holds one or two parts, not batches (memory).
+    part_size = min(writer.settings.imports.batch_size, FED_PART_ROWS)
 
     def produce(send: Send) -> None:
         local = ImportReport(writer.kind, "")
@@ -288,7 +291,7 @@ def _reading(
             local.rejected = 0
 
         # No collections in the forked child: one could finalise the writer's connections.
-        _stream(writer, source, local, batch_size, flush, collect=False)
+        _stream(writer, source, local, part_size, flush, collect=False)
         if local.rejected:
             send_read([])
 
@@ -320,20 +323,42 @@ def _load_batches(
         if progress is not None:
             progress(source.bytes_read, source.total_bytes)
 
+    batch_size = writer.settings.imports.batch_size
     if feed is None:
-        _stream(writer, source, report, writer.settings.imports.batch_size, flush)
-    for read in feed or ():
-        read.tell(report)
-        if read.prepared:
-            with batch() as connection:
-                write(connection, read.prepared)
-        if progress is not None:
-            progress(read.bytes_read, source.total_bytes)
+        _stream(writer, source, report, batch_size, flush)
+    else:
+        _write_fed(feed, batch, write, report, batch_size, progress, source.total_bytes)
     with batch() as connection:
         extra, rejected = writer.finish(connection)
         report.counts.add(extra)
         for line, exc in rejected:
             report.reject(line, str(exc))
+
+
+def _write_fed(
+    feed: Iterator[_Read],
+    batch: Callable[[], AbstractContextManager[Connection]],
+    write: Callable[[Connection, list[Prepared]], None],
+    report: ImportReport,
+    batch_size: int,
+    progress: Progress | None,
+    total_bytes: int,
+) -> None:
+    """Write the reading process's parts, ``batch_size`` rows or more per transaction."""
+    with ExitStack() as transaction:
+        connection: Connection | None = None
+        rows = 0
+        for read in feed:
+            read.tell(report)
+            if read.prepared:
+                connection = connection or transaction.enter_context(batch())
+                write(connection, read.prepared)
+                rows += len(read.prepared)
+            if rows >= batch_size:
+                transaction.close()  # commits
+                connection, rows = None, 0
+            if progress is not None:
+                progress(read.bytes_read, total_bytes)
 
 
 def _stream(
