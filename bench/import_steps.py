@@ -110,7 +110,7 @@ def measure(rows: int, shape_name: str, store: str) -> None:
     print(f"  {'the rest: CSV reading, batching, commits':<48} {rest:5.1f} us CPU")
     print("  statements by wall-clock time:")
     ranked = sorted(statements.items(), key=lambda item: -item[1][1])
-    for statement, (count, spent) in ranked[:6]:
+    for statement, (count, spent) in ranked[:14]:
         print(f"    {spent:7.2f} s  {count:5.0f}x  {statement}")
     print(f"load average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 

@@ -149,10 +149,13 @@ def _progress_bar(path: Path) -> Iterator[ProgressCallback | None]:
         yield None
         return
     columns = (BarColumn(), DownloadColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=data_console(stderr=True), transient=True) as bar:
+    # Refreshed by each update, not by rich's refresh thread: a large file's rows are read in
+    # a forked process, and a fork should not copy a thread's state (a lock it held).
+    console = data_console(stderr=True)
+    with Progress(*columns, console=console, transient=True, auto_refresh=False) as bar:
         task = bar.add_task(str(path), total=size)
 
         def advance(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+            bar.update(task, completed=done, total=total, refresh=True)
 
         yield advance

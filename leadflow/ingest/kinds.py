@@ -83,6 +83,12 @@ class KindWriter:
     """The cause the stage history gives the stage changes this writer makes: the HTTP API
     builds writers with this default; an import sets ``import`` and its file (``source``)."""
     source: str | None = None
+    bulk_tables: ClassVar[tuple[str, ...]] = ()
+    """The tables whose secondary indexes a bulk import of this kind builds after its rows
+    (:mod:`leadflow.ingest.index_builds`); each is judged on its own rows."""
+    prepares_alone: ClassVar[bool] = False
+    """Whether :meth:`lookups` reads nothing (the reps are loaded before the file): then a
+    large file's rows are read and prepared in a process of their own (``feeder``)."""
 
     def __init__(self, plan: ColumnPlan, settings: Settings, now: datetime, reps: RepDirectory):
         self.plan = plan
@@ -160,6 +166,13 @@ class KindWriter:
         self, connection: Connection, batch: list[tuple[int, str, Record]]
     ) -> tuple[list[Prepared], list[Rejection]]:
         self.lookups(connection, [record for _line, _key, record in batch])
+        return self.prepared(batch)
+
+    def prepared(
+        self, batch: list[tuple[int, str, Record]]
+    ) -> tuple[list[Prepared], list[Rejection]]:
+        """:meth:`prepare` once the batch's lookups are loaded (a writer with none,
+        :attr:`prepares_alone`, needs no connection: a reading process calls this)."""
         prepared: list[Prepared] = []
         rejected: list[Rejection] = []
         for line, key, record in batch:
@@ -213,6 +226,8 @@ class _RecordsStageEntries(KindWriter):
 class LeadWriter(_RecordsStageEntries):
     kind = "leads"
     table = LEADS
+    bulk_tables = ("leads", "stage_changes")
+    prepares_alone = True
     columns: ClassVar[Mapping[str, str]] = {
         "email": "email",
         "name": "name",

@@ -111,6 +111,9 @@ class RowSource:
     def bytes_read(self) -> int:
         return self._binary.tell()
 
+    def fileno(self) -> int:
+        return self._binary.fileno()
+
     def close(self) -> None:
         self._text.close()
 

@@ -10,15 +10,18 @@ from __future__ import annotations
 import gc
 import os
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from sqlalchemy import Connection, Engine, insert, update
 
 from leadflow.clock import Clock
 from leadflow.errors import ImportRowError, Problem, UserInputError
+from leadflow.ingest.feeder import Send, can_fork, fed
+from leadflow.ingest.index_builds import bulk_tables, estimated_rows, indexes_built_after
 from leadflow.ingest.kinds import ActivityWriter, DealWriter, KindWriter, LeadWriter, Record
 from leadflow.ingest.mapping import ColumnPlan, compile_plan
 from leadflow.ingest.readers import RowSource, check_text_file, format_of
@@ -36,6 +39,10 @@ WRITERS: dict[ImportKind, type[KindWriter]] = {
     "activities": ActivityWriter,
 }
 MAX_KEPT_PROBLEMS = 1000
+FED_MIN_ROWS = 100_000
+"""From this many rows (estimated) a file's rows are read in a process of their own."""
+FED_PART_ROWS = 5_000
+"""Rows per part the reading process sends; the writer commits a batch's worth of parts."""
 SQLITE_CACHE_KB = 64 * 1024
 Progress = Callable[[int, int], None]
 """Called after each batch with (bytes read, file size)."""
@@ -195,26 +202,101 @@ def _load(
 ) -> str:
     """Stream, write, finish; returns the run's status.
 
-    Without ``strict`` every batch is a writing transaction of its own; with it, the whole file
-    is one, rolled back when any row was rejected.
+    Without ``strict`` every batch is a writing transaction of its own, unless the import is
+    bulk (:mod:`leadflow.ingest.index_builds`): then the whole file is one, with the tables'
+    secondary indexes built after the rows. With ``strict`` the whole file is one, rolled back
+    when any row was rejected. Either way a transaction that fails leaves nothing of itself.
     """
-    if not strict:
-        _load_batches(lambda: _writing(engine), writer, source, report, progress)
-        return "rejected rows" if report.rejected else "done"
+    incoming = estimated_rows(source.path, source.total_bytes)
+    bulk = bulk_tables(engine, writer.bulk_tables, incoming)
+    with _reading(writer, source, incoming) as feed:
+        if not strict and not bulk:
+            _load_batches(lambda: _writing(engine), writer, source, report, progress, feed)
+            return "rejected rows" if report.rejected else "done"
+        return _load_whole(engine, writer, source, report, strict, progress, feed, bulk)
+
+
+def _load_whole(
+    engine: Engine,
+    writer: KindWriter,
+    source: RowSource,
+    report: ImportReport,
+    strict: bool,
+    progress: Progress | None,
+    feed: Iterator[_Read] | None,
+    bulk: list[str],
+) -> str:
+    """The whole file in one transaction (strict, or bulk); returns the run's status."""
     try:
-        with _writing(engine) as connection:
-            _load_batches(lambda: nullcontext(connection), writer, source, report, progress)
-            _roll_back_if_rejected(report)
+        with _writing(engine) as connection, indexes_built_after(connection, bulk):
+            batch = lambda: nullcontext(connection)  # noqa: E731 - as in the other branch
+            _load_batches(batch, writer, source, report, progress, feed)
+            if strict:
+                _roll_back_if_rejected(report)
     except _StrictRollbackError:
         report.rolled_back = True
         report.counts = Counts()
         return "rolled back"
-    return "done"
+    except BaseException:
+        report.counts = Counts()  # the one transaction rolled back: nothing of the file is in
+        raise
+    return "rejected rows" if report.rejected else "done"
 
 
 def _roll_back_if_rejected(report: ImportReport) -> None:
     if report.rejected:
         raise _StrictRollbackError
+
+
+class _Read(NamedTuple):
+    """A batch read and prepared by the reading process, with the rows it rejected."""
+
+    prepared: list[Prepared]
+    problems: list[tuple[int, str]]
+    rejected: int
+    """Rows rejected since the previous batch (``problems`` holds the first of them)."""
+    bytes_read: int
+
+    def tell(self, report: ImportReport) -> None:
+        for line, message in self.problems:
+            report.reject(line, message)
+        report.rejected += self.rejected - len(self.problems)
+
+
+@contextmanager
+def _reading(
+    writer: KindWriter, source: RowSource, incoming: int
+) -> Iterator[Iterator[_Read] | None]:
+    """A reading process's batches for a large file of a kind that prepares alone; else None
+    (the rows are read and prepared in this process, between the writes)."""
+    if not (writer.prepares_alone and incoming >= FED_MIN_ROWS and can_fork()):
+        yield None
+        return
+    # Parts of a batch: each process holds one or two parts, not batches (memory).
+    part_size = min(writer.settings.imports.batch_size, FED_PART_ROWS)
+
+    def produce(send: Send) -> None:
+        local = ImportReport(writer.kind, "")
+
+        def flush(rows: list[tuple[int, str, Record]]) -> None:
+            prepared, rejected = writer.prepared(rows)
+            for line, exc in rejected:
+                local.reject(line, str(exc))
+            send_read(prepared)
+
+        def send_read(prepared: list[Prepared]) -> None:
+            told = [(problem.line, problem.message) for problem in local.problems]
+            send(_Read(prepared, told, local.rejected, source.bytes_read))
+            local.problems.clear()
+            local.rejected = 0
+
+        # No collections in the forked child: one could finalise the writer's connections.
+        _stream(writer, source, local, part_size, flush, collect=False)
+        if local.rejected:
+            send_read([])
+
+    with fed(produce, keep=source.fileno()) as feed:
+        yield feed
 
 
 def _load_batches(
@@ -223,26 +305,60 @@ def _load_batches(
     source: RowSource,
     report: ImportReport,
     progress: Progress | None,
+    feed: Iterator[_Read] | None,
 ) -> None:
     table_writer: TableWriter | None = None
 
-    def flush(rows: list[tuple[int, str, Record]]) -> None:
+    def write(connection: Connection, prepared: list[Prepared]) -> None:
         nonlocal table_writer
+        table_writer = table_writer or TableWriter(connection, writer.shape(), writer.now)
+        _write(connection, table_writer, writer, prepared, report)
+
+    def flush(rows: list[tuple[int, str, Record]]) -> None:
         with batch() as connection:
-            table_writer = table_writer or TableWriter(connection, writer.shape(), writer.now)
             prepared, rejected = writer.prepare(connection, rows)
             for line, exc in rejected:
                 report.reject(line, str(exc))
-            _write(connection, table_writer, writer, prepared, report)
+            write(connection, prepared)
         if progress is not None:
             progress(source.bytes_read, source.total_bytes)
 
-    _stream(writer, source, report, writer.settings.imports.batch_size, flush)
+    batch_size = writer.settings.imports.batch_size
+    if feed is None:
+        _stream(writer, source, report, batch_size, flush)
+    else:
+        _write_fed(feed, batch, write, report, batch_size, progress, source.total_bytes)
     with batch() as connection:
         extra, rejected = writer.finish(connection)
         report.counts.add(extra)
         for line, exc in rejected:
             report.reject(line, str(exc))
+
+
+def _write_fed(
+    feed: Iterator[_Read],
+    batch: Callable[[], AbstractContextManager[Connection]],
+    write: Callable[[Connection, list[Prepared]], None],
+    report: ImportReport,
+    batch_size: int,
+    progress: Progress | None,
+    total_bytes: int,
+) -> None:
+    """Write the reading process's parts, ``batch_size`` rows or more per transaction."""
+    with ExitStack() as transaction:
+        connection: Connection | None = None
+        rows = 0
+        for read in feed:
+            read.tell(report)
+            if read.prepared:
+                connection = connection or transaction.enter_context(batch())
+                write(connection, read.prepared)
+                rows += len(read.prepared)
+            if rows >= batch_size:
+                transaction.close()  # commits
+                connection, rows = None, 0
+            if progress is not None:
+                progress(read.bytes_read, total_bytes)
 
 
 def _stream(
@@ -251,6 +367,8 @@ def _stream(
     report: ImportReport,
     batch_size: int,
     flush: Callable[[list[tuple[int, str, Record]]], None],
+    *,
+    collect: bool = True,
 ) -> None:
     plan = writer.plan
     batch: list[tuple[int, str, Record]] = []
@@ -269,8 +387,9 @@ def _stream(
             # A key twice in one batch is written in order: the later row updates the earlier.
             flush(batch)
             batch, keys = [], set()
-            # Only now, with the batch freed, so that the collection does not traverse it.
-            gc.collect(1)
+            if collect:
+                # Only now, with the batch freed, so that the collection does not traverse it.
+                gc.collect(1)
         batch.append((line, key, record))
         keys.add(key)
     if batch:
