@@ -28,11 +28,11 @@ every index, constraint and trigger the migrations made.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from scratch import bulk_load_connection
 from sqlalchemy import Engine
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -258,18 +258,8 @@ def fill_sqlite(
     indexes and the triggers of the filled tables dropped and created again from their own
     SQL in ``sqlite_master``. The file is back in WAL mode, analysed, when this returns.
     """
-    connection = sqlite3.connect(path, isolation_level=None)
+    connection = bulk_load_connection(path, sorter_thread=True)
     try:
-        for pragma in (
-            "journal_mode=DELETE",
-            "journal_mode=OFF",
-            "synchronous=OFF",
-            "foreign_keys=OFF",
-            "temp_store=MEMORY",
-            "cache_size=-262144",  # 256 MB for the index sorts
-            "threads=2",  # a sorter thread when the other core is free
-        ):
-            connection.execute(f"PRAGMA {pragma}")
         taken_off = connection.execute(
             "SELECT type, name, sql FROM sqlite_master WHERE type IN ('index', 'trigger') "
             f"AND sql IS NOT NULL AND tbl_name IN ({_in_tables()}) ORDER BY type, name"

@@ -54,6 +54,7 @@ from sqlalchemy.schema import CreateIndex
 sys.path.insert(0, str(Path(__file__).parent))
 from evaluation_bench import NOW, RULES, fill_postgres, fill_sqlite
 from machine import cpu_model
+from scratch import bulk_load_connection
 
 from leadflow.clock import SettableClock
 from leadflow.config import load_settings
@@ -99,17 +100,8 @@ def sqlite_history(engine: Engine, rows: int, leads: int) -> None:
     engine.dispose()  # leaving journal_mode=WAL needs the only connection to the file
     path = engine.url.database
     assert path is not None
-    connection = sqlite3.connect(path, isolation_level=None)
+    connection = bulk_load_connection(path)
     try:
-        for pragma in (
-            "journal_mode=DELETE",
-            "journal_mode=OFF",
-            "synchronous=OFF",
-            "foreign_keys=OFF",
-            "temp_store=MEMORY",
-            "cache_size=-262144",  # 256 MB for the index sorts
-        ):
-            connection.execute(f"PRAGMA {pragma}")
         (present,) = connection.execute(
             "SELECT count(*) FROM leads WHERE id BETWEEN 1 AND ?", (leads,)
         ).fetchone()
