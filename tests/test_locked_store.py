@@ -75,7 +75,7 @@ def test_a_command_that_must_write_at_start_says_the_store_is_locked(tmp_path: P
 def test_commands_that_write_exit_3_in_one_line_when_the_store_stays_locked(
     tmp_path: Path,
 ) -> None:
-    """`run --once` and `outbox --retry` wait SQLite's busy timeout, then name the database's
+    """`run --once`, `outbox --retry` and `send --once` wait SQLite's busy timeout, then name the database's
     answer on one line, exit 3 (`run --once` was a SQLAlchemy traceback, exit 1)."""
     config, store = _project(tmp_path, "[]")
     (tmp_path / "rules").mkdir()
@@ -87,6 +87,11 @@ def test_commands_that_write_exit_3_in_one_line_when_the_store_stays_locked(
     with _write_locked(store):
         ran = _leadflow(config, "run", "--once")
         retried = _leadflow(config, "outbox", "--retry", "1")
+        sent = _leadflow(config, "send", "--once")
     for refused in (ran, retried):
         assert (refused.returncode, refused.stdout) == (3, "")
         assert refused.stderr == "error: the database failed: database is locked\n"
+    # The sender names what it could not do, in the driver's words only (it was three lines:
+    # SQLAlchemy's [SQL: BEGIN IMMEDIATE] and its help link).
+    assert (sent.returncode, sent.stdout) == (3, "")
+    assert sent.stderr == "error: cannot claim outbox messages: database is locked\n"

@@ -194,7 +194,9 @@ class _Run:
             )
         except SQLAlchemyError as exc:
             if once:
-                msg = f"cannot claim outbox messages: {exc}"
+                # The driver's own first line: SQLAlchemy's text adds the SQL and a help link.
+                reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+                msg = f"cannot claim outbox messages: {reason[0] if reason else type(exc).__name__}"
                 raise DatabaseUnavailableError(msg) from exc
             # One line when the outage starts and one a minute or so after, not one per poll.
             if self.claim_failures % _CLAIM_FAILURES_PER_LINE == 0:
