@@ -86,6 +86,14 @@ class FaultProxy:
         await self._cut_all()
         if self._server is not None:
             self._server.close()
+        # A connection's handler can still wait (paused, or on a peer that never answers):
+        # ended here, not left pending in a closed loop, where its garbage collection in a
+        # later test logged "Task was destroyed but it is pending!" into that test's events.
+        current = asyncio.current_task()
+        pending = [task for task in asyncio.all_tasks() if task is not current]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     async def _set_cut(self, cut: bool) -> None:
         self._cut = cut
