@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from leadflow.engine.collector_pause import collector_paused
+from leadflow.collector_pause import collector_paused
 
 
 def test_collection_comes_back_only_when_the_last_overlapping_batch_ends() -> None:

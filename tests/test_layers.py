@@ -15,6 +15,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "leadflow"
 INFRASTRUCTURE = {
     "clock",
+    "collector_pause",
     "config",
     "durations",
     "errors",

@@ -23,8 +23,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from leadflow import metrics
+from leadflow.collector_pause import collector_paused
 from leadflow.engine.batch_writes import write_batch
-from leadflow.engine.collector_pause import collector_paused
 from leadflow.engine.firing import Firing, describe_action, fire
 from leadflow.engine.firing_batch import FiringBatch
 from leadflow.engine.plain_rows import as_leads, lead_select, record_of

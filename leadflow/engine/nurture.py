@@ -13,9 +13,9 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from leadflow.collector_pause import collector_paused
 from leadflow.engine.audit_trail import audit_row
 from leadflow.engine.batch_writes import BatchWrites, QueuedAudit, write_batch
-from leadflow.engine.collector_pause import collector_paused
 from leadflow.engine.due_rows import due_pages
 from leadflow.engine.plain_rows import leads_by_id
 from leadflow.engine.runtime import Runtime, StopSignal

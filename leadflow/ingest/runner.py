@@ -19,6 +19,7 @@ from typing import NamedTuple
 from sqlalchemy import Connection, Engine, insert, update
 
 from leadflow.clock import Clock
+from leadflow.collector_pause import collector_paused
 from leadflow.errors import ImportRowError, Problem, UserInputError
 from leadflow.ingest.feeder import Send, can_fork, fed
 from leadflow.ingest.index_builds import bulk_tables, estimated_rows, indexes_built_after
@@ -134,7 +135,10 @@ def _import(
         report.run_id = run_id = _start_run(engine, report, now)
         status = "failed"
         try:
-            with _collections_per_batch():
+            # Paused for the whole import; _stream collects young objects per batch. A batch's
+            # tens of thousands of short-lived objects, traversed by the automatic collector,
+            # cost half the time of a large import.
+            with collector_paused():
                 status = _load(engine, writer, source, report, strict=strict, progress=progress)
         finally:
             _finish_run(engine, run_id, report, status, clock.now())
@@ -163,23 +167,6 @@ def _writing(engine: Engine) -> Iterator[Connection]:
 
 class _StrictRollbackError(Exception):
     """Raised inside a strict import's one transaction to roll all of it back."""
-
-
-@contextmanager
-def _collections_per_batch() -> Iterator[None]:
-    """Pause the cyclic garbage collector; :func:`_stream` collects young objects per batch.
-
-    A batch creates tens of thousands of short-lived objects that reference counting frees; the
-    automatic collector kept traversing them and the long-lived ones, and cost half the time of
-    a large import.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _readable(plan: ColumnPlan, source: RowSource) -> Iterator[Record]:

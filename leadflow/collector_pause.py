@@ -1,4 +1,5 @@
-"""The cyclic garbage collector paused while a batch of firings is made and written.
+"""The cyclic garbage collector paused while a batch of firings, or a file import, is made and
+written.
 
 A batch allocates hundreds of thousands of small objects (rows, audit values, rendered email,
 Jinja contexts) that live until the batch is written; the collector, triggered by allocations,
@@ -6,8 +7,9 @@ kept walking them (and every long-lived object of the process) while nearly none
 garbage: a quarter of a batch's CPU time. Their memory is freed by reference counting as
 always; the few cycles a batch makes are collected by the first collection after it.
 
-The collector is one per process and the daemon runs batches in several threads (rule jobs,
-nurture, the HTTP API's posted records), so the pauses are counted: the last batch to finish
+An import pauses it for its whole run and collects young objects itself once per batch
+(``leadflow.ingest.runner``). The collector is one per process and the daemon runs batches in
+several threads (rule jobs, nurture, the HTTP API's posted records), so the pauses are counted: the last batch to finish
 turns collection back on, never one that finishes while another is still making its objects.
 """
 
