@@ -128,7 +128,15 @@ class TestFirstRequest:
             ("all", "sql", "1"),
         ]
         images = re.findall(r'<img src="([^"]+)"', second.text)
-        assert len(images) == 4
+        # The snapshot's four charts, each named by its own figures' digest.
+        names = [re.search(r"/charts/([a-z-]+)\.svg", url) for url in images]
+        assert [name.group(1) for name in names if name] == [chart.name for chart in report.charts]
+        assert [chart.name for chart in report.charts] == [
+            "funnel",
+            "weekly-conversion",
+            "sla-by-rep",
+            "time-in-stage",
+        ]
         for url in images:
             image = ui.get(url.replace("&amp;", "&"))
             assert image.status_code == 200
