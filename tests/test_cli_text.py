@@ -6,6 +6,7 @@ import json
 import re
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import pytest
 from import_support import write
@@ -130,3 +131,68 @@ class TestJsonOutput:
             "source": f"{config}:4",
         }
         assert rows["http.token"]["value"] == "(not set)"
+
+
+class TestMissingStore:
+    """A reading command on an SQLite path nothing wrote refuses it; it never creates it."""
+
+    @pytest.mark.parametrize(
+        "command",
+        [
+            ["status"],
+            ["report", "--from", "2026-01-01", "--to", "2026-01-31"],
+            ["audit"],
+            ["outbox"],
+            ["send", "--once"],
+            ["prune", "--dry-run"],
+            ["score", "explain", "L1"],
+        ],
+    )
+    def test_mistyped_path_is_refused_and_not_created(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+    ) -> None:
+        """One line naming the path, exit 1, and neither the file nor its folder appears."""
+        config = write(tmp_path, "config.yaml", "database:\n  url: sqlite:///typo/leadflow.db\n")
+        assert main(["-c", str(config), *command]) == 1
+        err = capsys.readouterr().err
+        assert err == (
+            f"error: no store at {tmp_path / 'typo' / 'leadflow.db'} (database.url "
+            "'sqlite:///typo/leadflow.db'): nothing has imported into it or run on it yet, or "
+            "the path is wrong; `leadflow import` or `leadflow run` creates it\n"
+        )
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
+
+    def test_import_creates_the_store(self, tmp_path: Path) -> None:
+        """An import still creates the store (and its folder), and ``status`` then reads it."""
+        config = write(tmp_path, "config.yaml", "database:\n  url: sqlite:///new/leadflow.db\n")
+        leads = write(tmp_path, "leads.csv", "external_id,name\nL1,Ada\n")
+        assert main(["-c", str(config), "import", "leads", str(leads)]) == 0
+        assert (tmp_path / "new" / "leadflow.db").is_file()
+        assert main(["-c", str(config), "status"]) == 0
+
+
+def test_every_commands_help_paragraph_is_one_line() -> None:
+    """Each command's help keeps its paragraphs but not the source's line breaks inside them
+    (typer's rich help printed them, breaking a summary mid-sentence in ``--help``'s list)."""
+    import typer.main
+
+    from leadflow.cli import app
+
+    def commands(group: Any, prefix: str) -> list[tuple[str, Any]]:
+        found: list[tuple[str, Any]] = []
+        for name, sub in sorted(group.commands.items()):
+            found.append((prefix + name, sub))
+            if hasattr(sub, "commands"):  # a group (typer's own click: no isinstance to test)
+                found += commands(sub, f"{prefix}{name} ")
+        return found
+
+    every = commands(typer.main.get_group(app), "")
+    broken = [name for name, c in every if any("\n" in p for p in (c.help or "").split("\n\n"))]
+    assert broken == []
+    summaries = {name: (c.help or "").split("\n\n")[0] for name, c in every}
+    assert summaries["prune"] == (
+        "Delete old sent outbox rows, old audit rows (archived first) and old score changes, "
+        "as the daemon does."
+    )
+    assert summaries["dashboard hash-password"].startswith("Read a password (prompted twice,")
+    assert len(every) == 21

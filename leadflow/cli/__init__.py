@@ -33,6 +33,7 @@ from leadflow.cli import (
     simulate_command,
     status_command,
 )
+from leadflow.cli.console import command
 from leadflow.cli.context import CliContext
 from leadflow.errors import ExternalSystemError, UserInputError
 
@@ -74,22 +75,22 @@ def _root(
     ctx.call_on_close(ctx.obj.close)
 
 
-app.command("config")(config_command.show_config)
-app.command("check")(check_command.check_rules)
-app.command("schema")(schema_command.print_schema)
-app.command("run")(run_command.run_once)
-app.command("audit")(audit_command.show_audit)
-app.command("daemon")(daemon_command.daemon)
-app.command("demo")(demo_command.demo)
-app.command("simulate")(simulate_command.simulate_range)
-app.command("send")(mail_commands.send)
-app.command("outbox")(mail_commands.outbox)
-app.command("import")(import_command.import_records)
-app.command("status")(status_command.show_status)
-app.command("report")(report_command.show_report)
-app.command("test")(rule_test_command.run_rule_tests)
-app.command("plan")(plan_command.plan_rules)
-app.command("prune")(prune_command.prune_store)
+command(app, "config", config_command.show_config)
+command(app, "check", check_command.check_rules)
+command(app, "schema", schema_command.print_schema)
+command(app, "run", run_command.run_once)
+command(app, "audit", audit_command.show_audit)
+command(app, "daemon", daemon_command.daemon)
+command(app, "demo", demo_command.demo)
+command(app, "simulate", simulate_command.simulate_range)
+command(app, "send", mail_commands.send)
+command(app, "outbox", mail_commands.outbox)
+command(app, "import", import_command.import_records)
+command(app, "status", status_command.show_status)
+command(app, "report", report_command.show_report)
+command(app, "test", rule_test_command.run_rule_tests)
+command(app, "plan", plan_command.plan_rules)
+command(app, "prune", prune_command.prune_store)
 app.add_typer(score_commands.app, name="score")
 app.add_typer(dashboard_command.app, name="dashboard")
 

@@ -8,8 +8,10 @@ and highlighting off; where a command wants emphasis it builds a ``rich.text.Tex
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
@@ -20,6 +22,14 @@ from leadflow.durations import format_duration
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+
+def command(app: typer.Typer, name: str, function: Callable[..., Any]) -> None:
+    """Register ``function`` as ``name`` with its docstring as the help, each paragraph on one
+    line: typer's rich help keeps a docstring's line breaks, so a paragraph wrapped at 100
+    columns in the source broke mid-sentence in the terminal (and in ``--help``'s list)."""
+    paragraphs = inspect.cleandoc(function.__doc__ or "").split("\n\n")
+    app.command(name, help="\n\n".join(" ".join(p.split()) for p in paragraphs))(function)
 
 
 class OutputFormat(StrEnum):

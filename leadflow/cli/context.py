@@ -82,6 +82,26 @@ class CliContext:
             ensure_attribute_indexes(self._engine, LEADS, attributes.leads, attributes.indexed)
         return self._engine
 
+    @property
+    def existing_engine(self) -> Engine:
+        """:attr:`engine` for a command that only reads the store (``status``, ``report``,
+        ``audit``, ``outbox``): an SQLite file that is not there is a mistyped path or a store
+        nothing has written yet, so it is refused instead of created empty (with its folders),
+        which would have shown an empty funnel as if it were the real one."""
+        if self._engine is None:
+            from leadflow.store.database import missing_sqlite_file
+
+            missing = missing_sqlite_file(self.settings)
+            if missing is not None:
+                from leadflow.errors import UserInputError
+
+                raise UserInputError(
+                    f"no store at {missing} (database.url {self.settings.database.url!r}): "
+                    "nothing has imported into it or run on it yet, or the path is wrong; "
+                    "`leadflow import` or `leadflow run` creates it"
+                )
+        return self.engine
+
     def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()

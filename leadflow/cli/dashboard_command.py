@@ -6,6 +6,8 @@ import sys
 
 import typer
 
+from leadflow.cli.console import command
+
 app = typer.Typer(
     name="dashboard",
     help="The web dashboard under /ui/: make a password hash for dashboard.users.",
@@ -15,7 +17,6 @@ app = typer.Typer(
 )
 
 
-@app.command("hash-password")
 def hash_password() -> None:
     """Read a password (prompted twice, or one line on standard input) and print its argon2id
     hash for ``dashboard.users.NAME.password_hash``."""
@@ -29,3 +30,6 @@ def hash_password() -> None:
         typer.echo("leadflow dashboard hash-password: the password is empty", err=True)
         raise typer.Exit(1)
     typer.echo(argon2_hash(password))
+
+
+command(app, "hash-password", hash_password)

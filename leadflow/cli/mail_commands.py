@@ -35,7 +35,7 @@ def send(
     import asyncio
 
     context = cli_context(ctx)
-    engine, settings = context.engine, context.settings
+    engine, settings = context.existing_engine, context.settings
     report = asyncio.run(_send(engine, settings, once=once))
     console = data_console(stderr=True)
     for outbox_id, error in report.failures:
@@ -85,8 +85,10 @@ def outbox(
     ] = 50,
     output: FormatOption = OutputFormat.table,
 ) -> None:
-    """Show outbox depth and the messages not yet sent; --retry ID requeues a failed one,
-    --retry-failed every failed one (after a relay's outage, say)."""
+    """Show outbox depth and the messages not yet sent; requeue failed ones.
+
+    --retry ID requeues one failed message, --retry-failed every failed one (after a relay's
+    outage, say)."""
     from leadflow.outbox.store import (
         FAILED,
         SENT,
@@ -100,7 +102,7 @@ def outbox(
     context = cli_context(ctx)
     console = data_console()
     failed_since = _failed_since(since, retry_failed=retry_failed, retry=retry)
-    with transaction(context.engine) as session:
+    with transaction(context.existing_engine) as session:
         if retry_failed:
             count = requeue_all_failed(session, SystemClock().now(), failed_since)
             if output is OutputFormat.json:

@@ -31,7 +31,7 @@ def prune_store(
 
     context = cli_context(ctx)
     settings = context.settings
-    report = prune(context.engine, settings, SystemClock().now(), dry_run=dry_run)
+    report = prune(context.existing_engine, settings, SystemClock().now(), dry_run=dry_run)
     archive = settings.path(settings.audit.archive) if settings.audit.archive else None
     if output is OutputFormat.json:
         print_json(

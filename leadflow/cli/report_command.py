@@ -58,8 +58,10 @@ def show_report(
         ),
     ] = None,
 ) -> None:
-    """Measure the funnel over a period: stage counts, conversion, time in stage, stalls,
-    SLA compliance, pipeline and velocity, attribution."""
+    """Measure the funnel over a period: conversion, velocity, SLA, pipeline, attribution.
+
+    Stage counts and conversion, time in stage and stalls, SLA compliance per rep and pool,
+    pipeline and sales velocity, attribution to source and campaign (docs/report.md)."""
     from leadflow.clock import SystemClock
     from leadflow.funnel.report import build_report
     from leadflow.funnel.sections import sections
@@ -78,7 +80,7 @@ def show_report(
         raise UserInputError(msg)
     if output is not None:
         check_writable(output, "--output")
-    report = build_report(context.engine, context.settings, period, SystemClock().now())
+    report = build_report(context.existing_engine, context.settings, period, SystemClock().now())
     rows = sections(report)
     _note_unknown_stall_stages(period, context.settings.stages.all(), rows["time_in_stage"])
     if output_format is ReportFormat.table:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from leadflow.cli import score_explain_command, score_fit_command
+from leadflow.cli.console import command
 
 app = typer.Typer(
     name="score",
@@ -14,5 +15,5 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-app.command("explain")(score_explain_command.explain)
-app.command("fit")(score_fit_command.fit_scoring)
+command(app, "explain", score_explain_command.explain)
+command(app, "fit", score_fit_command.fit_scoring)

@@ -45,6 +45,16 @@ def database_url(settings: Settings) -> str:
     return url.render_as_string(hide_password=False)
 
 
+def missing_sqlite_file(settings: Settings) -> Path | None:
+    """The SQLite file ``database.url`` names when it does not exist (None for PostgreSQL, an
+    in-memory store or a file that is there)."""
+    parsed = make_url(database_url(settings))
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database or "")
+    return None if path.exists() else path
+
+
 def create_store_engine(
     url: str,
     *,
