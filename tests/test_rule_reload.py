@@ -332,6 +332,25 @@ class TestWatchedFolder:
         asyncio.run(scenario())
         assert holder.status().failures == 0
 
+    def test_sed_in_place_reloads_once_naming_the_file_once(self, tmp_path: Path) -> None:
+        """``sed -i`` writes a ``sedXXXXXX`` temporary and renames it over the file: one reload,
+        whose log names the rule file alone (it named the temporary twice)."""
+        load, holder = good_start(tmp_path)
+
+        async def scenario() -> None:
+            async with watching(tmp_path, load, holder):
+                sed = await asyncio.create_subprocess_exec(
+                    "sed", "-i", "s/50/57/", str(tmp_path / "mql.yaml")
+                )
+                assert await sed.wait() == 0
+                await eventually(lambda: holder.status().successes == 2, "sed's edit")
+
+        with capture_logs() as logs:
+            asyncio.run(scenario())
+        assert holder.current() == {"mql.yaml": {"threshold": 57}}
+        [reloaded] = [entry for entry in logs if entry["event"] == "rules_reloaded"]
+        assert reloaded["changed"] == [str(tmp_path / "mql.yaml")]
+
 
 def configmap_version(folder: Path, stamp: str, threshold: int) -> str:
     """Write one ConfigMap revision the way the kubelet does: a hidden timestamped folder."""
@@ -398,6 +417,8 @@ class TestConfigMapVolume:
             ("nurture/welcome.yml", True),
             ("team/..data", True),
             (".git/index", False),
+            ("sedXq3b9Z", False),
+            ("sedan.yaml", True),
         ],
     )
     def test_which_paths_count(self, tmp_path: Path, path: str, counts: bool) -> None:

@@ -187,6 +187,7 @@ class RuleFolderFilter(DefaultFilter):
         r"^\.~lock\..*#$",  # LibreOffice
         r"\.py[cod]$",
         r"^flycheck_",
+        r"^sed[A-Za-z0-9]{6}$",  # GNU sed -i's temporary, renamed over the file it edits
     )
 
     def __init__(self, roots: Sequence[Path]) -> None:
@@ -245,7 +246,8 @@ async def watch_and_reload(
         step=step_ms,
         force_polling=force_polling,
     ):
-        changed = sorted(path for _, path in changes)
+        # One path may come twice in a batch (added, then renamed away or deleted).
+        changed = sorted({path for _, path in changes})
         await asyncio.to_thread(reload_snapshot, load, holder, changed=changed)
     log.info("rule_watch_stopped")
 
