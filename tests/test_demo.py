@@ -44,6 +44,17 @@ def test_three_simulated_days(
         ["L00412", "50 = 10+40 C1", "49 = 10+39 C1", "46 = 10+36 C1", "46 = 10+36 C1"],
         ["L00403", "25 = 25+0 A4", "25 = 25+0 A4", "25 = 25+0 A4", "25 = 25+0 A4"],  # fit only
     ]
+    # Each followed lead's company under its id: lead N works at Customer N (was N - 1).
+    companies = [
+        lines[lines.index(line) + 1].split("│")[1].strip()
+        for line in lines
+        if line.startswith("│ L00")
+    ]
+    assert companies == [
+        "Customer 7, East, @brightsoft.test",
+        "Customer 12, Central, @gmail.com",
+        "Customer 3, Central, @carewell.test",
+    ]
     assert (
         "L00407 engaged on Mon 02 Mar (UTC): 07:00 25 (the model's first pass) -> "
         "09:00 27 (email_open, email_click) -> 11:00 31 (page_view /product, page_view /blog) "

@@ -124,7 +124,7 @@ def seed(engine: Engine, rng: random.Random, leads: int = LEADS_IN_DEMO) -> list
                 "external_id": f"L{index + 1:05d}",
                 "email": email,
                 "name": f"Lead {index + 1}",
-                "company": f"Customer {index % 400}",
+                "company": f"Customer {index % 400 + 1}",
                 "score": score,
                 "stage": "lead" if score < 60 else "subscriber",
                 "stage_entered_at": START - timedelta(days=rng.randint(0, 40)),
@@ -147,7 +147,7 @@ def seed(engine: Engine, rng: random.Random, leads: int = LEADS_IN_DEMO) -> list
             {
                 "external_id": f"D{index + 1:04d}",
                 "lead_id": index + 1,
-                "account": f"Customer {index % 400}",
+                "account": f"Customer {index % 400 + 1}",
                 "product": rng.choice(PRODUCTS),
                 "owner_id": 10 + index % 11,
                 "stage": "Won" if closed_won else "Engaging",
