@@ -146,6 +146,8 @@ class TestMissingStore:
             ["send", "--once"],
             ["prune", "--dry-run"],
             ["score", "explain", "L1"],
+            ["simulate", "--from", "2026-01-01", "--to", "2026-01-02"],
+            ["plan", "--base", "HEAD"],
         ],
     )
     def test_mistyped_path_is_refused_and_not_created(

@@ -85,26 +85,31 @@ class CliContext:
     @property
     def existing_engine(self) -> Engine:
         """:attr:`engine` for a command that only reads the store (``status``, ``report``,
-        ``audit``, ``outbox``): an SQLite file that is not there is a mistyped path or a store
-        nothing has written yet, so it is refused instead of created empty (with its folders),
-        which would have shown an empty funnel as if it were the real one."""
+        ``audit``, ``outbox``, ``simulate``): see :func:`refuse_missing_store`."""
         if self._engine is None:
-            from leadflow.store.database import missing_sqlite_file
-
-            missing = missing_sqlite_file(self.settings)
-            if missing is not None:
-                from leadflow.errors import UserInputError
-
-                raise UserInputError(
-                    f"no store at {missing} (database.url {self.settings.database.url!r}): "
-                    "nothing has imported into it or run on it yet, or the path is wrong; "
-                    "`leadflow import` or `leadflow run` creates it"
-                )
+            refuse_missing_store(self.settings)
         return self.engine
 
     def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
+
+
+def refuse_missing_store(settings: Settings) -> None:
+    """Refuse an SQLite ``database.url`` whose file is not there: for a command that reads the
+    store it is a mistyped path or a store nothing has written yet, and creating it empty (with
+    its folders) would show an empty funnel as if it were the real one."""
+    from leadflow.store.database import missing_sqlite_file
+
+    missing = missing_sqlite_file(settings)
+    if missing is not None:
+        from leadflow.errors import UserInputError
+
+        raise UserInputError(
+            f"no store at {missing} (database.url {settings.database.url!r}): nothing has "
+            "imported into it or run on it yet, or the path is wrong; `leadflow import` or "
+            "`leadflow run` creates it"
+        )
 
 
 def cli_context(ctx: typer.Context) -> CliContext:

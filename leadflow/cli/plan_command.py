@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from leadflow.cli.context import cli_context
+from leadflow.cli.context import cli_context, refuse_missing_store
 from leadflow.clock import SettableClock, SystemClock, parse_instant
 from leadflow.errors import DatabaseUnavailableError, UserInputError
 
@@ -68,6 +68,7 @@ def plan_rules(
     except ValueError as exc:
         raise UserInputError(f"--now: {exc}") from None
     # The store as it is: not migrated, never written (dry runs only).
+    refuse_missing_store(settings)
     engine = engine_for(settings)
     try:
         require_current_schema(engine)
