@@ -1,0 +1,111 @@
+"""The report's read of the store: every family sees the store as it was at one instant,
+from two connections whose queries run at the same time (two cores, not one).
+
+- PostgreSQL: the first connection reads in a ``REPEATABLE READ READ ONLY`` transaction, whose
+  snapshot every statement shares (``READ COMMITTED`` takes a new one per statement, so two
+  families could have seen different histories), and the second imports that snapshot
+  (``pg_export_snapshot`` / ``SET TRANSACTION SNAPSHOT``).
+- SQLite: a WAL reader keeps the state its transaction's first read found until it ends.
+  Both readers make that first read while the report holds the write lock (an empty writing
+  transaction), so no commit can fall between them: they find the same state. Writers wait
+  for those two reads only (a millisecond), not for the report. The report waits for the lock
+  :data:`LOCK_WAIT_MS` at most: a writer holding it longer (an import's one transaction) or a
+  file it may not write leaves it one reader, the families one after the other, as before
+  two readers, rather than a report that waits for the import or fails.
+- An in-memory SQLite database is one per connection: one reader there.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+
+from sqlalchemy import Connection, Engine, text
+
+from leadflow.errors import ExternalSystemError
+from leadflow.funnel.sql import settings_for_report
+
+SNAPSHOT_ID = re.compile(r"[0-9A-F]+-[0-9A-F]+(-[0-9]+)?")
+"""What ``pg_export_snapshot`` returns (``00000003-0000001B-1``): checked before it is spelled
+into ``SET TRANSACTION SNAPSHOT``, which takes no bound parameter."""
+
+LOCK_WAIT_MS = 200
+"""How long an SQLite report waits for the write lock that lines its two readers up."""
+
+ONE_SNAPSHOT = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+"""A PostgreSQL transaction whose statements all read one snapshot, and write nothing."""
+
+
+@contextmanager
+def report_read(engine: Engine) -> Iterator[Connection]:
+    """A connection in the report's transaction, set for the report's queries."""
+    with engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execution_options(**ONE_SNAPSHOT)
+        with connection.begin():
+            settings_for_report(connection)
+            yield connection
+
+
+@contextmanager
+def same_snapshot(engine: Engine, reading: Connection) -> Iterator[Connection]:
+    """A second PostgreSQL connection reading what ``reading`` (a :func:`report_read`
+    connection, whose transaction must stay open meanwhile) reads."""
+    exported = reading.execute(text("SELECT pg_export_snapshot()")).scalar_one()
+    if not SNAPSHOT_ID.fullmatch(exported):
+        msg = f"PostgreSQL exported the snapshot {exported!r}, not an id leadflow can import"
+        raise ExternalSystemError(msg)
+    with engine.connect() as connection:
+        connection.execution_options(**ONE_SNAPSHOT)
+        with connection.begin():
+            # First in the transaction: no statement may read before the snapshot is set.
+            connection.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{exported}'")
+            settings_for_report(connection)
+            yield connection
+
+
+@contextmanager
+def two_readers(engine: Engine) -> Iterator[tuple[Connection, Connection | None]]:
+    """Two connections in report transactions reading the same state of the store; the second
+    is None for an in-memory SQLite database, or an SQLite store whose write lock another
+    transaction holds."""
+    if engine.dialect.name == "postgresql":
+        with report_read(engine) as first, same_snapshot(engine, first) as second:
+            yield first, second
+        return
+    if engine.url.database in (None, "", ":memory:"):
+        with report_read(engine) as only:
+            yield only, None
+        return
+    with ExitStack() as readers:
+        with _writers_held(engine) as held:
+            lined_up = [readers.enter_context(report_read(engine)) for _ in range(2 if held else 1)]
+            for reader in lined_up:
+                reader.exec_driver_sql("SELECT count(*) FROM sqlite_master").scalar_one()
+        yield lined_up[0], lined_up[1] if held else None
+
+
+@contextmanager
+def _writers_held(engine: Engine) -> Iterator[bool]:
+    """SQLite's write lock held (an empty ``BEGIN IMMEDIATE``) while the block runs, if it
+    could be had within :data:`LOCK_WAIT_MS`: whether it was."""
+    with engine.connect() as holder:
+        # The driver's own connection: SQLAlchemy's begin would take the engine's 10 s wait.
+        raw = holder.connection.driver_connection
+        assert raw is not None
+        previous = raw.execute("PRAGMA busy_timeout").fetchone()[0]
+        raw.execute(f"PRAGMA busy_timeout={LOCK_WAIT_MS}")
+        try:
+            raw.execute("BEGIN IMMEDIATE")
+            held = True
+        except sqlite3.OperationalError:  # busy past the wait, or a file it may not write
+            held = False
+        finally:
+            raw.execute(f"PRAGMA busy_timeout={int(previous)}")
+        try:
+            yield held
+        finally:
+            if held:
+                raw.execute("ROLLBACK")
