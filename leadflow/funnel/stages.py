@@ -23,6 +23,7 @@ from sqlalchemy import (
     case,
     func,
     literal,
+    or_,
     select,
     union_all,
 )
@@ -150,7 +151,12 @@ def _per_lead(
         changes.to_stage,
         changes.at,
         entry_key(dialect, changes.at, changes.id, changes.to_owner_id).label("key"),
-    ).where(changes.lead_id.is_not(None), is_entry(), changes.at < instant(period.end))
+    ).where(
+        changes.lead_id.is_not(None),
+        is_entry(),
+        changes.at < instant(period.end),
+        changes.lead_id.in_(_entering_in_period(period, [low for low, _high in pairs])),
+    )
     if dialect == "postgresql":
         # OFFSET 0 keeps PostgreSQL from inlining the key into each aggregate below (it would
         # build a row's key once per pair and side instead of once); in the index's order, so
@@ -169,6 +175,20 @@ def _per_lead(
         if period.by in BY_ENTRY:
             columns.append(func.min(entries.c.at).filter(first).label(f"entered_{n}"))
     return select(*columns).group_by(entries.c.lead_id)
+
+
+def _entering_in_period(period: Period, stages: Sequence[str]) -> Select[Any]:
+    """The leads with an entry into one of ``stages`` in the period: only they can be in a
+    cohort, so only their histories are read (from the ``(at, to_stage, ...)`` index), not
+    every lead's; over a quarter of a year's history, a third of the rows or less."""
+    inside = STAGE_CHANGES.alias("entering")
+    return select(inside.c.lead_id).where(
+        inside.c.at >= instant(period.start),
+        inside.c.at < instant(period.end),
+        inside.c.to_stage.in_(sorted(set(stages))),
+        inside.c.lead_id.is_not(None),
+        or_(inside.c.from_stage.is_(None), inside.c.from_stage != inside.c.to_stage),
+    )
 
 
 def _counted_by_entry(
