@@ -2,6 +2,7 @@
 PostgreSQL, beside a naive pure-Python loop over the same rows in the same run.
 
     .venv/bin/python bench/report_bench.py [--leads N] [--stores sqlite,postgresql] [--families]
+        [--rounds 3]
 
 The store gets N leads (default 1,000,000), each with one to four stage entries over 26 weeks
 (about 2.2 N ``stage_changes`` rows), a deal for every tenth lead (half of them won, a quarter
@@ -9,7 +10,8 @@ lost) and an SLA timer for every fifth (filling is not timed). Then the report o
 is built (every family: entries, cohort and period conversion, time in stage with percentiles,
 pipeline, SLA compliance, attribution, weekly conversion), and the naive loop computes a part
 of it (entries per stage, median days in stage, win rate and average won cycle per product) by
-reading every history and deal row into Python. Both figures are printed with the machine's
+reading every history and deal row into Python; the two alternate for ``--rounds`` rounds on the
+same store, and each is printed as the median of its rounds with their range. Both are printed with the machine's
 load average, since the machine may be shared. With ``--families``, each metric family is then
 timed on its own too (in one transaction, as the report runs them), with the process's CPU
 time beside the wall time: on SQLite the queries run in this process, so the CPU time says what
@@ -273,11 +275,17 @@ def families(engine: Engine, settings: Any, period: Period) -> str:
     return ", ".join(timed)
 
 
+def _spread(seconds: list[float]) -> str:
+    """The median of the rounds, with their range."""
+    return f"{statistics.median(seconds):.2f} s ({min(seconds):.2f}-{max(seconds):.2f})"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--leads", type=int, default=1_000_000)
     parser.add_argument("--stores", default="sqlite,postgresql")
     parser.add_argument("--families", action="store_true", help="also time each family alone")
+    parser.add_argument("--rounds", type=int, default=3, help="reports and loops, alternating")
     args = parser.parse_args()
     settings = load_settings(None, env={}, overrides={}).settings
     period = Period(START + timedelta(weeks=8), START + timedelta(weeks=21))
@@ -288,18 +296,25 @@ def main() -> int:
             history = fill(engine, args.leads)
             filled = time.perf_counter() - began
             load = Path("/proc/loadavg").read_text().split()[:3]
-            began, cpu = time.perf_counter(), time.process_time()
-            report = build_report(engine, settings, period, period.end)
-            built, built_cpu = time.perf_counter() - began, time.process_time() - cpu
-            began = time.perf_counter()
-            naive(engine, period)
-            looped = time.perf_counter() - began
+            walls: list[float] = []
+            cpus: list[float] = []
+            loops: list[float] = []
+            for _round in range(args.rounds):  # the report and the loop alternate
+                began, cpu = time.perf_counter(), time.process_time()
+                report = build_report(engine, settings, period, period.end)
+                walls.append(time.perf_counter() - began)
+                cpus.append(time.process_time() - cpu)
+                began = time.perf_counter()
+                naive(engine, period)
+                loops.append(time.perf_counter() - began)
             load_after = Path("/proc/loadavg").read_text().split()[:3]
             print(
                 f"{kind}: {history:,} history rows (filled in {filled:.0f} s); report "
-                f"{built:.2f} s, cpu {built_cpu:.2f} s ({len(report.conversions)} conversions, "
+                f"{_spread(walls)}, cpu {_spread(cpus)} ({len(report.conversions)} conversions, "
                 f"{len(report.lead_times)} stage times, {len(report.sla)} SLA lines); naive loop "
-                f"(a part of it) {looped:.2f} s; load {' '.join(load)} -> {' '.join(load_after)}"
+                f"(a part of it) {_spread(loops)}; report/loop by round "
+                f"{', '.join(f'{w / n:.2f}x' for w, n in zip(walls, loops, strict=True))}; "
+                f"load {' '.join(load)} -> {' '.join(load_after)}"
             )
             if args.families:
                 load = Path("/proc/loadavg").read_text().split()[:3]
