@@ -17,6 +17,13 @@ the clock) recomputes only the leads :func:`leadflow.scoring.due.due_leads` name
 would change no other. Every lead a pass recomputes also gets ``score_next_change_day``, the
 instant it is next due with no new input; a full pass keeps a stored instant that is still no
 later than the one it computed, so it writes only the leads whose score or instant moved.
+
+A pass that reads every lead only because a fit criterion reads the clock, or because too many
+leads are due to list them, has the same model and the clock not moved back: every lead's fit
+is recomputed, but the engagement of the leads due only (:func:`leadflow.scoring.due.due_clause`);
+every other lead's stored engagement and next change are the model's at ``now``, for the
+reason a steady pass skips them. Only with no pass yet, another model, the clock moved back or
+an engagement criterion reading the clock is every lead's engagement recomputed.
 """
 
 from __future__ import annotations
@@ -191,6 +198,10 @@ def _rescore_range(
         # sums per lead and period fit in memory with a little more than the default 4MB.
         connection.exec_driver_sql("SET LOCAL jit = off")
         connection.exec_driver_sql("SET LOCAL work_mem = '64MB'")
+        # Sorted by lead and period once, the activities' sums per period, then per lead, and
+        # the join with the leads' rows all stream; hashed, each level built a table of its
+        # own and the join sorted again: 20% of a full pass (9.5 s against 12 s for 1M leads).
+        connection.exec_driver_sql("SET LOCAL enable_hashagg = off")
     PASS.drop(connection, checkfirst=True)
     PASS.create(connection)
     try:
