@@ -107,10 +107,10 @@ def engagement_stored(
 
 
 def due_clause(now: datetime) -> ColumnElement[bool]:
-    """The leads whose stored engagement a pass at ``now`` recomputes: marked (NULL or, on
-    PostgreSQL, negative), next change come, or never given an engagement by the model."""
+    """The leads due at ``now``, as :func:`due_leads` lists them: marked (NULL or, on
+    PostgreSQL, negative) or their next change come. Both terms are answered by the index on
+    ``score_next_change_day``."""
     return or_(
         LEADS.c.score_next_change_day.is_(None),
         LEADS.c.score_next_change_day <= days_since_epoch(now),
-        LEADS.c.score_engagement.is_(None),
     )

@@ -286,11 +286,18 @@ def _cause(
     if previous is None or previous.model_version != model.version:
         return literal("model")
     # The range's bounds too: PostgreSQL may answer the EXISTS for all changed leads at once
-    # from a hash of the matching activities, and without them it read the whole table.
-    arrived = exists().where(
-        ACTIVITIES.c.lead_id == lead.c.id,
-        scope(ACTIVITIES.c.lead_id),
-        ACTIVITIES.c.created_at > literal(previous.at, UTCDateTime()),
+    # from a hash of the matching activities, and without them it read the whole table. The
+    # OFFSET 0 keeps it a probe of each changed lead's activities (PostgreSQL hashes no EXISTS
+    # with an OFFSET; it drops a LIMIT): hashed, it read every activity of each range for the
+    # few hundred leads that a pass after a clock-reading fit changes.
+    arrived = exists(
+        select(literal(1))
+        .where(
+            ACTIVITIES.c.lead_id == lead.c.id,
+            scope(ACTIVITIES.c.lead_id),
+            ACTIVITIES.c.created_at > literal(previous.at, UTCDateTime()),
+        )
+        .offset(0)
     )
     return case(
         (lead.c.score_fit.is_distinct_from(lead.c.fit), literal("fit")),

@@ -32,6 +32,7 @@ from sqlalchemy import (
     Integer,
     Select,
     and_,
+    any_,
     case,
     cast,
     extract,
@@ -410,7 +411,7 @@ def scored_by_model(
     next_change: Any = literal(NEVER, Float)
     engagement_scope = scope
     if recompute_engagement is not None:
-        engagement_scope = _recomputed_leads(recompute_engagement, scope)
+        engagement_scope = _recomputed_leads(recompute_engagement, scope, dialect)
     per_lead = engagement_by_lead(model, now, dialect, engagement_scope)
     if per_lead is not None:
         parts = per_lead.subquery("engagement")
@@ -431,16 +432,23 @@ def scored_by_model(
     return query if scope is None else query.where(scope(LEADS.c.id))
 
 
-def _recomputed_leads(condition: ColumnElement[bool], scope: LeadScope | None) -> LeadScope:
-    """The activities' scope: the leads (in ``scope``) that meet ``condition``. The scope's
-    own clause stays on the activities as well, so each store reads the activities of a range
-    of leads from the index on their lead."""
+def _recomputed_leads(
+    condition: ColumnElement[bool], scope: LeadScope | None, dialect: str
+) -> LeadScope:
+    """The activities' scope: the leads (in ``scope``) that meet ``condition``, each looked up
+    in the index on the activities' lead. The scope's own clause stays on the activities too.
+
+    On PostgreSQL as ``= ANY(ARRAY(...))``: an ``IN`` was a hash join with every activity of
+    the range (all read for the few leads due), the array an index probe per lead."""
     leads = select(LEADS.c.id).where(condition)
     if scope is not None:
         leads = leads.where(scope(LEADS.c.id))
 
     def recomputed(column: ColumnElement[int]) -> ColumnElement[bool]:
-        meets = column.in_(leads)
+        if dialect == "postgresql":
+            meets = column == any_(func.array(leads.scalar_subquery()))
+        else:
+            meets = column.in_(leads)
         return meets if scope is None else and_(scope(column), meets)
 
     return recomputed
