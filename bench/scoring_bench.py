@@ -15,7 +15,12 @@ of the ids, so both stores hold the same rows. Measured on SQLite and PostgreSQL
 - (d) the naive baseline in the same run: a per-lead Python loop loading each lead and its
   activities and computing the same score in Python, on a sample extrapolated to all leads.
   Its results are also the correctness check: they must equal the stored scores exactly;
-- (e) the budget: one evaluation pass of the shipped MQL rule's WHERE over the same leads.
+- (e) the budget: one evaluation pass of the shipped MQL rule's WHERE over the same leads;
+- (f) the model changed: the shipped model plus a fit criterion that reads the clock (``-5`` for
+  a lead in its stage for over a year, which every generated lead is), a full pass that moves
+  every score; then (g) a pass an hour later, after an hour's new activities: with a criterion
+  reading the clock every pass reads every lead (the previous version recomputed every
+  engagement too). Checked against the naive loop like (d).
 
     .venv/bin/python bench/scoring_bench.py [--leads 1000000] [--sample 5000] [--rounds 1] [--skip-postgres] [--skip-sqlite]
 """
@@ -239,15 +244,25 @@ def fill_postgres(engine: Engine, leads: int) -> None:
     raw.close()
 
 
-def load_rules(folder: Path) -> RuleSet:
-    """The shipped MQL rule and scoring model (enabled), as a rules folder holds them."""
-    rules = folder / "rules"
+CLOCK_CRITERION = """\
+    - id: a-year-in-stage
+      description: In the same stage for over a year (reads the clock).
+      when: {field: stage_entered_at, older_than: 365d}
+      points: -5
+"""
+
+
+def load_rules(folder: Path, *, clock: bool = False) -> RuleSet:
+    """The shipped MQL rule and scoring model (enabled), as a rules folder holds them;
+    ``clock``: with :data:`CLOCK_CRITERION` as the last fit criterion."""
+    rules = folder / ("rules-clock" if clock else "rules")
     rules.mkdir(exist_ok=True)
     shutil.copy(REPO / "rules" / "mql.yaml", rules / "mql.yaml")
     scoring = (REPO / "rules" / "scoring.yaml").read_text(encoding="utf-8")
-    (rules / "scoring.yaml").write_text(
-        scoring.replace("enabled: false", "enabled: true"), encoding="utf-8"
-    )
+    scoring = scoring.replace("enabled: false", "enabled: true")
+    if clock:
+        scoring = scoring.replace("  engagement:\n", CLOCK_CRITERION + "  engagement:\n", 1)
+    (rules / "scoring.yaml").write_text(scoring, encoding="utf-8")
     settings = Settings.model_validate(
         {
             "attributes": {
@@ -370,8 +385,27 @@ def sample_ids(leads: int, sample: int) -> list[int]:
     return list(range(1, leads + 1, step))[:sample]
 
 
+def check_sample(engine: Engine, model: ScoringModel, ids: list[int], now: datetime) -> None:
+    """The stored scores of the sampled leads equal the naive loop's, or the bench stops."""
+    computed = naive_loop(engine, model, ids, now)
+    wrong = {
+        lead_id: (value, computed[lead_id])
+        for lead_id, value in stored(engine, ids).items()
+        if value != computed[lead_id]
+    }
+    if wrong:
+        shown = list(wrong.items())[:10]
+        msg = f"{len(wrong)} of {len(ids)} sampled leads differ from the naive loop (stored, naive): {shown}"
+        raise SystemExit(msg)
+
+
 def measure(
-    engine: Engine, rule_set: RuleSet, leads: int, sample: int, rounds: int
+    engine: Engine,
+    rule_set: RuleSet,
+    clock_model: ScoringModel,
+    leads: int,
+    sample: int,
+    rounds: int,
 ) -> dict[str, Any]:
     model = rule_set.active_scoring
     assert model is not None
@@ -380,6 +414,7 @@ def measure(
         name: Timings(digits=2)
         for name in ("first", "steady", "unchanged", "full", "naive", "evaluation")
     }
+    clock_timings = {name: Timings(digits=2) for name in ("changed", "clock")}
     changed: dict[str, list[int]] = defaultdict(list)
     due: dict[str, list[int]] = defaultdict(list)
     with timings["first"].measure():
@@ -423,11 +458,28 @@ def measure(
             + f", load {os.getloadavg()[0]:.2f}",
             file=sys.stderr,
         )
+    now = NOW + timedelta(hours=rounds + 1)
+    with clock_timings["changed"].measure():
+        changed["changed"].append(rescore(engine, clock_model, now).changed)
+    check_sample(engine, clock_model, ids, now)
+    now += timedelta(hours=1)
+    arrive(engine, leads, now, rounds + 1)
+    with clock_timings["clock"].measure():
+        changed["clock"].append(rescore(engine, clock_model, now).changed)
+    check_sample(engine, clock_model, ids, now)
+    print(
+        "  clock model: "
+        + ", ".join(f"{name} {t.wall[-1]:.2f} s" for name, t in clock_timings.items())
+        + f", changed {changed['changed'][-1]:,}/{changed['clock'][-1]:,}"
+        + f", load {os.getloadavg()[0]:.2f}",
+        file=sys.stderr,
+    )
     with engine.connect() as connection:
         activities = connection.execute(
             select(text("count(*)")).select_from(ACTIVITIES)
         ).scalar_one()
     return {
+        "clock_timings": clock_timings,
         "timings": timings,
         "changed": changed,
         "due": due,
@@ -453,6 +505,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         rule_set = load_rules(folder)
+        clock_model = load_rules(folder, clock=True).active_scoring
+        assert clock_model is not None
         if not args.skip_sqlite:
             url = f"sqlite:///{folder / 'bench.db'}"
             engine = create_store_engine(url, statement_timeout=3600)
@@ -461,7 +515,10 @@ def main() -> None:
             fill_sqlite(engine, args.leads)
             print(f"sqlite: generated in {time.perf_counter() - started:.1f} s", file=sys.stderr)
             results.append(
-                ("SQLite", measure(engine, rule_set, args.leads, args.sample, args.rounds))
+                (
+                    "SQLite",
+                    measure(engine, rule_set, clock_model, args.leads, args.sample, args.rounds),
+                )
             )
             engine.dispose()
         if not args.skip_postgres:
@@ -484,7 +541,12 @@ def main() -> None:
                     f"postgres: generated in {time.perf_counter() - started:.1f} s", file=sys.stderr
                 )
                 results.append(
-                    ("PostgreSQL", measure(engine, rule_set, args.leads, args.sample, args.rounds))
+                    (
+                        "PostgreSQL",
+                        measure(
+                            engine, rule_set, clock_model, args.leads, args.sample, args.rounds
+                        ),
+                    )
                 )
                 engine.dispose()
             finally:
@@ -507,9 +569,10 @@ def main() -> None:
     print(
         "| store | activities | first pass (all change) | steady pass an hour later (incremental) "
         "| pass with nothing changed (incremental) | full pass at that instant (as steady passes "
-        "were) | naive per-lead loop (extrapolated) | evaluation of the MQL rule's WHERE |"
+        "were) | naive per-lead loop (extrapolated) | evaluation of the MQL rule's WHERE "
+        "| model changed (a fit criterion reading the clock added) | with it, a pass an hour later |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, r in results:
         t, changed, due = r["timings"], r["changed"], r["due"]
         naive, evaluation = t["naive"].median, t["evaluation"].median
@@ -526,7 +589,10 @@ def main() -> None:
             f"changed: {unchanged / evaluation:.2f}x the evaluation "
             f"| {t['full']}, {max(changed['full']):,} changed "
             f"| {t['naive']} "
-            f"| {t['evaluation']}, {r['mql']:,} match |"
+            f"| {t['evaluation']}, {r['mql']:,} match "
+            f"| {r['clock_timings']['changed']}, {changed['changed'][0]:,} changed "
+            f"| {r['clock_timings']['clock']}, {changed['clock'][0]:,} changed: "
+            f"{r['clock_timings']['clock'].median / evaluation:.2f}x the evaluation |"
         )
 
 

@@ -20,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, delete, insert, select, update
 
 from leadflow.rule_language.loader import load_rule_set
 from leadflow.rule_language.scoring_model import ScoringModel
+from leadflow.scoring import rescoring
+from leadflow.scoring.due import reads_clock
 from leadflow.scoring.rescoring import rescore
 from leadflow.settings import Settings
 from leadflow.store.database import create_store_engine
@@ -87,6 +89,28 @@ scoring:
       activity: page_view
       points: 2
       half_life: 1d
+"""
+
+CLOCK_FIT_MODEL = MODEL.replace(
+    "  engagement:\n",
+    "    - id: recent\n      when: {field: created_at, within: 2d}\n      points: 5\n"
+    "  engagement:\n",
+    1,
+)
+"""MODEL with a fit criterion that reads the clock: every pass reads every lead, and the
+engagement of the leads due only."""
+
+CLOCK_ENGAGEMENT_MODEL = """\
+scoring:
+  fit:
+    - id: recent
+      when: {field: created_at, within: 10d}
+      points: 5
+  engagement:
+    - id: fresh-views
+      activity: page_view
+      when: {field: occurred_at, within: 1d}
+      points: 2
 """
 
 TYPES = ("page_view", "webinar", "download", "email_open", "unsubscribe", "call")
@@ -292,36 +316,102 @@ class TestIncrementalEqualsFull:
         steps: list[tuple[Any, ...]],
     ) -> None:
         """Each pass: incremental in one store, full in the other, compared row by row."""
-        model = model_of(tmp_path)
-        empty(engine, twin)
-        incremental, full = Store(engine), Store(twin)
-        now = T0
-        for number, (industry, mail) in enumerate(initial, start=1):
+        replay(engine, twin, model_of(tmp_path), initial, steps)
+
+    @settings(
+        max_examples=40,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    # What hypothesis may not draw in 40 examples: points that never fade (the lead never due
+    # again) kept across passes, then a webinar's window ending; a lead written for its fit
+    # alone (created over 2 days ago) while not due, then its download's window ending.
+    @example(
+        initial=[("software", "acme.com")],
+        steps=[
+            ("activity", 0, "download", -10, "/", False),
+            ("pass",),
+            ("advance", 2 * 86400 + 3600),
+            ("pass",),
+            ("advance", 86400),
+            ("pass",),
+        ],
+    )
+    @example(
+        initial=[("software", "acme.com"), ("retail", "gmail.com")],
+        steps=[
+            ("activity", 0, "unsubscribe", -10, "/", False),
+            ("activity", 1, "webinar", -10, "/", False),
+            ("pass",),
+            ("advance", 86400),
+            ("pass",),
+            ("advance", 86400),
+            ("pass",),
+        ],
+    )
+    @given(
+        initial=st.lists(
+            st.tuples(
+                st.sampled_from(("software", "retail")), st.sampled_from(("gmail.com", "acme.com"))
+            ),
+            min_size=1,
+            max_size=4,
+        ),
+        steps=st.lists(step, min_size=1, max_size=25),
+    )
+    def test_with_a_fit_criterion_reading_the_clock(
+        self,
+        engine: Engine,
+        twin: Engine,
+        tmp_path: Path,
+        initial: list[tuple[str, str]],
+        steps: list[tuple[Any, ...]],
+    ) -> None:
+        """Every pass reads every lead, recomputing the engagement of the leads due only; it
+        stores what a full pass recomputing every engagement stores."""
+        replay(engine, twin, model_of(tmp_path, CLOCK_FIT_MODEL), initial, steps)
+
+
+def replay(
+    engine: Engine,
+    twin: Engine,
+    model: ScoringModel,
+    initial: list[tuple[str, str]],
+    steps: list[tuple[Any, ...]],
+) -> None:
+    """``steps`` on both stores; at each pass, the model's own pass in ``engine`` and a full
+    pass in ``twin``, whose stored scores, history and pass record must be equal."""
+    empty(engine, twin)
+    incremental, full = Store(engine), Store(twin)
+    now = T0
+    for number, (industry, mail) in enumerate(initial, start=1):
+        for store in (incremental, full):
+            add_lead(store.engine, number, industry, mail, now)
+    leads = len(initial)
+    passes = 0
+    for item in [*steps, ("pass",)]:
+        if item[0] == "advance":
+            now += timedelta(seconds=item[1])
+        elif item[0] == "new_lead":
+            leads += 1
             for store in (incremental, full):
-                add_lead(store.engine, number, industry, mail, now)
-        leads = len(initial)
-        passes = 0
-        for item in [*steps, ("pass",)]:
-            if item[0] == "advance":
-                now += timedelta(seconds=item[1])
-            elif item[0] == "new_lead":
-                leads += 1
-                for store in (incremental, full):
-                    add_lead(store.engine, leads, item[1], "acme.com", now)
-            elif item[0] == "pass":
-                steady = rescore(engine, model, now)
-                whole = rescore(twin, model, now, full=True)
-                assert steady.due is None if passes == 0 else steady.due is not None
-                assert whole.due is None
-                assert (steady.changed, steady.model_version) == (
-                    whole.changed,
-                    whole.model_version,
-                )
-                assert stored(engine) == stored(twin)
-                passes += 1
-            else:
-                for store in (incremental, full):
-                    store.apply(item, now, leads)
+                add_lead(store.engine, leads, item[1], "acme.com", now)
+        elif item[0] == "pass":
+            steady = rescore(engine, model, now)
+            whole = rescore(twin, model, now, full=True)
+            assert (
+                steady.due is None if passes == 0 or reads_clock(model) else steady.due is not None
+            )
+            assert whole.due is None
+            assert (steady.changed, steady.model_version) == (
+                whole.changed,
+                whole.model_version,
+            )
+            assert stored(engine) == stored(twin)
+            passes += 1
+        else:
+            for store in (incremental, full):
+                store.apply(item, now, leads)
 
 
 class TestSteadyPasses:
@@ -370,6 +460,91 @@ class TestSteadyPasses:
         assert (later.due, later.changed) == (None, 1)
         with engine.connect() as connection:
             assert connection.execute(select(LEADS.c.score)).scalar() == 0
+
+    def test_with_a_fit_criterion_reading_the_clock_only_due_engagement_is_read(
+        self, engine: Engine, tmp_path: Path
+    ) -> None:
+        """A fit criterion with an age: the pass recomputes every lead's fit, and the
+        engagement of the leads due only; a lead not due keeps the engagement stored (here
+        one written behind the model's back, as a pass would write it, so that the triggers
+        do not mark it), which a full pass recomputes."""
+        model = model_of(tmp_path, CLOCK_FIT_MODEL)
+        for number in (1, 2):
+            add_lead(engine, number, "software", "acme.com", T0)
+        Store(engine).apply(("activity", 0, "webinar", -60, "/", False), T0, 2)
+        assert rescore(engine, model, T0).changed == 2
+        # Fit 20 (software) + 5 (created within 2d); lead 1's webinar 8 for 2 days.
+        assert scores(engine) == {1: (33, 25, 8), 2: (25, 25, 0)}
+        tamper_engagement(engine, 2, 7, "A2")
+        later = rescore(engine, model, T0 + timedelta(days=3))
+        assert (later.due, later.changed) == (None, 2)
+        # Lead 1 was due (its webinar left the window): recomputed. Lead 2 was not: its fit
+        # moved, its engagement is the stored one.
+        assert scores(engine) == {1: (20, 20, 0), 2: (27, 20, 7)}
+        full = rescore(engine, model, T0 + timedelta(days=3), full=True)
+        assert full.changed == 1
+        assert scores(engine) == {1: (20, 20, 0), 2: (20, 20, 0)}
+
+    def test_too_many_due_to_list_reads_every_lead_and_the_due_leads_activities(
+        self, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Past ``MOST_DUE`` leads due (here 1), a steady pass reads ranges of leads like a
+        full one, but recomputes the engagement of the leads due only: a lead not due keeps
+        the engagement stored on it."""
+        monkeypatch.setattr(rescoring, "MOST_DUE", 1)
+        model = model_of(tmp_path)
+        for number in (1, 2, 3):
+            add_lead(engine, number, "software", "acme.com", T0)
+        assert rescore(engine, model, T0).changed == 3
+        tamper_engagement(engine, 3, 7, "A2")
+        store = Store(engine)
+        store.apply(("activity", 0, "webinar", -60, "/", False), T0, 3)
+        store.apply(("activity", 1, "webinar", -60, "/", False), T0, 3)
+        later = rescore(engine, model, T0 + timedelta(minutes=1))
+        assert (later.due, later.changed) == (None, 2)
+        # Leads 1 and 2 were due (a webinar each, 8 points); lead 3 was not and keeps 7.
+        assert scores(engine) == {1: (28, 20, 8), 2: (28, 20, 8), 3: (27, 20, 7)}
+        assert rescore(engine, model, T0 + timedelta(minutes=1), full=True).changed == 1
+        assert scores(engine)[3] == (20, 20, 0)
+
+    def test_with_an_engagement_criterion_reading_the_clock_every_engagement_is_read(
+        self, engine: Engine, tmp_path: Path
+    ) -> None:
+        """An activity condition with an age: no stored engagement holds, every lead's is
+        recomputed at every pass."""
+        model = model_of(tmp_path, CLOCK_ENGAGEMENT_MODEL)
+        for number in (1, 2):
+            add_lead(engine, number, "software", "acme.com", T0)
+        assert rescore(engine, model, T0).changed == 2
+        tamper_engagement(engine, 2, 7, None)
+        later = rescore(engine, model, T0 + timedelta(hours=1))
+        assert (later.due, later.changed) == (None, 1)
+        assert scores(engine) == {1: (5, 5, 0), 2: (5, 5, 0)}
+
+
+def scores(engine: Engine) -> dict[int, tuple[int, int, int]]:
+    """(score, fit, engagement) by lead."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(LEADS.c.id, LEADS.c.score, LEADS.c.score_fit, LEADS.c.score_engagement)
+        )
+        return {row.id: (row.score, row.score_fit, row.score_engagement) for row in rows}
+
+
+def tamper_engagement(engine: Engine, lead_id: int, engagement: int, grade: str | None) -> None:
+    """Store ``engagement`` (and the score and ``grade`` with it) on a lead as a pass would:
+    with a new next change, a second earlier, so that no trigger marks the lead due."""
+    with engine.begin() as connection:
+        connection.execute(
+            update(LEADS)
+            .where(LEADS.c.id == lead_id)
+            .values(
+                score=LEADS.c.score - LEADS.c.score_engagement + engagement,
+                score_engagement=engagement,
+                score_grade=grade,
+                score_next_change_day=LEADS.c.score_next_change_day - 1 / 86400,
+            )
+        )
 
 
 class TestMarks:

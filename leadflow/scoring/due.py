@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Table, text
+from sqlalchemy import ColumnElement, Connection, Table, or_, text
 from sqlalchemy.dialects import sqlite
 
 from leadflow.rule_language.conditions import Condition, EvaluationContext
@@ -39,9 +39,18 @@ def reads_clock(model: ScoringModel) -> bool:
     """Whether a criterion's condition depends on ``now``: compiled at two instants, its SQL
     or its parameters differ."""
     conditions: list[tuple[Condition, Table]] = [(item.condition, LEADS) for item in model.fit]
-    conditions += [
-        (item.condition, ACTIVITIES) for item in model.engagement if item.condition is not None
-    ]
+    return _any_differs_over_time(conditions) or engagement_reads_clock(model)
+
+
+def engagement_reads_clock(model: ScoringModel) -> bool:
+    """Whether an engagement criterion's activity condition depends on ``now`` (an age); its
+    window and half-life do not count: the stored next change covers them."""
+    return _any_differs_over_time(
+        [(item.condition, ACTIVITIES) for item in model.engagement if item.condition is not None]
+    )
+
+
+def _any_differs_over_time(conditions: list[tuple[Condition, Table]]) -> bool:
     return any(_differs_over_time(condition, table) for condition, table in conditions)
 
 
@@ -79,3 +88,29 @@ def whole_pass_needed(
     """A pass must read every lead: no pass yet, another model, the clock moved back, or a
     criterion reads the clock."""
     return last_version != model.version or last_at is None or now < last_at or reads_clock(model)
+
+
+def engagement_stored(
+    model: ScoringModel, last_version: str | None, last_at: datetime | None, now: datetime
+) -> bool:
+    """Whether the engagement and next change stored on every lead not due are still the
+    model's at ``now``: the same model as the last pass, the clock not moved back, and no
+    engagement criterion reading the clock. Then a pass that must read every lead (a fit
+    criterion reads the clock, or too many leads are due to list) recomputes the fit of
+    every lead but the engagement of the leads due only, and stores what a full pass would."""
+    return (
+        last_version == model.version
+        and last_at is not None
+        and now >= last_at
+        and not engagement_reads_clock(model)
+    )
+
+
+def due_clause(now: datetime) -> ColumnElement[bool]:
+    """The leads due at ``now``, as :func:`due_leads` lists them: marked (NULL or, on
+    PostgreSQL, negative) or their next change come. Both terms are answered by the index on
+    ``score_next_change_day``."""
+    return or_(
+        LEADS.c.score_next_change_day.is_(None),
+        LEADS.c.score_next_change_day <= days_since_epoch(now),
+    )

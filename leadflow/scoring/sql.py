@@ -32,6 +32,7 @@ from sqlalchemy import (
     Integer,
     Select,
     and_,
+    any_,
     case,
     cast,
     extract,
@@ -389,27 +390,65 @@ def grade_expression(
 
 
 def scored_by_model(
-    model: ScoringModel, now: datetime, dialect: str, scope: LeadScope | None = None
+    model: ScoringModel,
+    now: datetime,
+    dialect: str,
+    scope: LeadScope | None = None,
+    *,
+    recompute_engagement: ColumnElement[bool] | None = None,
 ) -> Select[Any]:
     """Every lead (in ``scope``) with what it stores of its score (:data:`STORED_SCORE`,
     ``score_next_change_day``) and the model's ``fit``, ``engagement`` and ``next_change``
     (:data:`EARLY` before the computed instant) at ``now``: what a pass compares, what a
     preview shows. Wrap it with ``.offset(0).subquery()`` before reading ``fit`` several times, so the
-    database computes each lead's fit once."""
+    database computes each lead's fit once.
+
+    ``recompute_engagement``, a condition on the lead's row: only the activities of the leads
+    meeting it are read, and every other lead's ``engagement`` and ``next_change`` are the
+    stored ones (for a caller that knows them to be the model's at ``now``)."""
     source: Any = LEADS
     engaged: Any = cast(literal(0), Integer)
     next_change: Any = literal(NEVER, Float)
-    per_lead = engagement_by_lead(model, now, dialect, scope)
+    engagement_scope = scope
+    if recompute_engagement is not None:
+        engagement_scope = _recomputed_leads(recompute_engagement, scope, dialect)
+    per_lead = engagement_by_lead(model, now, dialect, engagement_scope)
     if per_lead is not None:
         parts = per_lead.subquery("engagement")
         source = LEADS.outerjoin(parts, parts.c.lead_id == LEADS.c.id)
         engaged = func.coalesce(parts.c.engagement, 0)
         next_change = func.coalesce(parts.c.next_change, literal(NEVER, Float))
+    next_change = next_change - literal(EARLY, Float)
+    if recompute_engagement is not None:
+        engaged = case((recompute_engagement, engaged), else_=LEADS.c.score_engagement)
+        next_change = case((recompute_engagement, next_change), else_=LEADS.c.score_next_change_day)
     query = select(
         *STORED_SCORE,
         LEADS.c.score_next_change_day,
         fit_expression(model, now).label("fit"),
         engaged.label("engagement"),
-        (next_change - literal(EARLY, Float)).label("next_change"),
+        next_change.label("next_change"),
     ).select_from(source)
     return query if scope is None else query.where(scope(LEADS.c.id))
+
+
+def _recomputed_leads(
+    condition: ColumnElement[bool], scope: LeadScope | None, dialect: str
+) -> LeadScope:
+    """The activities' scope: the leads (in ``scope``) that meet ``condition``, each looked up
+    in the index on the activities' lead. The scope's own clause stays on the activities too.
+
+    On PostgreSQL as ``= ANY(ARRAY(...))``: an ``IN`` was a hash join with every activity of
+    the range (all read for the few leads due), the array an index probe per lead."""
+    leads = select(LEADS.c.id).where(condition)
+    if scope is not None:
+        leads = leads.where(scope(LEADS.c.id))
+
+    def recomputed(column: ColumnElement[int]) -> ColumnElement[bool]:
+        if dialect == "postgresql":
+            meets = column == any_(func.array(leads.scalar_subquery()))
+        else:
+            meets = column.in_(leads)
+        return meets if scope is None else and_(scope(column), meets)
+
+    return recomputed
