@@ -37,6 +37,7 @@ from sqlalchemy.sql import visitors
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
 from leadflow.ingest.references import existing_rows
+from leadflow.store.id_ranges import text_array
 from leadflow.store.types import UTCDateTime, sqlite_timestamp
 
 
@@ -221,9 +222,9 @@ class _CopyMerge:
             f"COPY {table.name} ({', '.join((*self.names, *shape.defaults))}) FROM STDIN"
         )
         self._any_stored = (
-            f"SELECT EXISTS (SELECT FROM {table.name} WHERE external_id = ANY(%(keys)s))"
+            f"SELECT EXISTS (SELECT FROM {table.name} WHERE external_id = ANY(%(keys)s::text[]))"
         )
-        self._ids = f"SELECT id FROM {table.name} WHERE external_id = ANY(%(keys)s)"
+        self._ids = f"SELECT id FROM {table.name} WHERE external_id = ANY(%(keys)s::text[])"
         self._converters = [
             (index, convert)
             for index, convert in enumerate(converters[: len(shape.columns)])
@@ -274,7 +275,7 @@ class _CopyMerge:
     def write(self, connection: Connection, rows: Sequence[Prepared]) -> Written:
         if not rows:
             return Written(Counts(), (), ())
-        keys = {"keys": [row.key for row in rows]}
+        keys = {"keys": text_array([row.key for row in rows])}
         if not connection.exec_driver_sql(self._any_stored, keys).scalar():
             copied = self._copy_new(connection, rows, keys)
             if copied is not None:
@@ -290,7 +291,7 @@ class _CopyMerge:
         return Written(Counts(len(created), len(changed), unchanged), created, changed)
 
     def _copy_new(
-        self, connection: Connection, rows: Sequence[Prepared], keys: dict[str, list[str]]
+        self, connection: Connection, rows: Sequence[Prepared], keys: dict[str, str]
     ) -> Written | None:
         """Copy ``rows`` (none of them stored at the check) straight in; None if one was since."""
         defaults = self._new_row
@@ -300,7 +301,7 @@ class _CopyMerge:
                 _copy(connection, self._copy_new_sql, new_rows)
         except IntegrityError:
             return None
-        created = [row_id for (row_id,) in connection.exec_driver_sql(self._ids, keys)]
+        created = connection.exec_driver_sql(self._ids, keys).scalars().all()
         return Written(Counts(inserted=len(rows)), created, ())
 
     def _copy_values(self, row: Prepared) -> tuple[Any, ...]:
