@@ -104,7 +104,7 @@ def test_an_error_in_the_reading_process_fails_the_import(
 ) -> None:
     """The reading process fails at its second batch: the import raises its error, the first
     batch (committed on its own) stays, the run is ``failed``."""
-    real = LeadWriter.prepared
+    real = LeadWriter.checked
     calls = 0
 
     def failing(self: LeadWriter, batch: Any) -> Any:
@@ -115,7 +115,7 @@ def test_an_error_in_the_reading_process_fails_the_import(
             raise OSError(msg)
         return real(self, batch)
 
-    monkeypatch.setattr(LeadWriter, "prepared", failing)
+    monkeypatch.setattr(LeadWriter, "checked", failing)
     lines = "".join(f"L{n},{n}\n" for n in range(6))
     path = write(tmp_path, "l.csv", "external_id,score\n" + lines)
     with pytest.raises(OSError, match="the file's disk is gone"):

@@ -38,6 +38,9 @@ from leadflow.store.tables import ACTIVITIES, DEALS, LEADS
 
 Record = dict[str, Any]
 Rejection = tuple[int, ImportRowError]
+Checked = tuple[int, str, tuple[Any, ...]]
+"""A row's line, key and checked column values: a plain tuple crosses the pipe from a reading
+process at two thirds of the cost of a :class:`Prepared`."""
 Convert = Callable[[Any], Any]
 KEY_LENGTH = 200
 """The external ids' column length (the same in every table)."""
@@ -65,6 +68,11 @@ def _integer_range(column_type: object) -> tuple[int, int] | None:
 def content_hash(values: object) -> str:
     """32 hex characters identifying the normalised values (fits ``source_hash``)."""
     return hashlib.blake2b(repr(values).encode(), digest_size=16).hexdigest()
+
+
+def hashed(rows: Iterable[Checked]) -> list[Prepared]:
+    """Checked rows with the hash of their values: ready to write."""
+    return [Prepared(line, key, content_hash(values), values) for line, key, values in rows]
 
 
 def _keep(value: Any) -> Any:
@@ -171,18 +179,24 @@ class KindWriter:
     def prepared(
         self, batch: list[tuple[int, str, Record]]
     ) -> tuple[list[Prepared], list[Rejection]]:
-        """:meth:`prepare` once the batch's lookups are loaded (a writer with none,
-        :attr:`prepares_alone`, needs no connection: a reading process calls this)."""
-        prepared: list[Prepared] = []
+        """:meth:`prepare` once the batch's lookups are loaded."""
+        checked, rejected = self.checked(batch)
+        return hashed(checked), rejected
+
+    def checked(
+        self, batch: list[tuple[int, str, Record]]
+    ) -> tuple[list[Checked], list[Rejection]]:
+        """The batch's column values, each row checked, not yet hashed (a writer with no
+        lookups, :attr:`prepares_alone`, needs no connection: a reading process calls this and
+        leaves the hash to the writing one, whose side of the pipe has the time to spare)."""
+        checked: list[Checked] = []
         rejected: list[Rejection] = []
         for line, key, record in batch:
             try:
-                values = self.values(record)
+                checked.append((line, key, self.values(record)))
             except ImportRowError as exc:
                 rejected.append((line, exc))
-                continue
-            prepared.append(Prepared(line, key, content_hash(values), values))
-        return prepared, rejected
+        return checked, rejected
 
     def after_write(self, connection: Connection, rows: list[Prepared], written: Written) -> None:
         """Work that follows a written batch, in its transaction."""

@@ -23,7 +23,15 @@ from leadflow.collector_pause import collector_paused
 from leadflow.errors import ImportRowError, Problem, UserInputError
 from leadflow.ingest.feeder import Send, can_fork, fed
 from leadflow.ingest.index_builds import bulk_tables, estimated_rows, indexes_built_after
-from leadflow.ingest.kinds import ActivityWriter, DealWriter, KindWriter, LeadWriter, Record
+from leadflow.ingest.kinds import (
+    ActivityWriter,
+    Checked,
+    DealWriter,
+    KindWriter,
+    LeadWriter,
+    Record,
+    hashed,
+)
 from leadflow.ingest.mapping import ColumnPlan, compile_plan
 from leadflow.ingest.readers import RowSource, check_text_file, format_of
 from leadflow.ingest.references import RepDirectory
@@ -236,9 +244,9 @@ def _roll_back_if_rejected(report: ImportReport) -> None:
 
 
 class _Read(NamedTuple):
-    """A batch read and prepared by the reading process, with the rows it rejected."""
+    """A part read and checked by the reading process, with the rows it rejected."""
 
-    prepared: list[Prepared]
+    checked: list[Checked]
     problems: list[tuple[int, str]]
     rejected: int
     """Rows rejected since the previous batch (``problems`` holds the first of them)."""
@@ -266,14 +274,14 @@ def _reading(
         local = ImportReport(writer.kind, "")
 
         def flush(rows: list[tuple[int, str, Record]]) -> None:
-            prepared, rejected = writer.prepared(rows)
+            checked, rejected = writer.checked(rows)
             for line, exc in rejected:
                 local.reject(line, str(exc))
-            send_read(prepared)
+            send_read(checked)
 
-        def send_read(prepared: list[Prepared]) -> None:
+        def send_read(checked: list[Checked]) -> None:
             told = [(problem.line, problem.message) for problem in local.problems]
-            send(_Read(prepared, told, local.rejected, source.bytes_read))
+            send(_Read(checked, told, local.rejected, source.bytes_read))
             local.problems.clear()
             local.rejected = 0
 
@@ -337,10 +345,10 @@ def _write_fed(
         rows = 0
         for read in feed:
             read.tell(report)
-            if read.prepared:
+            if read.checked:
                 connection = connection or transaction.enter_context(batch())
-                write(connection, read.prepared)
-                rows += len(read.prepared)
+                write(connection, hashed(read.checked))
+                rows += len(read.checked)
             if rows >= batch_size:
                 transaction.close()  # commits
                 connection, rows = None, 0
