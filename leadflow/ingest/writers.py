@@ -17,6 +17,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import repeat
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
@@ -138,18 +139,19 @@ class TableWriter:
         if self._copy is not None:
             return self._copy.write(connection, rows)
         stored = existing_rows(connection, self.shape.table, [row.key for row in rows])
-        fresh: list[tuple[Any, ...]] = []
+        new: list[Prepared] = []
         changed: list[dict[str, Any]] = []
         counts = Counts()
         for row in rows:
             found = stored.get(row.key)
             if found is None:
-                fresh.append(self._insert_values(row))
+                new.append(row)
             elif found[1] == row.source_hash:
                 counts.unchanged += 1
             else:
                 changed.append(self._update_values(row, found[0]))
         created: Sequence[int] = ()
+        fresh = self._insert_values(new)
         if fresh:
             # The writing transaction holds SQLite's write lock, so the rows after the largest
             # id before the insert are this batch's own.
@@ -162,13 +164,18 @@ class TableWriter:
         counts.updated = len(changed)
         return Written(counts, created, [params["v_id"] for params in changed])
 
-    def _insert_values(self, row: Prepared) -> tuple[Any, ...]:
-        values = list(row.values)
+    def _insert_values(self, rows: Sequence[Prepared]) -> list[tuple[Any, ...]]:
+        """The driver's parameters of ``rows``, built column by column: the per-row loop of
+        converting two of a dozen values cost more than the conversions themselves."""
+        if not rows:
+            return []
+        columns: list[Iterable[Any]] = list(zip(*(row.values for row in rows), strict=True))
         for index, convert in self._converters:
-            value = values[index]
-            if value is not None:
-                values[index] = convert(value)
-        return (*values, row.key, row.source_hash, *self._defaults)
+            columns[index] = [None if value is None else convert(value) for value in columns[index]]
+        defaults = (repeat(value) for value in self._defaults)
+        keys = (row.key for row in rows)
+        hashes = (row.source_hash for row in rows)
+        return list(zip(*columns, keys, hashes, *defaults, strict=False))  # defaults repeat
 
     def _update_values(self, row: Prepared, row_id: int) -> dict[str, Any]:
         params = {
