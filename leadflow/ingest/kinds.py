@@ -39,8 +39,7 @@ from leadflow.store.tables import ACTIVITIES, DEALS, LEADS
 Record = dict[str, Any]
 Rejection = tuple[int, ImportRowError]
 Checked = tuple[int, str, tuple[Any, ...]]
-"""A row's line, key and checked column values: a plain tuple crosses the pipe from a reading
-process at two thirds of the cost of a :class:`Prepared`."""
+"""A row's line, key and checked column values."""
 Convert = Callable[[Any], Any]
 KEY_LENGTH = 200
 """The external ids' column length (the same in every table)."""
@@ -187,8 +186,7 @@ class KindWriter:
         self, batch: list[tuple[int, str, Record]]
     ) -> tuple[list[Checked], list[Rejection]]:
         """The batch's column values, each row checked, not yet hashed (a writer with no
-        lookups, :attr:`prepares_alone`, needs no connection: a reading process calls this and
-        leaves the hash to the writing one, whose side of the pipe has the time to spare)."""
+        lookups, :attr:`prepares_alone`, needs no connection: a reading process calls this)."""
         checked: list[Checked] = []
         rejected: list[Rejection] = []
         for line, key, record in batch:
@@ -200,6 +198,12 @@ class KindWriter:
 
     def after_write(self, connection: Connection, rows: list[Prepared], written: Written) -> None:
         """Work that follows a written batch, in its transaction."""
+
+    def after_fed_write(self, connection: Connection, written: Written) -> None:
+        """:meth:`after_write` of a batch a reading process made (see :attr:`prepares_alone`),
+        whose rows reach this process in the driver's form: only what the write did is known."""
+        msg = f"{self.kind} are not read in a process of their own"
+        raise NotImplementedError(msg)
 
     def finish(self, connection: Connection) -> tuple[Counts, list[Rejection]]:
         """Work after the last batch (linking managers); returns extra counts and rejections."""
@@ -225,6 +229,9 @@ class _RecordsStageEntries(KindWriter):
     def after_write(self, connection: Connection, rows: list[Prepared], written: Written) -> None:
         """Record the stage entries the batch made (new rows, changed stages), in SQL; rows
         it left unchanged made none."""
+        self.after_fed_write(connection, written)
+
+    def after_fed_write(self, connection: Connection, written: Written) -> None:
         record_written(
             connection,
             self.kind,

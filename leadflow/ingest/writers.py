@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from itertools import repeat
 from typing import Any, NamedTuple
 
@@ -98,6 +98,63 @@ class Shape:
     """Extra SET expressions for updates, e.g. a new ``stage_entered_at`` when stage changes."""
 
 
+DriverRow = tuple[Any, ...]
+"""A row as a new row's INSERT (or COPY) takes it: the shape's columns in the driver's form,
+``external_id``, ``source_hash``, then the defaults a new row gets (:class:`DriverForm`)."""
+
+
+class DriverForm:
+    """The driver's form of one shape's rows on one store: times as SQLite's text (PostgreSQL's
+    driver takes them as they are), JSON as its text. Needs no connection, so a reading process
+    makes the rows that the writing one passes to the driver untouched."""
+
+    def __init__(self, shape: Shape, dialect: str) -> None:
+        self.width = len(shape.columns)
+        """Where the key is in a :data:`DriverRow` (the hash follows it)."""
+        sqlite = dialect == "sqlite"
+        columns = shape.table.c
+        self.converters = [
+            (index, convert)
+            for index, name in enumerate(shape.columns)
+            if (convert := _converter(columns[name].type, sqlite)) is not None
+        ]
+        self.defaults = tuple(
+            value if value is None or convert is None else convert(value)
+            for name, value in shape.defaults.items()
+            for convert in (_converter(columns[name].type, sqlite),)
+        )
+        self._readers = [
+            (index, _reader(columns[shape.columns[index]].type)) for index, _ in self.converters
+        ]
+
+    def rows(self, rows: Sequence[Prepared]) -> list[DriverRow]:
+        return driver_rows(rows, self.converters, self.defaults)
+
+    def values(self, row: DriverRow) -> tuple[Any, ...]:
+        """The row's column values as :attr:`Prepared.values` has them (for an UPDATE, which
+        SQLAlchemy converts itself): times and JSON read back from their text."""
+        values = list(row[: self.width])
+        for index, read in self._readers:
+            if values[index] is not None:
+                values[index] = read(values[index])
+        return tuple(values)
+
+
+def _converter(column_type: Any, sqlite: bool) -> Callable[[Any], Any] | None:
+    if isinstance(column_type, UTCDateTime):
+        return sqlite_timestamp if sqlite else None
+    if isinstance(column_type, JSON):
+        # COPY reads jsonb from its text on PostgreSQL, as SQLite stores the text itself.
+        return json_text
+    return None
+
+
+def _reader(column_type: Any) -> Callable[[Any], Any]:
+    if isinstance(column_type, UTCDateTime):
+        return lambda text: datetime.fromisoformat(text).replace(tzinfo=UTC)
+    return json.loads
+
+
 class TableWriter:
     """Upserts batches into one table by ``external_id``."""
 
@@ -105,21 +162,12 @@ class TableWriter:
         self.shape = shape
         self.now = now
         dialect = connection.dialect
-        self._sqlite = dialect.name == "sqlite"
+        self.form = DriverForm(shape, dialect.name)
         mark = "?" if dialect.paramstyle == "qmark" else "%s"
         names = (*shape.columns, "external_id", "source_hash", *shape.defaults)
         self._insert_sql = (
             f"INSERT INTO {shape.table.name} ({', '.join(names)}) "
             f"VALUES ({', '.join([mark] * len(names))})"
-        )
-        self._converters = [
-            (index, converter)
-            for index, name in enumerate(shape.columns)
-            if (converter := self._converter(shape.table.c[name].type)) is not None
-        ]
-        self._defaults = tuple(
-            self._to_driver(shape.table.c[name].type, value)
-            for name, value in shape.defaults.items()
         )
         table = shape.table
         assignments: dict[str, Any] = {name: bindparam(f"v_{name}") for name in shape.columns}
@@ -131,27 +179,30 @@ class TableWriter:
         self._last_id = f"SELECT max(id) FROM {table.name}"
         self._copy: _CopyMerge | None = None
         if dialect.name == "postgresql":
-            converters = [self._converter(table.c[n].type) for n in names]
-            self._copy = _CopyMerge(shape, now, converters, self._defaults)
+            self._copy = _CopyMerge(shape, now, self.form)
 
     def write(self, connection: Connection, rows: Sequence[Prepared]) -> Written:
         """Write ``rows`` (unique keys) in the caller's transaction."""
+        return self.write_driver_rows(connection, self.form.rows(rows))
+
+    def write_driver_rows(self, connection: Connection, rows: Sequence[DriverRow]) -> Written:
+        """:meth:`write` of rows already in the driver's form (made by :attr:`form`)."""
         if self._copy is not None:
             return self._copy.write(connection, rows)
-        stored = existing_rows(connection, self.shape.table, [row.key for row in rows])
-        new: list[Prepared] = []
+        at = self.form.width
+        stored = existing_rows(connection, self.shape.table, [row[at] for row in rows])
+        fresh: list[DriverRow] = []
         changed: list[dict[str, Any]] = []
         counts = Counts()
         for row in rows:
-            found = stored.get(row.key)
+            found = stored.get(row[at])
             if found is None:
-                new.append(row)
-            elif found[1] == row.source_hash:
+                fresh.append(row)
+            elif found[1] == row[at + 1]:
                 counts.unchanged += 1
             else:
                 changed.append(self._update_values(row, found[0]))
         created: Sequence[int] = ()
-        fresh = self._insert_values(new)
         if fresh:
             # The writing transaction holds SQLite's write lock, so the rows after the largest
             # id before the insert are this batch's own.
@@ -164,38 +215,14 @@ class TableWriter:
         counts.updated = len(changed)
         return Written(counts, created, [params["v_id"] for params in changed])
 
-    def _insert_values(self, rows: Sequence[Prepared]) -> list[tuple[Any, ...]]:
-        """The driver's parameters of ``rows``, built column by column: the per-row loop of
-        converting two of a dozen values cost more than the conversions themselves."""
-        if not rows:
-            return []
-        columns: list[Iterable[Any]] = list(zip(*(row.values for row in rows), strict=True))
-        for index, convert in self._converters:
-            columns[index] = [None if value is None else convert(value) for value in columns[index]]
-        defaults = (repeat(value) for value in self._defaults)
-        keys = (row.key for row in rows)
-        hashes = (row.source_hash for row in rows)
-        return list(zip(*columns, keys, hashes, *defaults, strict=False))  # defaults repeat
-
-    def _update_values(self, row: Prepared, row_id: int) -> dict[str, Any]:
+    def _update_values(self, row: DriverRow, row_id: int) -> dict[str, Any]:
+        values = self.form.values(row)
         params = {
-            f"v_{name}": value for name, value in zip(self.shape.columns, row.values, strict=True)
+            f"v_{name}": value for name, value in zip(self.shape.columns, values, strict=True)
         }
-        params["v_source_hash"] = row.source_hash
+        params["v_source_hash"] = row[self.form.width + 1]
         params["v_id"] = row_id
         return params
-
-    def _converter(self, column_type: Any) -> Callable[[Any], Any] | None:
-        if isinstance(column_type, UTCDateTime):
-            return sqlite_timestamp if self._sqlite else None
-        if isinstance(column_type, JSON):
-            # COPY reads jsonb from its text on PostgreSQL, as SQLite stores the text itself.
-            return json_text
-        return None
-
-    def _to_driver(self, column_type: Any, value: Any) -> Any:
-        converter = self._converter(column_type)
-        return value if converter is None or value is None else converter(value)
 
 
 class _CopyMerge:
@@ -214,17 +241,10 @@ class _CopyMerge:
     (the stored ``source_hash`` is the row's) is not written.
     """
 
-    def __init__(
-        self,
-        shape: Shape,
-        now: datetime,
-        converters: list[Callable[[Any], Any] | None],
-        new_row: tuple[Any, ...],
-    ) -> None:
+    def __init__(self, shape: Shape, now: datetime, form: DriverForm) -> None:
         table = shape.table
         self.names = (*shape.columns, "external_id", "source_hash")
-        self._new_row = new_row
-        """The driver's values of the defaults a new row gets (``shape.defaults``' order)."""
+        self._form = form
         self._copy_new_sql = (
             f"COPY {table.name} ({', '.join((*self.names, *shape.defaults))}) FROM STDIN"
         )
@@ -232,11 +252,6 @@ class _CopyMerge:
             f"SELECT EXISTS (SELECT FROM {table.name} WHERE external_id = ANY(%(keys)s::text[]))"
         )
         self._ids = f"SELECT id FROM {table.name} WHERE external_id = ANY(%(keys)s::text[])"
-        self._converters = [
-            (index, convert)
-            for index, convert in enumerate(converters[: len(shape.columns)])
-            if convert is not None
-        ]
         self.staging = f"leadflow_import_{table.name}"
         staged = Table(self.staging, MetaData(), *(Column(n, table.c[n].type) for n in self.names))
         self._create = (
@@ -279,17 +294,19 @@ class _CopyMerge:
             where=table.c.source_hash.is_distinct_from(excluded.source_hash),
         ).returning(table.c.id, literal_column(f"{table.name}.xmax = 0"))
 
-    def write(self, connection: Connection, rows: Sequence[Prepared]) -> Written:
+    def write(self, connection: Connection, rows: Sequence[DriverRow]) -> Written:
         if not rows:
             return Written(Counts(), (), ())
-        keys = {"keys": text_array([row.key for row in rows])}
+        at = self._form.width
+        keys = {"keys": text_array([row[at] for row in rows])}
         if not connection.exec_driver_sql(self._any_stored, keys).scalar():
             copied = self._copy_new(connection, rows, keys)
             if copied is not None:
                 return copied
         connection.exec_driver_sql(self._create)
         connection.exec_driver_sql(f"TRUNCATE {self.staging}")
-        _copy(connection, self._copy_sql, (self._copy_values(row) for row in rows))
+        # The staging table has the columns without the defaults.
+        _copy(connection, self._copy_sql, (row[: at + 2] for row in rows))
         created: list[int] = []
         changed: list[int] = []
         for row_id, inserted in connection.execute(self._merge):
@@ -298,26 +315,37 @@ class _CopyMerge:
         return Written(Counts(len(created), len(changed), unchanged), created, changed)
 
     def _copy_new(
-        self, connection: Connection, rows: Sequence[Prepared], keys: dict[str, str]
+        self, connection: Connection, rows: Sequence[DriverRow], keys: dict[str, str]
     ) -> Written | None:
         """Copy ``rows`` (none of them stored at the check) straight in; None if one was since."""
-        defaults = self._new_row
-        new_rows = ((*self._copy_values(row), *defaults) for row in rows)
         try:
             with connection.begin_nested():  # any error undoes the copy, and only the copy
-                _copy(connection, self._copy_new_sql, new_rows)
+                _copy(connection, self._copy_new_sql, rows)
         except IntegrityError:
             return None
         created = connection.exec_driver_sql(self._ids, keys).scalars().all()
         return Written(Counts(inserted=len(rows)), created, ())
 
-    def _copy_values(self, row: Prepared) -> tuple[Any, ...]:
-        values = list(row.values)
-        for index, convert in self._converters:
-            value = values[index]
-            if value is not None:
-                values[index] = convert(value)
-        return (*values, row.key, row.source_hash)
+
+def driver_rows(
+    rows: Sequence[Prepared],
+    converters: Sequence[tuple[int, Callable[[Any], Any]]],
+    defaults: tuple[Any, ...],
+) -> list[DriverRow]:
+    """Each row's values in the driver's form, then its key, hash and ``defaults``.
+
+    Built column by column: the per-row loop converting two of a dozen values (times, JSON)
+    cost more than the conversions themselves.
+    """
+    if not rows:
+        return []
+    columns: list[Iterable[Any]] = list(zip(*(row.values for row in rows), strict=True))
+    for index, convert in converters:
+        columns[index] = [None if value is None else convert(value) for value in columns[index]]
+    keys = (row.key for row in rows)
+    hashes = (row.source_hash for row in rows)
+    repeated = (repeat(value) for value in defaults)
+    return list(zip(*columns, keys, hashes, *repeated, strict=False))  # defaults repeat
 
 
 def _copy(connection: Connection, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
