@@ -30,7 +30,7 @@ from leadflow.errors import ImportRowError
 from leadflow.ingest.mapping import ColumnPlan
 from leadflow.ingest.references import RepDirectory, ids_by_external_id
 from leadflow.ingest.values import range_reason
-from leadflow.ingest.writers import Counts, Prepared, Shape, Written
+from leadflow.ingest.writers import Counts, Prepared, Shape, Written, content_hash
 from leadflow.settings import ImportKind, ImportMapping, Settings
 from leadflow.store.id_ranges import chunks
 from leadflow.store.stage_history import record_written
@@ -62,11 +62,6 @@ def _integer_range(column_type: object) -> tuple[int, int] | None:
         if isinstance(column_type, integer_type):
             return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     return None
-
-
-def content_hash(values: object) -> str:
-    """32 hex characters identifying the normalised values (fits ``source_hash``)."""
-    return hashlib.blake2b(repr(values).encode(), digest_size=16).hexdigest()
 
 
 def hashed(rows: Iterable[Checked]) -> list[Prepared]:

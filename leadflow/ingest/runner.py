@@ -29,7 +29,6 @@ from leadflow.ingest.kinds import (
     KindWriter,
     LeadWriter,
     Record,
-    hashed,
 )
 from leadflow.ingest.mapping import ColumnPlan, compile_plan
 from leadflow.ingest.readers import RowSource, check_text_file, format_of
@@ -278,7 +277,7 @@ def _reading(
             checked, rejected = writer.checked(rows)
             for line, exc in rejected:
                 local.reject(line, str(exc))
-            send_read(form.rows(hashed(checked)))
+            send_read(form.hashed_rows(checked))
 
         def send_read(driver_rows: list[DriverRow]) -> None:
             told = [(problem.line, problem.message) for problem in local.problems]

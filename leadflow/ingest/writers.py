@@ -13,6 +13,7 @@ so that what follows a batch (the stage history) touches only those.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,11 @@ def _json_encoder() -> Callable[[Any], str]:
 
 json_text = _json_encoder()
 """The same text ``json.dumps`` (and so SQLAlchemy's JSON type) writes, faster."""
+
+
+def content_hash(values: object) -> str:
+    """32 hex characters identifying the normalised values (fits ``source_hash``)."""
+    return hashlib.blake2b(repr(values).encode(), digest_size=16).hexdigest()
 
 
 class Prepared(NamedTuple):
@@ -129,6 +135,13 @@ class DriverForm:
 
     def rows(self, rows: Sequence[Prepared]) -> list[DriverRow]:
         return driver_rows(rows, self.converters, self.defaults)
+
+    def hashed_rows(self, checked: Sequence[tuple[int, str, tuple[Any, ...]]]) -> list[DriverRow]:
+        """:meth:`rows` of checked rows (line, key, values), each hashed here: a reading
+        process's part, without a :class:`Prepared` per row in between."""
+        values = [row[2] for row in checked]
+        keys = [row[1] for row in checked]
+        return zipped_rows(values, keys, map(content_hash, values), self.converters, self.defaults)
 
     def values(self, row: DriverRow) -> tuple[Any, ...]:
         """The row's column values as :attr:`Prepared.values` has them (for an UPDATE, which
@@ -332,18 +345,27 @@ def driver_rows(
     converters: Sequence[tuple[int, Callable[[Any], Any]]],
     defaults: tuple[Any, ...],
 ) -> list[DriverRow]:
-    """Each row's values in the driver's form, then its key, hash and ``defaults``.
+    """Each row's values in the driver's form, then its key, hash and ``defaults``."""
+    values = [row.values for row in rows]
+    keys = [row.key for row in rows]
+    hashes = [row.source_hash for row in rows]
+    return zipped_rows(values, keys, hashes, converters, defaults)
 
-    Built column by column: the per-row loop converting two of a dozen values (times, JSON)
-    cost more than the conversions themselves.
-    """
-    if not rows:
+
+def zipped_rows(
+    values: Sequence[tuple[Any, ...]],
+    keys: Iterable[str],
+    hashes: Iterable[str],
+    converters: Sequence[tuple[int, Callable[[Any], Any]]],
+    defaults: tuple[Any, ...],
+) -> list[DriverRow]:
+    """:func:`driver_rows` from its parts, built column by column: the per-row loop converting
+    two of a dozen values (times, JSON) cost more than the conversions themselves."""
+    if not values:
         return []
-    columns: list[Iterable[Any]] = list(zip(*(row.values for row in rows), strict=True))
+    columns: list[Iterable[Any]] = list(zip(*values, strict=True))
     for index, convert in converters:
         columns[index] = [None if value is None else convert(value) for value in columns[index]]
-    keys = (row.key for row in rows)
-    hashes = (row.source_hash for row in rows)
     repeated = (repeat(value) for value in defaults)
     return list(zip(*columns, keys, hashes, *repeated, strict=False))  # defaults repeat
 
