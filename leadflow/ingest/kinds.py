@@ -297,7 +297,7 @@ class LeadWriter(_RecordsStageEntries):
         if field == "owner":
             return self.owner("owner")
         if field == "stage":
-            return self._stage
+            return self._stage_reader()
         if field == "score":
             return lambda value: value or 0
         if field in {"unsubscribed", "do_not_email"}:
@@ -320,15 +320,22 @@ class LeadWriter(_RecordsStageEntries):
             raise ImportRowError("stage_entered_at", reason)
         return value
 
-    def _stage(self, value: str | None) -> str:
+    def _stage_reader(self) -> Convert:
+        """A stage by name; empty is the initial stage. The stages are a set made once, not
+        a tuple made and scanned for each row."""
         stages = self.settings.stages
-        if value is None:
-            return stages.initial
-        if value not in stages.all():
-            choices = ", ".join(stages.all())
-            reason = f"unknown stage {value!r}; expected one of {choices} (or map it under import.mappings.leads.values.stage)"
-            raise ImportRowError("stage", reason)
-        return value
+        known = frozenset(stages.all())
+
+        def stage(value: str | None) -> str:
+            if value is None:
+                return stages.initial
+            if value not in known:
+                choices = ", ".join(stages.all())
+                reason = f"unknown stage {value!r}; expected one of {choices} (or map it under import.mappings.leads.values.stage)"
+                raise ImportRowError("stage", reason)
+            return value
+
+        return stage
 
 
 class DealWriter(_RecordsStageEntries):
