@@ -8,6 +8,7 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from leadflow.clock import SettableClock
 from leadflow.ingest import import_file, runner
 from leadflow.ingest.kinds import LeadWriter
 from leadflow.store.tables import IMPORT_RUNS
+from tests.conftest import T0
 
 
 @pytest.fixture
@@ -104,7 +106,7 @@ def test_an_error_in_the_reading_process_fails_the_import(
 ) -> None:
     """The reading process fails at its second batch: the import raises its error, the first
     batch (committed on its own) stays, the run is ``failed``."""
-    real = LeadWriter.prepared
+    real = LeadWriter.checked
     calls = 0
 
     def failing(self: LeadWriter, batch: Any) -> Any:
@@ -115,7 +117,7 @@ def test_an_error_in_the_reading_process_fails_the_import(
             raise OSError(msg)
         return real(self, batch)
 
-    monkeypatch.setattr(LeadWriter, "prepared", failing)
+    monkeypatch.setattr(LeadWriter, "checked", failing)
     lines = "".join(f"L{n},{n}\n" for n in range(6))
     path = write(tmp_path, "l.csv", "external_id,score\n" + lines)
     with pytest.raises(OSError, match="the file's disk is gone"):
@@ -125,3 +127,60 @@ def test_an_error_in_the_reading_process_fails_the_import(
         run = connection.execute(select(IMPORT_RUNS.c.status, IMPORT_RUNS.c.inserted)).one()
     assert tuple(run) == ("failed", 2)
     assert multiprocessing.active_children() == []
+
+
+def test_fed_rows_update_changed_leads_with_their_times_and_attributes(
+    engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock, feeds: list[int]
+) -> None:
+    """Rows come from the reading process in the driver's form (SQLite: times and attributes as
+    text): a second import updates the changed leads with exactly the file's values, leaves the
+    unchanged one alone, inserts the new one, and records the changed stage once."""
+    settings = make_settings(
+        import__batch_size=2, attributes__leads={"industry": "string", "employees": "integer"}
+    )
+    header = "external_id,stage,last_activity_at,industry,employees\n"
+    first = header + "L1,lead,01-02-2026 10:30,software,12\nL2,lead,,retail,\nL3,lead,,,\n"
+    import_file(engine, settings, "leads", write(tmp_path, "a.csv", first), clock=clock)
+    clock.advance(timedelta(hours=1))
+    second = (
+        header
+        + "L1,mql,02-02-2026 11:45,software,13\n"  # stage, time and an attribute changed
+        + "L2,lead,,retail,\n"  # unchanged
+        + "L3,lead,03-02-2026 08:00,medical,\n"  # a time and an attribute where there were none
+        + "L4,subscriber,,,7\n"  # new
+    )
+    report = import_file(engine, settings, "leads", write(tmp_path, "b.csv", second), clock=clock)
+    assert feeds == [2, 2]
+    assert report.summary == "inserted 1, updated 2, unchanged 1, rejected 0"
+    later = T0 + timedelta(hours=1)
+    assert rows(
+        engine,
+        "leads",
+        "external_id",
+        "stage",
+        "stage_entered_at",
+        "last_activity_at",
+        "attributes",
+    ) == [
+        (
+            "L1",
+            "mql",
+            later,
+            datetime(2026, 2, 2, 11, 45, tzinfo=UTC),
+            {
+                "industry": "software",
+                "employees": 13,
+            },
+        ),
+        ("L2", "lead", T0, None, {"industry": "retail"}),
+        ("L3", "lead", T0, datetime(2026, 2, 3, 8, 0, tzinfo=UTC), {"industry": "medical"}),
+        ("L4", "subscriber", later, None, {"employees": 7}),
+    ]
+    history = rows(engine, "stage_changes", "lead_id", "from_stage", "to_stage", "at")
+    assert [(entry[1], entry[2], entry[3]) for entry in history] == [
+        (None, "lead", T0),
+        (None, "lead", T0),
+        (None, "lead", T0),
+        ("lead", "mql", later),
+        (None, "subscriber", later),
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -47,6 +48,52 @@ class TestDates:
             "expected a date as ISO 8601 (2017-03-01, 2017-03-01T10:00:00+02:00) "
             "or %d-%m-%Y, got '31/12/2017'"
         )
+
+    @pytest.mark.parametrize(
+        "cell",
+        [
+            "26-02-2018 19:58",  # the fixed-width reading
+            "29-02-2020",
+            "02-01-0001 00:00",
+            "31-12-9999 23:59:59",
+            "6-2-2018 9:05",  # not zero-padded: the general reading
+            " 6-02-2018",
+            "06-02-2018  19:58",
+            "29-02-2019",  # no such day, refused by both
+            "31-04-2018 10:00",
+            "00-01-2018",
+            "01-13-2018",
+            "01-01-0000",
+            "06-02-2018 24:00",
+            "06-02-2018 19:60",
+            "\u0660\u0666-02-2018",  # Arabic-Indic digits: strptime's \\d reads them
+        ],
+    )
+    def test_every_format_reads_a_text_as_strptime_does(self, cell: str) -> None:
+        """Whichever way a text is read (zero-padded at full width, or the general pattern),
+        the time is strptime's with the first format that reads it, or the same refusal."""
+        parse = values.datetime_parser(DAY_FIRST, "Europe/Berlin")
+        expected: datetime | None = None
+        for fmt in DAY_FIRST:
+            try:
+                naive = datetime.strptime(cell.strip(), fmt)  # noqa: DTZ007
+            except ValueError:
+                continue
+            expected = naive.replace(tzinfo=ZoneInfo("Europe/Berlin")).astimezone(UTC)
+            break
+        if expected is None:
+            with pytest.raises(ValueError, match=r"^expected a date as ISO 8601"):
+                parse(cell)
+        else:
+            assert parse(cell) == expected
+
+    def test_the_first_format_that_reads_a_text_wins(self) -> None:
+        """03-04-2018 is 3 April with day-first formats listed first, 4 March after month-first."""
+        day_first = values.datetime_parser(("%d-%m-%Y", "%m-%d-%Y"), "UTC")
+        month_first = values.datetime_parser(("%m-%d-%Y", "%d-%m-%Y"), "UTC")
+        assert day_first("03-04-2018") == datetime(2018, 4, 3, tzinfo=UTC)
+        assert month_first("03-04-2018") == datetime(2018, 3, 4, tzinfo=UTC)
+        assert month_first("13-04-2018") == datetime(2018, 4, 13, tzinfo=UTC)
 
     def test_a_date_attribute_is_a_calendar_date(self) -> None:
         """Dates have no zone: 20-10-2017 is 20 October wherever it is read."""

@@ -30,7 +30,7 @@ from leadflow.errors import ImportRowError
 from leadflow.ingest.mapping import ColumnPlan
 from leadflow.ingest.references import RepDirectory, ids_by_external_id
 from leadflow.ingest.values import range_reason
-from leadflow.ingest.writers import Counts, Prepared, Shape, Written
+from leadflow.ingest.writers import Counts, Prepared, Shape, Written, content_hash
 from leadflow.settings import ImportKind, ImportMapping, Settings
 from leadflow.store.id_ranges import chunks
 from leadflow.store.stage_history import record_written
@@ -38,6 +38,8 @@ from leadflow.store.tables import ACTIVITIES, DEALS, LEADS
 
 Record = dict[str, Any]
 Rejection = tuple[int, ImportRowError]
+Checked = tuple[int, str, tuple[Any, ...]]
+"""A row's line, key and checked column values."""
 Convert = Callable[[Any], Any]
 KEY_LENGTH = 200
 """The external ids' column length (the same in every table)."""
@@ -62,9 +64,9 @@ def _integer_range(column_type: object) -> tuple[int, int] | None:
     return None
 
 
-def content_hash(values: object) -> str:
-    """32 hex characters identifying the normalised values (fits ``source_hash``)."""
-    return hashlib.blake2b(repr(values).encode(), digest_size=16).hexdigest()
+def hashed(rows: Iterable[Checked]) -> list[Prepared]:
+    """Checked rows with the hash of their values: ready to write."""
+    return [Prepared(line, key, content_hash(values), values) for line, key, values in rows]
 
 
 def _keep(value: Any) -> Any:
@@ -171,21 +173,32 @@ class KindWriter:
     def prepared(
         self, batch: list[tuple[int, str, Record]]
     ) -> tuple[list[Prepared], list[Rejection]]:
-        """:meth:`prepare` once the batch's lookups are loaded (a writer with none,
-        :attr:`prepares_alone`, needs no connection: a reading process calls this)."""
-        prepared: list[Prepared] = []
+        """:meth:`prepare` once the batch's lookups are loaded."""
+        checked, rejected = self.checked(batch)
+        return hashed(checked), rejected
+
+    def checked(
+        self, batch: list[tuple[int, str, Record]]
+    ) -> tuple[list[Checked], list[Rejection]]:
+        """The batch's column values, each row checked, not yet hashed (a writer with no
+        lookups, :attr:`prepares_alone`, needs no connection: a reading process calls this)."""
+        checked: list[Checked] = []
         rejected: list[Rejection] = []
         for line, key, record in batch:
             try:
-                values = self.values(record)
+                checked.append((line, key, self.values(record)))
             except ImportRowError as exc:
                 rejected.append((line, exc))
-                continue
-            prepared.append(Prepared(line, key, content_hash(values), values))
-        return prepared, rejected
+        return checked, rejected
 
     def after_write(self, connection: Connection, rows: list[Prepared], written: Written) -> None:
         """Work that follows a written batch, in its transaction."""
+
+    def after_fed_write(self, connection: Connection, written: Written) -> None:
+        """:meth:`after_write` of a batch a reading process made (see :attr:`prepares_alone`),
+        whose rows reach this process in the driver's form: only what the write did is known."""
+        msg = f"{self.kind} are not read in a process of their own"
+        raise NotImplementedError(msg)
 
     def finish(self, connection: Connection) -> tuple[Counts, list[Rejection]]:
         """Work after the last batch (linking managers); returns extra counts and rejections."""
@@ -211,6 +224,9 @@ class _RecordsStageEntries(KindWriter):
     def after_write(self, connection: Connection, rows: list[Prepared], written: Written) -> None:
         """Record the stage entries the batch made (new rows, changed stages), in SQL; rows
         it left unchanged made none."""
+        self.after_fed_write(connection, written)
+
+    def after_fed_write(self, connection: Connection, written: Written) -> None:
         record_written(
             connection,
             self.kind,
@@ -281,7 +297,7 @@ class LeadWriter(_RecordsStageEntries):
         if field == "owner":
             return self.owner("owner")
         if field == "stage":
-            return self._stage
+            return self._stage_reader()
         if field == "score":
             return lambda value: value or 0
         if field in {"unsubscribed", "do_not_email"}:
@@ -304,15 +320,22 @@ class LeadWriter(_RecordsStageEntries):
             raise ImportRowError("stage_entered_at", reason)
         return value
 
-    def _stage(self, value: str | None) -> str:
+    def _stage_reader(self) -> Convert:
+        """A stage by name; empty is the initial stage. The stages are a set made once, not
+        a tuple made and scanned for each row."""
         stages = self.settings.stages
-        if value is None:
-            return stages.initial
-        if value not in stages.all():
-            choices = ", ".join(stages.all())
-            reason = f"unknown stage {value!r}; expected one of {choices} (or map it under import.mappings.leads.values.stage)"
-            raise ImportRowError("stage", reason)
-        return value
+        known = frozenset(stages.all())
+
+        def stage(value: str | None) -> str:
+            if value is None:
+                return stages.initial
+            if value not in known:
+                choices = ", ".join(stages.all())
+                reason = f"unknown stage {value!r}; expected one of {choices} (or map it under import.mappings.leads.values.stage)"
+                raise ImportRowError("stage", reason)
+            return value
+
+        return stage
 
 
 class DealWriter(_RecordsStageEntries):

@@ -9,7 +9,7 @@ from typing import Literal
 from sqlalchemy import Connection, Table, select
 
 from leadflow.errors import ImportRowError
-from leadflow.store.id_ranges import chunks
+from leadflow.store.id_ranges import chunks, text_array
 from leadflow.store.tables import REPS
 
 RepReference = Literal["external_id", "name", "email"]
@@ -62,13 +62,23 @@ class RepDirectory:
 def existing_rows(
     connection: Connection, table: Table, keys: Collection[str]
 ) -> dict[str, tuple[int, str | None]]:
-    """``external_id -> (id, source_hash)`` for those of ``keys`` already stored."""
+    """``external_id -> (id, source_hash)`` for those of ``keys`` already stored.
+
+    In the driver's own SQL: built by SQLAlchemy, each of a large import's keys became a
+    parameter object compiled into the statement, a tenth of the write's time. PostgreSQL
+    takes the keys as one array, SQLite as one parameter each.
+    """
     found: dict[str, tuple[int, str | None]] = {}
+    columns = f"SELECT external_id, id, source_hash FROM {table.name} WHERE external_id"
     for chunk in chunks(list(keys), _LOOKUP_CHUNK):
-        query = select(table.c.external_id, table.c.id, table.c.source_hash).where(
-            table.c.external_id.in_(chunk)
-        )
-        for external_id, row_id, source_hash in connection.execute(query):
+        if connection.dialect.name == "postgresql":
+            rows = connection.exec_driver_sql(
+                f"{columns} = ANY(%(keys)s::text[])", {"keys": text_array(chunk)}
+            )
+        else:
+            marks = ", ".join("?" * len(chunk))
+            rows = connection.exec_driver_sql(f"{columns} IN ({marks})", tuple(chunk))
+        for external_id, row_id, source_hash in rows.all():
             found[external_id] = (row_id, source_hash)
     return found
 

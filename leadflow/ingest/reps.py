@@ -24,12 +24,11 @@ from leadflow.ingest.kinds import (
     KindWriter,
     Record,
     Rejection,
-    content_hash,
     required,
 )
 from leadflow.ingest.mapping import ColumnPlan
 from leadflow.ingest.references import RepDirectory, rep_key
-from leadflow.ingest.writers import Counts, Prepared
+from leadflow.ingest.writers import Counts, Prepared, content_hash
 from leadflow.settings import Settings
 from leadflow.store.email_addresses import address_problem
 from leadflow.store.tables import REPS

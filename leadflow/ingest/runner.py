@@ -23,12 +23,18 @@ from leadflow.collector_pause import collector_paused
 from leadflow.errors import ImportRowError, Problem, UserInputError
 from leadflow.ingest.feeder import Send, can_fork, fed
 from leadflow.ingest.index_builds import bulk_tables, estimated_rows, indexes_built_after
-from leadflow.ingest.kinds import ActivityWriter, DealWriter, KindWriter, LeadWriter, Record
+from leadflow.ingest.kinds import (
+    ActivityWriter,
+    DealWriter,
+    KindWriter,
+    LeadWriter,
+    Record,
+)
 from leadflow.ingest.mapping import ColumnPlan, compile_plan
 from leadflow.ingest.readers import RowSource, check_text_file, format_of
 from leadflow.ingest.references import RepDirectory
 from leadflow.ingest.reps import RepWriter
-from leadflow.ingest.writers import Counts, Prepared, TableWriter
+from leadflow.ingest.writers import Counts, DriverForm, DriverRow, Prepared, TableWriter
 from leadflow.settings import ImportKind, ImportMapping, Settings
 from leadflow.store.database import transaction
 from leadflow.store.tables import IMPORT_RUNS
@@ -196,7 +202,7 @@ def _load(
     """
     incoming = estimated_rows(source.path, source.total_bytes)
     bulk = bulk_tables(engine, writer.bulk_tables, incoming)
-    with _reading(writer, source, incoming) as feed:
+    with _reading(writer, source, incoming, engine.dialect.name) as feed:
         if not strict and not bulk:
             _load_batches(lambda: _writing(engine), writer, source, report, progress, feed)
             return "rejected rows" if report.rejected else "done"
@@ -236,9 +242,10 @@ def _roll_back_if_rejected(report: ImportReport) -> None:
 
 
 class _Read(NamedTuple):
-    """A batch read and prepared by the reading process, with the rows it rejected."""
+    """A part read, checked and hashed by the reading process, its rows in the driver's form
+    (plain values, cheap to pickle and written as they are), with the rows it rejected."""
 
-    prepared: list[Prepared]
+    rows: list[DriverRow]
     problems: list[tuple[int, str]]
     rejected: int
     """Rows rejected since the previous batch (``problems`` holds the first of them)."""
@@ -252,7 +259,7 @@ class _Read(NamedTuple):
 
 @contextmanager
 def _reading(
-    writer: KindWriter, source: RowSource, incoming: int
+    writer: KindWriter, source: RowSource, incoming: int, dialect: str
 ) -> Iterator[Iterator[_Read] | None]:
     """A reading process's batches for a large file of a kind that prepares alone; else None
     (the rows are read and prepared in this process, between the writes)."""
@@ -261,19 +268,20 @@ def _reading(
         return
     # Parts of a batch: each process holds one or two parts, not batches (memory).
     part_size = min(writer.settings.imports.batch_size, FED_PART_ROWS)
+    form = DriverForm(writer.shape(), dialect)
 
     def produce(send: Send) -> None:
         local = ImportReport(writer.kind, "")
 
         def flush(rows: list[tuple[int, str, Record]]) -> None:
-            prepared, rejected = writer.prepared(rows)
+            checked, rejected = writer.checked(rows)
             for line, exc in rejected:
                 local.reject(line, str(exc))
-            send_read(prepared)
+            send_read(form.hashed_rows(checked))
 
-        def send_read(prepared: list[Prepared]) -> None:
+        def send_read(driver_rows: list[DriverRow]) -> None:
             told = [(problem.line, problem.message) for problem in local.problems]
-            send(_Read(prepared, told, local.rejected, source.bytes_read))
+            send(_Read(driver_rows, told, local.rejected, source.bytes_read))
             local.problems.clear()
             local.rejected = 0
 
@@ -296,10 +304,18 @@ def _load_batches(
 ) -> None:
     table_writer: TableWriter | None = None
 
-    def write(connection: Connection, prepared: list[Prepared]) -> None:
+    def table(connection: Connection) -> TableWriter:
         nonlocal table_writer
         table_writer = table_writer or TableWriter(connection, writer.shape(), writer.now)
-        _write(connection, table_writer, writer, prepared, report)
+        return table_writer
+
+    def write(connection: Connection, prepared: list[Prepared]) -> None:
+        _write(connection, table(connection), writer, prepared, report)
+
+    def write_fed(connection: Connection, rows: list[DriverRow]) -> None:
+        written = table(connection).write_driver_rows(connection, rows)
+        report.counts.add(written.counts)
+        writer.after_fed_write(connection, written)
 
     def flush(rows: list[tuple[int, str, Record]]) -> None:
         with batch() as connection:
@@ -314,7 +330,7 @@ def _load_batches(
     if feed is None:
         _stream(writer, source, report, batch_size, flush)
     else:
-        _write_fed(feed, batch, write, report, batch_size, progress, source.total_bytes)
+        _write_fed(feed, batch, write_fed, report, batch_size, progress, source.total_bytes)
     with batch() as connection:
         extra, rejected = writer.finish(connection)
         report.counts.add(extra)
@@ -325,7 +341,7 @@ def _load_batches(
 def _write_fed(
     feed: Iterator[_Read],
     batch: Callable[[], AbstractContextManager[Connection]],
-    write: Callable[[Connection, list[Prepared]], None],
+    write: Callable[[Connection, list[DriverRow]], None],
     report: ImportReport,
     batch_size: int,
     progress: Progress | None,
@@ -337,10 +353,10 @@ def _write_fed(
         rows = 0
         for read in feed:
             read.tell(report)
-            if read.prepared:
+            if read.rows:
                 connection = connection or transaction.enter_context(batch())
-                write(connection, read.prepared)
-                rows += len(read.prepared)
+                write(connection, read.rows)
+                rows += len(read.rows)
             if rows >= batch_size:
                 transaction.close()  # commits
                 connection, rows = None, 0

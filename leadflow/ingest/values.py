@@ -152,9 +152,9 @@ def datetime_from_text(formats: tuple[str, ...], timezone: str) -> Callable[[str
     expected = "ISO 8601 (2017-03-01, 2017-03-01T10:00:00+02:00)"
     if formats:
         expected += " or " + ", ".join(formats)
-    # Each format's precompiled pattern, looked up once here rather than per cell.
-    readers = tuple((fmt, _numeric_format(fmt)) for fmt in formats)
     in_utc = zone is UTC
+    # Each format's precompiled patterns, looked up once here rather than per cell.
+    readers = tuple((fmt, _fixed_width(fmt, in_utc), _numeric_format(fmt)) for fmt in formats)
 
     def read(text: str) -> datetime:
         when = _read_datetime(text, readers)
@@ -165,6 +165,8 @@ def datetime_from_text(formats: tuple[str, ...], timezone: str) -> Callable[[str
             when = when.replace(tzinfo=zone)
             if in_utc:  # already what astimezone(UTC) would return
                 return when
+        elif when.tzinfo is UTC:
+            return when
         try:
             return when.astimezone(UTC)
         except OverflowError:  # year 1 east of UTC, or year 9999 west of it
@@ -193,7 +195,11 @@ def cached_text_parser(read: Callable[[str], T]) -> Callable[[object], T | None]
     return parse
 
 
-_Reader = tuple[str, "tuple[re.Pattern[str], tuple[int, ...]] | None"]
+_Reader = tuple[
+    str,
+    "tuple[re.Pattern[str], str] | None",
+    "tuple[re.Pattern[str], tuple[int, ...]] | None",
+]
 
 
 def _read_datetime(text: str, readers: tuple[_Reader, ...]) -> datetime | None:
@@ -204,7 +210,12 @@ def _read_datetime(text: str, readers: tuple[_Reader, ...]) -> datetime | None:
             return datetime.fromisoformat(text)
         except ValueError:
             pass
-    for fmt, fast in readers:
+    for fmt, fixed, fast in readers:
+        if fixed is not None and (found := fixed[0].fullmatch(text)) is not None:
+            try:
+                return datetime.fromisoformat(fixed[1].format(*found.groups()))
+            except ValueError:
+                pass  # 31-02-2017: the patterns below refuse it the same way
         if fast is not None:
             pattern, (year, month, day, hour, minute, second) = fast
             found = pattern.match(text)
@@ -279,6 +290,52 @@ def _numeric_format(fmt: str) -> tuple[re.Pattern[str], tuple[int, ...]] | None:
     # For each of datetime()'s arguments (year ... second), its group; -1 (a "0") if absent.
     order = tuple(compiled.groupindex[name] - 1 if name in seen else -1 for name in "YmdHMS")
     return compiled, order
+
+
+_FIXED_WIDTH = {
+    "Y": "([0-9]{4})",
+    "m": "(0[1-9]|1[0-2])",
+    "d": "(0[1-9]|[12][0-9]|3[01])",
+    "H": "([01][0-9]|2[0-3])",
+    "M": "([0-5][0-9])",
+    "S": "([0-5][0-9])",
+}
+
+
+@lru_cache(maxsize=64)
+def _fixed_width(fmt: str, in_utc: bool) -> tuple[re.Pattern[str], str] | None:
+    """For a format of zero-padded ``%Y %m %d %H %M %S``, each once, year, month and day
+    given, between single literal characters (``%d-%m-%Y %H:%M``): a pattern of its texts with
+    every field at full width in ASCII digits, and the ISO 8601 text (``{2}-{1}-{0}T{3}:{4}:00``)
+    its groups make, for ``datetime.fromisoformat``; else None.
+
+    A CRM export's times are mostly all different, so the cache does not help them; this reads
+    one in a fifth of the time the general pattern and ``datetime()`` take. The texts it matches
+    are a subset of those the pattern of :func:`_numeric_format` matches, read as the same
+    time; the rest (``1-3-2017``) go that way. With ``in_utc`` the text says ``+00:00``.
+    """
+    pattern = []
+    groups: dict[str, int] = {}
+    position = 0
+    while position < len(fmt):
+        char = fmt[position]
+        if char == "%":
+            directive = fmt[position + 1 : position + 2]
+            if directive not in _FIXED_WIDTH or directive in groups:
+                return None
+            groups[directive] = len(groups)
+            pattern.append(_FIXED_WIDTH[directive])
+            position += 2
+            continue
+        if char.isspace() and char != " ":
+            return None  # strptime reads any run of whitespace there; keep this to one space
+        pattern.append(re.escape(char))
+        position += 1
+    if not {"Y", "m", "d"} <= groups.keys():
+        return None
+    field = {name: f"{{{index}}}" for name, index in groups.items()}
+    iso = "{Y}-{m}-{d}T{H}:{M}:{S}".format_map({"H": "00", "M": "00", "S": "00", **field})
+    return re.compile("".join(pattern), re.ASCII), iso + ("+00:00" if in_utc else "")
 
 
 def date_parser(formats: Iterable[str]) -> Callable[[object], date | None]:

@@ -13,10 +13,12 @@ so that what follows a batch (the stage history) touches only those.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from itertools import repeat
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
@@ -37,6 +39,7 @@ from sqlalchemy.sql import visitors
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
 from leadflow.ingest.references import existing_rows
+from leadflow.store.id_ranges import text_array
 from leadflow.store.types import UTCDateTime, sqlite_timestamp
 
 
@@ -53,6 +56,11 @@ def _json_encoder() -> Callable[[Any], str]:
 
 json_text = _json_encoder()
 """The same text ``json.dumps`` (and so SQLAlchemy's JSON type) writes, faster."""
+
+
+def content_hash(values: object) -> str:
+    """32 hex characters identifying the normalised values (fits ``source_hash``)."""
+    return hashlib.blake2b(repr(values).encode(), digest_size=16).hexdigest()
 
 
 class Prepared(NamedTuple):
@@ -96,6 +104,70 @@ class Shape:
     """Extra SET expressions for updates, e.g. a new ``stage_entered_at`` when stage changes."""
 
 
+DriverRow = tuple[Any, ...]
+"""A row as a new row's INSERT (or COPY) takes it: the shape's columns in the driver's form,
+``external_id``, ``source_hash``, then the defaults a new row gets (:class:`DriverForm`)."""
+
+
+class DriverForm:
+    """The driver's form of one shape's rows on one store: times as SQLite's text (PostgreSQL's
+    driver takes them as they are), JSON as its text. Needs no connection, so a reading process
+    makes the rows that the writing one passes to the driver untouched."""
+
+    def __init__(self, shape: Shape, dialect: str) -> None:
+        self.width = len(shape.columns)
+        """Where the key is in a :data:`DriverRow` (the hash follows it)."""
+        sqlite = dialect == "sqlite"
+        columns = shape.table.c
+        self.converters = [
+            (index, convert)
+            for index, name in enumerate(shape.columns)
+            if (convert := _converter(columns[name].type, sqlite)) is not None
+        ]
+        self.defaults = tuple(
+            value if value is None or convert is None else convert(value)
+            for name, value in shape.defaults.items()
+            for convert in (_converter(columns[name].type, sqlite),)
+        )
+        self._readers = [
+            (index, _reader(columns[shape.columns[index]].type)) for index, _ in self.converters
+        ]
+
+    def rows(self, rows: Sequence[Prepared]) -> list[DriverRow]:
+        return driver_rows(rows, self.converters, self.defaults)
+
+    def hashed_rows(self, checked: Sequence[tuple[int, str, tuple[Any, ...]]]) -> list[DriverRow]:
+        """:meth:`rows` of checked rows (line, key, values), each hashed here: a reading
+        process's part, without a :class:`Prepared` per row in between."""
+        values = [row[2] for row in checked]
+        keys = [row[1] for row in checked]
+        return zipped_rows(values, keys, map(content_hash, values), self.converters, self.defaults)
+
+    def values(self, row: DriverRow) -> tuple[Any, ...]:
+        """The row's column values as :attr:`Prepared.values` has them (for an UPDATE, which
+        SQLAlchemy converts itself): times and JSON read back from their text."""
+        values = list(row[: self.width])
+        for index, read in self._readers:
+            if values[index] is not None:
+                values[index] = read(values[index])
+        return tuple(values)
+
+
+def _converter(column_type: Any, sqlite: bool) -> Callable[[Any], Any] | None:
+    if isinstance(column_type, UTCDateTime):
+        return sqlite_timestamp if sqlite else None
+    if isinstance(column_type, JSON):
+        # COPY reads jsonb from its text on PostgreSQL, as SQLite stores the text itself.
+        return json_text
+    return None
+
+
+def _reader(column_type: Any) -> Callable[[Any], Any]:
+    if isinstance(column_type, UTCDateTime):
+        return lambda text: datetime.fromisoformat(text).replace(tzinfo=UTC)
+    return json.loads
+
+
 class TableWriter:
     """Upserts batches into one table by ``external_id``."""
 
@@ -103,21 +175,12 @@ class TableWriter:
         self.shape = shape
         self.now = now
         dialect = connection.dialect
-        self._sqlite = dialect.name == "sqlite"
+        self.form = DriverForm(shape, dialect.name)
         mark = "?" if dialect.paramstyle == "qmark" else "%s"
         names = (*shape.columns, "external_id", "source_hash", *shape.defaults)
         self._insert_sql = (
             f"INSERT INTO {shape.table.name} ({', '.join(names)}) "
             f"VALUES ({', '.join([mark] * len(names))})"
-        )
-        self._converters = [
-            (index, converter)
-            for index, name in enumerate(shape.columns)
-            if (converter := self._converter(shape.table.c[name].type)) is not None
-        ]
-        self._defaults = tuple(
-            self._to_driver(shape.table.c[name].type, value)
-            for name, value in shape.defaults.items()
         )
         table = shape.table
         assignments: dict[str, Any] = {name: bindparam(f"v_{name}") for name in shape.columns}
@@ -129,22 +192,26 @@ class TableWriter:
         self._last_id = f"SELECT max(id) FROM {table.name}"
         self._copy: _CopyMerge | None = None
         if dialect.name == "postgresql":
-            converters = [self._converter(table.c[n].type) for n in names]
-            self._copy = _CopyMerge(shape, now, converters, self._defaults)
+            self._copy = _CopyMerge(shape, now, self.form)
 
     def write(self, connection: Connection, rows: Sequence[Prepared]) -> Written:
         """Write ``rows`` (unique keys) in the caller's transaction."""
+        return self.write_driver_rows(connection, self.form.rows(rows))
+
+    def write_driver_rows(self, connection: Connection, rows: Sequence[DriverRow]) -> Written:
+        """:meth:`write` of rows already in the driver's form (made by :attr:`form`)."""
         if self._copy is not None:
             return self._copy.write(connection, rows)
-        stored = existing_rows(connection, self.shape.table, [row.key for row in rows])
-        fresh: list[tuple[Any, ...]] = []
+        at = self.form.width
+        stored = existing_rows(connection, self.shape.table, [row[at] for row in rows])
+        fresh: list[DriverRow] = []
         changed: list[dict[str, Any]] = []
         counts = Counts()
         for row in rows:
-            found = stored.get(row.key)
+            found = stored.get(row[at])
             if found is None:
-                fresh.append(self._insert_values(row))
-            elif found[1] == row.source_hash:
+                fresh.append(row)
+            elif found[1] == row[at + 1]:
                 counts.unchanged += 1
             else:
                 changed.append(self._update_values(row, found[0]))
@@ -161,33 +228,14 @@ class TableWriter:
         counts.updated = len(changed)
         return Written(counts, created, [params["v_id"] for params in changed])
 
-    def _insert_values(self, row: Prepared) -> tuple[Any, ...]:
-        values = list(row.values)
-        for index, convert in self._converters:
-            value = values[index]
-            if value is not None:
-                values[index] = convert(value)
-        return (*values, row.key, row.source_hash, *self._defaults)
-
-    def _update_values(self, row: Prepared, row_id: int) -> dict[str, Any]:
+    def _update_values(self, row: DriverRow, row_id: int) -> dict[str, Any]:
+        values = self.form.values(row)
         params = {
-            f"v_{name}": value for name, value in zip(self.shape.columns, row.values, strict=True)
+            f"v_{name}": value for name, value in zip(self.shape.columns, values, strict=True)
         }
-        params["v_source_hash"] = row.source_hash
+        params["v_source_hash"] = row[self.form.width + 1]
         params["v_id"] = row_id
         return params
-
-    def _converter(self, column_type: Any) -> Callable[[Any], Any] | None:
-        if isinstance(column_type, UTCDateTime):
-            return sqlite_timestamp if self._sqlite else None
-        if isinstance(column_type, JSON):
-            # COPY reads jsonb from its text on PostgreSQL, as SQLite stores the text itself.
-            return json_text
-        return None
-
-    def _to_driver(self, column_type: Any, value: Any) -> Any:
-        converter = self._converter(column_type)
-        return value if converter is None or value is None else converter(value)
 
 
 class _CopyMerge:
@@ -206,29 +254,17 @@ class _CopyMerge:
     (the stored ``source_hash`` is the row's) is not written.
     """
 
-    def __init__(
-        self,
-        shape: Shape,
-        now: datetime,
-        converters: list[Callable[[Any], Any] | None],
-        new_row: tuple[Any, ...],
-    ) -> None:
+    def __init__(self, shape: Shape, now: datetime, form: DriverForm) -> None:
         table = shape.table
         self.names = (*shape.columns, "external_id", "source_hash")
-        self._new_row = new_row
-        """The driver's values of the defaults a new row gets (``shape.defaults``' order)."""
+        self._form = form
         self._copy_new_sql = (
             f"COPY {table.name} ({', '.join((*self.names, *shape.defaults))}) FROM STDIN"
         )
         self._any_stored = (
-            f"SELECT EXISTS (SELECT FROM {table.name} WHERE external_id = ANY(%(keys)s))"
+            f"SELECT EXISTS (SELECT FROM {table.name} WHERE external_id = ANY(%(keys)s::text[]))"
         )
-        self._ids = f"SELECT id FROM {table.name} WHERE external_id = ANY(%(keys)s)"
-        self._converters = [
-            (index, convert)
-            for index, convert in enumerate(converters[: len(shape.columns)])
-            if convert is not None
-        ]
+        self._ids = f"SELECT id FROM {table.name} WHERE external_id = ANY(%(keys)s::text[])"
         self.staging = f"leadflow_import_{table.name}"
         staged = Table(self.staging, MetaData(), *(Column(n, table.c[n].type) for n in self.names))
         self._create = (
@@ -271,17 +307,19 @@ class _CopyMerge:
             where=table.c.source_hash.is_distinct_from(excluded.source_hash),
         ).returning(table.c.id, literal_column(f"{table.name}.xmax = 0"))
 
-    def write(self, connection: Connection, rows: Sequence[Prepared]) -> Written:
+    def write(self, connection: Connection, rows: Sequence[DriverRow]) -> Written:
         if not rows:
             return Written(Counts(), (), ())
-        keys = {"keys": [row.key for row in rows]}
+        at = self._form.width
+        keys = {"keys": text_array([row[at] for row in rows])}
         if not connection.exec_driver_sql(self._any_stored, keys).scalar():
             copied = self._copy_new(connection, rows, keys)
             if copied is not None:
                 return copied
         connection.exec_driver_sql(self._create)
         connection.exec_driver_sql(f"TRUNCATE {self.staging}")
-        _copy(connection, self._copy_sql, (self._copy_values(row) for row in rows))
+        # The staging table has the columns without the defaults.
+        _copy(connection, self._copy_sql, (row[: at + 2] for row in rows))
         created: list[int] = []
         changed: list[int] = []
         for row_id, inserted in connection.execute(self._merge):
@@ -290,26 +328,46 @@ class _CopyMerge:
         return Written(Counts(len(created), len(changed), unchanged), created, changed)
 
     def _copy_new(
-        self, connection: Connection, rows: Sequence[Prepared], keys: dict[str, list[str]]
+        self, connection: Connection, rows: Sequence[DriverRow], keys: dict[str, str]
     ) -> Written | None:
         """Copy ``rows`` (none of them stored at the check) straight in; None if one was since."""
-        defaults = self._new_row
-        new_rows = ((*self._copy_values(row), *defaults) for row in rows)
         try:
             with connection.begin_nested():  # any error undoes the copy, and only the copy
-                _copy(connection, self._copy_new_sql, new_rows)
+                _copy(connection, self._copy_new_sql, rows)
         except IntegrityError:
             return None
-        created = [row_id for (row_id,) in connection.exec_driver_sql(self._ids, keys)]
+        created = connection.exec_driver_sql(self._ids, keys).scalars().all()
         return Written(Counts(inserted=len(rows)), created, ())
 
-    def _copy_values(self, row: Prepared) -> tuple[Any, ...]:
-        values = list(row.values)
-        for index, convert in self._converters:
-            value = values[index]
-            if value is not None:
-                values[index] = convert(value)
-        return (*values, row.key, row.source_hash)
+
+def driver_rows(
+    rows: Sequence[Prepared],
+    converters: Sequence[tuple[int, Callable[[Any], Any]]],
+    defaults: tuple[Any, ...],
+) -> list[DriverRow]:
+    """Each row's values in the driver's form, then its key, hash and ``defaults``."""
+    values = [row.values for row in rows]
+    keys = [row.key for row in rows]
+    hashes = [row.source_hash for row in rows]
+    return zipped_rows(values, keys, hashes, converters, defaults)
+
+
+def zipped_rows(
+    values: Sequence[tuple[Any, ...]],
+    keys: Iterable[str],
+    hashes: Iterable[str],
+    converters: Sequence[tuple[int, Callable[[Any], Any]]],
+    defaults: tuple[Any, ...],
+) -> list[DriverRow]:
+    """:func:`driver_rows` from its parts, built column by column: the per-row loop converting
+    two of a dozen values (times, JSON) cost more than the conversions themselves."""
+    if not values:
+        return []
+    columns: list[Iterable[Any]] = list(zip(*values, strict=True))
+    for index, convert in converters:
+        columns[index] = [None if value is None else convert(value) for value in columns[index]]
+    repeated = (repeat(value) for value in defaults)
+    return list(zip(*columns, keys, hashes, *repeated, strict=False))  # defaults repeat
 
 
 def _copy(connection: Connection, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
