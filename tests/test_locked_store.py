@@ -35,6 +35,15 @@ def _leadflow(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
 
 
+def _create_store(config: Path) -> None:
+    """Create and migrate the store the way a user does first: an import (the reading commands
+    refuse a store that is not there)."""
+    reps = config.with_name("reps.csv")
+    reps.write_text("external_id,name,email\nR1,Ann,ann@example.com\n")
+    imported = _leadflow(config, "import", "reps", str(reps))
+    assert imported.returncode == 0, imported.stderr
+
+
 @contextmanager
 def _write_locked(store: Path) -> Iterator[None]:
     """Another process's open write transaction, as `sqlite3 FILE 'BEGIN EXCLUSIVE;'` holds."""
@@ -49,7 +58,7 @@ def _write_locked(store: Path) -> Iterator[None]:
 
 def test_status_answers_while_another_process_holds_the_write_lock(tmp_path: Path) -> None:
     config, store = _project(tmp_path, "[]")
-    assert _leadflow(config, "status").returncode == 0  # creates and migrates the store
+    _create_store(config)
     with _write_locked(store):
         shown = _leadflow(config, "status", "--format", "json")
     assert (shown.returncode, shown.stderr) == (0, "")
@@ -60,7 +69,7 @@ def test_a_command_that_must_write_at_start_says_the_store_is_locked(tmp_path: P
     """With an indexed attribute the start-up must write (CREATE INDEX IF NOT EXISTS): after
     SQLite's busy timeout (10 s) it gives up in one line, exit 3 (an external system failed)."""
     config, store = _project(tmp_path, "[region]")
-    assert _leadflow(config, "status").returncode == 0
+    _create_store(config)
     with _write_locked(store):
         refused = _leadflow(config, "status")
     assert refused.returncode == 3
@@ -83,7 +92,7 @@ def test_commands_that_write_exit_3_in_one_line_when_the_store_stays_locked(
         "rules:\n  - id: hot\n    every: 5m\n    when: {field: score, at_least: 60}\n"
         "    actions:\n      - set_stage: mql\n"
     )
-    assert _leadflow(config, "status").returncode == 0
+    _create_store(config)
     with _write_locked(store):
         ran = _leadflow(config, "run", "--once")
         retried = _leadflow(config, "outbox", "--retry", "1")

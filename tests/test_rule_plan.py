@@ -257,9 +257,9 @@ class TestStoreNotReady:
         code, out, errors = plan(capsys, "--base", "HEAD")
         assert (code, out) == (1, [])
         assert errors == [
-            f"error: the store at sqlite:///{database} has no leadflow tables yet; run any "
-            "command that writes it first (leadflow import ..., leadflow run --once, or the "
-            "daemon, which migrate it), or point database.url at your store"
+            f"error: no store at {database} (database.url 'sqlite:///state/leadflow.db'): "
+            "nothing has imported into it or run on it yet, or the path is wrong; "
+            "`leadflow import` or `leadflow run` creates it"
         ]
         assert not database.exists()  # reading never creates the file
 
