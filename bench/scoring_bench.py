@@ -387,7 +387,11 @@ def sample_ids(leads: int, sample: int) -> list[int]:
 
 def check_sample(engine: Engine, model: ScoringModel, ids: list[int], now: datetime) -> None:
     """The stored scores of the sampled leads equal the naive loop's, or the bench stops."""
-    computed = naive_loop(engine, model, ids, now)
+    check_computed(engine, ids, naive_loop(engine, model, ids, now))
+
+
+def check_computed(engine: Engine, ids: list[int], computed: dict[int, Any]) -> None:
+    """The stored scores of the sampled leads equal ``computed``, or the bench stops."""
     wrong = {
         lead_id: (value, computed[lead_id])
         for lead_id, value in stored(engine, ids).items()
@@ -435,15 +439,7 @@ def measure(
             changed["full"].append(rescore(engine, model, now, full=True).changed)
         with timings["naive"].measure(leads / len(ids)):
             computed = naive_loop(engine, model, ids, now)
-        wrong = {
-            lead_id: (value, computed[lead_id])
-            for lead_id, value in stored(engine, ids).items()
-            if value != computed[lead_id]
-        }
-        if wrong:
-            shown = list(wrong.items())[:10]
-            msg = f"{len(wrong)} of {len(ids)} sampled leads differ from the naive loop (stored, naive): {shown}"
-            raise SystemExit(msg)
+        check_computed(engine, ids, computed)
         where = and_(
             to_where(rule.condition, LEADS, EvaluationContext(now, {})),
             reentry_clause(rule, LEADS, now),

@@ -289,24 +289,24 @@ class Store:
                 )
 
 
+twin_passes = settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+initial_leads = st.lists(
+    st.tuples(st.sampled_from(("software", "retail")), st.sampled_from(("gmail.com", "acme.com"))),
+    min_size=1,
+    max_size=4,
+)
+histories = st.lists(step, min_size=1, max_size=25)
+
+
 class TestIncrementalEqualsFull:
     """Whatever happened since, a steady pass stores exactly what a full pass stores."""
 
-    @settings(
-        max_examples=40,
-        deadline=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    )
-    @given(
-        initial=st.lists(
-            st.tuples(
-                st.sampled_from(("software", "retail")), st.sampled_from(("gmail.com", "acme.com"))
-            ),
-            min_size=1,
-            max_size=4,
-        ),
-        steps=st.lists(step, min_size=1, max_size=25),
-    )
+    @twin_passes
+    @given(initial=initial_leads, steps=histories)
     def test_same_scores_history_and_pass_record(
         self,
         engine: Engine,
@@ -318,11 +318,7 @@ class TestIncrementalEqualsFull:
         """Each pass: incremental in one store, full in the other, compared row by row."""
         replay(engine, twin, model_of(tmp_path), initial, steps)
 
-    @settings(
-        max_examples=40,
-        deadline=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    )
+    @twin_passes
     # What hypothesis may not draw in 40 examples: points that never fade (the lead never due
     # again) kept across passes, then a webinar's window ending; a lead written for its fit
     # alone (created over 2 days ago) while not due, then its download's window ending.
@@ -349,16 +345,7 @@ class TestIncrementalEqualsFull:
             ("pass",),
         ],
     )
-    @given(
-        initial=st.lists(
-            st.tuples(
-                st.sampled_from(("software", "retail")), st.sampled_from(("gmail.com", "acme.com"))
-            ),
-            min_size=1,
-            max_size=4,
-        ),
-        steps=st.lists(step, min_size=1, max_size=25),
-    )
+    @given(initial=initial_leads, steps=histories)
     def test_with_a_fit_criterion_reading_the_clock(
         self,
         engine: Engine,
