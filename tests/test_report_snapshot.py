@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import sqlite3
 import time
+import uuid
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import Connection, Engine, func, insert, select
+from sqlalchemy import Connection, Engine, func, insert, make_url, select
 
 from leadflow.funnel.snapshot import report_read, same_snapshot, two_readers
 from leadflow.store.database import create_store_engine
@@ -107,3 +108,28 @@ def test_a_writer_holding_the_lock_leaves_one_reader(engine: Engine) -> None:
     with two_readers(engine) as (first, second):
         assert second is not None
         assert _leads(second) == [1]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_a_role_allowed_one_connection_reads_alone(engine: Engine, store_url: str) -> None:
+    """PostgreSQL: a role limited to one connection cannot open the second reader; the report
+    reads every family on the first, at its one snapshot, instead of failing."""
+    _add_lead(engine, 1)
+    role = f"lf_one_connection_{uuid.uuid4().hex[:8]}"
+    with engine.begin() as admin:
+        schema = admin.exec_driver_sql("SELECT current_schema()").scalar_one()
+        admin.exec_driver_sql(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 1")
+        admin.exec_driver_sql(f'GRANT USAGE ON SCHEMA "{schema}" TO {role}')
+        admin.exec_driver_sql(f'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO {role}')
+    limited = create_store_engine(make_url(store_url).set(username=role).render_as_string(False))
+    try:
+        with two_readers(limited) as (first, second):
+            assert second is None
+            _add_lead(engine, 2)
+            assert _leads(first) == [1]
+    finally:
+        limited.dispose()
+        with engine.begin() as admin:
+            admin.exec_driver_sql(f"DROP OWNED BY {role}")
+            admin.exec_driver_sql(f"DROP ROLE {role}")

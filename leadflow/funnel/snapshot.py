@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
 
 from leadflow.errors import ExternalSystemError
 from leadflow.funnel.sql import settings_for_report
@@ -69,10 +70,17 @@ def same_snapshot(engine: Engine, reading: Connection) -> Iterator[Connection]:
 @contextmanager
 def two_readers(engine: Engine) -> Iterator[tuple[Connection, Connection | None]]:
     """Two connections in report transactions reading the same state of the store; the second
-    is None for an in-memory SQLite database, or an SQLite store whose write lock another
-    transaction holds."""
+    is None for an in-memory SQLite database, an SQLite store whose write lock another
+    transaction holds, or a PostgreSQL server that will not open a second connection."""
     if engine.dialect.name == "postgresql":
-        with report_read(engine) as first, same_snapshot(engine, first) as second:
+        with ExitStack() as readers:
+            first = readers.enter_context(report_read(engine))
+            try:
+                second: Connection | None = readers.enter_context(same_snapshot(engine, first))
+            except DBAPIError:
+                # No second connection to be had (a role's connection limit, a full server):
+                # the first one's transaction is untouched, and reads every family alone.
+                second = None
             yield first, second
         return
     if engine.url.database in (None, "", ":memory:"):
