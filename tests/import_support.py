@@ -30,3 +30,17 @@ def rows(engine: Engine, table: str, *columns: str) -> list[tuple[Any, ...]]:
 def all_columns(engine: Engine, table: str) -> list[tuple[Any, ...]]:
     """Every column of every row: to show that nothing at all changed."""
     return rows(engine, table, *metadata.tables[table].c.keys())
+
+
+def lead_entries(engine: Engine) -> list[tuple[Any, ...]]:
+    """Every stage history row of a lead as ``(external_id, from_stage, to_stage)``, in the
+    order they were recorded."""
+    history = metadata.tables["stage_changes"]
+    leads = metadata.tables["leads"]
+    query = (
+        select(leads.c.external_id, history.c.from_stage, history.c.to_stage)
+        .join(leads, leads.c.id == history.c.lead_id)
+        .order_by(history.c.id)
+    )
+    with engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(query)]

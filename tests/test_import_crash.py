@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from import_support import rows, write
+from import_support import lead_entries, rows, write
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import OperationalError
 
@@ -62,15 +62,8 @@ def test_a_killed_import_leaves_whole_batches_with_their_history(
         (f"L{n:06d}", STAGES[n % 3]) for n in range(stored)
     ]
     with engine.connect() as connection:
-        history = connection.execute(
-            select(LEADS.c.external_id, STAGE_CHANGES.c.from_stage, STAGE_CHANGES.c.to_stage)
-            .join(LEADS, LEADS.c.id == STAGE_CHANGES.c.lead_id)
-            .order_by(STAGE_CHANGES.c.id)
-        ).all()
         runs = connection.execute(select(IMPORT_RUNS.c.status, IMPORT_RUNS.c.inserted)).all()
-    assert [tuple(row) for row in history] == [
-        (f"L{n:06d}", None, STAGES[n % 3]) for n in range(stored)
-    ]
+    assert lead_entries(engine) == [(f"L{n:06d}", None, STAGES[n % 3]) for n in range(stored)]
     assert [tuple(run) for run in runs] == [("running", 0)]
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Subquery, func, or_, select
+from sqlalchemy import ColumnElement, FromClause, Subquery, func, or_, select
 
 from leadflow.funnel.sql import instant
 from leadflow.store.tables import STAGE_CHANGES
@@ -19,8 +19,9 @@ from leadflow.store.tables import STAGE_CHANGES
 SUBJECT_KEYS = {"lead": "lead_id", "deal": "deal_id"}
 
 
-def is_entry() -> ColumnElement[bool]:
-    changes = STAGE_CHANGES.c
+def is_entry(history: FromClause = STAGE_CHANGES) -> ColumnElement[bool]:
+    """A row of ``history`` (the table, or an alias of it) that enters a stage."""
+    changes = history.c
     return or_(changes.from_stage.is_(None), changes.from_stage != changes.to_stage)
 
 

@@ -23,7 +23,6 @@ from sqlalchemy import (
     case,
     func,
     literal,
-    or_,
     select,
     union_all,
 )
@@ -187,7 +186,7 @@ def _entering_in_period(period: Period, stages: Sequence[str]) -> Select[Any]:
         inside.c.at < instant(period.end),
         inside.c.to_stage.in_(sorted(set(stages))),
         inside.c.lead_id.is_not(None),
-        or_(inside.c.from_stage.is_(None), inside.c.from_stage != inside.c.to_stage),
+        is_entry(inside),
     )
 
 

@@ -32,7 +32,6 @@ from sqlalchemy import (
     Integer,
     Select,
     and_,
-    any_,
     case,
     cast,
     extract,
@@ -46,6 +45,7 @@ from sqlalchemy import (
 from leadflow.rule_language.conditions import EvaluationContext
 from leadflow.rule_language.scoring_model import EngagementCriterion, Grades, ScoringModel
 from leadflow.rule_language.to_sql import to_where
+from leadflow.store.id_ranges import among_selected
 from leadflow.store.tables import ACTIVITIES, LEADS
 from leadflow.store.types import UTCDateTime
 
@@ -436,19 +436,15 @@ def _recomputed_leads(
     condition: ColumnElement[bool], scope: LeadScope | None, dialect: str
 ) -> LeadScope:
     """The activities' scope: the leads (in ``scope``) that meet ``condition``, each looked up
-    in the index on the activities' lead. The scope's own clause stays on the activities too.
-
-    On PostgreSQL as ``= ANY(ARRAY(...))``: an ``IN`` was a hash join with every activity of
-    the range (all read for the few leads due), the array an index probe per lead."""
+    in the index on the activities' lead (:func:`among_selected`: an ``IN`` read every
+    activity of the range on PostgreSQL for the few leads due). The scope's own clause stays
+    on the activities too."""
     leads = select(LEADS.c.id).where(condition)
     if scope is not None:
         leads = leads.where(scope(LEADS.c.id))
 
     def recomputed(column: ColumnElement[int]) -> ColumnElement[bool]:
-        if dialect == "postgresql":
-            meets = column == any_(func.array(leads.scalar_subquery()))
-        else:
-            meets = column.in_(leads)
+        meets = among_selected(column, leads, dialect)
         return meets if scope is None else and_(scope(column), meets)
 
     return recomputed

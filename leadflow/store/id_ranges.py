@@ -12,9 +12,9 @@ evaluation reads each row once over all its batches.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, and_
+from sqlalchemy import ColumnElement, Select, and_, any_, func
 
 Item = TypeVar("Item")
 
@@ -50,3 +50,16 @@ def text_array(items: Sequence[str]) -> str:
     if "\\" in joined or joined.count('"') != 2 * (len(items) - 1):
         joined = '","'.join(item.replace("\\", "\\\\").replace('"', '\\"') for item in items)
     return '{"' + joined + '"}' if items else "{}"
+
+
+def among_selected(
+    column: ColumnElement[int], ids: Select[Any], dialect: str
+) -> ColumnElement[bool]:
+    """``column`` is one of the ids ``ids`` selects, each looked up by index on ``column``.
+
+    On PostgreSQL as ``= ANY(ARRAY(...))``: an ``IN (SELECT ...)`` became a hash join that
+    read every row of ``column``'s table in range (a sequential scan of all leads, every
+    activity of a range) for the few ids selected; the array is an index probe per id."""
+    if dialect == "postgresql":
+        return column == any_(func.array(ids.scalar_subquery()))
+    return column.in_(ids)
