@@ -17,10 +17,12 @@ of the ids, so both stores hold the same rows. Measured on SQLite and PostgreSQL
   Its results are also the correctness check: they must equal the stored scores exactly;
 - (e) the budget: one evaluation pass of the shipped MQL rule's WHERE over the same leads;
 - (f) the model changed: the shipped model plus a fit criterion that reads the clock (``-5`` for
-  a lead in its stage for over a year, which every generated lead is), a full pass that moves
-  every score; then (g) a pass an hour later, after an hour's new activities: with a criterion
-  reading the clock every pass reads every lead (the previous version recomputed every
-  engagement too). Checked against the naive loop like (d).
+  a lead in its stage for over a year, which every generated lead is), a pass that moves every
+  score; its engagement criteria are the shipped ones, so it recomputes every lead's fit and
+  the engagement of the leads due only (before ``scoring_runs.engagement_version``, every
+  engagement); then (g) a pass an hour later, after an hour's new activities: with a criterion
+  reading the clock every pass reads every lead (the engagement of the leads due only).
+  Checked against the naive loop like (d).
 
     .venv/bin/python bench/scoring_bench.py [--leads 1000000] [--sample 5000] [--rounds 1] [--skip-postgres] [--skip-sqlite]
 """
@@ -566,7 +568,8 @@ def main() -> None:
         "| store | activities | first pass (all change) | steady pass an hour later (incremental) "
         "| pass with nothing changed (incremental) | full pass at that instant (as steady passes "
         "were) | naive per-lead loop (extrapolated) | evaluation of the MQL rule's WHERE "
-        "| model changed (a fit criterion reading the clock added) | with it, a pass an hour later |"
+        "| model changed (a fit criterion reading the clock added; the engagement criteria as "
+        "they were) | with it, a pass an hour later |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, r in results:

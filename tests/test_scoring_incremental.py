@@ -100,6 +100,12 @@ CLOCK_FIT_MODEL = MODEL.replace(
 """MODEL with a fit criterion that reads the clock: every pass reads every lead, and the
 engagement of the leads due only."""
 
+FIT_CHANGED_MODEL = MODEL.replace("points: 20\n", "points: 30\n", 1).replace(
+    "fit: {A: 20, B: 10, C: 1}", "fit: {A: 30, B: 12, C: 1}", 1
+)
+"""MODEL with a fit criterion's points and the fit grade bands changed, its engagement
+criteria as they were: another model, the same engagement."""
+
 CLOCK_ENGAGEMENT_MODEL = """\
 scoring:
   fit:
@@ -300,6 +306,9 @@ initial_leads = st.lists(
     max_size=4,
 )
 histories = st.lists(step, min_size=1, max_size=25)
+model_switches = st.lists(
+    st.one_of(step, st.tuples(st.just("model"), st.integers(0, 1))), min_size=1, max_size=25
+)
 
 
 class TestIncrementalEqualsFull:
@@ -358,16 +367,52 @@ class TestIncrementalEqualsFull:
         stores what a full pass recomputing every engagement stores."""
         replay(engine, twin, model_of(tmp_path, CLOCK_FIT_MODEL), initial, steps)
 
+    @twin_passes
+    @example(
+        initial=[("software", "acme.com"), ("retail", "gmail.com")],
+        steps=[
+            ("activity", 0, "page_view", -10, "/pricing", False),
+            ("pass",),
+            ("advance", 600),
+            ("model", 1),
+            ("pass",),
+            ("activity", 1, "webinar", -10, "/", False),
+            ("advance", 3600),
+            ("model", 0),
+            ("pass",),
+        ],
+    )
+    @given(initial=initial_leads, steps=model_switches)
+    def test_across_models_with_the_same_engagement(
+        self,
+        engine: Engine,
+        twin: Engine,
+        tmp_path: Path,
+        initial: list[tuple[str, str]],
+        steps: list[tuple[Any, ...]],
+    ) -> None:
+        """The model changes between passes (fit points and grade bands; the engagement
+        criteria as they were): each pass after a change reads every lead, recomputing the
+        engagement of the leads due only, and stores what a full pass stores."""
+        models = (model_of(tmp_path), model_of(tmp_path, FIT_CHANGED_MODEL))
+        assert models[0].version != models[1].version
+        assert models[0].engagement_version == models[1].engagement_version
+        replay(engine, twin, models, initial, steps)
+
 
 def replay(
     engine: Engine,
     twin: Engine,
-    model: ScoringModel,
+    models: ScoringModel | tuple[ScoringModel, ...],
     initial: list[tuple[str, str]],
     steps: list[tuple[Any, ...]],
 ) -> None:
     """``steps`` on both stores; at each pass, the model's own pass in ``engine`` and a full
-    pass in ``twin``, whose stored scores, history and pass record must be equal."""
+    pass in ``twin``, whose stored scores, history and pass record must be equal. A step
+    ``("model", k)`` makes ``models[k]`` the model of the passes after it."""
+    choices = models if isinstance(models, tuple) else (models,)
+    model = choices[0]
+    ran: ScoringModel | None = None
     empty(engine, twin)
     incremental, full = Store(engine), Store(twin)
     now = T0
@@ -375,7 +420,6 @@ def replay(
         for store in (incremental, full):
             add_lead(store.engine, number, industry, mail, now)
     leads = len(initial)
-    passes = 0
     for item in [*steps, ("pass",)]:
         if item[0] == "advance":
             now += timedelta(seconds=item[1])
@@ -383,19 +427,20 @@ def replay(
             leads += 1
             for store in (incremental, full):
                 add_lead(store.engine, leads, item[1], "acme.com", now)
+        elif item[0] == "model":
+            model = choices[item[1] % len(choices)]
         elif item[0] == "pass":
             steady = rescore(engine, model, now)
             whole = rescore(twin, model, now, full=True)
-            assert (
-                steady.due is None if passes == 0 or reads_clock(model) else steady.due is not None
-            )
+            whole_pass = ran is not model or reads_clock(model)
+            assert steady.due is None if whole_pass else steady.due is not None
+            ran = model
             assert whole.due is None
             assert (steady.changed, steady.model_version) == (
                 whole.changed,
                 whole.model_version,
             )
             assert stored(engine) == stored(twin)
-            passes += 1
         else:
             for store in (incremental, full):
                 store.apply(item, now, leads)
@@ -493,6 +538,56 @@ class TestSteadyPasses:
         assert scores(engine) == {1: (28, 20, 8), 2: (28, 20, 8), 3: (27, 20, 7)}
         assert rescore(engine, model, T0 + timedelta(minutes=1), full=True).changed == 1
         assert scores(engine)[3] == (20, 20, 0)
+
+    def test_a_model_change_of_fit_only_reads_the_due_leads_engagement_only(
+        self, engine: Engine, tmp_path: Path
+    ) -> None:
+        """A new model with other fit points and grade bands but the same engagement criteria:
+        every lead's fit is recomputed, the engagement of the leads due only (a lead not due
+        keeps the engagement stored on it, here written behind the model's back). Another
+        engagement criterion, or a pass recorded before the engagement's version was (NULL),
+        recomputes every lead's engagement."""
+        model, fit_changed = model_of(tmp_path), model_of(tmp_path, FIT_CHANGED_MODEL)
+        for number in (1, 2):
+            add_lead(engine, number, "software", "acme.com", T0)
+        Store(engine).apply(("activity", 0, "webinar", -60, "/", False), T0, 2)
+        assert rescore(engine, model, T0).changed == 2
+        # Fit 20 (software); lead 1's webinar 8 for 2 days.
+        assert scores(engine) == {1: (28, 20, 8), 2: (20, 20, 0)}
+        tamper_engagement(engine, 2, 7, "A2")
+        later = rescore(engine, fit_changed, T0 + timedelta(hours=1))
+        assert (later.due, later.changed, later.model_version) == (None, 2, fit_changed.version)
+        # Fit 30 now for both; lead 2 was not due and keeps its stored 7.
+        assert scores(engine) == {1: (38, 30, 8), 2: (37, 30, 7)}
+        with engine.connect() as connection:
+            causes = connection.execute(
+                select(SCORE_CHANGES.c.lead_id, SCORE_CHANGES.c.cause, SCORE_CHANGES.c.new_score)
+                .where(SCORE_CHANGES.c.model_version == fit_changed.version)
+                .order_by(SCORE_CHANGES.c.lead_id)
+            ).all()
+            run = connection.execute(
+                select(SCORING_RUNS.c.model_version, SCORING_RUNS.c.engagement_version)
+            ).one()
+        assert [tuple(row) for row in causes] == [(1, "model", 38), (2, "model", 37)]
+        assert tuple(run) == (fit_changed.version, model.engagement_version)
+
+        other_engagement = model_of(tmp_path, MODEL.replace("points: 8\n", "points: 9\n", 1))
+        assert other_engagement.engagement_version != model.engagement_version
+        again = rescore(engine, other_engagement, T0 + timedelta(hours=2))
+        assert (again.due, again.changed) == (None, 2)
+        # Fit 20 again; the webinar is worth 9; lead 2's engagement recomputed: 0.
+        assert scores(engine) == {1: (29, 20, 9), 2: (20, 20, 0)}
+
+        tamper_engagement(engine, 2, 7, "A2")
+        with engine.begin() as connection:
+            connection.execute(update(SCORING_RUNS).values(engagement_version=None))
+        both_changed = model_of(
+            tmp_path, FIT_CHANGED_MODEL.replace("points: 8\n", "points: 9\n", 1)
+        )
+        assert both_changed.engagement_version == other_engagement.engagement_version
+        before_recorded = rescore(engine, both_changed, T0 + timedelta(hours=3))
+        assert (before_recorded.due, before_recorded.changed) == (None, 2)
+        assert scores(engine) == {1: (39, 30, 9), 2: (30, 30, 0)}
 
     def test_with_an_engagement_criterion_reading_the_clock_every_engagement_is_read(
         self, engine: Engine, tmp_path: Path

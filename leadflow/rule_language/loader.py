@@ -8,7 +8,6 @@ is one, and what was expected.
 from __future__ import annotations
 
 import hashlib
-import json
 import subprocess
 from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
@@ -43,6 +42,7 @@ from leadflow.rule_language.model import (
     RuleSpec,
     StreamSpec,
     StreamStep,
+    content_digest,
 )
 from leadflow.rule_language.scoring_model import ScoringModel
 from leadflow.rule_language.scoring_reader import ScoringReader
@@ -397,7 +397,6 @@ class _FileReader:
             if isinstance(spec.reentry, OncePer)
             else Reentry(spec.reentry)
         )
-        canonical = json.dumps(raw, sort_keys=True, default=str).encode()
         rule = Rule(
             id=spec.id,
             description=spec.description,
@@ -407,7 +406,7 @@ class _FileReader:
             condition=condition,
             reentry=reentry,
             actions=actions,
-            digest=hashlib.sha256(canonical).hexdigest()[:10],
+            digest=content_digest(raw),
             location=self.located(path),
         )
         self.builder.add_rule(rule, self.document, path)

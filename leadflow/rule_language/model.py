@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -16,6 +18,13 @@ from leadflow.rule_language.schedule import Schedule
 from leadflow.settings import TimezoneName
 
 RULE_ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,99}$"
+
+
+def content_digest(raw: Any) -> str:
+    """A short hash of a rule's or a model's part as written, whatever its keys' order: it
+    changes exactly when what the part says does."""
+    canonical = json.dumps(raw, sort_keys=True, default=str).encode()
+    return hashlib.sha256(canonical).hexdigest()[:10]
 
 
 class Spec(BaseModel):

@@ -161,8 +161,15 @@ class ScoringModel:
     grades: Grades | None
     digest: str
     """Content hash of the ``scoring:`` section: changes exactly when the model's text does."""
+    engagement_digest: str
+    """Content hash of the ``engagement:`` list alone: unchanged by a new fit criterion or
+    grade band, so a pass after such a change keeps the engagement leads store."""
     location: Located = field(compare=False)
 
     @property
     def version(self) -> str:
         return self.digest
+
+    @property
+    def engagement_version(self) -> str:
+        return self.engagement_digest

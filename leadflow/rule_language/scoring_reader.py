@@ -7,8 +7,6 @@ as a rule's ``when:``.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +15,7 @@ from pydantic import BaseModel
 from leadflow.errors import Problem
 from leadflow.rule_language.conditions import Condition, ConditionParser
 from leadflow.rule_language.fields import Subject, field_catalog
-from leadflow.rule_language.model import Located
+from leadflow.rule_language.model import Located, content_digest
 from leadflow.rule_language.scoring_model import (
     ENGAGEMENT_DIGITS,
     FIT_LETTERS,
@@ -73,14 +71,14 @@ class ScoringReader:
                     if key in spec.grades.engagement
                 ),
             )
-        canonical = json.dumps(raw, sort_keys=True, default=str).encode()
         return ScoringModel(
             description=spec.description,
             enabled=spec.enabled,
             fit=tuple(item for item in fit if isinstance(item, FitCriterion)),
             engagement=tuple(item for item in engagement if isinstance(item, EngagementCriterion)),
             grades=grades,
-            digest=hashlib.sha256(canonical).hexdigest()[:10],
+            digest=content_digest(raw),
+            engagement_digest=content_digest(raw.get("engagement", [])),
             location=self.located(path),
         )
 

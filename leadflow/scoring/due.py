@@ -91,15 +91,20 @@ def whole_pass_needed(
 
 
 def engagement_stored(
-    model: ScoringModel, last_version: str | None, last_at: datetime | None, now: datetime
+    model: ScoringModel,
+    last_engagement_version: str | None,
+    last_at: datetime | None,
+    now: datetime,
 ) -> bool:
     """Whether the engagement and next change stored on every lead not due are still the
-    model's at ``now``: the same model as the last pass, the clock not moved back, and no
-    engagement criterion reading the clock. Then a pass that must read every lead (a fit
-    criterion reads the clock, or too many leads are due to list) recomputes the fit of
-    every lead but the engagement of the leads due only, and stores what a full pass would."""
+    model's at ``now``: the last pass ran the same engagement criteria (its fit criteria and
+    grades may differ: neither enters the engagement or its next change), the clock not moved
+    back, and no engagement criterion reads the clock. Then a pass that must read every lead
+    (another model, a fit criterion reading the clock, too many leads due to list) recomputes
+    the fit of every lead but the engagement of the leads due only, and stores what a full
+    pass would."""
     return (
-        last_version == model.version
+        last_engagement_version == model.engagement_version
         and last_at is not None
         and now >= last_at
         and not engagement_reads_clock(model)

@@ -22,8 +22,11 @@ A pass that reads every lead only because a fit criterion reads the clock, or be
 leads are due to list them, has the same model and the clock not moved back: every lead's fit
 is recomputed, but the engagement of the leads due only (:func:`leadflow.scoring.due.due_clause`);
 every other lead's stored engagement and next change are the model's at ``now``, for the
-reason a steady pass skips them. Only with no pass yet, another model, the clock moved back or
-an engagement criterion reading the clock is every lead's engagement recomputed.
+reason a steady pass skips them. So is a pass after a model change that left the engagement
+criteria as they were (a fit criterion or a grade band added, changed or removed: the model's
+``engagement_version`` is the last pass's). Only with no pass yet, other engagement criteria,
+the clock moved back or an engagement criterion reading the clock is every lead's engagement
+recomputed.
 """
 
 from __future__ import annotations
@@ -96,6 +99,8 @@ when only ``next_change``), gathered once and read by the history insert and the
 class LastPass:
     model_version: str
     at: datetime
+    engagement_version: str | None = None
+    """The digest of the engagement criteria it ran (None: a pass before it was recorded)."""
 
 
 @dataclass(frozen=True)
@@ -112,11 +117,15 @@ class ScoringOutcome:
 
 def last_pass(connection: Connection | Session) -> LastPass | None:
     row = connection.execute(
-        select(SCORING_RUNS.c.model_version, SCORING_RUNS.c.last_run_at).where(
-            SCORING_RUNS.c.model == MODEL_NAME
-        )
+        select(
+            SCORING_RUNS.c.model_version,
+            SCORING_RUNS.c.last_run_at,
+            SCORING_RUNS.c.engagement_version,
+        ).where(SCORING_RUNS.c.model == MODEL_NAME)
     ).first()
-    return None if row is None else LastPass(row.model_version, row.last_run_at)
+    if row is None:
+        return None
+    return LastPass(row.model_version, row.last_run_at, row.engagement_version)
 
 
 def rescore(
@@ -162,7 +171,7 @@ def _whole_pass(model: ScoringModel, previous: LastPass | None, now: datetime) -
 def _engagement_stored(model: ScoringModel, previous: LastPass | None, now: datetime) -> bool:
     if previous is None:
         return False
-    return engagement_stored(model, previous.model_version, previous.at, now)
+    return engagement_stored(model, previous.engagement_version, previous.at, now)
 
 
 def _id_ranges(
@@ -382,13 +391,22 @@ def _record_pass(session: Session, model: ScoringModel, now: datetime, changed: 
     updated = session.execute(
         update(SCORING_RUNS)
         .where(SCORING_RUNS.c.model == MODEL_NAME)
-        .values(model_version=model.version, last_run_at=now, changed=changed)
+        .values(
+            model_version=model.version,
+            engagement_version=model.engagement_version,
+            last_run_at=now,
+            changed=changed,
+        )
     )
     if updated.rowcount == 0:  # type: ignore[attr-defined]
         dialect = session.connection().dialect.name
         session.execute(
             insert_ignoring_duplicates(dialect, SCORING_RUNS, "model").values(
-                model=MODEL_NAME, model_version=model.version, last_run_at=now, changed=changed
+                model=MODEL_NAME,
+                model_version=model.version,
+                engagement_version=model.engagement_version,
+                last_run_at=now,
+                changed=changed,
             )
         )
 

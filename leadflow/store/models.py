@@ -6,7 +6,7 @@ indexes by lead on SLA timers and enrollments, ``0005`` the outbox index retenti
 ``0006`` lead scoring (the score's parts, ``score_changes``, ``activities.machine``,
 ``scoring_runs``), ``0007`` ``stage_changes``, ``0008`` the indexes the dashboard's search uses,
 ``0010`` ``leads.score_next_change_day``, its index and the triggers that clear it
-(:mod:`leadflow.store.score_marks`). A test compares the schema at the head migration with this metadata so they
+(:mod:`leadflow.store.score_marks`), ``0011`` ``scoring_runs.engagement_version``. A test compares the schema at the head migration with this metadata so they
 cannot drift.
 """
 
@@ -393,6 +393,8 @@ class ScoringRun(SQLModel, table=True):
     model_version: str = Field(max_length=80)
     last_run_at: datetime = _time(nullable=False)
     changed: int = 0
+    engagement_version: str | None = Field(default=None, max_length=80)
+    """The digest of the model's engagement criteria alone (NULL before revision 0011)."""
 
 
 _HISTORY_ORDER = ("at", "id", "to_stage", "from_stage", "to_owner_id")
