@@ -95,7 +95,7 @@ def _ends_with_the_days_report(
     prints it."""
     heading = (
         "Funnel report 2026-03-02T07:00:00+00:00 to 2026-03-05T07:00:00+00:00 (end excluded), "
-        "by none"
+        "not grouped"
     )
     assert heading in out.splitlines()
     shown = cells(out[out.index(heading) :])

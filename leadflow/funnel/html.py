@@ -42,7 +42,7 @@ def render_html(report: Report, sections: dict[str, list[Row]]) -> str:
     )
     heading = (
         f"<h1>Funnel report</h1><p class=period>{period.start.isoformat()} to "
-        f"{period.end.isoformat()} (end excluded), grouped by {period.by.value}; generated "
+        f"{period.end.isoformat()} (end excluded), {period.grouping_text()}; generated "
         f"{report.generated_at.isoformat()}. Definitions: docs/report.md.</p>"
     )
     return (

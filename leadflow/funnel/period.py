@@ -39,6 +39,10 @@ class Period:
     stall_after: dict[str, timedelta] = field(default_factory=dict)
     default_stall: timedelta = timedelta(days=30)
 
+    def grouping_text(self) -> str:
+        """How the report's heading says its grouping: ``by rep``, or ``not grouped``."""
+        return "not grouped" if self.by is Grouping.none else f"by {self.by.value}"
+
     def stall_days(self, stage: str) -> float:
         return self.stall_after.get(stage, self.default_stall).total_seconds() / 86400
 

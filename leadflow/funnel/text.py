@@ -54,7 +54,7 @@ def render_tables(report: Report, sections: dict[str, list[Row]], output: Path |
     period = report.period
     console.print(
         f"Funnel report {period.start.isoformat()} to {period.end.isoformat()} (end excluded), "
-        f"by {period.by.value}"
+        f"{period.grouping_text()}"
     )
     for name, rows in sections.items():
         table = Table(title=TITLES.get(name, name), title_justify="left")
