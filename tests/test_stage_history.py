@@ -19,6 +19,8 @@ from leadflow.clock import SettableClock
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.sla import run_sla_escalations
 from leadflow.engine.tick import run_due_rules
+from leadflow.funnel.period import Grouping, Period
+from leadflow.funnel.report import build_report
 from leadflow.ingest.runner import import_file
 from leadflow.store.database import create_store_engine, migrate
 from leadflow.store.tables import AUDIT, DEALS, LEADS, REPS, STAGE_CHANGES
@@ -123,8 +125,11 @@ def runtime(engine: Engine, make_settings: Any, clock: SettableClock) -> Runtime
 class TestRules:
     """A rule's stage change and owner change are rows of the firing's own batch."""
 
-    def test_qualifying_lead_enters_mql_then_gets_an_owner(self, runtime: Runtime) -> None:
-        """mql-assignment moves L1 lead -> mql (no owner yet), then assigns Rita: two rows."""
+    def test_qualifying_lead_enters_mql_with_the_owner_it_is_assigned(
+        self, runtime: Runtime
+    ) -> None:
+        """mql-assignment moves L1 lead -> mql, then assigns Rita: one row, the entry, with
+        Rita as the owner on entry (the report counts the MQL for her)."""
         seed_reps(runtime.engine)
         seed_lead(runtime.engine, 1, score=70)
         seed_lead(runtime.engine, 2, score=10)
@@ -132,9 +137,18 @@ class TestRules:
         run_due_rules(runtime, rule_set, T0)
         version = rule_set.version
         assert history(runtime.engine) == [
-            (1, None, T0, "lead", "mql", None, None, "rule", "mql-assignment", version),
-            (1, None, T0, "mql", "mql", None, 2, "rule", "mql-assignment", version),
+            (1, None, T0, "lead", "mql", None, 2, "rule", "mql-assignment", version),
         ]
+
+    def test_the_report_by_rep_counts_the_mql_for_its_rep(self, runtime: Runtime) -> None:
+        """`report --by rep` after the MQL rule: L1's entry into mql counts for Rita, the rep
+        it went to, not for "(none)"."""
+        seed_reps(runtime.engine)
+        seed_lead(runtime.engine, 1, score=70)
+        run_due_rules(runtime, runtime.load_rules(), T0)
+        period = Period(T0 - timedelta(days=1), T0 + timedelta(days=1), Grouping.rep)
+        report = build_report(runtime.engine, runtime.settings, period, T0)
+        assert dict(report.entries) == {("Rita", "mql"): 1}
 
     def test_sla_reassignment_is_an_owner_change(self, runtime: Runtime) -> None:
         """Rita never calls: at 17:00 the ladder's last level gives L1 to Raj, recorded."""
@@ -145,7 +159,7 @@ class TestRules:
         for hour in (13, 15, 17):
             run_sla_escalations(runtime, rule_set, T0.replace(hour=hour))
         at = T0.replace(hour=17)
-        assert history(runtime.engine)[2:] == [
+        assert history(runtime.engine)[1:] == [
             (1, None, at, "mql", "mql", 2, 3, "reassignment", "mql-assignment", rule_set.version)
         ]
 
@@ -502,18 +516,24 @@ class TestMigration:
 
 def _store_at_0006(store_url: str, request: pytest.FixtureRequest) -> Engine:
     """An empty store migrated only to 0006: a new SQLite file, or a new PostgreSQL schema."""
+    return _store_at(store_url, request, "0006")
+
+
+def _store_at(store_url: str, request: pytest.FixtureRequest, revision: str) -> Engine:
+    """An empty store migrated only to ``revision``: a new SQLite file, or a new PostgreSQL
+    schema."""
     if store_url.startswith("sqlite"):
-        path = Path(str(request.getfixturevalue("tmp_path"))) / "at0006.db"
+        path = Path(str(request.getfixturevalue("tmp_path"))) / f"at{revision}.db"
         engine = create_store_engine(f"sqlite:///{path}")
     else:
-        schema = f"lf_0006_{uuid.uuid4().hex[:10]}"
+        schema = f"lf_{revision}_{uuid.uuid4().hex[:10]}"
         admin = create_engine(PG_URL)
         with admin.begin() as connection:
             connection.execute(text(f'CREATE SCHEMA "{schema}"'))
         request.addfinalizer(lambda: _drop_schema(admin, schema))
         url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
         engine = create_store_engine(url.render_as_string(hide_password=False))
-    migrate(engine, "0006")
+    migrate(engine, revision)
     return engine
 
 
@@ -521,3 +541,86 @@ def _drop_schema(admin: Engine, schema: str) -> None:
     with admin.begin() as connection:
         connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
     admin.dispose()
+
+
+class TestOwnerOnEntryMigration:
+    """Migration 0012 folds a rule's owner change into the entry the same firing made."""
+
+    def test_the_firings_owner_change_becomes_the_entrys_owner(
+        self, store_url: str, request: pytest.FixtureRequest
+    ) -> None:
+        """L1 entered mql then was assigned Rita by one firing (two rows, as written before):
+        one row with Rita on entry. Kept as they were: L2's reassignment (not a rule's), L3's
+        assignment by another rule at the same instant, L4's assignment an hour after its
+        entry, and a deal's entry."""
+        engine = _store_at(store_url, request, "0011")
+        seed_reps(engine)
+        for lead_id in (1, 2, 3, 4):
+            seed_lead(engine, lead_id, score=70, stage="mql")
+        rule = {"cause": "rule", "rule_id": "mql-assignment", "source": "v1", "deal_id": None}
+        later = T0 + timedelta(hours=1)
+        rows = [
+            {**rule, "lead_id": 1, "at": T0, "from_stage": "lead", "to_stage": "mql"},
+            {
+                **rule,
+                "lead_id": 1,
+                "at": T0,
+                "from_stage": "mql",
+                "to_stage": "mql",
+                "to_owner_id": 2,
+            },
+            {
+                **rule,
+                "lead_id": 2,
+                "at": T0,
+                "from_stage": "lead",
+                "to_stage": "mql",
+                "to_owner_id": 2,
+            },
+            {
+                **rule,
+                "lead_id": 2,
+                "at": T0,
+                "from_stage": "mql",
+                "to_stage": "mql",
+                "from_owner_id": 2,
+                "to_owner_id": 3,
+                "cause": "reassignment",
+            },
+            {**rule, "lead_id": 3, "at": T0, "from_stage": "lead", "to_stage": "mql"},
+            {
+                **rule,
+                "lead_id": 3,
+                "at": T0,
+                "from_stage": "mql",
+                "to_stage": "mql",
+                "to_owner_id": 3,
+                "rule_id": "other",
+            },
+            {**rule, "lead_id": 4, "at": T0, "from_stage": "lead", "to_stage": "mql"},
+            {
+                **rule,
+                "lead_id": 4,
+                "at": later,
+                "from_stage": "mql",
+                "to_stage": "mql",
+                "to_owner_id": 2,
+            },
+        ]
+        columns = ("from_owner_id", "to_owner_id")
+        with engine.begin() as connection:
+            connection.execute(
+                insert(STAGE_CHANGES), [{**dict.fromkeys(columns), **row} for row in rows]
+            )
+        migrate(engine)
+        found = [(r[0], r[2], r[3], r[4], r[5], r[6], r[7], r[8]) for r in history(engine)]
+        engine.dispose()
+        assert found == [
+            (1, T0, "lead", "mql", None, 2, "rule", "mql-assignment"),
+            (2, T0, "lead", "mql", None, 2, "rule", "mql-assignment"),
+            (2, T0, "mql", "mql", 2, 3, "reassignment", "mql-assignment"),
+            (3, T0, "lead", "mql", None, None, "rule", "mql-assignment"),
+            (3, T0, "mql", "mql", None, 3, "rule", "other"),
+            (4, T0, "lead", "mql", None, None, "rule", "mql-assignment"),
+            (4, later, "mql", "mql", None, 2, "rule", "mql-assignment"),
+        ]

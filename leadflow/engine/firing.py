@@ -66,6 +66,8 @@ class Firing:
     """The SLA timers of this firing by name, made once: a notify before ``start_sla`` tells
     the rep the same due time the timer gets."""
     _audited_evidence: Any = None
+    _entry: dict[str, Any] | None = None
+    """The ``stage_changes`` row of this firing's entry into a stage, once noted."""
 
     @property
     def subject_key(self) -> str:
@@ -111,21 +113,34 @@ class Firing:
         deal_id: int | None = None,
     ) -> None:
         """Note a ``stage_changes`` row (an entry into ``to_stage``, or an owner change when the
-        stage stays), written with the firing's other rows."""
-        self.batch.staged.stage_changes.append(
-            change_row(
-                at=self.now,
-                lead_id=lead_id,
-                deal_id=deal_id,
-                from_stage=from_stage,
-                to_stage=to_stage,
-                from_owner_id=owners[0],
-                to_owner_id=owners[1],
-                cause="rule",
-                rule_id=self.rule.id,
-                source=self.rule_set.version,
-            )
+        stage stays), written with the firing's other rows.
+
+        An owner this firing gives after its own entry into a stage (the MQL rule's
+        ``set_stage: mql``, then ``assign``) is the owner on that entry, not a change of its
+        own: the report's ``--by rep`` counts an MQL for the rep it went to."""
+        entry = self._entry
+        if (
+            from_stage == to_stage
+            and entry is not None
+            and (entry["lead_id"], entry["deal_id"]) == (lead_id, deal_id)
+        ):
+            entry["to_owner_id"] = owners[1]
+            return
+        row = change_row(
+            at=self.now,
+            lead_id=lead_id,
+            deal_id=deal_id,
+            from_stage=from_stage,
+            to_stage=to_stage,
+            from_owner_id=owners[0],
+            to_owner_id=owners[1],
+            cause="rule",
+            rule_id=self.rule.id,
+            source=self.rule_set.version,
         )
+        if from_stage != to_stage:
+            self._entry = row
+        self.batch.staged.stage_changes.append(row)
 
     def rep(self, rep_id: int | None) -> Rep | None:
         return self.batch.rep(rep_id)

@@ -6,7 +6,8 @@ indexes by lead on SLA timers and enrollments, ``0005`` the outbox index retenti
 ``0006`` lead scoring (the score's parts, ``score_changes``, ``activities.machine``,
 ``scoring_runs``), ``0007`` ``stage_changes``, ``0008`` the indexes the dashboard's search uses,
 ``0010`` ``leads.score_next_change_day``, its index and the triggers that clear it
-(:mod:`leadflow.store.score_marks`), ``0011`` ``scoring_runs.engagement_version``. A test compares the schema at the head migration with this metadata so they
+(:mod:`leadflow.store.score_marks`), ``0011`` ``scoring_runs.engagement_version``, ``0012``
+folds a rule's owner change into the entry the same firing made (data only). A test compares the schema at the head migration with this metadata so they
 cannot drift.
 """
 
