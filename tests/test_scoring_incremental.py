@@ -501,10 +501,7 @@ class TestSteadyPasses:
         one written behind the model's back, as a pass would write it, so that the triggers
         do not mark it), which a full pass recomputes."""
         model = model_of(tmp_path, CLOCK_FIT_MODEL)
-        for number in (1, 2):
-            add_lead(engine, number, "software", "acme.com", T0)
-        Store(engine).apply(("activity", 0, "webinar", -60, "/", False), T0, 2)
-        assert rescore(engine, model, T0).changed == 2
+        score_two_leads_one_with_a_webinar(engine, model)
         # Fit 20 (software) + 5 (created within 2d); lead 1's webinar 8 for 2 days.
         assert scores(engine) == {1: (33, 25, 8), 2: (25, 25, 0)}
         tamper_engagement(engine, 2, 7, "A2")
@@ -548,10 +545,7 @@ class TestSteadyPasses:
         engagement criterion, or a pass recorded before the engagement's version was (NULL),
         recomputes every lead's engagement."""
         model, fit_changed = model_of(tmp_path), model_of(tmp_path, FIT_CHANGED_MODEL)
-        for number in (1, 2):
-            add_lead(engine, number, "software", "acme.com", T0)
-        Store(engine).apply(("activity", 0, "webinar", -60, "/", False), T0, 2)
-        assert rescore(engine, model, T0).changed == 2
+        score_two_leads_one_with_a_webinar(engine, model)
         # Fit 20 (software); lead 1's webinar 8 for 2 days.
         assert scores(engine) == {1: (28, 20, 8), 2: (20, 20, 0)}
         tamper_engagement(engine, 2, 7, "A2")
@@ -611,6 +605,15 @@ def scores(engine: Engine) -> dict[int, tuple[int, int, int]]:
             select(LEADS.c.id, LEADS.c.score, LEADS.c.score_fit, LEADS.c.score_engagement)
         )
         return {row.id: (row.score, row.score_fit, row.score_engagement) for row in rows}
+
+
+def score_two_leads_one_with_a_webinar(engine: Engine, model: ScoringModel) -> None:
+    """Leads 1 and 2 (software, acme.com), lead 1 with a webinar an hour before T0, scored by
+    ``model`` at T0: both change."""
+    for number in (1, 2):
+        add_lead(engine, number, "software", "acme.com", T0)
+    Store(engine).apply(("activity", 0, "webinar", -60, "/", False), T0, 2)
+    assert rescore(engine, model, T0).changed == 2
 
 
 def tamper_engagement(engine: Engine, lead_id: int, engagement: int, grade: str | None) -> None:
