@@ -131,8 +131,24 @@ def _ends_with_the_days_report(
     # Open deals are in a pipeline stage: the sample's deals to be won later were "Won" while
     # still open, so the report listed 15 open deals in a "Won" stage.
     assert main(["-c", str(ROOT / "config.yaml"), "report", *period, "--format", "json"]) == 0
-    by_stage = json.loads(capsys.readouterr().out)["open_value_by_stage"]
+    document = json.loads(capsys.readouterr().out)
+    by_stage = document["open_value_by_stage"]
     assert [(row["stage"], row["open_deals"]) for row in by_stage] == [("Engaging", 35)]
+    # The sample's leads carry a source and their campaign emails, guide and webinar a
+    # campaign: the MQLs are credited to them, none to "(none)" at first touch.
+    first_touch = {
+        row["group"]: row["conversions"]
+        for row in document["attribution"]
+        if (row["model"], row["conversion"]) == ("first_touch", "mql")
+    }
+    assert first_touch == {
+        "organic search": 23,
+        "paid search": 21,
+        "referral": 22,
+        "trade show": 38,
+        "webinar": 25,
+    }
+    assert sum(first_touch.values()) == 129  # every MQL of the entries above
     assert (
         f"The whole report:     LEADFLOW_DATABASE__URL={store} leadflow report {' '.join(period)}"
         in out

@@ -23,15 +23,18 @@ from leadflow.store.tables import ACTIVITIES, AUDIT, LEADS, SCORE_CHANGES
 
 INDUSTRIES = ("software", "fintech", "healthcare", "retail", "education", "manufacturing")
 FREE_MAIL = ("gmail.com", "yahoo.com", "hotmail.com")
+SOURCES = ("organic search", "paid search", "webinar", "referral", "trade show")
+"""Where the sample leads came from (``attributes.source``: the report's first touch)."""
 ENGAGEMENT: tuple[tuple[str, dict[str, Any], int], ...] = (
-    # (activity type, properties, weight): what a lead does on a visit, most often to the site
+    # (activity type, properties, weight): what a lead does on a visit, most often to the site;
+    # a campaign's email, guide and webinar name it (the report's touches for attribution)
     ("page_view", {"url": "/blog"}, 30),
     ("page_view", {"url": "/product"}, 20),
     ("page_view", {"url": "/pricing"}, 8),
-    ("email_open", {}, 20),
-    ("email_click", {}, 6),
-    ("download", {"asset": "buyers-guide.pdf"}, 8),
-    ("webinar", {"title": "Funnel basics"}, 3),
+    ("email_open", {"campaign": "March newsletter"}, 20),
+    ("email_click", {"campaign": "March newsletter"}, 6),
+    ("download", {"asset": "buyers-guide.pdf", "campaign": "Buyer's guide"}, 8),
+    ("webinar", {"title": "Funnel basics", "campaign": "Funnel basics webinar"}, 3),
     ("form_fill", {"form": "contact"}, 5),
 )
 RISING, FADING, FITTING = 407, 412, 403
@@ -46,15 +49,18 @@ STORY_ATTRIBUTES = {
 
 def lead_profile(rng: random.Random, index: int, region: str) -> tuple[str, dict[str, Any]]:
     """(email, attributes) of the sample lead ``index`` (1-based)."""
+    # From the index, not the generator: the sample's other draws stay what they were.
+    source = SOURCES[index * 7 % len(SOURCES)]
     if index in STORY_ATTRIBUTES:
         email, attributes = STORY_ATTRIBUTES[index]
-        return email, {**attributes, "region": region}
+        return email, {**attributes, "region": region, "source": source}
     domain = rng.choice(FREE_MAIL) if rng.random() < 0.12 else f"customer{index % 400}.test"
     employees = max(1, int(rng.lognormvariate(4.6, 1.3)))  # a median near 100 staff
     return f"lead{index}@{domain}", {
         "industry": rng.choice(INDUSTRIES),
         "employees": employees,
         "region": region,
+        "source": source,
     }
 
 

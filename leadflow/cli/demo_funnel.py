@@ -61,6 +61,7 @@ def demo_settings(settings: Settings, folder: Path) -> Settings:
     )
     attributes = dict(settings.attributes.leads)
     attributes.setdefault("region", "string")
+    attributes.setdefault("source", "string")
     return updated.model_copy(
         update={"attributes": settings.attributes.model_copy(update={"leads": attributes})}
     )
