@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from leadflow.funnel.charts import NOTHING, sla_svg, sla_text
+from typing import Any
+
+from leadflow.funnel.charts import NOTHING, sla_svg, sla_text, velocity_data, velocity_text
 
 
 def test_sla_chart_with_only_running_timers_says_nothing_ended() -> None:
@@ -20,4 +22,33 @@ def test_sla_chart_draws_when_one_timer_ended() -> None:
     assert sla_text(reps) == (
         "SLA timers ended, by rep: Rep 03: met 0, met late 0, breached 0, reassigned 0, "
         "cancelled 0; Rep 04: met 1, met late 0, breached 0, reassigned 0, cancelled 0"
+    )
+
+
+def _stay(group: str, stage: str, left: int, median: float | None) -> dict[str, Any]:
+    return {
+        "subject": "lead",
+        "group": group,
+        "stage": stage,
+        "left": left,
+        "median_days": median,
+        "p90_days": median,
+    }
+
+
+def test_time_in_stage_chart_of_a_grouped_report_draws_the_group_with_most_stays() -> None:
+    """By rep: "(none)" comes first in order but has 3 ended stays, Rep 02 has 9 (4 + 5): the
+    chart draws Rep 02's stages; a deal's stays and stages with no median do not count."""
+    rows = [
+        _stay("(none)", "recycled", 3, 1.5),
+        _stay("Rep 01", "mql", 2, 0.5),
+        _stay("Rep 02", "lead", 4, 6.0),
+        _stay("Rep 02", "mql", 5, 0.25),
+        _stay("Rep 03", "mql", 0, None),
+        {**_stay("Rep 01", "Engaging", 40, 30.0), "subject": "deal"},
+    ]
+    data = velocity_data(None, {"time_in_stage": rows})  # type: ignore[arg-type]  # unused
+    assert data == {"group": "Rep 02", "stages": [["lead", 6.0, 6.0], ["mql", 0.25, 0.25]]}
+    assert velocity_text(data) == (
+        "Days in stage, leads (group Rep 02): lead median 6.00, p90 6.00; mql median 0.25, p90 0.25"
     )

@@ -196,13 +196,18 @@ def sla_text(reps: list[tuple[str, list[int]]]) -> str:
 
 
 def velocity_data(report: Report, sections: dict[str, list[Row]]) -> dict[str, Any]:
-    """Leads' median and p90 days per stage; a grouped report's first group only."""
+    """Leads' median and p90 days per stage; of a grouped report, the group whose stays are
+    the most (the first in order on a tie): one chart stays readable, and the biggest group
+    says the most (the first in order was often ``(none)``)."""
     leads = [
         r
         for r in sections["time_in_stage"]
         if r["subject"] == "lead" and r["median_days"] is not None
     ]
-    group = leads[0]["group"] if leads else None
+    stays: dict[Any, int] = {}
+    for row in leads:
+        stays[row["group"]] = stays.get(row["group"], 0) + int(row["left"])
+    group = max(stays, key=lambda name: stays[name]) if stays else None
     return {
         "group": group,
         "stages": [
