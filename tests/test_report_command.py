@@ -4,6 +4,7 @@ file that opens offline; bad options are one line and exit 1."""
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import re
@@ -13,6 +14,7 @@ import pytest
 from sqlalchemy import Engine, update
 
 from leadflow.cli import main
+from leadflow.funnel.text import CONVERSION_SECTIONS, LEFT_OUT
 from leadflow.store.tables import LEADS
 from tests.test_report import seed
 
@@ -101,6 +103,33 @@ class TestFormats:
         assert "<script" not in page
         assert not re.search(r"(src|href)\s*=\s*['\"]?(https?:)?//", page)
         assert "@import" not in page
+
+    def test_html_and_tables_leave_out_empty_pairs_csv_keeps_them(
+        self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The conversion pairs with no entry on either side: every one in the CSV, none in the
+        HTML and terminal tables, which say how many they left out."""
+        seed(engine)
+        csv_file, html_file = tmp_path / "week.csv", tmp_path / "week.html"
+        assert run(tmp_path, store_url, "--output", str(csv_file)) == 0
+        assert run(tmp_path, store_url, "--output", str(html_file)) == 0
+        rows = list(csv.DictReader(io.StringIO(csv_file.read_text(encoding="utf-8"))))
+        pairs = [r for r in rows if r["section"] in CONVERSION_SECTIONS]
+        empty = [r for r in pairs if r["base"] == "0" and r["converted"] == "0"]
+        assert 0 < len(empty) < len(pairs)
+        notes = [
+            LEFT_OUT.format(count=count)
+            for name in CONVERSION_SECTIONS
+            if (count := sum(r["section"] == name for r in empty))
+        ]
+        page = html_file.read_text(encoding="utf-8")
+        assert page.count("<p class=note>") == len(notes)
+        assert all(html.escape(note) in page for note in notes)
+        assert page.count("<tr>") == len(rows) - len(empty) + page.count("<table>")
+        capsys.readouterr()
+        assert run(tmp_path, store_url) == 0
+        printed = capsys.readouterr().out.splitlines()
+        assert [line for line in printed if "pairs with no entry" in line] == notes
 
     def test_output_extension_names_the_format(
         self, engine: Engine, store_url: str, tmp_path: Path

@@ -13,7 +13,7 @@ import html
 from leadflow.funnel.charts import CHARTS
 from leadflow.funnel.report import Report
 from leadflow.funnel.sections import Row
-from leadflow.funnel.text import TITLES, shown
+from leadflow.funnel.text import LEFT_OUT, TITLES, for_people, shown
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1200px;
@@ -25,6 +25,7 @@ figcaption{font-weight:600;margin-bottom:.3em}svg{width:100%;height:auto}
 table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.85em}
 th,td{border-bottom:1px solid #e5e5e5;padding:.25em .6em;text-align:right}
 th{background:#f5f5f5}td.text,th.text{text-align:left}
+.note{color:#555;font-size:.85em;margin-top:-1em}
 """
 
 
@@ -37,7 +38,7 @@ def render_html(report: Report, sections: dict[str, list[Row]]) -> str:
         for chart in CHARTS
     )
     tables = "".join(
-        f"<h2>{html.escape(TITLES.get(name, name))}</h2>{_table(rows)}"
+        f"<h2>{html.escape(TITLES.get(name, name))}</h2>{_table(*for_people(name, rows))}"
         for name, rows in sections.items()
     )
     heading = (
@@ -53,9 +54,10 @@ def render_html(report: Report, sections: dict[str, list[Row]]) -> str:
     )
 
 
-def _table(rows: list[Row]) -> str:
+def _table(rows: list[Row], left_out: int = 0) -> str:
     if not rows:
         return "<p>Nothing in the period.</p>"
+    note = f"<p class=note>{html.escape(LEFT_OUT.format(count=left_out))}</p>" if left_out else ""
     columns = list(rows[0])
     text = {c for c in columns if all(isinstance(r.get(c), str | None) for r in rows)}
 
@@ -67,4 +69,4 @@ def _table(rows: list[Row]) -> str:
     body = "".join(
         "<tr>" + "".join(cell("td", c, shown(r.get(c), c)) for c in columns) + "</tr>" for r in rows
     )
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<table><tr>{head}</tr>{body}</table>{note}"

@@ -25,6 +25,23 @@ TITLES = {
 }
 
 
+CONVERSION_SECTIONS = ("conversion", "requalified", "weekly_conversion")
+LEFT_OUT = (
+    "{count} pairs with no entry into either stage in the period are not shown "
+    "(--format csv and json list every pair)."
+)
+
+
+def for_people(name: str, rows: list[Row]) -> tuple[list[Row], int]:
+    """The rows a person reads of a section, and how many were left out: a conversion with no
+    entry on either side (base and converted 0) says nothing, and a grouped report has one per
+    group, stage pair and week. CSV and JSON keep every row."""
+    if name not in CONVERSION_SECTIONS:
+        return rows, 0
+    kept = [row for row in rows if row.get("base") or row.get("converted")]
+    return kept, len(rows) - len(kept)
+
+
 def shown(value: Any, column: str) -> str:
     """A value as people read it: rates as percentages, decimals to two places."""
     if value is None:
@@ -56,8 +73,9 @@ def render_tables(report: Report, sections: dict[str, list[Row]], output: Path |
         f"Funnel report {period.start.isoformat()} to {period.end.isoformat()} (end excluded), "
         f"{period.grouping_text()}"
     )
-    for name, rows in sections.items():
+    for name, every_row in sections.items():
         table = Table(title=TITLES.get(name, name), title_justify="left")
+        rows, left_out = for_people(name, every_row)
         if not rows:
             console.print(f"{TITLES.get(name, name)}: nothing in the period")
             continue
@@ -69,6 +87,8 @@ def render_tables(report: Report, sections: dict[str, list[Row]], output: Path |
         for row in rows:
             table.add_row(*(shown(row.get(column), column) for column in columns))
         console.print(table)
+        if left_out:
+            console.print(LEFT_OUT.format(count=left_out), soft_wrap=True)
     if handle is not None:
         handle.close()
 

@@ -1,0 +1,46 @@
+"""What a person reads of the report's conversion tables: pairs with no entry on either side
+are left out of the terminal and HTML tables (and the tables say how many); CSV and JSON keep
+every row."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from leadflow.funnel.text import LEFT_OUT, for_people
+
+
+def _pair(group: str, from_stage: str, to_stage: str, base: int, converted: int) -> dict[str, Any]:
+    return {
+        "kind": "period",
+        "group": group,
+        "from_stage": from_stage,
+        "to_stage": to_stage,
+        "base": base,
+        "converted": converted,
+        "rate": converted / base if base else None,
+    }
+
+
+def test_pairs_with_no_entry_on_either_side_are_left_out() -> None:
+    """Rep 01: lead -> mql (0 entries into lead, 4 into mql) and mql -> sql (4, 0) stay;
+    subscriber -> lead and sql -> opportunity (0, 0) go: 2 left out."""
+    rows = [
+        _pair("Rep 01", "subscriber", "lead", 0, 0),
+        _pair("Rep 01", "lead", "mql", 0, 4),
+        _pair("Rep 01", "mql", "sql", 4, 0),
+        _pair("Rep 01", "sql", "opportunity", 0, 0),
+    ]
+    for name in ("conversion", "requalified", "weekly_conversion"):
+        kept, left_out = for_people(name, rows)
+        assert (kept, left_out) == ([rows[1], rows[2]], 2)
+    assert LEFT_OUT.format(count=2) == (
+        "2 pairs with no entry into either stage in the period are not shown "
+        "(--format csv and json list every pair)."
+    )
+
+
+def test_other_sections_keep_every_row() -> None:
+    """A zero is a figure elsewhere: an SLA line with nothing ended, an empty pipeline."""
+    rows = [{"group": "Rep 01", "base": 0, "converted": 0, "started": 0}]
+    assert for_people("sla", rows) == (rows, 0)
+    assert for_people("pipeline", rows) == (rows, 0)
