@@ -34,16 +34,18 @@ ENTRY_BY_RULE = (
 
 
 def upgrade() -> None:
+    # Each entry's owner from the last owner change of its firing, then those changes go; one
+    # join each (a subquery per updated row took PostgreSQL 38 s for 850,000 history rows).
     op.execute(
-        "UPDATE stage_changes SET to_owner_id = ("
-        f"SELECT o.to_owner_id FROM stage_changes o, stage_changes e WHERE e.id = stage_changes.id "
-        f"AND {SAME_FIRING} ORDER BY o.id DESC LIMIT 1) "
-        "WHERE id IN ("
-        f"SELECT e.id FROM stage_changes e, stage_changes o WHERE {ENTRY_BY_RULE} AND {SAME_FIRING})"
+        "UPDATE stage_changes SET to_owner_id = given.to_owner_id "
+        "FROM (SELECT e.id AS entry_id, max(o.id) AS change_id FROM stage_changes e "
+        f"JOIN stage_changes o ON {SAME_FIRING} WHERE {ENTRY_BY_RULE} GROUP BY e.id) folded "
+        "JOIN stage_changes given ON given.id = folded.change_id "
+        "WHERE stage_changes.id = folded.entry_id"
     )
     op.execute(
-        "DELETE FROM stage_changes WHERE id IN ("
-        f"SELECT o.id FROM stage_changes o, stage_changes e WHERE {ENTRY_BY_RULE} AND {SAME_FIRING})"
+        "DELETE FROM stage_changes WHERE id IN (SELECT o.id FROM stage_changes e "
+        f"JOIN stage_changes o ON {SAME_FIRING} WHERE {ENTRY_BY_RULE})"
     )
 
 
