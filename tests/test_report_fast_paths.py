@@ -301,17 +301,21 @@ def test_percentiles_equal_the_previous_definition(
 
 @pytest.mark.parametrize("before", [START, START + timedelta(days=3), END, END + timedelta(days=7)])
 @pytest.mark.parametrize("seed_value", [1, 2, 3])
+@pytest.mark.parametrize("excluding", [(), ("customer", "recycled")])
 def test_looked_up_stays_equal_the_window(
-    engine: Engine, seed_value: int, before: datetime
+    engine: Engine, seed_value: int, before: datetime, excluding: tuple[str, ...]
 ) -> None:
     """SQLite's stays, each entry looking the next one up on the history index, are the
     window's (the next entry in the order of time then id, before ``before``), over random
-    histories with entries at one instant, ids out of time order and owner changes."""
+    histories with entries at one instant, ids out of time order and owner changes; with
+    stages excluded, their entries are not stays but still end the stays before them."""
     seed(engine, random.Random(seed_value), 80)
     with engine.connect() as connection:
-        looked_up, window = stays("lead", before, "sqlite"), stays("lead", before, "postgresql")
+        looked_up = stays("lead", before, "sqlite", excluding=excluding)
+        window = stays("lead", before, "postgresql", excluding=excluding)
         found = sorted(tuple(row) for row in connection.execute(select(looked_up)))
         expected = sorted(tuple(row) for row in connection.execute(select(window)))
     assert found == expected
     assert sum(row[-1] is None for row in found) > 3
     assert sum(row[-1] is not None for row in found) > 3
+    assert not any(row[2] in excluding for row in found)

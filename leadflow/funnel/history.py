@@ -8,6 +8,7 @@ read.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -34,10 +35,13 @@ def is_entry(history: FromClause = STAGE_CHANGES) -> ColumnElement[bool]:
     return or_(changes.from_stage.is_(None), changes.from_stage != changes.to_stage)
 
 
-def stays(subject: str, before: datetime, dialect: str = "postgresql") -> Subquery:
+def stays(
+    subject: str, before: datetime, dialect: str, *, excluding: Sequence[str] = ()
+) -> Subquery:
     """Columns ``subject_id``, ``id``, ``stage``, ``owner_id`` (the owner on entry),
     ``entered``, ``left_at`` (null while still in the stage), for ``lead`` or ``deal`` entries
-    made ``before`` (a period's end: a stay left after it is open at the end, as if not left).
+    made ``before`` (a period's end: a stay left after it is open at the end, as if not left),
+    but those into a stage of ``excluding`` (their entries still end the stays before them).
 
     PostgreSQL pairs each entry with the next by a window over the history in order. SQLite's
     window writes every row of a partition to a table of its own first, which costs more than
@@ -75,13 +79,18 @@ def stays(subject: str, before: datetime, dialect: str = "postgresql") -> Subque
         changes.at.label("entered"),
         following.label("left_at"),
     ).where(key.is_not(None), is_entry(), changes.at < end)
-    if dialect == "sqlite":
-        # In the history's order, so that SQLite reads it on the subject's history index (each
-        # lookup then lands next to the row just read), and measured once per entry: LIMIT and
-        # OFFSET keep SQLite from merging it into the query that reads it, where the lookup
-        # would be spelled (and run) once for each use of ``left_at``.
-        query = query.order_by(key, changes.at, changes.id).offset(0)
-    return query.subquery(f"{subject}_stays")
+    if dialect != "sqlite":
+        if not excluding:
+            return query.subquery(f"{subject}_stays")
+        every = query.subquery(f"{subject}_entries")
+        return select(every).where(every.c.stage.not_in(excluding)).subquery(f"{subject}_stays")
+    # In the history's order, so that SQLite reads it on the subject's history index (each
+    # lookup then lands next to the row just read), and measured once per entry: LIMIT and
+    # OFFSET keep SQLite from merging it into the query that reads it, where the lookup would
+    # be spelled (and run) once for each use of ``left_at``. An excluded entry is not looked up.
+    if excluding:
+        query = query.where(changes.to_stage.not_in(excluding))
+    return query.order_by(key, changes.at, changes.id).offset(0).subquery(f"{subject}_stays")
 
 
 def recorded_stages(connection: Connection) -> list[str]:

@@ -49,8 +49,7 @@ def stage_times(
     if stages == []:
         return []
     end = instant(period.end)
-    every = stays(subject, period.end, dialect)
-    rows = select(every).where(every.c.stage.not_in(terminal)).subquery("stays")
+    rows = stays(subject, period.end, dialect, excluding=terminal)
     # The stays hold the entries made before the period's end, each left (if it was) at the
     # next of them, so before the end too: a stay ended in the period if it was left at or after
     # its start, and is open at its end if it was not left (a stay is one or the other or
