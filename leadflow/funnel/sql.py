@@ -113,10 +113,8 @@ def quantiles(
     )
     wanted = _wanted_buckets(counts, groups, percents, sums, dialect)
     bucketed = [*(measured.c[name] for name in groups), measured.c.bucket]
-    ranked = _ranked_in_buckets(
-        measured.c.v, bucketed, wanted, [*(wanted.c[name] for name in groups), wanted.c.bucket],
-        groups, sums, dialect,
-    )  # fmt: skip
+    wanted_keys = [*(wanted.c[name] for name in groups), wanted.c.bucket]
+    ranked = _ranked_in_buckets(measured.c.v, bucketed, wanted, wanted_keys, groups, sums, dialect)
     return _percentiles(ranked, groups, percents, sums)
 
 
@@ -136,10 +134,7 @@ def _sqlite_quantiles(
     flags = 2 ** len(sums)
     kinds = math.prod(numbered[name] for name in small)  # the numbered groups' combinations
     width = kinds * flags
-    kind: Any = literal(0)
-    for name in small:
-        kind = kind * numbered[name] + values.c[name]
-    flagged: Any = kind * flags
+    flagged: Any = _mixed([(values.c[name], numbered[name]) for name in small]) * flags
     for bit, name in enumerate(sums):
         flagged = flagged + values.c[name] * 2**bit
     measured = select(
@@ -174,9 +169,7 @@ def _sqlite_quantiles(
         .subquery("counts")
     )
     wanted = _wanted_buckets(counts, groups, percents, sums, "sqlite")
-    wanted_kind: Any = literal(0)
-    for name in small:
-        wanted_kind = wanted_kind * numbered[name] + wanted.c[name]
+    wanted_kind = _mixed([(wanted.c[name], numbered[name]) for name in small])
     ranked = _ranked_in_buckets(
         measured.c.v,
         [bucket * kinds + measured.c.k // flags, *rest],
@@ -187,6 +180,17 @@ def _sqlite_quantiles(
         "sqlite",
     )
     return _percentiles(ranked, groups, percents, sums)
+
+
+def _mixed(digits: Sequence[tuple[Any, int]]) -> Any:
+    """One whole number from whole numbers ``0 <= d < base``, each ``(d, base)``, the first the
+    most significant (0 when there are none)."""
+    if not digits:
+        return literal(0)
+    number: Any = digits[0][0]
+    for digit, base in digits[1:]:
+        number = number * base + digit
+    return number
 
 
 def _percentiles(

@@ -64,7 +64,7 @@ def stage_times(
     # An open stay's days are its age at the end.
     days = days_between(dialect, func.coalesce(rows.c.left_at, end), rows.c.entered)
     # On SQLite the stage is measured as its number in ``stages``, which the percentiles sort
-    # cheaper than its name.
+    # cheaper than its name: every stage a stay can be in is there, read in this transaction.
     stage: Any = rows.c.stage
     if stages is not None:
         stage = case({name: number for number, name in enumerate(stages)}, value=rows.c.stage)
