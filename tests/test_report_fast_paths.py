@@ -188,13 +188,17 @@ def previous_cohort(
 
 
 def previous_quantiles(
-    values: Subquery, groups: Sequence[str], value: str, percents: Sequence[int], sums: str
+    values: Subquery,
+    groups: Sequence[str],
+    value: str,
+    percents: Sequence[int],
+    sums: Sequence[str],
 ) -> Select[Any]:
     """The percentiles as they were computed before: every ranked value grouped."""
     keys = [values.c[name] for name in groups]
     ranked = select(
         *keys,
-        values.c[sums],
+        *(values.c[name] for name in sums),
         values.c[value].label("v"),
         func.row_number().over(partition_by=keys, order_by=values.c[value]).label("rn"),
         func.count().over(partition_by=keys).label("n"),
@@ -214,7 +218,7 @@ def previous_quantiles(
                 )
             ).label(f"q{percent}")
         )
-    columns.append(func.sum(ranked.c[sums]).label(sums))
+    columns += [func.sum(ranked.c[name]).label(name) for name in sums]
     return select(*columns).group_by(*(ranked.c[name] for name in groups))
 
 
@@ -246,29 +250,72 @@ def test_cohorts_equal_the_previous_definition(engine: Engine, seed_value: int) 
             assert together == (conversions(connection, period, PAIRS, counts=counts), again)
 
 
+LAYOUTS = {
+    # The groups, which of them are numbered (SQLite folds those into its sort key), and the
+    # instant the days are counted to (before the middle of the history: some are negative).
+    "text groups": (["stage", "part"], {}, END),
+    "one numbered": (["stage", "part"], {"part": 3}, END),
+    "all numbered, negative days": (["code", "part"], {"code": len(STAGES), "part": 3}, START),
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("buckets", [0.01, 1, 24, 1000])
 @pytest.mark.parametrize("seed_value", [1, 2])
 def test_percentiles_equal_the_previous_definition(
-    engine: Engine, seed_value: int, buckets: float, monkeypatch: pytest.MonkeyPatch
+    engine: Engine, seed_value: int, buckets: float, layout: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The median, p90 and sums per group, read from the ranks around them in the buckets that
-    hold those ranks, equal those of every ranked value grouped, over the stays of a random
-    history (ties in days included), whether every value shares one bucket (0.01 per day), a
-    few share one, or most have their own."""
+    """The median, p90 and sums of flags per group, read from the ranks around them in the
+    buckets that hold those ranks, equal those of every ranked value grouped, over the stays of
+    a random history (ties in days included), whether every value shares one bucket (0.01 per
+    day), a few share one, or most have their own; with text groups, or some or all numbered
+    (on SQLite one whole number with the bucket and the flags, negative with a negative day)."""
     monkeypatch.setattr(sql, "BUCKETS_PER_UNIT", buckets)
+    groups, numbered, origin = LAYOUTS[layout]
     seed(engine, random.Random(seed_value), 80)
-    every = stays("lead", END)
     with engine.connect() as connection:
         dialect = connection.dialect.name
+        every = stays("lead", END, dialect)
         values = select(
             every.c.stage,
+            case({name: number for number, name in enumerate(STAGES)}, value=every.c.stage).label(
+                "code"
+            ),
             (every.c.subject_id % 3).label("part"),
-            days_between(dialect, instant(END), every.c.entered).label("days"),
+            days_between(dialect, instant(origin), every.c.entered).label("days"),
             case((every.c.left_at.is_(None), 1), else_=0).label("still"),
+            case((every.c.entered >= instant(START), 1), else_=0).label("late"),
         ).subquery("values")
-        fast = quantiles(values, ["stage", "part"], "days", [50, 90], sums=["still"])
-        reference = previous_quantiles(values, ["stage", "part"], "days", [50, 90], "still")
+        sums = ["still", "late"]
+        fast = quantiles(
+            values, groups, "days", [50, 90], sums=sums, dialect=dialect, numbered=numbered
+        )
+        reference = previous_quantiles(values, groups, "days", [50, 90], sums)
         found = sorted(tuple(row) for row in connection.execute(fast))
         expected = sorted(tuple(row) for row in connection.execute(reference))
     assert found == expected
     assert len(found) > 10
+    if origin == START:
+        assert min(row[3] for row in found) < 0 < max(row[4] for row in found)  # q50, q90
+
+
+@pytest.mark.parametrize("before", [START, START + timedelta(days=3), END, END + timedelta(days=7)])
+@pytest.mark.parametrize("seed_value", [1, 2, 3])
+@pytest.mark.parametrize("excluding", [(), ("customer", "recycled")])
+def test_looked_up_stays_equal_the_window(
+    engine: Engine, seed_value: int, before: datetime, excluding: tuple[str, ...]
+) -> None:
+    """SQLite's stays, each entry looking the next one up on the history index, are the
+    window's (the next entry in the order of time then id, before ``before``), over random
+    histories with entries at one instant, ids out of time order and owner changes; with
+    stages excluded, their entries are not stays but still end the stays before them."""
+    seed(engine, random.Random(seed_value), 80)
+    with engine.connect() as connection:
+        looked_up = stays("lead", before, "sqlite", excluding=excluding)
+        window = stays("lead", before, "postgresql", excluding=excluding)
+        found = sorted(tuple(row) for row in connection.execute(select(looked_up)))
+        expected = sorted(tuple(row) for row in connection.execute(select(window)))
+    assert found == expected
+    assert sum(row[-1] is None for row in found) > 3
+    assert sum(row[-1] is not None for row in found) > 3
+    assert not any(row[2] in excluding for row in found)

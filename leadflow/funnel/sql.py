@@ -10,7 +10,8 @@ come from integer division and remainder (no math functions needed on either sto
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -72,15 +73,23 @@ def quantiles(
     *,
     sums: Sequence[str] = (),
     dialect: str = "sqlite",
+    numbered: Mapping[str, int] | None = None,
 ) -> Select[Any]:
     """Per group of ``values`` (columns ``groups``, never null): ``size`` (how many), the
     ``q{p}`` percentile (percentile_cont) of column ``value`` for each of ``percents``, and the
-    sum of each column of ``sums`` under its own name.
+    sum of each column of ``sums`` (each a 0/1 flag) under its own name.
 
     Exact without sorting every value: a first pass counts the values per group and bucket (a
     monotone step of the value, so the buckets come in the values' order), which places each
     bucket's values between two ranks; then only the buckets holding a rank that a percentile
-    reads are sorted, each apart, their values ranked from the bucket's first rank."""
+    reads are sorted, each apart, their values ranked from the bucket's first rank.
+
+    On SQLite, whose grouping sorts every value by its group and bucket, the bucket, the groups
+    of ``numbered`` (each a whole number ``0 <= g < numbered[g]``) and the flags are one whole
+    number to sort by: a sort compares such numbers several times cheaper than rows of several
+    columns, text among them (the other groups follow it as columns)."""
+    if dialect == "sqlite":
+        return _sqlite_quantiles(values, groups, value, percents, sums, numbered or {})
     if dialect == "postgresql":
         # OFFSET 0 keeps PostgreSQL from inlining ``values`` below: the bucket is then worked
         # out from each value, not by evaluating the value's expression a second time.
@@ -91,8 +100,104 @@ def quantiles(
         values.c[value].label("v"),
         _bucket(values.c[value], dialect).label("bucket"),
     ).cte("measured")
-    wanted = _wanted_buckets(measured, groups, percents, sums, dialect)
-    ranked = _ranked_in_buckets(measured, wanted, groups, sums, dialect)
+    keys = [measured.c[name] for name in groups]
+    counts = (
+        select(
+            *keys,
+            measured.c.bucket,
+            func.count().label("c"),
+            *(func.sum(measured.c[name]).label(name) for name in sums),
+        )
+        .group_by(*keys, measured.c.bucket)
+        .subquery("counts")
+    )
+    wanted = _wanted_buckets(counts, groups, percents, sums, dialect)
+    bucketed = [*(measured.c[name] for name in groups), measured.c.bucket]
+    wanted_keys = [*(wanted.c[name] for name in groups), wanted.c.bucket]
+    ranked = _ranked_in_buckets(measured.c.v, bucketed, wanted, wanted_keys, groups, sums, dialect)
+    return _percentiles(ranked, groups, percents, sums)
+
+
+def _sqlite_quantiles(
+    values: Subquery,
+    groups: Sequence[str],
+    value: str,
+    percents: Sequence[int],
+    sums: Sequence[str],
+    numbered: Mapping[str, int],
+) -> Select[Any]:
+    """:func:`quantiles` on SQLite: the values are measured once (a CTE both passes read) as
+    ``v`` and one whole number ``k`` holding the numbered groups and the flags (the other
+    groups beside it), and counted by ``bucket * width + k``."""
+    small = [name for name in groups if name in numbered]
+    others = [name for name in groups if name not in numbered]
+    flags = 2 ** len(sums)
+    kinds = math.prod(numbered[name] for name in small)  # the numbered groups' combinations
+    width = kinds * flags
+    flagged: Any = _mixed([(values.c[name], numbered[name]) for name in small]) * flags
+    for bit, name in enumerate(sums):
+        flagged = flagged + values.c[name] * 2**bit
+    measured = select(
+        flagged.label("k"), *(values.c[name] for name in others), values.c[value].label("v")
+    ).cte("measured")
+    bucket = _bucket(measured.c.v, "sqlite")
+    rest = [measured.c[name] for name in others]
+    key = (bucket * width + measured.c.k).label("key")
+    keyed = select(key, *rest, func.count().label("c")).group_by(key, *rest).subquery("keyed")
+    # The key taken apart again (a remainder that is never negative, so that a negative bucket
+    # comes back whole too), and its flagged parts added up per group and bucket.
+    low = (keyed.c.key % width + width) % width
+    parts: list[Any] = []
+    for index, name in enumerate(small):
+        stride = math.prod(numbered[later] for later in small[index + 1 :])
+        parts.append((low // flags // stride % numbered[name]).label(name))
+    by = [
+        *parts,
+        *(keyed.c[name] for name in others),
+        ((keyed.c.key - low) // width).label("bucket"),
+    ]
+    counts = (
+        select(
+            *by,
+            func.sum(keyed.c.c).label("c"),
+            *(
+                func.sum(keyed.c.c * (low // 2**bit % 2)).label(name)
+                for bit, name in enumerate(sums)
+            ),
+        )
+        .group_by(*by)
+        .subquery("counts")
+    )
+    wanted = _wanted_buckets(counts, groups, percents, sums, "sqlite")
+    wanted_kind = _mixed([(wanted.c[name], numbered[name]) for name in small])
+    ranked = _ranked_in_buckets(
+        measured.c.v,
+        [bucket * kinds + measured.c.k // flags, *rest],
+        wanted,
+        [wanted.c.bucket * kinds + wanted_kind, *(wanted.c[name] for name in others)],
+        groups,
+        sums,
+        "sqlite",
+    )
+    return _percentiles(ranked, groups, percents, sums)
+
+
+def _mixed(digits: Sequence[tuple[Any, int]]) -> Any:
+    """One whole number from whole numbers ``0 <= d < base``, each ``(d, base)``, the first the
+    most significant (0 when there are none)."""
+    if not digits:
+        return literal(0)
+    number: Any = digits[0][0]
+    for digit, base in digits[1:]:
+        number = number * base + digit
+    return number
+
+
+def _percentiles(
+    ranked: Subquery, groups: Sequence[str], percents: Sequence[int], sums: Sequence[str]
+) -> Select[Any]:
+    """Per group, the size, the percentiles read from the ``ranked`` values around them, and
+    the sums."""
     bounds = [_bounds(ranked.c.n, percent) for percent in percents]
     chosen = or_(*(ranked.c.rn == rank for low, _ in bounds for rank in (low, low + 1)))
     columns: list[Any] = [ranked.c[name] for name in groups]
@@ -115,26 +220,15 @@ def quantiles(
 
 
 def _wanted_buckets(
-    measured: CTE,
+    counts: Subquery,
     groups: Sequence[str],
     percents: Sequence[int],
     sums: Sequence[str],
     dialect: str,
 ) -> CTE:
-    """The (group, bucket) of ``measured`` holding a rank a percentile reads, with ``before``
-    (the group's values in lower buckets), the group's ``n`` and its ``sums``: a count of every
-    value (a hash aggregate on PostgreSQL), then a window over the counts only."""
-    keys = [measured.c[name] for name in groups]
-    counts = (
-        select(
-            *keys,
-            measured.c.bucket,
-            func.count().label("c"),
-            *(func.sum(measured.c[name]).label(name) for name in sums),
-        )
-        .group_by(*keys, measured.c.bucket)
-        .subquery("counts")
-    )
+    """The (group, bucket) of ``counts`` (columns: the groups, ``bucket``, the count ``c`` and
+    the sums) holding a rank a percentile reads, with ``before`` (the group's values in lower
+    buckets), the group's ``n`` and its ``sums``: a window over the counts only."""
     partition = [_bytewise(counts.c[name], dialect) for name in groups]
     running = func.sum(counts.c.c).over(
         partition_by=partition, order_by=counts.c.bucket, rows=(None, 0)
@@ -160,23 +254,31 @@ def _wanted_buckets(
 
 
 def _ranked_in_buckets(
-    measured: CTE, wanted: CTE, groups: Sequence[str], sums: Sequence[str], dialect: str
+    v: Any,
+    bucketed: Sequence[Any],
+    wanted: CTE,
+    wanted_keys: Sequence[Any],
+    groups: Sequence[str],
+    sums: Sequence[str],
+    dialect: str,
 ) -> Subquery:
-    """The values of the ``wanted`` buckets with their rank in the group (``rn``), its ``n``
-    and ``sums``. The values are picked by (group, bucket) before they meet ``wanted``, so that
-    no store scans every value once per wanted bucket."""
-    bucketed = [*(measured.c[name] for name in groups), measured.c.bucket]
+    """The values ``v`` of the ``wanted`` buckets with their rank in the group (``rn``), its
+    ``n`` and ``sums``: a value's (group, bucket) is ``bucketed``, a wanted bucket's
+    ``wanted_keys`` (expressions over ``wanted``, in the same order). The values are picked by
+    (group, bucket) before they meet ``wanted``, so that no store scans every value once per
+    wanted bucket."""
+    keys = [column.label(f"key{index}") for index, column in enumerate(bucketed)]
     partition = [_bytewise(column, dialect) for column in bucketed]
     picked = (
         select(
-            *bucketed,
-            measured.c.v,
-            func.row_number().over(partition_by=partition, order_by=measured.c.v).label("nth"),
+            *keys,
+            v.label("v"),
+            func.row_number().over(partition_by=partition, order_by=v).label("nth"),
         )
-        .where(tuple_(*bucketed).in_(select(*(wanted.c[name] for name in groups), wanted.c.bucket)))
+        .where(tuple_(*bucketed).in_(select(*wanted_keys)))
         .subquery("picked")
     )
-    same = [picked.c[name] == wanted.c[name] for name in [*groups, "bucket"]]
+    same = [picked.c[key.name] == column for key, column in zip(keys, wanted_keys, strict=True)]
     return (
         select(
             *(wanted.c[name] for name in [*groups, *sums, "n"]),

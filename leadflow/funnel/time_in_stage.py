@@ -8,11 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, literal, or_, select
+from sqlalchemy import Connection, and_, case, func, literal, or_, select
 
-from leadflow.funnel.groups import deal_group, labelled, lead_group
-from leadflow.funnel.history import stays
-from leadflow.funnel.period import Period
+from leadflow.funnel.groups import deal_group, lead_group
+from leadflow.funnel.history import recorded_stages, stays
+from leadflow.funnel.period import ALL, NO_GROUP, Period
 from leadflow.funnel.sql import days_between, instant, quantiles
 from leadflow.store.tables import DEALS
 
@@ -45,49 +45,57 @@ def stage_times(
     """Per (group, stage): the ended stays' median and p90 days, the open ones apart. A stage of
     ``terminal`` (a customer, a won deal) is where a stay ends for good: no time, no stall."""
     dialect = connection.dialect.name
+    stages = recorded_stages(connection) if dialect == "sqlite" else None
+    if stages == []:
+        return []
     end = instant(period.end)
-    every = stays(subject, period.end)
-    rows = select(every).where(every.c.stage.not_in(terminal)).subquery("stays")
-    # One pass over the stays: the ended ones and the open ones side by side (a stay is one or
-    # the other or neither), measured and ranked together.
-    ended = and_(rows.c.left_at >= instant(period.start), rows.c.left_at < end)
-    still_open = and_(rows.c.entered < end, or_(rows.c.left_at.is_(None), rows.c.left_at >= end))
+    rows = stays(subject, period.end, dialect, excluding=terminal)
+    # The stays hold the entries made before the period's end, each left (if it was) at the
+    # next of them, so before the end too: a stay ended in the period if it was left at or after
+    # its start, and is open at its end if it was not left (a stay is one or the other or
+    # neither). One pass: the ended ones and the open ones side by side, measured and ranked
+    # together.
+    ended = rows.c.left_at >= instant(period.start)
+    still_open = rows.c.left_at.is_(None)
     # Grouped by week, an ended stay is in the week it ended, an open one in the week it began.
-    event_at = case((ended, rows.c.left_at), else_=rows.c.entered)
+    grouping = _group(
+        connection, period, subject, rows, case((ended, rows.c.left_at), else_=rows.c.entered)
+    )
+    # An open stay's days are its age at the end.
+    days = days_between(dialect, func.coalesce(rows.c.left_at, end), rows.c.entered)
+    # On SQLite the stage is measured as its number in ``stages``, which the percentiles sort
+    # cheaper than its name: every stage a stay can be in is there, read in this transaction.
+    stage: Any = rows.c.stage
+    if stages is not None:
+        stage = case({name: number for number, name in enumerate(stages)}, value=rows.c.stage)
     timed = select(
-        case((ended, literal(ENDED)), else_=literal(OPEN)).label("side"),
-        _group(connection, period, subject, rows, event_at),
-        rows.c.stage,
-        case(
-            (ended, days_between(dialect, rows.c.left_at, rows.c.entered)),
-            else_=days_between(dialect, end, rows.c.entered),
-        ).label("days"),
+        case((still_open, literal(OPEN)), else_=literal(ENDED)).label("side"),
+        *([grouping.label("grp")] if grouping is not None else []),
+        rows.c.stage.label("name"),
+        stage.label("stage"),
+        days.label("days"),
     ).where(or_(ended, still_open))
-    if dialect == "postgresql":
-        # Measured once: inlined, PostgreSQL would work out an open stay's age (a numeric
-        # EXTRACT) again for the stall below.
-        timed = timed.offset(0)
-    stay = timed.subquery("timed")
-    # An open stay's days are its age (a stay is ended or open, never both).
+    # Measured once: inlined, either store would work out the days again for the stall below.
+    stay = timed.offset(0).subquery("timed")
     default = period.default_stall.total_seconds() / 86400
-    named = [(stay.c.stage == stage, days) for stage, days in _stalls(period).items()]
+    named = [(stay.c.name == name, days) for name, days in _stalls(period).items()]
     threshold: Any = case(*named, else_=default) if named else literal(default)
     stalling = and_(stay.c.side == OPEN, stay.c.days > threshold)
+    groups = ["side", *(["grp"] if grouping is not None else []), "stage"]
     measured = select(
-        stay.c.side,
-        stay.c.grp,
-        stay.c.stage,
+        *(stay.c[name] for name in groups),
         stay.c.days,
         case((stalling, 1), else_=0).label("stalled"),
     ).subquery("measured")
-    stats: dict[int, dict[tuple[str, str], Any]] = {ENDED: {}, OPEN: {}}
+    numbered = {"side": 2, "stage": len(stages)} if stages is not None else None
     query = quantiles(
-        measured, ["side", "grp", "stage"], "days", [50, 90], sums=["stalled"], dialect=dialect
+        measured, groups, "days", [50, 90], sums=["stalled"], dialect=dialect, numbered=numbered
     )
+    stats: dict[int, dict[tuple[str, str], Any]] = {ENDED: {}, OPEN: {}}
     for r in connection.execute(query):
-        stats[r.side][(r.grp, r.stage)] = r
+        name = stages[r.stage] if stages is not None else r.stage
+        stats[r.side][(r.grp if grouping is not None else ALL, name)] = r
     closed_stats, open_stats = stats[ENDED], stats[OPEN]
-    stalled = {key: int(r.stalled or 0) for key, r in open_stats.items()}
     found = []
     for key in sorted(set(closed_stats) | set(open_stats)):
         done, still = closed_stats.get(key), open_stats.get(key)
@@ -101,7 +109,7 @@ def stage_times(
                 p90_days=float(done.q90) if done else None,
                 open=int(still.size) if still else 0,
                 open_median_age_days=float(still.q50) if still else None,
-                stalled=stalled.get(key, 0),
+                stalled=int(still.stalled or 0) if still else 0,
             )
         )
     return found
@@ -112,12 +120,18 @@ def _stalls(period: Period) -> dict[str, float]:
 
 
 def _group(connection: Connection, period: Period, subject: str, rows: Any, at: Any) -> Any:
+    """The group of a stay (its event at ``at``), with nulls as :data:`NO_GROUP`; None when the
+    report is not grouped (every stay is in :data:`ALL`)."""
     dialect = connection.dialect.name
     end = instant(period.end)
     if subject == "lead":
-        return labelled(lead_group(period.by, rows.c.subject_id, rows.c.owner_id, at, dialect, end))
-    deal = DEALS.alias("grouped_deal")
-    expression = deal_group(period.by, deal, at, dialect, end)
-    if expression is None:
-        return labelled(None)
-    return labelled(select(expression).where(deal.c.id == rows.c.subject_id).scalar_subquery())
+        expression = lead_group(period.by, rows.c.subject_id, rows.c.owner_id, at, dialect, end)
+    else:
+        deal = DEALS.alias("grouped_deal")
+        found = deal_group(period.by, deal, at, dialect, end)
+        expression = (
+            None
+            if found is None
+            else select(found).where(deal.c.id == rows.c.subject_id).scalar_subquery()
+        )
+    return None if expression is None else func.coalesce(expression, literal(NO_GROUP))
