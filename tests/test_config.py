@@ -85,6 +85,35 @@ class TestValidation:
         ):
             load_settings(write(tmp_path, ""), env={"LEADFLOW_DATABASE__URLL": "sqlite://"})
 
+    @pytest.mark.parametrize(
+        ("env", "message"),
+        [
+            # beyond timedelta itself: was an OverflowError traceback
+            (
+                {"LEADFLOW_SCHEDULER__FUNNEL_TICK": "99999999999d"},
+                "environment LEADFLOW_SCHEDULER__FUNNEL_TICK: scheduler.funnel_tick: "
+                "'99999999999d' is too long; at most 36525d (100 years)",
+            ),
+            # a timedelta, but `now - keep_sent` overflowed the date in prune: a traceback too
+            (
+                {"LEADFLOW_MAIL__KEEP_SENT": "999999999d"},
+                "environment LEADFLOW_MAIL__KEEP_SENT: mail.keep_sent: "
+                "'999999999d' is too long; at most 36525d (100 years)",
+            ),
+            (
+                {"LEADFLOW_AUDIT__KEEP": "99999999999999d"},
+                "environment LEADFLOW_AUDIT__KEEP: audit.keep: "
+                "'99999999999999d' is too long; at most 36525d (100 years)",
+            ),
+        ],
+    )
+    def test_a_duration_beyond_a_hundred_years_is_one_line(
+        self, tmp_path: Path, env: dict[str, str], message: str
+    ) -> None:
+        with pytest.raises(ConfigError) as caught:
+            load_settings(write(tmp_path, ""), env=env)
+        assert str(caught.value).splitlines() == [message]
+
     def test_broken_yaml_names_line_and_column(self, tmp_path: Path) -> None:
         path = write(tmp_path, "database:\n  url: [unclosed\n")
         with pytest.raises(ConfigError, match=rf"^{path}:3:1: invalid YAML: "):

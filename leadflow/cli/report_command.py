@@ -137,13 +137,14 @@ def _period(start: str, end: str, by: Any, stalls: list[str]) -> Period:
     default = timedelta(days=30)
     for given in stalls:
         stage, sep, age = given.partition("=")
-        try:
-            parsed = parse_duration(age) if sep and stage else None
-        except ValueError:
-            parsed = None
-        if parsed is None:
+        if not (sep and stage):
             msg = f"--stall {given!r}: write STAGE=AGE, e.g. mql=2d"
             raise UserInputError(msg)
+        try:
+            parsed = parse_duration(age)
+        except ValueError as exc:
+            msg = f"--stall {given!r}: {exc}"
+            raise UserInputError(msg) from None
         if stage == "*":
             default = parsed
         else:
