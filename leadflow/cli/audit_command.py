@@ -45,6 +45,11 @@ def show_audit(
         if problem is not None:  # a byte that is not UTF-8 in the shell, say: no store holds it
             raise UserInputError(f"{option}: {problem}")
     rows = audit_rows(context.existing_engine, AuditFilter(lead, rule, since_at, limit))
+    if not rows and lead is not None and not _lead_exists(context.existing_engine, lead):
+        # A mistyped id is the likelier story than a lead nothing happened to: say so, in one
+        # line and before any table, and fail, so a script does not take "no rows" for
+        # "nothing happened".
+        raise UserInputError(f"--lead {lead}: no lead has this external id")
     # A queued email's row also says what became of it: the outbox's status now.
     statuses = email_statuses(context.existing_engine, filter(None, map(_outbox_id, rows)))
     if output == "jsonl":
@@ -84,10 +89,6 @@ def show_audit(
     data_console(min_width=160).print(table)
     if not rows:
         data_console(stderr=True).print("no audit rows match")
-        if lead is not None and not _lead_exists(context.existing_engine, lead):
-            # A mistyped id is the likelier story than a lead nothing happened to: say so, and
-            # fail, so a script does not take "no rows" for "nothing happened".
-            raise UserInputError(f"--lead {lead}: no lead has this external id")
 
 
 def _lead_exists(engine: Any, external_id: str) -> bool:
