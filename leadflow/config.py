@@ -211,6 +211,12 @@ def _read_environment(
             except OSError as exc:
                 problems.append(f"{name}: cannot read the secret file {raw!r}: {exc.strerror}")
                 continue
+            if not value:  # a secret that matches nothing, or everything: a provisioning slip
+                problems.append(f"{name}: the secret file {raw!r} is empty")
+                continue
+        elif key in SECRET_KEYS and not raw.strip():
+            problems.append(f"{name} is empty: give the secret, or unset the variable")
+            continue
         elif key not in SECRET_KEYS:
             try:
                 value = yaml.safe_load(raw) if raw.strip() else raw

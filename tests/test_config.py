@@ -166,6 +166,22 @@ class TestSecrets:
 class TestShownValues:
     """What ``leadflow config`` shows never includes a password, wherever it is written."""
 
+    def test_an_empty_secret_is_refused(self, tmp_path: Path) -> None:
+        """An empty token file (or `LEADFLOW_HTTP__TOKEN=` from an unset shell variable) was
+        taken as the token "": the daemon started and refused every request, though without
+        a token it refuses to start. Both are now errors naming the variable."""
+        empty = tmp_path / "token"
+        empty.write_text("\n", encoding="utf-8")
+        with pytest.raises(ConfigError) as caught:
+            load_settings(
+                write(tmp_path, ""),
+                env={"LEADFLOW_HTTP__TOKEN_FILE": str(empty), "LEADFLOW_MAIL__SMTP__PASSWORD": " "},
+            )
+        assert str(caught.value).splitlines() == [
+            f"LEADFLOW_HTTP__TOKEN_FILE: the secret file '{empty}' is empty",
+            "LEADFLOW_MAIL__SMTP__PASSWORD is empty: give the secret, or unset the variable",
+        ]
+
     def test_password_in_a_database_url_is_masked(self, tmp_path: Path) -> None:
         """The user name stays readable, the password is replaced, the source is kept."""
         loaded = load_settings(
