@@ -161,9 +161,34 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
     if not isinstance(data, dict):
         msg = f"{path}:1:1: expected a mapping of sections (database:, mail:, ...)"
         raise ConfigError(msg)
+    duplicates = _duplicate_keys(node, str(path))
+    if duplicates:
+        raise ConfigError("\n".join(duplicates))
     sources: dict[str, str] = {}
     _record_positions(node, (), str(path), sources)
     return data, sources
+
+
+def _duplicate_keys(node: yaml.Node | None, file: str) -> list[str]:
+    """``FILE:LINE: duplicate key 'database'`` for each key a mapping repeats: YAML keeps the
+    last one whole, so a second ``database:`` section appended to the file silently dropped
+    the first one's keys (its ``url`` back to the default), as rule files already refuse."""
+    if isinstance(node, yaml.SequenceNode):
+        return [found for item in node.value for found in _duplicate_keys(item, file)]
+    if not isinstance(node, yaml.MappingNode):
+        return []
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    for key_node, value_node in node.value:
+        name, line = str(key_node.value), key_node.start_mark.line + 1
+        if name in seen:
+            problems.append(
+                f"{file}:{line}: duplicate key {name!r} (first at line {seen[name]}); "
+                "each key may appear once: merge the two"
+            )
+        seen.setdefault(name, line)
+        problems.extend(_duplicate_keys(value_node, file))
+    return problems
 
 
 def _record_positions(

@@ -114,6 +114,24 @@ class TestValidation:
             load_settings(write(tmp_path, ""), env=env)
         assert str(caught.value).splitlines() == [message]
 
+    def test_a_repeated_section_or_key_is_refused(self, tmp_path: Path) -> None:
+        """A second `database:` appended to the file replaced the first whole: its url went
+        back to the default without a word, while `leadflow config` still named the first
+        section's line as the url's source. Repeats are errors now, at any depth."""
+        path = write(
+            tmp_path,
+            "database:\n  url: sqlite:///a.db\nmail:\n  smtp:\n    host: a\n    host: b\n"
+            "database:\n  pool_size: 3\n",
+        )
+        with pytest.raises(ConfigError) as caught:
+            load_settings(path, env={})
+        assert str(caught.value).splitlines() == [
+            f"{path}:6: duplicate key 'host' (first at line 5); each key may appear once: "
+            "merge the two",
+            f"{path}:7: duplicate key 'database' (first at line 1); each key may appear once: "
+            "merge the two",
+        ]
+
     def test_broken_yaml_names_line_and_column(self, tmp_path: Path) -> None:
         path = write(tmp_path, "database:\n  url: [unclosed\n")
         with pytest.raises(ConfigError, match=rf"^{path}:3:1: invalid YAML: "):
