@@ -156,6 +156,9 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
         problem = getattr(exc, "problem", None) or str(exc)
         msg = f"{where}: invalid YAML: {problem}"
         raise ConfigError(msg) from None
+    except RecursionError:  # the composer recurses per level: '[[[[...' thousands deep
+        msg = f"{path}: nested too deeply: at most {MAX_DEPTH} levels of mappings and lists"
+        raise ConfigError(msg) from None
     if data is None:
         return {}, {}
     if not isinstance(data, dict):
@@ -169,25 +172,55 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
     return data, sources
 
 
+MAX_DEPTH = 60
+"""Deepest nesting of mappings and lists config.yaml may use (it needs about five)."""
+MAX_VALUES = 100_000
+"""Most values config.yaml may hold once aliases are expanded: stops "billion laughs" files,
+whose expansion hung the commands (as rule files' ``MAX_NODES``)."""
+
+
 def _duplicate_keys(node: yaml.Node | None, file: str) -> list[str]:
     """``FILE:LINE: duplicate key 'database'`` for each key a mapping repeats: YAML keeps the
     last one whole, so a second ``database:`` section appended to the file silently dropped
-    the first one's keys (its ``url`` back to the default), as rule files already refuse."""
-    if isinstance(node, yaml.SequenceNode):
-        return [found for item in node.value for found in _duplicate_keys(item, file)]
-    if not isinstance(node, yaml.MappingNode):
-        return []
+    the first one's keys (its ``url`` back to the default), as rule files already refuse.
+    Raises :class:`ConfigError` for a document too large once aliases are expanded, or an
+    alias inside the value it names."""
     problems: list[str] = []
-    seen: dict[str, int] = {}
-    for key_node, value_node in node.value:
-        name, line = str(key_node.value), key_node.start_mark.line + 1
-        if name in seen:
-            problems.append(
-                f"{file}:{line}: duplicate key {name!r} (first at line {seen[name]}); "
-                "each key may appear once: merge the two"
-            )
-        seen.setdefault(name, line)
-        problems.extend(_duplicate_keys(value_node, file))
+    count = 0
+    open_nodes: set[int] = set()
+
+    def walk(node: yaml.Node, depth: int = 0) -> None:
+        nonlocal count
+        count += 1
+        where = f"{file}:{node.start_mark.line + 1}:{node.start_mark.column + 1}"
+        if depth > MAX_DEPTH:
+            msg = f"{where}: nested too deeply: at most {MAX_DEPTH} levels of mappings and lists"
+            raise ConfigError(msg)
+        if count > MAX_VALUES:
+            msg = f"{where}: too many values: more than {MAX_VALUES} once aliases (*name) are expanded"
+            raise ConfigError(msg)
+        if id(node) in open_nodes:
+            msg = f"{where}: an alias (*name) refers to a value that contains it"
+            raise ConfigError(msg)
+        open_nodes.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            for item in node.value:
+                walk(item, depth + 1)
+        elif isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                name, line = str(key_node.value), key_node.start_mark.line + 1
+                if name in seen:
+                    problems.append(
+                        f"{file}:{line}: duplicate key {name!r} (first at line {seen[name]}); "
+                        "each key may appear once: merge the two"
+                    )
+                seen.setdefault(name, line)
+                walk(value_node, depth + 1)
+        open_nodes.discard(id(node))
+
+    if node is not None:
+        walk(node)
     return problems
 
 

@@ -132,6 +132,52 @@ class TestValidation:
             "merge the two",
         ]
 
+    @pytest.mark.parametrize(
+        ("kind", "message"),
+        [
+            ("list", "1:16: too many values: more than 100000 once aliases (*name) are expanded"),
+            (
+                "mapping",
+                "1:21: too many values: more than 100000 once aliases (*name) are expanded",
+            ),
+            ("deep", "nested too deeply: at most 60 levels of mappings and lists"),
+            ("deeper", "1:71: nested too deeply: at most 60 levels of mappings and lists"),
+            ("cycle", "1:11: an alias (*name) refers to a value that contains it"),
+        ],
+    )
+    def test_hostile_yaml_is_one_line_at_once(
+        self, tmp_path: Path, kind: str, message: str
+    ) -> None:
+        """Nine levels of nine aliases (a "billion laughs") hung `leadflow config` for minutes
+        as a mapping (and, with the duplicate-key check, as a list too); 5,000 nested lists
+        were a RecursionError traceback."""
+        laughs = {
+            "list": ('["lol","lol","lol","lol","lol","lol","lol","lol","lol"]', "[{}]"),
+            "mapping": (
+                "{k0: 1, k1: 1, k2: 1, k3: 1, k4: 1, k5: 1, k6: 1, k7: 1, k8: 1}",
+                "{{{}}}",
+            ),
+        }
+        if kind in laughs:
+            first, shape = laughs[kind]
+            lines = [f"a0: &a0 {first}"]
+            for i in range(1, 10):
+                items = [
+                    f"k{j}: *a{i - 1}" if kind == "mapping" else f"*a{i - 1}" for j in range(9)
+                ]
+                lines.append(f"a{i}: &a{i} " + shape.format(", ".join(items)))
+            text = "\n".join(lines) + "\ndatabase: *a9\n"
+        elif kind == "cycle":
+            text = "database: &a [*a]\n"
+        else:
+            depth = 5000 if kind == "deep" else 100
+            text = "database: " + "[" * depth + "]" * depth + "\n"
+        path = write(tmp_path, text)
+        with pytest.raises(ConfigError) as caught:
+            load_settings(path, env={})
+        separator = ": " if kind == "deep" else ":"
+        assert str(caught.value) == f"{path}{separator}{message}"
+
     def test_broken_yaml_names_line_and_column(self, tmp_path: Path) -> None:
         path = write(tmp_path, "database:\n  url: [unclosed\n")
         with pytest.raises(ConfigError, match=rf"^{path}:3:1: invalid YAML: "):
