@@ -107,6 +107,24 @@ class TestAuditCommand:
                 "error: --lead NOPE: no lead has this external id\n",
             )
 
+    def test_a_rule_id_no_audit_row_names_is_a_user_error(
+        self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """``--rule mql-asignment`` (a typo) printed an empty table and exited 0, read as "the
+        rule did nothing"; it is one line and exit 1, as ``--lead NOPE`` is."""
+        code = main(["-c", config(tmp_path, store_url), "audit", "--rule", "mql-asignment"])
+        captured = capsys.readouterr()
+        assert code == 1
+        assert (captured.out, captured.err) == (
+            "",
+            "error: --rule mql-asignment: no audit row names this rule id, nor does the rules "
+            "folder\n",
+        )
+        # A rule of the folder that has not fired yet is no mistake: no rows, exit 0.
+        code = main(["-c", config(tmp_path, store_url), "audit", "--rule", "mql-assignment"])
+        captured = capsys.readouterr()
+        assert (code, captured.err) == (0, "no audit rows match\n")
+
     def test_lead_id_no_store_can_hold_is_a_user_error(
         self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
