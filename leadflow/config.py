@@ -156,14 +156,72 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
         problem = getattr(exc, "problem", None) or str(exc)
         msg = f"{where}: invalid YAML: {problem}"
         raise ConfigError(msg) from None
+    except RecursionError:  # the composer recurses per level: '[[[[...' thousands deep
+        msg = f"{path}: nested too deeply: at most {MAX_DEPTH} levels of mappings and lists"
+        raise ConfigError(msg) from None
     if data is None:
         return {}, {}
     if not isinstance(data, dict):
         msg = f"{path}:1:1: expected a mapping of sections (database:, mail:, ...)"
         raise ConfigError(msg)
+    duplicates = _duplicate_keys(node, str(path))
+    if duplicates:
+        raise ConfigError("\n".join(duplicates))
     sources: dict[str, str] = {}
     _record_positions(node, (), str(path), sources)
     return data, sources
+
+
+MAX_DEPTH = 60
+"""Deepest nesting of mappings and lists config.yaml may use (it needs about five)."""
+MAX_VALUES = 100_000
+"""Most values config.yaml may hold once aliases are expanded: stops "billion laughs" files,
+whose expansion hung the commands (as rule files' ``MAX_NODES``)."""
+
+
+def _duplicate_keys(node: yaml.Node | None, file: str) -> list[str]:
+    """``FILE:LINE: duplicate key 'database'`` for each key a mapping repeats: YAML keeps the
+    last one whole, so a second ``database:`` section appended to the file silently dropped
+    the first one's keys (its ``url`` back to the default), as rule files already refuse.
+    Raises :class:`ConfigError` for a document too large once aliases are expanded, or an
+    alias inside the value it names."""
+    problems: list[str] = []
+    count = 0
+    open_nodes: set[int] = set()
+
+    def walk(node: yaml.Node, depth: int = 0) -> None:
+        nonlocal count
+        count += 1
+        where = f"{file}:{node.start_mark.line + 1}:{node.start_mark.column + 1}"
+        if depth > MAX_DEPTH:
+            msg = f"{where}: nested too deeply: at most {MAX_DEPTH} levels of mappings and lists"
+            raise ConfigError(msg)
+        if count > MAX_VALUES:
+            msg = f"{where}: too many values: more than {MAX_VALUES} once aliases (*name) are expanded"
+            raise ConfigError(msg)
+        if id(node) in open_nodes:
+            msg = f"{where}: an alias (*name) refers to a value that contains it"
+            raise ConfigError(msg)
+        open_nodes.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            for item in node.value:
+                walk(item, depth + 1)
+        elif isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                name, line = str(key_node.value), key_node.start_mark.line + 1
+                if name in seen:
+                    problems.append(
+                        f"{file}:{line}: duplicate key {name!r} (first at line {seen[name]}); "
+                        "each key may appear once: merge the two"
+                    )
+                seen.setdefault(name, line)
+                walk(value_node, depth + 1)
+        open_nodes.discard(id(node))
+
+    if node is not None:
+        walk(node)
+    return problems
 
 
 def _record_positions(
@@ -211,6 +269,12 @@ def _read_environment(
             except OSError as exc:
                 problems.append(f"{name}: cannot read the secret file {raw!r}: {exc.strerror}")
                 continue
+            if not value:  # a secret that matches nothing, or everything: a provisioning slip
+                problems.append(f"{name}: the secret file {raw!r} is empty")
+                continue
+        elif key in SECRET_KEYS and not raw.strip():
+            problems.append(f"{name} is empty: give the secret, or unset the variable")
+            continue
         elif key not in SECRET_KEYS:
             try:
                 value = yaml.safe_load(raw) if raw.strip() else raw

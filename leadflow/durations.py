@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from functools import lru_cache
@@ -12,27 +13,44 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 _WHOLE = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*[smhdw]\s*)+$")
 
+LONGEST_DURATION = timedelta(days=36525)
+"""A hundred years: longer durations are typos, and would overflow date maths."""
+
 
 def parse_duration(text: str | int | float | timedelta) -> timedelta:
-    """Read ``"1d 12h"``, ``"90m"`` or a number of seconds into a positive timedelta."""
-    if isinstance(text, timedelta):
-        value = text
-    elif isinstance(text, bool):
-        msg = f"{text!r} is not a duration; write e.g. 90m, 4h, 2d"
+    """Read ``"1d 12h"``, ``"90m"`` or a number of seconds into a positive timedelta of at
+    most :data:`LONGEST_DURATION`; :class:`DurationError` (a ValueError) for anything else."""
+    try:
+        value = _read(text)
+    except OverflowError:  # beyond timedelta's 999,999,999 days
+        value = None
+    if value is None or value > LONGEST_DURATION:
+        msg = f"{text!r} is too long; at most {format_duration(LONGEST_DURATION)} (100 years)"
         raise DurationError(msg)
-    elif isinstance(text, int | float):
-        value = timedelta(seconds=text)
-    else:
-        lowered = text.strip().lower()
-        if not _WHOLE.match(lowered):
-            msg = f"{text!r} is not a duration; write a number and a unit (s, m, h, d, w), e.g. 90m"
-            raise DurationError(msg)
-        value = timedelta()
-        for amount, unit in _PART.findall(lowered):
-            value += timedelta(**{_UNITS[unit]: float(amount)})
     if value <= timedelta(0):
         msg = f"{text!r}: a duration must be longer than zero"
         raise DurationError(msg)
+    return value
+
+
+def _read(text: str | int | float | timedelta) -> timedelta:
+    if isinstance(text, timedelta):
+        return text
+    if isinstance(text, bool):
+        msg = f"{text!r} is not a duration; write e.g. 90m, 4h, 2d"
+        raise DurationError(msg)
+    if isinstance(text, int | float):
+        if math.isnan(text):
+            msg = f"{text!r} is not a duration; write a number and a unit (s, m, h, d, w), e.g. 90m"
+            raise DurationError(msg)
+        return timedelta(seconds=text)
+    lowered = text.strip().lower()
+    if not _WHOLE.match(lowered):
+        msg = f"{text!r} is not a duration; write a number and a unit (s, m, h, d, w), e.g. 90m"
+        raise DurationError(msg)
+    value = timedelta()
+    for amount, unit in _PART.findall(lowered):
+        value += timedelta(**{_UNITS[unit]: float(amount)})
     return value
 
 

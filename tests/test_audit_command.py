@@ -95,11 +95,35 @@ class TestAuditCommand:
         self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
         """``--lead NOPE`` (no such lead) exits 1 naming it, where "no rows" would read as
-        "nothing happened to it"."""
-        code = main(["-c", config(tmp_path, store_url), "audit", "--lead", "NOPE"])
-        err = capsys.readouterr().err
+        "nothing happened to it"; one line, with no empty table on stdout nor "no audit rows
+        match" before it (in table and jsonl alike)."""
+        for output in ("table", "jsonl"):
+            argv = ["-c", config(tmp_path, store_url), "audit", "--lead", "NOPE"]
+            code = main([*argv, "--format", output])
+            captured = capsys.readouterr()
+            assert code == 1
+            assert (captured.out, captured.err) == (
+                "",
+                "error: --lead NOPE: no lead has this external id\n",
+            )
+
+    def test_a_rule_id_no_audit_row_names_is_a_user_error(
+        self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """``--rule mql-asignment`` (a typo) printed an empty table and exited 0, read as "the
+        rule did nothing"; it is one line and exit 1, as ``--lead NOPE`` is."""
+        code = main(["-c", config(tmp_path, store_url), "audit", "--rule", "mql-asignment"])
+        captured = capsys.readouterr()
         assert code == 1
-        assert err == "no audit rows match\nerror: --lead NOPE: no lead has this external id\n"
+        assert (captured.out, captured.err) == (
+            "",
+            "error: --rule mql-asignment: no audit row names this rule id, nor does the rules "
+            "folder\n",
+        )
+        # A rule of the folder that has not fired yet is no mistake: no rows, exit 0.
+        code = main(["-c", config(tmp_path, store_url), "audit", "--rule", "mql-assignment"])
+        captured = capsys.readouterr()
+        assert (code, captured.err) == (0, "no audit rows match\n")
 
     def test_lead_id_no_store_can_hold_is_a_user_error(
         self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

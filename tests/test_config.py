@@ -85,6 +85,99 @@ class TestValidation:
         ):
             load_settings(write(tmp_path, ""), env={"LEADFLOW_DATABASE__URLL": "sqlite://"})
 
+    @pytest.mark.parametrize(
+        ("env", "message"),
+        [
+            # beyond timedelta itself: was an OverflowError traceback
+            (
+                {"LEADFLOW_SCHEDULER__FUNNEL_TICK": "99999999999d"},
+                "environment LEADFLOW_SCHEDULER__FUNNEL_TICK: scheduler.funnel_tick: "
+                "'99999999999d' is too long; at most 36525d (100 years)",
+            ),
+            # a timedelta, but `now - keep_sent` overflowed the date in prune: a traceback too
+            (
+                {"LEADFLOW_MAIL__KEEP_SENT": "999999999d"},
+                "environment LEADFLOW_MAIL__KEEP_SENT: mail.keep_sent: "
+                "'999999999d' is too long; at most 36525d (100 years)",
+            ),
+            (
+                {"LEADFLOW_AUDIT__KEEP": "99999999999999d"},
+                "environment LEADFLOW_AUDIT__KEEP: audit.keep: "
+                "'99999999999999d' is too long; at most 36525d (100 years)",
+            ),
+        ],
+    )
+    def test_a_duration_beyond_a_hundred_years_is_one_line(
+        self, tmp_path: Path, env: dict[str, str], message: str
+    ) -> None:
+        with pytest.raises(ConfigError) as caught:
+            load_settings(write(tmp_path, ""), env=env)
+        assert str(caught.value).splitlines() == [message]
+
+    def test_a_repeated_section_or_key_is_refused(self, tmp_path: Path) -> None:
+        """A second `database:` appended to the file replaced the first whole: its url went
+        back to the default without a word, while `leadflow config` still named the first
+        section's line as the url's source. Repeats are errors now, at any depth."""
+        path = write(
+            tmp_path,
+            "database:\n  url: sqlite:///a.db\nmail:\n  smtp:\n    host: a\n    host: b\n"
+            "database:\n  pool_size: 3\n",
+        )
+        with pytest.raises(ConfigError) as caught:
+            load_settings(path, env={})
+        assert str(caught.value).splitlines() == [
+            f"{path}:6: duplicate key 'host' (first at line 5); each key may appear once: "
+            "merge the two",
+            f"{path}:7: duplicate key 'database' (first at line 1); each key may appear once: "
+            "merge the two",
+        ]
+
+    @pytest.mark.parametrize(
+        ("kind", "message"),
+        [
+            ("list", "1:16: too many values: more than 100000 once aliases (*name) are expanded"),
+            (
+                "mapping",
+                "1:21: too many values: more than 100000 once aliases (*name) are expanded",
+            ),
+            ("deep", "nested too deeply: at most 60 levels of mappings and lists"),
+            ("deeper", "1:71: nested too deeply: at most 60 levels of mappings and lists"),
+            ("cycle", "1:11: an alias (*name) refers to a value that contains it"),
+        ],
+    )
+    def test_hostile_yaml_is_one_line_at_once(
+        self, tmp_path: Path, kind: str, message: str
+    ) -> None:
+        """Nine levels of nine aliases (a "billion laughs") hung `leadflow config` for minutes
+        as a mapping (and, with the duplicate-key check, as a list too); 5,000 nested lists
+        were a RecursionError traceback."""
+        laughs = {
+            "list": ('["lol","lol","lol","lol","lol","lol","lol","lol","lol"]', "[{}]"),
+            "mapping": (
+                "{k0: 1, k1: 1, k2: 1, k3: 1, k4: 1, k5: 1, k6: 1, k7: 1, k8: 1}",
+                "{{{}}}",
+            ),
+        }
+        if kind in laughs:
+            first, shape = laughs[kind]
+            lines = [f"a0: &a0 {first}"]
+            for i in range(1, 10):
+                items = [
+                    f"k{j}: *a{i - 1}" if kind == "mapping" else f"*a{i - 1}" for j in range(9)
+                ]
+                lines.append(f"a{i}: &a{i} " + shape.format(", ".join(items)))
+            text = "\n".join(lines) + "\ndatabase: *a9\n"
+        elif kind == "cycle":
+            text = "database: &a [*a]\n"
+        else:
+            depth = 5000 if kind == "deep" else 100
+            text = "database: " + "[" * depth + "]" * depth + "\n"
+        path = write(tmp_path, text)
+        with pytest.raises(ConfigError) as caught:
+            load_settings(path, env={})
+        separator = ": " if kind == "deep" else ":"
+        assert str(caught.value) == f"{path}{separator}{message}"
+
     def test_broken_yaml_names_line_and_column(self, tmp_path: Path) -> None:
         path = write(tmp_path, "database:\n  url: [unclosed\n")
         with pytest.raises(ConfigError, match=rf"^{path}:3:1: invalid YAML: "):
@@ -136,6 +229,22 @@ class TestSecrets:
 
 class TestShownValues:
     """What ``leadflow config`` shows never includes a password, wherever it is written."""
+
+    def test_an_empty_secret_is_refused(self, tmp_path: Path) -> None:
+        """An empty token file (or `LEADFLOW_HTTP__TOKEN=` from an unset shell variable) was
+        taken as the token "": the daemon started and refused every request, though without
+        a token it refuses to start. Both are now errors naming the variable."""
+        empty = tmp_path / "token"
+        empty.write_text("\n", encoding="utf-8")
+        with pytest.raises(ConfigError) as caught:
+            load_settings(
+                write(tmp_path, ""),
+                env={"LEADFLOW_HTTP__TOKEN_FILE": str(empty), "LEADFLOW_MAIL__SMTP__PASSWORD": " "},
+            )
+        assert str(caught.value).splitlines() == [
+            f"LEADFLOW_HTTP__TOKEN_FILE: the secret file '{empty}' is empty",
+            "LEADFLOW_MAIL__SMTP__PASSWORD is empty: give the secret, or unset the variable",
+        ]
 
     def test_password_in_a_database_url_is_masked(self, tmp_path: Path) -> None:
         """The user name stays readable, the password is replaced, the source is kept."""

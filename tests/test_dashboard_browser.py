@@ -335,3 +335,29 @@ def test_funnel_page_charts_load_with_their_figures(
     browser.get(f"{daemon_url}/ui/sla")
     left = [row[5] for row in table_rows(browser, "table.sla")]
     assert left == ["0h 00m overdue", "1h 00m left"]  # hours 09-17 UTC: L2 was due at 08:00
+
+
+def test_a_narrow_window_scrolls_tables_not_the_page(
+    daemon_url: str, sqlite_url: str, browser: WebDriver
+) -> None:
+    """At 500 pixels (Chromium's narrowest headless window; a phone is narrower) the Funnel
+    page's report tables, the Rules table and the lead's facts made the whole page wider than
+    the window (868, 942 and 752 pixels on the Maven export), the header and the text scrolling
+    away with them. Each table now scrolls inside its own box, and a long CRM link wraps."""
+    engine = create_store_engine(sqlite_url)
+    seed_stage_history(engine)
+    engine.dispose()
+    log_in(browser, daemon_url, "vera")
+    browser.set_window_size(500, 900)
+    browser.get(f"{daemon_url}/ui/funnel?from=2026-03-01&to=2026-03-02")
+    WebDriverWait(browser, 30).until(
+        lambda driver: driver.find_elements(By.CSS_SELECTOR, "p.as-of")
+    )
+    widths = {}
+    for path in ("funnel?from=2026-03-01&to=2026-03-02", "rules", "leads/L1", "sla", "outbox"):
+        browser.get(f"{daemon_url}/ui/{path}")
+        widths[path.split("?")[0]] = browser.execute_script(
+            "return document.documentElement.scrollWidth <= window.innerWidth"
+        )
+    assert widths == {"funnel": True, "rules": True, "leads/L1": True, "sla": True, "outbox": True}
+    shoot(browser, "funnel-narrow")

@@ -20,7 +20,7 @@ from datetime import date
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, insert
+from sqlalchemy import Engine, event, insert, update
 
 from leadflow.clock import SettableClock
 from leadflow.dashboard.funnel_page import funnel_numbers, period_days
@@ -32,7 +32,7 @@ from leadflow.dashboard.sla_board import business_time_left, sla_board
 from leadflow.dashboard.timeline import Cursor, LeadHeader, lead_header, timeline
 from leadflow.engine.audit_trail import audit_row
 from leadflow.errors import UserInputError
-from leadflow.store.tables import AUDIT, RULE_RUNS, STAGE_CHANGES
+from leadflow.store.tables import AUDIT, RULE_RUNS, SLA_TIMERS, STAGE_CHANGES
 from tests.conftest import T0
 from tests.dashboard_support import HOUR, Browser, dashboard_settings, seed, seed_stage_history
 from tests.http_support import build_app, runtime_for
@@ -264,6 +264,44 @@ class TestSlaBusinessHours:
         ui.login("vera")  # the session of yesterday has ended
         cells = re.findall(LEFT, ui.get("/ui/sla").text)
         assert cells == ["8h 00m overdue", "6h 00m overdue"]
+
+    def test_met_late_and_reassigned_timers_have_their_lists(
+        self, seeded: Engine, make_settings: Any, clock: SettableClock
+    ) -> None:
+        """The board offered running, breached, met and cancelled: a timer that ended met late
+        or reassigned (in the demo, 364 of 522 timers) was on no list at all."""
+        with seeded.begin() as connection:
+            connection.execute(
+                update(SLA_TIMERS)
+                .where(SLA_TIMERS.c.status == "breached")
+                .values(status="reassigned", close_reason="reassigned to r2")
+            )
+            connection.execute(
+                update(SLA_TIMERS)
+                .where(SLA_TIMERS.c.owner_id.is_not(None), SLA_TIMERS.c.level == 0)
+                .values(status="met_late", closed_at=T0, close_reason="the owner acted late")
+            )
+        settings = dashboard_settings(make_settings)
+        app, _holder = build_app(runtime_for(seeded, settings, clock))
+        ui = Browser(app)
+        ui.login("vera")
+        page = ui.get("/ui/sla").text
+        assert re.findall(r"<option(?: selected)?>([a-z_]+)</option>", page)[:6] == [
+            "running",
+            "breached",
+            "met",
+            "met_late",
+            "reassigned",
+            "cancelled",
+        ]
+        listed = {
+            status: re.findall(
+                r'<a href="/ui/leads/(L\d)"', ui.get(f"/ui/sla?status={status}").text
+            )
+            for status in ("running", "met_late", "reassigned")
+        }
+        assert listed == {"running": ["L2"], "met_late": ["L1"], "reassigned": ["L3"]}
+        assert "reassigned to r2" in ui.get("/ui/sla?status=reassigned").text
 
     def test_hand_edited_numbers_give_the_first_page(
         self, seeded: Engine, make_settings: Any, clock: SettableClock

@@ -156,3 +156,8 @@ def _ends_with_the_days_report(
         f"The whole report:     LEADFLOW_DATABASE__URL={store} leadflow report {' '.join(period)}"
         in out
     )
+    # The dashboard opens on the simulated days, not on the last 7 (empty) ones.
+    assert (
+        "then open 'http://127.0.0.1:8080/ui/funnel?from=2026-03-02&to=2026-03-05' "
+        "(user demo, password demo)" in out
+    )

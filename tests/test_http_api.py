@@ -402,6 +402,26 @@ class TestUpserts:
             == 1
         )
 
+    def test_a_deal_closed_before_its_engagement_is_422(self, api: Api) -> None:
+        response = api.post(
+            "/v1/deals",
+            {
+                "external_id": "D1",
+                "stage": "Won",
+                "engaged_at": "2017-05-01T00:00:00Z",
+                "closed_at": "2017-04-01T00:00:00Z",
+            },
+        )
+        assert response.status_code == 422
+        assert response.json()["detail"] == [
+            {
+                "loc": ["body", "closed_at"],
+                "msg": "2017-04-01T00:00:00+00:00 is before engaged_at 2017-05-01T00:00:00+00:00; "
+                "a deal cannot close before it was engaged",
+                "type": "value_error",
+            }
+        ]
+
 
 class TestLeadView:
     """GET /v1/leads/{id}: the stored lead, its owner, and its audit trail oldest first."""

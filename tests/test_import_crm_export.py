@@ -225,6 +225,30 @@ class TestReferences:
             f"{path}:4: stage: missing",
         ]
 
+    def test_a_deal_closed_before_its_engagement_is_rejected(
+        self, engine: Engine, settings: Settings, clock: SettableClock, tmp_path: Path
+    ) -> None:
+        """A close date before the engage date (a typo in the CRM) was stored: its negative
+        cycle entered the report's average won cycle and the recycling rule's average. The row
+        is rejected, naming both dates; the deal closed the day it was engaged lands."""
+        import_all(engine, settings, clock)
+        text = (
+            "opportunity_id,sales_agent,product,account,deal_stage,engage_date,close_date,close_value\n"
+            "N1,Anna Snelling,GTX Basic,,Won,2017-05-01,2017-04-01,100\n"
+            "N2,Anna Snelling,GTX Basic,,Lost,2017-05-01,2017-05-01,\n"
+        )
+        path = write(tmp_path, "pipeline.csv", text)
+        report = import_file(engine, settings, "deals", path, clock=clock)
+        assert [str(p) for p in report.problems] == [
+            # the fixture's mapping reads dates in Europe/Berlin: midnight there, 22:00 UTC
+            f"{path}:2: closed_at: 2017-03-31T22:00:00+00:00 is before engaged_at "
+            "2017-04-30T22:00:00+00:00; a deal cannot close before it was engaged",
+        ]
+        landed = [
+            r for r in rows(engine, "deals", "external_id", "outcome") if r[0] in {"N1", "N2"}
+        ]
+        assert landed == [("N2", "lost")]
+
     def test_manager_by_name_without_an_email_pattern(
         self, engine: Engine, store_url: str, tmp_path: Path, clock: SettableClock
     ) -> None:

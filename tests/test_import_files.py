@@ -39,6 +39,31 @@ class TestEncodings:
         assert report.summary == "inserted 1, updated 0, unchanged 0, rejected 0"
         assert rows(engine, "leads", "external_id", "name") == [("L1", "Zoë")]
 
+    def test_a_quote_never_closed_says_it_swallowed_the_rest_of_the_file(
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """`L2,"b@x.test,B` opens a quote no line closes: the CSV reader reads lines 3-5 as one
+        row. It was "cannot read the row: unexpected end of data", one rejection, and L3 and L4
+        vanished without a word; now the message says which lines were lost and why."""
+        text = (
+            'external_id,email,name\nL1,a@x.test,A\nL2,"b@x.test,B\nL3,c@x.test,C\nL4,d@x.test,D\n'
+        )
+        path = write(tmp_path, "open.csv", text)
+        report = import_file(engine, make_settings(), "leads", path, clock=clock)
+        assert report.summary == "inserted 1, updated 0, unchanged 0, rejected 1"
+        assert [str(p) for p in report.problems] == [
+            f"{path}:3: a quoted field opened on this line is never closed: lines 3-5 (the rest "
+            "of the file) were read as this one row and none of them is imported; close the "
+            'quote, or double the quote characters inside the field ("")'
+        ]
+        assert rows(engine, "leads", "external_id") == [("L1",)]
+        last = write(tmp_path, "last.csv", 'external_id,email,name\nL9,"z@x.test,Z\n')
+        report = import_file(engine, make_settings(), "leads", last, clock=clock)
+        assert [str(p) for p in report.problems] == [
+            f"{last}:2: a quoted field opened on this line is never closed; close the quote, "
+            'or double the quote characters inside the field ("")'
+        ]
+
     def test_latin1_bytes_are_a_located_error(
         self, engine: Engine, make_settings: Any, tmp_path: Path
     ) -> None:

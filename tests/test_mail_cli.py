@@ -197,3 +197,21 @@ def test_outbox_json_has_total_and_shown(config: Path, capsys: pytest.CaptureFix
     document = json.loads(capsys.readouterr().out)
     assert (document["listing"], document["total"], document["shown"]) == ("failed", 0, 0)
     assert document["messages"] == []
+
+
+def test_outbox_rows_are_whole_when_piped(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Written to a pipe or a file (80 columns), the listing cut every cell to a few letters
+    (`market…`, `leslie…`) and broke subjects over five lines; it is printed at least 160
+    columns wide, as `audit` is, so each message is one line with its cells whole."""
+    assert main(["-c", str(config), "outbox"]) == 0
+    rows = [
+        [cell.strip() for cell in line.strip("│").split("│")]
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("│ ")
+    ]
+    assert rows == [
+        ["1", "pending", "operational", "anna@example.com", "New MQL: Jo Doe", "0",
+         "2020-01-06 10:00", "", ""],
+        ["2", "pending", "operational", "anna@example.com", "New MQL: Jo Doe", "0",
+         "2020-01-06 10:00", "", ""],
+    ]  # fmt: skip

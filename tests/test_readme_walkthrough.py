@@ -60,3 +60,26 @@ def test_every_command_works_and_shows_the_mqls(
     assert not re.search(r"^\(no owner\)\s+mql\b", outputs["status"], re.MULTILINE)
     assert [line.split()[5] for line in audited if " assigned " in line] == ["assigned"] * 2
     assert "assignment_queued" not in outputs["audit"]
+
+
+def test_the_dry_run_example_of_docs_rules_is_what_a_fresh_clone_prints(
+    fresh_clone: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/rules.md showed a dry run of `hot-inbound`, a rule no clone has: copied, it was
+    `error: --rule: unknown rule id(s) hot-inbound`. Its example now runs on the sample with
+    the shipped rules, and prints these lines (the timing and the version aside)."""
+    text = (REPO / "docs" / "rules.md").read_text(encoding="utf-8")
+    block = text.split("```console\n$ leadflow import sample", 1)[1].split("```", 1)[0]
+    lines = block.splitlines()
+    command = shlex.split(lines[1].removeprefix("$ leadflow "))
+    assert main(["import", "sample"]) == 0
+    capsys.readouterr()
+    assert main(command) == 0
+    printed = capsys.readouterr().out.splitlines()
+
+    def plain(rows: list[str]) -> list[str]:
+        rows = [re.sub(r"\s+", " ", row).strip() for row in rows]
+        rows = [re.sub(r" \d+\.\d{3}$", " S", row) for row in rows]  # the seconds
+        return [re.sub(r"rule set \S+$", "rule set V", row) for row in rows]
+
+    assert plain(printed) == plain(lines[2:])

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, insert, update
 
 from leadflow.engine.sales_cycle import average_cycle
 from leadflow.funnel.period import Grouping, Period
@@ -288,6 +288,32 @@ class TestPipeline:
         assert (a.won, a.lost, a.average_won_cycle_days, a.open_opportunities) == (2, 1, 16.5, 2)
         assert a.velocity_per_day == pytest.approx(2 * (2 / 3) * 200 / 16.5)
         assert (b.won, b.lost, b.average_won_cycle_days, b.velocity_per_day) == (1, 0, 36.0, 0.0)
+
+    def test_open_deals_without_an_amount_have_no_value_not_zero(
+        self, report_for: Any, engine: Engine
+    ) -> None:
+        """A CRM that values a deal only when it closes (the Maven export: 1,589 deals open
+        at the end of 2017, none with an amount) showed an open value of 0.00, a pipeline
+        worth nothing. Now: the known amounts summed (D6's 700 once D5 has none), empty when
+        none is known, and 0 only where nothing is open (product B)."""
+        with engine.begin() as connection:
+            connection.execute(update(DEALS).where(DEALS.c.id == 5).values(amount=None))
+        report = report_for()
+        assert [(p.open_opportunities, p.open_value) for p in report.pipeline] == [(2, 700.0)]
+        with engine.begin() as connection:
+            connection.execute(update(DEALS).where(DEALS.c.id == 6).values(amount=None))
+        report = report_for()
+        assert [(p.open_opportunities, p.open_value) for p in report.pipeline] == [(2, None)]
+        by_product = {
+            p.group: (p.open_opportunities, p.open_value) for p in report.pipeline_by_product
+        }
+        assert by_product == {"A": (2, None), "B": (0, 0.0)}
+        assert report.open_by_stage == {"Engaging": (1, None), "Won": (1, None)}
+        rows = sections(report)
+        assert rows["open_value_by_stage"] == [
+            {"stage": "Engaging", "open_deals": 1, "open_value": None},
+            {"stage": "Won", "open_deals": 1, "open_value": None},
+        ]
 
     def test_average_cycle_is_the_recycling_rules(self, report_for: Any, engine: Engine) -> None:
         """Over the same window, the report's average won cycle is the recycling rule's."""

@@ -189,6 +189,33 @@ class TestBadOptions:
                 ["--from", "2026-03-01", "--to", "2026-03-09", "--format", "csv", "-o", "/"],
                 "--output / is a folder: give a file name",
             ),
+            (
+                ["--from", "2026-03-01", "--to", "2026-03-09", "--stall", "*=99999999999d"],
+                "--stall '*=99999999999d': '99999999999d' is too long; at most 36525d (100 years)",
+            ),
+            (
+                ["--from", "2026-03-01", "--to", "2026-03-09", "--stall", "mql=0d"],
+                "--stall 'mql=0d': '0d': a duration must be longer than zero",
+            ),
+            # a write that fails although the checks before passed (a full disk): was a
+            # traceback, for the tables and for the other formats alike
+            (
+                [
+                    "--from",
+                    "2026-03-01",
+                    "--to",
+                    "2026-03-09",
+                    "--format",
+                    "csv",
+                    "-o",
+                    "/dev/full",
+                ],
+                "--output /dev/full: cannot write it: No space left on device",
+            ),
+            (
+                ["--from", "2026-03-01", "--to", "2026-03-09", "-o", "/dev/full"],
+                "--output /dev/full: cannot write it: No space left on device",
+            ),
         ],
     )
     def test_one_line(

@@ -279,3 +279,30 @@ def test_report_file_needs_a_known_extension(
         "error: --report week.pdf: name the format by the file's extension, "
         "one of .txt, .csv, .json, .html\n"
     )
+
+
+def test_a_step_over_a_hundred_years_names_the_option(
+    engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--step 999999999d` overflowed the step arithmetic: a traceback."""
+    argv = ["-c", str(config(tmp_path, store_url)), "simulate", "--from", "2026-03-02"]
+    code = main([*argv, "--to", "2026-03-04", "--step", "999999999d"])
+    assert code == 1
+    assert capsys.readouterr().err == (
+        "error: --step: '999999999d' is too long; at most 36525d (100 years)\n"
+    )
+
+
+def test_a_report_file_that_cannot_be_written_is_one_line(
+    engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A report file the checks before the simulation let through, whose write then fails (a
+    full disk: here a name linked to /dev/full), was a traceback after the simulation."""
+    full = tmp_path / "week.csv"
+    full.symlink_to("/dev/full")
+    args = ["simulate", "--from", "2026-03-02", "--to", "2026-03-03"]
+    code = main(["-c", str(config(tmp_path, store_url)), *args, "--report", str(full)])
+    assert code == 1
+    assert capsys.readouterr().err == (
+        f"error: --report {full}: cannot write it: No space left on device\n"
+    )

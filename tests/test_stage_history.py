@@ -338,8 +338,9 @@ class TestImports:
     ) -> None:
         """Historical deals arrive closed: D1 (won, engaged 5 Jan, closed 20 Feb) enters
         ``stages.deal_open`` at its engagement, then ``won`` at its close; D2 (lost the day it
-        engaged) keeps the order by id at the same instant; D3 (no engagement) and D4 (closed
-        before its engagement, a broken row) get their outcome alone; D5, open, its stage."""
+        engaged) keeps the order by id at the same instant; D3 (no engagement) gets its outcome
+        alone; D4 (closed before its engagement, a broken row) is rejected; D5, open, its
+        stage."""
         settings = make_settings()
         header = "external_id,stage,outcome,engaged_at,closed_at\n"
         body = (
@@ -356,7 +357,7 @@ class TestImports:
             write(tmp_path, "d.csv", header + body),
             clock=SettableClock(T0),
         )
-        assert done.summary == "inserted 5, updated 0, unchanged 0, rejected 0"
+        assert done.summary == "inserted 4, updated 0, unchanged 0, rejected 1"
         rows = [(r[1], r[2], r[3], r[4], r[7]) for r in history(engine)]
         assert rows == [
             (1, datetime(2026, 1, 5, tzinfo=UTC), None, "Engaging", "import"),
@@ -364,8 +365,7 @@ class TestImports:
             (1, datetime(2026, 2, 20, tzinfo=UTC), "Engaging", "won", "import"),
             (2, datetime(2026, 1, 7, tzinfo=UTC), "Engaging", "lost", "import"),
             (3, datetime(2026, 1, 9, tzinfo=UTC), None, "lost", "import"),
-            (4, datetime(2026, 2, 1, tzinfo=UTC), None, "won", "import"),
-            (5, datetime(2026, 1, 11, tzinfo=UTC), None, "Prospecting", "import"),
+            (4, datetime(2026, 1, 11, tzinfo=UTC), None, "Prospecting", "import"),
         ]
 
     def test_deal_open_null_records_the_outcome_alone(

@@ -8,6 +8,8 @@ libraries they never use; ``tests/test_cli_imports.py`` holds them to it.
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -113,6 +115,19 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader of stdout went away (`leadflow audit | head`): nothing more to say, and
+        # nobody to say it to; the interpreter's last flush must not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_USER_ERROR
+    except OSError as exc:
+        # A file the user named (`--chart`, `--junit`) or stdout that cannot be written: a
+        # full disk, a read-only or special file system. One line, not a traceback.
+        written = _write_error(exc)
+        if written is None:
+            raise
+        print(f"error: {written}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except Exception as exc:  # click's usage errors arrive here in non-standalone mode
         database_error = _database_error(exc)
         if database_error is not None:
@@ -120,6 +135,16 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_EXTERNAL_FAILURE
         return _usage_or_raise(exc)
     return result if isinstance(result, int) else 0
+
+
+def _write_error(exc: OSError) -> str | None:
+    """``FILE: reason`` for a file the command could not open or write, ``cannot write the
+    output: reason`` for a full stdout; None for any other OSError (a bug to show whole)."""
+    if exc.filename is not None:
+        return f"{os.fsdecode(exc.filename)}: {exc.strerror}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+        return f"cannot write the output: {exc.strerror}"
+    return None
 
 
 def _database_error(exc: Exception) -> str | None:

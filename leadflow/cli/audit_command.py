@@ -45,6 +45,22 @@ def show_audit(
         if problem is not None:  # a byte that is not UTF-8 in the shell, say: no store holds it
             raise UserInputError(f"{option}: {problem}")
     rows = audit_rows(context.existing_engine, AuditFilter(lead, rule, since_at, limit))
+    if not rows and lead is not None and not _lead_exists(context.existing_engine, lead):
+        # A mistyped id is the likelier story than a lead nothing happened to: say so, in one
+        # line and before any table, and fail, so a script does not take "no rows" for
+        # "nothing happened".
+        raise UserInputError(f"--lead {lead}: no lead has this external id")
+    if (
+        not rows
+        and rule is not None
+        and not _rule_audited(context.existing_engine, rule)
+        and rule not in _rule_ids(context.settings)
+    ):
+        # The same for a mistyped rule id: no row of the audit ever named it, and the rules
+        # folder defines no such rule (one that has not fired yet is no mistake).
+        raise UserInputError(
+            f"--rule {rule}: no audit row names this rule id, nor does the rules folder"
+        )
     # A queued email's row also says what became of it: the outbox's status now.
     statuses = email_statuses(context.existing_engine, filter(None, map(_outbox_id, rows)))
     if output == "jsonl":
@@ -84,10 +100,6 @@ def show_audit(
     data_console(min_width=160).print(table)
     if not rows:
         data_console(stderr=True).print("no audit rows match")
-        if lead is not None and not _lead_exists(context.existing_engine, lead):
-            # A mistyped id is the likelier story than a lead nothing happened to: say so, and
-            # fail, so a script does not take "no rows" for "nothing happened".
-            raise UserInputError(f"--lead {lead}: no lead has this external id")
 
 
 def _lead_exists(engine: Any, external_id: str) -> bool:
@@ -96,6 +108,25 @@ def _lead_exists(engine: Any, external_id: str) -> bool:
     from leadflow.store.tables import LEADS
 
     query = select(LEADS.c.id).where(LEADS.c.external_id == external_id)
+    with engine.connect() as connection:
+        return connection.execute(query).first() is not None
+
+
+def _rule_ids(settings: Any) -> set[str]:
+    """The rule ids of the configured rules folder; none when it does not load (its problems
+    are for ``leadflow check``)."""
+    from leadflow.rule_language.loader import check_rule_set
+
+    rule_set, _problems = check_rule_set(settings.path(settings.paths.rules), settings)
+    return {r.id for r in rule_set.rules} if rule_set is not None else set()
+
+
+def _rule_audited(engine: Any, rule_id: str) -> bool:
+    from sqlalchemy import select
+
+    from leadflow.store.tables import AUDIT
+
+    query = select(AUDIT.c.id).where(AUDIT.c.rule_id == rule_id).limit(1)
     with engine.connect() as connection:
         return connection.execute(query).first() is not None
 

@@ -116,11 +116,13 @@ def _report_and_dashboard(console: Console, store: str, folder: Path, period: Pe
     )
     # A throwaway operator for the demo's store only; the hash is made here, never shipped.
     user = "LEADFLOW_DASHBOARD__USERS__DEMO"
+    # The Funnel page shows the last 7 days unless told: the simulated days are in the past.
+    days = f"from={period.start:%Y-%m-%d}&to={period.end - timedelta(microseconds=1):%Y-%m-%d}"
     console.print(
         f"The dashboard:        {store} LEADFLOW_HTTP__ALLOW_ANONYMOUS=true "
         f"LEADFLOW_DASHBOARD__ENABLED=true {user}__ROLE=operator "
         f"{user}__PASSWORD_HASH='{hash_password('demo')}' leadflow daemon, then open "
-        "http://127.0.0.1:8080/ui/ (user demo, password demo)",
+        f"'http://127.0.0.1:8080/ui/funnel?{days}' (user demo, password demo)",
         highlight=False,
         soft_wrap=True,
     )

@@ -100,7 +100,7 @@ def outbox(
     from leadflow.store.database import transaction
 
     context = cli_context(ctx)
-    console = data_console()
+    console = data_console(min_width=160)  # a pipe or a log is 80 columns: no cell cut
     failed_since = _failed_since(since, retry_failed=retry_failed, retry=retry)
     with transaction(context.existing_engine) as session:
         if retry_failed:

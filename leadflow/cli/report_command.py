@@ -83,16 +83,14 @@ def show_report(
     report = build_report(context.existing_engine, context.settings, period, SystemClock().now())
     rows = sections(report)
     _note_unknown_stall_stages(period, context.settings.stages.all(), rows["time_in_stage"])
-    if output_format is ReportFormat.table:
+    if output is not None:
+        write_report(report, output, output_format, "--output", rows)
+    elif output_format is ReportFormat.table:
         from leadflow.funnel.text import render_tables
 
-        render_tables(report, rows, output)
-        return
-    text = report_text(report, rows, output_format)
-    if output is None:
-        typer.echo(text, nl=False)
+        render_tables(report, rows, None)
     else:
-        output.write_text(text, encoding="utf-8")
+        typer.echo(report_text(report, rows, output_format), nl=False)
 
 
 def _note_unknown_stall_stages(
@@ -137,13 +135,14 @@ def _period(start: str, end: str, by: Any, stalls: list[str]) -> Period:
     default = timedelta(days=30)
     for given in stalls:
         stage, sep, age = given.partition("=")
-        try:
-            parsed = parse_duration(age) if sep and stage else None
-        except ValueError:
-            parsed = None
-        if parsed is None:
+        if not (sep and stage):
             msg = f"--stall {given!r}: write STAGE=AGE, e.g. mql=2d"
             raise UserInputError(msg)
+        try:
+            parsed = parse_duration(age)
+        except ValueError as exc:
+            msg = f"--stall {given!r}: {exc}"
+            raise UserInputError(msg) from None
         if stage == "*":
             default = parsed
         else:
@@ -200,14 +199,26 @@ def file_format(path: Path, option: str) -> ReportFormat:
     return found
 
 
-def write_report(report: Report, path: Path, output_format: ReportFormat) -> None:
-    """Write ``report`` to ``path`` as ``leadflow report --format F --output path`` does."""
+def write_report(
+    report: Report,
+    path: Path,
+    output_format: ReportFormat,
+    option: str,
+    rows: dict[str, list[Row]] | None = None,
+) -> None:
+    """Write ``report`` to ``path`` as ``leadflow report --format F --output path`` does; a
+    file that cannot be written (a read-only file system, a full disk, a path the checks
+    before could not foresee) is one line naming ``option``, not a traceback."""
     from leadflow.funnel.sections import sections
 
-    rows = sections(report)
-    if output_format is ReportFormat.table:
-        from leadflow.funnel.text import render_tables
+    rows = sections(report) if rows is None else rows
+    try:
+        if output_format is ReportFormat.table:
+            from leadflow.funnel.text import render_tables
 
-        render_tables(report, rows, path)
-        return
-    path.write_text(report_text(report, rows, output_format), encoding="utf-8")
+            render_tables(report, rows, path)
+        else:
+            path.write_text(report_text(report, rows, output_format), encoding="utf-8")
+    except OSError as exc:
+        msg = f"{option} {path}: cannot write it: {exc.strerror or exc}"
+        raise UserInputError(msg) from None

@@ -135,7 +135,7 @@ def _write_funnel_report(
     from leadflow.funnel.report import build_report
 
     report = build_report(copy, settings, Period(first, last), SystemClock().now())
-    write_report(report, path, report_format)
+    write_report(report, path, report_format, "--report")
 
 
 def simulation_document(

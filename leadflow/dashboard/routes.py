@@ -48,7 +48,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("leadflow.dashboard")
 
-SLA_STATUSES = ("running", "breached", "met", "cancelled")
+SLA_STATUSES = ("running", "breached", "met", "met_late", "reassigned", "cancelled")
+"""Every status a timer ends in (``engine/sla.py``), so each ended timer the report counts
+has a list: met late and reassigned ones had none."""
 _MAX_FORM = 4096
 _HEADERS = {
     # Nothing but the page's own stylesheet: no script, no frame, no form to another origin.

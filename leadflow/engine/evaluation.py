@@ -391,6 +391,8 @@ def run_rule(
         outcome = evaluate_rule(
             runtime, rule_set, rule, now, dry_run=dry_run, stop=stop, plan_to=plan_to
         )
+    except BrokenPipeError:  # a dry run's reader went away (`| head`): not the rule's failure
+        raise
     except Exception as exc:  # one failing rule never stops the others
         log_failure(log, "rule_failed", exc, rule_id=rule.id, rule_version=rule_set.version)
         outcome = RuleOutcome(

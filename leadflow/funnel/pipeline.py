@@ -32,7 +32,9 @@ class PipelineLine:
     cycle_deals: int
     """Won deals with an engaged time: what the average cycle is over."""
     open_opportunities: int
-    open_value: float
+    open_value: float | None
+    """The open opportunities' summed amount; None when some are open and none has an amount
+    (a CRM export that values deals only once they close), not a pipeline worth 0."""
 
     @property
     def win_rate(self) -> float | None:
@@ -87,14 +89,22 @@ def pipeline(connection: Connection, period: Period) -> list[PipelineLine]:
             average_won_cycle_days=_float(row[5]),
             cycle_deals=int(row[6] or 0),
             open_opportunities=int(row[7] or 0),
-            open_value=float(row[8] or 0),
+            open_value=_open_value(int(row[7] or 0), row[8]),
         )
         for row in connection.execute(query)
     ]
 
 
-def open_value_by_stage(connection: Connection, period: Period) -> dict[str, tuple[int, float]]:
-    """Stage -> (open deals, their amount) at the period's end, by each deal's stage now."""
+def _open_value(opportunities: int, summed: object) -> float | None:
+    """0 with nothing open; the sum of the known amounts; None when none is known."""
+    return 0.0 if opportunities == 0 else _float(summed)
+
+
+def open_value_by_stage(
+    connection: Connection, period: Period
+) -> dict[str, tuple[int, float | None]]:
+    """Stage -> (open deals, their known amounts summed, None if none is known) at the
+    period's end, by each deal's stage now."""
     end = instant(period.end)
     deals = DEALS.c
     query = (
@@ -107,7 +117,7 @@ def open_value_by_stage(connection: Connection, period: Period) -> dict[str, tup
         .group_by(deals.stage)
         .order_by(deals.stage)
     )
-    return {row[0]: (int(row[1]), float(row[2] or 0)) for row in connection.execute(query)}
+    return {row[0]: (int(row[1]), _float(row[2])) for row in connection.execute(query)}
 
 
 def _float(value: object) -> float | None:

@@ -45,7 +45,7 @@ class Report:
     deal_times: list[StageTime]
     pipeline: list[PipelineLine]
     pipeline_by_product: list[PipelineLine]
-    open_by_stage: dict[str, tuple[int, float]]
+    open_by_stage: dict[str, tuple[int, float | None]]
     sla: list[SlaLine]
     attribution: list[Attribution]
     weekly_conversions: list[Conversion] = field(default_factory=list)

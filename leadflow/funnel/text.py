@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from leadflow.funnel.report import Report
 from leadflow.funnel.sections import Row
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 TITLES = {
     "stage_entries": "Entries into each stage (period)",
@@ -57,17 +60,23 @@ def shown(value: Any, column: str) -> str:
 
 def render_tables(report: Report, sections: dict[str, list[Row]], output: Path | None) -> None:
     from rich.console import Console
-    from rich.table import Table
 
     # Markup and highlighting off, as every command's console: CRM names are data, not markup.
     if output is not None:
-        handle = output.open("w", encoding="utf-8")
-        console = Console(file=handle, markup=False, highlight=False, width=160)
-    else:
-        handle = None
-        console = Console(markup=False, highlight=False)
-        if console.width < MIN_WIDTH:
-            console = Console(markup=False, highlight=False, width=MIN_WIDTH)
+        with output.open("w", encoding="utf-8") as handle:  # closed on a failed write too
+            _print_tables(
+                Console(file=handle, markup=False, highlight=False, width=160), report, sections
+            )
+        return
+    console = Console(markup=False, highlight=False)
+    if console.width < MIN_WIDTH:
+        console = Console(markup=False, highlight=False, width=MIN_WIDTH)
+    _print_tables(console, report, sections)
+
+
+def _print_tables(console: Console, report: Report, sections: dict[str, list[Row]]) -> None:
+    from rich.table import Table
+
     period = report.period
     console.print(
         f"Funnel report {period.start.isoformat()} to {period.end.isoformat()} (end excluded), "
@@ -89,8 +98,6 @@ def render_tables(report: Report, sections: dict[str, list[Row]], output: Path |
         console.print(table)
         if left_out:
             console.print(LEFT_OUT.format(count=left_out), soft_wrap=True)
-    if handle is not None:
-        handle.close()
 
 
 MIN_WIDTH = 140

@@ -370,6 +370,18 @@ class DealWriter(_RecordsStageEntries):
             return lambda value: value or {}
         return _keep
 
+    def values(self, record: Record) -> tuple[Any, ...]:
+        engaged, closed = record.get("engaged_at"), record.get("closed_at")
+        if isinstance(engaged, datetime) and isinstance(closed, datetime) and closed < engaged:
+            # A negative sales cycle would enter the report's average won cycle and the
+            # recycling rule's average (and so every open deal's idle threshold).
+            reason = (
+                f"{closed.isoformat()} is before engaged_at {engaged.isoformat()}; "
+                "a deal cannot close before it was engaged"
+            )
+            raise ImportRowError("closed_at", reason)
+        return super().values(record)
+
     def lookups(self, connection: Connection, records: list[Record]) -> None:
         if "lead" in self.fields:
             wanted = {r["lead"] for r in records if r.get("lead") is not None}

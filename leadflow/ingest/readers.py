@@ -181,7 +181,25 @@ class RowSource:
                 return
             except csv.Error as exc:
                 last = reader.line_num + 1
-                yield start, [], f"cannot read the row: {exc}"
+                if str(exc) == "unexpected end of data":
+                    # A quote never closed swallows every line after it: say how many, as
+                    # "one rejected row" would hide that the rest of the file is lost.
+                    swallowed = (
+                        f": lines {start}-{last} (the rest of the file) were read as this one "
+                        "row and none of them is imported"
+                        if last > start
+                        else ""
+                    )
+                    yield (
+                        start,
+                        [],
+                        (
+                            f"a quoted field opened on this line is never closed{swallowed}; close "
+                            'the quote, or double the quote characters inside the field ("")'
+                        ),
+                    )
+                else:
+                    yield start, [], f"cannot read the row: {exc}"
                 continue
             last = reader.line_num + 1
             if len(cells) == width:  # the common case: the cells as they are

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+from leadflow.durations import LONGEST_DURATION
 from leadflow.errors import DurationError, Problem
-from leadflow.rule_language.actions import LONGEST_DURATION, parse_rule_duration
+from leadflow.rule_language.actions import parse_rule_duration
 from leadflow.rule_language.fields import FieldCatalog, FieldSpec, ValueType
 from leadflow.rule_language.operators import (
     OPERATORS,
