@@ -23,6 +23,7 @@ from import_support import rows
 from sqlalchemy import Engine, insert, update
 
 from leadflow.cli import main
+from leadflow.cli.demo_funnel import with_scoring_on
 from leadflow.clock import SettableClock
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.tick import run_tick
@@ -222,6 +223,44 @@ class TestExplain:
         # Months later by the system clock: explained when the score was stored, it adds up.
         assert document["at"] == "2026-03-02T09:00:00+00:00"
         assert [c["points"] for c in document["contributions"]] == [20, 11, 3]
+
+    def test_a_disabled_model_that_ran_in_this_store_explains_its_scores(
+        self, runtime: Runtime, engine: Engine, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`enabled: false` in the folder, turned on for this store only (as `leadflow demo`
+        does): the stored scores are the model's last pass, and the explanation adds up to
+        them at that instant. Before any pass it is "not applied", what the score would be."""
+        folder = runtime.settings.path(runtime.settings.paths.rules)
+        text = (folder / "scoring.yaml").read_text(encoding="utf-8")
+        (folder / "scoring.yaml").write_text(
+            text.replace("scoring:\n", "scoring:\n  enabled: false\n", 1), encoding="utf-8"
+        )
+        config = str(runtime.settings.root / "config.yaml")
+        activity(engine, "A1", 1, "page_view", T0 - 5 * DAY)
+
+        def explained() -> dict[str, Any]:
+            capsys.readouterr()
+            assert main(["--config", config, "score", "explain", "L1", "--format", "json"]) == 0
+            document: dict[str, Any] = json.loads(capsys.readouterr().out)
+            return document
+
+        before = explained()
+        assert (before["model_enabled"], before["model_ran_here"]) == (False, False)
+        # Explained now (months after T0 by the system clock): the visit has faded to nothing.
+        assert (before["stored"]["score"], before["computed"]["score"]) == (0, 20)
+        run_tick(runtime, with_scoring_on(runtime.load_rules()), T0)
+        after = explained()
+        assert (after["model_enabled"], after["model_ran_here"]) == (False, True)
+        # Fit 20 + visits 10 x 0.5^0.5 = 7.07 -> 7, at the pass's instant.
+        assert after["at"] == "2026-03-02T09:00:00+00:00"
+        assert (after["stored"]["score"], after["computed"]["score"]) == (27, 27)
+        assert main(["--config", config, "score", "explain", "L1"]) == 0
+        table = " ".join(capsys.readouterr().out.split())  # the console wraps at 80 columns
+        assert (
+            "enabled: false in the rules folder, but the store's scores are from its last pass "
+            "(the demo turns it on in its own store); as of 2026-03-02 09:00:00 UTC" in table
+        )
+        assert "total fit 20 + engagement 7 27 = the stored score" in table
 
     def test_an_unknown_lead_is_one_line(
         self, runtime: Runtime, capsys: pytest.CaptureFixture[str]

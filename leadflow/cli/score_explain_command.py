@@ -83,7 +83,14 @@ def _print(console: Console, found: ScoreExplanation) -> None:
             "moved only by rules' adjust_score/set_score."
         )
     else:
-        state = "enabled" if found.model_enabled else "disabled (enabled: false): not applied"
+        state = "enabled"
+        if not found.model_enabled:
+            state = (
+                "enabled: false in the rules folder, but the store's scores are from its last "
+                "pass (the demo turns it on in its own store)"
+                if found.model_ran_here
+                else "disabled (enabled: false): not applied"
+            )
         when = f"as of {found.at:%Y-%m-%d %H:%M:%S} UTC"
         if found.stored["scored_at"] == found.at:
             when += ", when the stored score was computed (--at now: this moment)"
@@ -128,7 +135,7 @@ def _print(console: Console, found: ScoreExplanation) -> None:
 
 
 def _agreement(found: ScoreExplanation) -> str:
-    if not found.model_enabled:
+    if not found.model_enabled and not found.model_ran_here:
         return "what the score would be with the model on"
     if found.matches_stored:
         return "= the stored score"

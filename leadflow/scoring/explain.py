@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, and_, select
 
 from leadflow.durations import format_duration
 from leadflow.rule_language.scoring_model import EngagementCriterion, ScoringModel
+from leadflow.scoring.rescoring import last_pass
 from leadflow.scoring.sql import (
     STORED_SCORE,
     counted_activities,
@@ -61,6 +62,10 @@ class ScoreExplanation:
     at: datetime
     model_version: str | None
     model_enabled: bool
+    model_ran_here: bool
+    """The store's last scoring pass ran this model version (the stored scores are its, even
+    with ``enabled: false`` in the folder now, or when ``leadflow demo`` turned it on in its
+    own store)."""
     stored: Mapping[str, Any]
     """score, fit, engagement, adjustment, grade and scored_at as stored now."""
     contributions: tuple[Contribution, ...]
@@ -89,6 +94,7 @@ class ScoreExplanation:
             "at": self.at.isoformat(),
             "model_version": self.model_version,
             "model_enabled": self.model_enabled,
+            "model_ran_here": self.model_ran_here,
             "stored": {
                 key: (value.isoformat() if isinstance(value, datetime) else value)
                 for key, value in self.stored.items()
@@ -161,7 +167,10 @@ def explain_score(
             "grade": lead["score_grade"],
             "scored_at": lead["scored_at"],
         }
-        if as_stored and model is not None and model.enabled and lead["scored_at"] is not None:
+        last = last_pass(connection)
+        ran_here = model is not None and last is not None and last.model_version == model.version
+        applied = model is not None and (model.enabled or ran_here)
+        if as_stored and applied and lead["scored_at"] is not None:
             now = lead["scored_at"]
         contributions: list[Contribution] = []
         if model is not None:
@@ -182,6 +191,7 @@ def explain_score(
         at=now,
         model_version=model.version if model is not None else None,
         model_enabled=model is not None and model.enabled,
+        model_ran_here=ran_here,
         stored=stored,
         contributions=tuple(contributions),
         history=history,
