@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session
 
 from leadflow.clock import SettableClock
 from leadflow.config import load_settings
-from leadflow.engine.evaluation import PlannedFiring, reentry_clause
+from leadflow.engine.evaluation import PlannedFiring, rule_scope
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.tick import run_due_rules
 from leadflow.logs import configure_logging
@@ -249,7 +249,7 @@ def measure(
     rule_set = runtime.load_rules()
     context = EvaluationContext(NOW, {})
     wheres = [
-        and_(to_where(rule.condition, LEADS, context), reentry_clause(rule, LEADS, NOW))
+        and_(to_where(rule.condition, LEADS, context), rule_scope(rule, LEADS, NOW))
         for rule in rule_set.rules
     ]
     command = [

@@ -48,7 +48,7 @@ from scratch import Timings
 from sqlalchemy import Engine, and_, create_engine, select, text
 from sqlalchemy.engine import make_url
 
-from leadflow.engine.evaluation import reentry_clause
+from leadflow.engine.evaluation import rule_scope
 from leadflow.logs import configure_logging
 from leadflow.rule_language.conditions import EvaluationContext
 from leadflow.rule_language.loader import load_rule_set
@@ -444,7 +444,7 @@ def measure(
         check_computed(engine, ids, computed)
         where = and_(
             to_where(rule.condition, LEADS, EvaluationContext(now, {})),
-            reentry_clause(rule, LEADS, now),
+            rule_scope(rule, LEADS, now),
         )
         with timings["evaluation"].measure(), engine.connect() as connection:
             mql = len(connection.execute(select(LEADS.c.id).where(where)).fetchall())

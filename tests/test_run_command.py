@@ -75,6 +75,43 @@ class TestRunOnce:
         assert 'because {"score": 70, "stage": "lead", "owner_id": null}' in out
         assert counts(engine) == (0, 0)
 
+    def test_a_past_now_leaves_out_leads_that_entered_their_stage_after_it(
+        self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Evaluated as of a past instant, a lead imported or moved into its stage since then
+        is not planned (its ages would be negative): L3 entered `lead` on 2026-03-01 12:00,
+        so a dry run as of 2026-03-01 09:00 plans L1 and L4 only; L2 (entered earlier) is
+        still enrolled in nurture."""
+        seed(engine)
+        with engine.begin() as connection:
+            connection.execute(
+                update(LEADS)
+                .where(LEADS.c.external_id == "L3")
+                .values(stage_entered_at=datetime(2026, 3, 1, 12, 0, tzinfo=UTC))
+            )
+
+        def planned(now: str) -> list[str]:
+            capsys.readouterr()
+            args = ["-c", config(tmp_path, store_url), "run", "--once", "--dry-run", "--all"]
+            assert main([*args, "--now", now]) == 0
+            return sorted(
+                line.split(":")[0]
+                for line in capsys.readouterr().out.splitlines()
+                if line.startswith(("mql-assignment lead", "nurture-new-leads lead"))
+            )
+
+        assert planned("2026-03-01T09:00:00Z") == [
+            "mql-assignment lead L1",
+            "mql-assignment lead L4",
+            "nurture-new-leads lead L2",
+        ]
+        assert planned("2026-03-01T12:00:00Z") == [
+            "mql-assignment lead L1",
+            "mql-assignment lead L3",
+            "mql-assignment lead L4",
+            "nurture-new-leads lead L2",
+        ]
+
     def test_applied_once_then_nothing_more_at_the_same_instant(
         self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:

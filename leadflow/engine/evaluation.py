@@ -18,7 +18,17 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import ColumnElement, Table, and_, exists, select, true, type_coerce
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    and_,
+    exists,
+    literal,
+    or_,
+    select,
+    true,
+    type_coerce,
+)
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -80,6 +90,24 @@ class RuleOutcome:
     a dry run plans a firing for every match, so ``matched`` counts them either way."""
     external_failure: bool = False
     """The error came from the database (or another system), not from the rule itself."""
+
+
+def rule_scope(rule: Rule, table: Table, now: datetime) -> ColumnElement[bool]:
+    """The subjects the rule may act on at ``now``: leads already in their current stage then
+    (:func:`in_stage_by`), less those its re-entry policy leaves out."""
+    reentry = reentry_clause(rule, table, now)
+    if rule.subject is not Subject.LEAD:
+        return reentry  # deals keep no time of their stage: all are in scope
+    return and_(in_stage_by(table.c.stage_entered_at, now), reentry)
+
+
+def in_stage_by(entered: ColumnElement[Any], now: datetime) -> ColumnElement[bool]:
+    """Leave out a lead that entered its current stage after ``now``: evaluated as of a past
+    instant (``run --once --now``, ``simulate``), a lead imported or moved since was not in the
+    state its row holds, and its ages would be negative (``days_in_stage``). Live, ``now`` is
+    never before a stage entry the daemon wrote; a CRM's clock ahead of the daemon's only
+    delays the lead until that instant."""
+    return or_(entered.is_(None), entered <= literal(now, UTCDateTime()))
 
 
 def reentry_clause(rule: Rule, table: Table, now: datetime) -> ColumnElement[bool]:
@@ -162,7 +190,7 @@ def evaluate_rule(
         context = EvaluationContext(
             now, averages_for(session, list(cycle_conditions(rule.condition)), now)
         )
-    where = and_(to_where(rule.condition, table, context), reentry_clause(rule, table, now))
+    where = and_(to_where(rule.condition, table, context), rule_scope(rule, table, now))
     if dry_run:
         _plan(runtime, rule, where, context, outcome, plan_to or outcome.planned.append)
     else:

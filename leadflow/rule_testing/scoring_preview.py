@@ -33,7 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from leadflow.engine.evaluation import reentry_clause
+from leadflow.engine.evaluation import rule_scope
 from leadflow.engine.sales_cycle import averages_for
 from leadflow.rule_language.conditions import (
     EvaluationContext,
@@ -250,7 +250,7 @@ def _crossings(
             )
         for side in (both.c.old_score, both.c.new_score):
             leads = typed(Table, _LeadsScoredBy(side))
-            where = and_(to_where(rule.condition, leads, context), reentry_clause(rule, leads, now))
+            where = and_(to_where(rule.condition, leads, context), rule_scope(rule, leads, now))
             matches.append(case((where, literal(1)), else_=literal(0)))
     pairs = [(matches[index], matches[index + 1]) for index in range(0, len(matches), 2)]
     rows = connection.execute(
