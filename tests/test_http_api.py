@@ -366,7 +366,7 @@ class TestUpserts:
             "lead": "L1",
             "type": "call",
             "actor": "r1",
-            "occurred_at": "2026-03-02T10:15:00Z",
+            "occurred_at": "2026-03-02T08:15:00Z",
             "properties": {"minutes": 12},
         }
         assert api.post("/v1/activities", activity).json()["inserted"] == 1
@@ -377,7 +377,23 @@ class TestUpserts:
             ).all()
             bumped = connection.execute(select(LEADS.c.last_activity_at)).scalar_one()
         assert [tuple(r) for r in rows] == [("ev-1", "call", {"minutes": 12})]
-        assert bumped.isoformat() == "2026-03-02T10:15:00+00:00"
+        assert bumped.isoformat() == "2026-03-02T08:15:00+00:00"
+
+    def test_an_activity_in_the_future_is_422(self, api: Api) -> None:
+        """The API's clock is T0 (09:00): 09:06 is past the 5 minutes a sender's clock may be
+        ahead."""
+        api.post("/v1/leads", {"external_id": "L1"})
+        activity = {"lead": "L1", "type": "page_view", "occurred_at": "2026-03-02T09:06:00Z"}
+        response = api.post("/v1/activities", activity)
+        assert response.status_code == 422
+        assert response.json()["detail"] == [
+            {
+                "loc": ["body", "occurred_at"],
+                "msg": "2026-03-02T09:06:00+00:00 is in the future (received at "
+                "2026-03-02T09:00:00+00:00); an activity cannot have happened yet",
+                "type": "value_error",
+            }
+        ]
 
     def test_deals_reference_leads(self, api: Api) -> None:
         api.post("/v1/leads", {"external_id": "L1"})

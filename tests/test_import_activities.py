@@ -83,3 +83,31 @@ class TestActivities:
         report = import_file(engine, settings, "activities", path, clock=clock)
         assert report.summary == "inserted 0, updated 0, unchanged 3, rejected 2"
         assert rows(engine, "activities", "id", "external_id", "properties") == before
+
+    def test_an_activity_in_the_future_is_rejected_a_clock_a_little_ahead_is_not(
+        self, engine: Engine, make_settings: Any, tmp_path: Path
+    ) -> None:
+        """Imported at T0 (2026-03-02 09:00): an activity in 2999 (a typo) is a rejected row,
+        naming the field and both times, and L1's last activity stays; one 4 minutes ahead (a
+        sender's clock) lands and becomes L1's last activity."""
+        settings = make_settings()
+        setup(engine, settings, tmp_path)
+        path = write(
+            tmp_path,
+            "activities.csv",
+            "external_id,type,lead,occurred_at\n"
+            "A1,page_view,L1,2999-01-01T00:00:00Z\n"
+            "A2,page_view,L1,2026-03-02T09:04:00Z\n",
+        )
+        report = import_file(engine, settings, "activities", path, clock=SettableClock(T0))
+        assert [str(p) for p in report.problems] == [
+            f"{path}:2: occurred_at: 2999-01-01T00:00:00+00:00 is in the future (received at "
+            "2026-03-02T09:00:00+00:00); an activity cannot have happened yet"
+        ]
+        assert rows(engine, "activities", "external_id", "occurred_at") == [
+            ("A2", datetime(2026, 3, 2, 9, 4, tzinfo=UTC))
+        ]
+        assert rows(engine, "leads", "external_id", "last_activity_at") == [
+            ("L1", datetime(2026, 3, 2, 9, 4, tzinfo=UTC)),
+            ("L2", datetime(2026, 3, 1, tzinfo=UTC)),
+        ]

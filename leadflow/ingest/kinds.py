@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -388,6 +388,11 @@ class DealWriter(_RecordsStageEntries):
             self._leads = ids_by_external_id(connection, LEADS, wanted)
 
 
+CLOCK_SKEW = timedelta(minutes=5)
+"""How far after leadflow's clock an activity's time may be: a sender's clock a little ahead
+(a website's, a webhook's) is not an error."""
+
+
 class ActivityWriter(KindWriter):
     kind = "activities"
     table = ACTIVITIES
@@ -433,6 +438,15 @@ class ActivityWriter(KindWriter):
     def values(self, record: Record) -> tuple[Any, ...]:
         if record.get("lead") is None and record.get("deal") is None:
             raise ImportRowError("lead", "missing; an activity needs a lead or a deal")
+        occurred = record.get("occurred_at")
+        if isinstance(occurred, datetime) and occurred > self.now + CLOCK_SKEW:
+            # It would become the lead's last activity until that date (a year 2999 typo kept
+            # last_activity_at there for good) and wait in the scoring passes' next change.
+            reason = (
+                f"{occurred.isoformat()} is in the future (received at "
+                f"{self.now.isoformat()}); an activity cannot have happened yet"
+            )
+            raise ImportRowError("occurred_at", reason)
         return super().values(record)
 
     def lookups(self, connection: Connection, records: list[Record]) -> None:
