@@ -315,7 +315,7 @@ def test_funnel_page_charts_load_with_their_figures(
         "Funnel: entries into each stage, chart",
         "Period conversion by week, chart",
         "SLA compliance by rep, chart",
-        "Time in stage (median and p90 days, leads), chart",
+        "Time in stage (median and p90 days), chart",
     ]
     WebDriverWait(browser, 20).until(
         lambda driver: all(

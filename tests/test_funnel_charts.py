@@ -48,7 +48,24 @@ def test_time_in_stage_chart_of_a_grouped_report_draws_the_group_with_most_stays
         {**_stay("Rep 01", "Engaging", 40, 30.0), "subject": "deal"},
     ]
     data = velocity_data(None, {"time_in_stage": rows})  # type: ignore[arg-type]  # unused
-    assert data == {"group": "Rep 02", "stages": [["lead", 6.0, 6.0], ["mql", 0.25, 0.25]]}
+    assert data == {
+        "subject": "lead",
+        "group": "Rep 02",
+        "stages": [["lead", 6.0, 6.0], ["mql", 0.25, 0.25]],
+    }
     assert velocity_text(data) == (
         "Days in stage, leads (group Rep 02): lead median 6.00, p90 6.00; mql median 0.25, p90 0.25"
+    )
+
+
+def test_time_in_stage_chart_of_deals_alone_draws_the_deals() -> None:
+    """A CRM export of deals alone has no lead stay: the chart draws the deals' stages."""
+    rows = [
+        {**_stay("all", "Engaging", 6711, 45.0), "subject": "deal", "p90_days": 104.0},
+        _stay("all", "mql", 0, None),
+    ]
+    data = velocity_data(None, {"time_in_stage": rows})  # type: ignore[arg-type]  # unused
+    assert data == {"subject": "deal", "group": "all", "stages": [["Engaging", 45.0, 104.0]]}
+    assert velocity_text(data) == (
+        "Days in stage, deals (group all): Engaging median 45.00, p90 104.00"
     )

@@ -196,22 +196,22 @@ def sla_text(reps: list[tuple[str, list[int]]]) -> str:
 
 
 def velocity_data(report: Report, sections: dict[str, list[Row]]) -> dict[str, Any]:
-    """Leads' median and p90 days per stage; of a grouped report, the group whose stays are
-    the most (the first in order on a tie): one chart stays readable, and the biggest group
-    says the most (the first in order was often ``(none)``)."""
-    leads = [
-        r
-        for r in sections["time_in_stage"]
-        if r["subject"] == "lead" and r["median_days"] is not None
-    ]
+    """Median and p90 days per stage of the leads, or of the deals when no lead stay ended or
+    is open (a CRM export of deals alone); of a grouped report, the group whose stays are the
+    most (the first in order on a tie): one chart stays readable, and the biggest group says
+    the most (the first in order was often ``(none)``)."""
+    measured = [r for r in sections["time_in_stage"] if r["median_days"] is not None]
+    subject = "lead" if any(r["subject"] == "lead" for r in measured) else "deal"
+    rows = [r for r in measured if r["subject"] == subject]
     stays: dict[Any, int] = {}
-    for row in leads:
+    for row in rows:
         stays[row["group"]] = stays.get(row["group"], 0) + int(row["left"])
     group = max(stays, key=lambda name: stays[name]) if stays else None
     return {
+        "subject": subject,
         "group": group,
         "stages": [
-            [r["stage"], r["median_days"], r["p90_days"]] for r in leads if r["group"] == group
+            [r["stage"], r["median_days"], r["p90_days"]] for r in rows if r["group"] == group
         ],
     }
 
@@ -228,7 +228,7 @@ def velocity_svg(data: dict[str, Any]) -> str:
         axes.scatter(stages, p90s, color="#e65100", marker="_", s=400, label="p90", zorder=3)
         axes.bar_label(bars, fmt="%.1f", padding=2)
         axes.set_ylabel("days in stage")
-        axes.set_title(f"group: {data['group']}", fontsize=8, loc="left")
+        axes.set_title(f"{data['subject']}s, group: {data['group']}", fontsize=8, loc="left")
         axes.legend(fontsize=7)
         return True
 
@@ -238,7 +238,7 @@ def velocity_svg(data: dict[str, Any]) -> str:
 def velocity_text(data: dict[str, Any]) -> str:
     if not data["stages"]:
         return NOTHING
-    return f"Days in stage, leads (group {data['group']}): " + "; ".join(
+    return f"Days in stage, {data['subject']}s (group {data['group']}): " + "; ".join(
         f"{stage} median {shown(median, 'days')}, p90 {shown(p90, 'days')}"
         for stage, median, p90 in data["stages"]
     )
@@ -262,7 +262,7 @@ CHARTS = (
     Chart("sla-by-rep", "SLA compliance by rep", sla_data, sla_svg, sla_text),
     Chart(
         "time-in-stage",
-        "Time in stage (median and p90 days, leads)",
+        "Time in stage (median and p90 days)",
         velocity_data,
         velocity_svg,
         velocity_text,
