@@ -1,11 +1,12 @@
 """The report's fast paths equal the definitions they replaced, on generated histories.
 
-The cohort conversions are one grouped pass per lead over :mod:`leadflow.funnel.entry_keys`
-keys, and the percentiles group only the ranks they read; the previous queries (one pair at a
-time, with two window sorts; every ranked value grouped) are kept below as the reference. Each
-seed writes a random stage history to SQLite and PostgreSQL, with what makes the definitions
-delicate: entries at the same instant (ordered by id), rows recorded out of time order, owner
-changes that are not entries, re-entries, and times before, in and after the period.
+The cohort conversions are one grouped pass per lead over the period's entries (the times of
+each lead's first and last entries, the ids read at ties), and the percentiles group only the
+ranks they read; the previous queries (one pair at a time, with two window sorts; every ranked
+value grouped) are kept below as the reference. Each seed writes a random stage history to
+SQLite and PostgreSQL, with what makes the definitions delicate: entries at the same instant
+(ordered by id), rows recorded out of time order, owner changes that are not entries,
+re-entries, and times before, in and after the period.
 """
 
 from __future__ import annotations
