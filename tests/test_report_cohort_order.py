@@ -179,3 +179,27 @@ def test_a_period_without_entries(engine: Engine) -> None:
         later = Period(END + 10 * DAY, END + 20 * DAY)
         assert _cohort(conversions(connection, later, PAIRS)) == {}
         assert requalified(connection, later, "recycled", "mql") == []
+
+
+def test_a_stage_name_with_quotes(engine: Engine) -> None:
+    """Stage names are written into the cohort pass's statement (not bound): one with a quote
+    and a backslash is still that stage. L8 entered it, then mql: converted; L9 entered it
+    only."""
+    odd = "it's \\ 'odd'"
+    seed(engine)
+    with engine.begin() as connection:
+        leads = [{"id": n, "external_id": f"L{n}", "stage": odd, "score": 0, "attributes": {},
+                  "created_at": OLD, "updated_at": OLD, "stage_entered_at": OLD} for n in (8, 9)]  # fmt: skip
+        connection.execute(insert(LEADS), leads)
+        for lead_id in (8, 9):
+            connection.execute(
+                insert(STAGE_CHANGES),
+                change_row(lead_id=lead_id, at=T + DAY, from_stage=None, to_stage=odd, cause="api"),
+            )
+        connection.execute(
+            insert(STAGE_CHANGES),
+            change_row(lead_id=8, at=T + 2 * DAY, from_stage=odd, to_stage="mql", cause="api"),
+        )
+    with engine.connect() as connection:
+        found = conversions(connection, Period(T, END), [(odd, "mql")])
+        assert _cohort(found) == {("all", odd, "mql"): (2, 1)}
