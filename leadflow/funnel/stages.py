@@ -313,15 +313,20 @@ def _counted_at_once(
     depends on the lead alone (not on the cohort's entry): a pair whose cohort is empty in a
     group has no line there, as when each pair is grouped apart."""
     dialect = connection.dialect.name
-    grp = labelled(
-        lead_group(period.by, per_lead.c.subject_id, None, None, dialect, instant(period.end))
+    expression = lead_group(
+        period.by, per_lead.c.subject_id, None, None, dialect, instant(period.end)
     )
+    grp = labelled(expression)
     counts: list[Any] = []
     for n, (low, high) in enumerate(pairs):
         counts.append(func.count(per_lead.c[f"first_{n}"]))
         counts.append(func.count().filter(_converted(per_lead, n, low, high)))
+    query = select(grp, *counts)
+    if expression is not None:
+        # Not grouped, one row: SQLite would sort every lead's row by the constant group.
+        query = query.group_by(grp)
     found: list[list[Conversion]] = [[] for _ in pairs]
-    for row in sorted(connection.execute(select(grp, *counts).group_by(grp)), key=lambda r: r[0]):
+    for row in sorted(connection.execute(query), key=lambda r: r[0]):
         for n, (low, high) in enumerate(pairs):
             base, converted = int(row[1 + 2 * n] or 0), int(row[2 + 2 * n] or 0)
             if base:
