@@ -35,7 +35,7 @@ from sqlalchemy import (
     union_all,
 )
 
-from leadflow.funnel import sql
+from leadflow.funnel import sql, stages
 from leadflow.funnel.history import is_entry, stays
 from leadflow.funnel.period import Grouping, Period
 from leadflow.funnel.sql import days_between, instant, quantiles
@@ -273,3 +273,39 @@ def test_percentiles_equal_the_previous_definition(
         expected = sorted(tuple(row) for row in connection.execute(reference))
     assert found == expected
     assert len(found) > 10
+
+
+def previous_entries_by_week(connection: Connection, period: Period) -> dict[tuple[str, str], int]:
+    """The entries by week as counted before: each entry's week from its time, then grouped."""
+    changes = STAGE_CHANGES.c
+    week = sql.week_of(connection.dialect.name, changes.at)
+    query = (
+        select(week, changes.to_stage, func.count())
+        .where(changes.lead_id.is_not(None), is_entry(), _within(changes.at, period))
+        .group_by(week, changes.to_stage)
+    )
+    return {(row[0], row[1]): int(row[2]) for row in connection.execute(query)}
+
+
+@pytest.mark.parametrize("seed_value", [1, 2])
+def test_entries_by_week_equal_the_previous_definition(
+    engine: Engine, seed_value: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The entries per week and stage, each week counted over its own range, equal each
+    entry's week worked out and grouped: for periods starting and ending mid-week (to the
+    microsecond), within one day, empty, and spanning years (a few weeks per statement)."""
+    monkeypatch.setattr(stages, "WEEKS_PER_STATEMENT", 3)
+    seed(engine, random.Random(seed_value), 80)
+    spans = [
+        (START, END),
+        (START + timedelta(days=2, hours=13, microseconds=5), END + timedelta(days=3)),
+        (START - timedelta(days=6, hours=1), START + timedelta(hours=1)),
+        (START + timedelta(days=3), START + timedelta(days=3)),
+        (START - timedelta(days=400), END + timedelta(days=30)),
+    ]
+    with engine.connect() as connection:
+        for low, high in spans:
+            period = Period(low, high, Grouping.week)
+            found = entries_by_stage(connection, period)
+            assert found == previous_entries_by_week(connection, period)
+        assert sum(found.values()) > 50

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -66,6 +67,8 @@ class Conversion:
 
 def entries_by_stage(connection: Connection, period: Period) -> dict[tuple[str, str], int]:
     """(group, stage) -> entries of leads into the stage in the period (from the ``at`` index)."""
+    if period.by is Grouping.week:
+        return _entries_by_week(connection, period)
     changes = STAGE_CHANGES.c
     entries = (
         select(
@@ -91,6 +94,38 @@ def entries_by_stage(connection: Connection, period: Period) -> dict[tuple[str, 
     keys = [entries.c.stage] if expression is None else [grp, entries.c.stage]
     query = select(grp, entries.c.stage, func.count()).group_by(*keys)
     return {(row[0], row[1]): int(row[2]) for row in connection.execute(query)}
+
+
+WEEKS_PER_STATEMENT = 100
+"""Weeks counted by one statement (SQLite allows 500 ``UNION ALL`` parts at most)."""
+
+
+def _entries_by_week(connection: Connection, period: Period) -> dict[tuple[str, str], int]:
+    """:func:`entries_by_stage` by week: each week of the period (from its Monday, UTC, as
+    :func:`~leadflow.funnel.sql.week_of` names it) counted over its own range of the ``at``
+    index, not every entry's week worked out from its time and the entries sorted by it (two
+    thirds of this count's time on SQLite)."""
+    changes = STAGE_CHANGES.c
+    monday = datetime.combine(period.start.date(), time(), UTC) - timedelta(
+        days=period.start.weekday()
+    )
+    weeks = []
+    while monday < period.end:
+        following = monday + timedelta(weeks=1)
+        week = Period(max(monday, period.start), min(following, period.end))
+        counted = (
+            select(literal(monday.date().isoformat()), changes.to_stage, func.count())
+            .where(changes.lead_id.is_not(None), is_entry(), _within(changes.at, week))
+            .group_by(changes.to_stage)
+        )
+        weeks.append(counted)
+        monday = following
+    found: dict[tuple[str, str], int] = {}
+    for first in range(0, len(weeks), WEEKS_PER_STATEMENT):
+        part = weeks[first : first + WEEKS_PER_STATEMENT]
+        query = union_all(*part) if len(part) > 1 else part[0]
+        found.update({(row[0], row[1]): int(row[2]) for row in connection.execute(query)})
+    return found
 
 
 def conversions(
