@@ -10,24 +10,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import (
     CTE,
+    ColumnElement,
     Connection,
     Select,
     Subquery,
     and_,
     case,
+    cast,
+    exists,
+    false,
     func,
     literal,
+    null,
+    or_,
     select,
+    true,
     union_all,
 )
 
-from leadflow.funnel.entry_keys import entry_key, key_owner
 from leadflow.funnel.groups import labelled, lead_group
 from leadflow.funnel.history import is_entry
 from leadflow.funnel.period import Grouping, Period
@@ -36,6 +43,9 @@ from leadflow.store.tables import STAGE_CHANGES
 
 BY_ENTRY = (Grouping.rep, Grouping.week)
 """Groupings that depend on the cohort's entry (its owner, its week), not on the lead alone."""
+
+BY_LEAD_LOOKUP = (Grouping.source, Grouping.segment, Grouping.pool)
+"""Groupings looked up for each lead (in its attributes, its assignments)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,8 @@ class Conversion:
 
 def entries_by_stage(connection: Connection, period: Period) -> dict[tuple[str, str], int]:
     """(group, stage) -> entries of leads into the stage in the period (from the ``at`` index)."""
+    if period.by is Grouping.week:
+        return _entries_by_week(connection, period)
     changes = STAGE_CHANGES.c
     entries = (
         select(
@@ -68,9 +80,52 @@ def entries_by_stage(connection: Connection, period: Period) -> dict[tuple[str, 
         .where(changes.lead_id.is_not(None), is_entry(), _within(changes.at, period))
         .subquery("entries")
     )
-    grp = _group(connection, period, entries, entries.c.entered)
-    query = select(grp, entries.c.stage, func.count()).group_by(grp, entries.c.stage)
+    expression = lead_group(
+        period.by,
+        entries.c.subject_id,
+        entries.c.owner_id,
+        entries.c.entered,
+        connection.dialect.name,
+        instant(period.end),
+    )
+    grp = labelled(expression)
+    # Not grouped (one group): by stage alone, where a constant key made SQLite's sort for
+    # the grouping carry it for every entry (half of this count's time).
+    keys = [entries.c.stage] if expression is None else [grp, entries.c.stage]
+    query = select(grp, entries.c.stage, func.count()).group_by(*keys)
     return {(row[0], row[1]): int(row[2]) for row in connection.execute(query)}
+
+
+WEEKS_PER_STATEMENT = 100
+"""Weeks counted by one statement (SQLite allows 500 ``UNION ALL`` parts at most)."""
+
+
+def _entries_by_week(connection: Connection, period: Period) -> dict[tuple[str, str], int]:
+    """:func:`entries_by_stage` by week: each week of the period (from its Monday, UTC, as
+    :func:`~leadflow.funnel.sql.week_of` names it) counted over its own range of the ``at``
+    index, not every entry's week worked out from its time and the entries sorted by it (two
+    thirds of this count's time on SQLite)."""
+    changes = STAGE_CHANGES.c
+    monday = datetime.combine(period.start.date(), time(), UTC) - timedelta(
+        days=period.start.weekday()
+    )
+    weeks = []
+    while monday < period.end:
+        following = monday + timedelta(weeks=1)
+        week = Period(max(monday, period.start), min(following, period.end))
+        counted = (
+            select(literal(monday.date().isoformat()), changes.to_stage, func.count())
+            .where(changes.lead_id.is_not(None), is_entry(), _within(changes.at, week))
+            .group_by(changes.to_stage)
+        )
+        weeks.append(counted)
+        monday = following
+    found: dict[tuple[str, str], int] = {}
+    for first in range(0, len(weeks), WEEKS_PER_STATEMENT):
+        part = weeks[first : first + WEEKS_PER_STATEMENT]
+        query = union_all(*part) if len(part) > 1 else part[0]
+        found.update({(row[0], row[1]): int(row[2]) for row in connection.execute(query)})
+    return found
 
 
 def conversions(
@@ -85,7 +140,7 @@ def conversions(
     ``cohorts``, cohort conversion for each (from, to) of ``pairs``, per group."""
     if counts is None:
         counts = entries_by_stage(connection, period)
-    found = _cohorts(connection, period, pairs) if cohorts else []
+    found = _cohorts(connection, period, pairs, _entered(counts)) if cohorts else []
     return _with_period(counts, pairs, [c for pair in found for c in pair])
 
 
@@ -98,8 +153,13 @@ def conversions_and_requalified(
 ) -> tuple[list[Conversion], list[Conversion]]:
     """:func:`conversions` of ``pairs`` and :func:`requalified` (``requalify`` is its
     (recycled, mql)), with the cohorts of both counted in the same pass over the history."""
-    *found, again = _cohorts(connection, period, [*pairs, requalify])
+    *found, again = _cohorts(connection, period, [*pairs, requalify], _entered(counts))
     return _with_period(counts, pairs, [c for pair in found for c in pair]), again
+
+
+def _entered(counts: dict[tuple[str, str], int]) -> set[str]:
+    """The stages with an entry in the period, from its :func:`entries_by_stage`."""
+    return {stage for (_group, stage), count in counts.items() if count}
 
 
 def _with_period(
@@ -118,76 +178,145 @@ def _with_period(
 
 
 def _cohorts(
-    connection: Connection, period: Period, pairs: Sequence[tuple[str, str]]
+    connection: Connection,
+    period: Period,
+    pairs: Sequence[tuple[str, str]],
+    entered: Collection[str] | None = None,
 ) -> list[list[Conversion]]:
     """For each (low, high) of ``pairs``, its conversions by group: of the leads whose first
     entry into ``low`` is in the period, those entering ``high`` after it (later time, or the
     same time recorded after) by the period's end.
 
-    One pass over each lead's entries before the end, grouped by lead (the ``(lead_id, at, id,
-    ...)`` index hands them over lead by lead, so nothing is sorted): per pair, the first entry
-    into ``low`` in the period and the last into ``high`` as the min and max of their
-    :func:`entry_key`; the lead converted if the last comes after the first."""
-    if not pairs:
-        return []
-    per_lead = _per_lead(connection, period, pairs)
+    One pass over the period's entries grouped by lead: per pair, the time of the lead's first
+    entry into ``low`` and of its last into ``high`` as a ``min`` and a ``max`` of the stored
+    time itself (see :func:`_per_lead`); the lead converted if the last is later, and, at the
+    same instant, if an entry into ``high`` was recorded after the first entry into ``low``
+    (looked up for those leads alone, see :func:`_converted`).
+
+    ``entered``, when known, holds the stages with an entry in the period: a pair whose
+    ``low`` is not one has no cohort (no line), and one whose ``high`` is not one converted no
+    lead, so the pass reads and steps nothing for them."""
+    found: list[list[Conversion]] = [[] for _ in pairs]
+    live = [n for n, (low, _high) in enumerate(pairs) if entered is None or low in entered]
+    if not live:
+        return found
+    chosen = [pairs[n] for n in live]
+    per_lead = _per_lead(period, chosen, entered)
+    if period.by in BY_LEAD_LOOKUP and connection.dialect.name == "postgresql":
+        # In lead order, so the grouping's look-up per lead (its attributes, its assignments)
+        # walks their indexes in order: a hash aggregate hands the leads over at random, and
+        # each look-up cost three times as much (1,000,000 leads, --by source).
+        per_lead = per_lead.order_by(per_lead.selected_columns.subject_id)
     if period.by not in BY_ENTRY:
-        return _counted_at_once(connection, period, pairs, per_lead.subquery("per_lead"))
-    return _counted_by_entry(connection, period, pairs, per_lead.cte("per_lead"))
+        counted = _counted_at_once(connection, period, chosen, per_lead.subquery("per_lead"))
+    else:
+        counted = _counted_by_entry(connection, period, chosen, per_lead.cte("per_lead"))
+    for n, lines in zip(live, counted, strict=True):
+        found[n] = lines
+    return found
 
 
 def _per_lead(
-    connection: Connection, period: Period, pairs: Sequence[tuple[str, str]]
+    period: Period, pairs: Sequence[tuple[str, str]], entered: Collection[str] | None
 ) -> Select[Any]:
-    """One row per lead: ``first_{n}`` and ``last_{n}`` keys of each pair ``n`` (and
-    ``entered_{n}``, the first entry's time, when the grouping reads it)."""
-    dialect = connection.dialect.name
+    """One row per lead with an entry into a pair's ``low`` in the period: ``first_{n}``, the
+    time of its first entry into pair ``n``'s ``low`` in the period, and ``last_{n}``, of its
+    last entry into ``high`` in the period (null without one; null for every lead when
+    ``high`` is not one of the ``entered`` stages). By rep, also ``entries_{n}``, its entries
+    into ``low`` in the period, and ``owner_{n}``, the owner on one of them: the first's when
+    it is the only one (see :func:`_first_owner`).
+
+    Only the period's entries are read: the first entry is in it, and an entry into ``high``
+    before the period's start is before the first, so it never decides. They come from the
+    ``(at, ...)`` index, which holds every column read here, in the period alone (a week's
+    report reads a week), then are grouped by lead. The stored time is the value compared: no
+    key is built per row (a text key per row was most of this pass's cost on SQLite)."""
     changes = STAGE_CHANGES.c
-    start = instant(period.start)
-    # Each entry's key worked out once, then read by the aggregates of every pair.
-    rows = select(
-        changes.lead_id,
-        changes.to_stage,
-        changes.at,
-        entry_key(dialect, changes.at, changes.id, changes.to_owner_id).label("key"),
-    ).where(
-        changes.lead_id.is_not(None),
-        is_entry(),
-        changes.at < instant(period.end),
-        changes.lead_id.in_(_entering_in_period(period, [low for low, _high in pairs])),
+    stages = sorted(
+        {stage for pair in pairs for stage in pair if entered is None or stage in entered}
     )
-    if dialect == "postgresql":
-        # OFFSET 0 keeps PostgreSQL from inlining the key into each aggregate below (it would
-        # build a row's key once per pair and side instead of once); in the index's order, so
-        # grouping by lead sorts nothing. SQLite reads the subquery flattened, as it should.
-        rows = rows.order_by(changes.lead_id).offset(0)
-    entries = rows.subquery("entries")
-    columns: list[Any] = [entries.c.lead_id.label("subject_id")]
+    entries = (
+        select(changes.lead_id, changes.to_stage, changes.at, changes.to_owner_id)
+        .where(
+            changes.lead_id.is_not(None),
+            is_entry(),
+            _within(changes.at, period),
+            changes.to_stage.in_(stages),
+        )
+        .subquery("entries")
+    )
+
     # FILTER, not a CASE inside each aggregate: a row then steps only the aggregates of its own
-    # stage (two or three of the ten or so), not every one of them with a null.
+    # stage, not every one of them with a null. The stage is written into the statement, not
+    # bound: SQLite then sees one aggregate where the same one is read twice (``mql`` ends both
+    # lead -> mql and recycled -> mql; the HAVING reads each first again), where a parameter
+    # each made it step one more per row.
+    def of(stage: str) -> ColumnElement[bool]:
+        return entries.c.to_stage == literal(stage, literal_execute=True)
+
+    none = cast(null(), changes.at.type)  # a time (PostgreSQL would type a bare NULL text)
+    firsts = {low: func.min(entries.c.at).filter(of(low)) for low, _high in pairs}
+    lasts: dict[str, Any] = {
+        high: func.max(entries.c.at).filter(of(high)) if high in stages else none
+        for _low, high in pairs
+    }
+    columns: list[Any] = [entries.c.lead_id.label("subject_id")]
     for n, (low, high) in enumerate(pairs):
-        first = and_(entries.c.to_stage == low, entries.c.at >= start)
-        columns += [
-            func.min(entries.c.key).filter(first).label(f"first_{n}"),
-            func.max(entries.c.key).filter(entries.c.to_stage == high).label(f"last_{n}"),
-        ]
-        if period.by in BY_ENTRY:
-            columns.append(func.min(entries.c.at).filter(first).label(f"entered_{n}"))
-    return select(*columns).group_by(entries.c.lead_id)
+        columns += [firsts[low].label(f"first_{n}"), lasts[high].label(f"last_{n}")]
+        if period.by is Grouping.rep:
+            columns += [
+                func.count().filter(of(low)).label(f"entries_{n}"),
+                func.max(entries.c.to_owner_id).filter(of(low)).label(f"owner_{n}"),
+            ]
+    in_a_cohort = or_(*(first.is_not(None) for first in firsts.values()))
+    return select(*columns).group_by(entries.c.lead_id).having(in_a_cohort)
 
 
-def _entering_in_period(period: Period, stages: Sequence[str]) -> Select[Any]:
-    """The leads with an entry into one of ``stages`` in the period: only they can be in a
-    cohort, so only their histories are read (from the ``(at, to_stage, ...)`` index), not
-    every lead's; over a quarter of a year's history, a third of the rows or less."""
-    inside = STAGE_CHANGES.alias("entering")
-    return select(inside.c.lead_id).where(
-        inside.c.at >= instant(period.start),
-        inside.c.at < instant(period.end),
-        inside.c.to_stage.in_(sorted(set(stages))),
-        inside.c.lead_id.is_not(None),
-        is_entry(inside),
+def _first_entry(lead_id: Any, at: Any, low: str, column: str) -> ColumnElement[Any]:
+    """``column`` of the lead's first entry into ``low`` at the instant ``at`` (the first
+    recorded, for entries at the same instant): one look-up in the ``(lead_id, at, id, ...)``
+    index."""
+    entry = STAGE_CHANGES.alias("first_entry")
+    return (
+        select(entry.c[column])
+        .where(
+            entry.c.lead_id == lead_id,
+            entry.c.at == at,
+            entry.c.to_stage == low,
+            is_entry(entry),
+        )
+        .order_by(entry.c.id)
+        .limit(1)
+        .correlate_except(entry)
+        .scalar_subquery()
     )
+
+
+def _first_owner(per_lead: Any, n: int, low: str) -> ColumnElement[Any]:
+    """The owner on the lead's first entry into pair ``n``'s ``low`` in the period: the owner
+    on its only one (most leads), else looked up (the first recorded at the first instant)."""
+    looked_up = _first_entry(per_lead.c.subject_id, per_lead.c[f"first_{n}"], low, "to_owner_id")
+    return case((per_lead.c[f"entries_{n}"] == 1, per_lead.c[f"owner_{n}"]), else_=looked_up)
+
+
+def _converted(per_lead: Any, n: int, low: str, high: str) -> ColumnElement[bool]:
+    """Whether the lead of a ``per_lead`` row converted in pair ``n``: its last entry into
+    ``high`` is later than its first into ``low``, or at the same instant and recorded after
+    it (by id). Only that tie, rare, looks the entries up."""
+    lead, first, last = per_lead.c.subject_id, per_lead.c[f"first_{n}"], per_lead.c[f"last_{n}"]
+    later = STAGE_CHANGES.alias("later_entry")
+    recorded_after = (
+        exists()
+        .where(
+            later.c.lead_id == lead,
+            later.c.at == first,
+            later.c.to_stage == high,
+            is_entry(later),
+            later.c.id > _first_entry(lead, first, low, "id"),
+        )
+        .correlate_except(later)
+    )
+    return case((last > first, true()), (last == first, recorded_after), else_=false())
 
 
 def _counted_by_entry(
@@ -196,15 +325,11 @@ def _counted_by_entry(
     """The cohorts of each pair grouped apart, by its first entry's owner or week."""
     dialect = connection.dialect.name
     counted = []
-    for n in range(len(pairs)):
-        first, last = per_lead.c[f"first_{n}"], per_lead.c[f"last_{n}"]
+    for n, (low, high) in enumerate(pairs):
+        first = per_lead.c[f"first_{n}"]
+        owner = _first_owner(per_lead, n, low) if period.by is Grouping.rep else None
         expression = lead_group(
-            period.by,
-            per_lead.c.subject_id,
-            key_owner(dialect, first),
-            per_lead.c[f"entered_{n}"],
-            dialect,
-            instant(period.end),
+            period.by, per_lead.c.subject_id, owner, first, dialect, instant(period.end)
         )
         grp = labelled(expression)
         counted.append(
@@ -212,7 +337,7 @@ def _counted_by_entry(
                 literal(n).label("pair"),
                 grp,
                 func.count(),
-                func.sum(case((last > first, 1), else_=0)),
+                func.count().filter(_converted(per_lead, n, low, high)),
             )
             .where(first.is_not(None))
             .group_by(grp)
@@ -231,16 +356,20 @@ def _counted_at_once(
     depends on the lead alone (not on the cohort's entry): a pair whose cohort is empty in a
     group has no line there, as when each pair is grouped apart."""
     dialect = connection.dialect.name
-    grp = labelled(
-        lead_group(period.by, per_lead.c.subject_id, None, None, dialect, instant(period.end))
+    expression = lead_group(
+        period.by, per_lead.c.subject_id, None, None, dialect, instant(period.end)
     )
-    sums: list[Any] = []
-    for n in range(len(pairs)):
-        first, last = per_lead.c[f"first_{n}"], per_lead.c[f"last_{n}"]
-        sums.append(func.sum(case((first.is_not(None), 1), else_=0)))
-        sums.append(func.sum(case((last > first, 1), else_=0)))
+    grp = labelled(expression)
+    counts: list[Any] = []
+    for n, (low, high) in enumerate(pairs):
+        counts.append(func.count(per_lead.c[f"first_{n}"]))
+        counts.append(func.count().filter(_converted(per_lead, n, low, high)))
+    query = select(grp, *counts)
+    if expression is not None:
+        # Not grouped, one row: SQLite would sort every lead's row by the constant group.
+        query = query.group_by(grp)
     found: list[list[Conversion]] = [[] for _ in pairs]
-    for row in sorted(connection.execute(select(grp, *sums).group_by(grp)), key=lambda r: r[0]):
+    for row in sorted(connection.execute(query), key=lambda r: r[0]):
         for n, (low, high) in enumerate(pairs):
             base, converted = int(row[1 + 2 * n] or 0), int(row[2 + 2 * n] or 0)
             if base:
