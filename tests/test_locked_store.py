@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -93,10 +94,12 @@ def test_commands_that_write_exit_3_in_one_line_when_the_store_stays_locked(
         "    actions:\n      - set_stage: mql\n"
     )
     _create_store(config)
-    with _write_locked(store):
-        ran = _leadflow(config, "run", "--once")
-        retried = _leadflow(config, "outbox", "--retry", "1")
-        sent = _leadflow(config, "send", "--once")
+    with _write_locked(store), ThreadPoolExecutor(3) as pool:
+        # At once: each waits the busy timeout out (10 s), one after the other 30 s of CI.
+        ran, retried, sent = pool.map(
+            lambda args: _leadflow(config, *args),
+            [("run", "--once"), ("outbox", "--retry", "1"), ("send", "--once")],
+        )
     for refused in (ran, retried):
         assert (refused.returncode, refused.stdout) == (3, "")
         assert refused.stderr == "error: the database failed: database is locked\n"
