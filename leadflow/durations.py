@@ -33,6 +33,13 @@ def parse_duration(text: str | int | float | timedelta) -> timedelta:
     return value
 
 
+def not_a_duration(value: object) -> DurationError:
+    """The error for a value that is no duration at all (not one out of bounds)."""
+    return DurationError(
+        f"{value!r} is not a duration; write a number and a unit (s, m, h, d, w), e.g. 90m"
+    )
+
+
 def _read(text: str | int | float | timedelta) -> timedelta:
     if isinstance(text, timedelta):
         return text
@@ -41,13 +48,11 @@ def _read(text: str | int | float | timedelta) -> timedelta:
         raise DurationError(msg)
     if isinstance(text, int | float):
         if math.isnan(text):
-            msg = f"{text!r} is not a duration; write a number and a unit (s, m, h, d, w), e.g. 90m"
-            raise DurationError(msg)
+            raise not_a_duration(text)
         return timedelta(seconds=text)
     lowered = text.strip().lower()
     if not _WHOLE.match(lowered):
-        msg = f"{text!r} is not a duration; write a number and a unit (s, m, h, d, w), e.g. 90m"
-        raise DurationError(msg)
+        raise not_a_duration(text)
     value = timedelta()
     for amount, unit in _PART.findall(lowered):
         value += timedelta(**{_UNITS[unit]: float(amount)})

@@ -103,13 +103,9 @@ def show_audit(
 
 
 def _lead_exists(engine: Any, external_id: str) -> bool:
-    from sqlalchemy import select
-
     from leadflow.store.tables import LEADS
 
-    query = select(LEADS.c.id).where(LEADS.c.external_id == external_id)
-    with engine.connect() as connection:
-        return connection.execute(query).first() is not None
+    return _any_row(engine, LEADS, LEADS.c.external_id == external_id)
 
 
 def _rule_ids(settings: Any) -> set[str]:
@@ -122,13 +118,17 @@ def _rule_ids(settings: Any) -> set[str]:
 
 
 def _rule_audited(engine: Any, rule_id: str) -> bool:
-    from sqlalchemy import select
-
     from leadflow.store.tables import AUDIT
 
-    query = select(AUDIT.c.id).where(AUDIT.c.rule_id == rule_id).limit(1)
+    return _any_row(engine, AUDIT, AUDIT.c.rule_id == rule_id)
+
+
+def _any_row(engine: Any, table: Any, condition: Any) -> bool:
+    """Whether a row of ``table`` meets ``condition`` (one index probe, no row read back)."""
+    from sqlalchemy import select
+
     with engine.connect() as connection:
-        return connection.execute(query).first() is not None
+        return connection.execute(select(table.c.id).where(condition).limit(1)).first() is not None
 
 
 def _outbox_id(row: Any) -> int | None:

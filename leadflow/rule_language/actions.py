@@ -13,15 +13,13 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from leadflow.durations import parse_duration
-from leadflow.errors import DurationError
+from leadflow.durations import not_a_duration, parse_duration
 
 
 def parse_rule_duration(value: object) -> timedelta:
     """A positive duration of at most :data:`LONGEST_DURATION`; :class:`DurationError` if not."""
     if not isinstance(value, str | int | float | timedelta):
-        msg = f"{value!r} is not a duration; write a number and a unit (s, m, h, d, w), e.g. 90m"
-        raise DurationError(msg)
+        raise not_a_duration(value)
     return parse_duration(value)  # its own bounds: positive, at most LONGEST_DURATION
 
 
