@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Engine, update
 
 from leadflow.cli import main
-from leadflow.funnel.text import CONVERSION_SECTIONS, LEFT_OUT
+from leadflow.funnel.text import CONVERSION_SECTIONS, left_out_note
 from leadflow.store.tables import LEADS
 from tests.test_report import seed
 
@@ -93,6 +93,19 @@ class TestFormats:
         assert re.search(r"│ A\s+│\s+2 │\s+1 │\s+66\.7% │", out)
         assert re.search(r"│ B\s+│\s+1 │\s+0 │\s+100\.0% │", out)
 
+    def test_attributed_conversions_read_as_counts_linear_shares_as_decimals(
+        self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """First and last touch credit whole conversions (2, not 2.00); a linear share of two
+        touches keeps its decimals (1.50); amounts stay money (400.00)."""
+        seed(engine)
+        assert run(tmp_path, store_url) == 0
+        out = capsys.readouterr().out
+        assert re.search(r"│ first_touch │ won\s+│ ads\s+│\s+2 │\s+400\.00 │", out)
+        assert re.search(r"│ last_touch\s+│ mql\s+│ spring\s+│\s+1 │\s+0\.00 │", out)
+        assert re.search(r"│ linear\s+│ won\s+│ spring\s+│\s+1\.50 │\s+350\.00 │", out)
+        assert not re.search(r"│ first_touch .*│\s+\d+\.00 │\s+[\d,.]+ │", out)
+
     def test_html_is_self_contained(self, engine: Engine, store_url: str, tmp_path: Path) -> None:
         """Four inline SVG charts; no script, no stylesheet or image fetched from anywhere."""
         seed(engine)
@@ -118,7 +131,7 @@ class TestFormats:
         empty = [r for r in pairs if r["base"] == "0" and r["converted"] == "0"]
         assert 0 < len(empty) < len(pairs)
         notes = [
-            LEFT_OUT.format(count=count)
+            left_out_note(count)
             for name in CONVERSION_SECTIONS
             if (count := sum(r["section"] == name for r in empty))
         ]
@@ -129,7 +142,7 @@ class TestFormats:
         capsys.readouterr()
         assert run(tmp_path, store_url) == 0
         printed = capsys.readouterr().out.splitlines()
-        assert [line for line in printed if "pairs with no entry" in line] == notes
+        assert [line for line in printed if "with no entry into either stage" in line] == notes
 
     def test_output_extension_names_the_format(
         self, engine: Engine, store_url: str, tmp_path: Path

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from leadflow.funnel.text import LEFT_OUT, for_people
+from leadflow.funnel.text import for_people, left_out_note
 
 
 def _pair(group: str, from_stage: str, to_stage: str, base: int, converted: int) -> dict[str, Any]:
@@ -33,8 +33,12 @@ def test_pairs_with_no_entry_on_either_side_are_left_out() -> None:
     for name in ("conversion", "requalified", "weekly_conversion"):
         kept, left_out = for_people(name, rows)
         assert (kept, left_out) == ([rows[1], rows[2]], 2)
-    assert LEFT_OUT.format(count=2) == (
+    assert left_out_note(2) == (
         "2 pairs with no entry into either stage in the period are not shown "
+        "(--format csv and json list every pair)."
+    )
+    assert left_out_note(1) == (
+        "1 pair with no entry into either stage in the period is not shown "
         "(--format csv and json list every pair)."
     )
 

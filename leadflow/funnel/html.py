@@ -13,7 +13,7 @@ import html
 from leadflow.funnel.charts import CHARTS
 from leadflow.funnel.report import Report
 from leadflow.funnel.sections import Row
-from leadflow.funnel.text import LEFT_OUT, TITLES, for_people, shown
+from leadflow.funnel.text import TITLES, for_people, left_out_note, shown
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1200px;
@@ -57,7 +57,7 @@ def render_html(report: Report, sections: dict[str, list[Row]]) -> str:
 def _table(rows: list[Row], left_out: int = 0) -> str:
     if not rows:
         return "<p>Nothing in the period.</p>"
-    note = f"<p class=note>{html.escape(LEFT_OUT.format(count=left_out))}</p>" if left_out else ""
+    note = f"<p class=note>{html.escape(left_out_note(left_out))}</p>" if left_out else ""
     columns = list(rows[0])
     text = {c for c in columns if all(isinstance(r.get(c), str | None) for r in rows)}
 

@@ -29,10 +29,15 @@ TITLES = {
 
 
 CONVERSION_SECTIONS = ("conversion", "requalified", "weekly_conversion")
-LEFT_OUT = (
-    "{count} pairs with no entry into either stage in the period are not shown "
-    "(--format csv and json list every pair)."
-)
+
+
+def left_out_note(count: int) -> str:
+    """What a table says of the conversion pairs it leaves out."""
+    pairs = "1 pair" if count == 1 else f"{count:,} pairs"
+    return (
+        f"{pairs} with no entry into either stage in the period "
+        f"{'is' if count == 1 else 'are'} not shown (--format csv and json list every pair)."
+    )
 
 
 def for_people(name: str, rows: list[Row]) -> tuple[list[Row], int]:
@@ -46,12 +51,16 @@ def for_people(name: str, rows: list[Row]) -> tuple[list[Row], int]:
 
 
 def shown(value: Any, column: str) -> str:
-    """A value as people read it: rates as percentages, decimals to two places."""
+    """A value as people read it: rates as percentages, decimals to two places, and whole
+    attributed conversions as the counts they are (first and last touch credit whole ones; a
+    linear share keeps its decimals)."""
     if value is None:
         return "-"
     if isinstance(value, float):
         if column.endswith("rate"):
             return f"{value:.1%}"
+        if column == "conversions" and value.is_integer():
+            return f"{int(value):,}"
         return f"{value:,.2f}"
     if isinstance(value, int):
         return f"{value:,}"
@@ -97,7 +106,7 @@ def _print_tables(console: Console, report: Report, sections: dict[str, list[Row
             table.add_row(*(shown(row.get(column), column) for column in columns))
         console.print(table)
         if left_out:
-            console.print(LEFT_OUT.format(count=left_out), soft_wrap=True)
+            console.print(left_out_note(left_out), soft_wrap=True)
 
 
 MIN_WIDTH = 140
