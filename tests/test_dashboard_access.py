@@ -274,9 +274,7 @@ class TestHashPasswordCommand:
     ) -> None:
         monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
         assert main(["dashboard", "hash-password"]) == 1
-        assert (
-            capsys.readouterr().err == "leadflow dashboard hash-password: the password is empty\n"
-        )
+        assert capsys.readouterr().err == "error: the password is empty\n"
 
 
 def test_the_configuration_examples_of_the_docs_load(tmp_path: Path) -> None:

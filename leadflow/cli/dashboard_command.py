@@ -7,6 +7,7 @@ import sys
 import typer
 
 from leadflow.cli.console import command
+from leadflow.errors import UserInputError
 
 app = typer.Typer(
     name="dashboard",
@@ -27,8 +28,7 @@ def hash_password() -> None:
     else:
         password = sys.stdin.readline().rstrip("\r\n")
     if not password:
-        typer.echo("leadflow dashboard hash-password: the password is empty", err=True)
-        raise typer.Exit(1)
+        raise UserInputError("the password is empty")
     typer.echo(argon2_hash(password))
 
 
