@@ -74,8 +74,10 @@ def _shown_rows(page: str) -> dict[str, list[tuple[str, ...]]]:
 
     shown = {}
     for name, body in _tables(page).items():
-        rows = re.findall(r"<tr>((?:<td>.*?</td>)+)</tr>", body)
-        shown[name] = [tuple(unescape(c) for c in re.findall(r"<td>(.*?)</td>", r)) for r in rows]
+        rows = re.findall(r"<tr>((?:<td[^>]*>.*?</td>)+)</tr>", body)
+        shown[name] = [
+            tuple(unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", r)) for r in rows
+        ]
         if shown[name] == [("Nothing in the period.",)]:
             shown[name] = []
     return shown

@@ -228,6 +228,54 @@ class TestFunnelCharts:
         assert ui.get("/ui/funnel/charts/pie.svg?v=x").status_code == 404
 
 
+class TestPeriodTables:
+    def test_tables_read_as_the_reports_tables(
+        self, seeded: Engine, make_settings: Any, clock: SettableClock
+    ) -> None:
+        """The period's tables leave out the conversion pairs with no entry on either side and
+        say how many, as `leadflow report`'s tables do; names are left-aligned, figures
+        right-aligned (class num) in the page."""
+        from leadflow.funnel.period import Period
+        from leadflow.funnel.report import build_report
+        from leadflow.funnel.sections import sections
+        from leadflow.funnel.text import left_out_note, shown
+
+        seed_stage_history(seeded)
+        settings = dashboard_settings(make_settings, **{"dashboard.funnel_wait": 0})
+        numbers = funnel_numbers(seeded, settings, (T0 - 24 * HOUR).date(), T0.date(), T0)
+        conversion = {table.name: table for table in numbers.tables}["conversion"]
+        day = T0.replace(hour=0) - 24 * HOUR
+        every = sections(build_report(seeded, settings, Period(day, day + 48 * HOUR), T0))
+        kept = [r for r in every["conversion"] if r["base"] or r["converted"]]
+        assert 0 < len(kept) < len(every["conversion"])
+        assert conversion.rows == tuple(
+            tuple(shown(r[c], c) for c in every["conversion"][0]) for r in kept
+        )
+        assert conversion.left_out == left_out_note(len(every["conversion"]) - len(kept))
+        assert conversion.columns[:4] == ("kind", "group", "from stage", "to stage")
+        assert conversion.figures[:4] == (False, False, False, False)
+        assert all(conversion.figures[4:])
+        runtime = runtime_for(seeded, settings, clock)
+        snapshots = funnel_snapshots(runtime)
+        app, _holder = build_app(runtime, funnel=snapshots)
+        ui = Browser(app)
+        ui.login("vera")
+        ui.get("/ui/funnel?from=2026-03-01&to=2026-03-02")
+        assert snapshots.wait_idle(60)
+        page = ui.get("/ui/funnel?from=2026-03-01&to=2026-03-02").text
+        table = page[page.index('<table class="report" id="conversion">') :]
+        table = table[: table.index("</table>")]
+        first = re.search(r"<tbody>\s*<tr>(.*?)</tr>", table, re.S)
+        assert first is not None
+        cells = re.findall(r"<td( class=\"num\")?>([^<]*)</td>", first.group(1))
+        assert cells == [
+            ("" if not numeric else ' class="num"', value)
+            for numeric, value in zip(conversion.figures, conversion.rows[0], strict=True)
+        ]
+        assert f'<p class="note">{conversion.left_out}</p>' in page
+        snapshots.close()
+
+
 class TestSlaBusinessHours:
     """The SLA board shows each running timer's business time to its due time, or past it,
     in the timer's own calendar, as the SLA engine counts it."""
@@ -352,11 +400,12 @@ class TestOtherPages:
 
     def test_funnel_counts_in_stage_order(self, seeded: Engine) -> None:
         """Leads per stage now, progression then side stages; below them the period's tables
-        are `leadflow report`'s sections, value for value as its table prints them."""
+        are `leadflow report`'s sections, value for value and row for row as its table prints
+        them (conversion pairs with no entry on either side left out)."""
         from leadflow.funnel.period import Period
         from leadflow.funnel.report import build_report
         from leadflow.funnel.sections import sections
-        from leadflow.funnel.text import shown
+        from leadflow.funnel.text import for_people, shown
         from leadflow.settings import Settings
 
         settings = Settings()
@@ -386,7 +435,8 @@ class TestOtherPages:
         assert set(shown_tables) == set(report) - {"weekly_conversion"}
         for name, rows in report.items():
             if name in shown_tables:
-                expected = tuple(tuple(shown(v, c) for c, v in row.items()) for row in rows)
+                kept, _left_out = for_people(name, rows)
+                expected = tuple(tuple(shown(v, c) for c, v in row.items()) for row in kept)
                 assert shown_tables[name] == expected, name
         assert shown_tables["stage_entries"] == (("all", "mql", "1"),)
 

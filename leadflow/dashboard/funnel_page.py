@@ -34,6 +34,10 @@ class ReportTable:
     columns: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
     """Each value as the report's table shows it (rates as percentages, two decimals)."""
+    figures: tuple[bool, ...] = ()
+    """Per column: a figure (right-aligned) rather than a name."""
+    left_out: str = ""
+    """What the table says of the rows it leaves out, as ``leadflow report``'s tables do."""
 
 
 @dataclass(frozen=True)
@@ -123,24 +127,29 @@ def period_figures(
     from leadflow.funnel.period import Period, day_start
     from leadflow.funnel.report import build_report
     from leadflow.funnel.sections import sections
-    from leadflow.funnel.text import TITLES, shown
+    from leadflow.funnel.text import TITLES
 
     period = Period(day_start(first), day_start(last, after=True))
     report = build_report(engine, settings, period, now)
     rows = sections(report)
     tables = tuple(
-        _table(name, TITLES.get(name, name), section, shown)
+        _table(name, TITLES.get(name, name), section)
         for name, section in rows.items()
         if name not in CHART_SECTIONS
     )
     return PeriodFigures(tables, tuple(chart_views(report, rows)))
 
 
-def _table(name: str, title: str, rows: list[dict[str, Any]], shown: Any) -> ReportTable:
-    columns = tuple(rows[0]) if rows else ()
+def _table(name: str, title: str, section: list[dict[str, Any]]) -> ReportTable:
+    from leadflow.funnel.text import TEXT_COLUMNS, for_people, left_out_note, shown
+
+    rows, left_out = for_people(name, section)
+    columns = tuple(section[0]) if section else ()
     return ReportTable(
         name,
         title,
         tuple(column.replace("_", " ") for column in columns),
         tuple(tuple(shown(row.get(column), column) for column in columns) for row in rows),
+        tuple(column not in TEXT_COLUMNS for column in columns),
+        left_out_note(left_out) if left_out else "",
     )

@@ -69,6 +69,13 @@ def svg_chart(draw: Callable[[Axes], bool], height: float = 3.2) -> str:
     return text[text.index("<svg") :]
 
 
+def _counts_on(axis: Any) -> None:
+    """Whole ticks on an axis of counts: no 0.25 entries or 0.2 timers between 0 and 1."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
 # --- entries into each stage ------------------------------------------------------------
 
 
@@ -89,6 +96,7 @@ def funnel_svg(data: list[tuple[str, int]]) -> str:
         bars = axes.barh(stages[::-1], values[::-1], color="#1565c0")
         axes.bar_label(bars, padding=3)
         axes.set_xlabel("entries in the period")
+        _counts_on(axes.xaxis)
         return True
 
     return svg_chart(draw)
@@ -173,6 +181,7 @@ def sla_svg(reps: list[tuple[str, list[int]]]) -> str:
             axes.barh(names, values, left=left, color=COLOURS[ending], label=ending)
             left = [a + b for a, b in zip(left, values, strict=True)]
         axes.set_xlabel("SLA timers ended")
+        _counts_on(axes.xaxis)
         axes.legend(fontsize=7, ncols=5, loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False)
         return True
 
@@ -226,7 +235,10 @@ def velocity_svg(data: dict[str, Any]) -> str:
         bars = axes.bar(stages, [m for _, m, _ in lines], color="#00838f", label="median")
         p90s = [p for _, _, p in lines]
         axes.scatter(stages, p90s, color="#e65100", marker="_", s=400, label="p90", zorder=3)
-        axes.bar_label(bars, fmt="%.1f", padding=2)
+        # Stays shorter than a day (an MQL taken within the hour) would all read 0.0.
+        axes.bar_label(
+            bars, fmt=lambda days: f"{days:.1f}" if days >= 1 else f"{days:.2f}", padding=2
+        )
         axes.set_ylabel("days in stage")
         axes.set_title(f"{data['subject']}s, group: {data['group']}", fontsize=8, loc="left")
         axes.legend(fontsize=7)

@@ -13,7 +13,7 @@ import html
 from leadflow.funnel.charts import CHARTS
 from leadflow.funnel.report import Report
 from leadflow.funnel.sections import Row
-from leadflow.funnel.text import TITLES, for_people, left_out_note, shown
+from leadflow.funnel.text import TEXT_COLUMNS, TITLES, for_people, left_out_note, shown
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1200px;
@@ -59,10 +59,9 @@ def _table(rows: list[Row], left_out: int = 0) -> str:
         return "<p>Nothing in the period.</p>"
     note = f"<p class=note>{html.escape(left_out_note(left_out))}</p>" if left_out else ""
     columns = list(rows[0])
-    text = {c for c in columns if all(isinstance(r.get(c), str | None) for r in rows)}
 
     def cell(tag: str, column: str, value: str) -> str:
-        kind = " class=text" if column in text else ""
+        kind = " class=text" if column in TEXT_COLUMNS else ""
         return f"<{tag}{kind}>{html.escape(value)}</{tag}>"
 
     head = "".join(cell("th", c, c.replace("_", " ")) for c in columns)

@@ -100,7 +100,7 @@ def _print_tables(console: Console, report: Report, sections: dict[str, list[Row
         columns = list(rows[0])
         for column in columns:
             table.add_column(
-                column.replace("_", " "), justify="left" if column in _TEXT else "right"
+                column.replace("_", " "), justify="left" if column in TEXT_COLUMNS else "right"
             )
         for row in rows:
             table.add_row(*(shown(row.get(column), column) for column in columns))
@@ -112,7 +112,7 @@ def _print_tables(console: Console, report: Report, sections: dict[str, list[Row
 MIN_WIDTH = 140
 """Tables stay unwrapped in a narrow terminal."""
 
-_TEXT = {
+TEXT_COLUMNS = {
     "group",
     "stage",
     "kind",
@@ -124,3 +124,5 @@ _TEXT = {
     "conversion",
     "section",
 }
+"""The columns that name things (left-aligned); every other column is a figure (right-aligned,
+as a spreadsheet shows numbers), in the terminal, the HTML file and the dashboard alike."""
