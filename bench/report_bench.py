@@ -115,6 +115,7 @@ def _lead(rnd: random.Random, lead_id: int, rows: dict[str, list[dict[str, Any]]
     at = START + timedelta(hours=rnd.uniform(0, 24 * 182))
     owner = rnd.randint(1, 20)
     steps = rnd.choice((1, 1, 2, 2, 3, 4))
+    source = rnd.choice(("ads", "seo", "webinar", "referral"))
     rows["leads"].append(
         {
             "id": lead_id,
@@ -123,7 +124,8 @@ def _lead(rnd: random.Random, lead_id: int, rows: dict[str, list[dict[str, Any]]
             "stage_entered_at": at,
             "score": 0,
             "score_adjustment": 0,
-            "attributes": {"source": rnd.choice(("ads", "seo", "webinar", "referral"))},
+            "attributes": {"source": source},
+            "first_source": source,  # this bulk write passes no column default
             "owner_id": owner if steps > 1 else None,
             "unsubscribed": False,
             "do_not_email": False,

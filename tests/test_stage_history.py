@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, insert, select, text
+from sqlalchemy import Column, Engine, MetaData, Table, create_engine, insert, select, text
 from sqlalchemy.engine import make_url
 
 from leadflow.clock import SettableClock
@@ -91,10 +91,25 @@ def seed_reps(engine: Engine) -> None:
         )
 
 
-def seed_lead(engine: Engine, lead_id: int, *, score: int, stage: str = "lead") -> None:
+LEADS_BEFORE_0013 = Table(
+    "leads",
+    MetaData(),
+    *(
+        Column(c.name, c.type, primary_key=c.primary_key, default=c.default and c.default.arg)
+        for c in LEADS.c
+        if c.name != "first_source"
+    ),
+)
+"""The leads table of a store migrated to before 0013: LEADS fills ``first_source`` on every
+insert (its default), a column such a store does not have yet."""
+
+
+def seed_lead(
+    engine: Engine, lead_id: int, *, score: int, stage: str = "lead", table: Table = LEADS
+) -> None:
     with engine.begin() as connection:
         connection.execute(
-            insert(LEADS).values(
+            insert(table).values(
                 id=lead_id,
                 external_id=f"L{lead_id}",
                 email=f"l{lead_id}@x.test",
@@ -425,7 +440,7 @@ class TestMigration:
         audit = {"source": "rule", "rule_version": "v1", "evidence": {}}
         with engine.begin() as connection:
             connection.execute(
-                insert(LEADS),
+                insert(LEADS_BEFORE_0013),
                 [
                     {
                         **lead,
@@ -556,7 +571,7 @@ class TestOwnerOnEntryMigration:
         engine = _store_at(store_url, request, "0011")
         seed_reps(engine)
         for lead_id in (1, 2, 3, 4):
-            seed_lead(engine, lead_id, score=70, stage="mql")
+            seed_lead(engine, lead_id, score=70, stage="mql", table=LEADS_BEFORE_0013)
         rule = {"cause": "rule", "rule_id": "mql-assignment", "source": "v1", "deal_id": None}
         later = T0 + timedelta(hours=1)
         rows = [

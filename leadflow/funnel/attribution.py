@@ -4,8 +4,9 @@ A conversion is an entry of a lead into the MQL stage in the period (from the st
 or a deal won in the period (its lead's; a deal with no lead has no touches). A touch is an
 activity of the lead whose ``properties`` name a ``campaign`` (else a ``source``).
 
-- **first touch**: all the credit to the lead's source: ``attributes.source`` (declare it; an
-  import or the HTTP API sets it when the lead is created);
+- **first touch**: all the credit to the lead's source at creation, ``leads.first_source``
+  (the ``source`` attribute it had when leadflow stored it: a later import that changes the
+  attribute does not change it);
 - **last touch**: all the credit to the last touch at or before the conversion;
 - **linear**: equal shares to each touch at or before the conversion.
 
@@ -66,8 +67,9 @@ def attribution(connection: Connection, period: Period, mql: str) -> list[Attrib
     )
     rows = touches.c
     last = rows.nth == 1
-    # The lead's source by a join, not a probe per conversion: PostgreSQL hashes the leads.
-    source = func.coalesce(AttributeValue(LEADS.c.attributes, "source", "string"), NO_GROUP)
+    # The lead's source at creation by a join, not a probe per conversion: PostgreSQL hashes
+    # the leads. A plain column, no JSON read per conversion.
+    source = func.coalesce(LEADS.c.first_source, NO_GROUP)
     # One grouping of the touches sums what every model needs, by (kind, touch, the source on
     # a conversion's last row, its touches, its amount); the three models then group these few
     # rows. Grouping the touches once per model sorted them three times.

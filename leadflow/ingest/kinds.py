@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     bindparam,
     case,
+    func,
     or_,
     select,
     update,
@@ -30,9 +31,10 @@ from leadflow.errors import ImportRowError
 from leadflow.ingest.mapping import ColumnPlan
 from leadflow.ingest.references import RepDirectory, ids_by_external_id
 from leadflow.ingest.values import range_reason
-from leadflow.ingest.writers import Counts, Prepared, Shape, Written, content_hash
+from leadflow.ingest.writers import Counts, Derived, Prepared, Shape, Written, content_hash
 from leadflow.settings import ImportKind, ImportMapping, Settings
 from leadflow.store.id_ranges import chunks
+from leadflow.store.models import source_at_creation
 from leadflow.store.stage_history import record_written
 from leadflow.store.tables import ACTIVITIES, DEALS, LEADS
 
@@ -261,8 +263,19 @@ class LeadWriter(_RecordsStageEntries):
 
     def shape(self) -> Shape:
         base = super().shape()
-        if "stage" not in self.fields and "stage_entered_at" not in self.fields:
-            return base
+        extras: dict[str, Any] = {}
+        derived: tuple[Derived, ...] = ()
+        if "attributes" in self.fields:
+            # The source at creation (first touch): a new lead's source; an update keeps the
+            # stored one and gives one only to a lead that had none (docs/report.md says why).
+            derived = (Derived("first_source", "attributes", source_at_creation),)
+            given = bindparam("v_first_source", type_=self.table.c.first_source.type)
+            extras["first_source"] = func.coalesce(self.table.c.first_source, given)
+        if "stage" in self.fields or "stage_entered_at" in self.fields:
+            extras["stage_entered_at"] = self._entered_on_update()
+        return Shape(base.table, base.columns, base.defaults, extras, derived)
+
+    def _entered_on_update(self) -> Any:
         # A lead whose CRM stage changed entered that stage now; an unchanged stage keeps its time.
         # A stage_entered_at the file gives (an empty cell reads as now) is taken as it is.
         table = self.table
@@ -272,10 +285,8 @@ class LeadWriter(_RecordsStageEntries):
             whens.append((given != self.now, given))
         if "stage" in self.fields:
             whens.append((table.c.stage == self.update_stage_param(), table.c.stage_entered_at))
-            entered = case(*whens, else_=self.now)
-        else:
-            entered = case(*whens, else_=table.c.stage_entered_at)
-        return Shape(base.table, base.columns, base.defaults, {"stage_entered_at": entered})
+            return case(*whens, else_=self.now)
+        return case(*whens, else_=table.c.stage_entered_at)
 
     @staticmethod
     def update_stage_param() -> Any:

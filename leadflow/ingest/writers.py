@@ -101,12 +101,27 @@ class Shape:
     columns: tuple[str, ...]
     defaults: Mapping[str, Any]
     update_extras: Mapping[str, ColumnElement[Any]] = field(default_factory=dict)
-    """Extra SET expressions for updates, e.g. a new ``stage_entered_at`` when stage changes."""
+    """Extra SET expressions for updates, e.g. a new ``stage_entered_at`` when stage changes.
+    A ``v_NAME`` parameter in one is the row's value of column NAME (written or derived)."""
+    derived: tuple[Derived, ...] = ()
+    """Columns whose value is read from a written column's, outside the row's hash (a lead's
+    ``first_source`` from its attributes): a re-import of rows stored before such a column
+    existed finds them unchanged. A new row gets the value; an update only through
+    :attr:`update_extras`."""
+
+
+class Derived(NamedTuple):
+    """Column ``name`` holds ``read`` of the row's value of the written column ``of``."""
+
+    name: str
+    of: str
+    read: Callable[[Any], Any]
 
 
 DriverRow = tuple[Any, ...]
 """A row as a new row's INSERT (or COPY) takes it: the shape's columns in the driver's form,
-``external_id``, ``source_hash``, then the defaults a new row gets (:class:`DriverForm`)."""
+``external_id``, ``source_hash``, the derived columns, then the defaults a new row gets
+(:class:`DriverForm`)."""
 
 
 class DriverForm:
@@ -132,16 +147,19 @@ class DriverForm:
         self._readers = [
             (index, _reader(columns[shape.columns[index]].type)) for index, _ in self.converters
         ]
+        self.derived = tuple((shape.columns.index(d.of), d.read) for d in shape.derived)
+        """(position of the column read, how) of each derived column, in the shape's order."""
 
     def rows(self, rows: Sequence[Prepared]) -> list[DriverRow]:
-        return driver_rows(rows, self.converters, self.defaults)
+        return driver_rows(rows, self.converters, self.defaults, self.derived)
 
     def hashed_rows(self, checked: Sequence[tuple[int, str, tuple[Any, ...]]]) -> list[DriverRow]:
         """:meth:`rows` of checked rows (line, key, values), each hashed here: a reading
         process's part, without a :class:`Prepared` per row in between."""
         values = [row[2] for row in checked]
         keys = [row[1] for row in checked]
-        return zipped_rows(values, keys, map(content_hash, values), self.converters, self.defaults)
+        hashes = map(content_hash, values)
+        return zipped_rows(values, keys, hashes, self.converters, self.defaults, self.derived)
 
     def values(self, row: DriverRow) -> tuple[Any, ...]:
         """The row's column values as :attr:`Prepared.values` has them (for an UPDATE, which
@@ -177,7 +195,8 @@ class TableWriter:
         dialect = connection.dialect
         self.form = DriverForm(shape, dialect.name)
         mark = "?" if dialect.paramstyle == "qmark" else "%s"
-        names = (*shape.columns, "external_id", "source_hash", *shape.defaults)
+        derived = tuple(d.name for d in shape.derived)
+        names = (*shape.columns, "external_id", "source_hash", *derived, *shape.defaults)
         self._insert_sql = (
             f"INSERT INTO {shape.table.name} ({', '.join(names)}) "
             f"VALUES ({', '.join([mark] * len(names))})"
@@ -234,6 +253,8 @@ class TableWriter:
             f"v_{name}": value for name, value in zip(self.shape.columns, values, strict=True)
         }
         params["v_source_hash"] = row[self.form.width + 1]
+        for offset, derived in enumerate(self.shape.derived, start=self.form.width + 2):
+            params[f"v_{derived.name}"] = row[offset]
         params["v_id"] = row_id
         return params
 
@@ -256,7 +277,9 @@ class _CopyMerge:
 
     def __init__(self, shape: Shape, now: datetime, form: DriverForm) -> None:
         table = shape.table
-        self.names = (*shape.columns, "external_id", "source_hash")
+        derived = (d.name for d in shape.derived)
+        self.names = (*shape.columns, "external_id", "source_hash", *derived)
+        """The staged columns: a row's values up to its defaults."""
         self._form = form
         self._copy_new_sql = (
             f"COPY {table.name} ({', '.join((*self.names, *shape.defaults))}) FROM STDIN"
@@ -319,7 +342,8 @@ class _CopyMerge:
         connection.exec_driver_sql(self._create)
         connection.exec_driver_sql(f"TRUNCATE {self.staging}")
         # The staging table has the columns without the defaults.
-        _copy(connection, self._copy_sql, (row[: at + 2] for row in rows))
+        staged = len(self.names)
+        _copy(connection, self._copy_sql, (row[:staged] for row in rows))
         created: list[int] = []
         changed: list[int] = []
         for row_id, inserted in connection.execute(self._merge):
@@ -344,12 +368,14 @@ def driver_rows(
     rows: Sequence[Prepared],
     converters: Sequence[tuple[int, Callable[[Any], Any]]],
     defaults: tuple[Any, ...],
+    derived: Sequence[tuple[int, Callable[[Any], Any]]] = (),
 ) -> list[DriverRow]:
-    """Each row's values in the driver's form, then its key, hash and ``defaults``."""
+    """Each row's values in the driver's form, then its key, hash, derived values and
+    ``defaults``."""
     values = [row.values for row in rows]
     keys = [row.key for row in rows]
     hashes = [row.source_hash for row in rows]
-    return zipped_rows(values, keys, hashes, converters, defaults)
+    return zipped_rows(values, keys, hashes, converters, defaults, derived)
 
 
 def zipped_rows(
@@ -358,16 +384,19 @@ def zipped_rows(
     hashes: Iterable[str],
     converters: Sequence[tuple[int, Callable[[Any], Any]]],
     defaults: tuple[Any, ...],
+    derived: Sequence[tuple[int, Callable[[Any], Any]]] = (),
 ) -> list[DriverRow]:
     """:func:`driver_rows` from its parts, built column by column: the per-row loop converting
     two of a dozen values (times, JSON) cost more than the conversions themselves."""
     if not values:
         return []
     columns: list[Iterable[Any]] = list(zip(*values, strict=True))
+    # Read from the values as checked, before the driver's form turns JSON into its text.
+    extra = [[read(value) for value in columns[index]] for index, read in derived]
     for index, convert in converters:
         columns[index] = [None if value is None else convert(value) for value in columns[index]]
     repeated = (repeat(value) for value in defaults)
-    return list(zip(*columns, keys, hashes, *repeated, strict=False))  # defaults repeat
+    return list(zip(*columns, keys, hashes, *extra, *repeated, strict=False))  # defaults repeat
 
 
 def _copy(connection: Connection, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:

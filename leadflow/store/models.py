@@ -7,12 +7,14 @@ indexes by lead on SLA timers and enrollments, ``0005`` the outbox index retenti
 ``scoring_runs``), ``0007`` ``stage_changes``, ``0008`` the indexes the dashboard's search uses,
 ``0010`` ``leads.score_next_change_day``, its index and the triggers that clear it
 (:mod:`leadflow.store.score_marks`), ``0011`` ``scoring_runs.engagement_version``, ``0012``
-folds a rule's owner change into the entry the same firing made (data only). A test compares the schema at the head migration with this metadata so they
+folds a rule's owner change into the entry the same firing made (data only), ``0013``
+``leads.first_source``. A test compares the schema at the head migration with this metadata so they
 cannot drift.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -43,6 +45,24 @@ def _time(*, nullable: bool = True, index: bool = False) -> Any:
 
 def _json(default: Any) -> Any:
     return Field(default_factory=default, sa_column=Column(JSONDocument, nullable=False))
+
+
+def source_at_creation(attributes: object) -> str | None:
+    """The ``source`` attribute of a new lead's attributes, as ``leads.first_source`` keeps it:
+    the text as it is, another JSON value as its JSON text (what PostgreSQL's ``->>`` gives,
+    which the report grouped by before the column), none when absent or null."""
+    if not isinstance(attributes, dict):
+        return None
+    source = attributes.get("source")
+    if source is None or isinstance(source, str):
+        return source
+    return json.dumps(source)
+
+
+def _first_source(context: Any) -> str | None:
+    """The column's value for an insert that does not give it (a Core or ORM insert: the
+    demo, rule tests' given leads, tests); the import's writers give it themselves."""
+    return source_at_creation(context.get_current_parameters().get("attributes"))
 
 
 def _fk(target: str, *, index: bool = False) -> Any:
@@ -123,6 +143,13 @@ class Lead(SQLModel, table=True):
     do_not_email: bool = False
     hard_bounced: bool = False
     timezone: str | None = Field(default=None, max_length=64)
+    first_source: str | None = Field(
+        default=None, sa_column=Column(Text, nullable=True, default=_first_source)
+    )
+    """The ``source`` attribute the lead had when leadflow stored it (first-touch attribution,
+    HubSpot's "Original Source"): set by every insert, never changed by an update, except from
+    NULL (no source at creation) to the first source an import or the API gives. Leads stored
+    before migration 0013 have their source at the migration."""
     source_hash: str | None = Field(default=None, max_length=32)
     created_at: datetime = _time(nullable=False)
     updated_at: datetime = _time(nullable=False)
