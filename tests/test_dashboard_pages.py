@@ -25,14 +25,14 @@ from sqlalchemy import Engine, event, insert, update
 from leadflow.clock import SettableClock
 from leadflow.dashboard.funnel_page import funnel_numbers, period_days
 from leadflow.dashboard.funnel_snapshots import funnel_snapshots
-from leadflow.dashboard.outbox_page import messages
+from leadflow.dashboard.outbox_page import COUNTED, messages, status_counts
 from leadflow.dashboard.rules_page import _actions_since, rules_view
 from leadflow.dashboard.search import search_leads
 from leadflow.dashboard.sla_board import business_time_left, sla_board
 from leadflow.dashboard.timeline import Cursor, LeadHeader, lead_header, timeline
 from leadflow.engine.audit_trail import audit_row
 from leadflow.errors import UserInputError
-from leadflow.store.tables import AUDIT, RULE_RUNS, SLA_TIMERS, STAGE_CHANGES
+from leadflow.store.tables import AUDIT, OUTBOX, RULE_RUNS, SLA_TIMERS, STAGE_CHANGES
 from tests.conftest import T0
 from tests.dashboard_support import HOUR, Browser, dashboard_settings, seed, seed_stage_history
 from tests.http_support import build_app, runtime_for
@@ -380,6 +380,35 @@ class TestOtherPages:
         assert [m.id for m in messages(seeded, "pending")[0]] == [2]
         assert [m.id for m in messages(seeded, "sent")[0]] == [3]
         assert messages(seeded, "suppressed")[0] == []
+        assert status_counts(seeded) == {
+            "pending": "1",
+            "sending": "0",
+            "sent": "1",
+            "failed": "1",
+            "suppressed": "0",
+        }
+
+    def test_a_tab_counts_up_to_its_cap(self, engine: Engine) -> None:
+        """Past 10,000 messages a tab says 10,000+ instead of counting them all."""
+        rows = [
+            {
+                "idempotency_key": f"k{n}",
+                "message_id": f"<m{n}@leadflow.test>",
+                "category": "nurture",
+                "recipient": f"r{n}@example.test",
+                "subject": "s",
+                "body_text": "b",
+                "headers": {},
+                "status": "sent" if n <= COUNTED + 1 else "pending",
+                "created_at": T0,
+                "next_attempt_at": T0,
+            }
+            for n in range(1, COUNTED + 3)
+        ]
+        with engine.begin() as connection:
+            connection.execute(insert(OUTBOX), rows)
+        counts = status_counts(engine)
+        assert (counts["sent"], counts["pending"], counts["failed"]) == ("10,000+", "1", "0")
 
     @pytest.mark.parametrize(
         ("text", "found"),

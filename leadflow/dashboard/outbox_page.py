@@ -10,13 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, literal, select
 
-from leadflow.outbox.store import PENDING, SENDING, OutboxLine, requeue_failed
+from leadflow.outbox.store import PENDING, SENDING, STATUSES, OutboxLine, requeue_failed
 from leadflow.store.database import transaction
 from leadflow.store.tables import LEADS, OUTBOX
 
 PAGE = 50
+COUNTED = 10_000
+"""A status tab counts its messages up to this many, then says ``10,000+``: counting the ten
+million sent rows a busy year keeps would cost every page view seconds."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,19 @@ def messages(engine: Engine, status: str, page: int = 0) -> tuple[list[MessageLi
         for row in rows[:PAGE]
     ]
     return lines, len(rows) > PAGE
+
+
+def status_counts(engine: Engine) -> dict[str, str]:
+    """Each status's count of messages as its tab shows it (``12``, ``10,000+``), each read
+    from the status's index and stopped past :data:`COUNTED`."""
+    t = OUTBOX
+    shown: dict[str, str] = {}
+    with engine.connect() as connection:
+        for status in STATUSES:
+            capped = select(literal(1)).where(t.c.status == status).limit(COUNTED + 1).subquery()
+            count = connection.execute(select(func.count()).select_from(capped)).scalar_one()
+            shown[status] = f"{COUNTED:,}+" if count > COUNTED else f"{count:,}"
+    return shown
 
 
 def retry(engine: Engine, outbox_id: int, now: datetime) -> OutboxLine:

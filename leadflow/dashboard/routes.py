@@ -29,7 +29,7 @@ from leadflow.dashboard.access import COOKIE, SESSION_SECRET_NAME, Access, Princ
 from leadflow.dashboard.funnel_charts import ChartDrawings
 from leadflow.dashboard.funnel_page import FunnelNumbers, period_days, stage_counts
 from leadflow.dashboard.funnel_snapshots import FunnelSnapshots, Look, funnel_snapshots
-from leadflow.dashboard.outbox_page import messages, retry
+from leadflow.dashboard.outbox_page import messages, retry, status_counts
 from leadflow.dashboard.rules_page import rules_view
 from leadflow.dashboard.search import search_leads
 from leadflow.dashboard.sla_board import business_time_left, rep_choices, sla_board
@@ -382,12 +382,14 @@ class _Pages:
         status = status if status in STATUSES else "failed"
         number = _page_number(page)
         lines, more = await run_in_threadpool(messages, self.runtime.engine, status, number)
+        counts = await run_in_threadpool(status_counts, self.runtime.engine)
         return self.render(
             "outbox.html",
             who,
             lines=lines,
             status=status,
             statuses=STATUSES,
+            counts=counts,
             retried=_page_number(retried),
             pager=_pager("/ui/outbox", {"status": status}, number, more),
             page="outbox",
