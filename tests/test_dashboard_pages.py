@@ -25,6 +25,7 @@ from sqlalchemy import Engine, event, insert, update
 from leadflow.clock import SettableClock
 from leadflow.dashboard.funnel_page import funnel_numbers, period_days
 from leadflow.dashboard.funnel_snapshots import funnel_snapshots
+from leadflow.dashboard.lead_deals import lead_deals
 from leadflow.dashboard.outbox_page import COUNTED, messages, status_counts
 from leadflow.dashboard.rules_page import _actions_since, rules_view
 from leadflow.dashboard.search import search_leads
@@ -32,7 +33,7 @@ from leadflow.dashboard.sla_board import business_time_left, sla_board
 from leadflow.dashboard.timeline import Cursor, LeadHeader, lead_header, timeline
 from leadflow.engine.audit_trail import audit_row
 from leadflow.errors import UserInputError
-from leadflow.store.tables import AUDIT, OUTBOX, RULE_RUNS, SLA_TIMERS, STAGE_CHANGES
+from leadflow.store.tables import AUDIT, DEALS, OUTBOX, RULE_RUNS, SLA_TIMERS, STAGE_CHANGES
 from tests.conftest import T0
 from tests.dashboard_support import HOUR, Browser, dashboard_settings, seed, seed_stage_history
 from tests.http_support import build_app, runtime_for
@@ -551,6 +552,75 @@ def test_lead_page_links_to_the_crm_and_explains_the_score(
     assert ui.get("/ui/leads/nobody").status_code == 404
 
 
+def test_lead_page_lists_the_leads_deals(
+    seeded: Engine, make_settings: Any, clock: SettableClock
+) -> None:
+    """The lead's deals, open first, then closed newest first, with product, outcome, amount
+    and owner; another lead's deal is not among them; a lead with none says so."""
+    deal = {"stage": "Engaging", "created_at": T0, "updated_at": T0, "attributes": {}}
+    deal |= dict.fromkeys(("outcome", "amount", "owner_id", "product", "engaged_at", "closed_at"))
+    with seeded.begin() as connection:
+        connection.execute(
+            insert(DEALS),
+            [
+                {
+                    **deal,
+                    "external_id": "D-old",
+                    "lead_id": 1,
+                    "stage": "Won",
+                    "outcome": "won",
+                    "amount": 1200.5,
+                    "owner_id": 1,
+                    "engaged_at": T0 - 90 * 24 * HOUR,
+                    "closed_at": T0 - 60 * 24 * HOUR,
+                },
+                {
+                    **deal,
+                    "external_id": "D-lost",
+                    "lead_id": 1,
+                    "stage": "Lost",
+                    "outcome": "lost",
+                    "product": "GTX Pro",
+                    "engaged_at": T0 - 40 * 24 * HOUR,
+                    "closed_at": T0 - 30 * 24 * HOUR,
+                },
+                {
+                    **deal,
+                    "external_id": "D-open",
+                    "lead_id": 1,
+                    "product": "MG Special",
+                    "owner_id": 2,
+                    "engaged_at": T0 - 5 * 24 * HOUR,
+                },
+                {**deal, "external_id": "D-bob", "lead_id": 2},
+            ],
+        )
+    found, more = lead_deals(seeded, 1)
+    assert [(d.external_id, d.outcome, d.amount, d.owner) for d in found] == [
+        ("D-open", None, None, "Sam Seller"),
+        ("D-lost", "lost", None, None),
+        ("D-old", "won", 1200.5, "Rita Rep"),
+    ]
+    assert not more
+    runtime = runtime_for(seeded, dashboard_settings(make_settings), clock)
+    app, _holder = build_app(runtime)
+    ui = Browser(app)
+    ui.login("vera")
+    page = ui.get("/ui/leads/L1").text
+    table = page[page.index('<table class="deals">') : page.index("</table>")]
+    rows = [
+        re.findall(r"<td[^>]*>([^<]*)</td>", row)[:6]
+        for row in re.findall(r"<tr>(.*?)</tr>", table, re.S)
+        if "<td" in row
+    ]
+    assert rows == [
+        ["D-open", "MG Special", "Engaging", "open", "-", "Sam Seller"],
+        ["D-lost", "GTX Pro", "Lost", "lost", "-", "unowned"],
+        ["D-old", "-", "Won", "won", "1,200.50", "Rita Rep"],
+    ]
+    assert "<p>No deal.</p>" in ui.get("/ui/leads/L3").text
+
+
 def _last_run_actions(engine: Engine) -> object:
     with engine.connect() as connection:
         return _actions_since(connection, "mql-assign", T0 - HOUR)
@@ -599,7 +669,7 @@ def _scans(plan: str, tables: tuple[str, ...]) -> list[str]:
     return found
 
 
-BIG = ("audit_log", "leads", "outbox", "activities", "score_changes", "sla_timers")
+BIG = ("audit_log", "leads", "outbox", "activities", "score_changes", "sla_timers", "deals")
 
 
 @pytest.mark.parametrize(
@@ -611,6 +681,8 @@ BIG = ("audit_log", "leads", "outbox", "activities", "score_changes", "sla_timer
         "sla_breached",
         "search",
         "outbox_failed",
+        "outbox_counts",
+        "lead_deals",
         "rule_last_run",
     ],
 )
@@ -625,6 +697,8 @@ def test_pages_read_by_index_not_by_scan(seeded: Engine, page: str) -> None:
         "sla_breached": lambda: sla_board(seeded, "breached"),
         "search": lambda: search_leads(seeded, "Analytical"),
         "outbox_failed": lambda: messages(seeded, "failed"),
+        "outbox_counts": lambda: status_counts(seeded),
+        "lead_deals": lambda: lead_deals(seeded, 1),
         "rule_last_run": lambda: _last_run_actions(seeded),
     }
     statements = _captured(seeded, runs[page])

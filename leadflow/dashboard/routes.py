@@ -29,6 +29,7 @@ from leadflow.dashboard.access import COOKIE, SESSION_SECRET_NAME, Access, Princ
 from leadflow.dashboard.funnel_charts import ChartDrawings
 from leadflow.dashboard.funnel_page import FunnelNumbers, period_days, stage_counts
 from leadflow.dashboard.funnel_snapshots import FunnelSnapshots, Look, funnel_snapshots
+from leadflow.dashboard.lead_deals import lead_deals
 from leadflow.dashboard.outbox_page import messages, retry, status_counts
 from leadflow.dashboard.rules_page import rules_view
 from leadflow.dashboard.search import search_leads
@@ -349,6 +350,7 @@ class _Pages:
             return self.render("missing.html", who, 404, external_id=external_id, page="")
         cursor = Cursor.parse(after) if after else None
         events, more = await run_in_threadpool(timeline, engine, header, cursor)
+        deals, more_deals = await run_in_threadpool(lead_deals, engine, header.id)
         rule_set = self.holder.current_or_none()
         model = rule_set.scoring if rule_set is not None else None
         explanation = await run_in_threadpool(
@@ -366,6 +368,8 @@ class _Pages:
             "lead.html",
             who,
             lead=header,
+            deals=deals,
+            more_deals=more_deals,
             events=events,
             next_page=next_page,
             explanation=explanation,
