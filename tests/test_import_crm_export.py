@@ -273,3 +273,52 @@ class TestReferences:
             ("Ada", 2),
             ("Grace", None),
         ]
+
+
+class TestFormattedAmounts:
+    """A Pipedrive deals export writes values as money: ``$1,234.50`` or ``1.234,50 EUR``."""
+
+    def test_amounts_with_currency_and_grouping_under_either_decimal_separator(
+        self, engine: Engine, store_url: str, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        text = (
+            "Deal - ID,Deal - Stage,Deal - Value\n"
+            'P1,Qualified,"$1,234.50"\n'
+            'P2,Qualified,"1.234,50 EUR"\n'
+            "P3,Qualified,EUR 99\n"
+            "P4,Qualified,\n"
+            "P5,Qualified,12 apples\n"
+        )
+        path = write(tmp_path, "deals.csv", text)
+        landed: dict[str, list[tuple[str, float | None]]] = {}
+        problems: dict[str, list[str]] = {}
+        for separator in (".", ","):
+            config = write(
+                tmp_path,
+                f"config{separator}.yaml",
+                "import: {mappings: {deals: {decimal_separator: '" + separator + "', columns: "
+                "{Deal - ID: external_id, Deal - Stage: stage, Deal - Value: amount}}}}\n",
+            )
+            settings = load_settings(config, env={}, overrides={"database.url": store_url}).settings
+            report = import_file(engine, settings, "deals", path, clock=clock)
+            problems[separator] = [str(p) for p in report.problems]
+            landed[separator] = rows(engine, "deals", "external_id", "amount")
+        assert problems == {
+            ".": [
+                f"{path}:3: amount: expected a number, got '1.234,50 EUR'; the file writes ',' "
+                "as its decimal separator: set decimal_separator: ',' in this kind's import "
+                "mapping",
+                f"{path}:6: amount: expected a number, got '12 apples'",
+            ],
+            ",": [
+                f"{path}:2: amount: expected a number, got '$1,234.50'; the file writes '.' as "
+                "its decimal separator: set decimal_separator: '.' in this kind's import "
+                "mapping",
+                f"{path}:6: amount: expected a number, got '12 apples'",
+            ],
+        }
+        assert landed == {
+            ".": [("P1", 1234.5), ("P3", 99.0), ("P4", None)],
+            # P1 kept from the first import (its row was rejected this time), P2 now landed
+            ",": [("P1", 1234.5), ("P2", 1234.5), ("P3", 99.0), ("P4", None)],
+        }

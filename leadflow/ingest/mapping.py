@@ -396,7 +396,6 @@ def _parser(type_name: str, mapping: ImportMapping) -> values.Parser:
         "email": values.email_address,
         "lead_email": values.lead_email,
         "integer": values.parse_integer,
-        "number": values.parse_number,
         "timezone": values.timezone_name,
         "list": values.text_list,
         "object": _parse_object,
@@ -404,6 +403,8 @@ def _parser(type_name: str, mapping: ImportMapping) -> values.Parser:
     }
     if type_name in simple:
         return simple[type_name]
+    if type_name == "number":
+        return values.number_parser(mapping.decimal_separator)
     if type_name == "boolean":
         return values.boolean_parser(mapping.true_values, mapping.false_values)
     return values.datetime_parser(mapping.date_formats, mapping.timezone)
