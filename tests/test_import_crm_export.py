@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 
 from leadflow.clock import SettableClock
 from leadflow.config import load_settings
+from leadflow.errors import UserInputError
 from leadflow.ingest import import_file
 from leadflow.settings import ImportKind, Settings
 
@@ -322,3 +323,29 @@ class TestFormattedAmounts:
             # P1 kept from the first import (its row was rejected this time), P2 now landed
             ",": [("P1", 1234.5), ("P2", 1234.5), ("P3", 99.0), ("P4", None)],
         }
+
+    def test_won_time_and_lost_time_both_mapped_to_closed_at_says_how_to_fix(
+        self, engine: Engine, store_url: str, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """Pipedrive exports a won time and a lost time; both mapped to closed_at refuse the file
+        naming the mapping that fixes it (its "Deal closed on" column holds either)."""
+        config = write(
+            tmp_path,
+            "config.yaml",
+            "import: {mappings: {deals: {columns: {Deal - ID: external_id, Deal - Stage: stage, "
+            "Deal - Won time: closed_at, Deal - Lost time: closed_at}}}}\n",
+        )
+        settings = load_settings(config, env={}, overrides={"database.url": store_url}).settings
+        path = write(
+            tmp_path,
+            "deals.csv",
+            "Deal - ID,Deal - Stage,Deal - Won time,Deal - Lost time\nP1,Won,2025-01-02,\n",
+        )
+        with pytest.raises(UserInputError) as caught:
+            import_file(engine, settings, "deals", path, clock=clock)
+        assert str(caught.value) == (
+            f"{path}:1: columns 'Deal - Won time' and 'Deal - Lost time' both set closed_at; "
+            "map one of them to skip under import.mappings.deals.columns (a field takes one "
+            "column)"
+        )
+        assert rows(engine, "deals", "external_id") == []

@@ -251,7 +251,10 @@ def compile_plan(
     for index, column in enumerate(header):
         for field in _fields_of(kind, column, mapping, declared, problems):
             if field in chosen:
-                problems.append(f"columns {chosen[field][1]!r} and {column!r} both set {field}")
+                problems.append(
+                    f"columns {chosen[field][1]!r} and {column!r} both set {field}; map one of "
+                    f"them to skip under import.mappings.{kind}.columns (a field takes one column)"
+                )
             chosen[field] = (index, column)
     problems += _missing(kind, chosen.keys(), mapping)
     problems += _unstorable_renames(kind, mapping)
