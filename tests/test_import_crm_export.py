@@ -349,3 +349,41 @@ class TestFormattedAmounts:
             "column)"
         )
         assert rows(engine, "deals", "external_id") == []
+
+
+class TestOwnersByNameOrEmail:
+    def test_an_owner_column_by_name_also_takes_a_reps_email(
+        self, engine: Engine, store_url: str, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """A HubSpot "Contact owner" column mixes names and emails: with rep_reference: name
+        an email is looked up as an email (every such row was rejected as "no rep with name")."""
+        config = write(
+            tmp_path,
+            "config.yaml",
+            "import: {mappings: {leads: {rep_reference: name, columns: "
+            "{Record ID: external_id, Contact owner: owner}}}}\n",
+        )
+        settings = load_settings(config, env={}, overrides={"database.url": store_url}).settings
+        reps = write(
+            tmp_path,
+            "reps.csv",
+            "external_id,name,email\nR1,Ada Lovelace,ada@x.example\nR2,Alan Turing,alan@x.example\n",
+        )
+        assert import_file(engine, settings, "reps", reps, clock=clock).problems == []
+        leads = write(
+            tmp_path,
+            "contacts.csv",
+            "Record ID,Contact owner\n1,ada lovelace\n2,Alan@X.example\n3,nobody@x.example\n4,\n",
+        )
+        report = import_file(engine, settings, "leads", leads, clock=clock)
+        assert [str(p) for p in report.problems] == [
+            f"{leads}:4: owner: no rep with name 'nobody@x.example'; import the reps first"
+        ]
+        ids = {
+            external_id: rep_id for rep_id, external_id in rows(engine, "reps", "id", "external_id")
+        }
+        assert rows(engine, "leads", "external_id", "owner_id") == [
+            ("1", ids["R1"]),
+            ("2", ids["R2"]),
+            ("4", None),
+        ]
