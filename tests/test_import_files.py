@@ -108,10 +108,46 @@ class TestHeaders:
         """A spreadsheet's "CSV" with semicolons was one unknown column 'external_id;email'
         with a "did you mean"; now the file is refused saying what the separator is."""
         path = write(tmp_path, "export.csv", text)
+        separator = ";" if name == "semicolons" else "\t"
         assert refused(engine, make_settings(), path) == (
-            f"{path}:1: the header is one column separated by {name} ({shown}); leadflow reads "
-            "comma-separated CSV: save the file with commas as separators, or as JSONL"
+            f"{path}:1: the header is one column separated by {name} ({shown}); set "
+            f"import.mappings.leads.delimiter: {separator!r}, or save the file with commas as "
+            "separators"
         )
+
+    def test_a_european_excel_export_with_its_delimiter_encoding_and_decimal_comma(
+        self, engine: Engine, make_settings: Any, tmp_path: Path
+    ) -> None:
+        """Semicolons, cp1252 and a decimal comma, as a German Excel saves a Salesforce report:
+        with the mapping's delimiter, encoding and decimal_separator every row lands as written."""
+        path = tmp_path / "leads_eu.csv"
+        path.write_bytes(
+            "Lead ID;Last Name;Company;Annual Revenue\r\n"
+            '00Q5g0000000000AbC;Renée Dupont;"Smith; Jones & Co";1.234,50\r\n'
+            "00Q5g0000000001AbC;Jürgen Groß;Initech;99\r\n".encode("cp1252")
+        )
+        settings = make_settings(
+            **{
+                "attributes.leads": {"revenue": "number"},
+                "import.mappings.leads": {
+                    "delimiter": ";",
+                    "encoding": "cp1252",
+                    "decimal_separator": ",",
+                    "columns": {
+                        "Lead ID": "external_id",
+                        "Last Name": "name",
+                        "Company": "company",
+                        "Annual Revenue": "attributes.revenue",
+                    },
+                },
+            }
+        )
+        report = import_file(engine, settings, "leads", path, clock=SettableClock(T0))
+        assert [str(p) for p in report.problems] == []
+        assert rows(engine, "leads", "external_id", "name", "company", "attributes") == [
+            ("00Q5g0000000000AbC", "Renée Dupont", "Smith; Jones & Co", {"revenue": 1234.5}),
+            ("00Q5g0000000001AbC", "Jürgen Groß", "Initech", {"revenue": 99.0}),
+        ]
 
     def test_empty_file(self, engine: Engine, make_settings: Any, tmp_path: Path) -> None:
         path = write(tmp_path, "empty.csv", "")

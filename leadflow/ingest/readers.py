@@ -85,12 +85,24 @@ def _reading_encoding(encoding: str) -> str:
     return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
 
 
+_SEPARATOR_NAMES = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "vertical bars"}
+
+
 class RowSource:
     """The header and rows of one file; ``bytes_read`` tells how far the stream has got."""
 
-    def __init__(self, path: Path, file_format: FileFormat, encoding: str) -> None:
+    def __init__(
+        self,
+        path: Path,
+        file_format: FileFormat,
+        encoding: str,
+        delimiter: str = ",",
+        kind: str = "KIND",
+    ) -> None:
         self.path = path
         self.format = file_format
+        self.delimiter = delimiter
+        self.kind = kind
         self.total_bytes = path.stat().st_size
         self._binary = path.open("rb")
         self._text: IO[str] = io.TextIOWrapper(
@@ -136,7 +148,7 @@ class RowSource:
             msg = f"{self.path}: is empty; expected a header line naming the columns"
             raise ImportFileError(msg)
         try:
-            names = next(csv.reader([line]))
+            names = next(csv.reader([line], delimiter=self.delimiter))
         except csv.Error as exc:
             msg = f"{self.path}:1: cannot read the header: {exc}"
             raise ImportFileError(msg) from None
@@ -144,12 +156,13 @@ class RowSource:
         if len(stripped) == 1:
             # Spreadsheets in many locales save "CSV" with semicolons (or tabs): one column
             # named 'a;b;c' would be reported as unknown, with a misleading "did you mean".
-            for separator, name in ((";", "semicolons"), ("\t", "tabs")):
-                if separator in stripped[0]:
+            for separator, name in ((";", "semicolons"), ("\t", "tabs"), (",", "commas")):
+                if separator != self.delimiter and separator in stripped[0]:
                     msg = (
                         f"{self.path}:1: the header is one column separated by {name} "
-                        f"({stripped[0][:60]!r}); leadflow reads comma-separated CSV: save the "
-                        "file with commas as separators, or as JSONL"
+                        f"({stripped[0][:60]!r}); set import.mappings.{self.kind}.delimiter: "
+                        f"{separator!r}, or save the file with {_SEPARATOR_NAMES[self.delimiter]}"
+                        " as separators"
                     )
                     raise ImportFileError(msg)
         while stripped and not stripped[-1]:
@@ -168,7 +181,7 @@ class RowSource:
         return _checked_header(self.path, stripped)
 
     def _csv_rows(self) -> Iterator[Row]:
-        reader = csv.reader(self._text, strict=True)
+        reader = csv.reader(self._text, strict=True, delimiter=self.delimiter)
         width = len(self.header)
         widths = {width, width + self.ignored_columns}
         # The header was read by readline(), so the reader's line 1 is physical line 2.
