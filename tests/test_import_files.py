@@ -64,6 +64,32 @@ class TestEncodings:
             'or double the quote characters inside the field ("")'
         ]
 
+    def test_a_utf16_export_imports_with_its_encoding_and_is_named_without_it(
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """Excel's "Unicode Text" is UTF-16: every other byte is a NUL, so the file was refused
+        as "not a CSV or JSONL text file" even with encoding: utf-16 set."""
+        path = tmp_path / "unicode.csv"
+        path.write_text("external_id,name\r\nL1,Zoë\r\nL2,李\r\n", encoding="utf-16")
+        assert refused(engine, make_settings(), path) == (
+            f"{path}:1: is UTF-16 text (it starts with a UTF-16 byte-order mark); save the file "
+            "as UTF-8, or set import.mappings.leads.encoding: utf-16"
+        )
+        settings = make_settings(**{"import.mappings.leads.encoding": "utf-16"})
+        report = import_file(engine, settings, "leads", path, clock=clock)
+        assert report.summary == "inserted 2, updated 0, unchanged 0, rejected 0"
+        assert rows(engine, "leads", "external_id", "name") == [("L1", "Zoë"), ("L2", "李")]
+
+    def test_a_nul_in_utf16_text_is_located(
+        self, engine: Engine, make_settings: Any, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "unicode.csv"
+        path.write_text("external_id,name\nL1,a\nL2,b\x00\n", encoding="utf-16")
+        settings = make_settings(**{"import.mappings.leads.encoding": "utf-16"})
+        assert refused(engine, settings, path) == (
+            f"{path}:3: contains NUL bytes: this is not a CSV or JSONL text file"
+        )
+
     def test_latin1_bytes_are_a_located_error(
         self, engine: Engine, make_settings: Any, tmp_path: Path
     ) -> None:

@@ -49,13 +49,24 @@ def check_text_file(path: Path, encoding: str, setting: str) -> None:
     try:
         with path.open("rb") as stream:
             while chunk := stream.read(_CHUNK):
-                nul = chunk.find(b"\x00")
-                if nul >= 0:
-                    line = lines_before + chunk.count(b"\n", 0, nul) + 1
-                    msg = f"{path}:{line}: contains NUL bytes: this is not a CSV or JSONL text file"
+                if lines_before == 0 and chunk.startswith(_UTF16_MARKS) and "16" not in encoding:
+                    msg = (
+                        f"{path}:1: is UTF-16 text (it starts with a UTF-16 byte-order mark); "
+                        f"save the file as UTF-8, or set {setting}.encoding: utf-16"
+                    )
                     raise ImportFileError(msg)
                 try:
-                    decoder.decode(chunk)
+                    # NULs are looked for in the text, not the bytes: every other byte of
+                    # UTF-16 is one.
+                    text = decoder.decode(chunk)
+                    nul = text.find("\x00")
+                    if nul >= 0:
+                        line = lines_before + text.count("\n", 0, nul) + 1
+                        msg = (
+                            f"{path}:{line}: contains NUL bytes: this is not a CSV or JSONL "
+                            "text file"
+                        )
+                        raise ImportFileError(msg)
                 except UnicodeDecodeError as exc:
                     line = lines_before + chunk.count(b"\n", 0, max(exc.start, 0)) + 1
                     bad = chunk[exc.start : exc.start + 1].hex()
@@ -64,7 +75,7 @@ def check_text_file(path: Path, encoding: str, setting: str) -> None:
                         f"UTF-8, or set {setting}.encoding (e.g. latin-1 or cp1252)"
                     )
                     raise ImportFileError(msg) from None
-                lines_before += chunk.count(b"\n")
+                lines_before += text.count("\n")
             decoder.decode(b"", final=True)
     except FileNotFoundError:
         msg = f"{path}: no such file"
@@ -85,6 +96,7 @@ def _reading_encoding(encoding: str) -> str:
     return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
 
 
+_UTF16_MARKS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 _SEPARATOR_NAMES = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "vertical bars"}
 
 
