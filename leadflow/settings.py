@@ -374,6 +374,10 @@ class ImportMapping(Section):
     """File header -> our field (``email``, ``attributes.industry``), or a list of fields."""
     date_formats: tuple[str, ...] = ("%d-%m-%Y", "%d-%m-%Y %H:%M", "%d-%m-%Y %H:%M:%S")
     """strptime formats tried after ISO 8601 (which is always accepted)."""
+    delimiter: Literal[",", ";", "\t", "|"] = ","
+    """Between a CSV file's fields: a European Excel saves "CSV" with semicolons."""
+    decimal_separator: Literal[".", ","] = "."
+    """Of numbers and amounts; formatted amounts (``$1,234.50``, ``1.234,50 EUR``) are read too."""
     encoding: Annotated[str, BeforeValidator(_check_encoding)] = "utf-8"
     email_pattern: str | None = None
     """Reps: email made from the name when there is no email column, e.g. ``{first}.{last}@x.com``;

@@ -298,3 +298,52 @@ class TestEnvelope:
             ["bob@example.com"],
         ]
         assert handler.rcpt_commands == 2
+
+    def test_a_non_ascii_local_part_fails_for_good_and_a_unicode_domain_is_sent_as_idna(
+        self,
+        engine: Engine,
+        smtp_settings: Settings,
+        handler: CountingHandler,
+        clock: SettableClock,
+    ) -> None:
+        """A CRM export's ``björn@corp.example`` passes the validator (SMTPUTF8) but crashed
+        the message builder on every attempt, a traceback each time until it gave up."""
+        recipients = ("björn@corp.example", "Zoë Ng <李@x.test>", "ann@bücher.example")
+        with engine.begin() as connection:
+            for number, recipient in enumerate(recipients, start=1):
+                connection.execute(
+                    insert(OUTBOX).values(
+                        idempotency_key=f"k{number}",
+                        message_id=f"<m{number}@leadflow.test>",
+                        recipient=recipient,
+                        subject="Hello",
+                        body_text="Hi.\n",
+                        headers={},
+                        next_attempt_at=clock.now(),
+                        created_at=clock.now(),
+                    )
+                )
+        report = asyncio.run(drain_configured(engine, smtp_settings, clock, once=True))
+        assert (report.claimed, report.sent, report.retried, report.failed) == (3, 1, 0, 2)
+        assert [(row.recipient, row.status, row.last_error) for row in outbox_rows(engine)] == [
+            (
+                "björn@corp.example",
+                "failed",
+                "recipient 'björn@corp.example' is not exactly one email address (the part "
+                "before the @-sign of 'björn@corp.example' is not ASCII, which needs SMTPUTF8 "
+                "and leadflow sends ASCII addresses only); not sent: correct the email in the "
+                "CRM and import it again",
+            ),
+            (
+                "Zoë Ng <李@x.test>",
+                "failed",
+                "recipient 'Zoë Ng <李@x.test>' is not exactly one email address (the part "
+                "before the @-sign of '李@x.test' is not ASCII, which needs SMTPUTF8 and "
+                "leadflow sends ASCII addresses only); not sent: correct the email in the CRM "
+                "and import it again",
+            ),
+            ("ann@bücher.example", "sent", None),
+        ]
+        (received,) = handler.received
+        assert received.rcpt_tos == ["ann@xn--bcher-kva.example"]
+        assert received.message["To"] == "ann@xn--bcher-kva.example"

@@ -115,7 +115,7 @@ class TestBadInput:
             "POST",
             "/v1/leads",
             content=chunks(),
-            headers={"Authorization": "Bearer t0ken-for-tests"},
+            headers={"Authorization": "Bearer t0ken-for-tests", "Content-Type": "application/json"},
         )
         assert response.status_code == 413
         assert "content-length" not in response.request.headers
@@ -135,12 +135,48 @@ class TestBadInput:
     )
     def test_malformed_json_is_422(self, api: Api, raw: bytes, message: str) -> None:
         response = api.request(
-            "POST", "/v1/leads", content=raw, headers={"Authorization": "Bearer t0ken-for-tests"}
+            "POST",
+            "/v1/leads",
+            content=raw,
+            headers={"Authorization": "Bearer t0ken-for-tests", "Content-Type": "application/json"},
         )
         assert response.status_code == 422
         assert response.json() == {
             "detail": [{"loc": ["body"], "msg": message, "type": "json_invalid"}]
         }
+
+    @pytest.mark.parametrize(
+        ("content_type", "shown"),
+        [
+            ("text/plain", "'text/plain'"),
+            ("application/x-www-form-urlencoded", "'application/x-www-form-urlencoded'"),
+            ("multipart/form-data; boundary=x", "'multipart/form-data; boundary=x'"),
+            (None, "none"),
+        ],
+    )
+    def test_a_body_not_declared_json_is_415_and_nothing_lands(
+        self, api: Api, engine: Engine, content_type: str | None, shown: str
+    ) -> None:
+        """What a web page can post to a local trial without a CORS preflight is refused."""
+        headers = {"Authorization": "Bearer t0ken-for-tests"}
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        response = api.request(
+            "POST", "/v1/leads", content=b'{"external_id": "L1"}', headers=headers
+        )
+        assert (response.status_code, response.json()) == (
+            415,
+            {"detail": f"Content-Type must be application/json, got {shown}"},
+        )
+        assert lead_rows(engine) == []
+        ok = api.request(
+            "POST",
+            "/v1/leads",
+            content=b'{"external_id": "L2"}',
+            headers={**headers, "Content-Type": "application/json; charset=utf-8"},
+        )
+        assert ok.status_code == 200
+        assert [row[0] for row in lead_rows(engine)] == ["L2"]
 
     def test_wrong_shapes_are_422(self, api: Api) -> None:
         assert api.post("/v1/leads", []).json() == {

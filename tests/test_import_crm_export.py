@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 
 from leadflow.clock import SettableClock
 from leadflow.config import load_settings
+from leadflow.errors import UserInputError
 from leadflow.ingest import import_file
 from leadflow.settings import ImportKind, Settings
 
@@ -272,4 +273,117 @@ class TestReferences:
         ] == [
             ("Ada", 2),
             ("Grace", None),
+        ]
+
+
+class TestFormattedAmounts:
+    """A Pipedrive deals export writes values as money: ``$1,234.50`` or ``1.234,50 EUR``."""
+
+    def test_amounts_with_currency_and_grouping_under_either_decimal_separator(
+        self, engine: Engine, store_url: str, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        text = (
+            "Deal - ID,Deal - Stage,Deal - Value\n"
+            'P1,Qualified,"$1,234.50"\n'
+            'P2,Qualified,"1.234,50 EUR"\n'
+            "P3,Qualified,EUR 99\n"
+            "P4,Qualified,\n"
+            "P5,Qualified,12 apples\n"
+        )
+        path = write(tmp_path, "deals.csv", text)
+        landed: dict[str, list[tuple[str, float | None]]] = {}
+        problems: dict[str, list[str]] = {}
+        for separator in (".", ","):
+            config = write(
+                tmp_path,
+                f"config{separator}.yaml",
+                "import: {mappings: {deals: {decimal_separator: '" + separator + "', columns: "
+                "{Deal - ID: external_id, Deal - Stage: stage, Deal - Value: amount}}}}\n",
+            )
+            settings = load_settings(config, env={}, overrides={"database.url": store_url}).settings
+            report = import_file(engine, settings, "deals", path, clock=clock)
+            problems[separator] = [str(p) for p in report.problems]
+            landed[separator] = rows(engine, "deals", "external_id", "amount")
+        assert problems == {
+            ".": [
+                f"{path}:3: amount: expected a number, got '1.234,50 EUR'; the file writes ',' "
+                "as its decimal separator: set decimal_separator: ',' in this kind's import "
+                "mapping",
+                f"{path}:6: amount: expected a number, got '12 apples'",
+            ],
+            ",": [
+                f"{path}:2: amount: expected a number, got '$1,234.50'; the file writes '.' as "
+                "its decimal separator: set decimal_separator: '.' in this kind's import "
+                "mapping",
+                f"{path}:6: amount: expected a number, got '12 apples'",
+            ],
+        }
+        assert landed == {
+            ".": [("P1", 1234.5), ("P3", 99.0), ("P4", None)],
+            # P1 kept from the first import (its row was rejected this time), P2 now landed
+            ",": [("P1", 1234.5), ("P2", 1234.5), ("P3", 99.0), ("P4", None)],
+        }
+
+    def test_won_time_and_lost_time_both_mapped_to_closed_at_says_how_to_fix(
+        self, engine: Engine, store_url: str, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """Pipedrive exports a won time and a lost time; both mapped to closed_at refuse the file
+        naming the mapping that fixes it (its "Deal closed on" column holds either)."""
+        config = write(
+            tmp_path,
+            "config.yaml",
+            "import: {mappings: {deals: {columns: {Deal - ID: external_id, Deal - Stage: stage, "
+            "Deal - Won time: closed_at, Deal - Lost time: closed_at}}}}\n",
+        )
+        settings = load_settings(config, env={}, overrides={"database.url": store_url}).settings
+        path = write(
+            tmp_path,
+            "deals.csv",
+            "Deal - ID,Deal - Stage,Deal - Won time,Deal - Lost time\nP1,Won,2025-01-02,\n",
+        )
+        with pytest.raises(UserInputError) as caught:
+            import_file(engine, settings, "deals", path, clock=clock)
+        assert str(caught.value) == (
+            f"{path}:1: columns 'Deal - Won time' and 'Deal - Lost time' both set closed_at; "
+            "map one of them to skip under import.mappings.deals.columns (a field takes one "
+            "column)"
+        )
+        assert rows(engine, "deals", "external_id") == []
+
+
+class TestOwnersByNameOrEmail:
+    def test_an_owner_column_by_name_also_takes_a_reps_email(
+        self, engine: Engine, store_url: str, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """A HubSpot "Contact owner" column mixes names and emails: with rep_reference: name
+        an email is looked up as an email (every such row was rejected as "no rep with name")."""
+        config = write(
+            tmp_path,
+            "config.yaml",
+            "import: {mappings: {leads: {rep_reference: name, columns: "
+            "{Record ID: external_id, Contact owner: owner}}}}\n",
+        )
+        settings = load_settings(config, env={}, overrides={"database.url": store_url}).settings
+        reps = write(
+            tmp_path,
+            "reps.csv",
+            "external_id,name,email\nR1,Ada Lovelace,ada@x.example\nR2,Alan Turing,alan@x.example\n",
+        )
+        assert import_file(engine, settings, "reps", reps, clock=clock).problems == []
+        leads = write(
+            tmp_path,
+            "contacts.csv",
+            "Record ID,Contact owner\n1,ada lovelace\n2,Alan@X.example\n3,nobody@x.example\n4,\n",
+        )
+        report = import_file(engine, settings, "leads", leads, clock=clock)
+        assert [str(p) for p in report.problems] == [
+            f"{leads}:4: owner: no rep with name 'nobody@x.example'; import the reps first"
+        ]
+        ids = {
+            external_id: rep_id for rep_id, external_id in rows(engine, "reps", "id", "external_id")
+        }
+        assert rows(engine, "leads", "external_id", "owner_id") == [
+            ("1", ids["R1"]),
+            ("2", ids["R2"]),
+            ("4", None),
         ]

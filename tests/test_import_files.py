@@ -64,6 +64,32 @@ class TestEncodings:
             'or double the quote characters inside the field ("")'
         ]
 
+    def test_a_utf16_export_imports_with_its_encoding_and_is_named_without_it(
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """Excel's "Unicode Text" is UTF-16: every other byte is a NUL, so the file was refused
+        as "not a CSV or JSONL text file" even with encoding: utf-16 set."""
+        path = tmp_path / "unicode.csv"
+        path.write_text("external_id,name\r\nL1,Zoë\r\nL2,李\r\n", encoding="utf-16")
+        assert refused(engine, make_settings(), path) == (
+            f"{path}:1: is UTF-16 text (it starts with a UTF-16 byte-order mark); save the file "
+            "as UTF-8, or set import.mappings.leads.encoding: utf-16"
+        )
+        settings = make_settings(**{"import.mappings.leads.encoding": "utf-16"})
+        report = import_file(engine, settings, "leads", path, clock=clock)
+        assert report.summary == "inserted 2, updated 0, unchanged 0, rejected 0"
+        assert rows(engine, "leads", "external_id", "name") == [("L1", "Zoë"), ("L2", "李")]
+
+    def test_a_nul_in_utf16_text_is_located(
+        self, engine: Engine, make_settings: Any, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "unicode.csv"
+        path.write_text("external_id,name\nL1,a\nL2,b\x00\n", encoding="utf-16")
+        settings = make_settings(**{"import.mappings.leads.encoding": "utf-16"})
+        assert refused(engine, settings, path) == (
+            f"{path}:3: contains NUL bytes: this is not a CSV or JSONL text file"
+        )
+
     def test_latin1_bytes_are_a_located_error(
         self, engine: Engine, make_settings: Any, tmp_path: Path
     ) -> None:
@@ -108,10 +134,46 @@ class TestHeaders:
         """A spreadsheet's "CSV" with semicolons was one unknown column 'external_id;email'
         with a "did you mean"; now the file is refused saying what the separator is."""
         path = write(tmp_path, "export.csv", text)
+        separator = ";" if name == "semicolons" else "\t"
         assert refused(engine, make_settings(), path) == (
-            f"{path}:1: the header is one column separated by {name} ({shown}); leadflow reads "
-            "comma-separated CSV: save the file with commas as separators, or as JSONL"
+            f"{path}:1: the header is one column separated by {name} ({shown}); set "
+            f"import.mappings.leads.delimiter: {separator!r}, or save the file with commas as "
+            "separators"
         )
+
+    def test_a_european_excel_export_with_its_delimiter_encoding_and_decimal_comma(
+        self, engine: Engine, make_settings: Any, tmp_path: Path
+    ) -> None:
+        """Semicolons, cp1252 and a decimal comma, as a German Excel saves a Salesforce report:
+        with the mapping's delimiter, encoding and decimal_separator every row lands as written."""
+        path = tmp_path / "leads_eu.csv"
+        path.write_bytes(
+            "Lead ID;Last Name;Company;Annual Revenue\r\n"
+            '00Q5g0000000000AbC;Renée Dupont;"Smith; Jones & Co";1.234,50\r\n'
+            "00Q5g0000000001AbC;Jürgen Groß;Initech;99\r\n".encode("cp1252")
+        )
+        settings = make_settings(
+            **{
+                "attributes.leads": {"revenue": "number"},
+                "import.mappings.leads": {
+                    "delimiter": ";",
+                    "encoding": "cp1252",
+                    "decimal_separator": ",",
+                    "columns": {
+                        "Lead ID": "external_id",
+                        "Last Name": "name",
+                        "Company": "company",
+                        "Annual Revenue": "attributes.revenue",
+                    },
+                },
+            }
+        )
+        report = import_file(engine, settings, "leads", path, clock=SettableClock(T0))
+        assert [str(p) for p in report.problems] == []
+        assert rows(engine, "leads", "external_id", "name", "company", "attributes") == [
+            ("00Q5g0000000000AbC", "Renée Dupont", "Smith; Jones & Co", {"revenue": 1234.5}),
+            ("00Q5g0000000001AbC", "Jürgen Groß", "Initech", {"revenue": 99.0}),
+        ]
 
     def test_empty_file(self, engine: Engine, make_settings: Any, tmp_path: Path) -> None:
         path = write(tmp_path, "empty.csv", "")

@@ -178,6 +178,16 @@ class TestShapeOfAFile:
             "rules/r.yaml:7:14: rule Bad Id: actions: expected at least one item",
         ]
 
+    def test_an_id_with_control_characters_is_shown_escaped(self, rules: Path) -> None:
+        text = (
+            'rules:\n  - id: "r\\u0000\\u001b[2J"\n    when: {field: score, at_least: 1}\n'
+            "    actions: [set_stage: mql]\n"
+        )
+        assert problems(rules, **{"r.yaml": text}) == [
+            "rules/r.yaml:2:9: rule 'r\\x00\\x1b[2J': id: expected an id of lowercase letters, "
+            "digits, '_', '.' and '-', starting with a letter or digit, found 'r\\x00\\x1b[2J'",
+        ]
+
     def test_an_empty_file_and_an_empty_folder_are_an_empty_rule_set(self, rules: Path) -> None:
         assert load_rule_set(rules, SETTINGS).rules == ()
         assert loaded(rules, "# nothing yet\n").rules == ()

@@ -20,7 +20,7 @@ app = typer.Typer(
 
 def hash_password() -> None:
     """Read a password (prompted twice, or one line on standard input) and print its argon2id
-    hash for ``dashboard.users.NAME.password_hash``."""
+    hash for dashboard.users.NAME.password_hash."""
     from leadflow.dashboard.access import hash_password as argon2_hash
 
     if sys.stdin.isatty():

@@ -50,6 +50,7 @@ _ERROR_BODY = {
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or wrong bearer token", **_ERROR_BODY},
     413: {"description": "body larger than http.max_body_bytes", **_ERROR_BODY},
+    415: {"description": "Content-Type is not application/json", **_ERROR_BODY},
     422: {"description": "field-level errors: detail is a list of {loc, msg, type}", **_ERROR_BODY},
 }
 
@@ -145,6 +146,7 @@ def _record_route(
     schema = record_schema(kind, runtime.settings)
 
     async def post_records(request: Request) -> JSONResponse:
+        _require_json(request.headers.get("content-type"))
         items, batch = parse_records(await request.body())
         _check_types(schema, items, batch=batch)
         now = runtime.clock.now()
@@ -161,6 +163,19 @@ def _record_route(
 
     post_records.__name__ = f"post_{kind}"
     return post_records
+
+
+def _require_json(content_type: str | None) -> None:
+    """415 unless the body is declared JSON. A browser posts ``text/plain``, a form's types or
+    no type at all to any site without asking it first (no CORS preflight), so a web page open
+    beside an anonymous local trial could otherwise write leads into it."""
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    if media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
+        return
+    shown = repr(content_type) if content_type else "none"
+    raise HTTPException(415, f"Content-Type must be application/json, got {shown}")
 
 
 def _check_types(schema: dict[str, Any], items: list[dict[str, Any]], *, batch: bool) -> None:

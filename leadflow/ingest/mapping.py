@@ -251,7 +251,10 @@ def compile_plan(
     for index, column in enumerate(header):
         for field in _fields_of(kind, column, mapping, declared, problems):
             if field in chosen:
-                problems.append(f"columns {chosen[field][1]!r} and {column!r} both set {field}")
+                problems.append(
+                    f"columns {chosen[field][1]!r} and {column!r} both set {field}; map one of "
+                    f"them to skip under import.mappings.{kind}.columns (a field takes one column)"
+                )
             chosen[field] = (index, column)
     problems += _missing(kind, chosen.keys(), mapping)
     problems += _unstorable_renames(kind, mapping)
@@ -396,7 +399,6 @@ def _parser(type_name: str, mapping: ImportMapping) -> values.Parser:
         "email": values.email_address,
         "lead_email": values.lead_email,
         "integer": values.parse_integer,
-        "number": values.parse_number,
         "timezone": values.timezone_name,
         "list": values.text_list,
         "object": _parse_object,
@@ -404,6 +406,8 @@ def _parser(type_name: str, mapping: ImportMapping) -> values.Parser:
     }
     if type_name in simple:
         return simple[type_name]
+    if type_name == "number":
+        return values.number_parser(mapping.decimal_separator)
     if type_name == "boolean":
         return values.boolean_parser(mapping.true_values, mapping.false_values)
     return values.datetime_parser(mapping.date_formats, mapping.timezone)

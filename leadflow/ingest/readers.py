@@ -49,13 +49,24 @@ def check_text_file(path: Path, encoding: str, setting: str) -> None:
     try:
         with path.open("rb") as stream:
             while chunk := stream.read(_CHUNK):
-                nul = chunk.find(b"\x00")
-                if nul >= 0:
-                    line = lines_before + chunk.count(b"\n", 0, nul) + 1
-                    msg = f"{path}:{line}: contains NUL bytes: this is not a CSV or JSONL text file"
+                if lines_before == 0 and chunk.startswith(_UTF16_MARKS) and "16" not in encoding:
+                    msg = (
+                        f"{path}:1: is UTF-16 text (it starts with a UTF-16 byte-order mark); "
+                        f"save the file as UTF-8, or set {setting}.encoding: utf-16"
+                    )
                     raise ImportFileError(msg)
                 try:
-                    decoder.decode(chunk)
+                    # NULs are looked for in the text, not the bytes: every other byte of
+                    # UTF-16 is one.
+                    text = decoder.decode(chunk)
+                    nul = text.find("\x00")
+                    if nul >= 0:
+                        line = lines_before + text.count("\n", 0, nul) + 1
+                        msg = (
+                            f"{path}:{line}: contains NUL bytes: this is not a CSV or JSONL "
+                            "text file"
+                        )
+                        raise ImportFileError(msg)
                 except UnicodeDecodeError as exc:
                     line = lines_before + chunk.count(b"\n", 0, max(exc.start, 0)) + 1
                     bad = chunk[exc.start : exc.start + 1].hex()
@@ -64,7 +75,7 @@ def check_text_file(path: Path, encoding: str, setting: str) -> None:
                         f"UTF-8, or set {setting}.encoding (e.g. latin-1 or cp1252)"
                     )
                     raise ImportFileError(msg) from None
-                lines_before += chunk.count(b"\n")
+                lines_before += text.count("\n")
             decoder.decode(b"", final=True)
     except FileNotFoundError:
         msg = f"{path}: no such file"
@@ -85,12 +96,25 @@ def _reading_encoding(encoding: str) -> str:
     return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
 
 
+_UTF16_MARKS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+_SEPARATOR_NAMES = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "vertical bars"}
+
+
 class RowSource:
     """The header and rows of one file; ``bytes_read`` tells how far the stream has got."""
 
-    def __init__(self, path: Path, file_format: FileFormat, encoding: str) -> None:
+    def __init__(
+        self,
+        path: Path,
+        file_format: FileFormat,
+        encoding: str,
+        delimiter: str = ",",
+        kind: str = "KIND",
+    ) -> None:
         self.path = path
         self.format = file_format
+        self.delimiter = delimiter
+        self.kind = kind
         self.total_bytes = path.stat().st_size
         self._binary = path.open("rb")
         self._text: IO[str] = io.TextIOWrapper(
@@ -136,7 +160,7 @@ class RowSource:
             msg = f"{self.path}: is empty; expected a header line naming the columns"
             raise ImportFileError(msg)
         try:
-            names = next(csv.reader([line]))
+            names = next(csv.reader([line], delimiter=self.delimiter))
         except csv.Error as exc:
             msg = f"{self.path}:1: cannot read the header: {exc}"
             raise ImportFileError(msg) from None
@@ -144,12 +168,13 @@ class RowSource:
         if len(stripped) == 1:
             # Spreadsheets in many locales save "CSV" with semicolons (or tabs): one column
             # named 'a;b;c' would be reported as unknown, with a misleading "did you mean".
-            for separator, name in ((";", "semicolons"), ("\t", "tabs")):
-                if separator in stripped[0]:
+            for separator, name in ((";", "semicolons"), ("\t", "tabs"), (",", "commas")):
+                if separator != self.delimiter and separator in stripped[0]:
                     msg = (
                         f"{self.path}:1: the header is one column separated by {name} "
-                        f"({stripped[0][:60]!r}); leadflow reads comma-separated CSV: save the "
-                        "file with commas as separators, or as JSONL"
+                        f"({stripped[0][:60]!r}); set import.mappings.{self.kind}.delimiter: "
+                        f"{separator!r}, or save the file with {_SEPARATOR_NAMES[self.delimiter]}"
+                        " as separators"
                     )
                     raise ImportFileError(msg)
         while stripped and not stripped[-1]:
@@ -168,7 +193,7 @@ class RowSource:
         return _checked_header(self.path, stripped)
 
     def _csv_rows(self) -> Iterator[Row]:
-        reader = csv.reader(self._text, strict=True)
+        reader = csv.reader(self._text, strict=True, delimiter=self.delimiter)
         width = len(self.header)
         widths = {width, width + self.ignored_columns}
         # The header was read by readline(), so the reader's line 1 is physical line 2.

@@ -27,14 +27,20 @@ class RepDirectory:
     def __init__(self, reference: RepReference, pairs: Iterable[tuple[str, int]] = ()) -> None:
         self.reference = reference
         self._ids: dict[str, set[int]] = defaultdict(set)
+        self._by_email: dict[str, set[int]] = defaultdict(set)
         for value, rep_id in pairs:
             self.add(value, rep_id)
 
     @classmethod
     def load(cls, connection: Connection, reference: RepReference) -> RepDirectory:
         table = REPS
-        rows = connection.execute(select(table.c[reference], table.c.id))
-        return cls(reference, ((str(value), int(rep_id)) for value, rep_id in rows))
+        rows = connection.execute(select(table.c[reference], table.c.email, table.c.id))
+        directory = cls(reference)
+        for value, email, rep_id in rows:
+            directory.add(str(value), int(rep_id))
+            if reference == "name" and email:
+                directory._by_email[rep_key("email", str(email))].add(int(rep_id))
+        return directory
 
     def add(self, value: str, rep_id: int) -> None:
         self._ids[rep_key(self.reference, value)].add(rep_id)
@@ -47,6 +53,10 @@ class RepDirectory:
         if value is None:
             return None
         found = self._ids.get(rep_key(self.reference, value))
+        if not found and "@" in value:
+            # A CRM's owner column names most reps but writes some as their login email
+            # (HubSpot's "Contact owner" for a user without a name); no name holds an @.
+            found = self._by_email.get(rep_key("email", value))
         if not found:
             reason = f"no rep with {self.reference.replace('_', ' ')} {value!r}"
             raise ImportRowError(field, f"{reason}; import the reps first")

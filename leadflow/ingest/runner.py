@@ -128,7 +128,7 @@ def _import(
     mapping = settings.imports.mappings.get(kind, ImportMapping())
     chosen = format_of(path, file_format)
     check_text_file(path, mapping.encoding, f"import.mappings.{kind}")
-    with RowSource(path, chosen, mapping.encoding) as source:
+    with RowSource(path, chosen, mapping.encoding, mapping.delimiter, kind) as source:
         plan = compile_plan(kind, source.header, settings, str(path))
         report.notes += source.notes
         with engine.connect() as connection:
@@ -136,7 +136,7 @@ def _import(
         writer = WRITERS[kind](plan, settings, now, reps)
         writer.cause, writer.source = "import", report.file
         if isinstance(writer, RepWriter):
-            with RowSource(path, chosen, mapping.encoding) as again:
+            with RowSource(path, chosen, mapping.encoding, mapping.delimiter, kind) as again:
                 writer.survey(_readable(plan, again))
         report.run_id = run_id = _start_run(engine, report, now)
         status = "failed"

@@ -101,6 +101,51 @@ def parse_number(raw: object) -> float | None:
     return value
 
 
+_CURRENCY = r"(?:[$€£¥]|[A-Z]{3})"
+_FORMATTED_AMOUNT = re.compile(rf"{_CURRENCY}?\s*([-+]?[\d.,'\s]+?)\s*{_CURRENCY}?")
+"""A CRM's formatted money: ``$1,234.50``, ``1.234,50 EUR``, ``EUR 1 234,50``."""
+_GROUPED = {
+    ".": re.compile(r"[-+]?(?:\d{1,3}(?:[,'\s]\d{3})+|\d+)(?:\.\d+)?"),
+    ",": re.compile(r"[-+]?(?:\d{1,3}(?:[.'\s]\d{3})+|\d+)(?:,\d+)?"),
+}
+
+
+def number_parser(decimal_separator: str) -> Parser:
+    """``parse_number``, also taking formatted amounts (currency, thousands separators) whose
+    decimal separator is the mapping's: ``1.234`` is 1234 in a file with a decimal comma."""
+    grouped = _GROUPED[decimal_separator]
+    other = "," if decimal_separator == "." else "."
+
+    def parse(raw: object) -> float | None:
+        if not isinstance(raw, str) or (decimal_separator == "." and _is_plain(raw)):
+            return parse_number(raw)
+        text = raw.strip()
+        if not text:
+            return None
+        formatted = _FORMATTED_AMOUNT.fullmatch(text)
+        digits = formatted[1] if formatted else ""
+        if formatted is None or grouped.fullmatch(digits) is None:
+            msg = f"expected a number, got {_shown(raw)}"
+            if _GROUPED[other].fullmatch(digits):
+                msg += (
+                    f"; the file writes {other!r} as its decimal separator: set "
+                    f"decimal_separator: {other!r} in this kind's import mapping"
+                )
+            raise ValueError(msg)
+        plain = re.sub(r"[.,'\s]", lambda m: "." if m[0] == decimal_separator else "", digits)
+        return parse_number(plain)
+
+    return parse
+
+
+def _is_plain(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def within(low: int, high: int, parse: Parser) -> Parser:
     """``parse``, refusing a whole number outside ``low..high`` (what the store can compare)."""
 

@@ -46,11 +46,13 @@ class EmailChannel:
         return suppress_flagged_leads(session, due)
 
     async def deliver(self, message: ClaimedMessage, now: datetime) -> None:
+        # The envelope first: a recipient that cannot be sent fails for good with its reason.
+        recipients = envelope_recipients(message.recipient)
         data = build_message(message, self._settings, now)
         await self._transport.deliver(
             data,
             sender=self._sender,
-            recipients=envelope_recipients(message.recipient),
+            recipients=recipients,
             message_id=message.message_id,
         )
 

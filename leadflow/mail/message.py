@@ -15,7 +15,7 @@ from email.utils import format_datetime, formataddr, getaddresses, parseaddr
 from leadflow.errors import DeliveryError
 from leadflow.outbox.store import ClaimedMessage
 from leadflow.settings import Settings
-from leadflow.store.email_addresses import recipient_address
+from leadflow.store.email_addresses import ascii_address, recipient_address
 
 
 def envelope_sender(settings: Settings) -> str:
@@ -25,7 +25,7 @@ def envelope_sender(settings: Settings) -> str:
 def envelope_recipients(recipient: str) -> list[str]:
     """Exactly one address: a row holding a list fails for good, it never widens the envelope."""
     try:
-        return [recipient_address(recipient)]
+        return [ascii_address(recipient_address(recipient))]
     except ValueError as exc:
         msg = (
             f"recipient {recipient!r} is not exactly one email address ({exc}); "
@@ -119,4 +119,9 @@ def _addresses(value: str) -> str:
     _checked("address", value)
     if value.isascii():
         return value
-    return ", ".join(formataddr(pair, charset="utf-8") for pair in getaddresses([value]))
+    try:
+        pairs = [(name, ascii_address(address)) for name, address in getaddresses([value])]
+    except ValueError as exc:
+        msg = f"recipient {value!r} cannot be sent: {exc}; correct the email in the CRM"
+        raise DeliveryError(msg, permanent=True) from None
+    return ", ".join(formataddr(pair, charset="utf-8") for pair in pairs)

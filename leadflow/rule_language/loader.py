@@ -372,7 +372,7 @@ class _FileReader:
 
     def _rule(self, raw: Any, path: NodePath) -> None:
         rule_id = raw.get("id") if isinstance(raw, dict) else None
-        owner = f"rule {rule_id}: " if isinstance(rule_id, str) else ""
+        owner = f"rule {_shown_id(rule_id)}: " if isinstance(rule_id, str) else ""
         before = len(self.builder.problems)
         spec = self._validate(RuleSpec, raw, path, owner)
         if not isinstance(raw, dict):
@@ -542,3 +542,9 @@ class _FileReader:
 
 def _subject_of(raw: dict[str, Any]) -> Subject:
     return Subject.DEAL if raw.get("subject") == "deal" else Subject.LEAD
+
+
+def _shown_id(rule_id: str) -> str:
+    """The id as written, or quoted with escapes when it holds a control character (a NUL or
+    an escape sequence in the id must not reach the terminal that prints the problem)."""
+    return rule_id if rule_id.isprintable() else repr(rule_id)

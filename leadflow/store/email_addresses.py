@@ -86,6 +86,29 @@ def recipient_address(recipient: str) -> str:
     return address
 
 
+def ascii_address(address: str) -> str:
+    """``address`` as it can travel without SMTPUTF8: a Unicode domain in its IDNA (xn--) form.
+
+    Raises :class:`ValueError` when the local part is not ASCII (``björn@x.test``): the
+    validator accepts such an address, but neither the envelope nor the ``To`` header leadflow
+    writes can carry it, so the message is failed with this reason rather than retried.
+    """
+    if address.isascii():
+        return address
+    local, _, domain = address.rpartition("@")
+    if not local.isascii():
+        msg = (
+            f"the part before the @-sign of {address!r} is not ASCII, which needs SMTPUTF8 "
+            "and leadflow sends ASCII addresses only"
+        )
+        raise ValueError(msg)
+    try:
+        return f"{local}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError as exc:
+        msg = f"the domain of {address!r} has no IDNA form ({exc})"
+        raise ValueError(msg) from None
+
+
 def is_recipient(recipient: str | None) -> bool:
     """Whether ``recipient`` names exactly one address (a CRM's ``n/a``, blank or list does not)."""
     if recipient is None:
