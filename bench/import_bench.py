@@ -327,6 +327,7 @@ def child_floor(config: Path, csv_path: Path) -> dict[str, float]:
     postgres = engine.dialect.name == "postgresql"
     cursor = driver.cursor()
     if postgres:
+        cursor.execute("SET LOCAL statement_timeout = 0")
         cursor.execute("SET LOCAL maintenance_work_mem = '256MB'")
         found = cursor.execute(
             "SELECT i.relname, pg_get_indexdef(i.oid) FROM pg_index x"
