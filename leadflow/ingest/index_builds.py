@@ -7,7 +7,8 @@ is *bulk* when the file holds at least :data:`BULK_MIN_ROWS` rows and more than 
 the table holds (an empty table, a first migration from a CRM): its secondary indexes (not the
 unique one on ``external_id``, which the import looks rows up by, nor the primary key) are
 dropped in the import's transaction, the rows written, and the indexes created again from the
-definitions read before the drop, in the same transaction.
+definitions read before the drop, in the same transaction. On PostgreSQL the foreign keys
+between those tables (the history's ``lead_id``) are dropped and added again the same way.
 
 Both stores' DDL is transactional, so the drop is never seen without the creates: killed or
 failed at any point, the transaction rolls back with its rows, and the tables keep every index
