@@ -69,10 +69,10 @@ def test_fed_rows_land_and_bad_rows_are_named_by_line_and_field(
         "L7,seven,lead\n"  # line 8: rejected while read, after the last batch's rows
     )
     report = import_file(engine, settings, "leads", write(tmp_path, "l.csv", text), clock=clock)
-    # Parts of two rows; on SQLite every other one read by each of two processes: the first
-    # reads (L1, L2) and (L5, L6), the second (L3, L4) and (L7); each part's rejections come
-    # with its rows, or alone (L7's). PostgreSQL has one reading process.
-    assert feeds == ([2, 2] if engine.dialect.name == "sqlite" else [4])
+    # Parts of two rows, every other one read by each process: the first reads (L1, L2) and
+    # (L5, L6), the second (L3, L4) and (L7); each part's rejections come with its rows, or
+    # alone (L7's).
+    assert feeds == [2, 2]
     assert report.summary == "inserted 3, updated 0, unchanged 0, rejected 4"
     assert [(p.line, p.message.split(":")[0]) for p in report.problems] == [
         (3, "score"),
@@ -96,8 +96,7 @@ def test_fed_rejections_beyond_the_kept_problems_are_counted(
     lines = "".join(f"L{n},bad\n" for n in range(1200))
     path = write(tmp_path, "l.csv", "external_id,score\n" + lines)
     report = import_file(engine, settings, "leads", path, clock=clock)
-    # each part's two rejections, alone
-    assert feeds == ([300, 300] if engine.dialect.name == "sqlite" else [600])
+    assert feeds == [300, 300]  # each part's two rejections, alone
     assert report.summary == "inserted 0, updated 0, unchanged 0, rejected 1200"
     assert [p.line for p in report.problems] == list(range(2, 1002))
 
@@ -110,9 +109,9 @@ def test_an_error_in_the_reading_process_fails_the_import(
     feeds: list[int],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A reading process fails at its second part (on SQLite the first of two, at the file's
-    third part; on PostgreSQL the only one, at the second): the import raises its error, the
-    parts before it (committed each on its own) stay, the run is ``failed``."""
+    """The first reading process fails at its second part (the file's third): the import
+    raises its error, the two parts before it (committed each on its own) stay, the run is
+    ``failed``."""
     real = LeadWriter.checked
     calls = 0
 
@@ -129,11 +128,10 @@ def test_an_error_in_the_reading_process_fails_the_import(
     path = write(tmp_path, "l.csv", "external_id,score\n" + lines)
     with pytest.raises(OSError, match="the file's disk is gone"):
         import_file(engine, settings, "leads", path, clock=clock)
-    landed = 4 if engine.dialect.name == "sqlite" else 2
-    assert rows(engine, "leads", "external_id") == [(f"L{n}",) for n in range(landed)]
+    assert rows(engine, "leads", "external_id") == [("L0",), ("L1",), ("L2",), ("L3",)]
     with engine.connect() as connection:
         run = connection.execute(select(IMPORT_RUNS.c.status, IMPORT_RUNS.c.inserted)).one()
-    assert tuple(run) == ("failed", landed)
+    assert tuple(run) == ("failed", 4)
     assert multiprocessing.active_children() == []
 
 
@@ -158,8 +156,7 @@ def test_fed_rows_update_changed_leads_with_their_times_and_attributes(
         + "L4,subscriber,,,7\n"  # new
     )
     report = import_file(engine, settings, "leads", write(tmp_path, "b.csv", second), clock=clock)
-    # two reading processes per import on SQLite, one part each; one on PostgreSQL
-    assert feeds == ([1, 1, 1, 1] if engine.dialect.name == "sqlite" else [2, 2])
+    assert feeds == [1, 1, 1, 1]  # two reading processes per import, one part each
     assert report.summary == "inserted 1, updated 2, unchanged 1, rejected 0"
     later = T0 + timedelta(hours=1)
     assert rows(
@@ -198,8 +195,7 @@ def test_fed_rows_update_changed_leads_with_their_times_and_attributes(
 def test_two_reading_processes_keep_the_file_order_across_their_parts(
     engine: Engine, settings: Any, tmp_path: Path, clock: SettableClock, feeds: list[int]
 ) -> None:
-    """Parts of two rows, read alternately by two processes (SQLite; PostgreSQL reads them
-    all in one, with the same outcome): a key repeated in a later part
+    """Parts of two rows, read alternately by two processes: a key repeated in a later part
     of the other process ends updated by the later row, a key twice in one part too; a quoted
     cell spanning lines does not shift where either process's parts begin; rejected lines are
     reported in file order."""
@@ -214,8 +210,7 @@ def test_two_reading_processes_keep_the_file_order_across_their_parts(
         "L5,Eve,y\n"  # line 9, part 3 (second): rejected
     )
     report = import_file(engine, settings, "leads", write(tmp_path, "l.csv", text), clock=clock)
-    # SQLite: (L1, L2); (L4), (L4); and (L1) with L3's rejection; L5's alone
-    assert feeds == ([3, 2] if engine.dialect.name == "sqlite" else [5])
+    assert feeds == [3, 2]  # (L1, L2); (L4), (L4); and (L1) with L3's rejection; L5's alone
     assert report.summary == "inserted 3, updated 2, unchanged 0, rejected 2"
     assert [(p.line, p.message.split(":")[0]) for p in report.problems] == [
         (5, "score"),

@@ -50,12 +50,8 @@ FED_MIN_ROWS = 100_000
 """From this many rows (estimated) a file's rows are read in a process of their own."""
 FED_PART_ROWS = 5_000
 """Rows per part a reading process sends; the writer commits a batch's worth of parts."""
-READING_PROCESSES = {"sqlite": 2}
-"""How many processes read a large file, by store, each its share of the parts (see
-:func:`_reading`); one for any other. On PostgreSQL the server's share of a row (30 us of CPU)
-needs the second core: a second reading process, which reads the file again, made a 1,000,000
-row import slower there (9,450 rows/s against 16,640 at load 4-6) and faster on SQLite
-(11,920 against 7,605), where the one reading process set the pace."""
+READING_PROCESSES = 2
+"""How many processes read a large file, each every other part (see :func:`_reading`)."""
 SQLITE_CACHE_KB = 64 * 1024
 Progress = Callable[[int, int], None]
 """Called after each batch with (bytes read, file size)."""
@@ -270,7 +266,7 @@ def _reading(
     """Reading processes' parts for a large file of a kind that prepares alone, in the file's
     order; else None (the rows are read and prepared in this process, between the writes).
 
-    :data:`READING_PROCESSES` processes share the work (on SQLite): each reads the whole file (the csv
+    :data:`READING_PROCESSES` processes share the work: each reads the whole file (the csv
     module's share of a row is small, and only reading from the start finds where a row
     begins: a quoted cell may hold line breaks) and reads, checks, hashes and converts the
     rows of every other part, its own. With one process the importing one waited for it
@@ -282,7 +278,6 @@ def _reading(
     part_size = min(writer.settings.imports.batch_size, FED_PART_ROWS)
     form = DriverForm(writer.shape(), dialect)
     path, file_format, encoding = source.path, source.format, writer.mapping.encoding
-    shares = READING_PROCESSES.get(dialect, 1)
 
     def producing(share: int) -> Callable[[Send], None]:
         def produce(send: Send) -> None:
@@ -309,7 +304,7 @@ def _reading(
             with RowSource(path, file_format, encoding) as own:
                 # No collections in the forked child: one could finalise the writer's
                 # connections.
-                share_of_parts = (share, shares, part_size)
+                share_of_parts = (share, READING_PROCESSES, part_size)
                 _stream_parts(writer, own, local, share_of_parts, flush, end_part)
 
         return produce
@@ -317,7 +312,7 @@ def _reading(
     with ExitStack() as feeds:
         reading = [
             feeds.enter_context(fed(producing(share), keep=source.fileno()))
-            for share in range(shares)
+            for share in range(READING_PROCESSES)
         ]
         yield _in_file_order(reading)
 
