@@ -30,21 +30,19 @@ def settings(make_settings: Any) -> Any:
 
 @pytest.fixture
 def feeds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Every file is fed by reading processes; counts the results each one delivered (not
-    the marks ending its parts)."""
+    """Every file is fed by a reading process; counts the items each feed delivered."""
     monkeypatch.setattr(runner, "FED_MIN_ROWS", 0)
     delivered: list[int] = []
     real = runner.fed
 
     @contextmanager
     def counted(produce: Callable[[Any], None], keep: int) -> Iterator[Iterator[Any]]:
-        reader = len(delivered)
         delivered.append(0)
         with real(produce, keep) as feed:
 
             def counting() -> Iterator[Any]:
                 for item in feed:
-                    delivered[reader] += item is not None
+                    delivered[-1] += 1
                     yield item
 
             yield counting()
@@ -69,10 +67,7 @@ def test_fed_rows_land_and_bad_rows_are_named_by_line_and_field(
         "L7,seven,lead\n"  # line 8: rejected while read, after the last batch's rows
     )
     report = import_file(engine, settings, "leads", write(tmp_path, "l.csv", text), clock=clock)
-    # Parts of two rows, every other one read by each process: the first reads (L1, L2) and
-    # (L5, L6), the second (L3, L4) and (L7); each part's rejections come with its rows, or
-    # alone (L7's).
-    assert feeds == [2, 2]
+    assert feeds == [2]  # (L1, L3), then (L5, L6) with the rejections read since
     assert report.summary == "inserted 3, updated 0, unchanged 0, rejected 4"
     assert [(p.line, p.message.split(":")[0]) for p in report.problems] == [
         (3, "score"),
@@ -96,7 +91,7 @@ def test_fed_rejections_beyond_the_kept_problems_are_counted(
     lines = "".join(f"L{n},bad\n" for n in range(1200))
     path = write(tmp_path, "l.csv", "external_id,score\n" + lines)
     report = import_file(engine, settings, "leads", path, clock=clock)
-    assert feeds == [300, 300]  # each part's two rejections, alone
+    assert feeds == [1]
     assert report.summary == "inserted 0, updated 0, unchanged 0, rejected 1200"
     assert [p.line for p in report.problems] == list(range(2, 1002))
 
@@ -109,9 +104,8 @@ def test_an_error_in_the_reading_process_fails_the_import(
     feeds: list[int],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The first reading process fails at its second part (the file's third): the import
-    raises its error, the two parts before it (committed each on its own) stay, the run is
-    ``failed``."""
+    """The reading process fails at its second batch: the import raises its error, the first
+    batch (committed on its own) stays, the run is ``failed``."""
     real = LeadWriter.checked
     calls = 0
 
@@ -128,10 +122,10 @@ def test_an_error_in_the_reading_process_fails_the_import(
     path = write(tmp_path, "l.csv", "external_id,score\n" + lines)
     with pytest.raises(OSError, match="the file's disk is gone"):
         import_file(engine, settings, "leads", path, clock=clock)
-    assert rows(engine, "leads", "external_id") == [("L0",), ("L1",), ("L2",), ("L3",)]
+    assert rows(engine, "leads", "external_id") == [("L0",), ("L1",)]
     with engine.connect() as connection:
         run = connection.execute(select(IMPORT_RUNS.c.status, IMPORT_RUNS.c.inserted)).one()
-    assert tuple(run) == ("failed", 4)
+    assert tuple(run) == ("failed", 2)
     assert multiprocessing.active_children() == []
 
 
@@ -156,7 +150,7 @@ def test_fed_rows_update_changed_leads_with_their_times_and_attributes(
         + "L4,subscriber,,,7\n"  # new
     )
     report = import_file(engine, settings, "leads", write(tmp_path, "b.csv", second), clock=clock)
-    assert feeds == [1, 1, 1, 1]  # two reading processes per import, one part each
+    assert feeds == [2, 2]
     assert report.summary == "inserted 1, updated 2, unchanged 1, rejected 0"
     later = T0 + timedelta(hours=1)
     assert rows(
@@ -189,35 +183,4 @@ def test_fed_rows_update_changed_leads_with_their_times_and_attributes(
         (None, "lead", T0),
         ("lead", "mql", later),
         (None, "subscriber", later),
-    ]
-
-
-def test_two_reading_processes_keep_the_file_order_across_their_parts(
-    engine: Engine, settings: Any, tmp_path: Path, clock: SettableClock, feeds: list[int]
-) -> None:
-    """Parts of two rows, read alternately by two processes: a key repeated in a later part
-    of the other process ends updated by the later row, a key twice in one part too; a quoted
-    cell spanning lines does not shift where either process's parts begin; rejected lines are
-    reported in file order."""
-    text = (
-        "external_id,name,score\n"
-        "L1,Ann,1\n"  # part 0 (first process)
-        'L2,"Bob\nBrown",2\n'  # lines 3-4, part 0
-        "L3,Cy,x\n"  # line 5, part 1 (second process): rejected
-        "L1,Ann Later,11\n"  # part 1: L1 again, from the other process
-        "L4,Dee,4\n"  # part 2 (first)
-        "L4,Dee Twice,44\n"  # part 2: the same key in the same part
-        "L5,Eve,y\n"  # line 9, part 3 (second): rejected
-    )
-    report = import_file(engine, settings, "leads", write(tmp_path, "l.csv", text), clock=clock)
-    assert feeds == [3, 2]  # (L1, L2); (L4), (L4); and (L1) with L3's rejection; L5's alone
-    assert report.summary == "inserted 3, updated 2, unchanged 0, rejected 2"
-    assert [(p.line, p.message.split(":")[0]) for p in report.problems] == [
-        (5, "score"),
-        (9, "score"),
-    ]
-    assert rows(engine, "leads", "external_id", "name", "score") == [
-        ("L1", "Ann Later", 11),
-        ("L2", "Bob\nBrown", 2),
-        ("L4", "Dee Twice", 44),
     ]

@@ -49,9 +49,7 @@ MAX_KEPT_PROBLEMS = 1000
 FED_MIN_ROWS = 100_000
 """From this many rows (estimated) a file's rows are read in a process of their own."""
 FED_PART_ROWS = 5_000
-"""Rows per part a reading process sends; the writer commits a batch's worth of parts."""
-READING_PROCESSES = 2
-"""How many processes read a large file, each every other part (see :func:`_reading`)."""
+"""Rows per part the reading process sends; the writer commits a batch's worth of parts."""
 SQLITE_CACHE_KB = 64 * 1024
 Progress = Callable[[int, int], None]
 """Called after each batch with (bytes read, file size)."""
@@ -263,124 +261,37 @@ class _Read(NamedTuple):
 def _reading(
     writer: KindWriter, source: RowSource, incoming: int, dialect: str
 ) -> Iterator[Iterator[_Read] | None]:
-    """Reading processes' parts for a large file of a kind that prepares alone, in the file's
-    order; else None (the rows are read and prepared in this process, between the writes).
-
-    :data:`READING_PROCESSES` processes share the work: each reads the whole file (the csv
-    module's share of a row is small, and only reading from the start finds where a row
-    begins: a quoted cell may hold line breaks) and reads, checks, hashes and converts the
-    rows of every other part, its own. With one process the importing one waited for it
-    (about 18 us a row of a CRM export, against 8 us of writing on SQLite)."""
+    """A reading process's batches for a large file of a kind that prepares alone; else None
+    (the rows are read and prepared in this process, between the writes)."""
     if not (writer.prepares_alone and incoming >= FED_MIN_ROWS and can_fork()):
         yield None
         return
     # Parts of a batch: each process holds one or two parts, not batches (memory).
     part_size = min(writer.settings.imports.batch_size, FED_PART_ROWS)
     form = DriverForm(writer.shape(), dialect)
-    path, file_format, encoding = source.path, source.format, writer.mapping.encoding
 
-    def producing(share: int) -> Callable[[Send], None]:
-        def produce(send: Send) -> None:
-            local = ImportReport(writer.kind, "")
+    def produce(send: Send) -> None:
+        local = ImportReport(writer.kind, "")
 
-            def flush(rows: list[tuple[int, str, Record]]) -> None:
-                checked, rejected = writer.checked(rows)
-                for line, exc in rejected:
-                    local.reject(line, str(exc))
-                send_read(form.hashed_rows(checked))
+        def flush(rows: list[tuple[int, str, Record]]) -> None:
+            checked, rejected = writer.checked(rows)
+            for line, exc in rejected:
+                local.reject(line, str(exc))
+            send_read(form.hashed_rows(checked))
 
-            def send_read(driver_rows: list[DriverRow]) -> None:
-                told = [(problem.line, problem.message) for problem in local.problems]
-                send(_Read(driver_rows, told, local.rejected, own.bytes_read))
-                local.problems.clear()
-                local.rejected = 0
+        def send_read(driver_rows: list[DriverRow]) -> None:
+            told = [(problem.line, problem.message) for problem in local.problems]
+            send(_Read(driver_rows, told, local.rejected, source.bytes_read))
+            local.problems.clear()
+            local.rejected = 0
 
-            def end_part() -> None:
-                if local.rejected:
-                    send_read([])
-                send(_PART_END)
+        # No collections in the forked child: one could finalise the writer's connections.
+        _stream(writer, source, local, part_size, flush, collect=False)
+        if local.rejected:
+            send_read([])
 
-            # Its own file object: a forked one would share its offset with the other reader.
-            with RowSource(path, file_format, encoding) as own:
-                # No collections in the forked child: one could finalise the writer's
-                # connections.
-                share_of_parts = (share, READING_PROCESSES, part_size)
-                _stream_parts(writer, own, local, share_of_parts, flush, end_part)
-
-        return produce
-
-    with ExitStack() as feeds:
-        reading = [
-            feeds.enter_context(fed(producing(share), keep=source.fileno()))
-            for share in range(READING_PROCESSES)
-        ]
-        yield _in_file_order(reading)
-
-
-_PART_END = None
-"""Sent by a reading process after the last of a part's results."""
-
-
-def _in_file_order(feeds: list[Iterator[_Read | None]]) -> Iterator[_Read]:
-    """The reading processes' results part by part, each process's parts in turn; a process
-    that ends where its next part would be means the file has no more."""
-    turn = 0
-    while True:
-        for read in feeds[turn]:
-            if read is _PART_END:
-                break
-            yield read
-        else:
-            return
-        turn = (turn + 1) % len(feeds)
-
-
-def _stream_parts(
-    writer: KindWriter,
-    source: RowSource,
-    report: ImportReport,
-    share: tuple[int, int, int],
-    flush: Callable[[list[tuple[int, str, Record]]], None],
-    end_part: Callable[[], None],
-) -> None:
-    """:func:`_stream` of one reading process's parts of the file: with ``share`` (this one,
-    how many, rows per part), the parts ``this, this + how many, ...`` of every file row,
-    rejected ones too; each part ended by ``end_part``, also when a repeated key split it."""
-    mine, shares, part_size = share
-    plan = writer.plan
-    batch: list[tuple[int, str, Record]] = []
-    keys: set[str] = set()
-    current = -1
-    for position, (line, cells, problem) in enumerate(source.rows()):
-        part = position // part_size
-        if part % shares != mine:
-            continue
-        if part != current:
-            if current >= 0:
-                if batch:
-                    flush(batch)
-                    batch, keys = [], set()
-                end_part()
-            current = part
-        if problem is not None:
-            report.reject(line, problem)
-            continue
-        try:
-            record = plan.read(cells)
-            key = writer.key(record)
-        except ImportRowError as exc:
-            report.reject(line, str(exc))
-            continue
-        if key in keys:
-            # A key twice in one part is written in order: the later row updates the earlier.
-            flush(batch)
-            batch, keys = [], set()
-        batch.append((line, key, record))
-        keys.add(key)
-    if current >= 0:
-        if batch:
-            flush(batch)
-        end_part()
+    with fed(produce, keep=source.fileno()) as feed:
+        yield feed
 
 
 def _load_batches(
@@ -439,7 +350,7 @@ def _write_fed(
     """Write the reading process's parts, ``batch_size`` rows or more per transaction."""
     with ExitStack() as transaction:
         connection: Connection | None = None
-        rows = furthest = 0
+        rows = 0
         for read in feed:
             read.tell(report)
             if read.rows:
@@ -449,10 +360,8 @@ def _write_fed(
             if rows >= batch_size:
                 transaction.close()  # commits
                 connection, rows = None, 0
-            # Each reading process reads the whole file: the one ahead tells how far it got.
-            furthest = max(furthest, read.bytes_read)
             if progress is not None:
-                progress(furthest, total_bytes)
+                progress(read.bytes_read, total_bytes)
 
 
 def _stream(
