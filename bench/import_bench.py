@@ -325,6 +325,8 @@ def child_floor(config: Path, csv_path: Path) -> dict[str, float]:
     raw = engine.raw_connection()
     driver = raw.driver_connection
     postgres = engine.dialect.name == "postgresql"
+    backend = {driver.info.backend_pid} if postgres else set()
+    server = _server_cpu(backend)
     cursor = driver.cursor()
     if postgres:
         cursor.execute("SET LOCAL statement_timeout = 0")
@@ -384,10 +386,11 @@ def child_floor(config: Path, csv_path: Path) -> dict[str, float]:
         cursor.execute(create)
     driver.commit()
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    server = _server_cpu(backend) - server
     raw.close()
     with csv_path.open(encoding="utf-8") as lines:
         rows = sum(1 for _ in lines) - 1
-    return {"rows": rows, "seconds": seconds, "cpu": cpu}
+    return {"rows": rows, "seconds": seconds, "cpu": cpu, "server_cpu": server}
 
 
 def _children_cpu() -> float:
