@@ -268,8 +268,9 @@ def child_import(config: Path, csv_path: Path) -> dict[str, float]:
     from leadflow.ingest import import_file
 
     settings, engine = _open_store(config)
+    backends = _server_processes(engine)
     started, cpu = time.perf_counter(), time.process_time()
-    reader = _children_cpu()
+    reader, server = _children_cpu(), _server_cpu(backends)
     report = import_file(engine, settings, "leads", csv_path, clock=SystemClock())
     elapsed = time.perf_counter() - started
     assert report.rejected == 0, report.problems[:3]
@@ -278,7 +279,118 @@ def child_import(config: Path, csv_path: Path) -> dict[str, float]:
         "seconds": elapsed,
         "cpu": time.process_time() - cpu,
         "reader_cpu": _children_cpu() - reader,
+        "server_cpu": _server_cpu(backends) - server,
     }
+
+
+def _server_processes(engine: Any) -> set[int]:
+    """The PostgreSQL server processes of ``engine``'s connections (the server is on this
+    machine), filled as connections open: their CPU is the server's share of the import."""
+    from sqlalchemy import event
+
+    pids: set[int] = set()
+    if engine.dialect.name != "postgresql":
+        return pids
+
+    @event.listens_for(engine, "connect")
+    def connected(dbapi_connection: Any, _record: Any) -> None:
+        pids.add(dbapi_connection.info.backend_pid)
+
+    engine.dispose()  # the migration's connections: opened again, and so seen
+    return pids
+
+
+def _server_cpu(pids: set[int]) -> float:
+    """CPU seconds of those server processes so far (not the parallel index builds' workers)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def child_floor(config: Path, csv_path: Path) -> dict[str, float]:
+    """Runs in the child: the CRM rows with no leadflow code: the csv module's cells, the
+    columns picked, the stage renamed, the attributes as JSON text, the day-first times as the
+    store's text; into the same table without its secondary indexes, one history row per lead
+    by one ``INSERT ... SELECT``, the indexes built after, one transaction. What the store and
+    the csv module take at least: no checks, no hash, no upsert, no second process."""
+    _settings, engine = _open_store(config)
+    stages = {"Lead": "lead", "Subscriber": "subscriber", "Marketing Qualified Lead": "mql"}
+    dumps = json.dumps
+    started, cpu = time.perf_counter(), time.process_time()
+    raw = engine.raw_connection()
+    driver = raw.driver_connection
+    postgres = engine.dialect.name == "postgresql"
+    backend = {driver.info.backend_pid} if postgres else set()
+    server = _server_cpu(backend)
+    cursor = driver.cursor()
+    if postgres:
+        cursor.execute("SET LOCAL statement_timeout = 0")
+        cursor.execute("SET LOCAL maintenance_work_mem = '256MB'")
+        found = cursor.execute(
+            "SELECT i.relname, pg_get_indexdef(i.oid) FROM pg_index x"
+            " JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid"
+            " WHERE t.relname IN ('leads', 'stage_changes') AND t.relnamespace = "
+            " (SELECT oid FROM pg_namespace WHERE nspname = current_schema())"
+            " AND NOT x.indisunique AND NOT x.indisprimary"
+            " AND i.relname NOT IN ('ix_stage_changes_lead', 'ix_stage_changes_deal')"
+        ).fetchall()
+    else:
+        cursor.execute("BEGIN")
+        found = cursor.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+            " AND tbl_name IN ('leads', 'stage_changes')"
+            " AND name NOT IN ('ix_stage_changes_lead', 'ix_stage_changes_deal')"
+            " AND sql NOT LIKE 'CREATE UNIQUE%'"
+        ).fetchall()
+    for name, _create in found:
+        cursor.execute(f"DROP INDEX {name}")
+    now = datetime.now(UTC).replace(tzinfo=None).isoformat(" ")
+    names = (
+        "external_id, email, name, company, attributes, stage, score, last_activity_at,"
+        " unsubscribed, stage_entered_at, created_at, updated_at, do_not_email, hard_bounced"
+    )
+
+    def when(text: str) -> str | None:
+        return f"{text[6:10]}-{text[3:5]}-{text[:2]} {text[11:16]}:00" if text else None
+
+    with csv_path.open(newline="", encoding="utf-8") as source:
+        cells = csv.reader(source)
+        next(cells)
+        rows = (
+            (
+                c[0], c[1] or None, c[2] or None, c[3] or None,
+                dumps({"country": c[7], "industry": c[8], "employees": int(c[9])} if c[9]
+                      else {"country": c[7], "industry": c[8]}),
+                stages[c[10]], int(c[11]), when(c[14]), c[15] == "Yes",
+                now, now, now, False, False,
+            )
+            for c in cells
+        )  # fmt: skip
+        if postgres:
+            with cursor.copy(f"COPY leads ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            marks = ", ".join("?" * 14)
+            cursor.executemany(f"INSERT INTO leads ({names}) VALUES ({marks})", rows)
+    cursor.execute(
+        "INSERT INTO stage_changes (lead_id, at, to_stage, cause, source)"
+        " SELECT id, stage_entered_at, stage, 'import', 'floor' FROM leads"
+    )
+    for _name, create in found:
+        cursor.execute(create)
+    driver.commit()
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    server = _server_cpu(backend) - server
+    raw.close()
+    with csv_path.open(encoding="utf-8") as lines:
+        rows = sum(1 for _ in lines) - 1
+    return {"rows": rows, "seconds": seconds, "cpu": cpu, "server_cpu": server}
 
 
 def _children_cpu() -> float:
@@ -382,6 +494,8 @@ def main() -> int:
         mode, shape_name, config, csv_path = options.child
         if mode == "import":
             result = child_import(Path(config), Path(csv_path))
+        elif mode == "floor":
+            result = child_floor(Path(config), Path(csv_path))
         else:
             shape = SHAPES[shape_name]
             result = child_baseline(Path(config), Path(csv_path), shape, options.baseline_rows)
@@ -420,16 +534,22 @@ def run(shapes: list[Shape], stores: list[str], rows: int, rounds: int, baseline
                     for mode, extra in (
                         ("import", []),
                         ("baseline", ["--baseline-rows", str(baseline_rows)]),
+                        *([("floor", [])] if shape.name == "crm" else []),
                     ):
                         result = measure(root, shape, store, mode, files[shape.name], extra)
                         results.setdefault((shape.name, store, mode), []).append(result)
                         rate = result["rows"] / result["seconds"]
                         cpu = result["cpu"] + result.get("reader_cpu", 0.0)
+                        server = (
+                            f" + server {result['server_cpu']:.1f} s"
+                            if result.get("server_cpu")
+                            else ""
+                        )
                         print(
                             f"round {number}: {shape.name:<5} {store:<10} {mode:<8} "
                             f"{rate:>9,.0f} rows/s  peak {result['peak_mb']:.0f} MB  "
                             f"CPU {result['cpu']:.1f} s + reading process "
-                            f"{result.get('reader_cpu', 0.0):.1f} s "
+                            f"{result.get('reader_cpu', 0.0):.1f} s{server} "
                             f"({result['rows'] / cpu:,.0f} rows/CPU-s)  (load {_load()})"
                         )
     return report(shapes, stores, results)
@@ -467,6 +587,16 @@ def report(
                 f"{rate / naive_rate:>5.0f}x"
             )
             ok = ok and rate >= TARGET_ROWS_PER_SECOND and peak < TARGET_PEAK_MB
+            floors = [
+                r["rows"] / r["seconds"] for r in results.get((shape.name, store, "floor"), [])
+            ]
+            if floors:
+                floor = statistics.median(floors)
+                print(
+                    f"{'':<48} {store:<10} floor, no leadflow code (csv module, plain "
+                    f"{'COPY' if store == 'postgresql' else 'executemany'}, history, index builds): "
+                    f"{floor:,.0f} rows/s; the import is {rate / floor:.2f}x it"
+                )
     print(
         "(medians of the rounds, min-max in brackets; rows/s is wall-clock time, rows/CPU-s "
         "excludes waiting for other processes' CPU; peak MB is the largest of the rounds)"

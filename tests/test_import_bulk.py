@@ -285,8 +285,7 @@ def test_a_new_batch_whose_key_was_stored_since_the_check_is_merged(
         table_writer = TableWriter(connection, writer.shape(), T0)
         copy = table_writer._copy
         assert copy is not None
-        keys = {"keys": '{"101","106"}'}
-        assert copy._copy_new(connection, table_writer.form.rows(prepared), keys) is None
+        assert copy._copy_new(connection, table_writer.form.rows(prepared)) is None
         written = table_writer.write(connection, prepared)
     assert rejected == []
     assert written.counts == Counts(inserted=1, updated=1, unchanged=0)

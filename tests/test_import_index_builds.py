@@ -62,11 +62,21 @@ def built_after(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
 
 
 def _indexes(engine: Engine) -> dict[str, list[tuple[str, str]]]:
+    """Each table's secondary indexes and, on PostgreSQL, every foreign key of both tables
+    (the history's ``lead_id`` is dropped during a bulk import and added again)."""
     with engine.connect() as connection:
-        return {
+        found = {
             table: [(i.name, i.create) for i in secondary_indexes(connection, table)]
             for table in ("leads", "stage_changes")
         }
+        if connection.dialect.name == "postgresql":
+            keys = connection.exec_driver_sql(
+                "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+                " WHERE contype = 'f' AND conrelid IN"
+                " (to_regclass('leads'), to_regclass('stage_changes')) ORDER BY conname"
+            ).all()
+            found["foreign keys"] = [(name, definition) for name, definition in keys]
+    return found
 
 
 def _count(engine: Engine, table: Any) -> int:
@@ -82,6 +92,11 @@ def test_a_bulk_import_lands_every_row_with_its_history_and_rebuilds_every_index
     before = _indexes(store)
     assert "ix_leads_attr_industry" in [name for name, _ in before["leads"]]
     assert "ix_leads_stage_score" in [name for name, _ in before["leads"]]
+    if store.dialect.name == "postgresql":
+        assert (
+            "stage_changes_lead_id_fkey",
+            "FOREIGN KEY (lead_id) REFERENCES leads(id)",
+        ) in before["foreign keys"]
     report = import_file(store, settings, "leads", write(tmp_path, "l.csv", FILE), clock=clock)
     assert report.summary == "inserted 7, updated 0, unchanged 0, rejected 0"
     assert built_after == [["leads", "stage_changes"]]
@@ -169,3 +184,32 @@ def test_the_estimate_counts_a_small_file_and_scales_a_large_one(tmp_path: Path)
     assert 200_000 <= estimated_rows(large, large.stat().st_size) < 210_000
     empty = write(tmp_path, "empty.csv", "")
     assert estimated_rows(empty, 0) == 0
+
+
+def test_a_history_row_breaking_its_lead_key_fails_the_bulk_import_whole(
+    store: Engine, settings: Any, tmp_path: Path, clock: SettableClock, built_after: list[Any]
+) -> None:
+    """PostgreSQL checks the history's ``lead_id`` once, after the rows, not per row: a history
+    row naming no lead (written here by the stage history's step, as a bug would) still fails
+    the import, which leaves no row, and the key is there again. SQLite checks it per row."""
+    from leadflow.ingest import kinds
+
+    real = kinds.record_written
+
+    def orphaned(connection: Connection, *args: Any, **kwargs: Any) -> None:
+        real(connection, *args, **kwargs)
+        connection.execute(
+            STAGE_CHANGES.insert().values(
+                lead_id=999_999, at=clock.now(), to_stage="lead", cause="import"
+            )
+        )
+
+    before = _indexes(store)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kinds, "record_written", orphaned)
+        with pytest.raises(Exception, match=r"(?i)foreign key"):
+            import_file(store, settings, "leads", write(tmp_path, "l.csv", FILE), clock=clock)
+    assert built_after == [["leads", "stage_changes"]]
+    assert _indexes(store) == before
+    assert _count(store, LEADS) == 0
+    assert _count(store, STAGE_CHANGES) == 0

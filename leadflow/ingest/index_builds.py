@@ -7,7 +7,8 @@ is *bulk* when the file holds at least :data:`BULK_MIN_ROWS` rows and more than 
 the table holds (an empty table, a first migration from a CRM): its secondary indexes (not the
 unique one on ``external_id``, which the import looks rows up by, nor the primary key) are
 dropped in the import's transaction, the rows written, and the indexes created again from the
-definitions read before the drop, in the same transaction.
+definitions read before the drop, in the same transaction. On PostgreSQL the foreign keys
+between those tables (the history's ``lead_id``) are dropped and added again the same way.
 
 Both stores' DDL is transactional, so the drop is never seen without the creates: killed or
 failed at any point, the transaction rolls back with its rows, and the tables keep every index
@@ -36,6 +37,9 @@ KEPT_INDEXES = frozenset({"ix_stage_changes_lead", "ix_stage_changes_deal"})
 looked up by ``(lead_id, id)``; without the index each lookup would scan the history."""
 SQLITE_BULK_CACHE_KB = 16 * 1024
 """SQLite's page cache for a bulk import's connection, in KiB."""
+POSTGRES_BUILD_MEMORY = "256MB"
+"""PostgreSQL's ``maintenance_work_mem`` for the builds, in the import's transaction only: with
+the server's default 64 MB a million rows' sort spills to disk and runs on one process."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,17 @@ class SecondaryIndex:
     """The name as ``DROP INDEX`` takes it (schema-qualified on PostgreSQL)."""
     create: str
     """The index's own definition as the store gives it back, run again to build it."""
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    """A foreign key between two bulk tables (PostgreSQL), checked again after the rows."""
+
+    name: str
+    table: str
+    """The referencing table, schema-qualified."""
+    definition: str
+    """``FOREIGN KEY (...) REFERENCES ...`` as the store gives it back."""
 
 
 def estimated_rows(path: Path, total_bytes: int) -> int:
@@ -103,14 +118,46 @@ def secondary_indexes(connection: Connection, table: str) -> list[SecondaryIndex
     return [index for index in indexes if index.name not in KEPT_INDEXES]
 
 
+def foreign_keys_between(connection: Connection, tables: list[str]) -> list[ForeignKey]:
+    """On PostgreSQL, the foreign keys from one of ``tables`` to one of them
+    (``stage_changes.lead_id``); none on SQLite, which checks a key by one probe of the
+    parent's primary key, and whose enforcement a transaction cannot suspend anyway."""
+    if connection.dialect.name != "postgresql" or not tables:
+        return []
+    found = connection.exec_driver_sql(
+        "SELECT c.conname, n.nspname, t.relname, pg_get_constraintdef(c.oid)"
+        " FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid"
+        " JOIN pg_namespace n ON n.oid = t.relnamespace"
+        " WHERE c.contype = 'f'"
+        " AND c.conrelid IN (SELECT to_regclass(name) FROM unnest(%(tables)s::text[]) AS name)"
+        " AND c.confrelid IN (SELECT to_regclass(name) FROM unnest(%(tables)s::text[]) AS name)"
+        " ORDER BY t.relname, c.conname",
+        {"tables": tables},
+    ).all()
+    return [
+        ForeignKey(name, f'"{schema}"."{table}"', definition)
+        for name, schema, table, definition in found
+    ]
+
+
 @contextmanager
 def indexes_built_after(connection: Connection, tables: list[str]) -> Iterator[None]:
     """Drop ``tables``' secondary indexes, let the caller write, create them again.
 
+    On PostgreSQL the foreign keys between those tables too (the history's ``lead_id``): each
+    row copied into ``stage_changes`` fired a trigger probing and locking its lead, a third
+    of the server's time a row. Added again after the rows, a key is checked by one join over
+    the whole table. Dropping one locks the table it references, but these reference a table
+    the import holds already (``DROP INDEX`` locks it); keys to other tables (reps, deals)
+    stay, so as not to lock those for the import's duration.
+
     All in the caller's transaction: on an exception nothing is created, and the rollback
-    brings the dropped indexes back.
+    brings the dropped indexes and keys back; a row breaking a key fails the import whole.
     """
     dropped = [index for table in tables for index in secondary_indexes(connection, table)]
+    unchecked = foreign_keys_between(connection, tables)
+    for key in unchecked:
+        connection.exec_driver_sql(f'ALTER TABLE {key.table} DROP CONSTRAINT "{key.name}"')
     for index in dropped:
         connection.exec_driver_sql(f"DROP INDEX {index.qualified}")
     if connection.dialect.name == "sqlite" and dropped:
@@ -120,5 +167,13 @@ def indexes_built_after(connection: Connection, tables: list[str]) -> Iterator[N
     yield
     # A build over millions of rows may outlast the daemon's statement timeout.
     with unbounded_statements(connection):
+        if connection.dialect.name == "postgresql" and dropped:
+            connection.exec_driver_sql(
+                f"SET LOCAL maintenance_work_mem = '{POSTGRES_BUILD_MEMORY}'"
+            )
         for index in dropped:
             connection.exec_driver_sql(index.create)
+        for key in unchecked:
+            connection.exec_driver_sql(
+                f'ALTER TABLE {key.table} ADD CONSTRAINT "{key.name}" {key.definition}'
+            )

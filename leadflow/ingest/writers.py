@@ -282,12 +282,17 @@ class _CopyMerge:
         """The staged columns: a row's values up to its defaults."""
         self._form = form
         self._copy_new_sql = (
-            f"COPY {table.name} ({', '.join((*self.names, *shape.defaults))}) FROM STDIN"
+            f"COPY {table.name} ({', '.join((*self.names, *shape.defaults, 'id'))}) FROM STDIN"
+        )
+        # The new rows' ids, taken from the table's own sequence before the copy (as its
+        # default would take them), so that no query finds them again by key after it.
+        self._new_ids = (
+            f"SELECT nextval(pg_get_serial_sequence('{table.name}', 'id'))"
+            " FROM generate_series(1, %(rows)s)"
         )
         self._any_stored = (
             f"SELECT EXISTS (SELECT FROM {table.name} WHERE external_id = ANY(%(keys)s::text[]))"
         )
-        self._ids = f"SELECT id FROM {table.name} WHERE external_id = ANY(%(keys)s::text[])"
         self.staging = f"leadflow_import_{table.name}"
         staged = Table(self.staging, MetaData(), *(Column(n, table.c[n].type) for n in self.names))
         self._create = (
@@ -336,7 +341,7 @@ class _CopyMerge:
         at = self._form.width
         keys = {"keys": text_array([row[at] for row in rows])}
         if not connection.exec_driver_sql(self._any_stored, keys).scalar():
-            copied = self._copy_new(connection, rows, keys)
+            copied = self._copy_new(connection, rows)
             if copied is not None:
                 return copied
         connection.exec_driver_sql(self._create)
@@ -351,17 +356,19 @@ class _CopyMerge:
         unchanged = len(rows) - len(created) - len(changed)
         return Written(Counts(len(created), len(changed), unchanged), created, changed)
 
-    def _copy_new(
-        self, connection: Connection, rows: Sequence[DriverRow], keys: dict[str, str]
-    ) -> Written | None:
+    def _copy_new(self, connection: Connection, rows: Sequence[DriverRow]) -> Written | None:
         """Copy ``rows`` (none of them stored at the check) straight in; None if one was since."""
+        created = connection.exec_driver_sql(self._new_ids, {"rows": len(rows)}).scalars().all()
         try:
             with connection.begin_nested():  # any error undoes the copy, and only the copy
-                _copy(connection, self._copy_new_sql, rows)
+                _copy(connection, self._copy_new_sql, map(_with_id, rows, created))
         except IntegrityError:
-            return None
-        created = connection.exec_driver_sql(self._ids, keys).scalars().all()
+            return None  # the ids taken are skipped, as a failed INSERT's are
         return Written(Counts(inserted=len(rows)), created, ())
+
+
+def _with_id(row: DriverRow, row_id: int) -> DriverRow:
+    return (*row, row_id)
 
 
 def driver_rows(
