@@ -39,6 +39,30 @@ class TestEncodings:
         assert report.summary == "inserted 1, updated 0, unchanged 0, rejected 0"
         assert rows(engine, "leads", "external_id", "name") == [("L1", "Zoë")]
 
+    def test_a_bom_written_twice_or_more_is_ignored(
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """A tool that adds its own mark to a file that had one: the header began with an
+        invisible U+FEFF, refused as `unknown column '\\ufeffexternal_id'`. JSONL too."""
+        csv_path = write(tmp_path, "twice.csv", "\ufeff\ufeffexternal_id,name\nL1,Zoë\n")
+        report = import_file(engine, make_settings(), "leads", csv_path, clock=clock)
+        assert (report.summary, report.problems) == (
+            "inserted 1, updated 0, unchanged 0, rejected 0",
+            [],
+        )
+        jsonl = '\ufeff\ufeff\ufeff{"external_id": "J1", "name": "Ann"}\n{"external_id": "J2"}\n'
+        jsonl_path = write(tmp_path, "thrice.jsonl", jsonl)
+        report = import_file(engine, make_settings(), "leads", jsonl_path, clock=clock)
+        assert (report.summary, report.problems) == (
+            "inserted 2, updated 0, unchanged 0, rejected 0",
+            [],
+        )
+        assert rows(engine, "leads", "external_id", "name") == [
+            ("J1", "Ann"),
+            ("J2", None),
+            ("L1", "Zoë"),
+        ]
+
     def test_a_quote_never_closed_says_it_swallowed_the_rest_of_the_file(
         self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
     ) -> None:

@@ -96,6 +96,9 @@ def _reading_encoding(encoding: str) -> str:
     return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
 
 
+_BOM = "\ufeff"
+"""Left at the start of the text by a byte-order mark written twice (one tool adding its own
+to a file that had one): ``utf-8-sig`` takes off one, the rest would start the first name."""
 _UTF16_MARKS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 _SEPARATOR_NAMES = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "vertical bars"}
 
@@ -155,7 +158,7 @@ class RowSource:
     def _read_header(self) -> tuple[str, ...]:
         if self.format == "jsonl":
             return self._jsonl_keys()
-        line = self._text.readline()
+        line = self._text.readline().lstrip(_BOM)
         if not line.strip():
             msg = f"{self.path}: is empty; expected a header line naming the columns"
             raise ImportFileError(msg)
@@ -253,7 +256,8 @@ class RowSource:
         """
         keys: dict[str, None] = {}
         seen_object = False
-        for line in self._text:
+        for number, text in enumerate(self._text, start=1):
+            line = text.lstrip(_BOM) if number == 1 else text
             try:
                 value = json_value(line) if line.strip() else None
             except (ValueError, RecursionError):
@@ -272,7 +276,8 @@ class RowSource:
     def _jsonl_rows(self) -> Iterator[Row]:
         header = self.header
         known = frozenset(header)
-        for number, line in enumerate(self._text, start=1):
+        for number, text in enumerate(self._text, start=1):
+            line = text.lstrip(_BOM) if number == 1 else text
             if not line.strip():
                 continue
             try:
