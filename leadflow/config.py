@@ -16,6 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import annotated_types
 import yaml
 from pydantic import BaseModel, SecretStr, ValidationError
 
@@ -235,6 +236,10 @@ def _record_positions(
             _record_positions(value_node, key, file, out)
         else:
             out[".".join(key)] = f"{file}:{key_node.start_mark.line + 1}"
+            if isinstance(value_node, yaml.SequenceNode):
+                # A list written one item a line: an item's problem names the item's line.
+                for index, item in enumerate(value_node.value):
+                    out[".".join((*key, str(index)))] = f"{file}:{item.start_mark.line + 1}"
 
 
 def _reject_secrets_in_file(sources: Mapping[str, str]) -> list[str]:
@@ -327,12 +332,53 @@ def _explain(exc: ValidationError, sources: Mapping[str, str]) -> list[str]:
         loc = [str(part) for part in error["loc"]]
         key = ".".join(loc)
         where = sources.get(key) or _source_of(key, sources)
+        whole = _whole_number_range(loc) if error["type"] in _INTEGER_ERRORS else None
         if error["type"] == "extra_forbidden":
             message = f"unknown key {key!r}{_suggestion(loc)}"
+        elif whole is not None:
+            message = f"{key}: must be a whole number {whole}, got {error['input']!r}"
         else:
             message = f"{key}: {str(error['msg']).removeprefix('Value error, ')}"
         lines.append(f"{where}: {message}")
     return lines
+
+
+_INTEGER_ERRORS = frozenset(
+    {
+        "int_type",
+        "int_parsing",
+        "int_from_float",
+        "greater_than",
+        "greater_than_equal",
+        "less_than",
+        "less_than_equal",
+    }
+)
+_WHOLE_NUMBER_NOTES = {"http.port": "from 1 to 65535, or 0 to listen on any free port"}
+"""Ranges whose lowest value means something else than a number of things."""
+
+
+def _whole_number_range(loc: list[str]) -> str | None:
+    """``from 1 to 65535`` for an integer setting (pydantic's own message, "unable to parse
+    string as an integer", for ``port: 1e9`` hid that a number was wanted); else None."""
+    key = ".".join(loc)
+    if key in _WHOLE_NUMBER_NOTES:
+        return _WHOLE_NUMBER_NOTES[key]
+    model: type[BaseModel] | None = Settings
+    for part in loc[:-1]:
+        model = _field_model(model, part)
+    if model is None:
+        return None
+    info = next((i for name, i in model.model_fields.items() if loc[-1] in (name, i.alias)), None)
+    if info is None or info.annotation is not int:
+        return None
+    low = next((m.ge for m in info.metadata if isinstance(m, annotated_types.Ge)), None)
+    high = next((m.le for m in info.metadata if isinstance(m, annotated_types.Le)), None)
+    if low is not None and high is not None:
+        return f"from {low} to {high}"
+    if low is not None:
+        return f"of at least {low}"
+    return ""
 
 
 def _suggestion(loc: list[str]) -> str:

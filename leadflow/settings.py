@@ -367,12 +367,40 @@ def _check_encoding(name: str) -> str:
     return name
 
 
+STRPTIME_DIRECTIVES = frozenset("aAwdbBmyYHIpMSfzZjUWcxXGuV%")
+"""The directives Python's ``strptime`` reads (``%-d``, ``%e``, ``%Q``... it does not)."""
+
+
+def _check_date_format(fmt: str) -> str:
+    """A strptime format, refused when the config loads: a bad one only showed as every date
+    cell of an import rejected."""
+    directives = re.findall(r"%(.?)", fmt)
+    for directive in directives:
+        if not directive:
+            msg = f"{fmt!r} ends in a lone %; write %% for a percent sign"
+            raise ValueError(msg)
+        if directive not in STRPTIME_DIRECTIVES:
+            msg = (
+                f"{fmt!r}: %{directive} is not a strftime directive; use e.g. %d (day), %m "
+                "(month), %Y (year), %H:%M:%S (time), see "
+                "https://docs.python.org/3/library/datetime.html#format-codes"
+            )
+            raise ValueError(msg)
+    if not [d for d in directives if d != "%"]:
+        msg = f"{fmt!r} has no directive, so it reads no date; write e.g. %d.%m.%Y for 31.12.2017"
+        raise ValueError(msg)
+    return fmt
+
+
+DateFormat = Annotated[str, AfterValidator(_check_date_format)]
+
+
 class ImportMapping(Section):
     """How one CRM export's header names and value formats map onto our fields."""
 
     columns: dict[str, str | tuple[str, ...]] = {}
     """File header -> our field (``email``, ``attributes.industry``), or a list of fields."""
-    date_formats: tuple[str, ...] = ("%d-%m-%Y", "%d-%m-%Y %H:%M", "%d-%m-%Y %H:%M:%S")
+    date_formats: tuple[DateFormat, ...] = ("%d-%m-%Y", "%d-%m-%Y %H:%M", "%d-%m-%Y %H:%M:%S")
     """strptime formats tried after ISO 8601 (which is always accepted)."""
     delimiter: Literal[",", ";", "\t", "|"] = ","
     """Between a CSV file's fields: a European Excel saves "CSV" with semicolons."""

@@ -302,3 +302,63 @@ class TestAttributeDeclarations:
             "underscores, starting with a letter",
             f"{path}:6: attributes.indexed: regoin not declared under attributes.leads",
         ]
+
+
+class TestWholeNumbers:
+    """An integer setting's error says a whole number is wanted and its range, whatever the
+    value: pydantic's "unable to parse string as an integer" hid that ``1e9`` is not one."""
+
+    def test_port_written_as_an_exponent(self, tmp_path: Path) -> None:
+        path = write(tmp_path, "http:\n  port: 1e9\n")
+        with pytest.raises(ConfigError) as caught:
+            load_settings(path, env={})
+        assert str(caught.value) == (
+            f"{path}:2: http.port: must be a whole number from 1 to 65535, or 0 to listen on "
+            "any free port, got '1e9'"
+        )
+
+    def test_other_integer_settings_out_of_range_or_not_whole(self, tmp_path: Path) -> None:
+        path = write(tmp_path, "mail:\n  smtp:\n    port: 70000\nimport:\n  batch_size: 1e4\n")
+        env = {"LEADFLOW_DATABASE__POOL_SIZE": "2.5", "LEADFLOW_HTTP__MAX_BODY_BYTES": "ten"}
+        with pytest.raises(ConfigError) as caught:
+            load_settings(path, env=env)
+        assert sorted(str(caught.value).splitlines()) == [
+            f"{path}:3: mail.smtp.port: must be a whole number from 1 to 65535, got 70000",
+            f"{path}:5: import.batch_size: must be a whole number from 1 to 100000, got '1e4'",
+            "environment LEADFLOW_DATABASE__POOL_SIZE: database.pool_size: must be a whole "
+            "number from 1 to 100, got 2.5",
+            "environment LEADFLOW_HTTP__MAX_BODY_BYTES: http.max_body_bytes: must be a whole "
+            "number of at least 1024, got 'ten'",
+        ]
+
+
+class TestDateFormats:
+    """A date format strptime cannot read is refused when the config loads, not found out as
+    every date cell of an import rejected."""
+
+    def test_unknown_directive_lone_percent_and_no_directive(self, tmp_path: Path) -> None:
+        path = write(
+            tmp_path,
+            "import:\n  mappings:\n    leads:\n      date_formats: ['%d.%m.%Y', '%Q']\n"
+            "    deals:\n      date_formats:\n        - '%d/%m/%Y %'\n        - dd-mm-yyyy\n",
+        )
+        with pytest.raises(ConfigError) as caught:
+            load_settings(path, env={})
+        assert str(caught.value).splitlines() == [
+            f"{path}:4: import.mappings.leads.date_formats.1: '%Q': %Q is not a strftime "
+            "directive; use e.g. %d (day), %m (month), %Y (year), %H:%M:%S (time), see "
+            "https://docs.python.org/3/library/datetime.html#format-codes",
+            f"{path}:7: import.mappings.deals.date_formats.0: '%d/%m/%Y %' ends in a lone %; "
+            "write %% for a percent sign",
+            f"{path}:8: import.mappings.deals.date_formats.1: 'dd-mm-yyyy' has no directive, "
+            "so it reads no date; write e.g. %d.%m.%Y for 31.12.2017",
+        ]
+
+    def test_every_python_directive_is_taken(self, tmp_path: Path) -> None:
+        path = write(
+            tmp_path,
+            "import:\n  mappings:\n    leads:\n"
+            "      date_formats: ['%a %d %b %Y %I:%M:%S.%f %p %z', '%G-W%V-%u', '100%% %j']\n",
+        )
+        mapping = load_settings(path, env={}).settings.imports.mappings["leads"]
+        assert mapping.date_formats == ("%a %d %b %Y %I:%M:%S.%f %p %z", "%G-W%V-%u", "100%% %j")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import re
 import textwrap
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,70 @@ class TestLogin:
         assert ui.post("/ui/login", form).headers["location"] == "/ui/sla?status=breached"
 
 
+class TestFormTooLarge:
+    """A form over a size limit gets 413 as a page of the dashboard, not the API's JSON."""
+
+    @staticmethod
+    def alert(response: Any) -> tuple[int, str, str, str]:
+        found = re.search(r'<p class="error" role="alert">(.*?)</p>', response.text)
+        back = re.search(r'<a href="([^"]+)">Back to the form</a>', response.text)
+        assert found is not None, response.text
+        assert back is not None, response.text
+        return (response.status_code, response.headers["content-type"], found[1], back[1])
+
+    def test_over_the_body_limit_before_the_form_is_read(
+        self, engine: Engine, make_settings: Any, clock: SettableClock
+    ) -> None:
+        """http.max_body_bytes refuses the body before any route; declared or chunked."""
+        seed(engine)
+        ui = browser_for(engine, make_settings, clock, **{"http.max_body_bytes": 1024})
+        page = (
+            413,
+            "text/html; charset=utf-8",
+            "The form sent was larger than 1,024 bytes, more than any dashboard form holds, "
+            "so it was not read.",
+            "/ui/login",
+        )
+        response = ui.login("vera", "x" * 2000)
+        assert self.alert(response) == page
+        assert response.headers["content-security-policy"].startswith("default-src 'none'")
+        assert "<title>Form too large · leadflow</title>" in response.text
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(3):
+                yield b"password=" + b"x" * 1000
+
+        chunked = ui.request("POST", "/ui/login", content=chunks())
+        assert "content-length" not in chunked.request.headers
+        assert self.alert(chunked) == page
+        assert ui.get("/ui/funnel").status_code == 303  # not signed in
+        assert ui.login("otto").status_code == 303
+        signed_in = ui.post("/ui/outbox/1/retry", {"csrf": ui.csrf(), "pad": "x" * 2000})
+        assert self.alert(signed_in)[0::3] == (413, "/ui/outbox?status=failed")
+        assert 'aria-label="Pages"' in signed_in.text  # the page keeps its navigation
+
+    def test_over_the_forms_own_limit(
+        self, engine: Engine, make_settings: Any, clock: SettableClock
+    ) -> None:
+        """A dashboard form holds a few fields: over 4,096 bytes it is refused unread (it was
+        read as an empty form: "Wrong user name or password.", or "The form is out of date.")."""
+        seed(engine)
+        ui = browser_for(engine, make_settings, clock, **{"http.max_body_bytes": 1_000_000})
+        response = ui.login("vera", "x" * 5000)
+        assert self.alert(response) == (
+            413,
+            "text/html; charset=utf-8",
+            "The form sent was larger than 4,096 bytes, more than any dashboard form holds, "
+            "so it was not read.",
+            "/ui/login",
+        )
+        assert ui.login("otto").status_code == 303
+        retry = ui.post("/ui/outbox/1/retry", {"csrf": ui.csrf(), "pad": "x" * 5000})
+        assert self.alert(retry)[0::3] == (413, "/ui/outbox?status=failed")
+        assert 'aria-label="Pages"' in retry.text  # signed in: the page has its navigation
+        assert outbox_status(engine, 1) == "failed"
+
+
 class TestProxyHeader:
     OVER: dict[str, Any] = {  # noqa: RUF012
         "dashboard.trusted_header": "X-Forwarded-User",
@@ -168,7 +233,7 @@ class TestProxyHeader:
 class TestRetry:
     def test_an_operator_retries_a_failed_message(self, ui: Browser, engine: Engine) -> None:
         """The outbox's failed tab has a Retry button; the POST requeues message 1 and says so."""
-        ui.login("otto")
+        assert ui.login("otto").status_code == 303
         page = ui.get("/ui/outbox?status=failed")
         assert 'action="/ui/outbox/1/retry"' in page.text
         assert "550 5.1.1 no such user" in page.text
@@ -191,7 +256,7 @@ class TestRetry:
 
     def test_a_post_without_the_csrf_token_is_refused(self, ui: Browser, engine: Engine) -> None:
         """An operator's cookie alone (a cross-site form) does not retry: 403."""
-        ui.login("otto")
+        assert ui.login("otto").status_code == 303
         assert ui.post("/ui/outbox/1/retry", {}).status_code == 403
         assert ui.post("/ui/outbox/1/retry", {"csrf": "forged"}).status_code == 403
         assert outbox_status(engine, 1) == "failed"
@@ -200,7 +265,7 @@ class TestRetry:
         self, ui: Browser, engine: Engine
     ) -> None:
         """The same refusal as ``leadflow outbox --retry`` for a sent message: 409."""
-        ui.login("otto")
+        assert ui.login("otto").status_code == 303
         response = ui.post("/ui/outbox/3/retry", {"csrf": ui.csrf()})
         assert response.status_code == 409
         assert "outbox message 3 is sent; only failed messages are retried" in response.text

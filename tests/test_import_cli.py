@@ -27,6 +27,28 @@ class TestImportCommand:
         assert out == f"leads {path}: inserted 2, updated 0, unchanged 0, rejected 0\n"
         assert err == ""
 
+    @pytest.mark.parametrize("command", [["check"], ["config"], ["import", "leads"]])
+    def test_a_bad_date_format_refuses_the_config_before_anything_runs(
+        self, tmp_path: Path, store_url: str, command: list[str], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A `%Q` was found out only as every date cell rejected; now no command starts."""
+        config = write(
+            tmp_path,
+            "config.yaml",
+            f"database:\n  url: {store_url}\nimport:\n  mappings:\n    leads:\n"
+            "      date_formats: ['%Q']\n",
+        )
+        path = write(tmp_path, "leads.csv", "external_id,last_activity_at\nL1,01-02-2017\n")
+        args = [*command, str(path)] if command[0] == "import" else command
+        assert main(["-c", str(config), *args]) == 1
+        out, err = capsys.readouterr()
+        assert (out, err) == (
+            "",
+            f"error: {config}:6: import.mappings.leads.date_formats.0: '%Q': %Q is not a "
+            "strftime directive; use e.g. %d (day), %m (month), %Y (year), %H:%M:%S (time), see "
+            "https://docs.python.org/3/library/datetime.html#format-codes\n",
+        )
+
     def test_rejected_rows_exit_1_and_are_listed_on_stderr(
         self, config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:

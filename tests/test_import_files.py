@@ -39,6 +39,30 @@ class TestEncodings:
         assert report.summary == "inserted 1, updated 0, unchanged 0, rejected 0"
         assert rows(engine, "leads", "external_id", "name") == [("L1", "Zoë")]
 
+    def test_a_bom_written_twice_or_more_is_ignored(
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """A tool that adds its own mark to a file that had one: the header began with an
+        invisible U+FEFF, refused as `unknown column '\\ufeffexternal_id'`. JSONL too."""
+        csv_path = write(tmp_path, "twice.csv", "\ufeff\ufeffexternal_id,name\nL1,Zoë\n")
+        report = import_file(engine, make_settings(), "leads", csv_path, clock=clock)
+        assert (report.summary, report.problems) == (
+            "inserted 1, updated 0, unchanged 0, rejected 0",
+            [],
+        )
+        jsonl = '\ufeff\ufeff\ufeff{"external_id": "J1", "name": "Ann"}\n{"external_id": "J2"}\n'
+        jsonl_path = write(tmp_path, "thrice.jsonl", jsonl)
+        report = import_file(engine, make_settings(), "leads", jsonl_path, clock=clock)
+        assert (report.summary, report.problems) == (
+            "inserted 2, updated 0, unchanged 0, rejected 0",
+            [],
+        )
+        assert rows(engine, "leads", "external_id", "name") == [
+            ("J1", "Ann"),
+            ("J2", None),
+            ("L1", "Zoë"),
+        ]
+
     def test_a_quote_never_closed_says_it_swallowed_the_rest_of_the_file(
         self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
     ) -> None:
@@ -247,3 +271,54 @@ class TestJsonLines:
             ("L1", 12, True, None),
             ("L4", 0, False, "Grace"),
         ]
+
+    def test_a_key_first_seen_on_a_later_line_rejects_that_line(
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """JSONL has no header: the keys are gathered from every line. A wrong key first seen
+        on line 5 refused the whole file as `h.jsonl:1: unknown column`; now lines holding it
+        are rejected at their own line, naming the key, and the good lines land."""
+        text = (
+            '{"external_id": "J1", "name": "Ann", "industry": "Retail"}\n'
+            '{"external_id": "J2", "name": "Bob"}\n'
+            '{"external_id": "J3", "name": "Cy"}\n'
+            '{"external_id": "J4", "name": "Di"}\n'
+            '{"external_id": "J5", "attributes": {"industry": "Banking"}}\n'
+            '{"external_id": "J6", "nmae": "Eve"}\n'
+            '{"external_id": "J7", "name": "Flo", "industry": "Energy"}\n'
+            '{"external_id": "J8", "nmae": "Gus"}\n'
+        )
+        path = write(tmp_path, "h.jsonl", text)
+        settings = make_settings(attributes__leads={"industry": "string"})
+        report = import_file(engine, settings, "leads", path, clock=clock)
+        assert report.summary == "inserted 5, updated 0, unchanged 0, rejected 3"
+        assert [str(p) for p in report.problems] == [
+            f"{path}:5: key 'attributes': not a field of leads; write each attribute as a key "
+            'of its own, named as declared under attributes.leads ("industry": ...), not '
+            "inside an object",
+            f"{path}:6: key 'nmae': not a field of leads; did you mean 'name'? (map it under "
+            "import.mappings.leads.columns, declare it under attributes.leads, or map it to "
+            "skip)",
+            f"{path}:8: key 'nmae': not a field of leads; did you mean 'name'? (map it under "
+            "import.mappings.leads.columns, declare it under attributes.leads, or map it to "
+            "skip)",
+        ]
+        assert rows(engine, "leads", "external_id", "name", "attributes") == [
+            ("J1", "Ann", {"industry": "Retail"}),
+            ("J2", "Bob", {}),
+            ("J3", "Cy", {}),
+            ("J4", "Di", {}),
+            ("J7", "Flo", {"industry": "Energy"}),
+        ]
+
+    def test_an_unknown_key_on_the_first_line_refuses_the_file(
+        self, engine: Engine, make_settings: Any, tmp_path: Path
+    ) -> None:
+        """A key on the first object's line is the file's header, as a CSV column is."""
+        path = write(
+            tmp_path, "h.jsonl", '{"external_id": "J1", "nmae": "Ann"}\n{"external_id": "J2"}\n'
+        )
+        assert refused(engine, make_settings(), path) == (
+            f"{path}:1: unknown column 'nmae'; did you mean 'name'? (map it under "
+            "import.mappings.leads.columns, declare it under attributes.leads, or map it to skip)"
+        )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import partial
 from importlib import resources
@@ -23,6 +24,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Scope
 
 from leadflow.clock import Clock
 from leadflow.dashboard.access import COOKIE, SESSION_SECRET_NAME, Access, Principal
@@ -82,6 +84,7 @@ def dashboard_routes(
     runtime: Runtime,
     holder: SnapshotHolder[RuleSet],
     snapshots: FunnelSnapshots | None = None,
+    too_large: TooLargePages | None = None,
 ) -> APIRouter:
     """The ``/ui/`` routes; none when ``dashboard.enabled`` is false. ``snapshots``: the
     Funnel page's (the daemon's, which it also warms); by default a store of their own."""
@@ -113,7 +116,22 @@ def dashboard_routes(
     ):
         router.add_api_route(path, handler, methods=["GET"])
     router.add_api_route("/ui/outbox/{outbox_id}/retry", pages.retry, methods=["POST"])
+    if too_large is not None:
+        too_large.page = pages.body_too_large
     return router
+
+
+class TooLargePages:
+    """The dashboard's 413 page for ``http.BodyLimit`` (which refuses a body before any route
+    sees it): set when the dashboard's routes are made, None while it is disabled."""
+
+    def __init__(self) -> None:
+        self.page: Callable[[Request, int], Response] | None = None
+
+    def __call__(self, scope: Scope, limit: int) -> Response | None:
+        if self.page is None or not str(scope.get("path", "")).startswith("/ui/"):
+            return None
+        return self.page(Request(scope), limit)
 
 
 @functools.cache
@@ -188,8 +206,20 @@ class _Pages:
     async def login_form(self, request: Request, next: str = "/ui/funnel") -> Response:
         return self.render("login.html", None, next=_local(next), error=None)
 
+    def too_large(self, path: str, limit: int, who: Principal | None = None) -> HTMLResponse:
+        """413 as a page of the dashboard: a browser showed the API's JSON error."""
+        back = "/ui/outbox?status=failed" if path.startswith("/ui/outbox/") else "/ui/login"
+        return self.render("too_large.html", who, 413, limit=limit, back=back)
+
+    def body_too_large(self, request: Request, limit: int) -> HTMLResponse:
+        """The page for a body over http.max_body_bytes, refused before any route saw it."""
+        return self.too_large(request.url.path, limit, self.principal(request))
+
     async def login(self, request: Request) -> Response:
-        form = await _form(request)
+        try:
+            form = await _form(request)
+        except _FormTooLargeError:
+            return self.too_large(request.url.path, _MAX_FORM)
         user, password = form.get("username", ""), form.get("password", "")
         target = _local(form.get("next", "/ui/funnel"))
         client = request.client.host if request.client else "?"
@@ -219,7 +249,10 @@ class _Pages:
 
     async def logout(self, request: Request) -> Response:
         who = self.principal(request)
-        form = await _form(request)
+        try:
+            form = await _form(request)
+        except _FormTooLargeError:
+            return self.too_large(request.url.path, _MAX_FORM, who)
         if who is not None and not self.access.csrf_ok(who, form.get("csrf", "")):
             return self.render("refused.html", who, 403, reason="The form is out of date.")
         response = RedirectResponse("/ui/login", status_code=303)
@@ -409,7 +442,10 @@ class _Pages:
 
     async def retry(self, request: Request, outbox_id: int) -> Response:
         who = self.principal(request)
-        form = await _form(request)
+        try:
+            form = await _form(request)
+        except _FormTooLargeError:
+            return self.too_large(request.url.path, _MAX_FORM, who)
         if who is None:
             return self.render("refused.html", None, 401, reason="Sign in first.")
         if not self.access.csrf_ok(who, form.get("csrf", "")):
@@ -429,13 +465,17 @@ class _Pages:
         return RedirectResponse(f"/ui/outbox?status=failed&retried={line.id}", status_code=303)
 
 
+class _FormTooLargeError(Exception):
+    """A form's body over ``_MAX_FORM``: answered with the too-large page, not read."""
+
+
 async def _form(request: Request) -> dict[str, str]:
     """A urlencoded form's fields (first value each); bounded, so a huge body is not read."""
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > _MAX_FORM:
-            return {}
+            raise _FormTooLargeError
     fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
     return {name: values[0] for name, values in fields.items()}
 

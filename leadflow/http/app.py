@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from leadflow.dashboard.funnel_snapshots import FunnelSnapshots
-from leadflow.dashboard.routes import dashboard_routes
+from leadflow.dashboard.routes import TooLargePages, dashboard_routes
 from leadflow.engine.audit_history import lead_with_audit
 from leadflow.engine.runtime import Runtime
 from leadflow.errors import ConfigError, DatabaseUnavailableError, FieldError, RecordsRejectedError
@@ -85,7 +85,8 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    too_large = TooLargePages()
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, page=too_large)
     _add_error_handlers(app)
     authorized = Depends(_authorizer(runtime))
     for kind in KINDS:
@@ -110,7 +111,7 @@ def create_app(
     )
     app.include_router(probe_routes(runtime, holder))
     app.include_router(tracking_routes(runtime, holder))
-    app.include_router(dashboard_routes(runtime, holder, funnel))
+    app.include_router(dashboard_routes(runtime, holder, funnel, too_large))
     return app
 
 

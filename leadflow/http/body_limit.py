@@ -8,7 +8,9 @@ the server buffer more than ``max_body_bytes`` of it.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from leadflow.errors import BodyTooLargeError
@@ -17,9 +19,16 @@ from leadflow.errors import BodyTooLargeError
 class BodyLimit:
     """ASGI middleware: HTTP requests whose body exceeds ``max_bytes`` get 413."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        page: Callable[[Scope, int], Response | None] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.page = page
+        """A browser's page for the path (the dashboard's), else the API's JSON error."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -27,7 +36,7 @@ class BodyLimit:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            await self._refuse(send)
+            await self._refuse(scope, receive, send)
             return
         received = 0
         started = False
@@ -52,9 +61,14 @@ class BodyLimit:
         except BodyTooLargeError:
             if started:  # the application answered before reading it all; nothing to add
                 return
-            await self._refuse(send)
+            await self._refuse(scope, receive, send)
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        page = self.page(scope, self.max_bytes) if self.page else None
+        if page is not None:
+            page.headers["connection"] = "close"
+            await page(scope, receive, send)
+            return
         body = json.dumps(
             {"detail": f"request body larger than {self.max_bytes} bytes (http.max_body_bytes)"}
         ).encode()

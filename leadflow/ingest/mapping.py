@@ -272,6 +272,32 @@ def compile_plan(
     return ColumnPlan(kind, tuple(header), tuple(targets))
 
 
+def unknown_keys(kind: ImportKind, keys: Sequence[str], settings: Settings) -> dict[str, str]:
+    """JSONL keys that are no field, mapped column or declared attribute, each with what to do.
+
+    A key first seen after a file's first line rejects the lines holding it, at their line,
+    rather than the file at line 1 (docs/import.md).
+    """
+    mapping = settings.imports.mappings.get(kind, ImportMapping())
+    declared: Mapping[str, AttributeType] = (
+        getattr(settings.attributes, kind) if kind in GROUPS else {}
+    )
+    found = {}
+    for key in keys:
+        if key in mapping.columns or key in KIND_FIELDS[kind] or key in declared:
+            continue
+        if key == GROUPS.get(kind):
+            example = next(iter(declared), "industry")
+            found[key] = (
+                f"not a field of {kind}; write each attribute as a key of its own, named as "
+                f'declared under attributes.{kind} ("{example}": ...), not inside an object'
+            )
+        else:
+            reason = _unknown_column(kind, key, mapping, declared)
+            found[key] = "not a field of " + kind + reason.removeprefix(f"unknown column {key!r}")
+    return found
+
+
 def _fields_of(
     kind: ImportKind,
     column: str,

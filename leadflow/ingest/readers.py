@@ -96,6 +96,9 @@ def _reading_encoding(encoding: str) -> str:
     return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
 
 
+_BOM = "\ufeff"
+"""Left at the start of the text by a byte-order mark written twice (one tool adding its own
+to a file that had one): ``utf-8-sig`` takes off one, the rest would start the first name."""
 _UTF16_MARKS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 _SEPARATOR_NAMES = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "vertical bars"}
 
@@ -125,6 +128,10 @@ class RowSource:
         """Unnamed columns after the last named one (a trailing comma on every line)."""
         self.notes: list[Problem] = []
         """What was read differently from the file as written, said once per file."""
+        self.key_lines: dict[str, int] = {}
+        """JSONL: the line each key is first seen on (a header column's is 1)."""
+        self.first_object_line = 1
+        self.refused_keys: dict[str, str] = {}
         try:
             self.header = self._read_header()
         except BaseException:
@@ -155,7 +162,7 @@ class RowSource:
     def _read_header(self) -> tuple[str, ...]:
         if self.format == "jsonl":
             return self._jsonl_keys()
-        line = self._text.readline()
+        line = self._text.readline().lstrip(_BOM)
         if not line.strip():
             msg = f"{self.path}: is empty; expected a header line naming the columns"
             raise ImportFileError(msg)
@@ -251,28 +258,39 @@ class RowSource:
 
         A line with a key no store can hold adds none: :meth:`_jsonl_rows` rejects that line.
         """
-        keys: dict[str, None] = {}
+        keys = self.key_lines
         seen_object = False
-        for line in self._text:
+        for number, text in enumerate(self._text, start=1):
+            line = text.lstrip(_BOM) if number == 1 else text
             try:
                 value = json_value(line) if line.strip() else None
             except (ValueError, RecursionError):
                 continue
             if isinstance(value, dict):
+                if not seen_object:
+                    self.first_object_line = number
                 seen_object = True
                 # Keys already known were checked on their first line; most lines add none.
                 if not value.keys() <= keys.keys() and _bad_key(value) is None:
-                    keys.update(dict.fromkeys(value))
+                    for key in value:
+                        keys.setdefault(key, number)
         if not seen_object:
             msg = f"{self.path}: has no JSON object lines; expected one object per line"
             raise ImportFileError(msg)
         self._text.seek(0)
         return _checked_header(self.path, list(keys))
 
+    def refuse_keys(self, reasons: dict[str, str]) -> None:
+        """JSONL: leave these keys out of the header; a line holding one is rejected at its
+        own line with the key's reason (a key first seen on line 5 is not a header problem)."""
+        self.refused_keys.update(reasons)
+        self.header = tuple(key for key in self.header if key not in self.refused_keys)
+
     def _jsonl_rows(self) -> Iterator[Row]:
         header = self.header
         known = frozenset(header)
-        for number, line in enumerate(self._text, start=1):
+        for number, text in enumerate(self._text, start=1):
+            line = text.lstrip(_BOM) if number == 1 else text
             if not line.strip():
                 continue
             try:
@@ -287,9 +305,13 @@ class RowSource:
                 yield number, [], f"expected a JSON object, got {type(value).__name__}"
                 continue
             if not known.issuperset(value):
-                yield number, [], _bad_key(value) or "unexpected key"
+                yield number, [], _bad_key(value) or self._refused_key(value, known)
                 continue
             yield number, [value.get(key) for key in header], None
+
+    def _refused_key(self, value: dict[str, object], known: frozenset[str]) -> str:
+        key = next(key for key in value if key not in known)
+        return f"key {key!r}: {self.refused_keys.get(key, 'unexpected key')}"
 
 
 def _bad_key(value: dict[str, object]) -> str | None:

@@ -30,7 +30,7 @@ from leadflow.ingest.kinds import (
     LeadWriter,
     Record,
 )
-from leadflow.ingest.mapping import ColumnPlan, compile_plan
+from leadflow.ingest.mapping import ColumnPlan, compile_plan, unknown_keys
 from leadflow.ingest.readers import RowSource, check_text_file, format_of
 from leadflow.ingest.references import RepDirectory
 from leadflow.ingest.reps import RepWriter
@@ -129,6 +129,13 @@ def _import(
     chosen = format_of(path, file_format)
     check_text_file(path, mapping.encoding, f"import.mappings.{kind}")
     with RowSource(path, chosen, mapping.encoding, mapping.delimiter, kind) as source:
+        if chosen == "jsonl":
+            unknown = unknown_keys(kind, source.header, settings)
+            # A key on the first object's line is the file's header, as a CSV column would be:
+            # one refusal, not every line rejected. One seen later rejects only its lines.
+            first = source.first_object_line
+            late = {key: why for key, why in unknown.items() if source.key_lines[key] > first}
+            source.refuse_keys(late)
         plan = compile_plan(kind, source.header, settings, str(path))
         report.notes += source.notes
         with engine.connect() as connection:
@@ -137,6 +144,7 @@ def _import(
         writer.cause, writer.source = "import", report.file
         if isinstance(writer, RepWriter):
             with RowSource(path, chosen, mapping.encoding, mapping.delimiter, kind) as again:
+                again.refuse_keys(source.refused_keys)
                 writer.survey(_readable(plan, again))
         report.run_id = run_id = _start_run(engine, report, now)
         status = "failed"
