@@ -14,7 +14,7 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Literal, cast
+from typing import IO, Literal, NoReturn, cast
 
 from leadflow.errors import ImportFileError, Problem, ProblemsError
 from leadflow.ingest.values import json_value, text_problem
@@ -45,6 +45,10 @@ def format_of(path: Path, explicit: str | None) -> FileFormat:
 def check_text_file(path: Path, encoding: str, setting: str) -> None:
     """Fail with FILE:LINE if ``path`` is not text in ``encoding`` (NUL bytes, bad bytes)."""
     decoder = codecs.getincrementaldecoder(_reading_encoding(encoding))()
+    # A NUL byte means a binary file, but in UTF-16 and UTF-32 text every other byte is one:
+    # there a NUL is looked for in the decoded text. (A NUL an escaping encoding decodes from
+    # ``\x00`` is a cell's problem, reported on its row, not the file's.)
+    wide = codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
     lines_before = 0
     try:
         with path.open("rb") as stream:
@@ -55,18 +59,12 @@ def check_text_file(path: Path, encoding: str, setting: str) -> None:
                         f"save the file as UTF-8, or set {setting}.encoding: utf-16"
                     )
                     raise ImportFileError(msg)
+                if not wide and (nul := chunk.find(b"\x00")) >= 0:
+                    _binary(path, lines_before + chunk.count(b"\n", 0, nul) + 1)
                 try:
-                    # NULs are looked for in the text, not the bytes: every other byte of
-                    # UTF-16 is one.
                     text = decoder.decode(chunk)
-                    nul = text.find("\x00")
-                    if nul >= 0:
-                        line = lines_before + text.count("\n", 0, nul) + 1
-                        msg = (
-                            f"{path}:{line}: contains NUL bytes: this is not a CSV or JSONL "
-                            "text file"
-                        )
-                        raise ImportFileError(msg)
+                    if wide and (nul := text.find("\x00")) >= 0:
+                        _binary(path, lines_before + text.count("\n", 0, nul) + 1)
                 except UnicodeDecodeError as exc:
                     line = lines_before + chunk.count(b"\n", 0, max(exc.start, 0)) + 1
                     bad = chunk[exc.start : exc.start + 1].hex()
@@ -89,6 +87,11 @@ def check_text_file(path: Path, encoding: str, setting: str) -> None:
     except OSError as exc:
         msg = f"{path}: cannot read: {exc.strerror}"
         raise ImportFileError(msg) from None
+
+
+def _binary(path: Path, line: int) -> NoReturn:
+    msg = f"{path}:{line}: contains NUL bytes: this is not a CSV or JSONL text file"
+    raise ImportFileError(msg)
 
 
 def _reading_encoding(encoding: str) -> str:
