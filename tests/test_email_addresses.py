@@ -12,7 +12,7 @@ Pins, on SQLite and PostgreSQL:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -264,20 +264,7 @@ class TestEnvelope:
         clock: SettableClock,
     ) -> None:
         """Rows as a sender before this fix could have found them (enqueue now refuses lists)."""
-        with engine.begin() as connection:
-            for number, recipient in enumerate(RECIPIENTS, start=1):
-                connection.execute(
-                    insert(OUTBOX).values(
-                        idempotency_key=f"k{number}",
-                        message_id=f"<m{number}@leadflow.test>",
-                        recipient=recipient,
-                        subject="Hello",
-                        body_text="Hi.\n",
-                        headers={},
-                        next_attempt_at=clock.now(),
-                        created_at=clock.now(),
-                    )
-                )
+        _queue(engine, clock, RECIPIENTS)
         report = asyncio.run(drain_configured(engine, smtp_settings, clock, once=True))
         assert (report.claimed, report.sent, report.retried, report.failed) == (4, 2, 0, 2)
         assert [(row.recipient, row.status, row.last_error) for row in outbox_rows(engine)] == [
@@ -309,20 +296,7 @@ class TestEnvelope:
         """A CRM export's ``björn@corp.example`` passes the validator (SMTPUTF8) but crashed
         the message builder on every attempt, a traceback each time until it gave up."""
         recipients = ("björn@corp.example", "Zoë Ng <李@x.test>", "ann@bücher.example")
-        with engine.begin() as connection:
-            for number, recipient in enumerate(recipients, start=1):
-                connection.execute(
-                    insert(OUTBOX).values(
-                        idempotency_key=f"k{number}",
-                        message_id=f"<m{number}@leadflow.test>",
-                        recipient=recipient,
-                        subject="Hello",
-                        body_text="Hi.\n",
-                        headers={},
-                        next_attempt_at=clock.now(),
-                        created_at=clock.now(),
-                    )
-                )
+        _queue(engine, clock, recipients)
         report = asyncio.run(drain_configured(engine, smtp_settings, clock, once=True))
         assert (report.claimed, report.sent, report.retried, report.failed) == (3, 1, 0, 2)
         assert [(row.recipient, row.status, row.last_error) for row in outbox_rows(engine)] == [
@@ -347,3 +321,21 @@ class TestEnvelope:
         (received,) = handler.received
         assert received.rcpt_tos == ["ann@xn--bcher-kva.example"]
         assert received.message["To"] == "ann@xn--bcher-kva.example"
+
+
+def _queue(engine: Engine, clock: SettableClock, recipients: Sequence[str]) -> None:
+    """One pending message to each of ``recipients``, due now, as an enqueue would leave it."""
+    with engine.begin() as connection:
+        for number, recipient in enumerate(recipients, start=1):
+            connection.execute(
+                insert(OUTBOX).values(
+                    idempotency_key=f"k{number}",
+                    message_id=f"<m{number}@leadflow.test>",
+                    recipient=recipient,
+                    subject="Hello",
+                    body_text="Hi.\n",
+                    headers={},
+                    next_attempt_at=clock.now(),
+                    created_at=clock.now(),
+                )
+            )
