@@ -239,7 +239,7 @@ class TestPeriodTables:
         from leadflow.funnel.period import Period
         from leadflow.funnel.report import build_report
         from leadflow.funnel.sections import sections
-        from leadflow.funnel.text import left_out_note, shown
+        from leadflow.funnel.text import OVER_ONE, left_out_note, shown
 
         seed_stage_history(seeded)
         settings = dashboard_settings(make_settings, **{"dashboard.funnel_wait": 0})
@@ -252,7 +252,8 @@ class TestPeriodTables:
         assert conversion.rows == tuple(
             tuple(shown(r[c], c) for c in every["conversion"][0]) for r in kept
         )
-        assert conversion.left_out == left_out_note(len(every["conversion"]) - len(kept))
+        # Period lead -> mql is 2 of 1 (200 %): the note says why a rate passes 100 %.
+        assert conversion.notes == (left_out_note(len(every["conversion"]) - len(kept)), OVER_ONE)
         assert conversion.columns[:4] == ("kind", "group", "from stage", "to stage")
         assert conversion.figures[:4] == (False, False, False, False)
         assert all(conversion.figures[4:])
@@ -273,7 +274,7 @@ class TestPeriodTables:
             ("" if not numeric else ' class="num"', value)
             for numeric, value in zip(conversion.figures, conversion.rows[0], strict=True)
         ]
-        assert f'<p class="note">{conversion.left_out}</p>' in page
+        assert all(f'<p class="note">{note}</p>' in page for note in conversion.notes)
         snapshots.close()
 
 
@@ -465,7 +466,7 @@ class TestOtherPages:
         assert set(shown_tables) == set(report) - {"weekly_conversion"}
         for name, rows in report.items():
             if name in shown_tables:
-                kept, _left_out = for_people(name, rows)
+                kept, _notes = for_people(name, rows)
                 expected = tuple(tuple(shown(v, c) for c, v in row.items()) for row in kept)
                 assert shown_tables[name] == expected, name
         assert shown_tables["stage_entries"] == (("all", "mql", "1"),)

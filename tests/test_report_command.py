@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Engine, update
 
 from leadflow.cli import main
-from leadflow.funnel.text import CONVERSION_SECTIONS, left_out_note
+from leadflow.funnel.text import CONVERSION_SECTIONS, OVER_ONE, left_out_note
 from leadflow.store.tables import LEADS
 from tests.test_report import seed
 
@@ -121,7 +121,8 @@ class TestFormats:
         self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
         """The conversion pairs with no entry on either side: every one in the CSV, none in the
-        HTML and terminal tables, which say how many they left out."""
+        HTML and terminal tables, which say how many they left out; a table with a period rate
+        above 100 % (lead -> mql, 4 of 3) says why under it."""
         seed(engine)
         csv_file, html_file = tmp_path / "week.csv", tmp_path / "week.html"
         assert run(tmp_path, store_url, "--output", str(csv_file)) == 0
@@ -135,14 +136,28 @@ class TestFormats:
             for name in CONVERSION_SECTIONS
             if (count := sum(r["section"] == name for r in empty))
         ]
+        over = [
+            name
+            for name in CONVERSION_SECTIONS
+            if any(
+                r["section"] == name
+                and r["kind"] == "period"
+                and r["rate"]
+                and float(r["rate"]) > 1
+                for r in pairs
+            )
+        ]
+        assert over == ["conversion", "weekly_conversion"]
         page = html_file.read_text(encoding="utf-8")
-        assert page.count("<p class=note>") == len(notes)
+        assert page.count("<p class=note>") == len(notes) + len(over)
         assert all(html.escape(note) in page for note in notes)
+        assert page.count(html.escape(OVER_ONE)) == len(over)
         assert page.count("<tr>") == len(rows) - len(empty) + page.count("<table>")
         capsys.readouterr()
         assert run(tmp_path, store_url) == 0
         printed = capsys.readouterr().out.splitlines()
         assert [line for line in printed if "with no entry into either stage" in line] == notes
+        assert printed.count(OVER_ONE) == len(over)
 
     def test_output_extension_names_the_format(
         self, engine: Engine, store_url: str, tmp_path: Path

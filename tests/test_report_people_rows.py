@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from leadflow.funnel.text import for_people, left_out_note
+from leadflow.funnel.text import OVER_ONE, for_people, left_out_note
 
 
 def _pair(group: str, from_stage: str, to_stage: str, base: int, converted: int) -> dict[str, Any]:
@@ -31,8 +31,8 @@ def test_pairs_with_no_entry_on_either_side_are_left_out() -> None:
         _pair("Rep 01", "sql", "opportunity", 0, 0),
     ]
     for name in ("conversion", "requalified", "weekly_conversion"):
-        kept, left_out = for_people(name, rows)
-        assert (kept, left_out) == ([rows[1], rows[2]], 2)
+        kept, notes = for_people(name, rows)
+        assert (kept, notes) == ([rows[1], rows[2]], [left_out_note(2)])
     assert left_out_note(2) == (
         "2 pairs with no entry into either stage in the period are not shown "
         "(--format csv and json list every pair)."
@@ -46,5 +46,15 @@ def test_pairs_with_no_entry_on_either_side_are_left_out() -> None:
 def test_other_sections_keep_every_row() -> None:
     """A zero is a figure elsewhere: an SLA line with nothing ended, an empty pipeline."""
     rows = [{"group": "Rep 01", "base": 0, "converted": 0, "started": 0}]
-    assert for_people("sla", rows) == (rows, 0)
-    assert for_people("pipeline", rows) == (rows, 0)
+    assert for_people("sla", rows) == (rows, [])
+    assert for_people("pipeline", rows) == (rows, [])
+
+
+def test_a_period_rate_above_one_is_explained() -> None:
+    """Period conversion 4 of 3 (133 %): the table says why a rate can pass 100 %; a cohort
+    rate cannot, and a period rate of 100 % needs no word."""
+    over = [_pair("all", "lead", "mql", 3, 4)]
+    assert for_people("conversion", over) == (over, [OVER_ONE])
+    assert for_people("weekly_conversion", over) == (over, [OVER_ONE])
+    whole = [_pair("all", "lead", "mql", 3, 3), {**_pair("all", "mql", "sql", 2, 1)}]
+    assert for_people("conversion", whole) == (whole, [])

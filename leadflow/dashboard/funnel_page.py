@@ -36,8 +36,9 @@ class ReportTable:
     """Each value as the report's table shows it (rates as percentages, two decimals)."""
     figures: tuple[bool, ...] = ()
     """Per column: a figure (right-aligned) rather than a name."""
-    left_out: str = ""
-    """What the table says of the rows it leaves out, as ``leadflow report``'s tables do."""
+    notes: tuple[str, ...] = ()
+    """What the table says under itself (the rows it leaves out, a rate above 100 %), as
+    ``leadflow report``'s tables do."""
 
 
 @dataclass(frozen=True)
@@ -141,9 +142,9 @@ def period_figures(
 
 
 def _table(name: str, title: str, section: list[dict[str, Any]]) -> ReportTable:
-    from leadflow.funnel.text import TEXT_COLUMNS, for_people, left_out_note, shown
+    from leadflow.funnel.text import TEXT_COLUMNS, for_people, shown
 
-    rows, left_out = for_people(name, section)
+    rows, notes = for_people(name, section)
     columns = tuple(section[0]) if section else ()
     return ReportTable(
         name,
@@ -151,5 +152,5 @@ def _table(name: str, title: str, section: list[dict[str, Any]]) -> ReportTable:
         tuple(column.replace("_", " ") for column in columns),
         tuple(tuple(shown(row.get(column), column) for column in columns) for row in rows),
         tuple(column not in TEXT_COLUMNS for column in columns),
-        left_out_note(left_out) if left_out else "",
+        tuple(notes),
     )

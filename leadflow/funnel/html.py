@@ -13,7 +13,7 @@ import html
 from leadflow.funnel.charts import CHARTS
 from leadflow.funnel.report import Report
 from leadflow.funnel.sections import Row
-from leadflow.funnel.text import TEXT_COLUMNS, TITLES, for_people, left_out_note, shown
+from leadflow.funnel.text import TEXT_COLUMNS, TITLES, for_people, shown
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1200px;
@@ -54,10 +54,10 @@ def render_html(report: Report, sections: dict[str, list[Row]]) -> str:
     )
 
 
-def _table(rows: list[Row], left_out: int = 0) -> str:
+def _table(rows: list[Row], notes: list[str]) -> str:
     if not rows:
         return "<p>Nothing in the period.</p>"
-    note = f"<p class=note>{html.escape(left_out_note(left_out))}</p>" if left_out else ""
+    note = "".join(f"<p class=note>{html.escape(text)}</p>" for text in notes)
     columns = list(rows[0])
 
     def cell(tag: str, column: str, value: str) -> str:

@@ -40,14 +40,25 @@ def left_out_note(count: int) -> str:
     )
 
 
-def for_people(name: str, rows: list[Row]) -> tuple[list[Row], int]:
-    """The rows a person reads of a section, and how many were left out: a conversion with no
-    entry on either side (base and converted 0) says nothing, and a grouped report has one per
-    group, stage pair and week. CSV and JSON keep every row."""
+OVER_ONE = (
+    "A period rate above 100 % counts more entries into the later stage than into the earlier "
+    "one in the period: leads that entered the earlier stage before it, or an import that set "
+    "stages without their times (each lead entering its stage at the import)."
+)
+
+
+def for_people(name: str, rows: list[Row]) -> tuple[list[Row], list[str]]:
+    """The rows a person reads of a section, and the notes under its table: a conversion with
+    no entry on either side (base and converted 0) says nothing, and a grouped report has one
+    per group, stage pair and week, so it is left out and counted; a period rate above 1 is
+    explained. CSV and JSON keep every row."""
     if name not in CONVERSION_SECTIONS:
-        return rows, 0
+        return rows, []
     kept = [row for row in rows if row.get("base") or row.get("converted")]
-    return kept, len(rows) - len(kept)
+    notes = [left_out_note(len(rows) - len(kept))] if len(kept) < len(rows) else []
+    if any(row.get("kind") == "period" and (row.get("rate") or 0) > 1 for row in kept):
+        notes.append(OVER_ONE)
+    return kept, notes
 
 
 def shown(value: Any, column: str) -> str:
@@ -93,7 +104,7 @@ def _print_tables(console: Console, report: Report, sections: dict[str, list[Row
     )
     for name, every_row in sections.items():
         table = Table(title=TITLES.get(name, name), title_justify="left")
-        rows, left_out = for_people(name, every_row)
+        rows, notes = for_people(name, every_row)
         if not rows:
             console.print(f"{TITLES.get(name, name)}: nothing in the period")
             continue
@@ -105,8 +116,8 @@ def _print_tables(console: Console, report: Report, sections: dict[str, list[Row
         for row in rows:
             table.add_row(*(shown(row.get(column), column) for column in columns))
         console.print(table)
-        if left_out:
-            console.print(left_out_note(left_out), soft_wrap=True)
+        for note in notes:
+            console.print(note, soft_wrap=True)
 
 
 MIN_WIDTH = 140
