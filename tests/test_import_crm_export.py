@@ -26,6 +26,12 @@ def settings(store_url: str) -> Settings:
     ).settings
 
 
+def mapped(tmp_path: Path, store_url: str, *config: str) -> Settings:
+    """The settings of a config.yaml holding ``config`` (an import mapping), on the test store."""
+    path = write(tmp_path, "config.yaml", "".join(config))
+    return load_settings(path, env={}, overrides={"database.url": store_url}).settings
+
+
 def import_all(engine: Engine, settings: Settings, clock: SettableClock) -> list[str]:
     summaries = []
     steps: list[tuple[ImportKind, str]] = [
@@ -329,13 +335,12 @@ class TestFormattedAmounts:
     ) -> None:
         """Pipedrive exports a won time and a lost time; both mapped to closed_at refuse the file
         naming the mapping that fixes it (its "Deal closed on" column holds either)."""
-        config = write(
+        settings = mapped(
             tmp_path,
-            "config.yaml",
+            store_url,
             "import: {mappings: {deals: {columns: {Deal - ID: external_id, Deal - Stage: stage, "
             "Deal - Won time: closed_at, Deal - Lost time: closed_at}}}}\n",
         )
-        settings = load_settings(config, env={}, overrides={"database.url": store_url}).settings
         path = write(
             tmp_path,
             "deals.csv",
@@ -357,13 +362,12 @@ class TestOwnersByNameOrEmail:
     ) -> None:
         """A HubSpot "Contact owner" column mixes names and emails: with rep_reference: name
         an email is looked up as an email (every such row was rejected as "no rep with name")."""
-        config = write(
+        settings = mapped(
             tmp_path,
-            "config.yaml",
+            store_url,
             "import: {mappings: {leads: {rep_reference: name, columns: "
             "{Record ID: external_id, Contact owner: owner}}}}\n",
         )
-        settings = load_settings(config, env={}, overrides={"database.url": store_url}).settings
         reps = write(
             tmp_path,
             "reps.csv",
