@@ -213,3 +213,67 @@ def test_a_history_row_breaking_its_lead_key_fails_the_bulk_import_whole(
     assert _indexes(store) == before
     assert _count(store, LEADS) == 0
     assert _count(store, STAGE_CHANGES) == 0
+
+
+@pytest.mark.parametrize(
+    "store_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+def test_a_bulk_import_waits_for_a_batch_holding_leads_instead_of_deadlocking(
+    store: Engine, clock: SettableClock
+) -> None:
+    """A daemon batch updates its leads, then appends their history. The bulk import takes the
+    tables in that order (leads, then the history), so it waits for the batch, which commits:
+    dropping the history's key first held the history while waiting for the leads, and the
+    batch's history insert then deadlocked (PostgreSQL aborted one of the two). PostgreSQL
+    only: SQLite has one writer at a time."""
+    import threading
+
+    from sqlalchemy import insert, text, update
+
+    with store.begin() as connection:
+        connection.execute(
+            insert(LEADS).values(
+                id=1,
+                external_id="L1",
+                stage="lead",
+                created_at=clock.now(),
+                updated_at=clock.now(),
+                stage_entered_at=clock.now(),
+                attributes={},
+            )
+        )
+    outcome: dict[str, str] = {}
+    batch = store.connect()
+    transaction = batch.begin()
+    batch.exec_driver_sql("SET LOCAL deadlock_timeout = '100ms'")
+    batch.execute(update(LEADS).where(LEADS.c.id == 1).values(stage="mql"))
+
+    def bulk_import() -> None:
+        try:
+            with store.begin() as connection:
+                connection.exec_driver_sql("SET LOCAL deadlock_timeout = '100ms'")
+                with index_builds.indexes_built_after(connection, ["leads", "stage_changes"]):
+                    connection.execute(text("SELECT 1"))
+            outcome["import"] = "done"
+        except Exception as exc:
+            outcome["import"] = type(exc).__name__
+
+    importer = threading.Thread(target=bulk_import)
+    importer.start()
+    importer.join(0.5)  # the import is waiting for the batch's lock on leads
+    try:
+        batch.execute(
+            insert(STAGE_CHANGES).values(
+                lead_id=1, at=clock.now(), from_stage="lead", to_stage="mql", cause="rule"
+            )
+        )
+        transaction.commit()
+        outcome["batch"] = "committed"
+    except Exception as exc:
+        outcome["batch"] = type(exc).__name__
+        transaction.rollback()
+    finally:
+        batch.close()
+    importer.join(30)
+    assert outcome == {"batch": "committed", "import": "done"}
+    assert _count(store, STAGE_CHANGES) == 1

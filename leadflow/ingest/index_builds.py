@@ -156,6 +156,12 @@ def indexes_built_after(connection: Connection, tables: list[str]) -> Iterator[N
     """
     dropped = [index for table in tables for index in secondary_indexes(connection, table)]
     unchecked = foreign_keys_between(connection, tables)
+    if connection.dialect.name == "postgresql" and tables:
+        # Every table locked first, the history last: the order the daemon's writes take them
+        # in (a batch updates its leads, then appends their history). Dropping the history's
+        # key first locked it before the leads, and a batch between the two deadlocked.
+        ordered = sorted(tables, key=lambda table: table == "stage_changes")
+        connection.exec_driver_sql(f"LOCK TABLE {', '.join(ordered)} IN ACCESS EXCLUSIVE MODE")
     for key in unchecked:
         connection.exec_driver_sql(f'ALTER TABLE {key.table} DROP CONSTRAINT "{key.name}"')
     for index in dropped:
