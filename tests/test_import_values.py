@@ -141,3 +141,36 @@ class TestBooleansAndNumbers:
         assert values.timezone_name("Europe/Berlin") == "Europe/Berlin"
         with pytest.raises(ValueError, match=r"^unknown timezone 'CET-ish'"):
             values.timezone_name("CET-ish")
+
+
+class TestFormattedAmounts:
+    """A CRM's formatted money is read with the mapping's decimal separator; a group of
+    thousands never starts with 0, so ``0,125`` is a decimal written the other way (refused
+    with the setting that reads it), not 125."""
+
+    @pytest.mark.parametrize(
+        ("separator", "raw", "value"),
+        [
+            (".", "1,234", 1234.0),
+            (".", "$1,234.50", 1234.5),
+            (".", "USD 10", 10.0),
+            (",", "1.234,50 EUR", 1234.5),
+            (",", "1,5", 1.5),
+        ],
+    )
+    def test_read(self, separator: str, raw: str, value: float) -> None:
+        assert values.number_parser(separator)(raw) == value
+
+    @pytest.mark.parametrize(
+        ("separator", "raw", "other"),
+        [(".", "0,125", ","), (".", "-0,750", ","), (".", "00,100", ","), (",", "0.125", ".")],
+    )
+    def test_a_leading_zero_group_is_the_other_decimal_separator(
+        self, separator: str, raw: str, other: str
+    ) -> None:
+        with pytest.raises(ValueError, match="expected a number") as refused:
+            values.number_parser(separator)(raw)
+        assert str(refused.value) == (
+            f"expected a number, got {raw!r}; the file writes {other!r} as its decimal "
+            f"separator: set decimal_separator: {other!r} in this kind's import mapping"
+        )

@@ -104,9 +104,11 @@ def parse_number(raw: object) -> float | None:
 _CURRENCY = r"(?:[$€£¥]|[A-Z]{3})"
 _FORMATTED_AMOUNT = re.compile(rf"{_CURRENCY}?\s*([-+]?[\d.,'\s]+?)\s*{_CURRENCY}?")
 """A CRM's formatted money: ``$1,234.50``, ``1.234,50 EUR``, ``EUR 1 234,50``."""
+# A group of thousands starts with 1-9: ``0,125`` is a decimal written the other way, never
+# 125.
 _GROUPED = {
-    ".": re.compile(r"[-+]?(?:\d{1,3}(?:[,'\s]\d{3})+|\d+)(?:\.\d+)?"),
-    ",": re.compile(r"[-+]?(?:\d{1,3}(?:[.'\s]\d{3})+|\d+)(?:,\d+)?"),
+    ".": re.compile(r"[-+]?(?:[1-9]\d{0,2}(?:[,'\s]\d{3})+|\d+)(?:\.\d+)?"),
+    ",": re.compile(r"[-+]?(?:[1-9]\d{0,2}(?:[.'\s]\d{3})+|\d+)(?:,\d+)?"),
 }
 
 
