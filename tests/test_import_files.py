@@ -104,6 +104,30 @@ class TestEncodings:
         assert report.summary == "inserted 2, updated 0, unchanged 0, rejected 0"
         assert rows(engine, "leads", "external_id", "name") == [("L1", "Zoë"), ("L2", "李")]
 
+    def test_utf32_imports_and_utf16_without_its_mark_names_the_byte_order(
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """A UTF-32 file (its mark starts like UTF-16's) imports with encoding: utf-32; UTF-16
+        without a byte-order mark is one line naming the encodings that read it, and imports
+        with one of them (Python's utf-16 codec raised UnicodeError: a traceback)."""
+        bare = tmp_path / "bare.csv"
+        bare.write_bytes("external_id,name\nL2,李\n".encode("utf-16-be"))
+        settings = make_settings(**{"import.mappings.leads.encoding": "utf-16"})
+        assert refused(engine, settings, bare) == (
+            f"{bare}: cannot be read as utf-16 (UTF-16 stream does not start with BOM); set "
+            "import.mappings.leads.encoding to the file's own (without a byte-order mark: "
+            "utf-16-le, utf-16-be, utf-32-le, utf-32-be)"
+        )
+        settings = make_settings(**{"import.mappings.leads.encoding": "utf-16-be"})
+        report = import_file(engine, settings, "leads", bare, clock=clock)
+        assert report.summary == "inserted 1, updated 0, unchanged 0, rejected 0"
+        wide = tmp_path / "wide.csv"
+        wide.write_text("external_id,name\nL1,Zoë\n", encoding="utf-32")
+        settings = make_settings(**{"import.mappings.leads.encoding": "utf-32"})
+        report = import_file(engine, settings, "leads", wide, clock=clock)
+        assert report.summary == "inserted 1, updated 0, unchanged 0, rejected 0"
+        assert rows(engine, "leads", "external_id", "name") == [("L1", "Zoë"), ("L2", "李")]
+
     def test_a_nul_in_utf16_text_is_located(
         self, engine: Engine, make_settings: Any, tmp_path: Path
     ) -> None:

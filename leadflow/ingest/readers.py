@@ -53,7 +53,7 @@ def check_text_file(path: Path, encoding: str, setting: str) -> None:
     try:
         with path.open("rb") as stream:
             while chunk := stream.read(_CHUNK):
-                if lines_before == 0 and chunk.startswith(_UTF16_MARKS) and "16" not in encoding:
+                if lines_before == 0 and chunk.startswith(_UTF16_MARKS) and not wide:
                     msg = (
                         f"{path}:1: is UTF-16 text (it starts with a UTF-16 byte-order mark); "
                         f"save the file as UTF-8, or set {setting}.encoding: utf-16"
@@ -83,6 +83,13 @@ def check_text_file(path: Path, encoding: str, setting: str) -> None:
         raise ImportFileError(msg) from None
     except UnicodeDecodeError:
         msg = f"{path}: ends in the middle of a {encoding} character; the file is truncated"
+        raise ImportFileError(msg) from None
+    except UnicodeError as exc:
+        # Python's utf-16 and utf-32 codecs want a byte-order mark to tell the byte order.
+        msg = (
+            f"{path}: cannot be read as {encoding} ({exc}); set {setting}.encoding to the "
+            "file's own (without a byte-order mark: utf-16-le, utf-16-be, utf-32-le, utf-32-be)"
+        )
         raise ImportFileError(msg) from None
     except OSError as exc:
         msg = f"{path}: cannot read: {exc.strerror}"
