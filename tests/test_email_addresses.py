@@ -294,11 +294,18 @@ class TestEnvelope:
         clock: SettableClock,
     ) -> None:
         """A CRM export's ``björn@corp.example`` passes the validator (SMTPUTF8) but crashed
-        the message builder on every attempt, a traceback each time until it gave up."""
-        recipients = ("björn@corp.example", "Zoë Ng <李@x.test>", "ann@bücher.example")
+        the message builder on every attempt, a traceback each time until it gave up. A
+        Unicode domain travels in its IDNA 2008 form: ``straße.de`` is ``xn--strae-oqa.de``,
+        not IDNA 2003's ``strasse.de``, another domain."""
+        recipients = (
+            "björn@corp.example",
+            "Zoë Ng <李@x.test>",
+            "ann@bücher.example",
+            "anna@straße.de",
+        )
         _queue(engine, clock, recipients)
         report = asyncio.run(drain_configured(engine, smtp_settings, clock, once=True))
-        assert (report.claimed, report.sent, report.retried, report.failed) == (3, 1, 0, 2)
+        assert (report.claimed, report.sent, report.retried, report.failed) == (4, 2, 0, 2)
         assert [(row.recipient, row.status, row.last_error) for row in outbox_rows(engine)] == [
             (
                 "björn@corp.example",
@@ -317,10 +324,13 @@ class TestEnvelope:
                 "and import it again",
             ),
             ("ann@bücher.example", "sent", None),
+            ("anna@straße.de", "sent", None),
         ]
-        (received,) = handler.received
-        assert received.rcpt_tos == ["ann@xn--bcher-kva.example"]
-        assert received.message["To"] == "ann@xn--bcher-kva.example"
+        received = sorted(handler.received, key=lambda message: message.rcpt_tos)
+        assert [(r.rcpt_tos, r.message["To"]) for r in received] == [
+            (["ann@xn--bcher-kva.example"], "ann@xn--bcher-kva.example"),
+            (["anna@xn--strae-oqa.de"], "anna@xn--strae-oqa.de"),
+        ]
 
 
 def _queue(engine: Engine, clock: SettableClock, recipients: Sequence[str]) -> None:

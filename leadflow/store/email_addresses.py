@@ -102,8 +102,13 @@ def ascii_address(address: str) -> str:
             "and leadflow sends ASCII addresses only"
         )
         raise ValueError(msg)
+    import idna
+
     try:
-        return f"{local}@{domain.encode('idna').decode('ascii')}"
+        # IDNA 2008 with UTS 46 mapping, as browsers and mail servers resolve names today:
+        # Python's own codec is IDNA 2003, which maps ``straße.de`` to another domain,
+        # ``strasse.de``.
+        return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
     except UnicodeError as exc:
         msg = f"the domain of {address!r} has no IDNA form ({exc})"
         raise ValueError(msg) from None
