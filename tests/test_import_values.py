@@ -174,3 +174,26 @@ class TestFormattedAmounts:
             f"expected a number, got {raw!r}; the file writes {other!r} as its decimal "
             f"separator: set decimal_separator: {other!r} in this kind's import mapping"
         )
+
+    @pytest.mark.parametrize(
+        ("separator", "raw", "value"),
+        [
+            (",", "1.000", 1000),
+            (",", "1.234,0", 1234),
+            (",", "42", 42),
+            (".", "1,000", 1000),
+            (".", "42.0", 42),
+            (".", "", None),
+        ],
+    )
+    def test_whole_numbers_read_with_the_same_separator(
+        self, separator: str, raw: str, value: int | None
+    ) -> None:
+        """With a decimal comma, ``1.000`` seats are a thousand (they were stored as 1)."""
+        assert values.integer_parser(separator)(raw) == value
+
+    @pytest.mark.parametrize(("separator", "raw"), [(",", "4,5"), (".", "4.5")])
+    def test_a_fraction_is_not_a_whole_number(self, separator: str, raw: str) -> None:
+        with pytest.raises(ValueError, match="expected a whole number") as refused:
+            values.integer_parser(separator)(raw)
+        assert str(refused.value) == f"expected a whole number, got {raw!r}"

@@ -424,7 +424,6 @@ def _parser(type_name: str, mapping: ImportMapping) -> values.Parser:
         "text": values.parse_text,
         "email": values.email_address,
         "lead_email": values.lead_email,
-        "integer": values.parse_integer,
         "timezone": values.timezone_name,
         "list": values.text_list,
         "object": _parse_object,
@@ -434,6 +433,8 @@ def _parser(type_name: str, mapping: ImportMapping) -> values.Parser:
         return simple[type_name]
     if type_name == "number":
         return values.number_parser(mapping.decimal_separator)
+    if type_name == "integer":
+        return values.integer_parser(mapping.decimal_separator)
     if type_name == "boolean":
         return values.boolean_parser(mapping.true_values, mapping.false_values)
     return values.datetime_parser(mapping.date_formats, mapping.timezone)
@@ -452,7 +453,9 @@ def _attribute_parser(type_name: AttributeType, mapping: ImportMapping) -> value
     if type_name == "integer":
         # Rules compare integer attributes as 64-bit integers; a larger one would be stored
         # but could never be compared (and on PostgreSQL would fail the rule's query).
-        return values.within(*values.INTEGER_RANGE, values.parse_integer)
+        return values.within(
+            *values.INTEGER_RANGE, values.integer_parser(mapping.decimal_separator)
+        )
     return _parser(type_name, mapping)
 
 

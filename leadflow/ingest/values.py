@@ -140,6 +140,33 @@ def number_parser(decimal_separator: str) -> Parser:
     return parse
 
 
+def integer_parser(decimal_separator: str) -> Parser:
+    """:func:`parse_integer`, reading a formatted cell as :func:`number_parser` does: with a
+    decimal comma ``1.000`` is a thousand, not 1; ``1,000`` with a decimal point too."""
+    number = number_parser(decimal_separator)
+
+    def parse(raw: object) -> int | None:
+        if not isinstance(raw, str):
+            return parse_integer(raw)
+        try:
+            return int(raw)
+        except ValueError:
+            pass  # empty, 42.0, or formatted: read as a number, then held to a whole one
+        try:
+            value = number(raw)
+        except ValueError:
+            msg = f"expected a whole number, got {_shown(raw)}"
+            raise ValueError(msg) from None
+        if not isinstance(value, float):
+            return None
+        if not value.is_integer():
+            msg = f"expected a whole number, got {_shown(raw)}"
+            raise ValueError(msg)
+        return int(value)
+
+    return parse
+
+
 def _is_plain(text: str) -> bool:
     try:
         float(text)
