@@ -114,7 +114,9 @@ def test_refused_folder_shows_the_rules_still_running(
             update={"paths": runtime.settings.paths.model_copy(update={"rules": broken})}
         ),
     )
-    console = Console(width=200, record=True)
+    # Wide enough for the problem's line whatever the length of pytest's temporary path (under
+    # two workers it gains a popen-gwN folder, and a numbered run folder grows a digit).
+    console = Console(width=400, record=True)
     render_rules(rules_view(later, collect_status(runtime.engine)), console)
     lines = console.export_text().splitlines()
     assert lines[0] == (
