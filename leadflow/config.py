@@ -19,6 +19,7 @@ from typing import Any
 import annotated_types
 import yaml
 from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
 
 from leadflow.durations import format_duration
 from leadflow.errors import ConfigError
@@ -364,12 +365,7 @@ def _whole_number_range(loc: list[str]) -> str | None:
     key = ".".join(loc)
     if key in _WHOLE_NUMBER_NOTES:
         return _WHOLE_NUMBER_NOTES[key]
-    model: type[BaseModel] | None = Settings
-    for part in loc[:-1]:
-        model = _field_model(model, part)
-    if model is None:
-        return None
-    info = next((i for name, i in model.model_fields.items() if loc[-1] in (name, i.alias)), None)
+    info = _field_info(_section_of(loc), loc[-1])
     if info is None or info.annotation is not int:
         return None
     low = next((m.ge for m in info.metadata if isinstance(m, annotated_types.Ge)), None)
@@ -382,11 +378,7 @@ def _whole_number_range(loc: list[str]) -> str | None:
 
 
 def _suggestion(loc: list[str]) -> str:
-    model: type[BaseModel] | None = Settings
-    for part in loc[:-1]:
-        model = _field_model(model, part)
-        if model is None:
-            return ""
+    model = _section_of(loc)
     if model is None:
         return ""
     names = sorted({f.alias or name for name, f in model.model_fields.items()} - {"root"})
@@ -394,12 +386,26 @@ def _suggestion(loc: list[str]) -> str:
     return "; " + did_you_mean(loc[-1], names, cutoff=0.5, otherwise=expected)
 
 
-def _field_model(model: type[BaseModel] | None, name: str) -> type[BaseModel] | None:
+def _section_of(loc: list[str]) -> type[BaseModel] | None:
+    """The settings model holding the key ``loc`` names (None past a key that is no section)."""
+    model: type[BaseModel] | None = Settings
+    for part in loc[:-1]:
+        model = _field_model(model, part)
+    return model
+
+
+def _field_info(model: type[BaseModel] | None, name: str) -> FieldInfo | None:
+    """``model``'s field called ``name`` in code or in the file (its alias)."""
     if model is None:
         return None
-    for field_name, info in model.model_fields.items():
-        if name in (field_name, info.alias):
-            annotation = info.annotation
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-                return annotation
+    return next(
+        (info for field, info in model.model_fields.items() if name in (field, info.alias)), None
+    )
+
+
+def _field_model(model: type[BaseModel] | None, name: str) -> type[BaseModel] | None:
+    info = _field_info(model, name)
+    annotation = info.annotation if info is not None else None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
     return None

@@ -69,3 +69,24 @@ def test_time_in_stage_chart_of_deals_alone_draws_the_deals() -> None:
     assert velocity_text(data) == (
         "Days in stage, deals (group all): Engaging median 45.00, p90 104.00"
     )
+
+
+def _texts(svg: str) -> list[str]:
+    """The words and numbers an SVG chart writes (matplotlib keeps them as text)."""
+    import re
+
+    return re.findall(r"<text[^>]*>([^<]*)</text>", svg)
+
+
+def test_charts_of_counts_tick_whole_numbers_and_short_stays_keep_two_decimals() -> None:
+    """One or two entries, one or two timers: the axis reads 0, 1, 2, never 0.25 or 0.5; a
+    median stay of an hour is labelled 0.04 days, not 0.0."""
+    from leadflow.funnel.charts import funnel_svg, velocity_svg
+
+    funnel = _texts(funnel_svg([("lead", 1), ("mql", 2)]))
+    assert [text for text in funnel if text[:1].isdigit()] == ["0", "1", "2", "2", "1"]
+    sla = _texts(sla_svg([("Rep 04", [1, 0, 1, 0, 0])]))
+    assert [text for text in sla if text[:1].isdigit()] == ["0", "1", "2"]
+    drawn = velocity_svg({"subject": "lead", "group": "all", "stages": [["mql", 0.04, 0.04]]})
+    assert "0.04" in _texts(drawn)
+    assert "0.0" not in _texts(drawn)

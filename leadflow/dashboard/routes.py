@@ -211,15 +211,21 @@ class _Pages:
         back = "/ui/outbox?status=failed" if path.startswith("/ui/outbox/") else "/ui/login"
         return self.render("too_large.html", who, 413, limit=limit, back=back)
 
+    async def _form(self, request: Request, who: Principal | None) -> dict[str, str] | Response:
+        """The form's fields, or the too-large page for a form over ``_MAX_FORM``."""
+        try:
+            return await _form(request)
+        except _FormTooLargeError:
+            return self.too_large(request.url.path, _MAX_FORM, who)
+
     def body_too_large(self, request: Request, limit: int) -> HTMLResponse:
         """The page for a body over http.max_body_bytes, refused before any route saw it."""
         return self.too_large(request.url.path, limit, self.principal(request))
 
     async def login(self, request: Request) -> Response:
-        try:
-            form = await _form(request)
-        except _FormTooLargeError:
-            return self.too_large(request.url.path, _MAX_FORM)
+        form = await self._form(request, None)
+        if isinstance(form, Response):
+            return form
         user, password = form.get("username", ""), form.get("password", "")
         target = _local(form.get("next", "/ui/funnel"))
         client = request.client.host if request.client else "?"
@@ -249,10 +255,9 @@ class _Pages:
 
     async def logout(self, request: Request) -> Response:
         who = self.principal(request)
-        try:
-            form = await _form(request)
-        except _FormTooLargeError:
-            return self.too_large(request.url.path, _MAX_FORM, who)
+        form = await self._form(request, who)
+        if isinstance(form, Response):
+            return form
         if who is not None and not self.access.csrf_ok(who, form.get("csrf", "")):
             return self.render("refused.html", who, 403, reason="The form is out of date.")
         response = RedirectResponse("/ui/login", status_code=303)
@@ -442,10 +447,9 @@ class _Pages:
 
     async def retry(self, request: Request, outbox_id: int) -> Response:
         who = self.principal(request)
-        try:
-            form = await _form(request)
-        except _FormTooLargeError:
-            return self.too_large(request.url.path, _MAX_FORM, who)
+        form = await self._form(request, who)
+        if isinstance(form, Response):
+            return form
         if who is None:
             return self.render("refused.html", None, 401, reason="Sign in first.")
         if not self.access.csrf_ok(who, form.get("csrf", "")):

@@ -147,9 +147,8 @@ def indexes_built_after(connection: Connection, tables: list[str]) -> Iterator[N
     On PostgreSQL the foreign keys between those tables too (the history's ``lead_id``): each
     row copied into ``stage_changes`` fired a trigger probing and locking its lead, a third
     of the server's time a row. Added again after the rows, a key is checked by one join over
-    the whole table. Dropping one locks the table it references, but these reference a table
-    the import holds already (``DROP INDEX`` locks it); keys to other tables (reps, deals)
-    stay, so as not to lock those for the import's duration.
+    the whole table. Only keys between the tables the import locks anyway are dropped; keys
+    to other tables (reps, deals) stay, so as not to lock those for the import's duration.
 
     All in the caller's transaction: on an exception nothing is created, and the rollback
     brings the dropped indexes and keys back; a row breaking a key fails the import whole.

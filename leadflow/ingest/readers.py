@@ -185,10 +185,11 @@ class RowSource:
         if len(stripped) == 1:
             # Spreadsheets in many locales save "CSV" with semicolons (or tabs): one column
             # named 'a;b;c' would be reported as unknown, with a misleading "did you mean".
-            for separator, name in ((";", "semicolons"), ("\t", "tabs"), (",", "commas")):
+            for separator in (";", "\t", ","):
                 if separator != self.delimiter and separator in stripped[0]:
                     msg = (
-                        f"{self.path}:1: the header is one column separated by {name} "
+                        f"{self.path}:1: the header is one column separated by "
+                        f"{_SEPARATOR_NAMES[separator]} "
                         f"({stripped[0][:60]!r}); set import.mappings.{self.kind}.delimiter: "
                         f"{separator!r}, or save the file with {_SEPARATOR_NAMES[self.delimiter]}"
                         " as separators"
@@ -270,8 +271,7 @@ class RowSource:
         """
         keys = self.key_lines
         seen_object = False
-        for number, text in enumerate(self._text, start=1):
-            line = text.lstrip(_BOM) if number == 1 else text
+        for number, line in self._numbered_lines():
             try:
                 value = json_value(line) if line.strip() else None
             except (ValueError, RecursionError):
@@ -299,8 +299,7 @@ class RowSource:
     def _jsonl_rows(self) -> Iterator[Row]:
         header = self.header
         known = frozenset(header)
-        for number, text in enumerate(self._text, start=1):
-            line = text.lstrip(_BOM) if number == 1 else text
+        for number, line in self._numbered_lines():
             if not line.strip():
                 continue
             try:
@@ -318,6 +317,11 @@ class RowSource:
                 yield number, [], _bad_key(value) or self._refused_key(value, known)
                 continue
             yield number, [value.get(key) for key in header], None
+
+    def _numbered_lines(self) -> Iterator[tuple[int, str]]:
+        """The text's lines from 1, the first without any byte-order mark left on it."""
+        for number, line in enumerate(self._text, start=1):
+            yield number, line.lstrip(_BOM) if number == 1 else line
 
     def _refused_key(self, value: dict[str, object], known: frozenset[str]) -> str:
         key = next(key for key in value if key not in known)

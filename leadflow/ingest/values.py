@@ -155,11 +155,10 @@ def integer_parser(decimal_separator: str) -> Parser:
         try:
             value = number(raw)
         except ValueError:
-            msg = f"expected a whole number, got {_shown(raw)}"
-            raise ValueError(msg) from None
-        if not isinstance(value, float):
+            value = math.nan
+        if value is None:
             return None
-        if not value.is_integer():
+        if not isinstance(value, float) or not value.is_integer():
             msg = f"expected a whole number, got {_shown(raw)}"
             raise ValueError(msg)
         return int(value)
