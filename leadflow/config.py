@@ -337,11 +337,16 @@ def _explain(exc: ValidationError, sources: Mapping[str, str]) -> list[str]:
         if error["type"] == "extra_forbidden":
             message = f"unknown key {key!r}{_suggestion(loc)}"
         elif whole is not None:
-            message = f"{key}: must be a whole number {whole}, got {error['input']!r}"
+            message = f"{key}: must be a whole number {whole}, got {_shown(error['input'])}"
         else:
             message = f"{key}: {str(error['msg']).removeprefix('Value error, ')}"
         lines.append(f"{where}: {message}")
     return lines
+
+
+def _shown(value: object) -> str:
+    """A value as the file spelled it: YAML's ``true``, not Python's ``True``."""
+    return str(value).lower() if isinstance(value, bool) else repr(value)
 
 
 _INTEGER_ERRORS = frozenset(

@@ -19,6 +19,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from leadflow.durations import format_duration, parse_duration
 from leadflow.suggestions import did_you_mean
@@ -61,6 +62,21 @@ def _check_timezone(name: object) -> str:
 TimezoneName = Annotated[str, BeforeValidator(_check_timezone)]
 
 
+def _refuse_truth_value(error_type: str, wanted: str) -> BeforeValidator:
+    """YAML reads ``port: true`` as a boolean, which pydantic would take as the number 1."""
+
+    def refuse(value: object) -> object:
+        if isinstance(value, bool):
+            raise PydanticCustomError(error_type, f"expected {wanted}, got {str(value).lower()}")
+        return value
+
+    return BeforeValidator(refuse)
+
+
+WholeNumber = Annotated[int, _refuse_truth_value("int_type", "a whole number")]
+Number = Annotated[float, _refuse_truth_value("float_type", "a number")]
+
+
 class Section(BaseModel):
     """Every section: frozen, unknown keys rejected."""
 
@@ -70,7 +86,7 @@ class Section(BaseModel):
 class DatabaseSettings(Section):
     url: str = "sqlite:///state/leadflow.db"
     connect_timeout: Duration = timedelta(seconds=10)
-    pool_size: int = Field(default=5, ge=1, le=100)
+    pool_size: WholeNumber = Field(default=5, ge=1, le=100)
     statement_timeout: Duration = timedelta(seconds=60)
     """PostgreSQL cancels a statement after this (a lock wait included); the client gives up
     on a reply 5 s later, which bounds every call on a server that stopped answering."""
@@ -87,13 +103,13 @@ class PathSettings(Section):
 
 class SmtpSettings(Section):
     host: str = "localhost"
-    port: int = Field(default=25, ge=1, le=65535)
+    port: WholeNumber = Field(default=25, ge=1, le=65535)
     security: Literal["none", "starttls", "tls"] = "none"
     username: str | None = None
     password: SecretStr | None = None
     timeout: Duration = timedelta(seconds=30)
-    connections: int = Field(default=4, ge=1, le=64)
-    rate_per_second: float = Field(default=50.0, gt=0)
+    connections: WholeNumber = Field(default=4, ge=1, le=64)
+    rate_per_second: Number = Field(default=50.0, gt=0)
     ca_file: Path | None = None
     """Extra CA bundle to trust for the relay's certificate (a private relay)."""
 
@@ -105,7 +121,7 @@ class RetrySettings(Section):
 
 
 class FrequencyCap(Section):
-    messages: int = Field(default=3, ge=1)
+    messages: WholeNumber = Field(default=3, ge=1)
     window: Duration = timedelta(days=7)
 
 
@@ -165,8 +181,8 @@ class MailSettings(Section):
     smtp: SmtpSettings = SmtpSettings()
     retry: RetrySettings = RetrySettings()
     lease: Duration = timedelta(minutes=5)
-    batch_size: int = Field(default=100, ge=1, le=10_000)
-    concurrency: int = Field(default=8, ge=1, le=256)
+    batch_size: WholeNumber = Field(default=100, ge=1, le=10_000)
+    concurrency: WholeNumber = Field(default=8, ge=1, le=256)
     poll_interval: Duration = timedelta(seconds=2)
     frequency_cap: FrequencyCap = FrequencyCap()
     send_window: SendWindow = SendWindow()
@@ -419,7 +435,7 @@ class ImportMapping(Section):
 
 
 class ImportSettings(Section):
-    batch_size: int = Field(default=20_000, ge=1, le=100_000)
+    batch_size: WholeNumber = Field(default=20_000, ge=1, le=100_000)
     mappings: dict[ImportKind, ImportMapping] = {}
 
 
@@ -427,12 +443,12 @@ class HttpSettings(Section):
     enabled: bool = True
     """The daemon serves the API, probes and metrics; false runs it without an HTTP server."""
     host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=0, le=65535)
+    port: WholeNumber = Field(default=8080, ge=0, le=65535)
     token: SecretStr | None = None
     """Bearer token of the /v1 API (a secret: environment only)."""
     allow_anonymous: bool = False
     """Serve the /v1 API without a token (a trial on a private network); else a token is required."""
-    max_body_bytes: int = Field(default=5_000_000, ge=1024)
+    max_body_bytes: WholeNumber = Field(default=5_000_000, ge=1024)
 
 
 DashboardRole = Literal["viewer", "operator"]
@@ -475,7 +491,7 @@ class DashboardSettings(Section):
     session_secret: SecretStr | None = None
     """Key signing the session cookies (a secret: environment only); unset, a key generated once
     and kept in the store is used, shared by every replica."""
-    login_attempts: int = Field(default=5, ge=1, le=1000)
+    login_attempts: WholeNumber = Field(default=5, ge=1, le=1000)
     """Failed logins per user name and address before the login is refused for ``lockout``."""
     lockout: Duration = timedelta(minutes=15)
     funnel_refresh: Duration = timedelta(minutes=5)
@@ -524,14 +540,14 @@ class LogSettings(Section):
 class SchedulerSettings(Section):
     misfire_grace: Duration = timedelta(minutes=5)
     """A tick later than this (the process was busy or suspended) is skipped, not run late."""
-    evaluation_batch: int = Field(default=1000, ge=1, le=100_000)
+    evaluation_batch: WholeNumber = Field(default=1000, ge=1, le=100_000)
     shutdown_grace: Duration = timedelta(seconds=8)
     """How long SIGTERM waits for the evaluation in flight before the daemon exits anyway."""
     funnel_tick: Duration = timedelta(minutes=1)
     """How often the daemon escalates due SLAs and sends due nurture steps."""
     retention_every: Duration = timedelta(hours=1)
     """How often the leader deletes what ``mail.keep_sent`` and ``audit.keep`` let go."""
-    retention_batch: int = Field(default=10_000, ge=100, le=100_000)
+    retention_batch: WholeNumber = Field(default=10_000, ge=100, le=100_000)
     """Rows deleted per transaction by the retention job (and ``leadflow prune``)."""
     scoring_every: Duration = timedelta(minutes=15)
     """How often the daemon's funnel tick rescores every lead with an enabled scoring model

@@ -331,6 +331,17 @@ class TestWholeNumbers:
             "number of at least 1024, got 'ten'",
         ]
 
+    def test_a_truth_value_is_not_a_number(self, tmp_path: Path) -> None:
+        """YAML reads ``true`` as a boolean, which pydantic alone would take as port 1."""
+        path = write(tmp_path, "http:\n  port: true\nmail:\n  smtp:\n    rate_per_second: false\n")
+        with pytest.raises(ConfigError) as caught:
+            load_settings(path, env={})
+        assert sorted(str(caught.value).splitlines()) == [
+            f"{path}:2: http.port: must be a whole number from 1 to 65535, or 0 to listen on "
+            "any free port, got true",
+            f"{path}:5: mail.smtp.rate_per_second: expected a number, got false",
+        ]
+
 
 class TestDateFormats:
     """A date format strptime cannot read is refused when the config loads, not found out as
