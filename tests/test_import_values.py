@@ -156,10 +156,25 @@ class TestFormattedAmounts:
             (".", "USD 10", 10.0),
             (",", "1.234,50 EUR", 1234.5),
             (",", "1,5", 1.5),
+            (".", "-€5", -5.0),
+            (".", "- $1,234.50", -1234.5),
+            (".", "€-5", -5.0),
+            (".", "+$5", 5.0),
+            (".", "(100)", -100.0),
+            (".", "($1,234.50)", -1234.5),
+            (",", "(1.234,50 EUR)", -1234.5),
         ],
     )
     def test_read(self, separator: str, raw: str, value: float) -> None:
         assert values.number_parser(separator)(raw) == value
+
+    @pytest.mark.parametrize("raw", ["-€-5", "(-5)", "(+5)", "()", "(5", "-", "--5"])
+    def test_one_sign_only(self, raw: str) -> None:
+        """A sign before the currency, or an accountant's parentheses, make an amount negative;
+        two signs make no amount."""
+        with pytest.raises(ValueError, match="expected a number") as refused:
+            values.number_parser(".")(raw)
+        assert str(refused.value) == f"expected a number, got {raw!r}"
 
     @pytest.mark.parametrize(
         ("separator", "raw", "other"),

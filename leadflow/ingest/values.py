@@ -102,8 +102,12 @@ def parse_number(raw: object) -> float | None:
 
 
 _CURRENCY = r"(?:[$€£¥]|[A-Z]{3})"
-_FORMATTED_AMOUNT = re.compile(rf"{_CURRENCY}?\s*([-+]?[\d.,'\s]+?)\s*{_CURRENCY}?")
-"""A CRM's formatted money: ``$1,234.50``, ``1.234,50 EUR``, ``EUR 1 234,50``."""
+_FORMATTED_AMOUNT = re.compile(
+    rf"(?P<sign>[-+]?)\s*{_CURRENCY}?\s*(?P<digits>[-+]?[\d.,'\s]+?)\s*{_CURRENCY}?"
+)
+"""A CRM's formatted money: ``$1,234.50``, ``1.234,50 EUR``, ``EUR 1 234,50``, ``-€5``."""
+_ACCOUNTING_NEGATIVE = re.compile(r"\(\s*([^()+-]+?)\s*\)")
+"""An accountant's negative amount: ``(1,234.50)`` is -1234.5."""
 # A group of thousands starts with 1-9: ``0,125`` is a decimal written the other way, never
 # 125.
 _GROUPED = {
@@ -124,8 +128,13 @@ def number_parser(decimal_separator: str) -> Parser:
         text = raw.strip()
         if not text:
             return None
-        formatted = _FORMATTED_AMOUNT.fullmatch(text)
-        digits = formatted[1] if formatted else ""
+        negative = _ACCOUNTING_NEGATIVE.fullmatch(text)
+        formatted = _FORMATTED_AMOUNT.fullmatch(negative[1] if negative else text)
+        digits = formatted["digits"] if formatted else ""
+        if formatted and (negative or formatted["sign"]):
+            # One sign only: ``-€5`` and ``(€5)`` are -5; ``-€-5`` or ``(-5)`` are no amount.
+            sign = "-" if negative else formatted["sign"]
+            digits = "" if digits[:1] in "-+" else sign + digits
         if formatted is None or grouped.fullmatch(digits) is None:
             msg = f"expected a number, got {_shown(raw)}"
             if _GROUPED[other].fullmatch(digits):
