@@ -92,6 +92,22 @@ class TestFormats:
         out = capsys.readouterr().out
         assert re.search(r"│ A\s+│\s+2 │\s+1 │\s+66\.7% │", out)
         assert re.search(r"│ B\s+│\s+1 │\s+0 │\s+100\.0% │", out)
+        # Grouped by product, the pipeline is by product already: one table, not the same
+        # rows twice; the HTML likewise; JSON keeps both sections, equal.
+        assert out.count("│ A ") == 1
+        assert "Pipeline by product" not in out
+        target = tmp_path / "by-product.html"
+        assert run(tmp_path, store_url, "--by", "product", "--output", str(target)) == 0
+        page = target.read_text(encoding="utf-8")
+        assert "<h2>Pipeline (deals closed" in page
+        assert "Pipeline by product" not in page
+        assert run(tmp_path, store_url, "--by", "product", "--format", "json") == 0
+        document = json.loads(capsys.readouterr().out)
+        assert document["pipeline_by_product"] == document["pipeline"]
+        assert [line["group"] for line in document["pipeline"]] == ["A", "B"]
+        # Not grouped by product, the second table is there.
+        assert run(tmp_path, store_url) == 0
+        assert "Pipeline by product" in capsys.readouterr().out
 
     def test_attributed_conversions_read_as_counts_linear_shares_as_decimals(
         self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

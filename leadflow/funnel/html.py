@@ -13,7 +13,7 @@ import html
 from leadflow.funnel.charts import CHARTS
 from leadflow.funnel.report import Report
 from leadflow.funnel.sections import Row
-from leadflow.funnel.text import TEXT_COLUMNS, TITLES, for_people, shown
+from leadflow.funnel.text import TEXT_COLUMNS, TITLES, for_people, for_reading, shown
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1200px;
@@ -39,7 +39,7 @@ def render_html(report: Report, sections: dict[str, list[Row]]) -> str:
     )
     tables = "".join(
         f"<h2>{html.escape(TITLES.get(name, name))}</h2>{_table(*for_people(name, rows))}"
-        for name, rows in sections.items()
+        for name, rows in for_reading(report, sections).items()
     )
     heading = (
         f"<h1>Funnel report</h1><p class=period>{period.start.isoformat()} to "

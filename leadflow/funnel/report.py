@@ -83,14 +83,17 @@ def _first_families(
     found, again = conversions_and_requalified(
         connection, period, pairs, (RECYCLED, stages.mql), entries
     )
+    grouped = pipeline(connection, period)
     families = {
         "period": period,
         "stages": stages.all(),
         "entries": entries,
         "conversions": found,
         "requalified": again,
-        "pipeline": pipeline(connection, period),
-        "pipeline_by_product": pipeline(connection, by_product),
+        "pipeline": grouped,
+        "pipeline_by_product": (
+            grouped if period.by is Grouping.product else pipeline(connection, by_product)
+        ),
         "open_by_stage": open_value_by_stage(connection, period),
         "attribution": attribution(connection, period, stages.mql),
         "weekly_conversions": conversions(connection, weekly, pairs, cohorts=False),

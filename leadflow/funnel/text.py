@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from leadflow.funnel.period import Grouping
 from leadflow.funnel.report import Report
 from leadflow.funnel.sections import Row
 
@@ -45,6 +46,15 @@ OVER_ONE = (
     "one in the period: leads that entered the earlier stage before it, or an import that set "
     "stages without their times (each lead entering its stage at the import)."
 )
+
+
+def for_reading(report: Report, sections: dict[str, list[Row]]) -> dict[str, list[Row]]:
+    """The sections a person reads (the terminal, the HTML file): a report grouped by product
+    has its pipeline by product already, so the second table of the same rows is left out.
+    CSV and JSON keep both, so that their sections are the same whatever ``--by``."""
+    if report.period.by is not Grouping.product:
+        return sections
+    return {name: rows for name, rows in sections.items() if name != "pipeline_by_product"}
 
 
 def for_people(name: str, rows: list[Row]) -> tuple[list[Row], list[str]]:
@@ -102,7 +112,7 @@ def _print_tables(console: Console, report: Report, sections: dict[str, list[Row
         f"Funnel report {period.start.isoformat()} to {period.end.isoformat()} (end excluded), "
         f"{period.grouping_text()}"
     )
-    for name, every_row in sections.items():
+    for name, every_row in for_reading(report, sections).items():
         table = Table(title=TITLES.get(name, name), title_justify="left")
         rows, notes = for_people(name, every_row)
         if not rows:
