@@ -7,7 +7,10 @@ import csv
 import html
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -276,3 +279,29 @@ class TestBadOptions:
         assert code == 1
         assert message in err
         assert len(err.strip().splitlines()) == 1
+
+
+def test_first_chart_on_a_new_machine_prints_nothing_but_the_report(
+    engine: Engine, store_url: str, tmp_path: Path
+) -> None:
+    """matplotlib builds its font cache on its first import and logs it; with the log going to
+    stderr as JSON, a user's first ``report --format html`` printed a line about fonts."""
+    seed(engine)
+    target = tmp_path / "report.html"
+    script = (
+        "import sys; from leadflow.cli import main; "
+        f"sys.exit(main(['-c', {config(tmp_path, store_url)!r}, 'report', *{PERIOD!r}, "
+        f"'--output', {str(target)!r}]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "MPLCONFIGDIR": str(tmp_path / "new-matplotlib-cache")},
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    assert (tmp_path / "new-matplotlib-cache").is_dir()  # the cache was built in this run
+    assert target.read_text(encoding="utf-8").count("<svg") == 4

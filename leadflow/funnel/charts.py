@@ -51,11 +51,11 @@ class Chart:
 
 def svg_chart(draw: Callable[[Axes], bool], height: float = 3.2) -> str:
     """An SVG of one chart (``draw`` returns False when there is nothing to draw)."""
+    # Its info lines (a font cache built on the first import, week labels read as categories)
+    # are not the user's: quiet before the import, which builds the cache on a new machine.
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     from matplotlib import rc_context
     from matplotlib.figure import Figure
-
-    # Its info lines (a font cache built, week labels read as categories) are not the user's.
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
 
     with rc_context({"svg.fonttype": "none", "svg.hashsalt": "leadflow", "font.size": 9}):
         figure = Figure(figsize=(5.6, height), layout="constrained")
