@@ -83,7 +83,7 @@ def test_charts_of_counts_tick_whole_numbers_and_short_stays_keep_two_decimals()
     median stay of an hour is labelled 0.04 days, not 0.0."""
     from leadflow.funnel.charts import funnel_svg, velocity_svg
 
-    funnel = _texts(funnel_svg([("lead", 1), ("mql", 2)]))
+    funnel = _texts(funnel_svg({"subject": "lead", "stages": [["lead", 1], ["mql", 2]]}))
     assert [text for text in funnel if text[:1].isdigit()] == ["0", "1", "2", "2", "1"]
     sla = _texts(sla_svg([("Rep 04", [1, 0, 1, 0, 0])]))
     assert [text for text in sla if text[:1].isdigit()] == ["0", "1", "2"]

@@ -387,6 +387,7 @@ class TestSections:
         """The sections, in the order the report shows them."""
         assert list(sections(report_for())) == [
             "stage_entries",
+            "deal_stage_entries",
             "conversion",
             "requalified",
             "time_in_stage",

@@ -7,7 +7,9 @@ definitions by hand (dates are midnight UTC, "GTXPro" is "GTX Pro" as the import
 - average won cycle = mean of close_date - engage_date in days over those won deals;
 - average won amount = mean close_value of those won deals;
 - open opportunities = deals engaged before the end and not closed before it;
-- velocity = open x win rate x average won amount / average won cycle.
+- velocity = open x win rate x average won amount / average won cycle;
+- deals entering each stage: ``Engaging`` = deals engaged in the period (the import's
+  ``stages.deal_open``), ``won`` and ``lost`` = deals closed so in it.
 
 Then runs ``leadflow report --format json --by product`` on the store and compares every figure
 (to 1e-9 relative); exits 1 on any difference.
@@ -33,7 +35,7 @@ def _day(text: str) -> datetime | None:
 
 def by_hand(path: str, start: datetime, end: datetime) -> dict[str, dict[str, float | None]]:
     groups: dict[str, dict[str, list[float] | int]] = defaultdict(
-        lambda: {"won": 0, "lost": 0, "cycles": [], "amounts": [], "open": 0}
+        lambda: {"won": 0, "lost": 0, "cycles": [], "amounts": [], "open": 0, "engaged": 0}
     )
     with open(path, newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
@@ -50,13 +52,15 @@ def by_hand(path: str, start: datetime, end: datetime) -> dict[str, dict[str, fl
                         group["cycles"].append(days)  # type: ignore[union-attr]
                 else:
                     group["lost"] += 1  # type: ignore[operator]
+            if engaged is not None and start <= engaged < end:
+                group["engaged"] += 1  # type: ignore[operator]
             if engaged is not None and engaged < end and (closed is None or closed >= end):
                 group["open"] += 1  # type: ignore[operator]
     figures = {}
     for product, g in groups.items():
         won, lost = int(g["won"]), int(g["lost"])  # type: ignore[arg-type]
         cycles, amounts = list(g["cycles"]), list(g["amounts"])  # type: ignore[arg-type]
-        if not (won or lost or g["open"]):
+        if not (won or lost or g["open"] or g["engaged"]):
             continue
         rate = won / (won + lost) if won + lost else None
         cycle = sum(cycles) / len(cycles) if cycles else None
@@ -72,6 +76,7 @@ def by_hand(path: str, start: datetime, end: datetime) -> dict[str, dict[str, fl
             "average_won_amount": amount,
             "open_opportunities": g["open"],
             "velocity_per_day": velocity,
+            "entered": {"Engaging": g["engaged"], "won": won, "lost": lost},
         }
     return figures
 
@@ -90,12 +95,22 @@ def main() -> int:
     shown = subprocess.run(  # noqa: S603 (a fixed argv of the installed leadflow, no shell)
         [*command, "--by", "product", "--format", "json"], check=True, capture_output=True
     )
-    report = {line["group"]: line for line in json.loads(shown.stdout)["pipeline"]}
+    document = json.loads(shown.stdout)
+    report: dict[str, dict[str, object]] = {line["group"]: line for line in document["pipeline"]}
+    for line in document["deal_stage_entries"]:
+        entered = report.setdefault(line["group"], {}).setdefault("entered", {})
+        entered[line["stage"]] = line["entered"]  # type: ignore[index]
     differences = 0
     for product in sorted(set(expected) | set(report)):
         mine, theirs = expected.get(product, {}), report.get(product, {})
         for name, value in mine.items():
             other = theirs.get(name)
+            if name == "entered":  # a stage nobody entered is not a row
+                other = {stage: other.get(stage, 0) for stage in value} if other else None
+                if value != other:
+                    differences += 1
+                    print(f"{product} entered: by hand {value}, report {other}")
+                continue
             same = (value is None and other is None) or (
                 value is not None and other is not None and math.isclose(value, other, rel_tol=1e-9)
             )
@@ -106,7 +121,7 @@ def main() -> int:
             f"{product:15} won {mine.get('won'):>4} lost {mine.get('lost'):>4} "
             f"win rate {mine.get('win_rate') or 0:.4f} cycle {mine.get('average_won_cycle_days') or 0:.4f} d "
             f"amount {mine.get('average_won_amount') or 0:.2f} open {mine.get('open_opportunities')} "
-            f"velocity {mine.get('velocity_per_day') or 0:.2f}/d"
+            f"velocity {mine.get('velocity_per_day') or 0:.2f}/d; entered {mine.get('entered')}"
         )
     print("same figures" if not differences else f"{differences} differences")
     return 1 if differences else 0

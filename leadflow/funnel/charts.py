@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from leadflow.funnel.report import Report
-from leadflow.funnel.sections import Row
+from leadflow.funnel.sections import Row, deal_stage_order
 from leadflow.funnel.sla import ENDINGS
 from leadflow.funnel.text import shown
 
@@ -79,33 +79,45 @@ def _counts_on(axis: Any) -> None:
 # --- entries into each stage ------------------------------------------------------------
 
 
-def funnel_data(report: Report, sections: dict[str, list[Row]]) -> list[tuple[str, int]]:
-    """Entries per stage over every group, in the configured stage order."""
+ENTRIES_LABEL = {"lead": "entries in the period", "deal": "deal entries in the period"}
+
+
+def funnel_data(report: Report, sections: dict[str, list[Row]]) -> dict[str, Any]:
+    """Entries per stage over every group: the leads', in the configured stage order; the
+    deals' (open stages, then outcomes) when no lead entered a stage (a CRM export of deals
+    alone)."""
+    subject, found, order = "lead", report.entries, list(report.stages)
+    if not found and report.deal_entries:
+        subject, found = "deal", report.deal_entries
+        order = deal_stage_order({stage for _, stage in found})
     totals: dict[str, int] = defaultdict(int)
-    for (_group, stage), count in report.entries.items():
+    for (_group, stage), count in found.items():
         totals[stage] += count
-    return [(stage, totals[stage]) for stage in report.stages if stage in totals]
+    return {"subject": subject, "stages": [[s, totals[s]] for s in order if s in totals]}
 
 
-def funnel_svg(data: list[tuple[str, int]]) -> str:
+def funnel_svg(data: dict[str, Any]) -> str:
+    lines = data["stages"]
+
     def draw(axes: Axes) -> bool:
-        if not data:
+        if not lines:
             return False
-        stages = [stage for stage, _ in data]
-        values = [count for _, count in data]
+        stages = [stage for stage, _ in lines]
+        values = [count for _, count in lines]
         bars = axes.barh(stages[::-1], values[::-1], color="#1565c0")
         axes.bar_label(bars, padding=3)
-        axes.set_xlabel("entries in the period")
+        axes.set_xlabel(ENTRIES_LABEL[data["subject"]])
         _counts_on(axes.xaxis)
         return True
 
     return svg_chart(draw)
 
 
-def funnel_text(data: list[tuple[str, int]]) -> str:
-    if not data:
+def funnel_text(data: dict[str, Any]) -> str:
+    if not data["stages"]:
         return NOTHING
-    return "Entries in the period: " + ", ".join(f"{s} {shown(n, 'entered')}" for s, n in data)
+    entries = ", ".join(f"{s} {shown(n, 'entered')}" for s, n in data["stages"])
+    return f"{ENTRIES_LABEL[data['subject']].capitalize()}: {entries}"
 
 
 # --- period conversion by week ----------------------------------------------------------

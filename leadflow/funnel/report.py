@@ -23,6 +23,7 @@ from leadflow.funnel.stages import (
     Conversion,
     conversions,
     conversions_and_requalified,
+    deal_entries_by_stage,
     entries_by_stage,
 )
 from leadflow.funnel.time_in_stage import StageTime, stage_times
@@ -49,6 +50,7 @@ class Report:
     sla: list[SlaLine]
     attribution: list[Attribution]
     weekly_conversions: list[Conversion] = field(default_factory=list)
+    deal_entries: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 def build_report(engine: Engine, settings: Settings, period: Period, now: datetime) -> Report:
@@ -88,6 +90,7 @@ def _first_families(
         "period": period,
         "stages": stages.all(),
         "entries": entries,
+        "deal_entries": deal_entries_by_stage(connection, period),
         "conversions": found,
         "requalified": again,
         "pipeline": grouped,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from leadflow.funnel.report import Report
+from leadflow.funnel.report import DEAL_OUTCOMES, Report
 from leadflow.funnel.sla import ENDINGS
 
 Row = dict[str, Any]
@@ -16,6 +16,7 @@ def sections(report: Report) -> dict[str, list[Row]]:
     """Section name -> rows, in the order the report shows them."""
     return {
         "stage_entries": _entries(report),
+        "deal_stage_entries": _deal_entries(report),
         "conversion": _conversions(report.conversions),
         "requalified": _conversions(report.requalified),
         "time_in_stage": _times(report),
@@ -44,6 +45,19 @@ def _entries(report: Report) -> list[Row]:
     order = {stage: index for index, stage in enumerate(report.stages)}
     keys = sorted(report.entries, key=lambda k: (k[0], order.get(k[1], len(order)), k[1]))
     return [{"group": g, "stage": s, "entered": report.entries[(g, s)]} for g, s in keys]
+
+
+def deal_stage_order(stages: set[str]) -> list[str]:
+    """Deal stages as a pipeline reads: the open ones by name, then the outcomes (won, lost,
+    recycled): deal stages are the CRM's own names, with no configured order."""
+    outcomes = [stage for stage in DEAL_OUTCOMES if stage in stages]
+    return sorted(stages - set(outcomes)) + outcomes
+
+
+def _deal_entries(report: Report) -> list[Row]:
+    order = {s: n for n, s in enumerate(deal_stage_order({s for _, s in report.deal_entries}))}
+    keys = sorted(report.deal_entries, key=lambda k: (k[0], order[k[1]]))
+    return [{"group": g, "stage": s, "entered": report.deal_entries[(g, s)]} for g, s in keys]
 
 
 def _conversions(found: list[Any]) -> list[Row]:

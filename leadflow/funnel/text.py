@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 TITLES = {
     "stage_entries": "Entries into each stage (period)",
+    "deal_stage_entries": "Deals entering each stage (period)",
     "conversion": "Conversion: cohort (leads entering A in the period, reaching B by its end) "
     "and period (entries B / entries A)",
     "requalified": "Recycled leads re-qualified (cohort: recycled in the period, MQL again by "
