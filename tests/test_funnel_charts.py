@@ -90,3 +90,13 @@ def test_charts_of_counts_tick_whole_numbers_and_short_stays_keep_two_decimals()
     drawn = velocity_svg({"subject": "lead", "group": "all", "stages": [["mql", 0.04, 0.04]]})
     assert "0.04" in _texts(drawn)
     assert "0.0" not in _texts(drawn)
+
+
+def test_funnel_bars_are_labelled_as_the_tables_write_counts() -> None:
+    """7,942 deals engaged (the Maven export's 2017), not 7942; the axis names the deals."""
+    from leadflow.funnel.charts import funnel_svg
+
+    drawn = funnel_svg({"subject": "deal", "stages": [["Engaging", 7942], ["won", 4238]]})
+    assert ">7,942</text>" in drawn
+    assert ">4,238</text>" in drawn
+    assert ">deal entries in the period</text>" in drawn

@@ -105,7 +105,7 @@ def funnel_svg(data: dict[str, Any]) -> str:
         stages = [stage for stage, _ in lines]
         values = [count for _, count in lines]
         bars = axes.barh(stages[::-1], values[::-1], color="#1565c0")
-        axes.bar_label(bars, padding=3)
+        axes.bar_label(bars, padding=3, fmt="{:,.0f}")  # 7,942 as the tables write it
         axes.set_xlabel(ENTRIES_LABEL[data["subject"]])
         _counts_on(axes.xaxis)
         return True
