@@ -118,13 +118,20 @@ def deal_entries_by_stage(connection: Connection, period: Period) -> dict[tuple[
         )
     grp = labelled(expression)
     keys = [changes.to_stage] if expression is None else [grp, changes.to_stage]
+    # Both stores read the deals' history index (deal_id, at, ...), which holds every column
+    # counted. PostgreSQL does so for "deal_id IS NOT NULL", knowing from its statistics how
+    # few rows are a deal's; SQLite, which does not, read the period's range of the (at, ...)
+    # index instead, every lead entry with it and its deal id from the table (0.8 s of CPU at
+    # 300,000 leads to find none), so it is led deal by deal, one range of the index each;
+    # spelled so on PostgreSQL, a hash join over every history row took 0.2 s at 200,000.
+    of_a_deal = (
+        changes.deal_id.in_(select(DEALS.c.id))
+        if dialect == "sqlite"
+        else changes.deal_id.is_not(None)
+    )
     query = (
         select(grp, changes.to_stage, func.count())
-        # Deal by deal: each deal's entries in the period are one range of the deals' history
-        # index (deal_id, at, ...). Spelled "deal_id IS NOT NULL", SQLite read the period's
-        # range of the (at, ...) index instead, every lead entry with it, each row's deal id
-        # from the table (0.8 s of CPU at 300,000 leads to find no deal entry).
-        .where(changes.deal_id.in_(select(DEALS.c.id)), is_entry(), _within(changes.at, period))
+        .where(of_a_deal, is_entry(), _within(changes.at, period))
         .group_by(*keys)
     )
     return {(row[0], row[1]): int(row[2]) for row in connection.execute(query)}
