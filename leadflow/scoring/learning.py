@@ -105,11 +105,15 @@ def learn_points(
             )
             raise UserInputError(msg)
         model = read_back(ordered, settings)
-        values = criterion_values(connection, model, ordered, now)
+        values, current_engagement = criterion_values(connection, model, ordered, now)
     width = len(ordered)
     every = np.array([values.get(lead_id, [0.0] * width) for lead_id in ids], dtype=float)
     every = every.reshape(len(ids), width)
-    current_scores = _current_scores(every, ordered) if current is not None else None
+    current_scores = (
+        _current_scores(every, ordered, [current_engagement.get(i, 0) for i in ids])
+        if current is not None
+        else None
+    )
     _unique, first = np.unique(every, axis=1, return_index=True)
     distinct = sorted(int(index) for index in first)
     same_as = _same_as(every, ordered, distinct)
@@ -170,12 +174,17 @@ def _candidates(
     ]
 
 
-def _current_scores(features: NDArray[np.float64], ordered: list[Candidate]) -> NDArray[np.float64]:
-    """The current model's fit + engagement per example, as of the fit's ``now``."""
+def _current_scores(
+    features: NDArray[np.float64], ordered: list[Candidate], engagement: list[int]
+) -> NDArray[np.float64]:
+    """The current model's fit + engagement per example, as of the fit's ``now``
+    (``engagement``: its engagement criteria's whole points per example)."""
     import numpy as np
 
-    weights = np.array([item.current_points or 0 for item in ordered], dtype=float)
-    result: NDArray[np.float64] = features @ weights
+    weights = np.array(
+        [item.current_points or 0 if item.kind == "fit" else 0 for item in ordered], dtype=float
+    )
+    result: NDArray[np.float64] = features @ weights + np.array(engagement, dtype=float)
     return result
 
 
