@@ -671,3 +671,55 @@ def test_the_reported_holdout_is_what_the_proposal_scores_once_deployed(
         start += row["examples"]
         ranges.append((min(scores[i] for i in part), max(scores[i] for i in part)))
     assert [(row["score_low"], row["score_high"]) for row in report["deciles"]] == ranges
+
+
+def test_the_current_criteria_a_proposal_drops_are_named_with_the_reason(
+    project: Path, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The proposal replaces the current model: a current criterion the data cannot judge (a
+    rival's domain no lead has) or that duplicates another is not in it, and the file, the
+    table and the JSON say which, with its points and why; it was silently gone (the table
+    said "the others' points round to 0")."""
+    rules = project.parent / "rules"
+    model = CURRENT_MODEL.replace(
+        "  engagement:\n",
+        "    - id: rival-domain\n"
+        "      when: {field: email, ends_with: '@rival.example'}\n"
+        "      points: -40\n"
+        "    - id: software-again\n"
+        "      when: {field: attributes.industry, equals: software}\n"
+        "      points: 5\n"
+        "  engagement:\n",
+    )
+    (rules / "scoring.yaml").write_text(model, encoding="utf-8")
+    store_leads(engine, ground_truth())
+    report = fit(project, "--outcome", "attributes.converted", capsys=capsys)
+    assert report["current_left_out"] == [
+        {"id": "rival-domain", "current_points": -40, "reason": "matched no example"},
+        {
+            "id": "software-again",
+            "current_points": 5,
+            "reason": "matched the same examples as target-industry",
+        },
+        {"id": "recent-webinar", "current_points": 5, "reason": "its points round to 0"},
+    ]
+    text = (project.parent / "scoring.proposed.yaml").read_text(encoding="utf-8")
+    assert (
+        "# Not in this proposal, from the current model (add back by hand what should stay):\n"
+        "#   rival-domain (-40 points): matched no example\n"
+        "#   software-again (+5 points): matched the same examples as target-industry\n"
+        "#   recent-webinar (+5 points): its points round to 0\n"
+    ) in text
+    code = main(
+        ["-c", str(project), "score", "fit", "--outcome", "attributes.converted", "--as-of",
+         AS_OF.isoformat(), "--seed", str(SEED), "--output",
+         str(project.parent / "scoring.proposed.yaml")]
+    )  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert (
+        "Not in this proposal, from the current model (add back by hand what should stay):\n"
+        "  rival-domain (-40 points): matched no example\n"
+        "  software-again (+5 points): matched the same examples as target-industry\n"
+        "  recent-webinar (+5 points): its points round to 0\n"
+    ) in out

@@ -8,7 +8,7 @@ is written by ``learning_report``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -59,6 +59,33 @@ class Learned:
     options: FitOptions
     same_as: dict[str, str]
     """Criteria left out because they matched the same examples as the one named."""
+    current_points: dict[str, int] = field(default_factory=dict)
+    """The current model's criteria (all of them, those left out too) and their points."""
+
+    def current_left_out(self) -> list[tuple[str, int, str]]:
+        """The current model's criteria the proposal does not keep: (id, its points, why).
+        The proposal replaces the model, so each of these would be gone once it is adopted."""
+        position = {item.id: index for index, item in enumerate(self.candidates)}
+        examples = len(self.examples.labels)
+        found = []
+        for criterion, points in self.current_points.items():
+            twin = self.same_as.get(criterion)
+            index = position[twin if twin is not None else criterion]
+            support = self.support[index]
+            if support == 0:
+                why = "matched no example"
+            elif support == examples:
+                why = "matched every example"
+            elif twin is not None:
+                why = f"matched the same examples as {twin}"
+            elif self.fitted.points[index] != 0:
+                continue
+            elif index not in self.fitted.kept:
+                why = "did not vary among the training examples"
+            else:
+                why = "its points round to 0"
+            found.append((criterion, points, why))
+        return found
 
 
 def learn_points(
@@ -117,6 +144,7 @@ def learn_points(
     _unique, first = np.unique(every, axis=1, return_index=True)
     distinct = sorted(int(index) for index in first)
     same_as = _same_as(every, ordered, distinct)
+    every_candidate = ordered
     features, ordered = every[:, distinct], [ordered[index] for index in distinct]
     labels = np.array(examples.labels, dtype=int)
     groups = np.array(ids, dtype=int)
@@ -130,7 +158,12 @@ def learn_points(
     engagement = [item.kind == "engagement" for item in ordered]
     fitted = fit_points(features, labels, groups, engagement, options, split, comparisons)
     support = [int(count) for count in (features > 0).sum(axis=0)]
-    return Learned(outcome, now, examples, ordered, support, fitted, options, same_as)
+    current_points = {
+        item.id: item.current_points for item in every_candidate if item.current_points is not None
+    }
+    return Learned(
+        outcome, now, examples, ordered, support, fitted, options, same_as, current_points
+    )
 
 
 def _same_as(
