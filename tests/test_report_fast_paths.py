@@ -38,7 +38,7 @@ from sqlalchemy import (
 from leadflow.funnel import sql, stages
 from leadflow.funnel.history import is_entry, stays
 from leadflow.funnel.period import Grouping, Period
-from leadflow.funnel.sql import days_between, instant, quantiles
+from leadflow.funnel.sql import instant, quantiles
 from leadflow.funnel.stages import (
     Conversion,
     _group,
@@ -50,6 +50,7 @@ from leadflow.funnel.stages import (
 )
 from leadflow.store.stage_history import change_row
 from leadflow.store.tables import LEADS, REPS, STAGE_CHANGES
+from leadflow.store.types import days_between
 
 START = datetime(2026, 3, 2, tzinfo=UTC)
 END = START + timedelta(days=14)

@@ -27,7 +27,7 @@ import pytest
 import yaml
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, insert, select
 
 from leadflow.cli import main
 from leadflow.config import load_settings
@@ -610,3 +610,116 @@ def test_help_loads_neither_scikit_learn_nor_numpy(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "--outcome" in done.stdout
     assert done.stdout.splitlines()[-1] == "[]"
+
+
+ROUNDED_CURRENT_MODEL = """\
+scoring:
+  enabled: false
+  fit:
+    - id: target-industry
+      when: {field: attributes.industry, in: [software]}
+      points: 20
+  engagement:
+    - id: page-views
+      activity: page_view
+      points: 1
+      half_life: 30d
+      cap: 3
+"""
+"""A current engagement criterion worth 1 point with a half-life: its whole points are coarse
+(a lead's 1.4 fresh views are 1 point), the proposal's many points per view are not."""
+
+
+def test_the_reported_holdout_is_what_the_proposal_scores_once_deployed(
+    project: Path, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The proposal, moved into the rules folder and run as of ``--as-of``, stores for each
+    holdout lead the score the report measured: the same points AUC and the same decile score
+    ranges. A current engagement criterion is weighed by its capped value before rounding
+    (the deployed model rounds its new points times that value), not by the old model's whole
+    points, which differ from it by up to half the new points per old point."""
+    from leadflow.scoring.rescoring import rescore
+
+    rules = project.parent / "rules"
+    (rules / "scoring.yaml").write_text(ROUNDED_CURRENT_MODEL, encoding="utf-8")
+    store_leads(engine, ground_truth())
+    report = fit(
+        project, "--outcome", "attributes.converted", "--points-to-double-odds", "40", capsys=capsys
+    )
+    proposal = project.parent / "scoring.proposed.yaml"
+    assert abs(proposed_points(proposal)["page-views"]["points"]) >= 4  # the case at hand
+    shutil.copy(proposal, rules / "scoring.yaml")
+    settings = load_settings(project, env={}).settings
+    model = load_rule_set(rules, settings).scoring
+    assert model is not None
+    rescore(engine, model, AS_OF)
+    with engine.connect() as connection:
+        stored = {
+            row.id: row.score for row in connection.execute(select(LEADS.c.id, LEADS.c.score))
+        }
+        converted = {
+            row.id: row.attributes.get("converted") for row in connection.execute(LEADS.select())
+        }
+    held = report["holdout_lead_ids"]
+    scores = [stored[lead_id] for lead_id in held]
+    labels = [int(converted[lead_id]) for lead_id in held]
+    assert report["auc"]["points"] == roc_auc_score(labels, scores)
+    order = sorted(range(len(held)), key=lambda i: (-scores[i], i))
+    ranges, start = [], 0
+    for row in report["deciles"]:
+        part = order[start : start + row["examples"]]
+        start += row["examples"]
+        ranges.append((min(scores[i] for i in part), max(scores[i] for i in part)))
+    assert [(row["score_low"], row["score_high"]) for row in report["deciles"]] == ranges
+
+
+def test_the_current_criteria_a_proposal_drops_are_named_with_the_reason(
+    project: Path, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The proposal replaces the current model: a current criterion the data cannot judge (a
+    rival's domain no lead has) or that duplicates another is not in it, and the file, the
+    table and the JSON say which, with its points and why; it was silently gone (the table
+    said "the others' points round to 0")."""
+    rules = project.parent / "rules"
+    model = CURRENT_MODEL.replace(
+        "  engagement:\n",
+        "    - id: rival-domain\n"
+        "      when: {field: email, ends_with: '@rival.example'}\n"
+        "      points: -40\n"
+        "    - id: software-again\n"
+        "      when: {field: attributes.industry, equals: software}\n"
+        "      points: 5\n"
+        "  engagement:\n",
+    )
+    (rules / "scoring.yaml").write_text(model, encoding="utf-8")
+    store_leads(engine, ground_truth())
+    report = fit(project, "--outcome", "attributes.converted", capsys=capsys)
+    assert report["current_left_out"] == [
+        {"id": "rival-domain", "current_points": -40, "reason": "matched no example"},
+        {
+            "id": "software-again",
+            "current_points": 5,
+            "reason": "matched the same examples as target-industry",
+        },
+        {"id": "recent-webinar", "current_points": 5, "reason": "its points round to 0"},
+    ]
+    text = (project.parent / "scoring.proposed.yaml").read_text(encoding="utf-8")
+    assert (
+        "# Not in this proposal, from the current model (add back by hand what should stay):\n"
+        "#   rival-domain (-40 points): matched no example\n"
+        "#   software-again (+5 points): matched the same examples as target-industry\n"
+        "#   recent-webinar (+5 points): its points round to 0\n"
+    ) in text
+    code = main(
+        ["-c", str(project), "score", "fit", "--outcome", "attributes.converted", "--as-of",
+         AS_OF.isoformat(), "--seed", str(SEED), "--output",
+         str(project.parent / "scoring.proposed.yaml")]
+    )  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert (
+        "Not in this proposal, from the current model (add back by hand what should stay):\n"
+        "  rival-domain (-40 points): matched no example\n"
+        "  software-again (+5 points): matched the same examples as target-industry\n"
+        "  recent-webinar (+5 points): its points round to 0\n"
+    ) in out

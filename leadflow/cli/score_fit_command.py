@@ -169,6 +169,7 @@ def _print_report(learned: Learned, document: dict[str, object]) -> None:
     from rich.table import Table
 
     from leadflow.cli.console import data_console
+    from leadflow.scoring.learning_report import left_out_lines
 
     console = data_console(min_width=100)
     fitted = learned.fitted
@@ -217,9 +218,11 @@ def _print_report(learned: Learned, document: dict[str, object]) -> None:
         console.print("No criterion earns a whole point: try a smaller --points-to-double-odds.")
     console.print(
         f"Wrote {document['proposal']}: {kept} of {len(fitted.points)} criteria kept "
-        "(the others' points round to 0)."
+        "(the others' points round to 0, or they did not vary)."
         + (f" Chart: {document['chart']}." if document["chart"] else "")
     )
+    for line in left_out_lines(learned):
+        console.print(line, highlight=False, markup=False)
 
 
 def _shown(folder: Path) -> str:

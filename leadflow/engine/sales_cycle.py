@@ -8,18 +8,16 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, and_, cast, func, select
+from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session
 
 from leadflow.rule_language.conditions import CycleAverage, IdleBeyondAverageCycle
 from leadflow.store.tables import DEALS
+from leadflow.store.types import days_between
 
 
 def _cycle_days(dialect: str) -> ColumnElement[Any]:
-    closed, engaged = DEALS.c.closed_at, DEALS.c.engaged_at
-    if dialect == "sqlite":
-        return func.julianday(closed) - func.julianday(engaged)
-    return cast(func.extract("epoch", closed - engaged), Float) / 86400.0
+    return days_between(dialect, DEALS.c.closed_at, DEALS.c.engaged_at)
 
 
 def average_cycle(

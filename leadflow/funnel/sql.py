@@ -39,13 +39,6 @@ from sqlalchemy import case as sql_case
 from leadflow.store.types import UTCDateTime
 
 
-def days_between(dialect: str, later: Any, earlier: Any) -> ColumnElement[Any]:
-    """``later - earlier`` in days, fractional (the sales cycle's own arithmetic)."""
-    if dialect == "sqlite":
-        return func.julianday(later) - func.julianday(earlier)
-    return cast(func.extract("epoch", later - earlier), Float) / 86400.0
-
-
 def instant(value: datetime) -> ColumnElement[datetime]:
     """A time as a bound value stored the way the columns store times."""
     return literal(value, UTCDateTime())

@@ -13,8 +13,9 @@ from sqlalchemy import Connection, and_, case, func, literal, or_, select
 from leadflow.funnel.groups import deal_group, lead_group
 from leadflow.funnel.history import recorded_stages, stays
 from leadflow.funnel.period import ALL, NO_GROUP, Period
-from leadflow.funnel.sql import days_between, instant, quantiles
+from leadflow.funnel.sql import instant, quantiles
 from leadflow.store.tables import DEALS
+from leadflow.store.types import days_between
 
 ENDED, OPEN = 0, 1
 """The side of a measured stay, as numbers: the percentiles sort by it, and numbers sort

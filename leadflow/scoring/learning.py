@@ -8,7 +8,7 @@ is written by ``learning_report``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -59,6 +59,33 @@ class Learned:
     options: FitOptions
     same_as: dict[str, str]
     """Criteria left out because they matched the same examples as the one named."""
+    current_points: dict[str, int] = field(default_factory=dict)
+    """The current model's criteria (all of them, those left out too) and their points."""
+
+    def current_left_out(self) -> list[tuple[str, int, str]]:
+        """The current model's criteria the proposal does not keep: (id, its points, why).
+        The proposal replaces the model, so each of these would be gone once it is adopted."""
+        position = {item.id: index for index, item in enumerate(self.candidates)}
+        examples = len(self.examples.labels)
+        found = []
+        for criterion, points in self.current_points.items():
+            twin = self.same_as.get(criterion)
+            index = position[twin if twin is not None else criterion]
+            support = self.support[index]
+            if support == 0:
+                why = "matched no example"
+            elif support == examples:
+                why = "matched every example"
+            elif twin is not None:
+                why = f"matched the same examples as {twin}"
+            elif self.fitted.points[index] != 0:
+                continue
+            elif index not in self.fitted.kept:
+                why = "did not vary among the training examples"
+            else:
+                why = "its points round to 0"
+            found.append((criterion, points, why))
+        return found
 
 
 def learn_points(
@@ -105,14 +132,19 @@ def learn_points(
             )
             raise UserInputError(msg)
         model = read_back(ordered, settings)
-        values = criterion_values(connection, model, ordered, now)
+        values, current_engagement = criterion_values(connection, model, ordered, now)
     width = len(ordered)
     every = np.array([values.get(lead_id, [0.0] * width) for lead_id in ids], dtype=float)
     every = every.reshape(len(ids), width)
-    current_scores = _current_scores(every, ordered) if current is not None else None
+    current_scores = (
+        _current_scores(every, ordered, [current_engagement.get(i, 0) for i in ids])
+        if current is not None
+        else None
+    )
     _unique, first = np.unique(every, axis=1, return_index=True)
     distinct = sorted(int(index) for index in first)
     same_as = _same_as(every, ordered, distinct)
+    every_candidate = ordered
     features, ordered = every[:, distinct], [ordered[index] for index in distinct]
     labels = np.array(examples.labels, dtype=int)
     groups = np.array(ids, dtype=int)
@@ -126,7 +158,12 @@ def learn_points(
     engagement = [item.kind == "engagement" for item in ordered]
     fitted = fit_points(features, labels, groups, engagement, options, split, comparisons)
     support = [int(count) for count in (features > 0).sum(axis=0)]
-    return Learned(outcome, now, examples, ordered, support, fitted, options, same_as)
+    current_points = {
+        item.id: item.current_points for item in every_candidate if item.current_points is not None
+    }
+    return Learned(
+        outcome, now, examples, ordered, support, fitted, options, same_as, current_points
+    )
 
 
 def _same_as(
@@ -170,12 +207,17 @@ def _candidates(
     ]
 
 
-def _current_scores(features: NDArray[np.float64], ordered: list[Candidate]) -> NDArray[np.float64]:
-    """The current model's fit + engagement per example, as of the fit's ``now``."""
+def _current_scores(
+    features: NDArray[np.float64], ordered: list[Candidate], engagement: list[int]
+) -> NDArray[np.float64]:
+    """The current model's fit + engagement per example, as of the fit's ``now``
+    (``engagement``: its engagement criteria's whole points per example)."""
     import numpy as np
 
-    weights = np.array([item.current_points or 0 for item in ordered], dtype=float)
-    result: NDArray[np.float64] = features @ weights
+    weights = np.array(
+        [item.current_points or 0 if item.kind == "fit" else 0 for item in ordered], dtype=float
+    )
+    result: NDArray[np.float64] = features @ weights + np.array(engagement, dtype=float)
     return result
 
 

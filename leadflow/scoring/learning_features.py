@@ -5,9 +5,11 @@
 - a **new engagement criterion** is the lead's decayed count of its activities as of ``now``
   (``criterion_points``' sum before cap and rounding, with points 1): the model's points for
   it are then points per fresh activity;
-- a **current engagement criterion** is its whole points as the current model computes them
-  (decay, window, cap per period and rounding included), divided by its points: the value in
-  units of "one activity's points", so new points keep its cap's meaning;
+- a **current engagement criterion** is its points as the current model computes them (decay,
+  window and cap, per period too) before the rounding, divided by its points: the value in
+  units of "one activity's points", so new points keep its cap's meaning, and the proposal's
+  score rounds its new points times that value, as the deployed model will (the old model's
+  whole points, divided, would be coarser: 1 point per view made 1.4 views 1);
 - the **raw columns** the baseline regression reads: each lead's attributes as stored, and its
   activities counted per type (people's, up to ``now``).
 """
@@ -78,9 +80,10 @@ def criterion_values(
     model: ScoringModel,
     candidates: Sequence[Candidate],
     now: datetime,
-) -> dict[int, list[float]]:
+) -> tuple[dict[int, list[float]], dict[int, int]]:
     """Per lead, one value per criterion of ``model`` (its fit criteria, then its engagement
-    criteria, in order); ``candidates`` says which are the current model's."""
+    criteria, in order); ``candidates`` says which are the current model's. Also per lead, the
+    current model's engagement: its criteria's whole points as a pass stores them."""
     current = {item.id: item.current_points for item in candidates}
     context = EvaluationContext(now, {})
     indicators = [
@@ -89,15 +92,20 @@ def criterion_values(
     ]
     width = len(model.fit) + len(model.engagement)
     values: dict[int, list[float]] = {}
+    current_engagement: dict[int, int] = defaultdict(int)
     for row in connection.execute(select(LEADS.c.id, *indicators)):
         values[row[0]] = [float(flag) for flag in row[1:]] + [0.0] * len(model.engagement)
     if not model.engagement:
-        return values
+        return values, dict(current_engagement)
     dialect = connection.dialect.name
     position = {item.id: len(model.fit) + index for index, item in enumerate(model.engagement)}
     parts = union_all(*(criterion_points(item, now, dialect) for item in model.engagement))
-    for lead_id, criterion, points, raw in connection.execute(parts):
+    for lead_id, criterion, points, raw, capped in connection.execute(parts):
         entry = values.setdefault(lead_id, [0.0] * width)
         unit = current.get(criterion)
-        entry[position[criterion]] = float(points) / unit if unit else float(raw)
-    return values
+        if unit:
+            entry[position[criterion]] = float(capped) / unit
+            current_engagement[lead_id] += int(points)
+        else:
+            entry[position[criterion]] = float(raw)
+    return values, dict(current_engagement)

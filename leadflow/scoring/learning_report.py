@@ -35,6 +35,7 @@ def proposal_text(learned: Learned, rules_note: str) -> str:
         f"# Every {pdo} points double the odds of the outcome; a score of "
         f"{round(-fitted.intercept * pdo / math.log(2))} is even odds.",
         f"# {rules_note}",
+        *(f"# {line}" for line in left_out_lines(learned)),
         "# Review it, move it into the rules folder in place of the old model, run",
         "# `leadflow check` and `leadflow plan`, then set enabled: true.",
         "scoring:",
@@ -53,6 +54,19 @@ def proposal_text(learned: Learned, rules_note: str) -> str:
         for index in entries:
             lines.extend(_criterion_lines(learned, index))
     return "\n".join(lines) + "\n"
+
+
+def left_out_lines(learned: Learned) -> list[str]:
+    """The current model's criteria the proposal drops, one line each, with the reason: once
+    the proposal replaces the model they are gone, so a person must see them (a criterion the
+    data cannot judge, such as a competitor's domain nobody here has, may still be wanted)."""
+    dropped = learned.current_left_out()
+    if not dropped:
+        return []
+    return [
+        "Not in this proposal, from the current model (add back by hand what should stay):",
+        *(f"  {name} ({points:+d} points): {why}" for name, points, why in dropped),
+    ]
 
 
 def _criterion_lines(learned: Learned, index: int) -> list[str]:
@@ -148,6 +162,10 @@ def report_document(learned: Learned, output: str, chart: str | None) -> dict[st
             for index, item in enumerate(learned.candidates)
         ],
         "same_as": learned.same_as,
+        "current_left_out": [
+            {"id": name, "current_points": points, "reason": why}
+            for name, points, why in learned.current_left_out()
+        ],
         "half_life": new_half_life(learned),
         "proposal": output,
         "chart": chart,

@@ -157,8 +157,9 @@ def criterion_points(
     dialect: str,
     scope: LeadScope | None = None,
 ) -> Select[Any]:
-    """(lead_id, criterion, points, raw): the criterion's whole points per lead with any
-    counted activity; ``raw`` is the sum before cap and rounding."""
+    """(lead_id, criterion, points, raw, capped): the criterion's whole points per lead with
+    any counted activity; ``raw`` is the sum before cap and rounding, ``capped`` the sum after
+    the cap, before rounding (``points`` is it rounded)."""
     negative = criterion.points < 0
     where = counted_activities(criterion, now)
     if scope is not None:
@@ -184,16 +185,17 @@ def criterion_points(
                 "points"
             ),
             func.sum(periods.c.value).label("raw"),
+            func.sum(capped).label("capped"),
         ).group_by(periods.c.lead_id)
     total = func.sum(value)
+    capped_total = _capped(total, criterion.cap, negative=negative)
     return (
         select(
             ACTIVITIES.c.lead_id.label("lead_id"),
             literal(criterion.id).label("criterion"),
-            half_away_from_zero(
-                _capped(total, criterion.cap, negative=negative), negative=negative, dialect=dialect
-            ).label("points"),
+            half_away_from_zero(capped_total, negative=negative, dialect=dialect).label("points"),
             total.label("raw"),
+            capped_total.label("capped"),
         )
         .where(and_(*where))
         .group_by(ACTIVITIES.c.lead_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime
+from sqlalchemy import JSON, ColumnElement, DateTime, Float, cast, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
@@ -50,3 +50,20 @@ def sqlite_timestamp(value: datetime) -> str:
     if value.tzinfo is not UTC:  # an import's times mostly are UTC already
         value = value.astimezone(UTC)
     return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+MS_PER_DAY = 86_400_000.0
+
+
+def days_between(dialect: str, later: Any, earlier: Any) -> ColumnElement[Any]:
+    """``later - earlier`` in days, fractional, the same number on both stores.
+
+    PostgreSQL subtracts the times exactly. SQLite's ``julianday`` is a double near 2.46
+    million, good to about 20 microseconds, so the difference of two was off by up to 40 (173
+    hours from 2026-03-01 00:00 came out 7.208333333488554 days): it is rounded to whole
+    milliseconds, the precision SQLite reads a time to, so a duration of whole milliseconds
+    is the double PostgreSQL gives."""
+    if dialect == "sqlite":
+        difference = func.julianday(later) - func.julianday(earlier)
+        return func.round(difference * MS_PER_DAY) / MS_PER_DAY
+    return cast(func.extract("epoch", later - earlier), Float) / 86400.0
