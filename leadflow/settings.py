@@ -429,6 +429,9 @@ class ImportMapping(Section):
     timezone: TimezoneName = "UTC"
     true_values: tuple[str, ...] = ("true", "yes", "y", "1", "x")
     false_values: tuple[str, ...] = ("false", "no", "n", "0", "")
+    empty_values: tuple[str, ...] = ()
+    """Cells that mean "no value" in every column, e.g. ``[Select, N/A]``: a CRM export's
+    placeholder of an unanswered picklist (compared ignoring case and surrounding spaces)."""
     rep_reference: Literal["external_id", "name", "email"] = "external_id"
     values: dict[str, dict[str, str]] = {}
     """Per field, CRM value -> our value (e.g. deal stage ``Won`` -> outcome ``won``)."""

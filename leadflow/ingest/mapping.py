@@ -2,14 +2,18 @@
 
 A header column is taken, in this order, from ``import.mappings.KIND.columns`` (a field, a list
 of fields, or ``skip``), else by its own name if that is one of the kind's fields, else as a
-declared attribute (``attributes.leads`` / ``attributes.deals``). Anything else is an unknown
-column: a file-level error naming the column and its close matches, before any row is read.
+declared attribute (``attributes.leads`` / ``attributes.deals``), else by its name written as a
+field's or attribute's is (:func:`field_name`: ``Lead Source`` and ``LeadSource`` are
+``lead_source``, ``Do Not Email`` is ``do_not_email``), as a CRM's importer matches headers to
+properties. Anything else is an unknown column: a file-level error naming the column and its
+close matches, before any row is read.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -107,6 +111,8 @@ class ColumnPlan:
     kind: ImportKind
     header: tuple[str, ...]
     targets: tuple[Target, ...]
+    empty_values: frozenset[str] = frozenset()
+    """Cells (stripped, case folded) that mean "no value" in any column: a CRM's ``Select``."""
 
     @property
     def fields(self) -> frozenset[str]:
@@ -119,6 +125,12 @@ class ColumnPlan:
         The hot path of a large import: plain fields in one comprehension, attributes in
         another; only a row that fails is read again, slowly, to name the bad field.
         """
+        if self.empty_values:
+            empty = self.empty_values
+            cells = [
+                "" if cell.__class__ is str and cell.strip().casefold() in empty else cell
+                for cell in cells
+            ]
         try:
             record: dict[str, Any] = {
                 field: parse(cells[index]) for field, index, parse in self._plain
@@ -269,7 +281,8 @@ def compile_plan(
         outcome_map = DEFAULT_OUTCOMES | _folded(mapping.values.get("outcome", {}))
         targets.append(Target("outcome", chosen["stage"][0], _derived_outcome, outcome_map))
     targets.sort(key=lambda t: t.field)
-    return ColumnPlan(kind, tuple(header), tuple(targets))
+    empty = frozenset(value.strip().casefold() for value in mapping.empty_values)
+    return ColumnPlan(kind, tuple(header), tuple(targets), empty)
 
 
 def unknown_keys(kind: ImportKind, keys: Sequence[str], settings: Settings) -> dict[str, str]:
@@ -284,7 +297,7 @@ def unknown_keys(kind: ImportKind, keys: Sequence[str], settings: Settings) -> d
     )
     found = {}
     for key in keys:
-        if key in mapping.columns or key in KIND_FIELDS[kind] or key in declared:
+        if key in mapping.columns or {key, field_name(key)} & (KIND_FIELDS[kind].keys() | declared):
             continue
         if key == GROUPS.get(kind):
             example = next(iter(declared), "industry")
@@ -307,10 +320,11 @@ def _fields_of(
 ) -> list[str]:
     mapped = mapping.columns.get(column)
     if mapped is None:
-        if column in KIND_FIELDS[kind]:
-            return [column]
-        if column in declared:
-            return [f"attributes.{column}"]
+        for name in (column, field_name(column)):
+            if name in KIND_FIELDS[kind]:
+                return [name]
+            if name in declared:
+                return [f"attributes.{name}"]
         problems.append(_unknown_column(kind, column, mapping, declared))
         return []
     wanted = [mapped] if isinstance(mapped, str) else list(mapped)
@@ -324,6 +338,14 @@ def _fields_of(
         else:
             found.append(field)
     return found
+
+
+def field_name(column: str) -> str:
+    """A header written as our names are: words in lower case joined by ``_``, a capital inside
+    a word starting a new one (``Total Time Spent on Website`` -> ``total_time_spent_on_website``,
+    ``TotalVisits`` -> ``total_visits``, ``Lead-Source`` -> ``lead_source``)."""
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", column.strip())
+    return "_".join(re.findall(r"[A-Za-z0-9]+", words)).lower()
 
 
 def _unstorable_renames(kind: ImportKind, mapping: ImportMapping) -> list[str]:
