@@ -137,11 +137,11 @@ class TestImport:
             for a in _report(engine, settings).attribution
         }
         assert found == {
-            ("first_touch", "mql", "ads"): (1.0, 0.0),
-            ("first_touch", "mql", "referral"): (1.0, 0.0),
-            ("first_touch", "mql", "seo"): (2.0, 0.0),
-            ("last_touch", "mql", "(none)"): (4.0, 0.0),
-            ("linear", "mql", "(none)"): (4.0, 0.0),
+            ("first_touch", "mql", "ads"): (1.0, None),
+            ("first_touch", "mql", "referral"): (1.0, None),
+            ("first_touch", "mql", "seo"): (2.0, None),
+            ("last_touch", "mql", "(none)"): (4.0, None),
+            ("linear", "mql", "(none)"): (4.0, None),
         }
         by_source = _report(engine, settings, Grouping.source).entries
         assert by_source == {

@@ -116,12 +116,12 @@ class TestFormats:
         self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
         """First and last touch credit whole conversions (2, not 2.00); a linear share of two
-        touches keeps its decimals (1.50); amounts stay money (400.00)."""
+        touches keeps its decimals (1.50); amounts stay money (400.00), an MQL has none (-)."""
         seed(engine)
         assert run(tmp_path, store_url) == 0
         out = capsys.readouterr().out
         assert re.search(r"│ first_touch │ won\s+│ ads\s+│\s+2 │\s+400\.00 │", out)
-        assert re.search(r"│ last_touch\s+│ mql\s+│ spring\s+│\s+1 │\s+0\.00 │", out)
+        assert re.search(r"│ last_touch\s+│ mql\s+│ spring\s+│\s+1 │\s+- │", out)
         assert re.search(r"│ linear\s+│ won\s+│ spring\s+│\s+1\.50 │\s+350\.00 │", out)
         assert not re.search(r"│ first_touch .*│\s+\d+\.00 │\s+[\d,.]+ │", out)
 

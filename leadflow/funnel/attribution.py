@@ -49,7 +49,8 @@ class Attribution:
     kind: str
     group: str
     conversions: float
-    amount: float
+    amount: float | None
+    """Won revenue credited; None for MQLs, which have no amount (a 0.00 read as no revenue)."""
 
 
 def attribution(connection: Connection, period: Period, mql: str) -> list[Attribution]:
@@ -150,7 +151,9 @@ def _credited(rows: Any) -> list[Attribution]:
 
 
 def _line(line: tuple[int, str, str], conversions: Fraction, amount: Fraction) -> Attribution:
-    return Attribution(MODELS[line[0]], line[1], line[2], float(conversions), float(amount))
+    kind = line[1]
+    credited = None if kind == "mql" else float(amount)
+    return Attribution(MODELS[line[0]], kind, line[2], float(conversions), credited)
 
 
 def _touch(activities: Any) -> Any:
