@@ -65,12 +65,23 @@ _ESCALATION_LACKS = {"deal": "an SLA escalation is about a lead, not a deal"}
 RULE_FILE_SUFFIXES = (".yaml", ".yml")
 
 
+MAX_RULE_FILE_BYTES = 1024 * 1024
+"""The largest rule file read: parsing keeps every YAML node, so a file of tens of megabytes
+(a log pasted into the folder, a generated dump) took minutes of CPU and gigabytes of memory
+before its size was noticed. The shipped rule files are a few kilobytes."""
+
+
 def rule_files(folder: Path) -> list[Path]:
     """The rule files below ``folder``, in a stable order; hidden files and folders skipped.
 
     Skipping hidden names also skips Kubernetes' ``..data``/``..2026_...`` folders, whose
     content is already visible through the ConfigMap's symlinks.
     """
+    return [path for path in _rule_entries(folder) if path.is_file()]
+
+
+def _rule_entries(folder: Path) -> list[Path]:
+    """Every visible name below ``folder`` that ends like a rule file, whatever it is."""
     if not folder.is_dir():
         return []
     found = [
@@ -78,9 +89,35 @@ def rule_files(folder: Path) -> list[Path]:
         for path in folder.rglob("*")
         if path.suffix in RULE_FILE_SUFFIXES
         and not any(part.startswith(".") for part in path.relative_to(folder).parts)
-        and path.is_file()
     ]
     return sorted(found, key=lambda path: path.relative_to(folder).as_posix())
+
+
+def _not_a_file(path: Path) -> str | None:
+    """Why ``path``, named like a rule file, cannot be read as one; None for a regular file.
+
+    Skipping such a name silently dropped its rules: ``mql.yaml`` replaced by a folder, or a
+    symbolic link whose target went away, loaded as a valid set without the MQL rule, and a
+    running daemon swapped it in.
+    """
+    loop = "is a symbolic link loop: point it at a rule file, or remove it"
+    try:
+        if path.is_file():
+            return None
+        if path.is_dir():
+            return "is a folder, not a rule file: rename it, or move its files up"
+        if not path.is_symlink():
+            return "is not a regular file (a pipe, socket or device): a rule file must be a file"
+        path.resolve(strict=True)
+    except RuntimeError:  # Python 3.11's resolve() says "Symlink loop" so
+        return loop
+    except OSError as exc:
+        if "loop" in str(exc).lower():  # ELOOP, on Python 3.13
+            return loop
+        if path.is_symlink() and not path.exists():
+            return f"is a symbolic link to {path.readlink()}, which does not exist"
+        return f"cannot be read: {exc.strerror or exc}"
+    return "is not a regular file (a pipe, socket or device): a rule file must be a file"
 
 
 def load_rule_set(
@@ -121,10 +158,28 @@ def check_rule_set(
         return None, [Problem(str(folder), 0, 0, "rules folder not found")]
     builder = _RuleSetBuilder(settings, check_template, check_context)
     digest = hashlib.sha256()
-    files = rule_files(folder)
+    files = []
+    for path in _rule_entries(folder):
+        problem = _not_a_file(path)
+        if problem is None:
+            files.append(path)
+        else:
+            builder.problems.append(Problem(_label(path), 0, 0, problem))
     for path in files:
         label = _label(path)
-        raw = path.read_bytes()
+        try:
+            size = path.stat().st_size
+            if size > MAX_RULE_FILE_BYTES:
+                message = (
+                    f"{size:,} bytes; a rule file is at most {MAX_RULE_FILE_BYTES:,} bytes "
+                    "(split it into several files)"
+                )
+                builder.problems.append(Problem(label, 0, 0, message))
+                continue
+            raw = path.read_bytes()
+        except OSError as exc:  # a permission, a file gone or turned into a folder meanwhile
+            builder.problems.append(Problem(label, 0, 0, f"cannot be read: {exc.strerror or exc}"))
+            continue
         digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + raw + b"\0")
         builder.add_file(label, raw)
     builder.check_references()
