@@ -12,14 +12,19 @@ several megabytes was parsed for minutes before its size was noticed.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 from leadflow.clock import SystemClock
+from leadflow.errors import ProblemsError
+from leadflow.mail.templates import TemplateCatalog
 from leadflow.rule_language.loader import MAX_RULE_FILE_BYTES, load_rule_set
 from leadflow.rule_language.model import RuleSet
 from leadflow.service.rule_reload import SnapshotHolder, reload_snapshot
+from leadflow.settings import Settings
+from tests.test_funnel_scenario import REPO
 from tests.test_rule_loader import GOOD, SETTINGS, problems, write
 
 OTHER = GOOD.replace("hot-lead", "warm-lead")
@@ -44,7 +49,7 @@ def test_a_rule_file_replaced_by_a_folder(rules: Path) -> None:
     (rules / "hot.yaml").unlink()
     (rules / "hot.yaml").mkdir()
     assert problems(rules) == [
-        "rules/hot.yaml: is a folder, not a rule file: rename it, or move its files up"
+        "rules/hot.yaml: is a folder, not a file: rename it, or move its files up"
     ]
 
 
@@ -60,16 +65,14 @@ def test_a_symbolic_link_loop(rules: Path) -> None:
     (rules / "hot.yaml").unlink()
     (rules / "hot.yaml").symlink_to("loop.yaml")
     (rules / "loop.yaml").symlink_to("hot.yaml")
-    loop = "is a symbolic link loop: point it at a rule file, or remove it"
+    loop = "is a symbolic link loop: point it at a file, or remove it"
     assert problems(rules) == [f"rules/hot.yaml: {loop}", f"rules/loop.yaml: {loop}"]
 
 
 def test_a_pipe(rules: Path) -> None:
     (rules / "hot.yaml").unlink()
     os.mkfifo(rules / "hot.yaml")
-    assert problems(rules) == [
-        "rules/hot.yaml: is not a regular file (a pipe, socket or device): a rule file must be a file"
-    ]
+    assert problems(rules) == ["rules/hot.yaml: is not a regular file (a pipe, socket or device)"]
 
 
 def test_a_file_that_cannot_be_read(rules: Path) -> None:
@@ -113,5 +116,74 @@ def test_a_reload_keeps_the_last_good_set(rules: Path) -> None:
     assert not reload_snapshot(load, holder, changed=["hot.yaml"])
     assert [rule.id for rule in holder.current().rules] == ["hot-lead", "warm-lead"]
     assert holder.status().errors == (
-        "rules/hot.yaml: is a folder, not a rule file: rename it, or move its files up",
+        "rules/hot.yaml: is a folder, not a file: rename it, or move its files up",
     )
+
+
+class TestTemplateParts:
+    """The same for a template's parts: a part that is there but cannot be read was taken as
+    absent. An HTML part turned into a link to nothing or a folder sent every email of the
+    rule text-only; a text part with a byte that is not UTF-8 was reported by the daemon's
+    reload as ``template 'mql_assigned' has no text part``."""
+
+    @pytest.fixture
+    def templates(self, tmp_path: Path) -> Path:
+        folder = tmp_path / "templates"
+        shutil.copytree(REPO / "templates", folder)
+        return folder
+
+    @pytest.mark.parametrize("frozen", [True, False], ids=["daemon", "check"])
+    def test_a_good_template(self, templates: Path, frozen: bool) -> None:
+        assert TemplateCatalog(templates, SETTINGS, frozen=frozen).check("mql_assigned") == []
+
+    @pytest.mark.parametrize("frozen", [True, False], ids=["daemon", "check"])
+    def test_a_text_part_not_utf8(self, templates: Path, frozen: bool) -> None:
+        part = templates / "mql_assigned.txt"
+        part.write_bytes(b"Hi {{ rep.name }},\ncaf\xe9\n")
+        assert _check(templates, frozen) == [f"{part}:2:4: not UTF-8 text: save the file as UTF-8"]
+
+    @pytest.mark.parametrize("frozen", [True, False], ids=["daemon", "check"])
+    def test_an_html_part_linked_to_nothing(self, templates: Path, frozen: bool) -> None:
+        part = templates / "mql_assigned.html"
+        part.unlink()
+        part.symlink_to("releases/mql_assigned.html")
+        assert _check(templates, frozen) == [
+            f"{part}: is a symbolic link to releases/mql_assigned.html, which does not exist"
+        ]
+
+    @pytest.mark.parametrize("frozen", [True, False], ids=["daemon", "check"])
+    def test_an_html_part_that_is_a_folder(self, templates: Path, frozen: bool) -> None:
+        part = templates / "mql_assigned.html"
+        part.unlink()
+        part.mkdir()
+        assert _check(templates, frozen) == [
+            f"{part}: is a folder, not a file: rename it, or move its files up"
+        ]
+
+    def test_the_daemon_refuses_the_set(self, tmp_path: Path, templates: Path) -> None:
+        # What a reload runs: the rule set checked against a frozen copy of the templates.
+        rules = tmp_path / "rules"
+        shutil.copytree(REPO / "rules", rules)
+        part = templates / "mql_assigned.html"
+        part.unlink()
+        part.symlink_to("nowhere")
+        settings = Settings.model_validate(
+            {"attributes": {"leads": {"region": "string"}}, "paths": {"templates": templates}}
+        )
+        catalog = TemplateCatalog(templates, settings, frozen=True)
+        with pytest.raises(ProblemsError) as refused:
+            load_rule_set(
+                rules,
+                settings,
+                check_template=catalog.check,
+                check_context=catalog.check_context,
+            )
+        assert [problem.message for problem in refused.value.problems] == [
+            f"rule mql-assignment: template 'mql_assigned': {part}: "
+            "is a symbolic link to nowhere, which does not exist"
+        ]
+
+
+def _check(templates: Path, frozen: bool) -> list[str]:
+    catalog = TemplateCatalog(templates, SETTINGS, frozen=frozen)
+    return [str(problem) for problem in catalog.check("mql_assigned")]

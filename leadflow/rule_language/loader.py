@@ -16,7 +16,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from leadflow.errors import Problem, ProblemsError, YamlSyntaxError
+from leadflow.errors import (
+    Problem,
+    ProblemsError,
+    YamlSyntaxError,
+    not_utf8_position,
+    why_not_a_file,
+)
 from leadflow.rule_language.actions import (
     ACTION_TYPES,
     DEAL_ONLY,
@@ -93,33 +99,6 @@ def _rule_entries(folder: Path) -> list[Path]:
     return sorted(found, key=lambda path: path.relative_to(folder).as_posix())
 
 
-def _not_a_file(path: Path) -> str | None:
-    """Why ``path``, named like a rule file, cannot be read as one; None for a regular file.
-
-    Skipping such a name silently dropped its rules: ``mql.yaml`` replaced by a folder, or a
-    symbolic link whose target went away, loaded as a valid set without the MQL rule, and a
-    running daemon swapped it in.
-    """
-    loop = "is a symbolic link loop: point it at a rule file, or remove it"
-    try:
-        if path.is_file():
-            return None
-        if path.is_dir():
-            return "is a folder, not a rule file: rename it, or move its files up"
-        if not path.is_symlink():
-            return "is not a regular file (a pipe, socket or device): a rule file must be a file"
-        path.resolve(strict=True)
-    except RuntimeError:  # Python 3.11's resolve() says "Symlink loop" so
-        return loop
-    except OSError as exc:
-        if "loop" in str(exc).lower():  # ELOOP, on Python 3.13
-            return loop
-        if path.is_symlink() and not path.exists():
-            return f"is a symbolic link to {path.readlink()}, which does not exist"
-        return f"cannot be read: {exc.strerror or exc}"
-    return "is not a regular file (a pipe, socket or device): a rule file must be a file"
-
-
 def load_rule_set(
     folder: Path,
     settings: Settings,
@@ -160,7 +139,7 @@ def check_rule_set(
     digest = hashlib.sha256()
     files = []
     for path in _rule_entries(folder):
-        problem = _not_a_file(path)
+        problem = why_not_a_file(path)
         if problem is None:
             files.append(path)
         else:
@@ -268,8 +247,7 @@ class _RuleSetBuilder:
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            line = raw[: exc.start].count(b"\n") + 1
-            column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+            line, column = not_utf8_position(raw, exc)
             self.problems.append(
                 Problem(label, line, column, "not UTF-8 text: save the file as UTF-8")
             )
