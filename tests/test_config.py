@@ -384,3 +384,18 @@ class TestLocatedMistakes:
             f"{path}:1: mail: expected a mapping of keys (key: value), got ['smtp']",
             f"{path}:4: http: expected a mapping of keys (key: value), got 8080",
         ]
+
+    def test_a_capital_m_is_refused_not_read_as_minutes(self, tmp_path: Path) -> None:
+        # audit.keep: 12M (twelve months, as ISO 8601 writes it) was twelve minutes: the
+        # hourly retention would archive and delete all but the last twelve minutes of audit.
+        path = write(tmp_path, "audit:\n  keep: 12M\n  keep_score_changes: 1.5M\n")
+        with pytest.raises(ConfigError) as caught:
+            load_settings(path, env={})
+        assert str(caught.value).splitlines() == [
+            f"{path}:2: audit.keep: '12M': M is minutes here, not months; write 12m for "
+            "minutes, or days for months (e.g. 360d)",
+            f"{path}:3: audit.keep_score_changes: '1.5M': M is minutes here, not months; "
+            "write 1.5m for minutes, or days for months (e.g. 45d)",
+        ]
+        settings = load_settings(write(tmp_path, "audit:\n  keep: 12m\n"), env={}).settings
+        assert settings.audit.keep == timedelta(minutes=12)
