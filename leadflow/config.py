@@ -22,7 +22,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 
 from leadflow.durations import format_duration
-from leadflow.errors import ConfigError
+from leadflow.errors import ConfigError, not_utf8_position
 from leadflow.settings import SECRET_KEYS, Settings
 from leadflow.suggestions import did_you_mean
 
@@ -142,12 +142,19 @@ def _source_of(key: str, sources: Mapping[str, str]) -> str:
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         msg = f"{path}: config file not found"
         raise ConfigError(msg) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         msg = f"{path}: cannot read config file: {exc}"
+        raise ConfigError(msg) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        # Located like a rule file's: "position 18" of the whole file sent users counting bytes.
+        line, column = not_utf8_position(raw, exc)
+        msg = f"{path}:{line}:{column}: not UTF-8 text: save the file as UTF-8"
         raise ConfigError(msg) from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -338,6 +345,9 @@ def _explain(exc: ValidationError, sources: Mapping[str, str]) -> list[str]:
             message = f"unknown key {key!r}{_suggestion(loc)}"
         elif whole is not None:
             message = f"{key}: must be a whole number {whole}, got {_shown(error['input'])}"
+        elif error["type"] == "model_type":
+            # pydantic says "a valid dictionary or instance of MailSettings"
+            message = f"{key}: expected a mapping of keys (key: value), got {error['input']!r}"
         else:
             message = f"{key}: {str(error['msg']).removeprefix('Value error, ')}"
         lines.append(f"{where}: {message}")

@@ -12,6 +12,7 @@ from leadflow.errors import DurationError
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 _WHOLE = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*[smhdw]\s*)+$")
+_MONTHS = re.compile(r"(\d+(?:\.\d+)?)\s*M")
 
 LONGEST_DURATION = timedelta(days=36525)
 """A hundred years: longer durations are typos, and would overflow date maths."""
@@ -53,6 +54,15 @@ def _read(text: str | int | float | timedelta) -> timedelta:
     lowered = text.strip().lower()
     if not _WHOLE.match(lowered):
         raise not_a_duration(text)
+    if months := _MONTHS.search(text):
+        # Read as minutes, `audit.keep: 12M` let retention delete the audit older than twelve
+        # minutes; ISO 8601 and most schedulers' M is a month.
+        amount = months.group(1)
+        msg = (
+            f"{text!r}: M is minutes here, not months; write {amount}m for minutes, "
+            f"or days for months (e.g. {round(float(amount) * 30)}d)"
+        )
+        raise DurationError(msg)
     value = timedelta()
     for amount, unit in _PART.findall(lowered):
         value += timedelta(**{_UNITS[unit]: float(amount)})

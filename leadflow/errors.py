@@ -13,10 +13,46 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from leadflow.rule_language.yaml_source import Mark
+
+
+def why_not_a_file(path: Path) -> str | None:
+    """Why ``path``, named like one of the user's files (a rule file, a template), cannot be
+    read as one; None for a regular file.
+
+    Skipping such a name silently dropped what it held: ``mql.yaml`` replaced by a folder, or a
+    symbolic link whose target went away, loaded as a valid set without the MQL rule; an HTML
+    template part that became a dangling link sent every email text-only.
+    """
+    loop = "is a symbolic link loop: point it at a file, or remove it"
+    try:
+        if path.is_file():
+            return None
+        if path.is_dir():
+            return "is a folder, not a file: rename it, or move its files up"
+        if not path.is_symlink():
+            return "is not a regular file (a pipe, socket or device)"
+        path.resolve(strict=True)
+    except RuntimeError:  # Python 3.11's resolve() says "Symlink loop" so
+        return loop
+    except OSError as exc:
+        if "loop" in str(exc).lower():  # ELOOP, on Python 3.13
+            return loop
+        if path.is_symlink() and not path.exists():
+            return f"is a symbolic link to {path.readlink()}, which does not exist"
+        return f"cannot be read: {exc.strerror or exc}"
+    return "is not a regular file (a pipe, socket or device)"
+
+
+def not_utf8_position(raw: bytes, error: UnicodeDecodeError) -> tuple[int, int]:
+    """The 1-based line and column of the byte ``error`` stopped at."""
+    line = raw[: error.start].count(b"\n") + 1
+    column = error.start - (raw.rfind(b"\n", 0, error.start) + 1) + 1
+    return line, column
 
 
 class LeadflowError(Exception):

@@ -373,3 +373,40 @@ class TestDateFormats:
         )
         mapping = load_settings(path, env={}).settings.imports.mappings["leads"]
         assert mapping.date_formats == ("%a %d %b %Y %I:%M:%S.%f %p %z", "%G-W%V-%u", "100%% %j")
+
+
+class TestLocatedMistakes:
+    """Found by an operator's edits: a byte that is not UTF-8 was reported as ``position 18``
+    of the whole file, and a section written as a list or a word as pydantic's "Input should be
+    a valid dictionary or instance of MailSettings"."""
+
+    def test_a_byte_that_is_not_utf8(self, tmp_path: Path) -> None:
+        path = tmp_path / "config.yaml"
+        path.write_bytes(b'mail:\n  from: "caf\xe9 <ops@example.com>"\n')
+        with pytest.raises(ConfigError) as caught:
+            load_settings(path, env={})
+        assert str(caught.value) == f"{path}:2:13: not UTF-8 text: save the file as UTF-8"
+
+    def test_a_section_that_is_not_a_mapping(self, tmp_path: Path) -> None:
+        path = write(tmp_path, "mail: [smtp]\nscheduler:\n  funnel_tick: 1m\nhttp: 8080\n")
+        with pytest.raises(ConfigError) as caught:
+            load_settings(path, env={})
+        assert str(caught.value).splitlines() == [
+            f"{path}:1: mail: expected a mapping of keys (key: value), got ['smtp']",
+            f"{path}:4: http: expected a mapping of keys (key: value), got 8080",
+        ]
+
+    def test_a_capital_m_is_refused_not_read_as_minutes(self, tmp_path: Path) -> None:
+        # audit.keep: 12M (twelve months, as ISO 8601 writes it) was twelve minutes: the
+        # hourly retention would archive and delete all but the last twelve minutes of audit.
+        path = write(tmp_path, "audit:\n  keep: 12M\n  keep_score_changes: 1.5M\n")
+        with pytest.raises(ConfigError) as caught:
+            load_settings(path, env={})
+        assert str(caught.value).splitlines() == [
+            f"{path}:2: audit.keep: '12M': M is minutes here, not months; write 12m for "
+            "minutes, or days for months (e.g. 360d)",
+            f"{path}:3: audit.keep_score_changes: '1.5M': M is minutes here, not months; "
+            "write 1.5m for minutes, or days for months (e.g. 45d)",
+        ]
+        settings = load_settings(write(tmp_path, "audit:\n  keep: 12m\n"), env={}).settings
+        assert settings.audit.keep == timedelta(minutes=12)

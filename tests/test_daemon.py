@@ -12,6 +12,8 @@ import asyncio
 import dataclasses
 import email
 import shutil
+import signal
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -490,3 +492,33 @@ class TestErrorBoundary:
             ("funnel_step_failed", "sla"),
             ("funnel_ticked", None),
         ]
+
+
+class TestHangup:
+    """SIGHUP (a closed terminal, or ``kill -HUP`` sent to reload as to other daemons) stops the
+    daemon as SIGTERM does. Its default action ended the process at once: no log line, the
+    batch in flight cut, the claimed messages held until their lease ran out. Started under
+    ``nohup`` (SIGHUP ignored), it keeps running."""
+
+    def test_sighup_stops_cleanly(self, running: tuple[Replica, Engine]) -> None:
+        daemon, _ = running
+        wait_until(lambda: daemon.has("daemon_started"), "the start", 30)
+        daemon.process.send_signal(signal.SIGHUP)
+        assert daemon.process.wait(timeout=15) == 0
+        assert [e["reason"] for e in daemon.events("daemon_stopping")] == ["SIGHUP"]
+        assert daemon.has("daemon_stopped")
+
+    @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+    def test_under_nohup_sighup_is_ignored(self, project: Path, store_url: str) -> None:
+        daemon = Replica(
+            project, store_url, command=("nohup", sys.executable, str(REPO / "daemon.py"))
+        )
+        try:
+            wait_until(lambda: daemon.has("daemon_started"), "the start", 30)
+            daemon.process.send_signal(signal.SIGHUP)
+            time.sleep(1)
+            assert daemon.alive
+            assert daemon.terminate(timeout=15) == 0
+            assert [e["reason"] for e in daemon.events("daemon_stopping")] == ["SIGTERM"]
+        finally:
+            daemon.kill()

@@ -107,3 +107,17 @@ def test_commands_that_write_exit_3_in_one_line_when_the_store_stays_locked(
     # SQLAlchemy's [SQL: BEGIN IMMEDIATE] and its help link).
     assert (sent.returncode, sent.stdout) == (3, "")
     assert sent.stderr == "error: cannot claim outbox messages: database is locked\n"
+
+
+def test_a_server_that_is_down_is_named_unreachable(tmp_path: Path) -> None:
+    """Found running `leadflow status` while PostgreSQL was down: "cannot migrate the database
+    at ...", as if the schema were the problem. A port nothing listens on refuses at once."""
+    config = tmp_path / "config.yaml"
+    config.write_text("database:\n  url: postgresql://leadflow@127.0.0.1:1/leadflow\n")
+    refused = _leadflow(config, "status")
+    assert refused.returncode == 3
+    assert refused.stdout == ""
+    assert refused.stderr.startswith(
+        "error: cannot reach the database at postgresql+psycopg://leadflow@127.0.0.1:1/leadflow: "
+        'connection failed: connection to server at "127.0.0.1", port 1 failed: Connection refused'
+    )

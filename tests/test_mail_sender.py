@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import mailbox
 import random
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from email.utils import format_datetime
@@ -396,6 +398,34 @@ class TestMaildir:
             )
         )
         assert sorted(p.name for p in (folder / "new").iterdir()) == names
+
+    def test_a_full_disk_leaves_no_half_written_file(self, tmp_path: Path) -> None:
+        """Found with the maildir on a full tmpfs: each failed attempt left its empty temporary
+        file in ``tmp/``, one more per retry. A file-size limit makes the same real ENOSPC-like
+        failure (EFBIG) in a child process, after the temporary file was created."""
+        folder = tmp_path / "maildir"
+        script = f"""
+import asyncio, resource, signal
+from pathlib import Path
+from leadflow.errors import DeliveryError
+from leadflow.mail.transports.maildir import MaildirTransport
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (10, 10))
+try:
+    asyncio.run(MaildirTransport(Path({str(folder)!r})).deliver(
+        b"Subject: x\\r\\n\\r\\n" + b"x" * 1000, sender="a@b.example",
+        recipients=["c@d.example"], message_id="<m1@leadflow>"))
+except DeliveryError as exc:
+    print(exc, exc.permanent)
+"""
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, check=True
+        )
+        assert done.stdout == (
+            f"cannot write <m1@leadflow> into the maildir {folder}: File too large False\n"
+        )
+        assert list((folder / "tmp").iterdir()) == []
+        assert list((folder / "new").iterdir()) == []
 
 
 def test_drain_accepts_an_injected_transport_and_rng(

@@ -460,3 +460,64 @@ class TestReloadNamesTheVersion:
         [entry] = [entry for entry in logs if entry["event"] == "rules_reloaded"]
         assert entry["version"] == holder.current().version
         assert len(entry["version"]) == 12  # a content hash: tmp_path is no git checkout
+
+
+class TestReplacedFolder:
+    """A deployment that replaces the rules folder (a fresh copy, a symbolic link switched to a
+    new release) is reloaded, and edits in the new folder are seen.
+
+    Found by moving a running daemon's rules folder aside and copying it back: the reload said
+    ``rules folder not found``, and then nothing: the operating system's watch stayed on the
+    folder moved aside, every later edit went unseen and the status kept the error."""
+
+    def test_a_folder_copied_anew(self, tmp_path: Path) -> None:
+        folder = tmp_path / "rules"
+        folder.mkdir()
+        load, holder = good_start(folder)
+
+        async def scenario() -> None:
+            async with watching(folder, load, holder):
+                folder.rename(tmp_path / "rules.old")
+                folder.mkdir()
+                write(folder / "mql.yaml", "threshold: 70\n")
+                await eventually(
+                    lambda: holder.current() == {"mql.yaml": {"threshold": 70}}, "the new copy"
+                )
+                write(folder / "mql.yaml", "threshold: 75\n")
+                await eventually(
+                    lambda: holder.current() == {"mql.yaml": {"threshold": 75}},
+                    "an edit in the new copy",
+                )
+
+        with capture_logs() as logs:
+            asyncio.run(scenario())
+        assert holder.status().errors == ()
+        assert [e["folders"] for e in logs if e["event"] == "rule_folder_replaced"] == [
+            [str(folder)]
+        ]
+
+    def test_a_symbolic_link_switched_to_a_new_release(self, tmp_path: Path) -> None:
+        first, second = tmp_path / "release-1", tmp_path / "release-2"
+        first.mkdir()
+        second.mkdir()
+        write(second / "mql.yaml", "threshold: 80\n")
+        current = tmp_path / "rules"
+        current.symlink_to(first)
+        load, holder = good_start(current)
+
+        async def scenario() -> None:
+            async with watching(current, load, holder):
+                switch = tmp_path / "rules.new"
+                switch.symlink_to(second)
+                switch.rename(current)  # atomic, as deployment tools do it
+                await eventually(
+                    lambda: holder.current() == {"mql.yaml": {"threshold": 80}}, "the new release"
+                )
+                write(second / "mql.yaml", "threshold: 85\n")
+                await eventually(
+                    lambda: holder.current() == {"mql.yaml": {"threshold": 85}},
+                    "an edit in the new release",
+                )
+
+        asyncio.run(scenario())
+        assert holder.status().errors == ()

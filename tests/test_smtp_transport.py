@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from mail_support import ScriptedHandler, smtp_server
@@ -140,3 +141,44 @@ def test_a_recipient_refused_with_4xx_is_transient(
         "RecipientRejectedError transient: 450 4.2.1 mailbox busy (recipient jo@acme.example)"
     ]
     assert handler.received == []
+
+
+class CountingSessions(ScriptedHandler):
+    """Counts the SMTP sessions the server saw (one EHLO each)."""
+
+    sessions = 0
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        self.sessions += 1
+        return await super().handle_EHLO(server, session, envelope, hostname, responses)
+
+
+@pytest.mark.parametrize(("limit", "connections"), [(1.0, 2), (300.0, 1)])
+def test_a_connection_is_reused_for_a_limited_time(limit: float, connections: int) -> None:
+    """Found against a real postfix: after ``postfix reload`` added a recipient restriction,
+    leadflow's pooled connections stayed with the smtpd processes started before it and kept
+    delivering to the refused address, for as long as mail flowed. A connection older than
+    the reuse limit (300 s, as Postfix's own client) is QUIT and opened anew at its next use."""
+    handler = CountingSessions()
+    with smtp_server(handler) as port:
+        settings = SmtpSettings.model_validate(
+            {"host": "127.0.0.1", "port": port, "connections": 1, "timeout": "2s"}
+        )
+        transport = SmtpTransport(settings, reuse_time_limit=limit)
+
+        async def run() -> None:
+            for pause in (0.1, 1.2, 0.0):  # the third message comes after the limit
+                await transport.deliver(
+                    MESSAGE,
+                    sender="leadflow@example.com",
+                    recipients=["jo@acme.example"],
+                    message_id="m",
+                )
+                await asyncio.sleep(pause)
+            await transport.close()
+
+        asyncio.run(run())
+    assert len(handler.received) == 3
+    assert (transport.connections_opened, handler.sessions) == (connections, connections)

@@ -28,9 +28,9 @@ def test_queue_outbox_slas_and_rule_runs(runtime: Runtime) -> None:  # noqa: F81
     assert status.oldest_pending_at == T0
     assert status.slas_by_status == {"running": 2}
     assert status.rule_runs == [
-        RuleRunStatus("mql-assignment", rule_set.version, T0, "ok", 3, None),
-        RuleRunStatus("nurture-new-leads", rule_set.version, T0, "ok", 1, None),
-        RuleRunStatus("recycle-idle-deals", rule_set.version, T0, "ok", 0, None),
+        RuleRunStatus("mql-assignment", rule_set.version, T0, "ok", 3, None, None, T0),
+        RuleRunStatus("nurture-new-leads", rule_set.version, T0, "ok", 1, None, None, T0),
+        RuleRunStatus("recycle-idle-deals", rule_set.version, T0, "ok", 0, None, None, T0),
     ]
     console = Console(width=200, record=True)
     render_operations(status, console)

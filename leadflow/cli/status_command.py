@@ -89,10 +89,12 @@ def rules_view(runtime: Runtime, status: StoreStatus) -> RulesView:
     lines = []
     for rule_id in sorted(set(runs) | set(rules)):
         run, rule = runs.get(rule_id), rules.get(rule_id)
-        last = run.last_started_at if run else None
-        # As the daemon sees it: a never-run cron rule counts from its stored first sighting.
+        last = run.last_run_at if run else None
+        # As the daemon sees it: a never-run cron rule counts from its stored first sighting,
+        # a failed run from the last successful start (it is due again).
         seen = run.first_seen_at if run else None
-        next_run = next_run_at(rule, last, now, seen) if rule else None
+        anchor = run.last_started_at if run else None
+        next_run = next_run_at(rule, anchor, now, seen) if rule else None
         ran = run if run and last else None  # a row may only hold a first sighting
         lines.append(
             RuleLine(
@@ -109,8 +111,8 @@ def rules_view(runtime: Runtime, status: StoreStatus) -> RulesView:
         )
     version = rule_set.version if rule_set else None
     enabled = len(rule_set.enabled_rules) if rule_set else 0
-    recorded = [run for run in status.rule_runs if run.last_started_at is not None]
-    newest = max(recorded, key=lambda run: run.last_started_at or now, default=None)
+    recorded = [run for run in status.rule_runs if run.last_run_at is not None]
+    newest = max(recorded, key=lambda run: run.last_run_at or now, default=None)
     model = rule_set.scoring if rule_set else None
     scoring = (model.version, model.enabled) if model is not None else None
     return RulesView(version, enabled, problems, lines, newest, scoring)
@@ -149,7 +151,7 @@ def status_document(status: StoreStatus, rules: RulesView) -> dict[str, Any]:
             if rules.last_evaluated is None
             else {
                 "version": rules.last_evaluated.rule_version,
-                "at": rules.last_evaluated.last_started_at,
+                "at": rules.last_evaluated.last_run_at,
             },
             "rules": [asdict(line) for line in rules.lines],
         },
@@ -217,9 +219,9 @@ def render_rules(rules: RulesView, console: Console) -> None:
             f"rules folder: {rules.enabled} enabled rule(s){model}, version {rules.version}"
         )
     newest = rules.last_evaluated
-    if newest is not None and newest.last_started_at is not None:
+    if newest is not None and newest.last_run_at is not None:
         console.print(
-            f"last evaluated: version {newest.rule_version} at {_utc(newest.last_started_at)} UTC"
+            f"last evaluated: version {newest.rule_version} at {_utc(newest.last_run_at)} UTC"
             + ("" if newest.rule_version == rules.version else " (the rules still running)")
         )
     if not rules.lines:

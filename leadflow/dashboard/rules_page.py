@@ -74,7 +74,9 @@ def rules_view(engine: Engine, rule_set: RuleSet | None, now: datetime) -> Rules
     lines = []
     for rule in rule_set.rules:
         run = runs.get(rule.id)
-        last = run.last_started_at if run is not None else None
+        # The last run, failed or not; the schedule counts from the last successful start.
+        last = (run.last_finished_at or run.last_started_at) if run is not None else None
+        anchor = run.last_started_at if run is not None else None
         first_seen = run.first_seen_at if run is not None else None
         lines.append(
             RuleLine(
@@ -91,7 +93,7 @@ def rules_view(engine: Engine, rule_set: RuleSet | None, now: datetime) -> Rules
                 matched=run.matched if run is not None else 0,
                 error=run.last_error if run is not None else None,
                 ran_version=run.rule_version if run is not None else None,
-                next_run_at=next_run_at(rule, last, now, first_seen) if rule.enabled else None,
+                next_run_at=next_run_at(rule, anchor, now, first_seen) if rule.enabled else None,
                 last_actions=done.get(rule.id, ()),
             )
         )

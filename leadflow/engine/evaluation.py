@@ -43,7 +43,7 @@ from leadflow.engine.rule_runs import record_run
 from leadflow.engine.runtime import Runtime, StopSignal
 from leadflow.engine.sales_cycle import averages_for
 from leadflow.errors import ExternalSystemError
-from leadflow.logs import is_outage, log_failure
+from leadflow.logs import error_text, is_outage, log_failure
 from leadflow.rule_language.actions import action_name
 from leadflow.rule_language.conditions import EvaluationContext, cycle_conditions, referenced_fields
 from leadflow.rule_language.fields import FieldSpec, Subject, ValueType
@@ -425,7 +425,9 @@ def run_rule(
         log_failure(log, "rule_failed", exc, rule_id=rule.id, rule_version=rule_set.version)
         outcome = RuleOutcome(
             rule.id,
-            error=f"{type(exc).__name__}: {exc}",
+            # One line, as the log says it: SQLAlchemy's message goes on with the statement and
+            # its parameters (the leads' data), which `leadflow status` showed in full.
+            error=error_text(exc),
             external_failure=isinstance(exc, SQLAlchemyError | ExternalSystemError),
         )
     else:

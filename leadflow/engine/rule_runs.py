@@ -4,7 +4,11 @@ A rule's row is what decides, after a restart, a leader change or a ``leadflow r
 whether the rule is due: its next scheduled time after its last recorded start has come. A cron
 rule that never ran counts from its first sighting instead, stored here too, so a restart does
 not push its first run later. A run is recorded only when it finished (interrupted runs are not),
-so an interrupted rule stays due. ``leadflow status`` reads the same rows in its own query.
+so an interrupted rule stays due. A run that failed is recorded (its status, error and end) but
+does not move ``last_started_at``, the instant the schedule counts from: a rule whose evaluation
+the database cut off is due again, like an interrupted one, rather than waiting a whole period
+(a day, for a daily rule) with its work half done. ``leadflow status`` reads the same rows in its
+own query.
 """
 
 from __future__ import annotations
@@ -78,13 +82,16 @@ def record_run(
     matched: int,
     error: str | None,
 ) -> None:
-    """Record that ``rule`` ran as of ``now``: what makes it due (or not) after a restart."""
+    """Record that ``rule`` ran as of ``now``: what makes it due (or not) after a restart.
+
+    A failed run keeps the last successful start, so the rule stays due (see the module)."""
     with transaction(engine) as session:
         run = session.get(RuleRun, rule.id) or RuleRun(
             rule_id=rule.id, rule_version=rule_set.version
         )
         run.rule_version = rule_set.version
-        run.last_started_at = now
+        if not error:
+            run.last_started_at = now
         run.last_finished_at = now
         run.last_status = "failed" if error else "ok"
         run.last_error = error

@@ -26,7 +26,7 @@ import jinja2
 import jinja2.runtime
 from jinja2.sandbox import SandboxedEnvironment
 
-from leadflow.errors import Problem, TemplateError
+from leadflow.errors import Problem, TemplateError, not_utf8_position, why_not_a_file
 from leadflow.mail.context import sample_context
 from leadflow.settings import Settings
 
@@ -70,7 +70,11 @@ class TemplateCatalog:
         # Frozen: the files as they are now, read once. The daemon renders only from a frozen
         # copy taken with the rule set it validated, so a template saved half-way (or broken)
         # is never used before a reload has checked it and swapped it in with the rules.
-        self._sources: dict[str, str] | None = _read_sources(folder) if frozen else None
+        self._sources: dict[str, str] | None = None
+        self._unreadable: dict[str, Problem] = {}
+        """A template part that cannot be read, by file name: reported, never just missing."""
+        if frozen:
+            self._sources, self._unreadable = _read_sources(folder)
         loader: jinja2.BaseLoader = (
             _SnapshotLoader(folder, self._sources)
             if self._sources is not None
@@ -146,6 +150,10 @@ class TemplateCatalog:
         problems = []
         for suffix, required in _PARTS:
             path = self.folder / f"{name}{suffix}"
+            unreadable = self._unreadable_part(path)
+            if unreadable is not None:
+                problems.append(unreadable)
+                continue
             if not self._has(path.name):
                 if required:
                     problems.append(self._missing(name, suffix))
@@ -158,6 +166,14 @@ class TemplateCatalog:
             if suffix == SUBJECT_SUFFIX and not one_line(rendered):
                 problems.append(Problem(str(path), 1, 0, "the subject renders empty"))
         return problems
+
+    def _unreadable_part(self, path: Path) -> Problem | None:
+        """The problem of a part that is there but cannot be read: not UTF-8, a folder, a link
+        to nothing. Such a part was taken as absent: an HTML part sent every email text-only,
+        a text part was reported as missing."""
+        if self._sources is not None:
+            return self._unreadable.get(path.name)
+        return _unreadable(path, path)
 
     def render(self, name: str, context: Mapping[str, Any]) -> RenderedEmail:
         """Render all parts of ``name``; a problem raises :class:`TemplateError` naming it."""
@@ -291,19 +307,45 @@ class _SnapshotLoader(jinja2.BaseLoader):
         return self.sources[template], str(self.folder / template), lambda: True
 
 
-def _read_sources(folder: Path) -> dict[str, str]:
-    """Every template file of ``folder`` (and its subfolders, for includes), by relative name."""
+def _read_sources(folder: Path) -> tuple[dict[str, str], dict[str, Problem]]:
+    """Every template file of ``folder`` (and its subfolders, for includes), by relative name;
+    and the problem of each visible name that cannot be read as one."""
     if not folder.is_dir():
-        return {}
+        return {}, {}
     sources = {}
+    unreadable = {}
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder)
-        if path.is_file() and not any(part.startswith(".") for part in relative.parts):
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        if path.is_file():
             try:
                 sources[relative.as_posix()] = path.read_text(encoding="utf-8")
+                continue
             except (OSError, UnicodeDecodeError):
-                continue  # unreadable: reported as missing or broken by check()
-    return sources
+                pass
+        problem = _unreadable(path, folder / relative)
+        if problem is not None and _template_name(path.name) is not None:
+            unreadable[relative.as_posix()] = problem
+    return sources, unreadable
+
+
+def _unreadable(path: Path, shown: Path) -> Problem | None:
+    """Why the template part at ``path`` cannot be read, or None (a readable file, or none)."""
+    if not path.exists() and not path.is_symlink():
+        return None
+    reason = why_not_a_file(path)
+    if reason is not None:
+        return Problem(str(shown), 0, 0, reason)
+    try:
+        raw = path.read_bytes()
+        raw.decode("utf-8")
+    except OSError as exc:
+        return Problem(str(shown), 0, 0, f"cannot be read: {exc.strerror or exc}")
+    except UnicodeDecodeError as exc:
+        line, column = not_utf8_position(raw, exc)
+        return Problem(str(shown), line, column, "not UTF-8 text: save the file as UTF-8")
+    return None
 
 
 def _template_name(filename: str) -> str | None:

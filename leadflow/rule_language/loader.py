@@ -16,7 +16,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from leadflow.errors import Problem, ProblemsError, YamlSyntaxError
+from leadflow.errors import (
+    Problem,
+    ProblemsError,
+    YamlSyntaxError,
+    not_utf8_position,
+    why_not_a_file,
+)
 from leadflow.rule_language.actions import (
     ACTION_TYPES,
     DEAL_ONLY,
@@ -65,12 +71,23 @@ _ESCALATION_LACKS = {"deal": "an SLA escalation is about a lead, not a deal"}
 RULE_FILE_SUFFIXES = (".yaml", ".yml")
 
 
+MAX_RULE_FILE_BYTES = 1024 * 1024
+"""The largest rule file read: parsing keeps every YAML node, so a file of tens of megabytes
+(a log pasted into the folder, a generated dump) took minutes of CPU and gigabytes of memory
+before its size was noticed. The shipped rule files are a few kilobytes."""
+
+
 def rule_files(folder: Path) -> list[Path]:
     """The rule files below ``folder``, in a stable order; hidden files and folders skipped.
 
     Skipping hidden names also skips Kubernetes' ``..data``/``..2026_...`` folders, whose
     content is already visible through the ConfigMap's symlinks.
     """
+    return [path for path in _rule_entries(folder) if path.is_file()]
+
+
+def _rule_entries(folder: Path) -> list[Path]:
+    """Every visible name below ``folder`` that ends like a rule file, whatever it is."""
     if not folder.is_dir():
         return []
     found = [
@@ -78,7 +95,6 @@ def rule_files(folder: Path) -> list[Path]:
         for path in folder.rglob("*")
         if path.suffix in RULE_FILE_SUFFIXES
         and not any(part.startswith(".") for part in path.relative_to(folder).parts)
-        and path.is_file()
     ]
     return sorted(found, key=lambda path: path.relative_to(folder).as_posix())
 
@@ -121,10 +137,28 @@ def check_rule_set(
         return None, [Problem(str(folder), 0, 0, "rules folder not found")]
     builder = _RuleSetBuilder(settings, check_template, check_context)
     digest = hashlib.sha256()
-    files = rule_files(folder)
+    files = []
+    for path in _rule_entries(folder):
+        problem = why_not_a_file(path)
+        if problem is None:
+            files.append(path)
+        else:
+            builder.problems.append(Problem(_label(path), 0, 0, problem))
     for path in files:
         label = _label(path)
-        raw = path.read_bytes()
+        try:
+            size = path.stat().st_size
+            if size > MAX_RULE_FILE_BYTES:
+                message = (
+                    f"{size:,} bytes; a rule file is at most {MAX_RULE_FILE_BYTES:,} bytes "
+                    "(split it into several files)"
+                )
+                builder.problems.append(Problem(label, 0, 0, message))
+                continue
+            raw = path.read_bytes()
+        except OSError as exc:  # a permission, a file gone or turned into a folder meanwhile
+            builder.problems.append(Problem(label, 0, 0, f"cannot be read: {exc.strerror or exc}"))
+            continue
         digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + raw + b"\0")
         builder.add_file(label, raw)
     builder.check_references()
@@ -213,8 +247,7 @@ class _RuleSetBuilder:
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            line = raw[: exc.start].count(b"\n") + 1
-            column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+            line, column = not_utf8_position(raw, exc)
             self.problems.append(
                 Problem(label, line, column, "not UTF-8 text: save the file as UTF-8")
             )

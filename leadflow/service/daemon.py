@@ -50,6 +50,11 @@ WARM_POLL = timedelta(seconds=10)
 RELOAD_POLL = timedelta(milliseconds=200)
 """How often the job sync looks for a swapped rule set (a reload is ~50 ms after a save)."""
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+HANGUP = signal.SIGHUP
+"""Stops the daemon like SIGTERM, unless it was started ignoring it (``nohup``). Its default
+action ended the process at once, with no log line, mid-batch and holding its claims: a closed
+terminal, or ``kill -HUP`` sent as to other daemons to reload (the rules reload by themselves;
+``config.yaml`` is read at start)."""
 
 
 class Daemon:
@@ -95,7 +100,10 @@ class Daemon:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         async with AsyncExitStack() as stack:
-            for sig in STOP_SIGNALS:
+            stopping = list(STOP_SIGNALS)
+            if signal.getsignal(HANGUP) is not signal.SIG_IGN:
+                stopping.append(HANGUP)
+            for sig in stopping:
                 loop.add_signal_handler(sig, self.request_stop, signal.Signals(sig).name)
                 stack.callback(loop.remove_signal_handler, sig)
             rule_set = await asyncio.to_thread(self.runtime.load_rules)

@@ -29,7 +29,7 @@ from leadflow.engine.evaluation import RuleOutcome, run_rule
 from leadflow.engine.retention import PruneReport, prune
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.tick import FUNNEL_STEPS, FunnelStep, run_funnel_steps
-from leadflow.logs import log_failure
+from leadflow.logs import error_text, log_failure
 from leadflow.rule_language.model import RuleSet
 from leadflow.service.leadership import Leadership
 from leadflow.service.rule_reload import SnapshotHolder
@@ -123,7 +123,7 @@ class Evaluator:
                     rule_id=rule_id,
                     rule_version=rule_set.version,
                 )
-                outcome = RuleOutcome(rule_id, error=f"{type(exc).__name__}: {exc}")
+                outcome = RuleOutcome(rule_id, error=error_text(exc))
             self.counters.evaluations[rule_id] += 1
             if outcome.error is not None:
                 self.counters.rule_failures[rule_id] += 1

@@ -12,10 +12,11 @@ keeps using that object for its whole run, however many reloads happen meanwhile
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -219,6 +220,10 @@ def _counts_for_configmap(parts: Sequence[str]) -> bool:
     )
 
 
+REPLACED_CHECK_S = 0.5
+"""How often the watcher checks that each watched folder is still the one it watches."""
+
+
 async def watch_and_reload(
     folders: Sequence[Path],
     load: Callable[[], T],
@@ -234,22 +239,99 @@ async def watch_and_reload(
 
     ``load`` runs in a worker thread, one reload at a time; changes made during a reload are
     picked up by the next one. The first load is the caller's (:func:`reload_snapshot`).
+
+    A watched folder that is replaced (removed and created again, moved aside for a new copy,
+    or a symbolic link switched to another release) is watched anew once it is back, and the
+    set is reloaded: the operating system's watch stays on the folder it was given, so edits
+    in the new one went unseen and the daemon ran the old rules until restarted.
     """
     roots = _watched_roots(folders)
     chosen = RuleFolderFilter(roots) if watch_filter is None else watch_filter
+    one_at_a_time = asyncio.Lock()
+
+    async def reload(changed: Collection[str]) -> None:
+        async with one_at_a_time:
+            await asyncio.to_thread(reload_snapshot, load, holder, changed=changed)
+
     log.info("rule_watch_started", folders=[str(root) for root in roots])
-    async for changes in awatch(
-        *roots,
-        watch_filter=chosen,
-        stop_event=stop_event,
-        debounce=debounce_ms,
-        step=step_ms,
-        force_polling=force_polling,
-    ):
-        # One path may come twice in a batch (added, then renamed away or deleted).
-        changed = sorted({path for _, path in changes})
-        await asyncio.to_thread(reload_snapshot, load, holder, changed=changed)
+    replaced: list[str] = []
+    while not stop_event.is_set():
+        until = _UntilReplaced(stop_event, roots)
+        checker = asyncio.create_task(until.check_every(REPLACED_CHECK_S))
+        # A replaced folder is reloaded once the new watch is in place: the reload sees what
+        # was written before, the watch what comes after.
+        late = (
+            asyncio.create_task(_after(debounce_ms / 1000, reload, replaced)) if replaced else None
+        )
+        try:
+            # awatch calls only is_set() and set() of its stop event
+            async for changes in awatch(
+                *roots,
+                watch_filter=chosen,
+                stop_event=until,  # type: ignore[arg-type]
+                debounce=debounce_ms,
+                step=step_ms,
+                force_polling=force_polling,
+            ):
+                # One path may come twice in a batch (added, then renamed away or deleted).
+                await reload(sorted({path for _, path in changes}))
+        finally:
+            checker.cancel()
+            if late is not None:
+                late.cancel()
+        if stop_event.is_set():
+            break
+        replaced = [str(root) for root in until.replaced]
+        log.warning("rule_folder_replaced", folders=replaced)
+        await reload(replaced)  # a folder that went away: the status says so meanwhile
+        while not all(root.is_dir() for root in roots):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop_event.wait(), REPLACED_CHECK_S)
+            if stop_event.is_set():
+                break
     log.info("rule_watch_stopped")
+
+
+async def _after(
+    seconds: float, work: Callable[[Collection[str]], Awaitable[None]], changed: Collection[str]
+) -> None:
+    await asyncio.sleep(seconds)
+    await work(changed)
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    """The folder a path names now (device and inode, through symbolic links); None if gone."""
+    try:
+        found = folder.stat()
+    except OSError:
+        return None
+    return (found.st_dev, found.st_ino)
+
+
+class _UntilReplaced:
+    """The watch's stop event: set when the daemon stops or a watched folder was replaced."""
+
+    def __init__(self, stop: asyncio.Event, roots: Sequence[Path]) -> None:
+        self._stop = stop
+        self._roots = roots
+        self._watched = [_identity(root) for root in roots]
+        self.replaced: list[Path] = []
+
+    def is_set(self) -> bool:
+        return bool(self.replaced) or self._stop.is_set()
+
+    def set(self) -> None:  # awatch sets it when it is cancelled
+        self._stop.set()
+
+    async def check_every(self, seconds: float) -> None:
+        while not self.is_set():
+            await asyncio.sleep(seconds)
+            now = [_identity(root) for root in self._roots]
+            self.replaced = [
+                root
+                for root, was, is_ in zip(self._roots, self._watched, now, strict=True)
+                if was != is_
+            ]
 
 
 def _watched_roots(folders: Sequence[Path]) -> list[Path]:

@@ -245,6 +245,14 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     from alembic import command
 
     try:
+        # Reached first: `leadflow status` with the server down said "cannot migrate", which
+        # sent operators looking at the schema rather than at the server.
+        with engine.connect():
+            pass
+    except OperationalError as exc:
+        msg = f"cannot reach the database at {engine.url!r}: {exc.orig}"
+        raise DatabaseUnavailableError(msg) from exc
+    try:
         command.upgrade(alembic_config(engine), revision)
     except OperationalError as exc:
         msg = f"cannot migrate the database at {engine.url!r}: {exc.orig}"

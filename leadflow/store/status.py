@@ -53,6 +53,14 @@ class RuleRunStatus:
     error: str | None
     first_seen_at: datetime | None = None
     """When the daemon first scheduled the rule, if it had not run then (cron rules)."""
+    last_finished_at: datetime | None = None
+    """The evaluation instant of the last recorded run, failed or not; ``last_started_at`` is
+    that of the last successful one, which the schedule counts from."""
+
+    @property
+    def last_run_at(self) -> datetime | None:
+        """When the rule last ran, whatever the outcome."""
+        return self.last_finished_at or self.last_started_at
 
 
 @dataclass(frozen=True)
@@ -223,6 +231,7 @@ def _rule_runs(connection: Connection) -> list[RuleRunStatus]:
             row.matched,
             row.last_error,
             row.first_seen_at,
+            row.last_finished_at,
         )
         for row in connection.execute(select(runs).order_by(runs.c.rule_id))
     ]

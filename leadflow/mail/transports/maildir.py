@@ -8,6 +8,7 @@ twice (the at-least-once window) replaces the file instead of adding a second on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import uuid
@@ -38,10 +39,10 @@ class MaildirTransport:
 
     def _write(self, message: bytes, sender: str, message_id: str) -> None:
         name = self.file_name(message_id)
+        temporary = self.folder / "tmp" / f"{name}.{uuid.uuid4().hex}"
         try:
             for sub in ("tmp", "new", "cur"):
                 (self.folder / sub).mkdir(parents=True, exist_ok=True)
-            temporary = self.folder / "tmp" / f"{name}.{uuid.uuid4().hex}"
             with temporary.open("wb") as handle:
                 handle.write(b"Return-Path: <" + sender.encode() + b">\n")
                 handle.write(message.replace(b"\r\n", b"\n"))
@@ -49,5 +50,8 @@ class MaildirTransport:
                 os.fsync(handle.fileno())
             temporary.replace(self.folder / "new" / name)
         except OSError as exc:
+            # A full disk leaves the half-written file behind: one per attempt, forever.
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
             msg = f"cannot write {message_id} into the maildir {self.folder}: {exc.strerror}"
             raise DeliveryError(msg, permanent=False) from exc

@@ -34,6 +34,12 @@ from leadflow.settings import SmtpSettings
 
 _IDLE_CHECK_AFTER = 20.0
 """Seconds a pooled connection may sit idle before a NOOP checks the server still has it."""
+REUSE_TIME_LIMIT = 300.0
+"""Seconds a connection is reused for, then QUIT and opened anew (Postfix's own client does the
+same: ``smtp_connection_reuse_time_limit``, 300 s). A connection kept for the whole life of the
+daemon stayed with the relay process that accepted it: after ``postfix reload`` (new recipient
+restrictions, a new certificate) its old smtpd went on serving leadflow with the old settings
+for as long as mail kept flowing, and a relay behind a load balancer never rebalanced it."""
 
 
 class RateLimiter:
@@ -57,10 +63,18 @@ class SmtpTransport:
 
     name = "smtp"
 
-    def __init__(self, settings: SmtpSettings, *, local_hostname: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: SmtpSettings,
+        *,
+        local_hostname: str | None = None,
+        reuse_time_limit: float = REUSE_TIME_LIMIT,
+    ) -> None:
         self.settings = settings
         self._local_hostname = local_hostname
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
+        self._opened_at: dict[aiosmtplib.SMTP, float] = {}
+        self._reuse_time_limit = reuse_time_limit
         self._slots = asyncio.Semaphore(settings.connections)
         self._limiter = RateLimiter(settings.rate_per_second, burst=settings.connections)
         self._timeout = settings.timeout.total_seconds()
@@ -84,14 +98,21 @@ class SmtpTransport:
         """QUIT every pooled connection, all at once: one after another, closing 32 connections
         to a relay answering in 50 ms would take 1.6 s."""
         idle, self._idle = self._idle, []
+        self._opened_at.clear()
         await asyncio.gather(*(_quit(client) for client, _ in idle))
 
     async def _checkout(self) -> aiosmtplib.SMTP:
         while self._idle:
             client, since = self._idle.pop()
+            opened = self._opened_at.pop(client, 0.0)
             if not client.is_connected:
                 continue
-            if time.monotonic() - since < _IDLE_CHECK_AFTER or await _answers(client):
+            now = time.monotonic()
+            if now - opened >= self._reuse_time_limit:
+                await _quit(client)
+                continue
+            if now - since < _IDLE_CHECK_AFTER or await _answers(client):
+                self._opened_at[client] = opened
                 return client
             await _quit(client)
         return await self._connect()
@@ -115,6 +136,7 @@ class SmtpTransport:
         except Exception as exc:
             raise classify(exc, f"a connection to {settings.host}:{settings.port}") from exc
         self.connections_opened += 1
+        self._opened_at[client] = time.monotonic()
         return client
 
     def _tls_context(self) -> ssl.SSLContext:
@@ -127,6 +149,7 @@ class SmtpTransport:
         if keep and client.is_connected:
             self._idle.append((client, time.monotonic()))
         else:
+            self._opened_at.pop(client, None)
             client.close()
 
 
