@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import date, time, timedelta
 from pathlib import Path
@@ -177,7 +178,10 @@ class MailSettings(Section):
     unsubscribe_url: str = "https://example.com/unsubscribe?lead={external_id}&token={token}"
     unsubscribe_secret: SecretStr | None = None
     """HMAC key for unsubscribe tokens; set it in production (a secret: environment only)."""
-    message_id_domain: str = Field(default="leadflow", pattern=r"^[A-Za-z0-9.-]+$")
+    message_id_domain: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.-]+$")
+    """After the ``@`` of every Message-ID; unset: the ``from`` address's domain when it is a
+    full domain name (``acme.com``), else ``leadflow``. Spam filters score a Message-ID whose
+    domain has no dot (SpamAssassin's ``MSGID_NOFQDN``)."""
     smtp: SmtpSettings = SmtpSettings()
     retry: RetrySettings = RetrySettings()
     lease: Duration = timedelta(minutes=5)
@@ -190,6 +194,13 @@ class MailSettings(Section):
     keep_sent: Duration = timedelta(days=90)
     """Settled outbox rows (sent, failed, suppressed) older than this are deleted by the daemon's
     retention job; pending and sending rows never are."""
+
+    @property
+    def message_id_host(self) -> str:
+        """The domain after a Message-ID's ``@``: :attr:`message_id_domain`, else the sender's."""
+        if self.message_id_domain is not None:
+            return self.message_id_domain
+        return _full_domain_of(self.sender) or "leadflow"
 
     @field_validator("sender", "reply_to")
     @classmethod
@@ -233,6 +244,23 @@ class MailSettings(Section):
             )
             raise ValueError(msg)
         return lease
+
+
+@functools.lru_cache(maxsize=16)  # asked for each message enqueued
+def _full_domain_of(address: str) -> str | None:
+    """The ASCII (IDNA) domain of ``address`` when it has a dot, else None (``localhost``)."""
+    from email.utils import parseaddr
+
+    import idna
+
+    domain = parseaddr(address)[1].rpartition("@")[2].rstrip(".")
+    if "." not in domain:
+        return None
+    try:
+        ascii_domain = domain if domain.isascii() else idna.encode(domain, uts46=True).decode()
+    except idna.IDNAError:
+        return None
+    return ascii_domain.lower() if re.fullmatch(r"[A-Za-z0-9.-]+", ascii_domain) else None
 
 
 def _address_problem(text: str) -> str | None:

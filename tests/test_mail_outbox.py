@@ -113,6 +113,37 @@ class TestIdempotency:
         assert rows[0].body_text == "Hi Anna,\nJo Doe is yours: https://crm.example.com/leads/L-1\n"
         assert rows[0].headers == {}
 
+    def test_message_id_domain_is_the_senders_full_domain(
+        self, make_settings: Any, tmp_path: Path, engine: Engine, clock: SettableClock
+    ) -> None:
+        """Unset, a Message-ID's domain is the from address's when it has a dot (spam filters
+        score one without: ``@leadflow``), in its IDNA form; set, it is the setting's."""
+        write_templates(tmp_path / "templates")
+        rep_id = add_rep(engine, clock.now())
+        lead_id = add_lead(engine, clock.now(), owner_id=rep_id, stage="mql")
+        found = []
+        for sender, configured in [
+            ("Acme <Marketing@Acme.COM>", None),
+            ("x@straße.de", None),
+            ("leadflow <leadflow@localhost>", None),
+            ("a@acme.com", "mid.acme.com"),
+        ]:
+            overrides = {"mail.from": sender, "mail.message_id_domain": configured}
+            built: Settings = make_settings(**overrides)
+            catalog = TemplateCatalog(built.path(built.paths.templates), built)
+            key = f"mql:L-1:{len(found)}"
+            result = enqueue(
+                engine,
+                built,
+                catalog,
+                clock.now(),
+                key=key,
+                lead_id=lead_id,
+                category="operational",
+            )
+            found.append(result.message_id.partition("@")[2])
+        assert found == ["acme.com>", "xn--strae-oqa.de>", "leadflow>", "mid.acme.com>"]
+
     def test_message_id_is_stable_and_derived_from_the_key(self) -> None:
         assert message_id_for("k", "mail.example.com") == (
             "<8254c329a92850f6d539dd376f4816ee@mail.example.com>"

@@ -89,7 +89,7 @@ def crm_update_row(
         body_text=json.dumps(payload, sort_keys=True, separators=(",", ":")),
         headers={"X-Leadflow-Event": event, "X-Leadflow-Delivery": event_id},
         now=source.now,
-        message_id_domain=settings.mail.message_id_domain,
+        message_id_domain=settings.mail.message_id_host,
         lead_id=source.lead.id if source.lead is not None else None,
         deal_id=source.deal.id if source.deal is not None else None,
         rule_id=source.rule.id,
