@@ -130,6 +130,12 @@ class TestBadInput:
             ),
             (b"", "invalid JSON: Expecting value at line 1 column 1"),
             (b'{"score": NaN}', "invalid JSON: NaN is not JSON"),
+            # The parser would keep the last and drop the first without a word.
+            (
+                b'{"external_id": "L1", "email": "a@x.test", "email": "b@x.test"}',
+                "invalid JSON: the key 'email' is written twice in one object",
+            ),
+            (b"[" * 4_000, "invalid JSON: nested too deeply"),
             (b"\xff\xfe", "not UTF-8 text"),
         ],
     )

@@ -239,8 +239,7 @@ class TestDeepNesting:
         assert [str(p) for p in report.problems] == [
             f"{path}:2: properties{'.a' * 32}: nested deeper than 32 levels; flatten it",
             f"{path}:3: properties{'.a' * 32}: nested deeper than 32 levels; flatten it",
-            f"{path}:4: invalid JSON: maximum recursion depth exceeded while decoding a JSON "
-            "object from a unicode string",
+            f"{path}:4: invalid JSON: nested too deeply",
         ]
         ((key, properties),) = rows(engine, "activities", "external_id", "properties")
         assert (key, json.dumps(properties)) == ("A1", nested(32))

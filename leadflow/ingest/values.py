@@ -550,8 +550,25 @@ def _shown(raw: object) -> str:
 
 def json_value(text: str) -> Any:
     """``text`` parsed as JSON, refusing NaN and Infinity (``ValueError``): JSON has neither, and
-    the store could not hold them. The HTTP API and JSONL imports read every document with it."""
-    return json.loads(text, parse_constant=_reject_constant)
+    the store could not hold them; and an object naming a key twice, whose first value the
+    parser would drop without a word (``{"email": "a@x", "email": "b@x"}``: which one did the
+    sender mean?). Nesting deeper than the parser goes is a ``ValueError`` too. The HTTP API
+    and JSONL imports read every document with it."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_one_key_each)
+    except RecursionError:
+        msg = "nested too deeply"
+        raise ValueError(msg) from None
+
+
+def _one_key_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) < len(pairs):
+        seen: set[str] = set()
+        twice = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+        msg = f"the key {twice!r} is written twice in one object"
+        raise ValueError(msg)
+    return found
 
 
 def _reject_constant(name: str) -> None:
