@@ -214,7 +214,7 @@ def parse_with_pyyaml(file: str, text: str) -> SourceDocument:
     return document
 
 
-class _FlowEmptyValue(Exception):
+class _FlowEmptyValueError(Exception):
     """An empty value in a flow collection, which LibYAML places elsewhere than PyYAML."""
 
 
@@ -232,7 +232,7 @@ def _composed(file: str, loader: Any) -> SourceDocument:
 
 
 def _refuse_flow_empty_values(root: yaml.Node) -> None:
-    """Raise :class:`_FlowEmptyValue` for an empty plain value inside ``[...]`` or ``{...}``."""
+    """Raise :class:`_FlowEmptyValueError` for an empty plain value inside ``[...]`` or ``{...}``."""
     seen: set[int] = set()
     stack: list[tuple[yaml.Node, bool]] = [(root, False)]
     while stack:
@@ -242,7 +242,7 @@ def _refuse_flow_empty_values(root: yaml.Node) -> None:
         seen.add(id(node))
         if isinstance(node, yaml.ScalarNode):
             if in_flow and node.value == "" and not node.style:  # plain: None, or "" (LibYAML)
-                raise _FlowEmptyValue
+                raise _FlowEmptyValueError
         elif isinstance(node, yaml.SequenceNode):
             stack += [(item, in_flow or bool(node.flow_style)) for item in node.value]
         elif isinstance(node, yaml.MappingNode):
