@@ -83,7 +83,7 @@ CORNERS = [
     "d: 2026-13-01\n",
     "d: 2026-03-02\nt: 2026-03-02T09:00:00Z\n",
     "n: [010, 09, 0x1F, 1e3, .5, -.inf, .NaN, +12, 1_000, 12:30, NO, yes, ~, null, Null]\n",
-    "é: ünïcödé\n\"日本\": 語\nemoji: 😀 x\n",
+    'é: ünïcödé\n"日本": 語\nemoji: 😀 x\n',
     "a: x\r\nb: y\r\n",
     "a: x\rb: y\r",
     "a: one\u2028b: two\u0085c: three\n",
