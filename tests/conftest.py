@@ -35,6 +35,20 @@ PG_URL = os.environ.get("LEADFLOW_TEST_PG_URL", "postgresql+psycopg://postgres@1
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _template_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Compiled email templates go to a cache folder of the session's (the commands the tests
+    run as subprocesses included), not to the developer's ~/.cache: every test's templates
+    are in a new temporary folder, each an entry of its own."""
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if previous is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
+
+
 def _postgres_reachable() -> str | None:
     try:
         probe = create_engine(PG_URL, connect_args={"connect_timeout": 3})

@@ -262,3 +262,68 @@ class TestOneContextForAllParts:
             str(folder / "missing.txt"),
             3,
         )
+
+
+class TestCompiledTemplatesKept:
+    """Compiled templates are kept in the user's cache folder and used only for the same
+    source, file and environment; problems are found as without them; no folder, no cache."""
+
+    @pytest.fixture
+    def cache(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+        return tmp_path / "cache" / "leadflow" / "templates"
+
+    def settings(self, folder: Path) -> Settings:
+        return Settings.model_validate({"root": str(folder.parent)})
+
+    def test_kept_and_used_for_the_same_source_only(self, folder: Path, cache: Path) -> None:
+        write_template(
+            folder, "hi", subject="Hi {{ lead.name }}\n", text="T\n", html="<b>{{ x }}</b>"
+        )
+        first = TemplateCatalog(folder, self.settings(folder))
+        assert first.render("hi", {"lead": {"name": "<Jo>"}, "x": "<&>"}).html == (
+            "<b>&lt;&amp;&gt;</b>"
+        )
+        kept = sorted(cache.iterdir())
+        assert len(kept) == 3  # subject, text, html
+        assert oct(cache.stat().st_mode & 0o777) == "0o700"
+        again = TemplateCatalog(folder, self.settings(folder))
+        assert again.render("hi", {"lead": {"name": "<Jo>"}, "x": "<&>"}) == RenderedEmail(
+            "Hi <Jo>", "T\n", "<b>&lt;&amp;&gt;</b>"
+        )
+        assert sorted(cache.iterdir()) == kept  # read, not compiled and written again
+        write_template(folder, "hi", subject="Hello {{ lead.name }}\n")
+        changed = TemplateCatalog(folder, self.settings(folder))
+        assert changed.render("hi", {"lead": {"name": "Jo"}, "x": 1}).subject == "Hello Jo"
+
+    def test_a_broken_template_is_reported_as_before(self, folder: Path, cache: Path) -> None:
+        write_template(folder, "hi", subject="Hi\n", text="{{ lead.name }\n")
+        catalog = TemplateCatalog(folder, self.settings(folder))
+        problems = catalog.check("hi")
+        assert [(p.line, p.message) for p in problems] == [(1, "syntax error: unexpected '}'")]
+        assert len(list(cache.iterdir())) == 1  # the subject only: a failed compile is not kept
+        assert TemplateCatalog(folder, self.settings(folder)).check("hi") == problems
+
+    def test_a_damaged_entry_is_compiled_again(self, folder: Path, cache: Path) -> None:
+        write_template(folder, "hi", subject="Hi {{ lead.name }}\n", text="T\n")
+        TemplateCatalog(folder, self.settings(folder)).render("hi", {"lead": {"name": "Jo"}})
+        for entry in cache.iterdir():
+            entry.write_bytes(entry.read_bytes()[:20])
+        catalog = TemplateCatalog(folder, self.settings(folder))
+        assert catalog.render("hi", {"lead": {"name": "Jo"}}).subject == "Hi Jo"
+
+    def test_a_folder_that_cannot_be_made_is_no_cache(
+        self, folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        (tmp_path / "file").write_text("", encoding="utf-8")
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))
+        write_template(folder, "hi", subject="Hi {{ lead.name }}\n", text="T\n")
+        catalog = TemplateCatalog(folder, self.settings(folder))
+        assert catalog.render("hi", {"lead": {"name": "Jo"}}).subject == "Hi Jo"
+
+    def test_another_users_or_a_shared_folder_is_not_used(self, folder: Path, cache: Path) -> None:
+        cache.mkdir(parents=True)
+        cache.chmod(0o777)
+        write_template(folder, "hi", subject="Hi\n", text="T\n")
+        TemplateCatalog(folder, self.settings(folder)).render("hi", {})
+        assert list(cache.iterdir()) == []

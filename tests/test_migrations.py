@@ -42,3 +42,69 @@ def test_empty_database_upgrades_to_head_matching_the_models(
             "alembic_version",
         }
     engine.dispose()
+
+
+def _sqlite_schema(path: Path) -> dict[str, object]:
+    """What a SQLite store's statements depend on: each table's columns, indexes and foreign
+    keys, and every trigger's text (whitespace aside)."""
+    import sqlite3
+
+    connection = sqlite3.connect(path)
+    try:
+        tables = [
+            row[0]
+            for row in connection.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+                "AND name != 'alembic_version' ORDER BY name"
+            )
+        ]
+        schema: dict[str, object] = {}
+        for table in tables:
+            columns = sorted(
+                (name, kind.upper(), notnull, default, pk)
+                for _cid, name, kind, notnull, default, pk in connection.execute(
+                    f'PRAGMA table_info("{table}")'
+                )
+            )
+            indexes = sorted(
+                (
+                    unique,
+                    origin,
+                    tuple(
+                        info[2]
+                        for info in connection.execute(f'PRAGMA index_xinfo("{name}")')
+                        if info[5]  # key columns, not the rowid
+                    ),
+                    bool(partial),
+                )
+                for _seq, name, unique, origin, partial in connection.execute(
+                    f'PRAGMA index_list("{table}")'
+                )
+            )
+            foreign_keys = sorted(
+                row[2:] for row in connection.execute(f'PRAGMA foreign_key_list("{table}")')
+            )
+            schema[table] = {"columns": columns, "indexes": indexes, "foreign_keys": foreign_keys}
+        schema["triggers"] = sorted(
+            (name, table, " ".join(sql.split()))
+            for name, table, sql in connection.execute(
+                "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger'"
+            )
+        )
+        return schema
+    finally:
+        connection.close()
+
+
+def test_the_rule_tests_scratch_store_is_the_migrated_store(tmp_path: Path) -> None:
+    """``leadflow test`` builds its scratch store with ``metadata.create_all`` (no alembic):
+    the same tables, columns, indexes, foreign keys and rescoring triggers as a migrated store."""
+    migrated = create_store_engine(f"sqlite:///{tmp_path / 'migrated.db'}")
+    migrate(migrated)
+    migrated.dispose()
+    created = create_store_engine(f"sqlite:///{tmp_path / 'created.db'}")
+    metadata.create_all(created)
+    created.dispose()
+    schema = _sqlite_schema(tmp_path / "migrated.db")
+    assert len(schema["triggers"]) == 4  # type: ignore[arg-type]
+    assert _sqlite_schema(tmp_path / "created.db") == schema

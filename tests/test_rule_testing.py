@@ -161,6 +161,39 @@ class TestReport:
         ]
 
 
+class TestIsolation:
+    """Every case starts from an empty store, whatever the cases before it (in its file or an
+    earlier one) wrote, failed or broke off on: the same case run again sees the same actions."""
+
+    def test_each_case_starts_from_an_empty_store(
+        self, here: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        # Two reps: in a store the previous case wrote, round robin would give L1 to r2 (r1
+        # had the last lead), L1 would be an MQL already, and rita's email would not be sent.
+        header = HEADER.replace(
+            "pools: [east]}",
+            "pools: [east]}\n    - {external_id: r2, name: Raj Rep, email: raj@example.com, pools: [east]}",
+        )
+        case = CASE.replace("RITA", "r1").split("\n", 2)[2]  # without tests: and its name
+        broken = case.replace("score: 70,", "score: 70, owner: r9,")
+        cases = "".join(
+            f"  - name: {name}\n{body}"
+            for name, body in [("first", case), ("broken", broken), ("again", case)]
+        )
+        (here / "one.yaml").write_text(header + "tests:\n" + cases, encoding="utf-8")
+        (here / "two.yaml").write_text(header + "tests:\n" + cases, encoding="utf-8")
+        code, out, err = run(capsys, "one.yaml", "two.yaml")
+        assert (code, err) == (1, "")
+        assert out[:6] == [
+            "one.yaml::first PASSED",
+            "one.yaml::broken ERROR",
+            "one.yaml::again PASSED",
+            "two.yaml::first PASSED",
+            "two.yaml::broken ERROR",
+            "two.yaml::again PASSED",
+        ]
+
+
 class TestErrors:
     """Mistakes in a test file are FILE:LINE:COL lines under ERRORS, never a traceback; exit 1."""
 

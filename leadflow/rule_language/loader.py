@@ -196,26 +196,48 @@ def _label(path: Path) -> str:
 def _git_commit(folder: Path) -> str | None:
     """The checkout's commit, marked ``-dirty`` when the rules folder has uncommitted edits:
     the content hash already differs, the mark says that no commit holds these rules."""
-    commit = _git(folder, "rev-parse", "--short=10", "HEAD")
+    # Both asked at once: each mostly waits for git to start (about 10 ms).
+    commit, edits = _git(
+        folder,
+        ("rev-parse", "--short=10", "HEAD"),
+        ("status", "--porcelain", "--untracked-files=all", "--", "."),
+    )
     if not commit:
         return None
-    edits = _git(folder, "status", "--porcelain", "--untracked-files=all", "--", ".")
     return f"{commit}-dirty" if edits else commit
 
 
-def _git(folder: Path, *args: str) -> str | None:
-    try:
-        result = subprocess.run(  # noqa: S603 (fixed argv, no shell)
-            ["git", "-C", str(folder), *args],  # noqa: S607 (git from PATH is intended)
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    output = result.stdout.strip()
-    return output if result.returncode == 0 and output else None
+def _git(folder: Path, *commands: tuple[str, ...]) -> list[str | None]:
+    """Each git command's output in ``folder``, run side by side; None for one that failed,
+    printed nothing, or took more than 5 seconds."""
+    processes: list[subprocess.Popen[str] | None] = []
+    for args in commands:
+        try:
+            processes.append(
+                subprocess.Popen(  # noqa: S603 (fixed argv, no shell)
+                    ["git", "-C", str(folder), *args],  # noqa: S607 (git from PATH is intended)
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
+                )
+            )
+        except (OSError, subprocess.SubprocessError):
+            processes.append(None)
+    outputs: list[str | None] = []
+    for process in processes:
+        if process is None:
+            outputs.append(None)
+            continue
+        try:
+            output, _ = process.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            outputs.append(None)
+            continue
+        output = output.strip()
+        outputs.append(output if process.returncode == 0 and output else None)
+    return outputs
 
 
 class _RuleSetBuilder:

@@ -7,25 +7,38 @@ are booleans (so a country list ``[NO, SE]`` stays strings), ``09:00`` is not th
 No input may crash the reader: values the constructors cannot build (``2026-13-01``,
 ``!!int abc``), nesting deeper than :data:`MAX_DEPTH`, aliases that refer to themselves and
 alias "bombs" that expand past :data:`MAX_NODES` are all reported as :class:`YamlSyntaxError`.
+
+Where PyYAML has LibYAML, its C parser reads the text (about five times faster than PyYAML's
+own scanner and parser, most of ``leadflow check``'s YAML time); the nodes are still composed,
+resolved and constructed here, in Python, with the same limits. A document the C parser does
+not read whole is read again by PyYAML's parser, so every problem is reported in PyYAML's
+words as before; tests/test_yaml_source_parsers.py holds the two to the same result.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from yaml.composer import ComposerError
-from yaml.constructor import ConstructorError
+from yaml.composer import Composer, ComposerError
+from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.reader import Reader
 
 from leadflow.errors import YamlSyntaxError
 
 Path = tuple[str | int, ...]
 
 
-class StrictSafeLoader(yaml.SafeLoader):
-    """SafeLoader without YAML 1.1's surprising implicit booleans and sexagesimal numbers."""
+if TYPE_CHECKING:
+    _LoaderBase = yaml.SafeLoader
+else:
+    _LoaderBase = object
+
+
+class _Strict(_LoaderBase):
+    """The composing and constructing both loaders share: depth bounded, positions in errors."""
 
     depth = 0
 
@@ -50,6 +63,10 @@ class StrictSafeLoader(yaml.SafeLoader):
             kind = {"timestamp": "date", "int": "whole number", "float": "number"}.get(kind, kind)
             problem = f"{node.value!r} is not a valid {kind}: {exc}"
             raise ConstructorError(None, None, problem, node.start_mark) from exc
+
+
+class StrictSafeLoader(_Strict, yaml.SafeLoader):
+    """SafeLoader without YAML 1.1's surprising implicit booleans and sexagesimal numbers."""
 
 
 StrictSafeLoader.yaml_implicit_resolvers = {
@@ -87,6 +104,30 @@ def _decimal_integer(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
 
 StrictSafeLoader.add_constructor("tag:yaml.org,2002:int", _decimal_integer)
 
+
+def _libyaml_loader() -> Any:
+    """:class:`StrictSafeLoader` reading its events from LibYAML's parser; None without it."""
+    try:
+        from yaml.cyaml import CParser  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+
+    class CStrictLoader(_Strict, Composer, CParser, SafeConstructor, yaml.resolver.Resolver):
+        yaml_implicit_resolvers = StrictSafeLoader.yaml_implicit_resolvers
+        yaml_constructors = StrictSafeLoader.yaml_constructors
+
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            Composer.__init__(self)
+            SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+
+    return CStrictLoader
+
+
+_CStrictLoader = _libyaml_loader()
+
+
 MAX_DEPTH = 60
 """Deepest nesting of mappings and lists a rule file may use (a rule needs about a dozen)."""
 MAX_NODES = 100_000
@@ -121,6 +162,18 @@ class SourceDocument:
 
 def parse_document(file: str, text: str) -> SourceDocument:
     """Parse one YAML document, recording positions; raise :class:`YamlSyntaxError`."""
+    # LibYAML takes a tab for a space in places where PyYAML refuses it, and places an empty
+    # value in a flow collection ({a: }) a column or a line away: PyYAML reads those.
+    if _CStrictLoader is not None and "\t" not in text and not Reader.NON_PRINTABLE.search(text):
+        try:
+            return _composed(file, _CStrictLoader(text))
+        except Exception:  # noqa: S110 (PyYAML's parser reads it again and says why)
+            pass
+    return parse_with_pyyaml(file, text)
+
+
+def parse_with_pyyaml(file: str, text: str) -> SourceDocument:
+    """:func:`parse_document` with PyYAML's own parser, the one whose words problems are in."""
     try:
         loader = StrictSafeLoader(text)
     except yaml.reader.ReaderError as exc:
@@ -159,6 +212,43 @@ def parse_document(file: str, text: str) -> SourceDocument:
     if node is None:
         return SourceDocument(file=file, data=None)
     return document
+
+
+class _FlowEmptyValueError(Exception):
+    """An empty value in a flow collection, which LibYAML places elsewhere than PyYAML."""
+
+
+def _composed(file: str, loader: Any) -> SourceDocument:
+    try:
+        node = loader.get_single_node()
+        document = SourceDocument(file=file, data=None)
+        if node is not None:
+            _refuse_flow_empty_values(node)
+            _Walker(document).walk(node, ())
+            document.data = loader.construct_document(node)
+        return document
+    finally:
+        loader.dispose()
+
+
+def _refuse_flow_empty_values(root: yaml.Node) -> None:
+    """Raise :class:`_FlowEmptyValueError` for an empty plain value inside ``[...]`` or ``{...}``."""
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, in_flow = stack.pop()
+        if id(node) in seen:  # an alias: its node is checked once (and may contain itself)
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            if in_flow and node.value == "" and not node.style:  # plain: None, or "" (LibYAML)
+                raise _FlowEmptyValueError
+        elif isinstance(node, yaml.SequenceNode):
+            stack += [(item, in_flow or bool(node.flow_style)) for item in node.value]
+        elif isinstance(node, yaml.MappingNode):
+            flow = in_flow or bool(node.flow_style)
+            for key, value in node.value:
+                stack += [(key, flow), (value, flow)]
 
 
 def _mark(node: yaml.Node) -> Mark:

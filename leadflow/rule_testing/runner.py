@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import structlog
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 
 from leadflow.clock import SettableClock
 from leadflow.engine.runtime import Runtime
@@ -80,38 +80,94 @@ class FileResult:
 
 def run_test_files(paths: list[Path], base_config: Path | None = None) -> list[FileResult]:
     """Read and run each file; a file that cannot run is reported with its problems."""
-    with tempfile.TemporaryDirectory(prefix="leadflow-schema-") as folder:
-        schema = _ScratchSchema(Path(folder))
-        return [_run_file(path, base_config, schema) for path in paths]
+    with tempfile.TemporaryDirectory(prefix="leadflow-test-") as folder:
+        store = _ScratchStore(Path(folder))
+        loaded = _LoadedRules()
+        try:
+            return [_run_file(path, base_config, store, loaded) for path in paths]
+        finally:
+            store.close()
 
 
-class _ScratchSchema:
-    """An empty store with the schema, created once per run and copied for each test case.
+class _ScratchStore:
+    """The store each test case runs on: one SQLite file, an empty copy of the schema per case.
 
-    Creating the schema (``metadata.create_all``, the schema the migrations build:
-    tests/test_migrations.py keeps them equal) costs little CPU but waits on the disk for its
-    DDL and its WAL, about 80 ms a case on a busy machine; a file copy costs about a
-    millisecond, and every case still starts from an identical empty store.
+    The schema (``metadata.create_all``, the schema the migrations build:
+    tests/test_migrations.py keeps them equal) is created once per run in a template file,
+    which is copied over the case's store before each case: every case starts from an identical
+    empty store, and a copy costs about a millisecond where creating the schema waited on the
+    disk for its DDL. Cases share one engine (its pool emptied between them, so no connection
+    reaches into the next case's file), and so its cache of compiled SQL, as the daemon's ticks
+    do; the first case compiles the engine's statements, the others reuse them. The file is
+    scratch, thrown away after the run: ``synchronous=OFF`` spares the disk flush at each of
+    the engine's commits (a crash loses nothing that matters here); journal mode, locking and
+    every statement are the daemon's.
     """
 
     def __init__(self, folder: Path) -> None:
         self.template = folder / "schema.db"
+        self.path = folder / "case" / "leadflow.db"
+        self._engine: Engine | None = None
 
-    def copy_to(self, target: Path) -> None:
-        if not self.template.exists():
-            engine = create_store_engine(f"sqlite:///{self.template}")
+    def fresh(self) -> Engine:
+        """The engine on an empty store: the previous case's file replaced by the template."""
+        if self._engine is None:
+            self._engine = self._scratch_engine(self.template)
             try:
-                metadata.create_all(engine)
+                metadata.create_all(self._engine)
             finally:
-                engine.dispose()  # the last connection checkpoints the WAL into the file
-        shutil.copyfile(self.template, target)
+                self._engine.dispose()  # the last connection checkpoints the WAL into the file
+            self._engine = self._scratch_engine(self.path)
+        else:
+            self._engine.dispose()
+        for stale in (self.path, *(self.path.with_name(self.path.name + s) for s in _SIDE_FILES)):
+            stale.unlink(missing_ok=True)
+        shutil.copyfile(self.template, self.path)
+        return self._engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+    @staticmethod
+    def _scratch_engine(path: Path) -> Engine:
+        engine = create_store_engine(f"sqlite:///{path}")
+        # After the store's own pragmas (listeners run in order): no flush to disk at commit.
+        event.listen(engine, "connect", _no_flush)
+        return engine
 
 
-def _run_file(path: Path, base_config: Path | None, schema: _ScratchSchema) -> FileResult:
+_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def _no_flush(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.execute("PRAGMA synchronous=OFF")
+
+
+class _LoadedRules:
+    """The rule sets (with their templates) already loaded in this run: test files that name
+    the same rules with equal settings (every shipped one) share one, read and checked once."""
+
+    def __init__(self) -> None:
+        self._loaded: list[tuple[tuple[Path, ...], Settings, TemplateCatalog, RuleSet]] = []
+
+    def get(self, paths: tuple[Path, ...], settings: Settings) -> tuple[TemplateCatalog, RuleSet]:
+        for known_paths, known_settings, catalog, rule_set in self._loaded:
+            if known_paths == paths and known_settings == settings:
+                return catalog, rule_set
+        catalog = TemplateCatalog(settings.path(settings.paths.templates), settings)
+        rule_set = load_rules_under_test(paths, settings, catalog)
+        self._loaded.append((paths, settings, catalog, rule_set))
+        return catalog, rule_set
+
+
+def _run_file(
+    path: Path, base_config: Path | None, store: _ScratchStore, loaded: _LoadedRules
+) -> FileResult:
     started = time.perf_counter()
     try:
         test_file = read_test_file(path, base_config)
-        cases, notes = run_test_file(test_file, schema)
+        cases, notes = run_test_file(test_file, store, loaded)
         result = FileResult(test_file.label, cases, notes=notes)
     except ProblemsError as exc:
         result = FileResult(_shown(path), problems=[str(p) for p in exc.problems])
@@ -122,14 +178,12 @@ def _run_file(path: Path, base_config: Path | None, schema: _ScratchSchema) -> F
 
 
 def run_test_file(
-    test_file: RuleTestFile, schema: _ScratchSchema
+    test_file: RuleTestFile, store: _ScratchStore, loaded: _LoadedRules
 ) -> tuple[list[CaseResult], list[str]]:
     """Run every case of ``test_file``, and say what the report should note; a rule set that
     does not load raises ProblemsError."""
-    settings = test_file.settings
-    catalog = TemplateCatalog(settings.path(settings.paths.templates), settings)
-    rule_set = load_rules_under_test(test_file.rules, settings, catalog)
-    cases = [run_case(test_file, case, rule_set, catalog, schema) for case in test_file.cases]
+    catalog, rule_set = loaded.get(test_file.rules, test_file.settings)
+    cases = [run_case(test_file, case, rule_set, catalog, store) for case in test_file.cases]
     expects_scores = any(step.scores for case in test_file.cases for step in case.steps)
     note = model_note(rule_set) if expects_scores else None
     return cases, [note] if note else []
@@ -177,28 +231,24 @@ def run_case(
     case: RuleTestCase,
     rule_set: RuleSet,
     catalog: TemplateCatalog,
-    schema: _ScratchSchema,
+    store: _ScratchStore,
 ) -> CaseResult:
     result = CaseResult(test_file.label, case.name)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="leadflow-test-") as folder:
-        # The schema the migrations build, created once per run rather than migrated (or
-        # created) per case: either would dominate the run time.
-        schema.copy_to(Path(folder) / "leadflow.db")
-        engine = create_store_engine(f"sqlite:///{folder}/leadflow.db")
-        try:
-            clock = SettableClock(case.start)
-            runtime = Runtime(engine, test_file.settings, clock, catalog)
-            apply_given(engine, test_file.settings, case.given, case.start)
-            for step in case.steps:
-                clock.set(step.at)
-                failure = _run_step(runtime, rule_set, step)
-                if failure is not None:
-                    result.failures.append(failure)
-        except UserInputError as exc:
-            result.outcome, result.error = "error", str(exc)
-        finally:
-            engine.dispose()
+    # The schema the migrations build, copied from the run's template rather than migrated (or
+    # created) per case: either would dominate the run time.
+    engine = store.fresh()
+    try:
+        clock = SettableClock(case.start)
+        runtime = Runtime(engine, test_file.settings, clock, catalog)
+        apply_given(engine, test_file.settings, case.given, case.start)
+        for step in case.steps:
+            clock.set(step.at)
+            failure = _run_step(runtime, rule_set, step)
+            if failure is not None:
+                result.failures.append(failure)
+    except UserInputError as exc:
+        result.outcome, result.error = "error", str(exc)
     if result.outcome != "error" and result.failures:
         result.outcome = "failed"
     result.seconds = time.perf_counter() - started
