@@ -496,6 +496,34 @@ class TestReplacedFolder:
             [str(folder)]
         ]
 
+    def test_a_folder_removed_and_copied_again(self, tmp_path: Path) -> None:
+        """``rm -rf rules && cp -r release rules``: the new folder mostly gets the removed one's
+        inode back, so it looked like the same folder while the watch had gone with the old
+        one, and later edits went unseen (found in review)."""
+        release = tmp_path / "release"
+        release.mkdir()
+        write(release / "mql.yaml", "threshold: 70\n")
+        folder = tmp_path / "rules"
+        folder.mkdir()
+        write(folder / "mql.yaml", "threshold: 60\n")
+        load, holder = good_start(folder)
+
+        async def scenario() -> None:
+            async with watching(folder, load, holder):
+                shutil.rmtree(folder)
+                shutil.copytree(release, folder)
+                await eventually(
+                    lambda: holder.current() == {"mql.yaml": {"threshold": 70}}, "the new copy"
+                )
+                write(folder / "mql.yaml", "threshold: 75\n")
+                await eventually(
+                    lambda: holder.current() == {"mql.yaml": {"threshold": 75}},
+                    "an edit in the new copy",
+                )
+
+        asyncio.run(scenario())
+        assert holder.status().errors == ()
+
     def test_a_symbolic_link_switched_to_a_new_release(self, tmp_path: Path) -> None:
         first, second = tmp_path / "release-1", tmp_path / "release-2"
         first.mkdir()

@@ -275,6 +275,12 @@ async def watch_and_reload(
             ):
                 # One path may come twice in a batch (added, then renamed away or deleted).
                 await reload(sorted({path for _, path in changes}))
+                # A watched folder deleted is a replacement even when its new copy got the same
+                # inode back (``rm -rf rules && cp -r release rules`` mostly does): the
+                # operating system's watch went with the deleted folder.
+                until.note_deleted(
+                    {Path(path) for change, path in changes if change == Change.deleted}
+                )
         finally:
             checker.cancel()
             if late is not None:
@@ -322,6 +328,12 @@ class _UntilReplaced:
 
     def set(self) -> None:  # awatch sets it when it is cancelled
         self._stop.set()
+
+    def note_deleted(self, paths: Collection[Path]) -> None:
+        """Stop the watch if it reported a watched folder itself as deleted."""
+        self.replaced += [
+            root for root in self._roots if root in paths and root not in self.replaced
+        ]
 
     async def check_every(self, seconds: float) -> None:
         while not self.is_set():
