@@ -723,3 +723,28 @@ def test_the_current_criteria_a_proposal_drops_are_named_with_the_reason(
         "  software-again (+5 points): matched the same examples as target-industry\n"
         "  recent-webinar (+5 points): its points round to 0\n"
     ) in out
+
+
+def test_an_engagement_criterion_every_example_has_is_kept_not_reported_dropped() -> None:
+    """Every example visited (support 4 of 4), but how much varies: the criterion is fitted
+    (7 points) and stays in the proposal, so it is not listed as left out "matched every
+    example" (found in review: the support check ran before the points check)."""
+    from types import SimpleNamespace
+
+    from leadflow.scoring.learning import Learned
+
+    def learned(points: int, kept: list[int]) -> Learned:
+        return Learned(
+            outcome=None,  # type: ignore[arg-type]  # not read by current_left_out
+            as_of=None,  # type: ignore[arg-type]
+            examples=SimpleNamespace(labels=[0, 1, 0, 1]),  # type: ignore[arg-type]
+            candidates=[SimpleNamespace(id="visits")],  # type: ignore[list-item]
+            support=[4],
+            fitted=SimpleNamespace(points=[points], kept=kept),  # type: ignore[arg-type]
+            options=None,  # type: ignore[arg-type]
+            same_as={},
+            current_points={"visits": 5},
+        )
+
+    assert learned(7, [0]).current_left_out() == []
+    assert learned(0, []).current_left_out() == [("visits", 5, "matched every example")]

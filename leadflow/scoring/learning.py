@@ -72,14 +72,16 @@ class Learned:
             twin = self.same_as.get(criterion)
             index = position[twin if twin is not None else criterion]
             support = self.support[index]
+            if twin is None and self.fitted.points[index] != 0:
+                # Kept: an engagement criterion every example has some of still varies in
+                # value, is fitted and stays in the proposal.
+                continue
             if support == 0:
                 why = "matched no example"
             elif support == examples:
                 why = "matched every example"
             elif twin is not None:
                 why = f"matched the same examples as {twin}"
-            elif self.fitted.points[index] != 0:
-                continue
             elif index not in self.fitted.kept:
                 why = "did not vary among the training examples"
             else:
