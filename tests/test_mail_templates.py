@@ -284,14 +284,15 @@ class TestCompiledTemplatesKept:
         assert first.render("hi", {"lead": {"name": "<Jo>"}, "x": "<&>"}).html == (
             "<b>&lt;&amp;&gt;</b>"
         )
-        kept = sorted(cache.iterdir())
+        kept = sorted((entry.name, entry.stat().st_ino) for entry in cache.iterdir())
         assert len(kept) == 3  # subject, text, html
         assert oct(cache.stat().st_mode & 0o777) == "0o700"
         again = TemplateCatalog(folder, self.settings(folder))
         assert again.render("hi", {"lead": {"name": "<Jo>"}, "x": "<&>"}) == RenderedEmail(
             "Hi <Jo>", "T\n", "<b>&lt;&amp;&gt;</b>"
         )
-        assert sorted(cache.iterdir()) == kept  # read, not compiled and written again
+        # Read, not compiled and written again (a write replaces the file: a new inode).
+        assert sorted((entry.name, entry.stat().st_ino) for entry in cache.iterdir()) == kept
         write_template(folder, "hi", subject="Hello {{ lead.name }}\n")
         changed = TemplateCatalog(folder, self.settings(folder))
         assert changed.render("hi", {"lead": {"name": "Jo"}, "x": 1}).subject == "Hello Jo"
@@ -327,3 +328,17 @@ class TestCompiledTemplatesKept:
         write_template(folder, "hi", subject="Hi\n", text="T\n")
         TemplateCatalog(folder, self.settings(folder)).render("hi", {})
         assert list(cache.iterdir()) == []
+
+    def test_a_shared_folder_above_it_is_not_used_either(self, folder: Path, cache: Path) -> None:
+        """Whoever may write in the folder above could swap the cache folder for their own
+        after the check (found in review): XDG_CACHE_HOME writable by all, without the sticky
+        bit, is no cache; with it (as /tmp), nobody may rename another's folder: used."""
+        base = cache.parent.parent
+        base.mkdir()
+        base.chmod(0o777)
+        write_template(folder, "hi", subject="Hi\n", text="T\n")
+        TemplateCatalog(folder, self.settings(folder)).render("hi", {})
+        assert list(cache.iterdir()) == []
+        base.chmod(0o1777)
+        TemplateCatalog(folder, self.settings(folder)).render("hi", {})
+        assert len(list(cache.iterdir())) == 2

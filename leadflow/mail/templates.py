@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
 import sys
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
@@ -305,6 +306,13 @@ _PARTS = ((SUBJECT_SUFFIX, True), (TEXT_SUFFIX, True), (HTML_SUFFIX, False))
 _PART_NAMES = {SUBJECT_SUFFIX: "subject", TEXT_SUFFIX: "text", HTML_SUFFIX: "html"}
 
 
+def _only_ours(status: os.stat_result) -> bool:
+    """A folder no other user can change: the user's or root's, group and others not allowed
+    to write, or sticky (they may then add entries, not rename or remove ours)."""
+    owner_ok = status.st_uid in (os.getuid(), 0)
+    return owner_ok and (not status.st_mode & 0o022 or bool(status.st_mode & stat.S_ISVTX))
+
+
 class _CompiledTemplates(jinja2.FileSystemBytecodeCache):
     """Jinja's file cache of compiled templates, keyed by what the compiled code depends on."""
 
@@ -340,16 +348,20 @@ class _CompiledTemplates(jinja2.FileSystemBytecodeCache):
 
     @classmethod
     def for_environment(cls, environment: jinja2.Environment) -> _CompiledTemplates | None:
-        """The cache in the user's cache folder; None when it cannot be made or is not the
-        user's own (an entry is unpickled: nobody else may write there)."""
+        """The cache in the user's cache folder; None when it cannot be made or another user
+        could change what is in it (an entry is loaded as code): the folder and the two above
+        it must each be the user's or root's, and writable by nobody else (unless sticky, as
+        ``/tmp`` is, where nobody may rename another's folder)."""
         try:
-            base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-            directory = Path(base) / "leadflow" / "templates"
+            given = os.environ.get("XDG_CACHE_HOME", "")
+            # The XDG spec: a relative path is invalid and ignored.
+            base = Path(given) if os.path.isabs(given) else Path.home() / ".cache"
+            directory = base / "leadflow" / "templates"
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            status = directory.stat()
+            chain = [base.stat(), directory.parent.stat(), directory.stat()]
         except (OSError, RuntimeError):  # RuntimeError: no home folder to be found
             return None
-        if status.st_uid != os.getuid() or status.st_mode & 0o022:
+        if not all(_only_ours(status) for status in chain) or chain[-1].st_uid != os.getuid():
             return None
         return cls(directory, environment)
 
