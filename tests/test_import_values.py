@@ -161,12 +161,15 @@ class TestFormattedAmounts:
             (".", "€-5", -5.0),
             (".", "+$5", 5.0),
             (".", "(100)", -100.0),
+            (".", "(0)", 0.0),
+            (".", "-0", 0.0),
             (".", "($1,234.50)", -1234.5),
             (",", "(1.234,50 EUR)", -1234.5),
         ],
     )
     def test_read(self, separator: str, raw: str, value: float) -> None:
-        assert values.number_parser(separator)(raw) == value
+        read = values.number_parser(separator)(raw)
+        assert (read, str(read)) == (value, str(value))  # str tells 0.0 from -0.0
 
     @pytest.mark.parametrize("raw", ["-€-5", "(-5)", "(+5)", "()", "(5", "-", "--5"])
     def test_one_sign_only(self, raw: str) -> None:

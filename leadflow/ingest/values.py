@@ -98,7 +98,7 @@ def parse_number(raw: object) -> float | None:
     if not math.isfinite(value):
         msg = f"expected a finite number, got {_shown(raw)}"
         raise ValueError(msg)
-    return value
+    return 0.0 if value == 0 else value  # "-0" and "(0)" are 0, not a stored -0.0
 
 
 _CURRENCY = r"(?:[$€£¥]|[A-Z]{3})"
