@@ -281,6 +281,7 @@ class TestBadOptions:
         assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)  # the store plays no part
 def test_first_chart_on_a_new_machine_prints_nothing_but_the_report(
     engine: Engine, store_url: str, tmp_path: Path
 ) -> None:
