@@ -462,6 +462,17 @@ class TestReloadNamesTheVersion:
         assert len(entry["version"]) == 12  # a content hash: tmp_path is no git checkout
 
 
+async def _deployed_then_edited(holder: Any, deployed: int, edit: Path, edited: int) -> None:
+    """The deployed threshold is loaded, then an edit written to ``edit`` afterwards."""
+    await eventually(
+        lambda: holder.current() == {"mql.yaml": {"threshold": deployed}}, "the new folder"
+    )
+    write(edit, f"threshold: {edited}\n")
+    await eventually(
+        lambda: holder.current() == {"mql.yaml": {"threshold": edited}}, "an edit in it"
+    )
+
+
 class TestReplacedFolder:
     """A deployment that replaces the rules folder (a fresh copy, a symbolic link switched to a
     new release) is reloaded, and edits in the new folder are seen.
@@ -480,14 +491,7 @@ class TestReplacedFolder:
                 folder.rename(tmp_path / "rules.old")
                 folder.mkdir()
                 write(folder / "mql.yaml", "threshold: 70\n")
-                await eventually(
-                    lambda: holder.current() == {"mql.yaml": {"threshold": 70}}, "the new copy"
-                )
-                write(folder / "mql.yaml", "threshold: 75\n")
-                await eventually(
-                    lambda: holder.current() == {"mql.yaml": {"threshold": 75}},
-                    "an edit in the new copy",
-                )
+                await _deployed_then_edited(holder, 70, folder / "mql.yaml", 75)
 
         with capture_logs() as logs:
             asyncio.run(scenario())
@@ -512,14 +516,7 @@ class TestReplacedFolder:
             async with watching(folder, load, holder):
                 shutil.rmtree(folder)
                 shutil.copytree(release, folder)
-                await eventually(
-                    lambda: holder.current() == {"mql.yaml": {"threshold": 70}}, "the new copy"
-                )
-                write(folder / "mql.yaml", "threshold: 75\n")
-                await eventually(
-                    lambda: holder.current() == {"mql.yaml": {"threshold": 75}},
-                    "an edit in the new copy",
-                )
+                await _deployed_then_edited(holder, 70, folder / "mql.yaml", 75)
 
         asyncio.run(scenario())
         assert holder.status().errors == ()
@@ -538,14 +535,7 @@ class TestReplacedFolder:
                 switch = tmp_path / "rules.new"
                 switch.symlink_to(second)
                 switch.rename(current)  # atomic, as deployment tools do it
-                await eventually(
-                    lambda: holder.current() == {"mql.yaml": {"threshold": 80}}, "the new release"
-                )
-                write(second / "mql.yaml", "threshold: 85\n")
-                await eventually(
-                    lambda: holder.current() == {"mql.yaml": {"threshold": 85}},
-                    "an edit in the new release",
-                )
+                await _deployed_then_edited(holder, 80, second / "mql.yaml", 85)
 
         asyncio.run(scenario())
         assert holder.status().errors == ()
