@@ -251,14 +251,14 @@ def _full_domain_of(address: str) -> str | None:
     """The ASCII (IDNA) domain of ``address`` when it has a dot, else None (``localhost``)."""
     from email.utils import parseaddr
 
-    import idna
+    from leadflow.store.email_addresses import ascii_address
 
     domain = parseaddr(address)[1].rpartition("@")[2].rstrip(".")
     if "." not in domain:
         return None
-    try:
-        ascii_domain = domain if domain.isascii() else idna.encode(domain, uts46=True).decode()
-    except idna.IDNAError:
+    try:  # the domain as the mail's addresses travel (IDNA 2008)
+        ascii_domain = ascii_address(f"x@{domain}").rpartition("@")[2]
+    except ValueError:
         return None
     return ascii_domain.lower() if re.fullmatch(r"[A-Za-z0-9.-]+", ascii_domain) else None
 

@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, func, literal, select
 from leadflow.funnel.period import ALL, NO_GROUP, Grouping
 from leadflow.funnel.sql import week_of
 from leadflow.store.attributes import AttributeValue
-from leadflow.store.tables import AUDIT, LEADS, REPS
+from leadflow.store.tables import AUDIT, DEALS, LEADS, REPS
 
 
 def labelled(expression: ColumnElement[Any] | None) -> ColumnElement[Any]:
@@ -58,6 +58,18 @@ def deal_group(
     if by is Grouping.pool:
         return pool_of(deals.c.lead_id, end)
     return None
+
+
+def deal_group_of(
+    by: Grouping, deal_id: Any, event_at: Any, dialect: str, end: Any
+) -> ColumnElement[Any] | None:
+    """:func:`deal_group` of the deal ``deal_id`` (a history row's, a stay's), looked up in
+    ``deals``; by week the event's own week, with no lookup."""
+    if by is Grouping.week:
+        return week_of(dialect, event_at)
+    deal = DEALS.alias("grouped_deal")
+    found = deal_group(by, deal, event_at, dialect, end)
+    return None if found is None else select(found).where(deal.c.id == deal_id).scalar_subquery()
 
 
 def _lead_attribute(lead_id: Any, key: str) -> ColumnElement[Any]:

@@ -36,10 +36,10 @@ from sqlalchemy import (
     union_all,
 )
 
-from leadflow.funnel.groups import deal_group, labelled, lead_group
+from leadflow.funnel.groups import deal_group_of, labelled, lead_group
 from leadflow.funnel.history import is_entry
 from leadflow.funnel.period import Grouping, Period
-from leadflow.funnel.sql import instant, share, week_of
+from leadflow.funnel.sql import instant, share
 from leadflow.store.tables import DEALS, STAGE_CHANGES
 
 BY_ENTRY = (Grouping.rep, Grouping.week)
@@ -105,17 +105,8 @@ def deal_entries_by_stage(connection: Connection, period: Period) -> dict[tuple[
     holds every column counted: the deals' rows are a small part of the history."""
     changes = STAGE_CHANGES.c
     dialect = connection.dialect.name
-    expression: Any
-    if period.by is Grouping.week:
-        expression = week_of(dialect, changes.at)
-    else:
-        deal = DEALS.alias("entered_deal")
-        found = deal_group(period.by, deal, changes.at, dialect, instant(period.end))
-        expression = (
-            None
-            if found is None
-            else select(found).where(deal.c.id == changes.deal_id).scalar_subquery()
-        )
+    end = instant(period.end)
+    expression = deal_group_of(period.by, changes.deal_id, changes.at, dialect, end)
     grp = labelled(expression)
     keys = [changes.to_stage] if expression is None else [grp, changes.to_stage]
     # Both stores read the deals' history index (deal_id, at, ...), which holds every column

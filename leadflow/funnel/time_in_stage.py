@@ -10,11 +10,10 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, case, func, literal, or_, select
 
-from leadflow.funnel.groups import deal_group, lead_group
+from leadflow.funnel.groups import deal_group_of, lead_group
 from leadflow.funnel.history import recorded_stages, stays
 from leadflow.funnel.period import ALL, NO_GROUP, Period
 from leadflow.funnel.sql import instant, quantiles
-from leadflow.store.tables import DEALS
 from leadflow.store.types import days_between
 
 ENDED, OPEN = 0, 1
@@ -128,11 +127,5 @@ def _group(connection: Connection, period: Period, subject: str, rows: Any, at: 
     if subject == "lead":
         expression = lead_group(period.by, rows.c.subject_id, rows.c.owner_id, at, dialect, end)
     else:
-        deal = DEALS.alias("grouped_deal")
-        found = deal_group(period.by, deal, at, dialect, end)
-        expression = (
-            None
-            if found is None
-            else select(found).where(deal.c.id == rows.c.subject_id).scalar_subquery()
-        )
+        expression = deal_group_of(period.by, rows.c.subject_id, at, dialect, end)
     return None if expression is None else func.coalesce(expression, literal(NO_GROUP))

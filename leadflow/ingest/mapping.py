@@ -297,7 +297,7 @@ def unknown_keys(kind: ImportKind, keys: Sequence[str], settings: Settings) -> d
     )
     found = {}
     for key in keys:
-        if key in mapping.columns or {key, field_name(key)} & (KIND_FIELDS[kind].keys() | declared):
+        if key in mapping.columns or _named_field(kind, key, declared) is not None:
             continue
         if key == GROUPS.get(kind):
             example = next(iter(declared), "industry")
@@ -320,11 +320,9 @@ def _fields_of(
 ) -> list[str]:
     mapped = mapping.columns.get(column)
     if mapped is None:
-        for name in (column, field_name(column)):
-            if name in KIND_FIELDS[kind]:
-                return [name]
-            if name in declared:
-                return [f"attributes.{name}"]
+        named = _named_field(kind, column, declared)
+        if named is not None:
+            return [named]
         problems.append(_unknown_column(kind, column, mapping, declared))
         return []
     wanted = [mapped] if isinstance(mapped, str) else list(mapped)
@@ -338,6 +336,19 @@ def _fields_of(
         else:
             found.append(field)
     return found
+
+
+def _named_field(
+    kind: ImportKind, column: str, declared: Mapping[str, AttributeType]
+) -> str | None:
+    """The field an unmapped column names, as written or written out (:func:`field_name`): one
+    of the kind's fields, or ``attributes.NAME`` of a declared attribute; None for neither."""
+    for name in (column, field_name(column)):
+        if name in KIND_FIELDS[kind]:
+            return name
+        if name in declared:
+            return f"attributes.{name}"
+    return None
 
 
 def field_name(column: str) -> str:

@@ -11,6 +11,7 @@ import json
 import math
 import re
 import reprlib
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, date, datetime, tzinfo
 from functools import lru_cache
@@ -563,9 +564,8 @@ def json_value(text: str) -> Any:
 
 def _one_key_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     found = dict(pairs)
-    if len(found) < len(pairs):
-        seen: set[str] = set()
-        twice = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+    if len(found) < len(pairs):  # counted only then: the hot path is dict() alone
+        twice = next(key for key, seen in Counter(key for key, _ in pairs).items() if seen > 1)
         msg = f"the key {twice!r} is written twice in one object"
         raise ValueError(msg)
     return found
