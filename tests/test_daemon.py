@@ -278,7 +278,8 @@ class TestDaemonProcess:
 @pytest.mark.slow
 class TestShutdownMidEvaluation:
     """SIGTERM during a long evaluation ends it after the batch in flight: whole batches, exit 0,
-    and the run is not recorded, so the rule is due again at the next start."""
+    and the run is not recorded, so the rule is due again at the next start; only how far it
+    got is, so that run goes on after the leads it went through."""
 
     def test_sigterm_stops_between_batches(self, project: Path, sqlite_template: Path) -> None:
         (project / "state").mkdir()
@@ -316,7 +317,23 @@ class TestShutdownMidEvaluation:
             assert time.monotonic() - stopping < 10
             states = leads(reader)
             with reader.connect() as connection:
-                runs = connection.execute(select(RULE_RUNS.c.rule_id)).scalars().all()
+                runs = connection.execute(
+                    select(
+                        RULE_RUNS.c.rule_id,
+                        RULE_RUNS.c.last_status,
+                        RULE_RUNS.c.last_started_at,
+                        RULE_RUNS.c.unfinished_through,
+                    )
+                ).all()
+                gone_through = (
+                    connection.execute(
+                        select(LEADS.c.external_id).where(
+                            LEADS.c.id <= runs[0].unfinished_through, LEADS.c.stage == "mql"
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
         finally:
             daemon.kill()
             reader.dispose()
@@ -324,7 +341,11 @@ class TestShutdownMidEvaluation:
         assert 0 < len(mqls) < 3002
         assert len(mqls) % 50 == 0
         assert set(mqls) == {"r1"}
-        assert runs == []
+        [run] = runs
+        assert (run.rule_id, run.last_status, run.last_started_at) == ("hot-leads", "never", None)
+        assert sorted(gone_through) == sorted(
+            lead for lead, (stage, _owner) in states.items() if stage == "mql"
+        )
         [evaluated] = daemon.events("rule_evaluated")
         assert (evaluated["interrupted"], evaluated["fired"]) == (True, len(mqls))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +24,7 @@ from leadflow.engine.runtime import Runtime
 from leadflow.engine.tick import run_due_rules
 from leadflow.store.database import create_store_engine
 from leadflow.store.status import collect_status
-from leadflow.store.tables import LEADS, RULE_RUNS
+from leadflow.store.tables import LEADS, RULE_RUNS, SCORE_CHANGES
 from tests.test_funnel_scenario import REPO, T0, seed
 
 pytestmark = pytest.mark.postgres
@@ -145,4 +146,101 @@ def test_a_run_the_database_cut_off_is_due_again(store_url: str, make_settings: 
         T0 + timedelta(minutes=1),
         None,
     )
+    runtime.engine.dispose()
+
+
+EVERY_TIME_RULE = """\
+rules:
+  - id: warm-leads
+    description: Each run adds a point to every lead still in the lead stage.
+    every: 5m
+    reentry: every_time
+    when:
+      field: stage
+      equals: lead
+    actions:
+      - adjust_score: 1
+"""
+
+
+def _score_changes(engine: Engine) -> list[tuple[str, str]]:
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(LEADS.c.external_id, SCORE_CHANGES.c.at)
+            .join(LEADS, LEADS.c.id == SCORE_CHANGES.c.lead_id)
+            .order_by(SCORE_CHANGES.c.id)
+        )
+        return [(lead, at.strftime("%H:%M")) for lead, at in rows]
+
+
+def _fail_after_first_batch(runtime: Runtime, url: str, rule_set: Any, now: Any) -> Any:
+    """Evaluate ``warm-leads`` while another session holds lead L3 (a hung backend): the first
+    batch (L1, L2) commits, the second waits for L3 until the statement timeout cancels it."""
+    blocker = create_store_engine(url)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_l3() -> None:
+        with blocker.begin() as connection:
+            connection.execute(text("SET LOCAL statement_timeout = 0"))
+            connection.execute(text("SELECT id FROM leads WHERE external_id = 'L3' FOR UPDATE"))
+            holding.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=hold_l3)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        [outcome] = run_due_rules(runtime, rule_set, now, only=["warm-leads"])
+    finally:
+        release.set()
+        thread.join()
+        blocker.dispose()
+    return outcome
+
+
+def test_a_retry_does_not_fire_again_on_leads_the_failed_run_fired(
+    store_url: str, make_settings: Any, tmp_path: Path
+) -> None:
+    """An ``every_time`` rule that failed part-way is due again; its retry finishes the failed
+    run (L3, L4) and does not fire again on L1 and L2, which the failed run's first batch fired:
+    until the next scheduled time after the failed run, when every lead fires as usual."""
+    rules = tmp_path / "every_time_rules"
+    rules.mkdir()
+    (rules / "warm.yaml").write_text(EVERY_TIME_RULE, encoding="utf-8")
+    settings = make_settings(
+        **{
+            "paths.rules": str(rules),
+            "calendar.timezone": "UTC",
+            "attributes.leads": {"region": "string"},
+            "scheduler.evaluation_batch": 2,
+        }
+    )
+    runtime = Runtime.build(
+        create_store_engine(store_url, statement_timeout=1.0), settings, SettableClock(T0)
+    )
+    seed(runtime.engine)
+    rule_set = runtime.load_rules()
+
+    failed = _fail_after_first_batch(runtime, store_url, rule_set, T0)
+    assert failed.error == (
+        "OperationalError: (psycopg.errors.QueryCanceled) "
+        "canceling statement due to statement timeout"
+    )
+    assert _score_changes(runtime.engine) == [("L1", "09:00"), ("L2", "09:00")]
+
+    [retry] = run_due_rules(runtime, rule_set, T0 + timedelta(minutes=1))
+    assert (retry.error, retry.matched, retry.fired) == (None, 2, 2)
+    assert _score_changes(runtime.engine)[2:] == [("L3", "09:01"), ("L4", "09:01")]
+
+    # The retry finished the run: the rule is due at its next time after the retry, and then
+    # fires on every lead again.
+    assert run_due_rules(runtime, rule_set, T0 + timedelta(minutes=5)) == []
+    [next_run] = run_due_rules(runtime, rule_set, T0 + timedelta(minutes=6))
+    assert (next_run.error, next_run.fired) == (None, 4)
+    assert _score_changes(runtime.engine)[4:] == [
+        ("L1", "09:06"),
+        ("L2", "09:06"),
+        ("L3", "09:06"),
+        ("L4", "09:06"),
+    ]
     runtime.engine.dispose()

@@ -39,7 +39,7 @@ from leadflow.engine.firing import Firing, describe_action, fire
 from leadflow.engine.firing_batch import FiringBatch
 from leadflow.engine.plain_rows import as_leads, lead_select, record_of
 from leadflow.engine.row_record import RowRecord
-from leadflow.engine.rule_runs import record_run
+from leadflow.engine.rule_runs import UnfinishedRun, record_run, unfinished_run
 from leadflow.engine.runtime import Runtime, StopSignal
 from leadflow.engine.sales_cycle import averages_for
 from leadflow.errors import ExternalSystemError
@@ -90,6 +90,8 @@ class RuleOutcome:
     a dry run plans a firing for every match, so ``matched`` counts them either way."""
     external_failure: bool = False
     """The error came from the database (or another system), not from the rule itself."""
+    done_through: int | None = None
+    """The last subject id of the batches committed so far (they go in id order)."""
 
 
 def rule_scope(rule: Rule, table: Table, now: datetime) -> ColumnElement[bool]:
@@ -176,21 +178,27 @@ def evaluate_rule(
     dry_run: bool = False,
     stop: StopSignal | None = None,
     plan_to: PlanSink | None = None,
+    finishing: UnfinishedRun | None = None,
+    outcome: RuleOutcome | None = None,
 ) -> RuleOutcome:
     """Evaluate one rule as of ``now``; apply its actions unless ``dry_run``.
 
     ``stop`` is checked between batches (each batch commits whole), so a shutting-down daemon
     waits for at most one batch. A dry run hands each planned firing to ``plan_to``, or keeps
-    them in the outcome's ``planned`` without one.
+    them in the outcome's ``planned`` without one. ``finishing``: an unfinished run this one
+    goes on with, after the subjects it went through. ``outcome``: filled as batches commit,
+    so a caller knows how far a run that raised got.
     """
     started = time.perf_counter()
-    outcome = RuleOutcome(rule.id)
+    outcome = outcome or RuleOutcome(rule.id)
     table = rule.subject.table
     with Session(runtime.engine) as session:
         context = EvaluationContext(
             now, averages_for(session, list(cycle_conditions(rule.condition)), now)
         )
     where = and_(to_where(rule.condition, table, context), rule_scope(rule, table, now))
+    if finishing is not None:
+        where = and_(where, table.c.id > finishing.through)
     if dry_run:
         _plan(runtime, rule, where, context, outcome, plan_to or outcome.planned.append)
     else:
@@ -252,6 +260,7 @@ def _apply(
                 )
             ]
             _write_batch(batch, rule, rule_set, fired, outcome)
+        outcome.done_through = last_id
 
 
 def _process(
@@ -413,11 +422,24 @@ def run_rule(
 
     A rule that raises is logged with its id and returned with ``error`` set; it never stops
     the caller. A run interrupted by ``stop`` between batches is not recorded, so the rule is
-    still due (and its remaining matches are processed) at the next start.
+    still due (and its remaining matches are processed) at the next start. A run that
+    finishes one that failed or was interrupted part-way leaves out the subjects that run went
+    through (see :mod:`~leadflow.engine.rule_runs`).
     """
+    finishing = None
+    progress = RuleOutcome(rule.id)
     try:
+        finishing = unfinished_run(runtime.engine, rule, now)
         outcome = evaluate_rule(
-            runtime, rule_set, rule, now, dry_run=dry_run, stop=stop, plan_to=plan_to
+            runtime,
+            rule_set,
+            rule,
+            now,
+            dry_run=dry_run,
+            stop=stop,
+            plan_to=plan_to,
+            finishing=finishing,
+            outcome=progress,
         )
     except BrokenPipeError:  # a dry run's reader went away (`| head`): not the rule's failure
         raise
@@ -429,6 +451,7 @@ def run_rule(
             # its parameters (the leads' data), which `leadflow status` showed in full.
             error=error_text(exc),
             external_failure=isinstance(exc, SQLAlchemyError | ExternalSystemError),
+            done_through=progress.done_through,
         )
     else:
         log.info(
@@ -442,10 +465,20 @@ def run_rule(
             dry_run=dry_run,
             interrupted=outcome.interrupted,
         )
-    if not dry_run and not outcome.interrupted:
-        record_run(
-            runtime.engine, rule_set, rule, now, matched=outcome.matched, error=outcome.error
-        )
+    if dry_run or (outcome.interrupted and outcome.done_through is None):
+        return outcome
+    record_run(
+        runtime.engine,
+        rule_set,
+        rule,
+        now,
+        matched=outcome.matched,
+        error=outcome.error,
+        finishing=finishing,
+        done_through=outcome.done_through,
+        interrupted=outcome.interrupted,
+    )
+    if not outcome.interrupted:
         metrics.record_evaluation(
             rule.id, seconds=outcome.seconds, matched=outcome.matched, error=outcome.error
         )

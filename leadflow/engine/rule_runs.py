@@ -9,11 +9,18 @@ does not move ``last_started_at``, the instant the schedule counts from: a rule 
 the database cut off is due again, like an interrupted one, rather than waiting a whole period
 (a day, for a daily rule) with its work half done. ``leadflow status`` reads the same rows in its
 own query.
+
+A run that failed or was stopped after committing some batches (they go in subject id order)
+leaves how far it got (:class:`UnfinishedRun`); until the rule's next scheduled time after that
+run, the retry goes on after the last subject it went through: it finishes the run rather than
+repeating it, so an ``every_time`` rule (which keeps no firing rows to tell) does not act twice
+on a lead, nor email it twice, for one scheduled time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, select
@@ -73,6 +80,28 @@ def remember_first_seen(
     return first_seen_times(engine)
 
 
+@dataclass(frozen=True)
+class UnfinishedRun:
+    """A run that failed or was stopped after committing the batches up to a subject."""
+
+    at: datetime
+    """The run's instant: its retries finish it until the rule's next time after this."""
+    through: int
+    """The last subject id its committed batches went through."""
+
+
+def unfinished_run(engine: Engine, rule: Rule, now: datetime) -> UnfinishedRun | None:
+    """The unfinished run of ``rule`` a run at ``now`` finishes, if any: none once the rule's
+    next scheduled time after it has come (that run acts on every subject again)."""
+    with Session(engine) as session:
+        run = session.get(RuleRun, rule.id)
+    if run is None or run.unfinished_at is None or run.unfinished_through is None:
+        return None
+    if rule.schedule.next_run(run.unfinished_at) <= now:
+        return None
+    return UnfinishedRun(run.unfinished_at, run.unfinished_through)
+
+
 def record_run(
     engine: Engine,
     rule_set: RuleSet,
@@ -81,21 +110,35 @@ def record_run(
     *,
     matched: int,
     error: str | None,
+    finishing: UnfinishedRun | None = None,
+    done_through: int | None = None,
+    interrupted: bool = False,
 ) -> None:
     """Record that ``rule`` ran as of ``now``: what makes it due (or not) after a restart.
 
-    A failed run keeps the last successful start, so the rule stays due (see the module)."""
+    A failed run keeps the last successful start, so the rule stays due (see the module); an
+    interrupted one records only how far it got. ``finishing``: the unfinished run this one
+    went on with; ``done_through``: the last subject id of this run's committed batches."""
     with transaction(engine) as session:
         run = session.get(RuleRun, rule.id) or RuleRun(
             rule_id=rule.id, rule_version=rule_set.version
         )
-        run.rule_version = rule_set.version
-        if not error:
-            run.last_started_at = now
-        run.last_finished_at = now
-        run.last_status = "failed" if error else "ok"
-        run.last_error = error
-        run.matched = matched
+        if error or interrupted:
+            if done_through is not None:
+                run.unfinished_at = finishing.at if finishing is not None else now
+                run.unfinished_through = done_through
+            elif finishing is None:  # a fresh run that committed nothing: nothing to skip
+                run.unfinished_at = run.unfinished_through = None
+        else:
+            run.unfinished_at = run.unfinished_through = None
+        if not interrupted:
+            run.rule_version = rule_set.version
+            if not error:
+                run.last_started_at = now
+            run.last_finished_at = now
+            run.last_status = "failed" if error else "ok"
+            run.last_error = error
+            run.matched = matched
         session.add(run)
 
 

@@ -8,8 +8,8 @@ indexes by lead on SLA timers and enrollments, ``0005`` the outbox index retenti
 ``0010`` ``leads.score_next_change_day``, its index and the triggers that clear it
 (:mod:`leadflow.store.score_marks`), ``0011`` ``scoring_runs.engagement_version``, ``0012``
 folds a rule's owner change into the entry the same firing made (data only), ``0013``
-``leads.first_source``. A test compares the schema at the head migration with this metadata so they
-cannot drift.
+``leads.first_source``, ``0014`` ``rule_runs.unfinished_at`` and ``unfinished_through``. A test
+compares the schema at the head migration with this metadata so they cannot drift.
 """
 
 from __future__ import annotations
@@ -347,6 +347,10 @@ class RuleRun(SQLModel, table=True):
     matched: int = 0
     first_seen_at: datetime | None = _time()
     """When the daemon first scheduled the rule while it had never run (cron rules only)."""
+    unfinished_at: datetime | None = _time()
+    """The instant of a run that failed or was stopped after committing some batches."""
+    unfinished_through: int | None = None
+    """The last subject id that unfinished run went through (its batches go in id order)."""
 
 
 class AssignmentRotation(SQLModel, table=True):
