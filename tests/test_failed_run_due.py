@@ -9,6 +9,7 @@ status`` showed the failed statement with its parameters (the leads' data), some
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -20,8 +21,10 @@ from sqlalchemy import Engine, select, text
 
 from leadflow.cli.status_command import render_rules, rules_view
 from leadflow.clock import SettableClock
+from leadflow.engine.rule_runs import first_run_delay, last_started_times, next_run_at, record_run
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.tick import run_due_rules
+from leadflow.rule_language.schedule import Schedule
 from leadflow.store.database import create_store_engine
 from leadflow.store.status import collect_status
 from leadflow.store.tables import LEADS, RULE_RUNS, SCORE_CHANGES
@@ -243,4 +246,30 @@ def test_a_retry_does_not_fire_again_on_leads_the_failed_run_fired(
         ("L3", "09:06"),
         ("L4", "09:06"),
     ]
+    runtime.engine.dispose()
+
+
+def test_a_cron_rule_whose_run_failed_runs_once_at_the_daemon_start(
+    store_url: str, make_settings: Any
+) -> None:
+    """A daily cron rule whose first run (``run --once`` at 09:00) failed is due: a daemon
+    started at 13:00 runs it at once, outside its cron times; a success puts it back on them."""
+    clock = SettableClock(T0)
+    runtime = _runtime(store_url, make_settings, clock)
+    rule_set = runtime.load_rules()
+    assignment = rule_set.rule("mql-assignment")
+    assert assignment is not None
+    daily = dataclasses.replace(
+        assignment,
+        schedule=Schedule.crontab("0 9 * * *", "UTC"),
+    )
+    seen = T0 - timedelta(hours=23)  # first scheduled the day before, at 10:00
+    record_run(runtime.engine, rule_set, daily, T0, matched=0, error="OperationalError: cut")
+    start = T0 + timedelta(hours=4)
+    assert first_run_delay(
+        daily, last_started_times(runtime.engine).get(daily.id), start, seen
+    ) == (timedelta(0))
+    record_run(runtime.engine, rule_set, daily, start, matched=3, error=None)
+    last = last_started_times(runtime.engine)[daily.id]
+    assert next_run_at(daily, last, start + timedelta(minutes=1), seen) == T0 + timedelta(days=1)
     runtime.engine.dispose()
