@@ -60,8 +60,9 @@ def load_settings(
     path = find_config_file(config_file, environ)
     data: dict[str, Any] = {}
     sources: dict[str, str] = {}
+    written: dict[str, str] = {}
     if path is not None:
-        data, sources = _read_yaml(path)
+        data, sources, written = _read_yaml(path)
         root = path.resolve().parent
     else:
         root = Path.cwd()
@@ -70,6 +71,7 @@ def load_settings(
     problems += env_problems
     _merge(data, env_data)
     sources.update(env_sources)
+    written.update({key: environ[name] for key, name in _env_truth_values(env_data, env_sources)})
     for key, value in (overrides or {}).items():
         _merge(data, _nest(key.split("."), value))
         sources[key] = "argument"
@@ -80,7 +82,7 @@ def load_settings(
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        problems += _explain(exc, sources)
+        problems += _explain(exc, sources, written)
     if problems:
         raise ConfigError("\n".join(problems))
     return LoadedSettings(settings=settings, sources=sources, config_file=path)
@@ -140,7 +142,9 @@ def _source_of(key: str, sources: Mapping[str, str]) -> str:
     return below[0] if below else DEFAULT_SOURCE
 
 
-def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
+    """The file's values, where each key is written (``FILE:LINE``), and each boolean's text
+    as written (YAML 1.1 reads ``yes``, ``no``, ``on``, ``off`` as booleans too), by key."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -169,7 +173,7 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
         msg = f"{path}: nested too deeply: at most {MAX_DEPTH} levels of mappings and lists"
         raise ConfigError(msg) from None
     if data is None:
-        return {}, {}
+        return {}, {}, {}
     if not isinstance(data, dict):
         msg = f"{path}:1:1: expected a mapping of sections (database:, mail:, ...)"
         raise ConfigError(msg)
@@ -177,8 +181,9 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
     if duplicates:
         raise ConfigError("\n".join(duplicates))
     sources: dict[str, str] = {}
-    _record_positions(node, (), str(path), sources)
-    return data, sources
+    written: dict[str, str] = {}
+    _record_positions(node, (), str(path), sources, written)
+    return data, sources, written
 
 
 MAX_DEPTH = 60
@@ -234,20 +239,41 @@ def _duplicate_keys(node: yaml.Node | None, file: str) -> list[str]:
 
 
 def _record_positions(
-    node: yaml.Node | None, prefix: tuple[str, ...], file: str, out: dict[str, str]
+    node: yaml.Node | None,
+    prefix: tuple[str, ...],
+    file: str,
+    out: dict[str, str],
+    written: dict[str, str],
 ) -> None:
     if not isinstance(node, yaml.MappingNode):
         return
     for key_node, value_node in node.value:
         key = (*prefix, str(key_node.value))
         if isinstance(value_node, yaml.MappingNode) and value_node.value:
-            _record_positions(value_node, key, file, out)
+            _record_positions(value_node, key, file, out, written)
         else:
             out[".".join(key)] = f"{file}:{key_node.start_mark.line + 1}"
+            if value_node.tag == _YAML_BOOLEAN:
+                written[".".join(key)] = str(value_node.value)
             if isinstance(value_node, yaml.SequenceNode):
                 # A list written one item a line: an item's problem names the item's line.
                 for index, item in enumerate(value_node.value):
                     out[".".join((*key, str(index)))] = f"{file}:{item.start_mark.line + 1}"
+
+
+_YAML_BOOLEAN = "tag:yaml.org,2002:bool"
+
+
+def _env_truth_values(
+    env_data: Mapping[str, Any], env_sources: Mapping[str, str]
+) -> Iterator[tuple[str, str]]:
+    """(dotted key, variable name) of each environment value YAML read as a boolean."""
+    for key, source in env_sources.items():
+        value: Any = env_data
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        if isinstance(value, bool):
+            yield key, source.removeprefix("environment ")
 
 
 def _reject_secrets_in_file(sources: Mapping[str, str]) -> list[str]:
@@ -334,29 +360,39 @@ def _merge(into: dict[str, Any], other: Mapping[str, Any]) -> None:
             into[key] = dict(value) if isinstance(value, Mapping) else value
 
 
-def _explain(exc: ValidationError, sources: Mapping[str, str]) -> list[str]:
+def _explain(
+    exc: ValidationError, sources: Mapping[str, str], written: Mapping[str, str]
+) -> list[str]:
+    """One ``WHERE: key: problem`` line per error; ``written``: the booleans' texts by key."""
     lines = []
     for error in exc.errors():
         loc = [str(part) for part in error["loc"]]
         key = ".".join(loc)
         where = sources.get(key) or _source_of(key, sources)
         whole = _whole_number_range(loc) if error["type"] in _INTEGER_ERRORS else None
+        shown = _shown(error["input"], written.get(key))
+        context = error.get("ctx") or {}
         if error["type"] == "extra_forbidden":
             message = f"unknown key {key!r}{_suggestion(loc)}"
         elif whole is not None:
-            message = f"{key}: must be a whole number {whole}, got {_shown(error['input'])}"
+            message = f"{key}: must be a whole number {whole}, got {shown}"
         elif error["type"] == "model_type":
             # pydantic says "a valid dictionary or instance of MailSettings"
-            message = f"{key}: expected a mapping of keys (key: value), got {error['input']!r}"
+            message = f"{key}: expected a mapping of keys (key: value), got {shown}"
+        elif "wanted" in context and "got" in context:
+            message = f"{key}: expected {context['wanted']}, got {shown}"
         else:
             message = f"{key}: {str(error['msg']).removeprefix('Value error, ')}"
         lines.append(f"{where}: {message}")
     return lines
 
 
-def _shown(value: object) -> str:
-    """A value as the file spelled it: YAML's ``true``, not Python's ``True``."""
-    return str(value).lower() if isinstance(value, bool) else repr(value)
+def _shown(value: object, written: str | None = None) -> str:
+    """A value as the file spelled it: a boolean as written (``yes``, ``Off``), else YAML's
+    ``true``, not Python's ``True``."""
+    if isinstance(value, bool):
+        return written if written is not None else str(value).lower()
+    return repr(value)
 
 
 _INTEGER_ERRORS = frozenset(

@@ -48,8 +48,7 @@ WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun"
 
 def _check_timezone(name: object) -> str:
     if not isinstance(name, str):
-        msg = f"expected an IANA timezone name such as Europe/Berlin, not {name!r}"
-        raise ValueError(msg)  # noqa: TRY004 (pydantic reports a ValueError at the key)
+        raise refusal("value_error", "an IANA timezone name such as Europe/Berlin", name)
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -63,12 +62,21 @@ def _check_timezone(name: object) -> str:
 TimezoneName = Annotated[str, BeforeValidator(_check_timezone)]
 
 
+def refusal(error_type: str, wanted: str, value: object) -> PydanticCustomError:
+    """``expected WANTED, got VALUE``; the config's message shows a YAML boolean as the file
+    wrote it (``yes``), from the error's ``wanted`` and ``got`` (see ``config._explain``)."""
+    got = str(value).lower() if isinstance(value, bool) else repr(value)
+    return PydanticCustomError(
+        error_type, "expected {wanted}, got {got}", {"wanted": wanted, "got": got}
+    )
+
+
 def _refuse_truth_value(error_type: str, wanted: str) -> BeforeValidator:
     """YAML reads ``port: true`` as a boolean, which pydantic would take as the number 1."""
 
     def refuse(value: object) -> object:
         if isinstance(value, bool):
-            raise PydanticCustomError(error_type, f"expected {wanted}, got {str(value).lower()}")
+            raise refusal(error_type, wanted, value)
         return value
 
     return BeforeValidator(refuse)

@@ -342,6 +342,27 @@ class TestWholeNumbers:
             f"{path}:5: mail.smtp.rate_per_second: expected a number, got false",
         ]
 
+    def test_a_yes_or_no_is_quoted_as_written(self, tmp_path: Path) -> None:
+        """YAML 1.1 also reads yes, no, on, off as booleans: the message quotes the word the
+        file (or the environment) wrote, not the boolean it became."""
+        path = write(
+            tmp_path,
+            "http:\n  port: yes\nmail:\n  smtp:\n    rate_per_second: Off\n"
+            "calendar:\n  timezone: no\n",
+        )
+        env = {"LEADFLOW_DATABASE__POOL_SIZE": "on"}
+        with pytest.raises(ConfigError) as caught:
+            load_settings(path, env=env)
+        assert sorted(str(caught.value).splitlines()) == [
+            f"{path}:2: http.port: must be a whole number from 1 to 65535, or 0 to listen on "
+            "any free port, got yes",
+            f"{path}:5: mail.smtp.rate_per_second: expected a number, got Off",
+            f"{path}:7: calendar.timezone: expected an IANA timezone name such as "
+            "Europe/Berlin, got no",
+            "environment LEADFLOW_DATABASE__POOL_SIZE: database.pool_size: must be a whole "
+            "number from 1 to 100, got on",
+        ]
+
 
 class TestDateFormats:
     """A date format strptime cannot read is refused when the config loads, not found out as

@@ -298,7 +298,7 @@ class TestCronSchedules:
             "rules/h.yaml:3:11: rule h: cron: '0 9 * * 1-5 *' is not a cron expression: expected 5"
             " fields (minute hour day month weekday), found 6",
             "rules/i.yaml:4:15: rule i: timezone: expected an IANA timezone name such as"
-            " Europe/Berlin, not 5",
+            " Europe/Berlin, got 5",
         ]
 
 
