@@ -267,6 +267,52 @@ class TestBadInput:
         ]
         assert lead_rows(engine) == []
 
+    def test_an_external_id_with_a_control_character_is_422(self, api: Api, engine: Engine) -> None:
+        """A line break or tab in an id would split a CSV export's row, a log line or an email
+        header: refused by the import's own rule, naming the record and the field."""
+        body = [
+            {"external_id": "L1"},
+            {"external_id": "L\n2"},
+            {"external_id": "L\t3"},
+            {"external_id": "L\u20284"},
+        ]
+        response = api.post("/v1/leads", body)
+        assert response.status_code == 422
+        why = "may not contain a line break, tab or other control character"
+        assert response.json()["detail"] == [
+            {
+                "loc": ["body", 1, "external_id"],
+                "msg": f"{why} (\\n, character 2); write the id on one line",
+                "type": "value_error",
+            },
+            {
+                "loc": ["body", 2, "external_id"],
+                "msg": f"{why} (\\t, character 2); write the id on one line",
+                "type": "value_error",
+            },
+            {
+                "loc": ["body", 3, "external_id"],
+                "msg": f"{why} (\\u2028, character 2); write the id on one line",
+                "type": "value_error",
+            },
+        ]
+        activity = {
+            "external_id": "A\r1",
+            "lead": "L1",
+            "type": "call",
+            "occurred_at": "2026-03-01T10:00:00Z",
+        }
+        response = api.post("/v1/activities", activity)
+        assert response.status_code == 422
+        assert response.json()["detail"] == [
+            {
+                "loc": ["body", "external_id"],
+                "msg": f"{why} (\\r, character 2); write the id on one line",
+                "type": "value_error",
+            }
+        ]
+        assert lead_rows(engine) == []
+
     def test_unknown_lead_is_404(self, api: Api) -> None:
         response = api.get("/v1/leads/nope")
         assert (response.status_code, response.json()) == (

@@ -191,6 +191,21 @@ L8,ken@example.com,1,lead,,8
             ("leads", "rejected rows", 2, 6)
         ]
 
+    def test_an_external_id_with_a_control_character_is_rejected(
+        self, engine: Engine, settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """A quoted cell may hold a line break; as an id it would split an export's row or a log
+        line, so the row is rejected, as the HTTP API refuses it (one rule for both)."""
+        path = write(
+            tmp_path, "leads.csv", 'external_id,email\n"L\n1",a@example.com\nL2,b@example.com\n'
+        )
+        report = import_file(engine, settings, "leads", path, clock=clock)
+        assert [str(p) for p in report.problems] == [
+            f"{path}:2: external_id: may not contain a line break, tab or other control "
+            "character (\\n, character 2); write the id on one line"
+        ]
+        assert rows(engine, "leads", "external_id") == [("L2",)]
+
     def test_strict_leaves_the_store_untouched(
         self, engine: Engine, settings: Any, tmp_path: Path, clock: SettableClock
     ) -> None:

@@ -30,7 +30,7 @@ from sqlalchemy import (
 from leadflow.errors import ImportRowError
 from leadflow.ingest.mapping import ColumnPlan
 from leadflow.ingest.references import RepDirectory, ids_by_external_id
-from leadflow.ingest.values import range_reason
+from leadflow.ingest.values import identifier_problem, range_reason
 from leadflow.ingest.writers import Counts, Derived, Prepared, Shape, Written, content_hash
 from leadflow.settings import ImportKind, ImportMapping, Settings
 from leadflow.store.id_ranges import chunks
@@ -49,6 +49,16 @@ KEY_LENGTH = 200
 
 _INTEGER_RANGES = ((BigInteger, 64), (SmallInteger, 16), (Integer, 32))
 """Integer column types, most specific first, and their width in bits on PostgreSQL."""
+
+
+def external_id_of(value: object) -> str:
+    """A record's ``external_id`` as stored, or :class:`ImportRowError`: the one rule for an id,
+    whether a file's row or an HTTP API's record (which upserts through these writers)."""
+    key = _within_limit("external_id", str(value), KEY_LENGTH)
+    problem = identifier_problem(key)
+    if problem is not None:
+        raise ImportRowError("external_id", problem)
+    return key
 
 
 def _within_limit(field: str, value: str, length: int) -> str:
@@ -122,7 +132,7 @@ class KindWriter:
         key = record.get("external_id")
         if key is None:
             raise ImportRowError("external_id", "missing; every row needs its CRM id")
-        return _within_limit("external_id", str(key), KEY_LENGTH)
+        return external_id_of(key)
 
     def lookups(self, connection: Connection, records: list[Record]) -> None:
         """Load what :meth:`convert` needs for this batch (e.g. lead ids by external id)."""
@@ -424,7 +434,7 @@ class ActivityWriter(KindWriter):
     def key(self, record: Record) -> str:
         """The file's id, else one derived from the content: the same activity, the same id."""
         if record.get("external_id") is not None:
-            return _within_limit("external_id", str(record["external_id"]), KEY_LENGTH)
+            return external_id_of(record["external_id"])
         content = {f: record.get(f) for f in self.fields if f != "occurred_at"}
         when = record.get("occurred_at")
         content["occurred_at"] = when.isoformat() if isinstance(when, datetime) else when

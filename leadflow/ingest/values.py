@@ -482,6 +482,23 @@ def _one_address(text: str | None) -> str | None:
     return text
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+"""Control characters (C0, DEL, C1) and Unicode's line and paragraph separators."""
+
+
+def identifier_problem(text: str) -> str | None:
+    """Why ``text`` cannot be an external id, or None: an id is one line of text, written into
+    CSV exports, log lines and email headers, which a line break or tab would split."""
+    found = _CONTROL.search(text)
+    if found is None:
+        return None
+    shown = ascii(found.group())[1:-1]  # \n, \t, \x85, \u2028
+    return (
+        "may not contain a line break, tab or other control character "
+        f"({shown}, character {found.start() + 1}); write the id on one line"
+    )
+
+
 def text_problem(text: str) -> str | None:
     """Why no store can hold ``text``, or None.
 
