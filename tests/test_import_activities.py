@@ -51,7 +51,7 @@ class TestActivities:
             f"{path}:5: lead: no lead with external id 'L9'; import the leads first",
             f"{path}:6: lead: missing; an activity needs a lead or a deal",
         ]
-        assert report.summary == "inserted 3, updated 0, unchanged 0, rejected 2"
+        assert report.summary == "inserted 3, updated 0, already present 0, rejected 2"
         found = rows(engine, "activities", "external_id", "type", "properties", "occurred_at")
         assert sorted(((t, p, o) for _id, t, p, o in found), key=repr) == [
             ("call", {}, datetime(2026, 2, 3, 10, tzinfo=UTC)),
@@ -81,8 +81,43 @@ class TestActivities:
         import_file(engine, settings, "activities", path, clock=clock)
         before = rows(engine, "activities", "id", "external_id", "properties")
         report = import_file(engine, settings, "activities", path, clock=clock)
-        assert report.summary == "inserted 0, updated 0, unchanged 3, rejected 2"
+        assert report.summary == "inserted 0, updated 0, already present 3, rejected 2"
         assert rows(engine, "activities", "id", "external_id", "properties") == before
+
+    def test_a_repeated_activity_is_already_present_not_unchanged(
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """An activity is an event: a row repeated in the file (or imported again) is the same
+        event, stored once and counted as already present; one whose content changed under the
+        same id is updated. A lead's unchanged row is still "unchanged"."""
+        settings = make_settings()
+        setup(engine, settings, tmp_path)
+        path = write(
+            tmp_path,
+            "activities.csv",
+            "external_id,type,lead,occurred_at\n"
+            "A1,call,L1,2026-02-01T10:00:00Z\n"
+            "A1,call,L1,2026-02-01T10:00:00Z\n"
+            "A2,email,L1,2026-02-02T10:00:00Z\n",
+        )
+        report = import_file(engine, settings, "activities", path, clock=clock)
+        assert report.summary == "inserted 2, updated 0, already present 1, rejected 0"
+        assert rows(engine, "activities", "external_id", "type") == [
+            ("A1", "call"),
+            ("A2", "email"),
+        ]
+        changed = write(
+            tmp_path,
+            "again.csv",
+            "external_id,type,lead,occurred_at\n"
+            "A1,call,L1,2026-02-01T10:00:00Z\n"
+            "A2,meeting,L1,2026-02-02T10:00:00Z\n",
+        )
+        report = import_file(engine, settings, "activities", changed, clock=clock)
+        assert report.summary == "inserted 0, updated 1, already present 1, rejected 0"
+        leads = write(tmp_path, "leads.csv", SETUP["leads.csv"])
+        report = import_file(engine, settings, "leads", leads, clock=clock)
+        assert report.summary == "inserted 0, updated 0, unchanged 2, rejected 0"
 
     def test_an_activity_in_the_future_is_rejected_a_clock_a_little_ahead_is_not(
         self, engine: Engine, make_settings: Any, tmp_path: Path

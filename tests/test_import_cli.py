@@ -105,7 +105,7 @@ class TestSampleAndStatus:
             "inserted 10, updated 0, unchanged 0, rejected 0",
             "inserted 200, updated 0, unchanged 0, rejected 0",
             "inserted 45, updated 0, unchanged 0, rejected 0",
-            "inserted 444, updated 0, unchanged 0, rejected 0",
+            "inserted 444, updated 0, already present 0, rejected 0",
         ]
         assert main(["-c", str(config), "import", "sample"]) == 0
         second = capsys.readouterr().out.splitlines()
@@ -113,7 +113,7 @@ class TestSampleAndStatus:
             "inserted 0, updated 0, unchanged 10, rejected 0",
             "inserted 0, updated 0, unchanged 200, rejected 0",
             "inserted 0, updated 0, unchanged 45, rejected 0",
-            "inserted 0, updated 0, unchanged 444, rejected 0",
+            "inserted 0, updated 0, already present 444, rejected 0",
         ]
         assert main(["-c", str(config), "status"]) == 0
         out = capsys.readouterr().out

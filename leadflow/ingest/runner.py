@@ -73,9 +73,12 @@ class ImportReport:
     @property
     def summary(self) -> str:
         c = self.counts
+        # An activity is an event, not a record that evolves: one imported again, or repeated
+        # in the file, is the same event already stored (not duplicated), not "unchanged".
+        same = "already present" if self.kind == "activities" else "unchanged"
         return (
             f"inserted {c.inserted}, updated {c.updated}, "
-            f"unchanged {c.unchanged}, rejected {self.rejected}"
+            f"{same} {c.unchanged}, rejected {self.rejected}"
         )
 
     def reject(self, line: int, message: str) -> None:
