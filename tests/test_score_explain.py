@@ -313,6 +313,46 @@ class TestArrivals:
         ] == [("visits", 10, ["ev-1"])]
 
 
+class TestLastChanges:
+    """The last changes are newest first, as docs/scoring.md says, in the table, the JSON and
+    the HTTP API's lead view alike; two changes at one instant (the pass, then a rule in the
+    same tick) newest first too."""
+
+    def test_newest_first_everywhere(
+        self, runtime: Runtime, engine: Engine, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        tick(runtime, T0)
+        activity(engine, "A1", 1, "page_view", T0 + HOUR)
+        with engine.begin() as connection:
+            connection.execute(update(LEADS).where(LEADS.c.id == 1).values(stage="nurture"))
+        tick(runtime, T0 + HOUR)  # the pass: +10 for A1; then the rule: -5
+        newest_first = [
+            ("2026-03-02T10:00:00+00:00", 30, 25, "rule"),
+            ("2026-03-02T10:00:00+00:00", 20, 30, "activity"),
+            ("2026-03-02T09:00:00+00:00", 0, 20, "model"),
+        ]
+        config = str(runtime.settings.root / "config.yaml")
+        capsys.readouterr()
+        assert main(["--config", config, "score", "explain", "L1"]) == 0
+        table = capsys.readouterr().out.splitlines()
+        start = table.index("Last changes (newest first):")
+        assert [line.split() for line in table[start + 1 :]] == [
+            ["at", "(UTC)", "from", "to", "why"],
+            ["2026-03-02", "10:00", "30", "25", "rule:", "rule", "cool-down:", "adjust_score"],
+            ["2026-03-02", "10:00", "20", "30", "activity"],
+            ["2026-03-02", "09:00", "0", "20", "model"],
+        ]
+        assert main(["--config", config, "score", "explain", "L1", "--format", "json"]) == 0
+        document = json.loads(capsys.readouterr().out)
+        shown = [(h["at"], h["old_score"], h["new_score"], h["cause"]) for h in document["history"]]
+        assert shown == newest_first
+        view = Api(build_app(runtime)[0]).get("/v1/leads/L1").json()
+        history = view["score_explanation"]["history"]
+        assert [(h["at"], h["old_score"], h["new_score"], h["cause"]) for h in history] == (
+            newest_first
+        )
+
+
 class TestDaemonTick:
     """The daemon's funnel tick rescores first, under the rule set it holds."""
 
