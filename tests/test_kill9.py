@@ -7,6 +7,9 @@ the same leads moved to the same owners, the same outbox idempotency keys and Me
 audit row per lead and action, and every message at the sink. A Message-ID the sink received
 twice is allowed only inside the documented at-least-once window: its first copy was accepted
 moments before a kill, when the process died before recording it ``sent``.
+
+And a ``leadflow run --once`` of a ``reentry: every_time`` rule killed after some batches, on
+SQLite and PostgreSQL: the run after it emails each lead the killed run did not, and no other.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import random
 import shutil
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -22,7 +26,8 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine
+import yaml
+from sqlalchemy import Engine, create_engine, select
 
 from leadflow.clock import SystemClock
 from leadflow.config import load_settings
@@ -30,6 +35,8 @@ from leadflow.engine.runtime import Runtime
 from leadflow.engine.tick import run_due_rules
 from leadflow.service.channels import drain_configured
 from leadflow.store.database import create_store_engine
+from leadflow.store.tables import LEADS as LEAD_ROWS
+from leadflow.store.tables import OUTBOX
 from tests.mail_support import smtp_server
 from tests.replica_support import (
     GatedSink,
@@ -162,3 +169,78 @@ def test_random_kills_leave_the_state_of_an_uninterrupted_run(
         f"kills at {[round(k - kills[0], 2) for k in kills]} s; copies {dict(duplicates)}; "
         f"duplicates accepted {sorted(before_kill)} s before a kill"
     )
+
+
+EVERY_TIME_EMAIL = """\
+rules:
+  - id: welcome-again
+    description: Every run emails each lead still in the lead stage.
+    every: 1h
+    reentry: every_time
+    when: {field: stage, equals: lead}
+    actions:
+      - notify: {to: lead, template: nurture_welcome}
+"""
+EMAIL_LEADS = 2000
+EMAIL_BATCH = 10
+RUN_AT = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+KILLED, RETRY = "20260302T090000.000000Z", "20260302T090100.000000Z"
+"""The occasions in the emails' idempotency keys: the killed run's instant, the retry's."""
+
+
+def _run_once(project: Path, url: str, now: datetime, log_name: str) -> Replica:
+    leadflow = str(Path(sys.executable).with_name("leadflow"))
+    command = [leadflow, "run", "--once", "--now", now.isoformat()]
+    return Replica(project, url, log_name=log_name, command=command)
+
+
+def _emails(engine: Engine) -> Counter[tuple[str, str]]:
+    """(lead external id, the firing's occasion: the run instant its idempotency key names) ->
+    how many outbox rows say so."""
+    query = select(LEAD_ROWS.c.external_id, OUTBOX.c.idempotency_key).join(
+        LEAD_ROWS, OUTBOX.c.lead_id == LEAD_ROWS.c.id
+    )
+    with engine.connect() as connection:
+        return Counter((lead, key.split("/")[2]) for lead, key in connection.execute(query))
+
+
+@pytest.mark.slow
+def test_a_run_killed_after_a_batch_emails_no_lead_twice(tmp_path: Path, store_url: str) -> None:
+    """An ``every_time`` rule's run killed (SIGKILL) once batches committed their emails: the
+    run a minute later goes on after those leads (their batches marked how far the run got as
+    they committed), so each lead is emailed once: by the killed run or, after the leads it
+    went through, by the retry. On SQLite and PostgreSQL."""
+    config = yaml.safe_dump(
+        {
+            "mail": {"transport": "maildir", "maildir": "state/maildir", "from": "lf@example.com"},
+            "calendar": {"timezone": "UTC"},
+            "scheduler": {"evaluation_batch": EMAIL_BATCH},
+        }
+    )
+    project = make_project(tmp_path / "project", config, EVERY_TIME_EMAIL)
+    seeder = create_store_engine(store_url)
+    leads = seed_funnel(seeder, RUN_AT - timedelta(days=1), EMAIL_LEADS)
+    seeder.dispose()
+    engine = create_engine(store_url)  # a plain reader: never takes SQLite's write lock
+    try:
+        killed = _run_once(project, store_url, RUN_AT, "killed.log")
+        try:
+            wait_until(lambda: sum(_emails(engine).values()) >= EMAIL_BATCH, "a batch", 60)
+            assert killed.alive, "the run ended before it could be killed"
+            killed.kill()
+        finally:
+            killed.kill()
+        first = _emails(engine)
+        emailed = len(first)
+        assert 0 < emailed < EMAIL_LEADS
+        assert emailed % EMAIL_BATCH == 0
+        assert first == Counter({(lead, KILLED): 1 for lead in leads[:emailed]})
+
+        retry = _run_once(project, store_url, RUN_AT + timedelta(minutes=1), "retry.log")
+        try:
+            assert retry.process.wait(timeout=120) == 0, retry.log_path.read_text()
+        finally:
+            retry.kill()
+        assert _emails(engine) == first + Counter({(lead, RETRY): 1 for lead in leads[emailed:]})
+    finally:
+        engine.dispose()

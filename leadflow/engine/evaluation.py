@@ -39,7 +39,12 @@ from leadflow.engine.firing import Firing, describe_action, fire
 from leadflow.engine.firing_batch import FiringBatch
 from leadflow.engine.plain_rows import as_leads, lead_select, record_of
 from leadflow.engine.row_record import RowRecord
-from leadflow.engine.rule_runs import UnfinishedRun, record_run, unfinished_run
+from leadflow.engine.rule_runs import (
+    UnfinishedRun,
+    record_gone_through,
+    record_run,
+    unfinished_run,
+)
 from leadflow.engine.runtime import Runtime, StopSignal
 from leadflow.engine.sales_cycle import averages_for
 from leadflow.errors import ExternalSystemError
@@ -202,7 +207,8 @@ def evaluate_rule(
     if dry_run:
         _plan(runtime, rule, where, context, outcome, plan_to or outcome.planned.append)
     else:
-        _apply(runtime, rule_set, rule, where, context, outcome, stop)
+        run_at = finishing.at if finishing is not None else now
+        _apply(runtime, rule_set, rule, where, context, outcome, stop, run_at)
     outcome.seconds = time.perf_counter() - started
     return outcome
 
@@ -215,9 +221,11 @@ def _apply(
     context: EvaluationContext,
     outcome: RuleOutcome,
     stop: StopSignal | None,
+    run_at: datetime,
 ) -> None:
     """Fire the rule on its matches, in id order, a batch per transaction; ``stop`` is asked
-    between batches."""
+    between batches. Each batch marks, in its own transaction, that the run at ``run_at`` went
+    through its last subject (see :mod:`~leadflow.engine.rule_runs`)."""
     model: type[Lead] | type[Deal] = Lead if rule.subject is Subject.LEAD else Deal
     table = rule.subject.table
     batch_size = runtime.settings.scheduler.evaluation_batch
@@ -260,6 +268,9 @@ def _apply(
                 )
             ]
             _write_batch(batch, rule, rule_set, fired, outcome)
+            # With the batch, not after the run: a process killed between the two would leave
+            # the batch's firings (its emails) with nothing telling the retry to skip them.
+            record_gone_through(session, rule_set, rule, run_at, last_id)
         outcome.done_through = last_id
 
 
@@ -465,7 +476,7 @@ def run_rule(
             dry_run=dry_run,
             interrupted=outcome.interrupted,
         )
-    if dry_run or (outcome.interrupted and outcome.done_through is None):
+    if dry_run or outcome.interrupted:
         return outcome
     record_run(
         runtime.engine,
@@ -476,10 +487,8 @@ def run_rule(
         error=outcome.error,
         finishing=finishing,
         done_through=outcome.done_through,
-        interrupted=outcome.interrupted,
     )
-    if not outcome.interrupted:
-        metrics.record_evaluation(
-            rule.id, seconds=outcome.seconds, matched=outcome.matched, error=outcome.error
-        )
+    metrics.record_evaluation(
+        rule.id, seconds=outcome.seconds, matched=outcome.matched, error=outcome.error
+    )
     return outcome

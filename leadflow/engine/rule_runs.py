@@ -14,7 +14,9 @@ A run that failed or was stopped after committing some batches (they go in subje
 leaves how far it got (:class:`UnfinishedRun`); until the rule's next scheduled time after that
 run, the retry goes on after the last subject it went through: it finishes the run rather than
 repeating it, so an ``every_time`` rule (which keeps no firing rows to tell) does not act twice
-on a lead, nor email it twice, for one scheduled time.
+on a lead, nor email it twice, for one scheduled time. How far it got is written by each batch
+in its own transaction (:func:`record_gone_through`): a batch and that mark commit together, so
+a run killed outright (``kill -9``, a lost machine) is finished by its retry as well.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from leadflow.rule_language.model import Rule, RuleSet
-from leadflow.store.database import insert_ignoring_duplicates, transaction
+from leadflow.store.database import insert_ignoring_duplicates, insert_or_update, transaction
 from leadflow.store.models import RuleRun
 from leadflow.store.tables import RULE_RUNS
 
@@ -102,6 +104,33 @@ def unfinished_run(engine: Engine, rule: Rule, now: datetime) -> UnfinishedRun |
     return UnfinishedRun(run.unfinished_at, run.unfinished_through)
 
 
+def record_gone_through(
+    session: Session, rule_set: RuleSet, rule: Rule, at: datetime, through: int
+) -> None:
+    """Mark, in the transaction of the batch that went through subject ``through``, that the
+    run at ``at`` (its own instant, or that of the unfinished run it finishes) got that far.
+
+    One statement per batch, creating the rule's row on its first run: as the batch commits, a
+    retry knows to go on after it, whatever becomes of the process afterwards."""
+    dialect = session.get_bind().dialect.name
+    session.execute(
+        insert_or_update(
+            dialect,
+            RULE_RUNS,
+            "rule_id",
+            {
+                "rule_id": rule.id,
+                "rule_version": rule_set.version,
+                "last_status": "never",
+                "matched": 0,
+                "unfinished_at": at,
+                "unfinished_through": through,
+            },
+            ("unfinished_at", "unfinished_through"),
+        )
+    )
+
+
 def record_run(
     engine: Engine,
     rule_set: RuleSet,
@@ -112,33 +141,28 @@ def record_run(
     error: str | None,
     finishing: UnfinishedRun | None = None,
     done_through: int | None = None,
-    interrupted: bool = False,
 ) -> None:
-    """Record that ``rule`` ran as of ``now``: what makes it due (or not) after a restart.
+    """Record that ``rule`` ran as of ``now``: what makes it due (or not) after a restart. An
+    interrupted run is not recorded (it stays due).
 
-    A failed run keeps the last successful start, so the rule stays due (see the module); an
-    interrupted one records only how far it got. ``finishing``: the unfinished run this one
-    went on with; ``done_through``: the last subject id of this run's committed batches."""
+    A failed run keeps the last successful start, so the rule stays due (see the module). How
+    far it got its batches marked as they committed (:func:`record_gone_through`); a run that
+    succeeded clears that mark, and so does a fresh run (not ``finishing`` an unfinished one)
+    that committed no batch (``done_through`` None): an older mark, past its rule's next
+    time, has nothing left to skip."""
     with transaction(engine) as session:
         run = session.get(RuleRun, rule.id) or RuleRun(
             rule_id=rule.id, rule_version=rule_set.version
         )
-        if error or interrupted:
-            if done_through is not None:
-                run.unfinished_at = finishing.at if finishing is not None else now
-                run.unfinished_through = done_through
-            elif finishing is None:  # a fresh run that committed nothing: nothing to skip
-                run.unfinished_at = run.unfinished_through = None
-        else:
+        if not error or (finishing is None and done_through is None):
             run.unfinished_at = run.unfinished_through = None
-        if not interrupted:
-            run.rule_version = rule_set.version
-            if not error:
-                run.last_started_at = now
-            run.last_finished_at = now
-            run.last_status = "failed" if error else "ok"
-            run.last_error = error
-            run.matched = matched
+        run.rule_version = rule_set.version
+        if not error:
+            run.last_started_at = now
+        run.last_finished_at = now
+        run.last_status = "failed" if error else "ok"
+        run.last_error = error
+        run.matched = matched
         session.add(run)
 
 

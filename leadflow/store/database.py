@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -298,6 +298,21 @@ def insert_ignoring_duplicates(dialect: str, table: Table, unique: str) -> Any:
 
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     return insert(table).on_conflict_do_nothing(index_elements=[unique])
+
+
+def insert_or_update(
+    dialect: str, table: Table, unique: str, row: dict[str, Any], update: Sequence[str]
+) -> Any:
+    """``INSERT INTO table (row) ON CONFLICT (unique) DO UPDATE`` in ``dialect``'s words: one
+    statement that creates the row or, when its key is there already, sets only the columns
+    named in ``update`` to the row's values."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(table).values(row)
+    return statement.on_conflict_do_update(
+        index_elements=[unique], set_={name: statement.excluded[name] for name in update}
+    )
 
 
 def _writer(engine: Engine) -> Engine:
