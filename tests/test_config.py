@@ -143,6 +143,7 @@ class TestValidation:
             ("deep", "nested too deeply: at most 60 levels of mappings and lists"),
             ("deeper", "1:71: nested too deeply: at most 60 levels of mappings and lists"),
             ("cycle", "1:11: an alias (*name) refers to a value that contains it"),
+            ("written out", "1:300006: too many values: more than 100000"),  # no alias
         ],
     )
     def test_hostile_yaml_is_one_line_at_once(
@@ -169,6 +170,8 @@ class TestValidation:
             text = "\n".join(lines) + "\ndatabase: *a9\n"
         elif kind == "cycle":
             text = "database: &a [*a]\n"
+        elif kind == "written out":
+            text = "database: [" + ", ".join(["1"] * 100_001) + "]\n"
         else:
             depth = 5000 if kind == "deep" else 100
             text = "database: " + "[" * depth + "]" * depth + "\n"

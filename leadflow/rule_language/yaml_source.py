@@ -131,7 +131,8 @@ _CStrictLoader = _libyaml_loader()
 MAX_DEPTH = 60
 """Deepest nesting of mappings and lists a rule file may use (a rule needs about a dozen)."""
 MAX_NODES = 100_000
-"""Most values a file may hold once aliases are expanded: stops "billion laughs" files."""
+"""Most values a file may hold once aliases are expanded: stops "billion laughs" files (the
+refusal names aliases only in a file that uses them)."""
 
 
 @dataclass(frozen=True)
@@ -191,7 +192,7 @@ def parse_with_pyyaml(file: str, text: str) -> SourceDocument:
         node = loader.get_single_node()
         if node is not None:
             document = SourceDocument(file=file, data=None)
-            _Walker(document).walk(node, ())
+            _Walker(document, node).walk(node, ())
             document.data = loader.construct_document(node)
     except RecursionError:
         # A safety net only: compose_node bounds the depth before the stack runs out.
@@ -229,7 +230,7 @@ def _composed(file: str, loader: Any) -> SourceDocument:
         document = SourceDocument(file=file, data=None)
         if node is not None:
             _refuse_flow_empty_values(node)
-            _Walker(document).walk(node, ())
+            _Walker(document, node).walk(node, ())
             document.data = loader.construct_document(node)
         return document
     finally:
@@ -256,6 +257,24 @@ def _refuse_flow_empty_values(root: yaml.Node) -> None:
                 stack += [(key, flow), (value, flow)]
 
 
+def _uses_aliases(root: yaml.Node) -> bool:
+    """Whether the document names a value twice (``*name``, ``<<: *name``): a node it reaches
+    twice. Asked only of a file refused for its size, to say why its values are so many."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            return True
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack += node.value
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                stack += [key, value]
+    return False
+
+
 def _mark(node: yaml.Node) -> Mark:
     return Mark(node.start_mark.line + 1, node.start_mark.column + 1)
 
@@ -266,15 +285,18 @@ class _Walker:
     It runs before construction, so nothing downstream ever sees a cyclic or exploding value.
     """
 
-    def __init__(self, document: SourceDocument) -> None:
+    def __init__(self, document: SourceDocument, root: yaml.Node) -> None:
         self.document = document
+        self.root = root
         self.nodes = 0
         self.open: set[int] = set()
 
     def walk(self, node: yaml.Node, path: Path) -> None:
         self.nodes += 1
         if self.nodes > MAX_NODES:
-            message = f"too many values: more than {MAX_NODES} once aliases (*name) are expanded"
+            message = f"too many values: more than {MAX_NODES}"
+            if _uses_aliases(self.root):
+                message += " once aliases (*name) are expanded"
             raise YamlSyntaxError(message, _mark(node))
         if len(path) > MAX_DEPTH:
             message = f"nested too deeply: at most {MAX_DEPTH} levels of mappings and lists"
