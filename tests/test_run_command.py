@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, insert, select, update
 
 from leadflow.cli import main
 from leadflow.clock import SettableClock
@@ -16,7 +16,7 @@ from leadflow.config import load_settings
 from leadflow.engine.evaluation import PlannedFiring
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.tick import run_due_rules
-from leadflow.store.tables import AUDIT, LEADS, OUTBOX, STORE_SECRETS
+from leadflow.store.tables import AUDIT, DEALS, LEADS, OUTBOX, STORE_SECRETS
 from tests.mail_support import free_port
 from tests.test_funnel_scenario import REPO, seed
 
@@ -195,11 +195,49 @@ def test_rules_not_due_are_named(
     ) in out
 
 
+def test_a_rule_with_no_average_cycle_says_why_it_matched_nothing(
+    engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No deal won in the recycling window: the run says so beside its 0 (and the log warns);
+    one won deal in the window gives an average, and the note goes."""
+    seed(engine)
+    path = config(tmp_path, store_url)
+    args = ["-c", path, "run", "--once", "--rule", "recycle-idle-deals", "--all"]
+    assert main([*args, "--now", "2026-03-02T09:00:00Z"]) == 0
+    out = capsys.readouterr().out
+    assert f"\nnote: recycle-idle-deals: {NO_CYCLE}\n" in out
+    now = datetime(2026, 3, 2, 9, tzinfo=UTC)
+    with engine.begin() as connection:
+        connection.execute(
+            insert(DEALS).values(
+                external_id="WON-1",
+                stage="Won",
+                outcome="won",
+                engaged_at=datetime(2025, 12, 1, tzinfo=UTC),
+                closed_at=datetime(2026, 1, 10, tzinfo=UTC),
+                attributes={},
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    assert main([*args, "--now", "2026-03-02T10:00:00Z"]) == 0
+    assert "note:" not in capsys.readouterr().out
+
+
 def _without_seconds(rules: list[dict[str, object]]) -> list[dict[str, object]]:
     return [{key: value for key, value in rule.items() if key != "seconds"} for rule in rules]
 
 
-def _outcome(rule_id: str, matched: int, fired: int, planned: int) -> dict[str, object]:
+NO_CYCLE = (
+    "no average sales cycle: no deal won with engaged_at and closed_at from 2025-03-02 to "
+    "2026-03-02, so idle_beyond_average_cycle matches no deal"
+)
+"""The seeded store has open deals but none won: the recycling rule says why it matched 0."""
+
+
+def _outcome(
+    rule_id: str, matched: int, fired: int, planned: int, note: str | None = None
+) -> dict[str, object]:
     return {
         "rule_id": rule_id,
         "matched": matched,
@@ -208,6 +246,7 @@ def _outcome(rule_id: str, matched: int, fired: int, planned: int) -> dict[str, 
         "failed": 0,
         "error": None,
         "interrupted": False,
+        "note": note,
     }
 
 
@@ -240,7 +279,7 @@ class TestRunOnceJson:
         assert _without_seconds(document["rules"]) == [
             _outcome("mql-assignment", 3, 0, 3),
             _outcome("nurture-new-leads", 1, 0, 1),
-            _outcome("recycle-idle-deals", 0, 0, 0),
+            _outcome("recycle-idle-deals", 0, 0, 0, NO_CYCLE),
         ]
         plan = sorted(document["plan"], key=lambda planned: planned["external_id"])
         assert [(p["rule_id"], p["subject"], p["external_id"]) for p in plan] == [
@@ -270,7 +309,7 @@ class TestRunOnceJson:
         assert _without_seconds(document["rules"]) == [
             _outcome("mql-assignment", 3, 3, 0),
             _outcome("nurture-new-leads", 1, 1, 0),
-            _outcome("recycle-idle-deals", 0, 0, 0),
+            _outcome("recycle-idle-deals", 0, 0, 0, NO_CYCLE),
         ]
         assert main([*args, "--now", "2026-03-02T09:10:00Z"]) == 0
         later = json.loads(capsys.readouterr().out)
@@ -348,7 +387,8 @@ class TestDryRunOutput:
             ["nurture-new-leads", "1", "1", "0"],
             ["recycle-idle-deals", "0", "0", "0"],
         ]
-        footer = " ".join(lines[8:])  # wrapped at the console's 80 columns
+        assert lines[8] == f"note: recycle-idle-deals: {NO_CYCLE}"
+        footer = " ".join(lines[9:])  # wrapped at the console's 80 columns
         assert re.fullmatch(
             r"3 rule\(s\) planned \(dry run, nothing written\), rule set +[0-9a-f]{12}\S*", footer
         )

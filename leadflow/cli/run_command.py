@@ -165,6 +165,7 @@ def run_document(
                 "seconds": round(outcome.seconds, 3),
                 "error": outcome.error,
                 "interrupted": outcome.interrupted,
+                "note": outcome.note,
             }
             for outcome in report.rules
         ],
@@ -319,5 +320,8 @@ def _print_summary(
             outcome.error or "",
         )
     console.print(table)
+    for outcome in outcomes:
+        if outcome.note:
+            console.print(f"note: {outcome.rule_id}: {outcome.note}", markup=False, soft_wrap=True)
     verb = "planned (dry run, nothing written)" if dry_run else "evaluated"
     console.print(f"{len(outcomes)} rule(s) {verb}, rule set {version}")

@@ -97,6 +97,9 @@ class RuleOutcome:
     """The error came from the database (or another system), not from the rule itself."""
     done_through: int | None = None
     """The last subject id of the batches committed so far (they go in id order)."""
+    note: str | None = None
+    """Why the rule could match nothing at this instant, when leadflow can tell (no average
+    sales cycle to compare with): said beside the run rather than left as a silent 0."""
 
 
 def rule_scope(rule: Rule, table: Table, now: datetime) -> ColumnElement[bool]:
@@ -201,6 +204,7 @@ def evaluate_rule(
         context = EvaluationContext(
             now, averages_for(session, list(cycle_conditions(rule.condition)), now)
         )
+    outcome.note = missing_cycle_note(context)
     where = and_(to_where(rule.condition, table, context), rule_scope(rule, table, now))
     if finishing is not None:
         where = and_(where, table.c.id > finishing.through)
@@ -419,6 +423,23 @@ def _evidence_columns(
     return columns, tuple(names), tuple(ages), tuple(times)
 
 
+def missing_cycle_note(context: EvaluationContext) -> str | None:
+    """Why an ``idle_beyond_average_cycle`` condition matches no deal at this instant: no deal
+    was won (with both dates) in its window, so there is no average to compare idleness with.
+
+    A CRM export of old deals evaluated as of today is the usual cause: every open deal is
+    ancient, yet the recycling rule matched 0 without a word.
+    """
+    for condition, average in context.cycles.items():
+        if average.overall_days is None:
+            since = (context.now - condition.window).date()
+            return (
+                f"no average sales cycle: no deal won with engaged_at and closed_at from "
+                f"{since} to {context.now.date()}, so idle_beyond_average_cycle matches no deal"
+            )
+    return None
+
+
 def run_rule(
     runtime: Runtime,
     rule_set: RuleSet,
@@ -476,6 +497,8 @@ def run_rule(
             dry_run=dry_run,
             interrupted=outcome.interrupted,
         )
+        if outcome.note:
+            log.warning("rule_matches_nothing", rule_id=rule.id, reason=outcome.note)
     if dry_run or outcome.interrupted:
         return outcome
     record_run(
