@@ -183,7 +183,9 @@ class MailSettings(Section):
     maildir: Path = Path("state/maildir")
     sender: str = Field(default="leadflow <leadflow@localhost>", alias="from")
     reply_to: str | None = None
-    unsubscribe_url: str = "https://example.com/unsubscribe?lead={external_id}&token={token}"
+    unsubscribe_url: str | None = None
+    """An unsubscribe page of your own (the CRM's preference centre), with ``{external_id}`` and
+    ``{token}``; unset: leadflow's own page at ``tracking.base_url`` (docs/email.md)."""
     unsubscribe_secret: SecretStr | None = None
     """HMAC key for unsubscribe tokens; set it in production (a secret: environment only)."""
     message_id_domain: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.-]+$")

@@ -2,7 +2,7 @@
 
 Pins: a marketing email queued with ``mail.tracking.enabled`` carries the open pixel and its
 web links through signed redirects (the unsubscribe link through its own route, the
-List-Unsubscribe header untouched, operational email untouched); each hit on the pixel or a
+List-Unsubscribe header keeping the plain link, operational email untouched); each hit on the pixel or a
 link is exactly one activity row, a person's or a machine's with its reason (HEAD, privacy
 proxy, scanner agent, scanner window after ``sent_at``, repeat); a forged or altered token
 records nothing and redirects nowhere; a person's click bumps ``last_activity_at`` and, with
@@ -237,8 +237,13 @@ class TestHits:
         ]
         assert mailing.lead("last_activity_at") == (T0 + timedelta(minutes=6),)
 
-    def test_unsubscribe_link_records_unsubscribe_and_redirects(self, mailing: Mailing) -> None:
-        """The unsubscribe link is an ``unsubscribe`` activity, then the unsubscribe page."""
+    def test_unsubscribe_link_records_unsubscribe_and_redirects(
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """With an unsubscribe page of the operator's, the unsubscribe link is an
+        ``unsubscribe`` activity, then that page (leadflow's own: tests/test_unsubscribe.py)."""
+        page = {"mail.unsubscribe_url": "https://crm.example.com/u?l={external_id}&t={token}"}
+        mailing = Mailing(engine, tracked_settings(make_settings, tmp_path, **page), clock)
         unsubscribe = unsubscribe_url(mailing.runtime.settings, "L-1")
         path = f"/t/u/{mailing.token('unsubscribe', unsubscribe)}"
         response = mailing.hit(path, after=timedelta(hours=2))

@@ -1,9 +1,10 @@
-"""The public routes of tracked email: the open pixel, click and unsubscribe redirects.
+"""The public routes of tracked email: the open pixel, the click redirect, the unsubscribe link.
 
 ``GET /t/o/<token>.gif`` always answers the pixel, whatever the token: a mail client or proxy
-learns nothing about which tokens are valid. ``GET /t/c/<token>`` and ``GET /t/u/<token>``
-answer 302 to the URL signed into the token, and 404 without a redirect for anything leadflow
-did not sign. ``HEAD`` is answered the same way (and recorded as a machine's). No bearer token:
+learns nothing about which tokens are valid. ``GET /t/c/<token>`` answers 302 to the URL signed
+into the token, and 404 without a redirect for anything leadflow did not sign. ``HEAD`` is
+answered the same way (and recorded as a machine's). ``/t/u/<token>``, the unsubscribe link,
+is :mod:`leadflow.http.unsubscribe`'s: a page and a one-click ``POST``. No bearer token:
 recipients follow these links. The routes are served whether or not ``mail.tracking.enabled``
 is on, so links in email already sent keep working when tracking is turned off.
 
@@ -27,6 +28,7 @@ from starlette.exceptions import HTTPException
 
 from leadflow.engine.runtime import Runtime
 from leadflow.errors import DatabaseUnavailableError
+from leadflow.http.unsubscribe import Recorder, unsubscribe_routes
 from leadflow.ingest.kinds import bump_last_activity
 from leadflow.mail.tracking_hits import Hit, RecordedHit, record_hit
 from leadflow.mail.tracking_tokens import CODES, Kind, TrackedLink, tracking_key, verify
@@ -62,18 +64,14 @@ def tracking_routes(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> APIRou
             await record(request, link)
         return Response(PIXEL, media_type="image/gif", headers=_NO_STORE)
 
-    redirects: tuple[Kind, ...] = ("click", "unsubscribe")
-    for kind in redirects:
-        router.add_api_route(
-            f"/t/{CODES[kind]}/{{token}}",
-            _redirect_route(key, kind, record),
-            methods=["GET", "HEAD"],
-            name=f"tracking_{kind}",
-        )
+    router.add_api_route(
+        f"/t/{CODES['click']}/{{token}}",
+        _redirect_route(key, "click", record),
+        methods=["GET", "HEAD"],
+        name="tracking_click",
+    )
+    router.include_router(unsubscribe_routes(runtime, holder, record))
     return router
-
-
-Recorder = Callable[[Request, TrackedLink], Awaitable[None]]
 
 
 def _redirect_route(key: bytes, kind: Kind, record: Recorder) -> Callable[..., Awaitable[Response]]:

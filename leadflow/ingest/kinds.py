@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
@@ -33,10 +33,10 @@ from leadflow.ingest.references import RepDirectory, ids_by_external_id
 from leadflow.ingest.values import identifier_problem, range_reason
 from leadflow.ingest.writers import Counts, Derived, Prepared, Shape, Written, content_hash
 from leadflow.settings import ImportKind, ImportMapping, Settings
-from leadflow.store.id_ranges import chunks
+from leadflow.store.id_ranges import among, chunks
 from leadflow.store.models import source_at_creation
 from leadflow.store.stage_history import record_written
-from leadflow.store.tables import ACTIVITIES, DEALS, LEADS
+from leadflow.store.tables import ACTIVITIES, DEALS, LEADS, NURTURE
 
 Record = dict[str, Any]
 Rejection = tuple[int, ImportRowError]
@@ -271,6 +271,11 @@ class LeadWriter(_RecordsStageEntries):
         "attributes": "attributes",
     }
 
+    def after_fed_write(self, connection: Connection, written: Written) -> None:
+        super().after_fed_write(connection, written)
+        if written.changed and {"unsubscribed", "do_not_email"} & set(self.fields):
+            end_flagged_nurture(connection, written.changed, self.now)
+
     def shape(self) -> Shape:
         base = super().shape()
         extras: dict[str, Any] = {}
@@ -487,6 +492,29 @@ class ActivityWriter(KindWriter):
             ids = {row.values[position] for row in rows} - {None}
             if ids:
                 bump_last_activity(connection, target, f"{field}_id", ids)
+
+
+_NURTURE_EXITS = (("unsubscribed", "unsubscribed"), ("do_not_email", "do not email"))
+"""The flags an import or a posted lead sets that end nurture, with the exit reason nurture's
+own step writes for each (:func:`leadflow.engine.nurture.exit_reason`)."""
+
+
+def end_flagged_nurture(connection: Connection, lead_ids: Sequence[int], now: datetime) -> None:
+    """End the active nurture enrollments of those of ``lead_ids`` now flagged unsubscribed or
+    do-not-email, in SQL: the enrollment must not show ``active`` until its next step is due.
+    Their queued marketing email is suppressed by the sender when it claims it."""
+    for flag, reason in _NURTURE_EXITS:
+        flagged = select(LEADS.c.id).where(LEADS.c[flag].is_(True))
+        for chunk in chunks(sorted(lead_ids)):
+            connection.execute(
+                update(NURTURE)
+                .where(
+                    among(NURTURE.c.lead_id, chunk),
+                    NURTURE.c.status == "active",
+                    NURTURE.c.lead_id.in_(flagged.where(among(LEADS.c.id, chunk))),
+                )
+                .values(status="exited", exit_reason=reason, exited_at=now, next_step_at=None)
+            )
 
 
 def bump_last_activity(

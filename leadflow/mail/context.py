@@ -78,10 +78,28 @@ def _keyed(key: bytes) -> hmac.HMAC:
     return hmac.new(key, digestmod=hashlib.sha256)
 
 
+OWN_UNSUBSCRIBE_PATH = "/t/unsubscribe"
+"""leadflow's own unsubscribe page (``GET``) and one-click endpoint (``POST``, RFC 8058)."""
+PLACEHOLDER_UNSUBSCRIBE_URL = "https://example.com/unsubscribe?lead={external_id}&token={token}"
+"""Only when there is neither an unsubscribe page of the operator's nor a public URL of
+leadflow's own (``mail.tracking.base_url``): ``leadflow check`` and the daemon warn of it."""
+
+
+def unsubscribe_pattern(settings: Settings) -> str:
+    """The unsubscribe link's URL template: the operator's page, else leadflow's own."""
+    mail = settings.mail
+    if mail.unsubscribe_url is not None:
+        return mail.unsubscribe_url
+    base = mail.tracking.base_url
+    if base is None:
+        return PLACEHOLDER_UNSUBSCRIBE_URL
+    return f"{base}{OWN_UNSUBSCRIBE_PATH}?lead={{external_id}}&token={{token}}"
+
+
 def unsubscribe_url(settings: Settings, lead_external_id: str) -> str:
     """The link a lead follows (or a mail client posts to) to stop marketing email."""
     return fill_url(
-        settings.mail.unsubscribe_url,
+        unsubscribe_pattern(settings),
         "mail.unsubscribe_url",
         external_id=lead_external_id,
         token=unsubscribe_token(settings, lead_external_id),

@@ -53,9 +53,10 @@ def tracked_bodies(
         found = done.get(url)
         if found is not None:
             return found
-        if url.startswith(own):
-            return url
+        # leadflow's own unsubscribe page is under /t/ too, and still goes through /t/u/.
         kind: Kind = "unsubscribe" if url == unsubscribe_url else "click"
+        if kind == "click" and url.startswith(own):
+            return url
         done[url] = link = f"{base}/t/{CODES[kind]}/{signer.token(kind, url)}"
         return link
 

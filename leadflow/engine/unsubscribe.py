@@ -1,0 +1,71 @@
+"""A lead's own unsubscribe: it stops receiving marketing email at once.
+
+The person confirmed on leadflow's unsubscribe page, or their mail client posted the
+``List-Unsubscribe`` link (RFC 8058 one-click). In the caller's transaction the lead is flagged
+``unsubscribed``, its active nurture enrollments end as nurture ends them when it sees the flag
+(``exited``, reason ``unsubscribed``), its marketing email not yet claimed by a sender is
+suppressed, and the audit says so. A lead already unsubscribed is left as it is: a second
+request changes nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from leadflow.engine.audit_trail import audit_row
+from leadflow.mail.enqueue import cancel_pending_marketing
+from leadflow.store.tables import AUDIT, LEADS, NURTURE
+
+REASON = "unsubscribed"
+"""The exit reason and the suppression reason, as nurture and the sender write them."""
+
+
+def unsubscribe_lead(session: Session, lead_id: int, now: datetime, via: str) -> bool:
+    """Unsubscribe the lead in the caller's transaction; False when it was already (nothing is
+    written). ``via`` names the way it came (``unsubscribe_page``, ``one_click``) in the audit."""
+    flagged = session.execute(
+        update(LEADS)
+        .where(LEADS.c.id == lead_id, LEADS.c.unsubscribed.is_(False))
+        .values(unsubscribed=True, updated_at=now)
+    )
+    # The conditional update is the lock: of two requests at once, one flags the lead and the
+    # other finds it flagged, so the enrollments and the audit are written once.
+    if not flagged.rowcount:  # type: ignore[attr-defined]
+        return False
+    enrollments = session.execute(
+        select(NURTURE.c.id, NURTURE.c.stream, NURTURE.c.rule_id).where(
+            NURTURE.c.lead_id == lead_id, NURTURE.c.status == "active"
+        )
+    ).all()
+    if enrollments:
+        session.execute(
+            update(NURTURE)
+            .where(NURTURE.c.id.in_([row.id for row in enrollments]))
+            .values(status="exited", exit_reason=REASON, exited_at=now, next_step_at=None)
+        )
+    cancelled = cancel_pending_marketing(session, [lead_id], REASON, now)
+    rows = [
+        audit_row(
+            at=now,
+            source="unsubscribe",
+            action="unsubscribed",
+            lead_id=lead_id,
+            params={"via": via, "cancelled_emails": cancelled},
+        ),
+        *(
+            audit_row(
+                at=now,
+                source="nurture",
+                action="nurture_exited",
+                lead_id=lead_id,
+                rule_id=row.rule_id,
+                params={"stream": row.stream, "reason": REASON},
+            )
+            for row in enrollments
+        ),
+    ]
+    session.execute(insert(AUDIT), rows)
+    return True

@@ -1,0 +1,176 @@
+"""leadflow's own unsubscribe: a confirmation page and the one-click ``POST`` (RFC 8058).
+
+Two links lead here. ``/t/u/<token>`` is the tracked unsubscribe link in the body of a tracked
+marketing email; ``/t/unsubscribe?lead=ID&token=T`` is the plain link (``List-Unsubscribe``
+header, and the body when tracking is off) when ``mail.unsubscribe_url`` is unset and
+``mail.tracking.base_url`` gives leadflow a public address.
+
+``GET`` only shows a page with one button: security gateways and link scanners fetch every
+link of a message on delivery, so following a link must not unsubscribe anyone. ``POST`` (the
+button, or a mail client's one-click ``List-Unsubscribe=One-Click``) unsubscribes the lead
+(:func:`leadflow.engine.unsubscribe.unsubscribe_lead`) and records the ``unsubscribe`` activity,
+in one transaction; a second ``POST`` changes nothing. With ``mail.unsubscribe_url`` set (the
+CRM's preference centre owns the flag), ``GET /t/u/<token>`` redirects there as before.
+A token leadflow did not sign answers 404 and writes nothing.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from sqlalchemy import Engine, select
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from leadflow.engine.runtime import Runtime
+from leadflow.engine.unsubscribe import unsubscribe_lead
+from leadflow.ingest.kinds import bump_last_activity
+from leadflow.mail.context import OWN_UNSUBSCRIBE_PATH, unsubscribe_token
+from leadflow.mail.tracking_hits import Hit, record_hit
+from leadflow.mail.tracking_tokens import CODES, TrackedLink, tracking_key, verify
+from leadflow.rule_language.model import RuleSet
+from leadflow.rule_language.scoring_model import ScoringModel
+from leadflow.scoring.rescoring import rescore
+from leadflow.service.rule_reload import SnapshotHolder
+from leadflow.settings import TrackingSettings
+from leadflow.store.database import transaction
+from leadflow.store.tables import LEADS
+
+Recorder = Callable[[Request, TrackedLink], Awaitable[None]]
+_HEADERS = {
+    "Cache-Control": "no-store, private",
+    "Pragma": "no-cache",
+    # Nothing but the page itself: no script, no asset from anywhere, not framed elsewhere.
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "Referrer-Policy": "no-referrer",
+}
+_ONE_CLICK = b"List-Unsubscribe=One-Click"
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    known: bool
+    """The lead is in the store."""
+    unsubscribed: bool
+    """It is unsubscribed now."""
+    changed: bool = False
+    """This request unsubscribed it."""
+
+
+def unsubscribe_routes(
+    runtime: Runtime, holder: SnapshotHolder[RuleSet], record: Recorder
+) -> APIRouter:
+    """The page and one-click routes; ``record`` writes a followed link as tracking does."""
+    router = APIRouter(include_in_schema=False)
+    settings = runtime.settings
+    key = tracking_key(settings)
+    external = settings.mail.unsubscribe_url is not None
+
+    async def unsubscribe(request: Request, link: TrackedLink) -> _Outcome:
+        """Unsubscribe ``link``'s lead for a POST; for a GET only look at it."""
+        if request.method != "POST":
+            return await run_in_threadpool(_state, runtime.engine, link.lead)
+        rule_set = holder.current_or_none()
+        model = rule_set.active_scoring if rule_set is not None else None
+        via = "one_click" if _ONE_CLICK in await request.body() else "unsubscribe_page"
+        hit = Hit(
+            link=link,
+            at=runtime.clock.now(),
+            user_agent=request.headers.get("user-agent"),
+            ip=request.client.host if request.client else None,
+            method="POST",
+        )
+        tracking = settings.mail.tracking
+        return await run_in_threadpool(_unsubscribe, runtime.engine, tracking, hit, model, via)
+
+    @router.api_route(
+        f"/t/{CODES['unsubscribe']}/{{token}}",
+        methods=["GET", "HEAD", "POST"],
+        name="tracking_unsubscribe",
+    )
+    async def tracked_unsubscribe(request: Request, token: str) -> Response:
+        link = verify(token, key, "unsubscribe")
+        if link is None or link.url is None:
+            raise HTTPException(404, "unknown link")
+        if external and request.method != "POST":
+            await record(request, link)
+            return RedirectResponse(link.url, status_code=302, headers=_HEADERS)
+        return _page(await unsubscribe(request, link))
+
+    @router.api_route(OWN_UNSUBSCRIBE_PATH, methods=["GET", "HEAD", "POST"], name="unsubscribe")
+    async def own_unsubscribe(request: Request, lead: str = "", token: str = "") -> Response:
+        expected = unsubscribe_token(settings, lead)
+        # Constant time: the comparison must not tell how much of a guessed token was right.
+        if not lead or not hmac.compare_digest(token.encode(), expected.encode()):
+            raise HTTPException(404, "unknown link")
+        link = TrackedLink("unsubscribe", "", lead, "", str(request.url))
+        return _page(await unsubscribe(request, link))
+
+    return router
+
+
+def _state(engine: Engine, lead: str) -> _Outcome:
+    with engine.connect() as connection:
+        flag = connection.execute(
+            select(LEADS.c.unsubscribed).where(LEADS.c.external_id == lead)
+        ).scalar_one_or_none()
+    return _Outcome(known=flag is not None, unsubscribed=bool(flag))
+
+
+def _unsubscribe(
+    engine: Engine, settings: TrackingSettings, hit: Hit, model: ScoringModel | None, via: str
+) -> _Outcome:
+    """Flag the lead, end its nurture, cancel its marketing and record the hit, together."""
+    with transaction(engine) as session:
+        lead_id = session.execute(
+            select(LEADS.c.id).where(LEADS.c.external_id == hit.link.lead)
+        ).scalar_one_or_none()
+        if lead_id is None:
+            return _Outcome(known=False, unsubscribed=False)
+        if not unsubscribe_lead(session, lead_id, hit.at, via):
+            return _Outcome(known=True, unsubscribed=True)
+        recorded = record_hit(session, settings, hit)
+        counts = recorded is not None and recorded.counts
+        if counts:
+            bump_last_activity(session.connection(), LEADS, "lead_id", [lead_id])
+    if counts and model is not None:
+        rescore(engine, model, hit.at, lead_ids=[lead_id])
+    return _Outcome(known=True, unsubscribed=True, changed=True)
+
+
+def _page(outcome: _Outcome) -> HTMLResponse:
+    if not outcome.known:
+        title, body = "Unsubscribe", "<p>There is nothing to unsubscribe from here any more.</p>"
+    elif outcome.changed:
+        title, body = (
+            "Unsubscribed",
+            "<p>You are unsubscribed: you will get no more of these emails.</p>",
+        )
+    elif outcome.unsubscribed:
+        title, body = (
+            "Unsubscribed",
+            "<p>You are already unsubscribed: you get no more of these emails.</p>",
+        )
+    else:
+        title, body = (
+            "Unsubscribe",
+            "<p>Stop receiving these emails?</p>\n"
+            '<form method="post"><button type="submit">Unsubscribe</button></form>',
+        )
+    html = (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{title}</title>\n"
+        "<style>body{font:16px/1.5 system-ui,sans-serif;max-width:32rem;margin:4rem auto;"
+        "padding:0 1rem;color:#222}button{font:inherit;padding:.5rem 1.25rem;cursor:pointer}"
+        "</style></head>\n"
+        f"<body><h1>{title}</h1>\n{body}\n</body></html>\n"
+    )
+    return HTMLResponse(html, headers=_HEADERS)

@@ -1,0 +1,335 @@
+"""A person who unsubscribes stops receiving marketing email at once, on SQLite and PostgreSQL.
+
+Through the real ASGI app, the shipped rules (welcome stream: a step now, another after 5 days)
+and templates, with tracking on: ``POST /t/u/<token>`` (the page's button) and ``POST`` of the
+``List-Unsubscribe`` link (RFC 8058 one-click) flag the lead, end its nurture enrollment
+(``exited``, ``unsubscribed``), cancel its pending marketing email and record the activity and
+the audit, once; the next nurture tick queues nothing. A ``GET`` (a person, or a link scanner
+on delivery) only shows the confirmation page. ``POST /v1/leads {"unsubscribed": true}`` ends
+the enrollment too. With ``mail.unsubscribe_url`` set, ``GET /t/u/`` redirects there as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine, func, select, update
+from structlog.testing import capture_logs
+
+from leadflow.clock import SettableClock
+from leadflow.engine.nurture import run_nurture_steps
+from leadflow.engine.runtime import Runtime
+from leadflow.engine.tick import run_due_rules
+from leadflow.ingest.runner import import_file
+from leadflow.mail.context import email_context, unsubscribe_url
+from leadflow.mail.enqueue import enqueue_email
+from leadflow.rule_language.model import RuleSet
+from leadflow.service.daemon import Daemon
+from leadflow.store.database import transaction
+from leadflow.store.models import Lead
+from leadflow.store.tables import ACTIVITIES, AUDIT, LEADS, NURTURE, OUTBOX
+from tests.conftest import T0
+from tests.http_support import Api, build_app, http_settings
+from tests.mail_support import add_lead
+
+BASE = "https://lf.example.com"
+FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+SCANNER = "Barracuda Sentinel (EE)"
+_TRACKED_UNSUBSCRIBE = re.compile(re.escape(BASE) + r"(/t/u/[A-Za-z0-9_.-]+)")
+
+
+class Nurtured:
+    """Lead L-1 enrolled in the welcome stream by the shipped rule, its first step queued and
+    sent at T0, a second marketing email pending, and the app serving the links."""
+
+    def __init__(self, engine: Engine, make_settings: Any, clock: SettableClock, **extra: Any):
+        settings = http_settings(
+            make_settings,
+            **{"mail.tracking.enabled": True, "mail.tracking.base_url": BASE, **extra},
+        )
+        self.engine = engine
+        self.clock = clock
+        self.runtime = Runtime.build(engine, settings, clock)
+        self.lead_id = add_lead(engine, T0, stage="lead", score=0, timezone="UTC")
+        self.rule_set: RuleSet = self.runtime.load_rules()
+        run_due_rules(self.runtime, self.rule_set, T0)
+        assert run_nurture_steps(self.runtime, self.rule_set, T0) == 1
+        with engine.begin() as connection:
+            connection.execute(update(OUTBOX).values(status="sent", sent_at=T0))
+        self.queue_promo()
+        self.api = Api(build_app(self.runtime)[0])
+
+    def queue_promo(self) -> None:
+        with transaction(self.engine) as session:
+            lead = session.get(Lead, self.lead_id)
+            assert lead is not None
+            enqueue_email(
+                session,
+                key="promo",
+                template="nurture_case_study",
+                context=email_context(self.runtime.settings, lead=lead),
+                to="jo@acme.example",
+                category="marketing",
+                now=T0,
+                catalog=self.runtime.templates,
+                settings=self.runtime.settings,
+                lead_id=self.lead_id,
+            )
+
+    def first_email(self) -> dict[str, Any]:
+        with self.engine.connect() as connection:
+            row = connection.execute(select(OUTBOX).order_by(OUTBOX.c.id).limit(1)).one()
+        return dict(row._mapping)
+
+    def tracked_link(self) -> str:
+        """The path of the unsubscribe link in the first email's text, as the person gets it."""
+        found = _TRACKED_UNSUBSCRIBE.search(self.first_email()["body_text"])
+        assert found is not None
+        return found.group(1)
+
+    def hit(
+        self, method: str, path: str, *, after: timedelta, agent: str = FIREFOX, **options: Any
+    ) -> httpx.Response:
+        self.clock.set(T0 + after)
+        headers = {"User-Agent": agent, **options.pop("headers", {})}
+        return self.api.request(method, path, headers=headers, **options)
+
+    def state(self) -> dict[str, Any]:
+        """Everything an unsubscribe may change."""
+        with self.engine.connect() as connection:
+            return {
+                "unsubscribed": connection.execute(
+                    select(LEADS.c.unsubscribed).where(LEADS.c.id == self.lead_id)
+                ).scalar_one(),
+                "enrollments": [
+                    tuple(row)
+                    for row in connection.execute(
+                        select(
+                            NURTURE.c.stream,
+                            NURTURE.c.status,
+                            NURTURE.c.exit_reason,
+                            NURTURE.c.next_step,
+                        ).order_by(NURTURE.c.id)
+                    )
+                ],
+                "outbox": [
+                    tuple(row)
+                    for row in connection.execute(
+                        select(
+                            OUTBOX.c.idempotency_key, OUTBOX.c.status, OUTBOX.c.status_reason
+                        ).order_by(OUTBOX.c.id)
+                    )
+                ],
+                "activities": [
+                    (kind, machine, props.get("machine_reason"))
+                    for kind, machine, props in connection.execute(
+                        select(
+                            ACTIVITIES.c.type, ACTIVITIES.c.machine, ACTIVITIES.c.properties
+                        ).order_by(ACTIVITIES.c.id)
+                    )
+                ],
+                "audit": [
+                    (action, params)
+                    for action, params in connection.execute(
+                        select(AUDIT.c.action, AUDIT.c.params)
+                        .where(AUDIT.c.action.in_(["unsubscribed", "nurture_exited"]))
+                        .order_by(AUDIT.c.id)
+                    )
+                ],
+            }
+
+
+WELCOME_KEY = "nurture:L-1:welcome:1:step0"
+BEFORE = {
+    "unsubscribed": False,
+    "enrollments": [("welcome", "active", None, 1)],
+    "outbox": [(WELCOME_KEY, "sent", None), ("promo", "pending", None)],
+    "activities": [],
+    "audit": [],
+}
+
+
+def unsubscribed_state(via: str, activity: tuple[str, bool, str | None]) -> dict[str, Any]:
+    return {
+        "unsubscribed": True,
+        "enrollments": [("welcome", "exited", "unsubscribed", 1)],
+        "outbox": [
+            (WELCOME_KEY, "sent", None),
+            ("promo", "suppressed", "unsubscribed (cancelled 2026-03-02T11:00:00Z)"),
+        ],
+        "activities": [activity],
+        "audit": [
+            ("unsubscribed", {"via": via, "cancelled_emails": 1}),
+            ("nurture_exited", {"stream": "welcome", "reason": "unsubscribed"}),
+        ],
+    }
+
+
+@pytest.fixture
+def nurtured(engine: Engine, make_settings: Any, clock: SettableClock) -> Nurtured:
+    return Nurtured(engine, make_settings, clock)
+
+
+class TestTrackedUnsubscribeLink:
+    """``/t/u/<token>`` with no unsubscribe page of the operator's: leadflow's own page."""
+
+    def test_post_unsubscribes_once_and_the_next_tick_sends_nothing(
+        self, nurtured: Nurtured
+    ) -> None:
+        """The button's POST flags the lead, ends its enrollment, cancels the pending email,
+        records the person's activity and the audit; a second POST and the tick 6 days later
+        (when step 2 was due) change nothing."""
+        assert nurtured.state() == BEFORE
+        path = nurtured.tracked_link()
+        response = nurtured.hit("POST", path, after=timedelta(hours=2))
+        assert response.status_code == 200
+        assert "You are unsubscribed" in response.text
+        done = unsubscribed_state("unsubscribe_page", ("unsubscribe", False, None))
+        assert nurtured.state() == done
+        again = nurtured.hit("POST", path, after=timedelta(hours=3))
+        assert (again.status_code, "already unsubscribed" in again.text) == (200, True)
+        assert run_nurture_steps(nurtured.runtime, nurtured.rule_set, T0 + timedelta(days=6)) == 0
+        assert nurtured.state() == done
+
+    def test_get_shows_the_page_and_changes_nothing(self, nurtured: Nurtured) -> None:
+        """A person's GET and a scanner's GET get the self-contained page with one button that
+        POSTs back; neither unsubscribes nor records anything."""
+        path = nurtured.tracked_link()
+        for agent in (FIREFOX, SCANNER):
+            response = nurtured.hit("GET", path, after=timedelta(seconds=2), agent=agent)
+            assert response.status_code == 200
+            assert '<form method="post"><button type="submit">Unsubscribe</button></form>' in (
+                response.text
+            )
+            assert "src=" not in response.text
+            assert "<link" not in response.text
+            assert response.headers["content-security-policy"].startswith("default-src 'none'")
+        assert nurtured.state() == BEFORE
+
+    def test_get_after_unsubscribing_says_so(self, nurtured: Nurtured) -> None:
+        """The page of a lead already unsubscribed has no button, only the note."""
+        path = nurtured.tracked_link()
+        nurtured.hit("POST", path, after=timedelta(hours=2))
+        response = nurtured.hit("GET", path, after=timedelta(hours=3))
+        assert "You are already unsubscribed" in response.text
+        assert "<form" not in response.text
+
+    def test_tampered_token_is_a_clean_404(self, nurtured: Nurtured) -> None:
+        """One character changed: 404 for GET and POST, nothing written."""
+        path = nurtured.tracked_link()
+        last = path[-1]
+        tampered = path[:-1] + ("A" if last != "A" else "B")
+        for method in ("GET", "POST"):
+            response = nurtured.hit(method, tampered, after=timedelta(hours=2))
+            assert (response.status_code, "location" in response.headers) == (404, False)
+        assert nurtured.state() == BEFORE
+
+
+class TestListUnsubscribe:
+    """The header points at leadflow's own endpoint, which takes the RFC 8058 one-click POST."""
+
+    def test_one_click_post_unsubscribes(self, nurtured: Nurtured) -> None:
+        """The header carries the plain link and the One-Click header; POSTing the form body a
+        mail client sends unsubscribes as the page's button does."""
+        email = nurtured.first_email()
+        link = unsubscribe_url(nurtured.runtime.settings, "L-1")
+        assert link.startswith(f"{BASE}/t/unsubscribe?lead=L-1&token=")
+        assert email["headers"]["List-Unsubscribe"] == f"<{link}>"
+        assert email["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        response = nurtured.hit(
+            "POST",
+            link.removeprefix(BASE),
+            after=timedelta(hours=2),
+            agent="Mozilla/5.0",
+            content=b"List-Unsubscribe=One-Click",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert response.status_code == 200
+        # A mail provider's server posts with no person's browser: kept as a machine's activity.
+        expected = unsubscribed_state("one_click", ("unsubscribe", True, "scanner_agent"))
+        assert nurtured.state() == expected
+
+    def test_get_shows_the_page_and_a_wrong_token_is_404(self, nurtured: Nurtured) -> None:
+        """The plain link opened in a browser is the page; another lead's token is refused."""
+        link = unsubscribe_url(nurtured.runtime.settings, "L-1").removeprefix(BASE)
+        page = nurtured.hit("GET", link, after=timedelta(hours=2))
+        assert (page.status_code, "<form" in page.text) == (200, True)
+        other = unsubscribe_url(nurtured.runtime.settings, "L-2").removeprefix(BASE)
+        forged = other.replace("lead=L-2", "lead=L-1")
+        assert nurtured.hit("POST", forged, after=timedelta(hours=2)).status_code == 404
+        assert nurtured.state() == BEFORE
+
+
+def test_operator_page_keeps_the_redirect(
+    engine: Engine, make_settings: Any, clock: SettableClock
+) -> None:
+    """With mail.unsubscribe_url set (the CRM's preference centre owns the flag) GET /t/u/
+    records the activity and redirects there, as before; the header carries that page."""
+    page = "https://crm.example.com/prefs?lead={external_id}&t={token}"
+    nurtured = Nurtured(engine, make_settings, clock, **{"mail.unsubscribe_url": page})
+    link = unsubscribe_url(nurtured.runtime.settings, "L-1")
+    assert link.startswith("https://crm.example.com/prefs?lead=L-1&t=")
+    assert nurtured.first_email()["headers"]["List-Unsubscribe"] == f"<{link}>"
+    response = nurtured.hit("GET", nurtured.tracked_link(), after=timedelta(hours=2))
+    assert (response.status_code, response.headers["location"]) == (302, link)
+    assert nurtured.state() == {**BEFORE, "activities": [("unsubscribe", False, None)]}
+
+
+def test_posted_unsubscribe_ends_the_enrollment(nurtured: Nurtured) -> None:
+    """POST /v1/leads {"unsubscribed": true} ends the active enrollment at once (it showed
+    active until its next step was due); the tick when step 2 was due queues nothing, and the
+    pending email is withheld by the sender when it claims it."""
+    response = nurtured.api.post("/v1/leads", {"external_id": "L-1", "unsubscribed": True})
+    assert response.status_code == 200, response.text
+    after = {
+        **BEFORE,
+        "unsubscribed": True,
+        "enrollments": [("welcome", "exited", "unsubscribed", 1)],
+    }
+    assert nurtured.state() == after
+    assert run_nurture_steps(nurtured.runtime, nurtured.rule_set, T0 + timedelta(days=6)) == 0
+    with nurtured.engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(OUTBOX)).scalar_one() == 2
+
+
+def test_the_daemon_warns_of_the_placeholder_only(engine: Engine, make_settings: Any) -> None:
+    """With nurture streams and neither leadflow's public URL nor an unsubscribe page of the
+    operator's, the daemon says at start that the link would be the placeholder; with leadflow's
+    own page (mail.tracking.base_url, tracking off) it says nothing."""
+
+    def warnings(**overrides: Any) -> list[str]:
+        settings = http_settings(make_settings, **{"http.enabled": False, **overrides})
+        daemon = Daemon(Runtime.build(engine, settings, SettableClock(T0)))
+
+        async def run_briefly() -> None:
+            asyncio.get_running_loop().call_later(1.0, daemon.request_stop)
+            await daemon.run()
+
+        with capture_logs() as logs:
+            asyncio.run(run_briefly())
+        return [e["detail"] for e in logs if e["event"] == "unsubscribe_url_placeholder"]
+
+    assert warnings() == [
+        "nurture email would carry the placeholder unsubscribe link "
+        "https://example.com/unsubscribe?lead={external_id}&token={token}: set "
+        "mail.tracking.base_url (the daemon's public URL, for leadflow's own unsubscribe page) "
+        "or mail.unsubscribe_url (your own page)"
+    ]
+    assert warnings(**{"mail.tracking.base_url": BASE}) == []
+
+
+def test_imported_do_not_email_ends_the_enrollment(nurtured: Nurtured, tmp_path: Path) -> None:
+    """A CSV import setting do_not_email ends the enrollment in its transaction, with the reason
+    nurture's own step writes for that flag."""
+    leads = tmp_path / "leads.csv"
+    leads.write_text("external_id,do_not_email\nL-1,true\n")
+    settings = nurtured.runtime.settings
+    report = import_file(nurtured.engine, settings, "leads", leads, clock=nurtured.clock)
+    assert report.summary == "inserted 0, updated 1, unchanged 0, rejected 0"
+    assert nurtured.state()["enrollments"] == [("welcome", "exited", "do not email", 1)]
