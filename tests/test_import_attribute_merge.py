@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 from import_support import rows, write
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 
 from leadflow.clock import SettableClock
 from leadflow.ingest import import_file, runner
+from leadflow.store.tables import LEADS
 from tests.http_support import Api, build_app, http_settings, runtime_for
 
 FIRST = """\
@@ -141,6 +142,23 @@ class TestLeads:
             ),
             ("T00007", "seo", {"source": "seo", "region": "North", "converted": "no"}),
         ]
+
+    def test_attributes_stored_as_json_null_are_none(
+        self, engine: Engine, settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """A JSON null written by hand (PostgreSQL's jsonb minus raises for one) is taken as
+        no attributes: the file's land, the batch does not fail."""
+        _import(engine, settings, tmp_path, clock, FIRST)
+        with engine.begin() as connection:
+            connection.execute(update(LEADS).values(attributes=None))
+        assert _attributes(engine)["T00005"] is None
+        summary = _import(engine, settings, tmp_path, clock, OUTCOMES)
+        assert summary == "inserted 0, updated 3, unchanged 0, rejected 0"
+        assert _attributes(engine) == {
+            "T00005": {"converted": "yes"},
+            "T00006": {"converted": "yes"},
+            "T00007": {"converted": "no"},
+        }
 
 
 class TestDeals:

@@ -137,7 +137,8 @@ def _merge_parts(
 def _sqlite_merged(element: MergedAttributes, compiler: SQLCompiler, **kw: Any) -> str:
     # json_patch (RFC 7396) merges objects; the attributes hold no objects or nulls of their own.
     stored, given, keys = _merge_parts(element, compiler, **kw)
-    base = f"coalesce({stored}, '{{}}')"
+    # Anything but an object stored (NULL, JSON null written by hand) counts as no attributes.
+    base = f"(CASE WHEN json_type({stored}) = 'object' THEN {stored} ELSE '{{}}' END)"
     if keys:
         paths = ", ".join(f"'$.{key}'" for key in keys)
         base = f"json_remove({base}, {paths})"
@@ -147,7 +148,8 @@ def _sqlite_merged(element: MergedAttributes, compiler: SQLCompiler, **kw: Any) 
 @compiles(MergedAttributes, "postgresql")
 def _postgresql_merged(element: MergedAttributes, compiler: SQLCompiler, **kw: Any) -> str:
     stored, given, keys = _merge_parts(element, compiler, **kw)
-    base = f"coalesce({stored}, '{{}}'::jsonb)"
+    # jsonb's minus raises for a scalar: a JSON null stored by hand would fail the batch.
+    base = f"(CASE WHEN jsonb_typeof({stored}) = 'object' THEN {stored} ELSE '{{}}'::jsonb END)"
     if keys:
         names = ", ".join(f"'{key}'" for key in keys)
         base = f"({base} - ARRAY[{names}]::text[])"
