@@ -31,7 +31,6 @@ class ScoreColumn:
 
     plan: ColumnPlan
     note: str | None = None
-    ignored: bool = False
 
 
 def model_in_folder(settings: Settings) -> tuple[ScoringModel | None, str | None]:
@@ -81,7 +80,7 @@ def score_column(
         "attributes.NAME), or set enabled: false to take it (docs/scoring.md)"
     )
     kept = tuple(t for t in plan.targets if t is not target)
-    return ScoreColumn(dataclasses.replace(plan, targets=kept), note, ignored=True)
+    return ScoreColumn(dataclasses.replace(plan, targets=kept), note)
 
 
 def posted_score(plan: ColumnPlan, rule_set: RuleSet | None) -> ScoreColumn:
