@@ -108,6 +108,7 @@ def _run_one(
             file_format=file_format.value if file_format else None,
             clock=SystemClock(),
             progress=progress,
+            check_score_owner=True,
         )
     for line in (*report.notes, *report.problems):
         print(line, file=sys.stderr)

@@ -151,11 +151,15 @@ def _record_route(
         items, batch = parse_records(await request.body())
         _check_types(schema, items, batch=batch)
         now = runtime.clock.now()
+        rule_set = holder.current_or_none()
         result = await run_in_threadpool(
-            upsert_records, runtime.engine, runtime.settings, kind, items, now=now, batch=batch
+            partial(upsert_records, now=now, batch=batch, rule_set=rule_set),
+            runtime.engine,
+            runtime.settings,
+            kind,
+            items,
         )
         log.info("records_upserted", **result.as_json())
-        rule_set = holder.current_or_none()
         model = rule_set.active_scoring if rule_set is not None else None
         if model is not None and kind in ("leads", "activities") and result.keys:
             # Engagement counts the moment it arrives, not at the next tick.

@@ -10,6 +10,7 @@ request with every problem found, and nothing is written.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from leadflow.ingest.references import RepDirectory
 from leadflow.ingest.reps import RepWriter
 from leadflow.ingest.runner import WRITERS
 from leadflow.ingest.writers import Counts, Prepared, TableWriter
+from leadflow.rule_language.model import RuleSet
+from leadflow.scoring.ownership import posted_score
 from leadflow.settings import ImportKind, ImportMapping, Settings
 from leadflow.store.database import transaction
 
@@ -41,16 +44,22 @@ class UpsertResult:
     counts: Counts
     keys: tuple[str, ...] = ()
     """The external ids of the records written (each once)."""
+    warnings: tuple[dict[str, str], ...] = ()
+    """Fields taken as not posted, each ``{"field", "msg"}`` (a lead's ``score`` while the
+    scoring model is enabled)."""
 
     def as_json(self) -> dict[str, Any]:
         c = self.counts
-        return {
+        found: dict[str, Any] = {
             "kind": self.kind,
             "received": self.received,
             "inserted": c.inserted,
             "updated": c.updated,
             "unchanged": c.unchanged,
         }
+        if self.warnings:
+            found["warnings"] = list(self.warnings)
+        return found
 
 
 def upsert_records(
@@ -61,11 +70,13 @@ def upsert_records(
     *,
     now: datetime,
     batch: bool,
+    rule_set: RuleSet | None = None,
 ) -> UpsertResult:
     """Write ``items`` in one transaction, or raise :class:`RecordsRejectedError`.
 
     ``batch`` says whether the body was a list: it decides whether error locations carry the
-    record's index. A concurrent insert of the same external id is retried once.
+    record's index. A concurrent insert of the same external id is retried once. A lead's
+    ``score`` is ignored, with a warning, while ``rule_set``'s scoring model is enabled.
     """
     locate = _Locator(batch)
     header = _header(items)
@@ -75,10 +86,17 @@ def upsert_records(
         raise RecordsRejectedError(
             [locate.header_problem(p.message, header) for p in exc.problems]
         ) from None
+    warnings: tuple[dict[str, str], ...] = ()
+    if kind == "leads":
+        decided = posted_score(plan, rule_set)
+        plan = decided.plan
+        if decided.note is not None:
+            warnings = ({"field": "score", "msg": decided.note},)
     try:
-        return _write_all(engine, settings, kind, plan, items, now, locate)
+        result = _write_all(engine, settings, kind, plan, items, now, locate)
     except IntegrityError:
-        return _write_all(engine, settings, kind, plan, items, now, locate)
+        result = _write_all(engine, settings, kind, plan, items, now, locate)
+    return dataclasses.replace(result, warnings=warnings)
 
 
 def _header(items: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:

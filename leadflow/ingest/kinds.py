@@ -33,6 +33,7 @@ from leadflow.ingest.references import RepDirectory, ids_by_external_id
 from leadflow.ingest.values import identifier_problem, range_reason
 from leadflow.ingest.writers import Counts, Derived, Prepared, Shape, Written, content_hash
 from leadflow.settings import ImportKind, ImportMapping, Settings
+from leadflow.store.attributes import MergedAttributes
 from leadflow.store.id_ranges import among, chunks
 from leadflow.store.models import source_at_creation
 from leadflow.store.stage_history import record_written
@@ -118,7 +119,13 @@ class KindWriter:
     def shape(self) -> Shape:
         written = tuple(self.columns[field] for field in self.fields)
         defaults = {k: v for k, v in self.defaults().items() if k not in written}
-        return Shape(self.table, written, defaults)
+        extras: dict[str, Any] = {}
+        if "attributes" in self.fields:
+            # A stored row keeps the attributes the file has no column for (docs/import.md).
+            named = tuple(t.name for t in self.plan.targets if t.group == "attributes")
+            given = bindparam("v_attributes", type_=self.table.c.attributes.type)
+            extras["attributes"] = MergedAttributes(self.table.c.attributes, named, given)
+        return Shape(self.table, written, defaults, extras)
 
     def defaults(self) -> dict[str, Any]:
         """Columns a new row gets when the file does not set them."""
@@ -278,7 +285,7 @@ class LeadWriter(_RecordsStageEntries):
 
     def shape(self) -> Shape:
         base = super().shape()
-        extras: dict[str, Any] = {}
+        extras: dict[str, Any] = dict(base.update_extras)
         derived: tuple[Derived, ...] = ()
         if "attributes" in self.fields:
             # The source at creation (first touch): a new lead's source; an update keeps the

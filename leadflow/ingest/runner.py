@@ -35,6 +35,7 @@ from leadflow.ingest.readers import RowSource, check_text_file, format_of
 from leadflow.ingest.references import RepDirectory
 from leadflow.ingest.reps import RepWriter
 from leadflow.ingest.writers import Counts, DriverForm, DriverRow, Prepared, TableWriter
+from leadflow.scoring.ownership import model_in_folder, score_column
 from leadflow.settings import ImportKind, ImportMapping, Settings
 from leadflow.store.database import transaction
 from leadflow.store.tables import IMPORT_RUNS
@@ -97,16 +98,31 @@ def import_file(
     strict: bool = False,
     file_format: str | None = None,
     progress: Progress | None = None,
+    check_score_owner: bool = False,
 ) -> ImportReport:
     """Import ``path`` as ``kind``; file-level problems raise before any row is written.
 
     A refused file (unreadable, bad header, unknown column) is still a run: it is recorded in
     ``import_runs`` with status ``refused``, so ``leadflow status`` shows it as the last import.
+    With ``check_score_owner`` (``leadflow import``) a leads file's ``score`` column is left
+    out while the rules folder's scoring model is enabled; a rule test's given file is taken
+    as written.
     """
     now = clock.now()
     report = ImportReport(kind, shown_path(path))
     try:
-        _import(engine, settings, path, report, now, clock, strict, file_format, progress)
+        _import(
+            engine,
+            settings,
+            path,
+            report,
+            now,
+            clock,
+            strict,
+            file_format,
+            progress,
+            check_score_owner,
+        )
     except UserInputError:
         if report.run_id is None:
             _record_refused(engine, report, now)
@@ -126,6 +142,7 @@ def _import(
     strict: bool,
     file_format: str | None,
     progress: Progress | None,
+    check_score_owner: bool,
 ) -> None:
     kind = report.kind
     mapping = settings.imports.mappings.get(kind, ImportMapping())
@@ -141,6 +158,8 @@ def _import(
             source.refuse_keys(late)
         plan = compile_plan(kind, source.header, settings, str(path))
         report.notes += source.notes
+        if kind == "leads" and check_score_owner:
+            plan = _score_column(plan, settings, report)
         with engine.connect() as connection:
             reps = RepDirectory.load(connection, mapping.rep_reference)
         writer = WRITERS[kind](plan, settings, now, reps)
@@ -159,6 +178,18 @@ def _import(
                 status = _load(engine, writer, source, report, strict=strict, progress=progress)
         finally:
             _finish_run(engine, run_id, report, status, clock.now())
+
+
+def _score_column(plan: ColumnPlan, settings: Settings, report: ImportReport) -> ColumnPlan:
+    """The plan without its score column while the rules folder's scoring model is enabled
+    (leadflow owns the score then: docs/scoring.md), said once in the notes."""
+    if not any(target.field == "score" for target in plan.targets):
+        return plan  # the rules folder is read only for a file that has a score
+    model, unreadable = model_in_folder(settings)
+    decided = score_column(plan, model, unreadable)
+    if decided.note is not None:
+        report.notes.append(Problem(report.file, 1, 0, decided.note))
+    return decided.plan
 
 
 def shown_path(path: Path) -> str:

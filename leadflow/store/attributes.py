@@ -9,6 +9,7 @@ for the attributes ``attributes.indexed`` names, so rules filtering on them use 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Table
@@ -97,3 +98,59 @@ def _postgresql(element: AttributeValue, compiler: SQLCompiler, **kw: Any) -> st
 
 def attribute_value(table: Table, key: str, kind: str) -> AttributeValue:
     return AttributeValue(table.c.attributes, key, kind)
+
+
+class MergedAttributes(FunctionElement[Any]):
+    """A row's stored attributes with ``keys`` replaced by ``incoming``'s values: a key in
+    ``keys`` that ``incoming`` lacks is removed, any other stored key kept as it is.
+
+    An import (or a posted record) changes only the attributes it has a column for
+    (docs/import.md): one with only ``converted`` keeps the lead's ``region``. ``keys`` are the
+    columns; ``incoming`` holds those of them with a value (an empty cell clears its attribute,
+    as an empty cell of a plain column clears the field).
+    """
+
+    inherit_cache = True
+    name = "merged_attributes"
+
+    def __init__(
+        self, column: ColumnElement[Any], keys: Sequence[str], incoming: ColumnElement[Any]
+    ) -> None:
+        for key in keys:
+            if not ATTRIBUTE_NAME.match(key):
+                msg = f"attribute name {key!r} must be letters, digits and underscores"
+                raise ValueError(msg)
+        # The keys travel as literal arguments so they are part of the cache key.
+        super().__init__(column, incoming, *(literal_column(f"'{key}'") for key in keys))
+        self.type = column.type
+
+
+def _merge_parts(
+    element: MergedAttributes, compiler: SQLCompiler, **kw: Any
+) -> tuple[str, str, list[str]]:
+    column, incoming, *keys = list(element.clauses)
+    stored, given = compiler.process(column, **kw), compiler.process(incoming, **kw)
+    return stored, given, [str(key).strip("'") for key in keys]
+
+
+@compiles(MergedAttributes, "sqlite")
+def _sqlite_merged(element: MergedAttributes, compiler: SQLCompiler, **kw: Any) -> str:
+    # json_patch (RFC 7396) merges objects; the attributes hold no objects or nulls of their own.
+    stored, given, keys = _merge_parts(element, compiler, **kw)
+    # Anything but an object stored (NULL, JSON null written by hand) counts as no attributes.
+    base = f"(CASE WHEN json_type({stored}) = 'object' THEN {stored} ELSE '{{}}' END)"
+    if keys:
+        paths = ", ".join(f"'$.{key}'" for key in keys)
+        base = f"json_remove({base}, {paths})"
+    return f"json_patch({base}, {given})"
+
+
+@compiles(MergedAttributes, "postgresql")
+def _postgresql_merged(element: MergedAttributes, compiler: SQLCompiler, **kw: Any) -> str:
+    stored, given, keys = _merge_parts(element, compiler, **kw)
+    # jsonb's minus raises for a scalar: a JSON null stored by hand would fail the batch.
+    base = f"(CASE WHEN jsonb_typeof({stored}) = 'object' THEN {stored} ELSE '{{}}'::jsonb END)"
+    if keys:
+        names = ", ".join(f"'{key}'" for key in keys)
+        base = f"({base} - ARRAY[{names}]::text[])"
+    return f"({base} || {given})"
