@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from leadflow.errors import Problem, TemplateError
-from leadflow.mail.context import sample_context
+from leadflow.mail.context import email_context, sample_context
 from leadflow.mail.templates import RenderedEmail, TemplateCatalog
 from leadflow.settings import Settings
 
@@ -33,6 +35,14 @@ def catalog(folder: Path) -> TemplateCatalog:
         {"root": str(folder.parent), "attributes": {"leads": {"industry": "string"}}}
     )
     return TemplateCatalog(folder, settings)
+
+
+def sample_lead(settings: Settings) -> Any:
+    """The sample context's lead, as a row: its view's fields."""
+    view = sample_context(settings)["lead"]
+    fields = ("id", "external_id", "name", "email", "company", "score", "stage")
+    more = ("stage_entered_at", "last_activity_at", "timezone", "attributes")
+    return SimpleNamespace(**{name: view[name] for name in fields + more})
 
 
 class TestRendering:
@@ -173,6 +183,23 @@ class TestCheck:
                 str(folder / "nope.txt"), 0, 0, f"no template 'nope'; templates in {folder}: half"
             ),
         ]
+
+    def test_a_declared_attribute_without_a_value_is_none(
+        self, folder: Path, catalog: TemplateCatalog
+    ) -> None:
+        """Every declared attribute is in ``lead.attributes``, None when the lead has none, as
+        the sample context ``check`` renders with has it: what passes ``check`` renders."""
+        write_template(
+            folder,
+            "industry",
+            subject="ok",
+            text="{{ lead.attributes.industry }}/{{ lead.attributes.industry or 'your field' }}",
+        )
+        settings = catalog.settings
+        lead = SimpleNamespace(**{**vars(sample_lead(settings)), "attributes": {}})
+        context = email_context(settings, lead=lead)  # type: ignore[arg-type]
+        assert catalog.render("industry", context).text == "None/your field"
+        assert context["lead"]["attributes"] == {"industry": None}
 
     def test_render_raises_the_same_problem(self, folder: Path, catalog: TemplateCatalog) -> None:
         write_template(folder, "typo", subject="ok", text="{{ rep.nmae }}")

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from types import SimpleNamespace
@@ -119,11 +120,19 @@ def lead_view(lead: Lead, settings: Settings) -> dict[str, Any]:
         "stage_entered_at": lead.stage_entered_at,
         "last_activity_at": lead.last_activity_at,
         "timezone": lead.timezone,
-        "attributes": dict(lead.attributes),
+        "attributes": _declared(settings.attributes.leads, lead.attributes),
         "crm_url": fill_url(
             settings.crm.record_url, "crm.record_url", external_id=lead.external_id
         ),
     }
+
+
+def _declared(declared: Mapping[str, str], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Every declared attribute (None when the row has no value), then the row's own values.
+
+    ``leadflow check`` passes ``{{ lead.attributes.sector }}`` for a declared ``sector``; a lead
+    without one must render it as the documented None, not fail to send at every attempt."""
+    return {**dict.fromkeys(declared), **values}
 
 
 def rep_view(rep: Rep) -> dict[str, Any]:
@@ -150,7 +159,7 @@ def deal_view(deal: Deal, settings: Settings) -> dict[str, Any]:
         "last_activity_at": deal.last_activity_at,
         "closed_at": deal.closed_at,
         "recycle_reason": deal.recycle_reason,
-        "attributes": dict(deal.attributes),
+        "attributes": _declared(settings.attributes.deals, deal.attributes),
         "crm_url": fill_url(settings.crm.deal_url, "crm.deal_url", external_id=deal.external_id),
     }
 
