@@ -128,8 +128,8 @@ class TestCheck:
                 str(folder / "typo.txt"),
                 2,
                 0,
-                "undefined variable: 'dict object' has no attribute 'nmae'; "
-                "see docs/email.md for the context",
+                "undefined variable: lead.nmae: lead has no field 'nmae'; did you mean 'name'? "
+                "(see docs/email.md for the context)",
             )
         ]
 
@@ -183,6 +183,42 @@ class TestCheck:
                 str(folder / "nope.txt"), 0, 0, f"no template 'nope'; templates in {folder}: half"
             ),
         ]
+
+    @pytest.mark.parametrize(
+        ("text", "message"),
+        [
+            (
+                "{{ lead.attributs.industry }}",
+                "lead.attributs: lead has no field 'attributs'; did you mean 'attributes'?",
+            ),
+            (
+                "{{ lead.attributes.industri }}",
+                "lead.attributes.industri: lead has no declared attribute 'industri'; "
+                "did you mean 'industry'?",
+            ),
+            (
+                "{{ owner.timezon }}",
+                "owner.timezon: owner has no field 'timezon'; did you mean 'timezone'?",
+            ),
+            (
+                "{{ deal['acount'] }}",
+                "deal.acount: deal has no field 'acount'; did you mean 'account'?",
+            ),
+            ("{{ leed.name }}", "'leed' is undefined; did you mean 'lead'?"),
+            ("{{ lead.region }}", "lead.region: lead has no field 'region'"),
+        ],
+    )
+    def test_an_unknown_name_is_named_with_the_closest_one(
+        self, folder: Path, catalog: TemplateCatalog, text: str, message: str
+    ) -> None:
+        """Not Jinja's "'dict object' has no attribute": where the name was looked up, and
+        the closest name there, as rule errors say it."""
+        write_template(folder, "typo", subject="ok", text=f"Hello\n\n{text}\n")
+        expected = f"undefined variable: {message} (see docs/email.md for the context)"
+        assert catalog.check("typo") == [Problem(str(folder / "typo.txt"), 3, 0, expected)]
+        with pytest.raises(TemplateError) as caught:  # a send says the same, file and line
+            catalog.frozen().render("typo", sample_context(catalog.settings))
+        assert str(caught.value) == f"{folder / 'typo.txt'}:3: {expected}"
 
     def test_a_declared_attribute_without_a_value_is_none(
         self, folder: Path, catalog: TemplateCatalog
@@ -261,7 +297,7 @@ class TestOneContextForAllParts:
             str(folder / "greeting.txt"),
             1,
             0,
-            "undefined variable: 'greeting' is undefined; see docs/email.md for the context",
+            "undefined variable: 'greeting' is undefined (see docs/email.md for the context)",
         )
 
     def test_keys_and_the_dict_attributes_resolve_as_in_jinjas_sandbox(

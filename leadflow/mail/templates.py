@@ -37,11 +37,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
 import jinja2.runtime
+import jinja2.utils
 from jinja2.sandbox import SandboxedEnvironment
 
 from leadflow.errors import Problem, TemplateError, not_utf8_position, why_not_a_file
 from leadflow.mail.context import sample_context
 from leadflow.settings import Settings
+from leadflow.suggestions import did_you_mean
 
 SUBJECT_SUFFIX = ".subject.txt"
 TEXT_SUFFIX = ".txt"
@@ -95,7 +97,7 @@ class TemplateCatalog:
         )
         self._env = _Sandbox(
             loader=loader,
-            undefined=jinja2.StrictUndefined,
+            undefined=_Undefined,
             # Asked by every part and include of every email: remembered per template name.
             autoescape=lru_cache(maxsize=256)(
                 jinja2.select_autoescape(
@@ -243,10 +245,38 @@ class TemplateCatalog:
             raise _error(problem) from exc
         except (jinja2.UndefinedError, jinja2.exceptions.SecurityError) as exc:
             where, line = _template_line(exc.__traceback__, self.folder, filename)
-            raise _error(Problem(where, line, 0, _undefined_message(exc))) from exc
+            raise _error(Problem(where, line, 0, _undefined_message(exc, values))) from exc
         except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
             where, line = _template_line(exc.__traceback__, self.folder, filename)
             raise _error(Problem(where, line, 0, f"cannot render: {exc}")) from exc
+
+
+class _UnknownName(jinja2.UndefinedError):
+    """An undefined name, with what it was looked up in: the message can then name the
+    context's path (``lead.attributes``) and suggest the closest name there."""
+
+    def __init__(self, message: str, owner: Any, name: Any) -> None:
+        super().__init__(message)
+        self.owner = owner
+        self.name = name
+
+
+class _Undefined(jinja2.StrictUndefined):
+    """StrictUndefined raising :class:`_UnknownName`: Jinja's own message is about Python
+    types (``'dict object' has no attribute 'attributs'``), not about the context."""
+
+    __slots__ = ()
+
+    @jinja2.utils.internalcode
+    def _fail_with_undefined_error(self, *args: Any, **kwargs: Any) -> Any:
+        raise _UnknownName(self._undefined_message, self._undefined_obj, self._undefined_name)
+
+
+# Jinja binds every operation of an undefined value to the base class's function itself
+# (``__str__ = __iter__ = ... = _fail_with_undefined_error``): each is bound to ours instead.
+for _operation in dir(jinja2.StrictUndefined):
+    if getattr(jinja2.StrictUndefined, _operation) is jinja2.Undefined._fail_with_undefined_error:
+        setattr(_Undefined, _operation, _Undefined._fail_with_undefined_error)
 
 
 class _Context(jinja2.runtime.Context):
@@ -449,11 +479,43 @@ def _error(problem: Problem) -> TemplateError:
     return TemplateError(str(problem), problem)
 
 
-def _undefined_message(exc: Exception) -> str:
+def _undefined_message(exc: Exception, values: Mapping[str, Any]) -> str:
     text = str(exc)
+    if isinstance(exc, _UnknownName) and isinstance(exc.name, str):
+        text = _unknown_name(exc.owner, exc.name, values) or text
     if isinstance(exc, jinja2.UndefinedError):
-        return f"undefined variable: {text}; see docs/email.md for the context"
+        return f"undefined variable: {text} (see docs/email.md for the context)"
     return f"not allowed in a template: {text}"
+
+
+def _unknown_name(owner: Any, name: str, values: Mapping[str, Any]) -> str | None:
+    """``lead.attributs: lead has no field 'attributs'; did you mean 'attributes'?`` for a
+    name missing from the context or from one of its dicts; None for anything else (a field
+    of a None, an index), which Jinja's own words describe."""
+    if owner is jinja2.utils.missing:
+        return f"{name!r} is undefined" + did_you_mean(name, values, prefix="; ")
+    if not isinstance(owner, dict):
+        return None
+    path = _path_to(owner, values)
+    if path is None:
+        return None
+    what = "declared attribute" if path.endswith(".attributes") else "field"
+    subject = path.removesuffix(".attributes")
+    hint = did_you_mean(name, [str(key) for key in owner], prefix="; ")
+    return f"{path}.{name}: {subject} has no {what} {name!r}{hint}"
+
+
+def _path_to(found: dict[str, Any], values: Mapping[str, Any]) -> str | None:
+    """Where ``found`` is in the context (``lead``, ``lead.attributes``), by identity: the
+    context's values are the plain dicts of mail/context.py, two levels deep at most."""
+    for key, value in values.items():
+        if value is found:
+            return key
+        if type(value) is dict:
+            for inner_key, inner in value.items():
+                if inner is found:
+                    return f"{key}.{inner_key}"
+    return None
 
 
 def _template_line(trace: TracebackType | None, folder: Path, filename: str) -> tuple[str, int]:
