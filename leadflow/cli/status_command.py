@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from leadflow.engine.runtime import Runtime
     from leadflow.rule_language.model import RuleSet
-    from leadflow.store.status import RuleRunStatus, StoreStatus
+    from leadflow.store.status import FailingNurtureStep, RuleRunStatus, StoreStatus
 
 
 def show_status(ctx: typer.Context, output: FormatOption = OutputFormat.table) -> None:
@@ -39,6 +39,7 @@ def show_status(ctx: typer.Context, output: FormatOption = OutputFormat.table) -
     console = data_console(min_width=140)
     render_status(status, console)
     render_operations(status, console)
+    render_failing_nurture(failing_nurture(status, rules), console)
     render_rules(rules, console)
 
 
@@ -71,6 +72,8 @@ class RulesView:
     """The newest recorded run: the version a daemon is running, whatever the folder holds now."""
     scoring: tuple[str, bool] | None = None
     """The folder's scoring model: (version, enabled); None without one."""
+    step_templates: dict[tuple[str, int], str] = field(default_factory=dict)
+    """(stream, step counted from 1) -> the step's template, in the folder's streams."""
 
 
 def rules_view(runtime: Runtime, status: StoreStatus) -> RulesView:
@@ -115,7 +118,20 @@ def rules_view(runtime: Runtime, status: StoreStatus) -> RulesView:
     newest = max(recorded, key=lambda run: run.last_run_at or now, default=None)
     model = rule_set.scoring if rule_set else None
     scoring = (model.version, model.enabled) if model is not None else None
-    return RulesView(version, enabled, problems, lines, newest, scoring)
+    templates = {
+        (stream.id, number): step.template
+        for stream in (rule_set.streams.values() if rule_set else ())
+        for number, step in enumerate(stream.steps, start=1)
+    }
+    return RulesView(version, enabled, problems, lines, newest, scoring, templates)
+
+
+def failing_nurture(status: StoreStatus, rules: RulesView) -> list[FailingNurtureStep]:
+    """The failing nurture steps, each with its template as the rules folder names it."""
+    return [
+        replace(failing, template=rules.step_templates.get((failing.stream, failing.step)))
+        for failing in status.failing_nurture
+    ]
 
 
 def status_document(status: StoreStatus, rules: RulesView) -> dict[str, Any]:
@@ -140,6 +156,7 @@ def status_document(status: StoreStatus, rules: RulesView) -> dict[str, Any]:
             "oldest_pending_at": status.oldest_pending_at,
         },
         "sla_timers": status.slas_by_status,
+        "nurture": {"failing_steps": [asdict(step) for step in failing_nurture(status, rules)]},
         "rules": {
             "folder": {
                 "loaded": not rules.problems,
@@ -196,6 +213,19 @@ def render_operations(status: StoreStatus, console: Console) -> None:
         console.print(
             f"scoring: last pass {_utc(scoring.last_run_at)} UTC, model {scoring.model_version}, "
             f"{scoring.changed} lead(s) changed" + (f"; grades: {grades}" if grades else "")
+        )
+
+
+def render_failing_nurture(failing: list[FailingNurtureStep], console: Console) -> None:
+    """Nurture steps that keep failing, said only when there are some: their emails are not
+    sent, and until now only the daemon's log said so."""
+    for step in failing:
+        template = f" (template {step.template})" if step.template else ""
+        when = f" at {_utc(step.last_failed_at)} UTC" if step.last_failed_at else ""
+        console.print(
+            f"nurture step failing: {step.stream} step {step.step}{template} for "
+            f"{step.enrollments} enrollment(s); last error{when}: {step.last_error}",
+            style="bold red",
         )
 
 

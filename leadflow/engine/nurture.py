@@ -7,7 +7,8 @@ Every send is keyed by lead, stream, enrollment and step, so a step is never ema
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy import select
@@ -30,6 +31,8 @@ from leadflow.store.tables import NURTURE
 
 log = structlog.get_logger("leadflow.nurture")
 BATCH = 2000
+RETRY_FIRST = timedelta(minutes=1)
+RETRY_MOST = timedelta(hours=1)
 
 
 def exit_reason(lead: Lead, stages: StageSettings) -> str | None:
@@ -85,6 +88,7 @@ def _steps(
     session.expunge_all()  # from here on only the batch's writes reach the store
     recent = recent_marketing(session, lead_ids, now, runtime.settings)
     items: list[tuple[str, BatchWrites]] = []
+    failed = 0
     for enrollment in enrollments:
         writes = BatchWrites()
         label = f"enrollment {enrollment.id} (lead {enrollment.lead_id})"
@@ -92,7 +96,7 @@ def _steps(
             queued = _step(
                 runtime, rule_set, enrollment, leads[enrollment.lead_id], now, recent, writes
             )
-        except Exception as exc:  # one step's failure is logged; the others go on
+        except Exception as exc:  # one step's failure is kept and logged; the others go on
             log_failure(
                 log,
                 "nurture_step_failed",
@@ -100,6 +104,8 @@ def _steps(
                 enrollment_id=enrollment.id,
                 lead_id=enrollment.lead_id,
             )
+            items.append((label, _failed(rule_set, enrollment, now, exc)))
+            failed += 1
             continue
         if queued:
             recent[enrollment.lead_id] = recent.get(enrollment.lead_id, 0) + 1
@@ -108,7 +114,56 @@ def _steps(
     def refused(label: str, exc: Exception) -> None:
         log_failure(log, "nurture_step_failed", exc, enrollment=label)
 
-    return len(items) - write_batch(session, items, now, refused)
+    return len(items) - failed - write_batch(session, items, now, refused)
+
+
+def retry_delay(failures: int) -> timedelta:
+    """How long a step that failed ``failures`` times in a row waits before the next attempt:
+    1 minute, doubling, at most an hour. A template fixed by a reload is used within the hour;
+    a broken one costs an attempt an hour, not a log line and a render every minute."""
+    doubled: timedelta = RETRY_FIRST * 2 ** min(failures - 1, 10)
+    return min(doubled, RETRY_MOST)
+
+
+def _failed(
+    rule_set: RuleSet, enrollment: NurtureEnrollment, now: datetime, exc: Exception
+) -> BatchWrites:
+    """What a failed step writes: the enrollment counts the attempt, keeps the error for
+    ``leadflow status`` and waits (:func:`retry_delay`); the lead's audit hears of the error
+    when it is new for this enrollment (not once per attempt)."""
+    failures = enrollment.failures + 1
+    error = str(exc).strip() or type(exc).__name__
+    writes = BatchWrites()
+    writes.enrollment_changes[enrollment.id or 0] = {
+        "failures": failures,
+        "last_error": error,
+        "last_failed_at": now,
+        "next_step_at": now + retry_delay(failures),
+    }
+    if error != enrollment.last_error:
+        stream = rule_set.streams.get(enrollment.stream)
+        steps = stream.steps if stream else ()
+        template = (
+            steps[enrollment.next_step].template if enrollment.next_step < len(steps) else None
+        )
+        writes.audit.append(
+            audit_row(
+                at=now,
+                source="nurture",
+                action="nurture_step_failed",
+                lead_id=enrollment.lead_id,
+                rule_id=enrollment.rule_id,
+                rule_version=rule_set.version,
+                params={
+                    "stream": enrollment.stream,
+                    "step": enrollment.next_step + 1,
+                    "template": template,
+                    "error": error,
+                    "retry_in": retry_delay(failures),
+                },
+            )
+        )
+    return writes
 
 
 def _step(
@@ -173,14 +228,14 @@ def _step(
     else:
         writes.audit.append(audit)
     next_step = enrollment.next_step + 1
+    changes: dict[str, Any] = {"next_step": next_step}
+    if enrollment.failures:  # the step went through at last: it is no longer failing
+        changes.update(failures=0, last_error=None, last_failed_at=None)
+    writes.enrollment_changes[enrollment.id or 0] = changes
     if next_step >= len(stream.steps):
-        writes.enrollment_changes[enrollment.id or 0] = {"next_step": next_step}
         _end(enrollment, lead, now, "completed", "all steps sent", writes)
     else:
-        writes.enrollment_changes[enrollment.id or 0] = {
-            "next_step": next_step,
-            "next_step_at": now + stream.steps[next_step].after,
-        }
+        changes["next_step_at"] = now + stream.steps[next_step].after
     return queued
 
 

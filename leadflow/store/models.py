@@ -315,6 +315,11 @@ class NurtureEnrollment(SQLModel, table=True):
     status: str = Field(default="active", max_length=20)
     exit_reason: str | None = Field(default=None, max_length=200)
     exited_at: datetime | None = _time()
+    failures: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    """Failed attempts at the next step in a row (its email could not be rendered): each
+    waits longer before the next (engine/nurture.py); a sent step sets it back to 0."""
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    last_failed_at: datetime | None = _time()
 
 
 class RuleFiring(SQLModel, table=True):

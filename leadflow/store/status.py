@@ -17,6 +17,7 @@ from leadflow.store.tables import (
     DEALS,
     IMPORT_RUNS,
     LEADS,
+    NURTURE,
     OUTBOX,
     REPS,
     RULE_RUNS,
@@ -74,6 +75,21 @@ class ScoringStatus:
 
 
 @dataclass(frozen=True)
+class FailingNurtureStep:
+    """Active enrollments whose next step of one stream keeps failing (its email cannot be
+    rendered for them): how many, and the newest of their errors."""
+
+    stream: str
+    step: int
+    """1 for the stream's first step, as the audit counts them."""
+    enrollments: int
+    last_error: str | None
+    last_failed_at: datetime | None
+    template: str | None = None
+    """The step's template, when the rules folder names it (filled in by ``leadflow status``)."""
+
+
+@dataclass(frozen=True)
 class StoreStatus:
     """Counts that say how the funnel stands."""
 
@@ -95,6 +111,7 @@ class StoreStatus:
     rule_runs: list[RuleRunStatus] = field(default_factory=list)
     scoring: ScoringStatus | None = None
     """None until a scoring model's first pass."""
+    failing_nurture: list[FailingNurtureStep] = field(default_factory=list)
 
     @property
     def leads_total(self) -> int:
@@ -120,6 +137,7 @@ def collect_status(engine: Engine, *, mql_stage: str = "mql", queue_shown: int =
             reps_inactive=_reps(connection, active=False),
             last_imports=_last_imports(connection),
             scoring=_scoring(connection),
+            failing_nurture=_failing_nurture(connection),
         )
 
 
@@ -250,3 +268,26 @@ def _scoring(connection: Connection) -> ScoringStatus | None:
         .order_by(LEADS.c.score_grade)
     )
     return ScoringStatus(last[0], last[1], last[2], {grade: count for grade, count in grades})
+
+
+def _failing_nurture(connection: Connection) -> list[FailingNurtureStep]:
+    """Failing steps by stream and step; the newest error of each, one lookup per group (a
+    handful: a broken template fails every lead at its step, and they group together)."""
+    nurture = NURTURE
+    failing = (nurture.c.status == "active", nurture.c.failures > 0)
+    groups = connection.execute(
+        select(nurture.c.stream, nurture.c.next_step, func.count())
+        .where(*failing)
+        .group_by(nurture.c.stream, nurture.c.next_step)
+        .order_by(nurture.c.stream, nurture.c.next_step)
+    ).all()
+    found = []
+    for stream, step, count in groups:
+        newest = connection.execute(
+            select(nurture.c.last_error, nurture.c.last_failed_at)
+            .where(*failing, nurture.c.stream == stream, nurture.c.next_step == step)
+            .order_by(nurture.c.last_failed_at.desc(), nurture.c.id.desc())
+            .limit(1)
+        ).one()
+        found.append(FailingNurtureStep(stream, step + 1, count, newest[0], newest[1]))
+    return found
