@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,16 @@ class TestCheck:
             ],
             "",
         )
+
+    def test_the_shipped_welcome_stream_says_what_it_sends(self) -> None:
+        """It said "Three useful emails over two weeks" over two emails five days apart."""
+        settings = load_settings(ROOT / "config.yaml", env={}).settings
+        welcome = load_rule_set(ROOT / "rules", settings).streams["welcome"]
+        assert welcome.description == "Two useful emails over a week."
+        assert [(step.template, step.after) for step in welcome.steps] == [
+            ("nurture_welcome", timedelta(0)),
+            ("nurture_case_study", timedelta(days=5)),
+        ]
 
     def test_the_shipped_rules_and_templates_pass(self, capsys: pytest.CaptureFixture[str]) -> None:
         settings = load_settings(ROOT / "config.yaml", env={}).settings
