@@ -553,6 +553,39 @@ def test_lead_page_links_to_the_crm_and_explains_the_score(
     assert ui.get("/ui/leads/nobody").status_code == 404
 
 
+def test_lead_page_shows_audit_lists_and_mappings_as_written(
+    seeded: Engine, make_settings: Any, clock: SettableClock
+) -> None:
+    """A list or mapping among an audit row's parameters reads as JSON with its quotes and
+    accents (Jinja's tojson, meant for scripts, showed \\u0027inbound\\u0027), escaped for HTML."""
+    with seeded.begin() as connection:
+        connection.execute(
+            insert(AUDIT),
+            [
+                {
+                    "id": 900,  # the seeded rows take their ids without a sequence
+                    **audit_row(
+                        at=T0 - HOUR,
+                        source="api",
+                        action="update_lead",
+                        lead_id=1,
+                        params={"pools": ["inbound", "O'Brien <east>", "Zürich"]},
+                    ),
+                }
+            ],
+        )
+    runtime = runtime_for(seeded, dashboard_settings(make_settings), clock)
+    app, _holder = build_app(runtime)
+    ui = Browser(app)
+    ui.login("vera")
+    page = ui.get("/ui/leads/L1").text
+    assert (
+        '<span class="k">params</span> <code>{&#34;pools&#34;: '
+        "[&#34;inbound&#34;, &#34;O&#39;Brien &lt;east&gt;&#34;, &#34;Zürich&#34;]}</code>" in page
+    )
+    assert "\\u00" not in page
+
+
 def test_lead_page_lists_the_leads_deals(
     seeded: Engine, make_settings: Any, clock: SettableClock
 ) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import partial
@@ -167,6 +168,7 @@ class _Pages:
         self.templates.filters["business"] = _business
         self.templates.filters["seconds"] = _seconds
         self.templates.filters["duration"] = format_duration
+        self.templates.filters["json_text"] = _json_text
         self.templates.filters["clock_time"] = partial(_clock_time, runtime.clock)
         self.charts = ChartDrawings()
 
@@ -541,6 +543,14 @@ def _clock_time(clock: Clock, value: datetime) -> str:
     """``09:14 UTC`` today (by ``clock``), with the day before it on any other day."""
     shown = value.strftime("%H:%M UTC")
     return shown if value.date() == clock.now().date() else f"{value:%Y-%m-%d} {shown}"
+
+
+def _json_text(value: object) -> str:
+    """A list or mapping of the audit as JSON people read: quotes and accents as they are.
+
+    Jinja's ``tojson`` is for a ``<script>``: it writes ``'`` as ``\\u0027`` and marks the text
+    safe. This is plain text, so autoescaping makes it safe for HTML as any other value."""
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def _when(value: datetime | None) -> str:
