@@ -229,12 +229,17 @@ class TestCheck:
             folder,
             "industry",
             subject="ok",
-            text="{{ lead.attributes.industry }}/{{ lead.attributes.industry or 'your field' }}",
+            text=(
+                "Hi {{ lead.attributes.industry }}/{{ lead.attributes.industry or 'your field' }}"
+                "/{{ lead.attributes.industry is none }}/{{ 0 }}/{{ '' }}"
+            ),
         )
         settings = catalog.settings
         lead = SimpleNamespace(**{**vars(sample_lead(settings)), "attributes": {}})
         context = email_context(settings, lead=lead)  # type: ignore[arg-type]
-        assert catalog.render("industry", context).text == "None/your field"
+        # A bare None prints nothing (a merge tag without a value), tests still see None, and
+        # other empty-looking values print as they are.
+        assert catalog.render("industry", context).text == "Hi /your field/True/0/"
         assert context["lead"]["attributes"] == {"industry": None}
 
     def test_render_raises_the_same_problem(self, folder: Path, catalog: TemplateCatalog) -> None:

@@ -128,7 +128,7 @@ def subjects_and_bodies(engine: Engine) -> list[tuple[str, str]]:
         return [(subject, body.split("\n", 1)[0]) for subject, body in found]
 
 
-def test_a_declared_attribute_without_a_value_renders_as_none(
+def test_a_declared_attribute_without_a_value_renders_blank(
     engine: Engine, make_settings: Any, tmp_path: Path
 ) -> None:
     """The tester's case: ``sector`` is declared, L1 has none: the step is sent at once."""
@@ -141,7 +141,7 @@ def test_a_declared_attribute_without_a_value_renders_as_none(
     rule_set = runtime.load_rules()
     run_due_rules(runtime, rule_set, T0)
     assert run_nurture_steps(runtime, rule_set, T0) == 1
-    assert subjects_and_bodies(engine) == [("Hello Lead One", "Sector: None, your field")]
+    assert subjects_and_bodies(engine) == [("Hello Lead One", "Sector: , your field")]
     assert enrollment(engine) == ("completed", 1, None, 0, None, None)
     assert [action for _, action, _ in audit(engine)] == ["nurture_step", "nurture_completed"]
 

@@ -64,6 +64,16 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def blank_for_none(value: Any) -> Any:
+    """What ``{{ ... }}`` prints: nothing for a value that is not there.
+
+    Every declared attribute is in the context, None without a value; Jinja's default printed
+    "Hi None," to a lead whose CRM left the field empty (merge tags in HubSpot or Marketo print
+    nothing, or their fallback). ``{% if %}`` and ``or "fallback"`` still see the None.
+    """
+    return "" if value is None else value
+
+
 @lru_cache(maxsize=1024)
 def localtime(value: datetime, timezone: str | None = None, fmt: str = "%a %d %b %H:%M %Z") -> str:
     """Jinja filter: ``{{ sla.due_at | localtime(rep.timezone) }}`` -> ``Mon 02 Mar 13:30 CET``.
@@ -98,6 +108,7 @@ class TemplateCatalog:
         self._env = _Sandbox(
             loader=loader,
             undefined=_Undefined,
+            finalize=blank_for_none,
             # Asked by every part and include of every email: remembered per template name.
             autoescape=lru_cache(maxsize=256)(
                 jinja2.select_autoescape(
