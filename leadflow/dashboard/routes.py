@@ -37,6 +37,7 @@ from leadflow.dashboard.rules_page import rules_view
 from leadflow.dashboard.search import search_leads
 from leadflow.dashboard.sla_board import business_time_left, rep_choices, sla_board
 from leadflow.dashboard.timeline import Cursor, lead_header, timeline
+from leadflow.dashboard.users import DashboardUsers
 from leadflow.durations import format_duration
 from leadflow.engine.runtime import Runtime
 from leadflow.errors import UserInputError
@@ -98,7 +99,8 @@ def dashboard_routes(
         if secret is not None
         else stored_secret(runtime.engine, SESSION_SECRET_NAME, runtime.clock.now())[0]
     )
-    access = Access(settings, key.encode())
+    users = DashboardUsers(settings.users, runtime.config_file)
+    access = Access(settings, key.encode(), users)
     pages = _Pages(runtime, holder, access, snapshots or funnel_snapshots(runtime))
     router.add_api_route("/ui/", pages.home, methods=["GET"])
     router.add_api_route("/ui/static/dashboard.css", _stylesheet, methods=["GET"])
