@@ -23,14 +23,22 @@ from typing import Any
 
 import pytest
 import uvicorn
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 
 from leadflow.clock import SettableClock
 from leadflow.config import load_settings
 from leadflow.settings import Settings
 from leadflow.store.database import create_store_engine
+from leadflow.store.tables import REPS
 from tests.conftest import T0, join_funnel_reports
-from tests.dashboard_support import PASSWORDS, dashboard_settings, seed, seed_stage_history
+from tests.dashboard_support import (
+    LONG,
+    PASSWORDS,
+    dashboard_settings,
+    seed,
+    seed_long_names,
+    seed_stage_history,
+)
 from tests.http_support import build_app, runtime_for
 from tests.mail_support import free_port
 
@@ -361,3 +369,70 @@ def test_a_narrow_window_scrolls_tables_not_the_page(
         )
     assert widths == {"funnel": True, "rules": True, "leads/L1": True, "sla": True, "outbox": True}
     shoot(browser, "funnel-narrow")
+
+
+def test_long_unbroken_names_wrap_and_keep_every_column_in_view(
+    daemon_url: str, sqlite_url: str, browser: WebDriver
+) -> None:
+    """A 300-character name, email and company made the lead page 4,625 px wide and pushed the
+    search's Stage, Score and Owner columns off the screen: long words now wrap anywhere, so
+    both pages keep the window's width and every column header is in view, as wide as its
+    text, while the other leads' short words stay whole."""
+    engine = create_store_engine(sqlite_url)
+    seed_long_names(engine)
+    engine.dispose()
+    log_in(browser, daemon_url, "vera")
+    fits = "return document.documentElement.scrollWidth <= window.innerWidth"
+    browser.get(f"{daemon_url}/ui/leads/L4")
+    assert browser.execute_script(fits) is True
+    shoot(browser, "lead-long-name")
+    browser.get(f"{daemon_url}/ui/search?q=Analytical")
+    assert browser.execute_script(fits) is True
+    shoot(browser, "search-long-name")
+    headers = browser.execute_script(
+        """return [...document.querySelectorAll('thead th')].map(th => {
+             const box = th.getBoundingClientRect();
+             return [th.textContent, box.right <= window.innerWidth,
+                     th.scrollWidth <= th.clientWidth];
+           });"""
+    )
+    assert headers == [[name, True, True] for name in SEARCH_COLUMNS]
+    rows = table_rows(browser, "table")
+    assert [row[0] for row in rows] == ["L1", "L3", "L4"]
+    # A short word keeps its line: Ada's name and the stages are not broken inside a word.
+    assert rows[0][1:5] == ["Ada Lovelace", "ada@analytical.test", "Analytical Engines", "sql"]
+    heights = browser.execute_script(
+        "return [...document.querySelectorAll('tbody tr:first-child td')].map(td => td.clientHeight)"
+    )
+    assert len(set(heights)) == 1, heights  # one line each, no cell broken over several
+
+
+SEARCH_COLUMNS = ("Lead", "Name", "Email", "Company", "Stage", "Score", "Owner")
+
+
+def test_the_html_report_keeps_a_600_pixel_window_wide(
+    tmp_path: Path, sqlite_url: str, browser: WebDriver
+) -> None:
+    """The report file's tables (and a long rep name in them) made the page wider than a
+    600-pixel window, headings and all scrolling sideways: each table now scrolls inside its
+    own box, long words wrap, and the charts stack in one column."""
+    from leadflow.cli import main
+
+    engine = create_store_engine(sqlite_url)
+    seed(engine)
+    seed_stage_history(engine)
+    seed_long_names(engine)
+    with engine.begin() as connection:
+        connection.execute(update(REPS).where(REPS.c.id == 1).values(name=LONG))
+    engine.dispose()
+    config = tmp_path / "config.yaml"
+    config.write_text(f"database:\n  url: {sqlite_url}\n", encoding="utf-8")
+    target = tmp_path / "report.html"
+    period = ["--from", "2026-03-01", "--to", "2026-03-03", "--by", "rep"]
+    assert main(["-c", str(config), "report", *period, "--output", str(target)]) == 0
+    browser.set_window_size(600, 900)
+    browser.get(target.as_uri())
+    assert LONG in browser.page_source
+    fits = "return document.documentElement.scrollWidth <= window.innerWidth"
+    assert browser.execute_script(fits) is True
+    shoot(browser, "report-600")
