@@ -81,7 +81,13 @@ def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
 
 
 @pytest.fixture
-def daemon_url(tmp_path: Path, sqlite_url: str) -> Iterator[str]:
+def requested() -> list[str]:
+    """Every path the browser asked the daemon for, in order."""
+    return []
+
+
+@pytest.fixture
+def daemon_url(tmp_path: Path, sqlite_url: str, requested: list[str]) -> Iterator[str]:
     """The daemon's application on a seeded SQLite store, served by uvicorn on a free port."""
 
     def make_settings(**overrides: Any) -> Settings:
@@ -96,9 +102,15 @@ def daemon_url(tmp_path: Path, sqlite_url: str) -> Iterator[str]:
     engine: Engine = create_store_engine(sqlite_url)
     seed(engine)
     app, _holder = build_app(runtime_for(engine, settings, SettableClock(T0)))
+
+    async def recording(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            requested.append(scope["path"])
+        await app(scope, receive, send)
+
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off")
+        uvicorn.Config(recording, host="127.0.0.1", port=port, log_config=None, lifespan="off")
     )
     thread = threading.Thread(target=server.run, name="dashboard-uvicorn", daemon=True)
     thread.start()
@@ -436,3 +448,21 @@ def test_the_html_report_keeps_a_600_pixel_window_wide(
     fits = "return document.documentElement.scrollWidth <= window.innerWidth"
     assert browser.execute_script(fits) is True
     shoot(browser, "report-600")
+
+
+def test_pages_declare_their_icon_and_nobody_asks_for_favicon_ico(
+    daemon_url: str, browser: WebDriver, requested: list[str]
+) -> None:
+    """Every page made the browser ask for /favicon.ico, a 404 each time: the pages now
+    declare leadflow's own small icon, served from /ui/static/ without a login."""
+    browser.get(f"{daemon_url}/ui/login")
+    log_in(browser, daemon_url, "vera")
+    for path in ("funnel", "rules", "sla", "outbox", "search?q=L1", "leads/L1"):
+        browser.get(f"{daemon_url}/ui/{path}")
+    assert "/favicon.ico" not in requested
+    assert "/ui/static/icon.svg" in requested
+    icon = browser.execute_script(
+        "const i = new Image(); i.src = '/ui/static/icon.svg'; await i.decode();"
+        " return [i.naturalWidth > 0, document.querySelector('link[rel=icon]').href];"
+    )
+    assert icon == [True, f"{daemon_url}/ui/static/icon.svg"]
