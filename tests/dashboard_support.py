@@ -153,6 +153,18 @@ def seed_stage_history(engine: Engine) -> None:
         )
 
 
+LONG = "W" * 300
+"""An unbroken 300-character word, as a CRM export's garbled name or company can hold."""
+
+
+def seed_long_names(engine: Engine) -> None:
+    """Lead L4, owned by Rita, whose name, email and company (Analytical...) are each one word
+    of 300 characters and more."""
+    lead = {**_lead(3, "L4", LONG, f"{LONG.lower()}@long.test", f"Analytical{LONG}", 1), "id": 4}
+    with engine.begin() as connection:
+        connection.execute(insert(LEADS), [lead])
+
+
 def _rep(ident: int, ext: str, name: str, email: str, pools: list[str], at: datetime) -> Any:
     return {
         "id": ident,

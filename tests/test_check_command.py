@@ -74,6 +74,32 @@ class TestCheck:
             "3 problems",
         ]
 
+    def test_an_empty_or_comment_only_file_is_a_problem(
+        self, project: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Empty, blank and comment-only files are refused, located, saying the two ways out;
+        'rules: []' is the way to keep a file without rules."""
+        rules = project / "my-rules"
+        (rules / "a.yaml").write_bytes(b"")
+        (rules / "b.yaml").write_text("  \n\n", encoding="utf-8")
+        (rules / "c.yaml").write_text("# rules moved to d.yaml\n\n#  - id: old\n", encoding="utf-8")
+        (rules / "d.yaml").write_text(RULE, encoding="utf-8")
+        (rules / "e.yaml").write_text("# none for now\nrules: []\n", encoding="utf-8")
+        why = (
+            ": delete it to remove its rules, or write 'rules: []' to keep it without any"
+            " (refused so that a save cut short never removes live rules)"
+        )
+        assert check(capsys) == (
+            1,
+            [
+                f"my-rules/a.yaml:1:1: the file is empty{why}",
+                f"my-rules/b.yaml:1:1: the file is empty{why}",
+                f"my-rules/c.yaml:1:1: the file holds only comments{why}",
+                "3 problems",
+            ],
+            "",
+        )
+
     def test_a_template_that_does_not_render_is_a_problem(
         self, project: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:

@@ -15,19 +15,21 @@ import io
 import re
 import textwrap
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import Engine, select
+from structlog.testing import capture_logs
 
 from leadflow.cli import main
 from leadflow.clock import SettableClock
 from leadflow.config import load_settings
 from leadflow.errors import ConfigError
 from leadflow.store.tables import OUTBOX
-from tests.dashboard_support import HOUR, Browser, dashboard_settings, seed
+from tests.dashboard_support import HOUR, PASSWORDS, Browser, dashboard_settings, seed
 from tests.http_support import build_app, runtime_for
 
 PAGES = ("/ui/funnel", "/ui/rules", "/ui/sla", "/ui/outbox", "/ui/search?q=L1", "/ui/leads/L1")
@@ -274,6 +276,81 @@ class TestRetry:
     def test_without_a_session_nothing_is_retried(self, ui: Browser, engine: Engine) -> None:
         assert ui.post("/ui/outbox/1/retry", {"csrf": "x"}).status_code == 401
         assert outbox_status(engine, 1) == "failed"
+
+
+class TestUsersFollowTheConfiguration:
+    """The daemon reads dashboard.users again when config.yaml changes: a lowered role counts
+    on the next click, a new user signs in, a removed one is signed out, and a configuration
+    with a problem keeps the last good users (and says why in the log)."""
+
+    @staticmethod
+    def write(config: Path, users: dict[str, tuple[str, str]]) -> None:
+        hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+        lines = ["dashboard:", "  enabled: true", "  users:"]
+        lines += [
+            f'    {name}: {{password_hash: "{hasher.hash(password)}", role: {role}}}'
+            for name, (password, role) in users.items()
+        ]
+        config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    @pytest.fixture
+    def setup(
+        self, engine: Engine, make_settings: Any, clock: SettableClock, tmp_path: Path
+    ) -> tuple[Browser, Path]:
+        seed(engine)
+        config = tmp_path / "config.yaml"
+        self.write(
+            config, {"vera": (PASSWORDS["vera"], "viewer"), "otto": (PASSWORDS["otto"], "operator")}
+        )
+        runtime = runtime_for(engine, dashboard_settings(make_settings), clock)
+        app, _holder = build_app(replace(runtime, config_file=config))
+        return Browser(app), config
+
+    def test_a_lowered_role_counts_on_the_next_click(
+        self, setup: tuple[Browser, Path], engine: Engine
+    ) -> None:
+        ui, config = setup
+        assert ui.login("otto").status_code == 303
+        assert "otto (operator)" in ui.get("/ui/outbox?status=failed").text
+        csrf = ui.csrf()
+        self.write(
+            config, {"vera": (PASSWORDS["vera"], "viewer"), "otto": (PASSWORDS["otto"], "viewer")}
+        )
+        page = ui.get("/ui/outbox?status=failed").text
+        assert "otto (viewer)" in page
+        assert "/retry" not in page
+        response = ui.post("/ui/outbox/1/retry", {"csrf": csrf})
+        assert response.status_code == 403
+        assert outbox_status(engine, 1) == "failed"
+
+    def test_a_new_user_signs_in_and_a_removed_one_is_signed_out(
+        self, setup: tuple[Browser, Path]
+    ) -> None:
+        ui, config = setup
+        assert ui.login("vera").status_code == 303
+        newcomer = Browser(ui.app)
+        nina = {"username": "nina", "password": "nina-pass-3", "next": "/ui/funnel"}
+        assert newcomer.post("/ui/login", nina).status_code == 401
+        self.write(config, {"nina": ("nina-pass-3", "operator")})
+        assert ui.get("/ui/funnel").status_code == 303  # vera's session ended with her user
+        assert newcomer.post("/ui/login", nina).status_code == 303
+        assert "nina (operator)" in newcomer.get("/ui/funnel").text
+
+    def test_a_configuration_with_a_problem_keeps_the_last_good_users(
+        self, setup: tuple[Browser, Path]
+    ) -> None:
+        ui, config = setup
+        assert ui.login("otto").status_code == 303
+        config.write_text("dashboard:\n  users:\n    otto: {role: admin}\n", encoding="utf-8")
+        with capture_logs() as logs:
+            assert "otto (operator)" in ui.get("/ui/funnel").text
+            assert "otto (operator)" in ui.get("/ui/funnel").text  # logged once per change
+        failures = [e for e in logs if e["event"] == "dashboard_users_reload_failed"]
+        assert len(failures) == 1
+        assert failures[0]["file"] == str(config)
+        assert failures[0]["kept"] == ["otto", "vera"]
+        assert failures[0]["errors"][0].startswith(f"{config}:3:")
+        assert "dashboard.users.otto.role" in failures[0]["errors"][0]
 
 
 def test_a_plain_password_in_the_configuration_is_refused(tmp_path: Path) -> None:

@@ -23,14 +23,22 @@ from typing import Any
 
 import pytest
 import uvicorn
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 
 from leadflow.clock import SettableClock
 from leadflow.config import load_settings
 from leadflow.settings import Settings
 from leadflow.store.database import create_store_engine
+from leadflow.store.tables import REPS
 from tests.conftest import T0, join_funnel_reports
-from tests.dashboard_support import PASSWORDS, dashboard_settings, seed, seed_stage_history
+from tests.dashboard_support import (
+    LONG,
+    PASSWORDS,
+    dashboard_settings,
+    seed,
+    seed_long_names,
+    seed_stage_history,
+)
 from tests.http_support import build_app, runtime_for
 from tests.mail_support import free_port
 
@@ -73,7 +81,13 @@ def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
 
 
 @pytest.fixture
-def daemon_url(tmp_path: Path, sqlite_url: str) -> Iterator[str]:
+def requested() -> list[str]:
+    """Every path the browser asked the daemon for, in order."""
+    return []
+
+
+@pytest.fixture
+def daemon_url(tmp_path: Path, sqlite_url: str, requested: list[str]) -> Iterator[str]:
     """The daemon's application on a seeded SQLite store, served by uvicorn on a free port."""
 
     def make_settings(**overrides: Any) -> Settings:
@@ -88,9 +102,15 @@ def daemon_url(tmp_path: Path, sqlite_url: str) -> Iterator[str]:
     engine: Engine = create_store_engine(sqlite_url)
     seed(engine)
     app, _holder = build_app(runtime_for(engine, settings, SettableClock(T0)))
+
+    async def recording(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            requested.append(scope["path"])
+        await app(scope, receive, send)
+
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off")
+        uvicorn.Config(recording, host="127.0.0.1", port=port, log_config=None, lifespan="off")
     )
     thread = threading.Thread(target=server.run, name="dashboard-uvicorn", daemon=True)
     thread.start()
@@ -361,3 +381,88 @@ def test_a_narrow_window_scrolls_tables_not_the_page(
         )
     assert widths == {"funnel": True, "rules": True, "leads/L1": True, "sla": True, "outbox": True}
     shoot(browser, "funnel-narrow")
+
+
+def test_long_unbroken_names_wrap_and_keep_every_column_in_view(
+    daemon_url: str, sqlite_url: str, browser: WebDriver
+) -> None:
+    """A 300-character name, email and company made the lead page 4,625 px wide and pushed the
+    search's Stage, Score and Owner columns off the screen: long words now wrap anywhere, so
+    both pages keep the window's width and every column header is in view, as wide as its
+    text, while the other leads' short words stay whole."""
+    engine = create_store_engine(sqlite_url)
+    seed_long_names(engine)
+    engine.dispose()
+    log_in(browser, daemon_url, "vera")
+    fits = "return document.documentElement.scrollWidth <= window.innerWidth"
+    browser.get(f"{daemon_url}/ui/leads/L4")
+    assert browser.execute_script(fits) is True
+    shoot(browser, "lead-long-name")
+    browser.get(f"{daemon_url}/ui/search?q=Analytical")
+    assert browser.execute_script(fits) is True
+    shoot(browser, "search-long-name")
+    headers = browser.execute_script(
+        """return [...document.querySelectorAll('thead th')].map(th => {
+             const box = th.getBoundingClientRect();
+             return [th.textContent, box.right <= window.innerWidth,
+                     th.scrollWidth <= th.clientWidth];
+           });"""
+    )
+    assert headers == [[name, True, True] for name in SEARCH_COLUMNS]
+    rows = table_rows(browser, "table")
+    assert [row[0] for row in rows] == ["L1", "L3", "L4"]
+    # A short word keeps its line: Ada's name and the stages are not broken inside a word.
+    assert rows[0][1:5] == ["Ada Lovelace", "ada@analytical.test", "Analytical Engines", "sql"]
+    heights = browser.execute_script(
+        "return [...document.querySelectorAll('tbody tr:first-child td')].map(td => td.clientHeight)"
+    )
+    assert len(set(heights)) == 1, heights  # one line each, no cell broken over several
+
+
+SEARCH_COLUMNS = ("Lead", "Name", "Email", "Company", "Stage", "Score", "Owner")
+
+
+def test_the_html_report_keeps_a_600_pixel_window_wide(
+    tmp_path: Path, sqlite_url: str, browser: WebDriver
+) -> None:
+    """The report file's tables (and a long rep name in them) made the page wider than a
+    600-pixel window, headings and all scrolling sideways: each table now scrolls inside its
+    own box, long words wrap, and the charts stack in one column."""
+    from leadflow.cli import main
+
+    engine = create_store_engine(sqlite_url)
+    seed(engine)
+    seed_stage_history(engine)
+    seed_long_names(engine)
+    with engine.begin() as connection:
+        connection.execute(update(REPS).where(REPS.c.id == 1).values(name=LONG))
+    engine.dispose()
+    config = tmp_path / "config.yaml"
+    config.write_text(f"database:\n  url: {sqlite_url}\n", encoding="utf-8")
+    target = tmp_path / "report.html"
+    period = ["--from", "2026-03-01", "--to", "2026-03-03", "--by", "rep"]
+    assert main(["-c", str(config), "report", *period, "--output", str(target)]) == 0
+    browser.set_window_size(600, 900)
+    browser.get(target.as_uri())
+    assert LONG in browser.page_source
+    fits = "return document.documentElement.scrollWidth <= window.innerWidth"
+    assert browser.execute_script(fits) is True
+    shoot(browser, "report-600")
+
+
+def test_pages_declare_their_icon_and_nobody_asks_for_favicon_ico(
+    daemon_url: str, browser: WebDriver, requested: list[str]
+) -> None:
+    """Every page made the browser ask for /favicon.ico, a 404 each time: the pages now
+    declare leadflow's own small icon, served from /ui/static/ without a login."""
+    browser.get(f"{daemon_url}/ui/login")
+    log_in(browser, daemon_url, "vera")
+    for path in ("funnel", "rules", "sla", "outbox", "search?q=L1", "leads/L1"):
+        browser.get(f"{daemon_url}/ui/{path}")
+    assert "/favicon.ico" not in requested
+    assert "/ui/static/icon.svg" in requested
+    icon = browser.execute_script(
+        "const i = new Image(); i.src = '/ui/static/icon.svg'; await i.decode();"
+        " return [i.naturalWidth > 0, document.querySelector('link[rel=icon]').href];"
+    )
+    assert icon == [True, f"{daemon_url}/ui/static/icon.svg"]

@@ -550,6 +550,12 @@ def test_lead_page_links_to_the_crm_and_explains_the_score(
     for _, summary in L1_TIMELINE:
         assert summary.replace("“", "&#8220;") in page or summary in page
     assert "Why the score is 40" in page
+    # The repository's model is not enabled: no pass will come to bring the score to its total.
+    assert "next scoring pass" not in page
+    assert (
+        '<p class="note">The model is not enabled, so no scoring pass changes the stored score'
+        " (40): 10 is what the score would be with the model on.</p>"
+    ) in page
     assert ui.get("/ui/leads/nobody").status_code == 404
 
 

@@ -5,7 +5,11 @@ engagement and fade without it, and one followed lead crosses the MQL threshold.
 from __future__ import annotations
 
 import json
+import os
 import re
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,8 +34,8 @@ def test_three_simulated_days(
     lines = out.splitlines()
     state = tmp_path / "state" / "demo"
     mail = list((state / "maildir" / "new").glob("*.eml"))
-    assert len(mail) == 1467
-    assert f"1467 emails were delivered as .eml files into {state / 'maildir' / 'new'}." in out
+    assert len(mail) == 1468  # the last step's mail too: the outbox is left empty
+    assert f"1468 emails were delivered as .eml files into {state / 'maildir' / 'new'}." in out
     scores = [
         [cell.strip() for cell in line.strip("│ ").split("│")]
         for line in lines
@@ -94,7 +98,7 @@ def _ends_with_the_days_report(
     rep and the pipeline with its velocity, each row as `leadflow report` over the demo's store
     prints it."""
     heading = (
-        "Funnel report 2026-03-02T07:00:00+00:00 to 2026-03-05T07:00:00+00:00 (end excluded), "
+        "Funnel report 2026-03-02T00:00:00+00:00 to 2026-03-06T00:00:00+00:00 (end excluded), "
         "not grouped"
     )
     assert heading in out.splitlines()
@@ -125,7 +129,9 @@ def _ends_with_the_days_report(
         ["all", "1", "0", "100.0%", "3,941.00", "3,941.00", "50.00", "35", "94,363.00", "2,758.70"]
     ]
     store = f"sqlite:///{state / 'leadflow.db'}"
-    period = ["--from", "2026-03-02T07:00:00Z", "--to", "2026-03-05T07:00:00Z"]
+    # The same days as the dashboard's link below: a report ending at 07:00 while the page
+    # ended at midnight gave open ages of 5.00 days there and 5.71 here.
+    period = ["--from", "2026-03-02", "--to", "2026-03-05"]
     monkeypatch.setenv("LEADFLOW_DATABASE__URL", store)
     assert main(["-c", str(ROOT / "config.yaml"), "report", *period]) == 0
     reported = cells(capsys.readouterr().out)
@@ -160,4 +166,60 @@ def _ends_with_the_days_report(
     assert (
         "then open 'http://127.0.0.1:8080/ui/funnel?from=2026-03-02&to=2026-03-05' "
         "(user demo, password demo)" in out
+    )
+
+
+def _demo_piped(tmp_path: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """``leadflow demo --days 1`` with its output piped, as ``leadflow demo | less`` runs it."""
+    script = (
+        "import sys; from leadflow.cli import main; "
+        f"sys.exit(main(['-c', {str(ROOT / 'config.yaml')!r}, 'demo', '--days', '1', "
+        f"*{list(options)!r}]))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADFLOW_")}
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**env, "LEADFLOW_PATHS__STATE": str(tmp_path / "state")},
+    )
+
+
+def test_piped_the_demo_prints_its_summary_only_and_names_one_period(tmp_path: Path) -> None:
+    """Piped, the demo printed 240 JSON log lines before its summary (on a terminal it was
+    quiet): it logs warnings only unless --verbose, whatever its output. Its mail is all
+    delivered (one email was left pending, unmentioned), and its report command and dashboard
+    link name the same whole days (the report ended at 07:00, the page at midnight)."""
+    done = _demo_piped(tmp_path)
+    assert (done.returncode, done.stderr) == (0, "")
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("Sample funnel: 15 reps, 1,200 leads, 400 deals in ")
+    assert not any(line.startswith("{") for line in lines)
+    assert "pending" not in done.stdout
+    with sqlite3.connect(tmp_path / "state" / "demo" / "leadflow.db") as store:
+        statuses = dict(store.execute("SELECT status, count(*) FROM outbox GROUP BY status"))
+    assert set(statuses) == {"sent"}
+    assert any(
+        "leadflow report --from 2026-03-02 --to 2026-03-03 (--format html" in line for line in lines
+    )
+    assert any("/ui/funnel?from=2026-03-02&to=2026-03-03'" in line for line in lines)
+    verbose = _demo_piped(tmp_path, "--verbose")
+    assert verbose.returncode == 0
+    events = [json.loads(line)["event"] for line in verbose.stderr.splitlines()]
+    assert "rule_evaluated" in events
+
+
+def test_mail_still_pending_at_the_end_is_named() -> None:
+    """Mail the last delivery could not send yet (due later) is said, with when it is due."""
+    from datetime import UTC, datetime
+
+    from leadflow.cli.demo_command import _pending_text
+
+    assert _pending_text(()) == ""
+    assert _pending_text((datetime(2026, 3, 5, 9, 0, tzinfo=UTC),)) == (
+        "; 1 email is still pending in the outbox, due from 2026-03-05 09:00 UTC, after the "
+        "demo's last step (leadflow outbox lists it)"
     )

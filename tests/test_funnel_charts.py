@@ -88,8 +88,9 @@ def test_charts_of_counts_tick_whole_numbers_and_short_stays_keep_two_decimals()
     sla = _texts(sla_svg([("Rep 04", [1, 0, 1, 0, 0])]))
     assert [text for text in sla if text[:1].isdigit()] == ["0", "1", "2"]
     drawn = velocity_svg({"subject": "lead", "group": "all", "stages": [["mql", 0.04, 0.04]]})
-    assert "0.04" in _texts(drawn)
-    assert "0.0" not in _texts(drawn)
+    texts = _texts(drawn)
+    bar_labels = texts[texts.index("days in stage") + 1 : -3]  # the title and legend follow
+    assert bar_labels == ["0.04"]
 
 
 def test_funnel_bars_are_labelled_as_the_tables_write_counts() -> None:
@@ -100,3 +101,32 @@ def test_funnel_bars_are_labelled_as_the_tables_write_counts() -> None:
     assert ">7,942</text>" in drawn
     assert ">4,238</text>" in drawn
     assert ">deal entries in the period</text>" in drawn
+
+
+def test_time_in_stage_axis_spans_at_least_a_day() -> None:
+    """Medians of 0.00 days (every stay ended within minutes) drew full-height bars on an axis
+    of -0.04 to 0.04 days: the axis now runs from 0 to at least 1 day, whatever the stays."""
+    from leadflow.funnel.charts import velocity_svg
+
+    def ticks(median: float, p90: float) -> list[str]:
+        data = {"subject": "lead", "group": "all", "stages": [["mql", median, p90]]}
+        texts = _texts(velocity_svg(data))
+        return texts[1 : texts.index("days in stage")]
+
+    day = ["0.0", "0.2", "0.4", "0.6", "0.8", "1.0"]
+    assert ticks(0.0, 0.0) == day
+    assert ticks(0.0, 0.0002) == day
+    assert ticks(0.04, 0.04) == day
+    assert ticks(3.0, 3.0) == ["0.0", "0.5", "1.0", "1.5", "2.0", "2.5", "3.0"]
+
+
+def test_a_long_rep_name_is_cut_in_the_chart_and_whole_in_its_words() -> None:
+    """A rep named by a 300-letter word collapsed the SLA chart's drawing (matplotlib: "axes
+    sizes collapsed to zero"): the chart writes it cut to 24 characters, two names cut alike
+    stay two bars, and the chart's words keep every name whole."""
+    long = "W" * 300
+    reps = [(long, [1, 0, 0, 0, 0]), (long + "X", [0, 1, 0, 0, 0]), ("Sam", [0, 0, 1, 0, 0])]
+    texts = _texts(sla_svg(reps))
+    cut = "W" * 23 + "…"
+    assert [cut, f"{cut} (2)", "Sam"] == [t for t in texts if t.startswith(("W", "Sam"))]
+    assert long + "X: met 0, met late 1" in sla_text(reps)

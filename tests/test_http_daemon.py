@@ -144,3 +144,50 @@ def test_daemon_without_a_token_is_one_line_and_exit_1(tmp_path: Path) -> None:
         "or http.enabled: false to run without the HTTP server\n"
     )
     assert not (project / "state" / "leadflow.db").exists()
+
+
+@pytest.mark.slow
+def test_the_running_daemon_follows_the_dashboard_users_of_config_yaml(
+    tmp_path: Path, store_url: str
+) -> None:
+    """``leadflow daemon`` reads config.yaml's dashboard users again when the file changes: an
+    operator lowered to viewer is a viewer on the next click, and a user added signs in, with
+    no restart (the header still said "op (operator)" until one)."""
+    from argon2 import PasswordHasher
+
+    hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    op, new = hasher.hash("op-pass-1"), hasher.hash("new-pass-2")
+
+    def config(role: str, *more: str) -> str:
+        users = [f'    op: {{password_hash: "{op}", role: {role}}}', *more]
+        return "dashboard:\n  enabled: true\n  users:\n" + "\n".join(users) + "\n"
+
+    port = free_port()
+    project = make_project(tmp_path, config("operator"))
+    daemon = Replica(
+        project,
+        store_url,
+        command=(str(Path(sys.executable).with_name("leadflow")), "daemon"),
+        LEADFLOW_HTTP__PORT=str(port),
+        LEADFLOW_HTTP__TOKEN=TOKEN,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: httpx.get(f"{base}/readyz", timeout=2).status_code == 200, "ready")
+        with httpx.Client(base_url=base) as browser:
+            login = {"username": "op", "password": "op-pass-1", "next": "/ui/outbox"}
+            assert browser.post("/ui/login", data=login).status_code == 303
+            assert "op (operator)" in browser.get("/ui/outbox").text
+            (project / "config.yaml").write_text(
+                config("viewer", f'    new: {{password_hash: "{new}"}}'), encoding="utf-8"
+            )
+            assert "op (viewer)" in browser.get("/ui/outbox").text
+        with httpx.Client(base_url=base) as other:
+            login = {"username": "new", "password": "new-pass-2", "next": "/ui/outbox"}
+            assert other.post("/ui/login", data=login).status_code == 303
+            assert "new (viewer)" in other.get("/ui/outbox").text
+        assert daemon.terminate(timeout=15) == 0
+    finally:
+        daemon.kill()
+    [reloaded] = daemon.events("dashboard_users_reloaded")
+    assert reloaded["users"] == {"new": "viewer", "op": "viewer"}

@@ -223,9 +223,25 @@ class TestShapeOfAFile:
             "digits, '_', '.' and '-', starting with a letter or digit, found 'r\\x00\\x1b[2J'",
         ]
 
-    def test_an_empty_file_and_an_empty_folder_are_an_empty_rule_set(self, rules: Path) -> None:
+    def test_an_empty_folder_and_rules_list_are_an_empty_rule_set(self, rules: Path) -> None:
         assert load_rule_set(rules, SETTINGS).rules == ()
-        assert loaded(rules, "# nothing yet\n").rules == ()
+        assert loaded(rules, "# nothing yet\nrules: []\n").rules == ()
+
+    def test_a_file_without_a_document_is_a_problem(self, rules: Path) -> None:
+        """Empty or comments only: refused, so a save cut short never drops live rules."""
+        why = (
+            ": delete it to remove its rules, or write 'rules: []' to keep it without any"
+            " (refused so that a save cut short never removes live rules)"
+        )
+        assert problems(rules, **{"r.yaml": "# nothing yet\n"}) == [
+            f"rules/r.yaml:1:1: the file holds only comments{why}"
+        ]
+        assert problems(rules, **{"r.yaml": b"\n \n"}) == [
+            f"rules/r.yaml:1:1: the file is empty{why}"
+        ]
+        assert problems(rules, **{"r.yaml": "~\n"}) == [
+            f"rules/r.yaml:1:1: the file holds no document (null){why}"
+        ]
 
     def test_a_missing_folder_is_one_problem(self, tmp_path: Path) -> None:
         rule_set, found = check_rule_set(tmp_path / "nope", SETTINGS)

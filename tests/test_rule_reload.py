@@ -462,6 +462,37 @@ class TestReloadNamesTheVersion:
         assert len(entry["version"]) == 12  # a content hash: tmp_path is no git checkout
 
 
+class TestEmptyRuleFile:
+    """A rule file cut to nothing (a save cut short) is refused by the real loader: the reload
+    keeps the last good set instead of quietly dropping that file's rules."""
+
+    def test_a_truncated_file_keeps_the_last_good_set(self, tmp_path: Path) -> None:
+        rules = tmp_path / "rules"
+        shutil.copytree(
+            Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "funnel_rules", rules
+        )
+        settings = load_settings(
+            None,
+            env={},
+            overrides={
+                "paths.templates": str(Path(__file__).resolve().parents[1] / "templates"),
+                "attributes.leads": {"region": "string"},
+            },
+        ).settings
+        holder: SnapshotHolder[RuleSet] = SnapshotHolder(clock=SettableClock(T0))
+        assert reload_snapshot(lambda: load_rule_set(rules, settings), holder)
+        good = holder.current()
+        victim = sorted(rules.glob("*.yaml"))[0]
+        victim.write_bytes(b"")
+        assert not reload_snapshot(lambda: load_rule_set(rules, settings), holder)
+        assert holder.current() is good
+        assert holder.status().errors == (
+            f"{victim}:1:1: the file is empty: delete it to remove its rules, or write"
+            " 'rules: []' to keep it without any (refused so that a save cut short never removes"
+            " live rules)",
+        )
+
+
 async def _deployed_then_edited(holder: Any, deployed: int, edit: Path, edited: int) -> None:
     """The deployed threshold is loaded, then an edit written to ``edit`` afterwards."""
     await eventually(

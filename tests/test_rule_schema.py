@@ -78,9 +78,11 @@ VALID = {
     "        - {field: amount, at_least: 1000.5}\n"
     "        - {field: outcome, is_set: false}\n"
     "    actions: [close_deal: {reason: idle, outcome: lost}, set_stage: recycled]\n",
-    "an empty file": "",
+    "a file kept without rules": "# none for now\nrules: []\n",
 }
 INVALID = {
+    "an empty file": "",
+    "a file of comments only": "# rules: moved to mql.yaml\n",
     "unknown rule key": HEAD
     + "    when: {field: score, at_least: 1}\n    actions: [set_stage: mql]\n    colour: red\n",
     "unknown field": HEAD

@@ -5,7 +5,8 @@ Logging is configured here, when the settings load. A command that renders for a
 first: on a terminal its info events (``rule_evaluated`` for each rule at each step) would
 interleave with what it draws, so the log floor is raised to ``warning`` there, unless the
 person asked for them with ``--verbose`` or ``log.level: debug``. Off a terminal (a pipe, a
-file, cron) nothing changes: the log lines go to stderr as configured.
+file, cron) nothing changes: the log lines go to stderr as configured; except for ``demo``,
+which is quiet whatever its output unless ``--verbose``.
 """
 
 from __future__ import annotations
@@ -36,10 +37,12 @@ class CliContext:
     _logging: bool = False
     _engine: Engine | None = None
 
-    def render_for_person(self, *, verbose: bool) -> None:
+    def render_for_person(self, *, verbose: bool, even_off_a_terminal: bool = False) -> None:
         """Call before the settings load: keep info events out of what the command draws on a
-        terminal, unless ``verbose``."""
-        self.quiet_logs = not verbose and sys.stdout.isatty() and sys.stderr.isatty()
+        terminal, unless ``verbose``; ``even_off_a_terminal``: piped too (``demo``, a show
+        whose 240 log lines before its summary told nobody anything)."""
+        on_terminal = sys.stdout.isatty() and sys.stderr.isatty()
+        self.quiet_logs = not verbose and (on_terminal or even_off_a_terminal)
 
     @property
     def loaded(self) -> LoadedSettings:

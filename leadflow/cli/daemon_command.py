@@ -25,5 +25,8 @@ def daemon(ctx: typer.Context) -> None:
         from leadflow.http import check_http_settings
 
         check_http_settings(settings.http)
-    runtime = Runtime.build(context.engine, settings, SystemClock())
+    # The dashboard's users are read again from this file when it changes (a role lowered
+    # counts on the next click); the rest of the configuration is read once, here.
+    config_file = context.loaded.config_file
+    runtime = Runtime.build(context.engine, settings, SystemClock(), config_file=config_file)
     asyncio.run(run_daemon(runtime))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -27,7 +27,8 @@ def demo(
     ctx: typer.Context,
     days: Annotated[int, typer.Option("--days", min=1, max=60, help="Simulated days to run.")] = 5,
     verbose: Annotated[
-        bool, typer.Option("--verbose", help="Show info log events on a terminal too.")
+        bool,
+        typer.Option("--verbose", help="Show the info log events (rules evaluated, mail sent)."),
     ] = False,
 ) -> None:
     """Create a sample funnel under state/demo/ and run the shipped rules over a few days."""
@@ -36,7 +37,7 @@ def demo(
     from leadflow.cli.demo_funnel import run_demo_funnel
 
     context = cli_context(ctx)
-    context.render_for_person(verbose=verbose)
+    context.render_for_person(verbose=verbose, even_off_a_terminal=True)
     settings = context.settings
     folder = settings.path(settings.paths.state) / "demo"
     console = data_console(min_width=110)
@@ -56,7 +57,8 @@ def demo(
         _scores(console, run, store)
     emails = len(list((folder / "maildir" / "new").glob("*.eml")))
     console.print(
-        f"{emails} emails were delivered as .eml files into {folder / 'maildir' / 'new'}.",
+        f"{emails} emails were delivered as .eml files into {folder / 'maildir' / 'new'}"
+        f"{_pending_text(run.pending)}.",
         highlight=False,
         soft_wrap=True,
     )
@@ -72,12 +74,30 @@ def demo(
     show_week_report(settings, folder, period)
 
 
-def demo_period(days: int) -> Period:
-    """The simulated days, from the first tick to the end of the last step."""
-    from leadflow.cli.demo_funnel import START
-    from leadflow.funnel.period import Period
+def _pending_text(pending: tuple[datetime, ...]) -> str:
+    """The emails the demo queued but did not deliver: due after its last step."""
+    if not pending:
+        return ""
+    count, them = (
+        (f"{len(pending)} email is", "it")
+        if len(pending) == 1
+        else (f"{len(pending)} emails are", "them")
+    )
+    return (
+        f"; {count} still pending in the outbox, due from {pending[0]:%Y-%m-%d %H:%M} UTC, "
+        f"after the demo's last step (leadflow outbox lists {them})"
+    )
 
-    return Period(START, START + timedelta(days=days))
+
+def demo_period(days: int) -> Period:
+    """The simulated days, whole: from the first day's start to the end of the day the last
+    step ends in. The dashboard's Funnel page takes whole days, so the report printed and the
+    page linked name the same period (and so the same open ages)."""
+    from leadflow.cli.demo_funnel import START
+    from leadflow.funnel.period import Period, day_start
+
+    last = START + timedelta(days=days) - timedelta(microseconds=1)
+    return Period(day_start(START.date()), day_start(last.date(), after=True))
 
 
 WEEK_SECTIONS = ("stage_entries", "conversion", "sla", "pipeline")
@@ -107,7 +127,8 @@ def _report_and_dashboard(console: Console, store: str, folder: Path, period: Pe
     """Where to read the simulated days' whole funnel report, and how to open the dashboard."""
     from leadflow.dashboard.access import hash_password
 
-    first, last = (f"{at:%Y-%m-%dT%H:%M:%SZ}" for at in (period.start, period.end))
+    # Days, as the dashboard's link names them: --to's day is included.
+    first, last = (f"{at:%Y-%m-%d}" for at in (period.start, period.end - timedelta(days=1)))
     console.print(
         f"The whole report:     {store} leadflow report --from {first} --to {last} "
         f"(--format html --output {folder / 'report.html'} for the charts)",
@@ -117,7 +138,7 @@ def _report_and_dashboard(console: Console, store: str, folder: Path, period: Pe
     # A throwaway operator for the demo's store only; the hash is made here, never shipped.
     user = "LEADFLOW_DASHBOARD__USERS__DEMO"
     # The Funnel page shows the last 7 days unless told: the simulated days are in the past.
-    days = f"from={period.start:%Y-%m-%d}&to={period.end - timedelta(microseconds=1):%Y-%m-%d}"
+    days = f"from={first}&to={last}"
     console.print(
         f"The dashboard:        {store} LEADFLOW_HTTP__ALLOW_ANONYMOUS=true "
         f"LEADFLOW_DASHBOARD__ENABLED=true {user}__ROLE=operator "

@@ -40,7 +40,7 @@ from leadflow.rule_language.model import RuleSet
 from leadflow.settings import Settings
 from leadflow.store.database import create_store_engine, migrate
 from leadflow.store.stage_history import record_written
-from leadflow.store.tables import ACTIVITIES, DEALS, LEADS, REPS
+from leadflow.store.tables import ACTIVITIES, DEALS, LEADS, OUTBOX, REPS
 
 START = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)  # a Monday morning
 REGIONS = ("Central", "East", "West")
@@ -191,6 +191,8 @@ class DemoRun:
     """The model is ``enabled: false`` in the rules folder and ran turned on for the demo."""
     followed: list[FollowedLead]
     crossing: Crossing | None
+    pending: tuple[datetime, ...] = ()
+    """When each email still in the outbox at the end is due (after the last step's delivery)."""
 
 
 def with_scoring_on(rule_set: RuleSet) -> RuleSet:
@@ -241,6 +243,9 @@ def run_demo_funnel(
     rule_set = with_scoring_on(loaded)
     end = START + timedelta(days=days)
     reports = tick_over_range(runtime, rule_set, START, end, step, on_step=after_step)
+    # Each step delivers what is due at its start: mail queued in the last one, due by the end
+    # of the simulated days, goes out now rather than waiting in the outbox unmentioned.
+    asyncio.run(drain(engine, settings, clock, channels_for(settings, transport), once=True))
     model = rule_set.scoring
     run = DemoRun(reports, None, False, [], None)
     if model is not None:
@@ -251,8 +256,20 @@ def run_demo_funnel(
         leads, crossing = followed(engine, model, day_ends)
         turned_on = loaded.scoring is not None and not loaded.scoring.enabled
         run = DemoRun(reports, model.location.file, turned_on, leads, crossing)
+    run = dataclasses.replace(run, pending=_still_pending(engine))
     engine.dispose()
     return run
+
+
+def _still_pending(engine: Engine) -> tuple[datetime, ...]:
+    """When each email left pending in the outbox is due, earliest first."""
+    query = (
+        select(OUTBOX.c.next_attempt_at)
+        .where(OUTBOX.c.status == "pending")
+        .order_by(OUTBOX.c.next_attempt_at)
+    )
+    with engine.connect() as connection:
+        return tuple(at.replace(tzinfo=UTC) for at in connection.execute(query).scalars())
 
 
 def _owners_follow_up(engine: Engine, rng: random.Random, now: datetime, step: timedelta) -> None:

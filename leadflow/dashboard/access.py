@@ -4,7 +4,8 @@ Passwords are argon2id hashes (argon2-cffi, the reference implementation's bindi
 the author of structlog); the configuration holds hashes only. A session is a cookie carrying
 the user, an expiry and a random session id, signed with HMAC-SHA256: nothing is stored on the
 server, so every replica accepts it. The user's role is read from the configuration on every
-request, so removing a user or lowering their role takes effect at once. The CSRF token of a
+request (``users.DashboardUsers`` reads ``config.yaml`` again when it changes), so removing a
+user or lowering their role takes effect at once. The CSRF token of a
 session is an HMAC of its session id: a page of another site cannot read it, and the cookie
 is SameSite=Strict besides.
 """
@@ -23,6 +24,7 @@ from datetime import datetime, timedelta
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from leadflow.dashboard.users import DashboardUsers
 from leadflow.settings import DashboardRole, DashboardSettings
 
 COOKIE = "leadflow_session"
@@ -55,16 +57,19 @@ class Principal:
 class Access:
     """Checks logins and sessions for one dashboard configuration and signing key."""
 
-    def __init__(self, settings: DashboardSettings, key: bytes) -> None:
+    def __init__(
+        self, settings: DashboardSettings, key: bytes, users: DashboardUsers | None = None
+    ) -> None:
         self.settings = settings
         self._key = key
+        self.users = users if users is not None else DashboardUsers(settings.users)
         self._failures = LoginFailures(settings.login_attempts, settings.lockout)
 
     def check_password(self, user: str, password: str, client: str, now: datetime) -> bool:
         """Whether ``password`` is ``user``'s; refused without checking while locked out."""
         if self._failures.locked(user, client, now):
             return False
-        account = self.settings.users.get(user)
+        account = self.users.current().get(user)
         stored = account.password_hash if account is not None else None
         try:
             good = _hasher.verify(stored or _DUMMY_HASH, password) and stored is not None
@@ -98,7 +103,7 @@ class Access:
             user, expires, session_id = str(payload["u"]), int(payload["x"]), str(payload["s"])
         except (ValueError, KeyError, TypeError):
             return None
-        account = self.settings.users.get(user)
+        account = self.users.current().get(user)
         if account is None or account.password_hash is None or now.timestamp() >= expires:
             return None
         return Principal(user, account.role, session_id)
@@ -108,7 +113,7 @@ class Access:
         name = (header_value or "").strip()
         if not name or client is None or client not in self.settings.trusted_proxies:
             return None
-        account = self.settings.users.get(name)
+        account = self.users.current().get(name)
         role = account.role if account is not None else self.settings.proxy_role
         return Principal(name, role, f"proxy:{name}")
 

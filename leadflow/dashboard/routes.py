@@ -38,6 +38,7 @@ from leadflow.dashboard.rules_page import rules_view
 from leadflow.dashboard.search import search_leads
 from leadflow.dashboard.sla_board import business_time_left, rep_choices, sla_board
 from leadflow.dashboard.timeline import Cursor, lead_header, timeline
+from leadflow.dashboard.users import DashboardUsers
 from leadflow.durations import format_duration
 from leadflow.engine.runtime import Runtime
 from leadflow.errors import UserInputError
@@ -99,10 +100,12 @@ def dashboard_routes(
         if secret is not None
         else stored_secret(runtime.engine, SESSION_SECRET_NAME, runtime.clock.now())[0]
     )
-    access = Access(settings, key.encode())
+    users = DashboardUsers(settings.users, runtime.config_file)
+    access = Access(settings, key.encode(), users)
     pages = _Pages(runtime, holder, access, snapshots or funnel_snapshots(runtime))
     router.add_api_route("/ui/", pages.home, methods=["GET"])
     router.add_api_route("/ui/static/dashboard.css", _stylesheet, methods=["GET"])
+    router.add_api_route("/ui/static/icon.svg", _icon, methods=["GET"])
     router.add_api_route("/ui/login", pages.login_form, methods=["GET"])
     router.add_api_route("/ui/login", pages.login, methods=["POST"])
     router.add_api_route("/ui/logout", pages.logout, methods=["POST"])
@@ -145,6 +148,18 @@ async def _stylesheet() -> Response:
     css = _stylesheet_text()
     headers = {"Cache-Control": "max-age=3600", "X-Content-Type-Options": "nosniff"}
     return Response(css, media_type="text/css", headers=headers)
+
+
+@functools.cache
+def _icon_text() -> str:
+    return resources.files("leadflow.dashboard").joinpath("static/icon.svg").read_text()
+
+
+async def _icon() -> Response:
+    """The pages' icon: declared by each page, so a browser does not ask for /favicon.ico
+    (a 404 on every page in the log) and shows the tab with leadflow's own mark."""
+    headers = {"Cache-Control": "max-age=86400", "X-Content-Type-Options": "nosniff"}
+    return Response(_icon_text(), media_type="image/svg+xml", headers=headers)
 
 
 class _Pages:

@@ -45,10 +45,19 @@ class Runtime:
     templates: TemplateCatalog
     unsubscribe_secret_stored: bool = False
     """``mail.unsubscribe_secret`` was unset and the store's generated one is in use."""
+    config_file: Path | None = None
+    """The ``config.yaml`` the settings were read from: the dashboard reads its users from it
+    again when it changes."""
 
     @classmethod
     def build(
-        cls, engine: Engine, settings: Settings, clock: Clock, *, read_only: bool = False
+        cls,
+        engine: Engine,
+        settings: Settings,
+        clock: Clock,
+        *,
+        read_only: bool = False,
+        config_file: Path | None = None,
     ) -> Runtime:
         """The runtime of ``settings`` on ``engine``; without ``mail.unsubscribe_secret`` the
         store's secret is used, generated and stored on first use. ``read_only`` (a command that
@@ -68,6 +77,7 @@ class Runtime:
             clock,
             TemplateCatalog(folder, settings),
             unsubscribe_secret_stored=stored and not read_only,
+            config_file=config_file,
         )
 
     @property

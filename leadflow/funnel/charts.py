@@ -69,6 +69,24 @@ def svg_chart(draw: Callable[[Axes], bool], height: float = 3.2) -> str:
     return text[text.index("<svg") :]
 
 
+LABEL_LENGTH = 24
+"""Longest name a chart writes whole: a rep's name of 300 letters (a garbled CRM export) took
+the whole figure and collapsed the drawing; the chart's words keep the full name."""
+
+
+def short_labels(names: list[str]) -> list[str]:
+    """``names`` cut to :data:`LABEL_LENGTH` with an ellipsis, still one label per name (bars
+    with the same category label would be drawn as one)."""
+    labels: list[str] = []
+    for name in names:
+        label = name if len(name) <= LABEL_LENGTH else name[: LABEL_LENGTH - 1] + "…"
+        base, number = label, 2
+        while label in labels:
+            label, number = f"{base} ({number})", number + 1
+        labels.append(label)
+    return labels
+
+
 def _counts_on(axis: Any) -> None:
     """Whole ticks on an axis of counts: no 0.25 entries or 0.2 timers between 0 and 1."""
     from matplotlib.ticker import MaxNLocator
@@ -186,7 +204,7 @@ def sla_svg(reps: list[tuple[str, list[int]]]) -> str:
     def draw(axes: Axes) -> bool:
         if _none_ended(reps):
             return False
-        names = [name for name, _ in reps]
+        names = short_labels([name for name, _ in reps])
         left = [0.0] * len(reps)
         for index, ending in enumerate(ENDINGS):
             values = [float(counts[index]) for _, counts in reps]
@@ -251,8 +269,12 @@ def velocity_svg(data: dict[str, Any]) -> str:
         axes.bar_label(
             bars, fmt=lambda days: f"{days:.1f}" if days >= 1 else f"{days:.2f}", padding=2
         )
+        # Left to itself the axis spans the data: medians of 0.00 days got an axis of -0.04 to
+        # 0.04 (or 0 to 0.0002), and a stay of minutes a full-height bar. At least one day.
+        axes.set_ylim(0, max(1.0, axes.get_ylim()[1]))
         axes.set_ylabel("days in stage")
-        axes.set_title(f"{data['subject']}s, group: {data['group']}", fontsize=8, loc="left")
+        (group,) = short_labels([str(data["group"])])
+        axes.set_title(f"{data['subject']}s, group: {group}", fontsize=8, loc="left")
         axes.legend(fontsize=7)
         return True
 

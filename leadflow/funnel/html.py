@@ -19,12 +19,14 @@ STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1200px;
 color:#222;padding:0 1em}
 h1{margin-bottom:.2em}.period{color:#555;margin-top:0}
-.charts{display:grid;grid-template-columns:1fr 1fr;gap:1.5em}
+h1,h2,.period{overflow-wrap:anywhere}
+.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,26em),1fr));gap:1.5em}
 figure{margin:0;border:1px solid #ddd;border-radius:6px;padding:.5em}
 figcaption{font-weight:600;margin-bottom:.3em}svg{width:100%;height:auto}
 table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.85em}
 th,td{border-bottom:1px solid #e5e5e5;padding:.25em .6em;text-align:right}
-th{background:#f5f5f5}td.text,th.text{text-align:left}
+th{background:#f5f5f5}td.text,th.text{text-align:left;overflow-wrap:anywhere;min-width:8em}
+.wide{overflow-x:auto}
 .note{color:#555;font-size:.85em;margin-top:-1em}
 """
 
@@ -68,4 +70,5 @@ def _table(rows: list[Row], notes: list[str]) -> str:
     body = "".join(
         "<tr>" + "".join(cell("td", c, shown(r.get(c), c)) for c in columns) + "</tr>" for r in rows
     )
-    return f"<table><tr>{head}</tr>{body}</table>{note}"
+    # A table wider than the window scrolls in its own box; the headings keep the window's width.
+    return f"<div class=wide><table><tr>{head}</tr>{body}</table></div>{note}"

@@ -47,7 +47,8 @@ def rule_file_schema(settings: Settings) -> Schema:
         "title": "leadflow rule file",
         "description": "Rules, nurture streams and the scoring model; `leadflow check` "
         "validates a folder of them.",
-        "type": ["object", "null"],
+        # An empty file is refused by ``leadflow check`` (a save cut short would drop rules).
+        "type": "object",
         "additionalProperties": False,
         "properties": {
             "rules": {"type": "array", "items": {"$ref": "#/$defs/rule"}},

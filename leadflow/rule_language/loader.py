@@ -281,6 +281,11 @@ class _RuleSetBuilder:
                 Problem(label, exc.mark.line, exc.mark.column, f"invalid YAML: {exc.message}")
             )
             return
+        if document.data is None:
+            # A save cut short (an editor's truncate-then-write, a copy interrupted) leaves an
+            # empty file: taken as "no rules", it would quietly drop the file's live rules.
+            self.problems.append(Problem(label, 1, 1, _nothing_in(text)))
+            return
         for path, mark in document.duplicate_keys:
             self.problems.append(
                 Problem(
@@ -394,8 +399,6 @@ class _FileReader:
 
     def read(self) -> None:
         data = self.document.data
-        if data is None:
-            return
         if not isinstance(data, dict):
             self.builder.problem(
                 self.document,
@@ -593,6 +596,21 @@ class _FileReader:
             location=self.located(path),
         )
         self.builder.add_stream(stream, self.document, path)
+
+
+def _nothing_in(text: str) -> str:
+    """Why a file whose YAML is no document at all is refused, and the two ways out."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        what = "the file is empty"
+    elif all(line.startswith("#") for line in lines):
+        what = "the file holds only comments"
+    else:
+        what = "the file holds no document (null)"
+    return (
+        f"{what}: delete it to remove its rules, or write 'rules: []' to keep it without any "
+        "(refused so that a save cut short never removes live rules)"
+    )
 
 
 def _subject_of(raw: dict[str, Any]) -> Subject:

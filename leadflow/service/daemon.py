@@ -55,7 +55,7 @@ HANGUP = signal.SIGHUP
 """Stops the daemon like SIGTERM, unless it was started ignoring it (``nohup``). Its default
 action ended the process at once, with no log line, mid-batch and holding its claims: a closed
 terminal, or ``kill -HUP`` sent as to other daemons to reload (the rules reload by themselves;
-``config.yaml`` is read at start)."""
+``config.yaml`` is read at start, its dashboard users again when it changes)."""
 
 
 class Daemon:
