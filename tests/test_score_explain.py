@@ -165,6 +165,39 @@ class TestCauses:
             "score_adjustment",
         ) == [("L1", 24, 20, 4, 0), ("L2", 15, 20, 0, -5)]
 
+    def test_passes_as_of_past_instants_name_decay_not_activity(
+        self, runtime: Runtime, engine: Engine
+    ) -> None:
+        """Activities imported today (their ``created_at`` the wall clock's), then passes as of
+        past instants (``run --once --now``): no activity arrived between the passes, so
+        the second pass's changes are decay. The cause once compared ``created_at`` with the
+        pass's instant and said ``activity``."""
+        imported = T0 + 200 * DAY  # the wall clock of the import, after every pass's instant
+        with engine.begin() as connection:
+            connection.execute(
+                insert(ACTIVITIES).values(
+                    external_id="A1",
+                    lead_id=1,
+                    type="page_view",
+                    occurred_at=T0 - DAY,
+                    properties={},
+                    machine=False,
+                    created_at=imported,
+                )
+            )
+        clock = runtime.clock
+        assert isinstance(clock, SettableClock)
+        tick(runtime, clock.now())
+        tick(runtime, clock.advance(10 * DAY))  # one half-life on: 10 x 0.5^(1/10) = 9 -> 5
+        activity(engine, "A2", 2, "email_open", T0 + 10 * DAY)
+        tick(runtime, clock.advance(HOUR))  # the open arrived after the last pass
+        assert changes(engine) == [
+            (1, 0, 29, "model", None),
+            (2, 0, 0, "model", None),
+            (1, 29, 25, "decay", None),
+            (2, 0, 3, "activity", None),
+        ]
+
 
 class TestExplain:
     """The explanation's lines add up exactly to the stored score, activities included."""

@@ -27,9 +27,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Float,
-    Integer,
     Select,
     and_,
     case,
@@ -88,7 +88,7 @@ def sql_floor(value: ColumnElement[Any], dialect: str | None = None) -> ColumnEl
     on NULL; a cast truncates toward zero, and one less below zero gives the floor exactly."""
     if dialect != "sqlite":
         return func.floor(value)
-    truncated = cast(value, Integer)
+    truncated = cast(value, BigInteger)
     return truncated - case((value < truncated, 1), else_=0)
 
 
@@ -97,8 +97,8 @@ def half_away_from_zero(
 ) -> ColumnElement[int]:
     """Round to a whole number, halves away from zero (the sign is the criterion's)."""
     if negative:
-        return cast(-sql_floor(-value + 0.5, dialect), Integer)
-    return cast(sql_floor(value + 0.5, dialect), Integer)
+        return cast(-sql_floor(-value + 0.5, dialect), BigInteger)
+    return cast(sql_floor(value + 0.5, dialect), BigInteger)
 
 
 def decayed_value(
@@ -362,7 +362,10 @@ def fit_terms(model: ScoringModel, now: datetime) -> list[tuple[str, ColumnEleme
     return [
         (
             item.id,
-            case((to_where(item.condition, LEADS, context), literal(item.points)), else_=0),
+            case(
+                (to_where(item.condition, LEADS, context), literal(item.points, BigInteger)),
+                else_=literal(0, BigInteger),
+            ),
         )
         for item in model.fit
     ]
@@ -371,7 +374,7 @@ def fit_terms(model: ScoringModel, now: datetime) -> list[tuple[str, ColumnEleme
 def fit_expression(model: ScoringModel, now: datetime) -> ColumnElement[int]:
     terms = [term for _id, term in fit_terms(model, now)]
     if not terms:
-        return cast(literal(0), Integer)
+        return cast(literal(0), BigInteger)
     total: ColumnElement[int] = terms[0]
     for term in terms[1:]:
         total = total + term
@@ -409,7 +412,7 @@ def scored_by_model(
     meeting it are read, and every other lead's ``engagement`` and ``next_change`` are the
     stored ones (for a caller that knows them to be the model's at ``now``)."""
     source: Any = LEADS
-    engaged: Any = cast(literal(0), Integer)
+    engaged: Any = cast(literal(0), BigInteger)
     next_change: Any = literal(NEVER, Float)
     engagement_scope = scope
     if recompute_engagement is not None:
