@@ -213,7 +213,7 @@ class TestDurations:
             "rules/r.yaml:4:14: rule a: reentry: expected once, every_time or {once_per: 30d}",
             "rules/r.yaml:5:49: rule a: '99999999999d' is too long; at most 36525d (100 years)",
             "rules/r.yaml:7:38: rule a: start_sla: within: '4 hours' is not a duration; write a number and a unit (s, m, h, d, w), e.g. 90m",
-            "rules/r.yaml:10:34: stream n: steps.0.after: '-1d' is not a duration; write a number and a unit (s, m, h, d, w), e.g. 90m",
+            "rules/r.yaml:10:34: stream n: steps.0.after: '-1d': a duration must be longer than zero; write 1d",
         ]
 
     def test_good_durations_are_converted_once(self, rules: Path) -> None:
