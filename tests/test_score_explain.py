@@ -257,6 +257,26 @@ class TestExplain:
         assert document["at"] == "2026-03-02T09:00:00+00:00"
         assert [c["points"] for c in document["contributions"]] == [20, 11, 3]
 
+    def test_a_past_instant_is_explained_as_of_then_not_as_the_next_pass(
+        self, runtime: Runtime, engine: Engine, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """``--at`` an instant before the last pass: the total is that instant's score, which
+        no pass will store; it once said "the next one stores this"."""
+        activity(engine, "A1", 1, "page_view", T0 - 5 * DAY)
+        tick(runtime, T0)
+        capsys.readouterr()
+        config = str(runtime.settings.root / "config.yaml")
+        code = main(["--config", config, "score", "explain", "L1", "--at", "2026-02-26T09:00:00Z"])
+        out = capsys.readouterr().out
+        assert code == 0
+        words = " ".join(out.split())  # the table wraps its last column
+        # At 2026-03-02 the view was 5 days old (7.07 -> 7); a day after it, 10 x 0.5^0.1 -> 9.
+        assert (
+            "total fit 20 + engagement 9 29 the score as of 2026-02-26 09:00 UTC; the stored "
+            "one is the last pass's (2026-03-02 09:00 UTC)"
+        ) in words
+        assert "next one stores" not in words
+
     def test_a_disabled_model_that_ran_in_this_store_explains_its_scores(
         self, runtime: Runtime, engine: Engine, capsys: pytest.CaptureFixture[str]
     ) -> None:
