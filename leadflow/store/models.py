@@ -46,11 +46,13 @@ points are at most 1,000,000 per activity; 2^63 would take 9.2 trillion counted 
 SQLite's INTEGER is 64-bit already (revision 0014)."""
 
 
-def _points(*, nullable: bool, server_default: str | None = None) -> Any:
-    return Field(
-        default=None if nullable else 0,
-        sa_column=Column(POINTS, nullable=nullable, server_default=server_default),
-    )
+def _points(
+    *, nullable: bool, default: int | None = None, server_default: str | None = None
+) -> Any:
+    column = Column(POINTS, nullable=nullable, default=default, server_default=server_default)
+    if default is None and not nullable:
+        return Field(sa_column=column)  # required: a history row says its old and new score
+    return Field(default=default, sa_column=column)
 
 
 def _time(*, nullable: bool = True, index: bool = False) -> Any:
@@ -128,10 +130,10 @@ class Lead(SQLModel, table=True):
     name: str | None = Field(default=None, max_length=300)
     company: str | None = Field(default=None, max_length=300)
     attributes: dict[str, Any] = _json(dict)
-    score: int = _points(nullable=False)
+    score: int = _points(nullable=False, default=0)
     score_fit: int | None = _points(nullable=True)
     score_engagement: int | None = _points(nullable=True)
-    score_adjustment: int = _points(nullable=False, server_default="0")
+    score_adjustment: int = _points(nullable=False, default=0, server_default="0")
     """What ``adjust_score``/``set_score`` actions added: kept apart so a scoring model's pass
     (``score = fit + engagement + adjustment``) does not undo a rule's adjustment."""
     score_grade: str | None = Field(default=None, max_length=2)
