@@ -33,6 +33,19 @@ FIT_LETTERS = ("A", "B", "C")
 """Fit grade letters from best; a lead below the last band is ``D``."""
 ENGAGEMENT_DIGITS = ("1", "2", "3")
 """Engagement grade digits from best; a lead below the last band is ``4``."""
+KNOWN_ACTIVITY_TYPES = (
+    "email_open",
+    "email_click",
+    "unsubscribe",
+    "page_view",
+    "download",
+    "webinar",
+    "form_fill",
+)
+"""The activity types leadflow writes itself (its tracking pixel and links: the first three,
+``leadflow.mail.tracking_hits.ACTIVITY_TYPES``) and those docs/scoring.md and the shipped
+model name. Any other type a CRM sends is as good: ``check`` only warns of a type within a
+typo of one of these (``form_fil``), which would otherwise match no activity, silently."""
 
 
 class _Spec(BaseModel):
@@ -217,3 +230,19 @@ class ScoringModel:
     @property
     def engagement_version(self) -> str:
         return self.engagement_digest
+
+
+def misspelt_activity_types(model: ScoringModel) -> list[tuple[EngagementCriterion, str, str]]:
+    """(criterion, type, "did you mean ...?") for each activity type of the model that is not
+    one of :data:`KNOWN_ACTIVITY_TYPES` but close to one."""
+    from leadflow.suggestions import did_you_mean
+
+    found = []
+    for criterion in model.engagement:
+        for kind in criterion.activity_types:
+            if kind in KNOWN_ACTIVITY_TYPES:
+                continue
+            hint = did_you_mean(kind, KNOWN_ACTIVITY_TYPES, cutoff=0.8)
+            if hint:
+                found.append((criterion, kind, hint))
+    return found
