@@ -78,7 +78,11 @@ def fit_scoring(
         Path, typer.Option("--output", "-o", help="The proposed scoring file to write.")
     ] = Path("scoring.proposed.yaml"),
     chart: Annotated[
-        Path | None, typer.Option("--chart", help="Write an SVG chart of lift by score decile (a file name ending in .svg).")
+        Path | None,
+        typer.Option(
+            "--chart",
+            help="Write an SVG chart of lift by score decile (a file name ending in .svg).",
+        ),
     ] = None,
     rules: Annotated[
         Path | None, typer.Option("--rules", help="Rules folder (default: paths.rules).")
