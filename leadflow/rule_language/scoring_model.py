@@ -183,6 +183,12 @@ class EngagementCriterion:
     """With ``cap``: the cap holds per period of this length (UTC-aligned), not overall."""
     location: Located = field(compare=False)
 
+    @property
+    def weekly_periods(self) -> bool:
+        """Periods of whole weeks, which start on a Monday 00:00 UTC as ISO weeks do; other
+        periods count from 1970-01-01 00:00 UTC (a Thursday)."""
+        return self.cap_per is not None and self.cap_per % timedelta(days=7) == timedelta(0)
+
     def decay_text(self) -> str:
         from leadflow.durations import format_duration
 

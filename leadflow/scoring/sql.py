@@ -92,6 +92,21 @@ def sql_floor(value: ColumnElement[Any], dialect: str | None = None) -> ColumnEl
     return truncated - case((value < truncated, 1), else_=0)
 
 
+FIRST_MONDAY = 4.0
+"""1970-01-05, the first Monday after the epoch, in days since it (1970-01-01 was a Thursday)."""
+
+
+def cap_period(criterion: EngagementCriterion, days: ColumnElement[Any], dialect: str) -> Any:
+    """The number of the cap period an activity at ``days`` falls in. A period of whole weeks
+    starts on a Monday 00:00 UTC, as ISO weeks do (counted from the epoch, ``per: 7d`` weeks
+    ran Thursday to Wednesday); other periods count from 1970-01-01 00:00 UTC."""
+    assert criterion.cap_per is not None
+    period = criterion.cap_per.total_seconds() / SECONDS_PER_DAY
+    if criterion.weekly_periods:
+        days = days - literal(FIRST_MONDAY, Float)
+    return sql_floor(days / period, dialect)
+
+
 def half_away_from_zero(
     value: ColumnElement[Any], *, negative: bool, dialect: str | None = None
 ) -> ColumnElement[int]:
@@ -166,8 +181,7 @@ def criterion_points(
         where.append(scope(ACTIVITIES.c.lead_id))
     value = decayed_value(criterion, now, dialect)
     if criterion.cap_per is not None and criterion.cap is not None:
-        period = criterion.cap_per.total_seconds() / SECONDS_PER_DAY
-        bucket = sql_floor(column_days(ACTIVITIES.c.occurred_at, dialect) / period, dialect)
+        bucket = cap_period(criterion, column_days(ACTIVITIES.c.occurred_at, dialect), dialect)
         periods = (
             select(
                 ACTIVITIES.c.lead_id.label("lead_id"),
@@ -289,10 +303,10 @@ def _one_scan(
     ]
     grouping: list[ColumnElement[Any]] = [counted.c.lead_id]
     if per_period is not None:
-        assert per_period.cap_per is not None
-        period = per_period.cap_per.total_seconds() / SECONDS_PER_DAY
         flag = counted.c[f"m{criteria.index(per_period)}"]
-        grouping.append(case((flag == 1, sql_floor(counted.c.days / period, dialect)), else_=None))
+        grouping.append(
+            case((flag == 1, cap_period(per_period, counted.c.days, dialect)), else_=None)
+        )
     oldest = [
         func.min(case((counted.c[f"m{index}"] == 1, counted.c.days), else_=None)).label(f"w{index}")
         for index, item in enumerate(criteria)
