@@ -52,6 +52,11 @@ def _read(text: str | int | float | timedelta) -> timedelta:
             raise not_a_duration(text)
         return timedelta(seconds=text)
     lowered = text.strip().lower()
+    if lowered.startswith("-") and _WHOLE.match(lowered[1:]):
+        # A duration with a sign is one, only not a positive one: "not a duration; write a
+        # number and a unit" told someone who had written both to do so.
+        msg = f"{text!r}: a duration must be longer than zero; write {text.strip()[1:].strip()}"
+        raise DurationError(msg)
     if not _WHOLE.match(lowered):
         raise not_a_duration(text)
     if months := _MONTHS.search(text):

@@ -170,3 +170,31 @@ class TestCheck:
             f"{len(rule_set.rules)} rules, {len(rule_set.streams)} streams, "
             f"a scoring model (disabled) OK, version {version}\n"
         )
+
+
+class TestActivityTypes:
+    """A scoring criterion's activity type a typo away from a known one is a warning line."""
+
+    def test_a_misspelt_type_is_warned_of_and_the_set_passes(
+        self, project: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        (project / "my-rules" / "scoring.yaml").write_text(
+            "scoring:\n  engagement:\n"
+            "    - id: forms\n      activity: form_fil\n      points: 15\n"
+            "    - id: crm\n      activity: [demo_request, page_view]\n      points: 5\n",
+            encoding="utf-8",
+        )
+        code, lines, err = check(capsys)
+        assert (code, err) == (0, "")
+        assert lines[:-1] == [
+            "my-rules/scoring.yaml:3:7: warning: scoring: criterion forms: activity 'form_fil' "
+            "is not a type leadflow knows; did you mean 'form_fill'? (a type your CRM sends "
+            "is fine)"
+        ]
+        assert lines[-1].startswith("0 rules, 0 streams, a scoring model OK, version ")
+
+    def test_the_types_leadflow_tracks_are_known(self) -> None:
+        from leadflow.mail.tracking_hits import ACTIVITY_TYPES
+        from leadflow.rule_language.scoring_model import KNOWN_ACTIVITY_TYPES
+
+        assert set(ACTIVITY_TYPES.values()) <= set(KNOWN_ACTIVITY_TYPES)

@@ -264,7 +264,7 @@ class TestDurations:
             "rules/r.yaml:4:14: rule a: reentry: expected once, every_time or {once_per: 30d}",
             "rules/r.yaml:5:49: rule a: '99999999999d' is too long; at most 36525d (100 years)",
             "rules/r.yaml:7:38: rule a: start_sla: within: '4 hours' is not a duration; write a number and a unit (s, m, h, d, w), e.g. 90m",
-            "rules/r.yaml:10:34: stream n: steps.0.after: '-1d' is not a duration; write a number and a unit (s, m, h, d, w), e.g. 90m",
+            "rules/r.yaml:10:34: stream n: steps.0.after: '-1d': a duration must be longer than zero; write 1d",
         ]
 
     def test_good_durations_are_converted_once(self, rules: Path) -> None:
@@ -659,3 +659,67 @@ class TestVersionAndFiles:
         rule_set = load_rule_set(rules, SETTINGS)
         assert [rule.id for rule in rule_set.rules] == ["first", "hot-lead"]
         assert rule_set.files == ("rules/a.yaml", "rules/sub/b.yml")
+
+
+class TestScoringModelProblems:
+    """A scoring model's mistakes, one line each in the author's words."""
+
+    @staticmethod
+    def criterion(extra: str) -> str:
+        return (
+            "scoring:\n  engagement:\n    - id: views\n      activity: page_view\n"
+            f"      points: 2\n      {extra}\n"
+        )
+
+    def test_a_negative_duration_is_a_duration_that_must_be_positive(self, rules: Path) -> None:
+        assert problems(
+            rules,
+            **{
+                "a.yaml": self.criterion("half_life: -7d"),
+                "b.yaml": self.criterion("window: -90d"),
+            },
+        ) == [
+            "rules/a.yaml:6:18: scoring: criterion views: half_life: '-7d': a duration must be "
+            "longer than zero; write 7d",
+            "rules/b.yaml:6:15: scoring: criterion views: window: '-90d': a duration must be "
+            "longer than zero; write 90d",
+        ]
+
+    @pytest.mark.parametrize("cap", ["twenty", "0", "-5", "true", "2.5"])
+    def test_a_wrong_cap_is_one_problem(self, rules: Path, cap: str) -> None:
+        found = "'twenty'" if cap == "twenty" else {"true": "True"}.get(cap, cap)
+        assert problems(rules, **{"a.yaml": self.criterion(f"cap: {cap}")}) == [
+            "rules/a.yaml:6:12: scoring: criterion views: cap: expected a whole number of "
+            "points from 1 to 1,000,000, or {points: N, per: 7d} for a cap per period, "
+            f"found {found}"
+        ]
+
+    def test_a_wrong_cap_per_period_is_one_problem(self, rules: Path) -> None:
+        assert problems(
+            rules,
+            **{
+                "a.yaml": self.criterion("cap: {per: 7d}"),
+                "b.yaml": self.criterion("cap: {points: 3, per: -1d, pts: 4}"),
+            },
+        ) == [
+            "rules/a.yaml:6:12: scoring: criterion views: cap: missing required key 'points' "
+            "(a cap per period is {points: N, per: 7d})",
+            "rules/b.yaml:6:12: scoring: criterion views: cap: per: '-1d': a duration must be "
+            "longer than zero; write 1d; unknown key 'pts'; did you mean 'points'? "
+            "(a cap per period is {points: N, per: 7d})",
+        ]
+
+    def test_caps_as_documented_load(self, rules: Path) -> None:
+        write(rules, "a.yaml", self.criterion("cap: {points: 3, per: 7d}"))
+        write(rules, "b.yaml", GOOD)
+        model = load_rule_set(rules, SETTINGS).scoring
+        assert model is not None
+        assert (model.engagement[0].cap, model.engagement[0].cap_per) == (3, timedelta(days=7))
+
+    def test_grade_bands_with_a_gap_are_refused(self, rules: Path) -> None:
+        text = "scoring:\n  grades:\n    fit: {A: 25, C: 5}\n    engagement: {1: 30, 2: 15, 3: 5}\n"
+        fewer = "scoring:\n  grades:\n    fit: {A: 25, B: 5}\n    engagement: {1: 30}\n"
+        assert problems(rules, **{"a.yaml": text, "b.yaml": fewer}) == [
+            "rules/a.yaml:3:5: scoring: grades: fit: band B is missing: give the bands from A "
+            "on, without a gap (A, B, C; below the last is D)",
+        ]

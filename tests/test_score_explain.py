@@ -165,6 +165,39 @@ class TestCauses:
             "score_adjustment",
         ) == [("L1", 24, 20, 4, 0), ("L2", 15, 20, 0, -5)]
 
+    def test_passes_as_of_past_instants_name_decay_not_activity(
+        self, runtime: Runtime, engine: Engine
+    ) -> None:
+        """Activities imported today (their ``created_at`` the wall clock's), then passes as of
+        past instants (``run --once --now``): no activity arrived between the passes, so
+        the second pass's changes are decay. The cause once compared ``created_at`` with the
+        pass's instant and said ``activity``."""
+        imported = T0 + 200 * DAY  # the wall clock of the import, after every pass's instant
+        with engine.begin() as connection:
+            connection.execute(
+                insert(ACTIVITIES).values(
+                    external_id="A1",
+                    lead_id=1,
+                    type="page_view",
+                    occurred_at=T0 - DAY,
+                    properties={},
+                    machine=False,
+                    created_at=imported,
+                )
+            )
+        clock = runtime.clock
+        assert isinstance(clock, SettableClock)
+        tick(runtime, clock.now())
+        tick(runtime, clock.advance(10 * DAY))  # one half-life on: 10 x 0.5^(1/10) = 9 -> 5
+        activity(engine, "A2", 2, "email_open", T0 + 10 * DAY)
+        tick(runtime, clock.advance(HOUR))  # the open arrived after the last pass
+        assert changes(engine) == [
+            (1, 0, 29, "model", None),
+            (2, 0, 0, "model", None),
+            (1, 29, 25, "decay", None),
+            (2, 0, 3, "activity", None),
+        ]
+
 
 class TestExplain:
     """The explanation's lines add up exactly to the stored score, activities included."""
@@ -223,6 +256,26 @@ class TestExplain:
         # Months later by the system clock: explained when the score was stored, it adds up.
         assert document["at"] == "2026-03-02T09:00:00+00:00"
         assert [c["points"] for c in document["contributions"]] == [20, 11, 3]
+
+    def test_a_past_instant_is_explained_as_of_then_not_as_the_next_pass(
+        self, runtime: Runtime, engine: Engine, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """``--at`` an instant before the last pass: the total is that instant's score, which
+        no pass will store; it once said "the next one stores this"."""
+        activity(engine, "A1", 1, "page_view", T0 - 5 * DAY)
+        tick(runtime, T0)
+        capsys.readouterr()
+        config = str(runtime.settings.root / "config.yaml")
+        code = main(["--config", config, "score", "explain", "L1", "--at", "2026-02-26T09:00:00Z"])
+        out = capsys.readouterr().out
+        assert code == 0
+        words = " ".join(out.split())  # the table wraps its last column
+        # At 2026-03-02 the view was 5 days old (7.07 -> 7); a day after it, 10 x 0.5^0.1 -> 9.
+        assert (
+            "total fit 20 + engagement 9 29 the score as of 2026-02-26 09:00 UTC; the stored "
+            "one is the last pass's (2026-03-02 09:00 UTC)"
+        ) in words
+        assert "next one stores" not in words
 
     def test_a_disabled_model_that_ran_in_this_store_explains_its_scores(
         self, runtime: Runtime, engine: Engine, capsys: pytest.CaptureFixture[str]

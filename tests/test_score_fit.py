@@ -748,3 +748,30 @@ def test_an_engagement_criterion_every_example_has_is_kept_not_reported_dropped(
 
     assert learned(7, [0]).current_left_out() == []
     assert learned(0, []).current_left_out() == [("visits", 5, "matched every example")]
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_a_chart_not_named_svg_is_refused_before_the_fit(
+    project: Path, engine: Engine, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The chart is SVG: ``--chart lift.png`` once wrote SVG text into a .png."""
+    chart = tmp_path / "lift.png"
+    capsys.readouterr()
+    code = main(
+        [
+            "-c",
+            str(project),
+            "score",
+            "fit",
+            "--outcome",
+            "attributes.converted",
+            "--chart",
+            str(chart),
+        ]
+    )
+    assert (code, capsys.readouterr().err.strip()) == (
+        1,
+        f"error: --chart {chart}: the chart is an SVG drawing; give a file name ending in .svg",
+    )
+    assert not chart.exists()
+    assert not (project.parent / "scoring.proposed.yaml").exists()

@@ -17,11 +17,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import yaml
 from import_support import rows
 from sqlalchemy import Engine, insert
 
 from leadflow.rule_language.loader import load_rule_set
+from leadflow.rule_language.model import content_digest
 from leadflow.rule_language.scoring_model import ScoringModel
+from leadflow.scoring.explain import explain_score
 from leadflow.scoring.rescoring import rescore
 from leadflow.settings import Settings
 from leadflow.store.tables import ACTIVITIES, LEADS
@@ -192,3 +195,49 @@ class TestEngagementDecay:
                 ("L2", lead_2, 0, lead_2, "D4"),
             ]
         assert (half_up(min(10 * 0.5 ** (3 / 7) + 10 * 0.5 ** (10 / 7), 15)), webinar) == (11, 0)
+
+
+WEEKLY = """\
+scoring:
+  engagement:
+    - id: webinars
+      activity: webinar
+      points: 10
+      cap: {points: 10, per: 7d}
+"""
+
+
+class TestWeeklyCaps:
+    """A cap per 7d holds per ISO week, Monday 00:00 UTC to the next; it once held from
+    Thursday to Thursday (weeks counted from 1970-01-01, a Thursday)."""
+
+    def test_the_week_starts_on_monday(self, engine: Engine, tmp_path: Path) -> None:
+        model = model_of(tmp_path, WEEKLY)
+        add_leads(engine, {}, {})
+        wednesday, thursday = (
+            datetime(2026, 3, 4, 12, tzinfo=UTC),
+            datetime(2026, 3, 5, 12, tzinfo=UTC),
+        )
+        sunday, monday = datetime(2026, 3, 8, 23, 59, tzinfo=UTC), datetime(2026, 3, 9, tzinfo=UTC)
+        add_activities(
+            engine,
+            (1, "webinar", wednesday, {}, False),  # the same ISO week (10) as
+            (1, "webinar", thursday, {}, False),  # this one: capped at 10 together
+            (2, "webinar", sunday, {}, False),  # the last minute of a week (10)
+            (2, "webinar", monday, {}, False),  # the first of the next (10)
+        )
+        rescore(engine, model, datetime(2026, 3, 10, tzinfo=UTC))
+        assert [row[:4] for row in scores(engine)] == [("L1", 10, 0, 10), ("L2", 20, 0, 20)]
+        explained = explain_score(engine, model, "L2", datetime(2026, 3, 10, tzinfo=UTC))
+        assert explained is not None
+        assert [item.points for item in explained.contributions] == [20]
+
+    def test_a_weekly_cap_changes_the_models_version(self, tmp_path: Path) -> None:
+        """The same text scored otherwise before: a new version makes the first pass after
+        the upgrade recompute every lead, not only the leads due."""
+        weekly = model_of(tmp_path, WEEKLY)
+        daily = model_of(tmp_path, WEEKLY.replace("per: 7d", "per: 1d"))
+        assert weekly.version != content_digest(yaml.safe_load(WEEKLY)["scoring"])
+        assert daily.version == content_digest(
+            yaml.safe_load(WEEKLY.replace("per: 7d", "per: 1d"))["scoring"]
+        )

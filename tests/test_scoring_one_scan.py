@@ -99,8 +99,10 @@ def python_engagement(
             value = float(criterion.points)
             if criterion.half_life is not None:
                 value *= 0.5 ** ((now - at) / criterion.half_life)
+            # Weeks start on Mondays: the first after the epoch is 1970-01-05.
+            start = EPOCH + timedelta(days=4) if criterion.weekly_periods else EPOCH
             period = (
-                0 if criterion.cap_per is None else math.floor((at - EPOCH) / criterion.cap_per)
+                0 if criterion.cap_per is None else math.floor((at - start) / criterion.cap_per)
             )
             sums[lead_id, period] += value
         per_lead: dict[int, float] = defaultdict(float)

@@ -129,3 +129,8 @@ def test_refused_folder_shows_the_rules_still_running(
     assert lines[2] == (
         f"last evaluated: version {rule_set.version} at 2026-03-02 09:00 UTC (the rules still running)"
     )
+    # Each rule that ran: not "(not enabled in the folder)", which the refusal does not say.
+    first = lines[4].split(maxsplit=1)
+    assert first[0] == "mql-assignment"
+    assert first[1].startswith("(unknown: the folder is refused)  ")
+    assert "not enabled" not in console.export_text()

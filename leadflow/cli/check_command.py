@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from leadflow.errors import Problem
     from leadflow.mail.templates import TemplateCatalog
     from leadflow.rule_language.loader import TemplateCheck
+    from leadflow.rule_language.model import RuleSet
 
 
 def check_rules(
@@ -42,6 +43,7 @@ def check_rules(
         count = len(problems)
         typer.echo(f"{count} problem{'' if count == 1 else 's'}")
         raise typer.Exit(1)
+    _warn_of_misspelt_activity_types(rule_set)
     rules_count, streams_count = len(rule_set.rules), len(rule_set.streams)
     scoring = ""
     if rule_set.scoring is not None:
@@ -52,6 +54,20 @@ def check_rules(
         f"{streams_count} stream{'' if streams_count == 1 else 's'}{scoring} OK, "
         f"version {rule_set.version}"
     )
+
+
+def _warn_of_misspelt_activity_types(rule_set: RuleSet) -> None:
+    """A warning line, not a problem: a CRM may send any type, and one a letter away from
+    a known one is most likely a typo that would match no activity."""
+    from leadflow.rule_language.scoring_model import misspelt_activity_types
+
+    if rule_set.scoring is None:
+        return
+    for criterion, kind, hint in misspelt_activity_types(rule_set.scoring):
+        typer.echo(
+            f"{criterion.location}: warning: scoring: criterion {criterion.id}: activity "
+            f"{kind!r} is not a type leadflow knows; {hint} (a type your CRM sends is fine)"
+        )
 
 
 def template_check(catalog: TemplateCatalog) -> TemplateCheck:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -65,10 +66,13 @@ def explain(
     if output is OutputFormat.json:
         print_json(found.as_json())
         return
-    _print(data_console(min_width=100), found)
+    given = clock.now() if at and at != "now" else None
+    _print(data_console(min_width=100), found, given, SystemClock().now())
 
 
-def _print(console: Console, found: ScoreExplanation) -> None:
+def _print(
+    console: Console, found: ScoreExplanation, given: datetime | None, now: datetime
+) -> None:
     from rich.table import Table
 
     stored = found.stored
@@ -120,7 +124,7 @@ def _print(console: Console, found: ScoreExplanation) -> None:
             "total",
             f"fit {found.fit} + engagement {found.engagement}",
             f"{found.total}",
-            _agreement(found),
+            _agreement(found, given, now),
         )
         console.print(table)
     if found.history:
@@ -134,12 +138,24 @@ def _print(console: Console, found: ScoreExplanation) -> None:
         console.print(history)
 
 
-def _agreement(found: ScoreExplanation) -> str:
+def _agreement(found: ScoreExplanation, given: datetime | None, now: datetime) -> str:
+    """How the total relates to the stored score; ``given``: the instant of ``--at`` (None
+    for none, or ``now``)."""
     if not found.model_enabled and not found.model_ran_here:
         return "what the score would be with the model on"
     if found.matches_stored:
         return "= the stored score"
-    return "the stored score is from the last scoring pass; the next one stores this"
+    if given is None:
+        return "the stored score is from the last scoring pass; the next one stores this"
+    # An instant of one's choosing is no pass's: the next pass computes its own instant's.
+    scored_at = found.stored["scored_at"]
+    last = f" ({scored_at:%Y-%m-%d %H:%M} UTC)" if scored_at is not None else ""
+    when = f"{given:%Y-%m-%d %H:%M} UTC"
+    if given > now:
+        return (
+            f"the score at {when} if nothing else changes; the stored one is the last pass's{last}"
+        )
+    return f"the score as of {when}; the stored one is the last pass's{last}"
 
 
 def _text(value: int | None) -> str:

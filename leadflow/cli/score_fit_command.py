@@ -78,7 +78,11 @@ def fit_scoring(
         Path, typer.Option("--output", "-o", help="The proposed scoring file to write.")
     ] = Path("scoring.proposed.yaml"),
     chart: Annotated[
-        Path | None, typer.Option("--chart", help="Write an SVG chart of lift by score decile.")
+        Path | None,
+        typer.Option(
+            "--chart",
+            help="Write an SVG chart of lift by score decile (a file name ending in .svg).",
+        ),
     ] = None,
     rules: Annotated[
         Path | None, typer.Option("--rules", help="Rules folder (default: paths.rules).")
@@ -102,6 +106,10 @@ def fit_scoring(
     settings = context.settings
     folder = rules if rules is not None else settings.path(settings.paths.rules)
     _refuse_inside(output, folder)
+    if chart is not None and chart.suffix.lower() != ".svg":
+        # The chart is SVG text: written to lift.png it was a file no image viewer opens.
+        msg = f"--chart {chart}: the chart is an SVG drawing; give a file name ending in .svg"
+        raise UserInputError(msg)
     spec = outcome_spec(outcome, positive, negative, unit, settings)
     try:
         now = parse_instant(as_of) if as_of else SystemClock().now()

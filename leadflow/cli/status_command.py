@@ -89,6 +89,10 @@ def rules_view(runtime: Runtime, status: StoreStatus) -> RulesView:
     runs = {run.rule_id: run for run in status.rule_runs}
     rules = {rule.id: rule for rule in rule_set.enabled_rules} if rule_set else {}
     now = runtime.clock.now()
+    # A refused folder says nothing of which rules it enables: "(not enabled in the folder)"
+    # on every rule told the reader they had all been turned off. The problems are listed
+    # above the table (and in the JSON's ``problems``); a cell of the no-wrap column is short.
+    absent = "(unknown: the folder is refused)" if problems else "(not enabled in the folder)"
     lines = []
     for rule_id in sorted(set(runs) | set(rules)):
         run, rule = runs.get(rule_id), rules.get(rule_id)
@@ -102,7 +106,7 @@ def rules_view(runtime: Runtime, status: StoreStatus) -> RulesView:
         lines.append(
             RuleLine(
                 rule_id=rule_id,
-                schedule=rule.schedule.describe() if rule else "(not enabled in the folder)",
+                schedule=rule.schedule.describe() if rule else absent,
                 last_run=last,
                 next_run=next_run,
                 due_now=next_run is not None and next_run <= now,

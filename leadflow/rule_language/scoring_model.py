@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    model_validator,
+)
 
 from leadflow.rule_language.actions import Duration, ScorePoints
 from leadflow.rule_language.conditions import Condition
@@ -25,6 +33,19 @@ FIT_LETTERS = ("A", "B", "C")
 """Fit grade letters from best; a lead below the last band is ``D``."""
 ENGAGEMENT_DIGITS = ("1", "2", "3")
 """Engagement grade digits from best; a lead below the last band is ``4``."""
+KNOWN_ACTIVITY_TYPES = (
+    "email_open",
+    "email_click",
+    "unsubscribe",
+    "page_view",
+    "download",
+    "webinar",
+    "form_fill",
+)
+"""The activity types leadflow writes itself (its tracking pixel and links: the first three,
+``leadflow.mail.tracking_hits.ACTIVITY_TYPES``) and those docs/scoring.md and the shipped
+model name. Any other type a CRM sends is as good: ``check`` only warns of a type within a
+typo of one of these (``form_fil``), which would otherwise match no activity, silently."""
 
 
 class _Spec(BaseModel):
@@ -38,9 +59,35 @@ class FitSpec(_Spec):
     points: ScorePoints
 
 
+MOST_CAP = 1_000_000
+
+
 class PeriodCapSpec(_Spec):
-    points: Annotated[int, Field(ge=1, le=1_000_000)]
+    points: Annotated[int, Field(ge=1, le=MOST_CAP)]
     per: Duration
+
+
+def _cap(value: Any) -> int | PeriodCapSpec | None:
+    """A cap in one message: pydantic's union reported two per mistake, each in its own
+    internal name (``cap.constrained-int: ...``, ``cap.PeriodCapSpec: expected a mapping``)."""
+    from leadflow.rule_language.validation_messages import explain_validation
+
+    if value is None or isinstance(value, PeriodCapSpec):
+        return value
+    if isinstance(value, dict):
+        try:
+            return PeriodCapSpec.model_validate(value)
+        except ValidationError as exc:
+            found = "; ".join(text for text, _, _ in explain_validation(PeriodCapSpec, exc, ()))
+            msg = f"{found} (a cap per period is {{points: N, per: 7d}})"
+            raise ValueError(msg) from None
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MOST_CAP:
+        return value
+    msg = (
+        f"expected a whole number of points from 1 to {MOST_CAP:,}, or {{points: N, per: 7d}}"
+        f" for a cap per period, found {value!r}"
+    )
+    raise ValueError(msg)
 
 
 class EngagementSpec(_Spec):
@@ -51,7 +98,7 @@ class EngagementSpec(_Spec):
     points: ScorePoints
     half_life: Duration | None = None
     window: Duration | None = None
-    cap: Annotated[int, Field(ge=1, le=1_000_000)] | PeriodCapSpec | None = None
+    cap: Annotated[int | PeriodCapSpec | None, PlainValidator(_cap)] = None
 
     @model_validator(mode="after")
     def _one_decay(self) -> EngagementSpec:
@@ -87,7 +134,17 @@ class GradesSpec(_Spec):
             if unknown:
                 msg = f"{name}: bands are {', '.join(known)} (below the last is {below}), found {', '.join(map(repr, unknown))}"
                 raise ValueError(msg)
-            ordered = [bands[key] for key in known if key in bands]
+            # "below the last is D": bands may stop early, but a skipped one (A and C with no
+            # B) left its letter to no lead, and C meant what B should have.
+            given = [key for key in known if key in bands]
+            if given != list(known[: len(given)]):
+                skipped = next(key for key in known if key not in bands)
+                msg = (
+                    f"{name}: band {skipped} is missing: give the bands from {known[0]} on, "
+                    f"without a gap ({', '.join(known)}; below the last is {below})"
+                )
+                raise ValueError(msg)
+            ordered = [bands[key] for key in given]
             if ordered != sorted(ordered, reverse=True) or len(set(ordered)) != len(ordered):
                 msg = f"{name}: each band's lower bound must be below the one before ({', '.join(known)})"
                 raise ValueError(msg)
@@ -125,6 +182,12 @@ class EngagementCriterion:
     cap_per: timedelta | None
     """With ``cap``: the cap holds per period of this length (UTC-aligned), not overall."""
     location: Located = field(compare=False)
+
+    @property
+    def weekly_periods(self) -> bool:
+        """Periods of whole weeks, which start on a Monday 00:00 UTC as ISO weeks do; other
+        periods count from 1970-01-01 00:00 UTC (a Thursday)."""
+        return self.cap_per is not None and self.cap_per % timedelta(days=7) == timedelta(0)
 
     def decay_text(self) -> str:
         from leadflow.durations import format_duration
@@ -173,3 +236,19 @@ class ScoringModel:
     @property
     def engagement_version(self) -> str:
         return self.engagement_digest
+
+
+def misspelt_activity_types(model: ScoringModel) -> list[tuple[EngagementCriterion, str, str]]:
+    """(criterion, type, "did you mean ...?") for each activity type of the model that is not
+    one of :data:`KNOWN_ACTIVITY_TYPES` but close to one."""
+    from leadflow.suggestions import did_you_mean
+
+    found = []
+    for criterion in model.engagement:
+        for kind in criterion.activity_types:
+            if kind in KNOWN_ACTIVITY_TYPES:
+                continue
+            hint = did_you_mean(kind, KNOWN_ACTIVITY_TYPES, cutoff=0.8)
+            if hint:
+                found.append((criterion, kind, hint))
+    return found

@@ -71,14 +71,23 @@ class ScoringReader:
                     if key in spec.grades.engagement
                 ),
             )
+        engagement_raw = raw.get("engagement", [])
+        criteria = tuple(item for item in engagement if isinstance(item, EngagementCriterion))
+        if any(item.weekly_periods for item in criteria):
+            # Weekly cap periods start on Mondays (counted from the epoch, they started on
+            # Thursdays): the same text gives other scores than before, so its digests differ
+            # and the first pass after the upgrade recomputes every lead (cause ``model``), not
+            # only the leads due.
+            raw = {"model": raw, "weeks start": "Monday"}
+            engagement_raw = {"engagement": engagement_raw, "weeks start": "Monday"}
         return ScoringModel(
             description=spec.description,
             enabled=spec.enabled,
             fit=tuple(item for item in fit if isinstance(item, FitCriterion)),
-            engagement=tuple(item for item in engagement if isinstance(item, EngagementCriterion)),
+            engagement=criteria,
             grades=grades,
             digest=content_digest(raw),
-            engagement_digest=content_digest(raw.get("engagement", [])),
+            engagement_digest=content_digest(engagement_raw),
             location=self.located(path),
         )
 

@@ -9,7 +9,7 @@ rescored or not, never half.
 
 Why a score changed, in order of precedence: ``model`` (the model is new or changed since the
 last pass), ``fit`` (the lead's data moved its fit), ``activity`` (an activity reached
-leadflow since the last pass), ``decay`` (time alone: points faded or left their window), or
+leadflow since the last pass: its id is above the highest that pass saw), ``decay`` (time alone: points faded or left their window), or
 ``recomputed`` (the stored total had been set outside the model, by an import say).
 
 A steady pass (the same model as the last pass, the clock not moved back, no criterion reading
@@ -37,6 +37,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     ColumnElement,
     Connection,
@@ -55,8 +56,11 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
+from leadflow.errors import UserInputError
+from leadflow.logs import error_text
 from leadflow.rule_language.scoring_model import ScoringModel
 from leadflow.scoring.due import due_clause, due_leads, engagement_stored, whole_pass_needed
 from leadflow.scoring.sql import EARLY, days_since_epoch, grade_expression, scored_by_model
@@ -78,12 +82,12 @@ PASS = Table(
     "scoring_pass",
     _pass_metadata,
     Column("lead_id", Integer, primary_key=True),
-    Column("old_score", Integer),
-    Column("new_score", Integer),
-    Column("old_fit", Integer),
-    Column("new_fit", Integer),
-    Column("old_engagement", Integer),
-    Column("new_engagement", Integer),
+    Column("old_score", BigInteger),
+    Column("new_score", BigInteger),
+    Column("old_fit", BigInteger),
+    Column("new_fit", BigInteger),
+    Column("old_engagement", BigInteger),
+    Column("new_engagement", BigInteger),
     Column("new_grade", String(2)),
     Column("cause", String(40)),
     Column("changed", Integer),
@@ -95,12 +99,27 @@ PASS = Table(
 when only ``next_change``), gathered once and read by the history insert and the update."""
 
 
+class ScoringFailedError(UserInputError):
+    """The database refused a value the model computed for the store's data (a number out of
+    range, say): the model or the data is at fault, not leadflow, so it is logged as one line
+    and ``run --once`` says it without a traceback."""
+
+    def __init__(self, bounds: tuple[int, int], cause: DataError) -> None:
+        super().__init__(
+            f"the scoring pass failed for the leads with ids {bounds[0]} to {bounds[1]}: "
+            f"{error_text(cause.orig or cause)}; no score of them changed"
+        )
+
+
 @dataclass(frozen=True)
 class LastPass:
     model_version: str
     at: datetime
     engagement_version: str | None = None
     """The digest of the engagement criteria it ran (None: a pass before it was recorded)."""
+    last_activity_id: int | None = None
+    """The highest activity id when it started (None: no activity then, or a pass before it
+    was recorded)."""
 
 
 @dataclass(frozen=True)
@@ -121,11 +140,14 @@ def last_pass(connection: Connection | Session) -> LastPass | None:
             SCORING_RUNS.c.model_version,
             SCORING_RUNS.c.last_run_at,
             SCORING_RUNS.c.engagement_version,
+            SCORING_RUNS.c.last_activity_id,
         ).where(SCORING_RUNS.c.model == MODEL_NAME)
     ).first()
     if row is None:
         return None
-    return LastPass(row.model_version, row.last_run_at, row.engagement_version)
+    return LastPass(
+        row.model_version, row.last_run_at, row.engagement_version, row.last_activity_id
+    )
 
 
 def rescore(
@@ -141,6 +163,8 @@ def rescore(
     (module docstring); ``full`` reads every lead anyway (the same outcome, slower)."""
     with engine.connect() as connection:
         previous = last_pass(connection)
+        # 0 with no activity yet: every activity the next pass finds arrived after this one.
+        last_activity = connection.execute(select(func.max(ACTIVITIES.c.id))).scalar() or 0
         wanted = lead_ids
         due: int | None = None
         if lead_ids is None and not full and not _whole_pass(model, previous, now):
@@ -158,7 +182,7 @@ def rescore(
             changed += _rescore_range(session, model, now, previous, bounds, wanted, recompute)
     if lead_ids is None:
         with transaction(engine) as session:
-            _record_pass(session, model, now, changed)
+            _record_pass(session, model, now, changed, last_activity)
     return ScoringOutcome(model.version, changed, now, due)
 
 
@@ -212,6 +236,9 @@ def _rescore_range(
         connection.exec_driver_sql("SET LOCAL enable_hashagg = off")
     PASS.drop(connection, checkfirst=True)
     PASS.create(connection)
+    # No ``finally`` drop: after a failed statement PostgreSQL refuses every other one in the
+    # transaction, so a drop there replaced the error with "current transaction is aborted".
+    # The rollback of the failed range's transaction drops the table it created.
     try:
         connection.execute(
             insert(PASS).from_select(
@@ -224,9 +251,10 @@ def _rescore_range(
         ).one()
         if written:
             _write_changes(connection, model, now)
-        return int(changed)
-    finally:
-        PASS.drop(connection)
+    except DataError as exc:
+        raise ScoringFailedError(bounds, exc) from exc
+    PASS.drop(connection)
+    return int(changed)
 
 
 def _changes(
@@ -298,13 +326,17 @@ def _cause(
     # OFFSET 0 keeps it a probe of each changed lead's activities (PostgreSQL hashes no EXISTS
     # with an OFFSET; it drops a LIMIT): hashed, it read every activity of each range for the
     # few hundred leads that a pass after a clock-reading fit changes.
+    # Arrived after the last pass: a higher id than any it could see. Not ``created_at`` later
+    # than the pass's instant: that instant is the pass's clock (a past ``--now``, a
+    # simulation's), ``created_at`` the writer's, and a pass as of a past instant named every
+    # change ``activity``. A pass recorded before the id was (revision 0017) has only its instant.
+    if previous.last_activity_id is not None:
+        after_last_pass = ACTIVITIES.c.id > literal(previous.last_activity_id, BigInteger)
+    else:
+        after_last_pass = ACTIVITIES.c.created_at > literal(previous.at, UTCDateTime())
     arrived = exists(
         select(literal(1))
-        .where(
-            ACTIVITIES.c.lead_id == lead.c.id,
-            scope(ACTIVITIES.c.lead_id),
-            ACTIVITIES.c.created_at > literal(previous.at, UTCDateTime()),
-        )
+        .where(ACTIVITIES.c.lead_id == lead.c.id, scope(ACTIVITIES.c.lead_id), after_last_pass)
         .offset(0)
     )
     return case(
@@ -387,7 +419,9 @@ def _written_leads(dialect: str) -> ColumnElement[bool]:
     return among_selected(LEADS.c.id, select(PASS.c.lead_id), dialect)
 
 
-def _record_pass(session: Session, model: ScoringModel, now: datetime, changed: int) -> None:
+def _record_pass(
+    session: Session, model: ScoringModel, now: datetime, changed: int, last_activity: int | None
+) -> None:
     updated = session.execute(
         update(SCORING_RUNS)
         .where(SCORING_RUNS.c.model == MODEL_NAME)
@@ -396,6 +430,7 @@ def _record_pass(session: Session, model: ScoringModel, now: datetime, changed: 
             engagement_version=model.engagement_version,
             last_run_at=now,
             changed=changed,
+            last_activity_id=last_activity,
         )
     )
     if updated.rowcount == 0:  # type: ignore[attr-defined]
@@ -407,6 +442,7 @@ def _record_pass(session: Session, model: ScoringModel, now: datetime, changed: 
                 engagement_version=model.engagement_version,
                 last_run_at=now,
                 changed=changed,
+                last_activity_id=last_activity,
             )
         )
 

@@ -27,9 +27,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Float,
-    Integer,
     Select,
     and_,
     case,
@@ -88,8 +88,23 @@ def sql_floor(value: ColumnElement[Any], dialect: str | None = None) -> ColumnEl
     on NULL; a cast truncates toward zero, and one less below zero gives the floor exactly."""
     if dialect != "sqlite":
         return func.floor(value)
-    truncated = cast(value, Integer)
+    truncated = cast(value, BigInteger)
     return truncated - case((value < truncated, 1), else_=0)
+
+
+FIRST_MONDAY = 4.0
+"""1970-01-05, the first Monday after the epoch, in days since it (1970-01-01 was a Thursday)."""
+
+
+def cap_period(criterion: EngagementCriterion, days: ColumnElement[Any], dialect: str) -> Any:
+    """The number of the cap period an activity at ``days`` falls in. A period of whole weeks
+    starts on a Monday 00:00 UTC, as ISO weeks do (counted from the epoch, ``per: 7d`` weeks
+    ran Thursday to Wednesday); other periods count from 1970-01-01 00:00 UTC."""
+    assert criterion.cap_per is not None
+    period = criterion.cap_per.total_seconds() / SECONDS_PER_DAY
+    if criterion.weekly_periods:
+        days = days - literal(FIRST_MONDAY, Float)
+    return sql_floor(days / period, dialect)
 
 
 def half_away_from_zero(
@@ -97,8 +112,8 @@ def half_away_from_zero(
 ) -> ColumnElement[int]:
     """Round to a whole number, halves away from zero (the sign is the criterion's)."""
     if negative:
-        return cast(-sql_floor(-value + 0.5, dialect), Integer)
-    return cast(sql_floor(value + 0.5, dialect), Integer)
+        return cast(-sql_floor(-value + 0.5, dialect), BigInteger)
+    return cast(sql_floor(value + 0.5, dialect), BigInteger)
 
 
 def decayed_value(
@@ -166,8 +181,7 @@ def criterion_points(
         where.append(scope(ACTIVITIES.c.lead_id))
     value = decayed_value(criterion, now, dialect)
     if criterion.cap_per is not None and criterion.cap is not None:
-        period = criterion.cap_per.total_seconds() / SECONDS_PER_DAY
-        bucket = sql_floor(column_days(ACTIVITIES.c.occurred_at, dialect) / period, dialect)
+        bucket = cap_period(criterion, column_days(ACTIVITIES.c.occurred_at, dialect), dialect)
         periods = (
             select(
                 ACTIVITIES.c.lead_id.label("lead_id"),
@@ -289,10 +303,10 @@ def _one_scan(
     ]
     grouping: list[ColumnElement[Any]] = [counted.c.lead_id]
     if per_period is not None:
-        assert per_period.cap_per is not None
-        period = per_period.cap_per.total_seconds() / SECONDS_PER_DAY
         flag = counted.c[f"m{criteria.index(per_period)}"]
-        grouping.append(case((flag == 1, sql_floor(counted.c.days / period, dialect)), else_=None))
+        grouping.append(
+            case((flag == 1, cap_period(per_period, counted.c.days, dialect)), else_=None)
+        )
     oldest = [
         func.min(case((counted.c[f"m{index}"] == 1, counted.c.days), else_=None)).label(f"w{index}")
         for index, item in enumerate(criteria)
@@ -362,7 +376,10 @@ def fit_terms(model: ScoringModel, now: datetime) -> list[tuple[str, ColumnEleme
     return [
         (
             item.id,
-            case((to_where(item.condition, LEADS, context), literal(item.points)), else_=0),
+            case(
+                (to_where(item.condition, LEADS, context), literal(item.points, BigInteger)),
+                else_=literal(0, BigInteger),
+            ),
         )
         for item in model.fit
     ]
@@ -371,7 +388,7 @@ def fit_terms(model: ScoringModel, now: datetime) -> list[tuple[str, ColumnEleme
 def fit_expression(model: ScoringModel, now: datetime) -> ColumnElement[int]:
     terms = [term for _id, term in fit_terms(model, now)]
     if not terms:
-        return cast(literal(0), Integer)
+        return cast(literal(0), BigInteger)
     total: ColumnElement[int] = terms[0]
     for term in terms[1:]:
         total = total + term
@@ -409,7 +426,7 @@ def scored_by_model(
     meeting it are read, and every other lead's ``engagement`` and ``next_change`` are the
     stored ones (for a caller that knows them to be the model's at ``now``)."""
     source: Any = LEADS
-    engaged: Any = cast(literal(0), Integer)
+    engaged: Any = cast(literal(0), BigInteger)
     next_change: Any = literal(NEVER, Float)
     engagement_scope = scope
     if recompute_engagement is not None:

@@ -8,8 +8,10 @@ indexes by lead on SLA timers and enrollments, ``0005`` the outbox index retenti
 ``0010`` ``leads.score_next_change_day``, its index and the triggers that clear it
 (:mod:`leadflow.store.score_marks`), ``0011`` ``scoring_runs.engagement_version``, ``0012``
 folds a rule's owner change into the entry the same firing made (data only), ``0013``
-``leads.first_source``, ``0014`` ``rule_runs.unfinished_at`` and ``unfinished_through``. A test
-compares the schema at the head migration with this metadata so they cannot drift.
+``leads.first_source``, ``0014`` ``rule_runs.unfinished_at`` and ``unfinished_through``,
+``0015`` the failing-step columns of ``nurture_enrollments``, ``0016`` scores in 64 bits on
+PostgreSQL, ``0017`` ``scoring_runs.last_activity_id``. A test compares the schema at the head
+migration with this metadata so they cannot drift.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Connection,
@@ -37,6 +40,20 @@ from leadflow.store.score_marks import create_score_marks
 from leadflow.store.types import JSONDocument, UTCDateTime
 
 metadata = SQLModel.metadata
+
+POINTS = BigInteger().with_variant(Integer(), "sqlite")
+"""A score or a part of one: 64-bit, so no model and no store can overflow it (a criterion's
+points are at most 1,000,000 per activity; 2^63 would take 9.2 trillion counted activities).
+SQLite's INTEGER is 64-bit already (revision 0016)."""
+
+
+def _points(
+    *, nullable: bool, default: int | None = None, server_default: str | None = None
+) -> Any:
+    column = Column(POINTS, nullable=nullable, default=default, server_default=server_default)
+    if default is None and not nullable:
+        return Field(sa_column=column)  # required: a history row says its old and new score
+    return Field(default=default, sa_column=column)
 
 
 def _time(*, nullable: bool = True, index: bool = False) -> Any:
@@ -114,12 +131,10 @@ class Lead(SQLModel, table=True):
     name: str | None = Field(default=None, max_length=300)
     company: str | None = Field(default=None, max_length=300)
     attributes: dict[str, Any] = _json(dict)
-    score: int = 0
-    score_fit: int | None = None
-    score_engagement: int | None = None
-    score_adjustment: int = Field(
-        default=0, sa_column=Column(Integer, nullable=False, server_default="0")
-    )
+    score: int = _points(nullable=False, default=0)
+    score_fit: int | None = _points(nullable=True)
+    score_engagement: int | None = _points(nullable=True)
+    score_adjustment: int = _points(nullable=False, default=0, server_default="0")
     """What ``adjust_score``/``set_score`` actions added: kept apart so a scoring model's pass
     (``score = fit + engagement + adjustment``) does not undo a rule's adjustment."""
     score_grade: str | None = Field(default=None, max_length=2)
@@ -408,12 +423,12 @@ class ScoreChange(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     lead_id: int = Field(sa_column=Column(Integer, ForeignKey("leads.id"), nullable=False))
     at: datetime = _time(nullable=False)
-    old_score: int
-    new_score: int
-    old_fit: int | None = None
-    new_fit: int | None = None
-    old_engagement: int | None = None
-    new_engagement: int | None = None
+    old_score: int = _points(nullable=False)
+    new_score: int = _points(nullable=False)
+    old_fit: int | None = _points(nullable=True)
+    new_fit: int | None = _points(nullable=True)
+    old_engagement: int | None = _points(nullable=True)
+    new_engagement: int | None = _points(nullable=True)
     cause: str = Field(max_length=40)
     """``model`` (the scoring model changed), ``fit`` (the lead's data), ``activity`` (new
     engagement), ``decay`` (time alone), ``rule`` (an adjust_score/set_score action)."""
@@ -432,6 +447,9 @@ class ScoringRun(SQLModel, table=True):
     changed: int = 0
     engagement_version: str | None = Field(default=None, max_length=80)
     """The digest of the model's engagement criteria alone (NULL before revision 0011)."""
+    last_activity_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    """The highest activity id when the pass started: an activity with a higher one reached
+    leadflow after it (NULL before revision 0017, or with no activity yet)."""
 
 
 _HISTORY_ORDER = ("at", "id", "to_stage", "from_stage", "to_owner_id")
