@@ -442,7 +442,13 @@ class TestUpserts:
         response = api.post(
             "/v1/deals",
             [
-                {"external_id": "D1", "lead": "L1", "stage": "Won", "amount": 1200.5},
+                {
+                    "external_id": "D1",
+                    "lead": "L1",
+                    "stage": "Won",
+                    "amount": 1200.5,
+                    "closed_at": "2024-02-01",
+                },
                 {"external_id": "D2", "lead": "L404", "stage": "Open"},
             ],
         )
@@ -455,7 +461,14 @@ class TestUpserts:
         ]
         assert (
             api.post(
-                "/v1/deals", {"external_id": "D1", "lead": "L1", "stage": "Won", "amount": 1200.5}
+                "/v1/deals",
+                {
+                    "external_id": "D1",
+                    "lead": "L1",
+                    "stage": "Won",
+                    "amount": 1200.5,
+                    "closed_at": "2024-02-01",
+                },
             ).json()["inserted"]
             == 1
         )
@@ -479,6 +492,34 @@ class TestUpserts:
                 "type": "value_error",
             }
         ]
+
+    def test_a_won_deal_without_its_close_date_is_422(self, api: Api) -> None:
+        """As in a file (tests/test_import_close_dates.py): a closed deal has its close date,
+        an open deal none; the report and status would disagree on it otherwise."""
+        response = api.post(
+            "/v1/deals",
+            [
+                {"external_id": "D1", "stage": "Won", "closed_at": "2024-02-01T00:00:00Z"},
+                {"external_id": "D7", "stage": "Won", "engaged_at": "2024-01-01T00:00:00Z"},
+                {"external_id": "D9", "stage": "Open", "closed_at": "2024-02-01T00:00:00Z"},
+            ],
+        )
+        assert response.status_code == 422
+        assert response.json()["detail"] == [
+            {
+                "loc": ["body", 1, "closed_at"],
+                "msg": "a won deal needs its close date; give the date it was won",
+                "type": "value_error",
+            },
+            {
+                "loc": ["body", 2, "closed_at"],
+                "msg": "2024-02-01T00:00:00+00:00 closes a deal whose stage is open; leave it empty "
+                "until the deal is won or lost, or give its outcome (won or lost)",
+                "type": "value_error",
+            },
+        ]
+        ok = api.post("/v1/deals", {"external_id": "D1", "stage": "Won", "closed_at": "2024-02-01"})
+        assert ok.json()["inserted"] == 1
 
 
 class TestLeadView:
