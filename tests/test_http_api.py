@@ -222,7 +222,7 @@ class TestBadInput:
         assert lead_rows(engine) == []
 
     def test_bad_values_are_422_per_record_and_field(self, api: Api, engine: Engine) -> None:
-        """The first bad field of each record, as the import reports a row."""
+        """Every bad field of each record, as the import reports a row (record 1 has two)."""
         body = [
             {"external_id": "L1", "score": "high", "employees": 12},
             {"external_id": "L2", "last_activity_at": "yesterday", "employees": "many"},
@@ -242,6 +242,11 @@ class TestBadInput:
             {
                 "loc": ["body", 1, "employees"],
                 "msg": "expected a whole number, got 'many'",
+                "type": "value_error",
+            },
+            {
+                "loc": ["body", 1, "last_activity_at"],
+                "msg": "expected a date as ISO 8601 (2017-03-01, 2017-03-01T10:00:00+02:00) or %d-%m-%Y, %d-%m-%Y %H:%M, %d-%m-%Y %H:%M:%S, got 'yesterday'",
                 "type": "value_error",
             },
             {

@@ -96,6 +96,21 @@ def test_fed_rejections_beyond_the_kept_problems_are_counted(
     assert [p.line for p in report.problems] == list(range(2, 1002))
 
 
+def test_fed_rows_name_every_bad_field_and_count_the_row_once(
+    engine: Engine, settings: Any, tmp_path: Path, clock: SettableClock, feeds: list[int]
+) -> None:
+    """A row with two bad cells, read by the reading process: both named, one row rejected."""
+    text = "external_id,score,last_activity_at\nL1,1,\nL2,many,soon\nL3,3,\n"
+    report = import_file(engine, settings, "leads", write(tmp_path, "l.csv", text), clock=clock)
+    assert feeds == [1]
+    assert report.summary == "inserted 2, updated 0, unchanged 0, rejected 1"
+    assert [(p.line, p.message.split(":")[0]) for p in report.problems] == [
+        (3, "score"),
+        (3, "last_activity_at"),
+    ]
+    assert report.unlisted == 0
+
+
 def test_an_error_in_the_reading_process_fails_the_import(
     engine: Engine,
     settings: Any,

@@ -191,6 +191,38 @@ L8,ken@example.com,1,lead,,8
             ("leads", "rejected rows", 2, 6)
         ]
 
+    SEVERAL = (
+        "\ufeffexternal_id,score,employees,signed_up,last_activity_at,name\r\n"
+        "L1,10,5,2017-10-20,2017-10-21T10:00:00Z,Ada\r\n"
+        "L2,lots,many,2017-02-30,yesterday,Grace\r\n"
+        "L3,3,,,,Alan\r\n"
+    )
+
+    def test_every_bad_field_of_a_row_is_named(
+        self, engine: Engine, settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """A row with four bad cells named only the first (attributes.employees): fixing a file
+        took a round per field. Each is named now, in column order, on the row's line; the
+        row counts once as rejected."""
+        path = write(tmp_path, "crlf_bom.csv", self.SEVERAL)
+        report = import_file(engine, settings, "leads", path, clock=clock)
+        iso = (
+            "ISO 8601 (2017-03-01, 2017-03-01T10:00:00+02:00) "
+            "or %d-%m-%Y, %d-%m-%Y %H:%M, %d-%m-%Y %H:%M:%S"
+        )
+        assert [str(p) for p in report.problems] == [
+            f"{path}:3: score: expected a whole number, got 'lots'",
+            f"{path}:3: attributes.employees: expected a whole number, got 'many'",
+            f"{path}:3: attributes.signed_up: expected a date as {iso}, got '2017-02-30'",
+            f"{path}:3: last_activity_at: expected a date as {iso}, got 'yesterday'",
+        ]
+        assert report.summary == "inserted 2, updated 0, unchanged 0, rejected 1"
+        assert rows(engine, "leads", "external_id") == [("L1",), ("L3",)]
+        strict = import_file(engine, settings, "leads", path, strict=True, clock=clock)
+        assert len(strict.problems) == 4
+        assert strict.rolled_back
+        assert strict.summary == "inserted 0, updated 0, unchanged 0, rejected 1"
+
     def test_strict_leaves_the_store_untouched(
         self, engine: Engine, settings: Any, tmp_path: Path, clock: SettableClock
     ) -> None:

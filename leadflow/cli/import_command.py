@@ -111,9 +111,8 @@ def _run_one(
         )
     for line in (*report.notes, *report.problems):
         print(line, file=sys.stderr)
-    unlisted = report.rejected - len(report.problems)
-    if unlisted:
-        print(f"{path}: ... and {unlisted} more rejected rows", file=sys.stderr)
+    if report.unlisted:
+        print(f"{path}: ... and {report.unlisted} more rejected rows", file=sys.stderr)
     if report.rolled_back:
         print(f"{path}: --strict: nothing was imported because rows were rejected", file=sys.stderr)
     print(f"{kind} {report.file}: {report.summary}")

@@ -109,7 +109,7 @@ def _write_all(
         table_writer = TableWriter(connection, writer.shape(), now)
         for chunk in _unique_key_chunks(records):
             prepared, rejected = writer.prepare(connection, chunk)
-            errors += [locate.row(index, exc, plan) for index, exc in rejected]
+            errors += [locate.row(index, e, plan) for index, exc in rejected for e in exc.each()]
             if not errors:
                 counts.add(_write(connection, table_writer, writer, prepared, locate))
         extra, rejected = writer.finish(connection) if not errors else (Counts(), [])
@@ -132,7 +132,7 @@ def _read(
             record = plan.read(cells)
             key = writer.key(record)
         except ImportRowError as exc:
-            errors.append(locate.row(index, exc, plan))
+            errors += [locate.row(index, error, plan) for error in exc.each()]
             continue
         except (ValueError, ArithmeticError, TypeError) as exc:  # e.g. a year-1 time in +05:00
             errors.append(FieldError(locate.at(index), f"cannot read the record: {exc}"))

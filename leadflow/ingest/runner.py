@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -67,6 +69,8 @@ class ImportReport:
     notes: list[Problem] = field(default_factory=list)
     """What was read differently from the file as written (an ignored unnamed column)."""
     rolled_back: bool = False
+    unlisted: int = 0
+    """Rejected rows whose problems are not in ``problems`` (beyond :data:`MAX_KEPT_PROBLEMS`)."""
     run_id: int | None = None
     """The run's row in ``import_runs`` once the file was accepted and the run started."""
 
@@ -78,10 +82,13 @@ class ImportReport:
             f"unchanged {c.unchanged}, rejected {self.rejected}"
         )
 
-    def reject(self, line: int, message: str) -> None:
+    def reject(self, line: int, *messages: str) -> None:
+        """One rejected row, with a message per bad field."""
         self.rejected += 1
         if len(self.problems) < MAX_KEPT_PROBLEMS:
-            self.problems.append(Problem(self.file, line, 0, message))
+            self.problems += [Problem(self.file, line, 0, message) for message in messages]
+        else:
+            self.unlisted += 1
 
 
 def import_file(
@@ -260,9 +267,13 @@ class _Read(NamedTuple):
     bytes_read: int
 
     def tell(self, report: ImportReport) -> None:
-        for line, message in self.problems:
-            report.reject(line, message)
-        report.rejected += self.rejected - len(self.problems)
+        # A row with several bad fields has a problem each, on its line.
+        told = 0
+        for line, problems in groupby(self.problems, key=itemgetter(0)):
+            report.reject(line, *(message for _line, message in problems))
+            told += 1
+        report.rejected += self.rejected - told
+        report.unlisted += self.rejected - told
 
 
 @contextmanager
@@ -284,7 +295,7 @@ def _reading(
         def flush(rows: list[tuple[int, str, Record]]) -> None:
             checked, rejected = writer.checked(rows)
             for line, exc in rejected:
-                local.reject(line, str(exc))
+                local.reject(line, *exc.messages())
             send_read(form.hashed_rows(checked))
 
         def send_read(driver_rows: list[DriverRow]) -> None:
@@ -329,7 +340,7 @@ def _load_batches(
         with batch() as connection:
             prepared, rejected = writer.prepare(connection, rows)
             for line, exc in rejected:
-                report.reject(line, str(exc))
+                report.reject(line, *exc.messages())
             write(connection, prepared)
         if progress is not None:
             progress(source.bytes_read, source.total_bytes)
@@ -343,7 +354,7 @@ def _load_batches(
         extra, rejected = writer.finish(connection)
         report.counts.add(extra)
         for line, exc in rejected:
-            report.reject(line, str(exc))
+            report.reject(line, *exc.messages())
 
 
 def _write_fed(
@@ -392,7 +403,7 @@ def _stream(
             record = plan.read(cells)
             key = writer.key(record)
         except ImportRowError as exc:
-            report.reject(line, str(exc))
+            report.reject(line, *exc.messages())
             continue
         if key in keys or len(batch) >= batch_size:
             # A key twice in one batch is written in order: the later row updates the earlier.
