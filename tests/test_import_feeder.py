@@ -151,7 +151,9 @@ def test_fed_rows_update_changed_leads_with_their_times_and_attributes(
     text): a second import updates the changed leads with exactly the file's values, leaves the
     unchanged one alone, inserts the new one, and records the changed stage once."""
     settings = make_settings(
-        import__batch_size=2, attributes__leads={"industry": "string", "employees": "integer"}
+        import__batch_size=2,
+        attributes__leads={"industry": "string", "employees": "integer"},
+        import__mappings={"leads": {"date_formats": ["%d-%m-%Y %H:%M"]}},
     )
     header = "external_id,stage,last_activity_at,industry,employees\n"
     first = header + "L1,lead,01-02-2026 10:30,software,12\nL2,lead,,retail,\nL3,lead,,,\n"

@@ -438,9 +438,11 @@ def _target(
     value_map = _folded(mapping.values.get(field, {}))
     group, _, name = field.partition(".")
     if not name:
-        return Target(field, index, _parser(fields[field], mapping), value_map)
+        return Target(field, index, _parser(fields[field], mapping, kind), value_map)
     parse = (
-        _attribute_parser(declared[name], mapping) if group == "attributes" else values.parse_text
+        _attribute_parser(declared[name], mapping, kind)
+        if group == "attributes"
+        else values.parse_text
     )
     if value_map:
         parse = _renaming(parse, value_map)
@@ -460,7 +462,7 @@ def _folded(value_map: Mapping[str, str]) -> dict[str, str]:
     return {key.strip().casefold(): value for key, value in value_map.items()}
 
 
-def _parser(type_name: str, mapping: ImportMapping) -> values.Parser:
+def _parser(type_name: str, mapping: ImportMapping, kind: ImportKind) -> values.Parser:
     simple: dict[str, values.Parser] = {
         "text": values.parse_text,
         "email": values.email_address,
@@ -478,18 +480,27 @@ def _parser(type_name: str, mapping: ImportMapping) -> values.Parser:
         return values.integer_parser(mapping.decimal_separator)
     if type_name == "boolean":
         return values.boolean_parser(mapping.true_values, mapping.false_values)
-    return values.datetime_parser(mapping.date_formats, mapping.timezone)
+    return values.datetime_parser(mapping.date_formats, mapping.timezone, _date_formats(kind))
 
 
-def _attribute_parser(type_name: AttributeType, mapping: ImportMapping) -> values.Parser:
+def _date_formats(kind: ImportKind) -> str:
+    """The setting a date that does not read is to be configured under."""
+    return f"import.mappings.{kind}.date_formats"
+
+
+def _attribute_parser(
+    type_name: AttributeType, mapping: ImportMapping, kind: ImportKind
+) -> values.Parser:
     """Attributes live in a JSON column: times become ISO 8601 text (UTC), dates too."""
     if type_name == "string":
         return values.parse_text
     if type_name == "datetime":
-        read_time = values.datetime_from_text(mapping.date_formats, mapping.timezone)
+        read_time = values.datetime_from_text(
+            mapping.date_formats, mapping.timezone, _date_formats(kind)
+        )
         return values.cached_text_parser(lambda text: read_time(text).isoformat())
     if type_name == "date":
-        read_date = values.datetime_from_text(mapping.date_formats, "UTC")
+        read_date = values.datetime_from_text(mapping.date_formats, "UTC", _date_formats(kind))
         return values.cached_text_parser(lambda text: read_date(text).date().isoformat())
     if type_name == "integer":
         # Rules compare integer attributes as 64-bit integers; a larger one would be stored
@@ -497,7 +508,7 @@ def _attribute_parser(type_name: AttributeType, mapping: ImportMapping) -> value
         return values.within(
             *values.INTEGER_RANGE, values.integer_parser(mapping.decimal_separator)
         )
-    return _parser(type_name, mapping)
+    return _parser(type_name, mapping, kind)
 
 
 def _parse_outcome(raw: object) -> str | None:
