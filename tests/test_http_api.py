@@ -20,7 +20,7 @@ from sqlalchemy import Engine, insert, select
 from leadflow.clock import SettableClock
 from leadflow.errors import ConfigError
 from leadflow.store.database import WRITE_OPTION, create_store_engine
-from leadflow.store.tables import ACTIVITIES, AUDIT, LEADS, REPS
+from leadflow.store.tables import ACTIVITIES, AUDIT, DEALS, LEADS, REPS
 from tests.http_support import Api, build_app, http_settings, runtime_for
 
 REPS_BODY = [
@@ -477,6 +477,23 @@ class TestUpserts:
             ).json()["inserted"]
             == 1
         )
+
+    def test_a_deal_posted_twice_in_one_body_is_written_once(
+        self, api: Api, engine: Engine
+    ) -> None:
+        """The later record wins and the earlier is not written, as in a file: posting the
+        same body again finds the deal unchanged, not updated."""
+        body = [
+            {"external_id": "D1", "stage": "Engaging", "amount": 100},
+            {"external_id": "D1", "stage": "Engaging", "amount": 250},
+        ]
+        first = api.post("/v1/deals", body).json()
+        assert (first["inserted"], first["updated"], first["unchanged"]) == (1, 0, 0)
+        again = api.post("/v1/deals", body).json()
+        assert (again["inserted"], again["updated"], again["unchanged"]) == (0, 0, 1)
+        with engine.connect() as connection:
+            stored = connection.execute(select(DEALS.c.external_id, DEALS.c.amount)).all()
+        assert [tuple(row) for row in stored] == [("D1", 250.0)]
 
     def test_a_deal_closed_before_its_engagement_is_422(self, api: Api) -> None:
         response = api.post(

@@ -111,6 +111,23 @@ def test_fed_rows_name_every_bad_field_and_count_the_row_once(
     assert report.unlisted == 0
 
 
+def test_fed_rows_of_one_id_the_later_wins_and_is_noted(
+    engine: Engine, settings: Any, tmp_path: Path, clock: SettableClock, feeds: list[int]
+) -> None:
+    """As in this process: the earlier row of an id is superseded, noted, not written."""
+    text = "external_id,score\nL1,1\nL1,2\nL2,3\n"
+    path = write(tmp_path, "l.csv", text)
+    report = import_file(engine, settings, "leads", path, clock=clock)
+    assert report.summary == "inserted 2, updated 0, unchanged 0, rejected 0, superseded 1"
+    assert [str(n) for n in report.notes] == [
+        f"{path}:3: external_id: 'L1' is also on line 2; the later row wins "
+        "(line 2 is not imported)"
+    ]
+    assert rows(engine, "leads", "external_id", "score") == [("L1", 2), ("L2", 3)]
+    again = import_file(engine, settings, "leads", path, clock=clock)
+    assert again.summary == "inserted 0, updated 0, unchanged 2, rejected 0, superseded 1"
+
+
 def test_an_error_in_the_reading_process_fails_the_import(
     engine: Engine,
     settings: Any,

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from import_support import all_columns, rows, write
+from import_support import all_columns, lead_entries, rows, write
 from sqlalchemy import Engine, update
 
 from leadflow.clock import SettableClock
@@ -109,14 +109,45 @@ class TestUpsert:
             ("L3", "lead", 60, T0, later),
         ]
 
-    def test_same_id_twice_in_a_file_is_applied_in_order(
+    def test_same_id_twice_in_a_file_the_later_row_wins(
         self, engine: Engine, settings: Any, tmp_path: Path, clock: SettableClock
     ) -> None:
-        """The later row is an update of the earlier one: the file reads as a sequence of upserts."""
-        text = "external_id,name\nL1,First\nL2,Other\nL1,Second\n"
-        report = import_file(engine, settings, "leads", write(tmp_path, "l.csv", text), clock=clock)
-        assert report.summary == "inserted 2, updated 1, unchanged 0, rejected 0"
-        assert rows(engine, "leads", "external_id", "name") == [("L1", "Second"), ("L2", "Other")]
+        """The later row of an id wins and the earlier is not written: the earlier was written
+        first and then updated, so every import of the file, even an identical one, said
+        'updated' and wrote the id twice. It is counted as superseded, noted at the later line."""
+        text = "external_id,name\nL1,First\nL2,Other\nL1,Second\nL3,x,extra\nL3,Third\n"
+        path = write(tmp_path, "l.csv", text)
+        report = import_file(engine, settings, "leads", path, clock=clock)
+        assert report.summary == "inserted 3, updated 0, unchanged 0, rejected 1, superseded 1"
+        assert [str(n) for n in report.notes] == [
+            f"{path}:4: external_id: 'L1' is also on line 2; the later row wins "
+            "(line 2 is not imported)"
+        ]
+        expected = [("L1", "Second"), ("L2", "Other"), ("L3", "Third")]
+        assert rows(engine, "leads", "external_id", "name") == expected
+        # one first stage each: L1's earlier row is not recorded then overwritten
+        assert sorted(lead_entries(engine)) == [
+            ("L1", None, "lead"),
+            ("L2", None, "lead"),
+            ("L3", None, "lead"),
+        ]
+        again = import_file(engine, settings, "leads", path, clock=clock)
+        assert again.summary == "inserted 0, updated 0, unchanged 3, rejected 1, superseded 1"
+        assert rows(engine, "leads", "external_id", "name") == expected
+
+    def test_a_rejected_later_row_leaves_the_earlier_row_of_its_id(
+        self, engine: Engine, settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """The later row wins only if it imports: rejected, the earlier row lands."""
+        text = "external_id,name,owner\nL1,First,\nL1,Second,R9\n"
+        path = write(tmp_path, "l.csv", text)
+        report = import_file(engine, settings, "leads", path, clock=clock)
+        assert report.summary == "inserted 1, updated 0, unchanged 0, rejected 1"
+        assert [str(p) for p in report.problems] == [
+            f"{path}:3: owner: no rep with external id 'R9'; import the reps first"
+        ]
+        assert report.notes == []
+        assert rows(engine, "leads", "external_id", "name") == [("L1", "First")]
 
 
 class TestAttributes:
