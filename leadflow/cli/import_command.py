@@ -109,7 +109,8 @@ def _run_one(
             clock=SystemClock(),
             progress=progress,
         )
-    for line in (*report.notes, *report.problems):
+    # In file order: a note on a superseded row sits among the rejections around it.
+    for line in sorted((*report.notes, *report.problems), key=lambda problem: problem.line):
         print(line, file=sys.stderr)
     if report.unlisted:
         print(f"{path}: ... and {report.unlisted} more rejected rows", file=sys.stderr)
