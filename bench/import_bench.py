@@ -71,6 +71,7 @@ import:
   mappings:
     leads:
       columns: {{Lead ID: external_id, Email: email, Full Name: name, Company: company}}
+      date_formats: ["%d-%m-%Y"]
 """
 
 CRM_CONFIG = """\
@@ -101,6 +102,7 @@ import:
         Unsubscribed from all email: unsubscribed
       values:
         stage: {{Lead: lead, Subscriber: subscriber, Marketing Qualified Lead: mql}}
+      date_formats: ["%d-%m-%Y %H:%M"]
 """
 
 

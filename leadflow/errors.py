@@ -189,7 +189,17 @@ class NoSnapshotError(LeadflowError):
 class ImportRowError(UserInputError):
     """One row of an import file is wrong: reported as FILE:LINE: field: reason, then skipped."""
 
-    def __init__(self, field: str, reason: str) -> None:
+    def __init__(self, field: str, reason: str, *, also: tuple[ImportRowError, ...] = ()) -> None:
         self.field = field
         self.reason = reason
+        self.also = also
+        """The row's other bad fields, in the file's column order: all are reported at once,
+        so that one round of fixes makes the row import."""
         super().__init__(f"{field}: {reason}")
+
+    def each(self) -> tuple[ImportRowError, ...]:
+        """This field's error and the row's others', one per bad field."""
+        return (self, *self.also)
+
+    def messages(self) -> list[str]:
+        return [str(error) for error in self.each()]

@@ -454,8 +454,10 @@ class ImportMapping(Section):
 
     columns: dict[str, str | tuple[str, ...]] = {}
     """File header -> our field (``email``, ``attributes.industry``), or a list of fields."""
-    date_formats: tuple[DateFormat, ...] = ("%d-%m-%Y", "%d-%m-%Y %H:%M", "%d-%m-%Y %H:%M:%S")
-    """strptime formats tried after ISO 8601 (which is always accepted)."""
+    date_formats: tuple[DateFormat, ...] = ()
+    """strptime formats tried after ISO 8601 (which is always accepted). None by default: a
+    date such as 01-02-2024 is 1 February in Europe and January 2 in the US, and an export
+    read the wrong way round is silently wrong; such a date is refused naming this setting."""
     delimiter: Literal[",", ";", "\t", "|"] = ","
     """Between a CSV file's fields: a European Excel saves "CSV" with semicolons."""
     decimal_separator: Literal[".", ","] = "."

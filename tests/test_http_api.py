@@ -20,7 +20,7 @@ from sqlalchemy import Engine, insert, select
 from leadflow.clock import SettableClock
 from leadflow.errors import ConfigError
 from leadflow.store.database import WRITE_OPTION, create_store_engine
-from leadflow.store.tables import ACTIVITIES, AUDIT, LEADS, REPS
+from leadflow.store.tables import ACTIVITIES, AUDIT, DEALS, LEADS, REPS
 from tests.http_support import Api, build_app, http_settings, runtime_for
 
 REPS_BODY = [
@@ -222,7 +222,7 @@ class TestBadInput:
         assert lead_rows(engine) == []
 
     def test_bad_values_are_422_per_record_and_field(self, api: Api, engine: Engine) -> None:
-        """The first bad field of each record, as the import reports a row."""
+        """Every bad field of each record, as the import reports a row (record 1 has two)."""
         body = [
             {"external_id": "L1", "score": "high", "employees": 12},
             {"external_id": "L2", "last_activity_at": "yesterday", "employees": "many"},
@@ -245,8 +245,13 @@ class TestBadInput:
                 "type": "value_error",
             },
             {
+                "loc": ["body", 1, "last_activity_at"],
+                "msg": "expected a date as ISO 8601 (2017-03-01, 2017-03-01T10:00:00+02:00), got 'yesterday'",
+                "type": "value_error",
+            },
+            {
                 "loc": ["body", 2, "last_activity_at"],
-                "msg": "expected a date as ISO 8601 (2017-03-01, 2017-03-01T10:00:00+02:00) or %d-%m-%Y, %d-%m-%Y %H:%M, %d-%m-%Y %H:%M:%S, got 'yesterday'",
+                "msg": "expected a date as ISO 8601 (2017-03-01, 2017-03-01T10:00:00+02:00), got 'yesterday'",
                 "type": "value_error",
             },
             {
@@ -488,7 +493,13 @@ class TestUpserts:
         response = api.post(
             "/v1/deals",
             [
-                {"external_id": "D1", "lead": "L1", "stage": "Won", "amount": 1200.5},
+                {
+                    "external_id": "D1",
+                    "lead": "L1",
+                    "stage": "Won",
+                    "amount": 1200.5,
+                    "closed_at": "2024-02-01",
+                },
                 {"external_id": "D2", "lead": "L404", "stage": "Open"},
             ],
         )
@@ -501,10 +512,34 @@ class TestUpserts:
         ]
         assert (
             api.post(
-                "/v1/deals", {"external_id": "D1", "lead": "L1", "stage": "Won", "amount": 1200.5}
+                "/v1/deals",
+                {
+                    "external_id": "D1",
+                    "lead": "L1",
+                    "stage": "Won",
+                    "amount": 1200.5,
+                    "closed_at": "2024-02-01",
+                },
             ).json()["inserted"]
             == 1
         )
+
+    def test_a_deal_posted_twice_in_one_body_is_written_once(
+        self, api: Api, engine: Engine
+    ) -> None:
+        """The later record wins and the earlier is not written, as in a file: posting the
+        same body again finds the deal unchanged, not updated."""
+        body = [
+            {"external_id": "D1", "stage": "Engaging", "amount": 100},
+            {"external_id": "D1", "stage": "Engaging", "amount": 250},
+        ]
+        first = api.post("/v1/deals", body).json()
+        assert (first["inserted"], first["updated"], first["unchanged"]) == (1, 0, 0)
+        again = api.post("/v1/deals", body).json()
+        assert (again["inserted"], again["updated"], again["unchanged"]) == (0, 0, 1)
+        with engine.connect() as connection:
+            stored = connection.execute(select(DEALS.c.external_id, DEALS.c.amount)).all()
+        assert [tuple(row) for row in stored] == [("D1", 250.0)]
 
     def test_a_deal_closed_before_its_engagement_is_422(self, api: Api) -> None:
         response = api.post(
@@ -525,6 +560,34 @@ class TestUpserts:
                 "type": "value_error",
             }
         ]
+
+    def test_a_won_deal_without_its_close_date_is_422(self, api: Api) -> None:
+        """As in a file (tests/test_import_close_dates.py): a closed deal has its close date,
+        an open deal none; the report and status would disagree on it otherwise."""
+        response = api.post(
+            "/v1/deals",
+            [
+                {"external_id": "D1", "stage": "Won", "closed_at": "2024-02-01T00:00:00Z"},
+                {"external_id": "D7", "stage": "Won", "engaged_at": "2024-01-01T00:00:00Z"},
+                {"external_id": "D9", "stage": "Open", "closed_at": "2024-02-01T00:00:00Z"},
+            ],
+        )
+        assert response.status_code == 422
+        assert response.json()["detail"] == [
+            {
+                "loc": ["body", 1, "closed_at"],
+                "msg": "a won deal needs its close date; give the date it was won",
+                "type": "value_error",
+            },
+            {
+                "loc": ["body", 2, "closed_at"],
+                "msg": "2024-02-01T00:00:00+00:00 closes a deal whose stage is open; leave it empty "
+                "until the deal is won or lost, or give its outcome (won or lost)",
+                "type": "value_error",
+            },
+        ]
+        ok = api.post("/v1/deals", {"external_id": "D1", "stage": "Won", "closed_at": "2024-02-01"})
+        assert ok.json()["inserted"] == 1
 
 
 class TestLeadView:

@@ -58,6 +58,45 @@ class TestImportCommand:
         assert out == f"leads {path}: inserted 1, updated 0, unchanged 0, rejected 1\n"
         assert err == f"{path}:3: score: expected a whole number, got 'lots'\n"
 
+    def test_a_deals_file_with_the_testers_findings(
+        self, config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A won deal without a close date, a row with two bad cells, a day-or-month-first
+        date, an id on two rows: each on stderr in file order, the good rows land; run again,
+        the repeated id is unchanged, not updated."""
+        reps = write(tmp_path, "reps.csv", "external_id,name,email\nR1,Ada,ada@example.com\n")
+        assert main(["-c", str(config), "import", "reps", str(reps)]) == 0
+        path = write(
+            tmp_path,
+            "deals.csv",
+            "external_id,owner,stage,closed_at,engaged_at,amount\n"
+            "D1,R1,Won,2024-02-01,2024-01-01,5\n"
+            "D7,R1,Won,,2024-01-01,\n"
+            "D8,R1,Engaging,,01-02-2024,lots\n"
+            "D1,R1,Won,2024-02-02,2024-01-01,6\n",
+        )
+        capsys.readouterr()
+        assert main(["-c", str(config), "import", "deals", str(path)]) == 1
+        out, err = capsys.readouterr()
+        assert out == (
+            f"deals {path}: inserted 1, updated 0, unchanged 0, rejected 2, superseded 1\n"
+        )
+        iso = "expected a date as ISO 8601 (2017-03-01, 2017-03-01T10:00:00+02:00)"
+        assert err.splitlines() == [
+            f"{path}:3: closed_at: a won deal needs its close date; give the date it was won",
+            f"{path}:4: engaged_at: {iso}, got '01-02-2024'; day or month first? none is "
+            "guessed: set import.mappings.deals.date_formats: ['%d-%m-%Y'] (day first) or "
+            "['%m-%d-%Y'] (month first)",
+            f"{path}:4: amount: expected a number, got 'lots'",
+            f"{path}:5: external_id: 'D1' is also on line 2; the later row wins "
+            "(line 2 is not imported)",
+        ]
+        assert main(["-c", str(config), "import", "deals", str(path)]) == 1
+        out, _err = capsys.readouterr()
+        assert out == (
+            f"deals {path}: inserted 0, updated 0, unchanged 1, rejected 2, superseded 1\n"
+        )
+
     def test_strict_says_nothing_was_imported(
         self, config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:

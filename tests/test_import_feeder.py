@@ -96,6 +96,38 @@ def test_fed_rejections_beyond_the_kept_problems_are_counted(
     assert [p.line for p in report.problems] == list(range(2, 1002))
 
 
+def test_fed_rows_name_every_bad_field_and_count_the_row_once(
+    engine: Engine, settings: Any, tmp_path: Path, clock: SettableClock, feeds: list[int]
+) -> None:
+    """A row with two bad cells, read by the reading process: both named, one row rejected."""
+    text = "external_id,score,last_activity_at\nL1,1,\nL2,many,soon\nL3,3,\n"
+    report = import_file(engine, settings, "leads", write(tmp_path, "l.csv", text), clock=clock)
+    assert feeds == [1]
+    assert report.summary == "inserted 2, updated 0, unchanged 0, rejected 1"
+    assert [(p.line, p.message.split(":")[0]) for p in report.problems] == [
+        (3, "score"),
+        (3, "last_activity_at"),
+    ]
+    assert report.unlisted == 0
+
+
+def test_fed_rows_of_one_id_the_later_wins_and_is_noted(
+    engine: Engine, settings: Any, tmp_path: Path, clock: SettableClock, feeds: list[int]
+) -> None:
+    """As in this process: the earlier row of an id is superseded, noted, not written."""
+    text = "external_id,score\nL1,1\nL1,2\nL2,3\n"
+    path = write(tmp_path, "l.csv", text)
+    report = import_file(engine, settings, "leads", path, clock=clock)
+    assert report.summary == "inserted 2, updated 0, unchanged 0, rejected 0, superseded 1"
+    assert [str(n) for n in report.notes] == [
+        f"{path}:3: external_id: 'L1' is also on line 2; the later row wins "
+        "(line 2 is not imported)"
+    ]
+    assert rows(engine, "leads", "external_id", "score") == [("L1", 2), ("L2", 3)]
+    again = import_file(engine, settings, "leads", path, clock=clock)
+    assert again.summary == "inserted 0, updated 0, unchanged 2, rejected 0, superseded 1"
+
+
 def test_an_error_in_the_reading_process_fails_the_import(
     engine: Engine,
     settings: Any,
@@ -136,7 +168,9 @@ def test_fed_rows_update_changed_leads_with_their_times_and_attributes(
     text): a second import updates the changed leads with exactly the file's values, leaves the
     unchanged one alone, inserts the new one, and records the changed stage once."""
     settings = make_settings(
-        import__batch_size=2, attributes__leads={"industry": "string", "employees": "integer"}
+        import__batch_size=2,
+        attributes__leads={"industry": "string", "employees": "integer"},
+        import__mappings={"leads": {"date_formats": ["%d-%m-%Y %H:%M"]}},
     )
     header = "external_id,stage,last_activity_at,industry,employees\n"
     first = header + "L1,lead,01-02-2026 10:30,software,12\nL2,lead,,retail,\nL3,lead,,,\n"

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from import_support import all_columns, rows, write
+from import_support import all_columns, lead_entries, rows, write
 from sqlalchemy import Engine, update
 
 from leadflow.clock import SettableClock
@@ -109,14 +109,45 @@ class TestUpsert:
             ("L3", "lead", 60, T0, later),
         ]
 
-    def test_same_id_twice_in_a_file_is_applied_in_order(
+    def test_same_id_twice_in_a_file_the_later_row_wins(
         self, engine: Engine, settings: Any, tmp_path: Path, clock: SettableClock
     ) -> None:
-        """The later row is an update of the earlier one: the file reads as a sequence of upserts."""
-        text = "external_id,name\nL1,First\nL2,Other\nL1,Second\n"
-        report = import_file(engine, settings, "leads", write(tmp_path, "l.csv", text), clock=clock)
-        assert report.summary == "inserted 2, updated 1, unchanged 0, rejected 0"
-        assert rows(engine, "leads", "external_id", "name") == [("L1", "Second"), ("L2", "Other")]
+        """The later row of an id wins and the earlier is not written: the earlier was written
+        first and then updated, so every import of the file, even an identical one, said
+        'updated' and wrote the id twice. It is counted as superseded, noted at the later line."""
+        text = "external_id,name\nL1,First\nL2,Other\nL1,Second\nL3,x,extra\nL3,Third\n"
+        path = write(tmp_path, "l.csv", text)
+        report = import_file(engine, settings, "leads", path, clock=clock)
+        assert report.summary == "inserted 3, updated 0, unchanged 0, rejected 1, superseded 1"
+        assert [str(n) for n in report.notes] == [
+            f"{path}:4: external_id: 'L1' is also on line 2; the later row wins "
+            "(line 2 is not imported)"
+        ]
+        expected = [("L1", "Second"), ("L2", "Other"), ("L3", "Third")]
+        assert rows(engine, "leads", "external_id", "name") == expected
+        # one first stage each: L1's earlier row is not recorded then overwritten
+        assert sorted(lead_entries(engine)) == [
+            ("L1", None, "lead"),
+            ("L2", None, "lead"),
+            ("L3", None, "lead"),
+        ]
+        again = import_file(engine, settings, "leads", path, clock=clock)
+        assert again.summary == "inserted 0, updated 0, unchanged 3, rejected 1, superseded 1"
+        assert rows(engine, "leads", "external_id", "name") == expected
+
+    def test_a_rejected_later_row_leaves_the_earlier_row_of_its_id(
+        self, engine: Engine, settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """The later row wins only if it imports: rejected, the earlier row lands."""
+        text = "external_id,name,owner\nL1,First,\nL1,Second,R9\n"
+        path = write(tmp_path, "l.csv", text)
+        report = import_file(engine, settings, "leads", path, clock=clock)
+        assert report.summary == "inserted 1, updated 0, unchanged 0, rejected 1"
+        assert [str(p) for p in report.problems] == [
+            f"{path}:3: owner: no rep with external id 'R9'; import the reps first"
+        ]
+        assert report.notes == []
+        assert rows(engine, "leads", "external_id", "name") == [("L1", "First")]
 
 
 class TestAttributes:
@@ -126,7 +157,7 @@ class TestAttributes:
         self, engine: Engine, settings: Any, tmp_path: Path, clock: SettableClock
     ) -> None:
         """Integer as int, date as ISO text; an empty cell leaves the attribute out."""
-        text = "external_id,industry,employees,signed_up\nL1,software,250,20-10-2017\nL2,,,\n"
+        text = "external_id,industry,employees,signed_up\nL1,software,250,2017-10-20\nL2,,,\n"
         import_file(engine, settings, "leads", write(tmp_path, "l.csv", text), clock=clock)
         assert rows(engine, "leads", "external_id", "attributes") == [
             ("L1", {"industry": "software", "employees": 250, "signed_up": "2017-10-20"}),
@@ -205,6 +236,59 @@ L8,ken@example.com,1,lead,,8
             "character (\\n, character 2); write the id on one line"
         ]
         assert rows(engine, "leads", "external_id") == [("L2",)]
+
+    SEVERAL = (
+        "\ufeffexternal_id,score,employees,signed_up,last_activity_at,name\r\n"
+        "L1,10,5,2017-10-20,2017-10-21T10:00:00Z,Ada\r\n"
+        "L2,lots,many,2017-02-30,yesterday,Grace\r\n"
+        "L3,3,,,,Alan\r\n"
+    )
+
+    def test_every_bad_field_of_a_row_is_named(
+        self, engine: Engine, settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """A row with four bad cells named only the first (attributes.employees): fixing a file
+        took a round per field. Each is named now, in column order, on the row's line; the
+        row counts once as rejected."""
+        path = write(tmp_path, "crlf_bom.csv", self.SEVERAL)
+        report = import_file(engine, settings, "leads", path, clock=clock)
+        iso = "ISO 8601 (2017-03-01, 2017-03-01T10:00:00+02:00)"
+        assert [str(p) for p in report.problems] == [
+            f"{path}:3: score: expected a whole number, got 'lots'",
+            f"{path}:3: attributes.employees: expected a whole number, got 'many'",
+            f"{path}:3: attributes.signed_up: expected a date as {iso}, got '2017-02-30'",
+            f"{path}:3: last_activity_at: expected a date as {iso}, got 'yesterday'",
+        ]
+        assert report.summary == "inserted 2, updated 0, unchanged 0, rejected 1"
+        assert rows(engine, "leads", "external_id") == [("L1",), ("L3",)]
+        strict = import_file(engine, settings, "leads", path, strict=True, clock=clock)
+        assert len(strict.problems) == 4
+        assert strict.rolled_back
+        assert strict.summary == "inserted 0, updated 0, unchanged 0, rejected 1"
+
+    def test_a_day_or_month_first_date_is_refused_naming_the_setting(
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """01-02-2024 was read as 1 February by a default day-first format: a US export's
+        January 2, silently wrong. Without date_formats it is refused by line and field, naming
+        the setting; with the setting the file imports, read that way."""
+        text = "external_id,last_activity_at\nL1,2024-01-02\nL2,01-02-2024\nL3,\n"
+        path = write(tmp_path, "us.csv", text)
+        report = import_file(engine, make_settings(), "leads", path, clock=clock)
+        assert [str(p) for p in report.problems] == [
+            f"{path}:3: last_activity_at: expected a date as ISO 8601 (2017-03-01, "
+            "2017-03-01T10:00:00+02:00), got '01-02-2024'; day or month first? none is guessed: "
+            "set import.mappings.leads.date_formats: ['%d-%m-%Y'] (day first) or ['%m-%d-%Y'] "
+            "(month first)"
+        ]
+        assert rows(engine, "leads", "external_id") == [("L1",), ("L3",)]
+        us = make_settings(import__mappings={"leads": {"date_formats": ["%m-%d-%Y"]}})
+        assert import_file(engine, us, "leads", path, clock=clock).rejected == 0
+        assert rows(engine, "leads", "external_id", "last_activity_at") == [
+            ("L1", datetime(2024, 1, 2, tzinfo=UTC)),
+            ("L2", datetime(2024, 1, 2, tzinfo=UTC)),
+            ("L3", None),
+        ]
 
     def test_strict_leaves_the_store_untouched(
         self, engine: Engine, settings: Any, tmp_path: Path, clock: SettableClock

@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from leadflow.ingest import values
-from leadflow.settings import ImportMapping
 
-DAY_FIRST = ImportMapping().date_formats
+DAY_FIRST = ("%d-%m-%Y", "%d-%m-%Y %H:%M", "%d-%m-%Y %H:%M:%S")
+"""The day-first formats that were the default before none was (a European CRM's export)."""
 
 
 class TestDates:
@@ -39,6 +39,43 @@ class TestDates:
         assert parse("26-02-2018 19:58") == datetime(2018, 2, 26, 18, 58, tzinfo=UTC)
         assert parse("2018-07-01") == datetime(2018, 6, 30, 22, 0, tzinfo=UTC)
         assert parse("2018-07-01T00:00:00+00:00") == datetime(2018, 7, 1, tzinfo=UTC)
+
+    @pytest.mark.parametrize(
+        ("cell", "advice"),
+        [
+            (
+                "01-02-2024",
+                "; day or month first? none is guessed: set import.mappings.leads.date_formats: "
+                "['%d-%m-%Y'] (day first) or ['%m-%d-%Y'] (month first)",
+            ),
+            (
+                "12/25/2024 10:30",
+                "; the month comes first: set import.mappings.leads.date_formats: "
+                "['%m/%d/%Y %H:%M']",
+            ),
+            (
+                "25.12.2024 10:30:00",
+                "; the day comes first: set import.mappings.leads.date_formats: "
+                "['%d.%m.%Y %H:%M:%S']",
+            ),
+            ("13-13-2024", ""),  # no date either way
+            ("yesterday", ""),
+        ],
+    )
+    def test_no_day_or_month_first_date_is_read_without_formats(
+        self, cell: str, advice: str
+    ) -> None:
+        """01-02-2024 was read day-first by default (1 February), a US export's January 2
+        silently wrong. No format is configured by default now: such a date is refused, saying
+        which setting reads it (both orders when either could be meant)."""
+        parse = values.datetime_parser((), "UTC", "import.mappings.leads.date_formats")
+        with pytest.raises(ValueError, match=r"^expected a date as ISO 8601") as caught:
+            parse(cell)
+        assert str(caught.value) == (
+            f"expected a date as ISO 8601 (2017-03-01, 2017-03-01T10:00:00+02:00), got {cell!r}"
+            + advice
+        )
+        assert parse("2024-02-01") == datetime(2024, 2, 1, tzinfo=UTC)
 
     def test_unreadable_date_names_the_formats(self) -> None:
         """The reason says what was expected and what was found."""

@@ -31,7 +31,10 @@ class TestStatus:
         settings = make_settings()
         reps = "external_id,name,email,active\nR1,Ada,ada@x.org,yes\nR2,Alan,alan@x.org,no\n"
         leads = "external_id,stage,owner\nL1,mql,R1\nL2,mql,R1\nL3,lead,\nL4,sql,R2\n"
-        deals = "external_id,stage,outcome\nD1,Won,won\nD2,Open,\nD3,Lost,lost\nD4,Won,won\n"
+        deals = (
+            "external_id,stage,outcome,closed_at\nD1,Won,won,2026-02-01\nD2,Open,,\n"
+            "D3,Lost,lost,2026-02-02\nD4,Won,won,2026-02-03\n"
+        )
         steps: list[tuple[ImportKind, str]] = [
             ("reps", reps),
             ("leads", leads),

@@ -110,11 +110,11 @@ def _run_one(
             progress=progress,
             check_score_owner=True,
         )
-    for line in (*report.notes, *report.problems):
+    # In file order: a note on a superseded row sits among the rejections around it.
+    for line in sorted((*report.notes, *report.problems), key=lambda problem: problem.line):
         print(line, file=sys.stderr)
-    unlisted = report.rejected - len(report.problems)
-    if unlisted:
-        print(f"{path}: ... and {unlisted} more rejected rows", file=sys.stderr)
+    if report.unlisted:
+        print(f"{path}: ... and {report.unlisted} more rejected rows", file=sys.stderr)
     if report.rolled_back:
         print(f"{path}: --strict: nothing was imported because rows were rejected", file=sys.stderr)
     print(f"{kind} {report.file}: {report.summary}")

@@ -26,7 +26,7 @@ from leadflow.ingest.mapping import ColumnPlan, compile_plan
 from leadflow.ingest.references import RepDirectory
 from leadflow.ingest.reps import RepWriter
 from leadflow.ingest.runner import WRITERS
-from leadflow.ingest.writers import Counts, Prepared, TableWriter
+from leadflow.ingest.writers import Counts, Prepared, TableWriter, latest_per_key
 from leadflow.rule_language.model import RuleSet
 from leadflow.scoring.ownership import posted_score
 from leadflow.settings import ImportKind, ImportMapping, Settings
@@ -125,11 +125,13 @@ def _write_all(
         if isinstance(writer, RepWriter):
             writer.survey(record for _index, _key, record in records)
         table_writer = TableWriter(connection, writer.shape(), now)
-        for chunk in _unique_key_chunks(records):
-            prepared, rejected = writer.prepare(connection, chunk)
-            errors += [locate.row(index, exc, plan) for index, exc in rejected]
-            if not errors:
-                counts.add(_write(connection, table_writer, writer, prepared, locate))
+        prepared, rejected = writer.prepare(connection, records)
+        errors += [locate.row(index, e, plan) for index, exc in rejected for e in exc.each()]
+        if not errors:
+            # A key posted twice: the later record wins and the earlier is not written, as in
+            # a file (docs/import.md).
+            latest, _superseded = latest_per_key(prepared)
+            counts.add(_write(connection, table_writer, writer, latest, locate))
         extra, rejected = writer.finish(connection) if not errors else (Counts(), [])
         errors += [locate.row(index, exc, plan) for index, exc in rejected]
         if errors:
@@ -150,28 +152,13 @@ def _read(
             record = plan.read(cells)
             key = writer.key(record)
         except ImportRowError as exc:
-            errors.append(locate.row(index, exc, plan))
+            errors += [locate.row(index, error, plan) for error in exc.each()]
             continue
         except (ValueError, ArithmeticError, TypeError) as exc:  # e.g. a year-1 time in +05:00
             errors.append(FieldError(locate.at(index), f"cannot read the record: {exc}"))
             continue
         records.append((index, key, record))
     return records, errors
-
-
-def _unique_key_chunks(
-    records: list[tuple[int, str, Record]],
-) -> list[list[tuple[int, str, Record]]]:
-    """Split where a key repeats: the later record then updates the earlier, in order."""
-    chunks: list[list[tuple[int, str, Record]]] = [[]]
-    keys: set[str] = set()
-    for entry in records:
-        if entry[1] in keys:
-            chunks.append([])
-            keys = set()
-        chunks[-1].append(entry)
-        keys.add(entry[1])
-    return [chunk for chunk in chunks if chunk]
 
 
 def _write(

@@ -405,6 +405,7 @@ class DealWriter(_RecordsStageEntries):
 
     def values(self, record: Record) -> tuple[Any, ...]:
         engaged, closed = record.get("engaged_at"), record.get("closed_at")
+        _check_closed(record.get("outcome"), closed)
         if isinstance(engaged, datetime) and isinstance(closed, datetime) and closed < engaged:
             # A negative sales cycle would enter the report's average won cycle and the
             # recycling rule's average (and so every open deal's idle threshold).
@@ -419,6 +420,25 @@ class DealWriter(_RecordsStageEntries):
         if "lead" in self.fields:
             wanted = {r["lead"] for r in records if r.get("lead") is not None}
             self._leads = ids_by_external_id(connection, LEADS, wanted)
+
+
+def _check_closed(outcome: str | None, closed: datetime | None) -> None:
+    """A closed deal has its close date and an open one has none, as a CRM keeps them (a
+    Salesforce opportunity never closes without one).
+
+    The report tells an open deal by its missing close date (open at the period's end),
+    ``leadflow status`` by its outcome: a won deal without a date was counted open in one and
+    won in the other, and an open deal with one the other way round.
+    """
+    if outcome is not None and closed is None:
+        reason = f"a {outcome} deal needs its close date; give the date it was {outcome}"
+        raise ImportRowError("closed_at", reason)
+    if outcome is None and closed is not None:
+        reason = (
+            f"{closed.isoformat()} closes a deal whose stage is open; leave it empty until "
+            "the deal is won or lost, or give its outcome (won or lost)"
+        )
+        raise ImportRowError("closed_at", reason)
 
 
 CLOCK_SKEW = timedelta(minutes=5)

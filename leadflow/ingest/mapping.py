@@ -120,7 +120,7 @@ class ColumnPlan:
         return frozenset(t.group or t.field for t in self.targets)
 
     def read(self, cells: Sequence[object]) -> dict[str, Any]:
-        """The row's record; raises :class:`ImportRowError` naming the first bad field.
+        """The row's record; raises :class:`ImportRowError` naming every bad field.
 
         The hot path of a large import: plain fields in one comprehension, attributes in
         another; only a row that fails is read again, slowly, to name the bad field.
@@ -147,25 +147,33 @@ class ColumnPlan:
         except ValueError:
             self._explain(cells)
             raise
-        for field, index, parse, value_map in self._mapped:
-            raw = cells[index]
-            if raw.__class__ is str:
-                raw = value_map.get(raw.strip().casefold(), raw)
-            try:
+        try:
+            for field, index, parse, value_map in self._mapped:
+                raw = cells[index]
+                if raw.__class__ is str:
+                    raw = value_map.get(raw.strip().casefold(), raw)
                 record[field] = parse(raw)
-            except ValueError as exc:
-                raise ImportRowError(field, str(exc)) from None
+        except ValueError:
+            self._explain(cells)
+            raise
         if not (self._cells_are_the_text and _ascii_text(cells)):
             _check_storable(record)
         return record
 
     def _explain(self, cells: Sequence[object]) -> None:
-        for target in self.targets:
-            if not target.value_map:
-                try:
-                    target.parse(cells[target.index])
-                except ValueError as exc:
-                    raise ImportRowError(target.field, str(exc)) from None
+        """Raise an error naming every bad field of the row (column order), not the first only:
+        a row with four bad cells would otherwise take four rounds of fixing the file."""
+        errors = []
+        for target in sorted(self.targets, key=lambda t: t.index):
+            raw = cells[target.index]
+            if target.value_map and raw.__class__ is str:
+                raw = target.value_map.get(raw.strip().casefold(), raw)
+            try:
+                target.parse(raw)
+            except ValueError as exc:
+                errors.append(ImportRowError(target.field, str(exc)))
+        if errors:
+            raise ImportRowError(errors[0].field, errors[0].reason, also=tuple(errors[1:]))
 
     @cached_property
     def _cells_are_the_text(self) -> bool:
@@ -430,9 +438,11 @@ def _target(
     value_map = _folded(mapping.values.get(field, {}))
     group, _, name = field.partition(".")
     if not name:
-        return Target(field, index, _parser(fields[field], mapping), value_map)
+        return Target(field, index, _parser(fields[field], mapping, kind), value_map)
     parse = (
-        _attribute_parser(declared[name], mapping) if group == "attributes" else values.parse_text
+        _attribute_parser(declared[name], mapping, kind)
+        if group == "attributes"
+        else values.parse_text
     )
     if value_map:
         parse = _renaming(parse, value_map)
@@ -452,7 +462,7 @@ def _folded(value_map: Mapping[str, str]) -> dict[str, str]:
     return {key.strip().casefold(): value for key, value in value_map.items()}
 
 
-def _parser(type_name: str, mapping: ImportMapping) -> values.Parser:
+def _parser(type_name: str, mapping: ImportMapping, kind: ImportKind) -> values.Parser:
     simple: dict[str, values.Parser] = {
         "text": values.parse_text,
         "email": values.email_address,
@@ -470,18 +480,27 @@ def _parser(type_name: str, mapping: ImportMapping) -> values.Parser:
         return values.integer_parser(mapping.decimal_separator)
     if type_name == "boolean":
         return values.boolean_parser(mapping.true_values, mapping.false_values)
-    return values.datetime_parser(mapping.date_formats, mapping.timezone)
+    return values.datetime_parser(mapping.date_formats, mapping.timezone, _date_formats(kind))
 
 
-def _attribute_parser(type_name: AttributeType, mapping: ImportMapping) -> values.Parser:
+def _date_formats(kind: ImportKind) -> str:
+    """The setting a date that does not read is to be configured under."""
+    return f"import.mappings.{kind}.date_formats"
+
+
+def _attribute_parser(
+    type_name: AttributeType, mapping: ImportMapping, kind: ImportKind
+) -> values.Parser:
     """Attributes live in a JSON column: times become ISO 8601 text (UTC), dates too."""
     if type_name == "string":
         return values.parse_text
     if type_name == "datetime":
-        read_time = values.datetime_from_text(mapping.date_formats, mapping.timezone)
+        read_time = values.datetime_from_text(
+            mapping.date_formats, mapping.timezone, _date_formats(kind)
+        )
         return values.cached_text_parser(lambda text: read_time(text).isoformat())
     if type_name == "date":
-        read_date = values.datetime_from_text(mapping.date_formats, "UTC")
+        read_date = values.datetime_from_text(mapping.date_formats, "UTC", _date_formats(kind))
         return values.cached_text_parser(lambda text: read_date(text).date().isoformat())
     if type_name == "integer":
         # Rules compare integer attributes as 64-bit integers; a larger one would be stored
@@ -489,7 +508,7 @@ def _attribute_parser(type_name: AttributeType, mapping: ImportMapping) -> value
         return values.within(
             *values.INTEGER_RANGE, values.integer_parser(mapping.decimal_separator)
         )
-    return _parser(type_name, mapping)
+    return _parser(type_name, mapping, kind)
 
 
 def _parse_outcome(raw: object) -> str | None:

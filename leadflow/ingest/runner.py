@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -34,7 +36,15 @@ from leadflow.ingest.mapping import ColumnPlan, compile_plan, unknown_keys
 from leadflow.ingest.readers import RowSource, check_text_file, format_of
 from leadflow.ingest.references import RepDirectory
 from leadflow.ingest.reps import RepWriter
-from leadflow.ingest.writers import Counts, DriverForm, DriverRow, Prepared, TableWriter
+from leadflow.ingest.writers import (
+    Counts,
+    DriverForm,
+    DriverRow,
+    Prepared,
+    Superseded,
+    TableWriter,
+    latest_per_key,
+)
 from leadflow.scoring.ownership import model_in_folder, score_column
 from leadflow.settings import ImportKind, ImportMapping, Settings
 from leadflow.store.database import transaction
@@ -68,6 +78,10 @@ class ImportReport:
     notes: list[Problem] = field(default_factory=list)
     """What was read differently from the file as written (an ignored unnamed column)."""
     rolled_back: bool = False
+    superseded: int = 0
+    """Rows not written because a later row of the file (in the same batch) has their id."""
+    unlisted: int = 0
+    """Rejected rows whose problems are not in ``problems`` (beyond :data:`MAX_KEPT_PROBLEMS`)."""
     run_id: int | None = None
     """The run's row in ``import_runs`` once the file was accepted and the run started."""
 
@@ -77,15 +91,34 @@ class ImportReport:
         # An activity is an event, not a record that evolves: one imported again, or repeated
         # in the file, is the same event already stored (not duplicated), not "unchanged".
         same = "already present" if self.kind == "activities" else "unchanged"
-        return (
+        counted = (
             f"inserted {c.inserted}, updated {c.updated}, "
             f"{same} {c.unchanged}, rejected {self.rejected}"
         )
+        return counted + (f", superseded {self.superseded}" if self.superseded else "")
 
-    def reject(self, line: int, message: str) -> None:
+    def supersede(self, rows: list[Superseded], same_content: bool = False) -> None:
+        """Rows a later row of their id replaced, each noted at the later row's line."""
+        self.superseded += len(rows)
+        for earlier, later, key in rows:
+            if len(self.notes) >= MAX_KEPT_PROBLEMS:
+                break
+            if same_content:  # activities without ids: the id is made from the content
+                note = f"the same activity as line {earlier}: imported once"
+            else:
+                note = (
+                    f"external_id: {key!r} is also on line {earlier}; the later row wins "
+                    f"(line {earlier} is not imported)"
+                )
+            self.notes.append(Problem(self.file, later, 0, note))
+
+    def reject(self, line: int, *messages: str) -> None:
+        """One rejected row, with a message per bad field."""
         self.rejected += 1
         if len(self.problems) < MAX_KEPT_PROBLEMS:
-            self.problems.append(Problem(self.file, line, 0, message))
+            self.problems += [Problem(self.file, line, 0, message) for message in messages]
+        else:
+            self.unlisted += 1
 
 
 def import_file(
@@ -291,12 +324,18 @@ class _Read(NamedTuple):
     problems: list[tuple[int, str]]
     rejected: int
     """Rows rejected since the previous batch (``problems`` holds the first of them)."""
+    superseded: list[Superseded]
     bytes_read: int
 
     def tell(self, report: ImportReport) -> None:
-        for line, message in self.problems:
-            report.reject(line, message)
-        report.rejected += self.rejected - len(self.problems)
+        # A row with several bad fields has a problem each, on its line.
+        told = 0
+        for line, problems in groupby(self.problems, key=itemgetter(0)):
+            report.reject(line, *(message for _line, message in problems))
+            told += 1
+        report.rejected += self.rejected - told
+        report.unlisted += self.rejected - told
+        report.supersede(self.superseded, _same_content(report.kind, self.superseded))
 
 
 @contextmanager
@@ -315,21 +354,26 @@ def _reading(
     def produce(send: Send) -> None:
         local = ImportReport(writer.kind, "")
 
+        superseded: list[Superseded] = []
+
         def flush(rows: list[tuple[int, str, Record]]) -> None:
             checked, rejected = writer.checked(rows)
             for line, exc in rejected:
-                local.reject(line, str(exc))
+                local.reject(line, *exc.messages())
+            checked, replaced = latest_per_key(checked)
+            superseded.extend(replaced)
             send_read(form.hashed_rows(checked))
 
         def send_read(driver_rows: list[DriverRow]) -> None:
             told = [(problem.line, problem.message) for problem in local.problems]
-            send(_Read(driver_rows, told, local.rejected, source.bytes_read))
+            send(_Read(driver_rows, told, local.rejected, superseded[:], source.bytes_read))
             local.problems.clear()
             local.rejected = 0
+            superseded.clear()
 
         # No collections in the forked child: one could finalise the writer's connections.
         _stream(writer, source, local, part_size, flush, collect=False)
-        if local.rejected:
+        if local.rejected or superseded:
             send_read([])
 
     with fed(produce, keep=source.fileno()) as feed:
@@ -363,7 +407,9 @@ def _load_batches(
         with batch() as connection:
             prepared, rejected = writer.prepare(connection, rows)
             for line, exc in rejected:
-                report.reject(line, str(exc))
+                report.reject(line, *exc.messages())
+            prepared, superseded = latest_per_key(prepared)
+            report.supersede(superseded, _same_content(report.kind, superseded))
             write(connection, prepared)
         if progress is not None:
             progress(source.bytes_read, source.total_bytes)
@@ -377,7 +423,7 @@ def _load_batches(
         extra, rejected = writer.finish(connection)
         report.counts.add(extra)
         for line, exc in rejected:
-            report.reject(line, str(exc))
+            report.reject(line, *exc.messages())
 
 
 def _write_fed(
@@ -416,8 +462,9 @@ def _stream(
     collect: bool = True,
 ) -> None:
     plan = writer.plan
+    # A key may repeat within a batch: of its rows that are not rejected the last is written
+    # (latest_per_key), after the batch's rows are checked.
     batch: list[tuple[int, str, Record]] = []
-    keys: set[str] = set()
     for line, cells, problem in source.rows():
         if problem is not None:
             report.reject(line, problem)
@@ -426,19 +473,22 @@ def _stream(
             record = plan.read(cells)
             key = writer.key(record)
         except ImportRowError as exc:
-            report.reject(line, str(exc))
+            report.reject(line, *exc.messages())
             continue
-        if key in keys or len(batch) >= batch_size:
-            # A key twice in one batch is written in order: the later row updates the earlier.
+        if len(batch) >= batch_size:
             flush(batch)
-            batch, keys = [], set()
+            batch = []
             if collect:
                 # Only now, with the batch freed, so that the collection does not traverse it.
                 gc.collect(1)
         batch.append((line, key, record))
-        keys.add(key)
     if batch:
         flush(batch)
+
+
+def _same_content(kind: ImportKind, superseded: list[Superseded]) -> bool:
+    """Whether the superseded rows' ids were made from their content (activities without ids)."""
+    return kind == "activities" and all(key.startswith("auto-") for _e, _l, key in superseded)
 
 
 def _write(

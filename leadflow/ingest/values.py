@@ -222,15 +222,49 @@ def boolean_parser(true_values: Iterable[str], false_values: Iterable[str]) -> P
     return parse
 
 
-def datetime_parser(formats: Iterable[str], timezone: str) -> Callable[[object], datetime | None]:
+DATE_FORMATS = "import.mappings.KIND.date_formats"
+"""The setting a date that does not read is to be configured under (KIND as the import's)."""
+_DAY_AND_MONTH = re.compile(
+    r"(\d{1,2})([-/.])(\d{1,2})\2(\d{4})((?:[ T]\d{1,2}:\d{2}(?::\d{2})?)?)"
+)
+
+
+def _order_advice(text: str, setting: str) -> str:
+    """For a date written with the day and month first (``01-02-2024``), which order to set:
+    none is guessed, as 01-02-2024 is 1 February in Europe and January 2 in the US."""
+    found = _DAY_AND_MONTH.fullmatch(text)
+    if found is None:
+        return ""
+    first, separator, second, _year, time = found.groups()
+    if int(first) > 12 and int(second) > 12:
+        return ""  # no date either way
+    clock = "" if not time else (" %H:%M:%S" if time.count(":") == 2 else " %H:%M")
+    day_first = f"['%d{separator}%m{separator}%Y{clock}']"
+    month_first = f"['%m{separator}%d{separator}%Y{clock}']"
+    if int(first) > 12 >= int(second):
+        return f"; the day comes first: set {setting}: {day_first}"
+    if int(second) > 12 >= int(first):
+        return f"; the month comes first: set {setting}: {month_first}"
+    return (
+        f"; day or month first? none is guessed: set {setting}: {day_first} "
+        f"(day first) or {month_first} (month first)"
+    )
+
+
+def datetime_parser(
+    formats: Iterable[str], timezone: str, setting: str = DATE_FORMATS
+) -> Callable[[object], datetime | None]:
     """ISO 8601 first, then each strptime format; naive times are in ``timezone``.
 
     Results are cached: exports repeat the same dates many times, and strptime is slow.
     """
-    return cached_text_parser(datetime_from_text(tuple(formats), timezone))
+    return cached_text_parser(datetime_from_text(tuple(formats), timezone, setting))
 
 
-def datetime_from_text(formats: tuple[str, ...], timezone: str) -> Callable[[str], datetime]:
+def datetime_from_text(
+    formats: tuple[str, ...], timezone: str, setting: str = DATE_FORMATS
+) -> Callable[[str], datetime]:
+    """``setting`` is where the formats are configured, named when a date does not read."""
     zone: tzinfo = UTC if timezone == "UTC" else ZoneInfo(timezone)
     expected = "ISO 8601 (2017-03-01, 2017-03-01T10:00:00+02:00)"
     if formats:
@@ -242,7 +276,8 @@ def datetime_from_text(formats: tuple[str, ...], timezone: str) -> Callable[[str
     def read(text: str) -> datetime:
         when = _read_datetime(text, readers)
         if when is None:
-            msg = f"expected a date as {expected}, got {text!r}"
+            advice = "" if formats else _order_advice(text, setting)
+            msg = f"expected a date as {expected}, got {text!r}{advice}"
             raise ValueError(msg)
         if when.tzinfo is None:
             when = when.replace(tzinfo=zone)
@@ -421,9 +456,11 @@ def _fixed_width(fmt: str, in_utc: bool) -> tuple[re.Pattern[str], str] | None:
     return re.compile("".join(pattern), re.ASCII), iso + ("+00:00" if in_utc else "")
 
 
-def date_parser(formats: Iterable[str]) -> Callable[[object], date | None]:
+def date_parser(
+    formats: Iterable[str], setting: str = DATE_FORMATS
+) -> Callable[[object], date | None]:
     """A calendar date (no zone): ``2017-03-01`` or one of ``formats``."""
-    read = datetime_from_text(tuple(formats), "UTC")
+    read = datetime_from_text(tuple(formats), "UTC", setting)
     return cached_text_parser(lambda text: read(text).date())
 
 

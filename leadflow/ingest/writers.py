@@ -63,6 +63,28 @@ def content_hash(values: object) -> str:
     return hashlib.blake2b(repr(values).encode(), digest_size=16).hexdigest()
 
 
+Superseded = tuple[int, int, str]
+"""A row not written because a later row of the file has its key: (its line, the later row's
+line, the key)."""
+
+
+def latest_per_key(rows: list[Any]) -> tuple[list[Any], list[Superseded]]:
+    """Of rows (``(line, key, ...)``, in file order) sharing a key, the last one only, with
+    the ones it supersedes: the later row wins, and the earlier is not written first (a
+    re-import of the same file would update the key twice and call it changed)."""
+    last = {row[1]: index for index, row in enumerate(rows)}
+    if len(last) == len(rows):  # the usual batch: every key once
+        return rows, []
+    kept, superseded = [], []
+    for index, row in enumerate(rows):
+        latest = last[row[1]]
+        if latest == index:
+            kept.append(row)
+        else:
+            superseded.append((row[0], rows[latest][0], row[1]))
+    return kept, superseded
+
+
 class Prepared(NamedTuple):
     """A row ready to write: its values in the order of :attr:`Shape.columns`."""
 

@@ -1,0 +1,56 @@
+"""A deal's close date and its outcome agree: a won or lost deal has one, an open deal none.
+
+A won deal imported without a close date landed silently; ``leadflow report`` then counted it
+an open opportunity (open at the period's end: no close date) while ``leadflow status`` counted
+it won (its outcome). Both the file import and the HTTP API (tests/test_http_api.py) refuse it
+now, naming the field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from import_support import rows, write
+from sqlalchemy import Engine
+
+from leadflow.clock import SettableClock
+from leadflow.ingest import import_file
+from tests.conftest import T0
+
+DEALS = """\
+external_id,lead,owner,stage,closed_at,engaged_at,amount,product
+D1,L1,R1,Won,2024-02-01,2024-01-01,100,P
+D7,L1,R1,Won,,2024-01-01,,P
+D8,L1,R1,Lost,,2024-01-01,,P
+D9,L1,R1,Engaging,2024-02-01,2024-01-01,,P
+D10,L1,R1,Engaging,,2024-01-01,,P
+D11,L1,R1,Closed Lost,2024-02-01,2024-01-01,,P
+"""
+
+
+def test_a_closed_deal_without_a_close_date_and_an_open_one_with_one_are_rejected(
+    engine: Engine, make_settings: Any, tmp_path: Path
+) -> None:
+    settings = make_settings()
+    clock = SettableClock(T0)
+    for kind, text in (
+        ("reps", "external_id,name,email\nR1,Ada Lovelace,ada@example.com\n"),
+        ("leads", "external_id\nL1\n"),
+    ):
+        path = write(tmp_path, f"{kind}.csv", text)
+        assert import_file(engine, settings, kind, path, clock=clock).rejected == 0
+    path = write(tmp_path, "deals.csv", DEALS)
+    report = import_file(engine, settings, "deals", path, clock=clock)
+    assert [str(p) for p in report.problems] == [
+        f"{path}:3: closed_at: a won deal needs its close date; give the date it was won",
+        f"{path}:4: closed_at: a lost deal needs its close date; give the date it was lost",
+        f"{path}:5: closed_at: 2024-02-01T00:00:00+00:00 closes a deal whose stage is open; "
+        "leave it empty until the deal is won or lost, or give its outcome (won or lost)",
+    ]
+    assert report.summary == "inserted 3, updated 0, unchanged 0, rejected 3"
+    assert [r[:2] for r in rows(engine, "deals", "external_id", "outcome", "closed_at")] == [
+        ("D1", "won"),
+        ("D10", None),
+        ("D11", "lost"),
+    ]
