@@ -229,7 +229,7 @@ class TestBadInput:
             {"external_id": "L3", "last_activity_at": "yesterday"},
             {"email": "no-id@example.com"},
             {"external_id": "L4", "owner": "nobody", "stage": "hot"},
-            {"external_id": "L5", "score": 2**40},
+            {"external_id": "L5", "score": 2**70},
         ]
         response = api.post("/v1/leads", body)
         assert response.status_code == 422
@@ -266,7 +266,7 @@ class TestBadInput:
             },
             {
                 "loc": ["body", 5, "score"],
-                "msg": "must be between -2147483648 and 2147483647",
+                "msg": "must be between -9223372036854775808 and 9223372036854775807",
                 "type": "value_error",
             },
         ]

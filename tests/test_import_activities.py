@@ -87,9 +87,10 @@ class TestActivities:
     def test_a_repeated_activity_is_already_present_not_unchanged(
         self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
     ) -> None:
-        """An activity is an event: a row repeated in the file (or imported again) is the same
-        event, stored once and counted as already present; one whose content changed under the
-        same id is updated. A lead's unchanged row is still "unchanged"."""
+        """An activity is an event: one imported again is the same event, stored once and
+        counted as already present (a row repeated in the file is superseded by its later
+        copy); one whose content changed under the same id is updated. A lead's unchanged row
+        is still "unchanged"."""
         settings = make_settings()
         setup(engine, settings, tmp_path)
         path = write(
@@ -101,7 +102,9 @@ class TestActivities:
             "A2,email,L1,2026-02-02T10:00:00Z\n",
         )
         report = import_file(engine, settings, "activities", path, clock=clock)
-        assert report.summary == "inserted 2, updated 0, already present 1, rejected 0"
+        assert report.summary == (
+            "inserted 2, updated 0, already present 0, rejected 0, superseded 1"
+        )
         assert rows(engine, "activities", "external_id", "type") == [
             ("A1", "call"),
             ("A2", "email"),

@@ -166,8 +166,8 @@ class TestDeals:
         self, engine: Engine, settings: Any, tmp_path: Path, clock: SettableClock
     ) -> None:
         _import(engine, settings, tmp_path, clock, FIRST)
-        first = "external_id,lead,stage,channel,discount\nD1,T00005,Won,partner,10\n"
-        second = "external_id,stage,discount\nD1,Won,15\n"
+        first = "external_id,lead,stage,channel,discount\nD1,T00005,Negotiation,partner,10\n"
+        second = "external_id,stage,discount\nD1,Negotiation,15\n"
         for text in (first, second):
             path = write(tmp_path, "deals.csv", text)
             report = import_file(engine, settings, "deals", path, clock=clock)

@@ -63,7 +63,7 @@ def test_fed_rows_land_and_bad_rows_are_named_by_line_and_field(
         "L3,3,mql\n"
         "L4,4,lead,extra\n"  # line 5: wrong width
         "L5,5,lead\n"
-        "L6,99999999999,lead\n"  # line 7: rejected while prepared
+        "L6,99999999999999999999,lead\n"  # line 7: rejected while prepared (past 64 bits)
         "L7,seven,lead\n"  # line 8: rejected while read, after the last batch's rows
     )
     report = import_file(engine, settings, "leads", write(tmp_path, "l.csv", text), clock=clock)
