@@ -200,15 +200,17 @@ class TestTheRuleOption:
         self, make_settings: Any, tmp_path: Path
     ) -> None:
         settings = make_settings()
+        rules = tmp_path / "rules"  # beside make_settings' config.yaml, not with it
+        rules.mkdir()
         write(
-            tmp_path,
+            rules,
             "r.yaml",
             "rules:\n  - id: m\n    when: {field: stage, equals: mql}\n    actions:\n"
             "      - start_sla: {name: s, within: 4h, from: yesterday}\n",
         )
-        _rule_set, problems = check_rule_set(tmp_path, settings)
+        _rule_set, problems = check_rule_set(rules, settings)
         assert [str(problem) for problem in problems] == [
-            f"{tmp_path}/r.yaml:5:48: rule m: start_sla: from: expected 'now' or 'stage_entered_at'"
+            f"{rules}/r.yaml:5:48: rule m: start_sla: from: expected 'now' or 'stage_entered_at'"
         ]
         schema = rule_file_schema(settings)["$defs"]["start_sla"]["properties"]["from"]
         assert schema == {

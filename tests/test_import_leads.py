@@ -150,6 +150,40 @@ class TestUpsert:
         assert rows(engine, "leads", "external_id", "name") == [("L1", "First")]
 
 
+class TestSameValuesOtherColumns:
+    """A row's hash says which columns its values came from: the same cells under other
+    headers are a change, not "unchanged" (the company was never written)."""
+
+    @pytest.mark.parametrize("bulk", [False, True], ids=["batches", "second process"])
+    def test_the_same_value_under_another_column_is_written(
+        self,
+        engine: Engine,
+        settings: Any,
+        tmp_path: Path,
+        clock: SettableClock,
+        bulk: bool,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        if bulk:  # a large leads file is read and hashed by a process of its own
+            monkeypatch.setattr("leadflow.ingest.runner.FED_MIN_ROWS", 0)
+        first = write(tmp_path, "a.csv", "external_id,name\nL1,Acme\n")
+        second = write(tmp_path, "b.csv", "external_id,company\nL1,Acme\n")
+        third = write(tmp_path, "c.csv", "external_id,industry\nL1,\n")
+        fourth = write(tmp_path, "d.csv", "external_id,employees\nL1,\n")
+        summaries = [
+            import_file(engine, settings, "leads", path, clock=clock).summary
+            for path in (first, second, third, fourth, fourth)
+        ]
+        assert summaries == [
+            "inserted 1, updated 0, unchanged 0, rejected 0",
+            "inserted 0, updated 1, unchanged 0, rejected 0",
+            "inserted 0, updated 1, unchanged 0, rejected 0",
+            "inserted 0, updated 1, unchanged 0, rejected 0",
+            "inserted 0, updated 0, unchanged 1, rejected 0",
+        ]
+        assert rows(engine, "leads", "external_id", "name", "company") == [("L1", "Acme", "Acme")]
+
+
 class TestAttributes:
     """Columns named like declared attributes are typed; an undeclared attribute is refused."""
 

@@ -31,7 +31,7 @@ from leadflow.errors import ImportRowError
 from leadflow.ingest.mapping import ColumnPlan
 from leadflow.ingest.references import RepDirectory, ids_by_external_id
 from leadflow.ingest.values import identifier_problem, range_reason
-from leadflow.ingest.writers import Counts, Derived, Prepared, Shape, Written, content_hash
+from leadflow.ingest.writers import Counts, Derived, Prepared, Shape, Written, row_hash
 from leadflow.settings import ImportKind, ImportMapping, Settings
 from leadflow.store.attributes import MergedAttributes
 from leadflow.store.id_ranges import among, chunks
@@ -77,9 +77,9 @@ def _integer_range(column_type: object) -> tuple[int, int] | None:
     return None
 
 
-def hashed(rows: Iterable[Checked]) -> list[Prepared]:
+def hashed(rows: Iterable[Checked], hash_key: tuple[Any, ...]) -> list[Prepared]:
     """Checked rows with the hash of their values: ready to write."""
-    return [Prepared(line, key, content_hash(values), values) for line, key, values in rows]
+    return [Prepared(line, key, row_hash(hash_key, values), values) for line, key, values in rows]
 
 
 def _keep(value: Any) -> Any:
@@ -112,6 +112,9 @@ class KindWriter:
         self.now = now
         self.reps = reps
         self.fields = tuple(sorted(f for f in plan.fields if f in self.columns))
+        named = tuple(sorted(t.name for t in plan.targets if t.group == "attributes"))
+        self.hash_key: tuple[Any, ...] = (self.fields, named)
+        """The file's fields and attribute columns: a row's hash says where its values go."""
         self._converts = self._conversions()
         self._limits = self._lengths()
         self._ranges = self._integer_ranges()
@@ -125,7 +128,7 @@ class KindWriter:
             named = tuple(t.name for t in self.plan.targets if t.group == "attributes")
             given = bindparam("v_attributes", type_=self.table.c.attributes.type)
             extras["attributes"] = MergedAttributes(self.table.c.attributes, named, given)
-        return Shape(self.table, written, defaults, extras)
+        return Shape(self.table, written, defaults, extras, hash_key=self.hash_key)
 
     def defaults(self) -> dict[str, Any]:
         """Columns a new row gets when the file does not set them."""
@@ -194,7 +197,7 @@ class KindWriter:
     ) -> tuple[list[Prepared], list[Rejection]]:
         """:meth:`prepare` once the batch's lookups are loaded."""
         checked, rejected = self.checked(batch)
-        return hashed(checked), rejected
+        return hashed(checked, self.hash_key), rejected
 
     def checked(
         self, batch: list[tuple[int, str, Record]]
@@ -295,7 +298,7 @@ class LeadWriter(_RecordsStageEntries):
             extras["first_source"] = func.coalesce(self.table.c.first_source, given)
         if "stage" in self.fields or "stage_entered_at" in self.fields:
             extras["stage_entered_at"] = self._entered_on_update()
-        return Shape(base.table, base.columns, base.defaults, extras, derived)
+        return Shape(base.table, base.columns, base.defaults, extras, derived, base.hash_key)
 
     def _entered_on_update(self) -> Any:
         # A lead whose CRM stage changed entered that stage now; an unchanged stage keeps its time.

@@ -28,7 +28,7 @@ from leadflow.ingest.kinds import (
 )
 from leadflow.ingest.mapping import ColumnPlan
 from leadflow.ingest.references import RepDirectory, rep_key
-from leadflow.ingest.writers import Counts, Prepared, content_hash
+from leadflow.ingest.writers import Counts, Prepared, row_hash
 from leadflow.settings import Settings
 from leadflow.store.email_addresses import address_problem
 from leadflow.store.tables import REPS
@@ -131,7 +131,7 @@ class RepWriter(KindWriter):
                 rejected.append((line, exc))
                 continue
             # The manager is linked later, but a changed manager is a changed row.
-            prepared.append(Prepared(line, key, content_hash((values, manager)), values))
+            prepared.append(Prepared(line, key, row_hash(self.hash_key, (values, manager)), values))
             if self.links_managers:
                 self.pending.append((line, key, manager))
         return prepared, rejected

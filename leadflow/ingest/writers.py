@@ -63,6 +63,15 @@ def content_hash(values: object) -> str:
     return hashlib.blake2b(repr(values).encode(), digest_size=16).hexdigest()
 
 
+def row_hash(hash_key: tuple[Any, ...], values: object) -> str:
+    """A row's ``source_hash``: its values and which columns they came from.
+
+    The values alone made ``external_id,name`` / ``L1,Acme`` and then ``external_id,company``
+    / ``L1,Acme`` one hash: the second file was "unchanged" and the company never written.
+    """
+    return content_hash((hash_key, values))
+
+
 Superseded = tuple[int, int, str]
 """A row not written because a later row of the file has its key: (its line, the later row's
 line, the key)."""
@@ -130,6 +139,8 @@ class Shape:
     ``first_source`` from its attributes): a re-import of rows stored before such a column
     existed finds them unchanged. A new row gets the value; an update only through
     :attr:`update_extras`."""
+    hash_key: tuple[Any, ...] = ()
+    """What the file's columns are, hashed with each row's values (:func:`row_hash`)."""
 
 
 class Derived(NamedTuple):
@@ -152,6 +163,7 @@ class DriverForm:
     makes the rows that the writing one passes to the driver untouched."""
 
     def __init__(self, shape: Shape, dialect: str) -> None:
+        self.hash_key = shape.hash_key
         self.width = len(shape.columns)
         """Where the key is in a :data:`DriverRow` (the hash follows it)."""
         sqlite = dialect == "sqlite"
@@ -180,7 +192,7 @@ class DriverForm:
         process's part, without a :class:`Prepared` per row in between."""
         values = [row[2] for row in checked]
         keys = [row[1] for row in checked]
-        hashes = map(content_hash, values)
+        hashes = (row_hash(self.hash_key, row) for row in values)
         return zipped_rows(values, keys, hashes, self.converters, self.defaults, self.derived)
 
     def values(self, row: DriverRow) -> tuple[Any, ...]:
