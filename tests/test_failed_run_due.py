@@ -21,11 +21,19 @@ from sqlalchemy import Engine, select, text
 
 from leadflow.cli.status_command import render_rules, rules_view
 from leadflow.clock import SettableClock
-from leadflow.engine.rule_runs import first_run_delay, last_started_times, next_run_at, record_run
+from leadflow.engine.rule_runs import (
+    UnfinishedRun,
+    first_run_delay,
+    last_started_times,
+    next_run_at,
+    record_gone_through,
+    record_run,
+    unfinished_run,
+)
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.tick import run_due_rules
 from leadflow.rule_language.schedule import Schedule
-from leadflow.store.database import create_store_engine
+from leadflow.store.database import create_store_engine, transaction
 from leadflow.store.status import collect_status
 from leadflow.store.tables import LEADS, RULE_RUNS, SCORE_CHANGES
 from tests.test_funnel_scenario import REPO, T0, seed
@@ -246,6 +254,29 @@ def test_a_retry_does_not_fire_again_on_leads_the_failed_run_fired(
         ("L3", "09:06"),
         ("L4", "09:06"),
     ]
+    runtime.engine.dispose()
+
+
+def test_only_a_successful_run_clears_the_mark_of_how_far_a_failed_one_got(
+    store_url: str, make_settings: Any, tmp_path: Path
+) -> None:
+    """A run that failed before it could even read the mark (the database gone for a moment)
+    is a fresh run with no batch committed: it cleared a live mark, and the retry after it
+    fired again on the leads behind it. Only a successful run clears it now."""
+    rules = tmp_path / "every_time_rules"
+    rules.mkdir()
+    (rules / "warm.yaml").write_text(EVERY_TIME_RULE, encoding="utf-8")
+    settings = make_settings(**{"paths.rules": str(rules), "calendar.timezone": "UTC"})
+    runtime = Runtime.build(create_store_engine(store_url), settings, SettableClock(T0))
+    rule_set = runtime.load_rules()
+    [rule] = rule_set.rules
+    with transaction(runtime.engine) as session:
+        record_gone_through(session, rule_set, rule, T0, 2)
+    minute = T0 + timedelta(minutes=1)
+    record_run(runtime.engine, rule_set, rule, minute, matched=0, error="OperationalError: gone")
+    assert unfinished_run(runtime.engine, rule, minute) == UnfinishedRun(T0, 2)
+    record_run(runtime.engine, rule_set, rule, minute, matched=2, error=None)
+    assert unfinished_run(runtime.engine, rule, minute) is None
     runtime.engine.dispose()
 
 

@@ -508,8 +508,6 @@ def run_rule(
         now,
         matched=outcome.matched,
         error=outcome.error,
-        finishing=finishing,
-        done_through=outcome.done_through,
     )
     metrics.record_evaluation(
         rule.id, seconds=outcome.seconds, matched=outcome.matched, error=outcome.error

@@ -139,22 +139,21 @@ def record_run(
     *,
     matched: int,
     error: str | None,
-    finishing: UnfinishedRun | None = None,
-    done_through: int | None = None,
 ) -> None:
     """Record that ``rule`` ran as of ``now``: what makes it due (or not) after a restart. An
     interrupted run is not recorded (it stays due).
 
     A failed run keeps the last successful start, so the rule stays due (see the module). How
-    far it got its batches marked as they committed (:func:`record_gone_through`); a run that
-    succeeded clears that mark, and so does a fresh run (not ``finishing`` an unfinished one)
-    that committed no batch (``done_through`` None): an older mark, past its rule's next
-    time, has nothing left to skip."""
+    far it got its batches marked as they committed (:func:`record_gone_through`); only a run
+    that succeeded clears that mark. A failed one never does, whatever it committed: a failure
+    before the run could even read the mark (the database gone for a moment) would otherwise
+    erase a live one, and the next retry act again on the leads behind it. A mark past its
+    rule's next time is ignored (:func:`unfinished_run`) and overwritten by the next run."""
     with transaction(engine) as session:
         run = session.get(RuleRun, rule.id) or RuleRun(
             rule_id=rule.id, rule_version=rule_set.version
         )
-        if not error or (finishing is None and done_through is None):
+        if not error:
             run.unfinished_at = run.unfinished_through = None
         run.rule_version = rule_set.version
         if not error:
