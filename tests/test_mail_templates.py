@@ -232,6 +232,9 @@ class TestCheck:
             text=(
                 "Hi {{ lead.attributes.industry }}/{{ lead.attributes.industry or 'your field' }}"
                 "/{{ lead.attributes.industry is none }}/{{ 0 }}/{{ '' }}"
+                "/{{ lead.attributes.industry | default('any field') }}"
+                "/{{ lead.attributes.industry | d('a field') }}/{{ 0 | default(5) }}"
+                "/{{ '' | default('blank', true) }}/{{ lead.nothing_here | default('undefined') }}"
             ),
         )
         settings = catalog.settings
@@ -239,7 +242,10 @@ class TestCheck:
         context = email_context(settings, lead=lead)  # type: ignore[arg-type]
         # A bare None prints nothing (a merge tag without a value), tests still see None, and
         # other empty-looking values print as they are.
-        assert catalog.render("industry", context).text == "Hi /your field/True/0/"
+        # ``default`` takes None for missing, as it took the attribute when it was left out.
+        assert catalog.render("industry", context).text == (
+            "Hi /your field/True/0//any field/a field/0/blank/undefined"
+        )
         assert context["lead"]["attributes"] == {"industry": None}
 
     def test_render_raises_the_same_problem(self, folder: Path, catalog: TemplateCatalog) -> None:

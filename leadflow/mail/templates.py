@@ -36,6 +36,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
+import jinja2.filters
 import jinja2.runtime
 import jinja2.utils
 from jinja2.sandbox import SandboxedEnvironment
@@ -72,6 +73,18 @@ def blank_for_none(value: Any) -> Any:
     nothing, or their fallback). ``{% if %}`` and ``or "fallback"`` still see the None.
     """
     return "" if value is None else value
+
+
+def default_when_missing(value: Any, fallback: Any = "", boolean: bool = False) -> Any:
+    """Jinja's ``default``, with None as missing too.
+
+    A declared attribute without a value is None in the context (not undefined), so
+    ``{{ lead.attributes.sector | default("your sector") }}``, which printed the fallback while
+    such attributes were left out, would print nothing.
+    """
+    if value is None:
+        return fallback
+    return jinja2.filters.do_default(value, fallback, boolean)
 
 
 @lru_cache(maxsize=1024)
@@ -125,6 +138,7 @@ class TemplateCatalog:
             cache_size=-1 if self._sources is not None else 400,
         )
         self._env.filters["localtime"] = localtime
+        self._env.filters["default"] = self._env.filters["d"] = default_when_missing
         self._env.bytecode_cache = _CompiledTemplates.for_environment(self._env)
         self._compiled: dict[str, jinja2.Template] = {}
 
