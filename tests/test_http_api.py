@@ -588,6 +588,9 @@ class TestUpserts:
         ]
         ok = api.post("/v1/deals", {"external_id": "D1", "stage": "Won", "closed_at": "2024-02-01"})
         assert ok.json()["inserted"] == 1
+        # A sync sending what changed: the stored close date stands.
+        changed = api.post("/v1/deals", {"external_id": "D1", "stage": "Won", "amount": 300})
+        assert (changed.status_code, changed.json()["updated"]) == (200, 1)
 
 
 class TestLeadView:

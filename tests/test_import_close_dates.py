@@ -8,6 +8,7 @@ now, naming the field.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,4 +54,26 @@ def test_a_closed_deal_without_a_close_date_and_an_open_one_with_one_are_rejecte
         ("D1", "won"),
         ("D10", None),
         ("D11", "lost"),
+    ]
+
+
+def test_a_partial_row_keeps_the_stored_close_date_and_a_reopened_deal_loses_it(
+    engine: Engine, make_settings: Any, tmp_path: Path
+) -> None:
+    """A CRM sync sends what changed: a won deal's new amount without its close date was
+    refused (every closed deal of such a file), and a deal the file reopened kept its close
+    date, counted closed by the report and open by status. A row is checked only when it
+    gives both; a reopened deal's date goes."""
+    settings = make_settings()
+    clock = SettableClock(T0)
+    first = "external_id,stage,closed_at,engaged_at,amount\nD1,Won,2024-02-01,2024-01-01,100\n"
+    first += "D2,Won,2024-03-01,2024-01-01,200\n"
+    files = (first, "external_id,stage,amount\nD1,Won,250\nD2,Engaging,200\n")
+    for number, text in enumerate(files):
+        path = write(tmp_path, f"deals{number}.csv", text)
+        report = import_file(engine, settings, "deals", path, clock=clock)
+        assert (report.problems, report.rejected) == ([], 0)
+    assert rows(engine, "deals", "external_id", "outcome", "amount", "closed_at") == [
+        ("D1", "won", 250.0, datetime(2024, 2, 1, tzinfo=UTC)),
+        ("D2", None, 200.0, None),
     ]

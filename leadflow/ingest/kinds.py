@@ -22,6 +22,7 @@ from sqlalchemy import (
     bindparam,
     case,
     func,
+    null,
     or_,
     select,
     update,
@@ -406,9 +407,25 @@ class DealWriter(_RecordsStageEntries):
             return lambda value: value or {}
         return _keep
 
+    def shape(self) -> Shape:
+        base = super().shape()
+        if "outcome" not in self.fields or "closed_at" in self.fields:
+            return base
+        # A file with the stage but not the close date (a CRM sync sending what changed)
+        # keeps a closed deal's stored date, and clears it on a deal the file reopens: an open
+        # deal with a close date would count as closed in the report and open in status.
+        outcome = bindparam("v_outcome", type_=self.table.c.outcome.type)
+        extras = {
+            **base.update_extras,
+            "closed_at": case((outcome.is_(None), null()), else_=self.table.c.closed_at),
+        }
+        return Shape(base.table, base.columns, base.defaults, extras, base.derived, base.hash_key)
+
     def values(self, record: Record) -> tuple[Any, ...]:
         engaged, closed = record.get("engaged_at"), record.get("closed_at")
-        _check_closed(record.get("outcome"), closed)
+        if "outcome" in self.fields and "closed_at" in self.fields:
+            # Only a row that says both: a partial one's other half is the stored deal's.
+            _check_closed(record.get("outcome"), closed)
         if isinstance(engaged, datetime) and isinstance(closed, datetime) and closed < engaged:
             # A negative sales cycle would enter the report's average won cycle and the
             # recycling rule's average (and so every open deal's idle threshold).
