@@ -77,3 +77,33 @@ def test_a_partial_row_keeps_the_stored_close_date_and_a_reopened_deal_loses_it(
         ("D1", "won", 250.0, datetime(2024, 2, 1, tzinfo=UTC)),
         ("D2", None, 200.0, None),
     ]
+
+
+def test_an_empty_outcome_cell_reads_the_stage_and_a_new_closed_deal_needs_its_date(
+    engine: Engine, make_settings: Any, tmp_path: Path
+) -> None:
+    """An empty outcome cell (a CRM's IsWon column left blank) stored "Closed Won" as open; it
+    reads the stage now, as a file without the column does. A file without ``closed_at``
+    closes only deals that have a stored date: X11 is new."""
+    settings = make_settings()
+    clock = SettableClock(T0)
+    text = (
+        "external_id,stage,outcome,engaged_at,closed_at\n"
+        "X9,Closed Won,,2026-01-01T00:00:00Z,2026-02-01T00:00:00Z\n"
+        "X10,Closed Won,,2026-01-01T00:00:00Z,\n"
+        "X12,Negotiation,,2026-01-01T00:00:00Z,\n"
+    )
+    path = write(tmp_path, "deals.csv", text)
+    report = import_file(engine, settings, "deals", path, clock=clock)
+    assert [str(p) for p in report.problems] == [
+        f"{path}:3: closed_at: a won deal needs its close date; give the date it was won"
+    ]
+    partial = write(tmp_path, "partial.csv", "external_id,stage,outcome\nX9,Won,\nX11,Won,\n")
+    report = import_file(engine, settings, "deals", partial, clock=clock)
+    assert [str(p) for p in report.problems] == [
+        f"{partial}:3: closed_at: a won deal needs its close date; give the date it was won"
+    ]
+    assert rows(engine, "deals", "external_id", "stage", "outcome", "closed_at") == [
+        ("X12", "Negotiation", None, None),
+        ("X9", "Won", "won", datetime(2026, 2, 1, tzinfo=UTC)),
+    ]

@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 
 from leadflow.errors import ImportRowError
-from leadflow.ingest.mapping import ColumnPlan
+from leadflow.ingest.mapping import DEFAULT_OUTCOMES, OUTCOMES, ColumnPlan, folded_values
 from leadflow.ingest.references import RepDirectory, ids_by_external_id
 from leadflow.ingest.values import identifier_problem, range_reason
 from leadflow.ingest.writers import Counts, Derived, Prepared, Shape, Written, row_hash
@@ -421,11 +421,28 @@ class DealWriter(_RecordsStageEntries):
         }
         return Shape(base.table, base.columns, base.defaults, extras, base.derived, base.hash_key)
 
+    _stored_close_dates: Mapping[str, datetime | None] = {}
+    """The batch's stored deals' close dates, for rows with a stage but no ``closed_at``."""
+
     def values(self, record: Record) -> tuple[Any, ...]:
         engaged, closed = record.get("engaged_at"), record.get("closed_at")
-        if "outcome" in self.fields and "closed_at" in self.fields:
-            # Only a row that says both: a partial one's other half is the stored deal's.
-            _check_closed(record.get("outcome"), closed)
+        stage = record.get("stage")
+        if "outcome" in self.fields and record.get("outcome") is None and isinstance(stage, str):
+            # An empty outcome cell (a CRM's IsWon left blank) says no more than a file
+            # without the column: the stage tells, so "Closed Won" is not stored open.
+            outcomes = DEFAULT_OUTCOMES | folded_values(self.mapping.values.get("outcome", {}))
+            if (derived := outcomes.get(stage.strip().casefold())) in OUTCOMES:
+                record = {**record, "outcome": derived}
+        outcome = record.get("outcome")
+        if "closed_at" in self.fields:
+            _check_closed(outcome, closed)
+        elif (
+            outcome is not None
+            and self._stored_close_dates.get(str(record.get("external_id"))) is None
+        ):
+            # A partial row (a sync sending what changed) keeps a stored close date; a deal
+            # with none stored, new or not, closes only with one.
+            _check_closed(outcome, None)
         if isinstance(engaged, datetime) and isinstance(closed, datetime) and closed < engaged:
             # A negative sales cycle would enter the report's average won cycle and the
             # recycling rule's average (and so every open deal's idle threshold).
@@ -440,6 +457,17 @@ class DealWriter(_RecordsStageEntries):
         if "lead" in self.fields:
             wanted = {r["lead"] for r in records if r.get("lead") is not None}
             self._leads = ids_by_external_id(connection, LEADS, wanted)
+        if "outcome" in self.fields and "closed_at" not in self.fields:
+            keys = [str(r["external_id"]) for r in records if r.get("external_id") is not None]
+            self._stored_close_dates = {
+                key: closed
+                for part in chunks(keys)
+                for key, closed in connection.execute(
+                    select(DEALS.c.external_id, DEALS.c.closed_at).where(
+                        DEALS.c.external_id.in_(part)
+                    )
+                )
+            }
 
 
 def _check_closed(outcome: str | None, closed: datetime | None) -> None:

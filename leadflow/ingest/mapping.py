@@ -286,7 +286,7 @@ def compile_plan(
     ]
     if kind == "deals" and "outcome" not in chosen and "stage" in chosen:
         # The CRM's stage says the outcome (``Won``): read it through values.outcome.
-        outcome_map = DEFAULT_OUTCOMES | _folded(mapping.values.get("outcome", {}))
+        outcome_map = DEFAULT_OUTCOMES | folded_values(mapping.values.get("outcome", {}))
         targets.append(Target("outcome", chosen["stage"][0], _derived_outcome, outcome_map))
     targets.sort(key=lambda t: t.field)
     empty = frozenset(value.strip().casefold() for value in mapping.empty_values)
@@ -435,7 +435,7 @@ def _target(
     declared: Mapping[str, AttributeType],
     mapping: ImportMapping,
 ) -> Target:
-    value_map = _folded(mapping.values.get(field, {}))
+    value_map = folded_values(mapping.values.get(field, {}))
     group, _, name = field.partition(".")
     if not name:
         return Target(field, index, _parser(fields[field], mapping, kind), value_map)
@@ -458,7 +458,8 @@ def _renaming(parse: values.Parser, value_map: Mapping[str, str]) -> values.Pars
     return renamed
 
 
-def _folded(value_map: Mapping[str, str]) -> dict[str, str]:
+def folded_values(value_map: Mapping[str, str]) -> dict[str, str]:
+    """A ``values`` mapping keyed as cells are looked up: stripped and case folded."""
     return {key.strip().casefold(): value for key, value in value_map.items()}
 
 
