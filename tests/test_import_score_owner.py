@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 from leadflow.cli import main
 from leadflow.clock import SettableClock
 from leadflow.ingest import import_file
+from leadflow.scoring.ownership import import_score_column
 from tests.http_support import REPO, Api, build_app, http_settings, runtime_for
 
 FIRST = "external_id,score,stage\nT00043,10,lead\n"
@@ -52,7 +53,9 @@ def _import_twice(
     )
     import_file(engine, off, "leads", write(folder, "first.csv", FIRST), clock=clock)
     path = write(folder, "o.csv", SCORED)
-    report = import_file(engine, settings, "leads", path, clock=clock, check_score_owner=True)
+    report = import_file(
+        engine, settings, "leads", path, clock=clock, leads_plan=import_score_column(settings)
+    )
     return report.summary, [str(note) for note in report.notes]
 
 
@@ -86,7 +89,9 @@ def test_a_mapped_score_column_is_named_as_the_file_has_it(
         }
     )
     path = write(tmp_path, "crm.csv", "external_id,Lead Score\nT00043,95\n")
-    report = import_file(engine, settings, "leads", path, clock=clock, check_score_owner=True)
+    report = import_file(
+        engine, settings, "leads", path, clock=clock, leads_plan=import_score_column(settings)
+    )
     assert [note.message.split(":")[0] for note in report.notes] == [
         "column 'Lead Score' (score) ignored"
     ]

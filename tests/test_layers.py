@@ -49,7 +49,8 @@ MAY_IMPORT = {
     "mail": INFRASTRUCTURE | {"store", "outbox"},
     "crm": INFRASTRUCTURE | {"store", "outbox"},
     "ingest": INFRASTRUCTURE | {"store"},
-    "scoring": INFRASTRUCTURE | {"store", "rule_language"},
+    # An import's score column is the scoring model's to take or leave (ownership).
+    "scoring": INFRASTRUCTURE | {"store", "rule_language", "ingest"},
     "engine": INFRASTRUCTURE | {"store", "rule_language", "outbox", "mail", "crm", "scoring"},
     "funnel": INFRASTRUCTURE | {"store", "rule_language", "engine"},
     "dashboard": INFRASTRUCTURE

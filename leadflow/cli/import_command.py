@@ -95,6 +95,7 @@ def _run_one(
     sample: bool = False,
 ) -> ImportReport:
     from leadflow.ingest import import_file
+    from leadflow.scoring.ownership import import_score_column
 
     context = cli_context(ctx)
     settings = _for_sample(context.settings) if sample else context.settings
@@ -108,7 +109,7 @@ def _run_one(
             file_format=file_format.value if file_format else None,
             clock=SystemClock(),
             progress=progress,
-            check_score_owner=True,
+            leads_plan=import_score_column(settings),
         )
     # In file order: a note on a superseded row sits among the rejections around it.
     for line in sorted((*report.notes, *report.problems), key=lambda problem: problem.line):

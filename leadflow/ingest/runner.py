@@ -45,7 +45,6 @@ from leadflow.ingest.writers import (
     TableWriter,
     latest_per_key,
 )
-from leadflow.scoring.ownership import model_in_folder, score_column
 from leadflow.settings import ImportKind, ImportMapping, Settings
 from leadflow.store.database import transaction
 from leadflow.store.tables import IMPORT_RUNS
@@ -64,6 +63,11 @@ FED_PART_ROWS = 5_000
 SQLITE_CACHE_KB = 64 * 1024
 Progress = Callable[[int, int], None]
 """Called after each batch with (bytes read, file size)."""
+
+
+LeadsPlan = Callable[[ColumnPlan], tuple[ColumnPlan, str | None]]
+"""What an edge does to a leads file's column plan before its rows are read, and the note
+saying so (None: nothing to say); see :func:`leadflow.scoring.ownership.import_score_column`."""
 
 
 @dataclass
@@ -131,15 +135,15 @@ def import_file(
     strict: bool = False,
     file_format: str | None = None,
     progress: Progress | None = None,
-    check_score_owner: bool = False,
+    leads_plan: LeadsPlan | None = None,
 ) -> ImportReport:
     """Import ``path`` as ``kind``; file-level problems raise before any row is written.
 
     A refused file (unreadable, bad header, unknown column) is still a run: it is recorded in
     ``import_runs`` with status ``refused``, so ``leadflow status`` shows it as the last import.
-    With ``check_score_owner`` (``leadflow import``) a leads file's ``score`` column is left
-    out while the rules folder's scoring model is enabled; a rule test's given file is taken
-    as written.
+    ``leads_plan``: what the caller does to a leads file's plan before its rows are read
+    (``leadflow import`` leaves the ``score`` column out while the rules folder's scoring model
+    is enabled); a rule test's given file is taken as written.
     """
     now = clock.now()
     report = ImportReport(kind, shown_path(path))
@@ -154,7 +158,7 @@ def import_file(
             strict,
             file_format,
             progress,
-            check_score_owner,
+            leads_plan,
         )
     except UserInputError:
         if report.run_id is None:
@@ -175,7 +179,7 @@ def _import(
     strict: bool,
     file_format: str | None,
     progress: Progress | None,
-    check_score_owner: bool,
+    leads_plan: LeadsPlan | None,
 ) -> None:
     kind = report.kind
     mapping = settings.imports.mappings.get(kind, ImportMapping())
@@ -191,8 +195,10 @@ def _import(
             source.refuse_keys(late)
         plan = compile_plan(kind, source.header, settings, str(path))
         report.notes += source.notes
-        if kind == "leads" and check_score_owner:
-            plan = _score_column(plan, settings, report)
+        if kind == "leads" and leads_plan is not None:
+            plan, note = leads_plan(plan)
+            if note is not None:
+                report.notes.append(Problem(report.file, 1, 0, note))
         with engine.connect() as connection:
             reps = RepDirectory.load(connection, mapping.rep_reference)
         writer = WRITERS[kind](plan, settings, now, reps)
@@ -211,18 +217,6 @@ def _import(
                 status = _load(engine, writer, source, report, strict=strict, progress=progress)
         finally:
             _finish_run(engine, run_id, report, status, clock.now())
-
-
-def _score_column(plan: ColumnPlan, settings: Settings, report: ImportReport) -> ColumnPlan:
-    """The plan without its score column while the rules folder's scoring model is enabled
-    (leadflow owns the score then: docs/scoring.md), said once in the notes."""
-    if not any(target.field == "score" for target in plan.targets):
-        return plan  # the rules folder is read only for a file that has a score
-    model, unreadable = model_in_folder(settings)
-    decided = score_column(plan, model, unreadable)
-    if decided.note is not None:
-        report.notes.append(Problem(report.file, 1, 0, decided.note))
-    return decided.plan
 
 
 def shown_path(path: Path) -> str:

@@ -83,6 +83,21 @@ def score_column(
     return ScoreColumn(dataclasses.replace(plan, targets=kept), note)
 
 
+def import_score_column(
+    settings: Settings,
+) -> Callable[[ColumnPlan], tuple[ColumnPlan, str | None]]:
+    """``leadflow import``'s decision on a leads file's ``score`` column (the ingest runner's
+    ``leads_plan``): the rules folder is read only for a file that has one."""
+
+    def decide(plan: ColumnPlan) -> tuple[ColumnPlan, str | None]:
+        if not any(target.field == SCORE and target.group is None for target in plan.targets):
+            return plan, None
+        decided = score_column(plan, *model_in_folder(settings))
+        return decided.plan, decided.note
+
+    return decide
+
+
 def posted_score(plan: ColumnPlan, rule_set: RuleSet | None) -> ScoreColumn:
     """:func:`score_column` of a posted lead, against the rule set the daemon runs (its last
     valid one: a folder being edited does not change what the passes do)."""
