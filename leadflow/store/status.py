@@ -137,7 +137,7 @@ def collect_status(engine: Engine, *, mql_stage: str = "mql", queue_shown: int =
             reps_inactive=_reps(connection, active=False),
             last_imports=_last_imports(connection),
             scoring=_scoring(connection),
-            failing_nurture=_failing_nurture(connection),
+            failing_nurture=failing_nurture_steps(connection),
         )
 
 
@@ -270,7 +270,7 @@ def _scoring(connection: Connection) -> ScoringStatus | None:
     return ScoringStatus(last[0], last[1], last[2], {grade: count for grade, count in grades})
 
 
-def _failing_nurture(connection: Connection) -> list[FailingNurtureStep]:
+def failing_nurture_steps(connection: Connection) -> list[FailingNurtureStep]:
     """Failing steps by stream and step; the newest error of each, one lookup per group (a
     handful: a broken template fails every lead at its step, and they group together)."""
     nurture = NURTURE
