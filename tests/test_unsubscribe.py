@@ -254,6 +254,11 @@ class TestListUnsubscribe:
         # A mail provider's server posts with no person's browser: kept as a machine's activity.
         expected = unsubscribed_state("one_click", ("unsubscribe", True, "scanner_agent"))
         assert nurtured.state() == expected
+        # The activity keeps the link it came by, without its token: the token unsubscribes
+        # the lead, and activities are read (and exported) by more people than the mail.
+        with nurtured.engine.connect() as connection:
+            properties = connection.execute(select(ACTIVITIES.c.properties)).scalar_one()
+        assert properties["url"] == "http://lf.test/t/unsubscribe?lead=L-1"
 
     def test_get_shows_the_page_and_a_wrong_token_is_404(self, nurtured: Nurtured) -> None:
         """The plain link opened in a browser is the page; another lead's token is refused."""
