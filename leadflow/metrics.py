@@ -54,6 +54,13 @@ RELOADS = Counter(
     ["result"],
     registry=REGISTRY,
 )
+SCORING_PASSES = Counter(
+    "leadflow_scoring_passes",
+    "Scoring passes over every lead (not a posted lead's rescore), by result (ok, failed); a "
+    "failed pass leaves every score as it was, while email and rules go on.",
+    ["result"],
+    registry=REGISTRY,
+)
 LAST_TICK = Gauge(
     "leadflow_last_successful_tick_timestamp_seconds",
     "Unix time of the last rule evaluation or funnel tick that finished without error.",
@@ -91,6 +98,10 @@ def record_actions(actions: Iterable[str], firings: int = 1) -> None:
 def record_tick() -> None:
     """A tick (evaluation or funnel pass) finished without error, now (wall clock)."""
     LAST_TICK.set(time.time())
+
+
+def record_scoring_pass(*, ok: bool) -> None:
+    SCORING_PASSES.labels("ok" if ok else "failed").inc()
 
 
 def record_reload(*, ok: bool) -> None:

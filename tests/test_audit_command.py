@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 
 from leadflow.cli import main
+from leadflow.store.tables import REPS
 from tests.test_funnel_scenario import seed
 from tests.test_run_command import config
 
@@ -55,6 +56,32 @@ class TestAuditCommand:
             '{"owner_id": null, "score": 70, "stage": "lead"}'
         }
         assert {row["at"] for row in rows} == {"2026-03-02T09:00:00+00:00"}
+
+    def test_jsonl_writes_utf8_as_is(
+        self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A rep named "Rita Müller" is written so, not ``"Rita M\\u00fcller"``: one JSON
+        document per line, UTF-8, as the other ``--format json`` outputs are."""
+        seed(engine)
+        with engine.begin() as connection:
+            connection.execute(
+                update(REPS).where(REPS.c.external_id == "r1").values(name="Rita Müller")
+            )
+        args = ["-c", config(tmp_path, store_url)]
+        assert main([*args, "run", "--once", "--now", RUN_AT]) == 0
+        capsys.readouterr()
+        assert main([*args, "audit", "--lead", "L1", "--format", "jsonl"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assigned = [line for line in lines if '"action": "assigned"' in line]
+        assert len(assigned) == 1
+        assert '"name": "Rita Müller"' in assigned[0]
+        assert "\\u" not in "".join(lines)
+        assert [json.loads(line)["action"] for line in lines] == [
+            "stage_changed",
+            "assigned",
+            "email_queued",
+            "sla_started",
+        ]
 
     def test_rule_and_since_filters(
         self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

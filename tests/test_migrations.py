@@ -36,7 +36,7 @@ def test_empty_database_upgrades_to_head_matching_the_models(
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, metadata) == []
-        assert context.get_current_revision() == "0017"
+        assert context.get_current_revision() == "0018"
         assert set(inspect(connection).get_table_names()) == {
             *(t.name for t in metadata.sorted_tables),
             "alembic_version",

@@ -246,3 +246,25 @@ def test_retries_wait_longer_each_time_and_at_most_an_hour() -> None:
         timedelta(minutes=minutes) for minutes in (1, 2, 4, 8, 16, 32, 60, 60, 60)
     ]
     assert retry_delay(10_000) == timedelta(hours=1)
+
+
+def test_the_daemons_stop_summary_counts_failing_nurture_steps(
+    engine: Engine, make_settings: Any, tmp_path: Path
+) -> None:
+    """``daemon_stopped`` says which nurture steps were failing, as ``rule_failures`` says
+    which rules: a failing step is kept on its enrollments, so the summary read nothing of it."""
+    from leadflow.service.daemon import Daemon
+
+    runtime = runtime_with(engine, make_settings, tmp_path, FAILING)
+    rule_set = runtime.load_rules()
+    daemon = Daemon(runtime)
+    assert daemon._summary()["nurture_failures"] == {}
+    run_due_rules(runtime, rule_set, T0)
+    run_nurture_steps(runtime, rule_set, T0)
+    assert daemon._summary() == {
+        "evaluations": 0,
+        "rule_failures": {},
+        "nurture_failures": {"welcome step 1": 1},
+        "funnel_ticks": 0,
+        "retention_runs": 0,
+    }

@@ -254,6 +254,11 @@ class TestListUnsubscribe:
         # A mail provider's server posts with no person's browser: kept as a machine's activity.
         expected = unsubscribed_state("one_click", ("unsubscribe", True, "scanner_agent"))
         assert nurtured.state() == expected
+        # The activity keeps the link it came by, without its token: the token unsubscribes
+        # the lead, and activities are read (and exported) by more people than the mail.
+        with nurtured.engine.connect() as connection:
+            properties = connection.execute(select(ACTIVITIES.c.properties)).scalar_one()
+        assert properties["url"] == "http://lf.test/t/unsubscribe?lead=L-1"
 
     def test_get_shows_the_page_and_a_wrong_token_is_404(self, nurtured: Nurtured) -> None:
         """The plain link opened in a browser is the page; another lead's token is refused."""
@@ -281,18 +286,35 @@ def test_operator_page_keeps_the_redirect(
     assert nurtured.state() == {**BEFORE, "activities": [("unsubscribe", False, None)]}
 
 
+def exits(nurtured: Nurtured) -> list[tuple[Any, ...]]:
+    """The ``nurture_exited`` audit rows: when, by whom, which lead, which enrolling rule."""
+    with nurtured.engine.connect() as connection:
+        found = connection.execute(
+            select(AUDIT.c.at, AUDIT.c.source, AUDIT.c.lead_id, AUDIT.c.rule_id)
+            .where(AUDIT.c.action == "nurture_exited")
+            .order_by(AUDIT.c.id)
+        )
+        return [tuple(row) for row in found]
+
+
 def test_posted_unsubscribe_ends_the_enrollment(nurtured: Nurtured) -> None:
     """POST /v1/leads {"unsubscribed": true} ends the active enrollment at once (it showed
     active until its next step was due); the tick when step 2 was due queues nothing, and the
     pending email is withheld by the sender when it claims it."""
+    nurtured.clock.set(T0 + timedelta(hours=1))
     response = nurtured.api.post("/v1/leads", {"external_id": "L-1", "unsubscribed": True})
     assert response.status_code == 200, response.text
     after = {
         **BEFORE,
         "unsubscribed": True,
         "enrollments": [("welcome", "exited", "unsubscribed", 1)],
+        # The exit nurture's own step writes; the posted flag wrote none.
+        "audit": [("nurture_exited", {"stream": "welcome", "reason": "unsubscribed"})],
     }
     assert nurtured.state() == after
+    assert exits(nurtured) == [
+        (T0 + timedelta(hours=1), "nurture", nurtured.lead_id, "nurture-new-leads")
+    ]
     assert run_nurture_steps(nurtured.runtime, nurtured.rule_set, T0 + timedelta(days=6)) == 0
     with nurtured.engine.connect() as connection:
         assert connection.execute(select(func.count()).select_from(OUTBOX)).scalar_one() == 2
@@ -333,3 +355,7 @@ def test_imported_do_not_email_ends_the_enrollment(nurtured: Nurtured, tmp_path:
     report = import_file(nurtured.engine, settings, "leads", leads, clock=nurtured.clock)
     assert report.summary == "inserted 0, updated 1, unchanged 0, rejected 0"
     assert nurtured.state()["enrollments"] == [("welcome", "exited", "do not email", 1)]
+    assert nurtured.state()["audit"] == [
+        ("nurture_exited", {"stream": "welcome", "reason": "do not email"})
+    ]
+    assert exits(nurtured) == [(T0, "nurture", nurtured.lead_id, "nurture-new-leads")]

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from leadflow.cli.console import data_console
+from leadflow.cli.console import data_console, json_default
 from leadflow.cli.context import cli_context
 from leadflow.clock import parse_instant
 from leadflow.errors import UserInputError
@@ -79,7 +79,9 @@ def show_audit(
                         "evidence": row.evidence,
                         **_email_status(row, statuses),
                     },
-                    default=str,
+                    default=json_default,
+                    # UTF-8 as it is ("Zürich"), as every other JSON output of the CLI
+                    ensure_ascii=False,
                 )
             )
         return

@@ -182,6 +182,9 @@ def status_document(status: StoreStatus, rules: RulesView) -> dict[str, Any]:
             if rules.scoring is None
             else {"version": rules.scoring[0], "enabled": rules.scoring[1]},
             "last_pass": None if status.scoring is None else asdict(status.scoring),
+            "last_failure": None
+            if status.scoring_failure is None
+            else asdict(status.scoring_failure),
         },
     }
 
@@ -217,6 +220,14 @@ def render_operations(status: StoreStatus, console: Console) -> None:
         console.print(
             f"scoring: last pass {_utc(scoring.last_run_at)} UTC, model {scoring.model_version}, "
             f"{scoring.changed} lead(s) changed" + (f"; grades: {grades}" if grades else "")
+        )
+    failure = status.scoring_failure
+    if failure is not None:
+        # Said until a pass succeeds: the scores stay those of the last pass that did.
+        console.print(
+            f"scoring FAILING: {failure.failures} pass(es) in a row, the last at "
+            f"{_utc(failure.failed_at)} UTC (model {failure.model_version}): {failure.error}",
+            style="bold red",
         )
 
 

@@ -110,7 +110,10 @@ def unsubscribe_routes(
         # Constant time: the comparison must not tell how much of a guessed token was right.
         if not lead or not hmac.compare_digest(token.encode(), expected.encode()):
             raise HTTPException(404, "unknown link")
-        link = TrackedLink("unsubscribe", "", lead, "", str(request.url))
+        # The link as the activity keeps it, without the token: the token unsubscribes the
+        # lead, and activities are read (and exported) by far more people than the email.
+        followed = str(request.url.remove_query_params("token"))
+        link = TrackedLink("unsubscribe", "", lead, "", followed)
         return _page(await unsubscribe(request, link))
 
     return router

@@ -18,10 +18,13 @@ from sqlalchemy import (
     Connection,
     Integer,
     SmallInteger,
+    String,
     Table,
     bindparam,
     case,
     func,
+    insert,
+    literal,
     null,
     or_,
     select,
@@ -38,7 +41,8 @@ from leadflow.store.attributes import MergedAttributes
 from leadflow.store.id_ranges import among, chunks
 from leadflow.store.models import source_at_creation
 from leadflow.store.stage_history import record_written
-from leadflow.store.tables import ACTIVITIES, DEALS, LEADS, NURTURE
+from leadflow.store.tables import ACTIVITIES, AUDIT, DEALS, LEADS, NURTURE
+from leadflow.store.types import JSONDocument, UTCDateTime
 
 Record = dict[str, Any]
 Rejection = tuple[int, ImportRowError]
@@ -577,19 +581,50 @@ own step writes for each (:func:`leadflow.engine.nurture.exit_reason`)."""
 def end_flagged_nurture(connection: Connection, lead_ids: Sequence[int], now: datetime) -> None:
     """End the active nurture enrollments of those of ``lead_ids`` now flagged unsubscribed or
     do-not-email, in SQL: the enrollment must not show ``active`` until its next step is due.
-    Their queued marketing email is suppressed by the sender when it claims it."""
+    Each ends with the ``nurture_exited`` audit row nurture's own exit writes, in the same
+    transaction. Their queued marketing email is suppressed by the sender when it claims it."""
     for flag, reason in _NURTURE_EXITS:
         flagged = select(LEADS.c.id).where(LEADS.c[flag].is_(True))
         for chunk in chunks(sorted(lead_ids)):
+            ending = (
+                among(NURTURE.c.lead_id, chunk),
+                NURTURE.c.status == "active",
+                NURTURE.c.lead_id.in_(flagged.where(among(LEADS.c.id, chunk))),
+            )
+            # Before the update, which is what makes them no longer ``active``.
+            connection.execute(
+                insert(AUDIT).from_select(
+                    ["at", "source", "action", "lead_id", "rule_id", "params", "evidence"],
+                    select(
+                        literal(now, UTCDateTime()),
+                        literal("nurture"),
+                        literal("nurture_exited"),
+                        NURTURE.c.lead_id,
+                        NURTURE.c.rule_id,
+                        _exit_params(connection.dialect.name, reason),
+                        literal({}, JSONDocument),
+                    )
+                    .where(*ending)
+                    .order_by(NURTURE.c.id),
+                )
+            )
             connection.execute(
                 update(NURTURE)
-                .where(
-                    among(NURTURE.c.lead_id, chunk),
-                    NURTURE.c.status == "active",
-                    NURTURE.c.lead_id.in_(flagged.where(among(LEADS.c.id, chunk))),
-                )
+                .where(*ending)
                 .values(status="exited", exit_reason=reason, exited_at=now, next_step_at=None)
             )
+
+
+def _exit_params(dialect: str, reason: str) -> Any:
+    """``{"stream": ..., "reason": reason}`` built by the database, as nurture's exit writes it."""
+    build = func.jsonb_build_object if dialect == "postgresql" else func.json_object
+    # Typed: PostgreSQL cannot tell the type of a bare parameter among the "any" arguments.
+    return build(
+        literal("stream", String()),
+        NURTURE.c.stream,
+        literal("reason", String()),
+        literal(reason, String()),
+    )
 
 
 def bump_last_activity(

@@ -85,9 +85,17 @@ def _cap(value: Any) -> int | PeriodCapSpec | None:
         return value
     msg = (
         f"expected a whole number of points from 1 to {MOST_CAP:,}, or {{points: N, per: 7d}}"
-        f" for a cap per period, found {value!r}"
+        f" for a cap per period, found {_as_written(value)}"
     )
     raise ValueError(msg)
+
+
+def _as_written(value: Any) -> str:
+    """``value`` as a rule file spells it: a boolean as YAML's ``true``/``false`` (``cap: true``
+    was refused as "found True", Python's spelling), as ``leadflow/config.py`` says it."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return repr(value)
 
 
 class EngagementSpec(_Spec):

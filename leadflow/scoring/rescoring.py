@@ -48,6 +48,7 @@ from sqlalchemy import (
     String,
     Table,
     case,
+    delete,
     exists,
     func,
     insert,
@@ -59,6 +60,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
+from leadflow import metrics
 from leadflow.errors import UserInputError
 from leadflow.logs import error_text
 from leadflow.rule_language.scoring_model import ScoringModel
@@ -66,7 +68,13 @@ from leadflow.scoring.due import due_clause, due_leads, engagement_stored, whole
 from leadflow.scoring.sql import EARLY, days_since_epoch, grade_expression, scored_by_model
 from leadflow.store.database import insert_ignoring_duplicates, transaction
 from leadflow.store.id_ranges import among, among_selected, chunks
-from leadflow.store.tables import ACTIVITIES, LEADS, SCORE_CHANGES, SCORING_RUNS
+from leadflow.store.tables import (
+    ACTIVITIES,
+    LEADS,
+    SCORE_CHANGES,
+    SCORING_FAILURES,
+    SCORING_RUNS,
+)
 from leadflow.store.types import UTCDateTime
 
 MODEL_NAME = "default"
@@ -120,6 +128,18 @@ class LastPass:
     last_activity_id: int | None = None
     """The highest activity id when it started (None: no activity then, or a pass before it
     was recorded)."""
+
+
+@dataclass(frozen=True)
+class ScoringFailure:
+    """The model's pass failing at every attempt since ``failures`` passes ago."""
+
+    model_version: str
+    failed_at: datetime
+    error: str
+    """One line: which leads, what the database refused."""
+    failures: int
+    """Failed passes in a row."""
 
 
 @dataclass(frozen=True)
@@ -177,12 +197,22 @@ def rescore(
     if wanted is None and not full and _engagement_stored(model, previous, now):
         recompute = due_clause(now)
     changed = 0
-    for bounds, wanted in ranges:
-        with transaction(engine) as session:
-            changed += _rescore_range(session, model, now, previous, bounds, wanted, recompute)
+    try:
+        for bounds, wanted in ranges:
+            with transaction(engine) as session:
+                changed += _rescore_range(session, model, now, previous, bounds, wanted, recompute)
+    except ScoringFailedError as exc:
+        if lead_ids is None:  # a pass, not a few posted leads: status says it until one succeeds
+            # Not a reason for /readyz to say "not ready": email and rules still work; the
+            # failure is kept for ``leadflow status`` and counted for an alert.
+            metrics.record_scoring_pass(ok=False)
+            with transaction(engine) as session:
+                _record_failure(session, model, now, str(exc))
+        raise
     if lead_ids is None:
         with transaction(engine) as session:
             _record_pass(session, model, now, changed, last_activity)
+        metrics.record_scoring_pass(ok=True)
     return ScoringOutcome(model.version, changed, now, due)
 
 
@@ -422,6 +452,8 @@ def _written_leads(dialect: str) -> ColumnElement[bool]:
 def _record_pass(
     session: Session, model: ScoringModel, now: datetime, changed: int, last_activity: int | None
 ) -> None:
+    # The pass went through: whatever failed before is over.
+    session.execute(delete(SCORING_FAILURES).where(SCORING_FAILURES.c.model == MODEL_NAME))
     updated = session.execute(
         update(SCORING_RUNS)
         .where(SCORING_RUNS.c.model == MODEL_NAME)
@@ -445,6 +477,35 @@ def _record_pass(
                 last_activity_id=last_activity,
             )
         )
+
+
+def _record_failure(session: Session, model: ScoringModel, now: datetime, error: str) -> None:
+    values = {"model_version": model.version, "failed_at": now, "error": error}
+    updated = session.execute(
+        update(SCORING_FAILURES)
+        .where(SCORING_FAILURES.c.model == MODEL_NAME)
+        .values(**values, failures=SCORING_FAILURES.c.failures + 1)
+    )
+    if updated.rowcount == 0:  # type: ignore[attr-defined]
+        dialect = session.connection().dialect.name
+        session.execute(
+            insert_ignoring_duplicates(dialect, SCORING_FAILURES, "model").values(
+                model=MODEL_NAME, failures=1, **values
+            )
+        )
+
+
+def last_failure(connection: Connection | Session) -> ScoringFailure | None:
+    """The failing pass :func:`rescore` kept, until a pass succeeds; None when none fails."""
+    row = connection.execute(
+        select(
+            SCORING_FAILURES.c.model_version,
+            SCORING_FAILURES.c.failed_at,
+            SCORING_FAILURES.c.error,
+            SCORING_FAILURES.c.failures,
+        ).where(SCORING_FAILURES.c.model == MODEL_NAME)
+    ).first()
+    return None if row is None else ScoringFailure(*row)
 
 
 def rescore_posted(

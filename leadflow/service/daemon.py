@@ -283,9 +283,24 @@ class Daemon:
         return {
             "evaluations": sum(self.counters.evaluations.values()),
             "rule_failures": dict(self.counters.rule_failures),
+            "nurture_failures": self._nurture_failures(),
             "funnel_ticks": self.counters.funnel_ticks,
             "retention_runs": self.counters.retention_runs,
         }
+
+    def _nurture_failures(self) -> dict[str, int] | None:
+        """Enrollments per nurture step failing at the stop ("welcome step 2": 3): a failing
+        step is kept on its enrollments (not raised to the tick), so only the store knows.
+        None when the store cannot say (the stop is logged all the same)."""
+        from leadflow.store.status import failing_nurture_steps
+
+        try:
+            with self.runtime.engine.connect() as connection:
+                failing = failing_nurture_steps(connection)
+        except SQLAlchemyError as exc:
+            log_failure(log, "nurture_failures_not_read", exc, level="warning")
+            return None
+        return {f"{step.stream} step {step.step}": step.enrollments for step in failing}
 
 
 def _shut_down(scheduler: AsyncIOScheduler) -> None:

@@ -452,6 +452,23 @@ class ScoringRun(SQLModel, table=True):
     leadflow after it (NULL before revision 0017, or with no activity yet)."""
 
 
+class ScoringFailure(SQLModel, table=True):
+    """The model's scoring pass failing (the database refused a value it computed): kept until
+    a pass succeeds, for ``leadflow status``; the log alone said it, once a tick."""
+
+    __tablename__ = "scoring_failures"
+
+    model: str = Field(primary_key=True, max_length=100)
+    model_version: str = Field(max_length=80)
+    """The version whose pass failed."""
+    failed_at: datetime = _time(nullable=False)
+    """The ``now`` of the last failed pass."""
+    error: str = Field(sa_column=Column(Text, nullable=False))
+    """Its error, one line."""
+    failures: int = 1
+    """Failed passes in a row."""
+
+
 _HISTORY_ORDER = ("at", "id", "to_stage", "from_stage", "to_owner_id")
 _ENTRY = ("from_stage", "lead_id", "to_owner_id")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine, Table, func, select
 
@@ -24,6 +25,9 @@ from leadflow.store.tables import (
     SCORING_RUNS,
     SLA_TIMERS,
 )
+
+if TYPE_CHECKING:
+    from leadflow.scoring.rescoring import ScoringFailure
 
 IMPORT_KINDS = ("reps", "leads", "deals", "activities")
 
@@ -112,6 +116,8 @@ class StoreStatus:
     scoring: ScoringStatus | None = None
     """None until a scoring model's first pass."""
     failing_nurture: list[FailingNurtureStep] = field(default_factory=list)
+    scoring_failure: ScoringFailure | None = None
+    """The scoring pass failing since its last success; None when it does not fail."""
 
     @property
     def leads_total(self) -> int:
@@ -120,6 +126,8 @@ class StoreStatus:
 
 def collect_status(engine: Engine, *, mql_stage: str = "mql", queue_shown: int = 10) -> StoreStatus:
     """Read every section in one read transaction."""
+    from leadflow.scoring.rescoring import last_failure
+
     with engine.connect() as connection:
         queue, queue_total = _mql_queue(connection, mql_stage, queue_shown)
         return StoreStatus(
@@ -137,7 +145,8 @@ def collect_status(engine: Engine, *, mql_stage: str = "mql", queue_shown: int =
             reps_inactive=_reps(connection, active=False),
             last_imports=_last_imports(connection),
             scoring=_scoring(connection),
-            failing_nurture=_failing_nurture(connection),
+            failing_nurture=failing_nurture_steps(connection),
+            scoring_failure=last_failure(connection),
         )
 
 
@@ -270,7 +279,7 @@ def _scoring(connection: Connection) -> ScoringStatus | None:
     return ScoringStatus(last[0], last[1], last[2], {grade: count for grade, count in grades})
 
 
-def _failing_nurture(connection: Connection) -> list[FailingNurtureStep]:
+def failing_nurture_steps(connection: Connection) -> list[FailingNurtureStep]:
     """Failing steps by stream and step; the newest error of each, one lookup per group (a
     handful: a broken template fails every lead at its step, and they group together)."""
     nurture = NURTURE
