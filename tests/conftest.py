@@ -79,7 +79,11 @@ def migrated_schema() -> Iterator[str]:
     admin = create_engine(PG_URL)
     with admin.begin() as connection:
         connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    # The tests never stop the server, so a commit that waits for its WAL to reach the disk
+    # buys nothing they can see: an asynchronous commit is as visible to every other session
+    # at once, and spares a flush per commit (the sixty days alone commit over 12,000 times).
+    options = f"-csearch_path={schema} -csynchronous_commit=off"
+    url = make_url(PG_URL).update_query_dict({"options": options})
     rendered = url.render_as_string(hide_password=False)
     engine = create_store_engine(rendered)
     migrate(engine)

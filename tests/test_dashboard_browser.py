@@ -45,6 +45,8 @@ from tests.mail_support import free_port
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+IMPLICIT_WAIT = 10
+"""Seconds finding an element waits for it to appear."""
 FLAGS = (
     "--headless=new",
     "--no-sandbox",
@@ -137,7 +139,7 @@ def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[WebDriver]:
     driver.set_page_load_timeout(30)
     # A click that submits a form returns before the next page is there: finding an element
     # waits for it (up to 10 s on a loaded CI machine) instead of failing at once.
-    driver.implicitly_wait(10)
+    driver.implicitly_wait(IMPLICIT_WAIT)
     try:
         yield driver
     finally:
@@ -152,6 +154,20 @@ def log_in(driver: WebDriver, base: str, user: str, password: str | None = None)
     driver.find_element(By.CSS_SELECTOR, "form.login button[type=submit]").click()
     # The click returns before the answer is there: wait until the login page is replaced.
     WebDriverWait(driver, 15).until(expected_conditions.staleness_of(page))
+
+
+def found_on_the_page(driver: WebDriver, by: str, selector: str) -> list[Any]:
+    """The elements the loaded page has, found without the implicit wait: asking for what a
+    page must not show waited the whole IMPLICIT_WAIT each time. The server renders the pages
+    and no script adds to them, so once the document is complete nothing more can appear."""
+    WebDriverWait(driver, 15).until(
+        lambda d: d.execute_script("return document.readyState") == "complete"
+    )
+    driver.implicitly_wait(0)
+    try:
+        return driver.find_elements(by, selector)
+    finally:
+        driver.implicitly_wait(IMPLICIT_WAIT)
 
 
 def table_rows(driver: WebDriver, selector: str) -> list[list[str]]:
@@ -255,7 +271,7 @@ def test_operator_retries_and_forgeries_are_refused(daemon_url: str, browser: We
     """
     log_in(browser, daemon_url, "vera")
     browser.get(f"{daemon_url}/ui/outbox?status=failed")
-    assert browser.find_elements(By.XPATH, "//button[text()='Retry']") == []
+    assert found_on_the_page(browser, By.XPATH, "//button[text()='Retry']") == []
     token = browser.find_element(By.NAME, "csrf").get_attribute("value")
     browser.execute_script(forge, token)
     refusal = browser.find_element(By.CSS_SELECTOR, "p.error")
@@ -283,7 +299,7 @@ def test_operator_retries_and_forgeries_are_refused(daemon_url: str, browser: We
     assert browser.find_element(By.CSS_SELECTOR, "p.ok").text == (
         "Message 1 is queued again; the sender picks it up now."
     )
-    assert browser.find_elements(By.CSS_SELECTOR, "table.outbox") == []
+    assert found_on_the_page(browser, By.CSS_SELECTOR, "table.outbox") == []
     browser.get(f"{daemon_url}/ui/outbox?status=pending")
     # Message 2 was due 90 minutes ago, the requeued 1 is due now.
     assert [row[0] for row in table_rows(browser, "table.outbox")] == ["2", "1"]

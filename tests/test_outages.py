@@ -49,9 +49,10 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 CONFIG_BATCH = 10
 CONFIG = smtp_daemon_config(
-    # Shorter than the 30 s outages: messages delivered before a freeze are due again when it
-    # ends, and only the sender's skipping the outcomes it holds keeps them from a second send.
-    mail={"lease": "20s", "batch_size": 10},
+    # Shorter than the outages (OUTAGE): messages delivered before a freeze are due again when
+    # it ends, and only the sender's skipping the outcomes it holds keeps them from a second
+    # send. The shortest the settings allow is just over two SMTP timeouts (2 s each).
+    mail={"lease": "6s", "batch_size": 10},
     http={"enabled": True, "allow_anonymous": True},
     scheduler={"evaluation_batch": CONFIG_BATCH},
 )
@@ -151,8 +152,11 @@ class TestRelayDown:
 
 
 LEADS = 200
-OUTAGE = 30.0
-"""Seconds the database stays away in the outage tests."""
+OUTAGE = 12.0
+"""Seconds the database stays away in the outage tests: past the leadership bound (below),
+with time to see ``/readyz`` say 503, and past the mail lease (6 s), so that messages claimed
+before a freeze are due again when it ends. Each second of it is two seconds of CI (one
+per fault)."""
 LEADERSHIP_BOUND = 2 + 5
 """docs/operations.md: a leader gives leadership up within the check interval (2 s) plus
 ``database.leadership_timeout`` (5 s) of a database that stopped answering."""
