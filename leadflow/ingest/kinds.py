@@ -35,7 +35,7 @@ from leadflow.errors import ImportRowError
 from leadflow.ingest.mapping import DEFAULT_OUTCOMES, OUTCOMES, ColumnPlan, folded_values
 from leadflow.ingest.references import RepDirectory, ids_by_external_id
 from leadflow.ingest.values import identifier_problem, range_reason
-from leadflow.ingest.writers import Counts, Derived, Prepared, Shape, Written, row_hash
+from leadflow.ingest.writers import Counts, Derived, Prepared, Shape, Written, row_hasher
 from leadflow.settings import ImportKind, ImportMapping, Settings
 from leadflow.store.attributes import MergedAttributes
 from leadflow.store.id_ranges import among, chunks
@@ -84,7 +84,8 @@ def _integer_range(column_type: object) -> tuple[int, int] | None:
 
 def hashed(rows: Iterable[Checked], hash_key: tuple[Any, ...]) -> list[Prepared]:
     """Checked rows with the hash of their values: ready to write."""
-    return [Prepared(line, key, row_hash(hash_key, values), values) for line, key, values in rows]
+    row_hash = row_hasher(hash_key)
+    return [Prepared(line, key, row_hash(values), values) for line, key, values in rows]
 
 
 def _keep(value: Any) -> Any:

@@ -28,7 +28,7 @@ from leadflow.ingest.kinds import (
 )
 from leadflow.ingest.mapping import ColumnPlan
 from leadflow.ingest.references import RepDirectory, rep_key
-from leadflow.ingest.writers import Counts, Prepared, row_hash
+from leadflow.ingest.writers import Counts, Prepared, row_hasher
 from leadflow.settings import Settings
 from leadflow.store.email_addresses import address_problem
 from leadflow.store.tables import REPS
@@ -121,6 +121,7 @@ class RepWriter(KindWriter):
     ) -> tuple[list[Prepared], list[Rejection]]:
         prepared: list[Prepared] = []
         rejected: list[Rejection] = []
+        row_hash = row_hasher(self.hash_key)
         for line, key, record in batch:
             try:
                 filled = self._filled(record)
@@ -131,7 +132,7 @@ class RepWriter(KindWriter):
                 rejected.append((line, exc))
                 continue
             # The manager is linked later, but a changed manager is a changed row.
-            prepared.append(Prepared(line, key, row_hash(self.hash_key, (values, manager)), values))
+            prepared.append(Prepared(line, key, row_hash((values, manager)), values))
             if self.links_managers:
                 self.pending.append((line, key, manager))
         return prepared, rejected

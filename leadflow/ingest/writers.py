@@ -63,13 +63,22 @@ def content_hash(values: object) -> str:
     return hashlib.blake2b(repr(values).encode(), digest_size=16).hexdigest()
 
 
-def row_hash(hash_key: tuple[Any, ...], values: object) -> str:
-    """A row's ``source_hash``: its values and which columns they came from.
+def row_hasher(hash_key: tuple[Any, ...]) -> Callable[[object], str]:
+    """How a row's ``source_hash`` is made: its values and which columns they came from.
 
     The values alone made ``external_id,name`` / ``L1,Acme`` and then ``external_id,company``
-    / ``L1,Acme`` one hash: the second file was "unchanged" and the company never written.
+    / ``L1,Acme`` one hash: the second file was "unchanged" and the company never written. The
+    columns are hashed once per batch and the state copied per row (rendering them again for
+    every row cost 2.4 times the hash).
     """
-    return content_hash((hash_key, values))
+    seeded = hashlib.blake2b(repr(hash_key).encode(), digest_size=16)
+
+    def row_hash(values: object) -> str:
+        state = seeded.copy()
+        state.update(repr(values).encode())
+        return state.hexdigest()
+
+    return row_hash
 
 
 Superseded = tuple[int, int, str]
@@ -192,7 +201,7 @@ class DriverForm:
         process's part, without a :class:`Prepared` per row in between."""
         values = [row[2] for row in checked]
         keys = [row[1] for row in checked]
-        hashes = (row_hash(self.hash_key, row) for row in values)
+        hashes = map(row_hasher(self.hash_key), values)
         return zipped_rows(values, keys, hashes, self.converters, self.defaults, self.derived)
 
     def values(self, row: DriverRow) -> tuple[Any, ...]:
