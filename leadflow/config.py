@@ -22,7 +22,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 
 from leadflow.durations import format_duration
-from leadflow.errors import ConfigError, not_utf8_position
+from leadflow.errors import ConfigError, not_utf8_position, uses_aliases
 from leadflow.settings import SECRET_KEYS, Settings
 from leadflow.suggestions import did_you_mean
 
@@ -213,7 +213,7 @@ def _duplicate_keys(node: yaml.Node | None, file: str) -> list[str]:
             raise ConfigError(msg)
         if count > MAX_VALUES:
             msg = f"{where}: too many values: more than {MAX_VALUES}"
-            if root is not None and _uses_aliases(root):
+            if root is not None and uses_aliases(root):
                 msg += " once aliases (*name) are expanded"
             raise ConfigError(msg)
         if id(node) in open_nodes:
@@ -239,24 +239,6 @@ def _duplicate_keys(node: yaml.Node | None, file: str) -> list[str]:
     if node is not None:
         walk(node)
     return problems
-
-
-def _uses_aliases(root: yaml.Node) -> bool:
-    """Whether the document names a value twice (``*name``, ``<<: *name``): a node it reaches
-    twice (as rule files' ``yaml_source`` asks). Asked only of a file refused for its size."""
-    seen: set[int] = set()
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            return True
-        seen.add(id(node))
-        if isinstance(node, yaml.SequenceNode):
-            stack += node.value
-        elif isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                stack += [key, value]
-    return False
 
 
 def _record_positions(

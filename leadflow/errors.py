@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import yaml
+
     from leadflow.rule_language.yaml_source import Mark
 
 
@@ -46,6 +48,27 @@ def why_not_a_file(path: Path) -> str | None:
             return f"is a symbolic link to {path.readlink()}, which does not exist"
         return f"cannot be read: {exc.strerror or exc}"
     return "is not a regular file (a pipe, socket or device)"
+
+
+def uses_aliases(root: yaml.Node) -> bool:
+    """Whether a YAML document names a value twice (``*name``, ``<<: *name``): a node it
+    reaches twice. Asked only of a file (config.yaml, a rule file) refused for its size, to say
+    why its values are so many."""
+    import yaml  # only on that error path
+
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            return True
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack += node.value
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                stack += [key, value]
+    return False
 
 
 def not_utf8_position(raw: bytes, error: UnicodeDecodeError) -> tuple[int, int]:

@@ -21,8 +21,8 @@ from test_scoring import T0, add_activities, add_leads, model_of
 from leadflow import metrics
 from leadflow.cli.status_command import RulesView, render_operations, status_document
 from leadflow.scoring.explain import explain_score
-from leadflow.scoring.rescoring import ScoringFailedError, ScoringFailure, rescore
-from leadflow.store.status import StoreStatus, collect_status
+from leadflow.scoring.rescoring import ScoringFailedError, rescore
+from leadflow.store.status import ScoringFailure, StoreStatus, collect_status
 
 HUGE = "scoring:\n  engagement:\n" + "".join(
     f"    - id: pv-huge-{n}\n      activity: page_view\n      points: 1000000\n"

@@ -26,7 +26,7 @@ from yaml.composer import Composer, ComposerError
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.reader import Reader
 
-from leadflow.errors import YamlSyntaxError
+from leadflow.errors import YamlSyntaxError, uses_aliases
 
 Path = tuple[str | int, ...]
 
@@ -257,24 +257,6 @@ def _refuse_flow_empty_values(root: yaml.Node) -> None:
                 stack += [(key, flow), (value, flow)]
 
 
-def _uses_aliases(root: yaml.Node) -> bool:
-    """Whether the document names a value twice (``*name``, ``<<: *name``): a node it reaches
-    twice. Asked only of a file refused for its size, to say why its values are so many."""
-    seen: set[int] = set()
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            return True
-        seen.add(id(node))
-        if isinstance(node, yaml.SequenceNode):
-            stack += node.value
-        elif isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                stack += [key, value]
-    return False
-
-
 def _mark(node: yaml.Node) -> Mark:
     return Mark(node.start_mark.line + 1, node.start_mark.column + 1)
 
@@ -295,7 +277,7 @@ class _Walker:
         self.nodes += 1
         if self.nodes > MAX_NODES:
             message = f"too many values: more than {MAX_NODES}"
-            if _uses_aliases(self.root):
+            if uses_aliases(self.root):
                 message += " once aliases (*name) are expanded"
             raise YamlSyntaxError(message, _mark(node))
         if len(path) > MAX_DEPTH:

@@ -131,18 +131,6 @@ class LastPass:
 
 
 @dataclass(frozen=True)
-class ScoringFailure:
-    """The model's pass failing at every attempt since ``failures`` passes ago."""
-
-    model_version: str
-    failed_at: datetime
-    error: str
-    """One line: which leads, what the database refused."""
-    failures: int
-    """Failed passes in a row."""
-
-
-@dataclass(frozen=True)
 class ScoringOutcome:
     """What one pass did."""
 
@@ -493,19 +481,6 @@ def _record_failure(session: Session, model: ScoringModel, now: datetime, error:
                 model=MODEL_NAME, failures=1, **values
             )
         )
-
-
-def last_failure(connection: Connection | Session) -> ScoringFailure | None:
-    """The failing pass :func:`rescore` kept, until a pass succeeds; None when none fails."""
-    row = connection.execute(
-        select(
-            SCORING_FAILURES.c.model_version,
-            SCORING_FAILURES.c.failed_at,
-            SCORING_FAILURES.c.error,
-            SCORING_FAILURES.c.failures,
-        ).where(SCORING_FAILURES.c.model == MODEL_NAME)
-    ).first()
-    return None if row is None else ScoringFailure(*row)
 
 
 def rescore_posted(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine, Table, func, select
 
@@ -22,14 +21,25 @@ from leadflow.store.tables import (
     OUTBOX,
     REPS,
     RULE_RUNS,
+    SCORING_FAILURES,
     SCORING_RUNS,
     SLA_TIMERS,
 )
 
-if TYPE_CHECKING:
-    from leadflow.scoring.rescoring import ScoringFailure
-
 IMPORT_KINDS = ("reps", "leads", "deals", "activities")
+
+
+@dataclass(frozen=True)
+class ScoringFailure:
+    """The model's pass failing at every attempt since ``failures`` passes ago (the row the
+    scoring pass keeps in ``scoring_failures`` until one succeeds)."""
+
+    model_version: str
+    failed_at: datetime
+    error: str
+    """One line: which leads, what the database refused."""
+    failures: int
+    """Failed passes in a row."""
 
 
 @dataclass(frozen=True)
@@ -126,8 +136,6 @@ class StoreStatus:
 
 def collect_status(engine: Engine, *, mql_stage: str = "mql", queue_shown: int = 10) -> StoreStatus:
     """Read every section in one read transaction."""
-    from leadflow.scoring.rescoring import last_failure
-
     with engine.connect() as connection:
         queue, queue_total = _mql_queue(connection, mql_stage, queue_shown)
         return StoreStatus(
@@ -146,7 +154,7 @@ def collect_status(engine: Engine, *, mql_stage: str = "mql", queue_shown: int =
             last_imports=_last_imports(connection),
             scoring=_scoring(connection),
             failing_nurture=failing_nurture_steps(connection),
-            scoring_failure=last_failure(connection),
+            scoring_failure=_scoring_failure(connection),
         )
 
 
@@ -262,6 +270,20 @@ def _rule_runs(connection: Connection) -> list[RuleRunStatus]:
         )
         for row in connection.execute(select(runs).order_by(runs.c.rule_id))
     ]
+
+
+def _scoring_failure(connection: Connection) -> ScoringFailure | None:
+    row = connection.execute(
+        select(
+            SCORING_FAILURES.c.model_version,
+            SCORING_FAILURES.c.failed_at,
+            SCORING_FAILURES.c.error,
+            SCORING_FAILURES.c.failures,
+        )
+        .order_by(SCORING_FAILURES.c.failed_at.desc())
+        .limit(1)
+    ).first()
+    return None if row is None else ScoringFailure(*row)
 
 
 def _scoring(connection: Connection) -> ScoringStatus | None:
