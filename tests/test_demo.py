@@ -102,6 +102,11 @@ def _ends_with_the_days_report(
         "not grouped"
     )
     assert heading in out.splitlines()
+    # Measured at the simulated clock's last instant, not at the midnight after it.
+    assert (
+        "Open stays, deals and SLA timers as of 2026-03-05T07:00:00+00:00: the period ends later."
+        in out.splitlines()
+    )
     shown = cells(out[out.index(heading) :])
     assert shown[:2] == [["all", "mql", "129"], ["all", "recycled", "80"]]
     # The pairs with no entry on either side (subscriber -> lead, sql -> opportunity,

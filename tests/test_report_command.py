@@ -53,6 +53,8 @@ class TestFormats:
             "from": "2026-03-02T09:00:00+00:00",
             "to": "2026-03-09T09:00:00+00:00",
             "by": "none",
+            # Run long after the period: what is open is measured at its end.
+            "as_of": "2026-03-09T09:00:00+00:00",
         }
         (line,) = document["pipeline"]
         assert (line["won"], line["lost"], line["win_rate"]) == (3, 1, 0.75)

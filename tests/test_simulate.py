@@ -260,6 +260,8 @@ def test_report_of_the_simulated_range_is_leadflow_reports(
         "from": "2026-03-02T09:00:00+00:00",
         "to": "2026-03-04T00:00:00+00:00",
         "by": "none",
+        # The simulated clock ends at --to: what is open is measured there.
+        "as_of": "2026-03-04T00:00:00+00:00",
     }
     assert simulated["stage_entries"] == SIMULATED_ENTRIES
     assert [

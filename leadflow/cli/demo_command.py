@@ -92,12 +92,14 @@ def _pending_text(pending: tuple[datetime, ...]) -> str:
 def demo_period(days: int) -> Period:
     """The simulated days, whole: from the first day's start to the end of the day the last
     step ends in. The dashboard's Funnel page takes whole days, so the report printed and the
-    page linked name the same period (and so the same open ages)."""
+    page linked name the same period. Its ``now`` is the simulated clock's after the last step:
+    the report printed here measures what is still open there, not at the midnight after it."""
     from leadflow.cli.demo_funnel import START
     from leadflow.funnel.period import Period, day_start
 
-    last = START + timedelta(days=days) - timedelta(microseconds=1)
-    return Period(day_start(START.date()), day_start(last.date(), after=True))
+    end = START + timedelta(days=days)
+    last = end - timedelta(microseconds=1)
+    return Period(day_start(START.date()), day_start(last.date(), after=True), now=end)
 
 
 WEEK_SECTIONS = ("stage_entries", "conversion", "sla", "pipeline")

@@ -18,6 +18,7 @@ from leadflow.cli.report_command import ReportFormat, check_writable, file_forma
 from leadflow.clock import SettableClock, parse_instant
 from leadflow.durations import parse_duration
 from leadflow.errors import DurationError, UserInputError
+from leadflow.funnel.period import Period
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -105,7 +106,8 @@ def simulate_range(
         rule_set = runtime.load_rules(rules)
         reports = tick_over_range(runtime, rule_set, first, last, stride)
         if report is not None and report_format is not None:
-            _write_funnel_report(copy, context.settings, first, last, report, report_format)
+            simulated = Period(first, last, now=runtime.clock.now())
+            _write_funnel_report(copy, context.settings, simulated, report, report_format)
         copy.dispose()
     if output is OutputFormat.json:
         print_json(simulation_document(reports, rule_set.version, first, last, step))
@@ -124,17 +126,16 @@ def _report_format(path: Path | None) -> ReportFormat | None:
 def _write_funnel_report(
     copy: Engine,
     settings: Settings,
-    first: datetime,
-    last: datetime,
+    period: Period,
     path: Path,
     report_format: ReportFormat,
 ) -> None:
-    """``leadflow report --from first --to last`` over the simulated copy, written to ``path``."""
+    """``leadflow report`` of ``period`` over the simulated copy, written to ``path``: what is
+    open measured by the simulated clock (``period.now``), not the wall clock."""
     from leadflow.clock import SystemClock
-    from leadflow.funnel.period import Period
     from leadflow.funnel.report import build_report
 
-    report = build_report(copy, settings, Period(first, last), SystemClock().now())
+    report = build_report(copy, settings, period, SystemClock().now())
     write_report(report, path, report_format, "--report")
 
 

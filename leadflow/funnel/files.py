@@ -45,6 +45,8 @@ def json_text(report: Report, sections: dict[str, list[Row]]) -> str:
             "from": report.period.start.isoformat(),
             "to": report.period.end.isoformat(),
             "by": report.period.by.value,
+            # The instant what is open was measured at: the end, or now if the end is later.
+            "as_of": report.period.as_of.isoformat(),
         },
         "generated_at": report.generated_at.isoformat(),
         **sections,

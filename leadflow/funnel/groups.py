@@ -4,7 +4,8 @@
 ``attributes.segment``: declare them as strings); a deal takes its lead's. ``rep`` is the
 owner's name, ``product`` the deal's product, ``week`` the Monday of the event's week (given by
 each metric: the entry, the close, the SLA start). ``pool`` is the pool of the lead's latest
-assignment (the ``assigned``/``reassigned`` audit row) up to the period's end.
+assignment (the ``assigned``/``reassigned`` audit row) up to the period's end (its
+:attr:`~leadflow.funnel.period.Period.as_of`: now, when the period ends later).
 """
 
 from __future__ import annotations

@@ -31,13 +31,29 @@ NO_GROUP = "(none)"
 @dataclass(frozen=True)
 class Period:
     """``start <= t < end``, aware UTC; ``stall_after`` is the age past which an open stay in a
-    stage is a stall (``default_stall`` for stages it does not name)."""
+    stage is a stall (``default_stall`` for stages it does not name); ``now`` is the clock's
+    instant the report is run at (the injected clock's, a simulation's own), None when unknown.
+    """
 
     start: datetime
     end: datetime
     by: Grouping = Grouping.none
     stall_after: dict[str, timedelta] = field(default_factory=dict)
     default_stall: timedelta = timedelta(days=30)
+    now: datetime | None = None
+
+    @property
+    def as_of(self) -> datetime:
+        """The instant the report measures what is still open (stays' ages, stalls, open deals,
+        running SLA timers): the period's end, or now when the period ends later. A period that
+        includes today ends at the next midnight: measured there, a lead imported a minute ago
+        was hours old and stalled."""
+        return self.end if self.now is None else min(self.end, self.now)
+
+    @property
+    def ends_later(self) -> bool:
+        """Whether the report measures before the period's end (its headings say so)."""
+        return self.as_of != self.end
 
     def grouping_text(self) -> str:
         """How the report's heading says its grouping: ``by rep``, or ``not grouped``."""

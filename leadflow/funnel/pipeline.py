@@ -9,8 +9,9 @@ deals with both times, here over the deals closed in the period instead of the r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, or_, select
+from sqlalchemy import ColumnElement, Connection, and_, case, func, or_, select
 
 from leadflow.engine.sales_cycle import _cycle_days
 from leadflow.funnel.groups import deal_group, labelled
@@ -50,19 +51,16 @@ class PipelineLine:
 
 
 def pipeline(connection: Connection, period: Period) -> list[PipelineLine]:
-    """One line per group of the deals closed in the period or open at its end."""
+    """One line per group of the deals closed in the period or open at its end (as of now
+    when it ends later: :attr:`~leadflow.funnel.period.Period.as_of`)."""
     dialect = connection.dialect.name
     start, end = instant(period.start), instant(period.end)
     deals = DEALS.c
     closed_in = and_(deals.closed_at >= start, deals.closed_at < end)
     won = and_(closed_in, deals.outcome == "won")
     with_cycle = and_(won, deals.engaged_at.is_not(None))
-    open_at_end = and_(
-        deals.engaged_at.is_not(None),
-        deals.engaged_at < end,
-        or_(deals.closed_at.is_(None), deals.closed_at >= end),
-    )
-    grp = labelled(deal_group(period.by, DEALS, deals.closed_at, dialect, end))
+    open_at_end = _open_at(instant(period.as_of))
+    grp = labelled(deal_group(period.by, DEALS, deals.closed_at, dialect, instant(period.as_of)))
     query = (
         select(
             grp,
@@ -104,20 +102,25 @@ def open_value_by_stage(
     connection: Connection, period: Period
 ) -> dict[str, tuple[int, float | None]]:
     """Stage -> (open deals, their known amounts summed, None if none is known) at the
-    period's end, by each deal's stage now."""
-    end = instant(period.end)
+    period's end (as of now if it ends later), by each deal's stage now."""
     deals = DEALS.c
     query = (
         select(deals.stage, func.count(), func.sum(deals.amount))
-        .where(
-            deals.engaged_at.is_not(None),
-            deals.engaged_at < end,
-            or_(deals.closed_at.is_(None), deals.closed_at >= end),
-        )
+        .where(_open_at(instant(period.as_of)))
         .group_by(deals.stage)
         .order_by(deals.stage)
     )
     return {row[0]: (int(row[1]), _float(row[2])) for row in connection.execute(query)}
+
+
+def _open_at(as_of: Any) -> ColumnElement[bool]:
+    """A deal open at ``as_of``: engaged before it and not closed by it."""
+    deals = DEALS.c
+    return and_(
+        deals.engaged_at.is_not(None),
+        deals.engaged_at < as_of,
+        or_(deals.closed_at.is_(None), deals.closed_at >= as_of),
+    )
 
 
 def _float(value: object) -> float | None:

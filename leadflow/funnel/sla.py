@@ -59,12 +59,13 @@ def sla_compliance(
 ) -> list[SlaLine]:
     """Lines by rep, then by pool; ``calendar`` gives a timer's calendar by name."""
     timers = SLA_TIMERS.c
-    end = instant(period.end)
+    end, as_of = instant(period.end), instant(period.as_of)
     started = and_(timers.started_at >= instant(period.start), timers.started_at < end)
-    ended = and_(timers.status != "running", timers.closed_at < end)
+    # Running is as of now when the period ends later (a timer cannot have ended in the future).
+    ended = and_(timers.status != "running", timers.closed_at < as_of)
     groups = {
         "rep": select(REPS.c.name).where(REPS.c.id == timers.owner_id).scalar_subquery(),
-        "pool": pool_of(timers.lead_id, end, since=timers.started_at),
+        "pool": pool_of(timers.lead_id, as_of, since=timers.started_at),
     }
     labelled = {by: func.coalesce(expression, NO_GROUP) for by, expression in groups.items()}
     hours = _touch_hours(connection, labelled, started, ended, calendar)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from leadflow.funnel.period import Grouping
+from leadflow.funnel.period import Grouping, Period
 from leadflow.funnel.report import Report
 from leadflow.funnel.sections import Row
 
@@ -105,6 +105,14 @@ def render_tables(report: Report, sections: dict[str, list[Row]], output: Path |
     _print_tables(console, report, sections)
 
 
+def as_of_text(period: Period) -> str:
+    """How a heading says the report measured before the period's end (it includes today):
+    what is open is open now, its ages taken now."""
+    return (
+        f"Open stays, deals and SLA timers as of {period.as_of.isoformat()}: the period ends later."
+    )
+
+
 def _print_tables(console: Console, report: Report, sections: dict[str, list[Row]]) -> None:
     from rich.table import Table
 
@@ -113,6 +121,8 @@ def _print_tables(console: Console, report: Report, sections: dict[str, list[Row
         f"Funnel report {period.start.isoformat()} to {period.end.isoformat()} (end excluded), "
         f"{period.grouping_text()}"
     )
+    if period.ends_later:
+        console.print(as_of_text(period))
     for name, every_row in for_reading(report, sections).items():
         table = Table(title=TITLES.get(name, name), title_justify="left")
         rows, notes = for_people(name, every_row)

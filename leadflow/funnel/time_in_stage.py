@@ -1,6 +1,7 @@
 """Time in stage: exact median and 90th percentile of the stays that ended in the period, and,
-counted apart, the stays still open at the period's end with their age and the stalls among
-them (open longer than the stage's stall age).
+counted apart, the stays still open at the period's end with their age as of
+:attr:`~leadflow.funnel.period.Period.as_of` and the stalls among them (open longer than the
+stage's stall age).
 """
 
 from __future__ import annotations
@@ -48,7 +49,6 @@ def stage_times(
     stages = recorded_stages(connection) if dialect == "sqlite" else None
     if stages == []:
         return []
-    end = instant(period.end)
     rows = stays(subject, period.end, dialect, excluding=terminal)
     # The stays hold the entries made before the period's end, each left (if it was) at the
     # next of them, so before the end too: a stay ended in the period if it was left at or after
@@ -61,8 +61,11 @@ def stage_times(
     grouping = _group(
         connection, period, subject, rows, case((ended, rows.c.left_at), else_=rows.c.entered)
     )
-    # An open stay's days are its age at the end.
-    days = days_between(dialect, func.coalesce(rows.c.left_at, end), rows.c.entered)
+    # An open stay's days are its age as of now, or of the period's end if it is past: a period
+    # that includes today ends at the next midnight, where a lead imported a minute ago would
+    # be hours old and stalled.
+    as_of = instant(period.as_of)
+    days = days_between(dialect, func.coalesce(rows.c.left_at, as_of), rows.c.entered)
     # On SQLite the stage is measured as its number in ``stages``, which the percentiles sort
     # cheaper than its name: every stage a stay can be in is there, read in this transaction.
     stage: Any = rows.c.stage
@@ -123,7 +126,7 @@ def _group(connection: Connection, period: Period, subject: str, rows: Any, at: 
     """The group of a stay (its event at ``at``), with nulls as :data:`NO_GROUP`; None when the
     report is not grouped (every stay is in :data:`ALL`)."""
     dialect = connection.dialect.name
-    end = instant(period.end)
+    end = instant(period.as_of)
     if subject == "lead":
         expression = lead_group(period.by, rows.c.subject_id, rows.c.owner_id, at, dialect, end)
     else:
