@@ -447,6 +447,7 @@ class TestStatus:
                 "changed": 2,
                 "leads_by_grade": {},
             },
+            "last_failure": None,
         }
 
     def test_the_daemon_rescores_every_scoring_every_or_on_a_new_model(

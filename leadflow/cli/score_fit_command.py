@@ -227,7 +227,8 @@ def _print_report(learned: Learned, document: dict[str, object]) -> None:
     console.print(
         f"Wrote {document['proposal']}: {kept} of {len(fitted.points)} criteria kept "
         "(the others' points round to 0, or they did not vary)."
-        + (f" Chart: {document['chart']}." if document["chart"] else "")
+        + (f" Chart: {document['chart']}." if document["chart"] else ""),
+        soft_wrap=True,  # a long path broken at the console's width cannot be copied
     )
     for line in left_out_lines(learned):
         console.print(line, highlight=False, markup=False)
