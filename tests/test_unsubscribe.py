@@ -320,13 +320,31 @@ def test_posted_unsubscribe_ends_the_enrollment(nurtured: Nurtured) -> None:
         assert connection.execute(select(func.count()).select_from(OUTBOX)).scalar_one() == 2
 
 
-def test_the_daemon_warns_of_the_placeholder_only(engine: Engine, make_settings: Any) -> None:
-    """With nurture streams and neither leadflow's public URL nor an unsubscribe page of the
-    operator's, the daemon says at start that the link would be the placeholder; with leadflow's
-    own page (mail.tracking.base_url, tracking off) it says nothing."""
+NOTIFY_THE_LEAD = """\
+rules:
+  - id: welcome-the-lead
+    when: {field: stage, equals: lead}
+    actions:
+      - notify: {to: lead, template: nurture_welcome}
+"""
+
+
+@pytest.mark.parametrize("marketing", ["streams", "notify the lead"])
+def test_the_daemon_warns_of_the_placeholder_only(
+    engine: Engine, make_settings: Any, tmp_path: Path, marketing: str
+) -> None:
+    """With marketing email (nurture streams, or only a rule's notify to the lead) and neither
+    leadflow's public URL nor an unsubscribe page of the operator's, the daemon says at start
+    that the link would be the placeholder; with leadflow's own page (mail.tracking.base_url,
+    tracking off) it says nothing."""
+    rules: dict[str, Any] = {}
+    if marketing == "notify the lead":
+        (tmp_path / "lead-rules").mkdir()
+        (tmp_path / "lead-rules" / "welcome.yaml").write_text(NOTIFY_THE_LEAD, encoding="utf-8")
+        rules = {"paths.rules": str(tmp_path / "lead-rules")}
 
     def warnings(**overrides: Any) -> list[str]:
-        settings = http_settings(make_settings, **{"http.enabled": False, **overrides})
+        settings = http_settings(make_settings, **{"http.enabled": False, **rules, **overrides})
         daemon = Daemon(Runtime.build(engine, settings, SettableClock(T0)))
 
         async def run_briefly() -> None:
@@ -338,10 +356,10 @@ def test_the_daemon_warns_of_the_placeholder_only(engine: Engine, make_settings:
         return [e["detail"] for e in logs if e["event"] == "unsubscribe_url_placeholder"]
 
     assert warnings() == [
-        "nurture email would carry the placeholder unsubscribe link "
-        "https://example.com/unsubscribe?lead={external_id}&token={token}: set "
-        "mail.tracking.base_url (the daemon's public URL, for leadflow's own unsubscribe page) "
-        "or mail.unsubscribe_url (your own page)"
+        "marketing email (nurture streams, notify to the lead) would carry the placeholder "
+        "unsubscribe link https://example.com/unsubscribe?lead={external_id}&token={token} and "
+        "no List-Unsubscribe header: set mail.tracking.base_url (the daemon's public URL, for "
+        "leadflow's own unsubscribe page) or mail.unsubscribe_url (your own page)"
     ]
     assert warnings(**{"mail.tracking.base_url": BASE}) == []
 
