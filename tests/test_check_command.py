@@ -111,7 +111,7 @@ class TestCheck:
     def test_an_empty_or_comment_only_file_is_a_problem(
         self, project: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        """Empty, blank and comment-only files are refused, located, saying the two ways out;
+        """Empty, blank, comment-only and '{}' files are refused, located, saying the two ways out;
         'rules: []' is the way to keep a file without rules."""
         rules = project / "my-rules"
         (rules / "a.yaml").write_bytes(b"")
@@ -119,6 +119,7 @@ class TestCheck:
         (rules / "c.yaml").write_text("# rules moved to d.yaml\n\n#  - id: old\n", encoding="utf-8")
         (rules / "d.yaml").write_text(RULE, encoding="utf-8")
         (rules / "e.yaml").write_text("# none for now\nrules: []\n", encoding="utf-8")
+        (rules / "f.yaml").write_text("{}\n", encoding="utf-8")
         why = (
             ": delete it to remove its rules, or write 'rules: []' to keep it without any"
             " (refused so that a save cut short never removes live rules)"
@@ -129,7 +130,9 @@ class TestCheck:
                 f"my-rules/a.yaml:1:1: the file is empty{why}",
                 f"my-rules/b.yaml:1:1: the file is empty{why}",
                 f"my-rules/c.yaml:1:1: the file holds only comments{why}",
-                "3 problems",
+                "my-rules/f.yaml:1:1: the file holds only an empty mapping ({}), with no rules:, "
+                f"streams: or scoring: key{why}",
+                "4 problems",
             ],
             "",
         )
