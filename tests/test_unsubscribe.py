@@ -221,13 +221,12 @@ class TestTrackedUnsubscribeLink:
         assert "<form" not in response.text
 
     def test_tampered_token_is_a_clean_404(self, nurtured: Nurtured) -> None:
-        """One character changed: 404 for GET and POST, nothing written."""
+        """One character changed: 404 for GET and POST, nothing written; a person reads the
+        small page (not JSON), a mail client's one-click POST gets the JSON answer."""
         path = nurtured.tracked_link()
         last = path[-1]
         tampered = path[:-1] + ("A" if last != "A" else "B")
-        for method in ("GET", "POST"):
-            response = nurtured.hit(method, tampered, after=timedelta(hours=2))
-            assert (response.status_code, "location" in response.headers) == (404, False)
+        assert unknown_link_answers(nurtured, tampered) == UNKNOWN_LINK_ANSWERS
         assert nurtured.state() == BEFORE
 
 
@@ -267,8 +266,60 @@ class TestListUnsubscribe:
         assert (page.status_code, "<form" in page.text) == (200, True)
         other = unsubscribe_url(nurtured.runtime.settings, "L-2").removeprefix(BASE)
         forged = other.replace("lead=L-2", "lead=L-1")
-        assert nurtured.hit("POST", forged, after=timedelta(hours=2)).status_code == 404
+        assert unknown_link_answers(nurtured, forged) == UNKNOWN_LINK_ANSWERS
         assert nurtured.state() == BEFORE
+
+
+UNKNOWN_LINK_PAGE = (
+    '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">\n'
+    '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+    "<title>Link not recognised</title>\n"
+    "<style>body{font:16px/1.5 system-ui,sans-serif;max-width:32rem;margin:4rem auto;"
+    "padding:0 1rem;color:#222}button{font:inherit;padding:.5rem 1.25rem;cursor:pointer}"
+    "</style></head>\n"
+    "<body><h1>Link not recognised</h1>\n"
+    "<p>This unsubscribe link is not one we recognise: it may have been cut short or "
+    "mistyped, or come from an older email.</p>\n"
+    "<p>Please use the unsubscribe link of a more recent email.</p>\n</body></html>\n"
+)
+PAGE_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+UNKNOWN_LINK_ANSWERS = {
+    "GET": (404, "text/html; charset=utf-8", PAGE_CSP, UNKNOWN_LINK_PAGE),
+    "GET as JSON": (404, "text/html; charset=utf-8", PAGE_CSP, UNKNOWN_LINK_PAGE),
+    "POST from the page": (404, "text/html; charset=utf-8", PAGE_CSP, UNKNOWN_LINK_PAGE),
+    "one-click POST": (404, "application/json", None, '{"detail":"unknown link"}'),
+}
+
+
+def unknown_link_answers(nurtured: Nurtured, path: str) -> dict[str, tuple[Any, ...]]:
+    """What a link leadflow did not sign answers: a browser's GET (whatever it accepts) and
+    its POST get the page, a mail client's one-click POST (no HTML asked for) the JSON."""
+    browser = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    requests: dict[str, tuple[str, dict[str, Any]]] = {
+        "GET": ("GET", {"headers": browser}),
+        "GET as JSON": ("GET", {"headers": {"Accept": "application/json"}}),
+        "POST from the page": ("POST", {"headers": browser}),
+        "one-click POST": (
+            "POST",
+            {
+                "content": b"List-Unsubscribe=One-Click",
+                "headers": {"Content-Type": "application/x-www-form-urlencoded"},
+            },
+        ),
+    }
+    answers = {}
+    for name, (method, options) in requests.items():
+        response = nurtured.hit(method, path, after=timedelta(hours=2), **options)
+        answers[name] = (
+            response.status_code,
+            response.headers["content-type"],
+            response.headers.get("content-security-policy"),
+            response.text,
+        )
+    return answers
 
 
 def test_operator_page_keeps_the_redirect(
