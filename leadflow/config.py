@@ -143,7 +143,7 @@ def _source_of(key: str, sources: Mapping[str, str]) -> str:
 
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
-    """The file's values, where each key is written (``FILE:LINE``), and each boolean's text
+    """The file's values, where each key is written (``FILE:LINE:COL``), and each boolean's text
     as written (YAML 1.1 reads ``yes``, ``no``, ``on``, ``off`` as booleans too), by key."""
     try:
         raw = path.read_bytes()
@@ -194,7 +194,7 @@ whose expansion hung the commands (as rule files' ``MAX_NODES``)."""
 
 
 def _duplicate_keys(node: yaml.Node | None, file: str) -> list[str]:
-    """``FILE:LINE: duplicate key 'database'`` for each key a mapping repeats: YAML keeps the
+    """``FILE:LINE:COL: duplicate key 'database'`` for each key a mapping repeats: YAML keeps the
     last one whole, so a second ``database:`` section appended to the file silently dropped
     the first one's keys (its ``url`` back to the default), as rule files already refuse.
     Raises :class:`ConfigError` for a document too large once aliases are expanded, or an
@@ -229,7 +229,7 @@ def _duplicate_keys(node: yaml.Node | None, file: str) -> list[str]:
                 name, line = str(key_node.value), key_node.start_mark.line + 1
                 if name in seen:
                     problems.append(
-                        f"{file}:{line}: duplicate key {name!r} (first at line {seen[name]}); "
+                        f"{file}:{line}:{key_node.start_mark.column + 1}: duplicate key {name!r} (first at line {seen[name]}); "
                         "each key may appear once: merge the two"
                     )
                 seen.setdefault(name, line)
@@ -255,13 +255,17 @@ def _record_positions(
         if isinstance(value_node, yaml.MappingNode) and value_node.value:
             _record_positions(value_node, key, file, out, written)
         else:
-            out[".".join(key)] = f"{file}:{key_node.start_mark.line + 1}"
+            out[".".join(key)] = (
+                f"{file}:{key_node.start_mark.line + 1}:{key_node.start_mark.column + 1}"
+            )
             if value_node.tag == _YAML_BOOLEAN:
                 written[".".join(key)] = str(value_node.value)
             if isinstance(value_node, yaml.SequenceNode):
                 # A list written one item a line: an item's problem names the item's line.
                 for index, item in enumerate(value_node.value):
-                    out[".".join((*key, str(index)))] = f"{file}:{item.start_mark.line + 1}"
+                    out[".".join((*key, str(index)))] = (
+                        f"{file}:{item.start_mark.line + 1}:{item.start_mark.column + 1}"
+                    )
 
 
 _YAML_BOOLEAN = "tag:yaml.org,2002:bool"

@@ -90,6 +90,10 @@ class ExternalSystemError(LeadflowError):
     """The database or the mail server failed after retries: exit 3."""
 
 
+class DowngradeRefusedError(LeadflowError):
+    """A migration's downgrade would fail half-way on the data the store holds: said first."""
+
+
 @dataclass(frozen=True)
 class Problem:
     """One located problem in a user's file; ``line`` and ``column`` are 1-based, 0 if unknown."""

@@ -50,9 +50,43 @@ class TestCheck:
         (project / "my-rules" / "mql.yaml").write_text(
             RULE + "streams:\n  - id: n\n    steps: [{template: welcome}]\n", encoding="utf-8"
         )
+        (project / "config.yaml").write_text(
+            "paths:\n  rules: my-rules\nmail:\n  tracking:\n    base_url: https://lf.example.com\n",
+            encoding="utf-8",
+        )
         settings = load_settings(project / "config.yaml", env={}).settings
         version = load_rule_set(project / "my-rules", settings).version
         assert check(capsys) == (0, [f"1 rule, 1 stream OK, version {version}"], "")
+
+    @pytest.mark.parametrize(
+        "marketing", ["streams:\n  - id: n\n    steps: [{template: welcome}]\n", ""]
+    )
+    def test_marketing_with_the_placeholder_link_is_warned(
+        self, project: Path, capsys: pytest.CaptureFixture[str], marketing: str
+    ) -> None:
+        """A stream, or only a rule's notify to the lead, with no public URL of leadflow's
+        and no page of the operator's: a warning line, still exit 0."""
+        rule = RULE.replace("to: owner", "to: lead") if not marketing else RULE
+        (project / "my-rules" / "mql.yaml").write_text(rule + marketing, encoding="utf-8")
+        settings = load_settings(project / "config.yaml", env={}).settings
+        rule_set = load_rule_set(project / "my-rules", settings)
+        streams = f"{len(rule_set.streams)} stream{'' if len(rule_set.streams) == 1 else 's'}"
+        assert check(capsys) == (
+            0,
+            [
+                "warning: marketing email (nurture streams, notify to the lead) would carry the "
+                "placeholder unsubscribe link "
+                "https://example.com/unsubscribe?lead={external_id}&token={token} and no "
+                "List-Unsubscribe header: set mail.tracking.base_url (the daemon's public URL, "
+                "for leadflow's own unsubscribe page) or mail.unsubscribe_url (your own page)",
+                f"1 rule, {streams} OK, version {rule_set.version}",
+            ],
+            "",
+        )
+        # Operational email only (notify the owner): nothing to warn of.
+        (project / "my-rules" / "mql.yaml").write_text(RULE, encoding="utf-8")
+        version = load_rule_set(project / "my-rules", settings).version
+        assert check(capsys) == (0, [f"1 rule, 0 streams OK, version {version}"], "")
 
     def test_every_problem_then_the_count(
         self, project: Path, capsys: pytest.CaptureFixture[str]
@@ -77,7 +111,7 @@ class TestCheck:
     def test_an_empty_or_comment_only_file_is_a_problem(
         self, project: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        """Empty, blank and comment-only files are refused, located, saying the two ways out;
+        """Empty, blank, comment-only and '{}' files are refused, located, saying the two ways out;
         'rules: []' is the way to keep a file without rules."""
         rules = project / "my-rules"
         (rules / "a.yaml").write_bytes(b"")
@@ -85,6 +119,7 @@ class TestCheck:
         (rules / "c.yaml").write_text("# rules moved to d.yaml\n\n#  - id: old\n", encoding="utf-8")
         (rules / "d.yaml").write_text(RULE, encoding="utf-8")
         (rules / "e.yaml").write_text("# none for now\nrules: []\n", encoding="utf-8")
+        (rules / "f.yaml").write_text("{}\n", encoding="utf-8")
         why = (
             ": delete it to remove its rules, or write 'rules: []' to keep it without any"
             " (refused so that a save cut short never removes live rules)"
@@ -95,7 +130,9 @@ class TestCheck:
                 f"my-rules/a.yaml:1:1: the file is empty{why}",
                 f"my-rules/b.yaml:1:1: the file is empty{why}",
                 f"my-rules/c.yaml:1:1: the file holds only comments{why}",
-                "3 problems",
+                "my-rules/f.yaml:1:1: the file holds only an empty mapping ({}), with no rules:, "
+                f"streams: or scoring: key{why}",
+                "4 problems",
             ],
             "",
         )
@@ -166,7 +203,14 @@ class TestCheck:
         code = main(["--config", str(ROOT / "config.yaml"), "check"])
         captured = capsys.readouterr()
         assert (code, captured.err) == (0, "")
+        # The shipped config.yaml sets no public URL: its nurture streams would send the
+        # placeholder unsubscribe link.
         assert captured.out == (
+            "warning: marketing email (nurture streams, notify to the lead) would carry the "
+            "placeholder unsubscribe link "
+            "https://example.com/unsubscribe?lead={external_id}&token={token} and no "
+            "List-Unsubscribe header: set mail.tracking.base_url (the daemon's public URL, "
+            "for leadflow's own unsubscribe page) or mail.unsubscribe_url (your own page)\n"
             f"{len(rule_set.rules)} rules, {len(rule_set.streams)} streams, "
             f"a scoring model (disabled) OK, version {version}\n"
         )

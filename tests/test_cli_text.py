@@ -128,7 +128,7 @@ class TestJsonOutput:
         assert rows["calendar.weekdays"] == {
             "key": "calendar.weekdays",
             "value": "[mon, tue, wed]",
-            "source": f"{config}:4",
+            "source": f"{config}:4:3",
         }
         assert rows["http.token"]["value"] == "(not set)"
 

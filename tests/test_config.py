@@ -30,7 +30,7 @@ class TestPrecedence:
         smtp = loaded.settings.mail.smtp
         assert (smtp.host, smtp.port, smtp.timeout) == ("relay.local", 587, timedelta(minutes=2))
         shown = {key: (value, source) for key, value, source in describe(loaded)}
-        assert shown["mail.smtp.host"] == ("relay.local", f"{path}:4")
+        assert shown["mail.smtp.host"] == ("relay.local", f"{path}:4:5")
         assert shown["mail.smtp.port"] == ("587", "environment LEADFLOW_MAIL__SMTP__PORT")
         assert shown["mail.smtp.timeout"] == ("2m", "argument")
         assert shown["mail.smtp.security"] == ("none", "default")
@@ -59,12 +59,12 @@ class TestValidation:
         with pytest.raises(ConfigError) as caught:
             load_settings(path, env={})
         assert str(caught.value).splitlines() == [
-            f"{path}:4: mail.smtp.password is a secret and is read only from the environment; "
+            f"{path}:4:5: mail.smtp.password is a secret and is read only from the environment; "
             "set LEADFLOW_MAIL__SMTP__PASSWORD or LEADFLOW_MAIL__SMTP__PASSWORD_FILE instead",
-            f"{path}:3: unknown key 'mail.smtp.prot'; did you mean 'port'?",
-            f"{path}:6: calendar.timezone: unknown timezone 'Europe/Berln'; "
+            f"{path}:3:5: unknown key 'mail.smtp.prot'; did you mean 'port'?",
+            f"{path}:6:3: calendar.timezone: unknown timezone 'Europe/Berln'; "
             "did you mean Europe/Berlin, Europe/Belfast, Europe/Helsinki?",
-            f"{path}:9: scheduler.misfire_grace: 'soon' is not a duration; "
+            f"{path}:9:3: scheduler.misfire_grace: 'soon' is not a duration; "
             "write a number and a unit (s, m, h, d, w), e.g. 90m",
         ]
         assert "hunter2" not in str(caught.value)
@@ -74,7 +74,7 @@ class TestValidation:
         with pytest.raises(ConfigError) as caught:
             load_settings(path, env={})
         assert str(caught.value).splitlines() == [
-            f"{path}:2: stages.progression: each stage once; repeated: lead"
+            f"{path}:2:3: stages.progression: each stage once; repeated: lead"
         ]
 
     def test_unknown_environment_key_names_the_variable(self, tmp_path: Path) -> None:
@@ -126,9 +126,9 @@ class TestValidation:
         with pytest.raises(ConfigError) as caught:
             load_settings(path, env={})
         assert str(caught.value).splitlines() == [
-            f"{path}:6: duplicate key 'host' (first at line 5); each key may appear once: "
+            f"{path}:6:5: duplicate key 'host' (first at line 5); each key may appear once: "
             "merge the two",
-            f"{path}:7: duplicate key 'database' (first at line 1); each key may appear once: "
+            f"{path}:7:1: duplicate key 'database' (first at line 1); each key may appear once: "
             "merge the two",
         ]
 
@@ -195,10 +195,10 @@ class TestValidation:
         with pytest.raises(ConfigError) as caught:
             load_settings(path, env={})
         assert str(caught.value).splitlines() == [
-            f"{path}:2: mail.from: 'not an address' is not one email address (expected exactly "
+            f"{path}:2:3: mail.from: 'not an address' is not one email address (expected exactly "
             "one address such as leadflow@example.com); write e.g. "
             "'Leadflow <leadflow@example.com>'",
-            f"{path}:3: mail.reply_to: 'a@x.test, b@x.test' is not one email address (expected "
+            f"{path}:3:3: mail.reply_to: 'a@x.test, b@x.test' is not one email address (expected "
             "exactly one address); write e.g. 'Leadflow <leadflow@example.com>'",
         ]
 
@@ -301,9 +301,9 @@ class TestAttributeDeclarations:
         with pytest.raises(ConfigError) as caught:
             load_settings(path, env={})
         assert str(caught.value).splitlines() == [
-            f"{path}:5: attributes.deals: attribute name 'bad name': use letters, digits and "
+            f"{path}:5:5: attributes.deals: attribute name 'bad name': use letters, digits and "
             "underscores, starting with a letter",
-            f"{path}:6: attributes.indexed: regoin not declared under attributes.leads",
+            f"{path}:6:3: attributes.indexed: regoin not declared under attributes.leads",
         ]
 
 
@@ -316,7 +316,7 @@ class TestWholeNumbers:
         with pytest.raises(ConfigError) as caught:
             load_settings(path, env={})
         assert str(caught.value) == (
-            f"{path}:2: http.port: must be a whole number from 1 to 65535, or 0 to listen on "
+            f"{path}:2:3: http.port: must be a whole number from 1 to 65535, or 0 to listen on "
             "any free port, got '1e9'"
         )
 
@@ -326,8 +326,8 @@ class TestWholeNumbers:
         with pytest.raises(ConfigError) as caught:
             load_settings(path, env=env)
         assert sorted(str(caught.value).splitlines()) == [
-            f"{path}:3: mail.smtp.port: must be a whole number from 1 to 65535, got 70000",
-            f"{path}:5: import.batch_size: must be a whole number from 1 to 100000, got '1e4'",
+            f"{path}:3:5: mail.smtp.port: must be a whole number from 1 to 65535, got 70000",
+            f"{path}:5:3: import.batch_size: must be a whole number from 1 to 100000, got '1e4'",
             "environment LEADFLOW_DATABASE__POOL_SIZE: database.pool_size: must be a whole "
             "number from 1 to 100, got 2.5",
             "environment LEADFLOW_HTTP__MAX_BODY_BYTES: http.max_body_bytes: must be a whole "
@@ -340,9 +340,9 @@ class TestWholeNumbers:
         with pytest.raises(ConfigError) as caught:
             load_settings(path, env={})
         assert sorted(str(caught.value).splitlines()) == [
-            f"{path}:2: http.port: must be a whole number from 1 to 65535, or 0 to listen on "
+            f"{path}:2:3: http.port: must be a whole number from 1 to 65535, or 0 to listen on "
             "any free port, got true",
-            f"{path}:5: mail.smtp.rate_per_second: expected a number, got false",
+            f"{path}:5:5: mail.smtp.rate_per_second: expected a number, got false",
         ]
 
     def test_a_yes_or_no_is_quoted_as_written(self, tmp_path: Path) -> None:
@@ -357,10 +357,10 @@ class TestWholeNumbers:
         with pytest.raises(ConfigError) as caught:
             load_settings(path, env=env)
         assert sorted(str(caught.value).splitlines()) == [
-            f"{path}:2: http.port: must be a whole number from 1 to 65535, or 0 to listen on "
+            f"{path}:2:3: http.port: must be a whole number from 1 to 65535, or 0 to listen on "
             "any free port, got yes",
-            f"{path}:5: mail.smtp.rate_per_second: expected a number, got Off",
-            f"{path}:7: calendar.timezone: expected an IANA timezone name such as "
+            f"{path}:5:5: mail.smtp.rate_per_second: expected a number, got Off",
+            f"{path}:7:3: calendar.timezone: expected an IANA timezone name such as "
             "Europe/Berlin, got no",
             "environment LEADFLOW_DATABASE__POOL_SIZE: database.pool_size: must be a whole "
             "number from 1 to 100, got on",
@@ -380,12 +380,12 @@ class TestDateFormats:
         with pytest.raises(ConfigError) as caught:
             load_settings(path, env={})
         assert str(caught.value).splitlines() == [
-            f"{path}:4: import.mappings.leads.date_formats.1: '%Q': %Q is not a strftime "
+            f"{path}:4:34: import.mappings.leads.date_formats.1: '%Q': %Q is not a strftime "
             "directive; use e.g. %d (day), %m (month), %Y (year), %H:%M:%S (time), see "
             "https://docs.python.org/3/library/datetime.html#format-codes",
-            f"{path}:7: import.mappings.deals.date_formats.0: '%d/%m/%Y %' ends in a lone %; "
+            f"{path}:7:11: import.mappings.deals.date_formats.0: '%d/%m/%Y %' ends in a lone %; "
             "write %% for a percent sign",
-            f"{path}:8: import.mappings.deals.date_formats.1: 'dd-mm-yyyy' has no directive, "
+            f"{path}:8:11: import.mappings.deals.date_formats.1: 'dd-mm-yyyy' has no directive, "
             "so it reads no date; write e.g. %d.%m.%Y for 31.12.2017",
         ]
 
@@ -416,8 +416,8 @@ class TestLocatedMistakes:
         with pytest.raises(ConfigError) as caught:
             load_settings(path, env={})
         assert str(caught.value).splitlines() == [
-            f"{path}:1: mail: expected a mapping of keys (key: value), got ['smtp']",
-            f"{path}:4: http: expected a mapping of keys (key: value), got 8080",
+            f"{path}:1:1: mail: expected a mapping of keys (key: value), got ['smtp']",
+            f"{path}:4:1: http: expected a mapping of keys (key: value), got 8080",
         ]
 
     def test_a_capital_m_is_refused_not_read_as_minutes(self, tmp_path: Path) -> None:
@@ -427,9 +427,9 @@ class TestLocatedMistakes:
         with pytest.raises(ConfigError) as caught:
             load_settings(path, env={})
         assert str(caught.value).splitlines() == [
-            f"{path}:2: audit.keep: '12M': M is minutes here, not months; write 12m for "
+            f"{path}:2:3: audit.keep: '12M': M is minutes here, not months; write 12m for "
             "minutes, or days for months (e.g. 360d)",
-            f"{path}:3: audit.keep_score_changes: '1.5M': M is minutes here, not months; "
+            f"{path}:3:3: audit.keep_score_changes: '1.5M': M is minutes here, not months; "
             "write 1.5m for minutes, or days for months (e.g. 45d)",
         ]
         settings = load_settings(write(tmp_path, "audit:\n  keep: 12m\n"), env={}).settings

@@ -349,8 +349,38 @@ class TestUsersFollowTheConfiguration:
         assert len(failures) == 1
         assert failures[0]["file"] == str(config)
         assert failures[0]["kept"] == ["otto", "vera"]
-        assert failures[0]["errors"][0].startswith(f"{config}:3:")
+        assert failures[0]["errors"][0].startswith(f"{config}:3:12: dashboard.users.otto.role")
         assert "dashboard.users.otto.role" in failures[0]["errors"][0]
+
+    @pytest.mark.parametrize(
+        ("written", "error"),
+        [
+            ("", ":1:1: the file is empty (or holds only comments)"),
+            ("  \n\n   \n", ":1:1: the file is empty (or holds only comments)"),
+            ("# leadflow configuration\n", ":1:1: the file is empty (or holds only comments)"),
+            (
+                'dashboard:\n  users:\n    otto: {password_hash: "$argon',
+                ":3:34: invalid YAML: found unexpected end of stream",
+            ),
+        ],
+        ids=["empty", "blank", "comments only", "cut short"],
+    )
+    def test_an_empty_or_broken_file_keeps_the_last_good_users(
+        self, setup: tuple[Browser, Path], written: str, error: str
+    ) -> None:
+        """A save cut short left config.yaml empty (a valid configuration of defaults: no
+        users), which signed everyone out; it is a problem now, as one YAML refuses is."""
+        ui, config = setup
+        assert ui.login("otto").status_code == 303
+        config.write_text(written, encoding="utf-8")
+        with capture_logs() as logs:
+            assert "otto (operator)" in ui.get("/ui/funnel").text
+        failures = [e for e in logs if e["event"] == "dashboard_users_reload_failed"]
+        assert [(e["kept"], e["errors"][0].startswith(f"{config}{error}")) for e in failures] == [
+            (["otto", "vera"], True)
+        ], failures
+        vera = Browser(ui.app)
+        assert vera.login("vera").status_code == 303
 
 
 def test_a_plain_password_in_the_configuration_is_refused(tmp_path: Path) -> None:

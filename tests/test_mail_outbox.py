@@ -352,11 +352,15 @@ class TestSendWindow:
 
 
 class TestListUnsubscribe:
-    """Marketing rows carry the List-Unsubscribe headers and the same link in the body."""
+    """Marketing rows carry the List-Unsubscribe headers and the same link in the body; with
+    the placeholder link (no page answers it) they carry no header at all."""
 
     def test_headers_and_link(
-        self, engine: Engine, settings: Settings, catalog: TemplateCatalog, clock: SettableClock
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
     ) -> None:
+        write_templates(tmp_path / "templates")
+        settings: Settings = make_settings(**{"mail.tracking.base_url": "https://lf.example.com"})
+        catalog = TemplateCatalog(settings.path(settings.paths.templates), settings)
         lead_id = add_lead(engine, clock.now())
         enqueue(engine, settings, catalog, clock.now(), key="n1", lead_id=lead_id)
         link = unsubscribe_url(settings, "L-1")
@@ -365,6 +369,18 @@ class TestListUnsubscribe:
             "List-Unsubscribe": f"<{link}>",
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
         }
+        assert row.body_text == f"Read on.\nUnsubscribe: {link}\n"
+        assert link.startswith("https://lf.example.com/t/unsubscribe?lead=L-1&token=")
+
+    def test_no_header_with_the_placeholder_link(
+        self, engine: Engine, settings: Settings, catalog: TemplateCatalog, clock: SettableClock
+    ) -> None:
+        """A provider's one-click unsubscribe aimed at example.com would be lost."""
+        lead_id = add_lead(engine, clock.now())
+        enqueue(engine, settings, catalog, clock.now(), key="n1", lead_id=lead_id)
+        link = unsubscribe_url(settings, "L-1")
+        (row,) = outbox_rows(engine)
+        assert row.headers == {}
         assert row.body_text == f"Read on.\nUnsubscribe: {link}\n"
         assert link.startswith("https://example.com/unsubscribe?lead=L-1&token=")
 

@@ -150,6 +150,11 @@ class TestDelivery:
     def test_marketing_message_carries_list_unsubscribe(
         self, engine: Engine, settings: Settings, clock: SettableClock, handler: ScriptedHandler
     ) -> None:
+        # An unsubscribe page that answers: the placeholder link gets no header.
+        page = "https://crm.example.com/unsubscribe?lead={external_id}&token={token}"
+        settings = settings.model_copy(
+            update={"mail": settings.mail.model_copy(update={"unsubscribe_url": page})}
+        )
         enqueue(engine, settings, clock, key="nurture:L-1:0", marketing=True)
         send_once(engine, settings, clock)
         message = handler.received[0].message

@@ -5,12 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import Engine, inspect, select, text
 
-from leadflow.store.database import create_store_engine, migrate
+from leadflow.errors import DowngradeRefusedError
+from leadflow.store.database import alembic_config, create_store_engine, migrate
 from leadflow.store.models import metadata
+from leadflow.store.tables import LEADS, SCORE_CHANGES
+from tests.conftest import T0, migrated_schema
+from tests.mail_support import add_lead
 
 
 @pytest.mark.parametrize(
@@ -108,3 +113,53 @@ def test_the_rule_tests_scratch_store_is_the_migrated_store(tmp_path: Path) -> N
     schema = _sqlite_schema(tmp_path / "migrated.db")
     assert len(schema["triggers"]) == 4  # type: ignore[arg-type]
     assert _sqlite_schema(tmp_path / "created.db") == schema
+
+
+@pytest.mark.postgres
+def test_0016_downgrade_refuses_scores_beyond_32_bits(request: pytest.FixtureRequest) -> None:
+    """Back to 32-bit scores failed half-way with NumericValueOutOfRange; it refuses first now,
+    saying how many leads and score history rows are too large, and changes nothing; once
+    they fit, it goes down to 0015."""
+    request.getfixturevalue("postgres_url")  # skipped as every PostgreSQL test is
+    # A schema of its own: the one the other tests share must stay at head.
+    with migrated_schema() as url:
+        engine = create_store_engine(url)
+        try:
+            _downgrade_0016(engine)
+        finally:
+            engine.dispose()
+
+
+def _downgrade_0016(engine: Engine) -> None:
+    big = 3_090_000_000
+    first = add_lead(engine, T0, score=big)
+    second = add_lead(engine, T0, external_id="L-2", email="b@acme.example", score=5)
+    add_lead(engine, T0, external_id="L-3", email="c@acme.example", score=-big)
+    with engine.begin() as connection:
+        connection.execute(
+            SCORE_CHANGES.insert(),
+            [
+                {"lead_id": first, "at": T0, "old_score": 0, "new_score": big, "cause": "model"},
+                {"lead_id": second, "at": T0, "old_score": 0, "new_score": 5, "cause": "model"},
+            ],
+        )
+    with pytest.raises(DowngradeRefusedError) as caught:
+        command.downgrade(alembic_config(engine), "0015")
+    assert str(caught.value) == (
+        "cannot downgrade migration 0016 (scores back to 32 bits): 2 lead(s) and 1 "
+        "score_changes row(s) hold a score, fit, engagement or adjustment beyond 32 bits "
+        "(-2147483648 to 2147483647); lower them (or delete those score_changes rows) first, "
+        "then downgrade again"
+    )
+    with engine.connect() as connection:
+        assert MigrationContext.configure(connection).get_current_revision() == "0018"
+        scores = connection.execute(select(LEADS.c.score).order_by(LEADS.c.id)).scalars()
+        assert list(scores) == [big, 5, -big]
+    with engine.begin() as connection:
+        connection.execute(LEADS.update().values(score=7))
+        connection.execute(SCORE_CHANGES.delete().where(SCORE_CHANGES.c.new_score == big))
+    command.downgrade(alembic_config(engine), "0015")
+    with engine.connect() as connection:
+        assert MigrationContext.configure(connection).get_current_revision() == "0015"
+        column = {c["name"]: c for c in inspect(connection).get_columns("leads")}["score"]
+        assert str(column["type"]) == "INTEGER"

@@ -243,6 +243,19 @@ class TestShapeOfAFile:
             f"rules/r.yaml:1:1: the file holds no document (null){why}"
         ]
 
+    def test_an_empty_mapping_is_a_problem(self, rules: Path) -> None:
+        """'{}' names none of rules:, streams:, scoring:: refused like an empty file (it was
+        taken as no rules), located at the mapping."""
+        what = (
+            "the file holds only an empty mapping ({}), with no rules:, streams: or scoring: "
+            "key: delete it to remove its rules, or write 'rules: []' to keep it without any"
+            " (refused so that a save cut short never removes live rules)"
+        )
+        assert problems(rules, **{"r.yaml": "{}\n"}) == [f"rules/r.yaml:1:1: {what}"]
+        assert problems(rules, **{"r.yaml": "# the MQL rules\n\n  {}\n"}) == [
+            f"rules/r.yaml:3:3: {what}"
+        ]
+
     def test_a_missing_folder_is_one_problem(self, tmp_path: Path) -> None:
         rule_set, found = check_rule_set(tmp_path / "nope", SETTINGS)
         assert rule_set is None

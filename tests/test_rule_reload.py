@@ -466,7 +466,20 @@ class TestEmptyRuleFile:
     """A rule file cut to nothing (a save cut short) is refused by the real loader: the reload
     keeps the last good set instead of quietly dropping that file's rules."""
 
-    def test_a_truncated_file_keeps_the_last_good_set(self, tmp_path: Path) -> None:
+    @pytest.mark.parametrize(
+        ("written", "what"),
+        [
+            (b"", "the file is empty"),
+            (
+                b"{}\n",
+                "the file holds only an empty mapping ({}), with no rules:, streams: or "
+                "scoring: key",
+            ),
+        ],
+    )
+    def test_a_truncated_file_keeps_the_last_good_set(
+        self, tmp_path: Path, written: bytes, what: str
+    ) -> None:
         rules = tmp_path / "rules"
         shutil.copytree(
             Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "funnel_rules", rules
@@ -483,11 +496,11 @@ class TestEmptyRuleFile:
         assert reload_snapshot(lambda: load_rule_set(rules, settings), holder)
         good = holder.current()
         victim = sorted(rules.glob("*.yaml"))[0]
-        victim.write_bytes(b"")
+        victim.write_bytes(written)
         assert not reload_snapshot(lambda: load_rule_set(rules, settings), holder)
         assert holder.current() is good
         assert holder.status().errors == (
-            f"{victim}:1:1: the file is empty: delete it to remove its rules, or write"
+            f"{victim}:1:1: {what}: delete it to remove its rules, or write"
             " 'rules: []' to keep it without any (refused so that a save cut short never removes"
             " live rules)",
         )

@@ -221,13 +221,12 @@ class TestTrackedUnsubscribeLink:
         assert "<form" not in response.text
 
     def test_tampered_token_is_a_clean_404(self, nurtured: Nurtured) -> None:
-        """One character changed: 404 for GET and POST, nothing written."""
+        """One character changed: 404 for GET and POST, nothing written; a person reads the
+        small page (not JSON), a mail client's one-click POST gets the JSON answer."""
         path = nurtured.tracked_link()
         last = path[-1]
         tampered = path[:-1] + ("A" if last != "A" else "B")
-        for method in ("GET", "POST"):
-            response = nurtured.hit(method, tampered, after=timedelta(hours=2))
-            assert (response.status_code, "location" in response.headers) == (404, False)
+        assert unknown_link_answers(nurtured, tampered) == UNKNOWN_LINK_ANSWERS
         assert nurtured.state() == BEFORE
 
 
@@ -267,8 +266,60 @@ class TestListUnsubscribe:
         assert (page.status_code, "<form" in page.text) == (200, True)
         other = unsubscribe_url(nurtured.runtime.settings, "L-2").removeprefix(BASE)
         forged = other.replace("lead=L-2", "lead=L-1")
-        assert nurtured.hit("POST", forged, after=timedelta(hours=2)).status_code == 404
+        assert unknown_link_answers(nurtured, forged) == UNKNOWN_LINK_ANSWERS
         assert nurtured.state() == BEFORE
+
+
+UNKNOWN_LINK_PAGE = (
+    '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">\n'
+    '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+    "<title>Link not recognised</title>\n"
+    "<style>body{font:16px/1.5 system-ui,sans-serif;max-width:32rem;margin:4rem auto;"
+    "padding:0 1rem;color:#222}button{font:inherit;padding:.5rem 1.25rem;cursor:pointer}"
+    "</style></head>\n"
+    "<body><h1>Link not recognised</h1>\n"
+    "<p>This unsubscribe link is not one we recognise: it may have been cut short or "
+    "mistyped, or come from an older email.</p>\n"
+    "<p>Please use the unsubscribe link of a more recent email.</p>\n</body></html>\n"
+)
+PAGE_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+UNKNOWN_LINK_ANSWERS = {
+    "GET": (404, "text/html; charset=utf-8", PAGE_CSP, UNKNOWN_LINK_PAGE),
+    "GET as JSON": (404, "text/html; charset=utf-8", PAGE_CSP, UNKNOWN_LINK_PAGE),
+    "POST from the page": (404, "text/html; charset=utf-8", PAGE_CSP, UNKNOWN_LINK_PAGE),
+    "one-click POST": (404, "application/json", None, '{"detail":"unknown link"}'),
+}
+
+
+def unknown_link_answers(nurtured: Nurtured, path: str) -> dict[str, tuple[Any, ...]]:
+    """What a link leadflow did not sign answers: a browser's GET (whatever it accepts) and
+    its POST get the page, a mail client's one-click POST (no HTML asked for) the JSON."""
+    browser = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    requests: dict[str, tuple[str, dict[str, Any]]] = {
+        "GET": ("GET", {"headers": browser}),
+        "GET as JSON": ("GET", {"headers": {"Accept": "application/json"}}),
+        "POST from the page": ("POST", {"headers": browser}),
+        "one-click POST": (
+            "POST",
+            {
+                "content": b"List-Unsubscribe=One-Click",
+                "headers": {"Content-Type": "application/x-www-form-urlencoded"},
+            },
+        ),
+    }
+    answers = {}
+    for name, (method, options) in requests.items():
+        response = nurtured.hit(method, path, after=timedelta(hours=2), **options)
+        answers[name] = (
+            response.status_code,
+            response.headers["content-type"],
+            response.headers.get("content-security-policy"),
+            response.text,
+        )
+    return answers
 
 
 def test_operator_page_keeps_the_redirect(
@@ -320,13 +371,31 @@ def test_posted_unsubscribe_ends_the_enrollment(nurtured: Nurtured) -> None:
         assert connection.execute(select(func.count()).select_from(OUTBOX)).scalar_one() == 2
 
 
-def test_the_daemon_warns_of_the_placeholder_only(engine: Engine, make_settings: Any) -> None:
-    """With nurture streams and neither leadflow's public URL nor an unsubscribe page of the
-    operator's, the daemon says at start that the link would be the placeholder; with leadflow's
-    own page (mail.tracking.base_url, tracking off) it says nothing."""
+NOTIFY_THE_LEAD = """\
+rules:
+  - id: welcome-the-lead
+    when: {field: stage, equals: lead}
+    actions:
+      - notify: {to: lead, template: nurture_welcome}
+"""
+
+
+@pytest.mark.parametrize("marketing", ["streams", "notify the lead"])
+def test_the_daemon_warns_of_the_placeholder_only(
+    engine: Engine, make_settings: Any, tmp_path: Path, marketing: str
+) -> None:
+    """With marketing email (nurture streams, or only a rule's notify to the lead) and neither
+    leadflow's public URL nor an unsubscribe page of the operator's, the daemon says at start
+    that the link would be the placeholder; with leadflow's own page (mail.tracking.base_url,
+    tracking off) it says nothing."""
+    rules: dict[str, Any] = {}
+    if marketing == "notify the lead":
+        (tmp_path / "lead-rules").mkdir()
+        (tmp_path / "lead-rules" / "welcome.yaml").write_text(NOTIFY_THE_LEAD, encoding="utf-8")
+        rules = {"paths.rules": str(tmp_path / "lead-rules")}
 
     def warnings(**overrides: Any) -> list[str]:
-        settings = http_settings(make_settings, **{"http.enabled": False, **overrides})
+        settings = http_settings(make_settings, **{"http.enabled": False, **rules, **overrides})
         daemon = Daemon(Runtime.build(engine, settings, SettableClock(T0)))
 
         async def run_briefly() -> None:
@@ -338,10 +407,10 @@ def test_the_daemon_warns_of_the_placeholder_only(engine: Engine, make_settings:
         return [e["detail"] for e in logs if e["event"] == "unsubscribe_url_placeholder"]
 
     assert warnings() == [
-        "nurture email would carry the placeholder unsubscribe link "
-        "https://example.com/unsubscribe?lead={external_id}&token={token}: set "
-        "mail.tracking.base_url (the daemon's public URL, for leadflow's own unsubscribe page) "
-        "or mail.unsubscribe_url (your own page)"
+        "marketing email (nurture streams, notify to the lead) would carry the placeholder "
+        "unsubscribe link https://example.com/unsubscribe?lead={external_id}&token={token} and "
+        "no List-Unsubscribe header: set mail.tracking.base_url (the daemon's public URL, for "
+        "leadflow's own unsubscribe page) or mail.unsubscribe_url (your own page)"
     ]
     assert warnings(**{"mail.tracking.base_url": BASE}) == []
 

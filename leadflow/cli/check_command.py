@@ -24,6 +24,7 @@ def check_rules(
     ] = None,
 ) -> None:
     """Validate every rule file and every template it uses; print each problem as FILE:LINE:COL."""
+    from leadflow.mail.context import placeholder_unsubscribe_warning
     from leadflow.mail.templates import TemplateCatalog
     from leadflow.rule_language.loader import check_rule_set
 
@@ -44,6 +45,9 @@ def check_rules(
         typer.echo(f"{count} problem{'' if count == 1 else 's'}")
         raise typer.Exit(1)
     _warn_of_misspelt_activity_types(rule_set)
+    placeholder = placeholder_unsubscribe_warning(settings, rule_set.sends_marketing)
+    if placeholder is not None:
+        typer.echo(f"warning: {placeholder}")
     rules_count, streams_count = len(rule_set.rules), len(rule_set.streams)
     scoring = ""
     if rule_set.scoring is not None:

@@ -18,8 +18,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import structlog
+import yaml
 
-from leadflow.config import load_settings
+from leadflow.config import LoadedSettings, load_settings
 from leadflow.errors import ConfigError
 from leadflow.settings import DashboardUser
 
@@ -58,8 +59,8 @@ class DashboardUsers:
     def _reread(self, config_file: Path, seen: _FileIdentity) -> None:
         self._seen = seen
         try:
-            settings = load_settings(
-                config_file, env=os.environ if self._env is None else self._env
+            settings = _settings_of(
+                config_file, seen, os.environ if self._env is None else self._env
             )
         except ConfigError as exc:
             log.warning(
@@ -77,6 +78,29 @@ class DashboardUsers:
                 users={name: user.role for name, user in sorted(users.items())},
             )
             self._users = users
+
+
+def _settings_of(config_file: Path, seen: _FileIdentity, env: Mapping[str, str]) -> LoadedSettings:
+    """The file's settings, refusing one empty or comments only as it is a problem too."""
+    if seen is not None and _holds_nothing(seen):
+        # A save cut short (or an editor's truncate-then-write caught between the two) leaves
+        # an empty file, or only its leading comments: a valid configuration of defaults, so
+        # no users and everyone signed out. The daemon's config.yaml is never empty on purpose.
+        msg = (
+            f"{config_file}:1:1: the file is empty (or holds only comments); the dashboard "
+            "keeps its users until config.yaml is written whole again"
+        )
+        raise ConfigError(msg)
+    return load_settings(config_file, env=env)
+
+
+def _holds_nothing(raw: bytes) -> bool:
+    """Whether the file is empty, blank or comments only; a file YAML refuses is not (the
+    settings loader says where it goes wrong)."""
+    try:
+        return yaml.compose(raw.decode("utf-8-sig"), Loader=yaml.SafeLoader) is None
+    except (UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        return False
 
 
 def _identity(path: Path) -> _FileIdentity:

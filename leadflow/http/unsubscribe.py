@@ -11,7 +11,8 @@ button, or a mail client's one-click ``List-Unsubscribe=One-Click``) unsubscribe
 (:func:`leadflow.engine.unsubscribe.unsubscribe_lead`) and records the ``unsubscribe`` activity,
 in one transaction; a second ``POST`` changes nothing. With ``mail.unsubscribe_url`` set (the
 CRM's preference centre owns the flag), ``GET /t/u/<token>`` redirects there as before.
-A token leadflow did not sign answers 404 and writes nothing.
+A token leadflow did not sign answers 404 and writes nothing: a small page for a person
+(``GET``, or a ``POST`` accepting HTML), JSON for a mail client's one-click ``POST``.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def unsubscribe_routes(
     async def tracked_unsubscribe(request: Request, token: str) -> Response:
         link = verify(token, key, "unsubscribe")
         if link is None or link.url is None:
-            raise HTTPException(404, "unknown link")
+            return _unknown_link(request)
         if external and request.method != "POST":
             await record(request, link)
             return RedirectResponse(link.url, status_code=302, headers=_HEADERS)
@@ -109,7 +110,7 @@ def unsubscribe_routes(
         expected = unsubscribe_token(settings, lead)
         # Constant time: the comparison must not tell how much of a guessed token was right.
         if not lead or not hmac.compare_digest(token.encode(), expected.encode()):
-            raise HTTPException(404, "unknown link")
+            return _unknown_link(request)
         # The link as the activity keeps it, without the token: the token unsubscribes the
         # lead, and activities are read (and exported) by far more people than the email.
         followed = str(request.url.remove_query_params("token"))
@@ -167,6 +168,26 @@ def _page(outcome: _Outcome) -> HTMLResponse:
             "<p>Stop receiving these emails?</p>\n"
             '<form method="post"><button type="submit">Unsubscribe</button></form>',
         )
+    return _html(title, body)
+
+
+def _unknown_link(request: Request) -> Response:
+    """404 for a link leadflow did not sign (cut short, mistyped, or signed with a secret
+    since rotated): a person following it reads a page, not ``{"detail":"unknown link"}``;
+    a mail client's one-click ``POST`` that does not ask for HTML keeps the JSON answer."""
+    if request.method == "POST" and "text/html" not in request.headers.get("accept", ""):
+        raise HTTPException(404, "unknown link")
+    return _html(
+        "Link not recognised",
+        "<p>This unsubscribe link is not one we recognise: it may have been cut short or "
+        "mistyped, or come from an older email.</p>\n"
+        "<p>Please use the unsubscribe link of a more recent email.</p>",
+        status_code=404,
+    )
+
+
+def _html(title: str, body: str, status_code: int = 200) -> HTMLResponse:
+    """The small self-contained page every answer here is: no script, no asset from anywhere."""
     html = (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
@@ -176,4 +197,4 @@ def _page(outcome: _Outcome) -> HTMLResponse:
         "</style></head>\n"
         f"<body><h1>{title}</h1>\n{body}\n</body></html>\n"
     )
-    return HTMLResponse(html, headers=_HEADERS)
+    return HTMLResponse(html, status_code=status_code, headers=_HEADERS)

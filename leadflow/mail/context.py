@@ -83,7 +83,22 @@ OWN_UNSUBSCRIBE_PATH = "/t/unsubscribe"
 """leadflow's own unsubscribe page (``GET``) and one-click endpoint (``POST``, RFC 8058)."""
 PLACEHOLDER_UNSUBSCRIBE_URL = "https://example.com/unsubscribe?lead={external_id}&token={token}"
 """Only when there is neither an unsubscribe page of the operator's nor a public URL of
-leadflow's own (``mail.tracking.base_url``): ``leadflow check`` and the daemon warn of it."""
+leadflow's own (``mail.tracking.base_url``): ``leadflow check`` and the daemon warn of it when
+the rules send marketing email (see :func:`placeholder_unsubscribe_warning`), and such email
+carries no ``List-Unsubscribe`` header (a mail client's one-click would go to example.com)."""
+
+
+def placeholder_unsubscribe_warning(settings: Settings, sends_marketing: bool) -> str | None:
+    """What ``leadflow check`` and the daemon say when marketing email (a nurture stream, or a
+    rule's ``notify: {to: lead}``) would carry the placeholder link; None when it would not."""
+    if not sends_marketing or unsubscribe_pattern(settings) != PLACEHOLDER_UNSUBSCRIBE_URL:
+        return None
+    return (
+        "marketing email (nurture streams, notify to the lead) would carry the placeholder "
+        f"unsubscribe link {PLACEHOLDER_UNSUBSCRIBE_URL} and no List-Unsubscribe header: set "
+        "mail.tracking.base_url (the daemon's public URL, for leadflow's own unsubscribe page) "
+        "or mail.unsubscribe_url (your own page)"
+    )
 
 
 def unsubscribe_pattern(settings: Settings) -> str:

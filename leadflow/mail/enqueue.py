@@ -20,7 +20,11 @@ from sqlalchemy.orm import Session
 
 from leadflow.durations import format_duration
 from leadflow.errors import UserInputError
-from leadflow.mail.context import unsubscribe_url
+from leadflow.mail.context import (
+    PLACEHOLDER_UNSUBSCRIBE_URL,
+    unsubscribe_pattern,
+    unsubscribe_url,
+)
 from leadflow.mail.templates import TemplateCatalog
 from leadflow.mail.tracking import tracked_bodies
 from leadflow.outbox.store import (
@@ -225,6 +229,11 @@ def _marketing_terms(
         "List-Unsubscribe": f"<{link}>",
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
     }
+    if unsubscribe_pattern(settings) == PLACEHOLDER_UNSUBSCRIBE_URL:
+        # No page of leadflow's or the operator's answers the placeholder: a provider's
+        # unsubscribe button (one-click or not) would go to example.com and the unsubscribe
+        # would be lost without anyone knowing; better no button than one that does nothing.
+        headers = {}
     linked = {**values, "unsubscribe_url": link}
     reason = _suppression_reason(lead, settings, recent_marketing)
     if reason is not None:

@@ -406,6 +406,17 @@ class _FileReader:
                 "expected a mapping with rules:, streams: and/or scoring: at the top of the file",
             )
             return
+        if not data:
+            # '{}' says no more than an empty file does (a template or a tool's output cut to
+            # its braces), and was taken as "no rules": the file's live rules dropped quietly.
+            self.builder.problem(
+                self.document,
+                (),
+                "the file holds only an empty mapping ({}), with no rules:, streams: or "
+                "scoring: key: delete it to remove its rules, or write 'rules: []' to keep it "
+                "without any (refused so that a save cut short never removes live rules)",
+            )
+            return
         self._validate(FileSpec, data, (), owner="")
         # An unknown top-level key must not hide the problems inside the rules.
         rules, streams = data.get("rules"), data.get("streams")

@@ -11,7 +11,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from leadflow.rule_language.actions import Action, Duration, OffsetDuration, TemplateName
+from leadflow.rule_language.actions import (
+    Action,
+    Duration,
+    Notify,
+    OffsetDuration,
+    TemplateName,
+)
 from leadflow.rule_language.conditions import Condition
 from leadflow.rule_language.fields import Subject
 from leadflow.rule_language.schedule import Schedule
@@ -178,3 +184,13 @@ class RuleSet:
     @property
     def enabled_rules(self) -> tuple[Rule, ...]:
         return tuple(rule for rule in self.rules if rule.enabled)
+
+    @property
+    def sends_marketing(self) -> bool:
+        """Whether any email of this set is marketing (carries an unsubscribe link): a nurture
+        stream's steps, or a rule's ``notify: {to: lead}``."""
+        return bool(self.streams) or any(
+            isinstance(action, Notify) and action.to == "lead"
+            for rule in self.rules
+            for action in rule.actions
+        )

@@ -34,7 +34,7 @@ from leadflow.dashboard.funnel_snapshots import FunnelSnapshots, funnel_snapshot
 from leadflow.engine.runtime import Runtime
 from leadflow.errors import UserInputError
 from leadflow.logs import log_failure
-from leadflow.mail.context import PLACEHOLDER_UNSUBSCRIBE_URL, unsubscribe_pattern
+from leadflow.mail.context import placeholder_unsubscribe_warning
 from leadflow.mail.transports import Transport, transport_for
 from leadflow.outbox.delivery import drain
 from leadflow.rule_language.model import RuleSet
@@ -269,15 +269,11 @@ class Daemon:
                 "stored in the store (table store_secrets), and unsubscribe links are signed with "
                 "it; to verify links outside leadflow, set LEADFLOW_MAIL__UNSUBSCRIBE_SECRET",
             )
-        if rule_set.streams and unsubscribe_pattern(self.runtime.settings) == (
-            PLACEHOLDER_UNSUBSCRIBE_URL
-        ):
-            log.warning(
-                "unsubscribe_url_placeholder",
-                detail="nurture email would carry the placeholder unsubscribe link "
-                f"{PLACEHOLDER_UNSUBSCRIBE_URL}: set mail.tracking.base_url (the daemon's public "
-                "URL, for leadflow's own unsubscribe page) or mail.unsubscribe_url (your own page)",
-            )
+        placeholder = placeholder_unsubscribe_warning(
+            self.runtime.settings, rule_set.sends_marketing
+        )
+        if placeholder is not None:
+            log.warning("unsubscribe_url_placeholder", detail=placeholder)
 
     def _summary(self) -> dict[str, object]:
         return {
