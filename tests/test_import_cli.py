@@ -44,7 +44,7 @@ class TestImportCommand:
         out, err = capsys.readouterr()
         assert (out, err) == (
             "",
-            f"error: {config}:6: import.mappings.leads.date_formats.0: '%Q': %Q is not a "
+            f"error: {config}:6:22: import.mappings.leads.date_formats.0: '%Q': %Q is not a "
             "strftime directive; use e.g. %d (day), %m (month), %Y (year), %H:%M:%S (time), see "
             "https://docs.python.org/3/library/datetime.html#format-codes\n",
         )

@@ -458,7 +458,7 @@ class TestCommandAndConfig:
         assert shown["mail.keep_sent"]["value"] == "90d"
         assert shown["mail.keep_sent"]["source"] == "default"
         assert shown["audit.keep"]["value"] == "forever"
-        assert shown["audit.keep"]["source"] == f"{config}:2"
+        assert shown["audit.keep"]["source"] == f"{config}:2:3"
         assert shown["audit.archive"]["value"] == "state/audit-archive"
         assert shown["audit.keep_score_changes"]["value"] == "365d"
         assert shown["scheduler.retention_every"]["value"] == "1h"
@@ -472,8 +472,8 @@ class TestCommandAndConfig:
         with pytest.raises(ConfigError) as error:
             load_settings(config, env={})
         assert str(error.value).splitlines() == [
-            f"{config}:2: mail.keep_sent: must be at least frequency_cap.window (7d), "
+            f"{config}:2:3: mail.keep_sent: must be at least frequency_cap.window (7d), "
             "which counts the rows it would delete; got 3d",
-            f"{config}:4: audit.keep: 'soon' is not a duration; write a number and a unit "
+            f"{config}:4:3: audit.keep: 'soon' is not a duration; write a number and a unit "
             "(s, m, h, d, w), e.g. 90m",
         ]
