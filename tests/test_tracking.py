@@ -346,6 +346,10 @@ class TestRefusedTokens:
             response = mailing.hit(f"/t/c/{bad}", after=timedelta(minutes=5))
             assert response.status_code == 404, bad
             assert "location" not in response.headers
+            # A person clicked: a page saying so, not {"detail":"unknown link"}.
+            assert response.headers["content-type"] == "text/html; charset=utf-8"
+            assert "<h1>Link not recognised</h1>" in response.text
+            assert "<p>This link is not one we recognise" in response.text
         assert mailing.activities() == []
 
     def test_forged_pixel_answers_the_gif_and_records_nothing(self, mailing: Mailing) -> None:

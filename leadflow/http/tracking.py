@@ -24,11 +24,10 @@ from fastapi.responses import RedirectResponse
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
 
 from leadflow.engine.runtime import Runtime
 from leadflow.errors import DatabaseUnavailableError
-from leadflow.http.unsubscribe import Recorder, unsubscribe_routes
+from leadflow.http.unsubscribe import Recorder, unknown_link_page, unsubscribe_routes
 from leadflow.ingest.kinds import bump_last_activity
 from leadflow.mail.tracking_hits import Hit, RecordedHit, record_hit
 from leadflow.mail.tracking_tokens import CODES, Kind, TrackedLink, tracking_key, verify
@@ -78,7 +77,8 @@ def _redirect_route(key: bytes, kind: Kind, record: Recorder) -> Callable[..., A
     async def tracking_redirect(request: Request, token: str) -> Response:
         link = verify(token, key, kind)
         if link is None or link.url is None:
-            raise HTTPException(404, "unknown link")
+            # A person clicked: a page, not JSON; nothing recorded, no redirect anywhere.
+            return unknown_link_page("link", "Please open the link from the email again.")
         await record(request, link)
         return RedirectResponse(link.url, status_code=302, headers=_NO_STORE)
 

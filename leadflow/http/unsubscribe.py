@@ -177,11 +177,19 @@ def _unknown_link(request: Request) -> Response:
     a mail client's one-click ``POST`` that does not ask for HTML keeps the JSON answer."""
     if request.method == "POST" and "text/html" not in request.headers.get("accept", ""):
         raise HTTPException(404, "unknown link")
+    return unknown_link_page(
+        "unsubscribe link", "Please use the unsubscribe link of a more recent email."
+    )
+
+
+def unknown_link_page(what: str, advice: str) -> HTMLResponse:
+    """The 404 page a person reads for a ``what`` leadflow did not sign (a tracked link, an
+    unsubscribe link), instead of ``{"detail":"unknown link"}``."""
     return _html(
         "Link not recognised",
-        "<p>This unsubscribe link is not one we recognise: it may have been cut short or "
+        f"<p>This {what} is not one we recognise: it may have been cut short or "
         "mistyped, or come from an older email.</p>\n"
-        "<p>Please use the unsubscribe link of a more recent email.</p>",
+        f"<p>{advice}</p>",
         status_code=404,
     )
 
