@@ -208,7 +208,9 @@ def test_piped_the_demo_prints_its_summary_only_and_names_one_period(tmp_path: P
         statuses = dict(store.execute("SELECT status, count(*) FROM outbox GROUP BY status"))
     assert set(statuses) == {"sent"}
     assert any(
-        "leadflow report --from 2026-03-02 --to 2026-03-03 (--format html" in line for line in lines
+        "leadflow report --from 2026-03-02 --to 2026-03-03 --now 2026-03-03T07:00:00Z (--format html"
+        in line
+        for line in lines
     )
     assert any("/ui/funnel?from=2026-03-02&to=2026-03-03'" in line for line in lines)
     verbose = _demo_piped(tmp_path, "--verbose")

@@ -65,6 +65,24 @@ class TestFormats:
         assert [(r["won"], r["lost"], r["win_rate"]) for r in pipeline] == [("3", "1", "0.75")]
         assert len([r for r in rows if r["section"] == "sla"]) == len(document["sla"])
 
+    def test_now_measures_what_is_open_at_that_instant(
+        self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """``--now`` inside the period (a demo's last simulated instant) is the report's as-of;
+        one that is no instant is a located usage mistake, no traceback."""
+        seed(engine)
+        options = ("--format", "json", "--now", "2026-03-05T07:00:00Z")
+        assert run(tmp_path, store_url, *options) == 0
+        period = json.loads(capsys.readouterr().out)["period"]
+        assert (period["to"], period["as_of"]) == (
+            "2026-03-09T09:00:00+00:00",
+            "2026-03-05T07:00:00+00:00",
+        )
+        assert run(tmp_path, store_url, "--now", "friday") == 1
+        error = capsys.readouterr().err
+        assert error.startswith("error: --now: ")
+        assert "Traceback" not in error
+
     def test_csv_cells_a_spreadsheet_would_run_are_quoted(
         self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:

@@ -133,6 +133,7 @@ def _report_and_dashboard(console: Console, store: str, folder: Path, period: Pe
     first, last = (f"{at:%Y-%m-%d}" for at in (period.start, period.end - timedelta(days=1)))
     console.print(
         f"The whole report:     {store} leadflow report --from {first} --to {last} "
+        f"--now {period.as_of:%Y-%m-%dT%H:%M:%SZ} "
         f"(--format html --output {folder / 'report.html'} for the charts)",
         highlight=False,
         soft_wrap=True,

@@ -57,12 +57,20 @@ def show_report(
             "'*=AGE' for every other stage (default 30d).",
         ),
     ] = None,
+    now: Annotated[
+        str | None,
+        typer.Option(
+            "--now",
+            help="Measure what is still open as of this instant when the period ends later "
+            "(default: the clock's now); e.g. the last instant of `leadflow demo`'s days.",
+        ),
+    ] = None,
 ) -> None:
     """Measure the funnel over a period: conversion, velocity, SLA, pipeline, attribution.
 
     Stage counts and conversion, time in stage and stalls, SLA compliance per rep and pool,
     pipeline and sales velocity, attribution to source and campaign (docs/report.md)."""
-    from leadflow.clock import SystemClock
+    from leadflow.clock import SystemClock, parse_instant
     from leadflow.funnel.report import build_report
     from leadflow.funnel.sections import sections
 
@@ -80,7 +88,11 @@ def show_report(
         raise UserInputError(msg)
     if output is not None:
         check_writable(output, "--output")
-    report = build_report(context.existing_engine, context.settings, period, SystemClock().now())
+    try:
+        as_of = parse_instant(now) if now else SystemClock().now()
+    except ValueError as exc:
+        raise UserInputError(f"--now: {exc}") from None
+    report = build_report(context.existing_engine, context.settings, period, as_of)
     rows = sections(report)
     _note_unknown_stall_stages(period, context.settings.stages.all(), rows["time_in_stage"])
     if output is not None:
