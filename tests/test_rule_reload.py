@@ -36,6 +36,7 @@ from leadflow.service.rule_reload import (
     reload_snapshot,
     watch_and_reload,
 )
+from leadflow.settings import Settings
 
 Snapshot = MappingProxyType[str, Any]
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -438,22 +439,28 @@ class TestWatcherSetup:
         assert str(caught.value) == f"cannot watch for rule changes: no such folder: {missing}"
 
 
+def _funnel_rules_copy(tmp_path: Path) -> tuple[Path, Settings]:
+    """A copy of the funnel's rule files in ``tmp_path``, and settings that load them."""
+    rules = tmp_path / "rules"
+    shutil.copytree(
+        Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "funnel_rules", rules
+    )
+    settings = load_settings(
+        None,
+        env={},
+        overrides={
+            "paths.templates": str(Path(__file__).resolve().parents[1] / "templates"),
+            "attributes.leads": {"region": "string"},
+        },
+    ).settings
+    return rules, settings
+
+
 class TestReloadNamesTheVersion:
     """``rules_reloaded`` names the version now running, so a log says which rules ran when."""
 
     def test_rule_set_version_is_logged(self, tmp_path: Path) -> None:
-        rules = tmp_path / "rules"
-        shutil.copytree(
-            Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "funnel_rules", rules
-        )
-        settings = load_settings(
-            None,
-            env={},
-            overrides={
-                "paths.templates": str(Path(__file__).resolve().parents[1] / "templates"),
-                "attributes.leads": {"region": "string"},
-            },
-        ).settings
+        rules, settings = _funnel_rules_copy(tmp_path)
         holder: SnapshotHolder[RuleSet] = SnapshotHolder(clock=SettableClock(T0))
         with capture_logs() as logs:
             assert reload_snapshot(lambda: load_rule_set(rules, settings), holder)
@@ -480,18 +487,7 @@ class TestEmptyRuleFile:
     def test_a_truncated_file_keeps_the_last_good_set(
         self, tmp_path: Path, written: bytes, what: str
     ) -> None:
-        rules = tmp_path / "rules"
-        shutil.copytree(
-            Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "funnel_rules", rules
-        )
-        settings = load_settings(
-            None,
-            env={},
-            overrides={
-                "paths.templates": str(Path(__file__).resolve().parents[1] / "templates"),
-                "attributes.leads": {"region": "string"},
-            },
-        ).settings
+        rules, settings = _funnel_rules_copy(tmp_path)
         holder: SnapshotHolder[RuleSet] = SnapshotHolder(clock=SettableClock(T0))
         assert reload_snapshot(lambda: load_rule_set(rules, settings), holder)
         good = holder.current()
