@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,31 @@ def store_url(postgres_url: str) -> str:
     return postgres_url
 
 
+@contextmanager
+def _held_by_another_session(url: str, statement: str) -> Iterator[None]:
+    """While the block runs, another session holds what ``statement`` locks (a hung backend,
+    a long migration), without a timeout of its own."""
+    blocker = create_store_engine(url)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with blocker.begin() as connection:
+            connection.execute(text("SET LOCAL statement_timeout = 0"))
+            connection.execute(text(statement))
+            holding.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        yield
+    finally:
+        release.set()
+        thread.join()
+        blocker.dispose()
+
+
 def _runtime(url: str, make_settings: Any, clock: SettableClock) -> Runtime:
     settings = make_settings(
         **{
@@ -84,26 +111,8 @@ def test_a_run_the_database_cut_off_is_due_again(store_url: str, make_settings: 
     before = _stages(runtime.engine)
     # Another session holds the leads table (a long migration, a hung backend): the evaluation's
     # statements wait for it until the statement timeout cancels them.
-    blocker = create_store_engine(store_url)
-    holding, release = threading.Event(), threading.Event()
-
-    def hold_the_leads() -> None:
-        with blocker.begin() as connection:
-            connection.execute(text("SET LOCAL statement_timeout = 0"))
-            connection.execute(text("LOCK TABLE leads IN ACCESS EXCLUSIVE MODE"))
-            holding.set()
-            release.wait(30)
-
-    thread = threading.Thread(target=hold_the_leads)
-    thread.start()
-    try:
-        assert holding.wait(10)
-        failed = run_due_rules(runtime, rule_set, T0, only=["mql-assignment"])
-    finally:
-        release.set()
-        thread.join()
-        blocker.dispose()
-    [outcome] = failed
+    with _held_by_another_session(store_url, "LOCK TABLE leads IN ACCESS EXCLUSIVE MODE"):
+        [outcome] = run_due_rules(runtime, rule_set, T0, only=["mql-assignment"])
     assert outcome.error == (
         "OperationalError: (psycopg.errors.QueryCanceled) "
         "canceling statement due to statement timeout"
@@ -187,25 +196,8 @@ def _score_changes(engine: Engine) -> list[tuple[str, str]]:
 def _fail_after_first_batch(runtime: Runtime, url: str, rule_set: Any, now: Any) -> Any:
     """Evaluate ``warm-leads`` while another session holds lead L3 (a hung backend): the first
     batch (L1, L2) commits, the second waits for L3 until the statement timeout cancels it."""
-    blocker = create_store_engine(url)
-    holding, release = threading.Event(), threading.Event()
-
-    def hold_l3() -> None:
-        with blocker.begin() as connection:
-            connection.execute(text("SET LOCAL statement_timeout = 0"))
-            connection.execute(text("SELECT id FROM leads WHERE external_id = 'L3' FOR UPDATE"))
-            holding.set()
-            release.wait(30)
-
-    thread = threading.Thread(target=hold_l3)
-    thread.start()
-    try:
-        assert holding.wait(10)
+    with _held_by_another_session(url, "SELECT id FROM leads WHERE external_id = 'L3' FOR UPDATE"):
         [outcome] = run_due_rules(runtime, rule_set, now, only=["warm-leads"])
-    finally:
-        release.set()
-        thread.join()
-        blocker.dispose()
     return outcome
 
 

@@ -168,10 +168,15 @@ class TestDeals:
         _import(engine, settings, tmp_path, clock, FIRST)
         first = "external_id,lead,stage,channel,discount\nD1,T00005,Negotiation,partner,10\n"
         second = "external_id,stage,discount\nD1,Negotiation,15\n"
+        summaries = []
         for text in (first, second):
             path = write(tmp_path, "deals.csv", text)
             report = import_file(engine, settings, "deals", path, clock=clock)
-            assert report.rejected == 0
+            summaries.append(report.summary)
+        assert summaries == [
+            "inserted 1, updated 0, unchanged 0, rejected 0",
+            "inserted 0, updated 1, unchanged 0, rejected 0",
+        ]
         assert _attributes(engine, "deals") == {"D1": {"channel": "partner", "discount": 15}}
 
 

@@ -143,6 +143,10 @@ def test_a_pass_failing_at_every_tick_shows_in_status_until_one_succeeds(
     status = collect_status(engine)
     assert status.scoring_failure is None
     assert status.scoring is not None
+    assert (status.scoring.model_version, status.scoring.last_run_at) == (
+        model.version,
+        T0 + timedelta(minutes=10),
+    )
     assert status_document(status, rules_view_of(status))["scoring"]["last_failure"] is None
     console = Console(width=400, record=True)
     render_operations(status, console)

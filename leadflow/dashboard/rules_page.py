@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Engine, func, select
 from leadflow.engine.rule_runs import next_run_at
 from leadflow.rule_language.actions import action_name
 from leadflow.rule_language.model import RuleSet
+from leadflow.store.status import last_run_of
 from leadflow.store.tables import AUDIT, RULE_RUNS, SCORING_RUNS
 
 
@@ -74,8 +75,7 @@ def rules_view(engine: Engine, rule_set: RuleSet | None, now: datetime) -> Rules
     lines = []
     for rule in rule_set.rules:
         run = runs.get(rule.id)
-        # The last run, failed or not; the schedule counts from the last successful start.
-        last = (run.last_finished_at or run.last_started_at) if run is not None else None
+        last = last_run_of(run.last_finished_at, run.last_started_at) if run is not None else None
         anchor = run.last_started_at if run is not None else None
         first_seen = run.first_seen_at if run is not None else None
         lines.append(

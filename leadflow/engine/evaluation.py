@@ -95,8 +95,6 @@ class RuleOutcome:
     a dry run plans a firing for every match, so ``matched`` counts them either way."""
     external_failure: bool = False
     """The error came from the database (or another system), not from the rule itself."""
-    done_through: int | None = None
-    """The last subject id of the batches committed so far (they go in id order)."""
     note: str | None = None
     """Why the rule could match nothing at this instant, when leadflow can tell (no average
     sales cycle to compare with): said beside the run rather than left as a silent 0."""
@@ -187,18 +185,17 @@ def evaluate_rule(
     stop: StopSignal | None = None,
     plan_to: PlanSink | None = None,
     finishing: UnfinishedRun | None = None,
-    outcome: RuleOutcome | None = None,
 ) -> RuleOutcome:
     """Evaluate one rule as of ``now``; apply its actions unless ``dry_run``.
 
     ``stop`` is checked between batches (each batch commits whole), so a shutting-down daemon
     waits for at most one batch. A dry run hands each planned firing to ``plan_to``, or keeps
     them in the outcome's ``planned`` without one. ``finishing``: an unfinished run this one
-    goes on with, after the subjects it went through. ``outcome``: filled as batches commit,
-    so a caller knows how far a run that raised got.
+    goes on with, after the subjects it went through (each batch marks how far it got, in its
+    own transaction: :func:`~leadflow.engine.rule_runs.record_gone_through`).
     """
     started = time.perf_counter()
-    outcome = outcome or RuleOutcome(rule.id)
+    outcome = RuleOutcome(rule.id)
     table = rule.subject.table
     with Session(runtime.engine) as session:
         context = EvaluationContext(
@@ -275,7 +272,6 @@ def _apply(
             # With the batch, not after the run: a process killed between the two would leave
             # the batch's firings (its emails) with nothing telling the retry to skip them.
             record_gone_through(session, rule_set, rule, run_at, last_id)
-        outcome.done_through = last_id
 
 
 def _process(
@@ -458,8 +454,6 @@ def run_rule(
     finishes one that failed or was interrupted part-way leaves out the subjects that run went
     through (see :mod:`~leadflow.engine.rule_runs`).
     """
-    finishing = None
-    progress = RuleOutcome(rule.id)
     try:
         finishing = unfinished_run(runtime.engine, rule, now)
         outcome = evaluate_rule(
@@ -471,7 +465,6 @@ def run_rule(
             stop=stop,
             plan_to=plan_to,
             finishing=finishing,
-            outcome=progress,
         )
     except BrokenPipeError:  # a dry run's reader went away (`| head`): not the rule's failure
         raise
@@ -483,7 +476,6 @@ def run_rule(
             # its parameters (the leads' data), which `leadflow status` showed in full.
             error=error_text(exc),
             external_failure=isinstance(exc, SQLAlchemyError | ExternalSystemError),
-            done_through=progress.done_through,
         )
     else:
         log.info(

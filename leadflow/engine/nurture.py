@@ -133,12 +133,13 @@ def _failed(
     when it is new for this enrollment (not once per attempt)."""
     failures = enrollment.failures + 1
     error = str(exc).strip() or type(exc).__name__
+    delay = retry_delay(failures)
     writes = BatchWrites()
     writes.enrollment_changes[enrollment.id or 0] = {
         "failures": failures,
         "last_error": error,
         "last_failed_at": now,
-        "next_step_at": now + retry_delay(failures),
+        "next_step_at": now + delay,
     }
     if error != enrollment.last_error:
         stream = rule_set.streams.get(enrollment.stream)
@@ -159,7 +160,7 @@ def _failed(
                     "step": enrollment.next_step + 1,
                     "template": template,
                     "error": error,
-                    "retry_in": retry_delay(failures),
+                    "retry_in": delay,
                 },
             )
         )

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
 
 from leadflow.engine.audit_trail import audit_row
 from leadflow.mail.enqueue import cancel_pending_marketing
-from leadflow.store.tables import AUDIT, LEADS, NURTURE
+from leadflow.store.nurture_exits import end_flagged_nurture
+from leadflow.store.tables import AUDIT, LEADS
 
 REASON = "unsubscribed"
 """The exit reason and the suppression reason, as nurture and the sender write them."""
@@ -35,37 +36,19 @@ def unsubscribe_lead(session: Session, lead_id: int, now: datetime, via: str) ->
     # other finds it flagged, so the enrollments and the audit are written once.
     if not flagged.rowcount:  # type: ignore[attr-defined]
         return False
-    enrollments = session.execute(
-        select(NURTURE.c.id, NURTURE.c.stream, NURTURE.c.rule_id).where(
-            NURTURE.c.lead_id == lead_id, NURTURE.c.status == "active"
-        )
-    ).all()
-    if enrollments:
-        session.execute(
-            update(NURTURE)
-            .where(NURTURE.c.id.in_([row.id for row in enrollments]))
-            .values(status="exited", exit_reason=REASON, exited_at=now, next_step_at=None)
-        )
     cancelled = cancel_pending_marketing(session, [lead_id], REASON, now)
-    rows = [
-        audit_row(
-            at=now,
-            source="unsubscribe",
-            action="unsubscribed",
-            lead_id=lead_id,
-            params={"via": via, "cancelled_emails": cancelled},
-        ),
-        *(
+    session.execute(
+        insert(AUDIT),
+        [
             audit_row(
                 at=now,
-                source="nurture",
-                action="nurture_exited",
+                source="unsubscribe",
+                action="unsubscribed",
                 lead_id=lead_id,
-                rule_id=row.rule_id,
-                params={"stream": row.stream, "reason": REASON},
+                params={"via": via, "cancelled_emails": cancelled},
             )
-            for row in enrollments
-        ),
-    ]
-    session.execute(insert(AUDIT), rows)
+        ],
+    )
+    # As an import or a posted flag ends them: exited, reason unsubscribed, one audit row each.
+    end_flagged_nurture(session.connection(), [lead_id], now)
     return True

@@ -153,11 +153,14 @@ def _record_route(
         now = runtime.clock.now()
         rule_set = holder.current_or_none()
         result = await run_in_threadpool(
-            partial(upsert_records, now=now, batch=batch, rule_set=rule_set),
+            upsert_records,
             runtime.engine,
             runtime.settings,
             kind,
             items,
+            now=now,
+            batch=batch,
+            rule_set=rule_set,
         )
         log.info("records_upserted", **result.as_json())
         model = rule_set.active_scoring if rule_set is not None else None

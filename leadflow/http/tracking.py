@@ -27,9 +27,14 @@ from starlette.concurrency import run_in_threadpool
 
 from leadflow.engine.runtime import Runtime
 from leadflow.errors import DatabaseUnavailableError
-from leadflow.http.unsubscribe import Recorder, unknown_link_page, unsubscribe_routes
-from leadflow.ingest.kinds import bump_last_activity
-from leadflow.mail.tracking_hits import Hit, RecordedHit, record_hit
+from leadflow.http.unsubscribe import (
+    NO_STORE,
+    Recorder,
+    record_counted,
+    unknown_link_page,
+    unsubscribe_routes,
+)
+from leadflow.mail.tracking_hits import Hit, RecordedHit
 from leadflow.mail.tracking_tokens import CODES, Kind, TrackedLink, tracking_key, verify
 from leadflow.rule_language.model import RuleSet
 from leadflow.rule_language.scoring_model import ScoringModel
@@ -37,7 +42,6 @@ from leadflow.scoring.rescoring import rescore
 from leadflow.service.rule_reload import SnapshotHolder
 from leadflow.settings import TrackingSettings
 from leadflow.store.database import transaction
-from leadflow.store.tables import LEADS
 
 log = structlog.get_logger("leadflow.http.tracking")
 
@@ -46,8 +50,6 @@ PIXEL = (
     b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
 )
 """A transparent 1x1 GIF."""
-_NO_STORE = {"Cache-Control": "no-store, private", "Pragma": "no-cache"}
-"""Each open reaches leadflow, so a second one is seen (and marked a repeat)."""
 
 
 def tracking_routes(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> APIRouter:
@@ -61,7 +63,7 @@ def tracking_routes(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> APIRou
         link = verify(token, key, "open")
         if link is not None:
             await record(request, link)
-        return Response(PIXEL, media_type="image/gif", headers=_NO_STORE)
+        return Response(PIXEL, media_type="image/gif", headers=NO_STORE)
 
     router.add_api_route(
         f"/t/{CODES['click']}/{{token}}",
@@ -80,7 +82,7 @@ def _redirect_route(key: bytes, kind: Kind, record: Recorder) -> Callable[..., A
             # A person clicked: a page, not JSON; nothing recorded, no redirect anywhere.
             return unknown_link_page("link", "Please open the link from the email again.")
         await record(request, link)
-        return RedirectResponse(link.url, status_code=302, headers=_NO_STORE)
+        return RedirectResponse(link.url, status_code=302, headers=NO_STORE)
 
     return tracking_redirect
 
@@ -126,9 +128,7 @@ def _record(
 ) -> RecordedHit | None:
     """Write the hit; a person's new one moves the lead's last activity and score."""
     with transaction(engine) as session:
-        recorded = record_hit(session, settings, hit)
-        if recorded is not None and recorded.counts:
-            bump_last_activity(session.connection(), LEADS, "lead_id", [recorded.lead_id])
+        recorded = record_counted(session, settings, hit)
     if recorded is not None and recorded.counts and model is not None:
         rescore(engine, model, hit.at, lead_ids=[recorded.lead_id])
     return recorded

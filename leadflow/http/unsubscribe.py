@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
@@ -31,7 +32,7 @@ from leadflow.engine.runtime import Runtime
 from leadflow.engine.unsubscribe import unsubscribe_lead
 from leadflow.ingest.kinds import bump_last_activity
 from leadflow.mail.context import OWN_UNSUBSCRIBE_PATH, unsubscribe_token
-from leadflow.mail.tracking_hits import Hit, record_hit
+from leadflow.mail.tracking_hits import Hit, RecordedHit, record_hit
 from leadflow.mail.tracking_tokens import CODES, TrackedLink, tracking_key, verify
 from leadflow.rule_language.model import RuleSet
 from leadflow.rule_language.scoring_model import ScoringModel
@@ -42,9 +43,11 @@ from leadflow.store.database import transaction
 from leadflow.store.tables import LEADS
 
 Recorder = Callable[[Request, TrackedLink], Awaitable[None]]
+NO_STORE = {"Cache-Control": "no-store, private", "Pragma": "no-cache"}
+"""Every tracked hit reaches leadflow (a second open is seen, and marked a repeat); a page
+is never kept by a cache between a person and leadflow."""
 _HEADERS = {
-    "Cache-Control": "no-store, private",
-    "Pragma": "no-cache",
+    **NO_STORE,
     # Nothing but the page itself: no script, no asset from anywhere, not framed elsewhere.
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
@@ -140,13 +143,20 @@ def _unsubscribe(
             return _Outcome(known=False, unsubscribed=False)
         if not unsubscribe_lead(session, lead_id, hit.at, via):
             return _Outcome(known=True, unsubscribed=True)
-        recorded = record_hit(session, settings, hit)
+        recorded = record_counted(session, settings, hit)
         counts = recorded is not None and recorded.counts
-        if counts:
-            bump_last_activity(session.connection(), LEADS, "lead_id", [lead_id])
     if counts and model is not None:
         rescore(engine, model, hit.at, lead_ids=[lead_id])
     return _Outcome(known=True, unsubscribed=True, changed=True)
+
+
+def record_counted(session: Session, settings: TrackingSettings, hit: Hit) -> RecordedHit | None:
+    """Write the hit as an activity; a person's new one also moves the lead's last activity
+    (the caller rescores the lead once the transaction is committed)."""
+    recorded = record_hit(session, settings, hit)
+    if recorded is not None and recorded.counts:
+        bump_last_activity(session.connection(), LEADS, "lead_id", [recorded.lead_id])
+    return recorded
 
 
 def _page(outcome: _Outcome) -> HTMLResponse:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -18,13 +19,10 @@ from sqlalchemy import (
     Connection,
     Integer,
     SmallInteger,
-    String,
     Table,
     bindparam,
     case,
     func,
-    insert,
-    literal,
     null,
     or_,
     select,
@@ -32,17 +30,17 @@ from sqlalchemy import (
 )
 
 from leadflow.errors import ImportRowError
-from leadflow.ingest.mapping import DEFAULT_OUTCOMES, OUTCOMES, ColumnPlan, folded_values
+from leadflow.ingest.mapping import OUTCOMES, ColumnPlan, stage_outcomes
 from leadflow.ingest.references import RepDirectory, ids_by_external_id
 from leadflow.ingest.values import identifier_problem, range_reason
 from leadflow.ingest.writers import Counts, Derived, Prepared, Shape, Written, row_hasher
 from leadflow.settings import ImportKind, ImportMapping, Settings
 from leadflow.store.attributes import MergedAttributes
-from leadflow.store.id_ranges import among, chunks
+from leadflow.store.id_ranges import chunks
 from leadflow.store.models import source_at_creation
+from leadflow.store.nurture_exits import end_flagged_nurture
 from leadflow.store.stage_history import record_written
-from leadflow.store.tables import ACTIVITIES, AUDIT, DEALS, LEADS, NURTURE
-from leadflow.store.types import JSONDocument, UTCDateTime
+from leadflow.store.tables import ACTIVITIES, DEALS, LEADS
 
 Record = dict[str, Any]
 Rejection = tuple[int, ImportRowError]
@@ -118,8 +116,11 @@ class KindWriter:
         self.now = now
         self.reps = reps
         self.fields = tuple(sorted(f for f in plan.fields if f in self.columns))
-        named = tuple(sorted(t.name for t in plan.targets if t.group == "attributes"))
-        self.hash_key: tuple[Any, ...] = (self.fields, named)
+        self.attribute_columns = tuple(
+            sorted(t.name for t in plan.targets if t.group == "attributes")
+        )
+        """The declared attributes the file has a column for."""
+        self.hash_key: tuple[Any, ...] = (self.fields, self.attribute_columns)
         """The file's fields and attribute columns: a row's hash says where its values go."""
         self._converts = self._conversions()
         self._limits = self._lengths()
@@ -131,9 +132,10 @@ class KindWriter:
         extras: dict[str, Any] = {}
         if "attributes" in self.fields:
             # A stored row keeps the attributes the file has no column for (docs/import.md).
-            named = tuple(t.name for t in self.plan.targets if t.group == "attributes")
             given = bindparam("v_attributes", type_=self.table.c.attributes.type)
-            extras["attributes"] = MergedAttributes(self.table.c.attributes, named, given)
+            extras["attributes"] = MergedAttributes(
+                self.table.c.attributes, self.attribute_columns, given
+            )
         return Shape(self.table, written, defaults, extras, hash_key=self.hash_key)
 
     def defaults(self) -> dict[str, Any]:
@@ -429,15 +431,23 @@ class DealWriter(_RecordsStageEntries):
     _stored_close_dates: Mapping[str, datetime | None] = {}
     """The batch's stored deals' close dates, for rows with a stage but no ``closed_at``."""
 
+    @cached_property
+    def _stage_outcomes(self) -> dict[str, str]:
+        """Stage (stripped, case folded) -> outcome, as the plan derives a missing outcome."""
+        return stage_outcomes(self.mapping)
+
     def values(self, record: Record) -> tuple[Any, ...]:
         engaged, closed = record.get("engaged_at"), record.get("closed_at")
         stage = record.get("stage")
-        if "outcome" in self.fields and record.get("outcome") is None and isinstance(stage, str):
-            # An empty outcome cell (a CRM's IsWon left blank) says no more than a file
-            # without the column: the stage tells, so "Closed Won" is not stored open.
-            outcomes = DEFAULT_OUTCOMES | folded_values(self.mapping.values.get("outcome", {}))
-            if (derived := outcomes.get(stage.strip().casefold())) in OUTCOMES:
-                record = {**record, "outcome": derived}
+        # An empty outcome cell (a CRM's IsWon left blank) says no more than a file without
+        # the column: the stage tells, so "Closed Won" is not stored open.
+        if (
+            "outcome" in self.fields
+            and record.get("outcome") is None
+            and isinstance(stage, str)
+            and (derived := self._stage_outcomes.get(stage.strip().casefold())) in OUTCOMES
+        ):
+            record = {**record, "outcome": derived}
         outcome = record.get("outcome")
         if "closed_at" in self.fields:
             _check_closed(outcome, closed)
@@ -572,60 +582,6 @@ class ActivityWriter(KindWriter):
             ids = {row.values[position] for row in rows} - {None}
             if ids:
                 bump_last_activity(connection, target, f"{field}_id", ids)
-
-
-_NURTURE_EXITS = (("unsubscribed", "unsubscribed"), ("do_not_email", "do not email"))
-"""The flags an import or a posted lead sets that end nurture, with the exit reason nurture's
-own step writes for each (:func:`leadflow.engine.nurture.exit_reason`)."""
-
-
-def end_flagged_nurture(connection: Connection, lead_ids: Sequence[int], now: datetime) -> None:
-    """End the active nurture enrollments of those of ``lead_ids`` now flagged unsubscribed or
-    do-not-email, in SQL: the enrollment must not show ``active`` until its next step is due.
-    Each ends with the ``nurture_exited`` audit row nurture's own exit writes, in the same
-    transaction. Their queued marketing email is suppressed by the sender when it claims it."""
-    for flag, reason in _NURTURE_EXITS:
-        flagged = select(LEADS.c.id).where(LEADS.c[flag].is_(True))
-        for chunk in chunks(sorted(lead_ids)):
-            ending = (
-                among(NURTURE.c.lead_id, chunk),
-                NURTURE.c.status == "active",
-                NURTURE.c.lead_id.in_(flagged.where(among(LEADS.c.id, chunk))),
-            )
-            # Before the update, which is what makes them no longer ``active``.
-            connection.execute(
-                insert(AUDIT).from_select(
-                    ["at", "source", "action", "lead_id", "rule_id", "params", "evidence"],
-                    select(
-                        literal(now, UTCDateTime()),
-                        literal("nurture"),
-                        literal("nurture_exited"),
-                        NURTURE.c.lead_id,
-                        NURTURE.c.rule_id,
-                        _exit_params(connection.dialect.name, reason),
-                        literal({}, JSONDocument),
-                    )
-                    .where(*ending)
-                    .order_by(NURTURE.c.id),
-                )
-            )
-            connection.execute(
-                update(NURTURE)
-                .where(*ending)
-                .values(status="exited", exit_reason=reason, exited_at=now, next_step_at=None)
-            )
-
-
-def _exit_params(dialect: str, reason: str) -> Any:
-    """``{"stream": ..., "reason": reason}`` built by the database, as nurture's exit writes it."""
-    build = func.jsonb_build_object if dialect == "postgresql" else func.json_object
-    # Typed: PostgreSQL cannot tell the type of a bare parameter among the "any" arguments.
-    return build(
-        literal("stream", String()),
-        NURTURE.c.stream,
-        literal("reason", String()),
-        literal(reason, String()),
-    )
 
 
 def bump_last_activity(

@@ -286,8 +286,9 @@ def compile_plan(
     ]
     if kind == "deals" and "outcome" not in chosen and "stage" in chosen:
         # The CRM's stage says the outcome (``Won``): read it through values.outcome.
-        outcome_map = DEFAULT_OUTCOMES | folded_values(mapping.values.get("outcome", {}))
-        targets.append(Target("outcome", chosen["stage"][0], _derived_outcome, outcome_map))
+        targets.append(
+            Target("outcome", chosen["stage"][0], _derived_outcome, stage_outcomes(mapping))
+        )
     targets.sort(key=lambda t: t.field)
     empty = frozenset(value.strip().casefold() for value in mapping.empty_values)
     return ColumnPlan(kind, tuple(header), tuple(targets), empty)
@@ -456,6 +457,12 @@ def _renaming(parse: values.Parser, value_map: Mapping[str, str]) -> values.Pars
         return parse(raw)
 
     return renamed
+
+
+def stage_outcomes(mapping: ImportMapping) -> dict[str, str]:
+    """A deal's stage (stripped, case folded) -> its outcome: ``Won``, ``Closed Lost`` and what
+    ``values.outcome`` adds."""
+    return DEFAULT_OUTCOMES | folded_values(mapping.values.get("outcome", {}))
 
 
 def folded_values(value_map: Mapping[str, str]) -> dict[str, str]:

@@ -456,11 +456,9 @@ def _fixed_width(fmt: str, in_utc: bool) -> tuple[re.Pattern[str], str] | None:
     return re.compile("".join(pattern), re.ASCII), iso + ("+00:00" if in_utc else "")
 
 
-def date_parser(
-    formats: Iterable[str], setting: str = DATE_FORMATS
-) -> Callable[[object], date | None]:
+def date_parser(formats: Iterable[str]) -> Callable[[object], date | None]:
     """A calendar date (no zone): ``2017-03-01`` or one of ``formats``."""
-    read = datetime_from_text(tuple(formats), "UTC", setting)
+    read = datetime_from_text(tuple(formats), "UTC")
     return cached_text_parser(lambda text: read(text).date())
 
 

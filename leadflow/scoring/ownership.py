@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePath
 
-from leadflow.ingest.mapping import ColumnPlan
+from leadflow.ingest.mapping import ColumnPlan, Target
 from leadflow.rule_language.loader import check_rule_set
 from leadflow.rule_language.model import RuleSet
 from leadflow.rule_language.scoring_model import ScoringModel
@@ -47,6 +47,11 @@ def model_in_folder(settings: Settings) -> tuple[ScoringModel | None, str | None
     return rule_set.scoring, None
 
 
+def _score_target(plan: ColumnPlan) -> Target | None:
+    """The plan's reading of the lead's ``score`` (not an attribute named so), if it has one."""
+    return next((t for t in plan.targets if t.field == SCORE and t.group is None), None)
+
+
 def score_column(
     plan: ColumnPlan,
     model: ScoringModel | None,
@@ -59,7 +64,7 @@ def score_column(
     the rules folder could not be read (the column is then kept, as without a model).
     ``noun`` names what the client wrote: a file's column, a request's field; ``file_shown``
     how the model's file is named to it."""
-    target = next((t for t in plan.targets if t.field == SCORE and t.group is None), None)
+    target = _score_target(plan)
     if target is None:
         return ScoreColumn(plan)
     column = plan.header[target.index]
@@ -90,7 +95,7 @@ def import_score_column(
     ``leads_plan``): the rules folder is read only for a file that has one."""
 
     def decide(plan: ColumnPlan) -> tuple[ColumnPlan, str | None]:
-        if not any(target.field == SCORE and target.group is None for target in plan.targets):
+        if _score_target(plan) is None:
             return plan, None
         decided = score_column(plan, *model_in_folder(settings))
         return decided.plan, decided.note

@@ -75,7 +75,15 @@ class RuleRunStatus:
     @property
     def last_run_at(self) -> datetime | None:
         """When the rule last ran, whatever the outcome."""
-        return self.last_finished_at or self.last_started_at
+        return last_run_of(self.last_finished_at, self.last_started_at)
+
+
+def last_run_of(
+    last_finished_at: datetime | None, last_started_at: datetime | None
+) -> datetime | None:
+    """A ``rule_runs`` row's last run, failed or not (the schedule counts from the last
+    successful start): the status command and the dashboard's Rules page say the same."""
+    return last_finished_at or last_started_at
 
 
 @dataclass(frozen=True)
