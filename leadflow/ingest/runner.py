@@ -537,5 +537,6 @@ def _finish_run(
                 updated=report.counts.updated,
                 unchanged=report.counts.unchanged,
                 rejected=report.rejected,
+                superseded=report.superseded,
             )
         )

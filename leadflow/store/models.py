@@ -397,6 +397,10 @@ class ImportRun(SQLModel, table=True):
     updated: int = 0
     unchanged: int = 0
     rejected: int = 0
+    superseded: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, server_default="0")
+    )
+    """Rows not written because a later row of the file has their id."""
 
 
 class StoreSecret(SQLModel, table=True):
