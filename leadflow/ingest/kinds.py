@@ -109,6 +109,10 @@ class KindWriter:
     """Whether :meth:`lookups` reads nothing (the reps are loaded before the file): then a
     large file's rows are read and prepared in a process of their own (``feeder``)."""
 
+    key_fields: ClassVar[frozenset[str] | None] = frozenset({"external_id"})
+    """The fields :meth:`key` reads (None: the whole record): a file's repeated ids are found
+    by reading these alone (:mod:`leadflow.ingest.repeats`)."""
+
     def __init__(self, plan: ColumnPlan, settings: Settings, now: datetime, reps: RepDirectory):
         self.plan = plan
         self.settings = settings
@@ -151,6 +155,10 @@ class KindWriter:
         if key is None:
             raise ImportRowError("external_id", "missing; every row needs its CRM id")
         return external_id_of(key)
+
+    def key_plan(self) -> ColumnPlan:
+        """The plan reading what :meth:`key` needs of a row, and no more."""
+        return self.plan if self.key_fields is None else self.plan.only(self.key_fields)
 
     def lookups(self, connection: Connection, records: list[Record]) -> None:
         """Load what :meth:`convert` needs for this batch (e.g. lead ids by external id)."""
@@ -199,6 +207,14 @@ class KindWriter:
     ) -> tuple[list[Prepared], list[Rejection]]:
         self.lookups(connection, [record for _line, _key, record in batch])
         return self.prepared(batch)
+
+    def accepted(
+        self, connection: Connection, batch: list[tuple[int, str, Record]]
+    ) -> list[tuple[int, str]]:
+        """The line and key of each row of ``batch`` that :meth:`prepare` accepts; nothing of
+        the batch is kept for a write."""
+        prepared, _rejected = self.prepare(connection, batch)
+        return [(row.line, row.key) for row in prepared]
 
     def prepared(
         self, batch: list[tuple[int, str, Record]]
@@ -525,6 +541,8 @@ class ActivityWriter(KindWriter):
 
     def defaults(self) -> dict[str, Any]:
         return {"created_at": self.now, "properties": {}}
+
+    key_fields = None  # an activity without an id is known by its content
 
     def key(self, record: Record) -> str:
         """The file's id, else one derived from the content: the same activity, the same id."""

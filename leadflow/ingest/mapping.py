@@ -11,6 +11,7 @@ close matches, before any row is read.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -118,6 +119,11 @@ class ColumnPlan:
     def fields(self) -> frozenset[str]:
         """The top-level fields this file sets (``attributes`` for any attribute)."""
         return frozenset(t.group or t.field for t in self.targets)
+
+    def only(self, fields: frozenset[str]) -> ColumnPlan:
+        """This plan reading only ``fields`` (top-level ones) of a row: a row's id alone."""
+        kept = tuple(t for t in self.targets if t.group is None and t.field in fields)
+        return dataclasses.replace(self, targets=kept)
 
     def read(self, cells: Sequence[object]) -> dict[str, Any]:
         """The row's record; raises :class:`ImportRowError` naming every bad field.
