@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any, ClassVar
@@ -186,6 +186,52 @@ class KindWriter:
         return tuple(ranges)
 
     def values(self, record: Record) -> tuple[Any, ...]:
+        """The record's column values, or an :class:`ImportRowError` naming every bad field."""
+        try:
+            return self._values(record)
+        except ImportRowError as exc:
+            raise self.every_problem([exc], record) from None
+
+    def every_problem(self, found: Sequence[ImportRowError], record: Record) -> ImportRowError:
+        """One error naming ``found`` and every other bad field of ``record``, in the file's
+        column order: a row with an unknown stage and an unknown owner named the first only,
+        and took a round of fixing per field. Only a rejected row is checked again, slowly."""
+        named = {error.field for error in found}
+        errors = [*found, *(e for e in self._field_problems(record) if e.field not in named)]
+        columns = self._column_order
+        errors.sort(key=lambda error: columns.get(error.field, len(columns)))
+        return ImportRowError.of(errors)
+
+    @cached_property
+    def _column_order(self) -> dict[str, int]:
+        order: dict[str, int] = {}
+        for target in sorted(self.plan.targets, key=lambda t: t.index, reverse=True):
+            order[target.group or target.field] = target.index
+        return order
+
+    def _field_problems(self, record: Record) -> list[ImportRowError]:
+        """The checks of :meth:`_values`, each field on its own."""
+        problems: list[ImportRowError] = []
+        for index, field in enumerate(self.fields):
+            try:
+                self._field_value(index, field, record.get(field))
+            except ImportRowError as exc:
+                problems += exc.each()
+        return problems
+
+    def _field_value(self, index: int, field: str, value: Any) -> Any:
+        for at, convert in self._converts:
+            if at == index:
+                value = convert(value)
+        for at, _field, length in self._limits:
+            if at == index and value.__class__ is str:
+                _within_limit(field, value, length)
+        for at, _field, low, high in self._ranges:
+            if at == index and isinstance(value, int) and not low <= value <= high:
+                raise ImportRowError(field, range_reason(low, high))
+        return value
+
+    def _values(self, record: Record) -> tuple[Any, ...]:
         values = [record.get(field) for field in self.fields]
         for index, convert in self._converts:
             values[index] = convert(values[index])
@@ -453,7 +499,6 @@ class DealWriter(_RecordsStageEntries):
         return stage_outcomes(self.mapping)
 
     def values(self, record: Record) -> tuple[Any, ...]:
-        engaged, closed = record.get("engaged_at"), record.get("closed_at")
         stage = record.get("stage")
         # An empty outcome cell (a CRM's IsWon left blank) says no more than a file without
         # the column: the stage tells, so "Closed Won" is not stored open.
@@ -464,6 +509,14 @@ class DealWriter(_RecordsStageEntries):
             and (derived := self._stage_outcomes.get(stage.strip().casefold())) in OUTCOMES
         ):
             record = {**record, "outcome": derived}
+        try:
+            self._check_dates(record)
+        except ImportRowError as exc:
+            raise self.every_problem([exc], record) from None
+        return super().values(record)
+
+    def _check_dates(self, record: Record) -> None:
+        engaged, closed = record.get("engaged_at"), record.get("closed_at")
         outcome = record.get("outcome")
         if "closed_at" in self.fields:
             _check_closed(outcome, closed)
@@ -482,7 +535,6 @@ class DealWriter(_RecordsStageEntries):
                 "a deal cannot close before it was engaged"
             )
             raise ImportRowError("closed_at", reason)
-        return super().values(record)
 
     def lookups(self, connection: Connection, records: list[Record]) -> None:
         if "lead" in self.fields:
@@ -570,8 +622,15 @@ class ActivityWriter(KindWriter):
         return _keep
 
     def values(self, record: Record) -> tuple[Any, ...]:
+        problems = self._event_problems(record)
+        if problems:
+            raise self.every_problem(problems, record)
+        return super().values(record)
+
+    def _event_problems(self, record: Record) -> list[ImportRowError]:
+        problems = []
         if record.get("lead") is None and record.get("deal") is None:
-            raise ImportRowError("lead", "missing; an activity needs a lead or a deal")
+            problems.append(ImportRowError("lead", "missing; an activity needs a lead or a deal"))
         occurred = record.get("occurred_at")
         if isinstance(occurred, datetime) and occurred > self.now + CLOCK_SKEW:
             # It would become the lead's last activity until that date (a year 2999 typo kept
@@ -580,8 +639,8 @@ class ActivityWriter(KindWriter):
                 f"{occurred.isoformat()} is in the future (received at "
                 f"{self.now.isoformat()}); an activity cannot have happened yet"
             )
-            raise ImportRowError("occurred_at", reason)
-        return super().values(record)
+            problems.append(ImportRowError("occurred_at", reason))
+        return problems
 
     def lookups(self, connection: Connection, records: list[Record]) -> None:
         if "lead" in self.fields:

@@ -179,7 +179,7 @@ class ColumnPlan:
             except ValueError as exc:
                 errors.append(ImportRowError(target.field, str(exc)))
         if errors:
-            raise ImportRowError(errors[0].field, errors[0].reason, also=tuple(errors[1:]))
+            raise ImportRowError.of(errors)
 
     @cached_property
     def _cells_are_the_text(self) -> bool:
