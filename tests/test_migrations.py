@@ -41,7 +41,7 @@ def test_empty_database_upgrades_to_head_matching_the_models(
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, metadata) == []
-        assert context.get_current_revision() == "0019"
+        assert context.get_current_revision() == "0020"
         assert set(inspect(connection).get_table_names()) == {
             *(t.name for t in metadata.sorted_tables),
             "alembic_version",
@@ -152,7 +152,7 @@ def _downgrade_0016(engine: Engine) -> None:
         "then downgrade again"
     )
     with engine.connect() as connection:
-        assert MigrationContext.configure(connection).get_current_revision() == "0019"
+        assert MigrationContext.configure(connection).get_current_revision() == "0020"
         scores = connection.execute(select(LEADS.c.score).order_by(LEADS.c.id)).scalars()
         assert list(scores) == [big, 5, -big]
     with engine.begin() as connection:
@@ -208,3 +208,27 @@ def test_0019_lowers_the_pass_marks_when_the_newest_activities_go(tmp_path: Path
         assert marks_after("id > 0") == (0, 0)
     finally:
         engine.dispose()
+
+
+def test_0020_gives_the_runs_before_it_no_superseded_rows(tmp_path: Path) -> None:
+    """``import_runs.superseded`` is added as 0 to the runs recorded before it, and dropped
+    again by the downgrade with the runs kept."""
+    engine = create_store_engine(f"sqlite:///{tmp_path / 'runs.db'}")
+    config = alembic_config(engine)
+    command.upgrade(config, "0019")
+    run = (
+        "INSERT INTO import_runs (kind, file, started_at, status, inserted, updated, unchanged,"
+        " rejected) VALUES ('leads', 'l.csv', '2026-03-02 09:00:00.000000', 'done', 3, 0, 0, 1)"
+    )
+    with engine.begin() as connection:
+        connection.execute(text(run))
+    command.upgrade(config, "head")
+    counted = "SELECT file, inserted, rejected, superseded FROM import_runs"
+    with engine.connect() as connection:
+        assert connection.execute(text(counted)).all() == [("l.csv", 3, 1, 0)]
+    command.downgrade(config, "0019")
+    with engine.connect() as connection:
+        columns = {column["name"] for column in inspect(connection).get_columns("import_runs")}
+        assert "superseded" not in columns
+        assert connection.execute(text("SELECT count(*) FROM import_runs")).scalar() == 1
+    engine.dispose()

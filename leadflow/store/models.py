@@ -11,7 +11,8 @@ folds a rule's owner change into the entry the same firing made (data only), ``0
 ``leads.first_source``, ``0014`` ``rule_runs.unfinished_at`` and ``unfinished_through``,
 ``0015`` the failing-step columns of ``nurture_enrollments``, ``0016`` scores in 64 bits on
 PostgreSQL, ``0017`` ``scoring_runs.last_activity_id``, ``0019`` ``scoring_runs.pass_activity_id``
-and the trigger that lowers both on SQLite (:mod:`leadflow.store.activity_ids`). A test compares the schema at the head
+and the trigger that lowers both on SQLite (:mod:`leadflow.store.activity_ids`), ``0020``
+``import_runs.superseded``. A test compares the schema at the head
 migration with this metadata so they cannot drift.
 """
 
@@ -399,6 +400,10 @@ class ImportRun(SQLModel, table=True):
     updated: int = 0
     unchanged: int = 0
     rejected: int = 0
+    superseded: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, server_default="0")
+    )
+    """Rows not written because a later row of the file has their id."""
 
 
 class StoreSecret(SQLModel, table=True):

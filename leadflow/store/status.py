@@ -54,6 +54,8 @@ class LastImport:
     updated: int
     unchanged: int
     rejected: int
+    superseded: int = 0
+    """Rows not written because a later row of the file has their id."""
 
 
 @dataclass(frozen=True)
@@ -228,6 +230,7 @@ def _last_imports(connection: Connection) -> dict[str, LastImport]:
             updated=row["updated"],
             unchanged=row["unchanged"],
             rejected=row["rejected"],
+            superseded=row["superseded"],
         )
     return {kind: found[kind] for kind in IMPORT_KINDS if kind in found}
 
