@@ -57,8 +57,8 @@ from leadflow.funnel.period import Grouping, Period
 from leadflow.funnel.pipeline import open_value_by_stage, pipeline
 from leadflow.funnel.report import DEAL_OUTCOMES, RECYCLED, build_report
 from leadflow.funnel.sla import sla_compliance
-from leadflow.funnel.sql import settings_for_report
-from leadflow.funnel.stages import conversions, conversions_and_requalified, entries_by_stage
+from leadflow.funnel.snapshot import report_read
+from leadflow.funnel.stages import conversions, conversions_and_requalified, entries_and_weekly
 from leadflow.funnel.time_in_stage import stage_times
 from leadflow.store.database import create_store_engine, migrate
 from leadflow.store.tables import (
@@ -254,15 +254,23 @@ def naive(engine: Engine, period: Period) -> dict[str, Any]:
 
 
 def families(engine: Engine, settings: Any, period: Period) -> str:
-    """Each family of the report timed alone: ``name wall s (cpu s)``."""
+    """Each family of the report timed alone, on a connection set as the report's are
+    (:func:`~leadflow.funnel.snapshot.report_read`): ``name wall s (cpu s)``. The entries are
+    counted with the weekly ones, as the report counts them, and the conversions and weekly
+    conversions reuse those counts."""
     stages = settings.stages
     order = stages.progression
     pairs = list(itertools.pairwise(order))
     weekly = Period(period.start, period.end, Grouping.week)
+    counted: dict[str, dict[tuple[str, str], int]] = {}
+
+    def entries(c: Connection) -> None:
+        counted["period"], counted["weeks"] = entries_and_weekly(c, period)
+
     steps: dict[str, Callable[[Connection], object]] = {
-        "entries": lambda c: entries_by_stage(c, period),
+        "entries (and weekly)": entries,
         "conversion and re-qualified": lambda c: conversions_and_requalified(
-            c, period, pairs, (RECYCLED, stages.mql), entries_by_stage(c, period)
+            c, period, pairs, (RECYCLED, stages.mql), counted["period"]
         ),
         "time in stage": lambda c: (
             stage_times(c, period, "lead", (order[-1], "disqualified")),
@@ -271,11 +279,10 @@ def families(engine: Engine, settings: Any, period: Period) -> str:
         "pipeline": lambda c: (pipeline(c, period), open_value_by_stage(c, period)),
         "SLA": lambda c: sla_compliance(c, period, lambda name: calendar_named(settings, name)),
         "attribution": lambda c: attribution(c, period, stages.mql),
-        "weekly": lambda c: conversions(c, weekly, pairs, cohorts=False),
+        "weekly": lambda c: conversions(c, weekly, pairs, counts=counted["weeks"], cohorts=False),
     }
     timed = []
-    with engine.connect() as connection, connection.begin():
-        settings_for_report(connection)
+    with report_read(engine) as connection:
         for name, step in steps.items():
             began, cpu = time.perf_counter(), time.process_time()
             step(connection)
