@@ -4,6 +4,7 @@ period's entries counted once, and SQLite's file mapped for the report's readers
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -78,6 +79,28 @@ def test_the_periods_entries_are_its_weeks(
     assert report.entries == EXPECTED[by]
     with report_read(engine) as connection:
         assert entries_by_stage(connection, period) == EXPECTED[by]
+
+
+def test_the_families_split_between_the_two_connections(engine: Engine, make_settings: Any) -> None:
+    """The SLA is read on the first connection (the calling thread), the deals' families
+    (here: the open value by stage) on the second, with the times in stage: each connection's
+    share about the same at a million leads."""
+    seed(engine)
+    by_thread: dict[bool, list[str]] = {True: [], False: []}
+
+    def record(*args: Any) -> None:
+        by_thread[threading.current_thread() is threading.main_thread()].append(args[2])
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        build_report(engine, make_settings(), Period(T0, END), END)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    first, second = (" ".join(by_thread[main]) for main in (True, False))
+    assert "FROM sla_timers" in first
+    assert "FROM sla_timers" not in second
+    assert "GROUP BY deals.stage" in second
+    assert "GROUP BY deals.stage" not in first
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
