@@ -472,6 +472,26 @@ class TestUpserts:
         assert [tuple(r) for r in rows] == [("ev-1", "call", {"minutes": 12})]
         assert bumped.isoformat() == "2026-03-02T08:15:00+00:00"
 
+    def test_keys_naming_an_attribute_or_a_property_as_the_docs_do(
+        self, api: Api, engine: Engine
+    ) -> None:
+        """``attributes.region`` (declared) and ``properties.url`` are the attribute and the
+        property, as in a file's header (docs/import.md); both were 422 unknown columns."""
+        lead = {"external_id": "L1", "attributes.region": "East"}
+        assert api.post("/v1/leads", lead).json()["inserted"] == 1
+        activity = {
+            "external_id": "ev-1",
+            "lead": "L1",
+            "type": "page_view",
+            "occurred_at": "2026-03-02T08:15:00Z",
+            "properties.url": "/pricing",
+        }
+        assert api.post("/v1/activities", activity).json()["inserted"] == 1
+        with engine.connect() as connection:
+            properties = connection.execute(select(ACTIVITIES.c.properties)).scalar_one()
+        assert lead_rows(engine) == [("L1", None, 0, "lead", None, {"region": "East"})]
+        assert properties == {"url": "/pricing"}
+
     def test_an_activity_in_the_future_is_422(self, api: Api) -> None:
         """The API's clock is T0 (09:00): 09:06 is past the 5 minutes a sender's clock may be
         ahead."""
