@@ -108,29 +108,36 @@ def _ends_with_the_days_report(
         in out.splitlines()
     )
     shown = cells(out[out.index(heading) :])
-    assert shown[:2] == [["all", "mql", "129"], ["all", "recycled", "80"]]
-    # The pairs with no entry on either side (subscriber -> lead, sql -> opportunity,
-    # opportunity -> customer) are left out of the table, and it says so.
-    assert shown[2:5] == [
+    # Every sample lead entered its stage in the history at its stage_entered_at, as an import
+    # records it (none had a row: lead -> mql had base 0 and rate "-"); 25 of them that day.
+    assert shown[:3] == [["all", "lead", "25"], ["all", "mql", "129"], ["all", "recycled", "80"]]
+    # The pairs with no entry on either side (sql -> opportunity, opportunity -> customer) are
+    # left out of the table, and it says so.
+    assert shown[3:8] == [
+        ["cohort", "all", "lead", "mql", "25", "2", "8.0%"],
         ["cohort", "all", "mql", "sql", "128", "0", "0.0%"],  # 128 leads: one entered twice
-        ["period", "all", "lead", "mql", "0", "129", "-"],
+        ["period", "all", "subscriber", "lead", "0", "25", "-"],
+        # Most MQLs entered lead in the 40 days before the period: the note below says so.
+        ["period", "all", "lead", "mql", "25", "129", "516.0%"],
         ["period", "all", "mql", "sql", "129", "0", "0.0%"],
     ]
     assert (
-        "3 pairs with no entry into either stage in the period are not shown (--format csv and "
+        "2 pairs with no entry into either stage in the period are not shown (--format csv and "
         "json list every pair)." in out.splitlines()
     )
-    assert shown[5] == ["rep", "Rep 01", "29", "5", "0", "0", "14", "1", "9", "25.0%", "0.00"]
-    assert [row[0] for row in shown[5:16]] == ["rep"] * 11
+    assert "A period rate above 100 % counts more entries into the later stage" in out
+    rep_rows = shown[8:19]
+    assert rep_rows[0] == ["rep", "Rep 01", "29", "5", "0", "0", "14", "1", "9", "25.0%", "0.00"]
+    assert [row[0] for row in rep_rows] == ["rep"] * 11
     # Calls land 10-90 % into the step after the assignment; a call before Berlin's 09:00 is a
     # touch in no business time, so several reps' medians stay 0.
-    assert [row[-1] for row in shown[5:16]] == [
+    assert [row[-1] for row in rep_rows] == [
         *["0.00"] * 4,
         *["0.08", "0.49", "0.00", "0.43", "0.16", "0.32", "0.00"],
     ]
     # D0173 (3,941 after a 50-day cycle) closed won on Wednesday, no deal lost: 35 open
     # opportunities x 100% x 3,941 / 50 days = 2,758.70 a day.
-    assert shown[16:] == [
+    assert shown[19:] == [
         ["all", "1", "0", "100.0%", "3,941.00", "3,941.00", "50.00", "35", "94,363.00", "2,758.70"]
     ]
     store = f"sqlite:///{state / 'leadflow.db'}"
@@ -141,7 +148,7 @@ def _ends_with_the_days_report(
     assert main(["-c", str(ROOT / "config.yaml"), "report", *period]) == 0
     reported = cells(capsys.readouterr().out)
     assert all(row in reported for row in shown)
-    assert [row for row in reported if row[0] == "rep"] == shown[5:16]
+    assert [row for row in reported if row[0] == "rep"] == rep_rows
     # Open deals are in a pipeline stage: the sample's deals to be won later were "Won" while
     # still open, so the report listed 15 open deals in a "Won" stage.
     assert main(["-c", str(ROOT / "config.yaml"), "report", *period, "--format", "json"]) == 0
