@@ -7,12 +7,17 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
+from mail_support import free_port
 
 from leadflow.cli import main
 
@@ -80,6 +85,7 @@ def test_three_simulated_days(
     )
     assert (ROOT / "rules" / "scoring.yaml").read_bytes() == scoring
     _ends_with_the_days_report(out, state, capsys, monkeypatch)
+    _the_dashboard_command_leaves_the_store_as_it_is(out, state)
 
 
 def cells(text: str) -> list[list[str]]:
@@ -179,6 +185,55 @@ def _ends_with_the_days_report(
         "then open 'http://127.0.0.1:8080/ui/funnel?from=2026-03-02&to=2026-03-05' "
         "(user demo, password demo)" in out
     )
+
+
+def _store_state(database: Path) -> tuple[dict[str, int], int]:
+    """Every table's row count and the newest audit row's id."""
+    with sqlite3.connect(database) as store:
+        tables = [
+            name for (name,) in store.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        ]
+        counts = {t: store.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
+        newest = store.execute("SELECT max(id) FROM audit_log").fetchone()[0]
+    return counts, newest
+
+
+def _the_dashboard_command_leaves_the_store_as_it_is(out: str, state: Path) -> None:
+    """The dashboard command the demo prints serves the demo's store as the demo left it: it
+    was ``leadflow daemon``, which ticked at today's date and ran the SLA checks, nurture steps
+    and recycling due since the simulated days (86 SLA actions, 669 nurture steps). Run as
+    printed (on a free port), signed in, its pages read, then stopped: nothing changed."""
+    line = next(line for line in out.splitlines() if line.startswith("The dashboard:"))
+    words = shlex.split(line.removeprefix("The dashboard:").split(", then open")[0])
+    at = words.index("leadflow")
+    assigned = dict(word.split("=", 1) for word in words[:at])
+    assert words[at:] == ["leadflow", "dashboard", "serve", "--now", "2026-03-05T07:00:00Z"]
+    before = _store_state(state / "leadflow.db")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADFLOW_")}
+    env |= {**assigned, "LEADFLOW_HTTP__PORT": str(port), "LEADFLOW_LOG__LEVEL": "error"}
+    script = "import sys; from leadflow.cli import main; sys.exit(main(sys.argv[1:]))"
+    config = ["-c", str(ROOT / "config.yaml")]
+    server = subprocess.Popen([sys.executable, "-c", script, *config, *words[at + 1 :]], env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base, timeout=60) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    client.get("/ui/login")
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline, "the dashboard did not start"
+                    time.sleep(0.1)
+            login = {"username": "demo", "password": "demo", "next": "/ui/sla"}
+            assert client.post("/ui/login", data=login).status_code == 303
+            for page in ("/ui/sla", "/ui/rules", "/ui/outbox", "/ui/leads/L00407"):
+                assert client.get(page).status_code == 200, page
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=60) == 0
+    assert _store_state(state / "leadflow.db") == before
 
 
 def _demo_piped(tmp_path: Path, *options: str) -> subprocess.CompletedProcess[str]:
