@@ -581,6 +581,31 @@ class TestUpserts:
             }
         ]
 
+    def test_a_deal_closing_in_the_future_or_worth_less_than_nothing_is_422(self, api: Api) -> None:
+        """As a file's rows are: each rejected record an entry of the 422's detail."""
+        api.post("/v1/leads", {"external_id": "L1"})
+        deals = [
+            {"external_id": "D1", "lead": "L1", "stage": "Won", "closed_at": "2030-03-01"},
+            {"external_id": "D2", "lead": "L1", "stage": "Engaging", "amount": -50},
+        ]
+        response = api.post("/v1/deals", deals)
+        assert (response.status_code, response.json()["detail"]) == (
+            422,
+            [
+                {
+                    "loc": ["body", 0, "closed_at"],
+                    "msg": "2030-03-01T00:00:00+00:00 is in the future (the import runs at "
+                    "2026-03-02T09:00:00+00:00); a deal cannot have closed yet",
+                    "type": "value_error",
+                },
+                {
+                    "loc": ["body", 1, "amount"],
+                    "msg": "-50 is negative; a deal's amount is 0 or more",
+                    "type": "value_error",
+                },
+            ],
+        )
+
     def test_a_won_deal_without_its_close_date_is_422(self, api: Api) -> None:
         """As in a file (tests/test_import_close_dates.py): a closed deal has its close date,
         an open deal none; the report and status would disagree on it otherwise."""
