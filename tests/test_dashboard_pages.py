@@ -536,6 +536,24 @@ class TestRulesPage:
         )
         assert "the set below is still running" in page
 
+    def test_the_running_sets_warnings_are_shown(
+        self, engine: Engine, make_settings: Any, clock: SettableClock
+    ) -> None:
+        """A reload's warnings (marketing email with no unsubscribe address) are listed above
+        the rules for as long as the running set earns them, a refused change included."""
+        runtime = runtime_for(engine, dashboard_settings(make_settings), clock)
+        app, holder = build_app(runtime)
+        ui = Browser(app)
+        ui.login("vera")
+        assert "Warnings about the running rules" not in ui.get("/ui/rules").text
+        holder.record_success(holder.current(), ["set mail.tracking.base_url <now>"])
+        holder.record_failure(["rules/mql.yaml:3:7: unknown field 'wen'"])
+        page = ui.get("/ui/rules").text
+        assert (
+            '<h2 id="warnings-title">Warnings about the running rules</h2>\n'
+            '  <ul class="problems"><li>set mail.tracking.base_url &lt;now&gt;</li></ul>'
+        ) in page
+
 
 def test_lead_page_links_to_the_crm_and_explains_the_score(
     seeded: Engine, make_settings: Any, clock: SettableClock

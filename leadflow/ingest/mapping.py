@@ -12,6 +12,7 @@ close matches, before any row is read.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -120,6 +121,11 @@ class ColumnPlan:
         """The top-level fields this file sets (``attributes`` for any attribute)."""
         return frozenset(t.group or t.field for t in self.targets)
 
+    def only(self, fields: frozenset[str]) -> ColumnPlan:
+        """This plan reading only ``fields`` (top-level ones) of a row: a row's id alone."""
+        kept = tuple(t for t in self.targets if t.group is None and t.field in fields)
+        return dataclasses.replace(self, targets=kept)
+
     def read(self, cells: Sequence[object]) -> dict[str, Any]:
         """The row's record; raises :class:`ImportRowError` naming every bad field.
 
@@ -174,7 +180,7 @@ class ColumnPlan:
             except ValueError as exc:
                 errors.append(ImportRowError(target.field, str(exc)))
         if errors:
-            raise ImportRowError(errors[0].field, errors[0].reason, also=tuple(errors[1:]))
+            raise ImportRowError.of(errors)
 
     @cached_property
     def _cells_are_the_text(self) -> bool:
