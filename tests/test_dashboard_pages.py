@@ -790,3 +790,27 @@ class TestPeriodOfTheFunnelPage:
             date(1, 1, 1),
             date(9999, 12, 30),
         )
+
+
+def test_an_address_with_no_page_is_the_dashboards_404_page(
+    seeded: Engine, make_settings: Any, clock: SettableClock
+) -> None:
+    """``/ui/<no such page>`` answered the API's raw ``{"detail":"Not Found"}``; it is an HTML
+    404 page of the dashboard naming the address, with the pages' links once signed in."""
+    runtime = runtime_for(seeded, dashboard_settings(make_settings), clock)
+    app, _holder = build_app(runtime)
+    ui = Browser(app)
+    signed_out = ui.get("/ui/nonsense")
+    assert (signed_out.status_code, signed_out.headers["content-type"]) == (
+        404,
+        "text/html; charset=utf-8",
+    )
+    assert "<title>Page not found · leadflow</title>" in signed_out.text
+    assert "The dashboard has no page <code>/ui/nonsense</code>" in signed_out.text
+    assert 'aria-label="Pages"' not in signed_out.text
+    ui.login("vera")
+    signed_in = ui.get("/ui/funnel/nope/deeper")
+    assert signed_in.status_code == 404
+    assert "The dashboard has no page <code>/ui/funnel/nope/deeper</code>" in signed_in.text
+    assert 'aria-label="Pages"' in signed_in.text
+    assert ui.get("/v1/nothing").json() == {"detail": "Not Found"}  # the API keeps its JSON

@@ -513,6 +513,26 @@ class TestUpserts:
         assert [tuple(r) for r in rows] == [("ev-1", "call", {"minutes": 12})]
         assert bumped.isoformat() == "2026-03-02T08:15:00+00:00"
 
+    def test_keys_naming_an_attribute_or_a_property_as_the_docs_do(
+        self, api: Api, engine: Engine
+    ) -> None:
+        """``attributes.region`` (declared) and ``properties.url`` are the attribute and the
+        property, as in a file's header (docs/import.md); both were 422 unknown columns."""
+        lead = {"external_id": "L1", "attributes.region": "East"}
+        assert api.post("/v1/leads", lead).json()["inserted"] == 1
+        activity = {
+            "external_id": "ev-1",
+            "lead": "L1",
+            "type": "page_view",
+            "occurred_at": "2026-03-02T08:15:00Z",
+            "properties.url": "/pricing",
+        }
+        assert api.post("/v1/activities", activity).json()["inserted"] == 1
+        with engine.connect() as connection:
+            properties = connection.execute(select(ACTIVITIES.c.properties)).scalar_one()
+        assert lead_rows(engine) == [("L1", None, 0, "lead", None, {"region": "East"})]
+        assert properties == {"url": "/pricing"}
+
     def test_an_activity_in_the_future_is_422(self, api: Api) -> None:
         """The API's clock is T0 (09:00): 09:06 is past the 5 minutes a sender's clock may be
         ahead."""
@@ -601,6 +621,31 @@ class TestUpserts:
                 "type": "value_error",
             }
         ]
+
+    def test_a_deal_closing_in_the_future_or_worth_less_than_nothing_is_422(self, api: Api) -> None:
+        """As a file's rows are: each rejected record an entry of the 422's detail."""
+        api.post("/v1/leads", {"external_id": "L1"})
+        deals = [
+            {"external_id": "D1", "lead": "L1", "stage": "Won", "closed_at": "2030-03-01"},
+            {"external_id": "D2", "lead": "L1", "stage": "Engaging", "amount": -50},
+        ]
+        response = api.post("/v1/deals", deals)
+        assert (response.status_code, response.json()["detail"]) == (
+            422,
+            [
+                {
+                    "loc": ["body", 0, "closed_at"],
+                    "msg": "2030-03-01T00:00:00+00:00 is in the future (the import runs at "
+                    "2026-03-02T09:00:00+00:00); a deal cannot have closed yet",
+                    "type": "value_error",
+                },
+                {
+                    "loc": ["body", 1, "amount"],
+                    "msg": "-50 is negative; a deal's amount is 0 or more",
+                    "type": "value_error",
+                },
+            ],
+        )
 
     def test_a_won_deal_without_its_close_date_is_422(self, api: Api) -> None:
         """As in a file (tests/test_import_close_dates.py): a closed deal has its close date,

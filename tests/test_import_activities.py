@@ -69,6 +69,25 @@ class TestActivities:
             ("D1", datetime(2026, 2, 3, 10, tzinfo=UTC))
         ]
 
+    def test_a_properties_key_column_needs_no_mapping(
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """docs/import.md: ``properties.KEY`` puts KEY in the activity's properties, merged
+        with a ``properties`` object column; it was refused (``did you mean 'properties'?``)."""
+        settings = make_settings()
+        setup(engine, settings, tmp_path)
+        path = write(
+            tmp_path,
+            "activities.csv",
+            "type,lead,occurred_at,properties,properties.url\n"
+            'page_view,L1,2026-02-01T10:00:00Z,"{""ms"": 5}",/pricing\n'
+            "page_view,L2,2026-02-01T10:00:00Z,,\n",
+        )
+        report = import_file(engine, settings, "activities", path, clock=clock)
+        assert report.summary == "inserted 2, updated 0, already present 0, rejected 0"
+        found = rows(engine, "activities", "type", "properties")
+        assert sorted((p for _t, p in found), key=len) == [{}, {"ms": 5, "url": "/pricing"}]
+
     def test_derived_ids_make_a_reimport_unchanged(
         self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
     ) -> None:

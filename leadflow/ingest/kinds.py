@@ -419,11 +419,13 @@ class LeadWriter(_RecordsStageEntries):
         if value is None:
             return self.now
         if value > self.now:
-            reason = (
-                f"{value.isoformat()} is in the future (the import runs at "
-                f"{self.now.isoformat()}); a lead cannot have entered its stage yet"
+            raise in_the_future(
+                "stage_entered_at",
+                value,
+                "the import runs at",
+                self.now,
+                "a lead cannot have entered its stage yet",
             )
-            raise ImportRowError("stage_entered_at", reason)
         return value
 
     def _stage_reader(self) -> Convert:
@@ -474,7 +476,21 @@ class DealWriter(_RecordsStageEntries):
             return required("stage")
         if field == "attributes":
             return lambda value: value or {}
+        if field == "closed_at":
+            return self._closed_at
+        if field == "amount":
+            return _amount
         return _keep
+
+    def _closed_at(self, value: datetime | None) -> datetime | None:
+        """A close date in the future is refused: the deal would count as closed (won, its
+        amount in the pipeline's figures) before it is. A CRM's clock a little ahead of ours
+        (a deal posted the moment it closes) is not an error, as for activities."""
+        if value is not None and value > self.now + CLOCK_SKEW:
+            raise in_the_future(
+                "closed_at", value, "the import runs at", self.now, "a deal cannot have closed yet"
+            )
+        return value
 
     def shape(self) -> Shape:
         base = super().shape()
@@ -551,6 +567,23 @@ class DealWriter(_RecordsStageEntries):
                     )
                 )
             }
+
+
+def _amount(value: float | None) -> float | None:
+    """A deal's amount is what it is worth: a negative one (a refund, a typo) would lower the
+    won amount, the open value and the sales velocity of the report."""
+    if value is not None and value < 0:
+        reason = f"{value:g} is negative; a deal's amount is 0 or more"
+        raise ImportRowError("amount", reason)
+    return value
+
+
+def in_the_future(
+    field: str, value: datetime, clock_is: str, now: datetime, cannot: str
+) -> ImportRowError:
+    """The rejection of a time after the import's clock, in one wording for every field."""
+    reason = f"{value.isoformat()} is in the future ({clock_is} {now.isoformat()}); {cannot}"
+    return ImportRowError(field, reason)
 
 
 def _check_closed(outcome: str | None, closed: datetime | None) -> None:
@@ -635,11 +668,15 @@ class ActivityWriter(KindWriter):
         if isinstance(occurred, datetime) and occurred > self.now + CLOCK_SKEW:
             # It would become the lead's last activity until that date (a year 2999 typo kept
             # last_activity_at there for good) and wait in the scoring passes' next change.
-            reason = (
-                f"{occurred.isoformat()} is in the future (received at "
-                f"{self.now.isoformat()}); an activity cannot have happened yet"
+            problems.append(
+                in_the_future(
+                    "occurred_at",
+                    occurred,
+                    "received at",
+                    self.now,
+                    "an activity cannot have happened yet",
+                )
             )
-            problems.append(ImportRowError("occurred_at", reason))
         return problems
 
     def lookups(self, connection: Connection, records: list[Record]) -> None:
