@@ -111,6 +111,11 @@ class Problem:
         return f"{self.file}: {self.message}"
 
 
+MISSING_TEMPLATES_FOLDER = "templates folder not found"
+"""A template check's one problem when the folder itself is missing: the rule loader reports
+it once, not once for each template a rule uses."""
+
+
 class StoppedDuringStartUpError(BaseException):
     """SIGTERM, SIGINT or SIGHUP arrived while ``leadflow daemon`` was starting, before its
     event loop took the signals over. A ``BaseException``, as ``KeyboardInterrupt`` is: it
