@@ -61,8 +61,9 @@ def load_settings(
     data: dict[str, Any] = {}
     sources: dict[str, str] = {}
     written: dict[str, str] = {}
+    sections: dict[str, str] = {}
     if path is not None:
-        data, sources, written = _read_yaml(path)
+        data, sources, written, sections = _read_yaml(path)
         root = path.resolve().parent
     else:
         root = Path.cwd()
@@ -82,7 +83,7 @@ def load_settings(
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        problems += _explain(exc, sources, written)
+        problems += _explain(exc, sources, written, sections)
     if problems:
         raise ConfigError("\n".join(problems))
     return LoadedSettings(settings=settings, sources=sources, config_file=path)
@@ -142,9 +143,12 @@ def _source_of(key: str, sources: Mapping[str, str]) -> str:
     return below[0] if below else DEFAULT_SOURCE
 
 
-def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
-    """The file's values, where each key is written (``FILE:LINE:COL``), and each boolean's text
-    as written (YAML 1.1 reads ``yes``, ``no``, ``on``, ``off`` as booleans too), by key."""
+def _read_yaml(
+    path: Path,
+) -> tuple[dict[str, Any], dict[str, str], dict[str, str], dict[str, str]]:
+    """The file's values, where each key is written (``FILE:LINE:COL``), each boolean's text
+    as written (YAML 1.1 reads ``yes``, ``no``, ``on``, ``off`` as booleans too), by key, and
+    where each key holding a mapping (a section) is written."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -173,7 +177,7 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, str], dict[str, st
         msg = f"{path}: nested too deeply: at most {MAX_DEPTH} levels of mappings and lists"
         raise ConfigError(msg) from None
     if data is None:
-        return {}, {}, {}
+        return {}, {}, {}, {}
     if not isinstance(data, dict):
         msg = f"{path}:1:1: expected a mapping of sections (database:, mail:, ...)"
         raise ConfigError(msg)
@@ -182,8 +186,9 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, str], dict[str, st
         raise ConfigError("\n".join(duplicates))
     sources: dict[str, str] = {}
     written: dict[str, str] = {}
-    _record_positions(node, (), str(path), sources, written)
-    return data, sources, written
+    sections: dict[str, str] = {}
+    _record_positions(node, (), str(path), sources, written, sections)
+    return data, sources, written, sections
 
 
 MAX_DEPTH = 60
@@ -247,13 +252,17 @@ def _record_positions(
     file: str,
     out: dict[str, str],
     written: dict[str, str],
+    sections: dict[str, str],
 ) -> None:
     if not isinstance(node, yaml.MappingNode):
         return
     for key_node, value_node in node.value:
         key = (*prefix, str(key_node.value))
         if isinstance(value_node, yaml.MappingNode) and value_node.value:
-            _record_positions(value_node, key, file, out, written)
+            # Kept apart from ``out``: a default below a written section has no source in it.
+            mark = key_node.start_mark
+            sections[".".join(key)] = f"{file}:{mark.line + 1}:{mark.column + 1}"
+            _record_positions(value_node, key, file, out, written, sections)
         else:
             out[".".join(key)] = (
                 f"{file}:{key_node.start_mark.line + 1}:{key_node.start_mark.column + 1}"
@@ -368,14 +377,20 @@ def _merge(into: dict[str, Any], other: Mapping[str, Any]) -> None:
 
 
 def _explain(
-    exc: ValidationError, sources: Mapping[str, str], written: Mapping[str, str]
+    exc: ValidationError,
+    sources: Mapping[str, str],
+    written: Mapping[str, str],
+    sections: Mapping[str, str],
 ) -> list[str]:
-    """One ``WHERE: key: problem`` line per error; ``written``: the booleans' texts by key."""
+    """One ``WHERE: key: problem`` line per error; ``written``: the booleans' texts by key;
+    ``sections``: where each key holding a mapping is written (an unknown ``databse:``)."""
     lines = []
     for error in exc.errors():
         loc = [str(part) for part in error["loc"]]
         key = ".".join(loc)
         where = sources.get(key) or _source_of(key, sources)
+        if error["type"] == "extra_forbidden" and key in sections:
+            where = sections[key]  # the unknown key itself, not the first key below it
         whole = _whole_number_range(loc) if error["type"] in _INTEGER_ERRORS else None
         shown = _shown(error["input"], written.get(key))
         context = error.get("ctx") or {}

@@ -557,6 +557,15 @@ def _keep_or_forever(value: object) -> object:
     raise ValueError(msg)
 
 
+class RulesSettings(Section):
+    """What the rule set may be."""
+
+    allow_empty: bool = False
+    """Run with no rules at all (a new project, a replica that only sends): otherwise a rules
+    folder without a rule is refused at ``check``, at start-up and on reload, as losing every
+    rule (a folder emptied by a bad deploy) would silently stop MQL assignment."""
+
+
 class AuditSettings(Section):
     """How long the audit is kept in the store, and where rows go before they are deleted."""
 
@@ -604,6 +613,7 @@ class Settings(Section):
     root: Path = Path()
     database: DatabaseSettings = DatabaseSettings()
     paths: PathSettings = PathSettings()
+    rules: RulesSettings = RulesSettings()
     mail: MailSettings = MailSettings()
     calendar: CalendarSettings = CalendarSettings()
     calendars: dict[CalendarName, CalendarSettings] = {}

@@ -69,6 +69,16 @@ class TestValidation:
         ]
         assert "hunter2" not in str(caught.value)
 
+    def test_an_unknown_section_is_located_at_its_own_key(self, tmp_path: Path) -> None:
+        """``databse:`` holding ``url:`` was reported at the ``url`` below it (2:3)."""
+        path = write(tmp_path, "databse:\n  url: sqlite:///x.db\nmail:\n  smtpp:\n    host: x\n")
+        with pytest.raises(ConfigError) as caught:
+            load_settings(path, env={})
+        assert str(caught.value).splitlines() == [
+            f"{path}:4:3: unknown key 'mail.smtpp'; did you mean 'smtp'?",
+            f"{path}:1:1: unknown key 'databse'; did you mean 'database'?",
+        ]
+
     def test_a_stage_listed_twice_is_refused(self, tmp_path: Path) -> None:
         path = write(tmp_path, "stages:\n  progression: [lead, mql, lead]\n")
         with pytest.raises(ConfigError) as caught:

@@ -369,6 +369,7 @@ class TestDaemonJob:
             **{
                 "paths.rules": str(tmp_path / "rules"),
                 "paths.templates": str(tmp_path / "templates"),
+                "rules.allow_empty": True,  # a daemon with nothing but its own jobs
                 "scheduler.retention_every": "30m",
             },
         )

@@ -49,7 +49,7 @@ def test_a_rule_file_replaced_by_a_folder(rules: Path) -> None:
     (rules / "hot.yaml").unlink()
     (rules / "hot.yaml").mkdir()
     assert problems(rules) == [
-        "rules/hot.yaml: is a folder, not a file: rename it, or move its files up"
+        "rules/hot.yaml:1:1: is a folder, not a file: rename it, or move its files up"
     ]
 
 
@@ -57,7 +57,7 @@ def test_a_dangling_symbolic_link(rules: Path) -> None:
     (rules / "hot.yaml").unlink()
     (rules / "hot.yaml").symlink_to("..data/hot.yaml")
     assert problems(rules) == [
-        "rules/hot.yaml: is a symbolic link to ..data/hot.yaml, which does not exist"
+        "rules/hot.yaml:1:1: is a symbolic link to ..data/hot.yaml, which does not exist"
     ]
 
 
@@ -66,13 +66,15 @@ def test_a_symbolic_link_loop(rules: Path) -> None:
     (rules / "hot.yaml").symlink_to("loop.yaml")
     (rules / "loop.yaml").symlink_to("hot.yaml")
     loop = "is a symbolic link loop: point it at a file, or remove it"
-    assert problems(rules) == [f"rules/hot.yaml: {loop}", f"rules/loop.yaml: {loop}"]
+    assert problems(rules) == [f"rules/hot.yaml:1:1: {loop}", f"rules/loop.yaml:1:1: {loop}"]
 
 
 def test_a_pipe(rules: Path) -> None:
     (rules / "hot.yaml").unlink()
     os.mkfifo(rules / "hot.yaml")
-    assert problems(rules) == ["rules/hot.yaml: is not a regular file (a pipe, socket or device)"]
+    assert problems(rules) == [
+        "rules/hot.yaml:1:1: is not a regular file (a pipe, socket or device)"
+    ]
 
 
 def test_a_file_that_cannot_be_read(rules: Path) -> None:
@@ -80,14 +82,14 @@ def test_a_file_that_cannot_be_read(rules: Path) -> None:
     # without read permission would not fail for root.
     (rules / "hot.yaml").unlink()
     (rules / "hot.yaml").symlink_to("/proc/self/mem")
-    assert problems(rules) == ["rules/hot.yaml: cannot be read: Input/output error"]
+    assert problems(rules) == ["rules/hot.yaml:1:1: cannot be read: Input/output error"]
 
 
 def test_a_huge_file_is_refused_unread(rules: Path) -> None:
     size = MAX_RULE_FILE_BYTES + 1
     write(rules, "hot.yaml", GOOD + "#" * (size - len(GOOD) - 1) + "\n")
     assert problems(rules) == [
-        "rules/hot.yaml: 1,048,577 bytes; a rule file is at most 1,048,576 bytes "
+        "rules/hot.yaml:1:1: 1,048,577 bytes; a rule file is at most 1,048,576 bytes "
         "(split it into several files)"
     ]
 
@@ -116,7 +118,7 @@ def test_a_reload_keeps_the_last_good_set(rules: Path) -> None:
     assert not reload_snapshot(load, holder, changed=["hot.yaml"])
     assert [rule.id for rule in holder.current().rules] == ["hot-lead", "warm-lead"]
     assert holder.status().errors == (
-        "rules/hot.yaml: is a folder, not a file: rename it, or move its files up",
+        "rules/hot.yaml:1:1: is a folder, not a file: rename it, or move its files up",
     )
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from leadflow.errors import Problem, ProblemsError, YamlSyntaxError
+from leadflow.mail.templates import TemplateCatalog
 from leadflow.rule_language import yaml_source
 from leadflow.rule_language.actions import (
     AdjustScore,
@@ -31,7 +32,7 @@ from leadflow.rule_language.loader import check_rule_set, load_rule_set, rule_fi
 from leadflow.rule_language.model import Reentry, RuleSet
 from leadflow.rule_language.operators import OPERATORS
 from leadflow.rule_language.schedule import Schedule
-from leadflow.settings import Settings
+from leadflow.settings import RulesSettings, Settings
 
 SETTINGS = Settings.model_validate(
     {"attributes": {"leads": {"country": "string", "employees": "integer", "opening": "string"}}}
@@ -224,8 +225,11 @@ class TestShapeOfAFile:
         ]
 
     def test_an_empty_folder_and_rules_list_are_an_empty_rule_set(self, rules: Path) -> None:
-        assert load_rule_set(rules, SETTINGS).rules == ()
-        assert loaded(rules, "# nothing yet\nrules: []\n").rules == ()
+        """When ``rules.allow_empty`` allows it (tests/test_empty_rule_set.py: refused else)."""
+        allowed = SETTINGS.model_copy(update={"rules": RulesSettings(allow_empty=True)})
+        assert load_rule_set(rules, allowed).rules == ()
+        write(rules, "r.yaml", "# nothing yet\nrules: []\n")
+        assert load_rule_set(rules, allowed).rules == ()
 
     def test_a_file_without_a_document_is_a_problem(self, rules: Path) -> None:
         """Empty or comments only: refused, so a save cut short never drops live rules."""
@@ -393,7 +397,7 @@ class TestConditions:
             "rules/r.yaml:10:41: rule a: unsubscribed is true or false, found 'yes'",
             "rules/r.yaml:11:11: rule a: field score: expected exactly one operator (equals, not_equals,"
             " in, not_in, at_least, at_most, more_than, less_than, is_set), found at_least, at_most",
-            "rules/r.yaml:12:44: rule a: expected a finite number, found .inf",
+            "rules/r.yaml:12:44: rule a: at_least: expected a finite number, found .inf",
         ]
 
     def test_values_are_named_as_the_file_wrote_them(self, rules: Path) -> None:
@@ -428,9 +432,9 @@ class TestConditions:
             "rules/r.yaml:9:41: rule a: unsubscribed is true or false, found 'on'",
             "rules/r.yaml:10:47: rule a: is_set expects true or false,"
             " found Off (text: rule files read only true and false as booleans)",
-            "rules/r.yaml:11:36: rule a: expected a number, found False (YAML reads it as false)",
-            "rules/r.yaml:12:35: rule a: expected a number, found 2026-01-31",
-            "rules/r.yaml:13:37: rule a: expected a finite number, found 1e400",
+            "rules/r.yaml:11:36: rule a: at_least: expected a number, found False (YAML reads it as false)",
+            "rules/r.yaml:12:35: rule a: at_most: expected a number, found 2026-01-31",
+            "rules/r.yaml:13:37: rule a: more_than: expected a finite number, found 1e400",
             "rules/r.yaml:14:38: rule a: created_at is a datetime: expected a date like"
             " 2026-01-31 or a time like 2026-01-31T09:00:00Z, found Null (YAML reads it as no value)",
         ]
@@ -474,7 +478,7 @@ class TestConditions:
     def test_a_time_is_not_a_number(self, rules: Path) -> None:
         text = "rules:\n  - id: a\n    when: {field: attributes.employees, equals: 09:00}\n    actions: [set_stage: mql]\n"
         assert problems(rules, **{"r.yaml": text}) == [
-            "rules/r.yaml:3:49: rule a: expected a number, found '09:00'"
+            "rules/r.yaml:3:49: rule a: equals: expected a number, found '09:00'"
         ]
 
     def test_idle_beyond_average_cycle_is_for_deals(self, rules: Path) -> None:
@@ -620,10 +624,13 @@ class TestTheWholeSet:
         with pytest.raises(ProblemsError) as caught:
             load_rule_set(rules, SETTINGS)
         assert (
-            str(caught.value) == "rules/r.yaml:3:36: rule hot-lead: expected a number, found 'lots'"
+            str(caught.value)
+            == "rules/r.yaml:3:36: rule hot-lead: at_least: expected a number, found 'lots'"
         )
         assert caught.value.problems == [
-            Problem("rules/r.yaml", 3, 36, "rule hot-lead: expected a number, found 'lots'")
+            Problem(
+                "rules/r.yaml", 3, 36, "rule hot-lead: at_least: expected a number, found 'lots'"
+            )
         ]
 
 
@@ -658,6 +665,29 @@ class TestTemplates:
             "rules/r.yaml:10:42: stream n: template 'missing': templates/missing.txt: no such template",
         ]
         assert asked == ["missing", "fine"]  # each name checked once, in order of first use
+
+    def test_a_missing_templates_folder_is_one_problem(self, rules: Path, tmp_path: Path) -> None:
+        """Deleting templates/ gave one problem per template use (16 with the shipped rules)."""
+        write(
+            rules,
+            "r.yaml",
+            "rules:\n  - id: a\n    when: {field: score, at_least: 1}\n    actions:\n"
+            "      - notify: {to: owner, template: one}\n"
+            "      - notify: {to: manager, template: two}\n"
+            "streams:\n  - id: n\n    steps: [{template: three}]\n",
+        )
+        catalog = TemplateCatalog(tmp_path / "gone", SETTINGS)
+        rule_set, found = check_rule_set(rules, SETTINGS, check_template=catalog.check)
+        assert rule_set is None
+        assert [str(problem) for problem in found] == [
+            f"{tmp_path / 'gone'}: templates folder not found"
+        ]
+
+    def test_a_number_names_its_operator(self, rules: Path) -> None:
+        write(rules, "r.yaml", GOOD.replace("at_least: 60", 'at_least: "sixty"'))
+        assert [str(problem) for problem in check_rule_set(rules, SETTINGS)[1]] == [
+            "rules/r.yaml:3:36: rule hot-lead: at_least: expected a number, found 'sixty'"
+        ]
 
     def test_without_a_checker_templates_are_not_looked_at(self, rules: Path) -> None:
         write(rules, "r.yaml", "streams:\n  - id: n\n    steps: [{template: missing}]\n")

@@ -2,18 +2,39 @@
 
 A configuration the daemon would refuse (the HTTP API without a token) is checked before the
 store, the scheduler or the log are touched: the refusal is the one ``error:`` line, exit 1.
+
+The stop signals are handled from the command's first line: building the runtime on a large
+store takes seconds, and a SIGTERM then (a rolling restart) ended the process with 143 and no
+word. Until the event loop takes the signals over (:class:`~leadflow.service.Daemon`), a signal
+stops the start-up with ``daemon_stopping`` and exit 0.
 """
 
 from __future__ import annotations
+
+import signal
+from types import FrameType
 
 import typer
 
 from leadflow.cli.context import cli_context
 from leadflow.clock import SystemClock
+from leadflow.errors import StoppedDuringStartUpError
 
 
 def daemon(ctx: typer.Context) -> None:
     """Run the scheduler, the outbox sender and the rule watcher until SIGTERM or Ctrl-C."""
+    _stop_start_up_on_signals()
+    try:
+        _start_and_run(ctx)
+    except StoppedDuringStartUpError as stopped:
+        import structlog
+
+        log = structlog.get_logger("leadflow.service")
+        log.info("daemon_stopping", reason=stopped.signal_name, during="start-up")
+        log.info("daemon_stopped", during="start-up")
+
+
+def _start_and_run(ctx: typer.Context) -> None:
     import asyncio
 
     from leadflow.engine.runtime import Runtime
@@ -30,3 +51,17 @@ def daemon(ctx: typer.Context) -> None:
     config_file = context.loaded.config_file
     runtime = Runtime.build(context.engine, settings, SystemClock(), config_file=config_file)
     asyncio.run(run_daemon(runtime))
+
+
+def _stop_start_up_on_signals() -> None:
+    """Signals the daemon stops on raise :class:`StoppedDuringStartUpError` until its event
+    loop installs its own handlers (SIGHUP only if not ignored, as the daemon does)."""
+    stopping = [signal.SIGTERM, signal.SIGINT]
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        stopping.append(signal.SIGHUP)
+    for sig in stopping:
+        signal.signal(sig, _stop_start_up)
+
+
+def _stop_start_up(signum: int, _frame: FrameType | None) -> None:
+    raise StoppedDuringStartUpError(signal.Signals(signum).name)

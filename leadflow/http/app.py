@@ -33,6 +33,7 @@ from leadflow.http.openapi import record_schema, request_body, type_errors
 from leadflow.http.probes import probe_routes
 from leadflow.http.records import upsert_records
 from leadflow.http.tracking import tracking_routes
+from leadflow.ingest.mapping import too_many_columns
 from leadflow.ingest.values import TOO_DEEP, json_value, text_problem, unstorable
 from leadflow.rule_language.model import RuleSet
 from leadflow.scoring.explain import explain_score
@@ -145,10 +146,11 @@ def _record_route(
     runtime: Runtime, holder: SnapshotHolder[RuleSet], kind: ImportKind
 ) -> Callable[[Request], Awaitable[Any]]:
     schema = record_schema(kind, runtime.settings)
+    too_many = partial(too_many_columns, settings=runtime.settings)
 
     async def post_records(request: Request) -> JSONResponse:
         _require_json(request.headers.get("content-type"))
-        items, batch = parse_records(await request.body())
+        items, batch = parse_records(await request.body(), partial(too_many, kind))
         _check_types(schema, items, batch=batch)
         now = runtime.clock.now()
         rule_set = holder.current_or_none()
@@ -243,8 +245,14 @@ def _refuse_unknown_query(request: Request, known: set[str]) -> None:
         )
 
 
-def parse_records(raw: bytes) -> tuple[list[dict[str, Any]], bool]:
-    """The posted objects and whether they came as a list; RecordsRejectedError otherwise."""
+def parse_records(
+    raw: bytes, too_many: Callable[[int], str | None] = lambda _count: None
+) -> tuple[list[dict[str, Any]], bool]:
+    """The posted objects and whether they came as a list; RecordsRejectedError otherwise.
+
+    ``too_many`` says why an object with that many keys is refused by its count alone
+    (:func:`~leadflow.ingest.mapping.too_many_columns`): checked before anything else looks
+    at the keys one by one."""
     try:
         value = json_value(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -266,6 +274,13 @@ def parse_records(raw: bytes) -> tuple[list[dict[str, Any]], bool]:
         for index, item in enumerate(items)
         if not isinstance(item, dict)
     ]
+    oversized = [
+        FieldError(("body", index) if batch else ("body",), reason, "too_long")
+        for index, item in enumerate(items)
+        if isinstance(item, dict) and (reason := too_many(len(item))) is not None
+    ]
+    if oversized:
+        raise RecordsRejectedError(errors + oversized)
     # Text no store can hold (NUL, lone surrogates) and nesting deeper than the checks, hashes
     # and writes of a value recurse are refused here, where they can be located in the body,
     # rather than failing later; numbers are left to the fields' parsers.

@@ -45,10 +45,22 @@ _ATTRIBUTE_SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
+_CONTROL = r"\u0000-\u001f\u007f-\u009f\u2028\u2029"
+_BLANKS = r"[\s\u001c-\u001f\u0085]"
+"""What ``str.strip`` takes off: the white space of JSON Schema's (ECMA 262) patterns, and
+the separators Python also counts as blanks."""
+_ID_TEXT = rf"[^{_CONTROL}]"
+_ID_CHAR = rf"[^\s{_CONTROL}]"
+_NOT_BLANK = r"\S"
+"""A required text: blank text is read as an empty cell, which is missing."""
 _EXTERNAL_ID: dict[str, Any] = {
     "type": "string",
-    "pattern": r"\S",
-    "description": "the record's id in the CRM: text with at least one non-space character",
+    # Not blank, and one line: no control character (C0, DEL, C1) nor line or paragraph
+    # separator (leadflow.ingest.values.identifier_problem) once the blanks around it, which
+    # the server strips as Python does, are gone.
+    "pattern": rf"^{_BLANKS}*{_ID_CHAR}(?:{_ID_TEXT}*{_ID_CHAR})?{_BLANKS}*$",
+    "description": "the record's id in the CRM: one line of text with at least one "
+    "non-space character, without tabs or other control characters",
 }
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
@@ -105,11 +117,16 @@ def _add_required(kind: ImportKind, mapping: ImportMapping, schema: dict[str, An
 
 
 def _not_null(field_schema: dict[str, Any]) -> dict[str, Any]:
+    """A required field's schema: not null, and text not blank (both read as missing; a
+    ``"stage": ""`` was valid by the document and a 422 from the server)."""
     types = field_schema.get("type")
     if not isinstance(types, list):
         return field_schema
     kept = [name for name in types if name != "null"]
-    return {**field_schema, "type": kept[0] if len(kept) == 1 else kept}
+    found = {**field_schema, "type": kept[0] if len(kept) == 1 else kept}
+    if "string" in kept:
+        found.setdefault("pattern", _NOT_BLANK)
+    return found
 
 
 def body_schema(kind: ImportKind, settings: Settings) -> dict[str, Any]:

@@ -83,8 +83,9 @@ def upsert_records(
     try:
         plan = compile_plan(kind, header, settings, "body")
     except ProblemsError as exc:
+        posted = frozenset(header)  # a set: each problem looks its key up in it
         raise RecordsRejectedError(
-            [locate.header_problem(p.message, header) for p in exc.problems]
+            [locate.header_problem(p.message, posted) for p in exc.problems]
         ) from None
     warnings: tuple[dict[str, str], ...] = ()
     if kind == "leads":
@@ -201,7 +202,7 @@ class _Locator:
     def _field(self, index: int, exc: ImportRowError, plan: ColumnPlan) -> FieldError:
         return FieldError((*self.at(index), _posted_name(exc.field, plan)), exc.reason)
 
-    def header_problem(self, message: str, header: Sequence[str]) -> FieldError:
+    def header_problem(self, message: str, header: frozenset[str]) -> FieldError:
         """A plan problem (unknown or missing field) located at the key it names."""
         named = [name for name in _QUOTED.findall(message) if name in header]
         missing = _MISSING.search(message)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import socket
 from collections.abc import Iterator
 
@@ -17,6 +18,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from leadflow.errors import ConfigError
+from leadflow.http.cancelled import AnswerCancelled
 from leadflow.settings import HttpSettings
 
 log = structlog.get_logger("leadflow.http")
@@ -26,6 +28,13 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+def request_grace(grace_s: float) -> int:
+    """How long open requests may run on after a stop, in whole seconds (uvicorn's unit): the
+    daemon's grace less a second, so the server has answered them and returned within the
+    grace (at least one second)."""
+    return max(1, math.floor(grace_s - 1.0))
 
 
 def bind(settings: HttpSettings) -> socket.socket:
@@ -46,14 +55,18 @@ def bind(settings: HttpSettings) -> socket.socket:
     return sock
 
 
-async def serve(app: ASGIApp, sock: socket.socket, stop: asyncio.Event) -> None:
-    """Serve ``app`` on ``sock`` until ``stop`` is set, then finish open requests and return."""
+async def serve(
+    app: ASGIApp, sock: socket.socket, stop: asyncio.Event, *, grace_s: float = 5.0
+) -> None:
+    """Serve ``app`` on ``sock`` until ``stop`` is set, then let open requests finish for at
+    most :func:`request_grace` of ``grace_s`` (the daemon's ``scheduler.shutdown_grace``) and
+    return; a request still running then is answered 503 (:class:`AnswerCancelled`)."""
     config = uvicorn.Config(
-        app,
+        AnswerCancelled(app),
         log_config=None,
         access_log=False,
         lifespan="off",
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=request_grace(grace_s),
         server_header=False,
     )
     server = _Server(config)

@@ -90,6 +90,12 @@ REQUIRED: Mapping[ImportKind, tuple[tuple[str, ...], ...]] = {
 GROUPS: Mapping[ImportKind, str] = {"leads": "attributes", "deals": "attributes"}
 """Kinds with typed attributes; activities have free-form ``properties.NAME`` instead."""
 
+SPARE_COLUMNS = 100
+"""Columns over what a kind can take (:func:`too_many_columns`) still named one by one."""
+
+NAMED_UNKNOWN = 20
+"""At most this many unknown columns are named, each with its suggestion; the rest counted."""
+
 OUTCOMES = frozenset({"won", "lost"})
 DEFAULT_OUTCOMES = {"won": "won", "closed won": "won", "lost": "lost", "closed lost": "lost"}
 
@@ -273,16 +279,21 @@ def compile_plan(
         getattr(settings.attributes, kind) if kind in GROUPS else {}
     )
     fields = KIND_FIELDS[kind]
+    too_many = too_many_columns(kind, len(header), settings)
+    if too_many is not None:
+        raise ProblemsError([Problem(file, 1, 0, too_many)])
     problems: list[str] = []
+    unknown = _UnknownColumns(kind, mapping, declared)
     chosen: dict[str, tuple[int, str]] = {}
     for index, column in enumerate(header):
-        for field in _fields_of(kind, column, mapping, declared, problems):
+        for field in _fields_of(kind, column, mapping, declared, problems, unknown):
             if field in chosen:
                 problems.append(
                     f"columns {chosen[field][1]!r} and {column!r} both set {field}; map one of "
                     f"them to skip under import.mappings.{kind}.columns (a field takes one column)"
                 )
             chosen[field] = (index, column)
+    problems += unknown.left_unnamed()
     problems += _missing(kind, chosen.keys(), mapping)
     problems += _unstorable_renames(kind, mapping)
     if problems:
@@ -301,6 +312,49 @@ def compile_plan(
     return ColumnPlan(kind, tuple(header), tuple(targets), empty)
 
 
+def too_many_columns(kind: ImportKind, count: int, settings: Settings) -> str | None:
+    """Why a header (a posted object's keys) of ``count`` columns is refused outright, or None.
+
+    A readable header has at most one column per field, declared attribute and mapped column;
+    one far over that is refused by its count alone, before any column is looked at, so a body
+    with 200 000 unknown keys costs no more than its parsing (docs/import.md).
+    """
+    mapping = settings.imports.mappings.get(kind, ImportMapping())
+    declared = getattr(settings.attributes, kind) if kind in GROUPS else {}
+    usable = len(KIND_FIELDS[kind]) + len(declared) + len(mapping.columns)
+    if count <= usable + SPARE_COLUMNS:
+        return None
+    return (
+        f"{count} columns, but {kind} have only {usable} fields, declared attributes and "
+        f"mapped columns; remove the columns leadflow does not read (more than "
+        f"{usable + SPARE_COLUMNS} are not looked at one by one)"
+    )
+
+
+class _UnknownColumns:
+    """The problem of each unknown column: the first :data:`NAMED_UNKNOWN` named with their
+    suggestions, the others only counted (a suggestion is the costly part)."""
+
+    def __init__(
+        self, kind: ImportKind, mapping: ImportMapping, declared: Mapping[str, AttributeType]
+    ) -> None:
+        self.kind, self.mapping, self.declared = kind, mapping, declared
+        self.unnamed = 0
+        self.named = 0
+
+    def problem(self, column: str) -> str | None:
+        if self.named >= NAMED_UNKNOWN:
+            self.unnamed += 1
+            return None
+        self.named += 1
+        return _unknown_column(self.kind, column, self.mapping, self.declared)
+
+    def left_unnamed(self) -> list[str]:
+        if not self.unnamed:
+            return []
+        return [f"unknown columns: {self.unnamed} more, not named here"]
+
+
 def unknown_keys(kind: ImportKind, keys: Sequence[str], settings: Settings) -> dict[str, str]:
     """JSONL keys that are no field, mapped column or declared attribute, each with what to do.
 
@@ -311,7 +365,9 @@ def unknown_keys(kind: ImportKind, keys: Sequence[str], settings: Settings) -> d
     declared: Mapping[str, AttributeType] = (
         getattr(settings.attributes, kind) if kind in GROUPS else {}
     )
-    found = {}
+    found: dict[str, str] = {}
+    if too_many_columns(kind, len(keys), settings) is not None:
+        return found  # compile_plan refuses the file by its count, at once
     for key in keys:
         if key in mapping.columns or _named_field(kind, key, declared) is not None:
             continue
@@ -333,13 +389,16 @@ def _fields_of(
     mapping: ImportMapping,
     declared: Mapping[str, AttributeType],
     problems: list[str],
+    unknown: _UnknownColumns,
 ) -> list[str]:
     mapped = mapping.columns.get(column)
     if mapped is None:
         named = _named_field(kind, column, declared)
         if named is not None:
             return [named]
-        problems.append(_unknown_column(kind, column, mapping, declared))
+        problem = unknown.problem(column)
+        if problem is not None:
+            problems.append(problem)
         return []
     wanted = [mapped] if isinstance(mapped, str) else list(mapped)
     found = []

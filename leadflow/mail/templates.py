@@ -41,7 +41,13 @@ import jinja2.runtime
 import jinja2.utils
 from jinja2.sandbox import SandboxedEnvironment
 
-from leadflow.errors import Problem, TemplateError, not_utf8_position, why_not_a_file
+from leadflow.errors import (
+    MISSING_TEMPLATES_FOLDER,
+    Problem,
+    TemplateError,
+    not_utf8_position,
+    why_not_a_file,
+)
 from leadflow.mail.context import sample_context
 from leadflow.settings import Settings
 from leadflow.suggestions import did_you_mean
@@ -188,6 +194,8 @@ class TemplateCatalog:
         return problems
 
     def _check_parts(self, name: str, context: dict[str, Any]) -> list[Problem]:
+        if not self.folder.is_dir():
+            return [Problem(str(self.folder), 0, 0, MISSING_TEMPLATES_FOLDER)]
         problems = []
         for suffix, required in _PARTS:
             path = self.folder / f"{name}{suffix}"

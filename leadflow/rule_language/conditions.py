@@ -256,21 +256,24 @@ class ConditionParser:
         return moment.astimezone(UTC)
 
     def _number(self, value: Any, path: Path, *, integer: bool = False) -> float | int | None:
+        # Named by its operator (``at_least: expected a number``): the column alone left the
+        # reader to find which of a line's values was meant.
+        key = _operator(path)
         if isinstance(value, bool) or not isinstance(value, int | float):
-            self.problem(path, f"expected a number, found {self.found(path, value)}")
+            self.problem(path, f"{key}: expected a number, found {self.found(path, value)}")
             return None
         if isinstance(value, float) and not math.isfinite(value):
-            self.problem(path, f"expected a finite number, found {self.found(path, value)}")
+            self.problem(path, f"{key}: expected a finite number, found {self.found(path, value)}")
             return None
         if abs(value) > LARGEST_NUMBER:
             # SQLite binds integers as 64-bit; larger ones cannot even be compared there.
             self.problem(
                 path,
-                f"expected a number between -{LARGEST_NUMBER} and {LARGEST_NUMBER}, found {self.found(path, value)}",
+                f"{key}: expected a number between -{LARGEST_NUMBER} and {LARGEST_NUMBER}, found {self.found(path, value)}",
             )
             return None
         if integer and isinstance(value, float) and not value.is_integer():
-            self.problem(path, f"expected a whole number, found {self.found(path, value)}")
+            self.problem(path, f"{key}: expected a whole number, found {self.found(path, value)}")
             return None
         return int(value) if integer else value
 
@@ -390,3 +393,9 @@ class EvaluationContext:
 
     now: datetime
     cycles: Mapping[IdleBeyondAverageCycle, CycleAverage]
+
+
+def _operator(path: Path) -> str:
+    """The key a value is written under: its operator (``at_least``), or the list's key for an
+    item of one (``between``)."""
+    return next((str(part) for part in reversed(path) if isinstance(part, str)), "value")

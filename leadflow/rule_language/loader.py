@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from leadflow.errors import (
+    MISSING_TEMPLATES_FOLDER,
     Problem,
     ProblemsError,
     YamlSyntaxError,
@@ -93,7 +94,7 @@ def _rule_entries(folder: Path) -> list[Path]:
     found = [
         path
         for path in folder.rglob("*")
-        if path.suffix in RULE_FILE_SUFFIXES
+        if path.suffix.lower() in RULE_FILE_SUFFIXES  # mql.YAML too (saved so on Windows)
         and not any(part.startswith(".") for part in path.relative_to(folder).parts)
     ]
     return sorted(found, key=lambda path: path.relative_to(folder).as_posix())
@@ -143,7 +144,7 @@ def check_rule_set(
         if problem is None:
             files.append(path)
         else:
-            builder.problems.append(Problem(_label(path), 0, 0, problem))
+            builder.problems.append(Problem(_label(path), 1, 1, problem))
     for path in files:
         label = _label(path)
         try:
@@ -153,15 +154,18 @@ def check_rule_set(
                     f"{size:,} bytes; a rule file is at most {MAX_RULE_FILE_BYTES:,} bytes "
                     "(split it into several files)"
                 )
-                builder.problems.append(Problem(label, 0, 0, message))
+                builder.problems.append(Problem(label, 1, 1, message))
                 continue
             raw = path.read_bytes()
         except OSError as exc:  # a permission, a file gone or turned into a folder meanwhile
-            builder.problems.append(Problem(label, 0, 0, f"cannot be read: {exc.strerror or exc}"))
+            builder.problems.append(Problem(label, 1, 1, f"cannot be read: {exc.strerror or exc}"))
             continue
         digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + raw + b"\0")
         builder.add_file(label, raw)
     builder.check_references()
+    empty = not (builder.rules or builder.streams or builder.scoring)
+    if empty and not builder.problems and not settings.rules.allow_empty:
+        builder.problems.append(Problem(_label(folder), 0, 0, _no_rules(files)))
     if builder.problems:
         order = {_label(path): index for index, path in enumerate(files)}
         ordered = sorted(
@@ -184,6 +188,22 @@ def check_rule_set(
         files=tuple(_label(path) for path in files),
     )
     return rule_set, []
+
+
+def _no_rules(files: list[Path]) -> str:
+    found = (
+        (
+            f"its {len(files)} files define nothing"
+            if len(files) > 1
+            else "its one file defines nothing"
+        )
+        if files
+        else "no rule file (*.yaml, *.yml) in it"
+    )
+    return (
+        f"no rules: {found}; running without rules would silently stop every assignment and "
+        "email (set rules.allow_empty: true in config.yaml to run so)"
+    )
 
 
 def _label(path: Path) -> str:
@@ -361,8 +381,15 @@ class _RuleSetBuilder:
                 )
         if self.check_template is None:
             return
+        missing_folder = False
         for owner, name, where, unavailable in self._template_uses:
             for found in self._template_problems(name, unavailable):
+                if found.message == MISSING_TEMPLATES_FOLDER:
+                    # One line for the folder, not one for each template a rule uses.
+                    if not missing_folder:
+                        self.problems.append(found)
+                    missing_folder = True
+                    continue
                 self.problems.append(
                     Problem(
                         where.file, where.line, where.column, f"{owner}: template {name!r}: {found}"

@@ -137,7 +137,7 @@ def rules_at(folder: Path, ref: str) -> Iterator[tuple[Path, str]]:
     with tempfile.TemporaryDirectory(prefix="leadflow-plan-") as target:
         for name in names:
             relative = name.removeprefix(prefix)
-            if not relative.endswith(RULE_FILE_SUFFIXES):
+            if not relative.lower().endswith(RULE_FILE_SUFFIXES):
                 continue
             content = _git(folder, "show", f"{ref}:{name}")
             if content.returncode != 0:

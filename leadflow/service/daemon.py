@@ -40,6 +40,7 @@ from leadflow.outbox.delivery import drain
 from leadflow.rule_language.model import RuleSet
 from leadflow.service.channels import channels_for
 from leadflow.service.daemon_ticks import DaemonCounters, Evaluator
+from leadflow.service.exit_deadline import ExitDeadline
 from leadflow.service.jobs import RuleJobs, build_scheduler
 from leadflow.service.leadership import AdvisoryLockLeadership, Leadership, SingleInstance
 from leadflow.service.rule_reload import SnapshotHolder, watch_and_reload
@@ -61,8 +62,17 @@ terminal, or ``kill -HUP`` sent as to other daemons to reload (the rules reload 
 class Daemon:
     """The long-running service of one process; :meth:`run` returns after a clean stop."""
 
-    def __init__(self, runtime: Runtime, *, transport: Transport | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        transport: Transport | None = None,
+        on_stop: Callable[[], None] | None = None,
+    ) -> None:
+        """``on_stop`` is called once when the stop is requested (the command's
+        :class:`~leadflow.service.exit_deadline.ExitDeadline`)."""
         self.runtime = runtime
+        self._on_stop = on_stop
         self.holder: SnapshotHolder[RuleSet] = SnapshotHolder(clock=runtime.clock)
         self.counters = DaemonCounters()
         self.stop_event = asyncio.Event()
@@ -78,6 +88,8 @@ class Daemon:
             return
         log.info("daemon_stopping", reason=reason)
         self.stop_event.set()
+        if self._on_stop is not None:
+            self._on_stop()
 
     async def run(self) -> None:
         """Run until :meth:`request_stop` (or SIGTERM/SIGINT); raise what made it crash."""
@@ -188,7 +200,9 @@ class Daemon:
         app = create_app(self.runtime, self.holder, funnel=self.funnel)
         sock = bind(self.runtime.settings.http)
         stack.callback(sock.close)
-        return partial(serve, app, sock, self.stop_event)  # a coroutine only once it runs
+        grace = self.runtime.settings.scheduler.shutdown_grace.total_seconds()
+        # A coroutine only once it runs.
+        return partial(serve, app, sock, self.stop_event, grace_s=grace)
 
     async def _warm_funnel(self) -> None:
         """Keep the Funnel page's default period (the last seven days, today included) computed:
@@ -264,7 +278,8 @@ class Daemon:
             database=self.runtime.engine.dialect.name,
             transport=getattr(transport, "name", type(transport).__name__),
         )
-        if self.runtime.unsubscribe_secret_stored:
+        # Said when the secret is made, not at every start with the same stored secret.
+        if self.runtime.unsubscribe_secret_generated:
             log.warning(
                 "unsubscribe_secret_generated",
                 detail="mail.unsubscribe_secret is not set: a random secret was generated and "
@@ -320,5 +335,7 @@ def _first_leaf(exc: BaseException) -> BaseException:
 
 
 async def run_daemon(runtime: Runtime) -> None:
-    """Run the daemon of ``runtime`` until SIGTERM or SIGINT."""
-    await Daemon(runtime).run()
+    """Run the daemon of ``runtime`` until SIGTERM or SIGINT; once stopping, the process ends
+    within ``scheduler.shutdown_grace`` (and a second) even if a thread is still busy."""
+    grace = runtime.settings.scheduler.shutdown_grace.total_seconds()
+    await Daemon(runtime, on_stop=ExitDeadline(grace).arm).run()

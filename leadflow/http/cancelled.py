@@ -1,0 +1,73 @@
+"""A request still running when the server's graceful shutdown runs out: answered, not a 500.
+
+uvicorn cancels the requests left when its ``timeout_graceful_shutdown`` ends. The cancel
+reached the application as ``CancelledError``; uvicorn logged it as ``Exception in ASGI
+application`` with a traceback and answered 500, as if leadflow had a bug. Here the cancel is the
+one log line ``http_request_cancelled`` naming the request, and the client gets 503 (retry
+later: a posted body is upserted by external id, so sending it again is safe), or, when the
+response had already begun, its connection is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = structlog.get_logger("leadflow.http")
+
+STOPPING_BODY = json.dumps({"detail": "the server is stopping; retry later"}).encode()
+
+
+class AnswerCancelled:
+    """ASGI middleware: a request cancelled by the server is logged once and answered 503."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        began = time.monotonic()
+        try:
+            await self.app(scope, receive, sending)
+        except asyncio.CancelledError:
+            # Only the server cancels a request task (its graceful shutdown ran out): the task
+            # ends here, so the cancel is not raised on into uvicorn's traceback and 500.
+            log.warning(
+                "http_request_cancelled",
+                method=scope["method"],
+                path=scope["path"],
+                running_s=round(time.monotonic() - began, 1),
+                reason="the server's graceful shutdown ran out",
+                answered=503 if not started else "connection closed",
+            )
+            if not started:
+                await _answer_stopping(send)
+
+
+async def _answer_stopping(send: Send) -> None:
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(STOPPING_BODY)).encode()),
+        (b"connection", b"close"),
+        (b"retry-after", b"5"),
+    ]
+    # The connection may be gone already; the answer is then nobody's to read.
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(1):
+            await send({"type": "http.response.start", "status": 503, "headers": headers})
+            await send({"type": "http.response.body", "body": STOPPING_BODY})
