@@ -44,10 +44,12 @@ class Period:
 
     @property
     def as_of(self) -> datetime:
-        """The instant the report measures what is still open (stays' ages, stalls, open deals,
-        running SLA timers): the period's end, or now when the period ends later. A period that
-        includes today ends at the next midnight: measured there, a lead imported a minute ago
-        was hours old and stalled."""
+        """The instant the report is read at: the period's end, or now when the period ends
+        later. Every family counts what happened in ``start <= t < as_of`` and measures what
+        was open at ``as_of`` (stays' ages, stalls, open deals, running SLA timers): nothing
+        after now exists, though a store of historical data read with an earlier ``--now``
+        holds it. A period that includes today ends at the next midnight: measured there, a
+        lead imported a minute ago was hours old and stalled."""
         return self.end if self.now is None else min(self.end, self.now)
 
     @property

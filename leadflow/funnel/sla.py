@@ -59,9 +59,10 @@ def sla_compliance(
 ) -> list[SlaLine]:
     """Lines by rep, then by pool; ``calendar`` gives a timer's calendar by name."""
     timers = SLA_TIMERS.c
-    end, as_of = instant(period.end), instant(period.as_of)
-    started = and_(timers.started_at >= instant(period.start), timers.started_at < end)
-    # Running is as of now when the period ends later (a timer cannot have ended in the future).
+    as_of = instant(period.as_of)
+    # Started and ended up to now when the period ends later: a timer started or ended after
+    # now has not (a store of historical data read with an earlier --now holds such timers).
+    started = and_(timers.started_at >= instant(period.start), timers.started_at < as_of)
     ended = and_(timers.status != "running", timers.closed_at < as_of)
     groups = {
         "rep": select(REPS.c.name).where(REPS.c.id == timers.owner_id).scalar_subquery(),
