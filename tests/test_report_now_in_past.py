@@ -276,6 +276,16 @@ class TestNothingAfterNowExists:
             ("last_touch", "won", "(none)"): (1.0, 100.0),
         }
 
+    def test_what_happened_at_now_itself_has_happened(self, report_now: Any) -> None:
+        """Read at D1's win (+3 days), not after it: D1 is won, not open (a rule that fired at
+        the clock's instant is counted by a report read at that instant). Open: D2 D3 D4 D6."""
+        report = report_now(now=T0 + 3 * DAY)
+        (line,) = report.pipeline
+        assert (line.won, line.lost, line.open_opportunities) == (1, 0, 4)
+        assert report.deal_entries == {("all", "Engaging"): 1, ("all", "won"): 1}
+        deals = [(t.stage, t.left, t.open) for t in report.deal_times]
+        assert deals == [("Engaging", 1, 4)]
+
     def test_read_after_the_end_counts_the_whole_period(self, report_now: Any) -> None:
         """The same store read after the period: every entry and close of the two weeks, D4
         open in Negotiating with its 400 and D5 in Engaging with its 50."""

@@ -18,7 +18,7 @@ Then runs ``leadflow report --format json --by product`` on the store and compar
     python check_report.py $D/sales_pipeline.csv --from 2017-01-01 --to 2017-12-31 --now 2017-06-30
 
 With ``--now DAY`` the report is read as of that day's start and the figures by hand are the
-period's up to it (docs/report.md, "As of").
+period's up to it, that instant included (docs/report.md, "As of").
 """
 
 from __future__ import annotations
@@ -95,9 +95,10 @@ def main() -> int:
     args = parser.parse_args()
     start = _day(args.start)
     end = _day(args.end) + timedelta(days=1)  # --to names the last day, included
-    # Read as of now when the period ends later: the period's figures up to now, as if it ended
-    # there (closes, engagements by then; open at now).
-    as_of = end if args.now is None else min(end, _day(args.now))
+    # Read as of now when the period ends later: the period's figures up to now, now itself
+    # included (a close dated that day, midnight, has happened), as if the period ended a
+    # microsecond later; open at now.
+    as_of = end if args.now is None else min(end, _day(args.now) + timedelta(microseconds=1))
     expected = by_hand(args.pipeline, start, as_of)
     command = ["leadflow", "-c", args.config, "report", "--from", args.start, "--to", args.end]
     if args.now is not None:

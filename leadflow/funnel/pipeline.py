@@ -56,15 +56,15 @@ def pipeline(connection: Connection, period: Period) -> list[PipelineLine]:
     when it ends later: :attr:`~leadflow.funnel.period.Period.as_of`; a deal closed after now
     is open, its close not counted)."""
     dialect = connection.dialect.name
-    start, as_of = instant(period.start), instant(period.as_of)
+    start, cutoff = instant(period.start), instant(period.cutoff)
     deals = DEALS.c
-    closed_in = and_(deals.closed_at >= start, deals.closed_at < as_of)
+    closed_in = and_(deals.closed_at >= start, deals.closed_at < cutoff)
     won = and_(closed_in, deals.outcome == "won")
     with_cycle = and_(won, deals.engaged_at.is_not(None))
-    open_at_end = _open_at(as_of)
+    open_at_end = _open_at(cutoff)
     # By week, a deal is in the week of its close; one open at the as-of instant has none yet.
-    closed = case((deals.closed_at < as_of, deals.closed_at), else_=None)
-    grp = labelled(deal_group(period.by, DEALS, closed, dialect, as_of))
+    closed = case((deals.closed_at < cutoff, deals.closed_at), else_=None)
+    grp = labelled(deal_group(period.by, DEALS, closed, dialect, cutoff))
     query = (
         select(
             grp,
@@ -108,25 +108,26 @@ def open_value_by_stage(
     """Stage -> (open deals, their known amounts summed, None if none is known) at the
     period's end (as of now if it ends later), by each deal's stage then (see
     :func:`_stage_at`)."""
-    as_of = instant(period.as_of)
-    stage = labelled(_stage_at(as_of))
+    cutoff = instant(period.cutoff)
+    stage = labelled(_stage_at(cutoff))
     query = (
         select(stage, func.count(), func.sum(_open_amount()))
-        .where(_open_at(as_of))
+        .where(_open_at(cutoff))
         .group_by(stage)
         .order_by(stage)
     )
     return {row[0]: (int(row[1]), _float(row[2])) for row in connection.execute(query)}
 
 
-def _stage_at(as_of: Any) -> ColumnElement[Any]:
-    """A deal's stage at ``as_of``: its last entry before it in the history (a deal closed
-    after ``as_of`` was in its pipeline stage then, not its outcome); its stage now when the
-    history has none and it is still open (a deal stored before the history was kept)."""
+def _stage_at(cutoff: Any) -> ColumnElement[Any]:
+    """A deal's stage as of the report (its :attr:`~leadflow.funnel.period.Period.cutoff`):
+    its last entry before the cutoff in the history (a deal closed later was in its pipeline
+    stage then, not its outcome); its stage now when the history has none and it is still open
+    (a deal stored before the history was kept)."""
     changes = STAGE_CHANGES.c
     recorded = (
         select(changes.to_stage)
-        .where(changes.deal_id == DEALS.c.id, is_entry(), changes.at < as_of)
+        .where(changes.deal_id == DEALS.c.id, is_entry(), changes.at < cutoff)
         .order_by(changes.at.desc(), changes.id.desc())
         .limit(1)
         .scalar_subquery()
@@ -142,13 +143,13 @@ def _open_amount() -> ColumnElement[Any]:
     return case((DEALS.c.closed_at.is_(None), DEALS.c.amount), else_=None)
 
 
-def _open_at(as_of: Any) -> ColumnElement[bool]:
-    """A deal open at ``as_of``: engaged before it and not closed by it."""
+def _open_at(cutoff: Any) -> ColumnElement[bool]:
+    """A deal open as of the report: engaged before ``cutoff`` and not closed before it."""
     deals = DEALS.c
     return and_(
         deals.engaged_at.is_not(None),
-        deals.engaged_at < as_of,
-        or_(deals.closed_at.is_(None), deals.closed_at >= as_of),
+        deals.engaged_at < cutoff,
+        or_(deals.closed_at.is_(None), deals.closed_at >= cutoff),
     )
 
 

@@ -49,11 +49,12 @@ def stage_times(
     stages = recorded_stages(connection) if dialect == "sqlite" else None
     if stages == []:
         return []
-    # Up to the as-of instant, not the period's end: a stay left after now is open now, and
-    # its age is never negative (one entered after now does not exist yet).
-    rows = stays(subject, period.as_of, dialect, excluding=terminal)
-    # The stays hold the entries made before the as-of instant, each left (if it was) at the
-    # next of them, so before it too: a stay ended in the period if it was left at or after
+    # Up to now (itself included) when the period ends later, not to its end: a stay left
+    # after now is open now, and its age is never negative (one entered after now does not
+    # exist yet).
+    rows = stays(subject, period.cutoff, dialect, excluding=terminal)
+    # The stays hold the entries made before the cutoff, each left (if it was) at the next of
+    # them, so before it too: a stay ended in the period if it was left at or after
     # its start, and is open at the as-of instant if it was not left (a stay is one or the
     # other or neither). One pass: the ended ones and the open ones side by side, measured and
     # ranked together.
