@@ -2,7 +2,7 @@
 PostgreSQL, beside a naive pure-Python loop over the same rows in the same run.
 
     .venv/bin/python bench/report_bench.py [--leads N] [--stores sqlite,postgresql] [--families]
-        [--rounds 3]
+        [--rounds 3] [--keep FOLDER]
 
 The store gets N leads (default 1,000,000), each with one to four stage entries over 26 weeks
 (about 2.2 N ``stage_changes`` rows), a deal for every tenth lead (half of them won, a quarter
@@ -19,6 +19,10 @@ the work costs when other processes slow the wall clock down.
 
 PostgreSQL is ``LEADFLOW_BENCH_PG_URL`` (default: the local server's ``test`` database), in a
 schema of its own, dropped afterwards.
+
+With ``--keep FOLDER`` the stores are filled once and kept for the next run (filling a million
+leads takes minutes, longer than the timings): the SQLite file ``FOLDER/report_bench_N.db`` and
+the PostgreSQL schema ``lf_bench_keep_N`` are reused when they exist, and left in place.
 """
 
 from __future__ import annotations
@@ -31,12 +35,14 @@ import statistics
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy import Connection, Engine, func, inspect, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -51,9 +57,10 @@ from leadflow.funnel.period import Grouping, Period
 from leadflow.funnel.pipeline import open_value_by_stage, pipeline
 from leadflow.funnel.report import DEAL_OUTCOMES, RECYCLED, build_report
 from leadflow.funnel.sla import sla_compliance
-from leadflow.funnel.sql import settings_for_report
-from leadflow.funnel.stages import conversions, conversions_and_requalified, entries_by_stage
+from leadflow.funnel.snapshot import report_read
+from leadflow.funnel.stages import conversions, conversions_and_requalified, entries_and_weekly
 from leadflow.funnel.time_in_stage import stage_times
+from leadflow.store.database import create_store_engine, migrate
 from leadflow.store.tables import (
     DEALS,
     LEADS,
@@ -247,15 +254,23 @@ def naive(engine: Engine, period: Period) -> dict[str, Any]:
 
 
 def families(engine: Engine, settings: Any, period: Period) -> str:
-    """Each family of the report timed alone: ``name wall s (cpu s)``."""
+    """Each family of the report timed alone, on a connection set as the report's are
+    (:func:`~leadflow.funnel.snapshot.report_read`): ``name wall s (cpu s)``. The entries are
+    counted with the weekly ones, as the report counts them, and the conversions and weekly
+    conversions reuse those counts."""
     stages = settings.stages
     order = stages.progression
     pairs = list(itertools.pairwise(order))
     weekly = Period(period.start, period.end, Grouping.week)
+    counted: dict[str, dict[tuple[str, str], int]] = {}
+
+    def entries(c: Connection) -> None:
+        counted["period"], counted["weeks"] = entries_and_weekly(c, period)
+
     steps: dict[str, Callable[[Connection], object]] = {
-        "entries": lambda c: entries_by_stage(c, period),
+        "entries (and weekly)": entries,
         "conversion and re-qualified": lambda c: conversions_and_requalified(
-            c, period, pairs, (RECYCLED, stages.mql), entries_by_stage(c, period)
+            c, period, pairs, (RECYCLED, stages.mql), counted["period"]
         ),
         "time in stage": lambda c: (
             stage_times(c, period, "lead", (order[-1], "disqualified")),
@@ -264,17 +279,55 @@ def families(engine: Engine, settings: Any, period: Period) -> str:
         "pipeline": lambda c: (pipeline(c, period), open_value_by_stage(c, period)),
         "SLA": lambda c: sla_compliance(c, period, lambda name: calendar_named(settings, name)),
         "attribution": lambda c: attribution(c, period, stages.mql),
-        "weekly": lambda c: conversions(c, weekly, pairs, cohorts=False),
+        "weekly": lambda c: conversions(c, weekly, pairs, counts=counted["weeks"], cohorts=False),
     }
     timed = []
-    with engine.connect() as connection, connection.begin():
-        settings_for_report(connection)
+    with report_read(engine) as connection:
         for name, step in steps.items():
             began, cpu = time.perf_counter(), time.process_time()
             step(connection)
             wall, used = time.perf_counter() - began, time.process_time() - cpu
             timed.append(f"{name} {wall:.2f} s (cpu {used:.2f} s)")
     return ", ".join(timed)
+
+
+@contextmanager
+def kept_store(kind: str, folder: Path, leads: int) -> Iterator[tuple[Engine, bool]]:
+    """The store ``--keep`` names for ``kind`` and ``leads``, migrated, and whether it was there
+    already (filled by an earlier run: a run stopped while filling leaves a partial store,
+    which is to be removed by hand)."""
+    if kind == "sqlite":
+        path = folder / f"report_bench_{leads}.db"
+        existed = path.exists()
+        engine = create_store_engine(f"sqlite:///{path}")
+    else:
+        schema = f"lf_bench_keep_{leads}"
+        url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+        engine = create_store_engine(url.render_as_string(hide_password=False))
+        with engine.begin() as connection:
+            existed = schema in inspect(connection).get_schema_names()
+            connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    try:
+        migrate(engine)
+        yield engine, existed
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def store_for(kind: str, keep: Path | None, leads: int) -> Iterator[tuple[Engine, bool]]:
+    """A scratch store, or the kept one with ``keep``; and whether it holds the leads already."""
+    if keep is not None:
+        with kept_store(kind, keep, leads) as found:
+            yield found
+        return
+    with scratch_store(None if kind == "sqlite" else PG_URL, "lf_bench") as engine:
+        yield engine, False
+
+
+def _history_rows(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(STAGE_CHANGES)).scalar_one())
 
 
 def _spread(seconds: list[float]) -> str:
@@ -288,15 +341,20 @@ def main() -> int:
     parser.add_argument("--stores", default="sqlite,postgresql")
     parser.add_argument("--families", action="store_true", help="also time each family alone")
     parser.add_argument("--rounds", type=int, default=3, help="reports and loops, alternating")
+    parser.add_argument("--keep", type=Path, help="fill the stores once, keep them in FOLDER")
     args = parser.parse_args()
     settings = load_settings(None, env={}, overrides={}).settings
     period = Period(START + timedelta(weeks=8), START + timedelta(weeks=21))
     print(f"# {describe()}; {args.leads:,} leads")
     for kind in args.stores.split(","):
-        with scratch_store(None if kind == "sqlite" else PG_URL, "lf_bench") as engine:
+        with store_for(kind, args.keep, args.leads) as (engine, kept):
             began = time.perf_counter()
-            history = fill(engine, args.leads)
-            filled = time.perf_counter() - began
+            history = _history_rows(engine) if kept else fill(engine, args.leads)
+            filled = (
+                f"kept, counted in {time.perf_counter() - began:.0f} s"
+                if kept
+                else (f"filled in {time.perf_counter() - began:.0f} s")
+            )
             load = Path("/proc/loadavg").read_text().split()[:3]
             walls: list[float] = []
             cpus: list[float] = []
@@ -311,7 +369,7 @@ def main() -> int:
                 loops.append(time.perf_counter() - began)
             load_after = Path("/proc/loadavg").read_text().split()[:3]
             print(
-                f"{kind}: {history:,} history rows (filled in {filled:.0f} s); report "
+                f"{kind}: {history:,} history rows ({filled}); report "
                 f"{_spread(walls)}, cpu {_spread(cpus)} ({len(report.conversions)} conversions, "
                 f"{len(report.lead_times)} stage times, {len(report.sla)} SLA lines); naive loop "
                 f"(a part of it) {_spread(loops)}; report/loop by round "

@@ -224,6 +224,12 @@ class ImportRowError(UserInputError):
         so that one round of fixes makes the row import."""
         super().__init__(f"{field}: {reason}")
 
+    @classmethod
+    def of(cls, errors: Sequence[ImportRowError]) -> ImportRowError:
+        """One error for a row's bad fields (at least one), the first carrying the others."""
+        first, *others = errors
+        return cls(first.field, first.reason, also=tuple(others))
+
     def each(self) -> tuple[ImportRowError, ...]:
         """This field's error and the row's others', one per bad field."""
         return (self, *self.also)

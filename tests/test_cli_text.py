@@ -197,4 +197,5 @@ def test_every_commands_help_paragraph_is_one_line() -> None:
         "as the daemon does."
     )
     assert summaries["dashboard hash-password"].startswith("Read a password (prompted twice,")
-    assert len(every) == 21
+    assert summaries["dashboard serve"].startswith("Serve the dashboard alone until Ctrl-C:")
+    assert len(every) == 22

@@ -462,3 +462,24 @@ def test_the_configuration_examples_of_the_docs_load(tmp_path: Path) -> None:
         settings = load_settings(config, env={}).settings
         assert settings.dashboard.enabled is True
         assert "maria" in settings.dashboard.users
+
+
+def test_the_dashboard_served_alone_is_read_only(make_settings: Any) -> None:
+    """``leadflow dashboard serve``: every user a viewer (an operator's retry is a write), a
+    session key of the process's own rather than one stored; refused with the dashboard off."""
+    from leadflow.service.viewer import viewer_settings
+
+    settings = viewer_settings(dashboard_settings(make_settings))
+    dashboard = settings.dashboard
+    assert {name: user.role for name, user in dashboard.users.items()} == {
+        "vera": "viewer",
+        "otto": "viewer",
+    }
+    assert dashboard.session_secret is not None
+    assert len(dashboard.session_secret.get_secret_value()) == 64
+    with pytest.raises(ConfigError) as caught:
+        viewer_settings(dashboard_settings(make_settings, **{"dashboard.enabled": False}))
+    assert str(caught.value) == (
+        "dashboard.enabled is false: nothing to serve; set dashboard.enabled: true "
+        "(LEADFLOW_DASHBOARD__ENABLED=true) and a user (docs/dashboard.md)"
+    )

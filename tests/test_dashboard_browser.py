@@ -23,15 +23,16 @@ from typing import Any
 
 import pytest
 import uvicorn
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, insert, update
 
 from leadflow.clock import SettableClock
 from leadflow.config import load_settings
 from leadflow.settings import Settings
 from leadflow.store.database import create_store_engine
-from leadflow.store.tables import REPS
+from leadflow.store.tables import DEALS, REPS
 from tests.conftest import T0, join_funnel_reports
 from tests.dashboard_support import (
+    HOUR,
     LONG,
     PASSWORDS,
     dashboard_settings,
@@ -397,6 +398,60 @@ def test_a_narrow_window_scrolls_tables_not_the_page(
         )
     assert widths == {"funnel": True, "rules": True, "leads/L1": True, "sla": True, "outbox": True}
     shoot(browser, "funnel-narrow")
+
+
+def test_the_pipeline_table_fits_a_desktop_window(
+    daemon_url: str, sqlite_url: str, browser: WebDriver
+) -> None:
+    """The Pipeline table's ten figure headers ("average won cycle days") never wrapped: 1,292
+    px at the least, it scrolled sideways in a window of 1,280 (and, with a wider font, of
+    1,400). A figure's header now wraps between its words; the figures stay on one line."""
+    engine = create_store_engine(sqlite_url)
+    seed_stage_history(engine)
+    deal = {"lead_id": 1, "owner_id": 1, "account": "Analytical Engines", "attributes": {}}
+    with engine.begin() as connection:
+        connection.execute(
+            insert(DEALS),
+            [
+                {
+                    **deal,
+                    "external_id": "D1",
+                    "stage": "Won",
+                    "outcome": "won",
+                    "amount": 1234567.5,
+                    "engaged_at": T0 - 40 * HOUR,
+                    "closed_at": T0 - 20 * HOUR,
+                    "created_at": T0 - 40 * HOUR,
+                    "updated_at": T0 - 20 * HOUR,
+                },
+                {
+                    **deal,
+                    "external_id": "D2",
+                    "stage": "Engaging",
+                    "outcome": None,
+                    "closed_at": None,
+                    "amount": 7654321.25,
+                    "engaged_at": T0 - 30 * HOUR,
+                    "created_at": T0 - 30 * HOUR,
+                    "updated_at": T0 - 30 * HOUR,
+                },
+            ],
+        )
+    engine.dispose()
+    log_in(browser, daemon_url, "vera")
+    browser.set_window_size(1280, 1000)
+    browser.get(f"{daemon_url}/ui/funnel?from=2026-02-28&to=2026-03-02")
+    WebDriverWait(browser, 30).until(
+        lambda driver: driver.find_elements(By.CSS_SELECTOR, "p.as-of")
+    )
+    assert table_rows(browser, "table#pipeline")[0][:2] == ["all", "1"]
+    box = browser.find_element(By.CSS_SELECTOR, "div.wide:has(> table#pipeline)")
+    widths = browser.execute_script(
+        "return [arguments[0].scrollWidth, arguments[0].clientWidth]", box
+    )
+    assert widths[0] <= widths[1], widths
+    browser.execute_script("arguments[0].scrollIntoView()", box)
+    shoot(browser, "funnel-pipeline-1280")
 
 
 def test_long_unbroken_names_wrap_and_keep_every_column_in_view(

@@ -536,6 +536,24 @@ class TestRulesPage:
         )
         assert "the set below is still running" in page
 
+    def test_the_running_sets_warnings_are_shown(
+        self, engine: Engine, make_settings: Any, clock: SettableClock
+    ) -> None:
+        """A reload's warnings (marketing email with no unsubscribe address) are listed above
+        the rules for as long as the running set earns them, a refused change included."""
+        runtime = runtime_for(engine, dashboard_settings(make_settings), clock)
+        app, holder = build_app(runtime)
+        ui = Browser(app)
+        ui.login("vera")
+        assert "Warnings about the running rules" not in ui.get("/ui/rules").text
+        holder.record_success(holder.current(), ["set mail.tracking.base_url <now>"])
+        holder.record_failure(["rules/mql.yaml:3:7: unknown field 'wen'"])
+        page = ui.get("/ui/rules").text
+        assert (
+            '<h2 id="warnings-title">Warnings about the running rules</h2>\n'
+            '  <ul class="problems"><li>set mail.tracking.base_url &lt;now&gt;</li></ul>'
+        ) in page
+
 
 def test_lead_page_links_to_the_crm_and_explains_the_score(
     seeded: Engine, make_settings: Any, clock: SettableClock
@@ -772,3 +790,27 @@ class TestPeriodOfTheFunnelPage:
             date(1, 1, 1),
             date(9999, 12, 30),
         )
+
+
+def test_an_address_with_no_page_is_the_dashboards_404_page(
+    seeded: Engine, make_settings: Any, clock: SettableClock
+) -> None:
+    """``/ui/<no such page>`` answered the API's raw ``{"detail":"Not Found"}``; it is an HTML
+    404 page of the dashboard naming the address, with the pages' links once signed in."""
+    runtime = runtime_for(seeded, dashboard_settings(make_settings), clock)
+    app, _holder = build_app(runtime)
+    ui = Browser(app)
+    signed_out = ui.get("/ui/nonsense")
+    assert (signed_out.status_code, signed_out.headers["content-type"]) == (
+        404,
+        "text/html; charset=utf-8",
+    )
+    assert "<title>Page not found · leadflow</title>" in signed_out.text
+    assert "The dashboard has no page <code>/ui/nonsense</code>" in signed_out.text
+    assert 'aria-label="Pages"' not in signed_out.text
+    ui.login("vera")
+    signed_in = ui.get("/ui/funnel/nope/deeper")
+    assert signed_in.status_code == 404
+    assert "The dashboard has no page <code>/ui/funnel/nope/deeper</code>" in signed_in.text
+    assert 'aria-label="Pages"' in signed_in.text
+    assert ui.get("/v1/nothing").json() == {"detail": "Not Found"}  # the API keeps its JSON

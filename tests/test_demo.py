@@ -7,12 +7,17 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
+from mail_support import free_port
 
 from leadflow.cli import main
 
@@ -80,6 +85,7 @@ def test_three_simulated_days(
     )
     assert (ROOT / "rules" / "scoring.yaml").read_bytes() == scoring
     _ends_with_the_days_report(out, state, capsys, monkeypatch)
+    _the_dashboard_command_leaves_the_store_as_it_is(out, state)
 
 
 def cells(text: str) -> list[list[str]]:
@@ -108,29 +114,36 @@ def _ends_with_the_days_report(
         "open stays, deals and SLA timers are those open then." in out.splitlines()
     )
     shown = cells(out[out.index(heading) :])
-    assert shown[:2] == [["all", "mql", "129"], ["all", "recycled", "80"]]
-    # The pairs with no entry on either side (subscriber -> lead, sql -> opportunity,
-    # opportunity -> customer) are left out of the table, and it says so.
-    assert shown[2:5] == [
+    # Every sample lead entered its stage in the history at its stage_entered_at, as an import
+    # records it (none had a row: lead -> mql had base 0 and rate "-"); 25 of them that day.
+    assert shown[:3] == [["all", "lead", "25"], ["all", "mql", "129"], ["all", "recycled", "80"]]
+    # The pairs with no entry on either side (sql -> opportunity, opportunity -> customer) are
+    # left out of the table, and it says so.
+    assert shown[3:8] == [
+        ["cohort", "all", "lead", "mql", "25", "2", "8.0%"],
         ["cohort", "all", "mql", "sql", "128", "0", "0.0%"],  # 128 leads: one entered twice
-        ["period", "all", "lead", "mql", "0", "129", "-"],
+        ["period", "all", "subscriber", "lead", "0", "25", "-"],
+        # Most MQLs entered lead in the 40 days before the period: the note below says so.
+        ["period", "all", "lead", "mql", "25", "129", "516.0%"],
         ["period", "all", "mql", "sql", "129", "0", "0.0%"],
     ]
     assert (
-        "3 pairs with no entry into either stage in the period are not shown (--format csv and "
+        "2 pairs with no entry into either stage in the period are not shown (--format csv and "
         "json list every pair)." in out.splitlines()
     )
-    assert shown[5] == ["rep", "Rep 01", "29", "5", "0", "0", "14", "1", "9", "25.0%", "0.00"]
-    assert [row[0] for row in shown[5:16]] == ["rep"] * 11
+    assert "A period rate above 100 % counts more entries into the later stage" in out
+    rep_rows = shown[8:19]
+    assert rep_rows[0] == ["rep", "Rep 01", "29", "5", "0", "0", "14", "1", "9", "25.0%", "0.00"]
+    assert [row[0] for row in rep_rows] == ["rep"] * 11
     # Calls land 10-90 % into the step after the assignment; a call before Berlin's 09:00 is a
     # touch in no business time, so several reps' medians stay 0.
-    assert [row[-1] for row in shown[5:16]] == [
+    assert [row[-1] for row in rep_rows] == [
         *["0.00"] * 4,
         *["0.08", "0.49", "0.00", "0.43", "0.16", "0.32", "0.00"],
     ]
     # D0173 (3,941 after a 50-day cycle) closed won on Wednesday, no deal lost: 35 open
     # opportunities x 100% x 3,941 / 50 days = 2,758.70 a day.
-    assert shown[16:] == [
+    assert shown[19:] == [
         ["all", "1", "0", "100.0%", "3,941.00", "3,941.00", "50.00", "35", "94,363.00", "2,758.70"]
     ]
     store = f"sqlite:///{state / 'leadflow.db'}"
@@ -141,7 +154,7 @@ def _ends_with_the_days_report(
     assert main(["-c", str(ROOT / "config.yaml"), "report", *period]) == 0
     reported = cells(capsys.readouterr().out)
     assert all(row in reported for row in shown)
-    assert [row for row in reported if row[0] == "rep"] == shown[5:16]
+    assert [row for row in reported if row[0] == "rep"] == rep_rows
     # Open deals are in a pipeline stage: the sample's deals to be won later were "Won" while
     # still open, so the report listed 15 open deals in a "Won" stage.
     assert main(["-c", str(ROOT / "config.yaml"), "report", *period, "--format", "json"]) == 0
@@ -172,6 +185,55 @@ def _ends_with_the_days_report(
         "then open 'http://127.0.0.1:8080/ui/funnel?from=2026-03-02&to=2026-03-05' "
         "(user demo, password demo)" in out
     )
+
+
+def _store_state(database: Path) -> tuple[dict[str, int], int]:
+    """Every table's row count and the newest audit row's id."""
+    with sqlite3.connect(database) as store:
+        tables = [
+            name for (name,) in store.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        ]
+        counts = {t: store.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
+        newest = store.execute("SELECT max(id) FROM audit_log").fetchone()[0]
+    return counts, newest
+
+
+def _the_dashboard_command_leaves_the_store_as_it_is(out: str, state: Path) -> None:
+    """The dashboard command the demo prints serves the demo's store as the demo left it: it
+    was ``leadflow daemon``, which ticked at today's date and ran the SLA checks, nurture steps
+    and recycling due since the simulated days (86 SLA actions, 669 nurture steps). Run as
+    printed (on a free port), signed in, its pages read, then stopped: nothing changed."""
+    line = next(line for line in out.splitlines() if line.startswith("The dashboard:"))
+    words = shlex.split(line.removeprefix("The dashboard:").split(", then open")[0])
+    at = words.index("leadflow")
+    assigned = dict(word.split("=", 1) for word in words[:at])
+    assert words[at:] == ["leadflow", "dashboard", "serve", "--now", "2026-03-05T07:00:00Z"]
+    before = _store_state(state / "leadflow.db")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADFLOW_")}
+    env |= {**assigned, "LEADFLOW_HTTP__PORT": str(port), "LEADFLOW_LOG__LEVEL": "error"}
+    script = "import sys; from leadflow.cli import main; sys.exit(main(sys.argv[1:]))"
+    config = ["-c", str(ROOT / "config.yaml")]
+    server = subprocess.Popen([sys.executable, "-c", script, *config, *words[at + 1 :]], env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base, timeout=60) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    client.get("/ui/login")
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline, "the dashboard did not start"
+                    time.sleep(0.1)
+            login = {"username": "demo", "password": "demo", "next": "/ui/sla"}
+            assert client.post("/ui/login", data=login).status_code == 303
+            for page in ("/ui/sla", "/ui/rules", "/ui/outbox", "/ui/leads/L00407"):
+                assert client.get(page).status_code == 200, page
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=60) == 0
+    assert _store_state(state / "leadflow.db") == before
 
 
 def _demo_piped(tmp_path: Path, *options: str) -> subprocess.CompletedProcess[str]:

@@ -69,6 +69,25 @@ class TestActivities:
             ("D1", datetime(2026, 2, 3, 10, tzinfo=UTC))
         ]
 
+    def test_a_properties_key_column_needs_no_mapping(
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """docs/import.md: ``properties.KEY`` puts KEY in the activity's properties, merged
+        with a ``properties`` object column; it was refused (``did you mean 'properties'?``)."""
+        settings = make_settings()
+        setup(engine, settings, tmp_path)
+        path = write(
+            tmp_path,
+            "activities.csv",
+            "type,lead,occurred_at,properties,properties.url\n"
+            'page_view,L1,2026-02-01T10:00:00Z,"{""ms"": 5}",/pricing\n'
+            "page_view,L2,2026-02-01T10:00:00Z,,\n",
+        )
+        report = import_file(engine, settings, "activities", path, clock=clock)
+        assert report.summary == "inserted 2, updated 0, already present 0, rejected 0"
+        found = rows(engine, "activities", "type", "properties")
+        assert sorted((p for _t, p in found), key=len) == [{}, {"ms": 5, "url": "/pricing"}]
+
     def test_derived_ids_make_a_reimport_unchanged(
         self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
     ) -> None:
@@ -149,3 +168,28 @@ class TestActivities:
             ("L1", datetime(2026, 3, 2, 9, 4, tzinfo=UTC)),
             ("L2", datetime(2026, 3, 1, tzinfo=UTC)),
         ]
+
+    def test_every_bad_field_of_an_activity_is_named(
+        self, engine: Engine, make_settings: Any, tmp_path: Path
+    ) -> None:
+        """A row with an unknown deal, an unknown actor and a time in the future named only
+        the actor (the first field checked): each is named now, in column order, on its line;
+        the row counts once as rejected."""
+        settings = make_settings()
+        setup(engine, settings, tmp_path)
+        path = write(
+            tmp_path,
+            "activities.csv",
+            "external_id,type,deal,actor,occurred_at\n"
+            "A1,call,D9,R9,2999-01-01T00:00:00Z\n"
+            "A2,call,D1,R1,2026-03-01T00:00:00Z\n",
+        )
+        report = import_file(engine, settings, "activities", path, clock=SettableClock(T0))
+        assert [str(p) for p in report.problems] == [
+            f"{path}:2: deal: no deal with external id 'D9'; import the deals first",
+            f"{path}:2: actor: no rep with external id 'R9'; import the reps first",
+            f"{path}:2: occurred_at: 2999-01-01T00:00:00+00:00 is in the future (received at "
+            "2026-03-02T09:00:00+00:00); an activity cannot have happened yet",
+        ]
+        assert report.summary == "inserted 1, updated 0, already present 0, rejected 1"
+        assert rows(engine, "activities", "external_id") == [("A2",)]

@@ -107,3 +107,38 @@ def test_an_empty_outcome_cell_reads_the_stage_and_a_new_closed_deal_needs_its_d
         ("X12", "Negotiation", None, None),
         ("X9", "Won", "won", datetime(2026, 2, 1, tzinfo=UTC)),
     ]
+
+
+def test_a_close_date_in_the_future_and_a_negative_amount_are_rejected(
+    engine: Engine, make_settings: Any, tmp_path: Path
+) -> None:
+    """A ``Won`` deal closing in 2030 and one worth -50 landed: counted won before they were,
+    lowering the won amount. They are refused naming line and field as a lead's or an
+    activity's future time is; a CRM's clock up to 5 minutes ahead is not an error."""
+    settings = make_settings(import__mappings={"deals": {"columns": {"close_value": "amount"}}})
+    clock = SettableClock(T0)
+    for kind, text in (
+        ("reps", "external_id,name,email\nR1,Ada Lovelace,ada@example.com\n"),
+        ("leads", "external_id\nL1\n"),
+    ):
+        path = write(tmp_path, f"{kind}.csv", text)
+        assert import_file(engine, settings, kind, path, clock=clock).rejected == 0
+    path = write(
+        tmp_path,
+        "deals.csv",
+        "external_id,lead,stage,engaged_at,closed_at,close_value\n"
+        "D1,L1,Won,2026-01-01,2030-03-01,100\n"
+        "D2,L1,Won,2026-01-01,2026-02-01,-50\n"
+        "D3,L1,Won,2026-01-01,2026-03-02T09:04:00Z,0\n"
+        "D4,L1,Engaging,2026-01-01,,-0.5\n",
+    )
+    report = import_file(engine, settings, "deals", path, clock=clock)
+    assert [str(p) for p in report.problems] == [
+        f"{path}:2: closed_at: 2030-03-01T00:00:00+00:00 is in the future (the import runs at "
+        "2026-03-02T09:00:00+00:00); a deal cannot have closed yet",
+        f"{path}:3: amount: -50 is negative; a deal's amount is 0 or more",
+        f"{path}:5: amount: -0.5 is negative; a deal's amount is 0 or more",
+    ]
+    assert rows(engine, "deals", "external_id", "amount", "closed_at") == [
+        ("D3", 0.0, datetime(2026, 3, 2, 9, 4, tzinfo=UTC))
+    ]

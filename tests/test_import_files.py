@@ -268,6 +268,39 @@ class TestHeaders:
         with pytest.raises(ImportFileError, match=r"pass --format csv or --format jsonl$"):
             import_file(engine, make_settings(), "leads", odd, clock=clock)
 
+    @pytest.mark.parametrize("file_format", [None, "csv"])
+    def test_a_folder_or_a_missing_file_without_extension(
+        self, engine: Engine, make_settings: Any, tmp_path: Path, file_format: str | None
+    ) -> None:
+        """A folder was "cannot tell the format from the extension ''; pass --format" (with
+        it, "is a folder"); a missing file without extension the same. Each says what it is."""
+        folder = tmp_path / "exports"
+        folder.mkdir()
+        with pytest.raises(ImportFileError) as caught:
+            import_file(
+                engine,
+                make_settings(),
+                "leads",
+                folder,
+                clock=SettableClock(T0),
+                file_format=file_format,
+            )
+        assert str(caught.value) == (
+            f"{folder}: is a folder, not a file; give the CSV or JSONL file to import (one "
+            "file per command: reps, leads, deals, activities in that order)"
+        )
+        missing = tmp_path / "leads"
+        with pytest.raises(ImportFileError) as caught:
+            import_file(
+                engine,
+                make_settings(),
+                "leads",
+                missing,
+                clock=SettableClock(T0),
+                file_format=file_format,
+            )
+        assert str(caught.value) == f"{missing}: no such file"
+
 
 class TestJsonLines:
     """JSONL: one object per line; keys are the columns; a bad line is a rejected row."""

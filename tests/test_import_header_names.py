@@ -108,3 +108,27 @@ def test_a_header_matching_nothing_is_still_refused(
         f"{twice}:1: columns 'Lead Source' and 'LeadSource' both set attributes.lead_source; "
         "map one of them to skip under import.mappings.leads.columns (a field takes one column)"
     )
+
+
+def test_a_header_naming_its_target_needs_no_mapping(
+    engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+) -> None:
+    """docs/import.md's field table: ``attributes.NAME`` of a declared attribute is that
+    attribute without a mapping (it was refused, telling the user to declare what was declared);
+    an undeclared one is refused saying the bare name to declare."""
+    settings = make_settings(attributes__leads={"region": "string"})
+    path = write(tmp_path, "l.csv", "external_id,attributes.region\np1,EMEA\n")
+    report = import_file(engine, settings, "leads", path, clock=clock)
+    assert (report.problems, report.counts.inserted) == ([], 1)
+    found = rows(engine, "leads", "external_id", "attributes")
+    assert [(e, a if isinstance(a, dict) else json.loads(a)) for e, a in found] == [
+        ("p1", {"region": "EMEA"})
+    ]
+    undeclared = write(tmp_path, "u.csv", "external_id,attributes.size\np1,44\n")
+    with pytest.raises(UserInputError) as caught:
+        import_file(engine, settings, "leads", undeclared, clock=clock)
+    assert str(caught.value) == (
+        f"{undeclared}:1: unknown column 'attributes.size': size is not declared; add size with "
+        "its type (string, integer, number, boolean, datetime, date) under attributes.leads, or "
+        "map the column to skip under import.mappings.leads.columns"
+    )

@@ -278,6 +278,27 @@ L8,ken@example.com,1,lead,,8
         "L3,3,,,,Alan\r\n"
     )
 
+    def test_every_bad_field_a_write_checks_is_named(
+        self, engine: Engine, settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """An unknown owner, an unknown stage and an overlong company are checked as the row
+        is prepared, not read: only the first checked (owner) was named. Each is named now,
+        in column order, and the row counts once as rejected."""
+        text = f"external_id,stage,owner,company\nL1,lead,,Acme\nL2,hot,R9,{'x' * 301}\n"
+        path = write(tmp_path, "l.csv", text)
+        report = import_file(engine, settings, "leads", path, clock=clock)
+        stages = (
+            "subscriber, lead, mql, sql, opportunity, customer, nurture, recycled, disqualified"
+        )
+        assert [str(p) for p in report.problems] == [
+            f"{path}:3: stage: unknown stage 'hot'; expected one of {stages} (or map it under "
+            "import.mappings.leads.values.stage)",
+            f"{path}:3: owner: no rep with external id 'R9'; import the reps first",
+            f"{path}:3: company: longer than 300 characters (301); shorten it",
+        ]
+        assert report.summary == "inserted 1, updated 0, unchanged 0, rejected 1"
+        assert rows(engine, "leads", "external_id") == [("L1",)]
+
     def test_every_bad_field_of_a_row_is_named(
         self, engine: Engine, settings: Any, tmp_path: Path, clock: SettableClock
     ) -> None:

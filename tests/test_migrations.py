@@ -41,7 +41,7 @@ def test_empty_database_upgrades_to_head_matching_the_models(
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, metadata) == []
-        assert context.get_current_revision() == "0018"
+        assert context.get_current_revision() == "0020"
         assert set(inspect(connection).get_table_names()) == {
             *(t.name for t in metadata.sorted_tables),
             "alembic_version",
@@ -111,7 +111,7 @@ def test_the_rule_tests_scratch_store_is_the_migrated_store(tmp_path: Path) -> N
     metadata.create_all(created)
     created.dispose()
     schema = _sqlite_schema(tmp_path / "migrated.db")
-    assert len(schema["triggers"]) == 4  # type: ignore[arg-type]
+    assert len(schema["triggers"]) == 5  # type: ignore[arg-type]
     assert _sqlite_schema(tmp_path / "created.db") == schema
 
 
@@ -152,7 +152,7 @@ def _downgrade_0016(engine: Engine) -> None:
         "then downgrade again"
     )
     with engine.connect() as connection:
-        assert MigrationContext.configure(connection).get_current_revision() == "0018"
+        assert MigrationContext.configure(connection).get_current_revision() == "0020"
         scores = connection.execute(select(LEADS.c.score).order_by(LEADS.c.id)).scalars()
         assert list(scores) == [big, 5, -big]
     with engine.begin() as connection:
@@ -163,3 +163,72 @@ def _downgrade_0016(engine: Engine) -> None:
         assert MigrationContext.configure(connection).get_current_revision() == "0015"
         column = {c["name"]: c for c in inspect(connection).get_columns("leads")}["score"]
         assert str(column["type"]) == "INTEGER"
+
+
+def test_0019_lowers_the_pass_marks_when_the_newest_activities_go(tmp_path: Path) -> None:
+    """A SQLite store with a pass's mark, upgraded from 0018: deleting an older activity leaves
+    the marks; deleting the newest brings the last pass's (and a pass under way's) down to the
+    highest id left, the id SQLite gives the next activity one above; with none left, to 0."""
+    engine = create_store_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    command.upgrade(alembic_config(engine), "0018")
+    activity = (
+        "INSERT INTO activities (id, external_id, type, occurred_at, properties, machine,"
+        " created_at) VALUES (:id, :external_id, 'page_view', '2026-03-02 09:00:00.000000',"
+        " '{}', 0, '2026-03-02 09:00:00.000000')"
+    )
+    with engine.begin() as connection:
+        for index in range(1, 6):
+            connection.execute(text(activity), {"id": index, "external_id": f"A{index}"})
+        connection.execute(
+            text(
+                "INSERT INTO scoring_runs (model, model_version, last_run_at, changed,"
+                " last_activity_id) VALUES ('default', 'v1', '2026-03-02 09:00:00.000000', 0, 5)"
+            )
+        )
+    migrate(engine)
+
+    def marks_after(delete: str) -> tuple[int | None, int | None]:
+        with engine.begin() as connection:
+            connection.execute(text(f"DELETE FROM activities WHERE {delete}"))
+            row = connection.execute(
+                text("SELECT last_activity_id, pass_activity_id FROM scoring_runs")
+            ).one()
+        return row[0], row[1]
+
+    try:
+        assert marks_after("id = 2") == (5, None)
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE scoring_runs SET pass_activity_id = 5"))
+        assert marks_after("id >= 4") == (3, 3)
+        with engine.begin() as connection:
+            connection.execute(text(activity), {"id": None, "external_id": "A6"})
+            new_id = connection.execute(text("SELECT max(id) FROM activities")).scalar()
+        assert new_id == 4  # above the marks: an arrival after the pass
+        assert marks_after("id = 1") == (3, 3)
+        assert marks_after("id > 0") == (0, 0)
+    finally:
+        engine.dispose()
+
+
+def test_0020_gives_the_runs_before_it_no_superseded_rows(tmp_path: Path) -> None:
+    """``import_runs.superseded`` is added as 0 to the runs recorded before it, and dropped
+    again by the downgrade with the runs kept."""
+    engine = create_store_engine(f"sqlite:///{tmp_path / 'runs.db'}")
+    config = alembic_config(engine)
+    command.upgrade(config, "0019")
+    run = (
+        "INSERT INTO import_runs (kind, file, started_at, status, inserted, updated, unchanged,"
+        " rejected) VALUES ('leads', 'l.csv', '2026-03-02 09:00:00.000000', 'done', 3, 0, 0, 1)"
+    )
+    with engine.begin() as connection:
+        connection.execute(text(run))
+    command.upgrade(config, "head")
+    counted = "SELECT file, inserted, rejected, superseded FROM import_runs"
+    with engine.connect() as connection:
+        assert connection.execute(text(counted)).all() == [("l.csv", 3, 1, 0)]
+    command.downgrade(config, "0019")
+    with engine.connect() as connection:
+        columns = {column["name"] for column in inspect(connection).get_columns("import_runs")}
+        assert "superseded" not in columns
+        assert connection.execute(text("SELECT count(*) FROM import_runs")).scalar() == 1
+    engine.dispose()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, event, insert, select, update
 
 from leadflow.cli.status_command import (
     failing_nurture as failing_with_templates,
@@ -30,7 +30,7 @@ from leadflow.clock import SettableClock
 from leadflow.engine.nurture import retry_delay, run_nurture_steps
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.tick import run_due_rules
-from leadflow.store.status import FailingNurtureStep, collect_status
+from leadflow.store.status import FailingNurtureStep, collect_status, failing_nurture_steps
 from leadflow.store.tables import AUDIT, LEADS, NURTURE, OUTBOX
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # Monday 09:00
@@ -268,3 +268,67 @@ def test_the_daemons_stop_summary_counts_failing_nurture_steps(
         "funnel_ticks": 0,
         "retention_runs": 0,
     }
+
+
+def test_failing_steps_are_read_in_one_query(engine: Engine) -> None:
+    """Every failing (stream, step) group, how many active enrollments fail at it and the
+    newest of their errors (the higher id when two failed at once), read in one statement
+    however many groups there are (it was one more query per group); enrollments not failing,
+    or no longer active, are left out."""
+    old = T0 - timedelta(days=3)
+    lead = {"stage": "lead", "stage_entered_at": old, "created_at": old, "updated_at": old}
+    lead["attributes"] = {}
+    leads = [{**lead, "id": n, "external_id": f"L{n}", "score": 0} for n in range(1, 9)]
+    failed = {"status": "active", "enrolled_at": old, "rule_id": "nurture-new"}
+    enrollments = [  # (lead, stream, next step (0-based), failures, error, failed minutes ago)
+        (1, "welcome", 0, 3, "old error", 30),
+        (2, "welcome", 0, 2, "same time, lower id", 5),
+        (3, "welcome", 0, 1, "newest error", 5),
+        (4, "welcome", 1, 1, "second step", 60),
+        (5, "onboarding", 2, 4, "onboarding error", 10),
+        (6, "welcome", 0, 0, None, None),  # sending fine
+        (7, "onboarding", 2, 0, None, None),
+    ]
+    with engine.begin() as connection:
+        connection.execute(insert(LEADS), leads)
+        connection.execute(
+            insert(NURTURE),
+            [
+                {
+                    **failed,
+                    "lead_id": lead_id,
+                    "stream": stream,
+                    "next_step": step,
+                    "failures": failures,
+                    "last_error": error,
+                    "last_failed_at": None if ago is None else T0 - ago * MINUTE,
+                }
+                for lead_id, stream, step, failures, error, ago in enrollments
+            ],
+        )
+        connection.execute(  # failed, then exited: not failing any more
+            insert(NURTURE).values(
+                **{**failed, "status": "exited"},
+                lead_id=8,
+                stream="welcome",
+                next_step=0,
+                failures=9,
+                last_error="exited since",
+                last_failed_at=T0,
+            )
+        )
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(args[2])
+
+    with engine.connect() as connection:
+        event.listen(connection, "before_cursor_execute", count)
+        found = failing_nurture_steps(connection)
+    assert found == [
+        FailingNurtureStep("onboarding", 3, 1, "onboarding error", T0 - 10 * MINUTE),
+        FailingNurtureStep("welcome", 1, 3, "newest error", T0 - 5 * MINUTE),
+        FailingNurtureStep("welcome", 2, 1, "second step", T0 - 60 * MINUTE),
+    ]
+    # SQLite's store also sends its own BEGIN through the cursor: only queries count.
+    assert len([sql for sql in statements if sql.startswith("SELECT")]) == 1

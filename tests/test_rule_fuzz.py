@@ -241,7 +241,7 @@ class TestCheckNeverPrintsATraceback:
             f"{folder}/f0.yaml:1:1: binary file: a rule file must be YAML text",
             f"{folder}/f1.yaml:1:4: invalid YAML: an alias (*name) refers to a value that contains it",
             f"{folder}/f2.yaml:1:68: invalid YAML: nested too deeply: at most 60 levels of mappings and lists",
-            f"{folder}/f3.yaml:3:36: rule x: expected a finite number, found inf",
+            f"{folder}/f3.yaml:3:36: rule x: expected a finite number, found .inf",
             f"{folder}/f3.yaml:4:29: rule x: adjust_score: by: expected a finite number",
             "5 problems",
         ]

@@ -393,7 +393,63 @@ class TestConditions:
             "rules/r.yaml:10:41: rule a: unsubscribed is true or false, found 'yes'",
             "rules/r.yaml:11:11: rule a: field score: expected exactly one operator (equals, not_equals,"
             " in, not_in, at_least, at_most, more_than, less_than, is_set), found at_least, at_most",
-            "rules/r.yaml:12:44: rule a: expected a finite number, found inf",
+            "rules/r.yaml:12:44: rule a: expected a finite number, found .inf",
+        ]
+
+    def test_values_are_named_as_the_file_wrote_them(self, rules: Path) -> None:
+        """A refused value is named as written (``~``, ``True``, ``.inf``), not as Python
+        prints it (``None``, ``True``, ``inf``), with what YAML made of it; a quoted value keeps
+        its quotes, and a YAML 1.1 boolean word where a flag belongs is said to be text."""
+        text = (
+            "rules:\n  - id: a\n    when:\n      all:\n"
+            "        - {field: attributes.country, equals: ~}\n"
+            "        - {field: attributes.country, in: [SE, null, TRUE]}\n"
+            "        - {field: attributes.country, equals: }\n"
+            "        - {field: unsubscribed, equals: yes}\n"
+            "        - {field: unsubscribed, equals: 'on'}\n"
+            "        - {field: attributes.country, is_set: Off}\n"
+            "        - {field: score, at_least: False}\n"
+            "        - {field: score, at_most: 2026-01-31}\n"
+            "        - {field: score, more_than: 1e400}\n"
+            "        - {field: created_at, after: Null}\n"
+            "    actions: [set_stage: mql]\n"
+        )
+        assert problems(rules, **{"r.yaml": text}) == [
+            "rules/r.yaml:5:47: rule a: attributes.country is text: expected a text value,"
+            ' found ~ (YAML reads it as no value; quote it: "~")',
+            "rules/r.yaml:6:48: rule a: attributes.country is text: expected a text value,"
+            ' found null (YAML reads it as no value; quote it: "null")',
+            "rules/r.yaml:6:54: rule a: attributes.country is text: expected a text value,"
+            ' found TRUE (YAML reads it as true; quote it: "TRUE")',
+            "rules/r.yaml:7:46: rule a: attributes.country is text: expected a text value,"
+            " found nothing (YAML reads an empty value as no value)",
+            "rules/r.yaml:8:41: rule a: unsubscribed is true or false,"
+            " found yes (text: rule files read only true and false as booleans)",
+            "rules/r.yaml:9:41: rule a: unsubscribed is true or false, found 'on'",
+            "rules/r.yaml:10:47: rule a: is_set expects true or false,"
+            " found Off (text: rule files read only true and false as booleans)",
+            "rules/r.yaml:11:36: rule a: expected a number, found False (YAML reads it as false)",
+            "rules/r.yaml:12:35: rule a: expected a number, found 2026-01-31",
+            "rules/r.yaml:13:37: rule a: expected a finite number, found 1e400",
+            "rules/r.yaml:14:38: rule a: created_at is a datetime: expected a date like"
+            " 2026-01-31 or a time like 2026-01-31T09:00:00Z, found Null (YAML reads it as no value)",
+        ]
+
+    def test_a_deal_rules_values_are_named_as_written_too(self, rules: Path) -> None:
+        """The average-cycle options and a number of days are named as the file wrote them."""
+        text = (
+            "rules:\n  - id: b\n    subject: deal\n    when:\n      all:\n"
+            "        - idle_beyond_average_cycle: {idle_from: ~}\n"
+            "        - idle_beyond_average_cycle: {group_by: NULL}\n"
+            "        - {field: age_days, at_least: 1e9}\n"
+            "    actions: [set_stage: customer]\n"
+        )
+        assert problems(rules, **{"r.yaml": text}) == [
+            "rules/r.yaml:6:50: rule b: idle_from: expected last_activity or engaged,"
+            " found ~ (YAML reads it as no value)",
+            "rules/r.yaml:7:49: rule b: group_by needs a text field of the deal, e.g. product;"
+            " NULL (YAML reads it as no value) is not one",
+            "rules/r.yaml:8:39: rule b: age_days: at most 36525 days, found 1e9",
         ]
 
     def test_the_norway_problem_country_codes_and_times_stay_strings(self, rules: Path) -> None:

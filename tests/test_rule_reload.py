@@ -191,6 +191,31 @@ class TestSnapshotHolder:
             {"event": "rules_reloaded", "generation": 2, "changed": [], "log_level": "info"},
         ]
 
+    def test_a_warning_is_logged_by_the_reload_that_brings_it_in(self, tmp_path: Path) -> None:
+        """A good set's warning is logged once, by the reload that introduces it, under its
+        event name; it stays with the status (a refused change included) until a reload no
+        longer earns it, and is logged again if a later reload brings it back."""
+        holder: SnapshotHolder[Snapshot] = SnapshotHolder(clock=SettableClock(T0))
+        load = RuleFiles(tmp_path)
+
+        def warn(snapshot: Snapshot) -> dict[str, str]:
+            high = snapshot["mql.yaml"]["threshold"] > 90
+            return {"threshold_high": "a threshold above 90 qualifies nobody"} if high else {}
+
+        statuses = []
+        with capture_logs() as logs:
+            for text in ["50", "95", "96", "[", "40", "99"]:
+                write(tmp_path / "mql.yaml", f"threshold: {text}\n")
+                reload_snapshot(load, holder, warn=warn)
+                statuses.append(holder.status().warnings)
+        high = "a threshold above 90 qualifies nobody"
+        assert statuses == [(), (high,), (high,), (high,), (), (high,)]
+        assert [
+            (entry["detail"], entry["generation"], entry["log_level"])
+            for entry in logs
+            if entry["event"] == "threshold_high"
+        ] == [(high, 2, "warning"), (high, 5, "warning")]
+
     def test_a_loader_bug_is_logged_with_its_traceback_and_counted(self, tmp_path: Path) -> None:
         _, holder = good_start(tmp_path)
 

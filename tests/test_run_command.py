@@ -21,11 +21,12 @@ from tests.mail_support import free_port
 from tests.test_funnel_scenario import REPO, seed
 
 
-def config(tmp_path: Path, store_url: str, extra: str = "") -> str:
+def config(tmp_path: Path, store_url: str, extra: str = "", rules: Path | None = None) -> str:
     path = tmp_path / "config.yaml"
+    rules = rules or REPO / "tests" / "fixtures" / "funnel_rules"
     path.write_text(
         f"database: {{url: '{store_url}'}}\n"
-        f"paths: {{rules: '{REPO / 'tests' / 'fixtures' / 'funnel_rules'}', templates: '{REPO / 'templates'}'}}\n"
+        f"paths: {{rules: '{rules}', templates: '{REPO / 'templates'}'}}\n"
         "calendar: {timezone: UTC}\n"
         "attributes: {leads: {region: string}}\n"
         "log: {level: error}\n" + extra,
@@ -342,6 +343,42 @@ def test_crm_text_in_the_plan_is_never_markup(
     assert [line for line in out.splitlines() if line.startswith("mql-assignment lead [")] == [
         f'mql-assignment lead [/bold]x: {actions}  because {{"score": 70, "stage": "lead", "owner_id": null}}'
     ]
+
+
+def test_the_plan_prints_crm_text_as_written(
+    engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The values that made a rule match print as written (``Müller``, not ``M\\u00fcller``),
+    still valid JSON; a character that would not show (a bidi override) stays escaped."""
+    seed(engine)
+    with engine.begin() as connection:
+        connection.execute(
+            update(LEADS).where(LEADS.c.external_id == "L1").values(company="Müller GmbH")
+        )
+        connection.execute(
+            update(LEADS).where(LEADS.c.external_id == "L2").values(company="Ab\u202egnp")
+        )
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "companies.yaml").write_text(
+        "rules:\n"
+        "  - id: named-companies\n"
+        "    every: 5m\n"
+        "    when: {field: company, is_set: true}\n"
+        "    actions: [{set_stage: mql}]\n",
+        encoding="utf-8",
+    )
+    args = ["-c", config(tmp_path, store_url, rules=rules), "run", "--once", "--dry-run"]
+    assert main([*args, "--now", "2026-03-02T09:00:00Z"]) == 0
+    lines = sorted(
+        line for line in capsys.readouterr().out.splitlines() if line.startswith("named-")
+    )
+    assert lines == [
+        'named-companies lead L1: set_stage(stage=mql)  because {"company": "Müller GmbH"}',
+        'named-companies lead L2: set_stage(stage=mql)  because {"company": "Ab\\u202egnp"}',
+    ]
+    assert json.loads(lines[0].split("because ")[1]) == {"company": "Müller GmbH"}
+    assert json.loads(lines[1].split("because ")[1]) == {"company": "Ab\u202egnp"}
 
 
 MQL_ACTIONS = (

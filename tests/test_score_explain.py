@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from import_support import rows
-from sqlalchemy import Engine, insert, update
+from sqlalchemy import Engine, delete, insert, select, update
 
 from leadflow.cli import main
 from leadflow.cli.demo_funnel import with_scoring_on
@@ -28,7 +28,7 @@ from leadflow.clock import SettableClock
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.tick import run_tick
 from leadflow.scoring.explain import explain_score
-from leadflow.store.tables import ACTIVITIES, LEADS
+from leadflow.store.tables import ACTIVITIES, LEADS, SCORING_RUNS
 from tests.http_support import REPO, Api, build_app, http_settings
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -197,6 +197,33 @@ class TestCauses:
             (1, 29, 25, "decay", None),
             (2, 0, 3, "activity", None),
         ]
+
+    def test_an_activity_after_the_newest_were_deleted_is_an_arrival(
+        self, runtime: Runtime, engine: Engine
+    ) -> None:
+        """The newest activity deleted (by an operator's clean-up: docs/email.md), SQLite gives
+        the next one its id again (no AUTOINCREMENT); that id is not above the last pass's
+        highest, yet it arrived after that pass: ``activity``, not ``decay``. A pass's marks
+        come down with the highest id that is left (a trigger, on SQLite)."""
+        activity(engine, "A1", 1, "page_view", T0 - HOUR)
+        activity(engine, "A2", 1, "page_view", T0 - HOUR)
+        tick(runtime, T0)
+        with engine.begin() as connection:
+            connection.execute(delete(ACTIVITIES).where(ACTIVITIES.c.external_id == "A2"))
+        activity(engine, "A3", 2, "email_open", T0 + HOUR)
+        tick(runtime, T0 + HOUR)
+        reused = 2 if engine.dialect.name == "sqlite" else 3  # PostgreSQL: a sequence
+        assert rows(engine, "activities", "id", "external_id") == [(1, "A1"), (reused, "A3")]
+        assert changes(engine) == [
+            (1, 0, 40, "model", None),
+            (2, 0, 0, "model", None),
+            (1, 40, 30, "decay", None),  # A2 gone: nothing arrived for L1
+            (2, 0, 3, "activity", None),
+        ]
+        # The pass's mark is recorded and no pass is under way.
+        with engine.connect() as connection:
+            marks = select(SCORING_RUNS.c.last_activity_id, SCORING_RUNS.c.pass_activity_id)
+            assert connection.execute(marks).all() == [(reused, None)]
 
 
 class TestExplain:

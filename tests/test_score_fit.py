@@ -555,6 +555,27 @@ def test_option_mistakes_are_one_line(
     assert capsys.readouterr().err.splitlines() == [message]
 
 
+@pytest.mark.parametrize(
+    ("seed", "reason"),
+    [
+        ("-1", "Input should be greater than or equal to 0"),
+        ("99999999999", "Input should be less than or equal to 4294967295"),
+    ],
+)
+def test_a_seed_outside_the_generators_range_is_a_usage_error(
+    project: Path, capsys: pytest.CaptureFixture[str], seed: str, reason: str
+) -> None:
+    """A seed the split's generator refuses was a ``ValueError: Seed must be between 0 and
+    2**32 - 1`` traceback; it is refused by the option like ``--holdout``, exit 2."""
+    capsys.readouterr()
+    options = ["--outcome", "deals", "--unit", "deal", "--seed", seed]
+    code = main(["-c", str(project), "score", "fit", *options])
+    assert (code, capsys.readouterr().err.splitlines()[-1]) == (
+        2,
+        f"Error: Invalid value for '--seed': {reason}",
+    )
+
+
 def test_an_as_of_in_year_one_is_one_line(
     project: Path, engine: Engine, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -66,15 +66,17 @@ class TestStatus:
             deals_open=1,
             deals_closed={"won": 3},
             reps_active=1,
-            last_imports={"leads": LastImport("leads", "/x/leads.csv", T0, "done", 2, 0, 0, 0)},
+            last_imports={"leads": LastImport("leads", "/x/leads.csv", T0, "done", 2, 0, 0, 0, 1)},
         )
         render_status(status, console)
         lines = [line.rstrip() for line in console.export_text().splitlines()]
         assert lines[0] == "leads: 2"
         assert "deals: open 1; closed: won 3" in lines
         assert "reps: active 1, inactive 0" in lines
+        header = "import file finished status inserted updated unchanged rejected superseded"
+        assert header.split() in [line.split() for line in lines]
         assert any(
             line.split()
-            == ["leads", "leads.csv", "2026-03-02", "09:00", "UTC", "done", "2", "0", "0", "0"]
+            == ["leads", "leads.csv", "2026-03-02", "09:00", "UTC", "done", "2", "0", "0", "0", "1"]
             for line in lines
         )

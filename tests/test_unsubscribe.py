@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -371,6 +373,20 @@ def test_posted_unsubscribe_ends_the_enrollment(nurtured: Nurtured) -> None:
         assert connection.execute(select(func.count()).select_from(OUTBOX)).scalar_one() == 2
 
 
+PLACEHOLDER_WARNING = (
+    "marketing email (nurture streams, notify to the lead) would carry the placeholder "
+    "unsubscribe link https://example.com/unsubscribe?lead={external_id}&token={token} and "
+    "no List-Unsubscribe header: set mail.tracking.base_url (the daemon's public URL, for "
+    "leadflow's own unsubscribe page) or mail.unsubscribe_url (your own page)"
+)
+STAGE_ONLY = """\
+rules:
+  - id: qualify
+    when: {field: score, at_least: 60}
+    actions: [set_stage: mql]
+"""
+
+
 NOTIFY_THE_LEAD = """\
 rules:
   - id: welcome-the-lead
@@ -406,13 +422,74 @@ def test_the_daemon_warns_of_the_placeholder_only(
             asyncio.run(run_briefly())
         return [e["detail"] for e in logs if e["event"] == "unsubscribe_url_placeholder"]
 
-    assert warnings() == [
-        "marketing email (nurture streams, notify to the lead) would carry the placeholder "
-        "unsubscribe link https://example.com/unsubscribe?lead={external_id}&token={token} and "
-        "no List-Unsubscribe header: set mail.tracking.base_url (the daemon's public URL, for "
-        "leadflow's own unsubscribe page) or mail.unsubscribe_url (your own page)"
-    ]
+    assert warnings() == [PLACEHOLDER_WARNING]
     assert warnings(**{"mail.tracking.base_url": BASE}) == []
+
+
+async def _until(
+    condition: Callable[[], bool], what: str, within: float = 20.0, *, fail: bool = True
+) -> bool:
+    """Poll ``condition`` every 50 ms; after ``within`` seconds fail, or (``fail`` off) False."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > within:
+            if fail:
+                pytest.fail(f"not within {within} s: {what}")
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+def test_a_reload_that_adds_email_to_the_lead_warns_once(
+    engine: Engine, make_settings: Any, tmp_path: Path
+) -> None:
+    """A daemon started without marketing email says nothing; the reload that adds a notify to
+    the lead, with no unsubscribe address set, logs the warning ``leadflow check`` prints (once:
+    a later reload of the same rules does not repeat it) and keeps it with the reload status
+    the Rules page shows; the reload that removes it clears it."""
+    rules = tmp_path / "lead-rules"
+    rules.mkdir()
+    (rules / "qualify.yaml").write_text(STAGE_ONLY, encoding="utf-8")
+    settings = http_settings(make_settings, **{"http.enabled": False, "paths.rules": str(rules)})
+    daemon = Daemon(Runtime.build(engine, settings, SettableClock(T0)))
+    seen: list[tuple[str, ...]] = []
+
+    def version() -> str | None:
+        rule_set = daemon.holder.current_or_none()
+        return None if rule_set is None else rule_set.version
+
+    def warnings() -> tuple[str, ...]:
+        return daemon.holder.status().warnings
+
+    async def scenario() -> None:
+        running = asyncio.create_task(daemon.run())
+        await _until(lambda: version() is not None, "the first load")
+        first = version()
+        # The watcher starts after the first load: edit until a reload shows it is watching.
+        for _ in range(20):
+            (rules / "qualify.yaml").write_text("# watched\n" + STAGE_ONLY, encoding="utf-8")
+            if await _until(lambda: version() != first, "a reload", within=1.0, fail=False):
+                break
+        assert version() != first, "no reload within 20 s of editing the rules"
+        seen.append(warnings())
+        (rules / "welcome.yaml").write_text(NOTIFY_THE_LEAD, encoding="utf-8")
+        await _until(lambda: warnings() != (), "the reload adding the notify")
+        seen.append(warnings())
+        before = version()
+        (rules / "qualify.yaml").write_text(STAGE_ONLY.replace("60", "70"), encoding="utf-8")
+        await _until(lambda: version() != before, "the reload of another edit")
+        seen.append(warnings())
+        (rules / "welcome.yaml").unlink()
+        await _until(lambda: warnings() == (), "the reload removing the notify")
+        seen.append(warnings())
+        daemon.request_stop()
+        await running
+
+    with capture_logs() as logs:
+        asyncio.run(scenario())
+    assert seen == [(), (PLACEHOLDER_WARNING,), (PLACEHOLDER_WARNING,), ()]
+    warned = [e for e in logs if e["event"] == "unsubscribe_url_placeholder"]
+    assert [(e["detail"], e["log_level"]) for e in warned] == [(PLACEHOLDER_WARNING, "warning")]
 
 
 def test_imported_do_not_email_ends_the_enrollment(nurtured: Nurtured, tmp_path: Path) -> None:

@@ -38,7 +38,14 @@ def outcome(parse: Any, text: str) -> tuple[Any, ...]:
         document = parse("f.yaml", text)
     except YamlSyntaxError as exc:
         return ("problem", exc.message, exc.mark)
-    return ("document", document.data, document.values, document.keys, document.duplicate_keys)
+    return (
+        "document",
+        document.data,
+        document.values,
+        document.keys,
+        document.duplicate_keys,
+        document.plain,
+    )
 
 
 def test_libyaml_reads_the_documents_itself() -> None:

@@ -61,6 +61,19 @@ def print_json(document: Any) -> None:
     sys.stdout.write("\n")
 
 
+def readable_json(value: object) -> str:
+    """``value`` as one line of JSON that prints its text as written (``"Müller"``, not
+    ``"M\\u00fcller"``), still valid JSON and unambiguous: a character that does not print
+    as itself (a control, a bidi override, a zero-width or non-breaking space, a line
+    separator) stays a ``\\uXXXX`` escape, so no value hides or reorders characters."""
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    if text.isprintable():
+        return text
+    # Outside strings JSON writes only ASCII, so every character escaped here is in a string,
+    # where an escape is valid JSON; json.dumps escapes one character as JSON does.
+    return "".join(char if char.isprintable() else json.dumps(char)[1:-1] for char in text)
+
+
 def json_default(value: object) -> object:
     """What :func:`print_json` prints for a value JSON has no type for."""
     if isinstance(value, datetime | date):

@@ -138,14 +138,16 @@ def _report_and_dashboard(console: Console, store: str, folder: Path, period: Pe
         highlight=False,
         soft_wrap=True,
     )
-    # A throwaway operator for the demo's store only; the hash is made here, never shipped.
+    # A throwaway user for the demo's store only; the hash is made here, never shipped.
     user = "LEADFLOW_DASHBOARD__USERS__DEMO"
     # The Funnel page shows the last 7 days unless told: the simulated days are in the past.
     days = f"from={first}&to={last}"
+    # `dashboard serve`, not the daemon: the daemon would tick at today's date and run every
+    # SLA check, nurture step and recycling due since the simulated days on the demo's store.
     console.print(
-        f"The dashboard:        {store} LEADFLOW_HTTP__ALLOW_ANONYMOUS=true "
-        f"LEADFLOW_DASHBOARD__ENABLED=true {user}__ROLE=operator "
-        f"{user}__PASSWORD_HASH='{hash_password('demo')}' leadflow daemon, then open "
+        f"The dashboard:        {store} LEADFLOW_DASHBOARD__ENABLED=true "
+        f"{user}__PASSWORD_HASH='{hash_password('demo')}' leadflow dashboard serve "
+        f"--now {period.as_of:%Y-%m-%dT%H:%M:%SZ}, then open "
         f"'http://127.0.0.1:8080/ui/funnel?{days}' (user demo, password demo)",
         highlight=False,
         soft_wrap=True,

@@ -171,6 +171,10 @@ def seed(engine: Engine, rng: random.Random, leads: int = LEADS_IN_DEMO) -> list
         connection.execute(
             insert(LEADS), [{**lead, "created_at": old, "updated_at": old} for lead in lead_rows]
         )
+        # Each lead enters its first stage in the history at stage_entered_at, as an import
+        # records the leads it creates: without it the report's lead -> mql had no base.
+        created = range(1, leads + 1)
+        record_written(connection, "leads", created, [], cause="import", source="demo", now=old)
         connection.execute(
             insert(DEALS),
             [

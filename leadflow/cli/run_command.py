@@ -24,7 +24,13 @@ from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from leadflow.cli.console import FormatOption, OutputFormat, data_console, json_default
+from leadflow.cli.console import (
+    FormatOption,
+    OutputFormat,
+    data_console,
+    json_default,
+    readable_json,
+)
 from leadflow.cli.context import cli_context
 from leadflow.clock import Clock, SettableClock, SystemClock, parse_instant
 from leadflow.errors import UserInputError
@@ -223,7 +229,7 @@ def _plan_parts(planned: PlannedFiring) -> tuple[str, str, str]:
     return (
         planned.rule_id,
         f" {planned.subject} {planned.external_id}: {'; '.join(planned.actions)}  ",
-        f"because {json.dumps(planned.evidence, default=str)}",
+        f"because {readable_json(planned.evidence)}",
     )
 
 

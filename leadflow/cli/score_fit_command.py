@@ -50,7 +50,11 @@ def fit_scoring(
         float,
         typer.Option("--holdout", min=0.05, max=0.5, help="Share held out to measure the fit."),
     ] = 0.3,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the split and the folds.")] = 0,
+    seed: Annotated[
+        int,
+        # The split's generator takes 0 to 2**32 - 1; outside it a ValueError traceback.
+        typer.Option("--seed", min=0, max=2**32 - 1, help="Seed of the split and the folds."),
+    ] = 0,
     as_of: Annotated[
         str | None,
         typer.Option("--as-of", help="Engagement as of this ISO time (default: now)."),

@@ -326,6 +326,7 @@ def render_status(status: StoreStatus, console: Console) -> None:
         "updated",
         "unchanged",
         "rejected",
+        "superseded",
         box=None,
         pad_edge=False,
     )
@@ -336,6 +337,9 @@ def render_status(status: StoreStatus, console: Console) -> None:
             Path(run.file).name,
             finished,
             run.status,
-            *(str(n) for n in (run.inserted, run.updated, run.unchanged, run.rejected)),
+            *(
+                str(n)
+                for n in (run.inserted, run.updated, run.unchanged, run.rejected, run.superseded)
+            ),
         )
     console.print(imports)

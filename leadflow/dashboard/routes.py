@@ -120,6 +120,8 @@ def dashboard_routes(
     ):
         router.add_api_route(path, handler, methods=["GET"])
     router.add_api_route("/ui/outbox/{outbox_id}/retry", pages.retry, methods=["POST"])
+    # Last: any other address under /ui/ is the dashboard's 404 page, not the API's JSON.
+    router.add_api_route("/ui/{rest:path}", pages.not_found, methods=["GET"])
     if too_large is not None:
         too_large.page = pages.body_too_large
     return router
@@ -222,6 +224,11 @@ class _Pages:
 
     async def login_form(self, request: Request, next: str = "/ui/funnel") -> Response:
         return self.render("login.html", None, next=_local(next), error=None)
+
+    async def not_found(self, request: Request, rest: str) -> Response:
+        """404 as a page of the dashboard for an address it has no page at (a browser showed
+        ``{"detail":"Not Found"}``); with the pages' links for whoever is signed in."""
+        return self.render("not_found.html", self.principal(request), 404, path=f"/ui/{rest}")
 
     def too_large(self, path: str, limit: int, who: Principal | None = None) -> HTMLResponse:
         """413 as a page of the dashboard: a browser showed the API's JSON error."""

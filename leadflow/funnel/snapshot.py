@@ -13,6 +13,14 @@ from two connections whose queries run at the same time (two cores, not one).
   file it may not write leaves it one reader, the families one after the other, as before
   two readers, rather than a report that waits for the import or fails.
 - An in-memory SQLite database is one per connection: one reader there.
+
+An SQLite reader maps the file into memory for the report (``mmap_size``, set back when the
+report is done, since the pool hands the connection to others): the report's look-ups into
+the leads and the history then read pages where they lie, not each through a ``read`` call
+into SQLite's small page cache (at a million leads, attribution's look-up of each converted
+lead's source took 1.30 s of CPU, 0.98 s mapped; the scans did not change). A larger page
+cache or temporary tables in memory made the report's sorts slower (7.6 s of CPU in all, 9.4
+and 11.0 s): they were not taken.
 """
 
 from __future__ import annotations
@@ -32,6 +40,10 @@ SNAPSHOT_ID = re.compile(r"[0-9A-F]+-[0-9A-F]+(-[0-9]+)?")
 """What ``pg_export_snapshot`` returns (``00000003-0000001B-1``): checked before it is spelled
 into ``SET TRANSACTION SNAPSHOT``, which takes no bound parameter."""
 
+MAPPED_BYTES = 2**31
+"""How much of an SQLite file a report's reader maps (SQLite's own limit, 2 GB by default,
+caps it; the rest of a larger file is read as before)."""
+
 LOCK_WAIT_MS = 200
 """How long an SQLite report waits for the write lock that lines its two readers up."""
 
@@ -42,12 +54,33 @@ ONE_SNAPSHOT = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": Tru
 @contextmanager
 def report_read(engine: Engine) -> Iterator[Connection]:
     """A connection in the report's transaction, set for the report's queries."""
-    with engine.connect() as connection:
+    with engine.connect() as connection, _mapped(connection):
         if connection.dialect.name == "postgresql":
             connection.execution_options(**ONE_SNAPSHOT)
         with connection.begin():
             settings_for_report(connection)
             yield connection
+
+
+@contextmanager
+def _mapped(connection: Connection) -> Iterator[None]:
+    """On SQLite, the file mapped (:data:`MAPPED_BYTES`) while the block runs; set outside
+    any transaction, on the driver's connection (SQLAlchemy's would begin one)."""
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    raw = connection.connection.driver_connection
+    assert raw is not None
+    found = raw.execute("PRAGMA mmap_size").fetchone()
+    if found is None:  # an in-memory database: no file to map
+        yield
+        return
+    previous = int(found[0])
+    raw.execute(f"PRAGMA mmap_size={MAPPED_BYTES}")
+    try:
+        yield
+    finally:
+        raw.execute(f"PRAGMA mmap_size={previous}")
 
 
 @contextmanager

@@ -11,8 +11,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
@@ -38,7 +39,7 @@ from sqlalchemy import (
 
 from leadflow.funnel.groups import deal_group_of, labelled, lead_group
 from leadflow.funnel.history import is_entry
-from leadflow.funnel.period import Grouping, Period
+from leadflow.funnel.period import ALL, Grouping, Period
 from leadflow.funnel.sql import instant, share
 from leadflow.store.tables import DEALS, STAGE_CHANGES
 
@@ -95,6 +96,25 @@ def entries_by_stage(connection: Connection, period: Period) -> dict[tuple[str, 
     keys = [entries.c.stage] if expression is None else [grp, entries.c.stage]
     query = select(grp, entries.c.stage, func.count()).group_by(*keys)
     return {(row[0], row[1]): int(row[2]) for row in connection.execute(query)}
+
+
+def entries_and_weekly(
+    connection: Connection, period: Period
+) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]]:
+    """:func:`entries_by_stage` of ``period`` and of ``period`` by week, which a report reads
+    both: not grouped (or by week), the period's entries are its weeks' added up (every entry
+    of the period is in one of its weeks, as :func:`_entries_by_week` clips them), so the
+    period's entries are not counted a second time (at a million leads, 0.35 s of SQLite's
+    CPU)."""
+    weekly = entries_by_stage(connection, replace(period, by=Grouping.week))
+    if period.by is Grouping.week:
+        return weekly, weekly
+    if period.by is not Grouping.none:
+        return entries_by_stage(connection, period), weekly
+    summed: Counter[tuple[str, str]] = Counter()
+    for (_week, stage), count in weekly.items():
+        summed[(ALL, stage)] += count
+    return dict(summed), weekly
 
 
 def deal_entries_by_stage(connection: Connection, period: Period) -> dict[tuple[str, str], int]:

@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DataError, IntegrityError
 
 from leadflow.errors import FieldError, ImportRowError, ProblemsError, RecordsRejectedError
-from leadflow.ingest.kinds import KindWriter, Record
+from leadflow.ingest.kinds import KindWriter, Record, Rejection
 from leadflow.ingest.mapping import ColumnPlan, compile_plan
 from leadflow.ingest.references import RepDirectory
 from leadflow.ingest.reps import RepWriter
@@ -126,14 +126,14 @@ def _write_all(
             writer.survey(record for _index, _key, record in records)
         table_writer = TableWriter(connection, writer.shape(), now)
         prepared, rejected = writer.prepare(connection, records)
-        errors += [locate.row(index, e, plan) for index, exc in rejected for e in exc.each()]
+        errors += locate.rejected(rejected, plan)
         if not errors:
             # A key posted twice: the later record wins and the earlier is not written, as in
             # a file (docs/import.md).
             latest, _superseded = latest_per_key(prepared)
             counts.add(_write(connection, table_writer, writer, latest, locate))
         extra, rejected = writer.finish(connection) if not errors else (Counts(), [])
-        errors += [locate.row(index, exc, plan) for index, exc in rejected]
+        errors += locate.rejected(rejected, plan)
         if errors:
             raise RecordsRejectedError(errors)
         counts.add(extra)
@@ -152,7 +152,7 @@ def _read(
             record = plan.read(cells)
             key = writer.key(record)
         except ImportRowError as exc:
-            errors += [locate.row(index, error, plan) for error in exc.each()]
+            errors += locate.rejected([(index, exc)], plan)
             continue
         except (ValueError, ArithmeticError, TypeError) as exc:  # e.g. a year-1 time in +05:00
             errors.append(FieldError(locate.at(index), f"cannot read the record: {exc}"))
@@ -191,7 +191,14 @@ class _Locator:
     def at(self, index: int) -> Loc:
         return ("body", index) if self.batch else ("body",)
 
-    def row(self, index: int, exc: ImportRowError, plan: ColumnPlan) -> FieldError:
+    def rejected(self, rejections: Sequence[Rejection], plan: ColumnPlan) -> list[FieldError]:
+        """Each rejected record's bad fields, one error each (:meth:`ImportRowError.each`, as
+        a file's rejected row is reported): read, prepared or finished alike."""
+        return [
+            self._field(index, error, plan) for index, exc in rejections for error in exc.each()
+        ]
+
+    def _field(self, index: int, exc: ImportRowError, plan: ColumnPlan) -> FieldError:
         return FieldError((*self.at(index), _posted_name(exc.field, plan)), exc.reason)
 
     def header_problem(self, message: str, header: Sequence[str]) -> FieldError:

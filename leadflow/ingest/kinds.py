@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any, ClassVar
@@ -109,6 +109,10 @@ class KindWriter:
     """Whether :meth:`lookups` reads nothing (the reps are loaded before the file): then a
     large file's rows are read and prepared in a process of their own (``feeder``)."""
 
+    key_fields: ClassVar[frozenset[str] | None] = frozenset({"external_id"})
+    """The fields :meth:`key` reads (None: the whole record): a file's repeated ids are found
+    by reading these alone (:mod:`leadflow.ingest.repeats`)."""
+
     def __init__(self, plan: ColumnPlan, settings: Settings, now: datetime, reps: RepDirectory):
         self.plan = plan
         self.settings = settings
@@ -152,6 +156,10 @@ class KindWriter:
             raise ImportRowError("external_id", "missing; every row needs its CRM id")
         return external_id_of(key)
 
+    def key_plan(self) -> ColumnPlan:
+        """The plan reading what :meth:`key` needs of a row, and no more."""
+        return self.plan if self.key_fields is None else self.plan.only(self.key_fields)
+
     def lookups(self, connection: Connection, records: list[Record]) -> None:
         """Load what :meth:`convert` needs for this batch (e.g. lead ids by external id)."""
 
@@ -178,6 +186,52 @@ class KindWriter:
         return tuple(ranges)
 
     def values(self, record: Record) -> tuple[Any, ...]:
+        """The record's column values, or an :class:`ImportRowError` naming every bad field."""
+        try:
+            return self._values(record)
+        except ImportRowError as exc:
+            raise self.every_problem([exc], record) from None
+
+    def every_problem(self, found: Sequence[ImportRowError], record: Record) -> ImportRowError:
+        """One error naming ``found`` and every other bad field of ``record``, in the file's
+        column order: a row with an unknown stage and an unknown owner named the first only,
+        and took a round of fixing per field. Only a rejected row is checked again, slowly."""
+        named = {error.field for error in found}
+        errors = [*found, *(e for e in self._field_problems(record) if e.field not in named)]
+        columns = self._column_order
+        errors.sort(key=lambda error: columns.get(error.field, len(columns)))
+        return ImportRowError.of(errors)
+
+    @cached_property
+    def _column_order(self) -> dict[str, int]:
+        order: dict[str, int] = {}
+        for target in sorted(self.plan.targets, key=lambda t: t.index, reverse=True):
+            order[target.group or target.field] = target.index
+        return order
+
+    def _field_problems(self, record: Record) -> list[ImportRowError]:
+        """The checks of :meth:`_values`, each field on its own."""
+        problems: list[ImportRowError] = []
+        for index, field in enumerate(self.fields):
+            try:
+                self._field_value(index, field, record.get(field))
+            except ImportRowError as exc:
+                problems += exc.each()
+        return problems
+
+    def _field_value(self, index: int, field: str, value: Any) -> Any:
+        for at, convert in self._converts:
+            if at == index:
+                value = convert(value)
+        for at, _field, length in self._limits:
+            if at == index and value.__class__ is str:
+                _within_limit(field, value, length)
+        for at, _field, low, high in self._ranges:
+            if at == index and isinstance(value, int) and not low <= value <= high:
+                raise ImportRowError(field, range_reason(low, high))
+        return value
+
+    def _values(self, record: Record) -> tuple[Any, ...]:
         values = [record.get(field) for field in self.fields]
         for index, convert in self._converts:
             values[index] = convert(values[index])
@@ -199,6 +253,14 @@ class KindWriter:
     ) -> tuple[list[Prepared], list[Rejection]]:
         self.lookups(connection, [record for _line, _key, record in batch])
         return self.prepared(batch)
+
+    def accepted(
+        self, connection: Connection, batch: list[tuple[int, str, Record]]
+    ) -> list[tuple[int, str]]:
+        """The line and key of each row of ``batch`` that :meth:`prepare` accepts; nothing of
+        the batch is kept for a write."""
+        prepared, _rejected = self.prepare(connection, batch)
+        return [(row.line, row.key) for row in prepared]
 
     def prepared(
         self, batch: list[tuple[int, str, Record]]
@@ -357,11 +419,13 @@ class LeadWriter(_RecordsStageEntries):
         if value is None:
             return self.now
         if value > self.now:
-            reason = (
-                f"{value.isoformat()} is in the future (the import runs at "
-                f"{self.now.isoformat()}); a lead cannot have entered its stage yet"
+            raise in_the_future(
+                "stage_entered_at",
+                value,
+                "the import runs at",
+                self.now,
+                "a lead cannot have entered its stage yet",
             )
-            raise ImportRowError("stage_entered_at", reason)
         return value
 
     def _stage_reader(self) -> Convert:
@@ -412,7 +476,21 @@ class DealWriter(_RecordsStageEntries):
             return required("stage")
         if field == "attributes":
             return lambda value: value or {}
+        if field == "closed_at":
+            return self._closed_at
+        if field == "amount":
+            return _amount
         return _keep
+
+    def _closed_at(self, value: datetime | None) -> datetime | None:
+        """A close date in the future is refused: the deal would count as closed (won, its
+        amount in the pipeline's figures) before it is. A CRM's clock a little ahead of ours
+        (a deal posted the moment it closes) is not an error, as for activities."""
+        if value is not None and value > self.now + CLOCK_SKEW:
+            raise in_the_future(
+                "closed_at", value, "the import runs at", self.now, "a deal cannot have closed yet"
+            )
+        return value
 
     def shape(self) -> Shape:
         base = super().shape()
@@ -437,7 +515,6 @@ class DealWriter(_RecordsStageEntries):
         return stage_outcomes(self.mapping)
 
     def values(self, record: Record) -> tuple[Any, ...]:
-        engaged, closed = record.get("engaged_at"), record.get("closed_at")
         stage = record.get("stage")
         # An empty outcome cell (a CRM's IsWon left blank) says no more than a file without
         # the column: the stage tells, so "Closed Won" is not stored open.
@@ -448,6 +525,14 @@ class DealWriter(_RecordsStageEntries):
             and (derived := self._stage_outcomes.get(stage.strip().casefold())) in OUTCOMES
         ):
             record = {**record, "outcome": derived}
+        try:
+            self._check_dates(record)
+        except ImportRowError as exc:
+            raise self.every_problem([exc], record) from None
+        return super().values(record)
+
+    def _check_dates(self, record: Record) -> None:
+        engaged, closed = record.get("engaged_at"), record.get("closed_at")
         outcome = record.get("outcome")
         if "closed_at" in self.fields:
             _check_closed(outcome, closed)
@@ -466,7 +551,6 @@ class DealWriter(_RecordsStageEntries):
                 "a deal cannot close before it was engaged"
             )
             raise ImportRowError("closed_at", reason)
-        return super().values(record)
 
     def lookups(self, connection: Connection, records: list[Record]) -> None:
         if "lead" in self.fields:
@@ -483,6 +567,23 @@ class DealWriter(_RecordsStageEntries):
                     )
                 )
             }
+
+
+def _amount(value: float | None) -> float | None:
+    """A deal's amount is what it is worth: a negative one (a refund, a typo) would lower the
+    won amount, the open value and the sales velocity of the report."""
+    if value is not None and value < 0:
+        reason = f"{value:g} is negative; a deal's amount is 0 or more"
+        raise ImportRowError("amount", reason)
+    return value
+
+
+def in_the_future(
+    field: str, value: datetime, clock_is: str, now: datetime, cannot: str
+) -> ImportRowError:
+    """The rejection of a time after the import's clock, in one wording for every field."""
+    reason = f"{value.isoformat()} is in the future ({clock_is} {now.isoformat()}); {cannot}"
+    return ImportRowError(field, reason)
 
 
 def _check_closed(outcome: str | None, closed: datetime | None) -> None:
@@ -526,6 +627,8 @@ class ActivityWriter(KindWriter):
     def defaults(self) -> dict[str, Any]:
         return {"created_at": self.now, "properties": {}}
 
+    key_fields = None  # an activity without an id is known by its content
+
     def key(self, record: Record) -> str:
         """The file's id, else one derived from the content: the same activity, the same id."""
         if record.get("external_id") is not None:
@@ -552,18 +655,29 @@ class ActivityWriter(KindWriter):
         return _keep
 
     def values(self, record: Record) -> tuple[Any, ...]:
+        problems = self._event_problems(record)
+        if problems:
+            raise self.every_problem(problems, record)
+        return super().values(record)
+
+    def _event_problems(self, record: Record) -> list[ImportRowError]:
+        problems = []
         if record.get("lead") is None and record.get("deal") is None:
-            raise ImportRowError("lead", "missing; an activity needs a lead or a deal")
+            problems.append(ImportRowError("lead", "missing; an activity needs a lead or a deal"))
         occurred = record.get("occurred_at")
         if isinstance(occurred, datetime) and occurred > self.now + CLOCK_SKEW:
             # It would become the lead's last activity until that date (a year 2999 typo kept
             # last_activity_at there for good) and wait in the scoring passes' next change.
-            reason = (
-                f"{occurred.isoformat()} is in the future (received at "
-                f"{self.now.isoformat()}); an activity cannot have happened yet"
+            problems.append(
+                in_the_future(
+                    "occurred_at",
+                    occurred,
+                    "received at",
+                    self.now,
+                    "an activity cannot have happened yet",
+                )
             )
-            raise ImportRowError("occurred_at", reason)
-        return super().values(record)
+        return problems
 
     def lookups(self, connection: Connection, records: list[Record]) -> None:
         if "lead" in self.fields:

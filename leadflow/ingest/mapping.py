@@ -5,12 +5,14 @@ of fields, or ``skip``), else by its own name if that is one of the kind's field
 declared attribute (``attributes.leads`` / ``attributes.deals``), else by its name written as a
 field's or attribute's is (:func:`field_name`: ``Lead Source`` and ``LeadSource`` are
 ``lead_source``, ``Do Not Email`` is ``do_not_email``), as a CRM's importer matches headers to
-properties. Anything else is an unknown column: a file-level error naming the column and its
+properties; a header written as a mapping's target (``attributes.region`` when declared, an
+activity's ``properties.url``) is that target. Anything else is an unknown column: a file-level error naming the column and its
 close matches, before any row is read.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -119,6 +121,11 @@ class ColumnPlan:
         """The top-level fields this file sets (``attributes`` for any attribute)."""
         return frozenset(t.group or t.field for t in self.targets)
 
+    def only(self, fields: frozenset[str]) -> ColumnPlan:
+        """This plan reading only ``fields`` (top-level ones) of a row: a row's id alone."""
+        kept = tuple(t for t in self.targets if t.group is None and t.field in fields)
+        return dataclasses.replace(self, targets=kept)
+
     def read(self, cells: Sequence[object]) -> dict[str, Any]:
         """The row's record; raises :class:`ImportRowError` naming every bad field.
 
@@ -173,7 +180,7 @@ class ColumnPlan:
             except ValueError as exc:
                 errors.append(ImportRowError(target.field, str(exc)))
         if errors:
-            raise ImportRowError(errors[0].field, errors[0].reason, also=tuple(errors[1:]))
+            raise ImportRowError.of(errors)
 
     @cached_property
     def _cells_are_the_text(self) -> bool:
@@ -351,7 +358,17 @@ def _named_field(
     kind: ImportKind, column: str, declared: Mapping[str, AttributeType]
 ) -> str | None:
     """The field an unmapped column names, as written or written out (:func:`field_name`): one
-    of the kind's fields, or ``attributes.NAME`` of a declared attribute; None for neither."""
+    of the kind's fields, or ``attributes.NAME`` of a declared attribute; None for neither.
+
+    A column may also name its target as a mapping would (docs/import.md's field table):
+    ``attributes.NAME`` of a declared attribute, an activity's ``properties.KEY``.
+    """
+    group, dot, name = column.partition(".")
+    if dot and name:
+        if group == GROUPS.get(kind) and name in declared:
+            return column
+        if kind == "activities" and group == "properties":
+            return column
     for name in (column, field_name(column)):
         if name in KIND_FIELDS[kind]:
             return name
@@ -382,6 +399,14 @@ def _unstorable_renames(kind: ImportKind, mapping: ImportMapping) -> list[str]:
 def _unknown_column(
     kind: ImportKind, column: str, mapping: ImportMapping, declared: Mapping[str, AttributeType]
 ) -> str:
+    group, dot, name = column.partition(".")
+    if dot and name and group == GROUPS.get(kind):
+        # The column already names an attribute: only declaring it (by the bare name) is left.
+        return (
+            f"unknown column {column!r}: {name} is not declared; add {name} with its type "
+            f"(string, integer, number, boolean, datetime, date) under attributes.{kind}, "
+            f"or map the column to skip under import.mappings.{kind}.columns"
+        )
     known = [*KIND_FIELDS[kind], *declared, *mapping.columns]
     hint = did_you_mean(column, known, n=3, prefix="; ", ignore_case=True)
     where = f"import.mappings.{kind}.columns"

@@ -29,7 +29,16 @@ csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 
 def format_of(path: Path, explicit: str | None) -> FileFormat:
-    """``--format`` if given, else from the extension (``.jsonl``/``.ndjson`` or ``.csv``)."""
+    """``--format`` if given, else from the extension (``.jsonl``/``.ndjson`` or ``.csv``).
+
+    A folder or a missing path is said as such first: a folder's "extension ''" told the user
+    to pass --format, which then failed on the folder.
+    """
+    if path.is_dir():
+        raise ImportFileError(_folder(path))
+    if not path.exists():
+        msg = f"{path}: no such file"
+        raise ImportFileError(msg)
     chosen = (explicit or path.suffix.lstrip(".")).lower()
     if chosen in {"jsonl", "ndjson"}:
         return "jsonl"
@@ -40,6 +49,13 @@ def format_of(path: Path, explicit: str | None) -> FileFormat:
         "pass --format csv or --format jsonl"
     )
     raise ImportFileError(msg)
+
+
+def _folder(path: Path) -> str:
+    return (
+        f"{path}: is a folder, not a file; give the CSV or JSONL file to import (one file "
+        "per command: reps, leads, deals, activities in that order)"
+    )
 
 
 def check_text_file(path: Path, encoding: str, setting: str) -> None:
@@ -79,8 +95,7 @@ def check_text_file(path: Path, encoding: str, setting: str) -> None:
         msg = f"{path}: no such file"
         raise ImportFileError(msg) from None
     except IsADirectoryError:
-        msg = f"{path}: is a folder, not a file"
-        raise ImportFileError(msg) from None
+        raise ImportFileError(_folder(path)) from None
     except UnicodeDecodeError:
         msg = f"{path}: ends in the middle of a {encoding} character; the file is truncated"
         raise ImportFileError(msg) from None

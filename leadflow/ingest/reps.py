@@ -77,6 +77,8 @@ class RepWriter(KindWriter):
         self.in_file: set[str] = set()
         self.pending: list[tuple[int, str, str | None]] = []
 
+    key_fields = frozenset({"external_id", "name"})  # an id made from the name without one
+
     def defaults(self) -> dict[str, Any]:
         return {**super().defaults(), "pools": [], "active": True, "timezone": "UTC"}
 
@@ -136,6 +138,16 @@ class RepWriter(KindWriter):
             if self.links_managers:
                 self.pending.append((line, key, manager))
         return prepared, rejected
+
+    def accepted(
+        self, connection: Connection, batch: list[tuple[int, str, Record]]
+    ) -> list[tuple[int, str]]:
+        # prepare() queues each row's manager for finish(); a check of the rows links none.
+        queued = len(self.pending)
+        try:
+            return super().accepted(connection, batch)
+        finally:
+            del self.pending[queued:]
 
     def _filled(self, record: Record) -> Record:
         if record.get("email") is not None or self.pattern is None:

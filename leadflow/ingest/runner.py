@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,6 +35,7 @@ from leadflow.ingest.kinds import (
 from leadflow.ingest.mapping import ColumnPlan, compile_plan, unknown_keys
 from leadflow.ingest.readers import RowSource, check_text_file, format_of
 from leadflow.ingest.references import RepDirectory
+from leadflow.ingest.repeats import Later, Sources, superseded_lines
 from leadflow.ingest.reps import RepWriter
 from leadflow.ingest.writers import (
     Counts,
@@ -83,7 +84,8 @@ class ImportReport:
     """What was read differently from the file as written (an ignored unnamed column)."""
     rolled_back: bool = False
     superseded: int = 0
-    """Rows not written because a later row of the file (in the same batch) has their id."""
+    """Rows not written because a later row of the file has their id (anywhere in the file:
+    :mod:`leadflow.ingest.repeats`)."""
     unlisted: int = 0
     """Rejected rows whose problems are not in ``problems`` (beyond :data:`MAX_KEPT_PROBLEMS`)."""
     run_id: int | None = None
@@ -164,8 +166,10 @@ def import_file(
         if report.run_id is None:
             _record_refused(engine, report, now)
         raise
-    # Rows are rejected while read and while written (references); report them in file order.
+    # Rows are rejected while read and while written (references); report them in file order,
+    # as the notes (a superseded row is noted at its later row's line, once that is known).
     report.problems.sort(key=lambda problem: problem.line)
+    report.notes.sort(key=lambda problem: problem.line)
     return report
 
 
@@ -203,10 +207,16 @@ def _import(
             reps = RepDirectory.load(connection, mapping.rep_reference)
         writer = WRITERS[kind](plan, settings, now, reps)
         writer.cause, writer.source = "import", report.file
+
+        @contextmanager
+        def again() -> Iterator[RowSource]:
+            with RowSource(path, chosen, mapping.encoding, mapping.delimiter, kind) as reread:
+                reread.refuse_keys(source.refused_keys)
+                yield reread
+
         if isinstance(writer, RepWriter):
-            with RowSource(path, chosen, mapping.encoding, mapping.delimiter, kind) as again:
-                again.refuse_keys(source.refused_keys)
-                writer.survey(_readable(plan, again))
+            with again() as reread:
+                writer.survey(_readable(plan, reread))
         report.run_id = run_id = _start_run(engine, report, now)
         status = "failed"
         try:
@@ -214,7 +224,7 @@ def _import(
             # tens of thousands of short-lived objects, traversed by the automatic collector,
             # cost half the time of a large import.
             with collector_paused():
-                status = _load(engine, writer, source, report, strict=strict, progress=progress)
+                status = _load(engine, writer, source, again, report, strict, progress)
         finally:
             _finish_run(engine, run_id, report, status, clock.now())
 
@@ -257,25 +267,29 @@ def _load(
     engine: Engine,
     writer: KindWriter,
     source: RowSource,
+    again: Sources,
     report: ImportReport,
-    *,
     strict: bool,
     progress: Progress | None,
 ) -> str:
-    """Stream, write, finish; returns the run's status.
+    """Find the rows a later row of their id supersedes, stream, write, finish; returns the
+    run's status.
 
     Without ``strict`` every batch is a writing transaction of its own, unless the import is
     bulk (:mod:`leadflow.ingest.index_builds`): then the whole file is one, with the tables'
     secondary indexes built after the rows. With ``strict`` the whole file is one, rolled back
     when any row was rejected. Either way a transaction that fails leaves nothing of itself.
     """
+    with engine.connect() as connection:
+        skip = superseded_lines(connection, writer, again, writer.settings.imports.batch_size)
     incoming = estimated_rows(source.path, source.total_bytes)
     bulk = bulk_tables(engine, writer.bulk_tables, incoming)
-    with _reading(writer, source, incoming, engine.dialect.name) as feed:
+    with _reading(writer, source, incoming, engine.dialect.name, skip) as feed:
         if not strict and not bulk:
-            _load_batches(lambda: _writing(engine), writer, source, report, progress, feed)
+            batch = lambda: _writing(engine)  # noqa: E731 - as in _load_whole
+            _load_batches(batch, writer, source, report, progress, feed, skip)
             return "rejected rows" if report.rejected else "done"
-        return _load_whole(engine, writer, source, report, strict, progress, feed, bulk)
+        return _load_whole(engine, writer, source, report, strict, progress, feed, bulk, skip)
 
 
 def _load_whole(
@@ -287,12 +301,13 @@ def _load_whole(
     progress: Progress | None,
     feed: Iterator[_Read] | None,
     bulk: list[str],
+    skip: Mapping[int, Later],
 ) -> str:
     """The whole file in one transaction (strict, or bulk); returns the run's status."""
     try:
         with _writing(engine) as connection, indexes_built_after(connection, bulk):
             batch = lambda: nullcontext(connection)  # noqa: E731 - as in the other branch
-            _load_batches(batch, writer, source, report, progress, feed)
+            _load_batches(batch, writer, source, report, progress, feed, skip)
             if strict:
                 _roll_back_if_rejected(report)
     except _StrictRollbackError:
@@ -334,7 +349,7 @@ class _Read(NamedTuple):
 
 @contextmanager
 def _reading(
-    writer: KindWriter, source: RowSource, incoming: int, dialect: str
+    writer: KindWriter, source: RowSource, incoming: int, dialect: str, skip: Mapping[int, Later]
 ) -> Iterator[Iterator[_Read] | None]:
     """A reading process's batches for a large file of a kind that prepares alone; else None
     (the rows are read and prepared in this process, between the writes)."""
@@ -366,7 +381,7 @@ def _reading(
             superseded.clear()
 
         # No collections in the forked child: one could finalise the writer's connections.
-        _stream(writer, source, local, part_size, flush, collect=False)
+        _stream(writer, source, local, part_size, flush, skip, superseded.append, collect=False)
         if local.rejected or superseded:
             send_read([])
 
@@ -381,6 +396,7 @@ def _load_batches(
     report: ImportReport,
     progress: Progress | None,
     feed: Iterator[_Read] | None,
+    skip: Mapping[int, Later],
 ) -> None:
     table_writer: TableWriter | None = None
 
@@ -410,7 +426,11 @@ def _load_batches(
 
     batch_size = writer.settings.imports.batch_size
     if feed is None:
-        _stream(writer, source, report, batch_size, flush)
+
+        def supersede(row: Superseded) -> None:
+            report.supersede([row], _same_content(report.kind, [row]))
+
+        _stream(writer, source, report, batch_size, flush, skip, supersede)
     else:
         _write_fed(feed, batch, write_fed, report, batch_size, progress, source.total_bytes)
     with batch() as connection:
@@ -452,14 +472,21 @@ def _stream(
     report: ImportReport,
     batch_size: int,
     flush: Callable[[list[tuple[int, str, Record]]], None],
+    skip: Mapping[int, Later],
+    supersede: Callable[[Superseded], None],
     *,
     collect: bool = True,
 ) -> None:
+    """Read the rows into batches for ``flush``; a line in ``skip`` is superseded unread."""
     plan = writer.plan
-    # A key may repeat within a batch: of its rows that are not rejected the last is written
-    # (latest_per_key), after the batch's rows are checked.
+    # The rows a later row of their id supersedes were found before (repeats.py), in any
+    # batch; latest_per_key after each batch's check finds the same within it.
     batch: list[tuple[int, str, Record]] = []
     for line, cells, problem in source.rows():
+        later = skip.get(line)
+        if later is not None:
+            supersede((line, later.line, later.key))
+            continue
         if problem is not None:
             report.reject(line, problem)
             continue
@@ -537,5 +564,6 @@ def _finish_run(
                 updated=report.counts.updated,
                 unchanged=report.counts.unchanged,
                 rejected=report.rejected,
+                superseded=report.superseded,
             )
         )

@@ -19,6 +19,7 @@ from typing import Any
 from leadflow.durations import LONGEST_DURATION
 from leadflow.errors import DurationError, Problem
 from leadflow.rule_language.actions import parse_rule_duration
+from leadflow.rule_language.as_written import Wanted, as_written
 from leadflow.rule_language.fields import FieldCatalog, FieldSpec, ValueType
 from leadflow.rule_language.operators import (
     OPERATORS,
@@ -102,6 +103,10 @@ class ConditionParser:
         mark = self.document.mark(path, key=key)
         self.problems.append(Problem(self.document.file, mark.line, mark.column, message))
 
+    def found(self, path: Path, value: Any, wanted: Wanted = "other") -> str:
+        """``value`` as the file wrote it (``~``, not ``None``), for ``found ...``."""
+        return as_written(self.document, path, value, wanted=wanted)
+
     def parse(self, data: Any, path: Path) -> Condition | None:
         if not isinstance(data, dict) or not data:
             self.problem(path, "expected a condition: a mapping with all:, any:, not: or field:")
@@ -170,7 +175,10 @@ class ConditionParser:
         """The operator's value as the evaluators compare it, or ``_INVALID``."""
         if entry.operand is Operand.FLAG:
             if not isinstance(value, bool):
-                self.problem(path, f"{entry.name} expects true or false, found {value!r}")
+                self.problem(
+                    path,
+                    f"{entry.name} expects true or false, found {self.found(path, value, 'boolean')}",
+                )
                 return _INVALID
             return value
         if entry.operand is Operand.VALUES:
@@ -192,7 +200,8 @@ class ConditionParser:
         kind = spec.type
         if kind in (ValueType.STRING, ValueType.STAGE):
             if isinstance(value, bool) or not isinstance(value, str | int | float):
-                self.problem(path, f"{spec.name} is text: expected a text value, found {value!r}")
+                found = self.found(path, value, "text")
+                self.problem(path, f"{spec.name} is text: expected a text value, found {found}")
                 return _INVALID
             text = str(value)
             if kind is ValueType.STAGE and text not in self.stages:
@@ -207,7 +216,8 @@ class ConditionParser:
             return _INVALID if number is None else number
         if kind is ValueType.BOOLEAN:
             if not isinstance(value, bool):
-                self.problem(path, f"{spec.name} is true or false, found {value!r}")
+                found = self.found(path, value, "boolean")
+                self.problem(path, f"{spec.name} is true or false, found {found}")
                 return _INVALID
             return value
         if kind is ValueType.DAYS:
@@ -220,7 +230,8 @@ class ConditionParser:
             return _INVALID
         if abs(days) > LONGEST_DURATION.days:
             self.problem(
-                path, f"{spec.name}: at most {LONGEST_DURATION.days} days, found {value!r}"
+                path,
+                f"{spec.name}: at most {LONGEST_DURATION.days} days, found {self.found(path, value)}",
             )
             return _INVALID
         return timedelta(days=days)
@@ -233,7 +244,7 @@ class ConditionParser:
         else:
             self.problem(
                 path,
-                f"{spec.name} is a {spec.type.value}: expected a date like 2026-01-31 or a time like 2026-01-31T09:00:00Z, found {value!r}",
+                f"{spec.name} is a {spec.type.value}: expected a date like 2026-01-31 or a time like 2026-01-31T09:00:00Z, found {self.found(path, value)}",
             )
             return _INVALID
         if spec.name.startswith("attributes."):
@@ -246,20 +257,20 @@ class ConditionParser:
 
     def _number(self, value: Any, path: Path, *, integer: bool = False) -> float | int | None:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            self.problem(path, f"expected a number, found {value!r}")
+            self.problem(path, f"expected a number, found {self.found(path, value)}")
             return None
         if isinstance(value, float) and not math.isfinite(value):
-            self.problem(path, f"expected a finite number, found {value!r}")
+            self.problem(path, f"expected a finite number, found {self.found(path, value)}")
             return None
         if abs(value) > LARGEST_NUMBER:
             # SQLite binds integers as 64-bit; larger ones cannot even be compared there.
             self.problem(
                 path,
-                f"expected a number between -{LARGEST_NUMBER} and {LARGEST_NUMBER}, found {value!r}",
+                f"expected a number between -{LARGEST_NUMBER} and {LARGEST_NUMBER}, found {self.found(path, value)}",
             )
             return None
         if integer and isinstance(value, float) and not value.is_integer():
-            self.problem(path, f"expected a whole number, found {value!r}")
+            self.problem(path, f"expected a whole number, found {self.found(path, value)}")
             return None
         return int(value) if integer else value
 
@@ -292,7 +303,7 @@ class ConditionParser:
         if idle_from not in IDLE_FROM:
             self.problem(
                 (*path, "idle_from"),
-                f"idle_from: expected {' or '.join(IDLE_FROM)}, found {idle_from!r}",
+                f"idle_from: expected {' or '.join(IDLE_FROM)}, found {self.found((*path, 'idle_from'), idle_from)}",
             )
             return None
         idle = self.catalog.get(IDLE_FROM[idle_from])
@@ -310,7 +321,7 @@ class ConditionParser:
             if group_by is None or group_by.type is not ValueType.STRING:
                 self.problem(
                     (*path, "group_by"),
-                    f"group_by needs a text field of the deal, e.g. product; {value['group_by']!r} is not one",
+                    f"group_by needs a text field of the deal, e.g. product; {self.found((*path, 'group_by'), value['group_by'])} is not one",
                 )
                 return None
         if factor is None or window is None or min_deals is None:

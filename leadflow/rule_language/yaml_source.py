@@ -150,6 +150,10 @@ class SourceDocument:
     values: dict[Path, Mark] = field(default_factory=dict)
     keys: dict[Path, Mark] = field(default_factory=dict)
     duplicate_keys: list[tuple[Path, Mark]] = field(default_factory=list)
+    plain: dict[Path, str] = field(default_factory=dict)
+    """The text of each unquoted value YAML did not read as text (``~``, ``True``, ``.inf``,
+    ``2026-01-31``), and of each YAML 1.1 boolean word it did (``yes``, ``off``): what the
+    file wrote, for messages, where Python's spelling (``None``) would not be."""
 
     def mark(self, path: Path, *, key: bool = False) -> Mark:
         """The position of ``path``; the nearest enclosing node's when it has none of its own."""
@@ -257,6 +261,16 @@ def _refuse_flow_empty_values(root: yaml.Node) -> None:
                 stack += [(key, flow), (value, flow)]
 
 
+YAML11_BOOLEAN_WORDS = re.compile(r"^(?:yes|Yes|YES|no|No|NO|on|On|ON|off|Off|OFF)$")
+"""Words YAML 1.1 (and so many other tools) read as booleans, which rule files read as text."""
+_TEXT = "tag:yaml.org,2002:str"
+
+
+def _worth_spelling(node: yaml.ScalarNode) -> bool:
+    # Called for plain scalars only (style None in PyYAML, "" in LibYAML).
+    return node.tag != _TEXT or bool(YAML11_BOOLEAN_WORDS.match(node.value))
+
+
 def _mark(node: yaml.Node) -> Mark:
     return Mark(node.start_mark.line + 1, node.start_mark.column + 1)
 
@@ -288,6 +302,8 @@ class _Walker:
                 "an alias (*name) refers to a value that contains it", _mark(node)
             )
         self.document.values[path] = _mark(node)
+        if isinstance(node, yaml.ScalarNode) and not node.style and _worth_spelling(node):
+            self.document.plain[path] = str(node.value)
         self.open.add(id(node))
         if isinstance(node, yaml.MappingNode):
             self._mapping(node, path)

@@ -169,10 +169,9 @@ def rescore(
     """Recompute the scores of every lead (or of ``lead_ids``) as of ``now``, writing only
     what changed; each id range commits on its own. A steady pass reads only the leads due
     (module docstring); ``full`` reads every lead anyway (the same outcome, slower)."""
+    last_activity = _start_pass(engine) if lead_ids is None else 0
     with engine.connect() as connection:
         previous = last_pass(connection)
-        # 0 with no activity yet: every activity the next pass finds arrived after this one.
-        last_activity = connection.execute(select(func.max(ACTIVITIES.c.id))).scalar() or 0
         wanted = lead_ids
         due: int | None = None
         if lead_ids is None and not full and not _whole_pass(model, previous, now):
@@ -202,6 +201,20 @@ def rescore(
             _record_pass(session, model, now, changed, last_activity)
         metrics.record_scoring_pass(ok=True)
     return ScoringOutcome(model.version, changed, now, due)
+
+
+def _start_pass(engine: Engine) -> int:
+    """The highest activity id now (0 with none yet: every activity the next pass finds arrived
+    after this one), kept as the pass's own mark for a delete of the newest activities to bring
+    down meanwhile (store/activity_ids.py), in the transaction that reads it."""
+    with transaction(engine) as session:
+        highest = int(session.execute(select(func.max(ACTIVITIES.c.id))).scalar() or 0)
+        session.execute(
+            update(SCORING_RUNS)
+            .where(SCORING_RUNS.c.model == MODEL_NAME)
+            .values(pass_activity_id=highest)
+        )
+    return highest
 
 
 def _whole_pass(model: ScoringModel, previous: LastPass | None, now: datetime) -> bool:
@@ -442,6 +455,13 @@ def _record_pass(
 ) -> None:
     # The pass went through: whatever failed before is over.
     session.execute(delete(SCORING_FAILURES).where(SCORING_FAILURES.c.model == MODEL_NAME))
+    # Its mark as a delete of the newest activities since its start left it (SQLite gives
+    # their ids again); None when the pass is the first and had no row to keep it in.
+    lowered = session.execute(
+        select(SCORING_RUNS.c.pass_activity_id).where(SCORING_RUNS.c.model == MODEL_NAME)
+    ).scalar()
+    if lowered is not None and last_activity is not None:
+        last_activity = min(last_activity, int(lowered))
     updated = session.execute(
         update(SCORING_RUNS)
         .where(SCORING_RUNS.c.model == MODEL_NAME)
@@ -451,6 +471,7 @@ def _record_pass(
             last_run_at=now,
             changed=changed,
             last_activity_id=last_activity,
+            pass_activity_id=None,
         )
     )
     if updated.rowcount == 0:  # type: ignore[attr-defined]

@@ -108,7 +108,7 @@ class Daemon:
                 loop.add_signal_handler(sig, self.request_stop, signal.Signals(sig).name)
                 stack.callback(loop.remove_signal_handler, sig)
             rule_set = await asyncio.to_thread(self.runtime.load_rules)
-            self.holder.record_success(rule_set)
+            self.holder.record_success(rule_set, tuple(self.warnings(rule_set).values()))
             if self.stop_event.is_set():
                 return
             # Before the scheduler starts: a refused start-up then leaves no job to cancel.
@@ -223,7 +223,9 @@ class Daemon:
     async def _watch(self) -> None:
         settings = self.runtime.settings
         folders = [settings.path(settings.paths.rules), settings.path(settings.paths.templates)]
-        await watch_and_reload(folders, self.runtime.load_rules, self.holder, self.stop_event)
+        await watch_and_reload(
+            folders, self.runtime.load_rules, self.holder, self.stop_event, warn=self.warnings
+        )
 
     async def _follow_reloads(self, jobs: RuleJobs) -> None:
         """Keep the jobs in step with reloads, and catch up on due rules on becoming leader.
@@ -269,11 +271,16 @@ class Daemon:
                 "stored in the store (table store_secrets), and unsubscribe links are signed with "
                 "it; to verify links outside leadflow, set LEADFLOW_MAIL__UNSUBSCRIBE_SECRET",
             )
+        for event, detail in self.warnings(rule_set).items():
+            log.warning(event, detail=detail)
+
+    def warnings(self, rule_set: RuleSet) -> dict[str, str]:
+        """What ``rule_set`` is warned of under these settings, by log event: said at start and
+        by a reload that brings it in (``leadflow check`` prints the same words)."""
         placeholder = placeholder_unsubscribe_warning(
             self.runtime.settings, rule_set.sends_marketing
         )
-        if placeholder is not None:
-            log.warning("unsubscribe_url_placeholder", detail=placeholder)
+        return {} if placeholder is None else {"unsubscribe_url_placeholder": placeholder}
 
     def _summary(self) -> dict[str, object]:
         return {

@@ -4,6 +4,9 @@ This module knows nothing about the rule language. It is generic over the snapsh
 and is given a ``load`` function that reads and validates *everything* (rules, templates) and
 either returns a new snapshot or raises. A set with any error is refused: the last good snapshot
 keeps running, the error lines are kept for ``leadflow status`` and a failure is counted.
+A good set may still earn warnings (``warn``, e.g. marketing email with no unsubscribe
+address): each is logged by the reload that brings it in, once, and kept with the status for as
+long as the running set earns it.
 
 Swapping is one reference assignment, so an evaluation that took :meth:`SnapshotHolder.current`
 keeps using that object for its whole run, however many reloads happen meanwhile.
@@ -16,7 +19,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -56,6 +59,8 @@ class ReloadStatus:
     last_attempt_failed: bool
     last_attempt_at: datetime | None
     last_success_at: datetime | None
+    warnings: tuple[str, ...] = ()
+    """What the running snapshot was warned of when it loaded; kept while a change is refused."""
 
 
 class SnapshotHolder(Generic[T]):
@@ -83,7 +88,7 @@ class SnapshotHolder(Generic[T]):
     def status(self) -> ReloadStatus:
         return self._status
 
-    def record_success(self, snapshot: T) -> ReloadStatus:
+    def record_success(self, snapshot: T, warnings: Sequence[str] = ()) -> ReloadStatus:
         """Swap ``snapshot`` in and clear the errors of earlier failed attempts."""
         with self._lock:
             now = self._clock.now()
@@ -97,6 +102,7 @@ class SnapshotHolder(Generic[T]):
                 last_attempt_failed=False,
                 last_attempt_at=now,
                 last_success_at=now,
+                warnings=tuple(warnings),
             )
             return self._status
 
@@ -112,6 +118,7 @@ class SnapshotHolder(Generic[T]):
                 last_attempt_failed=True,
                 last_attempt_at=self._clock.now(),
                 last_success_at=old.last_success_at,
+                warnings=old.warnings,
             )
             return self._status
 
@@ -124,18 +131,30 @@ class Versioned(Protocol):
     def version(self) -> str: ...
 
 
+Warn = Callable[[T], Mapping[str, str]]
+"""A good snapshot's warnings: log event name -> the warning (empty when there is none)."""
+
+
 def reload_snapshot(
-    load: Callable[[], T], holder: SnapshotHolder[T], *, changed: Collection[str] = ()
+    load: Callable[[], T],
+    holder: SnapshotHolder[T],
+    *,
+    changed: Collection[str] = (),
+    warn: Warn[T] | None = None,
 ) -> bool:
     """Call ``load()`` and swap its result in; on any error keep the old snapshot. Never raises.
 
     A :class:`~leadflow.errors.UserInputError` (such as ``ProblemsError``) is the user's broken
     file: its lines become the status errors. Any other exception is a bug in the loader: it is
     logged with its traceback and counted the same way, and the daemon goes on.
+
+    ``warn``'s warnings of the new snapshot are kept with the status; each one the running
+    snapshot was not warned of is logged, after ``rules_reloaded``, under its event name.
     """
     started = time.perf_counter()
     try:
         snapshot = load()
+        warnings = dict(warn(snapshot)) if warn is not None else {}
     except UserInputError as exc:
         errors = str(exc).splitlines() or [type(exc).__name__]
         status = holder.record_failure(errors)
@@ -151,7 +170,8 @@ def reload_snapshot(
             log, "rules_reload_failed", exc, failures=status.failures, changed=list(changed)
         )
         return False
-    status = holder.record_success(snapshot)
+    before = set(holder.status().warnings)
+    status = holder.record_success(snapshot, tuple(warnings.values()))
     metrics.record_reload(ok=True)
     elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
     named = {"version": snapshot.version} if isinstance(snapshot, Versioned) else {}
@@ -162,6 +182,9 @@ def reload_snapshot(
         elapsed_ms=elapsed_ms,
         changed=list(changed),
     )
+    for event, detail in warnings.items():
+        if detail not in before:
+            log.warning(event, detail=detail, **named, generation=status.generation)
     return True
 
 
@@ -234,11 +257,13 @@ async def watch_and_reload(
     step_ms: int = STEP_MS,
     watch_filter: Callable[[Change, str], bool] | None = None,
     force_polling: bool | None = None,
+    warn: Warn[T] | None = None,
 ) -> None:
     """Reload into ``holder`` whenever files under ``folders`` change, until ``stop_event``.
 
     ``load`` runs in a worker thread, one reload at a time; changes made during a reload are
-    picked up by the next one. The first load is the caller's (:func:`reload_snapshot`).
+    picked up by the next one. The first load is the caller's (:func:`reload_snapshot`);
+    ``warn`` is :func:`reload_snapshot`'s.
 
     A watched folder that is replaced (removed and created again, moved aside for a new copy,
     or a symbolic link switched to another release) is watched anew once it is back, and the
@@ -251,7 +276,7 @@ async def watch_and_reload(
 
     async def reload(changed: Collection[str]) -> None:
         async with one_at_a_time:
-            await asyncio.to_thread(reload_snapshot, load, holder, changed=changed)
+            await asyncio.to_thread(reload_snapshot, load, holder, changed=changed, warn=warn)
 
     log.info("rule_watch_started", folders=[str(root) for root in roots])
     replaced: list[str] = []

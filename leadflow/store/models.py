@@ -10,7 +10,9 @@ indexes by lead on SLA timers and enrollments, ``0005`` the outbox index retenti
 folds a rule's owner change into the entry the same firing made (data only), ``0013``
 ``leads.first_source``, ``0014`` ``rule_runs.unfinished_at`` and ``unfinished_through``,
 ``0015`` the failing-step columns of ``nurture_enrollments``, ``0016`` scores in 64 bits on
-PostgreSQL, ``0017`` ``scoring_runs.last_activity_id``. A test compares the schema at the head
+PostgreSQL, ``0017`` ``scoring_runs.last_activity_id``, ``0019`` ``scoring_runs.pass_activity_id``
+and the trigger that lowers both on SQLite (:mod:`leadflow.store.activity_ids`), ``0020``
+``import_runs.superseded``. A test compares the schema at the head
 migration with this metadata so they cannot drift.
 """
 
@@ -36,6 +38,7 @@ from sqlalchemy import (
 )
 from sqlmodel import Field, SQLModel
 
+from leadflow.store.activity_ids import create_pass_marks_trigger
 from leadflow.store.score_marks import create_score_marks
 from leadflow.store.types import JSONDocument, UTCDateTime
 
@@ -397,6 +400,10 @@ class ImportRun(SQLModel, table=True):
     updated: int = 0
     unchanged: int = 0
     rejected: int = 0
+    superseded: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, server_default="0")
+    )
+    """Rows not written because a later row of the file has their id."""
 
 
 class StoreSecret(SQLModel, table=True):
@@ -449,7 +456,11 @@ class ScoringRun(SQLModel, table=True):
     """The digest of the model's engagement criteria alone (NULL before revision 0011)."""
     last_activity_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     """The highest activity id when the pass started: an activity with a higher one reached
-    leadflow after it (NULL before revision 0017, or with no activity yet)."""
+    leadflow after it (NULL before revision 0017, or with no activity yet). On SQLite a delete
+    of the highest ids brings it down to the highest left (:mod:`leadflow.store.activity_ids`)."""
+    pass_activity_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    """The highest activity id when the pass under way started, brought down alike; the pass
+    records it as ``last_activity_id`` (NULL: no pass under way, or none yet)."""
 
 
 class ScoringFailure(SQLModel, table=True):
@@ -515,3 +526,10 @@ def _mark_scores_on_activity_writes(_table: Any, connection: Connection, **_kw: 
     """A store built from the metadata (a rule test's scratch store) gets the triggers that
     the migration ``0010`` creates: a steady rescoring pass relies on them."""
     create_score_marks(connection)
+
+
+@event.listens_for(metadata, "after_create")
+def _lower_pass_marks_on_deletes(_metadata: Any, connection: Connection, **_kw: Any) -> None:
+    """A store built from the metadata gets the trigger of migration ``0019`` too, once both
+    tables it reads and writes exist."""
+    create_pass_marks_trigger(connection)

@@ -54,6 +54,8 @@ class LastImport:
     updated: int
     unchanged: int
     rejected: int
+    superseded: int = 0
+    """Rows not written because a later row of the file has their id."""
 
 
 @dataclass(frozen=True)
@@ -228,6 +230,7 @@ def _last_imports(connection: Connection) -> dict[str, LastImport]:
             updated=row["updated"],
             unchanged=row["unchanged"],
             rejected=row["rejected"],
+            superseded=row["superseded"],
         )
     return {kind: found[kind] for kind in IMPORT_KINDS if kind in found}
 
@@ -310,23 +313,34 @@ def _scoring(connection: Connection) -> ScoringStatus | None:
 
 
 def failing_nurture_steps(connection: Connection) -> list[FailingNurtureStep]:
-    """Failing steps by stream and step; the newest error of each, one lookup per group (a
-    handful: a broken template fails every lead at its step, and they group together)."""
+    """Failing steps by stream and step, with the newest error of each: one query, its window
+    functions counting each group and picking its newest row (it was one more query per group)."""
     nurture = NURTURE
-    failing = (nurture.c.status == "active", nurture.c.failures > 0)
-    groups = connection.execute(
-        select(nurture.c.stream, nurture.c.next_step, func.count())
-        .where(*failing)
-        .group_by(nurture.c.stream, nurture.c.next_step)
-        .order_by(nurture.c.stream, nurture.c.next_step)
-    ).all()
-    found = []
-    for stream, step, count in groups:
-        newest = connection.execute(
-            select(nurture.c.last_error, nurture.c.last_failed_at)
-            .where(*failing, nurture.c.stream == stream, nurture.c.next_step == step)
-            .order_by(nurture.c.last_failed_at.desc(), nurture.c.id.desc())
-            .limit(1)
-        ).one()
-        found.append(FailingNurtureStep(stream, step + 1, count, newest[0], newest[1]))
-    return found
+    group = (nurture.c.stream, nurture.c.next_step)
+    newest_first = (nurture.c.last_failed_at.desc(), nurture.c.id.desc())
+    ranked = (
+        select(
+            *group,
+            func.count().over(partition_by=group).label("enrollments"),
+            func.row_number().over(partition_by=group, order_by=newest_first).label("rank"),
+            nurture.c.last_error,
+            nurture.c.last_failed_at,
+        )
+        .where(nurture.c.status == "active", nurture.c.failures > 0)
+        .subquery()
+    )
+    rows = connection.execute(
+        select(
+            ranked.c.stream,
+            ranked.c.next_step,
+            ranked.c.enrollments,
+            ranked.c.last_error,
+            ranked.c.last_failed_at,
+        )
+        .where(ranked.c.rank == 1)
+        .order_by(ranked.c.stream, ranked.c.next_step)
+    )
+    return [
+        FailingNurtureStep(stream, step + 1, count, error, failed_at)
+        for stream, step, count, error, failed_at in rows
+    ]

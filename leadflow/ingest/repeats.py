@@ -1,0 +1,118 @@
+"""Which rows of a file a later row of the same id supersedes, over the whole file.
+
+A file is written batch by batch, and within a batch the later row of an id wins
+(:func:`~leadflow.ingest.writers.latest_per_key`). Two rows of one id in different batches were
+both written, the later updating the earlier: a second stage-history row, a lead counted
+inserted and updated. So before any row is written the file is read again, cheaply:
+
+1. each row's id alone (the cells the id is made of, not the whole row), hashed into an array
+   of 8 bytes a row and sorted, which finds the hashes seen more than once: a 1M-row file costs
+   8 MB and a sort, not a dict of its ids; a file without repeats stops here;
+2. only if there are repeats: the rows with such a hash are read whole and checked as the
+   write checks them (:meth:`KindWriter.accepted`: values and lookups, nothing written); of an
+   id's rows that pass, each is superseded by the next one.
+
+The write then skips the superseded lines: the last row of an id that imports is written once.
+A later row that is rejected supersedes nothing, as within a batch: the earlier row lands.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from itertools import pairwise
+from typing import NamedTuple
+
+from sqlalchemy import Connection
+
+from leadflow.errors import ImportRowError
+from leadflow.ingest.kinds import KindWriter, Record
+from leadflow.ingest.readers import RowSource
+
+
+class Later(NamedTuple):
+    """The row that supersedes a line: its line, and the id both rows have."""
+
+    line: int
+    key: str
+
+
+Sources = Callable[[], AbstractContextManager[RowSource]]
+"""Opens the file again from its first row (its header read as the import read it)."""
+
+
+def superseded_lines(
+    connection: Connection, writer: KindWriter, sources: Sources, batch_size: int
+) -> dict[int, Later]:
+    """Each line a later row of its id (that is not rejected) supersedes, with that row."""
+    with sources() as source:
+        repeated = _repeated_hashes(writer, source)
+    if not repeated:
+        return {}
+    with sources() as source:
+        return _superseded(connection, writer, _candidates(writer, source, repeated), batch_size)
+
+
+def _keyed(writer: KindWriter, source: RowSource) -> Iterator[tuple[int, list[object], str]]:
+    """Each readable row's line, cells and id, the id read from its own cells only."""
+    plan = writer.key_plan()
+    for line, cells, problem in source.rows():
+        if problem is not None:
+            continue
+        try:
+            key = writer.key(plan.read(cells))
+        except ImportRowError:
+            continue  # the write rejects it, naming why
+        yield line, cells, key
+
+
+def _repeated_hashes(writer: KindWriter, source: RowSource) -> set[int]:
+    # hash() is 64 bits and fixed within the process (and in a reading process it forks); two
+    # ids sharing one only cost their rows the second read, which compares the ids themselves.
+    hashes = array("q", (hash(key) for _line, _cells, key in _keyed(writer, source)))
+    ordered = sorted(hashes)
+    del hashes
+    return {value for value, after in pairwise(ordered) if value == after}
+
+
+def _candidates(
+    writer: KindWriter, source: RowSource, repeated: set[int]
+) -> Iterator[tuple[int, str, Record]]:
+    """The rows whose id's hash repeats, read whole."""
+    plan = writer.plan
+    for line, cells, key in _keyed(writer, source):
+        if hash(key) not in repeated:
+            continue
+        try:
+            record = plan.read(cells)
+        except ImportRowError:
+            continue
+        yield line, key, record
+
+
+def _superseded(
+    connection: Connection,
+    writer: KindWriter,
+    rows: Iterator[tuple[int, str, Record]],
+    batch_size: int,
+) -> dict[int, Later]:
+    last: dict[str, int] = {}
+    superseded: dict[int, Later] = {}
+
+    def check(batch: list[tuple[int, str, Record]]) -> None:
+        for line, key in writer.accepted(connection, batch):
+            earlier = last.get(key)
+            if earlier is not None:
+                superseded[earlier] = Later(line, key)
+            last[key] = line
+
+    batch: list[tuple[int, str, Record]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= batch_size:
+            check(batch)
+            batch = []
+    if batch:
+        check(batch)
+    return superseded
