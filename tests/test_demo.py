@@ -110,8 +110,8 @@ def _ends_with_the_days_report(
     assert heading in out.splitlines()
     # Measured at the simulated clock's last instant, not at the midnight after it.
     assert (
-        "Open stays, deals and SLA timers as of 2026-03-05T07:00:00+00:00: the period ends later."
-        in out.splitlines()
+        "As of 2026-03-05T07:00:00+00:00 (the period ends later): nothing after it is counted; "
+        "open stays, deals and SLA timers are those open then." in out.splitlines()
     )
     shown = cells(out[out.index(heading) :])
     # Every sample lead entered its stage in the history at its stage_entered_at, as an import

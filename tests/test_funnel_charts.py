@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from leadflow.funnel.charts import NOTHING, sla_svg, sla_text, velocity_data, velocity_text
+from leadflow.funnel.charts import (
+    NOTHING,
+    sla_svg,
+    sla_text,
+    velocity_data,
+    velocity_svg,
+    velocity_text,
+)
 
 
 def test_sla_chart_with_only_running_timers_says_nothing_ended() -> None:
@@ -36,9 +43,10 @@ def _stay(group: str, stage: str, left: int, median: float | None) -> dict[str, 
     }
 
 
-def test_time_in_stage_chart_of_a_grouped_report_draws_the_group_with_most_stays() -> None:
-    """By rep: "(none)" comes first in order but has 3 ended stays, Rep 02 has 9 (4 + 5): the
-    chart draws Rep 02's stages; a deal's stays and stages with no median do not count."""
+def test_time_in_stage_chart_of_a_grouped_report_draws_every_group() -> None:
+    """By rep: Rep 02 has 9 ended stays (4 + 5), "(none)" 3, Rep 01 2: all three are drawn,
+    the most stays first (it drew Rep 02 alone, and said so only in small print); a deal's
+    stays and stages with no median do not count. The p90 mark is named in the legend."""
     rows = [
         _stay("(none)", "recycled", 3, 1.5),
         _stay("Rep 01", "mql", 2, 0.5),
@@ -50,12 +58,40 @@ def test_time_in_stage_chart_of_a_grouped_report_draws_the_group_with_most_stays
     data = velocity_data(None, {"time_in_stage": rows})  # type: ignore[arg-type]  # unused
     assert data == {
         "subject": "lead",
-        "group": "Rep 02",
-        "stages": [["lead", 6.0, 6.0], ["mql", 0.25, 0.25]],
+        "groups": 3,
+        "drawn": [
+            ["Rep 02", [["lead", 6.0, 6.0], ["mql", 0.25, 0.25]]],
+            ["(none)", [["recycled", 1.5, 1.5]]],
+            ["Rep 01", [["mql", 0.5, 0.5]]],
+        ],
     }
     assert velocity_text(data) == (
-        "Days in stage, leads (group Rep 02): lead median 6.00, p90 6.00; mql median 0.25, p90 0.25"
+        "Days in stage, leads, 3 groups: (group Rep 02) lead median 6.00, p90 6.00; mql median "
+        "0.25, p90 0.25. (group (none)) recycled median 1.50, p90 1.50. (group Rep 01) mql "
+        "median 0.50, p90 0.50."
     )
+    texts = _texts(velocity_svg(data))
+    assert [t for t in texts if t.startswith(("Rep", "(none)"))] == ["Rep 02", "(none)", "Rep 01"]
+    assert texts[-4:] == [
+        "leads, 3 groups",
+        "days in stage",
+        "median",
+        "p90 (9 of 10 stays ended within)",
+    ]
+
+
+def test_time_in_stage_chart_draws_the_six_groups_with_most_stays_and_says_so() -> None:
+    """Eight reps: the six with the most ended stays are drawn (Rep 8 down to Rep 3), and the
+    title says 6 of 8, every one being in the table."""
+    rows = [_stay(f"Rep {n}", "mql", n, float(n)) for n in range(1, 9)]
+    data = velocity_data(None, {"time_in_stage": rows})  # type: ignore[arg-type]  # unused
+    assert (data["groups"], [group for group, _ in data["drawn"]]) == (
+        8,
+        ["Rep 8", "Rep 7", "Rep 6", "Rep 5", "Rep 4", "Rep 3"],
+    )
+    title = "leads, 6 of 8 groups (the most ended stays; all in the table)"
+    assert title in _texts(velocity_svg(data))
+    assert velocity_text(data).startswith(f"Days in stage, {title}: (group Rep 8) mql median 8.00")
 
 
 def test_time_in_stage_chart_of_deals_alone_draws_the_deals() -> None:
@@ -65,10 +101,14 @@ def test_time_in_stage_chart_of_deals_alone_draws_the_deals() -> None:
         _stay("all", "mql", 0, None),
     ]
     data = velocity_data(None, {"time_in_stage": rows})  # type: ignore[arg-type]  # unused
-    assert data == {"subject": "deal", "group": "all", "stages": [["Engaging", 45.0, 104.0]]}
+    assert data == {"subject": "deal", "groups": 1, "drawn": [["all", [["Engaging", 45.0, 104.0]]]]}
     assert velocity_text(data) == (
         "Days in stage, deals (group all): Engaging median 45.00, p90 104.00"
     )
+
+
+def _ungrouped(stages: list[list[Any]]) -> dict[str, Any]:
+    return {"subject": "lead", "groups": 1, "drawn": [["all", stages]]}
 
 
 def _texts(svg: str) -> list[str]:
@@ -81,15 +121,14 @@ def _texts(svg: str) -> list[str]:
 def test_charts_of_counts_tick_whole_numbers_and_short_stays_keep_two_decimals() -> None:
     """One or two entries, one or two timers: the axis reads 0, 1, 2, never 0.25 or 0.5; a
     median stay of an hour is labelled 0.04 days, not 0.0."""
-    from leadflow.funnel.charts import funnel_svg, velocity_svg
+    from leadflow.funnel.charts import funnel_svg
 
     funnel = _texts(funnel_svg({"subject": "lead", "stages": [["lead", 1], ["mql", 2]]}))
     assert [text for text in funnel if text[:1].isdigit()] == ["0", "1", "2", "2", "1"]
     sla = _texts(sla_svg([("Rep 04", [1, 0, 1, 0, 0])]))
     assert [text for text in sla if text[:1].isdigit()] == ["0", "1", "2"]
-    drawn = velocity_svg({"subject": "lead", "group": "all", "stages": [["mql", 0.04, 0.04]]})
-    texts = _texts(drawn)
-    bar_labels = texts[texts.index("days in stage") + 1 : -3]  # the title and legend follow
+    texts = _texts(velocity_svg(_ungrouped([["mql", 0.04, 0.04]])))
+    bar_labels = texts[texts.index("1.0") + 1 : texts.index("leads")]  # after the axis' ticks
     assert bar_labels == ["0.04"]
 
 
@@ -106,12 +145,10 @@ def test_funnel_bars_are_labelled_as_the_tables_write_counts() -> None:
 def test_time_in_stage_axis_spans_at_least_a_day() -> None:
     """Medians of 0.00 days (every stay ended within minutes) drew full-height bars on an axis
     of -0.04 to 0.04 days: the axis now runs from 0 to at least 1 day, whatever the stays."""
-    from leadflow.funnel.charts import velocity_svg
 
     def ticks(median: float, p90: float) -> list[str]:
-        data = {"subject": "lead", "group": "all", "stages": [["mql", median, p90]]}
-        texts = _texts(velocity_svg(data))
-        return texts[1 : texts.index("days in stage")]
+        texts = _texts(velocity_svg(_ungrouped([["mql", median, p90]])))
+        return texts[1 : texts.index("leads") - 1]  # the stage first, the bar's label last
 
     day = ["0.0", "0.2", "0.4", "0.6", "0.8", "1.0"]
     assert ticks(0.0, 0.0) == day

@@ -104,8 +104,9 @@ def test_open_stays_are_measured_now_when_the_period_ends_later(
         "as_of": "2026-11-30T18:17:00+00:00",
     }
     assert (
-        "<p class=as-of>Open stays, deals and SLA timers as of 2026-11-30T18:17:00+00:00: the "
-        "period ends later.</p>" in html_text(report, rows)
+        "<p class=as-of>As of 2026-11-30T18:17:00+00:00 (the period ends later): nothing after "
+        "it is counted; open stays, deals and SLA timers are those open then.</p>"
+        in html_text(report, rows)
     )
 
 

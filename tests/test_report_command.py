@@ -202,22 +202,95 @@ class TestFormats:
         self, engine: Engine, store_url: str, tmp_path: Path
     ) -> None:
         """`--output week.html` without `--format` writes the HTML report (it wrote the terminal
-        tables into the .html file); .csv and .json likewise; another extension, or an explicit
-        `--format`, as before."""
+        tables into the .html file); .csv, .json and .txt likewise; `--format` that says the
+        same as the extension too. A name without an extension (a device) takes `--format`,
+        else the tables."""
         seed(engine)
         for name, start in [
             ("week.html", "<!doctype html>"),
             ("week.csv", "section,"),
             ("week.json", "{"),
             ("week.txt", "Funnel report "),
-            ("week.out", "Funnel report "),
+            ("week", "Funnel report "),
         ]:
             target = tmp_path / name
             assert run(tmp_path, store_url, "--output", str(target)) == 0
             assert target.read_text(encoding="utf-8").startswith(start), name
-        target = tmp_path / "tables.html"
+        target = tmp_path / "tables.TXT"
         assert run(tmp_path, store_url, "--format", "table", "--output", str(target)) == 0
         assert target.read_text(encoding="utf-8").startswith("Funnel report ")
+        target = tmp_path / "data"
+        assert run(tmp_path, store_url, "--format", "json", "--output", str(target)) == 0
+        assert target.read_text(encoding="utf-8").startswith("{")
+
+    def test_an_extension_no_format_has_is_refused(
+        self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`-o out.pdf` wrote box-drawn text into a .pdf and exited 0; `--format table -o
+        tables.html` tables into a .html. Each is one line, exit 1, and no file is written."""
+        seed(engine)
+        for options, message in [
+            (
+                ["-o", str(tmp_path / "out.pdf")],
+                f"error: --output {tmp_path / 'out.pdf'}: name the format by the file's "
+                "extension, one of .txt, .csv, .json, .html",
+            ),
+            (
+                ["--format", "table", "-o", str(tmp_path / "tables.html")],
+                f"error: --output {tmp_path / 'tables.html'}: its extension names the html "
+                "format, not --format table; give a file name ending in .txt",
+            ),
+            (
+                ["--format", "csv", "-o", str(tmp_path / "out.json")],
+                f"error: --output {tmp_path / 'out.json'}: its extension names the json "
+                "format, not --format csv; give a file name ending in .csv",
+            ),
+        ]:
+            assert run(tmp_path, store_url, *options) == 1
+            assert capsys.readouterr().err.splitlines() == [message]
+        assert not [path for path in tmp_path.iterdir() if path.name.startswith(("out", "tables"))]
+
+    def test_csv_says_the_period_and_the_instant_it_was_read_at(
+        self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Every CSV row ends with the period and the as-of instant (the CSV had neither): the
+        period's end when read after it, ``--now`` when that is earlier."""
+        seed(engine)
+        for now, as_of in [
+            ([], "2026-03-09T09:00:00+00:00"),
+            (["--now", "2026-03-05T07:00:00Z"], "2026-03-05T07:00:00+00:00"),
+        ]:
+            assert run(tmp_path, store_url, "--format", "csv", *now) == 0
+            text = capsys.readouterr().out
+            header = text.splitlines()[0].split(",")
+            assert (header[0], header[-3:]) == ("section", ["period_from", "period_to", "as_of"])
+            rows = list(csv.DictReader(io.StringIO(text)))
+            assert {(r["period_from"], r["period_to"], r["as_of"]) for r in rows} == {
+                ("2026-03-02T09:00:00+00:00", "2026-03-09T09:00:00+00:00", as_of)
+            }
+
+    def test_tables_in_a_file_or_a_pipe_are_not_wrapped(
+        self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A rep's name, a source as long as a sentence: in a file or a pipe each row is one
+        line (the table was laid out for 160 columns, then 80, and wrapped the cell)."""
+        seed(engine)
+        long_source = "a partner newsletter of the spring campaign, second mailing, " * 2
+        with engine.begin() as connection:
+            connection.execute(
+                update(LEADS)
+                .where(LEADS.c.id.in_([1, 2]))
+                .values(attributes={"source": long_source})
+            )
+        target = tmp_path / "report.txt"
+        assert run(tmp_path, store_url, "--by", "source", "-o", str(target)) == 0
+        assert run(tmp_path, store_url, "--by", "source") == 0  # stdout: pytest's capture
+        for text in (target.read_text(encoding="utf-8"), capsys.readouterr().out):
+            pieces = [line for line in text.splitlines() if "newsletter" in line]
+            assert pieces
+            assert all(long_source.strip() in line for line in pieces)
+            # the group's two MQLs on the line of its name
+            assert any(re.search(r"newsletter.* │ mql\s+│\s+2 │", line) for line in pieces)
 
     def test_a_stall_stage_nothing_has_is_noted(
         self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -241,6 +314,13 @@ class TestBadOptions:
         ("options", "message"),
         [
             (["--from", "2026-03-09", "--to", "2026-03-01"], "is not after --from"),
+            # before the period: every figure empty and (before nothing after now was counted)
+            # open ages of -10,061 days
+            (
+                ["--from", "2026-03-01", "--to", "2026-03-09", "--now", "1990-01-01"],
+                "error: --now 1990-01-01 is before --from 2026-03-01: the period has not begun "
+                "by then",
+            ),
             (["--from", "March", "--to", "2026-03-01"], "--from: 'March' is not an ISO 8601 time"),
             (["--from", "2026-03-01", "--to", "2026-03-09", "--stall", "mql"], "--stall 'mql'"),
             (["--from", "2026-03-01", "--to", "2026-03-09", "--format", "html"], "--output"),

@@ -15,6 +15,10 @@ Then runs ``leadflow report --format json --by product`` on the store and compar
 (to 1e-9 relative); exits 1 on any difference.
 
     python check_report.py $D/sales_pipeline.csv --from 2017-01-01 --to 2017-12-31 -c config.yaml
+    python check_report.py $D/sales_pipeline.csv --from 2017-01-01 --to 2017-12-31 --now 2017-06-30
+
+With ``--now DAY`` the report is read as of that day's start and the figures by hand are the
+period's up to it, that instant included (docs/report.md, "As of").
 """
 
 from __future__ import annotations
@@ -87,11 +91,18 @@ def main() -> int:
     parser.add_argument("--from", dest="start", required=True)
     parser.add_argument("--to", dest="end", required=True)
     parser.add_argument("-c", "--config", default="config.yaml")
+    parser.add_argument("--now", help="a day: the report read as of it (nothing after counts)")
     args = parser.parse_args()
     start = _day(args.start)
     end = _day(args.end) + timedelta(days=1)  # --to names the last day, included
-    expected = by_hand(args.pipeline, start, end)
+    # Read as of now when the period ends later: the period's figures up to now, now itself
+    # included (a close dated that day, midnight, has happened), as if the period ended a
+    # microsecond later; open at now.
+    as_of = end if args.now is None else min(end, _day(args.now) + timedelta(microseconds=1))
+    expected = by_hand(args.pipeline, start, as_of)
     command = ["leadflow", "-c", args.config, "report", "--from", args.start, "--to", args.end]
+    if args.now is not None:
+        command += ["--now", args.now]
     shown = subprocess.run(  # noqa: S603 (a fixed argv of the installed leadflow, no shell)
         [*command, "--by", "product", "--format", "json"], check=True, capture_output=True
     )

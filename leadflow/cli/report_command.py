@@ -42,8 +42,8 @@ def show_report(
         ReportFormat | None,
         typer.Option(
             "--format",
-            help="table, csv, json or html (default: by --output's extension, .html .csv "
-            ".json; else table).",
+            help="table, csv, json or html (default: table; with --output, the one its "
+            "extension names: .txt .csv .json .html).",
         ),
     ] = None,
     output: Annotated[
@@ -61,8 +61,9 @@ def show_report(
         str | None,
         typer.Option(
             "--now",
-            help="Measure what is still open as of this instant when the period ends later "
-            "(default: the clock's now); e.g. the last instant of `leadflow demo`'s days.",
+            help="Read the store as of this instant when the period ends later (default: the "
+            "clock's now): nothing after it is counted; e.g. the last instant of `leadflow "
+            "demo`'s days. Not before --from.",
         ),
     ] = None,
 ) -> None:
@@ -76,13 +77,10 @@ def show_report(
 
     period = _period(start, end, by, stall or [])
     context = cli_context(ctx)
-    # `--output week.html` alone means the HTML report, as `simulate --report week.html` does;
-    # it used to write the terminal tables into a file named .html.
-    output_format = given_format or (
-        FILE_FORMATS.get(output.suffix.lower(), ReportFormat.table)
-        if output is not None
-        else ReportFormat.table
-    )
+    if output is None:
+        output_format = given_format or ReportFormat.table
+    else:
+        output_format = _output_format(output, given_format)
     if output_format is ReportFormat.html and output is None:
         msg = "--format html writes a file: give --output report.html"
         raise UserInputError(msg)
@@ -92,6 +90,12 @@ def show_report(
         as_of = parse_instant(now) if now else SystemClock().now()
     except ValueError as exc:
         raise UserInputError(f"--now: {exc}") from None
+    if as_of < period.start:
+        # Nothing of the period has happened by then: every figure would be empty, and before
+        # the report counted only up to now, the open ages came out negative (-10,061 days).
+        given = f"--now {now}" if now else f"now ({as_of:%Y-%m-%dT%H:%M:%SZ})"
+        msg = f"{given} is before --from {start}: the period has not begun by then"
+        raise UserInputError(msg)
     report = build_report(context.existing_engine, context.settings, period, as_of)
     rows = sections(report)
     _note_unknown_stall_stages(period, context.settings.stages.all(), rows["time_in_stage"])
@@ -103,6 +107,25 @@ def show_report(
         render_tables(report, rows, None)
     else:
         typer.echo(report_text(report, rows, output_format), nl=False)
+
+
+def _output_format(output: Path, given: ReportFormat | None) -> ReportFormat:
+    """The format of ``--output``: its extension names it, as ``simulate --report``'s does
+    (``week.html`` alone is the HTML report). Another extension is refused, and so is one that
+    names another format than ``--format``: box-drawn tables written to ``out.pdf`` or
+    ``tables.html`` made a file nothing opens as its name says. A name without an extension
+    (``/dev/stdout``) takes ``--format``, else the tables."""
+    if not output.suffix:
+        return given or ReportFormat.table
+    found = file_format(output, "--output")
+    if given is not None and given is not found:
+        extension = next(ext for ext, named in FILE_FORMATS.items() if named is given)
+        msg = (
+            f"--output {output}: its extension names the {found.value} format, not --format "
+            f"{given.value}; give a file name ending in {extension}"
+        )
+        raise UserInputError(msg)
+    return found
 
 
 def _note_unknown_stall_stages(
@@ -198,7 +221,7 @@ FILE_FORMATS = {
     ".json": ReportFormat.json,
     ".html": ReportFormat.html,
 }
-"""``--report FILE`` (simulate): the format its extension names."""
+"""``--output FILE`` (report), ``--report FILE`` (simulate): the format its extension names."""
 
 
 def file_format(path: Path, option: str) -> ReportFormat:

@@ -173,8 +173,9 @@ def _touches_of(events: Any) -> list[Any]:
 
 
 def _conversions(period: Period, mql: str) -> Any:
-    """``kind``, ``event_id``, ``lead_id``, ``at``, ``amount`` of each conversion."""
-    start, end = instant(period.start), instant(period.end)
+    """``kind``, ``event_id``, ``lead_id``, ``at``, ``amount`` of each conversion in the
+    period, up to its as-of instant (nothing after now is counted)."""
+    start, end = instant(period.start), instant(period.cutoff)
     changes = STAGE_CHANGES.c
     mqls = select(
         literal("mql").label("kind"),

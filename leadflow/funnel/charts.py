@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from leadflow.funnel.period import ALL
 from leadflow.funnel.report import Report
 from leadflow.funnel.sections import Row, deal_stage_order
 from leadflow.funnel.sla import ENDINGS
@@ -24,6 +25,7 @@ from leadflow.funnel.text import shown
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 ChartData = Any
 """A chart's figures: lists, dicts, strings and numbers only (JSON-able)."""
@@ -51,6 +53,18 @@ class Chart:
 
 def svg_chart(draw: Callable[[Axes], bool], height: float = 3.2) -> str:
     """An SVG of one chart (``draw`` returns False when there is nothing to draw)."""
+
+    def one(figure: Figure) -> bool:
+        axes = figure.add_subplot()
+        axes.spines[["top", "right"]].set_visible(False)
+        return draw(axes)
+
+    return svg_figure(one, height)
+
+
+def svg_figure(draw: Callable[[Figure], bool], height: float = 3.2) -> str:
+    """An SVG of a figure ``draw`` fills (one chart, or several small ones), or a ``<p>``
+    saying there is nothing to draw when it returns False."""
     # Its info lines (a font cache built on the first import, week labels read as categories)
     # are not the user's: quiet before the import, which builds the cache on a new machine.
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
@@ -59,10 +73,8 @@ def svg_chart(draw: Callable[[Axes], bool], height: float = 3.2) -> str:
 
     with rc_context({"svg.fonttype": "none", "svg.hashsalt": "leadflow", "font.size": 9}):
         figure = Figure(figsize=(5.6, height), layout="constrained")
-        axes = figure.add_subplot()
-        if not draw(axes):
+        if not draw(figure):
             return f"<p>{NOTHING}</p>"
-        axes.spines[["top", "right"]].set_visible(False)
         out = io.StringIO()
         figure.savefig(out, format="svg", metadata={"Date": None})
     text = out.getvalue()
@@ -234,59 +246,121 @@ def sla_text(reps: list[tuple[str, list[int]]]) -> str:
 # --- time in stage ----------------------------------------------------------------------
 
 
+MOST_GROUPS = 6
+"""Groups the time-in-stage chart draws at most, one small chart each: those with the most
+ended stays (a report by rep on the Maven export has 35 groups); the title says how many of
+how many, and the table lists every one."""
+
+P90_LABEL = "p90 (9 of 10 stays ended within)"
+
+
 def velocity_data(report: Report, sections: dict[str, list[Row]]) -> dict[str, Any]:
-    """Median and p90 days per stage of the leads, or of the deals when no lead stay ended or
-    is open (a CRM export of deals alone); of a grouped report, the group whose stays are the
-    most (the first in order on a tie): one chart stays readable, and the biggest group says
-    the most (the first in order was often ``(none)``)."""
+    """Median and p90 days per stage of the leads, or of the deals when no lead stay ended
+    (a CRM export of deals alone); per group, up to :data:`MOST_GROUPS` of them, those whose
+    ended stays are the most first (by name on a tie), with ``groups``, how many there are."""
     measured = [r for r in sections["time_in_stage"] if r["median_days"] is not None]
     subject = "lead" if any(r["subject"] == "lead" for r in measured) else "deal"
     rows = [r for r in measured if r["subject"] == subject]
-    stays: dict[Any, int] = {}
+    stays: dict[str, int] = {}
     for row in rows:
-        stays[row["group"]] = stays.get(row["group"], 0) + int(row["left"])
-    group = max(stays, key=lambda name: stays[name]) if stays else None
+        stays[str(row["group"])] = stays.get(str(row["group"]), 0) + int(row["left"])
+    ranked = sorted(stays, key=lambda name: (-stays[name], name))
     return {
         "subject": subject,
-        "group": group,
-        "stages": [
-            [r["stage"], r["median_days"], r["p90_days"]] for r in rows if r["group"] == group
+        "groups": len(ranked),
+        "drawn": [
+            [
+                group,
+                [
+                    [r["stage"], r["median_days"], r["p90_days"]]
+                    for r in rows
+                    if r["group"] == group
+                ],
+            ]
+            for group in ranked[:MOST_GROUPS]
         ],
     }
 
 
-def velocity_svg(data: dict[str, Any]) -> str:
-    lines = data["stages"]
+def velocity_title(data: dict[str, Any]) -> str:
+    """What the chart draws: ``deals``, ``leads, 6 of 35 groups (the most ended stays)``."""
+    title, drawn, groups = f"{data['subject']}s", len(data["drawn"]), data["groups"]
+    if drawn == 1 and data["drawn"][0][0] == ALL:
+        return title
+    if drawn < groups:
+        return f"{title}, {drawn} of {groups} groups (the most ended stays; all in the table)"
+    return f"{title}, {groups} group{'s' if groups != 1 else ''}"
 
-    def draw(axes: Axes) -> bool:
-        if not lines:
+
+def velocity_svg(data: dict[str, Any]) -> str:
+    drawn = data["drawn"]
+    columns = 1 if len(drawn) == 1 else 2
+    rows = -(-len(drawn) // columns)
+
+    def draw(figure: Figure) -> bool:
+        if not drawn:
             return False
-        stages = [stage for stage, _, _ in lines]
-        bars = axes.bar(stages, [m for _, m, _ in lines], color="#00838f", label="median")
-        p90s = [p for _, _, p in lines]
-        axes.scatter(stages, p90s, color="#e65100", marker="_", s=400, label="p90", zorder=3)
-        # Stays shorter than a day (an MQL taken within the hour) would all read 0.0.
-        axes.bar_label(
-            bars, fmt=lambda days: f"{days:.1f}" if days >= 1 else f"{days:.2f}", padding=2
+        grid = figure.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)
+        every = list(grid.flat)
+        highest = max(max(m, p) for _, lines in drawn for _, m, p in lines)
+        for axes, (group, lines) in zip(every, drawn, strict=False):
+            _stage_bars(axes, lines, highest)
+            if group != ALL:
+                (label,) = short_labels([str(group)])
+                axes.set_title(label, fontsize=8, loc="left")
+        for spare in every[len(drawn) :]:
+            # An odd count leaves the last cell empty: the one above it shows the stages.
+            spare.remove()
+            every[every.index(spare) - columns].xaxis.set_tick_params(labelbottom=True)
+        handles, labels = every[0].get_legend_handles_labels()
+        median_first = sorted(range(len(labels)), key=lambda n: labels[n] != "median")
+        figure.legend(
+            [handles[n] for n in median_first],
+            [labels[n] for n in median_first],
+            fontsize=7,
+            loc="outside lower center",
+            ncols=2,
         )
-        # Left to itself the axis spans the data: medians of 0.00 days got an axis of -0.04 to
-        # 0.04 (or 0 to 0.0002), and a stay of minutes a full-height bar. At least one day.
-        axes.set_ylim(0, max(1.0, axes.get_ylim()[1]))
-        axes.set_ylabel("days in stage")
-        (group,) = short_labels([str(data["group"])])
-        axes.set_title(f"{data['subject']}s, group: {group}", fontsize=8, loc="left")
-        axes.legend(fontsize=7)
+        figure.suptitle(velocity_title(data), fontsize=8, x=0.02, ha="left")
+        figure.supylabel("days in stage", fontsize=9)
         return True
 
-    return svg_chart(draw)
+    return svg_figure(draw, height=1.3 + (1.9 if rows == 1 else 1.6) * rows)
+
+
+def _stage_bars(axes: Axes, lines: list[list[Any]], highest: float) -> None:
+    """One group's stages: the median as a bar labelled with its days, the p90 as a mark."""
+    stages = [stage for stage, _, _ in lines]
+    bars = axes.bar(stages, [m for _, m, _ in lines], color="#00838f", label="median")
+    p90s = [p for _, _, p in lines]
+    axes.scatter(stages, p90s, color="#e65100", marker="_", s=400, label=P90_LABEL, zorder=3)
+    # Stays shorter than a day (an MQL taken within the hour) would all read 0.0.
+    axes.bar_label(bars, fmt=lambda days: f"{days:.1f}" if days >= 1 else f"{days:.2f}", padding=2)
+    # Left to itself the axis spans the data: medians of 0.00 days got an axis of -0.04 to 0.04
+    # (or 0 to 0.0002), and a stay of minutes a full-height bar. At least one day, and room
+    # above the highest p90 mark of every group (the groups share the axis).
+    axes.set_ylim(0, max(1.0, highest * 1.1))
+    axes.spines[["top", "right"]].set_visible(False)
+    if len(stages) > 3:
+        axes.tick_params(axis="x", labelrotation=30)
 
 
 def velocity_text(data: dict[str, Any]) -> str:
-    if not data["stages"]:
+    drawn = data["drawn"]
+    if not drawn:
         return NOTHING
-    return f"Days in stage, {data['subject']}s (group {data['group']}): " + "; ".join(
-        f"{stage} median {shown(median, 'days')}, p90 {shown(p90, 'days')}"
-        for stage, median, p90 in data["stages"]
+
+    def stages(lines: list[list[Any]]) -> str:
+        return "; ".join(
+            f"{stage} median {shown(median, 'days')}, p90 {shown(p90, 'days')}"
+            for stage, median, p90 in lines
+        )
+
+    if data["groups"] == 1:
+        ((group, lines),) = drawn
+        return f"Days in stage, {data['subject']}s (group {group}): {stages(lines)}"
+    return f"Days in stage, {velocity_title(data)}: " + " ".join(
+        f"(group {group}) {stages(lines)}." for group, lines in drawn
     )
 
 

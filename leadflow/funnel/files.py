@@ -17,18 +17,32 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 def csv_text(report: Report, sections: dict[str, list[Row]]) -> str:
     """Every section's rows under one header (the union of the columns, in order of first use),
-    the section named in the first column; a column a section lacks is empty."""
+    the section named in the first column; a column a section lacks is empty. The last three
+    columns, the same on every row, say what the figures are of (:func:`period_columns`)."""
     columns: dict[str, None] = {"section": None}
     for rows in sections.values():
         for row in rows:
             columns.update(dict.fromkeys(row))
+    read = period_columns(report)
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=[*columns, *read], lineterminator="\n")
     writer.writeheader()
     for name, rows in sections.items():
         for row in rows:
-            writer.writerow({"section": name, **{k: _inert(v) for k, v in row.items()}})
+            writer.writerow({"section": name, **{k: _inert(v) for k, v in row.items()}, **read})
     return out.getvalue()
+
+
+def period_columns(report: Report) -> dict[str, str]:
+    """``period_from``, ``period_to`` (excluded) and ``as_of``, as JSON's ``period`` has them:
+    columns on every row, not a comment line above the header, which a spreadsheet shows as a
+    row of data and ``csv.DictReader`` or pandas would take for the header."""
+    period = report.period
+    return {
+        "period_from": period.start.isoformat(),
+        "period_to": period.end.isoformat(),
+        "as_of": period.as_of.isoformat(),
+    }
 
 
 def _inert(value: Any) -> Any:

@@ -21,6 +21,9 @@ class Grouping(StrEnum):
     week = "week"
 
 
+NOW_INCLUDED = timedelta(microseconds=1)
+"""The stores' resolution: ``t < now + NOW_INCLUDED`` is ``t <= now``."""
+
 ALL = "all"
 """The one group of an ungrouped metric."""
 
@@ -44,11 +47,21 @@ class Period:
 
     @property
     def as_of(self) -> datetime:
-        """The instant the report measures what is still open (stays' ages, stalls, open deals,
-        running SLA timers): the period's end, or now when the period ends later. A period that
-        includes today ends at the next midnight: measured there, a lead imported a minute ago
-        was hours old and stalled."""
+        """The instant the report is read at: the period's end, or now when the period ends
+        later. Every family counts what happened in the period up to it (before
+        :attr:`cutoff`) and measures what was open at it (stays' ages, stalls, open deals,
+        running SLA timers): nothing after now exists, though a store of historical data read
+        with an earlier ``--now`` holds it. A period that includes today ends at the next midnight: measured there, a
+        lead imported a minute ago was hours old and stalled."""
         return self.end if self.now is None else min(self.end, self.now)
+
+    @property
+    def cutoff(self) -> datetime:
+        """The exclusive bound of what the report counts: the period's end, or, when the period
+        ends later, the instant just after now (the stores keep microseconds): what happened at
+        now itself has happened (a rule fired at the clock's instant, a deal closed at it is
+        not open any more), what happened at the end is outside the period."""
+        return self.as_of + NOW_INCLUDED if self.ends_later else self.end
 
     @property
     def ends_later(self) -> bool:

@@ -15,9 +15,10 @@ from sqlalchemy import ColumnElement, Connection, and_, case, func, or_, select
 
 from leadflow.engine.sales_cycle import _cycle_days
 from leadflow.funnel.groups import deal_group, labelled
+from leadflow.funnel.history import is_entry
 from leadflow.funnel.period import Period
 from leadflow.funnel.sql import instant, share
-from leadflow.store.tables import DEALS
+from leadflow.store.tables import DEALS, STAGE_CHANGES
 
 
 @dataclass(frozen=True)
@@ -52,15 +53,18 @@ class PipelineLine:
 
 def pipeline(connection: Connection, period: Period) -> list[PipelineLine]:
     """One line per group of the deals closed in the period or open at its end (as of now
-    when it ends later: :attr:`~leadflow.funnel.period.Period.as_of`)."""
+    when it ends later: :attr:`~leadflow.funnel.period.Period.as_of`; a deal closed after now
+    is open, its close not counted)."""
     dialect = connection.dialect.name
-    start, end = instant(period.start), instant(period.end)
+    start, cutoff = instant(period.start), instant(period.cutoff)
     deals = DEALS.c
-    closed_in = and_(deals.closed_at >= start, deals.closed_at < end)
+    closed_in = and_(deals.closed_at >= start, deals.closed_at < cutoff)
     won = and_(closed_in, deals.outcome == "won")
     with_cycle = and_(won, deals.engaged_at.is_not(None))
-    open_at_end = _open_at(instant(period.as_of))
-    grp = labelled(deal_group(period.by, DEALS, deals.closed_at, dialect, instant(period.as_of)))
+    open_at_end = _open_at(cutoff)
+    # By week, a deal is in the week of its close; one open at the as-of instant has none yet.
+    closed = case((deals.closed_at < cutoff, deals.closed_at), else_=None)
+    grp = labelled(deal_group(period.by, DEALS, closed, dialect, cutoff))
     query = (
         select(
             grp,
@@ -71,7 +75,7 @@ def pipeline(connection: Connection, period: Period) -> list[PipelineLine]:
             func.avg(case((with_cycle, _cycle_days(dialect)), else_=None)),
             func.sum(case((with_cycle, 1), else_=0)),
             func.sum(case((open_at_end, 1), else_=0)),
-            func.sum(case((open_at_end, deals.amount), else_=None)),
+            func.sum(case((open_at_end, _open_amount()), else_=None)),
         )
         .where(or_(closed_in, open_at_end))
         .group_by(grp)
@@ -102,24 +106,50 @@ def open_value_by_stage(
     connection: Connection, period: Period
 ) -> dict[str, tuple[int, float | None]]:
     """Stage -> (open deals, their known amounts summed, None if none is known) at the
-    period's end (as of now if it ends later), by each deal's stage now."""
-    deals = DEALS.c
+    period's end (as of now if it ends later), by each deal's stage then (see
+    :func:`_stage_at`)."""
+    cutoff = instant(period.cutoff)
+    stage = labelled(_stage_at(cutoff))
     query = (
-        select(deals.stage, func.count(), func.sum(deals.amount))
-        .where(_open_at(instant(period.as_of)))
-        .group_by(deals.stage)
-        .order_by(deals.stage)
+        select(stage, func.count(), func.sum(_open_amount()))
+        .where(_open_at(cutoff))
+        .group_by(stage)
+        .order_by(stage)
     )
     return {row[0]: (int(row[1]), _float(row[2])) for row in connection.execute(query)}
 
 
-def _open_at(as_of: Any) -> ColumnElement[bool]:
-    """A deal open at ``as_of``: engaged before it and not closed by it."""
+def _stage_at(cutoff: Any) -> ColumnElement[Any]:
+    """A deal's stage as of the report (its :attr:`~leadflow.funnel.period.Period.cutoff`):
+    its last entry before the cutoff in the history (a deal closed later was in its pipeline
+    stage then, not its outcome); its stage now when the history has none and it is still open
+    (a deal stored before the history was kept)."""
+    changes = STAGE_CHANGES.c
+    recorded = (
+        select(changes.to_stage)
+        .where(changes.deal_id == DEALS.c.id, is_entry(), changes.at < cutoff)
+        .order_by(changes.at.desc(), changes.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    return func.coalesce(recorded, case((DEALS.c.closed_at.is_(None), DEALS.c.stage)))
+
+
+def _open_amount() -> ColumnElement[Any]:
+    """A deal's amount as an open opportunity: the store keeps a deal's amount, not its history,
+    and once the deal is closed that is what it closed at (a lost deal of the Maven export: 0),
+    not what it was worth open. So a deal open at the as-of instant but closed since counts as
+    an opportunity without a known amount."""
+    return case((DEALS.c.closed_at.is_(None), DEALS.c.amount), else_=None)
+
+
+def _open_at(cutoff: Any) -> ColumnElement[bool]:
+    """A deal open as of the report: engaged before ``cutoff`` and not closed before it."""
     deals = DEALS.c
     return and_(
         deals.engaged_at.is_not(None),
-        deals.engaged_at < as_of,
-        or_(deals.closed_at.is_(None), deals.closed_at >= as_of),
+        deals.engaged_at < cutoff,
+        or_(deals.closed_at.is_(None), deals.closed_at >= cutoff),
     )
 
 

@@ -59,13 +59,14 @@ def sla_compliance(
 ) -> list[SlaLine]:
     """Lines by rep, then by pool; ``calendar`` gives a timer's calendar by name."""
     timers = SLA_TIMERS.c
-    end, as_of = instant(period.end), instant(period.as_of)
-    started = and_(timers.started_at >= instant(period.start), timers.started_at < end)
-    # Running is as of now when the period ends later (a timer cannot have ended in the future).
-    ended = and_(timers.status != "running", timers.closed_at < as_of)
+    cutoff = instant(period.cutoff)
+    # Started and ended up to now when the period ends later: a timer started or ended after
+    # now has not (a store of historical data read with an earlier --now holds such timers).
+    started = and_(timers.started_at >= instant(period.start), timers.started_at < cutoff)
+    ended = and_(timers.status != "running", timers.closed_at < cutoff)
     groups = {
         "rep": select(REPS.c.name).where(REPS.c.id == timers.owner_id).scalar_subquery(),
-        "pool": pool_of(timers.lead_id, as_of, since=timers.started_at),
+        "pool": pool_of(timers.lead_id, cutoff, since=timers.started_at),
     }
     labelled = {by: func.coalesce(expression, NO_GROUP) for by, expression in groups.items()}
     hours = _touch_hours(connection, labelled, started, ended, calendar)

@@ -162,9 +162,10 @@ def _entries_by_week(connection: Connection, period: Period) -> dict[tuple[str, 
         days=period.start.weekday()
     )
     weeks = []
-    while monday < period.end:
+    # Up to the report's as-of instant: a week after now has no entries yet, not zero of them.
+    while monday < period.cutoff:
         following = monday + timedelta(weeks=1)
-        week = Period(max(monday, period.start), min(following, period.end))
+        week = Period(max(monday, period.start), min(following, period.cutoff))
         counted = (
             select(literal(monday.date().isoformat()), changes.to_stage, func.count())
             .where(changes.lead_id.is_not(None), is_entry(), _within(changes.at, week))
@@ -446,4 +447,6 @@ def _group(connection: Connection, period: Period, rows: Subquery, at: Any) -> A
 
 
 def _within(column: Any, period: Period) -> Any:
-    return and_(column >= instant(period.start), column < instant(period.end))
+    """In the period, up to its as-of instant: an entry after now has not happened (a store of
+    historical data read with an earlier ``--now`` holds it)."""
+    return and_(column >= instant(period.start), column < instant(period.cutoff))

@@ -96,20 +96,26 @@ def render_tables(report: Report, sections: dict[str, list[Row]], output: Path |
     if output is not None:
         with output.open("w", encoding="utf-8") as handle:  # closed on a failed write too
             _print_tables(
-                Console(file=handle, markup=False, highlight=False, width=160), report, sections
+                Console(file=handle, markup=False, highlight=False, width=UNWRAPPED),
+                report,
+                sections,
             )
         return
     console = Console(markup=False, highlight=False)
-    if console.width < MIN_WIDTH:
+    if not console.is_terminal:
+        # Piped (to a file, grep, a pager): no screen to fit, so no cell is wrapped.
+        console = Console(markup=False, highlight=False, width=UNWRAPPED)
+    elif console.width < MIN_WIDTH:
         console = Console(markup=False, highlight=False, width=MIN_WIDTH)
     _print_tables(console, report, sections)
 
 
 def as_of_text(period: Period) -> str:
-    """How a heading says the report measured before the period's end (it includes today):
-    what is open is open now, its ages taken now."""
+    """How a heading says the report was read before the period's end (it includes today, or
+    ``--now`` is earlier): nothing after that instant is counted, what is open is open then."""
     return (
-        f"Open stays, deals and SLA timers as of {period.as_of.isoformat()}: the period ends later."
+        f"As of {period.as_of.isoformat()} (the period ends later): nothing after it is "
+        "counted; open stays, deals and SLA timers are those open then."
     )
 
 
@@ -143,6 +149,11 @@ def _print_tables(console: Console, report: Report, sections: dict[str, list[Row
 
 MIN_WIDTH = 140
 """Tables stay unwrapped in a narrow terminal."""
+
+UNWRAPPED = 100_000
+"""The width tables are laid out in when written to a file or a pipe: wider than any table, so
+no cell wraps (a rep "Daniell Hammack" over two lines broke every line-based tool); a table is
+only as wide as its columns, and a note is one line."""
 
 TEXT_COLUMNS = {
     "group",

@@ -49,12 +49,15 @@ def stage_times(
     stages = recorded_stages(connection) if dialect == "sqlite" else None
     if stages == []:
         return []
-    rows = stays(subject, period.end, dialect, excluding=terminal)
-    # The stays hold the entries made before the period's end, each left (if it was) at the
-    # next of them, so before the end too: a stay ended in the period if it was left at or after
-    # its start, and is open at its end if it was not left (a stay is one or the other or
-    # neither). One pass: the ended ones and the open ones side by side, measured and ranked
-    # together.
+    # Up to now (itself included) when the period ends later, not to its end: a stay left
+    # after now is open now, and its age is never negative (one entered after now does not
+    # exist yet).
+    rows = stays(subject, period.cutoff, dialect, excluding=terminal)
+    # The stays hold the entries made before the cutoff, each left (if it was) at the next of
+    # them, so before it too: a stay ended in the period if it was left at or after
+    # its start, and is open at the as-of instant if it was not left (a stay is one or the
+    # other or neither). One pass: the ended ones and the open ones side by side, measured and
+    # ranked together.
     ended = rows.c.left_at >= instant(period.start)
     still_open = rows.c.left_at.is_(None)
     # Grouped by week, an ended stay is in the week it ended, an open one in the week it began.
