@@ -65,11 +65,14 @@ if not (CHROMIUM.exists() and CHROMEDRIVER.exists()) and not os.environ.get("CI"
     )
 
 from selenium import webdriver  # noqa: E402 (only once the browser is known to exist)
+from selenium.common.exceptions import (  # noqa: E402
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
-from selenium.webdriver.support import expected_conditions  # noqa: E402
 from selenium.webdriver.support.wait import WebDriverWait  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -154,7 +157,22 @@ def log_in(driver: WebDriver, base: str, user: str, password: str | None = None)
     page = driver.find_element(By.TAG_NAME, "html")
     driver.find_element(By.CSS_SELECTOR, "form.login button[type=submit]").click()
     # The click returns before the answer is there: wait until the login page is replaced.
-    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(page))
+    WebDriverWait(driver, 15).until(lambda _: replaced(page))
+
+
+def replaced(element: Any) -> bool:
+    """Whether the page holding ``element`` is gone. Selenium's ``staleness_of`` knows only
+    the stale-element answer; while the next page is being swapped in, Chromium 156 may answer
+    "Node with given id does not belong to the document" instead, which failed the test."""
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as answer:
+        if "does not belong to the document" in str(answer):
+            return True
+        raise
+    return False
 
 
 def found_on_the_page(driver: WebDriver, by: str, selector: str) -> list[Any]:
