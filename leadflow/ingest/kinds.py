@@ -109,6 +109,11 @@ class KindWriter:
     """Whether :meth:`lookups` reads nothing (the reps are loaded before the file): then a
     large file's rows are read and prepared in a process of their own (``feeder``)."""
 
+    problems_to_name: int | None = None
+    """How many more problems :meth:`every_problem` looks for every bad field of a rejected
+    row for (None: no end, as the HTTP API answers every one); once spent, a rejected row is
+    named by its first problem. An import sets the problems its report keeps."""
+
     key_fields: ClassVar[frozenset[str] | None] = frozenset({"external_id"})
     """The fields :meth:`key` reads (None: the whole record): a file's repeated ids are found
     by reading these alone (:mod:`leadflow.ingest.repeats`)."""
@@ -195,11 +200,17 @@ class KindWriter:
     def every_problem(self, found: Sequence[ImportRowError], record: Record) -> ImportRowError:
         """One error naming ``found`` and every other bad field of ``record``, in the file's
         column order: a row with an unknown stage and an unknown owner named the first only,
-        and took a round of fixing per field. Only a rejected row is checked again, slowly."""
+        and took a round of fixing per field. Only a rejected row is checked again, slowly, and
+        only while :attr:`problems_to_name` lasts."""
+        left = self.problems_to_name
+        if left is not None and left <= 0:
+            return ImportRowError.of(found)
         named = {error.field for error in found}
         errors = [*found, *(e for e in self._field_problems(record) if e.field not in named)]
         columns = self._column_order
         errors.sort(key=lambda error: columns.get(error.field, len(columns)))
+        if left is not None:
+            self.problems_to_name = left - len(errors)
         return ImportRowError.of(errors)
 
     @cached_property
@@ -259,7 +270,12 @@ class KindWriter:
     ) -> list[tuple[int, str]]:
         """The line and key of each row of ``batch`` that :meth:`prepare` accepts; nothing of
         the batch is kept for a write."""
-        prepared, _rejected = self.prepare(connection, batch)
+        # Which rows pass is all that is asked: their problems are named when written.
+        to_name, self.problems_to_name = self.problems_to_name, 0
+        try:
+            prepared, _rejected = self.prepare(connection, batch)
+        finally:
+            self.problems_to_name = to_name
         return [(row.line, row.key) for row in prepared]
 
     def prepared(
