@@ -161,9 +161,14 @@ class KindWriter:
             raise ImportRowError("external_id", "missing; every row needs its CRM id")
         return external_id_of(key)
 
-    def key_plan(self) -> ColumnPlan:
+    @cached_property
+    def _key_plan(self) -> ColumnPlan:
         """The plan reading what :meth:`key` needs of a row, and no more."""
         return self.plan if self.key_fields is None else self.plan.only(self.key_fields)
+
+    def cells_key(self, cells: Sequence[object]) -> str:
+        """The key of a row's cells, read from the cells of :attr:`key_fields` alone."""
+        return self.key(self._key_plan.read(cells))
 
     def lookups(self, connection: Connection, records: list[Record]) -> None:
         """Load what :meth:`convert` needs for this batch (e.g. lead ids by external id)."""
@@ -643,7 +648,15 @@ class ActivityWriter(KindWriter):
     def defaults(self) -> dict[str, Any]:
         return {"created_at": self.now, "properties": {}}
 
-    key_fields = None  # an activity without an id is known by its content
+    key_fields = frozenset({"external_id"})
+
+    def cells_key(self, cells: Sequence[object]) -> str:
+        # An activity with its id is known by that cell; one without by its content, the
+        # whole row: a file of ids is not read whole to find its repeats.
+        record = self._key_plan.read(cells)
+        if record.get("external_id") is None:
+            record = self.plan.read(cells)
+        return self.key(record)
 
     def key(self, record: Record) -> str:
         """The file's id, else one derived from the content: the same activity, the same id."""
