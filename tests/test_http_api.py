@@ -314,6 +314,41 @@ class TestBadInput:
         with engine.connect() as connection:
             assert connection.execute(select(REPS.c.external_id)).all() == []
 
+    def test_a_rep_names_every_bad_field(self, api: Api, engine: Engine) -> None:
+        """A rep without an email and with an unknown manager, one with an overlong name and
+        the same manager: each bad field named (the email alone was, the name alone), as a
+        file's row is."""
+        body = [
+            {"external_id": "r2", "name": "Bob", "email": "", "manager": "NOPE"},
+            {"external_id": "r3", "name": "N" * 400, "email": "c@x.org", "manager": "NOPE"},
+        ]
+        response = api.post("/v1/reps", body)
+        assert response.status_code == 422
+        assert response.json()["detail"] == [
+            {
+                "loc": ["body", 0, "email"],
+                "msg": "missing; add it, or set import.mappings.reps.email_pattern",
+                "type": "value_error",
+            },
+            {
+                "loc": ["body", 0, "manager"],
+                "msg": "no rep with external id 'NOPE'",
+                "type": "value_error",
+            },
+            {
+                "loc": ["body", 1, "name"],
+                "msg": "longer than 300 characters (400); shorten it",
+                "type": "value_error",
+            },
+            {
+                "loc": ["body", 1, "manager"],
+                "msg": "no rep with external id 'NOPE'",
+                "type": "value_error",
+            },
+        ]
+        with engine.connect() as connection:
+            assert connection.execute(select(REPS.c.external_id)).all() == []
+
     def test_an_external_id_with_a_control_character_is_422(self, api: Api, engine: Engine) -> None:
         """A line break or tab in an id would split a CSV export's row, a log line or an email
         header: refused by the import's own rule, naming the record and the field."""

@@ -281,6 +281,31 @@ class TestReferences:
             ("Grace", None),
         ]
 
+    def test_a_reps_row_names_every_bad_field(
+        self, engine: Engine, store_url: str, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """A missing email or an overlong name did not hide an unknown manager (nor the
+        manager the name): the first problem found was the only one named."""
+        long_name = "N" * 400
+        path = write(
+            tmp_path,
+            "reps.csv",
+            "external_id,name,email,manager,timezone\n"
+            "R1,Ada,ada@x.org,,UTC\n"
+            "R2,Bob,,NOPE,UTC\n"
+            f"R3,{long_name},c@x.org,NOPE,UTC\n",
+        )
+        plain = mapped(tmp_path, store_url)
+        report = import_file(engine, plain, "reps", path, clock=clock)
+        assert [str(p) for p in report.problems] == [
+            f"{path}:3: email: missing; add it, or set import.mappings.reps.email_pattern",
+            f"{path}:3: manager: no rep with external id 'NOPE'",
+            f"{path}:4: name: longer than 300 characters (400); shorten it",
+            f"{path}:4: manager: no rep with external id 'NOPE'",
+        ]
+        assert report.rejected == 2
+        assert rows(engine, "reps", "external_id") == [("R1",)]
+
 
 class TestFormattedAmounts:
     """A Pipedrive deals export writes values as money: ``$1,234.50`` or ``1.234,50 EUR``."""

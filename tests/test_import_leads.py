@@ -11,8 +11,12 @@ from import_support import all_columns, lead_entries, rows, write
 from sqlalchemy import Engine, update
 
 from leadflow.clock import SettableClock
-from leadflow.errors import ProblemsError
+from leadflow.errors import ImportRowError, ProblemsError
 from leadflow.ingest import import_file
+from leadflow.ingest.kinds import LeadWriter
+from leadflow.ingest.mapping import compile_plan
+from leadflow.ingest.readers import RowSource
+from leadflow.ingest.references import RepDirectory
 from leadflow.store.models import metadata
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -298,6 +302,52 @@ L8,ken@example.com,1,lead,,8
         ]
         assert report.summary == "inserted 1, updated 0, unchanged 0, rejected 1"
         assert rows(engine, "leads", "external_id") == [("L1",)]
+
+    def test_beyond_the_kept_problems_a_rejected_row_is_counted(
+        self, engine: Engine, settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """1,200 leads with an unknown stage and an unknown owner: the report keeps the first
+        1,000 problems (two a row, the first 500 rows, in column order) and counts each row
+        rejected once; nothing is written."""
+        bad = "".join(f"L{n},hot,R9\n" for n in range(1, 1201))
+        path = write(tmp_path, "l.csv", "external_id,stage,owner\n" + bad)
+        report = import_file(engine, settings, "leads", path, clock=clock)
+        stages = (
+            "subscriber, lead, mql, sql, opportunity, customer, nurture, recycled, disqualified"
+        )
+        assert [str(p) for p in report.problems] == [
+            message
+            for line in range(2, 502)
+            for message in (
+                f"{path}:{line}: stage: unknown stage 'hot'; expected one of {stages} (or map "
+                "it under import.mappings.leads.values.stage)",
+                f"{path}:{line}: owner: no rep with external id 'R9'; import the reps first",
+            )
+        ]
+        assert (report.rejected, report.unlisted) == (1200, 700)
+        assert report.summary == "inserted 0, updated 0, unchanged 0, rejected 1200"
+        assert rows(engine, "leads", "external_id") == []
+
+    def test_a_writer_looks_for_every_bad_field_while_its_problems_last(
+        self, settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """An import names the first 1,000 problems only: a rejected row beyond them is named
+        by its first problem, not checked again field by field for messages no one keeps (a
+        200k-row file of bad owners took 3.7 s of reading, not 1.75 s)."""
+        path = write(tmp_path, "l.csv", "external_id,stage,owner\nL1,hot,R9\n")
+        with RowSource(path, "csv", "utf-8") as source:
+            plan = compile_plan("leads", source.header, settings, str(path))
+            record = plan.read(next(iter(source.rows()))[1])
+        writer = LeadWriter(plan, settings, clock.now(), RepDirectory("external_id"))
+        writer.problems_to_name = 3
+
+        def named() -> list[str]:
+            with pytest.raises(ImportRowError) as caught:
+                writer.values(record)
+            return [error.field for error in caught.value.each()]
+
+        assert [named(), named(), named()] == [["stage", "owner"], ["stage", "owner"], ["owner"]]
+        assert writer.problems_to_name == -1
 
     def test_every_bad_field_of_a_row_is_named(
         self, engine: Engine, settings: Any, tmp_path: Path, clock: SettableClock

@@ -4,6 +4,7 @@ and in ``import_runs``). Batches of 2 rows put the repeats in different batches.
 
 from __future__ import annotations
 
+import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +15,11 @@ from import_support import lead_entries, rows, write
 from sqlalchemy import Engine, select
 
 from leadflow.clock import SettableClock
-from leadflow.ingest import import_file, runner
+from leadflow.ingest import import_file, repeats, runner
+from leadflow.ingest.kinds import ActivityWriter
+from leadflow.ingest.mapping import compile_plan
+from leadflow.ingest.readers import RowSource
+from leadflow.ingest.references import RepDirectory
 from leadflow.store.status import collect_status
 from leadflow.store.tables import IMPORT_RUNS
 from tests.conftest import T0
@@ -221,6 +226,61 @@ class TestAcrossBatches:
             (5, "the same activity as line 2: imported once")
         ]
         assert len(rows(engine, "activities", "id")) == 3
+
+    def test_activities_with_and_without_their_ids(
+        self, engine: Engine, settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """A file of activities with an id column, some cells empty: a row with its id is
+        known by it alone (read from that cell), one without by its whole content."""
+        leads = "external_id,name\nL1,Ada\nL2,Grace\n"
+        assert import_file(engine, settings, "leads", write(tmp_path, "l.csv", leads), clock=clock)
+        activities = (
+            "external_id,type,lead,occurred_at\n"
+            "A1,call,L1,2026-02-01T10:00:00Z\n"
+            ",call,L2,2026-02-01T10:00:00Z\n"
+            "A2,email,L2,2026-02-02T10:00:00Z\n"
+            ",call,L2,2026-02-01T10:00:00Z\n"
+            "A1,meeting,L1,2026-02-03T10:00:00Z\n"
+        )
+        path = write(tmp_path, "a.csv", activities)
+        report = import_file(engine, settings, "activities", path, clock=clock)
+        assert report.summary == (
+            "inserted 3, updated 0, already present 0, rejected 0, superseded 2"
+        )
+        assert [(note.line, note.message) for note in report.notes] == [
+            (5, "the same activity as line 3: imported once"),
+            (6, "external_id: 'A1' is also on line 2; the later row wins (line 2 is not imported)"),
+        ]
+        stored = rows(engine, "activities", "external_id", "type")
+        assert [(key if key.startswith("A") else "auto", kind) for key, kind in stored] == [
+            ("A1", "meeting"),
+            ("A2", "email"),
+            ("auto", "call"),
+        ]
+
+    def test_finding_repeats_holds_8_bytes_an_id(
+        self, settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """200,000 activities with their ids, none repeated: the pre-pass holds their hashes
+        (8 bytes each, 1.6 MB) and sorts a 64th of them at a time; it sorted them all into a
+        list of Python ints (about 40 bytes a hash) and read each row whole: 11 MB at its
+        peak, 56 MB at 1M ids. Measured by tracemalloc (what Python allocated: not a timing)."""
+        text = "external_id,type,lead,occurred_at\n" + "".join(
+            f"A{n},call,L{n % 50},2026-02-01T10:00:00Z\n" for n in range(200_000)
+        )
+        path = write(tmp_path, "a.csv", text)
+        with RowSource(path, "csv", "utf-8") as source:
+            plan = compile_plan("activities", source.header, settings, str(path))
+        writer = ActivityWriter(plan, settings, clock.now(), RepDirectory("external_id"))
+        with RowSource(path, "csv", "utf-8") as source:
+            tracemalloc.start()
+            try:
+                repeated = repeats._repeated_hashes(writer, source)
+                _current, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+        assert repeated == set()
+        assert peak < 4_000_000
 
     def test_status_shows_the_superseded_rows(
         self, engine: Engine, settings: Any, tmp_path: Path

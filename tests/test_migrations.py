@@ -210,6 +210,41 @@ def test_0019_lowers_the_pass_marks_when_the_newest_activities_go(tmp_path: Path
         engine.dispose()
 
 
+def test_0019_lowers_a_mark_left_above_the_activities_deleted_before_it(tmp_path: Path) -> None:
+    """A SQLite store whose newest activities were deleted at 0018 (ids 4 and 5 under a mark
+    of 5): the upgrade brings the mark down to 3, so the next activity, given id 4 again, is
+    above it, an arrival after the pass; the mark stayed 5 and its change was named decay."""
+    engine = create_store_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    command.upgrade(alembic_config(engine), "0018")
+    activity = (
+        "INSERT INTO activities (id, external_id, type, occurred_at, properties, machine,"
+        " created_at) VALUES (:id, :external_id, 'page_view', '2026-03-02 09:00:00.000000',"
+        " '{}', 0, '2026-03-02 09:00:00.000000')"
+    )
+    marks = "SELECT last_activity_id, pass_activity_id FROM scoring_runs ORDER BY model"
+    try:
+        with engine.begin() as connection:
+            for index in range(1, 6):
+                connection.execute(text(activity), {"id": index, "external_id": f"A{index}"})
+            for model, mark in (("default", 5), ("intent", 2)):
+                connection.execute(
+                    text(
+                        "INSERT INTO scoring_runs (model, model_version, last_run_at, changed,"
+                        " last_activity_id) VALUES (:model, 'v1', '2026-03-02 09:00:00.000000',"
+                        " 0, :mark)"
+                    ),
+                    {"model": model, "mark": mark},
+                )
+            connection.execute(text("DELETE FROM activities WHERE id >= 4"))
+        migrate(engine)
+        with engine.begin() as connection:
+            assert connection.execute(text(marks)).all() == [(3, None), (2, None)]
+            connection.execute(text(activity), {"id": None, "external_id": "A6"})
+            assert connection.execute(text("SELECT max(id) FROM activities")).scalar() == 4
+    finally:
+        engine.dispose()
+
+
 def test_0020_gives_the_runs_before_it_no_superseded_rows(tmp_path: Path) -> None:
     """``import_runs.superseded`` is added as 0 to the runs recorded before it, and dropped
     again by the downgrade with the runs kept."""

@@ -237,6 +237,35 @@ class TestSnapshotHolder:
             "log_level": "error",
         }
 
+    def test_a_failing_warning_check_does_not_refuse_a_good_set(self, tmp_path: Path) -> None:
+        """A bug in the warnings of a good set (here a check raising) was taken for a loader
+        crash and the set refused; the set is swapped in and the bug logged once, after it."""
+        load, holder = good_start(tmp_path)
+        write(tmp_path / "mql.yaml", "threshold: 70\n")
+
+        def broken_warn(snapshot: Snapshot) -> dict[str, str]:
+            raise KeyError("unsubscribe_url")
+
+        with capture_logs() as logs:
+            assert reload_snapshot(load, holder, warn=broken_warn)
+        assert holder.current() == {"mql.yaml": {"threshold": 70}}
+        status = holder.status()
+        assert (status.generation, status.failures, status.errors, status.warnings) == (
+            2,
+            0,
+            (),
+            (),
+        )
+        reloaded, failed = logs
+        assert reloaded["event"] == "rules_reloaded"
+        assert isinstance(failed.pop("exc_info"), KeyError)  # a bug: with its traceback
+        assert failed == {
+            "event": "rules_warnings_failed",
+            "error": "KeyError: 'unsubscribe_url'",
+            "generation": 2,
+            "log_level": "error",
+        }
+
     def test_an_evaluation_keeps_the_snapshot_it_took(self, tmp_path: Path) -> None:
         load, holder = good_start(tmp_path)
         in_use = holder.current()

@@ -109,6 +109,11 @@ class KindWriter:
     """Whether :meth:`lookups` reads nothing (the reps are loaded before the file): then a
     large file's rows are read and prepared in a process of their own (``feeder``)."""
 
+    problems_to_name: int | None = None
+    """How many more problems :meth:`every_problem` looks for every bad field of a rejected
+    row for (None: no end, as the HTTP API answers every one); once spent, a rejected row is
+    named by its first problem. An import sets the problems its report keeps."""
+
     key_fields: ClassVar[frozenset[str] | None] = frozenset({"external_id"})
     """The fields :meth:`key` reads (None: the whole record): a file's repeated ids are found
     by reading these alone (:mod:`leadflow.ingest.repeats`)."""
@@ -156,9 +161,14 @@ class KindWriter:
             raise ImportRowError("external_id", "missing; every row needs its CRM id")
         return external_id_of(key)
 
-    def key_plan(self) -> ColumnPlan:
+    @cached_property
+    def _key_plan(self) -> ColumnPlan:
         """The plan reading what :meth:`key` needs of a row, and no more."""
         return self.plan if self.key_fields is None else self.plan.only(self.key_fields)
+
+    def cells_key(self, cells: Sequence[object]) -> str:
+        """The key of a row's cells, read from the cells of :attr:`key_fields` alone."""
+        return self.key(self._key_plan.read(cells))
 
     def lookups(self, connection: Connection, records: list[Record]) -> None:
         """Load what :meth:`convert` needs for this batch (e.g. lead ids by external id)."""
@@ -195,11 +205,17 @@ class KindWriter:
     def every_problem(self, found: Sequence[ImportRowError], record: Record) -> ImportRowError:
         """One error naming ``found`` and every other bad field of ``record``, in the file's
         column order: a row with an unknown stage and an unknown owner named the first only,
-        and took a round of fixing per field. Only a rejected row is checked again, slowly."""
+        and took a round of fixing per field. Only a rejected row is checked again, slowly, and
+        only while :attr:`problems_to_name` lasts."""
+        left = self.problems_to_name
+        if left is not None and left <= 0:
+            return ImportRowError.of(found)
         named = {error.field for error in found}
         errors = [*found, *(e for e in self._field_problems(record) if e.field not in named)]
         columns = self._column_order
         errors.sort(key=lambda error: columns.get(error.field, len(columns)))
+        if left is not None:
+            self.problems_to_name = left - len(errors)
         return ImportRowError.of(errors)
 
     @cached_property
@@ -259,7 +275,12 @@ class KindWriter:
     ) -> list[tuple[int, str]]:
         """The line and key of each row of ``batch`` that :meth:`prepare` accepts; nothing of
         the batch is kept for a write."""
-        prepared, _rejected = self.prepare(connection, batch)
+        # Which rows pass is all that is asked: their problems are named when written.
+        to_name, self.problems_to_name = self.problems_to_name, 0
+        try:
+            prepared, _rejected = self.prepare(connection, batch)
+        finally:
+            self.problems_to_name = to_name
         return [(row.line, row.key) for row in prepared]
 
     def prepared(
@@ -627,7 +648,15 @@ class ActivityWriter(KindWriter):
     def defaults(self) -> dict[str, Any]:
         return {"created_at": self.now, "properties": {}}
 
-    key_fields = None  # an activity without an id is known by its content
+    key_fields = frozenset({"external_id"})
+
+    def cells_key(self, cells: Sequence[object]) -> str:
+        # An activity with its id is known by that cell; one without by its content, the
+        # whole row: a file of ids is not read whole to find its repeats.
+        record = self._key_plan.read(cells)
+        if record.get("external_id") is None:
+            record = self.plan.read(cells)
+        return self.key(record)
 
     def key(self, record: Record) -> str:
         """The file's id, else one derived from the content: the same activity, the same id."""

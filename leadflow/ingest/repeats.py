@@ -5,9 +5,11 @@ A file is written batch by batch, and within a batch the later row of an id wins
 both written, the later updating the earlier: a second stage-history row, a lead counted
 inserted and updated. So before any row is written the file is read again, cheaply:
 
-1. each row's id alone (the cells the id is made of, not the whole row), hashed into an array
-   of 8 bytes a row and sorted, which finds the hashes seen more than once: a 1M-row file costs
-   8 MB and a sort, not a dict of its ids; a file without repeats stops here;
+1. each row's id alone (the cells the id is made of, not the whole row; an activity without
+   an id is its content, so such a row is read whole), hashed into arrays of 8 bytes a row,
+   each of a 64th of the hashes sorted in turn, which finds the hashes seen more than once: a
+   1M-row file costs 8 MB and the sorts (one 64th of its hashes as Python ints at a time), not a
+   dict of its ids; a file without repeats stops here;
 2. only if there are repeats: the rows with such a hash are read whole and checked as the
    write checks them (:meth:`KindWriter.accepted`: values and lookups, nothing written); of an
    id's rows that pass, each is superseded by the next one.
@@ -38,6 +40,9 @@ class Later(NamedTuple):
     key: str
 
 
+HASH_PARTS = 64
+"""The parts a file's id hashes are sorted in (a power of two: a hash's low bits pick it)."""
+
 Sources = Callable[[], AbstractContextManager[RowSource]]
 """Opens the file again from its first row (its header read as the import read it)."""
 
@@ -56,12 +61,11 @@ def superseded_lines(
 
 def _keyed(writer: KindWriter, source: RowSource) -> Iterator[tuple[int, list[object], str]]:
     """Each readable row's line, cells and id, the id read from its own cells only."""
-    plan = writer.key_plan()
     for line, cells, problem in source.rows():
         if problem is not None:
             continue
         try:
-            key = writer.key(plan.read(cells))
+            key = writer.cells_key(cells)
         except ImportRowError:
             continue  # the write rejects it, naming why
         yield line, cells, key
@@ -70,10 +74,17 @@ def _keyed(writer: KindWriter, source: RowSource) -> Iterator[tuple[int, list[ob
 def _repeated_hashes(writer: KindWriter, source: RowSource) -> set[int]:
     # hash() is 64 bits and fixed within the process (and in a reading process it forks); two
     # ids sharing one only cost their rows the second read, which compares the ids themselves.
-    hashes = array("q", (hash(key) for _line, _cells, key in _keyed(writer, source)))
-    ordered = sorted(hashes)
-    del hashes
-    return {value for value, after in pairwise(ordered) if value == after}
+    # A sort makes a list of Python ints (about 40 bytes a hash, 5 times the array): a part of
+    # the hashes at a time, split by their low bits, keeps that to a 64th.
+    parts = [array("q") for _part in range(HASH_PARTS)]
+    for _line, _cells, key in _keyed(writer, source):
+        value = hash(key)
+        parts[value & (HASH_PARTS - 1)].append(value)
+    repeated: set[int] = set()
+    for part in parts:
+        ordered = sorted(part)
+        repeated.update(value for value, after in pairwise(ordered) if value == after)
+    return repeated
 
 
 def _candidates(

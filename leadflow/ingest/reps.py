@@ -126,10 +126,7 @@ class RepWriter(KindWriter):
         row_hash = row_hasher(self.hash_key)
         for line, key, record in batch:
             try:
-                filled = self._filled(record)
-                values = self.values(filled)
-                manager = filled.get("manager")
-                self._check_manager(key, manager, filled)
+                manager, values = self._checked(key, record)
             except ImportRowError as exc:
                 rejected.append((line, exc))
                 continue
@@ -138,6 +135,24 @@ class RepWriter(KindWriter):
             if self.links_managers:
                 self.pending.append((line, key, manager))
         return prepared, rejected
+
+    def _checked(self, key: str, record: Record) -> tuple[str | None, tuple[Any, ...]]:
+        """The row's manager and its values (its email filled in); or one error naming every bad
+        field: a missing email or an unknown manager does not hide the row's other problems."""
+        found: list[ImportRowError] = []
+        try:
+            filled = self._filled(record)
+        except ImportRowError as exc:
+            found.append(exc)
+            filled = record
+        manager = filled.get("manager")
+        try:
+            self._check_manager(key, manager, filled)
+        except ImportRowError as exc:
+            found.append(exc)
+        if found:
+            raise self.every_problem(found, filled)
+        return manager, self.values(filled)
 
     def accepted(
         self, connection: Connection, batch: list[tuple[int, str, Record]]

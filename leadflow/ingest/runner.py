@@ -207,6 +207,9 @@ def _import(
             reps = RepDirectory.load(connection, mapping.rep_reference)
         writer = WRITERS[kind](plan, settings, now, reps)
         writer.cause, writer.source = "import", report.file
+        # The report keeps the first problems only: a row rejected beyond them is counted, and
+        # its fields are not all checked again for messages no one reads.
+        writer.problems_to_name = MAX_KEPT_PROBLEMS
 
         @contextmanager
         def again() -> Iterator[RowSource]:

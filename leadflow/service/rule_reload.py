@@ -149,12 +149,13 @@ def reload_snapshot(
     logged with its traceback and counted the same way, and the daemon goes on.
 
     ``warn``'s warnings of the new snapshot are kept with the status; each one the running
-    snapshot was not warned of is logged, after ``rules_reloaded``, under its event name.
+    snapshot was not warned of is logged, after ``rules_reloaded``, under its event name. A
+    ``warn`` that fails leaves the snapshot swapped in, without warnings, and logs
+    ``rules_warnings_failed``.
     """
     started = time.perf_counter()
     try:
         snapshot = load()
-        warnings = dict(warn(snapshot)) if warn is not None else {}
     except UserInputError as exc:
         errors = str(exc).splitlines() or [type(exc).__name__]
         status = holder.record_failure(errors)
@@ -170,6 +171,12 @@ def reload_snapshot(
             log, "rules_reload_failed", exc, failures=status.failures, changed=list(changed)
         )
         return False
+    # Outside the load's boundary: a bug in a check of a good set is not a reason to refuse it.
+    failed: Exception | None = None
+    try:
+        warnings = dict(warn(snapshot)) if warn is not None else {}
+    except Exception as exc:  # logged below, with its traceback
+        warnings, failed = {}, exc
     before = set(holder.status().warnings)
     status = holder.record_success(snapshot, tuple(warnings.values()))
     metrics.record_reload(ok=True)
@@ -182,6 +189,8 @@ def reload_snapshot(
         elapsed_ms=elapsed_ms,
         changed=list(changed),
     )
+    if failed is not None:
+        log_failure(log, "rules_warnings_failed", failed, **named, generation=status.generation)
     for event, detail in warnings.items():
         if detail not in before:
             log.warning(event, detail=detail, **named, generation=status.generation)
