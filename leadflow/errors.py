@@ -228,6 +228,11 @@ class NoSnapshotError(LeadflowError):
     """Asked for the current rule set before any set loaded successfully."""
 
 
+class AmountTooLargeError(UserInputError):
+    """The store holds a deal amount above the maximum (written before it was refused): the
+    report names those deals instead of adding them up."""
+
+
 class ImportRowError(UserInputError):
     """One row of an import file is wrong: reported as FILE:LINE: field: reason, then skipped."""
 

@@ -731,6 +731,26 @@ class TestUpserts:
             ],
         )
 
+    def test_a_deal_worth_more_than_the_maximum_is_422(self, api: Api) -> None:
+        """1e308 twice crashed the report adding them up: refused as a file's row is, by the
+        same check (tests/test_import_close_dates.py); nothing of the list is written."""
+        deals = [
+            {"external_id": "D1", "stage": "Won", "closed_at": "2026-02-01", "amount": 1e308},
+            {"external_id": "D2", "stage": "Won", "closed_at": "2026-02-01", "amount": 1e15},
+        ]
+        response = api.post("/v1/deals", deals)
+        assert (response.status_code, response.json()["detail"]) == (
+            422,
+            [
+                {
+                    "loc": ["body", 0, "amount"],
+                    "msg": "1e+308 is more than 1,000,000,000,000,000 (1e15), the most a "
+                    "deal's amount may be",
+                    "type": "value_error",
+                }
+            ],
+        )
+
     def test_a_won_deal_without_its_close_date_is_422(self, api: Api) -> None:
         """As in a file (tests/test_import_close_dates.py): a closed deal has its close date,
         an open deal none; the report and status would disagree on it otherwise."""

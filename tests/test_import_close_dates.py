@@ -142,3 +142,29 @@ def test_a_close_date_in_the_future_and_a_negative_amount_are_rejected(
     assert rows(engine, "deals", "external_id", "amount", "closed_at") == [
         ("D3", 0.0, datetime(2026, 3, 2, 9, 4, tzinfo=UTC))
     ]
+
+
+def test_an_amount_above_the_maximum_is_rejected(
+    engine: Engine, make_settings: Any, tmp_path: Path
+) -> None:
+    """Two won deals of 1e308 landed and ``leadflow report`` ended in an OverflowError
+    traceback adding them up. An amount above 1e15 is refused naming line and field; 1e15
+    itself is kept."""
+    settings = make_settings(import__mappings={"deals": {"columns": {"close_value": "amount"}}})
+    clock = SettableClock(T0)
+    path = write(
+        tmp_path,
+        "deals.csv",
+        "external_id,stage,closed_at,close_value\n"
+        "D1,Won,2026-02-01,1e308\n"
+        "D2,Won,2026-02-01,1000000000000000\n"
+        "D3,Lost,2026-02-01,1000000000000001\n",
+    )
+    report = import_file(engine, settings, "deals", path, clock=clock)
+    assert [str(p) for p in report.problems] == [
+        f"{path}:2: amount: 1e+308 is more than 1,000,000,000,000,000 (1e15), the most a "
+        "deal's amount may be",
+        f"{path}:4: amount: 1000000000000001 is more than 1,000,000,000,000,000 (1e15), the "
+        "most a deal's amount may be",
+    ]
+    assert rows(engine, "deals", "external_id", "amount") == [("D2", 1e15)]

@@ -406,3 +406,28 @@ def test_first_chart_on_a_new_machine_prints_nothing_but_the_report(
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
     assert (tmp_path / "new-matplotlib-cache").is_dir()  # the cache was built in this run
     assert target.read_text(encoding="utf-8").count("<svg") == 4
+
+
+def test_amounts_stored_above_the_maximum_are_named_not_a_traceback(
+    engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two won deals of 1e308 (stored before the import refused them) made the won amount's
+    sum too large for a float: ``OverflowError`` traceback, exit 1. Every format now says
+    which deals in one line, exit 1."""
+    from leadflow.store.tables import DEALS
+
+    seed(engine)
+    with engine.begin() as connection:
+        connection.execute(
+            update(DEALS).where(DEALS.c.external_id.in_(["D2", "D1"])).values(amount=1e308)
+        )
+    for options in (["--format", "json"], ["--format", "csv"], ["--format", "table"]):
+        assert run(tmp_path, store_url, *options) == 1
+        captured = capsys.readouterr()
+        assert (captured.out, captured.err) == (
+            "",
+            "error: 2 deal(s) hold an amount above 1,000,000,000,000,000 (1e15), the most a "
+            "deal's amount may be, stored before leadflow refused such amounts: D1, D2; the "
+            "report's sums of them are no numbers. Correct their amounts (leadflow import, or "
+            "POST /v1/deals) and run the report again\n",
+        )

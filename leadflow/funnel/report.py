@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from leadflow.engine.business_hours import calendar_named
+from leadflow.funnel.amounts import refuse_absurd_amounts
 from leadflow.funnel.attribution import Attribution, attribution
 from leadflow.funnel.period import Grouping, Period
 from leadflow.funnel.pipeline import PipelineLine, open_value_by_stage, pipeline
@@ -62,6 +63,7 @@ def build_report(engine: Engine, settings: Settings, period: Period, now: dateti
     if period.now is None:
         period = replace(period, now=now)
     with two_readers(engine) as (connection, other), ThreadPoolExecutor(1) as pool:
+        refuse_absurd_amounts(connection)
         # Each connection's share about the same at a million leads: the times in stage
         # alone take about as long as the entries, conversions, attribution and SLA
         # together (on SQLite, once the period's entries came from its weeks and the readers

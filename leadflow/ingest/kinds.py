@@ -37,7 +37,7 @@ from leadflow.ingest.writers import Counts, Derived, Prepared, Shape, Written, r
 from leadflow.settings import ImportKind, ImportMapping, Settings
 from leadflow.store.attributes import MergedAttributes
 from leadflow.store.id_ranges import chunks
-from leadflow.store.models import source_at_creation
+from leadflow.store.models import AMOUNT_LIMIT, MAX_AMOUNT, source_at_creation
 from leadflow.store.nurture_exits import end_flagged_nurture
 from leadflow.store.stage_history import record_written
 from leadflow.store.tables import ACTIVITIES, DEALS, LEADS
@@ -592,9 +592,14 @@ class DealWriter(_RecordsStageEntries):
 
 def _amount(value: float | None) -> float | None:
     """A deal's amount is what it is worth: a negative one (a refund, a typo) would lower the
-    won amount, the open value and the sales velocity of the report."""
+    won amount, the open value and the sales velocity of the report; an absurd one (1e308, a
+    typo or a test value) made their sums too large for a number and crashed the report. Files
+    and the HTTP API read their records through this one check."""
     if value is not None and value < 0:
         reason = f"{value:g} is negative; a deal's amount is 0 or more"
+        raise ImportRowError("amount", reason)
+    if value is not None and value > MAX_AMOUNT:
+        reason = f"{value:.16g} is more than {AMOUNT_LIMIT}, the most a deal's amount may be"
         raise ImportRowError("amount", reason)
     return value
 

@@ -173,6 +173,14 @@ class Lead(SQLModel, table=True):
     updated_at: datetime = _time(nullable=False)
 
 
+MAX_AMOUNT = 1e15
+"""The most a deal's amount may be (a thousand trillion, more than any CRM's currency field
+holds in practice). A sum of a million such deals is still far inside a float's range, so the
+report's won amount, open value and velocity are always numbers; 1e308 twice was not one."""
+AMOUNT_LIMIT = f"{MAX_AMOUNT:,.0f} (1e15)"
+"""The maximum as messages write it."""
+
+
 class Deal(SQLModel, table=True):
     """An opportunity in the pipeline; ``outcome`` is null while it is open."""
 
