@@ -116,16 +116,6 @@ MISSING_TEMPLATES_FOLDER = "templates folder not found"
 it once, not once for each template a rule uses."""
 
 
-class StoppedDuringStartUpError(BaseException):
-    """SIGTERM, SIGINT or SIGHUP arrived while ``leadflow daemon`` was starting, before its
-    event loop took the signals over. A ``BaseException``, as ``KeyboardInterrupt`` is: it
-    unwinds whatever the start-up was doing (no ``except Exception`` holds it)."""
-
-    def __init__(self, signal_name: str) -> None:
-        self.signal_name = signal_name
-        super().__init__(signal_name)
-
-
 class ProblemsError(UserInputError):
     """Several located problems found at once; the message lists them all, one per line."""
 

@@ -160,3 +160,24 @@ def test_sigterm_during_start_up_logs_the_stop_and_exits_0(
     assert [(e["reason"], e["during"]) for e in stopping] == [("SIGTERM", "start-up")]
     assert not daemon.has("daemon_started")
     assert "Traceback" not in daemon.log_path.read_text(encoding="utf-8")
+
+
+def test_a_second_sigterm_during_start_up_stops_it_the_same_way(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    """A rolling restart that signals twice, 20 ms apart, while the store's runtime is built:
+    one ``daemon_stopping``, exit 0, no traceback (it was a traceback and exit 1, or 143)."""
+    store = _store(tmp_path, sqlite_template)
+    daemon = _daemon(tmp_path, store, free_port())
+    wait_until(lambda: _has_open(daemon.pid, store), "the store opened", every=0.002)
+    daemon.process.send_signal(signal.SIGTERM)
+    time.sleep(0.02)
+    if daemon.process.poll() is None:
+        daemon.process.send_signal(signal.SIGTERM)
+    code = daemon.process.wait(timeout=20)
+    log = daemon.log_path.read_text(encoding="utf-8")
+    assert code == 0, log
+    stopping = daemon.events("daemon_stopping")
+    assert [(e["reason"], e["during"]) for e in stopping] == [("SIGTERM", "start-up")]
+    assert [e["during"] for e in daemon.events("daemon_stopped")] == ["start-up"]
+    assert "Traceback" not in log

@@ -35,12 +35,7 @@ def test_a_closed_deal_without_a_close_date_and_an_open_one_with_one_are_rejecte
 ) -> None:
     settings = make_settings()
     clock = SettableClock(T0)
-    for kind, text in (
-        ("reps", "external_id,name,email\nR1,Ada Lovelace,ada@example.com\n"),
-        ("leads", "external_id\nL1\n"),
-    ):
-        path = write(tmp_path, f"{kind}.csv", text)
-        assert import_file(engine, settings, kind, path, clock=clock).rejected == 0
+    import_rep_and_lead(engine, settings, tmp_path, clock)
     path = write(tmp_path, "deals.csv", DEALS)
     report = import_file(engine, settings, "deals", path, clock=clock)
     assert [str(p) for p in report.problems] == [
@@ -117,12 +112,7 @@ def test_a_close_date_in_the_future_and_a_negative_amount_are_rejected(
     activity's future time is; a CRM's clock up to 5 minutes ahead is not an error."""
     settings = make_settings(import__mappings={"deals": {"columns": {"close_value": "amount"}}})
     clock = SettableClock(T0)
-    for kind, text in (
-        ("reps", "external_id,name,email\nR1,Ada Lovelace,ada@example.com\n"),
-        ("leads", "external_id\nL1\n"),
-    ):
-        path = write(tmp_path, f"{kind}.csv", text)
-        assert import_file(engine, settings, kind, path, clock=clock).rejected == 0
+    import_rep_and_lead(engine, settings, tmp_path, clock)
     path = write(
         tmp_path,
         "deals.csv",
@@ -168,3 +158,13 @@ def test_an_amount_above_the_maximum_is_rejected(
         "most a deal's amount may be",
     ]
     assert rows(engine, "deals", "external_id", "amount") == [("D2", 1e15)]
+
+
+def import_rep_and_lead(engine: Engine, settings: Any, folder: Path, clock: SettableClock) -> None:
+    """Rep R1 and lead L1, whom the deals of these tests name."""
+    for kind, text in (
+        ("reps", "external_id,name,email\nR1,Ada Lovelace,ada@example.com\n"),
+        ("leads", "external_id\nL1\n"),
+    ):
+        path = write(folder, f"{kind}.csv", text)
+        assert import_file(engine, settings, kind, path, clock=clock).rejected == 0

@@ -6,32 +6,30 @@ store, the scheduler or the log are touched: the refusal is the one ``error:`` l
 The stop signals are handled from the command's first line: building the runtime on a large
 store takes seconds, and a SIGTERM then (a rolling restart) ended the process with 143 and no
 word. Until the event loop takes the signals over (:class:`~leadflow.service.Daemon`), a signal
-stops the start-up with ``daemon_stopping`` and exit 0.
+stops the start-up with ``daemon_stopping`` and exit 0, at once: nothing runs yet but the
+start-up's own transactions, which the end of the process rolls back as a kill -9 would (the
+store's guarantee). Unwinding from the signal instead ran into whatever the start-up was in:
+SQLAlchemy's pool finalizer logged the exception with its traceback, and a second signal
+arriving while the first unwound ended the process with a traceback or 143.
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 from types import FrameType
 
 import typer
 
 from leadflow.cli.context import cli_context
 from leadflow.clock import SystemClock
-from leadflow.errors import StoppedDuringStartUpError
 
 
 def daemon(ctx: typer.Context) -> None:
     """Run the scheduler, the outbox sender and the rule watcher until SIGTERM or Ctrl-C."""
     _stop_start_up_on_signals()
-    try:
-        _start_and_run(ctx)
-    except StoppedDuringStartUpError as stopped:
-        import structlog
-
-        log = structlog.get_logger("leadflow.service")
-        log.info("daemon_stopping", reason=stopped.signal_name, during="start-up")
-        log.info("daemon_stopped", during="start-up")
+    _start_and_run(ctx)
 
 
 def _start_and_run(ctx: typer.Context) -> None:
@@ -54,14 +52,30 @@ def _start_and_run(ctx: typer.Context) -> None:
 
 
 def _stop_start_up_on_signals() -> None:
-    """Signals the daemon stops on raise :class:`StoppedDuringStartUpError` until its event
-    loop installs its own handlers (SIGHUP only if not ignored, as the daemon does)."""
-    stopping = [signal.SIGTERM, signal.SIGINT]
-    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
-        stopping.append(signal.SIGHUP)
-    for sig in stopping:
+    """Signals the daemon stops on end the start-up until its event loop installs its own
+    handlers (SIGHUP only if not ignored, as the daemon does)."""
+    for sig in _stopping_signals():
         signal.signal(sig, _stop_start_up)
 
 
+def _stopping_signals() -> list[signal.Signals]:
+    stopping = [signal.SIGTERM, signal.SIGINT]
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        stopping.append(signal.SIGHUP)
+    return stopping
+
+
 def _stop_start_up(signum: int, _frame: FrameType | None) -> None:
-    raise StoppedDuringStartUpError(signal.Signals(signum).name)
+    # A second signal while this one is logged is the same request: it must not interrupt it.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    try:
+        import structlog
+
+        log = structlog.get_logger("leadflow.service")
+        log.info("daemon_stopping", reason=signal.Signals(signum).name, during="start-up")
+        log.info("daemon_stopped", during="start-up")
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(0)
