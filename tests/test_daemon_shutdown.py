@@ -11,6 +11,7 @@ it logs ``daemon_stopping`` and exits 0.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -180,4 +181,30 @@ def test_a_second_sigterm_during_start_up_stops_it_the_same_way(
     stopping = daemon.events("daemon_stopping")
     assert [(e["reason"], e["during"]) for e in stopping] == [("SIGTERM", "start-up")]
     assert [e["during"] for e in daemon.events("daemon_stopped")] == ["start-up"]
+    assert "Traceback" not in log
+
+
+@pytest.mark.slow
+def test_repeated_sigterm_while_stopping_logs_and_exits_0(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    """Once started, the event loop logged a repeated SIGTERM; but after it gave the signals
+    back (while the daemon closed its store and threads, 1.5-2 s into a short run) a repeat met
+    the default action: exit 143. SIGTERM every 2 ms until the process is gone: exit 0, one
+    ``daemon_stopping``, the repeats logged, no traceback."""
+    store = _store(tmp_path, sqlite_template)
+    daemon = _daemon(tmp_path, store, free_port())
+    wait_until(lambda: daemon.has("daemon_started"), "the daemon started")
+    while daemon.process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):  # exited meanwhile
+            daemon.process.send_signal(signal.SIGTERM)
+        time.sleep(0.002)
+    code = daemon.process.wait(timeout=20)
+    log = daemon.log_path.read_text(encoding="utf-8")
+    assert code == 0, log
+    assert [e["reason"] for e in daemon.events("daemon_stopping")] == ["SIGTERM"]
+    assert daemon.has("daemon_stopped")
+    repeats = daemon.events("daemon_stop_already_requested")
+    assert repeats
+    assert {e["reason"] for e in repeats} == {"SIGTERM"}
     assert "Traceback" not in log

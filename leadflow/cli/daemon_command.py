@@ -29,7 +29,13 @@ from leadflow.clock import SystemClock
 def daemon(ctx: typer.Context) -> None:
     """Run the scheduler, the outbox sender and the rule watcher until SIGTERM or Ctrl-C."""
     _stop_start_up_on_signals()
-    _start_and_run(ctx)
+    try:
+        _start_and_run(ctx)
+    finally:
+        # The interpreter's exit restores the default actions: a repeat then was a 143.
+        for sig in _stopping_signals():
+            signal.signal(sig, signal.SIG_IGN)
+        _log_repeats()
 
 
 def _start_and_run(ctx: typer.Context) -> None:
@@ -48,7 +54,7 @@ def _start_and_run(ctx: typer.Context) -> None:
     # counts on the next click); the rest of the configuration is read once, here.
     config_file = context.loaded.config_file
     runtime = Runtime.build(context.engine, settings, SystemClock(), config_file=config_file)
-    asyncio.run(run_daemon(runtime))
+    asyncio.run(run_daemon(runtime, on_signals_taken=_signals_taken))
 
 
 def _stop_start_up_on_signals() -> None:
@@ -65,7 +71,33 @@ def _stopping_signals() -> list[signal.Signals]:
     return stopping
 
 
+_STOPPING: list[bool] = []
+"""Not empty once the event loop took the signals over: when it gives them back, the daemon is
+stopping (or crashed), and a signal is a repeat of the stop."""
+
+_REPEATS: list[str] = []
+"""The repeated signals' names, logged once the command is done: a log line written from the
+handler could interrupt the same stream's write."""
+
+
+def _signals_taken() -> None:
+    _STOPPING.append(True)
+
+
+def _log_repeats() -> None:
+    import structlog
+
+    log = structlog.get_logger("leadflow.service")
+    while _REPEATS:
+        log.info("daemon_stop_already_requested", reason=_REPEATS.pop(0))
+
+
 def _stop_start_up(signum: int, _frame: FrameType | None) -> None:
+    if _STOPPING:
+        # Given back by the loop, which stopped: a second SIGTERM while the daemon closed its
+        # store and threads met the default action (exit 143).
+        _REPEATS.append(signal.Signals(signum).name)
+        return
     # A second signal while this one is logged is the same request: it must not interrupt it.
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)

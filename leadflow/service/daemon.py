@@ -68,11 +68,16 @@ class Daemon:
         *,
         transport: Transport | None = None,
         on_stop: Callable[[], None] | None = None,
+        on_signals_taken: Callable[[], None] | None = None,
     ) -> None:
         """``on_stop`` is called once when the stop is requested (the command's
-        :class:`~leadflow.service.exit_deadline.ExitDeadline`)."""
+        :class:`~leadflow.service.exit_deadline.ExitDeadline`); ``on_signals_taken`` once the
+        event loop handles the stop signals: the handlers before it are restored when it
+        gives them back, while the daemon stops (the command's then treat a signal as a
+        repeat)."""
         self.runtime = runtime
         self._on_stop = on_stop
+        self._on_signals_taken = on_signals_taken
         self.holder: SnapshotHolder[RuleSet] = SnapshotHolder(clock=runtime.clock)
         self.counters = DaemonCounters()
         self.stop_event = asyncio.Event()
@@ -117,8 +122,10 @@ class Daemon:
             if signal.getsignal(HANGUP) is not signal.SIG_IGN:
                 stopping.append(HANGUP)
             for sig in stopping:
+                stack.callback(_give_back, loop, sig, signal.getsignal(sig))
                 loop.add_signal_handler(sig, self.request_stop, signal.Signals(sig).name)
-                stack.callback(loop.remove_signal_handler, sig)
+            if self._on_signals_taken is not None:
+                self._on_signals_taken()
             rule_set = await asyncio.to_thread(self.runtime.load_rules)
             self.holder.record_success(rule_set, tuple(self.warnings(rule_set).values()))
             if self.stop_event.is_set():
@@ -327,6 +334,15 @@ def _shut_down(scheduler: AsyncIOScheduler) -> None:
         scheduler.shutdown(wait=False)
 
 
+def _give_back(loop: asyncio.AbstractEventLoop, sig: int, previous: Any) -> None:
+    """The loop's handler of ``sig`` removed, the one before it restored: the loop's removal
+    alone left the default action, so a repeated SIGTERM while the daemon closed its store
+    and threads killed it (exit 143)."""
+    loop.remove_signal_handler(sig)
+    if previous is not None:  # None: a handler set outside Python, which it cannot restore
+        signal.signal(sig, previous)
+
+
 def _first_leaf(exc: BaseException) -> BaseException:
     """The first real error inside (nested) exception groups, or ``exc`` itself."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
@@ -334,8 +350,9 @@ def _first_leaf(exc: BaseException) -> BaseException:
     return exc
 
 
-async def run_daemon(runtime: Runtime) -> None:
+async def run_daemon(runtime: Runtime, on_signals_taken: Callable[[], None] | None = None) -> None:
     """Run the daemon of ``runtime`` until SIGTERM or SIGINT; once stopping, the process ends
     within ``scheduler.shutdown_grace`` (and a second) even if a thread is still busy."""
     grace = runtime.settings.scheduler.shutdown_grace.total_seconds()
-    await Daemon(runtime, on_stop=ExitDeadline(grace).arm).run()
+    daemon = Daemon(runtime, on_stop=ExitDeadline(grace).arm, on_signals_taken=on_signals_taken)
+    await daemon.run()
