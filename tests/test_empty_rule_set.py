@@ -91,3 +91,56 @@ def test_a_mis_cased_extension_is_read(project: Path) -> None:
     rule_set = load_rule_set(project / "rules", settings)
     assert sorted(rule.id for rule in rule_set.rules) == ["hot-lead", "warm-lead"]
     assert rule_set.files == ("rules/more.Yml", "rules/mql.YAML")
+
+
+DISABLED_SCORING = """\
+scoring:
+  enabled: false
+  fit:
+    - id: served-region
+      when: {field: company, equals: Acme}
+      points: 15
+"""
+DISABLED_ONLY = (
+    "no rules: no rule or stream, and its scoring model is disabled (enabled: false); running "
+    "without rules would silently stop every assignment and email (set rules.allow_empty: true "
+    "in config.yaml to run so)"
+)
+
+
+def test_a_disabled_scoring_model_alone_is_an_empty_set(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The folder holding only scoring.yaml with ``enabled: false`` passed as ``0 rules, 0
+    streams ... OK`` (and a reload to it unscheduled every rule): it runs nothing, so it is
+    refused as an empty folder is, unless allowed; enabled, the model alone is a rule set."""
+    scoring = project / "rules" / "scoring.yaml"
+    scoring.write_text(DISABLED_SCORING, encoding="utf-8")
+    assert main(["check"]) == 1
+    assert capsys.readouterr().out.splitlines()[0] == f"rules: {DISABLED_ONLY}"
+    settings = load_settings(project / "config.yaml", env={}).settings
+    with pytest.raises(ProblemsError) as raised:
+        load_rule_set(project / "rules", settings)
+    assert [str(p) for p in raised.value.problems] == [f"rules: {DISABLED_ONLY}"]
+    scoring.write_text(DISABLED_SCORING.replace("false", "true"), encoding="utf-8")
+    enabled = load_rule_set(project / "rules", settings)
+    assert (enabled.rules, enabled.scoring is not None) == ((), True)
+    (project / "config.yaml").write_text("rules:\n  allow_empty: true\n", encoding="utf-8")
+    scoring.write_text(DISABLED_SCORING, encoding="utf-8")
+    assert main(["check"]) == 0
+
+
+def test_a_reload_to_a_disabled_scoring_model_alone_keeps_the_last_good_set(
+    project: Path,
+) -> None:
+    rules = project / "rules"
+    (rules / "mql.yaml").write_text(RULE, encoding="utf-8")
+    settings = load_settings(project / "config.yaml", env={}).settings
+    holder: SnapshotHolder[RuleSet] = SnapshotHolder(clock=SettableClock(T0))
+    assert reload_snapshot(lambda: load_rule_set(rules, settings), holder)
+    good = holder.current()
+    (rules / "mql.yaml").unlink()
+    (rules / "scoring.yaml").write_text(DISABLED_SCORING, encoding="utf-8")
+    assert not reload_snapshot(lambda: load_rule_set(rules, settings), holder)
+    assert holder.current() is good
+    assert holder.status().errors == (f"rules: {DISABLED_ONLY}",)

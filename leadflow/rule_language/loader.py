@@ -163,9 +163,13 @@ def check_rule_set(
         digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + raw + b"\0")
         builder.add_file(label, raw)
     builder.check_references()
-    empty = not (builder.rules or builder.streams or builder.scoring)
+    # A disabled scoring model changes no score: alone, it ran nothing either (a folder left
+    # with scoring.yaml and `enabled: false` passed as `0 rules, 0 streams OK`).
+    scoring = builder.scoring is not None and builder.scoring.enabled
+    empty = not (builder.rules or builder.streams or scoring)
     if empty and not builder.problems and not settings.rules.allow_empty:
-        builder.problems.append(Problem(_label(folder), 0, 0, _no_rules(files)))
+        disabled = builder.scoring is not None
+        builder.problems.append(Problem(_label(folder), 0, 0, _no_rules(files, disabled)))
     if builder.problems:
         order = {_label(path): index for index, path in enumerate(files)}
         ordered = sorted(
@@ -190,7 +194,7 @@ def check_rule_set(
     return rule_set, []
 
 
-def _no_rules(files: list[Path]) -> str:
+def _no_rules(files: list[Path], disabled_scoring: bool = False) -> str:
     found = (
         (
             f"its {len(files)} files define nothing"
@@ -200,6 +204,8 @@ def _no_rules(files: list[Path]) -> str:
         if files
         else "no rule file (*.yaml, *.yml) in it"
     )
+    if disabled_scoring:
+        found = "no rule or stream, and its scoring model is disabled (enabled: false)"
     return (
         f"no rules: {found}; running without rules would silently stop every assignment and "
         "email (set rules.allow_empty: true in config.yaml to run so)"
