@@ -483,3 +483,17 @@ def test_the_dashboard_served_alone_is_read_only(make_settings: Any) -> None:
         "dashboard.enabled is false: nothing to serve; set dashboard.enabled: true "
         "(LEADFLOW_DASHBOARD__ENABLED=true) and a user (docs/dashboard.md)"
     )
+
+
+def test_head_on_a_page_is_answered_as_get_without_a_body(ui: Browser) -> None:
+    """HEAD on a dashboard page (a monitor, ``curl -I``) was a 405 in the API's JSON: it is
+    now GET's status and headers without the body, signed in or not."""
+    assert ui.request("HEAD", "/ui/funnel", follow_redirects=False).status_code == 303
+    ui.login("vera")
+    for page in (*PAGES, "/ui/static/dashboard.css", "/ui/nowhere"):
+        got, head = ui.get(page), ui.request("HEAD", page)
+        assert (head.status_code, head.headers["content-type"], head.content) == (
+            got.status_code,
+            got.headers["content-type"],
+            b"",
+        ), page

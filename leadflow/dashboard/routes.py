@@ -103,13 +103,13 @@ def dashboard_routes(
     users = DashboardUsers(settings.users, runtime.config_file)
     access = Access(settings, key.encode(), users)
     pages = _Pages(runtime, holder, access, snapshots or funnel_snapshots(runtime))
-    router.add_api_route("/ui/", pages.home, methods=["GET"])
-    router.add_api_route("/ui/static/dashboard.css", _stylesheet, methods=["GET"])
-    router.add_api_route("/ui/static/icon.svg", _icon, methods=["GET"])
-    router.add_api_route("/ui/login", pages.login_form, methods=["GET"])
+    router.add_api_route("/ui/", pages.home, methods=_READ)
+    router.add_api_route("/ui/static/dashboard.css", _stylesheet, methods=_READ)
+    router.add_api_route("/ui/static/icon.svg", _icon, methods=_READ)
+    router.add_api_route("/ui/login", pages.login_form, methods=_READ)
     router.add_api_route("/ui/login", pages.login, methods=["POST"])
     router.add_api_route("/ui/logout", pages.logout, methods=["POST"])
-    router.add_api_route("/ui/funnel/charts/{name}.svg", pages.funnel_chart, methods=["GET"])
+    router.add_api_route("/ui/funnel/charts/{name}.svg", pages.funnel_chart, methods=_READ)
     for path, handler in (
         ("/ui/funnel", pages.funnel),
         ("/ui/rules", pages.rules),
@@ -118,13 +118,18 @@ def dashboard_routes(
         ("/ui/search", pages.search),
         ("/ui/leads/{external_id:path}", pages.lead),
     ):
-        router.add_api_route(path, handler, methods=["GET"])
+        router.add_api_route(path, handler, methods=_READ)
     router.add_api_route("/ui/outbox/{outbox_id}/retry", pages.retry, methods=["POST"])
     # Last: any other address under /ui/ is the dashboard's 404 page, not the API's JSON.
-    router.add_api_route("/ui/{rest:path}", pages.not_found, methods=["GET"])
+    router.add_api_route("/ui/{rest:path}", pages.not_found, methods=_READ)
     if too_large is not None:
         too_large.page = pages.body_too_large
     return router
+
+
+_READ = ["GET", "HEAD"]
+"""A page's methods: HEAD (a link checker, a monitor, ``curl -I``) is answered as GET is, the
+server leaving out the body; it was a 405 in the API's JSON."""
 
 
 class TooLargePages:
