@@ -211,15 +211,10 @@ def previous_quantiles(
         steps = (ranked.c.n - 1) * percent
         low = steps // 100 + 1
         fraction = cast(steps % 100, Float) / 100.0
-        columns.append(
-            func.sum(
-                case(
-                    (ranked.c.rn == low, ranked.c.v * (1.0 - fraction)),
-                    (ranked.c.rn == low + 1, ranked.c.v * fraction),
-                    else_=0.0,
-                )
-            ).label(f"q{percent}")
-        )
+        # percentile_cont's interpolation as PostgreSQL writes it: low + (high - low) x frac.
+        lower = func.max(case((ranked.c.rn == low, ranked.c.v)))
+        upper = func.coalesce(func.max(case((ranked.c.rn == low + 1, ranked.c.v))), lower)
+        columns.append((lower + func.max(fraction) * (upper - lower)).label(f"q{percent}"))
     columns += [func.sum(ranked.c[name]).label(name) for name in sums]
     return select(*columns).group_by(*(ranked.c[name] for name in groups))
 

@@ -164,3 +164,35 @@ def test_recorded_stages(engine: Engine) -> None:
     assert sorted(found) == sorted(
         ["lead", "mql", "sql", "opportunity", "customer", "webinar", "Engaging", "won", "lost"]
     )
+
+
+def test_a_percentile_between_two_equal_stays_is_that_stay_exactly(engine: Engine) -> None:
+    """Ten leads left ``lead`` in the period after 1 to 8, then 13 and 13 days: the p90 lies
+    0.1 of the way from the 9th stay (13) to the 10th (13), so it is 13. Added as 13 x 0.9 +
+    13 x 0.1 it was 13.000000000000002 (a report printed ``107.00000000000001``); it is now
+    interpolated as PostgreSQL's percentile_cont does, 13 + (13 - 13) x 0.1, on both stores."""
+    lead = {"score": 0, "created_at": OLD, "updated_at": OLD, "stage_entered_at": OLD}
+    stays = [1, 2, 3, 4, 5, 6, 7, 8, 13, 13]
+    left = T0 + DAY
+    with engine.begin() as connection:
+        connection.execute(
+            insert(LEADS),
+            [
+                {**lead, "id": n, "external_id": f"L{n}", "stage": "mql", "attributes": {}}
+                for n in range(1, 11)
+            ],
+        )
+        connection.execute(
+            insert(STAGE_CHANGES),
+            [
+                row
+                for n, stay in enumerate(stays, start=1)
+                for row in (
+                    _entry(n, left - stay * DAY, None, "lead"),
+                    _entry(n, left, "lead", "mql"),
+                )
+            ],
+        )
+    (left_, median, p90, *_rest) = _times(engine, Grouping.none)[("all", "lead")]
+    assert (left_, median, p90) == (10, 5.5, 13.0)
+    assert repr(p90) == "13.0"

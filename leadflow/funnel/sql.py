@@ -2,8 +2,8 @@
 
 SQLite has no percentile function, so :func:`quantiles` computes PostgreSQL's
 ``percentile_cont`` exactly from window functions: with ``n`` values in order and
-``h = (n - 1) * q / 100``, the result is ``v[floor(h) + 1] * (1 - frac(h)) + v[floor(h) + 2] *
-frac(h)`` (1-based), i.e. linear interpolation between the two nearest ranks. The median is the
+``h = (n - 1) * q / 100``, the result is ``v[floor(h) + 1] + (v[floor(h) + 2] - v[floor(h) + 1])
+* frac(h)`` (1-based), i.e. linear interpolation between the two nearest ranks. The median is the
 case ``q = 50``: the middle value, or the mean of the two middle values. ``floor`` and ``frac``
 come from integer division and remainder (no math functions needed on either store).
 """
@@ -196,15 +196,11 @@ def _percentiles(
     columns: list[Any] = [ranked.c[name] for name in groups]
     columns.append(func.max(ranked.c.n).label("size"))
     for percent, (low, fraction) in zip(percents, bounds, strict=True):
-        columns.append(
-            func.sum(
-                sql_case(
-                    (ranked.c.rn == low, ranked.c.v * (1.0 - fraction)),
-                    (ranked.c.rn == low + 1, ranked.c.v * fraction),
-                    else_=0.0,
-                )
-            ).label(f"q{percent}")
-        )
+        # PostgreSQL's own form, ``low + (high - low) x frac``: ``low x (1 - frac) + high x
+        # frac`` gave 107.00000000000001 for two stays of 107 days (0.9 and 0.1 of 107 added).
+        lower = func.max(sql_case((ranked.c.rn == low, ranked.c.v)))
+        upper = func.coalesce(func.max(sql_case((ranked.c.rn == low + 1, ranked.c.v))), lower)
+        columns.append((lower + func.max(fraction) * (upper - lower)).label(f"q{percent}"))
     columns += [func.max(ranked.c[name]).label(name) for name in sums]
     query = select(*columns).where(chosen)
     if groups:
