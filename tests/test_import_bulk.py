@@ -87,8 +87,8 @@ def test_rows_land_over_batches_and_a_bad_row_names_its_line_and_field(
     path = write(tmp_path, "contacts.csv", EXPORT)
     report = import_file(indexed, settings, "leads", path, clock=clock)
     assert [str(p) for p in report.problems] == [
-        f"{path}:5: last_activity_at: expected a date as ISO 8601 (2017-03-01, "
-        "2017-03-01T10:00:00+02:00) or %d-%m-%Y %H:%M, got '31-02-2026 08:00'"
+        f"{path}:5: Last Activity Date (last_activity_at): expected a date as ISO 8601 "
+        "(2017-03-01, 2017-03-01T10:00:00+02:00) or %d-%m-%Y %H:%M, got '31-02-2026 08:00'"
     ]
     assert report.summary == "inserted 4, updated 0, unchanged 0, rejected 1"
     assert rows(

@@ -126,8 +126,8 @@ def test_a_close_date_in_the_future_and_a_negative_amount_are_rejected(
     assert [str(p) for p in report.problems] == [
         f"{path}:2: closed_at: 2030-03-01T00:00:00+00:00 is in the future (the import runs at "
         "2026-03-02T09:00:00+00:00); a deal cannot have closed yet",
-        f"{path}:3: amount: -50 is negative; a deal's amount is 0 or more",
-        f"{path}:5: amount: -0.5 is negative; a deal's amount is 0 or more",
+        f"{path}:3: close_value (amount): -50 is negative; a deal's amount is 0 or more",
+        f"{path}:5: close_value (amount): -0.5 is negative; a deal's amount is 0 or more",
     ]
     assert rows(engine, "deals", "external_id", "amount", "closed_at") == [
         ("D3", 0.0, datetime(2026, 3, 2, 9, 4, tzinfo=UTC))
@@ -152,10 +152,10 @@ def test_an_amount_above_the_maximum_is_rejected(
     )
     report = import_file(engine, settings, "deals", path, clock=clock)
     assert [str(p) for p in report.problems] == [
-        f"{path}:2: amount: 1e+308 is more than 1,000,000,000,000,000 (1e15), the most a "
-        "deal's amount may be",
-        f"{path}:4: amount: 1000000000000001 is more than 1,000,000,000,000,000 (1e15), the "
-        "most a deal's amount may be",
+        f"{path}:2: close_value (amount): 1e+308 is more than 1,000,000,000,000,000 (1e15), "
+        "the most a deal's amount may be",
+        f"{path}:4: close_value (amount): 1000000000000001 is more than 1,000,000,000,000,000 "
+        "(1e15), the most a deal's amount may be",
     ]
     assert rows(engine, "deals", "external_id", "amount") == [("D2", 1e15)]
 

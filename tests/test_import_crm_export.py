@@ -227,9 +227,10 @@ class TestReferences:
         path = write(tmp_path, "pipeline.csv", text)
         report = import_file(engine, settings, "deals", path, clock=clock)
         assert [str(p) for p in report.problems] == [
-            f"{path}:2: owner: no rep with name 'Nobody Here'; import the reps first",
-            f"{path}:3: lead: no lead with external id 'Initech'; import the leads first",
-            f"{path}:4: stage: missing",
+            # The file's columns, the fields they fill in parentheses.
+            f"{path}:2: sales_agent (owner): no rep with name 'Nobody Here'; import the reps first",
+            f"{path}:3: account (lead): no lead with external id 'Initech'; import the leads first",
+            f"{path}:4: deal_stage (stage): missing",
         ]
 
     def test_a_deal_closed_before_its_engagement_is_rejected(
@@ -248,7 +249,7 @@ class TestReferences:
         report = import_file(engine, settings, "deals", path, clock=clock)
         assert [str(p) for p in report.problems] == [
             # the fixture's mapping reads dates in Europe/Berlin: midnight there, 22:00 UTC
-            f"{path}:2: closed_at: 2017-03-31T22:00:00+00:00 is before engaged_at "
+            f"{path}:2: close_date (closed_at): 2017-03-31T22:00:00+00:00 is before engaged_at "
             "2017-04-30T22:00:00+00:00; a deal cannot close before it was engaged",
         ]
         landed = [
@@ -337,16 +338,16 @@ class TestFormattedAmounts:
             landed[separator] = rows(engine, "deals", "external_id", "amount")
         assert problems == {
             ".": [
-                f"{path}:3: amount: expected a number, got '1.234,50 EUR'; the file writes ',' "
-                "as its decimal separator: set decimal_separator: ',' in this kind's import "
-                "mapping",
-                f"{path}:6: amount: expected a number, got '12 apples'",
+                f"{path}:3: Deal - Value (amount): expected a number, got '1.234,50 EUR'; the "
+                "file writes ',' as its decimal separator: set decimal_separator: ',' in this "
+                "kind's import mapping",
+                f"{path}:6: Deal - Value (amount): expected a number, got '12 apples'",
             ],
             ",": [
-                f"{path}:2: amount: expected a number, got '$1,234.50'; the file writes '.' as "
-                "its decimal separator: set decimal_separator: '.' in this kind's import "
-                "mapping",
-                f"{path}:6: amount: expected a number, got '12 apples'",
+                f"{path}:2: Deal - Value (amount): expected a number, got '$1,234.50'; the file "
+                "writes '.' as its decimal separator: set decimal_separator: '.' in this kind's "
+                "import mapping",
+                f"{path}:6: Deal - Value (amount): expected a number, got '12 apples'",
             ],
         }
         assert landed == {
@@ -406,7 +407,8 @@ class TestOwnersByNameOrEmail:
         )
         report = import_file(engine, settings, "leads", leads, clock=clock)
         assert [str(p) for p in report.problems] == [
-            f"{leads}:4: owner: no rep with name 'nobody@x.example'; import the reps first"
+            f"{leads}:4: Contact owner (owner): no rep with name 'nobody@x.example'; import "
+            "the reps first"
         ]
         ids = {
             external_id: rep_id for rep_id, external_id in rows(engine, "reps", "id", "external_id")

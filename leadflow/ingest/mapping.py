@@ -127,6 +127,14 @@ class ColumnPlan:
         """The top-level fields this file sets (``attributes`` for any attribute)."""
         return frozenset(t.group or t.field for t in self.targets)
 
+    def columns_named_otherwise(self) -> dict[str, str]:
+        """Top-level field -> the header's column filling it, where the two names differ."""
+        return {
+            t.field: self.header[t.index]
+            for t in self.targets
+            if t.group is None and t.index < len(self.header) and self.header[t.index] != t.field
+        }
+
     def only(self, fields: frozenset[str]) -> ColumnPlan:
         """This plan reading only ``fields`` (top-level ones) of a row: a row's id alone."""
         kept = tuple(t for t in self.targets if t.group is None and t.field in fields)

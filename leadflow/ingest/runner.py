@@ -90,6 +90,9 @@ class ImportReport:
     """Rejected rows whose problems are not in ``problems`` (beyond :data:`MAX_KEPT_PROBLEMS`)."""
     run_id: int | None = None
     """The run's row in ``import_runs`` once the file was accepted and the run started."""
+    columns: dict[str, str] = field(default_factory=dict)
+    """Field -> the file's column filling it, where a mapping (or a header written as people
+    write it) named it otherwise: a problem names the column the user can find in the file."""
 
     @property
     def summary(self) -> str:
@@ -122,9 +125,19 @@ class ImportReport:
         """One rejected row, with a message per bad field."""
         self.rejected += 1
         if len(self.problems) < MAX_KEPT_PROBLEMS:
-            self.problems += [Problem(self.file, line, 0, message) for message in messages]
+            self.problems += [
+                Problem(self.file, line, 0, self._in_file_terms(message)) for message in messages
+            ]
         else:
             self.unlisted += 1
+
+
+    def _in_file_terms(self, message: str) -> str:
+        """``field: reason`` as ``column (field): reason`` when the file's column is named
+        otherwise (``closed_at`` read from ``close_date`` was not found in the file)."""
+        name, colon, reason = message.partition(": ")
+        column = self.columns.get(name) if colon else None
+        return message if column is None else f"{column} ({name}): {reason}"
 
 
 def import_file(
@@ -198,6 +211,7 @@ def _import(
             late = {key: why for key, why in unknown.items() if source.key_lines[key] > first}
             source.refuse_keys(late)
         plan = compile_plan(kind, source.header, settings, str(path))
+        report.columns = plan.columns_named_otherwise()
         report.notes += source.notes
         if kind == "leads" and leads_plan is not None:
             plan, note = leads_plan(plan)
