@@ -576,6 +576,25 @@ class TestUpserts:
             ("L2", "bob@beta.test", 0, "nurture", None, {"employees": 250}),
         ]
 
+    def test_an_id_posted_twice_in_one_body_counts_as_superseded(
+        self, api: Api, engine: Engine
+    ) -> None:
+        """The later record wins, as in a file; the answer said ``received 2, inserted 1``
+        without saying what became of the other. It now counts it, as the file's summary."""
+        body = [
+            {"external_id": "L1", "email": "old@acme.test"},
+            {"external_id": "L1", "email": "new@acme.test"},
+        ]
+        assert api.post("/v1/leads", body).json() == {
+            "kind": "leads",
+            "received": 2,
+            "inserted": 1,
+            "updated": 0,
+            "unchanged": 0,
+            "superseded": 1,
+        }
+        assert [(row[0], row[1]) for row in lead_rows(engine)] == [("L1", "new@acme.test")]
+
     def test_activities_are_idempotent_by_event_id(self, api: Api, engine: Engine) -> None:
         api.post("/v1/reps", REPS_BODY)
         api.post("/v1/leads", {"external_id": "L1", "email": "ann@acme.test"})

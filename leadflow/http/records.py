@@ -47,6 +47,8 @@ class UpsertResult:
     warnings: tuple[dict[str, str], ...] = ()
     """Fields taken as not posted, each ``{"field", "msg"}`` (a lead's ``score`` while the
     scoring model is enabled)."""
+    superseded: int = 0
+    """Records not written because a later one of the body has their external id."""
 
     def as_json(self) -> dict[str, Any]:
         c = self.counts
@@ -57,6 +59,8 @@ class UpsertResult:
             "updated": c.updated,
             "unchanged": c.unchanged,
         }
+        if self.superseded:  # as a file's summary says it: only when some were
+            found["superseded"] = self.superseded
         if self.warnings:
             found["warnings"] = list(self.warnings)
         return found
@@ -118,6 +122,7 @@ def _write_all(
 ) -> UpsertResult:
     mapping = settings.imports.mappings.get(kind, ImportMapping())
     counts = Counts()
+    superseded = 0
     with transaction(engine) as session:
         connection = session.connection()
         reps = RepDirectory.load(connection, mapping.rep_reference)
@@ -131,7 +136,8 @@ def _write_all(
         if not errors:
             # A key posted twice: the later record wins and the earlier is not written, as in
             # a file (docs/import.md).
-            latest, _superseded = latest_per_key(prepared)
+            latest, replaced = latest_per_key(prepared)
+            superseded = len(replaced)
             counts.add(_write(connection, table_writer, writer, latest, locate))
         extra, rejected = writer.finish(connection) if not errors else (Counts(), [])
         errors += locate.rejected(rejected, plan)
@@ -139,7 +145,7 @@ def _write_all(
             raise RecordsRejectedError(errors)
         counts.add(extra)
     keys = tuple(dict.fromkeys(key for _index, key, _record in records))
-    return UpsertResult(kind, len(items), counts, keys)
+    return UpsertResult(kind, len(items), counts, keys, superseded=superseded)
 
 
 def _read(

@@ -131,7 +131,6 @@ class ImportReport:
         else:
             self.unlisted += 1
 
-
     def _in_file_terms(self, message: str) -> str:
         """``field: reason`` as ``column (field): reason`` when the file's column is named
         otherwise (``closed_at`` read from ``close_date`` was not found in the file)."""
