@@ -109,6 +109,16 @@ class PathSettings(Section):
     templates: Path = Path("templates")
     state: Path = Path("state")
 
+    @field_validator("rules", "templates", "state", mode="before")
+    @classmethod
+    def _named(cls, value: object) -> object:
+        # An empty value (`LEADFLOW_PATHS__RULES=` left blank) became Path("."): the rules were
+        # looked for in the working folder, and its every YAML file reported as a broken rule.
+        if isinstance(value, str) and not value.strip():
+            msg = "is empty; give a folder (relative to the working folder, or absolute)"
+            raise ValueError(msg)
+        return value
+
 
 class SmtpSettings(Section):
     host: str = "localhost"

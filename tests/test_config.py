@@ -124,6 +124,16 @@ class TestValidation:
             load_settings(write(tmp_path, ""), env=env)
         assert str(caught.value).splitlines() == [message]
 
+    def test_an_empty_folder_path_is_one_line(self, tmp_path: Path) -> None:
+        """``LEADFLOW_PATHS__RULES=`` left blank read the rules from the working folder (its
+        every YAML file a broken rule, 37 problems in the repository's root)."""
+        with pytest.raises(ConfigError) as caught:
+            load_settings(write(tmp_path, ""), env={"LEADFLOW_PATHS__RULES": ""})
+        assert str(caught.value).splitlines() == [
+            "environment LEADFLOW_PATHS__RULES: paths.rules: is empty; give a folder "
+            "(relative to the working folder, or absolute)"
+        ]
+
     def test_a_repeated_section_or_key_is_refused(self, tmp_path: Path) -> None:
         """A second `database:` appended to the file replaced the first whole: its url went
         back to the default without a word, while `leadflow config` still named the first

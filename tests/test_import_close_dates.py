@@ -109,7 +109,9 @@ def test_a_close_date_in_the_future_and_a_negative_amount_are_rejected(
 ) -> None:
     """A ``Won`` deal closing in 2030 and one worth -50 landed: counted won before they were,
     lowering the won amount. They are refused naming line and field as a lead's or an
-    activity's future time is; a CRM's clock up to 5 minutes ahead is not an error."""
+    activity's future time is, and so is an engage date in the future (an open deal engaged
+    in 2099 landed, its age in stage negative); a CRM's clock up to 5 minutes ahead is not an
+    error."""
     settings = make_settings(import__mappings={"deals": {"columns": {"close_value": "amount"}}})
     clock = SettableClock(T0)
     import_rep_and_lead(engine, settings, tmp_path, clock)
@@ -120,7 +122,8 @@ def test_a_close_date_in_the_future_and_a_negative_amount_are_rejected(
         "D1,L1,Won,2026-01-01,2030-03-01,100\n"
         "D2,L1,Won,2026-01-01,2026-02-01,-50\n"
         "D3,L1,Won,2026-01-01,2026-03-02T09:04:00Z,0\n"
-        "D4,L1,Engaging,2026-01-01,,-0.5\n",
+        "D4,L1,Engaging,2026-01-01,,-0.5\n"
+        "D5,L1,Engaging,2099-01-01,,10\n",
     )
     report = import_file(engine, settings, "deals", path, clock=clock)
     assert [str(p) for p in report.problems] == [
@@ -128,6 +131,8 @@ def test_a_close_date_in_the_future_and_a_negative_amount_are_rejected(
         "2026-03-02T09:00:00+00:00); a deal cannot have closed yet",
         f"{path}:3: close_value (amount): -50 is negative; a deal's amount is 0 or more",
         f"{path}:5: close_value (amount): -0.5 is negative; a deal's amount is 0 or more",
+        f"{path}:6: engaged_at: 2099-01-01T00:00:00+00:00 is in the future (the import runs at "
+        "2026-03-02T09:00:00+00:00); a deal cannot have been engaged yet",
     ]
     assert rows(engine, "deals", "external_id", "amount", "closed_at") == [
         ("D3", 0.0, datetime(2026, 3, 2, 9, 4, tzinfo=UTC))

@@ -350,9 +350,9 @@ class TestJsonLines:
         report = import_file(engine, settings, "leads", path, clock=clock)
         assert report.summary == "inserted 5, updated 0, unchanged 0, rejected 3"
         assert [str(p) for p in report.problems] == [
-            f"{path}:5: key 'attributes': not a field of leads; write each attribute as a key "
-            'of its own, named as declared under attributes.leads ("industry": ...), not '
-            "inside an object",
+            f"{path}:5: key 'attributes': not a field of leads: write each attribute as a key "
+            '(or column) of its own, named as declared under attributes.leads ("industry" or '
+            '"attributes.industry"), not inside an object',
             f"{path}:6: key 'nmae': not a field of leads; did you mean 'name'? (map it under "
             "import.mappings.leads.columns, declare it under attributes.leads, or map it to "
             "skip)",

@@ -110,6 +110,23 @@ def test_a_header_matching_nothing_is_still_refused(
     )
 
 
+def test_attributes_nested_in_a_jsonl_object_are_told_how_to_write_them(
+    engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+) -> None:
+    """``{"attributes": {...}}`` on a file's first line was refused with the advice to declare
+    an attribute named ``attributes``; a later line got the right advice (test_import_files).
+    The first line says how to write them too."""
+    settings = make_settings(attributes={"leads": {"region": "string"}})
+    path = write(tmp_path, "l.jsonl", '{"external_id": "J1", "attributes": {"region": "EU"}}\n')
+    with pytest.raises(UserInputError) as caught:
+        import_file(engine, settings, "leads", path, clock=clock)
+    assert str(caught.value) == (
+        f"{path}:1: unknown column 'attributes': write each attribute as a key (or column) of "
+        'its own, named as declared under attributes.leads ("region" or "attributes.region"), '
+        "not inside an object"
+    )
+
+
 def test_a_header_naming_its_target_needs_no_mapping(
     engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
 ) -> None:

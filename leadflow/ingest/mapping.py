@@ -379,15 +379,8 @@ def unknown_keys(kind: ImportKind, keys: Sequence[str], settings: Settings) -> d
     for key in keys:
         if key in mapping.columns or _named_field(kind, key, declared) is not None:
             continue
-        if key == GROUPS.get(kind):
-            example = next(iter(declared), "industry")
-            found[key] = (
-                f"not a field of {kind}; write each attribute as a key of its own, named as "
-                f'declared under attributes.{kind} ("{example}": ...), not inside an object'
-            )
-        else:
-            reason = _unknown_column(kind, key, mapping, declared)
-            found[key] = "not a field of " + kind + reason.removeprefix(f"unknown column {key!r}")
+        reason = _unknown_column(kind, key, mapping, declared)
+        found[key] = "not a field of " + kind + reason.removeprefix(f"unknown column {key!r}")
     return found
 
 
@@ -466,6 +459,15 @@ def _unstorable_renames(kind: ImportKind, mapping: ImportMapping) -> list[str]:
 def _unknown_column(
     kind: ImportKind, column: str, mapping: ImportMapping, declared: Mapping[str, AttributeType]
 ) -> str:
+    if column == GROUPS.get(kind):
+        # A JSONL object nesting the attributes ({"attributes": {"region": ...}}): the first
+        # line's key was refused with the generic advice to declare 'attributes' itself.
+        example = next(iter(declared), "industry")
+        return (
+            f"unknown column {column!r}: write each attribute as a key (or column) of its own, "
+            f'named as declared under attributes.{kind} ("{example}" or "attributes.{example}"), '
+            "not inside an object"
+        )
     group, dot, name = column.partition(".")
     if dot and name and group == GROUPS.get(kind):
         # The column already names an attribute: only declaring it (by the bare name) is left.
