@@ -7,6 +7,7 @@ from __future__ import annotations
 import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,13 @@ EXPECTED = [
     ("L3", "Third", "lead"),
     ("L4", "Fourth", "lead"),
 ]
+EXPECTED_ENTRIES = [
+    ("L2", None, "lead"),
+    ("L3", None, "lead"),
+    ("L4", None, "lead"),
+    ("L1", None, "subscriber"),
+]
+"""One first stage a lead: L1's first row, superseded, made none."""
 
 
 @pytest.fixture
@@ -89,15 +97,10 @@ class TestAcrossBatches:
             "(line 2 is not imported)"
         ]
         assert rows(engine, "leads", "external_id", "name", "stage") == EXPECTED
-        assert lead_entries(engine) == [
-            ("L2", None, "lead"),
-            ("L3", None, "lead"),
-            ("L4", None, "lead"),
-            ("L1", None, "subscriber"),
-        ]
+        assert lead_entries(engine) == EXPECTED_ENTRIES
         again = import_file(engine, settings, "leads", path, clock=clock)
         assert again.summary == "inserted 0, updated 0, unchanged 4, rejected 0, superseded 1"
-        assert len(lead_entries(engine)) == 4
+        assert lead_entries(engine) == EXPECTED_ENTRIES
         assert runs(engine) == [("done", 4, 0, 0, 0, 1), ("done", 0, 0, 4, 0, 1)]
 
     def test_a_later_row_that_is_rejected_supersedes_nothing(
@@ -165,7 +168,7 @@ class TestAcrossBatches:
         report = import_file(engine, settings, "leads", path, strict=True, clock=clock)
         assert report.summary == "inserted 4, updated 0, unchanged 0, rejected 0, superseded 1"
         assert rows(engine, "leads", "external_id", "name", "stage") == EXPECTED
-        assert len(lead_entries(engine)) == 4
+        assert lead_entries(engine) == EXPECTED_ENTRIES
 
     def test_a_file_read_by_a_reading_process(
         self,
@@ -184,7 +187,7 @@ class TestAcrossBatches:
             (6, "external_id: 'L1' is also on line 2; the later row wins (line 2 is not imported)")
         ]
         assert rows(engine, "leads", "external_id", "name", "stage") == EXPECTED
-        assert len(lead_entries(engine)) == 4
+        assert lead_entries(engine) == EXPECTED_ENTRIES
         assert runs(engine) == [("done", 4, 0, 0, 0, 1)]
 
     def test_deals_and_activities(
@@ -225,7 +228,13 @@ class TestAcrossBatches:
         assert [(note.line, note.message) for note in report.notes] == [
             (5, "the same activity as line 2: imported once")
         ]
-        assert len(rows(engine, "activities", "id")) == 3
+        lead_ids = dict(rows(engine, "leads", "id", "external_id"))
+        stored = rows(engine, "activities", "type", "lead_id", "occurred_at")
+        assert sorted((kind, lead_ids[lead], at) for kind, lead, at in stored) == [
+            ("call", "L1", datetime(2026, 2, 1, 10, tzinfo=UTC)),
+            ("call", "L2", datetime(2026, 2, 1, 10, tzinfo=UTC)),
+            ("email", "L2", datetime(2026, 2, 2, 10, tzinfo=UTC)),
+        ]
 
     def test_activities_with_and_without_their_ids(
         self, engine: Engine, settings: Any, tmp_path: Path, clock: SettableClock
