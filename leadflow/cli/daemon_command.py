@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from dataclasses import dataclass, field
 from types import FrameType
 
 import typer
@@ -71,35 +72,41 @@ def _stopping_signals() -> list[signal.Signals]:
     return stopping
 
 
-_STOPPING: list[bool] = []
-"""Not empty once the event loop took the signals over: when it gives them back, the daemon is
-stopping (or crashed), and a signal is a repeat of the stop."""
+@dataclass
+class _SignalState:
+    """What the command's own handler knows: whether the event loop took the signals over
+    (when it gives them back, the daemon is stopping, or crashed, and a signal repeats the
+    stop), and the repeats' names, logged once the command is done: a log line written from
+    the handler could interrupt the same stream's write."""
 
-_REPEATS: list[str] = []
-"""The repeated signals' names, logged once the command is done: a log line written from the
-handler could interrupt the same stream's write."""
+    taken_by_the_loop: bool = False
+    repeats: list[str] = field(default_factory=list)
+
+
+_SIGNALS = _SignalState()
 
 
 def _signals_taken() -> None:
-    _STOPPING.append(True)
+    _SIGNALS.taken_by_the_loop = True
 
 
 def _log_repeats() -> None:
     import structlog
 
     log = structlog.get_logger("leadflow.service")
-    while _REPEATS:
-        log.info("daemon_stop_already_requested", reason=_REPEATS.pop(0))
+    for name in _SIGNALS.repeats:
+        log.info("daemon_stop_already_requested", reason=name)
+    _SIGNALS.repeats.clear()
 
 
 def _stop_start_up(signum: int, _frame: FrameType | None) -> None:
-    if _STOPPING:
+    if _SIGNALS.taken_by_the_loop:
         # Given back by the loop, which stopped: a second SIGTERM while the daemon closed its
         # store and threads met the default action (exit 143).
-        _REPEATS.append(signal.Signals(signum).name)
+        _SIGNALS.repeats.append(signal.Signals(signum).name)
         return
     # A second signal while this one is logged is the same request: it must not interrupt it.
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in _stopping_signals():
         signal.signal(sig, signal.SIG_IGN)
     try:
         import structlog
