@@ -208,3 +208,31 @@ def test_repeated_sigterm_while_stopping_logs_and_exits_0(
     assert repeats
     assert {e["reason"] for e in repeats} == {"SIGTERM"}
     assert "Traceback" not in log
+
+
+def test_a_stop_before_the_settings_are_read_logs_json_off_a_terminal() -> None:
+    """A SIGTERM in the command's first tenth of a second, before the settings configure the
+    log: the handler's two lines were structlog's console format (``[info     ] daemon_stopping``),
+    which a log collector cannot parse; they are JSON like every other line off a terminal."""
+    import json
+    import subprocess
+
+    code = (
+        "import signal\n"
+        "from leadflow.cli.daemon_command import _stop_start_up\n"
+        "_stop_start_up(signal.SIGTERM, None)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("LEADFLOW_")},
+    )
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stderr.splitlines()]
+    assert [(e["event"], e.get("reason"), e["during"]) for e in events] == [
+        ("daemon_stopping", "SIGTERM", "start-up"),
+        ("daemon_stopped", None, "start-up"),
+    ]

@@ -111,6 +111,12 @@ def _stop_start_up(signum: int, _frame: FrameType | None) -> None:
     try:
         import structlog
 
+        if not structlog.is_configured():
+            # Before the settings are read (their first tenth of a second) the line came out in
+            # structlog's coloured console format, which a log collector cannot parse.
+            from leadflow.logs import configure_logging
+
+            configure_logging(fmt=os.environ.get("LEADFLOW_LOG__FORMAT", "auto"))
         log = structlog.get_logger("leadflow.service")
         log.info("daemon_stopping", reason=signal.Signals(signum).name, during="start-up")
         log.info("daemon_stopped", during="start-up")
