@@ -57,6 +57,23 @@ class TestAuditCommand:
         }
         assert {row["at"] for row in rows} == {"2026-03-02T09:00:00+00:00"}
 
+    def test_json_is_one_array_of_the_jsonl_objects(
+        self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """``--format json``, as ``status`` and ``outbox`` take it, was refused ("'json' is not
+        one of 'table', 'jsonl'"); it is one JSON array holding what jsonl prints line by line."""
+        lines = audited(engine, store_url, tmp_path, capsys, "--lead", "L1")
+        args = ["-c", config(tmp_path, store_url)]
+        assert main([*args, "audit", "--lead", "L1", "--format", "json"]) == 0
+        document = json.loads(capsys.readouterr().out)
+        assert document == lines
+        assert [row["action"] for row in document] == [
+            "stage_changed",
+            "assigned",
+            "email_queued",
+            "sla_started",
+        ]
+
     def test_jsonl_writes_utf8_as_is(
         self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:

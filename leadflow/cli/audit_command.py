@@ -23,7 +23,10 @@ def show_audit(
         str | None, typer.Option("--since", help="Only actions at or after this ISO time.")
     ] = None,
     output: Annotated[
-        Literal["table", "jsonl"], typer.Option("--format", help="table or jsonl.")
+        Literal["table", "jsonl", "json"],
+        typer.Option(
+            "--format", help="table, jsonl (one object per line) or json (one array of them)."
+        ),
     ] = "table",
     limit: Annotated[
         int, typer.Option("--limit", min=1, help="At most this many rows (newest).")
@@ -63,27 +66,14 @@ def show_audit(
         )
     # A queued email's row also says what became of it: the outbox's status now.
     statuses = email_statuses(context.existing_engine, filter(None, map(_outbox_id, rows)))
-    if output == "jsonl":
-        for row in rows:
-            print(
-                json.dumps(
-                    {
-                        "at": row.at.isoformat(),
-                        "rule_id": row.rule_id,
-                        "rule_version": row.rule_version,
-                        "source": row.source,
-                        "lead": row.lead,
-                        "deal": row.deal,
-                        "action": row.action,
-                        "params": row.params,
-                        "evidence": row.evidence,
-                        **_email_status(row, statuses),
-                    },
-                    default=json_default,
-                    # UTF-8 as it is ("Zürich"), as every other JSON output of the CLI
-                    ensure_ascii=False,
-                )
-            )
+    if output != "table":
+        documents = [_document(row, statuses) for row in rows]
+        # UTF-8 as it is ("Zürich"), as every other JSON output of the CLI. ``json`` is for
+        # the reader who typed it as for ``status``/``outbox`` (it was refused): one array.
+        if output == "json":
+            print(json.dumps(documents, default=json_default, ensure_ascii=False, indent=2))
+        for document in documents if output == "jsonl" else ():
+            print(json.dumps(document, default=json_default, ensure_ascii=False))
         return
     table = Table(
         "at (UTC)", "rule", "version", "lead/deal", "action", "parameters", "because", box=None
@@ -102,6 +92,21 @@ def show_audit(
     data_console(min_width=160).print(table)
     if not rows:
         data_console(stderr=True).print("no audit rows match")
+
+
+def _document(row: Any, statuses: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "at": row.at.isoformat(),
+        "rule_id": row.rule_id,
+        "rule_version": row.rule_version,
+        "source": row.source,
+        "lead": row.lead,
+        "deal": row.deal,
+        "action": row.action,
+        "params": row.params,
+        "evidence": row.evidence,
+        **_email_status(row, statuses),
+    }
 
 
 def _lead_exists(engine: Any, external_id: str) -> bool:
