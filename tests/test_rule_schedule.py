@@ -295,3 +295,21 @@ def test_status_shows_when_a_new_cron_rule_first_runs(
         "2026-03-09",
         "08:00",
     ]
+
+
+def test_a_schedule_kept_with_its_run_reads_back_the_same() -> None:
+    """``rule_runs.schedule``: what ``status`` reads to tell a kept rule's next run."""
+    weekday_nine = Schedule.crontab("0 9 * * 1-5", "Europe/Berlin")
+    ninety_minutes = Schedule.interval(timedelta(minutes=90))
+    assert weekday_nine.to_record() == '{"cron": "0 9 * * 1-5", "timezone": "Europe/Berlin"}'
+    assert ninety_minutes.to_record() == '{"every_seconds": 5400.0}'
+    assert Schedule.from_record(weekday_nine.to_record()) == weekday_nine
+    assert Schedule.from_record(ninety_minutes.to_record()) == ninety_minutes
+    for unreadable in (
+        "",
+        "[]",
+        '{"cron": "0 9 * *", "timezone": "UTC"}',
+        '{"cron": "0 9 * * *", "timezone": "Mars/Olympus"}',
+        '{"every_seconds": "soon"}',
+    ):
+        assert Schedule.from_record(unreadable) is None, unreadable

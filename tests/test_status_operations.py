@@ -8,11 +8,13 @@ from datetime import timedelta
 from pathlib import Path
 
 from rich.console import Console
+from sqlalchemy import update
 
 from leadflow.cli.status_command import render_operations, render_rules, rules_view
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.tick import run_due_rules
 from leadflow.store.status import RuleRunStatus, collect_status
+from leadflow.store.tables import RULE_RUNS
 from tests.test_funnel_scenario import T0, runtime, seed  # noqa: F401 (the runtime fixture)
 
 
@@ -22,15 +24,16 @@ def test_queue_outbox_slas_and_rule_runs(runtime: Runtime) -> None:  # noqa: F81
     rule_set = runtime.load_rules()
     run_due_rules(runtime, rule_set, T0)
     status = collect_status(runtime.engine)
+    v = rule_set.version
     assert status.mql_queue == [("L4", T0)]
     assert status.mql_queue_total == 1
     assert status.outbox_by_status == {"pending": 2}
     assert status.oldest_pending_at == T0
     assert status.slas_by_status == {"running": 2}
     assert status.rule_runs == [
-        RuleRunStatus("mql-assignment", rule_set.version, T0, "ok", 3, None, None, T0),
-        RuleRunStatus("nurture-new-leads", rule_set.version, T0, "ok", 1, None, None, T0),
-        RuleRunStatus("recycle-idle-deals", rule_set.version, T0, "ok", 0, None, None, T0),
+        RuleRunStatus("mql-assignment", v, T0, "ok", 3, None, None, T0, every(300)),
+        RuleRunStatus("nurture-new-leads", v, T0, "ok", 1, None, None, T0, every(900)),
+        RuleRunStatus("recycle-idle-deals", v, T0, "ok", 0, None, None, T0, every(3600)),
     ]
     console = Console(width=200, record=True)
     render_operations(status, console)
@@ -43,7 +46,6 @@ def test_queue_outbox_slas_and_rule_runs(runtime: Runtime) -> None:  # noqa: F81
         f"rules folder: 3 enabled rule(s), version {rule_set.version}",
         f"last evaluated: version {rule_set.version} at 2026-03-02 09:00 UTC",
     ]
-    v = rule_set.version
     assert [line.split() for line in lines[5:9]] == [
         HEADER,
         ["mql-assignment", "every", "5m", *AT_T0, "2026-03-02", "09:05", "ok", "3", v],
@@ -53,6 +55,13 @@ def test_queue_outbox_slas_and_rule_runs(runtime: Runtime) -> None:  # noqa: F81
 
 
 AT_T0 = ["2026-03-02", "09:00"]
+
+
+def every(seconds: int) -> str:
+    """An interval schedule as ``rule_runs.schedule`` keeps it."""
+    return f'{{"every_seconds": {float(seconds)}}}'
+
+
 HEADER = [
     "rule",
     "schedule",
@@ -129,8 +138,40 @@ def test_refused_folder_shows_the_rules_still_running(
     assert lines[2] == (
         f"last evaluated: version {rule_set.version} at 2026-03-02 09:00 UTC (the rules still running)"
     )
-    # Each rule that ran: not "(not enabled in the folder)", which the refusal does not say.
-    first = lines[4].split(maxsplit=1)
-    assert first[0] == "mql-assignment"
-    assert first[1].startswith("(unknown: the folder is refused)  ")
+    # Each rule that ran: not "(not enabled in the folder)", which the refusal does not say,
+    # nor "-" for its next run: the schedule it last ran on is kept with its run.
+    v = rule_set.version
+    assert [line.split() for line in lines[4:7]] == [
+        ["mql-assignment", "every", "5m", *AS_RUN, *AT_T0, "2026-03-02", "09:05", "ok", "3", v],
+        ["nurture-new-leads", "every", "15m", *AS_RUN, *AT_T0, "2026-03-02", "09:15", "ok", "1", v],
+        ["recycle-idle-deals", "every", "1h", *AS_RUN, *AT_T0, "2026-03-02", "10:00", "ok", "0", v],
+    ]
     assert "not enabled" not in console.export_text()
+
+
+AS_RUN = ["(as", "it", "last", "ran)"]
+
+
+def test_a_refused_folder_and_a_rule_run_before_schedules_were_kept(
+    runtime: Runtime,  # noqa: F811 (fixture)
+    tmp_path: Path,
+) -> None:
+    """A run recorded before ``rule_runs.schedule`` existed (or a row whose schedule does not
+    read) says it does not know, and no next run, rather than guessing."""
+    seed(runtime.engine)
+    run_due_rules(runtime, runtime.load_rules(), T0, only=["mql-assignment"])
+    with runtime.engine.begin() as connection:
+        connection.execute(update(RULE_RUNS).values(schedule=None))
+    broken = tmp_path / "rules"
+    shutil.copytree(runtime.settings.path(runtime.settings.paths.rules), broken)
+    (broken / "mql.yaml").write_text("rules: [", encoding="utf-8")
+    later = replace(
+        runtime,
+        settings=runtime.settings.model_copy(
+            update={"paths": runtime.settings.paths.model_copy(update={"rules": broken})}
+        ),
+    )
+    view = rules_view(later, collect_status(runtime.engine))
+    assert [(line.rule_id, line.schedule, line.next_run) for line in view.lines] == [
+        ("mql-assignment", "(unknown: the folder is refused)", None)
+    ]

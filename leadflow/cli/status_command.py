@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from leadflow.engine.runtime import Runtime
     from leadflow.rule_language.model import RuleSet
+    from leadflow.rule_language.schedule import Schedule
     from leadflow.store.status import FailingNurtureStep, RuleRunStatus, StoreStatus
 
 
@@ -76,10 +77,16 @@ class RulesView:
     """(stream, step counted from 1) -> the step's template, in the folder's streams."""
 
 
+def _kept_schedule(run: RuleRunStatus | None) -> Schedule | None:
+    from leadflow.rule_language.schedule import Schedule
+
+    if run is None or run.schedule is None:
+        return None
+    return Schedule.from_record(run.schedule)
+
+
 def rules_view(runtime: Runtime, status: StoreStatus) -> RulesView:
     """Each rule's schedule, last run and next run, as the daemon sees them."""
-    from leadflow.engine.rule_runs import next_run_at
-
     rule_set: RuleSet | None = None
     problems: list[str] = []
     try:
@@ -101,12 +108,22 @@ def rules_view(runtime: Runtime, status: StoreStatus) -> RulesView:
         # a failed run from the last successful start (it is due again).
         seen = run.first_seen_at if run else None
         anchor = run.last_started_at if run else None
-        next_run = next_run_at(rule, anchor, now, seen) if rule else None
+        # While the folder is refused a daemon keeps running its last good rules: their
+        # schedules, kept with their runs, still say when each runs next.
+        kept = _kept_schedule(run) if problems and rule is None else None
+        schedule = rule.schedule if rule else kept
+        next_run = schedule.upcoming(anchor, seen or now) if schedule else None
         ran = run if run and last else None  # a row may only hold a first sighting
+        if rule:
+            described = rule.schedule.describe()
+        elif kept:
+            described = f"{kept.describe()} (as it last ran)"
+        else:
+            described = absent
         lines.append(
             RuleLine(
                 rule_id=rule_id,
-                schedule=rule.schedule.describe() if rule else absent,
+                schedule=described,
                 last_run=last,
                 next_run=next_run,
                 due_now=next_run is not None and next_run <= now,

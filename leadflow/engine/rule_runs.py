@@ -74,6 +74,7 @@ def remember_first_seen(
                             "last_status": "never",
                             "matched": 0,
                             "first_seen_at": now,
+                            "schedule": rule.schedule.to_record(),
                         }
                         for rule in new
                     ]
@@ -156,6 +157,7 @@ def record_run(
         if not error:
             run.unfinished_at = run.unfinished_through = None
         run.rule_version = rule_set.version
+        run.schedule = rule.schedule.to_record()
         if not error:
             run.last_started_at = now
         run.last_finished_at = now

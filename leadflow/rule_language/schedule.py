@@ -15,6 +15,7 @@ set for weekdays at 09:00 does not go out when it is deployed at 15:00.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -93,6 +94,26 @@ class Schedule:
         if last_started is None and first_seen is None:
             return True
         return self.upcoming(last_started, first_seen or now) <= now
+
+    def to_record(self) -> str:
+        """The schedule as ``rule_runs.schedule`` keeps it, for ``status`` to tell the next run
+        of a rule a daemon keeps running while the folder it was read from is refused."""
+        if self.cron is None:
+            assert self.every is not None
+            return json.dumps({"every_seconds": self.every.total_seconds()})
+        return json.dumps({"cron": self.cron, "timezone": self.timezone})
+
+    @classmethod
+    def from_record(cls, record: str) -> Schedule | None:
+        """What :meth:`to_record` wrote; None for what it did not (a hand-edited row)."""
+        try:
+            fields = json.loads(record)
+            if "every_seconds" in fields:
+                return cls.interval(timedelta(seconds=float(fields["every_seconds"])))
+            ZoneInfo(fields["timezone"])
+            return cls.crontab(str(fields["cron"]), str(fields["timezone"]))
+        except (ValueError, TypeError, KeyError, CronExpressionError):
+            return None
 
     def describe(self) -> str:
         if self.cron is None:

@@ -12,7 +12,7 @@ folds a rule's owner change into the entry the same firing made (data only), ``0
 ``0015`` the failing-step columns of ``nurture_enrollments``, ``0016`` scores in 64 bits on
 PostgreSQL, ``0017`` ``scoring_runs.last_activity_id``, ``0019`` ``scoring_runs.pass_activity_id``
 and the trigger that lowers both on SQLite (:mod:`leadflow.store.activity_ids`), ``0020``
-``import_runs.superseded``. A test compares the schema at the head
+``import_runs.superseded``, ``0021`` ``rule_runs.schedule``. A test compares the schema at the head
 migration with this metadata so they cannot drift.
 """
 
@@ -382,6 +382,8 @@ class RuleRun(SQLModel, table=True):
     """The instant of a run that failed or was stopped after committing some batches."""
     unfinished_through: int | None = None
     """The last subject id that unfinished run went through (its batches go in id order)."""
+    schedule: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    """The schedule it last ran or was first seen on (:meth:`Schedule.to_record`)."""
 
 
 class AssignmentRotation(SQLModel, table=True):

@@ -73,6 +73,8 @@ class RuleRunStatus:
     last_finished_at: datetime | None = None
     """The evaluation instant of the last recorded run, failed or not; ``last_started_at`` is
     that of the last successful one, which the schedule counts from."""
+    schedule: str | None = None
+    """The schedule it last ran or was first seen on, as ``rule_runs`` keeps it."""
 
     @property
     def last_run_at(self) -> datetime | None:
@@ -278,6 +280,7 @@ def _rule_runs(connection: Connection) -> list[RuleRunStatus]:
             row.last_error,
             row.first_seen_at,
             row.last_finished_at,
+            row.schedule,
         )
         for row in connection.execute(select(runs).order_by(runs.c.rule_id))
     ]
