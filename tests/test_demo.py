@@ -292,3 +292,22 @@ def test_mail_still_pending_at_the_end_is_named() -> None:
         "; 1 email is still pending in the outbox, due from 2026-03-05 09:00 UTC, after the "
         "demo's last step (leadflow outbox lists it)"
     )
+
+
+def test_outside_the_leadflow_folder_the_demo_says_where_its_rules_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Run in an empty folder, the demo announced its sample funnel, made ``state/demo`` and
+    only then failed with ``rules folder not found``; now it fails first, in one line that
+    says where the rules it runs live, and makes nothing."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LEADFLOW_PATHS__RULES", raising=False)
+    assert main(["demo", "--days", "1"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        f"error: {tmp_path / 'rules'}: rules folder not found; the demo runs the rules and"
+        " templates shipped in the leadflow folder: run it there, or point paths.rules and"
+        " paths.templates (LEADFLOW_PATHS__RULES, LEADFLOW_PATHS__TEMPLATES) at them\n"
+    )
+    assert list(tmp_path.iterdir()) == []

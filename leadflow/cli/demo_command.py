@@ -39,6 +39,7 @@ def demo(
     context = cli_context(ctx)
     context.render_for_person(verbose=verbose, even_off_a_terminal=True)
     settings = context.settings
+    _shipped_rules_at_hand(settings)
     folder = settings.path(settings.paths.state) / "demo"
     console = data_console(min_width=110)
     console.print(
@@ -72,6 +73,20 @@ def demo(
     _report_and_dashboard(console, store, folder, period)
     console.print()
     show_week_report(settings, folder, period)
+
+
+def _shipped_rules_at_hand(settings: Settings) -> None:
+    """Run outside the leadflow folder, the demo announced its sample funnel, made its store
+    and only then failed on the rules folder, with no word on where the rules it runs are."""
+    from leadflow.errors import UserInputError
+
+    rules = settings.path(settings.paths.rules)
+    if not rules.is_dir():
+        raise UserInputError(
+            f"{rules}: rules folder not found; the demo runs the rules and templates shipped"
+            " in the leadflow folder: run it there, or point paths.rules and paths.templates"
+            " (LEADFLOW_PATHS__RULES, LEADFLOW_PATHS__TEMPLATES) at them"
+        )
 
 
 def _pending_text(pending: tuple[datetime, ...]) -> str:
