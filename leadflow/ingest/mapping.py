@@ -24,6 +24,7 @@ from typing import Any
 
 from leadflow.errors import ImportRowError, Problem, ProblemsError
 from leadflow.ingest import values
+from leadflow.ingest.nesting import nested_field_hint
 from leadflow.settings import AttributeType, ImportKind, ImportMapping, Settings
 from leadflow.suggestions import did_you_mean
 
@@ -152,6 +153,7 @@ class ColumnPlan:
                 "" if cell.__class__ is str and cell.strip().casefold() in empty else cell
                 for cell in cells
             ]
+        clash: ImportRowError | None = None
         try:
             record: dict[str, Any] = {
                 field: parse(cells[index]) for field, index, parse in self._plain
@@ -164,7 +166,12 @@ class ColumnPlan:
                 }
                 if found:
                     # activities may have both a ``properties`` object and properties.NAME columns
-                    record[group] = {**record[group], **found} if record.get(group) else found
+                    given = record.get(group)
+                    if given:
+                        clash = clash or _disagreement(group, given, found)
+                        record[group] = {**given, **found}
+                    else:
+                        record[group] = found
         except ValueError:
             self._explain(cells)
             raise
@@ -177,6 +184,8 @@ class ColumnPlan:
         except ValueError:
             self._explain(cells)
             raise
+        if clash is not None:  # after the cells, so that one round of fixes names them all
+            raise clash
         if not (self._cells_are_the_text and _ascii_text(cells)):
             _check_storable(record)
         return record
@@ -227,6 +236,26 @@ class ColumnPlan:
             for t in self.targets
             if t.group is None and t.value_map
         )
+
+
+def _disagreement(
+    group: str, given: Mapping[str, Any], found: Mapping[str, Any]
+) -> ImportRowError | None:
+    """A ``properties.url`` column whose value differs from the ``properties`` object's
+    ``url`` on the same row: which one was meant is not ours to guess (the column won
+    silently). A number written as the same text (``5`` and ``"5"``) agrees."""
+    for name, value in found.items():
+        if name not in given:
+            continue
+        old = given[name]
+        if old == value or (old.__class__ in (int, float) and str(old) == value):
+            continue
+        return ImportRowError(
+            f"{group}.{name}",
+            f"{value!r} differs from the {group} object's {name!r}, {old!r}; give {name} "
+            f"once (in the object or as {group}.{name}), or the same value in both",
+        )
+    return None
 
 
 _PLAIN = frozenset({type(None), int, bool, float, datetime, date})
@@ -468,6 +497,12 @@ def _unknown_column(
             f'named as declared under attributes.{kind} ("{example}" or "attributes.{example}"), '
             "not inside an object"
         )
+    named = {name: name for name in KIND_FIELDS[kind]} | {
+        name: f"attributes.{name}" for name in declared
+    }
+    hint = nested_field_hint(column, named, kind)
+    if hint is not None:
+        return hint
     group, dot, name = column.partition(".")
     if dot and name and group == GROUPS.get(kind):
         # The column already names an attribute: only declaring it (by the bare name) is left.

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from itertools import groupby
 from operator import itemgetter
 from pathlib import Path
@@ -32,7 +33,8 @@ from leadflow.ingest.kinds import (
     LeadWriter,
     Record,
 )
-from leadflow.ingest.mapping import ColumnPlan, compile_plan, unknown_keys
+from leadflow.ingest.mapping import KIND_FIELDS, ColumnPlan, compile_plan, unknown_keys
+from leadflow.ingest.nesting import nested_objects
 from leadflow.ingest.readers import RowSource, check_text_file, format_of
 from leadflow.ingest.references import RepDirectory
 from leadflow.ingest.repeats import Later, Sources, superseded_lines
@@ -201,7 +203,9 @@ def _import(
     mapping = settings.imports.mappings.get(kind, ImportMapping())
     chosen = format_of(path, file_format)
     check_text_file(path, mapping.encoding, f"import.mappings.{kind}")
-    with RowSource(path, chosen, mapping.encoding, mapping.delimiter, kind) as source:
+    nests = nested_objects(KIND_FIELDS[kind], mapping.columns) if chosen == "jsonl" else ()
+    opened = partial(RowSource, path, chosen, mapping.encoding, mapping.delimiter, kind, nests)
+    with opened() as source:
         if chosen == "jsonl":
             unknown = unknown_keys(kind, source.header, settings)
             # A key on the first object's line is the file's header, as a CSV column would be:
@@ -226,7 +230,7 @@ def _import(
 
         @contextmanager
         def again() -> Iterator[RowSource]:
-            with RowSource(path, chosen, mapping.encoding, mapping.delimiter, kind) as reread:
+            with opened() as reread:
                 reread.refuse_keys(source.refused_keys)
                 yield reread
 
