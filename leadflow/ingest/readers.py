@@ -299,7 +299,7 @@ class RowSource:
                 if not seen_object:
                     self.first_object_line = number
                 seen_object = True
-                if self.nests and any(nest in value for nest in self.nests):
+                if self.nests and not value.keys().isdisjoint(self.nests):
                     value = flattened(value, self.nests)
                     if isinstance(value, str):
                         continue  # rejected at its line by _jsonl_rows
@@ -338,7 +338,7 @@ class RowSource:
                 yield number, [], f"expected a JSON object, got {type(value).__name__}"
                 continue
             # A flat line (every line of most files) costs one lookup per nest.
-            if nests and any(nest in value for nest in nests):
+            if nests and not value.keys().isdisjoint(nests):
                 value = flattened(value, nests)
                 if isinstance(value, str):
                     yield number, [], value
