@@ -275,3 +275,35 @@ def test_the_http_api_does_not_flatten_a_posted_attributes_object(
         },
     )
     assert rows(engine, "leads", "external_id") == []
+
+
+def test_a_posted_activity_disagreeing_with_its_properties_object_is_422(
+    engine: Engine, make_settings: Any, clock: SettableClock
+) -> None:
+    """The same rule over HTTP: 422 at the posted key, nothing written."""
+    api = Api(build_app(runtime_for(engine, http_settings(make_settings), clock))[0])
+    assert api.post("/v1/leads", {"external_id": "L1"}).status_code == 200
+    activity = {
+        "external_id": "ev-1",
+        "lead": "L1",
+        "type": "page_view",
+        "occurred_at": "2026-03-02T08:15:00Z",
+        "properties": {"url": "/blog"},
+        "properties.url": "/pricing",
+    }
+    response = api.post("/v1/activities", activity)
+    assert (response.status_code, response.json()) == (
+        422,
+        {
+            "detail": [
+                {
+                    "loc": ["body", "properties.url"],
+                    "msg": "'/pricing' differs from the properties object's 'url', '/blog'; "
+                    "give url once (in the object or as properties.url), or the same value in "
+                    "both",
+                    "type": "value_error",
+                }
+            ]
+        },
+    )
+    assert rows(engine, "activities", "external_id") == []

@@ -153,7 +153,6 @@ class ColumnPlan:
                 "" if cell.__class__ is str and cell.strip().casefold() in empty else cell
                 for cell in cells
             ]
-        clash: ImportRowError | None = None
         try:
             record: dict[str, Any] = {
                 field: parse(cells[index]) for field, index, parse in self._plain
@@ -168,10 +167,14 @@ class ColumnPlan:
                     # activities may have both a ``properties`` object and properties.NAME columns
                     given = record.get(group)
                     if given:
-                        clash = clash or _disagreement(group, given, found)
+                        _check_agreement(group, given, found)
                         record[group] = {**given, **found}
                     else:
                         record[group] = found
+        except _DisagreementError as clash:
+            # A check of the row read: named once its cells read, as a reference is.
+            self._explain(cells)
+            raise clash.error from None
         except ValueError:
             self._explain(cells)
             raise
@@ -184,8 +187,6 @@ class ColumnPlan:
         except ValueError:
             self._explain(cells)
             raise
-        if clash is not None:  # after the cells, so that one round of fixes names them all
-            raise clash
         if not (self._cells_are_the_text and _ascii_text(cells)):
             _check_storable(record)
         return record
@@ -238,10 +239,16 @@ class ColumnPlan:
         )
 
 
-def _disagreement(
-    group: str, given: Mapping[str, Any], found: Mapping[str, Any]
-) -> ImportRowError | None:
-    """A ``properties.url`` column whose value differs from the ``properties`` object's
+class _DisagreementError(ValueError):
+    """Raised by :func:`_check_agreement` out of the cells' reading, carrying the row's error."""
+
+    def __init__(self, error: ImportRowError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _check_agreement(group: str, given: Mapping[str, Any], found: Mapping[str, Any]) -> None:
+    """Refuse a ``properties.url`` column whose value differs from the ``properties`` object's
     ``url`` on the same row: which one was meant is not ours to guess (the column won
     silently). A number written as the same text (``5`` and ``"5"``) agrees."""
     for name, value in found.items():
@@ -250,12 +257,13 @@ def _disagreement(
         old = given[name]
         if old == value or (old.__class__ in (int, float) and str(old) == value):
             continue
-        return ImportRowError(
-            f"{group}.{name}",
-            f"{value!r} differs from the {group} object's {name!r}, {old!r}; give {name} "
-            f"once (in the object or as {group}.{name}), or the same value in both",
+        raise _DisagreementError(
+            ImportRowError(
+                f"{group}.{name}",
+                f"{value!r} differs from the {group} object's {name!r}, {old!r}; give {name} "
+                f"once (in the object or as {group}.{name}), or the same value in both",
+            )
         )
-    return None
 
 
 _PLAIN = frozenset({type(None), int, bool, float, datetime, date})
