@@ -32,7 +32,7 @@ from leadflow.engine.runtime import Runtime
 from leadflow.engine.tick import run_due_rules
 from leadflow.errors import UserInputError
 from leadflow.ingest import import_file
-from leadflow.ingest.runner import ImportReport
+from leadflow.ingest.import_report import ImportReport
 from leadflow.store.tables import IMPORT_RUNS, LEADS, OUTBOX, REPS, STAGE_CHANGES
 from tests.conftest import T0
 from tests.http_support import Api, build_app, http_settings, runtime_for

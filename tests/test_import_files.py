@@ -340,7 +340,7 @@ class TestJsonLines:
             '{"external_id": "J2", "name": "Bob"}\n'
             '{"external_id": "J3", "name": "Cy"}\n'
             '{"external_id": "J4", "name": "Di"}\n'
-            '{"external_id": "J5", "attributes": {"industry": "Banking"}}\n'
+            '{"external_id": "J5", "attributes": {"industry": {"name": "Banking"}}}\n'
             '{"external_id": "J6", "nmae": "Eve"}\n'
             '{"external_id": "J7", "name": "Flo", "industry": "Energy"}\n'
             '{"external_id": "J8", "nmae": "Gus"}\n'
@@ -350,9 +350,9 @@ class TestJsonLines:
         report = import_file(engine, settings, "leads", path, clock=clock)
         assert report.summary == "inserted 5, updated 0, unchanged 0, rejected 3"
         assert [str(p) for p in report.problems] == [
-            f"{path}:5: key 'attributes': not a field of leads: write each attribute as a key "
-            '(or column) of its own, named as declared under attributes.leads ("industry" or '
-            '"attributes.industry"), not inside an object',
+            f"{path}:5: attributes.industry: an object inside 'attributes' is nested deeper "
+            "than one level; give it one value (text, a number, true, false or null), or leave "
+            "it out",
             f"{path}:6: key 'nmae': not a field of leads; did you mean 'name'? (map it under "
             "import.mappings.leads.columns, declare it under attributes.leads, or map it to "
             "skip)",

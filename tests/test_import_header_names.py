@@ -110,21 +110,19 @@ def test_a_header_matching_nothing_is_still_refused(
     )
 
 
-def test_attributes_nested_in_a_jsonl_object_are_told_how_to_write_them(
+def test_attributes_nested_in_a_jsonl_object_on_the_first_line_are_read(
     engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
 ) -> None:
-    """``{"attributes": {...}}`` on a file's first line was refused with the advice to declare
-    an attribute named ``attributes``; a later line got the right advice (test_import_files).
-    The first line says how to write them too."""
+    """``{"attributes": {...}}`` on a file's first line was refused, later told how to
+    flatten it; its keys are the ``attributes.NAME`` columns now (test_import_nested)."""
     settings = make_settings(attributes={"leads": {"region": "string"}})
     path = write(tmp_path, "l.jsonl", '{"external_id": "J1", "attributes": {"region": "EU"}}\n')
-    with pytest.raises(UserInputError) as caught:
-        import_file(engine, settings, "leads", path, clock=clock)
-    assert str(caught.value) == (
-        f"{path}:1: unknown column 'attributes': write each attribute as a key (or column) of "
-        'its own, named as declared under attributes.leads ("region" or "attributes.region"), '
-        "not inside an object"
+    report = import_file(engine, settings, "leads", path, clock=clock)
+    assert (report.summary, report.problems) == (
+        "inserted 1, updated 0, unchanged 0, rejected 0",
+        [],
     )
+    assert rows(engine, "leads", "external_id", "attributes") == [("J1", {"region": "EU"})]
 
 
 def test_a_header_naming_its_target_needs_no_mapping(

@@ -24,6 +24,7 @@ from typing import Any
 
 from leadflow.errors import ImportRowError, Problem, ProblemsError
 from leadflow.ingest import values
+from leadflow.ingest.nesting import nested_field_hint
 from leadflow.settings import AttributeType, ImportKind, ImportMapping, Settings
 from leadflow.suggestions import did_you_mean
 
@@ -164,7 +165,16 @@ class ColumnPlan:
                 }
                 if found:
                     # activities may have both a ``properties`` object and properties.NAME columns
-                    record[group] = {**record[group], **found} if record.get(group) else found
+                    given = record.get(group)
+                    if given:
+                        _check_agreement(group, given, found)
+                        record[group] = {**given, **found}
+                    else:
+                        record[group] = found
+        except _DisagreementError as clash:
+            # A check of the row read: named once its cells read, as a reference is.
+            self._explain(cells)
+            raise clash.error from None
         except ValueError:
             self._explain(cells)
             raise
@@ -226,6 +236,33 @@ class ColumnPlan:
             (t.field, t.index, t.parse, t.value_map)
             for t in self.targets
             if t.group is None and t.value_map
+        )
+
+
+class _DisagreementError(ValueError):
+    """Raised by :func:`_check_agreement` out of the cells' reading, carrying the row's error."""
+
+    def __init__(self, error: ImportRowError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _check_agreement(group: str, given: Mapping[str, Any], found: Mapping[str, Any]) -> None:
+    """Refuse a ``properties.url`` column whose value differs from the ``properties`` object's
+    ``url`` on the same row: which one was meant is not ours to guess (the column won
+    silently). A number written as the same text (``5`` and ``"5"``) agrees."""
+    for name, value in found.items():
+        if name not in given:
+            continue
+        old = given[name]
+        if old == value or (old.__class__ in (int, float) and str(old) == value):
+            continue
+        raise _DisagreementError(
+            ImportRowError(
+                f"{group}.{name}",
+                f"{value!r} differs from the {group} object's {name!r}, {old!r}; give {name} "
+                f"once (in the object or as {group}.{name}), or the same value in both",
+            )
         )
 
 
@@ -468,6 +505,12 @@ def _unknown_column(
             f'named as declared under attributes.{kind} ("{example}" or "attributes.{example}"), '
             "not inside an object"
         )
+    named = {name: name for name in KIND_FIELDS[kind]} | {
+        name: f"attributes.{name}" for name in declared
+    }
+    hint = nested_field_hint(column, named, kind)
+    if hint is not None:
+        return hint
     group, dot, name = column.partition(".")
     if dot and name and group == GROUPS.get(kind):
         # The column already names an attribute: only declaring it (by the bare name) is left.

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Literal, NoReturn, cast
 
 from leadflow.errors import ImportFileError, Problem, ProblemsError
+from leadflow.ingest.nesting import flattened
 from leadflow.ingest.values import json_value, text_problem
 
 FileFormat = Literal["csv", "jsonl"]
@@ -138,8 +139,11 @@ class RowSource:
         encoding: str,
         delimiter: str = ",",
         kind: str = "KIND",
+        nests: tuple[str, ...] = (),
     ) -> None:
+        """``nests``: JSONL keys whose objects' keys are columns ``NEST.KEY`` (nesting.py)."""
         self.path = path
+        self.nests = nests
         self.format = file_format
         self.delimiter = delimiter
         self.kind = kind
@@ -295,6 +299,10 @@ class RowSource:
                 if not seen_object:
                     self.first_object_line = number
                 seen_object = True
+                if self.nests and not value.keys().isdisjoint(self.nests):
+                    value = flattened(value, self.nests)
+                    if isinstance(value, str):
+                        continue  # rejected at its line by _jsonl_rows
                 # Keys already known were checked on their first line; most lines add none.
                 if not value.keys() <= keys.keys() and _bad_key(value) is None:
                     for key in value:
@@ -314,6 +322,7 @@ class RowSource:
     def _jsonl_rows(self) -> Iterator[Row]:
         header = self.header
         known = frozenset(header)
+        nests = self.nests
         for number, line in self._numbered_lines():
             if not line.strip():
                 continue
@@ -328,6 +337,12 @@ class RowSource:
             if not isinstance(value, dict):
                 yield number, [], f"expected a JSON object, got {type(value).__name__}"
                 continue
+            # A flat line (every line of most files) costs one lookup per nest.
+            if nests and not value.keys().isdisjoint(nests):
+                value = flattened(value, nests)
+                if isinstance(value, str):
+                    yield number, [], value
+                    continue
             if not known.issuperset(value):
                 yield number, [], _bad_key(value) or self._refused_key(value, known)
                 continue

@@ -11,19 +11,21 @@ import gc
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
-from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from itertools import groupby
 from operator import itemgetter
 from pathlib import Path
 from typing import NamedTuple
 
-from sqlalchemy import Connection, Engine, insert, update
+from sqlalchemy import Connection, Engine
 
 from leadflow.clock import Clock
 from leadflow.collector_pause import collector_paused
 from leadflow.errors import ImportRowError, Problem, UserInputError
 from leadflow.ingest.feeder import Send, can_fork, fed
+from leadflow.ingest.import_report import MAX_KEPT_PROBLEMS, ImportReport, same_content
+from leadflow.ingest.import_runs import finish_run, record_refused, start_run
 from leadflow.ingest.index_builds import bulk_tables, estimated_rows, indexes_built_after
 from leadflow.ingest.kinds import (
     ActivityWriter,
@@ -32,7 +34,8 @@ from leadflow.ingest.kinds import (
     LeadWriter,
     Record,
 )
-from leadflow.ingest.mapping import ColumnPlan, compile_plan, unknown_keys
+from leadflow.ingest.mapping import KIND_FIELDS, ColumnPlan, compile_plan, unknown_keys
+from leadflow.ingest.nesting import nested_objects
 from leadflow.ingest.readers import RowSource, check_text_file, format_of
 from leadflow.ingest.references import RepDirectory
 from leadflow.ingest.repeats import Later, Sources, superseded_lines
@@ -48,7 +51,6 @@ from leadflow.ingest.writers import (
 )
 from leadflow.settings import ImportKind, ImportMapping, Settings
 from leadflow.store.database import transaction
-from leadflow.store.tables import IMPORT_RUNS
 
 WRITERS: dict[ImportKind, type[KindWriter]] = {
     "reps": RepWriter,
@@ -56,7 +58,6 @@ WRITERS: dict[ImportKind, type[KindWriter]] = {
     "deals": DealWriter,
     "activities": ActivityWriter,
 }
-MAX_KEPT_PROBLEMS = 1000
 FED_MIN_ROWS = 100_000
 """From this many rows (estimated) a file's rows are read in a process of their own."""
 FED_PART_ROWS = 5_000
@@ -69,74 +70,6 @@ Progress = Callable[[int, int], None]
 LeadsPlan = Callable[[ColumnPlan], tuple[ColumnPlan, str | None]]
 """What an edge does to a leads file's column plan before its rows are read, and the note
 saying so (None: nothing to say); see :func:`leadflow.scoring.ownership.import_score_column`."""
-
-
-@dataclass
-class ImportReport:
-    """What one import did. ``problems`` keeps the first :data:`MAX_KEPT_PROBLEMS` rejections."""
-
-    kind: ImportKind
-    file: str
-    counts: Counts = field(default_factory=Counts)
-    rejected: int = 0
-    problems: list[Problem] = field(default_factory=list)
-    notes: list[Problem] = field(default_factory=list)
-    """What was read differently from the file as written (an ignored unnamed column)."""
-    rolled_back: bool = False
-    superseded: int = 0
-    """Rows not written because a later row of the file has their id (anywhere in the file:
-    :mod:`leadflow.ingest.repeats`)."""
-    unlisted: int = 0
-    """Rejected rows whose problems are not in ``problems`` (beyond :data:`MAX_KEPT_PROBLEMS`)."""
-    run_id: int | None = None
-    """The run's row in ``import_runs`` once the file was accepted and the run started."""
-    columns: dict[str, str] = field(default_factory=dict)
-    """Field -> the file's column filling it, where a mapping (or a header written as people
-    write it) named it otherwise: a problem names the column the user can find in the file."""
-
-    @property
-    def summary(self) -> str:
-        c = self.counts
-        # An activity is an event, not a record that evolves: one imported again, or repeated
-        # in the file, is the same event already stored (not duplicated), not "unchanged".
-        same = "already present" if self.kind == "activities" else "unchanged"
-        counted = (
-            f"inserted {c.inserted}, updated {c.updated}, "
-            f"{same} {c.unchanged}, rejected {self.rejected}"
-        )
-        return counted + (f", superseded {self.superseded}" if self.superseded else "")
-
-    def supersede(self, rows: list[Superseded], same_content: bool = False) -> None:
-        """Rows a later row of their id replaced, each noted at the later row's line."""
-        self.superseded += len(rows)
-        for earlier, later, key in rows:
-            if len(self.notes) >= MAX_KEPT_PROBLEMS:
-                break
-            if same_content:  # activities without ids: the id is made from the content
-                note = f"the same activity as line {earlier}: imported once"
-            else:
-                note = (
-                    f"external_id: {key!r} is also on line {earlier}; the later row wins "
-                    f"(line {earlier} is not imported)"
-                )
-            self.notes.append(Problem(self.file, later, 0, note))
-
-    def reject(self, line: int, *messages: str) -> None:
-        """One rejected row, with a message per bad field."""
-        self.rejected += 1
-        if len(self.problems) < MAX_KEPT_PROBLEMS:
-            self.problems += [
-                Problem(self.file, line, 0, self._in_file_terms(message)) for message in messages
-            ]
-        else:
-            self.unlisted += 1
-
-    def _in_file_terms(self, message: str) -> str:
-        """``field: reason`` as ``column (field): reason`` when the file's column is named
-        otherwise (``closed_at`` read from ``close_date`` was not found in the file)."""
-        name, colon, reason = message.partition(": ")
-        column = self.columns.get(name) if colon else None
-        return message if column is None else f"{column} ({name}): {reason}"
 
 
 def import_file(
@@ -176,7 +109,7 @@ def import_file(
         )
     except UserInputError:
         if report.run_id is None:
-            _record_refused(engine, report, now)
+            record_refused(engine, report, now)
         raise
     # Rows are rejected while read and while written (references); report them in file order,
     # as the notes (a superseded row is noted at its later row's line, once that is known).
@@ -201,7 +134,9 @@ def _import(
     mapping = settings.imports.mappings.get(kind, ImportMapping())
     chosen = format_of(path, file_format)
     check_text_file(path, mapping.encoding, f"import.mappings.{kind}")
-    with RowSource(path, chosen, mapping.encoding, mapping.delimiter, kind) as source:
+    nests = nested_objects(KIND_FIELDS[kind], mapping.columns) if chosen == "jsonl" else ()
+    opened = partial(RowSource, path, chosen, mapping.encoding, mapping.delimiter, kind, nests)
+    with opened() as source:
         if chosen == "jsonl":
             unknown = unknown_keys(kind, source.header, settings)
             # A key on the first object's line is the file's header, as a CSV column would be:
@@ -226,14 +161,14 @@ def _import(
 
         @contextmanager
         def again() -> Iterator[RowSource]:
-            with RowSource(path, chosen, mapping.encoding, mapping.delimiter, kind) as reread:
+            with opened() as reread:
                 reread.refuse_keys(source.refused_keys)
                 yield reread
 
         if isinstance(writer, RepWriter):
             with again() as reread:
                 writer.survey(_readable(plan, reread))
-        report.run_id = run_id = _start_run(engine, report, now)
+        report.run_id = run_id = start_run(engine, report, now)
         status = "failed"
         try:
             # Paused for the whole import; _stream collects young objects per batch. A batch's
@@ -242,7 +177,7 @@ def _import(
             with collector_paused():
                 status = _load(engine, writer, source, again, report, strict, progress)
         finally:
-            _finish_run(engine, run_id, report, status, clock.now())
+            finish_run(engine, run_id, report, status, clock.now())
 
 
 def shown_path(path: Path) -> str:
@@ -360,7 +295,7 @@ class _Read(NamedTuple):
             told += 1
         report.rejected += self.rejected - told
         report.unlisted += self.rejected - told
-        report.supersede(self.superseded, _same_content(report.kind, self.superseded))
+        report.supersede(self.superseded, same_content(report.kind, self.superseded))
 
 
 @contextmanager
@@ -435,7 +370,7 @@ def _load_batches(
             for line, exc in rejected:
                 report.reject(line, *exc.messages())
             prepared, superseded = latest_per_key(prepared)
-            report.supersede(superseded, _same_content(report.kind, superseded))
+            report.supersede(superseded, same_content(report.kind, superseded))
             write(connection, prepared)
         if progress is not None:
             progress(source.bytes_read, source.total_bytes)
@@ -444,7 +379,7 @@ def _load_batches(
     if feed is None:
 
         def supersede(row: Superseded) -> None:
-            report.supersede([row], _same_content(report.kind, [row]))
+            report.supersede([row], same_content(report.kind, [row]))
 
         _stream(writer, source, report, batch_size, flush, skip, supersede)
     else:
@@ -523,11 +458,6 @@ def _stream(
         flush(batch)
 
 
-def _same_content(kind: ImportKind, superseded: list[Superseded]) -> bool:
-    """Whether the superseded rows' ids were made from their content (activities without ids)."""
-    return kind == "activities" and all(key.startswith("auto-") for _e, _l, key in superseded)
-
-
 def _write(
     connection: Connection,
     table_writer: TableWriter,
@@ -540,46 +470,3 @@ def _write(
     written = table_writer.write(connection, prepared)
     report.counts.add(written.counts)
     writer.after_write(connection, prepared, written)
-
-
-def _start_run(engine: Engine, report: ImportReport, now: datetime) -> int:
-    with transaction(engine) as session:
-        created = session.execute(
-            insert(IMPORT_RUNS)
-            .values(kind=report.kind, file=report.file[-2000:], started_at=now, status="running")
-            .returning(IMPORT_RUNS.c.id)
-        )
-        return int(created.scalar_one())
-
-
-def _record_refused(engine: Engine, report: ImportReport, now: datetime) -> None:
-    """A file refused before any row was read: one finished run, nothing written."""
-    with transaction(engine) as session:
-        session.execute(
-            insert(IMPORT_RUNS).values(
-                kind=report.kind,
-                file=report.file[-2000:],
-                started_at=now,
-                finished_at=now,
-                status="refused",
-            )
-        )
-
-
-def _finish_run(
-    engine: Engine, run_id: int, report: ImportReport, status: str, now: datetime
-) -> None:
-    with transaction(engine) as session:
-        session.execute(
-            update(IMPORT_RUNS)
-            .where(IMPORT_RUNS.c.id == run_id)
-            .values(
-                finished_at=now,
-                status=status,
-                inserted=report.counts.inserted,
-                updated=report.counts.updated,
-                unchanged=report.counts.unchanged,
-                rejected=report.rejected,
-                superseded=report.superseded,
-            )
-        )
