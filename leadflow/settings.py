@@ -2,94 +2,34 @@
 
 from __future__ import annotations
 
-import functools
 import re
 from datetime import date, time, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationInfo,
     field_validator,
-    model_validator,
 )
-from pydantic_core import PydanticCustomError
 
-from leadflow.durations import format_duration, parse_duration
-from leadflow.suggestions import did_you_mean
+from leadflow.durations import parse_duration
+from leadflow.mail_settings import MailSettings
+from leadflow.setting_types import (
+    WEEKDAYS,
+    Duration,
+    DurationOrZero,
+    Section,
+    TimezoneName,
+    Weekday,
+    WholeNumber,
+)
 
 ATTRIBUTE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 """A declared attribute's name: it becomes a literal JSON path in SQL (``store.attributes``)."""
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-
-
-def _duration_or_zero(value: object) -> object:
-    """A duration, or nothing at all: ``0`` (a number or ``0s``) for "not at all"."""
-    if isinstance(value, bool) or not isinstance(value, str | int | float | timedelta):
-        return value  # pydantic says what is wrong with it
-    if str(value).strip().lower() in {"0", "0.0", "0s"}:
-        return timedelta(0)
-    return parse_duration(value)
-
-
-DurationOrZero = Annotated[timedelta, BeforeValidator(_duration_or_zero)]
-
-Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-def _check_timezone(name: object) -> str:
-    if not isinstance(name, str):
-        raise refusal("value_error", "an IANA timezone name such as Europe/Berlin", name)
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        zones = sorted(available_timezones())
-        hint = did_you_mean(name, zones, n=3, quote=False, otherwise="use an IANA name")
-        msg = f"unknown timezone {name!r}; {hint}"
-        raise ValueError(msg) from None
-    return name
-
-
-TimezoneName = Annotated[str, BeforeValidator(_check_timezone)]
-
-
-def refusal(error_type: str, wanted: str, value: object) -> PydanticCustomError:
-    """``expected WANTED, got VALUE``; the config's message shows a YAML boolean as the file
-    wrote it (``yes``), from the error's ``wanted`` and ``got`` (see ``config._explain``)."""
-    got = str(value).lower() if isinstance(value, bool) else repr(value)
-    return PydanticCustomError(
-        error_type, "expected {wanted}, got {got}", {"wanted": wanted, "got": got}
-    )
-
-
-def _refuse_truth_value(error_type: str, wanted: str) -> BeforeValidator:
-    """YAML reads ``port: true`` as a boolean, which pydantic would take as the number 1."""
-
-    def refuse(value: object) -> object:
-        if isinstance(value, bool):
-            raise refusal(error_type, wanted, value)
-        return value
-
-    return BeforeValidator(refuse)
-
-
-WholeNumber = Annotated[int, _refuse_truth_value("int_type", "a whole number")]
-Number = Annotated[float, _refuse_truth_value("float_type", "a number")]
-
-
-class Section(BaseModel):
-    """Every section: frozen, unknown keys rejected."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
 class DatabaseSettings(Section):
@@ -118,188 +58,6 @@ class PathSettings(Section):
             msg = "is empty; give a folder (relative to the working folder, or absolute)"
             raise ValueError(msg)
         return value
-
-
-class SmtpSettings(Section):
-    host: str = "localhost"
-    port: WholeNumber = Field(default=25, ge=1, le=65535)
-    security: Literal["none", "starttls", "tls"] = "none"
-    username: str | None = None
-    password: SecretStr | None = None
-    timeout: Duration = timedelta(seconds=30)
-    connections: WholeNumber = Field(default=4, ge=1, le=64)
-    rate_per_second: Number = Field(default=50.0, gt=0)
-    ca_file: Path | None = None
-    """Extra CA bundle to trust for the relay's certificate (a private relay)."""
-
-
-class RetrySettings(Section):
-    first_delay: Duration = timedelta(seconds=30)
-    max_delay: Duration = timedelta(hours=1)
-    give_up_after: Duration = timedelta(days=2)
-
-
-class FrequencyCap(Section):
-    messages: WholeNumber = Field(default=3, ge=1)
-    window: Duration = timedelta(days=7)
-
-
-class SendWindow(Section):
-    """Marketing email goes out only between these local times of the recipient."""
-
-    start: time = time(8, 0)
-    end: time = time(20, 0)
-
-
-_BASE_URL = re.compile(r"^https?://[^/?#\s]+(/[^?#\s]*)?$")
-
-
-class TrackingSettings(Section):
-    """Engagement tracking of marketing email: an open pixel and signed click redirects served
-    by the daemon (docs/email.md, "Engagement tracking"). Off unless turned on: a pixel is a
-    decision about the recipients' privacy, not a side effect of having a public URL."""
-
-    enabled: bool = False
-    base_url: str | None = None
-    """The daemon's public URL as recipients reach it, e.g. ``https://leadflow.example.com``."""
-    scanner_window: Duration = timedelta(seconds=10)
-    """A hit this soon after the message was sent is a security gateway's, not a person's."""
-    repeat_window: Duration = timedelta(hours=1)
-    """The same open or click again within this time is kept but earns nothing."""
-
-    @field_validator("base_url")
-    @classmethod
-    def _public_url(cls, url: str | None) -> str | None:
-        if url is None:
-            return None
-        if not _BASE_URL.match(url):
-            msg = f"expected an http(s) URL without a query, e.g. https://leadflow.example.com; got {url!r}"
-            raise ValueError(msg)
-        return url.rstrip("/")
-
-    @model_validator(mode="after")
-    def _enabled_needs_a_url(self) -> TrackingSettings:
-        if self.enabled and self.base_url is None:
-            msg = (
-                "base_url is required when enabled is true: "
-                "the daemon's public URL, e.g. https://leadflow.example.com"
-            )
-            raise ValueError(msg)
-        return self
-
-
-class MailSettings(Section):
-    transport: Literal["maildir", "smtp"] = "maildir"
-    maildir: Path = Path("state/maildir")
-    sender: str = Field(default="leadflow <leadflow@localhost>", alias="from")
-    reply_to: str | None = None
-    unsubscribe_url: str | None = None
-    """An unsubscribe page of your own (the CRM's preference centre), with ``{external_id}`` and
-    ``{token}``; unset: leadflow's own page at ``tracking.base_url`` (docs/email.md)."""
-    unsubscribe_secret: SecretStr | None = None
-    """HMAC key for unsubscribe tokens; set it in production (a secret: environment only)."""
-    message_id_domain: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.-]+$")
-    """After the ``@`` of every Message-ID; unset: the ``from`` address's domain when it is a
-    full domain name (``acme.com``), else ``leadflow``. Spam filters score a Message-ID whose
-    domain has no dot (SpamAssassin's ``MSGID_NOFQDN``)."""
-    smtp: SmtpSettings = SmtpSettings()
-    retry: RetrySettings = RetrySettings()
-    lease: Duration = timedelta(minutes=5)
-    batch_size: WholeNumber = Field(default=100, ge=1, le=10_000)
-    concurrency: WholeNumber = Field(default=8, ge=1, le=256)
-    poll_interval: Duration = timedelta(seconds=2)
-    frequency_cap: FrequencyCap = FrequencyCap()
-    send_window: SendWindow = SendWindow()
-    tracking: TrackingSettings = TrackingSettings()
-    keep_sent: Duration = timedelta(days=90)
-    """Settled outbox rows (sent, failed, suppressed) older than this are deleted by the daemon's
-    retention job; pending and sending rows never are."""
-
-    @property
-    def message_id_host(self) -> str:
-        """The domain after a Message-ID's ``@``: :attr:`message_id_domain`, else the sender's."""
-        if self.message_id_domain is not None:
-            return self.message_id_domain
-        return _full_domain_of(self.sender) or "leadflow"
-
-    @field_validator("sender", "reply_to")
-    @classmethod
-    def _one_address(cls, value: str | None) -> str | None:
-        # The envelope sender is this address (parseaddr): "not an address" made it "not", and
-        # relays accepting that wrote From: not an address into every message.
-        if value is not None:
-            problem = _address_problem(value)
-            if problem is not None:
-                msg = (
-                    f"{value!r} is not one email address ({problem}); write e.g. "
-                    "'Leadflow <leadflow@example.com>'"
-                )
-                raise ValueError(msg)
-        return value
-
-    @field_validator("keep_sent")
-    @classmethod
-    def _keep_sent_covers_the_cap(cls, keep: timedelta, info: ValidationInfo) -> timedelta:
-        # The frequency cap counts the lead's marketing rows of its window: pruning inside the
-        # window would let a lead get more email than the cap allows.
-        cap = info.data.get("frequency_cap")
-        if isinstance(cap, FrequencyCap) and keep < cap.window:
-            msg = (
-                f"must be at least frequency_cap.window ({format_duration(cap.window)}), "
-                f"which counts the rows it would delete; got {format_duration(keep)}"
-            )
-            raise ValueError(msg)
-        return keep
-
-    @field_validator("lease")
-    @classmethod
-    def _lease_outlasts_a_delivery(cls, lease: timedelta, info: ValidationInfo) -> timedelta:
-        # A delivery may take up to twice smtp.timeout; a lease shorter than that would let a
-        # second sender claim a message that is still being delivered, and send it twice.
-        smtp = info.data.get("smtp")
-        if isinstance(smtp, SmtpSettings) and lease <= 2 * smtp.timeout:
-            msg = (
-                f"must be longer than twice smtp.timeout ({_seconds(smtp.timeout)}), "
-                f"a delivery's longest time; got {_seconds(lease)}"
-            )
-            raise ValueError(msg)
-        return lease
-
-
-@functools.lru_cache(maxsize=16)  # asked for each message enqueued
-def _full_domain_of(address: str) -> str | None:
-    """The ASCII (IDNA) domain of ``address`` when it has a dot, else None (``localhost``)."""
-    from email.utils import parseaddr
-
-    from leadflow.store.email_addresses import ascii_address
-
-    domain = parseaddr(address)[1].rpartition("@")[2].rstrip(".")
-    if "." not in domain:
-        return None
-    try:  # the domain as the mail's addresses travel (IDNA 2008)
-        ascii_domain = ascii_address(f"x@{domain}").rpartition("@")[2]
-    except ValueError:
-        return None
-    return ascii_domain.lower() if re.fullmatch(r"[A-Za-z0-9.-]+", ascii_domain) else None
-
-
-def _address_problem(text: str) -> str | None:
-    """None when ``text`` is one address, with or without a display name; else why not.
-
-    Syntax only: a domain such as ``localhost`` (the default's) is the relay's to judge."""
-    from email.utils import getaddresses
-
-    found = getaddresses([text])
-    if len(found) != 1:
-        return "expected exactly one address"
-    local, at, domain = found[0][1].rpartition("@")
-    if not (at and local and domain) or any(char.isspace() for char in found[0][1]):
-        return "expected exactly one address such as leadflow@example.com"
-    return None
-
-
-def _seconds(duration: timedelta) -> str:
-    return f"{duration.total_seconds():g}s"
 
 
 DEFAULT_CALENDAR = "default"

@@ -16,8 +16,9 @@ from leadflow.errors import UserInputError
 from leadflow.mail.context import email_context, unsubscribe_url
 from leadflow.mail.enqueue import cancel_pending_marketing, enqueue_email, next_send_time
 from leadflow.mail.templates import TemplateCatalog
+from leadflow.mail_settings import SendWindow
 from leadflow.outbox.store import EnqueueResult, claim_due, message_id_for
-from leadflow.settings import SendWindow, Settings
+from leadflow.settings import Settings
 from leadflow.store.database import transaction
 from leadflow.store.models import Lead, Rep
 

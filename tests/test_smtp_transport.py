@@ -11,7 +11,7 @@ from mail_support import ScriptedHandler, smtp_server
 
 from leadflow.errors import DeliveryError
 from leadflow.mail.transports.smtp import SmtpTransport
-from leadflow.settings import SmtpSettings
+from leadflow.mail_settings import SmtpSettings
 
 MESSAGE = (
     b"From: leadflow@example.com\r\nTo: jo@acme.example\r\nSubject: Hi\r\n\r\n"

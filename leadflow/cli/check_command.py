@@ -12,8 +12,8 @@ from leadflow.cli.context import cli_context
 if TYPE_CHECKING:
     from leadflow.errors import Problem
     from leadflow.mail.templates import TemplateCatalog
-    from leadflow.rule_language.loader import TemplateCheck
     from leadflow.rule_language.model import RuleSet
+    from leadflow.rule_language.rule_set_builder import TemplateCheck
 
 
 def check_rules(

@@ -11,35 +11,29 @@ which is not, is served from a snapshot computed in the background
 from __future__ import annotations
 
 import asyncio
-import functools
-import json
 from collections.abc import Callable
-from datetime import datetime, timedelta
-from functools import partial
-from importlib import resources
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, quote, urlencode
+from urllib.parse import quote, urlencode
 
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
-from leadflow.clock import Clock
 from leadflow.dashboard.access import COOKIE, SESSION_SECRET_NAME, Access, Principal
+from leadflow.dashboard.form_body import MAX_FORM, FormTooLargeError, read_form
 from leadflow.dashboard.funnel_charts import ChartDrawings
 from leadflow.dashboard.funnel_page import FunnelNumbers, period_days, stage_counts
 from leadflow.dashboard.funnel_snapshots import FunnelSnapshots, Look, funnel_snapshots
 from leadflow.dashboard.lead_deals import lead_deals
 from leadflow.dashboard.outbox_page import messages, retry, status_counts
+from leadflow.dashboard.page_assets import icon, page_templates, stylesheet
 from leadflow.dashboard.rules_page import rules_view
 from leadflow.dashboard.search import search_leads
 from leadflow.dashboard.sla_board import business_time_left, rep_choices, sla_board
 from leadflow.dashboard.timeline import Cursor, lead_header, timeline
 from leadflow.dashboard.users import DashboardUsers
-from leadflow.durations import format_duration
 from leadflow.engine.runtime import Runtime
 from leadflow.errors import UserInputError
 from leadflow.mail.context import fill_url
@@ -56,7 +50,6 @@ log = structlog.get_logger("leadflow.dashboard")
 SLA_STATUSES = ("running", "breached", "met", "met_late", "reassigned", "cancelled")
 """Every status a timer ends in (``engine/sla.py``), so each ended timer the report counts
 has a list: met late and reassigned ones had none."""
-_MAX_FORM = 4096
 _HEADERS = {
     # Nothing but the page's own stylesheet: no script, no frame, no form to another origin.
     "Content-Security-Policy": (
@@ -104,8 +97,8 @@ def dashboard_routes(
     access = Access(settings, key.encode(), users)
     pages = _Pages(runtime, holder, access, snapshots or funnel_snapshots(runtime))
     router.add_api_route("/ui/", pages.home, methods=_READ)
-    router.add_api_route("/ui/static/dashboard.css", _stylesheet, methods=_READ)
-    router.add_api_route("/ui/static/icon.svg", _icon, methods=_READ)
+    router.add_api_route("/ui/static/dashboard.css", stylesheet, methods=_READ)
+    router.add_api_route("/ui/static/icon.svg", icon, methods=_READ)
     router.add_api_route("/ui/login", pages.login_form, methods=_READ)
     router.add_api_route("/ui/login", pages.login, methods=["POST"])
     router.add_api_route("/ui/logout", pages.logout, methods=["POST"])
@@ -145,30 +138,6 @@ class TooLargePages:
         return self.page(Request(scope), limit)
 
 
-@functools.cache
-def _stylesheet_text() -> str:
-    """Read once: the stylesheet is part of the installed package, it does not change."""
-    return resources.files("leadflow.dashboard").joinpath("static/dashboard.css").read_text()
-
-
-async def _stylesheet() -> Response:
-    css = _stylesheet_text()
-    headers = {"Cache-Control": "max-age=3600", "X-Content-Type-Options": "nosniff"}
-    return Response(css, media_type="text/css", headers=headers)
-
-
-@functools.cache
-def _icon_text() -> str:
-    return resources.files("leadflow.dashboard").joinpath("static/icon.svg").read_text()
-
-
-async def _icon() -> Response:
-    """The pages' icon: declared by each page, so a browser does not ask for /favicon.ico
-    (a 404 on every page in the log) and shows the tab with leadflow's own mark."""
-    headers = {"Cache-Control": "max-age=86400", "X-Content-Type-Options": "nosniff"}
-    return Response(_icon_text(), media_type="image/svg+xml", headers=headers)
-
-
 class _Pages:
     def __init__(
         self,
@@ -181,17 +150,7 @@ class _Pages:
         self.snapshots = snapshots
         self.holder = holder
         self.access = access
-        self.templates = Environment(
-            loader=PackageLoader("leadflow.dashboard", "templates"),
-            autoescape=select_autoescape(default=True),
-            undefined=StrictUndefined,
-        )
-        self.templates.filters["when"] = _when
-        self.templates.filters["business"] = _business
-        self.templates.filters["seconds"] = _seconds
-        self.templates.filters["duration"] = format_duration
-        self.templates.filters["json_text"] = _json_text
-        self.templates.filters["clock_time"] = partial(_clock_time, runtime.clock)
+        self.templates = page_templates(runtime.clock)
         self.charts = ChartDrawings()
 
     # --- who is asking ------------------------------------------------------------------
@@ -241,11 +200,11 @@ class _Pages:
         return self.render("too_large.html", who, 413, limit=limit, back=back)
 
     async def _form(self, request: Request, who: Principal | None) -> dict[str, str] | Response:
-        """The form's fields, or the too-large page for a form over ``_MAX_FORM``."""
+        """The form's fields, or the too-large page for a form over ``MAX_FORM``."""
         try:
-            return await _form(request)
-        except _FormTooLargeError:
-            return self.too_large(request.url.path, _MAX_FORM, who)
+            return await read_form(request)
+        except FormTooLargeError:
+            return self.too_large(request.url.path, MAX_FORM, who)
 
     def body_too_large(self, request: Request, limit: int) -> HTMLResponse:
         """The page for a body over http.max_body_bytes, refused before any route saw it."""
@@ -498,21 +457,6 @@ class _Pages:
         return RedirectResponse(f"/ui/outbox?status=failed&retried={line.id}", status_code=303)
 
 
-class _FormTooLargeError(Exception):
-    """A form's body over ``_MAX_FORM``: answered with the too-large page, not read."""
-
-
-async def _form(request: Request) -> dict[str, str]:
-    """A urlencoded form's fields (first value each); bounded, so a huge body is not read."""
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > _MAX_FORM:
-            raise _FormTooLargeError
-    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
-    return {name: values[0] for name, values in fields.items()}
-
-
 def _local(target: str) -> str:
     """A dashboard path to go to after login; anything else (another site) is the funnel."""
     if target.startswith("/ui/") and not target.startswith("//") and "\\" not in target:
@@ -542,43 +486,7 @@ def _pager(path: str, query: dict[str, str], page: int, more: bool) -> dict[str,
     }
 
 
-def _business(value: timedelta | None, overdue: bool) -> str:
-    """Business time left before a due time, or past it, in hours and minutes.
-
-    ``overdue`` is by the clock: a timer due before its calendar opens, or at Friday's closing,
-    is overdue by no business time yet, not "left".
-    """
-    if value is None:
-        return "-"
-    minutes = int(abs(value).total_seconds()) // 60
-    spelled = f"{minutes // 60}h {minutes % 60:02d}m"
-    return f"{spelled} overdue" if overdue else f"{spelled} left"
-
-
 def _reload(look: Look) -> int | None:
     """Seconds after which a Funnel page without its period's figures reloads itself."""
     waiting = look.snapshot is None and look.failure is None
     return RELOAD_S if waiting and (look.computing or look.busy) else None
-
-
-def _seconds(value: float) -> str:
-    """A computation's time as people read it: ``0.4 s``, ``17 s``."""
-    return f"{value:.1f} s" if value < 10 else f"{value:,.0f} s"
-
-
-def _clock_time(clock: Clock, value: datetime) -> str:
-    """``09:14 UTC`` today (by ``clock``), with the day before it on any other day."""
-    shown = value.strftime("%H:%M UTC")
-    return shown if value.date() == clock.now().date() else f"{value:%Y-%m-%d} {shown}"
-
-
-def _json_text(value: object) -> str:
-    """A list or mapping of the audit as JSON people read: quotes and accents as they are.
-
-    Jinja's ``tojson`` is for a ``<script>``: it writes ``'`` as ``\\u0027`` and marks the text
-    safe. This is plain text, so autoescaping makes it safe for HTML as any other value."""
-    return json.dumps(value, ensure_ascii=False, default=str)
-
-
-def _when(value: datetime | None) -> str:
-    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")

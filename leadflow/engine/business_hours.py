@@ -28,7 +28,8 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from leadflow.errors import ConfigError, UnknownCalendarError
-from leadflow.settings import DEFAULT_CALENDAR, WEEKDAYS, CalendarSettings, Settings
+from leadflow.setting_types import WEEKDAYS
+from leadflow.settings import DEFAULT_CALENDAR, CalendarSettings, Settings
 from leadflow.suggestions import did_you_mean
 
 _ONE_DAY = timedelta(days=1)

@@ -36,11 +36,11 @@ from leadflow.http.unsubscribe import (
 )
 from leadflow.mail.tracking_hits import Hit, RecordedHit
 from leadflow.mail.tracking_tokens import CODES, Kind, TrackedLink, tracking_key, verify
+from leadflow.mail_settings import TrackingSettings
 from leadflow.rule_language.model import RuleSet
 from leadflow.rule_language.scoring_model import ScoringModel
 from leadflow.scoring.rescoring import rescore
 from leadflow.service.rule_reload import SnapshotHolder
-from leadflow.settings import TrackingSettings
 from leadflow.store.database import transaction
 
 log = structlog.get_logger("leadflow.http.tracking")

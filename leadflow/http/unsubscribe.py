@@ -34,11 +34,11 @@ from leadflow.ingest.kinds import bump_last_activity
 from leadflow.mail.context import OWN_UNSUBSCRIBE_PATH, unsubscribe_token
 from leadflow.mail.tracking_hits import Hit, RecordedHit, record_hit
 from leadflow.mail.tracking_tokens import CODES, TrackedLink, tracking_key, verify
+from leadflow.mail_settings import TrackingSettings
 from leadflow.rule_language.model import RuleSet
 from leadflow.rule_language.scoring_model import ScoringModel
 from leadflow.scoring.rescoring import rescore
 from leadflow.service.rule_reload import SnapshotHolder
-from leadflow.settings import TrackingSettings
 from leadflow.store.database import transaction
 from leadflow.store.tables import LEADS
 

@@ -27,6 +27,7 @@ from leadflow.mail.context import (
 )
 from leadflow.mail.templates import TemplateCatalog
 from leadflow.mail.tracking import tracked_bodies
+from leadflow.mail_settings import SendWindow
 from leadflow.outbox.store import (
     PENDING,
     SENDING,
@@ -38,7 +39,7 @@ from leadflow.outbox.store import (
     message_id_for,
     outbox_row,
 )
-from leadflow.settings import SendWindow, Settings
+from leadflow.settings import Settings
 from leadflow.store.email_addresses import is_recipient
 from leadflow.store.id_ranges import among, chunks
 from leadflow.store.models import Lead

@@ -10,22 +10,12 @@ Files whose name starts with ``_`` (``_footer.txt``, ``_layout.html``) are parti
 ``{% include %}`` and ``{% extends %}``; they are not templates of their own. A variable that is
 not in the context is an error (``StrictUndefined``), never a blank in a sent email.
 
-Compiled templates are kept in ``$XDG_CACHE_HOME/leadflow/templates`` (``~/.cache/...``), as
-Python keeps ``__pycache__``: compiling is most of what ``leadflow check`` does with a
-template, loading the compiled code a tenth of it. An entry is used only for the same source
-text (Jinja compares a checksum), the same file, the same Jinja and Python, and an environment
-that compiles alike (its options, filters and tests, and the template's autoescaping are in
-the key); a template that does not compile is never stored, so its problem is reported as
-before. A cache folder that cannot be made or written is no cache, never an error.
+Compiled templates are kept on disk, as Python keeps ``__pycache__``
+(:mod:`leadflow.mail.compiled_templates`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import os
-import stat
-import sys
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,6 +38,7 @@ from leadflow.errors import (
     not_utf8_position,
     why_not_a_file,
 )
+from leadflow.mail.compiled_templates import CompiledTemplates
 from leadflow.mail.context import sample_context
 from leadflow.settings import Settings
 from leadflow.suggestions import did_you_mean
@@ -145,7 +136,7 @@ class TemplateCatalog:
         )
         self._env.filters["localtime"] = localtime
         self._env.filters["default"] = self._env.filters["d"] = default_when_missing
-        self._env.bytecode_cache = _CompiledTemplates.for_environment(self._env)
+        self._env.bytecode_cache = CompiledTemplates.for_environment(self._env)
         self._compiled: dict[str, jinja2.Template] = {}
 
     def frozen(self) -> TemplateCatalog:
@@ -367,82 +358,6 @@ class _Sandbox(SandboxedEnvironment):
 _DICT_ATTRIBUTES = frozenset(dir(dict))
 _PARTS = ((SUBJECT_SUFFIX, True), (TEXT_SUFFIX, True), (HTML_SUFFIX, False))
 _PART_NAMES = {SUBJECT_SUFFIX: "subject", TEXT_SUFFIX: "text", HTML_SUFFIX: "html"}
-
-
-def _only_ours(status: os.stat_result) -> bool:
-    """A folder no other user can change: the user's or root's, group and others not allowed
-    to write, or sticky (they may then add entries, not rename or remove ours)."""
-    owner_ok = status.st_uid in (os.getuid(), 0)
-    return owner_ok and (not status.st_mode & 0o022 or bool(status.st_mode & stat.S_ISVTX))
-
-
-class _CompiledTemplates(jinja2.FileSystemBytecodeCache):
-    """Jinja's file cache of compiled templates, keyed by what the compiled code depends on."""
-
-    def __init__(self, directory: Path, environment: jinja2.Environment) -> None:
-        super().__init__(str(directory))
-        self._environment = environment
-        options = (
-            jinja2.__version__,
-            sys.version,
-            type(environment).__qualname__,
-            environment.sandboxed,
-            environment.optimized,
-            environment.is_async,
-            getattr(environment.finalize, "__qualname__", None),
-            environment.policies.get("compiler.ascii_str"),
-            environment.trim_blocks,
-            environment.lstrip_blocks,
-            environment.keep_trailing_newline,
-            environment.newline_sequence,
-            environment.block_start_string,
-            environment.block_end_string,
-            environment.variable_start_string,
-            environment.variable_end_string,
-            environment.comment_start_string,
-            environment.comment_end_string,
-            environment.line_statement_prefix,
-            environment.line_comment_prefix,
-            sorted(environment.extensions),
-            sorted(environment.filters),
-            sorted(environment.tests),
-        )
-        self._fingerprint = repr(options)
-
-    @classmethod
-    def for_environment(cls, environment: jinja2.Environment) -> _CompiledTemplates | None:
-        """The cache in the user's cache folder; None when it cannot be made or another user
-        could change what is in it (an entry is loaded as code): the folder and the two above
-        it must each be the user's or root's, and writable by nobody else (unless sticky, as
-        ``/tmp`` is, where nobody may rename another's folder)."""
-        try:
-            given = os.environ.get("XDG_CACHE_HOME", "")
-            # The XDG spec: a relative path is invalid and ignored.
-            base = Path(given) if os.path.isabs(given) else Path.home() / ".cache"
-            directory = base / "leadflow" / "templates"
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            chain = [base.stat(), directory.parent.stat(), directory.stat()]
-        except (OSError, RuntimeError):  # RuntimeError: no home folder to be found
-            return None
-        if not all(_only_ours(status) for status in chain) or chain[-1].st_uid != os.getuid():
-            return None
-        return cls(directory, environment)
-
-    def get_cache_key(self, name: str, filename: str | None = None) -> str:
-        escaped = bool(self._environment.autoescape(name))  # type: ignore[operator]
-        key = f"{self._fingerprint}|{escaped}|{name}|{filename}"
-        return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
-
-    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
-        try:
-            super().load_bytecode(bucket)
-        except Exception:  # an unreadable entry: compiled again, and replaced
-            bucket.reset()
-
-    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
-        # A full disk or a read-only folder: the template is compiled again next time.
-        with contextlib.suppress(OSError):
-            super().dump_bytecode(bucket)
 
 
 class _SnapshotLoader(jinja2.BaseLoader):

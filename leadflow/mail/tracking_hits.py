@@ -36,7 +36,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from leadflow.mail.tracking_tokens import Kind, TrackedLink
-from leadflow.settings import TrackingSettings
+from leadflow.mail_settings import TrackingSettings
 from leadflow.store.database import insert_ignoring_duplicates
 from leadflow.store.tables import ACTIVITIES, LEADS, OUTBOX
 

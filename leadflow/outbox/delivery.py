@@ -39,6 +39,7 @@ from leadflow import metrics
 from leadflow.clock import Clock
 from leadflow.errors import DatabaseUnavailableError, DeliveryError
 from leadflow.logs import log_failure
+from leadflow.mail_settings import RetrySettings
 from leadflow.outbox.channel import Channel
 from leadflow.outbox.store import (
     FAILED,
@@ -50,7 +51,7 @@ from leadflow.outbox.store import (
     record_outcomes,
     release_claims,
 )
-from leadflow.settings import RetrySettings, Settings
+from leadflow.settings import Settings
 
 log = structlog.get_logger("leadflow.outbox")
 _MAX_RECORD_BATCH = 500

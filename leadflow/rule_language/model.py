@@ -21,7 +21,7 @@ from leadflow.rule_language.actions import (
 from leadflow.rule_language.conditions import Condition
 from leadflow.rule_language.fields import Subject
 from leadflow.rule_language.schedule import Schedule
-from leadflow.settings import TimezoneName
+from leadflow.setting_types import TimezoneName
 
 RULE_ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,99}$"
 

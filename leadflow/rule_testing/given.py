@@ -24,7 +24,8 @@ from leadflow.durations import parse_duration
 from leadflow.errors import Problem, ProblemsError
 from leadflow.ingest.runner import import_file
 from leadflow.rule_language.model import Located
-from leadflow.settings import ImportKind, Settings, TimezoneName
+from leadflow.setting_types import TimezoneName
+from leadflow.settings import ImportKind, Settings
 from leadflow.store.database import transaction
 from leadflow.store.tables import ACTIVITIES, DEALS, LEADS, REPS
 

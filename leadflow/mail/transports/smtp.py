@@ -30,7 +30,7 @@ import aiosmtplib
 from aiosmtplib.protocol import PERIOD_REGEX, SMTPProtocol, normalize_message_line_endings
 
 from leadflow.errors import DeliveryError, RecipientRejectedError
-from leadflow.settings import SmtpSettings
+from leadflow.mail_settings import SmtpSettings
 
 _IDLE_CHECK_AFTER = 20.0
 """Seconds a pooled connection may sit idle before a NOOP checks the server still has it."""
