@@ -81,21 +81,22 @@ def deal_group_of(
 def deal_owner_name(deals: Any, end: Any) -> ColumnElement[Any]:
     """The name of the owner a deal of ``deals`` had as of the report: the owner on the last row
     of its history before ``end`` (an entry into a stage, or an owner change: every path that
-    changes a deal's owner records it), :data:`NO_GROUP` when that row has none; the deal's
-    owner now when its history holds nothing before ``end`` (a deal stored before the history
-    was kept). One look-up in the deal's history index, which holds the owner."""
+    changes a deal's owner records it), none when that row has none; the deal's owner now when
+    its history holds nothing before ``end`` (a deal stored before the history was kept).
+
+    One look-up in the deal's history index, which holds the owner (read from the index alone,
+    no sort): "no owner" is read as 0 there (rep ids are positive), so that a row without an
+    owner is told from no row by the one look-up. Its rep's name then, as by the owner now."""
     history = STAGE_CHANGES.alias("owner_change")
-    owner = REPS.alias("owner_then")
     then = (
-        select(func.coalesce(owner.c.name, literal(NO_GROUP)))
-        .select_from(history.outerjoin(owner, owner.c.id == history.c.to_owner_id))
+        select(func.coalesce(history.c.to_owner_id, literal(0)))
         .where(history.c.deal_id == deals.c.id, history.c.at < end)
         .order_by(history.c.at.desc(), history.c.id.desc())
         .limit(1)
         .correlate(deals)
         .scalar_subquery()
     )
-    return func.coalesce(then, _rep_name(deals.c.owner_id))
+    return _rep_name(func.nullif(func.coalesce(then, deals.c.owner_id), literal(0)))
 
 
 def _lead_attribute(lead_id: Any, key: str) -> ColumnElement[Any]:
