@@ -161,6 +161,19 @@ def _ends_with_the_days_report(
     document = json.loads(capsys.readouterr().out)
     by_stage = document["open_value_by_stage"]
     assert [(row["stage"], row["open_deals"]) for row in by_stage] == [("Engaging", 35)]
+    # Every sample deal entered Engaging at its engage date in the history, as an import
+    # records the deals it creates: without it the deals' closes in the period came from no
+    # stage and no deal's stay in the pipeline was measured.
+    deal_entries = [(row["stage"], row["entered"]) for row in document["deal_stage_entries"]]
+    assert deal_entries == [("won", 1), ("recycled", 80)]
+    deal_times = [
+        (row["stage"], row["left"], row["median_days"], row["open"], row["stalled"])
+        for row in document["time_in_stage"]
+        if row["subject"] == "deal"
+    ]
+    # 81 left it in the days: 80 recycled as idle (engaged up to 360 days before), D0173 won;
+    # 35 are open, 30 of them past the 30-day stall age.
+    assert deal_times == [("Engaging", 81, 238.0, 35, 30)]
     # The sample's leads carry a source and their campaign emails, guide and webinar a
     # campaign: the MQLs are credited to them, none to "(none)" at first touch.
     first_touch = {

@@ -41,7 +41,7 @@ def test_empty_database_upgrades_to_head_matching_the_models(
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, metadata) == []
-        assert context.get_current_revision() == "0021"
+        assert context.get_current_revision() == "0022"
         assert set(inspect(connection).get_table_names()) == {
             *(t.name for t in metadata.sorted_tables),
             "alembic_version",
@@ -152,7 +152,7 @@ def _downgrade_0016(engine: Engine) -> None:
         "then downgrade again"
     )
     with engine.connect() as connection:
-        assert MigrationContext.configure(connection).get_current_revision() == "0021"
+        assert MigrationContext.configure(connection).get_current_revision() == "0022"
         scores = connection.execute(select(LEADS.c.score).order_by(LEADS.c.id)).scalars()
         assert list(scores) == [big, 5, -big]
     with engine.begin() as connection:
@@ -266,4 +266,61 @@ def test_0020_gives_the_runs_before_it_no_superseded_rows(tmp_path: Path) -> Non
         columns = {column["name"] for column in inspect(connection).get_columns("import_runs")}
         assert "superseded" not in columns
         assert connection.execute(text("SELECT count(*) FROM import_runs")).scalar() == 1
+    engine.dispose()
+
+
+def test_0022_records_the_owner_a_deal_was_given_without_a_stage_change(tmp_path: Path) -> None:
+    """A deal whose history ends with another owner than its own (an import gave it to Sam,
+    its stage the same: not recorded before 0022) gets the owner change at its last write; a
+    deal given no owner likewise; one whose history ends with its owner, or a later row than
+    its last write, gets nothing, or the change at that row's time."""
+    engine = create_store_engine(f"sqlite:///{tmp_path / 'owners.db'}")
+    config = alembic_config(engine)
+    command.upgrade(config, "0020")
+    rep = (
+        "INSERT INTO reps (id, external_id, name, email, pools, active, timezone, created_at,"
+        " updated_at) VALUES (:id, :id, :name, 'r@x.test', '[]', 1, 'UTC',"
+        " '2026-01-01 00:00:00.000000', '2026-01-01 00:00:00.000000')"
+    )
+    deal = (
+        "INSERT INTO deals (id, external_id, owner_id, stage, attributes, created_at,"
+        " updated_at) VALUES (:id, :id, :owner, 'Engaging', '{}', '2026-01-01 00:00:00.000000',"
+        " :updated)"
+    )
+    entry = (
+        "INSERT INTO stage_changes (deal_id, at, from_stage, to_stage, from_owner_id,"
+        " to_owner_id, cause) VALUES (:deal, :at, NULL, 'Engaging', :owner, :owner, 'import')"
+    )
+    march, april, may = (f"2026-0{m}-01 00:00:00.000000" for m in (3, 4, 5))
+    with engine.begin() as connection:
+        connection.execute(text(rep), [{"id": 1, "name": "Rita"}, {"id": 2, "name": "Sam"}])
+        connection.execute(
+            text(deal),
+            [
+                {"id": 1, "owner": 2, "updated": april},  # given to Sam
+                {"id": 2, "owner": None, "updated": april},  # given to no one
+                {"id": 3, "owner": 1, "updated": april},  # still Rita's
+                {"id": 4, "owner": 2, "updated": march},  # given to Sam, history later
+            ],
+        )
+        connection.execute(
+            text(entry),
+            [
+                {"deal": 1, "at": march, "owner": 1},
+                {"deal": 2, "at": march, "owner": 1},
+                {"deal": 3, "at": march, "owner": 1},
+                {"deal": 4, "at": may, "owner": 1},
+            ],
+        )
+    command.upgrade(config, "head")
+    changes = (
+        "SELECT deal_id, at, from_stage, to_stage, from_owner_id, to_owner_id, cause"
+        " FROM stage_changes WHERE cause = 'migration' ORDER BY deal_id"
+    )
+    with engine.connect() as connection:
+        assert connection.execute(text(changes)).all() == [
+            (1, april, "Engaging", "Engaging", 1, 2, "migration"),
+            (2, april, "Engaging", "Engaging", 1, None, "migration"),
+            (4, may, "Engaging", "Engaging", 1, 2, "migration"),
+        ]
     engine.dispose()

@@ -45,6 +45,8 @@ from leadflow.store.tables import ACTIVITIES, DEALS, LEADS, OUTBOX, REPS
 START = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)  # a Monday morning
 REGIONS = ("Central", "East", "West")
 PRODUCTS = ("GTX Basic", "GTX Pro", "MG Special")
+OPEN_STAGE = "Engaging"
+"""The sample deals' pipeline stage while open (the default ``stages.deal_open``)."""
 
 
 def demo_settings(settings: Settings, folder: Path) -> Settings:
@@ -151,7 +153,7 @@ def seed(engine: Engine, rng: random.Random, leads: int = LEADS_IN_DEMO) -> list
                 "account": f"Customer {index % 400 + 1}",
                 "product": rng.choice(PRODUCTS),
                 "owner_id": 10 + index % 11,
-                "stage": "Won" if closed_won else "Engaging",
+                "stage": "Won" if closed_won else OPEN_STAGE,
                 "outcome": "won" if closed_won else None,
                 "amount": float(rng.randint(500, 5000)),
                 "engaged_at": engaged,
@@ -181,6 +183,21 @@ def seed(engine: Engine, rng: random.Random, leads: int = LEADS_IN_DEMO) -> list
                 {**deal, "id": number, "created_at": old, "updated_at": old}
                 for number, deal in enumerate(deal_rows, start=1)
             ],
+        )
+        # Each deal enters its pipeline stage at its engage date, and a deal won before the
+        # start its outcome at the close, as an import records the deals it creates: without
+        # them the report's deal sections saw only the closes of the simulated days (from no
+        # stage) and measured no deal's time in the pipeline.
+        created_deals = range(1, len(deal_rows) + 1)
+        record_written(
+            connection,
+            "deals",
+            created_deals,
+            [],
+            cause="import",
+            source="demo",
+            now=old,
+            deal_open_stage=OPEN_STAGE,
         )
     insert_activities(engine, history(rng, leads, START))
     return sorted(closings, key=lambda closing: (closing.at, closing.deal_id))

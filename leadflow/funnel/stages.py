@@ -88,7 +88,7 @@ def entries_by_stage(connection: Connection, period: Period) -> dict[tuple[str, 
         entries.c.owner_id,
         entries.c.entered,
         connection.dialect.name,
-        instant(period.as_of),
+        instant(period.cutoff),
     )
     grp = labelled(expression)
     # Not grouped (one group): by stage alone, where a constant key made SQLite's sort for
@@ -125,7 +125,7 @@ def deal_entries_by_stage(connection: Connection, period: Period) -> dict[tuple[
     holds every column counted: the deals' rows are a small part of the history."""
     changes = STAGE_CHANGES.c
     dialect = connection.dialect.name
-    end = instant(period.as_of)
+    end = instant(period.cutoff)
     expression = deal_group_of(period.by, changes.deal_id, changes.at, dialect, end)
     grp = labelled(expression)
     keys = [changes.to_stage] if expression is None else [grp, changes.to_stage]
@@ -382,7 +382,7 @@ def _counted_by_entry(
         first = per_lead.c[f"first_{n}"]
         owner = _first_owner(per_lead, n, low) if period.by is Grouping.rep else None
         expression = lead_group(
-            period.by, per_lead.c.subject_id, owner, first, dialect, instant(period.as_of)
+            period.by, per_lead.c.subject_id, owner, first, dialect, instant(period.cutoff)
         )
         grp = labelled(expression)
         counted.append(
@@ -410,7 +410,7 @@ def _counted_at_once(
     group has no line there, as when each pair is grouped apart."""
     dialect = connection.dialect.name
     expression = lead_group(
-        period.by, per_lead.c.subject_id, None, None, dialect, instant(period.as_of)
+        period.by, per_lead.c.subject_id, None, None, dialect, instant(period.cutoff)
     )
     grp = labelled(expression)
     counts: list[Any] = []
@@ -441,7 +441,7 @@ def requalified(
 def _group(connection: Connection, period: Period, rows: Subquery, at: Any) -> Any:
     dialect = connection.dialect.name
     expression = lead_group(
-        period.by, rows.c.subject_id, rows.c.owner_id, at, dialect, instant(period.as_of)
+        period.by, rows.c.subject_id, rows.c.owner_id, at, dialect, instant(period.cutoff)
     )
     return labelled(expression)
 

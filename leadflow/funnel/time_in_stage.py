@@ -129,7 +129,7 @@ def _group(connection: Connection, period: Period, subject: str, rows: Any, at: 
     """The group of a stay (its event at ``at``), with nulls as :data:`NO_GROUP`; None when the
     report is not grouped (every stay is in :data:`ALL`)."""
     dialect = connection.dialect.name
-    end = instant(period.as_of)
+    end = instant(period.cutoff)
     if subject == "lead":
         expression = lead_group(period.by, rows.c.subject_id, rows.c.owner_id, at, dialect, end)
     else:

@@ -12,7 +12,8 @@ folds a rule's owner change into the entry the same firing made (data only), ``0
 ``0015`` the failing-step columns of ``nurture_enrollments``, ``0016`` scores in 64 bits on
 PostgreSQL, ``0017`` ``scoring_runs.last_activity_id``, ``0019`` ``scoring_runs.pass_activity_id``
 and the trigger that lowers both on SQLite (:mod:`leadflow.store.activity_ids`), ``0020``
-``import_runs.superseded``, ``0021`` ``rule_runs.schedule``. A test compares the schema at the head
+``import_runs.superseded``, ``0021`` ``rule_runs.schedule``, ``0022`` a deal's owner change where
+its history held another owner (data only). A test compares the schema at the head
 migration with this metadata so they cannot drift.
 """
 

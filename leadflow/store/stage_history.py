@@ -1,5 +1,6 @@
 """The stage history (``stage_changes``): every entry of a lead or deal into a stage, and every
-change of a lead's owner, with its time and cause, written in the change's own transaction.
+change of a lead's or deal's owner, with its time and cause, written in the change's own
+transaction.
 
 Rule firings and SLA reassignments know each change as they make it and note a row
 (:func:`change_row`). Imports and the HTTP API upsert whole batches in SQL, so they reconcile
@@ -7,7 +8,9 @@ instead (:func:`record_written`): one ``INSERT ... SELECT`` adds a row for each 
 deal whose stage differs from the last one its history holds. That is set-based, needs no old
 values carried through the upsert, and is correct as long as every other path records its
 changes, which is what this table is for. A row the batch created has no history to compare
-with: its first stage is recorded without looking (the bulk of a large import).
+with: its first stage is recorded without looking (the bulk of a large import). A written deal
+whose owner differs from the one its history last holds gets an owner change (same stage before
+and after), so the report can group it by its owner as of an earlier instant.
 
 A deal's stage in the history is its outcome once closed (``won``, ``lost``, ``recycled``),
 its pipeline stage while open: the funnel counts a close as the deal's last entry.
@@ -111,6 +114,8 @@ def record_written(
         )
     for chunk in chunks(sorted(changed)):
         connection.execute(_entries(kind, cause, source, now, ids=chunk))
+        if kind == "deals":
+            connection.execute(_deal_owner_changes(cause, source, now, chunk))
 
 
 def _entries(
@@ -177,6 +182,46 @@ def _entries(
         rows = rows.where(among(subject.c.id, ids))
     return insert(STAGE_CHANGES).from_select(
         [key, "at", "from_stage", "to_stage", "from_owner_id", "to_owner_id", "cause", "source"],
+        rows,
+    )
+
+
+def _deal_owner_changes(cause: str, source: str | None, now: datetime, ids: Sequence[int]) -> Any:
+    """An owner change at ``now`` for each deal of ``ids`` whose owner differs from the one its
+    history's last row holds (after this batch's entries, which carry the owner they were made
+    with): the report groups a deal by its owner as of its instant (``--by rep``), so a deal
+    reassigned without moving stage (a CRM's reassignment, imported) must say when."""
+    history = aliased(STAGE_CHANGES)
+    last = (
+        select(history.c.to_owner_id)
+        .where(history.c.deal_id == DEALS.c.id)
+        .order_by(history.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    recorded = select(history.c.id).where(history.c.deal_id == DEALS.c.id).exists()
+    position = deal_position()
+    rows = select(
+        DEALS.c.id,
+        literal(now, UTCDateTime()),
+        position,
+        position,
+        last,
+        DEALS.c.owner_id,
+        literal(cause),
+        literal(_kept(source), STAGE_CHANGES.c.source.type),
+    ).where(among(DEALS.c.id, ids), recorded, last.is_distinct_from(DEALS.c.owner_id))
+    return insert(STAGE_CHANGES).from_select(
+        [
+            "deal_id",
+            "at",
+            "from_stage",
+            "to_stage",
+            "from_owner_id",
+            "to_owner_id",
+            "cause",
+            "source",
+        ],
         rows,
     )
 
