@@ -184,6 +184,7 @@ def _read_yaml(
     duplicates = _duplicate_keys(node, str(path))
     if duplicates:
         raise ConfigError("\n".join(duplicates))
+    _base_60_as_written(node, data)
     sources: dict[str, str] = {}
     written: dict[str, str] = {}
     sections: dict[str, str] = {}
@@ -278,6 +279,30 @@ def _record_positions(
 
 
 _YAML_BOOLEAN = "tag:yaml.org,2002:bool"
+_YAML_NUMBERS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+
+
+def _base_60_as_written(node: yaml.Node | None, data: Any) -> None:
+    """Put back as text what YAML 1.1 read as a base-60 number: ``end: 17:00`` unquoted was
+    the number 1020, which the calendar took for 00:17 UTC (and a traceback comparing it with
+    a quoted start). Read as YAML 1.2 and every person reads it: the text ``17:00``."""
+    if isinstance(node, yaml.MappingNode) and isinstance(data, dict):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key not in data:
+                continue
+            if isinstance(value_node, yaml.ScalarNode):
+                if value_node.tag in _YAML_NUMBERS and ":" in value_node.value:
+                    data[key] = value_node.value
+            else:
+                _base_60_as_written(value_node, data[key])
+    elif isinstance(node, yaml.SequenceNode) and isinstance(data, list):
+        for index, item in enumerate(node.value):
+            if isinstance(item, yaml.ScalarNode):
+                if item.tag in _YAML_NUMBERS and ":" in item.value:
+                    data[index] = item.value
+            else:
+                _base_60_as_written(item, data[index])
 
 
 def _env_truth_values(
@@ -334,6 +359,8 @@ def _read_environment(
             try:
                 value = yaml.safe_load(raw) if raw.strip() else raw
             except yaml.YAMLError:
+                value = raw
+            if isinstance(value, int | float) and ":" in raw:  # base 60 in YAML 1.1: 17:00
                 value = raw
         _merge(data, _nest(key.split("."), value))
         sources[key] = f"environment {name}"

@@ -18,7 +18,7 @@ from pydantic import (
 )
 
 from leadflow.durations import format_duration
-from leadflow.setting_types import Duration, Number, Section, WholeNumber
+from leadflow.setting_types import Duration, Number, Section, TimeOfDay, WholeNumber
 
 
 class SmtpSettings(Section):
@@ -48,8 +48,8 @@ class FrequencyCap(Section):
 class SendWindow(Section):
     """Marketing email goes out only between these local times of the recipient."""
 
-    start: time = time(8, 0)
-    end: time = time(20, 0)
+    start: TimeOfDay = time(8, 0)
+    end: TimeOfDay = time(20, 0)
 
 
 _BASE_URL = re.compile(r"^https?://[^/?#\s]+(/[^?#\s]*)?$")

@@ -3,7 +3,8 @@ refuse a YAML ``true``, timezone and weekday names, and :class:`Section`, frozen
 
 from __future__ import annotations
 
-from datetime import timedelta
+import re
+from datetime import time, timedelta
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -30,6 +31,19 @@ def _duration_or_zero(value: object) -> object:
 
 
 DurationOrZero = Annotated[timedelta, BeforeValidator(_duration_or_zero)]
+
+_ONE_DIGIT_HOUR = re.compile(r"\d:\d\d(:\d\d)?")
+
+
+def _time_of_day(value: object) -> object:
+    """``8:00`` as people write it, which pydantic's ISO reading refuses ("too short")."""
+    if isinstance(value, str) and _ONE_DIGIT_HOUR.fullmatch(value.strip()):
+        return "0" + value.strip()
+    return value
+
+
+TimeOfDay = Annotated[time, BeforeValidator(_time_of_day)]
+"""A local wall-clock time: ``08:00``, ``8:00`` or ``08:00:30``."""
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

@@ -13,6 +13,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationInfo,
+    field_serializer,
     field_validator,
 )
 
@@ -23,6 +24,7 @@ from leadflow.setting_types import (
     Duration,
     DurationOrZero,
     Section,
+    TimeOfDay,
     TimezoneName,
     Weekday,
     WholeNumber,
@@ -77,13 +79,17 @@ def _not_the_default_name(name: str) -> str:
 CalendarName = Annotated[str, AfterValidator(_not_the_default_name)]
 
 
+END_OF_DAY = time(0, 0)
+"""A calendar's ``end: "24:00"``: closing at the midnight that ends the day."""
+
+
 class CalendarSettings(Section):
     """Business hours for SLA timers."""
 
     timezone: TimezoneName = "UTC"
     weekdays: tuple[Weekday, ...] = WEEKDAYS[:5]
-    start: time = time(9, 0)
-    end: time = time(17, 0)
+    start: TimeOfDay = time(9, 0)
+    end: TimeOfDay = time(17, 0)
     holidays: tuple[date, ...] = ()
 
     @field_validator("weekdays")
@@ -94,12 +100,26 @@ class CalendarSettings(Section):
             raise ValueError(msg)
         return weekdays
 
+    @field_validator("end", mode="before")
+    @classmethod
+    def _end_of_day(cls, end: object) -> object:
+        # "24:00" (round-the-clock hours) closes at the next midnight; a time of day cannot
+        # say 24:00, so it is kept as 00:00, which no other closing time can be (an end must
+        # come after the start). "23:59" left a closed minute each day.
+        if isinstance(end, str) and end.strip() in ("24:00", "24:00:00"):
+            return END_OF_DAY
+        return end
+
+    @field_serializer("end")
+    def _show_end_of_day(self, end: time) -> time | str:
+        return "24:00:00" if end == END_OF_DAY else end  # as `leadflow config` should show it
+
     @field_validator("end")
     @classmethod
     def _end_after_start(cls, end: time, info: object) -> time:
         data = getattr(info, "data", {})
         start = data.get("start")
-        if start is not None and end <= start:
+        if start is not None and end != END_OF_DAY and end <= start:
             msg = f"end {end} must be after start {start}"
             raise ValueError(msg)
         return end

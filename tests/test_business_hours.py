@@ -395,3 +395,49 @@ class TestProperties:
         timeline = BusinessTimeline(cal, min(span), max(span))
         for start, end in [*zip(span, reversed(span), strict=True), (one, other), (other, one)]:
             assert timeline.between(start, end) == business_time_between(cal, start, end)
+
+
+class TestRoundTheClock:
+    """``end: "24:00"`` closes at the midnight that ends the day: every day 00:00-24:00 is one
+    unbroken stretch (``"23:59"`` was the only way to write it, and left a closed minute a day
+    that delayed a 4-minute SLA started at 23:58 by a minute)."""
+
+    ALWAYS = calendar("Europe/Berlin", start="00:00", end="24:00", weekdays=list(EVERY_DAY))
+
+    def test_a_day_runs_to_the_next_midnight(self) -> None:
+        # Fri 27 Mar 2026: midnight CET is 23:00 UTC the day before.
+        assert opening_hours(self.ALWAYS, date(2026, 3, 27)) == (
+            utc(2026, 3, 26, 23),
+            utc(2026, 3, 27, 23),
+        )
+        # The spring-forward day has 23 hours: Sun 29 Mar 00:00 CET to Mon 00:00 CEST.
+        assert opening_hours(self.ALWAYS, date(2026, 3, 29)) == (
+            utc(2026, 3, 28, 23),
+            utc(2026, 3, 29, 22),
+        )
+
+    def test_business_time_is_elapsed_time(self) -> None:
+        # 4 minutes from 23:58 Berlin time end at 00:02, not at 00:03.
+        assert add_business_time(self.ALWAYS, utc(2026, 3, 27, 22, 58), hours(1 / 15)) == utc(
+            2026, 3, 27, 23, 2
+        )
+        # Three days across the spring-forward night are three days of real time.
+        start = utc(2026, 3, 27, 10)
+        assert add_business_time(self.ALWAYS, start, hours(72)) == start + hours(72)
+        assert business_time_between(self.ALWAYS, start, start + hours(72)) == hours(72)
+        assert is_open(self.ALWAYS, utc(2026, 3, 27, 22, 59, 59))
+        assert is_open(self.ALWAYS, utc(2026, 3, 27, 23))
+
+    def test_an_evening_shift_to_midnight(self) -> None:
+        """``end: "24:00"`` after a later start: 18:00 to the midnight ending the day."""
+        evening = calendar("UTC", start="18:00", end="24:00")
+        assert opening_hours(evening, date(2026, 3, 27)) == (utc(2026, 3, 27, 18), utc(2026, 3, 28))
+        # Fri 23:00 + 2h: one hour Friday, then Monday 18:00 + 1h.
+        assert add_business_time(evening, utc(2026, 3, 27, 23), hours(2)) == utc(2026, 3, 30, 19)
+
+    def test_the_setting_reads_24_00_and_still_refuses_an_end_before_the_start(self) -> None:
+        assert CalendarSettings.model_validate({"end": "24:00"}).end == time(0, 0)
+        with pytest.raises(ValueError, match="end 08:00:00 must be after start 09:00:00"):
+            CalendarSettings.model_validate({"start": "09:00", "end": "08:00"})
+        with pytest.raises(ValueError, match="end"):
+            CalendarSettings.model_validate({"end": "25:00"})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import time, timedelta
 from pathlib import Path
 
 import pytest
@@ -230,6 +230,35 @@ class TestValidation:
     ) -> None:
         loaded = load_settings(write(tmp_path, f'mail:\n  from: "{sender}"\n'), env={})
         assert loaded.settings.mail.sender == sender
+
+
+class TestTimesOfDay:
+    """``end: 17:00`` unquoted is base 60 in YAML 1.1 (the number 1020): it was taken for 00:17
+    UTC, or a traceback comparing it with a quoted start. Times are read as written, in the
+    file and the environment; ``24:00`` is the midnight that ends the day."""
+
+    def test_unquoted_times_in_the_file_are_the_times_written(self, tmp_path: Path) -> None:
+        path = write(
+            tmp_path,
+            "calendar:\n  start: 10:00\n  end: 17:30\n"
+            "mail:\n  send_window:\n    start: 8:00\n    end: 20:00\n",
+        )
+        settings = load_settings(path, env={}).settings
+        assert (settings.calendar.start, settings.calendar.end) == (time(10), time(17, 30))
+        window = settings.mail.send_window
+        assert (window.start, window.end) == (time(8), time(20))
+
+    def test_times_from_the_environment_are_the_times_written(self, tmp_path: Path) -> None:
+        env = {"LEADFLOW_CALENDAR__START": "10:00", "LEADFLOW_CALENDAR__END": "23:00"}
+        settings = load_settings(write(tmp_path, ""), env=env).settings
+        assert (settings.calendar.start, settings.calendar.end) == (time(10), time(23))
+
+    def test_24_00_ends_the_day_and_is_shown_so(self, tmp_path: Path) -> None:
+        path = write(tmp_path, 'calendar:\n  start: "00:00"\n  end: 24:00\n')
+        loaded = load_settings(path, env={})
+        assert loaded.settings.calendar.end == time(0)
+        shown = {key: value for key, value, _source in describe(loaded)}
+        assert (shown["calendar.start"], shown["calendar.end"]) == ("00:00:00", "24:00:00")
 
 
 class TestSecrets:

@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 
 from leadflow.errors import ConfigError, UnknownCalendarError
 from leadflow.setting_types import WEEKDAYS
-from leadflow.settings import DEFAULT_CALENDAR, CalendarSettings, Settings
+from leadflow.settings import DEFAULT_CALENDAR, END_OF_DAY, CalendarSettings, Settings
 from leadflow.suggestions import did_you_mean
 
 _ONE_DAY = timedelta(days=1)
@@ -63,7 +63,7 @@ class BusinessCalendar:
                 f"the calendar's timezone {self.zone.key} applies"
             )
             raise ConfigError(msg)
-        if self.end <= self.start:
+        if self.end != END_OF_DAY and self.end <= self.start:
             msg = f"calendar {self.name!r}: end {self.end} must be after start {self.start}"
             raise ConfigError(msg)
 
@@ -113,7 +113,8 @@ def opening_hours(calendar: BusinessCalendar, day: date) -> tuple[datetime, date
     if day.weekday() not in calendar.weekdays or day in calendar.holidays:
         return None
     opens = _first_instant_showing(calendar.zone, datetime.combine(day, calendar.start))
-    closes = _first_instant_showing(calendar.zone, datetime.combine(day, calendar.end))
+    closing_day = day + _ONE_DAY if calendar.end == END_OF_DAY else day
+    closes = _first_instant_showing(calendar.zone, datetime.combine(closing_day, calendar.end))
     if closes <= opens:
         return None
     return opens, closes
