@@ -15,7 +15,6 @@ import functools
 import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from functools import partial
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlencode
@@ -27,7 +26,6 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
-from leadflow.clock import Clock
 from leadflow.dashboard.access import COOKIE, SESSION_SECRET_NAME, Access, Principal
 from leadflow.dashboard.funnel_charts import ChartDrawings
 from leadflow.dashboard.funnel_page import FunnelNumbers, period_days, stage_counts
@@ -191,7 +189,7 @@ class _Pages:
         self.templates.filters["seconds"] = _seconds
         self.templates.filters["duration"] = format_duration
         self.templates.filters["json_text"] = _json_text
-        self.templates.filters["clock_time"] = partial(_clock_time, runtime.clock)
+        self.templates.filters["clock_time"] = _clock_time
         self.charts = ChartDrawings()
 
     # --- who is asking ------------------------------------------------------------------
@@ -566,10 +564,10 @@ def _seconds(value: float) -> str:
     return f"{value:.1f} s" if value < 10 else f"{value:,.0f} s"
 
 
-def _clock_time(clock: Clock, value: datetime) -> str:
-    """``09:14 UTC`` today (by ``clock``), with the day before it on any other day."""
-    shown = value.strftime("%H:%M UTC")
-    return shown if value.date() == clock.now().date() else f"{value:%Y-%m-%d} {shown}"
+def _clock_time(value: datetime) -> str:
+    """``2026-03-02 09:14 UTC``: the day always, as the report says it. "09:14 UTC" alone
+    read as today's while ``dashboard serve --now`` held the clock in 2017."""
+    return value.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _json_text(value: object) -> str:
