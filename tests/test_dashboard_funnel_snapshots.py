@@ -144,6 +144,27 @@ class TestFirstRequest:
             assert image.status_code == 200
             assert image.headers["content-type"] == "image/svg+xml"
 
+    def test_a_period_ending_later_says_so_as_the_report_does(
+        self, engine: Engine, make_settings: Any, clock: SettableClock
+    ) -> None:
+        """The period runs to the end of today, after the snapshot's instant: the page carries
+        the report's "As of ... (the period ends later)" line, which it left out; a period that
+        ended before has none, as in the report."""
+        ui, snapshots, _ = _page(engine, make_settings, clock)
+        ended = "/ui/funnel?from=2026-02-20&to=2026-02-25"
+        ui.get(PERIOD)
+        ui.get(ended)
+        assert snapshots.wait_idle(60)
+        line = (
+            '<p class="ends-later">As of 2026-03-02T09:00:00+00:00 (the period ends later): '
+            "nothing after it is counted; open stays, deals and SLA timers are those open "
+            "then.</p>"
+        )
+        assert line in ui.get(PERIOD).text
+        page = ui.get(ended).text
+        assert AS_OF.search(page) is not None
+        assert "the period ends later" not in page
+
     def test_a_quick_report_is_waited_for(
         self, engine: Engine, make_settings: Any, clock: SettableClock
     ) -> None:
