@@ -363,7 +363,7 @@ def test_funnel_page_charts_load_with_their_figures(
         lambda driver: driver.find_elements(By.CSS_SELECTOR, "p.as-of")
     )
     assert browser.find_element(By.CSS_SELECTOR, "p.as-of").text.startswith(
-        "Figures as of 09:00 UTC, computed in "
+        "Figures as of 2026-03-02 09:00 UTC, computed in "
     )
     images = browser.find_elements(By.CSS_SELECTOR, "figure.chart img")
     assert [image.get_attribute("alt") for image in images] == [

@@ -40,7 +40,7 @@ FIRST, LAST = date(2026, 3, 1), date(2026, 3, 2)
 PERIOD = "/ui/funnel?from=2026-03-01&to=2026-03-02"
 RELOAD = '<meta http-equiv="refresh" content="3">'
 COMPUTING = "The report for this period is being computed"
-AS_OF = re.compile(r"Figures as of (\S+ UTC), computed in ([0-9.]+ s):")
+AS_OF = re.compile(r"Figures as of (\S+ \S+ UTC), computed in ([0-9.]+ s):")
 REPORT_TABLE = re.compile(r'<table class="report" id="([a-z_]+)">(.*?)</table>', re.S)
 
 
@@ -115,7 +115,7 @@ class TestFirstRequest:
         assert COMPUTING not in second.text
         found = AS_OF.search(second.text)
         assert found is not None
-        assert found.group(1) == "09:00 UTC"
+        assert found.group(1) == "2026-03-02 09:00 UTC"
         look = snapshots.look(FIRST, LAST)
         assert look.snapshot is not None
         assert look.snapshot.as_of == T0
@@ -143,6 +143,27 @@ class TestFirstRequest:
             image = ui.get(url.replace("&amp;", "&"))
             assert image.status_code == 200
             assert image.headers["content-type"] == "image/svg+xml"
+
+    def test_a_period_ending_later_says_so_as_the_report_does(
+        self, engine: Engine, make_settings: Any, clock: SettableClock
+    ) -> None:
+        """The period runs to the end of today, after the snapshot's instant: the page carries
+        the report's "As of ... (the period ends later)" line, which it left out; a period that
+        ended before has none, as in the report."""
+        ui, snapshots, _ = _page(engine, make_settings, clock)
+        ended = "/ui/funnel?from=2026-02-20&to=2026-02-25"
+        ui.get(PERIOD)
+        ui.get(ended)
+        assert snapshots.wait_idle(60)
+        line = (
+            '<p class="ends-later">As of 2026-03-02T09:00:00+00:00 (the period ends later): '
+            "nothing after it is counted; open stays, deals and SLA timers are those open "
+            "then.</p>"
+        )
+        assert line in ui.get(PERIOD).text
+        page = ui.get(ended).text
+        assert AS_OF.search(page) is not None
+        assert "the period ends later" not in page
 
     def test_a_quick_report_is_waited_for(
         self, engine: Engine, make_settings: Any, clock: SettableClock
@@ -188,7 +209,7 @@ class TestFreshAndStale:
         clock.advance(timedelta(minutes=4))
         after = ui.get(PERIOD).text
         assert _shown_rows(after) == _shown_rows(before)
-        assert "Figures as of 09:00 UTC" in after
+        assert "Figures as of 2026-03-02 09:00 UTC" in after
         assert not snapshots.look(FIRST, LAST).computing
 
     def test_stale_is_served_with_a_note_then_renewed(
@@ -203,25 +224,28 @@ class TestFreshAndStale:
         _add_mql(engine, 3, T0 - HOUR / 2)
         clock.advance(timedelta(minutes=6))
         stale = ui.get(PERIOD).text
-        assert "Figures as of 09:00 UTC" in stale
+        assert "Figures as of 2026-03-02 09:00 UTC" in stale
         assert _shown_rows(stale) == _shown_rows(old)
         assert "These figures are older than 5m: newer ones are being computed" in stale
         assert RELOAD not in stale  # a person reading figures is not interrupted
         assert snapshots.wait_idle(60)
         renewed = ui.get(PERIOD).text
-        assert "Figures as of 09:06 UTC" in renewed
+        assert "Figures as of 2026-03-02 09:06 UTC" in renewed
         report = period_figures(engine, settings, FIRST, LAST, T0 + timedelta(minutes=6))
         assert _shown_rows(renewed) == _expected_tables(report)
         assert ("all", "mql", "3") in _shown_rows(renewed)["stage_entries"]
 
-    def test_an_older_day_is_dated(
+    def test_the_day_is_said_today_too(
         self, engine: Engine, make_settings: Any, clock: SettableClock
     ) -> None:
-        """A snapshot from another day than today says its day too."""
+        """A snapshot says its day, today's too: "Figures as of 09:00 UTC" alone read as
+        today's while ``dashboard serve --now`` held the clock in 2017; the report says the
+        date always."""
         later = {"dashboard.funnel_refresh": "2d", "dashboard.session_lifetime": "2d"}
         ui, snapshots, _ = _page(engine, make_settings, clock, **later)
         ui.get(PERIOD)
         assert snapshots.wait_idle(60)
+        assert "Figures as of 2026-03-02 09:00 UTC" in ui.get(PERIOD).text
         clock.advance(timedelta(days=1))
         assert "Figures as of 2026-03-02 09:00 UTC" in ui.get(PERIOD).text
 
@@ -249,7 +273,7 @@ class TestFailure:
         assert len(failed) == 1
         assert "stage_changes" in failed[0]["error"]
         page = ui.get(PERIOD).text
-        assert "Computing the report for this period failed at 09:00 UTC: " in page
+        assert "Computing the report for this period failed at 2026-03-02 09:00 UTC: " in page
         assert "stage_changes" in page
         assert "It is tried again 5m after the failure." in page
         assert RELOAD not in page

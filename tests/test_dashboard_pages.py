@@ -520,6 +520,76 @@ class TestRulesPage:
         assert view.scoring.location.startswith("rules/scoring.yaml:")
         assert view.scoring.enabled is False
 
+    def test_a_rule_that_never_ran_reads_as_leadflow_status_says(
+        self, engine: Engine, make_settings: Any, clock: SettableClock
+    ) -> None:
+        """A rule that never ran (only its first sighting recorded, or no row at all) showed
+        Matched ``0`` and Status ``never`` here, ``-`` and ``-`` in ``leadflow status``: both now
+        say last run ``never``, status ``-``, matched ``-`` (``0`` read as a run that matched no
+        one); a rule that ran shows its run alike in both."""
+        from rich.console import Console
+
+        from leadflow.cli.status_command import render_rules
+        from leadflow.cli.status_command import rules_view as status_view
+        from leadflow.store.status import collect_status
+
+        runtime = runtime_for(engine, dashboard_settings(make_settings), clock)
+        ran, seen, unseen = runtime.load_rules().enabled_rules[:3]
+        with engine.begin() as connection:
+            connection.execute(
+                insert(RULE_RUNS),
+                [
+                    {
+                        "rule_id": ran.id,
+                        "rule_version": "v1",
+                        "last_started_at": T0 - HOUR,
+                        "last_finished_at": T0 - HOUR,
+                        "last_status": "ok",
+                        "matched": 7,
+                    },
+                ],
+            )
+            # What the daemon records of a rule it has seen but not run yet (engine/rule_runs).
+            connection.execute(
+                insert(RULE_RUNS).values(
+                    rule_id=seen.id, rule_version="v1", last_status="never", first_seen_at=T0
+                )
+            )
+        app, _holder = build_app(runtime)
+        ui = Browser(app)
+        ui.login("vera")
+        page = ui.get("/ui/rules").text
+
+        def cells(rule_id: str) -> list[str]:
+            """Last run, status, matched, as the page shows them."""
+            row = re.search(rf'<th scope="row">{rule_id}\b.*?</th>(.*?)</tr>', page, re.S)
+            assert row is not None, rule_id
+            shown = re.findall(r"<td[^>]*>(.*?)</td>", row.group(1), re.S)
+            return [re.sub(r"<.*", "", cell, flags=re.S) for cell in shown[2:5]]
+
+        console = Console(width=250, record=True)
+        render_rules(status_view(runtime, collect_status(engine)), console)
+        lines = console.export_text().splitlines()
+        header = next(line for line in lines if line.startswith("rule "))
+        status_at, matched_at = header.index("status"), header.index("matched")
+
+        def status_cells(rule_id: str) -> list[str]:
+            """Status and matched, as ``leadflow status`` prints them."""
+            line = next(line for line in lines if line.startswith(f"{rule_id} "))
+            return line[status_at:].split()[:2]
+
+        assert [cells(rule.id) for rule in (ran, seen, unseen)] == [
+            ["2026-03-02 08:00:00 UTC", "ok", "7"],
+            ["never", "-", "-"],
+            ["never", "-", "-"],
+        ]
+        assert matched_at > status_at
+        assert [status_cells(rule.id) for rule in (ran, seen, unseen)] == [
+            ["ok", "7"],
+            ["-", "-"],
+            ["-", "-"],
+        ]
+
     def test_a_refused_reload_shows_its_messages(
         self, engine: Engine, make_settings: Any, clock: SettableClock
     ) -> None:

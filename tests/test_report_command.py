@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,46 @@ class TestFormats:
         error = capsys.readouterr().err
         assert error.startswith("error: --now: ")
         assert "Traceback" not in error
+
+    def test_generated_is_when_it_was_made_not_now(
+        self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """With ``--now`` in the past, ``generated_at`` was that instant too (the HTML said
+        "generated 2026-03-05T07:00:00+00:00" of a file made in 2026-11): it is the wall clock's
+        time the report was made at, and ``as_of`` the ``--now``; the HTML, CSV and table say
+        both."""
+        seed(engine)
+        now = ("--now", "2026-03-05T07:00:00Z")
+        as_of = "2026-03-05T07:00:00+00:00"
+        before = datetime.now(UTC)
+        assert run(tmp_path, store_url, "--format", "json", *now) == 0
+        document = json.loads(capsys.readouterr().out)
+        after = datetime.now(UTC)
+        generated = document["generated_at"]
+        assert before <= datetime.fromisoformat(generated) <= after
+        assert document["period"]["as_of"] == as_of
+
+        def made(text: str) -> str:
+            found = re.search(r"generated (\S+?)\.? ", text)
+            assert found is not None, text
+            stamp = found.group(1)
+            assert before <= datetime.fromisoformat(stamp) <= datetime.now(UTC)
+            return stamp
+
+        target = tmp_path / "report.html"
+        assert run(tmp_path, store_url, "-o", str(target), *now) == 0
+        page = target.read_text(encoding="utf-8")
+        stamp = made(page)
+        assert f"(end excluded), not grouped; as of {as_of}, generated {stamp}." in page
+        assert run(tmp_path, store_url, *now) == 0
+        table = capsys.readouterr().out.splitlines()
+        stamp = made(table[1] + " ")
+        assert table[1] == f"Figures as of {as_of}, generated {stamp}."
+        assert run(tmp_path, store_url, "--format", "csv", *now) == 0
+        rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+        assert len({(r["as_of"], r["generated_at"]) for r in rows}) == 1
+        assert rows[0]["as_of"] == as_of
+        assert before <= datetime.fromisoformat(rows[0]["generated_at"]) <= datetime.now(UTC)
 
     def test_csv_cells_a_spreadsheet_would_run_are_quoted(
         self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -263,7 +304,10 @@ class TestFormats:
             assert run(tmp_path, store_url, "--format", "csv", *now) == 0
             text = capsys.readouterr().out
             header = text.splitlines()[0].split(",")
-            assert (header[0], header[-3:]) == ("section", ["period_from", "period_to", "as_of"])
+            assert (header[0], header[-4:]) == (
+                "section",
+                ["period_from", "period_to", "as_of", "generated_at"],
+            )
             rows = list(csv.DictReader(io.StringIO(text)))
             assert {(r["period_from"], r["period_to"], r["as_of"]) for r in rows} == {
                 ("2026-03-02T09:00:00+00:00", "2026-03-09T09:00:00+00:00", as_of)

@@ -270,7 +270,7 @@ class TestExplain:
         document = json.loads(capsys.readouterr().out)
         assert code == 0
         assert (document["computed"], document["stored"]) == (
-            {"score": 34, "fit": 20, "engagement": 14},
+            {"score": 34, "fit": 20, "engagement": 14, "adjustment": 0},
             {
                 "score": 34,
                 "fit": 20,
@@ -283,6 +283,33 @@ class TestExplain:
         # Months later by the system clock: explained when the score was stored, it adds up.
         assert document["at"] == "2026-03-02T09:00:00+00:00"
         assert [c["points"] for c in document["contributions"]] == [20, 11, 3]
+
+    def test_the_rules_adjustment_is_in_the_total_line_and_the_computed_block(
+        self, runtime: Runtime, engine: Engine, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A rule's -5 was a row of the table but not in the total's formula, which read
+        "fit 20 + engagement 0  15" (20 + 0 = 15), and the JSON's ``computed`` had no
+        adjustment: both now carry it, as does the HTTP API's lead view."""
+        tick(runtime, T0)
+        with engine.begin() as connection:
+            connection.execute(update(LEADS).where(LEADS.c.id == 1).values(stage="nurture"))
+        tick(runtime, T0 + HOUR)  # the rule: -5
+        config = str(runtime.settings.root / "config.yaml")
+        capsys.readouterr()
+        assert main(["--config", config, "score", "explain", "L1"]) == 0
+        lines = [line.split() for line in capsys.readouterr().out.splitlines()]
+        table = lines[lines.index(["part", "criterion", "points", "how"]) + 1 :]
+        assert [row[:3] for row in table[:2]] == [
+            ["fit", "east", "+20"],
+            ["adjustment", "rules", "-5"],
+        ]
+        total = "total fit 20 + engagement 0 + rules -5 = 15 = the stored score"
+        assert total in [" ".join(row) for row in table]
+        assert main(["--config", config, "score", "explain", "L1", "--format", "json"]) == 0
+        computed = {"score": 15, "fit": 20, "engagement": 0, "adjustment": -5}
+        assert json.loads(capsys.readouterr().out)["computed"] == computed
+        view = Api(build_app(runtime)[0]).get("/v1/leads/L1").json()
+        assert view["score_explanation"]["computed"] == computed
 
     def test_a_past_instant_is_explained_as_of_then_not_as_the_next_pass(
         self, runtime: Runtime, engine: Engine, capsys: pytest.CaptureFixture[str]
@@ -299,7 +326,7 @@ class TestExplain:
         words = " ".join(out.split())  # the table wraps its last column
         # At 2026-03-02 the view was 5 days old (7.07 -> 7); a day after it, 10 x 0.5^0.1 -> 9.
         assert (
-            "total fit 20 + engagement 9 29 the score as of 2026-02-26 09:00 UTC; the stored "
+            "total fit 20 + engagement 9 + rules 0 = 29 the score as of 2026-02-26 09:00 UTC; the stored "
             "one is the last pass's (2026-03-02 09:00 UTC)"
         ) in words
         assert "next one stores" not in words
@@ -340,7 +367,7 @@ class TestExplain:
             "enabled: false in the rules folder, but the store's scores are from its last pass "
             "(the demo turns it on in its own store); as of 2026-03-02 09:00:00 UTC" in table
         )
-        assert "total fit 20 + engagement 7 27 = the stored score" in table
+        assert "total fit 20 + engagement 7 + rules 0 = 27 = the stored score" in table
 
     def test_an_unknown_lead_is_one_line(
         self, runtime: Runtime, capsys: pytest.CaptureFixture[str]

@@ -96,7 +96,14 @@ def show_report(
         given = f"--now {now}" if now else f"now ({as_of:%Y-%m-%dT%H:%M:%SZ})"
         msg = f"{given} is before --from {start}: the period has not begun by then"
         raise UserInputError(msg)
-    report = build_report(context.existing_engine, context.settings, period, as_of)
+    # Made now by the wall clock, whatever instant --now reads the store as of.
+    report = build_report(
+        context.existing_engine,
+        context.settings,
+        period,
+        as_of,
+        generated_at=SystemClock().now(),
+    )
     rows = sections(report)
     _note_unknown_stall_stages(period, context.settings.stages.all(), rows["time_in_stage"])
     if output is not None:

@@ -122,8 +122,9 @@ def _print(
                 )
         table.add_row(
             "total",
-            f"fit {found.fit} + engagement {found.engagement}",
-            f"{found.total}",
+            # Every part, the rules' too, so the line adds up as written: 25 + 0 + -20 = 5.
+            f"fit {found.fit} + engagement {found.engagement} + rules {found.adjustment}",
+            f"= {found.total}",
             _agreement(found, given, now),
         )
         console.print(table)

@@ -102,6 +102,17 @@ def period_days(given_from: str | None, given_to: str | None, today: date) -> tu
     return first, last
 
 
+def ends_later_note(first: date, last: date, computed_at: datetime) -> str | None:
+    """The line ``leadflow report`` and its HTML print under their heading when the period
+    ends after the instant it was read at ("As of ... (the period ends later): ..."), for
+    ``first`` to ``last`` computed at ``computed_at``; None when the period had ended."""
+    from leadflow.funnel.period import Period, day_start
+    from leadflow.funnel.text import as_of_text
+
+    period = Period(day_start(first), day_start(last, after=True), now=computed_at)
+    return as_of_text(period) if period.ends_later else None
+
+
 def funnel_numbers(
     engine: Engine, settings: Settings, first: date, last: date, now: datetime
 ) -> FunnelNumbers:

@@ -3,7 +3,7 @@
 Why: the page's period figures are ``leadflow report`` of the period, which reads the period's
 whole stage history: seconds on a store of a million leads, when a page has 300 ms. So the page
 does what HubSpot's and Salesforce's dashboards do: it serves figures computed a moment ago and
-says when ("Figures as of 09:14 UTC, computed in 17.2 s").
+says when ("Figures as of 2026-03-02 09:14 UTC, computed in 17.2 s").
 
 - A period whose snapshot is younger than ``dashboard.funnel_refresh`` is served from it.
 - An older one is served as it is, with a note, while one computation in the background (a

@@ -6,19 +6,17 @@ from __future__ import annotations
 import functools
 import json
 from datetime import datetime, timedelta
-from functools import partial
 from importlib import resources
 
 from fastapi.responses import Response
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from leadflow.clock import Clock
 from leadflow.durations import format_duration
 
 
-def page_templates(clock: Clock) -> Environment:
+def page_templates() -> Environment:
     """The package's Jinja templates, autoescaped, a missing value an error, with the filters
-    the pages use (``clock_time`` reads ``clock``)."""
+    the pages use."""
     templates = Environment(
         loader=PackageLoader("leadflow.dashboard", "templates"),
         autoescape=select_autoescape(default=True),
@@ -29,7 +27,7 @@ def page_templates(clock: Clock) -> Environment:
     templates.filters["seconds"] = _seconds
     templates.filters["duration"] = format_duration
     templates.filters["json_text"] = _json_text
-    templates.filters["clock_time"] = partial(_clock_time, clock)
+    templates.filters["clock_time"] = _clock_time
     return templates
 
 
@@ -75,10 +73,10 @@ def _seconds(value: float) -> str:
     return f"{value:.1f} s" if value < 10 else f"{value:,.0f} s"
 
 
-def _clock_time(clock: Clock, value: datetime) -> str:
-    """``09:14 UTC`` today (by ``clock``), with the day before it on any other day."""
-    shown = value.strftime("%H:%M UTC")
-    return shown if value.date() == clock.now().date() else f"{value:%Y-%m-%d} {shown}"
+def _clock_time(value: datetime) -> str:
+    """``2026-03-02 09:14 UTC``: the day always, as the report says it. "09:14 UTC" alone
+    read as today's while ``dashboard serve --now`` held the clock in 2017."""
+    return value.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _json_text(value: object) -> str:

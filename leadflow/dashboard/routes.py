@@ -24,7 +24,12 @@ from starlette.types import Scope
 from leadflow.dashboard.access import COOKIE, SESSION_SECRET_NAME, Access, Principal
 from leadflow.dashboard.form_body import MAX_FORM, FormTooLargeError, read_form
 from leadflow.dashboard.funnel_charts import ChartDrawings
-from leadflow.dashboard.funnel_page import FunnelNumbers, period_days, stage_counts
+from leadflow.dashboard.funnel_page import (
+    FunnelNumbers,
+    ends_later_note,
+    period_days,
+    stage_counts,
+)
 from leadflow.dashboard.funnel_snapshots import FunnelSnapshots, Look, funnel_snapshots
 from leadflow.dashboard.lead_deals import lead_deals
 from leadflow.dashboard.outbox_page import messages, retry, status_counts
@@ -150,7 +155,7 @@ class _Pages:
         self.snapshots = snapshots
         self.holder = holder
         self.access = access
-        self.templates = page_templates(runtime.clock)
+        self.templates = page_templates()
         self.charts = ChartDrawings()
 
     # --- who is asking ------------------------------------------------------------------
@@ -278,11 +283,16 @@ class _Pages:
         if figures is not None:
             self.charts.remember(list(figures.charts))
         numbers = FunnelNumbers.of(stages, first, last, figures)
+        # The report's own line, as of the snapshot's instant: the report run then says it.
+        ends_later = (
+            ends_later_note(first, last, look.snapshot.as_of) if look.snapshot is not None else None
+        )
         return self.render(
             "funnel.html",
             who,
             numbers=numbers,
             look=look,
+            ends_later=ends_later,
             reload=_reload(look),
             refresh=self.runtime.settings.dashboard.funnel_refresh,
             problem=problem,

@@ -30,8 +30,12 @@ class RuleLine:
     reentry: str
     actions: tuple[str, ...]
     last_run_at: datetime | None
-    last_status: str
-    matched: int
+    """None: never ran (the page says ``never``, as ``leadflow status`` does)."""
+    last_status: str | None
+    """None: never ran (``-``, as ``leadflow status``; it said ``never`` here)."""
+    matched: int | None
+    """None: never ran (``-``, as ``leadflow status``; it said ``0``, as if a run had matched
+    no one)."""
     error: str | None
     ran_version: str | None
     next_run_at: datetime | None
@@ -78,6 +82,7 @@ def rules_view(engine: Engine, rule_set: RuleSet | None, now: datetime) -> Rules
         last = last_run_of(run.last_finished_at, run.last_started_at) if run is not None else None
         anchor = run.last_started_at if run is not None else None
         first_seen = run.first_seen_at if run is not None else None
+        ran = run if last is not None else None  # a row may only hold a first sighting
         lines.append(
             RuleLine(
                 id=rule.id,
@@ -89,8 +94,8 @@ def rules_view(engine: Engine, rule_set: RuleSet | None, now: datetime) -> Rules
                 reentry=rule.reentry.describe(),
                 actions=tuple(action_name(action) for action in rule.actions),
                 last_run_at=last,
-                last_status=run.last_status if run is not None else "never",
-                matched=run.matched if run is not None else 0,
+                last_status=ran.last_status if ran is not None else None,
+                matched=ran.matched if ran is not None else None,
                 error=run.last_error if run is not None else None,
                 ran_version=run.rule_version if run is not None else None,
                 next_run_at=next_run_at(rule, anchor, now, first_seen) if rule.enabled else None,

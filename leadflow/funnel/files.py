@@ -17,7 +17,7 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 def csv_text(report: Report, sections: dict[str, list[Row]]) -> str:
     """Every section's rows under one header (the union of the columns, in order of first use),
-    the section named in the first column; a column a section lacks is empty. The last three
+    the section named in the first column; a column a section lacks is empty. The last four
     columns, the same on every row, say what the figures are of (:func:`period_columns`)."""
     columns: dict[str, None] = {"section": None}
     for rows in sections.values():
@@ -34,7 +34,8 @@ def csv_text(report: Report, sections: dict[str, list[Row]]) -> str:
 
 
 def period_columns(report: Report) -> dict[str, str]:
-    """``period_from``, ``period_to`` (excluded) and ``as_of``, as JSON's ``period`` has them:
+    """``period_from``, ``period_to`` (excluded) and ``as_of``, as JSON's ``period`` has them,
+    and ``generated_at`` (when the report was made, by the wall clock), as JSON has it:
     columns on every row, not a comment line above the header, which a spreadsheet shows as a
     row of data and ``csv.DictReader`` or pandas would take for the header."""
     period = report.period
@@ -42,6 +43,7 @@ def period_columns(report: Report) -> dict[str, str]:
         "period_from": period.start.isoformat(),
         "period_to": period.end.isoformat(),
         "as_of": period.as_of.isoformat(),
+        "generated_at": report.generated_at.isoformat(),
     }
 
 

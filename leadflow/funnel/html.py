@@ -13,7 +13,15 @@ import html
 from leadflow.funnel.charts import CHARTS
 from leadflow.funnel.report import Report
 from leadflow.funnel.sections import Row
-from leadflow.funnel.text import TEXT_COLUMNS, TITLES, as_of_text, for_people, for_reading, shown
+from leadflow.funnel.text import (
+    TEXT_COLUMNS,
+    TITLES,
+    as_of_text,
+    for_people,
+    for_reading,
+    read_text,
+    shown,
+)
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1200px;
@@ -45,8 +53,8 @@ def render_html(report: Report, sections: dict[str, list[Row]]) -> str:
     )
     heading = (
         f"<h1>Funnel report</h1><p class=period>{period.start.isoformat()} to "
-        f"{period.end.isoformat()} (end excluded), {period.grouping_text()}; generated "
-        f"{report.generated_at.isoformat()}. Definitions: docs/report.md.</p>"
+        f"{period.end.isoformat()} (end excluded), {period.grouping_text()}; "
+        f"{html.escape(read_text(report))}. Definitions: docs/report.md.</p>"
     )
     if period.ends_later:
         heading += f"<p class=as-of>{html.escape(as_of_text(period))}</p>"

@@ -54,12 +54,21 @@ class Report:
     deal_entries: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
-def build_report(engine: Engine, settings: Settings, period: Period, now: datetime) -> Report:
+def build_report(
+    engine: Engine,
+    settings: Settings,
+    period: Period,
+    now: datetime,
+    *,
+    generated_at: datetime | None = None,
+) -> Report:
     """Every metric of docs/report.md over ``period``, read at one instant (see
     :mod:`leadflow.funnel.snapshot`): the times in stage (and on SQLite the SLA) on a second
     connection at the same time as the other families. What is still open is measured at
     ``now`` when the period ends later (:attr:`Period.as_of`), unless ``period`` says its own
-    now (a simulation's clock)."""
+    now (a simulation's clock). ``generated_at``: the wall-clock time the report is made (a
+    ``--now`` in 2017 is no time the report was made at); ``now`` when not given."""
+    generated = now if generated_at is None else generated_at
     if period.now is None:
         period = replace(period, now=now)
     with two_readers(engine) as (connection, other), ThreadPoolExecutor(1) as pool:
@@ -73,10 +82,10 @@ def build_report(engine: Engine, settings: Settings, period: Period, now: dateti
         if other is None:
             found = _first_families(connection, settings, period)
             rest = _second_families(connection, period, settings.stages.progression)
-            return Report(**found, **rest, generated_at=now)
+            return Report(**found, **rest, generated_at=generated)
         timed = pool.submit(_second_families, other, period, settings.stages.progression)
         found = _first_families(connection, settings, period)
-        return Report(**found, **timed.result(), generated_at=now)
+        return Report(**found, **timed.result(), generated_at=generated)
 
 
 def _first_families(connection: Connection, settings: Settings, period: Period) -> dict[str, Any]:

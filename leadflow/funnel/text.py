@@ -119,6 +119,12 @@ def as_of_text(period: Period) -> str:
     )
 
 
+def read_text(report: Report) -> str:
+    """Both instants of a report: the one the store was read as of (the period's end, or now:
+    ``--now``) and the wall-clock time it was made at, which ``--now`` does not move."""
+    return f"as of {report.period.as_of.isoformat()}, generated {report.generated_at.isoformat()}"
+
+
 def _print_tables(console: Console, report: Report, sections: dict[str, list[Row]]) -> None:
     from rich.table import Table
 
@@ -127,6 +133,7 @@ def _print_tables(console: Console, report: Report, sections: dict[str, list[Row
         f"Funnel report {period.start.isoformat()} to {period.end.isoformat()} (end excluded), "
         f"{period.grouping_text()}"
     )
+    console.print(f"Figures {read_text(report)}.")
     if period.ends_later:
         console.print(as_of_text(period))
     for name, every_row in for_reading(report, sections).items():

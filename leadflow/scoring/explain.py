@@ -81,6 +81,11 @@ class ScoreExplanation:
         return sum(item.points for item in self.contributions if item.part == "engagement")
 
     @property
+    def adjustment(self) -> int:
+        """What the rules' adjust_score/set_score actions added: 0 when they added nothing."""
+        return sum(item.points for item in self.contributions if item.part == "adjustment")
+
+    @property
     def total(self) -> int:
         return sum(item.points for item in self.contributions)
 
@@ -100,7 +105,12 @@ class ScoreExplanation:
                 for key, value in self.stored.items()
             },
             "computed": (
-                {"score": self.total, "fit": self.fit, "engagement": self.engagement}
+                {
+                    "score": self.total,
+                    "fit": self.fit,
+                    "engagement": self.engagement,
+                    "adjustment": self.adjustment,
+                }
                 if self.model_version is not None
                 else None
             ),
