@@ -180,10 +180,7 @@ def _entries(
         rows = rows.where(last.is_distinct_from(stage))
     if ids is not None:
         rows = rows.where(among(subject.c.id, ids))
-    return insert(STAGE_CHANGES).from_select(
-        [key, "at", "from_stage", "to_stage", "from_owner_id", "to_owner_id", "cause", "source"],
-        rows,
-    )
+    return insert(STAGE_CHANGES).from_select(_columns(key), rows)
 
 
 def _deal_owner_changes(cause: str, source: str | None, now: datetime, ids: Sequence[int]) -> Any:
@@ -211,19 +208,21 @@ def _deal_owner_changes(cause: str, source: str | None, now: datetime, ids: Sequ
         literal(cause),
         literal(_kept(source), STAGE_CHANGES.c.source.type),
     ).where(among(DEALS.c.id, ids), recorded, last.is_distinct_from(DEALS.c.owner_id))
-    return insert(STAGE_CHANGES).from_select(
-        [
-            "deal_id",
-            "at",
-            "from_stage",
-            "to_stage",
-            "from_owner_id",
-            "to_owner_id",
-            "cause",
-            "source",
-        ],
-        rows,
-    )
+    return insert(STAGE_CHANGES).from_select(_columns("deal_id"), rows)
+
+
+def _columns(subject: str) -> list[str]:
+    """The history columns an insert from a select of a lead's or deal's rows fills, in order."""
+    return [
+        subject,
+        "at",
+        "from_stage",
+        "to_stage",
+        "from_owner_id",
+        "to_owner_id",
+        "cause",
+        "source",
+    ]
 
 
 def _closed_after_engagement() -> ColumnElement[bool]:
@@ -247,19 +246,7 @@ def _open_before_close(stage: str, cause: str, source: str | None, created: Sequ
         literal(cause),
         literal(_kept(source), STAGE_CHANGES.c.source.type),
     ).where(_among_created(DEALS.c.id, created), _closed_after_engagement())
-    return insert(STAGE_CHANGES).from_select(
-        [
-            "deal_id",
-            "at",
-            "from_stage",
-            "to_stage",
-            "from_owner_id",
-            "to_owner_id",
-            "cause",
-            "source",
-        ],
-        rows,
-    )
+    return insert(STAGE_CHANGES).from_select(_columns("deal_id"), rows)
 
 
 def _among_created(column: ColumnElement[int], created: Sequence[int]) -> ColumnElement[bool]:
