@@ -166,6 +166,29 @@ class TestReport:
             " 1 failed in 0.00s ".center(80, "="),
         ]
 
+    @pytest.mark.parametrize(
+        ("written", "actual"),
+        [
+            ("2026-03-02T14:00", "2026-03-02T13:00"),  # the calendar's local time (Berlin)
+            ("2026-03-02T11:00:00Z", "2026-03-02T12:00:00Z"),
+            ("2026-03-02T14:00+01:00", "2026-03-02T13:00+01:00"),
+            ("+5h", "+4h"),  # from the step's time
+        ],
+    )
+    def test_a_time_is_shown_as_written_and_the_actual_in_its_form(
+        self, here: Path, capsys: pytest.CaptureFixture[str], written: str, actual: str
+    ) -> None:
+        case = CASE.replace("RITA", "r1").replace(
+            "sla: first_touch}", f"sla: first_touch, due: {written}}}"
+        )
+        (here / "due.yaml").write_text(HEADER + case, encoding="utf-8")
+        code, out, _err = run(capsys, "due.yaml")
+        assert code == 1
+        assert out[-3:-1] == [
+            f"-- sla_started: {{lead: L1, sla: first_touch, due: {written}}}",
+            f"+- sla_started: {{lead: L1, sla: first_touch, due: {actual}}}",
+        ]
+
 
 class TestIsolation:
     """Every case starts from an empty store, whatever the cases before it (in its file or an

@@ -50,6 +50,7 @@ from leadflow.rule_testing.references import (
     undeclared_attributes,
 )
 from leadflow.rule_testing.scores import SCORE_FIELDS, ExpectedScore
+from leadflow.rule_testing.written_times import WrittenTime
 from leadflow.settings import ImportKind, Settings
 from leadflow.suggestions import did_you_mean
 
@@ -434,12 +435,15 @@ class _Reader:
         if len(self.problems) > problems:
             return None
         shown: list[tuple[str, str | None]] = []
+        written: list[tuple[str, WrittenTime]] = []
         for field in kind.fields:
             if field not in values:
                 continue
             if field in TIME_FIELDS and values[field] is not None:
                 moment = self.time(values[field], (*path, field), at)
                 shown.append((field, None if moment is None else time_text(moment)))
+                text = self.document.plain.get((*path, field), str(values[field]))
+                written.append((field, WrittenTime.of(text, self.zone, at)))
             else:
                 shown.append((field, value_text(values[field])))
             named = NAMED_FIELDS.get((name, field))
@@ -448,4 +452,4 @@ class _Reader:
                 where = self.located((*path, field))
                 self.named.append(ExpectedName(named, str(values[field]), label, where))
         compared = frozenset(kind.keys + kind.always) | frozenset(values)
-        return Action(name, tuple(shown), compared)
+        return Action(name, tuple(shown), compared, tuple(written))
