@@ -131,7 +131,30 @@ class TestImportCommand:
     ) -> None:
         path = write(tmp_path, "x.csv", "external_id\n")
         assert main(["-c", str(config), "import", "accounts", str(path)]) == 2
-        assert "'accounts' is not one of" in capsys.readouterr().err
+        assert capsys.readouterr().err == (
+            "error: kind: 'accounts' is not one of reps, leads, deals, activities, sample\n"
+        )
+
+    def test_a_kind_a_typo_away_is_one_line_with_its_suggestion(
+        self, config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """It was the usage lines and `Invalid value for 'kind': Value error, 'deal' is not
+        one of 'reps', ...`: a library's prefix and no hint at 'deals'."""
+        path = write(tmp_path, "x.csv", "external_id\n")
+        assert main(["-c", str(config), "import", "deal", str(path)]) == 2
+        assert capsys.readouterr().err == (
+            "error: kind: 'deal' is not one of reps, leads, deals, activities, sample;"
+            " did you mean 'deals'?\n"
+        )
+
+    def test_an_option_outside_its_choices_is_one_line(
+        self, config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = write(tmp_path, "x.csv", "external_id\n")
+        assert main(["-c", str(config), "import", "leads", str(path), "--format", "JSONL"]) == 2
+        assert capsys.readouterr().err == (
+            "error: --format: 'JSONL' is not one of csv, jsonl; did you mean 'jsonl'?\n"
+        )
 
 
 class TestSampleAndStatus:

@@ -52,6 +52,26 @@ def test_a_closed_deal_without_a_close_date_and_an_open_one_with_one_are_rejecte
     ]
 
 
+def test_a_stage_a_typo_away_from_a_closing_one_is_named(
+    engine: Engine, make_settings: Any, tmp_path: Path
+) -> None:
+    """``Wonn`` was refused as an open deal with a close date, with no hint that it meant
+    ``Won``; the stages ``values.outcome`` adds are suggested too, as written there."""
+    settings = make_settings(**{"import.mappings.deals.values.outcome": {"Gewonnen": "won"}})
+    clock = SettableClock(T0)
+    import_rep_and_lead(engine, settings, tmp_path, clock)
+    text = "external_id,lead,stage,closed_at,engaged_at\n"
+    text += "D1,L1,Wonn,2024-02-01,2024-01-01\nD2,L1,gewonen,2024-02-01,2024-01-01\n"
+    path = write(tmp_path, "deals.csv", text)
+    report = import_file(engine, settings, "deals", path, clock=clock)
+    assert [str(p) for p in report.problems] == [
+        f"{path}:{line}: closed_at: 2024-02-01T00:00:00+00:00 closes a deal whose stage is open"
+        f" (did you mean {meant!r}?); leave it empty until the deal is won or lost, or give its"
+        " outcome (won or lost)"
+        for line, meant in ((2, "Won"), (3, "Gewonnen"))
+    ]
+
+
 def test_a_partial_row_keeps_the_stored_close_date_and_a_reopened_deal_loses_it(
     engine: Engine, make_settings: Any, tmp_path: Path
 ) -> None:

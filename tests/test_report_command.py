@@ -343,11 +343,22 @@ class TestFormats:
         is never noted, whether or not anything stayed in it."""
         seed(engine)
         options = ["--stall", "mq=2d", "--stall", "customer=2d", "--format", "json"]
+        options += ["--stall", "Enagaging=90d", "--stall", "Engaging=90d", "--stall", "x=1d"]
         assert run(tmp_path, store_url, *options) == 0
-        assert capsys.readouterr().err.splitlines() == [
-            "note: --stall mq=...: no lead stage is named 'mq' and no deal stayed in such a "
-            "stage; lead stages are subscriber, lead, mql, sql, opportunity, customer, nurture, "
+        stages = (
+            "lead stages are subscriber, lead, mql, sql, opportunity, customer, nurture, "
             "recycled, disqualified"
+        )
+        # Engaging, the configured open deal stage, is suggested though no deal stayed in it.
+        assert capsys.readouterr().err.splitlines() == [
+            "note: --stall Enagaging=...: no lead stage is named 'Enagaging' and no deal stayed"
+            f" in such a stage; did you mean 'Engaging'? {stages}",
+            "note: --stall Engaging=...: no lead stage is named 'Engaging' and no deal stayed"
+            f" in such a stage; {stages}",
+            "note: --stall mq=...: no lead stage is named 'mq' and no deal stayed in such a "
+            f"stage; did you mean 'mql'? {stages}",
+            "note: --stall x=...: no lead stage is named 'x' and no deal stayed in such a "
+            f"stage; {stages}",
         ]
 
 

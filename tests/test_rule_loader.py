@@ -281,7 +281,7 @@ class TestDurations:
             "rules/r.yaml:4:14: rule a: reentry: expected once, every_time or {once_per: 30d}",
             "rules/r.yaml:5:49: rule a: '99999999999d' is too long; at most 36525d (100 years)",
             "rules/r.yaml:7:38: rule a: start_sla: within: '4 hours' is not a duration; write a number and a unit (s, m, h, d, w), e.g. 90m",
-            "rules/r.yaml:10:34: stream n: steps.0.after: '-1d': a duration must be longer than zero; write 1d",
+            "rules/r.yaml:10:34: stream n, step 1: after: '-1d': a duration must be longer than zero; write 1d",
         ]
 
     def test_good_durations_are_converted_once(self, rules: Path) -> None:
@@ -586,6 +586,38 @@ class TestActions:
         assert rule_set.rules[0].actions == (CloseDeal(outcome="recycled", reason="idle too long"),)
 
 
+class TestStreamProblems:
+    """A stream refused for one of its steps is the only problem: the rules enrolling it are not
+    told it is unknown, and the step is counted from 1, as rule tests count ``step:``."""
+
+    TEXT = (
+        "rules:\n  - id: nurture-cold\n    when: {field: score, at_least: 1}\n"
+        "    actions: [enroll: three-step]\n"
+        "  - id: nurture-warm\n    when: {field: score, at_least: 50}\n"
+        "    actions: [enroll: three-step]\n"
+        "streams:\n  - id: three-step\n    steps:\n"
+        "      - {template: a}\n      - {template: b, after: 3days}\n"
+        "      - {templat: c, after: 2d}\n"
+    )
+
+    def test_only_the_step_is_blamed(self, rules: Path) -> None:
+        assert problems(rules, **{"r.yaml": self.TEXT}) == [
+            "rules/r.yaml:12:30: stream three-step, step 2: after: '3days' is not a duration; "
+            "write a number and a unit (s, m, h, d, w), e.g. 90m",
+            "rules/r.yaml:13:10: stream three-step, step 3: unknown key 'templat'; "
+            "did you mean 'template'?",
+        ]
+
+    def test_a_stream_nobody_defined_is_still_unknown(self, rules: Path) -> None:
+        text = self.TEXT.replace(
+            "enroll: three-step]\n  - id: nurture-warm", "enroll: thre-step]\n  - id: nurture-warm"
+        )
+        assert problems(rules, **{"r.yaml": text})[0] == (
+            "rules/r.yaml:4:23: rule nurture-cold: unknown stream 'thre-step'; "
+            "did you mean 'three-step'?"
+        )
+
+
 class TestTheWholeSet:
     """Ids are unique across files; every problem of every file is reported in one pass."""
 
@@ -662,7 +694,7 @@ class TestTemplates:
         assert [str(problem) for problem in found] == [
             "rules/r.yaml:5:17: rule a: template 'missing': templates/missing.txt: no such template",
             "rules/r.yaml:7:79: rule a: template 'missing': templates/missing.txt: no such template",
-            "rules/r.yaml:10:42: stream n: template 'missing': templates/missing.txt: no such template",
+            "rules/r.yaml:10:42: stream n, step 2: template 'missing': templates/missing.txt: no such template",
         ]
         assert asked == ["missing", "fine"]  # each name checked once, in order of first use
 

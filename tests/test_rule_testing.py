@@ -42,6 +42,12 @@ tests:
         expect: []
 """
 
+WITH_R2 = HEADER.replace(
+    "pools: [east]}",
+    "pools: [east]}\n    - {external_id: r2, name: Raj Rep, email: raj@example.com, pools: [west]}",
+)
+"""Raj works the west pool: a test expecting him for an East lead fails with a diff."""
+
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[str], str]:
     code = main(["test", *args])
@@ -112,7 +118,7 @@ class TestReport:
         )
 
     def test_failing_with_its_diff(self, here: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        (here / "bad.yaml").write_text(HEADER + CASE.replace("RITA", "r2"), encoding="utf-8")
+        (here / "bad.yaml").write_text(WITH_R2 + CASE.replace("RITA", "r2"), encoding="utf-8")
         code, out, err = run(capsys, "bad.yaml")
         assert (code, err) == (1, "")
         assert out == [
@@ -120,7 +126,7 @@ class TestReport:
             "",
             " FAILURES ".center(80, "="),
             " bad.yaml::a hot lead is assigned ".center(80, "_"),
-            "step 1 at 2026-03-02T09:00:00+01:00 (bad.yaml:12:9): the actions differ",
+            "step 1 at 2026-03-02T09:00:00+01:00 (bad.yaml:13:9): the actions differ",
             "--- expected",
             "+++ actual",
             "@@ -1,4 +1,4 @@",
@@ -158,6 +164,29 @@ class TestReport:
             "@@ -1 +0,0 @@",
             "-- escalated: {lead: L1, level: 1, to: rita@example.com}",
             " 1 failed in 0.00s ".center(80, "="),
+        ]
+
+    @pytest.mark.parametrize(
+        ("written", "actual"),
+        [
+            ("2026-03-02T14:00", "2026-03-02T13:00"),  # the calendar's local time (Berlin)
+            ("2026-03-02T11:00:00Z", "2026-03-02T12:00:00Z"),
+            ("2026-03-02T14:00+01:00", "2026-03-02T13:00+01:00"),
+            ("+5h", "+4h"),  # from the step's time
+        ],
+    )
+    def test_a_time_is_shown_as_written_and_the_actual_in_its_form(
+        self, here: Path, capsys: pytest.CaptureFixture[str], written: str, actual: str
+    ) -> None:
+        case = CASE.replace("RITA", "r1").replace(
+            "sla: first_touch}", f"sla: first_touch, due: {written}}}"
+        )
+        (here / "due.yaml").write_text(HEADER + case, encoding="utf-8")
+        code, out, _err = run(capsys, "due.yaml")
+        assert code == 1
+        assert out[-3:-1] == [
+            f"-- sla_started: {{lead: L1, sla: first_touch, due: {written}}}",
+            f"+- sla_started: {{lead: L1, sla: first_touch, due: {actual}}}",
         ]
 
 
@@ -259,6 +288,45 @@ tests:
             " 1 error in 0.00s ".center(80, "="),
         ]
 
+    def test_undeclared_attributes_and_unknown_reps_are_refused(
+        self, here: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        # Without the check both typos ran, and failed with a diff whose actual side was empty.
+        case = CASE.replace("{region: East}", "{regoin: East}").replace("RITA", "w9")
+        case = case.replace(
+            "          - sla_started:",
+            "          - reassigned: {lead: L1, from: R1, to: r1}\n          - sla_started:",
+        )
+        (here / "t.yaml").write_text(HEADER + case, encoding="utf-8")
+        code, out, err = run(capsys, "t.yaml")
+        assert (code, err) == (1, "")
+        assert out == [
+            "t.yaml ERROR",
+            "",
+            " ERRORS ".center(80, "="),
+            " t.yaml ".center(80, "_"),
+            "t.yaml:10:94: attributes: 'regoin' is not declared under attributes.leads; did you mean 'region'?",
+            "t.yaml:15:39: assigned: rep: no rep 'w9' among the given reps; expected one of r1",
+            "t.yaml:17:42: reassigned: from: no rep 'R1' among the given reps; did you mean 'r1'?",
+            " 1 error in 0.00s ".center(80, "="),
+        ]
+
+    def test_a_pool_neither_the_rules_nor_the_reps_name_is_refused(
+        self, here: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        # west has no rep here but the rules route to it (a lead may queue for it): accepted.
+        case = CASE.replace("RITA", "r1, pool: eats").replace(
+            "        expect: []", "        expect:\n          - queued: {lead: L1, pool: west}"
+        )
+        (here / "t.yaml").write_text(HEADER + case, encoding="utf-8")
+        code, out, err = run(capsys, "t.yaml")
+        assert (code, err) == (1, "")
+        assert out[4:] == [
+            "t.yaml:15:49: assigned: pool: no pool 'eats' in the rules or among the given"
+            " reps' pools; did you mean 'east'?",
+            " 1 error in 0.00s ".center(80, "="),
+        ]
+
     def test_broken_rules_are_reported_with_their_own_positions(
         self, here: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
@@ -268,7 +336,7 @@ tests:
             encoding="utf-8",
         )
         header = HEADER.replace(f"rules: {REPO / 'rules'}", "rules: rules")
-        (here / "t.yaml").write_text(header + CASE, encoding="utf-8")
+        (here / "t.yaml").write_text(header + CASE.replace("RITA", "r1"), encoding="utf-8")
         code, out, _err = run(capsys, "t.yaml")
         assert code == 1
         assert (
@@ -282,7 +350,7 @@ class TestJunit:
 
     def test_junit_xml(self, here: Path, capsys: pytest.CaptureFixture[str]) -> None:
         (here / "ok.yaml").write_text(HEADER + CASE.replace("RITA", "r1"), encoding="utf-8")
-        (here / "bad.yaml").write_text(HEADER + CASE.replace("RITA", "r2"), encoding="utf-8")
+        (here / "bad.yaml").write_text(WITH_R2 + CASE.replace("RITA", "r2"), encoding="utf-8")
         (here / "broken.yaml").write_text("rules: x\n", encoding="utf-8")
         code, _out, _err = run(
             capsys, "ok.yaml", "bad.yaml", "broken.yaml", "--junit", "out/junit.xml"
@@ -303,7 +371,7 @@ class TestJunit:
         assert ok.get("name") == "a hot lead is assigned"
         failure = suites["bad.yaml"].find("testcase/failure")
         assert failure is not None
-        assert failure.get("message") == "step 1 (bad.yaml:12:9): the actions differ"
+        assert failure.get("message") == "step 1 (bad.yaml:13:9): the actions differ"
         assert failure.text is not None
         assert "-- assigned: {lead: L1, rep: r2}" in failure.text.splitlines()
         error = suites["broken.yaml"].find("testcase/error")

@@ -35,6 +35,7 @@ from leadflow.cli import (
     simulate_command,
     status_command,
 )
+from leadflow.cli.choice_errors import choice_error
 from leadflow.cli.console import command
 from leadflow.cli.context import CliContext
 from leadflow.errors import ExternalSystemError, UserInputError
@@ -165,6 +166,10 @@ def _database_error(exc: Exception) -> str | None:
 def _usage_or_raise(exc: Exception) -> int:
     # typer vendors click, so its usage errors are recognised by shape, not by class.
     show, exit_code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+    choice = choice_error(exc)
+    if choice is not None and isinstance(exit_code, int):
+        print(f"error: {choice}", file=sys.stderr)
+        return exit_code
     if callable(show) and isinstance(exit_code, int):
         show()
         return exit_code

@@ -14,6 +14,7 @@ import typer
 from leadflow.cli.context import cli_context
 from leadflow.errors import UserInputError
 from leadflow.funnel.period import Grouping
+from leadflow.suggestions import did_you_mean
 
 if TYPE_CHECKING:
     from leadflow.funnel.period import Period
@@ -105,7 +106,8 @@ def show_report(
         generated_at=SystemClock().now(),
     )
     rows = sections(report)
-    _note_unknown_stall_stages(period, context.settings.stages.all(), rows["time_in_stage"])
+    stages = context.settings.stages
+    _note_unknown_stall_stages(period, stages.all(), rows["time_in_stage"], stages.deal_open)
     if output is not None:
         write_report(report, output, output_format, "--output", rows)
     elif output_format is ReportFormat.table:
@@ -136,16 +138,20 @@ def _output_format(output: Path, given: ReportFormat | None) -> ReportFormat:
 
 
 def _note_unknown_stall_stages(
-    period: Period, lead_stages: tuple[str, ...], stays: list[Row]
+    period: Period, lead_stages: tuple[str, ...], stays: list[Row], deal_open: str | None = None
 ) -> None:
     """A note on stderr for a ``--stall`` stage that is no lead stage and held no stay: a typo
     (``--stall mq=2d``) otherwise changed nothing, silently. Deals' stages are the CRM's own, so
     one the report did not meet is named, not refused."""
     known = set(lead_stages) | {str(row["stage"]) for row in stays}
+    # The configured open deal stage is suggested too: ``Enagaging`` in a report with no stay.
+    choices = sorted(known | ({deal_open} if deal_open else set()))
     for stage in sorted(set(period.stall_after) - known):
+        others = [name for name in choices if name != stage]
+        hint = did_you_mean(stage, others, suffix=" ", ignore_case=True)
         typer.echo(
             f"note: --stall {stage}=...: no lead stage is named {stage!r} and no deal stayed in "
-            f"such a stage; lead stages are {', '.join(lead_stages)}",
+            f"such a stage; {hint}lead stages are {', '.join(lead_stages)}",
             err=True,
         )
 

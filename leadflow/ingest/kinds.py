@@ -41,6 +41,7 @@ from leadflow.store.models import AMOUNT_LIMIT, MAX_AMOUNT, source_at_creation
 from leadflow.store.nurture_exits import end_flagged_nurture
 from leadflow.store.stage_history import record_written
 from leadflow.store.tables import ACTIVITIES, DEALS, LEADS
+from leadflow.suggestions import did_you_mean
 
 Record = dict[str, Any]
 Rejection = tuple[int, ImportRowError]
@@ -540,6 +541,16 @@ class DealWriter(_RecordsStageEntries):
         """Stage (stripped, case folded) -> outcome, as the plan derives a missing outcome."""
         return stage_outcomes(self.mapping)
 
+    def _meant_outcome_stage(self, stage: object) -> str:
+        """``did you mean 'Won'?`` for an open stage a typo away from one that closes a deal
+        (``Wonn``): its close date is refused as an open deal's, which the typo is not."""
+        if not isinstance(stage, str) or not stage.strip():
+            return ""
+        written = {name.strip().casefold(): name for name in OUTCOME_STAGES}
+        written |= {key.strip().casefold(): key for key in self.mapping.values.get("outcome", {})}
+        known = {written.get(key, key) for key in self._stage_outcomes}
+        return did_you_mean(stage.strip(), sorted(known), ignore_case=True)
+
     def values(self, record: Record) -> tuple[Any, ...]:
         stage = record.get("stage")
         # An empty outcome cell (a CRM's IsWon left blank) says no more than a file without
@@ -561,7 +572,7 @@ class DealWriter(_RecordsStageEntries):
         engaged, closed = record.get("engaged_at"), record.get("closed_at")
         outcome = record.get("outcome")
         if "closed_at" in self.fields:
-            _check_closed(outcome, closed)
+            _check_closed(outcome, closed, self._meant_outcome_stage(record.get("stage")))
         elif (
             outcome is not None
             and self._stored_close_dates.get(str(record.get("external_id"))) is None
@@ -617,7 +628,7 @@ def in_the_future(
     return ImportRowError(field, reason)
 
 
-def _check_closed(outcome: str | None, closed: datetime | None) -> None:
+def _check_closed(outcome: str | None, closed: datetime | None, meant: str = "") -> None:
     """A closed deal has its close date and an open one has none, as a CRM keeps them (a
     Salesforce opportunity never closes without one).
 
@@ -629,12 +640,16 @@ def _check_closed(outcome: str | None, closed: datetime | None) -> None:
         reason = f"a {outcome} deal needs its close date; give the date it was {outcome}"
         raise ImportRowError("closed_at", reason)
     if outcome is None and closed is not None:
+        hint = f" ({meant})" if meant else ""
         reason = (
-            f"{closed.isoformat()} closes a deal whose stage is open; leave it empty until "
+            f"{closed.isoformat()} closes a deal whose stage is open{hint}; leave it empty until "
             "the deal is won or lost, or give its outcome (won or lost)"
         )
         raise ImportRowError("closed_at", reason)
 
+
+OUTCOME_STAGES = ("Won", "Closed Won", "Lost", "Closed Lost")
+"""The stages that close a deal without ``values.outcome``, as CRMs spell them."""
 
 CLOCK_SKEW = timedelta(minutes=5)
 """How far after leadflow's clock an activity's time may be: a sender's clock a little ahead

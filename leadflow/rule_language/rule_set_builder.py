@@ -47,6 +47,7 @@ from leadflow.rule_language.model import (
 )
 from leadflow.rule_language.scoring_model import ScoringModel
 from leadflow.rule_language.scoring_reader import ScoringReader
+from leadflow.rule_language.stream_messages import stream_owner, validated_stream
 from leadflow.rule_language.validation_messages import validated
 from leadflow.rule_language.yaml_source import Path as NodePath
 from leadflow.rule_language.yaml_source import SourceDocument, parse_document
@@ -84,6 +85,9 @@ class RuleSetBuilder:
         self._rule_locations: dict[str, Located] = {}
         self._template_uses: list[tuple[str, str, Located, Mapping[str, str]]] = []
         self._stream_uses: list[tuple[str, str, Located]] = []
+        self.refused_streams: set[str] = set()
+        """Streams defined but refused for a problem of their own: a rule enrolling one is not
+        blamed for an unknown stream as well."""
         self._template_results: dict[str, list[Problem]] = {}
         self._context_results: dict[tuple[str, tuple[tuple[str, str], ...]], list[Problem]] = {}
 
@@ -174,8 +178,9 @@ class RuleSetBuilder:
 
     def check_references(self) -> None:
         for owner, name, where in self._stream_uses:
-            if name not in self.streams:
-                hint = did_you_mean(name, self.streams, otherwise="define it under streams:")
+            if name not in self.streams and name not in self.refused_streams:
+                known = [*self.streams, *self.refused_streams]
+                hint = did_you_mean(name, known, otherwise="define it under streams:")
                 self.problems.append(
                     Problem(
                         where.file,
@@ -418,14 +423,19 @@ class _FileReader:
 
     def _stream(self, raw: Any, path: NodePath) -> None:
         stream_id = raw.get("id") if isinstance(raw, dict) else None
-        owner = f"stream {stream_id}: " if isinstance(stream_id, str) else ""
-        spec = self._validate(StreamSpec, raw, path, owner)
+
+        def report(where: NodePath, message: str, is_key: bool) -> None:
+            self.builder.problem(self.document, where, message, key=is_key)
+
+        spec = validated_stream(raw, path, report)
         if not isinstance(spec, StreamSpec):
+            if isinstance(stream_id, str):
+                self.builder.refused_streams.add(stream_id)
             return
         steps = []
         for index, step in enumerate(spec.steps):
             self.builder.use_template(
-                f"stream {spec.id}",
+                stream_owner(spec.id, index + 1),
                 step.template,
                 self.located((*path, "steps", index, "template")),
                 _STREAM_STEP_LACKS,

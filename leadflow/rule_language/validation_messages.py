@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from difflib import get_close_matches
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -31,8 +32,12 @@ def explain_validation(
 ) -> Iterable[tuple[str, NodePath, bool]]:
     """(message, path, is_key) for each pydantic error, in the rule language's words."""
     reported: set[NodePath] = set()
-    for error in exc.errors():
+    errors = exc.errors()
+    misspelt = _misspelt_keys(model, errors)
+    for error in errors:
         loc = tuple(error["loc"])
+        if error["type"] == "missing" and loc in misspelt:
+            continue  # the unknown key beside it is the same key misspelt: said there once
         if loc and loc[0] == "reentry":
             if ("reentry",) not in reported:
                 reported.add(("reentry",))
@@ -56,6 +61,19 @@ def explain_validation(
         else:
             name = ".".join(str(part) for part in loc)
             yield (f"{name}: {message}" if name else message), path, False
+
+
+def _misspelt_keys(model: type[BaseModel], errors: list[Any]) -> set[tuple[Any, ...]]:
+    """The locations of missing keys that an unknown key beside them is a misspelling of
+    (``templat:`` for ``template:``)."""
+    found: set[tuple[Any, ...]] = set()
+    for error in errors:
+        loc = tuple(error["loc"])
+        if error["type"] != "extra_forbidden" or not loc:
+            continue
+        fields = sorted(_field_names(model, loc[:-1]))
+        found.update((*loc[:-1], name) for name in get_close_matches(str(loc[-1]), fields, n=1))
+    return found
 
 
 _EXPECTED = {

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
+from leadflow.rule_testing.written_times import WrittenTime, plain
+
 ActionValue = str | None
 
 
@@ -99,6 +101,8 @@ class Action:
     kind: str
     values: tuple[tuple[str, ActionValue], ...]
     compared: frozenset[str] = frozenset()
+    written: tuple[tuple[str, WrittenTime], ...] = ()
+    """An expected action's times as the test wrote them: shown so in a diff."""
 
     @classmethod
     def of(cls, kind: str, values: Mapping[str, object]) -> Action:
@@ -128,10 +132,22 @@ class Action:
         mine = dict(self.values)
         return all(mine.get(name) == actual.get(name) for name in self.compared)
 
-    def render(self) -> str:
-        """One line of YAML, as a test file would write it."""
-        inner = ", ".join(f"{name}: {_flow(value)}" for name, value in self.values)
-        return f"{self.kind}: {{{inner}}}"
+    def render(self, like: Action | None = None) -> str:
+        """One line of YAML, as a test file would write it; its times as this (expected)
+        action wrote them, or, for an actual action, in the form ``like`` wrote them."""
+        forms = dict(like.written if like is not None else ())
+        mine = dict(self.written)
+        parts = []
+        for name, value in self.values:
+            if name in mine:
+                text: str | None = mine[name].text
+            elif name in forms:
+                text = forms[name].show(value)
+            else:
+                parts.append(f"{name}: {_flow(value)}")
+                continue
+            parts.append(f"{name}: {text if text is not None and plain(text) else _flow(text)}")
+        return f"{self.kind}: {{{', '.join(parts)}}}"
 
 
 def _time_field(value: object) -> ActionValue:
@@ -197,7 +213,7 @@ def diff_lines(expected: list[Action], actual: list[Action]) -> list[str]:
         )
         if near is not None:
             extra.remove(near)
-            got.append(f"- {near.render()}")
+            got.append(f"- {near.render(like=item)}")
     got += [f"- {item.render()}" for item in extra]
     return list(
         difflib.unified_diff(want, got, fromfile="expected", tofile="actual", lineterm="", n=3)

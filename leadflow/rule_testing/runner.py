@@ -33,6 +33,7 @@ from leadflow.rule_language.model import RuleSet
 from leadflow.rule_testing.actions import Action, diff_lines, matches
 from leadflow.rule_testing.given import apply_given
 from leadflow.rule_testing.observed import actions_since, watermark
+from leadflow.rule_testing.references import unknown_pools
 from leadflow.rule_testing.scores import model_note, observed_scores, score_differences
 from leadflow.rule_testing.spec import RuleTestCase, RuleTestFile, Step, read_test_file
 from leadflow.settings import Settings
@@ -183,6 +184,9 @@ def run_test_file(
     """Run every case of ``test_file``, and say what the report should note; a rule set that
     does not load raises ProblemsError."""
     catalog, rule_set = loaded.get(test_file.rules, test_file.settings)
+    pools = unknown_pools(test_file.pending_pools, rule_set)
+    if pools:
+        raise ProblemsError(pools)
     cases = [run_case(test_file, case, rule_set, catalog, store) for case in test_file.cases]
     expects_scores = any(step.scores for case in test_file.cases for step in case.steps)
     note = model_note(rule_set) if expects_scores else None

@@ -42,7 +42,15 @@ from leadflow.rule_language.yaml_source import Path as NodePath
 from leadflow.rule_language.yaml_source import SourceDocument, parse_document
 from leadflow.rule_testing.actions import KINDS, TIME_FIELDS, Action, time_text, value_text
 from leadflow.rule_testing.given import KIND_ORDER, MODELS, GivenBatch, InlineRecord, read_instant
+from leadflow.rule_testing.references import (
+    NAMED_FIELDS,
+    ExpectedName,
+    GivenReps,
+    PendingPool,
+    undeclared_attributes,
+)
 from leadflow.rule_testing.scores import SCORE_FIELDS, ExpectedScore
+from leadflow.rule_testing.written_times import WrittenTime
 from leadflow.settings import ImportKind, Settings
 from leadflow.suggestions import did_you_mean
 
@@ -114,6 +122,8 @@ class RuleTestFile:
     settings: Settings
     rules: tuple[Path, ...]
     cases: tuple[RuleTestCase, ...]
+    pending_pools: tuple[PendingPool, ...] = ()
+    """Expected pools no given rep is in: checked against the rules' pools once loaded."""
 
 
 def read_test_file(path: Path, base_config: Path | None = None) -> RuleTestFile:
@@ -139,7 +149,9 @@ def read_test_file(path: Path, base_config: Path | None = None) -> RuleTestFile:
     reader = _Reader(path, document)
     found = reader.read(base_config)
     if reader.problems or found is None:
-        raise ProblemsError(reader.problems or [Problem(label, 1, 1, "no test cases")])
+        # The file's own given: is read again for each case: its problems are said once.
+        problems = list(dict.fromkeys(reader.problems))
+        raise ProblemsError(problems or [Problem(label, 1, 1, "no test cases")])
     return found
 
 
@@ -157,6 +169,10 @@ class _Reader:
         self.document = document
         self.problems: list[Problem] = []
         self.zone = ZoneInfo("UTC")
+        self.settings: Settings | None = None
+        self.named: list[ExpectedName] = []
+        """Reps and pools the step being read expects, checked against the given reps."""
+        self.pending_pools: list[PendingPool] = []
 
     def located(self, path: NodePath, *, key: bool = False) -> Located:
         mark = self.document.mark(path, key=key)
@@ -193,6 +209,7 @@ class _Reader:
         if settings is None:
             return None
         self.zone = ZoneInfo(settings.calendar.timezone)
+        self.settings = settings
         cases = [self._case(spec, raw, ("tests", index)) for index, raw in enumerate(spec.tests)]
         names = [case.name for case in cases if case is not None]
         for index, case in enumerate(cases):
@@ -204,6 +221,7 @@ class _Reader:
             settings,
             rules,
             tuple(case for case in cases if case is not None),
+            tuple(self.pending_pools),
         )
 
     def _settings(self, spec: FileSpec, base_config: Path | None) -> Settings | None:
@@ -269,11 +287,17 @@ class _Reader:
         given = self.given(spec.given, ("given",), start) + self.given(
             case.given, (*path, "given"), start
         )
+        reps = GivenReps.none()
+        reps.add(given)
         steps: list[Step] = []
         for index, raw_step in enumerate(case.steps):
+            self.named = []
             step = self._step(raw_step, (*path, "steps", index), index + 1, start)
             if step is None:
                 continue
+            reps.add(step.given)
+            self.problems += reps.unknown_reps(self.named)
+            self.pending_pools += reps.unknown_pools(self.named)
             if steps and step.at < steps[-1].at:
                 self.problem((*path, "steps", index, "at"), "steps must not go back in time")
             steps.append(step)
@@ -359,6 +383,10 @@ class _Reader:
             record = self.validate(MODELS[kind], item, here, context)
             if record is None:
                 continue
+            attributes = item.get("attributes") if isinstance(item, dict) else None
+            if self.settings is not None and isinstance(attributes, dict):
+                for name, message in undeclared_attributes(kind, attributes, self.settings):
+                    self.problem((*here, "attributes", name), message, key=True)
             fields = {str(name): self.located((*here, name)) for name in item}
             records.append(InlineRecord(record, self.located(here), fields))
         return GivenBatch(kind, records=tuple(records))
@@ -407,13 +435,21 @@ class _Reader:
         if len(self.problems) > problems:
             return None
         shown: list[tuple[str, str | None]] = []
+        written: list[tuple[str, WrittenTime]] = []
         for field in kind.fields:
             if field not in values:
                 continue
             if field in TIME_FIELDS and values[field] is not None:
                 moment = self.time(values[field], (*path, field), at)
                 shown.append((field, None if moment is None else time_text(moment)))
+                text = self.document.plain.get((*path, field), str(values[field]))
+                written.append((field, WrittenTime.of(text, self.zone, at)))
             else:
                 shown.append((field, value_text(values[field])))
+            named = NAMED_FIELDS.get((name, field))
+            if named is not None and values[field] is not None:
+                label = f"{name}: {field}"
+                where = self.located((*path, field))
+                self.named.append(ExpectedName(named, str(values[field]), label, where))
         compared = frozenset(kind.keys + kind.always) | frozenset(values)
-        return Action(name, tuple(shown), compared)
+        return Action(name, tuple(shown), compared, tuple(written))
