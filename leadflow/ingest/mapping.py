@@ -414,7 +414,7 @@ def unknown_keys(kind: ImportKind, keys: Sequence[str], settings: Settings) -> d
     if too_many_columns(kind, len(keys), settings) is not None:
         return found  # compile_plan refuses the file by its count, at once
     for key in keys:
-        if key in mapping.columns or _named_field(kind, key, declared) is not None:
+        if key in mapping.columns or named_field(kind, key, declared) is not None:
             continue
         reason = _unknown_column(kind, key, mapping, declared)
         found[key] = "not a field of " + kind + reason.removeprefix(f"unknown column {key!r}")
@@ -431,7 +431,7 @@ def _fields_of(
 ) -> list[str]:
     mapped = mapping.columns.get(column)
     if mapped is None:
-        named = _named_field(kind, column, declared)
+        named = named_field(kind, column, declared)
         if named is not None:
             return [named]
         problem = unknown.problem(column)
@@ -451,9 +451,7 @@ def _fields_of(
     return found
 
 
-def _named_field(
-    kind: ImportKind, column: str, declared: Mapping[str, AttributeType]
-) -> str | None:
+def named_field(kind: ImportKind, column: str, declared: Mapping[str, AttributeType]) -> str | None:
     """The field an unmapped column names, as written or written out (:func:`field_name`): one
     of the kind's fields, or ``attributes.NAME`` of a declared attribute; None for neither.
 
