@@ -301,6 +301,11 @@ class TestAsDocumented:
             ({"id": "101", "properties": {"email": "a@b.c"}, "properties.email": "a@b.c"}, False),
             ([{"id": "1", "properties": {"email": "a@b.c"}}, {"id": "2", "email": "b@c.d"}], False),
             ({"id": "1", "external_id": "1"}, False),
+            ({"id": "1", "properties.createdate": "x", "properties": {"createdate": "y"}}, False),
+            (
+                [{"id": "1", "properties.createdate": "x"}, {"id": "2", "properties": {}}],
+                True,
+            ),
             ({"id": "1", "properties": {"email": {"value": "a@b.c"}}}, False),
             (
                 [{"id": "1", "properties.email": "a@b.c"}, {"id": "2", "properties": {}}],

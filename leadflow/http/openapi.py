@@ -14,7 +14,7 @@ An ``attributes`` or ``properties`` object is described as the server reads it, 
 its ``NEST.KEY`` columns (:mod:`leadflow.ingest.nesting`): an object of one-level keys, each a
 declared attribute or a mapped ``NEST.KEY`` column. Two keys setting one field (``region`` and
 ``{"attributes": {"region": ...}}``, a mapped ``id`` and ``external_id``) are refused by the
-server, in one record or across a list's records, and the document says so with ``not``.
+server, in one record or across a list's records, and the document says so in one ``not``.
 """
 
 from __future__ import annotations
@@ -104,11 +104,11 @@ def record_schema(kind: ImportKind, settings: Settings) -> dict[str, Any]:
     }
     if not mapping.columns:
         _add_required(kind, mapping, schema)
-    twice = [
-        {"not": {"allOf": [_has(a), _has(b)]}} for a, b in _one_field_twice(kind, schema, settings)
-    ]
+    twice = [{"allOf": [_has(a), _has(b)]} for a, b in _one_field_twice(kind, schema, settings)]
     if twice:
-        schema["allOf"] = twice
+        # One `not` of the pairs, not a `not` each: schemathesis models this one (a dozen
+        # separate ones, as a HubSpot mapping makes, it gives up on).
+        schema["not"] = {"anyOf": twice}
     return schema
 
 
@@ -150,10 +150,12 @@ def _one_field_twice(
     kind: ImportKind, schema: dict[str, Any], settings: Settings
 ) -> list[tuple[Key, Key]]:
     """Pairs of documented keys that set one field: the server refuses a body holding both
-    (``columns ... both set ...``), as a file with both columns is refused."""
+    (``columns ... both set ...``), as a file with both columns is refused; and pairs that are
+    one column, flat and nested (refused in one object, even when mapped to skip)."""
     mapping = settings.imports.mappings.get(kind, ImportMapping())
     declared = getattr(settings.attributes, kind) if kind in GROUPS else {}
     setting: dict[str, list[Key]] = {}
+    columns: dict[str, list[Key]] = {}
     properties: dict[str, Any] = schema["properties"]
     keys: list[Key] = []
     for name, field_schema in properties.items():
@@ -162,6 +164,7 @@ def _one_field_twice(
             keys += [(name, inner) for inner in field_schema["properties"]]
     for key in keys:
         column = ".".join(key)
+        columns.setdefault(column, []).append(key)
         mapped = mapping.columns.get(column)
         if mapped is None:
             named = named_field(kind, column, declared)
@@ -171,12 +174,13 @@ def _one_field_twice(
         for field in fields:
             if field != SKIP:
                 setting.setdefault(field, []).append(key)
-    return [
+    pairs = {
         (keys_of[first], other)
-        for keys_of in setting.values()
+        for keys_of in [*setting.values(), *columns.values()]
         for first in range(len(keys_of))
         for other in keys_of[first + 1 :]
-    ]
+    }
+    return sorted(pairs)
 
 
 def _has(key: Key) -> dict[str, Any]:
@@ -227,13 +231,13 @@ def body_schema(kind: ImportKind, settings: Settings) -> dict[str, Any]:
     record = record_schema(kind, settings)
     records: dict[str, Any] = {"type": "array", "items": record, "minItems": 1}
     twice = [
-        {"not": {"allOf": [{"contains": _has(a)}, {"contains": _has(b)}]}}
+        {"allOf": [{"contains": _has(a)}, {"contains": _has(b)}]}
         for a, b in _one_field_twice(kind, record, settings)
         # One column flat in one record and nested in another is one column, as on two lines.
         if ".".join(a) != ".".join(b)
     ]
     if twice:
-        records["allOf"] = twice
+        records["not"] = {"anyOf": twice}
     return {"anyOf": [record, records]}
 
 
