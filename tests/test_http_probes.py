@@ -29,6 +29,7 @@ from leadflow.service.rule_reload import reload_snapshot
 from leadflow.store.database import create_store_engine
 from leadflow.store.tables import OUTBOX
 from tests.http_support import AUTH, Api, build_app, http_settings, runtime_for
+from tests.test_import_nested import HUBSPOT_COLUMNS
 
 VALID_BUT_REFUSED = ["2xx", "401", "404", "409", "422"]
 """What a schema-valid request may get: the check's defaults that apply here, and 422."""
@@ -169,12 +170,23 @@ class TestOpenApiFuzz:
     """
 
     @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+    @pytest.mark.parametrize(
+        "overrides",
+        [
+            {},
+            # HubSpot's shape: nested properties mapped, keys that set one field twice.
+            {
+                "attributes.leads": {"region": "string", "lead_status": "string"},
+                "import.mappings": {"leads": {"columns": HUBSPOT_COLUMNS}},
+            },
+        ],
+        ids=["declared-attributes", "hubspot-mapping"],
+    )
     def test_no_server_error(
-        self, engine: Engine, make_settings: Any, clock: SettableClock
+        self, engine: Engine, make_settings: Any, clock: SettableClock, overrides: dict[str, Any]
     ) -> None:
-        runtime = runtime_for(
-            engine, http_settings(make_settings, **{"http.max_body_bytes": 65536}), clock
-        )
+        settings_ = http_settings(make_settings, **{"http.max_body_bytes": 65536, **overrides})
+        runtime = runtime_for(engine, settings_, clock)
         app, _ = build_app(runtime)
         config = SchemathesisConfig.from_dict(
             {"checks": {"positive_data_acceptance": {"expected-statuses": VALID_BUT_REFUSED}}}

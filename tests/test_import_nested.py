@@ -252,29 +252,20 @@ def test_an_activity_properties_object_stays_one_field_in_jsonl(
     ]
 
 
-def test_the_http_api_does_not_flatten_a_posted_attributes_object(
+def test_the_http_api_flattens_a_posted_attributes_object(
     engine: Engine, make_settings: Any, clock: SettableClock
 ) -> None:
-    """``POST /v1/leads`` takes ``attributes.NAME`` keys but not a nested object (as a file
-    did before): 422 at the key, telling how to write it, and nothing lands (docs/import.md)."""
+    """``POST /v1/leads`` with ``{"attributes": {"region": ...}}`` was a 422 telling to flatten
+    it, while a JSONL line of that shape landed; it is the attribute now, as in the file
+    (more in tests/test_http_nested.py)."""
     runtime = runtime_for(engine, http_settings(make_settings), clock)
     api = Api(build_app(runtime)[0])
     response = api.post("/v1/leads", {"external_id": "L1", "attributes": {"region": "EU"}})
     assert (response.status_code, response.json()) == (
-        422,
-        {
-            "detail": [
-                {
-                    "loc": ["body", "attributes"],
-                    "msg": "unknown column 'attributes': write each attribute as a key (or "
-                    'column) of its own, named as declared under attributes.leads ("region" or '
-                    '"attributes.region"), not inside an object',
-                    "type": "extra_forbidden",
-                }
-            ]
-        },
+        200,
+        {"kind": "leads", "received": 1, "inserted": 1, "updated": 0, "unchanged": 0},
     )
-    assert rows(engine, "leads", "external_id") == []
+    assert rows(engine, "leads", "external_id", "attributes") == [("L1", {"region": "EU"})]
 
 
 def test_a_posted_activity_disagreeing_with_its_properties_object_is_422(

@@ -33,13 +33,14 @@ from leadflow.http.openapi import record_schema, request_body, type_errors
 from leadflow.http.probes import probe_routes
 from leadflow.http.records import upsert_records
 from leadflow.http.tracking import tracking_routes
-from leadflow.ingest.mapping import too_many_columns
+from leadflow.ingest.mapping import KIND_FIELDS, too_many_columns
+from leadflow.ingest.nesting import NestingProblem, flattened, nested_objects
 from leadflow.ingest.values import TOO_DEEP, json_value, text_problem, unstorable
 from leadflow.rule_language.model import RuleSet
 from leadflow.scoring.explain import explain_score
 from leadflow.scoring.rescoring import rescore_posted
 from leadflow.service.rule_reload import SnapshotHolder
-from leadflow.settings import HttpSettings, ImportKind
+from leadflow.settings import HttpSettings, ImportKind, ImportMapping
 
 log = structlog.get_logger("leadflow.http")
 
@@ -147,10 +148,13 @@ def _record_route(
 ) -> Callable[[Request], Awaitable[Any]]:
     schema = record_schema(kind, runtime.settings)
     too_many = partial(too_many_columns, settings=runtime.settings)
+    mapping = runtime.settings.imports.mappings.get(kind, ImportMapping())
+    # The nests a JSONL file of this kind is flattened by: a posted object reads as its line.
+    nests = nested_objects(KIND_FIELDS[kind], mapping.columns)
 
     async def post_records(request: Request) -> JSONResponse:
         _require_json(request.headers.get("content-type"))
-        items, batch = parse_records(await request.body(), partial(too_many, kind))
+        items, batch = parse_records(await request.body(), partial(too_many, kind), nests)
         _check_types(schema, items, batch=batch)
         now = runtime.clock.now()
         rule_set = holder.current_or_none()
@@ -246,13 +250,17 @@ def _refuse_unknown_query(request: Request, known: set[str]) -> None:
 
 
 def parse_records(
-    raw: bytes, too_many: Callable[[int], str | None] = lambda _count: None
+    raw: bytes,
+    too_many: Callable[[int], str | None] = lambda _count: None,
+    nests: tuple[str, ...] = (),
 ) -> tuple[list[dict[str, Any]], bool]:
-    """The posted objects and whether they came as a list; RecordsRejectedError otherwise.
+    """The posted objects, flat, and whether they came as a list; RecordsRejectedError
+    otherwise.
 
     ``too_many`` says why an object with that many keys is refused by its count alone
     (:func:`~leadflow.ingest.mapping.too_many_columns`): checked before anything else looks
-    at the keys one by one."""
+    at the keys one by one, and again once ``nests`` (:func:`~leadflow.ingest.nesting.
+    nested_objects`) are flattened to their ``NEST.KEY`` columns, as a JSONL line is."""
     try:
         value = json_value(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -290,7 +298,36 @@ def parse_records(
     ]
     if errors:
         raise RecordsRejectedError(errors)
+    if nests:
+        items = _flattened(items, nests, too_many, batch=batch)
     return items, batch
+
+
+def _flattened(
+    items: list[dict[str, Any]],
+    nests: tuple[str, ...],
+    too_many: Callable[[int], str | None],
+    *,
+    batch: bool,
+) -> list[dict[str, Any]]:
+    """Each object with its nests' keys as ``NEST.KEY`` columns (:func:`flattened`), or every
+    object's problem located at the column it names."""
+    found: list[dict[str, Any]] = []
+    errors: list[FieldError] = []
+    for index, item in enumerate(items):
+        at: tuple[str | int, ...] = ("body", index) if batch else ("body",)
+        # A flat object (most of them) costs one lookup per nest, as a JSONL line does.
+        flat = flattened(item, nests) if not item.keys().isdisjoint(nests) else item
+        if isinstance(flat, NestingProblem):
+            kind = "dict_type" if flat.column in nests else "value_error"
+            errors.append(FieldError((*at, flat.column), flat.reason, kind))
+        elif flat is not item and (reason := too_many(len(flat))) is not None:
+            errors.append(FieldError(at, reason, "too_long"))
+        else:
+            found.append(flat)
+    if errors:
+        raise RecordsRejectedError(errors)
+    return found
 
 
 def _reject(loc: tuple[str | int, ...], msg: str, kind: str) -> NoReturn:

@@ -9,13 +9,20 @@ The server holds posted records to the JSON types documented here (:func:`type_e
 before the import's parsers), so the document and the server agree: a CSV cell is always text,
 but a JSON ``"external_id": 0`` is a number, and was taken as ``"0"`` while the document said
 text. ``external_id`` is a non-empty string when present, never ``null``.
+
+An ``attributes`` or ``properties`` object is described as the server reads it, flattened to
+its ``NEST.KEY`` columns (:mod:`leadflow.ingest.nesting`): an object of one-level keys, each a
+declared attribute or a mapped ``NEST.KEY`` column. Two keys setting one field (``region`` and
+``{"attributes": {"region": ...}}``, a mapped ``id`` and ``external_id``) are refused by the
+server, in one record or across a list's records, and the document says so in one ``not``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from leadflow.ingest.mapping import GROUPS, KIND_FIELDS, REQUIRED
+from leadflow.ingest.mapping import GROUPS, KIND_FIELDS, REQUIRED, SKIP, named_field
+from leadflow.ingest.nesting import nested_objects
 from leadflow.settings import ImportKind, ImportMapping, Settings
 
 _NULLABLE_TEXT: dict[str, Any] = {"type": ["string", "null"]}
@@ -88,6 +95,8 @@ def record_schema(kind: ImportKind, settings: Settings) -> dict[str, Any]:
             )
     for column, target in mapping.columns.items():
         properties[column] = {"description": f"mapped to {target} by import.mappings.{kind}"}
+    for nest in nested_objects(KIND_FIELDS[kind], mapping.columns):
+        properties[nest] = _nest_schema(kind, nest, settings)
     schema: dict[str, Any] = {
         "type": "object",
         "properties": properties,
@@ -95,7 +104,94 @@ def record_schema(kind: ImportKind, settings: Settings) -> dict[str, Any]:
     }
     if not mapping.columns:
         _add_required(kind, mapping, schema)
+    twice = [{"allOf": [_has(a), _has(b)]} for a, b in _one_field_twice(kind, schema, settings)]
+    if twice:
+        # One `not` of the pairs, not a `not` each: schemathesis models this one (a dozen
+        # separate ones, as a HubSpot mapping makes, it gives up on).
+        schema["not"] = {"anyOf": twice}
     return schema
+
+
+_SCALAR: dict[str, Any] = {"type": ["string", "number", "boolean", "null"]}
+"""A value inside a nest: one level only (an object or a list there is refused)."""
+
+
+def _nest_schema(kind: ImportKind, nest: str, settings: Settings) -> dict[str, Any]:
+    """A nest's object: its keys are the ``NEST.KEY`` columns the import reads."""
+    mapping = settings.imports.mappings.get(kind, ImportMapping())
+    inner: dict[str, Any] = {}
+    if nest == GROUPS.get(kind):
+        declared: dict[str, str] = getattr(settings.attributes, kind)
+        for name, type_name in declared.items():
+            inner[name] = {
+                **_ATTRIBUTE_SCHEMAS[type_name],
+                "description": f"attribute ({type_name})",
+            }
+    for column, target in mapping.columns.items():
+        group, dot, name = column.partition(".")
+        if dot and group == nest and name:
+            inner[name] = {
+                **_SCALAR,
+                "description": f"mapped to {target} by import.mappings.{kind}",
+            }
+    return {
+        "type": ["object", "null"],
+        "properties": inner,
+        "additionalProperties": False,
+        "description": f"each key is read as the column {nest}.KEY; null is none",
+    }
+
+
+Key = tuple[str, ...]
+"""A documented key: ``("region",)``, or ``("attributes", "region")`` inside a nest."""
+
+
+def _one_field_twice(
+    kind: ImportKind, schema: dict[str, Any], settings: Settings
+) -> list[tuple[Key, Key]]:
+    """Pairs of documented keys that set one field: the server refuses a body holding both
+    (``columns ... both set ...``), as a file with both columns is refused; and pairs that are
+    one column, flat and nested (refused in one object, even when mapped to skip)."""
+    mapping = settings.imports.mappings.get(kind, ImportMapping())
+    declared = getattr(settings.attributes, kind) if kind in GROUPS else {}
+    setting: dict[str, list[Key]] = {}
+    columns: dict[str, list[Key]] = {}
+    properties: dict[str, Any] = schema["properties"]
+    keys: list[Key] = []
+    for name, field_schema in properties.items():
+        keys.append((name,))
+        if name in nested_objects(KIND_FIELDS[kind], mapping.columns):
+            keys += [(name, inner) for inner in field_schema["properties"]]
+    for key in keys:
+        column = ".".join(key)
+        columns.setdefault(column, []).append(key)
+        mapped = mapping.columns.get(column)
+        if mapped is None:
+            named = named_field(kind, column, declared)
+            fields = [named] if named is not None else []
+        else:
+            fields = [mapped] if isinstance(mapped, str) else list(mapped)
+        for field in fields:
+            if field != SKIP:
+                setting.setdefault(field, []).append(key)
+    pairs = {
+        (keys_of[first], other)
+        for keys_of in [*setting.values(), *columns.values()]
+        for first in range(len(keys_of))
+        for other in keys_of[first + 1 :]
+    }
+    return sorted(pairs)
+
+
+def _has(key: Key) -> dict[str, Any]:
+    """Holds ``key``, with any value (a nest's key only inside an object, not null)."""
+    if len(key) == 1:
+        return {"required": [key[0]]}
+    nest, inner = key
+    return {
+        "required": [nest],
+        "properties": {nest: {"type": "object", "required": [inner]}},
+    }
 
 
 def _add_required(kind: ImportKind, mapping: ImportMapping, schema: dict[str, Any]) -> None:
@@ -130,9 +226,19 @@ def _not_null(field_schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def body_schema(kind: ImportKind, settings: Settings) -> dict[str, Any]:
-    """One record, or a non-empty list of them."""
+    """One record, or a non-empty list of them; keys setting one field are refused across the
+    list's records too (the server reads a body's keys as one file's header)."""
     record = record_schema(kind, settings)
-    return {"anyOf": [record, {"type": "array", "items": record, "minItems": 1}]}
+    records: dict[str, Any] = {"type": "array", "items": record, "minItems": 1}
+    twice = [
+        {"allOf": [{"contains": _has(a)}, {"contains": _has(b)}]}
+        for a, b in _one_field_twice(kind, record, settings)
+        # One column flat in one record and nested in another is one column, as on two lines.
+        if ".".join(a) != ".".join(b)
+    ]
+    if twice:
+        records["not"] = {"anyOf": twice}
+    return {"anyOf": [record, records]}
 
 
 def request_body(kind: ImportKind, settings: Settings) -> dict[str, Any]:
@@ -151,7 +257,11 @@ def type_errors(schema: dict[str, Any], record: dict[str, Any]) -> list[tuple[st
     errors = []
     properties: dict[str, Any] = schema["properties"]
     for field, value in record.items():
-        allowed = properties.get(field, {}).get("type")
+        documented = properties.get(field)
+        if documented is None and "." in field:  # a nest's key, flattened (NEST.KEY)
+            nest, _dot, inner = field.partition(".")
+            documented = properties.get(nest, {}).get("properties", {}).get(inner)
+        allowed = (documented or {}).get("type")
         if allowed is None:
             continue  # unknown (the import names it) or a mapped column (any JSON value)
         names = [allowed] if isinstance(allowed, str) else list(allowed)

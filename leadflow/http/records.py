@@ -21,8 +21,9 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DataError, IntegrityError
 
 from leadflow.errors import FieldError, ImportRowError, ProblemsError, RecordsRejectedError
+from leadflow.ingest.column_plan import ColumnPlan
 from leadflow.ingest.kinds import KindWriter, Record, Rejection
-from leadflow.ingest.mapping import ColumnPlan, compile_plan
+from leadflow.ingest.mapping import compile_plan
 from leadflow.ingest.references import RepDirectory
 from leadflow.ingest.reps import RepWriter
 from leadflow.ingest.runner import WRITERS

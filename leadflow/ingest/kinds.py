@@ -30,7 +30,8 @@ from sqlalchemy import (
 )
 
 from leadflow.errors import ImportRowError
-from leadflow.ingest.mapping import OUTCOMES, ColumnPlan, stage_outcomes
+from leadflow.ingest.column_plan import ColumnPlan
+from leadflow.ingest.field_parsers import OUTCOMES, stage_outcomes
 from leadflow.ingest.references import RepDirectory, ids_by_external_id
 from leadflow.ingest.values import identifier_problem, range_reason
 from leadflow.ingest.writers import Counts, Derived, Prepared, Shape, Written, row_hasher

@@ -6,24 +6,30 @@ declared attribute (``attributes.leads`` / ``attributes.deals``), else by its na
 field's or attribute's is (:func:`field_name`: ``Lead Source`` and ``LeadSource`` are
 ``lead_source``, ``Do Not Email`` is ``do_not_email``), as a CRM's importer matches headers to
 properties; a header written as a mapping's target (``attributes.region`` when declared, an
-activity's ``properties.url``) is that target. Anything else is an unknown column: a file-level error naming the column and its
-close matches, before any row is read.
+activity's ``properties.url``) is that target. Anything else is an unknown column: a
+file-level error naming the column and its close matches, before any row is read.
+
+The plan made (:class:`~leadflow.ingest.column_plan.ColumnPlan`) reads the rows; the parser
+of each field type is in :mod:`leadflow.ingest.field_parsers`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime
-from functools import cached_property
 from typing import Any
 
-from leadflow.errors import ImportRowError, Problem, ProblemsError
+from leadflow.errors import Problem, ProblemsError
 from leadflow.ingest import values
+from leadflow.ingest.column_plan import ColumnPlan, Target
+from leadflow.ingest.field_parsers import (
+    attribute_parser,
+    derived_outcome,
+    field_parser,
+    folded_values,
+    renaming,
+    stage_outcomes,
+)
 from leadflow.ingest.nesting import nested_field_hint
 from leadflow.settings import AttributeType, ImportKind, ImportMapping, Settings
 from leadflow.suggestions import did_you_mean
@@ -97,223 +103,6 @@ SPARE_COLUMNS = 100
 NAMED_UNKNOWN = 20
 """At most this many unknown columns are named, each with its suggestion; the rest counted."""
 
-OUTCOMES = frozenset({"won", "lost"})
-DEFAULT_OUTCOMES = {"won": "won", "closed won": "won", "lost": "lost", "closed lost": "lost"}
-
-
-@dataclass(frozen=True)
-class Target:
-    """One field filled from one column (cell index)."""
-
-    field: str
-    index: int
-    parse: values.Parser
-    value_map: Mapping[str, str]
-    group: str | None = None
-    name: str = ""
-
-
-@dataclass(frozen=True)
-class ColumnPlan:
-    """How one file's rows become records: ``{field: value}``, attributes nested by group."""
-
-    kind: ImportKind
-    header: tuple[str, ...]
-    targets: tuple[Target, ...]
-    empty_values: frozenset[str] = frozenset()
-    """Cells (stripped, case folded) that mean "no value" in any column: a CRM's ``Select``."""
-
-    @property
-    def fields(self) -> frozenset[str]:
-        """The top-level fields this file sets (``attributes`` for any attribute)."""
-        return frozenset(t.group or t.field for t in self.targets)
-
-    def columns_named_otherwise(self) -> dict[str, str]:
-        """Top-level field -> the header's column filling it, where the two names differ."""
-        return {
-            t.field: self.header[t.index]
-            for t in self.targets
-            if t.group is None and t.index < len(self.header) and self.header[t.index] != t.field
-        }
-
-    def only(self, fields: frozenset[str]) -> ColumnPlan:
-        """This plan reading only ``fields`` (top-level ones) of a row: a row's id alone."""
-        kept = tuple(t for t in self.targets if t.group is None and t.field in fields)
-        return dataclasses.replace(self, targets=kept)
-
-    def read(self, cells: Sequence[object]) -> dict[str, Any]:
-        """The row's record; raises :class:`ImportRowError` naming every bad field.
-
-        The hot path of a large import: plain fields in one comprehension, attributes in
-        another; only a row that fails is read again, slowly, to name the bad field.
-        """
-        if self.empty_values:
-            empty = self.empty_values
-            cells = [
-                "" if cell.__class__ is str and cell.strip().casefold() in empty else cell
-                for cell in cells
-            ]
-        try:
-            record: dict[str, Any] = {
-                field: parse(cells[index]) for field, index, parse in self._plain
-            }
-            for group, steps in self._grouped:
-                found = {
-                    name: v
-                    for name, index, parse in steps
-                    if (v := parse(cells[index])) is not None
-                }
-                if found:
-                    # activities may have both a ``properties`` object and properties.NAME columns
-                    given = record.get(group)
-                    if given:
-                        _check_agreement(group, given, found)
-                        record[group] = {**given, **found}
-                    else:
-                        record[group] = found
-        except _DisagreementError as clash:
-            # A check of the row read: named once its cells read, as a reference is.
-            self._explain(cells)
-            raise clash.error from None
-        except ValueError:
-            self._explain(cells)
-            raise
-        try:
-            for field, index, parse, value_map in self._mapped:
-                raw = cells[index]
-                if raw.__class__ is str:
-                    raw = value_map.get(raw.strip().casefold(), raw)
-                record[field] = parse(raw)
-        except ValueError:
-            self._explain(cells)
-            raise
-        if not (self._cells_are_the_text and _ascii_text(cells)):
-            _check_storable(record)
-        return record
-
-    def _explain(self, cells: Sequence[object]) -> None:
-        """Raise an error naming every bad field of the row (column order), not the first only:
-        a row with four bad cells would otherwise take four rounds of fixing the file."""
-        errors = []
-        for target in sorted(self.targets, key=lambda t: t.index):
-            raw = cells[target.index]
-            if target.value_map and raw.__class__ is str:
-                raw = target.value_map.get(raw.strip().casefold(), raw)
-            try:
-                target.parse(raw)
-            except ValueError as exc:
-                errors.append(ImportRowError(target.field, str(exc)))
-        if errors:
-            raise ImportRowError.of(errors)
-
-    @cached_property
-    def _cells_are_the_text(self) -> bool:
-        """Whether every text in a record is a cell or a part of one, or a renamed value.
-
-        Then a row of ASCII cells without NUL makes a record the store holds (renamed values
-        are checked once, in :func:`compile_plan`); a JSON object cell can hold escapes.
-        """
-        return all(target.parse is not _parse_object for target in self.targets)
-
-    @cached_property
-    def _plain(self) -> tuple[tuple[str, int, values.Parser], ...]:
-        return tuple(
-            (t.field, t.index, t.parse) for t in self.targets if t.group is None and not t.value_map
-        )
-
-    @cached_property
-    def _grouped(self) -> tuple[tuple[str, tuple[tuple[str, int, values.Parser], ...]], ...]:
-        groups = sorted({t.group for t in self.targets if t.group is not None})
-        return tuple(
-            (group, tuple((t.name, t.index, t.parse) for t in self.targets if t.group == group))
-            for group in groups
-        )
-
-    @cached_property
-    def _mapped(self) -> tuple[tuple[str, int, values.Parser, Mapping[str, str]], ...]:
-        # Fields whose CRM values are renamed (values: in the mapping), e.g. Won -> won.
-        return tuple(
-            (t.field, t.index, t.parse, t.value_map)
-            for t in self.targets
-            if t.group is None and t.value_map
-        )
-
-
-class _DisagreementError(ValueError):
-    """Raised by :func:`_check_agreement` out of the cells' reading, carrying the row's error."""
-
-    def __init__(self, error: ImportRowError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-def _check_agreement(group: str, given: Mapping[str, Any], found: Mapping[str, Any]) -> None:
-    """Refuse a ``properties.url`` column whose value differs from the ``properties`` object's
-    ``url`` on the same row: which one was meant is not ours to guess (the column won
-    silently). A number written as the same text (``5`` and ``"5"``) agrees."""
-    for name, value in found.items():
-        if name not in given:
-            continue
-        old = given[name]
-        if old == value or (old.__class__ in (int, float) and str(old) == value):
-            continue
-        raise _DisagreementError(
-            ImportRowError(
-                f"{group}.{name}",
-                f"{value!r} differs from the {group} object's {name!r}, {old!r}; give {name} "
-                f"once (in the object or as {group}.{name}), or the same value in both",
-            )
-        )
-
-
-_PLAIN = frozenset({type(None), int, bool, float, datetime, date})
-"""Value classes the store always holds as a parser returns them (it returns finite floats)."""
-
-
-def _check_storable(record: Mapping[str, Any]) -> None:
-    """Refuse, naming the field, a value no store can hold (NUL, lone surrogates), anywhere.
-
-    Every field is checked, references too: a lookup by such a text fails in the database as
-    surely as storing it. Plain ASCII text and scalars take the fast path.
-    """
-    for field, value in record.items():
-        kind = value.__class__
-        if kind is str:
-            if value.isascii() and "\x00" not in value:
-                continue
-        elif kind in _PLAIN or (kind is dict and _plain_object(value)):
-            continue
-        found = next(values.unstorable(value), None)
-        if found is not None:
-            place, reason = found
-            raise ImportRowError(".".join([field, *map(str, place)]), reason)
-
-
-def _ascii_text(cells: Sequence[object]) -> bool:
-    """Whether the cells are all text, ASCII and without NUL: a typical CSV row, in one pass."""
-    try:
-        text = "".join(cells)  # type: ignore[arg-type]  # JSON values raise TypeError
-    except TypeError:
-        return False
-    return text.isascii() and "\x00" not in text
-
-
-def _plain_object(value: dict[str, Any]) -> bool:
-    """Whether an object (the attributes) holds only ASCII text without NUL and finite scalars."""
-    for key, item in value.items():
-        if not key.isascii() or "\x00" in key:
-            return False
-        kind = item.__class__
-        if kind is str:
-            if not item.isascii() or "\x00" in item:
-                return False
-        elif kind is float:
-            if not math.isfinite(item):
-                return False
-        elif kind not in _PLAIN:
-            return False
-    return True
-
 
 def compile_plan(
     kind: ImportKind, header: Sequence[str], settings: Settings, file: str
@@ -350,7 +139,7 @@ def compile_plan(
     if kind == "deals" and "outcome" not in chosen and "stage" in chosen:
         # The CRM's stage says the outcome (``Won``): read it through values.outcome.
         targets.append(
-            Target("outcome", chosen["stage"][0], _derived_outcome, stage_outcomes(mapping))
+            Target("outcome", chosen["stage"][0], derived_outcome, stage_outcomes(mapping))
         )
     targets.sort(key=lambda t: t.field)
     empty = frozenset(value.strip().casefold() for value in mapping.empty_values)
@@ -414,7 +203,7 @@ def unknown_keys(kind: ImportKind, keys: Sequence[str], settings: Settings) -> d
     if too_many_columns(kind, len(keys), settings) is not None:
         return found  # compile_plan refuses the file by its count, at once
     for key in keys:
-        if key in mapping.columns or _named_field(kind, key, declared) is not None:
+        if key in mapping.columns or named_field(kind, key, declared) is not None:
             continue
         reason = _unknown_column(kind, key, mapping, declared)
         found[key] = "not a field of " + kind + reason.removeprefix(f"unknown column {key!r}")
@@ -431,7 +220,7 @@ def _fields_of(
 ) -> list[str]:
     mapped = mapping.columns.get(column)
     if mapped is None:
-        named = _named_field(kind, column, declared)
+        named = named_field(kind, column, declared)
         if named is not None:
             return [named]
         problem = unknown.problem(column)
@@ -451,9 +240,7 @@ def _fields_of(
     return found
 
 
-def _named_field(
-    kind: ImportKind, column: str, declared: Mapping[str, AttributeType]
-) -> str | None:
+def named_field(kind: ImportKind, column: str, declared: Mapping[str, AttributeType]) -> str | None:
     """The field an unmapped column names, as written or written out (:func:`field_name`): one
     of the kind's fields, or ``attributes.NAME`` of a declared attribute; None for neither.
 
@@ -576,115 +363,12 @@ def _target(
     value_map = folded_values(mapping.values.get(field, {}))
     group, _, name = field.partition(".")
     if not name:
-        return Target(field, index, _parser(fields[field], mapping, kind), value_map)
+        return Target(field, index, field_parser(fields[field], mapping, kind), value_map)
     parse = (
-        _attribute_parser(declared[name], mapping, kind)
+        attribute_parser(declared[name], mapping, kind)
         if group == "attributes"
         else values.parse_text
     )
     if value_map:
-        parse = _renaming(parse, value_map)
+        parse = renaming(parse, value_map)
     return Target(field, index, parse, {}, group, name)
-
-
-def _renaming(parse: values.Parser, value_map: Mapping[str, str]) -> values.Parser:
-    def renamed(raw: object) -> object:
-        if isinstance(raw, str):
-            raw = value_map.get(raw.strip().casefold(), raw)
-        return parse(raw)
-
-    return renamed
-
-
-def stage_outcomes(mapping: ImportMapping) -> dict[str, str]:
-    """A deal's stage (stripped, case folded) -> its outcome: ``Won``, ``Closed Lost`` and what
-    ``values.outcome`` adds."""
-    return DEFAULT_OUTCOMES | folded_values(mapping.values.get("outcome", {}))
-
-
-def folded_values(value_map: Mapping[str, str]) -> dict[str, str]:
-    """A ``values`` mapping keyed as cells are looked up: stripped and case folded."""
-    return {key.strip().casefold(): value for key, value in value_map.items()}
-
-
-def _parser(type_name: str, mapping: ImportMapping, kind: ImportKind) -> values.Parser:
-    simple: dict[str, values.Parser] = {
-        "text": values.parse_text,
-        "email": values.email_address,
-        "lead_email": values.lead_email,
-        "timezone": values.timezone_name,
-        "list": values.text_list,
-        "object": _parse_object,
-        "outcome": _parse_outcome,
-    }
-    if type_name in simple:
-        return simple[type_name]
-    if type_name == "number":
-        return values.number_parser(mapping.decimal_separator)
-    if type_name == "integer":
-        return values.integer_parser(mapping.decimal_separator)
-    if type_name == "boolean":
-        return values.boolean_parser(mapping.true_values, mapping.false_values)
-    return values.datetime_parser(mapping.date_formats, mapping.timezone, _date_formats(kind))
-
-
-def _date_formats(kind: ImportKind) -> str:
-    """The setting a date that does not read is to be configured under."""
-    return f"import.mappings.{kind}.date_formats"
-
-
-def _attribute_parser(
-    type_name: AttributeType, mapping: ImportMapping, kind: ImportKind
-) -> values.Parser:
-    """Attributes live in a JSON column: times become ISO 8601 text (UTC), dates too."""
-    if type_name == "string":
-        return values.parse_text
-    if type_name == "datetime":
-        read_time = values.datetime_from_text(
-            mapping.date_formats, mapping.timezone, _date_formats(kind)
-        )
-        return values.cached_text_parser(lambda text: read_time(text).isoformat())
-    if type_name == "date":
-        read_date = values.datetime_from_text(mapping.date_formats, "UTC", _date_formats(kind))
-        return values.cached_text_parser(lambda text: read_date(text).date().isoformat())
-    if type_name == "integer":
-        # Rules compare integer attributes as 64-bit integers; a larger one would be stored
-        # but could never be compared (and on PostgreSQL would fail the rule's query).
-        return values.within(
-            *values.INTEGER_RANGE, values.integer_parser(mapping.decimal_separator)
-        )
-    return _parser(type_name, mapping, kind)
-
-
-def _parse_outcome(raw: object) -> str | None:
-    text = values.parse_text(raw)
-    if text is None:
-        return None
-    if text.casefold() in OUTCOMES:
-        return text.casefold()
-    msg = (
-        f"expected won, lost or empty (open), got {text!r}; "
-        "map it under import.mappings.deals.values.outcome"
-    )
-    raise ValueError(msg)
-
-
-def _derived_outcome(raw: object) -> str | None:
-    text = values.parse_text(raw)
-    return text if text in OUTCOMES else None
-
-
-def _parse_object(raw: object) -> dict[str, Any] | None:
-    if isinstance(raw, dict):
-        return raw
-    text = values.parse_text(raw)
-    if text is None:
-        return None
-    try:
-        parsed = json.loads(text)
-    except (ValueError, RecursionError):  # not JSON, or nested beyond what Python reads
-        parsed = None
-    if not isinstance(parsed, dict):
-        msg = f'expected a JSON object such as {{"page": "/pricing"}}, got {text[:40]!r}'
-        raise ValueError(msg)  # noqa: TRY004 (a JSON value of the wrong type is a bad cell)
-    return parsed

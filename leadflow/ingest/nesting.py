@@ -11,6 +11,7 @@ rejected at its line, naming the column; the other lines land (docs/import.md).
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 
 NESTS = ("attributes", "properties")
 """The keys whose object's keys are columns of their own, as ``NEST.KEY``."""
@@ -26,9 +27,23 @@ def nested_objects(kind_fields: Collection[str], mapped: Collection[str]) -> tup
     return tuple(nest for nest in NESTS if nest not in kind_fields and nest not in mapped)
 
 
-def flattened(value: dict[str, object], nests: tuple[str, ...]) -> dict[str, object] | str:
-    """``value`` with each nest's object as its ``NEST.KEY`` keys, in the line's order; or the
-    line's problem as ``column: reason`` when it cannot be read so."""
+@dataclass(frozen=True)
+class NestingProblem:
+    """Why an object's nest cannot be read as columns: a file names it at its line as
+    ``column: reason``, the HTTP API at ``["body", column]``."""
+
+    column: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.column}: {self.reason}"
+
+
+def flattened(
+    value: dict[str, object], nests: tuple[str, ...]
+) -> dict[str, object] | NestingProblem:
+    """``value`` with each nest's object as its ``NEST.KEY`` keys, in the object's order; or
+    its problem when it cannot be read so."""
     flat: dict[str, object] = {}
     for key, item in value.items():
         if key not in nests:
@@ -38,22 +53,25 @@ def flattened(value: dict[str, object], nests: tuple[str, ...]) -> dict[str, obj
             continue  # no attributes: as if the key were absent
         if not isinstance(item, dict):
             kind = "a list" if isinstance(item, list) else type(item).__name__
-            return (
-                f'{key}: expected an object such as {{"industry": "saas"}} whose keys are '
-                f"read as {key}.KEY columns, got {kind}"
+            return NestingProblem(
+                key,
+                f'expected an object such as {{"industry": "saas"}} whose keys are '
+                f"read as {key}.KEY columns, got {kind}",
             )
         for inner, inner_value in item.items():
             column = f"{key}.{inner}"
             if isinstance(inner_value, dict | list):
                 what = "an object" if isinstance(inner_value, dict) else "a list"
-                return (
-                    f"{column}: {what} inside '{key}' is nested deeper than one level; give "
-                    "it one value (text, a number, true, false or null), or leave it out"
+                return NestingProblem(
+                    column,
+                    f"{what} inside '{key}' is nested deeper than one level; give "
+                    "it one value (text, a number, true, false or null), or leave it out",
                 )
             if column in value:
-                return (
-                    f"{column}: given twice on this line, as the key '{column}' and as "
-                    f"'{inner}' inside '{key}'; keep one"
+                return NestingProblem(
+                    column,
+                    f"given twice on this line, as the key '{column}' and as "
+                    f"'{inner}' inside '{key}'; keep one",
                 )
             flat[column] = inner_value
     return flat

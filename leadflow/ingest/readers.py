@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, Literal, NoReturn, cast
 
 from leadflow.errors import ImportFileError, Problem, ProblemsError
-from leadflow.ingest.nesting import flattened
+from leadflow.ingest.nesting import NestingProblem, flattened
 from leadflow.ingest.values import json_value, text_problem
 
 FileFormat = Literal["csv", "jsonl"]
@@ -301,7 +301,7 @@ class RowSource:
                 seen_object = True
                 if self.nests and not value.keys().isdisjoint(self.nests):
                     value = flattened(value, self.nests)
-                    if isinstance(value, str):
+                    if isinstance(value, NestingProblem):
                         continue  # rejected at its line by _jsonl_rows
                 # Keys already known were checked on their first line; most lines add none.
                 if not value.keys() <= keys.keys() and _bad_key(value) is None:
@@ -340,8 +340,8 @@ class RowSource:
             # A flat line (every line of most files) costs one lookup per nest.
             if nests and not value.keys().isdisjoint(nests):
                 value = flattened(value, nests)
-                if isinstance(value, str):
-                    yield number, [], value
+                if isinstance(value, NestingProblem):
+                    yield number, [], str(value)
                     continue
             if not known.issuperset(value):
                 yield number, [], _bad_key(value) or self._refused_key(value, known)

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from sqlalchemy import Connection, insert, or_, update
 
 from leadflow.errors import ImportFileError, ImportRowError
+from leadflow.ingest.column_plan import ColumnPlan
 from leadflow.ingest.kinds import (
     KEY_LENGTH,
     Convert,
@@ -26,7 +27,6 @@ from leadflow.ingest.kinds import (
     Rejection,
     required,
 )
-from leadflow.ingest.mapping import ColumnPlan
 from leadflow.ingest.references import RepDirectory, rep_key
 from leadflow.ingest.writers import Counts, Prepared, row_hasher
 from leadflow.settings import Settings

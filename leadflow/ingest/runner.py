@@ -23,6 +23,7 @@ from sqlalchemy import Connection, Engine
 from leadflow.clock import Clock
 from leadflow.collector_pause import collector_paused
 from leadflow.errors import ImportRowError, Problem, UserInputError
+from leadflow.ingest.column_plan import ColumnPlan
 from leadflow.ingest.feeder import Send, can_fork, fed
 from leadflow.ingest.import_report import MAX_KEPT_PROBLEMS, ImportReport, same_content
 from leadflow.ingest.import_runs import finish_run, record_refused, start_run
@@ -34,7 +35,7 @@ from leadflow.ingest.kinds import (
     LeadWriter,
     Record,
 )
-from leadflow.ingest.mapping import KIND_FIELDS, ColumnPlan, compile_plan, unknown_keys
+from leadflow.ingest.mapping import KIND_FIELDS, compile_plan, unknown_keys
 from leadflow.ingest.nesting import nested_objects
 from leadflow.ingest.readers import RowSource, check_text_file, format_of
 from leadflow.ingest.references import RepDirectory

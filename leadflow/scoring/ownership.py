@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePath
 
-from leadflow.ingest.mapping import ColumnPlan, Target
+from leadflow.ingest.column_plan import ColumnPlan, Target
 from leadflow.rule_language.loader import check_rule_set
 from leadflow.rule_language.model import RuleSet
 from leadflow.rule_language.scoring_model import ScoringModel
