@@ -233,7 +233,8 @@ class TestTransientFailures:
             send_once(engine, settings, clock)
             clock.advance(timedelta(minutes=10))
         # schedule 1m, 2m, 4m, 8m, 10m, 10m, 10m, 10m, 10m: the 9th attempt spans the hour
-        assert states(engine) == [(outbox_id, "failed", 9, "451 4.3.0 busy")]
+        error = "gave up after 9 attempts over 1h: 451 4.3.0 busy"
+        assert states(engine) == [(outbox_id, "failed", 9, error)]
         assert handler.received == []
 
 

@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session
 
 from leadflow import metrics
 from leadflow.clock import Clock
+from leadflow.durations import format_duration
 from leadflow.errors import DatabaseUnavailableError, DeliveryError
 from leadflow.logs import log_failure
 from leadflow.mail_settings import RetrySettings
@@ -285,8 +286,10 @@ class _Run:
         retry = self.settings.mail.retry
         if exc.permanent or gives_up(message.attempts, retry):
             bounce = exc.permanent and channel is not None and channel.is_hard_bounce(message, exc)
+            if not exc.permanent:  # the last transient error alone read as if it were retried
+                fields["error"] = gave_up_error(message.attempts, retry, str(exc))
             log.warning("outbox_failed", permanent=exc.permanent, hard_bounce=bounce, **fields)
-            return Outcome(message, FAILED, str(exc), hard_bounce=bounce)
+            return Outcome(message, FAILED, fields["error"], hard_bounce=bounce)
         retry_at = self.clock.now() + retry_delay(message.attempts, retry, self.rng)
         if exc.outcome_unknown:
             # The destination had the whole message and did not answer: it may have delivered
@@ -387,6 +390,13 @@ _RECORD_RETRY_MAX = 5.0
 def retry_delay(attempts: int, retry: RetrySettings, rng: random.Random) -> timedelta:
     """Exponential backoff from ``first_delay``, capped at ``max_delay``, with jitter in 50-100%."""
     return _nominal_delay(attempts, retry) * rng.uniform(0.5, 1.0)
+
+
+def gave_up_error(attempts: int, retry: RetrySettings, error: str) -> str:
+    """A failed row's error when its retries ran out: ``gave up after 7 attempts over 5m: ...``."""
+    noun = "attempt" if attempts == 1 else "attempts"
+    span = format_duration(retry.give_up_after)
+    return f"gave up after {attempts} {noun} over {span}: {error}"
 
 
 def gives_up(attempts: int, retry: RetrySettings) -> bool:
