@@ -286,10 +286,11 @@ class _Run:
         retry = self.settings.mail.retry
         if exc.permanent or gives_up(message.attempts, retry):
             bounce = exc.permanent and channel is not None and channel.is_hard_bounce(message, exc)
+            error = str(exc)
             if not exc.permanent:  # the last transient error alone read as if it were retried
-                fields["error"] = gave_up_error(message.attempts, retry, str(exc))
+                error = fields["error"] = gave_up_error(message.attempts, retry, error)
             log.warning("outbox_failed", permanent=exc.permanent, hard_bounce=bounce, **fields)
-            return Outcome(message, FAILED, fields["error"], hard_bounce=bounce)
+            return Outcome(message, FAILED, error, hard_bounce=bounce)
         retry_at = self.clock.now() + retry_delay(message.attempts, retry, self.rng)
         if exc.outcome_unknown:
             # The destination had the whole message and did not answer: it may have delivered
