@@ -190,6 +190,8 @@ def test_outbox_json_has_total_and_shown(config: Path, capsys: pytest.CaptureFix
                 "next_attempt_at": "2020-01-06T10:00:00+00:00",
                 "rule_id": None,
                 "detail": None,
+                "lease_until": None,
+                "claimed_by": None,
             }
         ],
     }
@@ -215,3 +217,46 @@ def test_outbox_rows_are_whole_when_piped(config: Path, capsys: pytest.CaptureFi
         ["2", "pending", "operational", "anna@example.com", "New MQL: Jo Doe", "0",
          "2020-01-06 10:00", "", ""],
     ]  # fmt: skip
+
+
+def test_a_sending_row_shows_its_lease_and_its_sender(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After a kill -9 a claimed row stays ``sending`` until its lease ends: the listing says
+    who holds it until when (``lease_until``, ``claimed_by``), and "next" is the lease's end."""
+    engine = create_store_engine(f"sqlite:///{config.parent / 'state' / 'leadflow.db'}")
+    table = OutboxMessage.__table__  # type: ignore[attr-defined]
+    lease_until = NOW.replace(minute=15)
+    with engine.begin() as connection:
+        connection.execute(
+            update(table)
+            .where(table.c.id == 2)
+            .values(
+                status="sending",
+                attempts=2,
+                claimed_until=lease_until,
+                claimed_by="mail-1:4242:0a1b2c3d",
+                last_error="451 4.3.0 busy",
+            )
+        )
+    engine.dispose()
+    assert main(["-c", str(config), "outbox"]) == 0
+    rows = [
+        [cell.strip() for cell in line.strip("│").split("│")]
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("│ ")
+    ]
+    assert rows == [
+        ["1", "pending", "operational", "anna@example.com", "New MQL: Jo Doe", "0",
+         "2020-01-06 10:00", "", ""],
+        ["2", "sending", "operational", "anna@example.com", "New MQL: Jo Doe", "2",
+         "2020-01-06 10:15", "", "claimed by mail-1:4242:0a1b2c3d until 10:15:00 UTC"],
+    ]  # fmt: skip
+    assert main(["-c", str(config), "outbox", "--format", "json"]) == 0
+    messages = json.loads(capsys.readouterr().out)["messages"]
+    assert [
+        (m["id"], m["status"], m["lease_until"], m["claimed_by"], m["detail"]) for m in messages
+    ] == [
+        (1, "pending", None, None, None),
+        (2, "sending", "2020-01-06T10:15:00+00:00", "mail-1:4242:0a1b2c3d", "451 4.3.0 busy"),
+    ]

@@ -161,10 +161,20 @@ def outbox_document(
 
 
 def _outbox_table(lines: list[OutboxLine]) -> Table:
+    from datetime import UTC
+
     from rich.table import Table
 
     table = Table("id", "status", "kind", "to", "subject", "tries", "next", "rule", "why")
     for line in lines:
+        next_at, why = line.next_attempt_at, line.detail or ""
+        if line.lease_until is not None:
+            # A sending row is next tried when its lease ends (its sender gone): after a
+            # kill -9 it stays sending until then, and must not look like one being sent.
+            # Its previous error stays in the JSON's detail: one line must hold the claim.
+            next_at = line.lease_until
+            until = line.lease_until.astimezone(UTC)
+            why = f"claimed by {line.claimed_by or '?'} until {until:%H:%M:%S} UTC"
         table.add_row(
             str(line.id),
             line.status,
@@ -172,8 +182,8 @@ def _outbox_table(lines: list[OutboxLine]) -> Table:
             line.recipient,
             line.subject,
             str(line.attempts),
-            line.next_attempt_at.strftime("%Y-%m-%d %H:%M"),
+            next_at.strftime("%Y-%m-%d %H:%M"),
             line.rule_id or "",
-            line.detail or "",
+            why,
         )
     return table

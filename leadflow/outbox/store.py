@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, bindparam, func, or_, select, update
@@ -418,6 +418,10 @@ class OutboxLine:
     next_attempt_at: datetime
     rule_id: str | None
     detail: str | None
+    lease_until: datetime | None = None
+    """A ``sending`` row's lease: claimed until then, due again after (its sender gone)."""
+    claimed_by: str | None = None
+    """A ``sending`` row's sender (``host:pid:id``)."""
 
 
 def status_counts(session: Session) -> dict[str, int]:
@@ -449,6 +453,8 @@ def outbox_lines(session: Session, *, failed_only: bool, limit: int = 50) -> lis
             next_attempt_at=row.next_attempt_at,
             rule_id=row.rule_id,
             detail=row.last_error or row.status_reason,
+            lease_until=_aware(row.claimed_until) if row.status == SENDING else None,
+            claimed_by=row.claimed_by if row.status == SENDING else None,
         )
         for row in session.execute(query.limit(limit))
     ]
@@ -519,6 +525,8 @@ def outbox_state(engine: Engine) -> tuple[list[tuple[str, str, int]], list[tuple
 
 def _aware(when: Any) -> datetime:
     # func.min() bypasses the column type on SQLite, which hands back text.
+    if isinstance(when, datetime) and when.tzinfo is None:
+        return when.replace(tzinfo=UTC)
     if isinstance(when, str):
         return parse_instant(when)
     assert isinstance(when, datetime)
