@@ -168,6 +168,14 @@ def test_outbox_says_how_many_rows_the_limit_left_out(
     lines = capsys.readouterr().out.splitlines()
     assert len([line for line in lines if "│ pending" in line]) == 53
     assert not any(line.startswith("... and") for line in lines)
+    # 0 is every one, as for `run --dry-run --limit 0` (it was refused).
+    assert main(["-c", str(config), "outbox", "--limit", "0"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len([line for line in lines if "│ pending" in line]) == 53
+    assert not any(line.startswith("... and") for line in lines)
+    assert main(["-c", str(config), "outbox", "--limit", "0", "--format", "json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert (document["total"], document["shown"]) == (53, 53)
 
 
 def test_outbox_json_has_total_and_shown(config: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -81,7 +81,10 @@ def outbox(
         typer.Option("--since", help="With --retry-failed: only messages failed from this time."),
     ] = None,
     limit: Annotated[
-        int, typer.Option("--limit", min=1, help="Show at most this many messages.")
+        int,
+        typer.Option(
+            "--limit", min=0, help="Show at most this many messages; 0: every one (as run's)."
+        ),
     ] = 50,
     output: FormatOption = OutputFormat.table,
 ) -> None:
@@ -118,7 +121,7 @@ def outbox(
             console.print(f"requeued outbox message {line.id} to {line.recipient}: {line.subject}")
             return
         counts = status_counts(session)
-        lines = outbox_lines(session, failed_only=failed, limit=limit)
+        lines = outbox_lines(session, failed_only=failed, limit=limit or None)
     # The rows outbox_lines lists: the failed ones, or every one not yet sent.
     total = counts[FAILED] if failed else sum(n for status, n in counts.items() if status != SENT)
     if output is OutputFormat.json:

@@ -434,8 +434,11 @@ def status_counts(session: Session) -> dict[str, int]:
     return counts
 
 
-def outbox_lines(session: Session, *, failed_only: bool, limit: int = 50) -> list[OutboxLine]:
-    """Failed rows newest first, or every row not yet sent, soonest due first."""
+def outbox_lines(
+    session: Session, *, failed_only: bool, limit: int | None = 50
+) -> list[OutboxLine]:
+    """Failed rows newest first, or every row not yet sent, soonest due first; at most
+    ``limit`` of them (None: every one)."""
     t = _TABLE
     query = select(t)
     if failed_only:
@@ -456,7 +459,7 @@ def outbox_lines(session: Session, *, failed_only: bool, limit: int = 50) -> lis
             lease_until=_aware(row.claimed_until) if row.status == SENDING else None,
             claimed_by=row.claimed_by if row.status == SENDING else None,
         )
-        for row in session.execute(query.limit(limit))
+        for row in session.execute(query if limit is None else query.limit(limit))
     ]
 
 
