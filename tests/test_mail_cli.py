@@ -268,3 +268,27 @@ def test_a_sending_row_shows_its_lease_and_its_sender(
         (1, "pending", None, None, None),
         (2, "sending", "2020-01-06T10:15:00+00:00", "mail-1:4242:0a1b2c3d", "451 4.3.0 busy"),
     ]
+
+
+def test_a_message_sent_after_retry_failed_keeps_the_error_that_failed_it(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--retry-failed`` gives a failed message a fresh schedule (its attempts count from 0
+    again); once it is sent, the error that failed it stays on the row, its 4xx history."""
+    engine = create_store_engine(f"sqlite:///{config.parent / 'state' / 'leadflow.db'}")
+    table = OutboxMessage.__table__  # type: ignore[attr-defined]
+    gave_up = "gave up after 7 attempts over 5m: 450 4.2.0 mailbox busy, try again later"
+    with engine.begin() as connection:
+        connection.execute(
+            update(table)
+            .where(table.c.id == 1)
+            .values(status="failed", attempts=7, last_error=gave_up)
+        )
+    assert main(["-c", str(config), "outbox", "--retry-failed"]) == 0
+    assert main(["-c", str(config), "send", "--once"]) == 0
+    capsys.readouterr()
+    assert [(r.id, r.status, r.attempts, r.last_error) for r in outbox_rows(engine)] == [
+        (1, "sent", 1, gave_up),
+        (2, "sent", 1, None),
+    ]
+    engine.dispose()

@@ -359,9 +359,11 @@ def record_outcomes(
 _MARK_SENT = (
     update(_TABLE)
     .where(_TABLE.c.id.in_(bindparam("sent_ids", expanding=True)), _TABLE.c.status != SENT)
-    .values(status=SENT, sent_at=bindparam("sent_now"), claimed_until=None, last_error=None)
+    .values(status=SENT, sent_at=bindparam("sent_now"), claimed_until=None)
 )
-"""Built once: building the statement and a bound literal per id cost more CPU than SQLite's
+"""``last_error`` is kept: on a sent row it is the error of the attempt before (null when the
+first attempt went through), the 4xx history of a message sent after ``--retry-failed`` or a
+previous attempt whose outcome was unknown (a copy may have arrived). Built once: building the statement and a bound literal per id cost more CPU than SQLite's
 own work, at one transaction per batch of outcomes (up to 40 a second)."""
 
 _MARK_OTHER = (
