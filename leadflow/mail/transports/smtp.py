@@ -116,7 +116,7 @@ class SmtpTransport:
                         message_id=message_id,
                         error="stopped while waiting for the reply to the end of DATA",
                     )
-                client.close()
+                self._give_back(client, keep=False)  # a reply may still be owed on it
                 raise
             except Exception as exc:
                 self._give_back(client, keep=_still_usable(client, exc))
