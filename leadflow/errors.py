@@ -196,9 +196,19 @@ class TemplateError(UserInputError):
 class DeliveryError(ExternalSystemError):
     """One message could not be delivered; ``permanent`` says whether retrying can help."""
 
-    def __init__(self, message: str, *, permanent: bool, code: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool,
+        code: int | None = None,
+        outcome_unknown: bool = False,
+    ) -> None:
         self.permanent = permanent
         self.code = code
+        self.outcome_unknown = outcome_unknown
+        """The destination had the whole message but did not say what it did with it (no reply
+        to the end of DATA, RFC 1047): it may have delivered it. Always transient."""
         super().__init__(message)
 
 

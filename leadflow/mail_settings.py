@@ -28,10 +28,21 @@ class SmtpSettings(Section):
     username: str | None = None
     password: SecretStr | None = None
     timeout: Duration = timedelta(seconds=30)
+    """Bounds opening a connection, and MAIL, RCPT, DATA and the message's write."""
+    data_done_timeout: Duration = timedelta(minutes=10)
+    """How long the reply to the message's final "." is waited for: a relay answers after its
+    end-of-data checks, and giving up sooner does not stop it delivering (RFC 5321 4.5.3.2.6,
+    Postfix's ``smtp_data_done_timeout``). No reply by then: the outcome is unknown."""
     connections: WholeNumber = Field(default=4, ge=1, le=64)
     rate_per_second: Number = Field(default=50.0, gt=0)
     ca_file: Path | None = None
     """Extra CA bundle to trust for the relay's certificate (a private relay)."""
+
+    @property
+    def longest_delivery(self) -> timedelta:
+        """A delivery's longest time: a connection (``timeout``), the commands and the
+        message's write (``timeout``), the reply to its end (``data_done_timeout``)."""
+        return 2 * self.timeout + self.data_done_timeout
 
 
 class RetrySettings(Section):
@@ -105,7 +116,8 @@ class MailSettings(Section):
     domain has no dot (SpamAssassin's ``MSGID_NOFQDN``)."""
     smtp: SmtpSettings = SmtpSettings()
     retry: RetrySettings = RetrySettings()
-    lease: Duration = timedelta(minutes=5)
+    lease: Duration = timedelta(minutes=15)
+    """How long a sender holds the rows it claimed; longer than a delivery's longest time."""
     batch_size: WholeNumber = Field(default=100, ge=1, le=10_000)
     concurrency: WholeNumber = Field(default=8, ge=1, le=256)
     poll_interval: Duration = timedelta(seconds=2)
@@ -155,13 +167,16 @@ class MailSettings(Section):
     @field_validator("lease")
     @classmethod
     def _lease_outlasts_a_delivery(cls, lease: timedelta, info: ValidationInfo) -> timedelta:
-        # A delivery may take up to twice smtp.timeout; a lease shorter than that would let a
-        # second sender claim a message that is still being delivered, and send it twice.
+        # A lease shorter than a delivery's longest time would let a second sender claim a
+        # message that is still being delivered (or whose reply the relay still owes), and
+        # send it twice.
         smtp = info.data.get("smtp")
-        if isinstance(smtp, SmtpSettings) and lease <= 2 * smtp.timeout:
+        if isinstance(smtp, SmtpSettings) and lease <= smtp.longest_delivery:
             msg = (
-                f"must be longer than twice smtp.timeout ({_seconds(smtp.timeout)}), "
-                f"a delivery's longest time; got {_seconds(lease)}"
+                "must be longer than a delivery's longest time, twice smtp.timeout and "
+                f"smtp.data_done_timeout (2 x {_spelled(smtp.timeout)} + "
+                f"{_spelled(smtp.data_done_timeout)} = {_spelled(smtp.longest_delivery)}); "
+                f"got {_spelled(lease)}"
             )
             raise ValueError(msg)
         return lease
@@ -199,5 +214,6 @@ def _address_problem(text: str) -> str | None:
     return None
 
 
-def _seconds(duration: timedelta) -> str:
-    return f"{duration.total_seconds():g}s"
+def _spelled(duration: timedelta) -> str:
+    seconds = duration.total_seconds()
+    return format_duration(duration) if seconds == int(seconds) else f"{seconds:g}s"

@@ -65,7 +65,7 @@ SMTP_DAEMON: dict[str, Any] = {
         "transport": "smtp",
         "from": "leadflow <leadflow@example.com>",
         "poll_interval": "0.2s",
-        "smtp": {"host": "127.0.0.1", "timeout": "2s"},
+        "smtp": {"host": "127.0.0.1", "timeout": "2s", "data_done_timeout": "2s"},
         "retry": {"first_delay": "0.5s", "max_delay": "2s", "give_up_after": "1h"},
     },
     "http": {"enabled": False},

@@ -60,7 +60,7 @@ WINDOW_S = 1.0
 """The longest an accepted message may wait for its ``sent`` commit here: one commit, which on
 SQLite may queue behind an evaluation batch holding the write lock."""
 CONFIG = smtp_daemon_config(
-    mail={"lease": "5s", "batch_size": 10}, scheduler={"evaluation_batch": 20}
+    mail={"lease": "7s", "batch_size": 10}, scheduler={"evaluation_batch": 20}
 )
 SEEDED_AT = datetime.now(UTC) - timedelta(days=1)
 

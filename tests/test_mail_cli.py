@@ -168,6 +168,14 @@ def test_outbox_says_how_many_rows_the_limit_left_out(
     lines = capsys.readouterr().out.splitlines()
     assert len([line for line in lines if "│ pending" in line]) == 53
     assert not any(line.startswith("... and") for line in lines)
+    # 0 is every one, as for `run --dry-run --limit 0` (it was refused).
+    assert main(["-c", str(config), "outbox", "--limit", "0"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len([line for line in lines if "│ pending" in line]) == 53
+    assert not any(line.startswith("... and") for line in lines)
+    assert main(["-c", str(config), "outbox", "--limit", "0", "--format", "json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert (document["total"], document["shown"]) == (53, 53)
 
 
 def test_outbox_json_has_total_and_shown(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -190,6 +198,8 @@ def test_outbox_json_has_total_and_shown(config: Path, capsys: pytest.CaptureFix
                 "next_attempt_at": "2020-01-06T10:00:00+00:00",
                 "rule_id": None,
                 "detail": None,
+                "lease_until": None,
+                "claimed_by": None,
             }
         ],
     }
@@ -215,3 +225,70 @@ def test_outbox_rows_are_whole_when_piped(config: Path, capsys: pytest.CaptureFi
         ["2", "pending", "operational", "anna@example.com", "New MQL: Jo Doe", "0",
          "2020-01-06 10:00", "", ""],
     ]  # fmt: skip
+
+
+def test_a_sending_row_shows_its_lease_and_its_sender(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After a kill -9 a claimed row stays ``sending`` until its lease ends: the listing says
+    who holds it until when (``lease_until``, ``claimed_by``), and "next" is the lease's end."""
+    engine = create_store_engine(f"sqlite:///{config.parent / 'state' / 'leadflow.db'}")
+    table = OutboxMessage.__table__  # type: ignore[attr-defined]
+    lease_until = NOW.replace(minute=15)
+    with engine.begin() as connection:
+        connection.execute(
+            update(table)
+            .where(table.c.id == 2)
+            .values(
+                status="sending",
+                attempts=2,
+                claimed_until=lease_until,
+                claimed_by="mail-1:4242:0a1b2c3d",
+                last_error="451 4.3.0 busy",
+            )
+        )
+    engine.dispose()
+    assert main(["-c", str(config), "outbox"]) == 0
+    rows = [
+        [cell.strip() for cell in line.strip("│").split("│")]
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("│ ")
+    ]
+    assert rows == [
+        ["1", "pending", "operational", "anna@example.com", "New MQL: Jo Doe", "0",
+         "2020-01-06 10:00", "", ""],
+        ["2", "sending", "operational", "anna@example.com", "New MQL: Jo Doe", "2",
+         "2020-01-06 10:15", "", "claimed by mail-1:4242:0a1b2c3d until 10:15:00 UTC"],
+    ]  # fmt: skip
+    assert main(["-c", str(config), "outbox", "--format", "json"]) == 0
+    messages = json.loads(capsys.readouterr().out)["messages"]
+    assert [
+        (m["id"], m["status"], m["lease_until"], m["claimed_by"], m["detail"]) for m in messages
+    ] == [
+        (1, "pending", None, None, None),
+        (2, "sending", "2020-01-06T10:15:00+00:00", "mail-1:4242:0a1b2c3d", "451 4.3.0 busy"),
+    ]
+
+
+def test_a_message_sent_after_retry_failed_keeps_the_error_that_failed_it(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--retry-failed`` gives a failed message a fresh schedule (its attempts count from 0
+    again); once it is sent, the error that failed it stays on the row, its 4xx history."""
+    engine = create_store_engine(f"sqlite:///{config.parent / 'state' / 'leadflow.db'}")
+    table = OutboxMessage.__table__  # type: ignore[attr-defined]
+    gave_up = "gave up after 7 attempts over 5m: 450 4.2.0 mailbox busy, try again later"
+    with engine.begin() as connection:
+        connection.execute(
+            update(table)
+            .where(table.c.id == 1)
+            .values(status="failed", attempts=7, last_error=gave_up)
+        )
+    assert main(["-c", str(config), "outbox", "--retry-failed"]) == 0
+    assert main(["-c", str(config), "send", "--once"]) == 0
+    capsys.readouterr()
+    assert [(r.id, r.status, r.attempts, r.last_error) for r in outbox_rows(engine)] == [
+        (1, "sent", 1, gave_up),
+        (2, "sent", 1, None),
+    ]
+    engine.dispose()

@@ -51,8 +51,9 @@ CONFIG_BATCH = 10
 CONFIG = smtp_daemon_config(
     # Shorter than the outages (OUTAGE): messages delivered before a freeze are due again when
     # it ends, and only the sender's skipping the outcomes it holds keeps them from a second
-    # send. The shortest the settings allow is just over two SMTP timeouts (2 s each).
-    mail={"lease": "6s", "batch_size": 10},
+    # send. The shortest the settings allow is just over a delivery's longest time: two SMTP
+    # timeouts (2 s each) and the wait for the reply to the end of DATA (2 s).
+    mail={"lease": "7s", "batch_size": 10},
     http={"enabled": True, "allow_anonymous": True},
     scheduler={"evaluation_batch": CONFIG_BATCH},
 )
@@ -154,7 +155,7 @@ class TestRelayDown:
 LEADS = 200
 OUTAGE = 12.0
 """Seconds the database stays away in the outage tests: past the leadership bound (below),
-with time to see ``/readyz`` say 503, and past the mail lease (6 s), so that messages claimed
+with time to see ``/readyz`` say 503, and past the mail lease (7 s), so that messages claimed
 before a freeze are due again when it ends. Each second of it is two seconds of CI (one
 per fault)."""
 LEADERSHIP_BOUND = 2 + 5

@@ -34,7 +34,7 @@ class FakeSms:
     """A third channel: remembers what it delivered, withholds recipients it is told to."""
 
     name = "sms"
-    attempt_timeout = timedelta(seconds=1)
+    longest_attempt = timedelta(seconds=2)
 
     def __init__(self, blocked: str = "") -> None:
         self.blocked = blocked

@@ -55,7 +55,7 @@ Measured 1.1 s on a quiet machine; 3.6 s once in CI, with the other test worker,
 replicas, the sink and PostgreSQL sharing two cores: the bound is the check plus such a wait,
 within the 5 s a leader's lock check may itself take (database.leadership_timeout)."""
 CONFIG = smtp_daemon_config(
-    mail={"lease": "6s", "batch_size": 5, "concurrency": 2, "smtp": {"connections": 2}},
+    mail={"lease": "7s", "batch_size": 5, "concurrency": 2, "smtp": {"connections": 2}},
     scheduler={"evaluation_batch": BATCH},
 )
 

@@ -3,8 +3,9 @@
 Pins: an outcome that cannot be recorded because the database went away is retried until it
 is, so a delivered message is never left ``sending`` to be sent again; a claimed message whose
 lease would end before its delivery could time out is given back undelivered, not sent beside
-the sender that claims it next; a lease not longer than twice ``smtp.timeout`` is a config
-error; a replica that becomes leader runs the due rules at once instead of at its next tick.
+the sender that claims it next; a lease not longer than a delivery's longest time (twice
+``smtp.timeout`` and ``smtp.data_done_timeout``) is a config error; a replica that becomes
+leader runs the due rules at once instead of at its next tick.
 """
 
 from __future__ import annotations
@@ -199,7 +200,12 @@ class TestLeaseGuard:
             make_settings,
             tmp_path,
             port,
-            **{"mail.lease": "63s", "mail.concurrency": 1, "mail.smtp.connections": 1},
+            **{
+                "mail.lease": "63s",
+                "mail.concurrency": 1,
+                "mail.smtp.connections": 1,
+                "mail.smtp.data_done_timeout": "2s",
+            },
         )
         add_lead(engine, clock.now(), owner_id=add_rep(engine, clock.now()))
         first = enqueue(engine, settings, clock, key="mql:L-1:a")
@@ -207,7 +213,7 @@ class TestLeaseGuard:
         with capture_logs() as logs:
             report = asyncio.run(self._send_once(engine, settings, clock))
         # Both claimed at 09:00:00 until 09:01:03. The first is delivered at once; its
-        # delivery moves the clock to 09:01:00, when a delivery (up to 2 x 2 s) of the second
+        # delivery moves the clock to 09:01:00, when a delivery (up to 2 x 2 s + 2 s) of the second
         # would end after its lease: it is given back, undelivered and its attempt uncounted.
         assert (report.claimed, report.sent) == (2, 1)
         rows = {row.id: (row.status, row.attempts) for row in outbox_rows(engine)}
@@ -230,10 +236,19 @@ class TestLeaseGuard:
 
     def test_lease_shorter_than_a_delivery_is_refused(self, make_settings: Any) -> None:
         with pytest.raises(ConfigError) as refused:
-            make_settings(**{"mail.lease": "50s", "mail.smtp.timeout": "30s"})
+            make_settings(**{"mail.lease": "5m", "mail.smtp.timeout": "30s"})
         assert str(refused.value).endswith(
-            "mail.lease: must be longer than twice smtp.timeout (30s), "
-            "a delivery's longest time; got 50s"
+            "mail.lease: must be longer than a delivery's longest time, twice smtp.timeout and "
+            "smtp.data_done_timeout (2 x 30s + 10m = 11m); got 5m"
+        )
+
+    def test_the_default_lease_outlasts_the_default_longest_delivery(
+        self, make_settings: Any
+    ) -> None:
+        mail = make_settings().mail
+        assert (mail.lease, mail.smtp.longest_delivery) == (
+            timedelta(minutes=15),
+            timedelta(minutes=11),
         )
 
 

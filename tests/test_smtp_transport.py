@@ -182,3 +182,43 @@ def test_a_connection_is_reused_for_a_limited_time(limit: float, connections: in
         asyncio.run(run())
     assert len(handler.received) == 3
     assert (transport.connections_opened, handler.sessions) == (connections, connections)
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_a_connection_lost_after_the_final_dot_is_an_unknown_outcome(
+    transport: SmtpTransport, handler: ScriptedHandler, pipelining: bool
+) -> None:
+    """The relay hung up after the whole message, before its reply: it may have queued the
+    message (RFC 1047), so the failure says the outcome is unknown; the next message goes over
+    a new connection."""
+    handler.pipelining = pipelining
+    handler.script = ["drop"]
+    assert send(transport, ("jo@acme.example", MESSAGE), ("jo@acme.example", MESSAGE)) == [
+        "DeliveryError transient: outcome unknown: the connection failed before the reply to "
+        "the end of DATA: Unexpected EOF received; the relay may have delivered m",
+        "",
+    ]
+    assert transport.connections_opened == 2
+
+
+def test_a_refused_message_is_not_an_unknown_outcome(
+    transport: SmtpTransport, handler: ScriptedHandler
+) -> None:
+    """A reply to the end of DATA, even a refusal, is the relay's word: the outcome is known."""
+    handler.script = ["451 4.3.0 try later"]
+
+    async def run() -> bool:
+        try:
+            await transport.deliver(
+                MESSAGE,
+                sender="leadflow@example.com",
+                recipients=["jo@acme.example"],
+                message_id="m",
+            )
+        except DeliveryError as exc:
+            return exc.outcome_unknown
+        finally:
+            await transport.close()
+        raise AssertionError("delivered")
+
+    assert asyncio.run(run()) is False

@@ -81,7 +81,10 @@ def outbox(
         typer.Option("--since", help="With --retry-failed: only messages failed from this time."),
     ] = None,
     limit: Annotated[
-        int, typer.Option("--limit", min=1, help="Show at most this many messages.")
+        int,
+        typer.Option(
+            "--limit", min=0, help="Show at most this many messages; 0: every one (as run's)."
+        ),
     ] = 50,
     output: FormatOption = OutputFormat.table,
 ) -> None:
@@ -118,7 +121,7 @@ def outbox(
             console.print(f"requeued outbox message {line.id} to {line.recipient}: {line.subject}")
             return
         counts = status_counts(session)
-        lines = outbox_lines(session, failed_only=failed, limit=limit)
+        lines = outbox_lines(session, failed_only=failed, limit=limit or None)
     # The rows outbox_lines lists: the failed ones, or every one not yet sent.
     total = counts[FAILED] if failed else sum(n for status, n in counts.items() if status != SENT)
     if output is OutputFormat.json:
@@ -161,10 +164,20 @@ def outbox_document(
 
 
 def _outbox_table(lines: list[OutboxLine]) -> Table:
+    from datetime import UTC
+
     from rich.table import Table
 
     table = Table("id", "status", "kind", "to", "subject", "tries", "next", "rule", "why")
     for line in lines:
+        next_at, why = line.next_attempt_at, line.detail or ""
+        if line.lease_until is not None:
+            # A sending row is next tried when its lease ends (its sender gone): after a
+            # kill -9 it stays sending until then, and must not look like one being sent.
+            # Its previous error stays in the JSON's detail: one line must hold the claim.
+            next_at = line.lease_until
+            until = line.lease_until.astimezone(UTC)
+            why = f"claimed by {line.claimed_by or '?'} until {until:%H:%M:%S} UTC"
         table.add_row(
             str(line.id),
             line.status,
@@ -172,8 +185,8 @@ def _outbox_table(lines: list[OutboxLine]) -> Table:
             line.recipient,
             line.subject,
             str(line.attempts),
-            line.next_attempt_at.strftime("%Y-%m-%d %H:%M"),
+            next_at.strftime("%Y-%m-%d %H:%M"),
             line.rule_id or "",
-            line.detail or "",
+            why,
         )
     return table

@@ -33,8 +33,9 @@ class WebhookChannel:
         self._transport: WebhookTransport | None = None
 
     @property
-    def attempt_timeout(self) -> timedelta:
-        return self._settings.webhook_timeout
+    def longest_attempt(self) -> timedelta:
+        # Connecting and the request, each bounded by webhook_timeout.
+        return 2 * self._settings.webhook_timeout
 
     def withhold(self, session: Session, due: Sequence[int]) -> set[int]:
         return set()

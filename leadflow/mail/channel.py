@@ -39,8 +39,8 @@ class EmailChannel:
         self._sender = envelope_sender(settings)
 
     @property
-    def attempt_timeout(self) -> timedelta:
-        return self._settings.mail.smtp.timeout
+    def longest_attempt(self) -> timedelta:
+        return self._settings.mail.smtp.longest_delivery
 
     def withhold(self, session: Session, due: Sequence[int]) -> set[int]:
         return suppress_flagged_leads(session, due)

@@ -32,9 +32,10 @@ class Channel(Protocol):
         ...
 
     @property
-    def attempt_timeout(self) -> timedelta:
-        """How long one call waits on its destination at most: a row is delivered only while
-        twice this is left of its lease, or another sender may claim it and deliver it too."""
+    def longest_attempt(self) -> timedelta:
+        """How long one :meth:`deliver` call takes at most, every wait on its destination
+        included: a row is delivered only while more than this is left of its lease, or another
+        sender may claim it and deliver it too."""
         ...
 
     def withhold(self, session: Session, due: Sequence[int]) -> Collection[int]:

@@ -10,7 +10,10 @@ anything but email). On stop, no worker starts another delivery: the claims stil
 are handed back in one transaction at once, so that a stop with a backlog behind a slow relay
 does not leave them ``sending`` until their lease ends.
 
-Delivery is at least once. The duplicate window is the time between the destination accepting
+Delivery is at least once. A destination that had the whole message but never answered (an
+SMTP relay's reply to the end of DATA, see :mod:`leadflow.mail.transports.smtp`) leaves the
+outcome unknown: retried like a transient failure, logged ``outbox_outcome_unknown``, and a
+copy may arrive. Otherwise the duplicate window is the time between the destination accepting
 a message and the commit that marks it ``sent``: the recorder commits the outcomes that arrived
 since its last commit, at most ``_RECORD_EVERY`` (25 ms) after that commit, never waiting to fill
 a batch. (One commit per outcome cost more CPU than the SMTP conversation on SQLite.) If
@@ -37,6 +40,7 @@ from sqlalchemy.orm import Session
 
 from leadflow import metrics
 from leadflow.clock import Clock
+from leadflow.durations import format_duration
 from leadflow.errors import DatabaseUnavailableError, DeliveryError
 from leadflow.logs import log_failure
 from leadflow.mail_settings import RetrySettings
@@ -273,7 +277,7 @@ class _Run:
         """
         if message.lease_until is None:
             return True
-        return self.clock.now() + 2 * channel.attempt_timeout < message.lease_until
+        return self.clock.now() + channel.longest_attempt < message.lease_until
 
     def _failure(
         self, message: ClaimedMessage, exc: DeliveryError, channel: Channel | None
@@ -282,10 +286,25 @@ class _Run:
         retry = self.settings.mail.retry
         if exc.permanent or gives_up(message.attempts, retry):
             bounce = exc.permanent and channel is not None and channel.is_hard_bounce(message, exc)
+            error = str(exc)
+            if not exc.permanent:  # the last transient error alone read as if it were retried
+                error = fields["error"] = gave_up_error(message.attempts, retry, error)
             log.warning("outbox_failed", permanent=exc.permanent, hard_bounce=bounce, **fields)
-            return Outcome(message, FAILED, str(exc), hard_bounce=bounce)
+            return Outcome(message, FAILED, error, hard_bounce=bounce)
         retry_at = self.clock.now() + retry_delay(message.attempts, retry, self.rng)
-        log.info("outbox_retry", attempts=message.attempts, retry_at=retry_at.isoformat(), **fields)
+        if exc.outcome_unknown:
+            # The destination had the whole message and did not answer: it may have delivered
+            # it, and the retry (same Message-ID) may then be a copy. Said apart from a retry.
+            log.warning(
+                "outbox_outcome_unknown",
+                attempts=message.attempts,
+                retry_at=retry_at.isoformat(),
+                **fields,
+            )
+        else:
+            log.info(
+                "outbox_retry", attempts=message.attempts, retry_at=retry_at.isoformat(), **fields
+            )
         return Outcome(message, PENDING, str(exc), retry_at=retry_at)
 
     async def _record(self, outcomes: asyncio.Queue[Outcome | None]) -> None:
@@ -372,6 +391,13 @@ _RECORD_RETRY_MAX = 5.0
 def retry_delay(attempts: int, retry: RetrySettings, rng: random.Random) -> timedelta:
     """Exponential backoff from ``first_delay``, capped at ``max_delay``, with jitter in 50-100%."""
     return _nominal_delay(attempts, retry) * rng.uniform(0.5, 1.0)
+
+
+def gave_up_error(attempts: int, retry: RetrySettings, error: str) -> str:
+    """A failed row's error when its retries ran out: ``gave up after 7 attempts over 5m: ...``."""
+    noun = "attempt" if attempts == 1 else "attempts"
+    span = format_duration(retry.give_up_after)
+    return f"gave up after {attempts} {noun} over {span}: {error}"
 
 
 def gives_up(attempts: int, retry: RetrySettings) -> bool:

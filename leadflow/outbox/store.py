@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, bindparam, func, or_, select, update
@@ -359,9 +359,11 @@ def record_outcomes(
 _MARK_SENT = (
     update(_TABLE)
     .where(_TABLE.c.id.in_(bindparam("sent_ids", expanding=True)), _TABLE.c.status != SENT)
-    .values(status=SENT, sent_at=bindparam("sent_now"), claimed_until=None, last_error=None)
+    .values(status=SENT, sent_at=bindparam("sent_now"), claimed_until=None)
 )
-"""Built once: building the statement and a bound literal per id cost more CPU than SQLite's
+"""``last_error`` is kept: on a sent row it is the error of the attempt before (null when the
+first attempt went through), the 4xx history of a message sent after ``--retry-failed`` or a
+previous attempt whose outcome was unknown (a copy may have arrived). Built once: building the statement and a bound literal per id cost more CPU than SQLite's
 own work, at one transaction per batch of outcomes (up to 40 a second)."""
 
 _MARK_OTHER = (
@@ -418,6 +420,10 @@ class OutboxLine:
     next_attempt_at: datetime
     rule_id: str | None
     detail: str | None
+    lease_until: datetime | None = None
+    """A ``sending`` row's lease: claimed until then, due again after (its sender gone)."""
+    claimed_by: str | None = None
+    """A ``sending`` row's sender (``host:pid:id``)."""
 
 
 def status_counts(session: Session) -> dict[str, int]:
@@ -430,8 +436,11 @@ def status_counts(session: Session) -> dict[str, int]:
     return counts
 
 
-def outbox_lines(session: Session, *, failed_only: bool, limit: int = 50) -> list[OutboxLine]:
-    """Failed rows newest first, or every row not yet sent, soonest due first."""
+def outbox_lines(
+    session: Session, *, failed_only: bool, limit: int | None = 50
+) -> list[OutboxLine]:
+    """Failed rows newest first, or every row not yet sent, soonest due first; at most
+    ``limit`` of them (None: every one)."""
     t = _TABLE
     query = select(t)
     if failed_only:
@@ -449,8 +458,10 @@ def outbox_lines(session: Session, *, failed_only: bool, limit: int = 50) -> lis
             next_attempt_at=row.next_attempt_at,
             rule_id=row.rule_id,
             detail=row.last_error or row.status_reason,
+            lease_until=_aware(row.claimed_until) if row.status == SENDING else None,
+            claimed_by=row.claimed_by if row.status == SENDING else None,
         )
-        for row in session.execute(query.limit(limit))
+        for row in session.execute(query if limit is None else query.limit(limit))
     ]
 
 
@@ -519,6 +530,8 @@ def outbox_state(engine: Engine) -> tuple[list[tuple[str, str, int]], list[tuple
 
 def _aware(when: Any) -> datetime:
     # func.min() bypasses the column type on SQLite, which hands back text.
+    if isinstance(when, datetime) and when.tzinfo is None:
+        return when.replace(tzinfo=UTC)
     if isinstance(when, str):
         return parse_instant(when)
     assert isinstance(when, datetime)

@@ -1,9 +1,16 @@
 """SMTP relay delivery with aiosmtplib: a small pool of reused connections and a rate limit.
 
 Connections are opened on demand up to ``mail.smtp.connections`` and returned to the pool after
-each message, so a burst of 20,000 messages costs a handful of TLS handshakes, not 20,000. Every
-call is bounded by ``mail.smtp.timeout``. Errors are classified at this boundary: a 4xx reply or
-a connection problem is transient (the sender retries later), a 5xx reply is permanent.
+each message, so a burst of 20,000 messages costs a handful of TLS handshakes, not 20,000.
+Taking a connection (opening it: TCP, greeting, EHLO, STARTTLS, AUTH) is bounded by
+``mail.smtp.timeout``, and so are MAIL, RCPT, DATA and writing the message. The reply to the
+final "." is waited for up to ``mail.smtp.data_done_timeout`` (10 minutes, RFC 5321 4.5.3.2.6;
+Postfix's client: ``smtp_data_done_timeout = 600s``): a relay may run its end-of-data checks
+(content filters, milters, a policy ``sleep``) before it answers, and it has the whole message
+by then. A client that gives up sooner does not stop the relay from delivering the message, and
+sends it again on retry (RFC 1047). Errors are classified at this boundary: a 4xx reply or a
+connection problem is transient (the sender retries later), a 5xx reply is permanent; no reply
+to the final "." is transient with :attr:`~leadflow.errors.DeliveryError.outcome_unknown` set.
 
 A message goes out as MAIL, RCPT and DATA commands of its own (:func:`_transact`), not through
 ``SMTP.sendmail``: that parses each address twice with ``email.utils`` (four parses a message,
@@ -25,12 +32,17 @@ import re
 import ssl
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 
 import aiosmtplib
+import structlog
 from aiosmtplib.protocol import PERIOD_REGEX, SMTPProtocol, normalize_message_line_endings
 
+from leadflow.durations import format_duration
 from leadflow.errors import DeliveryError, RecipientRejectedError
 from leadflow.mail_settings import SmtpSettings
+
+log = structlog.get_logger("leadflow.mail")
 
 _IDLE_CHECK_AFTER = 20.0
 """Seconds a pooled connection may sit idle before a NOOP checks the server still has it."""
@@ -85,12 +97,31 @@ class SmtpTransport:
     ) -> None:
         await self._limiter.acquire()
         async with self._slots:
-            client = await self._checkout()
             try:
-                async with asyncio.timeout(self._timeout * 2):
-                    await _transact(client, sender, recipients, message)
+                async with asyncio.timeout(self._timeout):
+                    client = await self._checkout()
+            except TimeoutError as exc:
+                what = f"a connection to {self.settings.host}:{self.settings.port}"
+                raise classify(exc, what) from exc
+            stage = _Stage(self.settings.data_done_timeout.total_seconds())
+            try:
+                async with asyncio.timeout(self._timeout) as scope:
+                    stage.scope = scope
+                    await _transact(client, sender, recipients, message, stage)
+            except asyncio.CancelledError:
+                # A stopping daemon past its grace: the relay may deliver what it has.
+                if stage.message_written:
+                    log.warning(
+                        "outbox_outcome_unknown",
+                        message_id=message_id,
+                        error="stopped while waiting for the reply to the end of DATA",
+                    )
+                self._give_back(client, keep=False)  # a reply may still be owed on it
+                raise
             except Exception as exc:
                 self._give_back(client, keep=_still_usable(client, exc))
+                if stage.message_written and not _answered(exc):
+                    raise _outcome_unknown(exc, message_id, stage) from exc
                 raise classify(exc, message_id) from exc
             self._give_back(client, keep=True)
 
@@ -153,30 +184,56 @@ class SmtpTransport:
             client.close()
 
 
+class _Stage:
+    """How far one mail transaction got, and the deadline of the step it is at.
+
+    Until the message's final "." is handed to the connection the transaction is bounded by
+    ``mail.smtp.timeout`` (:meth:`SmtpTransport.deliver`'s scope); from the moment the written
+    message has left, the reply is waited for up to ``data_done_timeout``.
+    """
+
+    def __init__(self, data_done_timeout: float) -> None:
+        self.data_done_timeout = data_done_timeout
+        self.scope: asyncio.Timeout | None = None
+        self.message_written = False
+        """The whole message and its "." went to the connection: from here its outcome is the
+        relay's, and only its reply tells it."""
+        self.waiting_for_reply = False
+
+    def wait_for_final_reply(self) -> None:
+        self.waiting_for_reply = True
+        if self.scope is not None:
+            loop = asyncio.get_running_loop()
+            self.scope.reschedule(loop.time() + self.data_done_timeout)
+
+
 _COMMAND_ADDRESS = re.compile(r"[!#-;=?-~]+")
 """Printable ASCII but space, ``"``, ``<`` and ``>``: an address that can stand between the
 angle brackets of a MAIL or RCPT command as it is (what aiosmtplib's own check allows)."""
 
 
 async def _transact(
-    client: aiosmtplib.SMTP, sender: str, recipients: Sequence[str], message: bytes
+    client: aiosmtplib.SMTP,
+    sender: str,
+    recipients: Sequence[str],
+    message: bytes,
+    stage: _Stage,
 ) -> None:
     """One mail transaction: MAIL, a RCPT per recipient, DATA; RSET after a refusal.
 
     Raises what ``SMTP.sendmail`` raises in each case, so :func:`classify` reads them the same.
-    An address this path cannot take as it is (non-ASCII, quoted) goes through ``sendmail``.
+    An address that cannot stand in a command as it is (non-ASCII, quoted) is written by
+    aiosmtplib's own MAIL and RCPT, which quote it.
     """
-    if not all(_COMMAND_ADDRESS.fullmatch(a) for a in (sender, *recipients)):
-        await client.sendmail(sender, list(recipients), message, timeout=None)
-        return
     if client.is_ehlo_or_helo_needed:
         await _greet(client)
+    plain = all(_COMMAND_ADDRESS.fullmatch(a) for a in (sender, *recipients))
     try:
-        if client.supports_extension("pipelining"):
-            await _pipelined(client, sender, recipients, message)
+        if plain and client.supports_extension("pipelining"):
+            await _pipelined(client, sender, recipients, message, stage)
         else:
-            await _envelope(client, sender, recipients, len(message))
-            await client.data(message, timeout=None)
+            await _envelope(client, sender, recipients, len(message), plain=plain)
+            await _data(client, message, stage)
     except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
         # As sendmail does: reset the envelope so that the pooled session can take the next.
         with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
@@ -192,23 +249,74 @@ def _mail_from(client: aiosmtplib.SMTP, sender: str, size: int) -> list[bytes]:
 
 
 async def _envelope(
-    client: aiosmtplib.SMTP, sender: str, recipients: Sequence[str], size: int
+    client: aiosmtplib.SMTP, sender: str, recipients: Sequence[str], size: int, *, plain: bool
 ) -> None:
-    """MAIL and RCPT; raises unless at least one recipient is accepted."""
-    reply = await client.execute_command(*_mail_from(client, sender, size), timeout=None)
+    """MAIL and RCPT; raises unless at least one recipient is accepted. ``plain``: every
+    address can be written as it is; else aiosmtplib's ``mail`` and ``rcpt`` quote them."""
+    if plain:
+        reply = await client.execute_command(*_mail_from(client, sender, size), timeout=None)
+    else:
+        options = [f"SIZE={size}"] if client.supports_extension("size") else []
+        reply = await client.mail(sender, options=options, timeout=None)
     if reply.code != 250:
         raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, sender)
     refused = []
     for recipient in recipients:
-        reply = await client.execute_command(b"RCPT", b"TO:<%s>" % recipient.encode(), timeout=None)
+        if plain:
+            command = b"TO:<%s>" % recipient.encode()
+            reply = await client.execute_command(b"RCPT", command, timeout=None)
+        else:
+            try:
+                reply = await client.rcpt(recipient, timeout=None)
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                reply = aiosmtplib.SMTPResponse(exc.code, exc.message)
         if reply.code not in (250, 251):
             refused.append(aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, recipient))
     if len(refused) == len(recipients):
         raise aiosmtplib.SMTPRecipientsRefused(refused)
 
 
+async def _data(client: aiosmtplib.SMTP, message: bytes, stage: _Stage) -> None:
+    """DATA, then the message and its final reply (:func:`_end_of_data`)."""
+    reply = await client.execute_command(b"DATA", timeout=None)
+    if reply.code != 354:
+        raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+    protocol = client.protocol
+    lock = None if protocol is None else protocol._command_lock
+    if protocol is None or lock is None:
+        msg = "Connection lost"
+        raise aiosmtplib.SMTPServerDisconnected(msg)
+    async with lock:
+        final = await _end_of_data(protocol, normalize_message_line_endings(message), stage)
+    if final.code != 250:
+        raise aiosmtplib.SMTPDataError(final.code, final.message)
+
+
+async def _end_of_data(
+    protocol: SMTPProtocol, content: bytes, stage: _Stage
+) -> aiosmtplib.SMTPResponse:
+    """Write ``content`` (dot-stuffed here) and the final ".", then read the reply.
+
+    The write, until the connection took it all, is bounded by ``mail.smtp.timeout`` as the
+    commands are; the reply by ``data_done_timeout``.
+    """
+    protocol._response_pending = True
+    protocol.write(PERIOD_REGEX.sub(b"..", content) + b".\r\n")
+    stage.message_written = True
+    await protocol._drain_helper()  # a relay reading slowly: the write's own time
+    stage.wait_for_final_reply()
+    reply = protocol._read_response_from_buffer()
+    if reply is None:
+        reply = await protocol.read_response(timeout=None)
+    return reply
+
+
 async def _pipelined(
-    client: aiosmtplib.SMTP, sender: str, recipients: Sequence[str], message: bytes
+    client: aiosmtplib.SMTP,
+    sender: str,
+    recipients: Sequence[str],
+    message: bytes,
+    stage: _Stage,
 ) -> None:
     """One mail transaction as RFC 2920 pipelines it; raises what :func:`_transact` raises.
 
@@ -239,9 +347,11 @@ async def _pipelined(
         ]
         goes = mail.code == 250 and len(refused) < len(recipients)
         final = None
-        if data.code == 354:
-            content = normalize_message_line_endings(message) if goes else b""
-            [final] = await _replies(protocol, PERIOD_REGEX.sub(b"..", content) + b".\r\n", 1)
+        if data.code == 354 and goes:
+            content = normalize_message_line_endings(message)
+            final = await _end_of_data(protocol, content, stage)
+        elif data.code == 354:  # nothing to deliver: the empty message RFC 2920 asks for
+            [final] = await _replies(protocol, b".\r\n", 1)
     if mail.code != 250:
         raise aiosmtplib.SMTPSenderRefused(mail.code, mail.message, sender)
     if len(refused) == len(recipients):
@@ -308,6 +418,25 @@ def classify(exc: BaseException, what: str) -> DeliveryError:
     if isinstance(exc, aiosmtplib.SMTPException | OSError):
         return DeliveryError(f"connection error on {what}: {exc}", permanent=False)
     return DeliveryError(f"unexpected error on {what}: {exc!r}", permanent=False)
+
+
+def _answered(exc: BaseException) -> bool:
+    """Whether ``exc`` is the relay's reply (to the end of DATA): then its outcome is known."""
+    return isinstance(exc, aiosmtplib.SMTPResponseException)
+
+
+def _outcome_unknown(exc: BaseException, message_id: str, stage: _Stage) -> DeliveryError:
+    """The relay had (or was taking) the whole message and did not answer: it may deliver it
+    (RFC 1047)."""
+    if isinstance(exc, TimeoutError) and stage.waiting_for_reply:
+        wait = format_duration(timedelta(seconds=stage.data_done_timeout))
+        why = f"no reply to the end of DATA within {wait} (mail.smtp.data_done_timeout)"
+    elif isinstance(exc, TimeoutError):
+        why = "timed out writing the message"
+    else:
+        why = f"the connection failed before the reply to the end of DATA: {exc}"
+    text = f"outcome unknown: {why}; the relay may have delivered {message_id}"
+    return DeliveryError(text, permanent=False, outcome_unknown=True)
 
 
 def _permanent(code: int) -> bool:
