@@ -275,13 +275,15 @@ class TestRunOnceJson:
             "rules",
             "plan",
             "funnel",
+            "nurture_steps",
             "not_due",
         ]
-        assert (document["as_of"], document["dry_run"], document["funnel"]) == (
-            "2026-03-02T09:00:00+00:00",
-            True,
-            None,
-        )
+        assert (
+            document["as_of"],
+            document["dry_run"],
+            document["funnel"],
+            document["nurture_steps"],
+        ) == ("2026-03-02T09:00:00+00:00", True, None, None)
         assert document["not_due"] == []
         assert _without_seconds(document["rules"]) == [
             _outcome("mql-assignment", 3, 0, 3, UNSTAFFED),
@@ -308,10 +310,16 @@ class TestRunOnceJson:
         args = ["-c", config(tmp_path, store_url), "run", "--once", "--format", "json"]
         assert main([*args, "--now", "2026-03-02T09:00:00Z"]) == 0
         document = json.loads(capsys.readouterr().out)
-        assert (document["dry_run"], document["plan"], document["funnel"]) == (
+        assert (
+            document["dry_run"],
+            document["plan"],
+            document["funnel"],
+            document["nurture_steps"],
+        ) == (
             False,
             [],
             {"sla": 0, "nurture": 1},
+            {"steps": 1, "emails_queued": 1, "skipped": {}},
         )
         assert _without_seconds(document["rules"]) == [
             _outcome("mql-assignment", 3, 3, 0, UNSTAFFED),
