@@ -293,6 +293,7 @@ def _end(
             action=f"nurture_{status}",
             lead_id=lead.id,
             rule_id=enrollment.rule_id,
+            rule_version=rule_set.version,
             params={"stream": enrollment.stream, "reason": reason},
         )
     )
