@@ -6,16 +6,18 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select, update
 
 from leadflow.cli import main
+from leadflow.clock import SettableClock
 from leadflow.engine.nurture import run_nurture_steps
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.tick import run_due_rules
 from leadflow.store.tables import AUDIT, LEADS, NURTURE, OUTBOX
-from tests.test_funnel_scenario import T0, seed
+from tests.test_funnel_scenario import REPO, T0, seed
 from tests.test_funnel_scenario import runtime as funnel_runtime
 from tests.test_run_command import config
 from tests.test_simulate import config as simulate_config
@@ -112,3 +114,30 @@ def test_simulate_counts_only_queued_nurture_emails(
     assert main(["-c", path, "simulate", *range_, "--format", "json"]) == 0
     totals = json.loads(capsys.readouterr().out)["totals"]
     assert (totals["nurture_emails"], totals["nurture_skipped"]) == (0, 2)
+
+
+def test_a_step_the_frequency_cap_holds_back_is_skipped(engine: Engine, make_settings: Any) -> None:
+    """A cap of one marketing email a week: step 2, five days after step 1, is suppressed; the
+    stream completes ``all steps done (1 skipped: frequency cap)``."""
+    settings = make_settings(
+        **{
+            "paths.rules": str(REPO / "tests" / "fixtures" / "funnel_rules"),
+            "paths.templates": str(REPO / "templates"),
+            "calendar.timezone": "UTC",
+            "attributes.leads": {"region": "string"},
+            "mail.frequency_cap": {"messages": 1, "window": "7d"},
+        }
+    )
+    capped = Runtime.build(engine, settings, SettableClock(T0))
+    seed(engine)
+    rule_set = capped.load_rules()
+    run_due_rules(capped, rule_set, T0)
+    run_nurture_steps(capped, rule_set, T0)
+    run_nurture_steps(capped, rule_set, T0 + timedelta(days=5))
+    assert completions(engine) == [("completed", "all steps done (1 skipped: frequency cap)")]
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(AUDIT.c.params).where(AUDIT.c.action == "nurture_step").order_by(AUDIT.c.id)
+        )
+        steps = [(p["step"], p["email"], p.get("skipped")) for p in rows.scalars()]
+    assert steps == [(1, "pending", None), (2, "suppressed", "frequency cap")]
