@@ -102,6 +102,8 @@ class Enrollment:
     status: str = "active"
     reason: str | None = None
     exited: datetime | None = None
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Steps gone through without an email queued, by reason."""
 
 
 @dataclass
@@ -433,14 +435,18 @@ class Funnel60:
             return
         steps = STREAMS[enrollment.stream]
         template = steps[enrollment.step][0]
+        skipped: str | None = "no email address"
         if lead.email:
-            self.marketing(lead, f"{enrollment.stream}:step{enrollment.step}", now)
+            status = self.marketing(lead, f"{enrollment.stream}:step{enrollment.step}", now)
+            skipped = "frequency cap" if status == "suppressed" else None
+        if skipped is not None:
+            enrollment.skipped[skipped] = enrollment.skipped.get(skipped, 0) + 1
         enrollment.step += 1
         self.out.steps.add((lead.id, enrollment.stream, enrollment.step, template, now))
         if enrollment.step >= len(steps):
             enrollment.status, enrollment.reason, enrollment.exited, enrollment.next_at = (
                 "completed",
-                "all steps sent",
+                completion_reason(enrollment.skipped),
                 now,
                 None,
             )
@@ -452,7 +458,7 @@ class Funnel60:
     def mail(self, lead: int | None, to: str, what: str, now: datetime) -> None:
         self.out.mail.append(Mail(lead, to, what, now, "operational", now))
 
-    def marketing(self, lead: Lead, what: str, now: datetime) -> None:
+    def marketing(self, lead: Lead, what: str, now: datetime) -> str:
         assert lead.email is not None
         recent = [
             m
@@ -466,6 +472,18 @@ class Funnel60:
         self.out.mail.append(
             Mail(lead.id, lead.email, what, now, "marketing", send_time(now), status)
         )
+        return status
+
+
+def completion_reason(skipped: dict[str, int]) -> str:
+    """``all steps sent``, or ``all steps done (2 skipped: no email address)``."""
+    if not skipped:
+        return "all steps sent"
+    if len(skipped) == 1:
+        why = next(iter(skipped))
+    else:
+        why = ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items()))
+    return f"all steps done ({sum(skipped.values())} skipped: {why})"
 
 
 def exit_reason(lead: Lead) -> str | None:

@@ -404,6 +404,7 @@ class TestUnusualData:
                 "step": 1,
                 "template": "nurture_welcome",
                 "email": "no email address",
+                "skipped": "no email address",
             }
         ]
         assert tuple(enrollment) == (1, "active")

@@ -235,6 +235,12 @@ NO_CYCLE = (
 )
 """The seeded store has open deals but none won: the recycling rule says why it matched 0."""
 
+UNSTAFFED = (
+    "pool 'central' has no reps; pool 'west' has no reps; pool 'inbound' has no reps; "
+    "pools with reps: east (leads routed there wait unassigned)"
+)
+"""The seeded reps are all in ``east``: the assignment rule says where its MQLs would wait."""
+
 
 def _outcome(
     rule_id: str, matched: int, fired: int, planned: int, note: str | None = None
@@ -269,16 +275,18 @@ class TestRunOnceJson:
             "rules",
             "plan",
             "funnel",
+            "nurture_steps",
             "not_due",
         ]
-        assert (document["as_of"], document["dry_run"], document["funnel"]) == (
-            "2026-03-02T09:00:00+00:00",
-            True,
-            None,
-        )
+        assert (
+            document["as_of"],
+            document["dry_run"],
+            document["funnel"],
+            document["nurture_steps"],
+        ) == ("2026-03-02T09:00:00+00:00", True, None, None)
         assert document["not_due"] == []
         assert _without_seconds(document["rules"]) == [
-            _outcome("mql-assignment", 3, 0, 3),
+            _outcome("mql-assignment", 3, 0, 3, UNSTAFFED),
             _outcome("nurture-new-leads", 1, 0, 1),
             _outcome("recycle-idle-deals", 0, 0, 0, NO_CYCLE),
         ]
@@ -302,13 +310,19 @@ class TestRunOnceJson:
         args = ["-c", config(tmp_path, store_url), "run", "--once", "--format", "json"]
         assert main([*args, "--now", "2026-03-02T09:00:00Z"]) == 0
         document = json.loads(capsys.readouterr().out)
-        assert (document["dry_run"], document["plan"], document["funnel"]) == (
+        assert (
+            document["dry_run"],
+            document["plan"],
+            document["funnel"],
+            document["nurture_steps"],
+        ) == (
             False,
             [],
             {"sla": 0, "nurture": 1},
+            {"steps": 1, "emails_queued": 1, "skipped": {}},
         )
         assert _without_seconds(document["rules"]) == [
-            _outcome("mql-assignment", 3, 3, 0),
+            _outcome("mql-assignment", 3, 3, 0, UNSTAFFED),
             _outcome("nurture-new-leads", 1, 1, 0),
             _outcome("recycle-idle-deals", 0, 0, 0, NO_CYCLE),
         ]
@@ -424,8 +438,11 @@ class TestDryRunOutput:
             ["nurture-new-leads", "1", "1", "0"],
             ["recycle-idle-deals", "0", "0", "0"],
         ]
-        assert lines[8] == f"note: recycle-idle-deals: {NO_CYCLE}"
-        footer = " ".join(lines[9:])  # wrapped at the console's 80 columns
+        assert lines[8:10] == [
+            f"note: mql-assignment: {UNSTAFFED}",
+            f"note: recycle-idle-deals: {NO_CYCLE}",
+        ]
+        footer = " ".join(lines[10:])  # wrapped at the console's 80 columns
         assert re.fullmatch(
             r"3 rule\(s\) planned \(dry run, nothing written\), rule set +[0-9a-f]{12}\S*", footer
         )

@@ -75,9 +75,9 @@ def test_simulation_reports_each_day_and_writes_nothing(
     # owners, 15:00 their manager, 17:00 reassignment (each lead to the other rep) with fresh
     # SLAs due Tue 13:00, whose ladder climbs the same way on Tuesday.
     assert rows == [
-        ["Mon", "02", "Mar", "2026", "2", "1", "6", "2", "0", "1", "9"],
-        ["Tue", "03", "Mar", "2026", "0", "0", "6", "2", "0", "0", "6"],
-        ["total", "2", "1", "12", "4", "0", "1", "15"],
+        ["Mon", "02", "Mar", "2026", "2", "1", "6", "2", "0", "1", "0", "9"],
+        ["Tue", "03", "Mar", "2026", "0", "0", "6", "2", "0", "0", "0", "6"],
+        ["total", "2", "1", "12", "4", "0", "1", "0", "15"],
     ]
     with engine.connect() as connection:
         after = connection.execute(
@@ -141,6 +141,7 @@ def test_simulation_as_json(
             "reassigned": 2,
             "deals_recycled": 0,
             "nurture_emails": 1,
+            "nurture_skipped": 0,
             "emails_queued": 9,
         },
         {
@@ -151,6 +152,7 @@ def test_simulation_as_json(
             "reassigned": 2,
             "deals_recycled": 0,
             "nurture_emails": 0,
+            "nurture_skipped": 0,
             "emails_queued": 6,
         },
     ]
@@ -161,6 +163,7 @@ def test_simulation_as_json(
         "reassigned": 4,
         "deals_recycled": 0,
         "nurture_emails": 1,
+        "nurture_skipped": 0,
         "emails_queued": 15,
     }
 

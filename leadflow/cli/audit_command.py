@@ -169,7 +169,13 @@ def _email_status_text(row: Any, statuses: dict[int, dict[str, Any]]) -> dict[st
 
 def _compact(values: dict[str, object]) -> str:
     return ", ".join(
-        f"{key}={value}"
+        f"{key}={_shown(value)}"
         for key, value in values.items()
         if key != "rule_digest" and value is not None
     )
+
+
+def _shown(value: object) -> object:
+    """A fraction to two places, as the ages beside it: the table cut the average sales cycle
+    kept at full precision (``48.326474622770…``); the JSON formats keep the exact value."""
+    return round(value, 2) if isinstance(value, float) else value

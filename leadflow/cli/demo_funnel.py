@@ -112,7 +112,8 @@ def seed(engine: Engine, rng: random.Random, leads: int = LEADS_IN_DEMO) -> list
                 "name": f"Rep {index + 1:02d}",
                 "email": f"rep{index + 1:02d}@example.com",
                 "manager_id": 1 + index % 3,
-                "pools": [region.lower()],
+                # inbound: the shipped rule's default pool, for a lead of no known region
+                "pools": [region.lower(), "inbound"],
                 "capacity": 25,
                 "active": index != 11,
             }

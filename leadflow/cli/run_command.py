@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from rich.text import Text
 
     from leadflow.engine.evaluation import PlannedFiring, RuleOutcome
+    from leadflow.engine.nurture_sends import NurtureSends
     from leadflow.engine.tick import TickReport
     from leadflow.rule_language.model import RuleSet
 
@@ -79,6 +80,7 @@ def run_once(
 
         msg = "leadflow run needs --once (the long-running service is 'leadflow daemon')"
         raise click.UsageError(msg)  # exit 2, like any other usage error
+    from leadflow.engine.nurture_sends import last_audit_id, nurture_sends
     from leadflow.engine.runtime import Runtime
     from leadflow.engine.tick import run_tick
 
@@ -91,6 +93,8 @@ def run_once(
         msg = f"--rule: unknown rule id(s) {', '.join(unknown)}"
         raise UserInputError(msg)
     console = data_console()
+    with context.engine.connect() as connection:
+        baseline = last_audit_id(connection)
     with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
         sink: JsonPlan | PlanPrinter = (
             JsonPlan(spool) if output is OutputFormat.json else PlanPrinter(console, limit)
@@ -106,15 +110,25 @@ def run_once(
         )
         outcomes = report.rules
         waiting = _not_due(rule_set, outcomes, rule)
+        sends = None
+        if report.funnel is not None:
+            with context.engine.connect() as connection:
+                sends = nurture_sends(connection, after_id=baseline)
         if isinstance(sink, JsonPlan):
             document = run_document(
-                report, rule_set, as_of=clock.now(), dry_run=dry_run, waiting=waiting
+                report, rule_set, as_of=clock.now(), dry_run=dry_run, waiting=waiting, sends=sends
             )
             sink.print_document(document, sys.stdout)
         else:
             sink.close()
             _print_report(
-                console, report, rule_set, as_of=clock.now(), dry_run=dry_run, waiting=waiting
+                console,
+                report,
+                rule_set,
+                as_of=clock.now(),
+                dry_run=dry_run,
+                waiting=waiting,
+                sends=sends,
             )
     if any(outcome.external_failure for outcome in outcomes):
         raise typer.Exit(EXIT_EXTERNAL_FAILURE)  # the database failed, not the rules
@@ -153,10 +167,17 @@ def _not_due(rule_set: RuleSet, outcomes: list[RuleOutcome], only: list[str] | N
 
 
 def run_document(
-    report: TickReport, rule_set: RuleSet, *, as_of: datetime, dry_run: bool, waiting: list[str]
+    report: TickReport,
+    rule_set: RuleSet,
+    *,
+    as_of: datetime,
+    dry_run: bool,
+    waiting: list[str],
+    sends: NurtureSends | None = None,
 ) -> dict[str, Any]:
     """``run --once --format json``: the outcomes, with stable keys; ``plan`` is filled in by
-    :class:`JsonPlan` (the dry run's firings, as they were read)."""
+    :class:`JsonPlan` (the dry run's firings, as they were read). ``nurture_steps``: what the
+    funnel's nurture steps did with their emails (None when the funnel half did not run)."""
     return {
         "as_of": as_of,
         "dry_run": dry_run,
@@ -177,6 +198,7 @@ def run_document(
         ],
         "plan": [],
         "funnel": report.funnel,
+        "nurture_steps": sends.document() if sends is not None else None,
         "not_due": waiting,
     }
 
@@ -189,12 +211,15 @@ def _print_report(
     as_of: datetime,
     dry_run: bool,
     waiting: list[str],
+    sends: NurtureSends | None,
 ) -> None:
     """What the tick did and which rules were not due (the plan lines are printed before)."""
     outcomes = report.rules
     if report.funnel is not None:
-        slas, steps = report.funnel["sla"], report.funnel["nurture"]
-        console.print(f"SLA timers handled: {slas}; nurture steps sent: {steps}")
+        steps = sends.text() if sends is not None else str(report.funnel["nurture"])
+        console.print(
+            f"SLA timers handled: {report.funnel['sla']}; nurture steps: {steps}", soft_wrap=True
+        )
     _print_summary(console, outcomes, rule_set.version, dry_run=dry_run)
     if waiting:
         console.print(

@@ -33,6 +33,7 @@ FIELDS = (
     "reassigned",
     "recycled",
     "nurture_sent",
+    "nurture_skipped",
     "emails_queued",
 )
 """The DayReport counts a row shows, in the order of COLUMNS after the day."""
@@ -43,6 +44,7 @@ KEYS = (
     "reassigned",
     "deals_recycled",
     "nurture_emails",
+    "nurture_skipped",
     "emails_queued",
 )
 """The same counts' keys in ``--format json``."""
@@ -54,6 +56,7 @@ COLUMNS = (
     "reassigned",
     "deals recycled",
     "nurture emails",
+    "nurture skipped",
     "emails queued",
 )
 
@@ -170,7 +173,7 @@ def _print(reports: list[DayReport], version: str, *, report_file: Path | None) 
         table.add_row(report.day, *(str(getattr(report, name)) for name in FIELDS))
     totals = [sum(getattr(r, name) for r in reports) for name in FIELDS]
     table.add_row("total", *(str(value) for value in totals), style="bold")
-    console = data_console(min_width=130)
+    console = data_console(min_width=150)
     console.print(table)
     console.print(
         "Simulated on a copy of the store: nothing was written to it and no email was sent."

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from leadflow.engine.plain_rows import record_of
+from leadflow.engine.pool_staffing import unstaffed_reason
 from leadflow.rule_language.actions import Assign
 from leadflow.rule_language.fields import Subject, field_catalog
 from leadflow.settings import Settings
@@ -57,6 +58,10 @@ class Roster(Protocol):
         """The reps of ``pool``, in id order."""
         ...
 
+    def pools(self) -> Mapping[str, list[Member]]:
+        """Every pool's reps, by pool name: what a lead routed to an empty pool is told."""
+        ...
+
     def open_mqls(self, rep_ids: list[int]) -> Mapping[int, int]:
         """How many MQLs each of ``rep_ids`` owns now (reps with none may be left out)."""
         ...
@@ -83,6 +88,8 @@ def choose_rep(
     if pool is None:
         return AssignmentChoice(None, None, "no pool matches the lead")
     members = roster.members(pool)
+    if not members:
+        return AssignmentChoice(None, pool, unstaffed_reason(pool, roster.pools()))
     if exclude:
         members = [member for member in members if member.id not in exclude]
     if not members:
@@ -137,6 +144,11 @@ def pool_members(reps: Iterable[Rep]) -> dict[str, list[Member]]:
     return pools
 
 
+def stored_pools(session: Session) -> dict[str, list[Member]]:
+    """Every pool's members as the store has them, by pool name (reps are few)."""
+    return pool_members(session.scalars(select(Rep).order_by(REPS.c.id)))
+
+
 def open_mqls(session: Session, rep_ids: list[int] | None, settings: Settings) -> dict[int, int]:
     """The MQLs each rep owns (of ``rep_ids``, or of every rep when None), by rep id."""
     query = (
@@ -168,8 +180,10 @@ class StoredRoster:
         """Each pool's row as :meth:`last_pick` locked it, for :meth:`picked` to update."""
 
     def members(self, pool: str) -> list[Member]:
-        reps = self.session.scalars(select(Rep).order_by(REPS.c.id))
-        return pool_members(reps).get(pool, [])
+        return self.pools().get(pool, [])
+
+    def pools(self) -> Mapping[str, list[Member]]:
+        return stored_pools(self.session)
 
     def open_mqls(self, rep_ids: list[int]) -> Mapping[int, int]:
         return open_mqls(self.session, rep_ids, self.settings)

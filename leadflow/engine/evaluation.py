@@ -34,10 +34,12 @@ from sqlalchemy.orm import Session
 
 from leadflow import metrics
 from leadflow.collector_pause import collector_paused
+from leadflow.engine.assignment import stored_pools
 from leadflow.engine.batch_writes import write_batch
 from leadflow.engine.firing import Firing, describe_action, fire
 from leadflow.engine.firing_batch import FiringBatch
 from leadflow.engine.plain_rows import as_leads, lead_select, record_of
+from leadflow.engine.pool_staffing import unstaffed_pools_note
 from leadflow.engine.row_record import RowRecord
 from leadflow.engine.rule_runs import (
     UnfinishedRun,
@@ -49,7 +51,7 @@ from leadflow.engine.runtime import Runtime, StopSignal
 from leadflow.engine.sales_cycle import averages_for
 from leadflow.errors import ExternalSystemError
 from leadflow.logs import error_text, is_outage, log_failure
-from leadflow.rule_language.actions import action_name
+from leadflow.rule_language.actions import Assign, action_name
 from leadflow.rule_language.conditions import EvaluationContext, cycle_conditions, referenced_fields
 from leadflow.rule_language.fields import FieldSpec, Subject, ValueType
 from leadflow.rule_language.model import Rule, RuleSet
@@ -95,9 +97,18 @@ class RuleOutcome:
     a dry run plans a firing for every match, so ``matched`` counts them either way."""
     external_failure: bool = False
     """The error came from the database (or another system), not from the rule itself."""
-    note: str | None = None
+    cycle_note: str | None = None
     """Why the rule could match nothing at this instant, when leadflow can tell (no average
     sales cycle to compare with): said beside the run rather than left as a silent 0."""
+    unstaffed_pools: str | None = None
+    """The pools the rule assigns from that no active rep is in (see
+    :mod:`~leadflow.engine.pool_staffing`): its MQLs routed there wait unassigned."""
+
+    @property
+    def note(self) -> str | None:
+        """What to say beside the run's counts: :attr:`cycle_note` and :attr:`unstaffed_pools`."""
+        notes = [note for note in (self.cycle_note, self.unstaffed_pools) if note]
+        return "; ".join(notes) or None
 
 
 def rule_scope(rule: Rule, table: Table, now: datetime) -> ColumnElement[bool]:
@@ -201,7 +212,9 @@ def evaluate_rule(
         context = EvaluationContext(
             now, averages_for(session, list(cycle_conditions(rule.condition)), now)
         )
-    outcome.note = missing_cycle_note(context)
+        pools = stored_pools(session) if any(isinstance(a, Assign) for a in rule.actions) else {}
+    outcome.cycle_note = missing_cycle_note(context)
+    outcome.unstaffed_pools = unstaffed_pools_note(rule, pools)
     where = and_(to_where(rule.condition, table, context), rule_scope(rule, table, now))
     if finishing is not None:
         where = and_(where, table.c.id > finishing.through)
@@ -489,8 +502,18 @@ def run_rule(
             dry_run=dry_run,
             interrupted=outcome.interrupted,
         )
-        if outcome.note:
-            log.warning("rule_matches_nothing", rule_id=rule.id, reason=outcome.note)
+        if outcome.cycle_note:
+            log.warning("rule_matches_nothing", rule_id=rule.id, reason=outcome.cycle_note)
+        if outcome.unstaffed_pools and runtime.first_time(
+            ("assignment_pool_unstaffed", rule.id, rule_set.version, outcome.unstaffed_pools)
+        ):
+            # Once per rule version (and staffing): every evaluation would repeat it.
+            log.warning(
+                "assignment_pool_unstaffed",
+                rule_id=rule.id,
+                rule_version=rule_set.version,
+                reason=outcome.unstaffed_pools,
+            )
     if dry_run or outcome.interrupted:
         return outcome
     record_run(

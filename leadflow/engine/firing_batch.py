@@ -219,6 +219,9 @@ class BatchRoster:
     def members(self, pool: str) -> list[Member]:
         return self._pools.get(pool, [])
 
+    def pools(self) -> Mapping[str, list[Member]]:
+        return self._pools
+
     def open_mqls(self, rep_ids: list[int]) -> Mapping[int, int]:
         if self._open is None:
             self._open = open_mqls(self.session, None, self.settings)

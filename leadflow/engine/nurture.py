@@ -7,6 +7,7 @@ Every send is keyed by lead, stream, enrollment and step, so a step is never ema
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,6 +24,7 @@ from leadflow.engine.runtime import Runtime, StopSignal
 from leadflow.logs import log_failure
 from leadflow.mail.context import email_context
 from leadflow.mail.enqueue import counts_for_cap, email_row, recent_marketing
+from leadflow.outbox.store import SUPPRESSED
 from leadflow.rule_language.model import RuleSet
 from leadflow.settings import StageSettings
 from leadflow.store.email_addresses import is_recipient
@@ -31,6 +33,8 @@ from leadflow.store.tables import NURTURE
 
 log = structlog.get_logger("leadflow.nurture")
 BATCH = 2000
+NO_ADDRESS = "no email address"
+"""Why a step of a lead without a (valid) email address queues nothing."""
 RETRY_FIRST = timedelta(minutes=1)
 RETRY_MOST = timedelta(hours=1)
 
@@ -183,10 +187,10 @@ def _step(
         None if stream else "stream no longer defined"
     )
     if reason is not None or stream is None:
-        _end(enrollment, lead, now, "exited", reason or "", writes)
+        _end(rule_set, enrollment, lead, now, "exited", reason or "", writes)
         return False
     if enrollment.next_step >= len(stream.steps):  # the stream was shortened since
-        _end(enrollment, lead, now, "completed", "stream shortened", writes)
+        _end(rule_set, enrollment, lead, now, "completed", "stream shortened", writes)
         return False
     step = stream.steps[enrollment.next_step]
     audit = audit_row(
@@ -200,10 +204,11 @@ def _step(
             "stream": stream.id,
             "step": enrollment.next_step + 1,
             "template": step.template,
-            "email": "no email address",
+            "email": NO_ADDRESS,
         },
     )
     queued = False
+    skipped: str | None = NO_ADDRESS
     if is_recipient(lead.email):
         assert lead.email is not None
         key = f"nurture:{lead.external_id}:{stream.id}:{enrollment.id}:step{enrollment.next_step}"
@@ -224,23 +229,53 @@ def _step(
             recipient_timezone=lead.timezone,
         )
         writes.outbox.append(row)
+        skipped = suppressed_because(row)
+        if skipped is not None:
+            audit["params"]["skipped"] = skipped
         writes.audit.append(QueuedAudit(audit, key, {"email": "status"}))
         queued = counts_for_cap(row)
     else:
+        audit["params"]["skipped"] = skipped
         writes.audit.append(audit)
     next_step = enrollment.next_step + 1
     changes: dict[str, Any] = {"next_step": next_step}
     if enrollment.failures:  # the step went through at last: it is no longer failing
         changes.update(failures=0, last_error=None, last_failed_at=None)
+    so_far = dict(enrollment.steps_skipped or {})
+    if skipped is not None:
+        so_far[skipped] = so_far.get(skipped, 0) + 1
+        changes["steps_skipped"] = so_far
     writes.enrollment_changes[enrollment.id or 0] = changes
     if next_step >= len(stream.steps):
-        _end(enrollment, lead, now, "completed", "all steps sent", writes)
+        _end(rule_set, enrollment, lead, now, "completed", completion_reason(so_far), writes)
     else:
         changes["next_step_at"] = now + stream.steps[next_step].after
     return queued
 
 
+def suppressed_because(row: Mapping[str, Any]) -> str | None:
+    """Why a queued step's email will not go out (``frequency cap``), or None when it will."""
+    if row["status"] != SUPPRESSED:
+        return None
+    reason = str(row.get("status_reason") or "suppressed")
+    return reason.split(":", 1)[0].replace("_", " ")  # the kind, without the lead's numbers
+
+
+def completion_reason(skipped: Mapping[str, int]) -> str:
+    """``all steps sent``, or, when some were gone through without an email, ``all steps done
+    (3 skipped: no email address)``: a stream no email of went out was not "sent"."""
+    if not skipped:
+        return "all steps sent"
+    total = sum(skipped.values())
+    why = ", ".join(
+        f"{reason}" if len(skipped) == 1 else f"{count} {reason}"
+        for reason, count in sorted(skipped.items())
+    )
+    return f"all steps done ({total} skipped: {why})"
+
+
 def _end(
+    rule_set: RuleSet,
     enrollment: NurtureEnrollment,
     lead: Lead,
     now: datetime,
@@ -258,6 +293,7 @@ def _end(
             action=f"nurture_{status}",
             lead_id=lead.id,
             rule_id=enrollment.rule_id,
+            rule_version=rule_set.version,
             params={"stream": enrollment.stream, "reason": reason},
         )
     )

@@ -11,7 +11,7 @@ configuration leaves unset is filled in: ``mail.unsubscribe_secret`` comes from 
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -50,6 +50,8 @@ class Runtime:
     config_file: Path | None = None
     """The ``config.yaml`` the settings were read from: the dashboard reads its users from it
     again when it changes."""
+    said: set[tuple[str, ...]] = field(default_factory=set, compare=False, repr=False)
+    """Warnings this process logged already (:meth:`first_time`)."""
 
     @classmethod
     def build(
@@ -83,6 +85,14 @@ class Runtime:
             unsubscribe_secret_generated=generated,
             config_file=config_file,
         )
+
+    def first_time(self, warning: tuple[str, ...]) -> bool:
+        """Whether ``warning`` (an event and what it is about) is new in this process: a
+        daemon evaluating a rule every few minutes says a standing problem once."""
+        if warning in self.said:
+            return False
+        self.said.add(warning)
+        return True
 
     @property
     def rules_folder(self) -> Path:

@@ -16,6 +16,7 @@ from pathlib import Path
 from sqlalchemy import Engine, func, insert, select
 
 from leadflow.clock import SettableClock
+from leadflow.engine.nurture_sends import nurture_sends
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.tick import run_tick
 from leadflow.rule_language.model import RuleSet
@@ -37,6 +38,9 @@ class DayReport:
     reassigned: int
     recycled: int
     nurture_sent: int
+    """Nurture steps whose email was queued (a step skipped for want of an address is not)."""
+    nurture_skipped: int
+    """Nurture steps gone through without an email: no address, the frequency cap."""
     emails_queued: int
     emails_delivered: int
     date: str
@@ -76,6 +80,7 @@ def day_report(engine: Engine, day: datetime, baseline: Baseline | None = None) 
                 OUTBOX.c.id > base.outbox_id,
             )
         ).scalar_one()
+        sends = nurture_sends(connection, after_id=base.audit_id, since=begin, until=end)
         delivered = connection.execute(
             select(func.count())
             .select_from(OUTBOX)
@@ -93,7 +98,8 @@ def day_report(engine: Engine, day: datetime, baseline: Baseline | None = None) 
         escalations=actions.get("sla_escalated", 0),
         reassigned=actions.get("reassigned", 0),
         recycled=actions.get("deal_recycled", 0),
-        nurture_sent=actions.get("nurture_step", 0),
+        nurture_sent=sends.emailed,
+        nurture_skipped=sends.skipped_steps,
         emails_queued=int(queued),
         emails_delivered=int(delivered),
         date=begin.date().isoformat(),

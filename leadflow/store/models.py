@@ -13,7 +13,8 @@ folds a rule's owner change into the entry the same firing made (data only), ``0
 PostgreSQL, ``0017`` ``scoring_runs.last_activity_id``, ``0019`` ``scoring_runs.pass_activity_id``
 and the trigger that lowers both on SQLite (:mod:`leadflow.store.activity_ids`), ``0020``
 ``import_runs.superseded``, ``0021`` ``rule_runs.schedule``, ``0022`` a deal's owner change where
-its history held another owner (data only). A test compares the schema at the head
+its history held another owner (data only), ``0023`` ``nurture_enrollments.steps_skipped``. A
+test compares the schema at the head
 migration with this metadata so they cannot drift.
 """
 
@@ -347,6 +348,11 @@ class NurtureEnrollment(SQLModel, table=True):
     waits longer before the next (engine/nurture.py); a sent step sets it back to 0."""
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     last_failed_at: datetime | None = _time()
+    steps_skipped: dict[str, int] | None = Field(
+        default=None, sa_column=Column(JSONDocument, nullable=True)
+    )
+    """The steps gone through without an email queued, by reason (``{"no email address": 2}``):
+    what the completion's reason says (engine/nurture.py); None when none was."""
 
 
 class RuleFiring(SQLModel, table=True):
