@@ -164,7 +164,7 @@ class TestSampleAndStatus:
         assert main(["-c", str(config), "import", "sample"]) == 0
         first = capsys.readouterr().out.splitlines()
         assert [line.split(": ", 1)[1] for line in first] == [
-            "inserted 10, updated 0, unchanged 0, rejected 0",
+            "inserted 12, updated 0, unchanged 0, rejected 0",
             "inserted 200, updated 0, unchanged 0, rejected 0",
             "inserted 45, updated 0, unchanged 0, rejected 0",
             "inserted 444, updated 0, already present 0, rejected 0",
@@ -172,7 +172,7 @@ class TestSampleAndStatus:
         assert main(["-c", str(config), "import", "sample"]) == 0
         second = capsys.readouterr().out.splitlines()
         assert [line.split(": ", 1)[1] for line in second] == [
-            "inserted 0, updated 0, unchanged 10, rejected 0",
+            "inserted 0, updated 0, unchanged 12, rejected 0",
             "inserted 0, updated 0, unchanged 200, rejected 0",
             "inserted 0, updated 0, unchanged 45, rejected 0",
             "inserted 0, updated 0, already present 444, rejected 0",
@@ -181,7 +181,7 @@ class TestSampleAndStatus:
         out = capsys.readouterr().out
         assert "leads: 200" in out
         assert "deals: open 29; closed: lost 5, won 11" in out
-        assert "reps: active 9, inactive 1" in out
+        assert "reps: active 11, inactive 1" in out
 
 
 class TestTrailingComma:
