@@ -432,7 +432,13 @@ def _explain(
             message = f"{key}: expected {context['wanted']}, got {shown}"
         else:
             message = f"{key}: {str(error['msg']).removeprefix('Value error, ')}"
-        lines.append(f"{where}: {message}")
+        if where == DEFAULT_SOURCE:
+            # A default refused by another key's value (mail.lease under a longer
+            # smtp.data_done_timeout): "default: mail.lease: ..." read as a file named default.
+            env = "LEADFLOW_" + "__".join(part.upper() for part in loc)
+            lines.append(f"{message} (the default; set {key} in the config file, or {env})")
+        else:
+            lines.append(f"{where}: {message}")
     return lines
 
 

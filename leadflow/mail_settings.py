@@ -116,7 +116,7 @@ class MailSettings(Section):
     domain has no dot (SpamAssassin's ``MSGID_NOFQDN``)."""
     smtp: SmtpSettings = SmtpSettings()
     retry: RetrySettings = RetrySettings()
-    lease: Duration = timedelta(minutes=15)
+    lease: Duration = Field(default=timedelta(minutes=15), validate_default=True)
     """How long a sender holds the rows it claimed; longer than a delivery's longest time."""
     batch_size: WholeNumber = Field(default=100, ge=1, le=10_000)
     concurrency: WholeNumber = Field(default=8, ge=1, le=256)

@@ -261,6 +261,31 @@ class TestTimesOfDay:
         assert (shown["calendar.start"], shown["calendar.end"]) == ("00:00:00", "24:00:00")
 
 
+class TestMailLease:
+    """The lease must outlast a delivery's longest time (2 x smtp.timeout + data_done_timeout):
+    checked only when mail.lease was written, so a longer data_done_timeout from the environment
+    left the default 15m lease shorter than a delivery, and a slow relay's message could be
+    claimed and sent again while its reply was still owed."""
+
+    def test_the_default_lease_is_checked_and_the_message_says_it_is_the_default(
+        self, tmp_path: Path
+    ) -> None:
+        env = {"LEADFLOW_MAIL__SMTP__DATA_DONE_TIMEOUT": "20m"}
+        with pytest.raises(ConfigError) as refused:
+            load_settings(write(tmp_path, ""), env=env)
+        assert str(refused.value) == (
+            "mail.lease: must be longer than a delivery's longest time, twice smtp.timeout and"
+            " smtp.data_done_timeout (2 x 30s + 20m = 21m); got 15m (the default; set"
+            " mail.lease in the config file, or LEADFLOW_MAIL__LEASE)"
+        )
+
+    def test_a_longer_lease_beside_it_is_taken(self, tmp_path: Path) -> None:
+        env = {"LEADFLOW_MAIL__SMTP__DATA_DONE_TIMEOUT": "20m", "LEADFLOW_MAIL__LEASE": "25m"}
+        assert load_settings(write(tmp_path, ""), env=env).settings.mail.lease == timedelta(
+            minutes=25
+        )
+
+
 class TestSecrets:
     """Secrets come from the environment or a file, and are never shown."""
 
