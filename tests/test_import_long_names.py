@@ -9,6 +9,7 @@ refused before any of that, and a message quotes its first 60 characters and its
 
 from __future__ import annotations
 
+import json
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -111,3 +112,38 @@ def test_a_name_just_within_the_limit_is_still_suggested_for() -> None:
 def test_quoted_shows_short_text_whole_and_long_text_as_a_prefix() -> None:
     assert quoted("Lead Source") == "'Lead Source'"
     assert quoted("a" * 61) == f"'{'a' * 60}'… (61 characters)"
+
+
+def test_huge_cells_are_quoted_by_a_prefix_on_their_lines(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], engine: Engine
+) -> None:
+    """A 1 MB stage, owner, timezone or date, a repeated key, a nested key: each one line
+    quoting 60 characters (a timezone that long refused the whole file with a path of 1 MB)."""
+    big = "z" * 1_000_000
+    shown = f"'{'z' * 60}'… (1,000,000 characters)"
+    lines = [
+        {"external_id": "L1", "stage": big},
+        {"external_id": "L2", "owner": big},
+        {"external_id": "L3", "timezone": big},
+        {"external_id": "L4", "last_activity_at": big},
+        {"external_id": "L6"},
+    ]
+    text = "".join(json.dumps(line) + "\n" for line in lines)
+    text += f'{{"{big}": 1, "{big}": 2}}\n{{"external_id": "L7", "attributes": {{"{big}": 1}}}}\n'
+    path = write(tmp_path, "leads.jsonl", text)
+    assert main(["-c", str(config), "import", "leads", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == f"leads {path}: inserted 1, updated 0, unchanged 0, rejected 6\n"
+    assert err.splitlines() == [
+        f"{path}:1: stage: unknown stage {shown}; expected one of subscriber, lead, mql, sql, "
+        "opportunity, customer, nurture, recycled, disqualified (or map it under "
+        "import.mappings.leads.values.stage)",
+        f"{path}:2: owner: no rep with external id {shown}; import the reps first",
+        f"{path}:3: timezone: unknown timezone {shown}; use an IANA name such as Europe/Berlin",
+        f"{path}:4: last_activity_at: expected a date as ISO 8601 (2017-03-01, "
+        f"2017-03-01T10:00:00+02:00), got {shown}",
+        f"{path}:6: invalid JSON: the key {shown} is written twice in one object",
+        f"{path}:7: attributes.{shown}: a key may have at most 1,000 characters; rename it, "
+        "or leave it out",
+    ]
+    assert rows(engine, "leads", "external_id") == [("L6",)]

@@ -15,12 +15,12 @@ SHOWN_CHARACTERS = 60
 """The most characters of a user's text a message quotes; the rest is counted."""
 
 
-def quoted(text: str) -> str:
-    """``'text'`` as ``repr`` writes it, or its first :data:`SHOWN_CHARACTERS` characters and
-    the length: ``'xxxx…'… (100,000,000 characters)``."""
-    if len(text) <= SHOWN_CHARACTERS:
-        return repr(text)
-    return f"{text[:SHOWN_CHARACTERS]!r}… ({len(text):,} characters)"
+def quoted(value: object) -> str:
+    """``value`` as ``repr`` writes it; text longer than :data:`SHOWN_CHARACTERS` as its first
+    characters and its length: ``'xxxx…'… (100,000,000 characters)``."""
+    if isinstance(value, str) and len(value) > SHOWN_CHARACTERS:
+        return f"{value[:SHOWN_CHARACTERS]!r}… ({len(value):,} characters)"
+    return repr(value)
 
 
 def long_name_problem(name: str, what: str = "a column name") -> str | None:
