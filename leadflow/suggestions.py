@@ -29,12 +29,20 @@ def did_you_mean(
     false; ``ignore_case`` also suggests the choices that differ from ``word`` only in case.
     """
     known = list(choices)
-    close = difflib.get_close_matches(word, known, n=n, cutoff=cutoff)
+    # A choice whose length is too far from the word's cannot reach ``cutoff`` (a ratio is at
+    # most 2 * shorter / (both lengths)): left out first, so a huge word (a 100 MB header
+    # cell) is not indexed by difflib character by character for nothing. Same answers.
+    reachable = [name for name in known if _may_reach(len(word), len(name), cutoff)]
+    close = difflib.get_close_matches(word, reachable, n=n, cutoff=cutoff) if reachable else []
     if ignore_case:
-        close += [
-            name for name in known if name.casefold() == word.casefold() and name not in close
-        ]
+        folded = word.casefold() if len(word) <= 4 * max(map(len, known), default=0) else None
+        close += [name for name in known if name.casefold() == folded and name not in close]
     if not close:
         return otherwise
     names = ", ".join(repr(name) if quote else name for name in close)
     return f"{prefix}did you mean {names}?{suffix}"
+
+
+def _may_reach(length: int, other: int, cutoff: float) -> bool:
+    total = length + other
+    return total == 0 or 2 * min(length, other) >= cutoff * total

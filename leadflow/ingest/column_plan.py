@@ -17,6 +17,7 @@ from typing import Any
 from leadflow.errors import ImportRowError
 from leadflow.ingest import values
 from leadflow.ingest.field_parsers import parse_object
+from leadflow.ingest.names import quoted
 from leadflow.settings import ImportKind
 
 
@@ -179,7 +180,7 @@ def _check_agreement(group: str, given: Mapping[str, Any], found: Mapping[str, A
         raise _DisagreementError(
             ImportRowError(
                 f"{group}.{name}",
-                f"{value!r} differs from the {group} object's {name!r}, {old!r}; give {name} "
+                f"{quoted(value)} differs from the {group} object's {name!r}, {quoted(old)}; give {name} "
                 f"once (in the object or as {group}.{name}), or the same value in both",
             )
         )

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from leadflow.ingest import values
+from leadflow.ingest.names import quoted
 from leadflow.settings import AttributeType, ImportKind, ImportMapping
 
 OUTCOMES = frozenset({"won", "lost"})
@@ -93,7 +94,7 @@ def _parse_outcome(raw: object) -> str | None:
     if text.casefold() in OUTCOMES:
         return text.casefold()
     msg = (
-        f"expected won, lost or empty (open), got {text!r}; "
+        f"expected won, lost or empty (open), got {quoted(text)}; "
         "map it under import.mappings.deals.values.outcome"
     )
     raise ValueError(msg)

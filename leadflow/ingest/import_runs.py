@@ -3,12 +3,14 @@ recorded at once as ``refused`` for a file refused before any row was read."""
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 
 from sqlalchemy import Engine, insert, update
 
 from leadflow.ingest.import_report import ImportReport
 from leadflow.store.database import transaction
+from leadflow.store.run_processes import this_host
 from leadflow.store.tables import IMPORT_RUNS
 
 
@@ -16,7 +18,15 @@ def start_run(engine: Engine, report: ImportReport, now: datetime) -> int:
     with transaction(engine) as session:
         created = session.execute(
             insert(IMPORT_RUNS)
-            .values(kind=report.kind, file=report.file[-2000:], started_at=now, status="running")
+            .values(
+                kind=report.kind,
+                file=report.file[-2000:],
+                started_at=now,
+                status="running",
+                # Who runs it: once that process is gone, status says interrupted, not running.
+                host=this_host(),
+                pid=os.getpid(),
+            )
             .returning(IMPORT_RUNS.c.id)
         )
         return int(created.scalar_one())

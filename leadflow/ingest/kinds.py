@@ -32,6 +32,7 @@ from sqlalchemy import (
 from leadflow.errors import ImportRowError
 from leadflow.ingest.column_plan import ColumnPlan
 from leadflow.ingest.field_parsers import OUTCOMES, stage_outcomes
+from leadflow.ingest.names import quoted
 from leadflow.ingest.references import RepDirectory, ids_by_external_id
 from leadflow.ingest.values import identifier_problem, range_reason
 from leadflow.ingest.writers import Counts, Derived, Prepared, Shape, Written, row_hasher
@@ -462,7 +463,7 @@ class LeadWriter(_RecordsStageEntries):
                 return stages.initial
             if value not in known:
                 choices = ", ".join(stages.all())
-                reason = f"unknown stage {value!r}; expected one of {choices} (or map it under import.mappings.leads.values.stage)"
+                reason = f"unknown stage {quoted(value)}; expected one of {choices} (or map it under import.mappings.leads.values.stage)"
                 raise ImportRowError("stage", reason)
             return value
 
@@ -783,6 +784,6 @@ def _referenced(field: str, value: str | None, known: Mapping[str, int]) -> int 
     found = known.get(value)
     if found is None:
         raise ImportRowError(
-            field, f"no {field} with external id {value!r}; import the {field}s first"
+            field, f"no {field} with external id {quoted(value)}; import the {field}s first"
         )
     return found

@@ -30,6 +30,7 @@ from leadflow.ingest.field_parsers import (
     renaming,
     stage_outcomes,
 )
+from leadflow.ingest.names import long_name_problem, quoted
 from leadflow.ingest.nesting import nested_field_hint
 from leadflow.settings import AttributeType, ImportKind, ImportMapping, Settings
 from leadflow.suggestions import did_you_mean
@@ -120,6 +121,10 @@ def compile_plan(
     unknown = _UnknownColumns(kind, mapping, declared)
     chosen: dict[str, tuple[int, str]] = {}
     for index, column in enumerate(header):
+        too_long = long_name_problem(column)
+        if too_long is not None:  # a posted key: a file's header refused it already
+            problems.append(f"column {quoted(column)}: {too_long}")
+            continue
         for field in _fields_of(kind, column, mapping, declared, problems, unknown):
             if field in chosen:
                 problems.append(
@@ -203,6 +208,10 @@ def unknown_keys(kind: ImportKind, keys: Sequence[str], settings: Settings) -> d
     if too_many_columns(kind, len(keys), settings) is not None:
         return found  # compile_plan refuses the file by its count, at once
     for key in keys:
+        too_long = long_name_problem(key, "a key")
+        if too_long is not None:  # the reader refuses such a key first; never suggested for
+            found[key] = too_long
+            continue
         if key in mapping.columns or named_field(kind, key, declared) is not None:
             continue
         reason = _unknown_column(kind, key, mapping, declared)

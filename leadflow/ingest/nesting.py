@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
+from leadflow.ingest.names import long_name_problem, quoted
+
 NESTS = ("attributes", "properties")
 """The keys whose object's keys are columns of their own, as ``NEST.KEY``."""
 
@@ -59,6 +61,9 @@ def flattened(
                 f"read as {key}.KEY columns, got {kind}",
             )
         for inner, inner_value in item.items():
+            too_long = long_name_problem(inner, "a key")
+            if too_long is not None:  # named by its prefix: in a message, in an HTTP loc
+                return NestingProblem(f"{key}.{quoted(inner)}", too_long)
             column = f"{key}.{inner}"
             if isinstance(inner_value, dict | list):
                 what = "an object" if isinstance(inner_value, dict) else "a list"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Literal, NoReturn, cast
 
 from leadflow.errors import ImportFileError, Problem, ProblemsError
+from leadflow.ingest.names import long_name_problem, quoted
 from leadflow.ingest.nesting import NestingProblem, flattened
 from leadflow.ingest.values import json_value, text_problem
 
@@ -361,6 +362,9 @@ class RowSource:
 def _bad_key(value: dict[str, object]) -> str | None:
     """The first key of ``value`` no store can hold, as ``key '...': reason``."""
     for key in value:
+        problem = long_name_problem(key, "a key")
+        if problem is not None:  # first: a huge key is not looked at, nor printed, whole
+            return f"key {quoted(key)}: {problem}"
         problem = text_problem(key)
         if problem is not None:
             return f"key {key!r}: {problem}"
@@ -371,6 +375,12 @@ def _checked_header(path: Path, names: list[str]) -> tuple[str, ...]:
     problems = []
     seen: set[str] = set()
     for position, name in enumerate(names, start=1):
+        too_long = long_name_problem(name)
+        if too_long is not None:  # first: a huge name is not looked at, nor printed, whole
+            problems.append(
+                Problem(str(path), 1, 0, f"column {position} {quoted(name)}: {too_long}")
+            )
+            continue
         problem = text_problem(name)
         if problem is not None:
             problems.append(Problem(str(path), 1, 0, f"column {position} {name!r}: {problem}"))

@@ -9,6 +9,7 @@ from typing import Literal
 from sqlalchemy import Connection, Table, select
 
 from leadflow.errors import ImportRowError
+from leadflow.ingest.names import quoted
 from leadflow.store.id_ranges import chunks, text_array
 from leadflow.store.tables import REPS
 
@@ -58,11 +59,11 @@ class RepDirectory:
             # (HubSpot's "Contact owner" for a user without a name); no name holds an @.
             found = self._by_email.get(rep_key("email", value))
         if not found:
-            reason = f"no rep with {self.reference.replace('_', ' ')} {value!r}"
+            reason = f"no rep with {self.reference.replace('_', ' ')} {quoted(value)}"
             raise ImportRowError(field, f"{reason}; import the reps first")
         if len(found) > 1:
             reason = (
-                f"{len(found)} reps have the {self.reference.replace('_', ' ')} {value!r}; "
+                f"{len(found)} reps have the {self.reference.replace('_', ' ')} {quoted(value)}; "
                 "reference reps by external_id or email (import.mappings.KIND.rep_reference)"
             )
             raise ImportRowError(field, reason)

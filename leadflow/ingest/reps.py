@@ -27,6 +27,7 @@ from leadflow.ingest.kinds import (
     Rejection,
     required,
 )
+from leadflow.ingest.names import quoted
 from leadflow.ingest.references import RepDirectory, rep_key
 from leadflow.ingest.writers import Counts, Prepared, row_hasher
 from leadflow.settings import Settings
@@ -189,7 +190,7 @@ class RepWriter(KindWriter):
         reference = self.reps.reference
         if rep_key(reference, manager) == rep_key(reference, self._reference_of(key, record) or ""):
             raise ImportRowError(
-                "manager", f"{manager!r} is this rep; a rep cannot manage themself"
+                "manager", f"{quoted(manager)} is this rep; a rep cannot manage themself"
             )
         if manager in self.reps or rep_key(reference, manager) in self.in_file:
             return
@@ -202,7 +203,7 @@ class RepWriter(KindWriter):
             else ""
         )
         raise ImportRowError(
-            "manager", f"no rep with {reference.replace('_', ' ')} {manager!r}{hint}"
+            "manager", f"no rep with {reference.replace('_', ' ')} {quoted(manager)}{hint}"
         )
 
     def finish(self, connection: Connection) -> tuple[Counts, list[Rejection]]:

@@ -18,6 +18,7 @@ from functools import lru_cache
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
+from leadflow.ingest.names import quoted
 from leadflow.store.email_addresses import address_problem
 
 T = TypeVar("T")
@@ -277,7 +278,7 @@ def datetime_from_text(
         when = _read_datetime(text, readers)
         if when is None:
             advice = "" if formats else _order_advice(text, setting)
-            msg = f"expected a date as {expected}, got {text!r}{advice}"
+            msg = f"expected a date as {expected}, got {quoted(text)}{advice}"
             raise ValueError(msg)
         if when.tzinfo is None:
             when = when.replace(tzinfo=zone)
@@ -288,7 +289,7 @@ def datetime_from_text(
         try:
             return when.astimezone(UTC)
         except OverflowError:  # year 1 east of UTC, or year 9999 west of it
-            msg = f"expected a time between 0001-01-01 and 9999-12-31 in UTC, got {text!r}"
+            msg = f"expected a time between 0001-01-01 and 9999-12-31 in UTC, got {quoted(text)}"
             raise ValueError(msg) from None
 
     return read
@@ -469,8 +470,8 @@ def timezone_name(raw: object) -> str | None:
         return None
     try:
         ZoneInfo(text)
-    except (ValueError, KeyError):
-        msg = f"unknown timezone {text!r}; use an IANA name such as Europe/Berlin"
+    except (ValueError, KeyError, OSError):  # OSError: a name too long for a file name
+        msg = f"unknown timezone {quoted(text)}; use an IANA name such as Europe/Berlin"
         raise ValueError(msg) from None
     return text
 
@@ -618,7 +619,7 @@ def _one_key_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     found = dict(pairs)
     if len(found) < len(pairs):  # counted only then: the hot path is dict() alone
         twice = next(key for key, seen in Counter(key for key, _ in pairs).items() if seen > 1)
-        msg = f"the key {twice!r} is written twice in one object"
+        msg = f"the key {quoted(twice)} is written twice in one object"
         raise ValueError(msg)
     return found
 

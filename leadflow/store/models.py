@@ -13,8 +13,8 @@ folds a rule's owner change into the entry the same firing made (data only), ``0
 PostgreSQL, ``0017`` ``scoring_runs.last_activity_id``, ``0019`` ``scoring_runs.pass_activity_id``
 and the trigger that lowers both on SQLite (:mod:`leadflow.store.activity_ids`), ``0020``
 ``import_runs.superseded``, ``0021`` ``rule_runs.schedule``, ``0022`` a deal's owner change where
-its history held another owner (data only), ``0023`` ``nurture_enrollments.steps_skipped``. A
-test compares the schema at the head
+its history held another owner (data only), ``0023`` ``nurture_enrollments.steps_skipped``,
+``0024`` ``import_runs.host`` and ``pid``. A test compares the schema at the head
 migration with this metadata so they cannot drift.
 """
 
@@ -421,6 +421,9 @@ class ImportRun(SQLModel, table=True):
         default=0, sa_column=Column(Integer, nullable=False, server_default="0")
     )
     """Rows not written because a later row of the file has their id."""
+    host: str | None = Field(default=None, sa_column=Column(String(255), nullable=True))
+    pid: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    """The importing process: a ``running`` run whose process is gone was interrupted."""
 
 
 class StoreSecret(SQLModel, table=True):

@@ -13,6 +13,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Engine, Table, func, select
 
+from leadflow.store.run_processes import process_gone
 from leadflow.store.tables import (
     DEALS,
     IMPORT_RUNS,
@@ -227,7 +228,7 @@ def _last_imports(connection: Connection) -> dict[str, LastImport]:
             kind=row["kind"],
             file=row["file"],
             finished_at=row["finished_at"],
-            status=row["status"],
+            status=_run_status(row["status"], row["host"], row["pid"]),
             inserted=row["inserted"],
             updated=row["updated"],
             unchanged=row["unchanged"],
@@ -235,6 +236,14 @@ def _last_imports(connection: Connection) -> dict[str, LastImport]:
             superseded=row["superseded"],
         )
     return {kind: found[kind] for kind in IMPORT_KINDS if kind in found}
+
+
+def _run_status(status: str, host: str | None, pid: int | None) -> str:
+    """``interrupted`` for a run never finished whose process is gone (killed, a power cut):
+    its row stays ``running`` in the table, as nothing was left to finish it."""
+    if status == "running" and process_gone(host, pid):
+        return "interrupted"
+    return status
 
 
 def _mql_queue(
