@@ -99,6 +99,9 @@ def _run(engine: Engine, host: str | None, pid: int | None) -> None:
         ("another-host", 2**22 + 1, "running"),  # cannot be looked up from here
         (None, None, "running"),  # recorded before the process was
     ],
+    # Named, not by their values: each xdist worker has its own pid, and workers must
+    # collect the same test ids.
+    ids=["alive-here", "another-host", "not-recorded"],
 )
 def test_a_run_whose_process_cannot_be_known_gone_shows_as_running(
     engine: Engine,
