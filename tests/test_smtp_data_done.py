@@ -203,3 +203,62 @@ def test_a_stop_past_its_grace_leaves_a_row_waiting_for_its_reply_sending_until_
         clock.advance(settings.mail.lease + timedelta(seconds=1))
         assert send_once(engine, settings, clock).sent == 1
     assert [r.message["Message-ID"] for r in relay.received] == [message_id, message_id]
+
+
+@pytest.mark.usefixtures("lead")
+def test_leadflow_send_stopped_while_a_reply_is_owed_exits_within_the_grace(
+    engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock, store_url: str
+) -> None:
+    """``leadflow send`` on SIGTERM waited for every delivery in flight to end: with a relay
+    owing its reply for ``data_done_timeout`` (10 minutes by default) it did not stop for that
+    long. It gives them ``scheduler.shutdown_grace``, as the daemon does, then exits 0 with what
+    it did; the row keeps its lease (the test above says what becomes of it)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    relay = SlowFinalReply(60.0)
+    with smtp_server(relay) as port:
+        settings = slow_relay_settings(make_settings, tmp_path, port, data_done_timeout="2m")
+        row = enqueue(engine, settings, clock, key="mql:L-1:send-stop")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LEADFLOW_")}
+        env.update(
+            LEADFLOW_DATABASE__URL=store_url,
+            LEADFLOW_MAIL__TRANSPORT="smtp",
+            LEADFLOW_MAIL__FROM="Leadflow <leadflow@example.com>",
+            LEADFLOW_MAIL__SMTP__HOST="127.0.0.1",
+            LEADFLOW_MAIL__SMTP__PORT=str(port),
+            LEADFLOW_MAIL__SMTP__TIMEOUT="1s",
+            LEADFLOW_MAIL__SMTP__DATA_DONE_TIMEOUT="2m",
+            LEADFLOW_SCHEDULER__SHUTDOWN_GRACE="1s",
+            LEADFLOW_LOG__LEVEL="warning",
+        )
+        (tmp_path / "config.yaml").write_text("", encoding="utf-8")
+        sender = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("leadflow")),
+                "-c",
+                str(tmp_path / "config.yaml"),
+                "send",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert relay.queued.wait(30), "the relay never got the message"
+            stopped_at = time.monotonic()
+            sender.send_signal(signal.SIGTERM)
+            out, err = sender.communicate(timeout=30)
+            took = time.monotonic() - stopped_at
+        finally:
+            if sender.poll() is None:
+                sender.kill()
+    assert sender.returncode == 0, err
+    assert took < 1.0 + 5.0, took
+    assert out == "sent 0, retry later 0, failed 0 (transport smtp)\n"
+    assert "Traceback" not in err
+    assert [(r.id, r.status, r.attempts) for r in outbox_rows(engine)] == [(row, "sending", 1)]

@@ -6,6 +6,7 @@ The listing is cut at ``--limit`` rows and says how many it left out: an operato
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated, Any
@@ -53,15 +54,33 @@ def send(
 async def _send(engine: Engine, settings: Settings, *, once: bool) -> DrainReport:
     import asyncio
 
+    from leadflow.outbox.delivery import DrainReport
     from leadflow.service.channels import drain_configured  # the service package loads on use
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    report = DrainReport()
+    sending = asyncio.ensure_future(
+        drain_configured(engine, settings, SystemClock(), once=once, stop=stop, report=report)
+    )
+    stopping = asyncio.ensure_future(stop.wait())
     try:
-        return await drain_configured(engine, settings, SystemClock(), once=once, stop=stop)
+        await asyncio.wait({sending, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not sending.done():
+            # As the daemon stops: the deliveries in flight get scheduler.shutdown_grace, not
+            # mail.smtp.data_done_timeout (10 minutes) for a relay still owing its reply.
+            grace = settings.scheduler.shutdown_grace.total_seconds()
+            await asyncio.wait({sending}, timeout=grace)
+        if not sending.done():
+            sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sending
+            return report
+        return sending.result()
     finally:
+        stopping.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
 

@@ -94,11 +94,14 @@ async def drain(
     stop: asyncio.Event | None = None,
     worker_id: str | None = None,
     rng: random.Random | None = None,
+    report: DrainReport | None = None,
 ) -> DrainReport:
     """Deliver due outbox rows through ``channels``, closed afterwards.
 
     ``once``: what is due now, then return; else until ``stop``. A row whose channel is not
     among ``channels`` fails permanently (``leadflow outbox --retry`` puts it back).
+    ``report``: counted into as the rows go, so a caller that cancels the drain still knows
+    what it did.
     """
     by_name = {channel.name: channel for channel in channels}
     if len(by_name) != len(channels):
@@ -111,6 +114,7 @@ async def drain(
         channels=by_name,
         worker=worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
         rng=rng or random.Random(),  # noqa: S311 (jitter, not cryptography)
+        report=report if report is not None else DrainReport(),
     )
     return await run.execute(once=once, stop=stop or asyncio.Event())
 

@@ -33,11 +33,12 @@ async def drain_configured(
     *,
     once: bool,
     stop: asyncio.Event | None = None,
+    report: DrainReport | None = None,
 ) -> DrainReport:
     """:func:`drain` with email through the transport ``mail.transport`` names, closed afterwards."""
     transport = transport_for(settings)
     try:
         channels = channels_for(settings, transport)
-        return await drain(engine, settings, clock, channels, once=once, stop=stop)
+        return await drain(engine, settings, clock, channels, once=once, stop=stop, report=report)
     finally:
         await transport.close()
