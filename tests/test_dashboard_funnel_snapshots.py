@@ -162,6 +162,12 @@ class TestFirstRequest:
         )
         assert line in ui.get(PERIOD).text
         page = ui.get(ended).text
+        # The stage counts above the period are the store's today, not as of the period's
+        # time: under `dashboard serve --now 2017-...` "by stage now" read as 2017's.
+        assert (
+            "by the stage each has in the store today (the counts <code>leadflow status</code>"
+            " shows; the period below is read as of its figures' time)"
+        ) in page
         assert AS_OF.search(page) is not None
         assert "the period ends later" not in page
 
