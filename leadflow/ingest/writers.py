@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import repeat
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
@@ -359,9 +360,11 @@ class _CopyMerge:
         # filled lag far behind, scan the whole table for every batch.
         insert = postgresql.insert(table).from_select(
             [*self.names, *shape.defaults],
-            select(*(staged.c[n] for n in self.names), *defaults).where(
-                stored_hash.is_distinct_from(staged.c.source_hash)
-            ),
+            select(*(staged.c[n] for n in self.names), *defaults)
+            .where(stored_hash.is_distinct_from(staged.c.source_hash))
+            # Locks taken in key order (see write): a scan of the staging table is in the
+            # copied order as a rule, not by promise.
+            .order_by(staged.c.external_id),
         )
         excluded = insert.excluded
         assignments: dict[str, Any] = {name: excluded[name] for name in shape.columns}
@@ -382,6 +385,11 @@ class _CopyMerge:
         if not rows:
             return Written(Counts(), (), ())
         at = self._form.width
+        # Rows in key order, whatever order the file or the body gave them: two transactions
+        # writing overlapping keys then lock them in the same order and one waits for the
+        # other, where in their own orders each could hold a key the other waits for
+        # (PostgreSQL's deadlock detector then aborts one of them).
+        rows = sorted(rows, key=itemgetter(at))
         keys = {"keys": text_array([row[at] for row in rows])}
         if not connection.exec_driver_sql(self._any_stored, keys).scalar():
             copied = self._copy_new(connection, rows)
