@@ -139,3 +139,67 @@ class TestOverlappingBatches:
         # Lead n is the lead of activities n, n + 20, ...: its newest is at the largest n % 60.
         newest = {f"DL{k}": max((n % 60) for n in range(k, RECORDS, 20)) for k in range(20)}
         assert sorted((key, at.minute) for key, at in bumped) == sorted(newest.items())
+
+
+class TestPoolExhausted:
+    """More requests than the pool has connections, all waiting on a locked store: those that
+    wait for a connection longer than the pool's timeout were a 500 with a traceback."""
+
+    POOL = 1 + 10  # pool_size 1, SQLAlchemy's overflow of 10
+    REQUESTS = POOL + 2
+
+    def test_a_request_finding_no_connection_is_a_503(
+        self,
+        engine: Engine,
+        make_settings: Any,
+        clock: SettableClock,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        if engine.dialect.name != "postgresql":
+            pytest.skip("SQLite's writers take turns before they take a connection")
+        settings = http_settings(make_settings, **{"database.pool_size": 1})
+        narrow = create_store_engine(engine.url, pool_size=1, pool_timeout=0.5)
+        app, _holder = build_app(runtime_for(narrow, settings, clock))
+        api = Api(app)
+        leads = [{"external_id": f"L{n}"} for n in range(self.REQUESTS)]
+        answered: list[tuple[str, httpx.Response]] = []
+
+        def post(lead: dict[str, Any]) -> None:
+            answered.append((lead["external_id"], api.post("/v1/leads", lead)))
+
+        with engine.connect() as holder:
+            held = holder.begin()
+            holder.exec_driver_sql("LOCK TABLE leads IN SHARE MODE")
+            threads = [threading.Thread(target=post, args=(lead,)) for lead in leads]
+            for thread in threads:
+                thread.start()
+            deadline = time.monotonic() + 30
+            # The two without a connection answer while the others still wait for the lock.
+            while len(answered) < self.REQUESTS - self.POOL:
+                assert time.monotonic() < deadline, "no request gave up on the pool"
+                time.sleep(0.02)
+            held.commit()
+        for thread in threads:
+            thread.join(60)
+        narrow.dispose()
+        body = '{"detail":"the database is unavailable; retry later"}'
+        refused = sorted(
+            (r.status_code, r.text, r.headers.get("Retry-After"))
+            for _key, r in answered
+            if r.status_code != 200
+        )
+        assert refused == [(503, body, "1"), (503, body, "1")]
+        accepted = sorted(key for key, r in answered if r.status_code == 200)
+        assert len(accepted) == self.POOL
+        with engine.connect() as connection:
+            stored = connection.execute(select(LEADS.c.external_id)).scalars().all()
+        assert sorted(stored) == accepted
+        out = capsys.readouterr().out
+        assert "Traceback" not in out
+        assert [
+            line.split("error=")[1]
+            for line in out.splitlines()
+            if "http_database_unavailable" in line
+        ] == [
+            "'QueuePool limit of size 1 overflow 10 reached, connection timed out, timeout 0.50 (Background on this error at: https://sqlalche.me/e/21/3o7r)' path=/v1/leads"
+        ] * 2
