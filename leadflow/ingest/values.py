@@ -53,6 +53,24 @@ def parse_text(raw: object) -> str | None:
     return _text(raw)
 
 
+def parse_identifier(raw: object) -> str | None:
+    """A record's external id: text, as :func:`parse_text` reads it, and nothing else. A JSON
+    number is refused, not written out: ``1.5e3`` became the id ``"1500.0"``, ``1e20``
+    ``"1e+20"``, neither the id the CRM shows (a CSV cell is text already)."""
+    if raw.__class__ is str:
+        return raw.strip() or None
+    if raw is None:
+        return None
+    if isinstance(raw, bool):
+        shown = "true" if raw else "false"  # as the JSON wrote it
+    elif isinstance(raw, int | float):
+        shown = f"a number ({raw!r})"
+    else:
+        shown = _shown(raw)
+    msg = f"expected text, got {shown}; write the id as a JSON string"
+    raise ValueError(msg)
+
+
 def parse_integer(raw: object) -> int | None:
     """``42``, ``42.0`` or ``1_000``; not ``4.5``."""
     if raw.__class__ is str:
