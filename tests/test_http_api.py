@@ -972,3 +972,42 @@ class TestMappedKeysTyped:
             "type": ["boolean", "string", "null"],
             "description": described.format("unsubscribed"),
         }
+
+
+class TestPoolItems:
+    """A rep's ``pools`` is a list of text, as the document says: other items were stored as
+    their Python form (``"['east']"``, ``"None"``, ``"True"``)."""
+
+    def test_an_item_that_is_not_text_is_422_at_its_index(self, api: Api, engine: Engine) -> None:
+        rep = {"external_id": "r5", "name": "R", "email": "r5@x.test"}
+        response = api.post(
+            "/v1/reps", {**rep, "pools": [["east"], {"a": 1}, "west", 1, None, True]}
+        )
+        assert response.status_code == 422
+        assert response.json()["detail"] == [
+            {
+                "loc": ["body", "pools", 0],
+                "msg": "expected string, got array",
+                "type": "type_error",
+            },
+            {
+                "loc": ["body", "pools", 1],
+                "msg": "expected string, got object",
+                "type": "type_error",
+            },
+            {
+                "loc": ["body", "pools", 3],
+                "msg": "expected string, got integer",
+                "type": "type_error",
+            },
+            {"loc": ["body", "pools", 4], "msg": "expected string, got null", "type": "type_error"},
+            {
+                "loc": ["body", "pools", 5],
+                "msg": "expected string, got boolean",
+                "type": "type_error",
+            },
+        ]
+        assert api.post("/v1/reps", [{**rep, "pools": [" east ", "west"]}]).status_code == 200
+        with engine.connect() as connection:
+            stored = connection.execute(select(REPS.c.external_id, REPS.c.pools)).all()
+        assert [tuple(r) for r in stored] == [("r5", ["east", "west"])]

@@ -411,3 +411,26 @@ class TestJsonLinesExternalIds:
             "write the id as a JSON string",
         ]
         assert rows(engine, "leads", "external_id") == [("H1",), ("L7",)]
+
+
+class TestJsonLinesPools:
+    def test_a_pool_that_is_not_text_rejects_the_line(
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """A rep's pools are text: a list or null inside was stored as ``"['east']"``, ``"None"``."""
+        lines = [
+            '{"external_id": "r1", "name": "A", "email": "a@x.test", "pools": [["east"]]}',
+            '{"external_id": "r2", "name": "B", "email": "b@x.test", "pools": ["east", null]}',
+            '{"external_id": "r3", "name": "C", "email": "c@x.test", "pools": [{"a": 1}]}',
+            '{"external_id": "r4", "name": "D", "email": "d@x.test", "pools": ["east", 1]}',
+            '{"external_id": "r5", "name": "E", "email": "e@x.test", "pools": ["east", "west"]}',
+        ]
+        path = write(tmp_path, "reps.jsonl", "\n".join(lines) + "\n")
+        report = import_file(engine, make_settings(), "reps", path, clock=clock)
+        assert [str(p) for p in report.problems] == [
+            f"{path}:1: pools: item 0: expected text, got a list (['east'])",
+            f"{path}:2: pools: item 1: expected text, got null",
+            f"{path}:3: pools: item 0: expected text, got an object ({{'a': 1}})",
+            f"{path}:4: pools: item 1: expected text, got a number (1)",
+        ]
+        assert rows(engine, "reps", "external_id", "pools") == [("r5", ["east", "west"])]

@@ -198,9 +198,9 @@ def _require_json(content_type: str | None) -> None:
 def _check_types(schema: dict[str, Any], items: list[dict[str, Any]], *, batch: bool) -> None:
     """The JSON types the OpenAPI document gives each field, held before the import reads."""
     errors = [
-        FieldError((*(("body", index) if batch else ("body",)), field), message, "type_error")
+        FieldError((*(("body", index) if batch else ("body",)), *place), message, "type_error")
         for index, item in enumerate(items)
-        for field, message in type_errors(schema, item)
+        for place, message in type_errors(schema, item)
     ]
     if errors:
         raise RecordsRejectedError(errors)

@@ -273,24 +273,35 @@ def request_body(kind: ImportKind, settings: Settings) -> dict[str, Any]:
     }
 
 
-def type_errors(schema: dict[str, Any], record: dict[str, Any]) -> list[tuple[str, str]]:
-    """``(field, message)`` for each value of ``record`` whose JSON type (or, for
-    ``external_id`` or a key mapped to it, blank text) the record ``schema`` does not allow."""
-    errors = []
+def type_errors(
+    schema: dict[str, Any], record: dict[str, Any]
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """``(place, message)`` for each value of ``record`` whose JSON type (or, for
+    ``external_id`` or a key mapped to it, blank text) the record ``schema`` does not allow;
+    ``place`` is ``(field,)``, or ``(field, index)`` for an item of a list."""
+    errors: list[tuple[tuple[str | int, ...], str]] = []
     properties: dict[str, Any] = schema["properties"]
     for field, value in record.items():
         documented = properties.get(field)
         if documented is None and "." in field:  # a nest's key, flattened (NEST.KEY)
             nest, _dot, inner = field.partition(".")
             documented = properties.get(nest, {}).get("properties", {}).get(inner)
-        allowed = (documented or {}).get("type")
+        found: dict[str, Any] = documented or {}
+        allowed = found.get("type")
         if allowed is None:
             continue  # unknown (the import names it) or a mapped column (any JSON value)
         names = [allowed] if isinstance(allowed, str) else list(allowed)
         if not any(_is(value, name) for name in names):
-            errors.append((field, f"expected {' or '.join(names)}, got {_json_name(value)}"))
-        elif (documented or {}).get("pattern") == _EXTERNAL_ID["pattern"] and not value.strip():
-            errors.append((field, "expected text with at least one non-space character"))
+            errors.append(((field,), f"expected {' or '.join(names)}, got {_json_name(value)}"))
+        elif found.get("pattern") == _EXTERNAL_ID["pattern"] and not value.strip():
+            errors.append(((field,), "expected text with at least one non-space character"))
+        elif isinstance(value, list) and "items" in found:
+            item_type = found["items"]["type"]
+            errors += [
+                ((field, index), f"expected {item_type}, got {_json_name(item)}")
+                for index, item in enumerate(value)
+                if not _is(item, item_type)
+            ]
     return errors
 
 

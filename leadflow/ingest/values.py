@@ -496,11 +496,32 @@ def timezone_name(raw: object) -> str | None:
 def text_list(raw: object) -> list[str] | None:
     """``Central`` or ``Central; East`` (``;`` or ``,`` separated); a JSON list as is."""
     if isinstance(raw, list):
-        return [str(item).strip() for item in raw if str(item).strip()]
+        # Each item text, as the OpenAPI document says: ``str()`` of anything else stored its
+        # Python form as a pool (``['east']``, ``None``, ``True``).
+        for index, item in enumerate(raw):
+            if not isinstance(item, str):
+                msg = f"item {index}: expected text, got {_json_shown(item)}"
+                raise ValueError(msg)  # noqa: TRY004 (a JSON value of the wrong type is a bad cell)
+        return [item.strip() for item in raw if item.strip()]
     text = parse_text(raw)
     if text is None:
         return None
     return [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
+
+
+def _json_shown(value: object) -> str:
+    """A JSON value named as JSON names it: ``a list``, ``null``, ``true``, ``a number (1)``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return f"a number ({value!r})"
+    if isinstance(value, list):
+        return f"a list ({_shown(value)})"
+    if isinstance(value, dict):
+        return f"an object ({_shown(value)})"
+    return _shown(value)
 
 
 def email_address(raw: object) -> str | None:
