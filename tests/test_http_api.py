@@ -910,3 +910,104 @@ class TestConcurrentWriters:
                 "r1",
                 "r2",
             ]
+
+
+class TestMappedKeysTyped:
+    """A mapped key is held to its field's type, as the field's own key is: a HubSpot ``id``
+    mapped to external_id took ``1.5e3`` as the lead ``"1500.0"``."""
+
+    @pytest.fixture
+    def mapped(self, engine: Engine, make_settings: Any, clock: SettableClock) -> Api:
+        settings = http_settings(
+            make_settings,
+            **{
+                "import.mappings.leads.columns": {
+                    "id": "external_id",
+                    "Employees": "attributes.employees",
+                    "Opted out": "unsubscribed",
+                }
+            },
+        )
+        app, _holder = build_app(runtime_for(engine, settings, clock))
+        return Api(app)
+
+    def test_a_number_as_a_mapped_id_is_422(self, mapped: Api, engine: Engine) -> None:
+        response = mapped.post("/v1/leads", [{"id": 1.5e3}, {"id": 1e20}, {"id": -0.0}])
+        assert response.status_code == 422
+        assert response.json()["detail"] == [
+            {
+                "loc": ["body", index, "id"],
+                "msg": "expected string, got number",
+                "type": "type_error",
+            }
+            for index in range(3)
+        ]
+        blank = mapped.post("/v1/leads", {"id": "  "})
+        assert blank.json()["detail"] == [
+            {
+                "loc": ["body", "id"],
+                "msg": "expected text with at least one non-space character",
+                "type": "type_error",
+            }
+        ]
+        assert mapped.post("/v1/leads", {"id": "H1", "Employees": 40}).status_code == 200
+        with engine.connect() as connection:
+            stored = connection.execute(select(LEADS.c.external_id, LEADS.c.attributes)).all()
+        assert [tuple(r) for r in stored] == [("H1", {"employees": 40})]
+
+    def test_the_document_gives_a_mapped_key_its_fields_type(self, mapped: Api) -> None:
+        document = mapped.get("/openapi.json", auth=False).json()
+        body = document["paths"]["/v1/leads"]["post"]["requestBody"]["content"]
+        properties = body["application/json"]["schema"]["anyOf"][0]["properties"]
+        described = "mapped to {} by import.mappings.leads"
+        assert properties["id"] == {
+            **properties["external_id"],
+            "description": described.format("external_id"),
+        }
+        assert properties["Employees"] == {
+            "type": ["integer", "string", "null"],
+            "description": described.format("attributes.employees"),
+        }
+        assert properties["Opted out"] == {
+            "type": ["boolean", "string", "null"],
+            "description": described.format("unsubscribed"),
+        }
+
+
+class TestPoolItems:
+    """A rep's ``pools`` is a list of text, as the document says: other items were stored as
+    their Python form (``"['east']"``, ``"None"``, ``"True"``)."""
+
+    def test_an_item_that_is_not_text_is_422_at_its_index(self, api: Api, engine: Engine) -> None:
+        rep = {"external_id": "r5", "name": "R", "email": "r5@x.test"}
+        response = api.post(
+            "/v1/reps", {**rep, "pools": [["east"], {"a": 1}, "west", 1, None, True]}
+        )
+        assert response.status_code == 422
+        assert response.json()["detail"] == [
+            {
+                "loc": ["body", "pools", 0],
+                "msg": "expected string, got array",
+                "type": "type_error",
+            },
+            {
+                "loc": ["body", "pools", 1],
+                "msg": "expected string, got object",
+                "type": "type_error",
+            },
+            {
+                "loc": ["body", "pools", 3],
+                "msg": "expected string, got integer",
+                "type": "type_error",
+            },
+            {"loc": ["body", "pools", 4], "msg": "expected string, got null", "type": "type_error"},
+            {
+                "loc": ["body", "pools", 5],
+                "msg": "expected string, got boolean",
+                "type": "type_error",
+            },
+        ]
+        assert api.post("/v1/reps", [{**rep, "pools": [" east ", "west"]}]).status_code == 200
+        with engine.connect() as connection:
+            stored = connection.execute(select(REPS.c.external_id, REPS.c.pools)).all()
+        assert [tuple(r) for r in stored] == [("r5", ["east", "west"])]

@@ -379,3 +379,58 @@ class TestJsonLines:
             f"{path}:1: unknown column 'nmae'; did you mean 'name'? (map it under "
             "import.mappings.leads.columns, declare it under attributes.leads, or map it to skip)"
         )
+
+
+class TestJsonLinesExternalIds:
+    """An external id is text: a JSON number was written out (``1.5e3`` became ``"1500.0"``),
+    mapped (a HubSpot ``id``) or not."""
+
+    def test_a_number_as_the_id_is_rejected_mapped_or_not(
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        path = write(
+            tmp_path,
+            "leads.jsonl",
+            '{"id": 1.5e3}\n{"id": 1e20}\n{"id": -0.0}\n{"id": true}\n{"id": "H1"}\n',
+        )
+        settings = make_settings(**{"import.mappings.leads.columns": {"id": "external_id"}})
+        report = import_file(engine, settings, "leads", path, clock=clock)
+        assert [str(p) for p in report.problems] == [
+            f"{path}:1: id (external_id): expected text, got a number (1500.0); "
+            "write the id as a JSON string",
+            f"{path}:2: id (external_id): expected text, got a number (1e+20); "
+            "write the id as a JSON string",
+            f"{path}:3: id (external_id): expected text, got a number (-0.0); "
+            "write the id as a JSON string",
+            f"{path}:4: id (external_id): expected text, got true; write the id as a JSON string",
+        ]
+        unmapped = write(tmp_path, "plain.jsonl", '{"external_id": 7}\n{"external_id": "L7"}\n')
+        report = import_file(engine, make_settings(), "leads", unmapped, clock=clock)
+        assert [str(p) for p in report.problems] == [
+            f"{unmapped}:1: external_id: expected text, got a number (7); "
+            "write the id as a JSON string",
+        ]
+        assert rows(engine, "leads", "external_id") == [("H1",), ("L7",)]
+
+
+class TestJsonLinesPools:
+    def test_a_pool_that_is_not_text_rejects_the_line(
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """A rep's pools are text: a list or null inside was stored as ``"['east']"``, ``"None"``."""
+        lines = [
+            '{"external_id": "r1", "name": "A", "email": "a@x.test", "pools": [["east"]]}',
+            '{"external_id": "r2", "name": "B", "email": "b@x.test", "pools": ["east", null]}',
+            '{"external_id": "r3", "name": "C", "email": "c@x.test", "pools": [{"a": 1}]}',
+            '{"external_id": "r4", "name": "D", "email": "d@x.test", "pools": ["east", 1]}',
+            '{"external_id": "r5", "name": "E", "email": "e@x.test", "pools": ["east", "west"]}',
+        ]
+        path = write(tmp_path, "reps.jsonl", "\n".join(lines) + "\n")
+        report = import_file(engine, make_settings(), "reps", path, clock=clock)
+        assert [str(p) for p in report.problems] == [
+            f"{path}:1: pools: item 0: expected text, got a list (['east'])",
+            f"{path}:2: pools: item 1: expected text, got null",
+            f"{path}:3: pools: item 0: expected text, got an object ({{'a': 1}})",
+            f"{path}:4: pools: item 1: expected text, got a number (1)",
+        ]
+        assert rows(engine, "reps", "external_id", "pools") == [("r5", ["east", "west"])]

@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
@@ -46,6 +47,8 @@ log = structlog.get_logger("leadflow.http")
 
 KINDS: tuple[ImportKind, ...] = ("leads", "deals", "activities", "reps")
 _bearer = HTTPBearer(auto_error=False)
+RETRY_AFTER_SECONDS = "1"
+"""What a 503 asks a client to wait: the store's trouble is often a moment's (a busy pool)."""
 _ERROR_BODY = {
     "content": {"application/json": {"schema": {"type": "object"}}},
 }
@@ -195,9 +198,9 @@ def _require_json(content_type: str | None) -> None:
 def _check_types(schema: dict[str, Any], items: list[dict[str, Any]], *, batch: bool) -> None:
     """The JSON types the OpenAPI document gives each field, held before the import reads."""
     errors = [
-        FieldError((*(("body", index) if batch else ("body",)), field), message, "type_error")
+        FieldError((*(("body", index) if batch else ("body",)), *place), message, "type_error")
         for index, item in enumerate(items)
-        for field, message in type_errors(schema, item)
+        for place, message in type_errors(schema, item)
     ]
     if errors:
         raise RecordsRejectedError(errors)
@@ -351,9 +354,16 @@ def _add_error_handlers(app: FastAPI) -> None:
         log.warning(
             "http_database_unavailable", path=request.url.path, error=str(exc).splitlines()[0]
         )
-        return JSONResponse({"detail": "the database is unavailable; retry later"}, status_code=503)
+        return JSONResponse(
+            {"detail": "the database is unavailable; retry later"},
+            status_code=503,
+            headers={"Retry-After": RETRY_AFTER_SECONDS},
+        )
 
     app.add_exception_handler(RecordsRejectedError, rejected)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(OperationalError, unavailable)
     app.add_exception_handler(DatabaseUnavailableError, unavailable)
+    # Every connection of the pool busy for the whole checkout wait (a burst of requests behind
+    # a slow or locked store): as unavailable as a store that does not answer, not a 500.
+    app.add_exception_handler(PoolTimeoutError, unavailable)

@@ -94,7 +94,10 @@ def record_schema(kind: ImportKind, settings: Settings) -> dict[str, Any]:
                 name, {**_ATTRIBUTE_SCHEMAS[type_name], "description": f"attribute ({type_name})"}
             )
     for column, target in mapping.columns.items():
-        properties[column] = {"description": f"mapped to {target} by import.mappings.{kind}"}
+        described = {"description": f"mapped to {target} by import.mappings.{kind}"}
+        # A mapped key is held to its field's type, as the field's own key is: a HubSpot
+        # ``id`` mapped to external_id is text, never a number.
+        properties[column] = {**_target_schema(kind, target, settings), **described}
     for nest in nested_objects(KIND_FIELDS[kind], mapping.columns):
         properties[nest] = _nest_schema(kind, nest, settings)
     schema: dict[str, Any] = {
@@ -110,6 +113,25 @@ def record_schema(kind: ImportKind, settings: Settings) -> dict[str, Any]:
         # separate ones, as a HubSpot mapping makes, it gives up on).
         schema["not"] = {"anyOf": twice}
     return schema
+
+
+def _target_schema(
+    kind: ImportKind, target: str | tuple[str, ...], settings: Settings
+) -> dict[str, Any]:
+    """The schema of the field a mapped column sets (none, any JSON value, for a column
+    mapped to several fields, to skip or to a ``properties.KEY``)."""
+    if not isinstance(target, str) or target == SKIP:
+        return {}
+    if target == "external_id":
+        return dict(_EXTERNAL_ID)
+    fields = KIND_FIELDS[kind]
+    if target in fields:
+        return dict(_FIELD_SCHEMAS[fields[target]])
+    group, _dot, name = target.partition(".")
+    declared: dict[str, str] = getattr(settings.attributes, kind) if kind in GROUPS else {}
+    if group == GROUPS.get(kind) and name in declared:
+        return dict(_ATTRIBUTE_SCHEMAS[declared[name]])
+    return {}
 
 
 _SCALAR: dict[str, Any] = {"type": ["string", "number", "boolean", "null"]}
@@ -251,24 +273,35 @@ def request_body(kind: ImportKind, settings: Settings) -> dict[str, Any]:
     }
 
 
-def type_errors(schema: dict[str, Any], record: dict[str, Any]) -> list[tuple[str, str]]:
-    """``(field, message)`` for each value of ``record`` whose JSON type (or, for
-    ``external_id``, blank text) the record ``schema`` does not allow."""
-    errors = []
+def type_errors(
+    schema: dict[str, Any], record: dict[str, Any]
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """``(place, message)`` for each value of ``record`` whose JSON type (or, for
+    ``external_id`` or a key mapped to it, blank text) the record ``schema`` does not allow;
+    ``place`` is ``(field,)``, or ``(field, index)`` for an item of a list."""
+    errors: list[tuple[tuple[str | int, ...], str]] = []
     properties: dict[str, Any] = schema["properties"]
     for field, value in record.items():
         documented = properties.get(field)
         if documented is None and "." in field:  # a nest's key, flattened (NEST.KEY)
             nest, _dot, inner = field.partition(".")
             documented = properties.get(nest, {}).get("properties", {}).get(inner)
-        allowed = (documented or {}).get("type")
+        found: dict[str, Any] = documented or {}
+        allowed = found.get("type")
         if allowed is None:
             continue  # unknown (the import names it) or a mapped column (any JSON value)
         names = [allowed] if isinstance(allowed, str) else list(allowed)
         if not any(_is(value, name) for name in names):
-            errors.append((field, f"expected {' or '.join(names)}, got {_json_name(value)}"))
-        elif field == "external_id" and not value.strip():
-            errors.append((field, "expected text with at least one non-space character"))
+            errors.append(((field,), f"expected {' or '.join(names)}, got {_json_name(value)}"))
+        elif found.get("pattern") == _EXTERNAL_ID["pattern"] and not value.strip():
+            errors.append(((field,), "expected text with at least one non-space character"))
+        elif isinstance(value, list) and "items" in found:
+            item_type = found["items"]["type"]
+            errors += [
+                ((field, index), f"expected {item_type}, got {_json_name(item)}")
+                for index, item in enumerate(value)
+                if not _is(item, item_type)
+            ]
     return errors
 
 

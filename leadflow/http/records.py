@@ -31,6 +31,7 @@ from leadflow.ingest.writers import Counts, Prepared, TableWriter, latest_per_ke
 from leadflow.rule_language.model import RuleSet
 from leadflow.scoring.ownership import posted_score
 from leadflow.settings import ImportKind, ImportMapping, Settings
+from leadflow.store.conflicts import retrying_conflicts
 from leadflow.store.database import transaction
 
 Loc = tuple[str | int, ...]
@@ -80,7 +81,9 @@ def upsert_records(
     """Write ``items`` in one transaction, or raise :class:`RecordsRejectedError`.
 
     ``batch`` says whether the body was a list: it decides whether error locations carry the
-    record's index. A concurrent insert of the same external id is retried once. A lead's
+    record's index. A concurrent insert of the same external id is retried once; a transaction
+    PostgreSQL aborted as a deadlock or a serialization failure is run again a few times
+    (:func:`~leadflow.store.conflicts.retrying_conflicts`). A lead's
     ``score`` is ignored, with a warning, while ``rule_set``'s scoring model is enabled.
     """
     locate = _Locator(batch)
@@ -98,10 +101,14 @@ def upsert_records(
         plan = decided.plan
         if decided.note is not None:
             warnings = ({"field": "score", "msg": decided.note},)
-    try:
-        result = _write_all(engine, settings, kind, plan, items, now, locate)
-    except IntegrityError:
-        result = _write_all(engine, settings, kind, plan, items, now, locate)
+
+    def write() -> UpsertResult:
+        try:
+            return _write_all(engine, settings, kind, plan, items, now, locate)
+        except IntegrityError:
+            return _write_all(engine, settings, kind, plan, items, now, locate)
+
+    result = retrying_conflicts(write)
     return dataclasses.replace(result, warnings=warnings)
 
 

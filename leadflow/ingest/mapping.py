@@ -372,7 +372,13 @@ def _target(
     value_map = folded_values(mapping.values.get(field, {}))
     group, _, name = field.partition(".")
     if not name:
-        return Target(field, index, field_parser(fields[field], mapping, kind), value_map)
+        # The key is text in any file or body: a JSON number is not read as its digits.
+        parse = (
+            values.parse_identifier
+            if field == "external_id"
+            else field_parser(fields[field], mapping, kind)
+        )
+        return Target(field, index, parse, value_map)
     parse = (
         attribute_parser(declared[name], mapping, kind)
         if group == "attributes"

@@ -54,6 +54,24 @@ def parse_text(raw: object) -> str | None:
     return _text(raw)
 
 
+def parse_identifier(raw: object) -> str | None:
+    """A record's external id: text, as :func:`parse_text` reads it, and nothing else. A JSON
+    number is refused, not written out: ``1.5e3`` became the id ``"1500.0"``, ``1e20``
+    ``"1e+20"``, neither the id the CRM shows (a CSV cell is text already)."""
+    if raw.__class__ is str:
+        return raw.strip() or None
+    if raw is None:
+        return None
+    if isinstance(raw, bool):
+        shown = "true" if raw else "false"  # as the JSON wrote it
+    elif isinstance(raw, int | float):
+        shown = f"a number ({raw!r})"
+    else:
+        shown = _shown(raw)
+    msg = f"expected text, got {shown}; write the id as a JSON string"
+    raise ValueError(msg)
+
+
 def parse_integer(raw: object) -> int | None:
     """``42``, ``42.0`` or ``1_000``; not ``4.5``."""
     if raw.__class__ is str:
@@ -479,11 +497,32 @@ def timezone_name(raw: object) -> str | None:
 def text_list(raw: object) -> list[str] | None:
     """``Central`` or ``Central; East`` (``;`` or ``,`` separated); a JSON list as is."""
     if isinstance(raw, list):
-        return [str(item).strip() for item in raw if str(item).strip()]
+        # Each item text, as the OpenAPI document says: ``str()`` of anything else stored its
+        # Python form as a pool (``['east']``, ``None``, ``True``).
+        for index, item in enumerate(raw):
+            if not isinstance(item, str):
+                msg = f"item {index}: expected text, got {_json_shown(item)}"
+                raise ValueError(msg)  # noqa: TRY004 (a JSON value of the wrong type is a bad cell)
+        return [item.strip() for item in raw if item.strip()]
     text = parse_text(raw)
     if text is None:
         return None
     return [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
+
+
+def _json_shown(value: object) -> str:
+    """A JSON value named as JSON names it: ``a list``, ``null``, ``true``, ``a number (1)``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return f"a number ({value!r})"
+    if isinstance(value, list):
+        return f"a list ({_shown(value)})"
+    if isinstance(value, dict):
+        return f"an object ({_shown(value)})"
+    return _shown(value)
 
 
 def email_address(raw: object) -> str | None:

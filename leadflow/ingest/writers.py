@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import repeat
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
@@ -359,9 +360,11 @@ class _CopyMerge:
         # filled lag far behind, scan the whole table for every batch.
         insert = postgresql.insert(table).from_select(
             [*self.names, *shape.defaults],
-            select(*(staged.c[n] for n in self.names), *defaults).where(
-                stored_hash.is_distinct_from(staged.c.source_hash)
-            ),
+            select(*(staged.c[n] for n in self.names), *defaults)
+            .where(stored_hash.is_distinct_from(staged.c.source_hash))
+            # Locks taken in key order (_by_key): a scan of the staging table is in the
+            # copied order as a rule, not by promise.
+            .order_by(staged.c.external_id),
         )
         excluded = insert.excluded
         assignments: dict[str, Any] = {name: excluded[name] for name in shape.columns}
@@ -391,7 +394,7 @@ class _CopyMerge:
         connection.exec_driver_sql(f"TRUNCATE {self.staging}")
         # The staging table has the columns without the defaults.
         staged = len(self.names)
-        _copy(connection, self._copy_sql, (row[:staged] for row in rows))
+        _copy(connection, self._copy_sql, (row[:staged] for row in _by_key(rows, at)))
         created: list[int] = []
         changed: list[int] = []
         for row_id, inserted in connection.execute(self._merge):
@@ -402,12 +405,23 @@ class _CopyMerge:
     def _copy_new(self, connection: Connection, rows: Sequence[DriverRow]) -> Written | None:
         """Copy ``rows`` (none of them stored at the check) straight in; None if one was since."""
         created = connection.exec_driver_sql(self._new_ids, {"rows": len(rows)}).scalars().all()
+        # The ids in the rows' own order (a file's new leads numbered as its lines are), the
+        # rows copied in key order (_by_key).
+        numbered = _by_key(list(map(_with_id, rows, created)), self._form.width)
         try:
             with connection.begin_nested():  # any error undoes the copy, and only the copy
-                _copy(connection, self._copy_new_sql, map(_with_id, rows, created))
+                _copy(connection, self._copy_new_sql, numbered)
         except IntegrityError:
             return None  # the ids taken are skipped, as a failed INSERT's are
         return Written(Counts(inserted=len(rows)), created, ())
+
+
+def _by_key(rows: Sequence[DriverRow], at: int) -> list[DriverRow]:
+    """``rows`` in key order (the key at ``at``), whatever order the file or the body gave:
+    two transactions writing overlapping keys then lock them in the same order, and one waits
+    for the other, where in their own orders each could hold a key the other waits for
+    (PostgreSQL's deadlock detector then aborts one of them)."""
+    return sorted(rows, key=itemgetter(at))
 
 
 def _with_id(row: DriverRow, row_id: int) -> DriverRow:

@@ -61,6 +61,7 @@ def create_store_engine(
     connect_timeout: float = 10.0,
     pool_size: int = 5,
     statement_timeout: float = 60.0,
+    pool_timeout: float = 30.0,
 ) -> Engine:
     """An engine with the pragmas and timeouts a long-running daemon needs.
 
@@ -68,6 +69,8 @@ def create_store_engine(
     statement after ``statement_timeout`` seconds, and the client gives up on a reply
     :data:`REPLY_MARGIN` later (:class:`~leadflow.store.postgres.BoundedConnection`), which is
     what ends a wait on a server that stopped answering without closing the connection.
+    A thread waiting more than ``pool_timeout`` seconds for one of the pool's connections gets
+    SQLAlchemy's ``TimeoutError``.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -81,6 +84,7 @@ def create_store_engine(
         engine = create_engine(
             url,
             pool_size=pool_size,
+            pool_timeout=pool_timeout,
             pool_pre_ping=True,
             connect_args={"connect_timeout": max(1, round(connect_timeout)), **PG_KEEPALIVES},
         )

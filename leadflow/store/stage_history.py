@@ -180,7 +180,9 @@ def _entries(
         rows = rows.where(last.is_distinct_from(stage))
     if ids is not None:
         rows = rows.where(among(subject.c.id, ids))
-    return insert(STAGE_CHANGES).from_select(_columns(key), rows)
+    # Entries numbered in the records' id order, not in the order the rows lie in the table
+    # (on PostgreSQL a batch's rows are written in key order, their ids taken in file order).
+    return insert(STAGE_CHANGES).from_select(_columns(key), rows.order_by(subject.c.id))
 
 
 def _deal_owner_changes(cause: str, source: str | None, now: datetime, ids: Sequence[int]) -> Any:
@@ -246,7 +248,7 @@ def _open_before_close(stage: str, cause: str, source: str | None, created: Sequ
         literal(cause),
         literal(_kept(source), STAGE_CHANGES.c.source.type),
     ).where(_among_created(DEALS.c.id, created), _closed_after_engagement())
-    return insert(STAGE_CHANGES).from_select(_columns("deal_id"), rows)
+    return insert(STAGE_CHANGES).from_select(_columns("deal_id"), rows.order_by(DEALS.c.id))
 
 
 def _among_created(column: ColumnElement[int], created: Sequence[int]) -> ColumnElement[bool]:
