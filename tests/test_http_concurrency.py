@@ -148,6 +148,11 @@ class TestPoolExhausted:
     POOL = 1 + 10  # pool_size 1, SQLAlchemy's overflow of 10
     REQUESTS = POOL + 2
 
+    @pytest.fixture
+    def store_url(self, postgres_store_url: str) -> str:
+        """PostgreSQL only: SQLite's writers take turns before they take a connection."""
+        return postgres_store_url
+
     def test_a_request_finding_no_connection_is_a_503(
         self,
         engine: Engine,
@@ -155,8 +160,6 @@ class TestPoolExhausted:
         clock: SettableClock,
         capsys: pytest.CaptureFixture[str],
     ) -> None:
-        if engine.dialect.name != "postgresql":
-            pytest.skip("SQLite's writers take turns before they take a connection")
         settings = http_settings(make_settings, **{"database.pool_size": 1})
         narrow = create_store_engine(engine.url, pool_size=1, pool_timeout=0.5)
         app, _holder = build_app(runtime_for(narrow, settings, clock))
