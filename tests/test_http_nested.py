@@ -16,19 +16,8 @@ from sqlalchemy import Engine
 from leadflow.clock import SettableClock
 from leadflow.ingest.mapping import SPARE_COLUMNS
 from tests.http_support import ATTRIBUTES, Api, build_app, http_settings, runtime_for
-from tests.test_import_nested import HUBSPOT_COLUMNS
+from tests.test_import_nested import HUBSPOT_COLUMNS, HUBSPOT_CONTACT
 
-HUBSPOT_CONTACT = {
-    "id": "101",
-    "properties": {
-        "email": "ann@example.com",
-        "lifecyclestage": "lead",
-        "hs_lead_status": "NEW",
-        "createdate": "2026-01-01T00:00:00Z",
-    },
-    "createdAt": "2026-01-01T00:00:00Z",
-    "archived": False,
-}
 WRITTEN_ONE = {"kind": "leads", "received": 1, "inserted": 1, "updated": 0, "unchanged": 0}
 NESTED_DEEPER = (
     "inside 'attributes' is nested deeper than one level; give it one value (text, a number, "

@@ -30,6 +30,19 @@ HUBSPOT_COLUMNS = {
     "archived": "skip",
 }
 
+HUBSPOT_CONTACT = {
+    "id": "101",
+    "properties": {
+        "email": "ann@example.com",
+        "lifecyclestage": "lead",
+        "hs_lead_status": "NEW",
+        "createdate": "2026-01-01T00:00:00Z",
+    },
+    "createdAt": "2026-01-01T00:00:00Z",
+    "archived": False,
+}
+"""A contact as HubSpot's CRM API returns it."""
+
 
 def lines(*objects: dict[str, Any]) -> str:
     return "".join(json.dumps(item) + "\n" for item in objects)
@@ -75,17 +88,7 @@ def test_hubspot_properties_map_as_the_flat_headers_do(
     """HubSpot's API shape: the mapping written for a CSV with ``properties.email`` headers
     reads the JSONL objects nesting them, to the same rows."""
     settings = hubspot_settings(make_settings)
-    contact = {
-        "id": "101",
-        "properties": {
-            "email": "ann@example.com",
-            "lifecyclestage": "lead",
-            "hs_lead_status": "NEW",
-            "createdate": "2026-01-01T00:00:00Z",
-        },
-        "createdAt": "2026-01-01T00:00:00Z",
-        "archived": False,
-    }
+    contact = HUBSPOT_CONTACT
     other = {"id": "102", "properties": {"email": "bob@example.com", "hs_lead_status": None}}
     jsonl = write(tmp_path, "contacts.jsonl", lines(contact, other))
     report = import_file(engine, settings, "leads", jsonl, clock=clock)

@@ -209,16 +209,21 @@ def test_outbox_json_has_total_and_shown(config: Path, capsys: pytest.CaptureFix
     assert document["messages"] == []
 
 
+def table_rows(out: str) -> list[list[str]]:
+    """The cells of each row of a printed outbox table."""
+    return [
+        [cell.strip() for cell in line.strip("│").split("│")]
+        for line in out.splitlines()
+        if line.startswith("│ ")
+    ]
+
+
 def test_outbox_rows_are_whole_when_piped(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Written to a pipe or a file (80 columns), the listing cut every cell to a few letters
     (`market…`, `leslie…`) and broke subjects over five lines; it is printed at least 160
     columns wide, as `audit` is, so each message is one line with its cells whole."""
     assert main(["-c", str(config), "outbox"]) == 0
-    rows = [
-        [cell.strip() for cell in line.strip("│").split("│")]
-        for line in capsys.readouterr().out.splitlines()
-        if line.startswith("│ ")
-    ]
+    rows = table_rows(capsys.readouterr().out)
     assert rows == [
         ["1", "pending", "operational", "anna@example.com", "New MQL: Jo Doe", "0",
          "2020-01-06 10:00", "", ""],
@@ -249,11 +254,7 @@ def test_a_sending_row_shows_its_lease_and_its_sender(
         )
     engine.dispose()
     assert main(["-c", str(config), "outbox"]) == 0
-    rows = [
-        [cell.strip() for cell in line.strip("│").split("│")]
-        for line in capsys.readouterr().out.splitlines()
-        if line.startswith("│ ")
-    ]
+    rows = table_rows(capsys.readouterr().out)
     assert rows == [
         ["1", "pending", "operational", "anna@example.com", "New MQL: Jo Doe", "0",
          "2020-01-06 10:00", "", ""],
