@@ -262,3 +262,63 @@ def test_leadflow_send_stopped_while_a_reply_is_owed_exits_within_the_grace(
     assert out == "sent 0, retry later 0, failed 0 (transport smtp)\n"
     assert "Traceback" not in err
     assert [(r.id, r.status, r.attempts) for r in outbox_rows(engine)] == [(row, "sending", 1)]
+
+
+@pytest.mark.usefixtures("lead")
+def test_a_stop_past_its_grace_hands_back_what_waited_for_a_connection(
+    engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+) -> None:
+    """Two workers, one connection: the second message waits for the connection while the
+    first waits for the relay's reply. Cancelled past the grace, the first stays ``sending``
+    (the relay has it), the second never went out: it is handed back at once, not left for its
+    lease (15 minutes by default) as it was."""
+    relay = SlowFinalReply(5.0)
+    with smtp_server(relay) as port:
+        settings = slow_relay_settings(make_settings, tmp_path, port, data_done_timeout="10s")
+        settings = settings.model_copy(
+            update={
+                "mail": settings.mail.model_copy(
+                    update={
+                        "concurrency": 2,
+                        "smtp": settings.mail.smtp.model_copy(update={"connections": 1}),
+                    }
+                )
+            }
+        )
+        first = enqueue(engine, settings, clock, key="mql:L-1:first")
+        second = enqueue(engine, settings, clock, key="mql:L-1:second")
+
+        async def stop_during_the_reply() -> None:
+            stop = asyncio.Event()
+            transport = transport_for(settings)
+            sender = asyncio.create_task(
+                drain(
+                    engine,
+                    settings,
+                    clock,
+                    channels_for(settings, transport),
+                    once=False,
+                    stop=stop,
+                )
+            )
+            assert await asyncio.to_thread(relay.queued.wait, 10)
+            stop.set()
+            done, _ = await asyncio.wait([sender], timeout=0.5)
+            assert not done
+            sender.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await sender
+
+        with capture_logs() as logs:
+            asyncio.run(stop_during_the_reply())
+    rows = {r.id: r for r in outbox_rows(engine)}
+    assert len(relay.received) == 1
+    sent_first = relay.received[0].message["Message-ID"] == rows[first].message_id
+    in_flight, waited = (first, second) if sent_first else (second, first)
+    assert (rows[in_flight].status, rows[in_flight].attempts) == ("sending", 1)
+    assert (rows[waited].status, rows[waited].attempts, rows[waited].claimed_until) == (
+        "pending",
+        0,
+        None,
+    )
+    assert [e["released"] for e in logs if e["event"] == "outbox_claims_released"] == [1]

@@ -44,6 +44,7 @@ from leadflow.durations import format_duration
 from leadflow.errors import DatabaseUnavailableError, DeliveryError
 from leadflow.logs import log_failure
 from leadflow.mail_settings import RetrySettings
+from leadflow.outbox.attempt_start import attempt_watched
 from leadflow.outbox.channel import Channel
 from leadflow.outbox.store import (
     FAILED,
@@ -161,7 +162,11 @@ class _Run:
             await self._release_unstarted()
             for _ in workers:
                 await claimed.put(None)
-            await asyncio.gather(*workers)
+            try:
+                await asyncio.gather(*workers)
+            except asyncio.CancelledError:  # past the stop's grace: what never started goes
+                await self._release_unstarted()  # back now, the rest waits out its lease
+                raise
             await self._release_unstarted()
             await outcomes.put(None)
             await recorder
@@ -232,7 +237,16 @@ class _Run:
             if self.stop.is_set():  # stopping: what has not started is handed back
                 self.unstarted.append(message)
                 continue
-            outcome = await self._deliver(message)
+            with attempt_watched() as start:
+                try:
+                    outcome = await self._deliver(message)
+                except asyncio.CancelledError:
+                    # Cancelled past the stop's grace while the channel waited for room (a
+                    # connection, the rate limit): nothing of it went out, so it is handed back
+                    # with the queue's rather than left to wait out its lease.
+                    if start.waiting:
+                        self.unstarted.append(message)
+                    raise
             self.in_hand.add(message.id)
             await outcomes.put(outcome)
 

@@ -41,6 +41,7 @@ from aiosmtplib.protocol import PERIOD_REGEX, SMTPProtocol, normalize_message_li
 from leadflow.durations import format_duration
 from leadflow.errors import DeliveryError, RecipientRejectedError
 from leadflow.mail_settings import SmtpSettings
+from leadflow.outbox.attempt_start import waiting_to_start
 
 log = structlog.get_logger("leadflow.mail")
 
@@ -95,39 +96,48 @@ class SmtpTransport:
     async def deliver(
         self, message: bytes, *, sender: str, recipients: Sequence[str], message_id: str
     ) -> None:
-        await self._limiter.acquire()
-        async with self._slots:
-            # A connection used moments ago is taken as it is: the timed checkout (NOOP, QUIT,
-            # connect) costs a timer a message, a tenth of the sender's CPU at a local relay.
-            client = self._recently_used()
-            if client is None:
-                try:
-                    async with asyncio.timeout(self._timeout):
-                        client = await self._checkout()
-                except TimeoutError as exc:
-                    what = f"a connection to {self.settings.host}:{self.settings.port}"
-                    raise classify(exc, what) from exc
-            stage = _Stage(self.settings.data_done_timeout.total_seconds())
+        with waiting_to_start():  # cancelled here (a stop past its grace), nothing went out
+            await self._limiter.acquire()
+            await self._slots.acquire()
+        try:
+            await self._deliver_in_slot(message, sender, recipients, message_id)
+        finally:
+            self._slots.release()
+
+    async def _deliver_in_slot(
+        self, message: bytes, sender: str, recipients: Sequence[str], message_id: str
+    ) -> None:
+        # A connection used moments ago is taken as it is: the timed checkout (NOOP, QUIT,
+        # connect) costs a timer a message, a tenth of the sender's CPU at a local relay.
+        client = self._recently_used()
+        if client is None:
             try:
-                async with asyncio.timeout(self._timeout) as scope:
-                    stage.scope = scope
-                    await _transact(client, sender, recipients, message, stage)
-            except asyncio.CancelledError:
-                # A stopping daemon past its grace: the relay may deliver what it has.
-                if stage.message_written:
-                    log.warning(
-                        "outbox_outcome_unknown",
-                        message_id=message_id,
-                        error="stopped while waiting for the reply to the end of DATA",
-                    )
-                self._give_back(client, keep=False)  # a reply may still be owed on it
-                raise
-            except Exception as exc:
-                self._give_back(client, keep=_still_usable(client, exc))
-                if stage.message_written and not _answered(exc):
-                    raise _outcome_unknown(exc, message_id, stage) from exc
-                raise classify(exc, message_id) from exc
-            self._give_back(client, keep=True)
+                async with asyncio.timeout(self._timeout):
+                    client = await self._checkout()
+            except TimeoutError as exc:
+                what = f"a connection to {self.settings.host}:{self.settings.port}"
+                raise classify(exc, what) from exc
+        stage = _Stage(self.settings.data_done_timeout.total_seconds())
+        try:
+            async with asyncio.timeout(self._timeout) as scope:
+                stage.scope = scope
+                await _transact(client, sender, recipients, message, stage)
+        except asyncio.CancelledError:
+            # A stopping daemon past its grace: the relay may deliver what it has.
+            if stage.message_written:
+                log.warning(
+                    "outbox_outcome_unknown",
+                    message_id=message_id,
+                    error="stopped while waiting for the reply to the end of DATA",
+                )
+            self._give_back(client, keep=False)  # a reply may still be owed on it
+            raise
+        except Exception as exc:
+            self._give_back(client, keep=_still_usable(client, exc))
+            if stage.message_written and not _answered(exc):
+                raise _outcome_unknown(exc, message_id, stage) from exc
+            raise classify(exc, message_id) from exc
+        self._give_back(client, keep=True)
 
     async def close(self) -> None:
         """QUIT every pooled connection, all at once: one after another, closing 32 connections
