@@ -301,3 +301,24 @@ def test_a_posted_activity_disagreeing_with_its_properties_object_is_422(
         },
     )
     assert rows(engine, "activities", "external_id") == []
+
+
+def test_a_file_whose_every_line_is_refused_for_its_keys_names_the_first_such_line(
+    engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+) -> None:
+    """Every line refused while its keys were read (nested too deep here) left the file no
+    columns, and it was refused for ``missing required column external_id``, which its lines
+    hold: the refusal names the first line's own problem."""
+    settings = make_settings(attributes__leads={"region": "string"})
+    text = lines(
+        {"external_id": "N1", "attributes": {"region": ["x"]}},
+        {"external_id": "N2", "attributes": {"region": {"name": "EU"}}},
+    )
+    path = write(tmp_path, "n.jsonl", text)
+    with pytest.raises(UserInputError) as refused:
+        import_file(engine, settings, "leads", path, clock=clock)
+    assert str(refused.value) == (
+        f"{path}:1: attributes.region: a list inside 'attributes' is nested deeper than one "
+        "level; give it one value (text, a number, true, false or null), or leave it out (no "
+        "line of the file can be read)"
+    )

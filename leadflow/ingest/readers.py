@@ -291,6 +291,7 @@ class RowSource:
         """
         keys = self.key_lines
         seen_object = False
+        first_refused: tuple[int, str] | None = None
         for number, line in self._numbered_lines():
             try:
                 value = json_value(line) if line.strip() else None
@@ -303,13 +304,24 @@ class RowSource:
                 if self.nests and not value.keys().isdisjoint(self.nests):
                     value = flattened(value, self.nests)
                     if isinstance(value, NestingProblem):
+                        first_refused = first_refused or (number, str(value))
                         continue  # rejected at its line by _jsonl_rows
                 # Keys already known were checked on their first line; most lines add none.
-                if not value.keys() <= keys.keys() and _bad_key(value) is None:
+                if not value.keys() <= keys.keys():
+                    refused = _bad_key(value)
+                    if refused is not None:
+                        first_refused = first_refused or (number, refused)
+                        continue
                     for key in value:
                         keys.setdefault(key, number)
         if not seen_object:
             msg = f"{self.path}: has no JSON object lines; expected one object per line"
+            raise ImportFileError(msg)
+        if not keys and first_refused is not None:
+            # Every object line was refused for its keys: "missing required column
+            # external_id" blamed the file for what its lines hold.
+            at, problem = first_refused
+            msg = f"{self.path}:{at}: {problem} (no line of the file can be read)"
             raise ImportFileError(msg)
         self._text.seek(0)
         return _checked_header(self.path, list(keys))
