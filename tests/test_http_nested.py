@@ -296,6 +296,9 @@ class TestAsDocumented:
                 True,
             ),
             ({"id": "1", "properties": {"email": {"value": "a@b.c"}}}, False),
+            # A nested mapped key has its field's type, as the flat one: an email of 5 was
+            # valid to the document and refused by the server.
+            ({"id": "1", "properties": {"email": 5}}, False),
             (
                 [{"id": "1", "properties.email": "a@b.c"}, {"id": "2", "properties": {}}],
                 True,

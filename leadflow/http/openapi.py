@@ -152,8 +152,10 @@ def _nest_schema(kind: ImportKind, nest: str, settings: Settings) -> dict[str, A
     for column, target in mapping.columns.items():
         group, dot, name = column.partition(".")
         if dot and group == nest and name:
+            # Typed as the field it sets, as the flat NEST.KEY is: the server holds a nested
+            # key to its field's type (an email of 5 is refused), so the document must too.
             inner[name] = {
-                **_SCALAR,
+                **(_target_schema(kind, target, settings) or _SCALAR),
                 "description": f"mapped to {target} by import.mappings.{kind}",
             }
     return {
