@@ -78,6 +78,36 @@ def test_a_killed_import_shows_as_interrupted(
     assert "big.jsonl  -         interrupted" in table, table
 
 
+def test_an_import_stopped_with_ctrl_c_is_recorded_interrupted(
+    engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGINT (Ctrl-C) reaches the import as KeyboardInterrupt: it recorded the run ``failed``,
+    where a killed one shows ``interrupted``; it is ``interrupted``, with its finish time."""
+    config = write(
+        tmp_path, "config.yaml", f"database:\n  url: {store_url}\nimport:\n  batch_size: 500\n"
+    )
+    lines = "".join(f'{{"external_id": "L{n:06d}", "stage": "lead"}}\n' for n in range(ROWS))
+    path = write(tmp_path, "big.jsonl", lines)
+    leadflow = str(Path(sys.executable).with_name("leadflow"))
+    command = [leadflow, "-c", str(config), "import", "leads", str(path)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not _runs(engine):
+            assert process.poll() is None, "the import ended before it could be stopped"
+            assert time.monotonic() < deadline, "the run was not recorded within 120 s"
+            time.sleep(0.01)
+        os.kill(process.pid, signal.SIGINT)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+    [(status, finished_at, _host, _pid)] = _runs(engine)
+    assert (status, finished_at is not None) == ("interrupted", True)
+    assert _last_leads_import(config, capsys)["status"] == "interrupted"
+
+
 def _run(engine: Engine, host: str | None, pid: int | None) -> None:
     with engine.begin() as connection:
         connection.execute(

@@ -177,6 +177,9 @@ def _import(
             # cost half the time of a large import.
             with collector_paused():
                 status = _load(engine, writer, source, again, report, strict, progress)
+        except KeyboardInterrupt:
+            status = "interrupted"  # Ctrl-C, as a killed import shows: not a failure of the file
+            raise
         finally:
             finish_run(engine, run_id, report, status, clock.now())
 
