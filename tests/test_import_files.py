@@ -428,9 +428,9 @@ class TestJsonLinesPools:
         path = write(tmp_path, "reps.jsonl", "\n".join(lines) + "\n")
         report = import_file(engine, make_settings(), "reps", path, clock=clock)
         assert [str(p) for p in report.problems] == [
-            f"{path}:1: pools: item 0: expected text, got a list (['east'])",
+            f'{path}:1: pools: item 0: expected text, got a list (["east"])',
             f"{path}:2: pools: item 1: expected text, got null",
-            f"{path}:3: pools: item 0: expected text, got an object ({{'a': 1}})",
+            f'{path}:3: pools: item 0: expected text, got an object ({{"a": 1}})',
             f"{path}:4: pools: item 1: expected text, got a number (1)",
         ]
         assert rows(engine, "reps", "external_id", "pools") == [("r5", ["east", "west"])]

@@ -252,3 +252,27 @@ class TestFormattedAmounts:
         with pytest.raises(ValueError, match="expected a whole number") as refused:
             values.integer_parser(separator)(raw)
         assert str(refused.value) == f"expected a whole number, got {raw!r}"
+
+
+class TestJsonValuesNamedAsWritten:
+    """A JSON value of the wrong type is named as the sender wrote it: ``true``, ``["east"]``,
+    ``{"a": "b"}``, not Python's ``True``, ``['east']``, ``{'a': 'b'}``."""
+
+    @pytest.mark.parametrize(
+        ("parse", "raw", "message"),
+        [
+            (values.parse_text, {"a": "b"}, 'expected text, got an object ({"a": "b"})'),
+            (
+                values.parse_text,
+                ["east", "Zürich"],
+                'expected text, got a list (["east", "Zürich"])',
+            ),
+            (values.parse_text, True, "expected text, got true"),
+            (values.parse_integer, False, "expected a whole number, got false"),
+            (values.parse_number, True, "expected a number, got true"),
+        ],
+    )
+    def test_refused(self, parse: object, raw: object, message: str) -> None:
+        with pytest.raises(ValueError, match="^expected") as refused:
+            parse(raw)  # type: ignore[operator]
+        assert str(refused.value) == message

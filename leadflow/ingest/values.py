@@ -48,8 +48,8 @@ def parse_text(raw: object) -> str | None:
     """A string with surrounding blanks removed; empty is None."""
     if raw.__class__ is str:  # the hot path: every CSV cell
         return raw.strip() or None
-    if isinstance(raw, bool | dict | list):
-        msg = f"expected text, got {_shown(raw)}"
+    if isinstance(raw, bool | dict | list):  # named as the JSON wrote it: true, ["east"]
+        msg = f"expected text, got {_json_shown(raw)}"
         raise ValueError(msg)  # noqa: TRY004 (a JSON value of the wrong type is a bad cell)
     return _text(raw)
 
@@ -80,7 +80,7 @@ def parse_integer(raw: object) -> int | None:
         except ValueError:
             pass  # empty, or written as 42.0: the careful path below decides
     if isinstance(raw, bool):
-        msg = f"expected a whole number, got {_shown(raw)}"
+        msg = f"expected a whole number, got {_json_shown(raw)}"
         raise ValueError(msg)  # noqa: TRY004 (a JSON value of the wrong type is a bad cell)
     if isinstance(raw, int):
         return raw
@@ -99,7 +99,7 @@ def parse_integer(raw: object) -> int | None:
 def parse_number(raw: object) -> float | None:
     """A finite decimal number such as ``1054`` or ``251.41``."""
     if isinstance(raw, bool):
-        msg = f"expected a number, got {_shown(raw)}"
+        msg = f"expected a number, got {_json_shown(raw)}"
         raise ValueError(msg)  # noqa: TRY004 (a JSON value of the wrong type is a bad cell)
     if isinstance(raw, int | float):
         try:
@@ -519,10 +519,16 @@ def _json_shown(value: object) -> str:
     if isinstance(value, int | float):
         return f"a number ({value!r})"
     if isinstance(value, list):
-        return f"a list ({_shown(value)})"
+        return f"a list ({_as_json(value)})"
     if isinstance(value, dict):
-        return f"an object ({_shown(value)})"
+        return f"an object ({_as_json(value)})"
     return _shown(value)
+
+
+def _as_json(value: list[object] | dict[str, object]) -> str:
+    """A list or object as the sender wrote it (``["east"]``, not Python's ``['east']``)."""
+    shown = json.dumps(value, ensure_ascii=False, default=str)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
 def email_address(raw: object) -> str | None:
