@@ -273,6 +273,6 @@ class TestJsonValuesNamedAsWritten:
         ],
     )
     def test_refused(self, parse: object, raw: object, message: str) -> None:
-        with pytest.raises(ValueError, match="^expected") as refused:
+        with pytest.raises(ValueError, match=r"^expected") as refused:
             parse(raw)  # type: ignore[operator]
         assert str(refused.value) == message
