@@ -170,8 +170,11 @@ class MailSettings(Section):
         # A lease shorter than a delivery's longest time would let a second sender claim a
         # message that is still being delivered (or whose reply the relay still owes), and
         # send it twice.
+        # Only SMTP's times bound a delivery: a maildir store was refused for a lease shorter
+        # than timeouts it never waits for.
         smtp = info.data.get("smtp")
-        if isinstance(smtp, SmtpSettings) and lease <= smtp.longest_delivery:
+        by_smtp = info.data.get("transport") == "smtp"
+        if by_smtp and isinstance(smtp, SmtpSettings) and lease <= smtp.longest_delivery:
             msg = (
                 "must be longer than a delivery's longest time, twice smtp.timeout and "
                 f"smtp.data_done_timeout (2 x {_spelled(smtp.timeout)} + "

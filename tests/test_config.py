@@ -270,7 +270,7 @@ class TestMailLease:
     def test_the_default_lease_is_checked_and_the_message_says_it_is_the_default(
         self, tmp_path: Path
     ) -> None:
-        env = {"LEADFLOW_MAIL__SMTP__DATA_DONE_TIMEOUT": "20m"}
+        env = {"LEADFLOW_MAIL__TRANSPORT": "smtp", "LEADFLOW_MAIL__SMTP__DATA_DONE_TIMEOUT": "20m"}
         with pytest.raises(ConfigError) as refused:
             load_settings(write(tmp_path, ""), env=env)
         assert str(refused.value) == (
@@ -278,6 +278,13 @@ class TestMailLease:
             " smtp.data_done_timeout (2 x 30s + 20m = 21m); got 15m (the default; set"
             " mail.lease in the config file, or LEADFLOW_MAIL__LEASE)"
         )
+
+    def test_mail_written_to_a_maildir_is_not_held_to_smtp_times(self, tmp_path: Path) -> None:
+        """``leadflow config`` itself refused to run over SMTP timeouts a maildir never waits
+        for."""
+        env = {"LEADFLOW_MAIL__SMTP__DATA_DONE_TIMEOUT": "20m"}
+        settings = load_settings(write(tmp_path, ""), env=env).settings
+        assert (settings.mail.transport, settings.mail.lease) == ("maildir", timedelta(minutes=15))
 
     def test_a_longer_lease_beside_it_is_taken(self, tmp_path: Path) -> None:
         env = {"LEADFLOW_MAIL__SMTP__DATA_DONE_TIMEOUT": "20m", "LEADFLOW_MAIL__LEASE": "25m"}

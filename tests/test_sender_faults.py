@@ -236,7 +236,9 @@ class TestLeaseGuard:
 
     def test_lease_shorter_than_a_delivery_is_refused(self, make_settings: Any) -> None:
         with pytest.raises(ConfigError) as refused:
-            make_settings(**{"mail.lease": "5m", "mail.smtp.timeout": "30s"})
+            make_settings(
+                **{"mail.transport": "smtp", "mail.lease": "5m", "mail.smtp.timeout": "30s"}
+            )
         assert str(refused.value).endswith(
             "mail.lease: must be longer than a delivery's longest time, twice smtp.timeout and "
             "smtp.data_done_timeout (2 x 30s + 10m = 11m); got 5m"
