@@ -7,7 +7,6 @@ row of such a step carries ``skipped`` (the reason); counting steps alone called
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from leadflow.store.attributes import AttributeValue
 from leadflow.store.tables import AUDIT
 
 
@@ -26,16 +26,15 @@ class NurtureSends:
     skipped: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, params: Iterable[Mapping[str, Any]]) -> NurtureSends:
-        """The counts of ``nurture_step`` audit rows' params."""
+    def of(cls, counts: Iterable[tuple[str | None, int]]) -> NurtureSends:
+        """From ``(skipped reason or None, steps)`` pairs, as the audit groups them."""
         emailed = 0
-        skipped: Counter[str] = Counter()
-        for row in params:
-            reason = row.get("skipped")
+        skipped: dict[str, int] = {}
+        for reason, count in counts:
             if reason is None:
-                emailed += 1
+                emailed += count
             else:
-                skipped[str(reason)] += 1
+                skipped[reason] = skipped.get(reason, 0) + count
         return cls(emailed, dict(sorted(skipped.items())))
 
     @property
@@ -68,13 +67,18 @@ def nurture_sends(
     until: datetime | None = None,
 ) -> NurtureSends:
     """The ``nurture_step`` audit rows after the row ``after_id`` (at ``since`` or later and
-    before ``until``, when given), counted."""
-    query = select(AUDIT.c.params).where(AUDIT.c.action == "nurture_step", AUDIT.c.id > after_id)
+    before ``until``, when given), counted by the database, by skipped reason."""
+    reason = AttributeValue(AUDIT.c.params, "skipped", "string")
+    query = (
+        select(reason, func.count())
+        .where(AUDIT.c.action == "nurture_step", AUDIT.c.id > after_id)
+        .group_by(reason)
+    )
     if since is not None:
         query = query.where(AUDIT.c.at >= since)
     if until is not None:
         query = query.where(AUDIT.c.at < until)
-    return NurtureSends.of(connection.execute(query).scalars())
+    return NurtureSends.of((found, int(count)) for found, count in connection.execute(query))
 
 
 def last_audit_id(connection: Connection) -> int:
