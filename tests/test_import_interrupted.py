@@ -15,6 +15,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -43,9 +45,12 @@ def _last_leads_import(config: Path, capsys: pytest.CaptureFixture[str]) -> dict
     return found
 
 
-def test_a_killed_import_shows_as_interrupted(
-    engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+@contextmanager
+def _importing(
+    engine: Engine, store_url: str, tmp_path: Path
+) -> Iterator[tuple[Path, Path, subprocess.Popen[bytes]]]:
+    """A ``leadflow import leads`` process of ROWS lines, once its run is recorded: (config,
+    file, process); killed at the end if the test left it running."""
     config = write(
         tmp_path, "config.yaml", f"database:\n  url: {store_url}\nimport:\n  batch_size: 500\n"
     )
@@ -57,13 +62,22 @@ def test_a_killed_import_shows_as_interrupted(
     try:
         deadline = time.monotonic() + 120
         while not _runs(engine):
-            assert process.poll() is None, "the import ended before it could be killed"
+            assert process.poll() is None, "the import ended before the test could stop it"
             assert time.monotonic() < deadline, "the run was not recorded within 120 s"
             time.sleep(0.01)
+        yield config, path, process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
+
+
+def test_a_killed_import_shows_as_interrupted(
+    engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with _importing(engine, store_url, tmp_path) as (config, path, process):
         assert _last_leads_import(config, capsys)["status"] == "running"
         os.kill(process.pid, signal.SIGKILL)
-    finally:
-        process.kill()
         process.wait(timeout=30)
 
     assert _runs(engine) == [("running", None, socket.gethostname(), process.pid)]
@@ -83,28 +97,16 @@ def test_an_import_stopped_with_ctrl_c_is_recorded_interrupted(
 ) -> None:
     """SIGINT (Ctrl-C) reaches the import as KeyboardInterrupt: it recorded the run ``failed``,
     where a killed one shows ``interrupted``; it is ``interrupted``, with its finish time."""
-    config = write(
-        tmp_path, "config.yaml", f"database:\n  url: {store_url}\nimport:\n  batch_size: 500\n"
-    )
-    lines = "".join(f'{{"external_id": "L{n:06d}", "stage": "lead"}}\n' for n in range(ROWS))
-    path = write(tmp_path, "big.jsonl", lines)
-    leadflow = str(Path(sys.executable).with_name("leadflow"))
-    command = [leadflow, "-c", str(config), "import", "leads", str(path)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while not _runs(engine):
-            assert process.poll() is None, "the import ended before it could be stopped"
-            assert time.monotonic() < deadline, "the run was not recorded within 120 s"
-            time.sleep(0.01)
+    with _importing(engine, store_url, tmp_path) as (config, _path, process):
         os.kill(process.pid, signal.SIGINT)
         process.wait(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=30)
-    [(status, finished_at, _host, _pid)] = _runs(engine)
-    assert (status, finished_at is not None) == ("interrupted", True)
+    [(status, finished_at, host, pid)] = _runs(engine)
+    assert (status, finished_at is not None, host, pid) == (
+        "interrupted",
+        True,
+        socket.gethostname(),
+        process.pid,
+    )
     assert _last_leads_import(config, capsys)["status"] == "interrupted"
 
 

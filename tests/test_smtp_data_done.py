@@ -89,6 +89,25 @@ def send_once(engine: Engine, settings: Settings, clock: SettableClock) -> Drain
     return asyncio.run(run())
 
 
+async def stop_during_the_reply(
+    engine: Engine, settings: Settings, clock: SettableClock, relay: SlowFinalReply
+) -> None:
+    """A drain stopped while the relay has a message and sleeps on it, then cancelled after a
+    grace of 0.5 s, as the daemon does with what still runs."""
+    stop = asyncio.Event()
+    transport = transport_for(settings)
+    sender = asyncio.create_task(
+        drain(engine, settings, clock, channels_for(settings, transport), once=False, stop=stop)
+    )
+    assert await asyncio.to_thread(relay.queued.wait, 10)
+    stop.set()
+    done, _ = await asyncio.wait([sender], timeout=0.5)
+    assert not done
+    sender.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sender
+
+
 @pytest.fixture
 def lead(engine: Engine, clock: SettableClock) -> int:
     return add_lead(engine, clock.now(), owner_id=add_rep(engine, clock.now()))
@@ -170,25 +189,8 @@ def test_a_stop_past_its_grace_leaves_a_row_waiting_for_its_reply_sending_until_
         settings = slow_relay_settings(make_settings, tmp_path, port, data_done_timeout="5s")
         row = enqueue(engine, settings, clock, key="mql:L-1:stop")
 
-        async def stop_during_the_reply() -> None:
-            stop = asyncio.Event()
-            transport = transport_for(settings)
-            channels = channels_for(settings, transport)
-            sender = asyncio.create_task(
-                drain(engine, settings, clock, channels, once=False, stop=stop)
-            )
-            # The relay has the message and is sleeping on it.
-            assert await asyncio.to_thread(relay.queued.wait, 10)
-            stop.set()
-            # What the daemon does: the grace (here 0.5 s), then cancel what still runs.
-            done, _ = await asyncio.wait([sender], timeout=0.5)
-            assert not done
-            sender.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await sender
-
         with capture_logs() as logs:
-            asyncio.run(stop_during_the_reply())
+            asyncio.run(stop_during_the_reply(engine, settings, clock, relay))
         [unknown] = [e for e in logs if e["event"] == "outbox_outcome_unknown"]
         assert unknown["error"] == "stopped while waiting for the reply to the end of DATA"
         [message_id] = [r.message_id for r in outbox_rows(engine)]
@@ -288,29 +290,8 @@ def test_a_stop_past_its_grace_hands_back_what_waited_for_a_connection(
         first = enqueue(engine, settings, clock, key="mql:L-1:first")
         second = enqueue(engine, settings, clock, key="mql:L-1:second")
 
-        async def stop_during_the_reply() -> None:
-            stop = asyncio.Event()
-            transport = transport_for(settings)
-            sender = asyncio.create_task(
-                drain(
-                    engine,
-                    settings,
-                    clock,
-                    channels_for(settings, transport),
-                    once=False,
-                    stop=stop,
-                )
-            )
-            assert await asyncio.to_thread(relay.queued.wait, 10)
-            stop.set()
-            done, _ = await asyncio.wait([sender], timeout=0.5)
-            assert not done
-            sender.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await sender
-
         with capture_logs() as logs:
-            asyncio.run(stop_during_the_reply())
+            asyncio.run(stop_during_the_reply(engine, settings, clock, relay))
     rows = {r.id: r for r in outbox_rows(engine)}
     assert len(relay.received) == 1
     sent_first = relay.received[0].message["Message-ID"] == rows[first].message_id
