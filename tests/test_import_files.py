@@ -434,3 +434,98 @@ class TestJsonLinesPools:
             f"{path}:4: pools: item 1: expected text, got a number (1)",
         ]
         assert rows(engine, "reps", "external_id", "pools") == [("r5", ["east", "west"])]
+
+
+class TestJsonLinesValueTypes:
+    """A JSONL value of a JSON type its field does not take rejects its line, naming the line,
+    the field and what was expected, as the HTTP API answers 422 for the same shape; it was
+    read as a CSV cell's text (``"pools": 5`` the pool ``"5"``, ``"email": 5`` no address)."""
+
+    ACTIVE = "true or false (or text: 0, 1, false, n, no, true, x, y, yes)"
+
+    def test_reps(
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        lines = [
+            '{"external_id": "r1", "name": "A", "email": "a@x.test", "pools": 5}',
+            '{"external_id": "r2", "name": "B", "email": 5}',
+            '{"external_id": "r3", "name": 7, "email": "c@x.test", "active": 1}',
+            '{"external_id": "r4", "name": "D", "email": "d@x.test", "capacity": {"n": 1}}',
+            '{"external_id": "r5", "name": "E", "email": "e@x.test", "timezone": 1.5}',
+            '{"external_id": "r6", "name": "F", "email": "f@x.test", "pools": "east"}',
+        ]
+        path = write(tmp_path, "reps.jsonl", "\n".join(lines) + "\n")
+        report = import_file(engine, make_settings(), "reps", path, clock=clock)
+        assert [str(p) for p in report.problems] == [
+            f"{path}:1: pools: expected text or a list of text, got a number (5)",
+            f"{path}:2: email: expected text, got a number (5)",
+            f"{path}:3: name: expected text, got a number (7)",
+            f"{path}:3: active: expected {self.ACTIVE}, got a number (1)",
+            f'{path}:4: capacity: expected a whole number, got an object ({{"n": 1}})',
+            f"{path}:5: timezone: expected text, got a number (1.5)",
+        ]
+        assert rows(engine, "reps", "external_id", "pools") == [("r6", ["east"])]
+
+    def test_leads(
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        lines = [
+            '{"external_id": "L1", "email": 5, "name": "Ann"}',
+            '{"external_id": "L2", "name": 6, "region": 5}',
+            '{"external_id": "L3", "unsubscribed": 0, "stage": ["new"]}',
+            '{"external_id": "L4", "last_activity_at": 1772442000, "score": "x"}',
+            '{"external_id": "L5", "email": "e@x.test", "region": "east"}',
+        ]
+        path = write(tmp_path, "leads.jsonl", "\n".join(lines) + "\n")
+        settings = make_settings(**{"attributes.leads": {"region": "string"}})
+        report = import_file(engine, settings, "leads", path, clock=clock)
+        assert [str(p) for p in report.problems] == [
+            f"{path}:1: email: expected text, got a number (5)",
+            f"{path}:2: name: expected text, got a number (6)",
+            f"{path}:2: attributes.region: expected text, got a number (5)",
+            f"{path}:3: unsubscribed: expected {self.ACTIVE}, got a number (0)",
+            f'{path}:3: stage: expected text, got a list (["new"])',
+            f"{path}:4: last_activity_at: expected a date, got a number (1772442000)",
+            f"{path}:4: score: expected a whole number, got 'x'",
+        ]
+        assert rows(engine, "leads", "external_id", "email", "attributes") == [
+            ("L5", "e@x.test", {"region": "east"})
+        ]
+
+    def test_deals_and_activities(
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """An activity's ``properties.KEY`` column is free-form: a number there is its text,
+        as before (and as the HTTP API takes it)."""
+        settings = make_settings()
+        leads = write(tmp_path, "leads.jsonl", '{"external_id": "L1"}\n')
+        assert import_file(engine, settings, "leads", leads, clock=clock).rejected == 0
+        deals = [
+            '{"external_id": "D1", "lead": 1, "stage": "open"}',
+            '{"external_id": "D2", "lead": "L1", "stage": "open", "outcome": 1}',
+            '{"external_id": "D3", "lead": "L1", "stage": "open", "product": {"a": 1}}',
+            '{"external_id": "D4", "lead": "L1", "stage": "open", "amount": 12.5}',
+        ]
+        path = write(tmp_path, "deals.jsonl", "\n".join(deals) + "\n")
+        report = import_file(engine, settings, "deals", path, clock=clock)
+        assert [str(p) for p in report.problems] == [
+            f"{path}:1: lead: expected text, got a number (1)",
+            f"{path}:2: outcome: expected text, got a number (1)",
+            f'{path}:3: product: expected text, got an object ({{"a": 1}})',
+        ]
+        assert rows(engine, "deals", "external_id", "amount") == [("D4", 12.5)]
+        activities = [
+            '{"external_id": "A1", "lead": "L1", "type": 5, "occurred_at": "2026-03-01"}',
+            '{"external_id": "A2", "lead": "L1", "type": "visit", "occurred_at": "2026-03-01",'
+            ' "properties": 5}',
+            '{"external_id": "A3", "lead": "L1", "type": "visit", "occurred_at": "2026-03-01",'
+            ' "properties.count": 5}',
+        ]
+        path = write(tmp_path, "activities.jsonl", "\n".join(activities) + "\n")
+        report = import_file(engine, settings, "activities", path, clock=clock)
+        assert [str(p) for p in report.problems] == [
+            f"{path}:1: type: expected text, got a number (5)",
+            f'{path}:2: properties: expected a JSON object such as {{"page": "/pricing"}}, '
+            "got a number (5)",
+        ]
+        assert rows(engine, "activities", "external_id", "properties") == [("A3", {"count": "5"})]

@@ -101,13 +101,17 @@ def _parse_outcome(raw: object) -> str | None:
 
 
 def derived_outcome(raw: object) -> str | None:
-    text = values.parse_text(raw)
+    # The stage's own parser names a stage that is not text; its outcome is just none.
+    text = raw.strip() if isinstance(raw, str) else None
     return text if text in OUTCOMES else None
 
 
 def parse_object(raw: object) -> dict[str, Any] | None:
     if isinstance(raw, dict):
         return raw
+    if raw is not None and not isinstance(raw, str):
+        msg = f'expected a JSON object such as {{"page": "/pricing"}}, got {values.json_shown(raw)}'
+        raise ValueError(msg)
     text = values.parse_text(raw)
     if text is None:
         return None

@@ -382,7 +382,7 @@ def _target(
     parse = (
         attribute_parser(declared[name], mapping, kind)
         if group == "attributes"
-        else values.parse_text
+        else values.scalar_text
     )
     if value_map:
         parse = renaming(parse, value_map)

@@ -45,13 +45,27 @@ def _text(raw: object) -> str | None:
 
 
 def parse_text(raw: object) -> str | None:
-    """A string with surrounding blanks removed; empty is None."""
+    """A string with surrounding blanks removed; empty is None.
+
+    A JSON value of another type is refused, named as the JSON wrote it (``a number (5)``,
+    ``true``, ``["east"]``), as the HTTP API refuses it: a JSONL ``"email": 5`` was read as
+    the text ``5``, no address, and the lead landed unmailed without a word.
+    """
     if raw.__class__ is str:  # the hot path: every CSV cell
         return raw.strip() or None
-    if isinstance(raw, bool | dict | list):  # named as the JSON wrote it: true, ["east"]
-        msg = f"expected text, got {_json_shown(raw)}"
-        raise ValueError(msg)  # noqa: TRY004 (a JSON value of the wrong type is a bad cell)
-    return _text(raw)
+    if raw is None:
+        return None
+    msg = f"expected text, got {json_shown(raw)}"
+    raise ValueError(msg)
+
+
+def scalar_text(raw: object) -> str | None:
+    """An activity's ``properties.KEY`` column: free-form, so a JSON number is taken as its
+    digits (as the ``properties`` object's ``5`` and ``"5"`` agree); true, false, a list or an
+    object are refused as :func:`parse_text` refuses them."""
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        return _text(raw)
+    return parse_text(raw)
 
 
 def parse_identifier(raw: object) -> str | None:
@@ -79,8 +93,8 @@ def parse_integer(raw: object) -> int | None:
             return int(raw)
         except ValueError:
             pass  # empty, or written as 42.0: the careful path below decides
-    if isinstance(raw, bool):
-        msg = f"expected a whole number, got {_json_shown(raw)}"
+    if isinstance(raw, bool | dict | list):
+        msg = f"expected a whole number, got {json_shown(raw)}"
         raise ValueError(msg)  # noqa: TRY004 (a JSON value of the wrong type is a bad cell)
     if isinstance(raw, int):
         return raw
@@ -98,8 +112,8 @@ def parse_integer(raw: object) -> int | None:
 
 def parse_number(raw: object) -> float | None:
     """A finite decimal number such as ``1054`` or ``251.41``."""
-    if isinstance(raw, bool):
-        msg = f"expected a number, got {_json_shown(raw)}"
+    if isinstance(raw, bool | dict | list):
+        msg = f"expected a number, got {json_shown(raw)}"
         raise ValueError(msg)  # noqa: TRY004 (a JSON value of the wrong type is a bad cell)
     if isinstance(raw, int | float):
         try:
@@ -228,7 +242,11 @@ def boolean_parser(true_values: Iterable[str], false_values: Iterable[str]) -> P
     def parse(raw: object) -> bool | None:
         if isinstance(raw, bool):
             return raw
-        text = "" if raw is None else str(raw).strip().lower()
+        if raw is not None and not isinstance(raw, str):
+            # A JSON 1 is not true: the HTTP API refuses it too (a boolean, or text).
+            msg = f"expected true or false (or text: {spelled}), got {json_shown(raw)}"
+            raise ValueError(msg)
+        text = "" if raw is None else raw.strip().lower()
         if text in truthy:
             return True
         if text in falsy:
@@ -326,7 +344,7 @@ def cached_text_parser(read: Callable[[str], T]) -> Callable[[object], T | None]
             return from_cell(raw)
         if raw is None:
             return None
-        msg = f"expected a date, got {_shown(raw)}"
+        msg = f"expected a date, got {json_shown(raw)}"
         raise ValueError(msg)
 
     return parse
@@ -501,16 +519,20 @@ def text_list(raw: object) -> list[str] | None:
         # Python form as a pool (``['east']``, ``None``, ``True``).
         for index, item in enumerate(raw):
             if not isinstance(item, str):
-                msg = f"item {index}: expected text, got {_json_shown(item)}"
+                msg = f"item {index}: expected text, got {json_shown(item)}"
                 raise ValueError(msg)  # noqa: TRY004 (a JSON value of the wrong type is a bad cell)
         return [item.strip() for item in raw if item.strip()]
+    if raw is not None and not isinstance(raw, str):
+        # A number was stored as the pool "5": the HTTP API refuses it, a file's line too.
+        msg = f"expected text or a list of text, got {json_shown(raw)}"
+        raise ValueError(msg)
     text = parse_text(raw)
     if text is None:
         return None
     return [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
 
 
-def _json_shown(value: object) -> str:
+def json_shown(value: object) -> str:
     """A JSON value named as JSON names it: ``a list``, ``null``, ``true``, ``a number (1)``."""
     if value is None:
         return "null"
