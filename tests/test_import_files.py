@@ -435,6 +435,27 @@ class TestJsonLinesPools:
         ]
         assert rows(engine, "reps", "external_id", "pools") == [("r5", ["east", "west"])]
 
+    def test_every_bad_pool_of_a_line_is_named_in_one_message(
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """The first bad item only was named: fixing it showed the next, one round each."""
+        lines = [
+            '{"external_id": "r1", "name": "A", "email": "a@x.test", '
+            '"pools": [1, "east", null, ["w"]]}',
+            '{"external_id": "r2", "name": "B", "email": "b@x.test", '
+            '"pools": ["a\\u0000b", "east", "c\\u0000"]}',
+            '{"external_id": "r3", "name": "C", "email": "c@x.test", "pools": ["east"]}',
+        ]
+        path = write(tmp_path, "reps.jsonl", "\n".join(lines) + "\n")
+        report = import_file(engine, make_settings(), "reps", path, clock=clock)
+        nul = "text may not contain NUL characters (\\u0000)"
+        assert [str(p) for p in report.problems] == [
+            f"{path}:1: pools: item 0: expected text, got a number (1); item 2: expected text, "
+            'got null; item 3: expected text, got a list (["w"])',
+            f"{path}:2: pools: item 0: {nul}; item 2: {nul}",
+        ]
+        assert rows(engine, "reps", "external_id", "pools") == [("r3", ["east"])]
+
 
 class TestJsonLinesValueTypes:
     """A JSONL value of a JSON type its field does not take rejects its line, naming the line,

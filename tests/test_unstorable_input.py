@@ -145,7 +145,7 @@ class TestTextTheStoreCannotHold:
             '{"external_id": "R2", "name": "Max", "email": "max@example.com", "pools": ["a\\u0000"]}',
         ]
         path, report = import_lines(engine, settings, "reps", tmp_path, reps)
-        assert [str(p) for p in report.problems] == [f"{path}:2: pools.0: {NUL}"]
+        assert [str(p) for p in report.problems] == [f"{path}:2: pools: item 0: {NUL}"]
         write(tmp_path, "leads.csv", "external_id\nL1\n")
         import_file(engine, settings, "leads", tmp_path / "leads.csv", clock=clock)
         activities = [

@@ -516,11 +516,15 @@ def text_list(raw: object) -> list[str] | None:
     """``Central`` or ``Central; East`` (``;`` or ``,`` separated); a JSON list as is."""
     if isinstance(raw, list):
         # Each item text, as the OpenAPI document says: ``str()`` of anything else stored its
-        # Python form as a pool (``['east']``, ``None``, ``True``).
-        for index, item in enumerate(raw):
-            if not isinstance(item, str):
-                msg = f"item {index}: expected text, got {json_shown(item)}"
-                raise ValueError(msg)  # noqa: TRY004 (a JSON value of the wrong type is a bad cell)
+        # Python form as a pool (``['east']``, ``None``, ``True``). Every bad item is named,
+        # in one message, as the HTTP API names each: one round of fixes makes the line import.
+        bad = [
+            f"item {index}: {problem}"
+            for index, item in enumerate(raw)
+            if (problem := _item_problem(item)) is not None
+        ]
+        if bad:
+            raise ValueError("; ".join(bad))
         return [item.strip() for item in raw if item.strip()]
     if raw is not None and not isinstance(raw, str):
         # A number was stored as the pool "5": the HTTP API refuses it, a file's line too.
@@ -530,6 +534,13 @@ def text_list(raw: object) -> list[str] | None:
     if text is None:
         return None
     return [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
+
+
+def _item_problem(item: object) -> str | None:
+    """Why a list's item is no pool name: not text, or text no store can hold."""
+    if not isinstance(item, str):
+        return f"expected text, got {json_shown(item)}"
+    return text_problem(item)
 
 
 def json_shown(value: object) -> str:
