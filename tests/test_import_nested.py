@@ -132,19 +132,49 @@ def test_an_attribute_nested_on_one_line_and_named_bare_on_another_refuses_the_f
     engine: Engine, make_settings: Any, tmp_path: Path
 ) -> None:
     """``industry`` and ``attributes.industry`` are two columns setting one field, as two such
-    flat keys are: the file is refused naming both (a deliberate rule, docs/import.md)."""
+    flat keys are: the file is refused naming both (a deliberate rule, docs/import.md), at the
+    line that writes the second of them (line 1 was blamed, which set the field first), and
+    the line of the first."""
     settings = make_settings(attributes__leads={"industry": "string"})
     text = lines(
         {"external_id": "J1", "attributes": {"industry": "saas"}},
-        {"external_id": "J2", "industry": "retail"},
+        {"external_id": "J2", "name": "Bo"},
+        {"external_id": "J3", "industry": "retail"},
     )
     path = write(tmp_path, "l.jsonl", text)
     with pytest.raises(UserInputError) as caught:
         import_file(engine, settings, "leads", path, clock=SettableClock(T0))
     assert str(caught.value) == (
-        f"{path}:1: columns 'attributes.industry' and 'industry' both set attributes.industry; "
-        "map one of them to skip under import.mappings.leads.columns (a field takes one column)"
+        f"{path}:3: columns 'attributes.industry' (line 1) and 'industry' both set "
+        "attributes.industry; map one of them to skip under import.mappings.leads.columns (a "
+        "field takes one column)"
     )
+    # Flat first, then nested; and both on one line, which is then the line named alone.
+    flat_first = write(
+        tmp_path,
+        "f.jsonl",
+        lines(
+            {"external_id": "J1", "industry": "saas"},
+            {"external_id": "J2", "attributes": {"industry": "retail"}},
+        ),
+    )
+    one_line = write(
+        tmp_path,
+        "o.jsonl",
+        lines(
+            {"external_id": "J1", "name": "Al"},
+            {"external_id": "J2", "industry": "saas", "attributes.industry": "saas"},
+        ),
+    )
+    refusals = []
+    for path in (flat_first, one_line):
+        with pytest.raises(UserInputError) as caught:
+            import_file(engine, settings, "leads", path, clock=SettableClock(T0))
+        refusals.append(str(caught.value).split(" both set ")[0])
+    assert refusals == [
+        f"{flat_first}:2: columns 'industry' (line 1) and 'attributes.industry'",
+        f"{one_line}:2: columns 'industry' and 'attributes.industry'",
+    ]
 
 
 def test_lines_nesting_too_deep_or_twice_are_rejected_and_the_others_land(

@@ -106,9 +106,19 @@ NAMED_UNKNOWN = 20
 
 
 def compile_plan(
-    kind: ImportKind, header: Sequence[str], settings: Settings, file: str
+    kind: ImportKind,
+    header: Sequence[str],
+    settings: Settings,
+    file: str,
+    lines: Mapping[str, int] | None = None,
 ) -> ColumnPlan:
-    """The plan for ``header``; raises :class:`ProblemsError` listing every column problem."""
+    """The plan for ``header``; raises :class:`ProblemsError` listing every column problem.
+
+    ``lines``: a JSONL file's line each key is first seen on (its header is every line's
+    keys), where a column's problem is located; a CSV header's are all on line 1. Two keys
+    setting one field are located where the later one is first seen: the line that disagrees
+    with the file so far, not line 1 that set the field first.
+    """
     mapping = settings.imports.mappings.get(kind, ImportMapping())
     declared: Mapping[str, AttributeType] = (
         getattr(settings.attributes, kind) if kind in GROUPS else {}
@@ -117,26 +127,35 @@ def compile_plan(
     too_many = too_many_columns(kind, len(header), settings)
     if too_many is not None:
         raise ProblemsError([Problem(file, 1, 0, too_many)])
-    problems: list[str] = []
+    located: list[Problem] = []
     unknown = _UnknownColumns(kind, mapping, declared)
     chosen: dict[str, tuple[int, str]] = {}
+    first_seen: Mapping[str, int] = lines or {}
     for index, column in enumerate(header):
+        at = first_seen.get(column, 1)
         too_long = long_name_problem(column)
         if too_long is not None:  # a posted key: a file's header refused it already
-            problems.append(f"column {quoted(column)}: {too_long}")
+            located.append(Problem(file, at, 0, f"column {quoted(column)}: {too_long}"))
             continue
+        problems: list[str] = []
         for field in _fields_of(kind, column, mapping, declared, problems, unknown):
             if field in chosen:
+                earlier = chosen[field][1]
+                # A JSONL file's columns come from different lines: say where the other is.
+                first = first_seen.get(earlier, 1)
+                where = f" (line {first})" if first != at else ""
                 problems.append(
-                    f"columns {chosen[field][1]!r} and {column!r} both set {field}; map one of "
+                    f"columns {earlier!r}{where} and {column!r} both set {field}; map one of "
                     f"them to skip under import.mappings.{kind}.columns (a field takes one column)"
                 )
             chosen[field] = (index, column)
-    problems += unknown.left_unnamed()
+        located += [Problem(file, at, 0, p) for p in problems]
+    problems = unknown.left_unnamed()
     problems += _missing(kind, chosen.keys(), mapping)
     problems += _unstorable_renames(kind, mapping)
-    if problems:
-        raise ProblemsError([Problem(file, 1, 0, p) for p in problems])
+    located += [Problem(file, 1, 0, p) for p in problems]
+    if located:
+        raise ProblemsError(located)
     targets = [
         _target(kind, field=field, index=index, fields=fields, declared=declared, mapping=mapping)
         for field, (index, _column) in chosen.items()

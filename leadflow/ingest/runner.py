@@ -145,7 +145,8 @@ def _import(
             first = source.first_object_line
             late = {key: why for key, why in unknown.items() if source.key_lines[key] > first}
             source.refuse_keys(late)
-        plan = compile_plan(kind, source.header, settings, str(path))
+        lines = source.key_lines if chosen == "jsonl" else None
+        plan = compile_plan(kind, source.header, settings, str(path), lines)
         report.columns = plan.columns_named_otherwise()
         report.notes += source.notes
         if kind == "leads" and leads_plan is not None:
