@@ -100,6 +100,20 @@ class TestAuditCommand:
             "sla_started",
         ]
 
+    def test_limit_0_lists_every_row(
+        self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """``--limit 0`` was refused ("greater than or equal to 1") while ``outbox --limit 0``
+        and ``run --dry-run --limit 0`` list every one; it lists every row too."""
+        everything = audited(engine, store_url, tmp_path, capsys, "--limit", "0")
+        args = ["-c", config(tmp_path, store_url)]
+        assert main([*args, "audit", "--limit", "100000", "--format", "jsonl"]) == 0
+        assert everything == [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert len(everything) > 3
+        assert main([*args, "audit", "--limit", "3", "--format", "jsonl"]) == 0
+        newest = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert newest == everything[-3:]
+
     def test_rule_and_since_filters(
         self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:

@@ -29,7 +29,12 @@ def show_audit(
         ),
     ] = "table",
     limit: Annotated[
-        int, typer.Option("--limit", min=1, help="At most this many rows (newest).")
+        int,
+        typer.Option(
+            "--limit",
+            min=0,
+            help="At most this many rows (newest); 0: every one (as outbox's and run's).",
+        ),
     ] = 200,
 ) -> None:
     """Show the audit trail: time, rule, version, lead or deal, action, parameters, evidence."""
@@ -47,7 +52,7 @@ def show_audit(
         problem = text_problem(value) if value is not None else None
         if problem is not None:  # a byte that is not UTF-8 in the shell, say: no store holds it
             raise UserInputError(f"{option}: {problem}")
-    rows = audit_rows(context.existing_engine, AuditFilter(lead, rule, since_at, limit))
+    rows = audit_rows(context.existing_engine, AuditFilter(lead, rule, since_at, limit or None))
     if not rows and lead is not None and not _lead_exists(context.existing_engine, lead):
         # A mistyped id is the likelier story than a lead nothing happened to: say so, in one
         # line and before any table, and fail, so a script does not take "no rows" for

@@ -22,12 +22,13 @@ from leadflow.store.tables import AUDIT, DEALS, LEADS, OUTBOX, REPS
 
 @dataclass(frozen=True)
 class AuditFilter:
-    """Which audit rows ``leadflow audit`` asks for: the newest ``limit`` that match."""
+    """Which audit rows ``leadflow audit`` asks for: the newest ``limit`` that match (every
+    one with None)."""
 
     lead: str | None = None
     rule: str | None = None
     since: datetime | None = None
-    limit: int = 200
+    limit: int | None = 200
 
 
 def audit_rows(engine: Engine, wanted: AuditFilter) -> list[Row[Any]]:
