@@ -32,14 +32,46 @@ def _duration_or_zero(value: object) -> object:
 
 DurationOrZero = Annotated[timedelta, BeforeValidator(_duration_or_zero)]
 
-_ONE_DIGIT_HOUR = re.compile(r"\d:\d\d(:\d\d)?")
+_CLOCK = re.compile(r"(\d{1,2}):(\d\d)(?::(\d\d))?")
+
+
+def clock_reading(value: str) -> tuple[int, int, int] | None:
+    """Hours, minutes and seconds of a time written ``H:MM``, ``HH:MM`` or ``HH:MM:SS``,
+    whatever their range (``25:00`` too); None for text of another form."""
+    found = _CLOCK.fullmatch(value.strip())
+    if found is None:
+        return None
+    return int(found[1]), int(found[2]), int(found[3] or 0)
+
+
+def is_iso_time(value: str) -> bool:
+    """Whether ``value`` reads as an ISO 8601 time of another form (``09:00:00.5``)."""
+    try:
+        time.fromisoformat(value.strip())
+    except ValueError:
+        return False
+    return True
+
+
+def on_the_clock(reading: tuple[int, int, int]) -> bool:
+    hour, minute, second = reading
+    return hour <= 23 and minute <= 59 and second <= 59
 
 
 def _time_of_day(value: object) -> object:
-    """``8:00`` as people write it, which pydantic's ISO reading refuses ("too short")."""
-    if isinstance(value, str) and _ONE_DIGIT_HOUR.fullmatch(value.strip()):
-        return "0" + value.strip()
-    return value
+    """``8:00`` as people write it, which pydantic's ISO reading refuses ("too short"); a
+    time off the clock (``25:00``, ``12:60``) refused saying the range and the value as
+    written, not pydantic's "hour value is outside expected range of 0-23"."""
+    if not isinstance(value, str):
+        return value
+    reading = clock_reading(value)
+    if reading is None:
+        if not is_iso_time(value):
+            raise refusal("time_parsing", "a time of day from 00:00 to 23:59", value)
+        return value
+    if not on_the_clock(reading):
+        raise refusal("time_parsing", "a time of day from 00:00 to 23:59", value)
+    return f"{reading[0]:02d}:{reading[1]:02d}:{reading[2]:02d}"
 
 
 TimeOfDay = Annotated[time, BeforeValidator(_time_of_day)]

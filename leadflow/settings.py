@@ -28,6 +28,10 @@ from leadflow.setting_types import (
     TimezoneName,
     Weekday,
     WholeNumber,
+    clock_reading,
+    is_iso_time,
+    on_the_clock,
+    refusal,
 )
 
 ATTRIBUTE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -81,6 +85,7 @@ CalendarName = Annotated[str, AfterValidator(_not_the_default_name)]
 
 END_OF_DAY = time(0, 0)
 """A calendar's ``end: "24:00"``: closing at the midnight that ends the day."""
+CALENDAR_TIMES = "a time of day from 00:00 to 24:00 (24:00 only as an end)"
 
 
 class CalendarSettings(Section):
@@ -100,15 +105,26 @@ class CalendarSettings(Section):
             raise ValueError(msg)
         return weekdays
 
-    @field_validator("end", mode="before")
+    @field_validator("start", "end", mode="before")
     @classmethod
-    def _end_of_day(cls, end: object) -> object:
-        # "24:00" (round-the-clock hours) closes at the next midnight; a time of day cannot
-        # say 24:00, so it is kept as 00:00, which no other closing time can be (an end must
-        # come after the start). "23:59" left a closed minute each day.
-        if isinstance(end, str) and end.strip() in ("24:00", "24:00:00"):
+    def _business_time(cls, value: object, info: ValidationInfo) -> object:
+        if not isinstance(value, str):
+            return value
+        reading = clock_reading(value)
+        if reading is None:
+            if not is_iso_time(value):  # "noon": pydantic's "input is too short" said little
+                raise refusal("time_parsing", CALENDAR_TIMES, value)
+            return value
+        if info.field_name == "end" and reading == (24, 0, 0):
+            # "24:00" (round-the-clock hours) closes at the next midnight; a time of day
+            # cannot say 24:00, so it is kept as 00:00, which no other closing time can be
+            # (an end must come after the start). "23:59" left a closed minute each day.
             return END_OF_DAY
-        return end
+        if not on_the_clock(reading):
+            # Said for a calendar: pydantic's "hour value is outside expected range of 0-23"
+            # for "24:30" hid that 24:00 is a calendar's end of day.
+            raise refusal("time_parsing", CALENDAR_TIMES, value)
+        return value
 
     @field_serializer("end")
     def _show_end_of_day(self, end: time) -> time | str:

@@ -242,3 +242,22 @@ class TestActivityTypes:
         from leadflow.rule_language.scoring_model import KNOWN_ACTIVITY_TYPES
 
         assert set(ACTIVITY_TYPES.values()) <= set(KNOWN_ACTIVITY_TYPES)
+
+
+@pytest.mark.parametrize("command", ["check", "config", "daemon"])
+def test_a_calendar_time_off_the_clock_is_one_clear_line(
+    tmp_path: Path, store_url: str, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``end: "25:00"`` said pydantic's "Input should be in a valid time format, hour value is
+    outside expected range of 0-23"; each command says the file, key, value and range."""
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f'database:\n  url: {store_url}\ncalendar:\n  start: "09:00"\n  end: "25:00"\n',
+        encoding="utf-8",
+    )
+    assert main(["-c", str(config), command]) == 1
+    assert capsys.readouterr() == (
+        "",
+        f"error: {config}:5:3: calendar.end: expected a time of day from 00:00 to 24:00 "
+        "(24:00 only as an end), got '25:00'\n",
+    )

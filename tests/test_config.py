@@ -261,6 +261,50 @@ class TestTimesOfDay:
         assert (shown["calendar.start"], shown["calendar.end"]) == ("00:00:00", "24:00:00")
 
 
+class TestTimesOffTheClock:
+    """``end: "25:00"`` was refused as pydantic says it ("hour value is outside expected range
+    of 0-23", for "24:30" too, though a calendar takes 24:00): now the file, the key, the value
+    as written and the range, 24:00 only as a calendar's end."""
+
+    CALENDAR = "expected a time of day from 00:00 to 24:00 (24:00 only as an end)"
+
+    @pytest.mark.parametrize(
+        ("key", "written", "shown"),
+        [
+            ("end", '"25:00"', "'25:00'"),
+            ("end", "24:30", "'24:30'"),
+            ("end", '"12:60"', "'12:60'"),
+            ("end", "17:00:60", "'17:00:60'"),
+            ("end", "noon", "'noon'"),
+            ("start", '"24:00"', "'24:00'"),
+        ],
+    )
+    def test_a_calendar_time(self, tmp_path: Path, key: str, written: str, shown: str) -> None:
+        other = "end: 24:00" if key == "start" else "start: 09:00"
+        path = write(tmp_path, f"calendar:\n  {other}\n  {key}: {written}\n")
+        with pytest.raises(ConfigError) as refused:
+            load_settings(path, env={})
+        assert str(refused.value) == f"{path}:3:3: calendar.{key}: {self.CALENDAR}, got {shown}"
+
+    def test_a_named_calendar_and_the_environment(self, tmp_path: Path) -> None:
+        path = write(tmp_path, "calendars:\n  night:\n    end: 24:15\n")
+        with pytest.raises(ConfigError) as refused:
+            load_settings(path, env={"LEADFLOW_CALENDAR__START": "9:75"})
+        assert str(refused.value).splitlines() == [
+            f"environment LEADFLOW_CALENDAR__START: calendar.start: {self.CALENDAR}, got '9:75'",
+            f"{path}:3:5: calendars.night.end: {self.CALENDAR}, got '24:15'",
+        ]
+
+    def test_the_send_window_takes_no_24_00(self, tmp_path: Path) -> None:
+        path = write(tmp_path, "mail:\n  send_window:\n    end: 24:00\n")
+        with pytest.raises(ConfigError) as refused:
+            load_settings(path, env={})
+        assert str(refused.value) == (
+            f"{path}:3:5: mail.send_window.end: expected a time of day from 00:00 to 23:59, "
+            "got '24:00'"
+        )
+
+
 class TestMailLease:
     """The lease must outlast a delivery's longest time (2 x smtp.timeout + data_done_timeout):
     checked only when mail.lease was written, so a longer data_done_timeout from the environment
