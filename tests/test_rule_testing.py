@@ -157,7 +157,9 @@ class TestReport:
             " - stage_changed: {lead: L1, from: lead, to: mql}",
             " - assigned: {lead: L1, rep: r1}",
             ' - email: {to: rita@example.com, subject: "New MQL: Ann Lee (score 70)"}',
-            '+- sla_started: {lead: L1, sla: first_touch, due: "2026-03-02T12:00:00Z"}',
+            # In the test's calendar (Berlin), as a test writes a time: it was shown in UTC,
+            # "2026-03-02T12:00:00Z", beside expected times written in local time.
+            "+- sla_started: {lead: L1, sla: first_touch, due: 2026-03-02T13:00}",
             "step 2 at 2026-03-02T09:05:00+01:00 (two.yaml:17:9): the actions differ",
             "--- expected",
             "+++ actual",
@@ -187,6 +189,32 @@ class TestReport:
         assert out[-3:-1] == [
             f"-- sla_started: {{lead: L1, sla: first_touch, due: {written}}}",
             f"+- sla_started: {{lead: L1, sla: first_touch, due: {actual}}}",
+        ]
+
+    @pytest.mark.parametrize(
+        "written", ["2026-03-02T13:00+01:00", "2026-03-02T12:00:00Z", "+4h", "2026-03-02 13:00"]
+    )
+    def test_an_unexpected_actions_time_is_shown_as_the_step_writes_its_times(
+        self, here: Path, capsys: pytest.CaptureFixture[str], written: str
+    ) -> None:
+        """L2's actions are not expected: its SLA's due time is shown in the form L1's is
+        written in, not in UTC."""
+        case = (
+            CASE.replace("RITA", "r1")
+            .replace("sla: first_touch}", f"sla: first_touch, due: {written}}}")
+            .replace(
+                "attributes: {region: East}}]",
+                "attributes: {region: East}},\n"
+                "              {external_id: L2, name: Bo Li, email: bo@acme.test, score: 70,"
+                " attributes: {region: East}}]",
+            )
+        )
+        (here / "extra.yaml").write_text(HEADER + case, encoding="utf-8")
+        code, out, _err = run(capsys, "extra.yaml")
+        assert code == 1
+        assert [line for line in out if "sla_started" in line] == [
+            f" - sla_started: {{lead: L1, sla: first_touch, due: {written}}}",
+            f"+- sla_started: {{lead: L2, sla: first_touch, due: {written}}}",
         ]
 
 

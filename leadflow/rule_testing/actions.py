@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, tzinfo
 
 from leadflow.rule_testing.written_times import WrittenTime, plain
 
@@ -132,10 +132,13 @@ class Action:
         mine = dict(self.values)
         return all(mine.get(name) == actual.get(name) for name in self.compared)
 
-    def render(self, like: Action | None = None) -> str:
+    def render(
+        self, like: Action | None = None, forms: Mapping[str, WrittenTime] | None = None
+    ) -> str:
         """One line of YAML, as a test file would write it; its times as this (expected)
-        action wrote them, or, for an actual action, in the form ``like`` wrote them."""
-        forms = dict(like.written if like is not None else ())
+        action wrote them, or, for an actual action, in the form ``like`` wrote them, else in
+        ``forms`` (the step's: :func:`time_forms`)."""
+        forms = {**(forms or {}), **dict(like.written if like is not None else ())}
         mine = dict(self.written)
         parts = []
         for name, value in self.values:
@@ -189,13 +192,29 @@ def matches(expected: list[Action], actual: list[Action]) -> bool:
     return not extra and len(ordered) == len(expected)
 
 
-def diff_lines(expected: list[Action], actual: list[Action]) -> list[str]:
+def time_forms(expected: list[Action], zone: tzinfo) -> dict[str, WrittenTime]:
+    """How an actual time is shown beside no expected one of its own (an unexpected action):
+    as the step's expected actions wrote that field, the first of them; else as a test writes
+    a time without an offset, in the test's calendar ``zone``. It was shown in UTC
+    (``"2026-03-02T12:00:00Z"``) beside expected times written in Berlin's."""
+    local = WrittenTime("", zone, with_offset=False, seconds=False)
+    forms = dict.fromkeys(TIME_FIELDS, local)
+    for item in reversed(expected):  # the first written wins
+        forms.update(item.written)
+    return forms
+
+
+def diff_lines(expected: list[Action], actual: list[Action], zone: tzinfo = UTC) -> list[str]:
     """A unified diff of the expected and actual actions, each one line of YAML.
 
     An actual action that matches nothing is shown where an expected one of the same kind and
-    subject went unmatched, so a wrong value reads as one changed line.
+    subject went unmatched, so a wrong value reads as one changed line. Actual times are
+    shown as the expected ones are written (:func:`time_forms`; ``zone``: the test's
+    calendar).
     """
     import difflib
+
+    forms = time_forms(expected, zone)
 
     ordered, extra = align(expected, actual)
     matched = list(ordered)
@@ -213,8 +232,8 @@ def diff_lines(expected: list[Action], actual: list[Action]) -> list[str]:
         )
         if near is not None:
             extra.remove(near)
-            got.append(f"- {near.render(like=item)}")
-    got += [f"- {item.render()}" for item in extra]
+            got.append(f"- {near.render(like=item, forms=forms)}")
+    got += [f"- {item.render(forms=forms)}" for item in extra]
     return list(
         difflib.unified_diff(want, got, fromfile="expected", tofile="actual", lineterm="", n=3)
     )

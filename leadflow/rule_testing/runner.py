@@ -271,7 +271,7 @@ def _run_step(runtime: Runtime, rule_set: RuleSet, step: Step) -> StepFailure | 
     actual = actions_since(engine, mark)
     expected = list(step.expect)
     if step.expects_actions and not matches(expected, actual):
-        return StepFailure(step, diff_lines(expected, actual), actual)
+        return StepFailure(step, diff_lines(expected, actual, step.zone), actual)
     if step.scores:
         if rule_set.scoring is None:
             msg = f"step {step.number} ({step.where}): scores: the rules under test have no scoring: model"

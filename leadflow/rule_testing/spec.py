@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -104,6 +104,8 @@ class Step:
     scores: tuple[ExpectedScore, ...] = ()
     expects_actions: bool = True
     """False when the step gives only ``scores:``: its actions are then not compared."""
+    zone: tzinfo = UTC
+    """The test's calendar timezone: a time written without an offset is in it."""
 
 
 @dataclass(frozen=True)
@@ -329,6 +331,7 @@ class _Reader:
             expect,
             scores,
             expects_actions=step.expect is not None,
+            zone=self.zone,
         )
 
     def _scores(self, raws: list[Any], path: NodePath) -> Iterable[ExpectedScore]:
