@@ -25,7 +25,7 @@ import pytest
 from sqlalchemy import Engine
 
 from tests.fault_proxy import FaultProxy, fault_proxy
-from tests.mail_support import free_port, queue_backlog, smtp_server
+from tests.mail_support import free_port, outbox_rows, queue_backlog, smtp_server
 from tests.replica_support import (
     GatedSink,
     Replica,
@@ -298,3 +298,40 @@ class TestSigtermUnderBacklog:
         # What was claimed and not started went back: at most the pending rows.
         assert 0 < released["released"] <= statuses["pending"]
         assert daemon.events("daemon_shutdown_grace_exceeded") == []
+
+
+class TestSigtermPastTheGrace:
+    """Deliveries still waiting for the relay when the grace runs out are cut off: an outcome
+    the configuration foresees, logged as a warning naming how many messages stay leased and
+    until when (it was an error naming only the task)."""
+
+    def test_the_warning_names_what_stays_leased_and_until_when(
+        self, tmp_path: Path, postgres_url: str, store: Engine, sink: tuple[GatedSink, int]
+    ) -> None:
+        handler, smtp_port = sink
+        handler.hold()  # every DATA waits for its reply past the grace
+        config = smtp_daemon_config(
+            mail={"concurrency": 2, "smtp": {"connections": 2, "data_done_timeout": "30s"}},
+            scheduler={"shutdown_grace": "1s"},
+        )
+        project = make_project(tmp_path / "project", config)
+        queue_backlog(store, 2)
+        daemon = Replica(project, postgres_url, LEADFLOW_MAIL__SMTP__PORT=str(smtp_port))
+        try:
+            wait_until(lambda: handler.waiting == 2, "both deliveries at the relay", 30)
+            exit_code = daemon.terminate(timeout=30)
+        finally:
+            handler.release()
+            daemon.kill()
+        assert exit_code == 0
+        rows = outbox_rows(store)
+        assert [row.status for row in rows] == ["sending", "sending"]
+        [exceeded] = daemon.events("daemon_shutdown_grace_exceeded")
+        assert {key: exceeded[key] for key in ("level", "waiting_for", "grace_s", "leased")} == {
+            "level": "warning",
+            "waiting_for": "outbox-sender",
+            "grace_s": 1.0,
+            "leased": 2,
+        }
+        latest = max(row.claimed_until for row in rows if row.claimed_until is not None)
+        assert datetime.fromisoformat(exceeded["lease_until"]) == latest

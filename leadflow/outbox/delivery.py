@@ -72,6 +72,15 @@ class DrainReport:
     failed: int = 0
     failures: list[tuple[int, str]] = field(default_factory=list)
     hard_bounced_leads: list[int] = field(default_factory=list)
+    held: dict[int, datetime | None] = field(default_factory=dict)
+    """Claimed messages whose lease this drain still holds (id -> lease end): neither their
+    outcome recorded nor handed back. What is left when a stop cancels the drain past its
+    grace stays ``sending`` until its lease ends, then is sent again."""
+
+    def leased_until(self) -> datetime | None:
+        """When the last lease still held ends (None: none held, or none with an end)."""
+        ends = [end for end in self.held.values() if end is not None]
+        return max(ends) if ends else None
 
     def add(self, outcome: Outcome) -> None:
         if outcome.status == SENT:
@@ -182,6 +191,7 @@ class _Run:
             batch = await self._claim(once=once)
             self.report.claimed += len(batch)
             for message in batch:
+                self.report.held[message.id] = message.lease_until
                 await claimed.put(message)
             if batch:
                 continue
@@ -262,6 +272,8 @@ class _Run:
             log_failure(log, "outbox_release_failed", exc, level="warning", claims=len(ids))
         else:
             log.info("outbox_claims_released", released=released)
+            for message_id in ids:
+                self.report.held.pop(message_id, None)
         self.report.claimed -= len(ids)
         self.unstarted.clear()
 
@@ -383,6 +395,8 @@ class _Run:
                 delay = min(delay * 2, _RECORD_RETRY_MAX)
             else:
                 self.in_hand.difference_update(outcome.message.id for outcome in batch)
+                for outcome in batch:
+                    self.report.held.pop(outcome.message.id, None)
                 return
 
     def _record_hard_bounces(

@@ -36,16 +36,21 @@ from leadflow.errors import UserInputError
 from leadflow.logs import log_failure
 from leadflow.mail.context import placeholder_unsubscribe_warning
 from leadflow.mail.transports import Transport, transport_for
-from leadflow.outbox.delivery import drain
+from leadflow.outbox.delivery import DrainReport, drain
 from leadflow.rule_language.model import RuleSet
 from leadflow.service.channels import channels_for
 from leadflow.service.daemon_ticks import DaemonCounters, Evaluator
-from leadflow.service.exit_deadline import ExitDeadline
+from leadflow.service.exit_deadline import EXIT_MARGIN_S, ExitDeadline
 from leadflow.service.jobs import RuleJobs, build_scheduler
 from leadflow.service.leadership import AdvisoryLockLeadership, Leadership, SingleInstance
 from leadflow.service.rule_reload import SnapshotHolder, watch_and_reload
 
 log = structlog.get_logger("leadflow.service")
+
+SENDER = "outbox-sender"
+"""The outbox sender's task name, as ``daemon_shutdown_grace_exceeded`` names it."""
+_CANCEL_WAIT_S = EXIT_MARGIN_S / 4
+"""How long the tasks cancelled past the grace are given to hand back what they can."""
 
 WARM_POLL = timedelta(seconds=10)
 """How often the Funnel page's default period is checked for a snapshot gone stale."""
@@ -85,6 +90,9 @@ class Daemon:
         self.leadership: Leadership | None = None
         self.funnel: FunnelSnapshots | None = None
         """The Funnel page's snapshots, when the dashboard is served."""
+        self.sending = DrainReport()
+        """The outbox sender's drain, counted as it goes: what it still holds leased at a
+        stop past the grace is said in ``daemon_shutdown_grace_exceeded``."""
 
     def request_stop(self, reason: str = "requested") -> None:
         """Stop scheduling new work; :meth:`run` then winds down and returns."""
@@ -148,7 +156,7 @@ class Daemon:
             jobs.add_retention(settings.retention_every)
             async with asyncio.TaskGroup() as group:
                 workers = [
-                    group.create_task(self._send(transport), name="outbox-sender"),
+                    group.create_task(self._send(transport), name=SENDER),
                     group.create_task(self._watch(), name="rule-watcher"),
                     group.create_task(self._follow_reloads(jobs), name="job-sync"),
                 ]
@@ -192,8 +200,30 @@ class Daemon:
             log.error("daemon_shutdown_grace_exceeded", waiting_for="evaluation", grace_s=grace)
         _, pending = await asyncio.wait(workers, timeout=max(0.0, deadline - loop.time()))
         for task in pending:
-            log.error("daemon_shutdown_grace_exceeded", waiting_for=task.get_name(), grace_s=grace)
             task.cancel()
+        if pending:
+            # The sender hands back, as it is cancelled, what was only waiting for room; what
+            # it still holds after that is what stays leased. Bounded: the exit deadline
+            # (EXIT_MARGIN_S after the grace) must find this line written.
+            await asyncio.wait(pending, timeout=_CANCEL_WAIT_S)
+        for task in pending:
+            name = task.get_name()
+            if name != SENDER:
+                log.error("daemon_shutdown_grace_exceeded", waiting_for=name, grace_s=grace)
+                continue
+            # An outcome the configuration foresees (scheduler.shutdown_grace shorter than a
+            # relay's reply), not a failure: each message is sent again, with its Message-ID,
+            # once its lease ends.
+            until = self.sending.leased_until()
+            log.warning(
+                "daemon_shutdown_grace_exceeded",
+                waiting_for=name,
+                grace_s=grace,
+                leased=len(self.sending.held),
+                lease_until=until.isoformat() if until is not None else None,
+                detail="deliveries cut off at the stop: their messages stay sending until "
+                "lease_until, then are sent again with the same Message-ID",
+            )
 
     def _http_server(self, stack: AsyncExitStack) -> Callable[[], Coroutine[Any, Any, None]] | None:
         """The API, probes and metrics (``http.enabled``), on a socket bound now so a taken
@@ -239,6 +269,7 @@ class Daemon:
             channels_for(runtime.settings, transport),
             once=False,
             stop=self.stop_event,
+            report=self.sending,
         )
 
     async def _watch(self) -> None:
