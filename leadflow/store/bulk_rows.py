@@ -179,6 +179,7 @@ def array_parameter(values: Sequence[Any]) -> Any:
     expression per element, which was most of the client's time for a batch's outbox insert
     and lead update (see :func:`leadflow.store.id_ranges.id_array`)."""
     elements = []
+    times: dict[datetime, str] = {}  # a batch's rows share a few times (its ``now``)
     for value in values:
         kind = type(value)
         if value is None:
@@ -195,7 +196,10 @@ def array_parameter(values: Sequence[Any]) -> Any:
         elif kind is bool:
             elements.append("t" if value else "f")
         elif kind is datetime and value.tzinfo is not None:
-            elements.append(f'"{value.isoformat()}"')
+            spelled = times.get(value)
+            if spelled is None:
+                spelled = times[value] = f'"{value.isoformat()}"'
+            elements.append(spelled)
         else:
             return list(values)
     return "{" + ",".join(elements) + "}"
