@@ -25,8 +25,10 @@ from leadflow.engine.batch_writes import BatchWrites, write
 from leadflow.engine.evaluation import run_rule
 from leadflow.engine.tick import run_due_rules
 from leadflow.outbox.store import enqueue_rows, outbox_row
+from leadflow.store.bulk_rows import array_parameter
 from leadflow.store.database import transaction
-from leadflow.store.tables import AUDIT, OUTBOX
+from leadflow.store.id_ranges import among
+from leadflow.store.tables import AUDIT, LEADS, OUTBOX
 
 DUE = T0 + timedelta(hours=2)
 
@@ -94,6 +96,49 @@ class TestQueueingOutboxRows:
         ]
         by_key = {row[1]: row[0] for row in stored}
         assert {key: result.outbox_id for key, result in results.items()} == by_key
+
+    def test_texts_that_need_quoting_are_stored_as_given(
+        self, engine: Engine, make_settings: Any
+    ) -> None:
+        """On PostgreSQL each column goes in as one array in its text form, joined by leadflow
+        (bulk_rows.array_parameter): quotes, backslashes, braces, commas, the word NULL, an
+        empty text and blanks at either end come back exactly."""
+        awkward = [
+            'He said "hi", {twice}',
+            "C:\\path\\to\\file \\",
+            "NULL",
+            "",
+            "  blanks at both ends\t",
+            "Zoë's résumé, 日本\n\nsecond line",
+        ]
+        seed(engine, [{}])
+        given = []
+        for number, text in enumerate(awkward):
+            row = _row(f"key-{number}", text or "(empty)", lead_id=1 if number % 2 else None)
+            row.update(body_text=text, headers={"X-Note": text})
+            given.append(row)
+        with transaction(engine) as session:
+            results = enqueue_rows(session, given)
+        assert all(result.inserted for result in results.values())
+        stored = rows(engine, "outbox", "idempotency_key", "lead_id", "body_text", "headers")
+        assert stored == [
+            (f"key-{number}", 1 if number % 2 else None, text, {"X-Note": text})
+            for number, text in enumerate(awkward)
+        ]
+
+
+class TestArrayParameter:
+    """A batch's columns go to PostgreSQL as one text each, not as lists psycopg dumps item by
+    item; a kind it does not spell stays a list."""
+
+    def test_the_kinds_a_batch_writes_are_joined_as_text(self) -> None:
+        when = T0 + timedelta(microseconds=5)
+        assert array_parameter(["a", 'b"c', "d\\e", None]) == '{"a","b\\"c","d\\\\e",NULL}'
+        assert array_parameter([1, None, 30]) == "{1,NULL,30}"
+        assert array_parameter([True, False]) == "{t,f}"
+        assert array_parameter([when]) == '{"2026-03-02T09:00:00.000005+00:00"}'
+        assert array_parameter([]) == "{}"
+        assert array_parameter([1.5, 2]) == [1.5, 2]
 
 
 class TestLeadUpdates:
@@ -199,3 +244,27 @@ class TestMqlOverSeveralBatches:
         assert [(lead, p["outbox_id"], p["new"]) for lead, p in second] == [
             (n, ids[n], False) for n in (1, 2, 3)
         ]
+
+
+class TestAmongIds:
+    """``among`` on PostgreSQL: a batch's ids as one array parameter, the same rows as IN."""
+
+    def test_one_parameter_for_a_batch_of_ids(self, engine: Engine) -> None:
+        seed(engine, [{} for _ in range(5)])
+        dialect = engine.dialect.name
+        ids = [1, 3, 4]
+        query = select(LEADS.c.external_id).where(among(LEADS.c.id, ids, dialect))
+        with engine.connect() as connection:
+            found = connection.execute(query.order_by(LEADS.c.id)).scalars().all()
+        assert found == ["L1", "L3", "L4"]
+        many = select(LEADS.c.id).where(among(LEADS.c.id, list(range(1, 1001)), dialect))
+        compiled = many.compile(dialect=engine.dialect)
+        texts = [value for value in compiled.params.values() if isinstance(value, str)]
+        if dialect == "postgresql":
+            # One text parameter the server casts; no IN list to expand into 1,000 placeholders.
+            assert "= ANY (CAST(" in str(compiled)
+            assert " IN " not in str(compiled)
+            assert texts == ["{" + ",".join(map(str, range(1, 1001))) + "}"]
+        else:
+            assert " IN " in str(compiled)
+            assert texts == []

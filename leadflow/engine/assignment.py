@@ -95,22 +95,35 @@ def choose_rep(
     if not members:
         return AssignmentChoice(None, pool, f"pool {pool!r} has no reps")
     load = roster.open_mqls([member.id for member in members])
-    available = [member for member in members if member.can_take(load.get(member.id, 0), now)]
-    if not available:
+
+    def can_take(member: Member) -> bool:
+        return member.can_take(load.get(member.id, 0), now)
+
+    # The members who can take the lead are found as far as the choice needs, in id order,
+    # not listed whole for every lead (a batch assigns thousands).
+    first = next((member for member in members if can_take(member)), None)
+    if first is None:
         return AssignmentChoice(
             None,
             pool,
             f"all {len(members)} reps of pool {pool!r} are inactive, out of office or at capacity",
         )
     if action.prefer_previous_owner and lead.previous_owner_id is not None:
-        previous = next((m for m in available if m.id == lead.previous_owner_id), None)
+        previous_id = lead.previous_owner_id
+        previous = next((m for m in members if m.id == previous_id and can_take(m)), None)
         if previous is not None:
             return AssignmentChoice(previous.rep, pool, "previous owner")
     if action.strategy == "least_loaded":
+        available = [member for member in members if can_take(member)]
         chosen = min(available, key=lambda member: (load.get(member.id, 0), member.id))
         return AssignmentChoice(chosen.rep, pool, "least loaded")
     last = roster.last_pick(pool) or 0
-    chosen = next((member for member in available if member.id > last), available[0])
+    # The first who can take it after the last pick, else (round robin wraps) the first.
+    chosen = (
+        first
+        if first.id > last
+        else next((m for m in members if m.id > last and can_take(m)), first)
+    )
     roster.picked(pool, chosen.id)
     return AssignmentChoice(chosen.rep, pool, "round robin")
 

@@ -119,7 +119,7 @@ def write(session: Session, writes: BatchWrites, now: datetime) -> None:
         for chunk in chunks(enrollment_ids):
             session.execute(
                 update(NURTURE)
-                .where(among(NURTURE.c.id, chunk))
+                .where(among(NURTURE.c.id, chunk, _dialect(session)))
                 .values(status="exited", exit_reason=reason, exited_at=now)
             )
     _insert(session, NURTURE, writes.enrollments)
@@ -187,6 +187,10 @@ def _mark(session: Session) -> str:
     return "?" if session.connection().dialect.paramstyle == "qmark" else "%s"
 
 
+def _dialect(session: Session) -> str:
+    return str(session.connection().dialect.name)
+
+
 def _quoted(session: Session, name: str) -> str:
     return str(session.connection().dialect.identifier_preparer.quote(name))
 
@@ -239,7 +243,7 @@ def _leave_nurture(session: Session, lead_ids: Sequence[int], reason: str, now: 
     for chunk in chunks(lead_ids):
         session.execute(
             update(NURTURE)
-            .where(among(NURTURE.c.lead_id, chunk), NURTURE.c.status == "active")
+            .where(among(NURTURE.c.lead_id, chunk, _dialect(session)), NURTURE.c.status == "active")
             .values(status="exited", exit_reason=reason, exited_at=now, next_step_at=None)
         )
     cancel_pending_marketing(session, lead_ids, reason, now)
@@ -270,7 +274,7 @@ def _cancel_slas(session: Session, cancelled: list[tuple[int, str, str]], now: d
             session.execute(
                 update(SLA_TIMERS)
                 .where(
-                    among(SLA_TIMERS.c.lead_id, chunk),
+                    among(SLA_TIMERS.c.lead_id, chunk, _dialect(session)),
                     SLA_TIMERS.c.status == "running",
                     SLA_TIMERS.c.name == name,
                 )

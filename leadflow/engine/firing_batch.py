@@ -113,7 +113,7 @@ class FiringBatch:
             self._enrollments = defaultdict(list)
             for chunk in chunks(list(self.leads)):
                 query = select(NURTURE.c.id, NURTURE.c.lead_id, NURTURE.c.stream).where(
-                    among(NURTURE.c.lead_id, chunk),
+                    among(NURTURE.c.lead_id, chunk, self.session.get_bind().dialect.name),
                     NURTURE.c.status == "active",
                 )
                 for row in self.session.execute(query):

@@ -52,7 +52,9 @@ def leads_by_id(session: Session, ids: Iterable[int]) -> list[Lead]:
     """The leads with these ids (in chunks the store's parameter limit allows)."""
     found: list[Lead] = []
     for chunk in chunks(sorted(ids)):
-        found += as_leads(session.execute(lead_select(among(LEADS.c.id, chunk))))
+        found += as_leads(
+            session.execute(lead_select(among(LEADS.c.id, chunk, session.get_bind().dialect.name)))
+        )
     return found
 
 

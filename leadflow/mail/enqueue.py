@@ -192,7 +192,7 @@ def recent_marketing(
         query = (
             select(_TABLE.c.lead_id, func.count())
             .where(
-                among(_TABLE.c.lead_id, chunk),
+                among(_TABLE.c.lead_id, chunk, session.get_bind().dialect.name),
                 _TABLE.c.category == "marketing",
                 _TABLE.c.status.in_(_COUNTED_FOR_CAP),
                 _TABLE.c.created_at > window_start,
@@ -249,11 +249,13 @@ def cancel_pending_marketing(
     """Suppress the leads' marketing email not yet claimed by a sender; return how many."""
     stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     cancelled = 0
+    bind = session if isinstance(session, Connection) else session.get_bind()
+    dialect = bind.dialect.name
     for chunk in chunks(list(lead_ids)):
         result = session.execute(
             update(_TABLE)
             .where(
-                among(_TABLE.c.lead_id, chunk),
+                among(_TABLE.c.lead_id, chunk, dialect),
                 _TABLE.c.category == "marketing",
                 _TABLE.c.status == PENDING,
             )

@@ -14,7 +14,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, and_, any_, func
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    ColumnElement,
+    Select,
+    Text,
+    and_,
+    any_,
+    bindparam,
+    cast,
+    func,
+)
 
 Item = TypeVar("Item")
 
@@ -29,10 +40,21 @@ def chunks(items: Sequence[Item], size: int = PER_STATEMENT) -> Iterator[Sequenc
         yield items[start : start + size]
 
 
-def among(column: ColumnElement[int], ids: Sequence[int]) -> ColumnElement[bool]:
+def among(
+    column: ColumnElement[int], ids: Sequence[int], dialect: str | None = None
+) -> ColumnElement[bool]:
     """``column`` is one of ``ids`` (and, to say so to the planner, between the least and the
-    greatest of them)."""
-    return and_(column.between(min(ids), max(ids)), column.in_(ids))
+    greatest of them).
+
+    On PostgreSQL (``dialect``) the ids are one array parameter in its text form
+    (:func:`id_array`), ``column = ANY(...)``: an ``IN`` list of a batch's 1,000 ids made
+    SQLAlchemy expand 1,000 parameters and psycopg parse the 1,000-placeholder statement afresh
+    (too long for its cache) and dump each id, for every statement of every batch."""
+    bounds = column.between(min(ids), max(ids))
+    if dialect == "postgresql":
+        listed = cast(bindparam(None, id_array(ids), type_=Text), ARRAY(BigInteger))
+        return and_(bounds, column == any_(listed))
+    return and_(bounds, column.in_(ids))
 
 
 def id_array(ids: Iterable[int]) -> str:
