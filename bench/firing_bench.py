@@ -3,8 +3,8 @@
 For each store, N leads are made to qualify at once and the rule runs the way
 ``leadflow run --once --rule ID`` runs it (``run_rule``: batches, one transaction each, audit,
 outbox, SLA timers). Beside it, in the same run and on the same data, the floor: the same rows
-(lead updates, audit rows, outbox rows with pre-rendered bodies, SLA timers, enrollments)
-written by plain SQL statements with no rule machinery.
+(lead updates, stage history, audit rows, outbox rows with pre-rendered bodies, SLA timers,
+enrollments) written by plain SQL statements with no rule machinery.
 
     .venv/bin/python bench/firing_bench.py                 # 10,000 firings, 3 rounds (~3 min)
     .venv/bin/python bench/firing_bench.py --only mql --firings 10000 100000 --rounds 1
@@ -304,6 +304,16 @@ def mql_floor(engine: Engine, count: int) -> None:
             ["stage", "stage_entered_at", "owner_id"],
             ["text", "timestamptz", "int"],
             [("mql", stamp, 1 + lead % REP_COUNT, lead) for lead in leads],
+        )
+        # The stage history row each firing writes (leadflow writes it; a floor without it
+        # would hold leadflow to less work than it must do).
+        plain.insert(
+            "stage_changes",
+            "lead_id, at, from_stage, to_stage, from_owner_id, to_owner_id, cause, rule_id, source",
+            [
+                (lead, stamp, "lead", "mql", None, 1 + lead % REP_COUNT, "rule", "mql", "v1")
+                for lead in leads
+            ],
         )
         mql = ["stage_changed", "assigned", "email_queued", "sla_started"]
         _audit(plain, leads, "mql-assignment", mql)
