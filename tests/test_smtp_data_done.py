@@ -263,7 +263,13 @@ def test_leadflow_send_stopped_while_a_reply_is_owed_exits_within_the_grace(
     assert took < 1.0 + 5.0, took
     assert out == "sent 0, retry later 0, failed 0 (transport smtp)\n"
     assert "Traceback" not in err
-    assert [(r.id, r.status, r.attempts) for r in outbox_rows(engine)] == [(row, "sending", 1)]
+    [sending] = outbox_rows(engine)
+    assert (sending.id, sending.status, sending.attempts) == (row, "sending", 1)
+    assert sending.claimed_until is not None
+    assert err.splitlines()[-1] == (
+        "stopped past scheduler.shutdown_grace (1s): 1 message(s) in flight stay sending until "
+        f"{sending.claimed_until.isoformat()}, then are sent again with the same Message-ID"
+    )
 
 
 @pytest.mark.usefixtures("lead")

@@ -41,6 +41,19 @@ def send(
     console = data_console(stderr=True)
     for outbox_id, error in report.failures:
         console.print(f"failed: outbox message {outbox_id}: {error}")
+    if report.held:
+        # Cut off at the stop (the relay still owed its reply past scheduler.shutdown_grace):
+        # said, as the daemon says it, or the operator reads "sent 0" and looks for a fault.
+        from leadflow.durations import format_duration
+
+        until, grace = report.leased_until(), settings.scheduler.shutdown_grace
+        when = f" until {until.isoformat()}" if until is not None else ""
+        console.print(
+            f"stopped past scheduler.shutdown_grace ({format_duration(grace)}): "
+            f"{len(report.held)} message(s) in flight stay sending{when}, then are sent again "
+            "with the same Message-ID",
+            soft_wrap=True,
+        )
     data_console().print(
         f"sent {report.sent}, retry later {report.retried}, failed {report.failed} "
         f"(transport {settings.mail.transport})"
