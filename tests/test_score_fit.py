@@ -817,9 +817,7 @@ def test_an_outcome_kept_as_text_reads_whole_decimals_as_numbers(engine: Engine)
         add_lead(engine, AS_OF, external_id=f"L-{n}", attributes={"converted": value})
         for n, value in enumerate(stored)
     ]
-    spec = OutcomeSpec(
-        "attributes.converted", frozenset(POSITIVE_WORDS), frozenset(NEGATIVE_WORDS)
-    )
+    spec = OutcomeSpec("attributes.converted", frozenset(POSITIVE_WORDS), frozenset(NEGATIVE_WORDS))
     with engine.connect() as connection:
         examples = read_examples(connection, spec)
     assert (examples.lead_ids, examples.labels, examples.unknown) == (
