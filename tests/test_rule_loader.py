@@ -146,6 +146,26 @@ class TestUnreadableFiles:
         start>'``) are said as what to fix, at the same FILE:LINE:COL, in any rules file."""
         assert problems(rules, **{name: text}) == [expected]
 
+    @pytest.mark.parametrize(
+        ("text", "column"),
+        [("scoring:\n", 1), ("scoring: {}\n", 1), ("scoring:\n  description: x\n", 1)],
+        ids=["bare-key", "empty-mapping", "no-criteria"],
+    )
+    def test_a_scoring_section_without_criteria_is_refused(
+        self, rules: Path, text: str, column: int
+    ) -> None:
+        """``scoring:`` with nothing under it (a save cut short) quietly removed the live
+        model; it is refused as an empty file is. ``enabled: false`` alone still turns
+        scoring off."""
+        assert problems(rules, **{"scoring.yaml": text}) == [
+            f"rules/scoring.yaml:1:{column}: scoring: expected its criteria (fit: and/or "
+            "engagement:), or 'enabled: false' to turn scoring off (refused so that a save cut "
+            "short never removes the live model)"
+        ]
+        off = "scoring:\n  enabled: false\n"
+        rule = "rules:\n  - id: a\n    when: {field: score, at_least: 1}\n    actions: [set_stage: mql]\n"
+        assert problems(rules, **{"scoring.yaml": off, "r.yaml": rule}) == []
+
     def test_duplicate_keys_are_refused(self, rules: Path) -> None:
         text = "rules:\n  - id: a\n    id: b\n    when: {field: score, at_least: 1}\n    actions: [set_stage: mql]\n"
         assert problems(rules, **{"r.yaml": text}) == [

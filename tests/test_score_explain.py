@@ -524,3 +524,34 @@ class TestStatus:
         clock.set(T0 + timedelta(minutes=15))
         assert asyncio.run(evaluator.funnel_tick())["scoring"] == 1
         assert changes(engine)[-1] == (1, 20, 30, "activity", None)
+
+    def test_a_model_back_after_a_folder_without_one_rescores_what_was_posted_meanwhile(
+        self, runtime: Runtime, engine: Engine
+    ) -> None:
+        """While the folder had no enabled model the API kept a posted score (95) as is; the
+        model coming back is the last pass's version, so the cadence alone left the 95 until
+        the next periodic pass. The next tick rescores the leads written meanwhile at once."""
+        import asyncio
+
+        from leadflow.service.daemon_ticks import Evaluator
+
+        app, holder = build_app(runtime)
+        evaluator = Evaluator(runtime, holder)
+        clock = runtime.clock
+        assert isinstance(clock, SettableClock)
+        assert asyncio.run(evaluator.funnel_tick())["scoring"] == 2
+        scoring = runtime.settings.paths.rules / "scoring.yaml"
+        scoring.write_text(RULES.replace("scoring:\n", "scoring:\n  enabled: false\n", 1))
+        holder.record_success(runtime.load_rules())
+        clock.set(T0 + timedelta(minutes=1))
+        response = Api(app).post("/v1/leads", {"external_id": "L2", "score": 95})
+        assert response.status_code == 200, response.text
+        assert rows(engine, "leads", "external_id", "score") == [("L1", 20), ("L2", 95)]
+        scoring.write_text(RULES, encoding="utf-8")
+        holder.record_success(runtime.load_rules())
+        clock.set(T0 + timedelta(minutes=2))  # within scoring_every (15m)
+        assert asyncio.run(evaluator.funnel_tick())["scoring"] == 1
+        assert rows(engine, "leads", "external_id", "score") == [("L1", 20), ("L2", 0)]
+        # Once: the next tick within the cadence is steady again.
+        clock.set(T0 + timedelta(minutes=3))
+        assert asyncio.run(evaluator.funnel_tick())["scoring"] == 0
