@@ -103,8 +103,8 @@ class TestCheck:
             "my-rules/a.yaml:6:17: rule hot-lead: template 'welcom':"
             f" {project}/templates/welcom.subject.txt: no template 'welcom';"
             f" templates in {project}/templates: welcome",
-            "my-rules/b.yaml:2:1: invalid YAML: found character '\\t' that cannot start any token"
-            " (YAML does not allow tabs for indentation: use spaces)",
+            "my-rules/b.yaml:2:1: invalid YAML: a tab character here: YAML indents with spaces only"
+            " (replace the tab with spaces)",
             "3 problems",
         ]
 

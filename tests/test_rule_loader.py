@@ -90,9 +90,81 @@ class TestUnreadableFiles:
 
     def test_tab_indentation_says_to_use_spaces(self, rules: Path) -> None:
         assert problems(rules, **{"r.yaml": "rules:\n\t- id: a\n"}) == [
-            "rules/r.yaml:2:1: invalid YAML: found character '\\t' that cannot start any token"
-            " (YAML does not allow tabs for indentation: use spaces)"
+            "rules/r.yaml:2:1: invalid YAML: a tab character here: YAML indents with spaces only"
+            " (replace the tab with spaces)"
         ]
+
+    @pytest.mark.parametrize(
+        ("name", "text", "expected"),
+        [
+            (
+                "scoring.yaml",
+                "scoring:\n  fit:\n    - id: a\n      when: {field: score, at_least: 1}\n"
+                "      points: 5\n engagement: []\n",
+                "rules/scoring.yaml:6:2: invalid YAML: this line is indented more than its "
+                "neighbours: it starts at column 2, but the keys of the mapping it is in start "
+                "at column 1 (line 1); line it up with the key above it that it belongs beside, "
+                "or indent it under a key ending in ':'",
+            ),
+            (
+                "r.yaml",
+                "rules:\n  - id: a\n    when: {field: score, at_least: 1}\n"
+                "     actions: [set_stage: mql]\n",
+                "rules/r.yaml:4:6: invalid YAML: this line is indented more than its "
+                "neighbours: it starts at column 6, but the keys of the mapping it is in start "
+                "at column 5 (line 2); line it up with the key above it that it belongs beside, "
+                "or indent it under a key ending in ':'",
+            ),
+            (
+                "r.yaml",
+                "rules:\n  - id: a\n    when: field: score\n",
+                "rules/r.yaml:3:16: invalid YAML: a ':' followed by a space inside a value: "
+                'quote the value ("a: b") or, for a nested key, put it on a line of its own, '
+                "indented under its parent key",
+            ),
+            (
+                "r.yaml",
+                "rules:\n  - id: a\n    when\n    actions: [set_stage: mql]\n",
+                "rules/r.yaml:3:5: invalid YAML: 'when' is neither 'key: value' nor a list "
+                "item '- value': add the ':' after the key, or, if it continues the value above "
+                "it, quote that value",
+            ),
+            (
+                "r.yaml",
+                "rules:\n  - id: a\n- id: b\n",
+                "rules/r.yaml:3:1: invalid YAML: a list item ('-') where the mapping that "
+                "starts on line 1 expects a key: put the item under the key it belongs to (a "
+                "line ending in ':', with the item indented below it)",
+            ),
+        ],
+        ids=["indented-more", "key-indented-more", "colon-in-value", "no-colon", "stray-item"],
+    )
+    def test_structural_mistakes_say_what_to_fix(
+        self, rules: Path, name: str, text: str, expected: str
+    ) -> None:
+        """PyYAML's structural errors (``expected <block end>, but found '<block mapping
+        start>'``) are said as what to fix, at the same FILE:LINE:COL, in any rules file."""
+        assert problems(rules, **{name: text}) == [expected]
+
+    @pytest.mark.parametrize(
+        ("text", "column"),
+        [("scoring:\n", 1), ("scoring: {}\n", 1), ("scoring:\n  description: x\n", 1)],
+        ids=["bare-key", "empty-mapping", "no-criteria"],
+    )
+    def test_a_scoring_section_without_criteria_is_refused(
+        self, rules: Path, text: str, column: int
+    ) -> None:
+        """``scoring:`` with nothing under it (a save cut short) quietly removed the live
+        model; it is refused as an empty file is. ``enabled: false`` alone still turns
+        scoring off."""
+        assert problems(rules, **{"scoring.yaml": text}) == [
+            f"rules/scoring.yaml:1:{column}: scoring: expected its criteria (fit: and/or "
+            "engagement:), or 'enabled: false' to turn scoring off (refused so that a save cut "
+            "short never removes the live model)"
+        ]
+        off = "scoring:\n  enabled: false\n"
+        rule = "rules:\n  - id: a\n    when: {field: score, at_least: 1}\n    actions: [set_stage: mql]\n"
+        assert problems(rules, **{"scoring.yaml": off, "r.yaml": rule}) == []
 
     def test_duplicate_keys_are_refused(self, rules: Path) -> None:
         text = "rules:\n  - id: a\n    id: b\n    when: {field: score, at_least: 1}\n    actions: [set_stage: mql]\n"
@@ -644,8 +716,8 @@ class TestTheWholeSet:
             "d.yaml": GOOD.replace("hot-lead", "other"),
         }
         assert problems(rules, **files) == [
-            "rules/a.yaml:2:1: invalid YAML: found character '\\t' that cannot start any token"
-            " (YAML does not allow tabs for indentation: use spaces)",
+            "rules/a.yaml:2:1: invalid YAML: a tab character here: YAML indents with spaces only"
+            " (replace the tab with spaces)",
             "rules/b.yaml:1:1: not UTF-8 text: save the file as UTF-8",
             "rules/c.yaml:3:19: rule hot-lead: unknown lead field 'scroe'; did you mean score?",
             f"rules/c.yaml:4:26: rule hot-lead: unknown stage 'mq'; did you mean 'mql'? stages are {STAGES}",

@@ -555,6 +555,29 @@ class TestEmptyRuleFile:
             " live rules)",
         )
 
+    def test_a_scoring_file_cut_to_its_key_keeps_the_live_model(self, tmp_path: Path) -> None:
+        """``scoring:`` alone (a save cut short) was read as "no model": the daemon dropped the
+        live model and kept posted scores as posted. It is refused; the model stays."""
+        rules, settings = _funnel_rules_copy(tmp_path)
+        scoring = rules / "scoring.yaml"
+        scoring.write_text(
+            "scoring:\n  fit:\n    - id: east\n"
+            "      when: {field: attributes.region, equals: East}\n      points: 20\n",
+            encoding="utf-8",
+        )
+        holder: SnapshotHolder[RuleSet] = SnapshotHolder(clock=SettableClock(T0))
+        assert reload_snapshot(lambda: load_rule_set(rules, settings), holder)
+        good = holder.current()
+        assert good.active_scoring is not None
+        scoring.write_bytes(b"scoring:\n")
+        assert not reload_snapshot(lambda: load_rule_set(rules, settings), holder)
+        assert holder.current() is good
+        assert holder.status().errors == (
+            f"{scoring}:1:1: scoring: expected its criteria (fit: and/or engagement:), or "
+            "'enabled: false' to turn scoring off (refused so that a save cut short never "
+            "removes the live model)",
+        )
+
 
 async def _deployed_then_edited(holder: Any, deployed: int, edit: Path, edited: int) -> None:
     """The deployed threshold is loaded, then an edit written to ``edit`` afterwards."""

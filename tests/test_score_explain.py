@@ -331,6 +331,49 @@ class TestExplain:
         ) in words
         assert "next one stores" not in words
 
+    def test_a_score_written_after_the_last_pass_says_where_it_came_from(
+        self, runtime: Runtime, engine: Engine, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A score posted while no model was live (after the last pass) was explained as "the
+        stored score is from the last scoring pass": it says the API or an import wrote it, in
+        the text and in the JSON (``stored_from``); a pass's score still says the pass."""
+        tick(runtime, T0)
+        scoring = runtime.settings.paths.rules / "scoring.yaml"
+        scoring.write_text(RULES.replace("scoring:\n", "scoring:\n  enabled: false\n", 1))
+        response = Api(build_app(runtime)[0]).post("/v1/leads", {"external_id": "L2", "score": 95})
+        assert response.status_code == 200, response.text
+        scoring.write_text(RULES, encoding="utf-8")
+        config = str(runtime.settings.root / "config.yaml")
+        capsys.readouterr()
+        assert main(["--config", config, "score", "explain", "L2"]) == 0
+        words = " ".join(capsys.readouterr().out.split())
+        assert (
+            "total fit 0 + engagement 0 + rules 0 = 0 the stored score 95 was written by an "
+            "import or the API, not by a scoring pass; the next pass stores this"
+        ) in words
+        assert "from the last scoring pass" not in words
+
+        def stored_from(lead: str) -> tuple[str, int]:
+            assert main(["--config", config, "score", "explain", lead, "--format", "json"]) == 0
+            document = json.loads(capsys.readouterr().out)
+            return document["stored_from"], document["stored"]["score"]
+
+        assert stored_from("L2") == ("import_or_api", 95)
+        assert stored_from("L1") == ("scoring_pass", 20)
+
+    def test_a_lead_no_pass_scored_says_so(
+        self, runtime: Runtime, engine: Engine, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Before any pass the stored score is the CRM's: no pass's."""
+        config = str(runtime.settings.root / "config.yaml")
+        capsys.readouterr()
+        assert main(["--config", config, "score", "explain", "L1"]) == 0
+        words = " ".join(capsys.readouterr().out.split())
+        assert (
+            "= 20 the stored score 0 was written by an import or the API, not by a scoring pass "
+            "(no pass has scored this lead yet); the next pass stores this"
+        ) in words
+
     def test_a_disabled_model_that_ran_in_this_store_explains_its_scores(
         self, runtime: Runtime, engine: Engine, capsys: pytest.CaptureFixture[str]
     ) -> None:
@@ -524,3 +567,34 @@ class TestStatus:
         clock.set(T0 + timedelta(minutes=15))
         assert asyncio.run(evaluator.funnel_tick())["scoring"] == 1
         assert changes(engine)[-1] == (1, 20, 30, "activity", None)
+
+    def test_a_model_back_after_a_folder_without_one_rescores_what_was_posted_meanwhile(
+        self, runtime: Runtime, engine: Engine
+    ) -> None:
+        """While the folder had no enabled model the API kept a posted score (95) as is; the
+        model coming back is the last pass's version, so the cadence alone left the 95 until
+        the next periodic pass. The next tick rescores the leads written meanwhile at once."""
+        import asyncio
+
+        from leadflow.service.daemon_ticks import Evaluator
+
+        app, holder = build_app(runtime)
+        evaluator = Evaluator(runtime, holder)
+        clock = runtime.clock
+        assert isinstance(clock, SettableClock)
+        assert asyncio.run(evaluator.funnel_tick())["scoring"] == 2
+        scoring = runtime.settings.paths.rules / "scoring.yaml"
+        scoring.write_text(RULES.replace("scoring:\n", "scoring:\n  enabled: false\n", 1))
+        holder.record_success(runtime.load_rules())
+        clock.set(T0 + timedelta(minutes=1))
+        response = Api(app).post("/v1/leads", {"external_id": "L2", "score": 95})
+        assert response.status_code == 200, response.text
+        assert rows(engine, "leads", "external_id", "score") == [("L1", 20), ("L2", 95)]
+        scoring.write_text(RULES, encoding="utf-8")
+        holder.record_success(runtime.load_rules())
+        clock.set(T0 + timedelta(minutes=2))  # within scoring_every (15m)
+        assert asyncio.run(evaluator.funnel_tick())["scoring"] == 1
+        assert rows(engine, "leads", "external_id", "score") == [("L1", 20), ("L2", 0)]
+        # Once: the next tick within the cadence is steady again.
+        clock.set(T0 + timedelta(minutes=3))
+        assert asyncio.run(evaluator.funnel_tick())["scoring"] == 0

@@ -796,3 +796,33 @@ def test_a_chart_not_named_svg_is_refused_before_the_fit(
     )
     assert not chart.exists()
     assert not (project.parent / "scoring.proposed.yaml").exists()
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_an_outcome_kept_as_text_reads_whole_decimals_as_numbers(engine: Engine) -> None:
+    """An outcome attribute stored as text: ``1.0`` is ``1`` and ``0.0`` is ``0`` (a
+    spreadsheet's export), as docs/scoring-fit.md says; ``-1``, ``2`` and ``N/A`` stay unknown.
+    A ``--positive 1.0`` reads the same way."""
+    from leadflow.scoring.learning_outcome import (
+        NEGATIVE_WORDS,
+        POSITIVE_WORDS,
+        OutcomeSpec,
+        _values,
+        read_examples,
+    )
+    from tests.mail_support import add_lead
+
+    stored = ["1.0", "0.0", "1", "0", " 1.00 ", "-1", "2", "N/A", "1.5", "0.0.0"]
+    ids = [
+        add_lead(engine, AS_OF, external_id=f"L-{n}", attributes={"converted": value})
+        for n, value in enumerate(stored)
+    ]
+    spec = OutcomeSpec("attributes.converted", frozenset(POSITIVE_WORDS), frozenset(NEGATIVE_WORDS))
+    with engine.connect() as connection:
+        examples = read_examples(connection, spec)
+    assert (examples.lead_ids, examples.labels, examples.unknown) == (
+        [ids[0], ids[1], ids[2], ids[3], ids[4]],
+        [1, 0, 1, 0, 1],
+        5,
+    )
+    assert _values("1.0, Won", "--positive") == frozenset({"1", "won"})

@@ -199,6 +199,13 @@ class TestTrackedUnsubscribeLink:
         assert run_nurture_steps(nurtured.runtime, nurtured.rule_set, T0 + timedelta(days=6)) == 0
         assert nurtured.state() == done
 
+    def test_the_activity_keeps_the_link_without_its_token(self, nurtured: Nurtured) -> None:
+        """The tracked link's POST records the unsubscribe link it stands for without the
+        token, as the plain link does: the token would unsubscribe the lead."""
+        response = nurtured.hit("POST", nurtured.tracked_link(), after=timedelta(hours=2))
+        assert response.status_code == 200
+        assert followed_urls(nurtured) == [f"{BASE}/t/unsubscribe?lead=L-1"]
+
     def test_get_shows_the_page_and_changes_nothing(self, nurtured: Nurtured) -> None:
         """A person's GET and a scanner's GET get the self-contained page with one button that
         POSTs back; neither unsubscribes nor records anything."""
@@ -337,6 +344,15 @@ def test_operator_page_keeps_the_redirect(
     response = nurtured.hit("GET", nurtured.tracked_link(), after=timedelta(hours=2))
     assert (response.status_code, response.headers["location"]) == (302, link)
     assert nurtured.state() == {**BEFORE, "activities": [("unsubscribe", False, None)]}
+    # The redirect carries the token the CRM's page needs; the activity does not keep it.
+    assert followed_urls(nurtured) == ["https://crm.example.com/prefs?lead=L-1"]
+
+
+def followed_urls(nurtured: Nurtured) -> list[str]:
+    """The ``url`` of every activity, oldest first."""
+    with nurtured.engine.connect() as connection:
+        rows = connection.execute(select(ACTIVITIES.c.properties).order_by(ACTIVITIES.c.id))
+        return [properties["url"] for (properties,) in rows]
 
 
 def exits(nurtured: Nurtured) -> list[tuple[Any, ...]]:

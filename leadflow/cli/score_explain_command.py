@@ -146,17 +146,28 @@ def _agreement(found: ScoreExplanation, given: datetime | None, now: datetime) -
         return "what the score would be with the model on"
     if found.matches_stored:
         return "= the stored score"
+    written = found.stored_from == "import_or_api"
+    source = ""
+    if written:
+        # No pass stored it: a score posted or imported while no model was live (or before
+        # any pass) is kept as written until the next pass.
+        never = " (no pass has scored this lead yet)" if found.stored["scored_at"] is None else ""
+        source = (
+            f"the stored score {found.stored['score']} was written by an import or the API, "
+            f"not by a scoring pass{never}"
+        )
     if given is None:
+        if written:
+            return f"{source}; the next pass stores this"
         return "the stored score is from the last scoring pass; the next one stores this"
     # An instant of one's choosing is no pass's: the next pass computes its own instant's.
     scored_at = found.stored["scored_at"]
     last = f" ({scored_at:%Y-%m-%d %H:%M} UTC)" if scored_at is not None else ""
+    stored = source if written else f"the stored one is the last pass's{last}"
     when = f"{given:%Y-%m-%d %H:%M} UTC"
     if given > now:
-        return (
-            f"the score at {when} if nothing else changes; the stored one is the last pass's{last}"
-        )
-    return f"the score as of {when}; the stored one is the last pass's{last}"
+        return f"the score at {when} if nothing else changes; {stored}"
+    return f"the score as of {when}; {stored}"
 
 
 def _text(value: int | None) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -31,7 +31,11 @@ from starlette.exceptions import HTTPException
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.unsubscribe import unsubscribe_lead
 from leadflow.ingest.kinds import bump_last_activity
-from leadflow.mail.context import OWN_UNSUBSCRIBE_PATH, unsubscribe_token
+from leadflow.mail.context import (
+    OWN_UNSUBSCRIBE_PATH,
+    unsubscribe_token,
+    without_unsubscribe_token,
+)
 from leadflow.mail.tracking_hits import Hit, RecordedHit, record_hit
 from leadflow.mail.tracking_tokens import CODES, TrackedLink, tracking_key, verify
 from leadflow.mail_settings import TrackingSettings
@@ -103,10 +107,12 @@ def unsubscribe_routes(
         link = verify(token, key, "unsubscribe")
         if link is None or link.url is None:
             return _unknown_link(request)
+        # The activity keeps the link without its token, as the plain link's does (below).
+        followed = replace(link, url=without_unsubscribe_token(settings, link.lead, link.url))
         if external and request.method != "POST":
-            await record(request, link)
+            await record(request, followed)
             return RedirectResponse(link.url, status_code=302, headers=_HEADERS)
-        return _page(await unsubscribe(request, link))
+        return _page(await unsubscribe(request, followed))
 
     @router.api_route(OWN_UNSUBSCRIBE_PATH, methods=["GET", "HEAD", "POST"], name="unsubscribe")
     async def own_unsubscribe(request: Request, lead: str = "", token: str = "") -> Response:
@@ -116,7 +122,7 @@ def unsubscribe_routes(
             return _unknown_link(request)
         # The link as the activity keeps it, without the token: the token unsubscribes the
         # lead, and activities are read (and exported) by far more people than the email.
-        followed = str(request.url.remove_query_params("token"))
+        followed = without_unsubscribe_token(settings, lead, str(request.url))
         link = TrackedLink("unsubscribe", "", lead, "", followed)
         return _page(await unsubscribe(request, link))
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
 from leadflow.errors import ConfigError
 from leadflow.settings import Settings
@@ -120,6 +120,23 @@ def unsubscribe_url(settings: Settings, lead_external_id: str) -> str:
         external_id=lead_external_id,
         token=unsubscribe_token(settings, lead_external_id),
     )
+
+
+def without_unsubscribe_token(settings: Settings, lead_external_id: str, url: str) -> str:
+    """``url`` (a followed unsubscribe link) as an activity keeps it: without the lead's token.
+
+    The token unsubscribes the lead, and activities are read (and exported) by far more people
+    than the email. Every query parameter carrying it goes, whatever its name (``token`` on
+    leadflow's own page, any name on an operator's page); anywhere else it is blanked.
+    """
+    token = unsubscribe_token(settings, lead_external_id)
+    parts = urlsplit(url)
+    kept = [
+        pair
+        for pair in parts.query.split("&")
+        if pair and unquote_plus(pair.partition("=")[2]) != token
+    ]
+    return urlunsplit(parts._replace(query="&".join(kept))).replace(token, "")
 
 
 def lead_view(lead: Lead, settings: Settings) -> dict[str, Any]:

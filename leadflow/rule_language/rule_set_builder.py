@@ -261,7 +261,18 @@ class _FileReader:
             self._rule(raw, ("rules", index))
         for index, raw in enumerate(streams if isinstance(streams, list) else []):
             self._stream(raw, ("streams", index))
-        if data.get("scoring") is not None:
+        if "scoring" in data and _no_criteria(data["scoring"]):
+            # A save cut short at 'scoring:' (or a section emptied by mistake) was read as "no
+            # model": the live model went quietly, and scores posted meanwhile were kept as is.
+            self.builder.problem(
+                self.document,
+                ("scoring",),
+                "scoring: expected its criteria (fit: and/or engagement:), or 'enabled: false' "
+                "to turn scoring off (refused so that a save cut short never removes the live "
+                "model)",
+                key=True,
+            )
+        elif data.get("scoring") is not None:
             reader = ScoringReader(self.document, self.settings)
             model = reader.read(data["scoring"], ("scoring",))
             self.builder.problems += reader.problems
@@ -464,6 +475,16 @@ def _nothing_in(text: str) -> str:
         f"{what}: delete it to remove its rules, or write 'rules: []' to keep it without any "
         "(refused so that a save cut short never removes live rules)"
     )
+
+
+def _no_criteria(raw: Any) -> bool:
+    """A ``scoring:`` section that is nothing at all (``scoring:`` alone, ``{}``), or enabled
+    with only a description: what a save cut short leaves, never a model."""
+    if raw is None:
+        return True
+    if not isinstance(raw, dict):
+        return False  # the reader says what a section must be
+    return raw.get("enabled", True) is not False and raw.keys() <= {"description", "enabled"}
 
 
 def _subject_of(raw: dict[str, Any]) -> Subject:

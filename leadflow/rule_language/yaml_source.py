@@ -208,7 +208,11 @@ def parse_with_pyyaml(file: str, text: str) -> SourceDocument:
         where = Mark(mark.line + 1, mark.column + 1) if mark else Mark(1, 1)
         problem = exc.problem or exc.context or "invalid YAML"
         if "\\t" in problem or "'\\t'" in str(exc):
-            problem += " (YAML does not allow tabs for indentation: use spaces)"
+            problem = (
+                "a tab character here: YAML indents with spaces only (replace the tab with spaces)"
+            )
+        elif (plain := _in_plain_words(exc, text)) is not None:
+            problem, where = plain
         elif "alias" in (exc.context or "") or "alias" in problem:
             # Cron expressions start with * often enough to deserve the fix in the message.
             problem += (
@@ -222,6 +226,57 @@ def parse_with_pyyaml(file: str, text: str) -> SourceDocument:
     if node is None:
         return SourceDocument(file=file, data=None)
     return document
+
+
+def _in_plain_words(exc: yaml.MarkedYAMLError, text: str) -> tuple[str, Mark] | None:
+    """PyYAML's structural errors (``expected <block end>, but found '<block mapping start>'``)
+    said as what to fix in the file, and where; None for any other error (PyYAML's words)."""
+    found, around = exc.problem_mark, exc.context_mark
+    if found is None:
+        return None
+    where = Mark(found.line + 1, found.column + 1)
+    if exc.problem == "could not find expected ':'" and around is not None:
+        # PyYAML stops on the line after the one missing its ':'; point at that one.
+        where = Mark(around.line + 1, around.column + 1)
+    message = _structural_problem(exc.problem or "", found, around, text.splitlines())
+    return None if message is None else (message, where)
+
+
+def _structural_problem(problem: str, found: Any, around: Any, lines: list[str]) -> str | None:
+    line = lines[found.line] if found.line < len(lines) else ""
+    if problem.startswith("expected <block end>") and around is not None:
+        if problem.endswith("'-'"):
+            return (
+                f"a list item ('-') where the mapping that starts on line {around.line + 1} "
+                "expects a key: put the item under the key it belongs to (a line ending in "
+                "':', with the item indented below it)"
+            )
+        indent = len(line) - len(line.lstrip(" "))
+        if indent > around.column:
+            than = "more"
+        elif indent < around.column:
+            than = "less"
+        else:
+            than = "differently"
+        return (
+            f"this line is indented {than} than its neighbours: it starts at column "
+            f"{indent + 1}, but the keys of the mapping it is in start at column "
+            f"{around.column + 1} (line {around.line + 1}); line it up with the key above it "
+            "that it belongs beside, or indent it under a key ending in ':'"
+        )
+    if problem == "mapping values are not allowed here":
+        return (
+            "a ':' followed by a space inside a value: quote the value (\"a: b\") or, for a "
+            "nested key, put it on a line of its own, indented under its parent key"
+        )
+    if problem == "could not find expected ':'" and around is not None:
+        started = lines[around.line].strip() if around.line < len(lines) else ""
+        return (
+            f"{started!r} is neither 'key: value' nor a list item "
+            "'- value': add the ':' after the key, or, if it continues the value above it, "
+            "quote that value"
+        )
+    return None
 
 
 class _FlowEmptyValueError(Exception):

@@ -90,6 +90,21 @@ class ScoreExplanation:
         return sum(item.points for item in self.contributions)
 
     @property
+    def stored_from(self) -> str:
+        """Where the stored score came from: ``scoring_pass`` (a pass stored it, rules'
+        adjustments since included) or ``import_or_api`` (the CRM's score, written by an
+        import or the API: before any pass scored the lead, or since the last one, while no
+        model was live). A pass stores score = fit + engagement + adjustment and records the
+        change; a written score moves neither the parts nor the history."""
+        stored = self.stored
+        parts = (stored["fit"], stored["engagement"], stored["adjustment"])
+        if any(part is None for part in parts) or sum(parts) != stored["score"]:
+            return "import_or_api"
+        if self.history and self.history[0]["new_score"] != stored["score"]:
+            return "import_or_api"
+        return "scoring_pass"
+
+    @property
     def matches_stored(self) -> bool:
         return self.model_version is not None and self.total == self.stored["score"]
 
@@ -100,6 +115,7 @@ class ScoreExplanation:
             "model_version": self.model_version,
             "model_enabled": self.model_enabled,
             "model_ran_here": self.model_ran_here,
+            "stored_from": self.stored_from,
             "stored": {
                 key: (value.isoformat() if isinstance(value, datetime) else value)
                 for key, value in self.stored.items()

@@ -16,6 +16,7 @@ Both are read in one query each; the labels are decided per row in Python.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -109,7 +110,7 @@ def outcome_spec(
 
 
 def _values(text: str, option: str) -> frozenset[str]:
-    values = frozenset(part.strip().lower() for part in text.split(",") if part.strip())
+    values = frozenset(as_text(part) or "" for part in text.split(",") if part.strip())
     if not values:
         raise UserInputError(f"{option}: expected comma-separated values, e.g. won,customer")
     return values
@@ -123,7 +124,15 @@ def as_text(value: Any) -> str | None:
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
-    return str(value).strip().lower()
+    text = str(value).strip().lower()
+    # A number kept as text reads as the number does: "1.0" (a spreadsheet's export of 1) is
+    # "1", as a stored 1.0 is; "-1", "2" and "n/a" stay themselves (and unknown by default).
+    whole = _WHOLE_DECIMAL.fullmatch(text)
+    return str(int(whole.group(1))) if whole else text
+
+
+_WHOLE_DECIMAL = re.compile(r"([-+]?[0-9]+)\.0*")
+"""A whole number written with a decimal point and only zeros after it: ``1.0``, ``0.00``."""
 
 
 def read_examples(connection: Connection, spec: OutcomeSpec) -> Examples:

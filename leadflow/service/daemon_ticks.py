@@ -27,7 +27,7 @@ import structlog
 from leadflow import metrics
 from leadflow.engine.evaluation import RuleOutcome, run_rule
 from leadflow.engine.retention import PruneReport, prune
-from leadflow.engine.runtime import Runtime
+from leadflow.engine.runtime import Runtime, StopSignal
 from leadflow.engine.tick import FUNNEL_STEPS, FunnelStep, run_funnel_steps
 from leadflow.logs import error_text, log_failure
 from leadflow.rule_language.model import RuleSet
@@ -73,11 +73,37 @@ class Evaluator:
         self._stop = threading.Event()
         self.leadership = leadership
         self._halt = _EitherSet(self._stop, leadership.fence if leadership else None)
+        self._model_was_absent = False
+        """A rule set without an enabled scoring model was in force since the last pass."""
         if steps is None:
-            from leadflow.engine.scoring_step import run_due_scoring
-
-            steps = (("scoring", run_due_scoring), *FUNNEL_STEPS)
+            steps = (("scoring", self._scoring), *FUNNEL_STEPS)
+            holder.on_swap(self._saw)
         self._steps = steps
+
+    def _saw(self, rule_set: RuleSet) -> None:
+        if rule_set.active_scoring is None:
+            self._model_was_absent = True
+
+    def _scoring(
+        self, runtime: Runtime, rule_set: RuleSet, now: datetime, *, stop: StopSignal | None = None
+    ) -> int:
+        """The scoring step: a pass when ``scheduler.scoring_every`` has passed or the model
+        changed, and at once when the model comes back after a rule set without one.
+
+        While no model was live, scores posted to the API were kept as posted and not
+        rescored; the model coming back has the version of the last pass, so the cadence alone
+        left them (an MQL made of a posted 95) until the next periodic pass. Their writes
+        marked those leads due, so the pass recomputes them and no other lead."""
+        from leadflow.engine.scoring_step import run_due_scoring, run_scoring
+
+        if rule_set.active_scoring is None or not self._model_was_absent:
+            return run_due_scoring(runtime, rule_set, now, stop=stop)
+        self._model_was_absent = False
+        try:
+            return run_scoring(runtime, rule_set, now, stop=stop)
+        except BaseException:
+            self._model_was_absent = True  # the next tick tries again
+            raise
 
     def _may_evaluate(self) -> bool:
         """Not stopping, and the leader (on PostgreSQL only one replica evaluates)."""

@@ -71,6 +71,16 @@ class SnapshotHolder(Generic[T]):
         self._lock = threading.Lock()
         self._snapshot: T | None = None
         self._status = ReloadStatus(0, 0, 0, (), False, None, None)
+        self._listeners: list[Callable[[T], None]] = []
+
+    def on_swap(self, listener: Callable[[T], None]) -> None:
+        """Call ``listener`` with every snapshot swapped in from now on, under the swap's lock
+        (so it sees every one, even one replaced before anything read it), and with the
+        current one at once if there is one."""
+        with self._lock:
+            self._listeners.append(listener)
+            if self._snapshot is not None:
+                listener(self._snapshot)
 
     def current(self) -> T:
         """The snapshot to use for one whole evaluation; hold on to it, do not ask again."""
@@ -104,6 +114,8 @@ class SnapshotHolder(Generic[T]):
                 last_success_at=now,
                 warnings=tuple(warnings),
             )
+            for listener in self._listeners:
+                listener(snapshot)
             return self._status
 
     def record_failure(self, errors: Sequence[str]) -> ReloadStatus:
