@@ -75,6 +75,14 @@ def _within_limit(field: str, value: str, length: int) -> str:
     return value
 
 
+def _longest_text(column: list[Any]) -> int:
+    """The length of the longest text in ``column`` (0 for none)."""
+    try:  # a text column holds texts and None (the empty cells)
+        return max(map(len, filter(None, column)), default=0)
+    except TypeError:  # and here some other value: only the texts have a length to check
+        return max((len(value) for value in column if value.__class__ is str), default=0)
+
+
 def _checked_keys(keys: list[Any] | None) -> list[str] | None:
     """``keys`` (a part's ``external_id`` values, text) if every one is an id
     :func:`external_id_of` takes as it is; else None."""
@@ -214,7 +222,7 @@ class KindWriter:
         except ImportRowError:
             return None
         for index, _field, length in self._limits:
-            if any(value.__class__ is str and len(value) > length for value in values[index]):
+            if _longest_text(values[index]) > length:
                 return None
         for index, _field, low, high in self._ranges:
             if any(isinstance(value, int) and not low <= value <= high for value in values[index]):

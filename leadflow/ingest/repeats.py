@@ -80,19 +80,18 @@ def _keys(writer: KindWriter, source: RowSource) -> Iterator[str]:
     if source.format != "csv":
         yield from (key for _line, _cells, key in _keyed(writer, source))
         return
-    part: list[list[str]] = []
+    part: list[list[object]] = []
     for _line, cells, problem in source.rows():
-        if problem is not None:
-            continue
-        part.append(cast("list[str]", cells))
-        if len(part) >= KEYS_AT_ONCE:
-            yield from _part_keys(writer, part)
-            part = []
+        if problem is None:
+            part.append(cells)
+            if len(part) >= KEYS_AT_ONCE:
+                yield from _part_keys(writer, part)
+                part = []
     yield from _part_keys(writer, part)
 
 
-def _part_keys(writer: KindWriter, part: list[list[str]]) -> list[str]:
-    keys = writer.cells_keys(part)
+def _part_keys(writer: KindWriter, part: list[list[object]]) -> list[str]:
+    keys = writer.cells_keys(cast("list[list[str]]", part))
     if keys is not None:
         return keys
     # Some row's id does not read: the write rejects that row, naming why.
