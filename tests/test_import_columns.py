@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 from import_support import rows, write
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 
 from leadflow.clock import SettableClock
 from leadflow.config import load_settings
-from leadflow.ingest import import_file, runner
+from leadflow.ingest import import_file, index_builds, runner
 from leadflow.ingest.kinds import LeadWriter
 from leadflow.ingest.mapping import compile_plan
 from leadflow.ingest.references import RepDirectory
@@ -197,3 +197,53 @@ def test_a_fed_csv_file_is_read_by_column_and_its_bad_rows_by_row(
         ("L6", 6, "lead", "Fay"),
         ("L7", 8, "mql", "Gus"),
     ]
+
+
+def _lookups(engine: Engine) -> list[str]:
+    """The statements ``engine`` runs that look a batch's keys up in ``leads``."""
+    seen: list[str] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def before(_connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.startswith(
+            ("SELECT external_id, id, source_hash FROM leads", "SELECT EXISTS (SELECT FROM leads")
+        ):
+            seen.append(statement[:40])
+
+    return seen
+
+
+def test_a_bulk_import_into_an_empty_table_looks_no_key_up(
+    engine: Engine,
+    make_settings: Any,
+    tmp_path: Path,
+    clock: SettableClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The table was empty when the import's transaction took it, and each key is written
+    once: every row is new, and the batches insert (copy) them without a lookup. Into a table
+    already holding rows (still fewer than half the file's), each batch looks its keys up:
+    the stored row is updated, not inserted twice."""
+    monkeypatch.setattr(index_builds, "BULK_MIN_ROWS", 3)
+    settings = make_settings(import__batch_size=2)
+    text = "external_id,score\nL1,1\nL2,2\nL3,3\nL4,4\nL5,5\nL1,6\n"
+    lookups = _lookups(engine)
+    report = import_file(engine, settings, "leads", write(tmp_path, "l.csv", text), clock=clock)
+    assert report.summary == "inserted 5, updated 0, unchanged 0, rejected 0, superseded 1"
+    assert lookups == []
+    assert rows(engine, "leads", "external_id", "score") == [
+        ("L1", 6),
+        ("L2", 2),
+        ("L3", 3),
+        ("L4", 4),
+        ("L5", 5),
+    ]
+    engine.dispose()
+    with engine.begin() as connection:
+        connection.exec_driver_sql("DELETE FROM stage_changes")
+        connection.exec_driver_sql("DELETE FROM leads WHERE external_id <> 'L1'")
+    text = "external_id,score\nL1,7\nL2,2\nL3,3\nL4,4\nL5,5\nL6,6\nL7,7\n"
+    report = import_file(engine, settings, "leads", write(tmp_path, "m.csv", text), clock=clock)
+    assert report.summary == "inserted 6, updated 1, unchanged 0, rejected 0"
+    assert len(lookups) == 4  # a lookup per batch of two
+    assert rows(engine, "leads", "external_id", "score")[:2] == [("L1", 7), ("L2", 2)]

@@ -263,7 +263,10 @@ def _load_whole(
     try:
         with _writing(engine) as connection, indexes_built_after(connection, bulk):
             batch = lambda: nullcontext(connection)  # noqa: E731 - as in the other branch
-            _load_batches(batch, writer, source, report, progress, feed, skip)
+            # Held by this transaction since the drops (SQLite's write lock, PostgreSQL's
+            # exclusive lock), a table empty now holds only what this import writes.
+            empty = writer.table.name in bulk and _empty(connection, writer.table.name)
+            _load_batches(batch, writer, source, report, progress, feed, skip, empty)
             if strict:
                 _roll_back_if_rejected(report)
     except _StrictRollbackError:
@@ -274,6 +277,10 @@ def _load_whole(
         report.counts = Counts()  # the one transaction rolled back: nothing of the file is in
         raise
     return "rejected rows" if report.rejected else "done"
+
+
+def _empty(connection: Connection, table: str) -> bool:
+    return not connection.exec_driver_sql(f"SELECT EXISTS (SELECT 1 FROM {table})").scalar()
 
 
 def _roll_back_if_rejected(report: ImportReport) -> None:
@@ -369,12 +376,16 @@ def _load_batches(
     progress: Progress | None,
     feed: Iterator[_Read] | None,
     skip: Mapping[int, Later],
+    empty: bool = False,
 ) -> None:
+    """``empty``: the table was empty when this import's one transaction locked it."""
     table_writer: TableWriter | None = None
 
     def table(connection: Connection) -> TableWriter:
         nonlocal table_writer
-        table_writer = table_writer or TableWriter(connection, writer.shape(), writer.now)
+        table_writer = table_writer or TableWriter(
+            connection, writer.shape(), writer.now, only_new=empty
+        )
         return table_writer
 
     def write(connection: Connection, prepared: list[Prepared]) -> None:
