@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 from leadflow.errors import ImportRowError
 from leadflow.ingest import values
-from leadflow.ingest.field_parsers import parse_object
+from leadflow.ingest.field_parsers import parse_object, renaming
 from leadflow.ingest.names import quoted
 from leadflow.settings import ImportKind
 
@@ -111,6 +111,92 @@ class ColumnPlan:
             _check_storable(record)
         return record
 
+    def read_columns(self, rows: Sequence[Sequence[str]]) -> dict[str, list[Any]] | None:
+        """What :meth:`read` makes of each row of ``rows`` (a CSV file's part: text cells, as
+        many as the header's), as one list per top-level field, a row's ``None`` where its
+        record has no value; or None when a cell of the part does not read (a value error)
+        or does not store: the caller then reads those rows one by one with :meth:`read`,
+        which names every bad field.
+
+        A large file's hot path: a record per row (a dict, a parser call per cell) cost three
+        quarters of the time a 1M-row CRM export took to read. Here each column is read once
+        per part: a text column by one comprehension, any other by parsing each of its
+        distinct cells once (a stage, a score, a Yes/No column hold a handful); every parser
+        is a function of the cell alone.
+        """
+        if not rows or not self._cells_are_the_text:
+            return None
+        cells_by_column = self._cells_by_column(rows)
+        try:
+            found: dict[str, list[Any]] = {
+                field: read(cells_by_column[index]) for field, index, read in self._plain_columns
+            }
+            for group, names, steps in self._grouped_columns:
+                if group in found:
+                    return None  # a properties object beside properties.NAME columns
+                found[group] = _objects(names, [read(cells_by_column[i]) for i, read in steps])
+            for field, index, read in self._mapped_columns:
+                found[field] = read(cells_by_column[index])
+        except ValueError:
+            return None
+        if not all(_ascii_text(column) for column in cells_by_column.values()):
+            # As read() checks a row whose cells are not all ASCII: its record, field by field
+            # (a row's other cells make no value: ASCII there or not, its record stores).
+            fields = list(found)
+            try:
+                for position, cells in enumerate(rows):
+                    if not _ascii_text(cells):
+                        _check_storable({field: found[field][position] for field in fields})
+            except ImportRowError:
+                return None
+        return found
+
+    def _cells_by_column(self, rows: Sequence[Sequence[str]]) -> dict[int, Sequence[str]]:
+        """The cells of each column the plan reads (by index), the empty values emptied."""
+        used = self._used_columns
+        if 2 * len(used) < len(rows[0]):  # a row's id alone, say: not every column transposed
+            by_index: dict[int, Sequence[str]] = {
+                index: [cells[index] for cells in rows] for index in used
+            }
+        else:
+            every = list(zip(*rows, strict=True))
+            by_index = {index: every[index] for index in used}
+        if self.empty_values:
+            empty = self.empty_values
+            by_index = {
+                index: ["" if cell.strip().casefold() in empty else cell for cell in column]
+                for index, column in by_index.items()
+            }
+        return by_index
+
+    @cached_property
+    def _used_columns(self) -> tuple[int, ...]:
+        return tuple(sorted({target.index for target in self.targets}))
+
+    @cached_property
+    def _plain_columns(self) -> tuple[tuple[str, int, _ColumnReader], ...]:
+        return tuple((field, index, _column_reader(parse)) for field, index, parse in self._plain)
+
+    @cached_property
+    def _grouped_columns(
+        self,
+    ) -> tuple[tuple[str, tuple[str, ...], tuple[tuple[int, _ColumnReader], ...]], ...]:
+        return tuple(
+            (
+                group,
+                tuple(name for name, _index, _parse in steps),
+                tuple((index, _column_reader(parse)) for _name, index, parse in steps),
+            )
+            for group, steps in self._grouped
+        )
+
+    @cached_property
+    def _mapped_columns(self) -> tuple[tuple[str, int, _ColumnReader], ...]:
+        return tuple(
+            (field, index, _column_reader(renaming(parse, value_map)))
+            for field, index, parse, value_map in self._mapped
+        )
+
     def _explain(self, cells: Sequence[object]) -> None:
         """Raise an error naming every bad field of the row (column order), not the first only:
         a row with four bad cells would otherwise take four rounds of fixing the file."""
@@ -157,6 +243,50 @@ class ColumnPlan:
             for t in self.targets
             if t.group is None and t.value_map
         )
+
+
+_ColumnReader = Callable[[Sequence[str]], list[Any]]
+"""A column's text cells -> their values (raises ValueError as the column's parser does)."""
+
+
+def _column_reader(parse: values.Parser) -> _ColumnReader:
+    """How :meth:`ColumnPlan.read_columns` reads one column of text cells with ``parse``."""
+    if parse is values.parse_text or parse is values.parse_identifier:
+        # What both do with a text cell, without a call per cell.
+        return lambda cells: [cell.strip() or None for cell in cells]
+
+    def each_distinct_once(cells: Sequence[str]) -> list[Any]:
+        # A value per distinct cell, shared by the rows holding it: parsers return scalars
+        # (a CSV cell is never a JSON object, _cells_are_the_text), which no one changes.
+        parsed = {cell: parse(cell) for cell in set(cells)}
+        return list(map(parsed.__getitem__, cells))
+
+    return each_distinct_once
+
+
+def _objects(names: tuple[str, ...], columns: list[list[Any]]) -> list[dict[str, Any] | None]:
+    """Each row's object of its non-None values under ``names`` (None for no value at all), in
+    the order ``names`` gives, as :meth:`ColumnPlan.read` builds a group's."""
+    objects: list[dict[str, Any]] = _object_maker(len(names))(*names, columns)
+    for name, column in zip(names, columns, strict=True):
+        if None in column:
+            for found, value in zip(objects, column, strict=True):
+                if value is None:
+                    del found[name]
+    return [found or None for found in objects]
+
+
+@lru_cache(maxsize=64)
+def _object_maker(width: int) -> Callable[..., list[dict[str, Any]]]:
+    """``make(name_0, ..., name_N, columns)``: a dict per row of ``columns`` (one per name)
+    built by a dict display, which costs a fifth of ``dict(zip(names, row))``. The code is made
+    from ``width`` alone: the names are arguments, never part of the text compiled."""
+    keys = [f"k{i}" for i in range(width)]
+    cells = [f"v{i}" for i in range(width)]
+    pairs = ", ".join(f"{key}: {cell}" for key, cell in zip(keys, cells, strict=True))
+    row = ", ".join(cells) + ("," if width == 1 else "")
+    source = f"lambda {', '.join(keys)}, columns: [{{{pairs}}} for {row} in zip(*columns)]"
+    return eval(source, {"__builtins__": {"zip": zip}})  # type: ignore[no-any-return]  # noqa: S307
 
 
 class _DisagreementError(ValueError):

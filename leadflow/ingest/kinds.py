@@ -75,6 +75,23 @@ def _within_limit(field: str, value: str, length: int) -> str:
     return value
 
 
+def _longest_text(column: list[Any]) -> int:
+    """The length of the longest text in ``column`` (0 for none)."""
+    try:  # a text column holds texts and None (the empty cells)
+        return max(map(len, filter(None, column)), default=0)
+    except TypeError:  # and here some other value: only the texts have a length to check
+        return max((len(value) for value in column if value.__class__ is str), default=0)
+
+
+def _checked_keys(keys: list[Any] | None) -> list[str] | None:
+    """``keys`` (a part's ``external_id`` values, text) if every one is an id
+    :func:`external_id_of` takes as it is; else None."""
+    if not keys or None in keys or max(map(len, keys)) > KEY_LENGTH:
+        return None
+    # One search of the part's ids run together finds a control character in any of them.
+    return keys if identifier_problem("".join(keys)) is None else None
+
+
 def _integer_range(column_type: object) -> tuple[int, int] | None:
     """The values an integer column holds on every store (SQLite's are wider than PostgreSQL's)."""
     for integer_type, bits in _INTEGER_RANGES:
@@ -172,6 +189,65 @@ class KindWriter:
     def cells_key(self, cells: Sequence[object]) -> str:
         """The key of a row's cells, read from the cells of :attr:`key_fields` alone."""
         return self.key(self._key_plan.read(cells))
+
+    def cells_keys(self, rows: Sequence[Sequence[str]]) -> list[str] | None:
+        """:meth:`cells_key` of each row of a CSV file's part, read column by column
+        (:meth:`ColumnPlan.read_columns`); None when a row's key does not read or a kind
+        makes its keys otherwise: the caller asks :meth:`cells_key` row by row."""
+        if not self._keys_by_column:
+            return None
+        columns = self._key_plan.read_columns(rows)
+        return None if columns is None else _checked_keys(columns.get("external_id"))
+
+    def checked_columns(
+        self, lines: Sequence[int], rows: Sequence[Sequence[str]]
+    ) -> list[Checked] | None:
+        """What :meth:`checked` makes of a CSV file's part (lines and text cells) whose every
+        row reads and passes, made column by column; None when one does not (or the kind checks
+        its records otherwise): the caller reads and checks the part row by row, which names
+        every bad field of each rejected row."""
+        if not self._checks_by_column:
+            return None
+        columns = self.plan.read_columns(rows)
+        if columns is None:
+            return None
+        keys = _checked_keys(columns.get("external_id"))
+        if keys is None:
+            return None
+        absent = [None] * len(rows)
+        values = [columns.get(field, absent) for field in self.fields]
+        try:
+            for index, convert in self._converts:
+                values[index] = list(map(convert, values[index]))
+        except ImportRowError:
+            return None
+        for index, _field, length in self._limits:
+            if _longest_text(values[index]) > length:
+                return None
+        for index, _field, low, high in self._ranges:
+            if any(isinstance(value, int) and not low <= value <= high for value in values[index]):
+                return None
+        return list(zip(lines, keys, zip(*values, strict=True), strict=True))
+
+    @cached_property
+    def _keys_by_column(self) -> bool:
+        """Whether a row's key is its ``external_id`` cell as :meth:`KindWriter.key` reads it."""
+        kind = type(self)
+        return (
+            kind.key is KindWriter.key
+            and kind.cells_key is KindWriter.cells_key
+            and self.key_fields == frozenset({"external_id"})
+        )
+
+    @cached_property
+    def _checks_by_column(self) -> bool:
+        """Whether :meth:`checked` is :meth:`values` of KindWriter: converts, lengths, ranges."""
+        kind = type(self)
+        return (
+            self._keys_by_column
+            and kind.values is KindWriter.values
+            and kind.checked is KindWriter.checked
+        )
 
     def lookups(self, connection: Connection, records: list[Record]) -> None:
         """Load what :meth:`convert` needs for this batch (e.g. lead ids by external id)."""

@@ -24,7 +24,7 @@ from array import array
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from itertools import pairwise
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from sqlalchemy import Connection
 
@@ -71,14 +71,46 @@ def _keyed(writer: KindWriter, source: RowSource) -> Iterator[tuple[int, list[ob
         yield line, cells, key
 
 
+KEYS_AT_ONCE = 5_000
+"""Rows of a CSV file whose keys are read at once, column by column (KindWriter.cells_keys)."""
+
+
+def _keys(writer: KindWriter, source: RowSource) -> Iterator[str]:
+    """The id of each row :func:`_keyed` yields, a CSV file's read a part at a time."""
+    if source.format != "csv":
+        yield from (key for _line, _cells, key in _keyed(writer, source))
+        return
+    part: list[list[object]] = []
+    for _line, cells, problem in source.rows():
+        if problem is None:
+            part.append(cells)
+            if len(part) >= KEYS_AT_ONCE:
+                yield from _part_keys(writer, part)
+                part = []
+    yield from _part_keys(writer, part)
+
+
+def _part_keys(writer: KindWriter, part: list[list[object]]) -> list[str]:
+    keys = writer.cells_keys(cast("list[list[str]]", part))
+    if keys is not None:
+        return keys
+    # Some row's id does not read: the write rejects that row, naming why.
+    read = []
+    for cells in part:
+        try:
+            read.append(writer.cells_key(cells))
+        except ImportRowError:
+            continue
+    return read
+
+
 def _repeated_hashes(writer: KindWriter, source: RowSource) -> set[int]:
     # hash() is 64 bits and fixed within the process (and in a reading process it forks); two
     # ids sharing one only cost their rows the second read, which compares the ids themselves.
     # A sort makes a list of Python ints (about 40 bytes a hash, 5 times the array): a part of
     # the hashes at a time, split by their low bits, keeps that to a 64th.
     parts = [array("q") for _part in range(HASH_PARTS)]
-    for _line, _cells, key in _keyed(writer, source):
-        value = hash(key)
+    for value in map(hash, _keys(writer, source)):
         parts[value & (HASH_PARTS - 1)].append(value)
     repeated: set[int] = set()
     for part in parts:

@@ -16,7 +16,7 @@ from functools import partial
 from itertools import groupby
 from operator import itemgetter
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from sqlalchemy import Connection, Engine
 
@@ -30,6 +30,7 @@ from leadflow.ingest.import_runs import finish_run, record_refused, start_run
 from leadflow.ingest.index_builds import bulk_tables, estimated_rows, indexes_built_after
 from leadflow.ingest.kinds import (
     ActivityWriter,
+    Checked,
     DealWriter,
     KindWriter,
     LeadWriter,
@@ -263,7 +264,10 @@ def _load_whole(
     try:
         with _writing(engine) as connection, indexes_built_after(connection, bulk):
             batch = lambda: nullcontext(connection)  # noqa: E731 - as in the other branch
-            _load_batches(batch, writer, source, report, progress, feed, skip)
+            # Held by this transaction since the drops (SQLite's write lock, PostgreSQL's
+            # exclusive lock), a table empty now holds only what this import writes.
+            empty = writer.table.name in bulk and _empty(connection, writer.table.name)
+            _load_batches(batch, writer, source, report, progress, feed, skip, empty)
             if strict:
                 _roll_back_if_rejected(report)
     except _StrictRollbackError:
@@ -274,6 +278,10 @@ def _load_whole(
         report.counts = Counts()  # the one transaction rolled back: nothing of the file is in
         raise
     return "rejected rows" if report.rejected else "done"
+
+
+def _empty(connection: Connection, table: str) -> bool:
+    return not connection.exec_driver_sql(f"SELECT EXISTS (SELECT 1 FROM {table})").scalar()
 
 
 def _roll_back_if_rejected(report: ImportReport) -> None:
@@ -316,6 +324,9 @@ def _reading(
     part_size = min(writer.settings.imports.batch_size, FED_PART_ROWS)
     form = DriverForm(writer.shape(), dialect)
 
+    # A CSV file's cells are text: its parts are read column by column (read_columns).
+    by_columns = source.format == "csv"
+
     def produce(send: Send) -> None:
         local = ImportReport(writer.kind, "")
 
@@ -325,6 +336,9 @@ def _reading(
             checked, rejected = writer.checked(rows)
             for line, exc in rejected:
                 local.reject(line, *exc.messages())
+            flush_checked(checked)
+
+        def flush_checked(checked: list[Checked]) -> None:
             checked, replaced = latest_per_key(checked)
             superseded.extend(replaced)
             send_read(form.hashed_rows(checked))
@@ -337,7 +351,17 @@ def _reading(
             superseded.clear()
 
         # No collections in the forked child: one could finalise the writer's connections.
-        _stream(writer, source, local, part_size, flush, skip, superseded.append, collect=False)
+        _stream(
+            writer,
+            source,
+            local,
+            part_size,
+            flush,
+            skip,
+            superseded.append,
+            flush_checked=flush_checked if by_columns else None,
+            collect=False,
+        )
         if local.rejected or superseded:
             send_read([])
 
@@ -353,12 +377,16 @@ def _load_batches(
     progress: Progress | None,
     feed: Iterator[_Read] | None,
     skip: Mapping[int, Later],
+    empty: bool = False,
 ) -> None:
+    """``empty``: the table was empty when this import's one transaction locked it."""
     table_writer: TableWriter | None = None
 
     def table(connection: Connection) -> TableWriter:
         nonlocal table_writer
-        table_writer = table_writer or TableWriter(connection, writer.shape(), writer.now)
+        table_writer = table_writer or TableWriter(
+            connection, writer.shape(), writer.now, only_new=empty
+        )
         return table_writer
 
     def write(connection: Connection, prepared: list[Prepared]) -> None:
@@ -431,13 +459,21 @@ def _stream(
     skip: Mapping[int, Later],
     supersede: Callable[[Superseded], None],
     *,
+    flush_checked: Callable[[list[Checked]], None] | None = None,
     collect: bool = True,
 ) -> None:
-    """Read the rows into batches for ``flush``; a line in ``skip`` is superseded unread."""
-    plan = writer.plan
+    """Read the rows into batches for ``flush``; a line in ``skip`` is superseded unread.
+
+    A batch is ``batch_size`` rows that read. With ``flush_checked`` (a CSV file read by a
+    process of its own), a batch's cells are read and checked column by column
+    (:meth:`KindWriter.checked_columns`) and go to it; a batch with a row that does not read
+    or pass is read row by row, as without it. Either way a full batch is flushed when the
+    next row that reads comes (or the file ends), with the rows rejected before that one.
+    """
     # The rows a later row of their id supersedes were found before (repeats.py), in any
     # batch; latest_per_key after each batch's check finds the same within it.
-    batch: list[tuple[int, str, Record]] = []
+    batches = _Batches(writer, report, batch_size, flush, flush_checked, collect)
+    pending: list[tuple[int, list[object]]] = []
     for line, cells, problem in source.rows():
         later = skip.get(line)
         if later is not None:
@@ -446,21 +482,74 @@ def _stream(
         if problem is not None:
             report.reject(line, problem)
             continue
-        try:
-            record = plan.read(cells)
-            key = writer.key(record)
-        except ImportRowError as exc:
-            report.reject(line, *exc.messages())
-            continue
-        if len(batch) >= batch_size:
-            flush(batch)
-            batch = []
-            if collect:
+        pending.append((line, cells))
+        if len(pending) >= batches.wanted:
+            batches.read(pending)
+            pending = []
+    batches.read(pending)
+    batches.finish()
+
+
+class _Batches:
+    """:func:`_stream`'s batches: rows read one by one or a batch's worth at once."""
+
+    def __init__(
+        self,
+        writer: KindWriter,
+        report: ImportReport,
+        batch_size: int,
+        flush: Callable[[list[tuple[int, str, Record]]], None],
+        flush_checked: Callable[[list[Checked]], None] | None,
+        collect: bool,
+    ) -> None:
+        self.writer, self.report, self.size = writer, report, batch_size
+        self.flush, self.flush_checked, self.collect = flush, flush_checked, collect
+        self.batch: list[tuple[int, str, Record]] = []
+        self.due: Callable[[], None] | None = None
+        """A full batch's flush, run when the next row that reads comes."""
+
+    @property
+    def wanted(self) -> int:
+        """How many rows' cells to read at once: what the batch lacks, or one at a time."""
+        return 1 if self.flush_checked is None else self.size - len(self.batch)
+
+    def read(self, rows: list[tuple[int, list[object]]]) -> None:
+        if not rows:
+            return
+        if self.flush_checked is not None and not self.batch:
+            lines = [line for line, _cells in rows]
+            texts = cast("list[list[str]]", [cells for _line, cells in rows])
+            checked = self.writer.checked_columns(lines, texts)
+            if checked is not None:
+                self.flush_due()
+                self.due = partial(self.flush_checked, checked)
+                return
+        plan, key_of = self.writer.plan, self.writer.key
+        for line, cells in rows:
+            try:
+                record = plan.read(cells)
+                key = key_of(record)
+            except ImportRowError as exc:
+                self.report.reject(line, *exc.messages())
+                continue
+            self.flush_due()
+            self.batch.append((line, key, record))
+            if len(self.batch) >= self.size:
+                self.due = partial(self.flush, self.batch)
+                self.batch = []
+
+    def flush_due(self) -> None:
+        if self.due is not None:
+            due, self.due = self.due, None
+            due()
+            if self.collect:
                 # Only now, with the batch freed, so that the collection does not traverse it.
                 gc.collect(1)
-        batch.append((line, key, record))
-    if batch:
-        flush(batch)
+
+    def finish(self) -> None:
+        self.flush_due()
+        if self.batch:
+            self.flush(self.batch)
 
 
 def _write(

@@ -233,9 +233,17 @@ def _reader(column_type: Any) -> Callable[[Any], Any]:
 class TableWriter:
     """Upserts batches into one table by ``external_id``."""
 
-    def __init__(self, connection: Connection, shape: Shape, now: datetime) -> None:
+    def __init__(
+        self, connection: Connection, shape: Shape, now: datetime, *, only_new: bool = False
+    ) -> None:
+        """``only_new``: the caller's transaction holds the table, which held no row when it
+        took it, and writes each key once (a file's repeated ids are found before its rows
+        are written): no key written is stored, and none is looked up. Should one be, the
+        insert fails on the unique key (SQLite: the import rolls back) or the copy is merged
+        (PostgreSQL), as a key stored since the lookup is."""
         self.shape = shape
         self.now = now
+        self.only_new = only_new
         dialect = connection.dialect
         self.form = DriverForm(shape, dialect.name)
         mark = "?" if dialect.paramstyle == "qmark" else "%s"
@@ -255,7 +263,7 @@ class TableWriter:
         self._last_id = f"SELECT max(id) FROM {table.name}"
         self._copy: _CopyMerge | None = None
         if dialect.name == "postgresql":
-            self._copy = _CopyMerge(shape, now, self.form)
+            self._copy = _CopyMerge(shape, now, self.form, only_new)
 
     def write(self, connection: Connection, rows: Sequence[Prepared]) -> Written:
         """Write ``rows`` (unique keys) in the caller's transaction."""
@@ -266,7 +274,8 @@ class TableWriter:
         if self._copy is not None:
             return self._copy.write(connection, rows)
         at = self.form.width
-        stored = existing_rows(connection, self.shape.table, [row[at] for row in rows])
+        keys = () if self.only_new else [row[at] for row in rows]
+        stored = existing_rows(connection, self.shape.table, keys)
         fresh: list[DriverRow] = []
         changed: list[dict[str, Any]] = []
         counts = Counts()
@@ -319,8 +328,11 @@ class _CopyMerge:
     (the stored ``source_hash`` is the row's) is not written.
     """
 
-    def __init__(self, shape: Shape, now: datetime, form: DriverForm) -> None:
+    def __init__(
+        self, shape: Shape, now: datetime, form: DriverForm, only_new: bool = False
+    ) -> None:
         table = shape.table
+        self.only_new = only_new
         derived = (d.name for d in shape.derived)
         self.names = (*shape.columns, "external_id", "source_hash", *derived)
         """The staged columns: a row's values up to its defaults."""
@@ -385,8 +397,7 @@ class _CopyMerge:
         if not rows:
             return Written(Counts(), (), ())
         at = self._form.width
-        keys = {"keys": text_array([row[at] for row in rows])}
-        if not connection.exec_driver_sql(self._any_stored, keys).scalar():
+        if self.only_new or not self._any_stored_of(connection, [row[at] for row in rows]):
             copied = self._copy_new(connection, rows)
             if copied is not None:
                 return copied
@@ -401,6 +412,11 @@ class _CopyMerge:
             (created if inserted else changed).append(row_id)
         unchanged = len(rows) - len(created) - len(changed)
         return Written(Counts(len(created), len(changed), unchanged), created, changed)
+
+    def _any_stored_of(self, connection: Connection, keys: list[str]) -> bool:
+        return bool(
+            connection.exec_driver_sql(self._any_stored, {"keys": text_array(keys)}).scalar()
+        )
 
     def _copy_new(self, connection: Connection, rows: Sequence[DriverRow]) -> Written | None:
         """Copy ``rows`` (none of them stored at the check) straight in; None if one was since."""

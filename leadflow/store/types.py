@@ -47,9 +47,9 @@ def sqlite_timestamp(value: datetime) -> str:
     .%(microsecond)06d``, which is ``isoformat`` with a space (strftime's ``%Y`` would not pad a
     year before 1000, and costs more).
     """
-    if value.tzinfo is not UTC:  # an import's times mostly are UTC already
-        value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    if value.tzinfo is UTC:  # an import's times mostly are: the text without its +00:00
+        return value.isoformat(" ", "microseconds")[:-6]
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 MS_PER_DAY = 86_400_000.0
