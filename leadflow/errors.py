@@ -181,6 +181,10 @@ class StoreNotReadyError(UserInputError):
     """A read-only command met a store that was never created or not yet migrated."""
 
 
+class StoreSchemaTooNewError(StoreNotReadyError):
+    """The store was migrated by a newer leadflow: this one does not know its schema."""
+
+
 class MailTransportError(ExternalSystemError):
     """The mail transport failed in a way that is not about one message."""
 

@@ -104,7 +104,7 @@ def simulate_range(
     from leadflow.engine.simulation import copy_store, tick_over_range
 
     with tempfile.TemporaryDirectory(prefix="leadflow-simulate-") as folder:
-        copy = copy_store(context.existing_engine, Path(folder) / "copy.db")
+        copy = copy_store(context.reading_engine, Path(folder) / "copy.db")
         runtime = Runtime.build(copy, context.settings, SettableClock(first))
         rule_set = runtime.load_rules(rules)
         reports = tick_over_range(runtime, rule_set, first, last, stride)
