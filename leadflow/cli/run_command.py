@@ -19,7 +19,7 @@ import json
 import shutil
 import sys
 import tempfile
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
