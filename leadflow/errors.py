@@ -207,12 +207,16 @@ class DeliveryError(ExternalSystemError):
         permanent: bool,
         code: int | None = None,
         outcome_unknown: bool = False,
+        local: bool = False,
     ) -> None:
         self.permanent = permanent
         self.code = code
         self.outcome_unknown = outcome_unknown
         """The destination had the whole message but did not say what it did with it (no reply
         to the end of DATA, RFC 1047): it may have delivered it. Always transient."""
+        self.local = local
+        """This host failed, not a recipient's server (the maildir full, read-only or not
+        writable): no wait fixes it by itself, so its retries are logged as warnings."""
         super().__init__(message)
 
 
