@@ -85,6 +85,7 @@ READING = {
     "report": ("report", "--from", "2026-03-01", "--to", "2026-03-31"),
     "prune-dry-run": ("prune", "--dry-run"),
     "simulate": ("simulate", "--from", "2026-03-02", "--to", "2026-03-03"),
+    "score-explain": ("score", "explain", "L-1"),
 }
 
 

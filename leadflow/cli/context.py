@@ -97,7 +97,7 @@ class CliContext:
     @property
     def reading_engine(self) -> Engine:
         """The store's engine for a command that only reads it (``status``, ``report``,
-        ``audit``, the ``outbox`` listing, ``dashboard serve``, ``score explain``,
+        ``audit``, the ``outbox`` listing, ``dashboard serve``, ``score explain``, ``score fit``,
         ``simulate``, ``prune --dry-run``): never migrated, refused when its schema is not
         this leadflow's (:func:`~leadflow.store.database.require_current_schema`).
 
