@@ -36,6 +36,23 @@ class SettableClock:
         return self._now
 
 
+EARLIEST_NOW = datetime(1900, 1, 1, tzinfo=UTC)
+"""No CRM history is older; far enough from year 1 for every look-back a rule can write."""
+LATEST_NOW = datetime(9000, 1, 1, tzinfo=UTC)
+"""The latest instant a run or a simulation may stand at. Rules and SLA deadlines look ahead
+from now by up to 100 years (``LONGEST_DURATION``), which business hours stretch several times
+over (8 of every 24 hours, 5 of 7 days: 420 calendar years): past here datetime's year 9999
+ends before them, and a simulation's next step did (``OverflowError``)."""
+
+
+def outside_the_calendar(when: datetime) -> str | None:
+    """What to do when ``when`` is outside [:data:`EARLIEST_NOW`, :data:`LATEST_NOW`]; None
+    inside."""
+    if EARLIEST_NOW <= when <= LATEST_NOW:
+        return None
+    return f"give an instant from {EARLIEST_NOW.date()} to {LATEST_NOW.date()}"
+
+
 def as_utc(when: datetime) -> datetime:
     """Return ``when`` in UTC; a naive datetime is taken to be UTC already."""
     if when.tzinfo is None:

@@ -181,6 +181,10 @@ class StoreNotReadyError(UserInputError):
     """A read-only command met a store that was never created or not yet migrated."""
 
 
+class StoreSchemaTooNewError(StoreNotReadyError):
+    """The store was migrated by a newer leadflow: this one does not know its schema."""
+
+
 class MailTransportError(ExternalSystemError):
     """The mail transport failed in a way that is not about one message."""
 
@@ -203,12 +207,16 @@ class DeliveryError(ExternalSystemError):
         permanent: bool,
         code: int | None = None,
         outcome_unknown: bool = False,
+        local: bool = False,
     ) -> None:
         self.permanent = permanent
         self.code = code
         self.outcome_unknown = outcome_unknown
         """The destination had the whole message but did not say what it did with it (no reply
         to the end of DATA, RFC 1047): it may have delivered it. Always transient."""
+        self.local = local
+        """This host failed, not a recipient's server (the maildir full, read-only or not
+        writable): no wait fixes it by itself, so its retries are logged as warnings."""
         super().__init__(message)
 
 

@@ -208,6 +208,7 @@ def test_every_commands_help_paragraph_is_one_line() -> None:
         "dashboard serve",
         "demo",
         "import",
+        "migrate",
         "outbox",
         "plan",
         "prune",

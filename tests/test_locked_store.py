@@ -67,19 +67,22 @@ def test_status_answers_while_another_process_holds_the_write_lock(tmp_path: Pat
 
 
 def test_a_command_that_must_write_at_start_says_the_store_is_locked(tmp_path: Path) -> None:
-    """With an indexed attribute the start-up must write (CREATE INDEX IF NOT EXISTS): after
-    SQLite's busy timeout (10 s) it gives up in one line, exit 3 (an external system failed)."""
+    """With an indexed attribute a writing command's start-up must write (CREATE INDEX IF NOT
+    EXISTS): after SQLite's busy timeout (10 s) it gives up in one line, exit 3 (an external
+    system failed). `status` only reads: it creates no index, and answers under the lock."""
     config, store = _project(tmp_path, "[region]")
     _create_store(config)
     with _write_locked(store):
-        refused = _leadflow(config, "status")
+        refused = _leadflow(config, "prune")
+        shown = _leadflow(config, "status")
+    assert (shown.returncode, shown.stderr) == (0, "")
     assert refused.returncode == 3
     assert refused.stdout == ""
     assert refused.stderr == (
         f"error: cannot create the attribute indexes in the database at sqlite:///{store}: "
         "database is locked\n"
     )
-    assert _leadflow(config, "status").returncode == 0  # the lock gone, it starts again
+    assert _leadflow(config, "prune").returncode == 0  # the lock gone, it starts again
 
 
 def test_commands_that_write_exit_3_in_one_line_when_the_store_stays_locked(

@@ -23,6 +23,7 @@ from mail_support import (
     write_templates,
 )
 from sqlalchemy import Engine
+from structlog.testing import capture_logs
 
 from leadflow.clock import SettableClock
 from leadflow.mail.channel import suppress_flagged_leads
@@ -238,6 +239,40 @@ class TestTransientFailures:
         assert states(engine) == [(outbox_id, "failed", 9, error)]
         assert handler.received == []
 
+    def test_retries_are_warnings_from_the_third_attempt(
+        self, engine: Engine, settings: Settings, clock: SettableClock, handler: ScriptedHandler
+    ) -> None:
+        """A relay refusing every attempt logged only info lines: one greylisting retry is
+        routine, the third attempt in a row failing is worth a warning."""
+        handler.script = ["451 4.7.1 greylisted"] * 4
+        enqueue(engine, settings, clock, key="mql:L-1")
+        with capture_logs() as logs:
+            for _ in range(4):
+                send_once(engine, settings, clock)
+                clock.advance(timedelta(minutes=10))
+        retries = [(e["attempts"], e["log_level"]) for e in logs if e["event"] == "outbox_retry"]
+        assert retries == [(1, "info"), (2, "info"), (3, "warning"), (4, "warning")]
+
+    def test_a_local_maildir_error_is_a_warning_at_once(
+        self, engine: Engine, settings: Settings, clock: SettableClock, tmp_path: Path
+    ) -> None:
+        """A maildir that cannot be written (here: its folder is a file, ENOTDIR; full or
+        read-only alike) waits for no one: its first retry is a warning."""
+        blocker = tmp_path / "not-a-folder"
+        blocker.write_text("")
+        outbox_id = enqueue(engine, settings, clock, key="mql:L-1")
+        channels = channels_for(settings, MaildirTransport(blocker / "box"))
+        with capture_logs() as logs:
+            asyncio.run(drain(engine, settings, clock, channels, once=True))
+        retries = [e for e in logs if e["event"] == "outbox_retry"]
+        assert [(e["outbox_id"], e["attempts"], e["log_level"]) for e in retries] == [
+            (outbox_id, 1, "warning")
+        ]
+        assert retries[0]["error"] == (
+            f"cannot write {outbox_rows(engine)[0].message_id} into the maildir {blocker / 'box'}: "
+            "Not a directory"
+        )
+
 
 @pytest.mark.usefixtures("people")
 class TestPermanentFailures:
@@ -433,6 +468,34 @@ except DeliveryError as exc:
         )
         assert list((folder / "tmp").iterdir()) == []
         assert list((folder / "new").iterdir()) == []
+
+
+def test_the_sender_deletes_stale_maildir_temporaries_at_start(
+    engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+) -> None:
+    """A delivery killed (``kill -9``) between writing ``tmp/`` and renaming into ``new/``
+    left its file forever. At the sender's start a ``tmp/`` file 36 hours old or more is
+    deleted (the maildir convention); younger ones, and ``new/``, are left alone."""
+    import os
+
+    settings: Settings = make_settings(**{"mail.maildir": "box"})
+    folder = tmp_path / "box"
+    for sub in ("tmp", "new"):
+        (folder / sub).mkdir(parents=True)
+    now = clock.now().timestamp()
+    ages = {"tmp/dead": 36 * 3600, "tmp/older": 90 * 3600, "tmp/writing": 35 * 3600}
+    ages["new/delivered"] = 90 * 3600
+    for name, age in ages.items():
+        (folder / name).write_bytes(b"x")
+        os.utime(folder / name, (now - age, now - age))
+    with capture_logs() as logs:
+        asyncio.run(drain_configured(engine, settings, clock, once=True))
+    assert sorted(p.name for p in (folder / "tmp").iterdir()) == ["writing"]
+    assert sorted(p.name for p in (folder / "new").iterdir()) == ["delivered"]
+    removed = [e for e in logs if e["event"] == "maildir_tmp_removed"]
+    assert removed == [
+        {"event": "maildir_tmp_removed", "log_level": "info", "folder": str(folder), "removed": 2}
+    ]
 
 
 def test_drain_accepts_an_injected_transport_and_rng(

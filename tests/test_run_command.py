@@ -154,7 +154,12 @@ class TestRunOnce:
         argv = ["-c", config(tmp_path, store_url), "run", "--once"]
         assert main([*argv, "--now", "0001-01-01T00:00:00Z"]) == 1
         assert capsys.readouterr().err == (
-            "error: --now 0001-01-01T00:00:00Z: give an instant from 1900-01-01 on\n"
+            "error: --now 0001-01-01T00:00:00Z: give an instant from 1900-01-01 to 9000-01-01\n"
+        )
+        # SLA deadlines are computed ahead of now: on the calendar's last day they do not exist.
+        assert main([*argv, "--dry-run", "--now", "9999-12-31T23:00:00Z"]) == 1
+        assert capsys.readouterr().err == (
+            "error: --now 9999-12-31T23:00:00Z: give an instant from 1900-01-01 to 9000-01-01\n"
         )
         with engine.connect() as connection:
             assert connection.execute(select(func.count()).select_from(AUDIT)).scalar() == 0

@@ -311,3 +311,31 @@ def test_a_report_file_that_cannot_be_written_is_one_line(
     assert capsys.readouterr().err == (
         f"error: --report {full}: cannot write it: No space left on device\n"
     )
+
+
+END_OF_TIME = {
+    "long-step": (
+        ["--from", "2026-12-01", "--to", "9999-12-31", "--step", "3000d"],
+        "error: --to 9999-12-31: give an instant from 1900-01-01 to 9000-01-01\n",
+    ),
+    "last-day": (
+        ["--from", "9999-12-31T00:00:00Z", "--to", "9999-12-31T23:00:00Z", "--step", "6h"],
+        "error: --from 9999-12-31T00:00:00Z: give an instant from 1900-01-01 to 9000-01-01\n",
+    ),
+    "before-1900": (
+        ["--from", "1899-12-31", "--to", "1900-01-02"],
+        "error: --from 1899-12-31: give an instant from 1900-01-01 to 9000-01-01\n",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(END_OF_TIME), ids=list(END_OF_TIME))
+def test_a_range_near_the_calendars_ends_is_refused(
+    case: str, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both ended in `OverflowError: date value out of range` (the clock's next step), the
+    second after `sla_failed` tracebacks from the business hours of each tick."""
+    args, error = END_OF_TIME[case]
+    code = main(["-c", str(config(tmp_path, store_url)), "simulate", *args])
+    captured = capsys.readouterr()
+    assert (code, captured.out, captured.err) == (1, "", error)

@@ -25,6 +25,7 @@ from leadflow.cli import (
     demo_command,
     import_command,
     mail_commands,
+    migrate_command,
     plan_command,
     prune_command,
     report_command,
@@ -94,6 +95,7 @@ command(app, "report", report_command.show_report)
 command(app, "test", rule_test_command.run_rule_tests)
 command(app, "plan", plan_command.plan_rules)
 command(app, "prune", prune_command.prune_store)
+command(app, "migrate", migrate_command.migrate_store)
 app.add_typer(score_commands.app, name="score")
 app.add_typer(dashboard_command.app, name="dashboard")
 

@@ -52,8 +52,8 @@ def show_audit(
         problem = text_problem(value) if value is not None else None
         if problem is not None:  # a byte that is not UTF-8 in the shell, say: no store holds it
             raise UserInputError(f"{option}: {problem}")
-    rows = audit_rows(context.existing_engine, AuditFilter(lead, rule, since_at, limit or None))
-    if not rows and lead is not None and not _lead_exists(context.existing_engine, lead):
+    rows = audit_rows(context.reading_engine, AuditFilter(lead, rule, since_at, limit or None))
+    if not rows and lead is not None and not _lead_exists(context.reading_engine, lead):
         # A mistyped id is the likelier story than a lead nothing happened to: say so, in one
         # line and before any table, and fail, so a script does not take "no rows" for
         # "nothing happened".
@@ -61,7 +61,7 @@ def show_audit(
     if (
         not rows
         and rule is not None
-        and not _rule_audited(context.existing_engine, rule)
+        and not _rule_audited(context.reading_engine, rule)
         and rule not in _rule_ids(context.settings)
     ):
         # The same for a mistyped rule id: no row of the audit ever named it, and the rules
@@ -70,7 +70,7 @@ def show_audit(
             f"--rule {rule}: no audit row names this rule id, nor does the rules folder"
         )
     # A queued email's row also says what became of it: the outbox's status now.
-    statuses = email_statuses(context.existing_engine, filter(None, map(_outbox_id, rows)))
+    statuses = email_statuses(context.reading_engine, filter(None, map(_outbox_id, rows)))
     if output != "table":
         documents = [_document(row, statuses) for row in rows]
         # UTF-8 as it is ("Zürich"), as every other JSON output of the CLI. ``json`` is for

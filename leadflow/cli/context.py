@@ -1,4 +1,5 @@
-"""What every command needs, built lazily once: settings, the migrated store.
+"""What every command needs, built lazily once: settings, the store (migrated for a command
+that writes it, refused when not current for one that only reads).
 
 Logging is configured here, when the settings load. A command that renders for a person
 (``demo``'s progress bar, ``simulate``'s table) asks for :meth:`CliContext.render_for_person`
@@ -87,11 +88,34 @@ class CliContext:
 
     @property
     def existing_engine(self) -> Engine:
-        """:attr:`engine` for a command that only reads the store (``status``, ``report``,
-        ``audit``, ``outbox``, ``simulate``): see :func:`refuse_missing_store`."""
+        """:attr:`engine` for a command that writes a store it expects to be there (``send``,
+        ``outbox --retry``, ``prune``): see :func:`refuse_missing_store`."""
         if self._engine is None:
             refuse_missing_store(self.settings)
         return self.engine
+
+    @property
+    def reading_engine(self) -> Engine:
+        """The store's engine for a command that only reads it (``status``, ``report``,
+        ``audit``, the ``outbox`` listing, ``dashboard serve``, ``score explain``, ``score fit``,
+        ``simulate``, ``prune --dry-run``): never migrated, refused when its schema is not
+        this leadflow's (:func:`~leadflow.store.database.require_current_schema`).
+
+        Nor are the attribute indexes created: they only make the rules' and the dashboard's
+        lookups faster (every query reads the same rows without them), and creating one is a
+        write, on SQLite under the write lock, that the daemon or any writing command does."""
+        if self._engine is None:
+            refuse_missing_store(self.settings)
+            from leadflow.store.database import engine_for, require_current_schema
+
+            engine = engine_for(self.settings)
+            try:
+                require_current_schema(engine)
+            except BaseException:
+                engine.dispose()
+                raise
+            self._engine = engine
+        return self._engine
 
     def close(self) -> None:
         if self._engine is not None:

@@ -25,6 +25,7 @@ import typer
 
 from leadflow.cli.context import cli_context
 from leadflow.clock import SystemClock
+from leadflow.errors import StoreSchemaTooNewError
 
 
 def daemon(ctx: typer.Context) -> None:
@@ -54,7 +55,16 @@ def _start_and_run(ctx: typer.Context) -> None:
     # The dashboard's users are read again from this file when it changes (a role lowered
     # counts on the next click); the rest of the configuration is read once, here.
     config_file = context.loaded.config_file
-    runtime = Runtime.build(context.engine, settings, SystemClock(), config_file=config_file)
+    try:
+        engine = context.engine
+    except StoreSchemaTooNewError as exc:
+        # A newer leadflow migrated the store: one log line a collector can read, not a
+        # traceback, and a non-zero exit (a supervisor restarting it meets the same line).
+        import structlog
+
+        structlog.get_logger("leadflow.service").error("daemon_not_started", error=str(exc))
+        raise typer.Exit(1) from None
+    runtime = Runtime.build(engine, settings, SystemClock(), config_file=config_file)
     asyncio.run(run_daemon(runtime, on_signals_taken=_signals_taken))
 
 

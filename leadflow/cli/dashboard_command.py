@@ -66,7 +66,7 @@ def serve(
     context = cli_context(ctx)
     settings = viewer_settings(context.settings)
     # read_only: no secret is generated into the store; the viewer's are its own.
-    runtime = Runtime.build(context.existing_engine, settings, clock, read_only=True)
+    runtime = Runtime.build(context.reading_engine, settings, clock, read_only=True)
     asyncio.run(serve_dashboard(runtime))
 
 

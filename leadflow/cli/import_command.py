@@ -111,6 +111,8 @@ def _run_one(
             progress=progress,
             leads_plan=import_score_column(settings),
         )
+    if report.spaced_pools:
+        _note_spaced_pools(report, settings)
     # In file order: a note on a superseded row sits among the rejections around it.
     for line in sorted((*report.notes, *report.problems), key=lambda problem: problem.line):
         print(line, file=sys.stderr)
@@ -120,6 +122,27 @@ def _run_one(
         print(f"{path}: --strict: nothing was imported because rows were rejected", file=sys.stderr)
     print(f"{kind} {report.file}: {report.summary}")
     return report
+
+
+def _note_spaced_pools(report: ImportReport, settings: Settings) -> None:
+    """Note (on stderr with the others, and in the log) each pool name with a space or comma
+    that no rule routes to: the row landed as written, but ``;`` separates pools. The rules
+    are read as they are; a folder that does not load routes to no pool here."""
+    import structlog
+
+    from leadflow.engine.pool_staffing import spaced_pool_notes
+    from leadflow.errors import Problem
+    from leadflow.rule_language.loader import check_rule_set
+
+    try:
+        rule_set, _problems = check_rule_set(settings.path(settings.paths.rules), settings)
+    except UserInputError:
+        rule_set = None
+    rules = rule_set.rules if rule_set is not None else ()
+    log = structlog.get_logger("leadflow.ingest")
+    for line, note in spaced_pool_notes(report.spaced_pools, rules):
+        log.warning("import_pool_name_spaced", file=report.file, line=line, note=note)
+        report.notes.append(Problem(report.file, line, 0, note))
 
 
 def _for_sample(settings: Settings) -> Settings:

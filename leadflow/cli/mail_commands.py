@@ -137,7 +137,10 @@ def outbox(
     context = cli_context(ctx)
     console = data_console(min_width=160)  # a pipe or a log is 80 columns: no cell cut
     failed_since = _failed_since(since, retry_failed=retry_failed, retry=retry)
-    with transaction(context.existing_engine) as session:
+    # Only requeueing writes: the listing reads the store as it is, never migrating it.
+    writes = retry_failed or retry is not None
+    engine = context.existing_engine if writes else context.reading_engine
+    with transaction(engine) as session:
         if retry_failed:
             count = requeue_all_failed(session, SystemClock().now(), failed_since)
             if output is OutputFormat.json:

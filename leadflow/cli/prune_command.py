@@ -31,7 +31,9 @@ def prune_store(
 
     context = cli_context(ctx)
     settings = context.settings
-    report = prune(context.existing_engine, settings, SystemClock().now(), dry_run=dry_run)
+    # --dry-run only counts: it reads the store as it is, and never migrates it.
+    engine = context.reading_engine if dry_run else context.existing_engine
+    report = prune(engine, settings, SystemClock().now(), dry_run=dry_run)
     archive = settings.path(settings.audit.archive) if settings.audit.archive else None
     if output is OutputFormat.json:
         print_json(

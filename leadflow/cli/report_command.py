@@ -99,7 +99,7 @@ def show_report(
         raise UserInputError(msg)
     # Made now by the wall clock, whatever instant --now reads the store as of.
     report = build_report(
-        context.existing_engine,
+        context.reading_engine,
         context.settings,
         period,
         as_of,

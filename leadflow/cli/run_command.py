@@ -19,7 +19,7 @@ import json
 import shutil
 import sys
 import tempfile
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -32,7 +32,7 @@ from leadflow.cli.console import (
     readable_json,
 )
 from leadflow.cli.context import cli_context
-from leadflow.clock import Clock, SettableClock, SystemClock, parse_instant
+from leadflow.clock import Clock, SettableClock, SystemClock, outside_the_calendar, parse_instant
 from leadflow.errors import UserInputError
 
 if TYPE_CHECKING:
@@ -136,10 +136,6 @@ def run_once(
         raise typer.Exit(1)
 
 
-EARLIEST_NOW = datetime(1900, 1, 1, tzinfo=UTC)
-"""No CRM history is older; far enough from year 1 for every look-back a rule can write."""
-
-
 def _clock(now: str | None, *, dry_run: bool) -> Clock:
     """The clock of ``--now``; a future instant only for a dry run."""
     try:
@@ -150,10 +146,12 @@ def _clock(now: str | None, *, dry_run: bool) -> Clock:
         # Recorded runs and SLA timers in the future would hold the daemon back until then.
         msg = f"--now {now} is in the future: add --dry-run, or try it with leadflow simulate"
         raise UserInputError(msg)
-    if clock.now() < EARLIEST_NOW:
-        # Rules look back from now (days_since, windows, the sales cycle's year): near the
-        # calendar's first day those instants do not exist, and each rule failed on its own.
-        msg = f"--now {now}: give an instant from {EARLIEST_NOW.date()} on"
+    outside = outside_the_calendar(clock.now())
+    if outside is not None:
+        # Rules look back from now (days_since, windows, the sales cycle's year) and SLA
+        # deadlines ahead: near the calendar's first or last day those instants do not exist,
+        # and each rule (each SLA timer) failed on its own.
+        msg = f"--now {now}: {outside}"
         raise UserInputError(msg)
     return clock
 

@@ -52,11 +52,11 @@ def explain(
     except ValueError as exc:
         raise UserInputError(f"--at: {exc}") from None
     context = cli_context(ctx)
-    runtime = Runtime.build(context.existing_engine, context.settings, clock, read_only=True)
+    runtime = Runtime.build(context.reading_engine, context.settings, clock, read_only=True)
     model = runtime.load_rules().scoring
     try:
         found = explain_score(
-            context.existing_engine, model, lead, clock.now(), as_stored=at is None
+            context.reading_engine, model, lead, clock.now(), as_stored=at is None
         )
     except OverflowError:
         raise UserInputError(TOO_EARLY.format(option="--at", given=at)) from None

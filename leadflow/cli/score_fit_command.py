@@ -128,7 +128,7 @@ def fit_scoring(
     options = FitOptions(holdout, seed, points_to_double, grouped=spec.unit == "deal")
     try:
         learned = learn_points(
-            context.engine,
+            context.reading_engine,  # only reads: never migrates
             settings,
             current,
             spec,

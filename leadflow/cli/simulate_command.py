@@ -15,7 +15,7 @@ import typer
 from leadflow.cli.console import FormatOption, OutputFormat, data_console, print_json
 from leadflow.cli.context import cli_context
 from leadflow.cli.report_command import ReportFormat, check_writable, file_format, write_report
-from leadflow.clock import SettableClock, parse_instant
+from leadflow.clock import SettableClock, outside_the_calendar, parse_instant
 from leadflow.durations import parse_duration
 from leadflow.errors import DurationError, UserInputError
 from leadflow.funnel.period import Period
@@ -93,6 +93,13 @@ def simulate_range(
         stride = parse_duration(step)
     except (ValueError, DurationError) as exc:
         raise UserInputError(f"--step: {exc}") from None
+    for option, text, instant in (("--from", start, first), ("--to", end, last)):
+        # As run --now: near the calendar's last day the SLA deadlines and the next step do
+        # not exist (OverflowError), and each tick's timers failed on their own first. A step
+        # is at most 100 years: from LATEST_NOW the last one still lands inside the calendar.
+        outside = outside_the_calendar(instant)
+        if outside is not None:
+            raise UserInputError(f"{option} {text}: {outside}")
     if last <= first:
         msg = f"--to {end} must be after --from {start}"
         raise UserInputError(msg)
@@ -104,7 +111,7 @@ def simulate_range(
     from leadflow.engine.simulation import copy_store, tick_over_range
 
     with tempfile.TemporaryDirectory(prefix="leadflow-simulate-") as folder:
-        copy = copy_store(context.existing_engine, Path(folder) / "copy.db")
+        copy = copy_store(context.reading_engine, Path(folder) / "copy.db")
         runtime = Runtime.build(copy, context.settings, SettableClock(first))
         rule_set = runtime.load_rules(rules)
         reports = tick_over_range(runtime, rule_set, first, last, stride)

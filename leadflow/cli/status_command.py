@@ -30,9 +30,9 @@ def show_status(ctx: typer.Context, output: FormatOption = OutputFormat.table) -
 
     context = cli_context(ctx)
     settings = context.settings
-    status = collect_status(context.existing_engine, mql_stage=settings.stages.mql)
+    status = collect_status(context.reading_engine, mql_stage=settings.stages.mql)
     rules = rules_view(
-        Runtime.build(context.existing_engine, settings, SystemClock(), read_only=True), status
+        Runtime.build(context.reading_engine, settings, SystemClock(), read_only=True), status
     )
     if output is OutputFormat.json:
         print_json(status_document(status, rules))

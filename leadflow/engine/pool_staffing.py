@@ -86,3 +86,31 @@ def unstaffed_pools_note(rule: Rule, pools: Mapping[str, Sequence[Member]]) -> s
 
 def _assignments(actions: Iterable[object]) -> list[Assign]:
     return [action for action in actions if isinstance(action, Assign)]
+
+
+def spaced_pool_notes(spaced: Mapping[str, int], rules: Iterable[Rule]) -> list[tuple[int, str]]:
+    """For a reps import: each pool name with a space or a comma that no rule routes to, with
+    the line naming it first and a hint. ``inbound west`` is one pool (``;`` separates pools):
+    likely ``inbound; west`` written with the wrong separator, and its reps would then serve
+    no rule while the pools the rules name stay unstaffed."""
+    routed = {
+        pool
+        for rule in rules
+        for action in _assignments(rule.actions)
+        for pool in routed_pools(action)
+    }
+    notes: list[tuple[int, str]] = []
+    for pool, line in spaced.items():
+        if pool in routed:
+            continue
+        parts = [part for part in pool.replace(",", " ").split() if part]
+        what = "a comma" if "," in pool else "a space"
+        notes.append(
+            (
+                line,
+                f"pool {pool!r} has {what} in its name and no rule routes leads to it: pools "
+                f"are separated by ';' (did you mean {'; '.join(parts)!r}?); the rep was "
+                f"imported into the one pool {pool!r}",
+            )
+        )
+    return notes

@@ -32,6 +32,10 @@ class ImportReport:
     """Rejected rows whose problems are not in ``problems`` (beyond :data:`MAX_KEPT_PROBLEMS`)."""
     run_id: int | None = None
     """The run's row in ``import_runs`` once the file was accepted and the run started."""
+    spaced_pools: dict[str, int] = field(default_factory=dict)
+    """A reps import's pool names with a space or a comma in them, each with the first line
+    naming it: ``inbound west`` may be two pools written without the ``;`` between them (the
+    CLI, which knows the rules, notes those no rule routes to)."""
     columns: dict[str, str] = field(default_factory=dict)
     """Field -> the file's column filling it, where a mapping (or a header written as people
     write it) named it otherwise: a problem names the column the user can find in the file."""

@@ -170,7 +170,7 @@ def _import(
 
         if isinstance(writer, RepWriter):
             with again() as reread:
-                writer.survey(_readable(plan, reread))
+                writer.survey(_noting_spaced_pools(plan, reread, report.spaced_pools))
         report.run_id = run_id = start_run(engine, report, now)
         status = "failed"
         try:
@@ -218,6 +218,24 @@ def _readable(plan: ColumnPlan, source: RowSource) -> Iterator[Record]:
                 yield plan.read(cells)
             except ImportRowError:
                 continue
+
+
+def _noting_spaced_pools(
+    plan: ColumnPlan, source: RowSource, spaced: dict[str, int]
+) -> Iterator[Record]:
+    """The readable records; each pool name with a space or a comma goes into ``spaced`` with
+    its first line (a reps file is small: this pass reads it anyway, for the managers)."""
+    for line, cells, problem in source.rows():
+        if problem is not None:
+            continue
+        try:
+            record = plan.read(cells)
+        except ImportRowError:
+            continue
+        for pool in record.get("pools") or ():
+            if isinstance(pool, str) and (" " in pool.strip() or "," in pool):
+                spaced.setdefault(pool, line)
+        yield record
 
 
 def _load(

@@ -60,6 +60,9 @@ from leadflow.settings import Settings
 
 log = structlog.get_logger("leadflow.outbox")
 _MAX_RECORD_BATCH = 500
+RETRY_WARNING_FROM = 3
+"""The attempt from which a transient failure's ``outbox_retry`` is a warning, not info: two
+in a row can be greylisting; a third is a relay or a mailbox that keeps refusing."""
 
 
 @dataclass
@@ -332,7 +335,11 @@ class _Run:
                 **fields,
             )
         else:
-            log.info(
+            # The first transient failures (greylisting, a relay restarting) are routine: info.
+            # Failing attempt after attempt, or a local error (a full or read-only maildir) is
+            # something to act on: 1,500 info lines in 15 s said nothing to a warning filter.
+            routine = message.attempts < RETRY_WARNING_FROM and not exc.local
+            (log.info if routine else log.warning)(
                 "outbox_retry", attempts=message.attempts, retry_at=retry_at.isoformat(), **fields
             )
         return Outcome(message, PENDING, str(exc), retry_at=retry_at)

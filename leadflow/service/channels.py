@@ -36,7 +36,7 @@ async def drain_configured(
     report: DrainReport | None = None,
 ) -> DrainReport:
     """:func:`drain` with email through the transport ``mail.transport`` names, closed afterwards."""
-    transport = transport_for(settings)
+    transport = transport_for(settings, clock.now())
     try:
         channels = channels_for(settings, transport)
         return await drain(engine, settings, clock, channels, once=once, stop=stop, report=report)

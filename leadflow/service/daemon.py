@@ -147,7 +147,9 @@ class Daemon:
                 self.runtime, self.holder, counters=self.counters, leadership=leadership
             )
             jobs = RuleJobs(scheduler, evaluator)
-            transport = self._transport or transport_for(self.runtime.settings)
+            transport = self._transport or transport_for(
+                self.runtime.settings, self.runtime.clock.now()
+            )
             stack.push_async_callback(transport.close)
             scheduler.start()
             stack.callback(_shut_down, scheduler)

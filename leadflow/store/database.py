@@ -15,7 +15,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from leadflow.errors import ConfigError, DatabaseUnavailableError, StoreNotReadyError
+from leadflow.errors import (
+    ConfigError,
+    DatabaseUnavailableError,
+    StoreNotReadyError,
+    StoreSchemaTooNewError,
+)
 from leadflow.settings import Settings
 from leadflow.store.attributes import AttributeValue
 
@@ -211,17 +216,16 @@ def alembic_config(engine: Engine) -> AlembicConfig:
     return config
 
 
-def require_current_schema(engine: Engine) -> None:
-    """Refuse, with what to do, a store that a read-only command cannot read as it is.
+def _revisions(engine: Engine) -> tuple[set[str], str]:
+    """The store's revisions (empty: no leadflow tables) and this leadflow's newest one.
 
-    ``leadflow plan`` reads the store and never writes it (it may run in a pull request's CI
-    against production), so it does not migrate; a store never created, or one migrated by an
-    older leadflow, is named instead of failing later on a missing table.
-    """
+    A store migrated by a newer leadflow names a revision this one does not know: refused
+    here, in one line, instead of alembic's ``Can't locate revision`` traceback."""
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
     script = ScriptDirectory.from_config(alembic_config(engine))
+    head = script.get_current_head() or ""
     database = engine.url.database or ""
     never_created = engine.dialect.name == "sqlite" and not Path(database).exists()
     try:
@@ -230,17 +234,64 @@ def require_current_schema(engine: Engine) -> None:
             with engine.connect() as connection:
                 current = set(MigrationContext.configure(connection).get_current_heads())
     except OperationalError as exc:
-        msg = f"cannot read the store at {engine.url!r}: {exc.orig}"
+        msg = f"cannot reach the database at {engine.url!r}: {exc.orig}"
         raise DatabaseUnavailableError(msg) from exc
-    if current == set(script.get_heads()):
+    known = {revision.revision for revision in script.walk_revisions()}
+    unknown = sorted(current - known)
+    if unknown:
+        where = engine.url.render_as_string(hide_password=True)
+        msg = (
+            f"the store at {where} has schema {', '.join(unknown)}, newer than this leadflow "
+            f"knows ({head}): run the leadflow that migrated it, or restore a backup taken "
+            "before (downgrades are not automatic: docs/operations.md, Rolling back)"
+        )
+        raise StoreSchemaTooNewError(msg)
+    return current, head
+
+
+def pending_migrations(engine: Engine) -> list[tuple[str, str]]:
+    """The revisions :func:`migrate` would apply, oldest first: each one's number and the first
+    line of its docstring (what ``leadflow migrate`` lists)."""
+    from alembic.script import ScriptDirectory
+
+    current, head = _revisions(engine)
+    script = ScriptDirectory.from_config(alembic_config(engine))
+    lower = next(iter(current)) if current else None
+    pending = list(script.iterate_revisions(head, lower))
+    pending.reverse()
+    return [
+        (revision.revision, (revision.doc or "").strip().splitlines()[0] if revision.doc else "")
+        for revision in pending
+    ]
+
+
+def require_current_schema(engine: Engine) -> None:
+    """Refuse, with what to do, a store that a read-only command cannot read as it is.
+
+    A command that only reads (``status``, ``report``, ``audit``, the outbox listing, the
+    dashboard, ``plan``, which may run in a pull request's CI against production) never
+    migrates: some migrations rewrite whole tables under an exclusive lock (0016) and none goes
+    back by itself, so an operator looking at an old store with a new leadflow must not upgrade
+    it by looking. A store never created, one migrated by an older leadflow, or one by a newer
+    one, is named instead of failing later on a missing table.
+    """
+    current, head = _revisions(engine)
+    if current == {head}:
         return
     where = engine.url.render_as_string(hide_password=True)
-    state = "has no leadflow tables yet" if not current else "has an older schema"
-    msg = (
-        f"the store at {where} {state}; run any command that writes it first "
-        "(leadflow import ..., leadflow run --once, or the daemon, which migrate it), "
-        "or point database.url at your store"
-    )
+    if not current:
+        msg = (
+            f"the store at {where} has no leadflow tables yet; run any command that writes it "
+            "first (leadflow import ..., leadflow run --once, leadflow migrate, or the daemon, "
+            "which migrate it), or point database.url at your store"
+        )
+    else:
+        msg = (
+            f"the store at {where} has schema {', '.join(sorted(current))}, older than this "
+            f"leadflow's ({head}), and this command only reads: back it up, then run "
+            "`leadflow migrate` (`--dry-run` lists the migrations), or run the leadflow that "
+            "wrote it"
+        )
     raise StoreNotReadyError(msg)
 
 
@@ -248,14 +299,10 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision``; safe to run on every start."""
     from alembic import command
 
-    try:
-        # Reached first: `leadflow status` with the server down said "cannot migrate", which
-        # sent operators looking at the schema rather than at the server.
-        with engine.connect():
-            pass
-    except OperationalError as exc:
-        msg = f"cannot reach the database at {engine.url!r}: {exc.orig}"
-        raise DatabaseUnavailableError(msg) from exc
+    # Reached first: `leadflow status` with the server down said "cannot migrate", which
+    # sent operators looking at the schema rather than at the server. A newer store is
+    # refused here too.
+    _revisions(engine)
     try:
         command.upgrade(alembic_config(engine), revision)
     except OperationalError as exc:

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from leadflow.mail.transports.base import Transport
 from leadflow.settings import Settings
 
 
-def transport_for(settings: Settings) -> Transport:
-    """The transport ``mail.transport`` names, configured from ``settings``."""
+def transport_for(settings: Settings, now: datetime | None = None) -> Transport:
+    """The transport ``mail.transport`` names, configured from ``settings``; a maildir's stale
+    files in ``tmp/`` deleted when ``now`` is given (the sender starting)."""
     if settings.mail.transport == "smtp":
         from leadflow.mail.transports.smtp import SmtpTransport
 
         return SmtpTransport(settings.mail.smtp)
     from leadflow.mail.transports.maildir import MaildirTransport
 
-    return MaildirTransport(settings.path(settings.mail.maildir))
+    transport = MaildirTransport(settings.path(settings.mail.maildir))
+    if now is not None:
+        transport.remove_stale_temporaries(now)
+    return transport
 
 
 __all__ = ["Transport", "transport_for"]

@@ -1,0 +1,219 @@
+"""A store's schema against this leadflow's: a command that only reads never migrates (a store
+behind is refused with what to do), ``leadflow migrate`` lists and applies, and a store migrated
+by a newer leadflow is one line, not alembic's traceback, from every command and the daemon."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from leadflow.cli import main
+from leadflow.store.database import create_store_engine, migrate
+from tests.conftest import PG_URL
+
+HEAD = "0024"
+OLD = "0002"
+
+
+def revision_of(url: str) -> str | None:
+    engine = create_store_engine(url)
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def store_at(url: str, revision: str) -> str:
+    engine = create_store_engine(url)
+    migrate(engine, revision)
+    engine.dispose()
+    return url
+
+
+def set_revision(url: str, revision: str) -> None:
+    engine = create_store_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = :r"), {"r": revision})
+    engine.dispose()
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "database:\n  url: sqlite:///state/leadflow.db\nlog:\n  format: json\n"
+        "http:\n  enabled: false\n"
+    )
+    (tmp_path / "reps.csv").write_text("external_id,name,email\nR1,Ann,ann@example.com\n")
+    return path
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'state' / 'leadflow.db'}"
+
+
+def leadflow(
+    capsys: pytest.CaptureFixture[str], config: Path, *args: str
+) -> tuple[int, str, list[str]]:
+    code = main(["-c", str(config), *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err.splitlines()
+
+
+def behind(url: str) -> str:
+    where = make_url(url).render_as_string(hide_password=True)
+    return (
+        f"error: the store at {where} has schema {OLD}, older than this leadflow's ({HEAD}), "
+        "and this command only reads: back it up, then run `leadflow migrate` (`--dry-run` "
+        "lists the migrations), or run the leadflow that wrote it"
+    )
+
+
+READING = {
+    "status": ("status",),
+    "audit": ("audit",),
+    "outbox": ("outbox",),
+    "report": ("report", "--from", "2026-03-01", "--to", "2026-03-31"),
+    "prune-dry-run": ("prune", "--dry-run"),
+    "simulate": ("simulate", "--from", "2026-03-02", "--to", "2026-03-03"),
+    "score-explain": ("score", "explain", "L-1"),
+}
+
+
+@pytest.mark.parametrize("command", list(READING), ids=list(READING))
+def test_a_reading_command_refuses_an_older_store_and_leaves_it(
+    command: str, config: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`leadflow status` "just to look" on a store of schema 0002 migrated it to head."""
+    store_at(sqlite_url, OLD)
+    code, out, errors = leadflow(capsys, config, *READING[command])
+    assert (code, out, errors) == (1, "", [behind(sqlite_url)])
+    assert revision_of(sqlite_url) == OLD
+
+
+def test_writing_commands_still_migrate(
+    config: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store_at(sqlite_url, OLD)
+    reps = str(config.with_name("reps.csv"))
+    assert leadflow(capsys, config, "import", "reps", reps)[0] == 0
+    assert revision_of(sqlite_url) == HEAD
+    assert leadflow(capsys, config, "status")[0] == 0
+
+
+def test_migrate_lists_then_applies(
+    config: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store_at(sqlite_url, "0014")
+    code, out, errors = leadflow(capsys, config, "migrate", "--dry-run")
+    assert (code, errors) == (0, [])
+    pending = [
+        "  0015  Failing nurture steps are kept, not only logged",
+        "  0016  Scores in 64 bits",
+    ]
+    lines = out.splitlines()
+    assert lines[0] == f"the store at {sqlite_url}: 10 migrations pending"
+    assert lines[1:3] == pending
+    assert [line.split()[0] for line in lines[1:-1]] == [f"{n:04d}" for n in range(15, 25)]
+    assert lines[-1] == "--dry-run: nothing applied"
+    assert revision_of(sqlite_url) == "0014"
+
+    code, out, errors = leadflow(capsys, config, "migrate")
+    assert (code, errors) == (0, [])
+    assert out.splitlines()[1:3] == pending
+    assert out.splitlines()[-1] == f"migrated to {HEAD}"
+    assert revision_of(sqlite_url) == HEAD
+
+    code, out, _ = leadflow(capsys, config, "migrate")
+    assert (code, out) == (
+        0,
+        f"the store at {sqlite_url} is at this leadflow's schema: nothing to migrate\n",
+    )
+
+
+def newer(url: str) -> str:
+    where = make_url(url).render_as_string(hide_password=True)
+    return (
+        f"error: the store at {where} has schema 0025, newer than this leadflow knows ({HEAD}): "
+        "run the leadflow that migrated it, or restore a backup taken before (downgrades are "
+        "not automatic: docs/operations.md, Rolling back)"
+    )
+
+
+NEWER = {
+    "status": ("status",),
+    "import": ("import", "reps", "reps.csv"),
+    "migrate": ("migrate", "--dry-run"),
+    "outbox-retry": ("outbox", "--retry-failed"),
+}
+
+
+@pytest.mark.parametrize("command", list(NEWER), ids=list(NEWER))
+def test_a_newer_store_is_one_line(
+    command: str, config: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It was alembic's `CommandError: Can't locate revision identified by '0025'`."""
+    store_at(sqlite_url, HEAD)
+    set_revision(sqlite_url, "0025")
+    args = [str(config.with_name(a)) if a.endswith(".csv") else a for a in NEWER[command]]
+    code, out, errors = leadflow(capsys, config, *args)
+    assert (code, out, errors) == (1, "", [newer(sqlite_url)])
+    assert revision_of(sqlite_url) == "0025"
+
+
+def test_the_daemon_logs_a_newer_store_as_one_json_line(
+    config: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store_at(sqlite_url, HEAD)
+    set_revision(sqlite_url, "0025")
+    code, out, errors = leadflow(capsys, config, "daemon")
+    assert (code, out, len(errors)) == (1, "", 1)
+    line = json.loads(errors[0])
+    assert (line["event"], line["level"]) == ("daemon_not_started", "error")
+    assert line["error"] == newer(sqlite_url).removeprefix("error: ")
+
+
+@pytest.fixture
+def postgres_schema(postgres_url: str) -> Iterator[str]:
+    """An empty schema of its own (``postgres_url`` only checks the server is there)."""
+    schema = f"lf_old_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_older_and_newer_stores(
+    postgres_schema: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """0016 rewrites ``leads`` under an ACCESS EXCLUSIVE lock here: `status` must not run it."""
+    config = tmp_path / "config.yaml"
+    config.write_text(f"database:\n  url: {json.dumps(postgres_schema)}\n")
+    store_at(postgres_schema, OLD)
+    assert leadflow(capsys, config, "status") == (1, "", [behind(postgres_schema)])
+    assert revision_of(postgres_schema) == OLD
+    code, out, _ = leadflow(capsys, config, "migrate")
+    assert code == 0
+    assert "  0016  Scores in 64 bits" in out.splitlines()
+    assert revision_of(postgres_schema) == HEAD
+    set_revision(postgres_schema, "0025")
+    assert leadflow(capsys, config, "status") == (1, "", [newer(postgres_schema)])
+    assert leadflow(capsys, config, "import", "reps", str(tmp_path / "none.csv"))[2] == [
+        newer(postgres_schema)
+    ]
