@@ -73,8 +73,9 @@ def postgres_url() -> Iterator[str]:
 
 
 @contextmanager
-def migrated_schema() -> Iterator[str]:
-    """A new schema of its own on the PostgreSQL server, migrated to head, dropped after."""
+def migrated_schema(revision: str | None = "head") -> Iterator[str]:
+    """A new schema of its own on the PostgreSQL server, migrated to ``revision`` (None: left
+    empty, as a store nothing has written yet), dropped after."""
     schema = f"lf_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(PG_URL)
     with admin.begin() as connection:
@@ -85,9 +86,10 @@ def migrated_schema() -> Iterator[str]:
     options = f"-csearch_path={schema} -csynchronous_commit=off"
     url = make_url(PG_URL).update_query_dict({"options": options})
     rendered = url.render_as_string(hide_password=False)
-    engine = create_store_engine(rendered)
-    migrate(engine)
-    engine.dispose()
+    if revision is not None:
+        engine = create_store_engine(rendered)
+        migrate(engine, revision)
+        engine.dispose()
     try:
         yield rendered
     finally:

@@ -6,14 +6,13 @@ HTTP API, on SQLite and PostgreSQL, each asserted row by row.
 
 from __future__ import annotations
 
-import uuid
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, Engine, MetaData, Table, create_engine, insert, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Column, Engine, MetaData, Table, insert, select
 
 from leadflow.clock import SettableClock
 from leadflow.engine.runtime import Runtime
@@ -24,7 +23,7 @@ from leadflow.funnel.report import build_report
 from leadflow.ingest.runner import import_file
 from leadflow.store.database import create_store_engine, migrate
 from leadflow.store.tables import AUDIT, DEALS, LEADS, REPS, STAGE_CHANGES
-from tests.conftest import PG_URL
+from tests.conftest import migrated_schema
 from tests.http_support import Api, build_app, http_settings, runtime_for
 from tests.import_support import write
 
@@ -540,22 +539,11 @@ def _store_at(store_url: str, request: pytest.FixtureRequest, revision: str) -> 
     if store_url.startswith("sqlite"):
         path = Path(str(request.getfixturevalue("tmp_path"))) / f"at{revision}.db"
         engine = create_store_engine(f"sqlite:///{path}")
-    else:
-        schema = f"lf_{revision}_{uuid.uuid4().hex[:10]}"
-        admin = create_engine(PG_URL)
-        with admin.begin() as connection:
-            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-        request.addfinalizer(lambda: _drop_schema(admin, schema))
-        url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-        engine = create_store_engine(url.render_as_string(hide_password=False))
-    migrate(engine, revision)
-    return engine
-
-
-def _drop_schema(admin: Engine, schema: str) -> None:
-    with admin.begin() as connection:
-        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+        migrate(engine, revision)
+        return engine
+    schemas = ExitStack()
+    request.addfinalizer(schemas.close)
+    return create_store_engine(schemas.enter_context(migrated_schema(revision)))
 
 
 class TestOwnerOnEntryMigration:

@@ -5,18 +5,17 @@ by a newer leadflow is one line, not alembic's traceback, from every command and
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from leadflow.cli import main
 from leadflow.store.database import create_store_engine, migrate
-from tests.conftest import PG_URL
+from tests.conftest import migrated_schema
 
 HEAD = "0024"
 OLD = "0002"
@@ -185,17 +184,8 @@ def test_the_daemon_logs_a_newer_store_as_one_json_line(
 @pytest.fixture
 def postgres_schema(postgres_url: str) -> Iterator[str]:
     """An empty schema of its own (``postgres_url`` only checks the server is there)."""
-    schema = f"lf_old_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with migrated_schema(revision=None) as url:
+        yield url
 
 
 @pytest.mark.postgres
