@@ -51,12 +51,12 @@ def _timed(owner: type, name: str, label: str, timings: Timings) -> None:
 
 
 def _wrap_steps(timings: Timings) -> None:
-    from leadflow.ingest import kinds, mapping, writers
+    from leadflow.ingest import kind_writer, mapping, stage_entries, writers
 
     _timed(mapping.ColumnPlan, "read", "cells to typed values (ColumnPlan.read)", timings)
-    _timed(kinds.KindWriter, "prepare", "values, checks, hash (KindWriter.prepare)", timings)
+    _timed(kind_writer.KindWriter, "prepare", "values, checks, hash (KindWriter.prepare)", timings)
     _timed(writers.TableWriter, "write", "the write (TableWriter.write)", timings)
-    _timed(kinds._RecordsStageEntries, "after_write", "stage history (after_write)", timings)
+    _timed(stage_entries.RecordsStageEntries, "after_write", "stage history (after_write)", timings)
 
 
 def _count_statements(engine: Any, statements: Timings) -> None:

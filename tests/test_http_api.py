@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, insert, select
 
 from leadflow.clock import SettableClock
 from leadflow.errors import ConfigError, ImportRowError
-from leadflow.ingest.kinds import Rejection
+from leadflow.ingest.kind_writer import Rejection
 from leadflow.ingest.reps import RepWriter
 from leadflow.ingest.runner import WRITERS
 from leadflow.ingest.writers import Counts

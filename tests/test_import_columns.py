@@ -18,7 +18,7 @@ from sqlalchemy import Engine, event
 from leadflow.clock import SettableClock
 from leadflow.config import load_settings
 from leadflow.ingest import import_file, index_builds, runner
-from leadflow.ingest.kinds import LeadWriter
+from leadflow.ingest.lead_rows import LeadWriter
 from leadflow.ingest.mapping import compile_plan
 from leadflow.ingest.references import RepDirectory
 from leadflow.ingest.writers import DriverForm

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, select
 
 from leadflow.clock import SettableClock
 from leadflow.ingest import import_file, runner
-from leadflow.ingest.kinds import LeadWriter
+from leadflow.ingest.lead_rows import LeadWriter
 from leadflow.store.tables import IMPORT_RUNS
 from tests.conftest import T0
 

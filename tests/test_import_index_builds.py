@@ -192,9 +192,9 @@ def test_a_history_row_breaking_its_lead_key_fails_the_bulk_import_whole(
     """PostgreSQL checks the history's ``lead_id`` once, after the rows, not per row: a history
     row naming no lead (written here by the stage history's step, as a bug would) still fails
     the import, which leaves no row, and the key is there again. SQLite checks it per row."""
-    from leadflow.ingest import kinds
+    from leadflow.ingest import stage_entries
 
-    real = kinds.record_written
+    real = stage_entries.record_written
 
     def orphaned(connection: Connection, *args: Any, **kwargs: Any) -> None:
         real(connection, *args, **kwargs)
@@ -206,7 +206,7 @@ def test_a_history_row_breaking_its_lead_key_fails_the_bulk_import_whole(
 
     before = _indexes(store)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(kinds, "record_written", orphaned)
+        patch.setattr(stage_entries, "record_written", orphaned)
         with pytest.raises(Exception, match=r"(?i)foreign key"):
             import_file(store, settings, "leads", write(tmp_path, "l.csv", FILE), clock=clock)
     assert built_after == [["leads", "stage_changes"]]

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, update
 from leadflow.clock import SettableClock
 from leadflow.errors import ImportRowError, ProblemsError
 from leadflow.ingest import import_file
-from leadflow.ingest.kinds import LeadWriter
+from leadflow.ingest.lead_rows import LeadWriter
 from leadflow.ingest.mapping import compile_plan
 from leadflow.ingest.readers import RowSource
 from leadflow.ingest.references import RepDirectory

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, select
 
 from leadflow.clock import SettableClock
 from leadflow.ingest import import_file, repeats, runner
-from leadflow.ingest.kinds import ActivityWriter
+from leadflow.ingest.activity_rows import ActivityWriter
 from leadflow.ingest.mapping import compile_plan
 from leadflow.ingest.readers import RowSource
 from leadflow.ingest.references import RepDirectory

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from leadflow.ingest import values
+from leadflow.ingest import date_cells, number_cells, values
 
 DAY_FIRST = ("%d-%m-%Y", "%d-%m-%Y %H:%M", "%d-%m-%Y %H:%M:%S")
 """The day-first formats that were the default before none was (a European CRM's export)."""
@@ -31,11 +31,11 @@ class TestDates:
     )
     def test_formats_read_as_utc(self, cell: str | None, expected: datetime | None) -> None:
         """Each format a CRM export uses is read to the same aware UTC instant."""
-        assert values.datetime_parser(DAY_FIRST, "UTC")(cell) == expected
+        assert date_cells.datetime_parser(DAY_FIRST, "UTC")(cell) == expected
 
     def test_naive_times_are_in_the_mapping_timezone(self) -> None:
         """Berlin is UTC+1 in February, UTC+2 in July; an explicit offset ignores the zone."""
-        parse = values.datetime_parser(DAY_FIRST, "Europe/Berlin")
+        parse = date_cells.datetime_parser(DAY_FIRST, "Europe/Berlin")
         assert parse("26-02-2018 19:58") == datetime(2018, 2, 26, 18, 58, tzinfo=UTC)
         assert parse("2018-07-01") == datetime(2018, 6, 30, 22, 0, tzinfo=UTC)
         assert parse("2018-07-01T00:00:00+00:00") == datetime(2018, 7, 1, tzinfo=UTC)
@@ -68,7 +68,7 @@ class TestDates:
         """01-02-2024 was read day-first by default (1 February), a US export's January 2
         silently wrong. No format is configured by default now: such a date is refused, saying
         which setting reads it (both orders when either could be meant)."""
-        parse = values.datetime_parser((), "UTC", "import.mappings.leads.date_formats")
+        parse = date_cells.datetime_parser((), "UTC", "import.mappings.leads.date_formats")
         with pytest.raises(ValueError, match=r"^expected a date as ISO 8601") as caught:
             parse(cell)
         assert str(caught.value) == (
@@ -80,7 +80,7 @@ class TestDates:
     def test_unreadable_date_names_the_formats(self) -> None:
         """The reason says what was expected and what was found."""
         with pytest.raises(ValueError, match=r"^expected a date as ISO 8601") as caught:
-            values.datetime_parser(("%d-%m-%Y",), "UTC")("31/12/2017")
+            date_cells.datetime_parser(("%d-%m-%Y",), "UTC")("31/12/2017")
         assert str(caught.value) == (
             "expected a date as ISO 8601 (2017-03-01, 2017-03-01T10:00:00+02:00) "
             "or %d-%m-%Y, got '31/12/2017'"
@@ -109,7 +109,7 @@ class TestDates:
     def test_every_format_reads_a_text_as_strptime_does(self, cell: str) -> None:
         """Whichever way a text is read (zero-padded at full width, or the general pattern),
         the time is strptime's with the first format that reads it, or the same refusal."""
-        parse = values.datetime_parser(DAY_FIRST, "Europe/Berlin")
+        parse = date_cells.datetime_parser(DAY_FIRST, "Europe/Berlin")
         expected: datetime | None = None
         for fmt in DAY_FIRST:
             try:
@@ -126,15 +126,15 @@ class TestDates:
 
     def test_the_first_format_that_reads_a_text_wins(self) -> None:
         """03-04-2018 is 3 April with day-first formats listed first, 4 March after month-first."""
-        day_first = values.datetime_parser(("%d-%m-%Y", "%m-%d-%Y"), "UTC")
-        month_first = values.datetime_parser(("%m-%d-%Y", "%d-%m-%Y"), "UTC")
+        day_first = date_cells.datetime_parser(("%d-%m-%Y", "%m-%d-%Y"), "UTC")
+        month_first = date_cells.datetime_parser(("%m-%d-%Y", "%d-%m-%Y"), "UTC")
         assert day_first("03-04-2018") == datetime(2018, 4, 3, tzinfo=UTC)
         assert month_first("03-04-2018") == datetime(2018, 3, 4, tzinfo=UTC)
         assert month_first("13-04-2018") == datetime(2018, 4, 13, tzinfo=UTC)
 
     def test_a_date_attribute_is_a_calendar_date(self) -> None:
         """Dates have no zone: 20-10-2017 is 20 October wherever it is read."""
-        assert values.date_parser(DAY_FIRST)("20-10-2017") == date(2017, 10, 20)
+        assert date_cells.date_parser(DAY_FIRST)("20-10-2017") == date(2017, 10, 20)
 
 
 class TestBooleansAndNumbers:
@@ -161,16 +161,16 @@ class TestBooleansAndNumbers:
 
     def test_numbers(self) -> None:
         """Integers accept 42.0 but not 4.5; numbers refuse nan and text."""
-        assert values.parse_integer("42") == 42
-        assert values.parse_integer("42.0") == 42
-        assert values.parse_integer("") is None
-        assert values.parse_number("1100.04") == 1100.04
+        assert number_cells.parse_integer("42") == 42
+        assert number_cells.parse_integer("42.0") == 42
+        assert number_cells.parse_integer("") is None
+        assert number_cells.parse_number("1100.04") == 1100.04
         with pytest.raises(ValueError, match=r"^expected a whole number, got '4.5'$"):
-            values.parse_integer("4.5")
+            number_cells.parse_integer("4.5")
         with pytest.raises(ValueError, match=r"^expected a finite number, got 'nan'$"):
-            values.parse_number("nan")
+            number_cells.parse_number("nan")
         with pytest.raises(ValueError, match=r"^expected a number, got 'many'$"):
-            values.parse_number("many")
+            number_cells.parse_number("many")
 
     def test_lists_and_timezones(self) -> None:
         """Pools are ; or , separated; timezones must be IANA names."""
@@ -205,7 +205,7 @@ class TestFormattedAmounts:
         ],
     )
     def test_read(self, separator: str, raw: str, value: float) -> None:
-        read = values.number_parser(separator)(raw)
+        read = number_cells.number_parser(separator)(raw)
         assert (read, str(read)) == (value, str(value))  # str tells 0.0 from -0.0
 
     @pytest.mark.parametrize("raw", ["-€-5", "(-5)", "(+5)", "()", "(5", "-", "--5"])
@@ -213,7 +213,7 @@ class TestFormattedAmounts:
         """A sign before the currency, or an accountant's parentheses, make an amount negative;
         two signs make no amount."""
         with pytest.raises(ValueError, match="expected a number") as refused:
-            values.number_parser(".")(raw)
+            number_cells.number_parser(".")(raw)
         assert str(refused.value) == f"expected a number, got {raw!r}"
 
     @pytest.mark.parametrize(
@@ -224,7 +224,7 @@ class TestFormattedAmounts:
         self, separator: str, raw: str, other: str
     ) -> None:
         with pytest.raises(ValueError, match="expected a number") as refused:
-            values.number_parser(separator)(raw)
+            number_cells.number_parser(separator)(raw)
         assert str(refused.value) == (
             f"expected a number, got {raw!r}; the file writes {other!r} as its decimal "
             f"separator: set decimal_separator: {other!r} in this kind's import mapping"
@@ -245,12 +245,12 @@ class TestFormattedAmounts:
         self, separator: str, raw: str, value: int | None
     ) -> None:
         """With a decimal comma, ``1.000`` seats are a thousand (they were stored as 1)."""
-        assert values.integer_parser(separator)(raw) == value
+        assert number_cells.integer_parser(separator)(raw) == value
 
     @pytest.mark.parametrize(("separator", "raw"), [(",", "4,5"), (".", "4.5")])
     def test_a_fraction_is_not_a_whole_number(self, separator: str, raw: str) -> None:
         with pytest.raises(ValueError, match="expected a whole number") as refused:
-            values.integer_parser(separator)(raw)
+            number_cells.integer_parser(separator)(raw)
         assert str(refused.value) == f"expected a whole number, got {raw!r}"
 
 
@@ -268,8 +268,8 @@ class TestJsonValuesNamedAsWritten:
                 'expected text, got a list (["east", "Zürich"])',
             ),
             (values.parse_text, True, "expected text, got true"),
-            (values.parse_integer, False, "expected a whole number, got false"),
-            (values.parse_number, True, "expected a number, got true"),
+            (number_cells.parse_integer, False, "expected a whole number, got false"),
+            (number_cells.parse_number, True, "expected a number, got true"),
         ],
     )
     def test_refused(self, parse: object, raw: object, message: str) -> None:

@@ -41,7 +41,7 @@ def show_audit(
     from rich.table import Table
 
     from leadflow.engine.audit_history import AuditFilter, audit_rows, email_statuses
-    from leadflow.ingest.values import text_problem
+    from leadflow.ingest.json_values import text_problem
 
     context = cli_context(ctx)
     try:

@@ -41,7 +41,7 @@ def explain(
     the points (decayed to now), the rules' adjustment, and the last changes."""
     from leadflow.clock import SettableClock, SystemClock, parse_instant
     from leadflow.engine.runtime import Runtime
-    from leadflow.ingest.values import text_problem
+    from leadflow.ingest.json_values import text_problem
     from leadflow.scoring.explain import explain_score
 
     problem = text_problem(lead)

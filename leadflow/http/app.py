@@ -34,9 +34,9 @@ from leadflow.http.openapi import record_schema, request_body, type_errors
 from leadflow.http.probes import probe_routes
 from leadflow.http.records import upsert_records
 from leadflow.http.tracking import tracking_routes
+from leadflow.ingest.json_values import TOO_DEEP, json_value, text_problem, unstorable
 from leadflow.ingest.mapping import KIND_FIELDS, too_many_columns
 from leadflow.ingest.nesting import NestingProblem, flattened, nested_objects
-from leadflow.ingest.values import TOO_DEEP, json_value, text_problem, unstorable
 from leadflow.rule_language.model import RuleSet
 from leadflow.scoring.explain import explain_score
 from leadflow.scoring.rescoring import rescore_posted

@@ -63,7 +63,7 @@ _NOT_BLANK = r"\S"
 _EXTERNAL_ID: dict[str, Any] = {
     "type": "string",
     # Not blank, and one line: no control character (C0, DEL, C1) nor line or paragraph
-    # separator (leadflow.ingest.values.identifier_problem) once the blanks around it, which
+    # separator (leadflow.ingest.json_values.identifier_problem) once the blanks around it, which
     # the server strips as Python does, are gone.
     "pattern": rf"^{_BLANKS}*{_ID_CHAR}(?:{_ID_TEXT}*{_ID_CHAR})?{_BLANKS}*$",
     "description": "the record's id in the CRM: one line of text with at least one "

@@ -22,7 +22,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 
 from leadflow.errors import FieldError, ImportRowError, ProblemsError, RecordsRejectedError
 from leadflow.ingest.column_plan import ColumnPlan
-from leadflow.ingest.kinds import KindWriter, Record, Rejection
+from leadflow.ingest.kind_writer import KindWriter, Record, Rejection
 from leadflow.ingest.mapping import compile_plan
 from leadflow.ingest.references import RepDirectory
 from leadflow.ingest.reps import RepWriter

@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException
 
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.unsubscribe import unsubscribe_lead
-from leadflow.ingest.kinds import bump_last_activity
+from leadflow.ingest.activity_rows import bump_last_activity
 from leadflow.mail.context import (
     OWN_UNSUBSCRIBE_PATH,
     unsubscribe_token,

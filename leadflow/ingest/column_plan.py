@@ -15,7 +15,7 @@ from functools import cached_property, lru_cache
 from typing import Any
 
 from leadflow.errors import ImportRowError
-from leadflow.ingest import values
+from leadflow.ingest import json_values, values
 from leadflow.ingest.field_parsers import parse_object, renaming
 from leadflow.ingest.names import quoted
 from leadflow.settings import ImportKind
@@ -333,7 +333,7 @@ def _check_storable(record: Mapping[str, Any]) -> None:
                 continue
         elif kind in _PLAIN or (kind is dict and _plain_object(value)):
             continue
-        found = next(values.unstorable(value), None)
+        found = next(json_values.unstorable(value), None)
         if found is not None:
             place, reason = found
             raise ImportRowError(".".join([field, *map(str, place)]), reason)

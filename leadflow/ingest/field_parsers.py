@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from leadflow.ingest import values
+from leadflow.ingest import date_cells, json_values, number_cells, values
 from leadflow.ingest.names import quoted
 from leadflow.settings import AttributeType, ImportKind, ImportMapping
 
@@ -51,12 +51,12 @@ def field_parser(type_name: str, mapping: ImportMapping, kind: ImportKind) -> va
     if type_name in simple:
         return simple[type_name]
     if type_name == "number":
-        return values.number_parser(mapping.decimal_separator)
+        return number_cells.number_parser(mapping.decimal_separator)
     if type_name == "integer":
-        return values.integer_parser(mapping.decimal_separator)
+        return number_cells.integer_parser(mapping.decimal_separator)
     if type_name == "boolean":
         return values.boolean_parser(mapping.true_values, mapping.false_values)
-    return values.datetime_parser(mapping.date_formats, mapping.timezone, _date_formats(kind))
+    return date_cells.datetime_parser(mapping.date_formats, mapping.timezone, _date_formats(kind))
 
 
 def _date_formats(kind: ImportKind) -> str:
@@ -71,18 +71,18 @@ def attribute_parser(
     if type_name == "string":
         return values.parse_text
     if type_name == "datetime":
-        read_time = values.datetime_from_text(
+        read_time = date_cells.datetime_from_text(
             mapping.date_formats, mapping.timezone, _date_formats(kind)
         )
-        return values.cached_text_parser(lambda text: read_time(text).isoformat())
+        return date_cells.cached_text_parser(lambda text: read_time(text).isoformat())
     if type_name == "date":
-        read_date = values.datetime_from_text(mapping.date_formats, "UTC", _date_formats(kind))
-        return values.cached_text_parser(lambda text: read_date(text).date().isoformat())
+        read_date = date_cells.datetime_from_text(mapping.date_formats, "UTC", _date_formats(kind))
+        return date_cells.cached_text_parser(lambda text: read_date(text).date().isoformat())
     if type_name == "integer":
         # Rules compare integer attributes as 64-bit integers; a larger one would be stored
         # but could never be compared (and on PostgreSQL would fail the rule's query).
-        return values.within(
-            *values.INTEGER_RANGE, values.integer_parser(mapping.decimal_separator)
+        return number_cells.within(
+            *number_cells.INTEGER_RANGE, number_cells.integer_parser(mapping.decimal_separator)
         )
     return field_parser(type_name, mapping, kind)
 
@@ -110,7 +110,7 @@ def parse_object(raw: object) -> dict[str, Any] | None:
     if isinstance(raw, dict):
         return raw
     if raw is not None and not isinstance(raw, str):
-        msg = f'expected a JSON object such as {{"page": "/pricing"}}, got {values.json_shown(raw)}'
+        msg = f'expected a JSON object such as {{"page": "/pricing"}}, got {json_values.json_shown(raw)}'
         raise ValueError(msg)
     text = values.parse_text(raw)
     if text is None:

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from leadflow.errors import Problem, ProblemsError
-from leadflow.ingest import values
+from leadflow.ingest import json_values, values
 from leadflow.ingest.column_plan import ColumnPlan, Target
 from leadflow.ingest.field_parsers import (
     attribute_parser,
@@ -302,7 +302,7 @@ def _unstorable_renames(kind: ImportKind, mapping: ImportMapping) -> list[str]:
     found = []
     for field, renames in mapping.values.items():
         for value in renames.values():
-            problem = values.text_problem(value)
+            problem = json_values.text_problem(value)
             if problem is not None:
                 found.append(f"import.mappings.{kind}.values.{field}: {value!r}: {problem}")
     return found

@@ -8,6 +8,8 @@ A name over :data:`MAX_NAME_LENGTH` is refused before any of that, and a message
 
 from __future__ import annotations
 
+import reprlib
+
 MAX_NAME_LENGTH = 1_000
 """The most characters a column name or key may have: far over any CRM's property names."""
 
@@ -28,3 +30,14 @@ def long_name_problem(name: str, what: str = "a column name") -> str | None:
     if len(name) <= MAX_NAME_LENGTH:
         return None
     return f"{what} may have at most {MAX_NAME_LENGTH:,} characters; rename it, or leave it out"
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel = 3  # a deeply nested object shown whole would exceed the recursion limit
+
+
+def briefly_shown(raw: object) -> str:
+    """A cell's value as ``repr`` writes it, cut to 60 characters (an object to three levels):
+    how a value that did not read is quoted back."""
+    shown = _SHORT.repr(raw) if isinstance(raw, dict | list) else repr(raw)
+    return shown if len(shown) <= 60 else shown[:57] + "..."

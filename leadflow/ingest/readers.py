@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import IO, Literal, NoReturn, cast
 
 from leadflow.errors import ImportFileError, Problem, ProblemsError
+from leadflow.ingest.json_values import json_value, text_problem
 from leadflow.ingest.names import long_name_problem, quoted
 from leadflow.ingest.nesting import NestingProblem, flattened
-from leadflow.ingest.values import json_value, text_problem
 
 FileFormat = Literal["csv", "jsonl"]
 _CHUNK = 1 << 20

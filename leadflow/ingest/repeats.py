@@ -29,7 +29,7 @@ from typing import NamedTuple, cast
 from sqlalchemy import Connection
 
 from leadflow.errors import ImportRowError
-from leadflow.ingest.kinds import KindWriter, Record
+from leadflow.ingest.kind_writer import KindWriter, Record
 from leadflow.ingest.readers import RowSource
 
 

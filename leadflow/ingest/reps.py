@@ -19,7 +19,7 @@ from sqlalchemy import Connection, insert, or_, update
 
 from leadflow.errors import ImportFileError, ImportRowError
 from leadflow.ingest.column_plan import ColumnPlan
-from leadflow.ingest.kinds import (
+from leadflow.ingest.kind_writer import (
     KEY_LENGTH,
     Convert,
     KindWriter,

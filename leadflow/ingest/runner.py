@@ -23,19 +23,15 @@ from sqlalchemy import Connection, Engine
 from leadflow.clock import Clock
 from leadflow.collector_pause import collector_paused
 from leadflow.errors import ImportRowError, Problem, UserInputError
+from leadflow.ingest.activity_rows import ActivityWriter
 from leadflow.ingest.column_plan import ColumnPlan
+from leadflow.ingest.deal_rows import DealWriter
 from leadflow.ingest.feeder import Send, can_fork, fed
 from leadflow.ingest.import_report import MAX_KEPT_PROBLEMS, ImportReport, same_content
 from leadflow.ingest.import_runs import finish_run, record_refused, start_run
 from leadflow.ingest.index_builds import bulk_tables, estimated_rows, indexes_built_after
-from leadflow.ingest.kinds import (
-    ActivityWriter,
-    Checked,
-    DealWriter,
-    KindWriter,
-    LeadWriter,
-    Record,
-)
+from leadflow.ingest.kind_writer import Checked, KindWriter, Record
+from leadflow.ingest.lead_rows import LeadWriter
 from leadflow.ingest.mapping import KIND_FIELDS, compile_plan, unknown_keys
 from leadflow.ingest.nesting import nested_objects
 from leadflow.ingest.readers import RowSource, check_text_file, format_of

@@ -1,0 +1,147 @@
+"""JSON values: reading a document (no NaN, no key written twice), naming a value as JSON names
+it, and what the store can hold (no NUL, no lone surrogate, no line break in an id, no nesting
+beyond :data:`MAX_NESTING`). The HTTP API and JSONL imports check every value with these.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+from leadflow.ingest.names import briefly_shown, quoted
+
+Place = tuple[str | int, ...]
+"""Where inside a JSON value: object keys and list positions."""
+
+NUL_IN_TEXT = "text may not contain NUL characters (\\u0000)"
+MAX_NESTING = 32
+"""How deep objects and lists may nest in a value: far beyond any CRM's, and well inside the
+recursion that checking, hashing and storing a value take."""
+TOO_DEEP = f"nested deeper than {MAX_NESTING} levels; flatten it"
+
+
+def json_shown(value: object) -> str:
+    """A JSON value named as JSON names it: ``a list``, ``null``, ``true``, ``a number (1)``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return f"a number ({value!r})"
+    if isinstance(value, list):
+        return f"a list ({_as_json(value)})"
+    if isinstance(value, dict):
+        return f"an object ({_as_json(value)})"
+    return briefly_shown(value)
+
+
+def _as_json(value: list[object] | dict[str, object]) -> str:
+    """A list or object as the sender wrote it (``["east"]``, not Python's ``['east']``)."""
+    shown = json.dumps(value, ensure_ascii=False, default=str)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+"""Control characters (C0, DEL, C1) and Unicode's line and paragraph separators."""
+
+
+def identifier_problem(text: str) -> str | None:
+    """Why ``text`` cannot be an external id, or None: an id is one line of text, written into
+    CSV exports, log lines and email headers, which a line break or tab would split."""
+    found = _CONTROL.search(text)
+    if found is None:
+        return None
+    shown = ascii(found.group())[1:-1]  # \n, \t, \x85, \u2028
+    return (
+        "may not contain a line break, tab or other control character "
+        f"({shown}, character {found.start() + 1}); write the id on one line"
+    )
+
+
+def text_problem(text: str) -> str | None:
+    """Why no store can hold ``text``, or None.
+
+    PostgreSQL refuses NUL in text and JSON; a lone UTF-16 surrogate (what JSON's ``"\\ud800"``
+    decodes to) cannot be encoded for either store. Checked on the way in, so that one such value
+    is one located rejection rather than a traceback or a batch the database refused.
+    """
+    if "\x00" in text:
+        return NUL_IN_TEXT
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(text[exc.start])
+        return (
+            f"text may not contain a lone UTF-16 surrogate (\\u{code:04x}); "
+            "write the character itself, or a complete surrogate pair such as \\ud83d\\ude00"
+        )
+    return None
+
+
+def unstorable(
+    value: object, path: Place = (), *, numbers: bool = True
+) -> Iterator[tuple[Place, str]]:
+    """Every place in a (JSON) value the store cannot hold, with the reason.
+
+    Text and object keys as :func:`text_problem` says; with ``numbers``, also numbers that are
+    not finite, which JSON columns cannot hold; and nesting beyond :data:`MAX_NESTING`, which
+    would end each of those steps in a RecursionError. A key's place is shown with surrogates
+    escaped, so that it can be reported.
+    """
+    if len(path) >= MAX_NESTING and isinstance(value, dict | list):
+        yield path, TOO_DEEP
+    elif isinstance(value, str):
+        problem = text_problem(value)
+        if problem is not None:
+            yield path, problem
+    elif isinstance(value, float):
+        if numbers and not math.isfinite(value):
+            yield path, f"expected a finite number, got {value!r}"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            problem = text_problem(key) if isinstance(key, str) else None
+            step = key if problem is None else shown_text(key)
+            if problem is not None:
+                yield (*path, step), problem
+            yield from unstorable(item, (*path, step), numbers=numbers)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from unstorable(item, (*path, index), numbers=numbers)
+
+
+def shown_text(text: str) -> str:
+    """``text`` with lone surrogates escaped (``\\ud800``), so it can be printed or sent."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def json_value(text: str) -> Any:
+    """``text`` parsed as JSON, refusing NaN and Infinity (``ValueError``): JSON has neither, and
+    the store could not hold them; and an object naming a key twice, whose first value the
+    parser would drop without a word (``{"email": "a@x", "email": "b@x"}``: which one did the
+    sender mean?). Nesting deeper than the parser goes is a ``ValueError`` too. The HTTP API
+    and JSONL imports read every document with it."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_one_key_each)
+    except RecursionError:
+        msg = "nested too deeply"
+        raise ValueError(msg) from None
+
+
+def _one_key_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) < len(pairs):  # counted only then: the hot path is dict() alone
+        twice = next(key for key, seen in Counter(key for key, _ in pairs).items() if seen > 1)
+        msg = f"the key {quoted(twice)} is written twice in one object"
+        raise ValueError(msg)
+    return found
+
+
+def _reject_constant(name: str) -> None:
+    msg = f"{name} is not JSON"
+    raise ValueError(msg)

@@ -1,0 +1,133 @@
+"""Leads: their columns, their stage and its entry time, first source, and flagged nurture."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import Connection, bindparam, case, func
+
+from leadflow.errors import ImportRowError
+from leadflow.ingest.kind_writer import Convert, in_the_future, keep
+from leadflow.ingest.names import quoted
+from leadflow.ingest.stage_entries import RecordsStageEntries
+from leadflow.ingest.writers import Derived, Shape, Written
+from leadflow.store.models import source_at_creation
+from leadflow.store.nurture_exits import end_flagged_nurture
+from leadflow.store.tables import LEADS
+
+
+class LeadWriter(RecordsStageEntries):
+    kind = "leads"
+    table = LEADS
+    bulk_tables = ("leads", "stage_changes")
+    prepares_alone = True
+    columns: ClassVar[Mapping[str, str]] = {
+        "email": "email",
+        "name": "name",
+        "company": "company",
+        "score": "score",
+        "stage": "stage",
+        "owner": "owner_id",
+        "timezone": "timezone",
+        "unsubscribed": "unsubscribed",
+        "do_not_email": "do_not_email",
+        "last_activity_at": "last_activity_at",
+        "stage_entered_at": "stage_entered_at",
+        "attributes": "attributes",
+    }
+
+    def after_fed_write(self, connection: Connection, written: Written) -> None:
+        super().after_fed_write(connection, written)
+        if written.changed and {"unsubscribed", "do_not_email"} & set(self.fields):
+            end_flagged_nurture(connection, written.changed, self.now)
+
+    def shape(self) -> Shape:
+        base = super().shape()
+        extras: dict[str, Any] = dict(base.update_extras)
+        derived: tuple[Derived, ...] = ()
+        if "attributes" in self.fields:
+            # The source at creation (first touch): a new lead's source; an update keeps the
+            # stored one and gives one only to a lead that had none (docs/report.md says why).
+            derived = (Derived("first_source", "attributes", source_at_creation),)
+            given = bindparam("v_first_source", type_=self.table.c.first_source.type)
+            extras["first_source"] = func.coalesce(self.table.c.first_source, given)
+        if "stage" in self.fields or "stage_entered_at" in self.fields:
+            extras["stage_entered_at"] = self._entered_on_update()
+        return Shape(base.table, base.columns, base.defaults, extras, derived, base.hash_key)
+
+    def _entered_on_update(self) -> Any:
+        # A lead whose CRM stage changed entered that stage now; an unchanged stage keeps its time.
+        # A stage_entered_at the file gives (an empty cell reads as now) is taken as it is.
+        table = self.table
+        whens: list[tuple[Any, Any]] = []
+        if "stage_entered_at" in self.fields:
+            given = bindparam("v_stage_entered_at", type_=table.c.stage_entered_at.type)
+            whens.append((given != self.now, given))
+        if "stage" in self.fields:
+            whens.append((table.c.stage == self.update_stage_param(), table.c.stage_entered_at))
+            return case(*whens, else_=self.now)
+        return case(*whens, else_=table.c.stage_entered_at)
+
+    @staticmethod
+    def update_stage_param() -> Any:
+        return bindparam("v_stage")
+
+    def defaults(self) -> dict[str, Any]:
+        return {
+            **super().defaults(),
+            "stage": self.settings.stages.initial,
+            "stage_entered_at": self.now,
+            "score": 0,
+            "attributes": {},
+            "unsubscribed": False,
+            "do_not_email": False,
+            "hard_bounced": False,
+        }
+
+    def convert(self, field: str) -> Convert:
+        if field == "owner":
+            return self.owner("owner")
+        if field == "stage":
+            return self._stage_reader()
+        if field == "score":
+            return lambda value: value or 0
+        if field in {"unsubscribed", "do_not_email"}:
+            return bool
+        if field == "attributes":
+            return lambda value: value or {}
+        if field == "stage_entered_at":
+            return self._stage_entered_at
+        return keep
+
+    def _stage_entered_at(self, value: datetime | None) -> datetime:
+        """When the lead entered its stage in the CRM; empty is "now", the future is refused."""
+        if value is None:
+            return self.now
+        if value > self.now:
+            raise in_the_future(
+                "stage_entered_at",
+                value,
+                "the import runs at",
+                self.now,
+                "a lead cannot have entered its stage yet",
+            )
+        return value
+
+    def _stage_reader(self) -> Convert:
+        """A stage by name; empty is the initial stage. The stages are a set made once, not
+        a tuple made and scanned for each row."""
+        stages = self.settings.stages
+        known = frozenset(stages.all())
+
+        def stage(value: str | None) -> str:
+            if value is None:
+                return stages.initial
+            if value not in known:
+                choices = ", ".join(stages.all())
+                reason = f"unknown stage {quoted(value)}; expected one of {choices} (or map it under import.mappings.leads.values.stage)"
+                raise ImportRowError("stage", reason)
+            return value
+
+        return stage
