@@ -319,6 +319,15 @@ class TestShapeOfAFile:
             f"rules/r.yaml:1:1: the file holds no document (null){why}"
         ]
 
+    def test_an_empty_scoring_file_is_told_how_to_turn_scoring_off(self, rules: Path) -> None:
+        """The scoring model's file was told to write 'rules: []', which keeps the file and
+        drops the model without a word."""
+        assert problems(rules, **{"scoring.yaml": "# cut short\n"}) == [
+            "rules/scoring.yaml:1:1: the file holds only comments: delete it to remove the "
+            "scoring model, or write 'scoring: {enabled: false}' to turn scoring off (refused "
+            "so that a save cut short never removes the live model)"
+        ]
+
     def test_an_empty_mapping_is_a_problem(self, rules: Path) -> None:
         """'{}' names none of rules:, streams:, scoring:: refused like an empty file (it was
         taken as no rules), located at the mapping."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
+from pathlib import PurePath
 from typing import Any
 
 from pydantic import BaseModel
@@ -113,7 +114,7 @@ class RuleSetBuilder:
         if document.data is None:
             # A save cut short (an editor's truncate-then-write, a copy interrupted) leaves an
             # empty file: taken as "no rules", it would quietly drop the file's live rules.
-            self.problems.append(Problem(label, 1, 1, _nothing_in(text)))
+            self.problems.append(Problem(label, 1, 1, _nothing_in(label, text)))
             return
         for path, mark in document.duplicate_keys:
             self.problems.append(
@@ -462,7 +463,7 @@ class _FileReader:
         self.builder.add_stream(stream, self.document, path)
 
 
-def _nothing_in(text: str) -> str:
+def _nothing_in(label: str, text: str) -> str:
     """Why a file whose YAML is no document at all is refused, and the two ways out."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
@@ -471,6 +472,13 @@ def _nothing_in(text: str) -> str:
         what = "the file holds only comments"
     else:
         what = "the file holds no document (null)"
+    if PurePath(label).stem.lower() == "scoring":
+        # The scoring model's own file: 'rules: []' would keep it and drop the model unsaid.
+        return (
+            f"{what}: delete it to remove the scoring model, or write 'scoring: "
+            "{enabled: false}' to turn scoring off (refused so that a save cut short never "
+            "removes the live model)"
+        )
     return (
         f"{what}: delete it to remove its rules, or write 'rules: []' to keep it without any "
         "(refused so that a save cut short never removes live rules)"
