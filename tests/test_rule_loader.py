@@ -135,8 +135,25 @@ class TestUnreadableFiles:
                 "starts on line 1 expects a key: put the item under the key it belongs to (a "
                 "line ending in ':', with the item indented below it)",
             ),
+            (
+                "r.yaml",
+                "rules:\n  - id: a\n    when:\n      all:\n        - field: score\n"
+                "         at_least: 60\n",
+                # PyYAML marks the item's dash (column 9): the keys start after it.
+                "rules/r.yaml:6:10: invalid YAML: this line is indented less than its "
+                "neighbours: it starts at column 10, but the keys of the mapping it is in start "
+                "at column 11 (line 5); line it up with the key above it that it belongs beside, "
+                "or indent it under a key ending in ':'",
+            ),
         ],
-        ids=["indented-more", "key-indented-more", "colon-in-value", "no-colon", "stray-item"],
+        ids=[
+            "indented-more",
+            "key-indented-more",
+            "colon-in-value",
+            "no-colon",
+            "stray-item",
+            "item-key-indented-less",
+        ],
     )
     def test_structural_mistakes_say_what_to_fix(
         self, rules: Path, name: str, text: str, expected: str

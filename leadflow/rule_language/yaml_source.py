@@ -252,16 +252,17 @@ def _structural_problem(problem: str, found: Any, around: Any, lines: list[str])
                 "':', with the item indented below it)"
             )
         indent = len(line) - len(line.lstrip(" "))
-        if indent > around.column:
+        keys = _first_key_column(lines[around.line] if around.line < len(lines) else "", around)
+        if indent > keys:
             than = "more"
-        elif indent < around.column:
+        elif indent < keys:
             than = "less"
         else:
             than = "differently"
         return (
             f"this line is indented {than} than its neighbours: it starts at column "
             f"{indent + 1}, but the keys of the mapping it is in start at column "
-            f"{around.column + 1} (line {around.line + 1}); line it up with the key above it "
+            f"{keys + 1} (line {around.line + 1}); line it up with the key above it "
             "that it belongs beside, or indent it under a key ending in ':'"
         )
     if problem == "mapping values are not allowed here":
@@ -277,6 +278,17 @@ def _structural_problem(problem: str, found: Any, around: Any, lines: list[str])
             "quote that value"
         )
     return None
+
+
+def _first_key_column(line: str, around: Any) -> int:
+    """Where the mapping PyYAML names starts its keys (0-based): for a mapping that is a list
+    item (``- field: score``) PyYAML marks the dash, two columns before the key."""
+    column = around.column
+    if line[column : column + 1] == "-":
+        column += 1
+        while line[column : column + 1] == " ":
+            column += 1
+    return column
 
 
 class _FlowEmptyValueError(Exception):
