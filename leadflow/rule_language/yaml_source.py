@@ -283,7 +283,7 @@ def _structural_problem(problem: str, found: Any, around: Any, lines: list[str])
 def _first_key_column(line: str, around: Any) -> int:
     """Where the mapping PyYAML names starts its keys (0-based): for a mapping that is a list
     item (``- field: score``) PyYAML marks the dash, two columns before the key."""
-    column = around.column
+    column: int = around.column
     if line[column : column + 1] == "-":
         column += 1
         while line[column : column + 1] == " ":
