@@ -193,3 +193,41 @@ def import_rep_and_lead(engine: Engine, settings: Any, folder: Path, clock: Sett
     ):
         path = write(folder, f"{kind}.csv", text)
         assert import_file(engine, settings, kind, path, clock=clock).rejected == 0
+
+
+def test_a_last_activity_in_the_future_is_rejected_for_leads_and_deals(
+    engine: Engine, make_settings: Any, tmp_path: Path
+) -> None:
+    """A lead active on 9999-12-31 landed (a deal's close date in the future is refused): no
+    ``days_since_activity`` rule would ever find it idle. Refused naming line and field, as
+    other future times are; a CRM's clock up to 5 minutes ahead is not an error."""
+    settings = make_settings()
+    clock = SettableClock(T0)
+    import_rep_and_lead(engine, settings, tmp_path, clock)
+    leads = write(
+        tmp_path,
+        "leads.csv",
+        "external_id,email,last_activity_at\n"
+        "L2,l2@example.com,9999-12-31\n"
+        "L3,l3@example.com,2026-03-02T09:04:00Z\n",
+    )
+    report = import_file(engine, settings, "leads", leads, clock=clock)
+    assert [str(p) for p in report.problems] == [
+        f"{leads}:2: last_activity_at: 9999-12-31T00:00:00+00:00 is in the future (the import "
+        "runs at 2026-03-02T09:00:00+00:00); a lead cannot have been active yet",
+    ]
+    assert rows(engine, "leads", "external_id", "last_activity_at") == [
+        ("L1", None),
+        ("L3", datetime(2026, 3, 2, 9, 4, tzinfo=UTC)),
+    ]
+    deals = write(
+        tmp_path,
+        "deals.csv",
+        "external_id,lead,stage,last_activity_at\nD1,L1,Engaging,2027-01-01\nD2,L1,Engaging,\n",
+    )
+    report = import_file(engine, settings, "deals", deals, clock=clock)
+    assert [str(p) for p in report.problems] == [
+        f"{deals}:2: last_activity_at: 2027-01-01T00:00:00+00:00 is in the future (the import "
+        "runs at 2026-03-02T09:00:00+00:00); a deal cannot have been active yet",
+    ]
+    assert rows(engine, "deals", "external_id") == [("D2",)]

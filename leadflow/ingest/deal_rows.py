@@ -12,10 +12,8 @@ from sqlalchemy import Connection, bindparam, case, null, select
 from leadflow.errors import ImportRowError
 from leadflow.ingest.field_parsers import OUTCOMES, stage_outcomes
 from leadflow.ingest.kind_writer import (
-    CLOCK_SKEW,
     Convert,
     Record,
-    in_the_future,
     keep,
     referenced,
     required,
@@ -60,25 +58,14 @@ class DealWriter(RecordsStageEntries):
         if field == "attributes":
             return lambda value: value or {}
         if field == "closed_at":
-            return self._not_after_now("closed_at", "a deal cannot have closed yet")
+            return self.not_after_now("closed_at", "a deal cannot have closed yet")
         if field == "engaged_at":
-            return self._not_after_now("engaged_at", "a deal cannot have been engaged yet")
+            return self.not_after_now("engaged_at", "a deal cannot have been engaged yet")
         if field == "amount":
             return _amount
+        if field == "last_activity_at":
+            return self.not_after_now(field, "a deal cannot have been active yet")
         return keep
-
-    def _not_after_now(self, field: str, cannot: str) -> Convert:
-        """A close (or engage) date in the future is refused: the deal would count as closed
-        (won, its amount in the pipeline's figures) or engaged, its cycle measured, before it
-        is. A CRM's clock a little ahead of ours (a deal posted the moment it closes) is not an
-        error, as for activities."""
-
-        def checked(value: datetime | None) -> datetime | None:
-            if value is not None and value > self.now + CLOCK_SKEW:
-                raise in_the_future(field, value, "the import runs at", self.now, cannot)
-            return value
-
-        return checked
 
     def shape(self) -> Shape:
         base = super().shape()

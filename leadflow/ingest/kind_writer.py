@@ -136,6 +136,20 @@ class KindWriter:
         self._limits = self._lengths()
         self._ranges = self._integer_ranges()
 
+    def not_after_now(self, field: str, cannot: str) -> Convert:
+        """A time in the future is refused: a deal would count as closed (won, its amount in
+        the pipeline's figures) or engaged, its cycle measured, before it is; a lead or deal
+        active in 9999 would never be idle to a rule's ``days_since_activity``. A CRM's clock a
+        little ahead of ours (a deal posted the moment it closes) is not an error, as for
+        activities."""
+
+        def checked(value: datetime | None) -> datetime | None:
+            if value is not None and value > self.now + CLOCK_SKEW:
+                raise in_the_future(field, value, "the import runs at", self.now, cannot)
+            return value
+
+        return checked
+
     def shape(self) -> Shape:
         written = tuple(self.columns[field] for field in self.fields)
         defaults = {k: v for k, v in self.defaults().items() if k not in written}

@@ -99,6 +99,8 @@ class LeadWriter(RecordsStageEntries):
             return lambda value: value or {}
         if field == "stage_entered_at":
             return self._stage_entered_at
+        if field == "last_activity_at":
+            return self.not_after_now(field, "a lead cannot have been active yet")
         return keep
 
     def _stage_entered_at(self, value: datetime | None) -> datetime:
