@@ -207,3 +207,33 @@ def test_postgres_older_and_newer_stores(
     assert leadflow(capsys, config, "import", "reps", str(tmp_path / "none.csv"))[2] == [
         newer(postgres_schema)
     ]
+
+
+NOT_A_DATABASE = {
+    "status": ("status",),
+    "migrate": ("migrate",),
+    "import": ("import", "reps", "reps.csv"),
+    "run": ("run", "--once"),
+    "send": ("send",),
+    "daemon": ("daemon",),
+}
+
+
+@pytest.mark.parametrize("command", list(NOT_A_DATABASE), ids=list(NOT_A_DATABASE))
+def test_a_file_that_is_not_sqlite_is_one_line(
+    command: str, config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It was a 145-line traceback ending `file is not a database`, from every command."""
+    path = tmp_path / "state" / "leadflow.db"
+    path.parent.mkdir()
+    path.write_text("hi\n")
+    args = [str(config.with_name(a)) if a.endswith(".csv") else a for a in NOT_A_DATABASE[command]]
+    code, out, errors = leadflow(capsys, config, *args)
+    expected = f"{path} is not an SQLite database (file is not a database): check database.url"
+    assert (code, out, len(errors)) == (1, "", 1)
+    if command == "daemon":
+        line = json.loads(errors[0])
+        assert (line["event"], line["error"]) == ("daemon_not_started", expected)
+    else:
+        assert errors == [f"error: {expected}"]
+    assert path.read_text() == "hi\n"

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, Table, column, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session
 
 from leadflow.errors import (
@@ -236,6 +236,15 @@ def _revisions(engine: Engine) -> tuple[set[str], str]:
     except OperationalError as exc:
         msg = f"cannot reach the database at {engine.url!r}: {exc.orig}"
         raise DatabaseUnavailableError(msg) from exc
+    except DatabaseError as exc:
+        # A file that is not SQLite's (a typo'd path onto a log, an empty placeholder written
+        # by hand): sqlite3 says so on the first pragma, and every command ended in a traceback.
+        if engine.dialect.name == "sqlite" and "not a database" in str(exc.orig):
+            msg = (
+                f"{database} is not an SQLite database (file is not a database): check database.url"
+            )
+            raise StoreNotReadyError(msg) from None
+        raise
     known = {revision.revision for revision in script.walk_revisions()}
     unknown = sorted(current - known)
     if unknown:
