@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
 from leadflow.cli import main
@@ -237,3 +237,55 @@ def test_a_file_that_is_not_sqlite_is_one_line(
     else:
         assert errors == [f"error: {expected}"]
     assert path.read_text() == "hi\n"
+
+
+UNRECORDED = {
+    "status": ("status",),
+    "migrate": ("migrate",),
+    "migrate-dry-run": ("migrate", "--dry-run"),
+    "import": ("import", "reps", "reps.csv"),
+    "daemon": ("daemon",),
+}
+
+
+def assert_one_line(command: str, result: tuple[int, str, list[str]], expected: str) -> None:
+    code, out, errors = result
+    assert (code, out, len(errors)) == (1, "", 1)
+    if command == "daemon":
+        line = json.loads(errors[0])
+        assert (line["event"], line["error"]) == ("daemon_not_started", expected)
+    else:
+        assert errors == [f"error: {expected}"]
+
+
+def foreign(url: str) -> str:
+    where = make_url(url).render_as_string(hide_password=True)
+    return (
+        f"the store at {where} holds tables leadflow did not create (leads): point "
+        "database.url at an empty database, or at a schema of its own "
+        "(PostgreSQL: ?options=-csearch_path=<schema>)"
+    )
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("command", list(UNRECORDED), ids=list(UNRECORDED))
+def test_a_schema_with_a_foreign_leads_table_is_one_line(
+    command: str, postgres_schema: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`migrate`, `import` and the daemon ended in a 140-line DuplicateTable traceback, and
+    `status` said the store had no leadflow tables yet."""
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"database:\n  url: {json.dumps(postgres_schema)}\nlog:\n  format: json\n"
+        "http:\n  enabled: false\n"
+    )
+    (tmp_path / "reps.csv").write_text("external_id,name,email\nR1,Ann,ann@example.com\n")
+    engine = create_store_engine(postgres_schema)
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE leads (id int)"))
+    args = [str(tmp_path / a) if a.endswith(".csv") else a for a in UNRECORDED[command]]
+    assert_one_line(command, leadflow(capsys, config, *args), foreign(postgres_schema))
+    with engine.connect() as connection:
+        names = set(inspect(connection).get_table_names())
+    engine.dispose()
+    assert names == {"leads"}
