@@ -289,3 +289,30 @@ def test_a_schema_with_a_foreign_leads_table_is_one_line(
         names = set(inspect(connection).get_table_names())
     engine.dispose()
     assert names == {"leads"}
+
+
+def unrecorded(url: str) -> str:
+    where = make_url(url).render_as_string(hide_password=True)
+    return (
+        f"the store at {where} has leadflow's tables but no schema version recorded (its "
+        "alembic_version row or table is gone), so leadflow cannot tell which migrations it "
+        "has had and changes nothing: restore it from a backup"
+    )
+
+
+@pytest.mark.parametrize("loss", ["row", "table"])
+@pytest.mark.parametrize("command", list(UNRECORDED), ids=list(UNRECORDED))
+def test_a_store_without_its_version_record_is_one_line(
+    command: str, loss: str, config: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`status` said "no leadflow tables yet", `migrate --dry-run` listed all 24 migrations,
+    `migrate` failed on `table import_runs already exists` (plain text from the daemon)."""
+    store_at(sqlite_url, HEAD)
+    engine = create_store_engine(sqlite_url)
+    with engine.begin() as connection:
+        sql = "DELETE FROM alembic_version" if loss == "row" else "DROP TABLE alembic_version"
+        connection.execute(text(sql))
+    engine.dispose()
+    args = [str(config.with_name(a)) if a.endswith(".csv") else a for a in UNRECORDED[command]]
+    assert_one_line(command, leadflow(capsys, config, *args), unrecorded(sqlite_url))
+    assert revision_of(sqlite_url) is None

@@ -285,6 +285,13 @@ def _refuse_unrecorded_tables(engine: Engine, tables: set[str]) -> None:
     Migrating would start at 0001 and fail on its first ``CREATE TABLE`` (a traceback on
     PostgreSQL), and ``status`` called it a store with no tables yet."""
     where = engine.url.render_as_string(hide_password=True)
+    if tables.issuperset(FIRST_TABLES):
+        msg = (
+            f"the store at {where} has leadflow's tables but no schema version recorded "
+            "(its alembic_version row or table is gone), so leadflow cannot tell which "
+            "migrations it has had and changes nothing: restore it from a backup"
+        )
+        raise StoreNotReadyError(msg)
     clashing = sorted(tables & FIRST_TABLES)
     if clashing:
         msg = (
