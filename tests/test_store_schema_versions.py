@@ -5,6 +5,7 @@ by a newer leadflow is one line, not alembic's traceback, from every command and
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
 from leadflow.cli import main
+from leadflow.service.leadership import AdvisoryLockLeadership, SingleInstance
 from leadflow.store.database import create_store_engine, migrate
 from tests.conftest import migrated_schema
 
@@ -316,3 +318,52 @@ def test_a_store_without_its_version_record_is_one_line(
     args = [str(config.with_name(a)) if a.endswith(".csv") else a for a in UNRECORDED[command]]
     assert_one_line(command, leadflow(capsys, config, *args), unrecorded(sqlite_url))
     assert revision_of(sqlite_url) is None
+
+
+def under_daemon(url: str, holder: str) -> str:
+    where = make_url(url).render_as_string(hide_password=True)
+    return (
+        f"error: {holder} is running on the store at {where}: stop the daemons first, then run "
+        "`leadflow migrate` (docs/operations.md, Upgrading leadflow); nothing applied"
+    )
+
+
+def test_migrate_refuses_a_store_a_daemon_runs_on(
+    config: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The daemon's lock file is what refuses a second daemon on SQLite: migrate obeys it too."""
+    store_at(sqlite_url, OLD)
+    daemon = SingleInstance(Path(make_url(sqlite_url).database or ""))
+    daemon.acquire()
+    capsys.readouterr()  # the lock's own log line
+    try:
+        holder = f"a leadflow daemon (pid {os.getpid()})"
+        assert leadflow(capsys, config, "migrate") == (1, "", [under_daemon(sqlite_url, holder)])
+        assert revision_of(sqlite_url) == OLD
+        assert leadflow(capsys, config, "migrate", "--dry-run")[0] == 0
+    finally:
+        daemon.release()
+    assert leadflow(capsys, config, "migrate")[0] == 0
+    assert revision_of(sqlite_url) == HEAD
+
+
+@pytest.mark.postgres
+def test_migrate_refuses_a_postgres_store_a_daemon_leads(
+    postgres_schema: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It migrated the live store with no warning while the daemon held its leadership lock."""
+    config = tmp_path / "config.yaml"
+    config.write_text(f"database:\n  url: {json.dumps(postgres_schema)}\n")
+    store_at(postgres_schema, OLD)
+    daemon = AdvisoryLockLeadership(postgres_schema)
+    assert daemon.check()
+    capsys.readouterr()  # the lock's own log line
+    try:
+        holder = "the evaluating leadflow daemon (it holds the store's leadership lock)"
+        result = leadflow(capsys, config, "migrate")
+        assert result == (1, "", [under_daemon(postgres_schema, holder)])
+        assert revision_of(postgres_schema) == OLD
+    finally:
+        daemon.close()
+    assert leadflow(capsys, config, "migrate")[0] == 0
+    assert revision_of(postgres_schema) == HEAD
