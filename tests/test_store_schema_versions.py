@@ -367,3 +367,22 @@ def test_migrate_refuses_a_postgres_store_a_daemon_leads(
         daemon.close()
     assert leadflow(capsys, config, "migrate")[0] == 0
     assert revision_of(postgres_schema) == HEAD
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["migrate", "dry-run"])
+def test_migrate_refuses_a_missing_sqlite_store(
+    dry_run: bool, config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It created the file and its folder, and `--dry-run` listed 24 pending migrations."""
+    args = ["migrate", "--dry-run"] if dry_run else ["migrate"]
+    path = tmp_path / "state" / "leadflow.db"
+    assert leadflow(capsys, config, *args) == (
+        1,
+        "",
+        [
+            f"error: no store at {path} (database.url 'sqlite:///state/leadflow.db'): nothing "
+            "has imported into it or run on it yet, or the path is wrong; `leadflow import` or "
+            "`leadflow run` creates it"
+        ],
+    )
+    assert not path.parent.exists()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from leadflow.cli.console import data_console
-from leadflow.cli.context import cli_context
+from leadflow.cli.context import cli_context, refuse_missing_store
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -38,6 +38,9 @@ def migrate_store(
 
     context = cli_context(ctx)
     settings = context.settings
+    # Migrate is for a store that is there: on a mistyped path it created an empty file (and
+    # its folders) and listed all 24 migrations as pending.
+    refuse_missing_store(settings)
     engine = engine_for(settings)
     console = data_console()
 
