@@ -5,15 +5,17 @@ by a newer leadflow is one line, not alembic's traceback, from every command and
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
 from leadflow.cli import main
+from leadflow.service.leadership import AdvisoryLockLeadership, SingleInstance
 from leadflow.store.database import create_store_engine, migrate
 from tests.conftest import migrated_schema
 
@@ -207,3 +209,180 @@ def test_postgres_older_and_newer_stores(
     assert leadflow(capsys, config, "import", "reps", str(tmp_path / "none.csv"))[2] == [
         newer(postgres_schema)
     ]
+
+
+NOT_A_DATABASE = {
+    "status": ("status",),
+    "migrate": ("migrate",),
+    "import": ("import", "reps", "reps.csv"),
+    "run": ("run", "--once"),
+    "send": ("send",),
+    "daemon": ("daemon",),
+}
+
+
+@pytest.mark.parametrize("command", list(NOT_A_DATABASE), ids=list(NOT_A_DATABASE))
+def test_a_file_that_is_not_sqlite_is_one_line(
+    command: str, config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It was a 145-line traceback ending `file is not a database`, from every command."""
+    path = tmp_path / "state" / "leadflow.db"
+    path.parent.mkdir()
+    path.write_text("hi\n")
+    args = [str(config.with_name(a)) if a.endswith(".csv") else a for a in NOT_A_DATABASE[command]]
+    code, out, errors = leadflow(capsys, config, *args)
+    expected = f"{path} is not an SQLite database (file is not a database): check database.url"
+    assert (code, out, len(errors)) == (1, "", 1)
+    if command == "daemon":
+        line = json.loads(errors[0])
+        assert (line["event"], line["error"]) == ("daemon_not_started", expected)
+    else:
+        assert errors == [f"error: {expected}"]
+    assert path.read_text() == "hi\n"
+
+
+UNRECORDED = {
+    "status": ("status",),
+    "migrate": ("migrate",),
+    "migrate-dry-run": ("migrate", "--dry-run"),
+    "import": ("import", "reps", "reps.csv"),
+    "daemon": ("daemon",),
+}
+
+
+def assert_one_line(command: str, result: tuple[int, str, list[str]], expected: str) -> None:
+    code, out, errors = result
+    assert (code, out, len(errors)) == (1, "", 1)
+    if command == "daemon":
+        line = json.loads(errors[0])
+        assert (line["event"], line["error"]) == ("daemon_not_started", expected)
+    else:
+        assert errors == [f"error: {expected}"]
+
+
+def foreign(url: str) -> str:
+    where = make_url(url).render_as_string(hide_password=True)
+    return (
+        f"the store at {where} holds tables leadflow did not create (leads): point "
+        "database.url at an empty database, or at a schema of its own "
+        "(PostgreSQL: ?options=-csearch_path=<schema>)"
+    )
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("command", list(UNRECORDED), ids=list(UNRECORDED))
+def test_a_schema_with_a_foreign_leads_table_is_one_line(
+    command: str, postgres_schema: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`migrate`, `import` and the daemon ended in a 140-line DuplicateTable traceback, and
+    `status` said the store had no leadflow tables yet."""
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"database:\n  url: {json.dumps(postgres_schema)}\nlog:\n  format: json\n"
+        "http:\n  enabled: false\n"
+    )
+    (tmp_path / "reps.csv").write_text("external_id,name,email\nR1,Ann,ann@example.com\n")
+    engine = create_store_engine(postgres_schema)
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE leads (id int)"))
+    args = [str(tmp_path / a) if a.endswith(".csv") else a for a in UNRECORDED[command]]
+    assert_one_line(command, leadflow(capsys, config, *args), foreign(postgres_schema))
+    with engine.connect() as connection:
+        names = set(inspect(connection).get_table_names())
+    engine.dispose()
+    assert names == {"leads"}
+
+
+def unrecorded(url: str) -> str:
+    where = make_url(url).render_as_string(hide_password=True)
+    return (
+        f"the store at {where} has leadflow's tables but no schema version recorded (its "
+        "alembic_version row or table is gone), so leadflow cannot tell which migrations it "
+        "has had and changes nothing: restore it from a backup"
+    )
+
+
+@pytest.mark.parametrize("loss", ["row", "table"])
+@pytest.mark.parametrize("command", list(UNRECORDED), ids=list(UNRECORDED))
+def test_a_store_without_its_version_record_is_one_line(
+    command: str, loss: str, config: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`status` said "no leadflow tables yet", `migrate --dry-run` listed all 24 migrations,
+    `migrate` failed on `table import_runs already exists` (plain text from the daemon)."""
+    store_at(sqlite_url, HEAD)
+    engine = create_store_engine(sqlite_url)
+    with engine.begin() as connection:
+        sql = "DELETE FROM alembic_version" if loss == "row" else "DROP TABLE alembic_version"
+        connection.execute(text(sql))
+    engine.dispose()
+    args = [str(config.with_name(a)) if a.endswith(".csv") else a for a in UNRECORDED[command]]
+    assert_one_line(command, leadflow(capsys, config, *args), unrecorded(sqlite_url))
+    assert revision_of(sqlite_url) is None
+
+
+def under_daemon(url: str, holder: str) -> str:
+    where = make_url(url).render_as_string(hide_password=True)
+    return (
+        f"error: {holder} is running on the store at {where}: stop the daemons first, then run "
+        "`leadflow migrate` (docs/operations.md, Upgrading leadflow); nothing applied"
+    )
+
+
+def test_migrate_refuses_a_store_a_daemon_runs_on(
+    config: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The daemon's lock file is what refuses a second daemon on SQLite: migrate obeys it too."""
+    store_at(sqlite_url, OLD)
+    daemon = SingleInstance(Path(make_url(sqlite_url).database or ""))
+    daemon.acquire()
+    capsys.readouterr()  # the lock's own log line
+    try:
+        holder = f"a leadflow daemon (pid {os.getpid()})"
+        assert leadflow(capsys, config, "migrate") == (1, "", [under_daemon(sqlite_url, holder)])
+        assert revision_of(sqlite_url) == OLD
+        assert leadflow(capsys, config, "migrate", "--dry-run")[0] == 0
+    finally:
+        daemon.release()
+    assert leadflow(capsys, config, "migrate")[0] == 0
+    assert revision_of(sqlite_url) == HEAD
+
+
+@pytest.mark.postgres
+def test_migrate_refuses_a_postgres_store_a_daemon_leads(
+    postgres_schema: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It migrated the live store with no warning while the daemon held its leadership lock."""
+    config = tmp_path / "config.yaml"
+    config.write_text(f"database:\n  url: {json.dumps(postgres_schema)}\n")
+    store_at(postgres_schema, OLD)
+    daemon = AdvisoryLockLeadership(postgres_schema)
+    assert daemon.check()
+    capsys.readouterr()  # the lock's own log line
+    try:
+        holder = "the evaluating leadflow daemon (it holds the store's leadership lock)"
+        result = leadflow(capsys, config, "migrate")
+        assert result == (1, "", [under_daemon(postgres_schema, holder)])
+        assert revision_of(postgres_schema) == OLD
+    finally:
+        daemon.close()
+    assert leadflow(capsys, config, "migrate")[0] == 0
+    assert revision_of(postgres_schema) == HEAD
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["migrate", "dry-run"])
+def test_migrate_refuses_a_missing_sqlite_store(
+    dry_run: bool, config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It created the file and its folder, and `--dry-run` listed 24 pending migrations."""
+    args = ["migrate", "--dry-run"] if dry_run else ["migrate"]
+    path = tmp_path / "state" / "leadflow.db"
+    assert leadflow(capsys, config, *args) == (
+        1,
+        "",
+        [
+            f"error: no store at {path} (database.url 'sqlite:///state/leadflow.db'): nothing "
+            "has imported into it or run on it yet, or the path is wrong; `leadflow import` or "
+            "`leadflow run` creates it"
+        ],
+    )
+    assert not path.parent.exists()

@@ -25,7 +25,7 @@ import typer
 
 from leadflow.cli.context import cli_context
 from leadflow.clock import SystemClock
-from leadflow.errors import StoreSchemaTooNewError
+from leadflow.errors import StoreNotReadyError
 
 
 def daemon(ctx: typer.Context) -> None:
@@ -57,8 +57,8 @@ def _start_and_run(ctx: typer.Context) -> None:
     config_file = context.loaded.config_file
     try:
         engine = context.engine
-    except StoreSchemaTooNewError as exc:
-        # A newer leadflow migrated the store: one log line a collector can read, not a
+    except StoreNotReadyError as exc:
+        # A newer leadflow migrated the store (or one not leadflow's): one log line a collector can read, not a
         # traceback, and a non-zero exit (a supervisor restarting it meets the same line).
         import structlog
 

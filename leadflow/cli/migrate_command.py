@@ -9,12 +9,15 @@ daemon still migrate when they start.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from leadflow.cli.console import data_console
-from leadflow.cli.context import cli_context
+from leadflow.cli.context import cli_context, refuse_missing_store
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 
 def migrate_store(
@@ -35,6 +38,9 @@ def migrate_store(
 
     context = cli_context(ctx)
     settings = context.settings
+    # Migrate is for a store that is there: on a mistyped path it created an empty file (and
+    # its folders) and listed all 24 migrations as pending.
+    refuse_missing_store(settings)
     engine = engine_for(settings)
     console = data_console()
 
@@ -48,6 +54,8 @@ def migrate_store(
         if not pending:
             say(f"the store at {where} is at this leadflow's schema: nothing to migrate")
             return
+        if not dry_run:
+            _refuse_running_daemon(engine)
         plural = "" if len(pending) == 1 else "s"
         say(f"the store at {where}: {len(pending)} migration{plural} pending")
         for revision, summary in pending:
@@ -61,3 +69,26 @@ def migrate_store(
         say(f"migrated to {pending[-1][0]}")
     finally:
         engine.dispose()
+
+
+def _refuse_running_daemon(engine: Engine) -> None:
+    """Migrating under a running daemon changes its tables while it evaluates and sends (0016
+    locks two of them for seconds per million rows), and the daemon knows only the schema it
+    started with: the upgrade stops the daemons first (docs/operations.md)."""
+    import psycopg
+
+    from leadflow.errors import AnotherDaemonRunningError, DatabaseUnavailableError
+    from leadflow.service.leadership import running_daemon
+
+    where = engine.url.render_as_string(hide_password=True)
+    try:
+        holder = running_daemon(engine.url.render_as_string(hide_password=False))
+    except psycopg.Error as exc:
+        msg = f"cannot reach the database at {where}: {exc}"
+        raise DatabaseUnavailableError(msg) from None
+    if holder is not None:
+        msg = (
+            f"{holder} is running on the store at {where}: stop the daemons first, then run "
+            "`leadflow migrate` (docs/operations.md, Upgrading leadflow); nothing applied"
+        )
+        raise AnotherDaemonRunningError(msg)

@@ -191,3 +191,36 @@ class AdvisoryLockLeadership(Leadership):
             with contextlib.suppress(psycopg.Error):
                 self._connection.execute("SELECT pg_advisory_unlock_all()")
         self._drop("stopped")
+
+
+def running_daemon(url: str) -> str | None:
+    """Who holds the store's daemon lock (a description), or None when no daemon does.
+
+    Probed without leaving anything behind: on SQLite the lock file is only opened if it is
+    there (no daemon ever ran otherwise) and flock'd for an instant; on PostgreSQL the advisory
+    lock is tried and, if taken, given back at once. A PostgreSQL replica that is not the
+    evaluator holds nothing and is not seen."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = Path(parsed.database or "leadflow.db")
+        path = database.with_name(database.name + ".daemon.lock")
+        try:
+            handle = path.open("r", encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return f"a leadflow daemon (pid {handle.read().strip() or 'unknown'})"
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        return None
+    conninfo = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as connection:
+        row = connection.execute("SELECT current_database(), current_schema()").fetchone()
+        key = lock_key(*(str(part) for part in row or ()))
+        taken = connection.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+        if taken and taken[0]:
+            connection.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            return None
+    return "the evaluating leadflow daemon (it holds the store's leadership lock)"

@@ -10,9 +10,9 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, Table, column, create_engine, event
+from sqlalchemy import Connection, Engine, Table, column, create_engine, event, inspect
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session
 
 from leadflow.errors import (
@@ -233,9 +233,20 @@ def _revisions(engine: Engine) -> tuple[set[str], str]:
         if not never_created:  # connecting would create an empty file
             with engine.connect() as connection:
                 current = set(MigrationContext.configure(connection).get_current_heads())
+                if not current:
+                    _refuse_unrecorded_tables(engine, set(inspect(connection).get_table_names()))
     except OperationalError as exc:
         msg = f"cannot reach the database at {engine.url!r}: {exc.orig}"
         raise DatabaseUnavailableError(msg) from exc
+    except DatabaseError as exc:
+        # A file that is not SQLite's (a typo'd path onto a log, an empty placeholder written
+        # by hand): sqlite3 says so on the first pragma, and every command ended in a traceback.
+        if engine.dialect.name == "sqlite" and "not a database" in str(exc.orig):
+            msg = (
+                f"{database} is not an SQLite database (file is not a database): check database.url"
+            )
+            raise StoreNotReadyError(msg) from None
+        raise
     known = {revision.revision for revision in script.walk_revisions()}
     unknown = sorted(current - known)
     if unknown:
@@ -247,6 +258,48 @@ def _revisions(engine: Engine) -> tuple[set[str], str]:
         )
         raise StoreSchemaTooNewError(msg)
     return current, head
+
+
+FIRST_TABLES = frozenset(
+    {
+        "import_runs",
+        "reps",
+        "rule_firings",
+        "rule_runs",
+        "assignment_rotations",
+        "leads",
+        "deals",
+        "nurture_enrollments",
+        "sla_timers",
+        "activities",
+        "audit_log",
+        "outbox",
+    }
+)
+"""The tables the first migration (0001) creates: every leadflow store has them all."""
+
+
+def _refuse_unrecorded_tables(engine: Engine, tables: set[str]) -> None:
+    """Refuse a store with no schema version recorded that holds tables of leadflow's names.
+
+    Migrating would start at 0001 and fail on its first ``CREATE TABLE`` (a traceback on
+    PostgreSQL), and ``status`` called it a store with no tables yet."""
+    where = engine.url.render_as_string(hide_password=True)
+    if tables.issuperset(FIRST_TABLES):
+        msg = (
+            f"the store at {where} has leadflow's tables but no schema version recorded "
+            "(its alembic_version row or table is gone), so leadflow cannot tell which "
+            "migrations it has had and changes nothing: restore it from a backup"
+        )
+        raise StoreNotReadyError(msg)
+    clashing = sorted(tables & FIRST_TABLES)
+    if clashing:
+        msg = (
+            f"the store at {where} holds tables leadflow did not create ({', '.join(clashing)}): "
+            "point database.url at an empty database, or at a schema of its own "
+            "(PostgreSQL: ?options=-csearch_path=<schema>)"
+        )
+        raise StoreNotReadyError(msg)
 
 
 def pending_migrations(engine: Engine) -> list[tuple[str, str]]:
