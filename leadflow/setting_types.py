@@ -44,34 +44,28 @@ def clock_reading(value: str) -> tuple[int, int, int] | None:
     return int(found[1]), int(found[2]), int(found[3] or 0)
 
 
-def is_iso_time(value: str) -> bool:
-    """Whether ``value`` reads as an ISO 8601 time of another form (``09:00:00.5``)."""
-    try:
-        time.fromisoformat(value.strip())
-    except ValueError:
-        return False
-    return True
-
-
-def on_the_clock(reading: tuple[int, int, int]) -> bool:
-    hour, minute, second = reading
-    return hour <= 23 and minute <= 59 and second <= 59
-
-
-def _time_of_day(value: object) -> object:
-    """``8:00`` as people write it, which pydantic's ISO reading refuses ("too short"); a
-    time off the clock (``25:00``, ``12:60``) refused saying the range and the value as
-    written, not pydantic's "hour value is outside expected range of 0-23"."""
+def written_time(value: object, wanted: str) -> object:
+    """A time of day as people write it: ``8:00`` (which pydantic's ISO reading refuses, "too
+    short") made ``08:00:00``; a time off the clock (``25:00``, ``12:60``) or no time at all
+    (``noon``) refused as ``expected WANTED, got '25:00'``, the value as written, not
+    pydantic's "hour value is outside expected range of 0-23"."""
     if not isinstance(value, str):
         return value
     reading = clock_reading(value)
     if reading is None:
-        if not is_iso_time(value):
-            raise refusal("time_parsing", "a time of day from 00:00 to 23:59", value)
+        try:
+            time.fromisoformat(value.strip())  # another ISO 8601 form: 09:00:00.5
+        except ValueError:
+            raise refusal("time_parsing", wanted, value) from None
         return value
-    if not on_the_clock(reading):
-        raise refusal("time_parsing", "a time of day from 00:00 to 23:59", value)
-    return f"{reading[0]:02d}:{reading[1]:02d}:{reading[2]:02d}"
+    hour, minute, second = reading
+    if hour > 23 or minute > 59 or second > 59:
+        raise refusal("time_parsing", wanted, value)
+    return f"{hour:02d}:{minute:02d}:{second:02d}"
+
+
+def _time_of_day(value: object) -> object:
+    return written_time(value, "a time of day from 00:00 to 23:59")
 
 
 TimeOfDay = Annotated[time, BeforeValidator(_time_of_day)]

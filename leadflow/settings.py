@@ -29,9 +29,7 @@ from leadflow.setting_types import (
     Weekday,
     WholeNumber,
     clock_reading,
-    is_iso_time,
-    on_the_clock,
-    refusal,
+    written_time,
 )
 
 ATTRIBUTE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -108,23 +106,18 @@ class CalendarSettings(Section):
     @field_validator("start", "end", mode="before")
     @classmethod
     def _business_time(cls, value: object, info: ValidationInfo) -> object:
-        if not isinstance(value, str):
-            return value
-        reading = clock_reading(value)
-        if reading is None:
-            if not is_iso_time(value):  # "noon": pydantic's "input is too short" said little
-                raise refusal("time_parsing", CALENDAR_TIMES, value)
-            return value
-        if info.field_name == "end" and reading == (24, 0, 0):
+        if (
+            info.field_name == "end"
+            and isinstance(value, str)
+            and clock_reading(value) == (24, 0, 0)
+        ):
             # "24:00" (round-the-clock hours) closes at the next midnight; a time of day
             # cannot say 24:00, so it is kept as 00:00, which no other closing time can be
             # (an end must come after the start). "23:59" left a closed minute each day.
             return END_OF_DAY
-        if not on_the_clock(reading):
-            # Said for a calendar: pydantic's "hour value is outside expected range of 0-23"
-            # for "24:30" hid that 24:00 is a calendar's end of day.
-            raise refusal("time_parsing", CALENDAR_TIMES, value)
-        return value
+        # Said for a calendar: "hour value is outside expected range of 0-23" for "24:30"
+        # hid that 24:00 is a calendar's end of day.
+        return written_time(value, CALENDAR_TIMES)
 
     @field_serializer("end")
     def _show_end_of_day(self, end: time) -> time | str:

@@ -17,7 +17,7 @@ import structlog
 
 from leadflow.crm.updates import crm_update_row
 from leadflow.engine.assignment import choose_rep
-from leadflow.engine.audit_trail import audit_value
+from leadflow.engine.audit_trail import audit_row, audit_value
 from leadflow.engine.batch_writes import EMAIL_QUEUED, QueuedAudit
 from leadflow.engine.firing_batch import Enrollment, FiringBatch
 from leadflow.engine.nurture import exit_reason
@@ -81,23 +81,23 @@ class Firing:
         self.batch.staged.audit.append(self.audit_row(action, params))
 
     def audit_row(self, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        """The row :func:`~leadflow.engine.audit_trail.audit_row` makes, built directly: a firing writes four, a batch
-        thousands. ``params`` are converted once, into the dict the row keeps."""
-        audited: dict[str, Any] = audit_value(params)  # a new dict, whatever params is
-        audited["rule_digest"] = self.rule.digest
-        return {
-            "at": self.now,
-            "source": "rule",
-            "action": action,
-            "lead_id": self.lead.id if self.lead is not None else None,
-            "deal_id": self.deal.id if self.deal is not None else None,
-            "rule_id": self.rule.id,
-            "rule_version": self.rule_set.version,
-            "params": audited,
-            # The firing's rows share its evidence, converted once: the batch's write then
-            # serialises it once for all of them (bulk_rows.bound_values).
-            "evidence": self.audited_evidence,
-        }
+        """The firing's audit row: ``params`` converted once, into the dict the row keeps (a
+        firing writes four, a batch thousands)."""
+        row = audit_row(
+            at=self.now,
+            source="rule",
+            action=action,
+            lead_id=self.lead.id if self.lead is not None else None,
+            deal_id=self.deal.id if self.deal is not None else None,
+            rule_id=self.rule.id,
+            rule_version=self.rule_set.version,
+            params=params,
+        )
+        row["params"]["rule_digest"] = self.rule.digest  # a new dict: audit_value copies
+        # The firing's rows share its evidence, converted once: the batch's write then
+        # serialises it once for all of them (bulk_rows.bound_values).
+        row["evidence"] = self.audited_evidence
+        return row
 
     @property
     def audited_evidence(self) -> Any:

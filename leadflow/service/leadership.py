@@ -72,7 +72,7 @@ class SingleInstance(Leadership):
     def __init__(self, database: Path) -> None:
         super().__init__()
         self.database = database
-        self.path = database.with_name(database.name + ".daemon.lock")
+        self.path = daemon_lock_path(database)
         self._file: IO[str] | None = None
 
     def acquire(self) -> None:
@@ -151,10 +151,9 @@ class AdvisoryLockLeadership(Leadership):
         return self.is_leader
 
     def _lock_key(self, connection: psycopg.Connection[Any]) -> int:
-        """Advisory locks are per database, so each schema (one deployment) gets its own key."""
+        """The given key, else the store's (:func:`store_lock_key`), read once."""
         if self.key is None:
-            row = connection.execute("SELECT current_database(), current_schema()").fetchone()
-            self.key = lock_key(*(str(part) for part in row or ()))
+            self.key = store_lock_key(connection)
         return self.key
 
     def _connect(self) -> BoundedConnection:
@@ -202,10 +201,10 @@ def running_daemon(url: str) -> str | None:
     evaluator holds nothing and is not seen."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        database = Path(parsed.database or "leadflow.db")
-        path = database.with_name(database.name + ".daemon.lock")
         try:
-            handle = path.open("r", encoding="utf-8")
+            handle = daemon_lock_path(Path(parsed.database or "leadflow.db")).open(
+                "r", encoding="utf-8"
+            )
         except FileNotFoundError:
             return None
         with handle:
@@ -217,10 +216,21 @@ def running_daemon(url: str) -> str | None:
         return None
     conninfo = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as connection:
-        row = connection.execute("SELECT current_database(), current_schema()").fetchone()
-        key = lock_key(*(str(part) for part in row or ()))
+        key = store_lock_key(connection)
         taken = connection.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
         if taken and taken[0]:
             connection.execute("SELECT pg_advisory_unlock(%s)", (key,))
             return None
     return "the evaluating leadflow daemon (it holds the store's leadership lock)"
+
+
+def daemon_lock_path(database: Path) -> Path:
+    """The file a SQLite store's daemon holds locked while it runs: ``<database>.daemon.lock``."""
+    return database.with_name(database.name + ".daemon.lock")
+
+
+def store_lock_key(connection: psycopg.Connection[Any]) -> int:
+    """The leadership's advisory lock key of the store ``connection`` is on: advisory locks
+    are per database, so each schema (one deployment) gets its own key."""
+    row = connection.execute("SELECT current_database(), current_schema()").fetchone()
+    return lock_key(*(str(part) for part in row or ()))

@@ -18,6 +18,8 @@ from typing import Any
 from sqlalchemy import JSON, Connection, Row, Table
 from sqlalchemy.engine import Dialect
 
+from leadflow.store.id_ranges import array_element
+
 
 def bound_values(
     dialect: Dialect,
@@ -185,12 +187,7 @@ def array_parameter(values: Sequence[Any]) -> Any:
         if value is None:
             elements.append("NULL")
         elif kind is str:
-            # Quoted, so that no text reads as NULL or splits at a comma; inside the quotes
-            # only a backslash and a double quote are special.
-            text = value
-            if "\\" in text or '"' in text:
-                text = text.replace("\\", "\\\\").replace('"', '\\"')
-            elements.append(f'"{text}"')
+            elements.append(array_element(value))
         elif kind is int:
             elements.append(str(value))
         elif kind is bool:

@@ -26,6 +26,7 @@ from leadflow.store.attributes import AttributeValue
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
+    from alembic.script import ScriptDirectory
 
     from leadflow.store.postgres import BoundedConnection
 
@@ -216,8 +217,9 @@ def alembic_config(engine: Engine) -> AlembicConfig:
     return config
 
 
-def _revisions(engine: Engine) -> tuple[set[str], str]:
-    """The store's revisions (empty: no leadflow tables) and this leadflow's newest one.
+def _revisions(engine: Engine) -> tuple[set[str], str, ScriptDirectory]:
+    """The store's revisions (empty: no leadflow tables), this leadflow's newest one, and its
+    migrations.
 
     A store migrated by a newer leadflow names a revision this one does not know: refused
     here, in one line, instead of alembic's ``Can't locate revision`` traceback."""
@@ -257,7 +259,7 @@ def _revisions(engine: Engine) -> tuple[set[str], str]:
             "before (downgrades are not automatic: docs/operations.md, Rolling back)"
         )
         raise StoreSchemaTooNewError(msg)
-    return current, head
+    return current, head, script
 
 
 FIRST_TABLES = frozenset(
@@ -305,10 +307,7 @@ def _refuse_unrecorded_tables(engine: Engine, tables: set[str]) -> None:
 def pending_migrations(engine: Engine) -> list[tuple[str, str]]:
     """The revisions :func:`migrate` would apply, oldest first: each one's number and the first
     line of its docstring (what ``leadflow migrate`` lists)."""
-    from alembic.script import ScriptDirectory
-
-    current, head = _revisions(engine)
-    script = ScriptDirectory.from_config(alembic_config(engine))
+    current, head, script = _revisions(engine)
     lower = next(iter(current)) if current else None
     pending = list(script.iterate_revisions(head, lower))
     pending.reverse()
@@ -328,7 +327,7 @@ def require_current_schema(engine: Engine) -> None:
     it by looking. A store never created, one migrated by an older leadflow, or one by a newer
     one, is named instead of failing later on a missing table.
     """
-    current, head = _revisions(engine)
+    current, head, _ = _revisions(engine)
     if current == {head}:
         return
     where = engine.url.render_as_string(hide_password=True)

@@ -70,8 +70,17 @@ def text_array(items: Sequence[str]) -> str:
     joined = '","'.join(items)
     # Only the separators' quotes and no backslash: no item needs escaping (the usual keys).
     if "\\" in joined or joined.count('"') != 2 * (len(items) - 1):
-        joined = '","'.join(item.replace("\\", "\\\\").replace('"', '\\"') for item in items)
+        return "{" + ",".join(map(array_element, items)) + "}"
     return '{"' + joined + '"}' if items else "{}"
+
+
+def array_element(text: str) -> str:
+    """One text as an element of PostgreSQL's text form of an array: quoted, so that it never
+    reads as ``NULL`` or splits at a comma; inside the quotes only a backslash and a double
+    quote are special."""
+    if "\\" in text or '"' in text:
+        text = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
 
 
 def among_selected(
