@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, func, insert, select, update
 
 from leadflow.cli import main
-from leadflow.store.tables import REPS
+from leadflow.engine.audit_trail import audit_row
+from leadflow.store.tables import AUDIT, REPS
 from tests.test_funnel_scenario import seed
 from tests.test_run_command import config
 
@@ -105,11 +107,25 @@ class TestAuditCommand:
     ) -> None:
         """``--limit 0`` was refused ("greater than or equal to 1") while ``outbox --limit 0``
         and ``run --dry-run --limit 0`` list every one; it lists every row too."""
+        # More rows than the default --limit (200): 0 read as the default would cut them.
+        with engine.begin() as connection:
+            connection.execute(
+                insert(AUDIT),
+                [
+                    audit_row(at=datetime(2026, 1, 1, tzinfo=UTC), source="import", action="note")
+                    for _ in range(200)
+                ],
+            )
         everything = audited(engine, store_url, tmp_path, capsys, "--limit", "0")
         args = ["-c", config(tmp_path, store_url)]
         assert main([*args, "audit", "--limit", "100000", "--format", "jsonl"]) == 0
         assert everything == [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-        assert len(everything) > 3
+        with engine.connect() as connection:
+            assert (
+                len(everything)
+                == connection.execute(select(func.count()).select_from(AUDIT)).scalar_one()
+            )
+        assert len(everything) > 200
         assert main([*args, "audit", "--limit", "3", "--format", "jsonl"]) == 0
         newest = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         assert newest == everything[-3:]

@@ -288,6 +288,8 @@ class TestSigtermUnderBacklog:
         # The grace, the exit margin (EXIT_MARGIN_S, 1 s), and half a second for this test's
         # own signal and wait on a loaded machine (6.07 s seen at load 12).
         assert stopped_in < 5 + 1 + 0.5, stopped_in
+        # A hung stop is force-exited at grace + margin with code 0 too: the log tells them apart.
+        assert daemon.events("daemon_exit_forced") == []
         statuses = Counter(status for _, status in outbox(store).values())
         assert statuses["sending"] == 0, statuses
         assert statuses["sent"] == len(handler.accepted)
@@ -337,3 +339,4 @@ class TestSigtermPastTheGrace:
         }
         latest = max(row.claimed_until for row in rows if row.claimed_until is not None)
         assert datetime.fromisoformat(exceeded["lease_until"]) == latest
+        assert daemon.events("daemon_exit_forced") == []  # it stopped; nothing had to end it

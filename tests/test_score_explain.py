@@ -346,7 +346,11 @@ class TestExplain:
         config = str(runtime.settings.root / "config.yaml")
         capsys.readouterr()
         assert main(["--config", config, "score", "explain", "L2"]) == 0
-        words = " ".join(capsys.readouterr().out.split())
+        out = capsys.readouterr().out
+        assert out.splitlines()[0] == (
+            "L2: stored score 95 (fit 0, engagement 0, adjustment 0, grade -)"
+        )
+        words = " ".join(out.split())
         assert (
             "total fit 0 + engagement 0 + rules 0 = 0 the stored score 95 was written by an "
             "import or the API, not by a scoring pass; the next pass stores this"
@@ -368,7 +372,11 @@ class TestExplain:
         config = str(runtime.settings.root / "config.yaml")
         capsys.readouterr()
         assert main(["--config", config, "score", "explain", "L1"]) == 0
-        words = " ".join(capsys.readouterr().out.split())
+        out = capsys.readouterr().out
+        assert out.splitlines()[0] == (
+            "L1: stored score 0 (fit -, engagement -, adjustment 0, grade -)"
+        )
+        words = " ".join(out.split())
         assert (
             "= 20 the stored score 0 was written by an import or the API, not by a scoring pass "
             "(no pass has scored this lead yet); the next pass stores this"

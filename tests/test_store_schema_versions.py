@@ -106,9 +106,15 @@ def test_writing_commands_still_migrate(
 ) -> None:
     store_at(sqlite_url, OLD)
     reps = str(config.with_name("reps.csv"))
-    assert leadflow(capsys, config, "import", "reps", reps)[0] == 0
+    assert leadflow(capsys, config, "import", "reps", reps) == (
+        0,
+        f"reps {reps}: inserted 1, updated 0, unchanged 0, rejected 0\n",
+        [],
+    )
     assert revision_of(sqlite_url) == HEAD
-    assert leadflow(capsys, config, "status")[0] == 0
+    code, out, errors = leadflow(capsys, config, "status")
+    assert (code, errors) == (0, [])
+    assert out.startswith("leads: 0\n")
 
 
 def test_migrate_lists_then_applies(
@@ -128,10 +134,10 @@ def test_migrate_lists_then_applies(
     assert lines[-1] == "--dry-run: nothing applied"
     assert revision_of(sqlite_url) == "0014"
 
+    listed = out
     code, out, errors = leadflow(capsys, config, "migrate")
     assert (code, errors) == (0, [])
-    assert out.splitlines()[1:3] == pending
-    assert out.splitlines()[-1] == f"migrated to {HEAD}"
+    assert out == listed.replace("--dry-run: nothing applied", f"migrated to {HEAD}")
     assert revision_of(sqlite_url) == HEAD
 
     code, out, _ = leadflow(capsys, config, "migrate")
@@ -200,15 +206,22 @@ def test_postgres_older_and_newer_stores(
     store_at(postgres_schema, OLD)
     assert leadflow(capsys, config, "status") == (1, "", [behind(postgres_schema)])
     assert revision_of(postgres_schema) == OLD
-    code, out, _ = leadflow(capsys, config, "migrate")
-    assert code == 0
-    assert "  0016  Scores in 64 bits" in out.splitlines()
+    code, out, errors = leadflow(capsys, config, "migrate")
+    assert (code, errors) == (0, [])
+    lines = out.splitlines()
+    where = make_url(postgres_schema).render_as_string(hide_password=True)
+    assert lines[0] == f"the store at {where}: 22 migrations pending"
+    assert [line.split()[0] for line in lines[1:-1]] == [f"{n:04d}" for n in range(3, 25)]
+    assert "  0016  Scores in 64 bits" in lines
+    assert lines[-1] == f"migrated to {HEAD}"
     assert revision_of(postgres_schema) == HEAD
     set_revision(postgres_schema, "0025")
     assert leadflow(capsys, config, "status") == (1, "", [newer(postgres_schema)])
-    assert leadflow(capsys, config, "import", "reps", str(tmp_path / "none.csv"))[2] == [
-        newer(postgres_schema)
-    ]
+    assert leadflow(capsys, config, "import", "reps", str(tmp_path / "none.csv")) == (
+        1,
+        "",
+        [newer(postgres_schema)],
+    )
 
 
 NOT_A_DATABASE = {
@@ -340,10 +353,13 @@ def test_migrate_refuses_a_store_a_daemon_runs_on(
         holder = f"a leadflow daemon (pid {os.getpid()})"
         assert leadflow(capsys, config, "migrate") == (1, "", [under_daemon(sqlite_url, holder)])
         assert revision_of(sqlite_url) == OLD
-        assert leadflow(capsys, config, "migrate", "--dry-run")[0] == 0
+        # Listing changes nothing: it runs beside the daemon.
+        code, out, errors = leadflow(capsys, config, "migrate", "--dry-run")
+        assert (code, errors, out.splitlines()[-1]) == (0, [], "--dry-run: nothing applied")
     finally:
         daemon.release()
-    assert leadflow(capsys, config, "migrate")[0] == 0
+    code, out, _ = leadflow(capsys, config, "migrate")  # stderr: the lock's release line
+    assert (code, out.splitlines()[-1]) == (0, f"migrated to {HEAD}")
     assert revision_of(sqlite_url) == HEAD
 
 
@@ -365,7 +381,8 @@ def test_migrate_refuses_a_postgres_store_a_daemon_leads(
         assert revision_of(postgres_schema) == OLD
     finally:
         daemon.close()
-    assert leadflow(capsys, config, "migrate")[0] == 0
+    code, out, _ = leadflow(capsys, config, "migrate")  # stderr: the lock's release line
+    assert (code, out.splitlines()[-1]) == (0, f"migrated to {HEAD}")
     assert revision_of(postgres_schema) == HEAD
 
 
