@@ -103,7 +103,7 @@ def spaced_pool_notes(spaced: Mapping[str, int], rules: Iterable[Rule]) -> list[
     for pool, line in spaced.items():
         if pool in routed:
             continue
-        parts = [part for part in pool.replace(",", " ").split() if part]
+        parts = pool.replace(",", " ").split()
         what = "a comma" if "," in pool else "a space"
         notes.append(
             (

@@ -79,10 +79,10 @@ def bulk_tables(engine: Engine, tables: tuple[str, ...], incoming: int) -> list[
     if not tables or incoming < BULK_MIN_ROWS:
         return []
     with engine.connect() as connection:
-        return [table for table in tables if _holds_fewer(connection, table, incoming // 2)]
+        return [table for table in tables if holds_fewer(connection, table, incoming // 2)]
 
 
-def _holds_fewer(connection: Connection, table: str, rows: int) -> bool:
+def holds_fewer(connection: Connection, table: str, rows: int) -> bool:
     """Whether ``table`` holds fewer than ``rows`` rows, counted no further than that."""
     held = connection.exec_driver_sql(
         f"SELECT count(*) FROM (SELECT 1 FROM {table} LIMIT {rows}) AS held"

@@ -29,7 +29,12 @@ from leadflow.ingest.deal_rows import DealWriter
 from leadflow.ingest.feeder import Send, can_fork, fed
 from leadflow.ingest.import_report import MAX_KEPT_PROBLEMS, ImportReport, same_content
 from leadflow.ingest.import_runs import finish_run, record_refused, start_run
-from leadflow.ingest.index_builds import bulk_tables, estimated_rows, indexes_built_after
+from leadflow.ingest.index_builds import (
+    bulk_tables,
+    estimated_rows,
+    holds_fewer,
+    indexes_built_after,
+)
 from leadflow.ingest.kind_writer import Checked, KindWriter, Record
 from leadflow.ingest.lead_rows import LeadWriter
 from leadflow.ingest.mapping import KIND_FIELDS, compile_plan, unknown_keys
@@ -207,15 +212,6 @@ class _StrictRollbackError(Exception):
     """Raised inside a strict import's one transaction to roll all of it back."""
 
 
-def _readable(plan: ColumnPlan, source: RowSource) -> Iterator[Record]:
-    for _line, cells, problem in source.rows():
-        if problem is None:
-            try:
-                yield plan.read(cells)
-            except ImportRowError:
-                continue
-
-
 def _noting_spaced_pools(
     plan: ColumnPlan, source: RowSource, spaced: dict[str, int]
 ) -> Iterator[Record]:
@@ -228,8 +224,8 @@ def _noting_spaced_pools(
             record = plan.read(cells)
         except ImportRowError:
             continue
-        for pool in record.get("pools") or ():
-            if isinstance(pool, str) and (" " in pool.strip() or "," in pool):
+        for pool in record.get("pools") or ():  # stripped texts (values.text_list)
+            if " " in pool or "," in pool:
                 spaced.setdefault(pool, line)
         yield record
 
@@ -280,7 +276,7 @@ def _load_whole(
             batch = lambda: nullcontext(connection)  # noqa: E731 - as in the other branch
             # Held by this transaction since the drops (SQLite's write lock, PostgreSQL's
             # exclusive lock), a table empty now holds only what this import writes.
-            empty = writer.table.name in bulk and _empty(connection, writer.table.name)
+            empty = writer.table.name in bulk and holds_fewer(connection, writer.table.name, 1)
             _load_batches(batch, writer, source, report, progress, feed, skip, empty)
             if strict:
                 _roll_back_if_rejected(report)
@@ -292,10 +288,6 @@ def _load_whole(
         report.counts = Counts()  # the one transaction rolled back: nothing of the file is in
         raise
     return "rejected rows" if report.rejected else "done"
-
-
-def _empty(connection: Connection, table: str) -> bool:
-    return not connection.exec_driver_sql(f"SELECT EXISTS (SELECT 1 FROM {table})").scalar()
 
 
 def _roll_back_if_rejected(report: ImportReport) -> None:
