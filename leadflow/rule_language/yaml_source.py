@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from yaml.composer import Composer, ComposerError
-from yaml.constructor import ConstructorError, SafeConstructor
-from yaml.reader import Reader
+from yaml.composer import ComposerError
+from yaml.constructor import ConstructorError
 
 from leadflow.errors import YamlSyntaxError, uses_aliases
+from leadflow.libyaml import reads_alike, with_libyaml_parser
 
 Path = tuple[str | int, ...]
 
@@ -105,27 +105,7 @@ def _decimal_integer(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
 StrictSafeLoader.add_constructor("tag:yaml.org,2002:int", _decimal_integer)
 
 
-def _libyaml_loader() -> Any:
-    """:class:`StrictSafeLoader` reading its events from LibYAML's parser; None without it."""
-    try:
-        from yaml.cyaml import CParser  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-
-    class CStrictLoader(_Strict, Composer, CParser, SafeConstructor, yaml.resolver.Resolver):
-        yaml_implicit_resolvers = StrictSafeLoader.yaml_implicit_resolvers
-        yaml_constructors = StrictSafeLoader.yaml_constructors
-
-        def __init__(self, stream: str) -> None:
-            CParser.__init__(self, stream)
-            Composer.__init__(self)
-            SafeConstructor.__init__(self)
-            yaml.resolver.Resolver.__init__(self)
-
-    return CStrictLoader
-
-
-_CStrictLoader = _libyaml_loader()
+_CStrictLoader = with_libyaml_parser(StrictSafeLoader, _Strict)
 
 
 MAX_DEPTH = 60
@@ -167,9 +147,7 @@ class SourceDocument:
 
 def parse_document(file: str, text: str) -> SourceDocument:
     """Parse one YAML document, recording positions; raise :class:`YamlSyntaxError`."""
-    # LibYAML takes a tab for a space in places where PyYAML refuses it, and places an empty
-    # value in a flow collection ({a: }) a column or a line away: PyYAML reads those.
-    if _CStrictLoader is not None and "\t" not in text and not Reader.NON_PRINTABLE.search(text):
+    if _CStrictLoader is not None and reads_alike(text):
         try:
             return _composed(file, _CStrictLoader(text))
         except YamlSyntaxError:
