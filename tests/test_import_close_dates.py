@@ -231,3 +231,30 @@ def test_a_last_activity_in_the_future_is_rejected_for_leads_and_deals(
         "runs at 2026-03-02T09:00:00+00:00); a deal cannot have been active yet",
     ]
     assert rows(engine, "deals", "external_id") == [("D2",)]
+
+
+def test_a_stage_entered_a_few_minutes_ahead_is_the_crms_clock(
+    engine: Engine, make_settings: Any, tmp_path: Path
+) -> None:
+    """``stage_entered_at`` refused any time past the import's clock, so a lead the CRM moved
+    to MQL a minute before the export, by a clock a minute ahead of ours, was lost; up to
+    5 minutes ahead is the CRM's clock, as for every other time, and later is refused."""
+    settings = make_settings()
+    clock = SettableClock(T0)
+    import_rep_and_lead(engine, settings, tmp_path, clock)
+    leads = write(
+        tmp_path,
+        "leads.csv",
+        "external_id,email,stage,stage_entered_at\n"
+        "L2,l2@example.com,mql,2026-03-02T09:04:00Z\n"
+        "L3,l3@example.com,mql,2026-03-02T09:06:00Z\n",
+    )
+    report = import_file(engine, settings, "leads", leads, clock=clock)
+    assert [str(p) for p in report.problems] == [
+        f"{leads}:3: stage_entered_at: 2026-03-02T09:06:00+00:00 is in the future (the import "
+        "runs at 2026-03-02T09:00:00+00:00); a lead cannot have entered its stage yet",
+    ]
+    assert rows(engine, "leads", "external_id", "stage", "stage_entered_at") == [
+        ("L1", "lead", T0),
+        ("L2", "mql", datetime(2026, 3, 2, 9, 4, tzinfo=UTC)),
+    ]

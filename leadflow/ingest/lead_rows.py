@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import Connection, bindparam, case, func
 
 from leadflow.errors import ImportRowError
-from leadflow.ingest.kind_writer import Convert, in_the_future, keep
+from leadflow.ingest.kind_writer import Convert, keep
 from leadflow.ingest.names import quoted
 from leadflow.ingest.stage_entries import RecordsStageEntries
 from leadflow.ingest.writers import Derived, Shape, Written
@@ -98,24 +97,16 @@ class LeadWriter(RecordsStageEntries):
         if field == "attributes":
             return lambda value: value or {}
         if field == "stage_entered_at":
-            return self._stage_entered_at
+            return self._stage_entered_at()
         if field == "last_activity_at":
             return self.not_after_now(field, "a lead cannot have been active yet")
         return keep
 
-    def _stage_entered_at(self, value: datetime | None) -> datetime:
-        """When the lead entered its stage in the CRM; empty is "now", the future is refused."""
-        if value is None:
-            return self.now
-        if value > self.now:
-            raise in_the_future(
-                "stage_entered_at",
-                value,
-                "the import runs at",
-                self.now,
-                "a lead cannot have entered its stage yet",
-            )
-        return value
+    def _stage_entered_at(self) -> Convert:
+        """When the lead entered its stage in the CRM; empty is "now", the future (past the
+        CRM's clock being a little ahead of ours) is refused."""
+        checked = self.not_after_now("stage_entered_at", "a lead cannot have entered its stage yet")
+        return lambda value: self.now if value is None else checked(value)
 
     def _stage_reader(self) -> Convert:
         """A stage by name; empty is the initial stage. The stages are a set made once, not
