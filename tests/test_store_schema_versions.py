@@ -333,6 +333,30 @@ def test_a_store_without_its_version_record_is_one_line(
     assert revision_of(sqlite_url) is None
 
 
+@pytest.mark.parametrize("command", list(UNRECORDED), ids=list(UNRECORDED))
+def test_a_store_recording_two_versions_is_one_line(
+    command: str, config: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A second alembic_version row (a hand edit, a restore over the live table) was alembic's
+    `Requested revision 0024 overlaps with other requested revisions` traceback."""
+    store_at(sqlite_url, HEAD)
+    engine = create_store_engine(sqlite_url)
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO alembic_version VALUES (:r)"), {"r": OLD})
+    engine.dispose()
+    args = [str(config.with_name(a)) if a.endswith(".csv") else a for a in UNRECORDED[command]]
+    where = make_url(sqlite_url).render_as_string(hide_password=True)
+    expected = (
+        f"the store at {where} records 2 schema versions ({OLD}, {HEAD}) where leadflow keeps "
+        "one (its alembic_version table was edited or restored over), so leadflow cannot tell "
+        "which migrations it has had and changes nothing: restore it from a backup"
+    )
+    assert_one_line(command, leadflow(capsys, config, *args), expected)
+    with create_store_engine(sqlite_url).connect() as connection:
+        versions = connection.execute(text("SELECT version_num FROM alembic_version")).scalars()
+        assert sorted(versions) == [OLD, HEAD]
+
+
 def under_daemon(url: str, holder: str) -> str:
     where = make_url(url).render_as_string(hide_password=True)
     return (

@@ -249,6 +249,17 @@ def _revisions(engine: Engine) -> tuple[set[str], str, ScriptDirectory]:
             )
             raise StoreNotReadyError(msg) from None
         raise
+    if len(current) > 1:
+        # leadflow's migrations are one line, so a store has one version: several rows are a
+        # hand edit or a restore over a live table, and alembic answered with a traceback.
+        where = engine.url.render_as_string(hide_password=True)
+        msg = (
+            f"the store at {where} records {len(current)} schema versions "
+            f"({', '.join(sorted(current))}) where leadflow keeps one (its alembic_version "
+            "table was edited or restored over), so leadflow cannot tell which migrations it "
+            "has had and changes nothing: restore it from a backup"
+        )
+        raise StoreNotReadyError(msg)
     known = {revision.revision for revision in script.walk_revisions()}
     unknown = sorted(current - known)
     if unknown:
