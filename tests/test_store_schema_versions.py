@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
 from leadflow.cli import main
+from leadflow.errors import DatabaseUnavailableError
 from leadflow.service.leadership import AdvisoryLockLeadership, SingleInstance
 from leadflow.store.database import create_store_engine, migrate
 from tests.conftest import migrated_schema
@@ -222,6 +224,40 @@ def test_postgres_older_and_newer_stores(
         "",
         [newer(postgres_schema)],
     )
+
+
+@pytest.mark.postgres
+def test_a_migration_gives_up_on_a_lock_a_session_holds(postgres_schema: str) -> None:
+    """0016's ALTER TABLE waited, silently and for as long as the session lived, behind a
+    session's open transaction on ``leads``, and every query of the daemons on the table queued
+    behind it. It gives up after the wait, applying nothing, and names the session."""
+    import psycopg
+
+    store_at(postgres_schema, "0015")
+    url = make_url(postgres_schema)
+    arguments = url.translate_connect_args(username="user", database="dbname")
+    with psycopg.connect(
+        **arguments, options=url.query["options"], application_name="report-in-psql"
+    ) as holder:
+        holder.execute("SELECT count(*) FROM leads").fetchone()  # its lock held till the end
+        pid = holder.info.backend_pid
+        engine = create_store_engine(postgres_schema)
+        try:
+            with pytest.raises(DatabaseUnavailableError) as refused:
+                migrate(engine, lock_wait=timedelta(milliseconds=300))
+        finally:
+            engine.dispose()
+        assert holder.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+    where = url.render_as_string(hide_password=True)
+    assert str(refused.value) == (
+        f"cannot migrate the store at {where}: another session holds a lock on its tables "
+        f"(pid {pid} report-in-psql (idle in transaction)) and the migration gave up after "
+        "0.3 s rather than hold up every query queued behind it; nothing applied: run it again "
+        "once that session has ended (docs/operations.md, Upgrading leadflow)"
+    )
+    assert revision_of(postgres_schema) == "0015"
+    store_at(postgres_schema, HEAD)
+    assert revision_of(postgres_schema) == HEAD
 
 
 NOT_A_DATABASE = {

@@ -7,6 +7,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -207,6 +208,10 @@ def engine_for(settings: Settings) -> Engine:
     )
 
 
+MIGRATION_LOCK_WAIT = timedelta(seconds=10)
+"""How long a migration waits for a lock another session holds on a table it changes."""
+
+
 def alembic_config(engine: Engine) -> AlembicConfig:
     # alembic loads for migrations only: a scratch store (rule tests) is built from the metadata.
     from alembic.config import Config as AlembicConfig
@@ -358,8 +363,12 @@ def require_current_schema(engine: Engine) -> None:
     raise StoreNotReadyError(msg)
 
 
-def migrate(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision``; safe to run on every start."""
+def migrate(
+    engine: Engine, revision: str = "head", *, lock_wait: timedelta = MIGRATION_LOCK_WAIT
+) -> None:
+    """Bring the schema to ``revision``; safe to run on every start. On PostgreSQL a lock
+    another session holds on a table a migration changes is waited for ``lock_wait`` at most
+    (see :func:`bounded_lock_waits`)."""
     from alembic import command
 
     # Reached first: `leadflow status` with the server down said "cannot migrate", which
@@ -367,10 +376,59 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     # refused here too.
     _revisions(engine)
     try:
-        command.upgrade(alembic_config(engine), revision)
+        config = alembic_config(engine)
+        config.attributes["lock_wait"] = lock_wait
+        command.upgrade(config, revision)
     except OperationalError as exc:
+        if getattr(exc.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+            raise DatabaseUnavailableError(_lock_wait_refusal(engine, lock_wait)) from None
         msg = f"cannot migrate the database at {engine.url!r}: {exc.orig}"
         raise DatabaseUnavailableError(msg) from exc
+
+
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+def bounded_lock_waits(connection: Connection, wait: timedelta) -> None:
+    """Give up on a lock after ``wait``, for the rest of ``connection``'s transaction
+    (PostgreSQL; SQLite waits its busy timeout).
+
+    An ``ALTER TABLE`` waiting behind a session's open transaction (a report, a psql left in
+    ``BEGIN``) waited silently for as long as that session lived, and every query of the daemons
+    and the dashboard on that table queued behind it. Migrations run in one transaction, so
+    giving up applies none of them."""
+    if connection.dialect.name == "postgresql":
+        milliseconds = max(1, int(wait.total_seconds() * 1000))
+        connection.exec_driver_sql(f"SET LOCAL lock_timeout = {milliseconds}")
+
+
+def _lock_wait_refusal(engine: Engine, wait: timedelta) -> str:
+    """What a migration that gave up on a lock says: the sessions holding locks on the
+    store's tables, for the operator to end or wait for."""
+    where = engine.url.render_as_string(hide_password=True)
+    holders_sql = (
+        "SELECT DISTINCT a.pid, a.application_name, a.state FROM pg_locks l "
+        "JOIN pg_class c ON c.oid = l.relation "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.granted AND n.nspname = current_schema() AND l.pid <> pg_backend_pid() "
+        "ORDER BY a.pid LIMIT 5"
+    )
+    try:
+        with engine.connect() as connection:
+            holders = [
+                f"pid {pid}" + (f" {name}" if name else "") + (f" ({state})" if state else "")
+                for pid, name, state in connection.exec_driver_sql(holders_sql)
+            ]
+    except DatabaseError:
+        holders = []
+    held = f" ({', '.join(holders)})" if holders else ""
+    return (
+        f"cannot migrate the store at {where}: another session holds a lock on its tables"
+        f"{held} and the migration gave up after {wait.total_seconds():g} s rather than "
+        "hold up every query queued behind it; nothing applied: run it again once that "
+        "session has ended (docs/operations.md, Upgrading leadflow)"
+    )
 
 
 def ensure_attribute_indexes(
