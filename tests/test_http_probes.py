@@ -171,19 +171,28 @@ class TestOpenApiFuzz:
 
     @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
     @pytest.mark.parametrize(
-        "overrides",
+        ("overrides", "paths"),
         [
-            {},
-            # HubSpot's shape: nested properties mapped, keys that set one field twice.
-            {
-                "attributes.leads": {"region": "string", "lead_status": "string"},
-                "import.mappings": {"leads": {"columns": HUBSPOT_COLUMNS}},
-            },
+            ({}, None),
+            # HubSpot's shape: nested properties mapped, keys that set one field twice. The
+            # mapping is the leads' only, so the other operations are the first case's.
+            (
+                {
+                    "attributes.leads": {"region": "string", "lead_status": "string"},
+                    "import.mappings": {"leads": {"columns": HUBSPOT_COLUMNS}},
+                },
+                {"/v1/leads"},
+            ),
         ],
         ids=["declared-attributes", "hubspot-mapping"],
     )
     def test_no_server_error(
-        self, engine: Engine, make_settings: Any, clock: SettableClock, overrides: dict[str, Any]
+        self,
+        engine: Engine,
+        make_settings: Any,
+        clock: SettableClock,
+        overrides: dict[str, Any],
+        paths: set[str] | None,
     ) -> None:
         settings_ = http_settings(make_settings, **{"http.max_body_bytes": 65536, **overrides})
         runtime = runtime_for(engine, settings_, clock)
@@ -197,6 +206,8 @@ class TestOpenApiFuzz:
         failures: list[str] = []
         for result in schema.get_all_operations():
             operation = result.ok()
+            if paths is not None and operation.path not in paths:
+                continue
             # Negative cases need something to break: a body or a path parameter.
             has_input = operation.method.upper() == "POST" or "{" in operation.path
             modes = [GenerationMode.POSITIVE] + ([GenerationMode.NEGATIVE] if has_input else [])
