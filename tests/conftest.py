@@ -108,10 +108,20 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _truncate_all(engine: Engine) -> None:
-    names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+def empty_every_table(engine: Engine) -> None:
+    """Empty the store's tables and restart their ids, as ``TRUNCATE ... RESTART IDENTITY``
+    would, with ``DELETE``: on a test's few rows it takes milliseconds, where ``TRUNCATE``,
+    which makes new files for every table and index, took half a second before each of the
+    850 PostgreSQL tests (over three minutes of CI)."""
     with engine.begin() as connection:
-        connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        for table in reversed(metadata.sorted_tables):
+            connection.execute(table.delete())
+        connection.execute(
+            text(
+                "SELECT setval(format('%I.%I', schemaname, sequencename)::regclass, 1, false) "
+                "FROM pg_sequences WHERE schemaname = current_schema()"
+            )
+        )
 
 
 @pytest.fixture
@@ -119,7 +129,7 @@ def postgres_store_url(postgres_url: str) -> str:
     """The URL of an empty, migrated PostgreSQL store, for a test with nothing to test on
     SQLite (override ``store_url`` with it rather than skip half the parametrised test)."""
     engine = create_store_engine(postgres_url)
-    _truncate_all(engine)
+    empty_every_table(engine)
     engine.dispose()
     return postgres_url
 
@@ -134,7 +144,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{target}"
     url: str = request.getfixturevalue("postgres_url")
     engine = create_store_engine(url)
-    _truncate_all(engine)
+    empty_every_table(engine)
     engine.dispose()
     return url
 

@@ -37,7 +37,7 @@ from sqlalchemy.engine import make_url
 
 from leadflow.store.database import create_store_engine
 from leadflow.store.tables import AUDIT, LEADS, OUTBOX, REPS
-from tests.conftest import _truncate_all
+from tests.conftest import empty_every_table
 
 REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -132,7 +132,7 @@ def emptied_store(postgres_url: str) -> Iterator[Engine]:
     """A fixture's body: the session's PostgreSQL schema, emptied, and an engine reading it
     directly."""
     engine = create_store_engine(postgres_url)
-    _truncate_all(engine)
+    empty_every_table(engine)
     yield engine
     engine.dispose()
 

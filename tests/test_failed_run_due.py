@@ -38,6 +38,7 @@ from leadflow.rule_language.schedule import Schedule
 from leadflow.store.database import create_store_engine, transaction
 from leadflow.store.status import collect_status
 from leadflow.store.tables import LEADS, RULE_RUNS, SCORE_CHANGES
+from tests.conftest import empty_every_table
 from tests.test_funnel_scenario import REPO, T0, seed
 
 pytestmark = pytest.mark.postgres
@@ -47,15 +48,7 @@ pytestmark = pytest.mark.postgres
 def store_url(postgres_url: str) -> str:
     """PostgreSQL only: a table lock and a one-second statement timeout make the real failure."""
     engine = create_store_engine(postgres_url)
-    with engine.begin() as connection:
-        names = ", ".join(
-            f'"{name}"'
-            for (name,) in connection.execute(
-                text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
-            )
-            if name != "alembic_version"
-        )
-        connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    empty_every_table(engine)
     engine.dispose()
     return postgres_url
 

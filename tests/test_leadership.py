@@ -18,7 +18,7 @@ from leadflow.errors import AnotherDaemonRunningError
 from leadflow.logs import is_outage
 from leadflow.service.leadership import AdvisoryLockLeadership, SingleInstance
 from leadflow.store.database import REPLY_MARGIN, create_store_engine, migrate
-from tests.conftest import _truncate_all as truncate_all
+from tests.conftest import empty_every_table
 from tests.fault_proxy import fault_proxy
 from tests.replica_support import Replica, make_project, postgres_port, via, wait_until
 from tests.test_daemon import CONFIG, RULE, seed
@@ -134,7 +134,7 @@ def test_killed_leader_process_is_replaced(project: Path, postgres_url: str) -> 
     """Two daemons: one evaluates; SIGKILL it and the other takes over within a few seconds."""
     store = create_store_engine(postgres_url)
     try:
-        truncate_all(store)
+        empty_every_table(store)
         seed(store, datetime.now(UTC) - timedelta(days=1))
     finally:
         store.dispose()

@@ -36,7 +36,7 @@ from leadflow.service.rule_reload import SnapshotHolder
 from leadflow.settings import Settings
 from leadflow.store.database import create_store_engine
 from leadflow.store.tables import RULE_RUNS
-from tests.conftest import _truncate_all as truncate_all
+from tests.conftest import empty_every_table
 from tests.fault_proxy import FaultProxy, fault_proxy
 from tests.mail_support import (
     ScriptedHandler,
@@ -101,7 +101,7 @@ class TestRecorderOutlastsTheDatabase:
     @pytest.fixture
     def engine(self, postgres_url: str) -> Iterator[Engine]:
         engine = create_store_engine(postgres_url)
-        truncate_all(engine)
+        empty_every_table(engine)
         yield engine
         engine.dispose()
 
