@@ -24,8 +24,9 @@ LEADFLOW = str(Path(sys.executable).with_name("leadflow"))
 def _project(tmp_path: Path, indexed: str) -> tuple[Path, Path]:
     store = tmp_path / "leadflow.db"
     config = tmp_path / "config.yaml"
+    # SQLite waits database.connect_timeout for the lock (10 s by default): 1 s is as telling.
     config.write_text(
-        f"database:\n  url: sqlite:///{store}\n"
+        f"database:\n  url: sqlite:///{store}\n  connect_timeout: 1s\n"
         f"attributes:\n  leads:\n    region: string\n  indexed: {indexed}\n"
     )
     return config, store
@@ -68,7 +69,7 @@ def test_status_answers_while_another_process_holds_the_write_lock(tmp_path: Pat
 
 def test_a_command_that_must_write_at_start_says_the_store_is_locked(tmp_path: Path) -> None:
     """With an indexed attribute a writing command's start-up must write (CREATE INDEX IF NOT
-    EXISTS): after SQLite's busy timeout (10 s) it gives up in one line, exit 3 (an external
+    EXISTS): after SQLite's busy timeout (database.connect_timeout) it gives up in one line, exit 3 (an external
     system failed). `status` only reads: it creates no index, and answers under the lock."""
     config, store = _project(tmp_path, "[region]")
     _create_store(config)
@@ -98,7 +99,7 @@ def test_commands_that_write_exit_3_in_one_line_when_the_store_stays_locked(
     )
     _create_store(config)
     with _write_locked(store), ThreadPoolExecutor(3) as pool:
-        # At once: each waits the busy timeout out (10 s), one after the other 30 s of CI.
+        # At once: each waits the busy timeout out, one after the other.
         ran, retried, sent = pool.map(
             lambda args: _leadflow(config, *args),
             [("run", "--once"), ("outbox", "--retry", "1"), ("send", "--once")],

@@ -77,12 +77,15 @@ def create_store_engine(
     :data:`REPLY_MARGIN` later (:class:`~leadflow.store.postgres.BoundedConnection`), which is
     what ends a wait on a server that stopped answering without closing the connection.
     A thread waiting more than ``pool_timeout`` seconds for one of the pool's connections gets
-    SQLAlchemy's ``TimeoutError``.
+    SQLAlchemy's ``TimeoutError``. On SQLite ``connect_timeout`` bounds the wait for another
+    process's write lock.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        # sqlite3's timeout is its busy timeout: how long a statement waits for another
+        # connection's write lock (an import, a backup) before "database is locked".
         engine = create_engine(url, connect_args={"timeout": connect_timeout})
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin_immediate)
@@ -163,7 +166,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
     try:
         cursor.execute("SELECT power(2, 2), floor(2.5), ln(2)")
     except sqlite3.OperationalError:
