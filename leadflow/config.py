@@ -203,6 +203,8 @@ def _document(text: str) -> tuple[yaml.Node | None, Any]:
     if _LIBYAML_LOADER is not None and reads_alike(text):
         try:
             return _composed(_LIBYAML_LOADER(text))
+        except RecursionError:
+            raise  # nested thousands deep: PyYAML's parser would only recurse as deep again
         except Exception:  # noqa: S110 (PyYAML's parser reads it again and says why)
             pass
     return _composed(yaml.SafeLoader(text))

@@ -188,6 +188,33 @@ def make_settings(tmp_path: Path, store_url: str) -> Any:
     return build
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Property-based tests (hypothesis) run untraced by coverage.
+
+    On Python 3.11 a trace function slows every line the process runs about twofold, and a
+    property test runs the same code for dozens of generated examples: coverage needs one run
+    of each line, which the tests with pinned examples give (the floor below still holds)."""
+    for item in items:
+        if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
+            item.add_marker(pytest.mark.no_cover)
+
+
+@contextmanager
+def coverage_paused(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Pause coverage's tracing inside a fixture (``no_cover`` pauses a test's call only): for
+    a scenario run in a fixture that repeats code many times over, as a property test does."""
+    plugin = request.config.pluginmanager.getplugin("_cov")
+    controller = getattr(plugin, "cov_controller", None)
+    if controller is None:
+        yield
+        return
+    controller.pause()
+    try:
+        yield
+    finally:
+        controller.resume()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_logging() -> Iterator[None]:
     """Each test starts and ends with structlog's defaults, whatever a CLI call configured, and
