@@ -259,8 +259,10 @@ class TestListUnsubscribe:
             headers={"Content-Type": "application/x-www-form-urlencoded"},
         )
         assert response.status_code == 200
-        # A mail provider's server posts with no person's browser: kept as a machine's activity.
-        expected = unsubscribed_state("one_click", ("unsubscribe", True, "scanner_agent"))
+        # A mail provider's server posts it, with a bare agent, only when the person presses
+        # its unsubscribe button: the person's activity (it was kept as a scanner's, and
+        # earned none of the scoring model's points for unsubscribing).
+        expected = unsubscribed_state("one_click", ("unsubscribe", False, None))
         assert nurtured.state() == expected
         # The activity keeps the link it came by, without its token: the token unsubscribes
         # the lead, and activities are read (and exported) by more people than the mail.

@@ -22,6 +22,9 @@ The reasons, first match wins:
 ``repeat``
     The same open, or the same link of the same message, counted already within
     ``mail.tracking.repeat_window``: a person, but no new interest.
+
+An unsubscribe by ``POST`` (the page's button, a mail client's one-click) is a person's act:
+only ``repeat`` applies to it.
 """
 
 from __future__ import annotations
@@ -123,16 +126,26 @@ def machine_reason(
     ``sent`` is (whether the outbox still has the message, its ``sent_at``); ``earlier`` the
     properties of the lead's counted hits of the same type within the repeat window.
     """
-    reason = agent_reason(hit)
-    if reason is not None:
-        return reason
-    known, sent_at = sent
-    if known and (sent_at is None or hit.at - sent_at < settings.scanner_window):
-        return "scanner_window"
+    if not _asked_by_a_person(hit):
+        reason = agent_reason(hit)
+        if reason is not None:
+            return reason
+        known, sent_at = sent
+        if known and (sent_at is None or hit.at - sent_at < settings.scanner_window):
+            return "scanner_window"
     link = hit.link
     if any(p.get("message_id") == link.message_id and p.get("url") == link.url for p in earlier):
         return "repeat"
     return None
+
+
+def _asked_by_a_person(hit: Hit) -> bool:
+    """An unsubscribe by ``POST`` (the page's button, or RFC 8058's one-click, which a mailbox
+    provider's server sends only when the person presses its unsubscribe button) is the
+    person's own act, whatever agent carries it and however soon after delivery: scanners and
+    proxies fetch (``GET``, ``HEAD``), they do not post. Kept as a machine's, the unsubscribe
+    earned none of a model's points for it (the shipped model's -20)."""
+    return hit.link.kind == "unsubscribe" and hit.method == "POST"
 
 
 def record_hit(session: Session, settings: TrackingSettings, hit: Hit) -> RecordedHit | None:
