@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import jsonschema
 import pytest
@@ -863,6 +864,28 @@ class TestLeadView:
             ("assigned", "mql-assignment", {"rep": "r1"}, {}),
         ]
         assert body["audit"][0]["at"] == "2026-03-02T09:00:00+00:00"
+
+    def test_any_external_id_reads_back_encoded_or_not(self, api: Api) -> None:
+        """An id with ``/`` was written but never read back (%2F and a bare / both answered the
+        router's ``Not Found``); every id the API writes is found at its encoded path, and a
+        ``/`` may also be written bare."""
+        ids = ["A/B", "/lead/7/", "a//b", "50% off", "%41", "Ann Lee", "Müller/Ünï 東京", "L?x#y"]
+        posted = api.post("/v1/leads", [{"external_id": i} for i in ids])
+        assert posted.json()["inserted"] == len(ids)
+        found = {i: api.get(f"/v1/leads/{quote(i, safe='')}") for i in ids}
+        assert {i: (r.status_code, r.json().get("external_id")) for i, r in found.items()} == {
+            i: (200, i) for i in ids
+        }
+        bare = {i: api.get(f"/v1/leads/{quote(i, safe='/')}") for i in ids}
+        assert {i: (r.status_code, r.json().get("external_id")) for i, r in bare.items()} == {
+            i: (200, i) for i in ids
+        }
+        for unknown in ["A/C", "A/B/", "50%", "Müller"]:
+            response = api.get(f"/v1/leads/{quote(unknown, safe='')}")
+            assert (response.status_code, response.json()) == (
+                404,
+                {"detail": f"no lead with external id {unknown!r}"},
+            )
 
 
 class TestConcurrentWriters:
