@@ -289,6 +289,9 @@ class HttpSettings(Section):
     allow_anonymous: bool = False
     """Serve the /v1 API without a token (a trial on a private network); else a token is required."""
     max_body_bytes: WholeNumber = Field(default=5_000_000, ge=1024)
+    header_timeout: Duration = timedelta(seconds=10)
+    """A connection not sending a request's whole headers within this (of opening, or of the
+    previous answer) is closed: a slow client cannot hold connections open for ever."""
 
 
 DashboardRole = Literal["viewer", "operator"]

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import jsonschema
 import pytest
@@ -26,7 +27,7 @@ from leadflow.ingest.runner import WRITERS
 from leadflow.ingest.writers import Counts
 from leadflow.store.database import WRITE_OPTION, create_store_engine
 from leadflow.store.tables import ACTIVITIES, AUDIT, DEALS, LEADS, REPS
-from tests.http_support import Api, build_app, http_settings, runtime_for
+from tests.http_support import AUTH, Api, build_app, http_settings, runtime_for
 
 REPS_BODY = [
     {"external_id": "r1", "name": "Rita Rep", "email": "rita@example.com", "pools": ["east"]},
@@ -211,6 +212,65 @@ class TestBadInput:
                 }
             ]
         }
+
+    def test_an_integer_longer_than_python_reads_is_out_of_range_at_its_field(
+        self, engine: Engine, make_settings: Any, clock: SettableClock
+    ) -> None:
+        """5,000 digits (valid JSON) answered Python's ``Exceeds the limit (4300 digits) for
+        integer string conversion ... use sys.set_int_max_str_digits()`` at ``["body"]``; now
+        each field refuses it as it refuses 20 digits, and nothing is written."""
+        settings = http_settings(make_settings, **{"http.max_body_bytes": 200_000})
+        app, _holder = build_app(runtime_for(engine, settings, clock))
+        huge, negative = "9" * 5000, "-" + "1" * 4301
+
+        def post(kind: str, body: str) -> Any:
+            headers = {**AUTH, "Content-Type": "application/json"}
+            response = Api(app).request("POST", f"/v1/{kind}", content=body, headers=headers)
+            assert response.status_code == 422, response.text
+            return response.json()["detail"]
+
+        leads = f'[{{"external_id": "L1", "employees": {huge}}}, {{"external_id": "L2", "score": {negative}}}, {{"external_id": "L3", "name": {huge}}}]'
+        assert post("leads", leads) == [
+            {
+                "loc": ["body", 2, "name"],
+                "msg": "expected string or null, got integer",
+                "type": "type_error",
+            }
+        ]
+        leads = f'[{{"external_id": "L1", "employees": {huge}}}, {{"external_id": "L2", "score": {negative}}}]'
+        assert post("leads", leads) == [
+            {
+                "loc": ["body", 0, "employees"],
+                "msg": "must be between -9223372036854775808 and 9223372036854775807",
+                "type": "value_error",
+            },
+            {
+                "loc": ["body", 1, "score"],
+                "msg": "must be between -9223372036854775808 and 9223372036854775807",
+                "type": "value_error",
+            },
+        ]
+        deal = f'{{"external_id": "D1", "stage": "Engaging", "amount": {huge}}}'
+        assert post("deals", deal) == [
+            {
+                "loc": ["body", "amount"],
+                "msg": "expected a finite number, got 99999999999999999999... (5000 digits)",
+                "type": "value_error",
+            }
+        ]
+        activity = (
+            f'{{"lead": "L1", "type": "call", "occurred_at": "2026-03-01T10:00:00Z", '
+            f'"properties": {{"calls": [1, {negative}]}}}}'
+        )
+        assert post("activities", activity) == [
+            {
+                "loc": ["body", "properties.calls.1"],
+                "msg": "a whole number of 4301 digits (-11111111111111111111...) is longer than "
+                "the 4300 digits leadflow reads",
+                "type": "value_error",
+            }
+        ]
+        assert lead_rows(engine) == []
 
     def test_unknown_field_is_422_with_a_suggestion(self, api: Api, engine: Engine) -> None:
         response = api.post("/v1/leads", {"external_id": "L1", "emial": "a@b.c"})
@@ -863,6 +923,28 @@ class TestLeadView:
             ("assigned", "mql-assignment", {"rep": "r1"}, {}),
         ]
         assert body["audit"][0]["at"] == "2026-03-02T09:00:00+00:00"
+
+    def test_any_external_id_reads_back_encoded_or_not(self, api: Api) -> None:
+        """An id with ``/`` was written but never read back (%2F and a bare / both answered the
+        router's ``Not Found``); every id the API writes is found at its encoded path, and a
+        ``/`` may also be written bare."""
+        ids = ["A/B", "/lead/7/", "a//b", "50% off", "%41", "Ann Lee", "Müller/Ünï 東京", "L?x#y"]
+        posted = api.post("/v1/leads", [{"external_id": i} for i in ids])
+        assert posted.json()["inserted"] == len(ids)
+        found = {i: api.get(f"/v1/leads/{quote(i, safe='')}") for i in ids}
+        assert {i: (r.status_code, r.json().get("external_id")) for i, r in found.items()} == {
+            i: (200, i) for i in ids
+        }
+        bare = {i: api.get(f"/v1/leads/{quote(i, safe='/')}") for i in ids}
+        assert {i: (r.status_code, r.json().get("external_id")) for i, r in bare.items()} == {
+            i: (200, i) for i in ids
+        }
+        for unknown in ["A/C", "A/B/", "50%", "Müller"]:
+            response = api.get(f"/v1/leads/{quote(unknown, safe='')}")
+            assert (response.status_code, response.json()) == (
+                404,
+                {"detail": f"no lead with external id {unknown!r}"},
+            )
 
 
 class TestConcurrentWriters:

@@ -329,6 +329,25 @@ class TestJsonLines:
             ("L4", 0, False, "Grace"),
         ]
 
+    def test_an_integer_longer_than_python_reads_is_out_of_range_at_its_line(
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """5,000 digits is valid JSON: the line was ``invalid JSON: Exceeds the limit (4300
+        digits) for integer string conversion ... use sys.set_int_max_str_digits()``; now its
+        field refuses it as any number beyond its range, and a line without one imports."""
+        text = (
+            f'{{"external_id": "L1", "score": {"9" * 5000}}}\n'
+            '{"external_id": "L2", "score": 7}\n'
+            f'{{"external_id": "L3", "score": -{"1" * 4301}}}\n'
+        )
+        path = write(tmp_path, "leads.jsonl", text)
+        report = import_file(engine, make_settings(), "leads", path, clock=clock)
+        assert [str(p) for p in report.problems] == [
+            f"{path}:1: score: must be between -9223372036854775808 and 9223372036854775807",
+            f"{path}:3: score: must be between -9223372036854775808 and 9223372036854775807",
+        ]
+        assert rows(engine, "leads", "external_id", "score") == [("L2", 7)]
+
     def test_a_key_first_seen_on_a_later_line_rejects_that_line(
         self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
     ) -> None:

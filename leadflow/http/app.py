@@ -106,7 +106,8 @@ def create_app(
             responses=_RESPONSES,
         )
     app.add_api_route(
-        "/v1/leads/{external_id}",
+        # :path: an external id may hold "/" (sent bare or as %2F, which the server decodes).
+        "/v1/leads/{external_id:path}",
         _lead_route(runtime, holder),
         methods=["GET"],
         name="get_lead",

@@ -6,6 +6,12 @@ application`` with a traceback and answered 500, as if leadflow had a bug. Here 
 one log line ``http_request_cancelled`` naming the request, and the client gets 503 (retry
 later: a posted body is upserted by external id, so sending it again is safe), or, when the
 response had already begun, its connection is closed.
+
+A client that goes away before it has sent the whole body it announced (a dropped mobile
+connection, a CRM webhook sender timing out, a mail client's one-click ``POST`` cut short) is its
+own doing, not leadflow's: the request ends where it was, nothing is written, and the log has the
+one line ``http_client_disconnected`` naming the path, instead of uvicorn's ``Exception in ASGI
+application`` and Starlette's ``ClientDisconnect`` traceback at level error.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import json
 import time
 
 import structlog
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = structlog.get_logger("leadflow.http")
@@ -24,7 +31,8 @@ STOPPING_BODY = json.dumps({"detail": "the server is stopping; retry later"}).en
 
 
 class AnswerCancelled:
-    """ASGI middleware: a request cancelled by the server is logged once and answered 503."""
+    """ASGI middleware: a request cancelled by the server is logged once and answered 503; one
+    whose client left before sending its whole body is logged once (there is no one to answer)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -57,6 +65,14 @@ class AnswerCancelled:
             )
             if not started:
                 await _answer_stopping(send)
+        except ClientDisconnect:
+            route = scope.get("route")  # the route's pattern: /t/u/{token}, not the token
+            log.info(
+                "http_client_disconnected",
+                method=scope["method"],
+                path=getattr(route, "path", scope["path"]),
+                reason="the client closed the connection before sending the whole request body",
+            )
 
 
 async def _answer_stopping(send: Send) -> None:

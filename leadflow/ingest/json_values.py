@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -90,7 +91,7 @@ def unstorable(
     """Every place in a (JSON) value the store cannot hold, with the reason.
 
     Text and object keys as :func:`text_problem` says; with ``numbers``, also numbers that are
-    not finite, which JSON columns cannot hold; and nesting beyond :data:`MAX_NESTING`, which
+    not finite or too long (:class:`LongInteger`), which JSON columns cannot hold; and nesting beyond :data:`MAX_NESTING`, which
     would end each of those steps in a RecursionError. A key's place is shown with surrogates
     escaped, so that it can be reported.
     """
@@ -103,6 +104,9 @@ def unstorable(
     elif isinstance(value, float):
         if numbers and not math.isfinite(value):
             yield path, f"expected a finite number, got {value!r}"
+    elif isinstance(value, LongInteger):
+        if numbers:
+            yield path, value.reason
     elif isinstance(value, dict):
         for key, item in value.items():
             problem = text_problem(key) if isinstance(key, str) else None
@@ -124,13 +128,71 @@ def json_value(text: str) -> Any:
     """``text`` parsed as JSON, refusing NaN and Infinity (``ValueError``): JSON has neither, and
     the store could not hold them; and an object naming a key twice, whose first value the
     parser would drop without a word (``{"email": "a@x", "email": "b@x"}``: which one did the
-    sender mean?). Nesting deeper than the parser goes is a ``ValueError`` too. The HTTP API
-    and JSONL imports read every document with it."""
+    sender mean?). Nesting deeper than the parser goes is a ``ValueError`` too. An integer
+    longer than Python reads (4,300 digits) is a :class:`LongInteger`, refused by the field
+    that reads it. The HTTP API and JSONL imports read every document with it."""
     try:
-        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_one_key_each)
+        try:
+            return json.loads(
+                text, parse_constant=_reject_constant, object_pairs_hook=_one_key_each
+            )
+        except json.JSONDecodeError:
+            raise
+        except ValueError:
+            # Python's limit on an integer's digits (or a key twice, NaN: raised again below);
+            # read again with each integer by hand, off the hot path.
+            return json.loads(
+                text,
+                parse_constant=_reject_constant,
+                object_pairs_hook=_one_key_each,
+                parse_int=_integer,
+            )
     except RecursionError:
         msg = "nested too deeply"
         raise ValueError(msg) from None
+
+
+class LongInteger(int):
+    """A JSON integer of more digits than Python converts (``sys.get_int_max_str_digits()``,
+    4,300): valid JSON, but beyond every range a field takes. It stands as a number beyond them
+    all (of its sign), so a whole-number field refuses it with its range (``must be between
+    ...``) and a decimal one as not finite; as text it is refused (``str`` raises ValueError,
+    as for such an int), and :func:`unstorable` refuses it inside a JSON value kept whole.
+    Its digits are never converted: that takes time growing with their square."""
+
+    digits: int
+    head: str
+
+    def __new__(cls, text: str) -> LongInteger:
+        negative = text.startswith("-")
+        number = super().__new__(cls, -_BEYOND if negative else _BEYOND)
+        number.digits = len(text) - negative
+        number.head = text[: 20 + negative]
+        return number
+
+    def __repr__(self) -> str:
+        return f"{self.head}... ({self.digits} digits)"
+
+    def __str__(self) -> str:
+        raise ValueError(self.reason)
+
+    @property
+    def reason(self) -> str:
+        return (
+            f"a whole number of {self.digits} digits ({self.head}...) is longer than the "
+            f"{sys.get_int_max_str_digits()} digits leadflow reads"
+        )
+
+
+_BEYOND = 10**1000
+"""The value a :class:`LongInteger` stands as: beyond any 64-bit integer and any double."""
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        return LongInteger(text)
 
 
 def _one_key_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -240,8 +240,11 @@ class Daemon:
         sock = bind(self.runtime.settings.http)
         stack.callback(sock.close)
         grace = self.runtime.settings.scheduler.shutdown_grace.total_seconds()
+        header_timeout = self.runtime.settings.http.header_timeout.total_seconds()
         # A coroutine only once it runs.
-        return partial(serve, app, sock, self.stop_event, grace_s=grace)
+        return partial(
+            serve, app, sock, self.stop_event, grace_s=grace, header_timeout_s=header_timeout
+        )
 
     async def _warm_funnel(self) -> None:
         """Keep the Funnel page's default period (the last seven days, today included) computed:

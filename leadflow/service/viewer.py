@@ -72,7 +72,8 @@ async def serve_dashboard(runtime: Runtime) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         log.info("dashboard_serving", now=runtime.clock.now().isoformat())
-        await serve(app, sock, stop)
+        header_timeout = runtime.settings.http.header_timeout.total_seconds()
+        await serve(app, sock, stop, header_timeout_s=header_timeout)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
