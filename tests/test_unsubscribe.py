@@ -660,6 +660,12 @@ class TestAnOptOutSticks:
         one_click(nurtured, timedelta(hours=2))
         config = tmp_path / "resubscribe.yaml"
         config.write_text(f"database:\n  url: {store_url}\n", encoding="utf-8")
+        # `leadflow import` says it on stderr, at the row's line.
+        stale = tmp_path / "crm.csv"
+        stale.write_text("external_id,unsubscribed\nL-1,false\n", encoding="utf-8")
+        assert main(["--config", str(config), "import", "leads", str(stale)]) == 0
+        assert capsys.readouterr().err == f"{stale}:2: unsubscribed: {KEPT_BY_ONE_CLICK}\n"
+        assert nurtured.state()["unsubscribed"] is True
         reason = "asked again by phone on 2026-03-03"
         assert main(["--config", str(config), "resubscribe", "L-1", "--reason", reason]) == 0
         assert capsys.readouterr().out == (
