@@ -326,6 +326,65 @@ class TestAuditReadsAsARecord:
         out = capsys.readouterr().out
         assert "email_status=sent 2026-03-02T09:01:00+00:00, 1 attempt" in out
 
+    def test_a_nurture_steps_row_shows_what_became_of_its_email(
+        self,
+        engine: Engine,
+        store_url: str,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """The ``nurture_step`` row said ``email=pending`` for good, the email long sent: it
+        names its outbox id, as an ``email_queued`` row does, and both views of the audit show
+        the outbox's word beside it."""
+        monkeypatch.setenv("COLUMNS", "400")  # one table row per line
+        seed(engine)
+        args = ["-c", config(tmp_path, store_url)]
+        assert main([*args, "run", "--once", "--now", "2026-03-02T09:00:00Z"]) == 0
+        with engine.begin() as connection:
+            (outbox_id,) = connection.execute(
+                select(OUTBOX.c.id).where(OUTBOX.c.category == "marketing")
+            ).scalars()
+            connection.execute(
+                update(OUTBOX)
+                .where(OUTBOX.c.id == outbox_id)
+                .values(status="sent", sent_at=T0 + timedelta(minutes=1), attempts=1)
+            )
+        capsys.readouterr()
+        assert main([*args, "audit", "--lead", "L2", "--format", "jsonl"]) == 0
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        steps = [line for line in lines if line["action"] == "nurture_step"]
+        assert [(step["params"], step["email_status"]) for step in steps] == [
+            (
+                {
+                    "stream": "welcome",
+                    "step": 1,
+                    "template": "nurture_welcome",
+                    "email": "pending",
+                    "outbox_id": outbox_id,
+                },
+                {
+                    "status": "sent",
+                    "sent_at": "2026-03-02T09:01:00+00:00",
+                    "attempts": 1,
+                    "last_error": None,
+                },
+            )
+        ]
+        assert main([*args, "audit", "--lead", "L2"]) == 0
+        (row,) = [line for line in capsys.readouterr().out.splitlines() if "nurture_step" in line]
+        # The parameters in the store's order (PostgreSQL's jsonb sorts keys by length).
+        parameters = row.split("nurture_step  ")[1].rstrip()
+        assert parameters.endswith(
+            f"outbox_id={outbox_id}, email_status=sent 2026-03-02T09:01:00+00:00, 1 attempt"
+        )
+        assert sorted(parameters.split(", ")[:4]) == [
+            "email=pending",
+            "step=1",
+            "stream=welcome",
+            "template=nurture_welcome",
+        ]
+
 
 def test_a_planned_action_reads_as_the_rule_file_wrote_it() -> None:
     """The dry run's and ``plan``'s action lines: ``within=4h``, not ``timedelta(seconds=...)``."""

@@ -213,6 +213,7 @@ def test_every_commands_help_paragraph_is_one_line() -> None:
         "plan",
         "prune",
         "report",
+        "resubscribe",
         "run",
         "schema",
         "score",

@@ -748,6 +748,48 @@ class TestUpserts:
             == 1
         )
 
+    def test_an_activity_may_not_name_another_leads_deal(self, api: Api, engine: Engine) -> None:
+        """D1 is L2's: a call naming L3 and D1 would meet whose SLA, move whose last
+        activity? Refused naming ``deal``, as a reference that does not exist is; the deal's
+        own lead, or the deal alone, is taken."""
+        api.post("/v1/leads", [{"external_id": "L2"}, {"external_id": "L3"}])
+        deal = {"external_id": "D1", "lead": "L2", "stage": "Engaging", "amount": 100}
+        assert api.post("/v1/deals", deal).status_code == 200
+        call = {"type": "call", "occurred_at": "2026-03-01T10:00:00Z"}
+        response = api.post(
+            "/v1/activities",
+            [
+                {**call, "external_id": "A1", "lead": "L2", "deal": "D1"},
+                {**call, "external_id": "A2", "lead": "L3", "deal": "D1"},
+                {**call, "external_id": "A3", "deal": "D1"},
+            ],
+        )
+        assert response.status_code == 422
+        assert response.json()["detail"] == [
+            {
+                "loc": ["body", 1, "deal"],
+                "msg": "deal 'D1' belongs to lead 'L2', not 'L3'; name the deal's lead, or "
+                "leave lead or deal empty",
+                "type": "value_error",
+            }
+        ]
+        with engine.connect() as connection:
+            assert connection.execute(select(ACTIVITIES.c.external_id)).all() == []
+        ok = api.post(
+            "/v1/activities",
+            [
+                {**call, "external_id": "A1", "lead": "L2", "deal": "D1"},
+                {**call, "external_id": "A3", "deal": "D1"},
+            ],
+        )
+        assert ok.json() == {
+            "kind": "activities",
+            "received": 2,
+            "inserted": 2,
+            "updated": 0,
+            "unchanged": 0,
+        }
+
     def test_a_deal_posted_twice_in_one_body_is_written_once(
         self, api: Api, engine: Engine
     ) -> None:

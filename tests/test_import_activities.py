@@ -193,3 +193,27 @@ class TestActivities:
         ]
         assert report.summary == "inserted 1, updated 0, already present 0, rejected 1"
         assert rows(engine, "activities", "external_id") == [("A2",)]
+
+
+def test_an_activity_may_not_name_another_leads_deal(
+    engine: Engine, make_settings: Any, tmp_path: Path
+) -> None:
+    """D1 is L1's: a row naming L2 and D1 is rejected at its line, naming ``deal``; the
+    deal's own lead, and the deal alone, are imported."""
+    settings = make_settings()
+    setup(engine, settings, tmp_path)
+    path = write(
+        tmp_path,
+        "activities.csv",
+        "external_id,type,lead,deal,occurred_at\n"
+        "A1,call,L1,D1,2026-03-01T00:00:00Z\n"
+        "A2,call,L2,D1,2026-03-01T00:00:00Z\n"
+        "A3,call,,D1,2026-03-01T00:00:00Z\n",
+    )
+    report = import_file(engine, settings, "activities", path, clock=SettableClock(T0))
+    assert [str(p) for p in report.problems] == [
+        f"{path}:3: deal: deal 'D1' belongs to lead 'L1', not 'L2'; name the deal's lead, or "
+        "leave lead or deal empty",
+    ]
+    assert report.summary == "inserted 2, updated 0, already present 0, rejected 1"
+    assert rows(engine, "activities", "external_id") == [("A1",), ("A3",)]

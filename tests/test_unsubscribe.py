@@ -523,3 +523,165 @@ def test_imported_do_not_email_ends_the_enrollment(nurtured: Nurtured, tmp_path:
         ("nurture_exited", {"stream": "welcome", "reason": "do not email"})
     ]
     assert exits(nurtured) == [(T0, "nurture", nurtured.lead_id, "nurture-new-leads")]
+
+
+def one_click(nurtured: Nurtured, after: timedelta) -> None:
+    link = unsubscribe_url(nurtured.runtime.settings, "L-1").removeprefix(BASE)
+    response = nurtured.hit(
+        "POST",
+        link,
+        after=after,
+        content=b"List-Unsubscribe=One-Click",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 200
+
+
+def audit_actions(nurtured: Nurtured) -> list[tuple[str, str, dict[str, Any]]]:
+    with nurtured.engine.connect() as connection:
+        found = connection.execute(
+            select(AUDIT.c.source, AUDIT.c.action, AUDIT.c.params)
+            .where(AUDIT.c.action.in_(["unsubscribed", "resubscribed"]))
+            .order_by(AUDIT.c.id)
+        )
+        return [tuple(row) for row in found]  # type: ignore[misc]
+
+
+KEPT_BY_ONE_CLICK = (
+    "false ignored: lead 'L-1' unsubscribed through leadflow (one_click at "
+    "2026-03-02T11:00:00Z) and stays unsubscribed (an opt-out sticks); mark it unsubscribed "
+    "in the CRM, or if the person asked to be mailed again run `leadflow resubscribe L-1`"
+)
+
+
+class TestAnOptOutSticks:
+    """A CRM's stale copy saying ``unsubscribed: false``, posted or imported after the person
+    unsubscribed through leadflow, keeps the lead unsubscribed and says so; marketing email
+    queued after it is suppressed. ``leadflow resubscribe`` is the explicit way back."""
+
+    def test_a_posted_false_keeps_the_lead_unsubscribed_and_warns(self, nurtured: Nurtured) -> None:
+        one_click(nurtured, timedelta(hours=2))
+        done = unsubscribed_state("one_click", ("unsubscribe", False, None))
+        assert nurtured.state() == done
+        nurtured.clock.set(T0 + timedelta(hours=3))
+        record = {"external_id": "L-1", "name": "Jo Stale", "unsubscribed": False}
+        response = nurtured.api.post("/v1/leads", [{"external_id": "L-2"}, record])
+        assert response.status_code == 200, response.text
+        assert response.json() == {
+            "kind": "leads",
+            "received": 2,
+            "inserted": 1,
+            "updated": 1,
+            "unchanged": 0,
+            "warnings": [
+                {
+                    "loc": ["body", 1, "unsubscribed"],
+                    "field": "unsubscribed",
+                    "msg": KEPT_BY_ONE_CLICK,
+                }
+            ],
+        }
+        # The rest of the record is written; the flag, the enrollment and the audit stand.
+        assert nurtured.state() == done
+        with nurtured.engine.connect() as connection:
+            name = connection.execute(
+                select(LEADS.c.name).where(LEADS.c.id == nurtured.lead_id)
+            ).scalar_one()
+        assert name == "Jo Stale"
+        # Posted again, unchanged: still unsubscribed, still said.
+        again = nurtured.api.post("/v1/leads", record)
+        assert again.json()["unchanged"] == 1
+        assert again.json()["warnings"] == [
+            {"loc": ["body", "unsubscribed"], "field": "unsubscribed", "msg": KEPT_BY_ONE_CLICK}
+        ]
+        # A rule's marketing email queued now is suppressed, as for any unsubscribed lead.
+        with transaction(nurtured.engine) as session:
+            lead = session.get(Lead, nurtured.lead_id)
+            assert lead is not None
+            enqueue_email(
+                session,
+                key="after-the-sync",
+                template="nurture_case_study",
+                context=email_context(nurtured.runtime.settings, lead=lead),
+                to="jo@acme.example",
+                category="marketing",
+                now=T0 + timedelta(hours=3),
+                catalog=nurtured.runtime.templates,
+                settings=nurtured.runtime.settings,
+                lead_id=nurtured.lead_id,
+            )
+        assert nurtured.state()["outbox"][-1] == ("after-the-sync", "suppressed", "unsubscribed")
+
+    @pytest.mark.parametrize("bulk", [False, True], ids=["batches", "second process"])
+    def test_an_imported_false_keeps_the_lead_unsubscribed_with_a_note(
+        self,
+        nurtured: Nurtured,
+        tmp_path: Path,
+        bulk: bool,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        if bulk:  # a large leads file is read and hashed by a process of its own
+            monkeypatch.setattr("leadflow.ingest.runner.FED_MIN_ROWS", 0)
+        # L-2 was unsubscribed by the CRM itself (an earlier import): that sticks too.
+        first = tmp_path / "first.csv"
+        first.write_text("external_id,unsubscribed\nL-2,true\n", encoding="utf-8")
+        import_file(
+            nurtured.engine, nurtured.runtime.settings, "leads", first, clock=nurtured.clock
+        )
+        one_click(nurtured, timedelta(hours=2))
+        stale = tmp_path / "crm.csv"
+        stale.write_text(
+            "external_id,unsubscribed\nL-3,false\nL-1,false\nL-2,no\n", encoding="utf-8"
+        )
+        report = import_file(
+            nurtured.engine, nurtured.runtime.settings, "leads", stale, clock=nurtured.clock
+        )
+        assert report.summary == "inserted 1, updated 2, unchanged 0, rejected 0"
+        assert [str(note) for note in report.notes] == [
+            f"{stale}:3: unsubscribed: {KEPT_BY_ONE_CLICK}",
+            f"{stale}:4: unsubscribed: false ignored: lead 'L-2' was unsubscribed by an earlier "
+            "import or post and stays unsubscribed (an opt-out sticks); mark it unsubscribed in "
+            "the CRM, or if the person asked to be mailed again run `leadflow resubscribe L-2`",
+        ]
+        with nurtured.engine.connect() as connection:
+            flags = connection.execute(
+                select(LEADS.c.external_id, LEADS.c.unsubscribed).order_by(LEADS.c.external_id)
+            ).all()
+        assert [tuple(row) for row in flags] == [("L-1", True), ("L-2", True), ("L-3", False)]
+        assert nurtured.state() == unsubscribed_state("one_click", ("unsubscribe", False, None))
+
+    def test_resubscribe_is_the_explicit_way_back(
+        self,
+        nurtured: Nurtured,
+        store_url: str,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        from leadflow.cli import main
+
+        one_click(nurtured, timedelta(hours=2))
+        config = tmp_path / "resubscribe.yaml"
+        config.write_text(f"database:\n  url: {store_url}\n", encoding="utf-8")
+        # `leadflow import` says it on stderr, at the row's line.
+        stale = tmp_path / "crm.csv"
+        stale.write_text("external_id,unsubscribed\nL-1,false\n", encoding="utf-8")
+        assert main(["--config", str(config), "import", "leads", str(stale)]) == 0
+        assert capsys.readouterr().err == f"{stale}:2: unsubscribed: {KEPT_BY_ONE_CLICK}\n"
+        assert nurtured.state()["unsubscribed"] is True
+        reason = "asked again by phone on 2026-03-03"
+        assert main(["--config", str(config), "resubscribe", "L-1", "--reason", reason]) == 0
+        assert capsys.readouterr().out == (
+            "lead 'L-1' re-subscribed: marketing email may be sent to it again\n"
+        )
+        assert nurtured.state()["unsubscribed"] is False
+        assert audit_actions(nurtured) == [
+            ("unsubscribe", "unsubscribed", {"via": "one_click", "cancelled_emails": 1}),
+            ("cli", "resubscribed", {"reason": reason}),
+        ]
+        assert main(["--config", str(config), "resubscribe", "L-1", "--reason", reason]) == 0
+        assert capsys.readouterr().out == "lead 'L-1' is not unsubscribed: nothing to do\n"
+        assert main(["--config", str(config), "resubscribe", "L-9", "--reason", reason]) == 1
+        assert capsys.readouterr().err == "error: no lead with external id 'L-9'\n"
+        # Re-subscribed, a CRM's false is taken without a word.
+        response = nurtured.api.post("/v1/leads", {"external_id": "L-1", "unsubscribed": False})
+        assert "warnings" not in response.json()

@@ -29,6 +29,7 @@ from leadflow.cli import (
     plan_command,
     prune_command,
     report_command,
+    resubscribe_command,
     rule_test_command,
     run_command,
     schema_command,
@@ -96,6 +97,7 @@ command(app, "test", rule_test_command.run_rule_tests)
 command(app, "plan", plan_command.plan_rules)
 command(app, "prune", prune_command.prune_store)
 command(app, "migrate", migrate_command.migrate_store)
+command(app, "resubscribe", resubscribe_command.resubscribe)
 app.add_typer(score_commands.app, name="score")
 app.add_typer(dashboard_command.app, name="dashboard")
 

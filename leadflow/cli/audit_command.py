@@ -69,7 +69,8 @@ def show_audit(
         raise UserInputError(
             f"--rule {rule}: no audit row names this rule id, nor does the rules folder"
         )
-    # A queued email's row also says what became of it: the outbox's status now.
+    # A queued email's row (a rule's or a nurture step's) also says what became of it: the
+    # outbox's status now.
     statuses = email_statuses(context.reading_engine, filter(None, map(_outbox_id, rows)))
     if output != "table":
         documents = [_document(row, statuses) for row in rows]
@@ -143,8 +144,12 @@ def _any_row(engine: Any, table: Any, condition: Any) -> bool:
         return connection.execute(select(table.c.id).where(condition).limit(1)).first() is not None
 
 
+EMAIL_ROWS = ("email_queued", "nurture_step")
+"""The audit rows naming an email by its outbox id: a rule's ``notify`` and a nurture step's."""
+
+
 def _outbox_id(row: Any) -> int | None:
-    outbox_id = row.params.get("outbox_id") if row.action == "email_queued" else None
+    outbox_id = row.params.get("outbox_id") if row.action in EMAIL_ROWS else None
     return outbox_id if isinstance(outbox_id, int) else None
 
 

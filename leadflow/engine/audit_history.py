@@ -151,7 +151,8 @@ def _lead_emails(connection: Connection, lead_id: int) -> list[dict[str, Any]]:
 
 
 def email_statuses(engine: Engine, outbox_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
-    """The outbox's word on each message an ``email_queued`` audit row names, by outbox id."""
+    """The outbox's word on each message an ``email_queued`` or ``nurture_step`` audit row
+    names, by outbox id."""
     wanted = sorted(set(outbox_ids))
     if not wanted:
         return {}

@@ -59,6 +59,9 @@ class QueuedAudit:
 
 EMAIL_QUEUED = {"outbox_id": "outbox_id", "status": "status", "reason": "reason", "new": "inserted"}
 """What an ``email_queued`` audit row says of its email."""
+NURTURE_EMAIL = {"email": "status", "outbox_id": "outbox_id"}
+"""What a ``nurture_step`` audit row says of its email: its status when queued and, as an
+``email_queued`` row, its outbox id, by which the audit's views show what became of it."""
 
 
 @dataclass

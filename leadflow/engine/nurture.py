@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from leadflow.collector_pause import collector_paused
 from leadflow.engine.audit_trail import audit_row
-from leadflow.engine.batch_writes import BatchWrites, QueuedAudit, write_batch
+from leadflow.engine.batch_writes import NURTURE_EMAIL, BatchWrites, QueuedAudit, write_batch
 from leadflow.engine.due_rows import due_pages
 from leadflow.engine.plain_rows import leads_by_id
 from leadflow.engine.runtime import Runtime, StopSignal
@@ -232,7 +232,7 @@ def _step(
         skipped = suppressed_because(row)
         if skipped is not None:
             audit["params"]["skipped"] = skipped
-        writes.audit.append(QueuedAudit(audit, key, {"email": "status"}))
+        writes.audit.append(QueuedAudit(audit, key, NURTURE_EMAIL))
         queued = counts_for_cap(row)
     else:
         audit["params"]["skipped"] = skipped

@@ -6,13 +6,16 @@ The person confirmed on leadflow's unsubscribe page, or their mail client posted
 (``exited``, reason ``unsubscribed``), its marketing email not yet claimed by a sender is
 suppressed, and the audit says so. A lead already unsubscribed is left as it is: a second
 request changes nothing.
+
+An opt-out sticks: only :func:`resubscribe_lead` (``leadflow resubscribe``) clears the flag,
+with the reason in the audit; an import or a post saying ``unsubscribed: false`` keeps it.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import insert, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from leadflow.engine.audit_trail import audit_row
@@ -51,4 +54,36 @@ def unsubscribe_lead(session: Session, lead_id: int, now: datetime, via: str) ->
     )
     # As an import or a posted flag ends them: exited, reason unsubscribed, one audit row each.
     end_flagged_nurture(session.connection(), [lead_id], now)
+    return True
+
+
+def resubscribe_lead(session: Session, external_id: str, now: datetime, reason: str) -> bool | None:
+    """Clear the lead's ``unsubscribed`` in the caller's transaction, with a ``resubscribed``
+    audit row giving ``reason``: the one way an opt-out is undone (an import or a post saying
+    ``unsubscribed: false`` does not undo it). False when the lead was not unsubscribed
+    (nothing is written), None when there is no such lead."""
+    lead_id = session.execute(
+        select(LEADS.c.id).where(LEADS.c.external_id == external_id)
+    ).scalar_one_or_none()
+    if lead_id is None:
+        return None
+    cleared = session.execute(
+        update(LEADS)
+        .where(LEADS.c.id == lead_id, LEADS.c.unsubscribed.is_(True))
+        .values(unsubscribed=False, updated_at=now)
+    )
+    if not cleared.rowcount:  # type: ignore[attr-defined]
+        return False
+    session.execute(
+        insert(AUDIT),
+        [
+            audit_row(
+                at=now,
+                source="cli",
+                action="resubscribed",
+                lead_id=lead_id,
+                params={"reason": reason},
+            )
+        ],
+    )
     return True

@@ -46,9 +46,10 @@ class UpsertResult:
     counts: Counts
     keys: tuple[str, ...] = ()
     """The external ids of the records written (each once)."""
-    warnings: tuple[dict[str, str], ...] = ()
+    warnings: tuple[dict[str, Any], ...] = ()
     """Fields taken as not posted, each ``{"field", "msg"}`` (a lead's ``score`` while the
-    scoring model is enabled)."""
+    scoring model is enabled), then values written otherwise than posted, each ``{"loc",
+    "field", "msg"}`` (a lead's ``unsubscribed: false`` while it stays unsubscribed)."""
     superseded: int = 0
     """Records not written because a later one of the body has their external id."""
 
@@ -95,7 +96,7 @@ def upsert_records(
         raise RecordsRejectedError(
             [locate.header_problem(p.message, posted) for p in exc.problems]
         ) from None
-    warnings: tuple[dict[str, str], ...] = ()
+    warnings: tuple[dict[str, Any], ...] = ()
     if kind == "leads":
         decided = posted_score(plan, rule_set)
         plan = decided.plan
@@ -109,7 +110,7 @@ def upsert_records(
             return _write_all(engine, settings, kind, plan, items, now, locate)
 
     result = retrying_conflicts(write)
-    return dataclasses.replace(result, warnings=warnings)
+    return dataclasses.replace(result, warnings=(*warnings, *result.warnings))
 
 
 def _header(items: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
@@ -131,6 +132,7 @@ def _write_all(
     mapping = settings.imports.mappings.get(kind, ImportMapping())
     counts = Counts()
     superseded = 0
+    noted: tuple[dict[str, Any], ...] = ()
     with transaction(engine) as session:
         connection = session.connection()
         reps = RepDirectory.load(connection, mapping.rep_reference)
@@ -147,13 +149,16 @@ def _write_all(
             latest, replaced = latest_per_key(prepared)
             superseded = len(replaced)
             counts.add(_write(connection, table_writer, writer, latest, locate))
+            noted = tuple(
+                locate.note(index, field, reason, plan) for index, field, reason in writer.notes
+            )
         extra, rejected = writer.finish(connection) if not errors else (Counts(), [])
         errors += locate.rejected(rejected, plan)
         if errors:
             raise RecordsRejectedError(errors)
         counts.add(extra)
     keys = tuple(dict.fromkeys(key for _index, key, _record in records))
-    return UpsertResult(kind, len(items), counts, keys, superseded=superseded)
+    return UpsertResult(kind, len(items), counts, keys, noted, superseded)
 
 
 def _read(
@@ -215,6 +220,11 @@ class _Locator:
 
     def _field(self, index: int, exc: ImportRowError, plan: ColumnPlan) -> FieldError:
         return FieldError((*self.at(index), _posted_name(exc.field, plan)), exc.reason)
+
+    def note(self, index: int, field: str, reason: str, plan: ColumnPlan) -> dict[str, Any]:
+        """A record written otherwise than posted, located as its error would be."""
+        posted = _posted_name(field, plan)
+        return {"loc": [*self.at(index), posted], "field": posted, "msg": reason}
 
     def header_problem(self, message: str, header: frozenset[str]) -> FieldError:
         """A plan problem (unknown or missing field) located at the key it names."""

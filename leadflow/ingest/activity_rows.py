@@ -22,6 +22,7 @@ from leadflow.ingest.kind_writer import (
     referenced,
     required,
 )
+from leadflow.ingest.names import quoted
 from leadflow.ingest.references import ids_by_external_id
 from leadflow.ingest.writers import Prepared, Written
 from leadflow.store.id_ranges import chunks
@@ -41,6 +42,8 @@ class ActivityWriter(KindWriter):
     }
     _leads: Mapping[str, int] = {}
     _deals: Mapping[str, int] = {}
+    _deal_leads: Mapping[str, str] = {}
+    """The lead of each deal the batch names beside a lead (deal -> lead, external ids)."""
 
     def defaults(self) -> dict[str, Any]:
         return {"created_at": self.now, "properties": {}}
@@ -88,8 +91,17 @@ class ActivityWriter(KindWriter):
 
     def _event_problems(self, record: Record) -> list[ImportRowError]:
         problems = []
-        if record.get("lead") is None and record.get("deal") is None:
+        lead, deal = record.get("lead"), record.get("deal")
+        if lead is None and deal is None:
             problems.append(ImportRowError("lead", "missing; an activity needs a lead or a deal"))
+        owning = self._deal_leads.get(deal) if lead is not None and deal is not None else None
+        if owning is not None and owning != lead:
+            # Whose SLA would the call meet, whose days_since_activity would it move?
+            reason = (
+                f"deal {quoted(deal)} belongs to lead {quoted(owning)}, not {quoted(lead)}; "
+                f"name the deal's lead, or leave lead or deal empty"
+            )
+            problems.append(ImportRowError("deal", reason))
         occurred = record.get("occurred_at")
         if isinstance(occurred, datetime) and occurred > self.now + CLOCK_SKEW:
             # It would become the lead's last activity until that date (a year 2999 typo kept
@@ -112,6 +124,9 @@ class ActivityWriter(KindWriter):
         if "deal" in self.fields:
             wanted = {r["deal"] for r in records if r.get("deal") is not None}
             self._deals = ids_by_external_id(connection, DEALS, wanted)
+        if "lead" in self.fields and "deal" in self.fields:
+            both = {r["deal"] for r in records if r.get("deal") is not None and r.get("lead")}
+            self._deal_leads = deal_leads(connection, both)
 
     def after_write(self, connection: Connection, rows: list[Prepared], written: Written) -> None:
         """Bump the leads' and deals' ``last_activity_at`` to their newest activity, in SQL."""
@@ -122,6 +137,19 @@ class ActivityWriter(KindWriter):
             ids = {row.values[position] for row in rows} - {None}
             if ids:
                 bump_last_activity(connection, target, f"{field}_id", ids)
+
+
+def deal_leads(connection: Connection, deals: Iterable[str]) -> dict[str, str]:
+    """Deal -> its lead (external ids) for those of ``deals`` stored with a lead."""
+    found: dict[str, str] = {}
+    for chunk in chunks(sorted(deals), 5000):
+        rows = connection.execute(
+            select(DEALS.c.external_id, LEADS.c.external_id)
+            .join(LEADS, DEALS.c.lead_id == LEADS.c.id)
+            .where(DEALS.c.external_id.in_(chunk))
+        )
+        found.update((deal, lead) for deal, lead in rows)
+    return found
 
 
 def bump_last_activity(

@@ -67,6 +67,11 @@ class ImportReport:
                 )
             self.notes.append(Problem(self.file, later, 0, note))
 
+    def note(self, line: int, message: str) -> None:
+        """A row written otherwise than it says (``field: reason``), noted at its line."""
+        if len(self.notes) < MAX_KEPT_PROBLEMS:
+            self.notes.append(Problem(self.file, line, 0, self._in_file_terms(message)))
+
     def reject(self, line: int, *messages: str) -> None:
         """One rejected row, with a message per bad field."""
         self.rejected += 1

@@ -22,12 +22,14 @@ from leadflow.ingest.json_values import identifier_problem
 from leadflow.ingest.names import quoted
 from leadflow.ingest.number_cells import range_reason
 from leadflow.ingest.references import RepDirectory
-from leadflow.ingest.writers import Counts, Prepared, Shape, Written, row_hasher
+from leadflow.ingest.writers import Counts, DriverRow, Prepared, Shape, Written, row_hasher
 from leadflow.settings import ImportKind, ImportMapping, Settings
 from leadflow.store.attributes import MergedAttributes
 
 Record = dict[str, Any]
 Rejection = tuple[int, ImportRowError]
+Note = tuple[int, str, str]
+"""A row written otherwise than it says: its line (a body's index), the field, the reason."""
 Checked = tuple[int, str, tuple[Any, ...]]
 """A row's line, key and checked column values."""
 Convert = Callable[[Any], Any]
@@ -132,6 +134,9 @@ class KindWriter:
         """The declared attributes the file has a column for."""
         self.hash_key: tuple[Any, ...] = (self.fields, self.attribute_columns)
         """The file's fields and attribute columns: a row's hash says where its values go."""
+        self.notes: list[Note] = []
+        """What the writes so far did otherwise than their rows say (a lead kept
+        unsubscribed), for the caller to report and clear."""
         self._converts = self._conversions()
         self._limits = self._lengths()
         self._ranges = self._integer_ranges()
@@ -386,6 +391,11 @@ class KindWriter:
         whose rows reach this process in the driver's form: only what the write did is known."""
         msg = f"{self.kind} are not read in a process of their own"
         raise NotImplementedError(msg)
+
+    def after_fed_rows(
+        self, connection: Connection, lines: Sequence[int], rows: Sequence[DriverRow]
+    ) -> None:
+        """After :meth:`after_fed_write`, the batch's rows (driver's form) and their lines."""
 
     def finish(self, connection: Connection) -> tuple[Counts, list[Rejection]]:
         """Work after the last batch (linking managers); returns extra counts and rejections."""

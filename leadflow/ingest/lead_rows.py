@@ -1,20 +1,23 @@
-"""Leads: their columns, their stage and its entry time, first source, and flagged nurture."""
+"""Leads: their columns, their stage and its entry time, first source, flagged nurture, and
+an opt-out that a CRM's ``unsubscribed: false`` does not undo."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import UTC
 from typing import Any, ClassVar
 
-from sqlalchemy import Connection, bindparam, case, func
+from sqlalchemy import Connection, bindparam, case, func, or_, select
 
 from leadflow.errors import ImportRowError
 from leadflow.ingest.kind_writer import Convert, keep
 from leadflow.ingest.names import quoted
 from leadflow.ingest.stage_entries import RecordsStageEntries
-from leadflow.ingest.writers import Derived, Shape, Written
+from leadflow.ingest.writers import Derived, DriverRow, Prepared, Shape, Written
+from leadflow.store.id_ranges import among, chunks, text_array
 from leadflow.store.models import source_at_creation
 from leadflow.store.nurture_exits import end_flagged_nurture
-from leadflow.store.tables import LEADS
+from leadflow.store.tables import AUDIT, LEADS
 
 
 class LeadWriter(RecordsStageEntries):
@@ -37,10 +40,43 @@ class LeadWriter(RecordsStageEntries):
         "attributes": "attributes",
     }
 
+    def after_write(self, connection: Connection, rows: list[Prepared], written: Written) -> None:
+        super().after_write(connection, rows, written)
+        if "unsubscribed" in self.fields:
+            at = self.fields.index("unsubscribed")
+            said_no = [(row.line, row.key) for row in rows if not row.values[at]]
+            self._note_kept_unsubscribed(connection, said_no)
+
     def after_fed_write(self, connection: Connection, written: Written) -> None:
         super().after_fed_write(connection, written)
         if written.changed and {"unsubscribed", "do_not_email"} & set(self.fields):
             end_flagged_nurture(connection, written.changed, self.now)
+
+    def after_fed_rows(
+        self, connection: Connection, lines: Sequence[int], rows: Sequence[DriverRow]
+    ) -> None:
+        if "unsubscribed" in self.fields:
+            at, key = self.fields.index("unsubscribed"), len(self.fields)
+            said_no = [
+                (line, row[key]) for line, row in zip(lines, rows, strict=True) if not row[at]
+            ]
+            self._note_kept_unsubscribed(connection, said_no)
+
+    def _note_kept_unsubscribed(
+        self, connection: Connection, said_no: Sequence[tuple[int, str]]
+    ) -> None:
+        """A note for each row saying ``unsubscribed: false`` of a lead that stays unsubscribed
+        (the write keeps the flag: :meth:`shape`), naming the opt-out leadflow recorded."""
+        if not said_no:
+            return
+        kept = _unsubscribed_leads(connection, [key for _line, key in said_no])
+        if not kept:
+            return
+        opt_outs = _recorded_opt_outs(connection, sorted(set(kept.values())))
+        for line, key in said_no:
+            lead_id = kept.get(key)
+            if lead_id is not None:
+                self.notes.append((line, "unsubscribed", _kept_note(key, opt_outs.get(lead_id))))
 
     def shape(self) -> Shape:
         base = super().shape()
@@ -54,6 +90,11 @@ class LeadWriter(RecordsStageEntries):
             extras["first_source"] = func.coalesce(self.table.c.first_source, given)
         if "stage" in self.fields or "stage_entered_at" in self.fields:
             extras["stage_entered_at"] = self._entered_on_update()
+        if "unsubscribed" in self.fields:
+            # An opt-out sticks: a stored lead's flag is set, never cleared, by a file or a
+            # post (a CRM's stale copy saying false); re-subscribing is `leadflow resubscribe`.
+            given = bindparam("v_unsubscribed", type_=self.table.c.unsubscribed.type)
+            extras["unsubscribed"] = or_(self.table.c.unsubscribed, given)
         return Shape(base.table, base.columns, base.defaults, extras, derived, base.hash_key)
 
     def _entered_on_update(self) -> Any:
@@ -124,3 +165,48 @@ class LeadWriter(RecordsStageEntries):
             return value
 
         return stage
+
+
+def _unsubscribed_leads(connection: Connection, keys: Sequence[str]) -> dict[str, int]:
+    """``external_id -> id`` of those of ``keys`` whose lead is stored unsubscribed."""
+    found: dict[str, int] = {}
+    columns = "SELECT external_id, id FROM leads WHERE unsubscribed AND external_id"
+    for chunk in chunks(sorted(set(keys))):
+        if connection.dialect.name == "postgresql":
+            rows = connection.exec_driver_sql(
+                f"{columns} = ANY(%(keys)s::text[])", {"keys": text_array(chunk)}
+            )
+        else:
+            marks = ", ".join("?" * len(chunk))
+            rows = connection.exec_driver_sql(f"{columns} IN ({marks})", tuple(chunk))
+        found.update((external_id, lead_id) for external_id, lead_id in rows.all())
+    return found
+
+
+def _recorded_opt_outs(connection: Connection, lead_ids: Sequence[int]) -> dict[int, str]:
+    """Lead id -> how and when its last opt-out through leadflow (the ``unsubscribed`` audit
+    row of its unsubscribe page or one-click) came, for the leads that have one."""
+    found: dict[int, str] = {}
+    for chunk in chunks(lead_ids):
+        rows = connection.execute(
+            select(AUDIT.c.lead_id, AUDIT.c.at, AUDIT.c.params)
+            .where(AUDIT.c.action == "unsubscribed", among(AUDIT.c.lead_id, chunk))
+            .order_by(AUDIT.c.id)
+        )
+        for lead_id, at, params in rows:
+            via = (params or {}).get("via", "unsubscribe")
+            found[lead_id] = f"{via} at {at.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+    return found
+
+
+def _kept_note(key: str, opt_out: str | None) -> str:
+    how = (
+        f"unsubscribed through leadflow ({opt_out})"
+        if opt_out is not None
+        else "was unsubscribed by an earlier import or post"
+    )
+    return (
+        f"false ignored: lead {quoted(key)} {how} and stays unsubscribed (an opt-out sticks); "
+        f"mark it unsubscribed in the CRM, or if the person asked to be mailed again run "
+        f"`leadflow resubscribe {key}`"
+    )

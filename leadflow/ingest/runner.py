@@ -300,6 +300,8 @@ class _Read(NamedTuple):
     (plain values, cheap to pickle and written as they are), with the rows it rejected."""
 
     rows: list[DriverRow]
+    lines: list[int]
+    """Each row's line in the file."""
     problems: list[tuple[int, str]]
     rejected: int
     """Rows rejected since the previous batch (``problems`` holds the first of them)."""
@@ -347,11 +349,12 @@ def _reading(
         def flush_checked(checked: list[Checked]) -> None:
             checked, replaced = latest_per_key(checked)
             superseded.extend(replaced)
-            send_read(form.hashed_rows(checked))
+            send_read(form.hashed_rows(checked), [line for line, _key, _values in checked])
 
-        def send_read(driver_rows: list[DriverRow]) -> None:
+        def send_read(driver_rows: list[DriverRow], lines: list[int]) -> None:
             told = [(problem.line, problem.message) for problem in local.problems]
-            send(_Read(driver_rows, told, local.rejected, superseded[:], source.bytes_read))
+            read = _Read(driver_rows, lines, told, local.rejected, superseded[:], source.bytes_read)
+            send(read)
             local.problems.clear()
             local.rejected = 0
             superseded.clear()
@@ -369,7 +372,7 @@ def _reading(
             collect=False,
         )
         if local.rejected or superseded:
-            send_read([])
+            send_read([], [])
 
     with fed(produce, keep=source.fileno()) as feed:
         yield feed
@@ -398,10 +401,12 @@ def _load_batches(
     def write(connection: Connection, prepared: list[Prepared]) -> None:
         _write(connection, table(connection), writer, prepared, report)
 
-    def write_fed(connection: Connection, rows: list[DriverRow]) -> None:
-        written = table(connection).write_driver_rows(connection, rows)
+    def write_fed(connection: Connection, read: _Read) -> None:
+        written = table(connection).write_driver_rows(connection, read.rows)
         report.counts.add(written.counts)
         writer.after_fed_write(connection, written)
+        writer.after_fed_rows(connection, read.lines, read.rows)
+        take_notes(writer, report)
 
     def flush(rows: list[tuple[int, str, Record]]) -> None:
         with batch() as connection:
@@ -433,7 +438,7 @@ def _load_batches(
 def _write_fed(
     feed: Iterator[_Read],
     batch: Callable[[], AbstractContextManager[Connection]],
-    write: Callable[[Connection, list[DriverRow]], None],
+    write: Callable[[Connection, _Read], None],
     report: ImportReport,
     batch_size: int,
     progress: Progress | None,
@@ -447,7 +452,7 @@ def _write_fed(
             read.tell(report)
             if read.rows:
                 connection = connection or transaction.enter_context(batch())
-                write(connection, read.rows)
+                write(connection, read)
                 rows += len(read.rows)
             if rows >= batch_size:
                 transaction.close()  # commits
@@ -570,3 +575,11 @@ def _write(
     written = table_writer.write(connection, prepared)
     report.counts.add(written.counts)
     writer.after_write(connection, prepared, written)
+    take_notes(writer, report)
+
+
+def take_notes(writer: KindWriter, report: ImportReport) -> None:
+    """The writer's notes on the rows just written, into the report (at their lines)."""
+    for line, field, reason in writer.notes:
+        report.note(line, f"{field}: {reason}")
+    writer.notes.clear()
