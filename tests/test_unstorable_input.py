@@ -427,3 +427,33 @@ class TestStoredValuesOfTheWrongType:
             ("G3", "mql"),
             ("S1", "lead"),
         ]
+
+
+class TestNegativeCapacity:
+    """A rep's ``capacity: -5`` was stored (200 from the API) and read as "takes no MQL", which
+    0 says: refused at its field, by the API and by an import; 0 and empty (no limit) land."""
+
+    MESSAGE = "must be 0 or more (the most open MQLs the rep may own; empty for no limit), got -5"
+
+    def test_import(self, engine: Engine, make_settings: Any, tmp_path: Path) -> None:
+        reps = write(
+            tmp_path,
+            "reps.csv",
+            "external_id,name,email,capacity\n"
+            "R1,Rita,rita@example.com,-5\nR2,Max,max@example.com,0\nR3,Ann,ann@example.com,\n",
+        )
+        report = import_file(engine, make_settings(), "reps", reps, clock=SettableClock(T0))
+        assert [str(p) for p in report.problems] == [f"{reps}:2: capacity: {self.MESSAGE}"]
+        assert rows(engine, "reps", "external_id", "capacity") == [("R2", 0), ("R3", None)]
+
+    def test_http(self, api: Api, engine: Engine) -> None:
+        body = (
+            '[{"external_id": "R1", "name": "Rita", "email": "rita@example.com", "capacity": 3},'
+            ' {"external_id": "R2", "name": "Max", "email": "max@example.com", "capacity": -5}]'
+        )
+        response = post_raw(api, "/v1/reps", body)
+        assert (response.status_code, response.json()["detail"]) == (
+            422,
+            [{"loc": ["body", 1, "capacity"], "msg": self.MESSAGE, "type": "value_error"}],
+        )
+        assert rows(engine, "reps", "external_id") == []

@@ -54,6 +54,18 @@ def email_from_pattern(pattern: str, name: str) -> str:
     return pattern.format(first=words[0], last=words[-1], name=".".join(words))
 
 
+def _capacity(value: int | None) -> int | None:
+    """The most open MQLs the rep may own; empty for no limit. A negative one was stored and
+    read as "takes none", which a 0 says."""
+    if value is not None and value < 0:
+        reason = (
+            f"must be 0 or more (the most open MQLs the rep may own; empty for no limit), "
+            f"got {value}"
+        )
+        raise ImportRowError("capacity", reason)
+    return value
+
+
 class RepWriter(KindWriter):
     kind = "reps"
     table = REPS
@@ -92,6 +104,8 @@ class RepWriter(KindWriter):
             return lambda value: True if value is None else value
         if field == "timezone":
             return lambda value: value or "UTC"
+        if field == "capacity":
+            return _capacity
         return super().convert(field)
 
     def key(self, record: Record) -> str:
