@@ -9,6 +9,7 @@ by their event id; GET returns the lead with its owner and audit trail.
 
 from __future__ import annotations
 
+import gzip
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -187,6 +188,26 @@ class TestBadInput:
             content=b'{"external_id": "L2"}',
             headers={**headers, "Content-Type": "application/json; charset=utf-8"},
         )
+        assert ok.status_code == 200
+        assert [row[0] for row in lead_rows(engine)] == ["L2"]
+
+    def test_a_compressed_body_is_415_and_nothing_lands(self, api: Api, engine: Engine) -> None:
+        """A gzip body was read as text: 422 "not UTF-8 text" sent the integrator looking at
+        the characters, not at the body's encoding."""
+        headers = {
+            "Authorization": "Bearer t0ken-for-tests",
+            "Content-Type": "application/json",
+            "Content-Encoding": "gzip",
+        }
+        body = gzip.compress(b'{"external_id": "L1"}')
+        response = api.request("POST", "/v1/leads", content=body, headers=headers)
+        assert (response.status_code, response.json()) == (
+            415,
+            {"detail": "Content-Encoding 'gzip' is not accepted: send the body uncompressed"},
+        )
+        assert lead_rows(engine) == []
+        plain = {**headers, "Content-Encoding": "identity"}
+        ok = api.request("POST", "/v1/leads", content=b'{"external_id": "L2"}', headers=plain)
         assert ok.status_code == 200
         assert [row[0] for row in lead_rows(engine)] == ["L2"]
 

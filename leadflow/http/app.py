@@ -55,7 +55,10 @@ _ERROR_BODY = {
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or wrong bearer token", **_ERROR_BODY},
     413: {"description": "body larger than http.max_body_bytes", **_ERROR_BODY},
-    415: {"description": "Content-Type is not application/json", **_ERROR_BODY},
+    415: {
+        "description": "Content-Type is not application/json, or the body is compressed",
+        **_ERROR_BODY,
+    },
     422: {"description": "field-level errors: detail is a list of {loc, msg, type}", **_ERROR_BODY},
 }
 
@@ -158,6 +161,7 @@ def _record_route(
 
     async def post_records(request: Request) -> JSONResponse:
         _require_json(request.headers.get("content-type"))
+        _require_plain(request.headers.get("content-encoding"))
         items, batch = parse_records(await request.body(), partial(too_many, kind), nests)
         _check_types(schema, items, batch=batch)
         now = runtime.clock.now()
@@ -194,6 +198,16 @@ def _require_json(content_type: str | None) -> None:
         return
     shown = repr(content_type) if content_type else "none"
     raise HTTPException(415, f"Content-Type must be application/json, got {shown}")
+
+
+def _require_plain(content_encoding: str | None) -> None:
+    """415 for a compressed body: it was read as text and answered 422 "not UTF-8 text", which
+    sent an integrator looking at their encoding of characters, not of the body."""
+    coding = (content_encoding or "").strip().lower()
+    if coding in ("", "identity"):
+        return
+    msg = f"Content-Encoding {content_encoding!r} is not accepted: send the body uncompressed"
+    raise HTTPException(415, msg)
 
 
 def _check_types(schema: dict[str, Any], items: list[dict[str, Any]], *, batch: bool) -> None:
