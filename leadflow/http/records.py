@@ -2,9 +2,9 @@
 
 A request body is treated like a small JSONL file whose lines are the posted objects: its keys
 are planned by :func:`~leadflow.ingest.mapping.compile_plan` (``import.mappings`` apply; an
-unknown key rejects each record holding it, at its index), each object is read by the same :class:`ColumnPlan`, and rows are written by
-the import's kind writers and :class:`TableWriter` (upsert by external id, unchanged rows not
-written). Unlike a file import, a request is all or nothing: any bad record rejects the whole
+unknown key rejects each record holding it, at its index), each object is read by the same
+:class:`ColumnPlan`, and rows are written by the import's kind writers and :class:`TableWriter`
+(upsert by external id, unchanged rows not written). Unlike a file import, a request is all or nothing: any bad record rejects the whole
 request with every problem found, and nothing is written.
 """
 
