@@ -33,7 +33,7 @@ from leadflow.rule_language.to_python import matches
 from leadflow.rule_language.to_sql import to_where
 from leadflow.rule_language.yaml_source import SourceDocument
 from leadflow.settings import Settings
-from leadflow.store.tables import DEALS, LEADS
+from leadflow.store.tables import ACTIVITIES, DEALS, LEADS
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 ATTRIBUTES = {
@@ -355,6 +355,95 @@ class TestPinnedLeads:
         stored = store(engine, LEADS, list(self.ROWS))
         parsed = parse(condition)
         assert assert_agree(engine, LEADS, stored, parsed, context_for(parsed)) == expected
+
+
+class TestTextOperatorsOnJsonLists:
+    """An outside tester's find: ``contains`` matched a list or an object held by a JSON
+    attribute or an activity property (``{"url": ["/pricing"]}`` earned pricing-page points):
+    SQL searched the list's JSON text, Python its ``str()``. The text operators (docs/rules.md:
+    "match part of a text") now find a list or an object unknown, as a missing value is, on
+    both stores and in both evaluators; ``is_set`` still sees it, ``equals`` compares as
+    before."""
+
+    VALUES = (
+        "/pricing",  # x0
+        "/blog/pricing",  # x1
+        ["/pricing"],  # x2
+        {"a": "/pricing"},  # x3
+        None,  # x4
+        ["/pricing", "/blog"],  # x5
+        7,  # x6: a number a property reads as its text
+    )
+
+    @pytest.mark.parametrize(
+        ("condition", "expected", "negated"),
+        [
+            ({"contains": "/pricing"}, {"x0", "x1"}, {"x6"}),
+            ({"contains": "pricing"}, {"x0", "x1"}, {"x6"}),
+            ({"starts_with": "/pricing"}, {"x0"}, {"x1", "x6"}),
+            ({"starts_with": '["/pri'}, set(), {"x0", "x1", "x6"}),
+            ({"ends_with": "pricing"}, {"x0", "x1"}, {"x6"}),
+            ({"ends_with": '/pricing"]'}, set(), {"x0", "x1", "x6"}),
+            ({"ends_with": "7"}, {"x6"}, {"x0", "x1"}),
+            # the object's key "a": no text has it, and the object is no text
+            ({"contains": "a"}, set(), {"x0", "x1", "x6"}),
+            # a list is a value, and equals no text
+            ({"is_set": True}, {"x0", "x1", "x2", "x3", "x5", "x6"}, {"x4"}),
+            ({"equals": "/pricing"}, {"x0"}, {"x1", "x2", "x3", "x5", "x6"}),
+        ],
+    )
+    def test_activity_properties(
+        self, engine: Engine, condition: dict[str, Any], expected: set[str], negated: set[str]
+    ) -> None:
+        """NOT of an unknown is unknown: a list matches neither a text operator nor its not."""
+        stored = _store_activities(engine, self.VALUES)
+        parsed = parse({"field": "properties.url", **condition}, Subject.ACTIVITY)
+        context = context_for(parsed)
+        assert assert_agree(engine, ACTIVITIES, stored, parsed, context) == expected
+        parsed = parse({"not": {"field": "properties.url", **condition}}, Subject.ACTIVITY)
+        assert assert_agree(engine, ACTIVITIES, stored, parsed, context) == negated
+
+    @pytest.mark.parametrize(
+        ("condition", "expected", "negated"),
+        [
+            ({"contains": "/pricing"}, {"x0", "x1"}, set()),
+            ({"starts_with": "/"}, {"x0", "x1"}, set()),
+            ({"ends_with": "g"}, {"x0", "x1"}, set()),
+            ({"contains": "blog"}, {"x1"}, {"x0"}),
+        ],
+    )
+    def test_lead_attributes(
+        self, engine: Engine, condition: dict[str, Any], expected: set[str], negated: set[str]
+    ) -> None:
+        """A text attribute holding a list or an object (import refuses one: written by hand
+        or by an older version)."""
+        rows = [_lead(attributes={"industry": value}) for value in self.VALUES[:6]]
+        stored = store(engine, LEADS, rows)
+        parsed = parse({"field": "attributes.industry", **condition})
+        assert assert_agree(engine, LEADS, stored, parsed, context_for(parsed)) == expected
+        parsed = parse({"not": {"field": "attributes.industry", **condition}})
+        assert assert_agree(engine, LEADS, stored, parsed, context_for(parsed)) == negated
+
+
+def _store_activities(engine: Engine, urls: tuple[Any, ...]) -> list[Row]:
+    """One page view per url (``properties.url``; None: no such property), as stored."""
+    with engine.begin() as connection:
+        connection.execute(delete(ACTIVITIES))
+        connection.execute(
+            insert(ACTIVITIES),
+            [
+                {
+                    "external_id": f"x{index}",
+                    "type": "page_view",
+                    "occurred_at": NOW,
+                    "properties": {} if url is None else {"url": url},
+                    "created_at": NOW,
+                }
+                for index, url in enumerate(urls)
+            ],
+        )
+        stored = connection.execute(select(ACTIVITIES).order_by(ACTIVITIES.c.id)).mappings()
+        return [dict(row) for row in stored]
 
 
 def _deal(

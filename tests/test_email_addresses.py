@@ -29,7 +29,12 @@ from leadflow.errors import ImportFileError
 from leadflow.ingest import import_file
 from leadflow.service.channels import drain_configured
 from leadflow.settings import Settings
-from leadflow.store.email_addresses import address_problem, is_recipient, recipient_address
+from leadflow.store.email_addresses import (
+    address_problem,
+    is_recipient,
+    recipient_address,
+    sending_problem,
+)
 from leadflow.store.tables import OUTBOX
 from tests.http_support import Api, build_app, http_settings, runtime_for
 
@@ -212,6 +217,104 @@ class TestIngest:
         assert api.post("/v1/leads", {"external_id": "L3", "email": "n/a"}).status_code == 200
         assert rows(engine, "leads", "external_id", "email") == [("L3", None)]
         assert rows(engine, "reps", "external_id") == []
+
+
+class TestSendable:
+    """An outside tester's find: ``POST /v1/leads`` took ``ünï@bücher.test``, whose emails the
+    sender then failed for good ("not exactly one email address ... not ASCII, which needs
+    SMTPUTF8"). Import and HTTP now refuse what the sender refuses, with its reason; a Unicode
+    domain, which the sender writes in its IDNA form, is still taken."""
+
+    def test_the_senders_rule(self) -> None:
+        assert [
+            sending_problem(address)
+            for address in ("ann@x.test", "ann@bücher.example", "ünï@bücher.test")
+        ] == [
+            None,
+            None,
+            "the part before the @-sign of 'ünï@bücher.test' is not ASCII, which needs "
+            "SMTPUTF8 and leadflow sends ASCII addresses only",
+        ]
+
+    def test_lead_import_rejects_a_non_ascii_local_part(
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        path = write(
+            tmp_path,
+            "leads.csv",
+            "external_id,email\nL1,björn@corp.example\nL2,ann@bücher.example\nL3,ann@x.test\n",
+        )
+        report = import_file(engine, make_settings(), "leads", path, clock=clock)
+        assert [str(p) for p in report.problems] == [
+            f"{path}:2: email: {unsendable('björn@corp.example')}",
+        ]
+        assert rows(engine, "leads", "external_id", "email") == [
+            ("L2", "ann@bücher.example"),
+            ("L3", "ann@x.test"),
+        ]
+
+    def test_rep_import_and_an_email_pattern_too(
+        self, engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        path = write(tmp_path, "reps.csv", "name,email\nRita,rïta@example.com\nMax,max@x.test\n")
+        report = import_file(engine, make_settings(), "reps", path, clock=clock)
+        assert [str(p) for p in report.problems] == [
+            f"{path}:2: email: {unsendable('rïta@example.com')}"
+        ]
+        assert rows(engine, "reps", "email") == [("max@x.test",)]
+        settings_ = make_settings(**{"import.mappings.reps.email_pattern": "{first}.ü@x.test"})
+        path = write(tmp_path, "reps.csv", "name\nAda Lovelace\n")
+        with pytest.raises(ImportFileError) as refused:
+            import_file(engine, settings_, "reps", path, clock=clock)
+        assert str(refused.value) == (
+            "import.mappings.reps.email_pattern: '{first}.ü@x.test' makes 'ada.ü@x.test', not "
+            "one email address (the part before the @-sign of 'ada.ü@x.test' is not ASCII, "
+            "which needs SMTPUTF8 and leadflow sends ASCII addresses only); write it as one "
+            "address, e.g. '{first}.{last}@example.com'"
+        )
+        assert rows(engine, "reps", "email") == [("max@x.test",)]
+
+    def test_http_is_422_naming_the_email(
+        self, engine: Engine, make_settings: Any, clock: SettableClock
+    ) -> None:
+        api = Api(build_app(runtime_for(engine, http_settings(make_settings), clock))[0])
+        body = [
+            {"external_id": "J1", "email": "uni@bücher.test"},
+            {"external_id": "J2", "name": "Ünï", "email": "ünï@bücher.test"},
+        ]
+        response = api.post("/v1/leads", body)
+        assert (response.status_code, response.json()) == (
+            422,
+            {
+                "detail": [
+                    {
+                        "loc": ["body", 1, "email"],
+                        "msg": unsendable("ünï@bücher.test"),
+                        "type": "value_error",
+                    }
+                ]
+            },
+        )
+        response = api.post("/v1/reps", {"name": "Rita", "email": "rïta@example.com"})
+        assert response.json()["detail"] == [
+            {
+                "loc": ["body", "email"],
+                "msg": unsendable("rïta@example.com"),
+                "type": "value_error",
+            }
+        ]
+        assert rows(engine, "leads", "external_id") == []
+        assert api.post("/v1/leads", body[0]).status_code == 200
+        assert rows(engine, "leads", "external_id", "email") == [("J1", "uni@bücher.test")]
+        assert rows(engine, "reps", "external_id") == []
+
+
+def unsendable(address: str) -> str:
+    return (
+        f"the part before the @-sign of {address!r} is not ASCII, which needs SMTPUTF8 and "
+        "leadflow sends ASCII addresses only; the sender would fail every email to it: give an "
+        "address it can send to"
+    )
 
 
 class CountingHandler(ScriptedHandler):

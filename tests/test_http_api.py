@@ -307,6 +307,152 @@ class TestBadInput:
         }
         assert lead_rows(engine) == []
 
+    def test_unknown_fields_are_422_at_each_record_holding_them_with_the_others_errors(
+        self, api: Api, engine: Engine
+    ) -> None:
+        """An outside tester's find: an unknown key of record 1 was reported at index 0, and
+        record 0's bad ``employees`` was not reported at all. Each unknown key is now named at
+        every record holding it (record 1 and 3, not 2), with every other bad field."""
+        body = [
+            {"external_id": "M1", "employees": "many"},
+            {"external_id": "M2", "nmae": "x"},
+            {"external_id": "M3", "owner": "nobody"},
+            {"external_id": "M4", "nmae": "y", "employees": "few"},
+        ]
+        response = api.post("/v1/leads", body)
+        assert response.status_code == 422
+        unknown = (
+            "unknown column 'nmae'; did you mean 'name'? (map it under "
+            "import.mappings.leads.columns, declare it under attributes.leads, or map it to skip)"
+        )
+        assert response.json()["detail"] == [
+            {
+                "loc": ["body", 0, "employees"],
+                "msg": "expected a whole number, got 'many'",
+                "type": "value_error",
+            },
+            {"loc": ["body", 1, "nmae"], "msg": unknown, "type": "extra_forbidden"},
+            {
+                "loc": ["body", 2, "owner"],
+                "msg": "no rep with external id 'nobody'; import the reps first",
+                "type": "value_error",
+            },
+            {"loc": ["body", 3, "nmae"], "msg": unknown, "type": "extra_forbidden"},
+            {
+                "loc": ["body", 3, "employees"],
+                "msg": "expected a whole number, got 'few'",
+                "type": "value_error",
+            },
+        ]
+        assert lead_rows(engine) == []
+
+    def test_an_unknown_field_and_a_bad_value_of_one_object_are_422_together(
+        self, api: Api, engine: Engine
+    ) -> None:
+        response = api.post("/v1/leads", {"external_id": "M1", "employees": "many", "bogus": 1})
+        assert response.status_code == 422
+        assert response.json()["detail"] == [
+            {
+                "loc": ["body", "bogus"],
+                "msg": "unknown column 'bogus' (map it under import.mappings.leads.columns, "
+                "declare it under attributes.leads, or map it to skip)",
+                "type": "extra_forbidden",
+            },
+            {
+                "loc": ["body", "employees"],
+                "msg": "expected a whole number, got 'many'",
+                "type": "value_error",
+            },
+        ]
+        assert lead_rows(engine) == []
+
+    def test_an_activitys_unknown_field_is_at_its_record_beside_a_future_date(
+        self, api: Api, engine: Engine
+    ) -> None:
+        """Record 0's future ``occurred_at`` (the API's clock is 2026-03-02T09:00) and record
+        1's unknown key, both in one 422."""
+        api.post("/v1/leads", {"external_id": "L2"})
+        body = [
+            {"lead": "L2", "type": "call", "occurred_at": "2027-01-01T00:00:00Z"},
+            {"lead": "L2", "type": "call", "occurred_at": "2026-03-01T00:00:00Z", "bogus": 1},
+        ]
+        response = api.post("/v1/activities", body)
+        assert response.status_code == 422
+        assert response.json()["detail"] == [
+            {
+                "loc": ["body", 0, "occurred_at"],
+                "msg": "2027-01-01T00:00:00+00:00 is in the future (received at "
+                "2026-03-02T09:00:00+00:00); an activity cannot have happened yet",
+                "type": "value_error",
+            },
+            {
+                "loc": ["body", 1, "bogus"],
+                "msg": "unknown column 'bogus' (map it under import.mappings.activities.columns, "
+                "or map it to skip)",
+                "type": "extra_forbidden",
+            },
+        ]
+        with engine.connect() as connection:
+            assert connection.execute(select(ACTIVITIES.c.id)).all() == []
+
+    def test_a_field_no_record_has_is_missing_at_every_record(
+        self, api: Api, engine: Engine
+    ) -> None:
+        """No record names a type, a time or a lead: each lacks them, at its own index (all
+        were at index 0); the unknown key only at record 2. The values are still read: record
+        1's bad ``employees`` is named with its missing ``external_id``."""
+        body = [
+            {"external_id": "A1"},
+            {"external_id": "A2", "properties": {"url": "/x"}},
+            {"external_id": "A3", "lead_source": "x"},
+        ]
+        response = api.post("/v1/activities", body)
+        assert response.status_code == 422
+
+        def missing(index: int) -> list[dict[str, Any]]:
+            return [
+                {
+                    "loc": ["body", index, field],
+                    "msg": f"missing required column {names} (or map a column to it under "
+                    "import.mappings.activities.columns)",
+                    "type": "missing",
+                }
+                for field, names in [
+                    ("type", "type"),
+                    ("occurred_at", "occurred_at"),
+                    ("lead", "lead or deal"),
+                ]
+            ]
+
+        assert response.json()["detail"] == [
+            *missing(0),
+            *missing(1),
+            {
+                "loc": ["body", 2, "lead_source"],
+                "msg": "unknown column 'lead_source' (map it under "
+                "import.mappings.activities.columns, or map it to skip)",
+                "type": "extra_forbidden",
+            },
+            *missing(2),
+        ]
+        response = api.post("/v1/leads", [{"name": "x"}, {"name": "y", "employees": "many"}])
+        assert response.json()["detail"] == [
+            {
+                "loc": ["body", index, "external_id"],
+                "msg": "missing required column external_id (or map a column to it under "
+                "import.mappings.leads.columns)",
+                "type": "missing",
+            }
+            for index in (0, 1)
+        ] + [
+            {
+                "loc": ["body", 1, "employees"],
+                "msg": "expected a whole number, got 'many'",
+                "type": "value_error",
+            }
+        ]
+        assert lead_rows(engine) == []
+
     def test_bad_values_are_422_per_record_and_field(self, api: Api, engine: Engine) -> None:
         """Every bad field of each record, as the import reports a row: record 1 has two bad
         cells, record 4 an unknown owner and an unknown stage (checked as it is written; only

@@ -166,7 +166,8 @@ class TestRefused:
     def test_an_attribute_nested_in_one_record_and_bare_in_another(
         self, api: Api, engine: Engine
     ) -> None:
-        """Two keys setting one field, as two columns of a file: refused naming both."""
+        """Two keys setting one field, as two columns of a file: refused naming both, at the
+        record that disagrees with those before it (as a JSONL file's line is), at its key."""
         body = [
             {"external_id": "L1", "attributes": {"region": "EU"}},
             {"external_id": "L2", "region": "US"},
@@ -177,7 +178,7 @@ class TestRefused:
             {
                 "detail": [
                     {
-                        "loc": ["body", 0, "attributes.region"],
+                        "loc": ["body", 1, "region"],
                         "msg": "columns 'attributes.region' and 'region' both set "
                         "attributes.region; map one of them to skip under "
                         "import.mappings.leads.columns (a field takes one column)",

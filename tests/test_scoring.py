@@ -197,6 +197,61 @@ class TestEngagementDecay:
         assert (half_up(min(10 * 0.5 ** (3 / 7) + 10 * 0.5 ** (10 / 7), 15)), webinar) == (11, 0)
 
 
+class TestTextOfJsonProperties:
+    """An outside tester's find: a page view whose ``url`` property is a list or an object
+    (``{"url": ["/pricing"]}``) earned the ``contains: /pricing`` criterion's points. A text
+    operator matches text only (docs/rules.md), in the pass and in the explanation alike."""
+
+    def test_a_list_or_an_object_earns_no_pricing_points(
+        self, engine: Engine, tmp_path: Path
+    ) -> None:
+        add_leads(engine, {})
+        viewed = T0 - timedelta(days=3)
+        add_activities(
+            engine,
+            (1, "page_view", viewed, {"url": "/pricing"}, False),
+            (1, "page_view", viewed, {"url": ["/pricing"]}, False),
+            (1, "page_view", viewed, {"url": {"a": "/pricing"}}, False),
+        )
+        model = model_of(tmp_path)
+        rescore(engine, model, T0)
+        pricing = 10 * 0.5 ** (3 / 7)  # A1 alone: 7.43; all three were capped at 15
+        views = min(3 * 2 * 0.5 ** (3 / 14), 3)  # every view is a view: the day's cap of 3
+        assert (half_up(pricing), half_up(views)) == (7, 3)
+        assert scores(engine) == [("L1", 10, 0, 10, "D2")]
+        explained = explain_score(engine, model, "L1", T0)
+        assert explained is not None
+        assert [
+            (item.criterion, item.points, sorted(a.external_id for a in item.activities))
+            for item in explained.contributions
+        ] == [("pricing", 7, ["A1"]), ("views", 3, ["A1", "A2", "A3"])]
+
+    def test_a_text_search_of_a_property_or_attribute_changes_the_models_version(
+        self, tmp_path: Path
+    ) -> None:
+        """The same text scores otherwise than before: a new version makes the first pass
+        after the upgrade recompute every lead (a stored score may hold a list's points). A
+        model searching no attribute or property text keeps its version."""
+        raw = yaml.safe_load(MODEL)["scoring"]
+        model = model_of(tmp_path)
+        assert model.version != content_digest(raw)
+        assert model.engagement_version != content_digest(raw["engagement"])
+        fit_only = MODEL.replace("properties.url, contains", "properties.url, equals").replace(
+            "attributes.industry, equals: software", "attributes.industry, ends_with: ware"
+        )
+        raw = yaml.safe_load(fit_only)["scoring"]
+        model = model_of(tmp_path, fit_only)
+        assert model.version != content_digest(raw)
+        assert model.engagement_version == content_digest(raw["engagement"])
+        plain = MODEL.replace("properties.url, contains", "properties.url, equals")
+        raw = yaml.safe_load(plain)["scoring"]  # free-mail's ends_with reads a column
+        model = model_of(tmp_path, plain)
+        assert (model.version, model.engagement_version) == (
+            content_digest(raw),
+            content_digest(raw["engagement"]),
+        )
+
+
 WEEKLY = """\
 scoring:
   engagement:

@@ -331,9 +331,7 @@ class TestNumbersOutOfRange:
             f"{path}:4: score: {INT64}",
             f"{path}:5: invalid JSON: NaN is not JSON",
             f"{path}:6: attributes.revenue: expected a finite number, got inf",
-            f"{path}:7: invalid JSON: Exceeds the limit (4300 digits) for integer string "
-            "conversion: value has 5000 digits; use sys.set_int_max_str_digits() to increase "
-            "the limit",
+            f"{path}:7: score: {INT64}",
             f"{path}:8: last_activity_at: {YEAR_ONE}",
         ]
         assert stored(engine) == [

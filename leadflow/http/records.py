@@ -1,10 +1,10 @@
 """Upserting records posted over HTTP with the import's own mapping, parsing and writers.
 
 A request body is treated like a small JSONL file whose lines are the posted objects: its keys
-are planned by :func:`~leadflow.ingest.mapping.compile_plan` (``import.mappings`` apply, unknown
-keys are rejected), each object is read by the same :class:`ColumnPlan`, and rows are written by
-the import's kind writers and :class:`TableWriter` (upsert by external id, unchanged rows not
-written). Unlike a file import, a request is all or nothing: any bad record rejects the whole
+are planned by :func:`~leadflow.ingest.mapping.compile_plan` (``import.mappings`` apply; an
+unknown key rejects each record holding it, at its index), each object is read by the same
+:class:`ColumnPlan`, and rows are written by the import's kind writers and :class:`TableWriter`
+(upsert by external id, unchanged rows not written). Unlike a file import, a request is all or nothing: any bad record rejects the whole
 request with every problem found, and nothing is written.
 """
 
@@ -23,7 +23,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from leadflow.errors import FieldError, ImportRowError, ProblemsError, RecordsRejectedError
 from leadflow.ingest.column_plan import ColumnPlan
 from leadflow.ingest.kind_writer import KindWriter, Record, Rejection
-from leadflow.ingest.mapping import compile_plan
+from leadflow.ingest.mapping import compile_plan, missing_columns, unknown_columns
 from leadflow.ingest.references import RepDirectory
 from leadflow.ingest.reps import RepWriter
 from leadflow.ingest.runner import WRITERS
@@ -87,15 +87,24 @@ def upsert_records(
     (:func:`~leadflow.store.conflicts.retrying_conflicts`). A lead's
     ``score`` is ignored, with a warning, while ``rule_set``'s scoring model is enabled.
     """
-    locate = _Locator(batch)
-    header = _header(items)
+    locate = _Locator(batch, items)
+    header = locate.header
+    # An unknown key rejects the records holding it, each at its own index, and the records
+    # are still read: the 422 names every bad field of every record at once.
+    unknown, unnamed = unknown_columns(kind, header, settings)
+    refused = locate.unknown(unknown, unnamed)
+    known = tuple(key for key in header if key not in unknown)
     try:
-        plan = compile_plan(kind, header, settings, "body")
+        plan = compile_plan(kind, known, settings, "body", required=False)
     except ProblemsError as exc:
-        posted = frozenset(header)  # a set: each problem looks its key up in it
-        raise RecordsRejectedError(
-            [locate.header_problem(p.message, posted) for p in exc.problems]
-        ) from None
+        located = [locate.header_problem(p.message) for p in exc.problems]
+        raise RecordsRejectedError(locate.in_order(refused + located)) from None
+    missing = missing_columns(kind, plan, settings)
+    if missing:
+        # No record has the column: each lacks it. Their values are still read.
+        refused += locate.missing(missing)
+        refused += _read(plan, None, items, locate)[1]
+        raise RecordsRejectedError(locate.in_order(refused))
     warnings: tuple[dict[str, Any], ...] = ()
     if kind == "leads":
         decided = posted_score(plan, rule_set)
@@ -105,19 +114,12 @@ def upsert_records(
 
     def write() -> UpsertResult:
         try:
-            return _write_all(engine, settings, kind, plan, items, now, locate)
+            return _write_all(engine, settings, kind, plan, items, now, locate, refused)
         except IntegrityError:
-            return _write_all(engine, settings, kind, plan, items, now, locate)
+            return _write_all(engine, settings, kind, plan, items, now, locate, refused)
 
     result = retrying_conflicts(write)
     return dataclasses.replace(result, warnings=(*warnings, *result.warnings))
-
-
-def _header(items: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
-    keys: dict[str, None] = {}
-    for item in items:
-        keys.update(dict.fromkeys(item))
-    return tuple(keys)
 
 
 def _write_all(
@@ -128,7 +130,9 @@ def _write_all(
     items: Sequence[Mapping[str, Any]],
     now: datetime,
     locate: _Locator,
+    refused: Sequence[FieldError],
 ) -> UpsertResult:
+    """``refused``: the records' unknown keys, rejected with whatever else they hold."""
     mapping = settings.imports.mappings.get(kind, ImportMapping())
     counts = Counts()
     superseded = 0
@@ -138,6 +142,7 @@ def _write_all(
         reps = RepDirectory.load(connection, mapping.rep_reference)
         writer = WRITERS[kind](plan, settings, now, reps)
         records, errors = _read(plan, writer, items, locate)
+        errors = [*refused, *errors]
         if isinstance(writer, RepWriter):
             writer.survey(record for _index, _key, record in records)
         table_writer = TableWriter(connection, writer.shape(), now)
@@ -155,21 +160,27 @@ def _write_all(
         extra, rejected = writer.finish(connection) if not errors else (Counts(), [])
         errors += locate.rejected(rejected, plan)
         if errors:
-            raise RecordsRejectedError(errors)
+            raise RecordsRejectedError(locate.in_order(errors))
         counts.add(extra)
     keys = tuple(dict.fromkeys(key for _index, key, _record in records))
     return UpsertResult(kind, len(items), counts, keys, noted, superseded)
 
 
 def _read(
-    plan: ColumnPlan, writer: KindWriter, items: Sequence[Mapping[str, Any]], locate: _Locator
+    plan: ColumnPlan,
+    writer: KindWriter | None,
+    items: Sequence[Mapping[str, Any]],
+    locate: _Locator,
 ) -> tuple[list[tuple[int, str, Record]], list[FieldError]]:
+    """The records read, with their keys; ``writer`` None: only their values are checked."""
     records: list[tuple[int, str, Record]] = []
     errors: list[FieldError] = []
     for index, item in enumerate(items):
         cells = [item.get(name) for name in plan.header]
         try:
             record = plan.read(cells)
+            if writer is None:
+                continue
             key = writer.key(record)
         except ImportRowError as exc:
             errors += locate.rejected([(index, exc)], plan)
@@ -205,11 +216,25 @@ def _write(
 class _Locator:
     """Error locations: ``["body", field]`` for one object, ``["body", index, field]`` in a list."""
 
-    def __init__(self, batch: bool) -> None:
+    def __init__(self, batch: bool, items: Sequence[Mapping[str, Any]]) -> None:
         self.batch = batch
+        self.items = items
+        first_seen: dict[str, int] = {}
+        for index, item in enumerate(items):
+            for key in item:
+                first_seen.setdefault(key, index)
+        self.first_seen = first_seen
+        self.header = tuple(first_seen)
+        """The keys of all records, in the order first seen: the body's columns."""
 
     def at(self, index: int) -> Loc:
         return ("body", index) if self.batch else ("body",)
+
+    def in_order(self, errors: Sequence[FieldError]) -> list[FieldError]:
+        """Record by record (each record's own in the order found); the body's last."""
+        if not self.batch:
+            return list(errors)
+        return sorted(errors, key=lambda e: e.loc[1] if len(e.loc) > 1 else len(self.items))
 
     def rejected(self, rejections: Sequence[Rejection], plan: ColumnPlan) -> list[FieldError]:
         """Each rejected record's bad fields, one error each (:meth:`ImportRowError.each`, as
@@ -226,16 +251,44 @@ class _Locator:
         posted = _posted_name(field, plan)
         return {"loc": [*self.at(index), posted], "field": posted, "msg": reason}
 
-    def header_problem(self, message: str, header: frozenset[str]) -> FieldError:
-        """A plan problem (unknown or missing field) located at the key it names."""
-        named = [name for name in _QUOTED.findall(message) if name in header]
-        missing = _MISSING.search(message)
-        field = named[0] if named else (missing.group(1) if missing else None)
-        kind = "extra_forbidden" if message.startswith("unknown column") else "value_error"
-        if missing is not None and not named:
-            kind = "missing"
-        loc: Loc = ("body", 0) if self.batch else ("body",)
-        return FieldError((*loc, field) if field else loc, message, kind)
+    def unknown(
+        self, unknown: Mapping[str, str | None], unnamed: Sequence[str]
+    ) -> list[FieldError]:
+        """Each unknown key named, at each record holding it; those not named, counted once."""
+        errors = []
+        if unknown:
+            for index, item in enumerate(self.items):
+                for key in item:
+                    message = unknown.get(key)
+                    if message is not None:
+                        errors.append(
+                            FieldError((*self.at(index), key), message, "extra_forbidden")
+                        )
+        return errors + [FieldError(("body",), m, "extra_forbidden") for m in unnamed]
+
+    def missing(self, messages: Sequence[str]) -> list[FieldError]:
+        """A required column no record has, at each record (each lacks it)."""
+        located = []
+        for message in messages:
+            found = _MISSING.search(message)
+            field = found.group(1) if found else None
+            located.append((field, message))
+        return [
+            FieldError((*self.at(index), field) if field else self.at(index), message, "missing")
+            for index in range(len(self.items))
+            for field, message in located
+        ]
+
+    def header_problem(self, message: str) -> FieldError:
+        """A plan problem (two keys setting one field, a mapped key's target) located at the
+        first record holding the key it names that was seen last: the record that disagrees
+        with those before it, at the key that record holds."""
+        named = [name for name in _QUOTED.findall(message) if name in self.first_seen]
+        if not named:
+            return FieldError(self.at(0), message)
+        index = max(self.first_seen[name] for name in named)
+        held = [name for name in named if name in self.items[index]]
+        return FieldError((*self.at(index), (held or named)[0]), message)
 
 
 def _posted_name(field: str, plan: ColumnPlan) -> str:

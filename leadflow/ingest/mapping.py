@@ -111,13 +111,17 @@ def compile_plan(
     settings: Settings,
     file: str,
     lines: Mapping[str, int] | None = None,
+    *,
+    required: bool = True,
 ) -> ColumnPlan:
     """The plan for ``header``; raises :class:`ProblemsError` listing every column problem.
 
     ``lines``: a JSONL file's line each key is first seen on (its header is every line's
     keys), where a column's problem is located; a CSV header's are all on line 1. Two keys
     setting one field are located where the later one is first seen: the line that disagrees
-    with the file so far, not line 1 that set the field first.
+    with the file so far, not line 1 that set the field first. ``required=False`` leaves the
+    required columns to the caller (:func:`missing_columns`): a posted record lacking one is
+    still read, so its other bad fields are named with it.
     """
     mapping = settings.imports.mappings.get(kind, ImportMapping())
     declared: Mapping[str, AttributeType] = (
@@ -151,7 +155,8 @@ def compile_plan(
             chosen[field] = (index, column)
         located += [Problem(file, at, 0, p) for p in problems]
     problems = unknown.left_unnamed()
-    problems += _missing(kind, chosen.keys(), mapping)
+    if required:
+        problems += _missing(kind, chosen.keys(), mapping)
     problems += _unstorable_renames(kind, mapping)
     located += [Problem(file, 1, 0, p) for p in problems]
     if located:
@@ -211,6 +216,39 @@ class _UnknownColumns:
         if not self.unnamed:
             return []
         return [f"unknown columns: {self.unnamed} more, not named here"]
+
+
+def unknown_columns(
+    kind: ImportKind, header: Sequence[str], settings: Settings
+) -> tuple[dict[str, str | None], list[str]]:
+    """The columns of ``header`` that are no field, mapped column or declared attribute, each
+    with :func:`compile_plan`'s problem (None past the first :data:`NAMED_UNKNOWN`, which are
+    only counted), and the problem counting those (``unknown columns: N more``).
+
+    For posted records, each rejected at its own index for the unknown keys it holds. A name
+    too long to look at, and a header with too many columns, are left to :func:`compile_plan`.
+    """
+    mapping = settings.imports.mappings.get(kind, ImportMapping())
+    declared: Mapping[str, AttributeType] = (
+        getattr(settings.attributes, kind) if kind in GROUPS else {}
+    )
+    if too_many_columns(kind, len(header), settings) is not None:
+        return {}, []
+    unknown = _UnknownColumns(kind, mapping, declared)
+    found: dict[str, str | None] = {}
+    for column in header:
+        if long_name_problem(column) is not None:
+            continue
+        if column in mapping.columns or named_field(kind, column, declared) is not None:
+            continue
+        found[column] = unknown.problem(column)
+    return found, unknown.left_unnamed()
+
+
+def missing_columns(kind: ImportKind, plan: ColumnPlan, settings: Settings) -> list[str]:
+    """The problems of the required columns ``plan`` (compiled ``required=False``) lacks."""
+    mapping = settings.imports.mappings.get(kind, ImportMapping())
+    return _missing(kind, {target.field for target in plan.targets}, mapping)
 
 
 def unknown_keys(kind: ImportKind, keys: Sequence[str], settings: Settings) -> dict[str, str]:

@@ -31,7 +31,7 @@ from leadflow.ingest.names import quoted
 from leadflow.ingest.references import RepDirectory, rep_key
 from leadflow.ingest.writers import Counts, Prepared, row_hasher
 from leadflow.settings import Settings
-from leadflow.store.email_addresses import address_problem
+from leadflow.store.email_addresses import address_problem, sending_problem
 from leadflow.store.tables import REPS
 
 PLACEHOLDERS = ("first", "last", "name")
@@ -268,7 +268,7 @@ class RepWriter(KindWriter):
 def _pattern_email(pattern: str, name: str, field: str) -> str:
     """The email ``pattern`` makes of ``name``; a rejection of ``field`` unless one address."""
     made = email_from_pattern(pattern, name)
-    problem = address_problem(made)
+    problem = address_problem(made) or sending_problem(made)
     if problem is not None:
         reason = (
             f"import.mappings.reps.email_pattern makes {made!r} of it, not one email address "
@@ -287,7 +287,8 @@ def _check_pattern(pattern: str) -> None:
             "use the placeholders {first}, {last} and {name}, e.g. '{first}.{last}@example.com'"
         )
         raise ImportFileError(msg) from None
-    problem = address_problem(example)
+    # What the sender would refuse too (a non-ASCII part before the @-sign).
+    problem = address_problem(example) or sending_problem(example)
     if problem is not None:
         msg = (
             f"import.mappings.reps.email_pattern: {pattern!r} makes {example!r}, not one email "

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from leadflow.ingest.json_values import json_shown, text_problem
 from leadflow.ingest.names import briefly_shown, quoted
-from leadflow.store.email_addresses import address_problem
+from leadflow.store.email_addresses import address_problem, sending_problem
 
 Parser = Callable[[object], object]
 """Raw cell -> typed value (or None when empty); raises ValueError with the reason."""
@@ -169,6 +169,12 @@ def _one_address(text: str | None) -> str | None:
         msg = (
             f"{briefly_shown(text)} is not one plain email address ({problem}); write exactly one "
             "address such as ann@example.com, without a name, a second address or a comment"
+        )
+        raise ValueError(msg)
+    unsendable = sending_problem(text)
+    if unsendable is not None:
+        msg = (
+            f"{unsendable}; the sender would fail every email to it: give an address it can send to"
         )
         raise ValueError(msg)
     return text

@@ -358,6 +358,25 @@ def referenced_fields(condition: Condition) -> Iterator[FieldSpec]:
             yield spec
 
 
+TEXT_SEARCH = frozenset({"contains", "starts_with", "ends_with"})
+"""The operators matching part of a text: a JSON list or object is no text to them."""
+
+
+def searches_json_text(condition: Condition) -> bool:
+    """Whether ``condition`` searches the text of an attribute or an activity property with a
+    :data:`TEXT_SEARCH` operator, which once matched a list or an object held there."""
+    match condition:
+        case AllOf(items) | AnyOf(items):
+            return any(searches_json_text(item) for item in items)
+        case NotOf(item):
+            return searches_json_text(item)
+        case Comparison(field=spec, operator=entry):
+            return entry.name in TEXT_SEARCH and spec.name.startswith(
+                ("attributes.", "properties.")
+            )
+    return False
+
+
 def cycle_conditions(condition: Condition) -> Iterator[IdleBeyondAverageCycle]:
     """The average-cycle conditions inside ``condition``: their averages are fetched first."""
     match condition:

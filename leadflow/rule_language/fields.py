@@ -153,7 +153,9 @@ def _property(name: str) -> FieldSpec:
 
     def read(record: Mapping[str, Any]) -> Any:
         value = (record.get("properties") or {}).get(name)
-        return None if value is None else str(value)
+        if value is None or isinstance(value, list | dict):
+            return value  # a list or an object is no text: the text operators do not match it
+        return str(value)
 
     return FieldSpec(
         name=PROPERTY_PREFIX + name,

@@ -46,7 +46,8 @@ class Operator:
     types: frozenset[ValueType]
     operand: Operand
     sql: Callable[[Any, Any], ColumnElement[bool]]
-    python: Callable[[Any, Any], bool]
+    python: Callable[[Any, Any], bool | None]
+    """None: unknown, as NULL is in SQL (a text operator on a list)."""
     help: str
     """What it means, as an editor shows it (the JSON Schema's description)."""
     missing_is_unknown: bool = True
@@ -69,25 +70,39 @@ def _compared(
     return Operator(name, types, Operand.VALUE, compare, compare, help_text)
 
 
-def _text_position(column: Any, part: str) -> ColumnElement[int]:
-    """Where ``part`` first occurs in ``column`` (1-based, 0 if nowhere), case-sensitive."""
+def _text_of(column: Any) -> Any:
+    """What the text operators read: a JSON attribute's or property's value only when it is
+    no list or object (NULL, unknown, for those: a list is not a text), a column as it is."""
+    from leadflow.store.attributes import AttributeValue, ScalarText
+
+    return ScalarText(column) if isinstance(column, AttributeValue) else column
+
+
+def _is_text(value: Any) -> bool:
+    """The Python side of :func:`_text_of`: a JSON list or object is no text."""
+    return not isinstance(value, list | dict)
+
+
+def _contains_sql(column: Any, part: str) -> ColumnElement[bool]:
+    """Whether ``part`` occurs in ``column``, case-sensitive (each dialect's position)."""
     from leadflow.store.text_search import TextPosition
 
-    return TextPosition(column, part)
+    return TextPosition(_text_of(column), part) > 0
 
 
 def _starts_with_sql(column: Any, part: str) -> ColumnElement[bool]:
     from sqlalchemy import func
 
-    return func.substr(column, 1, len(part)) == part
+    return func.substr(_text_of(column), 1, len(part)) == part
 
 
 def _ends_with_sql(column: Any, part: str) -> ColumnElement[bool]:
     from sqlalchemy import and_, func
 
+    text = _text_of(column)
     # Both dialects read substr(x, start) alike only for a start of 1 or more.
-    length = func.length(column)
-    return and_(length >= len(part), func.substr(column, length - len(part) + 1) == part)
+    length = func.length(text)
+    return and_(length >= len(part), func.substr(text, length - len(part) + 1) == part)
 
 
 def _is_set_sql(column: Any, present: bool) -> ColumnElement[bool]:
@@ -122,8 +137,8 @@ OPERATORS: Mapping[str, Operator] = {
             "contains",
             _WORDS,
             Operand.VALUE,
-            lambda column, part: _text_position(column, part) > 0,
-            lambda value, part: part in value,
+            _contains_sql,
+            lambda value, part: part in value if _is_text(value) else None,
             "the text contains this, case-sensitive",
         ),
         Operator(
@@ -131,7 +146,7 @@ OPERATORS: Mapping[str, Operator] = {
             _WORDS,
             Operand.VALUE,
             _starts_with_sql,
-            lambda value, part: value.startswith(part),
+            lambda value, part: value.startswith(part) if _is_text(value) else None,
             "the text begins with this, case-sensitive",
         ),
         Operator(
@@ -139,7 +154,7 @@ OPERATORS: Mapping[str, Operator] = {
             _WORDS,
             Operand.VALUE,
             _ends_with_sql,
-            lambda value, part: value.endswith(part),
+            lambda value, part: value.endswith(part) if _is_text(value) else None,
             "the text ends with this, case-sensitive (e.g. an email domain)",
         ),
         _compared("at_least", _ORDERED, operator.ge, ">="),

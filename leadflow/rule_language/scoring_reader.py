@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from leadflow.errors import Problem
-from leadflow.rule_language.conditions import Condition, ConditionParser
+from leadflow.rule_language.conditions import Condition, ConditionParser, searches_json_text
 from leadflow.rule_language.fields import Subject, field_catalog
 from leadflow.rule_language.model import Located, content_digest
 from leadflow.rule_language.scoring_model import (
@@ -73,6 +73,7 @@ class ScoringReader:
             )
         engagement_raw = raw.get("engagement", [])
         criteria = tuple(item for item in engagement if isinstance(item, EngagementCriterion))
+        fits = tuple(item for item in fit if isinstance(item, FitCriterion))
         if any(item.weekly_periods for item in criteria):
             # Weekly cap periods start on Mondays (counted from the epoch, they started on
             # Thursdays): the same text gives other scores than before, so its digests differ
@@ -80,10 +81,19 @@ class ScoringReader:
             # only the leads due.
             raw = {"model": raw, "weeks start": "Monday"}
             engagement_raw = {"engagement": engagement_raw, "weeks start": "Monday"}
+        # contains/starts_with/ends_with on an attribute or a property no longer match a list
+        # or an object held there ({"url": ["/pricing"]}): other scores from the same text,
+        # so, as above, the first pass after the upgrade recomputes every lead.
+        searched = [item.condition for item in criteria if item.condition is not None]
+        if any(searches_json_text(condition) for condition in searched):
+            engagement_raw = {"engagement": engagement_raw, "text operators": "text only"}
+            raw = {"model": raw, "text operators": "text only"}
+        elif any(searches_json_text(item.condition) for item in fits):
+            raw = {"model": raw, "text operators": "text only"}
         return ScoringModel(
             description=spec.description,
             enabled=spec.enabled,
-            fit=tuple(item for item in fit if isinstance(item, FitCriterion)),
+            fit=fits,
             engagement=criteria,
             grades=grades,
             digest=content_digest(raw),

@@ -96,6 +96,43 @@ def _postgresql(element: AttributeValue, compiler: SQLCompiler, **kw: Any) -> st
     return text
 
 
+class ScalarText(FunctionElement[Any]):
+    """A text attribute's (or property's) value for the text operators: NULL where the JSON
+    holds a list or an object, which is no text (``{"url": ["/pricing"]}`` does not contain
+    ``/pricing``). Rendered apart from :class:`AttributeValue`, whose expression the attribute
+    indexes are built on."""
+
+    inherit_cache = True
+    name = "scalar_text"
+    type = String()
+
+    def __init__(self, value: AttributeValue) -> None:
+        super().__init__(*value.clauses)
+
+
+def _scalar_parts(element: ScalarText, compiler: SQLCompiler, **kw: Any) -> tuple[str, str]:
+    column, key, _kind = list(element.clauses)
+    return compiler.process(column, **kw), str(key).strip("'")
+
+
+@compiles(ScalarText, "sqlite")
+def _sqlite_scalar(element: ScalarText, compiler: SQLCompiler, **kw: Any) -> str:
+    column, key = _scalar_parts(element, compiler, **kw)
+    return (
+        f"(CASE WHEN json_type({column}, '$.{key}') IN ('array', 'object') THEN NULL "
+        f"ELSE json_extract({column}, '$.{key}') END)"
+    )
+
+
+@compiles(ScalarText, "postgresql")
+def _postgresql_scalar(element: ScalarText, compiler: SQLCompiler, **kw: Any) -> str:
+    column, key = _scalar_parts(element, compiler, **kw)
+    return (
+        f"(CASE WHEN jsonb_typeof({column} -> '{key}') IN ('array', 'object') THEN NULL "
+        f"ELSE ({column} ->> '{key}') END)"
+    )
+
+
 def attribute_value(table: Table, key: str, kind: str) -> AttributeValue:
     return AttributeValue(table.c.attributes, key, kind)
 

@@ -114,6 +114,27 @@ def ascii_address(address: str) -> str:
         raise ValueError(msg) from None
 
 
+def sending_problem(address: str) -> str | None:
+    """Why the sender would refuse ``address`` (one plain address), or None.
+
+    :func:`ascii_address`'s rule, applied where an email is stored (import, HTTP): the
+    validator accepts ``björn@x.test`` (SMTPUTF8), which the sender fails for good, so the
+    address is refused at the door instead of stored and never sent.
+    """
+    if address.isascii():  # the common case: sent as it is
+        return None
+    return _non_ascii_problem(address)
+
+
+@lru_cache(maxsize=1024)
+def _non_ascii_problem(address: str) -> str | None:
+    try:
+        ascii_address(address)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def is_recipient(recipient: str | None) -> bool:
     """Whether ``recipient`` names exactly one address (a CRM's ``n/a``, blank or list does not)."""
     if recipient is None:
