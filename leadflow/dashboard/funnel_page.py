@@ -33,7 +33,8 @@ class ReportTable:
     title: str
     columns: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
-    """Each value as the report's table shows it (rates as percentages, two decimals)."""
+    """Each value as the report's table shows it (rates as percentages to one decimal, other
+    decimals to two places)."""
     figures: tuple[bool, ...] = ()
     """Per column: a figure (right-aligned) rather than a name."""
     notes: tuple[str, ...] = ()
