@@ -861,6 +861,49 @@ class TestPeriodOfTheFunnelPage:
             date(9999, 12, 30),
         )
 
+    def test_a_period_after_today_has_not_begun(self) -> None:
+        """A period starting after the clock's day is refused, as `leadflow report --now`
+        refuses one starting after its instant (t2report D3: under `dashboard serve --now
+        2017-12-31T23:59:59Z`, 2018 showed "Nothing in the period." as the figures of a
+        command that exits 1); one starting today has begun."""
+        with pytest.raises(UserInputError) as refused:
+            period_days("2026-03-03", "2026-03-09", T0.date())
+        assert (
+            str(refused.value)
+            == "from 2026-03-03 is after today 2026-03-02: the period has not begun"
+        )
+        assert period_days("2026-03-02", "2026-03-09", T0.date()) == (
+            date(2026, 3, 2),
+            date(2026, 3, 9),
+        )
+
+    def test_the_page_shows_the_last_days_instead(
+        self, seeded: Engine, make_settings: Any, clock: SettableClock
+    ) -> None:
+        """The page says why, as for its other periods it cannot show, and shows the last 7
+        days (their report, their command), never the refused period's."""
+        settings = dashboard_settings(make_settings, **{"dashboard.funnel_wait": 0})
+        runtime = runtime_for(seeded, settings, clock)
+        snapshots = funnel_snapshots(runtime)
+        app, _holder = build_app(runtime, funnel=snapshots)
+        ui = Browser(app)
+        ui.login("vera")
+        ui.get("/ui/funnel?from=2026-03-03&to=2026-12-31")
+        assert snapshots.wait_idle(60)
+        page = ui.get("/ui/funnel?from=2026-03-03&to=2026-12-31").text
+        assert re.findall(r'<p class="note" role="alert">([^<]*)</p>', page) == [
+            "from 2026-03-03 is after today 2026-03-02: the period has not begun; "
+            "showing the last days instead."
+        ]
+        assert re.findall(r'name="(from|to)" type="date" value="([^"]+)"', page) == [
+            ("from", "2026-02-24"),
+            ("to", "2026-03-02"),
+        ]
+        assert "<code>leadflow report --from 2026-02-24 --to 2026-03-02</code> run then" in page
+        assert page.count("2026-03-03") == 1  # in the message alone
+        assert snapshots.kept(date(2026, 3, 3), date(2026, 12, 31)) is None
+        snapshots.close()
+
 
 def test_an_address_with_no_page_is_the_dashboards_404_page(
     seeded: Engine, make_settings: Any, clock: SettableClock

@@ -4,9 +4,14 @@ every row."""
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
 from typing import Any
 
-from leadflow.funnel.text import OVER_ONE, for_people, left_out_note
+from leadflow.funnel.text import OVER_ONE, for_people, left_out_note, shown
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "report.md"
 
 
 def _pair(group: str, from_stage: str, to_stage: str, base: int, converted: int) -> dict[str, Any]:
@@ -58,3 +63,24 @@ def test_a_period_rate_above_one_is_explained() -> None:
     assert for_people("weekly_conversion", over) == (over, [OVER_ONE])
     whole = [_pair("all", "lead", "mql", 3, 3), {**_pair("all", "mql", "sql", 2, 1)}]
     assert for_people("conversion", whole) == (whole, [])
+
+
+def test_the_values_printed_are_the_docs() -> None:
+    """docs/report.md's table of the values a table prints, example by example (t2report D5:
+    it said "decimals to two places" where rates print one, 63.2%): each JSON value of its
+    column is printed as the doc shows it, and every kind is there."""
+    text = DOC.read_text(encoding="utf-8")
+    examples = re.findall(r"`(\w+)` `([^`]+)` → `([^`]+)`", text)
+    printed = [(column, shown(json.loads(value), column)) for column, value, _ in examples]
+    assert printed == [(column, table) for column, _, table in examples]
+    assert printed == [
+        ("win_rate", "63.2%"),
+        ("rate", "200.0%"),
+        ("won", "4,238"),
+        ("average_won_amount", "2,360.91"),
+        ("median_days", "45.00"),
+        ("conversions", "3"),
+        ("conversions", "0.33"),
+        ("open_value", "-"),
+    ]
+    assert "decimals to two places" not in text

@@ -227,6 +227,77 @@ class TestRules:
             (1, None, T0, "mql", "recycled", 2, None, "rule", rule, version),
         ]
 
+    def test_a_lead_imported_after_the_instant_is_left_alone(self, runtime: Runtime) -> None:
+        """Evaluated as of T0 (``run --once --now``), with the deal's lead imported a day later
+        (its stage entered at T0 + 1 day: t2report D2, the Maven walkthrough's 85 accounts):
+        the deal is recycled at T0, its lead is not moved, scored or enrolled (a stage set at
+        T0 preceded its import entry, and reports read it open in `lead`), and the skipped
+        stage is audited. A lead in its stage by T0 goes back, as above."""
+        seed_reps(runtime.engine)
+        seed_lead(runtime.engine, 1, score=10, stage="lead")
+        seed_lead(runtime.engine, 2, score=10, stage="lead")
+        imported = T0 + timedelta(days=1)
+        idle = {
+            "product": "Pro",
+            "owner_id": 2,
+            "amount": 1000.0,
+            "attributes": {},
+            "created_at": OLD,
+            "updated_at": OLD,
+            "stage": "Proposal",
+            "outcome": None,
+            "closed_at": None,
+            "engaged_at": T0 - timedelta(days=60),
+            "last_activity_at": T0 - timedelta(days=50),
+        }
+        won = {
+            **idle,
+            "stage": "Won",
+            "outcome": "won",
+            "engaged_at": T0 - timedelta(days=40),
+            "closed_at": T0 - timedelta(days=30),
+            "last_activity_at": T0 - timedelta(days=30),
+        }
+        with runtime.engine.begin() as connection:
+            connection.execute(
+                LEADS.update().where(LEADS.c.id == 1).values(stage_entered_at=imported)
+            )
+            connection.execute(
+                insert(DEALS),
+                [
+                    {**won, "id": 1, "external_id": "D1", "lead_id": 1},
+                    {**idle, "id": 2, "external_id": "D2", "lead_id": 1},
+                    {**idle, "id": 3, "external_id": "D3", "lead_id": 2},
+                ],
+            )
+        rule_set = runtime.load_rules()
+        run_due_rules(runtime, rule_set, T0)
+        version = rule_set.version
+        rule = "recycle-idle-deals"
+        assert history(runtime.engine) == [
+            (None, 2, T0, "Proposal", "recycled", 2, 2, "rule", rule, version),
+            (None, 3, T0, "Proposal", "recycled", 2, 2, "rule", rule, version),
+            (2, None, T0, "lead", "recycled", None, None, "rule", rule, version),
+        ]
+        with runtime.engine.connect() as connection:
+            leads = connection.execute(
+                select(LEADS.c.id, LEADS.c.stage, LEADS.c.score, LEADS.c.stage_entered_at).order_by(
+                    LEADS.c.id
+                )
+            ).all()
+            skipped = connection.execute(
+                select(AUDIT.c.deal_id, AUDIT.c.lead_id, AUDIT.c.params).where(
+                    AUDIT.c.action == "set_stage_skipped"
+                )
+            ).all()
+        assert [tuple(row) for row in leads] == [
+            (1, "lead", 10, imported),
+            (2, "recycled", -20, T0),
+        ]
+        assert [(row.deal_id, row.lead_id, row.params["reason"]) for row in skipped] == [
+            (2, None, "its lead entered its current stage after the rule's instant")
+        ]
+
 
 class TestImports:
     """An import records a new lead's first stage at its entry time and each changed stage."""

@@ -33,7 +33,8 @@ class ReportTable:
     title: str
     columns: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
-    """Each value as the report's table shows it (rates as percentages, two decimals)."""
+    """Each value as the report's table shows it (rates as percentages to one decimal, other
+    decimals to two places)."""
     figures: tuple[bool, ...] = ()
     """Per column: a figure (right-aligned) rather than a name."""
     notes: tuple[str, ...] = ()
@@ -82,7 +83,9 @@ class FunnelNumbers:
 
 
 def period_days(given_from: str | None, given_to: str | None, today: date) -> tuple[date, date]:
-    """The page's period: ISO days, both included; UserInputError for anything else."""
+    """The page's period: ISO days, both included; UserInputError for anything else, and for a
+    period starting after ``today`` (the clock's day), which ``leadflow report --now`` refuses
+    too (its figures would all be empty: nothing of it has happened)."""
     try:
         last = date.fromisoformat(given_to) if given_to else today
         first = (
@@ -95,6 +98,9 @@ def period_days(given_from: str | None, given_to: str | None, today: date) -> tu
         raise UserInputError(msg) from None
     if last < first:
         msg = f"to {last} is before from {first}"
+        raise UserInputError(msg)
+    if first > today:
+        msg = f"from {first} is after today {today}: the period has not begun"
         raise UserInputError(msg)
     from leadflow.funnel.period import day_start
 

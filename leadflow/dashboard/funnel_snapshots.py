@@ -84,7 +84,8 @@ class Look:
     failure: Failure | None
     """The last computation's failure, when it came after the snapshot."""
     took: float | None
-    """How long the period's last computation took, or any period's when it has none yet."""
+    """How long the period's last computation took; None when it has none (another period's
+    time said nothing of this one's: 0.1 s while a period from the year 1 took 160 s)."""
     busy: bool = False
     """Every kept period is being computed: this one could not start (try again shortly)."""
 
@@ -117,7 +118,6 @@ class FunnelSnapshots:
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(at_once)
         self._closed = False
-        self._last_took: float | None = None
 
     def look(self, first: date, last: date, wait: float = 0.0) -> Look:
         """The period's snapshot, starting a computation when it has none or an old one; with
@@ -126,7 +126,7 @@ class FunnelSnapshots:
         with self._lock:
             entry = self._entry(key)
             if entry is None:
-                return Look(None, False, False, None, self._last_took, busy=True)
+                return Look(None, False, False, None, None, busy=True)
             self._start_if_due(key, entry)
             running = entry.running if entry.snapshot is None else None
         if running is not None and wait > 0:
@@ -192,7 +192,7 @@ class FunnelSnapshots:
             failure = None
         fresh = snapshot is not None and self.clock.now() - snapshot.as_of < self.refresh
         outcome = failure if failure is not None else snapshot
-        took = outcome.took if outcome is not None else self._last_took
+        took = outcome.took if outcome is not None else None
         return Look(snapshot, fresh, entry.running is not None, failure, took)
 
     # --- in the computation's thread ----------------------------------------------------
@@ -212,7 +212,6 @@ class FunnelSnapshots:
                     log_failure(log, "funnel_report_failed", exc, first=str(first), last=str(last))
                     with self._lock:
                         entry.failure = Failure(error_text(exc), as_of, took)
-                        self._last_took = took
                     return
                 took = time.perf_counter() - started
                 log.info(
@@ -223,7 +222,6 @@ class FunnelSnapshots:
                 )
                 with self._lock:
                     entry.snapshot = Snapshot(figures, as_of, took)
-                    self._last_took = took
         finally:
             with self._lock:
                 entry.running = None

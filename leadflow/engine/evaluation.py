@@ -23,8 +23,6 @@ from sqlalchemy import (
     Table,
     and_,
     exists,
-    literal,
-    or_,
     select,
     true,
     type_coerce,
@@ -38,7 +36,7 @@ from leadflow.engine.assignment import stored_pools
 from leadflow.engine.batch_writes import write_batch
 from leadflow.engine.firing import Firing, describe_action, fire
 from leadflow.engine.firing_batch import FiringBatch
-from leadflow.engine.plain_rows import as_leads, lead_select, record_of
+from leadflow.engine.plain_rows import as_leads, in_stage_by, lead_select, record_of
 from leadflow.engine.pool_staffing import unstaffed_pools_note
 from leadflow.engine.row_record import RowRecord
 from leadflow.engine.rule_runs import (
@@ -118,15 +116,6 @@ def rule_scope(rule: Rule, table: Table, now: datetime) -> ColumnElement[bool]:
     if rule.subject is not Subject.LEAD:
         return reentry  # deals keep no time of their stage: all are in scope
     return and_(in_stage_by(table.c.stage_entered_at, now), reentry)
-
-
-def in_stage_by(entered: ColumnElement[Any], now: datetime) -> ColumnElement[bool]:
-    """Leave out a lead that entered its current stage after ``now``: evaluated as of a past
-    instant (``run --once --now``, ``simulate``), a lead imported or moved since was not in the
-    state its row holds, and its ages would be negative (``days_in_stage``). Live, ``now`` is
-    never before a stage entry the daemon wrote; a CRM's clock ahead of the daemon's only
-    delays the lead until that instant."""
-    return or_(entered.is_(None), entered <= literal(now, UTCDateTime()))
 
 
 def reentry_clause(rule: Rule, table: Table, now: datetime) -> ColumnElement[bool]:

@@ -223,7 +223,13 @@ def _set_stage(firing: Firing, action: Action, _index: int) -> None:
     assert isinstance(action, SetStage)
     lead = firing.lead
     if lead is None:
-        firing.audit("set_stage_skipped", {"reason": "the deal has no lead"})
+        deal = firing.deal
+        skipped = (
+            "the deal has no lead"
+            if deal is None or deal.lead_id is None
+            else "its lead entered its current stage after the rule's instant"
+        )
+        firing.audit("set_stage_skipped", {"reason": skipped})
         return
     if lead.stage == action.stage:
         return

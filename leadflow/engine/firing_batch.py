@@ -88,7 +88,11 @@ class FiringBatch:
         session.expunge_all()
         by_id = {lead.id or 0: lead for lead in leads}
         wanted = {deal.lead_id for deal in deals if deal.lead_id is not None} - set(by_id)
-        for lead in leads_by_id(session, wanted):
+        # A deal's lead that entered its current stage after now (evaluated as of a past
+        # instant: a lead imported since) is left out, as a lead rule leaves it out: its row is
+        # not what it was then, and a stage set at now would precede its latest entry. The
+        # deal's lead actions are then skipped and audited (``set_stage_skipped``).
+        for lead in leads_by_id(session, wanted, in_stage_at=now):
             by_id[lead.id or 0] = lead
         reps = {rep.id or 0: rep for rep in all_reps(session)}
         return cls(session, settings, now, by_id, reps, BatchRoster(session, settings, now, reps))

@@ -13,15 +13,17 @@ payload, nurture's exit reasons) takes them as they are.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import ColumnElement, Result, Select, select
+from sqlalchemy import ColumnElement, Result, Select, and_, literal, or_, select
 from sqlalchemy.orm import Session
 
 from leadflow.engine.row_record import RowRecord
 from leadflow.store.id_ranges import among, chunks
 from leadflow.store.models import Lead, Rep
 from leadflow.store.tables import LEADS, REPS
+from leadflow.store.types import UTCDateTime
 
 Model = TypeVar("Model")
 
@@ -48,14 +50,29 @@ def as_leads(result: Result[Any]) -> list[Lead]:
     return _as(result, LeadRow, Lead)
 
 
-def leads_by_id(session: Session, ids: Iterable[int]) -> list[Lead]:
-    """The leads with these ids (in chunks the store's parameter limit allows)."""
+def leads_by_id(
+    session: Session, ids: Iterable[int], *, in_stage_at: datetime | None = None
+) -> list[Lead]:
+    """The leads with these ids (in chunks the store's parameter limit allows); with
+    ``in_stage_at``, only those already in their current stage then (:func:`in_stage_by`)."""
+    dialect = session.get_bind().dialect.name
     found: list[Lead] = []
     for chunk in chunks(sorted(ids)):
-        found += as_leads(
-            session.execute(lead_select(among(LEADS.c.id, chunk, session.get_bind().dialect.name)))
-        )
+        where = among(LEADS.c.id, chunk, dialect)
+        if in_stage_at is not None:
+            where = and_(where, in_stage_by(LEADS.c.stage_entered_at, in_stage_at))
+        found += as_leads(session.execute(lead_select(where)))
     return found
+
+
+def in_stage_by(entered: ColumnElement[Any], now: datetime) -> ColumnElement[bool]:
+    """Leave out a lead that entered its current stage after ``now``: evaluated as of a past
+    instant (``run --once --now``, ``simulate``), a lead imported or moved since was not in the
+    state its row holds, and its ages would be negative (``days_in_stage``). Live, ``now`` is
+    never before a stage entry the daemon wrote; a CRM's clock ahead of the daemon's only
+    delays the lead until that instant. A deal rule's lead is left out the same way: its lead
+    actions are skipped (:class:`~leadflow.engine.firing_batch.FiringBatch`)."""
+    return or_(entered.is_(None), entered <= literal(now, UTCDateTime()))
 
 
 def all_reps(session: Session) -> list[Rep]:

@@ -156,14 +156,21 @@ def _entries_by_week(connection: Connection, period: Period) -> dict[tuple[str, 
     """:func:`entries_by_stage` by week: each week of the period (from its Monday, UTC, as
     :func:`~leadflow.funnel.sql.week_of` names it) counted over its own range of the ``at``
     index, not every entry's week worked out from its time and the entries sorted by it (two
-    thirds of this count's time on SQLite)."""
+    thirds of this count's time on SQLite).
+
+    Only the weeks from the period's first lead entry to its last are counted (a week without
+    an entry has no row either way): each bound is one look-up in the ``at`` index, so a period
+    from the year 1 costs what its entries cost, not a statement per week of two thousand
+    years (a minute of CPU and 700 MB on SQLite for a report of three rows)."""
     changes = STAGE_CHANGES.c
-    monday = datetime.combine(period.start.date(), time(), UTC) - timedelta(
-        days=period.start.weekday()
-    )
+    earliest, last = _first_and_last_entry(connection, period)
+    if earliest is None or last is None:
+        return {}
+    monday = datetime.combine(earliest.date(), time(), UTC) - timedelta(days=earliest.weekday())
     weeks = []
-    # Up to the report's as-of instant: a week after now has no entries yet, not zero of them.
-    while monday < period.cutoff:
+    # Up to the last entry, before the report's as-of instant: a week after now has no entries
+    # yet, not zero of them.
+    while monday <= last:
         following = monday + timedelta(weeks=1)
         week = Period(max(monday, period.start), min(following, period.cutoff))
         counted = (
@@ -179,6 +186,21 @@ def _entries_by_week(connection: Connection, period: Period) -> dict[tuple[str, 
         query = union_all(*part) if len(part) > 1 else part[0]
         found.update({(row[0], row[1]): int(row[2]) for row in connection.execute(query)})
     return found
+
+
+def _first_and_last_entry(
+    connection: Connection, period: Period
+) -> tuple[datetime | None, datetime | None]:
+    """The times of the first and of the last lead entry in the period (None, None without
+    one), each read at one end of the period's range of the ``at`` index."""
+    changes = STAGE_CHANGES.c
+    entries = select(changes.at).where(
+        changes.lead_id.is_not(None), is_entry(), _within(changes.at, period)
+    )
+    first = entries.order_by(changes.at).limit(1).scalar_subquery()
+    last = entries.order_by(changes.at.desc()).limit(1).scalar_subquery()
+    row = connection.execute(select(first, last)).one()
+    return row[0], row[1]
 
 
 def conversions(

@@ -73,9 +73,10 @@ def for_people(name: str, rows: list[Row]) -> tuple[list[Row], list[str]]:
 
 
 def shown(value: Any, column: str) -> str:
-    """A value as people read it: rates as percentages, decimals to two places, and whole
-    attributed conversions as the counts they are (first and last touch credit whole ones; a
-    linear share keeps its decimals)."""
+    """A value as people read it (docs/report.md, Output): rates as percentages to one decimal
+    (``63.2%``), counts whole and other decimals to two places, both with thousands separators,
+    and whole attributed conversions as the counts they are (first and last touch credit whole
+    ones; a linear share keeps its decimals)."""
     if value is None:
         return "-"
     if isinstance(value, float):
