@@ -12,9 +12,10 @@ from sqlalchemy import Connection, bindparam, case, func, or_, select
 from leadflow.errors import ImportRowError
 from leadflow.ingest.kind_writer import Convert, keep
 from leadflow.ingest.names import quoted
+from leadflow.ingest.references import rows_of_keys
 from leadflow.ingest.stage_entries import RecordsStageEntries
 from leadflow.ingest.writers import Derived, DriverRow, Prepared, Shape, Written
-from leadflow.store.id_ranges import among, chunks, text_array
+from leadflow.store.id_ranges import among, chunks
 from leadflow.store.models import source_at_creation
 from leadflow.store.nurture_exits import end_flagged_nurture
 from leadflow.store.tables import AUDIT, LEADS
@@ -169,18 +170,8 @@ class LeadWriter(RecordsStageEntries):
 
 def _unsubscribed_leads(connection: Connection, keys: Sequence[str]) -> dict[str, int]:
     """``external_id -> id`` of those of ``keys`` whose lead is stored unsubscribed."""
-    found: dict[str, int] = {}
-    columns = "SELECT external_id, id FROM leads WHERE unsubscribed AND external_id"
-    for chunk in chunks(sorted(set(keys))):
-        if connection.dialect.name == "postgresql":
-            rows = connection.exec_driver_sql(
-                f"{columns} = ANY(%(keys)s::text[])", {"keys": text_array(chunk)}
-            )
-        else:
-            marks = ", ".join("?" * len(chunk))
-            rows = connection.exec_driver_sql(f"{columns} IN ({marks})", tuple(chunk))
-        found.update((external_id, lead_id) for external_id, lead_id in rows.all())
-    return found
+    rows = rows_of_keys(connection, "SELECT external_id, id FROM leads", set(keys), "unsubscribed")
+    return dict(rows)
 
 
 def _recorded_opt_outs(connection: Connection, lead_ids: Sequence[int]) -> dict[int, str]:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Iterable
-from typing import Literal
+from collections.abc import Collection, Iterable, Iterator
+from typing import Any, Literal
 
 from sqlalchemy import Connection, Table, select
 
@@ -73,25 +73,33 @@ class RepDirectory:
 def existing_rows(
     connection: Connection, table: Table, keys: Collection[str]
 ) -> dict[str, tuple[int, str | None]]:
-    """``external_id -> (id, source_hash)`` for those of ``keys`` already stored.
+    """``external_id -> (id, source_hash)`` for those of ``keys`` already stored."""
+    found: dict[str, tuple[int, str | None]] = {}
+    columns = f"SELECT external_id, id, source_hash FROM {table.name}"
+    for external_id, row_id, source_hash in rows_of_keys(connection, columns, keys):
+        found[external_id] = (row_id, source_hash)
+    return found
+
+
+def rows_of_keys(
+    connection: Connection, select_from: str, keys: Collection[str], where: str = ""
+) -> Iterator[tuple[Any, ...]]:
+    """The rows of ``select_from`` (``SELECT ... FROM table``, ``where`` an extra condition
+    joined by AND) whose ``external_id`` is one of ``keys``, a few thousand keys a statement.
 
     In the driver's own SQL: built by SQLAlchemy, each of a large import's keys became a
     parameter object compiled into the statement, a tenth of the write's time. PostgreSQL
-    takes the keys as one array, SQLite as one parameter each.
-    """
-    found: dict[str, tuple[int, str | None]] = {}
-    columns = f"SELECT external_id, id, source_hash FROM {table.name} WHERE external_id"
+    takes the keys as one array, SQLite as one parameter each."""
+    condition = f"{select_from} WHERE {where + ' AND ' if where else ''}external_id"
     for chunk in chunks(list(keys), _LOOKUP_CHUNK):
         if connection.dialect.name == "postgresql":
             rows = connection.exec_driver_sql(
-                f"{columns} = ANY(%(keys)s::text[])", {"keys": text_array(chunk)}
+                f"{condition} = ANY(%(keys)s::text[])", {"keys": text_array(chunk)}
             )
         else:
             marks = ", ".join("?" * len(chunk))
-            rows = connection.exec_driver_sql(f"{columns} IN ({marks})", tuple(chunk))
-        for external_id, row_id, source_hash in rows.all():
-            found[external_id] = (row_id, source_hash)
-    return found
+            rows = connection.exec_driver_sql(f"{condition} IN ({marks})", tuple(chunk))
+        yield from (tuple(row) for row in rows.all())
 
 
 def ids_by_external_id(
