@@ -19,6 +19,7 @@ INFRASTRUCTURE = {
     "config",
     "durations",
     "errors",
+    "libyaml",
     "logs",
     "mail_settings",
     "metrics",
