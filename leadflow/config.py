@@ -205,6 +205,10 @@ def _document(text: str) -> tuple[yaml.Node | None, Any]:
             return _composed(_LIBYAML_LOADER(text))
         except RecursionError:
             raise  # nested thousands deep: PyYAML's parser would only recurse as deep again
+        except yaml.YAMLError as exc:
+            if "maximum nesting depth" in str(exc):
+                # LibYAML stops at 1,000 levels; PyYAML's parser took 4 s to get as deep.
+                raise RecursionError from None
         except Exception:  # noqa: S110 (PyYAML's parser reads it again and says why)
             pass
     return _composed(yaml.SafeLoader(text))

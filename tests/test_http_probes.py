@@ -169,6 +169,8 @@ class TestOpenApiFuzz:
     expects 422, and only 422; any other refusal of valid data is a failure.
     """
 
+    # Generated requests by the hundred: untraced by coverage, as every property test is.
+    @pytest.mark.no_cover
     @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
     @pytest.mark.parametrize(
         ("overrides", "paths"),
