@@ -295,7 +295,7 @@ class TestRules:
             (2, "recycled", -20, T0),
         ]
         assert [(row.deal_id, row.lead_id, row.params["reason"]) for row in skipped] == [
-            (2, None, "its lead entered its current stage after the rule's instant")
+            (2, 1, "its lead entered its current stage after the rule's instant")
         ]
 
 

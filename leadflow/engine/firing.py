@@ -229,7 +229,11 @@ def _set_stage(firing: Firing, action: Action, _index: int) -> None:
             if deal is None or deal.lead_id is None
             else "its lead entered its current stage after the rule's instant"
         )
-        firing.audit("set_stage_skipped", {"reason": skipped})
+        row = firing.audit_row("set_stage_skipped", {"reason": skipped})
+        if deal is not None and deal.lead_id is not None:
+            # The row is about that lead: `leadflow audit --lead` finds it.
+            row["lead_id"] = deal.lead_id
+        firing.batch.staged.audit.append(row)
         return
     if lead.stage == action.stage:
         return
