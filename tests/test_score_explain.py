@@ -28,7 +28,7 @@ from leadflow.clock import SettableClock
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.tick import run_tick
 from leadflow.scoring.explain import explain_score
-from leadflow.store.tables import ACTIVITIES, LEADS, SCORING_RUNS
+from leadflow.store.tables import ACTIVITIES, LEADS, SCORE_CHANGES, SCORING_RUNS
 from tests.http_support import REPO, Api, build_app, http_settings
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -121,7 +121,14 @@ def activity(
 
 
 def changes(engine: Engine) -> list[tuple[Any, ...]]:
-    return rows(engine, "score_changes", "lead_id", "old_score", "new_score", "cause", "detail")
+    """The changes pass by pass, each pass's by lead: a pass writes its leads' changes in one
+    statement, in no promised order (on a store emptied by DELETE, lead 2's came first)."""
+    c = SCORE_CHANGES.c
+    query = select(c.lead_id, c.old_score, c.new_score, c.cause, c.detail).order_by(
+        c.at, c.lead_id, c.id
+    )
+    with engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(query)]
 
 
 def tick(runtime: Runtime, now: datetime) -> None:
