@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import threading
 import time
 import uuid
@@ -213,6 +214,21 @@ def coverage_paused(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
     finally:
         controller.resume()
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_restored() -> Iterator[None]:
+    """The stopping signals' handlers as they were before the test.
+
+    An in-process ``leadflow daemon`` (refused at start, say) leaves SIGINT, SIGTERM and SIGHUP
+    ignored, as its process does on its way out; in a test worker every later subprocess then
+    inherited SIGINT ignored, and a Ctrl-C test's import ran to its end."""
+    stopping = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    saved = {sig: signal.getsignal(sig) for sig in stopping}
+    yield
+    for sig, handler in saved.items():
+        if handler is not None:
+            signal.signal(sig, handler)
 
 
 @pytest.fixture(autouse=True)
