@@ -189,14 +189,19 @@ def make_settings(tmp_path: Path, store_url: str) -> Any:
     return build
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Property-based tests (hypothesis) run untraced by coverage.
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Property-based tests (hypothesis), and those marked ``untraced``, run untraced by coverage.
 
     On Python 3.11 a trace function slows every line the process runs about twofold, and a
     property test runs the same code for dozens of generated examples: coverage needs one run
-    of each line, which the tests with pinned examples give (the floor below still holds)."""
+    of each line, which the tests with pinned examples give (the floor below still holds).
+    Only while coverage runs: under ``--no-cov`` pytest-cov's marker hook fails on its absent
+    controller."""
+    if getattr(config.pluginmanager.getplugin("_cov"), "cov_controller", None) is None:
+        return
     for item in items:
-        if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
+        hypothesis = getattr(getattr(item, "obj", None), "is_hypothesis_test", False)
+        if hypothesis or item.get_closest_marker("untraced") is not None:
             item.add_marker(pytest.mark.no_cover)
 
 

@@ -170,7 +170,7 @@ class TestOpenApiFuzz:
     """
 
     # Generated requests by the hundred: untraced by coverage, as every property test is.
-    @pytest.mark.no_cover
+    @pytest.mark.untraced
     @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
     @pytest.mark.parametrize(
         ("overrides", "paths"),

@@ -23,7 +23,7 @@ from leadflow.ingest.kind_writer import (
     required,
 )
 from leadflow.ingest.names import quoted
-from leadflow.ingest.references import ids_by_external_id
+from leadflow.ingest.references import ids_by_external_id, rows_of_keys
 from leadflow.ingest.writers import Prepared, Written
 from leadflow.store.id_ranges import chunks
 from leadflow.store.tables import ACTIVITIES, DEALS, LEADS
@@ -141,15 +141,11 @@ class ActivityWriter(KindWriter):
 
 def deal_leads(connection: Connection, deals: Iterable[str]) -> dict[str, str]:
     """Deal -> its lead (external ids) for those of ``deals`` stored with a lead."""
-    found: dict[str, str] = {}
-    for chunk in chunks(sorted(deals), 5000):
-        rows = connection.execute(
-            select(DEALS.c.external_id, LEADS.c.external_id)
-            .join(LEADS, DEALS.c.lead_id == LEADS.c.id)
-            .where(DEALS.c.external_id.in_(chunk))
-        )
-        found.update((deal, lead) for deal, lead in rows)
-    return found
+    joined = (
+        "SELECT deals.external_id, leads.external_id FROM deals "
+        "JOIN leads ON leads.id = deals.lead_id"
+    )
+    return dict(rows_of_keys(connection, joined, set(deals), key="deals.external_id"))
 
 
 def bump_last_activity(

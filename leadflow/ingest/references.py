@@ -82,15 +82,19 @@ def existing_rows(
 
 
 def rows_of_keys(
-    connection: Connection, select_from: str, keys: Collection[str], where: str = ""
+    connection: Connection,
+    select_from: str,
+    keys: Collection[str],
+    where: str = "",
+    key: str = "external_id",
 ) -> Iterator[tuple[Any, ...]]:
     """The rows of ``select_from`` (``SELECT ... FROM table``, ``where`` an extra condition
-    joined by AND) whose ``external_id`` is one of ``keys``, a few thousand keys a statement.
+    joined by AND) whose ``key`` column is one of ``keys``, a few thousand keys a statement.
 
     In the driver's own SQL: built by SQLAlchemy, each of a large import's keys became a
     parameter object compiled into the statement, a tenth of the write's time. PostgreSQL
     takes the keys as one array, SQLite as one parameter each."""
-    condition = f"{select_from} WHERE {where + ' AND ' if where else ''}external_id"
+    condition = f"{select_from} WHERE {where + ' AND ' if where else ''}{key}"
     for chunk in chunks(list(keys), _LOOKUP_CHUNK):
         if connection.dialect.name == "postgresql":
             rows = connection.exec_driver_sql(

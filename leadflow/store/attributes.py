@@ -53,7 +53,9 @@ class AttributeValue(FunctionElement[Any]):
         self.type = _SQL_TYPES[kind]
 
 
-def _parts(element: AttributeValue, compiler: SQLCompiler, **kw: Any) -> tuple[str, str, str]:
+def _parts(element: FunctionElement[Any], compiler: SQLCompiler, **kw: Any) -> tuple[str, str, str]:
+    """The column, the key and the kind an :class:`AttributeValue` (or a :class:`ScalarText`
+    made from one) carries."""
     column, key, kind = list(element.clauses)
     return compiler.process(column, **kw), str(key).strip("'"), str(kind).strip("'")
 
@@ -110,14 +112,9 @@ class ScalarText(FunctionElement[Any]):
         super().__init__(*value.clauses)
 
 
-def _scalar_parts(element: ScalarText, compiler: SQLCompiler, **kw: Any) -> tuple[str, str]:
-    column, key, _kind = list(element.clauses)
-    return compiler.process(column, **kw), str(key).strip("'")
-
-
 @compiles(ScalarText, "sqlite")
 def _sqlite_scalar(element: ScalarText, compiler: SQLCompiler, **kw: Any) -> str:
-    column, key = _scalar_parts(element, compiler, **kw)
+    column, key, _kind = _parts(element, compiler, **kw)
     return (
         f"(CASE WHEN json_type({column}, '$.{key}') IN ('array', 'object') THEN NULL "
         f"ELSE json_extract({column}, '$.{key}') END)"
@@ -126,7 +123,7 @@ def _sqlite_scalar(element: ScalarText, compiler: SQLCompiler, **kw: Any) -> str
 
 @compiles(ScalarText, "postgresql")
 def _postgresql_scalar(element: ScalarText, compiler: SQLCompiler, **kw: Any) -> str:
-    column, key = _scalar_parts(element, compiler, **kw)
+    column, key, _kind = _parts(element, compiler, **kw)
     return (
         f"(CASE WHEN jsonb_typeof({column} -> '{key}') IN ('array', 'object') THEN NULL "
         f"ELSE ({column} ->> '{key}') END)"
