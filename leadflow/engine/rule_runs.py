@@ -118,20 +118,15 @@ def record_gone_through(
     retry knows to go on after it, whatever becomes of the process afterwards."""
     dialect = session.get_bind().dialect.name
     session.execute(
-        insert_or_update(
-            dialect,
-            RULE_RUNS,
-            "rule_id",
-            {
-                "rule_id": rule.id,
-                "rule_version": rule_set.version,
-                "last_status": "never",
-                "matched": 0,
-                "unfinished_at": at,
-                "unfinished_through": through,
-            },
-            ("unfinished_at", "unfinished_through"),
-        )
+        insert_or_update(dialect, RULE_RUNS, "rule_id", ("unfinished_at", "unfinished_through")),
+        {
+            "rule_id": rule.id,
+            "rule_version": rule_set.version,
+            "last_status": "never",
+            "matched": 0,
+            "unfinished_at": at,
+            "unfinished_through": through,
+        },
     )
 
 
@@ -169,7 +164,7 @@ def record_run(
     with transaction(engine) as session:
         dialect = session.get_bind().dialect.name
         changed = tuple(name for name in values if name != "rule_id")
-        session.execute(insert_or_update(dialect, RULE_RUNS, "rule_id", values, changed))
+        session.execute(insert_or_update(dialect, RULE_RUNS, "rule_id", changed), values)
 
 
 def is_due(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from datetime import timedelta
 from pathlib import Path
@@ -474,16 +475,19 @@ def insert_ignoring_duplicates(dialect: str, table: Table, unique: str) -> Any:
     return insert(table).on_conflict_do_nothing(index_elements=[unique])
 
 
-def insert_or_update(
-    dialect: str, table: Table, unique: str, row: dict[str, Any], update: Sequence[str]
-) -> Any:
-    """``INSERT INTO table (row) ON CONFLICT (unique) DO UPDATE`` in ``dialect``'s words: one
-    statement that creates the row or, when its key is there already, sets only the columns
-    named in ``update`` to the row's values."""
+@functools.cache
+def insert_or_update(dialect: str, table: Table, unique: str, update: tuple[str, ...]) -> Any:
+    """``INSERT INTO table ON CONFLICT (unique) DO UPDATE`` in ``dialect``'s words, executed
+    with the row as its parameters: one statement that creates the row or, when its key is
+    there already, sets only the columns named in ``update`` to the row's values.
+
+    Built once per shape: a rule's run is recorded by it at every run of every rule, and
+    building the statement afresh (its ``excluded`` columns, its values) cost more Python
+    than the database spent on it."""
     from sqlalchemy.dialects import postgresql, sqlite
 
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(table).values(row)
+    statement = insert(table)
     return statement.on_conflict_do_update(
         index_elements=[unique], set_={name: statement.excluded[name] for name in update}
     )
