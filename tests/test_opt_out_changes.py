@@ -6,6 +6,9 @@ L-1 enrolled in the welcome stream, as :class:`~tests.test_unsubscribe.Nurtured`
 - an import row or a posted record saying ``unsubscribed: true`` of a lead stored subscribed
   writes an ``unsubscribed`` audit row naming the file and line (``via: import``) or the API
   (``via: api``); a lead already unsubscribed, or created unsubscribed, gets none;
+- ``POST /v1/leads/{id}/resubscribe`` with a reason re-subscribes as ``leadflow resubscribe``
+  does (a ``resubscribed`` audit row with the reason, source ``api``), answers what it did,
+  404 for an unknown lead, and 422 naming the field for a bad body;
 - a row that differs from the stored one only in the ``unsubscribed`` of a lead that stays
   unsubscribed changes nothing, and is counted ``unchanged``, posted or imported.
 """
@@ -24,7 +27,7 @@ from leadflow.ingest.runner import import_file
 from leadflow.ingest.writers import Counts
 from leadflow.store.tables import AUDIT, LEADS
 from tests.conftest import T0
-from tests.test_unsubscribe import KEPT_BY_ONE_CLICK, Nurtured, one_click
+from tests.test_unsubscribe import KEPT_BY_ONE_CLICK, Nurtured, audit_actions, one_click
 
 HOUR = timedelta(hours=1)
 
@@ -159,6 +162,154 @@ class TestAnOptOutFromTheCrmIsAudited:
         caught_up = nurtured.api.post("/v1/leads", {**record, "unsubscribed": True})
         assert counts(caught_up) == (0, 0, 1)
         assert [row[1:3] for row in opt_outs(nurtured)] == [("unsubscribe", "L-1")]
+
+
+class TestResubscribeOverHttp:
+    """``POST /v1/leads/{id}/resubscribe``: ``leadflow resubscribe`` for a CRM or a form."""
+
+    def test_resubscribes_with_the_reason_in_the_audit(self, nurtured: Nurtured) -> None:
+        one_click(nurtured, 2 * HOUR)
+        nurtured.clock.set(T0 + 3 * HOUR)
+        reason = "asked again by phone on 2026-03-03"
+        response = nurtured.api.post("/v1/leads/L-1/resubscribe", {"reason": f"  {reason}\n"})
+        assert (response.status_code, response.json()) == (
+            200,
+            {
+                "external_id": "L-1",
+                "resubscribed": True,
+                "message": "lead 'L-1' re-subscribed: marketing email may be sent to it again",
+            },
+        )
+        assert flags(nurtured) == {"L-1": False}
+        expected = [
+            ("unsubscribe", "unsubscribed", {"via": "one_click", "cancelled_emails": 1}),
+            ("api", "resubscribed", {"reason": reason}),
+        ]
+        assert audit_actions(nurtured) == expected
+        with nurtured.engine.connect() as connection:
+            at = connection.execute(
+                select(AUDIT.c.at).where(AUDIT.c.action == "resubscribed")
+            ).scalar_one()
+        assert at == T0 + 3 * HOUR
+        # As the command: a lead not unsubscribed is left as it is, and the answer says so.
+        again = nurtured.api.post("/v1/leads/L-1/resubscribe", {"reason": reason})
+        assert (again.status_code, again.json()) == (
+            200,
+            {
+                "external_id": "L-1",
+                "resubscribed": False,
+                "message": "lead 'L-1' is not unsubscribed: nothing to do",
+            },
+        )
+        assert audit_actions(nurtured) == expected
+        unknown = nurtured.api.post("/v1/leads/L-9/resubscribe", {"reason": reason})
+        assert (unknown.status_code, unknown.json()) == (
+            404,
+            {"detail": "no lead with external id 'L-9'"},
+        )
+
+    def test_an_external_id_with_a_slash(self, nurtured: Nurtured) -> None:
+        posted = nurtured.api.post("/v1/leads", {"external_id": "EU/7", "unsubscribed": True})
+        assert posted.status_code == 200, posted.text
+        for path in ("/v1/leads/EU/7/resubscribe", "/v1/leads/EU%2F7/resubscribe"):
+            response = nurtured.api.post(path, {"reason": "form"})
+            assert (response.status_code, response.json()["external_id"]) == (200, "EU/7")
+        assert flags(nurtured)["EU/7"] is False
+
+    @pytest.mark.parametrize(
+        ("body", "detail"),
+        [
+            (
+                {},
+                [
+                    {
+                        "loc": ["body", "reason"],
+                        "msg": "missing; say why the lead may be mailed again (its consent)",
+                        "type": "missing",
+                    }
+                ],
+            ),
+            (
+                {"reason": " \t"},
+                [
+                    {
+                        "loc": ["body", "reason"],
+                        "msg": "empty; say why the lead may be mailed again (its consent)",
+                        "type": "string_too_short",
+                    }
+                ],
+            ),
+            (
+                {"reason": 5, "by": "me"},
+                [
+                    {
+                        "loc": ["body", "reason"],
+                        "msg": "expected string, got integer",
+                        "type": "type_error",
+                    },
+                    {
+                        "loc": ["body", "by"],
+                        "msg": "unknown field; the body has one: reason",
+                        "type": "extra_forbidden",
+                    },
+                ],
+            ),
+            (
+                {"reason": "a\u0000b"},
+                [
+                    {
+                        "loc": ["body", "reason"],
+                        "msg": "text may not contain NUL characters (\\u0000)",
+                        "type": "string_type",
+                    }
+                ],
+            ),
+            (
+                ["consent"],
+                [{"loc": ["body"], "msg": "expected a JSON object", "type": "dict_type"}],
+            ),
+        ],
+        ids=["missing", "blank", "wrong-type-and-unknown", "nul", "not-an-object"],
+    )
+    def test_a_bad_body_is_422_naming_the_field(
+        self, nurtured: Nurtured, body: Any, detail: list[dict[str, Any]]
+    ) -> None:
+        one_click(nurtured, 2 * HOUR)
+        response = nurtured.api.post("/v1/leads/L-1/resubscribe", body)
+        assert (response.status_code, response.json()) == (422, {"detail": detail})
+        assert flags(nurtured) == {"L-1": True}
+
+    def test_refused_without_the_token_or_json(self, nurtured: Nurtured) -> None:
+        one_click(nurtured, 2 * HOUR)
+        path = "/v1/leads/L-1/resubscribe"
+        anonymous = nurtured.api.post(path, {"reason": "form"}, auth=False)
+        assert (anonymous.status_code, anonymous.json()) == (
+            401,
+            {"detail": "missing bearer token"},
+        )
+        plain = nurtured.api.post(
+            path, content=b'{"reason": "form"}', headers={"Content-Type": "text/plain"}
+        )
+        assert (plain.status_code, plain.json()) == (
+            415,
+            {"detail": "Content-Type must be application/json, got 'text/plain'"},
+        )
+        broken = nurtured.api.post(
+            path, content=b'{"reason": ', headers={"Content-Type": "application/json"}
+        )
+        assert broken.status_code == 422
+        assert broken.json()["detail"][0]["type"] == "json_invalid"
+        assert flags(nurtured) == {"L-1": True}
+        assert [row[1] for row in audit_actions(nurtured)] == ["unsubscribed"]
+
+    def test_documented_in_openapi(self, nurtured: Nurtured) -> None:
+        document = nurtured.api.get("/openapi.json").json()
+        operation = document["paths"]["/v1/leads/{external_id}/resubscribe"]["post"]
+        schema = operation["requestBody"]["content"]["application/json"]["schema"]
+        assert schema["required"] == ["reason"]
+        assert schema["additionalProperties"] is False
+        assert operation["security"] == [{"HTTPBearer": []}]
+        assert set(operation["responses"]) >= {"200", "401", "404", "415", "422"}
 
 
 class TestAKeptFalseChangesNothing:
