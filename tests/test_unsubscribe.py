@@ -6,7 +6,8 @@ and templates, with tracking on: ``POST /t/u/<token>`` (the page's button) and `
 (``exited``, ``unsubscribed``), cancel its pending marketing email and record the activity and
 the audit, once; the next nurture tick queues nothing. A ``GET`` (a person, or a link scanner
 on delivery) only shows the confirmation page. ``POST /v1/leads {"unsubscribed": true}`` ends
-the enrollment too. With ``mail.unsubscribe_url`` set, ``GET /t/u/`` redirects there as before.
+the enrollment too, after its own ``unsubscribed`` audit row. With ``mail.unsubscribe_url`` set,
+``GET /t/u/`` redirects there as before.
 """
 
 from __future__ import annotations
@@ -379,8 +380,11 @@ def test_posted_unsubscribe_ends_the_enrollment(nurtured: Nurtured) -> None:
         **BEFORE,
         "unsubscribed": True,
         "enrollments": [("welcome", "exited", "unsubscribed", 1)],
-        # The exit nurture's own step writes; the posted flag wrote none.
-        "audit": [("nurture_exited", {"stream": "welcome", "reason": "unsubscribed"})],
+        # The opt-out (the CRM's, posted), then the exit nurture's own step writes.
+        "audit": [
+            ("unsubscribed", {"via": "api"}),
+            ("nurture_exited", {"stream": "welcome", "reason": "unsubscribed"}),
+        ],
     }
     assert nurtured.state() == after
     assert exits(nurtured) == [
@@ -636,7 +640,8 @@ class TestAnOptOutSticks:
         report = import_file(
             nurtured.engine, nurtured.runtime.settings, "leads", stale, clock=nurtured.clock
         )
-        assert report.summary == "inserted 1, updated 2, unchanged 0, rejected 0"
+        # L-2's row differs from the one stored only in the false it keeps: unchanged.
+        assert report.summary == "inserted 1, updated 1, unchanged 1, rejected 0"
         assert [str(note) for note in report.notes] == [
             f"{stale}:3: unsubscribed: {KEPT_BY_ONE_CLICK}",
             f"{stale}:4: unsubscribed: false ignored: lead 'L-2' was unsubscribed by an earlier "

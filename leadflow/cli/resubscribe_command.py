@@ -2,7 +2,8 @@
 
 An opt-out sticks (docs/email.md, "Unsubscribing"): an import or a post saying
 ``unsubscribed: false`` does not clear it. A person who asks to be mailed again is
-re-subscribed here, with the reason (their consent) in the audit.
+re-subscribed here (or by ``POST /v1/leads/{id}/resubscribe``, :mod:`leadflow.http.resubscribe`),
+with the reason (their consent) in the audit.
 """
 
 from __future__ import annotations
@@ -28,17 +29,14 @@ def resubscribe(
     ],
 ) -> None:
     """Re-subscribe an unsubscribed lead to marketing email; the reason goes into the audit."""
-    from leadflow.engine.unsubscribe import resubscribe_lead
+    from leadflow.engine.unsubscribe import REASON_NEEDED, resubscribe_lead, resubscribed_message
     from leadflow.store.database import transaction
 
     if not reason.strip():
-        raise UserInputError("--reason: say why the lead may be mailed again (its consent)")
+        raise UserInputError(f"--reason: {REASON_NEEDED}")
     engine = cli_context(ctx).existing_engine
     with transaction(engine) as session:
         done = resubscribe_lead(session, external_id, SystemClock().now(), reason.strip())
     if done is None:
         raise UserInputError(f"no lead with external id {external_id!r}")
-    if done:
-        typer.echo(f"lead {external_id!r} re-subscribed: marketing email may be sent to it again")
-    else:
-        typer.echo(f"lead {external_id!r} is not unsubscribed: nothing to do")
+    typer.echo(resubscribed_message(external_id, done))

@@ -7,8 +7,9 @@ The person confirmed on leadflow's unsubscribe page, or their mail client posted
 suppressed, and the audit says so. A lead already unsubscribed is left as it is: a second
 request changes nothing.
 
-An opt-out sticks: only :func:`resubscribe_lead` (``leadflow resubscribe``) clears the flag,
-with the reason in the audit; an import or a post saying ``unsubscribed: false`` keeps it.
+An opt-out sticks: only :func:`resubscribe_lead` (``leadflow resubscribe``, or ``POST
+/v1/leads/{id}/resubscribe``) clears the flag, with the reason in the audit; an import or a
+post saying ``unsubscribed: false`` keeps it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from leadflow.store.tables import AUDIT, LEADS
 
 REASON = "unsubscribed"
 """The exit reason and the suppression reason, as nurture and the sender write them."""
+REASON_NEEDED = "say why the lead may be mailed again (its consent)"
+"""What a re-subscribing without a reason is told, by the command and by the HTTP API."""
 
 
 def unsubscribe_lead(session: Session, lead_id: int, now: datetime, via: str) -> bool:
@@ -57,11 +60,14 @@ def unsubscribe_lead(session: Session, lead_id: int, now: datetime, via: str) ->
     return True
 
 
-def resubscribe_lead(session: Session, external_id: str, now: datetime, reason: str) -> bool | None:
+def resubscribe_lead(
+    session: Session, external_id: str, now: datetime, reason: str, source: str = "cli"
+) -> bool | None:
     """Clear the lead's ``unsubscribed`` in the caller's transaction, with a ``resubscribed``
     audit row giving ``reason``: the one way an opt-out is undone (an import or a post saying
-    ``unsubscribed: false`` does not undo it). False when the lead was not unsubscribed
-    (nothing is written), None when there is no such lead."""
+    ``unsubscribed: false`` does not undo it). ``source`` names the way it came in the audit
+    (``cli``, ``api``). False when the lead was not unsubscribed (nothing is written), None
+    when there is no such lead."""
     lead_id = session.execute(
         select(LEADS.c.id).where(LEADS.c.external_id == external_id)
     ).scalar_one_or_none()
@@ -79,7 +85,7 @@ def resubscribe_lead(session: Session, external_id: str, now: datetime, reason: 
         [
             audit_row(
                 at=now,
-                source="cli",
+                source=source,
                 action="resubscribed",
                 lead_id=lead_id,
                 params={"reason": reason},
@@ -87,3 +93,11 @@ def resubscribe_lead(session: Session, external_id: str, now: datetime, reason: 
         ],
     )
     return True
+
+
+def resubscribed_message(external_id: str, done: bool) -> str:
+    """What :func:`resubscribe_lead` did to a lead that exists, as the command prints it and
+    the HTTP API answers it."""
+    if done:
+        return f"lead {external_id!r} re-subscribed: marketing email may be sent to it again"
+    return f"lead {external_id!r} is not unsubscribed: nothing to do"

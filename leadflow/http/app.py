@@ -1,5 +1,6 @@
-"""The HTTP API: records in from the CRM, a lead's audit trail out, probes and metrics, and
-the public pixel and redirects of tracked email (:mod:`leadflow.http.tracking`).
+"""The HTTP API: records in from the CRM, a lead's audit trail out, a lead's re-subscribing
+(:mod:`leadflow.http.resubscribe`), probes and metrics, and the public pixel and redirects of
+tracked email (:mod:`leadflow.http.tracking`).
 
 :func:`create_app` builds the ASGI application the daemon serves; it refuses to build one whose
 ``/v1`` API would be open by accident (no ``http.token`` and no ``http.allow_anonymous``). Every
@@ -33,6 +34,7 @@ from leadflow.http.body_limit import BodyLimit
 from leadflow.http.openapi import record_schema, request_body, type_errors
 from leadflow.http.probes import probe_routes
 from leadflow.http.records import upsert_records
+from leadflow.http.resubscribe import REQUEST_BODY, reason_of, resubscribe
 from leadflow.http.tracking import tracking_routes
 from leadflow.ingest.json_values import TOO_DEEP, json_value, text_problem, unstorable
 from leadflow.ingest.mapping import KIND_FIELDS, too_many_columns
@@ -116,6 +118,18 @@ def create_app(
         name="get_lead",
         summary="A lead, its owner, its audit trail (oldest first) and why it has its score",
         dependencies=[authorized],
+        responses={**_RESPONSES, 404: {"description": "no such lead", **_ERROR_BODY}},
+    )
+    app.add_api_route(
+        # :path, as the lead's own route: an external id may hold "/". A GET of this path is
+        # that route's (a lead named ".../resubscribe"), a POST this one's.
+        "/v1/leads/{external_id:path}/resubscribe",
+        _resubscribe_route(runtime),
+        methods=["POST"],
+        name="resubscribe_lead",
+        summary="Re-subscribe an unsubscribed lead to marketing email, with the reason (audited)",
+        dependencies=[authorized],
+        openapi_extra=REQUEST_BODY,
         responses={**_RESPONSES, 404: {"description": "no such lead", **_ERROR_BODY}},
     )
     app.include_router(probe_routes(runtime, holder))
@@ -250,6 +264,26 @@ def _lead_route(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> Callable[.
     return get_lead
 
 
+def _resubscribe_route(runtime: Runtime) -> Callable[..., Awaitable[Any]]:
+    async def resubscribe_lead(
+        request: Request, external_id: Annotated[str, Path(max_length=200)]
+    ) -> JSONResponse:
+        _require_json(request.headers.get("content-type"))
+        _require_plain(request.headers.get("content-encoding"))
+        problem = text_problem(external_id)
+        if problem is not None:
+            _reject(("path", "external_id"), problem, "string_type")
+        reason = reason_of(_json_body(await request.body()))
+        now = runtime.clock.now()
+        answer = await run_in_threadpool(resubscribe, runtime.engine, external_id, reason, now)
+        if answer is None:
+            raise HTTPException(404, f"no lead with external id {external_id!r}")
+        log.info("lead_resubscribed", external_id=external_id, done=answer["resubscribed"])
+        return JSONResponse(answer)
+
+    return resubscribe_lead
+
+
 def _refuse_unknown_query(request: Request, known: set[str]) -> None:
     """422 for a query parameter the OpenAPI document does not name: a misspelt
     ``audit_limt=5`` would otherwise be ignored without a word."""
@@ -279,18 +313,7 @@ def parse_records(
     (:func:`~leadflow.ingest.mapping.too_many_columns`): checked before anything else looks
     at the keys one by one, and again once ``nests`` (:func:`~leadflow.ingest.nesting.
     nested_objects`) are flattened to their ``NEST.KEY`` columns, as a JSONL line is."""
-    try:
-        value = json_value(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        _reject(("body",), "not UTF-8 text", "json_invalid")
-    except json.JSONDecodeError as exc:
-        _reject(
-            ("body",),
-            f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-            "json_invalid",
-        )
-    except (ValueError, RecursionError) as exc:
-        _reject(("body",), f"invalid JSON: {exc}", "json_invalid")
+    value = _json_body(raw)
     batch = isinstance(value, list)
     items = value if batch else [value]
     if not items:
@@ -319,6 +342,22 @@ def parse_records(
     if nests:
         items = _flattened(items, nests, too_many, batch=batch)
     return items, batch
+
+
+def _json_body(raw: bytes) -> Any:
+    """The body's JSON value, or RecordsRejectedError saying why it is not JSON."""
+    try:
+        return json_value(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        _reject(("body",), "not UTF-8 text", "json_invalid")
+    except json.JSONDecodeError as exc:
+        _reject(
+            ("body",),
+            f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            "json_invalid",
+        )
+    except (ValueError, RecursionError) as exc:
+        _reject(("body",), f"invalid JSON: {exc}", "json_invalid")
 
 
 def _flattened(

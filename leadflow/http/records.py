@@ -203,6 +203,7 @@ def _write(
         return Counts()
     try:
         with connection.begin_nested():
+            prepared = writer.before_write(connection, prepared)
             written = table_writer.write(connection, prepared)
             writer.after_write(connection, prepared, written)
     except DataError as exc:

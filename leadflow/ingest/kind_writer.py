@@ -22,7 +22,15 @@ from leadflow.ingest.json_values import identifier_problem
 from leadflow.ingest.names import quoted
 from leadflow.ingest.number_cells import range_reason
 from leadflow.ingest.references import RepDirectory
-from leadflow.ingest.writers import Counts, DriverRow, Prepared, Shape, Written, row_hasher
+from leadflow.ingest.writers import (
+    Counts,
+    DriverForm,
+    DriverRow,
+    Prepared,
+    Shape,
+    Written,
+    row_hasher,
+)
 from leadflow.settings import ImportKind, ImportMapping, Settings
 from leadflow.store.attributes import MergedAttributes
 
@@ -383,6 +391,22 @@ class KindWriter:
                 rejected.append((line, exc))
         return checked, rejected
 
+    def before_write(self, connection: Connection, rows: list[Prepared]) -> list[Prepared]:
+        """Work before a batch is written, in its transaction: the rows to write (a row found
+        to change nothing may be given the stored hash, which the write counts unchanged)."""
+        return rows
+
+    def before_fed_write(
+        self,
+        connection: Connection,
+        lines: Sequence[int],
+        rows: list[DriverRow],
+        form: DriverForm,
+    ) -> list[DriverRow]:
+        """:meth:`before_write` of a batch a reading process made: its rows in the driver's
+        form (``form``'s), each at its line."""
+        return rows
+
     def after_write(self, connection: Connection, rows: list[Prepared], written: Written) -> None:
         """Work that follows a written batch, in its transaction."""
 
@@ -391,11 +415,6 @@ class KindWriter:
         whose rows reach this process in the driver's form: only what the write did is known."""
         msg = f"{self.kind} are not read in a process of their own"
         raise NotImplementedError(msg)
-
-    def after_fed_rows(
-        self, connection: Connection, lines: Sequence[int], rows: Sequence[DriverRow]
-    ) -> None:
-        """After :meth:`after_fed_write`, the batch's rows (driver's form) and their lines."""
 
     def finish(self, connection: Connection) -> tuple[Counts, list[Rejection]]:
         """Work after the last batch (linking managers); returns extra counts and rejections."""

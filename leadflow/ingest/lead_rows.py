@@ -1,24 +1,31 @@
 """Leads: their columns, their stage and its entry time, first source, flagged nurture, and
-an opt-out that a CRM's ``unsubscribed: false`` does not undo."""
+an opt-out that a CRM's ``unsubscribed: false`` does not undo (:mod:`leadflow.ingest.opt_outs`:
+what a batch does to the stored opt-outs, noted and audited)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from datetime import UTC
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from sqlalchemy import Connection, bindparam, case, func, or_, select
+from sqlalchemy import Connection, bindparam, case, func, or_
 
 from leadflow.errors import ImportRowError
 from leadflow.ingest.kind_writer import Convert, keep
 from leadflow.ingest.names import quoted
-from leadflow.ingest.references import rows_of_keys
+from leadflow.ingest.opt_outs import BatchOptOuts, Said, kept_notes, record_opt_outs, survey
 from leadflow.ingest.stage_entries import RecordsStageEntries
-from leadflow.ingest.writers import Derived, DriverRow, Prepared, Shape, Written
-from leadflow.store.id_ranges import among, chunks
+from leadflow.ingest.writers import (
+    Derived,
+    DriverForm,
+    DriverRow,
+    Prepared,
+    Shape,
+    Written,
+    row_hasher,
+)
 from leadflow.store.models import source_at_creation
 from leadflow.store.nurture_exits import end_flagged_nurture
-from leadflow.store.tables import AUDIT, LEADS
+from leadflow.store.tables import LEADS
 
 
 class LeadWriter(RecordsStageEntries):
@@ -41,43 +48,76 @@ class LeadWriter(RecordsStageEntries):
         "attributes": "attributes",
     }
 
-    def after_write(self, connection: Connection, rows: list[Prepared], written: Written) -> None:
-        super().after_write(connection, rows, written)
-        if "unsubscribed" in self.fields:
-            at = self.fields.index("unsubscribed")
-            said_no = [(row.line, row.key) for row in rows if not row.values[at]]
-            self._note_kept_unsubscribed(connection, said_no)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._opt_outs = BatchOptOuts()
+        """What the batch being written does to opt-outs (:meth:`before_write`)."""
+
+    def before_write(self, connection: Connection, rows: list[Prepared]) -> list[Prepared]:
+        if "unsubscribed" not in self.fields:
+            return rows
+        at = self.fields.index("unsubscribed")
+        said = [Said(row.line, row.key, row.values[at], row.source_hash) for row in rows]
+        unchanged = self._survey(connection, said, lambda index: rows[index].values)
+        return [
+            row._replace(source_hash=unchanged[index]) if index in unchanged else row
+            for index, row in enumerate(rows)
+        ]
+
+    def before_fed_write(
+        self,
+        connection: Connection,
+        lines: Sequence[int],
+        rows: list[DriverRow],
+        form: DriverForm,
+    ) -> list[DriverRow]:
+        if "unsubscribed" not in self.fields:
+            return rows
+        at, key = self.fields.index("unsubscribed"), form.width
+        said = [
+            Said(line, row[key], row[at], row[key + 1])
+            for line, row in zip(lines, rows, strict=True)
+        ]
+        unchanged = self._survey(connection, said, lambda index: form.values(rows[index]))
+        return [
+            (*row[: key + 1], unchanged[index], *row[key + 2 :]) if index in unchanged else row
+            for index, row in enumerate(rows)
+        ]
+
+    def _survey(
+        self,
+        connection: Connection,
+        said: Sequence[Said],
+        values: Callable[[int], tuple[Any, ...]],
+    ) -> dict[int, str]:
+        """Survey the batch's opt-outs (:func:`survey`), note its kept ones; the rows that
+        change nothing, by position, with the stored hash to write them with."""
+        at = self.fields.index("unsubscribed")
+        row_hash = row_hasher(self.hash_key)
+
+        def flipped_hash(row: tuple[Any, ...]) -> str:
+            return row_hash((*row[:at], not row[at], *row[at + 1 :]))
+
+        self._opt_outs = survey(connection, said, values, flipped_hash)
+        for line, reason in kept_notes(connection, self._opt_outs.kept):
+            self.notes.append((line, "unsubscribed", reason))
+        return self._opt_outs.unchanged
 
     def after_fed_write(self, connection: Connection, written: Written) -> None:
         super().after_fed_write(connection, written)
+        if self._opt_outs.opting_out:
+            # Before the nurture exits they cause, as leadflow's own unsubscribe writes them.
+            record_opt_outs(
+                connection,
+                self._opt_outs.opting_out,
+                written.changed,
+                cause=self.cause,
+                source=self.source,
+                now=self.now,
+            )
+        self._opt_outs = BatchOptOuts()
         if written.changed and {"unsubscribed", "do_not_email"} & set(self.fields):
             end_flagged_nurture(connection, written.changed, self.now)
-
-    def after_fed_rows(
-        self, connection: Connection, lines: Sequence[int], rows: Sequence[DriverRow]
-    ) -> None:
-        if "unsubscribed" in self.fields:
-            at, key = self.fields.index("unsubscribed"), len(self.fields)
-            said_no = [
-                (line, row[key]) for line, row in zip(lines, rows, strict=True) if not row[at]
-            ]
-            self._note_kept_unsubscribed(connection, said_no)
-
-    def _note_kept_unsubscribed(
-        self, connection: Connection, said_no: Sequence[tuple[int, str]]
-    ) -> None:
-        """A note for each row saying ``unsubscribed: false`` of a lead that stays unsubscribed
-        (the write keeps the flag: :meth:`shape`), naming the opt-out leadflow recorded."""
-        if not said_no:
-            return
-        kept = _unsubscribed_leads(connection, [key for _line, key in said_no])
-        if not kept:
-            return
-        opt_outs = _recorded_opt_outs(connection, sorted(set(kept.values())))
-        for line, key in said_no:
-            lead_id = kept.get(key)
-            if lead_id is not None:
-                self.notes.append((line, "unsubscribed", _kept_note(key, opt_outs.get(lead_id))))
 
     def shape(self) -> Shape:
         base = super().shape()
@@ -166,38 +206,3 @@ class LeadWriter(RecordsStageEntries):
             return value
 
         return stage
-
-
-def _unsubscribed_leads(connection: Connection, keys: Sequence[str]) -> dict[str, int]:
-    """``external_id -> id`` of those of ``keys`` whose lead is stored unsubscribed."""
-    rows = rows_of_keys(connection, "SELECT external_id, id FROM leads", set(keys), "unsubscribed")
-    return dict(rows)
-
-
-def _recorded_opt_outs(connection: Connection, lead_ids: Sequence[int]) -> dict[int, str]:
-    """Lead id -> how and when its last opt-out through leadflow (the ``unsubscribed`` audit
-    row of its unsubscribe page or one-click) came, for the leads that have one."""
-    found: dict[int, str] = {}
-    for chunk in chunks(lead_ids):
-        rows = connection.execute(
-            select(AUDIT.c.lead_id, AUDIT.c.at, AUDIT.c.params)
-            .where(AUDIT.c.action == "unsubscribed", among(AUDIT.c.lead_id, chunk))
-            .order_by(AUDIT.c.id)
-        )
-        for lead_id, at, params in rows:
-            via = (params or {}).get("via", "unsubscribe")
-            found[lead_id] = f"{via} at {at.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"
-    return found
-
-
-def _kept_note(key: str, opt_out: str | None) -> str:
-    how = (
-        f"unsubscribed through leadflow ({opt_out})"
-        if opt_out is not None
-        else "was unsubscribed by an earlier import or post"
-    )
-    return (
-        f"false ignored: lead {quoted(key)} {how} and stays unsubscribed (an opt-out sticks); "
-        f"mark it unsubscribed in the CRM, or if the person asked to be mailed again run "
-        f"`leadflow resubscribe {key}`"
-    )

@@ -402,10 +402,11 @@ def _load_batches(
         _write(connection, table(connection), writer, prepared, report)
 
     def write_fed(connection: Connection, read: _Read) -> None:
-        written = table(connection).write_driver_rows(connection, read.rows)
+        writing = table(connection)
+        rows = writer.before_fed_write(connection, read.lines, read.rows, writing.form)
+        written = writing.write_driver_rows(connection, rows)
         report.counts.add(written.counts)
         writer.after_fed_write(connection, written)
-        writer.after_fed_rows(connection, read.lines, read.rows)
         take_notes(writer, report)
 
     def flush(rows: list[tuple[int, str, Record]]) -> None:
@@ -572,6 +573,7 @@ def _write(
 ) -> None:
     if not prepared:
         return
+    prepared = writer.before_write(connection, prepared)
     written = table_writer.write(connection, prepared)
     report.counts.add(written.counts)
     writer.after_write(connection, prepared, written)
