@@ -94,7 +94,12 @@ def create_app(
         redoc_url=None,
     )
     too_large = TooLargePages()
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, page=too_large)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        page=too_large,
+        timeout_s=settings.body_timeout.total_seconds(),
+    )
     _add_error_handlers(app)
     authorized = Depends(_authorizer(runtime))
     for kind in KINDS:
