@@ -118,15 +118,18 @@ def _operations(
     }
 
 
-def _unsubscribe(name: str, parameters: list[dict[str, Any]]) -> dict[str, Any]:
-    """An unsubscribe link's operations: ``GET`` looks, ``POST`` unsubscribes."""
+def _unsubscribe(
+    name: str, parameters: list[dict[str, Any]], *, to_crm: bool = False
+) -> dict[str, Any]:
+    """An unsubscribe link's operations: ``GET`` looks (or, ``to_crm``, may redirect to
+    ``mail.unsubscribe_url``), ``POST`` unsubscribes."""
     page = {"content": _PAGE, "headers": _NO_STORE}
     looking: Responses = {
         200: {"description": "the page with the button (or: already unsubscribed)", **page},
         **_UNKNOWN_LINK,
         **UNAVAILABLE,
     }
-    if name == "tracking_unsubscribe":
+    if to_crm:
         looking[302] = {
             "description": "to mail.unsubscribe_url, the CRM's page, when it is set",
             "headers": _REDIRECT_TO,
@@ -191,6 +194,8 @@ def public_paths() -> dict[str, Any]:
         f"/t/{CODES['click']}/{{token}}": _operations(
             "tracking_click", "A tracked link: redirects to its URL", click, parameters=[_TOKEN]
         ),
-        f"/t/{CODES['unsubscribe']}/{{token}}": _unsubscribe("tracking_unsubscribe", [_TOKEN]),
+        f"/t/{CODES['unsubscribe']}/{{token}}": _unsubscribe(
+            "tracking_unsubscribe", [_TOKEN], to_crm=True
+        ),
         OWN_UNSUBSCRIBE_PATH: _unsubscribe("unsubscribe", query),
     }
