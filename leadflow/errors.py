@@ -6,7 +6,8 @@ what to do. The CLI turns :class:`UserInputError` into one line on stderr and ex
 because of where they are caught: ``ValueError`` so pydantic reports them at the key
 (:class:`DurationError`, :class:`CronExpressionError`), plain ``Exception`` for the ones
 leadflow turns into something else itself (:class:`YamlSyntaxError` into a located
-:class:`Problem`, :class:`BodyTooLargeError` into a 413 answer).
+:class:`Problem`, :class:`BodyTooLargeError` into a 413 answer, :class:`BodyTimeoutError` into
+a 408).
 """
 
 from __future__ import annotations
@@ -146,6 +147,11 @@ class RecordsRejectedError(UserInputError):
 
 class BodyTooLargeError(Exception):
     """Raised inside an HTTP request's ``receive`` once its body passed ``max_body_bytes``."""
+
+
+class BodyTimeoutError(Exception):
+    """Raised inside an HTTP request's ``receive`` once its body is late: not all arrived
+    ``http.body_timeout`` after the headers."""
 
 
 class YamlSyntaxError(Exception):

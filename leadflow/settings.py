@@ -292,6 +292,10 @@ class HttpSettings(Section):
     header_timeout: Duration = timedelta(seconds=10)
     """A connection not sending a request's whole headers within this (of opening, or of the
     previous answer) is closed: a slow client cannot hold connections open for ever."""
+    body_timeout: Duration = timedelta(seconds=30)
+    """A request whose whole body has not arrived this long after its headers is answered 408
+    and its connection closed: a deadline on the whole body, so trickling it byte by byte
+    does not hold a connection and a request for ever."""
 
 
 DashboardRole = Literal["viewer", "operator"]

@@ -8,7 +8,10 @@ line ``http_client_disconnected`` naming the path, and nothing is written. A con
 never finished its headers was held open for ever (75 s and more: slow loris on the public
 ``/t/`` links); now it is closed ``http.header_timeout`` after it opened (or after its previous
 answer), even while it trickles header bytes, and a request whose headers came in time may take
-longer over its body.
+longer over its body. A body trickled a byte a second (or a chunked one never ended) held its
+connection and request for ever too; now a body not all arrived ``http.body_timeout`` after the
+headers is answered 408, the connection closed, nothing written, and the log has one warning
+``http_body_timeout``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +38,7 @@ from tests.replica_support import Replica, make_project, wait_until
 TOKEN = "client-faults-token"
 SECRET = "client-faults-unsubscribe-secret"
 HEADER_TIMEOUT_S = 2.0
+BODY_TIMEOUT_S = 4.0
 CONFIG = """\
 mail:
   transport: maildir
@@ -43,6 +48,7 @@ calendar:
   timezone: UTC
 http:
   header_timeout: 2s
+  body_timeout: 4s
 scheduler:
   shutdown_grace: 3s
 """
@@ -240,7 +246,7 @@ def test_headers_not_finished_within_the_header_timeout_close_the_connection(
         took = _closed_after(client, started)
     assert HEADER_TIMEOUT_S - 0.1 <= took < HEADER_TIMEOUT_S + 2.0, took
 
-    # The deadline is on the headers only: a body may take longer.
+    # The deadline is on the headers only: a body may take longer (within http.body_timeout).
     body = b'{"external_id":"SLOW1"}'
     with socket.create_connection(("127.0.0.1", daemon.port)) as client:
         client.sendall(
@@ -265,3 +271,118 @@ def test_headers_not_finished_within_the_header_timeout_close_the_connection(
         "unchanged": 0,
     }
     assert "Traceback" not in "\n".join(daemon.log_lines())
+
+
+def _answer_to_late_body(
+    port: int, head: bytes, later: list[tuple[float, bytes]]
+) -> tuple[bytes, float]:
+    """Send ``head``, then each of ``later`` at its second after it while no answer has come;
+    the answer read until the server closes the connection, and the seconds from ``head`` to
+    the close (inf when it is still open after 12 s)."""
+    with socket.create_connection(("127.0.0.1", port)) as client:
+        client.sendall(head)
+        started = time.monotonic()
+        answer = b""
+        while (took := time.monotonic() - started) < 12:
+            if not answer and later and took >= later[0][0]:
+                client.sendall(later.pop(0)[1])
+            readable, _, _ = select.select([client], [], [], 0.05)
+            if not readable:
+                continue
+            try:
+                chunk = client.recv(4096)
+            except ConnectionResetError:
+                chunk = b""
+            if chunk == b"":
+                return answer, time.monotonic() - started
+            answer += chunk
+    return answer, float("inf")
+
+
+def _late(answer: bytes) -> tuple[bytes, dict[bytes, bytes], Any]:
+    """The status line, the headers and the JSON body of ``answer``."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    headers = dict(line.lower().split(b": ", 1) for line in lines)
+    return status, headers, json.loads(body)
+
+
+@pytest.mark.slow
+def test_a_body_not_all_sent_within_the_body_timeout_is_answered_408_and_nothing_written(
+    daemon: Daemon,
+) -> None:
+    """A deadline on the whole body, from the end of the headers: a one-click unsubscribe whose
+    body comes a byte a second never leaves a long gap and is cut off all the same, as is a
+    chunked body never ended; both get 408 and a closed connection, nothing is written, and
+    each is one warning line naming the route, never the token."""
+    answer = httpx.post(
+        f"{daemon.base}/v1/leads",
+        json={"external_id": "L2", "email": "bo@acme.test"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    assert answer.json()["inserted"] == 1
+    token = hmac.new(SECRET.encode(), b"L2", hashlib.sha256).hexdigest()[:32]
+    one_click = b"List-Unsubscribe=One-Click"
+    unsubscribe = (
+        f"POST /t/unsubscribe?lead=L2&token={token} HTTP/1.1\r\nHost: x\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {len(one_click)}\r\n\r\n"
+    ).encode() + one_click[:5]
+    # A byte a second, but for the second around the deadline: 8 bytes are in when it passes.
+    trickle = [(float(second), one_click[4 + second : 5 + second]) for second in (1, 2, 3)] + [
+        (float(second), one_click[3 + second : 4 + second]) for second in range(5, 12)
+    ]
+    chunked = (
+        f"POST /v1/leads HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        '5\r\n{"ext\r\n'
+    ).encode()
+    before = len(daemon.log_lines())
+    with ThreadPoolExecutor(2) as pool:
+        trickled = pool.submit(_answer_to_late_body, daemon.port, unsubscribe, trickle)
+        unended = pool.submit(_answer_to_late_body, daemon.port, chunked, [])
+        answers = [trickled.result(), unended.result()]
+
+    for answer, took in answers:
+        assert BODY_TIMEOUT_S - 0.1 <= took < BODY_TIMEOUT_S + 2.0, took
+        status, headers, body = _late(answer)
+        assert status == b"HTTP/1.1 408 Request Timeout"
+        assert (headers[b"connection"], headers[b"content-type"]) == (
+            b"close",
+            b"application/json",
+        )
+        assert body == {"detail": "request body not received within 4 s (http.body_timeout)"}
+
+    def logged() -> list[str] | None:
+        lines = daemon.log_lines()[before:]
+        return lines if sum("http_body_timeout" in line for line in lines) == 2 else None
+
+    lines = wait_until(logged, "the late bodies logged", timeout=10)
+    time.sleep(0.3)  # anything else the requests log
+    lines = daemon.log_lines()[before:]
+    assert "Traceback" not in "\n".join(lines)
+    assert token not in "\n".join(lines)
+    events = sorted(
+        (
+            e["event"],
+            e["level"],
+            e["method"],
+            e["path"],
+            e["client"],
+            e["received_bytes"],
+            e["declared_bytes"],
+            e["timeout_s"],
+        )
+        for e in map(json.loads, lines)
+    )
+    assert events == [
+        ("http_body_timeout", "warning", "POST", "/t/unsubscribe", "127.0.0.1", 8, 26, 4.0),
+        ("http_body_timeout", "warning", "POST", "/v1/leads", "127.0.0.1", 5, None, 4.0),
+    ]
+    assert daemon.rows("SELECT external_id, unsubscribed FROM leads WHERE external_id = 'L2'") == [
+        ("L2", 0)
+    ]
+    assert daemon.rows(
+        "SELECT count(*) FROM activities JOIN leads ON leads.id = activities.lead_id"
+        " WHERE leads.external_id = 'L2'"
+    ) == [(0,)]

@@ -32,6 +32,13 @@ from leadflow.engine.runtime import Runtime
 from leadflow.errors import ConfigError, DatabaseUnavailableError, FieldError, RecordsRejectedError
 from leadflow.http.body_limit import BodyLimit
 from leadflow.http.openapi import record_schema, request_body, type_errors
+from leadflow.http.openapi_public import (
+    BODY_REFUSED,
+    ERROR_BODY,
+    UNAVAILABLE,
+    Responses,
+    public_paths,
+)
 from leadflow.http.probes import probe_routes
 from leadflow.http.records import upsert_records
 from leadflow.http.resubscribe import REQUEST_BODY, reason_of, resubscribe
@@ -51,17 +58,27 @@ KINDS: tuple[ImportKind, ...] = ("leads", "deals", "activities", "reps")
 _bearer = HTTPBearer(auto_error=False)
 RETRY_AFTER_SECONDS = "1"
 """What a 503 asks a client to wait: the store's trouble is often a moment's (a busy pool)."""
-_ERROR_BODY = {
-    "content": {"application/json": {"schema": {"type": "object"}}},
+_UNAUTHORIZED: Responses = {
+    401: {"description": "missing or wrong bearer token", **ERROR_BODY},
 }
-_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "missing or wrong bearer token", **_ERROR_BODY},
-    413: {"description": "body larger than http.max_body_bytes", **_ERROR_BODY},
+_INVALID: Responses = {
+    422: {"description": "field-level errors: detail is a list of {loc, msg, type}", **ERROR_BODY},
+}
+_POST_RESPONSES: Responses = {
+    **_UNAUTHORIZED,
+    **BODY_REFUSED,
     415: {
         "description": "Content-Type is not application/json, or the body is compressed",
-        **_ERROR_BODY,
+        **ERROR_BODY,
     },
-    422: {"description": "field-level errors: detail is a list of {loc, msg, type}", **_ERROR_BODY},
+    **_INVALID,
+    **UNAVAILABLE,
+}
+_GET_RESPONSES: Responses = {
+    **_UNAUTHORIZED,
+    404: {"description": "no such lead", **ERROR_BODY},
+    **_INVALID,
+    **UNAVAILABLE,
 }
 
 
@@ -88,7 +105,7 @@ def create_app(
     ``funnel`` the Funnel page's snapshots the daemon warms (by default the app's own)."""
     settings = runtime.settings.http
     check_http_settings(settings)
-    app = FastAPI(
+    app = _Application(
         title="leadflow",
         summary="Records in from the CRM, the funnel's decisions out.",
         version="1",
@@ -96,7 +113,12 @@ def create_app(
         redoc_url=None,
     )
     too_large = TooLargePages()
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, page=too_large)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        page=too_large,
+        timeout_s=settings.body_timeout.total_seconds(),
+    )
     _add_error_handlers(app)
     authorized = Depends(_authorizer(runtime))
     for kind in KINDS:
@@ -108,7 +130,7 @@ def create_app(
             summary=f"Upsert {kind} by external id (one object or a list)",
             dependencies=[authorized],
             openapi_extra=request_body(kind, runtime.settings),
-            responses=_RESPONSES,
+            responses=_POST_RESPONSES,
         )
     app.add_api_route(
         # :path: an external id may hold "/" (sent bare or as %2F, which the server decodes).
@@ -118,7 +140,7 @@ def create_app(
         name="get_lead",
         summary="A lead, its owner, its audit trail (oldest first) and why it has its score",
         dependencies=[authorized],
-        responses={**_RESPONSES, 404: {"description": "no such lead", **_ERROR_BODY}},
+        responses=_GET_RESPONSES,
     )
     app.add_api_route(
         # :path, as the lead's own route: an external id may hold "/". A GET of this path is
@@ -136,6 +158,17 @@ def create_app(
     app.include_router(tracking_routes(runtime, holder))
     app.include_router(dashboard_routes(runtime, holder, funnel, too_large))
     return app
+
+
+class _Application(FastAPI):
+    """FastAPI, its OpenAPI document completed with the public routes of tracked email."""
+
+    def openapi(self) -> dict[str, Any]:
+        built = self.openapi_schema is not None
+        document = super().openapi()  # built on the first call, then the one kept
+        if not built:
+            document["paths"].update(public_paths())
+        return document
 
 
 def _authorizer(runtime: Runtime) -> Callable[..., Awaitable[None]]:

@@ -66,13 +66,19 @@ class AnswerCancelled:
             if not started:
                 await _answer_stopping(send)
         except ClientDisconnect:
-            route = scope.get("route")  # the route's pattern: /t/u/{token}, not the token
             log.info(
                 "http_client_disconnected",
                 method=scope["method"],
-                path=getattr(route, "path", scope["path"]),
+                path=route_path(scope),
                 reason="the client closed the connection before sending the whole request body",
             )
+
+
+def route_path(scope: Scope) -> str:
+    """The path to log: the matched route's pattern (``/t/u/{token}``, never the token in it),
+    else the path as requested."""
+    route = scope.get("route")
+    return str(getattr(route, "path", scope["path"]))
 
 
 async def _answer_stopping(send: Send) -> None:

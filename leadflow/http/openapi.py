@@ -15,6 +15,9 @@ its ``NEST.KEY`` columns (:mod:`leadflow.ingest.nesting`): an object of one-leve
 declared attribute or a mapped ``NEST.KEY`` column. Two keys setting one field (``region`` and
 ``{"attributes": {"region": ...}}``, a mapped ``id`` and ``external_id``) are refused by the
 server, in one record or across a list's records, and the document says so in one ``not``.
+
+The answers no route declares and the public routes of tracked email are described in
+:mod:`leadflow.http.openapi_public`.
 """
 
 from __future__ import annotations

@@ -50,7 +50,12 @@ def probe_routes(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> APIRouter
     @router.get(
         "/readyz",
         summary="The database answers and a valid rule set is loaded",
-        responses={503: {"description": "not ready, with the reasons"}},
+        responses={
+            503: {
+                "description": "not ready, with the reasons",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
     )
     async def readyz() -> JSONResponse:
         reasons = await _unready_reasons(runtime, holder)
@@ -59,7 +64,12 @@ def probe_routes(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> APIRouter
         rule_set = holder.current()
         return JSONResponse({"status": "ready", "rule_version": rule_set.version})
 
-    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+    )
     async def prometheus() -> Response:
         try:
             async with asyncio.timeout(METRICS_QUERY_TIMEOUT):

@@ -8,8 +8,9 @@ A connection must send each request's headers whole within ``http.header_timeout
 (or of the previous answer on a kept-alive connection), else it is closed: uvicorn has no such
 deadline (its keep-alive timeout stops at the first byte), so a client sending a header line now
 and then would hold its connection, and a file descriptor, for ever (slow loris), on a server
-whose ``/t/`` links face the internet. The deadline is on the headers only: a large body may
-take its time, and a request's answer is never cut short.
+whose ``/t/`` links face the internet. The deadline is on the headers only: the body has
+``http.body_timeout`` of its own (:class:`~leadflow.http.body_limit.BodyLimit`), and a request's
+answer is never cut short.
 """
 
 from __future__ import annotations

@@ -56,7 +56,12 @@ def viewer_app(runtime: Runtime, rule_set: RuleSet) -> FastAPI:
     holder.record_success(rule_set)
     app = FastAPI(title="leadflow dashboard", docs_url=None, redoc_url=None, openapi_url=None)
     too_large = TooLargePages()
-    app.add_middleware(BodyLimit, max_bytes=runtime.settings.http.max_body_bytes, page=too_large)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=runtime.settings.http.max_body_bytes,
+        page=too_large,
+        timeout_s=runtime.settings.http.body_timeout.total_seconds(),
+    )
     app.include_router(dashboard_routes(runtime, holder, None, too_large))
     return app
 
