@@ -52,6 +52,7 @@ DOCUMENTED = {
     "/v1/leads/{external_id}": {
         "get": {"200": [J], "401": [J], "404": [J], "422": [J], "503": [J]}
     },
+    "/v1/leads/{external_id}/resubscribe": {"post": {**POSTED, "404": [J]}},
     "/healthz": {"get": {"200": [J]}},
     "/readyz": {"get": {"200": [J], "503": [J]}},
     "/metrics": {"get": {"200": ["text/plain; version=1.0.0; charset=utf-8"]}},

@@ -152,7 +152,7 @@ def create_app(
         summary="Re-subscribe an unsubscribed lead to marketing email, with the reason (audited)",
         dependencies=[authorized],
         openapi_extra=REQUEST_BODY,
-        responses={**_RESPONSES, 404: {"description": "no such lead", **_ERROR_BODY}},
+        responses={**_POST_RESPONSES, 404: {"description": "no such lead", **ERROR_BODY}},
     )
     app.include_router(probe_routes(runtime, holder))
     app.include_router(tracking_routes(runtime, holder))
