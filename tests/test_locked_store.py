@@ -18,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 LEADFLOW = str(Path(sys.executable).with_name("leadflow"))
 
 
@@ -125,3 +127,60 @@ def test_a_server_that_is_down_is_named_unreachable(tmp_path: Path) -> None:
         "error: cannot reach the database at postgresql+psycopg://leadflow@127.0.0.1:1/leadflow: "
         'connection failed: connection to server at "127.0.0.1", port 1 failed: Connection refused'
     )
+
+
+def _pg_config(tmp_path: Path, url: str) -> Path:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"database:\n  url: {url}\n")
+    return config
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        (
+            "postgresql://no_such_role_lf@127.0.0.1:5432/test",
+            'FATAL: role "no_such_role_lf" does not exist',
+        ),
+        (
+            "postgresql://postgres@127.0.0.1:5432/no_such_database_lf",
+            'FATAL: database "no_such_database_lf" does not exist',
+        ),
+        ("postgresql://postgres@127.0.0.1:99999/test", 'invalid port number: "99999"'),
+    ],
+)
+def test_a_url_the_server_refuses_is_the_users_mistake(tmp_path: Path, url: str, said: str) -> None:
+    """An operator found a typo'd role or database name reported as "cannot reach the database",
+    exit 3, which an orchestrator restarting on external failures retries for ever: the server
+    answered, the URL is wrong (exit 1), in one line."""
+    refused = _leadflow(_pg_config(tmp_path, url), "status")
+    shown = url.replace("postgresql://", "postgresql+psycopg://")
+    assert (refused.returncode, refused.stdout) == (1, "")
+    assert refused.stderr.startswith(f"error: database.url {shown}: ")
+    assert refused.stderr.endswith(
+        f"{said}: check its user, password, host, port and database name\n"
+    )
+    assert refused.stderr.count("\n") == 1
+
+
+def test_an_unreachable_server_is_one_line(tmp_path: Path) -> None:
+    """psycopg puts its hint on a line of its own; the error is one line."""
+    refused = _leadflow(
+        _pg_config(tmp_path, "postgresql://leadflow@127.0.0.1:1/leadflow"), "status"
+    )
+    assert refused.returncode == 3
+    assert refused.stderr.count("\n") == 1
+    assert refused.stderr.endswith(
+        "Connection refused Is the server running on that host and accepting TCP/IP connections?\n"
+    )
+
+
+def test_a_postgres_url_is_libpqs_spelling_of_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    """Heroku's, Render's and Fly's DATABASE_URL say postgres://; it was refused as an
+    unsupported database."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(postgres_url).set(drivername="postgres").render_as_string(hide_password=False)
+    answered = _leadflow(_pg_config(tmp_path, f"'{url}'"), "status")
+    assert (answered.returncode, answered.stderr) == (0, "")
+    assert answered.stdout.startswith("leads: 0\n")

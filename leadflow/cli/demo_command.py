@@ -9,6 +9,7 @@ import typer
 
 from leadflow.cli.console import data_console
 from leadflow.cli.context import cli_context
+from leadflow.cli.invocation import invoked_as
 
 MQL_THRESHOLD = 60
 """The shipped mql-assignment rule's threshold, named when the followed lead crosses it."""
@@ -64,10 +65,12 @@ def demo(
         soft_wrap=True,
     )
     console.print(
-        f"Why each lead moved:  {store} leadflow audit --limit 30", highlight=False, soft_wrap=True
+        f"Why each lead moved:  {store} {invoked_as()} audit --limit 30",
+        highlight=False,
+        soft_wrap=True,
     )
     console.print(
-        f"How the funnel stands: {store} leadflow status", highlight=False, soft_wrap=True
+        f"How the funnel stands: {store} {invoked_as()} status", highlight=False, soft_wrap=True
     )
     period = demo_period(days)
     _report_and_dashboard(console, store, folder, period)
@@ -147,7 +150,7 @@ def _report_and_dashboard(console: Console, store: str, folder: Path, period: Pe
     # Days, as the dashboard's link names them: --to's day is included.
     first, last = (f"{at:%Y-%m-%d}" for at in (period.start, period.end - timedelta(days=1)))
     console.print(
-        f"The whole report:     {store} leadflow report --from {first} --to {last} "
+        f"The whole report:     {store} {invoked_as()} report --from {first} --to {last} "
         f"--now {period.as_of:%Y-%m-%dT%H:%M:%SZ} "
         f"(--format html --output {folder / 'report.html'} for the charts)",
         highlight=False,
@@ -161,7 +164,7 @@ def _report_and_dashboard(console: Console, store: str, folder: Path, period: Pe
     # SLA check, nurture step and recycling due since the simulated days on the demo's store.
     console.print(
         f"The dashboard:        {store} LEADFLOW_DASHBOARD__ENABLED=true "
-        f"{user}__PASSWORD_HASH='{hash_password('demo')}' leadflow dashboard serve "
+        f"{user}__PASSWORD_HASH='{hash_password('demo')}' {invoked_as()} dashboard serve "
         f"--now {period.as_of:%Y-%m-%dT%H:%M:%SZ}, then open "
         f"'http://127.0.0.1:8080/ui/funnel?{days}' (user demo, password demo)",
         highlight=False,
@@ -208,7 +211,7 @@ def _scores(console: Console, run: DemoRun, store: str) -> None:
     )
     console.print(
         # --at: the folder's model is off, so explain's default instant would be the real now.
-        f"Why this score:       {store} leadflow score explain {crossing.external_id} "
+        f"Why this score:       {store} {invoked_as()} score explain {crossing.external_id} "
         f"--at {crossing.at:%Y-%m-%dT%H:%M:%SZ}",
         highlight=False,
         soft_wrap=True,

@@ -77,15 +77,15 @@ def _refuse_running_daemon(engine: Engine) -> None:
     started with: the upgrade stops the daemons first (docs/operations.md)."""
     import psycopg
 
-    from leadflow.errors import AnotherDaemonRunningError, DatabaseUnavailableError
+    from leadflow.errors import AnotherDaemonRunningError
     from leadflow.service.leadership import running_daemon
+    from leadflow.store.database import unreachable_store
 
     where = engine.url.render_as_string(hide_password=True)
     try:
         holder = running_daemon(engine.url.render_as_string(hide_password=False))
     except psycopg.Error as exc:
-        msg = f"cannot reach the database at {where}: {exc}"
-        raise DatabaseUnavailableError(msg) from None
+        raise unreachable_store(where, exc) from None
     if holder is not None:
         msg = (
             f"{holder} is running on the store at {where}: stop the daemons first, then run "

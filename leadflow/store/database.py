@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from leadflow.errors import (
     ConfigError,
     DatabaseUnavailableError,
+    LeadflowError,
     StoreNotReadyError,
     StoreSchemaTooNewError,
 )
@@ -48,9 +49,31 @@ def database_url(settings: Settings) -> str:
         database = url.database or ""
         if database and database != ":memory:" and not Path(database).is_absolute():
             url = url.set(database=str(settings.root / database))
-    elif url.get_backend_name() == "postgresql" and url.drivername == "postgresql":
+    elif url.drivername in ("postgresql", "postgres"):
+        # postgres:// is libpq's own spelling, the DATABASE_URL of Heroku, Render or Fly.
         url = url.set(drivername="postgresql+psycopg")
     return url.render_as_string(hide_password=False)
+
+
+_REFUSED_LOGIN = ("does not exist", "authentication failed", "no pg_hba.conf entry")
+"""What PostgreSQL's FATAL answer to a connection says when it refuses the URL's user, password
+or database: the server is there, the URL is wrong."""
+
+
+def unreachable_store(where: str, reason: object) -> LeadflowError:
+    """The one-line error for a store a command could not open: a login the server refused (an
+    unknown role or database, a wrong password) or a port that is no port is the URL's mistake,
+    exit 1 (an orchestrator restarting on exit 3 would retry a typo for ever); anything else is
+    the server unreachable, exit 3."""
+    # One line: psycopg puts its hint ("Is the server running on that host ...") on its own.
+    text = " ".join(str(reason).split())
+    refused = "FATAL:" in text and any(part in text for part in _REFUSED_LOGIN)
+    if refused or "invalid port number" in text:
+        return ConfigError(
+            f"database.url {where}: {text}: check its user, password, host, port and "
+            "database name"
+        )
+    return DatabaseUnavailableError(f"cannot reach the database at {where}: {text}")
 
 
 def missing_sqlite_file(settings: Settings) -> Path | None:
@@ -246,8 +269,7 @@ def _revisions(engine: Engine) -> tuple[set[str], str, ScriptDirectory]:
                 if not current:
                     _refuse_unrecorded_tables(engine, set(inspect(connection).get_table_names()))
     except OperationalError as exc:
-        msg = f"cannot reach the database at {engine.url!r}: {exc.orig}"
-        raise DatabaseUnavailableError(msg) from exc
+        raise unreachable_store(repr(engine.url), exc.orig) from exc
     except DatabaseError as exc:
         # A file that is not SQLite's (a typo'd path onto a log, an empty placeholder written
         # by hand): sqlite3 says so on the first pragma, and every command ended in a traceback.
