@@ -211,3 +211,19 @@ class TestTrailingComma:
         out, err = capsys.readouterr()
         assert out == f"leads {path}: inserted 1, updated 0, unchanged 0, rejected 0\n"
         assert err == f"{path}:1: columns 3-4 have no name (a trailing comma); ignored\n"
+
+    def test_a_semicolon_files_trailing_separator_is_named_a_semicolon(
+        self, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A European Excel export's trailing ";;" was called "a trailing comma"."""
+        config = write(
+            tmp_path,
+            "config.yaml",
+            f"database:\n  url: {store_url}\n"
+            "import:\n  mappings:\n    leads:\n      delimiter: ';'\n",
+        )
+        path = write(tmp_path, "leads.csv", "external_id;name;;\nL1;Ada;;\n")
+        assert main(["-c", str(config), "import", "leads", str(path)]) == 0
+        out, err = capsys.readouterr()
+        assert out == f"leads {path}: inserted 1, updated 0, unchanged 0, rejected 0\n"
+        assert err == f"{path}:1: columns 3-4 have no name (a trailing semicolon); ignored\n"

@@ -155,7 +155,7 @@ class RowSource:
         )
         self.header: tuple[str, ...] = ()
         self.ignored_columns = 0
-        """Unnamed columns after the last named one (a trailing comma on every line)."""
+        """Unnamed columns after the last named one (a trailing separator on every line)."""
         self.notes: list[Problem] = []
         """What was read differently from the file as written, said once per file."""
         self.key_lines: dict[str, int] = {}
@@ -220,13 +220,15 @@ class RowSource:
             self.ignored_columns += 1
         if self.ignored_columns and stripped:
             first = len(stripped) + 1
+            # The file's own separator: a semicolon file's trailing ";;" is no comma.
+            trailing = _SEPARATOR_NAMES.get(self.delimiter, repr(self.delimiter)).removesuffix("s")
             which = (
                 f"column {first} has"
                 if self.ignored_columns == 1
                 else f"columns {first}-{first + self.ignored_columns - 1} have"
             )
             self.notes.append(
-                Problem(str(self.path), 1, 0, f"{which} no name (a trailing comma); ignored")
+                Problem(str(self.path), 1, 0, f"{which} no name (a trailing {trailing}); ignored")
             )
         return _checked_header(self.path, stripped)
 
