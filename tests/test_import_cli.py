@@ -227,3 +227,33 @@ class TestTrailingComma:
         out, err = capsys.readouterr()
         assert out == f"leads {path}: inserted 1, updated 0, unchanged 0, rejected 0\n"
         assert err == f"{path}:1: columns 3-4 have no name (a trailing semicolon); ignored\n"
+
+
+def test_a_mapped_attributes_and_ids_problems_name_the_files_columns(
+    store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A HubSpot export's 'Number of Employees' mapped to attributes.employees was named
+    'attributes.employees' in its rejection, and the repeated 'Record ID' 'external_id': a
+    user with sixty columns had to work out which one (plain fields were named by column)."""
+    config = write(
+        tmp_path,
+        "config.yaml",
+        f"database:\n  url: {store_url}\n"
+        "attributes:\n  leads:\n    employees: integer\n"
+        "import:\n  mappings:\n    leads:\n      columns:\n"
+        "        Record ID: external_id\n        Number of Employees: attributes.employees\n",
+    )
+    path = write(
+        tmp_path,
+        "hubspot.csv",
+        "Record ID,Number of Employees\n101,50\n102,lots\n101,60\n",
+    )
+    assert main(["-c", str(config), "import", "leads", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == (f"leads {path}: inserted 1, updated 0, unchanged 0, rejected 1, superseded 1\n")
+    assert err.splitlines() == [
+        f"{path}:3: Number of Employees (attributes.employees): expected a whole number, "
+        "got 'lots'",
+        f"{path}:4: Record ID (external_id): '101' is also on line 2; the later row wins "
+        "(line 2 is not imported)",
+    ]

@@ -49,11 +49,15 @@ class ColumnPlan:
         return frozenset(t.group or t.field for t in self.targets)
 
     def columns_named_otherwise(self) -> dict[str, str]:
-        """Top-level field -> the header's column filling it, where the two names differ."""
+        """Field -> the header's column filling it, where the two names differ: a problem
+        names the column the user finds in the file. An attribute counts when a mapping
+        fills it (``Number of Employees`` for ``attributes.employees``), not when the file
+        names it by its own name, bare or nested (a JSON line may write either)."""
         return {
             t.field: self.header[t.index]
             for t in self.targets
-            if t.group is None and t.index < len(self.header) and self.header[t.index] != t.field
+            if t.index < len(self.header)
+            and self.header[t.index] not in (t.field, t.name if t.group else t.field)
         }
 
     def only(self, fields: frozenset[str]) -> ColumnPlan:

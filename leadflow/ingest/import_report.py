@@ -65,7 +65,7 @@ class ImportReport:
                     f"external_id: {key!r} is also on line {earlier}; the later row wins "
                     f"(line {earlier} is not imported)"
                 )
-            self.notes.append(Problem(self.file, later, 0, note))
+            self.notes.append(Problem(self.file, later, 0, self._in_file_terms(note)))
 
     def note(self, line: int, message: str) -> None:
         """A row written otherwise than it says (``field: reason``), noted at its line."""
