@@ -467,7 +467,21 @@ def test_outcome_from_stages(
     project: Path, engine: Engine, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``--outcome stage --positive customer --negative disqualified,recycled``: leads in other
-    stages are left out, and counted."""
+    stages are left out, and counted. A current criterion reading the stage, or the days in
+    it (a customer since last week has few), is not fitted: it would predict the outcome."""
+    (project.parent / "rules" / "scoring.yaml").write_text(
+        CURRENT_MODEL.replace(
+            "  engagement:\n",
+            "    - id: is-customer\n"
+            "      when: {field: stage, equals: customer}\n"
+            "      points: 30\n"
+            "    - id: settled-in\n"
+            "      when: {all: [{field: days_in_stage, at_least: 7}, {field: email, is_set: true}]}\n"
+            "      points: 2\n"
+            "  engagement:\n",
+        ),
+        encoding="utf-8",
+    )
     made = ground_truth()
     store_leads(engine, made)
     stages = {}
@@ -494,6 +508,15 @@ def test_outcome_from_stages(
     assert report["examples"] == sum(1 for stage in stages.values() if stage != "mql")
     assert report["unknown_outcome"] == sum(1 for stage in stages.values() if stage == "mql")
     assert report["outcome"] == "stage: customer (positive) vs disqualified, recycled (negative)"
+    assert report["current_left_out"][:2] == [
+        {"id": "is-customer", "current_points": 30, "reason": "reads the outcome stage"},
+        {
+            "id": "settled-in",
+            "current_points": 2,
+            "reason": "reads days_in_stage, which gives away the outcome stage",
+        },
+    ]
+    assert {"is-customer", "settled-in"}.isdisjoint(item["id"] for item in report["criteria"])
 
 
 @pytest.mark.parametrize(
