@@ -467,7 +467,21 @@ def test_outcome_from_stages(
     project: Path, engine: Engine, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``--outcome stage --positive customer --negative disqualified,recycled``: leads in other
-    stages are left out, and counted."""
+    stages are left out, and counted. A current criterion reading the stage, or the days in
+    it (a customer since last week has few), is not fitted: it would predict the outcome."""
+    (project.parent / "rules" / "scoring.yaml").write_text(
+        CURRENT_MODEL.replace(
+            "  engagement:\n",
+            "    - id: is-customer\n"
+            "      when: {field: stage, equals: customer}\n"
+            "      points: 30\n"
+            "    - id: settled-in\n"
+            "      when: {all: [{field: days_in_stage, at_least: 7}, {field: email, is_set: true}]}\n"
+            "      points: 2\n"
+            "  engagement:\n",
+        ),
+        encoding="utf-8",
+    )
     made = ground_truth()
     store_leads(engine, made)
     stages = {}
@@ -494,6 +508,15 @@ def test_outcome_from_stages(
     assert report["examples"] == sum(1 for stage in stages.values() if stage != "mql")
     assert report["unknown_outcome"] == sum(1 for stage in stages.values() if stage == "mql")
     assert report["outcome"] == "stage: customer (positive) vs disqualified, recycled (negative)"
+    assert report["current_left_out"][:2] == [
+        {"id": "is-customer", "current_points": 30, "reason": "reads the outcome stage"},
+        {
+            "id": "settled-in",
+            "current_points": 2,
+            "reason": "reads days_in_stage, which gives away the outcome stage",
+        },
+    ]
+    assert {"is-customer", "settled-in"}.isdisjoint(item["id"] for item in report["criteria"])
 
 
 @pytest.mark.parametrize(
@@ -769,6 +792,112 @@ def test_an_engagement_criterion_every_example_has_is_kept_not_reported_dropped(
 
     assert learned(7, [0]).current_left_out() == []
     assert learned(0, []).current_left_out() == [("visits", 5, "matched every example")]
+    # Fitted (it varied) but worth 0 points: that, not its support, is why it is gone
+    # (tester's F3: a fading download every example had was "matched every example").
+    assert learned(0, [0]).current_left_out() == [("visits", 5, "its points round to 0")]
+
+
+LEAKING_MODEL = CURRENT_MODEL.replace(
+    "  engagement:\n",
+    "    - id: already-customer\n"
+    "      when:\n"
+    "        any:\n"
+    "          - {field: email, ends_with: '@rival.example'}\n"
+    "          - not: {field: attributes.converted, equals: false}\n"
+    "      points: 5\n"
+    "  engagement:\n",
+)
+"""The current model with a criterion that reads the outcome deep in its condition."""
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_a_current_criterion_reading_the_outcome_is_never_fitted(
+    project: Path, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A current criterion reading the outcome (here under any: and not:) predicts it
+    perfectly: it was fitted to a holdout AUC of 1.000 and hundreds of points, no word said
+    (tester's F8). It is left out of the fit and the proposal, and named with the reason;
+    --exclude of the outcome's field changed nothing then, and is the same now."""
+    (project.parent / "rules" / "scoring.yaml").write_text(LEAKING_MODEL, encoding="utf-8")
+    store_leads(engine, ground_truth())
+    for extra in ([], ["--exclude", "attributes.converted"]):
+        report = fit(project, "--outcome", "attributes.converted", *extra, capsys=capsys)
+        assert {
+            "id": "already-customer",
+            "current_points": 5,
+            "reason": "reads the outcome attributes.converted",
+        } in report["current_left_out"]
+        assert "already-customer" not in {item["id"] for item in report["criteria"]}
+        assert report["auc"]["points"] < 0.8
+        proposal = project.parent / "scoring.proposed.yaml"
+        assert "already-customer" not in proposed_points(proposal)
+        assert (
+            "#   already-customer (+5 points): reads the outcome attributes.converted\n"
+            in proposal.read_text(encoding="utf-8")
+        )
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_current_criteria_reading_what_exclude_names_are_left_out(
+    project: Path, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--exclude`` leaves out what is only known after the outcome: the current model's
+    criteria reading an excluded attribute or activity type too (tester's F2: the current
+    ``form-fill`` criterion stayed in the fit after ``--exclude form_fill``)."""
+    store_leads(engine, ground_truth())
+    report = fit(
+        project,
+        "--outcome",
+        "attributes.converted",
+        "--exclude",
+        "webinar,attributes.industry",
+        capsys=capsys,
+    )
+    assert report["current_left_out"][:2] == [
+        {
+            "id": "target-industry",
+            "current_points": 20,
+            "reason": "reads attributes.industry, left out by --exclude",
+        },
+        {
+            "id": "recent-webinar",
+            "current_points": 5,
+            "reason": "counts activity webinar, left out by --exclude",
+        },
+    ]
+    proposal = proposed_points(project.parent / "scoring.proposed.yaml")
+    assert not [
+        name
+        for name, item in proposal.items()
+        if item.get("activity") == "webinar" or "industry" in str(item.get("when"))
+    ]
+    assert {"target-industry", "recent-webinar"}.isdisjoint(
+        item["id"] for item in report["criteria"]
+    )
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_an_excluded_activity_type_nobody_knows_is_refused(
+    project: Path, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--exclude page_veiw`` (a typo) was accepted and left the leaking type in the fit
+    (tester's F1), while a misspelt attribute was refused: refused the same way, naming the
+    closest type the store holds."""
+    store_leads(engine, ground_truth())
+    capsys.readouterr()
+    code = main(
+        ["-c", str(project), "score", "fit", "--outcome", "attributes.converted", "--as-of",
+         AS_OF.isoformat(), "--output", str(project.parent / "scoring.proposed.yaml"),
+         "--exclude", "webinar,page_veiw"]
+    )  # fmt: skip
+    assert (code, capsys.readouterr().err.splitlines()) == (
+        1,
+        [
+            "error: --exclude page_veiw: no activity of type 'page_veiw' in the store or the "
+            "scoring model, and not an attribute (attributes.NAME); did you mean 'page_view'?"
+        ],
+    )
+    assert not (project.parent / "scoring.proposed.yaml").exists()
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)

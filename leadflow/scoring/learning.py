@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine
 
 from leadflow.errors import UserInputError
-from leadflow.rule_language.scoring_model import ScoringModel
+from leadflow.rule_language.conditions import referenced_fields
+from leadflow.rule_language.scoring_model import KNOWN_ACTIVITY_TYPES, ScoringModel
 from leadflow.scoring.learning_candidates import (
     Candidate,
     current_candidates,
@@ -27,6 +28,7 @@ from leadflow.scoring.learning_features import (
     activity_leads,
     criterion_values,
     read_lead_facts,
+    stored_activity_types,
 )
 from leadflow.scoring.learning_fit import (
     FitOptions,
@@ -37,6 +39,7 @@ from leadflow.scoring.learning_fit import (
 )
 from leadflow.scoring.learning_outcome import Examples, OutcomeSpec, read_examples
 from leadflow.settings import Settings
+from leadflow.suggestions import did_you_mean
 
 if TYPE_CHECKING:
     import numpy as np
@@ -44,6 +47,9 @@ if TYPE_CHECKING:
 
 MIN_PER_CLASS = 10
 """Fewer positive (or negative) examples than this and there is nothing to learn from."""
+OUTCOME_READERS = {"stage": frozenset({"stage", "stage_entered_at", "days_in_stage"})}
+"""Per outcome field, the fields that give it away: a stage outcome is also read by when the
+lead entered its stage (a customer since last week has few days in stage)."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,9 @@ class Learned:
     """Criteria left out because they matched the same examples as the one named."""
     current_points: dict[str, int] = field(default_factory=dict)
     """The current model's criteria (all of them, those left out too) and their points."""
+    reads_left_out: dict[str, str] = field(default_factory=dict)
+    """The current model's criteria never fitted because they read the outcome or an
+    ``--exclude``d field or activity type: the reason, per criterion id."""
 
     def current_left_out(self) -> list[tuple[str, int, str]]:
         """The current model's criteria the proposal does not keep: (id, its points, why).
@@ -69,6 +78,9 @@ class Learned:
         examples = len(self.examples.labels)
         found = []
         for criterion, points in self.current_points.items():
+            if criterion in self.reads_left_out:
+                found.append((criterion, points, self.reads_left_out[criterion]))
+                continue
             twin = self.same_as.get(criterion)
             index = position[twin if twin is not None else criterion]
             support = self.support[index]
@@ -78,7 +90,9 @@ class Learned:
                 continue
             if support == 0:
                 why = "matched no example"
-            elif support == examples:
+            elif support == examples and index not in self.fitted.kept:
+                # An engagement criterion every example has some of still varies (decay):
+                # fitted, it was left out because its points round to 0, said below.
                 why = "matched every example"
             elif twin is not None:
                 why = f"matched the same examples as {twin}"
@@ -107,6 +121,7 @@ def learn_points(
     import numpy as np
 
     with engine.connect() as connection:
+        _refuse_unknown_types(excluded, stored_activity_types(connection), current)
         examples = read_examples(connection, outcome)
         positives = sum(examples.labels)
         negatives = len(examples.labels) - positives
@@ -143,10 +158,24 @@ def learn_points(
         if current is not None
         else None
     )
+    current_points = {
+        item.id: item.current_points for item in ordered if item.current_points is not None
+    }
+    # Computed (the current model's AUC is what it is, leak and all) but never fitted: a
+    # criterion reading the outcome predicts it perfectly and would take all the points.
+    reads_left_out = _reading_left_out(current, outcome.field, excluded)
+    fitted_columns = [i for i, item in enumerate(ordered) if item.id not in reads_left_out]
+    if not fitted_columns:
+        msg = (
+            "no criteria to weigh: every criterion of the scoring model reads the outcome or "
+            "what --exclude names, and no other declared lead attribute or activity type is "
+            "shared by --min-support examples"
+        )
+        raise UserInputError(msg)
+    every, ordered = every[:, fitted_columns], [ordered[i] for i in fitted_columns]
     _unique, first = np.unique(every, axis=1, return_index=True)
     distinct = sorted(int(index) for index in first)
     same_as = _same_as(every, ordered, distinct)
-    every_candidate = ordered
     features, ordered = every[:, distinct], [ordered[index] for index in distinct]
     labels = np.array(examples.labels, dtype=int)
     groups = np.array(ids, dtype=int)
@@ -160,12 +189,68 @@ def learn_points(
     engagement = [item.kind == "engagement" for item in ordered]
     fitted = fit_points(features, labels, groups, engagement, options, split, comparisons)
     support = [int(count) for count in (features > 0).sum(axis=0)]
-    current_points = {
-        item.id: item.current_points for item in every_candidate if item.current_points is not None
-    }
     return Learned(
-        outcome, now, examples, ordered, support, fitted, options, same_as, current_points
+        outcome,
+        now,
+        examples,
+        ordered,
+        support,
+        fitted,
+        options,
+        same_as,
+        current_points,
+        reads_left_out,
     )
+
+
+def _refuse_unknown_types(
+    excluded: frozenset[str], stored: set[str], current: ScoringModel | None
+) -> None:
+    """An ``--exclude`` name that is no attribute must be an activity type the store or the
+    model knows: a typo (``form_fil``) left the leaking type in the fit without a word. The
+    types leadflow itself names are no typo, held or not."""
+    modelled = current.engagement if current is not None else ()
+    known = stored | set(KNOWN_ACTIVITY_TYPES)
+    known |= {kind for criterion in modelled for kind in criterion.activity_types}
+    for name in sorted(excluded):
+        if not name.startswith("attributes.") and name not in known:
+            hint = did_you_mean(name, sorted(known), prefix="; ")
+            msg = (
+                f"--exclude {name}: no activity of type {name!r} in the store or the scoring "
+                f"model, and not an attribute (attributes.NAME){hint}"
+            )
+            raise UserInputError(msg)
+
+
+def _reading_left_out(
+    current: ScoringModel | None, outcome: str, excluded: frozenset[str]
+) -> dict[str, str]:
+    """The current model's criteria that read the outcome (anywhere in their condition) or an
+    excluded attribute or activity type, with the reason: the candidates never include such
+    a criterion, and the current model's must not either."""
+    if current is None:
+        return {}
+    giving_away = OUTCOME_READERS.get(outcome, frozenset({outcome}))
+    found: dict[str, str] = {}
+    for fit in current.fit:
+        names = list(dict.fromkeys(spec.name for spec in referenced_fields(fit.condition)))
+        reason = next((_giving_away(name, outcome) for name in names if name in giving_away), None)
+        excluded_name = next((name for name in names if name in excluded), None)
+        if reason is None and excluded_name is not None:
+            reason = f"reads {excluded_name}, left out by --exclude"
+        if reason is not None:
+            found[fit.id] = reason
+    for engagement in current.engagement:
+        kind = next((kind for kind in engagement.activity_types if kind in excluded), None)
+        if kind is not None:
+            found[engagement.id] = f"counts activity {kind}, left out by --exclude"
+    return found
+
+
+def _giving_away(name: str, outcome: str) -> str:
+    if name == outcome:
+        return f"reads the outcome {outcome}"
+    return f"reads {name}, which gives away the outcome {outcome}"
 
 
 def _same_as(

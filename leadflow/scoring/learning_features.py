@@ -66,6 +66,11 @@ def read_lead_facts(connection: Connection, now: datetime) -> LeadFacts:
     return LeadFacts(attributes, scores, dict(counts))
 
 
+def stored_activity_types(connection: Connection) -> set[str]:
+    """Every activity type the store holds (any lead, any time): what ``--exclude`` may name."""
+    return set(connection.scalars(select(ACTIVITIES.c.type).distinct()))
+
+
 def activity_leads(facts: LeadFacts, lead_ids: Sequence[int]) -> dict[str, int]:
     """Per activity type, how many examples' leads did it (an example per deal counts each)."""
     found: dict[str, int] = defaultdict(int)
