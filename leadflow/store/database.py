@@ -70,8 +70,7 @@ def unreachable_store(where: str, reason: object) -> LeadflowError:
     refused = "FATAL:" in text and any(part in text for part in _REFUSED_LOGIN)
     if refused or "invalid port number" in text:
         return ConfigError(
-            f"database.url {where}: {text}: check its user, password, host, port and "
-            "database name"
+            f"database.url {where}: {text}: check its user, password, host, port and database name"
         )
     return DatabaseUnavailableError(f"cannot reach the database at {where}: {text}")
 
