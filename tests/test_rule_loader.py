@@ -938,6 +938,34 @@ class TestScoringModelProblems:
             "(a cap per period is {points: N, per: 7d})",
         ]
 
+    @pytest.mark.parametrize(
+        ("activity", "found"), [("5", "5"), ("[page_view, 3]", "['page_view', 3]"), ("''", "''")]
+    )
+    def test_a_wrong_activity_is_one_problem(self, rules: Path, activity: str, found: str) -> None:
+        """It was two, in pydantic's own type names (``activity.constrained-str: expected
+        text``, ``activity.list[constrained-str]: expected a list``)."""
+        text = (
+            "scoring:\n  engagement:\n    - id: views\n"
+            f"      activity: {activity}\n      points: 2\n"
+        )
+        assert problems(rules, **{"a.yaml": text}) == [
+            "rules/a.yaml:4:17: scoring: criterion views: activity: expected an activity type "
+            "(text of 1 to 60 characters, such as page_view) or a list of them, "
+            f"found {found}"
+        ]
+
+    def test_a_fit_and_an_engagement_criterion_may_not_share_an_id(self, rules: Path) -> None:
+        """Explain, the score history and `score fit` name a criterion by its id alone."""
+        text = (
+            "scoring:\n  fit:\n    - id: a\n      when: {field: company, is_set: true}\n"
+            "      points: 5\n  engagement:\n    - id: a\n      activity: page_view\n"
+            "      points: 5\n"
+        )
+        assert problems(rules, **{"a.yaml": text}) == [
+            "rules/a.yaml:7:11: criterion a: duplicate id, already defined at "
+            "rules/a.yaml:3:7"
+        ]
+
     def test_caps_as_documented_load(self, rules: Path) -> None:
         write(rules, "a.yaml", self.criterion("cap: {points: 3, per: 7d}"))
         write(rules, "b.yaml", GOOD)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from pydantic import (
     BaseModel,
@@ -28,7 +28,8 @@ from leadflow.rule_language.actions import Duration, ScorePoints
 from leadflow.rule_language.conditions import Condition
 from leadflow.rule_language.model import RULE_ID_PATTERN, Located
 
-ActivityType = Annotated[str, Field(min_length=1, max_length=60)]
+MOST_TYPE_LENGTH = 60
+"""An activity type's longest name (the activities table's column)."""
 FIT_LETTERS = ("A", "B", "C")
 """Fit grade letters from best; a lead below the last band is ``D``."""
 ENGAGEMENT_DIGITS = ("1", "2", "3")
@@ -90,6 +91,25 @@ def _cap(value: Any) -> int | PeriodCapSpec | None:
     raise ValueError(msg)
 
 
+def _activity(value: Any) -> str | list[str]:
+    """An activity type or a list of them, in one message: pydantic's union reported two per
+    mistake in its internal names (``activity.constrained-str: expected text``,
+    ``activity.list[constrained-str]: expected a list``)."""
+
+    def is_type(item: Any) -> bool:
+        return isinstance(item, str) and 1 <= len(item) <= MOST_TYPE_LENGTH
+
+    if is_type(value):
+        return cast(str, value)
+    if isinstance(value, list) and all(is_type(item) for item in value):
+        return cast(list[str], value)
+    msg = (
+        f"expected an activity type (text of 1 to {MOST_TYPE_LENGTH} characters, such as "
+        f"page_view) or a list of them, found {_as_written(value)}"
+    )
+    raise ValueError(msg)
+
+
 def _as_written(value: Any) -> str:
     """``value`` as a rule file spells it: a boolean as YAML's ``true``/``false`` (``cap: true``
     was refused as "found True", Python's spelling), as ``leadflow/config.py`` says it."""
@@ -101,7 +121,7 @@ def _as_written(value: Any) -> str:
 class EngagementSpec(_Spec):
     id: str = Field(pattern=RULE_ID_PATTERN)
     description: str = ""
-    activity: ActivityType | list[ActivityType]
+    activity: Annotated[str | list[str], PlainValidator(_activity)]
     when: Any = None
     points: ScorePoints
     half_life: Duration | None = None

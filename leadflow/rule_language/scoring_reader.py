@@ -55,8 +55,11 @@ class ScoringReader:
         if not isinstance(spec, ScoringSpec):
             return None
         before = len(self.problems)
-        fit = self._criteria(spec.fit, (*path, "fit"), self._fit)
-        engagement = self._criteria(spec.engagement, (*path, "engagement"), self._engagement)
+        # One id space for both lists: explain, the score history and `score fit` name a
+        # criterion by its id alone.
+        seen: dict[str, Located] = {}
+        fit = self._criteria(spec.fit, (*path, "fit"), self._fit, seen)
+        engagement = self._criteria(spec.engagement, (*path, "engagement"), self._engagement, seen)
         if len(self.problems) > before:
             return None
         grades = None
@@ -102,9 +105,12 @@ class ScoringReader:
         )
 
     def _criteria(
-        self, raws: list[Any], path: NodePath, read: Callable[[Any, NodePath], Any]
+        self,
+        raws: list[Any],
+        path: NodePath,
+        read: Callable[[Any, NodePath], Any],
+        seen: dict[str, Located],
     ) -> list[Any]:
-        seen: dict[str, Located] = {}
         found = []
         for index, raw in enumerate(raws):
             here = (*path, index)
