@@ -436,8 +436,8 @@ class TestRelayRefusals:
         handler: ScriptedHandler,
         people: int,
     ) -> None:
-        """Retries end by give_up_after as other transient failures do; still no bounce, and
-        ``--retry-failed`` (nothing suppressed) can send it once the relay is fixed."""
+        """Retries end by give_up_after as other transient failures do, and the failed
+        message says why; the lead is still not flagged."""
         handler.reject["jo@acme.example"] = "554 5.7.1 <jo@acme.example>: Relay access denied"
         outbox_id = enqueue(engine, settings, clock, key="nurture:L-1:0", marketing=True)
         for _ in range(12):

@@ -162,6 +162,22 @@ def test_a_refused_message_is_permanent_and_a_busy_server_transient(
     assert transport.connections_opened == 1
 
 
+def test_a_policy_refusal_at_data_is_the_relay_refusing_leadflow(
+    transport: SmtpTransport, handler: ScriptedHandler
+) -> None:
+    """A 5.7.x to the end of DATA (the sender's domain failing DMARC, a policy milter) is the
+    relay refusing leadflow at any stage: retried, and the session not reused."""
+    handler.script = ["550 5.7.1 message refused by policy"]
+    errors = send(transport, ("jo@acme.example", MESSAGE), ("jo@acme.example", MESSAGE))
+    assert errors == [
+        "DeliveryError transient: the relay refuses leadflow itself, not the recipient: "
+        f"550 5.7.1 message refused by policy; {RELAY_REFUSAL_HINT}",
+        "",
+    ]
+    assert len(handler.received) == 1
+    assert transport.connections_opened == 2
+
+
 def test_an_address_with_a_quoted_local_part_goes_through_sendmail(
     transport: SmtpTransport, handler: ScriptedHandler
 ) -> None:
