@@ -214,6 +214,7 @@ class DeliveryError(ExternalSystemError):
         code: int | None = None,
         outcome_unknown: bool = False,
         local: bool = False,
+        relay_refusal: bool = False,
     ) -> None:
         self.permanent = permanent
         self.code = code
@@ -223,11 +224,18 @@ class DeliveryError(ExternalSystemError):
         self.local = local
         """This host failed, not a recipient's server (the maildir full, read-only or not
         writable): no wait fixes it by itself, so its retries are logged as warnings."""
+        self.relay_refusal = relay_refusal
+        """The relay refused leadflow itself, not a recipient's mailbox (a 5.7.x policy reply:
+        this host not allowed to relay, authentication required; its sender refused; a 5xx to
+        the greeting or MAIL): fixed by configuration, so retried on the normal schedule,
+        every attempt a warning. Always transient."""
         super().__init__(message)
 
 
 class RecipientRejectedError(DeliveryError):
-    """The server refused the recipient's address itself (a hard bounce when permanent)."""
+    """The server refused the recipient's mailbox itself (a hard bounce when permanent): a
+    reply to RCPT with RFC 3463's 5.1.x addressing codes or 5.2.1 (mailbox disabled), or a
+    bare 550/551/553 without an enhanced code."""
 
 
 class UnknownCalendarError(UserInputError):

@@ -31,8 +31,9 @@ from leadflow.mail.context import email_context, unsubscribe_url
 from leadflow.mail.enqueue import enqueue_email
 from leadflow.mail.templates import TemplateCatalog
 from leadflow.mail.transports.maildir import MaildirTransport
-from leadflow.outbox.delivery import DrainReport, drain
-from leadflow.outbox.store import _due_ids, claim_due
+from leadflow.mail.transports.smtp import SmtpTransport
+from leadflow.outbox.delivery import DrainReport, drain, retry_delay
+from leadflow.outbox.store import _due_ids, claim_due, outbox_lines
 from leadflow.service.channels import channels_for, drain_configured
 from leadflow.settings import Settings
 from leadflow.store.database import WRITE_OPTION, transaction
@@ -281,13 +282,13 @@ class TestPermanentFailures:
     def test_550_fails_without_retry(
         self, engine: Engine, settings: Settings, clock: SettableClock, handler: ScriptedHandler
     ) -> None:
-        handler.script = ["550 5.7.1 message refused"]
+        handler.script = ["550 5.6.0 message refused"]
         outbox_id = enqueue(engine, settings, clock, key="mql:L-1")
         report = send_once(engine, settings, clock)
-        assert (report.failed, report.failures) == (1, [(outbox_id, "550 5.7.1 message refused")])
+        assert (report.failed, report.failures) == (1, [(outbox_id, "550 5.6.0 message refused")])
         clock.advance(timedelta(days=1))
         assert send_once(engine, settings, clock).claimed == 0
-        assert states(engine) == [(outbox_id, "failed", 1, "550 5.7.1 message refused")]
+        assert states(engine) == [(outbox_id, "failed", 1, "550 5.6.0 message refused")]
         assert handler.data_commands == 1
 
     def test_a_rejected_marketing_recipient_is_a_hard_bounce(
@@ -311,6 +312,175 @@ class TestPermanentFailures:
         assert [(r.id, r.status, r.status_reason, r.last_error) for r in rows] == [
             (first, "failed", None, "550 5.1.1 no such user (recipient jo@acme.example)"),
             (second, "suppressed", "hard_bounced", None),
+        ]
+
+
+RELAY_REFUSES = (
+    "the relay refuses leadflow itself, not the recipient: {reply}; check mail.smtp (host, "
+    "port, username, password) and mail.from, and that the relay lets this host send "
+    "(Postfix: mynetworks, SMTP AUTH, its sender restrictions)"
+)
+
+
+def send_seeded(engine: Engine, settings: Settings, clock: SettableClock, seed: int) -> DrainReport:
+    """One drain through a real SMTP transport with a seeded jitter: the retry time is exact."""
+    return asyncio.run(
+        drain_through(engine, settings, clock, SmtpTransport(settings.mail.smtp), seed)
+    )
+
+
+async def drain_through(
+    engine: Engine, settings: Settings, clock: SettableClock, transport: SmtpTransport, seed: int
+) -> DrainReport:
+    channels = channels_for(settings, transport)
+    try:
+        return await drain(engine, settings, clock, channels, once=True, rng=random.Random(seed))
+    finally:
+        await transport.close()
+
+
+def lead_flags(engine: Engine, lead_id: int) -> tuple[bool, bool, bool]:
+    with transaction(engine) as session:
+        lead = session.get(Lead, lead_id)
+        assert lead is not None
+        return (lead.hard_bounced, lead.unsubscribed, lead.do_not_email)
+
+
+@pytest.mark.usefixtures("people")
+class TestRelayRefusals:
+    """A relay refusing leadflow itself (a 5.7.x policy reply, its sender refused at MAIL) is
+    no bounce: the lead keeps its flags, the email waits for a retry with the reply and what
+    to check, and a 5.1.1 at RCPT still hard-bounces (finding H1)."""
+
+    @pytest.mark.parametrize(
+        ("refuse", "reply"),
+        [
+            (
+                "rcpt",
+                "554 5.7.1 <jo@acme.example>: Relay access denied (recipient jo@acme.example)",
+            ),
+            ("mail", "553 5.7.1 Sender address rejected"),
+            (
+                "rcpt",
+                "554 5.7.1 <leadflow@example.com>: Sender address rejected: sender not allowed"
+                " (recipient jo@acme.example)",
+            ),
+            (
+                "rcpt",
+                "550 5.1.8 <leadflow@example.com>: Sender address rejected: Domain not"
+                " found (recipient jo@acme.example)",
+            ),
+        ],
+        ids=["relay-access-denied", "sender-at-mail", "sender-at-rcpt", "sender-domain-5.1.8"],
+    )
+    def test_a_policy_refusal_is_retried_and_the_lead_untouched(
+        self,
+        engine: Engine,
+        settings: Settings,
+        clock: SettableClock,
+        handler: ScriptedHandler,
+        people: int,
+        refuse: str,
+        reply: str,
+    ) -> None:
+        answer = reply.split(" (recipient ", maxsplit=1)[0]
+        if refuse == "rcpt":
+            handler.reject["jo@acme.example"] = answer
+        else:
+            handler.refuse_sender = answer
+        first = enqueue(engine, settings, clock, key="nurture:L-1:0", marketing=True)
+        with capture_logs() as logs:
+            report = send_seeded(engine, settings, clock, seed=7)
+        assert (report.retried, report.failed, report.hard_bounced_leads) == (1, 0, [])
+        assert lead_flags(engine, people) == (False, False, False)
+        error = RELAY_REFUSES.format(reply=reply)
+        retry_at = clock.now() + retry_delay(1, settings.mail.retry, random.Random(7))
+        rows = outbox_rows(engine)
+        assert [(r.id, r.status, r.status_reason, r.attempts, r.last_error) for r in rows] == [
+            (first, "pending", None, 1, error)
+        ]
+        assert rows[0].next_attempt_at == retry_at
+        refused = [e for e in logs if e["event"] == "outbox_relay_refused"]
+        assert [(e["log_level"], e["outbox_id"], e["attempts"], e["error"]) for e in refused] == [
+            ("warning", first, 1, error)
+        ]
+        assert [e["event"] for e in logs if e["event"].startswith("outbox_")].count(
+            "outbox_failed"
+        ) == 0
+        # ``leadflow outbox`` lists why it waits: the relay's reply and what to check.
+        with transaction(engine) as session:
+            (line,) = outbox_lines(session, failed_only=False)
+        assert (line.id, line.status, line.attempts, line.detail) == (first, "pending", 1, error)
+        # More marketing for the lead is queued, not suppressed.
+        second = enqueue(engine, settings, clock, key="nurture:L-1:1", marketing=True)
+        assert [(r.id, r.status) for r in outbox_rows(engine)] == [
+            (first, "pending"),
+            (second, "pending"),
+        ]
+        # The relay fixed, the retry delivers both; the lead was never flagged.
+        handler.reject.clear()
+        handler.refuse_sender = None
+        clock.advance(timedelta(minutes=1))
+        assert send_once(engine, settings, clock).sent == 2
+        assert [(r.id, r.status, r.attempts) for r in outbox_rows(engine)] == [
+            (first, "sent", 2),
+            (second, "sent", 1),
+        ]
+        assert lead_flags(engine, people) == (False, False, False)
+
+    def test_a_relay_refusing_for_good_is_given_up_after_the_schedule(
+        self,
+        engine: Engine,
+        settings: Settings,
+        clock: SettableClock,
+        handler: ScriptedHandler,
+        people: int,
+    ) -> None:
+        """Retries end by give_up_after as other transient failures do, and the failed
+        message says why; the lead is still not flagged."""
+        handler.reject["jo@acme.example"] = "554 5.7.1 <jo@acme.example>: Relay access denied"
+        outbox_id = enqueue(engine, settings, clock, key="nurture:L-1:0", marketing=True)
+        for _ in range(12):
+            send_once(engine, settings, clock)
+            clock.advance(timedelta(minutes=10))
+        reply = "554 5.7.1 <jo@acme.example>: Relay access denied (recipient jo@acme.example)"
+        error = "gave up after 9 attempts over 1h: " + RELAY_REFUSES.format(reply=reply)
+        assert states(engine) == [(outbox_id, "failed", 9, error)]
+        assert lead_flags(engine, people) == (False, False, False)
+
+    def test_a_connection_kept_from_before_the_refusal_is_not_reused(
+        self, engine: Engine, settings: Settings, clock: SettableClock, handler: ScriptedHandler
+    ) -> None:
+        """A relay fixed by a reload still serves an old session with its old settings: after
+        a policy refusal the next attempt opens a new connection."""
+        handler.reject["jo@acme.example"] = "554 5.7.1 <jo@acme.example>: Relay access denied"
+        enqueue(engine, settings, clock, key="nurture:L-1:0", marketing=True)
+        enqueue(engine, settings, clock, key="nurture:L-1:1", marketing=True)
+        transport = SmtpTransport(settings.mail.smtp.model_copy(update={"connections": 1}))
+        report = asyncio.run(drain_through(engine, settings, clock, transport, seed=1))
+        assert (report.retried, transport.connections_opened) == (2, 2)
+
+    def test_an_unknown_user_still_hard_bounces(
+        self,
+        engine: Engine,
+        settings: Settings,
+        clock: SettableClock,
+        handler: ScriptedHandler,
+        people: int,
+    ) -> None:
+        handler.reject["jo@acme.example"] = "550 5.1.1 <jo@acme.example>: User unknown"
+        first = enqueue(engine, settings, clock, key="nurture:L-1:0", marketing=True)
+        report = send_seeded(engine, settings, clock, seed=7)
+        assert (report.failed, report.hard_bounced_leads) == (1, [people])
+        assert lead_flags(engine, people) == (True, False, False)
+        rows = outbox_rows(engine)
+        assert [(r.id, r.status, r.attempts, r.last_error) for r in rows] == [
+            (
+                first,
+                "failed",
+                1,
+                "550 5.1.1 <jo@acme.example>: User unknown (recipient jo@acme.example)",
+            )
         ]
 
 

@@ -10,7 +10,7 @@ import pytest
 from mail_support import ScriptedHandler, smtp_server
 
 from leadflow.errors import DeliveryError
-from leadflow.mail.transports.smtp import SmtpTransport
+from leadflow.mail.transports.smtp import RELAY_REFUSAL_HINT, SmtpTransport
 from leadflow.mail_settings import SmtpSettings
 
 MESSAGE = (
@@ -74,17 +74,55 @@ def test_the_envelope_and_the_bytes_arrive_exactly(
     assert transport.connections_opened == 1
 
 
-def test_a_refused_sender_fails_the_message_and_keeps_the_connection(
+def test_a_refused_sender_is_the_relay_refusing_leadflow_and_drops_the_connection(
     transport: SmtpTransport, handler: ScriptedHandler
 ) -> None:
-    """A 553 to MAIL in a pipelined group: its RCPT and DATA replies are read too, the message
-    fails for good, and the next one goes over the same connection."""
+    """A 553 to MAIL in a pipelined group: its RCPT and DATA replies are read too. The relay
+    refuses leadflow's own sender: no recipient is at fault, so it is retried (transient), and
+    the next message opens a new session, one that sees a reloaded relay's settings."""
     handler.refuse_sender = "553 5.7.1 sender not allowed"
     errors = send(transport, ("jo@acme.example", MESSAGE), ("jo@acme.example", MESSAGE))
-    assert errors == ["DeliveryError permanent: 553 5.7.1 sender not allowed", ""]
+    assert errors == [
+        "DeliveryError transient: the relay refuses leadflow itself, not the recipient: "
+        f"553 5.7.1 sender not allowed; {RELAY_REFUSAL_HINT}",
+        "",
+    ]
     assert handler.pipelined == [True, True]
     assert [r.rcpt_tos for r in handler.received] == [["jo@acme.example"]]
-    assert transport.connections_opened == 1
+    assert transport.connections_opened == 2
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        ("550 5.1.1 <x>: User unknown", "RecipientRejectedError permanent: {reply}"),
+        ("550 5.1.10 null MX", "RecipientRejectedError permanent: {reply}"),
+        ("550 5.2.1 mailbox disabled", "RecipientRejectedError permanent: {reply}"),
+        ("553 no such user here", "RecipientRejectedError permanent: {reply}"),
+        ("552 5.2.2 mailbox full", "DeliveryError permanent: {reply}"),
+        ("554 transaction failed", "DeliveryError permanent: {reply}"),
+        ("450 4.2.0 greylisted", "RecipientRejectedError transient: {reply}"),
+        ("554 5.7.1 <x>: Relay access denied", "DeliveryError transient: {relay}"),
+        ("530 5.7.0 Authentication required", "DeliveryError transient: {relay}"),
+        ("530 Authentication required", "DeliveryError transient: {relay}"),
+        (
+            "550 5.1.8 <leadflow@example.com>: Sender address rejected",
+            "DeliveryError transient: {relay}",
+        ),
+        ("554 5.3.0 system not accepting mail", "DeliveryError transient: {relay}"),
+        ("550 5.4.4 unable to route", "DeliveryError transient: {relay}"),
+    ],
+)
+def test_a_refused_recipient_is_a_mailbox_verdict_only_by_its_code(
+    transport: SmtpTransport, handler: ScriptedHandler, reply: str, error: str
+) -> None:
+    """Only 5.1.x (but the sender's 5.1.7/5.1.8), 5.2.1, or a bare 550/551/553 condemn the
+    mailbox (RecipientRejectedError: a hard bounce); 5.7.x, 5.3.x, 5.4.x and a bare 530 are the
+    relay refusing leadflow (retried); any other 5xx fails the message alone."""
+    handler.reject["jo@acme.example"] = reply
+    full = f"{reply} (recipient jo@acme.example)"
+    relay = f"the relay refuses leadflow itself, not the recipient: {full}; {RELAY_REFUSAL_HINT}"
+    assert send(transport, ("jo@acme.example", MESSAGE)) == [error.format(reply=full, relay=relay)]
 
 
 def test_a_refused_recipient_leaves_the_connection_clean_for_the_next(
@@ -108,7 +146,7 @@ def test_a_refused_message_is_permanent_and_a_busy_server_transient(
     transport: SmtpTransport, handler: ScriptedHandler
 ) -> None:
     """A 5xx to DATA is permanent, a 4xx transient; each keeps the connection for the next."""
-    handler.script = ["554 5.7.1 spam", "451 4.3.0 try later"]
+    handler.script = ["554 5.6.0 content refused", "451 4.3.0 try later"]
     errors = send(
         transport,
         ("jo@acme.example", MESSAGE),
@@ -116,12 +154,28 @@ def test_a_refused_message_is_permanent_and_a_busy_server_transient(
         ("jo@acme.example", MESSAGE),
     )
     assert errors == [
-        "DeliveryError permanent: 554 5.7.1 spam",
+        "DeliveryError permanent: 554 5.6.0 content refused",
         "DeliveryError transient: 451 4.3.0 try later",
         "",
     ]
     assert len(handler.received) == 1
     assert transport.connections_opened == 1
+
+
+def test_a_policy_refusal_at_data_is_the_relay_refusing_leadflow(
+    transport: SmtpTransport, handler: ScriptedHandler
+) -> None:
+    """A 5.7.x to the end of DATA (the sender's domain failing DMARC, a policy milter) is the
+    relay refusing leadflow at any stage: retried, and the session not reused."""
+    handler.script = ["550 5.7.1 message refused by policy"]
+    errors = send(transport, ("jo@acme.example", MESSAGE), ("jo@acme.example", MESSAGE))
+    assert errors == [
+        "DeliveryError transient: the relay refuses leadflow itself, not the recipient: "
+        f"550 5.7.1 message refused by policy; {RELAY_REFUSAL_HINT}",
+        "",
+    ]
+    assert len(handler.received) == 1
+    assert transport.connections_opened == 2
 
 
 def test_an_address_with_a_quoted_local_part_goes_through_sendmail(

@@ -4,8 +4,11 @@ transport ``mail.transport`` names.
 Two rules are email's alone and live here, not in the outbox. At claim time, the marketing
 email of a lead flagged after it was queued (an unsubscribe imported or posted while the email
 waited for its send window) is suppressed, whatever set the flag. After delivery, a refused
-recipient (or a 550/551/553 reply) on a marketing email is a hard bounce: the lead is flagged
-``hard_bounced`` and its pending marketing is suppressed, with the outcome.
+recipient mailbox (the transport's :class:`~leadflow.errors.RecipientRejectedError`: a 5.1.x or
+5.2.1 reply to RCPT, or a bare 550/551/553 there) on a marketing email is a hard bounce: the lead
+is flagged ``hard_bounced`` and its pending marketing is suppressed, with the outcome. The relay
+refusing leadflow itself (a 5.7.x policy reply, its sender refused) is never one: no lead is to
+blame, and the message is retried.
 """
 
 from __future__ import annotations
@@ -23,9 +26,6 @@ from leadflow.mail.transports.base import Transport
 from leadflow.outbox.store import SUPPRESSED, ClaimedMessage
 from leadflow.settings import Settings
 from leadflow.store.tables import LEADS, OUTBOX
-
-_MAILBOX_CODES = frozenset({550, 551, 553})
-"""5xx replies that mean "this mailbox does not exist or takes no mail": a hard bounce."""
 
 
 class EmailChannel:
@@ -57,9 +57,7 @@ class EmailChannel:
         )
 
     def is_hard_bounce(self, message: ClaimedMessage, error: DeliveryError) -> bool:
-        return message.category == "marketing" and (
-            isinstance(error, RecipientRejectedError) or error.code in _MAILBOX_CODES
-        )
+        return message.category == "marketing" and isinstance(error, RecipientRejectedError)
 
     def record_hard_bounces(self, session: Session, lead_ids: Sequence[int], now: datetime) -> None:
         if not lead_ids:

@@ -334,6 +334,15 @@ class _Run:
                 retry_at=retry_at.isoformat(),
                 **fields,
             )
+        elif exc.relay_refusal:
+            # No wait fixes a relay that refuses leadflow (its mynetworks, AUTH, the sender):
+            # someone must, so every attempt says so, apart from the routine retries.
+            log.warning(
+                "outbox_relay_refused",
+                attempts=message.attempts,
+                retry_at=retry_at.isoformat(),
+                **fields,
+            )
         else:
             # The first transient failures (greylisting, a relay restarting) are routine: info.
             # Failing attempt after attempt, or a local error (a full or read-only maildir) is

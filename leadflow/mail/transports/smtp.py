@@ -9,8 +9,10 @@ Postfix's client: ``smtp_data_done_timeout = 600s``): a relay may run its end-of
 (content filters, milters, a policy ``sleep``) before it answers, and it has the whole message
 by then. A client that gives up sooner does not stop the relay from delivering the message, and
 sends it again on retry (RFC 1047). Errors are classified at this boundary: a 4xx reply or a
-connection problem is transient (the sender retries later), a 5xx reply is permanent; no reply
-to the final "." is transient with :attr:`~leadflow.errors.DeliveryError.outcome_unknown` set.
+connection problem is transient (the sender retries later), a 5xx reply is permanent but for the
+relay refusing leadflow itself (a 5.7.x policy reply, a 5xx to the greeting or MAIL: transient
+with :attr:`~leadflow.errors.DeliveryError.relay_refusal` set); no reply to the final "." is
+transient with :attr:`~leadflow.errors.DeliveryError.outcome_unknown` set.
 
 A message goes out as MAIL, RCPT and DATA commands of its own (:func:`_transact`), not through
 ``SMTP.sendmail``: that parses each address twice with ``email.utils`` (four parses a message,
@@ -133,10 +135,14 @@ class SmtpTransport:
             self._give_back(client, keep=False)  # a reply may still be owed on it
             raise
         except Exception as exc:
-            self._give_back(client, keep=_still_usable(client, exc))
             if stage.message_written and not _answered(exc):
-                raise _outcome_unknown(exc, message_id, stage) from exc
-            raise classify(exc, message_id) from exc
+                error = _outcome_unknown(exc, message_id, stage)
+            else:
+                error = classify(exc, message_id)
+            # A relay refusing leadflow is fixed by reconfiguring it (postfix reload), which a
+            # session opened before goes on ignoring: the next attempt opens a new one.
+            self._give_back(client, keep=_still_usable(client, exc) and not error.relay_refusal)
+            raise error from exc
         self._give_back(client, keep=True)
 
     async def close(self) -> None:
@@ -425,27 +431,99 @@ async def _greet(client: aiosmtplib.SMTP) -> None:
 
 
 def classify(exc: BaseException, what: str) -> DeliveryError:
-    """Translate an aiosmtplib/socket error into a transient or permanent DeliveryError."""
+    """Translate an aiosmtplib/socket error into a transient or permanent DeliveryError.
+
+    A 5xx is permanent, but for a relay refusing leadflow itself (:func:`_refuses_leadflow`),
+    which is transient with ``relay_refusal`` set. A refused RCPT is a
+    :class:`RecipientRejectedError` (a hard bounce) only when the reply condemns the mailbox.
+    """
     if isinstance(exc, DeliveryError):
         return exc
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         refusals = exc.recipients
+        # The relay refusing leadflow, then a 4xx, decides for the whole message: either is
+        # retried, and a mailbox verdict on another recipient can wait for the retry.
+        relay = [r for r in refusals if _refuses_leadflow(r.code, r.message, message_stage=True)]
         transient = [r for r in refusals if not _permanent(r.code)]
-        chosen = transient[0] if transient else refusals[0]
+        chosen = (relay or transient or refusals)[0]
         text = f"{chosen.code} {chosen.message} (recipient {chosen.recipient})"
-        return RecipientRejectedError(text, permanent=not transient, code=chosen.code)
+        if relay:
+            return _relay_refusal(text, chosen.code)
+        if transient or _mailbox_refused(chosen.code, chosen.message):
+            return RecipientRejectedError(text, permanent=not transient, code=chosen.code)
+        return DeliveryError(text, permanent=True, code=chosen.code)
     if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
         # Wrong credentials are a configuration problem, not the message's: keep it for a retry.
         text = f"authentication failed: {exc.code} {exc.message}; check mail.smtp.username/password"
-        return DeliveryError(text, permanent=False, code=exc.code)
+        return DeliveryError(
+            text, permanent=False, code=exc.code, relay_refusal=_permanent(exc.code)
+        )
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         text = f"{exc.code} {exc.message}"
+        # Only DATA's reply can be about the message; a 5xx to the greeting, EHLO, STARTTLS or
+        # MAIL refuses leadflow's connection or its sender.
+        data = isinstance(exc, aiosmtplib.SMTPDataError)
+        if _refuses_leadflow(exc.code, exc.message, message_stage=data):
+            return _relay_refusal(text, exc.code)
         return DeliveryError(text, permanent=_permanent(exc.code), code=exc.code)
     if isinstance(exc, TimeoutError):
         return DeliveryError(f"timed out delivering {what}", permanent=False)
     if isinstance(exc, aiosmtplib.SMTPException | OSError):
         return DeliveryError(f"connection error on {what}: {exc}", permanent=False)
     return DeliveryError(f"unexpected error on {what}: {exc!r}", permanent=False)
+
+
+RELAY_REFUSAL_HINT = (
+    "check mail.smtp (host, port, username, password) and mail.from, and that the relay lets "
+    "this host send (Postfix: mynetworks, SMTP AUTH, its sender restrictions)"
+)
+
+_ENHANCED_CODE = re.compile(r"5\.(\d{1,3})\.(\d{1,3})(?!\S)")
+"""RFC 3463's enhanced status code at the start of a 5xx reply's text: class.subject.detail."""
+
+_SENDER_ADDRESS_DETAILS = frozenset({7, 8})
+"""5.1.7 and 5.1.8: the *sender's* address is bad (Postfix's reject_unknown_sender_domain,
+reported at RCPT), not the recipient's."""
+
+
+def _enhanced(message: str) -> tuple[int, int] | None:
+    """The subject and detail of a 5.x.y code the reply's text starts with, if it has one."""
+    found = _ENHANCED_CODE.match(message)
+    return (int(found[1]), int(found[2])) if found else None
+
+
+def _refuses_leadflow(code: int, message: str, *, message_stage: bool) -> bool:
+    """Whether a 5xx refuses leadflow itself rather than a recipient or the message.
+
+    RFC 3463 5.7.x (security or policy: "Relay access denied", authentication required, the
+    sender refused), 5.3.x and 5.4.x (the relay's system or network), 5.1.7/5.1.8 (the
+    sender's address), a bare 530 (authentication required, RFC 4954), and any 5xx to a
+    command that is not about a recipient or the message (``message_stage`` False: the
+    greeting, EHLO, STARTTLS, MAIL).
+    """
+    if not _permanent(code):
+        return False
+    enhanced = _enhanced(message)
+    if enhanced is not None:
+        subject, detail = enhanced
+        if subject in (3, 4, 7) or (subject == 1 and detail in _SENDER_ADDRESS_DETAILS):
+            return True
+    return code == 530 or not message_stage
+
+
+def _mailbox_refused(code: int, message: str) -> bool:
+    """Whether a 5xx to RCPT condemns the mailbox (a hard bounce): 5.1.x addressing (bad
+    mailbox 5.1.1, bad domain 5.1.2, null MX 5.1.10 ...) or 5.2.1 (mailbox disabled); without
+    an enhanced code, 550, 551 or 553 as the basic codes say."""
+    enhanced = _enhanced(message)
+    if enhanced is None:
+        return code in (550, 551, 553)
+    return enhanced[0] == 1 or enhanced == (2, 1)
+
+
+def _relay_refusal(reply: str, code: int) -> DeliveryError:
+    text = f"the relay refuses leadflow itself, not the recipient: {reply}; {RELAY_REFUSAL_HINT}"
+    return DeliveryError(text, permanent=False, code=code, relay_refusal=True)
 
 
 def _answered(exc: BaseException) -> bool:
