@@ -962,8 +962,7 @@ class TestScoringModelProblems:
             "      points: 5\n"
         )
         assert problems(rules, **{"a.yaml": text}) == [
-            "rules/a.yaml:7:11: criterion a: duplicate id, already defined at "
-            "rules/a.yaml:3:7"
+            "rules/a.yaml:7:11: criterion a: duplicate id, already defined at rules/a.yaml:3:7"
         ]
 
     def test_caps_as_documented_load(self, rules: Path) -> None:
