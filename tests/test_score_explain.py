@@ -427,6 +427,55 @@ class TestExplain:
         )
         assert "total fit 20 + engagement 7 + rules 0 = 27 = the stored score" in table
 
+    def test_an_activity_thousands_of_half_lives_old_is_worth_exactly_0(
+        self, runtime: Runtime, engine: Engine, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """PostgreSQL's power() raised "value out of range: underflow" where the factor rounds
+        to 0 (from 1,075 half-lives on): the pass failed for every lead of its range, explain
+        showed a traceback and the lead view a 500. SQLite gave 0; both do now, and 1,074
+        half-lives still give the least double, as Python's float does."""
+        activity(engine, "A1", 1, "page_view", T0 - 20_000 * DAY)  # 2,000 half-lives of 10d
+        activity(engine, "A2", 1, "page_view", T0 - 10_750 * DAY)  # 1,075: rounds to 0
+        activity(engine, "A3", 1, "page_view", T0 - 10_740 * DAY)  # 1,074: 10 x 2^-1074
+        activity(engine, "A4", 2, "page_view", T0 - 5 * DAY)
+        tick(runtime, T0)
+        assert rows(engine, "leads", "external_id", "score", "score_engagement") == [
+            ("L1", 20, 0),
+            ("L2", 7, 7),  # 10 x 0.5 ^ 0.5 = 7.07
+        ]
+        assert 10 * 0.5**2000 == 10 * 0.5**1075 == 0.0 < 10 * 0.5**1074
+        found = explain_score(engine, runtime.load_rules().scoring, "L1", T0)
+        assert found is not None
+        assert [(a.external_id, a.value) for a in found.contributions[1].activities] == [
+            ("A3", 10 * 0.5**1074),
+            ("A2", 0.0),
+            ("A1", 0.0),
+        ]
+        expected = {  # the JSON's values have 6 decimals
+            "L1": ("visits", 0, [("A3", 0.0), ("A2", 0.0), ("A1", 0.0)]),
+            "L2": ("visits", 7, [("A4", round(10 * 0.5**0.5, 6))]),
+        }
+        config = str(runtime.settings.root / "config.yaml")
+        api = Api(build_app(runtime)[0])
+        for lead, visits in expected.items():
+            capsys.readouterr()
+            code = main(["--config", config, "score", "explain", lead, "--format", "json"])
+            out, err = capsys.readouterr()
+            assert (code, err) == (0, "")
+            view = api.get(f"/v1/leads/{lead}")
+            assert view.status_code == 200
+            for explained in (json.loads(out), view.json()["score_explanation"]):
+                assert explained["computed"]["engagement"] == visits[1]
+                assert [
+                    (
+                        c["criterion"],
+                        c["points"],
+                        [(a["external_id"], a["value"]) for a in c["activities"]],
+                    )
+                    for c in explained["contributions"]
+                    if c["part"] == "engagement"
+                ] == [visits]
+
     def test_an_unknown_lead_is_one_line(
         self, runtime: Runtime, capsys: pytest.CaptureFixture[str]
     ) -> None:

@@ -211,7 +211,8 @@ def score_by_hand(lead: dict[str, Any], criteria: dict[str, dict[str, Any]]) -> 
         if "window" in item:
             raw = item["points"] * sum(1 for age in done if age < float(item["window"][:-1]))
         elif "half_life" in item:
-            half_life = float(item["half_life"].removesuffix("d"))
+            text = item["half_life"]
+            half_life = float(text[:-1]) / (24 if text.endswith("h") else 1)  # in days
             raw = item["points"] * sum(0.5 ** (age / half_life) for age in done)
         else:
             raw = item["points"] * len(done)
@@ -280,6 +281,25 @@ def test_fit_recovers_the_ground_truth_and_reports_exact_holdout_figures(
     settings = load_settings(project, env={}).settings
     assert load_rule_set(rules, settings).scoring is not None
     assert main(["-c", str(project), "check"]) == 0
+
+
+def test_a_half_life_of_an_hour_reads_activities_thousands_of_half_lives_old_as_0(
+    project: Path, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Under ``--half-life 1h`` a view 45 days old is 1,080 half-lives old: PostgreSQL's
+    power() raised "value out of range: underflow" (a traceback, exit 1); it is worth 0, as on
+    SQLite, and the holdout's points AUC is the one the proposed file gives by hand."""
+    made = ground_truth()
+    store_leads(engine, made)
+    assert max(age for lead in made for _kind, age in lead["activities"]) * 24 > 1075
+    report = fit(project, "--outcome", "attributes.converted", "--half-life", "1h", capsys=capsys)
+    criteria = proposed_points(project.parent / "scoring.proposed.yaml")
+    assert {item["half_life"] for item in criteria.values() if "half_life" in item} == {"1h"}
+    known = {lead["id"]: lead for lead in made if "converted" in lead["attributes"]}
+    held = report["holdout_lead_ids"]
+    scores = [score_by_hand(known[lead_id], criteria) for lead_id in held]
+    labels = [int(known[lead_id]["attributes"]["converted"]) for lead_id in held]
+    assert report["auc"]["points"] == roc_auc_score(labels, scores)
 
 
 def test_the_shipped_model_rewritten_passes_check(

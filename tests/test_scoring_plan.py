@@ -356,6 +356,30 @@ class TestScoringPlanEdges:
             "      + lead L2: 10 -> 70",
         ]
 
+    def test_a_half_life_of_a_second_values_a_download_a_month_old_at_0(
+        self, scoring_repo: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """L3's download is 2,592,000 half-lives of 1s old: PostgreSQL's power() raised
+        "value out of range: underflow" and plan blamed the store (exit 3). It is worth 0, so
+        L3 is 28 (fit 20, the webinar now 8), not 32, as on SQLite."""
+        scoring = scoring_repo / "rules" / "scoring.yaml"
+        text = scoring.read_text(encoding="utf-8")
+        assert text.count("points: 8\n      half_life: 30d") == 1
+        scoring.write_text(
+            text.replace("points: 8\n      half_life: 30d", "points: 8\n      half_life: 1s"),
+            encoding="utf-8",
+        )
+        assert main(["check"]) == 0
+        capsys.readouterr()
+        code, out = plan(capsys, "--base", "HEAD")
+        assert code == 0
+        assert out[2:4] == [
+            "~ scoring model (enabled): scores from the CRM at HEAD, from the model in the "
+            "working tree; 6 of 6 leads' scores change",
+            "    score change: -20 or less: 1, -19 to -10: 0, -9 to -1: 2, +1 to +9: 0, "
+            "+10 to +19: 1, +20 or more: 2; largest fall -60, largest rise +37",
+        ]
+
     def test_max_affected_counts_the_crossings(
         self, scoring_repo: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:

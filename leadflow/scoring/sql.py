@@ -116,6 +116,12 @@ def half_away_from_zero(
     return cast(sql_floor(value + 0.5, dialect), BigInteger)
 
 
+UNDERFLOW_HALVINGS = 1075.0
+"""From this many half-lives on an activity is worth exactly 0: ``0.5 ^ 1075`` is half the least
+double (``2 ^ -1074``, subnormal), and IEEE 754 rounds it and anything less to 0 (ties to
+even); below it the factor is at least that least double, which no whole point can feel."""
+
+
 def decayed_value(
     criterion: EngagementCriterion,
     now: datetime,
@@ -133,7 +139,14 @@ def decayed_value(
     if days is None:
         days = column_days(ACTIVITIES.c.occurred_at, dialect)
     age = literal(days_since_epoch(now), Float) - days
-    return points * func.power(literal(0.5, Float), age / half_life_days)
+    halvings = age / half_life_days
+    # PostgreSQL's power() raises "value out of range: underflow" where the factor rounds to
+    # 0; SQLite's and Python's give 0. Say 0 first, on both, so an old activity never fails
+    # a pass and both stores keep the same value to the last bit.
+    return case(
+        (halvings >= literal(UNDERFLOW_HALVINGS, Float), literal(0.0, Float)),
+        else_=points * func.power(literal(0.5, Float), halvings),
+    )
 
 
 def counted_activities(
