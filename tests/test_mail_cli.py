@@ -293,3 +293,46 @@ def test_a_message_sent_after_retry_failed_keeps_the_error_that_failed_it(
         (2, "sent", 1, None),
     ]
     engine.dispose()
+
+
+def test_a_marketing_email_held_for_the_send_window_says_so(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Queued at 23:00 in the lead's timezone (Europe/Berlin, the default calendar's), it waits
+    for the window's 08:00: the listing's "why" was empty and its "next" had no zone, and an
+    operator took the row for stuck."""
+    settings = load_settings(config, env={}).settings
+    engine = engine_for(settings)
+    catalog = TemplateCatalog(config.parent / "templates", settings)
+    late = datetime(2020, 1, 6, 22, 0, tzinfo=UTC)
+    with transaction(engine) as session:
+        lead = session.get(Lead, 1)
+        assert lead is not None
+        enqueue_email(
+            session,
+            key="nurture-late",
+            template="notify",
+            context=email_context(settings, lead=lead, rep=session.get(Rep, lead.owner_id)),
+            to="jo@example.com",
+            category="marketing",
+            now=late,
+            catalog=catalog,
+            settings=settings,
+            lead_id=1,
+            recipient_timezone="Europe/Berlin",
+        )
+    engine.dispose()
+    assert main(["-c", str(config), "outbox"]) == 0
+    out = capsys.readouterr().out
+    assert "┃ next (UTC)" in out
+    rows = table_rows(out)
+    assert rows[2] == [
+        "3", "pending", "marketing", "jo@example.com", "New MQL: Jo Doe", "0",
+        "2020-01-07 07:00", "", "waits for the send window (mail.send_window)",
+    ]  # fmt: skip
+    assert main(["-c", str(config), "outbox", "--format", "json"]) == 0
+    held = json.loads(capsys.readouterr().out)["messages"][2]
+    assert (held["next_attempt_at"], held["detail"]) == (
+        "2020-01-07T07:00:00+00:00",
+        "waits for the send window (mail.send_window)",
+    )

@@ -203,7 +203,7 @@ def _outbox_table(lines: list[OutboxLine]) -> Table:
 
     from rich.table import Table
 
-    table = Table("id", "status", "kind", "to", "subject", "tries", "next", "rule", "why")
+    table = Table("id", "status", "kind", "to", "subject", "tries", "next (UTC)", "rule", "why")
     for line in lines:
         next_at, why = line.next_attempt_at, line.detail or ""
         if line.lease_until is not None:
@@ -220,7 +220,9 @@ def _outbox_table(lines: list[OutboxLine]) -> Table:
             line.recipient,
             line.subject,
             str(line.attempts),
-            next_at.strftime("%Y-%m-%d %H:%M"),
+            (next_at if next_at.tzinfo is None else next_at.astimezone(UTC)).strftime(
+                "%Y-%m-%d %H:%M"
+            ),
             line.rule_id or "",
             why,
         )

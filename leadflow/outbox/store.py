@@ -457,12 +457,25 @@ def outbox_lines(
             attempts=row.attempts,
             next_attempt_at=row.next_attempt_at,
             rule_id=row.rule_id,
-            detail=row.last_error or row.status_reason,
+            detail=row.last_error or row.status_reason or _held_for_window(row),
             lease_until=_aware(row.claimed_until) if row.status == SENDING else None,
             claimed_by=row.claimed_by if row.status == SENDING else None,
         )
         for row in session.execute(query if limit is None else query.limit(limit))
     ]
+
+
+def _held_for_window(row: Any) -> str | None:
+    """Why a marketing email never tried yet is due later than it was queued: the send window
+    (its ``next`` alone did not say, and an operator took it for stuck)."""
+    if (
+        row.status == PENDING
+        and row.attempts == 0
+        and row.category == "marketing"
+        and _aware(row.next_attempt_at) > _aware(row.created_at)
+    ):
+        return "waits for the send window (mail.send_window)"
+    return None
 
 
 def requeue_failed(session: Session, outbox_id: int, now: datetime) -> OutboxLine:
