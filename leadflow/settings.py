@@ -246,11 +246,46 @@ def _check_date_format(fmt: str) -> str:
 DateFormat = Annotated[str, AfterValidator(_check_date_format)]
 
 
+def _a_list_of_columns(value: object) -> object:
+    if isinstance(value, str):
+        msg = (
+            f"{value!r} is one column; list the columns to join, e.g. [First Name, Last Name] "
+            "(a single column is mapped under columns)"
+        )
+        raise ValueError(msg)  # noqa: TRY004 (pydantic reports a ValueError at its place)
+    return value
+
+
+def _check_combined(columns: tuple[str, ...]) -> tuple[str, ...]:
+    if len(columns) < 2:
+        msg = (
+            "list two or more columns to join, e.g. [First Name, Last Name] (a single column "
+            "is mapped under columns)"
+        )
+        raise ValueError(msg)
+    for position, column in enumerate(columns):
+        if not column.strip():
+            msg = f"column {position + 1} of the list is empty; name a column of the file"
+            raise ValueError(msg)
+        if column in columns[:position]:
+            msg = f"column {column!r} is listed twice"
+            raise ValueError(msg)
+    return columns
+
+
+CombinedColumns = Annotated[
+    tuple[str, ...], BeforeValidator(_a_list_of_columns), AfterValidator(_check_combined)
+]
+
+
 class ImportMapping(Section):
     """How one CRM export's header names and value formats map onto our fields."""
 
     columns: dict[str, str | tuple[str, ...]] = {}
     """File header -> our field (``email``, ``attributes.industry``), or a list of fields."""
+    combine: dict[str, CombinedColumns] = {}
+    """Our field -> the columns whose cells, joined by a space (empty ones left out), fill it:
+    ``name: [First Name, Last Name]``."""
     date_formats: tuple[DateFormat, ...] = ()
     """strptime formats tried after ISO 8601 (which is always accepted). None by default: a
     date such as 01-02-2024 is 1 February in Europe and January 2 in the US, and an export

@@ -6,10 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from http_support import REPO, Api, build_app, runtime_for
 from import_support import rows, write
 from sqlalchemy import Engine
 
 from leadflow.cli import main
+from leadflow.clock import SettableClock
+from leadflow.config import load_settings
+from leadflow.ingest import import_file
 
 SALESFORCE_HEADER = '"Lead ID","First Name","Last Name","Company","Lead Status"\r\n'
 SALESFORCE_ROWS = (
@@ -124,4 +128,136 @@ class TestSalesforceFooter:
         assert err == (
             f"error: {config}:8:7: import.mappings.leads.footer: Input should be 'none' or "
             "'after_blank_line'\n"
+        )
+
+
+HUBSPOT_CONFIG = (
+    "attributes:\n  leads: {first_name: string, region: string}\n"
+    "import:\n  mappings:\n    leads:\n"
+    "      columns:\n"
+    "        Record ID: external_id\n"
+    "        First Name: attributes.first_name\n"
+    "      combine:\n"
+    "        name: [First Name, Last Name]\n"
+)
+
+
+def hubspot_config(tmp_path: Path, store_url: str, mapping: str = HUBSPOT_CONFIG) -> Path:
+    return write(tmp_path, "config.yaml", f"database:\n  url: {store_url}\n{mapping}")
+
+
+class TestCombinedName:
+    """``combine: {name: [First Name, Last Name]}`` fills the lead's name from both columns,
+    joined by a space, empty parts left out; both empty clear it, as an empty cell does."""
+
+    def test_csv_names_and_a_re_import_unchanged(
+        self, tmp_path: Path, store_url: str, engine: Engine, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        config = hubspot_config(tmp_path, store_url)
+        path = write(
+            tmp_path,
+            "hubspot.csv",
+            "Record ID,First Name,Last Name\n"
+            "101,Ann,Lee\n"
+            "102,, Okafor \n"
+            "103,Jo,\n"
+            "104,  ,\n"
+            "105,Mary Ann,van der Berg\n",
+        )
+        assert main(["-c", str(config), "import", "leads", str(path)]) == 0
+        assert capsys.readouterr() == (
+            f"leads {path}: inserted 5, updated 0, unchanged 0, rejected 0\n",
+            "",
+        )
+        assert rows(engine, "leads", "external_id", "name", "attributes") == [
+            ("101", "Ann Lee", {"first_name": "Ann"}),
+            ("102", "Okafor", {}),
+            ("103", "Jo", {"first_name": "Jo"}),
+            ("104", None, {}),
+            ("105", "Mary Ann van der Berg", {"first_name": "Mary Ann"}),
+        ]
+        assert main(["-c", str(config), "import", "leads", str(path)]) == 0
+        assert capsys.readouterr().out == (
+            f"leads {path}: inserted 0, updated 0, unchanged 5, rejected 0\n"
+        )
+        # Both parts emptied later: the name is cleared, as an emptied name column clears it.
+        emptied = write(tmp_path, "emptied.csv", "Record ID,First Name,Last Name\n101,,\n")
+        assert main(["-c", str(config), "import", "leads", str(emptied)]) == 0
+        assert rows(engine, "leads", "external_id", "name")[0] == ("101", None)
+
+    def test_jsonl_and_the_http_api_read_it_the_same(
+        self, tmp_path: Path, store_url: str, engine: Engine, clock: SettableClock
+    ) -> None:
+        config = hubspot_config(tmp_path, store_url)
+        settings = load_settings(config, env={}, overrides={}).settings
+        path = write(
+            tmp_path,
+            "hubspot.jsonl",
+            '{"Record ID": "201", "First Name": "Ann", "Last Name": "Lee"}\n'
+            '{"Record ID": "202", "Last Name": "Okafor"}\n'
+            '{"Record ID": "203", "First Name": null, "Last Name": ""}\n',
+        )
+        report = import_file(engine, settings, "leads", path, clock=clock)
+        assert (report.summary, report.problems) == (
+            "inserted 3, updated 0, unchanged 0, rejected 0",
+            [],
+        )
+        api_settings = settings.model_copy(
+            update={
+                "http": settings.http.model_copy(update={"allow_anonymous": True}),
+                "paths": settings.paths.model_copy(
+                    update={"rules": REPO / "rules", "templates": REPO / "templates"}
+                ),
+            }
+        )
+        app, _holder = build_app(runtime_for(engine, api_settings, clock))
+        body = [
+            {"Record ID": "301", "First Name": "Grace", "Last Name": "Hopper"},
+            {"Record ID": "302", "First Name": " ", "Last Name": "Lovelace"},
+            {"Record ID": "201", "First Name": "Ann", "Last Name": "Lee"},
+        ]
+        response = Api(app).post("/v1/leads", body, auth=False)
+        assert response.status_code == 200, response.text
+        assert rows(engine, "leads", "external_id", "name") == [
+            ("201", "Ann Lee"),
+            ("202", "Okafor"),
+            ("203", None),
+            ("301", "Grace Hopper"),
+            ("302", "Lovelace"),
+        ]
+        again = import_file(engine, settings, "leads", path, clock=clock)
+        assert again.summary == "inserted 0, updated 0, unchanged 3, rejected 0"
+
+    def test_a_single_column_is_a_config_error_at_its_place(
+        self, tmp_path: Path, store_url: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        mapping = HUBSPOT_CONFIG.replace("[First Name, Last Name]", "First Name")
+        config = hubspot_config(tmp_path, store_url, mapping)
+        path = write(tmp_path, "hubspot.csv", "Record ID,First Name\n101,Ann\n")
+        assert main(["-c", str(config), "import", "leads", str(path)]) == 1
+        assert capsys.readouterr() == (
+            "",
+            f"error: {config}:12:9: import.mappings.leads.combine.name: 'First Name' is one "
+            "column; list the columns to join, e.g. [First Name, Last Name] (a single column is "
+            "mapped under columns)\n",
+        )
+
+    def test_an_unknown_field_and_a_field_also_mapped_are_named(
+        self, tmp_path: Path, store_url: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        mapping = HUBSPOT_CONFIG.replace("        name: [", "        nme: [")
+        config = hubspot_config(tmp_path, store_url, mapping)
+        path = write(tmp_path, "hubspot.csv", "Record ID,First Name,Last Name\n101,Ann,Lee\n")
+        assert main(["-c", str(config), "import", "leads", str(path)]) == 1
+        assert capsys.readouterr().err.startswith(
+            f"error: {path}:1: import.mappings.leads.combine.nme: unknown field 'nme'; "
+            "did you mean 'name'? leads fields are: external_id, email, name,"
+        )
+        config = hubspot_config(tmp_path, store_url)
+        both = write(tmp_path, "both.csv", "Record ID,Name,First Name,Last Name\n101,A,Ann,Lee\n")
+        assert main(["-c", str(config), "import", "leads", str(both)]) == 1
+        assert capsys.readouterr().err == (
+            f"error: {both}:1: column 'Name' and import.mappings.leads.combine.name both set "
+            "name; map 'Name' to skip under import.mappings.leads.columns, or remove "
+            "import.mappings.leads.combine.name\n"
         )
