@@ -225,6 +225,16 @@ class TestCombinedName:
             ("301", "Grace Hopper"),
             ("302", "Lovelace"),
         ]
+        document = Api(app).get("/openapi.json", auth=False).json()
+        body_schema = document["paths"]["/v1/leads"]["post"]["requestBody"]["content"]
+        properties = body_schema["application/json"]["schema"]["anyOf"][0]["properties"]
+        assert properties["Last Name"] == {
+            "type": ["string", "null"],
+            "description": "joined into name by import.mappings.leads.combine",
+        }
+        assert properties["First Name"]["description"] == (
+            "mapped to attributes.first_name by import.mappings.leads"
+        )
         again = import_file(engine, settings, "leads", path, clock=clock)
         assert again.summary == "inserted 0, updated 0, unchanged 3, rejected 0"
 
