@@ -101,6 +101,16 @@ def record_schema(kind: ImportKind, settings: Settings) -> dict[str, Any]:
         # A mapped key is held to its field's type, as the field's own key is: a HubSpot
         # ``id`` mapped to external_id is text, never a number.
         properties[column] = {**_target_schema(kind, target, settings), **described}
+    for field, columns in mapping.combine.items():
+        for column in columns:
+            # A column mapped (or named as a field) keeps its own schema: it fills that too.
+            properties.setdefault(
+                column,
+                {
+                    "type": ["string", "null"],
+                    "description": f"joined into {field} by import.mappings.{kind}.combine",
+                },
+            )
     for nest in nested_objects(KIND_FIELDS[kind], mapping.columns):
         properties[nest] = _nest_schema(kind, nest, settings)
     schema: dict[str, Any] = {

@@ -296,5 +296,5 @@ def _posted_name(field: str, plan: ColumnPlan) -> str:
     """The key the client posted for ``field`` (a mapped name such as ``Account``)."""
     for target in plan.targets:
         if target.field == field or (target.group and f"{target.group}.{target.name}" == field):
-            return plan.header[target.index]
+            return plan.column_name(target.index)
     return field

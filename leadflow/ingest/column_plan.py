@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cached_property, lru_cache
-from typing import Any
+from typing import Any, cast
 
 from leadflow.errors import ImportRowError
 from leadflow.ingest import json_values, values
@@ -42,6 +42,9 @@ class ColumnPlan:
     targets: tuple[Target, ...]
     empty_values: frozenset[str] = frozenset()
     """Cells (stripped, case folded) that mean "no value" in any column: a CRM's ``Select``."""
+    joins: tuple[tuple[int, ...], ...] = ()
+    """The columns (indexes) of each field filled from several (``import.mappings.KIND.
+    combine``): join ``k``'s cell is read at index ``len(header) + k``."""
 
     @property
     def fields(self) -> frozenset[str]:
@@ -54,11 +57,37 @@ class ColumnPlan:
         fills it (``Number of Employees`` for ``attributes.employees``), not when the file
         names it by its own name, bare or nested (a JSON line may write either)."""
         return {
-            t.field: self.header[t.index]
+            t.field: self.column_name(t.index)
             for t in self.targets
-            if t.index < len(self.header)
-            and self.header[t.index] not in (t.field, t.name if t.group else t.field)
+            if self.column_name(t.index) not in (t.field, t.name if t.group else t.field)
         }
+
+    def column_name(self, index: int) -> str:
+        """The column at ``index``; a join's is its columns' (``First Name + Last Name``)."""
+        if index < len(self.header):
+            return self.header[index]
+        return " + ".join(self.header[i] for i in self.joins[index - len(self.header)])
+
+    def _joined(self, cells: Sequence[object]) -> list[object]:
+        """The cells with each join's cell after them: its columns' texts, stripped, joined by
+        a space, the empty ones (and ``empty_values``) left out; all empty, an empty cell."""
+        empty = self.empty_values
+        made: list[object] = list(cells)
+        for indexes in self.joins:
+            texts: list[str] = []
+            other: object = None
+            for index in indexes:
+                part = cells[index]
+                if part is None:
+                    continue
+                if part.__class__ is not str:
+                    other = part  # a JSON number or object: the field's parser names it
+                    break
+                text = part.strip()
+                if text and text.casefold() not in empty:
+                    texts.append(text)
+            made.append(other if other is not None else " ".join(texts))
+        return made
 
     def only(self, fields: frozenset[str]) -> ColumnPlan:
         """This plan reading only ``fields`` (top-level ones) of a row: a row's id alone."""
@@ -77,6 +106,8 @@ class ColumnPlan:
                 "" if cell.__class__ is str and cell.strip().casefold() in empty else cell
                 for cell in cells
             ]
+        if self.joins:
+            cells = self._joined(cells)
         try:
             record: dict[str, Any] = {
                 field: parse(cells[index]) for field, index, parse in self._plain
@@ -130,6 +161,8 @@ class ColumnPlan:
         """
         if not rows or not self._cells_are_the_text:
             return None
+        if self.joins:
+            rows = cast("list[list[str]]", [self._joined(cells) for cells in rows])
         cells_by_column = self._cells_by_column(rows)
         try:
             found: dict[str, list[Any]] = {

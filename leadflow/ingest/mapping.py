@@ -154,6 +154,7 @@ def compile_plan(
                 )
             chosen[field] = (index, column)
         located += [Problem(file, at, 0, p) for p in problems]
+    joins = _joins(kind, header, mapping, declared, chosen, located, file, first_seen)
     problems = unknown.left_unnamed()
     if required:
         problems += _missing(kind, chosen.keys(), mapping)
@@ -172,7 +173,55 @@ def compile_plan(
         )
     targets.sort(key=lambda t: t.field)
     empty = frozenset(value.strip().casefold() for value in mapping.empty_values)
-    return ColumnPlan(kind, tuple(header), tuple(targets), empty)
+    return ColumnPlan(kind, tuple(header), tuple(targets), empty, tuple(joins))
+
+
+def _joins(
+    kind: ImportKind,
+    header: Sequence[str],
+    mapping: ImportMapping,
+    declared: Mapping[str, AttributeType],
+    chosen: dict[str, tuple[int, str]],
+    located: list[Problem],
+    file: str,
+    first_seen: Mapping[str, int],
+) -> list[tuple[int, ...]]:
+    """The fields ``import.mappings.KIND.combine`` fills from several columns, put in
+    ``chosen`` at the index past the header their joined cell is read at
+    (:attr:`ColumnPlan.joins`). A field none of whose columns the file has is not set, as a
+    column the file lacks; one the file has some of is joined from those."""
+    positions = {column: index for index, column in enumerate(header)}
+    joins: list[tuple[int, ...]] = []
+    for field, columns in mapping.combine.items():
+        setting = f"import.mappings.{kind}.combine.{field}"
+        problem = _check_field(kind, field, declared, setting)
+        if problem is not None:
+            located.append(Problem(file, 1, 0, problem))
+            continue
+        present = tuple(positions[column] for column in columns if column in positions)
+        if not present:
+            continue
+        at = max(first_seen.get(header[index], 1) for index in present)
+        if field in chosen:
+            earlier = chosen[field][1]
+            located.append(
+                Problem(
+                    file,
+                    at,
+                    0,
+                    f"column {earlier!r} and {setting} both set {field}; map {earlier!r} to "
+                    f"skip under import.mappings.{kind}.columns, or remove {setting}",
+                )
+            )
+            continue
+        chosen[field] = (len(header) + len(joins), " + ".join(columns))
+        joins.append(present)
+    return joins
+
+
+def _combined_columns(mapping: ImportMapping) -> frozenset[str]:
+    """The columns ``combine`` reads: known, though they may fill no field of their own."""
+    return frozenset(column for columns in mapping.combine.values() for column in columns)
 
 
 def too_many_columns(kind: ImportKind, count: int, settings: Settings) -> str | None:
@@ -184,7 +233,12 @@ def too_many_columns(kind: ImportKind, count: int, settings: Settings) -> str | 
     """
     mapping = settings.imports.mappings.get(kind, ImportMapping())
     declared = getattr(settings.attributes, kind) if kind in GROUPS else {}
-    usable = len(KIND_FIELDS[kind]) + len(declared) + len(mapping.columns)
+    usable = (
+        len(KIND_FIELDS[kind])
+        + len(declared)
+        + len(mapping.columns)
+        + len(_combined_columns(mapping))
+    )
     if count <= usable + SPARE_COLUMNS:
         return None
     return (
@@ -236,10 +290,13 @@ def unknown_columns(
         return {}, []
     unknown = _UnknownColumns(kind, mapping, declared)
     found: dict[str, str | None] = {}
+    combined = _combined_columns(mapping)
     for column in header:
         if long_name_problem(column) is not None:
             continue
-        if column in mapping.columns or named_field(kind, column, declared) is not None:
+        if column in mapping.columns or column in combined:
+            continue
+        if named_field(kind, column, declared) is not None:
             continue
         found[column] = unknown.problem(column)
     return found, unknown.left_unnamed()
@@ -264,12 +321,15 @@ def unknown_keys(kind: ImportKind, keys: Sequence[str], settings: Settings) -> d
     found: dict[str, str] = {}
     if too_many_columns(kind, len(keys), settings) is not None:
         return found  # compile_plan refuses the file by its count, at once
+    combined = _combined_columns(mapping)
     for key in keys:
         too_long = long_name_problem(key, "a key")
         if too_long is not None:  # the reader refuses such a key first; never suggested for
             found[key] = too_long
             continue
-        if key in mapping.columns or named_field(kind, key, declared) is not None:
+        if key in mapping.columns or key in combined:
+            continue
+        if named_field(kind, key, declared) is not None:
             continue
         reason = _unknown_column(kind, key, mapping, declared)
         found[key] = "not a field of " + kind + reason.removeprefix(f"unknown column {key!r}")
@@ -289,6 +349,8 @@ def _fields_of(
         named = named_field(kind, column, declared)
         if named is not None:
             return [named]
+        if column in _combined_columns(mapping):
+            return []  # read by the join only
         problem = unknown.problem(column)
         if problem is not None:
             problems.append(problem)
@@ -298,7 +360,7 @@ def _fields_of(
     for field in wanted:
         if field == SKIP:
             continue
-        problem = _check_field(kind, column, field, declared)
+        problem = _check_field(kind, field, declared, f"import.mappings.{kind}.columns.{column}")
         if problem:
             problems.append(problem)
         else:
@@ -380,9 +442,12 @@ def _unknown_column(
 
 
 def _check_field(
-    kind: ImportKind, column: str, field: str, declared: Mapping[str, AttributeType]
+    kind: ImportKind,
+    field: str,
+    declared: Mapping[str, AttributeType],
+    setting: str,
 ) -> str | None:
-    setting = f"import.mappings.{kind}.columns.{column}"
+    """Why ``field`` (mapped at ``setting``) is no field of ``kind``, or None."""
     group, _, name = field.partition(".")
     if name and group == GROUPS.get(kind):
         if name in declared:

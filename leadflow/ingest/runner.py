@@ -39,7 +39,7 @@ from leadflow.ingest.kind_writer import Checked, KindWriter, Record
 from leadflow.ingest.lead_rows import LeadWriter
 from leadflow.ingest.mapping import KIND_FIELDS, compile_plan, unknown_keys
 from leadflow.ingest.nesting import nested_objects
-from leadflow.ingest.readers import RowSource, check_text_file, format_of
+from leadflow.ingest.readers import FooterNote, RowSource, check_text_file, format_of
 from leadflow.ingest.references import RepDirectory
 from leadflow.ingest.repeats import Later, Sources, superseded_lines
 from leadflow.ingest.reps import RepWriter
@@ -138,7 +138,10 @@ def _import(
     chosen = format_of(path, file_format)
     check_text_file(path, mapping.encoding, f"import.mappings.{kind}")
     nests = nested_objects(KIND_FIELDS[kind], mapping.columns) if chosen == "jsonl" else ()
-    opened = partial(RowSource, path, chosen, mapping.encoding, mapping.delimiter, kind, nests)
+    footer = mapping.footer == "after_blank_line"
+    opened = partial(
+        RowSource, path, chosen, mapping.encoding, mapping.delimiter, kind, nests, footer
+    )
     with opened() as source:
         if chosen == "jsonl":
             unknown = unknown_keys(kind, source.header, settings)
@@ -307,8 +310,12 @@ class _Read(NamedTuple):
     """Rows rejected since the previous batch (``problems`` holds the first of them)."""
     superseded: list[Superseded]
     bytes_read: int
+    notes: list[tuple[int, str]]
+    """What the reading process noted (a skipped footer)."""
 
     def tell(self, report: ImportReport) -> None:
+        for line, note in self.notes:
+            report.note(line, note)
         # A row with several bad fields has a problem each, on its line.
         told = 0
         for line, problems in groupby(self.problems, key=itemgetter(0)):
@@ -353,8 +360,12 @@ def _reading(
 
         def send_read(driver_rows: list[DriverRow], lines: list[int]) -> None:
             told = [(problem.line, problem.message) for problem in local.problems]
-            read = _Read(driver_rows, lines, told, local.rejected, superseded[:], source.bytes_read)
+            notes = [(note.line, note.message) for note in local.notes]
+            read = _Read(
+                driver_rows, lines, told, local.rejected, superseded[:], source.bytes_read, notes
+            )
             send(read)
+            local.notes.clear()
             local.problems.clear()
             local.rejected = 0
             superseded.clear()
@@ -371,7 +382,7 @@ def _reading(
             flush_checked=flush_checked if by_columns else None,
             collect=False,
         )
-        if local.rejected or superseded:
+        if local.rejected or superseded or local.notes:
             send_read([], [])
 
     with fed(produce, keep=source.fileno()) as feed:
@@ -490,6 +501,9 @@ def _stream(
         later = skip.get(line)
         if later is not None:
             supersede((line, later.line, later.key))
+            continue
+        if isinstance(problem, FooterNote):
+            report.note(line, problem)
             continue
         if problem is not None:
             report.reject(line, problem)

@@ -67,7 +67,7 @@ def score_column(
     target = _score_target(plan)
     if target is None:
         return ScoreColumn(plan)
-    column = plan.header[target.index]
+    column = plan.column_name(target.index)
     named = f"{noun} {column!r}" + ("" if column == SCORE else " (score)")
     if unreadable is not None:
         note = (
