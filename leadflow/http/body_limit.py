@@ -88,21 +88,8 @@ class BodyLimit:
             page.headers["connection"] = "close"
             await page(scope, receive, send)
             return
-        body = json.dumps(
-            {"detail": f"request body larger than {self.max_bytes} bytes (http.max_body_bytes)"}
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        detail = f"request body larger than {self.max_bytes} bytes (http.max_body_bytes)"
+        await _refusal(send, 413, detail)
 
 
 class _Body:
@@ -134,13 +121,19 @@ class _Body:
 
 async def _late(send: Send, timeout_s: float) -> None:
     """408, and the connection closed: the rest of the body, if it comes, is not read."""
-    body = json.dumps(
-        {"detail": f"request body not received within {timeout_s:g} s (http.body_timeout)"}
-    ).encode()
+    await _refusal(
+        send, 408, f"request body not received within {timeout_s:g} s (http.body_timeout)"
+    )
+
+
+async def _refusal(send: Send, status: int, detail: str) -> None:
+    """A JSON ``{"detail": ...}`` answer that closes the connection: the body not read whole
+    leaves the connection unusable for another request."""
+    body = json.dumps({"detail": detail}).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 408,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
