@@ -223,4 +223,5 @@ def test_every_commands_help_paragraph_is_one_line() -> None:
         "simulate",
         "status",
         "test",
+        "unbounce",
     ]

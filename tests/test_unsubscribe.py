@@ -690,3 +690,104 @@ class TestAnOptOutSticks:
         # Re-subscribed, a CRM's false is taken without a word.
         response = nurtured.api.post("/v1/leads", {"external_id": "L-1", "unsubscribed": False})
         assert "warnings" not in response.json()
+
+
+def queue_marketing(nurtured: Nurtured, key: str) -> tuple[str, str, str | None]:
+    """A rule's marketing email to L-1 queued now: its outbox row (key, status, reason)."""
+    with transaction(nurtured.engine) as session:
+        lead = session.get(Lead, nurtured.lead_id)
+        assert lead is not None
+        enqueue_email(
+            session,
+            key=key,
+            template="nurture_case_study",
+            context=email_context(nurtured.runtime.settings, lead=lead),
+            to="jo@acme.example",
+            category="marketing",
+            now=nurtured.clock.now(),
+            catalog=nurtured.runtime.templates,
+            settings=nurtured.runtime.settings,
+            lead_id=nurtured.lead_id,
+        )
+    with nurtured.engine.connect() as connection:
+        row = connection.execute(
+            select(OUTBOX.c.idempotency_key, OUTBOX.c.status, OUTBOX.c.status_reason).where(
+                OUTBOX.c.idempotency_key == key
+            )
+        ).one()
+    return tuple(row)  # type: ignore[return-value]
+
+
+class TestUnbounce:
+    """``leadflow unbounce ID --reason TEXT`` clears a lead's ``hard_bounced`` (a mailbox fixed,
+    or a lead wrongly flagged by a relay refusing leadflow itself), as ``leadflow resubscribe``
+    clears an opt-out: one ``bounce_cleared`` audit row with the reason, no re-enrolment."""
+
+    def test_unbounce_clears_the_flag_with_the_reason_in_the_audit(
+        self,
+        nurtured: Nurtured,
+        store_url: str,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        from leadflow.cli import main
+        from leadflow.mail.enqueue import cancel_pending_marketing
+
+        # What the sender records for a hard bounce: the flag, the pending marketing suppressed.
+        bounced_at = T0 + timedelta(hours=2)
+        with transaction(nurtured.engine) as session:
+            session.execute(
+                update(LEADS).where(LEADS.c.id == nurtured.lead_id).values(hard_bounced=True)
+            )
+            cancel_pending_marketing(session, [nurtured.lead_id], "hard_bounced", bounced_at)
+        # The next step is due after 5 days: nurture sees the flag and ends the enrollment.
+        nurtured.clock.set(T0 + timedelta(days=6))
+        run_nurture_steps(nurtured.runtime, nurtured.rule_set, T0 + timedelta(days=6))
+        assert queue_marketing(nurtured, "while-bounced") == (
+            "while-bounced",
+            "suppressed",
+            "hard_bounced",
+        )
+        config = tmp_path / "unbounce.yaml"
+        config.write_text(f"database:\n  url: {store_url}\n", encoding="utf-8")
+        reason = "mailbox restored by acme's IT on 2026-03-08"
+
+        assert main(["--config", str(config), "unbounce", "L-1", "--reason", f" {reason}\n"]) == 0
+        assert capsys.readouterr().out == (
+            "lead 'L-1' no longer hard-bounced: marketing email may be sent to it again\n"
+        )
+        with nurtured.engine.connect() as connection:
+            flags = connection.execute(
+                select(LEADS.c.hard_bounced, LEADS.c.unsubscribed).where(
+                    LEADS.c.id == nurtured.lead_id
+                )
+            ).one()
+            audit = connection.execute(
+                select(AUDIT.c.source, AUDIT.c.action, AUDIT.c.lead_id, AUDIT.c.params).where(
+                    AUDIT.c.action == "bounce_cleared"
+                )
+            ).all()
+        assert tuple(flags) == (False, False)
+        assert [tuple(row) for row in audit] == [
+            ("cli", "bounce_cleared", nurtured.lead_id, {"reason": reason})
+        ]
+        # Not re-enrolled: the stream it left stays left (a rule may enrol it again).
+        assert nurtured.state()["enrollments"] == [("welcome", "exited", "hard bounce", 1)]
+        # Marketing email queued now is no longer suppressed.
+        assert queue_marketing(nurtured, "after-unbounce") == ("after-unbounce", "pending", None)
+
+        # Again: nothing to do, nothing written.
+        assert main(["--config", str(config), "unbounce", "L-1", "--reason", reason]) == 0
+        assert capsys.readouterr().out == "lead 'L-1' is not hard-bounced: nothing to do\n"
+        assert main(["--config", str(config), "unbounce", "L-9", "--reason", reason]) == 1
+        assert capsys.readouterr().err == "error: no lead with external id 'L-9'\n"
+        assert main(["--config", str(config), "unbounce", "L-1", "--reason", "  "]) == 1
+        assert capsys.readouterr().err == (
+            "error: --reason: say why the lead's address may be mailed again "
+            "(the mailbox fixed, a wrong bounce)\n"
+        )
+        with nurtured.engine.connect() as connection:
+            count = connection.execute(
+                select(func.count()).where(AUDIT.c.action == "bounce_cleared")
+            ).scalar_one()
+        assert count == 1

@@ -36,6 +36,7 @@ from leadflow.cli import (
     score_commands,
     simulate_command,
     status_command,
+    unbounce_command,
 )
 from leadflow.cli.choice_errors import choice_error
 from leadflow.cli.console import command
@@ -98,6 +99,7 @@ command(app, "plan", plan_command.plan_rules)
 command(app, "prune", prune_command.prune_store)
 command(app, "migrate", migrate_command.migrate_store)
 command(app, "resubscribe", resubscribe_command.resubscribe)
+command(app, "unbounce", unbounce_command.unbounce)
 app.add_typer(score_commands.app, name="score")
 app.add_typer(dashboard_command.app, name="dashboard")
 
