@@ -1,7 +1,8 @@
 """``leadflow import KIND FILE``: bring a CRM export in; rejected rows listed as FILE:LINE.
 
 Exit 0 when every row landed, 1 when any row was rejected (the valid rows still land unless
-``--strict``), 1 for a file that cannot be read at all, 3 when the store fails.
+``--strict``), 1 for a file that cannot be read at all, 3 when the store fails, 130 when
+stopped by Ctrl-C (SIGINT).
 """
 
 from __future__ import annotations
@@ -94,23 +95,27 @@ def _run_one(
     file_format: FormatChoice | None,
     sample: bool = False,
 ) -> ImportReport:
-    from leadflow.ingest import import_file
+    from leadflow.ingest import ImportInterruptedError, import_file
     from leadflow.scoring.ownership import import_score_column
 
     context = cli_context(ctx)
     settings = _for_sample(context.settings) if sample else context.settings
-    with _progress_bar(path) as progress:
-        report = import_file(
-            context.engine,
-            settings,
-            kind,
-            path,
-            strict=strict,
-            file_format=file_format.value if file_format else None,
-            clock=SystemClock(),
-            progress=progress,
-            leads_plan=import_score_column(settings),
-        )
+    try:
+        with _progress_bar(path) as progress:
+            report = import_file(
+                context.engine,
+                settings,
+                kind,
+                path,
+                strict=strict,
+                file_format=file_format.value if file_format else None,
+                clock=SystemClock(),
+                progress=progress,
+                leads_plan=import_score_column(settings),
+            )
+    except ImportInterruptedError as interrupted:
+        _tell_interrupted(kind, path, interrupted.report)
+        raise
     if report.spaced_pools:
         _note_spaced_pools(report, settings)
     # In file order: a note on a superseded row sits among the rejections around it.
@@ -122,6 +127,17 @@ def _run_one(
         print(f"{path}: --strict: nothing was imported because rows were rejected", file=sys.stderr)
     print(f"{kind} {report.file}: {report.summary}")
     return report
+
+
+def _tell_interrupted(kind: ImportKind, path: Path, report: ImportReport) -> None:
+    """What an import stopped by Ctrl-C committed (whole batches; nothing of a bulk or
+    ``--strict`` import), and that importing the file again finishes it."""
+    for line in sorted((*report.notes, *report.problems), key=lambda problem: problem.line):
+        print(line, file=sys.stderr)
+    print(
+        f"{kind} {report.file}: interrupted; committed before: {report.summary}; "
+        f"import the file again to finish",
+    )
 
 
 def _note_spaced_pools(report: ImportReport, settings: Settings) -> None:

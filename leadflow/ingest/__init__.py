@@ -9,6 +9,6 @@ and ``import_runs`` records it.
 """
 
 from leadflow.ingest.import_report import ImportReport
-from leadflow.ingest.runner import import_file
+from leadflow.ingest.runner import ImportInterruptedError, import_file
 
-__all__ = ["ImportReport", "import_file"]
+__all__ = ["ImportInterruptedError", "ImportReport", "import_file"]

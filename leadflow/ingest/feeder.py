@@ -10,7 +10,8 @@ row.
 Only the writing process touches the database: the child is forked from it (so the compiled
 column plan and the writer need no pickling), closes every inherited descriptor but the file's
 and its pipe's (not the connections: closing a descriptor sends nothing), and ends with
-``os._exit``, which runs no finaliser. The pipe holds at most one
+``os._exit``, which runs no finaliser. It ignores SIGINT (a terminal's Ctrl-C reaches the
+whole process group): the writer stops it. The pipe holds at most one
 result beyond the one being read: memory stays that of two batches. Killed, the writer leaves
 the child a broken pipe at its next send, and the child ends; an error in the child is raised
 in the writer.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from multiprocessing.connection import Connection
@@ -41,18 +43,28 @@ def fed(produce: Callable[[Send], None], keep: int) -> Iterator[Iterator[Any]]:
     context = multiprocessing.get_context("fork")
     receiving, sending = context.Pipe(duplex=False)
     child = context.Process(target=_produce, args=(produce, sending, keep), daemon=True)
-    child.start()
-    sending.close()
     try:
+        # Blocked across the fork, a Ctrl-C reaches this process once the child ignores it.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            child.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            sending.close()
         yield _received(receiving, child)
     finally:
         receiving.close()
-        if child.is_alive():
-            child.kill()
-        child.join()
+        if child.pid is not None:  # started
+            if child.is_alive():
+                child.kill()
+            child.join()
 
 
 def _produce(produce: Callable[[Send], None], sending: Connection, keep: int) -> None:
+    # A terminal's Ctrl-C goes to the whole process group: the writer stops this process
+    # (killed as ``fed`` ends), which would otherwise die of it with a traceback on stderr.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     # Close what came with the fork: the pipe's reading end (held here, a dead writer would not
     # break the pipe) and the writer's database connections (held here, a killed writer's
     # PostgreSQL session would live on, in its transaction, holding its locks).

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from dataclasses import replace
 from datetime import datetime
 from functools import partial
 from itertools import groupby
@@ -35,6 +37,7 @@ from leadflow.ingest.index_builds import (
     holds_fewer,
     indexes_built_after,
 )
+from leadflow.ingest.interruption import ctrl_c_held_back_when_shielded, shielded
 from leadflow.ingest.kind_writer import Checked, KindWriter, Record
 from leadflow.ingest.lead_rows import LeadWriter
 from leadflow.ingest.mapping import KIND_FIELDS, compile_plan, unknown_keys
@@ -98,27 +101,43 @@ def import_file(
     now = clock.now()
     report = ImportReport(kind, shown_path(path))
     try:
-        _import(
-            engine,
-            settings,
-            path,
-            report,
-            now,
-            clock,
-            strict,
-            file_format,
-            progress,
-            leads_plan,
-        )
+        with ctrl_c_held_back_when_shielded():
+            _import(
+                engine,
+                settings,
+                path,
+                report,
+                now,
+                clock,
+                strict,
+                file_format,
+                progress,
+                leads_plan,
+            )
     except UserInputError:
         if report.run_id is None:
             record_refused(engine, report, now)
         raise
+    except KeyboardInterrupt:
+        _in_file_order(report)
+        raise ImportInterruptedError(report) from None
+    _in_file_order(report)
+    return report
+
+
+class ImportInterruptedError(KeyboardInterrupt):
+    """Ctrl-C stopped the import; ``report`` counts what it committed before."""
+
+    def __init__(self, report: ImportReport) -> None:
+        super().__init__()
+        self.report = report
+
+
+def _in_file_order(report: ImportReport) -> None:
     # Rows are rejected while read and while written (references); report them in file order,
     # as the notes (a superseded row is noted at its later row's line, once that is known).
     report.problems.sort(key=lambda problem: problem.line)
     report.notes.sort(key=lambda problem: problem.line)
-    return report
 
 
 def _import(
@@ -175,9 +194,11 @@ def _import(
         if isinstance(writer, RepWriter):
             with again() as reread:
                 writer.survey(_noting_spaced_pools(plan, reread, report.spaced_pools))
-        report.run_id = run_id = start_run(engine, report, now)
         status = "failed"
+        run_id: int | None = None
         try:
+            with shielded():  # a Ctrl-C now comes once the run's row is there to finish
+                report.run_id = run_id = start_run(engine, report, now)
             # Paused for the whole import; _stream collects young objects per batch. A batch's
             # tens of thousands of short-lived objects, traversed by the automatic collector,
             # cost half the time of a large import.
@@ -187,7 +208,9 @@ def _import(
             status = "interrupted"  # Ctrl-C, as a killed import shows: not a failure of the file
             raise
         finally:
-            finish_run(engine, run_id, report, status, clock.now())
+            if run_id is not None:
+                with shielded():  # a second Ctrl-C does not leave the run `running`
+                    finish_run(engine, run_id, report, status, clock.now())
 
 
 def shown_path(path: Path) -> str:
@@ -200,15 +223,33 @@ def shown_path(path: Path) -> str:
 
 
 @contextmanager
-def _writing(engine: Engine) -> Iterator[Connection]:
-    """A writing transaction's connection, with the page cache a large import needs."""
-    with transaction(engine) as session:
-        connection = session.connection()
-        if connection.dialect.name == "sqlite":
-            # The unique and secondary indexes of a large table outgrow SQLite's default
-            # 2 MB page cache; re-reading their pages made a 1M-row import I/O bound.
-            connection.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KB}")
-        yield connection
+def _writing(engine: Engine, report: ImportReport) -> Iterator[Connection]:
+    """A writing transaction's connection, with the page cache a large import needs.
+
+    Its begin, commit and rollback are shielded from Ctrl-C (:mod:`.interruption`): a Ctrl-C
+    during the rows rolls the transaction back and takes back the counts it had added to
+    ``report``, so the counts of an interrupted import are what it committed.
+    """
+    committed = replace(report.counts)
+    with ExitStack() as held:
+        with shielded():
+            session = held.enter_context(transaction(engine))
+            connection = session.connection()
+            if connection.dialect.name == "sqlite":
+                # The unique and secondary indexes of a large table outgrow SQLite's default
+                # 2 MB page cache; re-reading their pages made a 1M-row import I/O bound.
+                connection.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KB}")
+            ending = held.pop_all()
+        try:
+            yield connection
+        except BaseException:
+            with shielded():
+                report.counts = committed
+                if not ending.__exit__(*sys.exc_info()):
+                    raise
+        else:
+            with shielded():
+                ending.close()  # commits
 
 
 class _StrictRollbackError(Exception):
@@ -256,7 +297,7 @@ def _load(
     bulk = bulk_tables(engine, writer.bulk_tables, incoming)
     with _reading(writer, source, incoming, engine.dialect.name, skip) as feed:
         if not strict and not bulk:
-            batch = lambda: _writing(engine)  # noqa: E731 - as in _load_whole
+            batch = lambda: _writing(engine, report)  # noqa: E731 - as in _load_whole
             _load_batches(batch, writer, source, report, progress, feed, skip)
             return "rejected rows" if report.rejected else "done"
         return _load_whole(engine, writer, source, report, strict, progress, feed, bulk, skip)
@@ -275,7 +316,7 @@ def _load_whole(
 ) -> str:
     """The whole file in one transaction (strict, or bulk); returns the run's status."""
     try:
-        with _writing(engine) as connection, indexes_built_after(connection, bulk):
+        with _writing(engine, report) as connection, indexes_built_after(connection, bulk):
             batch = lambda: nullcontext(connection)  # noqa: E731 - as in the other branch
             # Held by this transaction since the drops (SQLite's write lock, PostgreSQL's
             # exclusive lock), a table empty now holds only what this import writes.

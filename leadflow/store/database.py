@@ -7,7 +7,7 @@ import math
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -112,6 +112,7 @@ def create_store_engine(
         engine = create_engine(url, connect_args={"timeout": connect_timeout})
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin_immediate)
+        event.listen(engine, "close", _sqlite_roll_back_before_close)
         return engine
     if parsed.get_backend_name() == "postgresql":
         engine = create_engine(
@@ -221,6 +222,18 @@ def _sqlite_begin_immediate(connection: Any) -> None:
     # true when it writes. Reads get a plain BEGIN and never wait for writers (WAL).
     writes = connection.get_execution_options().get(WRITE_OPTION, False)
     connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
+
+
+def _sqlite_roll_back_before_close(dbapi_connection: Any, _record: Any) -> None:
+    # A connection closed while one of its statements is still open (a result not read to its
+    # end, kept alive by a traceback) is not closed: SQLite keeps it, with its transaction and
+    # the write lock, until that statement is freed. SQLAlchemy closes a connection so when an
+    # exception such as KeyboardInterrupt reaches it mid-statement; a Ctrl-C of an import then
+    # left the lock held, and the run's row waited for it and failed ("database is locked").
+    # A rollback ends the transaction whatever statement is still open.
+    if dbapi_connection.in_transaction:
+        with suppress(sqlite3.Error):  # then the close that follows is all that can be done
+            dbapi_connection.rollback()
 
 
 def engine_for(settings: Settings) -> Engine:

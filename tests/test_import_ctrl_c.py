@@ -1,0 +1,147 @@
+"""Ctrl-C of a batch-by-batch import read in a second process: what it says is what it kept.
+
+Pins an outside tester's finds. Interrupted in the middle of a batch, ``leadflow import``
+recorded (and ``leadflow status`` showed) the rows of that rolled-back batch as updated
+(``updated 15000`` where 0 leads had changed) and printed nothing. On SQLite a Ctrl-C at some
+instants waited 10 s for the lock its own unfinished batch held, then failed with "database is
+locked", exit 3, the run left ``running``; and a terminal's Ctrl-C, which reaches the whole
+process group, made the reading process print its ``KeyboardInterrupt`` traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from import_support import write
+from sqlalchemy import CursorResult, Engine, func, select, text
+
+from leadflow.cli import main
+from leadflow.store.database import create_store_engine, transaction
+from leadflow.store.tables import IMPORT_RUNS, LEADS
+
+STORED = 70_000
+"""Leads in the store before: the file's 120,000 rows are then written batch by batch (not
+in bulk, which needs a table holding fewer than half as many)."""
+ROWS = 120_000
+"""Enough for the reading process (100,000 rows or more)."""
+BATCH = 20_000
+
+
+def _leads(count: int, name: str) -> str:
+    return "".join(
+        f'{{"external_id": "L{n:06d}", "name": "{name}", "stage": "lead"}}\n' for n in range(count)
+    )
+
+
+def _renamed(engine: Engine) -> int:
+    with engine.connect() as connection:
+        query = select(func.count()).select_from(LEADS).where(LEADS.c.name == "renamed")
+        return int(connection.execute(query).scalar_one())
+
+
+def _last_run(engine: Engine) -> tuple[object, ...]:
+    with engine.connect() as connection:
+        query = select(
+            IMPORT_RUNS.c.status,
+            IMPORT_RUNS.c.inserted,
+            IMPORT_RUNS.c.updated,
+            IMPORT_RUNS.c.unchanged,
+            IMPORT_RUNS.c.finished_at.is_not(None),
+        ).order_by(IMPORT_RUNS.c.id.desc())
+        return tuple(connection.execute(query).first() or ())
+
+
+def _with_ctrl_c_at_its_default() -> None:
+    # A test runner may ignore SIGINT, and its children inherit that; a shell's do not.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("to_group", [True, False], ids=["terminal-ctrl-c", "kill-int-parent"])
+def test_ctrl_c_counts_what_was_committed_and_records_interrupted(
+    engine: Engine, store_url: str, tmp_path: Path, to_group: bool
+) -> None:
+    config = write(
+        tmp_path, "config.yaml", f"database:\n  url: {store_url}\nimport:\n  batch_size: {BATCH}\n"
+    )
+    stored = write(tmp_path, "a.jsonl", _leads(STORED, "first"))
+    assert main(["-c", str(config), "import", "leads", str(stored)]) == 0
+    path = write(tmp_path, "b.jsonl", _leads(ROWS, "renamed"))
+    leadflow = str(Path(sys.executable).with_name("leadflow"))
+    process = subprocess.Popen(
+        [leadflow, "-c", str(config), "import", "leads", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+        preexec_fn=_with_ctrl_c_at_its_default,  # noqa: PLW1509 - no threads started here
+    )
+    try:
+        # Once the first batch is committed, the second is being read and written.
+        deadline = time.monotonic() + 60
+        while _renamed(engine) == 0:
+            assert process.poll() is None, "the import ended before the test could stop it"
+            assert time.monotonic() < deadline, "no batch was committed within 60 s"
+            time.sleep(0.005)
+        (os.killpg if to_group else os.kill)(process.pid, signal.SIGINT)
+        stopped = time.monotonic()
+        out, err = process.communicate(timeout=30)
+        took = time.monotonic() - stopped
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    committed = _renamed(engine)
+    assert (process.returncode, err.decode(), took < 5) == (130, "", True)
+    assert 0 < committed < ROWS
+    assert committed % BATCH == 0  # whole batches
+    # The file's first STORED ids are in the store: updated, then the new ones inserted.
+    updated, inserted = min(committed, STORED), max(committed - STORED, 0)
+    assert out.decode() == (
+        f"leads {path}: interrupted; committed before: inserted {inserted}, updated {updated}, "
+        "unchanged 0, rejected 0; import the file again to finish\n"
+    )
+    assert _last_run(engine) == ("interrupted", inserted, updated, 0, True)
+
+
+def test_a_connection_dropped_mid_statement_leaves_the_sqlite_write_lock_free(
+    tmp_path: Path,
+) -> None:
+    """The cause of "database is locked": SQLAlchemy closes a connection that an exception such
+    as KeyboardInterrupt reaches inside a statement, and SQLite keeps a closed connection whose
+    statement is still open (here a result not read to its end), its transaction and write lock
+    with it; the run's row then waited for this process's own lock."""
+    engine = create_store_engine(f"sqlite:///{tmp_path / 'store.db'}", connect_timeout=1)
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE t (x INTEGER)"))
+        connection.execute(text("INSERT INTO t VALUES (1), (2), (3)"))
+    unread: list[CursorResult[Any]] = []  # kept alive, as a traceback's frames keep it
+    with pytest.raises(KeyboardInterrupt):
+        _dropped_mid_statement(engine, unread)
+    with transaction(engine) as session:
+        session.execute(text("INSERT INTO t VALUES (5)"))
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT x FROM t ORDER BY x")).all() == [
+            (1,),
+            (2,),
+            (3,),
+            (5,),
+        ]
+    unread.clear()
+    engine.dispose()
+
+
+def _dropped_mid_statement(engine: Engine, unread: list[CursorResult[Any]]) -> None:
+    with transaction(engine) as session:
+        connection = session.connection()
+        connection.execute(text("INSERT INTO t VALUES (4)"))
+        unread.append(connection.execute(text("SELECT x FROM t")))
+        assert unread[0].fetchone() == (1,)
+        connection.invalidate()  # as SQLAlchemy does for a KeyboardInterrupt mid-statement
+        raise KeyboardInterrupt
