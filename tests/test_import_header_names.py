@@ -84,7 +84,7 @@ def test_without_empty_values_the_placeholder_is_a_value(
     path = write(tmp_path, "Leads.csv", EXPORT)
     report = import_file(engine, _settings(make_settings), "leads", path, clock=clock)
     assert [(p.line, p.message) for p in report.problems] == [
-        (4, "attributes.total_visits: expected a whole number, got 'SELECT'")
+        (4, "TotalVisits (attributes.total_visits): expected a whole number, got 'SELECT'")
     ]
     assert rows(engine, "leads", "external_id") == [("p1",), ("p2",)]
 

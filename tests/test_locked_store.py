@@ -183,4 +183,5 @@ def test_a_postgres_url_is_libpqs_spelling_of_postgresql(tmp_path: Path, postgre
     url = make_url(postgres_url).set(drivername="postgres").render_as_string(hide_password=False)
     answered = _leadflow(_pg_config(tmp_path, f"'{url}'"), "status")
     assert (answered.returncode, answered.stderr) == (0, "")
-    assert answered.stdout.startswith("leads: 0\n")
+    # The session's shared PostgreSQL schema: other tests' leads may be there.
+    assert answered.stdout.startswith("leads: ")
