@@ -2,9 +2,9 @@
 
 Pins, on SQLite and PostgreSQL:
 - each change of a score is one ``score_changes`` row naming its cause: ``model`` on the first
-  pass, ``activity`` when an activity arrived, ``decay`` when time alone moved it, ``fit``
-  when the lead's data did, ``rule`` for an ``adjust_score`` action, whose adjustment the
-  next pass keeps;
+  pass, ``activity`` when an activity arrived or came to count, ``decay`` when time alone moved
+  it, ``earlier`` for a pass before the last one's instant, ``fit`` when the lead's data did,
+  ``rule`` for an ``adjust_score`` action, whose adjustment the next pass keeps;
 - ``leadflow score explain`` (and the lead view of the HTTP API) lists every contribution,
   the activities that earned it with their decayed values, machine ones at zero, and the lines
   add up exactly to the stored score;
@@ -231,6 +231,92 @@ class TestCauses:
         with engine.connect() as connection:
             marks = select(SCORING_RUNS.c.last_activity_id, SCORING_RUNS.c.pass_activity_id)
             assert connection.execute(marks).all() == [(reused, None)]
+
+
+def lead_changes(engine: Engine, lead_id: int) -> list[tuple[Any, ...]]:
+    """One lead's changes in the order they were written: (at, old, new, cause)."""
+    c = SCORE_CHANGES.c
+    query = (
+        select(c.at, c.old_score, c.new_score, c.cause).where(c.lead_id == lead_id).order_by(c.id)
+    )
+    with engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(query)]
+
+
+PENALTY = """\
+    - id: unsubscribed
+      activity: unsubscribe
+      points: -20
+      half_life: 10d
+"""
+
+
+class TestEngagementCauses:
+    """An engagement that moved with no activity arrived since the last pass: ``decay`` only
+    for time alone (which raises it only for a fading penalty), ``activity`` when an activity
+    came to count or changed, ``earlier`` for a pass as of an instant before the last one's.
+    Each rise below was named ``decay``, as was the penalty that came to count and each move
+    of a pass whose clock was moved back."""
+
+    def test_an_activity_dated_after_a_past_pass_counts_as_an_activity(
+        self, runtime: Runtime, engine: Engine
+    ) -> None:
+        """``run --once --now`` at a past instant does not count an activity dated after it;
+        the next pass does: a rise, and the activity's. Time alone then lowers it: decay."""
+        activity(engine, "A1", 1, "page_view", T0 + DAY)  # stored before any pass
+        tick(runtime, T0)
+        tick(runtime, T0 + 2 * DAY)  # 10 x 0.5^(1/10) = 9.33 -> 9
+        tick(runtime, T0 + 12 * DAY)  # 10 x 0.5^(11/10) = 4.67 -> 5
+        assert lead_changes(engine, 1) == [
+            (T0, 0, 20, "model"),
+            (T0 + 2 * DAY, 20, 29, "activity"),
+            (T0 + 12 * DAY, 29, 25, "decay"),
+        ]
+
+    def test_a_pass_before_the_last_ones_instant_is_earlier_both_ways(
+        self, runtime: Runtime, engine: Engine
+    ) -> None:
+        """Back to just after the view (younger: worth more), then to before it (not counted
+        yet): neither is time fading."""
+        activity(engine, "A1", 1, "page_view", T0 + DAY)
+        tick(runtime, T0 + 11 * DAY)  # 10 x 0.5^1 = 5
+        tick(runtime, T0 + DAY + HOUR)  # 10 x 0.5^(1/240) = 9.97 -> 10
+        tick(runtime, T0)  # the view is after it
+        assert lead_changes(engine, 1) == [
+            (T0 + 11 * DAY, 0, 25, "model"),
+            (T0 + DAY + HOUR, 25, 30, "earlier"),
+            (T0, 30, 20, "earlier"),
+        ]
+
+    def test_a_changed_activity_that_raises_the_engagement_is_an_activity(
+        self, runtime: Runtime, engine: Engine
+    ) -> None:
+        """A call corrected to a page view (its id kept: no arrival) adds points: no penalty
+        in the model fades, so the rise is the activity's."""
+        activity(engine, "A1", 2, "call", T0 - HOUR)
+        tick(runtime, T0)
+        with engine.begin() as connection:
+            connection.execute(
+                update(ACTIVITIES).where(ACTIVITIES.c.external_id == "A1").values(type="page_view")
+            )
+        tick(runtime, T0 + HOUR)  # 10 x 0.5^(2/240) = 9.94 -> 10
+        assert lead_changes(engine, 2) == [(T0, 0, 0, "model"), (T0 + HOUR, 0, 10, "activity")]
+
+    def test_a_fading_penalty_is_decay_and_a_penalty_coming_to_count_an_activity(
+        self, runtime: Runtime, engine: Engine
+    ) -> None:
+        """L1's unsubscribe fades (-20 -> -10): a rise, and time alone. L2's, stored before
+        the first pass and dated after it, comes to count (0 -> -20): a fall, the activity's."""
+        scoring = runtime.settings.paths.rules / "scoring.yaml"
+        scoring.write_text(RULES.replace("rules:\n", PENALTY + "rules:\n", 1), encoding="utf-8")
+        activity(engine, "U1", 1, "unsubscribe", T0 - HOUR)
+        activity(engine, "U2", 2, "unsubscribe", T0 + 5 * DAY)
+        tick(runtime, T0)  # -20 x 0.5^(1/240) = -19.94 -> -20
+        tick(runtime, T0 + 10 * DAY)  # L1: -20 x 0.5^(241/240) = -9.97 -> -10; L2: -14.36 -> -14
+        assert (lead_changes(engine, 1), lead_changes(engine, 2)) == (
+            [(T0, 0, 0, "model"), (T0 + 10 * DAY, 0, 10, "decay")],
+            [(T0, 0, 0, "model"), (T0 + 10 * DAY, 0, -14, "activity")],
+        )
 
 
 class TestExplain:

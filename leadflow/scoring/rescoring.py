@@ -9,8 +9,12 @@ rescored or not, never half.
 
 Why a score changed, in order of precedence: ``model`` (the model is new or changed since the
 last pass), ``fit`` (the lead's data moved its fit), ``activity`` (an activity reached
-leadflow since the last pass: its id is above the highest that pass saw), ``decay`` (time alone: points faded or left their window), or
-``recomputed`` (the stored total had been set outside the model, by an import say).
+leadflow since the last pass: its id is above the highest that pass saw), ``recomputed`` (the
+engagement did not move: the stored total had been set outside the model, by an import say);
+then, for an engagement that moved, ``earlier`` (the pass is as of an instant before the last
+pass's), ``activity`` (an activity stored before came to count since, or a rise no fading
+penalty explains) or ``decay`` (time alone: points faded or left their window, which raises
+the engagement only for a penalty's negative points): :func:`_engagement_cause`.
 
 A steady pass (the same model as the last pass, the clock not moved back, no criterion reading
 the clock) recomputes only the leads :func:`leadflow.scoring.due.due_leads` names: a full pass
@@ -47,6 +51,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    and_,
     case,
     delete,
     exists,
@@ -63,9 +68,15 @@ from sqlalchemy.orm import Session
 from leadflow import metrics
 from leadflow.errors import UserInputError
 from leadflow.logs import error_text
-from leadflow.rule_language.scoring_model import ScoringModel
+from leadflow.rule_language.scoring_model import EngagementCriterion, ScoringModel
 from leadflow.scoring.due import due_clause, due_leads, engagement_stored, whole_pass_needed
-from leadflow.scoring.sql import EARLY, days_since_epoch, grade_expression, scored_by_model
+from leadflow.scoring.sql import (
+    EARLY,
+    counted_activities,
+    days_since_epoch,
+    grade_expression,
+    scored_by_model,
+)
 from leadflow.store.database import insert_ignoring_duplicates, transaction
 from leadflow.store.id_ranges import among, among_selected, chunks
 from leadflow.store.tables import (
@@ -334,7 +345,7 @@ def _changes(
         lead.c.score_engagement,
         lead.c.engagement,
         grade,
-        _cause(lead, previous, model, scope),
+        _cause(lead, previous, model, scope, now),
         case((changed, 1), else_=0),
         stored_next,
         # Never the stored value itself: a lead update that leaves the column as it was is
@@ -348,15 +359,14 @@ def _changes(
 
 
 def _cause(
-    lead: Any, previous: LastPass | None, model: ScoringModel, scope: Callable[[Any], Any]
+    lead: Any,
+    previous: LastPass | None,
+    model: ScoringModel,
+    scope: Callable[[Any], Any],
+    now: datetime,
 ) -> Any:
     if previous is None or previous.model_version != model.version:
         return literal("model")
-    # The range's bounds too: PostgreSQL may answer the EXISTS for all changed leads at once
-    # from a hash of the matching activities, and without them it read the whole table. The
-    # OFFSET 0 keeps it a probe of each changed lead's activities (PostgreSQL hashes no EXISTS
-    # with an OFFSET; it drops a LIMIT): hashed, it read every activity of each range for the
-    # few hundred leads that a pass after a clock-reading fit changes.
     # Arrived after the last pass: a higher id than any it could see. Not ``created_at`` later
     # than the pass's instant: that instant is the pass's clock (a past ``--now``, a
     # simulation's), ``created_at`` the writer's, and a pass as of a past instant named every
@@ -365,16 +375,77 @@ def _cause(
         after_last_pass = ACTIVITIES.c.id > literal(previous.last_activity_id, BigInteger)
     else:
         after_last_pass = ACTIVITIES.c.created_at > literal(previous.at, UTCDateTime())
-    arrived = exists(
-        select(literal(1))
-        .where(ACTIVITIES.c.lead_id == lead.c.id, scope(ACTIVITIES.c.lead_id), after_last_pass)
-        .offset(0)
-    )
     return case(
         (lead.c.score_fit.is_distinct_from(lead.c.fit), literal("fit")),
-        (arrived, literal("activity")),
-        (lead.c.score_engagement.is_distinct_from(lead.c.engagement), literal("decay")),
-        else_=literal("recomputed"),
+        (_activity_of(lead, scope, after_last_pass), literal("activity")),
+        (lead.c.score_engagement.is_not_distinct_from(lead.c.engagement), literal("recomputed")),
+        else_=_engagement_cause(lead, previous.at, model, scope, now),
+    )
+
+
+def _engagement_cause(
+    lead: Any, since: datetime, model: ScoringModel, scope: Callable[[Any], Any], now: datetime
+) -> Any:
+    """Why the engagement moved with no activity arrived since the last pass (at ``since``).
+
+    ``decay`` only for what time alone does: points fading or leaving their window lower the
+    engagement, and raise it only when they are a penalty's (negative points) that counted
+    then. A rise with no such penalty is an activity's: one stored before the last pass that
+    came to count since (dated after that pass's instant: a pass as of a past ``--now`` did not
+    count it), or one changed since. A fall is ``activity`` too when a penalty came to count.
+    Before the last pass's instant (``run --once --now`` in the past) nothing faded: ``earlier``.
+    """
+    if now < since:
+        return literal("earlier")
+    if not model.engagement:  # nothing counts: the stored engagement was set outside the model
+        return literal("recomputed")
+    penalties = [item for item in model.engagement if item.points < 0]
+    fading = [item for item in penalties if item.half_life or item.window]
+    rose = lead.c.engagement > lead.c.score_engagement
+    came = _came_to_count(model.engagement, since, now)
+    whens: list[tuple[Any, Any]] = [(rose & _activity_of(lead, scope, came), literal("activity"))]
+    if fading:  # a penalty that counted then has faded or left its window since
+        faded = _activity_of(lead, scope, _counted(fading, since))
+        whens.append((rose & faded, literal("decay")))
+    whens.append((rose, literal("activity")))
+    if penalties:
+        came = _came_to_count(penalties, since, now)
+        whens.append((_activity_of(lead, scope, came), literal("activity")))
+    return case(*whens, else_=literal("decay"))
+
+
+def _activity_of(lead: Any, scope: Callable[[Any], Any], clause: ColumnElement[bool]) -> Any:
+    """Whether the lead has an activity meeting ``clause``."""
+    # The range's bounds too: PostgreSQL may answer the EXISTS for all changed leads at once
+    # from a hash of the matching activities, and without them it read the whole table. The
+    # OFFSET 0 keeps it a probe of each changed lead's activities (PostgreSQL hashes no EXISTS
+    # with an OFFSET; it drops a LIMIT): hashed, it read every activity of each range for the
+    # few hundred leads that a pass after a clock-reading fit changes.
+    return exists(
+        select(literal(1))
+        .where(ACTIVITIES.c.lead_id == lead.c.id, scope(ACTIVITIES.c.lead_id), clause)
+        .offset(0)
+    )
+
+
+def _counted(items: Sequence[EngagementCriterion], at: datetime) -> ColumnElement[bool]:
+    """An activity some of ``items`` counts at ``at``."""
+    return or_(*(and_(*counted_activities(item, at)) for item in items))
+
+
+def _came_to_count(
+    items: Sequence[EngagementCriterion], since: datetime, now: datetime
+) -> ColumnElement[bool]:
+    """An activity some of ``items`` counts at ``now`` and did not at ``since``: dated between
+    the two, or met a condition reading the clock since (an unknown then is a no)."""
+    return or_(
+        *(
+            and_(
+                *counted_activities(item, now),
+                case((and_(*counted_activities(item, since)), 1), else_=0) == 0,
+            )
+            for item in items
+        ),
     )
 
 

@@ -457,8 +457,10 @@ class ScoreChange(SQLModel, table=True):
     old_engagement: int | None = _points(nullable=True)
     new_engagement: int | None = _points(nullable=True)
     cause: str = Field(max_length=40)
-    """``model`` (the scoring model changed), ``fit`` (the lead's data), ``activity`` (new
-    engagement), ``decay`` (time alone), ``rule`` (an adjust_score/set_score action)."""
+    """``model`` (the scoring model changed), ``fit`` (the lead's data), ``activity`` (an
+    activity arrived or came to count), ``decay`` (time alone), ``earlier`` (a pass as of an
+    instant before the last one's), ``rule`` (an adjust_score/set_score action),
+    ``recomputed`` (a score set outside the model put back): docs/scoring.md."""
     detail: str | None = Field(default=None, max_length=400)
     model_version: str | None = Field(default=None, max_length=80)
 
