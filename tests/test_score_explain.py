@@ -652,6 +652,48 @@ class TestLastChanges:
             newest_first
         )
 
+    def test_a_pass_as_of_a_past_instant_wrote_the_newest_change(
+        self, runtime: Runtime, engine: Engine, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A pass at T0 + 10d, then one as of T0 (``run --once --now`` in the past): the second
+        wrote the stored score, so its row comes first though its ``at`` is earlier. Ordered
+        by ``at``, the first row was the older pass's 25, and the stored 30 was said to come
+        from an import or the API (``stored_from``), in the CLI and in the HTTP lead view."""
+        activity(engine, "A1", 1, "page_view", T0 - HOUR)
+        tick(runtime, T0 + 10 * DAY)  # 10 x 0.5^(241/240) = 4.99 -> 5
+        tick(runtime, T0)  # 10 x 0.5^(1/240) = 9.97 -> 10
+        last_written_first = [
+            ("2026-03-02T09:00:00+00:00", 25, 30, "earlier"),
+            ("2026-03-12T09:00:00+00:00", 0, 25, "model"),
+        ]
+        config = str(runtime.settings.root / "config.yaml")
+        capsys.readouterr()
+        assert main(["--config", config, "score", "explain", "L1", "--format", "json"]) == 0
+        document = json.loads(capsys.readouterr().out)
+        shown = [(h["at"], h["old_score"], h["new_score"], h["cause"]) for h in document["history"]]
+        assert (document["stored_from"], document["stored"]["score"], shown) == (
+            "scoring_pass",
+            30,
+            last_written_first,
+        )
+        assert main(["--config", config, "score", "explain", "L1"]) == 0
+        table = capsys.readouterr().out.splitlines()
+        start = table.index("Last changes (newest first):")
+        assert [line.split() for line in table[start + 2 :]] == [
+            ["2026-03-02", "09:00", "25", "30", "earlier"],
+            ["2026-03-12", "09:00", "0", "25", "model"],
+        ]
+        # Now (months later) the view is worth nothing: 20, which the next pass stores.
+        assert main(["--config", config, "score", "explain", "L1", "--at", "now"]) == 0
+        words = " ".join(capsys.readouterr().out.split())
+        assert (
+            "total fit 20 + engagement 0 + rules 0 = 20 the stored score is from the last "
+            "scoring pass; the next one stores this"
+        ) in words
+        view = Api(build_app(runtime)[0]).get("/v1/leads/L1").json()["score_explanation"]
+        history = [(h["at"], h["old_score"], h["new_score"], h["cause"]) for h in view["history"]]
+        assert (view["stored_from"], history) == ("scoring_pass", last_written_first)
+
 
 class TestDaemonTick:
     """The daemon's funnel tick rescores first, under the rule set it holds."""

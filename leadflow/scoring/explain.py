@@ -70,7 +70,8 @@ class ScoreExplanation:
     """score, fit, engagement, adjustment, grade and scored_at as stored now."""
     contributions: tuple[Contribution, ...]
     history: tuple[Mapping[str, Any], ...]
-    """The newest score changes, newest first."""
+    """The last score changes, the last written first (``at`` is the pass's clock, which a
+    ``--now`` in the past sets before the rows written earlier)."""
 
     @property
     def fit(self) -> int:
@@ -95,7 +96,8 @@ class ScoreExplanation:
         adjustments since included) or ``import_or_api`` (the CRM's score, written by an
         import or the API: before any pass scored the lead, or since the last one, while no
         model was live). A pass stores score = fit + engagement + adjustment and records the
-        change; a written score moves neither the parts nor the history."""
+        change; a written score moves neither the parts nor the history, whose first row is the
+        last written (:func:`_history`)."""
         stored = self.stored
         parts = (stored["fit"], stored["engagement"], stored["adjustment"])
         if any(part is None for part in parts) or sum(parts) != stored["score"]:
@@ -306,6 +308,10 @@ def _activities(
 
 
 def _history(connection: Connection, lead_id: int) -> tuple[Mapping[str, Any], ...]:
+    """The lead's last changes in the order they were written, newest first: by id, not by
+    ``at``. ``at`` is the instant the pass computed for (its clock: a ``run --once --now`` in
+    the past writes a row dated before the rows above it), and the first row must be the one
+    that wrote the stored score (:attr:`ScoreExplanation.stored_from`)."""
     rows = connection.execute(
         select(
             SCORE_CHANGES.c.at,
@@ -316,7 +322,7 @@ def _history(connection: Connection, lead_id: int) -> tuple[Mapping[str, Any], .
             SCORE_CHANGES.c.model_version,
         )
         .where(SCORE_CHANGES.c.lead_id == lead_id)
-        .order_by(SCORE_CHANGES.c.at.desc(), SCORE_CHANGES.c.id.desc())
+        .order_by(SCORE_CHANGES.c.id.desc())
         .limit(HISTORY_SHOWN)
     ).mappings()
     return tuple(dict(row) for row in rows)
