@@ -197,6 +197,30 @@ class TestPlan:
         engine.dispose()
 
 
+class TestPastNow:
+    """Every lead entered its stage three days before NOW: a plan as of a week before leaves
+    them all out (no rule acts on a lead before its stage began), and says so, with the
+    count, instead of a silent "0 leads would be treated differently"."""
+
+    def test_the_leads_left_out_are_counted(
+        self, rules_repo: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        base, working = versions(rules_repo)
+        code = main(["plan", "--now", "2026-02-23T09:00:00Z", "--base", "HEAD~1"])
+        assert code == 0
+        assert capsys.readouterr().out.splitlines() == [
+            f"Plan: rules at HEAD~1 (version {base}) -> working tree (version {working}), "
+            "store as of 2026-02-23T09:00:00+00:00",
+            "Left out as of 2026-02-23 09:00:00 UTC: 6 leads that entered their stage after it "
+            "(imported or moved since: no rule acts on them as of then).",
+            "",
+            "~ mql-assignment (changed): 0 leads at HEAD~1, 0 in the working tree; "
+            "0 newly acted on, 0 no longer acted on, 0 acted on differently",
+            "",
+            "2 rules unchanged. 0 leads and 0 deals would be treated differently.",
+        ]
+
+
 class TestGuard:
     """--max-affected N: the plan is printed, then exit 1 when more than N subjects differ."""
 

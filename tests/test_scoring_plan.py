@@ -390,3 +390,45 @@ class TestScoringPlanEdges:
             "3 rules unchanged. 2 leads and 0 deals would be treated differently."
         )
         assert "error: this change would treat 2 leads and deals differently" in captured.err
+
+
+class TestPastNow:
+    """A plan as of a past ``--now`` reads the store as it is: a lead that entered its stage
+    after that instant is in no rule's counts, and an activity dated after it in no score.
+    The plan said neither: L2, whose score the model takes from 70 to 10, was silently not
+    "no longer matching" the MQL rule. One line now gives both counts."""
+
+    PAST = "2026-02-26T09:00:00Z"
+    """Four days before T0: L1 and L2 entered their stage after it (T0 - 3 days), and 15
+    activities are dated after it (L1's pricing view, L3's webinar, L4's 7 opens and its
+    unsubscribe, L5's 5 views)."""
+    LEFT_OUT = (
+        "Left out as of 2026-02-26 09:00:00 UTC: 2 leads that entered their stage after it "
+        "(imported or moved since: no rule acts on them as of then) and 15 activities dated "
+        "after it (no score counts them then)."
+    )
+
+    def test_text(self, scoring_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """Without the views, opens and webinar: L1 40 + the form fill 15 = 55, L3 20 + the
+        download 26 days old 4 = 24, L4 40, L5 35, L6 40; L2 10."""
+        assert main(["plan", "--now", self.PAST, "--base", "HEAD"]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out[1:] == [
+            self.LEFT_OUT,
+            "",
+            "~ scoring model (enabled): scores from the CRM at HEAD, from the model in the "
+            "working tree; 6 of 6 leads' scores change",
+            "    score change: -20 or less: 1, -19 to -10: 1, -9 to -1: 1, +1 to +9: 0, "
+            "+10 to +19: 0, +20 or more: 3; largest fall -60, largest rise +30",
+            "    mql-assignment reads score: 0 newly matching, 0 no longer matching",
+            "    nurture-new-leads reads score: 0 newly matching, 0 no longer matching",
+            "",
+            "3 rules unchanged. 0 leads and 0 deals would be treated differently.",
+        ]
+
+    def test_markdown(self, scoring_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        args = ["plan", "--now", self.PAST, "--base", "HEAD", "--format", "markdown"]
+        assert main(args) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out[2].startswith("Store as of 2026-02-26T09:00:00+00:00; ")
+        assert out[3:8] == ["", self.LEFT_OUT, "", "", "#### Scoring model: enabled"]

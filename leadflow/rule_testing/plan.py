@@ -24,6 +24,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
+from sqlalchemy import Engine, func, literal, select
+
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.tick import run_due_rules
 from leadflow.errors import Problem, ProblemsError, UserInputError
@@ -31,6 +33,8 @@ from leadflow.rule_language.loader import RULE_FILE_SUFFIXES, load_rule_set
 from leadflow.rule_language.model import RuleSet
 from leadflow.rule_testing.plan_scoring import scoring_markdown, scoring_text
 from leadflow.rule_testing.scoring_preview import ScoringPreview, preview_scoring
+from leadflow.store.tables import ACTIVITIES, LEADS
+from leadflow.store.types import UTCDateTime
 
 GIT_TIMEOUT = 30
 Status = Literal["added", "removed", "changed"]
@@ -62,6 +66,19 @@ class RulePlan:
 
 
 @dataclass(frozen=True)
+class LeftOut:
+    """What a plan as of ``now`` leaves out of the store as it is (a ``--now`` in the past)."""
+
+    leads: int = 0
+    """Leads whose current stage began after ``now`` (imported or moved since): no lead rule
+    acts on them as of then (:func:`leadflow.engine.evaluation.rule_scope`), so they are in
+    no rule's counts and cross no score rule; 0 when no lead rule or score rule is planned."""
+    activities: int = 0
+    """Activities of leads dated after ``now``: no score counts them then; 0 when the scoring
+    model did not change."""
+
+
+@dataclass(frozen=True)
 class Plan:
     base_ref: str
     folder: str
@@ -73,6 +90,7 @@ class Plan:
     streams: tuple[tuple[str, Status], ...]
     scoring: ScoringPreview | None = None
     """How a changed scoring model would move the scores; None when it did not change."""
+    left_out: LeftOut = LeftOut()
 
     @property
     def affected(self) -> frozenset[str]:
@@ -225,6 +243,8 @@ def plan_change(
                 error=working_errors.get(rule_id) or base_errors.get(rule_id),
             )
         )
+    scoring = preview_scoring(runtime.engine, base, working, now)
+    lead_rules = any(plan.subject_kind == "lead" for plan in plans)
     return Plan(
         base_ref=base_ref,
         folder=folder,
@@ -235,8 +255,38 @@ def plan_change(
         unchanged_rules=len(base_rules.keys() & working_rules.keys())
         - len(differing & base_rules.keys() & working_rules.keys()),
         streams=_stream_changes(base, working),
-        scoring=preview_scoring(runtime.engine, base, working, now),
+        scoring=scoring,
+        left_out=left_out(
+            runtime.engine,
+            now,
+            leads=lead_rules or (scoring is not None and bool(scoring.rules)),
+            activities=scoring is not None,
+        ),
     )
+
+
+def left_out(engine: Engine, now: datetime, *, leads: bool, activities: bool) -> LeftOut:
+    """The leads that entered their stage after ``now`` (when ``leads``) and the activities
+    dated after it (when ``activities``): what a plan as of a past instant does not see."""
+    at = literal(now, UTCDateTime())
+    with engine.connect() as connection:
+        later_leads = (
+            connection.execute(
+                select(func.count()).select_from(LEADS).where(LEADS.c.stage_entered_at > at)
+            ).scalar_one()
+            if leads
+            else 0
+        )
+        later_activities = (
+            connection.execute(
+                select(func.count())
+                .select_from(ACTIVITIES)
+                .where(ACTIVITIES.c.lead_id.is_not(None), ACTIVITIES.c.occurred_at > at)
+            ).scalar_one()
+            if activities
+            else 0
+        )
+    return LeftOut(int(later_leads), int(later_activities))
 
 
 def _actions(rule: object) -> tuple[str, ...] | None:
@@ -276,6 +326,24 @@ def _affected_line(plan: Plan) -> str:
     return f"{_plural(leads, 'lead')} and {_plural(deals, 'deal')} would be treated differently."
 
 
+def _left_out_line(plan: Plan) -> str | None:
+    """One line saying what the plan as of ``now`` leaves out; None when it leaves out nothing."""
+    leads, activities = plan.left_out.leads, plan.left_out.activities
+    parts = []
+    if leads:
+        them = "it" if leads == 1 else "them"
+        parts.append(
+            f"{_plural(leads, 'lead')} that entered {'its' if leads == 1 else 'their'} stage "
+            f"after it (imported or moved since: no rule acts on {them} as of then)"
+        )
+    if activities:
+        word = "activity" if activities == 1 else "activities"
+        parts.append(f"{activities} {word} dated after it (no score counts them then)")
+    if not parts:
+        return None
+    return f"Left out as of {plan.now:%Y-%m-%d %H:%M:%S} UTC: {' and '.join(parts)}."
+
+
 def _rule_line(rule: RulePlan, ref: str) -> str:
     counts = ", ".join(f"{rule.count(sign)} {words}" for sign, words in _WORDS.items())
     return (
@@ -298,8 +366,11 @@ def render_text(plan: Plan, *, sample: int = 10) -> list[str]:
     lines = [
         f"Plan: {plan.folder} at {plan.base_ref} (version {plan.base_version}) -> working tree "
         f"(version {plan.working_version}), store as of {plan.now.isoformat()}",
-        "",
     ]
+    left_out_line = _left_out_line(plan)
+    if left_out_line is not None:
+        lines.append(left_out_line)
+    lines.append("")
     signs = {"added": "+", "removed": "-", "changed": "~"}
     for rule in plan.rules:
         lines.append(f"{signs[rule.status]} {_rule_line(rule, plan.base_ref)}")
@@ -327,6 +398,9 @@ def render_markdown(plan: Plan, *, sample: int = 10) -> list[str]:
         f"`{plan.working_version}`. **{_affected_line(plan)}**",
         "",
     ]
+    left_out_line = _left_out_line(plan)
+    if left_out_line is not None:
+        lines += [left_out_line, ""]
     if plan.rules:
         lines += [
             f"| rule | change | at `{plan.base_ref}` | after | newly | no longer | differently |",
