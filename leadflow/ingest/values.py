@@ -111,9 +111,11 @@ def _id_text(text: str) -> str | None:
     """A stripped id's text, or None when empty; ValueError in Excel's scientific notation."""
     if not text:
         return None
-    problem = excel_number_problem(text)
-    if problem is not None:
-        raise ValueError(problem)
+    # Excel's shape has a sign after its E: most ids have neither sign, nor a regex to pay.
+    if "+" in text or "-" in text:
+        problem = excel_number_problem(text)
+        if problem is not None:
+            raise ValueError(problem)
     return text
 
 
