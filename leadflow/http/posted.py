@@ -87,7 +87,7 @@ def _record(
     if reason is not None:
         problems.append(FieldError(at, reason, "too_long"))
         return None
-    record = dict(item)
+    record: dict[str, Any] = item
     aside: set[str] = set()
     # Text no store can hold (NUL, lone surrogates) and nesting deeper than the checks, hashes
     # and writes of a value recurse are refused here, where they can be located in the body,
@@ -95,6 +95,7 @@ def _record(
     for place, problem in unstorable(item, numbers=False):
         kind = "value_error" if problem == TOO_DEEP else "string_type"
         problems.append(FieldError((*at, *place), problem, kind))
+        record = record if record is not item else dict(item)  # the body's own left as posted
         aside.update(_set_aside(record, place[0]))
     flat = _flat(record, at, nests, problems)
     if flat is not record and (reason := too_many(len(flat))) is not None:
@@ -103,6 +104,7 @@ def _record(
     typed = {key: value for key, value in flat.items() if key not in aside}
     for place, message in type_errors(schema, typed) if schema is not None else ():
         problems.append(FieldError((*at, *place), message, "type_error"))
+        flat = flat if flat is not item else dict(item)
         flat[str(place[0])] = None
     return flat
 

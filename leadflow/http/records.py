@@ -85,9 +85,9 @@ def upsert_records(
     naming their request-schema problems and the import's, record by record.
 
     Records with a request-schema problem are read and checked all the same (what of them could
-    be read), and nothing is written. A concurrent insert of the same external id is retried once; a transaction
-    PostgreSQL aborted as a deadlock or a serialization failure is run again a few times
-    (:func:`~leadflow.store.conflicts.retrying_conflicts`). A lead's
+    be read), and nothing is written. A concurrent insert of the same external id is retried
+    once; a transaction PostgreSQL aborted as a deadlock or a serialization failure is run
+    again a few times (:func:`~leadflow.store.conflicts.retrying_conflicts`). A lead's
     ``score`` is ignored, with a warning, while ``rule_set``'s scoring model is enabled.
     """
     items = posted.items
