@@ -253,14 +253,6 @@ class TestBadInput:
         leads = f'[{{"external_id": "L1", "employees": {huge}}}, {{"external_id": "L2", "score": {negative}}}, {{"external_id": "L3", "name": {huge}}}]'
         assert post("leads", leads) == [
             {
-                "loc": ["body", 2, "name"],
-                "msg": "expected string or null, got integer",
-                "type": "type_error",
-            }
-        ]
-        leads = f'[{{"external_id": "L1", "employees": {huge}}}, {{"external_id": "L2", "score": {negative}}}]'
-        assert post("leads", leads) == [
-            {
                 "loc": ["body", 0, "employees"],
                 "msg": "must be between -9223372036854775808 and 9223372036854775807",
                 "type": "value_error",
@@ -269,6 +261,11 @@ class TestBadInput:
                 "loc": ["body", 1, "score"],
                 "msg": "must be between -9223372036854775808 and 9223372036854775807",
                 "type": "value_error",
+            },
+            {
+                "loc": ["body", 2, "name"],
+                "msg": "expected string or null, got integer",
+                "type": "type_error",
             },
         ]
         deal = f'{{"external_id": "D1", "stage": "Engaging", "amount": {huge}}}'
@@ -1302,3 +1299,89 @@ class TestPoolItems:
         with engine.connect() as connection:
             stored = connection.execute(select(REPS.c.external_id, REPS.c.pools)).all()
         assert [tuple(r) for r in stored] == [("r5", ["east", "west"])]
+
+
+class TestEveryProblemAtOnce:
+    """A record of a batch that fails the request's schema (a JSON type, not an object, text
+    the store cannot hold) no longer hides the other records' problems: the 422 names every
+    problem of every record, schema and import checks alike, in record order, and nothing is
+    written (a request is all or nothing). A record whose schema problem is at one field is
+    still checked at its other fields."""
+
+    STAGE = (
+        "unknown stage 'nosuch'; expected one of subscriber, lead, mql, sql, opportunity, "
+        "customer, nurture, recycled, disqualified (or map it under "
+        "import.mappings.leads.values.stage)"
+    )
+
+    def test_a_lead_batch_names_each_records_problems(self, api: Api, engine: Engine) -> None:
+        body = [
+            {"external_id": "L0", "email": "ann@"},
+            {"external_id": "L1", "score": True, "stage": "nosuch"},
+            7,
+            {"external_id": "L3", "email": "ok@x.test"},
+            {"external_id": "L4", "name": "a\u0000b", "stage": "nosuch"},
+        ]
+        response = api.post("/v1/leads", body)
+        assert (response.status_code, response.json()["detail"]) == (
+            422,
+            [
+                {
+                    "loc": ["body", 0, "email"],
+                    "msg": "'ann@' is not one plain email address (there must be something "
+                    "after the @-sign); write exactly one address such as ann@example.com, "
+                    "without a name, a second address or a comment",
+                    "type": "value_error",
+                },
+                {
+                    "loc": ["body", 1, "score"],
+                    "msg": "expected integer or string or null, got boolean",
+                    "type": "type_error",
+                },
+                {"loc": ["body", 1, "stage"], "msg": self.STAGE, "type": "value_error"},
+                {"loc": ["body", 2], "msg": "expected a JSON object", "type": "dict_type"},
+                {
+                    "loc": ["body", 4, "name"],
+                    "msg": "text may not contain NUL characters (\\u0000)",
+                    "type": "string_type",
+                },
+                {"loc": ["body", 4, "stage"], "msg": self.STAGE, "type": "value_error"},
+            ],
+        )
+        assert lead_rows(engine) == []
+
+    def test_an_activity_batch_names_each_records_problems(self, api: Api, engine: Engine) -> None:
+        api.post("/v1/leads", {"external_id": "L1"})
+        call = {"lead": "L1", "type": "call", "occurred_at": "2026-03-01T10:00:00Z"}
+        body = [
+            {**call, "external_id": "ev-0", "occurred_at": "2027-01-01T00:00:00Z"},
+            {**call, "external_id": "ev-1", "type": 5},
+            {**call, "external_id": "ev-2", "lead": "nobody"},
+            {**call, "external_id": "ev-3"},
+        ]
+        response = api.post("/v1/activities", body)
+        assert (response.status_code, response.json()["detail"]) == (
+            422,
+            [
+                {
+                    "loc": ["body", 0, "occurred_at"],
+                    "msg": "2027-01-01T00:00:00+00:00 is in the future (received at "
+                    "2026-03-02T09:00:00+00:00); an activity cannot have happened yet",
+                    "type": "value_error",
+                },
+                {
+                    "loc": ["body", 1, "type"],
+                    "msg": "expected string, got integer",
+                    "type": "type_error",
+                },
+                {
+                    "loc": ["body", 2, "lead"],
+                    "msg": "no lead with external id 'nobody'; import the leads first",
+                    "type": "value_error",
+                },
+            ],
+        )
+        with engine.connect() as connection:
+            assert connection.execute(select(ACTIVITIES.c.external_id)).all() == []
+        fixed = [{**call, "external_id": f"ev-{n}"} for n in range(4)]
+        assert api.post("/v1/activities", fixed).json()["inserted"] == 4

@@ -23,6 +23,7 @@ from import_support import write
 from sqlalchemy import CursorResult, Engine, func, select, text
 
 from leadflow.cli import main
+from leadflow.ingest.runner import FED_PART_ROWS
 from leadflow.store.database import create_store_engine, transaction
 from leadflow.store.tables import IMPORT_RUNS, LEADS
 
@@ -32,11 +33,19 @@ in bulk, which needs a table holding fewer than half as many)."""
 ROWS = 120_000
 """Enough for the reading process (100,000 rows or more)."""
 BATCH = 20_000
+BAD = 1000
+"""Of the interrupted file, each line ``n`` with ``n % BAD == BAD - 1`` has an unknown stage."""
+UNKNOWN_STAGE = (
+    "stage: unknown stage 'bogus'; expected one of subscriber, lead, mql, sql, opportunity, "
+    "customer, nurture, recycled, disqualified (or map it under import.mappings.leads.values.stage)"
+)
 
 
-def _leads(count: int, name: str) -> str:
+def _leads(count: int, name: str, bad: int = 0) -> str:
     return "".join(
-        f'{{"external_id": "L{n:06d}", "name": "{name}", "stage": "lead"}}\n' for n in range(count)
+        f'{{"external_id": "L{n:06d}", "name": "{name}", '
+        f'"stage": "{"bogus" if bad and n % bad == bad - 1 else "lead"}"}}\n'
+        for n in range(count)
     )
 
 
@@ -53,6 +62,7 @@ def _last_run(engine: Engine) -> tuple[object, ...]:
             IMPORT_RUNS.c.inserted,
             IMPORT_RUNS.c.updated,
             IMPORT_RUNS.c.unchanged,
+            IMPORT_RUNS.c.rejected,
             IMPORT_RUNS.c.finished_at.is_not(None),
         ).order_by(IMPORT_RUNS.c.id.desc())
         return tuple(connection.execute(query).first() or ())
@@ -79,7 +89,7 @@ def test_ctrl_c_counts_what_was_committed_and_records_interrupted(
     )
     stored = write(tmp_path, "a.jsonl", _leads(STORED, "first"))
     assert main(["-c", str(config), "import", "leads", str(stored)]) == 0
-    path = write(tmp_path, "b.jsonl", _leads(ROWS, "renamed"))
+    path = write(tmp_path, "b.jsonl", _leads(ROWS, "renamed", BAD))
     leadflow = str(Path(sys.executable).with_name("leadflow"))
     process = subprocess.Popen(
         [leadflow, "-c", str(config), "import", "leads", str(path)],
@@ -105,16 +115,26 @@ def test_ctrl_c_counts_what_was_committed_and_records_interrupted(
             process.wait()
 
     committed = _renamed(engine)
-    assert (process.returncode, err.decode(), took < 5) == (130, "", True)
-    assert 0 < committed < ROWS
-    assert committed % BATCH == 0  # whole batches
-    # The file's first STORED ids are in the store: updated, then the new ones inserted.
-    updated, inserted = min(committed, STORED), max(committed - STORED, 0)
+    assert (process.returncode, took < 5) == (130, True)
+    assert BATCH <= committed < ROWS
+    # The file's first STORED ids are in the store: updated, then the new ones inserted. The
+    # rows rejected (an unknown stage) are those of the committed batches: each batch's are
+    # those read before the first row of the next. The rejected rows read after them, in the
+    # batch the Ctrl-C rolled back or never wrote, were counted and listed too.
+    good = [n for n in range(ROWS) if n % BAD != BAD - 1]
+    written, following = good[:committed], good[committed]
+    # Whole batches: the reading process's parts of FED_PART_ROWS lines, each with its
+    # rejected rows, committed once BATCH rows or more are written.
+    assert following % FED_PART_ROWS == 0
+    updated = sum(1 for n in written if n < STORED)
+    inserted = committed - updated
+    rejected = [n for n in range(following) if n % BAD == BAD - 1]
+    assert err.decode() == "".join(f"{path}:{n + 1}: {UNKNOWN_STAGE}\n" for n in rejected)
     assert out.decode() == (
         f"leads {path}: interrupted; committed before: inserted {inserted}, updated {updated}, "
-        "unchanged 0, rejected 0; import the file again to finish\n"
+        f"unchanged 0, rejected {len(rejected)}; import the file again to finish\n"
     )
-    assert _last_run(engine) == ("interrupted", inserted, updated, 0, True)
+    assert _last_run(engine) == ("interrupted", inserted, updated, 0, len(rejected), True)
 
 
 def test_a_connection_dropped_mid_statement_leaves_the_sqlite_write_lock_free(

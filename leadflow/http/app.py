@@ -10,7 +10,6 @@ blocking database call runs in a worker thread. Bad input is a 4xx with a JSON b
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Annotated, Any, NoReturn
@@ -29,9 +28,9 @@ from leadflow.dashboard.funnel_snapshots import FunnelSnapshots
 from leadflow.dashboard.routes import TooLargePages, dashboard_routes
 from leadflow.engine.audit_history import lead_with_audit
 from leadflow.engine.runtime import Runtime
-from leadflow.errors import ConfigError, DatabaseUnavailableError, FieldError, RecordsRejectedError
+from leadflow.errors import ConfigError, DatabaseUnavailableError, RecordsRejectedError
 from leadflow.http.body_limit import BodyLimit
-from leadflow.http.openapi import record_schema, request_body, type_errors
+from leadflow.http.openapi import record_schema, request_body
 from leadflow.http.openapi_public import (
     BODY_REFUSED,
     ERROR_BODY,
@@ -39,13 +38,14 @@ from leadflow.http.openapi_public import (
     Responses,
     public_paths,
 )
+from leadflow.http.posted import json_body, read_body, reject
 from leadflow.http.probes import probe_routes
 from leadflow.http.records import upsert_records
 from leadflow.http.resubscribe import REQUEST_BODY, reason_of, resubscribe
 from leadflow.http.tracking import tracking_routes
-from leadflow.ingest.json_values import TOO_DEEP, json_value, text_problem, unstorable
+from leadflow.ingest.json_values import text_problem
 from leadflow.ingest.mapping import KIND_FIELDS, too_many_columns
-from leadflow.ingest.nesting import NestingProblem, flattened, nested_objects
+from leadflow.ingest.nesting import nested_objects
 from leadflow.rule_language.model import RuleSet
 from leadflow.scoring.explain import explain_score
 from leadflow.scoring.rescoring import rescore_posted
@@ -62,7 +62,13 @@ _UNAUTHORIZED: Responses = {
     401: {"description": "missing or wrong bearer token", **ERROR_BODY},
 }
 _INVALID: Responses = {
-    422: {"description": "field-level errors: detail is a list of {loc, msg, type}", **ERROR_BODY},
+    422: {
+        "description": (
+            "field-level errors: detail is a list of {loc, msg, type}, every problem of every "
+            "record in record order (the request's schema and the import's checks alike)"
+        ),
+        **ERROR_BODY,
+    },
 }
 _POST_RESPONSES: Responses = {
     **_UNAUTHORIZED,
@@ -209,8 +215,7 @@ def _record_route(
     async def post_records(request: Request) -> JSONResponse:
         _require_json(request.headers.get("content-type"))
         _require_plain(request.headers.get("content-encoding"))
-        items, batch = parse_records(await request.body(), partial(too_many, kind), nests)
-        _check_types(schema, items, batch=batch)
+        posted = read_body(await request.body(), schema, partial(too_many, kind), nests)
         now = runtime.clock.now()
         rule_set = holder.current_or_none()
         result = await run_in_threadpool(
@@ -218,9 +223,8 @@ def _record_route(
             runtime.engine,
             runtime.settings,
             kind,
-            items,
+            posted,
             now=now,
-            batch=batch,
             rule_set=rule_set,
         )
         log.info("records_upserted", **result.as_json())
@@ -257,17 +261,6 @@ def _require_plain(content_encoding: str | None) -> None:
     raise HTTPException(415, msg)
 
 
-def _check_types(schema: dict[str, Any], items: list[dict[str, Any]], *, batch: bool) -> None:
-    """The JSON types the OpenAPI document gives each field, held before the import reads."""
-    errors = [
-        FieldError((*(("body", index) if batch else ("body",)), *place), message, "type_error")
-        for index, item in enumerate(items)
-        for place, message in type_errors(schema, item)
-    ]
-    if errors:
-        raise RecordsRejectedError(errors)
-
-
 def _lead_route(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> Callable[..., Awaitable[Any]]:
     async def get_lead(
         request: Request,
@@ -277,7 +270,7 @@ def _lead_route(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> Callable[.
         _refuse_unknown_query(request, {"audit_limit"})
         problem = text_problem(external_id)  # %00 in the path: PostgreSQL refuses the lookup
         if problem is not None:
-            _reject(("path", "external_id"), problem, "string_type")
+            reject(("path", "external_id"), problem, "string_type")
         found = await run_in_threadpool(lead_with_audit, runtime.engine, external_id, audit_limit)
         if found is None:
             raise HTTPException(404, f"no lead with external id {external_id!r}")
@@ -305,8 +298,8 @@ def _resubscribe_route(runtime: Runtime) -> Callable[..., Awaitable[Any]]:
         _require_plain(request.headers.get("content-encoding"))
         problem = text_problem(external_id)
         if problem is not None:
-            _reject(("path", "external_id"), problem, "string_type")
-        reason = reason_of(_json_body(await request.body()))
+            reject(("path", "external_id"), problem, "string_type")
+        reason = reason_of(json_body(await request.body()))
         now = runtime.clock.now()
         answer = await run_in_threadpool(resubscribe, runtime.engine, external_id, reason, now)
         if answer is None:
@@ -332,96 +325,6 @@ def _refuse_unknown_query(request: Request, known: set[str]) -> None:
                 for name in unknown
             ]
         )
-
-
-def parse_records(
-    raw: bytes,
-    too_many: Callable[[int], str | None] = lambda _count: None,
-    nests: tuple[str, ...] = (),
-) -> tuple[list[dict[str, Any]], bool]:
-    """The posted objects, flat, and whether they came as a list; RecordsRejectedError
-    otherwise.
-
-    ``too_many`` says why an object with that many keys is refused by its count alone
-    (:func:`~leadflow.ingest.mapping.too_many_columns`): checked before anything else looks
-    at the keys one by one, and again once ``nests`` (:func:`~leadflow.ingest.nesting.
-    nested_objects`) are flattened to their ``NEST.KEY`` columns, as a JSONL line is."""
-    value = _json_body(raw)
-    batch = isinstance(value, list)
-    items = value if batch else [value]
-    if not items:
-        _reject(("body",), "expected an object or a non-empty list of objects", "too_short")
-    errors = [
-        FieldError(("body", index) if batch else ("body",), "expected a JSON object", "dict_type")
-        for index, item in enumerate(items)
-        if not isinstance(item, dict)
-    ]
-    oversized = [
-        FieldError(("body", index) if batch else ("body",), reason, "too_long")
-        for index, item in enumerate(items)
-        if isinstance(item, dict) and (reason := too_many(len(item))) is not None
-    ]
-    if oversized:
-        raise RecordsRejectedError(errors + oversized)
-    # Text no store can hold (NUL, lone surrogates) and nesting deeper than the checks, hashes
-    # and writes of a value recurse are refused here, where they can be located in the body,
-    # rather than failing later; numbers are left to the fields' parsers.
-    errors += [
-        FieldError(("body", *place), reason, "value_error" if reason == TOO_DEEP else "string_type")
-        for place, reason in unstorable(value, numbers=False)
-    ]
-    if errors:
-        raise RecordsRejectedError(errors)
-    if nests:
-        items = _flattened(items, nests, too_many, batch=batch)
-    return items, batch
-
-
-def _json_body(raw: bytes) -> Any:
-    """The body's JSON value, or RecordsRejectedError saying why it is not JSON."""
-    try:
-        return json_value(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        _reject(("body",), "not UTF-8 text", "json_invalid")
-    except json.JSONDecodeError as exc:
-        _reject(
-            ("body",),
-            f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-            "json_invalid",
-        )
-    except (ValueError, RecursionError) as exc:
-        _reject(("body",), f"invalid JSON: {exc}", "json_invalid")
-
-
-def _flattened(
-    items: list[dict[str, Any]],
-    nests: tuple[str, ...],
-    too_many: Callable[[int], str | None],
-    *,
-    batch: bool,
-) -> list[dict[str, Any]]:
-    """Each object with its nests' keys as ``NEST.KEY`` columns (:func:`flattened`), or every
-    object's problem located at the column it names."""
-    found: list[dict[str, Any]] = []
-    errors: list[FieldError] = []
-    for index, item in enumerate(items):
-        at: tuple[str | int, ...] = ("body", index) if batch else ("body",)
-        # A flat object (most of them) costs one lookup per nest, as a JSONL line does.
-        flat = flattened(item, nests) if not item.keys().isdisjoint(nests) else item
-        if isinstance(flat, NestingProblem):
-            kind = "dict_type" if flat.column in nests else "value_error"
-            errors.append(FieldError((*at, flat.column), flat.reason, kind))
-        elif flat is not item and (reason := too_many(len(flat))) is not None:
-            errors.append(FieldError(at, reason, "too_long"))
-        else:
-            found.append(flat)
-    if errors:
-        raise RecordsRejectedError(errors)
-    return found
-
-
-def _reject(loc: tuple[str | int, ...], msg: str, kind: str) -> NoReturn:
-    raise RecordsRejectedError([FieldError(loc, msg, kind)]) from None
 
 
 def _add_error_handlers(app: FastAPI) -> None:

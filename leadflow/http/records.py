@@ -4,8 +4,10 @@ A request body is treated like a small JSONL file whose lines are the posted obj
 are planned by :func:`~leadflow.ingest.mapping.compile_plan` (``import.mappings`` apply; an
 unknown key rejects each record holding it, at its index), each object is read by the same
 :class:`ColumnPlan`, and rows are written by the import's kind writers and :class:`TableWriter`
-(upsert by external id, unchanged rows not written). Unlike a file import, a request is all or nothing: any bad record rejects the whole
-request with every problem found, and nothing is written.
+(upsert by external id, unchanged rows not written). Unlike a file import, a request is all or
+nothing: any bad record rejects the whole request with every problem found, and nothing is
+written. The request-schema problems :func:`~leadflow.http.posted.read_body` found are listed
+with the import's, record by record; a field they name is not named again by the import.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DataError, IntegrityError
 
 from leadflow.errors import FieldError, ImportRowError, ProblemsError, RecordsRejectedError
+from leadflow.http.posted import Posted
 from leadflow.ingest.column_plan import ColumnPlan
 from leadflow.ingest.kind_writer import KindWriter, Record, Rejection
 from leadflow.ingest.mapping import compile_plan, missing_columns, unknown_columns
@@ -73,26 +76,29 @@ def upsert_records(
     engine: Engine,
     settings: Settings,
     kind: ImportKind,
-    items: Sequence[Mapping[str, Any]],
+    posted: Posted,
     *,
     now: datetime,
-    batch: bool,
     rule_set: RuleSet | None = None,
 ) -> UpsertResult:
-    """Write ``items`` in one transaction, or raise :class:`RecordsRejectedError`.
+    """Write the ``posted`` records in one transaction, or raise :class:`RecordsRejectedError`
+    naming their request-schema problems and the import's, record by record.
 
-    ``batch`` says whether the body was a list: it decides whether error locations carry the
-    record's index. A concurrent insert of the same external id is retried once; a transaction
-    PostgreSQL aborted as a deadlock or a serialization failure is run again a few times
-    (:func:`~leadflow.store.conflicts.retrying_conflicts`). A lead's
+    Records with a request-schema problem are read and checked all the same (what of them could
+    be read), and nothing is written. A concurrent insert of the same external id is retried
+    once; a transaction PostgreSQL aborted as a deadlock or a serialization failure is run
+    again a few times (:func:`~leadflow.store.conflicts.retrying_conflicts`). A lead's
     ``score`` is ignored, with a warning, while ``rule_set``'s scoring model is enabled.
     """
-    locate = _Locator(batch, items)
+    items = posted.items
+    locate = _Locator(posted)
+    if not items:
+        raise RecordsRejectedError(list(posted.problems))
     header = locate.header
     # An unknown key rejects the records holding it, each at its own index, and the records
     # are still read: the 422 names every bad field of every record at once.
     unknown, unnamed = unknown_columns(kind, header, settings)
-    refused = locate.unknown(unknown, unnamed)
+    refused = [*posted.problems, *locate.unknown(unknown, unnamed)]
     known = tuple(key for key in header if key not in unknown)
     try:
         plan = compile_plan(kind, known, settings, "body", required=False)
@@ -215,13 +221,18 @@ def _write(
 
 
 class _Locator:
-    """Error locations: ``["body", field]`` for one object, ``["body", index, field]`` in a list."""
+    """Error locations: ``["body", field]`` for one object, ``["body", index, field]`` in a list,
+    ``index`` the record's in the body (the records read are those :class:`Posted` kept)."""
 
-    def __init__(self, batch: bool, items: Sequence[Mapping[str, Any]]) -> None:
-        self.batch = batch
-        self.items = items
+    def __init__(self, posted: Posted) -> None:
+        self.batch = posted.batch
+        self.items = posted.items
+        self.indices = posted.indices
+        self.prior = set(posted.problems)
+        self.named = {_field_of(e.loc, batch=self.batch) for e in posted.problems} - {None}
+        """The records' fields a request-schema problem named: the import does not again."""
         first_seen: dict[str, int] = {}
-        for index, item in enumerate(items):
+        for index, item in enumerate(self.items):
             for key in item:
                 first_seen.setdefault(key, index)
         self.first_seen = first_seen
@@ -229,13 +240,20 @@ class _Locator:
         """The keys of all records, in the order first seen: the body's columns."""
 
     def at(self, index: int) -> Loc:
-        return ("body", index) if self.batch else ("body",)
+        return ("body", self.indices[index]) if self.batch else ("body",)
 
     def in_order(self, errors: Sequence[FieldError]) -> list[FieldError]:
-        """Record by record (each record's own in the order found); the body's last."""
+        """Record by record (each record's own in the order found); the body's last. A field
+        a request-schema problem named is not named again (left out, it reads as missing)."""
+        errors = [
+            e
+            for e in errors
+            if e in self.prior or _field_of(e.loc, batch=self.batch) not in self.named
+        ]
         if not self.batch:
-            return list(errors)
-        return sorted(errors, key=lambda e: e.loc[1] if len(e.loc) > 1 else len(self.items))
+            return errors
+        last = max(self.indices, default=0) + 1
+        return sorted(errors, key=lambda e: e.loc[1] if len(e.loc) > 1 else last)
 
     def rejected(self, rejections: Sequence[Rejection], plan: ColumnPlan) -> list[FieldError]:
         """Each rejected record's bad fields, one error each (:meth:`ImportRowError.each`, as
@@ -290,6 +308,12 @@ class _Locator:
         index = max(self.first_seen[name] for name in named)
         held = [name for name in named if name in self.items[index]]
         return FieldError((*self.at(index), (held or named)[0]), message)
+
+
+def _field_of(loc: Loc, *, batch: bool) -> Loc | None:
+    """``(index, field)`` in a list, ``(field,)`` for one object; None: not at a field."""
+    place = loc[1:3] if batch else loc[1:2]
+    return place if len(place) == (2 if batch else 1) else None
 
 
 def _posted_name(field: str, plan: ColumnPlan) -> str:

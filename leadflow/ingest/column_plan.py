@@ -288,9 +288,11 @@ _ColumnReader = Callable[[Sequence[str]], list[Any]]
 
 def _column_reader(parse: values.Parser) -> _ColumnReader:
     """How :meth:`ColumnPlan.read_columns` reads one column of text cells with ``parse``."""
-    if parse is values.parse_text or parse is values.parse_identifier:
-        # What both do with a text cell, without a call per cell.
+    if parse is values.parse_text:
+        # What it does with a text cell, without a call per cell.
         return lambda cells: [cell.strip() or None for cell in cells]
+    if parse is values.parse_identifier or parse is values.parse_reference:
+        return _id_column
 
     def each_distinct_once(cells: Sequence[str]) -> list[Any]:
         # A value per distinct cell, shared by the rows holding it: parsers return scalars
@@ -299,6 +301,17 @@ def _column_reader(parse: values.Parser) -> _ColumnReader:
         return list(map(parsed.__getitem__, cells))
 
     return each_distinct_once
+
+
+def _id_column(cells: Sequence[str]) -> list[str | None]:
+    """What :func:`~leadflow.ingest.values.parse_identifier` makes of each text cell, with one
+    search of the column for Excel's scientific notation (ValueError: the rows are then read
+    one by one, which names each)."""
+    texts = [cell.strip() for cell in cells]
+    if values.excel_numbers_in(texts):
+        msg = "an id in Excel's scientific notation"
+        raise ValueError(msg)
+    return [text or None for text in texts]
 
 
 def _objects(names: tuple[str, ...], columns: list[list[Any]]) -> list[dict[str, Any] | None]:

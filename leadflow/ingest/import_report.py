@@ -4,7 +4,7 @@ prints."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from leadflow.errors import Problem
 from leadflow.ingest.writers import Counts, Superseded
@@ -39,6 +39,35 @@ class ImportReport:
     columns: dict[str, str] = field(default_factory=dict)
     """Field -> the file's column filling it, where a mapping (or a header written as people
     write it) named it otherwise: a problem names the column the user can find in the file."""
+    _committed: _Committed | None = field(default=None, init=False, repr=False, compare=False)
+
+    def mark_committed(self) -> None:
+        """What the report says now is about committed work only (no batch is open, none of
+        its rows is read): where :meth:`back_to_committed` takes it back to."""
+        self._committed = _Committed(
+            replace(self.counts),
+            self.rejected,
+            self.superseded,
+            self.unlisted,
+            len(self.problems),
+            len(self.notes),
+        )
+
+    def back_to_committed(self) -> None:
+        """Forget what the report says of rows no commit kept (an interrupted import's batch
+        rolled back, or read and never written): each count, each rejection and note listed,
+        is then of the committed batches only. Nothing when nothing was marked."""
+        mark = self._committed
+        if mark is None:
+            return
+        self.counts = replace(mark.counts)
+        self.rejected, self.superseded, self.unlisted = (
+            mark.rejected,
+            mark.superseded,
+            mark.unlisted,
+        )
+        del self.problems[mark.problems :]
+        del self.notes[mark.notes :]
 
     @property
     def summary(self) -> str:
@@ -88,6 +117,18 @@ class ImportReport:
         name, colon, reason = message.partition(": ")
         column = self.columns.get(name) if colon else None
         return message if column is None else f"{column} ({name}): {reason}"
+
+
+@dataclass(frozen=True)
+class _Committed:
+    """A report's counts, and how many problems and notes it listed, at a commit."""
+
+    counts: Counts
+    rejected: int
+    superseded: int
+    unlisted: int
+    problems: int
+    notes: int
 
 
 def same_content(kind: ImportKind, superseded: list[Superseded]) -> bool:

@@ -87,6 +87,10 @@ KIND_FIELDS: Mapping[ImportKind, Mapping[str, str]] = {
 }
 """Each kind's importable fields and how their cells are read."""
 
+REFERENCES = frozenset({"lead", "deal", "owner", "actor", "manager"})
+"""The fields naming another record by its id (a rep's may be its name or email): read as
+text, and refused in Excel's scientific notation as an ``external_id`` is."""
+
 REQUIRED: Mapping[ImportKind, tuple[tuple[str, ...], ...]] = {
     "reps": (("name",),),
     "leads": (("external_id",),),
@@ -495,11 +499,12 @@ def _target(
     group, _, name = field.partition(".")
     if not name:
         # The key is text in any file or body: a JSON number is not read as its digits.
-        parse = (
-            values.parse_identifier
-            if field == "external_id"
-            else field_parser(fields[field], mapping, kind)
-        )
+        if field == "external_id":
+            parse: values.Parser = values.parse_identifier
+        elif field in REFERENCES:
+            parse = values.parse_reference
+        else:
+            parse = field_parser(fields[field], mapping, kind)
         return Target(field, index, parse, value_map)
     parse = (
         attribute_parser(declared[name], mapping, kind)

@@ -206,6 +206,8 @@ def _import(
                 status = _load(engine, writer, source, again, report, strict, progress)
         except KeyboardInterrupt:
             status = "interrupted"  # Ctrl-C, as a killed import shows: not a failure of the file
+            with shielded():  # its counts, recorded and printed, are of committed batches
+                report.back_to_committed()
             raise
         finally:
             if run_id is not None:
@@ -228,7 +230,8 @@ def _writing(engine: Engine, report: ImportReport) -> Iterator[Connection]:
 
     Its begin, commit and rollback are shielded from Ctrl-C (:mod:`.interruption`): a Ctrl-C
     during the rows rolls the transaction back and takes back the counts it had added to
-    ``report``, so the counts of an interrupted import are what it committed.
+    ``report``; a commit marks the report committed (:meth:`ImportReport.mark_committed`), so
+    an interrupted import's counts, rejected rows included, are what it committed.
     """
     committed = replace(report.counts)
     with ExitStack() as held:
@@ -250,6 +253,7 @@ def _writing(engine: Engine, report: ImportReport) -> Iterator[Connection]:
         else:
             with shielded():
                 ending.close()  # commits
+                report.mark_committed()
 
 
 class _StrictRollbackError(Exception):
@@ -291,6 +295,7 @@ def _load(
     secondary indexes built after the rows. With ``strict`` the whole file is one, rolled back
     when any row was rejected. Either way a transaction that fails leaves nothing of itself.
     """
+    report.mark_committed()  # nothing yet: a Ctrl-C before the first commit kept no row
     with engine.connect() as connection:
         skip = superseded_lines(connection, writer, again, writer.settings.imports.batch_size)
     incoming = estimated_rows(source.path, source.total_bytes)

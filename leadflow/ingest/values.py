@@ -11,7 +11,8 @@ Text, ids, yes/no, timezones, lists and email addresses are read here; numbers i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable, Iterable, Sequence
 from zoneinfo import ZoneInfo
 
 from leadflow.ingest.json_values import json_shown, text_problem
@@ -54,12 +55,39 @@ def scalar_text(raw: object) -> str | None:
     return parse_text(raw)
 
 
+EXCEL_NUMBER = re.compile(r"[+-]?[0-9]+(?:[.,][0-9]+)?[eE][+-][0-9]+")
+"""A number as Excel shows one too long for its cell (``1.01235E+11``, ``1,2E+05``): digits,
+maybe a decimal part, ``E``, a sign and the exponent. The sign sets it apart from an id that
+merely holds an E (``E123``, ``LEAD-1E5X``) or a hex digest (``12e45``)."""
+_EXCEL_LINE = re.compile(rf"^{EXCEL_NUMBER.pattern}$", re.MULTILINE)
+
+
+def excel_number_problem(text: str) -> str | None:
+    """Why ``text`` (stripped) is refused as an id, or None: a long numeric id a spreadsheet
+    saved as scientific notation has lost its last digits, and two ids may now read the same
+    (``101234567890`` and ``101234999999`` are both ``1.01235E+11``): taken, one would
+    overwrite the other, or attach its deals and activities to the wrong lead."""
+    if EXCEL_NUMBER.fullmatch(text) is None:
+        return None
+    return (
+        f"{quoted(text)} looks like Excel's scientific notation (a long number Excel shortened, "
+        "so other ids may read the same); export the column as text and import again"
+    )
+
+
+def excel_numbers_in(texts: Sequence[str]) -> bool:
+    """Whether any of ``texts`` (stripped cells) has :data:`EXCEL_NUMBER`'s shape: one search
+    of the column, for the import's hot path."""
+    return _EXCEL_LINE.search("\n".join(texts)) is not None
+
+
 def parse_identifier(raw: object) -> str | None:
     """A record's external id: text, as :func:`parse_text` reads it, and nothing else. A JSON
     number is refused, not written out: ``1.5e3`` became the id ``"1500.0"``, ``1e20``
-    ``"1e+20"``, neither the id the CRM shows (a CSV cell is text already)."""
+    ``"1e+20"``, neither the id the CRM shows (a CSV cell is text already). Text in Excel's
+    scientific notation is refused too (:func:`excel_number_problem`)."""
     if raw.__class__ is str:
-        return raw.strip() or None
+        return _id_text(raw.strip())
     if raw is None:
         return None
     if isinstance(raw, bool):
@@ -70,6 +98,25 @@ def parse_identifier(raw: object) -> str | None:
         shown = briefly_shown(raw)
     msg = f"expected text, got {shown}; write the id as a JSON string"
     raise ValueError(msg)
+
+
+def parse_reference(raw: object) -> str | None:
+    """Another record's id (a deal's ``lead``, an activity's ``deal``, an ``owner``): text, as
+    :func:`parse_text` reads it, refusing Excel's scientific notation as an id is refused."""
+    text = parse_text(raw)
+    return None if text is None else _id_text(text)
+
+
+def _id_text(text: str) -> str | None:
+    """A stripped id's text, or None when empty; ValueError in Excel's scientific notation."""
+    if not text:
+        return None
+    # Excel's shape has a sign after its E: most ids have neither sign, nor a regex to pay.
+    if "+" in text or "-" in text:
+        problem = excel_number_problem(text)
+        if problem is not None:
+            raise ValueError(problem)
+    return text
 
 
 def boolean_parser(true_values: Iterable[str], false_values: Iterable[str]) -> Parser:
