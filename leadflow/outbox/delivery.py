@@ -323,7 +323,7 @@ class _Run:
             if not exc.permanent:  # the last transient error alone read as if it were retried
                 error = fields["error"] = gave_up_error(message.attempts, retry, error)
             log.warning("outbox_failed", permanent=exc.permanent, hard_bounce=bounce, **fields)
-            return Outcome(message, FAILED, error, hard_bounce=bounce)
+            return Outcome(message, FAILED, error, hard_bounce=bounce, code=exc.code)
         retry_at = self.clock.now() + retry_delay(message.attempts, retry, self.rng)
         if exc.outcome_unknown:
             # The destination had the whole message and did not answer: it may have delivered
@@ -351,7 +351,7 @@ class _Run:
             (log.info if routine else log.warning)(
                 "outbox_retry", attempts=message.attempts, retry_at=retry_at.isoformat(), **fields
             )
-        return Outcome(message, PENDING, str(exc), retry_at=retry_at)
+        return Outcome(message, PENDING, str(exc), retry_at=retry_at, code=exc.code)
 
     async def _record(self, outcomes: asyncio.Queue[Outcome | None]) -> None:
         loop = asyncio.get_running_loop()
@@ -418,14 +418,14 @@ class _Run:
     def _record_hard_bounces(
         self, session: Session, outcomes: Sequence[Outcome], now: datetime
     ) -> None:
-        """Each channel's hard bounces among ``outcomes``, by lead, in their transaction."""
-        bounced: dict[str, set[int]] = {}
+        """Each channel's hard bounces among ``outcomes`` (of a lead), in their transaction."""
+        bounced: dict[str, list[Outcome]] = {}
         for outcome in outcomes:
             message = outcome.message
             if outcome.hard_bounce and message.lead_id:
-                bounced.setdefault(message.channel, set()).add(message.lead_id)
-        for name, lead_ids in bounced.items():
-            self.channels[name].record_hard_bounces(session, sorted(lead_ids), now)
+                bounced.setdefault(message.channel, []).append(outcome)
+        for name, bounces in bounced.items():
+            self.channels[name].record_hard_bounces(session, bounces, now)
 
 
 _RECORD_EVERY = 0.025
