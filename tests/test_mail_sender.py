@@ -403,9 +403,14 @@ class TestRelayRefusals:
             (first, "pending", None, 1, error)
         ]
         assert rows[0].next_attempt_at == retry_at
+        # The outage is told once (tests/test_relay_outage_log.py); the attempt at debug level.
         refused = [e for e in logs if e["event"] == "outbox_relay_refused"]
         assert [(e["log_level"], e["outbox_id"], e["attempts"], e["error"]) for e in refused] == [
-            ("warning", first, 1, error)
+            ("debug", first, 1, error)
+        ]
+        failing = [e for e in logs if e["event"] == "outbox_relay_failing"]
+        assert [(e["log_level"], e["reason"], e["outbox_id"], e["error"]) for e in failing] == [
+            ("warning", "refused", first, error)
         ]
         assert [e["event"] for e in logs if e["event"].startswith("outbox_")].count(
             "outbox_failed"
