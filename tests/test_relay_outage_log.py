@@ -160,6 +160,7 @@ def test_an_outage_is_told_once_then_a_minute_then_once_recovered(
             "reason": reason,
             "error": errors[0],
             "outbox_id": 1,
+            "failed_attempts": 1,
             "next_attempt_at": retry_at[0][0].isoformat(),
         },
         {
@@ -210,6 +211,49 @@ def test_an_outage_is_told_once_then_a_minute_then_once_recovered(
 def nothing_listening() -> Iterator[None]:
     """The relay down: nothing listens on its port, every connection is refused."""
     yield
+
+
+def test_a_relay_refusing_some_domains_is_told_at_most_once_a_minute(
+    engine: Engine, make_settings: Any, tmp_path: Path, clock: SettableClock
+) -> None:
+    """A relay refusing some recipients (Relay access denied) and delivering the others fails
+    and recovers in turn: each outage begun within a minute of the last line is not told, nor
+    its end; one that still goes on a minute later is."""
+    port = free_port()
+    settings = sender_settings(make_settings, tmp_path, port)
+    queue_backlog(engine, 4, T0)
+    refused = {f"rep{n}@example.com": REFUSAL.format(n=n) for n in (0, 2)}
+    handler = ScriptedHandler(reject=refused)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        transport = SmtpTransport(settings.mail.smtp)
+        channels = channels_for(settings, transport)
+        sending = asyncio.create_task(
+            drain(engine, settings, clock, channels, once=False, stop=stop, rng=random.Random(1))
+        )
+        try:
+            await until(engine, [("pending", 1), ("sent", 1), ("pending", 1), ("sent", 1)])
+            clock.advance(timedelta(seconds=61))
+            await until(engine, [("pending", 2), ("sent", 1), ("pending", 2), ("sent", 1)])
+        finally:
+            stop.set()
+            await sending
+            await transport.close()
+
+    with capture_logs() as logs, relay_on(port, handler):
+        asyncio.run(scenario())
+    told = [
+        (e["event"], e.get("outbox_id"), e.get("down_for"), e.get("failed_attempts"))
+        for e in logs
+        if e["event"].startswith("outbox_relay_") and e["log_level"] != "debug"
+    ]
+    assert told == [
+        ("outbox_relay_failing", 1, None, 1),  # 09:00:00, rep0 refused
+        ("outbox_relay_recovered", None, "0s", 1),  # rep1 delivered
+        # rep2 refused and rep3 delivered at once: an outage within the minute, untold
+        ("outbox_relay_failing", 1, None, 1),  # 09:01:01, rep0 refused again
+    ]
 
 
 def test_a_message_failing_alone_is_no_outage(

@@ -7,7 +7,9 @@ with the reason), then at most once per :data:`SUMMARY_EVERY` of the outage whil
 (``outbox_relay_still_failing``: how long, how many attempts failed since the last line, how
 many messages wait for their retry, the next retry), and once when a message of the channel is
 delivered again (``outbox_relay_recovered``, with how long it was down). Each message's own
-line (``outbox_relay_refused``, ``outbox_retry``) is logged at debug level meanwhile.
+line (``outbox_relay_refused``, ``outbox_retry``) is logged at debug level meanwhile. Outages
+that come and go faster than that (a relay refusing some domains, delivering others) are told
+at most once per :data:`SUMMARY_EVERY` too (:class:`Outages`).
 
 Time is the sender's clock, so the outage's length is the injected clock's in tests. The counts
 are this sender's: with several senders, each tells of the messages it tried.
@@ -42,9 +44,10 @@ def outage_reason(error: DeliveryError) -> str | None:
 @dataclass
 class _Outage:
     since: datetime
-    last_line: datetime
+    announced: bool = False
+    """Whether a line told of it (``outbox_relay_failing``): only then is its end told."""
     failed: int = 0
-    """Attempts failed since the last line."""
+    """Attempts failed since the last line (all of them while it is not announced)."""
     total: int = 0
     """Attempts failed since the outage began."""
     waiting: dict[int, datetime] = field(default_factory=dict)
@@ -53,11 +56,18 @@ class _Outage:
 
 @dataclass
 class Outages:
-    """The outage of each channel (by name) its sender sees, logged to ``log``."""
+    """The outage of each channel (by name) its sender sees, logged to ``log``.
+
+    At most one line per ``every`` per channel, but for the recovery of an outage told of: a
+    relay that refuses some recipients' domains and delivers others' (a Postfix allowing only
+    its own domains) fails and delivers in turn, and an outage begun within ``every`` of the
+    last line is not told at once, nor its end; it is told once ``every`` has passed, if it
+    still goes on."""
 
     log: Any
     every: timedelta = SUMMARY_EVERY
     _current: dict[str, _Outage] = field(default_factory=dict)
+    _last_line: dict[str, datetime] = field(default_factory=dict)
 
     def failed(
         self,
@@ -69,22 +79,26 @@ class Outages:
         now: datetime,
     ) -> None:
         """An attempt failed for ``reason`` (:func:`outage_reason`); tried again at ``retry_at``."""
-        outage = self._current.get(channel)
-        if outage is None:
-            outage = self._current[channel] = _Outage(since=now, last_line=now)
+        outage = self._current.setdefault(channel, _Outage(since=now))
+        outage.failed += 1
+        outage.total += 1
+        outage.waiting[outbox_id] = retry_at
+        last = self._last_line.get(channel)
+        if last is not None and now - last < self.every:
+            return
+        self._last_line[channel] = now
+        if not outage.announced:
+            outage.announced = True
             self.log.warning(
                 "outbox_relay_failing",
                 channel=channel,
                 reason=reason,
                 error=str(error),
                 outbox_id=outbox_id,
+                failed_attempts=outage.failed,
                 next_attempt_at=retry_at.isoformat(),
             )
         else:
-            outage.failed += 1
-        outage.total += 1
-        outage.waiting[outbox_id] = retry_at
-        if now - outage.last_line >= self.every:
             self.log.warning(
                 "outbox_relay_still_failing",
                 channel=channel,
@@ -96,8 +110,7 @@ class Outages:
                 # A message whose retry time has passed is being tried again now.
                 next_attempt_at=max(min(outage.waiting.values()), now).isoformat(),
             )
-            outage.last_line = now
-            outage.failed = 0
+        outage.failed = 0
 
     def settled(self, channel: str, outbox_id: int, *, delivered: bool, now: datetime) -> None:
         """Message ``outbox_id`` no longer waits for the channel: ``delivered`` ends its outage."""
@@ -108,6 +121,9 @@ class Outages:
         if not delivered:
             return
         del self._current[channel]
+        if not outage.announced:
+            return
+        self._last_line[channel] = now
         self.log.info(
             "outbox_relay_recovered",
             channel=channel,
