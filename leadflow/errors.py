@@ -215,6 +215,7 @@ class DeliveryError(ExternalSystemError):
         outcome_unknown: bool = False,
         local: bool = False,
         relay_refusal: bool = False,
+        unreachable: bool = False,
     ) -> None:
         self.permanent = permanent
         self.code = code
@@ -227,8 +228,12 @@ class DeliveryError(ExternalSystemError):
         self.relay_refusal = relay_refusal
         """The relay refused leadflow itself, not a recipient's mailbox (a 5.7.x policy reply:
         this host not allowed to relay, authentication required; its sender refused; a 5xx to
-        the greeting or MAIL): fixed by configuration, so retried on the normal schedule,
-        every attempt a warning. Always transient."""
+        the greeting or MAIL): fixed by configuration, so retried on the normal schedule; the
+        sender warns of the outage it is (:mod:`leadflow.outbox.outage`). Always transient."""
+        self.unreachable = unreachable
+        """The destination could not be reached or talked to (connection refused or lost, a
+        timeout, a 421 closing the channel): every message fails alike until it is back, so the
+        sender tells of the outage, not of each message. Always transient."""
         super().__init__(message)
 
 

@@ -42,8 +42,8 @@ POSTED = {
     "422": [J],
     "503": [J],
 }
-LOOKING = {"200": [H], "404": [H], "503": [J]}
-UNSUBSCRIBING = {"200": [H], "404": [H, J], "408": [J], "413": [J], "503": [J]}
+LOOKING = {"200": [H], "404": [H], "503": [H]}
+UNSUBSCRIBING = {"200": [H], "404": [H, J], "408": [J], "413": [J], "503": [H, J]}
 DOCUMENTED = {
     "/v1/leads": {"post": POSTED},
     "/v1/deals": {"post": POSTED},
@@ -57,12 +57,12 @@ DOCUMENTED = {
     "/readyz": {"get": {"200": [J], "503": [J]}},
     "/metrics": {"get": {"200": ["text/plain; version=1.0.0; charset=utf-8"]}},
     "/t/o/{token}.gif": {
-        "get": {"200": ["image/gif"], "503": [J]},
-        "head": {"200": ["image/gif"], "503": [J]},
+        "get": {"200": ["image/gif"]},
+        "head": {"200": ["image/gif"]},
     },
     "/t/c/{token}": {
-        "get": {"302": [], "404": [H], "503": [J]},
-        "head": {"302": [], "404": [H], "503": [J]},
+        "get": {"302": [], "404": [H]},
+        "head": {"302": [], "404": [H]},
     },
     "/t/u/{token}": {
         "get": {**LOOKING, "302": []},

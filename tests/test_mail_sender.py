@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import mailbox
 import random
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from mail_support import (
     smtp_server,
     write_templates,
 )
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from structlog.testing import capture_logs
 
 from leadflow.clock import SettableClock
@@ -38,6 +39,8 @@ from leadflow.service.channels import channels_for, drain_configured
 from leadflow.settings import Settings
 from leadflow.store.database import WRITE_OPTION, transaction
 from leadflow.store.models import Lead, Rep
+from leadflow.store.tables import AUDIT
+from tests.conftest import T0
 
 
 @pytest.fixture
@@ -400,9 +403,14 @@ class TestRelayRefusals:
             (first, "pending", None, 1, error)
         ]
         assert rows[0].next_attempt_at == retry_at
+        # The outage is told once (tests/test_relay_outage_log.py); the attempt at debug level.
         refused = [e for e in logs if e["event"] == "outbox_relay_refused"]
         assert [(e["log_level"], e["outbox_id"], e["attempts"], e["error"]) for e in refused] == [
-            ("warning", first, 1, error)
+            ("debug", first, 1, error)
+        ]
+        failing = [e for e in logs if e["event"] == "outbox_relay_failing"]
+        assert [(e["log_level"], e["reason"], e["outbox_id"], e["error"]) for e in failing] == [
+            ("warning", "refused", first, error)
         ]
         assert [e["event"] for e in logs if e["event"].startswith("outbox_")].count(
             "outbox_failed"
@@ -482,6 +490,106 @@ class TestRelayRefusals:
                 "550 5.1.1 <jo@acme.example>: User unknown (recipient jo@acme.example)",
             )
         ]
+
+
+class TestHardBounceAudit:
+    """Marking a lead ``hard_bounced`` writes a ``hard_bounced`` audit row (source ``sender``)
+    with the message, the relay's code and its reply, in the transaction that flags the lead:
+    one row per change of the flag, however many of the lead's messages bounce."""
+
+    def test_a_hard_bounce_is_audited_once_per_change_of_the_flag(
+        self,
+        engine: Engine,
+        settings: Settings,
+        clock: SettableClock,
+        handler: ScriptedHandler,
+        people: int,
+        store_url: str,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        from leadflow.cli import main
+        from leadflow.engine.hard_bounces import clear_hard_bounce
+
+        one_by_one = settings.model_copy(
+            update={"mail": settings.mail.model_copy(update={"concurrency": 1})}
+        )
+        handler.reject["jo@acme.example"] = "550 5.1.1 <jo@acme.example>: User unknown"
+        first = enqueue(engine, one_by_one, clock, key="nurture:L-1:0", marketing=True)
+        second = enqueue(engine, one_by_one, clock, key="nurture:L-1:1", marketing=True)
+        report = send_once(engine, one_by_one, clock)
+        reply = "550 5.1.1 <jo@acme.example>: User unknown (recipient jo@acme.example)"
+        assert (report.failed, report.hard_bounced_leads) == (2, [people, people])
+        assert states(engine) == [(first, "failed", 1, reply), (second, "failed", 1, reply)]
+        first_id = outbox_rows(engine)[0].message_id
+        assert audit_of(engine) == [
+            (
+                T0,
+                "sender",
+                "hard_bounced",
+                people,
+                {"outbox_id": first, "message_id": first_id, "code": 550, "reply": reply},
+            )
+        ]
+        # ``leadflow audit`` says why the lead stopped receiving mail.
+        config = tmp_path / "audit.yaml"
+        config.write_text(f"database:\n  url: {store_url}\n", encoding="utf-8")
+        capsys.readouterr()  # the sender's log lines
+        assert main(["--config", str(config), "audit", "--lead", "L-1", "--format", "jsonl"]) == 0
+        (line,) = [json.loads(text) for text in capsys.readouterr().out.splitlines()]
+        assert (line["action"], line["source"], line["lead"], line["params"]) == (
+            "hard_bounced",
+            "sender",
+            "L-1",
+            {"outbox_id": first, "message_id": first_id, "code": 550, "reply": reply},
+        )
+        # Cleared and bounced again: the flag changed twice more, so two rows more.
+        clock.advance(timedelta(hours=1))
+        with transaction(engine) as session:
+            assert clear_hard_bounce(session, "L-1", clock.now(), "mailbox restored") is True
+        third = enqueue(engine, one_by_one, clock, key="nurture:L-1:2", marketing=True)
+        handler.reject["jo@acme.example"] = "550 5.2.1 mailbox disabled"
+        send_once(engine, one_by_one, clock)
+        third_id = outbox_rows(engine)[2].message_id
+        assert [(at, action, params) for at, _, action, _, params in audit_of(engine)[1:]] == [
+            (clock.now(), "bounce_cleared", {"reason": "mailbox restored"}),
+            (
+                clock.now(),
+                "hard_bounced",
+                {
+                    "outbox_id": third,
+                    "message_id": third_id,
+                    "code": 550,
+                    "reply": "550 5.2.1 mailbox disabled (recipient jo@acme.example)",
+                },
+            ),
+        ]
+        assert lead_flags(engine, people) == (True, False, False)
+
+    @pytest.mark.usefixtures("people")
+    def test_a_policy_refusal_or_an_operational_email_writes_no_row(
+        self, engine: Engine, settings: Settings, clock: SettableClock, handler: ScriptedHandler
+    ) -> None:
+        """The relay refusing leadflow (5.7.1) flags no lead, and a refused operational email
+        is no hard bounce: neither is audited as one."""
+        handler.reject["jo@acme.example"] = "554 5.7.1 <jo@acme.example>: Relay access denied"
+        handler.reject["anna@example.com"] = "550 5.1.1 no such user"
+        enqueue(engine, settings, clock, key="nurture:L-1:0", marketing=True)
+        enqueue(engine, settings, clock, key="mql:L-1")
+        report = send_once(engine, settings, clock)
+        assert (report.retried, report.failed, report.hard_bounced_leads) == (1, 1, [])
+        assert audit_of(engine) == []
+
+
+def audit_of(engine: Engine) -> list[tuple[Any, ...]]:
+    """The audit's rows, oldest first: (at, source, action, lead_id, params)."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(
+                AUDIT.c.at, AUDIT.c.source, AUDIT.c.action, AUDIT.c.lead_id, AUDIT.c.params
+            ).order_by(AUDIT.c.id)
+        ).all()
+    return [(at.replace(tzinfo=UTC) if at.tzinfo is None else at, *rest) for at, *rest in rows]
 
 
 @pytest.mark.usefixtures("people")

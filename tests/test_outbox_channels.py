@@ -23,7 +23,7 @@ from leadflow.errors import DeliveryError
 from leadflow.mail.transports.maildir import MaildirTransport
 from leadflow.outbox.channel import Channel
 from leadflow.outbox.delivery import DrainReport, drain
-from leadflow.outbox.store import SUPPRESSED, ClaimedMessage, enqueue
+from leadflow.outbox.store import SUPPRESSED, ClaimedMessage, Outcome, enqueue
 from leadflow.service.channels import channels_for
 from leadflow.settings import Settings
 from leadflow.store.database import transaction
@@ -57,7 +57,9 @@ class FakeSms:
     def is_hard_bounce(self, message: ClaimedMessage, error: DeliveryError) -> bool:
         return False
 
-    def record_hard_bounces(self, session: Session, lead_ids: Sequence[int], now: datetime) -> None:
+    def record_hard_bounces(
+        self, session: Session, bounces: Sequence[Outcome], now: datetime
+    ) -> None:
         raise AssertionError("not a hard bounce")
 
     async def close(self) -> None:

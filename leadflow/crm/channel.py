@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from leadflow.crm.updates import WEBHOOK_CHANNEL
 from leadflow.crm.webhook import WebhookTransport
 from leadflow.errors import DeliveryError
-from leadflow.outbox.store import ClaimedMessage
+from leadflow.outbox.store import ClaimedMessage, Outcome
 from leadflow.settings import CrmSettings
 
 log = structlog.get_logger("leadflow.crm")
@@ -56,7 +56,9 @@ class WebhookChannel:
     def is_hard_bounce(self, message: ClaimedMessage, error: DeliveryError) -> bool:
         return False
 
-    def record_hard_bounces(self, session: Session, lead_ids: Sequence[int], now: datetime) -> None:
+    def record_hard_bounces(
+        self, session: Session, bounces: Sequence[Outcome], now: datetime
+    ) -> None:
         """Never called: no webhook failure is a hard bounce."""
 
     async def close(self) -> None:

@@ -4,9 +4,10 @@ The answers the application gives around its routes (408 and 413 from
 :class:`~leadflow.http.body_limit.BodyLimit`, 503 from the store's exception handlers and from
 :class:`~leadflow.http.cancelled.AnswerCancelled`), for the routes they reach; and the public
 routes of tracked email (:func:`public_paths`), written by hand: their answers are pages, a GIF
-and redirects, which FastAPI would describe as JSON, with a 422 they never give. An integrator
-or a security review reads the whole surface the server exposes without a token in one
-document; only the dashboard (``/ui/``, behind its own login) is left out.
+and redirects, which FastAPI would describe as JSON, with a 422 they never give; also when the
+store does not answer or the server stops (JSON only for a mail client's one-click ``POST``).
+An integrator or a security review reads the whole surface the server exposes without a token
+in one document; only the dashboard (``/ui/``, behind its own login) is left out.
 """
 
 from __future__ import annotations
@@ -42,8 +43,6 @@ UNAVAILABLE: Responses = {
     }
 }
 """The 503s of a route that reads or writes the store."""
-STOPPING: Responses = {503: {"description": _STOPPING, **ERROR_BODY, "headers": _RETRY_AFTER}}
-"""The 503 of a route whose store trouble costs only a record (the pixel, a click)."""
 BODY_REFUSED: Responses = {
     408: {
         "description": "the whole body did not arrive within http.body_timeout of the headers; "
@@ -124,10 +123,16 @@ def _unsubscribe(
     """An unsubscribe link's operations: ``GET`` looks (or, ``to_crm``, may redirect to
     ``mail.unsubscribe_url``), ``POST`` unsubscribes."""
     page = {"content": _PAGE, "headers": _NO_STORE}
+    unrecorded = (
+        "the database does not answer (down, locked, every pooled connection busy), or the "
+        "server is stopping while it waits for it: a page saying the unsubscribe could not be "
+        "recorded and to try again in a few minutes"
+    )
+    retry = {**_RETRY_AFTER, **_NO_STORE}
     looking: Responses = {
         200: {"description": "the page with the button (or: already unsubscribed)", **page},
         **_UNKNOWN_LINK,
-        **UNAVAILABLE,
+        503: {"description": unrecorded, "content": _PAGE, "headers": retry},
     }
     if to_crm:
         looking[302] = {
@@ -142,7 +147,12 @@ def _unsubscribe(
             "content": {**_PAGE, **ERROR_BODY["content"]},
         },
         **BODY_REFUSED,
-        **UNAVAILABLE,
+        503: {
+            "description": f"{unrecorded}; JSON unless the request accepts text/html (a mail "
+            'client\'s one-click POST): {"detail": "the database is unavailable; retry later"}',
+            "content": {**_PAGE, **ERROR_BODY["content"]},
+            "headers": retry,
+        },
     }
     return {
         **_operations(name, "The unsubscribe page", looking, parameters=parameters),
@@ -180,12 +190,14 @@ def public_paths() -> dict[str, Any]:
             "content": {"image/gif": {"schema": {"type": "string", "format": "binary"}}},
             "headers": _NO_STORE,
         },
-        **STOPPING,
     }
     click: Responses = {
-        302: {"description": "to the URL signed into the token", "headers": _REDIRECT_TO},
+        302: {
+            "description": "to the URL signed into the token, also while the database does "
+            "not answer (the hit is not recorded then)",
+            "headers": _REDIRECT_TO,
+        },
         **_UNKNOWN_LINK,
-        **STOPPING,
     }
     return {
         f"/t/{CODES['open']}/{{token}}.gif": _operations(

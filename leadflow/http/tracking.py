@@ -11,7 +11,8 @@ is on, so links in email already sent keep working when tracking is turned off.
 A valid hit is written as an activity (:mod:`leadflow.mail.tracking_hits`); a person's bumps the
 lead's ``last_activity_at`` as imported activities do, and rescores the lead when the rule set
 has an enabled scoring model. A database that cannot take the row costs the row, never the
-redirect: the person still reaches the page.
+redirect: the person still reaches the page, also when a stopping server cuts off a request
+waiting for a slow database (:func:`~leadflow.http.cancelled.answer_if_cancelled`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 
 from leadflow.engine.runtime import Runtime
 from leadflow.errors import DatabaseUnavailableError
+from leadflow.http.cancelled import answer_if_cancelled
 from leadflow.http.unsubscribe import (
     NO_STORE,
     Recorder,
@@ -61,9 +63,11 @@ def tracking_routes(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> APIRou
     @router.api_route("/t/o/{token}.gif", methods=["GET", "HEAD"], name="tracking_open")
     async def tracking_open(request: Request, token: str) -> Response:
         link = verify(token, key, "open")
+        pixel = Response(PIXEL, media_type="image/gif", headers=NO_STORE)
         if link is not None:
+            answer_if_cancelled(request, pixel)
             await record(request, link)
-        return Response(PIXEL, media_type="image/gif", headers=NO_STORE)
+        return pixel
 
     router.add_api_route(
         f"/t/{CODES['click']}/{{token}}",
@@ -81,8 +85,12 @@ def _redirect_route(key: bytes, kind: Kind, record: Recorder) -> Callable[..., A
         if link is None or link.url is None:
             # A person clicked: a page, not JSON; nothing recorded, no redirect anywhere.
             return unknown_link_page("link", "Please open the link from the email again.")
+        redirect = RedirectResponse(link.url, status_code=302, headers=NO_STORE)
+        # A store slow enough for a stopping server to cut the request off costs the hit's
+        # row, not the person's way to the page.
+        answer_if_cancelled(request, redirect)
         await record(request, link)
-        return RedirectResponse(link.url, status_code=302, headers=NO_STORE)
+        return redirect
 
     return tracking_redirect
 

@@ -12,7 +12,9 @@ button, or a mail client's one-click ``List-Unsubscribe=One-Click``) unsubscribe
 in one transaction; a second ``POST`` changes nothing. With ``mail.unsubscribe_url`` set (the
 CRM's preference centre owns the flag), ``GET /t/u/<token>`` redirects there as before.
 A token leadflow did not sign answers 404 and writes nothing: a small page for a person
-(``GET``, or a ``POST`` accepting HTML), JSON for a mail client's one-click ``POST``.
+(``GET``, or a ``POST`` accepting HTML), JSON for a mail client's one-click ``POST``. A store
+that does not answer is a 503 with ``Retry-After`` alike: a page saying the unsubscribe could
+not be recorded and to try again in a few minutes, JSON for the one-click ``POST``.
 """
 
 from __future__ import annotations
@@ -21,15 +23,20 @@ import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
+import structlog
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.unsubscribe import unsubscribe_lead
+from leadflow.errors import DatabaseUnavailableError
+from leadflow.http.cancelled import answer_if_cancelled, route_path
 from leadflow.ingest.activity_rows import bump_last_activity
 from leadflow.mail.context import (
     OWN_UNSUBSCRIBE_PATH,
@@ -46,6 +53,8 @@ from leadflow.service.rule_reload import SnapshotHolder
 from leadflow.store.database import transaction
 from leadflow.store.tables import LEADS
 
+log = structlog.get_logger("leadflow.http")
+
 Recorder = Callable[[Request, TrackedLink], Awaitable[None]]
 NO_STORE = {"Cache-Control": "no-store, private", "Pragma": "no-cache"}
 """Every tracked hit reaches leadflow (a second open is seen, and marked a repeat); a page
@@ -60,6 +69,12 @@ _HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 _ONE_CLICK = b"List-Unsubscribe=One-Click"
+_STORE_AWAY = (OperationalError, PoolTimeoutError, DatabaseUnavailableError)
+"""What a store that does not answer raises (down, locked, every pooled connection busy): the
+API's 503."""
+_RETRY_AFTER_PAGE = "120"
+"""The ``Retry-After`` of an unsubscribe that could not be recorded: the page asks the person
+to try again in a few minutes; a one-click sender may retry after two."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +95,21 @@ def unsubscribe_routes(
     settings = runtime.settings
     key = tracking_key(settings)
     external = settings.mail.unsubscribe_url is not None
+
+    async def answer(request: Request, link: TrackedLink) -> Response:
+        """The page for ``link``'s lead, or the 503 when the store does not answer."""
+        answer_if_cancelled(request, _unrecorded(request))
+        try:
+            outcome = await unsubscribe(request, link)
+        except _STORE_AWAY as exc:
+            # As the API's 503 is logged, the path without the token in it.
+            log.warning(
+                "http_database_unavailable",
+                path=route_path(request.scope),
+                error=str(exc).splitlines()[0],
+            )
+            return _unrecorded(request)
+        return _page(outcome)
 
     async def unsubscribe(request: Request, link: TrackedLink) -> _Outcome:
         """Unsubscribe ``link``'s lead for a POST; for a GET only look at it."""
@@ -110,9 +140,11 @@ def unsubscribe_routes(
         # The activity keeps the link without its token, as the plain link's does (below).
         followed = replace(link, url=without_unsubscribe_token(settings, link.lead, link.url))
         if external and request.method != "POST":
+            redirect = RedirectResponse(link.url, status_code=302, headers=_HEADERS)
+            answer_if_cancelled(request, redirect)
             await record(request, followed)
-            return RedirectResponse(link.url, status_code=302, headers=_HEADERS)
-        return _page(await unsubscribe(request, followed))
+            return redirect
+        return await answer(request, followed)
 
     @router.api_route(OWN_UNSUBSCRIBE_PATH, methods=["GET", "HEAD", "POST"], name="unsubscribe")
     async def own_unsubscribe(request: Request, lead: str = "", token: str = "") -> Response:
@@ -124,7 +156,7 @@ def unsubscribe_routes(
         # lead, and activities are read (and exported) by far more people than the email.
         followed = without_unsubscribe_token(settings, lead, str(request.url))
         link = TrackedLink("unsubscribe", "", lead, "", followed)
-        return _page(await unsubscribe(request, link))
+        return await answer(request, link)
 
     return router
 
@@ -187,6 +219,23 @@ def _page(outcome: _Outcome) -> HTMLResponse:
     return _html(title, body)
 
 
+def _unrecorded(request: Request) -> Response:
+    """503 for an unsubscribe link while the store does not answer: a person reads a page
+    saying so and to try again in a few minutes, not ``{"detail": ...}``; a mail client's
+    one-click ``POST`` that does not ask for HTML gets the API's JSON answer."""
+    retry = {"Retry-After": _RETRY_AFTER_PAGE}
+    if request.method == "POST" and "text/html" not in request.headers.get("accept", ""):
+        body = {"detail": "the database is unavailable; retry later"}
+        return JSONResponse(body, status_code=503, headers={**NO_STORE, **retry})
+    return _html(
+        "Please try again later",
+        "<p>Your unsubscribe could not be recorded right now.</p>\n"
+        "<p>Please try again in a few minutes, with the unsubscribe link of the email.</p>",
+        status_code=503,
+        headers=retry,
+    )
+
+
 def _unknown_link(request: Request) -> Response:
     """404 for a link leadflow did not sign (cut short, mistyped, or signed with a secret
     since rotated): a person following it reads a page, not ``{"detail":"unknown link"}``;
@@ -210,7 +259,9 @@ def unknown_link_page(what: str, advice: str) -> HTMLResponse:
     )
 
 
-def _html(title: str, body: str, status_code: int = 200) -> HTMLResponse:
+def _html(
+    title: str, body: str, status_code: int = 200, headers: dict[str, str] | None = None
+) -> HTMLResponse:
     """The small self-contained page every answer here is: no script, no asset from anywhere."""
     html = (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">\n'
@@ -221,4 +272,4 @@ def _html(title: str, body: str, status_code: int = 200) -> HTMLResponse:
         "</style></head>\n"
         f"<body><h1>{title}</h1>\n{body}\n</body></html>\n"
     )
-    return HTMLResponse(html, status_code=status_code, headers=_HEADERS)
+    return HTMLResponse(html, status_code=status_code, headers={**_HEADERS, **(headers or {})})

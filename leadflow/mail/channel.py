@@ -6,7 +6,8 @@ email of a lead flagged after it was queued (an unsubscribe imported or posted w
 waited for its send window) is suppressed, whatever set the flag. After delivery, a refused
 recipient mailbox (the transport's :class:`~leadflow.errors.RecipientRejectedError`: a 5.1.x or
 5.2.1 reply to RCPT, or a bare 550/551/553 there) on a marketing email is a hard bounce: the lead
-is flagged ``hard_bounced`` and its pending marketing is suppressed, with the outcome. The relay
+is flagged ``hard_bounced`` (audited, :func:`~leadflow.engine.hard_bounces.mark_hard_bounced`)
+and its pending marketing is suppressed, with the outcome. The relay
 refusing leadflow itself (a 5.7.x policy reply, its sender refused) is never one: no lead is to
 blame, and the message is retried.
 """
@@ -19,11 +20,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from leadflow.engine.hard_bounces import Bounce, mark_hard_bounced
 from leadflow.errors import DeliveryError, RecipientRejectedError
 from leadflow.mail.enqueue import EMAIL_CHANNEL, SUPPRESSING_FLAGS, cancel_pending_marketing
 from leadflow.mail.message import build_message, envelope_recipients, envelope_sender
 from leadflow.mail.transports.base import Transport
-from leadflow.outbox.store import SUPPRESSED, ClaimedMessage
+from leadflow.outbox.store import SUPPRESSED, ClaimedMessage, Outcome
 from leadflow.settings import Settings
 from leadflow.store.tables import LEADS, OUTBOX
 
@@ -59,12 +61,24 @@ class EmailChannel:
     def is_hard_bounce(self, message: ClaimedMessage, error: DeliveryError) -> bool:
         return message.category == "marketing" and isinstance(error, RecipientRejectedError)
 
-    def record_hard_bounces(self, session: Session, lead_ids: Sequence[int], now: datetime) -> None:
-        if not lead_ids:
+    def record_hard_bounces(
+        self, session: Session, bounces: Sequence[Outcome], now: datetime
+    ) -> None:
+        found = [
+            Bounce(
+                lead_id=outcome.message.lead_id,
+                outbox_id=outcome.message.id,
+                message_id=outcome.message.message_id,
+                code=outcome.code,
+                reply=outcome.error or "",
+            )
+            for outcome in bounces
+            if outcome.message.lead_id is not None
+        ]
+        if not found:
             return
-        session.execute(
-            update(LEADS).where(LEADS.c.id.in_(lead_ids)).values(hard_bounced=True, updated_at=now)
-        )
+        mark_hard_bounced(session, found, now)
+        lead_ids = sorted({bounce.lead_id for bounce in found})
         cancel_pending_marketing(session, lead_ids, "hard_bounced", now)
 
     async def close(self) -> None:

@@ -19,7 +19,7 @@ from typing import Protocol
 from sqlalchemy.orm import Session
 
 from leadflow.errors import DeliveryError
-from leadflow.outbox.store import ClaimedMessage
+from leadflow.outbox.store import ClaimedMessage, Outcome
 
 
 class Channel(Protocol):
@@ -52,8 +52,11 @@ class Channel(Protocol):
         """Whether permanent ``error`` says the lead can never be reached this way."""
         ...
 
-    def record_hard_bounces(self, session: Session, lead_ids: Sequence[int], now: datetime) -> None:
-        """Write what follows from hard bounces of these leads, with the outcomes."""
+    def record_hard_bounces(
+        self, session: Session, bounces: Sequence[Outcome], now: datetime
+    ) -> None:
+        """Write what follows from ``bounces`` (hard-bounce outcomes, each of a lead) in the
+        transaction that records the outcomes."""
         ...
 
     async def close(self) -> None:

@@ -46,6 +46,7 @@ from leadflow.logs import log_failure
 from leadflow.mail_settings import RetrySettings
 from leadflow.outbox.attempt_start import attempt_watched
 from leadflow.outbox.channel import Channel
+from leadflow.outbox.outage import Outages, outage_reason
 from leadflow.outbox.store import (
     FAILED,
     PENDING,
@@ -150,6 +151,8 @@ class _Run:
     """Claimed messages a worker took after ``stop``: handed back, not delivered."""
     claim_failures: int = 0
     """Claims failed in a row (the database is away); logged once per so many, not per poll."""
+    outages: Outages = field(default_factory=lambda: Outages(log))
+    """The relay down or refusing leadflow, told once, not per message and attempt."""
     in_hand: set[int] = field(default_factory=set)
     """Messages delivered (or failed) whose outcome is not recorded yet. A delivered message
     whose lease ran out while the database was away is due again; claiming it before its
@@ -299,6 +302,7 @@ class _Run:
         except Exception as exc:  # the per-message boundary: one bad message stops nothing else
             log.exception("outbox_delivery_crashed", outbox_id=message.id)
             return self._failure(message, DeliveryError(repr(exc), permanent=False), channel)
+        self.outages.settled(message.channel, message.id, delivered=True, now=self.clock.now())
         return Outcome(message, SENT)
 
     def _lease_covers_delivery(self, message: ClaimedMessage, channel: Channel) -> bool:
@@ -318,27 +322,29 @@ class _Run:
         fields = {"outbox_id": message.id, "rule_id": message.rule_id, "error": str(exc)}
         retry = self.settings.mail.retry
         if exc.permanent or gives_up(message.attempts, retry):
+            self.outages.settled(message.channel, message.id, delivered=False, now=self.clock.now())
             bounce = exc.permanent and channel is not None and channel.is_hard_bounce(message, exc)
             error = str(exc)
             if not exc.permanent:  # the last transient error alone read as if it were retried
                 error = fields["error"] = gave_up_error(message.attempts, retry, error)
             log.warning("outbox_failed", permanent=exc.permanent, hard_bounce=bounce, **fields)
-            return Outcome(message, FAILED, error, hard_bounce=bounce)
+            return Outcome(message, FAILED, error, hard_bounce=bounce, code=exc.code)
         retry_at = self.clock.now() + retry_delay(message.attempts, retry, self.rng)
-        if exc.outcome_unknown:
+        outage = outage_reason(exc)
+        if outage is not None:
+            # The relay down or refusing leadflow fails every message alike: the outage is told
+            # once, then in a summary a minute (:mod:`leadflow.outbox.outage`); each message's
+            # line only at debug level.
+            self.outages.failed(
+                message.channel, message.id, exc, outage, retry_at, self.clock.now()
+            )
+            event = "outbox_relay_refused" if exc.relay_refusal else "outbox_retry"
+            log.debug(event, attempts=message.attempts, retry_at=retry_at.isoformat(), **fields)
+        elif exc.outcome_unknown:
             # The destination had the whole message and did not answer: it may have delivered
             # it, and the retry (same Message-ID) may then be a copy. Said apart from a retry.
             log.warning(
                 "outbox_outcome_unknown",
-                attempts=message.attempts,
-                retry_at=retry_at.isoformat(),
-                **fields,
-            )
-        elif exc.relay_refusal:
-            # No wait fixes a relay that refuses leadflow (its mynetworks, AUTH, the sender):
-            # someone must, so every attempt says so, apart from the routine retries.
-            log.warning(
-                "outbox_relay_refused",
                 attempts=message.attempts,
                 retry_at=retry_at.isoformat(),
                 **fields,
@@ -351,7 +357,7 @@ class _Run:
             (log.info if routine else log.warning)(
                 "outbox_retry", attempts=message.attempts, retry_at=retry_at.isoformat(), **fields
             )
-        return Outcome(message, PENDING, str(exc), retry_at=retry_at)
+        return Outcome(message, PENDING, str(exc), retry_at=retry_at, code=exc.code)
 
     async def _record(self, outcomes: asyncio.Queue[Outcome | None]) -> None:
         loop = asyncio.get_running_loop()
@@ -418,14 +424,14 @@ class _Run:
     def _record_hard_bounces(
         self, session: Session, outcomes: Sequence[Outcome], now: datetime
     ) -> None:
-        """Each channel's hard bounces among ``outcomes``, by lead, in their transaction."""
-        bounced: dict[str, set[int]] = {}
+        """Each channel's hard bounces among ``outcomes`` (of a lead), in their transaction."""
+        bounced: dict[str, list[Outcome]] = {}
         for outcome in outcomes:
             message = outcome.message
             if outcome.hard_bounce and message.lead_id:
-                bounced.setdefault(message.channel, set()).add(message.lead_id)
-        for name, lead_ids in bounced.items():
-            self.channels[name].record_hard_bounces(session, sorted(lead_ids), now)
+                bounced.setdefault(message.channel, []).append(outcome)
+        for name, bounces in bounced.items():
+            self.channels[name].record_hard_bounces(session, bounces, now)
 
 
 _RECORD_EVERY = 0.025

@@ -315,6 +315,8 @@ class Outcome:
     retry_at: datetime | None = None
     hard_bounce: bool = False
     """A permanent failure its channel says no later message to the lead can overcome."""
+    code: int | None = None
+    """The destination's reply code of a failure (an SMTP relay's ``550``), when it gave one."""
     released: bool = False
     """Not attempted: too little of the lease was left to deliver it safely."""
 

@@ -465,11 +465,17 @@ def classify(exc: BaseException, what: str) -> DeliveryError:
         data = isinstance(exc, aiosmtplib.SMTPDataError)
         if _refuses_leadflow(exc.code, exc.message, message_stage=data):
             return _relay_refusal(text, exc.code)
-        return DeliveryError(text, permanent=_permanent(exc.code), code=exc.code)
+        # 421: the relay is not available and closes the channel (RFC 5321 3.8), whatever
+        # the message: as unreachable as one that does not answer.
+        return DeliveryError(
+            text, permanent=_permanent(exc.code), code=exc.code, unreachable=exc.code == 421
+        )
     if isinstance(exc, TimeoutError):
-        return DeliveryError(f"timed out delivering {what}", permanent=False)
+        return DeliveryError(f"timed out delivering {what}", permanent=False, unreachable=True)
     if isinstance(exc, aiosmtplib.SMTPException | OSError):
-        return DeliveryError(f"connection error on {what}: {exc}", permanent=False)
+        return DeliveryError(
+            f"connection error on {what}: {exc}", permanent=False, unreachable=True
+        )
     return DeliveryError(f"unexpected error on {what}: {exc!r}", permanent=False)
 
 
