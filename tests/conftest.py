@@ -196,7 +196,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     property test runs the same code for dozens of generated examples: coverage needs one run
     of each line, which the tests with pinned examples give (the floor below still holds).
     Only while coverage runs: under ``--no-cov`` pytest-cov's marker hook fails on its absent
-    controller."""
+    controller.
+
+    The tests marked ``slow`` run first (otherwise in their order): two workers share the
+    whole run only if the longest tests do not start last, when one worker would be left with
+    a minute of the sixty days while the other has nothing to do. xdist's ``worksteal``
+    (pyproject) gives the idle worker the rest of the other's queue."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
     if getattr(config.pluginmanager.getplugin("_cov"), "cov_controller", None) is None:
         return
     for item in items:

@@ -168,6 +168,7 @@ class TestFuzzedImports:
             st.none(), st.tuples(st.integers(0, 400), st.binary(min_size=1, max_size=4))
         ),
     )
+    @pytest.mark.slow
     def test_csv(
         self,
         engine: Engine,

@@ -63,6 +63,7 @@ class TestEverydayCommands:
         assert main(["--version"]) == 0
         assert capsys.readouterr().out == f"leadflow {metadata.version('leadflow')}\n"
 
+    @pytest.mark.slow
     def test_rule_tests_folder_runs_every_file_in_it(
         self, capsys: pytest.CaptureFixture[str]
     ) -> None:

@@ -273,6 +273,7 @@ class TestAgreementProperty:
         rows=st.lists(LEAD_ROW, min_size=1, max_size=50),
         conditions=st.lists(_tree(_leaf(Subject.LEAD)), min_size=6, max_size=6),
     )
+    @pytest.mark.slow
     def test_leads(self, engine: Engine, rows: list[Row], conditions: list[dict[str, Any]]) -> None:
         stored = store(engine, LEADS, rows)
         for data in conditions:
@@ -287,6 +288,7 @@ class TestAgreementProperty:
         ),
         average=CYCLES,
     )
+    @pytest.mark.slow
     def test_deals_with_the_average_cycle(
         self,
         engine: Engine,

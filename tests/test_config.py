@@ -166,6 +166,7 @@ class TestValidation:
             ("written out", "1:300006: too many values: more than 100000"),  # no alias
         ],
     )
+    @pytest.mark.slow
     def test_hostile_yaml_is_one_line_at_once(
         self, tmp_path: Path, kind: str, message: str
     ) -> None:

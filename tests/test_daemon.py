@@ -197,6 +197,7 @@ def delivered(maildir: Path) -> list[EmailMessage]:
 class TestDaemonProcess:
     """The daemon schedules the rules, sends their email, follows rule edits, stops cleanly."""
 
+    @pytest.mark.slow
     def test_acts_reloads_refuses_broken_rules_and_stops_on_sigterm(
         self, running: tuple[Replica, Engine], project: Path
     ) -> None:
@@ -353,6 +354,7 @@ class TestShutdownMidEvaluation:
 class TestRefusedStart:
     """With no good rule set to run, the daemon does not start: problems printed, exit 1."""
 
+    @pytest.mark.slow
     def test_broken_rules_at_start(self, project: Path, store_url: str) -> None:
         (project / "rules" / "broken.yaml").write_text(BROKEN, encoding="utf-8")
         daemon = Replica(project, store_url)
@@ -521,6 +523,7 @@ class TestHangup:
     batch in flight cut, the claimed messages held until their lease ran out. Started under
     ``nohup`` (SIGHUP ignored), it keeps running."""
 
+    @pytest.mark.slow
     def test_sighup_stops_cleanly(self, running: tuple[Replica, Engine]) -> None:
         daemon, _ = running
         wait_until(lambda: daemon.has("daemon_started"), "the start", 30)
@@ -530,6 +533,7 @@ class TestHangup:
         assert daemon.has("daemon_stopped")
 
     @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+    @pytest.mark.slow
     def test_under_nohup_sighup_is_ignored(self, project: Path, store_url: str) -> None:
         daemon = Replica(
             project, store_url, command=("nohup", sys.executable, str(REPO / "daemon.py"))

@@ -163,6 +163,7 @@ def test_sigterm_during_start_up_logs_the_stop_and_exits_0(
     assert "Traceback" not in daemon.log_path.read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_a_second_sigterm_during_start_up_stops_it_the_same_way(
     tmp_path: Path, sqlite_template: Path
 ) -> None:

@@ -213,6 +213,7 @@ def unlabelled_inputs(driver: WebDriver) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_login_every_page_and_the_lead_from_the_sla_board(
     daemon_url: str, browser: WebDriver
 ) -> None:
@@ -343,6 +344,7 @@ def test_keyboard_reaches_the_skip_link_with_a_visible_focus(
     shoot(browser, "skip-link-focused")
 
 
+@pytest.mark.slow
 def test_funnel_page_charts_load_with_their_figures(
     daemon_url: str, sqlite_url: str, browser: WebDriver
 ) -> None:
@@ -392,6 +394,7 @@ def test_funnel_page_charts_load_with_their_figures(
     assert left == ["0h 00m overdue", "1h 00m left"]  # hours 09-17 UTC: L2 was due at 08:00
 
 
+@pytest.mark.slow
 def test_a_narrow_window_scrolls_tables_not_the_page(
     daemon_url: str, sqlite_url: str, browser: WebDriver
 ) -> None:
@@ -418,6 +421,7 @@ def test_a_narrow_window_scrolls_tables_not_the_page(
     shoot(browser, "funnel-narrow")
 
 
+@pytest.mark.slow
 def test_the_pipeline_table_fits_a_desktop_window(
     daemon_url: str, sqlite_url: str, browser: WebDriver
 ) -> None:

@@ -625,6 +625,7 @@ class TestRulesPage:
         ) in page
 
 
+@pytest.mark.slow
 def test_lead_page_links_to_the_crm_and_explains_the_score(
     seeded: Engine, make_settings: Any, clock: SettableClock
 ) -> None:

@@ -24,6 +24,7 @@ from leadflow.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_three_simulated_days(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -268,6 +269,7 @@ def _demo_piped(tmp_path: Path, *options: str) -> subprocess.CompletedProcess[st
     )
 
 
+@pytest.mark.slow
 def test_piped_the_demo_prints_its_summary_only_and_names_one_period(tmp_path: Path) -> None:
     """Piped, the demo printed 240 JSON log lines before its summary (on a terminal it was
     quiet): it logs warnings only unless --verbose, whatever its output. Its mail is all

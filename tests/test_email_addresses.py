@@ -103,6 +103,7 @@ class TestOneAddress:
             st.text(max_size=20),
         )
     )
+    @pytest.mark.slow
     def test_the_quick_path_agrees_with_email_validator(self, text: str) -> None:
         assert address_problem(text) == validator_says(text)
 

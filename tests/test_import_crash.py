@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from import_support import lead_entries, rows, write
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import OperationalError
@@ -30,6 +31,7 @@ def _stored(engine: Engine) -> int:
         return int(connection.execute(select(func.count()).select_from(LEADS)).scalar_one())
 
 
+@pytest.mark.slow
 def test_a_killed_import_leaves_whole_batches_with_their_history(
     engine: Engine, store_url: str, tmp_path: Path
 ) -> None:
@@ -100,6 +102,7 @@ def _writing_underway(engine: Engine) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_a_killed_bulk_import_leaves_nothing_and_every_index(
     engine: Engine, store_url: str, tmp_path: Path
 ) -> None:

@@ -72,6 +72,7 @@ def _importing(
         process.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_a_killed_import_shows_as_interrupted(
     engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -92,6 +93,7 @@ def test_a_killed_import_shows_as_interrupted(
     assert "big.jsonl  -         interrupted" in table, table
 
 
+@pytest.mark.slow
 def test_an_import_stopped_with_ctrl_c_is_recorded_interrupted(
     engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -269,6 +269,7 @@ class TestAcrossBatches:
 
     # The pre-pass reads the file, not the store: once is enough (no PostgreSQL twin).
     @pytest.mark.parametrize("store_url", ["sqlite:///never-opened.db"])
+    @pytest.mark.slow
     def test_finding_repeats_holds_8_bytes_an_id(
         self, settings: Any, tmp_path: Path, clock: SettableClock
     ) -> None:

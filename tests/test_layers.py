@@ -99,6 +99,7 @@ def modules() -> list[Path]:
 
 
 @pytest.mark.parametrize("layer", sorted(MAY_IMPORT))
+@pytest.mark.slow
 def test_layer_imports_only_below_itself(layer: str) -> None:
     """A layer's modules import only the layers the Layout puts below it."""
     wrong = [

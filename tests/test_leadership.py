@@ -61,6 +61,7 @@ class TestSingleInstance:
         assert second.is_leader
         second.release()
 
+    @pytest.mark.slow
     def test_second_daemon_process_exits_1(self, project: Path, tmp_path: Path) -> None:
         url = f"sqlite:///{tmp_path / 'state' / 'leadflow.db'}"
         store = create_store_engine(url)

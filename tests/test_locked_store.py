@@ -60,6 +60,7 @@ def _write_locked(store: Path) -> Iterator[None]:
         holder.close()
 
 
+@pytest.mark.slow
 def test_status_answers_while_another_process_holds_the_write_lock(tmp_path: Path) -> None:
     config, store = _project(tmp_path, "[]")
     _create_store(config)
@@ -69,6 +70,7 @@ def test_status_answers_while_another_process_holds_the_write_lock(tmp_path: Pat
     assert '"total": 0' in shown.stdout
 
 
+@pytest.mark.slow
 def test_a_command_that_must_write_at_start_says_the_store_is_locked(tmp_path: Path) -> None:
     """With an indexed attribute a writing command's start-up must write (CREATE INDEX IF NOT
     EXISTS): after SQLite's busy timeout (database.connect_timeout) it gives up in one line, exit 3 (an external
@@ -88,6 +90,7 @@ def test_a_command_that_must_write_at_start_says_the_store_is_locked(tmp_path: P
     assert _leadflow(config, "prune").returncode == 0  # the lock gone, it starts again
 
 
+@pytest.mark.slow
 def test_commands_that_write_exit_3_in_one_line_when_the_store_stays_locked(
     tmp_path: Path,
 ) -> None:
@@ -115,6 +118,7 @@ def test_commands_that_write_exit_3_in_one_line_when_the_store_stays_locked(
     assert sent.stderr == "error: cannot claim outbox messages: database is locked\n"
 
 
+@pytest.mark.slow
 def test_a_server_that_is_down_is_named_unreachable(tmp_path: Path) -> None:
     """Found running `leadflow status` while PostgreSQL was down: "cannot migrate the database
     at ...", as if the schema were the problem. A port nothing listens on refuses at once."""
@@ -149,6 +153,7 @@ def _pg_config(tmp_path: Path, url: str) -> Path:
         ("postgresql://postgres@127.0.0.1:99999/test", 'invalid port number: "99999"'),
     ],
 )
+@pytest.mark.slow
 def test_a_url_the_server_refuses_is_the_users_mistake(tmp_path: Path, url: str, said: str) -> None:
     """An operator found a typo'd role or database name reported as "cannot reach the database",
     exit 3, which an orchestrator restarting on external failures retries for ever: the server

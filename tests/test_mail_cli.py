@@ -76,6 +76,7 @@ def test_send_once_delivers_into_the_maildir(
     assert capsys.readouterr().out == "pending 0, sending 0, sent 2, failed 0, suppressed 0\n"
 
 
+@pytest.mark.slow
 def test_outbox_lists_failures_and_retry_requeues(
     config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -73,6 +73,7 @@ class TestAnOptOutFromTheCrmIsAudited:
     has its audit row, before the ``nurture_exited`` rows of the streams the lead leaves."""
 
     @pytest.mark.parametrize("bulk", [False, True], ids=["batches", "second process"])
+    @pytest.mark.slow
     def test_an_import_audits_each_lead_it_opts_out_at_its_line(
         self,
         nurtured: Nurtured,

@@ -119,6 +119,7 @@ def whole_or_untouched(engine: Engine, ids: list[str]) -> list[str]:
 class TestRelayDown:
     """Queued messages wait while the relay is down and are each delivered once after."""
 
+    @pytest.mark.slow
     def test_messages_wait_and_arrive_once(
         self, tmp_path: Path, postgres_url: str, store: Engine, sink: tuple[GatedSink, int]
     ) -> None:
@@ -207,6 +208,7 @@ class TestDatabaseOutage:
     reports not ready, logs one line per event, resumes, and half-applies nothing."""
 
     @pytest.mark.parametrize("fault", ["cut", "freeze"])
+    @pytest.mark.slow
     def test_outage_mid_evaluation_then_restored(
         self,
         fault: str,
@@ -273,6 +275,7 @@ class TestSigtermUnderBacklog:
     """SIGTERM while hundreds of emails wait behind a relay limited to 14 messages/s: the
     daemon stops within its grace and hands back what it claimed but had not started."""
 
+    @pytest.mark.slow
     def test_stops_within_the_grace_and_leaves_nothing_sending(
         self, tmp_path: Path, postgres_url: str, store: Engine, sink: tuple[GatedSink, int]
     ) -> None:
@@ -318,6 +321,7 @@ class TestSigtermPastTheGrace:
     the configuration foresees, logged as a warning naming how many messages stay leased and
     until when (it was an error naming only the task)."""
 
+    @pytest.mark.slow
     def test_the_warning_names_what_stays_leased_and_until_when(
         self, tmp_path: Path, postgres_url: str, store: Engine, sink: tuple[GatedSink, int]
     ) -> None:

@@ -39,6 +39,7 @@ def fresh_clone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow
 def test_every_command_works_and_shows_the_mqls(
     fresh_clone: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -62,6 +63,7 @@ def test_every_command_works_and_shows_the_mqls(
     assert "assignment_queued" not in outputs["audit"]
 
 
+@pytest.mark.slow
 def test_the_dry_run_example_of_docs_rules_is_what_a_fresh_clone_prints(
     fresh_clone: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

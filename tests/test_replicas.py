@@ -92,6 +92,7 @@ def claimed_by(store: Engine, replica: Replica) -> list[int]:
         return list(connection.execute(query).scalars())
 
 
+@pytest.mark.slow
 def test_leader_and_sender_killed(
     tmp_path: Path, postgres_url: str, store: Engine, sink: tuple[GatedSink, int]
 ) -> None:

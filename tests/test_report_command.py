@@ -147,6 +147,7 @@ class TestFormats:
         document = json.loads(capsys.readouterr().out)
         assert {"=cmd|calc"} <= {r["group"] for r in document["stage_entries"]}
 
+    @pytest.mark.slow
     def test_table_by_product(
         self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
@@ -437,6 +438,7 @@ class TestBadOptions:
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)  # the store plays no part
+@pytest.mark.slow
 def test_first_chart_on_a_new_machine_prints_nothing_but_the_report(
     engine: Engine, store_url: str, tmp_path: Path
 ) -> None:

@@ -224,6 +224,7 @@ def _sorted(found: list[Conversion]) -> list[Conversion]:
 
 
 @pytest.mark.parametrize("seed_value", [1, 2, 3, 4])
+@pytest.mark.slow
 def test_cohorts_equal_the_previous_definition(engine: Engine, seed_value: int) -> None:
     """Every pair's cohort conversion and the re-qualified, by each grouping that reads the
     cohort's entry (none, source, rep: its owner, week: its time), equal the previous query's,

@@ -193,6 +193,7 @@ class TestCheckNeverPrintsATraceback:
 
     @FUZZ
     @given(contents=st.lists(FILES, min_size=1, max_size=2))
+    @pytest.mark.slow
     def test_cli_in_process(
         self, contents: list[str | bytes], capsys: pytest.CaptureFixture[str]
     ) -> None:

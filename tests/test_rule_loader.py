@@ -207,6 +207,7 @@ class TestUnreadableFiles:
             " invalid literal for int() with base 10: 'abc'",
         ]
 
+    @pytest.mark.slow
     def test_self_referring_aliases_deep_nesting_and_alias_bombs(self, rules: Path) -> None:
         bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
             f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 10)}]\n"

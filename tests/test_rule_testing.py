@@ -71,6 +71,7 @@ def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 class TestShippedRuleTests:
     """The rule tests shipped for rules/ pass: MQL with queue, the SLA ladder, recycling, nurture."""
 
+    @pytest.mark.slow
     def test_they_all_pass(self, capsys: pytest.CaptureFixture[str]) -> None:
         code, out, err = run(capsys, *(str(path) for path in SHIPPED))
         assert [path.name for path in SHIPPED] == [

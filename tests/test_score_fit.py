@@ -367,6 +367,7 @@ def test_lift_chart_has_a_bar_per_decile(
     assert report["chart"] == str(chart)
 
 
+@pytest.mark.slow
 def test_the_table_report_names_every_figure(
     project: Path, engine: Engine, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -420,6 +421,7 @@ def test_the_table_report_names_every_figure(
     assert proposal.read_text(encoding="utf-8").startswith("# ")
 
 
+@pytest.mark.slow
 def test_outcome_from_deals_per_lead_and_per_deal(
     project: Path, engine: Engine, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -316,6 +316,7 @@ class TestIncrementalEqualsFull:
 
     @twin_passes
     @given(initial=initial_leads, steps=histories)
+    @pytest.mark.slow
     def test_same_scores_history_and_pass_record(
         self,
         engine: Engine,
@@ -355,6 +356,7 @@ class TestIncrementalEqualsFull:
         ],
     )
     @given(initial=initial_leads, steps=histories)
+    @pytest.mark.slow
     def test_with_a_fit_criterion_reading_the_clock(
         self,
         engine: Engine,
@@ -383,6 +385,7 @@ class TestIncrementalEqualsFull:
         ],
     )
     @given(initial=initial_leads, steps=model_switches)
+    @pytest.mark.slow
     def test_across_models_with_the_same_engagement(
         self,
         engine: Engine,

@@ -194,6 +194,7 @@ def _on_a_terminal(args: list[str], cwd: Path) -> tuple[int, str]:
     return process.wait(timeout=120), b"".join(chunks).decode()
 
 
+@pytest.mark.slow
 def test_no_info_log_lines_among_the_table_on_a_terminal(
     engine: Engine, store_url: str, tmp_path: Path
 ) -> None:
@@ -219,6 +220,7 @@ def test_no_info_log_lines_among_the_table_on_a_terminal(
     assert shown.count("rule_evaluated") >= 3
 
 
+@pytest.mark.slow
 def test_report_of_the_simulated_range_is_leadflow_reports(
     engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
