@@ -58,7 +58,6 @@ from scratch import bulk_load_connection
 
 from leadflow.clock import SettableClock
 from leadflow.config import load_settings
-from leadflow.engine.audit_trail import audit_row
 from leadflow.engine.retention import prune
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.tick import run_due_rules
@@ -66,6 +65,7 @@ from leadflow.logs import configure_logging
 from leadflow.outbox.store import claim_due
 from leadflow.rule_language.model import RuleSet
 from leadflow.settings import Settings
+from leadflow.store.audit_trail import audit_row
 from leadflow.store.database import (
     create_store_engine,
     ensure_attribute_indexes,

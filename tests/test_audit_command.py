@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine, func, insert, select, update
 
 from leadflow.cli import main
-from leadflow.engine.audit_trail import audit_row
+from leadflow.store.audit_trail import audit_row
 from leadflow.store.tables import AUDIT, REPS
 from tests.test_funnel_scenario import seed
 from tests.test_run_command import config

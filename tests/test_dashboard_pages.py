@@ -31,8 +31,8 @@ from leadflow.dashboard.rules_page import _actions_since, rules_view
 from leadflow.dashboard.search import search_leads
 from leadflow.dashboard.sla_board import business_time_left, sla_board
 from leadflow.dashboard.timeline import Cursor, LeadHeader, lead_header, timeline
-from leadflow.engine.audit_trail import audit_row
 from leadflow.errors import UserInputError
+from leadflow.store.audit_trail import audit_row
 from leadflow.store.tables import AUDIT, DEALS, OUTBOX, RULE_RUNS, SLA_TIMERS, STAGE_CHANGES
 from tests.conftest import T0
 from tests.dashboard_support import HOUR, Browser, dashboard_settings, seed, seed_stage_history

@@ -509,7 +509,7 @@ class TestHardBounceAudit:
         capsys: pytest.CaptureFixture[str],
     ) -> None:
         from leadflow.cli import main
-        from leadflow.engine.hard_bounces import clear_hard_bounce
+        from leadflow.mail.hard_bounces import clear_hard_bounce
 
         one_by_one = settings.model_copy(
             update={"mail": settings.mail.model_copy(update={"concurrency": 1})}

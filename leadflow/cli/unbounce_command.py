@@ -31,7 +31,7 @@ def unbounce(
 ) -> None:
     """Clear a lead's hard bounce so it may get marketing email again; the reason goes into the
     audit."""
-    from leadflow.engine.hard_bounces import (
+    from leadflow.mail.hard_bounces import (
         REASON_NEEDED,
         bounce_cleared_message,
         clear_hard_bounce,

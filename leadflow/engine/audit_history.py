@@ -1,6 +1,6 @@
 """Reading the audit back: ``leadflow audit``'s rows and a lead with its own history.
 
-The audit is written by :mod:`leadflow.engine.audit_trail`; the CLI and the HTTP API only
+The audit is written by :mod:`leadflow.store.audit_trail`; the CLI and the HTTP API only
 render what these queries return, so both show the same rows for the same question. An email's
 audit row says it was queued; whether it was delivered is the outbox's to say, so the lead's
 history shows its emails from the outbox (status, sent_at, attempts, last error) beside it.

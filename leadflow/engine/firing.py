@@ -17,7 +17,6 @@ import structlog
 
 from leadflow.crm.updates import crm_update_row
 from leadflow.engine.assignment import choose_rep
-from leadflow.engine.audit_trail import audit_row, audit_value
 from leadflow.engine.batch_writes import EMAIL_QUEUED, QueuedAudit
 from leadflow.engine.firing_batch import Enrollment, FiringBatch
 from leadflow.engine.nurture import exit_reason
@@ -39,6 +38,7 @@ from leadflow.rule_language.actions import (
 )
 from leadflow.rule_language.fields import Subject
 from leadflow.rule_language.model import Rule, RuleSet
+from leadflow.store.audit_trail import audit_row, audit_value
 from leadflow.store.email_addresses import is_recipient
 from leadflow.store.models import Deal, Lead, Rep
 from leadflow.store.stage_history import change_row

@@ -16,7 +16,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from leadflow.collector_pause import collector_paused
-from leadflow.engine.audit_trail import audit_row
 from leadflow.engine.batch_writes import NURTURE_EMAIL, BatchWrites, QueuedAudit, write_batch
 from leadflow.engine.due_rows import due_pages
 from leadflow.engine.plain_rows import leads_by_id
@@ -27,6 +26,7 @@ from leadflow.mail.enqueue import counts_for_cap, email_row, recent_marketing
 from leadflow.outbox.store import SUPPRESSED
 from leadflow.rule_language.model import RuleSet
 from leadflow.settings import StageSettings
+from leadflow.store.audit_trail import audit_row
 from leadflow.store.email_addresses import is_recipient
 from leadflow.store.models import Lead, NurtureEnrollment
 from leadflow.store.tables import NURTURE

@@ -16,7 +16,6 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from leadflow.engine.assignment import StoredRoster, choose_rep
-from leadflow.engine.audit_trail import record
 from leadflow.engine.business_hours import calendar_named
 from leadflow.engine.due_rows import handle_due_rows
 from leadflow.engine.runtime import Runtime, StopSignal
@@ -26,6 +25,7 @@ from leadflow.mail.enqueue import enqueue_email
 from leadflow.mail.templates import TemplateCatalog
 from leadflow.rule_language.actions import Assign, StartSla
 from leadflow.rule_language.model import RuleSet
+from leadflow.store.audit_trail import record
 from leadflow.store.models import Lead, Rep, SlaTimer
 from leadflow.store.stage_history import change_row
 from leadflow.store.tables import ACTIVITIES, SLA_TIMERS, STAGE_CHANGES

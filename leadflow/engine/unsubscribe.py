@@ -19,8 +19,8 @@ from datetime import datetime
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from leadflow.engine.audit_trail import audit_row
 from leadflow.mail.enqueue import cancel_pending_marketing
+from leadflow.store.audit_trail import audit_row
 from leadflow.store.nurture_exits import end_flagged_nurture
 from leadflow.store.tables import AUDIT, LEADS
 

@@ -31,6 +31,7 @@ from sqlalchemy import Connection, insert, select
 
 from leadflow.ingest.names import quoted
 from leadflow.ingest.references import rows_of_keys
+from leadflow.store.audit_trail import audit_row
 from leadflow.store.id_ranges import among, chunks
 from leadflow.store.tables import AUDIT
 
@@ -119,20 +120,14 @@ def record_opt_outs(
     lines = sorted((opting_out[lead_id], lead_id) for lead_id in changed if lead_id in opting_out)
     if not lines:
         return
-    # The audit table's row written out (ingest sits below the engine's audit_trail): its
-    # params are plain text and numbers, stored as they are.
     rows = [
-        {
-            "at": now,
-            "source": cause,
-            "action": ACTION,
-            "lead_id": lead_id,
-            "deal_id": None,
-            "rule_id": None,
-            "rule_version": None,
-            "params": _params(cause, source, line),
-            "evidence": {},
-        }
+        audit_row(
+            at=now,
+            source=cause,
+            action=ACTION,
+            lead_id=lead_id,
+            params=_params(cause, source, line),
+        )
         for line, lead_id in lines
     ]
     connection.execute(insert(AUDIT), rows)

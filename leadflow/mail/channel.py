@@ -6,7 +6,7 @@ email of a lead flagged after it was queued (an unsubscribe imported or posted w
 waited for its send window) is suppressed, whatever set the flag. After delivery, a refused
 recipient mailbox (the transport's :class:`~leadflow.errors.RecipientRejectedError`: a 5.1.x or
 5.2.1 reply to RCPT, or a bare 550/551/553 there) on a marketing email is a hard bounce: the lead
-is flagged ``hard_bounced`` (audited, :func:`~leadflow.engine.hard_bounces.mark_hard_bounced`)
+is flagged ``hard_bounced`` (audited, :func:`~leadflow.mail.hard_bounces.mark_hard_bounced`)
 and its pending marketing is suppressed, with the outcome. The relay
 refusing leadflow itself (a 5.7.x policy reply, its sender refused) is never one: no lead is to
 blame, and the message is retried.
@@ -20,9 +20,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from leadflow.engine.hard_bounces import Bounce, mark_hard_bounced
 from leadflow.errors import DeliveryError, RecipientRejectedError
 from leadflow.mail.enqueue import EMAIL_CHANNEL, SUPPRESSING_FLAGS, cancel_pending_marketing
+from leadflow.mail.hard_bounces import Bounce, mark_hard_bounced
 from leadflow.mail.message import build_message, envelope_recipients, envelope_sender
 from leadflow.mail.transports.base import Transport
 from leadflow.outbox.store import SUPPRESSED, ClaimedMessage, Outcome

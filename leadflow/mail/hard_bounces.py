@@ -19,7 +19,7 @@ from datetime import datetime
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from leadflow.engine.audit_trail import audit_row
+from leadflow.store.audit_trail import audit_row
 from leadflow.store.id_ranges import chunks
 from leadflow.store.tables import AUDIT, LEADS
 
