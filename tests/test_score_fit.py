@@ -851,12 +851,20 @@ def test_a_current_criterion_reading_the_outcome_is_never_fitted(
         } in report["current_left_out"]
         assert "already-customer" not in {item["id"] for item in report["criteria"]}
         assert report["auc"]["points"] < 0.8
+        # The current model's AUC is its own, leak and all, and says so (tester's F11).
+        assert report["current_model_auc_includes"] == ["already-customer"]
         proposal = project.parent / "scoring.proposed.yaml"
         assert "already-customer" not in proposed_points(proposal)
         assert (
             "#   already-customer (+5 points): reads the outcome attributes.converted\n"
             in proposal.read_text(encoding="utf-8")
         )
+    capsys.readouterr()
+    assert main(["-c", str(project), "score", "fit", "--outcome", "attributes.converted"]) == 0
+    table = capsys.readouterr().out
+    assert (
+        "current model, recomputed as of --as-of, with its 1 left-out criterion (a leak)" in table
+    )
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)

@@ -177,6 +177,10 @@ def _refuse_inside(output: Path, folder: Path) -> None:
         raise UserInputError(msg)
 
 
+def _criteria(count: int) -> str:
+    return "criterion" if count == 1 else "criteria"
+
+
 def _print_report(learned: Learned, document: dict[str, object]) -> None:
     from rich.table import Table
 
@@ -201,6 +205,11 @@ def _print_report(learned: Learned, document: dict[str, object]) -> None:
         "current_model": "current model, recomputed as of --as-of",
         "stored_score": "stored score",
     }
+    if learned.reads_left_out:
+        # Its criteria reading the outcome (or what --exclude names) are in its score, and they
+        # predict the outcome from itself: its AUC is no yardstick for the proposal's.
+        count = len(learned.reads_left_out)
+        names["current_model"] += f", with its {count} left-out {_criteria(count)} (a leak)"
     for key, label in names.items():
         value = fitted.auc.get(key)
         auc.add_row(label, "n/a" if value is None else f"{value:.3f}")

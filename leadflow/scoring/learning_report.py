@@ -146,6 +146,9 @@ def report_document(learned: Learned, output: str, chart: str | None) -> dict[st
         "points_to_double_odds": learned.options.points_to_double,
         "intercept": fitted.intercept,
         "auc": fitted.auc,
+        # The current model's AUC is computed with every one of its criteria, those the fit
+        # leaves out for reading the outcome too: these, by id.
+        "current_model_auc_includes": sorted(learned.reads_left_out),
         "top_decile_lift": fitted.deciles[0].lift if fitted.deciles else None,
         "deciles": deciles,
         "criteria": [
