@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
 
 from leadflow.mail.enqueue import cancel_pending_marketing
 from leadflow.store.audit_trail import audit_row
+from leadflow.store.lead_flags import clear_lead_flag
 from leadflow.store.nurture_exits import end_flagged_nurture
 from leadflow.store.tables import AUDIT, LEADS
 
@@ -68,31 +69,15 @@ def resubscribe_lead(
     ``unsubscribed: false`` does not undo it). ``source`` names the way it came in the audit
     (``cli``, ``api``). False when the lead was not unsubscribed (nothing is written), None
     when there is no such lead."""
-    lead_id = session.execute(
-        select(LEADS.c.id).where(LEADS.c.external_id == external_id)
-    ).scalar_one_or_none()
-    if lead_id is None:
-        return None
-    cleared = session.execute(
-        update(LEADS)
-        .where(LEADS.c.id == lead_id, LEADS.c.unsubscribed.is_(True))
-        .values(unsubscribed=False, updated_at=now)
+    return clear_lead_flag(
+        session,
+        external_id,
+        "unsubscribed",
+        action="resubscribed",
+        now=now,
+        reason=reason,
+        source=source,
     )
-    if not cleared.rowcount:  # type: ignore[attr-defined]
-        return False
-    session.execute(
-        insert(AUDIT),
-        [
-            audit_row(
-                at=now,
-                source=source,
-                action="resubscribed",
-                lead_id=lead_id,
-                params={"reason": reason},
-            )
-        ],
-    )
-    return True
 
 
 def resubscribed_message(external_id: str, done: bool) -> str:

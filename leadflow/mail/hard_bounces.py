@@ -16,11 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
 
 from leadflow.store.audit_trail import audit_row
 from leadflow.store.id_ranges import chunks
+from leadflow.store.lead_flags import clear_lead_flag
 from leadflow.store.tables import AUDIT, LEADS
 
 SENDER_SOURCE = "sender"
@@ -98,33 +99,15 @@ def clear_hard_bounce(
     """Clear the lead's ``hard_bounced`` in the caller's transaction, with a ``bounce_cleared``
     audit row giving ``reason``. ``source`` names the way it came in the audit (``cli``). False
     when the lead was not hard-bounced (nothing is written), None when there is no such lead."""
-    lead_id = session.execute(
-        select(LEADS.c.id).where(LEADS.c.external_id == external_id)
-    ).scalar_one_or_none()
-    if lead_id is None:
-        return None
-    # The conditional update is the lock, as in re-subscribing: of two runs at once, one clears
-    # the flag and writes the audit row, the other finds nothing to do.
-    cleared = session.execute(
-        update(LEADS)
-        .where(LEADS.c.id == lead_id, LEADS.c.hard_bounced.is_(True))
-        .values(hard_bounced=False, updated_at=now)
+    return clear_lead_flag(
+        session,
+        external_id,
+        "hard_bounced",
+        action="bounce_cleared",
+        now=now,
+        reason=reason,
+        source=source,
     )
-    if not cleared.rowcount:  # type: ignore[attr-defined]
-        return False
-    session.execute(
-        insert(AUDIT),
-        [
-            audit_row(
-                at=now,
-                source=source,
-                action="bounce_cleared",
-                lead_id=lead_id,
-                params={"reason": reason},
-            )
-        ],
-    )
-    return True
 
 
 def bounce_cleared_message(external_id: str, done: bool) -> str:
