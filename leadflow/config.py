@@ -2,7 +2,8 @@
 
 Every key of :class:`~leadflow.settings.Settings` can be set in ``config.yaml`` or by an
 environment variable named after its path: ``database.url`` is ``LEADFLOW_DATABASE__URL``
-(sections joined by a double underscore). Secrets are read only from the environment, either
+(sections joined by a double underscore), its text read by the setting's type (text verbatim:
+see :mod:`leadflow.environment`). Secrets are read only from the environment, either
 the variable itself or ``LEADFLOW_..._FILE`` naming a file that holds the secret.
 """
 
@@ -20,15 +21,15 @@ import annotated_types
 import yaml
 from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
 
 from leadflow.durations import format_duration
+from leadflow.environment import env_name, merge, nest, read_environment
 from leadflow.errors import ConfigError, not_utf8_position, uses_aliases
 from leadflow.libyaml import reads_alike, with_libyaml_parser
 from leadflow.settings import SECRET_KEYS, Settings
 from leadflow.suggestions import did_you_mean
 
-ENV_PREFIX = "LEADFLOW_"
-_NOT_KEYS = frozenset({"LEADFLOW_CONFIG"})
 DEFAULT_SOURCE = "default"
 
 
@@ -69,13 +70,12 @@ def load_settings(
     else:
         root = Path.cwd()
     problems = _reject_secrets_in_file(sources)
-    env_data, env_sources, env_problems = _read_environment(environ)
+    env_data, env_sources, env_problems = read_environment(environ)
     problems += env_problems
-    _merge(data, env_data)
+    merge(data, env_data)
     sources.update(env_sources)
-    written.update({key: environ[name] for key, name in _env_truth_values(env_data, env_sources)})
     for key, value in (overrides or {}).items():
-        _merge(data, _nest(key.split("."), value))
+        merge(data, nest(key.split("."), value))
         sources[key] = "argument"
     data["root"] = str(root)
     for key in SECRET_KEYS & sources.keys():
@@ -84,7 +84,7 @@ def load_settings(
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        problems += _explain(exc, sources, written, sections)
+        problems += _explain(exc, sources, written, sections, environ)
     if problems:
         raise ConfigError("\n".join(problems))
     return LoadedSettings(settings=settings, sources=sources, config_file=path)
@@ -335,77 +335,12 @@ def _base_60_as_written(node: yaml.Node | None, data: Any) -> None:
                 _base_60_as_written(item, data[index])
 
 
-def _env_truth_values(
-    env_data: Mapping[str, Any], env_sources: Mapping[str, str]
-) -> Iterator[tuple[str, str]]:
-    """(dotted key, variable name) of each environment value YAML read as a boolean."""
-    for key, source in env_sources.items():
-        value: Any = env_data
-        for part in key.split("."):
-            value = value.get(part) if isinstance(value, Mapping) else None
-        if isinstance(value, bool):
-            yield key, source.removeprefix("environment ")
-
-
 def _reject_secrets_in_file(sources: Mapping[str, str]) -> list[str]:
     return [
         f"{sources[key]}: {key} is a secret and is read only from the environment; "
-        f"set {_env_name(key)} or {_env_name(key)}_FILE instead"
+        f"set {env_name(key)} or {env_name(key)}_FILE instead"
         for key in sorted(SECRET_KEYS & sources.keys())
     ]
-
-
-def _env_name(key: str) -> str:
-    return ENV_PREFIX + "__".join(part.upper() for part in key.split("."))
-
-
-def _read_environment(
-    env: Mapping[str, str],
-) -> tuple[dict[str, Any], dict[str, str], list[str]]:
-    data: dict[str, Any] = {}
-    sources: dict[str, str] = {}
-    problems: list[str] = []
-    for name, raw in sorted(env.items()):
-        if not name.startswith(ENV_PREFIX) or name in _NOT_KEYS or name.startswith("LEADFLOW_TEST"):
-            continue
-        key = name[len(ENV_PREFIX) :].lower().replace("__", ".")
-        if _unrelated(key):
-            continue
-        value: Any = raw
-        if key.endswith("_file") and key[: -len("_file")] in SECRET_KEYS:
-            key = key[: -len("_file")]
-            try:
-                value = Path(raw).read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                problems.append(f"{name}: cannot read the secret file {raw!r}: {exc.strerror}")
-                continue
-            if not value:  # a secret that matches nothing, or everything: a provisioning slip
-                problems.append(f"{name}: the secret file {raw!r} is empty")
-                continue
-        elif key in SECRET_KEYS and not raw.strip():
-            problems.append(f"{name} is empty: give the secret, or unset the variable")
-            continue
-        elif key not in SECRET_KEYS:
-            try:
-                value = yaml.safe_load(raw) if raw.strip() else raw
-            except yaml.YAMLError:
-                value = raw
-            if isinstance(value, int | float) and ":" in raw:  # base 60 in YAML 1.1: 17:00
-                value = raw
-        _merge(data, _nest(key.split("."), value))
-        sources[key] = f"environment {name}"
-    return data, sources, problems
-
-
-def _unrelated(key: str) -> bool:
-    """A ``LEADFLOW_...`` variable that names no section and resembles none (``LEADFLOW_VENV``
-    of a wrapper script, say) belongs to someone else and is left alone; one that looks like a
-    misspelt section (``LEADFLOW_DATABSE__URL``) still fails with a suggestion."""
-    section = key.split(".", 1)[0]
-    sections = {info.alias or name for name, info in Settings.model_fields.items()} - {"root"}
-    if section in sections or section.removesuffix("_file") in sections:
-        return False
-    return not did_you_mean(section, sorted(sections), cutoff=0.75)
 
 
 def _drop(data: dict[str, Any], parts: list[str]) -> None:
@@ -417,30 +352,16 @@ def _drop(data: dict[str, Any], parts: list[str]) -> None:
     data.pop(parts[-1], None)
 
 
-def _nest(parts: list[str], value: Any) -> dict[str, Any]:
-    nested: Any = value
-    for part in reversed(parts):
-        nested = {part: nested}
-    result: dict[str, Any] = nested
-    return result
-
-
-def _merge(into: dict[str, Any], other: Mapping[str, Any]) -> None:
-    for key, value in other.items():
-        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
-        else:
-            into[key] = dict(value) if isinstance(value, Mapping) else value
-
-
 def _explain(
     exc: ValidationError,
     sources: Mapping[str, str],
     written: Mapping[str, str],
     sections: Mapping[str, str],
+    environ: Mapping[str, str],
 ) -> list[str]:
-    """One ``WHERE: key: problem`` line per error; ``written``: the booleans' texts by key;
-    ``sections``: where each key holding a mapping is written (an unknown ``databse:``)."""
+    """One ``WHERE: key: problem`` line per error (``NAME='text': problem`` for an environment
+    variable); ``written``: the booleans' texts by key; ``sections``: where each key holding a
+    mapping is written (an unknown ``databse:``)."""
     lines = []
     for error in exc.errors():
         loc = [str(part) for part in error["loc"]]
@@ -448,28 +369,86 @@ def _explain(
         where = sources.get(key) or _source_of(key, sources)
         if error["type"] == "extra_forbidden" and key in sections:
             where = sections[key]  # the unknown key itself, not the first key below it
-        whole = _whole_number_range(loc) if error["type"] in _INTEGER_ERRORS else None
-        shown = _shown(error["input"], written.get(key))
-        context = error.get("ctx") or {}
-        if error["type"] == "extra_forbidden":
-            message = f"unknown key {key!r}{_suggestion(loc)}"
-        elif whole is not None:
-            message = f"{key}: must be a whole number {whole}, got {shown}"
-        elif error["type"] == "model_type":
-            # pydantic says "a valid dictionary or instance of MailSettings"
-            message = f"{key}: expected a mapping of keys (key: value), got {shown}"
-        elif "wanted" in context and "got" in context:
-            message = f"{key}: expected {context['wanted']}, got {shown}"
-        else:
-            message = f"{key}: {str(error['msg']).removeprefix('Value error, ')}"
+        problem, got = _problem(error, loc)
+        if where.startswith(_FROM_ENVIRONMENT):
+            lines.append(_env_problem(where, loc, sources, environ, error, problem))
+            continue
+        message = problem if error["type"] == "extra_forbidden" else f"{key}: {problem}"
+        if got:
+            message += f", got {_shown(error['input'], written.get(key))}"
         if where == DEFAULT_SOURCE:
             # A default refused by another key's value (mail.lease under a longer
             # smtp.data_done_timeout): "default: mail.lease: ..." read as a file named default.
-            env = "LEADFLOW_" + "__".join(part.upper() for part in loc)
-            lines.append(f"{message} (the default; set {key} in the config file, or {env})")
+            lines.append(
+                f"{message} (the default; set {key} in the config file, or {env_name(key)})"
+            )
         else:
             lines.append(f"{where}: {message}")
     return lines
+
+
+_FROM_ENVIRONMENT = "environment "
+
+
+def _problem(error: ErrorDetails, loc: list[str]) -> tuple[str, bool]:
+    """What is wrong, without the key; and whether the value it got should follow it."""
+    key = ".".join(loc)
+    context = error.get("ctx") or {}
+    whole = _whole_number_range(loc) if error["type"] in _INTEGER_ERRORS else None
+    if error["type"] == "extra_forbidden":
+        return f"unknown key {key!r}{_suggestion(loc)}", False
+    if whole is not None:
+        return f"must be a whole number {whole}", True
+    if error["type"] == "model_type":
+        # pydantic says "a valid dictionary or instance of MailSettings"
+        return "expected a mapping of keys (key: value)", True
+    if "wanted" in context and "got" in context:
+        return f"expected {context['wanted']}", True
+    return str(error["msg"]).removeprefix("Value error, "), False
+
+
+_ENV_EXPECTED = {
+    "bool_parsing": "expected true or false",
+    "bool_type": "expected true or false",
+    "float_parsing": "expected a number",
+    "float_type": "expected a number",
+    "string_type": "expected text",
+    "tuple_type": "expected a list: values separated by commas (mon,tue) or [mon, tue]",
+    "list_type": "expected a list: values separated by commas (mon,tue) or [mon, tue]",
+    "dict_type": "expected a mapping, written {key: value, ...}",
+    "model_type": "expected a mapping, written {key: value, ...}",
+}
+"""pydantic's words for a variable's value of the wrong type ("Input should be a valid
+boolean, unable to interpret input"), said as what the variable should hold."""
+
+
+def _env_problem(
+    where: str,
+    loc: list[str],
+    sources: Mapping[str, str],
+    environ: Mapping[str, str],
+    error: ErrorDetails,
+    problem: str,
+) -> str:
+    """``LEADFLOW_HTTP__ALLOW_ANONYMOUS='maybe': expected true or false``: the variable, its
+    text as set (never a secret's) and what was expected; ``item 2: ...`` for one of a list's."""
+    name = where.removeprefix(_FROM_ENVIRONMENT)
+    error_type = error["type"]
+    if error_type == "literal_error" and problem.startswith("Input should be "):
+        problem = "expected " + problem.removeprefix("Input should be ")
+    problem = _ENV_EXPECTED.get(error_type, problem)
+    own = next(
+        (k for k, source in sources.items() if source == where and ".".join(loc).startswith(k)),
+        ".".join(loc),
+    )
+    below = loc[len(own.split(".")) :]
+    if below and error_type != "extra_forbidden":
+        part = ".".join(below)
+        item = f"item {int(part) + 1}" if part.isdigit() else part
+        problem = f"{item} ({error['input']!r}): {problem}"
+    if own in SECRET_KEYS:
+        return f"{name} (a secret, not shown): {problem}"
+    return f"{name}={environ.get(name, '')!r}: {problem}"
 
 
 def _shown(value: object, written: str | None = None) -> str:

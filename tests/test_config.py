@@ -90,7 +90,7 @@ class TestValidation:
     def test_unknown_environment_key_names_the_variable(self, tmp_path: Path) -> None:
         with pytest.raises(
             ConfigError,
-            match=r"environment LEADFLOW_DATABASE__URLL: unknown key "
+            match=r"^LEADFLOW_DATABASE__URLL='sqlite://': unknown key "
             r"'database.urll'; did you mean 'url'\?",
         ):
             load_settings(write(tmp_path, ""), env={"LEADFLOW_DATABASE__URLL": "sqlite://"})
@@ -101,18 +101,18 @@ class TestValidation:
             # beyond timedelta itself: was an OverflowError traceback
             (
                 {"LEADFLOW_SCHEDULER__FUNNEL_TICK": "99999999999d"},
-                "environment LEADFLOW_SCHEDULER__FUNNEL_TICK: scheduler.funnel_tick: "
+                "LEADFLOW_SCHEDULER__FUNNEL_TICK='99999999999d': "
                 "'99999999999d' is too long; at most 36525d (100 years)",
             ),
             # a timedelta, but `now - keep_sent` overflowed the date in prune: a traceback too
             (
                 {"LEADFLOW_MAIL__KEEP_SENT": "999999999d"},
-                "environment LEADFLOW_MAIL__KEEP_SENT: mail.keep_sent: "
+                "LEADFLOW_MAIL__KEEP_SENT='999999999d': "
                 "'999999999d' is too long; at most 36525d (100 years)",
             ),
             (
                 {"LEADFLOW_AUDIT__KEEP": "99999999999999d"},
-                "environment LEADFLOW_AUDIT__KEEP: audit.keep: "
+                "LEADFLOW_AUDIT__KEEP='99999999999999d': "
                 "'99999999999999d' is too long; at most 36525d (100 years)",
             ),
         ],
@@ -130,7 +130,7 @@ class TestValidation:
         with pytest.raises(ConfigError) as caught:
             load_settings(write(tmp_path, ""), env={"LEADFLOW_PATHS__RULES": ""})
         assert str(caught.value).splitlines() == [
-            "environment LEADFLOW_PATHS__RULES: paths.rules: is empty; give a folder "
+            "LEADFLOW_PATHS__RULES='': is empty; give a folder "
             "(relative to the working folder, or absolute)"
         ]
 
@@ -292,7 +292,7 @@ class TestTimesOffTheClock:
         with pytest.raises(ConfigError) as refused:
             load_settings(path, env={"LEADFLOW_CALENDAR__START": "9:75"})
         assert str(refused.value).splitlines() == [
-            f"environment LEADFLOW_CALENDAR__START: calendar.start: {self.CALENDAR}, got '9:75'",
+            f"LEADFLOW_CALENDAR__START='9:75': {self.CALENDAR}",
             f"{path}:3:5: calendars.night.end: {self.CALENDAR}, got '24:15'",
         ]
 
@@ -411,7 +411,7 @@ class TestUnrelatedEnvironment:
     def test_misspelt_section_is_still_an_error(self, tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as caught:
             load_settings(write(tmp_path, ""), env={"LEADFLOW_DATABSE__URL": "sqlite:///x.db"})
-        assert "environment LEADFLOW_DATABSE__URL: unknown key 'databse'" in str(caught.value)
+        assert "LEADFLOW_DATABSE__URL='sqlite:///x.db': unknown key 'databse'" in str(caught.value)
         assert "did you mean 'database'?" in str(caught.value)
 
 
@@ -454,10 +454,8 @@ class TestWholeNumbers:
         assert sorted(str(caught.value).splitlines()) == [
             f"{path}:3:5: mail.smtp.port: must be a whole number from 1 to 65535, got 70000",
             f"{path}:5:3: import.batch_size: must be a whole number from 1 to 100000, got '1e4'",
-            "environment LEADFLOW_DATABASE__POOL_SIZE: database.pool_size: must be a whole "
-            "number from 1 to 100, got 2.5",
-            "environment LEADFLOW_HTTP__MAX_BODY_BYTES: http.max_body_bytes: must be a whole "
-            "number of at least 1024, got 'ten'",
+            "LEADFLOW_DATABASE__POOL_SIZE='2.5': must be a whole number from 1 to 100",
+            "LEADFLOW_HTTP__MAX_BODY_BYTES='ten': must be a whole number of at least 1024",
         ]
 
     def test_a_truth_value_is_not_a_number(self, tmp_path: Path) -> None:
@@ -488,8 +486,7 @@ class TestWholeNumbers:
             f"{path}:5:5: mail.smtp.rate_per_second: expected a number, got Off",
             f"{path}:7:3: calendar.timezone: expected an IANA timezone name such as "
             "Europe/Berlin, got no",
-            "environment LEADFLOW_DATABASE__POOL_SIZE: database.pool_size: must be a whole "
-            "number from 1 to 100, got on",
+            "LEADFLOW_DATABASE__POOL_SIZE='on': must be a whole number from 1 to 100",
         ]
 
 
@@ -560,3 +557,95 @@ class TestLocatedMistakes:
         ]
         settings = load_settings(write(tmp_path, "audit:\n  keep: 12m\n"), env={}).settings
         assert settings.audit.keep == timedelta(minutes=12)
+
+
+class TestEnvironmentValues:
+    """A variable of a text setting is taken verbatim (YAML cut ``#...`` off as a comment, made
+    ``Acme: Sales`` a mapping and ``0123`` a number); other settings are read as YAML, a list
+    of plain values also comma-separated; an error names the variable and quotes its text."""
+
+    @pytest.mark.parametrize(
+        ("name", "text"),
+        [
+            ("LEADFLOW_MAIL__FROM", "Acme Sales #1 <sales@acme.example>"),
+            ("LEADFLOW_MAIL__FROM", "Acme: Sales <sales@acme.example>"),
+            ("LEADFLOW_CRM__RECORD_URL", "https://crm.example.com/leads/{external_id} #x"),
+            ("LEADFLOW_MAIL__SMTP__USERNAME", "0123"),
+            ("LEADFLOW_DATABASE__URL", "::::"),
+            ("LEADFLOW_HTTP__HOST", "[::1]"),
+            ("LEADFLOW_CALENDARS__NIGHT__TIMEZONE", "Europe/Berlin"),
+        ],
+    )
+    def test_text_is_taken_as_written(self, tmp_path: Path, name: str, text: str) -> None:
+        loaded = load_settings(write(tmp_path, ""), env={name: text})
+        key = name.removeprefix("LEADFLOW_").lower().replace("__", ".")
+        assert {k: (v, s) for k, v, s in describe(loaded)}[key] == (text, f"environment {name}")
+
+    def test_an_optional_text_is_unset_by_null_or_nothing(self, tmp_path: Path) -> None:
+        loaded = load_settings(
+            write(tmp_path, "stages:\n  deal_open: Engaging\nmail:\n  reply_to: a@b.example\n"),
+            env={"LEADFLOW_STAGES__DEAL_OPEN": "null", "LEADFLOW_MAIL__REPLY_TO": ""},
+        )
+        assert (loaded.settings.stages.deal_open, loaded.settings.mail.reply_to) == (None, None)
+
+    @pytest.mark.parametrize(
+        ("text", "weekdays"),
+        [
+            ("mon,tue", ("mon", "tue")),
+            (" sat , sun ", ("sat", "sun")),
+            ("wed", ("wed",)),
+            ("[mon, tue, fri]", ("mon", "tue", "fri")),
+        ],
+    )
+    def test_a_list_of_words_comma_separated_or_as_yaml(
+        self, tmp_path: Path, text: str, weekdays: tuple[str, ...]
+    ) -> None:
+        loaded = load_settings(write(tmp_path, ""), env={"LEADFLOW_CALENDAR__WEEKDAYS": text})
+        assert loaded.settings.calendar.weekdays == weekdays
+
+    def test_numbers_booleans_and_dates_are_still_yaml(self, tmp_path: Path) -> None:
+        loaded = load_settings(
+            write(tmp_path, ""),
+            env={
+                "LEADFLOW_HTTP__ALLOW_ANONYMOUS": "yes",
+                "LEADFLOW_HTTP__PORT": "9090",
+                "LEADFLOW_CALENDAR__HOLIDAYS": "2026-12-25,2026-12-26",
+                "LEADFLOW_ATTRIBUTES__LEADS": "{region: string}",
+            },
+        )
+        settings = loaded.settings
+        assert (settings.http.allow_anonymous, settings.http.port) == (True, 9090)
+        assert [str(day) for day in settings.calendar.holidays] == ["2026-12-25", "2026-12-26"]
+        assert settings.attributes.leads == {"region": "string"}
+
+    def test_an_error_names_the_variable_quotes_its_text_and_says_what_was_expected(
+        self, tmp_path: Path
+    ) -> None:
+        env = {
+            "LEADFLOW_HTTP__ALLOW_ANONYMOUS": "maybe",
+            "LEADFLOW_CALENDAR__WEEKDAYS": "mon,tuesday",
+            "LEADFLOW_LOG__LEVEL": "loud",
+            "LEADFLOW_MAIL__FROM": "Acme Sales #1",
+            "LEADFLOW_MAIL__SMTP__RATE_PER_SECOND": "fast",
+            "LEADFLOW_CALENDARS": "night",
+        }
+        with pytest.raises(ConfigError) as caught:
+            load_settings(write(tmp_path, ""), env=env)
+        assert str(caught.value).splitlines() == [
+            "LEADFLOW_MAIL__FROM='Acme Sales #1': 'Acme Sales #1' is not one email address "
+            "(expected exactly one address such as leadflow@example.com); write e.g. "
+            "'Leadflow <leadflow@example.com>'",
+            "LEADFLOW_MAIL__SMTP__RATE_PER_SECOND='fast': expected a number",
+            "LEADFLOW_CALENDAR__WEEKDAYS='mon,tuesday': item 2 ('tuesday'): expected 'mon', "
+            "'tue', 'wed', 'thu', 'fri', 'sat' or 'sun'",
+            "LEADFLOW_CALENDARS='night': expected a mapping, written {key: value, ...}",
+            "LEADFLOW_HTTP__ALLOW_ANONYMOUS='maybe': expected true or false",
+            "LEADFLOW_LOG__LEVEL='loud': expected 'debug', 'info', 'warning' or 'error'",
+        ]
+
+    def test_a_secrets_text_is_never_quoted(self, tmp_path: Path) -> None:
+        with pytest.raises(ConfigError) as caught:
+            load_settings(
+                write(tmp_path, ""), env={"LEADFLOW_HTTP__TOKEN__X": "s3cret-token-value"}
+            )
+        assert str(caught.value) == "LEADFLOW_HTTP__TOKEN__X (a secret, not shown): expected text"
