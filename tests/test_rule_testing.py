@@ -295,6 +295,47 @@ tests:
             " 1 error in 0.00s ".center(80, "="),
         ]
 
+    def test_a_firing_that_fails_fails_the_test_naming_it(
+        self, here: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The engine rolls a failed firing back and goes on; a rule test must not pass over
+        it: the case is an error naming the step, the rule, the lead and the template."""
+        (here / "rules").mkdir()
+        (here / "rules" / "a.yaml").write_text(
+            "rules:\n  - id: a\n    every: 5m\n    when: {field: stage, equals: lead}\n"
+            "    actions:\n      - notify: {to: owner, template: rt}\n",
+            encoding="utf-8",
+        )
+        (here / "templates").mkdir()
+        (here / "templates" / "rt.txt").write_text(
+            "Hi {{ 100 // (lead.score - 5) }}\n", encoding="utf-8"
+        )
+        (here / "templates" / "rt.subject.txt").write_text("New lead\n", encoding="utf-8")
+        (here / "config.yaml").write_text("paths: {templates: templates}\n", encoding="utf-8")
+        (here / "t.yaml").write_text(
+            """\
+rules: rules
+config: config.yaml
+start: 2026-03-02T09:00
+tests:
+  - name: a lead of score 5
+    given:
+      reps: [{external_id: r1, name: Rita Rep, email: rita@example.com}]
+      leads: [{external_id: "003", name: Cy, email: cy@acme.test, score: 5, owner: r1}]
+    steps:
+      - at: +0m
+        expect: []
+""",
+            encoding="utf-8",
+        )
+        code, out, _err = run(capsys, "t.yaml")
+        assert code == 1
+        assert out[0] == "t.yaml::a lead of score 5 ERROR"
+        assert out[4] == (
+            "step 1 (t.yaml:10:9): rule_firing_failed rule_id=a subject=lead:003: TemplateError: "
+            f"{here / 'templates' / 'rt.txt'}:1: cannot render: integer division or modulo by zero"
+        )
+
     def test_yaml_syntax(self, here: Path, capsys: pytest.CaptureFixture[str]) -> None:
         (here / "t.yaml").write_text("rules: [a\ntests: x\n", encoding="utf-8")
         code, out, _err = run(capsys, "t.yaml")

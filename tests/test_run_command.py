@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -490,3 +490,115 @@ class TestDryRunOutput:
             ("nurture-new-leads", "L2"),
         ]
         assert counts(engine) == (0, 0)
+
+
+FAILING_TEMPLATE_RULE = """\
+rules:
+  - id: a
+    every: 5m
+    when: {field: stage, equals: lead}
+    actions:
+      - notify: {to: owner, template: rt}
+"""
+FIRST_FAILURE = "lead 003: template rt.txt:1: cannot render: integer division or modulo by zero"
+
+
+def failing_template_project(tmp_path: Path, store_url: str) -> str:
+    """Five leads of rep r1; the notify template divides by ``score - 5``, so it raises for
+    the three leads of score 5 (003, 004, 005) and renders for 001 and 002."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "a.yaml").write_text(FAILING_TEMPLATE_RULE, encoding="utf-8")
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "rt.txt").write_text("Hi {{ 100 // (lead.score - 5) }}\n", encoding="utf-8")
+    (templates / "rt.subject.txt").write_text("New lead\n", encoding="utf-8")
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        f"database: {{url: '{store_url}'}}\n"
+        f"paths: {{rules: '{tmp_path / 'rules'}', templates: '{templates}'}}\n"
+        "log: {level: error}\n",
+        encoding="utf-8",
+    )
+    reps = tmp_path / "reps.csv"
+    reps.write_text("external_id,name,email\nr1,Rita,rita@example.com\n", encoding="utf-8")
+    leads = tmp_path / "leads.csv"
+    leads.write_text(
+        "external_id,email,score,stage,owner\n"
+        + "".join(
+            f"00{n},l{n}@example.com,{score},lead,r1\n"
+            for n, score in enumerate((1, 2, 5, 5, 5), 1)
+        ),
+        encoding="utf-8",
+    )
+    assert main(["-c", str(path), "import", "reps", str(reps)]) == 0
+    assert main(["-c", str(path), "import", "leads", str(leads)]) == 0
+    return str(path)
+
+
+class TestFailedFirings:
+    """A firing that fails (a template that raises for one lead) is rolled back, and the run
+    says so: the ``error`` column names how many failed and the first one, and the exit code
+    is 1 (the user's template), not 0."""
+
+    def test_the_error_column_and_exit_1(
+        self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = failing_template_project(tmp_path, store_url)
+        capsys.readouterr()
+        code = main(["-c", path, "run", "--once"])
+        out = capsys.readouterr().out
+        assert code == 1
+        row = next(line for line in out.splitlines() if line.split()[:1] == ["a"])
+        assert row.split()[:4] == ["a", "5", "2", "3"]
+        flat = " ".join(out.split())
+        assert f"3 failed; first: {FIRST_FAILURE}" in flat
+        with engine.connect() as connection:
+            notified = connection.execute(
+                select(LEADS.c.external_id)
+                .join(AUDIT, AUDIT.c.lead_id == LEADS.c.id)
+                .where(AUDIT.c.rule_id == "a")
+                .order_by(LEADS.c.external_id)
+            ).scalars()
+            assert sorted(set(notified)) == ["001", "002"]
+            assert connection.execute(select(func.count()).select_from(OUTBOX)).scalar_one() == 2
+
+    def test_the_json_error_and_exit_1(
+        self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = failing_template_project(tmp_path, store_url)
+        capsys.readouterr()
+        code = main(["-c", path, "run", "--once", "--format", "json"])
+        document = json.loads(capsys.readouterr().out)
+        assert code == 1
+        assert [(r["rule_id"], r["fired"], r["failed"], r["error"]) for r in document["rules"]] == [
+            ("a", 2, 3, f"3 failed; first: {FIRST_FAILURE}")
+        ]
+
+    def test_a_dry_run_renders_no_template_and_exits_0(
+        self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = failing_template_project(tmp_path, store_url)
+        assert main(["-c", path, "run", "--once", "--dry-run"]) == 0
+        assert counts(engine) == (0, 0)
+
+    def test_simulate_names_the_failures_and_exits_1(
+        self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = failing_template_project(tmp_path, store_url)
+        capsys.readouterr()
+        start = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+        code = main(
+            [
+                "-c",
+                path,
+                "simulate",
+                "--from",
+                start.isoformat(),
+                "--to",
+                (start + timedelta(minutes=30)).isoformat(),
+            ]
+        )
+        err = capsys.readouterr().err
+        assert code == 1
+        said = [line for line in err.splitlines() if not line.startswith("{")]  # not the log
+        assert said == [f"failed: rule a: 3 firing(s) failed; first: {FIRST_FAILURE}"]

@@ -126,7 +126,8 @@ def test_simulation_as_json(
     code = main(["-c", path, "simulate", *range_, "--format", "json"])
     document = json.loads(capsys.readouterr().out)
     assert code == 0
-    assert list(document) == ["rule_version", "from", "to", "step", "days", "totals"]
+    assert list(document) == ["rule_version", "from", "to", "step", "days", "totals", "failures"]
+    assert document["failures"] == []
     assert (document["from"], document["to"], document["step"]) == (
         "2026-03-02T09:00:00+00:00",
         "2026-03-04T00:00:00+00:00",

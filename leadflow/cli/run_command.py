@@ -130,10 +130,10 @@ def run_once(
                 waiting=waiting,
                 sends=sends,
             )
-    if any(outcome.external_failure for outcome in outcomes):
-        raise typer.Exit(EXIT_EXTERNAL_FAILURE)  # the database failed, not the rules
-    if any(outcome.error for outcome in outcomes):
-        raise typer.Exit(1)
+    if any(outcome.external for outcome in outcomes):
+        raise typer.Exit(EXIT_EXTERNAL_FAILURE)  # the database (or SMTP) failed, not the rules
+    if any(outcome.problem for outcome in outcomes):
+        raise typer.Exit(1)  # a rule, or a firing of one, failed on the user's input
 
 
 def _clock(now: str | None, *, dry_run: bool) -> Clock:
@@ -188,7 +188,7 @@ def run_document(
                 "planned": outcome.matched if dry_run else 0,
                 "failed": outcome.failed,
                 "seconds": round(outcome.seconds, 3),
-                "error": outcome.error,
+                "error": outcome.problem,
                 "interrupted": outcome.interrupted,
                 "note": outcome.note,
             }
@@ -346,7 +346,7 @@ def _print_summary(
             str(fired),
             str(outcome.failed),
             f"{outcome.seconds:.3f}",
-            outcome.error or "",
+            outcome.problem or "",
         )
     console.print(table)
     for outcome in outcomes:

@@ -108,21 +108,30 @@ def simulate_range(
         raise UserInputError(msg)
     report_format = _report_format(report)
     from leadflow.engine.runtime import Runtime
-    from leadflow.engine.simulation import copy_store, tick_over_range
+    from leadflow.engine.simulation import RuleFailures, copy_store, tick_over_range
 
     with tempfile.TemporaryDirectory(prefix="leadflow-simulate-") as folder:
         copy = copy_store(context.reading_engine, Path(folder) / "copy.db")
         runtime = Runtime.build(copy, context.settings, SettableClock(first))
         rule_set = runtime.load_rules(rules)
-        reports = tick_over_range(runtime, rule_set, first, last, stride)
+        failures: dict[str, RuleFailures] = {}
+        reports = tick_over_range(runtime, rule_set, first, last, stride, failures=failures)
         if report is not None and report_format is not None:
             simulated = Period(first, last, now=runtime.clock.now())
             _write_funnel_report(copy, context.settings, simulated, report, report_format)
         copy.dispose()
     if output is OutputFormat.json:
-        print_json(simulation_document(reports, rule_set.version, first, last, step))
-        return
-    _print(reports, rule_set.version, report_file=report)
+        document = simulation_document(reports, rule_set.version, first, last, step)
+        document["failures"] = [tally.text() for tally in failures.values()]
+        print_json(document)
+    else:
+        _print(reports, rule_set.version, report_file=report)
+        for tally in failures.values():
+            typer.echo(f"failed: {tally.text()}", err=True)
+    if any(tally.external for tally in failures.values()):
+        raise typer.Exit(3)  # the database or the mail server failed, not the rules
+    if failures:
+        raise typer.Exit(1)  # as run --once: a rule, or a firing of one, failed
 
 
 def _report_format(path: Path | None) -> ReportFormat | None:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, cast
 
 import structlog
@@ -47,7 +48,7 @@ from leadflow.engine.rule_runs import (
 )
 from leadflow.engine.runtime import Runtime, StopSignal
 from leadflow.engine.sales_cycle import averages_for
-from leadflow.errors import ExternalSystemError
+from leadflow.errors import ExternalSystemError, TemplateError, UserInputError
 from leadflow.logs import error_text, is_outage, log_failure
 from leadflow.rule_language.actions import Assign, action_name
 from leadflow.rule_language.conditions import EvaluationContext, cycle_conditions, referenced_fields
@@ -101,6 +102,27 @@ class RuleOutcome:
     unstaffed_pools: str | None = None
     """The pools the rule assigns from that no active rep is in (see
     :mod:`~leadflow.engine.pool_staffing`): its MQLs routed there wait unassigned."""
+    first_failure: str | None = None
+    """The first failed firing, one line: ``lead 003: TEMPLATE:1: cannot render: ...``. The
+    rule itself ran (``error`` stays None, so the run counts as done); its failed firings
+    were rolled back and are counted in ``failed``."""
+    failure_external: bool = False
+    """A firing failed because the database or the mail server did (not the rule's input)."""
+
+    @property
+    def problem(self) -> str | None:
+        """What went wrong, for the ``error`` column: the rule's own error, else how many of
+        its firings failed and the first one's reason (``3 failed; first: lead 003: ...``)."""
+        if self.error is not None:
+            return self.error
+        if self.failed and self.first_failure is not None:
+            return f"{self.failed} failed; first: {self.first_failure}"
+        return None
+
+    @property
+    def external(self) -> bool:
+        """The rule, or one of its firings, failed because an external system did (exit 3)."""
+        return self.external_failure or (bool(self.failed) and self.failure_external)
 
     @property
     def note(self) -> str | None:
@@ -327,6 +349,10 @@ def _firing_failed(
     outcome: RuleOutcome, rule: Rule, rule_set: RuleSet, subject: str, exc: Exception
 ) -> None:
     outcome.failed += 1
+    if outcome.first_failure is None:
+        outcome.first_failure = f"{subject.replace(':', ' ', 1)}: {_failure_reason(exc)}"
+    if is_outage(exc) or isinstance(exc, SQLAlchemyError | ExternalSystemError):
+        outcome.failure_external = True
     log_failure(
         log,
         "rule_firing_failed",
@@ -335,6 +361,20 @@ def _firing_failed(
         rule_version=rule_set.version,
         subject=subject,
     )
+
+
+def _failure_reason(exc: Exception) -> str:
+    """One short line on why a firing failed: a template's problem by the template's file
+    name (``template rt.txt:1: cannot render: ...``), not its whole path; the user's or an
+    external system's message as it is; anything else (a bug) with its type."""
+    if isinstance(exc, TemplateError) and exc.problem is not None:
+        problem = exc.problem
+        where = Path(problem.file).name + (f":{problem.line}" if problem.line else "")
+        return f"template {where}: {problem.message}"
+    if not isinstance(exc, UserInputError | ExternalSystemError):
+        return error_text(exc)
+    lines = str(exc).strip().splitlines()
+    return lines[0].strip() if lines else type(exc).__name__
 
 
 def _write_batch(

@@ -16,6 +16,7 @@ from pathlib import Path
 from sqlalchemy import Engine, func, insert, select
 
 from leadflow.clock import SettableClock
+from leadflow.engine.evaluation import RuleOutcome
 from leadflow.engine.nurture_sends import nurture_sends
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.tick import run_tick
@@ -45,6 +46,45 @@ class DayReport:
     emails_delivered: int
     date: str
     """The day as an ISO date (``2026-03-02``), for scripts; ``day`` is for people."""
+
+
+@dataclass
+class RuleFailures:
+    """What failed of one rule over a simulated range (``leadflow simulate`` says it)."""
+
+    rule_id: str
+    evaluations: int = 0
+    """Evaluations that failed as a whole (the rule's ``error``)."""
+    firings: int = 0
+    """Firings that failed (rolled back) in evaluations that otherwise ran."""
+    first: str | None = None
+    """The first failure's reason, one line."""
+    external: bool = False
+    """A failure came from the database or the mail server, not from the rules."""
+
+    def text(self) -> str:
+        """``rule a: 3 firing(s) failed; first: lead 003: template rt.txt:1: ...``."""
+        counts = []
+        if self.evaluations:
+            counts.append(f"{self.evaluations} evaluation(s) failed")
+        if self.firings:
+            counts.append(f"{self.firings} firing(s) failed")
+        return f"rule {self.rule_id}: {', '.join(counts)}; first: {self.first}"
+
+
+def tally_failures(failures: dict[str, RuleFailures], outcomes: list[RuleOutcome]) -> None:
+    """Add one tick's failed evaluations and firings to ``failures`` (by rule id)."""
+    for outcome in outcomes:
+        if outcome.problem is None:
+            continue
+        tally = failures.setdefault(outcome.rule_id, RuleFailures(outcome.rule_id))
+        if outcome.error is not None:
+            tally.evaluations += 1
+            tally.first = tally.first or outcome.error
+        else:
+            tally.firings += outcome.failed
+            tally.first = tally.first or outcome.first_failure
+        tally.external = tally.external or outcome.external
 
 
 @dataclass(frozen=True)
@@ -134,12 +174,14 @@ def tick_over_range(
     step: timedelta,
     *,
     on_step: Callable[[datetime], None] | None = None,
+    failures: dict[str, RuleFailures] | None = None,
 ) -> list[DayReport]:
     """Run a funnel tick at every step in [start, end), moving the runtime's settable clock;
     what happened, day by day.
 
     It writes to ``runtime``'s store: ``leadflow simulate`` hands it a copy, the demo a store
     of its own. ``on_step`` runs after each tick (the demo's reps and sender act there).
+    ``failures`` collects, by rule id, the evaluations and firings that failed.
     """
     clock = runtime.clock
     assert isinstance(clock, SettableClock)
@@ -149,7 +191,9 @@ def tick_over_range(
     reports: list[DayReport] = []
     while clock.now() < end:
         now = clock.now()
-        run_tick(runtime, rule_set, now, first_seen=first_seen)
+        tick = run_tick(runtime, rule_set, now, first_seen=first_seen)
+        if failures is not None:
+            tally_failures(failures, tick.rules)
         if on_step is not None:
             on_step(now)
         clock.advance(step)
