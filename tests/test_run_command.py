@@ -13,7 +13,7 @@ from sqlalchemy import Engine, func, insert, select, update
 from leadflow.cli import main
 from leadflow.clock import SettableClock
 from leadflow.config import load_settings
-from leadflow.engine.evaluation import PlannedFiring
+from leadflow.engine.evaluation import PlannedFiring, RuleOutcome
 from leadflow.engine.runtime import Runtime
 from leadflow.engine.tick import run_due_rules
 from leadflow.store.tables import AUDIT, DEALS, LEADS, OUTBOX, STORE_SECRETS
@@ -602,3 +602,29 @@ class TestFailedFirings:
         assert code == 1
         said = [line for line in err.splitlines() if not line.startswith("{")]  # not the log
         assert said == [f"failed: rule a: 3 firing(s) failed; first: {FIRST_FAILURE}"]
+
+
+class TestOutcomeProblems:
+    """What decides ``run --once``'s error column and exit code: a rule's own error first,
+    else its failed firings; 3 only when the database or the mail server failed."""
+
+    def test_the_rules_error_comes_first(self) -> None:
+        outcome = RuleOutcome("a", failed=2, error="OperationalError: gone", first_failure="x")
+        assert outcome.problem == "OperationalError: gone"
+
+    def test_failed_firings_of_the_users_input_are_not_external(self) -> None:
+        outcome = RuleOutcome("a", failed=3, first_failure=FIRST_FAILURE)
+        assert (outcome.problem, outcome.external) == (f"3 failed; first: {FIRST_FAILURE}", False)
+
+    def test_a_firing_failed_by_an_external_system_is_external(self) -> None:
+        outcome = RuleOutcome(
+            "a", failed=1, first_failure="lead 7: relay refused", failure_external=True
+        )
+        assert (outcome.problem, outcome.external) == (
+            "1 failed; first: lead 7: relay refused",
+            True,
+        )
+
+    def test_no_failure_no_problem(self) -> None:
+        outcome = RuleOutcome("a", matched=5, fired=5)
+        assert (outcome.problem, outcome.external) == (None, False)
