@@ -27,6 +27,7 @@ from typing import Literal
 from sqlalchemy import Engine, func, literal, select
 
 from leadflow.engine.runtime import Runtime
+from leadflow.engine.stream_leavers import Leavers, active_enrollments, leavers
 from leadflow.engine.tick import run_due_rules
 from leadflow.errors import Problem, ProblemsError, UserInputError
 from leadflow.rule_language.loader import RULE_FILE_SUFFIXES, load_rule_set
@@ -88,6 +89,8 @@ class Plan:
     rules: tuple[RulePlan, ...]
     unchanged_rules: int
     streams: tuple[tuple[str, Status], ...]
+    leavers: tuple[Leavers, ...] = ()
+    """The leads enrolled now in a stream removed or shortened whose enrollments would end."""
     scoring: ScoringPreview | None = None
     """How a changed scoring model would move the scores; None when it did not change."""
     left_out: LeftOut = LeftOut()
@@ -255,6 +258,7 @@ def plan_change(
         unchanged_rules=len(base_rules.keys() & working_rules.keys())
         - len(differing & base_rules.keys() & working_rules.keys()),
         streams=_stream_changes(base, working),
+        leavers=_leavers(runtime.engine, base, working),
         scoring=scoring,
         left_out=left_out(
             runtime.engine,
@@ -287,6 +291,28 @@ def left_out(engine: Engine, now: datetime, *, leads: bool, activities: bool) ->
             else 0
         )
     return LeftOut(int(later_leads), int(later_activities))
+
+
+def _leavers(engine: Engine, base: RuleSet, working: RuleSet) -> tuple[Leavers, ...]:
+    """The enrollments the working streams would end that the base's would not."""
+    if all(working.streams.get(key) == stream for key, stream in base.streams.items()):
+        return ()  # no stream removed or changed: nothing to read
+    with engine.connect() as connection:
+        enrolled = active_enrollments(connection)
+    return tuple(leavers(enrolled, working.streams, base=base.streams))
+
+
+def _stream_lines(plan: Plan, signs: Mapping[str, str]) -> list[str]:
+    """``- stream welcome (removed): 3 leads enrolled now will exit (...)``, one per stream."""
+    by_stream = {leaving.stream: leaving for leaving in plan.leavers}
+    lines = []
+    for stream, status in plan.streams:
+        line = f"{signs[status]} stream {stream} ({status})"
+        leaving = by_stream.get(stream)
+        if leaving is not None:
+            line += f": {leaving.consequence()}"
+        lines.append(line)
+    return lines
 
 
 def _actions(rule: object) -> tuple[str, ...] | None:
@@ -380,7 +406,7 @@ def render_text(plan: Plan, *, sample: int = 10) -> list[str]:
         if rule.status == "changed" and rule.base_actions != rule.working_actions:
             lines.append(f"    actions at {plan.base_ref}: {'; '.join(rule.base_actions or ())}")
             lines.append(f"    actions now: {'; '.join(rule.working_actions or ())}")
-    lines += [f"{signs[status]} stream {stream} ({status})" for stream, status in plan.streams]
+    lines += _stream_lines(plan, signs)
     if plan.scoring is not None:
         lines += scoring_text(plan.scoring, plan.base_ref, sample=sample)
     if not plan.rules and not plan.streams and plan.scoring is None:
@@ -412,7 +438,12 @@ def render_markdown(plan: Plan, *, sample: int = 10) -> list[str]:
             for rule in plan.rules
         ]
         lines.append("")
-    lines += [f"- stream `{stream}`: {status}" for stream, status in plan.streams]
+    by_stream = {leaving.stream: leaving for leaving in plan.leavers}
+    lines += [
+        f"- stream `{stream}`: {status}"
+        + (f": **{by_stream[stream].consequence()}**" if stream in by_stream else "")
+        for stream, status in plan.streams
+    ]
     for rule in plan.rules:
         shown = list(_samples(rule, sample))
         if not shown and not rule.error:
