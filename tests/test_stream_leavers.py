@@ -32,6 +32,7 @@ from leadflow.engine.stream_leavers import (
     Leavers,
     active_enrollments,
     leavers,
+    leaving_leads,
 )
 from leadflow.rule_language.loader import load_rule_set
 from leadflow.service.daemon import Daemon
@@ -197,6 +198,16 @@ class TestCounting:
         assert leavers(enrolled, shortened, base=renamed) == [Leavers("drip", 1, STREAM_SHORTENED)]
         assert leavers(enrolled, renamed, base=renamed) == []
 
+    def test_the_leads_counted(self, project: Path, engine: Engine) -> None:
+        settings = runtime_for(project, engine).settings
+        write_rules(project, SHORTENED)
+        streams = load_rule_set(project / "rules", settings).streams
+        with engine.connect() as connection:
+            found = leavers(active_enrollments(connection), streams)
+            assert leaving_leads(connection, found) == {"L1", "L2", "L3", "L5"}
+            assert leaving_leads(connection, found[:1]) == {"L5"}
+            assert leaving_leads(connection, []) == frozenset()
+
 
 class TestTheExit:
     """What the rename does when it runs: the documented exit reason, for good."""
@@ -232,6 +243,20 @@ class TestPlan:
             "- stream welcome (removed): 3 leads enrolled now will exit (stream no longer defined)",
             "+ stream welcome-v2 (added)",
         ]
+        assert out[-1] == "0 rules unchanged. 4 leads and 0 deals would be treated differently."
+
+    def test_the_leaving_leads_count_toward_max_affected(
+        self, project: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """L1, L2, L3 and L5 leave: four leads, over a limit of three (exit 1), not over four."""
+        write_rules(project, SHORTENED)
+        assert main(["plan", "--now", NOW, "--base", "HEAD", "--max-affected", "4"]) == 0
+        capsys.readouterr()
+        assert main(["plan", "--now", NOW, "--base", "HEAD", "--max-affected", "3"]) == 1
+        assert capsys.readouterr().err.splitlines()[-1] == (
+            "error: this change would treat 4 leads and deals differently, more than "
+            "--max-affected 3; review the plan, then raise the limit for this change"
+        )
 
     def test_markdown(self, project: Path, capsys: pytest.CaptureFixture[str]) -> None:
         write_rules(project, RENAMED)

@@ -10,13 +10,13 @@ leads it will be, for ``leadflow plan``, the daemon's reload and ``leadflow chec
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, and_, func, or_, select
 
 from leadflow.rule_language.model import NurtureStream
-from leadflow.store.tables import NURTURE
+from leadflow.store.tables import LEADS, NURTURE
 
 STREAM_GONE = "stream no longer defined"
 """The exit reason of an enrollment whose stream the running rule set no longer has."""
@@ -32,6 +32,9 @@ class Leavers:
     leads: int
     reason: str
     """:data:`STREAM_GONE` (they exit) or :data:`STREAM_SHORTENED` (they complete)."""
+    steps: tuple[int, ...] = field(default=(), compare=False)
+    """The next steps (from 0) of the enrollments counted: which ones :func:`leaving_leads`
+    reads."""
 
     def describe(self) -> str:
         """``stream welcome: 3 leads enrolled now will exit (stream no longer defined)``."""
@@ -76,14 +79,35 @@ def leavers(
             continue  # not the change's doing
         stream = streams.get(stream_id)
         if stream is None:
-            found.append(Leavers(stream_id, sum(steps.values()), STREAM_GONE))
+            found.append(Leavers(stream_id, sum(steps.values()), STREAM_GONE, tuple(sorted(steps))))
             continue
         until = len(before.steps) if before is not None else None
-        cut = sum(
-            leads
+        cut = {
+            step: leads
             for step, leads in steps.items()
             if step >= len(stream.steps) and (until is None or step < until)
-        )
+        }
         if cut:
-            found.append(Leavers(stream_id, cut, STREAM_SHORTENED))
+            found.append(
+                Leavers(stream_id, sum(cut.values()), STREAM_SHORTENED, tuple(sorted(cut)))
+            )
     return found
+
+
+def leaving_leads(connection: Connection, found: Sequence[Leavers]) -> frozenset[str]:
+    """The external ids of the leads counted in ``found`` (:func:`leavers`)."""
+    if not found:
+        return frozenset()
+    which = or_(
+        *(
+            and_(NURTURE.c.stream == leaving.stream, NURTURE.c.next_step.in_(leaving.steps))
+            for leaving in found
+        )
+    )
+    rows = connection.execute(
+        select(LEADS.c.external_id)
+        .join(NURTURE, NURTURE.c.lead_id == LEADS.c.id)
+        .where(NURTURE.c.status == "active", which)
+        .distinct()
+    )
+    return frozenset(str(external_id) for (external_id,) in rows)

@@ -27,7 +27,12 @@ from typing import Literal
 from sqlalchemy import Engine, func, literal, select
 
 from leadflow.engine.runtime import Runtime
-from leadflow.engine.stream_leavers import Leavers, active_enrollments, leavers
+from leadflow.engine.stream_leavers import (
+    Leavers,
+    active_enrollments,
+    leavers,
+    leaving_leads,
+)
 from leadflow.engine.tick import run_due_rules
 from leadflow.errors import Problem, ProblemsError, UserInputError
 from leadflow.rule_language.loader import RULE_FILE_SUFFIXES, load_rule_set
@@ -91,6 +96,8 @@ class Plan:
     streams: tuple[tuple[str, Status], ...]
     leavers: tuple[Leavers, ...] = ()
     """The leads enrolled now in a stream removed or shortened whose enrollments would end."""
+    leaving_leads: frozenset[str] = frozenset()
+    """Those leads (``lead L1``): they are treated differently too."""
     scoring: ScoringPreview | None = None
     """How a changed scoring model would move the scores; None when it did not change."""
     left_out: LeftOut = LeftOut()
@@ -104,7 +111,9 @@ class Plan:
             else set()
         )
         return (
-            frozenset(change.subject for rule in self.rules for change in rule.changes) | crossing
+            frozenset(change.subject for rule in self.rules for change in rule.changes)
+            | crossing
+            | self.leaving_leads
         )
 
 
@@ -247,6 +256,7 @@ def plan_change(
             )
         )
     scoring = preview_scoring(runtime.engine, base, working, now)
+    leaving = _leavers(runtime.engine, base, working)
     lead_rules = any(plan.subject_kind == "lead" for plan in plans)
     return Plan(
         base_ref=base_ref,
@@ -258,7 +268,8 @@ def plan_change(
         unchanged_rules=len(base_rules.keys() & working_rules.keys())
         - len(differing & base_rules.keys() & working_rules.keys()),
         streams=_stream_changes(base, working),
-        leavers=_leavers(runtime.engine, base, working),
+        leavers=leaving[0],
+        leaving_leads=leaving[1],
         scoring=scoring,
         left_out=left_out(
             runtime.engine,
@@ -293,13 +304,17 @@ def left_out(engine: Engine, now: datetime, *, leads: bool, activities: bool) ->
     return LeftOut(int(later_leads), int(later_activities))
 
 
-def _leavers(engine: Engine, base: RuleSet, working: RuleSet) -> tuple[Leavers, ...]:
-    """The enrollments the working streams would end that the base's would not."""
+def _leavers(
+    engine: Engine, base: RuleSet, working: RuleSet
+) -> tuple[tuple[Leavers, ...], frozenset[str]]:
+    """The enrollments the working streams would end that the base's would not, per stream,
+    and their leads (``lead L1``)."""
     if all(working.streams.get(key) == stream for key, stream in base.streams.items()):
-        return ()  # no stream removed or changed: nothing to read
+        return (), frozenset()  # no stream removed or changed: nothing to read
     with engine.connect() as connection:
-        enrolled = active_enrollments(connection)
-    return tuple(leavers(enrolled, working.streams, base=base.streams))
+        found = leavers(active_enrollments(connection), working.streams, base=base.streams)
+        external_ids = leaving_leads(connection, found)
+    return tuple(found), frozenset(f"lead {external_id}" for external_id in external_ids)
 
 
 def _stream_lines(plan: Plan, signs: Mapping[str, str]) -> list[str]:
