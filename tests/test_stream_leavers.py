@@ -342,3 +342,27 @@ class TestCheck:
         ]
         assert out[2].startswith("1 rule, 2 streams OK, version ")
         assert len(out) == 3
+
+
+def test_check_store_without_a_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``check --store`` where no store was ever made: one error line naming it, exit 1."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "nurture.yaml").write_text(NURTURE_RULES, encoding="utf-8")
+    (tmp_path / "config.yaml").write_text(
+        f"paths:\n  templates: {REPO / 'templates'}\n"
+        "database:\n  url: sqlite:///state/none.db\n"
+        "mail:\n  tracking:\n    base_url: https://leadflow.example.com\n",
+        encoding="utf-8",
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LEADFLOW_CONFIG", raising=False)
+    assert main(["check", "--store"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert [line for line in captured.err.splitlines() if not line.startswith("{")] == [
+        f"error: no store at {tmp_path / 'state' / 'none.db'} (database.url "
+        "'sqlite:///state/none.db'): nothing has imported into it or run on it yet, or the "
+        "path is wrong; `leadflow import` or `leadflow run` creates it"
+    ]
