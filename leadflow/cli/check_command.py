@@ -22,8 +22,19 @@ def check_rules(
         Path | None,
         typer.Option("--rules", help="Rules folder to check (default: paths.rules from config)."),
     ] = None,
+    store: Annotated[
+        bool,
+        typer.Option(
+            "--store",
+            help="Also read the configured store: warn of the active nurture enrollments "
+            "these rules would end (a stream removed, renamed or shortened).",
+        ),
+    ] = False,
 ) -> None:
-    """Validate every rule file and every template it uses; print each problem as FILE:LINE:COL."""
+    """Validate every rule file and every template it uses; print each problem as FILE:LINE:COL.
+
+    Offline unless ``--store``: no database is needed to check rules (CI, a pre-commit hook).
+    """
     from leadflow.mail.context import placeholder_unsubscribe_warning
     from leadflow.mail.templates import TemplateCatalog
     from leadflow.rule_language.loader import check_rule_set
@@ -48,6 +59,8 @@ def check_rules(
     placeholder = placeholder_unsubscribe_warning(settings, rule_set.sends_marketing)
     if placeholder is not None:
         typer.echo(f"warning: {placeholder}")
+    if store:
+        _warn_of_leavers(ctx, rule_set)
     rules_count, streams_count = len(rule_set.rules), len(rule_set.streams)
     scoring = ""
     if rule_set.scoring is not None:
@@ -58,6 +71,28 @@ def check_rules(
         f"{streams_count} stream{'' if streams_count == 1 else 's'}{scoring} OK, "
         f"version {rule_set.version}"
     )
+
+
+def _warn_of_leavers(ctx: typer.Context, rule_set: RuleSet) -> None:
+    """``warning: stream welcome: 3 leads enrolled now will exit (...)``, per stream whose
+    active enrollments in the store these rules would end; the store is only read."""
+    from sqlalchemy.exc import DBAPIError
+
+    from leadflow.engine.stream_leavers import active_enrollments, leavers
+    from leadflow.errors import DatabaseUnavailableError
+
+    engine = cli_context(ctx).reading_engine
+    try:
+        with engine.connect() as connection:
+            enrolled = active_enrollments(connection)
+    except DBAPIError as exc:
+        msg = f"cannot read the store at {engine.url!r}: {exc.orig}"
+        raise DatabaseUnavailableError(msg) from exc
+    for leaving in leavers(enrolled, rule_set.streams):
+        typer.echo(
+            f"warning: {leaving.describe()}; to keep them, keep the stream's id "
+            "(docs/rules.md, Nurture streams)"
+        )
 
 
 def _warn_of_misspelt_activity_types(rule_set: RuleSet) -> None:

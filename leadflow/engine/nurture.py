@@ -20,6 +20,7 @@ from leadflow.engine.batch_writes import NURTURE_EMAIL, BatchWrites, QueuedAudit
 from leadflow.engine.due_rows import due_pages
 from leadflow.engine.plain_rows import leads_by_id
 from leadflow.engine.runtime import Runtime, StopSignal
+from leadflow.engine.stream_leavers import STREAM_GONE, STREAM_SHORTENED
 from leadflow.logs import log_failure
 from leadflow.mail.context import email_context
 from leadflow.mail.enqueue import counts_for_cap, email_row, recent_marketing
@@ -183,14 +184,12 @@ def _step(
     """Stage the enrollment's due step in ``writes``; return whether a marketing email counted
     against the frequency cap was queued."""
     stream = rule_set.streams.get(enrollment.stream)
-    reason = exit_reason(lead, runtime.settings.stages) or (
-        None if stream else "stream no longer defined"
-    )
+    reason = exit_reason(lead, runtime.settings.stages) or (None if stream else STREAM_GONE)
     if reason is not None or stream is None:
         _end(rule_set, enrollment, lead, now, "exited", reason or "", writes)
         return False
     if enrollment.next_step >= len(stream.steps):  # the stream was shortened since
-        _end(rule_set, enrollment, lead, now, "completed", "stream shortened", writes)
+        _end(rule_set, enrollment, lead, now, "completed", STREAM_SHORTENED, writes)
         return False
     step = stream.steps[enrollment.next_step]
     audit = audit_row(

@@ -27,6 +27,12 @@ from typing import Literal
 from sqlalchemy import Engine, func, literal, select
 
 from leadflow.engine.runtime import Runtime
+from leadflow.engine.stream_leavers import (
+    Leavers,
+    active_enrollments,
+    leavers,
+    leaving_leads,
+)
 from leadflow.engine.tick import run_due_rules
 from leadflow.errors import Problem, ProblemsError, UserInputError
 from leadflow.rule_language.loader import RULE_FILE_SUFFIXES, load_rule_set
@@ -88,6 +94,10 @@ class Plan:
     rules: tuple[RulePlan, ...]
     unchanged_rules: int
     streams: tuple[tuple[str, Status], ...]
+    leavers: tuple[Leavers, ...] = ()
+    """The leads enrolled now in a stream removed or shortened whose enrollments would end."""
+    leaving_leads: frozenset[str] = frozenset()
+    """Those leads (``lead L1``): they are treated differently too."""
     scoring: ScoringPreview | None = None
     """How a changed scoring model would move the scores; None when it did not change."""
     left_out: LeftOut = LeftOut()
@@ -101,7 +111,9 @@ class Plan:
             else set()
         )
         return (
-            frozenset(change.subject for rule in self.rules for change in rule.changes) | crossing
+            frozenset(change.subject for rule in self.rules for change in rule.changes)
+            | crossing
+            | self.leaving_leads
         )
 
 
@@ -244,6 +256,7 @@ def plan_change(
             )
         )
     scoring = preview_scoring(runtime.engine, base, working, now)
+    leaving = _leavers(runtime.engine, base, working)
     lead_rules = any(plan.subject_kind == "lead" for plan in plans)
     return Plan(
         base_ref=base_ref,
@@ -255,6 +268,8 @@ def plan_change(
         unchanged_rules=len(base_rules.keys() & working_rules.keys())
         - len(differing & base_rules.keys() & working_rules.keys()),
         streams=_stream_changes(base, working),
+        leavers=leaving[0],
+        leaving_leads=leaving[1],
         scoring=scoring,
         left_out=left_out(
             runtime.engine,
@@ -287,6 +302,32 @@ def left_out(engine: Engine, now: datetime, *, leads: bool, activities: bool) ->
             else 0
         )
     return LeftOut(int(later_leads), int(later_activities))
+
+
+def _leavers(
+    engine: Engine, base: RuleSet, working: RuleSet
+) -> tuple[tuple[Leavers, ...], frozenset[str]]:
+    """The enrollments the working streams would end that the base's would not, per stream,
+    and their leads (``lead L1``)."""
+    if all(working.streams.get(key) == stream for key, stream in base.streams.items()):
+        return (), frozenset()  # no stream removed or changed: nothing to read
+    with engine.connect() as connection:
+        found = leavers(active_enrollments(connection), working.streams, base=base.streams)
+        external_ids = leaving_leads(connection, found)
+    return tuple(found), frozenset(f"lead {external_id}" for external_id in external_ids)
+
+
+def _stream_lines(plan: Plan, signs: Mapping[str, str]) -> list[str]:
+    """``- stream welcome (removed): 3 leads enrolled now will exit (...)``, one per stream."""
+    by_stream = {leaving.stream: leaving for leaving in plan.leavers}
+    lines = []
+    for stream, status in plan.streams:
+        line = f"{signs[status]} stream {stream} ({status})"
+        leaving = by_stream.get(stream)
+        if leaving is not None:
+            line += f": {leaving.consequence()}"
+        lines.append(line)
+    return lines
 
 
 def _actions(rule: object) -> tuple[str, ...] | None:
@@ -380,7 +421,7 @@ def render_text(plan: Plan, *, sample: int = 10) -> list[str]:
         if rule.status == "changed" and rule.base_actions != rule.working_actions:
             lines.append(f"    actions at {plan.base_ref}: {'; '.join(rule.base_actions or ())}")
             lines.append(f"    actions now: {'; '.join(rule.working_actions or ())}")
-    lines += [f"{signs[status]} stream {stream} ({status})" for stream, status in plan.streams]
+    lines += _stream_lines(plan, signs)
     if plan.scoring is not None:
         lines += scoring_text(plan.scoring, plan.base_ref, sample=sample)
     if not plan.rules and not plan.streams and plan.scoring is None:
@@ -412,7 +453,12 @@ def render_markdown(plan: Plan, *, sample: int = 10) -> list[str]:
             for rule in plan.rules
         ]
         lines.append("")
-    lines += [f"- stream `{stream}`: {status}" for stream, status in plan.streams]
+    by_stream = {leaving.stream: leaving for leaving in plan.leavers}
+    lines += [
+        f"- stream `{stream}`: {status}"
+        + (f": **{by_stream[stream].consequence()}**" if stream in by_stream else "")
+        for stream, status in plan.streams
+    ]
     for rule in plan.rules:
         shown = list(_samples(rule, sample))
         if not shown and not rule.error:

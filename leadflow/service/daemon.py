@@ -338,7 +338,30 @@ class Daemon:
         placeholder = placeholder_unsubscribe_warning(
             self.runtime.settings, rule_set.sends_marketing
         )
-        return {} if placeholder is None else {"unsubscribe_url_placeholder": placeholder}
+        found = {} if placeholder is None else {"unsubscribe_url_placeholder": placeholder}
+        leaving = self._leavers(rule_set)
+        if leaving:
+            found["nurture_enrollments_will_end"] = leaving
+        return found
+
+    def _leavers(self, rule_set: RuleSet) -> str | None:
+        """The active enrollments ``rule_set`` would end for want of their stream (a stream
+        removed or renamed, or shortened), in one line; None when there is none, or when the
+        store cannot say (logged: the reload goes on all the same)."""
+        from leadflow.engine.stream_leavers import active_enrollments, leavers
+
+        try:
+            with self.runtime.engine.connect() as connection:
+                enrolled = active_enrollments(connection)
+        except SQLAlchemyError as exc:
+            log_failure(log, "nurture_enrollments_not_read", exc, level="warning")
+            return None
+        found = leavers(enrolled, rule_set.streams)
+        if not found:
+            return None
+        return "; ".join(leaving.describe() for leaving in found) + (
+            " (to keep them, keep the stream's id: docs/rules.md, Nurture streams)"
+        )
 
     def _summary(self) -> dict[str, object]:
         return {
