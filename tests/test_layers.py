@@ -18,6 +18,7 @@ INFRASTRUCTURE = {
     "collector_pause",
     "config",
     "durations",
+    "environment",
     "errors",
     "libyaml",
     "logs",
