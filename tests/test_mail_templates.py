@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -294,6 +295,96 @@ class TestStarterTemplates:
             link = f'<a href="{url.replace("&", "&amp;")}">open this page</a>'
             assert f"To unsubscribe, {link} and press its button.</p>" in rendered.html
             assert "one click" not in rendered.text + rendered.html
+
+
+def _maven_lead(settings: Settings, **fields: Any) -> Any:
+    """A lead as the Maven example mapping imports an account: a company, no name or email."""
+    values = {
+        **vars(sample_lead(settings)),
+        "external_id": "W3",
+        "name": None,
+        "email": None,
+        "company": "Cheers",
+        "score": 65,
+    }
+    return SimpleNamespace(**{**values, **fields})
+
+
+def _timer(due_at: datetime, calendar: str = "default") -> Any:
+    return SimpleNamespace(
+        name="first_touch", started_at=due_at, due_at=due_at, level=0, calendar=calendar
+    )
+
+
+def _rep(timezone: str | None) -> Any:
+    return SimpleNamespace(
+        id=1, external_id="rep-rita", name="Rita Lo", email="rita@example.com", timezone=timezone
+    )
+
+
+class TestStarterTemplatesWithoutAName:
+    """A lead without a name (the Maven mapping's accounts) is named by its company, else its
+    external id, in every shipped template, with no blank where the name would be."""
+
+    DUE = datetime(2026, 12, 2, 18, 0, tzinfo=UTC)
+
+    def render_all(self, lead: Any) -> dict[str, str]:
+        settings = Settings()
+        catalog = TemplateCatalog(REPO_TEMPLATES, settings)
+        rep = _rep("Europe/Berlin")
+        context = email_context(
+            settings,
+            lead=lead,
+            rep=rep,
+            owner=rep,
+            manager=rep,
+            sla=_timer(self.DUE),  # type: ignore[arg-type]
+            rule_id="mql",
+        )
+        parts = {}
+        for name in ("mql_assigned", "lead_reassigned", "sla_reminder", "sla_escalated"):
+            rendered = catalog.render(name, context)
+            parts[name] = rendered.subject
+            parts[f"{name}.txt"] = rendered.text
+            parts[f"{name}.html"] = rendered.html or ""
+        return parts
+
+    def test_the_company_stands_in_for_the_name(self) -> None:
+        parts = self.render_all(_maven_lead(Settings()))
+        assert {k: v for k, v in parts.items() if "." not in k} == {
+            "mql_assigned": "New MQL: Cheers (score 65)",
+            "lead_reassigned": "Reassigned to you: Cheers",
+            "sla_reminder": "Reminder: Cheers is waiting for your follow-up",
+            "sla_escalated": "Escalated: Rita Lo has not followed up on Cheers",
+        }
+        assert "Lead:    Cheers\nEmail:   (none)\n" in parts["mql_assigned.txt"]
+        assert "<strong>Cheers</strong>,\nscore 65." in parts["mql_assigned.html"]
+        assert "<strong>Cheers</strong> (score 65) has been" in parts["lead_reassigned.html"]
+        assert [
+            k
+            for k, v in parts.items()
+            if "  "
+            in v.replace("Lead:    ", "")
+            .replace("Email:   ", "")
+            .replace("Score:   ", "")
+            .replace("Stage:   ", "")
+        ] == []
+
+    def test_the_external_id_when_there_is_no_company_either(self) -> None:
+        parts = self.render_all(_maven_lead(Settings(), company=None))
+        assert parts["mql_assigned"] == "New MQL: W3 (score 65)"
+        assert parts["sla_reminder"] == "Reminder: W3 is waiting for your follow-up"
+        assert "Lead:    W3\n" in parts["mql_assigned.txt"]
+
+    def test_a_named_lead_reads_as_before(self) -> None:
+        parts = self.render_all(_maven_lead(Settings(), name="Ann Lee", email="ann@cheers.example"))
+        assert parts["mql_assigned"] == "New MQL: Ann Lee at Cheers (score 65)"
+        assert (
+            "Lead:    Ann Lee (Cheers)\nEmail:   ann@cheers.example\n"
+            in (parts["mql_assigned.txt"])
+        )
+        parts = self.render_all(_maven_lead(Settings(), email="ann@cheers.example"))
+        assert parts["mql_assigned"] == "New MQL: ann@cheers.example at Cheers (score 65)"
 
 
 class TestOneContextForAllParts:
