@@ -387,6 +387,65 @@ class TestStarterTemplatesWithoutAName:
         assert parts["mql_assigned"] == "New MQL: ann@cheers.example at Cheers (score 65)"
 
 
+class TestDueTimeZone:
+    """The SLA due time is in the rep's timezone ("in your time zone"), else in the zone of
+    the SLA's calendar, and then the email does not claim it is the rep's."""
+
+    DUE = datetime(2026, 12, 2, 18, 0, tzinfo=UTC)
+
+    def settings(self) -> Settings:
+        return Settings.model_validate(
+            {
+                "calendar": {"timezone": "America/New_York"},
+                "calendars": {"apac": {"timezone": "Asia/Tokyo"}},
+            }
+        )
+
+    def render(self, rep_timezone: str | None, calendar: str = "default") -> RenderedEmail:
+        settings = self.settings()
+        rep = _rep(rep_timezone)
+        context = email_context(
+            settings,
+            lead=_maven_lead(settings, name="Ann Lee"),
+            rep=rep,
+            owner=rep,
+            sla=_timer(self.DUE, calendar),  # type: ignore[arg-type]
+            rule_id="mql",
+        )
+        return TemplateCatalog(REPO_TEMPLATES, settings).render("mql_assigned", context)
+
+    def test_a_rep_without_a_timezone_reads_the_calendars(self) -> None:
+        rendered = self.render(None)
+        line = "Please get in touch by Wed 02 Dec 13:00 EST (the first_touch SLA).\n"
+        assert line in rendered.text
+        assert rendered.html is not None
+        assert "by <strong>Wed 02 Dec 13:00 EST</strong> (the first_touch SLA).</p>" in (
+            rendered.html
+        )
+
+    def test_the_named_calendar_of_the_sla(self) -> None:
+        line = "Please get in touch by Thu 03 Dec 03:00 JST (the first_touch SLA).\n"
+        assert line in self.render(None, "apac").text
+
+    def test_a_rep_with_a_timezone_reads_their_own(self) -> None:
+        line = "Please get in touch by Wed 02 Dec 19:00 CET (the first_touch SLA, in your time zone).\n"
+        assert line in self.render("Europe/Berlin").text
+
+    def test_the_filter_falls_back_to_the_default_calendar(self, folder: Path) -> None:
+        write_template(
+            folder, "due", subject="s", text="{{ sla.due_at | localtime(rep.timezone) }}"
+        )
+        settings = self.settings()
+        context = email_context(
+            settings,
+            rep=_rep(None),  # type: ignore[arg-type]
+            sla=_timer(self.DUE),  # type: ignore[arg-type]
+        )
+        assert (
+            TemplateCatalog(folder, settings).render("due", context).text == "Wed 02 Dec 13:00 EST"
+        )
+
+
 class TestOneContextForAllParts:
     """An email's parts render over one context (a frozen catalog, as the daemon renders)."""
 
