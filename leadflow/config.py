@@ -365,6 +365,8 @@ def _explain(
     lines = []
     for error in exc.errors():
         loc = [str(part) for part in error["loc"]]
+        if loc[-1:] == ["[key]"]:  # a refused key (an attribute's name): the key's own line
+            loc = loc[:-1]
         key = ".".join(loc)
         where = sources.get(key) or _source_of(key, sources)
         if error["type"] == "extra_forbidden" and key in sections:

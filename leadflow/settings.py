@@ -171,12 +171,59 @@ class StageSettings(Section):
 
 AttributeType = Literal["string", "integer", "number", "boolean", "datetime", "date"]
 
+BUILT_IN_FIELDS: dict[str, tuple[str, ...]] = {
+    "leads": (
+        "external_id",
+        "email",
+        "name",
+        "company",
+        "score",
+        "stage",
+        "owner",
+        "timezone",
+        "unsubscribed",
+        "do_not_email",
+        "last_activity_at",
+        "stage_entered_at",
+    ),
+    "deals": (
+        "external_id",
+        "lead",
+        "account",
+        "product",
+        "owner",
+        "stage",
+        "outcome",
+        "amount",
+        "engaged_at",
+        "closed_at",
+        "last_activity_at",
+    ),
+}
+"""The fields of a lead and of a deal that an import column or a posted key fills (the import's
+``KIND_FIELDS``, which a test keeps equal): an attribute of the same name would never be filled
+by its column, which fills the field."""
+
+
+def _not_a_field(kind: str) -> AfterValidator:
+    def check(name: str) -> str:
+        if name in BUILT_IN_FIELDS[kind]:
+            msg = (
+                f"attribute {name!r} is the name of a {kind[:-1]}'s built-in field {name!r}: "
+                f"an import column or posted key {name!r} fills the field, never the "
+                "attribute; give the attribute another name"
+            )
+            raise ValueError(msg)
+        return name
+
+    return AfterValidator(check)
+
 
 class AttributeSettings(Section):
     """Declared attribute types; an import column or a rule field must be one of these."""
 
-    leads: dict[str, AttributeType] = {}
-    deals: dict[str, AttributeType] = {}
+    leads: dict[Annotated[str, _not_a_field("leads")], AttributeType] = {}
+    deals: dict[Annotated[str, _not_a_field("deals")], AttributeType] = {}
     indexed: tuple[str, ...] = ()
     """Lead attributes rules filter on often: each gets an expression index at start-up."""
 

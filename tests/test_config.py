@@ -432,6 +432,40 @@ class TestAttributeDeclarations:
             f"{path}:6:3: attributes.indexed: regoin not declared under attributes.leads",
         ]
 
+    def test_an_attribute_named_as_a_field_is_refused(self, tmp_path: Path) -> None:
+        """An attribute named ``score``, ``email`` or ``stage`` (a lead's fields) or ``amount``
+        (a deal's) is refused at its own line: its import column would fill the field, and
+        the attribute would stay empty and a rule on it never match."""
+        path = write(
+            tmp_path,
+            "attributes:\n  leads:\n    region: string\n    score: integer\n"
+            "    email: string\n    stage: string\n  deals:\n    amount: number\n"
+            "    lead_source: string\n",
+        )
+        with pytest.raises(ConfigError) as caught:
+            load_settings(path, env={})
+        field = "an import column or posted key {0!r} fills the field, never the attribute"
+        assert str(caught.value).splitlines() == [
+            f"{path}:{line}:5: attributes.{kind}s.{name}: attribute {name!r} is the name of a "
+            f"{kind}'s built-in field {name!r}: {field.format(name)}; give the attribute "
+            "another name"
+            for line, kind, name in [
+                (4, "lead", "score"),
+                (5, "lead", "email"),
+                (6, "lead", "stage"),
+                (8, "deal", "amount"),
+            ]
+        ]
+
+    def test_the_refused_names_are_the_imports_fields(self) -> None:
+        """The names refused are exactly the fields an import column fills, per kind."""
+        from leadflow.ingest.mapping import KIND_FIELDS
+        from leadflow.settings import BUILT_IN_FIELDS
+
+        assert {kind: set(BUILT_IN_FIELDS[kind]) for kind in ("leads", "deals")} == {
+            kind: set(KIND_FIELDS[kind]) for kind in ("leads", "deals")
+        }
+
 
 class TestWholeNumbers:
     """An integer setting's error says a whole number is wanted and its range, whatever the

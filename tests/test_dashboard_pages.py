@@ -33,7 +33,16 @@ from leadflow.dashboard.sla_board import business_time_left, sla_board
 from leadflow.dashboard.timeline import Cursor, LeadHeader, lead_header, timeline
 from leadflow.errors import UserInputError
 from leadflow.store.audit_trail import audit_row
-from leadflow.store.tables import AUDIT, DEALS, OUTBOX, RULE_RUNS, SLA_TIMERS, STAGE_CHANGES
+from leadflow.store.tables import (
+    AUDIT,
+    DEALS,
+    LEADS,
+    OUTBOX,
+    RULE_RUNS,
+    SCORE_CHANGES,
+    SLA_TIMERS,
+    STAGE_CHANGES,
+)
 from tests.conftest import T0
 from tests.dashboard_support import HOUR, Browser, dashboard_settings, seed, seed_stage_history
 from tests.http_support import build_app, runtime_for
@@ -679,6 +688,67 @@ def test_lead_page_shows_audit_lists_and_mappings_as_written(
         "[&#34;inbound&#34;, &#34;O&#39;Brien &lt;east&gt;&#34;, &#34;Zürich&#34;]}</code>" in page
     )
     assert "\\u00" not in page
+
+
+def test_missing_part_scores_read_as_a_dash(seeded: Engine) -> None:
+    """A score change without a fit or engagement part (a score set before any model ran)
+    shows ``-`` as the rest of the dashboard writes a missing value, never ``None``."""
+    with seeded.begin() as connection:
+        connection.execute(
+            update(SCORE_CHANGES)
+            .where(SCORE_CHANGES.c.id == 1)
+            .values(
+                old_score=0,
+                new_score=75,
+                old_fit=None,
+                new_fit=75,
+                old_engagement=None,
+                new_engagement=0,
+                cause="fit",
+                detail=None,
+            )
+        )
+    events, _ = timeline(seeded, header(seeded, "L1"))
+    score = next(e for e in events if e.source == "score")
+    assert (score.summary, score.detail["fit"], score.detail["engagement"]) == (
+        "score 0 → 75 (fit)",
+        "- → 75",
+        "- → 0",
+    )
+
+
+def test_lead_page_lists_the_leads_attributes(
+    seeded: Engine, make_settings: Any, clock: SettableClock
+) -> None:
+    """The lead page lists the declared attributes in config order (``-`` without a value),
+    then the others the lead holds, by name; values are escaped."""
+    with seeded.begin() as connection:
+        connection.execute(
+            update(LEADS)
+            .where(LEADS.c.id == 1)
+            .values(attributes={"sector": "<b>Retail</b>", "employees": 120, "abc": ["x", "y"]})
+        )
+    assert header(seeded, "L1").attribute_rows(["region", "employees"]) == [
+        ("region", None),
+        ("employees", 120),
+        ("abc", ["x", "y"]),
+        ("sector", "<b>Retail</b>"),
+    ]
+    runtime = runtime_for(seeded, dashboard_settings(make_settings), clock)
+    app, _holder = build_app(runtime)
+    ui = Browser(app)
+    ui.login("vera")
+    page = ui.get("/ui/leads/L1").text
+    rows = re.findall(r"<dt>([^<]*)</dt><dd>([^<]*)</dd>", page.split("<h2>Attributes</h2>")[1])
+    assert rows == [
+        ("region", "-"),
+        ("employees", "120"),
+        ("abc", "[&#34;x&#34;, &#34;y&#34;]"),
+        ("sector", "&lt;b&gt;Retail&lt;/b&gt;"),
+    ]
+    page = ui.get("/ui/leads/L2").text
+    rows = re.findall(r"<dt>([^<]*)</dt><dd>([^<]*)</dd>", page.split("<h2>Attributes</h2>")[1])
+    assert rows == [("region", "-"), ("employees", "-")]
 
 
 def test_lead_page_lists_the_leads_deals(

@@ -619,6 +619,43 @@ class TestBadInput:
         ]
         assert lead_rows(engine) == []
 
+    def test_an_external_id_with_a_bidi_override_is_422(self, api: Api, engine: Engine) -> None:
+        """A right-to-left override in an id would reverse the rest of each line printing it
+        (plan, status, audit): refused as a control character is, naming the record and field;
+        so is one in a reference (a deal's lead)."""
+        why = (
+            "may not contain an invisible formatting character (a right-to-left or other "
+            "direction mark, or a zero-width character) ({0}); it reorders or hides the text "
+            "wherever the id is shown: remove it"
+        )
+        response = api.post(
+            "/v1/leads", [{"external_id": "H10\u202e"}, {"external_id": "\ufeffL2"}]
+        )
+        assert response.status_code == 422
+        assert response.json()["detail"] == [
+            {
+                "loc": ["body", 0, "external_id"],
+                "msg": why.format("\\u202e, character 4"),
+                "type": "value_error",
+            },
+            {
+                "loc": ["body", 1, "external_id"],
+                "msg": why.format("\\ufeff, character 1"),
+                "type": "value_error",
+            },
+        ]
+        deal = {"external_id": "D1", "lead": "L\u200f1", "stage": "Engaging"}
+        response = api.post("/v1/deals", deal)
+        assert response.status_code == 422
+        assert response.json()["detail"] == [
+            {
+                "loc": ["body", "lead"],
+                "msg": why.format("\\u200f, character 2"),
+                "type": "value_error",
+            }
+        ]
+        assert lead_rows(engine) == []
+
     def test_unknown_lead_is_404(self, api: Api) -> None:
         response = api.get("/v1/leads/nope")
         assert (response.status_code, response.json()) == (
@@ -635,13 +672,23 @@ class TestAsDocumented:
         document = api.get("/openapi.json", auth=False).json()
         body = document["paths"]["/v1/leads"]["post"]["requestBody"]["content"]
         record = body["application/json"]["schema"]["anyOf"][0]
+        # Control characters, line and paragraph separators, invisible format characters.
+        ids = (
+            "\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029"
+            "\\u061c\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff"
+        )
         assert record["properties"]["external_id"] == {
             "type": "string",
-            "pattern": "^[\\s\\u001c-\\u001f\\u0085]*[^\\s\\u0000-\\u001f\\u007f-\\u009f\\u2028"
-            "\\u2029](?:[^\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029]*[^\\s\\u0000-\\u001f"
-            "\\u007f-\\u009f\\u2028\\u2029])?[\\s\\u001c-\\u001f\\u0085]*$",
+            "pattern": "^[\\s\\u001c-\\u001f\\u0085]*[^\\s"
+            + ids
+            + "](?:[^"
+            + ids
+            + "]*[^\\s"
+            + ids
+            + "])?[\\s\\u001c-\\u001f\\u0085]*$",
             "description": "the record's id in the CRM: one line of text with at least one "
-            "non-space character, without tabs or other control characters",
+            "non-space character, without tabs, other control characters or invisible format "
+            "characters (direction marks and overrides, zero-width characters)",
         }
         assert record["required"] == ["external_id"]
         reps = document["paths"]["/v1/reps"]["post"]["requestBody"]["content"]

@@ -275,6 +275,34 @@ L8,ken@example.com,1,lead,,8
         ]
         assert rows(engine, "leads", "external_id") == [("L2",)]
 
+    def test_an_id_with_an_invisible_format_character_is_rejected(
+        self, engine: Engine, settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        """A right-to-left override (U+202E) in an id reverses the rest of every line that
+        prints it (plan, status, audit); a zero-width space hides a second id that looks the
+        same. Refused in an external id and in a reference, by line and field."""
+        path = write(
+            tmp_path,
+            "leads.csv",
+            "external_id,email,owner\n"
+            "H10\u202e,a@example.com,\n"
+            "L\u200b2,b@example.com,\n"
+            "L3,c@example.com,R\u20661\n"
+            "L4,d@example.com,\n",
+        )
+        report = import_file(engine, settings, "leads", path, clock=clock)
+        why = (
+            "may not contain an invisible formatting character (a right-to-left or other "
+            "direction mark, or a zero-width character) ({0}); it reorders or hides the text "
+            "wherever the id is shown: remove it"
+        )
+        assert [str(p) for p in report.problems] == [
+            f"{path}:2: external_id: " + why.format("\\u202e, character 4"),
+            f"{path}:3: external_id: " + why.format("\\u200b, character 2"),
+            f"{path}:4: owner: " + why.format("\\u2066, character 2"),
+        ]
+        assert rows(engine, "leads", "external_id") == [("L4",)]
+
     SEVERAL = (
         "\ufeffexternal_id,score,employees,signed_up,last_activity_at,name\r\n"
         "L1,10,5,2017-10-20,2017-10-21T10:00:00Z,Ada\r\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -294,6 +295,155 @@ class TestStarterTemplates:
             link = f'<a href="{url.replace("&", "&amp;")}">open this page</a>'
             assert f"To unsubscribe, {link} and press its button.</p>" in rendered.html
             assert "one click" not in rendered.text + rendered.html
+
+
+def _maven_lead(settings: Settings, **fields: Any) -> Any:
+    """A lead as the Maven example mapping imports an account: a company, no name or email."""
+    values = {
+        **vars(sample_lead(settings)),
+        "external_id": "W3",
+        "name": None,
+        "email": None,
+        "company": "Cheers",
+        "score": 65,
+    }
+    return SimpleNamespace(**{**values, **fields})
+
+
+def _timer(due_at: datetime, calendar: str = "default") -> Any:
+    return SimpleNamespace(
+        name="first_touch", started_at=due_at, due_at=due_at, level=0, calendar=calendar
+    )
+
+
+def _rep(timezone: str | None) -> Any:
+    return SimpleNamespace(
+        id=1, external_id="rep-rita", name="Rita Lo", email="rita@example.com", timezone=timezone
+    )
+
+
+class TestStarterTemplatesWithoutAName:
+    """A lead without a name (the Maven mapping's accounts) is named by its company, else its
+    external id, in every shipped template, with no blank where the name would be."""
+
+    DUE = datetime(2026, 12, 2, 18, 0, tzinfo=UTC)
+
+    def render_all(self, lead: Any) -> dict[str, str]:
+        settings = Settings()
+        catalog = TemplateCatalog(REPO_TEMPLATES, settings)
+        rep = _rep("Europe/Berlin")
+        context = email_context(
+            settings,
+            lead=lead,
+            rep=rep,
+            owner=rep,
+            manager=rep,
+            sla=_timer(self.DUE),  # type: ignore[arg-type]
+            rule_id="mql",
+        )
+        parts = {}
+        for name in ("mql_assigned", "lead_reassigned", "sla_reminder", "sla_escalated"):
+            rendered = catalog.render(name, context)
+            parts[name] = rendered.subject
+            parts[f"{name}.txt"] = rendered.text
+            parts[f"{name}.html"] = rendered.html or ""
+        return parts
+
+    def test_the_company_stands_in_for_the_name(self) -> None:
+        parts = self.render_all(_maven_lead(Settings()))
+        assert {k: v for k, v in parts.items() if "." not in k} == {
+            "mql_assigned": "New MQL: Cheers (score 65)",
+            "lead_reassigned": "Reassigned to you: Cheers",
+            "sla_reminder": "Reminder: Cheers is waiting for your follow-up",
+            "sla_escalated": "Escalated: Rita Lo has not followed up on Cheers",
+        }
+        assert "Lead:    Cheers\nEmail:   (none)\n" in parts["mql_assigned.txt"]
+        assert "<strong>Cheers</strong>,\nscore 65." in parts["mql_assigned.html"]
+        assert "<strong>Cheers</strong> (score 65) has been" in parts["lead_reassigned.html"]
+        assert [
+            k
+            for k, v in parts.items()
+            if "  "
+            in v.replace("Lead:    ", "")
+            .replace("Email:   ", "")
+            .replace("Score:   ", "")
+            .replace("Stage:   ", "")
+        ] == []
+
+    def test_the_external_id_when_there_is_no_company_either(self) -> None:
+        parts = self.render_all(_maven_lead(Settings(), company=None))
+        assert parts["mql_assigned"] == "New MQL: W3 (score 65)"
+        assert parts["sla_reminder"] == "Reminder: W3 is waiting for your follow-up"
+        assert "Lead:    W3\n" in parts["mql_assigned.txt"]
+
+    def test_a_named_lead_reads_as_before(self) -> None:
+        parts = self.render_all(_maven_lead(Settings(), name="Ann Lee", email="ann@cheers.example"))
+        assert parts["mql_assigned"] == "New MQL: Ann Lee at Cheers (score 65)"
+        assert (
+            "Lead:    Ann Lee (Cheers)\nEmail:   ann@cheers.example\n"
+            in (parts["mql_assigned.txt"])
+        )
+        parts = self.render_all(_maven_lead(Settings(), email="ann@cheers.example"))
+        assert parts["mql_assigned"] == "New MQL: ann@cheers.example at Cheers (score 65)"
+
+
+class TestDueTimeZone:
+    """The SLA due time is in the rep's timezone ("in your time zone"), else in the zone of
+    the SLA's calendar, and then the email does not claim it is the rep's."""
+
+    DUE = datetime(2026, 12, 2, 18, 0, tzinfo=UTC)
+
+    def settings(self) -> Settings:
+        return Settings.model_validate(
+            {
+                "calendar": {"timezone": "America/New_York"},
+                "calendars": {"apac": {"timezone": "Asia/Tokyo"}},
+            }
+        )
+
+    def render(self, rep_timezone: str | None, calendar: str = "default") -> RenderedEmail:
+        settings = self.settings()
+        rep = _rep(rep_timezone)
+        context = email_context(
+            settings,
+            lead=_maven_lead(settings, name="Ann Lee"),
+            rep=rep,
+            owner=rep,
+            sla=_timer(self.DUE, calendar),  # type: ignore[arg-type]
+            rule_id="mql",
+        )
+        return TemplateCatalog(REPO_TEMPLATES, settings).render("mql_assigned", context)
+
+    def test_a_rep_without_a_timezone_reads_the_calendars(self) -> None:
+        rendered = self.render(None)
+        line = "Please get in touch by Wed 02 Dec 13:00 EST (the first_touch SLA).\n"
+        assert line in rendered.text
+        assert rendered.html is not None
+        assert "by <strong>Wed 02 Dec 13:00 EST</strong> (the first_touch SLA).</p>" in (
+            rendered.html
+        )
+
+    def test_the_named_calendar_of_the_sla(self) -> None:
+        line = "Please get in touch by Thu 03 Dec 03:00 JST (the first_touch SLA).\n"
+        assert line in self.render(None, "apac").text
+
+    def test_a_rep_with_a_timezone_reads_their_own(self) -> None:
+        line = "Please get in touch by Wed 02 Dec 19:00 CET (the first_touch SLA, in your time zone).\n"
+        assert line in self.render("Europe/Berlin").text
+
+    def test_the_filter_falls_back_to_the_default_calendar(self, folder: Path) -> None:
+        write_template(
+            folder, "due", subject="s", text="{{ sla.due_at | localtime(rep.timezone) }}"
+        )
+        settings = self.settings()
+        context = email_context(
+            settings,
+            rep=_rep(None),  # type: ignore[arg-type]
+            sla=_timer(self.DUE),  # type: ignore[arg-type]
+        )
+        assert (
+            TemplateCatalog(folder, settings).render("due", context).text == "Wed 02 Dec 13:00 EST"
+        )
 
 
 class TestOneContextForAllParts:

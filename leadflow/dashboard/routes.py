@@ -404,6 +404,7 @@ class _Pages:
             "lead.html",
             who,
             lead=header,
+            attributes=header.attribute_rows(self.runtime.settings.attributes.leads),
             deals=deals,
             more_deals=more_deals,
             events=events,

@@ -12,7 +12,7 @@ changed by one.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -71,6 +71,14 @@ class LeadHeader:
     owner: str | None
     created_at: datetime
     updated_at: datetime
+    attributes: dict[str, Any]
+
+    def attribute_rows(self, declared: Iterable[str]) -> list[tuple[str, Any]]:
+        """The lead's attributes as the page lists them: the ``declared`` ones in config order
+        (None where the lead has no value), then any others it holds, by name."""
+        names = list(declared)
+        others = sorted(key for key in self.attributes if key not in set(names))
+        return [(key, self.attributes.get(key)) for key in names + others]
 
 
 def lead_header(engine: Engine, external_id: str) -> LeadHeader | None:
@@ -94,6 +102,7 @@ def lead_header(engine: Engine, external_id: str) -> LeadHeader | None:
         row.owner,
         row.created_at,
         row.updated_at,
+        dict(row.attributes or {}),
     )
 
 
@@ -167,13 +176,19 @@ def _scores(
             "score",
             row.id,
             "score_change",
-            f"score {row.old_score} → {row.new_score} ({row.cause}{because})",
+            f"score {_shown(row.old_score)} → {_shown(row.new_score)} ({row.cause}{because})",
             {
-                "fit": f"{row.old_fit} → {row.new_fit}",
-                "engagement": f"{row.old_engagement} → {row.new_engagement}",
+                "fit": f"{_shown(row.old_fit)} → {_shown(row.new_fit)}",
+                "engagement": f"{_shown(row.old_engagement)} → {_shown(row.new_engagement)}",
                 "model_version": row.model_version,
             },
         )
+
+
+def _shown(value: object) -> str:
+    """A part score as the dashboard writes it: ``-`` when there was none (a score the CRM
+    set before any model ran has no fit or engagement), never Python's ``None``."""
+    return "-" if value is None else str(value)
 
 
 def _emails(

@@ -55,7 +55,10 @@ _ATTRIBUTE_SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
-_CONTROL = r"\u0000-\u001f\u007f-\u009f\u2028\u2029"
+_CONTROL = (
+    r"\u0000-\u001f\u007f-\u009f\u2028\u2029"
+    r"\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
+)
 _BLANKS = r"[\s\u001c-\u001f\u0085]"
 """What ``str.strip`` takes off: the white space of JSON Schema's (ECMA 262) patterns, and
 the separators Python also counts as blanks."""
@@ -65,12 +68,14 @@ _NOT_BLANK = r"\S"
 """A required text: blank text is read as an empty cell, which is missing."""
 _EXTERNAL_ID: dict[str, Any] = {
     "type": "string",
-    # Not blank, and one line: no control character (C0, DEL, C1) nor line or paragraph
-    # separator (leadflow.ingest.json_values.identifier_problem) once the blanks around it, which
+    # Not blank, and one line: no control character (C0, DEL, C1), line or paragraph separator
+    # nor invisible format character (a right-to-left override, a zero-width space: see
+    # leadflow.ingest.json_values.identifier_problem) once the blanks around it, which
     # the server strips as Python does, are gone.
     "pattern": rf"^{_BLANKS}*{_ID_CHAR}(?:{_ID_TEXT}*{_ID_CHAR})?{_BLANKS}*$",
     "description": "the record's id in the CRM: one line of text with at least one "
-    "non-space character, without tabs or other control characters",
+    "non-space character, without tabs, other control characters or invisible format "
+    "characters (direction marks and overrides, zero-width characters)",
 }
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),

@@ -46,20 +46,35 @@ def _as_json(value: list[object] | dict[str, object]) -> str:
     return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+CONTROL_CHARACTERS = r"\x00-\x1f\x7f-\x9f\u2028\u2029"
 """Control characters (C0, DEL, C1) and Unicode's line and paragraph separators."""
+FORMAT_CHARACTERS = r"\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
+"""Unicode's invisible format characters (category Cf) that reorder or hide text: the
+bidirectional marks, embeddings, overrides and isolates (U+061C, U+200E-200F, U+202A-202E,
+U+2066-2069), zero-width spaces and joiners (U+200B-200D, U+2060-2064) and the byte-order mark
+(U+FEFF). A right-to-left override in an id reverses the rest of the line it is printed on."""
+_CONTROL = re.compile(f"[{CONTROL_CHARACTERS}]")
+_UNSHOWABLE = re.compile(f"[{CONTROL_CHARACTERS}{FORMAT_CHARACTERS}]")
 
 
 def identifier_problem(text: str) -> str | None:
-    """Why ``text`` cannot be an external id, or None: an id is one line of text, written into
-    CSV exports, log lines and email headers, which a line break or tab would split."""
-    found = _CONTROL.search(text)
+    """Why ``text`` cannot be an external id (or a reference to one), or None: an id is one
+    line of text, written into CSV exports, log lines, terminals and email headers, which a
+    line break or tab would split and a right-to-left override would turn around."""
+    found = _UNSHOWABLE.search(text)
     if found is None:
         return None
-    shown = ascii(found.group())[1:-1]  # \n, \t, \x85, \u2028
+    shown = ascii(found.group())[1:-1]  # \n, \t, \x85, \u2028, \u202e
+    where = f"({shown}, character {found.start() + 1})"
+    if _CONTROL.match(found.group()):
+        return (
+            f"may not contain a line break, tab or other control character {where}; "
+            "write the id on one line"
+        )
     return (
-        "may not contain a line break, tab or other control character "
-        f"({shown}, character {found.start() + 1}); write the id on one line"
+        "may not contain an invisible formatting character (a right-to-left or other "
+        f"direction mark, or a zero-width character) {where}; it reorders or hides the text "
+        "wherever the id is shown: remove it"
     )
 
 

@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from zoneinfo import ZoneInfo
 
-from leadflow.ingest.json_values import json_shown, text_problem
+from leadflow.ingest.json_values import identifier_problem, json_shown, text_problem
 from leadflow.ingest.names import briefly_shown, quoted
 from leadflow.store.email_addresses import address_problem, sending_problem
 
@@ -104,7 +104,12 @@ def parse_reference(raw: object) -> str | None:
     """Another record's id (a deal's ``lead``, an activity's ``deal``, an ``owner``): text, as
     :func:`parse_text` reads it, refusing Excel's scientific notation as an id is refused."""
     text = parse_text(raw)
-    return None if text is None else _id_text(text)
+    if text is None:
+        return None
+    problem = identifier_problem(text)
+    if problem is not None:
+        raise ValueError(problem)
+    return _id_text(text)
 
 
 def _id_text(text: str) -> str | None:

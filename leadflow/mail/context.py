@@ -207,14 +207,20 @@ class TimerLike(Protocol):
     def due_at(self) -> datetime: ...
     @property
     def level(self) -> int: ...
+    @property
+    def calendar(self) -> str: ...
 
 
-def sla_view(sla: TimerLike) -> dict[str, Any]:
+def sla_view(sla: TimerLike, settings: Settings) -> dict[str, Any]:
+    section = settings.calendars.get(sla.calendar, settings.calendar)
     return {
         "name": sla.name,
         "started_at": sla.started_at,
         "due_at": sla.due_at,
         "level": sla.level,
+        # The zone the SLA's business hours are counted in: what a rep without a timezone of
+        # their own reads the due time in (``localtime(rep.timezone or sla.timezone)``).
+        "timezone": section.timezone,
     }
 
 
@@ -241,7 +247,7 @@ def email_context(
         "manager": rep_view(manager) if manager is not None else None,
         "deal": deal_values,
         "rule": {"id": rule_id, "description": rule_description} if rule_id else None,
-        "sla": sla_view(sla) if sla is not None else None,
+        "sla": sla_view(sla, settings) if sla is not None else None,
         "crm_url": main["crm_url"] if main else None,
         "unsubscribe_url": unsubscribe_url(settings, lead.external_id) if lead else None,
     }
@@ -322,6 +328,7 @@ def sample_context(settings: Settings) -> dict[str, Any]:
         owner_id=1,
         started_at=_SAMPLE_TIME,
         due_at=_SAMPLE_TIME + timedelta(hours=4),
+        calendar="default",
         level=1,
     )
     return email_context(

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -85,15 +85,31 @@ def default_when_missing(value: Any, fallback: Any = "", boolean: bool = False) 
 
 
 @lru_cache(maxsize=1024)
-def localtime(value: datetime, timezone: str | None = None, fmt: str = "%a %d %b %H:%M %Z") -> str:
+def localtime(
+    value: datetime,
+    timezone: str | None = None,
+    fmt: str = "%a %d %b %H:%M %Z",
+    *,
+    fallback: str = "UTC",
+) -> str:
     """Jinja filter: ``{{ sla.due_at | localtime(rep.timezone) }}`` -> ``Mon 02 Mar 13:30 CET``.
 
+    Without a (known) ``timezone``, ``fallback``: a catalog passes ``calendar.timezone``, the
+    zone SLAs are counted in, so a rep without a timezone reads the due time in the SLA
+    calendar's zone rather than in UTC.
+
     Remembered: the emails of a batch show the same few due times in the same few zones."""
-    try:
-        zone = ZoneInfo(timezone or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        zone = ZoneInfo("UTC")
+    zone = _zone(timezone) or _zone(fallback) or ZoneInfo("UTC")
     return value.astimezone(zone).strftime(fmt)
+
+
+def _zone(name: str | None) -> ZoneInfo | None:
+    if not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
 
 
 class TemplateCatalog:
@@ -134,7 +150,7 @@ class TemplateCatalog:
             # email looks its template up, and Jinja's default LRU cache takes a lock to do so.
             cache_size=-1 if self._sources is not None else 400,
         )
-        self._env.filters["localtime"] = localtime
+        self._env.filters["localtime"] = partial(localtime, fallback=settings.calendar.timezone)
         self._env.filters["default"] = self._env.filters["d"] = default_when_missing
         self._env.bytecode_cache = CompiledTemplates.for_environment(self._env)
         self._compiled: dict[str, jinja2.Template] = {}
