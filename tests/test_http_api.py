@@ -675,7 +675,7 @@ class TestAsDocumented:
         # Control characters, line and paragraph separators, invisible format characters.
         ids = (
             "\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029"
-            "\\u061c\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff"
+            "\\u061c\\u200b\\u200e\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff"
         )
         assert record["properties"]["external_id"] == {
             "type": "string",

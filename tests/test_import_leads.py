@@ -288,7 +288,11 @@ L8,ken@example.com,1,lead,,8
             "H10\u202e,a@example.com,\n"
             "L\u200b2,b@example.com,\n"
             "L3,c@example.com,R\u20661\n"
-            "L4,d@example.com,\n",
+            "L4,d@example.com,\n"
+            # The zero-width non-joiner and joiner are letters' business (Persian, Indic
+            # scripts, emoji): an id holding one is taken.
+            "L\u200c5,e@example.com,\n"
+            "L6\u200d,f@example.com,\n",
         )
         report = import_file(engine, settings, "leads", path, clock=clock)
         why = (
@@ -301,7 +305,7 @@ L8,ken@example.com,1,lead,,8
             f"{path}:3: external_id: " + why.format("\\u200b, character 2"),
             f"{path}:4: owner: " + why.format("\\u2066, character 2"),
         ]
-        assert rows(engine, "leads", "external_id") == [("L4",)]
+        assert rows(engine, "leads", "external_id") == [("L4",), ("L6\u200d",), ("L\u200c5",)]
 
     SEVERAL = (
         "\ufeffexternal_id,score,employees,signed_up,last_activity_at,name\r\n"

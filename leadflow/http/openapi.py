@@ -57,7 +57,7 @@ _ATTRIBUTE_SCHEMAS: dict[str, dict[str, Any]] = {
 
 _CONTROL = (
     r"\u0000-\u001f\u007f-\u009f\u2028\u2029"
-    r"\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
+    r"\u061c\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
 )
 _BLANKS = r"[\s\u001c-\u001f\u0085]"
 """What ``str.strip`` takes off: the white space of JSON Schema's (ECMA 262) patterns, and

@@ -48,11 +48,13 @@ def _as_json(value: list[object] | dict[str, object]) -> str:
 
 CONTROL_CHARACTERS = r"\x00-\x1f\x7f-\x9f\u2028\u2029"
 """Control characters (C0, DEL, C1) and Unicode's line and paragraph separators."""
-FORMAT_CHARACTERS = r"\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
+FORMAT_CHARACTERS = r"\u061c\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
 """Unicode's invisible format characters (category Cf) that reorder or hide text: the
 bidirectional marks, embeddings, overrides and isolates (U+061C, U+200E-200F, U+202A-202E,
-U+2066-2069), zero-width spaces and joiners (U+200B-200D, U+2060-2064) and the byte-order mark
-(U+FEFF). A right-to-left override in an id reverses the rest of the line it is printed on."""
+U+2066-2069), the zero-width space and invisible operators (U+200B, U+2060-2064) and the
+byte-order mark (U+FEFF). A right-to-left override in an id reverses the rest of the line it is
+printed on. Not the zero-width joiner and non-joiner (U+200C-200D): Persian and Indic names (a
+rep referenced by name) and emoji sequences need them."""
 _CONTROL = re.compile(f"[{CONTROL_CHARACTERS}]")
 _UNSHOWABLE = re.compile(f"[{CONTROL_CHARACTERS}{FORMAT_CHARACTERS}]")
 
