@@ -9,7 +9,9 @@ and per-step error boundary: a failure is logged with the rule id, counted, and 
 runs. Evaluations are serialised by one lock: on SQLite there is one writer anyway, and
 shutdown has exactly one evaluation in flight to wait for. A job runs only while the daemon is
 not stopping and this replica holds the leadership; losing either stops the evaluation in
-flight between two batches.
+flight between two batches. Each evaluation and funnel tick holds its instant as in flight
+(:mod:`leadflow.engine.in_flight`) until its rows are committed, and one that changed
+something calls ``on_written`` then (the daemon renews the Funnel page's figures).
 """
 
 from __future__ import annotations
