@@ -415,13 +415,17 @@ class TestDaemonWarmsTheDefaultPeriod:
         assert daemon.funnel.warm(*week) is False  # stopped: starts nothing
 
 
-async def _snapshot_at(daemon: Daemon, week: tuple[date, date], as_of: Any) -> Any:
+async def _snapshot_at(daemon: Daemon, week: tuple[date, date], at: Any) -> Any:
+    """The instant the week's snapshot computed at ``at`` was computed. Its as-of is ``at``, or
+    the microsecond before when the daemon's start-up tick (stamped ``at``, the clock held)
+    was in flight as it was read (leadflow.engine.in_flight)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if daemon.funnel is not None:
             snapshot = daemon.funnel.kept(*week)
-            if snapshot is not None and snapshot.as_of == as_of:
-                return snapshot.as_of
+            if snapshot is not None and snapshot.started == at:
+                assert snapshot.as_of in (at, at - timedelta(microseconds=1))
+                return snapshot.started
         await asyncio.sleep(0.05)
-    msg = f"no snapshot of {week} as of {as_of} in 60 s"
+    msg = f"no snapshot of {week} computed at {at} in 60 s"
     raise AssertionError(msg)

@@ -970,7 +970,10 @@ class TestPeriodOfTheFunnelPage:
             ("from", "2026-02-24"),
             ("to", "2026-03-02"),
         ]
-        assert "<code>leadflow report --from 2026-02-24 --to 2026-03-02</code> run then" in page
+        assert (
+            "<code>leadflow report --from 2026-02-24 --to 2026-03-02 --now 2026-03-02T09:00:00Z"
+            "</code>\n(definitions: docs/report.md)"
+        ) in page
         assert page.count("2026-03-03") == 1  # in the message alone
         assert snapshots.kept(date(2026, 3, 3), date(2026, 12, 31)) is None
         snapshots.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 
 from fastapi.responses import Response
@@ -28,6 +28,7 @@ def page_templates() -> Environment:
     templates.filters["duration"] = format_duration
     templates.filters["json_text"] = _json_text
     templates.filters["clock_time"] = _clock_time
+    templates.filters["report_now"] = _report_now
     return templates
 
 
@@ -77,6 +78,13 @@ def _clock_time(value: datetime) -> str:
     """``2026-03-02 09:14 UTC``: the day always, as the report says it. "09:14 UTC" alone
     read as today's while ``dashboard serve --now`` held the clock in 2017."""
     return value.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _report_now(value: datetime) -> str:
+    """The instant as ``leadflow report --now`` takes it, to the microsecond when it has
+    them: ``2026-12-02T00:36:51.094733Z``; the page's figures equal that report's."""
+    shown = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{shown}.{value.microsecond:06d}Z" if value.microsecond else f"{shown}Z"
 
 
 def _json_text(value: object) -> str:

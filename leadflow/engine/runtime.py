@@ -19,6 +19,7 @@ from pydantic import SecretStr
 from sqlalchemy import Engine
 
 from leadflow.clock import Clock
+from leadflow.engine.in_flight import InFlight
 from leadflow.mail.templates import TemplateCatalog
 from leadflow.rule_language.loader import load_rule_set
 from leadflow.rule_language.model import RuleSet
@@ -52,6 +53,13 @@ class Runtime:
     again when it changes."""
     said: set[tuple[str, ...]] = field(default_factory=set, compare=False, repr=False)
     """Warnings this process logged already (:meth:`first_time`)."""
+    in_flight: InFlight = field(init=False, compare=False, repr=False)
+    """The instants of this runtime's writes in flight (rule runs, funnel ticks, posted
+    records): a read as of an instant waits for none of them (:mod:`~leadflow.engine.in_flight`).
+    A :func:`~dataclasses.replace` copy has a registry of its own."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "in_flight", InFlight(self.clock))
 
     @classmethod
     def build(

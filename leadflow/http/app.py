@@ -216,22 +216,25 @@ def _record_route(
         _require_json(request.headers.get("content-type"))
         _require_plain(request.headers.get("content-encoding"))
         posted = read_body(await request.body(), schema, partial(too_many, kind), nests)
-        now = runtime.clock.now()
         rule_set = holder.current_or_none()
-        result = await run_in_threadpool(
-            upsert_records,
-            runtime.engine,
-            runtime.settings,
-            kind,
-            posted,
-            now=now,
-            rule_set=rule_set,
-        )
-        log.info("records_upserted", **result.as_json())
-        model = rule_set.active_scoring if rule_set is not None else None
-        if model is not None and kind in ("leads", "activities") and result.keys:
-            # Engagement counts the moment it arrives, not at the next tick.
-            await run_in_threadpool(rescore_posted, runtime.engine, model, kind, result.keys, now)
+        # Stamped with `now`, committed later: in flight till then (the Funnel page's as-of).
+        with runtime.in_flight.writing() as now:
+            result = await run_in_threadpool(
+                upsert_records,
+                runtime.engine,
+                runtime.settings,
+                kind,
+                posted,
+                now=now,
+                rule_set=rule_set,
+            )
+            log.info("records_upserted", **result.as_json())
+            model = rule_set.active_scoring if rule_set is not None else None
+            if model is not None and kind in ("leads", "activities") and result.keys:
+                # Engagement counts the moment it arrives, not at the next tick.
+                await run_in_threadpool(
+                    rescore_posted, runtime.engine, model, kind, result.keys, now
+                )
         return JSONResponse(result.as_json())
 
     post_records.__name__ = f"post_{kind}"

@@ -144,7 +144,11 @@ class Daemon:
             settings = self.runtime.settings.scheduler
             scheduler = build_scheduler(settings, loop)
             evaluator = Evaluator(
-                self.runtime, self.holder, counters=self.counters, leadership=leadership
+                self.runtime,
+                self.holder,
+                counters=self.counters,
+                leadership=leadership,
+                on_written=self._renew_funnel if self.funnel is not None else None,
             )
             jobs = RuleJobs(scheduler, evaluator)
             transport = self._transport or transport_for(
@@ -264,6 +268,16 @@ class Daemon:
             except TimeoutError:
                 pass
         self.funnel.close()
+
+    def _renew_funnel(self) -> None:
+        """A rule run fired or a funnel tick handled something, and committed it: the Funnel
+        page's snapshots are outdated, the default period's is computed again at once (its
+        as-of then includes the run's rows), another period's at its next request."""
+        assert self.funnel is not None
+        self.funnel.outdate()
+        first, last = period_days(None, None, self.runtime.clock.now().date())
+        if self.funnel.warm(first, last):
+            log.info("funnel_report_warming", first=str(first), last=str(last), cause="written")
 
     async def _send(self, transport: Transport) -> None:
         runtime = self.runtime

@@ -9,7 +9,9 @@ and per-step error boundary: a failure is logged with the rule id, counted, and 
 runs. Evaluations are serialised by one lock: on SQLite there is one writer anyway, and
 shutdown has exactly one evaluation in flight to wait for. A job runs only while the daemon is
 not stopping and this replica holds the leadership; losing either stops the evaluation in
-flight between two batches.
+flight between two batches. Each evaluation and funnel tick holds its instant as in flight
+(:mod:`leadflow.engine.in_flight`) until its rows are committed, and one that changed
+something calls ``on_written`` then (the daemon renews the Funnel page's figures).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import asyncio
 import sys
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -65,13 +67,18 @@ class Evaluator:
         counters: DaemonCounters | None = None,
         steps: Sequence[tuple[str, FunnelStep]] | None = None,
         leadership: Leadership | None = None,
+        on_written: Callable[[], None] | None = None,
     ) -> None:
+        """``on_written`` is called (in the event loop) after an evaluation that fired or a
+        funnel tick that handled something has committed it: the daemon renews the Funnel
+        page's figures then."""
         self.runtime = runtime
         self.holder = holder
         self.counters = counters or DaemonCounters()
         self._lock = asyncio.Lock()
         self._stop = threading.Event()
         self.leadership = leadership
+        self._on_written = on_written
         self._halt = _EitherSet(self._stop, leadership.fence if leadership else None)
         self._model_was_absent = False
         """A rule set without an enabled scoring model was in force since the last pass."""
@@ -105,6 +112,14 @@ class Evaluator:
             self._model_was_absent = True  # the next tick tries again
             raise
 
+    def _written(self) -> None:
+        if self._on_written is None:
+            return
+        try:
+            self._on_written()
+        except Exception as exc:  # renewing figures never stops the evaluations
+            log_failure(log, "funnel_renewal_failed", exc)
+
     def _may_evaluate(self) -> bool:
         """Not stopping, and the leader (on PostgreSQL only one replica evaluates)."""
         return not self._halt.is_set()
@@ -136,20 +151,23 @@ class Evaluator:
             if rule is None or not rule.enabled:
                 # A reload removed or disabled it; the job sync drops its job shortly.
                 return None
-            now = self.runtime.clock.now()
-            try:
-                outcome = await asyncio.to_thread(
-                    run_rule, self.runtime, rule_set, rule, now, stop=self._halt
-                )
-            except Exception as exc:  # run_rule's own boundary held; recording the run failed
-                log_failure(
-                    log,
-                    "rule_run_not_recorded",
-                    exc,
-                    rule_id=rule_id,
-                    rule_version=rule_set.version,
-                )
-                outcome = RuleOutcome(rule_id, error=error_text(exc))
+            # The run's instant stays in flight until its rows are committed.
+            with self.runtime.in_flight.writing() as now:
+                try:
+                    outcome = await asyncio.to_thread(
+                        run_rule, self.runtime, rule_set, rule, now, stop=self._halt
+                    )
+                except Exception as exc:  # run_rule's own boundary held; recording failed
+                    log_failure(
+                        log,
+                        "rule_run_not_recorded",
+                        exc,
+                        rule_id=rule_id,
+                        rule_version=rule_set.version,
+                    )
+                    outcome = RuleOutcome(rule_id, error=error_text(exc))
+            if outcome.fired:
+                self._written()
             self.counters.evaluations[rule_id] += 1
             if outcome.error is not None:
                 self.counters.rule_failures[rule_id] += 1
@@ -163,8 +181,10 @@ class Evaluator:
             if not self._may_evaluate():
                 return {}
             rule_set = self.holder.current()
-            now = self.runtime.clock.now()
-            handled = await asyncio.to_thread(self._run_steps, rule_set, now)
+            with self.runtime.in_flight.writing() as now:
+                handled = await asyncio.to_thread(self._run_steps, rule_set, now)
+            if any(handled.values()):
+                self._written()
             self.counters.funnel_ticks += 1
             if len(handled) == len(self._steps):  # every step ran without error
                 metrics.record_tick()
