@@ -237,6 +237,39 @@ class TestActivityTypes:
         ]
         assert lines[-1].startswith("0 rules, 0 streams, a scoring model OK, version ")
 
+    def test_a_value_repeated_in_a_list_is_a_warning_line(
+        self, project: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """``in: [mql, mql]`` passes with a warning line at the repeat, exit 0."""
+        (project / "my-rules" / "mql.yaml").write_text(
+            "rules:\n  - id: a\n    when: {field: stage, in: [mql, mql]}\n"
+            "    actions: [set_stage: sql]\n",
+            encoding="utf-8",
+        )
+        code, lines, err = check(capsys)
+        assert (code, err) == (0, "")
+        assert lines[:-1] == [
+            "my-rules/mql.yaml:3:36: warning: rule a: in: 'mql' is listed more than once "
+            "(a repeat changes nothing; was another value meant?)"
+        ]
+        assert lines[-1].startswith("1 rule, 0 streams OK, version ")
+
+    def test_a_number_for_a_text_field_is_a_problem(
+        self, project: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        (project / "my-rules" / "x.yaml").write_text(
+            "rules:\n  - id: a\n    every: 5m\n    when: {field: email, equals: 5}\n"
+            "    actions: [{set_stage: nurture}]\n",
+            encoding="utf-8",
+        )
+        code, lines, err = check(capsys)
+        assert (code, err) == (1, "")
+        assert lines == [
+            "my-rules/x.yaml:4:34: rule a: email is text: expected a text value, found 5 (a "
+            'number; quote it: "5")',
+            "1 problem",
+        ]
+
     def test_the_types_leadflow_tracks_are_known(self) -> None:
         from leadflow.mail.tracking_hits import ACTIVITY_TYPES
         from leadflow.rule_language.scoring_model import KNOWN_ACTIVITY_TYPES

@@ -304,6 +304,41 @@ class TestBadInput:
         }
         assert lead_rows(engine) == []
 
+    def test_a_number_only_as_an_export_writes_it(self, api: Api, engine: Engine) -> None:
+        """Text for a number is read with the digits 0-9 only: ``"1_000"``, ``"1e3"`` and an
+        Arabic-Indic ``"٣"`` landed as 1000, 1000 and 3; each is a 422 at its field. The
+        thousands form a CRM writes (``"1,000"``) is read."""
+        body = [
+            {"external_id": "N1", "score": "1_000"},
+            {"external_id": "N2", "score": "1e3"},
+            {"external_id": "N3", "score": "\u0663"},
+        ]
+        response = api.post("/v1/leads", body)
+        assert response.status_code == 422
+        assert response.json()["detail"] == [
+            {
+                "loc": ["body", 0, "score"],
+                "msg": "expected a whole number, got '1_000' (a _ is no thousands separator: "
+                "write 1000)",
+                "type": "value_error",
+            },
+            {
+                "loc": ["body", 1, "score"],
+                "msg": "expected a whole number, got '1e3' (an exponent is not read: write "
+                "the number out in digits)",
+                "type": "value_error",
+            },
+            {
+                "loc": ["body", 2, "score"],
+                "msg": "expected a whole number, got '\u0663' (only the digits 0-9 are read)",
+                "type": "value_error",
+            },
+        ]
+        assert lead_rows(engine) == []
+        response = api.post("/v1/leads", [{"external_id": "N4", "score": "1,000"}])
+        assert response.status_code == 200, response.text
+        assert [row[:3] for row in lead_rows(engine)] == [("N4", None, 1000)]
+
     def test_unknown_fields_are_422_at_each_record_holding_them_with_the_others_errors(
         self, api: Api, engine: Engine
     ) -> None:

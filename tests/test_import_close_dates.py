@@ -171,7 +171,7 @@ def test_an_amount_above_the_maximum_is_rejected(
         tmp_path,
         "deals.csv",
         "external_id,stage,closed_at,close_value\n"
-        "D1,Won,2026-02-01,1e308\n"
+        f"D1,Won,2026-02-01,{10**308}\n"  # 1e308 written out: text takes no exponent
         "D2,Won,2026-02-01,1000000000000000\n"
         "D3,Lost,2026-02-01,1000000000000001\n",
     )

@@ -448,3 +448,63 @@ L8,ken@example.com,1,lead,,8
             ("done", 3, 0),
             ("rolled back", 0, 1),
         ]
+
+
+class TestNumberSpellings:
+    """Text is read as a number only as a CRM or a spreadsheet writes one: digits 0-9, a sign,
+    a decimal part, thousands separators. Python's own spellings (``1_000``, ``1e3``, an
+    Arabic-Indic ``٣``) landed as 1000, 1000 and 3; each is now a rejected row naming line,
+    field and value. A JSON number (``1000.0``) is a number already and lands."""
+
+    CSV = (
+        "external_id,score,employees\n"
+        "C1,1_000,5\n"
+        "C2,\u0663,5\n"
+        "C3,1e3,5\n"
+        "C4,5,2_5\n"
+        'C5,"1,000",007\n'
+        "C6,-7, +12 \n"
+    )
+    JSONL = (
+        '{"external_id": "J1", "score": "1e3"}\n'
+        '{"external_id": "J2", "score": 1000.0, "employees": "1000"}\n'
+        '{"external_id": "J3", "score": "\u0663"}\n'
+        '{"external_id": "J4", "score": "42", "employees": "1E3"}\n'
+    )
+
+    def test_csv_cells(
+        self, engine: Engine, settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        path = write(tmp_path, "leads.csv", self.CSV)
+        report = import_file(engine, settings, "leads", path, clock=clock)
+        assert [str(p) for p in report.problems] == [
+            f"{path}:2: score: expected a whole number, got '1_000' (a _ is no thousands "
+            "separator: write 1000)",
+            f"{path}:3: score: expected a whole number, got '\u0663' (only the digits 0-9 are "
+            "read)",
+            f"{path}:4: score: expected a whole number, got '1e3' (an exponent is not read: "
+            "write the number out in digits)",
+            f"{path}:5: attributes.employees: expected a whole number, got '2_5' (a _ is no "
+            "thousands separator: write 25)",
+        ]
+        assert rows(engine, "leads", "external_id", "score", "attributes") == [
+            ("C5", 1000, {"employees": 7}),
+            ("C6", -7, {"employees": 12}),
+        ]
+
+    def test_jsonl_text_and_numbers(
+        self, engine: Engine, settings: Any, tmp_path: Path, clock: SettableClock
+    ) -> None:
+        path = write(tmp_path, "leads.jsonl", self.JSONL)
+        report = import_file(engine, settings, "leads", path, clock=clock)
+        assert [str(p) for p in report.problems] == [
+            f"{path}:1: score: expected a whole number, got '1e3' (an exponent is not read: "
+            "write the number out in digits)",
+            f"{path}:3: score: expected a whole number, got '\u0663' (only the digits 0-9 are "
+            "read)",
+            f"{path}:4: attributes.employees: expected a whole number, got '1E3' (an exponent "
+            "is not read: write the number out in digits)",
+        ]
+        assert rows(engine, "leads", "external_id", "score", "attributes") == [
+            ("J2", 1000, {"employees": 1000}),
+        ]

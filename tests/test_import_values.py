@@ -172,6 +172,53 @@ class TestBooleansAndNumbers:
         with pytest.raises(ValueError, match=r"^expected a number, got 'many'$"):
             number_cells.parse_number("many")
 
+    @pytest.mark.parametrize(
+        ("raw", "note"),
+        [
+            ("1_000", " (a _ is no thousands separator: write 1000)"),
+            ("-1_000.5", " (a _ is no thousands separator: write -1000.5)"),
+            ("\u0663", " (only the digits 0-9 are read)"),
+            ("\u0661,\u0662\u0663\u0664", " (only the digits 0-9 are read)"),
+            ("\uff15", " (only the digits 0-9 are read)"),
+            ("1e3", " (an exponent is not read: write the number out in digits)"),
+            ("-1.5E-3", " (an exponent is not read: write the number out in digits)"),
+            ("1.01235E+11", " (an exponent is not read: write the number out in digits)"),
+            ("0x10", ""),
+            ("1__0e", ""),
+        ],
+    )
+    def test_only_the_spellings_an_export_writes(self, raw: str, note: str) -> None:
+        """Python's int() and float() read ``1_000``, ``1e3`` and any script's digits; a cell
+        is read only with the digits 0-9, whatever the decimal separator, with a note on why."""
+        for parse in (number_cells.parse_number, *map(number_cells.number_parser, ".,")):
+            with pytest.raises(ValueError, match="expected a number") as refused:
+                parse(raw)
+            assert str(refused.value) == f"expected a number, got {raw!r}{note}"
+        for parse in (number_cells.parse_integer, *map(number_cells.integer_parser, ".,")):
+            with pytest.raises(ValueError, match="expected a whole number") as refused:
+                parse(raw)
+            assert str(refused.value) == f"expected a whole number, got {raw!r}{note}"
+
+    def test_json_numbers_and_plain_text_still_read(self) -> None:
+        """A JSON number with an exponent or a .0 is a number already; plain text forms read."""
+        assert number_cells.parse_integer(1000.0) == 1000
+        assert number_cells.integer_parser(".")(1e3) == 1000
+        assert number_cells.number_parser(".")(1.5e-3) == 0.0015
+        assert [number_cells.parse_number(raw) for raw in ("+5", "-.5", "5.", " 42 ")] == [
+            5.0,
+            -0.5,
+            5.0,
+            42.0,
+        ]
+        assert [number_cells.integer_parser(".")(raw) for raw in ("+5", "-7", "007", "1,000")] == [
+            5,
+            -7,
+            7,
+            1000,
+        ]
+        with pytest.raises(ValueError, match=r"^expected a finite number, got '-inf'$"):
+            number_cells.number_parser(".")("-inf")
+
     def test_lists_and_timezones(self) -> None:
         """Pools are ; or , separated; timezones must be IANA names."""
         assert values.text_list("Central; East") == ["Central", "East"]

@@ -580,6 +580,80 @@ class TestConditions:
             "rules/r.yaml:3:49: rule a: equals: expected a number, found '09:00'"
         ]
 
+    def test_a_number_for_a_text_field_is_refused_as_written(self, rules: Path) -> None:
+        """A number for a text field (an email, a name, a stage, a declared string attribute)
+        is refused like null, named as written with the quoted spelling to use instead."""
+        text = (
+            "rules:\n  - id: a\n    when:\n      all:\n"
+            "        - {field: email, equals: 5}\n"
+            "        - {field: name, in: [Ann, 7]}\n"
+            "        - {field: attributes.country, not_equals: 1e3}\n"
+            "        - {field: stage, equals: 3}\n"
+            "        - {field: external_id, starts_with: -2.5}\n"
+            "    actions: [set_stage: mql]\n"
+        )
+        assert problems(rules, **{"r.yaml": text}) == [
+            "rules/r.yaml:5:34: rule a: email is text: expected a text value,"
+            ' found 5 (a number; quote it: "5")',
+            "rules/r.yaml:6:35: rule a: name is text: expected a text value,"
+            ' found 7 (a number; quote it: "7")',
+            "rules/r.yaml:7:51: rule a: attributes.country is text: expected a text value,"
+            ' found 1e3 (a number; quote it: "1e3")',
+            "rules/r.yaml:8:34: rule a: stage is text: expected a text value,"
+            ' found 3 (a number; quote it: "3")',
+            "rules/r.yaml:9:45: rule a: external_id is text: expected a text value,"
+            ' found -2.5 (a number; quote it: "-2.5")',
+        ]
+
+    def test_a_quoted_number_for_a_text_field_is_text(self, rules: Path) -> None:
+        rule_set = loaded(
+            rules,
+            "rules:\n  - id: a\n    when: {field: external_id, in: ['5', \"007\"]}\n"
+            "    actions: [set_stage: mql]\n",
+        )
+        condition = rule_set.rules[0].condition
+        assert isinstance(condition, Comparison)
+        assert condition.operand == ("5", "007")
+        assert rule_set.warnings == ()
+
+    def test_an_activity_property_takes_a_number_as_text(self, rules: Path) -> None:
+        """An activity's properties have no declared type: a page number compares as text."""
+        rule_set = loaded(
+            rules,
+            "scoring:\n  engagement:\n    - id: p\n      activity: page_view\n"
+            "      when: {field: properties.page, equals: 5}\n      points: 1\n",
+        )
+        assert rule_set.scoring is not None
+        (criterion,) = rule_set.scoring.engagement
+        assert isinstance(criterion.condition, Comparison)
+        assert criterion.condition.operand == "5"
+
+    def test_a_value_repeated_in_a_list_is_a_warning(self, rules: Path) -> None:
+        """``in: [mql, mql]`` loads (the set ran before), with one warning per repeated value
+        at its first repeat; scoring conditions warn the same way."""
+        rule_set = loaded(
+            rules,
+            "rules:\n  - id: a\n    when: {field: stage, in: [mql, sql, mql, mql, sql]}\n"
+            "    actions: [set_stage: mql]\n"
+            "  - id: b\n    when: {field: score, not_in: [10, 010, 20]}\n"
+            "    actions: [set_stage: mql]\n"
+            "scoring:\n  fit:\n    - id: c\n"
+            "      when: {field: attributes.country, in: [SE, SE]}\n      points: 1\n",
+        )
+        condition = rule_set.rules[0].condition
+        assert isinstance(condition, Comparison)
+        assert condition.operand == ("mql", "sql")
+        assert [str(warning) for warning in rule_set.warnings] == [
+            "rules/r.yaml:3:41: rule a: in: 'mql' is listed more than once (a repeat changes"
+            " nothing; was another value meant?)",
+            "rules/r.yaml:3:51: rule a: in: 'sql' is listed more than once (a repeat changes"
+            " nothing; was another value meant?)",
+            "rules/r.yaml:6:39: rule b: not_in: 10 is listed more than once (a repeat changes"
+            " nothing; was another value meant?)",
+            "rules/r.yaml:11:50: scoring: criterion c: in: 'SE' is listed more than once"
+            " (a repeat changes nothing; was another value meant?)",
+        ]
+
     def test_idle_beyond_average_cycle_is_for_deals(self, rules: Path) -> None:
         text = (
             "rules:\n  - id: a\n    when: {idle_beyond_average_cycle: {}}\n    actions: [set_stage: mql]\n"

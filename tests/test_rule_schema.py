@@ -97,6 +97,8 @@ INVALID = {
     + "    when: {field: score, older_than: 2d}\n    actions: [set_stage: mql]\n",
     "two operators": HEAD
     + "    when: {field: score, at_least: 1, at_most: 5}\n    actions: [set_stage: mql]\n",
+    "a number for a text field": HEAD
+    + "    when: {field: email, equals: 5}\n    actions: [set_stage: mql]\n",
     "unknown stage": HEAD
     + "    when: {field: stage, equals: mqll}\n    actions: [set_stage: mql]\n",
     "missing actions": HEAD + "    when: {field: score, at_least: 1}\n",

@@ -55,6 +55,8 @@ def check_rules(
         count = len(problems)
         typer.echo(f"{count} problem{'' if count == 1 else 's'}")
         raise typer.Exit(1)
+    for warning in rule_set.warnings:
+        typer.echo(f"{warning.file}:{warning.line}:{warning.column}: warning: {warning.message}")
     _warn_of_misspelt_activity_types(rule_set)
     placeholder = placeholder_unsubscribe_warning(settings, rule_set.sends_marketing)
     if placeholder is not None:

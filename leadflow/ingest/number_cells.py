@@ -1,6 +1,12 @@
 """Reading a number cell: plain (``251.41``), whole, or a CRM's formatted amount (``$1,234.50``,
 ``1.234,50 EUR``) with the mapping's decimal separator; and the range a whole number may take.
 
+Text is read as a CRM or a spreadsheet writes a number: the digits 0-9, a sign, a decimal part
+and the thousands forms above. Python's ``int()`` and ``float()`` read more (``1_000``, an
+exponent ``1e3``, ``nan``, any script's digits such as ``٣``), which no export writes: such a
+cell is more likely a slip than a number, and is refused. A JSON number (``1000.0``) is a
+number already and read as it is.
+
 Each parser follows :mod:`leadflow.ingest.values`: the typed value, None for an empty cell, or a
 :class:`ValueError` whose message is the reason shown to the user.
 """
@@ -14,13 +20,17 @@ from leadflow.ingest.json_values import json_shown
 from leadflow.ingest.names import briefly_shown
 from leadflow.ingest.values import Parser, cell_text
 
+_PLAIN = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+"""A plain number as text: ``42``, ``-3.5``, ``+.5``, ``5.``; nothing but ASCII digits."""
+_NON_FINITE = frozenset({"nan", "inf", "infinity"})
+
 INTEGER_RANGE = (-(2**63), 2**63 - 1)
 """What an integer attribute may hold: rules compare it as a 64-bit integer (bigint)."""
 
 
 def parse_integer(raw: object) -> int | None:
-    """``42``, ``42.0`` or ``1_000``; not ``4.5``."""
-    if raw.__class__ is str:
+    """``42`` or ``42.0``; not ``4.5``, nor ``1_000`` or ``1e3`` written as text."""
+    if raw.__class__ is str and _reads_as_int(raw):
         try:
             return int(raw)
         except ValueError:
@@ -37,8 +47,7 @@ def parse_integer(raw: object) -> int | None:
     if number is None:
         return None
     if not number.is_integer():
-        msg = f"expected a whole number, got {briefly_shown(raw)}"
-        raise ValueError(msg)
+        raise ValueError(not_a_number("a whole number", raw))
     return int(number)
 
 
@@ -56,11 +65,10 @@ def parse_number(raw: object) -> float | None:
         text = cell_text(raw)
         if text is None:
             return None
-        try:
-            value = float(text)
-        except ValueError:
-            msg = f"expected a number, got {briefly_shown(raw)}"
-            raise ValueError(msg) from None
+        if _PLAIN.fullmatch(text) is None:
+            what = "a finite number" if text.lstrip("+-").lower() in _NON_FINITE else "a number"
+            raise ValueError(not_a_number(what, raw))
+        value = float(text)
     if not math.isfinite(value):
         msg = f"expected a finite number, got {briefly_shown(raw)}"
         raise ValueError(msg)
@@ -91,6 +99,8 @@ def number_parser(decimal_separator: str) -> Parser:
     def parse(raw: object) -> float | None:
         if not isinstance(raw, str) or (decimal_separator == "." and _is_plain(raw)):
             return parse_number(raw)
+        if not _is_formatted(raw):
+            return parse_number(raw)  # refused there, with what is wrong with it
         text = raw.strip()
         if not text:
             return None
@@ -102,7 +112,7 @@ def number_parser(decimal_separator: str) -> Parser:
             sign = "-" if negative else formatted["sign"]
             digits = "" if digits[:1] in "-+" else sign + digits
         if formatted is None or grouped.fullmatch(digits) is None:
-            msg = f"expected a number, got {briefly_shown(raw)}"
+            msg = not_a_number("a number", raw)
             if _GROUPED[other].fullmatch(digits):
                 msg += (
                     f"; the file writes {other!r} as its decimal separator: set "
@@ -123,10 +133,11 @@ def integer_parser(decimal_separator: str) -> Parser:
     def parse(raw: object) -> int | None:
         if not isinstance(raw, str):
             return parse_integer(raw)
-        try:
-            return int(raw)
-        except ValueError:
-            pass  # empty, 42.0, or formatted: read as a number, then held to a whole one
+        if _reads_as_int(raw):
+            try:
+                return int(raw)
+            except ValueError:
+                pass  # empty, 42.0, or formatted: read as a number, then held to a whole one
         try:
             value = number(raw)
         except ValueError:
@@ -134,14 +145,47 @@ def integer_parser(decimal_separator: str) -> Parser:
         if value is None:
             return None
         if not isinstance(value, float) or not value.is_integer():
-            msg = f"expected a whole number, got {briefly_shown(raw)}"
-            raise ValueError(msg)
+            raise ValueError(not_a_number("a whole number", raw))
         return int(value)
 
     return parse
 
 
 def _is_plain(text: str) -> bool:
+    return _PLAIN.fullmatch(text.strip()) is not None
+
+
+def _reads_as_int(text: str) -> bool:
+    """Whether ``int()`` may read ``text`` as it is: it takes ``1_000`` and ``٣`` too."""
+    return text.isascii() and "_" not in text
+
+
+def _is_formatted(text: str) -> bool:
+    """Whether ``text`` could be a formatted amount: ASCII digits, no exponent, no ``nan``."""
+    if text.strip().lstrip("+-").lower() in _NON_FINITE:
+        return False
+    digits = [char for char in text if char.isdigit()]
+    return all(char in "0123456789" for char in digits) and not _EXPONENT.search(text)
+
+
+_EXPONENT = re.compile(r"[0-9.][eE][-+]?[0-9]")
+"""``1e3``, ``1.5E-3``: an exponent, which no CRM writes for a score or an amount."""
+
+
+def not_a_number(what: str, raw: object) -> str:
+    """``expected a number, got '1_000'``, with what in the text no export writes."""
+    msg = f"expected {what}, got {briefly_shown(raw)}"
+    text = raw.strip() if isinstance(raw, str) else ""
+    if any(char.isdigit() and char not in "0123456789" for char in text):
+        return f"{msg} (only the digits 0-9 are read)"
+    if "_" in text and _PLAIN.fullmatch(text.replace("_", "")):
+        return f"{msg} (a _ is no thousands separator: write {text.replace('_', '')})"
+    if _EXPONENT.search(text) and _is_float(text):
+        return f"{msg} (an exponent is not read: write the number out in digits)"
+    return msg
+
+
+def _is_float(text: str) -> bool:
     try:
         float(text)
     except ValueError:

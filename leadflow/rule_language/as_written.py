@@ -29,6 +29,8 @@ def as_written(
         if wanted == "boolean":
             return f"{spelling} (text: rule files read only true and false as booleans)"
         return repr(value)
+    if wanted == "text" and isinstance(value, int | float):  # YAML reads 5 or 1e3 as a number
+        return f'{spelling} (a number; quote it: "{spelling}")'
     return spelling  # a number or date as written: .inf, 1e3, 2026-01-31
 
 

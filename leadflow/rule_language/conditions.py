@@ -20,7 +20,7 @@ from leadflow.durations import LONGEST_DURATION
 from leadflow.errors import DurationError, Problem
 from leadflow.rule_language.actions import parse_rule_duration
 from leadflow.rule_language.as_written import Wanted, as_written
-from leadflow.rule_language.fields import FieldCatalog, FieldSpec, ValueType
+from leadflow.rule_language.fields import PROPERTY_PREFIX, FieldCatalog, FieldSpec, ValueType
 from leadflow.rule_language.operators import (
     OPERATORS,
     Operand,
@@ -98,10 +98,16 @@ class ConditionParser:
         self.catalog = catalog
         self.stages = stages
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
+        """What ``check`` prints but does not refuse: a value repeated in an ``in:`` list."""
 
     def problem(self, path: Path, message: str, *, key: bool = False) -> None:
         mark = self.document.mark(path, key=key)
         self.problems.append(Problem(self.document.file, mark.line, mark.column, message))
+
+    def warning(self, path: Path, message: str) -> None:
+        mark = self.document.mark(path)
+        self.warnings.append(Problem(self.document.file, mark.line, mark.column, message))
 
     def found(self, path: Path, value: Any, wanted: Wanted = "other") -> str:
         """``value`` as the file wrote it (``~``, not ``None``), for ``found ...``."""
@@ -190,16 +196,37 @@ class ConditionParser:
             ]
             if any(item is _INVALID for item in converted):
                 return _INVALID
+            self._warn_of_repeats(entry, converted, path)
             return tuple(dict.fromkeys(converted))
         if entry.operand is Operand.DURATION:
             offset = self._duration(value, path)
             return _INVALID if offset is None else offset
         return self._value(spec, value, path)
 
+    def _warn_of_repeats(self, entry: Operator, values: list[Any], path: Path) -> None:
+        """A value listed twice changes nothing, but may stand where another was meant
+        (``in: [mql, mql]`` for ``[mql, sql]``): a warning at the repeat, not a refusal,
+        so a rule set that ran before still loads."""
+        seen: set[Any] = set()
+        warned: set[Any] = set()
+        for index, value in enumerate(values):
+            if value in seen and value not in warned:
+                warned.add(value)
+                self.warning(
+                    (*path, index),
+                    f"{entry.name}: {value!r} is listed more than once (a repeat changes "
+                    "nothing; was another value meant?)",
+                )
+            seen.add(value)
+
     def _value(self, spec: FieldSpec, value: Any, path: Path) -> Any:
         kind = spec.type
         if kind in (ValueType.STRING, ValueType.STAGE):
-            if isinstance(value, bool) or not isinstance(value, str | int | float):
+            # A number for a text field is refused like null is: ``email equals 5`` is more
+            # likely a slip than the text "5". An activity's properties carry no declared
+            # type (a CRM sends a page number or a text alike), so a number there stays text.
+            loose = spec.name.startswith(PROPERTY_PREFIX) and isinstance(value, int | float)
+            if isinstance(value, bool) or not (isinstance(value, str) or loose):
                 found = self.found(path, value, "text")
                 self.problem(path, f"{spec.name} is text: expected a text value, found {found}")
                 return _INVALID

@@ -174,7 +174,7 @@ def _condition(subject: Subject, settings: Settings) -> Schema:
     if subject is Subject.DEAL:
         branches.append(_one_key("idle_beyond_average_cycle", _idle(catalog.fields), _IDLE_HELP))
     if subject is Subject.ACTIVITY:
-        properties = _comparison(ValueType.STRING, [], catalog.fields, settings)
+        properties = _comparison(ValueType.STRING, [], catalog.fields, settings, loose=True)
         properties["properties"]["field"] = {
             "type": "string",
             "pattern": r"^properties\.[A-Za-z_][A-Za-z0-9_]{0,62}$",
@@ -269,8 +269,11 @@ def _one_key(key: str, value: Schema, description: str) -> Schema:
     }
 
 
-def _comparison(kind: ValueType, names: list[str], fields: Any, settings: Settings) -> Schema:
-    value = _value(kind, settings)
+def _comparison(
+    kind: ValueType, names: list[str], fields: Any, settings: Settings, *, loose: bool = False
+) -> Schema:
+    """``loose``: an activity's property, which has no declared type, takes a number as text."""
+    value = {"type": ["string", "number"]} if loose else _value(kind, settings)
     operators = {
         entry.name: {**_operand(entry.operand, value), "description": entry.help}
         for entry in operators_for(kind)
@@ -304,7 +307,7 @@ def _value(kind: ValueType, settings: Settings) -> Schema:
     if kind is ValueType.STAGE:
         return {"enum": list(settings.stages.all())}
     if kind is ValueType.STRING:
-        return {"type": ["string", "number"]}
+        return {"type": "string"}
     if kind is ValueType.INTEGER:
         return {"type": "integer"}
     if kind in (ValueType.NUMBER, ValueType.DAYS):

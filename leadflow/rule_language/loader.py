@@ -137,6 +137,7 @@ def check_rule_set(
         scoring=builder.scoring,
         version=version,
         files=tuple(_label(path) for path in files),
+        warnings=tuple(builder.warnings),  # in file order, as they were read
     )
     return rule_set, []
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from leadflow.errors import Problem
 from leadflow.rule_language.actions import (
     Action,
     Duration,
@@ -169,6 +170,9 @@ class RuleSet:
     scoring: Any = None
     """The :class:`~leadflow.rule_language.scoring_model.ScoringModel` when a file defines
     ``scoring:``; then leadflow owns each lead's score. None: scores come from the CRM."""
+    warnings: tuple[Problem, ...] = field(default=(), compare=False)
+    """What ``leadflow check`` prints as a warning without refusing the set (a value repeated
+    in an ``in:`` list): the daemon runs the set as it is."""
     templates: Any = field(default=None, compare=False)
     """The email templates as they were when this set was validated (a frozen catalog): the
     engine renders from these, so templates change only together with a good rule set."""

@@ -80,6 +80,8 @@ class RuleSetBuilder:
         self.check_template = check_template
         self.check_context = check_context
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
+        """Printed by ``check``, refusing nothing (see :attr:`RuleSet.warnings`)."""
         self.rules: list[Rule] = []
         self.streams: dict[str, NurtureStream] = {}
         self.scoring: ScoringModel | None = None
@@ -277,6 +279,7 @@ class _FileReader:
             reader = ScoringReader(self.document, self.settings)
             model = reader.read(data["scoring"], ("scoring",))
             self.builder.problems += reader.problems
+            self.builder.warnings += reader.warnings
             if model is not None:
                 self.builder.add_scoring(model, self.document, ("scoring",))
 
@@ -338,6 +341,9 @@ class _FileReader:
         for found in parser.problems:
             message = f"{owner}: {found.message}"
             self.builder.problems.append(Problem(found.file, found.line, found.column, message))
+        for found in parser.warnings:
+            message = f"{owner}: {found.message}"
+            self.builder.warnings.append(Problem(found.file, found.line, found.column, message))
         return condition
 
     def _actions(

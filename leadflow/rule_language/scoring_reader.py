@@ -41,6 +41,7 @@ class ScoringReader:
         self.document = document
         self.settings = settings
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
 
     def located(self, path: NodePath) -> Located:
         mark = self.document.mark(path)
@@ -172,6 +173,10 @@ class ScoringReader:
         condition = parser.parse(raw["when"], (*path, "when"))
         for found in parser.problems:
             self.problems.append(
+                Problem(found.file, found.line, found.column, f"{owner}{found.message}")
+            )
+        for found in parser.warnings:
+            self.warnings.append(
                 Problem(found.file, found.line, found.column, f"{owner}{found.message}")
             )
         return condition
