@@ -146,7 +146,7 @@ def _score_imported(engine: Engine, settings: Settings, kind: ImportKind, file: 
     if model is None or not model.enabled:
         return
     try:
-        changed = score_due_leads(engine, model, SystemClock().now())
+        changed = score_due_leads(engine, model, SystemClock().now(), logged=False)
     except ScoringFailedError as exc:  # the rows are in; the next pass tries the scores again
         print(f"{kind} {file}: not scored: {exc}", file=sys.stderr)
         return

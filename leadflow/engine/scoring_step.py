@@ -64,7 +64,12 @@ def run_due_scoring(
 
 
 def score_due_leads(
-    engine: Engine, model: ScoringModel, now: datetime, *, stop: StopSignal | None = None
+    engine: Engine,
+    model: ScoringModel,
+    now: datetime,
+    *,
+    stop: StopSignal | None = None,
+    logged: bool = True,
 ) -> int:
     """Score the leads a pass at ``now`` would change, before anything reads their scores;
     how many changed.
@@ -75,7 +80,8 @@ def score_due_leads(
     would, and not recorded as a pass (the cadence of ``scheduler.scoring_every`` and what
     the next pass compares with stay as they were). With no pass of this model yet (the
     first start, a changed model), or more leads due than a list is worth, it is a recorded
-    pass of every lead, as the next funnel tick would have run."""
+    pass of every lead, as the next funnel tick would have run. ``logged``: a
+    ``leads_rescored`` line when scores changed (a command that prints the count says no)."""
     if stop is not None and stop.is_set():
         return 0
     with engine.connect() as connection:
@@ -85,7 +91,7 @@ def score_due_leads(
     if not first and not due:
         return 0
     outcome = rescore(engine, model, now, lead_ids=due if 0 < len(due) <= MOST_DUE else None)
-    if outcome.changed:
+    if outcome.changed and logged:
         log.info(
             "leads_rescored",
             changed=outcome.changed,
