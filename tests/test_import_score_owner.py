@@ -153,7 +153,10 @@ def test_the_command_says_it_once_before_the_summary(
     path = write(tmp_path, "o.csv", "external_id,score\nT00043,95\nT00044,96\n")
     assert main(["-c", str(config), "import", "leads", str(path)]) == 0
     out, err = capsys.readouterr()
-    assert out == f"leads {path}: inserted 2, updated 0, unchanged 0, rejected 0\n"
+    assert out == (
+        f"leads {path}: inserted 2, updated 0, unchanged 0, rejected 0\n"
+        f"leads {path}: scored by the model, 2 score(s) changed\n"
+    )
     assert err.count("\n") == 1
     assert err.startswith(f"{path}:1: column 'score' ignored: the scoring model ({rules}/")
 

@@ -131,6 +131,11 @@ def changes(engine: Engine) -> list[tuple[Any, ...]]:
         return [tuple(row) for row in connection.execute(query)]
 
 
+def last_pass_at(engine: Engine) -> Any:
+    with engine.connect() as connection:
+        return connection.execute(select(SCORING_RUNS.c.last_run_at)).scalar()
+
+
 def tick(runtime: Runtime, now: datetime) -> None:
     run_tick(runtime, runtime.load_rules(), now)
 
@@ -754,11 +759,14 @@ class TestStatus:
         assert isinstance(clock, SettableClock)
         asyncio.run(evaluator.funnel_tick())
         activity(engine, "A1", 1, "page_view", T0 + timedelta(minutes=5))
-        clock.set(T0 + timedelta(minutes=14))  # within scoring_every (15m): no pass
-        assert asyncio.run(evaluator.funnel_tick())["scoring"] == 0
-        clock.set(T0 + timedelta(minutes=15))
+        clock.set(T0 + timedelta(minutes=14))  # within scoring_every (15m): no pass, but
+        # the lead the activity marked due is scored before the SLA and nurture steps
         assert asyncio.run(evaluator.funnel_tick())["scoring"] == 1
         assert changes(engine)[-1] == (1, 20, 30, "activity", None)
+        assert last_pass_at(engine) == T0  # not a pass: the cadence is the last pass's
+        clock.set(T0 + timedelta(minutes=15))
+        assert asyncio.run(evaluator.funnel_tick())["scoring"] == 0
+        assert last_pass_at(engine) == T0 + timedelta(minutes=15)
 
     def test_a_model_back_after_a_folder_without_one_rescores_what_was_posted_meanwhile(
         self, runtime: Runtime, engine: Engine

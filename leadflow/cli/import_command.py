@@ -22,6 +22,8 @@ from leadflow.clock import SystemClock
 from leadflow.errors import UserInputError
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from leadflow.ingest import ImportReport
     from leadflow.ingest.runner import Progress as ProgressCallback
     from leadflow.settings import ImportKind, Settings
@@ -126,7 +128,29 @@ def _run_one(
     if report.rolled_back:
         print(f"{path}: --strict: nothing was imported because rows were rejected", file=sys.stderr)
     print(f"{kind} {report.file}: {report.summary}")
+    if kind in ("leads", "activities") and not report.rolled_back:
+        _score_imported(context.engine, settings, kind, report.file)
     return report
+
+
+def _score_imported(engine: Engine, settings: Settings, kind: ImportKind, file: str) -> None:
+    """With the rules folder's model enabled, score at once the leads the import wrote (its
+    writes marked them due), as the API scores posted records: a lead imported is never left
+    at score 0 for the rules until the next pass. Says how many scores changed; a folder that
+    does not load scores nothing (the daemon's next tick does)."""
+    from leadflow.engine.scoring_step import score_due_leads
+    from leadflow.scoring.ownership import model_in_folder
+    from leadflow.scoring.rescoring import ScoringFailedError
+
+    model, _unreadable = model_in_folder(settings)
+    if model is None or not model.enabled:
+        return
+    try:
+        changed = score_due_leads(engine, model, SystemClock().now(), logged=False)
+    except ScoringFailedError as exc:  # the rows are in; the next pass tries the scores again
+        print(f"{kind} {file}: not scored: {exc}", file=sys.stderr)
+        return
+    print(f"{kind} {file}: scored by the model, {changed} score(s) changed")
 
 
 def _tell_interrupted(kind: ImportKind, path: Path, report: ImportReport) -> None:

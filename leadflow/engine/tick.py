@@ -9,11 +9,13 @@ tests and the daemon cannot drift apart. A tick has two halves:
 - the funnel half, :func:`run_funnel_steps`: the :data:`FUNNEL_STEPS` in order, each working
   through the rows that are due.
 
-:func:`run_tick` runs both, one after the other: the rules first, so what they start (an SLA
-timer, a nurture enrollment whose first step is due at once) is handled in the same tick.
+:func:`run_tick` runs a scoring pass, then both halves, one after the other: the scores first,
+so no rule reads a score the model has not computed; the rules next, so what they start (an
+SLA timer, a nurture enrollment whose first step is due at once) is handled in the same tick.
 The daemon runs the halves on schedules of their own: each rule on its own job
-(:func:`~leadflow.engine.evaluation.run_rule`, what the rules half does for each due rule) and
-the funnel half on its funnel-tick job.
+(:func:`~leadflow.engine.evaluation.run_rule`, what the rules half does for each due rule,
+after scoring the leads due: :func:`~leadflow.engine.scoring_step.score_due_leads`) and the
+funnel half on its funnel-tick job, scoring first.
 """
 
 from __future__ import annotations
@@ -71,15 +73,20 @@ def run_tick(
     """One pass of the funnel as of ``now``: the scoring model's rescoring (when the rule set
     has an enabled one), the due rules, then the funnel steps.
 
-    The funnel half writes, so a ``dry_run`` (which only plans the rules) leaves it out; so
-    does a tick of ``only`` some rules, which evaluates those rules and nothing else. ``force``,
+    The funnel half writes, so a ``dry_run`` (which only plans the rules, and reads the stored
+    scores) leaves it out; so does a tick of ``only`` some rules, which scores only the leads
+    due (never scored, written since, next change come: what a pass would change) and
+    evaluates those rules and nothing else. ``force``,
     ``first_seen``, ``plan_to``: see :func:`run_due_rules`; ``rounds``: see
     :func:`run_funnel_steps`.
     """
-    if not dry_run and only is None:
-        from leadflow.engine.scoring_step import run_scoring
+    if not dry_run:
+        from leadflow.engine.scoring_step import run_scoring, score_due_leads
 
-        run_scoring(runtime, rule_set, now)
+        if only is None:
+            run_scoring(runtime, rule_set, now)
+        elif rule_set.active_scoring is not None:  # the rules read no lead the model has not scored
+            score_due_leads(runtime.engine, rule_set.active_scoring, now)
     rules = run_due_rules(
         runtime,
         rule_set,

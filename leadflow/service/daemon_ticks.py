@@ -1,8 +1,8 @@
 """The daemon's ticks: run one at a time, in a worker thread, each on one rule set snapshot.
 
 The daemon runs a funnel tick (:mod:`leadflow.engine.tick`) as its two halves on jobs of their
-own: each rule's job evaluates that rule when it is due, the funnel-tick job runs the funnel
-steps. Every such job comes through :class:`Evaluator`. It takes the snapshot once at the
+own: each rule's job scores the leads due, then evaluates that rule when it is due; the
+funnel-tick job runs the scoring step, then the funnel steps. Every such job comes through :class:`Evaluator`. It takes the snapshot once at the
 start of an evaluation, so a hot reload meanwhile never mixes two rule sets in one evaluation;
 it runs the blocking database work with :func:`asyncio.to_thread`; and it keeps the per-rule
 and per-step error boundary: a failure is logged with the rule id, counted, and the next job
@@ -32,7 +32,7 @@ from leadflow.engine.retention import PruneReport, prune
 from leadflow.engine.runtime import Runtime, StopSignal
 from leadflow.engine.tick import FUNNEL_STEPS, FunnelStep, run_funnel_steps
 from leadflow.logs import error_text, log_failure
-from leadflow.rule_language.model import RuleSet
+from leadflow.rule_language.model import Rule, RuleSet
 from leadflow.service.leadership import Leadership
 from leadflow.service.rule_reload import SnapshotHolder
 
@@ -154,9 +154,7 @@ class Evaluator:
             # The run's instant stays in flight until its rows are committed.
             with self.runtime.in_flight.writing() as now:
                 try:
-                    outcome = await asyncio.to_thread(
-                        run_rule, self.runtime, rule_set, rule, now, stop=self._halt
-                    )
+                    outcome = await asyncio.to_thread(self._scored_run, rule_set, rule, now)
                 except Exception as exc:  # run_rule's own boundary held; recording failed
                     log_failure(
                         log,
@@ -173,6 +171,27 @@ class Evaluator:
                 self.counters.rule_failures[rule_id] += 1
             self.counters.last_tick_at = now
             return outcome
+
+    def _scored_run(self, rule_set: RuleSet, rule: Rule, now: datetime) -> RuleOutcome:
+        """The leads due scored (:func:`~leadflow.engine.scoring_step.score_due_leads`), then
+        the rule run: a rule never reads a score the model has not computed, whether its job
+        or the funnel tick's scoring pass comes first. A scoring failure is logged and the
+        rule runs on the stored scores, as after a failed pass."""
+        model = rule_set.active_scoring
+        if model is not None:
+            from leadflow.engine.scoring_step import score_due_leads
+
+            try:
+                score_due_leads(self.runtime.engine, model, now, stop=self._halt)
+            except Exception as exc:  # the rule's boundary: a scoring failure stops no rule
+                log_failure(
+                    log,
+                    "scoring_before_rule_failed",
+                    exc,
+                    rule_id=rule.id,
+                    rule_version=rule_set.version,
+                )
+        return run_rule(self.runtime, rule_set, rule, now, stop=self._halt)
 
     async def funnel_tick(self) -> dict[str, int]:
         """The funnel half of a tick: due SLA levels, then due nurture steps; how many each
