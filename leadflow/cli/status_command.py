@@ -249,7 +249,8 @@ def render_operations(status: StoreStatus, console: Console) -> None:
     for host, pid, count, until in _gone_claims(status):
         console.print(
             f"  {count} sending: claimed by a process that is gone (host {host}, pid {pid}): "
-            f"retried at {until:%Y-%m-%d %H:%M:%S} UTC, or at once by a sender started on {host}"
+            f"retried at {until:%Y-%m-%d %H:%M:%S} UTC, or at once by a sender started on {host}",
+            soft_wrap=True,  # one line, however long the host's name
         )
     slas = ", ".join(f"{name} {count}" for name, count in status.slas_by_status.items()) or "none"
     console.print(f"SLA timers: {slas}")
