@@ -10,6 +10,7 @@ with none declared.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -128,7 +129,7 @@ def test_a_server_that_is_down_is_named_unreachable(tmp_path: Path) -> None:
     assert refused.returncode == 3
     assert refused.stdout == ""
     assert refused.stderr.startswith(
-        "error: cannot reach the database at postgresql+psycopg://leadflow@127.0.0.1:1/leadflow: "
+        "error: cannot reach the database at postgresql://leadflow@127.0.0.1:1/leadflow: "
         'connection failed: connection to server at "127.0.0.1", port 1 failed: Connection refused'
     )
 
@@ -159,13 +160,30 @@ def test_a_url_the_server_refuses_is_the_users_mistake(tmp_path: Path, url: str,
     exit 3, which an orchestrator restarting on external failures retries for ever: the server
     answered, the URL is wrong (exit 1), in one line."""
     refused = _leadflow(_pg_config(tmp_path, url), "status")
-    shown = url.replace("postgresql://", "postgresql+psycopg://")
     assert (refused.returncode, refused.stdout) == (1, "")
-    assert refused.stderr.startswith(f"error: database.url {shown}: ")
+    assert refused.stderr.startswith(f"error: database.url {url}: ")
     assert refused.stderr.endswith(
         f"{said}: check its user, password, host, port and database name\n"
     )
     assert refused.stderr.count("\n") == 1
+
+
+def test_the_daemon_names_the_configured_url_in_a_json_line(tmp_path: Path) -> None:
+    """The daemon's error for a database it cannot reach showed SQLAlchemy's
+    ``postgresql+psycopg://``, which the user never wrote, as a plain line among JSON ones (a log
+    shipper dropped it): it is the ``daemon_not_started`` event, the URL as configured, its
+    password hidden, exit 3."""
+    config = _pg_config(tmp_path, "postgresql://leadflow:s3cret@127.0.0.1:1/leadflow")
+    config.write_text(config.read_text() + "http:\n  enabled: false\n")
+    refused = _leadflow(config, "daemon")
+    assert (refused.returncode, refused.stdout) == (3, "")
+    [line] = [json.loads(text) for text in refused.stderr.splitlines()]
+    assert (line["event"], line["level"]) == ("daemon_not_started", "error")
+    assert line["error"].startswith(
+        "cannot reach the database at postgresql://leadflow:***@127.0.0.1:1/leadflow: "
+        'connection failed: connection to server at "127.0.0.1", port 1 failed: Connection refused'
+    )
+    assert "s3cret" not in refused.stderr
 
 
 def test_an_unreachable_server_is_one_line(tmp_path: Path) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import mailbox
+import subprocess
+import sys
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -201,6 +203,7 @@ def test_outbox_json_has_total_and_shown(config: Path, capsys: pytest.CaptureFix
                 "detail": None,
                 "lease_until": None,
                 "claimed_by": None,
+                "claimer_gone": False,
             }
         ],
     }
@@ -337,3 +340,105 @@ def test_a_marketing_email_held_for_the_send_window_says_so(
         "2020-01-07T07:00:00+00:00",
         "waits for the send window (mail.send_window)",
     )
+
+
+_CLAIMER = """
+import sys, time
+from datetime import UTC, datetime, timedelta
+from leadflow.outbox.claimers import new_sender_id
+from leadflow.outbox.store import claim_due
+from leadflow.store.database import create_store_engine
+engine = create_store_engine(sys.argv[1])
+worker = new_sender_id()
+[message] = claim_due(engine, datetime.now(UTC), timedelta(minutes=15), worker, 1)
+print(message.id, worker, flush=True)
+time.sleep(60)
+"""
+
+
+def _claim_in_a_process(url: str) -> tuple[subprocess.Popen[str], int, str]:
+    """A real sender process that claims the first due row and holds it: (it, row, sender)."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", _CLAIMER, url], stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    row, worker = process.stdout.readline().split()
+    return process, int(row), worker
+
+
+def _end(process: subprocess.Popen[str]) -> None:
+    """kill -9, as a crash or the OOM killer would."""
+    process.kill()
+    process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
+
+
+def test_claims_of_a_dead_process_of_this_host_are_retried_at_once(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A sender killed (-9) holding a claim: ``outbox`` and ``status`` say its process is gone
+    and when the row is retried; the next ``send`` on this host sends it at once, with its
+    Message-ID, rather than after the lease. A live process's claim, and one of another host
+    (its pid unknown here), wait for their lease."""
+    _queue(config, ("c",))
+    url = f"sqlite:///{config.parent / 'state' / 'leadflow.db'}"
+    dead, dead_row, dead_by = _claim_in_a_process(url)
+    _end(dead)
+    live, live_row, live_by = _claim_in_a_process(url)
+    host, pid, _drain, namespace = dead_by.split(":")
+    elsewhere = f"elsewhere:{pid}:0a1b2c3d:{namespace}"
+    engine = create_store_engine(url)
+    table = OutboxMessage.__table__  # type: ignore[attr-defined]
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                update(table)
+                .where(table.c.id == 3)
+                .values(
+                    status="sending",
+                    claimed_until=datetime.now(UTC) + timedelta(minutes=15),
+                    claimed_by=elsewhere,
+                )
+            )
+        rows = {row.id: row for row in outbox_rows(engine)}
+        until = rows[dead_row].claimed_until
+        assert main(["-c", str(config), "outbox", "--format", "json"]) == 0
+        messages = json.loads(capsys.readouterr().out)["messages"]
+        assert [(m["id"], m["claimed_by"], m["claimer_gone"]) for m in messages] == [
+            (dead_row, dead_by, True),
+            (live_row, live_by, False),
+            (3, elsewhere, False),
+        ]
+        assert main(["-c", str(config), "outbox"]) == 0
+        out = capsys.readouterr().out
+        why = {row[0]: row[-1] for row in table_rows(out)}
+        assert why[str(dead_row)] == (
+            f"claimed by a process that is gone (host {host}, pid {pid}): retried at "
+            f"{until:%H:%M:%S} UTC"
+        )
+        assert main(["-c", str(config), "status", "--format", "json"]) == 0
+        gone = json.loads(capsys.readouterr().out)["outbox"]["claimed_by_gone"]
+        assert gone == [
+            {"host": host, "pid": int(pid), "messages": 1, "retried_at": until.isoformat()}
+        ]
+        assert main(["-c", str(config), "status"]) == 0
+        assert (
+            f"  1 sending: claimed by a process that is gone (host {host}, pid {pid}): retried "
+            f"at {until:%Y-%m-%d %H:%M:%S} UTC, or at once by a sender started on {host}\n"
+        ) in capsys.readouterr().out
+
+        assert main(["-c", str(config), "send", "--once"]) == 0
+        assert capsys.readouterr().out == "sent 1, retry later 0, failed 0 (transport maildir)\n"
+        box = mailbox.Maildir(config.parent / "state" / "maildir", create=False)
+        after = {row.id: row for row in outbox_rows(engine)}
+        assert [str(m["Message-ID"]) for m in box] == [after[dead_row].message_id]
+        assert {row_id: (row.status, row.attempts) for row_id, row in after.items()} == {
+            dead_row: ("sent", 2),
+            live_row: ("sending", 1),
+            3: ("sending", 0),
+        }
+        assert (after[live_row].claimed_by, after[3].claimed_by) == (live_by, elsewhere)
+    finally:
+        _end(live)
+        engine.dispose()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,8 @@ from leadflow.mail.context import email_context, unsubscribe_url
 from leadflow.mail.enqueue import cancel_pending_marketing, enqueue_email, next_send_time
 from leadflow.mail.templates import TemplateCatalog
 from leadflow.mail_settings import SendWindow
-from leadflow.outbox.store import EnqueueResult, claim_due, message_id_for
+from leadflow.outbox.claimers import new_sender_id
+from leadflow.outbox.store import EnqueueResult, claim_due, message_id_for, reclaim_dead_claims
 from leadflow.settings import Settings
 from leadflow.store.database import transaction
 from leadflow.store.models import Lead, Rep
@@ -403,3 +406,40 @@ class TestHeldClaims:
         assert claim_due(engine, later, lease, "sender-a", 10, held={first.id}) == []
         [again] = claim_due(engine, later, lease, "sender-a", 10)
         assert again.id == first.id
+
+
+def test_claims_of_dead_processes_of_this_host_go_back_to_pending(
+    engine: Engine, settings: Settings, catalog: TemplateCatalog, clock: SettableClock
+) -> None:
+    """A sender starting hands back the claims of a process of this host that is gone (one that
+    ran and exited; an earlier process that had this very pid), and no other: not this
+    process's own live sender, not another host's. Handed back, a row is pending, due as it
+    was, its attempt counted."""
+    rep_id = add_rep(engine, clock.now())
+    lead_id = add_lead(engine, clock.now(), owner_id=rep_id, stage="mql")
+    for key in ("k1", "k2", "k3", "k4"):
+        enqueue(
+            engine, settings, catalog, clock.now(), key=key, lead_id=lead_id, category="operational"
+        )
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    live = new_sender_id()
+    host, pid, _drain, namespace = live.split(":")
+    dead = f"{host}:{ended.pid}:0a1b2c3d:{namespace}"
+    earlier_me = f"{host}:{pid}:99999999:{namespace}"
+    elsewhere = f"elsewhere:{ended.pid}:0a1b2c3d:{namespace}"
+    lease = timedelta(minutes=15)
+    claimed = {
+        worker: [m.id for m in claim_due(engine, clock.now(), lease, worker, 1)]
+        for worker in (dead, earlier_me, live, elsewhere)
+    }
+    assert reclaim_dead_claims(engine) == {dead: 1, earlier_me: 1}
+    rows = {row.id: (row.status, row.claimed_by, row.attempts) for row in outbox_rows(engine)}
+    assert rows == {
+        claimed[dead][0]: ("pending", dead, 1),
+        claimed[earlier_me][0]: ("pending", earlier_me, 1),
+        claimed[live][0]: ("sending", live, 1),
+        claimed[elsewhere][0]: ("sending", elsewhere, 1),
+    }
+    again = claim_due(engine, clock.now(), lease, live, 10)
+    assert sorted(m.id for m in again) == sorted([claimed[dead][0], claimed[earlier_me][0]])

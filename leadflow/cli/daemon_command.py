@@ -25,7 +25,7 @@ import typer
 
 from leadflow.cli.context import cli_context
 from leadflow.clock import SystemClock
-from leadflow.errors import StoreNotReadyError
+from leadflow.errors import ConfigError, ExternalSystemError, StoreNotReadyError
 
 
 def daemon(ctx: typer.Context) -> None:
@@ -57,13 +57,16 @@ def _start_and_run(ctx: typer.Context) -> None:
     config_file = context.loaded.config_file
     try:
         engine = context.engine
-    except StoreNotReadyError as exc:
-        # A newer leadflow migrated the store (or one not leadflow's): one log line a collector can read, not a
-        # traceback, and a non-zero exit (a supervisor restarting it meets the same line).
+    except (StoreNotReadyError, ExternalSystemError, ConfigError) as exc:
+        # A newer leadflow migrated the store (or one not leadflow's), the database cannot be
+        # reached or refuses the URL's login: one log line a collector can read (JSON off a
+        # terminal, as the daemon's every other line), not a plain ``error:`` line nor a
+        # traceback, and a non-zero exit (a supervisor restarting it meets the same line):
+        # 3 for a database away, 1 for the URL's or the store's mistake.
         import structlog
 
         structlog.get_logger("leadflow.service").error("daemon_not_started", error=str(exc))
-        raise typer.Exit(1) from None
+        raise typer.Exit(3 if isinstance(exc, ExternalSystemError) else 1) from None
     runtime = Runtime.build(engine, settings, SystemClock(), config_file=config_file)
     asyncio.run(run_daemon(runtime, on_signals_taken=_signals_taken))
 

@@ -135,7 +135,7 @@ def outbox(
     from leadflow.store.database import transaction
 
     context = cli_context(ctx)
-    console = data_console(min_width=160)  # a pipe or a log is 80 columns: no cell cut
+    console = data_console(min_width=190)  # a pipe or a log is 80 columns: no cell cut
     failed_since = _failed_since(since, retry_failed=retry_failed, retry=retry)
     # Only requeueing writes: the listing reads the store as it is, never migrating it.
     writes = retry_failed or retry is not None
@@ -203,6 +203,8 @@ def _outbox_table(lines: list[OutboxLine]) -> Table:
 
     from rich.table import Table
 
+    from leadflow.outbox.claimers import parse_claimer
+
     table = Table("id", "status", "kind", "to", "subject", "tries", "next (UTC)", "rule", "why")
     for line in lines:
         next_at, why = line.next_attempt_at, line.detail or ""
@@ -213,6 +215,12 @@ def _outbox_table(lines: list[OutboxLine]) -> Table:
             next_at = line.lease_until
             until = line.lease_until.astimezone(UTC)
             why = f"claimed by {line.claimed_by or '?'} until {until:%H:%M:%S} UTC"
+            gone = parse_claimer(line.claimed_by) if line.claimer_gone else None
+            if gone is not None:
+                why = (
+                    f"claimed by a process that is gone (host {gone.host}, pid {gone.pid}): "
+                    f"retried at {until:%H:%M:%S} UTC"
+                )
         table.add_row(
             str(line.id),
             line.status,

@@ -33,6 +33,7 @@ def migrate_store(
         ensure_attribute_indexes,
         migrate,
         pending_migrations,
+        shown_url,
     )
     from leadflow.store.tables import LEADS
 
@@ -49,7 +50,7 @@ def migrate_store(
         console.print(line, soft_wrap=True, markup=False, highlight=False)
 
     try:
-        where = engine.url.render_as_string(hide_password=True)
+        where = shown_url(engine)
         pending = pending_migrations(engine)
         if not pending:
             say(f"the store at {where} is at this leadflow's schema: nothing to migrate")
@@ -79,9 +80,9 @@ def _refuse_running_daemon(engine: Engine) -> None:
 
     from leadflow.errors import AnotherDaemonRunningError
     from leadflow.service.leadership import running_daemon
-    from leadflow.store.database import unreachable_store
+    from leadflow.store.database import shown_url, unreachable_store
 
-    where = engine.url.render_as_string(hide_password=True)
+    where = shown_url(engine)
     try:
         holder = running_daemon(engine.url.render_as_string(hide_password=False))
     except psycopg.Error as exc:

@@ -175,6 +175,10 @@ def status_document(status: StoreStatus, rules: RulesView) -> dict[str, Any]:
         "outbox": {
             "by_status": status.outbox_by_status,
             "oldest_pending_at": status.oldest_pending_at,
+            "claimed_by_gone": [
+                {"host": host, "pid": pid, "messages": count, "retried_at": until}
+                for host, pid, count, until in _gone_claims(status)
+            ],
         },
         "sla_timers": status.slas_by_status,
         "nurture": {"failing_steps": [asdict(step) for step in failing_nurture(status, rules)]},
@@ -206,6 +210,19 @@ def status_document(status: StoreStatus, rules: RulesView) -> dict[str, Any]:
     }
 
 
+def _gone_claims(status: StoreStatus) -> list[tuple[str, int, int, datetime]]:
+    """(host, pid, messages, retried at) of each sender holding ``sending`` rows that is known
+    to be gone: a dead process of this host."""
+    from leadflow.outbox.claimers import claimer_gone
+
+    gone = []
+    for claim in status.outbox_claims:
+        claimer = claimer_gone(claim.claimed_by)
+        if claimer is not None:
+            gone.append((claimer.host, claimer.pid, claim.messages, claim.lease_until))
+    return gone
+
+
 def render_operations(status: StoreStatus, console: Console) -> None:
     """The MQL queue, the outbox and the SLA timers."""
     waiting = ", ".join(
@@ -229,6 +246,12 @@ def render_operations(status: StoreStatus, console: Console) -> None:
         f"outbox: {outbox}{oldest}"
         + ("  (see: leadflow outbox --failed)" if status.outbox_by_status.get("failed") else "")
     )
+    for host, pid, count, until in _gone_claims(status):
+        console.print(
+            f"  {count} sending: claimed by a process that is gone (host {host}, pid {pid}): "
+            f"retried at {until:%Y-%m-%d %H:%M:%S} UTC, or at once by a sender started on {host}",
+            soft_wrap=True,  # one line, however long the host's name
+        )
     slas = ", ".join(f"{name} {count}" for name, count in status.slas_by_status.items()) or "none"
     console.print(f"SLA timers: {slas}")
     scoring = status.scoring

@@ -24,10 +24,7 @@ with the same Message-ID, which lets receiving systems drop the copy.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import socket
-import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -46,6 +43,7 @@ from leadflow.logs import log_failure
 from leadflow.mail_settings import RetrySettings
 from leadflow.outbox.attempt_start import attempt_watched
 from leadflow.outbox.channel import Channel
+from leadflow.outbox.claimers import new_sender_id, parse_claimer
 from leadflow.outbox.outage import Outages, outage_reason
 from leadflow.outbox.store import (
     FAILED,
@@ -54,6 +52,7 @@ from leadflow.outbox.store import (
     ClaimedMessage,
     Outcome,
     claim_due,
+    reclaim_dead_claims,
     record_outcomes,
     release_claims,
 )
@@ -126,7 +125,7 @@ async def drain(
         settings=settings,
         clock=clock,
         channels=by_name,
-        worker=worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+        worker=worker_id or new_sender_id(),
         rng=rng or random.Random(),  # noqa: S311 (jitter, not cryptography)
         report=report if report is not None else DrainReport(),
     )
@@ -161,6 +160,7 @@ class _Run:
     async def execute(self, *, once: bool, stop: asyncio.Event) -> DrainReport:
         mail = self.settings.mail
         self.stop = stop
+        await self._reclaim_dead()
         claimed: asyncio.Queue[ClaimedMessage | None] = asyncio.Queue(maxsize=mail.batch_size)
         outcomes: asyncio.Queue[Outcome | None] = asyncio.Queue()
         recorder = asyncio.create_task(self._record(outcomes))
@@ -188,6 +188,24 @@ class _Run:
             for channel in self.channels.values():
                 await channel.close()
         return self.report
+
+    async def _reclaim_dead(self) -> None:
+        """Hand back at once what a dead sender of this host claimed (a daemon killed before this
+        restart), rather than letting it wait out its lease. Not done if the database is away:
+        the claims then go on as usual, and those rows wait for their lease."""
+        try:
+            reclaimed = await asyncio.to_thread(reclaim_dead_claims, self.engine)
+        except SQLAlchemyError:
+            return
+        for claimed_by, count in sorted(reclaimed.items()):
+            claimer = parse_claimer(claimed_by)
+            log.info(
+                "outbox_dead_claims_reclaimed",
+                claimed_by=claimed_by,
+                host=claimer.host if claimer else None,
+                pid=claimer.pid if claimer else None,
+                reclaimed=count,
+            )
 
     async def _claim_until_done(
         self, claimed: asyncio.Queue[ClaimedMessage | None], *, once: bool, stop: asyncio.Event

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from leadflow.clock import parse_instant
 from leadflow.errors import UserInputError
+from leadflow.outbox.claimers import claimer_gone
 from leadflow.store.bulk_rows import insert_new_postgres, insert_new_sqlite
 from leadflow.store.database import transaction
 from leadflow.store.id_ranges import chunks
@@ -406,6 +407,31 @@ def release_claims(engine: Engine, ids: Sequence[int], worker: str) -> int:
     return int(result.rowcount)
 
 
+def reclaim_dead_claims(engine: Engine) -> dict[str, int]:
+    """Hand back at once the rows claimed by a sender known to be gone (:func:`claimer_gone`:
+    a process of this host that no longer runs), as if their lease had run out: ``pending``,
+    due when they were due, their attempt still counted, the next claim sends them with the same
+    Message-ID. A row another sender claimed meanwhile is left alone. Returns how many rows of
+    each dead ``claimed_by`` went back."""
+    t = _TABLE
+    with engine.connect() as connection:
+        claimers = connection.execute(
+            select(t.c.claimed_by).where(t.c.status == SENDING).distinct()
+        ).scalars()
+        dead = [claimer for claimer in claimers if claimer_gone(claimer) is not None]
+    reclaimed: dict[str, int] = {}
+    for claimer in dead:
+        with transaction(engine) as session:
+            result = session.connection().execute(
+                update(t)
+                .where(t.c.status == SENDING, t.c.claimed_by == claimer)
+                .values(status=PENDING, claimed_until=None)
+            )
+        if result.rowcount:
+            reclaimed[claimer] = int(result.rowcount)
+    return reclaimed
+
+
 # --- what ``leadflow outbox`` shows and does ------------------------------------------------
 
 
@@ -425,7 +451,10 @@ class OutboxLine:
     lease_until: datetime | None = None
     """A ``sending`` row's lease: claimed until then, due again after (its sender gone)."""
     claimed_by: str | None = None
-    """A ``sending`` row's sender (``host:pid:id``)."""
+    """A ``sending`` row's sender (``host:pid:id:pidns``)."""
+    claimer_gone: bool = False
+    """A ``sending`` row whose sender is known to be gone (a dead process of this host): the
+    next sender started on this host sends it at once, any sender after ``lease_until``."""
 
 
 def status_counts(session: Session) -> dict[str, int]:
@@ -462,6 +491,7 @@ def outbox_lines(
             detail=row.last_error or row.status_reason or _held_for_window(row),
             lease_until=_aware(row.claimed_until) if row.status == SENDING else None,
             claimed_by=row.claimed_by if row.status == SENDING else None,
+            claimer_gone=row.status == SENDING and claimer_gone(row.claimed_by) is not None,
         )
         for row in session.execute(query if limit is None else query.limit(limit))
     ]

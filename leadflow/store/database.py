@@ -6,6 +6,7 @@ import functools
 import math
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext, suppress
 from datetime import timedelta
@@ -238,12 +239,26 @@ def _sqlite_roll_back_before_close(dbapi_connection: Any, _record: Any) -> None:
 
 def engine_for(settings: Settings) -> Engine:
     """The engine for the configured store."""
-    return create_store_engine(
+    engine = create_store_engine(
         database_url(settings),
         connect_timeout=settings.database.connect_timeout.total_seconds(),
         pool_size=settings.database.pool_size,
         statement_timeout=settings.database.statement_timeout.total_seconds(),
     )
+    configured = make_url(settings.database.url)
+    if configured.get_backend_name() != "sqlite":  # SQLite's path is shown resolved
+        _CONFIGURED_URLS[engine] = configured.render_as_string(hide_password=True)
+    return engine
+
+
+_CONFIGURED_URLS: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
+"""An engine's URL as the user wrote it (password hidden): ``postgresql://``, not the
+``postgresql+psycopg://`` leadflow gives SQLAlchemy."""
+
+
+def shown_url(engine: Engine) -> str:
+    """The store's URL for a message: as configured, its password hidden."""
+    return _CONFIGURED_URLS.get(engine) or engine.url.render_as_string(hide_password=True)
 
 
 MIGRATION_LOCK_WAIT = timedelta(seconds=10)
@@ -281,7 +296,7 @@ def _revisions(engine: Engine) -> tuple[set[str], str, ScriptDirectory]:
                 if not current:
                     _refuse_unrecorded_tables(engine, set(inspect(connection).get_table_names()))
     except OperationalError as exc:
-        raise unreachable_store(repr(engine.url), exc.orig) from exc
+        raise unreachable_store(shown_url(engine), exc.orig) from exc
     except DatabaseError as exc:
         # A file that is not SQLite's (a typo'd path onto a log, an empty placeholder written
         # by hand): sqlite3 says so on the first pragma, and every command ended in a traceback.
@@ -294,7 +309,7 @@ def _revisions(engine: Engine) -> tuple[set[str], str, ScriptDirectory]:
     if len(current) > 1:
         # leadflow's migrations are one line, so a store has one version: several rows are a
         # hand edit or a restore over a live table, and alembic answered with a traceback.
-        where = engine.url.render_as_string(hide_password=True)
+        where = shown_url(engine)
         msg = (
             f"the store at {where} records {len(current)} schema versions "
             f"({', '.join(sorted(current))}) where leadflow keeps one (its alembic_version "
@@ -305,7 +320,7 @@ def _revisions(engine: Engine) -> tuple[set[str], str, ScriptDirectory]:
     known = {revision.revision for revision in script.walk_revisions()}
     unknown = sorted(current - known)
     if unknown:
-        where = engine.url.render_as_string(hide_password=True)
+        where = shown_url(engine)
         msg = (
             f"the store at {where} has schema {', '.join(unknown)}, newer than this leadflow "
             f"knows ({head}): run the leadflow that migrated it, or restore a backup taken "
@@ -339,7 +354,7 @@ def _refuse_unrecorded_tables(engine: Engine, tables: set[str]) -> None:
 
     Migrating would start at 0001 and fail on its first ``CREATE TABLE`` (a traceback on
     PostgreSQL), and ``status`` called it a store with no tables yet."""
-    where = engine.url.render_as_string(hide_password=True)
+    where = shown_url(engine)
     if tables.issuperset(FIRST_TABLES):
         msg = (
             f"the store at {where} has leadflow's tables but no schema version recorded "
@@ -383,7 +398,7 @@ def require_current_schema(engine: Engine) -> None:
     current, head, _ = _revisions(engine)
     if current == {head}:
         return
-    where = engine.url.render_as_string(hide_password=True)
+    where = shown_url(engine)
     if not current:
         msg = (
             f"the store at {where} has no leadflow tables yet; run any command that writes it "
@@ -442,7 +457,7 @@ def bounded_lock_waits(connection: Connection, wait: timedelta) -> None:
 def _lock_wait_refusal(engine: Engine, wait: timedelta) -> str:
     """What a migration that gave up on a lock says: the sessions holding locks on the
     store's tables, for the operator to end or wait for."""
-    where = engine.url.render_as_string(hide_password=True)
+    where = shown_url(engine)
     holders_sql = (
         "SELECT DISTINCT a.pid, a.application_name, a.state FROM pg_locks l "
         "JOIN pg_class c ON c.oid = l.relation "

@@ -9,7 +9,7 @@ timers, rule runs and the last import of each kind. A new section is a field of
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, Table, func, select
 
@@ -117,6 +117,15 @@ class FailingNurtureStep:
 
 
 @dataclass(frozen=True)
+class OutboxClaim:
+    """``sending`` rows of one sender: its ``claimed_by``, how many, the last lease's end."""
+
+    claimed_by: str | None
+    messages: int
+    lease_until: datetime
+
+
+@dataclass(frozen=True)
 class StoreStatus:
     """Counts that say how the funnel stands."""
 
@@ -134,6 +143,8 @@ class StoreStatus:
     mql_queue_total: int = 0
     outbox_by_status: dict[str, int] = field(default_factory=dict)
     oldest_pending_at: datetime | None = None
+    outbox_claims: list[OutboxClaim] = field(default_factory=list)
+    """The senders holding ``sending`` rows, whether alive or not (the outbox package tells)."""
     slas_by_status: dict[str, int] = field(default_factory=dict)
     rule_runs: list[RuleRunStatus] = field(default_factory=list)
     scoring: ScoringStatus | None = None
@@ -156,6 +167,7 @@ def collect_status(engine: Engine, *, mql_stage: str = "mql", queue_shown: int =
             mql_queue_total=queue_total,
             outbox_by_status=_counts(connection, OUTBOX, "status"),
             oldest_pending_at=_oldest_pending(connection),
+            outbox_claims=_outbox_claims(connection),
             slas_by_status=_counts(connection, SLA_TIMERS, "status"),
             rule_runs=_rule_runs(connection),
             leads_by_stage=_leads_by_stage(connection),
@@ -275,6 +287,21 @@ def _oldest_pending(connection: Connection) -> datetime | None:
     query = select(func.min(outbox.c.created_at)).where(outbox.c.status.in_(("pending", "sending")))
     found: datetime | None = connection.execute(query).scalar_one()
     return found
+
+
+def _outbox_claims(connection: Connection) -> list[OutboxClaim]:
+    outbox = OUTBOX
+    query = (
+        select(outbox.c.claimed_by, func.count(), func.max(outbox.c.claimed_until))
+        .where(outbox.c.status == "sending")
+        .group_by(outbox.c.claimed_by)
+        .order_by(outbox.c.claimed_by)
+    )
+    return [
+        OutboxClaim(by, count, until if until.tzinfo else until.replace(tzinfo=UTC))
+        for by, count, until in connection.execute(query)
+        if until is not None
+    ]
 
 
 def _rule_runs(connection: Connection) -> list[RuleRunStatus]:
