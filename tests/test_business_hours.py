@@ -290,7 +290,7 @@ class TestCalendarsByName:
         with pytest.raises(ConfigError) as caught:
             load_settings(path, env={})
         assert str(caught.value) == (
-            f"{path}:2:3: calendars.default.[key]: the name 'default' belongs to the calendar: "
+            f"{path}:2:3: calendars.default: the name 'default' belongs to the calendar: "
             "section; rename this calendar or move it to calendar:"
         )
 

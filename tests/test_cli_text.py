@@ -109,7 +109,11 @@ class TestJsonOutput:
         }
         assert document["reps"] == {"active": 1, "inactive": 0}
         assert document["deals"] == {"open": 0, "closed": {}}
-        assert document["outbox"] == {"by_status": {}, "oldest_pending_at": None}
+        assert document["outbox"] == {
+            "by_status": {},
+            "oldest_pending_at": None,
+            "claimed_by_gone": [],
+        }
         assert document["rules"] == {
             "folder": {
                 "loaded": False,

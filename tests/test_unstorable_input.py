@@ -268,7 +268,8 @@ class TestNumbersOutOfRange:
         body = [
             {"external_id": "N1", "employees": 10**20},
             {"external_id": "N2", "employees": 2**63},
-            {"external_id": "N3", "employees": "1e30"},
+            # Written out as text: an exponent in text is not read (test_import_values).
+            {"external_id": "N3", "employees": "1" + "0" * 30},
             {"external_id": "N4", "employees": -(2**63) - 1},
             {"external_id": "N5", "revenue": 10**400},
             {"external_id": "N6", "last_activity_at": "0001-01-01T00:00:00+05:00"},
