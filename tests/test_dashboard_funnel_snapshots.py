@@ -190,7 +190,8 @@ class TestFirstRequest:
         """A period being computed for the first time names no time: it named the last
         computation's, another period's (t2report D4: "last took 0.1 s" on each reload of a
         period from the year 1 that took 160 s). Computed again after its failure, it names
-        its own failed computation's time (at least 1.2 s here)."""
+        its own failed computation's time (at least 3 s here; the other period's took less,
+        whatever the load: 2.4 s on PostgreSQL in a loaded CI run)."""
         seed(engine)
         seed_stage_history(engine)
         settings = dashboard_settings(make_settings, **{"dashboard.funnel_wait": 0})
@@ -202,7 +203,7 @@ class TestFirstRequest:
         def compute(first: date, last: date, now: Any) -> PeriodFigures:
             calls.append(first)
             if first == other and calls.count(other) == 1:
-                time.sleep(1.2)
+                time.sleep(3)
                 raise RuntimeError("the store went away")
             if first == other:
                 go.wait(60)  # held while the page is looked at
@@ -222,11 +223,11 @@ class TestFirstRequest:
         assert snapshots.wait_idle(60)
         failed = snapshots.look(other, LAST).failure
         assert failed is not None
-        assert failed.took >= 1.2
+        assert failed.took >= 3
         computed = snapshots.kept(FIRST, LAST)
         assert computed is not None
-        assert computed.took < 1.2
         shown = f"{failed.took:.1f} s"
+        assert f"{computed.took:.1f} s" != shown  # the two times tell apart on the page
         clock.advance(timedelta(minutes=5))
         again = ui.get("/ui/funnel?from=2026-02-01&to=2026-03-02").text
         assert f"{COMPUTING} (last took {shown}); this page reloads itself." in again
