@@ -128,10 +128,15 @@ def is_outage(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, stripped ("" when it has none)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0].strip() if lines else ""
+
+
 def error_text(exc: BaseException) -> str:
     """``Type: first line of the message``: what a one-line log event says about ``exc``."""
-    lines = str(exc).strip().splitlines()
-    first = lines[0].strip() if lines else ""
+    first = first_line(exc)
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 

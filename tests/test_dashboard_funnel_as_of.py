@@ -99,7 +99,7 @@ class TestWritesInFlight:
         assert handled == [{"mql": 1}]
         assert read is not None
         assert read.as_of == T0 - MICRO
-        assert read.computed_at == T0 + timedelta(milliseconds=56)
+        assert read.started == T0 + timedelta(milliseconds=56)
         after_commit = period_figures(engine, runtime.settings, *WEEK, T0 - MICRO)
         assert read.figures == after_commit
         assert _entries(read.figures) == WITHOUT

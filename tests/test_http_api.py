@@ -1467,3 +1467,8 @@ class TestEveryProblemAtOnce:
             assert connection.execute(select(ACTIVITIES.c.external_id)).all() == []
         fixed = [{**call, "external_id": f"ev-{n}"} for n in range(4)]
         assert api.post("/v1/activities", fixed).json()["inserted"] == 4
+        with engine.connect() as connection:
+            stored = connection.execute(
+                select(ACTIVITIES.c.external_id).order_by(ACTIVITIES.c.external_id)
+            ).scalars()
+            assert list(stored) == ["ev-0", "ev-1", "ev-2", "ev-3"]

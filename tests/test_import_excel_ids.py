@@ -136,6 +136,8 @@ class TestImport:
             f"{activities}:3: lead_id (lead): {excel('1.01235E+11')}"
         ]
         assert rows(engine, "activities", "external_id") == [("A1",), ("A3",)]
+        # Each joined to its own lead: 101234567890 imported first (id 1), E123 second.
+        assert rows(engine, "activities", "external_id", "lead_id") == [("A1", 1), ("A3", 2)]
         deals = write(
             tmp_path,
             "deals.csv",
@@ -146,6 +148,7 @@ class TestImport:
             f"{deals}:2: lead_id (lead): {excel('1.01235E+11')}"
         ]
         assert rows(engine, "deals", "external_id") == [("D2",)]
+        assert rows(engine, "deals", "external_id", "lead_id") == [("D2", 2)]
 
 
 def test_the_http_api_refuses_it_at_the_field(

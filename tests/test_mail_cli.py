@@ -433,6 +433,8 @@ def test_claims_of_a_dead_process_of_this_host_are_retried_at_once(
         box = mailbox.Maildir(config.parent / "state" / "maildir", create=False)
         after = {row.id: row for row in outbox_rows(engine)}
         assert [str(m["Message-ID"]) for m in box] == [after[dead_row].message_id]
+        # The one it was claimed with: taken back, not made anew.
+        assert after[dead_row].message_id == rows[dead_row].message_id
         assert {row_id: (row.status, row.attempts) for row_id, row in after.items()} == {
             dead_row: ("sent", 2),
             live_row: ("sending", 1),

@@ -568,7 +568,12 @@ class TestHardBounceAudit:
 
     @pytest.mark.usefixtures("people")
     def test_a_policy_refusal_or_an_operational_email_writes_no_row(
-        self, engine: Engine, settings: Settings, clock: SettableClock, handler: ScriptedHandler
+        self,
+        engine: Engine,
+        settings: Settings,
+        clock: SettableClock,
+        handler: ScriptedHandler,
+        people: int,
     ) -> None:
         """The relay refusing leadflow (5.7.1) flags no lead, and a refused operational email
         is no hard bounce: neither is audited as one."""
@@ -579,6 +584,7 @@ class TestHardBounceAudit:
         report = send_once(engine, settings, clock)
         assert (report.retried, report.failed, report.hard_bounced_leads) == (1, 1, [])
         assert audit_of(engine) == []
+        assert lead_flags(engine, people) == (False, False, False)
 
 
 def audit_of(engine: Engine) -> list[tuple[Any, ...]]:

@@ -205,6 +205,9 @@ def test_an_outage_is_told_once_then_a_minute_then_once_recovered(
         (n + 1, r + 1, retry_at[r][n].isoformat()) for r in range(3) for n in range(3)
     ]
     assert len(handler.received) == 3
+    assert sorted(received.rcpt_tos for received in handler.received) == [
+        [f"rep{n}@example.com"] for n in range(3)
+    ]
 
 
 @contextmanager

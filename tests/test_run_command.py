@@ -561,6 +561,12 @@ class TestFailedFirings:
             ).scalars()
             assert sorted(set(notified)) == ["001", "002"]
             assert connection.execute(select(func.count()).select_from(OUTBOX)).scalar_one() == 2
+            mailed = connection.execute(
+                select(LEADS.c.external_id)
+                .join(OUTBOX, OUTBOX.c.lead_id == LEADS.c.id)
+                .order_by(LEADS.c.external_id)
+            ).scalars()
+            assert list(mailed) == ["001", "002"]  # the failed firings' emails rolled back
 
     def test_the_json_error_and_exit_1(
         self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -614,17 +620,20 @@ class TestOutcomeProblems:
 
     def test_failed_firings_of_the_users_input_are_not_external(self) -> None:
         outcome = RuleOutcome("a", failed=3, first_failure=FIRST_FAILURE)
-        assert (outcome.problem, outcome.external) == (f"3 failed; first: {FIRST_FAILURE}", False)
+        assert (outcome.problem, outcome.external_failure) == (
+            f"3 failed; first: {FIRST_FAILURE}",
+            False,
+        )
 
     def test_a_firing_failed_by_an_external_system_is_external(self) -> None:
         outcome = RuleOutcome(
-            "a", failed=1, first_failure="lead 7: relay refused", failure_external=True
+            "a", failed=1, first_failure="lead 7: relay refused", external_failure=True
         )
-        assert (outcome.problem, outcome.external) == (
+        assert (outcome.problem, outcome.external_failure) == (
             "1 failed; first: lead 7: relay refused",
             True,
         )
 
     def test_no_failure_no_problem(self) -> None:
         outcome = RuleOutcome("a", matched=5, fired=5)
-        assert (outcome.problem, outcome.external) == (None, False)
+        assert (outcome.problem, outcome.external_failure) == (None, False)

@@ -274,7 +274,8 @@ class TestPlan:
         with engine.begin() as connection:
             connection.execute(NURTURE.delete())
         write_rules(project, RENAMED)
-        _code, out = run(capsys, "plan", "--now", NOW, "--base", "HEAD")
+        code, out = run(capsys, "plan", "--now", NOW, "--base", "HEAD")
+        assert code == 0
         assert [line for line in out if line[2:9] == "stream "] == [
             "- stream welcome (removed)",
             "+ stream welcome-v2 (added)",

@@ -130,7 +130,7 @@ def run_once(
                 waiting=waiting,
                 sends=sends,
             )
-    if any(outcome.external for outcome in outcomes):
+    if any(outcome.external_failure for outcome in outcomes):
         raise typer.Exit(EXIT_EXTERNAL_FAILURE)  # the database (or SMTP) failed, not the rules
     if any(outcome.problem for outcome in outcomes):
         raise typer.Exit(1)  # a rule, or a firing of one, failed on the user's input

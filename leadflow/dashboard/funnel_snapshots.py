@@ -76,13 +76,9 @@ class Snapshot:
     as_of: datetime
     took: float
     """Seconds."""
-    computed_at: datetime | None = None
+    started: datetime
     """The clock's instant as the computation started (its age counts from it): later than
-    ``as_of`` when a write was in flight then; None: ``as_of``."""
-
-    @property
-    def started(self) -> datetime:
-        return self.as_of if self.computed_at is None else self.computed_at
+    ``as_of`` when a write was in flight then."""
 
 
 @dataclass(frozen=True)
@@ -271,9 +267,8 @@ class FunnelSnapshots:
                 as_of=reading.as_of.isoformat(),
                 took_s=round(took, 3),
             )
-            kept = None if reading.as_of == computed_at else computed_at
             with self._lock:
-                entry.snapshot = Snapshot(figures, reading.as_of, took, kept)
+                entry.snapshot = Snapshot(figures, reading.as_of, took, computed_at)
             return
         with self._lock:  # kept as a failure: tried again once as old as a stale snapshot
             error = (

@@ -77,7 +77,7 @@ class LeadHeader:
         """The lead's attributes as the page lists them: the ``declared`` ones in config order
         (None where the lead has no value), then any others it holds, by name."""
         names = list(declared)
-        others = sorted(key for key in self.attributes if key not in set(names))
+        others = sorted(set(self.attributes) - set(names))
         return [(key, self.attributes.get(key)) for key in names + others]
 
 

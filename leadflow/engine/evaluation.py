@@ -49,7 +49,7 @@ from leadflow.engine.rule_runs import (
 from leadflow.engine.runtime import Runtime, StopSignal
 from leadflow.engine.sales_cycle import averages_for
 from leadflow.errors import ExternalSystemError, TemplateError, UserInputError
-from leadflow.logs import error_text, is_outage, log_failure
+from leadflow.logs import error_text, first_line, is_outage, log_failure
 from leadflow.rule_language.actions import Assign, action_name
 from leadflow.rule_language.conditions import EvaluationContext, cycle_conditions, referenced_fields
 from leadflow.rule_language.fields import FieldSpec, Subject, ValueType
@@ -95,7 +95,8 @@ class RuleOutcome:
     """A dry run's planned firings, when no :data:`PlanSink` took them (then it stays empty);
     a dry run plans a firing for every match, so ``matched`` counts them either way."""
     external_failure: bool = False
-    """The error came from the database (or another system), not from the rule itself."""
+    """The rule's error, or a failed firing's, came from the database or the mail server (exit
+    3), not from the rule or the user's input."""
     cycle_note: str | None = None
     """Why the rule could match nothing at this instant, when leadflow can tell (no average
     sales cycle to compare with): said beside the run rather than left as a silent 0."""
@@ -106,8 +107,6 @@ class RuleOutcome:
     """The first failed firing, one line: ``lead 003: TEMPLATE:1: cannot render: ...``. The
     rule itself ran (``error`` stays None, so the run counts as done); its failed firings
     were rolled back and are counted in ``failed``."""
-    failure_external: bool = False
-    """A firing failed because the database or the mail server did (not the rule's input)."""
 
     @property
     def problem(self) -> str | None:
@@ -118,11 +117,6 @@ class RuleOutcome:
         if self.failed and self.first_failure is not None:
             return f"{self.failed} failed; first: {self.first_failure}"
         return None
-
-    @property
-    def external(self) -> bool:
-        """The rule, or one of its firings, failed because an external system did (exit 3)."""
-        return self.external_failure or (bool(self.failed) and self.failure_external)
 
     @property
     def note(self) -> str | None:
@@ -352,7 +346,7 @@ def _firing_failed(
     if outcome.first_failure is None:
         outcome.first_failure = f"{subject.replace(':', ' ', 1)}: {_failure_reason(exc)}"
     if is_outage(exc) or isinstance(exc, SQLAlchemyError | ExternalSystemError):
-        outcome.failure_external = True
+        outcome.external_failure = True
     log_failure(
         log,
         "rule_firing_failed",
@@ -373,8 +367,7 @@ def _failure_reason(exc: Exception) -> str:
         return f"template {where}: {problem.message}"
     if not isinstance(exc, UserInputError | ExternalSystemError):
         return error_text(exc)
-    lines = str(exc).strip().splitlines()
-    return lines[0].strip() if lines else type(exc).__name__
+    return first_line(exc) or type(exc).__name__
 
 
 def _write_batch(

@@ -84,8 +84,3 @@ class InFlight:
         finally:
             with self._lock:
                 self._readers.remove(reading)
-
-    def oldest(self) -> datetime | None:
-        """The oldest writer's instant in flight, None when none runs."""
-        with self._lock:
-            return min(self._writers, default=None)

@@ -84,7 +84,7 @@ def tally_failures(failures: dict[str, RuleFailures], outcomes: list[RuleOutcome
         else:
             tally.firings += outcome.failed
             tally.first = tally.first or outcome.first_failure
-        tally.external = tally.external or outcome.external
+        tally.external = tally.external or outcome.external_failure
 
 
 @dataclass(frozen=True)

@@ -41,10 +41,9 @@ class Bounce:
     """The relay's reply as the outbox keeps it: ``550 5.1.1 no such user (recipient ...)``."""
 
 
-def mark_hard_bounced(session: Session, bounces: Sequence[Bounce], now: datetime) -> list[int]:
+def mark_hard_bounced(session: Session, bounces: Sequence[Bounce], now: datetime) -> None:
     """Flag the leads of ``bounces`` ``hard_bounced`` in the caller's transaction, each one
-    flagged here with one ``hard_bounced`` audit row (source ``sender``) naming its bounce;
-    return the ids of those leads.
+    flagged here with one ``hard_bounced`` audit row (source ``sender``) naming its bounce.
 
     A row per change of the flag, as for consent: a lead already flagged (a second message
     claimed before the first bounced, bouncing in a later batch) gets none, and of a lead's
@@ -86,7 +85,6 @@ def mark_hard_bounced(session: Session, bounces: Sequence[Bounce], now: datetime
                 if lead_id in marked
             ],
         )
-    return sorted(marked)
 
 
 REASON_NEEDED = "say why the lead's address may be mailed again (the mailbox fixed, a wrong bounce)"

@@ -12,6 +12,7 @@ process (its claims then wait out their lease, as before).
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 from dataclasses import dataclass
@@ -22,6 +23,14 @@ _STARTED_HERE: set[str] = set()
 """Every sender id this process made: a claim of this pid not among them is an earlier one's."""
 
 
+# Read once: ``outbox`` and ``status`` ask for every sending row, and a process keeps both.
+@functools.cache
+def _host() -> str:
+    """This host's name as a sender id holds it (``:`` separates the id's parts)."""
+    return this_host().replace(":", "-")[:120]
+
+
+@functools.cache
 def _pid_namespace() -> str:
     try:
         link = os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]"
@@ -41,8 +50,7 @@ class Claimer:
 
 def new_sender_id() -> str:
     """A new drain's ``claimed_by``, remembered as started by this process."""
-    host = this_host().replace(":", "-")[:120]
-    worker = f"{host}:{os.getpid()}:{uuid.uuid4().hex[:8]}:{_pid_namespace()}"
+    worker = f"{_host()}:{os.getpid()}:{uuid.uuid4().hex[:8]}:{_pid_namespace()}"
     _STARTED_HERE.add(worker)
     return worker
 
@@ -61,7 +69,7 @@ def claimer_gone(claimed_by: str | None) -> Claimer | None:
         claimer is None
         or claimer.namespace is None
         or claimer.namespace != _pid_namespace()
-        or claimer.host != this_host().replace(":", "-")[:120]
+        or claimer.host != _host()
     ):
         return None
     if claimer.pid == os.getpid():

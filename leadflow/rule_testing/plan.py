@@ -103,6 +103,10 @@ class Plan:
     left_out: LeftOut = LeftOut()
 
     @property
+    def leaving_by_stream(self) -> dict[str, Leavers]:
+        return {leaving.stream: leaving for leaving in self.leavers}
+
+    @property
     def affected(self) -> frozenset[str]:
         """Every lead and deal some rule would treat differently, score crossings included."""
         crossing = (
@@ -319,7 +323,7 @@ def _leavers(
 
 def _stream_lines(plan: Plan, signs: Mapping[str, str]) -> list[str]:
     """``- stream welcome (removed): 3 leads enrolled now will exit (...)``, one per stream."""
-    by_stream = {leaving.stream: leaving for leaving in plan.leavers}
+    by_stream = plan.leaving_by_stream
     lines = []
     for stream, status in plan.streams:
         line = f"{signs[status]} stream {stream} ({status})"
@@ -453,7 +457,7 @@ def render_markdown(plan: Plan, *, sample: int = 10) -> list[str]:
             for rule in plan.rules
         ]
         lines.append("")
-    by_stream = {leaving.stream: leaving for leaving in plan.leavers}
+    by_stream = plan.leaving_by_stream
     lines += [
         f"- stream `{stream}`: {status}"
         + (f": **{by_stream[stream].consequence()}**" if stream in by_stream else "")

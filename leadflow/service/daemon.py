@@ -259,9 +259,7 @@ class Daemon:
         # A tenth of the refresh interval at most, so a stale snapshot is renewed promptly.
         poll = min(WARM_POLL, self.funnel.refresh / 10).total_seconds()
         while not self.stop_event.is_set():
-            first, last = period_days(None, None, self.runtime.clock.now().date())
-            if self.funnel.warm(first, last):
-                log.info("funnel_report_warming", first=str(first), last=str(last))
+            self._warm_default_period()
             try:
                 async with asyncio.timeout(poll):
                     await self.stop_event.wait()
@@ -275,9 +273,14 @@ class Daemon:
         as-of then includes the run's rows), another period's at its next request."""
         assert self.funnel is not None
         self.funnel.outdate()
+        self._warm_default_period(cause="written")
+
+    def _warm_default_period(self, **why: str) -> None:
+        """Start computing the default period (the last seven days) unless it is fresh."""
+        assert self.funnel is not None
         first, last = period_days(None, None, self.runtime.clock.now().date())
         if self.funnel.warm(first, last):
-            log.info("funnel_report_warming", first=str(first), last=str(last), cause="written")
+            log.info("funnel_report_warming", first=str(first), last=str(last), **why)
 
     async def _send(self, transport: Transport) -> None:
         runtime = self.runtime

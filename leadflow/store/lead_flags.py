@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from leadflow.store.audit_trail import audit_row
-from leadflow.store.tables import AUDIT, LEADS
+from leadflow.store.audit_trail import record
+from leadflow.store.tables import LEADS
 
 
 def clear_lead_flag(
@@ -42,12 +42,7 @@ def clear_lead_flag(
     )
     if not cleared.rowcount:  # type: ignore[attr-defined]
         return False
-    session.execute(
-        insert(AUDIT),
-        [
-            audit_row(
-                at=now, source=source, action=action, lead_id=lead_id, params={"reason": reason}
-            )
-        ],
+    record(
+        session, at=now, source=source, action=action, lead_id=lead_id, params={"reason": reason}
     )
     return True

@@ -9,10 +9,11 @@ timers, rule runs and the last import of each kind. A new section is a field of
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import Connection, Engine, Table, func, select
 
+from leadflow.clock import as_utc
 from leadflow.store.run_processes import process_gone
 from leadflow.store.tables import (
     DEALS,
@@ -298,7 +299,7 @@ def _outbox_claims(connection: Connection) -> list[OutboxClaim]:
         .order_by(outbox.c.claimed_by)
     )
     return [
-        OutboxClaim(by, count, until if until.tzinfo else until.replace(tzinfo=UTC))
+        OutboxClaim(by, count, as_utc(until))
         for by, count, until in connection.execute(query)
         if until is not None
     ]
