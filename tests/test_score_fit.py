@@ -860,7 +860,9 @@ def test_a_current_criterion_reading_the_outcome_is_never_fitted(
             in proposal.read_text(encoding="utf-8")
         )
     capsys.readouterr()
-    assert main(["-c", str(project), "score", "fit", "--outcome", "attributes.converted"]) == 0
+    table_proposal = project.parent / "table.proposed.yaml"
+    command = ["-c", str(project), "score", "fit", "--outcome", "attributes.converted"]
+    assert main([*command, "--output", str(table_proposal)]) == 0
     table = capsys.readouterr().out
     assert (
         "current model, recomputed as of --as-of, with its 1 left-out criterion (a leak)" in table
