@@ -75,6 +75,14 @@ RENAMED = NURTURE_RULES.replace("enroll: welcome\n", "enroll: welcome-v2\n").rep
     "id: welcome\n", "id: welcome-v2\n"
 )
 """``id: welcome`` -> ``id: welcome-v2`` and ``enroll: welcome`` -> ``enroll: welcome-v2``."""
+RENAMED_FROM = RENAMED.replace(
+    "  - id: welcome-v2\n", "  - id: welcome-v2\n    renamed_from: welcome\n"
+)
+"""The same rename, saying so: ``welcome-v2`` was ``welcome``."""
+KEEP_THEM = (
+    "to keep them, keep the stream's id and steps, or give the old id in the new stream's "
+    "renamed_from (docs/rules.md, Nurture streams)"
+)
 SHORTENED = RENAMED.replace(
     "      - template: nurture_case_study\n        after: 1d\n"
     "      - template: nurture_case_study\n        after: 1d\n",
@@ -296,7 +304,8 @@ class TestReload:
             assert reload_snapshot(runtime.load_rules, holder, warn=daemon.warnings)
         detail = (
             "stream welcome: 3 leads enrolled now will exit (stream no longer defined) "
-            "(to keep them, keep the stream's id: docs/rules.md, Nurture streams)"
+            "(to keep them, keep the stream's id and steps, or give the old id in the new "
+            "stream's renamed_from: docs/rules.md, Nurture streams)"
         )
         assert [(entry["event"], entry["log_level"], entry.get("detail")) for entry in logs] == [
             ("rules_reloaded", "info", None),
@@ -336,10 +345,9 @@ class TestCheck:
         assert code == 0
         assert out[:2] == [
             "warning: stream drip: 1 lead enrolled now will complete without their remaining "
-            "steps (stream shortened); to keep them, keep the stream's id (docs/rules.md, "
-            "Nurture streams)",
+            f"steps (stream shortened); {KEEP_THEM}",
             "warning: stream welcome: 3 leads enrolled now will exit (stream no longer defined); "
-            "to keep them, keep the stream's id (docs/rules.md, Nurture streams)",
+            f"{KEEP_THEM}",
         ]
         assert out[2].startswith("1 rule, 2 streams OK, version ")
         assert len(out) == 3
@@ -367,3 +375,167 @@ def test_check_store_without_a_store(
         "'sqlite:///state/none.db'): nothing has imported into it or run on it yet, or the "
         "path is wrong; `leadflow import` or `leadflow run` creates it"
     ]
+
+
+class TestRenamedFrom:
+    """``renamed_from: welcome`` on ``welcome-v2``: L1-L3's enrollments go on in it, under its
+    new id; nothing warns of leavers, ``plan`` lists one stream renamed; a rule does not
+    enroll them again; the old id may name no stream of the set and one renamed stream only."""
+
+    def test_the_enrollments_go_on_under_the_new_id(self, project: Path, engine: Engine) -> None:
+        from leadflow.store.tables import AUDIT, OUTBOX
+
+        runtime = runtime_for(project, engine)
+        write_rules(project, RENAMED_FROM)
+        assert run_nurture_steps(runtime, runtime.load_rules(), T0) == 5
+        with engine.connect() as connection:
+            rows = connection.execute(
+                select(NURTURE.c.lead_id, NURTURE.c.stream, NURTURE.c.status, NURTURE.c.exit_reason)
+                .where(NURTURE.c.lead_id <= 4)
+                .order_by(NURTURE.c.lead_id)
+            ).all()
+            keys = connection.execute(
+                select(OUTBOX.c.idempotency_key).where(OUTBOX.c.lead_id <= 4).order_by(OUTBOX.c.id)
+            ).scalars()
+            audit = connection.execute(
+                select(AUDIT.c.lead_id, AUDIT.c.action, AUDIT.c.params)
+                .where(AUDIT.c.lead_id == 1)
+                .order_by(AUDIT.c.id)
+            ).all()
+        # Their second and last step (nurture_case_study) went out: the stream is done.
+        assert [tuple(row) for row in rows] == [
+            (1, "welcome-v2", "completed", "all steps sent"),
+            (2, "welcome-v2", "completed", "all steps sent"),
+            (3, "welcome-v2", "completed", "all steps sent"),
+            (4, "welcome", "exited", None),  # its history keeps the name it had
+        ]
+        assert list(keys) == [f"nurture:L{n}:welcome-v2:{n}:step1" for n in (1, 2, 3)]
+        assert [(action, params["stream"]) for _, action, params in audit] == [
+            ("nurture_step", "welcome-v2"),
+            ("nurture_completed", "welcome-v2"),
+        ]
+
+    def test_a_rule_does_not_enroll_them_again(self, project: Path, engine: Engine) -> None:
+        """Enrolling every ``lead`` each run: L1-L3, active under the old id, are in the
+        stream already; L4 (exited) is enrolled, L5 and L6 move from drip."""
+        from leadflow.engine.evaluation import run_rule
+
+        runtime = runtime_for(project, engine)
+        every_run = RENAMED_FROM.replace("reentry: once", "reentry: every_time").replace(
+            "in: [subscriber]", "in: [lead]"
+        )
+        write_rules(project, every_run)
+        rule_set = runtime.load_rules()
+        rule = rule_set.rule("nurture-new-leads")
+        assert rule is not None
+        assert run_rule(runtime, rule_set, rule, T0).fired == 6
+        with engine.connect() as connection:
+            rows = connection.execute(
+                select(NURTURE.c.lead_id, NURTURE.c.stream, NURTURE.c.status, NURTURE.c.exit_reason)
+                .where(NURTURE.c.status != "exited")
+                .order_by(NURTURE.c.lead_id, NURTURE.c.id)
+            ).all()
+        assert [tuple(row) for row in rows] == [
+            (1, "welcome", "active", None),
+            (2, "welcome", "active", None),
+            (3, "welcome", "active", None),
+            (4, "welcome-v2", "active", None),
+            (5, "welcome-v2", "active", None),
+            (6, "welcome-v2", "active", None),
+        ]
+
+    def test_no_leavers(self, project: Path, engine: Engine) -> None:
+        settings = runtime_for(project, engine).settings
+        write_rules(project, RENAMED_FROM)
+        rule_set = load_rule_set(project / "rules", settings)
+        assert rule_set.streams["welcome-v2"].renamed_from == ("welcome",)
+        with engine.connect() as connection:
+            assert leavers(active_enrollments(connection), rule_set.streams) == []
+
+    def test_check_with_the_store_warns_of_nothing(
+        self, project: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        write_rules(project, RENAMED_FROM)
+        code, out = run(capsys, "check", "--store")
+        assert code == 0
+        assert len(out) == 1
+        assert out[0].startswith("1 rule, 2 streams OK, version ")
+
+    def test_plan_lists_one_stream_renamed(
+        self, project: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        write_rules(project, RENAMED_FROM)
+        code, out = run(capsys, "plan", "--now", NOW, "--base", "HEAD")
+        assert code == 0
+        assert [line for line in out if line[2:9] == "stream "] == [
+            "~ stream welcome-v2 (renamed from welcome)"
+        ]
+        assert out[-1] == "0 rules unchanged. 0 leads and 0 deals would be treated differently."
+        code, out = run(capsys, "plan", "--now", NOW, "--base", "HEAD", "--format", "markdown")
+        assert [line for line in out if line.startswith("- stream")] == [
+            "- stream `welcome-v2`: renamed from `welcome`"
+        ]
+
+    def test_plan_of_a_rename_that_also_shortens(
+        self, project: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """welcome-v2 keeps only the first step: L1-L3, due the second, have none left."""
+        one_step = RENAMED_FROM.replace(
+            "        after: 0h\n      - template: nurture_case_study\n        after: 5d\n",
+            "        after: 0h\n",
+        )
+        write_rules(project, one_step)
+        code, out = run(capsys, "plan", "--now", NOW, "--base", "HEAD")
+        assert code == 0
+        assert [line for line in out if line[2:9] == "stream "] == [
+            "~ stream welcome-v2 (renamed from welcome): 3 leads enrolled now will complete "
+            "without their remaining steps (stream shortened)"
+        ]
+        assert out[-1] == "0 rules unchanged. 3 leads and 0 deals would be treated differently."
+
+    @pytest.mark.parametrize(
+        ("change", "error"),
+        [
+            pytest.param(
+                ("    renamed_from: welcome\n", "    renamed_from: drip\n"),
+                "rules/nurture.yaml:12:19: stream welcome-v2: renamed_from 'drip' is a stream "
+                "defined at rules/nurture.yaml:18:5; a renamed stream is no longer there under "
+                "its old id: remove one of the two",
+                id="a-stream-of-the-set",
+            ),
+            pytest.param(
+                ("    renamed_from: welcome\n", "    renamed_from: [welcome, welcome-v2]\n"),
+                "rules/nurture.yaml:12:29: stream welcome-v2: renamed_from 'welcome-v2' is the "
+                "stream's own id",
+                id="its-own-id",
+            ),
+            pytest.param(
+                ("  - id: drip\n", "  - id: drip\n    renamed_from: [welcome]\n"),
+                "rules/nurture.yaml:19:20: stream drip: renamed_from 'welcome' is already claimed "
+                "by stream welcome-v2: only one stream can be it",
+                id="claimed-twice",
+            ),
+            pytest.param(
+                ("      - enroll: welcome-v2\n", "      - enroll: welcome\n"),
+                "rules/nurture.yaml:9:17: rule nurture-new-leads: unknown stream 'welcome'; "
+                "stream welcome-v2 was renamed from it: enroll in welcome-v2",
+                id="enrolling-the-old-id",
+            ),
+            pytest.param(
+                ("    renamed_from: welcome\n", "    renamed_from: Welcome!\n"),
+                "rules/nurture.yaml:12:19: stream welcome-v2: renamed_from.0: expected letters, "
+                "digits, '_', '.' and '-', found 'Welcome!'",
+                id="not-an-id",
+            ),
+        ],
+    )
+    def test_refused(
+        self,
+        project: Path,
+        capsys: pytest.CaptureFixture[str],
+        change: tuple[str, str],
+        error: str,
+    ) -> None:
+        write_rules(project, RENAMED_FROM.replace(*change))
+        assert main(["check"]) == 1
+        assert capsys.readouterr().out.splitlines()[0] == error

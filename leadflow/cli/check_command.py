@@ -80,7 +80,7 @@ def _warn_of_leavers(ctx: typer.Context, rule_set: RuleSet) -> None:
     active enrollments in the store these rules would end; the store is only read."""
     from sqlalchemy.exc import DBAPIError
 
-    from leadflow.engine.stream_leavers import active_enrollments, leavers
+    from leadflow.engine.stream_leavers import TO_KEEP_THEM, active_enrollments, leavers
     from leadflow.errors import DatabaseUnavailableError
 
     engine = cli_context(ctx).reading_engine
@@ -92,8 +92,7 @@ def _warn_of_leavers(ctx: typer.Context, rule_set: RuleSet) -> None:
         raise DatabaseUnavailableError(msg) from exc
     for leaving in leavers(enrolled, rule_set.streams):
         typer.echo(
-            f"warning: {leaving.describe()}; to keep them, keep the stream's id "
-            "(docs/rules.md, Nurture streams)"
+            f"warning: {leaving.describe()}; {TO_KEEP_THEM} (docs/rules.md, Nurture streams)"
         )
 
 

@@ -140,8 +140,9 @@ def rules_view(runtime: Runtime, status: StoreStatus) -> RulesView:
     model = rule_set.scoring if rule_set else None
     scoring = (model.version, model.enabled) if model is not None else None
     templates = {
-        (stream.id, number): step.template
+        (stream_id, number): step.template
         for stream in (rule_set.streams.values() if rule_set else ())
+        for stream_id in (stream.id, *stream.renamed_from)  # a failing step not yet moved
         for number, step in enumerate(stream.steps, start=1)
     }
     return RulesView(version, enabled, problems, lines, newest, scoring, templates)

@@ -461,7 +461,7 @@ def _enroll(firing: Firing, action: Action, _index: int) -> None:
         return
     stream = firing.rule_set.streams[action.stream]
     active = firing.batch.active_enrollments(lead.id or 0)
-    if any(enrollment.stream == stream.id for enrollment in active):
+    if any(firing.rule_set.stream_for(enrollment.stream) is stream for enrollment in active):
         return
     if not stream.allow_parallel:
         reason = f"moved to stream {stream.id}"

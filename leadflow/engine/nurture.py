@@ -147,7 +147,7 @@ def _failed(
         "next_step_at": now + delay,
     }
     if error != enrollment.last_error:
-        stream = rule_set.streams.get(enrollment.stream)
+        stream = rule_set.stream_for(enrollment.stream)
         steps = stream.steps if stream else ()
         template = (
             steps[enrollment.next_step].template if enrollment.next_step < len(steps) else None
@@ -161,7 +161,7 @@ def _failed(
                 rule_id=enrollment.rule_id,
                 rule_version=rule_set.version,
                 params={
-                    "stream": enrollment.stream,
+                    "stream": stream.id if stream else enrollment.stream,
                     "step": enrollment.next_step + 1,
                     "template": template,
                     "error": error,
@@ -183,7 +183,10 @@ def _step(
 ) -> bool:
     """Stage the enrollment's due step in ``writes``; return whether a marketing email counted
     against the frequency cap was queued."""
-    stream = rule_set.streams.get(enrollment.stream)
+    stream = rule_set.stream_for(enrollment.stream)
+    changes: dict[str, Any] = writes.enrollment_changes.setdefault(enrollment.id or 0, {})
+    if stream is not None and stream.id != enrollment.stream:
+        changes["stream"] = stream.id  # renamed_from: it goes on under the stream's new id
     reason = exit_reason(lead, runtime.settings.stages) or (None if stream else STREAM_GONE)
     if reason is not None or stream is None:
         _end(rule_set, enrollment, lead, now, "exited", reason or "", writes)
@@ -237,14 +240,13 @@ def _step(
         audit["params"]["skipped"] = skipped
         writes.audit.append(audit)
     next_step = enrollment.next_step + 1
-    changes: dict[str, Any] = {"next_step": next_step}
+    changes["next_step"] = next_step
     if enrollment.failures:  # the step went through at last: it is no longer failing
         changes.update(failures=0, last_error=None, last_failed_at=None)
     so_far = dict(enrollment.steps_skipped or {})
     if skipped is not None:
         so_far[skipped] = so_far.get(skipped, 0) + 1
         changes["steps_skipped"] = so_far
-    writes.enrollment_changes[enrollment.id or 0] = changes
     if next_step >= len(stream.steps):
         _end(rule_set, enrollment, lead, now, "completed", completion_reason(so_far), writes)
     else:
@@ -282,9 +284,8 @@ def _end(
     reason: str,
     writes: BatchWrites,
 ) -> None:
-    writes.enrollment_changes.setdefault(enrollment.id or 0, {}).update(
-        status=status, exit_reason=reason, exited_at=now, next_step_at=None
-    )
+    changes = writes.enrollment_changes.setdefault(enrollment.id or 0, {})
+    changes.update(status=status, exit_reason=reason, exited_at=now, next_step_at=None)
     writes.audit.append(
         audit_row(
             at=now,
@@ -293,6 +294,6 @@ def _end(
             lead_id=lead.id,
             rule_id=enrollment.rule_id,
             rule_version=rule_set.version,
-            params={"stream": enrollment.stream, "reason": reason},
+            params={"stream": changes.get("stream", enrollment.stream), "reason": reason},
         )
     )

@@ -1,6 +1,7 @@
 """The active enrollments a rule set would end for want of their stream, counted before it runs.
 
-A stream removed from the rules (or renamed: to leadflow a new id is a new stream) ends every
+A stream removed from the rules (or renamed without ``renamed_from:`` naming its old id: to
+leadflow a new id is a new stream) ends every
 active enrollment in it at its next due step, ``exited`` with ``stream no longer defined``; a
 stream shortened below an enrollment's next step ends it ``completed`` with ``stream
 shortened``. :mod:`leadflow.engine.nurture` does that; this module says beforehand how many
@@ -22,6 +23,11 @@ STREAM_GONE = "stream no longer defined"
 """The exit reason of an enrollment whose stream the running rule set no longer has."""
 STREAM_SHORTENED = "stream shortened"
 """The completion reason of an enrollment whose next step the stream no longer has."""
+TO_KEEP_THEM = (
+    "to keep them, keep the stream's id and steps, or give the old id in the new stream's "
+    "renamed_from"
+)
+"""What a warning of leavers advises."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,7 @@ def leavers(
     """Per stream, the leads in ``enrolled`` (:func:`active_enrollments`) whose enrollment a
     rule set with ``streams`` would end. With ``base`` (a plan's rules at its base), only what
     the change from ``base`` does: an enrollment the base would end as well is not counted."""
+    streams, base = _by_any_id(streams), None if base is None else _by_any_id(base)
     found = []
     for stream_id, steps in sorted(enrolled.items()):
         before = base.get(stream_id) if base is not None else None
@@ -111,3 +118,10 @@ def leaving_leads(connection: Connection, found: Sequence[Leavers]) -> frozenset
         .distinct()
     )
     return frozenset(str(external_id) for (external_id,) in rows)
+
+
+def _by_any_id(streams: Mapping[str, NurtureStream]) -> dict[str, NurtureStream]:
+    """Each stream under its id and under every id it was renamed from: an enrollment made
+    under an old id goes on in the renamed stream."""
+    renamed = {old: stream for stream in streams.values() for old in stream.renamed_from}
+    return renamed | dict(streams)

@@ -153,6 +153,13 @@ def _stream() -> Schema:
         "properties": {
             "id": {"type": "string", "pattern": RULE_ID_PATTERN},
             "description": {"type": "string"},
+            "renamed_from": {
+                "description": "the ids this stream had before: their enrollments go on here",
+                "oneOf": [
+                    {"type": "string", "pattern": RULE_ID_PATTERN},
+                    {"type": "array", "items": {"type": "string", "pattern": RULE_ID_PATTERN}},
+                ],
+            },
             "allow_parallel": {"type": "boolean", "default": False},
             "steps": {"type": "array", "minItems": 1, "items": step},
         },

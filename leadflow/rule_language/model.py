@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from leadflow.errors import Problem
 from leadflow.rule_language.actions import (
@@ -90,9 +90,18 @@ class StepSpec(Spec):
     after: OffsetDuration = timedelta(0)
 
 
+StreamId = Annotated[str, Field(pattern=RULE_ID_PATTERN)]
+
+
+def _as_list(value: Any) -> Any:
+    """``renamed_from: welcome`` reads as ``[welcome]``."""
+    return [value] if isinstance(value, str) else value
+
+
 class StreamSpec(Spec):
-    id: str = Field(pattern=RULE_ID_PATTERN)
+    id: StreamId
     description: str = ""
+    renamed_from: Annotated[list[StreamId], BeforeValidator(_as_list)] = []
     allow_parallel: bool = False
     steps: list[StepSpec] = Field(min_length=1)
 
@@ -156,6 +165,9 @@ class NurtureStream:
     allow_parallel: bool
     steps: tuple[StreamStep, ...]
     location: Located = field(compare=False)
+    renamed_from: tuple[str, ...] = ()
+    """The ids this stream had before (``renamed_from:``): enrollments made under one of them
+    are this stream's, and go on where they are."""
 
 
 @dataclass(frozen=True)
@@ -181,6 +193,17 @@ class RuleSet:
     def active_scoring(self) -> Any:
         """The scoring model when it is enabled: then every tick rescores the leads."""
         return self.scoring if self.scoring is not None and self.scoring.enabled else None
+
+    def stream_for(self, stream_id: str) -> NurtureStream | None:
+        """The stream an enrollment made under ``stream_id`` is in now: the stream of that id,
+        or the one renamed from it; None when the set has neither."""
+        found = self.streams.get(stream_id)
+        if found is not None:
+            return found
+        return next(
+            (stream for stream in self.streams.values() if stream_id in stream.renamed_from),
+            None,
+        )
 
     def rule(self, rule_id: str) -> Rule | None:
         return next((rule for rule in self.rules if rule.id == rule_id), None)

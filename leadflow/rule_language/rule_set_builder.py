@@ -88,6 +88,8 @@ class RuleSetBuilder:
         self._rule_locations: dict[str, Located] = {}
         self._template_uses: list[tuple[str, str, Located, Mapping[str, str]]] = []
         self._stream_uses: list[tuple[str, str, Located]] = []
+        self._renames: list[tuple[str, str, Located]] = []
+        """(stream, an id it was renamed from, where that id is written)."""
         self.refused_streams: set[str] = set()
         """Streams defined but refused for a problem of their own: a rule enrolling one is not
         blamed for an unknown stream as well."""
@@ -179,11 +181,20 @@ class RuleSetBuilder:
     def use_stream(self, owner: str, name: str, where: Located) -> None:
         self._stream_uses.append((owner, name, where))
 
+    def rename_stream(self, stream_id: str, old_id: str, where: Located) -> None:
+        self._renames.append((stream_id, old_id, where))
+
     def check_references(self) -> None:
+        self._check_renames()
+        renamed_to = {old: new for new, old, _ in self._renames}
         for owner, name, where in self._stream_uses:
             if name not in self.streams and name not in self.refused_streams:
                 known = [*self.streams, *self.refused_streams]
-                hint = did_you_mean(name, known, otherwise="define it under streams:")
+                hint = (
+                    f"stream {renamed_to[name]} was renamed from it: enroll in {renamed_to[name]}"
+                    if name in renamed_to
+                    else did_you_mean(name, known, otherwise="define it under streams:")
+                )
                 self.problems.append(
                     Problem(
                         where.file,
@@ -208,6 +219,32 @@ class RuleSetBuilder:
                         where.file, where.line, where.column, f"{owner}: template {name!r}: {found}"
                     )
                 )
+
+    def _check_renames(self) -> None:
+        """An id a stream was renamed from names no stream of the set, and one stream only:
+        otherwise whose enrollments those are would be a guess."""
+        claimed: dict[str, str] = {}
+        for stream_id, old_id, where in self._renames:
+            if old_id == stream_id:
+                why = "is the stream's own id"
+            elif old_id in self.streams:
+                why = (
+                    f"is a stream defined at {self.streams[old_id].location}; a renamed stream "
+                    "is no longer there under its old id: remove one of the two"
+                )
+            elif old_id in claimed:
+                why = f"is already claimed by stream {claimed[old_id]}: only one stream can be it"
+            else:
+                claimed[old_id] = stream_id
+                continue
+            self.problems.append(
+                Problem(
+                    where.file,
+                    where.line,
+                    where.column,
+                    f"stream {stream_id}: renamed_from {old_id!r} {why}",
+                )
+            )
 
     def _template_problems(self, name: str, unavailable: Mapping[str, str]) -> list[Problem]:
         """The template's own problems (checked once per name), else those of this use."""
@@ -465,7 +502,12 @@ class _FileReader:
             allow_parallel=spec.allow_parallel,
             steps=tuple(steps),
             location=self.located(path),
+            renamed_from=tuple(spec.renamed_from),
         )
+        for index, old_id in enumerate(spec.renamed_from):
+            self.builder.rename_stream(
+                spec.id, old_id, self.located((*path, "renamed_from", index))
+            )
         self.builder.add_stream(stream, self.document, path)
 
 

@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -44,6 +44,7 @@ from leadflow.store.types import UTCDateTime
 
 GIT_TIMEOUT = 30
 Status = Literal["added", "removed", "changed"]
+StreamStatus = Literal["added", "removed", "changed", "renamed"]
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,10 @@ class Plan:
     now: datetime
     rules: tuple[RulePlan, ...]
     unchanged_rules: int
-    streams: tuple[tuple[str, Status], ...]
+    streams: tuple[tuple[str, StreamStatus], ...]
+    renamed_from: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """A renamed stream's id -> its ids at the base (``renamed_from:``): listed once, as
+    renamed, not as one stream removed and another added."""
     leavers: tuple[Leavers, ...] = ()
     """The leads enrolled now in a stream removed or shortened whose enrollments would end."""
     leaving_leads: frozenset[str] = frozenset()
@@ -272,6 +276,7 @@ def plan_change(
         unchanged_rules=len(base_rules.keys() & working_rules.keys())
         - len(differing & base_rules.keys() & working_rules.keys()),
         streams=_stream_changes(base, working),
+        renamed_from=_renames(base, working),
         leavers=leaving[0],
         leaving_leads=leaving[1],
         scoring=scoring,
@@ -323,15 +328,29 @@ def _leavers(
 
 def _stream_lines(plan: Plan, signs: Mapping[str, str]) -> list[str]:
     """``- stream welcome (removed): 3 leads enrolled now will exit (...)``, one per stream."""
-    by_stream = plan.leaving_by_stream
     lines = []
     for stream, status in plan.streams:
-        line = f"{signs[status]} stream {stream} ({status})"
-        leaving = by_stream.get(stream)
+        line = f"{signs[status]} stream {stream} ({_stream_status(plan, stream, status)})"
+        leaving = _leaving(plan, stream)
         if leaving is not None:
             line += f": {leaving.consequence()}"
         lines.append(line)
     return lines
+
+
+def _stream_status(plan: Plan, stream: str, status: StreamStatus, quote: str = "") -> str:
+    """``changed``, or ``renamed from welcome`` (each id between ``quote`` marks)."""
+    if status != "renamed":
+        return status
+    return "renamed from " + ", ".join(f"{quote}{old}{quote}" for old in plan.renamed_from[stream])
+
+
+def _leaving(plan: Plan, stream: str) -> Leavers | None:
+    """The leavers of ``stream``: counted under the id they were enrolled with, which is an
+    old one of a renamed stream."""
+    by_stream = plan.leaving_by_stream
+    ids = (stream, *plan.renamed_from.get(stream, ()))
+    return next((by_stream[key] for key in ids if key in by_stream), None)
 
 
 def _actions(rule: object) -> tuple[str, ...] | None:
@@ -345,17 +364,32 @@ def _actions(rule: object) -> tuple[str, ...] | None:
     return tuple(describe_action(action) for action in rule.actions)
 
 
-def _stream_changes(base: RuleSet, working: RuleSet) -> tuple[tuple[str, Status], ...]:
-    found: list[tuple[str, Status]] = []
-    for stream_id in sorted(base.streams.keys() | working.streams.keys()):
+def _stream_changes(base: RuleSet, working: RuleSet) -> tuple[tuple[str, StreamStatus], ...]:
+    renamed = _renames(base, working)
+    gone = {old_id for old_ids in renamed.values() for old_id in old_ids}
+    found: list[tuple[str, StreamStatus]] = []
+    for stream_id in sorted((base.streams.keys() | working.streams.keys()) - gone):
         old, new = base.streams.get(stream_id), working.streams.get(stream_id)
-        if old is None:
+        if stream_id in renamed:
+            found.append((stream_id, "renamed"))
+        elif old is None:
             found.append((stream_id, "added"))
         elif new is None:
             found.append((stream_id, "removed"))
         elif old != new:
             found.append((stream_id, "changed"))
     return tuple(found)
+
+
+def _renames(base: RuleSet, working: RuleSet) -> dict[str, tuple[str, ...]]:
+    """Each working stream renamed from a stream of the base that the working set no longer
+    has -> those old ids."""
+    found = {
+        stream.id: tuple(old for old in stream.renamed_from if old in base.streams)
+        for stream in working.streams.values()
+        if stream.id not in base.streams
+    }
+    return {stream_id: old_ids for stream_id, old_ids in found.items() if old_ids}
 
 
 _WORDS = {"+": "newly acted on", "-": "no longer acted on", "~": "acted on differently"}
@@ -416,7 +450,7 @@ def render_text(plan: Plan, *, sample: int = 10) -> list[str]:
     if left_out_line is not None:
         lines.append(left_out_line)
     lines.append("")
-    signs = {"added": "+", "removed": "-", "changed": "~"}
+    signs = {"added": "+", "removed": "-", "changed": "~", "renamed": "~"}
     for rule in plan.rules:
         lines.append(f"{signs[rule.status]} {_rule_line(rule, plan.base_ref)}")
         if rule.error:
@@ -457,12 +491,12 @@ def render_markdown(plan: Plan, *, sample: int = 10) -> list[str]:
             for rule in plan.rules
         ]
         lines.append("")
-    by_stream = plan.leaving_by_stream
-    lines += [
-        f"- stream `{stream}`: {status}"
-        + (f": **{by_stream[stream].consequence()}**" if stream in by_stream else "")
-        for stream, status in plan.streams
-    ]
+    for stream, status in plan.streams:
+        leaving = _leaving(plan, stream)
+        lines.append(
+            f"- stream `{stream}`: {_stream_status(plan, stream, status, '`')}"
+            + (f": **{leaving.consequence()}**" if leaving is not None else "")
+        )
     for rule in plan.rules:
         shown = list(_samples(rule, sample))
         if not shown and not rule.error:

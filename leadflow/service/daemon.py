@@ -365,7 +365,7 @@ class Daemon:
         """The active enrollments ``rule_set`` would end for want of their stream (a stream
         removed or renamed, or shortened), in one line; None when there is none, or when the
         store cannot say (logged: the reload goes on all the same)."""
-        from leadflow.engine.stream_leavers import active_enrollments, leavers
+        from leadflow.engine.stream_leavers import TO_KEEP_THEM, active_enrollments, leavers
 
         try:
             with self.runtime.engine.connect() as connection:
@@ -376,9 +376,8 @@ class Daemon:
         found = leavers(enrolled, rule_set.streams)
         if not found:
             return None
-        return "; ".join(leaving.describe() for leaving in found) + (
-            " (to keep them, keep the stream's id: docs/rules.md, Nurture streams)"
-        )
+        advice = f" ({TO_KEEP_THEM}: docs/rules.md, Nurture streams)"
+        return "; ".join(leaving.describe() for leaving in found) + advice
 
     def _summary(self) -> dict[str, object]:
         return {
