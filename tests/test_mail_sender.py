@@ -853,3 +853,57 @@ class TestLateUnsubscribe:
             *((row_id, "suppressed", "unsubscribed") for row_id in marketing),
             (notice, "sending", None),
         ]
+
+
+@pytest.mark.usefixtures("people")
+def test_a_running_sender_reclaims_a_dead_neighbours_claim(
+    engine: Engine, settings: Settings, clock: SettableClock, handler: ScriptedHandler
+) -> None:
+    """A replica killed beside a running one on the same host: the running sender hands its
+    claim back within RECLAIM_EVERY_POLLS polls and sends it, once, with its Message-ID,
+    instead of waiting out the 15-minute lease (found with two daemons, one killed)."""
+    from leadflow.outbox.claimers import new_sender_id
+    from leadflow.outbox.delivery import RECLAIM_EVERY_POLLS
+
+    fast = settings.model_copy(
+        update={"mail": settings.mail.model_copy(update={"poll_interval": timedelta(seconds=0.02)})}
+    )
+    neighbour_process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    host, _pid, _drain, namespace = new_sender_id().split(":")
+    neighbour = f"{host}:{neighbour_process.pid}:0a1b2c3d:{namespace}"
+    outbox_id = enqueue(engine, settings, clock, key="mql:L-1")
+    claimed = claim_due(engine, clock.now(), settings.mail.lease, neighbour, 10)
+    assert [message.id for message in claimed] == [outbox_id]
+
+    async def scenario() -> tuple[DrainReport, list[dict[str, Any]]]:
+        stop = asyncio.Event()
+        with capture_logs() as logs:
+            task = asyncio.create_task(drain_configured(engine, fast, clock, once=False, stop=stop))
+            await asyncio.sleep(0.2)  # running, the neighbour alive: its claim is left alone
+            assert not handler.received
+            neighbour_process.kill()
+            await asyncio.to_thread(neighbour_process.wait)
+            async with asyncio.timeout(RECLAIM_EVERY_POLLS * 0.02 * 10 + 5):
+                while not handler.received:  # noqa: ASYNC110 (the server thread fills it)
+                    await asyncio.sleep(0.02)
+            stop.set()
+            return await task, logs
+
+    try:
+        report, logs = asyncio.run(scenario())
+    finally:
+        neighbour_process.kill()
+        neighbour_process.wait()
+    assert report.sent == 1
+    [received] = handler.received
+    [row] = outbox_rows(engine)
+    assert (row.status, row.attempts, received.message["Message-ID"]) == (
+        "sent",
+        2,
+        row.message_id,
+    )
+    assert [
+        (entry["claimed_by"], entry["pid"], entry["reclaimed"])
+        for entry in logs
+        if entry["event"] == "outbox_dead_claims_reclaimed"
+    ] == [(neighbour, neighbour_process.pid, 1)]

@@ -134,6 +134,10 @@ async def drain(
 
 _CLAIM_FAILURES_PER_LINE = 30
 """While the database is away, one ``outbox_claim_failed`` line per this many polls."""
+RECLAIM_EVERY_POLLS = 30
+"""A running drain looks for the claims of dead senders of its host once per this many
+claims (a minute at the default ``mail.poll_interval``, less while busy): a replica killed
+beside it on the same host, not only one this start replaced."""
 
 
 @dataclass
@@ -191,8 +195,9 @@ class _Run:
 
     async def _reclaim_dead(self) -> None:
         """Hand back at once what a dead sender of this host claimed (a daemon killed before this
-        restart), rather than letting it wait out its lease. Not done if the database is away:
-        the claims then go on as usual, and those rows wait for their lease."""
+        restart, or a replica beside this one), rather than letting it wait out its lease. Not
+        done if the database is away: the claims then go on as usual, and those rows wait for
+        their lease."""
         try:
             reclaimed = await asyncio.to_thread(reclaim_dead_claims, self.engine)
         except SQLAlchemyError:
@@ -211,7 +216,11 @@ class _Run:
         self, claimed: asyncio.Queue[ClaimedMessage | None], *, once: bool, stop: asyncio.Event
     ) -> None:
         mail = self.settings.mail
+        polls = 0
         while not stop.is_set():
+            polls += 1
+            if polls % RECLAIM_EVERY_POLLS == 0:
+                await self._reclaim_dead()
             batch = await self._claim(once=once)
             self.report.claimed += len(batch)
             for message in batch:
