@@ -37,6 +37,7 @@ from leadflow.store.tables import (
     AUDIT,
     DEALS,
     LEADS,
+    NURTURE,
     OUTBOX,
     RULE_RUNS,
     SCORE_CHANGES,
@@ -57,6 +58,126 @@ L1_TIMELINE = [
     (T0 - 2 * HOUR, "set_stage"),
     (T0 - HOUR, "email “Following up” to ada@analytical.test: sent"),
 ]
+
+
+L3_SLA = "SLA first_touch started, due 2026-03-02 04:00 UTC (breached)"
+
+
+def _score_row(
+    ident: int, at: Any, old: int, new: int, old_fit: int | None, model: str | None, **more: Any
+) -> dict[str, Any]:
+    return {
+        "id": ident,
+        "lead_id": 3,
+        "at": at,
+        "old_score": old,
+        "new_score": new,
+        "old_fit": old_fit,
+        "new_fit": more.get("new_fit", 10 if model else old_fit),
+        "old_engagement": more.get("old_engagement"),
+        "new_engagement": more.get("new_engagement", 2 if model else None),
+        "cause": more.get("cause", "fit"),
+        "detail": more.get("detail"),
+        "model_version": model,
+    }
+
+
+def _seed_nurture_and_scores(engine: Engine) -> None:
+    """L3: a rule's adjustment before any model (8h ago), the model's first score (7h ago,
+    cause ``fit``, as a pass writes it for a lead new since the last pass), a decay (6h ago);
+    enrollments: drip completed 4h ago, welcome left for stream x 3h ago, x left on becoming
+    an MQL 2h ago (and its audit row), and an active one in y."""
+    enrollment = {"lead_id": 3, "rule_id": "nurture-new-leads", "next_step_at": None}
+    with engine.begin() as connection:
+        connection.execute(
+            insert(SCORE_CHANGES),
+            [
+                _score_row(
+                    2,
+                    T0 - 8 * HOUR,
+                    5,
+                    8,
+                    None,
+                    None,
+                    cause="rule",
+                    detail="rule bump: adjust_score",
+                ),
+                _score_row(3, T0 - 7 * HOUR, 8, 12, None, "m1"),
+                _score_row(
+                    4,
+                    T0 - 6 * HOUR,
+                    12,
+                    11,
+                    10,
+                    "m1",
+                    old_engagement=2,
+                    new_engagement=1,
+                    cause="decay",
+                ),
+            ],
+        )
+        connection.execute(
+            insert(NURTURE),
+            [
+                {
+                    **enrollment,
+                    "id": 1,
+                    "stream": "drip",
+                    "enrolled_at": T0 - 9 * HOUR,
+                    "next_step": 2,
+                    "status": "completed",
+                    "exit_reason": "all steps sent",
+                    "exited_at": T0 - 4 * HOUR,
+                },
+                {
+                    **enrollment,
+                    "id": 2,
+                    "stream": "welcome",
+                    "enrolled_at": T0 - 5 * HOUR,
+                    "next_step": 1,
+                    "status": "exited",
+                    "exit_reason": "moved to stream x",
+                    "exited_at": T0 - 3 * HOUR,
+                },
+                {
+                    **enrollment,
+                    "id": 3,
+                    "stream": "x",
+                    "enrolled_at": T0 - 3 * HOUR,
+                    "next_step": 1,
+                    "status": "exited",
+                    "exit_reason": "became mql",
+                    "exited_at": T0 - 2 * HOUR,
+                },
+                {
+                    **enrollment,
+                    "id": 4,
+                    "stream": "y",
+                    "enrolled_at": T0 - 2 * HOUR,
+                    "next_step": 0,
+                    "status": "active",
+                    "next_step_at": T0 + HOUR,
+                    "exit_reason": None,
+                    "exited_at": None,
+                },
+            ],
+        )
+        connection.execute(
+            insert(AUDIT),
+            [
+                {
+                    "id": 5,
+                    "at": T0 - 4 * HOUR,
+                    "source": "nurture",
+                    "action": "nurture_completed",
+                    "lead_id": 3,
+                    "rule_id": "nurture-new-leads",
+                    "rule_version": "v1",
+                    "params": {"stream": "drip", "reason": "all steps sent"},
+                    "evidence": {},
+                }
+            ],
+        )
 
 
 @pytest.fixture
@@ -104,6 +225,53 @@ class TestTimeline:
             "sla_escalated",
             "email “Hello Bob” to bob@builder.test: pending",
         ]
+
+    def test_nurture_exits_and_the_first_score(self, seeded: Engine) -> None:
+        """L3's timeline says when it left each nurture stream and why (read from the
+        enrollment: the exit a stage change makes writes no audit row; the audit's own
+        ``nurture_exited`` row is not said twice), not the one it is still in; its first score
+        from the model reads as such, not as a change caused by ``fit``, and a rule's
+        adjustment of a lead the model never scored stays a change."""
+        _seed_nurture_and_scores(seeded)
+        events, more = timeline(seeded, header(seeded, "L3"))
+        assert [(e.at, e.kind, e.summary) for e in events] == [
+            (T0 - 9 * HOUR, "sla_started", L3_SLA),
+            (T0 - 8 * HOUR, "score_change", "score 5 → 8 (rule: rule bump: adjust_score)"),
+            (
+                T0 - 7 * HOUR,
+                "score_first",
+                "first score 12 (fit 10, engagement 2; 8 before, set outside the model)",
+            ),
+            (T0 - 6 * HOUR, "score_change", "score 12 → 11 (decay)"),
+            (T0 - 4 * HOUR, "nurture_completed", "completed nurture stream drip: all steps sent"),
+            (T0 - 3 * HOUR, "nurture_exited", "left nurture stream welcome: moved to stream x"),
+            (T0 - 2 * HOUR, "nurture_exited", "left nurture stream x: became mql"),
+        ]
+        assert more is False
+        assert events[-1].detail == {
+            "enrolled_by": "nurture-new-leads",
+            "enrolled_at": (T0 - 3 * HOUR).isoformat(),
+            "steps_done": 1,
+        }
+        lead = header(seeded, "L3")
+        paged = [timeline(seeded, lead, Cursor.parse(e.cursor), 1)[0] for e in events[:-1]]
+        assert [page[0].summary for page in paged] == [e.summary for e in events[1:]]
+
+    @pytest.mark.parametrize(
+        ("before", "said"),
+        [
+            (0, "first score 12 (fit 10, engagement 2)"),
+            (30, "first score 12 (fit 10, engagement 2; 30 before, set outside the model)"),
+        ],
+    )
+    def test_a_first_score_says_what_was_there(
+        self, seeded: Engine, before: int, said: str
+    ) -> None:
+        """A lead new since the model's last pass (score 0), or whose score the CRM had set."""
+        with seeded.begin() as connection:
+            connection.execute(insert(SCORE_CHANGES), [_score_row(5, T0, before, 12, None, "m1")])
+        events, _ = timeline(seeded, header(seeded, "L3"))
+        assert (events[-1].kind, events[-1].summary) == ("score_first", said)
 
     def test_a_bad_cursor_is_no_cursor(self) -> None:
         assert Cursor.parse("garbage") is None
@@ -692,7 +860,8 @@ def test_lead_page_shows_audit_lists_and_mappings_as_written(
 
 def test_missing_part_scores_read_as_a_dash(seeded: Engine) -> None:
     """A score change without a fit or engagement part (a score set before any model ran)
-    shows ``-`` as the rest of the dashboard writes a missing value, never ``None``."""
+    shows ``-`` as the rest of the dashboard writes a missing value, never ``None``; being the
+    model's first score of the lead, it reads as that (it read ``score 0 → 75 (fit)``)."""
     with seeded.begin() as connection:
         connection.execute(
             update(SCORE_CHANGES)
@@ -711,7 +880,7 @@ def test_missing_part_scores_read_as_a_dash(seeded: Engine) -> None:
     events, _ = timeline(seeded, header(seeded, "L1"))
     score = next(e for e in events if e.source == "score")
     assert (score.summary, score.detail["fit"], score.detail["engagement"]) == (
-        "score 0 → 75 (fit)",
+        "first score 75 (fit 75, engagement 0)",
         "- → 75",
         "- → 0",
     )
@@ -868,7 +1037,16 @@ def _scans(plan: str, tables: tuple[str, ...]) -> list[str]:
     return found
 
 
-BIG = ("audit_log", "leads", "outbox", "activities", "score_changes", "sla_timers", "deals")
+BIG = (
+    "audit_log",
+    "leads",
+    "outbox",
+    "activities",
+    "score_changes",
+    "sla_timers",
+    "deals",
+    "nurture_enrollments",
+)
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,7 @@ from leadflow.errors import ConfigError, NoSnapshotError, Problem, ProblemsError
 from leadflow.rule_language.loader import load_rule_set
 from leadflow.rule_language.model import RuleSet
 from leadflow.service.rule_reload import (
+    LoadWarning,
     ReloadStatus,
     RuleFolderFilter,
     SnapshotHolder,
@@ -198,9 +199,10 @@ class TestSnapshotHolder:
         holder: SnapshotHolder[Snapshot] = SnapshotHolder(clock=SettableClock(T0))
         load = RuleFiles(tmp_path)
 
-        def warn(snapshot: Snapshot) -> dict[str, str]:
+        def warn(snapshot: Snapshot) -> list[LoadWarning]:
             high = snapshot["mql.yaml"]["threshold"] > 90
-            return {"threshold_high": "a threshold above 90 qualifies nobody"} if high else {}
+            said = "a threshold above 90 qualifies nobody"
+            return [LoadWarning.detailed("threshold_high", said)] if high else []
 
         statuses = []
         with capture_logs() as logs:
@@ -243,7 +245,7 @@ class TestSnapshotHolder:
         load, holder = good_start(tmp_path)
         write(tmp_path / "mql.yaml", "threshold: 70\n")
 
-        def broken_warn(snapshot: Snapshot) -> dict[str, str]:
+        def broken_warn(snapshot: Snapshot) -> list[LoadWarning]:
             raise KeyError("unsubscribe_url")
 
         with capture_logs() as logs:

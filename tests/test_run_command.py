@@ -610,6 +610,61 @@ class TestFailedFirings:
         assert said == [f"failed: rule a: 3 firing(s) failed; first: {FIRST_FAILURE}"]
 
 
+class TestStatusOfFailedFirings:
+    """``leadflow status`` after a run whose firings failed: the rule's last run is not called
+    ``ok`` (it was, with an empty error): it says how many firings failed and the first one's
+    error, in the table and in the JSON; status itself exits 0, as for the other failures it
+    reports (a failing scoring pass, a failing nurture step, a refused folder)."""
+
+    def test_the_status_table(
+        self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = failing_template_project(tmp_path, store_url)
+        assert main(["-c", path, "run", "--once"]) == 1
+        capsys.readouterr()
+        assert main(["-c", path, "status"]) == 0
+        out = capsys.readouterr().out
+        lines = out.splitlines()
+        [at] = [n for n, line in enumerate(lines) if line.split()[:1] == ["a"]]
+        # The row, then its error column folded onto the lines below (the table ends the output).
+        cells = " ".join(lines[at:]).split()
+        # rule, schedule, last run, next run (a date and a time each), status, matched, version
+        assert cells[:3] + cells[7:11] == ["a", "every", "5m", "3", "firings", "failed", "5"]
+        assert " ".join(cells[12:]) == f"3 failed; first: {FIRST_FAILURE}"
+        assert "ok" not in cells
+
+    def test_the_status_json(
+        self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = failing_template_project(tmp_path, store_url)
+        assert main(["-c", path, "run", "--once"]) == 1
+        capsys.readouterr()
+        assert main(["-c", path, "status", "--format", "json"]) == 0
+        document = json.loads(capsys.readouterr().out)
+        [rule] = document["rules"]["rules"]
+        assert (rule["rule_id"], rule["status"], rule["failed_firings"], rule["error"]) == (
+            "a",
+            "firings_failed",
+            3,
+            f"3 failed; first: {FIRST_FAILURE}",
+        )
+        assert rule["matched"] == 5
+
+    def test_a_run_with_no_failure_is_ok_again(
+        self, engine: Engine, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The failed firings are the last run's: once the template renders for every lead,
+        the next run is ``ok`` with no error and no failed firing."""
+        path = failing_template_project(tmp_path, store_url)
+        assert main(["-c", path, "run", "--once"]) == 1
+        (tmp_path / "templates" / "rt.txt").write_text("Hi {{ lead.score }}\n", encoding="utf-8")
+        assert main(["-c", path, "run", "--once", "--all"]) == 0
+        capsys.readouterr()
+        assert main(["-c", path, "status", "--format", "json"]) == 0
+        [rule] = json.loads(capsys.readouterr().out)["rules"]["rules"]
+        assert (rule["status"], rule["failed_firings"], rule["error"]) == ("ok", 0, None)
+
+
 class TestOutcomeProblems:
     """What decides ``run --once``'s error column and exit code: a rule's own error first,
     else its failed firings; 3 only when the database or the mail server failed."""

@@ -323,7 +323,7 @@ class TestReload:
         daemon = Daemon(Runtime.build(broken, runtime.settings, runtime.clock))
         write_rules(project, RENAMED)
         with capture_logs() as logs:
-            assert daemon.warnings(runtime.load_rules()) == {}
+            assert daemon.warnings(runtime.load_rules()) == []
         assert [(entry["event"], entry["log_level"]) for entry in logs] == [
             ("nurture_enrollments_not_read", "warning")
         ]

@@ -44,6 +44,11 @@ def show_status(ctx: typer.Context, output: FormatOption = OutputFormat.table) -
     render_rules(rules, console)
 
 
+FAILED_RUNS = ("failed", "firings_failed")
+"""The recorded statuses of a last run that did not go through: the rule's own error, or some
+of its firings (rolled back while the others went on)."""
+
+
 @dataclass(frozen=True)
 class RuleLine:
     """One rule as ``status`` shows it: its schedule and its last recorded run."""
@@ -58,6 +63,16 @@ class RuleLine:
     matched: int | None
     version_run: str | None
     error: str | None
+    failed_firings: int | None = None
+    """How many firings of the last run failed (``status`` ``firings_failed``)."""
+
+    @property
+    def shown_status(self) -> str:
+        """The status cell: ``3 firings failed`` for a run whose firings failed (it read
+        ``ok``), else the recorded status; ``-`` for a rule that never ran."""
+        if self.status == "firings_failed" and self.failed_firings:
+            return f"{self.failed_firings} firing{'' if self.failed_firings == 1 else 's'} failed"
+        return self.status or "-"
 
 
 @dataclass(frozen=True)
@@ -131,6 +146,7 @@ def rules_view(runtime: Runtime, status: StoreStatus) -> RulesView:
                 matched=ran.matched if ran else None,
                 version_run=ran.rule_version if ran else None,
                 error=ran.error if ran else None,
+                failed_firings=ran.failed_firings if ran else None,
             )
         )
     version = rule_set.version if rule_set else None
@@ -325,10 +341,13 @@ def render_rules(rules: RulesView, console: Console) -> None:
             line.schedule,
             _utc(line.last_run) if line.last_run else "never",
             "due now" if line.due_now else upcoming,
-            line.status or "-",
+            line.shown_status,
             "-" if line.matched is None else str(line.matched),
             line.version_run or "-",
             line.error or "",
+            # In red as the other failures status reports (a failing scoring pass or nurture
+            # step): a run whose firings failed read "ok".
+            style="red" if line.status in FAILED_RUNS else None,
         )
     console.print(table)
 

@@ -1,9 +1,16 @@
-"""A lead's timeline: every audit row, score change, email, activity and SLA event, in order.
+"""A lead's timeline: every audit row, score change, email, activity, SLA event and nurture
+exit, in order.
 
 Each source is read by the lead's own index (``audit_log``, ``score_changes`` and
-``activities`` by (lead_id, time), ``outbox`` by lead_id, ``sla_timers`` by (lead_id, status)),
-at most a page plus one row from each, from the cursor on; the merge in Python keeps the first
-page's worth. The cursor is (time, source, id), so rows at the same instant are never skipped
+``activities`` by (lead_id, time), ``outbox`` by lead_id, ``sla_timers`` and
+``nurture_enrollments`` by (lead_id, status)), at most a page plus one row from each, from the
+cursor on; the merge in Python keeps the first page's worth. A lead's leaving a nurture stream
+is read from its enrollment, which every exit ends with its reason (it became an MQL,
+unsubscribed, the stream was removed, all steps sent ...): the exits a rule's stage change or
+an enrollment in another stream makes write no audit row, and those that do
+(``nurture_exited``, ``nurture_completed``) would say it twice, so they are left out. A lead's
+first score from the scoring model reads as that, not as a change with the cause of the pass
+that computed it. The cursor is (time, source, id), so rows at the same instant are never skipped
 nor repeated across pages. Owner changes are the audit's ``assign`` rows; an import or an API
 push writes no audit row, so the page's header shows when the record was created and last
 changed by one.
@@ -20,11 +27,23 @@ from typing import Any
 from sqlalchemy import Column, Connection, Engine, Table, and_, or_, select, true
 
 from leadflow.store.json_values import jsonable
-from leadflow.store.tables import ACTIVITIES, AUDIT, LEADS, OUTBOX, REPS, SCORE_CHANGES, SLA_TIMERS
+from leadflow.store.tables import (
+    ACTIVITIES,
+    AUDIT,
+    LEADS,
+    NURTURE,
+    OUTBOX,
+    REPS,
+    SCORE_CHANGES,
+    SLA_TIMERS,
+)
 
 PAGE = 100
-SOURCES = ("audit", "score", "email", "activity", "sla")
-"""Order of sources at the same instant (and their rank in the cursor)."""
+SOURCES = ("audit", "score", "email", "activity", "sla", "nurture")
+"""Order of sources at the same instant (and their rank in the cursor: new ones go last, so a
+cursor in a link keeps its meaning)."""
+NURTURE_ENDINGS = ("nurture_exited", "nurture_completed")
+"""The audit actions of an enrollment's end: the ``nurture`` source says each, with its reason."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +137,7 @@ def timeline(
             list(_emails(connection, lead.id, after, limit)),
             list(_activities(connection, lead.id, after, limit)),
             list(_slas(connection, lead.id, after, limit)),
+            list(_nurture_exits(connection, lead.id, after, limit)),
         ]
     merged = list(heapq.merge(*streams, key=lambda e: (e.at, SOURCES.index(e.source), e.id)))
     return merged[:limit], len(merged) > limit
@@ -151,7 +171,9 @@ def _page(
 def _audit(
     connection: Connection, lead_id: int, after: Cursor | None, limit: int
 ) -> Iterator[Event]:
-    after_clause = _after("audit", AUDIT.c.at, AUDIT.c.id, after)
+    after_clause = and_(
+        _after("audit", AUDIT.c.at, AUDIT.c.id, after), AUDIT.c.action.not_in(NURTURE_ENDINGS)
+    )
     rows = _page(connection, AUDIT, "at", lead_id, after_clause, limit)
     for row in rows:
         rule = f" by rule {row.rule_id} ({row.rule_version})" if row.rule_id else ""
@@ -170,19 +192,38 @@ def _scores(
 ) -> Iterator[Event]:
     t = SCORE_CHANGES
     for row in _page(connection, t, "at", lead_id, _after("score", t.c.at, t.c.id, after), limit):
-        because = f": {row.detail}" if row.detail else ""
+        first = _first_scoring(row)
         yield Event(
             row.at,
             "score",
             row.id,
-            "score_change",
-            f"score {_shown(row.old_score)} → {_shown(row.new_score)} ({row.cause}{because})",
+            "score_first" if first else "score_change",
+            _score_summary(row, first=first),
             {
                 "fit": f"{_shown(row.old_fit)} → {_shown(row.new_fit)}",
                 "engagement": f"{_shown(row.old_engagement)} → {_shown(row.new_engagement)}",
                 "model_version": row.model_version,
             },
         )
+
+
+def _first_scoring(row: Any) -> bool:
+    """Whether ``row`` is the scoring model's first score of the lead: the lead had no fit and
+    no engagement before it (a rule's adjustment keeps them as they were, and names no model).
+    Its cause is the pass's (``fit`` for a lead imported since the last pass, ``model`` on a
+    model's first pass), which read as a change of the lead's data."""
+    return row.model_version is not None and row.old_fit is None and row.old_engagement is None
+
+
+def _score_summary(row: Any, *, first: bool) -> str:
+    """``score 10 → 40 (activity: pricing_visit)``; a first scoring ``first score 12 (fit 10,
+    engagement 2)``, with ``; 30 before, set outside the model`` when the CRM had set one."""
+    if not first:
+        because = f": {row.detail}" if row.detail else ""
+        return f"score {_shown(row.old_score)} → {_shown(row.new_score)} ({row.cause}{because})"
+    parts = f"fit {_shown(row.new_fit)}, engagement {_shown(row.new_engagement)}"
+    before = f"; {row.old_score} before, set outside the model" if row.old_score else ""
+    return f"first score {_shown(row.new_score)} ({parts}{before})"
 
 
 def _shown(value: object) -> str:
@@ -257,4 +298,39 @@ def _slas(
             "sla_started",
             f"SLA {row.name} started, due {row.due_at:%Y-%m-%d %H:%M} UTC ({row.status})",
             {"rule": row.rule_id, "level": row.level, "closed": row.close_reason},
+        )
+
+
+def _nurture_exits(
+    connection: Connection, lead_id: int, after: Cursor | None, limit: int
+) -> Iterator[Event]:
+    """The lead's enrollments that ended, at their end: ``left nurture stream welcome: became
+    mql`` (exited), ``completed nurture stream welcome: all steps sent`` (completed)."""
+    t = NURTURE
+    query = (
+        select(t.c.id, t.c.stream, t.c.status, t.c.exit_reason, t.c.exited_at, t.c.rule_id)
+        .add_columns(t.c.enrolled_at, t.c.next_step)
+        .where(
+            t.c.lead_id == lead_id,
+            t.c.status.in_(("exited", "completed")),
+            t.c.exited_at.is_not(None),
+            _after("nurture", t.c.exited_at, t.c.id, after),
+        )
+        .order_by(t.c.exited_at, t.c.id)
+        .limit(limit + 1)
+    )
+    for row in connection.execute(query):
+        verb = "completed" if row.status == "completed" else "left"
+        reason = f": {row.exit_reason}" if row.exit_reason else ""
+        yield Event(
+            row.exited_at,
+            "nurture",
+            row.id,
+            f"nurture_{row.status}",
+            f"{verb} nurture stream {row.stream}{reason}",
+            {
+                "enrolled_by": row.rule_id,
+                "enrolled_at": jsonable(row.enrolled_at),
+                "steps_done": row.next_step,
+            },
         )

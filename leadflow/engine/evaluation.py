@@ -42,6 +42,7 @@ from leadflow.engine.pool_staffing import unstaffed_pools_note
 from leadflow.engine.row_record import RowRecord
 from leadflow.engine.rule_runs import (
     UnfinishedRun,
+    firings_failed_text,
     record_gone_through,
     record_run,
     unfinished_run,
@@ -114,9 +115,7 @@ class RuleOutcome:
         its firings failed and the first one's reason (``3 failed; first: lead 003: ...``)."""
         if self.error is not None:
             return self.error
-        if self.failed and self.first_failure is not None:
-            return f"{self.failed} failed; first: {self.first_failure}"
-        return None
+        return firings_failed_text(self.failed, self.first_failure)
 
     @property
     def note(self) -> str | None:
@@ -545,6 +544,8 @@ def run_rule(
         now,
         matched=outcome.matched,
         error=outcome.error,
+        failed_firings=outcome.failed,
+        first_failure=outcome.first_failure,
     )
     metrics.record_evaluation(
         rule.id, seconds=outcome.seconds, matched=outcome.matched, error=outcome.error

@@ -138,9 +138,16 @@ def record_run(
     *,
     matched: int,
     error: str | None,
+    failed_firings: int = 0,
+    first_failure: str | None = None,
 ) -> None:
     """Record that ``rule`` ran as of ``now``: what makes it due (or not) after a restart. An
     interrupted run is not recorded (it stays due).
+
+    A run that finished with ``failed_firings`` (rolled back, the other firings went on) is
+    done, as one that succeeded, but recorded ``firings_failed`` with
+    :func:`firings_failed_text` as its error: it was recorded ``ok``, and ``leadflow status``
+    called the rule ok while ``run --once`` exited 1 for it.
 
     A failed run keeps the last successful start, so the rule stays due (see the module). How
     far it got its batches marked as they committed (:func:`record_gone_through`); only a run
@@ -153,9 +160,10 @@ def record_run(
         "rule_version": rule_set.version,
         "schedule": rule.schedule.to_record(),
         "last_finished_at": now,
-        "last_status": "failed" if error else "ok",
-        "last_error": error,
+        "last_status": run_status(error, failed_firings),
+        "last_error": error or firings_failed_text(failed_firings, first_failure),
         "matched": matched,
+        "failed_firings": failed_firings,
     }
     if not error:
         values.update(last_started_at=now, unfinished_at=None, unfinished_through=None)
@@ -165,6 +173,22 @@ def record_run(
         dialect = session.get_bind().dialect.name
         changed = tuple(name for name in values if name != "rule_id")
         session.execute(insert_or_update(dialect, RULE_RUNS, "rule_id", changed), values)
+
+
+def run_status(error: str | None, failed_firings: int) -> str:
+    """A finished run's ``last_status``: ``failed`` (the rule's own error), ``firings_failed``
+    or ``ok``."""
+    if error:
+        return "failed"
+    return "firings_failed" if failed_firings else "ok"
+
+
+def firings_failed_text(failed: int, first_failure: str | None) -> str | None:
+    """``3 failed; first: lead 003: ...``: ``run --once``'s error column for a rule whose
+    firings failed, and the error its run is recorded with; None when none failed."""
+    if not failed or first_failure is None:
+        return None
+    return f"{failed} failed; first: {first_failure}"
 
 
 def is_due(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
 from datetime import timedelta
 from functools import partial
@@ -43,7 +43,7 @@ from leadflow.service.daemon_ticks import DaemonCounters, Evaluator
 from leadflow.service.exit_deadline import EXIT_MARGIN_S, ExitDeadline
 from leadflow.service.jobs import RuleJobs, build_scheduler
 from leadflow.service.leadership import AdvisoryLockLeadership, Leadership, SingleInstance
-from leadflow.service.rule_reload import SnapshotHolder, watch_and_reload
+from leadflow.service.rule_reload import LoadWarning, SnapshotHolder, watch_and_reload
 
 log = structlog.get_logger("leadflow.service")
 
@@ -135,7 +135,8 @@ class Daemon:
             if self._on_signals_taken is not None:
                 self._on_signals_taken()
             rule_set = await asyncio.to_thread(self.runtime.load_rules)
-            self.holder.record_success(rule_set, tuple(self.warnings(rule_set).values()))
+            warned = self.warnings(rule_set)
+            self.holder.record_success(rule_set, tuple(warning.text for warning in warned))
             if self.stop_event.is_set():
                 return
             # Before the scheduler starts: a refused start-up then leaves no job to cancel.
@@ -174,7 +175,7 @@ class Daemon:
                     workers.append(
                         group.create_task(leadership.run(self.stop_event), name="leadership")
                     )
-                self._log_started(rule_set, transport)
+                self._log_started(rule_set, transport, warned)
                 await self.stop_event.wait()
                 scheduler.pause()  # no new ticks from here on
                 await self._wind_down(evaluator, workers)
@@ -329,7 +330,9 @@ class Daemon:
             except SQLAlchemyError as exc:
                 log_failure(log, "rule_jobs_sync_failed", exc, level="warning")
 
-    def _log_started(self, rule_set: RuleSet, transport: Transport) -> None:
+    def _log_started(
+        self, rule_set: RuleSet, transport: Transport, warned: Sequence[LoadWarning]
+    ) -> None:
         log.info(
             "daemon_started",
             pid=os.getpid(),
@@ -346,19 +349,37 @@ class Daemon:
                 "stored in the store (table store_secrets), and unsubscribe links are signed with "
                 "it; to verify links outside leadflow, set LEADFLOW_MAIL__UNSUBSCRIBE_SECRET",
             )
-        for event, detail in self.warnings(rule_set).items():
-            log.warning(event, detail=detail)
+        for warning in warned:
+            log.warning(warning.event, **warning.fields)
 
-    def warnings(self, rule_set: RuleSet) -> dict[str, str]:
-        """What ``rule_set`` is warned of under these settings, by log event: said at start and
-        by a reload that brings it in (``leadflow check`` prints the same words)."""
+    def warnings(self, rule_set: RuleSet) -> list[LoadWarning]:
+        """What ``rule_set`` is warned of under these settings: said at start and by a reload
+        that brings it in (``leadflow check`` prints the same words), never by a tick.
+
+        The rule files' own warnings (a value repeated in an ``in:`` list) come first, each
+        ``rule_file_warning`` with its ``file``, ``line``, ``column`` and ``detail`` (which
+        names the rule); the daemon said none of them, so only ``leadflow check`` did."""
+        found = [
+            LoadWarning(
+                "rule_file_warning",
+                str(warning),
+                {
+                    "file": warning.file,
+                    "line": warning.line,
+                    "column": warning.column,
+                    "detail": warning.message,
+                },
+            )
+            for warning in rule_set.warnings
+        ]
         placeholder = placeholder_unsubscribe_warning(
             self.runtime.settings, rule_set.sends_marketing
         )
-        found = {} if placeholder is None else {"unsubscribe_url_placeholder": placeholder}
+        if placeholder is not None:
+            found.append(LoadWarning.detailed("unsubscribe_url_placeholder", placeholder))
         leaving = self._leavers(rule_set)
         if leaving:
-            found["nurture_enrollments_will_end"] = leaving
+            found.append(LoadWarning.detailed("nurture_enrollments_will_end", leaving))
         return found
 
     def _leavers(self, rule_set: RuleSet) -> str | None:

@@ -5,8 +5,9 @@ and is given a ``load`` function that reads and validates *everything* (rules, t
 either returns a new snapshot or raises. A set with any error is refused: the last good snapshot
 keeps running, the error lines are kept for ``leadflow status`` and a failure is counted.
 A good set may still earn warnings (``warn``, e.g. marketing email with no unsubscribe
-address): each is logged by the reload that brings it in, once, and kept with the status for as
-long as the running set earns it.
+address, or the warnings ``leadflow check`` prints at a file's line): each is logged by the
+load or reload that brings it in, once, and kept with the status for as long as the running
+set earns it. Ticks log none of them.
 
 Swapping is one reference assignment, so an evaluation that took :meth:`SnapshotHolder.current`
 keeps using that object for its whole run, however many reloads happen meanwhile.
@@ -20,7 +21,7 @@ import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar, runtime_checkable
@@ -143,8 +144,23 @@ class Versioned(Protocol):
     def version(self) -> str: ...
 
 
-Warn = Callable[[T], Mapping[str, str]]
-"""A good snapshot's warnings: log event name -> the warning (empty when there is none)."""
+@dataclass(frozen=True)
+class LoadWarning:
+    """One warning a good snapshot earns: logged as ``event`` with ``fields`` by the load that
+    brings it in, and kept with the status as ``text`` (the Rules page lists it)."""
+
+    event: str
+    text: str
+    fields: Mapping[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def detailed(cls, event: str, detail: str) -> LoadWarning:
+        """A warning said in one line, logged as ``detail``."""
+        return cls(event, detail, {"detail": detail})
+
+
+Warn = Callable[[T], Sequence[LoadWarning]]
+"""A good snapshot's warnings (empty when there is none)."""
 
 
 def reload_snapshot(
@@ -161,7 +177,8 @@ def reload_snapshot(
     logged with its traceback and counted the same way, and the daemon goes on.
 
     ``warn``'s warnings of the new snapshot are kept with the status; each one the running
-    snapshot was not warned of is logged, after ``rules_reloaded``, under its event name. A
+    snapshot was not warned of (by its text) is logged, after ``rules_reloaded``, as its
+    event. A
     ``warn`` that fails leaves the snapshot swapped in, without warnings, and logs
     ``rules_warnings_failed``.
     """
@@ -186,11 +203,11 @@ def reload_snapshot(
     # Outside the load's boundary: a bug in a check of a good set is not a reason to refuse it.
     failed: Exception | None = None
     try:
-        warnings = dict(warn(snapshot)) if warn is not None else {}
+        warnings = list(warn(snapshot)) if warn is not None else []
     except Exception as exc:  # logged below, with its traceback
-        warnings, failed = {}, exc
+        warnings, failed = [], exc
     before = set(holder.status().warnings)
-    status = holder.record_success(snapshot, tuple(warnings.values()))
+    status = holder.record_success(snapshot, tuple(warning.text for warning in warnings))
     metrics.record_reload(ok=True)
     elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
     named = {"version": snapshot.version} if isinstance(snapshot, Versioned) else {}
@@ -203,9 +220,9 @@ def reload_snapshot(
     )
     if failed is not None:
         log_failure(log, "rules_warnings_failed", failed, **named, generation=status.generation)
-    for event, detail in warnings.items():
-        if detail not in before:
-            log.warning(event, detail=detail, **named, generation=status.generation)
+    for warning in warnings:
+        if warning.text not in before:
+            log.warning(warning.event, **warning.fields, **named, generation=status.generation)
     return True
 
 

@@ -14,8 +14,8 @@ PostgreSQL, ``0017`` ``scoring_runs.last_activity_id``, ``0019`` ``scoring_runs.
 and the trigger that lowers both on SQLite (:mod:`leadflow.store.activity_ids`), ``0020``
 ``import_runs.superseded``, ``0021`` ``rule_runs.schedule``, ``0022`` a deal's owner change where
 its history held another owner (data only), ``0023`` ``nurture_enrollments.steps_skipped``,
-``0024`` ``import_runs.host`` and ``pid``. A test compares the schema at the head
-migration with this metadata so they cannot drift.
+``0024`` ``import_runs.host`` and ``pid``, ``0025`` ``rule_runs.failed_firings``. A test
+compares the schema at the head migration with this metadata so they cannot drift.
 """
 
 from __future__ import annotations
@@ -391,6 +391,11 @@ class RuleRun(SQLModel, table=True):
     """The last subject id that unfinished run went through (its batches go in id order)."""
     schedule: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     """The schedule it last ran or was first seen on (:meth:`Schedule.to_record`)."""
+    failed_firings: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, default=0, server_default="0")
+    )
+    """How many firings of the last run failed (``last_status`` ``firings_failed``): rolled
+    back, while the rule's other firings went on."""
 
 
 class AssignmentRotation(SQLModel, table=True):

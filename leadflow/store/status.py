@@ -77,6 +77,9 @@ class RuleRunStatus:
     that of the last successful one, which the schedule counts from."""
     schedule: str | None = None
     """The schedule it last ran or was first seen on, as ``rule_runs`` keeps it."""
+    failed_firings: int = 0
+    """How many firings of the last run failed (``status`` ``firings_failed``; ``error`` then
+    says ``N failed; first: LEAD: REASON``)."""
 
     @property
     def last_run_at(self) -> datetime | None:
@@ -318,6 +321,7 @@ def _rule_runs(connection: Connection) -> list[RuleRunStatus]:
             row.first_seen_at,
             row.last_finished_at,
             row.schedule,
+            row.failed_firings,
         )
         for row in connection.execute(select(runs).order_by(runs.c.rule_id))
     ]
