@@ -19,7 +19,8 @@ ProcessCollector(registry=REGISTRY)
 
 EVALUATIONS = Counter(
     "leadflow_rule_evaluations",
-    "Rule evaluations, by rule and result (ok, failed).",
+    "Rule evaluations, by rule and result (ok; failed: the rule's own error; firings_failed: "
+    "the run went through but some firings failed).",
     ["rule_id", "result"],
     registry=REGISTRY,
 )
@@ -80,9 +81,12 @@ OUTBOX_OLDEST_PENDING = Gauge(
 )
 
 
-def record_evaluation(rule_id: str, *, seconds: float, matched: int, error: str | None) -> None:
+def record_evaluation(
+    rule_id: str, *, seconds: float, matched: int, error: str | None, failed_firings: int = 0
+) -> None:
     """One finished evaluation of ``rule_id`` (not a dry run)."""
-    EVALUATIONS.labels(rule_id, "failed" if error else "ok").inc()
+    result = "failed" if error else "firings_failed" if failed_firings else "ok"
+    EVALUATIONS.labels(rule_id, result).inc()
     EVALUATION_SECONDS.labels(rule_id).observe(seconds)
     MATCHES.labels(rule_id).inc(matched)
     if error is None:

@@ -664,6 +664,34 @@ class TestStatusOfFailedFirings:
         [rule] = json.loads(capsys.readouterr().out)["rules"]["rules"]
         assert (rule["status"], rule["failed_firings"], rule["error"]) == ("ok", 0, None)
 
+    def test_the_rules_page_and_the_metric_say_so_too(
+        self, engine: Engine, store_url: str, tmp_path: Path
+    ) -> None:
+        """The dashboard's Rules page shows the run as the status table does (it showed the
+        stored ``firings_failed``), and the evaluations counter counts it as
+        ``firings_failed``, not ``ok``."""
+        from leadflow import metrics
+        from leadflow.dashboard.rules_page import rules_view
+
+        def counted(result: str) -> float:
+            labels = {"rule_id": "a", "result": result}
+            value = metrics.REGISTRY.get_sample_value("leadflow_rule_evaluations_total", labels)
+            return value or 0.0
+
+        path = failing_template_project(tmp_path, store_url)
+        before = {result: counted(result) for result in ("ok", "failed", "firings_failed")}
+        assert main(["-c", path, "run", "--once"]) == 1
+        after = {result: counted(result) - before[result] for result in before}
+        assert after == {"ok": 0.0, "failed": 0.0, "firings_failed": 1.0}
+        settings = load_settings(Path(path), env={}).settings
+        rule_set = Runtime.build(engine, settings, SettableClock(datetime.now(UTC))).load_rules()
+        [line] = rules_view(engine, rule_set, datetime.now(UTC)).rules
+        assert (line.last_status, line.shown_status, line.error) == (
+            "firings_failed",
+            "3 firings failed",
+            f"3 failed; first: {FIRST_FAILURE}",
+        )
+
 
 class TestOutcomeProblems:
     """What decides ``run --once``'s error column and exit code: a rule's own error first,

@@ -68,11 +68,10 @@ class RuleLine:
 
     @property
     def shown_status(self) -> str:
-        """The status cell: ``3 firings failed`` for a run whose firings failed (it read
-        ``ok``), else the recorded status; ``-`` for a rule that never ran."""
-        if self.status == "firings_failed" and self.failed_firings:
-            return f"{self.failed_firings} firing{'' if self.failed_firings == 1 else 's'} failed"
-        return self.status or "-"
+        """The status cell (:func:`~leadflow.store.status.shown_run_status`)."""
+        from leadflow.store.status import shown_run_status
+
+        return shown_run_status(self.status, self.failed_firings)
 
 
 @dataclass(frozen=True)

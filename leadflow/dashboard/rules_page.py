@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine, func, select
 from leadflow.engine.rule_runs import next_run_at
 from leadflow.rule_language.actions import action_name
 from leadflow.rule_language.model import RuleSet
-from leadflow.store.status import last_run_of
+from leadflow.store.status import last_run_of, shown_run_status
 from leadflow.store.tables import AUDIT, RULE_RUNS, SCORING_RUNS
 
 
@@ -33,6 +33,8 @@ class RuleLine:
     """None: never ran (the page says ``never``, as ``leadflow status`` does)."""
     last_status: str | None
     """None: never ran (``-``, as ``leadflow status``; it said ``never`` here)."""
+    shown_status: str
+    """``ok``, ``failed``, ``3 firings failed`` or ``-``, as ``leadflow status`` says it."""
     matched: int | None
     """None: never ran (``-``, as ``leadflow status``; it said ``0``, as if a run had matched
     no one)."""
@@ -95,6 +97,10 @@ def rules_view(engine: Engine, rule_set: RuleSet | None, now: datetime) -> Rules
                 actions=tuple(action_name(action) for action in rule.actions),
                 last_run_at=last,
                 last_status=ran.last_status if ran is not None else None,
+                shown_status=shown_run_status(
+                    ran.last_status if ran is not None else None,
+                    ran.failed_firings if ran is not None else None,
+                ),
                 matched=ran.matched if ran is not None else None,
                 error=run.last_error if run is not None else None,
                 ran_version=run.rule_version if run is not None else None,

@@ -548,6 +548,10 @@ def run_rule(
         first_failure=outcome.first_failure,
     )
     metrics.record_evaluation(
-        rule.id, seconds=outcome.seconds, matched=outcome.matched, error=outcome.error
+        rule.id,
+        seconds=outcome.seconds,
+        matched=outcome.matched,
+        error=outcome.error,
+        failed_firings=outcome.failed,
     )
     return outcome

@@ -95,6 +95,15 @@ def last_run_of(
     return last_finished_at or last_started_at
 
 
+def shown_run_status(status: str | None, failed_firings: int | None) -> str:
+    """A rule's last run as the status command and the Rules page show it: ``3 firings
+    failed`` for a run whose firings failed (it read ``ok``), else the recorded status; ``-``
+    for a rule that never ran."""
+    if status == "firings_failed" and failed_firings:
+        return f"{failed_firings} firing{'' if failed_firings == 1 else 's'} failed"
+    return status or "-"
+
+
 @dataclass(frozen=True)
 class ScoringStatus:
     """The scoring model's last pass, and the leads per grade it left."""
