@@ -645,12 +645,30 @@ class TestLastChanges:
             ["at", "(UTC)", "from", "to", "why"],
             ["2026-03-02", "10:00", "30", "25", "rule:", "rule", "cool-down:", "adjust_score"],
             ["2026-03-02", "10:00", "20", "30", "activity"],
-            ["2026-03-02", "09:00", "0", "20", "model"],
+            # The model's first score of the lead, not a change of its data (cause "model").
+            [
+                "2026-03-02",
+                "09:00",
+                "0",
+                "20",
+                "first",
+                "score",
+                "20",
+                "(fit",
+                "20,",
+                "engagement",
+                "0)",
+            ],
         ]
         assert main(["--config", config, "score", "explain", "L1", "--format", "json"]) == 0
         document = json.loads(capsys.readouterr().out)
         shown = [(h["at"], h["old_score"], h["new_score"], h["cause"]) for h in document["history"]]
         assert shown == newest_first
+        assert [(h["why"], h["first_score"], h["fit"]) for h in document["history"]] == [
+            ("rule: rule cool-down: adjust_score", False, 20),
+            ("activity", False, 20),
+            ("first score 20 (fit 20, engagement 0)", True, 20),
+        ]
         view = Api(build_app(runtime)[0]).get("/v1/leads/L1").json()
         history = view["score_explanation"]["history"]
         assert [(h["at"], h["old_score"], h["new_score"], h["cause"]) for h in history] == (
@@ -686,7 +704,19 @@ class TestLastChanges:
         start = table.index("Last changes (newest first):")
         assert [line.split() for line in table[start + 2 :]] == [
             ["2026-03-02", "09:00", "25", "30", "earlier"],
-            ["2026-03-12", "09:00", "0", "25", "model"],
+            [
+                "2026-03-12",
+                "09:00",
+                "0",
+                "25",
+                "first",
+                "score",
+                "25",
+                "(fit",
+                "20,",
+                "engagement",
+                "5)",
+            ],
         ]
         # Now (months later) the view is worth nothing: 20, which the next pass stores.
         assert main(["--config", config, "score", "explain", "L1", "--at", "now"]) == 0

@@ -132,9 +132,11 @@ def _print(
         console.print("Last changes (newest first):")
         history = Table("at (UTC)", "from", "to", "why", box=None)
         for row in found.history:
-            why = row["cause"] + (f": {row['detail']}" if row["detail"] else "")
             history.add_row(
-                f"{row['at']:%Y-%m-%d %H:%M}", str(row["old_score"]), str(row["new_score"]), why
+                f"{row['at']:%Y-%m-%d %H:%M}",
+                str(row["old_score"]),
+                str(row["new_score"]),
+                row["why"],
             )
         console.print(history)
 

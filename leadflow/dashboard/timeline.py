@@ -26,6 +26,7 @@ from typing import Any
 
 from sqlalchemy import Column, Connection, Engine, Table, and_, or_, select, true
 
+from leadflow.scoring.first_score import first_score_text, is_first_score
 from leadflow.store.json_values import jsonable
 from leadflow.store.tables import (
     ACTIVITIES,
@@ -192,7 +193,7 @@ def _scores(
 ) -> Iterator[Event]:
     t = SCORE_CHANGES
     for row in _page(connection, t, "at", lead_id, _after("score", t.c.at, t.c.id, after), limit):
-        first = _first_scoring(row)
+        first = is_first_score(row)
         yield Event(
             row.at,
             "score",
@@ -207,23 +208,13 @@ def _scores(
         )
 
 
-def _first_scoring(row: Any) -> bool:
-    """Whether ``row`` is the scoring model's first score of the lead: the lead had no fit and
-    no engagement before it (a rule's adjustment keeps them as they were, and names no model).
-    Its cause is the pass's (``fit`` for a lead imported since the last pass, ``model`` on a
-    model's first pass), which read as a change of the lead's data."""
-    return row.model_version is not None and row.old_fit is None and row.old_engagement is None
-
-
 def _score_summary(row: Any, *, first: bool) -> str:
-    """``score 10 → 40 (activity: pricing_visit)``; a first scoring ``first score 12 (fit 10,
-    engagement 2)``, with ``; 30 before, set outside the model`` when the CRM had set one."""
-    if not first:
-        because = f": {row.detail}" if row.detail else ""
-        return f"score {_shown(row.old_score)} → {_shown(row.new_score)} ({row.cause}{because})"
-    parts = f"fit {_shown(row.new_fit)}, engagement {_shown(row.new_engagement)}"
-    before = f"; {row.old_score} before, set outside the model" if row.old_score else ""
-    return f"first score {_shown(row.new_score)} ({parts}{before})"
+    """``score 10 → 40 (activity: pricing_visit)``; a first scoring as
+    :func:`~leadflow.scoring.first_score.first_score_text` says it."""
+    if first:
+        return first_score_text(row)
+    because = f": {row.detail}" if row.detail else ""
+    return f"score {_shown(row.old_score)} → {_shown(row.new_score)} ({row.cause}{because})"
 
 
 def _shown(value: object) -> str:

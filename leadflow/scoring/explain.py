@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, and_, select
 
 from leadflow.durations import format_duration
 from leadflow.rule_language.scoring_model import EngagementCriterion, ScoringModel
+from leadflow.scoring.first_score import first_score_text, is_first_score
 from leadflow.scoring.rescoring import last_pass
 from leadflow.scoring.sql import (
     STORED_SCORE,
@@ -312,17 +313,42 @@ def _history(connection: Connection, lead_id: int) -> tuple[Mapping[str, Any], .
     ``at``. ``at`` is the instant the pass computed for (its clock: a ``run --once --now`` in
     the past writes a row dated before the rows above it), and the first row must be the one
     that wrote the stored score (:attr:`ScoreExplanation.stored_from`)."""
+    t = SCORE_CHANGES
     rows = connection.execute(
         select(
-            SCORE_CHANGES.c.at,
-            SCORE_CHANGES.c.old_score,
-            SCORE_CHANGES.c.new_score,
-            SCORE_CHANGES.c.cause,
-            SCORE_CHANGES.c.detail,
-            SCORE_CHANGES.c.model_version,
+            t.c.at,
+            t.c.old_score,
+            t.c.new_score,
+            t.c.cause,
+            t.c.detail,
+            t.c.model_version,
+            t.c.new_fit,
+            t.c.new_engagement,
+            t.c.old_fit,
+            t.c.old_engagement,
         )
-        .where(SCORE_CHANGES.c.lead_id == lead_id)
-        .order_by(SCORE_CHANGES.c.id.desc())
+        .where(t.c.lead_id == lead_id)
+        .order_by(t.c.id.desc())
         .limit(HISTORY_SHOWN)
-    ).mappings()
-    return tuple(dict(row) for row in rows)
+    )
+    return tuple(
+        {
+            "at": row.at,
+            "old_score": row.old_score,
+            "new_score": row.new_score,
+            "cause": row.cause,
+            "detail": row.detail,
+            "model_version": row.model_version,
+            "fit": row.new_fit,
+            "engagement": row.new_engagement,
+            # The pass's cause reads as a change of the lead's data; this is its first score.
+            "first_score": is_first_score(row),
+            "why": first_score_text(row) if is_first_score(row) else _why(row),
+        }
+        for row in rows
+    )
+
+
+def _why(row: Any) -> str:
+    """``activity: pricing_visit``: the cause of a change, with its detail."""
+    return str(row.cause) + (f": {row.detail}" if row.detail else "")
