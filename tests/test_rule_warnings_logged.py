@@ -99,3 +99,31 @@ def test_start_and_reload_log_each_rule_file_warning_once(
         run_due_rules(runtime, daemon.holder.current(), T0)
     assert "rule_evaluated" in [entry["event"] for entry in ticked]
     assert _warned(ticked) == []
+
+
+def test_a_misspelt_activity_type_in_the_scoring_model_is_logged_too(
+    engine: Engine, make_settings: Any, tmp_path: Path
+) -> None:
+    """``check``'s warning of an activity type a letter away from a known one was printed by
+    the command alone, not part of the rule set's warnings: the daemon never said it."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "scoring.yaml").write_text(
+        "scoring:\n  engagement:\n    - id: forms\n      activity: form_fil\n      points: 5\n",
+        encoding="utf-8",
+    )
+    settings = http_settings(make_settings, **{"http.enabled": False, "paths.rules": str(rules)})
+    runtime = Runtime.build(engine, settings, SettableClock(T0))
+    daemon = Daemon(runtime)
+    with capture_logs() as loaded:
+        assert reload_snapshot(runtime.load_rules, daemon.holder, warn=daemon.warnings)
+    assert _warned(loaded) == [
+        (
+            "scoring.yaml",
+            3,
+            7,
+            "scoring: criterion forms: activity 'form_fil' is not a type leadflow knows; did "
+            "you mean 'form_fill'? (a type your CRM sends is fine)",
+            "warning",
+        )
+    ]

@@ -57,7 +57,6 @@ def check_rules(
         raise typer.Exit(1)
     for warning in rule_set.warnings:
         typer.echo(f"{warning.file}:{warning.line}:{warning.column}: warning: {warning.message}")
-    _warn_of_misspelt_activity_types(rule_set)
     placeholder = placeholder_unsubscribe_warning(settings, rule_set.sends_marketing)
     if placeholder is not None:
         typer.echo(f"warning: {placeholder}")
@@ -93,20 +92,6 @@ def _warn_of_leavers(ctx: typer.Context, rule_set: RuleSet) -> None:
     for leaving in leavers(enrolled, rule_set.streams):
         typer.echo(
             f"warning: {leaving.describe()}; {TO_KEEP_THEM} (docs/rules.md, Nurture streams)"
-        )
-
-
-def _warn_of_misspelt_activity_types(rule_set: RuleSet) -> None:
-    """A warning line, not a problem: a CRM may send any type, and one a letter away from
-    a known one is most likely a typo that would match no activity."""
-    from leadflow.rule_language.scoring_model import misspelt_activity_types
-
-    if rule_set.scoring is None:
-        return
-    for criterion, kind, hint in misspelt_activity_types(rule_set.scoring):
-        typer.echo(
-            f"{criterion.location}: warning: scoring: criterion {criterion.id}: activity "
-            f"{kind!r} is not a type leadflow knows; {hint} (a type your CRM sends is fine)"
         )
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from leadflow.errors import Problem, ProblemsError, why_not_a_file
 from leadflow.rule_language.model import RuleSet
 from leadflow.rule_language.rule_set_builder import ContextCheck, RuleSetBuilder, TemplateCheck
+from leadflow.rule_language.scoring_model import ScoringModel, misspelt_activity_types
 from leadflow.settings import Settings
 
 RULE_FILE_SUFFIXES = (".yaml", ".yml")
@@ -110,6 +111,8 @@ def check_rule_set(
         digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + raw + b"\0")
         builder.add_file(label, raw)
     builder.check_references()
+    if builder.scoring is not None:
+        builder.warnings += _misspelt_activity_types(builder.scoring)
     # A disabled scoring model changes no score: alone, it ran nothing either (a folder left
     # with scoring.yaml and `enabled: false` passed as `0 rules, 0 streams OK`).
     scoring = builder.scoring is not None and builder.scoring.enabled
@@ -140,6 +143,21 @@ def check_rule_set(
         warnings=tuple(builder.warnings),  # in file order, as they were read
     )
     return rule_set, []
+
+
+def _misspelt_activity_types(model: ScoringModel) -> list[Problem]:
+    """A warning, not a problem: a CRM may send any type, and one a letter away from a known
+    one is most likely a typo that would match no activity."""
+    return [
+        Problem(
+            criterion.location.file,
+            criterion.location.line,
+            criterion.location.column,
+            f"scoring: criterion {criterion.id}: activity {kind!r} is not a type leadflow knows; "
+            f"{hint} (a type your CRM sends is fine)",
+        )
+        for criterion, kind, hint in misspelt_activity_types(model)
+    ]
 
 
 def _no_rules(files: list[Path], disabled_scoring: bool = False) -> str:
