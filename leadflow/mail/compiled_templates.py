@@ -38,6 +38,9 @@ class CompiledTemplates(jinja2.FileSystemBytecodeCache):
             jinja2.__version__,
             sys.version,
             type(environment).__qualname__,
+            # The limits on what a part may make are compiled in (operators, concatenation).
+            environment.code_generator_class.__qualname__,
+            sorted(getattr(environment, "intercepted_binops", ())),
             environment.sandboxed,
             environment.optimized,
             environment.is_async,

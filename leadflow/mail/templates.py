@@ -29,6 +29,8 @@ import jinja2
 import jinja2.filters
 import jinja2.runtime
 import jinja2.utils
+from jinja2 import nodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.sandbox import SandboxedEnvironment
 
 from leadflow.errors import (
@@ -40,6 +42,17 @@ from leadflow.errors import (
 )
 from leadflow.mail.compiled_templates import CompiledTemplates
 from leadflow.mail.context import sample_context
+from leadflow.mail.render_limits import (
+    CountedRange,
+    bounded_join,
+    bounded_output,
+    check_binop,
+    check_brace_widths,
+    check_method,
+    guard_filters,
+    lipsum,
+    part_budget,
+)
 from leadflow.settings import Settings
 from leadflow.suggestions import did_you_mean
 
@@ -152,6 +165,8 @@ class TemplateCatalog:
         )
         self._env.filters["localtime"] = partial(localtime, fallback=settings.calendar.timezone)
         self._env.filters["default"] = self._env.filters["d"] = default_when_missing
+        guard_filters(self._env.filters)
+        self._env.globals.update(range=CountedRange, lipsum=lipsum)
         self._env.bytecode_cache = CompiledTemplates.for_environment(self._env)
         self._compiled: dict[str, jinja2.Template] = {}
 
@@ -272,9 +287,10 @@ class TemplateCatalog:
                 if self._sources is not None:  # frozen: compiled once, rendered thousands of times
                     self._compiled[filename] = template
             try:
-                return self._env.concat(
-                    template.root_render_func(template.new_context(values, shared=True))
-                )
+                with part_budget():
+                    return bounded_output(
+                        template.root_render_func(template.new_context(values, shared=True))
+                    )
             except Exception:
                 self._env.handle_exception()  # re-raised with the template's lines in the trace
         except jinja2.TemplateSyntaxError as exc:
@@ -355,8 +371,28 @@ def _names_of(globals_: Mapping[str, Any]) -> set[str]:
     return names
 
 
+class _BoundedConcat(CodeGenerator):
+    """Jinja's code generator, with ``a ~ b`` joined through the sandbox's
+    :meth:`_Sandbox.bounded_join`, which refuses a string past the part's limit before
+    making it (:mod:`leadflow.mail.render_limits`)."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:  # noqa: N802 (Jinja's name)
+        if frame.eval_ctx.volatile:
+            join = "(markup_join if context.eval_ctx.volatile else str_join)"
+        elif frame.eval_ctx.autoescape:
+            join = "markup_join"
+        else:
+            join = "str_join"
+        self.write(f"environment.bounded_join({join}, (")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
 class _Sandbox(SandboxedEnvironment):
-    """Jinja's sandbox with a short way to a dict's key (the context's values are dicts).
+    """Jinja's sandbox with a short way to a dict's key (the context's values are dicts), and
+    the limits of :mod:`leadflow.mail.render_limits` on what a part may make.
 
     ``lead.name`` on a dict is its key ``name`` exactly when ``name`` is not an attribute of
     dicts (``items``, ``keys``...), as the sandbox decides it, without raising and catching an
@@ -364,11 +400,34 @@ class _Sandbox(SandboxedEnvironment):
     """
 
     context_class = _Context
+    code_generator_class = _BoundedConcat
+    intercepted_binops = frozenset({"*", "+", "%", "**"})
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if type(obj) is dict and attribute not in _DICT_ATTRIBUTES and attribute in obj:
             return obj[attribute]
+        if isinstance(obj, str) and attribute in ("format", "format_map"):
+            check_brace_widths(obj)
         return super().getattr(obj, attribute)
+
+    def call_binop(
+        self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any
+    ) -> Any:
+        check_binop(operator, left, right)
+        return super().call_binop(context, operator, left, right)
+
+    def call(
+        __self,  # noqa: N805 (Jinja's signature: the names are free for the call's own keywords)
+        __context: jinja2.runtime.Context,
+        __obj: Any,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        check_method(__obj, args, kwargs)
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def bounded_join(self, join: Callable[[Any], str], pieces: tuple[Any, ...]) -> str:
+        return bounded_join(join, pieces)
 
 
 _DICT_ATTRIBUTES = frozenset(dir(dict))

@@ -134,9 +134,9 @@ async def drain(
 
 _CLAIM_FAILURES_PER_LINE = 30
 """While the database is away, one ``outbox_claim_failed`` line per this many polls."""
-RECLAIM_EVERY_POLLS = 30
+RECLAIM_EVERY_POLLS = 5
 """A running drain looks for the claims of dead senders of its host once per this many
-claims (a minute at the default ``mail.poll_interval``, less while busy): a replica killed
+claims (10 s at the default ``mail.poll_interval``, less while busy): a replica killed
 beside it on the same host, not only one this start replaced."""
 
 
