@@ -94,6 +94,18 @@ def test_a_huge_file_is_refused_unread(rules: Path) -> None:
     ]
 
 
+def test_a_folder_holding_more_than_a_rules_folder_may_is_refused_unparsed(rules: Path) -> None:
+    """Four files of a comment each just under the file limit, with the fixture's two: over
+    the folder's 4 MiB in all, refused in one line before any is parsed (comments parse fast; a tester's
+    sixty files of rules kept check busy for minutes)."""
+    for name in ("a", "b", "c", "d"):
+        write(rules, f"{name}.yaml", "#" * (MAX_RULE_FILE_BYTES - 1) + "\n")
+    assert problems(rules) == [
+        "rules: 6 rule files of 4,194,491 bytes in all; a rules folder holds at most 4,194,304 "
+        "bytes of rules (is a generated or copied folder inside it?)"
+    ]
+
+
 def test_a_file_at_the_limit_loads(rules: Path) -> None:
     write(rules, "hot.yaml", GOOD + "#" * (MAX_RULE_FILE_BYTES - len(GOOD) - 1) + "\n")
     assert (rules / "hot.yaml").stat().st_size == MAX_RULE_FILE_BYTES

@@ -26,6 +26,12 @@ MAX_RULE_FILE_BYTES = 1024 * 1024
 before its size was noticed. The shipped rule files are a few kilobytes."""
 
 
+MAX_RULE_FOLDER_BYTES = 4 * 1024 * 1024
+"""The most a rules folder's files may hold together: each under the file limit, sixty
+generated files of a megabyte (43,140 rules) kept ``check`` parsing for minutes, silently
+(an outside tester's find). A real folder is tens of kilobytes; this is a hundred times that."""
+
+
 def rule_files(folder: Path) -> list[Path]:
     """The rule files below ``folder``, in a stable order; hidden files and folders skipped.
 
@@ -86,13 +92,10 @@ def check_rule_set(
         return None, [Problem(str(folder), 0, 0, "rules folder not found")]
     builder = RuleSetBuilder(settings, check_template, check_context)
     digest = hashlib.sha256()
-    files = []
-    for path in _rule_entries(folder):
-        problem = why_not_a_file(path)
-        if problem is None:
-            files.append(path)
-        else:
-            builder.problems.append(Problem(_label(path), 1, 1, problem))
+    files = _files_to_read(folder, builder)
+    too_much = _too_much(folder, files)
+    if too_much is not None:
+        return None, [too_much]
     for path in files:
         label = _label(path)
         try:
@@ -143,6 +146,38 @@ def check_rule_set(
         warnings=tuple(builder.warnings),  # in file order, as they were read
     )
     return rule_set, []
+
+
+def _files_to_read(folder: Path, builder: RuleSetBuilder) -> list[Path]:
+    """The folder's rule files that are files; each other entry (a folder, a link loop) is a
+    problem of the builder's."""
+    files = []
+    for path in _rule_entries(folder):
+        problem = why_not_a_file(path)
+        if problem is None:
+            files.append(path)
+        else:
+            builder.problems.append(Problem(_label(path), 1, 1, problem))
+    return files
+
+
+def _too_much(folder: Path, files: list[Path]) -> Problem | None:
+    """The folder's one problem when its files hold more than a rules folder may, read before
+    any is parsed."""
+    sizes = []
+    for path in files:
+        try:
+            sizes.append(path.stat().st_size)
+        except OSError:
+            continue  # said when it is read
+    total = sum(sizes)
+    if total <= MAX_RULE_FOLDER_BYTES:
+        return None
+    message = (
+        f"{len(files):,} rule files of {total:,} bytes in all; a rules folder holds at most "
+        f"{MAX_RULE_FOLDER_BYTES:,} bytes of rules (is a generated or copied folder inside it?)"
+    )
+    return Problem(_label(folder), 0, 0, message)
 
 
 def _misspelt_activity_types(model: ScoringModel) -> list[Problem]:
