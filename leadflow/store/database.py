@@ -31,7 +31,6 @@ from leadflow.store.attributes import AttributeValue
 from leadflow.store.lock_waits import (
     LOCK_NOT_AVAILABLE,
     lock_wait_left,
-    require_lock_wait_left,
     sqlite_locked,
     statement_timed_out,
 )
@@ -179,7 +178,8 @@ def _postgres_lock_timeout(connection: Connection) -> None:
     # A caller with a bound of its own (an HTTP request) waits at most the time it has left for
     # a lock, not the statement timeout: a LOCK TABLE held for a minute answered every API
     # request after 60 s instead of a few.
-    left = require_lock_wait_left()
+    # Nothing left is 1 ms, not a refusal: a lock that is free is still taken.
+    left = lock_wait_left()
     if left is not None:
         milliseconds = max(1, round(left * 1000))
         connection.exec_driver_sql(f"SET LOCAL lock_timeout = {milliseconds}")
@@ -270,8 +270,8 @@ _BUSY_MS = "leadflow_busy_ms"
 
 def _sqlite_begin_immediate(connect_timeout: float, connection: Any) -> None:
     # The busy timeout is the caller's time left (an HTTP request's), else connect_timeout.
-    left = require_lock_wait_left()
-    busy_ms = round((connect_timeout if left is None else left) * 1000)
+    left = lock_wait_left()
+    busy_ms = max(1, round((connect_timeout if left is None else left) * 1000))
     pooled = connection.connection
     if pooled.info.get(_BUSY_MS, round(connect_timeout * 1000)) != busy_ms:
         pooled.dbapi_connection.execute(f"PRAGMA busy_timeout = {busy_ms}")

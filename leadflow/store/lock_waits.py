@@ -61,15 +61,6 @@ def lock_wait_left() -> float | None:
     return None if budget is None else budget.left()
 
 
-def require_lock_wait_left() -> float | None:
-    """:func:`lock_wait_left`, raising :class:`LockWaitExpiredError` when nothing is left."""
-    left = lock_wait_left()
-    if left is not None and left <= 0:
-        msg = "the lock wait of this request ran out before its transaction began"
-        raise LockWaitExpiredError(msg)
-    return left
-
-
 def lock_wait_ran_out(exc: BaseException) -> bool:
     """Whether ``exc`` (SQLAlchemy's, or leadflow's own) is a wait for a lock that gave up:
     PostgreSQL's ``lock_timeout``, SQLite's busy timeout, or the caller's deadline."""
