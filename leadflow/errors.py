@@ -183,6 +183,11 @@ class DatabaseUnavailableError(ExternalSystemError):
     """The state store could not be reached after retries."""
 
 
+class LockWaitExpiredError(DatabaseUnavailableError):
+    """A caller's bound on lock waits (an HTTP request's ``http.lock_timeout``) ran out before
+    the lock it needed came free."""
+
+
 class StoreNotReadyError(UserInputError):
     """A read-only command met a store that was never created or not yet migrated."""
 

@@ -381,6 +381,10 @@ class HttpSettings(Section):
     """A request whose whole body has not arrived this long after its headers is answered 408
     and its connection closed: a deadline on the whole body, so trickling it byte by byte
     does not hold a connection and a request for ever."""
+    lock_timeout: Duration = timedelta(seconds=5)
+    """How long one request waits, in all, for locks other sessions or processes hold (a
+    ``LOCK TABLE``, a migration, a write-locked SQLite file) before answering 503: not the
+    60 s of ``database.statement_timeout``."""
 
 
 DashboardRole = Literal["viewer", "operator"]

@@ -95,8 +95,9 @@ def test_a_command_that_must_write_at_start_says_the_store_is_locked(tmp_path: P
 def test_commands_that_write_exit_3_in_one_line_when_the_store_stays_locked(
     tmp_path: Path,
 ) -> None:
-    """`run --once`, `outbox --retry` and `send --once` wait SQLite's busy timeout, then name the database's
-    answer on one line, exit 3 (`run --once` was a SQLAlchemy traceback, exit 1)."""
+    """`run --once`, `outbox --retry` and `send --once` wait SQLite's busy timeout, then say on
+    one line that the store stayed locked, for how long and by which setting, exit 3 (`run
+    --once` was a SQLAlchemy traceback, exit 1; then the driver's bare "database is locked")."""
     config, store = _project(tmp_path, "[]")
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "hot.yaml").write_text(
@@ -112,7 +113,11 @@ def test_commands_that_write_exit_3_in_one_line_when_the_store_stays_locked(
         )
     for refused in (ran, retried):
         assert (refused.returncode, refused.stdout) == (3, "")
-        assert refused.stderr == "error: the database failed: database is locked\n"
+        assert refused.stderr == (
+            "error: the database stayed locked for 1 s (database.connect_timeout): another "
+            "process holds its write lock (an import, a backup, a sqlite3 shell left in a "
+            "transaction); retry once it has ended\n"
+        )
     # The sender names what it could not do, in the driver's words only (it was three lines:
     # SQLAlchemy's [SQL: BEGIN IMMEDIATE] and its help link).
     assert (sent.returncode, sent.stdout) == (3, "")

@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # click's usage errors arrive here in non-standalone mode
         database_error = _database_error(exc)
         if database_error is not None:
-            print(f"error: the database failed: {database_error}", file=sys.stderr)
+            print(f"error: {database_error}", file=sys.stderr)
             return EXIT_EXTERNAL_FAILURE
         return _usage_or_raise(exc)
     return result if isinstance(result, int) else 0
@@ -155,8 +155,10 @@ def _write_error(exc: OSError) -> str | None:
 
 
 def _database_error(exc: Exception) -> str | None:
-    """The driver's first line for a database that failed under a command (a SQLite file
-    write-locked past its busy timeout, a PostgreSQL server gone), else None.
+    """What to say of a database that failed under a command, else None: for a lock or
+    statement timeout what happened in the user's words, with the setting that gave up (a
+    SQLite file write-locked past its busy timeout, a PostgreSQL ``LOCK TABLE``); otherwise
+    ``the database failed:`` and the driver's first line (a PostgreSQL server gone).
 
     Commands wrap the failures they expect; this is the net under the rest (``run --once``
     recording its runs, ``outbox --retry``), so an outage is exit 3 in one line, not a
@@ -165,8 +167,11 @@ def _database_error(exc: Exception) -> str | None:
     exc_module = sys.modules.get("sqlalchemy.exc")
     if exc_module is None or not isinstance(exc, exc_module.OperationalError):
         return None
+    notes = getattr(exc.orig, "__notes__", None)  # leadflow's words: store/database.py
+    if notes:
+        return str(notes[-1])
     lines = str(exc.orig).strip().splitlines()
-    return lines[0] if lines else type(exc.orig).__name__
+    return f"the database failed: {lines[0] if lines else type(exc.orig).__name__}"
 
 
 def _usage_or_raise(exc: Exception) -> int:

@@ -30,6 +30,7 @@ from leadflow.engine.audit_history import lead_with_audit
 from leadflow.engine.runtime import Runtime
 from leadflow.errors import ConfigError, DatabaseUnavailableError, RecordsRejectedError
 from leadflow.http.body_limit import BodyLimit
+from leadflow.http.lock_wait import LockWaitBound
 from leadflow.http.openapi import record_schema, request_body
 from leadflow.http.openapi_public import (
     BODY_REFUSED,
@@ -51,6 +52,7 @@ from leadflow.scoring.explain import explain_score
 from leadflow.scoring.rescoring import rescore_posted
 from leadflow.service.rule_reload import SnapshotHolder
 from leadflow.settings import HttpSettings, ImportKind, ImportMapping
+from leadflow.store.lock_waits import lock_wait_ran_out
 
 log = structlog.get_logger("leadflow.http")
 
@@ -58,6 +60,8 @@ KINDS: tuple[ImportKind, ...] = ("leads", "deals", "activities", "reps")
 _bearer = HTTPBearer(auto_error=False)
 RETRY_AFTER_SECONDS = "1"
 """What a 503 asks a client to wait: the store's trouble is often a moment's (a busy pool)."""
+LOCKED = "the database is locked by another session; retry later"
+"""The 503's detail when the request's wait for a lock ran out (``http.lock_timeout``)."""
 _UNAUTHORIZED: Responses = {
     401: {"description": "missing or wrong bearer token", **ERROR_BODY},
 }
@@ -125,6 +129,7 @@ def create_app(
         page=too_large,
         timeout_s=settings.body_timeout.total_seconds(),
     )
+    app.add_middleware(LockWaitBound, seconds=settings.lock_timeout.total_seconds())
     _add_error_handlers(app)
     authorized = Depends(_authorizer(runtime))
     for kind in KINDS:
@@ -347,8 +352,9 @@ def _add_error_handlers(app: FastAPI) -> None:
         log.warning(
             "http_database_unavailable", path=request.url.path, error=str(exc).splitlines()[0]
         )
+        detail = LOCKED if lock_wait_ran_out(exc) else "the database is unavailable; retry later"
         return JSONResponse(
-            {"detail": "the database is unavailable; retry later"},
+            {"detail": detail},
             status_code=503,
             headers={"Retry-After": RETRY_AFTER_SECONDS},
         )

@@ -35,8 +35,10 @@ _STOPPING = (
 )
 UNAVAILABLE: Responses = {
     503: {
-        "description": "the database does not answer (down, locked, or every pooled connection "
-        'busy for the whole wait): {"detail": "the database is unavailable; retry later"}; '
+        "description": "the database does not answer (down, or every pooled connection busy "
+        'for the whole wait): {"detail": "the database is unavailable; retry later"}; a table '
+        "the request needs stayed locked by another session for http.lock_timeout: "
+        '{"detail": "the database is locked by another session; retry later"}; '
         f"or {_STOPPING}",
         **ERROR_BODY,
         "headers": _RETRY_AFTER,

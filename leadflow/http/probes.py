@@ -1,7 +1,9 @@
 """``/healthz`` (the process answers), ``/readyz`` (it can do its work), ``/metrics``.
 
-Readiness needs the database to answer a trivial query within :data:`READY_TIMEOUT` and a valid
-rule set to be loaded; otherwise 503 with the reasons, so an orchestrator stops routing to it.
+Readiness needs the database to answer a read of the ``leads`` table within :data:`READY_TIMEOUT`
+and a valid rule set to be loaded; otherwise 503 with the reasons, so an orchestrator stops
+routing to it. A trivial ``SELECT 1`` answered while another session held ``leads`` in an
+ACCESS EXCLUSIVE lock, so the replica stayed ready while every request on leads waited.
 Probes and metrics need no token: they say nothing about leads.
 """
 
@@ -20,22 +22,45 @@ from leadflow.engine.runtime import Runtime
 from leadflow.outbox.store import STATUSES, outbox_state
 from leadflow.rule_language.model import RuleSet
 from leadflow.service.rule_reload import SnapshotHolder
+from leadflow.store.lock_waits import LOCK_NOT_AVAILABLE
 
 log = structlog.get_logger("leadflow.http")
 
 READY_TIMEOUT = 2.0
 """Seconds the database may take to answer the readiness query."""
+READY_LOCK_WAIT = 1.5
+"""Seconds the readiness read waits for a lock on ``leads`` (PostgreSQL): under
+:data:`READY_TIMEOUT`, so that a lock is named as such rather than as no answer."""
 METRICS_QUERY_TIMEOUT = 5.0
 
 
-def ping(engine: Engine) -> None:
-    """One trivial query on a raw connection: no transaction, so no lock to wait for."""
+class LeadsLockedError(Exception):
+    """The readiness read waited :data:`READY_LOCK_WAIT` for a lock on ``leads``."""
+
+
+def read_leads(engine: Engine) -> None:
+    """A cheap read of ``leads`` (one row at most, by any index), waiting for a lock
+    :data:`READY_LOCK_WAIT` at most: what every request on leads needs first.
+
+    On SQLite a reader never waits for a writer (WAL), so this is a read of the file; a writer
+    holding the write lock is not seen here (requests that write answer 503 after
+    ``http.lock_timeout``)."""
     connection = engine.raw_connection()
     try:
         cursor = connection.cursor()
-        cursor.execute("SELECT 1")
-        cursor.fetchone()
+        if engine.dialect.name == "postgresql":
+            lock_ms = round(READY_LOCK_WAIT * 1000)
+            cursor.execute(f"SET LOCAL lock_timeout = {lock_ms}")
+            cursor.execute(f"SET LOCAL statement_timeout = {round(READY_TIMEOUT * 1000)}")
+        try:
+            cursor.execute("SELECT 1 FROM leads LIMIT 1")
+        except Exception as exc:
+            if getattr(exc, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+                raise LeadsLockedError from exc
+            raise
+        cursor.fetchall()
         cursor.close()
+        connection.rollback()  # ends the transaction the SET LOCALs are in
     finally:
         connection.close()
 
@@ -87,7 +112,11 @@ async def _unready_reasons(runtime: Runtime, holder: SnapshotHolder[RuleSet]) ->
     reasons = []
     try:
         async with asyncio.timeout(READY_TIMEOUT):
-            await asyncio.to_thread(ping, runtime.engine)
+            await asyncio.to_thread(read_leads, runtime.engine)
+    except LeadsLockedError:
+        reasons.append(
+            f"database: leads is locked by another session (no lock within {READY_LOCK_WAIT:g} s)"
+        )
     except TimeoutError:
         reasons.append(f"database: no answer within {READY_TIMEOUT:g} s")
     except Exception as exc:  # any failure to query means "not ready"; the reason is reported

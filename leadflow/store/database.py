@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, Table, column, create_engine, event, inspect
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -22,11 +22,18 @@ from leadflow.errors import (
     ConfigError,
     DatabaseUnavailableError,
     LeadflowError,
+    LockWaitExpiredError,
     StoreNotReadyError,
     StoreSchemaTooNewError,
 )
 from leadflow.settings import Settings
 from leadflow.store.attributes import AttributeValue
+from leadflow.store.lock_waits import (
+    LOCK_NOT_AVAILABLE,
+    lock_wait_left,
+    sqlite_locked,
+    statement_timed_out,
+)
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
@@ -112,8 +119,11 @@ def create_store_engine(
         # connection's write lock (an import, a backup) before "database is locked".
         engine = create_engine(url, connect_args={"timeout": connect_timeout})
         event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", _sqlite_begin_immediate)
+        event.listen(engine, "begin", functools.partial(_sqlite_begin_immediate, connect_timeout))
         event.listen(engine, "close", _sqlite_roll_back_before_close)
+        event.listen(
+            engine, "handle_error", functools.partial(_explain_sqlite_locked, connect_timeout)
+        )
         return engine
     if parsed.get_backend_name() == "postgresql":
         engine = create_engine(
@@ -139,6 +149,10 @@ def create_store_engine(
 
         event.listen(engine, "do_connect", connect)
         event.listen(engine, "connect", set_statement_timeout)
+        event.listen(engine, "begin", _postgres_lock_timeout)
+        event.listen(
+            engine, "handle_error", functools.partial(_explain_statement_timeout, statement_timeout)
+        )
         return engine
     backend = parsed.get_backend_name()
     msg = f"database.url: unsupported database {backend!r}; use sqlite or postgresql"
@@ -158,6 +172,40 @@ apart), 10 s while sending, instead of never."""
 REPLY_MARGIN = 5.0
 """Seconds the client waits for a reply beyond the server's ``statement_timeout``: the server's
 own cancellation comes first whenever it can still answer."""
+
+
+def _postgres_lock_timeout(connection: Connection) -> None:
+    # A caller with a bound of its own (an HTTP request) waits at most the time it has left for
+    # a lock, not the statement timeout: a LOCK TABLE held for a minute answered every API
+    # request after 60 s instead of a few.
+    # Nothing left is 1 ms, not a refusal: a lock that is free is still taken.
+    left = lock_wait_left()
+    if left is not None:
+        milliseconds = max(1, round(left * 1000))
+        connection.exec_driver_sql(f"SET LOCAL lock_timeout = {milliseconds}")
+
+
+def _explain_statement_timeout(statement_timeout: float, context: ExceptionContext) -> None:
+    # The driver says "canceling statement due to statement timeout", which does not say that
+    # the likely cause is another session's lock, nor which setting gave up.
+    orig = context.original_exception
+    if statement_timed_out(orig) and lock_wait_left() is None:
+        orig.add_note(
+            f"the database did not answer within {statement_timeout:g} s "
+            "(database.statement_timeout): another session may hold a lock on a table this "
+            "needs (a LOCK TABLE, a long migration, a session left in a transaction); retry "
+            "once it has ended"
+        )
+
+
+def _explain_sqlite_locked(connect_timeout: float, context: ExceptionContext) -> None:
+    orig = context.original_exception
+    if sqlite_locked(orig) and lock_wait_left() is None:
+        orig.add_note(
+            f"the database stayed locked for {connect_timeout:g} s (database.connect_timeout): "
+            "another process holds its write lock (an import, a backup, a sqlite3 shell left "
+            "in a transaction); retry once it has ended"
+        )
 
 
 @contextmanager
@@ -216,7 +264,18 @@ def _floor(value: float | None) -> int | None:
     return None if value is None else math.floor(value)
 
 
-def _sqlite_begin_immediate(connection: Any) -> None:
+_BUSY_MS = "leadflow_busy_ms"
+"""Key of a pooled SQLite connection's ``info``: the busy timeout it has, in milliseconds."""
+
+
+def _sqlite_begin_immediate(connect_timeout: float, connection: Any) -> None:
+    # The busy timeout is the caller's time left (an HTTP request's), else connect_timeout.
+    left = lock_wait_left()
+    busy_ms = max(1, round((connect_timeout if left is None else left) * 1000))
+    pooled = connection.connection
+    if pooled.info.get(_BUSY_MS, round(connect_timeout * 1000)) != busy_ms:
+        pooled.dbapi_connection.execute(f"PRAGMA busy_timeout = {busy_ms}")
+        pooled.info[_BUSY_MS] = busy_ms
     # sqlite3 would start a transaction only at the first write, so a rule's SELECT and the
     # UPDATEs it causes would not be atomic. A writing transaction (``transaction()`` below)
     # says so and gets BEGIN IMMEDIATE, taking the write lock up front: what it read is still
@@ -438,9 +497,6 @@ def migrate(
         raise DatabaseUnavailableError(msg) from exc
 
 
-LOCK_NOT_AVAILABLE = "55P03"
-
-
 def bounded_lock_waits(connection: Connection, wait: timedelta) -> None:
     """Give up on a lock after ``wait``, for the rest of ``connection``'s transaction
     (PostgreSQL; SQLite waits its busy timeout).
@@ -562,7 +618,7 @@ def transaction(engine: Engine) -> Iterator[Session]:
     """
     turns = _turnstile(engine)
     with (
-        turns.turn() if turns is not None else nullcontext(),
+        turns.turn(lock_wait_left()) if turns is not None else nullcontext(),
         Session(_writer(engine), expire_on_commit=False) as session,
         session.begin(),
     ):
@@ -579,9 +635,12 @@ class _Turnstile:
         self._serving = 0
         self._owner: int | None = None
         self._depth = 0
+        self._abandoned: set[int] = set()
 
     @contextmanager
-    def turn(self) -> Iterator[None]:
+    def turn(self, timeout: float | None = None) -> Iterator[None]:
+        """Wait for this thread's turn, ``timeout`` seconds at most (None: for ever); then
+        :class:`LockWaitExpiredError`, the ticket given up so that the next one is served."""
         me = threading.get_ident()
         with self._condition:
             if self._owner == me:
@@ -589,7 +648,13 @@ class _Turnstile:
             else:
                 ticket = self._next_ticket
                 self._next_ticket += 1
-                self._condition.wait_for(lambda: self._serving == ticket)
+                if not self._condition.wait_for(lambda: self._serving == ticket, timeout):
+                    self._abandoned.add(ticket)
+                    msg = (
+                        f"no turn to write within {timeout:g} s: the writer before it waits "
+                        "for a lock another process holds"
+                    )
+                    raise LockWaitExpiredError(msg)
                 self._owner, self._depth = me, 1
         try:
             yield
@@ -599,6 +664,9 @@ class _Turnstile:
                 if self._depth == 0:
                     self._owner = None
                     self._serving += 1
+                    while self._serving in self._abandoned:  # waiters that gave up
+                        self._abandoned.remove(self._serving)
+                        self._serving += 1
                     self._condition.notify_all()
 
 
