@@ -33,11 +33,11 @@ from sqlalchemy.orm import Session
 
 from leadflow import metrics
 from leadflow.collector_pause import collector_paused
-from leadflow.engine.assignment import stored_pools
+from leadflow.engine.assignment import pool_members
 from leadflow.engine.batch_writes import write_batch
 from leadflow.engine.firing import Firing, describe_action, fire
 from leadflow.engine.firing_batch import FiringBatch
-from leadflow.engine.plain_rows import as_leads, in_stage_by, lead_select, record_of
+from leadflow.engine.plain_rows import all_reps, as_leads, in_stage_by, lead_select, record_of
 from leadflow.engine.pool_staffing import unstaffed_pools_note
 from leadflow.engine.row_record import RowRecord
 from leadflow.engine.rule_runs import (
@@ -247,7 +247,9 @@ def _read_scope(session: Session, rule: Rule, now: datetime, outcome: RuleOutcom
     context = EvaluationContext(
         now, averages_for(session, list(cycle_conditions(rule.condition)), now)
     )
-    pools = stored_pools(session) if any(isinstance(a, Assign) for a in rule.actions) else {}
+    # The reps as plain rows, not ORM objects: the first batch's session keeps none of them.
+    assigns = any(isinstance(a, Assign) for a in rule.actions)
+    pools = pool_members(all_reps(session)) if assigns else {}
     outcome.cycle_note = missing_cycle_note(context)
     outcome.unstaffed_pools = unstaffed_pools_note(rule, pools)
     where = and_(to_where(rule.condition, table, context), rule_scope(rule, table, now))
@@ -284,7 +286,6 @@ def _apply(
                 # In the first batch's transaction: a connection, a ping and a commit fewer a
                 # run, most of whose runs match nothing.
                 scope = _read_scope(session, rule, now, outcome)
-                session.expunge_all()  # the pools' reps: the batch reads the rows it needs
                 if _stopping(stop, outcome):
                     return
             # Leads are read as plain rows (plain_rows), deals, few, as ORM objects.
