@@ -113,25 +113,36 @@ def empty_every_table(engine: Engine) -> None:
     """Empty the store's tables and restart their ids, as ``TRUNCATE ... RESTART IDENTITY``
     would, with ``DELETE``: on a test's few rows it takes milliseconds, where ``TRUNCATE``,
     which makes new files for every table and index, took half a second before each of the
-    850 PostgreSQL tests (over three minutes of CI)."""
+    850 PostgreSQL tests (over three minutes of CI). One statement, a ``DO`` block: a
+    ``DELETE`` each was a round trip to the server each, 9 ms a test where this takes 4."""
     with engine.begin() as connection:
-        for table in reversed(metadata.sorted_tables):
-            connection.execute(table.delete())
-        connection.execute(
-            text(
-                "SELECT setval(format('%I.%I', schemaname, sequencename)::regclass, 1, false) "
-                "FROM pg_sequences WHERE schemaname = current_schema()"
-            )
-        )
+        connection.execute(text(EMPTY_EVERY_TABLE))
+
+
+EMPTY_EVERY_TABLE = (
+    "DO $$ BEGIN "
+    + " ".join(f'DELETE FROM "{table.name}";' for table in reversed(metadata.sorted_tables))
+    + " PERFORM setval(format('%I.%I', schemaname, sequencename)::regclass, 1, false)"
+    " FROM pg_sequences WHERE schemaname = current_schema(); END $$"
+)
+"""Every table emptied, children first, and every sequence restarted, in the current schema."""
+
+
+@pytest.fixture(scope="session")
+def postgres_emptier(postgres_url: str) -> Iterator[Engine]:
+    """An engine on the session's schema that empties it before each PostgreSQL test: one for
+    the session, as a new engine's first connection (its login, the dialect's questions, the
+    statement timeout) cost 20 ms more than the emptying, before each of 960 tests."""
+    engine = create_store_engine(postgres_url)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture
-def postgres_store_url(postgres_url: str) -> str:
+def postgres_store_url(postgres_url: str, postgres_emptier: Engine) -> str:
     """The URL of an empty, migrated PostgreSQL store, for a test with nothing to test on
     SQLite (override ``store_url`` with it rather than skip half the parametrised test)."""
-    engine = create_store_engine(postgres_url)
-    empty_every_table(engine)
-    engine.dispose()
+    empty_every_table(postgres_emptier)
     return postgres_url
 
 
@@ -143,11 +154,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         target.parent.mkdir()
         shutil.copy(request.getfixturevalue("sqlite_template"), target)
         return f"sqlite:///{target}"
-    url: str = request.getfixturevalue("postgres_url")
-    engine = create_store_engine(url)
-    empty_every_table(engine)
-    engine.dispose()
-    return url
+    return str(request.getfixturevalue("postgres_store_url"))
 
 
 @pytest.fixture

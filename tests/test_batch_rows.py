@@ -8,7 +8,9 @@ updates as one ``UPDATE ... FROM unnest``):
   their leads;
 - the MQL rule over three batches of two: round robin carries on across batches, every email's
   idempotency key and outbox row, and each ``email_queued`` audit row names its outbox row;
-- run again at the same instant, nothing is queued twice.
+- run again at the same instant, nothing is queued twice;
+- a run takes one connection a batch, the last (which finds no match left) reading what the
+  run needs first when it is the only one, and recording the run.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from import_support import rows
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, select
 from test_firing_batches import MQL_RULE, T0, leads, runtime_for, seed
 
 from leadflow.engine.batch_writes import BatchWrites, write
@@ -28,7 +30,7 @@ from leadflow.outbox.store import enqueue_rows, outbox_row
 from leadflow.store.bulk_rows import array_parameter
 from leadflow.store.database import transaction
 from leadflow.store.id_ranges import among
-from leadflow.store.tables import AUDIT, LEADS, OUTBOX
+from leadflow.store.tables import AUDIT, LEADS, OUTBOX, RULE_RUNS
 
 DUE = T0 + timedelta(hours=2)
 
@@ -243,6 +245,54 @@ class TestMqlOverSeveralBatches:
             ids = dict(connection.execute(select(OUTBOX.c.lead_id, OUTBOX.c.id)).all())
         assert [(lead, p["outbox_id"], p["new"]) for lead, p in second] == [
             (n, ids[n], False) for n in (1, 2, 3)
+        ]
+
+
+class TestConnectionsPerRun:
+    """A run takes the store's connections one batch at a time, nothing besides."""
+
+    def test_one_connection_a_batch_and_the_run_recorded_in_the_last(
+        self, engine: Engine, make_settings: Any, tmp_path: Path
+    ) -> None:
+        """Three matches in batches of two: two batches, then the transaction that finds none
+        left and records the run; a run matching nothing is that one transaction alone, its
+        unfinished-run mark, pools and record included. Each connection taken cost a ping on
+        PostgreSQL and a transaction: the sixty days ran three rules an hour, 4,320 times."""
+        runtime = runtime_for(
+            engine,
+            make_settings,
+            tmp_path,
+            MQL_RULE.format(rule_id="mql", template="new_mql"),
+            **{"scheduler.evaluation_batch": 2},
+        )
+        seed(engine, [{} for _ in range(3)])
+        rule_set = runtime.load_rules()
+        taken: list[object] = []
+
+        def checked_out(*_: object) -> None:
+            taken.append(None)
+
+        event.listen(engine, "checkout", checked_out)
+        try:
+            first = run_rule(runtime, rule_set, rule_set.rules[0], T0)
+            after_first = len(taken)
+            again = run_rule(runtime, rule_set, rule_set.rules[0], T0 + timedelta(minutes=5))
+        finally:
+            event.remove(engine, "checkout", checked_out)
+        assert (first.matched, first.fired, again.matched) == (3, 3, 0)
+        assert (after_first, len(taken) - after_first) == (3, 1)
+        with engine.connect() as connection:
+            recorded = connection.execute(
+                select(
+                    RULE_RUNS.c.rule_id,
+                    RULE_RUNS.c.last_status,
+                    RULE_RUNS.c.matched,
+                    RULE_RUNS.c.last_started_at,
+                    RULE_RUNS.c.unfinished_through,
+                )
+            ).all()
+        assert [tuple(row) for row in recorded] == [
+            ("mql", "ok", 0, T0 + timedelta(minutes=5), None)
         ]
 
 

@@ -33,19 +33,19 @@ from sqlalchemy.orm import Session
 
 from leadflow import metrics
 from leadflow.collector_pause import collector_paused
-from leadflow.engine.assignment import stored_pools
+from leadflow.engine.assignment import pool_members
 from leadflow.engine.batch_writes import write_batch
 from leadflow.engine.firing import Firing, describe_action, fire
 from leadflow.engine.firing_batch import FiringBatch
-from leadflow.engine.plain_rows import as_leads, in_stage_by, lead_select, record_of
+from leadflow.engine.plain_rows import all_reps, as_leads, in_stage_by, lead_select, record_of
 from leadflow.engine.pool_staffing import unstaffed_pools_note
 from leadflow.engine.row_record import RowRecord
 from leadflow.engine.rule_runs import (
-    UnfinishedRun,
     firings_failed_text,
     record_gone_through,
     record_run,
-    unfinished_run,
+    record_run_in,
+    unfinished_run_in,
 )
 from leadflow.engine.runtime import Runtime, StopSignal
 from leadflow.engine.sales_cycle import averages_for
@@ -80,6 +80,9 @@ class PlannedFiring:
 PlanSink = Callable[[PlannedFiring], None]
 """Receives each planned firing of a dry run as it is read (in the order the database returns
 a rule's matches), rule after rule."""
+RunEnd = Callable[[Session, "RuleOutcome"], None]
+"""Writes, in the transaction that found a run's matches all gone through, what commits with
+its end (:func:`run_rule` records the run there)."""
 
 
 @dataclass
@@ -199,65 +202,94 @@ def evaluate_rule(
     dry_run: bool = False,
     stop: StopSignal | None = None,
     plan_to: PlanSink | None = None,
-    finishing: UnfinishedRun | None = None,
+    at_end: RunEnd | None = None,
 ) -> RuleOutcome:
     """Evaluate one rule as of ``now``; apply its actions unless ``dry_run``.
 
     ``stop`` is checked between batches (each batch commits whole), so a shutting-down daemon
     waits for at most one batch. A dry run hands each planned firing to ``plan_to``, or keeps
-    them in the outcome's ``planned`` without one. ``finishing``: an unfinished run this one
-    goes on with, after the subjects it went through (each batch marks how far it got, in its
-    own transaction: :func:`~leadflow.engine.rule_runs.record_gone_through`).
+    them in the outcome's ``planned`` without one. An unfinished run of the rule (see
+    :mod:`~leadflow.engine.rule_runs`) is gone on with, after the subjects it went through
+    (each batch marks how far it got, in its own transaction:
+    :func:`~leadflow.engine.rule_runs.record_gone_through`). ``at_end`` writes in the
+    transaction that finds no match left, unless a dry run or ``stop`` ends the run before.
     """
     started = time.perf_counter()
     outcome = RuleOutcome(rule.id)
+    if dry_run:
+        with Session(runtime.engine) as session:
+            scope = _read_scope(session, rule, now, outcome)
+        _plan(runtime, rule, scope.where, scope.context, outcome, plan_to or outcome.planned.append)
+    else:
+        _apply(runtime, rule_set, rule, now, outcome, stop, at_end)
+    outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """What a run reads before its first batch, and the WHERE of its matches built from it."""
+
+    context: EvaluationContext
+    where: ColumnElement[bool]
+    run_at: datetime
+    """The instant its batches mark they went through (see
+    :func:`~leadflow.engine.rule_runs.record_gone_through`): the run's own, or that of the
+    unfinished run it finishes."""
+
+
+def _read_scope(session: Session, rule: Rule, now: datetime, outcome: RuleOutcome) -> _Scope:
+    """How far an unfinished run of the rule got, the averages its condition compares with and
+    the pools it assigns from (the outcome's notes about them set), read in ``session``."""
     table = rule.subject.table
-    with Session(runtime.engine) as session:
-        context = EvaluationContext(
-            now, averages_for(session, list(cycle_conditions(rule.condition)), now)
-        )
-        pools = stored_pools(session) if any(isinstance(a, Assign) for a in rule.actions) else {}
+    finishing = unfinished_run_in(session, rule, now)
+    context = EvaluationContext(
+        now, averages_for(session, list(cycle_conditions(rule.condition)), now)
+    )
+    # The reps as plain rows, not ORM objects: the first batch's session keeps none of them.
+    assigns = any(isinstance(a, Assign) for a in rule.actions)
+    pools = pool_members(all_reps(session)) if assigns else {}
     outcome.cycle_note = missing_cycle_note(context)
     outcome.unstaffed_pools = unstaffed_pools_note(rule, pools)
     where = and_(to_where(rule.condition, table, context), rule_scope(rule, table, now))
-    if finishing is not None:
-        where = and_(where, table.c.id > finishing.through)
-    if dry_run:
-        _plan(runtime, rule, where, context, outcome, plan_to or outcome.planned.append)
-    else:
-        run_at = finishing.at if finishing is not None else now
-        _apply(runtime, rule_set, rule, where, context, outcome, stop, run_at)
-    outcome.seconds = time.perf_counter() - started
-    return outcome
+    if finishing is None:
+        return _Scope(context, where, now)
+    return _Scope(context, and_(where, table.c.id > finishing.through), finishing.at)
 
 
 def _apply(
     runtime: Runtime,
     rule_set: RuleSet,
     rule: Rule,
-    where: ColumnElement[bool],
-    context: EvaluationContext,
+    now: datetime,
     outcome: RuleOutcome,
     stop: StopSignal | None,
-    run_at: datetime,
+    at_end: RunEnd | None,
 ) -> None:
     """Fire the rule on its matches, in id order, a batch per transaction; ``stop`` is asked
-    between batches. Each batch marks, in its own transaction, that the run at ``run_at`` went
-    through its last subject (see :mod:`~leadflow.engine.rule_runs`)."""
+    between batches. Each batch marks, in its own transaction, that the run went through its
+    last subject (see :mod:`~leadflow.engine.rule_runs`); ``at_end`` writes in the
+    transaction that finds no match left."""
     model: type[Lead] | type[Deal] = Lead if rule.subject is Subject.LEAD else Deal
     table = rule.subject.table
     batch_size = runtime.settings.scheduler.evaluation_batch
     fields = list(referenced_fields(rule.condition))
-    occasion = occasion_of(rule, context.now)
+    occasion = occasion_of(rule, now)
+    scope: _Scope | None = None
     last_id = 0
     while True:
-        if stop is not None and stop.is_set():
-            outcome.interrupted = True
+        if scope is not None and _stopping(stop, outcome):
             return
         with collector_paused(), transaction(runtime.engine) as session:
+            if scope is None:
+                # In the first batch's transaction: a connection, a ping and a commit fewer a
+                # run, most of whose runs match nothing.
+                scope = _read_scope(session, rule, now, outcome)
+                if _stopping(stop, outcome):
+                    return
             # Leads are read as plain rows (plain_rows), deals, few, as ORM objects.
             query = (
-                (lead_select(where) if model is Lead else select(model).where(where))
+                (lead_select(scope.where) if model is Lead else select(model).where(scope.where))
                 .where(table.c.id > last_id)
                 .order_by(table.c.id)
                 .limit(batch_size)
@@ -270,25 +302,42 @@ def _apply(
                 else cast(list[Lead | Deal], list(session.scalars(query)))
             )
             if not rows:
+                if at_end is not None:
+                    at_end(session, outcome)
                 return
             last_id = rows[-1].id or 0
             outcome.matched += len(rows)
             deals = [row for row in rows if isinstance(row, Deal)]
             leads = [] if deals else cast(list[Lead], rows)
-            batch = FiringBatch.load(session, runtime.settings, context.now, leads, deals)
+            batch = FiringBatch.load(session, runtime.settings, now, leads, deals)
             fired = [
                 label
                 for row in rows
                 if (
                     label := _process(
-                        runtime, batch, rule_set, rule, row, context, outcome, fields, occasion
+                        runtime,
+                        batch,
+                        rule_set,
+                        rule,
+                        row,
+                        scope.context,
+                        outcome,
+                        fields,
+                        occasion,
                     )
                 )
             ]
             _write_batch(batch, rule, rule_set, fired, outcome)
             # With the batch, not after the run: a process killed between the two would leave
             # the batch's firings (its emails) with nothing telling the retry to skip them.
-            record_gone_through(session, rule_set, rule, run_at, last_id)
+            record_gone_through(session, rule_set, rule, scope.run_at, last_id)
+
+
+def _stopping(stop: StopSignal | None, outcome: RuleOutcome) -> bool:
+    """Whether a shutdown asks the run to stop before its next batch (it is then interrupted)."""
+    if stop is not None and stop.is_set():
+        outcome.interrupted = True
+    return outcome.interrupted
 
 
 def _process(
@@ -488,8 +537,21 @@ def run_rule(
     finishes one that failed or was interrupted part-way leaves out the subjects that run went
     through (see :mod:`~leadflow.engine.rule_runs`).
     """
+
+    def recorded(session: Session, outcome: RuleOutcome) -> None:
+        # With the run's last transaction: a connection, a ping and a commit fewer a run.
+        record_run_in(
+            session,
+            rule_set,
+            rule,
+            now,
+            matched=outcome.matched,
+            error=None,
+            failed_firings=outcome.failed,
+            first_failure=outcome.first_failure,
+        )
+
     try:
-        finishing = unfinished_run(runtime.engine, rule, now)
         outcome = evaluate_rule(
             runtime,
             rule_set,
@@ -498,7 +560,7 @@ def run_rule(
             dry_run=dry_run,
             stop=stop,
             plan_to=plan_to,
-            finishing=finishing,
+            at_end=recorded,
         )
     except BrokenPipeError:  # a dry run's reader went away (`| head`): not the rule's failure
         raise
@@ -537,16 +599,15 @@ def run_rule(
             )
     if dry_run or outcome.interrupted:
         return outcome
-    record_run(
-        runtime.engine,
-        rule_set,
-        rule,
-        now,
-        matched=outcome.matched,
-        error=outcome.error,
-        failed_firings=outcome.failed,
-        first_failure=outcome.first_failure,
-    )
+    if outcome.error is not None:  # a run that succeeded was recorded as it ended (above)
+        record_run(
+            runtime.engine,
+            rule_set,
+            rule,
+            now,
+            matched=outcome.matched,
+            error=outcome.error,
+        )
     metrics.record_evaluation(
         rule.id,
         seconds=outcome.seconds,

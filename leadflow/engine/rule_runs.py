@@ -96,11 +96,18 @@ class UnfinishedRun:
 def unfinished_run(engine: Engine, rule: Rule, now: datetime) -> UnfinishedRun | None:
     """The unfinished run of ``rule`` a run at ``now`` finishes, if any: none once the rule's
     next scheduled time after it has come (that run acts on every subject again)."""
+    with Session(engine) as session:
+        return unfinished_run_in(session, rule, now)
+
+
+def unfinished_run_in(session: Session, rule: Rule, now: datetime) -> UnfinishedRun | None:
+    """:func:`unfinished_run` read in ``session``: a run reads it with what else it reads
+    before its first batch, on the connection it has already (a checkout, a ping and a
+    transaction fewer on every run of every rule)."""
     query = select(RULE_RUNS.c.unfinished_at, RULE_RUNS.c.unfinished_through).where(
         RULE_RUNS.c.rule_id == rule.id
     )
-    with engine.connect() as connection:
-        run = connection.execute(query).first()
+    run = session.execute(query).first()
     if run is None or run.unfinished_at is None or run.unfinished_through is None:
         return None
     if rule.schedule.next_run(run.unfinished_at) <= now:
@@ -155,6 +162,32 @@ def record_run(
     before the run could even read the mark (the database gone for a moment) would otherwise
     erase a live one, and the next retry act again on the leads behind it. A mark past its
     rule's next time is ignored (:func:`unfinished_run`) and overwritten by the next run."""
+    with transaction(engine) as session:
+        record_run_in(
+            session,
+            rule_set,
+            rule,
+            now,
+            matched=matched,
+            error=error,
+            failed_firings=failed_firings,
+            first_failure=first_failure,
+        )
+
+
+def record_run_in(
+    session: Session,
+    rule_set: RuleSet,
+    rule: Rule,
+    now: datetime,
+    *,
+    matched: int,
+    error: str | None,
+    failed_firings: int = 0,
+    first_failure: str | None = None,
+) -> None:
+    """:func:`record_run` in the transaction of ``session``: a run that succeeded is recorded
+    in the transaction that found its last match gone, committing with it."""
     values: dict[str, object] = {
         "rule_id": rule.id,
         "rule_version": rule_set.version,
@@ -169,10 +202,9 @@ def record_run(
         values.update(last_started_at=now, unfinished_at=None, unfinished_through=None)
     # One statement, as record_gone_through: it ran at every rule's every run (a read, then
     # the ORM's update), a third of a run that matched nothing.
-    with transaction(engine) as session:
-        dialect = session.get_bind().dialect.name
-        changed = tuple(name for name in values if name != "rule_id")
-        session.execute(insert_or_update(dialect, RULE_RUNS, "rule_id", changed), values)
+    dialect = session.get_bind().dialect.name
+    changed = tuple(name for name in values if name != "rule_id")
+    session.execute(insert_or_update(dialect, RULE_RUNS, "rule_id", changed), values)
 
 
 def run_status(error: str | None, failed_firings: int) -> str:
