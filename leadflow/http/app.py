@@ -211,11 +211,14 @@ def _record_route(
     mapping = runtime.settings.imports.mappings.get(kind, ImportMapping())
     # The nests a JSONL file of this kind is flattened by: a posted object reads as its line.
     nests = nested_objects(KIND_FIELDS[kind], mapping.columns)
+    max_records = runtime.settings.http.max_records
 
     async def post_records(request: Request) -> JSONResponse:
         _require_json(request.headers.get("content-type"))
         _require_plain(request.headers.get("content-encoding"))
-        posted = read_body(await request.body(), schema, partial(too_many, kind), nests)
+        posted = read_body(
+            await request.body(), schema, partial(too_many, kind), nests, max_records
+        )
         rule_set = holder.current_or_none()
         # Stamped with `now`, committed later: in flight till then (the Funnel page's as-of).
         with runtime.in_flight.writing() as now:
