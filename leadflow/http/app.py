@@ -106,9 +106,11 @@ def create_app(
     holder: SnapshotHolder[RuleSet],
     *,
     funnel: FunnelSnapshots | None = None,
+    leading: Callable[[], bool] | None = None,
 ) -> FastAPI:
     """The application for ``runtime``'s store; ``holder`` is the daemon's current rule set,
-    ``funnel`` the Funnel page's snapshots the daemon warms (by default the app's own)."""
+    ``funnel`` the Funnel page's snapshots the daemon warms (by default the app's own),
+    ``leading`` says whether the daemon is the leader now (``/readyz``'s ``leader``)."""
     settings = runtime.settings.http
     check_http_settings(settings)
     app = _Application(
@@ -160,7 +162,7 @@ def create_app(
         openapi_extra=REQUEST_BODY,
         responses={**_POST_RESPONSES, 404: {"description": "no such lead", **ERROR_BODY}},
     )
-    app.include_router(probe_routes(runtime, holder))
+    app.include_router(probe_routes(runtime, holder, leading))
     app.include_router(tracking_routes(runtime, holder))
     app.include_router(dashboard_routes(runtime, holder, funnel, too_large))
     return app
