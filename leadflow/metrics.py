@@ -67,6 +67,12 @@ LAST_TICK = Gauge(
     "Unix time of the last rule evaluation or funnel tick that finished without error.",
     registry=REGISTRY,
 )
+LEADER = Gauge(
+    "leadflow_leader",
+    "1 while this replica is the leader, the one evaluating rules and ticking the funnel; 0 "
+    "otherwise (every replica sends from the outbox). Its sum over the replicas is 1.",
+    registry=REGISTRY,
+)
 OUTBOX_MESSAGES = Gauge(
     "leadflow_outbox_messages",
     "Outbox rows by channel and status, as of the last scrape.",
@@ -102,6 +108,11 @@ def record_actions(actions: Iterable[str], firings: int = 1) -> None:
 def record_tick() -> None:
     """A tick (evaluation or funnel pass) finished without error, now (wall clock)."""
     LAST_TICK.set(time.time())
+
+
+def record_leader(*, leader: bool) -> None:
+    """This replica became the leader, or stopped being it."""
+    LEADER.set(1 if leader else 0)
 
 
 def record_scoring_pass(*, ok: bool) -> None:

@@ -374,6 +374,10 @@ class HttpSettings(Section):
     allow_anonymous: bool = False
     """Serve the /v1 API without a token (a trial on a private network); else a token is required."""
     max_body_bytes: WholeNumber = Field(default=5_000_000, ge=1024)
+    max_records: WholeNumber = Field(default=1_000, ge=1, le=100_000)
+    """The most records one ``POST /v1/...`` body may hold (a list longer is refused, 422,
+    before anything is written): a request is one transaction, and other requests wait for a
+    long one. A CRM's batch APIs hold 100; large loads belong in ``leadflow import``."""
     header_timeout: Duration = timedelta(seconds=10)
     """A connection not sending a request's whole headers within this (of opening, or of the
     previous answer) is closed: a slow client cannot hold connections open for ever."""

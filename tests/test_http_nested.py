@@ -234,7 +234,11 @@ class TestAsDocumented:
         assert record["properties"]["attributes"] == {
             "type": ["object", "null"],
             "properties": {
-                "region": {"type": ["string", "null"], "description": "attribute (string)"},
+                "region": {
+                    "type": ["string", "null"],
+                    "maxLength": 2000,
+                    "description": "attribute (string)",
+                },
                 "employees": {
                     "type": ["integer", "string", "null"],
                     "description": "attribute (integer)",

@@ -41,7 +41,7 @@ def test_empty_database_upgrades_to_head_matching_the_models(
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, metadata) == []
-        assert context.get_current_revision() == "0025"
+        assert context.get_current_revision() == "0026"
         assert set(inspect(connection).get_table_names()) == {
             *(t.name for t in metadata.sorted_tables),
             "alembic_version",
@@ -152,7 +152,7 @@ def _downgrade_0016(engine: Engine) -> None:
         "then downgrade again"
     )
     with engine.connect() as connection:
-        assert MigrationContext.configure(connection).get_current_revision() == "0025"
+        assert MigrationContext.configure(connection).get_current_revision() == "0026"
         scores = connection.execute(select(LEADS.c.score).order_by(LEADS.c.id)).scalars()
         assert list(scores) == [big, 5, -big]
     with engine.begin() as connection:

@@ -299,7 +299,7 @@ class TestStoreNotReady:
         assert code == 1
         assert errors == [
             f"error: the store at sqlite:///{database} has schema 0001, older than this "
-            "leadflow's (0025), and this command only reads: back it up, then run `leadflow "
+            "leadflow's (0026), and this command only reads: back it up, then run `leadflow "
             "migrate` (`--dry-run` lists the migrations), or run the leadflow that wrote it"
         ]
 

@@ -21,7 +21,7 @@ from leadflow.service.leadership import AdvisoryLockLeadership, SingleInstance
 from leadflow.store.database import create_store_engine, migrate
 from tests.conftest import migrated_schema
 
-HEAD = "0025"
+HEAD = "0026"
 OLD = "0002"
 
 
@@ -130,9 +130,9 @@ def test_migrate_lists_then_applies(
         "  0016  Scores in 64 bits",
     ]
     lines = out.splitlines()
-    assert lines[0] == f"the store at {sqlite_url}: 11 migrations pending"
+    assert lines[0] == f"the store at {sqlite_url}: 12 migrations pending"
     assert lines[1:3] == pending
-    assert [line.split()[0] for line in lines[1:-1]] == [f"{n:04d}" for n in range(15, 26)]
+    assert [line.split()[0] for line in lines[1:-1]] == [f"{n:04d}" for n in range(15, 27)]
     assert lines[-1] == "--dry-run: nothing applied"
     assert revision_of(sqlite_url) == "0014"
 
@@ -152,7 +152,7 @@ def test_migrate_lists_then_applies(
 def newer(url: str) -> str:
     where = make_url(url).render_as_string(hide_password=True)
     return (
-        f"error: the store at {where} has schema 0026, newer than this leadflow knows ({HEAD}): "
+        f"error: the store at {where} has schema 0027, newer than this leadflow knows ({HEAD}): "
         "run the leadflow that migrated it, or restore a backup taken before (downgrades are "
         "not automatic: docs/operations.md, Rolling back)"
     )
@@ -170,20 +170,20 @@ NEWER = {
 def test_a_newer_store_is_one_line(
     command: str, config: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """It was alembic's `CommandError: Can't locate revision identified by '0026'`."""
+    """It was alembic's `CommandError: Can't locate revision identified by '0027'`."""
     store_at(sqlite_url, HEAD)
-    set_revision(sqlite_url, "0026")
+    set_revision(sqlite_url, "0027")
     args = [str(config.with_name(a)) if a.endswith(".csv") else a for a in NEWER[command]]
     code, out, errors = leadflow(capsys, config, *args)
     assert (code, out, errors) == (1, "", [newer(sqlite_url)])
-    assert revision_of(sqlite_url) == "0026"
+    assert revision_of(sqlite_url) == "0027"
 
 
 def test_the_daemon_logs_a_newer_store_as_one_json_line(
     config: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     store_at(sqlite_url, HEAD)
-    set_revision(sqlite_url, "0026")
+    set_revision(sqlite_url, "0027")
     code, out, errors = leadflow(capsys, config, "daemon")
     assert (code, out, len(errors)) == (1, "", 1)
     line = json.loads(errors[0])
@@ -212,12 +212,12 @@ def test_postgres_older_and_newer_stores(
     assert (code, errors) == (0, [])
     lines = out.splitlines()
     where = make_url(postgres_schema).render_as_string(hide_password=True)
-    assert lines[0] == f"the store at {where}: 23 migrations pending"
-    assert [line.split()[0] for line in lines[1:-1]] == [f"{n:04d}" for n in range(3, 26)]
+    assert lines[0] == f"the store at {where}: 24 migrations pending"
+    assert [line.split()[0] for line in lines[1:-1]] == [f"{n:04d}" for n in range(3, 27)]
     assert "  0016  Scores in 64 bits" in lines
     assert lines[-1] == f"migrated to {HEAD}"
     assert revision_of(postgres_schema) == HEAD
-    set_revision(postgres_schema, "0026")
+    set_revision(postgres_schema, "0027")
     assert leadflow(capsys, config, "status") == (1, "", [newer(postgres_schema)])
     assert leadflow(capsys, config, "import", "reps", str(tmp_path / "none.csv")) == (
         1,

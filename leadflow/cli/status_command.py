@@ -20,12 +20,14 @@ if TYPE_CHECKING:
     from leadflow.engine.runtime import Runtime
     from leadflow.rule_language.model import RuleSet
     from leadflow.rule_language.schedule import Schedule
+    from leadflow.service.leadership import CurrentLeader
     from leadflow.store.status import FailingNurtureStep, RuleRunStatus, StoreStatus
 
 
 def show_status(ctx: typer.Context, output: FormatOption = OutputFormat.table) -> None:
     """Show how the funnel stands: stages, owners, the MQL queue, outbox, SLAs, rules, imports."""
     from leadflow.engine.runtime import Runtime
+    from leadflow.service.leadership import current_leader
     from leadflow.store.status import collect_status
 
     context = cli_context(ctx)
@@ -34,14 +36,50 @@ def show_status(ctx: typer.Context, output: FormatOption = OutputFormat.table) -
     rules = rules_view(
         Runtime.build(context.reading_engine, settings, SystemClock(), read_only=True), status
     )
+    leader = current_leader(context.reading_engine)
     if output is OutputFormat.json:
-        print_json(status_document(status, rules))
+        print_json({**status_document(status, rules), "leader": leader_document(leader)})
         return
     console = data_console(min_width=140)
     render_status(status, console)
     render_operations(status, console)
     render_failing_nurture(failing_nurture(status, rules), console)
+    console.print(leader_line(leader), soft_wrap=True)
     render_rules(rules, console)
+
+
+def leader_line(leader: CurrentLeader) -> str:
+    """Which daemon evaluates the rules: the lock's holder, named by the record it wrote as it
+    took the lock; or what is known when the record is not the holder's."""
+    record = leader.record
+    named = (
+        f"host {record.host}, pid {record.pid}, since {_utc(record.since)} UTC"
+        if record is not None
+        else None
+    )
+    if leader.holder is None:
+        last = f"; the last was {named}" if named else ""
+        return f"leader: none, no daemon holds the store's leadership lock{last}"
+    if leader.recorded_holder:
+        return f"leader: {named} (it holds the store's leadership lock now)"
+    last = f"the last recorded is {named}" if named else "none is recorded"
+    return (
+        f"leader: unknown daemon ({leader.holder} holds the store's leadership lock, "
+        f"but did not record itself; {last})"
+    )
+
+
+def leader_document(leader: CurrentLeader) -> dict[str, Any]:
+    """``status --format json``'s ``leader``: the lock's holder and the last record."""
+    record = leader.record
+    return {
+        "lock_held": leader.holder is not None,
+        "lock_holder": leader.holder,
+        "recorded": None
+        if record is None
+        else {"host": record.host, "pid": record.pid, "since": record.since},
+        "recorded_is_holder": leader.recorded_holder,
+    }
 
 
 FAILED_RUNS = ("failed", "firings_failed")

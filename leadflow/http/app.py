@@ -110,9 +110,11 @@ def create_app(
     holder: SnapshotHolder[RuleSet],
     *,
     funnel: FunnelSnapshots | None = None,
+    leading: Callable[[], bool] | None = None,
 ) -> FastAPI:
     """The application for ``runtime``'s store; ``holder`` is the daemon's current rule set,
-    ``funnel`` the Funnel page's snapshots the daemon warms (by default the app's own)."""
+    ``funnel`` the Funnel page's snapshots the daemon warms (by default the app's own),
+    ``leading`` says whether the daemon is the leader now (``/readyz``'s ``leader``)."""
     settings = runtime.settings.http
     check_http_settings(settings)
     app = _Application(
@@ -165,7 +167,7 @@ def create_app(
         openapi_extra=REQUEST_BODY,
         responses={**_POST_RESPONSES, 404: {"description": "no such lead", **ERROR_BODY}},
     )
-    app.include_router(probe_routes(runtime, holder))
+    app.include_router(probe_routes(runtime, holder, leading))
     app.include_router(tracking_routes(runtime, holder))
     app.include_router(dashboard_routes(runtime, holder, funnel, too_large))
     return app
@@ -216,11 +218,14 @@ def _record_route(
     mapping = runtime.settings.imports.mappings.get(kind, ImportMapping())
     # The nests a JSONL file of this kind is flattened by: a posted object reads as its line.
     nests = nested_objects(KIND_FIELDS[kind], mapping.columns)
+    max_records = runtime.settings.http.max_records
 
     async def post_records(request: Request) -> JSONResponse:
         _require_json(request.headers.get("content-type"))
         _require_plain(request.headers.get("content-encoding"))
-        posted = read_body(await request.body(), schema, partial(too_many, kind), nests)
+        posted = read_body(
+            await request.body(), schema, partial(too_many, kind), nests, max_records
+        )
         rule_set = holder.current_or_none()
         # Stamped with `now`, committed later: in flight till then (the Funnel page's as-of).
         with runtime.in_flight.writing() as now:

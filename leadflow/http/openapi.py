@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from leadflow.ingest.field_parsers import ATTRIBUTE_TEXT_LENGTH
 from leadflow.ingest.mapping import GROUPS, KIND_FIELDS, REQUIRED, SKIP, named_field
 from leadflow.ingest.nesting import nested_objects
 from leadflow.settings import ImportKind, ImportMapping, Settings
@@ -46,7 +47,7 @@ _FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
     "outcome": {**_NULLABLE_TEXT, "description": "won, lost, or null while open"},
 }
 _ATTRIBUTE_SCHEMAS: dict[str, dict[str, Any]] = {
-    "string": _NULLABLE_TEXT,
+    "string": {**_NULLABLE_TEXT, "maxLength": ATTRIBUTE_TEXT_LENGTH},
     "integer": _FIELD_SCHEMAS["integer"],
     "number": _FIELD_SCHEMAS["number"],
     "boolean": _FIELD_SCHEMAS["boolean"],
@@ -271,7 +272,12 @@ def body_schema(kind: ImportKind, settings: Settings) -> dict[str, Any]:
     """One record, or a non-empty list of them; keys setting one field are refused across the
     list's records too (the server reads a body's keys as one file's header)."""
     record = record_schema(kind, settings)
-    records: dict[str, Any] = {"type": "array", "items": record, "minItems": 1}
+    records: dict[str, Any] = {
+        "type": "array",
+        "items": record,
+        "minItems": 1,
+        "maxItems": settings.http.max_records,
+    }
     twice = [
         {"allOf": [{"contains": _has(a)}, {"contains": _has(b)}]}
         for a, b in _one_field_twice(kind, record, settings)

@@ -44,6 +44,7 @@ def read_body(
     schema: dict[str, Any] | None = None,
     too_many: Callable[[int], str | None] = lambda _count: None,
     nests: tuple[str, ...] = (),
+    max_records: int | None = None,
 ) -> Posted:
     """The posted records and their request-schema problems; RecordsRejectedError for a body
     that holds no records (not JSON, an empty list).
@@ -53,12 +54,15 @@ def read_body(
     at its keys one by one, and again once ``nests`` (:func:`~leadflow.ingest.nesting.
     nested_objects`) are flattened to their ``NEST.KEY`` columns, as a JSONL line is.
     ``schema``: the record schema of the OpenAPI document, whose JSON types are held
-    (:func:`~leadflow.http.openapi.type_errors`)."""
+    (:func:`~leadflow.http.openapi.type_errors`). A list of more than ``max_records``
+    (``http.max_records``) is refused whole, before any record is looked at."""
     value = json_body(raw)
     batch = isinstance(value, list)
     values = value if batch else [value]
     if not values:
         reject(("body",), "expected an object or a non-empty list of objects", "too_short")
+    if max_records is not None and len(values) > max_records:
+        reject(("body",), too_many_records(len(values), max_records), "too_long")
     items: list[dict[str, Any]] = []
     indices: list[int] = []
     problems: list[FieldError] = []
@@ -69,6 +73,15 @@ def read_body(
             items.append(record)
             indices.append(index)
     return Posted(items, tuple(indices), batch, tuple(problems))
+
+
+def too_many_records(count: int, limit: int) -> str:
+    """Why a body of ``count`` records is refused: one request is one transaction, which
+    other requests wait for."""
+    return (
+        f"{count:,} records in one request, more than http.max_records ({limit:,}); "
+        "send them in requests of at most that many, or load a file with leadflow import"
+    )
 
 
 def _record(

@@ -10,6 +10,8 @@ Probes and metrics need no token: they say nothing about leads.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 import structlog
 from fastapi import APIRouter
@@ -65,7 +67,13 @@ def read_leads(engine: Engine) -> None:
         connection.close()
 
 
-def probe_routes(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> APIRouter:
+def probe_routes(
+    runtime: Runtime,
+    holder: SnapshotHolder[RuleSet],
+    leading: Callable[[], bool] | None = None,
+) -> APIRouter:
+    """``leading``: whether this replica is the leader now, said by ``/readyz`` as ``leader``
+    (a replica that is not is ready all the same: it serves the API and sends email)."""
     router = APIRouter(tags=["probes"])
 
     @router.get("/healthz", summary="The process is alive")
@@ -84,10 +92,13 @@ def probe_routes(runtime: Runtime, holder: SnapshotHolder[RuleSet]) -> APIRouter
     )
     async def readyz() -> JSONResponse:
         reasons = await _unready_reasons(runtime, holder)
+        leader: dict[str, Any] = {} if leading is None else {"leader": leading()}
         if reasons:
-            return JSONResponse({"status": "not ready", "reasons": reasons}, status_code=503)
+            return JSONResponse(
+                {"status": "not ready", "reasons": reasons, **leader}, status_code=503
+            )
         rule_set = holder.current()
-        return JSONResponse({"status": "ready", "rule_version": rule_set.version})
+        return JSONResponse({"status": "ready", "rule_version": rule_set.version, **leader})
 
     @router.get(
         "/metrics",

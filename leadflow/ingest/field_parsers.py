@@ -14,6 +14,11 @@ from leadflow.ingest import date_cells, json_values, number_cells, values
 from leadflow.ingest.names import quoted
 from leadflow.settings import AttributeType, ImportKind, ImportMapping
 
+ATTRIBUTE_TEXT_LENGTH = 2_000
+"""The most characters a ``string`` attribute's value may have, in a file and in a posted record
+alike (names and companies hold 300, external ids 200): longer is refused, naming the field,
+rather than stored in every read of the lead's attributes."""
+
 OUTCOMES = frozenset({"won", "lost"})
 DEFAULT_OUTCOMES = {"won": "won", "closed won": "won", "lost": "lost", "closed lost": "lost"}
 
@@ -69,7 +74,7 @@ def attribute_parser(
 ) -> values.Parser:
     """Attributes live in a JSON column: times become ISO 8601 text (UTC), dates too."""
     if type_name == "string":
-        return values.parse_text
+        return _attribute_text
     if type_name == "datetime":
         read_time = date_cells.datetime_from_text(
             mapping.date_formats, mapping.timezone, _date_formats(kind)
@@ -85,6 +90,16 @@ def attribute_parser(
             *number_cells.INTEGER_RANGE, number_cells.integer_parser(mapping.decimal_separator)
         )
     return field_parser(type_name, mapping, kind)
+
+
+def _attribute_text(raw: object) -> str | None:
+    """A ``string`` attribute's text, as :func:`~leadflow.ingest.values.parse_text` reads it,
+    of at most :data:`ATTRIBUTE_TEXT_LENGTH` characters."""
+    text = values.parse_text(raw)
+    if text is not None and len(text) > ATTRIBUTE_TEXT_LENGTH:
+        msg = f"longer than {ATTRIBUTE_TEXT_LENGTH} characters ({len(text)}); shorten it"
+        raise ValueError(msg)
+    return text
 
 
 def _parse_outcome(raw: object) -> str | None:

@@ -44,6 +44,7 @@ from leadflow.service.exit_deadline import EXIT_MARGIN_S, ExitDeadline
 from leadflow.service.jobs import RuleJobs, build_scheduler
 from leadflow.service.leadership import AdvisoryLockLeadership, Leadership, SingleInstance
 from leadflow.service.rule_reload import LoadWarning, SnapshotHolder, watch_and_reload
+from leadflow.store.evaluator_leader import record_leader
 
 log = structlog.get_logger("leadflow.service")
 
@@ -185,18 +186,27 @@ class Daemon:
         a lone replica evaluates its start-up catch-up at once."""
         engine = self.runtime.engine
         if engine.dialect.name == "sqlite":
-            single = SingleInstance(Path(engine.url.database or "leadflow.db"))
+            single = SingleInstance(Path(engine.url.database or "leadflow.db"), self.runtime.clock)
             single.acquire()
             stack.callback(single.release)
             self.leadership = single
+            try:
+                await asyncio.to_thread(record_leader, engine, single.record())
+            except SQLAlchemyError as exc:  # it leads all the same; status says so, unnamed
+                log_failure(log, "leadership_not_recorded", exc, level="warning")
             return single
         shared = AdvisoryLockLeadership(
             engine.url.render_as_string(hide_password=False),
             timeout=self.runtime.settings.database.leadership_timeout,
+            clock=self.runtime.clock,
         )
         await asyncio.to_thread(shared.check)
         self.leadership = shared
         return shared
+
+    def _leading(self) -> bool:
+        """Whether this replica evaluates now (``/readyz``'s ``leader``)."""
+        return self.leadership is not None and self.leadership.is_leader
 
     async def _wind_down(self, evaluator: Evaluator, workers: list[asyncio.Task[None]]) -> None:
         loop = asyncio.get_running_loop()
@@ -241,7 +251,7 @@ class Daemon:
 
         if self.runtime.settings.dashboard.enabled:
             self.funnel = funnel_snapshots(self.runtime)
-        app = create_app(self.runtime, self.holder, funnel=self.funnel)
+        app = create_app(self.runtime, self.holder, funnel=self.funnel, leading=self._leading)
         sock = bind(self.runtime.settings.http)
         stack.callback(sock.close)
         grace = self.runtime.settings.scheduler.shutdown_grace.total_seconds()

@@ -9,6 +9,11 @@ second line of defence against the short overlap a network partition could cause
 
 SQLite is a single-replica store: a second daemon on the same file is refused with a clear
 message (an exclusive lock on ``<database>.daemon.lock``).
+
+Which process leads is shown three ways: the gauge ``leadflow_leader`` (1 on the leader),
+``/readyz``'s ``leader``, and ``leadflow status``, which asks the lock who holds it now
+(PostgreSQL's ``pg_locks``, SQLite's lock file) and names that daemon from the record it wrote
+as it became the leader (``evaluator_leader``: host, pid, since).
 """
 
 from __future__ import annotations
@@ -19,18 +24,25 @@ import fcntl
 import hashlib
 import os
 import threading
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
 import psycopg
 import structlog
+from psycopg.conninfo import make_conninfo
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
+from leadflow import metrics
+from leadflow.clock import Clock, SystemClock
 from leadflow.errors import AnotherDaemonRunningError
 from leadflow.logs import error_text
 from leadflow.store.database import PG_KEEPALIVES
+from leadflow.store.evaluator_leader import ROLE, LeaderRecord, recorded_leader
 from leadflow.store.postgres import BoundedConnection
+from leadflow.store.run_processes import this_host
 
 log = structlog.get_logger("leadflow.leadership")
 
@@ -44,9 +56,11 @@ def lock_key(*scope: str) -> int:
 class Leadership:
     """Whether this process may evaluate now. ``fence`` is set while it may not."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
         self.fence = threading.Event()
         self.fence.set()
+        self.clock = clock or SystemClock()
+        """Says when leadership was taken (the recorded ``since``)."""
 
     @property
     def is_leader(self) -> bool:
@@ -55,6 +69,7 @@ class Leadership:
     def _become(self, leader: bool, **details: Any) -> None:
         if leader == self.is_leader:
             return
+        metrics.record_leader(leader=leader)
         if leader:
             self.fence.clear()
             log.info("leadership_acquired", pid=os.getpid(), **details)
@@ -69,8 +84,8 @@ class Leadership:
 class SingleInstance(Leadership):
     """The only daemon on a SQLite file: leader from :meth:`acquire` to :meth:`release`."""
 
-    def __init__(self, database: Path) -> None:
-        super().__init__()
+    def __init__(self, database: Path, clock: Clock | None = None) -> None:
+        super().__init__(clock)
         self.database = database
         self.path = daemon_lock_path(database)
         self._file: IO[str] | None = None
@@ -96,6 +111,10 @@ class SingleInstance(Leadership):
         self._file = handle
         self._become(True, store="sqlite")
 
+    def record(self) -> LeaderRecord:
+        """What the daemon records of itself, taking the store (:func:`record_leader`)."""
+        return LeaderRecord(this_host(), os.getpid(), self.clock.now())
+
     def release(self) -> None:
         if self._file is not None:
             fcntl.flock(self._file, fcntl.LOCK_UN)
@@ -114,10 +133,10 @@ class AdvisoryLockLeadership(Leadership):
         check_every: timedelta = timedelta(seconds=2),
         timeout: timedelta = timedelta(seconds=5),
         key: int | None = None,
+        clock: Clock | None = None,
     ) -> None:
-        super().__init__()
-        parsed = make_url(url).set(drivername="postgresql")
-        self.conninfo = parsed.render_as_string(hide_password=False)
+        super().__init__(clock)
+        self.conninfo = libpq_conninfo(url)
         self.check_every = check_every
         self.timeout = timeout
         """One check (connecting included) waits at most this for the server; longer is lost."""
@@ -145,10 +164,21 @@ class AdvisoryLockLeadership(Leadership):
                 held = connection.execute(
                     "SELECT pg_try_advisory_lock(%s)", (self._lock_key(connection),)
                 ).fetchone()
+                if held and held[0]:
+                    self._record(connection)
                 self._become(bool(held and held[0]), store="postgresql")
         except psycopg.Error as exc:
             self._drop(error_text(exc))
         return self.is_leader
+
+    def _record(self, connection: BoundedConnection) -> None:
+        """Write who took the lock (:data:`_RECORD`), on the lock's own session: its backend
+        is the one ``pg_locks`` names. Not written, the replica leads all the same (status
+        then says the holder has no record); a lost connection fails the next check."""
+        try:
+            connection.execute(_RECORD, (ROLE, this_host(), os.getpid(), self.clock.now()))
+        except psycopg.Error as exc:
+            log.warning("leadership_not_recorded", pid=os.getpid(), error=error_text(exc))
 
     def _lock_key(self, connection: psycopg.Connection[Any]) -> int:
         """The given key, else the store's (:func:`store_lock_key`), read once."""
@@ -192,6 +222,69 @@ class AdvisoryLockLeadership(Leadership):
         self._drop("stopped")
 
 
+_RECORD = """
+INSERT INTO evaluator_leader (role, host, pid, backend_pid, since)
+VALUES (%s, %s, %s, pg_backend_pid(), %s)
+ON CONFLICT (role) DO UPDATE SET host = EXCLUDED.host, pid = EXCLUDED.pid,
+    backend_pid = EXCLUDED.backend_pid, since = EXCLUDED.since
+"""
+
+
+@dataclass(frozen=True)
+class CurrentLeader:
+    """Who leads the store now, as ``leadflow status`` tells it."""
+
+    holder: str | None
+    """What holds the leadership lock now, as the lock names it (``database backend pid
+    4711``, ``pid 4711``); None when nothing does: no daemon evaluates."""
+    record: LeaderRecord | None
+    """The last daemon recorded as it became the leader; None before any did."""
+    recorded_holder: bool
+    """Whether ``record`` is of the lock's holder: the leader is then that daemon."""
+
+
+def current_leader(engine: Engine) -> CurrentLeader:
+    """Ask the lock who holds it, and whether the record names that process. Read only: the
+    lock is never taken (on PostgreSQL ``pg_locks`` is read; on SQLite the lock file is
+    flock'd for an instant, as :func:`running_daemon` does)."""
+    with engine.connect() as connection:
+        record = recorded_leader(connection)
+        if engine.dialect.name == "sqlite":
+            held = _sqlite_holder(Path(engine.url.database or "leadflow.db"))
+            holder = None if held is None else f"pid {held}"
+            named = record is not None and (record.host, str(record.pid)) == (this_host(), held)
+            return CurrentLeader(holder, record, named)
+        row = connection.execute(text("SELECT current_database(), current_schema()")).one()
+        unsigned = lock_key(*(str(part) for part in row)) % 2**64
+        backend = connection.execute(
+            text(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                "AND classid::bigint = :high AND objid::bigint = :low AND objsubid = 1"
+            ),
+            {"high": unsigned >> 32, "low": unsigned & 0xFFFFFFFF},
+        ).scalar()
+    holder = None if backend is None else f"database backend pid {backend}"
+    named = record is not None and backend is not None and record.backend_pid == backend
+    return CurrentLeader(holder, record, named)
+
+
+def _sqlite_holder(database: Path) -> str | None:
+    """The pid a SQLite store's running daemon wrote in its lock file (``unknown`` if none);
+    None when no daemon holds the file."""
+    try:
+        handle = daemon_lock_path(database).open("r", encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle.read().strip() or "unknown"
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
+
+
 def running_daemon(url: str) -> str | None:
     """Who holds the store's daemon lock (a description), or None when no daemon does.
 
@@ -201,27 +294,28 @@ def running_daemon(url: str) -> str | None:
     evaluator holds nothing and is not seen."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        try:
-            handle = daemon_lock_path(Path(parsed.database or "leadflow.db")).open(
-                "r", encoding="utf-8"
-            )
-        except FileNotFoundError:
-            return None
-        with handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return f"a leadflow daemon (pid {handle.read().strip() or 'unknown'})"
-            fcntl.flock(handle, fcntl.LOCK_UN)
-        return None
-    conninfo = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as connection:
+        held = _sqlite_holder(Path(parsed.database or "leadflow.db"))
+        return None if held is None else f"a leadflow daemon (pid {held})"
+    with psycopg.connect(libpq_conninfo(url), autocommit=True, connect_timeout=10) as connection:
         key = store_lock_key(connection)
         taken = connection.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
         if taken and taken[0]:
             connection.execute("SELECT pg_advisory_unlock(%s)", (key,))
             return None
     return "the evaluating leadflow daemon (it holds the store's leadership lock)"
+
+
+def libpq_conninfo(url: str) -> str:
+    """``url`` (SQLAlchemy's form) as libpq's keyword string: its query (``options``) decoded
+    as SQLAlchemy decodes it for the store's engine. libpq reading the URL itself took the
+    ``+`` SQLAlchemy writes for a space as part of the value, so ``options=-csearch_path=s
+    -c...`` set a search path of no schema: the lock session keyed (and recorded) another
+    store than the engine's."""
+    parsed = make_url(url)
+    params: dict[str, object] = parsed.translate_connect_args(username="user", database="dbname")
+    for key, value in parsed.query.items():
+        params[key] = value if isinstance(value, str) else value[-1]
+    return make_conninfo(**{key: str(value) for key, value in params.items()})
 
 
 def daemon_lock_path(database: Path) -> Path:

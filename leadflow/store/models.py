@@ -14,7 +14,8 @@ PostgreSQL, ``0017`` ``scoring_runs.last_activity_id``, ``0019`` ``scoring_runs.
 and the trigger that lowers both on SQLite (:mod:`leadflow.store.activity_ids`), ``0020``
 ``import_runs.superseded``, ``0021`` ``rule_runs.schedule``, ``0022`` a deal's owner change where
 its history held another owner (data only), ``0023`` ``nurture_enrollments.steps_skipped``,
-``0024`` ``import_runs.host`` and ``pid``, ``0025`` ``rule_runs.failed_firings``. A test
+``0024`` ``import_runs.host`` and ``pid``, ``0025`` ``rule_runs.failed_firings``, ``0026``
+``evaluator_leader``. A test
 compares the schema at the head migration with this metadata so they cannot drift.
 """
 
@@ -441,6 +442,23 @@ class StoreSecret(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=100)
     value: str = Field(max_length=200)
     created_at: datetime = _time(nullable=False)
+
+
+class EvaluatorLeader(SQLModel, table=True):
+    """The daemon that last became the evaluator (the leader), written as it became it.
+
+    Only the lock says whether it still leads (:mod:`leadflow.service.leadership`): this row
+    says who took it, and since when. ``backend_pid`` is its lock session's server process on
+    PostgreSQL (``pg_locks`` names the holder by it); NULL on SQLite."""
+
+    __tablename__ = "evaluator_leader"
+
+    role: str = Field(primary_key=True, max_length=20)
+    """``evaluator``: the one row."""
+    host: str = Field(sa_column=Column(String(255), nullable=False))
+    pid: int = Field(sa_column=Column(Integer, nullable=False))
+    backend_pid: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    since: datetime = _time(nullable=False)
 
 
 class ScoreChange(SQLModel, table=True):
