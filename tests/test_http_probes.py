@@ -33,6 +33,9 @@ from tests.test_import_nested import HUBSPOT_COLUMNS
 
 VALID_BUT_REFUSED = ["2xx", "401", "404", "409", "422"]
 """What a schema-valid request may get: the check's defaults that apply here, and 422."""
+INVALID_REFUSED = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428"]
+"""What a schema-violating request may get: the check's defaults, and 413: a list past
+``maxItems`` (http.max_records) is longer than the test's http.max_body_bytes."""
 
 
 def outbox_row(key: str, status: str, created: Any, channel: str = "email") -> dict[str, Any]:
@@ -200,7 +203,12 @@ class TestOpenApiFuzz:
         runtime = runtime_for(engine, settings_, clock)
         app, _ = build_app(runtime)
         config = SchemathesisConfig.from_dict(
-            {"checks": {"positive_data_acceptance": {"expected-statuses": VALID_BUT_REFUSED}}}
+            {
+                "checks": {
+                    "positive_data_acceptance": {"expected-statuses": VALID_BUT_REFUSED},
+                    "negative_data_rejection": {"expected-statuses": INVALID_REFUSED},
+                }
+            }
         )
         schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=config)
         load_all_checks()
