@@ -58,7 +58,8 @@ def _importing(
     path = write(tmp_path, "big.jsonl", lines)
     leadflow = str(Path(sys.executable).with_name("leadflow"))
     command = [leadflow, "-c", str(config), "import", "leads", str(path)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    errors = (tmp_path / "import.err").open("wb")  # what the import said, for a failure's report
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors)
     try:
         deadline = time.monotonic() + 120
         while not _runs(engine):
@@ -70,6 +71,7 @@ def _importing(
         if process.poll() is None:
             process.kill()
         process.wait(timeout=30)
+        errors.close()
 
 
 @pytest.mark.slow
@@ -103,12 +105,13 @@ def test_an_import_stopped_with_ctrl_c_is_recorded_interrupted(
         os.kill(process.pid, signal.SIGINT)
         process.wait(timeout=60)
     [(status, finished_at, host, pid)] = _runs(engine)
+    said = (tmp_path / "import.err").read_text(encoding="utf-8", errors="replace")
     assert (status, finished_at is not None, host, pid) == (
         "interrupted",
         True,
         socket.gethostname(),
         process.pid,
-    )
+    ), said[-3000:]
     assert _last_leads_import(config, capsys)["status"] == "interrupted"
 
 
