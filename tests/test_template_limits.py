@@ -173,7 +173,7 @@ def test_ordinary_templates_render_as_before(folder: Path, catalog: TemplateCata
             "{{ 'w'|center(3) }}|{{ range(3)|join(', ') }}|{{ 'aXa'|replace('a', 'bb') }}|"
             "{{ [1, 2, 3]|batch(2, 0)|list }}|{{ range(4)|length }}|"
             "{% for i in range(3) %}{% for j in range(2) %}{{ i }}{{ j }} {% endfor %}{% endfor %}|"
-            "{{ 2 ** 10 }}|{{ range(5)|reverse|list }}"
+            "{{ 2 ** 10 }}|{{ range(5)|reverse|list }}|{{ range(0, 9, 3)|reverse|list }}"
         ),
         html="<p>{{ '<b>' ~ lead.name }}</p>",
     )
@@ -181,7 +181,7 @@ def test_ordinary_templates_render_as_before(folder: Path, catalog: TemplateCata
     assert rendered.subject == "Jo Doe at Acme GmbH"
     assert rendered.text == (
         "---|[1, 2, 3]|ab|  x|y   |  z|  q| w |0, 1, 2|bbXbb|[[1, 2], [3, 0]]|4|"
-        "00 01 10 11 20 21 |1024|[4, 3, 2, 1, 0]"
+        "00 01 10 11 20 21 |1024|[4, 3, 2, 1, 0]|[6, 3, 0]"
     )
     assert rendered.html == "<p>&lt;b&gt;Jo Doe</p>"
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import Column, Connection, Engine, Table, and_, or_, select, true
 
-from leadflow.scoring.first_score import first_score_text, is_first_score
+from leadflow.scoring.first_score import change_reason, first_score_text, is_first_score
 from leadflow.store.json_values import jsonable
 from leadflow.store.tables import (
     ACTIVITIES,
@@ -213,8 +213,7 @@ def _score_summary(row: Any, *, first: bool) -> str:
     :func:`~leadflow.scoring.first_score.first_score_text` says it."""
     if first:
         return first_score_text(row)
-    because = f": {row.detail}" if row.detail else ""
-    return f"score {_shown(row.old_score)} → {_shown(row.new_score)} ({row.cause}{because})"
+    return f"score {_shown(row.old_score)} → {_shown(row.new_score)} ({change_reason(row)})"
 
 
 def _shown(value: object) -> str:
@@ -299,8 +298,16 @@ def _nurture_exits(
     mql`` (exited), ``completed nurture stream welcome: all steps sent`` (completed)."""
     t = NURTURE
     query = (
-        select(t.c.id, t.c.stream, t.c.status, t.c.exit_reason, t.c.exited_at, t.c.rule_id)
-        .add_columns(t.c.enrolled_at, t.c.next_step)
+        select(
+            t.c.id,
+            t.c.stream,
+            t.c.status,
+            t.c.exit_reason,
+            t.c.exited_at,
+            t.c.rule_id,
+            t.c.enrolled_at,
+            t.c.next_step,
+        )
         .where(
             t.c.lead_id == lead_id,
             t.c.status.in_(("exited", "completed")),

@@ -145,16 +145,10 @@ def record_run(
     *,
     matched: int,
     error: str | None,
-    failed_firings: int = 0,
-    first_failure: str | None = None,
 ) -> None:
     """Record that ``rule`` ran as of ``now``: what makes it due (or not) after a restart. An
-    interrupted run is not recorded (it stays due).
-
-    A run that finished with ``failed_firings`` (rolled back, the other firings went on) is
-    done, as one that succeeded, but recorded ``firings_failed`` with
-    :func:`firings_failed_text` as its error: it was recorded ``ok``, and ``leadflow status``
-    called the rule ok while ``run --once`` exited 1 for it.
+    interrupted run is not recorded (it stays due); a run that succeeded is recorded with its
+    last transaction (:func:`record_run_in`), this records one that failed.
 
     A failed run keeps the last successful start, so the rule stays due (see the module). How
     far it got its batches marked as they committed (:func:`record_gone_through`); only a run
@@ -163,16 +157,7 @@ def record_run(
     erase a live one, and the next retry act again on the leads behind it. A mark past its
     rule's next time is ignored (:func:`unfinished_run`) and overwritten by the next run."""
     with transaction(engine) as session:
-        record_run_in(
-            session,
-            rule_set,
-            rule,
-            now,
-            matched=matched,
-            error=error,
-            failed_firings=failed_firings,
-            first_failure=first_failure,
-        )
+        record_run_in(session, rule_set, rule, now, matched=matched, error=error)
 
 
 def record_run_in(
@@ -187,7 +172,12 @@ def record_run_in(
     first_failure: str | None = None,
 ) -> None:
     """:func:`record_run` in the transaction of ``session``: a run that succeeded is recorded
-    in the transaction that found its last match gone, committing with it."""
+    in the transaction that found its last match gone, committing with it.
+
+    A run that finished with ``failed_firings`` (rolled back, the other firings went on) is
+    done, as one that succeeded, but recorded ``firings_failed`` with
+    :func:`firings_failed_text` as its error: it was recorded ``ok``, and ``leadflow status``
+    called the rule ok while ``run --once`` exited 1 for it."""
     values: dict[str, object] = {
         "rule_id": rule.id,
         "rule_version": rule_set.version,

@@ -96,9 +96,9 @@ def _attribute_text(raw: object) -> str | None:
     """A ``string`` attribute's text, as :func:`~leadflow.ingest.values.parse_text` reads it,
     of at most :data:`ATTRIBUTE_TEXT_LENGTH` characters."""
     text = values.parse_text(raw)
-    if text is not None and len(text) > ATTRIBUTE_TEXT_LENGTH:
-        msg = f"longer than {ATTRIBUTE_TEXT_LENGTH} characters ({len(text)}); shorten it"
-        raise ValueError(msg)
+    reason = None if text is None else values.longer_than(ATTRIBUTE_TEXT_LENGTH, text)
+    if reason is not None:
+        raise ValueError(reason)
     return text
 
 

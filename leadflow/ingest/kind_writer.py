@@ -22,6 +22,7 @@ from leadflow.ingest.json_values import identifier_problem
 from leadflow.ingest.names import quoted
 from leadflow.ingest.number_cells import range_reason
 from leadflow.ingest.references import RepDirectory
+from leadflow.ingest.values import longer_than
 from leadflow.ingest.writers import (
     Counts,
     DriverForm,
@@ -60,8 +61,8 @@ def external_id_of(value: object) -> str:
 
 
 def _within_limit(field: str, value: str, length: int) -> str:
-    if len(value) > length:
-        reason = f"longer than {length} characters ({len(value)}); shorten it"
+    reason = longer_than(length, value)
+    if reason is not None:
         raise ImportRowError(field, reason)
     return value
 

@@ -46,6 +46,14 @@ def parse_text(raw: object) -> str | None:
     raise ValueError(msg)
 
 
+def longer_than(length: int, text: str) -> str | None:
+    """Why ``text`` is refused for a field of at most ``length`` characters; None when it fits.
+    The one wording for an id, a name and an attribute, in a file and in a posted record."""
+    if len(text) <= length:
+        return None
+    return f"longer than {length} characters ({len(text)}); shorten it"
+
+
 def scalar_text(raw: object) -> str | None:
     """An activity's ``properties.KEY`` column: free-form, so a JSON number is taken as its
     digits (as the ``properties`` object's ``5`` and ``"5"`` agree); true, false, a list or an

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Iterator, Sized
+from collections.abc import Callable, Iterable, Iterator, Sized
 from contextvars import ContextVar
 from dataclasses import dataclass
 from itertools import islice
@@ -85,8 +85,15 @@ class CountedRange:
         return len(self._range)
 
     def __iter__(self) -> Iterator[int]:
+        return self._counted(self._range)
+
+    def __reversed__(self) -> Iterator[int]:
+        return self._counted(reversed(self._range))
+
+    @staticmethod
+    def _counted(values: Iterable[int]) -> Iterator[int]:
         budget = _BUDGET.get()
-        for value in self._range:
+        for value in values:
             if budget is not None:
                 budget.range_steps += 1
                 if budget.range_steps > MAX_RANGE_STEPS:
@@ -96,9 +103,6 @@ class CountedRange:
                     )
                     raise RenderLimitError(msg)
             yield value
-
-    def __reversed__(self) -> Iterator[int]:
-        return iter(CountedRange(self._range.stop - 1, self._range.start - 1, -self._range.step))
 
     def __contains__(self, value: object) -> bool:
         return value in self._range
@@ -152,10 +156,9 @@ def check_binop(operator: str, left: Any, right: Any) -> None:
         check_repeat("'*'", left, right)
         check_repeat("'*'", right, left)
     elif operator == "+" and _sized(left) and _sized(right):
-        if type(left) is type(right) or (isinstance(left, str) and isinstance(right, str)):
-            size = len(left) + len(right)
-            if size > MAX_PART_CHARS:
-                raise too_long("'+'", size)
+        size = len(left) + len(right)
+        if size > MAX_PART_CHARS:
+            raise too_long("'+'", size)
     elif operator == "%" and isinstance(left, str):
         check_percent_widths(left)
     elif operator == "**" and _is_int(left) and _is_int(right) and abs(left) > 1:

@@ -266,6 +266,7 @@ def plan_change(
     scoring = preview_scoring(runtime.engine, base, working, now)
     leaving = _leavers(runtime.engine, base, working)
     lead_rules = any(plan.subject_kind == "lead" for plan in plans)
+    renamed = _renames(base, working)
     return Plan(
         base_ref=base_ref,
         folder=folder,
@@ -275,8 +276,8 @@ def plan_change(
         rules=tuple(plans),
         unchanged_rules=len(base_rules.keys() & working_rules.keys())
         - len(differing & base_rules.keys() & working_rules.keys()),
-        streams=_stream_changes(base, working),
-        renamed_from=_renames(base, working),
+        streams=_stream_changes(base, working, renamed),
+        renamed_from=renamed,
         leavers=leaving[0],
         leaving_leads=leaving[1],
         scoring=scoring,
@@ -364,8 +365,11 @@ def _actions(rule: object) -> tuple[str, ...] | None:
     return tuple(describe_action(action) for action in rule.actions)
 
 
-def _stream_changes(base: RuleSet, working: RuleSet) -> tuple[tuple[str, StreamStatus], ...]:
-    renamed = _renames(base, working)
+def _stream_changes(
+    base: RuleSet, working: RuleSet, renamed: Mapping[str, tuple[str, ...]]
+) -> tuple[tuple[str, StreamStatus], ...]:
+    """Each stream added, removed, changed or renamed (``renamed``: :func:`_renames`), by id;
+    a renamed stream is listed once, under its new id."""
     gone = {old_id for old_ids in renamed.values() for old_id in old_ids}
     found: list[tuple[str, StreamStatus]] = []
     for stream_id in sorted((base.streams.keys() | working.streams.keys()) - gone):

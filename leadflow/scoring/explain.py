@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine, and_, select
 
 from leadflow.durations import format_duration
 from leadflow.rule_language.scoring_model import EngagementCriterion, ScoringModel
-from leadflow.scoring.first_score import first_score_text, is_first_score
+from leadflow.scoring.first_score import change_reason, is_first_score
 from leadflow.scoring.rescoring import last_pass
 from leadflow.scoring.sql import (
     STORED_SCORE,
@@ -343,12 +343,7 @@ def _history(connection: Connection, lead_id: int) -> tuple[Mapping[str, Any], .
             "engagement": row.new_engagement,
             # The pass's cause reads as a change of the lead's data; this is its first score.
             "first_score": is_first_score(row),
-            "why": first_score_text(row) if is_first_score(row) else _why(row),
+            "why": change_reason(row),
         }
         for row in rows
     )
-
-
-def _why(row: Any) -> str:
-    """``activity: pricing_visit``: the cause of a change, with its detail."""
-    return str(row.cause) + (f": {row.detail}" if row.detail else "")

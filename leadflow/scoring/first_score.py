@@ -27,6 +27,15 @@ def first_score_text(row: Any) -> str:
     return f"first score {_shown(row.new_score)} ({parts}{before})"
 
 
+def change_reason(row: Any) -> str:
+    """Why the ``score_changes`` ``row`` moved its lead's score: the model's first score as
+    :func:`first_score_text` says it, else the cause with its detail (``activity:
+    page_view``)."""
+    if is_first_score(row):
+        return first_score_text(row)
+    return str(row.cause) + (f": {row.detail}" if row.detail else "")
+
+
 def _shown(value: object) -> str:
     """``-`` for a part there was none of, never Python's ``None``."""
     return "-" if value is None else str(value)

@@ -7,7 +7,7 @@ import math
 import sqlite3
 import threading
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext, suppress
 from datetime import timedelta
 from pathlib import Path
@@ -121,9 +121,10 @@ def create_store_engine(
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", functools.partial(_sqlite_begin_immediate, connect_timeout))
         event.listen(engine, "close", _sqlite_roll_back_before_close)
-        event.listen(
-            engine, "handle_error", functools.partial(_explain_sqlite_locked, connect_timeout)
+        explain = functools.partial(
+            _explain_lock_wait, sqlite_locked, _sqlite_locked_note(connect_timeout)
         )
+        event.listen(engine, "handle_error", explain)
         return engine
     if parsed.get_backend_name() == "postgresql":
         engine = create_engine(
@@ -150,9 +151,10 @@ def create_store_engine(
         event.listen(engine, "do_connect", connect)
         event.listen(engine, "connect", set_statement_timeout)
         event.listen(engine, "begin", _postgres_lock_timeout)
-        event.listen(
-            engine, "handle_error", functools.partial(_explain_statement_timeout, statement_timeout)
+        explain = functools.partial(
+            _explain_lock_wait, statement_timed_out, _statement_timeout_note(statement_timeout)
         )
+        event.listen(engine, "handle_error", explain)
         return engine
     backend = parsed.get_backend_name()
     msg = f"database.url: unsupported database {backend!r}; use sqlite or postgresql"
@@ -185,27 +187,33 @@ def _postgres_lock_timeout(connection: Connection) -> None:
         connection.exec_driver_sql(f"SET LOCAL lock_timeout = {milliseconds}")
 
 
-def _explain_statement_timeout(statement_timeout: float, context: ExceptionContext) -> None:
+def _statement_timeout_note(statement_timeout: float) -> str:
     # The driver says "canceling statement due to statement timeout", which does not say that
     # the likely cause is another session's lock, nor which setting gave up.
-    orig = context.original_exception
-    if statement_timed_out(orig) and lock_wait_left() is None:
-        orig.add_note(
-            f"the database did not answer within {statement_timeout:g} s "
-            "(database.statement_timeout): another session may hold a lock on a table this "
-            "needs (a LOCK TABLE, a long migration, a session left in a transaction); retry "
-            "once it has ended"
-        )
+    return (
+        f"the database did not answer within {statement_timeout:g} s "
+        "(database.statement_timeout): another session may hold a lock on a table this "
+        "needs (a LOCK TABLE, a long migration, a session left in a transaction); retry "
+        "once it has ended"
+    )
 
 
-def _explain_sqlite_locked(connect_timeout: float, context: ExceptionContext) -> None:
+def _sqlite_locked_note(connect_timeout: float) -> str:
+    return (
+        f"the database stayed locked for {connect_timeout:g} s (database.connect_timeout): "
+        "another process holds its write lock (an import, a backup, a sqlite3 shell left "
+        "in a transaction); retry once it has ended"
+    )
+
+
+def _explain_lock_wait(
+    ran_out: Callable[[BaseException], bool], note: str, context: ExceptionContext
+) -> None:
+    """Add ``note`` (what a command prints) to a driver's error that says a wait ran out,
+    unless the caller bounds its own waits (an HTTP request answers 503 'locked')."""
     orig = context.original_exception
-    if sqlite_locked(orig) and lock_wait_left() is None:
-        orig.add_note(
-            f"the database stayed locked for {connect_timeout:g} s (database.connect_timeout): "
-            "another process holds its write lock (an import, a backup, a sqlite3 shell left "
-            "in a transaction); retry once it has ended"
-        )
+    if ran_out(orig) and lock_wait_left() is None:
+        orig.add_note(note)
 
 
 @contextmanager
